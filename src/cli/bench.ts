@@ -1,0 +1,14 @@
+import type { Command } from 'commander';
+
+/** Registers `tessera bench <suite>`. Suites live in bench/suites and register in bench/registry.ts. */
+export function registerBench(program: Command): void {
+  program
+    .command('bench')
+    .description('run a benchmark suite (see bench/README.md)')
+    .argument('<suite>', 'suite name')
+    .allowUnknownOption(true)
+    .action(async (suite: string) => {
+      const { runBenchCli } = await import('../../bench/cli.js');
+      await runBenchCli(suite, process.argv.slice(process.argv.indexOf(suite) + 1));
+    });
+}

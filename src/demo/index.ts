@@ -1,0 +1,10 @@
+import { TesseraError } from '../errors.js';
+
+/** Demos, by name. Each takes its own argv (parsed with commander). */
+export const DEMOS: Record<string, (argv: string[]) => Promise<void>> = {};
+
+export async function runDemoCli(name: string, argv: string[]): Promise<void> {
+  const demo = DEMOS[name];
+  if (!demo) throw new TesseraError('E_ARG', `unknown demo "${name}"`, { argument: 'name', actual: name, expected: Object.keys(DEMOS).join(', ') || 'none yet' });
+  await demo(argv);
+}

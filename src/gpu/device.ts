@@ -1,0 +1,432 @@
+/**
+ * Device acquisition and the per-device context every kernel uses.
+ *
+ * `requestDevice()` gets a device in Node (Dawn) or the browser (`navigator.gpu`), negotiating
+ * limits: it asks for the adapter's larger storage-binding, buffer and workgroup-storage limits,
+ * while every kernel still plans within the WebGPU defaults when that is all there is.
+ * `wrapDevice()` adopts a device an engine already holds. Both give a {@link TesseraDevice}: the
+ * device plus its features, limits, pipeline cache, buffer tracking and loss state.
+ */
+import { TesseraError } from '../errors.js';
+
+export interface DeviceFeatures {
+  shaderF16: boolean;
+  subgroups: boolean;
+  timestampQuery: boolean;
+}
+
+/** The limits Tessera plans against (the device's, after negotiation). */
+export interface TesseraLimits {
+  maxStorageBufferBindingSize: number;
+  maxBufferSize: number;
+  maxComputeWorkgroupStorageSize: number;
+  maxComputeInvocationsPerWorkgroup: number;
+  maxComputeWorkgroupSizeX: number;
+  maxComputeWorkgroupsPerDimension: number;
+  maxStorageBuffersPerShaderStage: number;
+  minStorageBufferOffsetAlignment: number;
+  minUniformBufferOffsetAlignment: number;
+}
+
+/** WebGPU's default limits: what every kernel must work within. */
+export const DEFAULT_LIMITS: Readonly<TesseraLimits> = {
+  maxStorageBufferBindingSize: 134217728,
+  maxBufferSize: 268435456,
+  maxComputeWorkgroupStorageSize: 16384,
+  maxComputeInvocationsPerWorkgroup: 256,
+  maxComputeWorkgroupSizeX: 256,
+  maxComputeWorkgroupsPerDimension: 65535,
+  maxStorageBuffersPerShaderStage: 8,
+  minStorageBufferOffsetAlignment: 256,
+  minUniformBufferOffsetAlignment: 256,
+};
+
+/**
+ * `cpu` for software adapters (SwiftShader, llvmpipe, WARP): they run invocations as CPU code and
+ * want different kernel shapes than real GPUs. Kernels pick a variant per class in `plan`.
+ */
+export type AdapterClass = 'cpu' | 'gpu';
+
+export interface AdapterDescription {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  isFallbackAdapter: boolean;
+  subgroupMinSize?: number;
+  subgroupMaxSize?: number;
+}
+
+export interface RequestDeviceOptions {
+  /** `high-performance` by default. */
+  powerPreference?: GPUPowerPreference;
+  /** Request compatibility mode (`featureLevel: 'compatibility'`), for OpenGL ES adapters. */
+  compatibility?: boolean;
+  /** Node only: the Dawn backend (`vulkan`, `opengles`). Default: Dawn's choice. */
+  backend?: 'vulkan' | 'opengles' | 'default';
+  /**
+   * Node only: which adapter. `auto` (default): the system's GPU, else SwiftShader.
+   * `swiftshader`: the software Vulkan adapter from Debian's chromium. `llvmpipe`: Mesa's
+   * software OpenGL ES through Dawn, in compatibility mode. Tests and benchmarks read
+   * `TESSERA_ADAPTER` to pick one (see `adapterFromEnv`).
+   */
+  adapter?: 'auto' | 'swiftshader' | 'llvmpipe';
+  /** Node only: extra Dawn flags, e.g. `enable-dawn-features=disable_robustness` (benchmarks only). */
+  dawnFlags?: string[];
+  /** Do not raise limits above the WebGPU defaults (tests of the default-limit paths). */
+  defaultLimits?: boolean;
+  /** Features to skip even if offered (e.g. to test the no-subgroups path). */
+  withoutFeatures?: GPUFeatureName[];
+  label?: string;
+}
+
+const WANTED_FEATURES: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query'];
+
+/** Tracks the GPU bytes Tessera allocated on one device. */
+export interface MemoryStats {
+  bytesHeld: number;
+  bytesPeak: number;
+  buffersHeld: number;
+}
+
+export class TesseraDevice {
+  readonly device: GPUDevice;
+  readonly adapter: AdapterDescription;
+  readonly adapterClass: AdapterClass;
+  readonly features: DeviceFeatures;
+  readonly limits: TesseraLimits;
+  /** Pipelines, layouts and shader modules created for this device; see `pipeline.ts`. */
+  readonly cache = new Map<string, unknown>();
+  private lostInfo: GPUDeviceLostInfo | null = null;
+  private readonly lostWaiters = new Set<(e: TesseraError) => void>();
+  private readonly tracked = new Map<GPUBuffer, number>();
+  private peak = 0;
+  private held = 0;
+  /** Set by `requestDevice` in Node: keeps Dawn's instance reachable while the device lives. */
+  private keepAlive: unknown;
+  private release?: () => void;
+  private readonly owned: boolean;
+
+  constructor(device: GPUDevice, adapter: AdapterDescription, opts: { owned: boolean; keepAlive?: unknown; release?: () => void }) {
+    this.device = device;
+    this.adapter = adapter;
+    this.owned = opts.owned;
+    this.keepAlive = opts.keepAlive;
+    this.release = opts.release;
+    const a = adapter.architecture.toLowerCase() + ' ' + adapter.description.toLowerCase() + ' ' + adapter.vendor.toLowerCase();
+    this.adapterClass = adapter.isFallbackAdapter || /swiftshader|llvmpipe|lavapipe|softpipe|warp|microsoft basic/.test(a) ? 'cpu' : 'gpu';
+    const f = device.features;
+    this.features = { shaderF16: f.has('shader-f16'), subgroups: f.has('subgroups'), timestampQuery: f.has('timestamp-query') };
+    const l = device.limits;
+    this.limits = {
+      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+      maxBufferSize: l.maxBufferSize,
+      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+      maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+      maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+      minStorageBufferOffsetAlignment: l.minStorageBufferOffsetAlignment,
+      minUniformBufferOffsetAlignment: l.minUniformBufferOffsetAlignment,
+    };
+    device.lost.then((info) => {
+      this.lostInfo = info;
+      const err = this.lostError();
+      for (const w of this.lostWaiters) w(err);
+      this.lostWaiters.clear();
+    });
+  }
+
+  /** A short name for reports and result folders, e.g. `swiftshader`, `nvidia-ampere`. */
+  get adapterName(): string {
+    const a = this.adapter;
+    const base = (a.architecture || a.vendor || a.description || 'unknown').toLowerCase();
+    const vendor = a.vendor && a.vendor.toLowerCase() !== base ? `${a.vendor.toLowerCase()}-` : '';
+    return `${vendor === 'google-' ? '' : vendor}${base}`.replace(/[^a-z0-9._-]+/g, '-');
+  }
+
+  get isLost(): boolean {
+    return this.lostInfo !== null;
+  }
+
+  private lostError(): TesseraError {
+    const i = this.lostInfo;
+    return new TesseraError('E_DEVICE_LOST', `the GPU device was lost (${i?.reason ?? 'unknown'}): ${i?.message ?? ''}`.trim());
+  }
+
+  /** Throws `E_DEVICE_LOST` when the device is gone. */
+  assertAlive(): void {
+    if (this.lostInfo) throw this.lostError();
+  }
+
+  /**
+   * Resolves when `p` resolves, or rejects with `E_DEVICE_LOST` as soon as the device is lost:
+   * nothing waits forever on a device that is gone.
+   */
+  raceLost<T>(p: Promise<T>): Promise<T> {
+    if (this.lostInfo) return Promise.reject(this.lostError());
+    return new Promise<T>((resolve, reject) => {
+      const onLost = (e: TesseraError) => reject(e);
+      this.lostWaiters.add(onLost);
+      p.then(
+        (v) => {
+          this.lostWaiters.delete(onLost);
+          resolve(v);
+        },
+        (e) => {
+          this.lostWaiters.delete(onLost);
+          reject(this.lostInfo ? this.lostError() : e);
+        },
+      );
+    });
+  }
+
+  /** Submits command buffers and waits for the queue, failing fast on device loss. */
+  async submitAndWait(commands: GPUCommandBuffer[]): Promise<void> {
+    this.assertAlive();
+    this.device.queue.submit(commands);
+    await this.raceLost(this.device.queue.onSubmittedWorkDone());
+  }
+
+  /** Creates a GPU buffer that Tessera tracks (for `memory()` and leak checks). */
+  createBuffer(desc: GPUBufferDescriptor): GPUBuffer {
+    this.assertAlive();
+    if (desc.size > this.limits.maxBufferSize) {
+      throw new TesseraError('E_LIMIT', `buffer "${desc.label ?? ''}" of ${desc.size} bytes exceeds the device's maxBufferSize`, {
+        argument: 'size',
+        actual: desc.size,
+        expected: `at most ${this.limits.maxBufferSize} bytes`,
+      });
+    }
+    const size = Math.max(4, Math.ceil(desc.size / 4) * 4);
+    const b = this.device.createBuffer({ ...desc, size });
+    this.tracked.set(b, size);
+    this.held += size;
+    this.peak = Math.max(this.peak, this.held);
+    return b;
+  }
+
+  /** Destroys a buffer created by {@link createBuffer}; a no-op for others or twice. */
+  destroyBuffer(b: GPUBuffer | undefined | null): void {
+    if (!b) return;
+    const size = this.tracked.get(b);
+    if (size === undefined) return;
+    this.tracked.delete(b);
+    this.held -= size;
+    b.destroy();
+  }
+
+  /** Creates a buffer filled with `data` (STORAGE | COPY_SRC | COPY_DST unless `usage` given). */
+  upload(data: ArrayBufferView, opts: { usage?: number; label?: string; size?: number } = {}): GPUBuffer {
+    const usage = opts.usage ?? GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    const size = Math.max(opts.size ?? 0, Math.ceil(data.byteLength / 4) * 4, 4);
+    const b = this.createBuffer({ size, usage, label: opts.label });
+    if (data.byteLength > 0) {
+      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      const padded = bytes.byteLength % 4 === 0 ? bytes : (() => {
+        const p = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+        p.set(bytes);
+        return p;
+      })();
+      this.device.queue.writeBuffer(b, 0, padded as Uint8Array<ArrayBuffer>);
+    }
+    return b;
+  }
+
+  /** Copies `size` bytes of `src` (from `offset`) back to the host. */
+  async readback(src: GPUBuffer, size = src.size, offset = 0): Promise<ArrayBuffer> {
+    this.assertAlive();
+    const rounded = Math.ceil(size / 4) * 4;
+    const staging = this.createBuffer({ size: rounded, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'tessera.readback' });
+    try {
+      const enc = this.device.createCommandEncoder({ label: 'tessera.readback' });
+      enc.copyBufferToBuffer(src, offset, staging, 0, rounded);
+      this.device.queue.submit([enc.finish()]);
+      await this.raceLost(staging.mapAsync(GPUMapMode.READ));
+      const out = staging.getMappedRange().slice(0, size);
+      staging.unmap();
+      return out;
+    } finally {
+      this.destroyBuffer(staging);
+    }
+  }
+
+  memory(): MemoryStats {
+    return { bytesHeld: this.held, bytesPeak: this.peak, buffersHeld: this.tracked.size };
+  }
+
+  /** Starts a new peak measurement from the bytes held now. */
+  resetPeak(): void {
+    this.peak = this.held;
+  }
+
+  /**
+   * Runs `fn` inside validation, out-of-memory and internal error scopes and turns any captured
+   * error into a typed `TesseraError` (`E_GPU_VALIDATION`, `E_GPU_OOM`, `E_GPU_INTERNAL`).
+   */
+  async scoped<T>(what: string, fn: () => T | Promise<T>): Promise<T> {
+    this.assertAlive();
+    const d = this.device;
+    d.pushErrorScope('internal');
+    d.pushErrorScope('out-of-memory');
+    d.pushErrorScope('validation');
+    let value: T;
+    let thrown: unknown;
+    let threw = false;
+    try {
+      value = await fn();
+    } catch (e) {
+      threw = true;
+      thrown = e;
+    }
+    const [validation, oom, internal] = await this.raceLost(Promise.all([d.popErrorScope(), d.popErrorScope(), d.popErrorScope()]));
+    if (threw) throw thrown;
+    if (validation) throw new TesseraError('E_GPU_VALIDATION', `${what}: GPU validation error: ${validation.message}`);
+    if (oom) throw new TesseraError('E_GPU_OOM', `${what}: GPU out of memory: ${oom.message}`);
+    if (internal) throw new TesseraError('E_GPU_INTERNAL', `${what}: GPU internal error: ${internal.message}`);
+    return value!;
+  }
+
+  /** Destroys every buffer Tessera still tracks on this device and, if Tessera created it, the device. */
+  destroy(): void {
+    for (const b of [...this.tracked.keys()]) this.destroyBuffer(b);
+    this.cache.clear();
+    wrapped.delete(this.device);
+    if (this.owned) {
+      this.device.destroy();
+      // Let Dawn's instance go only after the device has been destroyed.
+      const release = this.release;
+      this.keepAlive = undefined;
+      this.release = undefined;
+      setTimeout(() => release?.(), 0);
+    }
+  }
+}
+
+const wrapped = new WeakMap<GPUDevice, TesseraDevice>();
+
+/** Anything a kernel accepts as its device: a raw `GPUDevice` from an engine, or a `TesseraDevice`. */
+export type DeviceLike = GPUDevice | TesseraDevice;
+
+function describe(info: GPUAdapterInfo | undefined, isFallback = false): AdapterDescription {
+  const i = (info ?? {}) as Partial<GPUAdapterInfo> & { isFallbackAdapter?: boolean; subgroupMinSize?: number; subgroupMaxSize?: number };
+  return {
+    vendor: i.vendor ?? '',
+    architecture: i.architecture ?? '',
+    device: i.device ?? '',
+    description: i.description ?? '',
+    isFallbackAdapter: Boolean(i.isFallbackAdapter ?? isFallback),
+    subgroupMinSize: i.subgroupMinSize,
+    subgroupMaxSize: i.subgroupMaxSize,
+  };
+}
+
+/**
+ * Adopts a device that the caller created (an engine's, TensorFlow.js's). Tessera never destroys
+ * an adopted device; `destroy()` frees only Tessera's own buffers. Returns the same context for the
+ * same device.
+ *
+ * @example
+ * const ctx = wrapDevice(myEngine.device);
+ * const plan = await planAttention(ctx, { ... });
+ */
+export function wrapDevice(device: GPUDevice | TesseraDevice, adapterInfo?: GPUAdapterInfo): TesseraDevice {
+  if (device instanceof TesseraDevice) return device;
+  let ctx = wrapped.get(device);
+  if (!ctx) {
+    const info = adapterInfo ?? (device as GPUDevice & { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+    ctx = new TesseraDevice(device, describe(info), { owned: false });
+    wrapped.set(device, ctx);
+  }
+  return ctx;
+}
+
+/** Resolves a {@link DeviceLike} to its context. */
+export function ctxOf(d: DeviceLike): TesseraDevice {
+  if (d instanceof TesseraDevice) return d;
+  if (!d || typeof (d as GPUDevice).createBuffer !== 'function') {
+    throw new TesseraError('E_ARG', 'device: is not a GPUDevice or TesseraDevice', { argument: 'device', actual: typeof d });
+  }
+  return wrapDevice(d);
+}
+
+async function getGpu(opts: RequestDeviceOptions): Promise<{ gpu: GPU; keepAlive?: unknown; release?: () => void; notes: string[] }> {
+  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
+  if (nav?.gpu && !(globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node) {
+    return { gpu: nav.gpu, notes: [] };
+  }
+  const path = './node.js';
+  const node = (await import(/* @vite-ignore */ path)) as typeof import('./node.js');
+  const llvmpipe = opts.adapter === 'llvmpipe';
+  const { gpu, release, notes } = await node.createNodeGpu({
+    backend: llvmpipe ? 'opengles' : opts.backend,
+    dawnFlags: opts.dawnFlags,
+    forceSwiftShader: opts.adapter === 'swiftshader',
+  });
+  return { gpu, keepAlive: gpu, release, notes };
+}
+
+/**
+ * Gets a device with negotiated limits and the features Tessera uses.
+ *
+ * @example
+ * import { requestDevice } from 'tessera';
+ * const dev = await requestDevice();
+ * console.log(dev.adapterName, dev.limits.maxStorageBufferBindingSize);
+ */
+export async function requestDevice(opts: RequestDeviceOptions = {}): Promise<TesseraDevice> {
+  const { gpu, keepAlive, release, notes } = await getGpu(opts);
+  const adapterOpts: GPURequestAdapterOptions & { featureLevel?: string } = { powerPreference: opts.powerPreference ?? 'high-performance' };
+  if (opts.compatibility || opts.adapter === 'llvmpipe') adapterOpts.featureLevel = 'compatibility';
+  const adapter = await gpu.requestAdapter(adapterOpts);
+  if (!adapter) {
+    let hint = 'No WebGPU adapter was found.';
+    const isNode = Boolean((globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node);
+    if (isNode) {
+      const node = (await import(/* @vite-ignore */ './node.js')) as typeof import('./node.js');
+      if (!node.hasVulkanLoader()) hint += ' The Vulkan loader (libvulkan.so.1) is missing.';
+      hint += ' ' + node.INSTALL_HINT;
+    } else {
+      hint += ' Use a browser with WebGPU enabled (Chrome 113+, or Chromium with --enable-unsafe-webgpu).';
+    }
+    if (notes.length) hint += ` (tried: ${notes.join(', ')})`;
+    release?.();
+    throw new TesseraError('E_NO_ADAPTER', hint);
+  }
+  const skip = new Set(opts.withoutFeatures ?? []);
+  const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f) && !skip.has(f));
+  const requiredLimits: Record<string, number> = {};
+  if (!opts.defaultLimits) {
+    const al = adapter.limits;
+    for (const k of ['maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize', 'maxStorageBuffersPerShaderStage', 'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX'] as const) {
+      const v = al[k];
+      if (typeof v === 'number' && v > DEFAULT_LIMITS[k]) requiredLimits[k] = v;
+    }
+  }
+  const desc: GPUDeviceDescriptor = { requiredFeatures, requiredLimits, label: opts.label ?? 'tessera' };
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice(desc);
+  } catch (e) {
+    release?.();
+    throw new TesseraError('E_NO_ADAPTER', `requestDevice failed: ${(e as Error).message}`, { cause: e });
+  }
+  const ctx = new TesseraDevice(device, describe(adapter.info, (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter), {
+    owned: true,
+    keepAlive,
+    release,
+  });
+  wrapped.set(device, ctx);
+  return ctx;
+}
+
+/**
+ * Device options from the environment, for tests, benchmarks and the CLI only:
+ * `TESSERA_ADAPTER` = `auto` | `swiftshader` | `llvmpipe`, and `TESSERA_DAWN_FLAGS` (comma list).
+ */
+export function adapterFromEnv(env: Record<string, string | undefined> = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env ?? {}): RequestDeviceOptions {
+  const a = env.TESSERA_ADAPTER;
+  const adapter = a === 'swiftshader' || a === 'llvmpipe' ? a : 'auto';
+  const dawnFlags = env.TESSERA_DAWN_FLAGS ? env.TESSERA_DAWN_FLAGS.split(',').filter(Boolean) : undefined;
+  return { adapter, dawnFlags };
+}

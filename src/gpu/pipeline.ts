@@ -1,0 +1,206 @@
+/**
+ * Pipeline cache and bind-group layouts declared as data.
+ *
+ * A kernel describes its pipeline with a {@link PipelineSpec}: the shader (a module built from
+ * WGSL files), the entry point, its bindings in order, and its `override` constants. The cache key
+ * is a pure function of the spec (`pipelineKey`), so equal specs share one compiled pipeline per
+ * device, and anything that changes the compiled code must be in the spec.
+ *
+ * What goes where (as ONNX Runtime's `types.ts` writes down):
+ * - shader-cache key: storage dtypes, head dim, tile sizes, workgroup size, flags (causal,
+ *   window on/off), subgroup use: everything passed as `override` constants or chosen by name.
+ * - uniforms: sizes that vary per call without changing code (T, number of sequences, strides,
+ *   scale, window length). They are written into a uniform buffer in `plan`.
+ */
+import { TesseraError } from '../errors.js';
+import type { TesseraDevice } from './device.js';
+
+/** A WGSL program: one or more WGSL files concatenated in order, with a stable name. */
+export interface ShaderSource {
+  /** Unique and stable, e.g. `dense/prefill`. */
+  readonly name: string;
+  readonly code: string;
+  /** WGSL `enable` directives the code needs (`f16`, `subgroups`). */
+  readonly enables?: readonly string[];
+}
+
+/** Concatenates WGSL files into one program (shared `shaders/` first, then the kernel's own). */
+export function wgslProgram(name: string, files: readonly string[], enables: readonly string[] = []): ShaderSource {
+  const head = enables.map((e) => `enable ${e};\n`).join('');
+  return { name, code: head + files.join('\n'), enables };
+}
+
+/** How a binding is used: read-only storage, read-write storage, or a uniform buffer. */
+export type BindingKind = 'read' | 'rw' | 'uniform';
+
+export interface PipelineSpec {
+  shader: ShaderSource;
+  entryPoint?: string;
+  /** Bindings of group 0 in binding order. */
+  bindings: readonly BindingKind[];
+  /** `override` constants. Must include everything that makes this pipeline differ. */
+  constants?: Readonly<Record<string, number | boolean>>;
+}
+
+export interface Pipeline {
+  readonly pipeline: GPUComputePipeline;
+  readonly layout: GPUBindGroupLayout;
+  readonly spec: PipelineSpec;
+  readonly key: string;
+  /** Milliseconds spent compiling, 0 when it came from the cache. */
+  readonly compileMs: number;
+}
+
+function hash(s: string): string {
+  let h1 = 0x811c9dc5;
+  let h2 = 0x1000193;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 0x01000193);
+    h2 = Math.imul(h2 + c, 0x5bd1e995) ^ (h2 >>> 13);
+  }
+  return (h1 >>> 0).toString(16).padStart(8, '0') + (h2 >>> 0).toString(16).padStart(8, '0');
+}
+
+const codeHash = new Map<string, string>();
+function hashCode(code: string): string {
+  let h = codeHash.get(code);
+  if (!h) {
+    h = hash(code);
+    codeHash.set(code, h);
+  }
+  return h;
+}
+
+/** The cache key of a spec: shader name and code hash, entry point, bindings, sorted constants. */
+export function pipelineKey(spec: PipelineSpec): string {
+  const c = spec.constants ?? {};
+  const consts = Object.keys(c)
+    .sort()
+    .map((k) => `${k}=${Number(c[k])}`)
+    .join(',');
+  return `${spec.shader.name}@${hashCode(spec.shader.code)}|${spec.entryPoint ?? 'main'}|${spec.bindings.join('')}|${consts}`;
+}
+
+let totalCompileMs = 0;
+/** Total milliseconds spent compiling pipelines in this process (reported by benchmarks). */
+export function compileTimeMs(): number {
+  return totalCompileMs;
+}
+
+function layoutFor(ctx: TesseraDevice, bindings: readonly BindingKind[]): GPUBindGroupLayout {
+  const key = `layout|${bindings.join('')}`;
+  let l = ctx.cache.get(key) as GPUBindGroupLayout | undefined;
+  if (!l) {
+    const storageCount = bindings.filter((b) => b !== 'uniform').length;
+    if (storageCount > ctx.limits.maxStorageBuffersPerShaderStage) {
+      throw new TesseraError('E_LIMIT', `a pipeline needs ${storageCount} storage buffers; the device allows ${ctx.limits.maxStorageBuffersPerShaderStage}`);
+    }
+    l = ctx.device.createBindGroupLayout({
+      label: key,
+      entries: bindings.map((b, i) => ({
+        binding: i,
+        visibility: GPUShaderStage.COMPUTE,
+        buffer: { type: b === 'read' ? 'read-only-storage' : b === 'rw' ? 'storage' : 'uniform' },
+      })),
+    });
+    ctx.cache.set(key, l);
+  }
+  return l;
+}
+
+function moduleFor(ctx: TesseraDevice, shader: ShaderSource): GPUShaderModule {
+  const key = `module|${shader.name}@${hashCode(shader.code)}`;
+  let m = ctx.cache.get(key) as GPUShaderModule | undefined;
+  if (!m) {
+    m = ctx.device.createShaderModule({ label: shader.name, code: shader.code });
+    ctx.cache.set(key, m);
+  }
+  return m;
+}
+
+const inflight = new WeakMap<TesseraDevice, Map<string, Promise<Pipeline>>>();
+
+/**
+ * Returns the compiled pipeline for `spec`, compiling it once per device. Compilation errors
+ * become `E_GPU_VALIDATION` errors that quote the WGSL compiler's messages.
+ */
+export async function getPipeline(ctx: TesseraDevice, spec: PipelineSpec): Promise<Pipeline> {
+  const key = pipelineKey(spec);
+  const hit = ctx.cache.get(key) as Pipeline | undefined;
+  if (hit) return { ...hit, compileMs: 0 };
+  let pending = inflight.get(ctx);
+  if (!pending) inflight.set(ctx, (pending = new Map()));
+  const running = pending.get(key);
+  if (running) return running;
+  const p = (async () => {
+    const t0 = performance.now();
+    const layout = layoutFor(ctx, spec.bindings);
+    const module = moduleFor(ctx, spec.shader);
+    let pipeline: GPUComputePipeline;
+    try {
+      pipeline = await ctx.raceLost(
+        ctx.device.createComputePipelineAsync({
+          label: key.slice(0, 120),
+          layout: ctx.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+          compute: { module, entryPoint: spec.entryPoint ?? 'main', constants: spec.constants as Record<string, number> | undefined },
+        }),
+      );
+    } catch (e) {
+      if (e instanceof TesseraError) throw e;
+      let detail = '';
+      try {
+        const info = await module.getCompilationInfo();
+        detail = info.messages
+          .filter((m) => m.type === 'error')
+          .map((m) => `${m.lineNum}:${m.linePos} ${m.message}`)
+          .join('; ');
+      } catch {
+        /* no compilation info */
+      }
+      throw new TesseraError('E_GPU_VALIDATION', `pipeline ${spec.shader.name} failed to compile: ${(e as Error).message}${detail ? ` [${detail}]` : ''}`, { cause: e });
+    }
+    const compileMs = performance.now() - t0;
+    totalCompileMs += compileMs;
+    const entry: Pipeline = { pipeline, layout, spec, key, compileMs };
+    ctx.cache.set(key, entry);
+    return entry;
+  })();
+  pending.set(key, p);
+  try {
+    return await p;
+  } finally {
+    pending.delete(key);
+  }
+}
+
+/** A resource for one binding: a buffer with an optional byte range. */
+export interface BindingResource {
+  buffer: GPUBuffer;
+  offset?: number;
+  size?: number;
+}
+
+/** Creates the bind group of `p` from resources in binding order. */
+export function bindGroup(ctx: TesseraDevice, p: Pipeline, resources: readonly BindingResource[], label?: string): GPUBindGroup {
+  if (resources.length !== p.spec.bindings.length) {
+    throw new TesseraError('E_STATE', `bind group for ${p.spec.shader.name} has ${resources.length} resources; the layout has ${p.spec.bindings.length}`);
+  }
+  return ctx.device.createBindGroup({
+    label: label ?? p.spec.shader.name,
+    layout: p.layout,
+    entries: resources.map((r, i) => ({ binding: i, resource: { buffer: r.buffer, offset: r.offset ?? 0, size: r.size } })),
+  });
+}
+
+/**
+ * Splits a 1-D count of workgroups into a 2-D grid within `maxComputeWorkgroupsPerDimension`.
+ * Shaders recover the linear id as `wg.x + wg.y * num_workgroups.x` and skip ids past the count.
+ */
+export function grid2d(ctx: TesseraDevice, count: number): [number, number] {
+  const max = ctx.limits.maxComputeWorkgroupsPerDimension;
+  if (count <= max) return [Math.max(1, count), 1];
+  const y = Math.ceil(count / max);
+  if (y > max) throw new TesseraError('E_LIMIT', `a dispatch of ${count} workgroups exceeds ${max}^2`);
+  return [Math.ceil(count / y), y];
+}

@@ -1,0 +1,41 @@
+/**
+ * Tessera: WebGPU kernels for long-context attention.
+ *
+ * @example
+ * import { requestDevice, attention } from 'tessera';
+ * const dev = await requestDevice();
+ */
+export { TesseraError, type TesseraErrorCode, type TesseraErrorDetails } from './errors.js';
+export {
+  requestDevice,
+  wrapDevice,
+  adapterFromEnv,
+  TesseraDevice,
+  DEFAULT_LIMITS,
+  type DeviceLike,
+  type RequestDeviceOptions,
+  type TesseraLimits,
+  type DeviceFeatures,
+  type AdapterClass,
+  type MemoryStats,
+} from './gpu/device.js';
+export { getPipeline, pipelineKey, compileTimeMs, wgslProgram, type PipelineSpec, type ShaderSource } from './gpu/pipeline.js';
+export { GpuTimer, type TimingSource } from './gpu/timer.js';
+export { KernelPlan } from './plan.js';
+export {
+  type GpuTensor,
+  type DType,
+  type FloatDType,
+  DTYPE_BYTES,
+  byteSize,
+  numel,
+  encode,
+  decode,
+  roundTo,
+  f32ToF16Bits,
+  f16BitsToF32,
+  f32ToBf16Bits,
+  bf16BitsToF32,
+} from './tensor.js';
+export { compare, passes, TOLERANCE, Rng, type Comparison, type Tolerance } from './testing.js';
+export * from '../kernels/merge/index.js';

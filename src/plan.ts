@@ -1,0 +1,97 @@
+/**
+ * The plan/run convention every kernel follows (FlashInfer's split):
+ * - `plan*()` once per shape: validate, choose the specialisation, compile or fetch the cached
+ *   pipeline, allocate the uniform block and any workspace.
+ * - `plan.run(encoder, tensors)` many times: check the tensors against the plan, bind, and
+ *   encode dispatches into the caller's `GPUCommandEncoder`. It allocates no GPU memory.
+ * - `plan.dispose()` frees what the plan allocated.
+ * Convenience calls (`attention()`, `merge()`) plan, run, submit and wait in one go.
+ */
+import { TesseraError } from './errors.js';
+import type { TesseraDevice } from './gpu/device.js';
+import { bindGroup, type BindingResource, type Pipeline } from './gpu/pipeline.js';
+import type { UniformLayout } from './gpu/uniforms.js';
+import { byteSize, type GpuTensor } from './tensor.js';
+
+export abstract class KernelPlan<Inputs> {
+  readonly ctx: TesseraDevice;
+  private disposed = false;
+  private readonly owned: GPUBuffer[] = [];
+
+  protected constructor(ctx: TesseraDevice) {
+    this.ctx = ctx;
+  }
+
+  /** Encodes the kernel into `encoder`. Validates `inputs` first; encodes nothing on error. */
+  abstract run(encoder: GPUCommandEncoder, inputs: Inputs): void;
+
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
+  /** Frees the GPU memory the plan owns (uniforms, workspace). Idempotent. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const b of this.owned) this.ctx.destroyBuffer(b);
+    this.owned.length = 0;
+  }
+
+  protected assertUsable(): void {
+    if (this.disposed) throw new TesseraError('E_STATE', `${this.constructor.name}.run: the plan was disposed`);
+    this.ctx.assertAlive();
+  }
+
+  /** A uniform buffer owned by the plan, written once with `values`. */
+  protected uniform<K extends string>(layout: UniformLayout<K>, values: Readonly<Record<K, number>>): GPUBuffer {
+    const b = this.ctx.createBuffer({ size: layout.size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: `tessera.${layout.name}` });
+    this.ctx.device.queue.writeBuffer(b, 0, layout.pack(values));
+    this.owned.push(b);
+    return b;
+  }
+
+  /** A workspace buffer owned by the plan. */
+  protected workspace(size: number, label: string, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST): GPUBuffer {
+    const b = this.ctx.createBuffer({ size: Math.max(16, size), usage, label: `tessera.${label}` });
+    this.owned.push(b);
+    return b;
+  }
+
+  /** Records one dispatch of `p` in its own compute pass. */
+  protected dispatch(encoder: GPUCommandEncoder, p: Pipeline, resources: readonly BindingResource[], workgroups: readonly [number, number?, number?]): void {
+    const pass = encoder.beginComputePass({ label: p.spec.shader.name });
+    pass.setPipeline(p.pipeline);
+    pass.setBindGroup(0, bindGroup(this.ctx, p, resources));
+    pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
+    pass.end();
+  }
+}
+
+/**
+ * A tensor as a binding resource: its byte offset and exactly its size, so that a tensor inside a
+ * buffer larger than `maxStorageBufferBindingSize` still binds.
+ */
+export function res(t: GpuTensor): BindingResource {
+  return { buffer: t.buffer, offset: t.offset ?? 0, size: Math.max(4, byteSize(t.shape, t.dtype)) };
+}
+
+/** Throws `E_LIMIT` when a tensor's binding would exceed the device's storage-binding limit. */
+export function checkBindingSize(ctx: TesseraDevice, t: GpuTensor, argument: string): void {
+  const bytes = byteSize(t.shape, t.dtype);
+  if (bytes > ctx.limits.maxStorageBufferBindingSize) {
+    throw new TesseraError('E_LIMIT', `${argument}: ${bytes} bytes exceed the device's maxStorageBufferBindingSize`, {
+      argument,
+      actual: bytes,
+      expected: `at most ${ctx.limits.maxStorageBufferBindingSize} bytes per binding (split the work, or request larger limits)`,
+    });
+  }
+}
+
+/** Plans, runs, submits and waits, with GPU errors captured as typed errors. */
+export async function runOnce<I>(ctx: TesseraDevice, plan: KernelPlan<I>, inputs: I, what: string): Promise<void> {
+  await ctx.scoped(what, async () => {
+    const enc = ctx.device.createCommandEncoder({ label: what });
+    plan.run(enc, inputs);
+    await ctx.submitAndWait([enc.finish()]);
+  });
+}

@@ -1,0 +1,4 @@
+/**
+ * Float64 CPU references: the definition of every kernel's math (`tessera/reference`).
+ */
+export { mergeReference } from '../kernels/merge/reference.js';

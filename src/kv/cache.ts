@@ -185,7 +185,7 @@ export class KvCache {
     this.meanSummaries = opts.meanSummaries ?? true;
     this.debug = opts.debug ?? false;
     const maxBind = Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
-    const tilePages = opts.tilePages ?? Math.max(1, Math.floor(Math.min(16 * MiB, maxBind) / this.pageBytes));
+    const tilePages = opts.tilePages ?? Math.max(1, Math.floor(Math.min(16 * MiB, maxBind, this.gpuBudgetBytes / 4) / this.pageBytes));
     checkInt(tilePages, 'tilePages', { min: 1 });
     if (tilePages * this.pageBytes > maxBind) {
       fail('E_LIMIT', 'tilePages', 'makes a pool buffer larger than the device allows;', tilePages, `at most ${Math.floor(maxBind / this.pageBytes)} pages of ${this.pageBytes} bytes`);

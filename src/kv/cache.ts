@@ -53,7 +53,7 @@ export interface KvCacheOptions {
   recentPages?: number;
   /** Where pages live off the GPU: host slabs (default) or a disk store (`FileStore`, `OpfsStore`). */
   store?: Store;
-  /** Host slab size of the default memory store (default 256 MiB). */
+  /** Host slab size of the default memory store (default 64 MiB). */
   slabBytes?: number;
   /** Keep the per-page key mean (MoBA scoring) besides min/max (default true). */
   meanSummaries?: boolean;

@@ -23,7 +23,6 @@ import { GpuTimer, type TimingSource } from '../src/gpu/timer.js';
 import { uniformLayout } from '../src/gpu/uniforms.js';
 import copyWgsl from './roofline/copy.wgsl.js';
 import matmulRegWgsl from './roofline/matmul_reg.wgsl.js';
-import matmulSgWgsl from './roofline/matmul_sg.wgsl.js';
 import matmulTiledWgsl from './roofline/matmul_tiled.wgsl.js';
 
 export type { TimingSource };
@@ -224,7 +223,6 @@ const MATMUL_PARAMS = uniformLayout('MatmulParams', [
 
 const COPY_PROGRAM = wgslProgram('bench/copy', [COPY_PARAMS.wgsl, copyWgsl]);
 const MATMUL_REG_PROGRAM = wgslProgram('bench/matmul_reg', [MATMUL_PARAMS.wgsl, matmulRegWgsl]);
-const MATMUL_SG_PROGRAM = wgslProgram('bench/matmul_sg', [MATMUL_PARAMS.wgsl, matmulSgWgsl], ['subgroups']);
 const MATMUL_TILED_PROGRAM = wgslProgram('bench/matmul_tiled', [MATMUL_PARAMS.wgsl, matmulTiledWgsl]);
 
 /** A copy-probe variant: workgroup size, vec4s per invocation, contiguous or strided. */
@@ -244,27 +242,30 @@ export const COPY_VARIANTS: Record<'cpu' | 'gpu', CopyVariant[]> = {
 /** A matmul-probe variant. */
 export interface MatmulVariant {
   name: string;
-  /** Shader: register-blocked (`reg`), register-blocked with subgroup broadcasts (`sg`), or shared-memory tiled (`tiled`). */
-  kind: 'reg' | 'sg' | 'tiled';
-  /** Rows of C per invocation (reg/sg); 4 for tiled. */
-  rows: 4 | 8;
+  /** Register-blocked without workgroup memory (`reg`, bench/roofline/matmul_reg.wgsl) or shared-memory tiled (`tiled`, matmul_tiled.wgsl). */
+  kind: 'reg' | 'tiled';
+  /** Rows x columns of C per invocation. */
+  rows: number;
+  cols: number;
+  /** Invocations per workgroup. */
   wg: number;
 }
 
 export const MATMUL_VARIANTS: Record<string, MatmulVariant> = {
-  'reg8x4': { name: 'reg8x4', kind: 'reg', rows: 8, wg: 64 },
-  'reg4x4': { name: 'reg4x4', kind: 'reg', rows: 4, wg: 64 },
-  'sg8x4': { name: 'sg8x4', kind: 'sg', rows: 8, wg: 64 },
-  'tiled64': { name: 'tiled64', kind: 'tiled', rows: 4, wg: 256 },
+  reg4x4: { name: 'reg4x4', kind: 'reg', rows: 4, cols: 4, wg: 64 },
+  reg8x4: { name: 'reg8x4', kind: 'reg', rows: 8, cols: 4, wg: 64 },
+  reg16x4: { name: 'reg16x4', kind: 'reg', rows: 16, cols: 4, wg: 64 },
+  reg8x8: { name: 'reg8x8', kind: 'reg', rows: 8, cols: 8, wg: 64 },
+  tiled64: { name: 'tiled64', kind: 'tiled', rows: 4, cols: 4, wg: 256 },
 };
 
 /**
- * The matmul variants tried per adapter class, best first on the adapters measured so far (see
- * bench/README.md). `measureRoofline` times each and keeps the fastest.
+ * The matmul variants tried per adapter class (see bench/README.md for what was measured);
+ * `measureRoofline` times each and keeps the fastest.
  */
 export const MATMUL_CANDIDATES: Record<'cpu' | 'gpu', string[]> = {
-  cpu: ['sg8x4', 'reg8x4'],
-  gpu: ['tiled64', 'reg8x4'],
+  cpu: ['reg8x8', 'reg16x4', 'reg8x4'],
+  gpu: ['tiled64', 'reg8x8'],
 };
 
 /** A compiled copy probe over `n` vec4s. */
@@ -300,32 +301,27 @@ export async function copyProbe(dev: DeviceLike, variant: CopyVariant) {
 /** Checks a matmul size against a variant's divisibility rules. */
 export function matmulSizeOk(v: MatmulVariant, M: number, N: number, K: number): boolean {
   if (v.kind === 'tiled') return M % 64 === 0 && N % 64 === 0 && K % 16 === 0;
-  if (v.kind === 'sg') return M % v.rows === 0 && N % 16 === 0 && K % 16 === 0 && ((M * N) / (v.rows * 4)) % v.wg === 0;
-  return M % v.rows === 0 && N % 4 === 0 && K % 4 === 0;
+  return M % v.rows === 0 && N % v.cols === 0 && K % 4 === 0;
 }
 
-/** Whether a variant can run on the device (subgroup variant: subgroups of >= 4 lanes). */
+/** Whether a variant can run on the device (the tiled one needs 256 invocations and 5 KiB of workgroup memory). */
 export function matmulVariantSupported(ctx: TesseraDevice, v: MatmulVariant): boolean {
-  if (v.kind !== 'sg') return true;
-  const min = ctx.adapter.subgroupMinSize ?? 0;
-  return ctx.features.subgroups && min >= 4;
+  return ctx.limits.maxComputeInvocationsPerWorkgroup >= v.wg;
 }
 
 /** A compiled matmul probe C[M,N] = A[M,K] B[K,N] (row-major f32). */
 export async function matmulProbe(dev: DeviceLike, variant: MatmulVariant) {
   const ctx = ctxOf(dev);
   if (!matmulVariantSupported(ctx, variant)) {
-    throw new TesseraError('E_UNSUPPORTED', `matmul variant ${variant.name} needs subgroups of at least 4 lanes`, { argument: 'variant', actual: variant.name });
+    throw new TesseraError('E_UNSUPPORTED', `matmul variant ${variant.name} needs ${variant.wg} invocations per workgroup`, { argument: 'variant', actual: variant.name });
   }
   let pipeline: Pipeline;
   if (variant.kind === 'tiled') {
     pipeline = await getPipeline(ctx, { shader: MATMUL_TILED_PROGRAM, bindings: ['read', 'read', 'rw', 'uniform'] });
-  } else if (variant.kind === 'sg') {
-    pipeline = await getPipeline(ctx, { shader: MATMUL_SG_PROGRAM, bindings: ['read', 'read', 'rw', 'uniform'], constants: { WG: variant.wg } });
   } else {
     pipeline = await getPipeline(ctx, {
       shader: MATMUL_REG_PROGRAM,
-      entryPoint: variant.rows === 8 ? 'main_8x4' : 'main_4x4',
+      entryPoint: `main_${variant.rows}x${variant.cols}`,
       bindings: ['read', 'read', 'rw', 'uniform'],
       constants: { WG: variant.wg },
     });
@@ -339,7 +335,7 @@ export async function matmulProbe(dev: DeviceLike, variant: MatmulVariant) {
       const params = ctx.createBuffer({ size: MATMUL_PARAMS.size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'bench.matmul.params' });
       ctx.device.queue.writeBuffer(params, 0, MATMUL_PARAMS.pack({ M, N, K }));
       const bg = bindGroup(ctx, pipeline, [{ buffer: a, size: M * K * 4 }, { buffer: b, size: K * N * 4 }, { buffer: c, size: M * N * 4 }, { buffer: params }]);
-      const groups: [number, number] = variant.kind === 'tiled' ? [N / 64, M / 64] : grid2d(ctx, Math.ceil((M * N) / (variant.rows * 4) / variant.wg));
+      const groups: [number, number] = variant.kind === 'tiled' ? [N / 64, M / 64] : grid2d(ctx, Math.ceil((M * N) / (variant.rows * variant.cols) / variant.wg));
       return {
         encode(enc: GPUCommandEncoder) {
           const pass = enc.beginComputePass({ label: `bench.matmul.${variant.name}` });

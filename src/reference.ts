@@ -2,3 +2,17 @@
  * Float64 CPU references: the definition of every kernel's math (`tessera/reference`).
  */
 export { mergeReference } from '../kernels/merge/reference.js';
+export {
+  linearScanReference,
+  linearAttnReference,
+  simpleGlaReference,
+  glaReference,
+  retentionGamma,
+  lightningGamma,
+  GATE_MIN,
+  type GateMode,
+  type LinearScanRefOptions,
+  type LinearScanRefInputs,
+  type LinearScanRefResult,
+} from '../kernels/linear/reference.js';
+export { deltaRuleReference, gatedDeltaRuleReference, kdaReference } from '../kernels/delta/reference.js';

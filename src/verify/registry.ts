@@ -2,5 +2,7 @@
  * The golden handlers `verify` knows. A family registers by adding its handler here.
  */
 import type { GoldenHandler } from './golden.js';
+import { linearGoldenHandler } from '../../kernels/linear/golden.js';
+import { deltaGoldenHandler } from '../../kernels/delta/golden.js';
 
-export const GOLDEN_HANDLERS: GoldenHandler[] = [];
+export const GOLDEN_HANDLERS: GoldenHandler[] = [linearGoldenHandler, deltaGoldenHandler];

@@ -32,3 +32,14 @@ fn clamp_gate(g: f32) -> f32 {
 fn lin_wg(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
   return wg.x + wg.y * nwg.x;
 }
+
+// e^x for x <= 0, accurate to about one rounding near 0, where a per-token decay factor is
+// applied thousands of times (the software adapter's exp has a few ulp of biased error there,
+// which compounds in the recurrent state): 1 + x(1 + x/2 (1 + x/3 (1 + x/4 (1 + x/5)))) for
+// |x| < 1/32 (truncation error below 2^-38), exp(x) elsewhere.
+fn exp_decay(x: f32) -> f32 {
+  if (x > -0.03125) {
+    return 1.0 + x * (1.0 + x * 0.5 * (1.0 + x * (1.0 / 3.0) * (1.0 + x * 0.25 * (1.0 + x * 0.2))));
+  }
+  return exp(x);
+}

@@ -66,7 +66,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
         var w = 1.0;
         if (GATE != 0u) {
-          w = exp(gi - GAM[tj * HV + hv]);
+          w = exp_decay(gi - GAM[tj * HV + hv]);
         }
         PM[row + j] = p.scale * w * qk;
         if (DELTA && j < i) {
@@ -82,7 +82,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let tr = start + b * SUB + SUB - 1u;
         let grb = (tr * HV + hv) * K;
         for (var d = 0u; d < K; d++) {
-          let e = exp(GAM[gib + d] - GAM[grb + d]);
+          let e = exp_decay(GAM[gib + d] - GAM[grb + d]);
           qf[d] = ldq(qb + d) * e;
           if (DELTA) {
             kf[d] = ldk(qb + d) * e;
@@ -112,7 +112,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         var qk = 0.0;
         var kk = 0.0;
         for (var d = 0u; d < K; d++) {
-          let w = exp(GAM[gib + d] - GAM[gjb + d]);
+          let w = exp_decay(GAM[gib + d] - GAM[gjb + d]);
           let kj = ldk(kb + d) * w;
           qk += ldq(qb + d) * kj;
           if (DELTA) {

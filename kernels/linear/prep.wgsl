@@ -3,7 +3,7 @@
 // clamped log-gates over later tokens of the same chunk), so nothing can overflow:
 //   GAM[t, d] = G_t       = sum_{chunk start <= l <= t} g_l          (in-chunk cumsum)
 //   QG[t, d]  = scale q_t e^{G_t}                                     (query against the chunk-start state)
-//   KD[t, d]  = k_t e^{G_last - G_t}  = k_t exp(sum_{t < l <= last} g_l)  (key decayed to the chunk end)
+//   KD[t, d]  = k_t e^{G_last - G_t}  = k_t exp_decay(sum_{t < l <= last} g_l)  (key decayed to the chunk end)
 //   KF[t, d]  = k_t e^{G_r - G_t}, r = last token of t's 16-token sub-chunk (intra.wgsl factors)
 // The suffix sums are accumulated backwards (not as differences of cumsums) for accuracy.
 // GAM is [T, HV, K] for per-channel gates and [T, HV] for scalar ones (unused without a gate).
@@ -56,7 +56,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         GAM[t * p.HV + hv] = cum;
       }
       let qi = (t * p.H + h) * K + d;
-      QG[(t * p.HV + hv) * K + d] = p.scale * st_value(Qb[st_word(qi, DT_QK)], qi, DT_QK) * exp(cum);
+      QG[(t * p.HV + hv) * K + d] = p.scale * st_value(Qb[st_word(qi, DT_QK)], qi, DT_QK) * exp_decay(cum);
     }
     var suf = 0.0;
     var sufb = 0.0;
@@ -68,9 +68,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       }
       let ki = (t * p.H + h) * K + d;
       let kv = st_value(Kb[st_word(ki, DT_QK)], ki, DT_QK);
-      KD[(t * p.HV + hv) * K + d] = kv * exp(suf);
+      KD[(t * p.HV + hv) * K + d] = kv * exp_decay(suf);
       if (GATE == 2u) {
-        KF[(t * p.HV + hv) * K + d] = kv * exp(sufb);
+        KF[(t * p.HV + hv) * K + d] = kv * exp_decay(sufb);
       }
       let g = clamp_gate(log_gate(t, hv, d));
       suf += g;

@@ -70,11 +70,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   for (var t = mt[n]; t < mt[n + 1u]; t++) {
     let qb = (t * p.H + h) * K;
     let vb = (t * p.HV + hv) * V;
-    var a = exp(clamp_gate(log_gate(t, hv, 0u)));
+    var a = exp_decay(clamp_gate(log_gate(t, hv, 0u)));
     var kS = vec2<f32>(0.0);
     for (var d = 0u; d < K; d++) {
       if (GATE == 2u) {
-        a = exp(clamp_gate(log_gate(t, hv, d)));
+        a = exp_decay(clamp_gate(log_gate(t, hv, d)));
       }
       let s = S[d] * a;
       S[d] = s;

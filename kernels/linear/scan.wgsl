@@ -91,11 +91,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let tl = start + len - 1u;
     var aL = 1.0;
     if (GATE == 1u || GATE == 3u) {
-      aL = exp(GAM[tl * HV + hv]);
+      aL = exp_decay(GAM[tl * HV + hv]);
     }
     for (var d = 0u; d < K; d++) {
       if (GATE == 2u) {
-        aL = exp(GAM[(tl * HV + hv) * K + d]);
+        aL = exp_decay(GAM[(tl * HV + hv) * K + d]);
       }
       var s = S[d] * aL;
       for (var i = 0u; i < len; i++) {

@@ -44,7 +44,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         } else if (GATE != 0u) {
           g = GAM[t * HV + hv];
         }
-        acc = beta * st_value(Kb[st_word(ki, DT_QK)], ki, DT_QK) * exp(g);
+        acc = beta * st_value(Kb[st_word(ki, DT_QK)], ki, DT_QK) * exp_decay(g);
       } else {
         let vi = (t * HV + hv) * V + col - K;
         acc = beta * st_value(Vb[st_word(vi, DT_V)], vi, DT_V);

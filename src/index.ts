@@ -40,3 +40,5 @@ export {
 export { compare, passes, TOLERANCE, Rng, type Comparison, type Tolerance } from './testing.js';
 export * from '../kernels/merge/index.js';
 export * from '../kernels/topk/index.js';
+export * from '../kernels/linear/index.js';
+export * from '../kernels/delta/index.js';

@@ -3,5 +3,7 @@
  */
 import type { GoldenHandler } from './golden.js';
 import { denseGoldenHandler } from '../../kernels/dense/golden.js';
+import { linearGoldenHandler } from '../../kernels/linear/golden.js';
+import { deltaGoldenHandler } from '../../kernels/delta/golden.js';
 
-export const GOLDEN_HANDLERS: GoldenHandler[] = [denseGoldenHandler];
+export const GOLDEN_HANDLERS: GoldenHandler[] = [denseGoldenHandler, linearGoldenHandler, deltaGoldenHandler];

@@ -39,3 +39,4 @@ export {
 } from './tensor.js';
 export { compare, passes, TOLERANCE, Rng, type Comparison, type Tolerance } from './testing.js';
 export * from '../kernels/merge/index.js';
+export * from '../kernels/moba/index.js';

@@ -2,3 +2,4 @@
  * Float64 CPU references: the definition of every kernel's math (`tessera/reference`).
  */
 export { mergeReference } from '../kernels/merge/reference.js';
+export { mobaReference, mobaBlockMeansReference, type MobaReferenceOptions } from '../kernels/moba/reference.js';

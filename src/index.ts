@@ -40,3 +40,4 @@ export {
 export { compare, passes, TOLERANCE, Rng, type Comparison, type Tolerance } from './testing.js';
 export * from '../kernels/merge/index.js';
 export * from '../kernels/moba/index.js';
+export * from '../kernels/nsa/index.js';

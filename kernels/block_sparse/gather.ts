@@ -53,7 +53,10 @@ function program(tier: number): ShaderSource {
 
 export interface GatherSpec {
   mode: 0 | 1 | 2;
+  /** Storage of q. */
   inDtype: FloatDType;
+  /** Storage of k and v (default `inDtype`). */
+  kvDtype?: FloatDType;
   outDtype: FloatDType;
   D: number;
   Dv: number;
@@ -71,7 +74,8 @@ export function gatherPipeline(ctx: TesseraDevice, s: GatherSpec): Promise<Pipel
     bindings: ['read', 'read', 'read', 'read', 'read', 'rw', 'rw', 'uniform'],
     constants: {
       WG: GATHER_WG,
-      IN_DTYPE: dtypeCode(s.inDtype),
+      Q_DTYPE: dtypeCode(s.inDtype),
+      KV_DTYPE: dtypeCode(s.kvDtype ?? s.inDtype),
       OUT_DTYPE: dtypeCode(s.outDtype),
       D: s.D,
       DV: s.Dv,

@@ -31,7 +31,8 @@
 @group(0) @binding(7) var<uniform> params: GatherParams;
 
 override WG: u32 = 64;
-override IN_DTYPE: u32 = 0;
+override Q_DTYPE: u32 = 0;
+override KV_DTYPE: u32 = 0;
 override OUT_DTYPE: u32 = 0;
 override D: u32 = 64;
 override DV: u32 = 64;
@@ -40,13 +41,13 @@ override CAUSAL: bool = true;
 override NR: u32 = 1;
 
 fn ld_q(e: u32) -> vec4<f32> {
-  return st_unpack4(q_buf[st_vec4_index(e, IN_DTYPE)], e, IN_DTYPE);
+  return st_unpack4(q_buf[st_vec4_index(e, Q_DTYPE)], e, Q_DTYPE);
 }
 fn ld_k(e: u32) -> vec4<f32> {
-  return st_unpack4(k_buf[st_vec4_index(e, IN_DTYPE)], e, IN_DTYPE);
+  return st_unpack4(k_buf[st_vec4_index(e, KV_DTYPE)], e, KV_DTYPE);
 }
 fn ld_v(e: u32) -> vec4<f32> {
-  return st_unpack4(v_buf[st_vec4_index(e, IN_DTYPE)], e, IN_DTYPE);
+  return st_unpack4(v_buf[st_vec4_index(e, KV_DTYPE)], e, KV_DTYPE);
 }
 
 var<private> qv: array<vec4<f32>, MAXD4>;

@@ -3,5 +3,6 @@
  */
 import type { GoldenHandler } from './golden.js';
 import { mobaGolden } from '../../kernels/moba/golden.js';
+import { nsaGolden } from '../../kernels/nsa/golden.js';
 
-export const GOLDEN_HANDLERS: GoldenHandler[] = [mobaGolden];
+export const GOLDEN_HANDLERS: GoldenHandler[] = [mobaGolden, nsaGolden];

@@ -41,3 +41,4 @@ export { compare, passes, TOLERANCE, Rng, type Comparison, type Tolerance } from
 export * from '../kernels/merge/index.js';
 export * from '../kernels/moba/index.js';
 export * from '../kernels/nsa/index.js';
+export * from '../kernels/block_sparse/index.js';

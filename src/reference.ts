@@ -17,3 +17,6 @@ export {
   type LinearScanRefResult,
 } from '../kernels/linear/reference.js';
 export { deltaRuleReference, gatedDeltaRuleReference, kdaReference } from '../kernels/delta/reference.js';
+export { mobaReference, mobaBlockMeansReference, type MobaReferenceOptions } from '../kernels/moba/reference.js';
+export { nsaReference, type NsaReferenceOptions, type NsaVariant } from '../kernels/nsa/reference.js';
+export { blockSparseReference, type BlockSparseReferenceOptions } from '../kernels/block_sparse/reference.js';

@@ -45,3 +45,7 @@ export * from '../kernels/delta/index.js';
 export * from '../kernels/moba/index.js';
 export * from '../kernels/nsa/index.js';
 export * from '../kernels/block_sparse/index.js';
+export * from './kv/index.js';
+export * from './stream/index.js';
+export * from '../kernels/paged/index.js';
+export * from '../kernels/quest/index.js';

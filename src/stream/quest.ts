@@ -119,6 +119,12 @@ export class QuestDecodePlan {
     const scorer = await planQuestScore(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, mode, groupReduce: o.groupReduce, maxCalls: 16 });
     const paged = await planPaged(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq: 1, pageSize: cache.pageSize, dtype: cache.dtype, causal: true, scale: o.scale, maxCalls: groups });
     const merger = await planMerge(cache.ctx, { parts, rows: Hq, D: cache.Dv, outDtype: 'f32' });
+    if (o.selector === 'gpu') {
+      // Compile the multi-workgroup top-k pipelines now, so that the first decode does not pay for it
+      // (the per-length plan made at run time then comes from the pipeline cache).
+      const k = Math.max(1, budgetPages - Math.min(o.sinkPages, budgetPages) - 1);
+      (await planTopK(cache.ctx, { rows: cache.Hkv, n: 65536, k })).dispose();
+    }
     return new QuestDecodePlan(cache, o, scorer, paged, merger, parts);
   }
 

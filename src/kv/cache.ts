@@ -279,10 +279,9 @@ export class KvCache {
     return total;
   }
 
+  /** Summary chunk capacity for `pages` pages: 25% headroom in steps of 64 pages (reallocations stay rare). */
   private chunkCapFor(pages: number): number {
-    let cap = 64;
-    while (cap < pages) cap *= 2;
-    return Math.min(cap, this.summaryChunkPages);
+    return Math.min(Math.max(64, Math.ceil((pages * 1.25) / 64) * 64), this.summaryChunkPages);
   }
 
   get summaryBytes(): number {
@@ -487,8 +486,8 @@ export class KvCache {
     const C = this.summaryChunkPages;
     for (let c = Math.floor(lo / C); c * C < hi; c++) {
       const inChunk = Math.min(this.pageCount - c * C, C);
-      const cap = this.chunkCapFor(inChunk);
-      if ((this.summaryCap[c] ?? 0) < cap) {
+      if ((this.summaryCap[c] ?? 0) < inChunk) {
+        const cap = this.chunkCapFor(inChunk);
         // Make room inside the budget: shrink the pool if needed (it keeps at least one tile).
         const extra = (cap - (this.summaryCap[c] ?? 0)) * (this.minmaxBytesPerPage + (this.meanSummaries ? this.meanBytesPerPage : 0));
         while (this.summaryBytes + this.pool.bytes + extra > this.gpuBudgetBytes && this.pool.buffers.length > 1) this.pool.removeBuffer();

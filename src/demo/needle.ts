@@ -89,6 +89,8 @@ export interface NeedleOptions {
   seed?: number;
   store?: Store;
   exact?: boolean;
+  /** Keep the MoBA mean summaries too (default true). */
+  mean?: boolean;
   quiet?: boolean;
 }
 
@@ -114,7 +116,7 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
   dev.resetPeak();
   // The cache gets the budget minus a reserve for the stream/quest workspaces (partials, scores, lists).
   const reserve = Math.min(32 * MiB, gpuBudget / 8);
-  const cache: KvCache = createKvCache(dev, { Hkv, D, pageSize: P, dtype, gpuBudgetBytes: gpuBudget - reserve, store: o.store, sinkPages: 1, recentPages: 1 });
+  const cache: KvCache = createKvCache(dev, { Hkv, D, pageSize: P, dtype, gpuBudgetBytes: gpuBudget - reserve, store: o.store, sinkPages: 1, recentPages: 1, meanSummaries: o.mean ?? true });
   let rssPeak = process.memoryUsage().rss;
   const sampleRss = () => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss));
   try {
@@ -263,6 +265,7 @@ export async function needleCli(argv: string[]): Promise<void> {
     .option('--gpu-budget <MiB>', 'GPU bytes budget in MiB', '256')
     .option('--disk [path]', 'keep the cache on disk (a file; default a temp file)')
     .option('--no-exact', 'skip the exact streaming pass')
+    .option('--no-mean', 'keep only the min/max summaries (no MoBA means): less GPU memory')
     .option('--seed <n>', 'random seed', '1234')
     .option('--json <file>', 'write the results as JSON')
     .option('--adapter <name>', 'auto | swiftshader | llvmpipe')
@@ -293,6 +296,7 @@ export async function needleCli(argv: string[]): Promise<void> {
       seed: int(a.seed, 'seed'),
       store,
       exact: a.exact,
+      mean: a.mean,
     });
     const lines = [
       `needle demo on ${r.adapter}: ${r.tokens.toLocaleString('en-US')} tokens, D=${r.headDim}, Hkv=${r.kvHeads}, Hq=${r.qHeads}, page ${r.pageSize}, ${r.dtype}, ${r.store} tier`,

@@ -7,7 +7,7 @@ import { roundTo } from '../src/tensor.js';
 import { createKvCache, type KvCache } from '../src/kv/cache.js';
 import { f16Table, type KvDType } from '../src/kv/codec.js';
 import { FileStore } from '../src/kv/file-store.js';
-import { MemoryStore } from '../src/kv/store.js';
+import { MemoryStore, OpfsStore, type SyncAccessHandleLike } from '../src/kv/store.js';
 
 const gpu = useGpu();
 
@@ -185,6 +185,43 @@ describe('kv cache tiers', () => {
       } finally {
         small.dispose();
       }
+    } finally {
+      cache.dispose();
+    }
+  });
+
+  it('OPFS store (through a sync-access-handle stand-in) holds the cache', () => {
+    let file = new Uint8Array(0);
+    const handle: SyncAccessHandleLike = {
+      read(buf, o) {
+        const at = o?.at ?? 0;
+        const n = Math.max(0, Math.min(buf.byteLength, file.byteLength - at));
+        buf.set(file.subarray(at, at + n));
+        return n;
+      },
+      write(buf, o) {
+        const at = o?.at ?? 0;
+        if (at + buf.byteLength > file.byteLength) {
+          const f = new Uint8Array(at + buf.byteLength);
+          f.set(file);
+          file = f;
+        }
+        file.set(buf, at);
+        return buf.byteLength;
+      },
+      flush() {},
+      close() {},
+    };
+    const cache = createKvCache(gpu.dev, { Hkv: 1, D: 8, dtype: 'bf16', pageSize: 16, gpuBudgetBytes: 1 << 20, store: new OpfsStore(handle) });
+    try {
+      const seq = cache.addSequence();
+      const rng = new Rng(4);
+      const k = rng.normals(70 * 8);
+      cache.append(seq, k, rng.normals(70 * 8));
+      expect(compare(cache.read(seq, 0, 70).k, roundTo(k, 'bf16')).maxAbs).toBe(0);
+      expect(cache.verifyStore()).toBe(5);
+      file[cache.pages(seq)[4]! * cache.pageBytes] ^= 1;
+      expectError(() => cache.read(seq, 64, 6), 'E_CORRUPT');
     } finally {
       cache.dispose();
     }

@@ -138,6 +138,35 @@ describe('quest selection vs float64', () => {
     }
   }
 
+  it('many summary chunks, two interleaved sequences (page ids not contiguous)', async () => {
+    const Hkv = 2;
+    const Hq = 4;
+    const D = 16;
+    const P = 16;
+    const cache = createKvCache(gpu.dev, { Hkv, D, dtype: 'f16', pageSize: P, gpuBudgetBytes: 4 << 20, summaryChunkBytes: 40 * Hkv * 2 * D * 2 });
+    try {
+      const a = cache.addSequence();
+      const b = cache.addSequence();
+      const rng = new Rng(77);
+      for (let i = 0; i < 12; i++) {
+        cache.append(a, rng.normals(100 * Hkv * D), rng.normals(100 * Hkv * D));
+        cache.append(b, rng.normals(150 * Hkv * D), rng.normals(150 * Hkv * D));
+      }
+      expect(cache.minmaxGpu.length).toBe(5);
+      const T = cache.length(b);
+      const { k, v } = cache.read(b, 0, T);
+      const q = rng.normals(Hq * D);
+      const { stats } = await decode({ cache, seq: b, q, k, v }, { Hq, budgetTokens: 320 });
+      const pages = Math.ceil(T / P);
+      const scores = questScoresReference(q, k, { Hq, Hkv, D, pageSize: P, T, budgetPages: 20 });
+      const ref = questSelectReference(scores, Hkv, pages, 20, 1);
+      const ties = checkSelection(stats.selected, ref, scores, pages, tolerance(q, k, Hq, D));
+      expect(ties).toBeLessThanOrEqual(4);
+    } finally {
+      cache.dispose();
+    }
+  });
+
   it('a budget that covers the whole sequence equals exact streaming attention', async () => {
     const s = setup(700, 4, 2, 16, 16, 9);
     try {

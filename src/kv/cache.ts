@@ -55,6 +55,8 @@ export interface KvCacheOptions {
   store?: Store;
   /** Host slab size of the default memory store (default 64 MiB). */
   slabBytes?: number;
+  /** Largest GPU buffer of min/max summaries (default 128 MiB, capped by the binding limit); more pages use more buffers. */
+  summaryChunkBytes?: number;
   /** Keep the per-page key mean (MoBA scoring) besides min/max (default true). */
   meanSummaries?: boolean;
   /**
@@ -192,7 +194,8 @@ export class KvCache {
     }
     this.minmaxBytesPerPage = this.Hkv * 2 * this.D * 2;
     this.meanBytesPerPage = this.Hkv * this.D * 2;
-    this.summaryChunkPages = Math.floor(Math.min(maxBind, 128 * MiB) / this.minmaxBytesPerPage);
+    const chunkBytes = checkInt(opts.summaryChunkBytes ?? 128 * MiB, 'summaryChunkBytes', { min: this.minmaxBytesPerPage });
+    this.summaryChunkPages = Math.floor(Math.min(maxBind, chunkBytes) / this.minmaxBytesPerPage);
     if (tilePages * this.pageBytes > this.gpuBudgetBytes) {
       fail('E_LIMIT', 'gpuBudgetBytes', 'is smaller than one tile of pages;', this.gpuBudgetBytes, `at least ${tilePages * this.pageBytes} bytes (tilePages ${tilePages} x ${this.pageBytes} bytes) plus the summaries`);
     }

@@ -183,7 +183,11 @@ export class QuestDecodePlan {
         const bufs = this.options.mode === 'quest' ? cache.minmaxGpu : cache.meanGpu;
         const enc = ctx.device.createCommandEncoder({ label: 'tessera.quest.score' });
         const calls = [];
-        for (let c = 0; c < bufs.length; c++) calls.push({ n, chunkFirst: c * C, chunkPages: C, forcedLo: Math.min(sinkPages, n), forcedHi: n - 1 });
+        const ranges = this.chunkRanges(seq, pages, C, bufs.length);
+        for (let c = 0; c < bufs.length; c++) {
+          const [lo, hi] = ranges[c]!;
+          calls.push({ n, first: lo, count: Math.max(0, hi - lo), chunkFirst: c * C, chunkPages: C, forcedLo: Math.min(sinkPages, n), forcedHi: n - 1 });
+        }
         for (let i = 0; i < calls.length; i += 16) {
           // One dispatch per chunk; chunks are few (128 MiB of summaries each).
           for (const [j, call] of calls.slice(i, i + 16).entries()) {
@@ -277,6 +281,22 @@ export class QuestDecodePlan {
       attendMs: ms - scoreMs,
       ms,
     };
+  }
+
+  private ranges = { seq: -1, n: 0, r: [] as [number, number][] };
+  /** Per summary chunk, the range of list indices whose pages live in it (cached per sequence length). */
+  private chunkRanges(seq: number, pages: readonly number[], C: number, chunks: number): [number, number][] {
+    const n = pages.length;
+    if (this.ranges.seq === seq && this.ranges.n === n && this.ranges.r.length === chunks) return this.ranges.r;
+    const r: [number, number][] = Array.from({ length: chunks }, () => [n, 0] as [number, number]);
+    for (let i = 0; i < n; i++) {
+      const c = Math.floor(pages[i]! / C);
+      const x = r[c]!;
+      if (i < x[0]) x[0] = i;
+      if (i + 1 > x[1]) x[1] = i + 1;
+    }
+    this.ranges = { seq, n, r };
+    return r;
   }
 
   private topkPlan?: { n: number; k: number; plan: TopKPlan };

@@ -117,3 +117,117 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   }
   lse_parts[part * rows + r] = select(st_neg_inf(), (m + log2(l)) * 0.6931471805599453, l > 0.0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// main_gpu: the shape for real GPUs. One workgroup per (part, row); keys in blocks of WG: thread i
+// scores key j0 + i (q staged in workgroup memory), the block's max and sum are tree-reduced in
+// workgroup memory, then thread c accumulates output channels [4c, 4c + 4) over the block's keys
+// (V rows read with consecutive threads on consecutive words: coalesced). Needs WG >= DV / 4 and WG
+// a power of two.
+
+var<workgroup> wq: array<vec4<f32>, MAXV>;
+var<workgroup> ws: array<f32, 256>;
+var<workgroup> wred: array<f32, 256>;
+
+@compute @workgroup_size(WG)
+fn main_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let id = wg.x + wg.y * nwg.x;
+  let rows = params.rows;
+  let p = id / rows;
+  let r = id - p * rows;
+  if (p >= params.partCount) {
+    return;
+  }
+  let t = r / params.Hq;
+  let hq = r - t * params.Hq;
+  let h = hq / params.group;
+  let qpos = params.qPos0 + t;
+  let qb = r * D;
+  for (var c = lid; c < D / 4u; c += WG) {
+    wq[c] = vec4<f32>(q[qb + 4u * c], q[qb + 4u * c + 1u], q[qb + 4u * c + 2u], q[qb + 4u * c + 3u]) * params.scaleLog2;
+  }
+  workgroupBarrier();
+  var m = ST_NEG_BIG;
+  var l = 0.0;
+  var acc = vec4<f32>(0.0);
+  let owns = lid < DV / 4u;
+  let e0 = p * params.ePer;
+  let e1 = min(params.nEntries, e0 + params.ePer);
+  for (var e = e0; e < e1; e++) {
+    let eb = 4u * (params.listBase + e);
+    let head = list[eb + 3u];
+    if (head != 0xffffffffu && head != h) {
+      continue;
+    }
+    let slot = list[eb];
+    let start = list[eb + 1u];
+    var len = list[eb + 2u];
+    if (params.causal != 0u) {
+      if (start > qpos) {
+        continue;
+      }
+      len = min(len, qpos - start + 1u);
+    }
+    let kb = slot * params.pageWords + h * params.kHeadWords;
+    let vb = slot * params.pageWords + params.vOffWords + h * params.vHeadWords;
+    var ks = 1.0;
+    var vs = 1.0;
+    if (KV_DT == 3u) {
+      ks = bitcast<f32>(kv[slot * params.pageWords + params.scaleOffWords + h]);
+      vs = bitcast<f32>(kv[slot * params.pageWords + params.scaleOffWords + params.Hkv + h]);
+    }
+    for (var j0 = 0u; j0 < len; j0 += WG) {
+      let j = j0 + lid;
+      var s = ST_NEG_BIG;
+      if (j < len) {
+        s = 0.0;
+        for (var c = 0u; c < D / 4u; c++) {
+          s += dot(wq[c], load4(kb, j * D + 4u * c, ks));
+        }
+      }
+      wred[lid] = s;
+      workgroupBarrier();
+      for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+          wred[lid] = max(wred[lid], wred[lid + stride]);
+        }
+        workgroupBarrier();
+      }
+      let mNew = max(m, wred[0]);
+      workgroupBarrier();
+      let pj = select(0.0, exp2(s - mNew), j < len);
+      ws[lid] = pj;
+      wred[lid] = pj;
+      workgroupBarrier();
+      for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+          wred[lid] += wred[lid + stride];
+        }
+        workgroupBarrier();
+      }
+      let corr = exp2(m - mNew);
+      l = l * corr + wred[0];
+      m = mNew;
+      if (owns) {
+        acc *= corr;
+        let n = min(WG, len - j0);
+        for (var jj = 0u; jj < n; jj++) {
+          acc += ws[jj] * load4(vb, (j0 + jj) * DV + 4u * lid, vs);
+        }
+      }
+      workgroupBarrier();
+    }
+  }
+  let part = params.partBase + p;
+  if (owns) {
+    let a = acc * select(0.0, 1.0 / l, l > 0.0);
+    let ob = (part * rows + r) * DV + 4u * lid;
+    o_parts[ob] = a.x;
+    o_parts[ob + 1u] = a.y;
+    o_parts[ob + 2u] = a.z;
+    o_parts[ob + 3u] = a.w;
+  }
+  if (lid == 0u) {
+    lse_parts[part * rows + r] = select(st_neg_inf(), (m + log2(l)) * 0.6931471805599453, l > 0.0);
+  }
+}

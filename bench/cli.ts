@@ -8,3 +8,5 @@ export async function runBenchCli(suite: string, argv: string[]): Promise<void> 
   if (!run) throw new TesseraError('E_ARG', `unknown bench suite "${suite}"`, { argument: 'suite', actual: suite, expected: Object.keys(SUITES).join(', ') || 'none yet' });
   await run(argv);
 }
+import { runTopKBench } from './suites/topk.js';
+SUITES.topk = runTopKBench;

@@ -3,6 +3,7 @@ import { TesseraError } from '../src/errors.js';
 /** Bench suites, by name. Each parses its own argv (commander) and prints/writes results. */
 export const SUITES: Record<string, (argv: string[]) => Promise<void>> = {
   dense: async (argv) => (await import('./suites/dense.js')).runDenseSuite(argv),
+  topk: async (argv) => (await import('./suites/topk.js')).runTopKBench(argv),
 };
 
 export async function runBenchCli(suite: string, argv: string[]): Promise<void> {
@@ -10,5 +11,3 @@ export async function runBenchCli(suite: string, argv: string[]): Promise<void> 
   if (!run) throw new TesseraError('E_ARG', `unknown bench suite "${suite}"`, { argument: 'suite', actual: suite, expected: Object.keys(SUITES).join(', ') || 'none yet' });
   await run(argv);
 }
-import { runTopKBench } from './suites/topk.js';
-SUITES.topk = runTopKBench;

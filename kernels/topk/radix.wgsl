@@ -409,12 +409,6 @@ fn compact_inv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 
 // One invocation per row: a heap of the row's survivors with the best at the root, popped k
 // times into the outputs (O(count + k log count)); rows run in parallel.
-fn sel_before(a: u32, b: u32) -> bool {
-  let x = sel[a];
-  let y = sel[b];
-  return tk_before(x.x, x.y, y.x, y.y);
-}
-
 fn sift_down(base: u32, root0: u32, size: u32) {
   var root = root0;
   let top = sel[base + root];
@@ -424,11 +418,15 @@ fn sift_down(base: u32, root0: u32, size: u32) {
       break;
     }
     var m = l;
+    var y = sel[base + l];
     let r = l + 1u;
-    if (r < size && sel_before(base + r, base + l)) {
-      m = r;
+    if (r < size) {
+      let z = sel[base + r];
+      if (tk_before(z.x, z.y, y.x, y.y)) {
+        m = r;
+        y = z;
+      }
     }
-    let y = sel[base + m];
     if (!tk_before(y.x, y.y, top.x, top.y)) {
       break;
     }

@@ -7,8 +7,11 @@
  * - `small`: one invocation per row, a sorted private list of k (k <= 32, n <= 4096): MoBA/NSA
  *   block selection, many rows of few candidates.
  * - `radix`: radix select on the 64-bit (score key, index) composite over many workgroups per
- *   row, then compaction and a rank sort of the k survivors: long rows (DSA tokens, Quest pages,
- *   1M..16M candidates) and every case the others do not take.
+ *   row, stopping once the candidates left fit a survivor buffer, then compaction and a sort of
+ *   the survivors: long rows (DSA tokens, Quest pages, 1M..16M candidates) and every case the
+ *   `small` variant does not take. Its passes have a `gpu` shape (workgroup histograms, tiled
+ *   ranking) and a `cpu` shape for software adapters (private histograms, vec4 loads, per-row
+ *   heap), picked by the device's adapter class.
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';

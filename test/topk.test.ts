@@ -143,6 +143,9 @@ describe('topk bad input', () => {
     await expect(planTopK(gpu.dev, { rows: 1, n: 0, k: 1 })).rejects.toMatchObject({ argument: 'n' });
     await expect(planTopK(gpu.dev, { rows: 1, n: 10, k: 64, variant: 'small' })).rejects.toMatchObject({ argument: 'variant' });
     await expect(planTopK(gpu.dev, { rows: 1, n: 10, k: 1, variant: 'fast' as never })).rejects.toMatchObject({ argument: 'variant' });
+    // The survivor workspace (rows * 2k * 8 bytes) past one binding: E_LIMIT naming rows.
+    const rowsBig = Math.floor(gpu.dev.limits.maxStorageBufferBindingSize / 4 / 4097);
+    await expect(planTopK(gpu.dev, { rows: rowsBig, n: 4097, k: 4096 })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'rows' });
     const huge = gpu.dev.limits.maxStorageBufferBindingSize / 4 + 1;
     await expect(planTopK(gpu.dev, { rows: 1, n: huge, k: 1 })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'n' });
   });

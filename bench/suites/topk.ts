@@ -40,7 +40,12 @@ export interface TopKBenchCase {
 /** The default sweep: one long row from 64K to 16M candidates, MoBA-like and DSA-like rows. */
 export const DEFAULT_TOPK_CASES = '1x65536x2048,1x262144x2048,1x1048576x2048,1x4194304x2048,1x16777216x2048,16384x32x3,65536x32x3,1024x1024x256,4096x4096x2048';
 
-/** Parses `rows x n x k` triples: `1x1048576x2048,16384x32x3`. */
+/**
+ * Parses `rows x n x k` triples.
+ *
+ * @example
+ * parseTopKCases('1x1048576x2048,16384x32x3');
+ */
 export function parseTopKCases(s: string): TopKBenchCase[] {
   return s.split(',').map((c) => {
     const parts = c.trim().toLowerCase().split('x').map(Number);
@@ -113,7 +118,12 @@ export async function benchTesseraTopK(dev: TesseraDevice, roofline: Roofline, c
   }
 }
 
-/** Times TensorFlow.js WebGPU `tf.topk(x, k)` (sorted) on the same case, by wall clock. */
+/**
+ * Times TensorFlow.js WebGPU `tf.topk(x, k)` (sorted) on the same case, by wall clock.
+ *
+ * @example
+ * const r = await benchTfjsTopK(roofline, { rows: 1, n: 65536, k: 2048 }, { runs: 3 });
+ */
 export async function benchTfjsTopK(roofline: Roofline, c: TopKBenchCase, o: { runs: number }): Promise<BenchResult> {
   const { loadTfjsWebGpu } = await import('../baseline/tfjs.js');
   const { tf } = await loadTfjsWebGpu();
@@ -134,7 +144,12 @@ export async function benchTfjsTopK(roofline: Roofline, c: TopKBenchCase, o: { r
   }
 }
 
-/** The CLI entry of the suite (registered in bench/cli.ts as `topk`). */
+/**
+ * The CLI entry of the suite (registered in bench/cli.ts as `topk`).
+ *
+ * @example
+ * await runTopKBench(['--cases', '1x1048576x2048', '--baseline', 'none']);
+ */
 export async function runTopKBench(argv: string[]): Promise<void> {
   const cmd = new Command('topk')
     .description('GPU top-k: Tessera vs TensorFlow.js WebGPU tf.topk, with the roofline')

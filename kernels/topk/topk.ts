@@ -114,7 +114,12 @@ function survivorCap(o: { rows: number; k: number }, target: 'cpu' | 'gpu'): num
   return Math.max(2 * o.k, Math.min(most, Math.floor((2 << 20) / o.rows)));
 }
 
-/** The variant `auto` picks for a shape. */
+/**
+ * The variant `auto` picks for a shape.
+ *
+ * @example
+ * chooseTopKVariant({ rows: 16384, n: 32, k: 3 });   // 'small'
+ */
 export function chooseTopKVariant(opts: { rows: number; n: number; k: number }): TopKVariant {
   return opts.k <= TOPK_SMALL_MAX_K && opts.n <= TOPK_SMALL_MAX_N ? 'small' : 'radix';
 }

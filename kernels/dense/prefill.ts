@@ -49,6 +49,12 @@ export interface AttentionOptions {
 export interface AttentionTuning {
   variant?: 'auto' | 'cpu' | 'gpu';
   subgroups?: boolean;
+  /**
+   * Compile the head dims into the pipeline as constants. Default: true for the gpu variant
+   * (its compilers unroll the dim loops), false for the cpu variant (one pipeline per dtype pair
+   * serves every head dim; SwiftShader unrolls nothing, so constants do not speed it up).
+   */
+  constDims?: boolean;
 }
 
 export type AttentionPlanOptions = AttentionOptions &
@@ -83,6 +89,10 @@ export const ATTN_PARAMS = uniformLayout('AttnParams', [
   ['o_split_stride', 'u32'],
   ['lse_split_stride', 'u32'],
   ['write_lse', 'u32'],
+  ['d', 'u32'],
+  ['dv', 'u32'],
+  ['causal', 'u32'],
+  ['has_sink', 'u32'],
 ] as const);
 
 const PROGRAM_SG: ShaderSource = wgslProgram('dense/prefill+sg', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, sgWgsl], ['subgroups']);
@@ -108,6 +118,7 @@ export interface ResolvedAttention {
   outDtype: FloatDType;
   variant: 'cpu' | 'gpu';
   subgroups: boolean;
+  constDims: boolean;
 }
 
 /** Validates the shared options (throws TesseraError naming the argument). */
@@ -145,7 +156,9 @@ export function resolveAttention(ctx: TesseraDevice, opts: AttentionOptions & At
   const variant = v === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : v;
   const subgroups = opts.subgroups ?? ctx.features.subgroups;
   if (subgroups && !ctx.features.subgroups) fail('E_UNSUPPORTED', 'subgroups', 'the device has no subgroups feature;', true, 'false on this device');
-  return { Hq, Hkv, D, Dv, causal, scale, window, sinks, sinkLogit, dtype, outDtype, variant, subgroups };
+  const constDims = opts.constDims ?? variant === 'gpu';
+  check(typeof constDims === 'boolean', 'constDims', 'a boolean', constDims);
+  return { Hq, Hkv, D, Dv, causal, scale, window, sinks, sinkLogit, dtype, outDtype, variant, subgroups, constDims };
 }
 
 /** One sequence of a batch: where its queries and keys start and how many there are. */
@@ -195,12 +208,15 @@ export class FlashCore {
   readonly tileBuf: GPUBuffer;
   readonly paramsLse: GPUBuffer;
   readonly paramsNoLse: GPUBuffer;
+  /** Stand-in for an absent lse output (never written: `write_lse` is 0). */
   readonly dummy: GPUBuffer;
+  /** Stand-in for absent sink logits (never read: HAS_SINK is off). */
+  readonly dummyRead: GPUBuffer;
 
   private constructor(
     pipeline: Pipeline,
     workgroups: [number, number],
-    buffers: { tileBuf: GPUBuffer; paramsLse: GPUBuffer; paramsNoLse: GPUBuffer; dummy: GPUBuffer },
+    buffers: { tileBuf: GPUBuffer; paramsLse: GPUBuffer; paramsNoLse: GPUBuffer; dummy: GPUBuffer; dummyRead: GPUBuffer },
   ) {
     this.pipeline = pipeline;
     this.workgroups = workgroups;
@@ -208,6 +224,7 @@ export class FlashCore {
     this.paramsLse = buffers.paramsLse;
     this.paramsNoLse = buffers.paramsNoLse;
     this.dummy = buffers.dummy;
+    this.dummyRead = buffers.dummyRead;
   }
 
   /** Pipeline spec of a configuration (exported so benchmarks can report compile time). */
@@ -219,11 +236,11 @@ export class FlashCore {
     const constants: Record<string, number | boolean> = {
       IN_DTYPE: dtypeCode(r.dtype),
       OUT_DTYPE: splitOut ? 0 : dtypeCode(r.outDtype),
-      HEAD_D: r.D,
-      HEAD_DV: r.Dv,
-      CAUSAL: r.causal ? 1 : 0,
-      HAS_SINK: r.sinkLogit ? 1 : 0,
     };
+    // main_gpu: head dims as constants (GPU compilers unroll the dim loops into registers).
+    // main_cpu: head dims, causal and the sink flag are uniforms, so one pipeline per dtype pair
+    // serves every shape (SwiftShader does not unroll either way, and compiles take ~1 s each).
+    if (r.constDims) Object.assign(constants, { HEAD_D: r.D, HEAD_DV: r.Dv });
     if (r.variant === 'gpu') Object.assign(constants, { WG_GPU: GPU_TILE_ROWS, BKG: bkg, KS_LEN: bkg * nc, VS_LEN: bkg * ncv });
     return {
       shader: r.variant === 'cpu' && r.subgroups ? PROGRAM_SG : PROGRAM_NOSG,
@@ -264,6 +281,10 @@ export class FlashCore {
       kv_chunk: split?.kvChunk ?? 0xffffffff,
       o_split_stride: split?.oStride ?? 0,
       lse_split_stride: split?.lseStride ?? 0,
+      d: r.D,
+      dv: r.Dv,
+      causal: r.causal ? 1 : 0,
+      has_sink: r.sinkLogit ? 1 : 0,
     };
     const tileBuf = alloc.buffer(Uint32Array.from(tiles.length ? tiles : [0, 0, 0, 0, 0, 0, 0, 0]), 'dense.tiles');
     return new FlashCore(pipeline, workgroups, {
@@ -271,6 +292,7 @@ export class FlashCore {
       paramsLse: alloc.uniform({ ...values, write_lse: 1 }),
       paramsNoLse: alloc.uniform({ ...values, write_lse: 0 }),
       dummy: alloc.buffer(new Uint32Array(4), 'dense.dummy'),
+      dummyRead: alloc.buffer(new Uint32Array(4), 'dense.dummyRead'),
     });
   }
 }
@@ -391,7 +413,7 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
         res(v),
         res(o),
         lse ? res(lse) : { buffer: c.dummy },
-        sinkLogits ? res(sinkLogits) : { buffer: c.dummy },
+        sinkLogits ? res(sinkLogits) : { buffer: c.dummyRead },
         { buffer: c.tileBuf },
         { buffer: lse ? c.paramsLse : c.paramsNoLse },
       ],

@@ -39,3 +39,5 @@ export {
 } from './tensor.js';
 export { compare, passes, TOLERANCE, Rng, type Comparison, type Tolerance } from './testing.js';
 export * from '../kernels/merge/index.js';
+export * from '../kernels/dense/index.js';
+export * from '../kernels/sliding_window/index.js';

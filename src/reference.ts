@@ -3,4 +3,4 @@
  */
 export { mergeReference } from '../kernels/merge/reference.js';
 export { attentionReference, keyVisible, type AttentionReferenceOptions } from '../kernels/dense/reference.js';
-export { slidingWindowReference } from '../kernels/sliding_window/index.js';
+export { slidingWindowReference } from '../kernels/sliding_window/reference.js';

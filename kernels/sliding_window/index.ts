@@ -14,7 +14,6 @@ import {
   attention,
   planAttention,
   planDecode,
-  attentionReference,
   type AttentionOptions,
   type AttentionPlan,
   type AttentionPlanOptions,
@@ -22,7 +21,6 @@ import {
   type AttentionTuning,
   type DecodeOptions,
   type DecodePlan,
-  type AttentionReferenceOptions,
 } from '../dense/index.js';
 
 /** Sliding-window options: dense attention options with a required window and no `causal`. */
@@ -77,17 +75,4 @@ export async function planSlidingWindowDecode(device: DeviceLike, opts: SlidingW
   return planDecode(device, { ...opts, causal: true, window } as DecodeOptions);
 }
 
-/**
- * Float64 reference of sliding-window attention (the dense reference with a window).
- *
- * @example
- * const { o, lse } = slidingWindowReference(q, k, v, { Tq: 300, Hq: 4, Hkv: 2, D: 64, window: 64, sinks: 4 });
- */
-export function slidingWindowReference(
-  q: ArrayLike<number>,
-  k: ArrayLike<number>,
-  v: ArrayLike<number>,
-  opts: Omit<AttentionReferenceOptions, 'causal' | 'window'> & { window: number },
-): { o: Float64Array; lse: Float64Array } {
-  return attentionReference(q, k, v, { ...opts, causal: true });
-}
+export { slidingWindowReference } from './reference.js';

@@ -200,6 +200,7 @@ const DECODE: DecodeCase[] = [
   { kvLens: [1000, 0, 65], Hq: 4, Hkv: 1, D: 128, dtype: 'f16', kvChunk: 64 },
   { kvLens: [300, 50], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', kvChunk: 64, window: 100, sinks: 4, sinkLogit: true },
   { kvLens: [64], Hq: 2, Hkv: 2, D: 80, dtype: 'f32', noLse: true },
+  { kvLens: [130, 1, 77], Hq: 6, Hkv: 1, D: 32, Dv: 24, dtype: 'f32', kvChunk: 64, sinkLogit: true },
   { kvLens: [1000, 7], Hq: 2, Hkv: 1, D: 64, dtype: 'f16', kvChunk: 128, noLse: true },
   { kvLens: [200, 65], Hq: 4, Hkv: 2, D: 80, Dv: 48, dtype: 'f32', kvChunk: 48, variant: 'gpu' },
 ];

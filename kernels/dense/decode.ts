@@ -17,6 +17,7 @@ import { checkTensor, type FloatDType, type GpuTensor } from '../../src/tensor.j
 import { planMerge, type MergePlan } from '../merge/index.js';
 import {
   ATTN_PARAMS,
+  DECODE_CPU_LANES,
   FlashCore,
   checkInputs,
   checkPlannedSize,
@@ -62,8 +63,10 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
   readonly options: ResolvedAttention;
   readonly N: number;
   readonly totalKeys: number;
-  /** Number of KV splits (partials per row). */
+  /** Number of KV splits. */
   readonly splits: number;
+  /** Partials per row that the merge combines (splits, or 4 * splits on the CPU kernel). */
+  readonly parts: number;
   readonly kvChunk: number;
   private core!: FlashCore;
   private merger?: MergePlan;
@@ -78,6 +81,7 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
     this.totalKeys = totalKeys;
     this.kvChunk = kvChunk;
     this.splits = splits;
+    this.parts = r.variant === 'cpu' ? splits * DECODE_CPU_LANES : splits;
   }
 
   /** @internal use {@link planDecode}. */
@@ -98,7 +102,8 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
     checkPlannedSize(ctx, 'k', [total, r.Hkv, r.D], r.dtype);
     checkPlannedSize(ctx, 'v', [total, r.Hkv, r.Dv], r.dtype);
     const rows = N * r.Hq;
-    if (splits > 1) checkPlannedSize(ctx, 'workspace (partials)', [splits, rows, r.Dv], 'f32');
+    const parts = plan.parts;
+    if (parts > 1) checkPlannedSize(ctx, 'workspace (partials)', [parts, rows, r.Dv], 'f32');
     const spans: SeqSpan[] = [];
     let off = 0;
     for (let n = 0; n < N; n++) {
@@ -114,13 +119,16 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
           return b;
         },
       };
-      if (splits > 1) {
-        plan.oParts = { buffer: plan.workspace(splits * rows * r.Dv * 4, 'dense.decode.oParts'), shape: [splits, rows, r.Dv], dtype: 'f32' };
-        plan.lseParts = { buffer: plan.workspace(splits * rows * 4, 'dense.decode.lseParts'), shape: [splits, rows], dtype: 'f32' };
+      const lanes = parts / splits;
+      if (parts > 1) {
+        plan.oParts = { buffer: plan.workspace(parts * rows * r.Dv * 4, 'dense.decode.oParts'), shape: [parts, rows, r.Dv], dtype: 'f32' };
+        plan.lseParts = { buffer: plan.workspace(parts * rows * 4, 'dense.decode.lseParts'), shape: [parts, rows], dtype: 'f32' };
         plan.lseScratch = { buffer: plan.workspace(rows * 4, 'dense.decode.lse'), shape: [rows], dtype: 'f32' };
-        plan.merger = await planMerge(ctx, { parts: splits, rows, D: r.Dv, outDtype: r.outDtype });
+        plan.merger = await planMerge(ctx, { parts, rows, D: r.Dv, outDtype: r.outDtype });
       }
-      plan.core = await FlashCore.create(ctx, r, spans, splits > 1 ? { splits, kvChunk, oStride: rows * r.Dv, lseStride: rows } : undefined, alloc);
+      // Split s (and, on the CPU kernel, lane l) writes partial s * lanes + l.
+      const split = parts > 1 ? { splits, kvChunk, oStride: lanes * rows * r.Dv, lseStride: lanes * rows } : undefined;
+      plan.core = await FlashCore.create(ctx, r, spans, split, alloc, 'decode');
     } catch (e) {
       plan.dispose();
       throw e;
@@ -146,7 +154,7 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
     }
     const c = this.core;
     const rows = this.N * r.Hq;
-    const direct = this.splits === 1;
+    const direct = this.parts === 1;
     this.dispatch(
       encoder,
       c.pipeline,

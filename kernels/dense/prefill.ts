@@ -15,6 +15,7 @@ import storageWgsl from '../../shaders/storage.wgsl.js';
 import prefillWgsl from './prefill.wgsl.js';
 import sgWgsl from './prefill_sg.wgsl.js';
 import nosgWgsl from './prefill_nosg.wgsl.js';
+import decodeWgsl from './decode.wgsl.js';
 
 /** Options of dense attention (the cross-team contract; see kernels/dense/README.md). */
 export interface AttentionOptions {
@@ -95,12 +96,26 @@ export const ATTN_PARAMS = uniformLayout('AttnParams', [
   ['has_sink', 'u32'],
 ] as const);
 
-const PROGRAM_SG: ShaderSource = wgslProgram('dense/prefill+sg', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, sgWgsl], ['subgroups']);
-const PROGRAM_NOSG: ShaderSource = wgslProgram('dense/prefill', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, nosgWgsl]);
+// One program holds every entry point (main_cpu, main_gpu, main_decode_cpu); only the entry a
+// pipeline names is compiled. The subgroup flavour exists only where the device has subgroups.
+const PROGRAM_SG: ShaderSource = wgslProgram('dense/flash+sg', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, sgWgsl, decodeWgsl], ['subgroups']);
+const PROGRAM_NOSG: ShaderSource = wgslProgram('dense/flash', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, nosgWgsl, decodeWgsl]);
 
 /** Packed rows per workgroup of each variant (main_cpu: 4 lanes x 4 rows; main_gpu: WG_GPU). */
 export const CPU_TILE_ROWS = 16;
 export const GPU_TILE_ROWS = 64;
+/** main_decode_cpu: packed rows per tile (all 4 lanes hold the same rows and split the keys). */
+export const DECODE_CPU_TILE_ROWS = 4;
+/** main_decode_cpu writes one partial per lane per split. */
+export const DECODE_CPU_LANES = 4;
+
+/** Which entry point runs: prefill (main_cpu / main_gpu) or the CPU decode kernel. */
+export type FlashMode = 'prefill' | 'decode';
+
+function entryOf(r: ResolvedAttention, mode: FlashMode): string {
+  if (r.variant === 'gpu') return 'main_gpu';
+  return mode === 'decode' ? 'main_decode_cpu' : 'main_cpu';
+}
 export const MAX_HEAD_DIM = 256;
 
 /** Validated, defaulted attention options. */
@@ -228,7 +243,7 @@ export class FlashCore {
   }
 
   /** Pipeline spec of a configuration (exported so benchmarks can report compile time). */
-  static spec(r: ResolvedAttention, splitOut: boolean): Parameters<typeof getPipeline>[1] {
+  static spec(r: ResolvedAttention, splitOut: boolean, mode: FlashMode = 'prefill'): Parameters<typeof getPipeline>[1] {
     const nc = Math.ceil(r.D / 4);
     const ncv = Math.ceil(r.Dv / 4);
     let bkg = 32;
@@ -244,7 +259,7 @@ export class FlashCore {
     if (r.variant === 'gpu') Object.assign(constants, { WG_GPU: GPU_TILE_ROWS, BKG: bkg, KS_LEN: bkg * nc, VS_LEN: bkg * ncv });
     return {
       shader: r.variant === 'cpu' && r.subgroups ? PROGRAM_SG : PROGRAM_NOSG,
-      entryPoint: r.variant === 'cpu' ? 'main_cpu' : 'main_gpu',
+      entryPoint: entryOf(r, mode),
       bindings: ['read', 'read', 'read', 'rw', 'rw', 'read', 'read', 'uniform'],
       constants,
     };
@@ -256,9 +271,11 @@ export class FlashCore {
     spans: readonly SeqSpan[],
     split: { splits: number; kvChunk: number; oStride: number; lseStride: number } | undefined,
     alloc: { uniform: (values: Record<string, number>) => GPUBuffer; buffer: (words: Uint32Array, label: string) => GPUBuffer },
+    mode: FlashMode = 'prefill',
   ): Promise<FlashCore> {
     const G = r.Hq / r.Hkv;
-    const rows = r.variant === 'cpu' ? CPU_TILE_ROWS : GPU_TILE_ROWS;
+    const entry = entryOf(r, mode);
+    const rows = entry === 'main_cpu' ? CPU_TILE_ROWS : entry === 'main_decode_cpu' ? DECODE_CPU_TILE_ROWS : GPU_TILE_ROWS;
     const tiles: number[] = [];
     for (const s of spans) {
       const packed = s.tq * G;
@@ -268,7 +285,7 @@ export class FlashCore {
     const splits = split?.splits ?? 1;
     const numWork = numTiles * r.Hkv * splits;
     const workgroups = grid2d(ctx, Math.max(1, numWork));
-    const pipeline = await getPipeline(ctx, FlashCore.spec(r, split !== undefined));
+    const pipeline = await getPipeline(ctx, FlashCore.spec(r, split !== undefined, mode));
     const values = {
       num_tiles: Math.max(1, numTiles),
       num_work: numWork,

@@ -24,6 +24,7 @@ import { uniformLayout } from '../src/gpu/uniforms.js';
 import copyWgsl from './roofline/copy.wgsl.js';
 import matmulRegWgsl from './roofline/matmul_reg.wgsl.js';
 import matmulTiledWgsl from './roofline/matmul_tiled.wgsl.js';
+import matmulQuadWgsl from './roofline/matmul_quad.wgsl.js';
 
 export type { TimingSource };
 
@@ -223,6 +224,7 @@ const MATMUL_PARAMS = uniformLayout('MatmulParams', [
 
 const COPY_PROGRAM = wgslProgram('bench/copy', [COPY_PARAMS.wgsl, copyWgsl]);
 const MATMUL_REG_PROGRAM = wgslProgram('bench/matmul_reg', [MATMUL_PARAMS.wgsl, matmulRegWgsl]);
+const MATMUL_QUAD_PROGRAM = wgslProgram('bench/matmul_quad', [MATMUL_PARAMS.wgsl, matmulQuadWgsl], ['subgroups']);
 const MATMUL_TILED_PROGRAM = wgslProgram('bench/matmul_tiled', [MATMUL_PARAMS.wgsl, matmulTiledWgsl]);
 
 /** A copy-probe variant: workgroup size, vec4s per invocation, contiguous or strided. */
@@ -245,8 +247,12 @@ export const COPY_VARIANTS: Record<'cpu' | 'gpu', CopyVariant[]> = {
 /** A matmul-probe variant. */
 export interface MatmulVariant {
   name: string;
-  /** Register-blocked without workgroup memory (`reg`, bench/roofline/matmul_reg.wgsl) or shared-memory tiled (`tiled`, matmul_tiled.wgsl). */
-  kind: 'reg' | 'tiled';
+  /**
+   * Register-blocked without workgroup memory (`reg`, bench/roofline/matmul_reg.wgsl), the same
+   * with quads sharing B by `quadBroadcast` (`quad`, matmul_quad.wgsl), or shared-memory tiled
+   * (`tiled`, matmul_tiled.wgsl).
+   */
+  kind: 'reg' | 'quad' | 'tiled';
   /** Rows x columns of C per invocation. */
   rows: number;
   cols: number;
@@ -259,6 +265,8 @@ export const MATMUL_VARIANTS: Record<string, MatmulVariant> = {
   reg8x4: { name: 'reg8x4', kind: 'reg', rows: 8, cols: 4, wg: 64 },
   reg16x4: { name: 'reg16x4', kind: 'reg', rows: 16, cols: 4, wg: 64 },
   reg8x8: { name: 'reg8x8', kind: 'reg', rows: 8, cols: 8, wg: 64 },
+  quad8x8: { name: 'quad8x8', kind: 'quad', rows: 8, cols: 8, wg: 64 },
+  quad4x16: { name: 'quad4x16', kind: 'quad', rows: 4, cols: 16, wg: 64 },
   tiled64: { name: 'tiled64', kind: 'tiled', rows: 4, cols: 4, wg: 256 },
 };
 
@@ -267,7 +275,7 @@ export const MATMUL_VARIANTS: Record<string, MatmulVariant> = {
  * `measureRoofline` times each and keeps the fastest.
  */
 export const MATMUL_CANDIDATES: Record<'cpu' | 'gpu', string[]> = {
-  cpu: ['reg8x8', 'reg16x4', 'reg8x4'],
+  cpu: ['quad8x8', 'quad4x16', 'reg8x8'],
   gpu: ['tiled64', 'reg8x8'],
 };
 
@@ -304,26 +312,29 @@ export async function copyProbe(dev: DeviceLike, variant: CopyVariant) {
 /** Checks a matmul size against a variant's divisibility rules. */
 export function matmulSizeOk(v: MatmulVariant, M: number, N: number, K: number): boolean {
   if (v.kind === 'tiled') return M % 64 === 0 && N % 64 === 0 && K % 16 === 0;
+  if (v.kind === 'quad') return M % (4 * v.rows) === 0 && N % v.cols === 0 && K % 4 === 0 && ((M * N) / (v.rows * v.cols)) % v.wg === 0;
   return M % v.rows === 0 && N % v.cols === 0 && K % 4 === 0;
 }
 
-/** Whether a variant can run on the device (the tiled one needs 256 invocations and 5 KiB of workgroup memory). */
+/** Whether a variant can run on the device (quad: the subgroups feature with subgroups of >= 4). */
 export function matmulVariantSupported(ctx: TesseraDevice, v: MatmulVariant): boolean {
-  return ctx.limits.maxComputeInvocationsPerWorkgroup >= v.wg;
+  if (ctx.limits.maxComputeInvocationsPerWorkgroup < v.wg) return false;
+  if (v.kind === 'quad') return ctx.features.subgroups && (ctx.adapter.subgroupMinSize ?? 4) >= 4;
+  return true;
 }
 
 /** A compiled matmul probe C[M,N] = A[M,K] B[K,N] (row-major f32). */
 export async function matmulProbe(dev: DeviceLike, variant: MatmulVariant) {
   const ctx = ctxOf(dev);
   if (!matmulVariantSupported(ctx, variant)) {
-    throw new TesseraError('E_UNSUPPORTED', `matmul variant ${variant.name} needs ${variant.wg} invocations per workgroup`, { argument: 'variant', actual: variant.name });
+    throw new TesseraError('E_UNSUPPORTED', `matmul variant ${variant.name} does not run on this device (needs ${variant.wg} invocations per workgroup${variant.kind === 'quad' ? ' and subgroups of >= 4' : ''})`, { argument: 'variant', actual: variant.name });
   }
   let pipeline: Pipeline;
   if (variant.kind === 'tiled') {
     pipeline = await getPipeline(ctx, { shader: MATMUL_TILED_PROGRAM, bindings: ['read', 'read', 'rw', 'uniform'] });
   } else {
     pipeline = await getPipeline(ctx, {
-      shader: MATMUL_REG_PROGRAM,
+      shader: variant.kind === 'quad' ? MATMUL_QUAD_PROGRAM : MATMUL_REG_PROGRAM,
       entryPoint: `main_${variant.rows}x${variant.cols}`,
       bindings: ['read', 'read', 'rw', 'uniform'],
       constants: { WG: variant.wg },

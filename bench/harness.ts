@@ -651,26 +651,40 @@ function seriesLabel(r: BenchResult, varying: Set<string>): string {
  * @example
  * const svg = await plotSvg(results, { name: '', title: 'dense: time vs T', x: 'T', y: 'median_ms' });
  */
-export async function plotSvg(results: readonly BenchResult[], spec: PlotSpec): Promise<string> {
+export async function plotSvg(results: readonly BenchResult[], spec: PlotSpec, rule?: { y: number; label: string }): Promise<string> {
   const vega = await import('vega');
   const vl = await import('vega-lite');
   const rs = results.filter((r) => (spec.filter ? spec.filter(r) : true) && Number(r[spec.x]) > 0 && Number(r[spec.y]) > 0);
   const varying = new Set<string>();
   for (const k of ['mode', 'D', 'H', 'dtype']) if (new Set(rs.map((r) => String(r[k]))).size > 1) varying.add(k);
   const values = rs.map((r) => ({ x: Number(r[spec.x]), y: Number(r[spec.y]), series: seriesLabel(r, varying) }));
+  const xs = [...new Set(values.map((v) => v.x))].sort((a, b) => a - b);
+  const lines = {
+    data: { values },
+    mark: { type: 'line', point: true },
+    encoding: {
+      x: { field: 'x', type: 'quantitative', scale: { type: 'log', nice: false, padding: 12 }, axis: xs.length <= 12 ? { values: xs } : {}, title: spec.xTitle ?? spec.x },
+      y: { field: 'y', type: 'quantitative', scale: { type: 'log' }, title: spec.yTitle ?? spec.y },
+      color: { field: 'series', type: 'nominal', title: 'method' },
+    },
+  };
+  const layers: unknown[] = [lines];
+  if (rule && rule.y > 0) {
+    layers.push({
+      data: { values: [{ y: rule.y, label: rule.label }] },
+      layer: [
+        { mark: { type: 'rule', strokeDash: [4, 4], color: 'gray' }, encoding: { y: { field: 'y', type: 'quantitative' } } },
+        { mark: { type: 'text', align: 'right', dx: -4, dy: -6, color: 'gray' }, encoding: { y: { field: 'y', type: 'quantitative' }, x: { value: 'width' }, text: { field: 'label' } } },
+      ],
+    });
+  }
   const vlSpec = {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: spec.title,
     width: 420,
     height: 280,
     background: 'white',
-    data: { values },
-    mark: { type: 'line', point: true },
-    encoding: {
-      x: { field: 'x', type: 'quantitative', scale: { type: 'log' }, title: spec.xTitle ?? spec.x },
-      y: { field: 'y', type: 'quantitative', scale: { type: 'log' }, title: spec.yTitle ?? spec.y },
-      color: { field: 'series', type: 'nominal', title: 'method' },
-    },
+    layer: layers,
   };
   const compiled = vl.compile(vlSpec as never).spec;
   const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
@@ -724,7 +738,8 @@ export async function writeResults(dev: DeviceLike | undefined, suiteName: strin
   const plotFiles: string[] = [];
   for (const p of opts.plots === false ? [] : (opts.plots ?? defaultPlots(suiteName))) {
     const file = `${suiteName}${p.name ? `-${p.name}` : ''}.svg`;
-    const svg = await plotSvg(report.results, p);
+    const rule = p.y === 'gflops' ? { y: report.roofline.matmul_gflops, label: `roofline matmul ${report.roofline.matmul_gflops.toFixed(2)} GFLOP/s` } : undefined;
+    const svg = await plotSvg(report.results, p, rule);
     writeFileSync(join(dir, file), svg);
     plotFiles.push(file);
     written.push(join(dir, file));

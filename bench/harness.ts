@@ -13,9 +13,6 @@
  *
  * Probe shaders live in `bench/roofline/*.wgsl` and load like kernel shaders.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { TesseraError } from '../src/errors.js';
 import { ctxOf, requestDevice, adapterFromEnv, type DeviceLike, type TesseraDevice } from '../src/gpu/device.js';
 import { bindGroup, getPipeline, grid2d, wgslProgram, type Pipeline } from '../src/gpu/pipeline.js';
@@ -28,8 +25,14 @@ import matmulQuadWgsl from './roofline/matmul_quad.wgsl.js';
 
 export type { TimingSource };
 
-/** The repository root (results go under `<root>/bench/results`). */
-export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/**
+ * The default results folder, `<repo>/bench/results` (Node only; the harness itself also loads in
+ * a browser: file output is imported lazily).
+ */
+export async function resultsDir(): Promise<string> {
+  const { fileURLToPath } = await import('node:url');
+  return fileURLToPath(new URL('./results', import.meta.url));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Results
@@ -563,11 +566,18 @@ export function speedups(results: readonly BenchResult[], baseline = 'tfjs'): Ma
   return out;
 }
 
+/**
+ * Impl names that get a speedup column when present in the results: `tfjs` (the TensorFlow.js
+ * baseline) and `dense` (Tessera's dense flash attention, as sparse and linear suites label it).
+ */
+export const BASELINES = ['tfjs', 'dense'];
+
 /** Rows of the results table (shared by the terminal and the Markdown output). */
-export function tableRows(results: readonly BenchResult[], baseline = 'tfjs'): { header: string[]; rows: string[][] } {
-  const sp = speedups(results, baseline);
+export function tableRows(results: readonly BenchResult[], baselines: readonly string[] = BASELINES): { header: string[]; rows: string[][] } {
+  const present = baselines.filter((b) => results.some((r) => r.impl === b));
+  const sps = present.map((b) => speedups(results, b));
   const hasMode = results.some((r) => r.mode !== undefined);
-  const header = ['impl', ...(hasMode ? ['mode'] : []), 'T', 'D', 'H', 'dtype', 'median ms', 'min ms', 'max ms', 'runs', 'GFLOP/s', 'GB/s', '% roofline', `vs ${baseline}`];
+  const header = ['impl', ...(hasMode ? ['mode'] : []), 'T', 'D', 'H', 'dtype', 'median ms', 'min ms', 'max ms', 'runs', 'GFLOP/s', 'GB/s', '% roofline', ...present.map((b) => `vs ${b}`)];
   const rows = results.map((r) => [
     r.impl,
     ...(hasMode ? [r.mode ?? ''] : []),
@@ -582,14 +592,14 @@ export function tableRows(results: readonly BenchResult[], baseline = 'tfjs'): {
     fmt(r.flops / (r.median_ms * 1e6)),
     fmt(r.bytes / (r.median_ms * 1e6), 3),
     fmt(r.pct_roofline, 1),
-    sp.has(r) ? `${fmt(sp.get(r)!, 1)}x` : '',
+    ...sps.map((sp) => (sp.has(r) ? `${fmt(sp.get(r)!, 1)}x` : '')),
   ]);
   return { header, rows };
 }
 
 /** A plain-text table for the terminal. */
-export function formatTable(results: readonly BenchResult[], baseline = 'tfjs'): string {
-  const { header, rows } = tableRows(results, baseline);
+export function formatTable(results: readonly BenchResult[], baselines: readonly string[] = BASELINES): string {
+  const { header, rows } = tableRows(results, baselines);
   const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ');
   return [line(header), ...rows.map(line)].join('\n');
@@ -723,7 +733,9 @@ export interface WriteOptions {
 export async function writeResults(dev: DeviceLike | undefined, suiteName: string, report: BenchReport, opts: WriteOptions = {}): Promise<string[]> {
   if (!/^[a-z0-9][a-z0-9._-]*$/i.test(suiteName)) throw new TesseraError('E_ARG', 'suite name must be a plain file name', { argument: 'suiteName', actual: suiteName });
   const adapter = (report.adapter || (dev ? ctxOf(dev).adapterName : 'unknown')).replace(/[^a-z0-9._-]+/gi, '-');
-  const dir = join(opts.dir ?? join(REPO_ROOT, 'bench', 'results'), adapter);
+  const { mkdirSync, writeFileSync } = await import('node:fs');
+  const { dirname, join, resolve } = await import('node:path');
+  const dir = join(opts.dir ?? (await resultsDir()), adapter);
   mkdirSync(dir, { recursive: true });
   const written: string[] = [];
   const json = JSON.stringify(report, null, 2) + '\n';

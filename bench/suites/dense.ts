@@ -12,7 +12,6 @@
  * - bytes = q, k, v read once + o written once (T * H * D elements each, in the storage dtype) +
  *   lse written (T * H f32).
  */
-import { writeFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { TesseraError } from '../../src/errors.js';
 import type { TesseraDevice } from '../../src/gpu/device.js';
@@ -56,12 +55,16 @@ export interface DenseConfig {
 
 /**
  * Times Tessera's dense attention for one configuration on `dev` and returns a result (with
- * plan compile time and CPU encode time). Other suites call this for their ratio to dense.
+ * plan compile time and CPU encode time). Other suites call this for their ratio to dense flash,
+ * with `impl: 'dense'` and their own suite name, so their table gets a `vs dense` column.
  *
  * @example
  * const r = await benchTesseraDense(dev, roofline, { T: 1024, D: 64, H: 1, dtype: 'f32', causal: true, warmup: 1, runs: 5 });
+ * const ref = await benchTesseraDense(dev, roofline, cfg, { impl: 'dense', suite: 'moba' });
  */
-export async function benchTesseraDense(dev: TesseraDevice, roofline: Roofline, c: DenseConfig, impl = 'tessera'): Promise<BenchResult> {
+export async function benchTesseraDense(dev: TesseraDevice, roofline: Roofline, c: DenseConfig, label: string | { impl?: string; suite?: string } = {}): Promise<BenchResult> {
+  const impl = typeof label === 'string' ? label : (label.impl ?? 'tessera');
+  const suite = typeof label === 'string' ? 'dense' : (label.suite ?? 'dense');
   const rng = new Rng(1234 + c.T);
   const shape = [c.T, c.H, c.D];
   const n = c.T * c.H * c.D;
@@ -94,7 +97,7 @@ export async function benchTesseraDense(dev: TesseraDevice, roofline: Roofline, 
     const work = denseWork(c);
     return makeResult(
       roofline,
-      { suite: 'dense', impl, T: c.T, D: c.D, H: c.H, dtype: c.dtype, ...work, causal: c.causal, variant: c.variant ?? 'auto', plan_ms: round(planMs), compile_ms: round(compileMs), encode_us: round(cpu.mean_us) },
+      { suite, impl, T: c.T, D: c.D, H: c.H, dtype: c.dtype, ...work, causal: c.causal, variant: c.variant ?? 'auto', plan_ms: round(planMs), compile_ms: round(compileMs), encode_us: round(cpu.mean_us) },
       timing,
     );
   } finally {
@@ -190,6 +193,7 @@ export async function runDenseSuite(argv: string[]): Promise<void> {
     const files = await writeResults(undefined, 'dense', report, { json: o.json });
     console.log(`wrote ${files.join(', ')}`);
   } else if (o.json) {
+    const { writeFileSync } = await import('node:fs');
     writeFileSync(o.json, JSON.stringify(report, null, 2) + '\n');
     console.log(`wrote ${o.json}`);
   }

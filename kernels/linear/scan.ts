@@ -28,6 +28,7 @@ import solveWgsl from './solve.wgsl.js';
 import scanWgsl from './scan.wgsl.js';
 import outputWgsl from './output.wgsl.js';
 import convertWgsl from './convert.wgsl.js';
+import tinvWgsl from './tinv.wgsl.js';
 import type { GateMode } from './reference.js';
 
 export type { GateMode } from './reference.js';
@@ -194,6 +195,11 @@ export function resolveScanOptions(opts: LinearScanOptions): Resolved {
   return { H, HV, K, V, N: cu.length - 1, T, cu, gate, delta, normalize, scale, dtype, vDtype, outDtype, mode: chosen, op, gamma };
 }
 
+/** Whether the chunked form can read q, k, v in place as vec4 rows (f32, K and V multiples of 4). */
+function directInputs(o: Resolved): boolean {
+  return o.dtype === 'f32' && o.vDtype === 'f32' && o.K % 4 === 0 && o.V % 4 === 0;
+}
+
 function kmaxOf(K: number): number {
   return K <= 32 ? 32 : K <= 64 ? 64 : K <= 128 ? 128 : 256;
 }
@@ -208,6 +214,7 @@ function program(name: string, file: string, kmax: number, zmax: number) {
 interface Passes {
   recurrent?: Pipeline;
   convert?: Pipeline;
+  tinv?: Pipeline;
   prep?: Pipeline;
   intra?: Pipeline;
   solve?: Pipeline;
@@ -297,14 +304,15 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       const K4 = Math.ceil(K / 4);
       const V4 = Math.ceil(V / 4);
       const VS4 = Math.ceil(VS / 4);
+      const direct = directInputs(o);
       const r16 = (x: number) => Math.max(16, Math.ceil(x / 16) * 16);
       const rowsK = T * HV * K4 * 16;
       const rowsV = T * HV * V4 * 16;
       const CC = this.nChunks * HV * CHUNK * CHUNK * 4;
       const sizes: Record<string, number> = {
-        qc: T * o.H * K4 * 16,
-        kc: T * o.H * K4 * 16,
-        vc: rowsV,
+        qc: direct ? 16 : T * o.H * K4 * 16,
+        kc: direct ? 16 : T * o.H * K4 * 16,
+        vc: direct ? 16 : rowsV,
         gam: r16(o.gate === 'vector' ? rowsK : o.gate === 'none' ? 16 : T * HV * 4),
         qg: rowsK,
         kd: rowsK,
@@ -315,6 +323,8 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
         U: o.delta ? rowsV : 16,
         hs: this.nChunks * HV * 4 * K4 * VS4 * 16,
         vn: o.delta ? rowsV : 16,
+        TT: o.delta ? CC : 16,
+        kg: o.delta ? rowsK : 16,
       };
       for (const [name, bytes] of Object.entries(sizes)) {
         if (bytes > ctx.limits.maxStorageBufferBindingSize) {
@@ -350,17 +360,20 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
         constants: { WG: wgCols(ctx).recurrent, DT_QK: qk, DT_V: vd, OUT_DT: od, GATE: G, DELTA: +o.delta, NORM: +o.normalize },
       });
     } else {
-      const [convert, prep, intra, solve, scan, output] = await Promise.all([
-        getPipeline(ctx, { shader: program('convert', convertWgsl, kmax, 1), bindings: [R, R, R, W, W, W, U], constants: { WG: WG_ROWS, DT_QK: qk, DT_V: vd } }),
+      const [convert, prep, intra, tinv, solve, scan, output] = await Promise.all([
+        directInputs(o)
+          ? Promise.resolve(undefined)
+          : getPipeline(ctx, { shader: program('convert', convertWgsl, kmax, 1), bindings: [R, R, R, W, W, W, U], constants: { WG: WG_ROWS, DT_QK: qk, DT_V: vd } }),
         getPipeline(ctx, { shader: program('prep', prepWgsl, kmax, 1), bindings: [R, R, R, R, W, W, W, W, U], constants: { WG: WG_ROWS, GATE: G } }),
         getPipeline(ctx, { shader: program('intra', intraWgsl, kmax, 1), bindings: [R, R, R, R, R, R, W, W, U], constants: { WG: WG_ROWS, GATE: G, DELTA: +o.delta } }),
         o.delta
-          ? getPipeline(ctx, { shader: program('solve', solveWgsl, kmax, 1), bindings: [R, R, R, R, R, R, W, W, U], constants: { WG: WG_ROWS, GATE: G } })
+          ? getPipeline(ctx, { shader: program('tinv', tinvWgsl, kmax, 1), bindings: [R, R, R, R, R, W, W, U], constants: { WG: WG_ROWS, GATE: G } })
           : Promise.resolve(undefined),
+        o.delta ? getPipeline(ctx, { shader: program('solve', solveWgsl, kmax, 1), bindings: [R, R, R, R, R, W, W, U], constants: { WG: WG_ROWS } }) : Promise.resolve(undefined),
         getPipeline(ctx, { shader: program('scan', scanWgsl, kmax, 1), bindings: [R, R, R, R, R, W, W, W, U], constants: { WG: wgCols(ctx).scan, GATE: G, DELTA: +o.delta, NORM: +o.normalize } }),
         getPipeline(ctx, { shader: program('output', outputWgsl, kmax, 1), bindings: [R, R, R, R, R, W, U], constants: { WG: WG_ROWS, OUT_DT: od, NORM: +o.normalize } }),
       ]);
-      Object.assign(passes, { convert, prep, intra, solve, scan, output });
+      Object.assign(passes, { convert, prep, intra, tinv, solve, scan, output });
     }
     return new LinearScanPlan(ctx, o, passes);
   }
@@ -437,16 +450,24 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       const b = (x: GPUBuffer) => ({ buffer: x });
       const perChunk = grid2d(this.ctx, this.nChunks * HV);
       const rows = o.T * (o.H + HV);
-      this.dispatch(encoder, P.convert!, [res(t.q), res(t.k), res(t.v), b(w.qc!), b(w.kc!), b(w.vc!), params], grid2d(this.ctx, Math.ceil(rows / WG_ROWS)));
-      this.dispatch(encoder, P.prep!, [b(w.qc!), b(w.kc!), gate, meta, b(w.gam!), b(w.qg!), b(w.kd!), b(w.kf!), params], perChunk);
-      this.dispatch(encoder, P.intra!, [b(w.qc!), b(w.kc!), b(w.gam!), b(w.kf!), beta, meta, b(w.P!), b(w.A!), params], perChunk);
-      if (P.solve) this.dispatch(encoder, P.solve, [b(w.A!), b(w.kc!), b(w.vc!), b(w.gam!), beta, meta, b(w.W!), b(w.U!), params], perChunk);
-      const u = o.delta ? b(w.U!) : b(w.vc!);
+      if (P.convert) this.dispatch(encoder, P.convert, [res(t.q), res(t.k), res(t.v), b(w.qc!), b(w.kc!), b(w.vc!), params], grid2d(this.ctx, Math.ceil(rows / WG_ROWS)));
+      // f32 inputs with K and V multiples of 4 are already vec4 rows: bound as they are
+      const qc = P.convert ? b(w.qc!) : res(t.q);
+      const kc = P.convert ? b(w.kc!) : res(t.k);
+      const vc = P.convert ? b(w.vc!) : res(t.v);
+      this.dispatch(encoder, P.prep!, [qc, kc, gate, meta, b(w.gam!), b(w.qg!), b(w.kd!), b(w.kf!), params], perChunk);
+      this.dispatch(encoder, P.intra!, [qc, kc, b(w.gam!), b(w.kf!), beta, meta, b(w.P!), b(w.A!), params], perChunk);
+      if (P.tinv && P.solve) {
+        this.dispatch(encoder, P.tinv, [b(w.A!), kc, b(w.gam!), beta, meta, b(w.TT!), b(w.kg!), params], perChunk);
+        const perSolve = Math.ceil((16 * (Math.ceil(K / 4) + Math.ceil(V / 4))) / WG_ROWS);
+        this.dispatch(encoder, P.solve, [b(w.TT!), b(w.kg!), vc, beta, meta, b(w.W!), b(w.U!), params], grid2d(this.ctx, this.nChunks * HV * perSolve));
+      }
+      const u = o.delta ? b(w.U!) : vc;
       const wz = o.delta ? b(w.W!) : o.normalize ? zIn : { buffer: this.dummyR };
       const vz = o.delta ? b(w.vn!) : o.normalize ? zOut : { buffer: this.dummyW };
       const VS4 = Math.ceil((V + (o.normalize ? 1 : 0)) / 4);
       this.dispatch(encoder, P.scan!, [wz, u, b(w.kd!), b(w.gam!), meta, b(w.hs!), vz, res(state), params], grid2d(this.ctx, N * HV * Math.ceil(VS4 / wgCols(this.ctx).scan)));
-      const un = o.delta ? b(w.vn!) : b(w.vc!);
+      const un = o.delta ? b(w.vn!) : vc;
       this.dispatch(encoder, P.output!, [b(w.qg!), b(w.P!), un, b(w.hs!), meta, res(t.o), params], grid2d(this.ctx, this.nChunks * HV * Math.ceil((16 * Math.ceil(V / 4)) / WG_ROWS)));
     }
     if (o.normalize && t.zt && sameTensor(t.zt, t.z0)) {

@@ -28,7 +28,6 @@ import solveWgsl from './solve.wgsl.js';
 import scanWgsl from './scan.wgsl.js';
 import outputWgsl from './output.wgsl.js';
 import convertWgsl from './convert.wgsl.js';
-import tinvWgsl from './tinv.wgsl.js';
 import type { GateMode } from './reference.js';
 
 export type { GateMode } from './reference.js';
@@ -214,7 +213,6 @@ function program(name: string, file: string, kmax: number, zmax: number) {
 interface Passes {
   recurrent?: Pipeline;
   convert?: Pipeline;
-  tinv?: Pipeline;
   prep?: Pipeline;
   intra?: Pipeline;
   solve?: Pipeline;
@@ -228,8 +226,8 @@ interface Passes {
  * 4 lanes at a time) small workgroups spread one head over the cores; on GPUs larger ones fill
  * the SIMD units. The other passes use 64 invocations per (chunk, value head).
  */
-function wgCols(ctx: TesseraDevice): { recurrent: number; scan: number } {
-  return ctx.adapterClass === 'cpu' ? { recurrent: 4, scan: 4 } : { recurrent: 32, scan: 32 };
+function wgCols(ctx: TesseraDevice): { recurrent: number; scan: number; solve: number } {
+  return ctx.adapterClass === 'cpu' ? { recurrent: 4, scan: 4, solve: 32 } : { recurrent: 32, scan: 32, solve: 64 };
 }
 const WG_ROWS = 64;
 
@@ -323,8 +321,6 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
         U: o.delta ? rowsV : 16,
         hs: this.nChunks * HV * 4 * K4 * VS4 * 16,
         vn: o.delta ? rowsV : 16,
-        TT: o.delta ? CC : 16,
-        kg: o.delta ? rowsK : 16,
       };
       for (const [name, bytes] of Object.entries(sizes)) {
         if (bytes > ctx.limits.maxStorageBufferBindingSize) {
@@ -360,20 +356,19 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
         constants: { WG: wgCols(ctx).recurrent, DT_QK: qk, DT_V: vd, OUT_DT: od, GATE: G, DELTA: +o.delta, NORM: +o.normalize },
       });
     } else {
-      const [convert, prep, intra, tinv, solve, scan, output] = await Promise.all([
+      const [convert, prep, intra, solve, scan, output] = await Promise.all([
         directInputs(o)
           ? Promise.resolve(undefined)
           : getPipeline(ctx, { shader: program('convert', convertWgsl, kmax, 1), bindings: [R, R, R, W, W, W, U], constants: { WG: WG_ROWS, DT_QK: qk, DT_V: vd } }),
         getPipeline(ctx, { shader: program('prep', prepWgsl, kmax, 1), bindings: [R, R, R, R, W, W, W, W, U], constants: { WG: WG_ROWS, GATE: G } }),
         getPipeline(ctx, { shader: program('intra', intraWgsl, kmax, 1), bindings: [R, R, R, R, R, R, W, W, U], constants: { WG: WG_ROWS, GATE: G, DELTA: +o.delta } }),
         o.delta
-          ? getPipeline(ctx, { shader: program('tinv', tinvWgsl, kmax, 1), bindings: [R, R, R, R, R, W, W, U], constants: { WG: WG_ROWS, GATE: G } })
+          ? getPipeline(ctx, { shader: program('solve', solveWgsl, kmax, 1), bindings: [R, R, R, R, R, R, W, W, U], constants: { WG: wgCols(ctx).solve, GATE: G } })
           : Promise.resolve(undefined),
-        o.delta ? getPipeline(ctx, { shader: program('solve', solveWgsl, kmax, 1), bindings: [R, R, R, R, R, W, W, U], constants: { WG: WG_ROWS } }) : Promise.resolve(undefined),
         getPipeline(ctx, { shader: program('scan', scanWgsl, kmax, 1), bindings: [R, R, R, R, R, W, W, W, U], constants: { WG: wgCols(ctx).scan, GATE: G, DELTA: +o.delta, NORM: +o.normalize } }),
         getPipeline(ctx, { shader: program('output', outputWgsl, kmax, 1), bindings: [R, R, R, R, R, W, U], constants: { WG: WG_ROWS, OUT_DT: od, NORM: +o.normalize } }),
       ]);
-      Object.assign(passes, { convert, prep, intra, tinv, solve, scan, output });
+      Object.assign(passes, { convert, prep, intra, solve, scan, output });
     }
     return new LinearScanPlan(ctx, o, passes);
   }
@@ -457,11 +452,7 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       const vc = P.convert ? b(w.vc!) : res(t.v);
       this.dispatch(encoder, P.prep!, [qc, kc, gate, meta, b(w.gam!), b(w.qg!), b(w.kd!), b(w.kf!), params], perChunk);
       this.dispatch(encoder, P.intra!, [qc, kc, b(w.gam!), b(w.kf!), beta, meta, b(w.P!), b(w.A!), params], perChunk);
-      if (P.tinv && P.solve) {
-        this.dispatch(encoder, P.tinv, [b(w.A!), kc, b(w.gam!), beta, meta, b(w.TT!), b(w.kg!), params], perChunk);
-        const perSolve = Math.ceil((16 * (Math.ceil(K / 4) + Math.ceil(V / 4))) / WG_ROWS);
-        this.dispatch(encoder, P.solve, [b(w.TT!), b(w.kg!), vc, beta, meta, b(w.W!), b(w.U!), params], grid2d(this.ctx, this.nChunks * HV * perSolve));
-      }
+      if (P.solve) this.dispatch(encoder, P.solve, [b(w.A!), kc, vc, b(w.gam!), beta, meta, b(w.W!), b(w.U!), params], perChunk);
       const u = o.delta ? b(w.U!) : vc;
       const wz = o.delta ? b(w.W!) : o.normalize ? zIn : { buffer: this.dummyR };
       const vz = o.delta ? b(w.vn!) : o.normalize ? zOut : { buffer: this.dummyW };

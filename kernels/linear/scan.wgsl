@@ -73,20 +73,31 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       if (NORM && V / 4u == quad) {
         u[V % 4u] = 1.0;
       }
-      if (DELTA) {
-        let wb = (t * HV + hv) * K4;
-        for (var d4 = 0u; d4 < K4; d4++) {
-          let w = WZ[wb + d4];
-          let d = 4u * d4;
-          u -= w.x * S[d] + w.y * S[d + 1u] + w.z * S[d + 2u] + w.w * S[d + 3u];
+      un[i] = u;
+    }
+    if (DELTA) {
+      // V_new = U - W S, state rows outer (4 at a time, in registers), tokens inner
+      for (var d4 = 0u; d4 < K4; d4++) {
+        let d = 4u * d4;
+        let s0 = S[d];
+        let s1 = S[d + 1u];
+        let s2 = S[d + 2u];
+        let s3 = S[d + 3u];
+        var wi = (start * HV + hv) * K4 + d4;
+        for (var i = 0u; i < len; i++) {
+          let w = WZ[wi];
+          un[i] -= w.x * s0 + w.y * s1 + w.z * s2 + w.w * s3;
+          wi += HV * K4;
         }
-        let vb = ((t * HV + hv) * V4 + quad) * 4u;
+      }
+      for (var i = 0u; i < len; i++) {
+        let u = un[i];
+        let vb = (((start + i) * HV + hv) * V4 + quad) * 4u;
         VZ[vb] = u.x;
         VZ[vb + 1u] = u.y;
         VZ[vb + 2u] = u.z;
         VZ[vb + 3u] = u.w;
       }
-      un[i] = u;
     }
     let tl = start + len - 1u;
     var a = vec4<f32>(1.0);

@@ -1,7 +1,9 @@
 import { TesseraError } from '../src/errors.js';
 
 /** Bench suites, by name. Each parses its own argv (commander) and prints/writes results. */
-export const SUITES: Record<string, (argv: string[]) => Promise<void>> = {};
+export const SUITES: Record<string, (argv: string[]) => Promise<void>> = {
+  dense: async (argv) => (await import('./suites/dense.js')).runDenseSuite(argv),
+};
 
 export async function runBenchCli(suite: string, argv: string[]): Promise<void> {
   const run = SUITES[suite];

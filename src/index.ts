@@ -39,6 +39,9 @@ export {
 } from './tensor.js';
 export { compare, passes, TOLERANCE, Rng, type Comparison, type Tolerance } from './testing.js';
 export * from '../kernels/merge/index.js';
+export * from '../kernels/topk/index.js';
+export * from '../kernels/linear/index.js';
+export * from '../kernels/delta/index.js';
 export * from '../kernels/moba/index.js';
 export * from '../kernels/nsa/index.js';
 export * from '../kernels/block_sparse/index.js';

@@ -2,6 +2,21 @@
  * Float64 CPU references: the definition of every kernel's math (`tessera/reference`).
  */
 export { mergeReference } from '../kernels/merge/reference.js';
+export { topKReference } from '../kernels/topk/reference.js';
+export {
+  linearScanReference,
+  linearAttnReference,
+  simpleGlaReference,
+  glaReference,
+  retentionGamma,
+  lightningGamma,
+  GATE_MIN,
+  type GateMode,
+  type LinearScanRefOptions,
+  type LinearScanRefInputs,
+  type LinearScanRefResult,
+} from '../kernels/linear/reference.js';
+export { deltaRuleReference, gatedDeltaRuleReference, kdaReference } from '../kernels/delta/reference.js';
 export { mobaReference, mobaBlockMeansReference, type MobaReferenceOptions } from '../kernels/moba/reference.js';
 export { nsaReference, type NsaReferenceOptions, type NsaVariant } from '../kernels/nsa/reference.js';
 export { blockSparseReference, type BlockSparseReferenceOptions } from '../kernels/block_sparse/reference.js';

@@ -1,0 +1,15 @@
+/**
+ * Dense flash attention (prefill and split-K decode), with causal/bottom-right masks, GQA,
+ * sliding windows with sink tokens and per-head sink logits. See README.md in this folder.
+ */
+export {
+  planAttention,
+  attention,
+  AttentionPlan,
+  ATTN_PARAMS,
+  type AttentionOptions,
+  type AttentionTuning,
+  type AttentionPlanOptions,
+  type AttentionTensors,
+} from './prefill.js';
+export { attentionReference, keyVisible, type AttentionReferenceOptions } from './reference.js';

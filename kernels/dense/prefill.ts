@@ -1,0 +1,454 @@
+/**
+ * Dense flash attention, prefill: plan/run wrapper around `prefill.wgsl`.
+ *
+ * Layouts: `q [Tq, Hq, D]`, `k [Tk, Hkv, D]`, `v [Tk, Hkv, Dv]`, `o [Tq, Hq, Dv]`, `lse [Tq, Hq]`
+ * f32 natural log. A ragged batch concatenates its sequences along the token axis, described by
+ * `cuSeqlensQ`/`cuSeqlensK` (host arrays `[N+1]`, FlashInfer/fla style).
+ */
+import { TesseraError, check, checkFinite, checkInt, fail } from '../../src/errors.js';
+import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { getPipeline, grid2d, wgslProgram, type Pipeline, type ShaderSource } from '../../src/gpu/pipeline.js';
+import { uniformLayout } from '../../src/gpu/uniforms.js';
+import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { byteSize, checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import storageWgsl from '../../shaders/storage.wgsl.js';
+import prefillWgsl from './prefill.wgsl.js';
+import sgWgsl from './prefill_sg.wgsl.js';
+import nosgWgsl from './prefill_nosg.wgsl.js';
+
+/** Options of dense attention (the cross-team contract; see kernels/dense/README.md). */
+export interface AttentionOptions {
+  /** Query heads. */
+  Hq: number;
+  /** Key/value heads; `Hq % Hkv == 0`. Query head h uses kv head floor(h / (Hq / Hkv)). */
+  Hkv: number;
+  /** q/k head dim, 1..256. */
+  D: number;
+  /** v/o head dim, 1..256 (default D). */
+  Dv?: number;
+  /** Default true; bottom-right aligned when Tq != Tk: query i sits at position Tk - Tq + i. */
+  causal?: boolean;
+  /** Default 1/sqrt(D). */
+  scale?: number;
+  /** Sliding window W: key j visible iff pos - W < j <= pos (0/undefined = none; causal only). */
+  window?: number;
+  /** With a window, the first S keys stay visible (still causal). Default 0. */
+  sinks?: number;
+  /** Per-query-head learned sink logit (MiMo): input `sinkLogits [Hq]` f32. Default false. */
+  sinkLogit?: boolean;
+  /** Storage dtype of q, k, v (default 'f32'). */
+  dtype?: FloatDType;
+  /** Storage dtype of o (default = dtype). lse is always f32. */
+  outDtype?: FloatDType;
+}
+
+/**
+ * Kernel selection, for tests and benchmarks. Defaults: `variant` from `ctx.adapterClass`
+ * (`cpu` on SwiftShader/llvmpipe, else `gpu`), `subgroups` from `ctx.features.subgroups`.
+ */
+export interface AttentionTuning {
+  variant?: 'auto' | 'cpu' | 'gpu';
+  subgroups?: boolean;
+}
+
+export type AttentionPlanOptions = AttentionOptions &
+  AttentionTuning &
+  ({ Tq: number; Tk?: number; cuSeqlensQ?: undefined; cuSeqlensK?: undefined } | { cuSeqlensQ: readonly number[]; cuSeqlensK?: readonly number[]; Tq?: undefined; Tk?: undefined });
+
+export interface AttentionTensors {
+  /** `[Tq, Hq, D]` in `dtype`. */
+  q: GpuTensor;
+  /** `[Tk, Hkv, D]` in `dtype`. */
+  k: GpuTensor;
+  /** `[Tk, Hkv, Dv]` in `dtype`. */
+  v: GpuTensor;
+  /** `[Tq, Hq, Dv]` in `outDtype`. */
+  o: GpuTensor;
+  /** `[Tq, Hq]` f32, natural log (optional). */
+  lse?: GpuTensor;
+  /** `[Hq]` f32, required iff `sinkLogit`. */
+  sinkLogits?: GpuTensor;
+}
+
+export const ATTN_PARAMS = uniformLayout('AttnParams', [
+  ['num_tiles', 'u32'],
+  ['num_work', 'u32'],
+  ['hq', 'u32'],
+  ['hkv', 'u32'],
+  ['group', 'u32'],
+  ['scale_log2', 'f32'],
+  ['window', 'u32'],
+  ['sinks', 'u32'],
+  ['kv_chunk', 'u32'],
+  ['o_split_stride', 'u32'],
+  ['lse_split_stride', 'u32'],
+  ['write_lse', 'u32'],
+] as const);
+
+const PROGRAM_SG: ShaderSource = wgslProgram('dense/prefill+sg', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, sgWgsl], ['subgroups']);
+const PROGRAM_NOSG: ShaderSource = wgslProgram('dense/prefill', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, nosgWgsl]);
+
+/** Packed rows per workgroup of each variant (main_cpu: 4 lanes x 4 rows; main_gpu: WG_GPU). */
+export const CPU_TILE_ROWS = 16;
+export const GPU_TILE_ROWS = 64;
+export const MAX_HEAD_DIM = 256;
+
+/** Validated, defaulted attention options. */
+export interface ResolvedAttention {
+  Hq: number;
+  Hkv: number;
+  D: number;
+  Dv: number;
+  causal: boolean;
+  scale: number;
+  window: number;
+  sinks: number;
+  sinkLogit: boolean;
+  dtype: FloatDType;
+  outDtype: FloatDType;
+  variant: 'cpu' | 'gpu';
+  subgroups: boolean;
+}
+
+/** Validates the shared options (throws TesseraError naming the argument). */
+export function resolveAttention(ctx: TesseraDevice, opts: AttentionOptions & AttentionTuning): ResolvedAttention {
+  if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'is not an object;', opts, 'AttentionOptions');
+  const Hq = checkInt(opts.Hq, 'Hq', { min: 1, max: 65535 });
+  const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1, max: 65535 });
+  check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq);
+  const D = opts.D;
+  if (typeof D !== 'number' || !Number.isInteger(D) || D < 1 || D > MAX_HEAD_DIM) {
+    fail('E_UNSUPPORTED', 'D', 'head dim not supported;', D, `an integer in [1, ${MAX_HEAD_DIM}]`);
+  }
+  const Dv = opts.Dv ?? D;
+  if (typeof Dv !== 'number' || !Number.isInteger(Dv) || Dv < 1 || Dv > MAX_HEAD_DIM) {
+    fail('E_UNSUPPORTED', 'Dv', 'head dim not supported;', Dv, `an integer in [1, ${MAX_HEAD_DIM}]`);
+  }
+  const causal = opts.causal ?? true;
+  check(typeof causal === 'boolean', 'causal', 'a boolean', causal);
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  checkFinite(scale, 'scale');
+  const window = opts.window ?? 0;
+  checkInt(window, 'window', { min: 0 });
+  check(window === 0 || causal, 'window', 'no window with causal = false (a sliding window is causal)', window);
+  const sinks = opts.sinks ?? 0;
+  checkInt(sinks, 'sinks', { min: 0 });
+  const sinkLogit = opts.sinkLogit ?? false;
+  check(typeof sinkLogit === 'boolean', 'sinkLogit', 'a boolean', sinkLogit);
+  const dtype = opts.dtype ?? 'f32';
+  if (!isFloatDType(dtype)) fail('E_DTYPE', 'dtype', 'is not a float storage dtype;', dtype, 'one of f32, f16, bf16');
+  const outDtype = opts.outDtype ?? dtype;
+  if (!isFloatDType(outDtype)) fail('E_DTYPE', 'outDtype', 'is not a float storage dtype;', outDtype, 'one of f32, f16, bf16');
+  if (outDtype !== 'f32' && Dv % 2 !== 0) fail('E_UNSUPPORTED', 'Dv', 'must be even for 16-bit outputs;', Dv, 'an even head dim (or outDtype f32)');
+  const v = opts.variant ?? 'auto';
+  check(v === 'auto' || v === 'cpu' || v === 'gpu', 'variant', "'auto', 'cpu' or 'gpu'", v);
+  const variant = v === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : v;
+  const subgroups = opts.subgroups ?? ctx.features.subgroups;
+  if (subgroups && !ctx.features.subgroups) fail('E_UNSUPPORTED', 'subgroups', 'the device has no subgroups feature;', true, 'false on this device');
+  return { Hq, Hkv, D, Dv, causal, scale, window, sinks, sinkLogit, dtype, outDtype, variant, subgroups };
+}
+
+/** One sequence of a batch: where its queries and keys start and how many there are. */
+export interface SeqSpan {
+  qOff: number;
+  tq: number;
+  kOff: number;
+  tk: number;
+}
+
+function checkCu(cu: unknown, argument: string): number[] {
+  if (!Array.isArray(cu) || cu.length < 2) fail('E_ARG', argument, 'is not a cumulative length list;', cu, 'an array [N+1] starting at 0');
+  const a = cu as number[];
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i];
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || (i === 0 && x !== 0) || (i > 0 && x < a[i - 1]!)) {
+      fail('E_ARG', `${argument}[${i}]`, 'invalid value;', x, i === 0 ? '0' : `an integer >= ${argument}[${i - 1}] = ${a[i - 1]}`);
+    }
+  }
+  return a;
+}
+
+/** The sequences of a prefill call, validated. */
+export function resolveSpans(opts: { Tq?: number; Tk?: number; cuSeqlensQ?: readonly number[]; cuSeqlensK?: readonly number[] }): SeqSpan[] {
+  if (opts.cuSeqlensQ !== undefined) {
+    const cq = checkCu(opts.cuSeqlensQ, 'cuSeqlensQ');
+    const ck = opts.cuSeqlensK === undefined ? cq : checkCu(opts.cuSeqlensK, 'cuSeqlensK');
+    if (ck.length !== cq.length) fail('E_SHAPE', 'cuSeqlensK', 'has a different number of sequences than cuSeqlensQ;', ck.length, `length ${cq.length}`);
+    if (cq[cq.length - 1] === 0) fail('E_ARG', 'cuSeqlensQ', 'holds no query token;', cq, 'at least one token (T = 0 is not a call)');
+    const spans: SeqSpan[] = [];
+    for (let n = 0; n + 1 < cq.length; n++) spans.push({ qOff: cq[n]!, tq: cq[n + 1]! - cq[n]!, kOff: ck[n]!, tk: ck[n + 1]! - ck[n]! });
+    return spans;
+  }
+  const Tq = checkInt(opts.Tq, 'Tq', { min: 1 });
+  const Tk = opts.Tk === undefined ? Tq : checkInt(opts.Tk, 'Tk', { min: 1 });
+  return [{ qOff: 0, tq: Tq, kOff: 0, tk: Tk }];
+}
+
+/**
+ * The engine shared by prefill and decode: one pipeline, a tile table over the sequences, and a
+ * uniform block per lse mode. `splits > 1` writes f32 partials `[splits][rows, Dv]` for a merge.
+ * @internal
+ */
+export class FlashCore {
+  readonly pipeline: Pipeline;
+  readonly workgroups: [number, number];
+  readonly tileBuf: GPUBuffer;
+  readonly paramsLse: GPUBuffer;
+  readonly paramsNoLse: GPUBuffer;
+  readonly dummy: GPUBuffer;
+
+  private constructor(
+    pipeline: Pipeline,
+    workgroups: [number, number],
+    buffers: { tileBuf: GPUBuffer; paramsLse: GPUBuffer; paramsNoLse: GPUBuffer; dummy: GPUBuffer },
+  ) {
+    this.pipeline = pipeline;
+    this.workgroups = workgroups;
+    this.tileBuf = buffers.tileBuf;
+    this.paramsLse = buffers.paramsLse;
+    this.paramsNoLse = buffers.paramsNoLse;
+    this.dummy = buffers.dummy;
+  }
+
+  /** Pipeline spec of a configuration (exported so benchmarks can report compile time). */
+  static spec(r: ResolvedAttention, splitOut: boolean): Parameters<typeof getPipeline>[1] {
+    const nc = Math.ceil(r.D / 4);
+    const ncv = Math.ceil(r.Dv / 4);
+    let bkg = 32;
+    while (bkg > 1 && bkg * Math.max(nc, ncv) > 512) bkg >>= 1;
+    const constants: Record<string, number | boolean> = {
+      IN_DTYPE: dtypeCode(r.dtype),
+      OUT_DTYPE: splitOut ? 0 : dtypeCode(r.outDtype),
+      HEAD_D: r.D,
+      HEAD_DV: r.Dv,
+      CAUSAL: r.causal ? 1 : 0,
+      HAS_SINK: r.sinkLogit ? 1 : 0,
+    };
+    if (r.variant === 'gpu') Object.assign(constants, { WG_GPU: GPU_TILE_ROWS, BKG: bkg, KS_LEN: bkg * nc, VS_LEN: bkg * ncv });
+    return {
+      shader: r.variant === 'cpu' && r.subgroups ? PROGRAM_SG : PROGRAM_NOSG,
+      entryPoint: r.variant === 'cpu' ? 'main_cpu' : 'main_gpu',
+      bindings: ['read', 'read', 'read', 'rw', 'rw', 'read', 'read', 'uniform'],
+      constants,
+    };
+  }
+
+  static async create(
+    ctx: TesseraDevice,
+    r: ResolvedAttention,
+    spans: readonly SeqSpan[],
+    split: { splits: number; kvChunk: number; oStride: number; lseStride: number } | undefined,
+    alloc: { uniform: (values: Record<string, number>) => GPUBuffer; buffer: (words: Uint32Array, label: string) => GPUBuffer },
+  ): Promise<FlashCore> {
+    const G = r.Hq / r.Hkv;
+    const rows = r.variant === 'cpu' ? CPU_TILE_ROWS : GPU_TILE_ROWS;
+    const tiles: number[] = [];
+    for (const s of spans) {
+      const packed = s.tq * G;
+      for (let p0 = 0; p0 < packed; p0 += rows) tiles.push(s.qOff, s.tq, s.kOff, s.tk, p0, 0, 0, 0);
+    }
+    const numTiles = tiles.length / 8;
+    const splits = split?.splits ?? 1;
+    const numWork = numTiles * r.Hkv * splits;
+    const workgroups = grid2d(ctx, Math.max(1, numWork));
+    const pipeline = await getPipeline(ctx, FlashCore.spec(r, split !== undefined));
+    const values = {
+      num_tiles: Math.max(1, numTiles),
+      num_work: numWork,
+      hq: r.Hq,
+      hkv: r.Hkv,
+      group: G,
+      scale_log2: r.scale * Math.LOG2E,
+      window: r.window,
+      sinks: r.sinks,
+      kv_chunk: split?.kvChunk ?? 0xffffffff,
+      o_split_stride: split?.oStride ?? 0,
+      lse_split_stride: split?.lseStride ?? 0,
+    };
+    const tileBuf = alloc.buffer(Uint32Array.from(tiles.length ? tiles : [0, 0, 0, 0, 0, 0, 0, 0]), 'dense.tiles');
+    return new FlashCore(pipeline, workgroups, {
+      tileBuf,
+      paramsLse: alloc.uniform({ ...values, write_lse: 1 }),
+      paramsNoLse: alloc.uniform({ ...values, write_lse: 0 }),
+      dummy: alloc.buffer(new Uint32Array(4), 'dense.dummy'),
+    });
+  }
+}
+
+/** Checks q/k/v/sinkLogits against the plan and the device limits. */
+export function checkInputs(
+  ctx: TesseraDevice,
+  r: ResolvedAttention,
+  t: { q: unknown; k: unknown; v: unknown; sinkLogits?: unknown },
+  Tq: number,
+  Tk: number,
+): { q: GpuTensor; k: GpuTensor; v: GpuTensor; sinkLogits?: GpuTensor } {
+  if (t === null || typeof t !== 'object') fail('E_ARG', 'tensors', 'is not an object;', t, '{ q, k, v, o, lse? }');
+  const q = checkTensor(t.q, 'q', { rank: 3, shape: [Tq, r.Hq, r.D], dtypes: [r.dtype] });
+  const k = checkTensor(t.k, 'k', { rank: 3, shape: [Tk, r.Hkv, r.D], dtypes: [r.dtype] });
+  const v = checkTensor(t.v, 'v', { rank: 3, shape: [Tk, r.Hkv, r.Dv], dtypes: [r.dtype] });
+  let sinkLogits: GpuTensor | undefined;
+  if (r.sinkLogit) {
+    if (t.sinkLogits === undefined) fail('E_ARG', 'sinkLogits', 'is required with sinkLogit: true;', undefined, `a [${r.Hq}] f32 tensor`);
+    sinkLogits = checkTensor(t.sinkLogits, 'sinkLogits', { rank: 1, shape: [r.Hq], dtypes: ['f32'] });
+  } else if (t.sinkLogits !== undefined) {
+    fail('E_ARG', 'sinkLogits', 'was given but the plan has sinkLogit: false;', 'a tensor', 'no sinkLogits, or plan with sinkLogit: true');
+  }
+  checkBindingSize(ctx, q, 'q');
+  checkBindingSize(ctx, k, 'k');
+  checkBindingSize(ctx, v, 'v');
+  return { q, k, v, sinkLogits };
+}
+
+/** Throws E_LIMIT at plan time when a tensor of this size could not be bound. */
+export function checkPlannedSize(ctx: TesseraDevice, argument: string, shape: number[], dtype: FloatDType): void {
+  const bytes = byteSize(shape, dtype);
+  if (bytes > ctx.limits.maxStorageBufferBindingSize) {
+    throw new TesseraError('E_LIMIT', `${argument}: [${shape.join(', ')}] ${dtype} is ${bytes} bytes, over the device's maxStorageBufferBindingSize`, {
+      argument,
+      actual: bytes,
+      expected: `at most ${ctx.limits.maxStorageBufferBindingSize} bytes per binding (split the batch)`,
+    });
+  }
+}
+
+/** A planned prefill attention call. Create with {@link planAttention}. */
+export class AttentionPlan extends KernelPlan<AttentionTensors> {
+  readonly options: ResolvedAttention;
+  readonly Tq: number;
+  readonly Tk: number;
+  readonly spans: readonly SeqSpan[];
+  private core!: FlashCore;
+
+  private constructor(ctx: TesseraDevice, r: ResolvedAttention, spans: SeqSpan[]) {
+    super(ctx);
+    this.options = r;
+    this.spans = spans;
+    const last = spans[spans.length - 1]!;
+    this.Tq = last.qOff + last.tq;
+    this.Tk = last.kOff + last.tk;
+  }
+
+  /** Milliseconds spent compiling this plan's pipeline (0 when it was cached). */
+  get compileMs(): number {
+    return this.core.pipeline.compileMs;
+  }
+
+  /** The kernel variant in use (`cpu`/`gpu`, with or without subgroups). */
+  get variant(): string {
+    return `${this.options.variant}${this.options.variant === 'cpu' ? (this.options.subgroups ? '+subgroups' : '-nosubgroups') : ''}`;
+  }
+
+  /** @internal use {@link planAttention}. */
+  static async create(device: DeviceLike, opts: AttentionPlanOptions): Promise<AttentionPlan> {
+    const ctx = ctxOf(device);
+    const r = resolveAttention(ctx, opts);
+    const spans = resolveSpans(opts);
+    const plan = new AttentionPlan(ctx, r, spans);
+    checkPlannedSize(ctx, 'q', [plan.Tq, r.Hq, r.D], r.dtype);
+    checkPlannedSize(ctx, 'k', [plan.Tk, r.Hkv, r.D], r.dtype);
+    checkPlannedSize(ctx, 'v', [plan.Tk, r.Hkv, r.Dv], r.dtype);
+    checkPlannedSize(ctx, 'o', [plan.Tq, r.Hq, r.Dv], r.outDtype);
+    try {
+      plan.core = await FlashCore.create(ctx, r, spans, undefined, plan.allocator());
+    } catch (e) {
+      plan.dispose();
+      throw e;
+    }
+    return plan;
+  }
+
+  /** @internal buffers owned by this plan. */
+  allocator(): { uniform: (values: Record<string, number>) => GPUBuffer; buffer: (words: Uint32Array, label: string) => GPUBuffer } {
+    return {
+      uniform: (values) => this.uniform(ATTN_PARAMS, values as Record<(typeof ATTN_PARAMS.fields)[number][0], number>),
+      buffer: (words, label) => {
+        const b = this.workspace(words.byteLength, label);
+        this.ctx.device.queue.writeBuffer(b, 0, words.buffer as ArrayBuffer, words.byteOffset, words.byteLength);
+        return b;
+      },
+    };
+  }
+
+  run(encoder: GPUCommandEncoder, t: AttentionTensors): void {
+    this.assertUsable();
+    const r = this.options;
+    const { q, k, v, sinkLogits } = checkInputs(this.ctx, r, t, this.Tq, this.Tk);
+    const o = checkTensor(t.o, 'o', { rank: 3, shape: [this.Tq, r.Hq, r.Dv], dtypes: [r.outDtype] });
+    checkBindingSize(this.ctx, o, 'o');
+    let lse: GpuTensor | undefined;
+    if (t.lse !== undefined) {
+      lse = checkTensor(t.lse, 'lse', { rank: 2, shape: [this.Tq, r.Hq], dtypes: ['f32'] });
+      checkBindingSize(this.ctx, lse, 'lse');
+    }
+    const c = this.core;
+    this.dispatch(
+      encoder,
+      c.pipeline,
+      [
+        res(q),
+        res(k),
+        res(v),
+        res(o),
+        lse ? res(lse) : { buffer: c.dummy },
+        sinkLogits ? res(sinkLogits) : { buffer: c.dummy },
+        { buffer: c.tileBuf },
+        { buffer: lse ? c.paramsLse : c.paramsNoLse },
+      ],
+      c.workgroups,
+    );
+  }
+}
+
+/**
+ * Plans dense flash attention over one sequence (`Tq`, `Tk`) or a ragged batch (`cuSeqlensQ`,
+ * `cuSeqlensK`). Validates everything and compiles (or fetches) the pipeline.
+ *
+ * @example
+ * const plan = await planAttention(dev, { Tq: 300, Hq: 4, Hkv: 2, D: 64 });
+ * const enc = dev.device.createCommandEncoder();
+ * plan.run(enc, { q, k, v, o, lse });
+ * dev.device.queue.submit([enc.finish()]);
+ */
+export function planAttention(device: DeviceLike, opts: AttentionPlanOptions): Promise<AttentionPlan> {
+  return AttentionPlan.create(device, opts);
+}
+
+/**
+ * Dense attention in one call: plans from the tensor shapes, runs, submits and waits.
+ * `q [Tq, Hq, D]`, `k [Tk, Hkv, D]`, `v [Tk, Hkv, Dv]`, `o [Tq, Hq, Dv]`, `lse? [Tq, Hq]`.
+ *
+ * @example
+ * await attention(dev, { q, k, v, o, lse }, { causal: true });
+ */
+export async function attention(
+  device: DeviceLike,
+  t: AttentionTensors,
+  opts: Partial<AttentionOptions> & AttentionTuning & { cuSeqlensQ?: readonly number[]; cuSeqlensK?: readonly number[] } = {},
+): Promise<void> {
+  const ctx = ctxOf(device);
+  const q = checkTensor(t?.q, 'q', { rank: 3 });
+  const k = checkTensor(t.k, 'k', { rank: 3 });
+  const v = checkTensor(t.v, 'v', { rank: 3 });
+  const [Tq, Hq, D] = q.shape as [number, number, number];
+  const [Tk, Hkv] = k.shape as [number, number, number];
+  const base = {
+    Hq,
+    Hkv,
+    D,
+    Dv: v.shape[2],
+    dtype: q.dtype as FloatDType,
+    outDtype: (t.o?.dtype ?? q.dtype) as FloatDType,
+    sinkLogit: t.sinkLogits !== undefined,
+    ...opts,
+  };
+  const plan = await planAttention(
+    ctx,
+    opts.cuSeqlensQ ? { ...base, cuSeqlensQ: opts.cuSeqlensQ, cuSeqlensK: opts.cuSeqlensK } : { ...base, Tq, Tk, cuSeqlensQ: undefined, cuSeqlensK: undefined },
+  );
+  try {
+    await runOnce(ctx, plan, t, 'attention');
+  } finally {
+    plan.dispose();
+  }
+}

@@ -45,3 +45,4 @@ export * from '../kernels/delta/index.js';
 export * from '../kernels/moba/index.js';
 export * from '../kernels/nsa/index.js';
 export * from '../kernels/block_sparse/index.js';
+export * from '../kernels/dsa/index.js';

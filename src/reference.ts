@@ -20,3 +20,4 @@ export { deltaRuleReference, gatedDeltaRuleReference, kdaReference } from '../ke
 export { mobaReference, mobaBlockMeansReference, type MobaReferenceOptions } from '../kernels/moba/reference.js';
 export { nsaReference, type NsaReferenceOptions, type NsaVariant } from '../kernels/nsa/reference.js';
 export { blockSparseReference, type BlockSparseReferenceOptions } from '../kernels/block_sparse/reference.js';
+export { dsaReference, dsaIndexerReference, type DsaReferenceOptions } from '../kernels/dsa/reference.js';

@@ -11,8 +11,9 @@
 // One softmax over every visible key of the row's list; o = 0 and lse = -inf when none is visible.
 //
 // MODE 0 (selection lists): group g = t * NGH + hg; rows i < NR are query heads hq = hg*NR + i of
-//        token t (NR = a GQA group for NSA, all heads for DSA, 1 for MoBA); list = S block ids at
-//        lists[(g - T0*NGH) * S ..] (the list buffer may hold only the rows of this launch).
+//        token T0 + g / NGH (NR = a GQA group for NSA and DSA, 1 for MoBA); list = S block ids at
+//        lists[(g / LDIV) * S ..] (g counts from the launch's first token T0, so the list buffer
+//        holds only the rows of this launch).
 // MODE 1 (BSR, positions): group g = r * Hq + hq; rows i < NR are tokens t = r*NR + i of query
 //        head hq; list = indices[indptr[p*(MB+1) + r] .. indptr[p*(MB+1) + r + 1]) where the
 //        pattern p is 0 (shared), hq / (Hq/P) (per KV head or per query head).
@@ -21,7 +22,7 @@
 //        entry count <= 16, block id, unused) names up to 16 rows by entries lists[first + p] =
 //        row * KS + slot (row = t * Hq + hq, all of one query head); o and lse of such a row go
 //        to partial `slot` ([KS, Tq * Hq, DV] and [KS, Tq * Hq]). MoBA's block-centric path.
-// In MODE 0 the list of group g is number (g - T0*NGH) / LDIV (LDIV = NGH: one list per token).
+// LDIV = NGH gives one list per token shared by all KV heads (DSA).
 //
 // Two entry points:
 //   main (GPUs): one invocation per row; q and the o accumulator in private vec4 arrays; keys
@@ -166,7 +167,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 
   let bs = i32(params.BS);
   if (MODE == 0u) {
-    let base = ((g - params.T0 * params.NGH) / params.LDIV) * params.S;
+    let base = (g / params.LDIV) * params.S;
     for (var s = 0u; s < params.S; s++) {
       let b = lists[base + s];
       if (b >= 0) {
@@ -288,7 +289,7 @@ fn cpu_tile(tile_id: u32, r0: CpuRow) -> CpuTile {
   let TPG = (NR + 15u) / 16u;
   if (MODE == 0u) {
     let g = tile_id / TPG;
-    c.l0 = ((g - params.T0 * params.NGH) / params.LDIV) * params.S;
+    c.l0 = (g / params.LDIV) * params.S;
     c.l1 = c.l0 + params.S;
   } else if (MODE == 1u) {
     let g = tile_id / TPG;

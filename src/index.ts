@@ -46,3 +46,4 @@ export * from '../kernels/moba/index.js';
 export * from '../kernels/nsa/index.js';
 export * from '../kernels/block_sparse/index.js';
 export * from '../kernels/dsa/index.js';
+export * from '../kernels/switch/index.js';

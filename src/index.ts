@@ -47,3 +47,5 @@ export * from '../kernels/nsa/index.js';
 export * from '../kernels/block_sparse/index.js';
 export * from '../kernels/dense/index.js';
 export * from '../kernels/sliding_window/index.js';
+export * from '../kernels/dsa/index.js';
+export * from '../kernels/switch/index.js';

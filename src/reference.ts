@@ -22,3 +22,4 @@ export { nsaReference, type NsaReferenceOptions, type NsaVariant } from '../kern
 export { blockSparseReference, type BlockSparseReferenceOptions } from '../kernels/block_sparse/reference.js';
 export { attentionReference, keyVisible, type AttentionReferenceOptions } from '../kernels/dense/reference.js';
 export { slidingWindowReference } from '../kernels/sliding_window/reference.js';
+export { dsaReference, dsaIndexerReference, type DsaReferenceOptions } from '../kernels/dsa/reference.js';

@@ -49,3 +49,7 @@ export * from '../kernels/dense/index.js';
 export * from '../kernels/sliding_window/index.js';
 export * from '../kernels/dsa/index.js';
 export * from '../kernels/switch/index.js';
+export * from './kv/index.js';
+export * from './stream/index.js';
+export * from '../kernels/paged/index.js';
+export * from '../kernels/quest/index.js';

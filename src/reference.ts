@@ -23,3 +23,5 @@ export { blockSparseReference, type BlockSparseReferenceOptions } from '../kerne
 export { attentionReference, keyVisible, type AttentionReferenceOptions } from '../kernels/dense/reference.js';
 export { slidingWindowReference } from '../kernels/sliding_window/reference.js';
 export { dsaReference, dsaIndexerReference, type DsaReferenceOptions } from '../kernels/dsa/reference.js';
+export { streamAttentionReference, type AttnRefOptions } from '../kernels/paged/reference.js';
+export { questScoresReference, questSelectReference, type QuestRefOptions } from '../kernels/quest/reference.js';

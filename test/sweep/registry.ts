@@ -1,0 +1,10 @@
+/** Every family's sweep, in the order the sweep command runs them. */
+import type { AnySweep } from './run.js';
+import { denseSweep } from './dense.sweep.js';
+import { mergeSweep } from './merge.sweep.js';
+import { topkSweep } from './topk.sweep.js';
+import { mobaSweep } from './moba.sweep.js';
+import { nsaSweep } from './nsa.sweep.js';
+import { blockSparseSweep } from './block_sparse.sweep.js';
+
+export const SWEEPS: AnySweep[] = [mergeSweep, topkSweep, denseSweep, mobaSweep, nsaSweep, blockSparseSweep];

@@ -6,5 +6,9 @@ import { topkSweep } from './topk.sweep.js';
 import { mobaSweep } from './moba.sweep.js';
 import { nsaSweep } from './nsa.sweep.js';
 import { blockSparseSweep } from './block_sparse.sweep.js';
+import { linearSweep } from './linear.sweep.js';
+import { deltaSweep } from './delta.sweep.js';
+import { kvSweep } from './kv.sweep.js';
+import { questSweep } from './quest.sweep.js';
 
-export const SWEEPS: AnySweep[] = [mergeSweep, topkSweep, denseSweep, mobaSweep, nsaSweep, blockSparseSweep];
+export const SWEEPS: AnySweep[] = [mergeSweep, topkSweep, denseSweep, mobaSweep, nsaSweep, blockSparseSweep, linearSweep, deltaSweep, kvSweep, questSweep];

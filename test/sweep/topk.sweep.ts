@@ -41,7 +41,8 @@ export const topkSweep = defineSweep<TopKConfig>({
       .map((c) => {
         const variant = c.variant === 'small' && c.k > TOPK_SMALL_MAX_K ? 'radix' : c.variant;
         // keep one call's host work bounded: long rows come one or a few at a time
-        const rows = Math.max(1, Math.min(c.rows, Math.floor((size === 'small' ? 20000 : 400000) / c.n)));
+        // (n * rows and k * rows bounded, so one configuration stays around a second on SwiftShader)
+        const rows = Math.max(1, Math.min(c.rows, Math.floor((size === 'small' ? 20000 : 150000) / c.n), Math.floor((size === 'small' ? 600 : 8192) / c.k)));
         return { ...c, rows, variant };
       }),
   async check(b, c) {

@@ -61,6 +61,10 @@ describe('streaming exact attention vs float64', () => {
     // Queries at the end (bottom-right), a chunk that is not a multiple of the page size.
     { T: 3_000, Tq: 63, Hq: 4, Hkv: 2, D: 8, dtype: 'f32', pageSize: 16 },
     { T: 200_000, Tq: 1, Hq: 2, Hkv: 1, D: 8, dtype: 'f16', pageSize: 256, appendChunk: 65_536 },
+    // Head dims that are multiples of 32 take the 16-byte-load path of the CPU kernel: every dtype.
+    { T: 5_000, Tq: 1, Hq: 2, Hkv: 1, D: 64, dtype: 'int8' },
+    { T: 4_000, Tq: 3, Hq: 4, Hkv: 2, D: 32, dtype: 'bf16', pageSize: 32 },
+    { T: 3_000, Tq: 1, Hq: 1, Hkv: 1, D: 96, dtype: 'f32', pageSize: 16 },
     // The GPU-shaped kernel (workgroup per part and row), run here on the CPU adapter for correctness.
     { T: 3_000, Tq: 1, Hq: 4, Hkv: 2, D: 16, dtype: 'f16', variant: 'gpu' },
     { T: 1_201, Tq: 5, Hq: 2, Hkv: 1, D: 32, dtype: 'int8', pageSize: 128, qPos0: 700, variant: 'gpu' },

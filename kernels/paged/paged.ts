@@ -128,9 +128,9 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
     const pipeline = await getPipeline(ctx, {
       shader: PROGRAM,
-      entryPoint: variant === 'cpu' ? 'main' : 'main_gpu',
-      bindings: ['read', 'read', 'read', 'rw', 'rw', 'uniform'],
-      constants: { WG, D: o.D, DV: o.Dv, KV_DT: kvDtypeCode(o.dtype) },
+      entryPoint: variant === 'cpu' ? 'main_cpu' : 'main_gpu',
+      bindings: ['read', 'read', 'read', 'rw', 'rw', 'uniform', 'read'],
+      constants: { WG, D: o.D, DV: o.Dv, KV_DT: kvDtypeCode(o.dtype), VEC: o.D % 32 === 0 && o.Dv % 32 === 0 ? 1 : 0 },
     });
     return new PagedPlan(ctx, o, pipeline, variant);
   }
@@ -190,12 +190,12 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
       };
       this.ctx.device.queue.writeBuffer(this.params, slot * this.slotBytes, PAGED_PARAMS.pack(values));
       const invocations = c.partCount * this.rows;
-      const groups = this.variant === 'cpu' ? Math.ceil(invocations / WG) : invocations;
+      const groups = this.variant !== 'gpu' ? Math.ceil(invocations / WG) : invocations;
       const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
       const x = Math.min(groups, max);
       const y = Math.ceil(groups / x);
       if (y > max) throw new TesseraError('E_LIMIT', `paged: ${invocations} invocations exceed the dispatch limit`);
-      this.dispatch(encoder, this.pipeline, [qr, pr, lr, opr, lpr, { buffer: this.params, offset: slot * this.slotBytes, size: PAGED_PARAMS.size }], [x, y]);
+      this.dispatch(encoder, this.pipeline, [qr, pr, lr, opr, lpr, { buffer: this.params, offset: slot * this.slotBytes, size: PAGED_PARAMS.size }, pr], [x, y]);
     }
   }
 }

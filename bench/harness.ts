@@ -542,8 +542,11 @@ export function speedups(results: readonly BenchResult[], baseline = 'tfjs'): Ma
 export function tableRows(results: readonly BenchResult[], baseline = 'tfjs'): { header: string[]; rows: string[][] } {
   const sp = speedups(results, baseline);
   const hasMode = results.some((r) => r.mode !== undefined);
-  const header = ['impl', ...(hasMode ? ['mode'] : []), 'T', 'D', 'H', 'dtype', 'median ms', 'min ms', 'max ms', 'runs', 'GFLOP/s', 'GB/s', '% roofline', `vs ${baseline}`];
+  // suites that report several ops (bench linear: suite = op name) get a column for it
+  const hasSuites = new Set(results.map((r) => r.suite)).size > 1;
+  const header = [...(hasSuites ? ['suite'] : []), 'impl', ...(hasMode ? ['mode'] : []), 'T', 'D', 'H', 'dtype', 'median ms', 'min ms', 'max ms', 'runs', 'GFLOP/s', 'GB/s', '% roofline', `vs ${baseline}`];
   const rows = results.map((r) => [
+    ...(hasSuites ? [r.suite] : []),
     r.impl,
     ...(hasMode ? [r.mode ?? ''] : []),
     String(r.T),

@@ -23,7 +23,7 @@ const CASES: (ScanCase & { op: string })[] = [
   { op: 'gla', gate: 'vector', delta: false, H: 2, K: 32, V: 48, T: 300, h0: true },
   { op: 'gla', gate: 'vector', delta: false, H: 1, K: 128, V: 128, T: 65, gates: 'strong' },
   { op: 'gla', gate: 'vector', delta: false, H: 1, K: 64, V: 64, T: 63, gates: 'near0', dtype: 'f16', h0: true },
-  { op: 'gla', gate: 'vector', delta: false, H: 1, K: 48, V: 32, cu: [0, 5, 70, 134], gates: 'strong', h0: true },
+  { op: 'gla', gate: 'vector', delta: false, H: 1, K: 48, V: 32, cu: [0, 5, 5, 70, 134], gates: 'strong', h0: true },
 ];
 
 describe('linear attention family vs the float64 recurrence (chunked and recurrent forms)', () => {

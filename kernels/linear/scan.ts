@@ -138,7 +138,13 @@ function sameTensor(a: GpuTensor | undefined, b: GpuTensor | undefined): boolean
   return !!a && !!b && a.buffer === b.buffer && (a.offset ?? 0) === (b.offset ?? 0);
 }
 
-/** Validates the options of a scan plan; every error names the argument. */
+/**
+ * Validates the options of a scan plan (every error names the argument) and resolves defaults.
+ *
+ * @example
+ * const o = resolveScanOptions({ H: 2, K: 64, V: 64, T: 300, gate: 'scalar', delta: true });
+ * o.mode; // 'chunk' (T > 64)
+ */
 export function resolveScanOptions(opts: LinearScanOptions): Resolved {
   const op = opts?.op ?? 'linear scan';
   const H = checkInt(opts.H, 'H', { min: 1, max: 4096 });

@@ -17,6 +17,8 @@ const CASES: (ScanCase & { op: string })[] = [
   { op: 'gated_delta_rule', gate: 'scalar', delta: true, H: 1, HV: 2, K: 48, V: 64, cu: [0, 1, 65, 129, 300], gates: 'near0', h0: true },
   { op: 'gated_delta_rule', gate: 'scalar', delta: true, H: 2, K: 64, V: 64, T: 65, dtype: 'f16', gates: 'strong' },
   { op: 'kda', gate: 'vector', delta: true, H: 2, K: 64, V: 64, T: 300, h0: true },
+  { op: 'kda', gate: 'vector', delta: true, H: 1, HV: 3, K: 33, V: 17, T: 129, h0: true },
+  { op: 'gated_delta_rule', gate: 'scalar', delta: true, H: 1, K: 6, V: 5, T: 66 },
   { op: 'kda', gate: 'vector', delta: true, H: 1, K: 128, V: 64, T: 65, gates: 'strong' },
   { op: 'kda', gate: 'vector', delta: true, H: 1, HV: 2, K: 32, V: 32, T: 63, gates: 'near0', dtype: 'f16', h0: true },
   { op: 'kda', gate: 'vector', delta: true, H: 1, K: 48, V: 48, cu: [0, 64, 65, 200], h0: true },

@@ -15,6 +15,8 @@ const CASES: (ScanCase & { op: string })[] = [
   { op: 'linear_attn', gate: 'none', delta: false, H: 1, K: 48, V: 32, T: 64, normalize: true, h0: true },
   { op: 'linear_attn', gate: 'none', delta: false, H: 1, K: 64, V: 32, T: 63, dtype: 'f16', h0: true },
   { op: 'simple_gla', gate: 'scalar', delta: false, H: 1, K: 128, V: 64, T: 64, gates: 'strong', h0: true },
+  { op: 'linear_attn', gate: 'none', delta: false, H: 1, K: 30, V: 21, T: 100, normalize: true, h0: true },
+  { op: 'gla', gate: 'vector', delta: false, H: 2, K: 18, V: 10, T: 70, h0: true, dtype: 'f16' },
   { op: 'simple_gla', gate: 'scalar', delta: false, H: 1, K: 64, V: 64, T: 1000, gates: 'near0' },
   { op: 'simple_gla', gate: 'scalar', delta: false, H: 2, K: 32, V: 32, cu: [0, 1, 64, 129, 429], h0: true },
   { op: 'simple_gla', gate: 'scalar', delta: false, H: 2, K: 64, V: 48, T: 65, dtype: 'f16', gates: 'strong' },

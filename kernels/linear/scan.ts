@@ -401,7 +401,9 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
     if (t.initialState !== undefined) chk(t.initialState, 'initialState', S, ['f32'], inPlace ? GPUBufferUsageFlags.STORAGE : GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC);
     if (t.finalState !== undefined) chk(t.finalState, 'finalState', S, ['f32'], GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
     if (normalize) {
-      if (t.z0 !== undefined) chk(t.z0, 'z0', [N, HV, K], ['f32']);
+      // the chunked scan reads z0 through a 16-byte-aligned copy when N*HV*K is not a multiple of 4
+      const zCopy = this.options.mode === 'chunk' && (N * HV * K) % 4 !== 0;
+      if (t.z0 !== undefined) chk(t.z0, 'z0', [N, HV, K], ['f32'], zCopy ? GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC : undefined);
       if (t.zt !== undefined) chk(t.zt, 'zt', [N, HV, K], ['f32'], GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
     } else if (t.z0 !== undefined || t.zt !== undefined) {
       fail('E_ARG', t.z0 !== undefined ? 'z0' : 'zt', 'only linear attention with normalize has a z state;', 'a tensor', 'undefined');

@@ -45,8 +45,6 @@ export const LIN_PARAMS = uniformLayout('LinParams', [
   ['V', 'u32'],
   ['ratio', 'u32'],
   ['VS', 'u32'],
-  ['pairs', 'u32'],
-  ['quads', 'u32'],
   ['chunkOff', 'u32'],
   ['seqChunkOff', 'u32'],
   ['K4', 'u32'],
@@ -230,11 +228,15 @@ interface Passes {
  * Workgroup sizes. The recurrent and scan passes have one invocation per (pair / vec4 of) state
  * columns and loop over tokens; on the CPU adapter (SwiftShader runs a workgroup on one thread,
  * 4 lanes at a time) small workgroups spread one head over the cores; on GPUs larger ones fill
- * the SIMD units. The blocked forward substitution (solve) likewise ran about a third faster in
+ * the SIMD units (`SCAN_TUNING`, per adapter class; a plan reads it when created). The blocked forward substitution (solve) likewise ran about a third faster in
  * workgroups of 4 on SwiftShader. The other passes use 64 invocations per (chunk, value head).
  */
+export const SCAN_TUNING = {
+  cpu: { recurrent: 4, scan: 4, solve: 4, rows: 64 },
+  gpu: { recurrent: 32, scan: 32, solve: 64, rows: 64 },
+};
 function wgCols(ctx: TesseraDevice): { recurrent: number; scan: number; solve: number; rows: number } {
-  return ctx.adapterClass === 'cpu' ? { recurrent: 4, scan: 4, solve: 4, rows: 64 } : { recurrent: 32, scan: 32, solve: 64, rows: 64 };
+  return SCAN_TUNING[ctx.adapterClass];
 }
 const WG_ROWS = 64;
 
@@ -282,8 +284,6 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       V,
       ratio: HV / o.H,
       VS,
-      pairs: Math.ceil(VS / 2),
-      quads: Math.ceil(V / 4),
       chunkOff: cu.length,
       seqChunkOff: cu.length + chunks.length,
       K4: Math.ceil(K / 4),

@@ -41,6 +41,9 @@ describe('streaming', () => {
   it('gla: segments 64, 100, 1, 1, 35 equal the one-shot recurrence; rollback restores GPU checkpoints exactly', async () => {
     await checkStream(gpu, { gate: 'vector', delta: false, H: 2, K: 32, V: 48, h0: true }, [64, 100, 1, 1, 35], { checkpointEvery: 1, ringSize: 4 });
   });
+  it('normalized linear_attn: segments 70, 1, 64 carry S and z (recurrent and chunked plans)', async () => {
+    await checkStream(gpu, { gate: 'none', delta: false, normalize: true, H: 1, K: 32, V: 48 }, [70, 1, 64], { checkpointEvery: 1 });
+  });
   it('linear_attn: rollback with host checkpoints every 64 tokens', async () => {
     await checkStream(gpu, { gate: 'none', delta: false, H: 1, K: 64, V: 64 }, [65, 63, 64, 8], { checkpointEvery: 64, checkpointTier: 'host' });
   });

@@ -32,6 +32,15 @@ describe('examples (short forms)', () => {
     expect(r.refMax).toBeGreaterThan(0.5); // a real signal, not zeros
   });
 
+  it('hybrid-tfjs with MoBA as the attention layer: no readback, matches float64', async () => {
+    const { main } = await import('../examples/hybrid-tfjs/main.js');
+    const r = await main({ small: true, mixer: 'moba' });
+    expect(r.pattern).toBe('GDN GDN GDN MOBA');
+    expect(r.readbacksInLoop).toBe(0);
+    expect(r.minMargin!).toBeGreaterThan(1e-3); // the block choice is not a near-tie
+    expect(r.relRms).toBeLessThan(1e-4);
+  });
+
   it('needle-10m (100K tokens): the needle is found and sparse equals exact', async () => {
     const { main } = await import('../examples/needle-10m/main.js');
     const r = await main({ small: true });

@@ -9,13 +9,16 @@
  * The final hidden state is checked against a float64 CPU forward of the same stack (plain JS
  * matmuls + `gatedDeltaRuleReference` / `attentionReference`).
  *
- * Run: `npx tsx examples/hybrid-tfjs/main.ts [--small]`.
+ * Run: `npx tsx examples/hybrid-tfjs/main.ts [--small] [--moba]` (`--moba`: MoBA instead of the
+ * sliding window in the attention layers).
  */
 import { pathToFileURL } from 'node:url';
 import type * as TF from '@tensorflow/tfjs-core';
 import { planAttention, attentionReference } from '../../kernels/dense/index.js';
 import { planGatedDeltaRule } from '../../kernels/delta/index.js';
 import { gatedDeltaRuleReference } from '../../kernels/delta/reference.js';
+import { planMoba } from '../../kernels/moba/index.js';
+import { mobaReference } from '../../kernels/moba/reference.js';
 import type { TesseraDevice } from '../../src/gpu/device.js';
 import { TFJS_BUFFER_USAGE, fromTfjs, prepareTfjs, tfjsDevice, toTfjs, type TfjsLike, type TfjsTensorLike } from '../../src/interop/tfjs.js';
 import { compare, Rng } from '../../src/testing.js';
@@ -30,8 +33,16 @@ export interface HybridOptions {
   T?: number;
   /** Layers (default 8; small 4); every 4th is attention. */
   layers?: number;
+  /**
+   * The softmax attention layer: `swa` (default; sliding window) or `moba` (MoBA: each query
+   * attends to its own block and the `topk - 1` past blocks whose mean key scores highest).
+   */
+  mixer?: 'swa' | 'moba';
   /** Sliding window of the attention layers (default T / 4). */
   window?: number;
+  /** MoBA block size (default T / 8) and blocks per query (default 3). */
+  blockSize?: number;
+  topk?: number;
   seed?: number;
 }
 
@@ -41,10 +52,16 @@ export interface HybridResult {
   layers: number;
   /** e.g. "GDN GDN GDN SWA GDN GDN GDN SWA". */
   pattern: string;
+  mixer: 'swa' | 'moba';
   dModel: number;
   heads: number;
   headDim: number;
   window: number;
+  /** MoBA only: block size, blocks per query, and the smallest gate margin of the float64
+   * reference's block choice (a tiny margin could let f32 rounding pick another block). */
+  blockSize?: number;
+  topk?: number;
+  minMargin?: number;
   /** `GPUBuffer.mapAsync` calls between the first layer and the final `data()`: must be 0. */
   readbacksInLoop: number;
   /** Final hidden state vs the float64 CPU forward. */
@@ -108,7 +125,7 @@ export function setupTfjs(): Promise<{ tf: Tf; dev: TesseraDevice }> {
 }
 
 interface LayerWeights {
-  kind: 'gdn' | 'swa';
+  kind: 'gdn' | 'attn';
   wq: Float32Array;
   wk: Float32Array;
   wv: Float32Array;
@@ -122,7 +139,7 @@ function makeWeights(layers: number, rng: Rng): LayerWeights[] {
   const mat = (r: number, c: number, s: number) => Float32Array.from(rng.normals(r * c), (x) => x * s);
   const out: LayerWeights[] = [];
   for (let l = 0; l < layers; l++) {
-    const kind = (l + 1) % 4 === 0 ? 'swa' : 'gdn';
+    const kind = (l + 1) % 4 === 0 ? 'attn' : 'gdn';
     const s = 1 / Math.sqrt(D_MODEL);
     const w: LayerWeights = { kind, wq: mat(D_MODEL, D_MODEL, s), wk: mat(D_MODEL, D_MODEL, s), wv: mat(D_MODEL, D_MODEL, s), wo: mat(D_MODEL, D_MODEL, s) };
     if (kind === 'gdn') {
@@ -174,7 +191,10 @@ function l2Norm(x: Float64Array, d: number): Float64Array {
 const sigmoid = (z: number) => 1 / (1 + Math.exp(-z));
 const logSigmoid = (z: number) => (z >= 0 ? -Math.log1p(Math.exp(-z)) : z - Math.log1p(Math.exp(z)));
 
-function forwardReference(x0: Float32Array, T: number, weights: LayerWeights[], window: number): Float64Array {
+type Mixer = { kind: 'swa'; window: number } | { kind: 'moba'; blockSize: number; topk: number };
+
+function forwardReference(x0: Float32Array, T: number, weights: LayerWeights[], mixer: Mixer): { x: Float64Array; minMargin: number } {
+  let minMargin = Number.POSITIVE_INFINITY;
   let x = Float64Array.from(x0);
   for (const w of weights) {
     const xn = rmsNorm(x, T, D_MODEL);
@@ -188,13 +208,17 @@ function forwardReference(x0: Float32Array, T: number, weights: LayerWeights[], 
       const beta = matmul(xn, T, D_MODEL, w.wb!, HEADS).map(sigmoid);
       const g = matmul(xn, T, D_MODEL, w.wa!, HEADS).map((z) => logSigmoid(z) / GATE_DIV);
       o = gatedDeltaRuleReference({ q, k, v, g, beta }, { H: HEADS, HV: HEADS, K: HEAD_DIM, V: HEAD_DIM }).o;
+    } else if (mixer.kind === 'swa') {
+      o = attentionReference(q, k, v, { Tq: T, Hq: HEADS, Hkv: HEADS, D: HEAD_DIM, causal: true, window: mixer.window }).o;
     } else {
-      o = attentionReference(q, k, v, { Tq: T, Hq: HEADS, Hkv: HEADS, D: HEAD_DIM, causal: true, window }).o;
+      const r = mobaReference(q, k, v, { Tq: T, Hq: HEADS, Hkv: HEADS, D: HEAD_DIM, blockSize: mixer.blockSize, topk: mixer.topk });
+      for (const m of r.margin) minMargin = Math.min(minMargin, m);
+      o = r.o;
     }
     const y = matmul(o, T, D_MODEL, w.wo, D_MODEL);
     x = x.map((a, i) => a + y[i]!);
   }
-  return x;
+  return { x, minMargin };
 }
 
 // ---- the TensorFlow.js + Tessera forward ------------------------------------------------------
@@ -211,6 +235,10 @@ export async function main(opts: HybridOptions = {}): Promise<HybridResult> {
   const T = opts.T ?? (small ? 64 : 256);
   const L = opts.layers ?? (small ? 4 : 8);
   const W = opts.window ?? Math.max(1, Math.floor(T / 4));
+  const mixerKind = opts.mixer ?? 'swa';
+  const B = opts.blockSize ?? Math.max(1, Math.floor(T / 8));
+  const topk = opts.topk ?? 3;
+  const mixer: Mixer = mixerKind === 'moba' ? { kind: 'moba', blockSize: B, topk } : { kind: 'swa', window: W };
   const { tf, dev } = await setupTfjs();
   const TT = tf as unknown as TfjsLike;
   const rng = new Rng(opts.seed ?? 2024);
@@ -221,7 +249,10 @@ export async function main(opts: HybridOptions = {}): Promise<HybridResult> {
   // one output buffer per layer (TensorFlow.js aliases it, so it lives until the end).
   const t0 = performance.now();
   const gdn = await planGatedDeltaRule(dev, { H: HEADS, HV: HEADS, K: HEAD_DIM, V: HEAD_DIM, T });
-  const swa = await planAttention(dev, { Tq: T, Tk: T, Hq: HEADS, Hkv: HEADS, D: HEAD_DIM, window: W });
+  const attn =
+    mixer.kind === 'swa'
+      ? await planAttention(dev, { Tq: T, Tk: T, Hq: HEADS, Hkv: HEADS, D: HEAD_DIM, window: W })
+      : await planMoba(dev, { Tq: T, Hq: HEADS, Hkv: HEADS, D: HEAD_DIM, blockSize: B, topk });
   const outs: GpuTensor[] = weights.map((_, l) => ({
     buffer: dev.createBuffer({ size: T * HEADS * HEAD_DIM * 4, usage: TFJS_BUFFER_USAGE, label: `hybrid.o${l}` }),
     shape: [T, HEADS, HEAD_DIM],
@@ -267,7 +298,7 @@ export async function main(opts: HybridOptions = {}): Promise<HybridResult> {
       } else {
         views.push(view(q, 'q'), view(k, 'k'), view(v, 'v'));
         const [vq, vk, vv] = views.map((a) => a.tensor) as [GpuTensor, GpuTensor, GpuTensor];
-        swa.run(enc, { q: vq, k: vk, v: vv, o });
+        attn.run(enc, { q: vq, k: vk, v: vv, o });
       }
       dev.device.queue.submit([enc.finish()]);
       for (const a of views) a.release();
@@ -286,19 +317,21 @@ export async function main(opts: HybridOptions = {}): Promise<HybridResult> {
   for (const p of tw) for (const t of Object.values(p)) t?.dispose();
   for (const o of outs) dev.destroyBuffer(o.buffer);
   gdn.dispose();
-  swa.dispose();
+  attn.dispose();
 
-  const ref = forwardReference(x0, T, weights, W);
-  const c = compare(got, ref);
+  const ref = forwardReference(x0, T, weights, mixer);
+  const c = compare(got, ref.x);
   return {
     adapter: dev.adapterName,
     T,
     layers: L,
-    pattern: weights.map((w) => (w.kind === 'gdn' ? 'GDN' : 'SWA')).join(' '),
+    pattern: weights.map((w) => (w.kind === 'gdn' ? 'GDN' : mixer.kind.toUpperCase())).join(' '),
+    mixer: mixer.kind,
     dModel: D_MODEL,
     heads: HEADS,
     headDim: HEAD_DIM,
-    window: W,
+    window: mixer.kind === 'swa' ? W : 0,
+    ...(mixer.kind === 'moba' ? { blockSize: B, topk, minMargin: ref.minMargin } : {}),
     readbacksInLoop,
     relRms: c.badCount ? Number.POSITIVE_INFINITY : c.relRms,
     maxAbs: c.maxAbs,
@@ -312,7 +345,8 @@ export async function main(opts: HybridOptions = {}): Promise<HybridResult> {
 export function summary(r: HybridResult): string {
   return [
     `hybrid-tfjs example on ${r.adapter} (TensorFlow.js WebGPU backend + Tessera on its device)`,
-    `  ${r.layers} layers [${r.pattern}], T=${r.T}, d_model ${r.dModel}, ${r.heads} heads x ${r.headDim}, window ${r.window}`,
+    `  ${r.layers} layers [${r.pattern}], T=${r.T}, d_model ${r.dModel}, ${r.heads} heads x ${r.headDim}, ` +
+      (r.mixer === 'swa' ? `window ${r.window}` : `MoBA blocks of ${r.blockSize}, top-${r.topk} (min gate margin ${r.minMargin?.toExponential(2)})`),
     `  readbacks (mapAsync) inside the loop: ${r.readbacksInLoop}`,
     `  final hidden state vs float64 CPU forward: rel RMS ${r.relRms.toExponential(2)}, max abs ${r.maxAbs.toExponential(2)} (ref max ${r.refMax.toFixed(2)})`,
     `  plan ${r.planMs.toFixed(0)} ms, forward ${r.forwardMs.toFixed(0)} ms`,
@@ -320,7 +354,7 @@ export function summary(r: HybridResult): string {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const r = await main({ small: process.argv.includes('--small') });
+  const r = await main({ small: process.argv.includes('--small'), mixer: process.argv.includes('--moba') ? 'moba' : 'swa' });
   console.log(summary(r));
   const ok = r.readbacksInLoop === 0 && r.relRms < 1e-3;
   process.exitCode = ok ? 0 : 1;

@@ -15,6 +15,7 @@ describe('examples (short forms)', () => {
     const { main } = await import('../examples/engine/main.js');
     const r = await main({ small: true });
     expect(r.adapter).toBeTruthy();
+    expect(['cpu', 'gpu']).toContain(r.adapterClass);
     expect(r.submits).toBe(1 + r.steps);
     expect(r.readbacks).toBe(1);
     expect(r.prefillRelRms).toBeLessThan(TOLERANCE.f32.relRms);

@@ -18,7 +18,7 @@
  */
 import { pathToFileURL } from 'node:url';
 import { planAttention, planDecode, attentionReference, type DecodePlan } from '../../kernels/dense/index.js';
-import { requestDevice, wrapDevice, type TesseraDevice } from '../../src/gpu/device.js';
+import { wrapDevice } from '../../src/gpu/device.js';
 import { compare, passes, Rng, TOLERANCE } from '../../src/testing.js';
 
 export interface EngineOptions {
@@ -32,13 +32,19 @@ export interface EngineOptions {
   Hq?: number;
   Hkv?: number;
   D?: number;
-  /** The engine's device. Default: a new device from `requestDevice()` (destroyed at the end). */
+  /**
+   * The engine's device. Default: the engine makes its own, the plain WebGPU way
+   * (`navigator.gpu` in a browser, Dawn's `create()` in Node; `requestAdapter`, `requestDevice`),
+   * and destroys it at the end.
+   */
   device?: GPUDevice;
   seed?: number;
 }
 
 export interface EngineResult {
   adapter: string;
+  /** What Tessera made of the engine's device: 'cpu' (software adapter) or 'gpu'; picks kernel variants. */
+  adapterClass: 'cpu' | 'gpu';
   prompt: number;
   steps: number;
   Hq: number;
@@ -58,6 +64,27 @@ export interface EngineResult {
   /** Wall time of planning (pipelines compile here) and of the loop incl. the final wait. */
   planMs: number;
   loopMs: number;
+}
+
+/**
+ * The engine's own device, created with plain WebGPU calls: `navigator.gpu` in a browser; in Node
+ * a `GPU` from the `webgpu` package (Dawn) via `createNodeGpu`, which only prepares the environment
+ * (e.g. finds SwiftShader where there is no GPU) and keeps Dawn's instance alive.
+ */
+async function engineDevice(): Promise<{ device: GPUDevice; release: () => void }> {
+  let gpu: GPU;
+  let release = () => {};
+  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
+  if (nav?.gpu && !globalThis.process?.versions?.node) {
+    gpu = nav.gpu;
+  } else {
+    const { createNodeGpu } = await import('../../src/gpu/node.js');
+    ({ gpu, release } = await createNodeGpu());
+  }
+  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) throw new Error('engine: no WebGPU adapter');
+  const device = await adapter.requestDevice({ label: 'example.engine' });
+  return { device, release };
 }
 
 /** A toy engine: owns a raw GPUDevice and its buffers; Tessera only encodes into its encoders. */
@@ -111,10 +138,12 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
   const Hkv = opts.Hkv ?? 2;
   const D = opts.D ?? 64;
   const N = P + S; // tokens in the sequence at the end (cache capacity)
-  let owned: TesseraDevice | undefined;
-  if (!opts.device) owned = await requestDevice({ label: 'example.engine' });
+  let owned: { device: GPUDevice; release: () => void } | undefined;
+  if (!opts.device) owned = await engineDevice();
   const device = opts.device ?? owned!.device;
-  const ctx = wrapDevice(device); // Tessera's view of the engine's device (pipeline cache)
+  // Tessera's view of the engine's device (its pipeline cache, limits, adapter class). Kernels
+  // also accept the raw GPUDevice directly, as below; both give this same context.
+  const ctx = wrapDevice(device);
   const engine = new ToyEngine(device);
   try {
     // The engine's "projection outputs" for all N tokens (in a real engine, its own kernels write
@@ -191,6 +220,7 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
     const cd = compare(got.subarray(split), ref.subarray(split));
     return {
       adapter: ctx.adapterName,
+      adapterClass: ctx.adapterClass,
       prompt: P,
       steps: S,
       Hq,
@@ -208,14 +238,17 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
     };
   } finally {
     engine.dispose();
-    owned?.destroy();
+    if (owned) {
+      owned.device.destroy();
+      owned.release();
+    }
   }
 }
 
 /** Prints the summary of a result. */
 export function summary(r: EngineResult): string {
   return [
-    `engine example on ${r.adapter}: prompt ${r.prompt} tokens + ${r.steps} decode steps, Hq=${r.Hq} Hkv=${r.Hkv} D=${r.D}, f32`,
+    `engine example on ${r.adapter} (${r.adapterClass} kernels; the engine's own raw GPUDevice): prompt ${r.prompt} tokens + ${r.steps} decode steps, Hq=${r.Hq} Hkv=${r.Hkv} D=${r.D}, f32`,
     `  ${r.submits} submits (1 per step, Tessera encoded into the engine's encoders), ${r.readbacks} readback (at the end)`,
     `  prefill vs float64: rel RMS ${r.prefillRelRms.toExponential(2)}, max abs ${r.prefillMaxAbs.toExponential(2)}`,
     `  decode  vs float64: rel RMS ${r.decodeRelRms.toExponential(2)}, max abs ${r.decodeMaxAbs.toExponential(2)}`,

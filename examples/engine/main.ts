@@ -158,6 +158,8 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
     const rowK = Hkv * D * 4; // bytes of one token's K (or V) row
     const rowQ = Hq * D * 4;
+    // Per-step q/o views start at token offsets: storage bindings need 256-byte aligned offsets.
+    if (rowQ % 256 !== 0) throw new Error(`engine example: Hq * D * 4 = ${rowQ} bytes is not a multiple of 256 (minStorageBufferOffsetAlignment); use e.g. Hq * D = 64k`);
     // The KV cache [N, Hkv, D] (filled by the engine's copies) and the output [N, Hq, D].
     const kCache = engine.buffer(N * rowK, usage, 'engine.kCache');
     const vCache = engine.buffer(N * rowK, usage, 'engine.vCache');

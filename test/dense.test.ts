@@ -104,7 +104,7 @@ const PREFILL: Case[] = [
   { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f16' },
   { tq: [1000], Hq: 2, Hkv: 1, D: 128, dtype: 'f32' },
   { tq: [300], Hq: 2, Hkv: 2, D: 96, dtype: 'f16', causal: false },
-  { tq: [65], Hq: 2, Hkv: 1, D: 112, dtype: 'bf16' },
+  { tq: [65], Hq: 2, Hkv: 1, D: 112, Dv: 10, dtype: 'bf16' },
   { tq: [63], Hq: 1, Hkv: 1, D: 256, dtype: 'f32' },
   { tq: [300], Hq: 4, Hkv: 1, D: 64, Dv: 32, dtype: 'f32' },
   { tq: [65], Hq: 2, Hkv: 1, D: 6, dtype: 'f16', outDtype: 'f32' },

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // WGSL files are the single source of every shader. This script turns each `X.wgsl` under
-// `shaders/` and `kernels/` into a sibling module `X.wgsl.ts` (git-ignored) that exports the
-// text as a string, so Node, bundlers and the browser load shaders the same way: as a module,
-// never through a file-system read. It runs before build, test, bench and the CLI, and only
-// rewrites a module whose text changed.
+// `shaders/`, `kernels/` and `bench/` (the roofline probes) into a sibling module `X.wgsl.ts`
+// (git-ignored) that exports the text as a string, so Node, bundlers and the browser load
+// shaders the same way: as a module, never through a file-system read. It runs before build,
+// test, bench and the CLI, and only rewrites a module whose text changed.
 import { readdirSync, readFileSync, writeFileSync, existsSync, statSync } from 'node:fs';
 import { join, dirname, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,5 +22,5 @@ function walk(dir) {
     if (!existsSync(target) || readFileSync(target, 'utf8') !== out) { writeFileSync(target, out); written++; }
   }
 }
-for (const d of ['shaders', 'kernels']) if (existsSync(join(root, d))) walk(join(root, d));
+for (const d of ['shaders', 'kernels', 'bench']) if (existsSync(join(root, d))) walk(join(root, d));
 if (process.argv.includes('--verbose')) console.error(`embed-wgsl: ${written} module(s) written`);

@@ -30,18 +30,27 @@ fn st_pair(word: u32, dt: u32) -> vec2<f32> {
   return vec2<f32>(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
 }
 
-// Packs two f32 into one word of a 16-bit dtype. f16 clamps to +-65504 first so that a large
-// finite value never becomes a NaN pattern; bf16 rounds to nearest even.
+// Packs two f32 into one word of a 16-bit dtype. f16 clamps finite values to +-65504 first so
+// that a large value never becomes a NaN pattern, and keeps NaN a NaN (tested on the bits, since
+// WGSL lets float comparisons assume no NaN); bf16 rounds to nearest even.
 fn st_pack_pair(a: f32, b: f32, dt: u32) -> u32 {
   if (dt == 1u) {
-    return pack2x16float(clamp(vec2<f32>(a, b), vec2<f32>(-65504.0), vec2<f32>(65504.0)));
+    let h = pack2x16float(clamp(vec2<f32>(a, b), vec2<f32>(-65504.0), vec2<f32>(65504.0)));
+    let lo = select(h & 0xffffu, 0x7e00u, st_is_nan(a));
+    let hi = select(h >> 16u, 0x7e00u, st_is_nan(b));
+    return lo | (hi << 16u);
   }
   return (st_bf16_bits(a)) | (st_bf16_bits(b) << 16u);
 }
 
+fn st_is_nan(x: f32) -> bool {
+  let u = bitcast<u32>(x);
+  return (u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu) != 0u;
+}
+
 fn st_bf16_bits(x: f32) -> u32 {
   let u = bitcast<u32>(x);
-  if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu) != 0u) {
+  if (st_is_nan(x)) {
     return (u >> 16u) | 0x40u;
   }
   return ((u + 0x7fffu + ((u >> 16u) & 1u)) >> 16u) & 0xffffu;

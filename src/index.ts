@@ -39,5 +39,17 @@ export {
 } from './tensor.js';
 export { compare, passes, TOLERANCE, Rng, type Comparison, type Tolerance } from './testing.js';
 export * from '../kernels/merge/index.js';
+export * from '../kernels/topk/index.js';
+export * from '../kernels/linear/index.js';
+export * from '../kernels/delta/index.js';
+export * from '../kernels/moba/index.js';
+export * from '../kernels/nsa/index.js';
+export * from '../kernels/block_sparse/index.js';
 export * from '../kernels/dense/index.js';
 export * from '../kernels/sliding_window/index.js';
+export * from '../kernels/dsa/index.js';
+export * from '../kernels/switch/index.js';
+export * from './kv/index.js';
+export * from './stream/index.js';
+export * from '../kernels/paged/index.js';
+export * from '../kernels/quest/index.js';

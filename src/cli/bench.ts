@@ -7,6 +7,8 @@ export function registerBench(program: Command): void {
     .description('run a benchmark suite (see bench/README.md)')
     .argument('<suite>', 'suite name')
     .allowUnknownOption(true)
+    .allowExcessArguments(true)
+    .helpOption(false)
     .action(async (suite: string) => {
       const { runBenchCli } = await import('../../bench/cli.js');
       await runBenchCli(suite, process.argv.slice(process.argv.indexOf(suite) + 1));

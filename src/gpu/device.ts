@@ -113,7 +113,7 @@ export class TesseraDevice {
     this.owned = opts.owned;
     this.keepAlive = opts.keepAlive;
     this.release = opts.release;
-    const a = adapter.architecture.toLowerCase() + ' ' + adapter.description.toLowerCase() + ' ' + adapter.vendor.toLowerCase();
+    const a = [adapter.architecture, adapter.description, adapter.vendor, adapter.device].join(' ').toLowerCase();
     this.adapterClass = adapter.isFallbackAdapter || /swiftshader|llvmpipe|lavapipe|softpipe|warp|microsoft basic/.test(a) ? 'cpu' : 'gpu';
     const f = device.features;
     this.features = { shaderF16: f.has('shader-f16'), subgroups: f.has('subgroups'), timestampQuery: f.has('timestamp-query') };
@@ -140,6 +140,8 @@ export class TesseraDevice {
   /** A short name for reports and result folders, e.g. `swiftshader`, `nvidia-ampere`. */
   get adapterName(): string {
     const a = this.adapter;
+    const all = [a.architecture, a.device, a.description, a.vendor].join(' ').toLowerCase();
+    for (const soft of ['swiftshader', 'llvmpipe', 'lavapipe', 'warp']) if (all.includes(soft)) return soft;
     const base = (a.architecture || a.vendor || a.description || 'unknown').toLowerCase();
     const vendor = a.vendor && a.vendor.toLowerCase() !== base ? `${a.vendor.toLowerCase()}-` : '';
     return `${vendor === 'google-' ? '' : vendor}${base}`.replace(/[^a-z0-9._-]+/g, '-');

@@ -109,11 +109,28 @@ function layoutFor(ctx: TesseraDevice, bindings: readonly BindingKind[]): GPUBin
   return l;
 }
 
-function moduleFor(ctx: TesseraDevice, shader: ShaderSource): GPUShaderModule {
+async function moduleFor(ctx: TesseraDevice, shader: ShaderSource): Promise<GPUShaderModule> {
   const key = `module|${shader.name}@${hashCode(shader.code)}`;
   let m = ctx.cache.get(key) as GPUShaderModule | undefined;
   if (!m) {
-    m = ctx.device.createShaderModule({ label: shader.name, code: shader.code });
+    // Compile errors surface here as a captured validation error, never an uncaptured one.
+    ctx.device.pushErrorScope('validation');
+    const mod = ctx.device.createShaderModule({ label: shader.name, code: shader.code });
+    const err = await ctx.raceLost(ctx.device.popErrorScope());
+    if (err) {
+      let detail = '';
+      try {
+        const info = await mod.getCompilationInfo();
+        detail = info.messages
+          .filter((x) => x.type === 'error')
+          .map((x) => `${x.lineNum}:${x.linePos} ${x.message}`)
+          .join('; ');
+      } catch {
+        /* no compilation info */
+      }
+      throw new TesseraError('E_GPU_VALIDATION', `shader ${shader.name} failed to compile: ${detail || err.message}`);
+    }
+    m = mod;
     ctx.cache.set(key, m);
   }
   return m;
@@ -136,7 +153,7 @@ export async function getPipeline(ctx: TesseraDevice, spec: PipelineSpec): Promi
   const p = (async () => {
     const t0 = performance.now();
     const layout = layoutFor(ctx, spec.bindings);
-    const module = moduleFor(ctx, spec.shader);
+    const module = await moduleFor(ctx, spec.shader);
     let pipeline: GPUComputePipeline;
     try {
       pipeline = await ctx.raceLost(

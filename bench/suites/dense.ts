@@ -1,0 +1,200 @@
+/**
+ * `tessera bench dense`: causal dense attention, Tessera's flash kernel against TensorFlow.js
+ * WebGPU on the same adapter in the same run, each as a % of the roofline measured first.
+ *
+ *   npm run bench -- dense [--T 512,1024,2048] [--D 64] [--H 1] [--dtype f32]
+ *                          [--baseline tfjs|none] [--runs 5] [--robustness on|off|both] [--json FILE]
+ *
+ * Work per run (one sequence, H query heads = H kv heads, causal, Tq = Tk = T):
+ * - flops = H * 2 * 2 * D * T(T+1)/2 (q k^T and p v over the T(T+1)/2 visible pairs; a
+ *   multiply-add is 2). Non-causal: H * 4 * D * T^2. The same useful flops are credited to the
+ *   baseline, which computes the full T x T square.
+ * - bytes = q, k, v read once + o written once (T * H * D elements each, in the storage dtype) +
+ *   lse written (T * H f32).
+ */
+import { Command } from 'commander';
+import { TesseraError } from '../../src/errors.js';
+import type { TesseraDevice } from '../../src/gpu/device.js';
+import { planAttention } from '../../kernels/dense/index.js';
+import { compileTimeMs } from '../../src/gpu/pipeline.js';
+import { byteSize, encode, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import { Rng } from '../../src/testing.js';
+import { intList } from '../../src/cli/common.js';
+import {
+  benchDevice,
+  describeRoofline,
+  formatTable,
+  makeResult,
+  measureCpu,
+  measureRoofline,
+  timeGpu,
+  writeResults,
+  type BenchResult,
+  type Roofline,
+} from '../harness.js';
+
+/** Flops and bytes of one dense attention run (see the file comment). */
+export function denseWork(c: { T: number; D: number; H: number; dtype: FloatDType; causal?: boolean }): { flops: number; bytes: number } {
+  const pairs = c.causal === false ? c.T * c.T : (c.T * (c.T + 1)) / 2;
+  const flops = c.H * 4 * c.D * pairs;
+  const bytes = 4 * byteSize([c.T, c.H, c.D], c.dtype) + c.T * c.H * 4;
+  return { flops, bytes };
+}
+
+export interface DenseConfig {
+  T: number;
+  D: number;
+  H: number;
+  dtype: FloatDType;
+  causal: boolean;
+  warmup: number;
+  runs: number;
+  /** Kernel variant (default: the dense family's choice for the adapter class). */
+  variant?: 'auto' | 'cpu' | 'gpu';
+}
+
+/**
+ * Times Tessera's dense attention for one configuration on `dev` and returns a result (with
+ * plan compile time and CPU encode time). Other suites call this for their ratio to dense flash,
+ * with `impl: 'dense'` and their own suite name, so their table gets a `vs dense` column.
+ *
+ * @example
+ * const r = await benchTesseraDense(dev, roofline, { T: 1024, D: 64, H: 1, dtype: 'f32', causal: true, warmup: 1, runs: 5 });
+ * const ref = await benchTesseraDense(dev, roofline, cfg, { impl: 'dense', suite: 'moba' });
+ */
+export async function benchTesseraDense(dev: TesseraDevice, roofline: Roofline, c: DenseConfig, label: string | { impl?: string; suite?: string } = {}): Promise<BenchResult> {
+  const impl = typeof label === 'string' ? label : (label.impl ?? 'tessera');
+  const suite = typeof label === 'string' ? 'dense' : (label.suite ?? 'dense');
+  const rng = new Rng(1234 + c.T);
+  const shape = [c.T, c.H, c.D];
+  const n = c.T * c.H * c.D;
+  const bufs: GPUBuffer[] = [];
+  const tensor = (values: ArrayLike<number> | null, shp: number[], dtype: FloatDType | 'f32'): GpuTensor => {
+    const size = byteSize(shp, dtype);
+    const buffer = values ? dev.upload(encode(values, dtype), { size, label: 'bench.dense' }) : dev.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, label: 'bench.dense.out' });
+    bufs.push(buffer);
+    return { buffer, shape: shp, dtype };
+  };
+  const t = {
+    q: tensor(rng.normals(n), shape, c.dtype),
+    k: tensor(rng.normals(n), shape, c.dtype),
+    v: tensor(rng.normals(n), shape, c.dtype),
+    o: tensor(null, shape, c.dtype),
+    lse: tensor(null, [c.T, c.H], 'f32'),
+  };
+  const c0 = compileTimeMs();
+  const p0 = performance.now();
+  const plan = await planAttention(dev, { Tq: c.T, Hq: c.H, Hkv: c.H, D: c.D, causal: c.causal, dtype: c.dtype, variant: c.variant ?? 'auto' });
+  const planMs = performance.now() - p0;
+  const compileMs = compileTimeMs() - c0;
+  try {
+    const timing = await timeGpu(dev, (enc) => plan.run(enc, t), { warmup: c.warmup, runs: c.runs });
+    const cpu = await measureCpu('dense.encode', () => {
+      const enc = dev.device.createCommandEncoder();
+      plan.run(enc, t);
+      enc.finish();
+    }, { maxTime: 0.2 });
+    const work = denseWork(c);
+    return makeResult(
+      roofline,
+      { suite, impl, T: c.T, D: c.D, H: c.H, dtype: c.dtype, ...work, causal: c.causal, variant: c.variant ?? 'auto', plan_ms: round(planMs), compile_ms: round(compileMs), encode_us: round(cpu.mean_us) },
+      timing,
+    );
+  } finally {
+    plan.dispose();
+    for (const b of bufs) dev.destroyBuffer(b);
+  }
+}
+
+/** Times the TensorFlow.js baseline for one configuration. */
+export async function benchTfjsDense(roofline: Roofline, c: DenseConfig & { baselineRuns: number }): Promise<BenchResult> {
+  const { timeTfjsAttention } = await import('../baseline/tfjs.js');
+  if (c.dtype !== 'f32') throw new TesseraError('E_UNSUPPORTED', 'the TensorFlow.js baseline runs in f32 only', { argument: '--dtype', actual: c.dtype });
+  const t = await timeTfjsAttention({ T: c.T, D: c.D, H: c.H, causal: c.causal, warmup: 1, runs: c.baselineRuns });
+  return makeResult(roofline, { suite: 'dense', impl: 'tfjs', T: c.T, D: c.D, H: c.H, dtype: c.dtype, ...denseWork(c), causal: c.causal }, t);
+}
+
+const round = (x: number) => Math.round(x * 100) / 100;
+
+/** The CLI entry of the suite (registered in bench/cli.ts). */
+export async function runDenseSuite(argv: string[]): Promise<void> {
+  const collect = (v: string, prev: string[] = []) => [...prev, v];
+  const cmd = new Command('dense')
+    .description('causal dense attention: Tessera vs TensorFlow.js WebGPU, with the roofline')
+    .option('--T <list>', 'sequence lengths', '512,1024,2048')
+    .option('--D <n>', 'head dim', '64')
+    .option('--H <n>', 'heads (query = kv heads)', '1')
+    .option('--dtype <dtype>', 'storage dtype of q, k, v, o (f32 | f16)', 'f32')
+    .option('--no-causal', 'full (non-causal) attention')
+    .option('--baseline <name>', 'tfjs | none', 'tfjs')
+    .option('--runs <n>', 'timed runs of Tessera (after 1 warm-up)', '5')
+    .option('--baseline-runs <n>', 'timed runs of the baseline (after 1 warm-up; it takes seconds at T=2048)', '3')
+    .option('--variant <v>', 'dense kernel variant: auto (default: per adapter class) | cpu | gpu; non-auto rows are labelled tessera-<v>', 'auto')
+    .option('--robustness <mode>', 'on (default) | off | both: Dawn robustness; off is labelled tessera-norobust', 'on')
+    .option('--adapter <name>', 'auto | swiftshader | llvmpipe')
+    .option('--dawn-flag <flag>', 'extra Dawn flag (repeatable)', collect)
+    .option('--json <file>', 'also write the JSON report here')
+    .option('--no-write', 'do not write bench/results/<adapter>/dense.*');
+  cmd.parse(argv, { from: 'user' });
+  const o = cmd.opts<{ T: string; D: string; H: string; dtype: string; causal: boolean; baseline: string; runs: string; baselineRuns: string; robustness: string; variant: string; adapter?: string; dawnFlag?: string[]; json?: string; write: boolean }>();
+  const Ts = intList(o.T);
+  const D = intList(o.D)[0]!;
+  const H = intList(o.H)[0]!;
+  const runs = intList(o.runs)[0]!;
+  const baselineRuns = intList(o.baselineRuns)[0]!;
+  if (o.dtype !== 'f32' && o.dtype !== 'f16' && o.dtype !== 'bf16') throw new TesseraError('E_ARG', 'unknown --dtype', { argument: '--dtype', actual: o.dtype, expected: 'f32, f16 or bf16' });
+  if (!['tfjs', 'none'].includes(o.baseline)) throw new TesseraError('E_ARG', 'unknown --baseline', { argument: '--baseline', actual: o.baseline, expected: 'tfjs or none' });
+  if (!['on', 'off', 'both'].includes(o.robustness)) throw new TesseraError('E_ARG', 'unknown --robustness', { argument: '--robustness', actual: o.robustness, expected: 'on, off or both' });
+  if (!['auto', 'cpu', 'gpu'].includes(o.variant)) throw new TesseraError('E_ARG', 'unknown --variant', { argument: '--variant', actual: o.variant, expected: 'auto, cpu or gpu' });
+  const variant = o.variant as 'auto' | 'cpu' | 'gpu';
+  const dtype = o.dtype as FloatDType;
+  const modes: boolean[] = o.robustness === 'both' ? [true, false] : [o.robustness !== 'off'];
+
+  const results: BenchResult[] = [];
+  let roofline: Roofline | undefined;
+  let adapter = 'unknown';
+  const extra: Record<string, unknown> = {};
+  for (const robust of modes) {
+    const dev = await benchDevice({ adapter: o.adapter, dawnFlags: o.dawnFlag, robustness: robust });
+    try {
+      adapter = dev.adapterName;
+      const tag = robust ? '' : ' (robustness off)';
+      console.log(`adapter: ${adapter} (${dev.adapterClass}), ${dev.adapter.description}; timing: ${dev.features.timestampQuery ? 'GPU timestamp queries' : 'wall clock around onSubmittedWorkDone (no timestamp-query)'}${tag}`);
+      const roof = await measureRoofline(dev, { log: (l) => console.log(`  ${l}`) });
+      console.log(`roofline${tag}: ${describeRoofline(roof)}`);
+      if (robust || !roofline) roofline = roof;
+      if (!robust) extra.roofline_norobust = roof;
+      for (const T of Ts) {
+        const impl = ['tessera', variant === 'auto' ? '' : variant, robust ? '' : 'norobust'].filter(Boolean).join('-');
+        const r = await benchTesseraDense(dev, roof, { T, D, H, dtype, causal: o.causal, warmup: 1, runs, variant }, impl);
+        if (!robust) r.robustness = false;
+        console.log(`  ${impl} T=${T}: ${r.median_ms.toFixed(2)} ms (plan ${r.plan_ms} ms, of which compile ${r.compile_ms} ms; encode ${r.encode_us} us)`);
+        results.push(r);
+      }
+    } finally {
+      dev.destroy();
+    }
+  }
+  if (o.baseline === 'tfjs') {
+    for (const T of Ts) {
+      const r = await benchTfjsDense(roofline!, { T, D, H, dtype, causal: o.causal, warmup: 1, runs, baselineRuns });
+      console.log(`  tfjs T=${T}: ${r.median_ms.toFixed(1)} ms (wall clock, ${r.runs} runs)`);
+      results.push(r);
+    }
+  }
+  extra.compile_ms_total = round(compileTimeMs());
+  const work = `flops = H*2*2*D*T(T+1)/2 (${o.causal ? 'causal' : 'non-causal: H*4*D*T^2'}); bytes = q,k,v read + o written (${dtype}) + lse written (f32)`;
+  extra.work = work;
+  console.log('');
+  console.log(formatTable(results));
+  console.log(`\n${work}. Pipeline compile time in this run: ${extra.compile_ms_total} ms.`);
+  const report = { adapter, roofline: roofline!, results, ...extra };
+  if (o.write) {
+    const files = await writeResults(undefined, 'dense', report, { json: o.json });
+    console.log(`wrote ${files.join(', ')}`);
+  } else if (o.json) {
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(o.json, JSON.stringify(report, null, 2) + '\n');
+    console.log(`wrote ${o.json}`);
+  }
+}

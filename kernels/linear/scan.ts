@@ -1,0 +1,512 @@
+/**
+ * The one kernel family behind every linear-attention and delta-rule op: a plan that runs either
+ * the recurrent form (token by token; decode and short prefills) or the chunked parallel form
+ * (chunks of 64 tokens; prefill), for any combination of
+ * - gate: none (linear attention, DeltaNet), scalar per head and token (simple GLA, Gated
+ *   DeltaNet), per key channel (GLA, KDA) or constant per head (retention, lightning);
+ * - the delta rule (DeltaNet, Gated DeltaNet, KDA) or a plain additive update;
+ * - the normaliser of linear attention.
+ * The op wrappers (`kernels/linear/ops.ts`, `kernels/delta/ops.ts`) fix these flags.
+ *
+ * Layouts (row-major, sequences of a ragged batch back to back, `cuSeqlens` `[N+1]`):
+ * q, k `[T, H, K]`; v, o `[T, HV, V]`; g `[T, HV]` (scalar) or `[T, HV, K]` (per channel), f32,
+ * natural-log decay (clamped into [-64, 0]); beta `[T, HV]` f32; states `[N, HV, K, V]` f32 (and
+ * z `[N, HV, K]` f32 with the normaliser). Value head `hv` reads qk head `floor(hv / (HV / H))`.
+ */
+import { TesseraError, check, checkFinite, checkInt, fail } from '../../src/errors.js';
+import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { getPipeline, grid2d, wgslProgram, type BindingKind, type Pipeline } from '../../src/gpu/pipeline.js';
+import { uniformLayout } from '../../src/gpu/uniforms.js';
+import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
+import { GPUBufferUsageFlags, checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import storageWgsl from '../../shaders/storage.wgsl.js';
+import commonWgsl from './common.wgsl.js';
+import recurrentWgsl from './recurrent.wgsl.js';
+import prepWgsl from './prep.wgsl.js';
+import intraWgsl from './intra.wgsl.js';
+import solveWgsl from './solve.wgsl.js';
+import scanWgsl from './scan.wgsl.js';
+import outputWgsl from './output.wgsl.js';
+import convertWgsl from './convert.wgsl.js';
+import type { GateMode } from './reference.js';
+
+export type { GateMode } from './reference.js';
+
+/** Chunk length of the parallel form. */
+export const CHUNK = 64;
+
+export const LIN_PARAMS = uniformLayout('LinParams', [
+  ['T', 'u32'],
+  ['N', 'u32'],
+  ['nChunks', 'u32'],
+  ['H', 'u32'],
+  ['HV', 'u32'],
+  ['K', 'u32'],
+  ['V', 'u32'],
+  ['ratio', 'u32'],
+  ['VS', 'u32'],
+  ['pairs', 'u32'],
+  ['quads', 'u32'],
+  ['chunkOff', 'u32'],
+  ['seqChunkOff', 'u32'],
+  ['K4', 'u32'],
+  ['V4', 'u32'],
+  ['VS4', 'u32'],
+  ['KP', 'u32'],
+  ['scale', 'f32'],
+] as const);
+
+/** Which form runs: `chunk` (parallel over 64-token chunks), `recurrent`, or `auto` (default:
+ * recurrent when every sequence has at most 64 tokens, as fla switches at `q_len <= 64`). */
+export type ScanMode = 'chunk' | 'recurrent' | 'auto';
+
+export interface LinearScanOptions {
+  /** Query/key heads. */
+  H: number;
+  /** Value heads (default H); a multiple of H (GVA: value head hv reads qk head floor(hv / (HV/H))). */
+  HV?: number;
+  /** Key (state row) dim, 1..256. */
+  K: number;
+  /** Value (state column) dim, >= 1. */
+  V: number;
+  /** Tokens of one sequence; or give `cuSeqlens`. */
+  T?: number;
+  /** Ragged batch `[N+1]`: sequence n is tokens `cuSeqlens[n] .. cuSeqlens[n+1]-1`. */
+  cuSeqlens?: readonly number[];
+  gate: GateMode;
+  delta: boolean;
+  /** Linear attention's normaliser (only with gate 'none' and no delta). Default false. */
+  normalize?: boolean;
+  /** Per-head constant log-decays `[HV]` for gate 'constant' (each <= 0). */
+  gamma?: ArrayLike<number>;
+  /** Default `K^-1/2`. */
+  scale?: number;
+  /** Storage of q and k (default f32). */
+  dtype?: FloatDType;
+  /** Storage of v (default `dtype`). */
+  vDtype?: FloatDType;
+  /** Storage of o (default `vDtype`; 16-bit outputs need an even V). */
+  outDtype?: FloatDType;
+  /** Default 'auto'. */
+  mode?: ScanMode;
+  /** Name used in messages (the op). */
+  op?: string;
+}
+
+export interface LinearScanTensors {
+  q: GpuTensor;
+  k: GpuTensor;
+  v: GpuTensor;
+  /** Log-gates (gate 'scalar' `[T, HV]`, 'vector' `[T, HV, K]`), f32. */
+  g?: GpuTensor;
+  /** `[T, HV]` f32 (delta rule). */
+  beta?: GpuTensor;
+  o: GpuTensor;
+  /** `[N, HV, K, V]` f32; zeros when absent. Needs COPY_SRC usage unless it is `finalState`. */
+  initialState?: GpuTensor;
+  /** `[N, HV, K, V]` f32 out (COPY_DST usage); may be the same tensor as `initialState` (in place). */
+  finalState?: GpuTensor;
+  /** Normaliser state in `[N, HV, K]` f32 (zeros when absent). */
+  z0?: GpuTensor;
+  /** Normaliser state out `[N, HV, K]` f32. */
+  zt?: GpuTensor;
+}
+
+interface Resolved {
+  H: number;
+  HV: number;
+  K: number;
+  V: number;
+  N: number;
+  T: number;
+  cu: number[];
+  gate: GateMode;
+  delta: boolean;
+  normalize: boolean;
+  scale: number;
+  dtype: FloatDType;
+  vDtype: FloatDType;
+  outDtype: FloatDType;
+  mode: 'chunk' | 'recurrent';
+  op: string;
+  gamma?: Float32Array;
+}
+
+const GATE_CODE: Record<GateMode, number> = { none: 0, scalar: 1, vector: 2, constant: 3 };
+
+function sameTensor(a: GpuTensor | undefined, b: GpuTensor | undefined): boolean {
+  return !!a && !!b && a.buffer === b.buffer && (a.offset ?? 0) === (b.offset ?? 0);
+}
+
+/** Validates the options of a scan plan; every error names the argument. */
+export function resolveScanOptions(opts: LinearScanOptions): Resolved {
+  const op = opts?.op ?? 'linear scan';
+  const H = checkInt(opts.H, 'H', { min: 1, max: 4096 });
+  const HV = checkInt(opts.HV ?? H, 'HV', { min: 1, max: 65536 });
+  if (HV % H !== 0) fail('E_ARG', 'HV', 'value heads must be a multiple of the key heads;', HV, `a multiple of H = ${H}`);
+  const K = checkInt(opts.K, 'K', { min: 1, max: 256 });
+  const V = checkInt(opts.V, 'V', { min: 1, max: 4096 });
+  let cu: number[];
+  if (opts.cuSeqlens !== undefined) {
+    const c = opts.cuSeqlens;
+    if (!Array.isArray(c) && !ArrayBuffer.isView(c)) fail('E_ARG', 'cuSeqlens', 'is not an array;', typeof c, 'an array [N+1] of token offsets');
+    cu = Array.from(c as ArrayLike<number>);
+    if (cu.length < 2 || cu[0] !== 0) fail('E_ARG', 'cuSeqlens', 'must start at 0 and have N+1 >= 2 entries;', cu.slice(0, 8), '[0, T_0, T_0+T_1, ...]');
+    for (let i = 1; i < cu.length; i++) {
+      if (!Number.isInteger(cu[i]) || cu[i]! < cu[i - 1]!) fail('E_ARG', `cuSeqlens[${i}]`, 'must be a non-decreasing integer;', cu[i], `>= ${cu[i - 1]}`);
+    }
+    if (opts.T !== undefined && opts.T !== cu[cu.length - 1]) fail('E_ARG', 'T', 'disagrees with cuSeqlens;', opts.T, `${cu[cu.length - 1]}`);
+  } else {
+    cu = [0, checkInt(opts.T, 'T', { min: 0 })];
+  }
+  const T = cu[cu.length - 1]!;
+  if (T < 1) fail('E_ARG', 'T', 'there are no tokens;', T, 'at least one token');
+  const gate = opts.gate;
+  check(gate in GATE_CODE, 'gate', "'none', 'scalar', 'vector' or 'constant'", gate);
+  const delta = !!opts.delta;
+  const normalize = !!opts.normalize;
+  if (normalize && (gate !== 'none' || delta)) fail('E_UNSUPPORTED', 'normalize', 'the normaliser is implemented for ungated linear attention only;', true, "gate 'none' without the delta rule");
+  const scale = opts.scale === undefined ? 1 / Math.sqrt(K) : checkFinite(opts.scale, 'scale');
+  const dtype = opts.dtype ?? 'f32';
+  check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
+  const vDtype = opts.vDtype ?? dtype;
+  check(isFloatDType(vDtype), 'vDtype', 'one of f32, f16, bf16', vDtype, 'E_DTYPE');
+  const outDtype = opts.outDtype ?? vDtype;
+  check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
+  if (outDtype !== 'f32' && V % 2 !== 0) fail('E_ARG', 'V', 'a 16-bit output needs an even value dim;', V, 'an even V, or outDtype f32');
+  let gamma: Float32Array | undefined;
+  if (gate === 'constant') {
+    const gm = opts.gamma;
+    if (!gm || typeof (gm as ArrayLike<number>).length !== 'number') fail('E_ARG', 'gamma', 'constant gates need the per-head log-decays;', gm, `an array of ${HV} numbers <= 0`);
+    if (gm.length !== HV) fail('E_SHAPE', 'gamma', 'has the wrong length;', gm.length, `${HV} (one per value head)`);
+    for (let i = 0; i < HV; i++) {
+      const x = gm[i]!;
+      if (Number.isNaN(x)) fail('E_NAN', `gamma[${i}]`, 'is NaN;', x, 'a log-decay <= 0');
+      if (!(x <= 0)) fail('E_ARG', `gamma[${i}]`, 'a log-decay must not be positive;', x, 'a value <= 0');
+    }
+    gamma = Float32Array.from(gm);
+  }
+  const mode = opts.mode ?? 'auto';
+  check(mode === 'auto' || mode === 'chunk' || mode === 'recurrent', 'mode', "'chunk', 'recurrent' or 'auto'", mode);
+  let maxLen = 0;
+  for (let i = 1; i < cu.length; i++) maxLen = Math.max(maxLen, cu[i]! - cu[i - 1]!);
+  const chosen = mode === 'auto' ? (maxLen <= CHUNK ? 'recurrent' : 'chunk') : mode;
+  return { H, HV, K, V, N: cu.length - 1, T, cu, gate, delta, normalize, scale, dtype, vDtype, outDtype, mode: chosen, op, gamma };
+}
+
+/** Whether the chunked form can read q, k, v in place as vec4 rows (f32, K and V multiples of 4). */
+function directInputs(o: Resolved): boolean {
+  return o.dtype === 'f32' && o.vDtype === 'f32' && o.K % 4 === 0 && o.V % 4 === 0;
+}
+
+function kmaxOf(K: number): number {
+  return K <= 32 ? 32 : K <= 64 ? 64 : K <= 128 ? 128 : 256;
+}
+
+function program(name: string, file: string, kmax: number, zmax: number) {
+  // The private state length is a `const` (WGSL private arrays need a constant size): one small
+  // declaration per variant, part of the program's name and code (so of the pipeline key).
+  const consts = `const KMAX: u32 = ${kmax}u;\nconst ZMAX: u32 = ${zmax}u;\n`;
+  return wgslProgram(`linear/${name}/k${kmax}z${zmax}`, [storageWgsl, LIN_PARAMS.wgsl, consts, commonWgsl, file]);
+}
+
+interface Passes {
+  recurrent?: Pipeline;
+  convert?: Pipeline;
+  prep?: Pipeline;
+  intra?: Pipeline;
+  solve?: Pipeline;
+  scan?: Pipeline;
+  output?: Pipeline;
+}
+
+/**
+ * Workgroup sizes. The recurrent and scan passes have one invocation per (pair / vec4 of) state
+ * columns and loop over tokens; on the CPU adapter (SwiftShader runs a workgroup on one thread,
+ * 4 lanes at a time) small workgroups spread one head over the cores; on GPUs larger ones fill
+ * the SIMD units. The other passes use 64 invocations per (chunk, value head).
+ */
+function wgCols(ctx: TesseraDevice): { recurrent: number; scan: number; solve: number } {
+  return ctx.adapterClass === 'cpu' ? { recurrent: 4, scan: 4, solve: 32 } : { recurrent: 32, scan: 32, solve: 64 };
+}
+const WG_ROWS = 64;
+
+/**
+ * A planned linear scan (one op, one shape). Create with {@link planLinearScan}; `run` encodes
+ * the recurrent form or the five passes of the chunked form.
+ */
+export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
+  readonly options: Readonly<Resolved>;
+  readonly nChunks: number;
+  private readonly passes: Passes;
+  private readonly params: GPUBuffer;
+  private readonly meta: GPUBuffer;
+  private readonly dummyR: GPUBuffer;
+  private readonly dummyW: GPUBuffer;
+  private readonly gammaBuf?: GPUBuffer;
+  private readonly zeroZ?: GPUBuffer;
+  private readonly zOut?: GPUBuffer;
+  private readonly stateWs?: GPUBuffer;
+  private ws: Record<string, GPUBuffer> = {};
+
+  private constructor(ctx: TesseraDevice, o: Resolved, passes: Passes) {
+    super(ctx);
+    this.options = o;
+    this.passes = passes;
+    const { N, HV, K, V, cu } = o;
+    const chunks: number[] = [];
+    const seqChunk: number[] = [0];
+    for (let n = 0; n < N; n++) {
+      for (let s = cu[n]!; s < cu[n + 1]!; s += CHUNK) chunks.push(s, Math.min(CHUNK, cu[n + 1]! - s), n);
+      seqChunk.push(chunks.length / 3);
+    }
+    this.nChunks = chunks.length / 3;
+    const meta = new Uint32Array([...cu, ...chunks, ...seqChunk]);
+    this.meta = this.workspace(meta.byteLength, 'linear.meta');
+    ctx.device.queue.writeBuffer(this.meta, 0, meta);
+    const VS = V + (o.normalize ? 1 : 0);
+    this.params = this.uniform(LIN_PARAMS, {
+      T: o.T,
+      N,
+      nChunks: this.nChunks,
+      H: o.H,
+      HV,
+      K,
+      V,
+      ratio: HV / o.H,
+      VS,
+      pairs: Math.ceil(VS / 2),
+      quads: Math.ceil(V / 4),
+      chunkOff: cu.length,
+      seqChunkOff: cu.length + chunks.length,
+      K4: Math.ceil(K / 4),
+      V4: Math.ceil(V / 4),
+      VS4: Math.ceil(VS / 4),
+      KP: 4 * Math.ceil(K / 4),
+      scale: o.scale,
+    });
+    this.dummyR = this.workspace(16, 'linear.dummy');
+    this.dummyW = this.workspace(16, 'linear.dummy');
+    if (o.gamma) {
+      this.gammaBuf = this.workspace(o.gamma.byteLength, 'linear.gamma');
+      ctx.device.queue.writeBuffer(this.gammaBuf, 0, o.gamma as Float32Array<ArrayBuffer>);
+    }
+    if (o.normalize) {
+      this.zeroZ = this.workspace(Math.ceil((N * HV * K) / 4) * 16, 'linear.z0');
+      this.zOut = this.workspace(N * HV * K * 4, 'linear.zt');
+    }
+    this.stateWs = this.workspace(N * HV * K * V * 4, 'linear.state');
+    if (o.mode === 'chunk') {
+      const T = o.T;
+      const f = 4;
+      const K4 = Math.ceil(K / 4);
+      const V4 = Math.ceil(V / 4);
+      const VS4 = Math.ceil(VS / 4);
+      const direct = directInputs(o);
+      const r16 = (x: number) => Math.max(16, Math.ceil(x / 16) * 16);
+      const rowsK = T * HV * K4 * 16;
+      const rowsV = T * HV * V4 * 16;
+      const CC = this.nChunks * HV * CHUNK * CHUNK * 4;
+      const sizes: Record<string, number> = {
+        qc: direct ? 16 : T * o.H * K4 * 16,
+        kc: direct ? 16 : T * o.H * K4 * 16,
+        vc: direct ? 16 : rowsV,
+        gam: r16(o.gate === 'vector' ? rowsK : o.gate === 'none' ? 16 : T * HV * 4),
+        qg: rowsK,
+        kd: rowsK,
+        kf: o.gate === 'vector' ? rowsK : 16,
+        P: CC,
+        A: o.delta ? CC : 16,
+        W: o.delta ? rowsK : 16,
+        U: o.delta ? rowsV : 16,
+        hs: this.nChunks * HV * 4 * K4 * VS4 * 16,
+        vn: o.delta ? rowsV : 16,
+      };
+      for (const [name, bytes] of Object.entries(sizes)) {
+        if (bytes > ctx.limits.maxStorageBufferBindingSize) {
+          throw new TesseraError('E_LIMIT', `${o.op}: the chunked form's workspace "${name}" needs ${bytes} bytes for T = ${T}, more than one binding holds`, {
+            argument: 'T',
+            actual: T,
+            expected: `fewer tokens per call (stream long inputs with LinearStream, kernels/linear/stream.ts), or a device with maxStorageBufferBindingSize >= ${bytes}`,
+          });
+        }
+      }
+      for (const [name, bytes] of Object.entries(sizes)) this.ws[name] = this.workspace(bytes, `linear.${name}`);
+    }
+  }
+
+  /** @internal use {@link planLinearScan}. */
+  static async create(device: DeviceLike, opts: LinearScanOptions): Promise<LinearScanPlan> {
+    const ctx = ctxOf(device);
+    const o = resolveScanOptions(opts);
+    const kmax = kmaxOf(o.K);
+    const zmax = o.normalize ? kmax : 1;
+    const G = GATE_CODE[o.gate];
+    const qk = dtypeCode(o.dtype);
+    const vd = dtypeCode(o.vDtype);
+    const od = dtypeCode(o.outDtype);
+    const R: BindingKind = 'read';
+    const W: BindingKind = 'rw';
+    const U: BindingKind = 'uniform';
+    const passes: Passes = {};
+    if (o.mode === 'recurrent') {
+      passes.recurrent = await getPipeline(ctx, {
+        shader: program('recurrent', recurrentWgsl, kmax, zmax),
+        bindings: [R, R, R, R, R, W, W, W, U],
+        constants: { WG: wgCols(ctx).recurrent, DT_QK: qk, DT_V: vd, OUT_DT: od, GATE: G, DELTA: +o.delta, NORM: +o.normalize },
+      });
+    } else {
+      const [convert, prep, intra, solve, scan, output] = await Promise.all([
+        directInputs(o)
+          ? Promise.resolve(undefined)
+          : getPipeline(ctx, { shader: program('convert', convertWgsl, kmax, 1), bindings: [R, R, R, W, W, W, U], constants: { WG: WG_ROWS, DT_QK: qk, DT_V: vd } }),
+        getPipeline(ctx, { shader: program('prep', prepWgsl, kmax, 1), bindings: [R, R, R, R, W, W, W, W, U], constants: { WG: WG_ROWS, GATE: G } }),
+        getPipeline(ctx, { shader: program('intra', intraWgsl, kmax, 1), bindings: [R, R, R, R, R, R, W, W, U], constants: { WG: WG_ROWS, GATE: G, DELTA: +o.delta } }),
+        o.delta
+          ? getPipeline(ctx, { shader: program('solve', solveWgsl, kmax, 1), bindings: [R, R, R, R, R, R, W, W, U], constants: { WG: wgCols(ctx).solve, GATE: G } })
+          : Promise.resolve(undefined),
+        getPipeline(ctx, { shader: program('scan', scanWgsl, kmax, 1), bindings: [R, R, R, R, R, W, W, W, U], constants: { WG: wgCols(ctx).scan, GATE: G, DELTA: +o.delta, NORM: +o.normalize } }),
+        getPipeline(ctx, { shader: program('output', outputWgsl, kmax, 1), bindings: [R, R, R, R, R, W, U], constants: { WG: WG_ROWS, OUT_DT: od, NORM: +o.normalize } }),
+      ]);
+      Object.assign(passes, { convert, prep, intra, solve, scan, output });
+    }
+    return new LinearScanPlan(ctx, o, passes);
+  }
+
+  /** Checks the tensors against the plan (shapes, dtypes, usages); throws before encoding. */
+  checkTensors(t: LinearScanTensors): void {
+    const { T, H, HV, K, V, N, gate, delta, normalize, dtype, vDtype, outDtype } = this.options;
+    if (!t || typeof t !== 'object') fail('E_ARG', 'tensors', 'is not an object;', t, '{ q, k, v, o, ... }');
+    const chk = (x: GpuTensor | undefined, name: string, shape: number[], dtypes: FloatDType[], usage?: number) => {
+      const r = checkTensor(x, name, { rank: shape.length, shape, dtypes, usage });
+      checkBindingSize(this.ctx, r, name);
+    };
+    chk(t.q, 'q', [T, H, K], [dtype]);
+    chk(t.k, 'k', [T, H, K], [dtype]);
+    chk(t.v, 'v', [T, HV, V], [vDtype]);
+    chk(t.o, 'o', [T, HV, V], [outDtype]);
+    if (gate === 'scalar') chk(t.g, 'g', [T, HV], ['f32']);
+    else if (gate === 'vector') chk(t.g, 'g', [T, HV, K], ['f32']);
+    else if (t.g !== undefined) fail('E_ARG', 'g', `this op takes no gate tensor (gate '${gate}');`, 'a tensor', 'undefined');
+    if (delta) chk(t.beta, 'beta', [T, HV], ['f32']);
+    else if (t.beta !== undefined) fail('E_ARG', 'beta', 'this op takes no beta;', 'a tensor', 'undefined');
+    const S = [N, HV, K, V];
+    const inPlace = sameTensor(t.initialState, t.finalState);
+    if (t.initialState !== undefined) chk(t.initialState, 'initialState', S, ['f32'], inPlace ? GPUBufferUsageFlags.STORAGE : GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC);
+    if (t.finalState !== undefined) chk(t.finalState, 'finalState', S, ['f32'], GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
+    if (normalize) {
+      if (t.z0 !== undefined) chk(t.z0, 'z0', [N, HV, K], ['f32']);
+      if (t.zt !== undefined) chk(t.zt, 'zt', [N, HV, K], ['f32'], GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
+    } else if (t.z0 !== undefined || t.zt !== undefined) {
+      fail('E_ARG', t.z0 !== undefined ? 'z0' : 'zt', 'only linear attention with normalize has a z state;', 'a tensor', 'undefined');
+    }
+  }
+
+  run(encoder: GPUCommandEncoder, t: LinearScanTensors): void {
+    this.assertUsable();
+    this.checkTensors(t);
+    const o = this.options;
+    const { N, HV, K, V } = o;
+    const stateBytes = N * HV * K * V * 4;
+    const state: GpuTensor = t.finalState ?? { buffer: this.stateWs!, shape: [N, HV, K, V], dtype: 'f32' };
+    if (t.initialState && !sameTensor(t.initialState, state)) {
+      encoder.copyBufferToBuffer(t.initialState.buffer, t.initialState.offset ?? 0, state.buffer, state.offset ?? 0, stateBytes);
+    } else if (!t.initialState) {
+      encoder.clearBuffer(state.buffer, state.offset ?? 0, stateBytes);
+    }
+    let zIn: { buffer: GPUBuffer; offset?: number; size?: number } = { buffer: this.dummyR };
+    let zOut: { buffer: GPUBuffer; offset?: number; size?: number } = { buffer: this.dummyW };
+    if (o.normalize) {
+      const zBytes = N * HV * K * 4;
+      if (t.z0 && (o.mode === 'recurrent' || (N * HV * K) % 4 === 0)) zIn = res(t.z0);
+      else if (t.z0) {
+        // the chunked scan reads z_in as vec4s: give it a 16-byte-multiple copy
+        encoder.copyBufferToBuffer(t.z0.buffer, t.z0.offset ?? 0, this.zeroZ!, 0, zBytes);
+        zIn = { buffer: this.zeroZ! };
+      } else {
+        encoder.clearBuffer(this.zeroZ!, 0, zBytes);
+        zIn = { buffer: this.zeroZ! };
+      }
+      if (t.zt && !sameTensor(t.zt, t.z0)) zOut = res(t.zt);
+      else zOut = { buffer: this.zOut! };
+    }
+    const gate = t.g ? res(t.g) : this.gammaBuf ? { buffer: this.gammaBuf } : { buffer: this.dummyR };
+    const beta = t.beta ? res(t.beta) : { buffer: this.dummyR };
+    const meta = { buffer: this.meta };
+    const params = { buffer: this.params };
+    const P = this.passes;
+    if (P.recurrent) {
+      const tiles = Math.ceil(Math.ceil(V / 2) / wgCols(this.ctx).recurrent);
+      const bz = o.delta ? res(t.beta!) : o.normalize ? zOut : { buffer: this.dummyW };
+      const g3 = o.normalize ? zIn : gate;
+      this.dispatch(encoder, P.recurrent, [res(t.q), res(t.k), res(t.v), g3, meta, bz, res(t.o), res(state), params], grid2d(this.ctx, N * HV * tiles));
+    } else {
+      const w = this.ws;
+      const b = (x: GPUBuffer) => ({ buffer: x });
+      const perChunk = grid2d(this.ctx, this.nChunks * HV);
+      const rows = o.T * (o.H + HV);
+      if (P.convert) this.dispatch(encoder, P.convert, [res(t.q), res(t.k), res(t.v), b(w.qc!), b(w.kc!), b(w.vc!), params], grid2d(this.ctx, Math.ceil(rows / WG_ROWS)));
+      // f32 inputs with K and V multiples of 4 are already vec4 rows: bound as they are
+      const qc = P.convert ? b(w.qc!) : res(t.q);
+      const kc = P.convert ? b(w.kc!) : res(t.k);
+      const vc = P.convert ? b(w.vc!) : res(t.v);
+      this.dispatch(encoder, P.prep!, [qc, kc, gate, meta, b(w.gam!), b(w.qg!), b(w.kd!), b(w.kf!), params], perChunk);
+      this.dispatch(encoder, P.intra!, [qc, kc, b(w.gam!), b(w.kf!), beta, meta, b(w.P!), b(w.A!), params], perChunk);
+      if (P.solve) this.dispatch(encoder, P.solve, [b(w.A!), kc, vc, b(w.gam!), beta, meta, b(w.W!), b(w.U!), params], perChunk);
+      const u = o.delta ? b(w.U!) : vc;
+      const wz = o.delta ? b(w.W!) : o.normalize ? zIn : { buffer: this.dummyR };
+      const vz = o.delta ? b(w.vn!) : o.normalize ? zOut : { buffer: this.dummyW };
+      const VS4 = Math.ceil((V + (o.normalize ? 1 : 0)) / 4);
+      this.dispatch(encoder, P.scan!, [wz, u, b(w.kd!), b(w.gam!), meta, b(w.hs!), vz, res(state), params], grid2d(this.ctx, N * HV * Math.ceil(VS4 / wgCols(this.ctx).scan)));
+      const un = o.delta ? b(w.vn!) : vc;
+      this.dispatch(encoder, P.output!, [b(w.qg!), b(w.P!), un, b(w.hs!), meta, res(t.o), params], grid2d(this.ctx, this.nChunks * HV * Math.ceil((16 * Math.ceil(V / 4)) / WG_ROWS)));
+    }
+    if (o.normalize && t.zt && sameTensor(t.zt, t.z0)) {
+      encoder.copyBufferToBuffer(this.zOut!, 0, t.zt.buffer, t.zt.offset ?? 0, N * HV * K * 4);
+    }
+  }
+}
+
+/**
+ * Plans the general scan (see the file header). The op wrappers are usually what you want.
+ *
+ * @example
+ * const plan = await planLinearScan(dev, { H: 2, K: 64, V: 64, T: 1000, gate: 'scalar', delta: true });
+ * plan.run(encoder, { q, k, v, g, beta, o, initialState, finalState });
+ */
+export function planLinearScan(device: DeviceLike, opts: LinearScanOptions): Promise<LinearScanPlan> {
+  return LinearScanPlan.create(device, opts);
+}
+
+/**
+ * Reads g and beta back and checks their values (the kernels clamp instead of failing): log-gates
+ * must be finite-or-(-inf) and <= 0, beta within [0, betaMax]. Throws `E_NAN` / `E_ARG` naming
+ * the tensor and the first bad index. Costs a readback; used by the convenience calls.
+ *
+ * @example
+ * await checkGateValues(dev, { g, beta }, { betaMax: 1 });
+ */
+export async function checkGateValues(device: DeviceLike, t: { g?: GpuTensor; beta?: GpuTensor }, opts: { betaMax?: number } = {}): Promise<void> {
+  const ctx = ctxOf(device);
+  const read = async (x: GpuTensor) => {
+    const n = x.shape.reduce((a, b) => a * b, 1);
+    return new Float32Array(await ctx.readback(x.buffer, n * 4, x.offset ?? 0));
+  };
+  if (t.g) {
+    const g = await read(t.g);
+    for (let i = 0; i < g.length; i++) {
+      const x = g[i]!;
+      if (Number.isNaN(x)) fail('E_NAN', 'g', `element ${i} is NaN;`, x, 'log-decays <= 0 (natural log)');
+      if (x > 0) fail('E_ARG', 'g', `element ${i} is a positive log-gate;`, x, 'log-decays <= 0 (natural log; pass log(a), not a)');
+    }
+  }
+  if (t.beta) {
+    const b = await read(t.beta);
+    const hi = opts.betaMax ?? 1;
+    for (let i = 0; i < b.length; i++) {
+      const x = b[i]!;
+      if (Number.isNaN(x)) fail('E_NAN', 'beta', `element ${i} is NaN;`, x, `values in [0, ${hi}]`);
+      if (x < 0 || x > hi) fail('E_ARG', 'beta', `element ${i} is outside the range;`, x, `values in [0, ${hi}]`);
+    }
+  }
+}

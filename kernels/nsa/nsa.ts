@@ -1,0 +1,267 @@
+/**
+ * NSA (Native Sparse Attention) prefill on the GPU: compression, selection and sliding-window
+ * branches with per-head gates. Dispatches:
+ *   1. `moba/pool.wgsl` twice: compressed keys and values (block sums / blockSize for the
+ *      native-sparse-attention variant, means over real tokens for fla's);
+ *   2. gather core, all-keys mode over the compressed keys (key c at position (c+1)·bs − 1, so a
+ *      query sees block c iff (c+1)·bs − 1 ≤ t): o_cmp and its lse;
+ *   3. `select.wgsl`: block scores from the compressed probabilities, shared per GQA group,
+ *      forced blocks, in-register top-S: blockIndices `[T, Hkv, S]`;
+ *   4. gather core, selection-list mode (rows = the query heads of a KV head): o_slc;
+ *   5. gather core, all-keys mode with the window: o_swa (when `window > 0`);
+ *   6. `combine.wgsl`: o = g_cmp·o_cmp + g_slc·o_slc (+ g_swa·o_swa).
+ */
+import { check, checkInt, fail } from '../../src/errors.js';
+import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { uniformLayout } from '../../src/gpu/uniforms.js';
+import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import storageWgsl from '../../shaders/storage.wgsl.js';
+import unpackWgsl from '../../shaders/unpack4.wgsl.js';
+import { GATHER_DEFAULTS, GATHER_PARAMS, checkHeadDim, gatherGrid, gatherKernel, gatherTiles, type GatherKernel, type GatherTarget } from '../block_sparse/gather.js';
+import { POOL_PARAMS, poolPipeline, poolWorkgroups } from '../moba/pool.js';
+import type { NsaVariant } from './reference.js';
+import selectWgsl from './select.wgsl.js';
+import combineWgsl from './combine.wgsl.js';
+
+export const NSA_SELECT_PARAMS = uniformLayout('NsaSelectParams', [
+  ['T', 'u32'],
+  ['Hq', 'u32'],
+  ['Hkv', 'u32'],
+  ['S', 'u32'],
+  ['BS', 'u32'],
+  ['scale', 'f32'],
+] as const);
+export const NSA_COMBINE_PARAMS = uniformLayout('NsaCombineParams', [
+  ['rows', 'u32'],
+  ['Dv', 'u32'],
+] as const);
+
+const SELECT_PROGRAM = wgslProgram('nsa/select', [storageWgsl, unpackWgsl, NSA_SELECT_PARAMS.wgsl, selectWgsl]);
+const COMBINE_PROGRAM = wgslProgram('nsa/combine', [storageWgsl, NSA_COMBINE_PARAMS.wgsl, combineWgsl]);
+const WG = 64;
+/** Largest selected-block count the in-register selection keeps. */
+export const NSA_MAX_BLOCK_COUNT = 64;
+
+export interface NsaOptions {
+  /** Tokens (prefill, one sequence). */
+  T: number;
+  Hq: number;
+  Hkv: number;
+  /** q/k head dim, a multiple of 4 up to 256. */
+  D: number;
+  /** v/o head dim (default D). */
+  Dv?: number;
+  /** Compression = selection block size (l = d = l'), 1..4096 (fla default 64). */
+  blockSize: number;
+  /** Selected blocks per token and KV head, forced ones included (fla default 16), 1..64. */
+  blockCount: number;
+  /** Sliding-window branch: keys in (t − W, t]; 0 = no window branch (default 0). */
+  window?: number;
+  /** `'nsa'` (native-sparse-attention reference, default) or `'fla'` (flash-linear-attention naive). */
+  variant?: NsaVariant;
+  /** Softmax scale of every branch (default 1/sqrt(D)). */
+  scale?: number;
+  /** Storage of q, k, v (default f32). */
+  dtype?: FloatDType;
+  /** Storage of the gates (default f32). */
+  gateDtype?: FloatDType;
+  /** Storage of o (default `dtype`). */
+  outDtype?: FloatDType;
+  /** Kernel variant: `auto` (default) follows the adapter class; `cpu`/`gpu` force one (tests). */
+  target?: GatherTarget;
+}
+
+export interface NsaTensors {
+  /** `[T, Hq, D]`. */
+  q: GpuTensor;
+  /** `[T, Hkv, D]`. */
+  k: GpuTensor;
+  /** `[T, Hkv, Dv]`. */
+  v: GpuTensor;
+  /** `[T, Hq]` gate of the compression branch. */
+  gCmp: GpuTensor;
+  /** `[T, Hq]` gate of the selection branch. */
+  gSlc: GpuTensor;
+  /** `[T, Hq]` gate of the window branch (required iff `window > 0`). */
+  gSwa?: GpuTensor;
+  /** `[T, Hq, Dv]` out. */
+  o: GpuTensor;
+  /** `[T, Hkv, blockCount]` i32 out (optional): chosen blocks by descending score, -1 unused. */
+  blockIndices?: GpuTensor;
+}
+
+type Resolved = Required<NsaOptions>;
+
+export class NsaPlan extends KernelPlan<NsaTensors> {
+  readonly options: Resolved;
+  readonly numBlocks: number;
+  private readonly p: { poolK: Pipeline; cmp: GatherKernel; select: Pipeline; slc: GatherKernel; swa?: GatherKernel; combine: Pipeline };
+  private readonly u: { poolK: GPUBuffer; poolV: GPUBuffer; cmp: GPUBuffer; select: GPUBuffer; slc: GPUBuffer; swa: GPUBuffer; combine: GPUBuffer };
+  private readonly ws: { kc: GPUBuffer; vc: GPUBuffer; oCmp: GPUBuffer; lseCmp: GPUBuffer; oSlc: GPUBuffer; oSwa: GPUBuffer; sel: GPUBuffer; dummyR: GPUBuffer; dummyW: GPUBuffer };
+
+  private constructor(ctx: TesseraDevice, o: Resolved, p: NsaPlan['p']) {
+    super(ctx);
+    this.options = o;
+    this.p = p;
+    const { T, Hq, Hkv, D, Dv, blockSize: bs, blockCount: S } = o;
+    const NC = (this.numBlocks = Math.ceil(T / bs));
+    const base = {
+      ...GATHER_DEFAULTS, Tq: T, Tk: T, Hq, Hkv, NG: T * Hkv, NGH: Hkv, S: 1, BS: 1, scale: o.scale, NTILES: gatherTiles(p.slc, T * Hkv),
+    };
+    this.u = {
+      poolK: this.uniform(POOL_PARAMS, { T, H: Hkv, D, BS: bs, NB: NC }),
+      poolV: this.uniform(POOL_PARAMS, { T, H: Hkv, D: Dv, BS: bs, NB: NC }),
+      cmp: this.uniform(GATHER_PARAMS, { ...base, Tk: NC, KSTRIDE: bs, KOFF: bs - 1, WRITE_LSE: 1 }),
+      select: this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale }),
+      slc: this.uniform(GATHER_PARAMS, { ...base, S, BS: bs }),
+      swa: this.uniform(GATHER_PARAMS, { ...base, W: o.window }),
+      combine: this.uniform(NSA_COMBINE_PARAMS, { rows: T * Hq, Dv }),
+    };
+    this.ws = {
+      kc: this.workspace(NC * Hkv * D * 4, 'nsa.kc'),
+      vc: this.workspace(NC * Hkv * Dv * 4, 'nsa.vc'),
+      oCmp: this.workspace(T * Hq * Dv * 4, 'nsa.oCmp'),
+      lseCmp: this.workspace(T * Hq * 4, 'nsa.lseCmp'),
+      oSlc: this.workspace(T * Hq * Dv * 4, 'nsa.oSlc'),
+      oSwa: this.workspace(o.window > 0 ? T * Hq * Dv * 4 : 16, 'nsa.oSwa'),
+      sel: this.workspace(T * Hkv * S * 4, 'nsa.blockIndices'),
+      dummyR: this.workspace(16, 'nsa.dummyR'),
+      dummyW: this.workspace(16, 'nsa.dummyW'),
+    };
+  }
+
+  /** @internal use {@link planNsa}. */
+  static async create(device: DeviceLike, opts: NsaOptions): Promise<NsaPlan> {
+    const ctx = ctxOf(device);
+    const o = validateNsaOptions(opts);
+    const G = o.Hq / o.Hkv;
+    const common = { inDtype: o.dtype, outDtype: 'f32' as const, D: o.D, Dv: o.Dv, causal: true, NR: G, target: o.target };
+    const [poolK, cmp, select, slc, swa, combine] = await Promise.all([
+      poolPipeline(ctx, o.dtype, o.variant === 'fla' ? 'count' : 'blockSize'),
+      gatherKernel(ctx, { ...common, mode: 2, kvDtype: 'f32' }),
+      getPipeline(ctx, {
+        shader: SELECT_PROGRAM,
+        bindings: ['read', 'read', 'read', 'rw', 'uniform'],
+        constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, FLA: o.variant === 'fla' ? 1 : 0 },
+      }),
+      gatherKernel(ctx, { ...common, mode: 0 }),
+      o.window > 0 ? gatherKernel(ctx, { ...common, mode: 2 }) : Promise.resolve(undefined),
+      getPipeline(ctx, {
+        shader: COMBINE_PROGRAM,
+        bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'rw', 'uniform'],
+        constants: { WG, GATE_DTYPE: dtypeCode(o.gateDtype), OUT_DTYPE: dtypeCode(o.outDtype), SWA: o.window > 0 ? 1 : 0 },
+      }),
+    ]);
+    return new NsaPlan(ctx, o, { poolK, cmp, select, slc, swa, combine });
+  }
+
+  run(encoder: GPUCommandEncoder, t: NsaTensors): void {
+    this.assertUsable();
+    const { T, Hq, Hkv, D, Dv, dtype, gateDtype, outDtype, blockCount: S, window } = this.options;
+    const NC = this.numBlocks;
+    const G = Hq / Hkv;
+    const q = checkTensor(t?.q, 'q', { rank: 3, shape: [T, Hq, D], dtypes: [dtype] });
+    const k = checkTensor(t.k, 'k', { rank: 3, shape: [T, Hkv, D], dtypes: [dtype] });
+    const v = checkTensor(t.v, 'v', { rank: 3, shape: [T, Hkv, Dv], dtypes: [dtype] });
+    const gCmp = checkTensor(t.gCmp, 'gCmp', { rank: 2, shape: [T, Hq], dtypes: [gateDtype] });
+    const gSlc = checkTensor(t.gSlc, 'gSlc', { rank: 2, shape: [T, Hq], dtypes: [gateDtype] });
+    let gSwa: GpuTensor | undefined;
+    if (window > 0) gSwa = checkTensor(t.gSwa, 'gSwa', { rank: 2, shape: [T, Hq], dtypes: [gateDtype] });
+    else if (t.gSwa !== undefined) fail('E_ARG', 'gSwa', 'given but the plan has no window branch;', 'a tensor', 'no gSwa when window = 0');
+    const o = checkTensor(t.o, 'o', { rank: 3, shape: [T, Hq, Dv], dtypes: [outDtype] });
+    const bi = t.blockIndices === undefined ? undefined : checkTensor(t.blockIndices, 'blockIndices', { rank: 3, shape: [T, Hkv, S], dtypes: ['i32'] });
+    for (const [x, n] of [[q, 'q'], [k, 'k'], [v, 'v'], [o, 'o']] as const) checkBindingSize(this.ctx, x, n);
+    const ws = this.ws;
+    const w = (b: GPUBuffer, bytes: number) => ({ buffer: b, size: bytes });
+    const kc = w(ws.kc, NC * Hkv * D * 4);
+    const vc = w(ws.vc, NC * Hkv * Dv * 4);
+    const oCmp = w(ws.oCmp, T * Hq * Dv * 4);
+    const lseCmp = w(ws.lseCmp, T * Hq * 4);
+    const oSlc = w(ws.oSlc, T * Hq * Dv * 4);
+    const oSwa = window > 0 ? w(ws.oSwa, T * Hq * Dv * 4) : w(ws.dummyR, 16);
+    const sel = bi ? res(bi) : w(ws.sel, T * Hkv * S * 4);
+    const dR = w(ws.dummyR, 16);
+    const dW = w(ws.dummyW, 16);
+    const p = this.p;
+    const u = this.u;
+    this.dispatch(encoder, p.poolK, [res(k), kc, { buffer: u.poolK }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)));
+    this.dispatch(encoder, p.poolK, [res(v), vc, { buffer: u.poolV }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)));
+    const rowsWg = gatherGrid(this.ctx, p.slc, T * Hkv);
+    this.dispatch(encoder, p.cmp.pipeline, [res(q), kc, vc, dR, dR, oCmp, lseCmp, { buffer: u.cmp }], rowsWg);
+    this.dispatch(encoder, p.select, [res(q), kc, lseCmp, sel, { buffer: u.select }], grid2d(this.ctx, Math.ceil((T * Hkv) / WG)));
+    this.dispatch(encoder, p.slc.pipeline, [res(q), res(k), res(v), sel, dR, oSlc, dW, { buffer: u.slc }], rowsWg);
+    if (p.swa) this.dispatch(encoder, p.swa.pipeline, [res(q), res(k), res(v), dR, dR, oSwa, dW, { buffer: u.swa }], rowsWg);
+    const gS = gSwa ? res(gSwa) : dR;
+    this.dispatch(encoder, p.combine, [oCmp, oSlc, oSwa, res(gCmp), res(gSlc), gS, res(o), { buffer: u.combine }], grid2d(this.ctx, Math.ceil((T * Hq * (Dv / 4)) / WG)));
+  }
+}
+
+function validateNsaOptions(opts: NsaOptions): Resolved {
+  if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'missing;', opts, 'an options object');
+  const T = checkInt(opts.T, 'T', { min: 1 });
+  const Hq = checkInt(opts.Hq, 'Hq', { min: 1 });
+  const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1 });
+  check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq);
+  const D = checkHeadDim(opts.D, 'D');
+  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv');
+  const blockSize = checkInt(opts.blockSize, 'blockSize', { min: 1 });
+  if (blockSize > 4096) fail('E_UNSUPPORTED', 'blockSize', 'is larger than the NSA kernels support;', blockSize, 'at most 4096');
+  const blockCount = checkInt(opts.blockCount, 'blockCount', { min: 1 });
+  if (blockCount > NSA_MAX_BLOCK_COUNT) fail('E_UNSUPPORTED', 'blockCount', 'exceeds what the in-register selection keeps;', blockCount, `at most ${NSA_MAX_BLOCK_COUNT}`);
+  const window = checkInt(opts.window ?? 0, 'window', { min: 0 });
+  const variant = opts.variant ?? 'nsa';
+  check(variant === 'nsa' || variant === 'fla', 'variant', "'nsa' or 'fla'", variant);
+  if (variant === 'fla') check(blockCount >= 1, 'blockCount', 'at least 1', blockCount);
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, 'scale', 'a positive finite number', scale);
+  const dtype = opts.dtype ?? 'f32';
+  check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
+  const gateDtype = opts.gateDtype ?? 'f32';
+  check(isFloatDType(gateDtype), 'gateDtype', 'one of f32, f16, bf16', gateDtype, 'E_DTYPE');
+  const outDtype = opts.outDtype ?? dtype;
+  check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
+  const target = opts.target ?? 'auto';
+  check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
+  return { T, Hq, Hkv, D, Dv, blockSize, blockCount, window, variant, scale, dtype, gateDtype, outDtype, target };
+}
+
+/**
+ * Plans NSA prefill for one sequence of `T` tokens.
+ *
+ * @example
+ * const plan = await planNsa(dev, { T: 4096, Hq: 32, Hkv: 2, D: 64, blockSize: 64, blockCount: 16, window: 512 });
+ * plan.run(encoder, { q, k, v, gCmp, gSlc, gSwa, o, blockIndices });
+ */
+export function planNsa(device: DeviceLike, opts: NsaOptions): Promise<NsaPlan> {
+  return NsaPlan.create(device, opts);
+}
+
+/**
+ * NSA in one call (plan, run, submit, wait); sizes come from the tensors.
+ *
+ * @example
+ * await nsa(dev, { q, k, v, gCmp, gSlc, o }, { blockSize: 32, blockCount: 6, variant: 'fla' });
+ */
+export async function nsa(
+  device: DeviceLike,
+  t: NsaTensors,
+  opts: Omit<NsaOptions, 'T' | 'Hq' | 'Hkv' | 'D' | 'Dv'>,
+): Promise<void> {
+  const ctx = ctxOf(device);
+  const q = checkTensor(t?.q, 'q', { rank: 3 });
+  const k = checkTensor(t.k, 'k', { rank: 3 });
+  const v = checkTensor(t.v, 'v', { rank: 3 });
+  const plan = await planNsa(ctx, {
+    ...opts,
+    T: q.shape[0]!, Hq: q.shape[1]!, Hkv: k.shape[1]!, D: q.shape[2]!, Dv: v.shape[2]!,
+    dtype: opts?.dtype ?? (q.dtype as FloatDType), outDtype: opts?.outDtype ?? (t.o?.dtype as FloatDType),
+    gateDtype: opts?.gateDtype ?? (t.gCmp?.dtype as FloatDType),
+  });
+  try {
+    await runOnce(ctx, plan, t, 'nsa');
+  } finally {
+    plan.dispose();
+  }
+}

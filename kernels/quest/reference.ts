@@ -1,0 +1,88 @@
+/**
+ * Float64 reference of Quest page selection (and MoBA's mean-key variant) for one decode query.
+ */
+
+export interface QuestRefOptions {
+  Hq: number;
+  Hkv: number;
+  D: number;
+  pageSize: number;
+  /** Tokens in the sequence (the last page may be partial). */
+  T: number;
+  /** Pages selected per KV head, forced ones included. */
+  budgetPages: number;
+  /** First pages always selected (default 1). */
+  sinkPages?: number;
+  mode?: 'quest' | 'mean';
+  groupReduce?: 'max' | 'sum';
+}
+
+/**
+ * Page scores `[Hkv, pages]` from keys `k` `[T, Hkv, D]` and query `q` `[Hq, D]`:
+ * quest: max_g sum_d max(q_gd * max_d, q_gd * min_d) over the page's keys; mean: max_g q_g . mean(K).
+ *
+ * @example
+ * const scores = questScoresReference(q, k, { Hq: 4, Hkv: 2, D: 64, pageSize: 16, T: 3000, budgetPages: 16 });
+ */
+export function questScoresReference(q: ArrayLike<number>, k: ArrayLike<number>, o: QuestRefOptions): Float64Array {
+  const { Hq, Hkv, D, pageSize: P, T } = o;
+  const pages = Math.ceil(T / P);
+  const group = Hq / Hkv;
+  const out = new Float64Array(Hkv * pages);
+  const mn = new Float64Array(D);
+  const mx = new Float64Array(D);
+  const mean = new Float64Array(D);
+  for (let h = 0; h < Hkv; h++) {
+    for (let p = 0; p < pages; p++) {
+      mn.fill(Infinity);
+      mx.fill(-Infinity);
+      mean.fill(0);
+      const t1 = Math.min(T, (p + 1) * P);
+      for (let t = p * P; t < t1; t++) {
+        for (let d = 0; d < D; d++) {
+          const x = k[(t * Hkv + h) * D + d]!;
+          mn[d] = Math.min(mn[d]!, x);
+          mx[d] = Math.max(mx[d]!, x);
+          mean[d] += x / (t1 - p * P);
+        }
+      }
+      let best = -Infinity;
+      let total = 0;
+      for (let g = 0; g < group; g++) {
+        const qb = (h * group + g) * D;
+        let s = 0;
+        for (let d = 0; d < D; d++) {
+          const qq = q[qb + d]!;
+          s += o.mode === 'mean' ? qq * mean[d]! : Math.max(qq * mx[d]!, qq * mn[d]!);
+        }
+        best = Math.max(best, s);
+        total += s;
+      }
+      out[h * pages + p] = o.groupReduce === 'sum' ? total : best;
+    }
+  }
+  return out;
+}
+
+/**
+ * Selected page indices per KV head (sorted ascending): the sink pages, the newest page, and the
+ * highest-scoring others (ties to the lower index) up to `budgetPages` in all.
+ *
+ * @example
+ * const [pagesOfHead0] = questSelectReference(scores, 1, 188, 16); // sink, newest and 14 best pages
+ */
+export function questSelectReference(scores: ArrayLike<number>, Hkv: number, pages: number, budgetPages: number, sinkPages = 1): Int32Array[] {
+  const out: Int32Array[] = [];
+  for (let h = 0; h < Hkv; h++) {
+    const forced = new Set<number>();
+    for (let p = 0; p < Math.min(sinkPages, pages); p++) forced.add(p);
+    if (pages > 0) forced.add(pages - 1);
+    const rest: number[] = [];
+    for (let p = 0; p < pages; p++) if (!forced.has(p)) rest.push(p);
+    rest.sort((a, b) => scores[h * pages + b]! - scores[h * pages + a]! || a - b);
+    const k = Math.max(0, budgetPages - forced.size);
+    const sel = [...forced, ...rest.slice(0, k)].sort((a, b) => a - b);
+    out.push(Int32Array.from(sel));
+  }
+  return out;
+}

@@ -1,0 +1,152 @@
+/**
+ * Quest page scores (and MoBA's mean-key gate) from the KV cache's GPU summaries: one score per
+ * (KV head, page of a sequence), query heads of a GQA group reduced by max (default) or sum so that
+ * a KV head's group shares one page selection.
+ */
+import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
+import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { uniformLayout } from '../../src/gpu/uniforms.js';
+import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
+import { checkTensor, type GpuTensor } from '../../src/tensor.js';
+import storageWgsl from '../../shaders/storage.wgsl.js';
+import scoreWgsl from './score.wgsl.js';
+
+export const QUEST_PARAMS = uniformLayout('QuestParams', [
+  ['n', 'u32'],
+  ['first', 'u32'],
+  ['count', 'u32'],
+  ['Hkv', 'u32'],
+  ['group', 'u32'],
+  ['chunkFirst', 'u32'],
+  ['chunkPages', 'u32'],
+  ['forcedLo', 'u32'],
+  ['forcedHi', 'u32'],
+] as const);
+
+const PROGRAM = wgslProgram('quest/score', [storageWgsl, QUEST_PARAMS.wgsl, scoreWgsl]);
+const WG = 64;
+
+export type QuestScoreMode = 'quest' | 'mean';
+export type GroupReduce = 'max' | 'sum';
+
+export interface QuestScoreOptions {
+  Hq: number;
+  Hkv: number;
+  /** Key head dim (a multiple of 4, <= 256). */
+  D: number;
+  /** `quest` (min/max bound, default) or `mean` (MoBA's q . mean(K)). */
+  mode?: QuestScoreMode;
+  /** How a GQA group's query heads share one score per KV head (default `max`). */
+  groupReduce?: GroupReduce;
+  /** Uniform slots (dispatches encoded before a submit; default 8). */
+  maxCalls?: number;
+}
+
+export interface QuestScoreCall {
+  /** Entries in the page list (pages of the sequence). */
+  n: number;
+  /** The entries this dispatch scores: `[first, first + count)` (default all). */
+  first?: number;
+  count?: number;
+  /** First page id held by this summary chunk, and how many it holds. */
+  chunkFirst: number;
+  chunkPages: number;
+  /** List indices < forcedLo or >= forcedHi are forced (scored -inf; the caller adds them). */
+  forcedLo: number;
+  forcedHi: number;
+}
+
+export interface QuestScoreTensors {
+  /** `[Hq, D]` f32 (one decode query). */
+  q: GpuTensor;
+  /** A summary chunk buffer (`minmax` for quest, `mean` for mean). */
+  summaries: GPUBuffer;
+  /** `[n]` u32 page ids. */
+  list: GPUBuffer;
+  /** `[Hkv, n]` f32 out. */
+  scores: GpuTensor;
+  calls: readonly QuestScoreCall[];
+}
+
+export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
+  readonly options: Required<QuestScoreOptions>;
+  private readonly pipeline: Pipeline;
+  private readonly params: GPUBuffer;
+  private readonly slotBytes: number;
+  private nextSlot = 0;
+
+  private constructor(ctx: TesseraDevice, o: Required<QuestScoreOptions>, pipeline: Pipeline) {
+    super(ctx);
+    this.options = o;
+    this.pipeline = pipeline;
+    this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
+    this.params = this.workspace(this.slotBytes * o.maxCalls, 'quest.params', GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+  }
+
+  /** @internal use {@link planQuestScore}. */
+  static async create(device: DeviceLike, opts: QuestScoreOptions): Promise<QuestScorePlan> {
+    const ctx = ctxOf(device);
+    if (!opts || typeof opts !== 'object') fail('E_ARG', 'options', 'is required;', opts);
+    const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1 });
+    const Hq = checkInt(opts.Hq, 'Hq', { min: 1 });
+    check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq, 'E_SHAPE');
+    const D = checkInt(opts.D, 'D', { min: 4, max: 256 });
+    check(D % 4 === 0, 'D', 'a multiple of 4', D, 'E_UNSUPPORTED');
+    const mode = opts.mode ?? 'quest';
+    check(mode === 'quest' || mode === 'mean', 'mode', '"quest" or "mean"', mode);
+    const groupReduce = opts.groupReduce ?? 'max';
+    check(groupReduce === 'max' || groupReduce === 'sum', 'groupReduce', '"max" or "sum"', groupReduce);
+    const maxCalls = checkInt(opts.maxCalls ?? 8, 'maxCalls', { min: 1 });
+    const o = { Hq, Hkv, D, mode, groupReduce, maxCalls };
+    const pipeline = await getPipeline(ctx, {
+      shader: PROGRAM,
+      bindings: ['read', 'read', 'read', 'rw', 'uniform'],
+      constants: { WG, D, MODE: mode === 'quest' ? 0 : 1, REDUCE: groupReduce === 'max' ? 0 : 1 },
+    });
+    return new QuestScorePlan(ctx, o, pipeline);
+  }
+
+  /** Encodes one dispatch per call (per summary chunk). Parameters go through a uniform ring (`maxCalls`). */
+  run(encoder: GPUCommandEncoder, t: QuestScoreTensors): void {
+    this.assertUsable();
+    const o = this.options;
+    const q = checkTensor(t.q, 'q', { rank: 2, shape: [o.Hq, o.D], dtypes: ['f32'] });
+    const scores = checkTensor(t.scores, 'scores', { rank: 2, shape: [o.Hkv, -1], dtypes: ['f32'] });
+    checkBindingSize(this.ctx, scores, 'scores');
+    const n = scores.shape[1]!;
+    check(Array.isArray(t.calls) && t.calls.length <= o.maxCalls, 'calls', `at most ${o.maxCalls} calls`, t.calls?.length);
+    if (t.list.size < n * 4) fail('E_BUFFER', 'list', 'is smaller than n page ids;', t.list.size, `>= ${n * 4} bytes`);
+    for (const c of t.calls) {
+      if (c.n !== n) fail('E_SHAPE', 'calls.n', 'does not match scores.shape[1];', c.n, `${n}`);
+      const first = checkInt(c.first ?? 0, 'calls.first', { min: 0 });
+      const count = checkInt(c.count ?? n - first, 'calls.count', { min: 0 });
+      if (first + count > n) fail('E_ARG', 'calls.count', 'runs past the list;', first + count, `<= n = ${n}`);
+      if (count === 0) continue;
+      const slot = this.nextSlot;
+      this.nextSlot = (slot + 1) % o.maxCalls;
+      this.ctx.device.queue.writeBuffer(
+        this.params,
+        slot * this.slotBytes,
+        QUEST_PARAMS.pack({ n, first, count, Hkv: o.Hkv, group: o.Hq / o.Hkv, chunkFirst: c.chunkFirst, chunkPages: c.chunkPages, forcedLo: c.forcedLo, forcedHi: c.forcedHi }),
+      );
+      const groups = Math.ceil((o.Hkv * count) / WG);
+      const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
+      const x = Math.min(groups, max);
+      const y = Math.ceil(groups / x);
+      if (y > max) throw new TesseraError('E_LIMIT', `quest score: ${o.Hkv * count} candidates exceed the dispatch limit`);
+      this.dispatch(encoder, this.pipeline, [res(q), { buffer: t.summaries }, { buffer: t.list, size: Math.max(4, n * 4) }, res(scores), { buffer: this.params, offset: slot * this.slotBytes, size: QUEST_PARAMS.size }], [x, y]);
+    }
+  }
+}
+
+/**
+ * Plans Quest page scoring.
+ *
+ * @example
+ * const plan = await planQuestScore(dev, { Hq: 8, Hkv: 2, D: 128 });
+ * plan.run(encoder, { q, summaries: cache.minmaxGpu[0], list, scores, calls: [{ n, chunkFirst: 0, chunkPages: n, forcedLo: 1, forcedHi: n - 1 }] });
+ */
+export function planQuestScore(device: DeviceLike, opts: QuestScoreOptions): Promise<QuestScorePlan> {
+  return QuestScorePlan.create(device, opts);
+}

@@ -1,0 +1,15 @@
+export {
+  planTopK,
+  topK,
+  TopKPlan,
+  chooseTopKVariant,
+  TOPK_MAX_K,
+  TOPK_SMALL_MAX_K,
+  TOPK_SMALL_MAX_N,
+  TOPK_PARAMS,
+  TOPK_SMALL_PARAMS,
+  type TopKOptions,
+  type TopKTensors,
+  type TopKCallOptions,
+  type TopKVariant,
+} from './topk.js';

@@ -1,0 +1,267 @@
+/**
+ * Streaming exact attention: a query (decode) or a block of queries (a prefill chunk) against a
+ * sequence of any length in a {@link KvCache}. Pages flow host -> GPU tile by tile through the
+ * cache's working set; each tile yields `(o, lse)` partials (kernels/paged, one part per group of
+ * pages: decode split-K) that merge exactly into a running accumulator (kernels/merge). The host
+ * uploads tile i+1 while the GPU attends tile i (tile i is submitted before tile i+1 is written).
+ */
+import { check, checkInt, fail } from '../errors.js';
+import type { TesseraDevice } from '../gpu/device.js';
+import { checkTensor, type GpuTensor } from '../tensor.js';
+import type { KvCache } from '../kv/cache.js';
+import { planMerge, type MergePlan } from '../../kernels/merge/merge.js';
+import { ALL_HEADS, PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '../../kernels/paged/paged.js';
+
+export interface StreamAttentionOptions {
+  /** Query heads (a multiple of the cache's Hkv). */
+  Hq: number;
+  /** Queries per call (default 1: decode). */
+  Tq?: number;
+  /** Causal by absolute position (default true). */
+  causal?: boolean;
+  /** Softmax scale (default 1/sqrt(D)). */
+  scale?: number;
+  /** Pages per tile (default: the cache's `tilePages`, one pool buffer). */
+  tilePages?: number;
+  /** Bound on the partials workspace in bytes (default 8 MiB); sets how many pages each part covers. */
+  partialBytes?: number;
+  /** Tiles in flight before the host waits (default 2). */
+  inflight?: number;
+}
+
+export interface StreamRunOptions {
+  /** Absolute position of query 0 (default `length - Tq`: the queries are the newest tokens). */
+  qPos0?: number;
+  /** Called after each tile with (tokens done, tokens total). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface StreamStats {
+  tiles: number;
+  pages: number;
+  /** Pages uploaded host -> GPU during this call. */
+  pagesUploaded: number;
+  bytesUploaded: number;
+  /** KV bytes the attention read (every page once). */
+  kvBytesRead: number;
+  ms: number;
+}
+
+/** A plan for streaming exact attention over one cache. */
+export class StreamAttentionPlan {
+  readonly cache: KvCache;
+  readonly ctx: TesseraDevice;
+  readonly options: Required<StreamAttentionOptions>;
+  readonly rows: number;
+  /** Parts per tile (not counting the accumulator). */
+  readonly parts: number;
+  readonly pagesPerPart: number;
+  private readonly paged: PagedPlan;
+  private readonly merger: MergePlan;
+  private readonly oParts: GPUBuffer;
+  private readonly lseParts: GPUBuffer;
+  private readonly oTmp: GPUBuffer;
+  private readonly lseTmp: GPUBuffer;
+  private readonly list: GPUBuffer;
+  private disposed = false;
+
+  private constructor(cache: KvCache, o: Required<StreamAttentionOptions>, paged: PagedPlan, merger: MergePlan, parts: number, ePer: number) {
+    this.cache = cache;
+    this.ctx = cache.ctx;
+    this.options = o;
+    this.rows = o.Tq * o.Hq;
+    this.paged = paged;
+    this.merger = merger;
+    this.parts = parts;
+    this.pagesPerPart = ePer;
+    const ctx = this.ctx;
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const Dv = cache.Dv;
+    this.oParts = ctx.createBuffer({ size: (parts + 1) * this.rows * Dv * 4, usage, label: 'tessera.stream.oParts' });
+    this.lseParts = ctx.createBuffer({ size: (parts + 1) * this.rows * 4, usage, label: 'tessera.stream.lseParts' });
+    this.oTmp = ctx.createBuffer({ size: this.rows * Dv * 4, usage, label: 'tessera.stream.o' });
+    this.lseTmp = ctx.createBuffer({ size: this.rows * 4, usage, label: 'tessera.stream.lse' });
+    this.list = ctx.createBuffer({ size: o.tilePages * PAGED_ENTRY_WORDS * 4, usage, label: 'tessera.stream.list' });
+  }
+
+  /** @internal use {@link planStreamAttention}. */
+  static async create(cache: KvCache, opts: StreamAttentionOptions): Promise<StreamAttentionPlan> {
+    if (!cache || typeof cache.ensureResident !== 'function') fail('E_ARG', 'cache', 'is not a KvCache;', typeof cache);
+    const Hq = checkInt(opts?.Hq, 'Hq', { min: 1 });
+    check(Hq % cache.Hkv === 0, 'Hq', `a multiple of the cache's Hkv = ${cache.Hkv}`, Hq, 'E_SHAPE');
+    const Tq = checkInt(opts.Tq ?? 1, 'Tq', { min: 1 });
+    const tilePages = checkInt(opts.tilePages ?? cache.tilePages, 'tilePages', { min: 1 });
+    const maxPages = Math.floor((cache.gpuBudgetBytes - cache.summaryBytes) / cache.pageBytes);
+    if (tilePages > maxPages) fail('E_LIMIT', 'tilePages', 'is larger than the GPU working set;', tilePages, `at most ${maxPages} pages within gpuBudgetBytes`);
+    const partialBytes = checkInt(opts.partialBytes ?? 8 * 2 ** 20, 'partialBytes', { min: 1 });
+    const inflight = checkInt(opts.inflight ?? 2, 'inflight', { min: 1, max: 8 });
+    const o: Required<StreamAttentionOptions> = {
+      Hq,
+      Tq,
+      causal: opts.causal ?? true,
+      scale: opts.scale ?? 1 / Math.sqrt(cache.D),
+      tilePages,
+      partialBytes,
+      inflight,
+    };
+    const rows = Tq * Hq;
+    const perPart = rows * (cache.Dv + 1) * 4;
+    // Pool buffers a tile can touch: at most one part is lost to rounding per buffer.
+    const groups = Math.min(tilePages, Math.max(1, Math.floor(cache.gpuBudgetBytes / cache.pool.bufferBytes)));
+    const maxParts = Math.max(1, Math.floor(partialBytes / perPart) - groups - 1);
+    const ePer = Math.max(1, Math.ceil(tilePages / maxParts));
+    const parts = Math.ceil(tilePages / ePer) + groups;
+    const paged = await planPaged(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq, pageSize: cache.pageSize, dtype: cache.dtype, causal: o.causal, scale: o.scale, maxCalls: groups });
+    const merger = await planMerge(cache.ctx, { parts: parts + 1, rows, D: cache.Dv, outDtype: 'f32' });
+    return new StreamAttentionPlan(cache, o, paged, merger, parts, ePer);
+  }
+
+  /**
+   * Attends `q` (`[Tq, Hq, D]` f32) to all of sequence `seq` and writes `o` (`[Tq, Hq, Dv]` f32) and
+   * optionally `lse` (`[Tq, Hq]` f32, natural log). Resolves when the GPU is done.
+   */
+  async run(seq: number, q: GpuTensor, out: { o: GpuTensor; lse?: GpuTensor }, ro: StreamRunOptions = {}): Promise<StreamStats> {
+    if (this.disposed) fail('E_STATE', 'plan', 'was disposed;', 'disposed');
+    const { cache, ctx, rows } = this;
+    const { Tq, Hq } = this.options;
+    const Dv = cache.Dv;
+    checkTensor(q, 'q', { rank: 3, shape: [Tq, Hq, cache.D], dtypes: ['f32'] });
+    checkTensor(out?.o, 'o', { rank: 3, shape: [Tq, Hq, Dv], dtypes: ['f32'] });
+    if (out.lse) checkTensor(out.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'] });
+    const len = cache.length(seq);
+    const qPos0 = ro.qPos0 ?? Math.max(0, len - Tq);
+    checkInt(qPos0, 'qPos0', { min: 0 });
+    const all = cache.pages(seq);
+    const P = cache.pageSize;
+    const lastPos = qPos0 + Tq - 1;
+    const nPages = this.options.causal ? Math.min(all.length, Math.floor(lastPos / P) + 1) : all.length;
+    const t0 = performance.now();
+    const up0 = cache.pagesUploaded;
+    const bu0 = cache.bytesUploaded;
+    const queue = ctx.device.queue;
+    // Part 0 = the running accumulator: empty to start with.
+    queue.writeBuffer(this.lseParts, 0, new Float32Array(rows).fill(-Infinity));
+    queue.writeBuffer(this.oParts, 0, new Float32Array(rows * Dv));
+    const tp = this.options.tilePages;
+    const pending: Promise<unknown>[] = [];
+    const qT = { buffer: q.buffer, offset: q.offset, shape: q.shape, dtype: 'f32' as const };
+    const oPartsT = { buffer: this.oParts, shape: [this.parts + 1, rows, Dv], dtype: 'f32' as const };
+    const lsePartsT = { buffer: this.lseParts, shape: [this.parts + 1, rows], dtype: 'f32' as const };
+    const listWords = new Uint32Array(tp * PAGED_ENTRY_WORDS);
+    let tiles = 0;
+    await ctx.scoped('streamAttention', async () => {
+      for (let a = 0; a < nPages; a += tp) {
+        const b = Math.min(nPages, a + tp);
+        const pages = all.slice(a, b);
+        const slots = cache.ensureResident(pages);
+        // Group the tile's pages by pool buffer.
+        const byBuf = new Map<number, number[]>();
+        for (let i = 0; i < pages.length; i++) {
+          const bi = cache.pool.location(slots[i]!).bufferIndex;
+          let g = byBuf.get(bi);
+          if (!g) byBuf.set(bi, (g = []));
+          g.push(i);
+        }
+        const enc = ctx.device.createCommandEncoder({ label: 'tessera.stream.tile' });
+        let e = 0;
+        let partBase = 1;
+        const groups = [...byBuf.entries()];
+        groups.forEach(([bi, idx], gi) => {
+          const listBase = e;
+          for (const i of idx) {
+            const w = e * PAGED_ENTRY_WORDS;
+            listWords[w] = cache.pool.location(slots[i]!).index;
+            listWords[w + 1] = (a + i) * P;
+            listWords[w + 2] = Math.min(P, len - (a + i) * P);
+            listWords[w + 3] = ALL_HEADS;
+            e++;
+          }
+          const need = Math.ceil(idx.length / this.pagesPerPart);
+          const partCount = gi === groups.length - 1 ? this.parts + 1 - partBase : need;
+          const call: PagedCall = { qPos0, listBase, nEntries: idx.length, ePer: this.pagesPerPart, partBase, partCount };
+          this.paged.run(enc, { q: qT, pages: cache.pool.buffers[bi]!, list: this.list, oParts: oPartsT, lseParts: lsePartsT, calls: [call] });
+          partBase += need;
+        });
+        queue.writeBuffer(this.list, 0, listWords, 0, e * PAGED_ENTRY_WORDS);
+        this.merger.run(enc, {
+          oParts: oPartsT,
+          lseParts: { buffer: this.lseParts, shape: [this.parts + 1, rows], dtype: 'f32' },
+          o: { buffer: this.oTmp, shape: [rows, Dv], dtype: 'f32' },
+          lse: { buffer: this.lseTmp, shape: [rows], dtype: 'f32' },
+        });
+        enc.copyBufferToBuffer(this.oTmp, 0, this.oParts, 0, rows * Dv * 4);
+        enc.copyBufferToBuffer(this.lseTmp, 0, this.lseParts, 0, rows * 4);
+        queue.submit([enc.finish()]);
+        tiles++;
+        pending.push(ctx.raceLost(queue.onSubmittedWorkDone()));
+        if (pending.length >= this.options.inflight) await pending.shift();
+        ro.onProgress?.(Math.min(len, b * P), Math.min(len, nPages * P));
+      }
+      const enc = ctx.device.createCommandEncoder({ label: 'tessera.stream.out' });
+      enc.copyBufferToBuffer(this.oParts, 0, out.o.buffer, out.o.offset ?? 0, rows * Dv * 4);
+      if (out.lse) enc.copyBufferToBuffer(this.lseParts, 0, out.lse.buffer, out.lse.offset ?? 0, rows * 4);
+      queue.submit([enc.finish()]);
+      await Promise.all(pending);
+      await ctx.raceLost(queue.onSubmittedWorkDone());
+    });
+    return {
+      tiles,
+      pages: nPages,
+      pagesUploaded: cache.pagesUploaded - up0,
+      bytesUploaded: cache.bytesUploaded - bu0,
+      kvBytesRead: nPages * cache.pageBytes,
+      ms: performance.now() - t0,
+    };
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.paged.dispose();
+    this.merger.dispose();
+    for (const b of [this.oParts, this.lseParts, this.oTmp, this.lseTmp, this.list]) this.ctx.destroyBuffer(b);
+  }
+}
+
+/**
+ * Plans streaming exact attention over `cache`.
+ *
+ * @example
+ * const plan = await planStreamAttention(cache, { Hq: 8 });
+ * await plan.run(seq, q, { o, lse }); // q [1, 8, D] f32 -> o [1, 8, Dv] f32, lse [1, 8]
+ */
+export function planStreamAttention(cache: KvCache, opts: StreamAttentionOptions): Promise<StreamAttentionPlan> {
+  return StreamAttentionPlan.create(cache, opts);
+}
+
+/**
+ * Convenience: exact attention of host queries `q` (`[Tq, Hq, D]`) against sequence `seq`, returned
+ * to the host as f64 arrays.
+ *
+ * @example
+ * const { o, lse } = await streamAttention(cache, seq, q, { Hq: 4 });
+ */
+export async function streamAttention(
+  cache: KvCache,
+  seq: number,
+  q: ArrayLike<number>,
+  opts: StreamAttentionOptions & StreamRunOptions,
+): Promise<{ o: Float64Array; lse: Float64Array; stats: StreamStats }> {
+  const Tq = opts.Tq ?? 1;
+  checkInt(opts?.Hq, 'Hq', { min: 1 });
+  if (q.length !== Tq * opts.Hq * cache.D) fail('E_SHAPE', 'q', 'has the wrong length;', q.length, `Tq*Hq*D = ${Tq * opts.Hq * cache.D}`);
+  const plan = await planStreamAttention(cache, opts);
+  const ctx = cache.ctx;
+  const qb = ctx.upload(Float32Array.from(q), { label: 'tessera.stream.q' });
+  const ob = ctx.createBuffer({ size: Tq * opts.Hq * cache.Dv * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC, label: 'tessera.stream.out' });
+  const lb = ctx.createBuffer({ size: Tq * opts.Hq * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC, label: 'tessera.stream.lseOut' });
+  try {
+    const stats = await plan.run(seq, { buffer: qb, shape: [Tq, opts.Hq, cache.D], dtype: 'f32' }, { o: { buffer: ob, shape: [Tq, opts.Hq, cache.Dv], dtype: 'f32' }, lse: { buffer: lb, shape: [Tq, opts.Hq], dtype: 'f32' } }, opts);
+    const o = Float64Array.from(new Float32Array(await ctx.readback(ob)));
+    const lse = Float64Array.from(new Float32Array(await ctx.readback(lb)));
+    return { o, lse, stats };
+  } finally {
+    plan.dispose();
+    for (const b of [qb, ob, lb]) ctx.destroyBuffer(b);
+  }
+}

@@ -1,0 +1,92 @@
+import { describe, expect, it } from 'vitest';
+import { blockSparseAttention, planBlockSparse } from '../kernels/block_sparse/index.js';
+import { blockSparseReference } from '../kernels/block_sparse/reference.js';
+import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
+import { roundTo, type FloatDType } from '../src/tensor.js';
+import { useGpu } from './helpers/gpu.js';
+
+const gpu = useGpu();
+
+/** A random BSR pattern: each block row keeps each key block with probability `density`. */
+function randomBsr(rng: Rng, MB: number, NB: number, density: number, emptyRow = -1) {
+  const indptr = [0];
+  const indices: number[] = [];
+  for (let r = 0; r < MB; r++) {
+    if (r !== emptyRow) for (let b = 0; b < NB; b++) if (rng.next() < density) indices.push(b);
+    indptr.push(indices.length);
+  }
+  return { indptr, indices };
+}
+
+interface Case { Tq: number; Tk?: number; Hq: number; Hkv: number; D: number; R: number; C: number; P: 1 | 'kv' | 'q'; causal: boolean; dtype: FloatDType }
+
+async function runCase(c: Case) {
+  const Tk = c.Tk ?? c.Tq;
+  const { Tq, Hq, Hkv, D, R, C, dtype } = c;
+  const rng = new Rng(Tq * 13 + R * 5 + C + Hq);
+  const MB = Math.ceil(Tq / R), NB = Math.ceil(Tk / C);
+  const P = c.P === 1 ? 1 : c.P === 'kv' ? Hkv : Hq;
+  const pats = Array.from({ length: P }, (_, p) => randomBsr(rng, MB, NB, 0.5, p === 0 ? MB - 1 : -1));
+  const indptr = P === 1 ? pats[0]!.indptr : pats.map((x) => x.indptr);
+  const indices = P === 1 ? pats[0]!.indices : pats.map((x) => x.indices);
+  const q = roundTo(rng.normals(Tq * Hq * D), dtype), k = roundTo(rng.normals(Tk * Hkv * D), dtype), v = roundTo(rng.normals(Tk * Hkv * D), dtype);
+  const ref = blockSparseReference(q, k, v, { Tq, Tk, Hq, Hkv, D, R, C, indptr, indices, causal: c.causal });
+  const o = gpu.nanTensor([Tq, Hq, D], dtype);
+  const lse = gpu.nanTensor([Tq, Hq]);
+  const plan = await planBlockSparse(gpu.dev, { Tq, Tk, Hq, Hkv, D, R, C, indptr, indices, causal: c.causal, dtype });
+  const enc = gpu.dev.device.createCommandEncoder();
+  plan.run(enc, { q: gpu.tensor(q, [Tq, Hq, D], dtype), k: gpu.tensor(k, [Tk, Hkv, D], dtype), v: gpu.tensor(v, [Tk, Hkv, D], dtype), o, lse });
+  await gpu.dev.submitAndWait([enc.finish()]);
+  plan.dispose();
+  const co = compare(await gpu.read(o), dtype === 'f32' ? ref.o : roundTo(ref.o, dtype));
+  expect(passes(co, TOLERANCE[dtype]), describeComparison(co)).toBe(true);
+  const cl = compare(await gpu.read(lse), ref.lse);
+  expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
+}
+
+describe('block_sparse vs float64 reference', () => {
+  const cases: Case[] = [
+    { Tq: 1, Hq: 2, Hkv: 1, D: 32, R: 16, C: 16, P: 1, causal: true, dtype: 'f32' },
+    { Tq: 63, Hq: 4, Hkv: 2, D: 32, R: 16, C: 16, P: 'kv', causal: true, dtype: 'f32' },
+    { Tq: 64, Hq: 2, Hkv: 2, D: 64, R: 32, C: 8, P: 'q', causal: false, dtype: 'f32' },
+    { Tq: 65, Hq: 4, Hkv: 1, D: 32, R: 8, C: 32, P: 1, causal: true, dtype: 'f16' },
+    { Tq: 300, Hq: 4, Hkv: 2, D: 48, R: 64, C: 64, P: 'kv', causal: true, dtype: 'f16' },
+    { Tq: 40, Tk: 300, Hq: 2, Hkv: 1, D: 32, R: 16, C: 32, P: 1, causal: true, dtype: 'f32' },
+    { Tq: 1000, Hq: 2, Hkv: 1, D: 16, R: 128, C: 64, P: 'q', causal: true, dtype: 'f32' },
+  ];
+  for (const c of cases) {
+    it(`Tq${c.Tq}-Tk${c.Tk ?? c.Tq}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-R${c.R}-C${c.C}-P${c.P}-${c.causal ? 'causal' : 'full'}-${c.dtype}`, () => runCase(c));
+  }
+
+  it('empty block rows give o = 0 and lse = -inf; convenience call', async () => {
+    const T = 32, H = 1, D = 8;
+    const rng = new Rng(3);
+    const o = gpu.nanTensor([T, H, D]);
+    const lse = gpu.nanTensor([T, H]);
+    await blockSparseAttention(gpu.dev, { q: gpu.tensor(rng.normals(T * D), [T, H, D]), k: gpu.tensor(rng.normals(T * D), [T, H, D]), v: gpu.tensor(rng.normals(T * D), [T, H, D]), o, lse }, { R: 16, C: 16, indptr: [0, 0, 1], indices: [1] });
+    const og = await gpu.read(o), lg = await gpu.read(lse);
+    for (let i = 0; i < 16 * D; i++) expect(og[i]).toBe(0);
+    for (let i = 0; i < 16; i++) expect(lg[i]).toBe(-Infinity);
+    for (let i = 16; i < 32; i++) expect(Number.isFinite(lg[i])).toBe(true);
+  });
+});
+
+describe('block_sparse bad input', () => {
+  it('rejects bad masks and tensors with a TesseraError naming the argument', async () => {
+    const base = { Tq: 32, Hq: 2, Hkv: 1, D: 16, R: 16, C: 16, indptr: [0, 1, 3], indices: [0, 0, 1] };
+    await expect(planBlockSparse(gpu.dev, { ...base, indices: [0, 0, 2] })).rejects.toMatchObject({ code: 'E_ARG', argument: 'indices[2]' });
+    await expect(planBlockSparse(gpu.dev, { ...base, indices: [0, 0, -1] })).rejects.toMatchObject({ argument: 'indices[2]' });
+    await expect(planBlockSparse(gpu.dev, { ...base, indices: [0, 1, 1] })).rejects.toMatchObject({ argument: 'indices[2]' });
+    await expect(planBlockSparse(gpu.dev, { ...base, indptr: [0, 1] })).rejects.toMatchObject({ code: 'E_SHAPE', argument: 'indptr' });
+    await expect(planBlockSparse(gpu.dev, { ...base, indptr: [0, 2, 1] })).rejects.toMatchObject({ argument: 'indptr[2]' });
+    await expect(planBlockSparse(gpu.dev, { ...base, indptr: [[0, 1, 3], [0, 1, 3], [0, 1, 3]], indices: [[0, 0, 1], [0, 0, 1], [0, 0, 1]] })).rejects.toMatchObject({ argument: 'indptr' });
+    await expect(planBlockSparse(gpu.dev, { ...base, R: 0 })).rejects.toMatchObject({ argument: 'R' });
+    await expect(planBlockSparse(gpu.dev, { ...base, R: 512, indptr: [0, 1], indices: [0] })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'R' });
+    await expect(planBlockSparse(gpu.dev, { ...base, C: 0 })).rejects.toMatchObject({ argument: 'C' });
+    const plan = await planBlockSparse(gpu.dev, base);
+    const enc = gpu.dev.device.createCommandEncoder();
+    expect(() => plan.run(enc, { q: gpu.nanTensor([32, 2, 16]), k: gpu.nanTensor([32, 1, 16]), v: gpu.nanTensor([32, 1, 16]), o: gpu.nanTensor([32, 2, 16], 'f16') })).toThrow(/o\.dtype/);
+    plan.dispose();
+    enc.finish();
+  });
+});

@@ -1,0 +1,192 @@
+import { describe, expect, it } from 'vitest';
+import { adapterFromEnv, DEFAULT_LIMITS, requestDevice, wrapDevice } from '../src/gpu/device.js';
+import { getPipeline, grid2d, pipelineKey, wgslProgram } from '../src/gpu/pipeline.js';
+import { uniformLayout } from '../src/gpu/uniforms.js';
+import { TesseraError } from '../src/errors.js';
+import { bf16BitsToF32, decode, encode, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../src/tensor.js';
+import storageWgsl from '../shaders/storage.wgsl.js';
+import { useGpu } from './helpers/gpu.js';
+
+const gpu = useGpu();
+
+// A test kernel: reads a tensor of dtype DT element by element through shaders/storage.wgsl and
+// writes f32, and writes 16-bit packed pairs back (round trip through st_pack_pair).
+const UNPACK = wgslProgram('test/unpack', [
+  storageWgsl,
+  `
+@group(0) @binding(0) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(2) var<storage, read_write> repacked: array<u32>;
+override DT: u32 = 0;
+override N: u32 = 0;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = g.x + g.y * nwg.x * 64u;
+  if (i >= N) { return; }
+  dst[i] = st_value(src[st_word(i, DT)], i, DT);
+  if (DT != 0u && (i & 1u) == 0u) {
+    let p = st_pair(src[i >> 1u], DT);
+    repacked[i >> 1u] = st_pack_pair(p.x, p.y, DT);
+  }
+}`,
+]);
+
+describe('storage dtypes', () => {
+  for (const dt of ['f16', 'bf16'] as const) {
+    it(`${dt}: every one of the 65536 bit patterns unpacks on the GPU as on the host, and repacks bit-exactly`, async () => {
+      const N = 65536;
+      const bits = new Uint16Array(N);
+      for (let i = 0; i < N; i++) bits[i] = i;
+      const words = new Uint32Array(bits.buffer);
+      const src = gpu.dev.upload(words);
+      const dst = gpu.dev.createBuffer({ size: N * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+      const rep = gpu.dev.createBuffer({ size: N * 2, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+      const p = await getPipeline(gpu.dev, { shader: UNPACK, bindings: ['read', 'rw', 'rw'], constants: { DT: dt === 'f16' ? 1 : 2, N } });
+      await gpu.dev.scoped('unpack', async () => {
+        const enc = gpu.dev.device.createCommandEncoder();
+        const pass = enc.beginComputePass();
+        pass.setPipeline(p.pipeline);
+        pass.setBindGroup(0, gpu.dev.device.createBindGroup({ layout: p.layout, entries: [src, dst, rep].map((buffer, binding) => ({ binding, resource: { buffer } })) }));
+        pass.dispatchWorkgroups(N / 64);
+        pass.end();
+        await gpu.dev.submitAndWait([enc.finish()]);
+      });
+      const got = new Float32Array(await gpu.dev.readback(dst));
+      const back = new Uint16Array(await gpu.dev.readback(rep));
+      const conv = dt === 'f16' ? f16BitsToF32 : bf16BitsToF32;
+      let mismatches = 0;
+      const samples: unknown[] = [];
+      let repackMismatches = 0;
+      for (let i = 0; i < N; i++) {
+        const want = conv(i);
+        if (!(Object.is(got[i], Math.fround(want)) || (Number.isNaN(want) && Number.isNaN(got[i]!)))) {
+          if (mismatches < 4) samples.push([i.toString(16), want, got[i]]);
+          mismatches++;
+        }
+        const isNaN16 = Number.isNaN(want);
+        // Finite values repack to the same bits; NaNs stay NaN. f16 values beyond 65504 are
+        // clamped, so +-Inf repacks to +-65504 by design (never a NaN pattern).
+        if (isNaN16) {
+          if (!Number.isNaN(conv(back[i]!))) repackMismatches++;
+        } else if (dt === 'f16' && !Number.isFinite(want)) {
+          if (Math.abs(conv(back[i]!)) !== 65504) repackMismatches++;
+        } else if (back[i] !== i) {
+          // WGSL lets pack2x16float flush f16 subnormals (|x| < 2^-14) to zero; SwiftShader does.
+          const subnormal = dt === 'f16' && Math.abs(want) < 2 ** -14;
+          if (!((want === 0 || subnormal) && conv(back[i]!) === 0)) {
+            if (repackMismatches < 5) samples.push([i.toString(16), want, back[i]!.toString(16), conv(back[i]!)]);
+            repackMismatches++;
+          }
+        }
+      }
+      expect(mismatches, JSON.stringify(samples)).toBe(0);
+      expect(repackMismatches, JSON.stringify(samples)).toBe(0);
+      for (const b of [src, dst, rep]) gpu.dev.destroyBuffer(b);
+    });
+  }
+
+  it('host f16/bf16 conversion rounds to nearest even and saturates', () => {
+    expect(f32ToF16Bits(1)).toBe(0x3c00);
+    expect(f32ToF16Bits(65504)).toBe(0x7bff);
+    expect(f32ToF16Bits(1e6)).toBe(0x7c00);
+    expect(f32ToF16Bits(-0)).toBe(0x8000);
+    expect(f16BitsToF32(f32ToF16Bits(1 + 2 ** -11))).toBe(1); // tie -> even
+    expect(f16BitsToF32(f32ToF16Bits(1 + 3 * 2 ** -11))).toBe(1 + 2 ** -9);
+    expect(f16BitsToF32(f32ToF16Bits(2 ** -24))).toBe(2 ** -24); // smallest subnormal
+    expect(bf16BitsToF32(f32ToBf16Bits(1.00390625))).toBe(1); // 1 + 2^-8 ties to even
+    expect(Array.from(decode(encode([1.5, -2, 0.25], 'f16'), 'f16', 3))).toEqual([1.5, -2, 0.25]);
+  });
+});
+
+describe('device layer', () => {
+  it('negotiates limits above the defaults when the adapter offers them, and records features', () => {
+    const l = gpu.dev.limits;
+    expect(l.maxStorageBufferBindingSize).toBeGreaterThanOrEqual(DEFAULT_LIMITS.maxStorageBufferBindingSize);
+    expect(l.maxBufferSize).toBeGreaterThanOrEqual(DEFAULT_LIMITS.maxBufferSize);
+    expect(typeof gpu.dev.features.subgroups).toBe('boolean');
+    expect(['cpu', 'gpu']).toContain(gpu.dev.adapterClass);
+    expect(gpu.dev.adapterName).toMatch(/^[a-z0-9._-]+$/);
+  });
+
+  it('can be held to the WebGPU default limits', async () => {
+    const d = await requestDevice({ ...adapterFromEnv(), defaultLimits: true });
+    try {
+      expect(d.limits.maxStorageBufferBindingSize).toBe(DEFAULT_LIMITS.maxStorageBufferBindingSize);
+      expect(d.limits.maxBufferSize).toBe(DEFAULT_LIMITS.maxBufferSize);
+      expect(() => d.createBuffer({ size: DEFAULT_LIMITS.maxBufferSize + 4, usage: GPUBufferUsage.STORAGE })).toThrow(/maxBufferSize/);
+    } finally {
+      d.destroy();
+    }
+  });
+
+  it('wrapDevice adopts a raw GPUDevice once and never destroys it', () => {
+    const a = wrapDevice(gpu.dev.device);
+    expect(a).toBe(gpu.dev); // requestDevice registered its own context
+    expect(wrapDevice(a)).toBe(a);
+  });
+
+  it('caches pipelines by a pure key of the spec', async () => {
+    const spec = { shader: UNPACK, bindings: ['read', 'rw', 'rw'] as const, constants: { N: 4, DT: 1 } };
+    const k1 = pipelineKey(spec);
+    expect(pipelineKey({ ...spec, constants: { DT: 1, N: 4 } })).toBe(k1);
+    expect(pipelineKey({ ...spec, constants: { DT: 2, N: 4 } })).not.toBe(k1);
+    const p1 = await getPipeline(gpu.dev, spec);
+    const p2 = await getPipeline(gpu.dev, { ...spec, constants: { DT: 1, N: 4 } });
+    expect(p2.pipeline).toBe(p1.pipeline);
+    expect(p2.compileMs).toBe(0);
+  });
+
+  it('turns a WGSL compile error into a typed error quoting the compiler', async () => {
+    const bad = wgslProgram('test/bad', ['@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }']);
+    await expect(getPipeline(gpu.dev, { shader: bad, bindings: [] })).rejects.toMatchObject({ code: 'E_GPU_VALIDATION' });
+  });
+
+  it('captures GPU validation errors in scoped() as typed errors', async () => {
+    const b = gpu.dev.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
+    await expect(
+      gpu.dev.scoped('bad copy', () => {
+        const enc = gpu.dev.device.createCommandEncoder();
+        enc.copyBufferToBuffer(b, 0, b, 0, 16); // no COPY_SRC/COPY_DST usage, same buffer
+        gpu.dev.device.queue.submit([enc.finish()]);
+      }),
+    ).rejects.toMatchObject({ code: 'E_GPU_VALIDATION' });
+    gpu.dev.destroyBuffer(b);
+  });
+
+  it('tracks the bytes it allocates', () => {
+    const before = gpu.dev.memory().bytesHeld;
+    const b = gpu.dev.createBuffer({ size: 1000, usage: GPUBufferUsage.STORAGE });
+    expect(gpu.dev.memory().bytesHeld).toBe(before + 1000);
+    gpu.dev.destroyBuffer(b);
+    gpu.dev.destroyBuffer(b);
+    expect(gpu.dev.memory().bytesHeld).toBe(before);
+  });
+
+  it('folds large dispatches into 2-D within the limit', () => {
+    expect(grid2d(gpu.dev, 10)).toEqual([10, 1]);
+    const [x, y] = grid2d(gpu.dev, 200_000);
+    expect(x).toBeLessThanOrEqual(gpu.dev.limits.maxComputeWorkgroupsPerDimension);
+    expect(x * y).toBeGreaterThanOrEqual(200_000);
+  });
+
+  it('declares uniforms once and packs them', () => {
+    const L = uniformLayout('P', [['T', 'u32'], ['scale', 'f32'], ['off', 'i32']] as const);
+    expect(L.wgsl).toContain('T: u32');
+    expect(L.size).toBe(16);
+    const dv = new DataView(L.pack({ T: 300, scale: 0.5, off: -2 }));
+    expect([dv.getUint32(0, true), dv.getFloat32(4, true), dv.getInt32(8, true)]).toEqual([300, 0.5, -2]);
+    expect(() => L.pack({ T: -1, scale: 1, off: 0 })).toThrow(TesseraError);
+  });
+
+  it('reports a lost device to pending and later calls instead of hanging', async () => {
+    const d = await requestDevice(adapterFromEnv());
+    const b = d.createBuffer({ size: 1 << 20, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+    const pending = d.readback(b);
+    d.device.destroy();
+    await expect(pending).rejects.toMatchObject({ code: 'E_DEVICE_LOST' });
+    await expect(d.readback(b)).rejects.toMatchObject({ code: 'E_DEVICE_LOST' });
+    expect(d.isLost).toBe(true);
+    expect(() => d.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE })).toThrow(/lost/);
+    d.destroy();
+  });
+});

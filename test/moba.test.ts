@@ -1,0 +1,154 @@
+import { describe, expect, it } from 'vitest';
+import { moba, planMoba, planMobaDecode } from '../kernels/moba/index.js';
+import { mobaBlockMeansReference, mobaReference } from '../kernels/moba/reference.js';
+import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
+import { roundTo, type FloatDType } from '../src/tensor.js';
+import { useGpu } from './helpers/gpu.js';
+
+const gpu = useGpu();
+
+/** Rows whose selected set differs from the reference's; near-ties (margin < tol) excused. */
+function selectionMismatches(got: ArrayLike<number>, ref: ArrayLike<number>, K: number, margin: ArrayLike<number>, tol: number) {
+  let bad = 0;
+  const excused = new Set<number>();
+  for (let r = 0; r < ref.length / K; r++) {
+    const a = new Set<number>();
+    const b = new Set<number>();
+    for (let i = 0; i < K; i++) {
+      if (got[r * K + i]! >= 0) a.add(got[r * K + i]!);
+      if (ref[r * K + i]! >= 0) b.add(ref[r * K + i]!);
+    }
+    const same = a.size === b.size && [...a].every((x) => b.has(x));
+    if (!same) {
+      if (margin[r]! < tol) excused.add(r);
+      else bad++;
+    }
+  }
+  return { bad, excused };
+}
+
+interface Case { T: number; Hq: number; Hkv: number; D: number; B: number; k: number; dtype: FloatDType; Tq?: number; target?: 'cpu' | 'gpu' }
+
+async function runCase(c: Case) {
+  const { T, Hq, Hkv, D, B, k, dtype } = c;
+  const Tq = c.Tq ?? T;
+  const rng = new Rng(T * 7 + B * 3 + k + Hq);
+  const q = roundTo(rng.normals(Tq * Hq * D), dtype);
+  const kk = roundTo(rng.normals(T * Hkv * D), dtype);
+  const v = roundTo(rng.normals(T * Hkv * D), dtype);
+  const ref = mobaReference(q, kk, v, { Tq, Tk: T, Hq, Hkv, D, blockSize: B, topk: k });
+  const o = gpu.nanTensor([Tq, Hq, D], dtype);
+  const lse = gpu.nanTensor([Tq, Hq]);
+  const selection = gpu.tensor(new Int32Array(Tq * Hq * k).fill(-7), [Tq, Hq, k], 'i32');
+  const plan = await planMoba(gpu.dev, { Tq, Tk: T, Hq, Hkv, D, blockSize: B, topk: k, dtype, target: c.target });
+  if (c.target) expect(plan.blockCentric).toBe(c.target === 'cpu' && Tq === T);
+  const enc = gpu.dev.device.createCommandEncoder();
+  plan.run(enc, { q: gpu.tensor(q, [Tq, Hq, D], dtype), k: gpu.tensor(kk, [T, Hkv, D], dtype), v: gpu.tensor(v, [T, Hkv, D], dtype), o, lse, selection });
+  await gpu.dev.submitAndWait([enc.finish()]);
+  plan.dispose();
+  const sel = await gpu.read(selection);
+  const { bad, excused } = selectionMismatches(sel, ref.selection, k, ref.margin, dtype === 'f32' ? 1e-4 : 1e-2);
+  expect(bad, 'selection rows differing beyond near-ties').toBe(0);
+  const oGot = await gpu.read(o);
+  const lseGot = await gpu.read(lse);
+  // rows excused for a near-tie flip are left out of the numeric comparison
+  const keepO: number[] = [], refO: number[] = [], keepL: number[] = [], refL: number[] = [];
+  const refOut = dtype === 'f32' ? ref.o : roundTo(ref.o, dtype);
+  for (let r = 0; r < Tq * Hq; r++) {
+    if (excused.has(r)) continue;
+    for (let d = 0; d < D; d++) {
+      keepO.push(oGot[r * D + d]!);
+      refO.push(refOut[r * D + d]!);
+    }
+    keepL.push(lseGot[r]!);
+    refL.push(ref.lse[r]!);
+  }
+  const co = compare(keepO, refO);
+  expect(passes(co, TOLERANCE[dtype]), describeComparison(co)).toBe(true);
+  const cl = compare(keepL, refL);
+  expect(passes(cl, dtype === 'f32' ? TOLERANCE.f32 : TOLERANCE.f16), describeComparison(cl)).toBe(true);
+}
+
+describe('moba prefill vs float64 reference', () => {
+  const cases: Case[] = [
+    { T: 1, Hq: 2, Hkv: 1, D: 32, B: 16, k: 3, dtype: 'f32' },
+    { T: 63, Hq: 2, Hkv: 2, D: 32, B: 16, k: 2, dtype: 'f32' },
+    { T: 64, Hq: 4, Hkv: 2, D: 64, B: 16, k: 3, dtype: 'f32' },
+    { T: 65, Hq: 4, Hkv: 1, D: 32, B: 8, k: 4, dtype: 'f16' },
+    { T: 300, Hq: 2, Hkv: 1, D: 64, B: 64, k: 3, dtype: 'f32' },
+    { T: 300, Hq: 4, Hkv: 2, D: 48, B: 32, k: 16, dtype: 'f16' },
+    { T: 1000, Hq: 2, Hkv: 2, D: 32, B: 128, k: 2, dtype: 'f32' },
+    { T: 200, Hq: 2, Hkv: 1, D: 32, B: 16, k: 1, dtype: 'f32' },
+    { T: 300, Hq: 4, Hkv: 2, D: 32, B: 32, k: 3, dtype: 'f32', target: 'gpu' },
+    { T: 65, Hq: 2, Hkv: 1, D: 32, B: 16, k: 3, dtype: 'f16', target: 'gpu' },
+    { T: 130, Hq: 2, Hkv: 1, D: 32, B: 16, k: 4, dtype: 'f32', target: 'cpu' },
+  ];
+  for (const c of cases) {
+    it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-B${c.B}-k${c.k}-${c.dtype}${c.target ? '-' + c.target : ''}`, () => runCase(c));
+  }
+  it('decode (Tq = 1, bottom-right) equals the reference', () => runCase({ T: 301, Tq: 1, Hq: 4, Hkv: 2, D: 32, B: 32, k: 3, dtype: 'f32' }));
+  it('decode (Tq = 3) equals the reference', () => runCase({ T: 130, Tq: 3, Hq: 2, Hkv: 1, D: 32, B: 32, k: 2, dtype: 'f32' }));
+});
+
+describe('moba decode over supplied block means, convenience call, bad input', () => {
+  it('decode with blockMeans equals the reference fed the same means; lse optional', async () => {
+    const Tk = 200, Hq = 4, Hkv = 2, D = 32, B = 32, k = 3;
+    const rng = new Rng(99);
+    const q = rng.normals(Hq * D);
+    const kk = rng.normals(Tk * Hkv * D);
+    const v = rng.normals(Tk * Hkv * D);
+    // page means perturbed from the exact means, as a cache summary might be
+    const means = mobaBlockMeansReference(kk, Tk, Hkv, D, B).map((x, i) => x + 0.3 * Math.sin(i));
+    const meansF = roundTo(means, 'f32');
+    const ref = mobaReference(q, kk, v, { Tq: 1, Tk, Hq, Hkv, D, blockSize: B, topk: k, blockMeans: meansF });
+    const plan = await planMobaDecode(gpu.dev, { Tk, Hq, Hkv, D, blockSize: B, topk: k });
+    const o = gpu.nanTensor([1, Hq, D]);
+    const selection = gpu.tensor(new Int32Array(Hq * k), [1, Hq, k], 'i32');
+    const enc = gpu.dev.device.createCommandEncoder();
+    plan.run(enc, { q: gpu.tensor(q, [1, Hq, D]), k: gpu.tensor(kk, [Tk, Hkv, D]), v: gpu.tensor(v, [Tk, Hkv, D]), o, selection, blockMeans: gpu.tensor(meansF, [Math.ceil(Tk / B), Hkv, D]) });
+    await gpu.dev.submitAndWait([enc.finish()]);
+    plan.dispose();
+    expect(Array.from(await gpu.read(selection))).toEqual(Array.from(ref.selection));
+    const co = compare(await gpu.read(o), ref.o);
+    expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+  });
+
+  it('topk >= number of blocks equals dense causal attention; convenience call', async () => {
+    const T = 70, H = 2, D = 16;
+    const rng = new Rng(5);
+    const q = rng.normals(T * H * D), kk = rng.normals(T * H * D), v = rng.normals(T * H * D);
+    const ref = mobaReference(q, kk, v, { Tq: T, Hq: H, Hkv: H, D, blockSize: 8, topk: 64 });
+    // dense causal in float64
+    const dense = new Float64Array(T * H * D);
+    for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
+      const s: number[] = [];
+      for (let j = 0; j <= t; j++) { let x = 0; for (let d = 0; d < D; d++) x += q[(t * H + h) * D + d]! * kk[(j * H + h) * D + d]!; s.push(x / 4); }
+      const m = Math.max(...s); const p = s.map((x) => Math.exp(x - m)); const z = p.reduce((a, b) => a + b, 0);
+      for (let j = 0; j <= t; j++) for (let d = 0; d < D; d++) dense[(t * H + h) * D + d] += (p[j]! / z) * v[(j * H + h) * D + d]!;
+    }
+    expect(compare(ref.o, dense).maxAbs).toBeLessThan(1e-12);
+    const o = gpu.nanTensor([T, H, D]);
+    await moba(gpu.dev, { q: gpu.tensor(q, [T, H, D]), k: gpu.tensor(kk, [T, H, D]), v: gpu.tensor(v, [T, H, D]), o }, { blockSize: 8, topk: 64 });
+    const co = compare(await gpu.read(o), dense);
+    expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+  });
+
+  it('rejects bad input with a TesseraError naming the argument', async () => {
+    const base = { Tq: 8, Hq: 2, Hkv: 1, D: 16, blockSize: 4, topk: 2 };
+    await expect(planMoba(gpu.dev, { ...base, topk: 0 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'topk' });
+    await expect(planMoba(gpu.dev, { ...base, topk: 65 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'topk' });
+    await expect(planMoba(gpu.dev, { ...base, blockSize: 0 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'blockSize' });
+    await expect(planMoba(gpu.dev, { ...base, blockSize: 2.5 })).rejects.toMatchObject({ argument: 'blockSize' });
+    await expect(planMoba(gpu.dev, { ...base, Hq: 3, Hkv: 2 })).rejects.toMatchObject({ argument: 'Hq' });
+    await expect(planMoba(gpu.dev, { ...base, D: 18 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'D' });
+    const plan = await planMoba(gpu.dev, base);
+    const enc = gpu.dev.device.createCommandEncoder();
+    const good = { q: gpu.nanTensor([8, 2, 16]), k: gpu.nanTensor([8, 1, 16]), v: gpu.nanTensor([8, 1, 16]), o: gpu.nanTensor([8, 2, 16]) };
+    expect(() => plan.run(enc, { ...good, k: gpu.nanTensor([8, 2, 16]) })).toThrow(/k\.shape/);
+    expect(() => plan.run(enc, { ...good, blockMeans: gpu.nanTensor([3, 1, 16]) })).toThrow(/blockMeans/);
+    expect(() => plan.run(enc, { ...good, selection: gpu.nanTensor([8, 2, 2]) })).toThrow(/selection\.dtype/);
+    plan.dispose();
+    expect(() => plan.run(enc, good)).toThrow(/disposed/);
+    enc.finish();
+  });
+});

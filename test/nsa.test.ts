@@ -1,0 +1,104 @@
+import { describe, expect, it } from 'vitest';
+import { nsa, planNsa } from '../kernels/nsa/index.js';
+import { nsaReference, type NsaVariant } from '../kernels/nsa/reference.js';
+import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
+import { roundTo, type FloatDType } from '../src/tensor.js';
+import { useGpu } from './helpers/gpu.js';
+
+const gpu = useGpu();
+
+interface Case { T: number; Hq: number; Hkv: number; D: number; bs: number; S: number; W: number; variant: NsaVariant; dtype: FloatDType }
+
+async function runCase(c: Case) {
+  const { T, Hq, Hkv, D, bs, S, W, variant, dtype } = c;
+  const rng = new Rng(T * 31 + bs * 7 + S + W + Hq);
+  const sig = (x: number) => 1 / (1 + Math.exp(-x));
+  const q = roundTo(rng.normals(T * Hq * D), dtype);
+  const k = roundTo(rng.normals(T * Hkv * D), dtype);
+  const v = roundTo(rng.normals(T * Hkv * D), dtype);
+  const gCmp = roundTo(rng.normals(T * Hq).map(sig), 'f32');
+  const gSlc = roundTo(rng.normals(T * Hq).map(sig), 'f32');
+  const gSwa = roundTo(rng.normals(T * Hq).map(sig), 'f32');
+  const ref = nsaReference(q, k, v, { gCmp, gSlc, gSwa: W > 0 ? gSwa : undefined }, { T, Hq, Hkv, D, blockSize: bs, blockCount: S, window: W, variant });
+  const o = gpu.nanTensor([T, Hq, D], dtype);
+  const blockIndices = gpu.tensor(new Int32Array(T * Hkv * S).fill(-7), [T, Hkv, S], 'i32');
+  await nsa(
+    gpu.dev,
+    {
+      q: gpu.tensor(q, [T, Hq, D], dtype), k: gpu.tensor(k, [T, Hkv, D], dtype), v: gpu.tensor(v, [T, Hkv, D], dtype),
+      gCmp: gpu.tensor(gCmp, [T, Hq]), gSlc: gpu.tensor(gSlc, [T, Hq]), gSwa: W > 0 ? gpu.tensor(gSwa, [T, Hq]) : undefined,
+      o, blockIndices,
+    },
+    { blockSize: bs, blockCount: S, window: W, variant },
+  );
+  const sel = await gpu.read(blockIndices);
+  const G = Hq / Hkv;
+  const excusedRows = new Set<number>();
+  let bad = 0;
+  for (let r = 0; r < T * Hkv; r++) {
+    const a = new Set<number>(), b = new Set<number>();
+    for (let i = 0; i < S; i++) {
+      if (sel[r * S + i]! >= 0) a.add(sel[r * S + i]!);
+      if (ref.blockIndices[r * S + i]! >= 0) b.add(ref.blockIndices[r * S + i]!);
+      expect(sel[r * S + i]).toBeGreaterThanOrEqual(-1);
+    }
+    if (a.size !== b.size || [...a].some((x) => !b.has(x))) {
+      if (ref.margin[r]! < 1e-4) excusedRows.add(r);
+      else bad++;
+    }
+  }
+  expect(bad, 'selection rows differing beyond near-ties').toBe(0);
+  const got = await gpu.read(o);
+  const refO = dtype === 'f32' ? ref.o : roundTo(ref.o, dtype);
+  const g: number[] = [], r: number[] = [];
+  for (let row = 0; row < T * Hq; row++) {
+    const kvRow = Math.floor(row / Hq) * Hkv + Math.floor((row % Hq) / G);
+    if (excusedRows.has(kvRow)) continue;
+    for (let d = 0; d < D; d++) {
+      g.push(got[row * D + d]!);
+      r.push(refO[row * D + d]!);
+    }
+  }
+  const co = compare(g, r);
+  expect(passes(co, TOLERANCE[dtype]), describeComparison(co)).toBe(true);
+}
+
+describe('nsa vs float64 reference', () => {
+  const cases: Case[] = [
+    { T: 1, Hq: 4, Hkv: 1, D: 32, bs: 8, S: 2, W: 4, variant: 'nsa', dtype: 'f32' },
+    { T: 63, Hq: 4, Hkv: 2, D: 32, bs: 16, S: 2, W: 16, variant: 'nsa', dtype: 'f32' },
+    { T: 64, Hq: 2, Hkv: 2, D: 32, bs: 16, S: 3, W: 100, variant: 'nsa', dtype: 'f32' },
+    { T: 65, Hq: 8, Hkv: 2, D: 64, bs: 16, S: 2, W: 0, variant: 'nsa', dtype: 'f16' },
+    { T: 300, Hq: 4, Hkv: 1, D: 32, bs: 32, S: 4, W: 64, variant: 'nsa', dtype: 'f32' },
+    { T: 64, Hq: 4, Hkv: 2, D: 32, bs: 8, S: 4, W: 0, variant: 'fla', dtype: 'f32' },
+    { T: 300, Hq: 8, Hkv: 2, D: 32, bs: 16, S: 6, W: 32, variant: 'fla', dtype: 'f16' },
+    { T: 1000, Hq: 2, Hkv: 1, D: 16, bs: 64, S: 3, W: 128, variant: 'nsa', dtype: 'f32' },
+  ];
+  for (const c of cases) {
+    it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-bs${c.bs}-S${c.S}-W${c.W}-${c.variant}-${c.dtype}`, () => runCase(c));
+  }
+});
+
+describe('nsa bad input', () => {
+  it('rejects bad options and tensors with a TesseraError naming the argument', async () => {
+    const base = { T: 16, Hq: 2, Hkv: 1, D: 16, blockSize: 4, blockCount: 2, window: 4 };
+    await expect(planNsa(gpu.dev, { ...base, blockCount: 0 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'blockCount' });
+    await expect(planNsa(gpu.dev, { ...base, blockCount: 65 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'blockCount' });
+    await expect(planNsa(gpu.dev, { ...base, window: -1 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'window' });
+    await expect(planNsa(gpu.dev, { ...base, blockSize: 0 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'blockSize' });
+    await expect(planNsa(gpu.dev, { ...base, blockSize: 8192 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'blockSize' });
+    await expect(planNsa(gpu.dev, { ...base, variant: 'x' as never })).rejects.toMatchObject({ argument: 'variant' });
+    const plan = await planNsa(gpu.dev, base);
+    const enc = gpu.dev.device.createCommandEncoder();
+    const good = {
+      q: gpu.nanTensor([16, 2, 16]), k: gpu.nanTensor([16, 1, 16]), v: gpu.nanTensor([16, 1, 16]),
+      gCmp: gpu.nanTensor([16, 2]), gSlc: gpu.nanTensor([16, 2]), gSwa: gpu.nanTensor([16, 2]), o: gpu.nanTensor([16, 2, 16]),
+    };
+    expect(() => plan.run(enc, { ...good, gCmp: gpu.nanTensor([16, 3]) })).toThrow(expect.objectContaining({ argument: 'gCmp.shape[1]' }));
+    expect(() => plan.run(enc, { ...good, gSlc: gpu.nanTensor([16]) })).toThrow(expect.objectContaining({ argument: 'gSlc.shape' }));
+    expect(() => plan.run(enc, { ...good, gSwa: undefined })).toThrow(expect.objectContaining({ argument: 'gSwa' }));
+    expect(() => plan.run(enc, { ...good, blockIndices: gpu.nanTensor([16, 1, 3]) })).toThrow(/blockIndices/);
+    plan.dispose();
+    enc.finish();
+  });
+});

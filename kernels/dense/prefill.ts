@@ -225,7 +225,7 @@ export class FlashCore {
   readonly paramsNoLse: GPUBuffer;
   /** Stand-in for an absent lse output (never written: `write_lse` is 0). */
   readonly dummy: GPUBuffer;
-  /** Stand-in for absent sink logits (never read: HAS_SINK is off). */
+  /** Stand-in for absent sink logits (never read: `has_sink` is 0). */
   readonly dummyRead: GPUBuffer;
 
   private constructor(

@@ -53,7 +53,13 @@ export interface DecodeTensors {
   sinkLogits?: GpuTensor;
 }
 
-/** The default split size for the longest sequence `maxLen`. */
+/**
+ * The default split size (keys per workgroup) for the longest sequence `maxLen`: at least 256,
+ * a multiple of 16, and at most 64 splits.
+ *
+ * @example
+ * defaultKvChunk(100_000); // 1568 -> 64 splits
+ */
 export function defaultKvChunk(maxLen: number): number {
   return Math.max(256, 16 * Math.ceil(maxLen / 64 / 16));
 }

@@ -225,7 +225,7 @@ export class FlashCore {
   readonly paramsNoLse: GPUBuffer;
   /** Stand-in for an absent lse output (never written: `write_lse` is 0). */
   readonly dummy: GPUBuffer;
-  /** Stand-in for absent sink logits (never read: HAS_SINK is off). */
+  /** Stand-in for absent sink logits (never read: `has_sink` is 0). */
   readonly dummyRead: GPUBuffer;
 
   private constructor(
@@ -276,12 +276,26 @@ export class FlashCore {
     const G = r.Hq / r.Hkv;
     const entry = entryOf(r, mode);
     const rows = entry === 'main_cpu' ? CPU_TILE_ROWS : entry === 'main_decode_cpu' ? DECODE_CPU_TILE_ROWS : GPU_TILE_ROWS;
-    const tiles: number[] = [];
+    // Tiles, heaviest first (longest-processing-time order): with causal masks the last tiles of
+    // a sequence see the most keys, and starting them first evens out the end of the dispatch.
+    const list: { t: number[]; work: number }[] = [];
     for (const s of spans) {
       const packed = s.tq * G;
-      for (let p0 = 0; p0 < packed; p0 += rows) tiles.push(s.qOff, s.tq, s.kOff, s.tk, p0, 0, 0, 0);
+      for (let p0 = 0; p0 < packed; p0 += rows) {
+        const posFirst = s.tk - s.tq + Math.floor(p0 / G);
+        const posLast = s.tk - s.tq + Math.floor((Math.min(p0 + rows, packed) - 1) / G);
+        let work = s.tk;
+        if (r.causal) {
+          const hi = Math.max(0, Math.min(s.tk, posLast + 1));
+          const lo = r.window > 0 ? Math.min(hi, Math.max(0, posFirst - r.window + 1)) : 0;
+          work = hi - lo + Math.min(r.sinks, lo);
+        }
+        list.push({ t: [s.qOff, s.tq, s.kOff, s.tk, p0, 0, 0, 0], work });
+      }
     }
-    const numTiles = tiles.length / 8;
+    list.sort((a, b) => b.work - a.work);
+    const tiles = list.flatMap((x) => x.t);
+    const numTiles = list.length;
     const splits = split?.splits ?? 1;
     const numWork = numTiles * r.Hkv * splits;
     const workgroups = grid2d(ctx, Math.max(1, numWork));

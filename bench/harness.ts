@@ -74,9 +74,9 @@ export interface Roofline {
   /** How the probes were timed. */
   source: TimingSource;
   /** The copy probe: variant, bytes per run, timing. */
-  copy: { variant: string; bytes: number; median_ms: number; min_ms: number; max_ms: number; runs: number; variants?: Record<string, number> };
+  copy: { variant: string; bytes: number; median_ms: number; min_ms: number; max_ms: number; runs: number; variants?: Record<string, number>; cpu_share?: number };
   /** The matmul probe that won, its size, timing, and every variant tried (GFLOP/s). */
-  matmul: { variant: string; M: number; N: number; K: number; median_ms: number; min_ms: number; max_ms: number; runs: number; variants: Record<string, number> };
+  matmul: { variant: string; M: number; N: number; K: number; median_ms: number; min_ms: number; max_ms: number; runs: number; variants: Record<string, number>; cpu_share?: number };
   adapter: string;
   adapter_class: 'cpu' | 'gpu';
   [extra: string]: unknown;
@@ -109,6 +109,13 @@ export interface Timing {
   runs: number;
   samples: number[];
   source: TimingSource;
+  /**
+   * Node only: CPU time this process used per timed run (median, ms), over wall time per run
+   * times the CPU count. On a software adapter, which runs the GPU work on this process's
+   * threads, a share well below 1 means other processes were taking the CPU: the times are
+   * slower than the adapter can do.
+   */
+  cpu_share?: number;
 }
 
 export interface TimeOptions {
@@ -151,12 +158,44 @@ export async function timeGpu(dev: DeviceLike, encode: (enc: GPUCommandEncoder) 
     return await ctx.scoped('timeGpu', async () => {
       for (let i = 0; i < warmup; i++) await timer.time(encode);
       const samples: number[] = [];
-      for (let i = 0; i < runs; i++) samples.push(await timer.time(encode));
-      return timingFrom(samples, timer.source);
+      const shares: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        const c0 = cpuNow();
+        const w0 = performance.now();
+        samples.push(await timer.time(encode));
+        const c1 = cpuNow();
+        if (c0 !== undefined && c1 !== undefined) shares.push((c1 - c0) / ((performance.now() - w0) * cpuCount()));
+      }
+      const t = timingFrom(samples, timer.source);
+      return shares.length ? { ...t, cpu_share: Math.round(stats(shares).median * 100) / 100 } : t;
     });
   } finally {
     timer.destroy();
   }
+}
+
+/** Process CPU time in ms (Node), else undefined. */
+function cpuNow(): number | undefined {
+  const p = (globalThis as { process?: { cpuUsage?: () => { user: number; system: number } } }).process;
+  if (!p?.cpuUsage) return undefined;
+  const u = p.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+let cpus: number | undefined;
+/** Logical CPUs available to this process (Node: os.availableParallelism; browser: hardwareConcurrency). */
+export function cpuCount(): number {
+  if (cpus === undefined) {
+    const g = globalThis as { navigator?: { hardwareConcurrency?: number } };
+    cpus = g.navigator?.hardwareConcurrency ?? 1;
+    try {
+      const req = (globalThis as { process?: { getBuiltinModule?: (m: string) => { availableParallelism?: () => number } } }).process?.getBuiltinModule?.('node:os');
+      if (req?.availableParallelism) cpus = req.availableParallelism();
+    } catch {
+      /* keep the fallback */
+    }
+  }
+  return cpus;
 }
 
 /**
@@ -170,12 +209,18 @@ export async function timeWall(fn: () => Promise<void>, opts: TimeOptions = {}):
   const { warmup, runs } = checkRuns(opts);
   for (let i = 0; i < warmup; i++) await fn();
   const samples: number[] = [];
+  const shares: number[] = [];
   for (let i = 0; i < runs; i++) {
+    const c0 = cpuNow();
     const t0 = performance.now();
     await fn();
-    samples.push(performance.now() - t0);
+    const ms = performance.now() - t0;
+    const c1 = cpuNow();
+    samples.push(ms);
+    if (c0 !== undefined && c1 !== undefined) shares.push((c1 - c0) / (ms * cpuCount()));
   }
-  return timingFrom(samples, 'wallclock');
+  const t = timingFrom(samples, 'wallclock');
+  return shares.length ? { ...t, cpu_share: Math.round(stats(shares).median * 100) / 100 } : t;
 }
 
 /** A CPU-side measurement by Benchmark.js. */
@@ -418,7 +463,7 @@ export async function measureRoofline(dev: DeviceLike, opts: RooflineOptions = {
         const rate = (2 * n * 16) / (t.min_ms * 1e6);
         copyRates[cv.name] = rate;
         log(`roofline: copy ${cv.name} ${((2 * n * 16) / 2 ** 20).toFixed(0)} MiB moved in ${t.min_ms.toFixed(2)} ms (best; median ${t.median_ms.toFixed(2)}): ${rate.toFixed(2)} GB/s`);
-        if (!copy || t.min_ms < copy.min_ms) copy = { variant: cv.name, bytes: 2 * n * 16, median_ms: t.median_ms, min_ms: t.min_ms, max_ms: t.max_ms, runs: t.runs, variants: copyRates };
+        if (!copy || t.min_ms < copy.min_ms) copy = { variant: cv.name, bytes: 2 * n * 16, median_ms: t.median_ms, min_ms: t.min_ms, max_ms: t.max_ms, runs: t.runs, variants: copyRates, cpu_share: t.cpu_share };
       } finally {
         bound.dispose();
       }
@@ -461,7 +506,7 @@ export async function measureRoofline(dev: DeviceLike, opts: RooflineOptions = {
         rates[name] = rate;
         log(`roofline: matmul ${name} ${S}^3 in ${t.min_ms.toFixed(2)} ms (best; median ${t.median_ms.toFixed(2)}): ${rate.toFixed(2)} GFLOP/s (compile ${probe.pipeline.compileMs.toFixed(0)} ms)`);
         if (!best || rate > flops / (best.min_ms * 1e6)) {
-          best = { variant: name, M: S, N: S, K: S, median_ms: t.median_ms, min_ms: t.min_ms, max_ms: t.max_ms, runs: t.runs, variants: rates };
+          best = { variant: name, M: S, N: S, K: S, median_ms: t.median_ms, min_ms: t.min_ms, max_ms: t.max_ms, runs: t.runs, variants: rates, cpu_share: t.cpu_share };
         }
       } finally {
         bound.dispose();
@@ -504,9 +549,9 @@ export function pctRoofline(roofline: Pick<Roofline, 'copy_gbps' | 'matmul_gflop
 export function makeResult(
   roofline: Roofline,
   base: { suite: string; impl: string; T: number; D: number; H: number; dtype: string; flops: number; bytes: number; mode?: string; [k: string]: unknown },
-  t: Pick<Timing, 'median_ms' | 'min_ms' | 'max_ms' | 'runs'> & { source?: TimingSource },
+  t: Pick<Timing, 'median_ms' | 'min_ms' | 'max_ms' | 'runs'> & { source?: TimingSource; cpu_share?: number },
 ): BenchResult {
-  const { source, ...timing } = t;
+  const { source, cpu_share, ...timing } = t;
   return {
     ...base,
     median_ms: timing.median_ms,
@@ -516,6 +561,7 @@ export function makeResult(
     pct_roofline: pctRoofline(roofline, { flops: base.flops, bytes: base.bytes, ms: timing.median_ms }),
     gflops: base.flops / (timing.median_ms * 1e6),
     ...(source ? { timing: source } : {}),
+    ...(cpu_share !== undefined ? { cpu_share } : {}),
   };
 }
 

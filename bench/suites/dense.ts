@@ -188,6 +188,10 @@ export async function runDenseSuite(argv: string[]): Promise<void> {
   console.log('');
   console.log(formatTable(results));
   console.log(`\n${work}. Pipeline compile time in this run: ${extra.compile_ms_total} ms.`);
+  const shares = results.map((r) => r.cpu_share).filter((x): x is number => typeof x === 'number');
+  if (shares.length && Math.min(...shares) < 0.6) {
+    console.log(`note: this process got as little as ${Math.round(Math.min(...shares) * 100)}% of the CPUs during some timed runs (cpu_share in the JSON): other processes were busy, so those times are slower than the adapter can do.`);
+  }
   const report = { adapter, roofline: roofline!, results, ...extra };
   if (o.write) {
     const files = await writeResults(undefined, 'dense', report, { json: o.json });

@@ -3,6 +3,7 @@ import { TesseraError } from '../src/errors.js';
 /** Bench suites, by name. Each parses its own argv (commander) and prints/writes results. */
 export const SUITES: Record<string, (argv: string[]) => Promise<void>> = {
   dense: async (argv) => (await import('./suites/dense.js')).runDenseSuite(argv),
+  sparse: async (argv) => (await import('./suites/sparse.js')).runSparseSuite(argv),
 };
 
 export async function runBenchCli(suite: string, argv: string[]): Promise<void> {

@@ -7,7 +7,7 @@ import { useGpu } from './helpers/gpu.js';
 
 const gpu = useGpu();
 
-interface Case { T: number; Hq: number; Hkv: number; D: number; bs: number; S: number; W: number; variant: NsaVariant; dtype: FloatDType }
+interface Case { T: number; Hq: number; Hkv: number; D: number; bs: number; S: number; W: number; variant: NsaVariant; dtype: FloatDType; target?: 'cpu' | 'gpu' }
 
 async function runCase(c: Case) {
   const { T, Hq, Hkv, D, bs, S, W, variant, dtype } = c;
@@ -29,7 +29,7 @@ async function runCase(c: Case) {
       gCmp: gpu.tensor(gCmp, [T, Hq]), gSlc: gpu.tensor(gSlc, [T, Hq]), gSwa: W > 0 ? gpu.tensor(gSwa, [T, Hq]) : undefined,
       o, blockIndices,
     },
-    { blockSize: bs, blockCount: S, window: W, variant },
+    { blockSize: bs, blockCount: S, window: W, variant, target: c.target },
   );
   const sel = await gpu.read(blockIndices);
   const G = Hq / Hkv;
@@ -73,9 +73,11 @@ describe('nsa vs float64 reference', () => {
     { T: 64, Hq: 4, Hkv: 2, D: 32, bs: 8, S: 4, W: 0, variant: 'fla', dtype: 'f32' },
     { T: 300, Hq: 8, Hkv: 2, D: 32, bs: 16, S: 6, W: 32, variant: 'fla', dtype: 'f16' },
     { T: 1000, Hq: 2, Hkv: 1, D: 16, bs: 64, S: 3, W: 128, variant: 'nsa', dtype: 'f32' },
+    { T: 130, Hq: 4, Hkv: 2, D: 32, bs: 16, S: 3, W: 40, variant: 'nsa', dtype: 'f32', target: 'gpu' },
+    { T: 100, Hq: 2, Hkv: 2, D: 32, bs: 16, S: 3, W: 40, variant: 'fla', dtype: 'f32', target: 'cpu' },
   ];
   for (const c of cases) {
-    it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-bs${c.bs}-S${c.S}-W${c.W}-${c.variant}-${c.dtype}`, () => runCase(c));
+    it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-bs${c.bs}-S${c.S}-W${c.W}-${c.variant}-${c.dtype}${c.target ? '-' + c.target : ''}`, () => runCase(c));
   }
 });
 

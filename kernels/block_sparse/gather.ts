@@ -91,6 +91,7 @@ export interface GatherKernel {
   readonly pipeline: Pipeline;
   readonly cpu: boolean;
   readonly NR: number;
+  readonly mode: 0 | 1 | 2 | 3;
 }
 
 export const GATHER_WG = 64;
@@ -104,7 +105,10 @@ export function gatherUsesCpu(ctx: TesseraDevice, target: GatherTarget = 'auto')
 
 /** The compiled gather pipeline for a specialisation (cached per device). */
 export async function gatherKernel(ctx: TesseraDevice, s: GatherSpec): Promise<GatherKernel> {
-  const cpu = gatherUsesCpu(ctx, s.target) || s.mode === 3;
+  // On CPU adapters the tile variant pays off when rows share keys: list modes need groups of at
+  // least 4 rows (MoBA's per-row lists, NSA/DSA with tiny GQA groups take the per-row variant).
+  const smallGroups = (s.mode === 0 || s.mode === 1) && s.NR < 4;
+  const cpu = s.mode === 3 || s.target === 'cpu' || (gatherUsesCpu(ctx, s.target) && !(smallGroups && (s.target ?? 'auto') === 'auto'));
   const subgroups = cpu && ctx.features.subgroups;
   const pipeline = await getPipeline(ctx, {
     shader: program(headDimTier(s.D, s.Dv), subgroups),
@@ -122,17 +126,22 @@ export async function gatherKernel(ctx: TesseraDevice, s: GatherSpec): Promise<G
       NR: s.NR,
     },
   });
-  return { pipeline, cpu, NR: s.NR };
+  return { pipeline, cpu, NR: s.NR, mode: s.mode };
 }
 
-/** Tiles of the CPU variant for `NG` groups (0 for the GPU variant). */
-export function gatherTiles(k: GatherKernel, NG: number): number {
-  return k.cpu ? NG * Math.ceil(k.NR / GATHER_CPU_TILE) : 0;
+/**
+ * Tiles of the CPU variant for `NG` groups (0 for the GPU variant). In all-keys mode with groups
+ * smaller than a tile, a tile packs 16 / NR tokens of one of the `NGH` groups per token.
+ */
+export function gatherTiles(k: GatherKernel, NG: number, NGH = 1): number {
+  if (!k.cpu) return 0;
+  if (k.mode === 2 && k.NR < GATHER_CPU_TILE && GATHER_CPU_TILE % k.NR === 0) return Math.ceil(NG / NGH / (GATHER_CPU_TILE / k.NR)) * NGH;
+  return NG * Math.ceil(k.NR / GATHER_CPU_TILE);
 }
 
-/** Dispatch grid for `NG` groups (modes 0-2). */
-export function gatherGrid(ctx: TesseraDevice, k: GatherKernel, NG: number): [number, number] {
-  return grid2d(ctx, k.cpu ? gatherTiles(k, NG) : Math.ceil((NG * k.NR) / GATHER_WG));
+/** Dispatch grid for `NG` groups (modes 0-2), `NGH` groups per token. */
+export function gatherGrid(ctx: TesseraDevice, k: GatherKernel, NG: number, NGH = 1): [number, number] {
+  return grid2d(ctx, k.cpu ? gatherTiles(k, NG, NGH) : Math.ceil((NG * k.NR) / GATHER_WG));
 }
 
 /** Head dims the gather core accepts: multiples of 4 up to 256. */

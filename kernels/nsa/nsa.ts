@@ -108,15 +108,15 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const { T, Hq, Hkv, D, Dv, blockSize: bs, blockCount: S } = o;
     const NC = (this.numBlocks = Math.ceil(T / bs));
     const base = {
-      ...GATHER_DEFAULTS, Tq: T, Tk: T, Hq, Hkv, NG: T * Hkv, NGH: Hkv, S: 1, BS: 1, scale: o.scale, NTILES: gatherTiles(p.slc, T * Hkv),
+      ...GATHER_DEFAULTS, Tq: T, Tk: T, Hq, Hkv, NG: T * Hkv, NGH: Hkv, S: 1, BS: 1, scale: o.scale,
     };
     this.u = {
       poolK: this.uniform(POOL_PARAMS, { T, H: Hkv, D, BS: bs, NB: NC }),
       poolV: this.uniform(POOL_PARAMS, { T, H: Hkv, D: Dv, BS: bs, NB: NC }),
-      cmp: this.uniform(GATHER_PARAMS, { ...base, Tk: NC, KSTRIDE: bs, KOFF: bs - 1, WRITE_LSE: 1 }),
+      cmp: this.uniform(GATHER_PARAMS, { ...base, Tk: NC, KSTRIDE: bs, KOFF: bs - 1, WRITE_LSE: 1, NTILES: gatherTiles(p.cmp, T * Hkv, Hkv) }),
       select: this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale }),
-      slc: this.uniform(GATHER_PARAMS, { ...base, S, BS: bs }),
-      swa: this.uniform(GATHER_PARAMS, { ...base, W: o.window }),
+      slc: this.uniform(GATHER_PARAMS, { ...base, S, BS: bs, NTILES: gatherTiles(p.slc, T * Hkv) }),
+      swa: this.uniform(GATHER_PARAMS, { ...base, W: o.window, NTILES: p.swa ? gatherTiles(p.swa, T * Hkv, Hkv) : 0 }),
       combine: this.uniform(NSA_COMBINE_PARAMS, { rows: T * Hq, Dv }),
     };
     this.ws = {
@@ -188,11 +188,10 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const u = this.u;
     this.dispatch(encoder, p.poolK, [res(k), kc, { buffer: u.poolK }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)));
     this.dispatch(encoder, p.poolK, [res(v), vc, { buffer: u.poolV }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)));
-    const rowsWg = gatherGrid(this.ctx, p.slc, T * Hkv);
-    this.dispatch(encoder, p.cmp.pipeline, [res(q), kc, vc, dR, dR, oCmp, lseCmp, { buffer: u.cmp }], rowsWg);
+    this.dispatch(encoder, p.cmp.pipeline, [res(q), kc, vc, dR, dR, oCmp, lseCmp, { buffer: u.cmp }], gatherGrid(this.ctx, p.cmp, T * Hkv, Hkv));
     this.dispatch(encoder, p.select, [res(q), kc, lseCmp, sel, { buffer: u.select }], grid2d(this.ctx, Math.ceil((T * Hkv) / WG)));
-    this.dispatch(encoder, p.slc.pipeline, [res(q), res(k), res(v), sel, dR, oSlc, dW, { buffer: u.slc }], rowsWg);
-    if (p.swa) this.dispatch(encoder, p.swa.pipeline, [res(q), res(k), res(v), dR, dR, oSwa, dW, { buffer: u.swa }], rowsWg);
+    this.dispatch(encoder, p.slc.pipeline, [res(q), res(k), res(v), sel, dR, oSlc, dW, { buffer: u.slc }], gatherGrid(this.ctx, p.slc, T * Hkv));
+    if (p.swa) this.dispatch(encoder, p.swa.pipeline, [res(q), res(k), res(v), dR, dR, oSwa, dW, { buffer: u.swa }], gatherGrid(this.ctx, p.swa, T * Hkv, Hkv));
     const gS = gSwa ? res(gSwa) : dR;
     this.dispatch(encoder, p.combine, [oCmp, oSlc, oSwa, res(gCmp), res(gSlc), gS, res(o), { buffer: u.combine }], grid2d(this.ctx, Math.ceil((T * Hq * (Dv / 4)) / WG)));
   }

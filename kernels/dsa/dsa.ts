@@ -6,6 +6,8 @@
  *      -inf never selected, so rows near the start get -1 in the spare slots);
  *   3. the gather core, selection-list mode with one-token blocks: every query head of the token
  *      attends the same selected tokens (MQA style; with Hkv > 1 each head reads its KV head).
+ * Rows t < topk keep every causal token, so they skip 1-2 and run the core's all-keys mode (the
+ * indexer and top-k still run for them when the caller asks for `indices`).
  */
 import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
@@ -87,38 +89,50 @@ interface Resolved {
   scale: number; dtype: FloatDType; outDtype: FloatDType; rowChunk: number; target: GatherTarget;
 }
 
-interface Chunk { T0: number; rows: number; indexer: GPUBuffer; gLse: GPUBuffer; gNoLse: GPUBuffer; topk: TopKPlan }
+/** A row chunk; `all`: every row keeps all its causal tokens (t < topk), so no selection is needed. */
+interface Chunk { T0: number; rows: number; all: boolean; indexer: GPUBuffer; gLse: GPUBuffer; gNoLse: GPUBuffer; topk: TopKPlan }
+
+/** Row chunks: [0, min(T, topk)) (rows that keep every causal token) and the rest, each cut to `rowChunk`. */
+function chunkRows(T: number, S: number, rowChunk: number): { T0: number; rows: number; all: boolean }[] {
+  const out: { T0: number; rows: number; all: boolean }[] = [];
+  const A = Math.min(T, S);
+  for (let T0 = 0; T0 < A; T0 += rowChunk) out.push({ T0, rows: Math.min(rowChunk, A - T0), all: true });
+  for (let T0 = A; T0 < T; T0 += rowChunk) out.push({ T0, rows: Math.min(rowChunk, T - T0), all: false });
+  return out;
+}
 
 export class DsaPlan extends KernelPlan<DsaTensors> {
   readonly options: Readonly<Resolved>;
   private readonly indexer: Pipeline;
   private readonly attn: GatherKernel;
+  private readonly attnAll: GatherKernel;
   private readonly chunks: Chunk[];
   private readonly scores: GPUBuffer;
   private readonly sel: GPUBuffer;
   private readonly dummyR: GPUBuffer;
   private readonly dummyW: GPUBuffer;
 
-  private constructor(ctx: TesseraDevice, o: Resolved, indexer: Pipeline, attn: GatherKernel, topks: Map<number, TopKPlan>) {
+  private constructor(ctx: TesseraDevice, o: Resolved, indexer: Pipeline, attn: GatherKernel, attnAll: GatherKernel, topks: Map<number, TopKPlan>) {
     super(ctx);
     this.options = o;
     this.indexer = indexer;
     this.attn = attn;
+    this.attnAll = attnAll;
     this.scores = this.workspace(o.rowChunk * o.T * 4, 'dsa.scores');
     this.sel = this.workspace(o.rowChunk * o.S * 4, 'dsa.selection');
     this.dummyR = this.workspace(16, 'dsa.dummyR');
     this.dummyW = this.workspace(16, 'dsa.dummyW');
     this.chunks = [];
-    for (let T0 = 0; T0 < o.T; T0 += o.rowChunk) {
-      const rows = Math.min(o.rowChunk, o.T - T0);
+    for (const { T0, rows, all } of chunkRows(o.T, o.S, o.rowChunk)) {
       const NG = rows * o.Hkv;
       const g = {
         ...GATHER_DEFAULTS, Tq: o.T, Tk: o.T, Hq: o.Hq, Hkv: o.Hkv, NG, NGH: o.Hkv, T0, S: o.S, BS: 1, LDIV: o.Hkv,
-        scale: o.scale, NTILES: gatherTiles(attn, NG),
+        scale: o.scale, NTILES: all ? gatherTiles(attnAll, NG, o.Hkv) : gatherTiles(attn, NG),
       };
       this.chunks.push({
         T0,
         rows,
+        all,
         indexer: this.uniform(DSA_INDEXER_PARAMS, { rows, T0, Tk: o.T, HI: o.HI, POSOFF: 0 }),
         gLse: this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 1 }),
         gNoLse: this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 0 }),
@@ -131,15 +145,16 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
   static async create(device: DeviceLike, opts: DsaOptions): Promise<DsaPlan> {
     const ctx = ctxOf(device);
     const o = validateDsaOptions(ctx, opts);
-    const rowCounts = new Set<number>();
-    for (let T0 = 0; T0 < o.T; T0 += o.rowChunk) rowCounts.add(Math.min(o.rowChunk, o.T - T0));
+    const rowCounts = new Set(chunkRows(o.T, o.S, o.rowChunk).map((c) => c.rows));
     const topks = new Map<number, TopKPlan>();
-    const [indexer, attn] = await Promise.all([
+    const gk = { inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: true, NR: o.Hq / o.Hkv, target: o.target };
+    const [indexer, attn, attnAll] = await Promise.all([
       getPipeline(ctx, { shader: INDEXER_PROGRAM, bindings: ['read', 'read', 'read', 'rw', 'uniform'], constants: { WG, IN_DTYPE: dtypeCode(o.dtype), DI: o.DI } }),
-      gatherKernel(ctx, { mode: 0, inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: true, NR: o.Hq / o.Hkv, target: o.target }),
+      gatherKernel(ctx, { ...gk, mode: 0 }),
+      gatherKernel(ctx, { ...gk, mode: 2 }),
       ...[...rowCounts].map(async (rows) => topks.set(rows, await planTopK(ctx, { rows, n: o.T, k: o.S }))),
     ]);
-    return new DsaPlan(ctx, o, indexer as Pipeline, attn as GatherKernel, topks);
+    return new DsaPlan(ctx, o, indexer as Pipeline, attn as GatherKernel, attnAll as GatherKernel, topks);
   }
 
   override dispose(): void {
@@ -164,15 +179,20 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
     for (const c of this.chunks) {
       const scores = { buffer: this.scores, shape: [c.rows, T], dtype: 'f32' as const };
       const sel = { buffer: this.sel, shape: [c.rows, S], dtype: 'i32' as const };
-      this.dispatch(encoder, this.indexer, [res(qI), res(kI), res(w), res(scores), { buffer: c.indexer }], grid2d(this.ctx, Math.ceil((c.rows * Math.ceil(T / 4)) / WG)));
-      c.topk.run(encoder, { scores, indices: sel });
+      // rows that keep every causal token need the index scores only for the optional output
+      if (!c.all || idx) {
+        this.dispatch(encoder, this.indexer, [res(qI), res(kI), res(w), res(scores), { buffer: c.indexer }], grid2d(this.ctx, Math.ceil((c.rows * Math.ceil(T / 4)) / WG)));
+        c.topk.run(encoder, { scores, indices: sel });
+        if (idx) encoder.copyBufferToBuffer(this.sel, 0, idx.buffer, (idx.offset ?? 0) + c.T0 * S * 4, c.rows * S * 4);
+      }
+      const kern = c.all ? this.attnAll : this.attn;
+      const dR = { buffer: this.dummyR, size: 16 };
       this.dispatch(
         encoder,
-        this.attn.pipeline,
-        [res(q), res(k), res(v), res(sel), { buffer: this.dummyR, size: 16 }, res(o), lse ? res(lse) : { buffer: this.dummyW, size: 16 }, { buffer: lse ? c.gLse : c.gNoLse }],
-        gatherGrid(this.ctx, this.attn, c.rows * Hkv),
+        kern.pipeline,
+        [res(q), res(k), res(v), c.all ? dR : res(sel), dR, res(o), lse ? res(lse) : { buffer: this.dummyW, size: 16 }, { buffer: lse ? c.gLse : c.gNoLse }],
+        gatherGrid(this.ctx, kern, c.rows * Hkv, Hkv),
       );
-      if (idx) encoder.copyBufferToBuffer(this.sel, 0, idx.buffer, (idx.offset ?? 0) + c.T0 * S * 4, c.rows * S * 4);
     }
   }
 }

@@ -9,7 +9,8 @@
  *                           [--dsa-topk 2048] [--dsa-hi 4] [--dsa-di 32] [--runs 3] [--json FILE]
  *
  * One sequence, Hq = Hkv = H, prefill (Tq = Tk = T). Results use the dense suite's JSON shape with
- * `suite` = the method (`dense` for the reference) and `speedup_vs_dense` where dense ran at that T.
+ * `suite` = `mode` = the method (`dense` for the reference; `mode` keeps the methods apart in the
+ * harness's Markdown table and plots) and `speedup_vs_dense` where dense ran at that T.
  * Work (a multiply-add counts 2): flops = H * 4 * D * (visible (query, key) pairs of the method),
  * plus the method's selection work (MoBA gate: 2 * D per (row, past block); NSA: the compression
  * branch and its block scores; DSA: the indexer, 2 * HI * DI per causal pair); bytes = q, k, v read
@@ -199,7 +200,7 @@ export async function benchSparseMethod(dev: TesseraDevice, roofline: Roofline, 
     if (method === 'block_sparse') extra.block = c.bsBlock;
     if (method === 'nsa') Object.assign(extra, { block: c.nsaBlock, block_count: c.nsaCount, window: c.nsaWindow });
     if (method === 'dsa') Object.assign(extra, { topk: c.dsaTopk, index_heads: c.dsaHI, index_dim: c.dsaDI });
-    return makeResult(roofline, { suite: method, impl: 'tessera', mode: 'prefill', T: c.T, D: c.D, H: c.H, dtype: c.dtype, ...sparseWork(method, c), ...extra }, timing);
+    return makeResult(roofline, { suite: method, impl: 'tessera', mode: method, T: c.T, D: c.D, H: c.H, dtype: c.dtype, ...sparseWork(method, c), ...extra }, timing);
   } finally {
     runner.dispose();
     for (const b of bufs) dev.destroyBuffer(b);
@@ -268,7 +269,7 @@ export async function runSparseSuite(argv: string[]): Promise<void> {
       let dense: BenchResult | undefined;
       if (T <= denseMaxT) {
         dense = await benchTesseraDense(dev, roofline, { T, D: c.D, H: c.H, dtype: c.dtype, causal: true, warmup: 1, runs: c.runs });
-        dense.mode = 'prefill';
+        dense.mode = 'dense';
         console.log(`  dense T=${T}: ${dense.median_ms.toFixed(1)} ms (${(dense.gflops as number).toFixed(2)} GFLOP/s)`);
         results.push(dense);
       }

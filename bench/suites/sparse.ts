@@ -66,7 +66,12 @@ const sum = (n: number, f: (t: number) => number) => {
   return s;
 };
 
-/** The BSR band used for block_sparse: block 0, the diagonal block and W / bs blocks before it. */
+/**
+ * The BSR band used for block_sparse: block 0, the diagonal block and W / bs blocks before it.
+ *
+ * @example
+ * const { indptr, indices } = bandPattern(16384, 64, 512);
+ */
 export function bandPattern(T: number, bs: number, window: number): { indptr: number[]; indices: number[] } {
   const MB = Math.ceil(T / bs);
   const back = Math.max(1, Math.ceil(window / bs));
@@ -81,7 +86,12 @@ export function bandPattern(T: number, bs: number, window: number): { indptr: nu
   return { indptr, indices };
 }
 
-/** Flops of one run of a method (see the file comment). */
+/**
+ * Flops and bytes of one run of a method (see the file comment).
+ *
+ * @example
+ * const { flops, bytes } = sparseWork('moba', config);
+ */
 export function sparseWork(method: SparseBenchMethod | 'dense', c: SparseBenchConfig): { flops: number; bytes: number } {
   const { T, D, H } = c;
   const bytes = 4 * byteSize([T, H, D], c.dtype);
@@ -209,7 +219,12 @@ export async function benchSparseMethod(dev: TesseraDevice, roofline: Roofline, 
 
 const round = (x: number) => Math.round(x * 100) / 100;
 
-/** A Markdown table: method, T, time, GFLOP/s, % roofline, speedup over dense. */
+/**
+ * A Markdown table: method, T, time, GFLOP/s, % roofline, speedup over dense.
+ *
+ * @example
+ * console.log(sparseTable(results));
+ */
 export function sparseTable(results: readonly BenchResult[]): string {
   const lines = ['| method | T | D | H | dtype | median ms | min ms | max ms | GFLOP/s | % roofline | vs dense |', '|---|---|---|---|---|---|---|---|---|---|---|'];
   for (const r of results) {
@@ -219,7 +234,12 @@ export function sparseTable(results: readonly BenchResult[]): string {
   return lines.join('\n');
 }
 
-/** The CLI entry of the suite (registered in bench/cli.ts as `sparse`). */
+/**
+ * The CLI entry of the suite (registered in bench/cli.ts as `sparse`).
+ *
+ * @example
+ * await runSparseSuite(['--T', '4096,16384', '--methods', 'sliding_window,moba']);
+ */
 export async function runSparseSuite(argv: string[]): Promise<void> {
   const collect = (v: string, prev: string[] = []) => [...prev, v];
   const cmd = new Command('sparse')

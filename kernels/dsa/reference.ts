@@ -20,7 +20,12 @@ export interface DsaReferenceOptions {
   scale?: number;
 }
 
-/** The index scores `[T, T]` (-inf above the diagonal). */
+/**
+ * The index scores `[T, T]` (-inf above the diagonal).
+ *
+ * @example
+ * const I = dsaIndexerReference(qI, kI, w, T, 64, 128);
+ */
 export function dsaIndexerReference(qI: ArrayLike<number>, kI: ArrayLike<number>, w: ArrayLike<number>, T: number, HI: number, DI: number): Float64Array {
   const out = new Float64Array(T * T).fill(-Infinity);
   for (let t = 0; t < T; t++)
@@ -36,6 +41,12 @@ export function dsaIndexerReference(qI: ArrayLike<number>, kI: ArrayLike<number>
   return out;
 }
 
+/**
+ * DSA in float64 (see the module docs).
+ *
+ * @example
+ * const { o, indices } = dsaReference(q, k, v, { qI, kI, w }, { T, Hq: 16, Hkv: 1, D: 64, HI: 8, DI: 64, topk: 2048 });
+ */
 export function dsaReference(
   q: ArrayLike<number>,
   k: ArrayLike<number>,

@@ -34,6 +34,13 @@ export interface NsaReferenceOptions {
   scale?: number;
 }
 
+/**
+ * NSA in float64 (see the module docs); also returns the branch outputs and per-(token, KV
+ * head) selection margins (gap between the last chosen and the best rejected block score).
+ *
+ * @example
+ * const { o, blockIndices } = nsaReference(q, k, v, { gCmp, gSlc, gSwa }, { T, Hq: 32, Hkv: 2, D: 64, blockSize: 32, blockCount: 4, window: 64 });
+ */
 export function nsaReference(
   q: ArrayLike<number>,
   k: ArrayLike<number>,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { moba, planMoba, planMobaDecode } from '../kernels/moba/index.js';
+import { moba, mobaVarlen, planMoba, planMobaDecode, planMobaVarlen } from '../kernels/moba/index.js';
 import { mobaBlockMeansReference, mobaReference } from '../kernels/moba/reference.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
@@ -150,5 +150,34 @@ describe('moba decode over supplied block means, convenience call, bad input', (
     plan.dispose();
     expect(() => plan.run(enc, good)).toThrow(/disposed/);
     enc.finish();
+  });
+});
+
+describe('moba over a ragged batch (cuSeqlens)', () => {
+  it('equals the reference run per sequence (with an empty sequence), f32 and f16', async () => {
+    for (const dtype of ['f32', 'f16'] as const) {
+      const cu = [0, 70, 70, 201, 205];
+      const total = cu[cu.length - 1]!, Hq = 4, Hkv = 2, D = 32, B = 16, k = 3;
+      const rng = new Rng(dtype === 'f32' ? 71 : 72);
+      const q = roundTo(rng.normals(total * Hq * D), dtype), kk = roundTo(rng.normals(total * Hkv * D), dtype), v = roundTo(rng.normals(total * Hkv * D), dtype);
+      const refO = new Float64Array(total * Hq * D);
+      const refL = new Float64Array(total * Hq);
+      for (let n = 0; n + 1 < cu.length; n++) {
+        const a = cu[n]!, len = cu[n + 1]! - a;
+        if (!len) continue;
+        const r = mobaReference(q.subarray(a * Hq * D, (a + len) * Hq * D), kk.subarray(a * Hkv * D, (a + len) * Hkv * D), v.subarray(a * Hkv * D, (a + len) * Hkv * D), { Tq: len, Hq, Hkv, D, blockSize: B, topk: k });
+        refO.set(r.o, a * Hq * D);
+        refL.set(r.lse, a * Hq);
+      }
+      const o = gpu.nanTensor([total, Hq, D], dtype);
+      const lse = gpu.nanTensor([total, Hq]);
+      await mobaVarlen(gpu.dev, { q: gpu.tensor(q, [total, Hq, D], dtype), k: gpu.tensor(kk, [total, Hkv, D], dtype), v: gpu.tensor(v, [total, Hkv, D], dtype), o, lse }, { cuSeqlens: cu, Hq, Hkv, D, blockSize: B, topk: k, dtype });
+      const co = compare(await gpu.read(o), dtype === 'f32' ? refO : roundTo(refO, dtype));
+      expect(passes(co, TOLERANCE[dtype]), describeComparison(co)).toBe(true);
+      const cl = compare(await gpu.read(lse), refL);
+      expect(passes(cl, TOLERANCE.f16), describeComparison(cl)).toBe(true);
+    }
+    await expect(planMobaVarlen(gpu.dev, { cuSeqlens: [0, 5, 3], Hq: 2, Hkv: 1, D: 16, blockSize: 4, topk: 2 })).rejects.toMatchObject({ argument: 'cuSeqlens[2]' });
+    await expect(planMobaVarlen(gpu.dev, { cuSeqlens: [1, 5], Hq: 2, Hkv: 1, D: 16, blockSize: 4, topk: 2 })).rejects.toMatchObject({ argument: 'cuSeqlens[0]' });
   });
 });

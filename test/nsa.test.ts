@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { nsa, planNsa } from '../kernels/nsa/index.js';
+import { nsa, nsaVarlen, planNsa, planNsaVarlen } from '../kernels/nsa/index.js';
 import { nsaReference, type NsaVariant } from '../kernels/nsa/reference.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
@@ -102,5 +102,42 @@ describe('nsa bad input', () => {
     expect(() => plan.run(enc, { ...good, blockIndices: gpu.nanTensor([16, 1, 3]) })).toThrow(/blockIndices/);
     plan.dispose();
     enc.finish();
+  });
+});
+
+describe('nsa over a ragged batch (cuSeqlens)', () => {
+  it('equals the reference run per sequence, with selections', async () => {
+    const cu = [0, 50, 50, 131];
+    const total = 131, Hq = 4, Hkv = 2, D = 32, bs = 16, S = 3, W = 20;
+    const rng = new Rng(77);
+    const sig = (x: number) => 1 / (1 + Math.exp(-x));
+    const f32 = (a: Float64Array) => roundTo(a, 'f32');
+    const q = f32(rng.normals(total * Hq * D)), k = f32(rng.normals(total * Hkv * D)), v = f32(rng.normals(total * Hkv * D));
+    const gCmp = f32(rng.normals(total * Hq).map(sig)), gSlc = f32(rng.normals(total * Hq).map(sig)), gSwa = f32(rng.normals(total * Hq).map(sig));
+    const refO = new Float64Array(total * Hq * D);
+    const refSel = new Int32Array(total * Hkv * S);
+    for (let n = 0; n + 1 < cu.length; n++) {
+      const a = cu[n]!, len = cu[n + 1]! - a;
+      if (!len) continue;
+      const sl = (x: Float64Array, w: number) => x.subarray(a * w, (a + len) * w);
+      const r = nsaReference(sl(q, Hq * D), sl(k, Hkv * D), sl(v, Hkv * D), { gCmp: sl(gCmp, Hq), gSlc: sl(gSlc, Hq), gSwa: sl(gSwa, Hq) }, { T: len, Hq, Hkv, D, blockSize: bs, blockCount: S, window: W });
+      refO.set(r.o, a * Hq * D);
+      refSel.set(r.blockIndices, a * Hkv * S);
+    }
+    const o = gpu.nanTensor([total, Hq, D]);
+    const blockIndices = gpu.tensor(new Int32Array(total * Hkv * S), [total, Hkv, S], 'i32');
+    await nsaVarlen(gpu.dev, {
+      q: gpu.tensor(q, [total, Hq, D]), k: gpu.tensor(k, [total, Hkv, D]), v: gpu.tensor(v, [total, Hkv, D]),
+      gCmp: gpu.tensor(gCmp, [total, Hq]), gSlc: gpu.tensor(gSlc, [total, Hq]), gSwa: gpu.tensor(gSwa, [total, Hq]), o, blockIndices,
+    }, { cuSeqlens: cu, Hq, Hkv, D, blockSize: bs, blockCount: S, window: W });
+    const co = compare(await gpu.read(o), refO);
+    expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+    const sel = await gpu.read(blockIndices);
+    for (let r = 0; r < total * Hkv; r++) {
+      const a = new Set(Array.from(sel.subarray(r * S, r * S + S)).filter((x) => x >= 0));
+      const b = new Set(Array.from(refSel.subarray(r * S, r * S + S)).filter((x) => x >= 0));
+      expect([...a].sort()).toEqual([...b].sort());
+    }
+    await expect(planNsaVarlen(gpu.dev, { cuSeqlens: [0, 4, 2], Hq, Hkv, D, blockSize: bs, blockCount: S })).rejects.toMatchObject({ argument: 'cuSeqlens[2]' });
   });
 });

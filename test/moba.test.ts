@@ -113,6 +113,24 @@ describe('moba decode over supplied block means, convenience call, bad input', (
     expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
   });
 
+  it('decode gates on f16 page means (the KV cache summary layout)', async () => {
+    const Tk = 150, Hq = 2, Hkv = 1, D = 32, B = 16, k = 4;
+    const rng = new Rng(123);
+    const q = rng.normals(Hq * D), kk = rng.normals(Tk * Hkv * D), v = rng.normals(Tk * Hkv * D);
+    const meansF16 = roundTo(mobaBlockMeansReference(kk, Tk, Hkv, D, B), 'f16');
+    const ref = mobaReference(q, kk, v, { Tq: 1, Tk, Hq, Hkv, D, blockSize: B, topk: k, blockMeans: meansF16 });
+    const plan = await planMobaDecode(gpu.dev, { Tk, Hq, Hkv, D, blockSize: B, topk: k, meansDtype: 'f16' });
+    const o = gpu.nanTensor([1, Hq, D]);
+    const selection = gpu.tensor(new Int32Array(Hq * k), [1, Hq, k], 'i32');
+    const enc = gpu.dev.device.createCommandEncoder();
+    plan.run(enc, { q: gpu.tensor(q, [1, Hq, D]), k: gpu.tensor(kk, [Tk, Hkv, D]), v: gpu.tensor(v, [Tk, Hkv, D]), o, selection, blockMeans: gpu.tensor(meansF16, [Math.ceil(Tk / B), Hkv, D], 'f16') });
+    await gpu.dev.submitAndWait([enc.finish()]);
+    plan.dispose();
+    expect(Array.from(await gpu.read(selection))).toEqual(Array.from(ref.selection));
+    const co = compare(await gpu.read(o), ref.o);
+    expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+  });
+
   it('topk >= number of blocks equals dense causal attention; convenience call', async () => {
     const T = 70, H = 2, D = 16;
     const rng = new Rng(5);
@@ -141,6 +159,8 @@ describe('moba decode over supplied block means, convenience call, bad input', (
     await expect(planMoba(gpu.dev, { ...base, blockSize: 2.5 })).rejects.toMatchObject({ argument: 'blockSize' });
     await expect(planMoba(gpu.dev, { ...base, Hq: 3, Hkv: 2 })).rejects.toMatchObject({ argument: 'Hq' });
     await expect(planMoba(gpu.dev, { ...base, D: 18 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'D' });
+    await expect(planMoba(gpu.dev, { ...base, D: 36, dtype: 'f16' })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'D' });
+    await expect(planMoba(gpu.dev, { ...base, meansDtype: 'bf16' as never })).rejects.toMatchObject({ argument: 'meansDtype' });
     const plan = await planMoba(gpu.dev, base);
     const enc = gpu.dev.device.createCommandEncoder();
     const good = { q: gpu.nanTensor([8, 2, 16]), k: gpu.nanTensor([8, 1, 16]), v: gpu.nanTensor([8, 1, 16]), o: gpu.nanTensor([8, 2, 16]) };

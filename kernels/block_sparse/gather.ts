@@ -168,13 +168,16 @@ export function gatherGrid(ctx: TesseraDevice, k: GatherKernel, NG: number, NGH 
 }
 
 /**
- * Head dims the gather core accepts: multiples of 4 up to 256.
+ * Head dims the gather core accepts: multiples of 4 up to 256, and of 8 for 16-bit storage (the
+ * kernels read four elements at a time through `array<vec4<u32>>` bindings, which must cover
+ * whole 16-byte words).
  *
  * @example
- * const D = checkHeadDim(opts.D, 'D'); // throws E_UNSUPPORTED for 18
+ * const D = checkHeadDim(opts.D, 'D', 'f16'); // throws E_UNSUPPORTED for 18 or 36
  */
-export function checkHeadDim(v: number, argument: string): number {
+export function checkHeadDim(v: number, argument: string, dtype: FloatDType = 'f32'): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 4 || v > 256) fail('E_ARG', argument, 'invalid head dim;', v, 'an integer in [4, 256]');
   if (v % 4 !== 0) fail('E_UNSUPPORTED', argument, 'head dims must be multiples of 4 in the sparse kernels;', v, 'a multiple of 4');
+  if (dtype !== 'f32' && v % 8 !== 0) fail('E_UNSUPPORTED', argument, `head dims must be multiples of 8 with ${dtype} storage in the sparse kernels;`, v, 'a multiple of 8');
   return v;
 }

@@ -203,8 +203,6 @@ function validateNsaOptions(opts: NsaOptions): Resolved {
   const Hq = checkInt(opts.Hq, 'Hq', { min: 1 });
   const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1 });
   check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq);
-  const D = checkHeadDim(opts.D, 'D');
-  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv');
   const blockSize = checkInt(opts.blockSize, 'blockSize', { min: 1 });
   if (blockSize > 4096) fail('E_UNSUPPORTED', 'blockSize', 'is larger than the NSA kernels support;', blockSize, 'at most 4096');
   const blockCount = checkInt(opts.blockCount, 'blockCount', { min: 1 });
@@ -213,14 +211,16 @@ function validateNsaOptions(opts: NsaOptions): Resolved {
   const variant = opts.variant ?? 'nsa';
   check(variant === 'nsa' || variant === 'fla', 'variant', "'nsa' or 'fla'", variant);
   if (variant === 'fla') check(blockCount >= 1, 'blockCount', 'at least 1', blockCount);
-  const scale = opts.scale ?? 1 / Math.sqrt(D);
-  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, 'scale', 'a positive finite number', scale);
   const dtype = opts.dtype ?? 'f32';
   check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
   const gateDtype = opts.gateDtype ?? 'f32';
   check(isFloatDType(gateDtype), 'gateDtype', 'one of f32, f16, bf16', gateDtype, 'E_DTYPE');
   const outDtype = opts.outDtype ?? dtype;
   check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
+  const D = checkHeadDim(opts.D, 'D', dtype);
+  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv', dtype);
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, 'scale', 'a positive finite number', scale);
   const target = opts.target ?? 'auto';
   check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
   return { T, Hq, Hkv, D, Dv, blockSize, blockCount, window, variant, scale, dtype, gateDtype, outDtype, target };

@@ -157,7 +157,9 @@ export class QuestDecodePlan {
   async run(seq: number, q: GpuTensor, out: { o: GpuTensor; lse?: GpuTensor }): Promise<QuestStats> {
     if (this.disposed) fail('E_STATE', 'plan', 'was disposed;', 'disposed');
     const { cache, ctx } = this;
-    const { Hq, sinkPages } = this.options;
+    const { Hq } = this.options;
+    // The newest page always counts; sink pages fill at most the rest of the budget.
+    const sinkPages = Math.min(this.options.sinkPages, this.budgetPages - 1);
     const { Hkv, D, Dv, pageSize: P } = cache;
     checkTensor(q, 'q', { rank: 3, shape: [1, Hq, D], dtypes: ['f32'] });
     checkTensor(out?.o, 'o', { rank: 3, shape: [1, Hq, Dv], dtypes: ['f32'] });

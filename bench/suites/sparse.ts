@@ -8,9 +8,10 @@
  *                           [--bs-block 64] [--nsa-block 64] [--nsa-count 16] [--nsa-window 512]
  *                           [--dsa-topk 2048] [--dsa-hi 4] [--dsa-di 32] [--runs 3] [--json FILE]
  *
- * One sequence, Hq = Hkv = H, prefill (Tq = Tk = T). Results use the dense suite's JSON shape with
- * `suite` = `mode` = the method (`dense` for the reference; `mode` keeps the methods apart in the
- * harness's Markdown table and plots) and `speedup_vs_dense` where dense ran at that T.
+ * One sequence, Hq = Hkv = H, prefill (Tq = Tk = T, `mode: 'prefill'`). Results use the dense suite's
+ * JSON shape with `suite` = the method and `impl: 'tessera'`; the reference is Tessera's dense flash
+ * attention (`suite: 'dense'`, `impl: 'dense'`, the harness convention), so the table's `vs dense`
+ * column and each result's `speedup_vs_dense` compare within the run.
  * Work (a multiply-add counts 2): flops = H * 4 * D * (visible (query, key) pairs of the method),
  * plus the method's selection work (MoBA gate: 2 * D per (row, past block); NSA: the compression
  * branch and its block scores; DSA: the indexer, 2 * HI * DI per causal pair); bytes = q, k, v read
@@ -30,7 +31,7 @@ import { compileTimeMs } from '../../src/gpu/pipeline.js';
 import { byteSize, encode, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { Rng } from '../../src/testing.js';
 import { intList } from '../../src/cli/common.js';
-import { benchDevice, describeRoofline, makeResult, measureRoofline, timeGpu, writeResults, type BenchResult, type Roofline } from '../harness.js';
+import { benchDevice, describeRoofline, formatTable, makeResult, measureRoofline, timeGpu, writeResults, type BenchResult, type Roofline } from '../harness.js';
 import { benchTesseraDense } from './dense.js';
 import { planAttention } from '../../kernels/dense/index.js';
 import { planMoba } from '../../kernels/moba/index.js';
@@ -210,7 +211,7 @@ export async function benchSparseMethod(dev: TesseraDevice, roofline: Roofline, 
     if (method === 'block_sparse') extra.block = c.bsBlock;
     if (method === 'nsa') Object.assign(extra, { block: c.nsaBlock, block_count: c.nsaCount, window: c.nsaWindow });
     if (method === 'dsa') Object.assign(extra, { topk: c.dsaTopk, index_heads: c.dsaHI, index_dim: c.dsaDI });
-    return makeResult(roofline, { suite: method, impl: 'tessera', mode: method, T: c.T, D: c.D, H: c.H, dtype: c.dtype, ...sparseWork(method, c), ...extra }, timing);
+    return makeResult(roofline, { suite: method, impl: 'tessera', mode: 'prefill', T: c.T, D: c.D, H: c.H, dtype: c.dtype, ...sparseWork(method, c), ...extra }, timing);
   } finally {
     runner.dispose();
     for (const b of bufs) dev.destroyBuffer(b);
@@ -218,21 +219,6 @@ export async function benchSparseMethod(dev: TesseraDevice, roofline: Roofline, 
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;
-
-/**
- * A Markdown table: method, T, time, GFLOP/s, % roofline, speedup over dense.
- *
- * @example
- * console.log(sparseTable(results));
- */
-export function sparseTable(results: readonly BenchResult[]): string {
-  const lines = ['| method | T | D | H | dtype | median ms | min ms | max ms | GFLOP/s | % roofline | vs dense |', '|---|---|---|---|---|---|---|---|---|---|---|'];
-  for (const r of results) {
-    const sp = r.speedup_vs_dense === undefined ? (r.suite === 'dense' ? '1' : '-') : `${r.speedup_vs_dense}x`;
-    lines.push(`| ${r.suite} | ${r.T} | ${r.D} | ${r.H} | ${r.dtype} | ${r.median_ms.toFixed(1)} | ${r.min_ms.toFixed(1)} | ${r.max_ms.toFixed(1)} | ${(r.gflops as number).toFixed(2)} | ${r.pct_roofline.toFixed(1)} | ${sp} |`);
-  }
-  return lines.join('\n');
-}
 
 /**
  * The CLI entry of the suite (registered in bench/cli.ts as `sparse`).
@@ -288,8 +274,8 @@ export async function runSparseSuite(argv: string[]): Promise<void> {
       };
       let dense: BenchResult | undefined;
       if (T <= denseMaxT) {
-        dense = await benchTesseraDense(dev, roofline, { T, D: c.D, H: c.H, dtype: c.dtype, causal: true, warmup: 1, runs: c.runs });
-        dense.mode = 'dense';
+        dense = await benchTesseraDense(dev, roofline, { T, D: c.D, H: c.H, dtype: c.dtype, causal: true, warmup: 1, runs: c.runs }, { impl: 'dense', suite: 'dense' });
+        dense.mode = 'prefill';
         console.log(`  dense T=${T}: ${dense.median_ms.toFixed(1)} ms (${(dense.gflops as number).toFixed(2)} GFLOP/s)`);
         results.push(dense);
       }
@@ -304,7 +290,7 @@ export async function runSparseSuite(argv: string[]): Promise<void> {
     dev.destroy();
   }
   console.log('');
-  console.log(sparseTable(results));
+  console.log(formatTable(results));
   const report = {
     adapter: dev.adapterName,
     roofline: roofline!,

@@ -8,24 +8,25 @@ import { useGpu } from './helpers/gpu.js';
 
 const gpu = useGpu();
 
-interface Case { T: number; Hq: number; Hkv: number; D: number; HI: number; DI: number; topk: number; dtype: FloatDType; rowChunk?: number; target?: 'cpu' | 'gpu'; noIndices?: boolean }
+interface Case { T: number; Tk?: number; Hq: number; Hkv: number; D: number; HI: number; DI: number; topk: number; dtype: FloatDType; rowChunk?: number; target?: 'cpu' | 'gpu'; noIndices?: boolean }
 
 async function runCase(c: Case) {
   const { T, Hq, Hkv, D, HI, DI, topk, dtype } = c;
-  const rng = new Rng(T * 17 + topk + HI * 3 + Hq);
+  const Tk = c.Tk ?? T;
+  const rng = new Rng(T * 17 + topk + HI * 3 + Hq + Tk);
   const r = (n: number, s = 1) => roundTo(rng.normals(n, s), dtype);
-  const q = r(T * Hq * D), k = r(T * Hkv * D), v = r(T * Hkv * D);
-  const qI = r(T * HI * DI), kI = r(T * DI), w = r(T * HI, 0.5);
-  const ref = dsaReference(q, k, v, { qI, kI, w }, { T, Hq, Hkv, D, HI, DI, topk });
-  const S = Math.min(topk, T);
+  const q = r(T * Hq * D), k = r(Tk * Hkv * D), v = r(Tk * Hkv * D);
+  const qI = r(T * HI * DI), kI = r(Tk * DI), w = r(T * HI, 0.5);
+  const ref = dsaReference(q, k, v, { qI, kI, w }, { T, Tk, Hq, Hkv, D, HI, DI, topk });
+  const S = Math.min(topk, Tk);
   const o = gpu.nanTensor([T, Hq, D], dtype);
   const lse = gpu.nanTensor([T, Hq]);
   const indices = gpu.tensor(new Int32Array(T * S).fill(-7), [T, S], 'i32');
-  const plan = await planDsa(gpu.dev, { T, Hq, Hkv, D, HI, DI, topk, dtype, rowChunk: c.rowChunk, target: c.target });
+  const plan = await planDsa(gpu.dev, { T, Tk, Hq, Hkv, D, HI, DI, topk, dtype, rowChunk: c.rowChunk, target: c.target });
   const enc = gpu.dev.device.createCommandEncoder();
   plan.run(enc, {
-    q: gpu.tensor(q, [T, Hq, D], dtype), k: gpu.tensor(k, [T, Hkv, D], dtype), v: gpu.tensor(v, [T, Hkv, D], dtype),
-    qI: gpu.tensor(qI, [T, HI, DI], dtype), kI: gpu.tensor(kI, [T, DI], dtype), w: gpu.tensor(w, [T, HI], dtype), o, lse, indices: c.noIndices ? undefined : indices,
+    q: gpu.tensor(q, [T, Hq, D], dtype), k: gpu.tensor(k, [Tk, Hkv, D], dtype), v: gpu.tensor(v, [Tk, Hkv, D], dtype),
+    qI: gpu.tensor(qI, [T, HI, DI], dtype), kI: gpu.tensor(kI, [Tk, DI], dtype), w: gpu.tensor(w, [T, HI], dtype), o, lse, indices: c.noIndices ? undefined : indices,
   });
   await gpu.dev.submitAndWait([enc.finish()]);
   plan.dispose();
@@ -68,9 +69,11 @@ describe('dsa vs float64 reference', () => {
     { T: 300, Hq: 2, Hkv: 1, D: 16, HI: 2, DI: 16, topk: 40, dtype: 'f32', target: 'gpu' },
     { T: 400, Hq: 2, Hkv: 1, D: 16, HI: 2, DI: 8, topk: 96, dtype: 'f32' },
     { T: 200, Hq: 4, Hkv: 1, D: 32, HI: 2, DI: 16, topk: 48, dtype: 'f32', noIndices: true, rowChunk: 50 },
+    { T: 1, Tk: 300, Hq: 4, Hkv: 1, D: 32, HI: 2, DI: 16, topk: 40, dtype: 'f32' },
+    { T: 5, Tk: 130, Hq: 2, Hkv: 1, D: 32, HI: 2, DI: 16, topk: 128, dtype: 'f32', noIndices: true },
   ];
   for (const c of cases) {
-    it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-HI${c.HI}-DI${c.DI}-k${c.topk}-${c.dtype}${c.rowChunk ? '-chunk' + c.rowChunk : ''}${c.target ? '-' + c.target : ''}${c.noIndices ? '-noidx' : ''}`, () => runCase(c));
+    it(`T${c.T}${c.Tk ? '-Tk' + c.Tk : ''}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-HI${c.HI}-DI${c.DI}-k${c.topk}-${c.dtype}${c.rowChunk ? '-chunk' + c.rowChunk : ''}${c.target ? '-' + c.target : ''}${c.noIndices ? '-noidx' : ''}`, () => runCase(c));
   }
 
   it('k >= T equals dense causal attention (convenience call)', async () => {

@@ -7,25 +7,26 @@ import { useGpu } from './helpers/gpu.js';
 
 const gpu = useGpu();
 
-interface Case { T: number; Hq: number; Hkv: number; D: number; bs: number; S: number; W: number; variant: NsaVariant; dtype: FloatDType; target?: 'cpu' | 'gpu' }
+interface Case { T: number; Tk?: number; Hq: number; Hkv: number; D: number; bs: number; S: number; W: number; variant: NsaVariant; dtype: FloatDType; target?: 'cpu' | 'gpu' }
 
 async function runCase(c: Case) {
   const { T, Hq, Hkv, D, bs, S, W, variant, dtype } = c;
-  const rng = new Rng(T * 31 + bs * 7 + S + W + Hq);
+  const Tk = c.Tk ?? T;
+  const rng = new Rng(T * 31 + bs * 7 + S + W + Hq + Tk);
   const sig = (x: number) => 1 / (1 + Math.exp(-x));
   const q = roundTo(rng.normals(T * Hq * D), dtype);
-  const k = roundTo(rng.normals(T * Hkv * D), dtype);
-  const v = roundTo(rng.normals(T * Hkv * D), dtype);
+  const k = roundTo(rng.normals(Tk * Hkv * D), dtype);
+  const v = roundTo(rng.normals(Tk * Hkv * D), dtype);
   const gCmp = roundTo(rng.normals(T * Hq).map(sig), 'f32');
   const gSlc = roundTo(rng.normals(T * Hq).map(sig), 'f32');
   const gSwa = roundTo(rng.normals(T * Hq).map(sig), 'f32');
-  const ref = nsaReference(q, k, v, { gCmp, gSlc, gSwa: W > 0 ? gSwa : undefined }, { T, Hq, Hkv, D, blockSize: bs, blockCount: S, window: W, variant });
+  const ref = nsaReference(q, k, v, { gCmp, gSlc, gSwa: W > 0 ? gSwa : undefined }, { T, Tk, Hq, Hkv, D, blockSize: bs, blockCount: S, window: W, variant });
   const o = gpu.nanTensor([T, Hq, D], dtype);
   const blockIndices = gpu.tensor(new Int32Array(T * Hkv * S).fill(-7), [T, Hkv, S], 'i32');
   await nsa(
     gpu.dev,
     {
-      q: gpu.tensor(q, [T, Hq, D], dtype), k: gpu.tensor(k, [T, Hkv, D], dtype), v: gpu.tensor(v, [T, Hkv, D], dtype),
+      q: gpu.tensor(q, [T, Hq, D], dtype), k: gpu.tensor(k, [Tk, Hkv, D], dtype), v: gpu.tensor(v, [Tk, Hkv, D], dtype),
       gCmp: gpu.tensor(gCmp, [T, Hq]), gSlc: gpu.tensor(gSlc, [T, Hq]), gSwa: W > 0 ? gpu.tensor(gSwa, [T, Hq]) : undefined,
       o, blockIndices,
     },
@@ -75,9 +76,11 @@ describe('nsa vs float64 reference', () => {
     { T: 1000, Hq: 2, Hkv: 1, D: 16, bs: 64, S: 3, W: 128, variant: 'nsa', dtype: 'f32' },
     { T: 130, Hq: 4, Hkv: 2, D: 32, bs: 16, S: 3, W: 40, variant: 'nsa', dtype: 'f32', target: 'gpu' },
     { T: 100, Hq: 2, Hkv: 2, D: 32, bs: 16, S: 3, W: 40, variant: 'fla', dtype: 'f32', target: 'cpu' },
+    { T: 1, Tk: 300, Hq: 8, Hkv: 2, D: 32, bs: 16, S: 4, W: 64, variant: 'nsa', dtype: 'f32' },
+    { T: 3, Tk: 129, Hq: 4, Hkv: 1, D: 32, bs: 32, S: 3, W: 40, variant: 'fla', dtype: 'f32' },
   ];
   for (const c of cases) {
-    it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-bs${c.bs}-S${c.S}-W${c.W}-${c.variant}-${c.dtype}${c.target ? '-' + c.target : ''}`, () => runCase(c));
+    it(`T${c.T}${c.Tk ? '-Tk' + c.Tk : ''}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-bs${c.bs}-S${c.S}-W${c.W}-${c.variant}-${c.dtype}${c.target ? '-' + c.target : ''}`, () => runCase(c));
   }
 });
 

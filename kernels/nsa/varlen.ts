@@ -10,7 +10,7 @@ import type { GpuTensor } from '../../src/tensor.js';
 import { checkRagged, copyRows, raggedSequences, stageTensors, type RaggedField } from '../block_sparse/ragged.js';
 import { NsaPlan, planNsa, type NsaOptions, type NsaTensors } from './nsa.js';
 
-export interface NsaVarlenOptions extends Omit<NsaOptions, 'T'> {
+export interface NsaVarlenOptions extends Omit<NsaOptions, 'T' | 'Tk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing. */
   cuSeqlens: readonly number[];
 }

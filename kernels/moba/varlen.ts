@@ -6,10 +6,11 @@
  * start at a 256-byte offset and sequence boundaries need not. The copies run at
  * `copyBufferToBuffer` speed, small next to the attention itself.
  */
-import { check, fail } from '../../src/errors.js';
+import { fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { KernelPlan, checkBindingSize, runOnce } from '../../src/plan.js';
-import { GPUBufferUsageFlags as U, byteSize, checkTensor, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import { byteSize, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import { checkRagged, copyRows, raggedSequences } from '../block_sparse/ragged.js';
 import { MobaPlan, planMoba, type MobaOptions, type MobaTensors } from './moba.js';
 
 export interface MobaVarlenOptions extends Omit<MobaOptions, 'Tq' | 'Tk'> {
@@ -47,18 +48,10 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
     const ctx = ctxOf(device);
     if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'missing;', opts, 'an options object');
     const cu = opts.cuSeqlens;
-    check(Array.isArray(cu) && cu.length >= 2, 'cuSeqlens', 'an array [0, ..., total] of at least 2 entries', cu);
-    if (cu[0] !== 0) fail('E_ARG', 'cuSeqlens[0]', 'must be 0;', cu[0], '0');
-    for (let n = 1; n < cu.length; n++) {
-      if (!Number.isInteger(cu[n]) || cu[n]! < cu[n - 1]!) fail('E_ARG', `cuSeqlens[${n}]`, 'must be a non-decreasing integer;', cu[n], `>= ${cu[n - 1]}`);
-    }
+    const seqs = raggedSequences(cu);
     const plans: { start: number; len: number; plan: MobaPlan }[] = [];
     try {
-      for (let n = 0; n + 1 < cu.length; n++) {
-        const len = cu[n + 1]! - cu[n]!;
-        if (len === 0) continue;
-        plans.push({ start: cu[n]!, len, plan: await planMoba(ctx, { ...opts, Tq: len, Tk: len }) });
-      }
+      for (const s of seqs) if (s.len > 0) plans.push({ ...s, plan: await planMoba(ctx, { ...opts, Tq: s.len, Tk: s.len }) });
     } catch (e) {
       for (const p of plans) p.plan.dispose();
       throw e;
@@ -77,32 +70,24 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
   run(encoder: GPUCommandEncoder, t: MobaTensors): void {
     this.assertUsable();
     const { total, Hq, Hkv, D, Dv, topk, dtype, outDtype } = this.options;
-    // inputs are copied out of (COPY_SRC) and outputs into (COPY_DST) the per-sequence staging
-    const src = U.STORAGE | U.COPY_SRC;
-    const dst = U.STORAGE | U.COPY_DST;
-    const q = checkTensor(t?.q, 'q', { rank: 3, shape: [total, Hq, D], dtypes: [dtype], usage: src });
-    const k = checkTensor(t.k, 'k', { rank: 3, shape: [total, Hkv, D], dtypes: [dtype], usage: src });
-    const v = checkTensor(t.v, 'v', { rank: 3, shape: [total, Hkv, Dv], dtypes: [dtype], usage: src });
-    const o = checkTensor(t.o, 'o', { rank: 3, shape: [total, Hq, Dv], dtypes: [outDtype], usage: dst });
-    const lse = t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [total, Hq], dtypes: ['f32'], usage: dst });
-    const sel = t.selection === undefined ? undefined : checkTensor(t.selection, 'selection', { rank: 3, shape: [total, Hq, topk], dtypes: ['i32'], usage: dst });
+    const f = (row: number[], dt: FloatDType | 'f32' | 'i32') => ({ row, dtype: dt });
+    const q = checkRagged(t?.q, 'q', total, f([Hq, D], dtype), 'in');
+    const k = checkRagged(t.k, 'k', total, f([Hkv, D], dtype), 'in');
+    const v = checkRagged(t.v, 'v', total, f([Hkv, Dv], dtype), 'in');
+    const o = checkRagged(t.o, 'o', total, f([Hq, Dv], outDtype), 'out');
+    const lse = t.lse === undefined ? undefined : checkRagged(t.lse, 'lse', total, f([Hq], 'f32'), 'out');
+    const sel = t.selection === undefined ? undefined : checkRagged(t.selection, 'selection', total, f([Hq, topk], 'i32'), 'out');
     if (t.blockMeans !== undefined) fail('E_UNSUPPORTED', 'blockMeans', 'is not taken by the varlen (prefill) path;', 'a tensor', 'no blockMeans');
     for (const [x, n] of [[q, 'q'], [k, 'k'], [v, 'v'], [o, 'o']] as const) checkBindingSize(this.ctx, x, n);
-    const rowBytes = (shape: readonly number[], dt: FloatDType | 'f32' | 'i32') => byteSize([1, ...shape.slice(1)], dt);
-    const copy = (src: GpuTensor, dst: GpuTensor, start: number, len: number, toStaging: boolean) => {
-      const rb = rowBytes(src.shape, src.dtype as FloatDType);
-      const a = (toStaging ? src.offset ?? 0 : dst.offset ?? 0) + start * rb;
-      if (toStaging) encoder.copyBufferToBuffer(src.buffer, a, dst.buffer, 0, len * rb);
-      else encoder.copyBufferToBuffer(src.buffer, 0, dst.buffer, a, len * rb);
-    };
+    const copy = (batch: GpuTensor, staged: GpuTensor, start: number, len: number, toStaging: boolean) => copyRows(encoder, batch, staged, start, len, toStaging ? 'in' : 'out');
     for (const s of this.seqs) {
       copy(q, s.q, s.start, s.len, true);
       copy(k, s.k, s.start, s.len, true);
       copy(v, s.v, s.start, s.len, true);
       s.plan.run(encoder, { q: s.q, k: s.k, v: s.v, o: s.o, lse: lse ? s.lse : undefined, selection: sel ? s.sel : undefined });
-      copy(s.o, o, s.start, s.len, false);
-      if (lse) copy(s.lse, lse, s.start, s.len, false);
-      if (sel) copy(s.sel, sel, s.start, s.len, false);
+      copy(o, s.o, s.start, s.len, false);
+      if (lse) copy(lse, s.lse, s.start, s.len, false);
+      if (sel) copy(sel, s.sel, s.start, s.len, false);
     }
   }
 }

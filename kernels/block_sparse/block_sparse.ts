@@ -123,8 +123,6 @@ function validateBlockSparseOptions(opts: BlockSparseOptions): Resolved {
   const Hq = checkInt(opts.Hq, 'Hq', { min: 1 });
   const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1 });
   check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq);
-  const D = checkHeadDim(opts.D, 'D');
-  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv');
   const R = checkInt(opts.R, 'R', { min: 1 });
   if (R > 256) fail('E_UNSUPPORTED', 'R', 'query block sizes above 256 are not supported;', R, 'at most 256');
   const C = checkInt(opts.C, 'C', { min: 1 });
@@ -170,12 +168,14 @@ function validateBlockSparseOptions(opts: BlockSparseOptions): Resolved {
   }
   const causal = opts.causal ?? true;
   check(typeof causal === 'boolean', 'causal', 'a boolean', causal);
-  const scale = opts.scale ?? 1 / Math.sqrt(D);
-  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, 'scale', 'a positive finite number', scale);
   const dtype = opts.dtype ?? 'f32';
   check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
   const outDtype = opts.outDtype ?? dtype;
   check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
+  const D = checkHeadDim(opts.D, 'D', dtype);
+  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv', dtype);
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, 'scale', 'a positive finite number', scale);
   const target = opts.target ?? 'auto';
   check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
   return { Tq, Tk, Hq, Hkv, D, Dv, R, C, causal, scale, dtype, outDtype, target, P, MB, indptr, indices };

@@ -3,6 +3,8 @@ import { TesseraError } from '../src/errors.js';
 /** Bench suites, by name. Each parses its own argv (commander) and prints/writes results. */
 export const SUITES: Record<string, (argv: string[]) => Promise<void>> = {
   dense: async (argv) => (await import('./suites/dense.js')).runDenseSuite(argv),
+  topk: async (argv) => (await import('./suites/topk.js')).runTopKBench(argv),
+  linear: async (argv) => (await import('./suites/linear.js')).runLinearSuite(argv),
 };
 
 export async function runBenchCli(suite: string, argv: string[]): Promise<void> {

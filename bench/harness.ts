@@ -13,9 +13,6 @@
  *
  * Probe shaders live in `bench/roofline/*.wgsl` and load like kernel shaders.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { TesseraError } from '../src/errors.js';
 import { ctxOf, requestDevice, adapterFromEnv, type DeviceLike, type TesseraDevice } from '../src/gpu/device.js';
 import { bindGroup, getPipeline, grid2d, wgslProgram, type Pipeline } from '../src/gpu/pipeline.js';
@@ -24,11 +21,18 @@ import { uniformLayout } from '../src/gpu/uniforms.js';
 import copyWgsl from './roofline/copy.wgsl.js';
 import matmulRegWgsl from './roofline/matmul_reg.wgsl.js';
 import matmulTiledWgsl from './roofline/matmul_tiled.wgsl.js';
+import matmulQuadWgsl from './roofline/matmul_quad.wgsl.js';
 
 export type { TimingSource };
 
-/** The repository root (results go under `<root>/bench/results`). */
-export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/**
+ * The default results folder, `<repo>/bench/results` (Node only; the harness itself also loads in
+ * a browser: file output is imported lazily).
+ */
+export async function resultsDir(): Promise<string> {
+  const { fileURLToPath } = await import('node:url');
+  return fileURLToPath(new URL('./results', import.meta.url));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Results
@@ -59,14 +63,18 @@ export interface BenchResult {
 
 /** The adapter's roofline, measured in the same run as the results it judges. */
 export interface Roofline {
-  /** Bandwidth of the copy probe, GB/s (10^9 bytes/s), counting bytes read + bytes written. */
+  /**
+   * Bandwidth of the copy probe, GB/s (10^9 bytes/s), counting bytes read + bytes written, from
+   * the best (minimum) time of its runs, as STREAM reports: a ceiling, which other processes on
+   * the machine can only lower.
+   */
   copy_gbps: number;
-  /** Rate of the matmul probe, GFLOP/s (10^9 flop/s, a multiply-add is 2). */
+  /** Rate of the matmul probe, GFLOP/s (10^9 flop/s, a multiply-add is 2), from its best time. */
   matmul_gflops: number;
   /** How the probes were timed. */
   source: TimingSource;
   /** The copy probe: variant, bytes per run, timing. */
-  copy: { variant: string; bytes: number; median_ms: number; min_ms: number; max_ms: number; runs: number };
+  copy: { variant: string; bytes: number; median_ms: number; min_ms: number; max_ms: number; runs: number; variants?: Record<string, number> };
   /** The matmul probe that won, its size, timing, and every variant tried (GFLOP/s). */
   matmul: { variant: string; M: number; N: number; K: number; median_ms: number; min_ms: number; max_ms: number; runs: number; variants: Record<string, number> };
   adapter: string;
@@ -223,6 +231,7 @@ const MATMUL_PARAMS = uniformLayout('MatmulParams', [
 
 const COPY_PROGRAM = wgslProgram('bench/copy', [COPY_PARAMS.wgsl, copyWgsl]);
 const MATMUL_REG_PROGRAM = wgslProgram('bench/matmul_reg', [MATMUL_PARAMS.wgsl, matmulRegWgsl]);
+const MATMUL_QUAD_PROGRAM = wgslProgram('bench/matmul_quad', [MATMUL_PARAMS.wgsl, matmulQuadWgsl], ['subgroups']);
 const MATMUL_TILED_PROGRAM = wgslProgram('bench/matmul_tiled', [MATMUL_PARAMS.wgsl, matmulTiledWgsl]);
 
 /** A copy-probe variant: workgroup size, vec4s per invocation, contiguous or strided. */
@@ -233,17 +242,24 @@ export interface CopyVariant {
   contiguous: boolean;
 }
 
-/** Copy variants; `measureRoofline` uses the first of its adapter class's list. */
+/** Copy variants per adapter class; `measureRoofline` times each and keeps the fastest. */
 export const COPY_VARIANTS: Record<'cpu' | 'gpu', CopyVariant[]> = {
-  cpu: [{ name: 'wg64-items16-strided', wg: 64, items: 16, contiguous: false }],
+  cpu: [
+    { name: 'wg64-items16-contiguous', wg: 64, items: 16, contiguous: true },
+    { name: 'wg64-items16-strided', wg: 64, items: 16, contiguous: false },
+  ],
   gpu: [{ name: 'wg256-items4-strided', wg: 256, items: 4, contiguous: false }],
 };
 
 /** A matmul-probe variant. */
 export interface MatmulVariant {
   name: string;
-  /** Register-blocked without workgroup memory (`reg`, bench/roofline/matmul_reg.wgsl) or shared-memory tiled (`tiled`, matmul_tiled.wgsl). */
-  kind: 'reg' | 'tiled';
+  /**
+   * Register-blocked without workgroup memory (`reg`, bench/roofline/matmul_reg.wgsl), the same
+   * with quads sharing B by `quadBroadcast` (`quad`, matmul_quad.wgsl), or shared-memory tiled
+   * (`tiled`, matmul_tiled.wgsl).
+   */
+  kind: 'reg' | 'quad' | 'tiled';
   /** Rows x columns of C per invocation. */
   rows: number;
   cols: number;
@@ -256,6 +272,8 @@ export const MATMUL_VARIANTS: Record<string, MatmulVariant> = {
   reg8x4: { name: 'reg8x4', kind: 'reg', rows: 8, cols: 4, wg: 64 },
   reg16x4: { name: 'reg16x4', kind: 'reg', rows: 16, cols: 4, wg: 64 },
   reg8x8: { name: 'reg8x8', kind: 'reg', rows: 8, cols: 8, wg: 64 },
+  quad8x8: { name: 'quad8x8', kind: 'quad', rows: 8, cols: 8, wg: 64 },
+  quad4x16: { name: 'quad4x16', kind: 'quad', rows: 4, cols: 16, wg: 64 },
   tiled64: { name: 'tiled64', kind: 'tiled', rows: 4, cols: 4, wg: 256 },
 };
 
@@ -264,7 +282,7 @@ export const MATMUL_VARIANTS: Record<string, MatmulVariant> = {
  * `measureRoofline` times each and keeps the fastest.
  */
 export const MATMUL_CANDIDATES: Record<'cpu' | 'gpu', string[]> = {
-  cpu: ['reg8x8', 'reg16x4', 'reg8x4'],
+  cpu: ['quad8x8', 'quad4x16', 'reg8x8'],
   gpu: ['tiled64', 'reg8x8'],
 };
 
@@ -301,26 +319,29 @@ export async function copyProbe(dev: DeviceLike, variant: CopyVariant) {
 /** Checks a matmul size against a variant's divisibility rules. */
 export function matmulSizeOk(v: MatmulVariant, M: number, N: number, K: number): boolean {
   if (v.kind === 'tiled') return M % 64 === 0 && N % 64 === 0 && K % 16 === 0;
+  if (v.kind === 'quad') return M % (4 * v.rows) === 0 && N % v.cols === 0 && K % 4 === 0 && ((M * N) / (v.rows * v.cols)) % v.wg === 0;
   return M % v.rows === 0 && N % v.cols === 0 && K % 4 === 0;
 }
 
-/** Whether a variant can run on the device (the tiled one needs 256 invocations and 5 KiB of workgroup memory). */
+/** Whether a variant can run on the device (quad: the subgroups feature with subgroups of >= 4). */
 export function matmulVariantSupported(ctx: TesseraDevice, v: MatmulVariant): boolean {
-  return ctx.limits.maxComputeInvocationsPerWorkgroup >= v.wg;
+  if (ctx.limits.maxComputeInvocationsPerWorkgroup < v.wg) return false;
+  if (v.kind === 'quad') return ctx.features.subgroups && (ctx.adapter.subgroupMinSize ?? 4) >= 4;
+  return true;
 }
 
 /** A compiled matmul probe C[M,N] = A[M,K] B[K,N] (row-major f32). */
 export async function matmulProbe(dev: DeviceLike, variant: MatmulVariant) {
   const ctx = ctxOf(dev);
   if (!matmulVariantSupported(ctx, variant)) {
-    throw new TesseraError('E_UNSUPPORTED', `matmul variant ${variant.name} needs ${variant.wg} invocations per workgroup`, { argument: 'variant', actual: variant.name });
+    throw new TesseraError('E_UNSUPPORTED', `matmul variant ${variant.name} does not run on this device (needs ${variant.wg} invocations per workgroup${variant.kind === 'quad' ? ' and subgroups of >= 4' : ''})`, { argument: 'variant', actual: variant.name });
   }
   let pipeline: Pipeline;
   if (variant.kind === 'tiled') {
     pipeline = await getPipeline(ctx, { shader: MATMUL_TILED_PROGRAM, bindings: ['read', 'read', 'rw', 'uniform'] });
   } else {
     pipeline = await getPipeline(ctx, {
-      shader: MATMUL_REG_PROGRAM,
+      shader: variant.kind === 'quad' ? MATMUL_QUAD_PROGRAM : MATMUL_REG_PROGRAM,
       entryPoint: `main_${variant.rows}x${variant.cols}`,
       bindings: ['read', 'read', 'rw', 'uniform'],
       constants: { WG: variant.wg },
@@ -357,8 +378,11 @@ export interface RooflineOptions {
   matmulSize?: number;
   /** Matmul variants to try (default {@link MATMUL_CANDIDATES} of the adapter class). */
   matmulVariants?: string[];
+  /** Untimed runs per probe (default 1). */
   warmup?: number;
+  /** Timed runs per probe (default 7); the rate is taken from the best. */
   runs?: number;
+  /** Progress lines. */
   log?: (line: string) => void;
 }
 
@@ -374,32 +398,36 @@ export async function measureRoofline(dev: DeviceLike, opts: RooflineOptions = {
   const ctx = ctxOf(dev);
   const cls = ctx.adapterClass;
   const warmup = opts.warmup ?? 1;
-  const runs = opts.runs ?? 5;
+  const runs = opts.runs ?? 7;
   const log = opts.log ?? (() => {});
 
-  // Copy.
+  // Copy: every candidate of the adapter class, keep the fastest.
   const maxBinding = Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
   const copyBytes = Math.min(opts.copyBytes ?? (cls === 'cpu' ? 64 : 128) * 2 ** 20, maxBinding);
   const n = Math.floor(copyBytes / 16);
-  const cv = COPY_VARIANTS[cls][0]!;
   const src = ctx.createBuffer({ size: n * 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label: 'bench.copy.src' });
   const dst = ctx.createBuffer({ size: n * 16, usage: GPUBufferUsage.STORAGE, label: 'bench.copy.dst' });
-  let copy: Roofline['copy'];
+  let copy: Roofline['copy'] | undefined;
+  const copyRates: Record<string, number> = {};
   try {
-    const probe = await copyProbe(ctx, cv);
-    const bound = probe.bind(src, dst, n);
-    try {
-      const t = await timeGpu(ctx, bound.encode, { warmup, runs });
-      copy = { variant: cv.name, bytes: 2 * n * 16, median_ms: t.median_ms, min_ms: t.min_ms, max_ms: t.max_ms, runs: t.runs };
-    } finally {
-      bound.dispose();
+    for (const cv of COPY_VARIANTS[cls]) {
+      const probe = await copyProbe(ctx, cv);
+      const bound = probe.bind(src, dst, n);
+      try {
+        const t = await timeGpu(ctx, bound.encode, { warmup, runs });
+        const rate = (2 * n * 16) / (t.min_ms * 1e6);
+        copyRates[cv.name] = rate;
+        log(`roofline: copy ${cv.name} ${((2 * n * 16) / 2 ** 20).toFixed(0)} MiB moved in ${t.min_ms.toFixed(2)} ms (best; median ${t.median_ms.toFixed(2)}): ${rate.toFixed(2)} GB/s`);
+        if (!copy || t.min_ms < copy.min_ms) copy = { variant: cv.name, bytes: 2 * n * 16, median_ms: t.median_ms, min_ms: t.min_ms, max_ms: t.max_ms, runs: t.runs, variants: copyRates };
+      } finally {
+        bound.dispose();
+      }
     }
   } finally {
     ctx.destroyBuffer(src);
     ctx.destroyBuffer(dst);
   }
-  const copy_gbps = copy.bytes / (copy.median_ms * 1e6);
-  log(`roofline: copy ${cv.name} ${(copy.bytes / 2 ** 20).toFixed(0)} MiB moved in ${copy.median_ms.toFixed(2)} ms: ${copy_gbps.toFixed(2)} GB/s`);
+  const copy_gbps = copy!.bytes / (copy!.min_ms * 1e6);
 
   // Matmul: every candidate, keep the fastest.
   const S = opts.matmulSize ?? (cls === 'cpu' ? 512 : 2048);
@@ -429,10 +457,10 @@ export async function measureRoofline(dev: DeviceLike, opts: RooflineOptions = {
       try {
         const t = await timeGpu(ctx, bound.encode, { warmup, runs });
         source = t.source;
-        const rate = flops / (t.median_ms * 1e6);
+        const rate = flops / (t.min_ms * 1e6);
         rates[name] = rate;
-        log(`roofline: matmul ${name} ${S}^3 in ${t.median_ms.toFixed(2)} ms: ${rate.toFixed(2)} GFLOP/s (compile ${probe.pipeline.compileMs.toFixed(0)} ms)`);
-        if (!best || rate > flops / (best.median_ms * 1e6)) {
+        log(`roofline: matmul ${name} ${S}^3 in ${t.min_ms.toFixed(2)} ms (best; median ${t.median_ms.toFixed(2)}): ${rate.toFixed(2)} GFLOP/s (compile ${probe.pipeline.compileMs.toFixed(0)} ms)`);
+        if (!best || rate > flops / (best.min_ms * 1e6)) {
           best = { variant: name, M: S, N: S, K: S, median_ms: t.median_ms, min_ms: t.min_ms, max_ms: t.max_ms, runs: t.runs, variants: rates };
         }
       } finally {
@@ -447,9 +475,9 @@ export async function measureRoofline(dev: DeviceLike, opts: RooflineOptions = {
   if (!best) throw new TesseraError('E_UNSUPPORTED', 'no matmul probe variant runs on this adapter', { argument: 'matmulVariants', actual: names });
   return {
     copy_gbps,
-    matmul_gflops: flops / (best.median_ms * 1e6),
+    matmul_gflops: flops / (best.min_ms * 1e6),
     source,
-    copy,
+    copy: copy!,
     matmul: best,
     adapter: ctx.adapterName,
     adapter_class: cls,
@@ -538,11 +566,18 @@ export function speedups(results: readonly BenchResult[], baseline = 'tfjs'): Ma
   return out;
 }
 
+/**
+ * Impl names that get a speedup column when present in the results: `tfjs` (the TensorFlow.js
+ * baseline) and `dense` (Tessera's dense flash attention, as sparse and linear suites label it).
+ */
+export const BASELINES = ['tfjs', 'dense'];
+
 /** Rows of the results table (shared by the terminal and the Markdown output). */
-export function tableRows(results: readonly BenchResult[], baseline = 'tfjs'): { header: string[]; rows: string[][] } {
-  const sp = speedups(results, baseline);
+export function tableRows(results: readonly BenchResult[], baselines: readonly string[] = BASELINES): { header: string[]; rows: string[][] } {
+  const present = baselines.filter((b) => results.some((r) => r.impl === b));
+  const sps = present.map((b) => speedups(results, b));
   const hasMode = results.some((r) => r.mode !== undefined);
-  const header = ['impl', ...(hasMode ? ['mode'] : []), 'T', 'D', 'H', 'dtype', 'median ms', 'min ms', 'max ms', 'runs', 'GFLOP/s', 'GB/s', '% roofline', `vs ${baseline}`];
+  const header = ['impl', ...(hasMode ? ['mode'] : []), 'T', 'D', 'H', 'dtype', 'median ms', 'min ms', 'max ms', 'runs', 'GFLOP/s', 'GB/s', '% roofline', ...present.map((b) => `vs ${b}`)];
   const rows = results.map((r) => [
     r.impl,
     ...(hasMode ? [r.mode ?? ''] : []),
@@ -557,14 +592,14 @@ export function tableRows(results: readonly BenchResult[], baseline = 'tfjs'): {
     fmt(r.flops / (r.median_ms * 1e6)),
     fmt(r.bytes / (r.median_ms * 1e6), 3),
     fmt(r.pct_roofline, 1),
-    sp.has(r) ? `${fmt(sp.get(r)!, 1)}x` : '',
+    ...sps.map((sp) => (sp.has(r) ? `${fmt(sp.get(r)!, 1)}x` : '')),
   ]);
   return { header, rows };
 }
 
 /** A plain-text table for the terminal. */
-export function formatTable(results: readonly BenchResult[], baseline = 'tfjs'): string {
-  const { header, rows } = tableRows(results, baseline);
+export function formatTable(results: readonly BenchResult[], baselines: readonly string[] = BASELINES): string {
+  const { header, rows } = tableRows(results, baselines);
   const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ');
   return [line(header), ...rows.map(line)].join('\n');
@@ -626,26 +661,40 @@ function seriesLabel(r: BenchResult, varying: Set<string>): string {
  * @example
  * const svg = await plotSvg(results, { name: '', title: 'dense: time vs T', x: 'T', y: 'median_ms' });
  */
-export async function plotSvg(results: readonly BenchResult[], spec: PlotSpec): Promise<string> {
+export async function plotSvg(results: readonly BenchResult[], spec: PlotSpec, rule?: { y: number; label: string }): Promise<string> {
   const vega = await import('vega');
   const vl = await import('vega-lite');
   const rs = results.filter((r) => (spec.filter ? spec.filter(r) : true) && Number(r[spec.x]) > 0 && Number(r[spec.y]) > 0);
   const varying = new Set<string>();
   for (const k of ['mode', 'D', 'H', 'dtype']) if (new Set(rs.map((r) => String(r[k]))).size > 1) varying.add(k);
   const values = rs.map((r) => ({ x: Number(r[spec.x]), y: Number(r[spec.y]), series: seriesLabel(r, varying) }));
+  const xs = [...new Set(values.map((v) => v.x))].sort((a, b) => a - b);
+  const lines = {
+    data: { values },
+    mark: { type: 'line', point: true },
+    encoding: {
+      x: { field: 'x', type: 'quantitative', scale: { type: 'log', nice: false, padding: 12 }, axis: xs.length <= 12 ? { values: xs } : {}, title: spec.xTitle ?? spec.x },
+      y: { field: 'y', type: 'quantitative', scale: { type: 'log' }, title: spec.yTitle ?? spec.y },
+      color: { field: 'series', type: 'nominal', title: 'method' },
+    },
+  };
+  const layers: unknown[] = [lines];
+  if (rule && rule.y > 0) {
+    layers.push({
+      data: { values: [{ y: rule.y, label: rule.label }] },
+      layer: [
+        { mark: { type: 'rule', strokeDash: [4, 4], color: 'gray' }, encoding: { y: { field: 'y', type: 'quantitative' } } },
+        { mark: { type: 'text', align: 'right', dx: -4, dy: -6, color: 'gray' }, encoding: { y: { field: 'y', type: 'quantitative' }, x: { value: 'width' }, text: { field: 'label' } } },
+      ],
+    });
+  }
   const vlSpec = {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: spec.title,
     width: 420,
     height: 280,
     background: 'white',
-    data: { values },
-    mark: { type: 'line', point: true },
-    encoding: {
-      x: { field: 'x', type: 'quantitative', scale: { type: 'log' }, title: spec.xTitle ?? spec.x },
-      y: { field: 'y', type: 'quantitative', scale: { type: 'log' }, title: spec.yTitle ?? spec.y },
-      color: { field: 'series', type: 'nominal', title: 'method' },
-    },
+    layer: layers,
   };
   const compiled = vl.compile(vlSpec as never).spec;
   const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
@@ -684,7 +733,9 @@ export interface WriteOptions {
 export async function writeResults(dev: DeviceLike | undefined, suiteName: string, report: BenchReport, opts: WriteOptions = {}): Promise<string[]> {
   if (!/^[a-z0-9][a-z0-9._-]*$/i.test(suiteName)) throw new TesseraError('E_ARG', 'suite name must be a plain file name', { argument: 'suiteName', actual: suiteName });
   const adapter = (report.adapter || (dev ? ctxOf(dev).adapterName : 'unknown')).replace(/[^a-z0-9._-]+/gi, '-');
-  const dir = join(opts.dir ?? join(REPO_ROOT, 'bench', 'results'), adapter);
+  const { mkdirSync, writeFileSync } = await import('node:fs');
+  const { dirname, join, resolve } = await import('node:path');
+  const dir = join(opts.dir ?? (await resultsDir()), adapter);
   mkdirSync(dir, { recursive: true });
   const written: string[] = [];
   const json = JSON.stringify(report, null, 2) + '\n';
@@ -699,7 +750,8 @@ export async function writeResults(dev: DeviceLike | undefined, suiteName: strin
   const plotFiles: string[] = [];
   for (const p of opts.plots === false ? [] : (opts.plots ?? defaultPlots(suiteName))) {
     const file = `${suiteName}${p.name ? `-${p.name}` : ''}.svg`;
-    const svg = await plotSvg(report.results, p);
+    const rule = p.y === 'gflops' ? { y: report.roofline.matmul_gflops, label: `roofline matmul ${report.roofline.matmul_gflops.toFixed(2)} GFLOP/s` } : undefined;
+    const svg = await plotSvg(report.results, p, rule);
     writeFileSync(join(dir, file), svg);
     plotFiles.push(file);
     written.push(join(dir, file));

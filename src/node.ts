@@ -4,4 +4,6 @@
  */
 export { createNodeGpu, SWIFTSHADER_ICD_PATHS, INSTALL_HINT, hasVulkanLoader, type NodeGpuOptions } from './gpu/node.js';
 export { verifyGolden, verdictLine, type VerifyReport } from './verify/run.js';
-export { readManifest, loadCase, judge, compareSelections, type GoldenCase, type GoldenHandler } from './verify/golden.js';
+export { readManifest, loadCase } from './verify/golden-node.js';
+export { judge, compareSelections, type GoldenCase, type GoldenHandler } from './verify/golden.js';
+export { FileStore, type FileStoreOptions } from './kv/file-store.js';

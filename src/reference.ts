@@ -20,3 +20,8 @@ export { deltaRuleReference, gatedDeltaRuleReference, kdaReference } from '../ke
 export { mobaReference, mobaBlockMeansReference, type MobaReferenceOptions } from '../kernels/moba/reference.js';
 export { nsaReference, type NsaReferenceOptions, type NsaVariant } from '../kernels/nsa/reference.js';
 export { blockSparseReference, type BlockSparseReferenceOptions } from '../kernels/block_sparse/reference.js';
+export { attentionReference, keyVisible, type AttentionReferenceOptions } from '../kernels/dense/reference.js';
+export { slidingWindowReference } from '../kernels/sliding_window/reference.js';
+export { dsaReference, dsaIndexerReference, type DsaReferenceOptions } from '../kernels/dsa/reference.js';
+export { streamAttentionReference, type AttnRefOptions } from '../kernels/paged/reference.js';
+export { questScoresReference, questSelectReference, type QuestRefOptions } from '../kernels/quest/reference.js';

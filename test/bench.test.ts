@@ -82,6 +82,11 @@ describe('report', () => {
     expect(sp.get(results[2]!)).toBeCloseTo(40);
     expect(sp.has(results[1]!)).toBe(false);
     expect(formatTable(results)).toContain('40.0x');
+    expect(formatTable(results)).not.toContain('vs dense');
+    const withDense = [...results, result('dense', 512, 20)];
+    const table = formatTable(withDense);
+    expect(table).toContain('vs dense');
+    expect(table).toContain('2.0x');
   });
 
   it('writes JSON of the shared shape, Markdown and SVG plots', async () => {

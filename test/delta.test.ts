@@ -4,6 +4,7 @@ import { gatedDeltaRuleReference } from '../kernels/delta/reference.js';
 import { compare, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { useGpu } from './helpers/gpu.js';
 import { caseName, checkScanCase, type ScanCase } from './helpers/scan.js';
+import { checkStream } from './helpers/stream.js';
 
 const gpu = useGpu();
 
@@ -30,6 +31,15 @@ describe('delta family vs the float64 recurrence (chunked WY form and recurrent 
       expect(d.relRms).toBeLessThan(c.dtype === 'f16' ? 2e-3 : 1e-5);
     });
   }
+});
+
+describe('streaming', () => {
+  it('gated_delta_rule GVA: segments 300, 1, 1, 1, 64 equal the one-shot recurrence; rollback is exact', async () => {
+    await checkStream(gpu, { gate: 'scalar', delta: true, H: 1, HV: 2, K: 64, V: 64, h0: true }, [300, 1, 1, 1, 64], { checkpointEvery: 1, ringSize: 3 });
+  });
+  it('kda: host-tier checkpoints every 100 tokens', async () => {
+    await checkStream(gpu, { gate: 'vector', delta: true, H: 1, K: 32, V: 32 }, [100, 100, 50, 1], { checkpointEvery: 100, checkpointTier: 'host' });
+  });
 });
 
 describe('decode', () => {

@@ -4,6 +4,7 @@ import { lightningGamma } from '../kernels/linear/reference.js';
 import { TesseraError } from '../src/errors.js';
 import { useGpu } from './helpers/gpu.js';
 import { caseName, checkScanCase, type ScanCase } from './helpers/scan.js';
+import { checkStream } from './helpers/stream.js';
 
 const gpu = useGpu();
 
@@ -32,6 +33,15 @@ describe('linear attention family vs the float64 recurrence (chunked and recurre
       expect(Object.keys(r).sort()).toEqual(['chunk', 'recurrent']);
     });
   }
+});
+
+describe('streaming', () => {
+  it('gla: segments 64, 100, 1, 1, 35 equal the one-shot recurrence; rollback restores GPU checkpoints exactly', async () => {
+    await checkStream(gpu, { gate: 'vector', delta: false, H: 2, K: 32, V: 48, h0: true }, [64, 100, 1, 1, 35], { checkpointEvery: 1, ringSize: 4 });
+  });
+  it('linear_attn: rollback with host checkpoints every 64 tokens', async () => {
+    await checkStream(gpu, { gate: 'none', delta: false, H: 1, K: 64, V: 64 }, [65, 63, 64, 8], { checkpointEvery: 64, checkpointTier: 'host' });
+  });
 });
 
 describe('presets', () => {

@@ -27,7 +27,7 @@ function selectionMismatches(got: ArrayLike<number>, ref: ArrayLike<number>, K: 
   return { bad, excused };
 }
 
-interface Case { T: number; Hq: number; Hkv: number; D: number; B: number; k: number; dtype: FloatDType; Tq?: number }
+interface Case { T: number; Hq: number; Hkv: number; D: number; B: number; k: number; dtype: FloatDType; Tq?: number; target?: 'cpu' | 'gpu' }
 
 async function runCase(c: Case) {
   const { T, Hq, Hkv, D, B, k, dtype } = c;
@@ -40,7 +40,8 @@ async function runCase(c: Case) {
   const o = gpu.nanTensor([Tq, Hq, D], dtype);
   const lse = gpu.nanTensor([Tq, Hq]);
   const selection = gpu.tensor(new Int32Array(Tq * Hq * k).fill(-7), [Tq, Hq, k], 'i32');
-  const plan = await planMoba(gpu.dev, { Tq, Tk: T, Hq, Hkv, D, blockSize: B, topk: k, dtype });
+  const plan = await planMoba(gpu.dev, { Tq, Tk: T, Hq, Hkv, D, blockSize: B, topk: k, dtype, target: c.target });
+  if (c.target) expect(plan.blockCentric).toBe(c.target === 'cpu' && Tq === T);
   const enc = gpu.dev.device.createCommandEncoder();
   plan.run(enc, { q: gpu.tensor(q, [Tq, Hq, D], dtype), k: gpu.tensor(kk, [T, Hkv, D], dtype), v: gpu.tensor(v, [T, Hkv, D], dtype), o, lse, selection });
   await gpu.dev.submitAndWait([enc.finish()]);
@@ -78,9 +79,12 @@ describe('moba prefill vs float64 reference', () => {
     { T: 300, Hq: 4, Hkv: 2, D: 48, B: 32, k: 16, dtype: 'f16' },
     { T: 1000, Hq: 2, Hkv: 2, D: 32, B: 128, k: 2, dtype: 'f32' },
     { T: 200, Hq: 2, Hkv: 1, D: 32, B: 16, k: 1, dtype: 'f32' },
+    { T: 300, Hq: 4, Hkv: 2, D: 32, B: 32, k: 3, dtype: 'f32', target: 'gpu' },
+    { T: 65, Hq: 2, Hkv: 1, D: 32, B: 16, k: 3, dtype: 'f16', target: 'gpu' },
+    { T: 130, Hq: 2, Hkv: 1, D: 32, B: 16, k: 4, dtype: 'f32', target: 'cpu' },
   ];
   for (const c of cases) {
-    it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-B${c.B}-k${c.k}-${c.dtype}`, () => runCase(c));
+    it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-B${c.B}-k${c.k}-${c.dtype}${c.target ? '-' + c.target : ''}`, () => runCase(c));
   }
   it('decode (Tq = 1, bottom-right) equals the reference', () => runCase({ T: 301, Tq: 1, Hq: 4, Hkv: 2, D: 32, B: 32, k: 3, dtype: 'f32' }));
   it('decode (Tq = 3) equals the reference', () => runCase({ T: 130, Tq: 3, Hq: 2, Hkv: 1, D: 32, B: 32, k: 2, dtype: 'f32' }));

@@ -39,12 +39,12 @@ function makeScores(rows: number, n: number, fill: Fill, seed: number): Float32A
   return s;
 }
 
-async function check(rows: number, n: number, k: number, fill: Fill, variant: TopKVariant | 'auto' = 'auto', withValues = true): Promise<void> {
+async function check(rows: number, n: number, k: number, fill: Fill, variant: TopKVariant | 'auto' = 'auto', withValues = true, target: 'auto' | 'cpu' | 'gpu' = 'auto'): Promise<void> {
   const s = makeScores(rows, n, fill, rows * 7919 + n * 31 + k);
   const ref = topKReference(s, rows, n, k);
   const indices = gpu.tensor(new Int32Array(rows * k).fill(-7), [rows, k], 'i32');
   const values = withValues ? gpu.nanTensor([rows, k]) : undefined;
-  const plan = await planTopK(gpu.dev, { rows, n, k, variant });
+  const plan = await planTopK(gpu.dev, { rows, n, k, variant, target });
   try {
     const enc = gpu.dev.device.createCommandEncoder();
     plan.run(enc, { scores: gpu.tensor(s, [rows, n]), indices, values });
@@ -81,7 +81,7 @@ describe('topk small variant (one invocation per row)', () => {
   it('without values', () => check(33, 20, 3, 'dups', 'small', false));
 });
 
-describe('topk radix variant (multi-workgroup radix select)', () => {
+describe.each(['cpu', 'gpu'] as const)('topk radix variant (multi-workgroup radix select), %s shape', (target) => {
   for (const [rows, n, k, fill] of [
     [1, 1, 1, 'normal'],
     [3, 5, 10, 'normal'], // k > n
@@ -96,10 +96,14 @@ describe('topk radix variant (multi-workgroup radix select)', () => {
     [1, 70000, 4096, 'normal'], // k = 4096
     [1, 70000, 4096, 'dups'],
   ] as const) {
-    it(`rows${rows}-n${n}-k${k}-${fill}`, () => check(rows, n, k, fill, 'radix'));
+    it(`rows${rows}-n${n}-k${k}-${fill}`, () => check(rows, n, k, fill, 'radix', true, target));
   }
-  it('without values', () => check(4, 3000, 50, 'dups', 'radix', false));
-  it('one row of 1M candidates, k = 2048', () => check(1, 1 << 20, 2048, 'normal'));
+  it('without values', () => check(4, 3000, 50, 'dups', 'radix', false, target));
+  it('ragged rows (n % 4 != 0: unaligned row starts) and a tiny input', async () => {
+    await check(5, 4099, 17, 'dups', 'radix', true, target);
+    await check(1, 3, 2, 'normal', 'radix', true, target);
+  });
+  it('one row of 1M candidates, k = 2048', () => check(1, 1 << 20, 2048, 'normal', 'radix', true, target));
 });
 
 describe('topk auto and convenience', () => {
@@ -139,6 +143,9 @@ describe('topk bad input', () => {
     await expect(planTopK(gpu.dev, { rows: 1, n: 0, k: 1 })).rejects.toMatchObject({ argument: 'n' });
     await expect(planTopK(gpu.dev, { rows: 1, n: 10, k: 64, variant: 'small' })).rejects.toMatchObject({ argument: 'variant' });
     await expect(planTopK(gpu.dev, { rows: 1, n: 10, k: 1, variant: 'fast' as never })).rejects.toMatchObject({ argument: 'variant' });
+    // The survivor workspace (rows * 2k * 8 bytes) past one binding: E_LIMIT naming rows.
+    const rowsBig = Math.floor(gpu.dev.limits.maxStorageBufferBindingSize / 4 / 4097);
+    await expect(planTopK(gpu.dev, { rows: rowsBig, n: 4097, k: 4096 })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'rows' });
     const huge = gpu.dev.limits.maxStorageBufferBindingSize / 4 + 1;
     await expect(planTopK(gpu.dev, { rows: 1, n: huge, k: 1 })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'n' });
   });

@@ -12,10 +12,10 @@
  * - bytes = q, k, v read once + o written once (T * H * D elements each, in the storage dtype) +
  *   lse written (T * H f32).
  */
-import { writeFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { TesseraError } from '../../src/errors.js';
 import type { TesseraDevice } from '../../src/gpu/device.js';
+import { planAttention } from '../../kernels/dense/index.js';
 import { compileTimeMs } from '../../src/gpu/pipeline.js';
 import { byteSize, encode, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { Rng } from '../../src/testing.js';
@@ -33,26 +33,6 @@ import {
   type Roofline,
 } from '../harness.js';
 
-/** The part of the dense family's API (api.md "Dense attention") this suite uses. */
-interface DensePlan {
-  run(encoder: GPUCommandEncoder, t: { q: GpuTensor; k: GpuTensor; v: GpuTensor; o: GpuTensor; lse?: GpuTensor }): void;
-  dispose(): void;
-}
-type PlanAttention = (dev: TesseraDevice, opts: { Tq: number; Hq: number; Hkv: number; D: number; causal?: boolean; dtype?: FloatDType }) => Promise<DensePlan>;
-
-async function loadPlanAttention(): Promise<PlanAttention> {
-  // Imported by path at run time so that this suite builds before the dense family lands.
-  const path = '../../kernels/dense/index.js';
-  let mod: { planAttention?: PlanAttention };
-  try {
-    mod = (await import(/* @vite-ignore */ path)) as { planAttention?: PlanAttention };
-  } catch (e) {
-    throw new TesseraError('E_UNSUPPORTED', 'bench dense: kernels/dense is not available in this checkout', { cause: e });
-  }
-  if (typeof mod.planAttention !== 'function') throw new TesseraError('E_UNSUPPORTED', 'bench dense: kernels/dense does not export planAttention');
-  return mod.planAttention;
-}
-
 /** Flops and bytes of one dense attention run (see the file comment). */
 export function denseWork(c: { T: number; D: number; H: number; dtype: FloatDType; causal?: boolean }): { flops: number; bytes: number } {
   const pairs = c.causal === false ? c.T * c.T : (c.T * (c.T + 1)) / 2;
@@ -69,17 +49,22 @@ export interface DenseConfig {
   causal: boolean;
   warmup: number;
   runs: number;
+  /** Kernel variant (default: the dense family's choice for the adapter class). */
+  variant?: 'auto' | 'cpu' | 'gpu';
 }
 
 /**
  * Times Tessera's dense attention for one configuration on `dev` and returns a result (with
- * plan compile time and CPU encode time). Other suites call this for their ratio to dense.
+ * plan compile time and CPU encode time). Other suites call this for their ratio to dense flash,
+ * with `impl: 'dense'` and their own suite name, so their table gets a `vs dense` column.
  *
  * @example
  * const r = await benchTesseraDense(dev, roofline, { T: 1024, D: 64, H: 1, dtype: 'f32', causal: true, warmup: 1, runs: 5 });
+ * const ref = await benchTesseraDense(dev, roofline, cfg, { impl: 'dense', suite: 'moba' });
  */
-export async function benchTesseraDense(dev: TesseraDevice, roofline: Roofline, c: DenseConfig, impl = 'tessera'): Promise<BenchResult> {
-  const planAttention = await loadPlanAttention();
+export async function benchTesseraDense(dev: TesseraDevice, roofline: Roofline, c: DenseConfig, label: string | { impl?: string; suite?: string } = {}): Promise<BenchResult> {
+  const impl = typeof label === 'string' ? label : (label.impl ?? 'tessera');
+  const suite = typeof label === 'string' ? 'dense' : (label.suite ?? 'dense');
   const rng = new Rng(1234 + c.T);
   const shape = [c.T, c.H, c.D];
   const n = c.T * c.H * c.D;
@@ -99,7 +84,7 @@ export async function benchTesseraDense(dev: TesseraDevice, roofline: Roofline, 
   };
   const c0 = compileTimeMs();
   const p0 = performance.now();
-  const plan = await planAttention(dev, { Tq: c.T, Hq: c.H, Hkv: c.H, D: c.D, causal: c.causal, dtype: c.dtype });
+  const plan = await planAttention(dev, { Tq: c.T, Hq: c.H, Hkv: c.H, D: c.D, causal: c.causal, dtype: c.dtype, variant: c.variant ?? 'auto' });
   const planMs = performance.now() - p0;
   const compileMs = compileTimeMs() - c0;
   try {
@@ -112,7 +97,7 @@ export async function benchTesseraDense(dev: TesseraDevice, roofline: Roofline, 
     const work = denseWork(c);
     return makeResult(
       roofline,
-      { suite: 'dense', impl, T: c.T, D: c.D, H: c.H, dtype: c.dtype, ...work, causal: c.causal, plan_ms: round(planMs), compile_ms: round(compileMs), encode_us: round(cpu.mean_us) },
+      { suite, impl, T: c.T, D: c.D, H: c.H, dtype: c.dtype, ...work, causal: c.causal, variant: c.variant ?? 'auto', plan_ms: round(planMs), compile_ms: round(compileMs), encode_us: round(cpu.mean_us) },
       timing,
     );
   } finally {
@@ -144,13 +129,14 @@ export async function runDenseSuite(argv: string[]): Promise<void> {
     .option('--baseline <name>', 'tfjs | none', 'tfjs')
     .option('--runs <n>', 'timed runs of Tessera (after 1 warm-up)', '5')
     .option('--baseline-runs <n>', 'timed runs of the baseline (after 1 warm-up; it takes seconds at T=2048)', '3')
+    .option('--variant <v>', 'dense kernel variant: auto (default: per adapter class) | cpu | gpu; non-auto rows are labelled tessera-<v>', 'auto')
     .option('--robustness <mode>', 'on (default) | off | both: Dawn robustness; off is labelled tessera-norobust', 'on')
     .option('--adapter <name>', 'auto | swiftshader | llvmpipe')
     .option('--dawn-flag <flag>', 'extra Dawn flag (repeatable)', collect)
     .option('--json <file>', 'also write the JSON report here')
     .option('--no-write', 'do not write bench/results/<adapter>/dense.*');
   cmd.parse(argv, { from: 'user' });
-  const o = cmd.opts<{ T: string; D: string; H: string; dtype: string; causal: boolean; baseline: string; runs: string; baselineRuns: string; robustness: string; adapter?: string; dawnFlag?: string[]; json?: string; write: boolean }>();
+  const o = cmd.opts<{ T: string; D: string; H: string; dtype: string; causal: boolean; baseline: string; runs: string; baselineRuns: string; robustness: string; variant: string; adapter?: string; dawnFlag?: string[]; json?: string; write: boolean }>();
   const Ts = intList(o.T);
   const D = intList(o.D)[0]!;
   const H = intList(o.H)[0]!;
@@ -159,6 +145,8 @@ export async function runDenseSuite(argv: string[]): Promise<void> {
   if (o.dtype !== 'f32' && o.dtype !== 'f16' && o.dtype !== 'bf16') throw new TesseraError('E_ARG', 'unknown --dtype', { argument: '--dtype', actual: o.dtype, expected: 'f32, f16 or bf16' });
   if (!['tfjs', 'none'].includes(o.baseline)) throw new TesseraError('E_ARG', 'unknown --baseline', { argument: '--baseline', actual: o.baseline, expected: 'tfjs or none' });
   if (!['on', 'off', 'both'].includes(o.robustness)) throw new TesseraError('E_ARG', 'unknown --robustness', { argument: '--robustness', actual: o.robustness, expected: 'on, off or both' });
+  if (!['auto', 'cpu', 'gpu'].includes(o.variant)) throw new TesseraError('E_ARG', 'unknown --variant', { argument: '--variant', actual: o.variant, expected: 'auto, cpu or gpu' });
+  const variant = o.variant as 'auto' | 'cpu' | 'gpu';
   const dtype = o.dtype as FloatDType;
   const modes: boolean[] = o.robustness === 'both' ? [true, false] : [o.robustness !== 'off'];
 
@@ -177,9 +165,10 @@ export async function runDenseSuite(argv: string[]): Promise<void> {
       if (robust || !roofline) roofline = roof;
       if (!robust) extra.roofline_norobust = roof;
       for (const T of Ts) {
-        const r = await benchTesseraDense(dev, roof, { T, D, H, dtype, causal: o.causal, warmup: 1, runs }, robust ? 'tessera' : 'tessera-norobust');
+        const impl = ['tessera', variant === 'auto' ? '' : variant, robust ? '' : 'norobust'].filter(Boolean).join('-');
+        const r = await benchTesseraDense(dev, roof, { T, D, H, dtype, causal: o.causal, warmup: 1, runs, variant }, impl);
         if (!robust) r.robustness = false;
-        console.log(`  tessera${tag} T=${T}: ${r.median_ms.toFixed(2)} ms (plan ${r.plan_ms} ms, of which compile ${r.compile_ms} ms; encode ${r.encode_us} us)`);
+        console.log(`  ${impl} T=${T}: ${r.median_ms.toFixed(2)} ms (plan ${r.plan_ms} ms, of which compile ${r.compile_ms} ms; encode ${r.encode_us} us)`);
         results.push(r);
       }
     } finally {
@@ -204,6 +193,7 @@ export async function runDenseSuite(argv: string[]): Promise<void> {
     const files = await writeResults(undefined, 'dense', report, { json: o.json });
     console.log(`wrote ${files.join(', ')}`);
   } else if (o.json) {
+    const { writeFileSync } = await import('node:fs');
     writeFileSync(o.json, JSON.stringify(report, null, 2) + '\n');
     console.log(`wrote ${o.json}`);
   }

@@ -6,10 +6,9 @@
  */
 import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { grid2d, type Pipeline } from '../../src/gpu/pipeline.js';
 import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
 import { checkTensor, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
-import { GATHER_PARAMS, checkHeadDim, gatherPipeline, gatherWorkgroups } from './gather.js';
+import { GATHER_DEFAULTS, GATHER_PARAMS, checkHeadDim, gatherGrid, gatherKernel, gatherTiles, type GatherKernel, type GatherTarget } from './gather.js';
 
 export interface BlockSparseOptions {
   /** Query rows. */
@@ -42,6 +41,8 @@ export interface BlockSparseOptions {
   dtype?: FloatDType;
   /** Storage of o (default `dtype`). */
   outDtype?: FloatDType;
+  /** Kernel variant: `auto` (default) follows the adapter class; `cpu`/`gpu` force one (tests). */
+  target?: GatherTarget;
 }
 
 export interface BlockSparseTensors {
@@ -59,30 +60,30 @@ export interface BlockSparseTensors {
 
 interface Resolved {
   Tq: number; Tk: number; Hq: number; Hkv: number; D: number; Dv: number; R: number; C: number;
-  causal: boolean; scale: number; dtype: FloatDType; outDtype: FloatDType;
+  causal: boolean; scale: number; dtype: FloatDType; outDtype: FloatDType; target: GatherTarget;
   P: number; MB: number; indptr: Uint32Array<ArrayBuffer>; indices: Int32Array<ArrayBuffer>;
 }
 
 export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
   readonly options: Readonly<Resolved>;
-  private readonly pipeline: Pipeline;
+  private readonly kernel: GatherKernel;
   private readonly indptrBuf: GPUBuffer;
   private readonly indicesBuf: GPUBuffer;
   private readonly pLse: GPUBuffer;
   private readonly pNoLse: GPUBuffer;
   private readonly dummy: GPUBuffer;
 
-  private constructor(ctx: TesseraDevice, o: Resolved, pipeline: Pipeline) {
+  private constructor(ctx: TesseraDevice, o: Resolved, kernel: GatherKernel) {
     super(ctx);
     this.options = o;
-    this.pipeline = pipeline;
+    this.kernel = kernel;
     this.indptrBuf = this.workspace(o.indptr.byteLength, 'block_sparse.indptr');
     ctx.device.queue.writeBuffer(this.indptrBuf, 0, o.indptr);
     this.indicesBuf = this.workspace(Math.max(4, o.indices.byteLength), 'block_sparse.indices');
     if (o.indices.length) ctx.device.queue.writeBuffer(this.indicesBuf, 0, o.indices);
     const g = {
-      Tq: o.Tq, Tk: o.Tk, Hq: o.Hq, Hkv: o.Hkv, NG: o.MB * o.Hq, NGH: o.Hq, T0: 0, S: 0, BS: o.C, MB: o.MB, P: o.P,
-      W: 0, KSTRIDE: 1, KOFF: 0, POSOFF: o.Tk - o.Tq, scale: o.scale,
+      ...GATHER_DEFAULTS, Tq: o.Tq, Tk: o.Tk, Hq: o.Hq, Hkv: o.Hkv, NG: o.MB * o.Hq, NGH: o.Hq, BS: o.C, MB: o.MB, P: o.P,
+      POSOFF: o.Tk - o.Tq, scale: o.scale, NTILES: gatherTiles(kernel, o.MB * o.Hq),
     };
     this.pLse = this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 1 });
     this.pNoLse = this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 0 });
@@ -93,13 +94,13 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
   static async create(device: DeviceLike, opts: BlockSparseOptions): Promise<BlockSparsePlan> {
     const ctx = ctxOf(device);
     const o = validateBlockSparseOptions(opts);
-    const pipeline = await gatherPipeline(ctx, { mode: 1, inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: o.causal, NR: o.R });
-    return new BlockSparsePlan(ctx, o, pipeline);
+    const kernel = await gatherKernel(ctx, { mode: 1, inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: o.causal, NR: o.R, target: o.target });
+    return new BlockSparsePlan(ctx, o, kernel);
   }
 
   run(encoder: GPUCommandEncoder, t: BlockSparseTensors): void {
     this.assertUsable();
-    const { Tq, Tk, Hq, Hkv, D, Dv, dtype, outDtype, MB, R } = this.options;
+    const { Tq, Tk, Hq, Hkv, D, Dv, dtype, outDtype, MB } = this.options;
     const q = checkTensor(t?.q, 'q', { rank: 3, shape: [Tq, Hq, D], dtypes: [dtype] });
     const k = checkTensor(t.k, 'k', { rank: 3, shape: [Tk, Hkv, D], dtypes: [dtype] });
     const v = checkTensor(t.v, 'v', { rank: 3, shape: [Tk, Hkv, Dv], dtypes: [dtype] });
@@ -108,9 +109,9 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
     for (const [x, n] of [[q, 'q'], [k, 'k'], [v, 'v'], [o, 'o']] as const) checkBindingSize(this.ctx, x, n);
     this.dispatch(
       encoder,
-      this.pipeline,
+      this.kernel.pipeline,
       [res(q), res(k), res(v), { buffer: this.indicesBuf }, { buffer: this.indptrBuf }, res(o), lse ? res(lse) : { buffer: this.dummy, size: 16 }, { buffer: lse ? this.pLse : this.pNoLse }],
-      grid2d(this.ctx, gatherWorkgroups(MB * Hq, R)),
+      gatherGrid(this.ctx, this.kernel, MB * Hq),
     );
   }
 }
@@ -175,7 +176,9 @@ function validateBlockSparseOptions(opts: BlockSparseOptions): Resolved {
   check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
   const outDtype = opts.outDtype ?? dtype;
   check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
-  return { Tq, Tk, Hq, Hkv, D, Dv, R, C, causal, scale, dtype, outDtype, P, MB, indptr, indices };
+  const target = opts.target ?? 'auto';
+  check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
+  return { Tq, Tk, Hq, Hkv, D, Dv, R, C, causal, scale, dtype, outDtype, target, P, MB, indptr, indices };
 }
 
 /**

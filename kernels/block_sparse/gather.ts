@@ -1,16 +1,24 @@
 /**
  * The gathered-block attention core (`gather.wgsl`) shared by block_sparse, MoBA, NSA and DSA:
- * pipelines, the uniform layout and the host-side parameter computation. Internal to the sparse
- * families; the public entry points are the families' plan functions.
+ * pipelines, the uniform layout and launch geometry. Internal to the sparse families; the public
+ * entry points are the families' plan functions.
+ *
+ * Variants (chosen per `ctx.adapterClass`, overridable with `target` for tests):
+ * - `gpu`: entry `main`, one invocation per query row, 64 per workgroup.
+ * - `cpu`: entry `main_cpu`, a 4-lane workgroup per tile of 16 rows sharing a key list and a KV
+ *   head, K/V loads shared by subgroupBroadcast when the device has subgroups. What the software
+ *   adapter wants (see ../shared/reference/platform.md): one gather feeds 4 rows x 16 keys.
  */
 import { fail } from '../../src/errors.js';
 import type { TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, wgslProgram, type Pipeline, type ShaderSource } from '../../src/gpu/pipeline.js';
+import { getPipeline, grid2d, wgslProgram, type Pipeline, type ShaderSource } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { dtypeCode, type FloatDType } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import gatherWgsl from './gather.wgsl.js';
+import sgWgsl from './gather_sg.wgsl.js';
+import nosgWgsl from './gather_nosg.wgsl.js';
 
 export const GATHER_PARAMS = uniformLayout('GatherParams', [
   ['Tq', 'u32'],
@@ -30,9 +38,14 @@ export const GATHER_PARAMS = uniformLayout('GatherParams', [
   ['POSOFF', 'i32'],
   ['scale', 'f32'],
   ['WRITE_LSE', 'u32'],
+  ['LDIV', 'u32'],
+  ['KS', 'u32'],
+  ['NTILES', 'u32'],
 ] as const);
 
 export type GatherParamValues = Parameters<typeof GATHER_PARAMS.pack>[0];
+/** Defaults for the rarely used fields. */
+export const GATHER_DEFAULTS = { T0: 0, S: 0, MB: 0, P: 1, W: 0, KSTRIDE: 1, KOFF: 0, POSOFF: 0, WRITE_LSE: 0, LDIV: 1, KS: 1, NTILES: 0 } as const;
 
 /** Head-dim capacity tiers (vec4 slots of the private q / accumulator arrays). */
 export function headDimTier(D: number, Dv: number): number {
@@ -40,19 +53,26 @@ export function headDimTier(D: number, Dv: number): number {
   return m <= 64 ? 16 : m <= 128 ? 32 : 64;
 }
 
-const programs = new Map<number, ShaderSource>();
-function program(tier: number): ShaderSource {
-  let p = programs.get(tier);
+const programs = new Map<string, ShaderSource>();
+function program(tier: number, subgroups: boolean): ShaderSource {
+  const key = `${tier}-${subgroups}`;
+  let p = programs.get(key);
   if (!p) {
     const header = `const MAXD4: u32 = ${tier}u;\nconst MAXDV4: u32 = ${tier}u;\n`;
-    p = wgslProgram(`block_sparse/gather-d${tier * 4}`, [storageWgsl, unpackWgsl, GATHER_PARAMS.wgsl, header, gatherWgsl]);
-    programs.set(tier, p);
+    p = wgslProgram(
+      `block_sparse/gather-d${tier * 4}${subgroups ? '-sg' : ''}`,
+      [storageWgsl, unpackWgsl, GATHER_PARAMS.wgsl, header, gatherWgsl, subgroups ? sgWgsl : nosgWgsl],
+      subgroups ? ['subgroups'] : [],
+    );
+    programs.set(key, p);
   }
   return p;
 }
 
+export type GatherTarget = 'auto' | 'cpu' | 'gpu';
+
 export interface GatherSpec {
-  mode: 0 | 1 | 2;
+  mode: 0 | 1 | 2 | 3;
   /** Storage of q. */
   inDtype: FloatDType;
   /** Storage of k and v (default `inDtype`). */
@@ -63,14 +83,32 @@ export interface GatherSpec {
   causal: boolean;
   /** Rows per group. */
   NR: number;
+  /** Variant: `auto` (default) follows the adapter class. */
+  target?: GatherTarget;
+}
+
+export interface GatherKernel {
+  readonly pipeline: Pipeline;
+  readonly cpu: boolean;
+  readonly NR: number;
 }
 
 export const GATHER_WG = 64;
+/** Rows per tile of the CPU variant. */
+export const GATHER_CPU_TILE = 16;
+
+/** Resolves `target` against the adapter. */
+export function gatherUsesCpu(ctx: TesseraDevice, target: GatherTarget = 'auto'): boolean {
+  return target === 'cpu' || (target === 'auto' && ctx.adapterClass === 'cpu');
+}
 
 /** The compiled gather pipeline for a specialisation (cached per device). */
-export function gatherPipeline(ctx: TesseraDevice, s: GatherSpec): Promise<Pipeline> {
-  return getPipeline(ctx, {
-    shader: program(headDimTier(s.D, s.Dv)),
+export async function gatherKernel(ctx: TesseraDevice, s: GatherSpec): Promise<GatherKernel> {
+  const cpu = gatherUsesCpu(ctx, s.target) || s.mode === 3;
+  const subgroups = cpu && ctx.features.subgroups;
+  const pipeline = await getPipeline(ctx, {
+    shader: program(headDimTier(s.D, s.Dv), subgroups),
+    entryPoint: cpu ? 'main_cpu' : 'main',
     bindings: ['read', 'read', 'read', 'read', 'read', 'rw', 'rw', 'uniform'],
     constants: {
       WG: GATHER_WG,
@@ -84,11 +122,17 @@ export function gatherPipeline(ctx: TesseraDevice, s: GatherSpec): Promise<Pipel
       NR: s.NR,
     },
   });
+  return { pipeline, cpu, NR: s.NR };
 }
 
-/** Workgroup count for `NG` groups of `NR` rows. */
-export function gatherWorkgroups(NG: number, NR: number): number {
-  return Math.ceil((NG * NR) / GATHER_WG);
+/** Tiles of the CPU variant for `NG` groups (0 for the GPU variant). */
+export function gatherTiles(k: GatherKernel, NG: number): number {
+  return k.cpu ? NG * Math.ceil(k.NR / GATHER_CPU_TILE) : 0;
+}
+
+/** Dispatch grid for `NG` groups (modes 0-2). */
+export function gatherGrid(ctx: TesseraDevice, k: GatherKernel, NG: number): [number, number] {
+  return grid2d(ctx, k.cpu ? gatherTiles(k, NG) : Math.ceil((NG * k.NR) / GATHER_WG));
 }
 
 /** Head dims the gather core accepts: multiples of 4 up to 256. */

@@ -11,15 +11,26 @@
 // One softmax over every visible key of the row's list; o = 0 and lse = -inf when none is visible.
 //
 // MODE 0 (selection lists): group g = t * NGH + hg; rows i < NR are query heads hq = hg*NR + i of
-//        token t (NR = a GQA group for NSA, all heads for DSA, 1 for MoBA); list = S block ids at
-//        lists[(g - T0*NGH) * S ..] (the list buffer may hold only the rows of this launch).
+//        token T0 + g / NGH (NR = a GQA group for NSA and DSA, 1 for MoBA); list = S block ids at
+//        lists[(g / LDIV) * S ..] (g counts from the launch's first token T0, so the list buffer
+//        holds only the rows of this launch).
 // MODE 1 (BSR, positions): group g = r * Hq + hq; rows i < NR are tokens t = r*NR + i of query
 //        head hq; list = indices[indptr[p*(MB+1) + r] .. indptr[p*(MB+1) + r + 1]) where the
 //        pattern p is 0 (shared), hq / (Hq/P) (per KV head or per query head).
 // MODE 2 (all keys): like MODE 0 rows, one implicit block covering every key.
+// MODE 3 (row lists; main_cpu only): tile i of the tile table `indptr` (4 words: first entry,
+//        entry count <= 16, block id, unused) names up to 16 rows by entries lists[first + p] =
+//        row * KS + slot (row = t * Hq + hq, all of one query head); o and lse of such a row go
+//        to partial `slot` ([KS, Tq * Hq, DV] and [KS, Tq * Hq]). MoBA's block-centric path.
+// LDIV = NGH gives one list per token shared by all KV heads (DSA).
 //
-// One invocation per row: q and the o accumulator live in private vec4 arrays; keys are taken four
-// at a time per online-softmax step.
+// Two entry points:
+//   main (GPUs): one invocation per row; q and the o accumulator in private vec4 arrays; keys
+//     four at a time per online-softmax step (rows of a group read the same K/V addresses).
+//   main_cpu (CPU adapters, SwiftShader): a 4-lane workgroup takes a tile of 16 rows that share
+//     the key list and one KV head, 4 rows per lane, 16-key blocks as 4x4 matrices; K/V loads are
+//     shared between the lanes by `share_k`/`share_v` from gather_sg.wgsl (subgroupBroadcast) or
+//     gather_nosg.wgsl. One load then feeds 4 rows x 16 keys of FMAs per lane.
 
 @group(0) @binding(0) var<storage, read> q_buf: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read> k_buf: array<vec4<u32>>;
@@ -156,7 +167,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 
   let bs = i32(params.BS);
   if (MODE == 0u) {
-    let base = (g - params.T0 * params.NGH) * params.S;
+    let base = (g / params.LDIV) * params.S;
     for (var s = 0u; s < params.S; s++) {
       let b = lists[base + s];
       if (b >= 0) {
@@ -197,4 +208,289 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   if (params.WRITE_LSE != 0u) {
     lse_buf[t * params.Hq + hq] = select(st_neg_inf(), m_run + log(l_run), any);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU variant.
+
+struct CpuRow {
+  valid: bool,
+  pos: i32,
+  q_base: u32,
+  o_base: u32,
+  lse_idx: u32,
+}
+
+struct CpuTile {
+  valid: bool,
+  h: u32,
+  // key source: MODE 0/1 a list (lists[l0 .. l1)), MODE 2 one block of all keys, MODE 3 one block
+  l0: u32,
+  l1: u32,
+  block: i32,
+  pos_min: i32,
+  pos_max: i32,
+}
+
+fn cpu_row(tile_id: u32, p: u32) -> CpuRow {
+  var r: CpuRow;
+  r.valid = false;
+  var t = 0u;
+  var hq = 0u;
+  var slot = 0u;
+  let TPG = (NR + 15u) / 16u;
+  if (MODE == 3u) {
+    let first = indptr[4u * tile_id];
+    let count = indptr[4u * tile_id + 1u];
+    if (p < count) {
+      let e = u32(lists[first + p]);
+      let row = e / params.KS;
+      slot = e % params.KS;
+      t = row / params.Hq;
+      hq = row % params.Hq;
+      r.valid = true;
+    }
+  } else {
+    let g = tile_id / TPG;
+    let i = (tile_id % TPG) * 16u + p;
+    if (g < params.NG && i < NR) {
+      if (MODE == 1u) {
+        hq = g % params.Hq;
+        t = (g / params.Hq) * NR + i;
+        r.valid = t < params.Tq;
+      } else {
+        t = params.T0 + g / params.NGH;
+        hq = (g % params.NGH) * NR + i;
+        r.valid = true;
+      }
+    }
+  }
+  let rows = params.Tq * params.Hq;
+  let row = t * params.Hq + hq;
+  r.pos = i32(t) + params.POSOFF;
+  r.q_base = row * D;
+  r.o_base = (slot * rows + row) * DV;
+  r.lse_idx = slot * rows + row;
+  return r;
+}
+
+fn cpu_tile(tile_id: u32, r0: CpuRow) -> CpuTile {
+  var c: CpuTile;
+  c.valid = r0.valid;
+  if (!c.valid) {
+    return c;
+  }
+  let row = r0.q_base / D;
+  let hq = row % params.Hq;
+  c.h = hq / (params.Hq / params.Hkv);
+  c.block = 0;
+  c.l0 = 0u;
+  c.l1 = 1u;
+  let TPG = (NR + 15u) / 16u;
+  if (MODE == 0u) {
+    let g = tile_id / TPG;
+    c.l0 = (g / params.LDIV) * params.S;
+    c.l1 = c.l0 + params.S;
+  } else if (MODE == 1u) {
+    let g = tile_id / TPG;
+    let r = g / params.Hq;
+    let p = select(0u, hq / (params.Hq / params.P), params.P > 1u);
+    c.l0 = indptr[p * (params.MB + 1u) + r];
+    c.l1 = indptr[p * (params.MB + 1u) + r + 1u];
+  } else if (MODE == 3u) {
+    c.block = i32(indptr[4u * tile_id + 2u]);
+  }
+  return c;
+}
+
+// Is key j (in [.., hi)) visible from position pos? Four keys j..j+3 at once.
+fn cpu_visible4(j: i32, hi: i32, pos: i32) -> vec4<bool> {
+  let jj = vec4<i32>(j) + vec4<i32>(0, 1, 2, 3);
+  var ok = jj < vec4<i32>(hi);
+  let kpos = jj * i32(params.KSTRIDE) + vec4<i32>(i32(params.KOFF));
+  if (CAUSAL) {
+    ok = ok & (kpos <= vec4<i32>(pos));
+  }
+  if (params.W > 0u) {
+    ok = ok & (kpos > vec4<i32>(pos - i32(params.W)));
+  }
+  return ok;
+}
+
+fn cpu_mask16(s: mat4x4<f32>, j0: i32, hi: i32, pos: i32) -> mat4x4<f32> {
+  let ni = vec4<f32>(st_neg_inf());
+  return mat4x4<f32>(
+    select(ni, s[0], cpu_visible4(j0, hi, pos)),
+    select(ni, s[1], cpu_visible4(j0 + 4, hi, pos)),
+    select(ni, s[2], cpu_visible4(j0 + 8, hi, pos)),
+    select(ni, s[3], cpu_visible4(j0 + 12, hi, pos)));
+}
+
+fn max4(x: vec4<f32>) -> f32 {
+  return max(max(x.x, x.y), max(x.z, x.w));
+}
+
+// Online-softmax step over a 16-key block (scores in place become probabilities); returns alpha.
+fn cpu_softmax16(s: ptr<function, mat4x4<f32>>, m: ptr<function, f32>, l: ptr<function, f32>) -> f32 {
+  let bm = max(max(max4((*s)[0]), max4((*s)[1])), max(max4((*s)[2]), max4((*s)[3])));
+  let m_new = max(*m, bm);
+  let alpha = exp(*m - m_new);
+  let mv = vec4<f32>(m_new);
+  // masked scores sit at ST_NEG_BIG; with m_new finite their exp underflows to exactly 0
+  let p = mat4x4<f32>(exp((*s)[0] - mv), exp((*s)[1] - mv), exp((*s)[2] - mv), exp((*s)[3] - mv));
+  *s = p;
+  *l = *l * alpha + dot(p[0] + p[1] + p[2] + p[3], vec4<f32>(1.0));
+  *m = m_new;
+  return alpha;
+}
+
+fn cpu_store(r: CpuRow, a: ptr<function, array<vec4<f32>, MAXDV4>>, m: f32, l: f32) {
+  if (!r.valid) {
+    return;
+  }
+  let inv = select(0.0, 1.0 / l, l > 0.0);
+  for (var c = 0u; c < DV / 4u; c++) {
+    let x = (*a)[c] * inv;
+    if (OUT_DTYPE == 0u) {
+      let w = r.o_base + 4u * c;
+      o_buf[w] = bitcast<u32>(x.x);
+      o_buf[w + 1u] = bitcast<u32>(x.y);
+      o_buf[w + 2u] = bitcast<u32>(x.z);
+      o_buf[w + 3u] = bitcast<u32>(x.w);
+    } else {
+      let w = (r.o_base + 4u * c) / 2u;
+      o_buf[w] = st_pack_pair(x.x, x.y, OUT_DTYPE);
+      o_buf[w + 1u] = st_pack_pair(x.z, x.w, OUT_DTYPE);
+    }
+  }
+  if (params.WRITE_LSE != 0u) {
+    lse_buf[r.lse_idx] = select(st_neg_inf(), m + log(l), l > 0.0);
+  }
+}
+
+@compute @workgroup_size(4)
+fn main_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+  let tile_id = wg.x + wg.y * nwg.x;
+  if (tile_id >= params.NTILES) {
+    return;
+  }
+  let r0 = cpu_row(tile_id, lane);
+  let r1 = cpu_row(tile_id, 4u + lane);
+  let r2 = cpu_row(tile_id, 8u + lane);
+  let r3 = cpu_row(tile_id, 12u + lane);
+  // the tile's shared facts come from its first row (lane 0 of row set 0), the same for all lanes
+  let first = cpu_row(tile_id, 0u);
+  let tile = cpu_tile(tile_id, first);
+  if (!tile.valid) {
+    return;
+  }
+  // positions of the valid rows: the key range is cut to what the latest row may see
+  var pos_max = first.pos;
+  var pos_min = first.pos;
+  for (var p = 1u; p < 16u; p++) {
+    let rp = cpu_row(tile_id, p);
+    if (rp.valid) {
+      pos_max = max(pos_max, rp.pos);
+      pos_min = min(pos_min, rp.pos);
+    }
+  }
+  let D4 = D / 4u;
+  let DV4 = DV / 4u;
+  var q0: array<vec4<f32>, MAXD4>;
+  var q1: array<vec4<f32>, MAXD4>;
+  var q2: array<vec4<f32>, MAXD4>;
+  var q3: array<vec4<f32>, MAXD4>;
+  let sc = params.scale;
+  for (var c = 0u; c < D4; c++) {
+    q0[c] = ld_q(select(first.q_base, r0.q_base, r0.valid) + 4u * c) * sc;
+    q1[c] = ld_q(select(first.q_base, r1.q_base, r1.valid) + 4u * c) * sc;
+    q2[c] = ld_q(select(first.q_base, r2.q_base, r2.valid) + 4u * c) * sc;
+    q3[c] = ld_q(select(first.q_base, r3.q_base, r3.valid) + 4u * c) * sc;
+  }
+  var a0: array<vec4<f32>, MAXDV4>;
+  var a1: array<vec4<f32>, MAXDV4>;
+  var a2: array<vec4<f32>, MAXDV4>;
+  var a3: array<vec4<f32>, MAXDV4>;
+  var m0 = ST_NEG_BIG;
+  var m1 = ST_NEG_BIG;
+  var m2 = ST_NEG_BIG;
+  var m3 = ST_NEG_BIG;
+  var l0 = 0.0;
+  var l1 = 0.0;
+  var l2 = 0.0;
+  var l3 = 0.0;
+  let bs = i32(select(params.BS, params.Tk, MODE == 2u));
+  let Tk = i32(params.Tk);
+  for (var li = tile.l0; li < tile.l1; li++) {
+    var b = tile.block;
+    if (MODE == 0u || MODE == 1u) {
+      b = lists[li];
+    }
+    if (b < 0) {
+      continue;
+    }
+    var lo = b * bs;
+    var hi = min(lo + bs, Tk);
+    if (CAUSAL) {
+      let lim = pos_max - i32(params.KOFF);
+      hi = select(min(hi, lim / i32(params.KSTRIDE) + 1), lo, lim < 0);
+    }
+    if (params.W > 0u) {
+      lo = max(lo, pos_min - i32(params.W) + 1);
+    }
+    for (var j0 = lo; j0 < hi; j0 += 16) {
+      let last = u32(hi - 1);
+      let jr = u32(j0);
+      var s0 = mat4x4<f32>();
+      var s1 = mat4x4<f32>();
+      var s2 = mat4x4<f32>();
+      var s3 = mat4x4<f32>();
+      for (var c = 0u; c < D4; c++) {
+        let k0 = share_k(jr, last, tile.h, c, lane);
+        let k1 = share_k(jr + 4u, last, tile.h, c, lane);
+        let k2 = share_k(jr + 8u, last, tile.h, c, lane);
+        let k3 = share_k(jr + 12u, last, tile.h, c, lane);
+        let x0 = q0[c];
+        let x1 = q1[c];
+        let x2 = q2[c];
+        let x3 = q3[c];
+        s0 += mat4x4<f32>(x0 * k0, x0 * k1, x0 * k2, x0 * k3);
+        s1 += mat4x4<f32>(x1 * k0, x1 * k1, x1 * k2, x1 * k3);
+        s2 += mat4x4<f32>(x2 * k0, x2 * k1, x2 * k2, x2 * k3);
+        s3 += mat4x4<f32>(x3 * k0, x3 * k1, x3 * k2, x3 * k3);
+      }
+      // column i of s_r = scores of keys jr + 4i + (0..3) for row r (x * k_i: dot with each column)
+      var needs_mask = j0 + 16 > hi;
+      if (CAUSAL) {
+        needs_mask = needs_mask || (j0 + 15) * i32(params.KSTRIDE) + i32(params.KOFF) > pos_min;
+      }
+      if (params.W > 0u) {
+        needs_mask = needs_mask || j0 * i32(params.KSTRIDE) + i32(params.KOFF) <= pos_max - i32(params.W);
+      }
+      if (needs_mask) {
+        s0 = cpu_mask16(s0, j0, hi, r0.pos);
+        s1 = cpu_mask16(s1, j0, hi, r1.pos);
+        s2 = cpu_mask16(s2, j0, hi, r2.pos);
+        s3 = cpu_mask16(s3, j0, hi, r3.pos);
+      }
+      let al0 = cpu_softmax16(&s0, &m0, &l0);
+      let al1 = cpu_softmax16(&s1, &m1, &l1);
+      let al2 = cpu_softmax16(&s2, &m2, &l2);
+      let al3 = cpu_softmax16(&s3, &m3, &l3);
+      for (var c = 0u; c < DV4; c++) {
+        let v0 = share_v(jr, last, tile.h, c, lane);
+        let v1 = share_v(jr + 4u, last, tile.h, c, lane);
+        let v2 = share_v(jr + 8u, last, tile.h, c, lane);
+        let v3 = share_v(jr + 12u, last, tile.h, c, lane);
+        a0[c] = a0[c] * al0 + v0 * s0[0] + v1 * s0[1] + v2 * s0[2] + v3 * s0[3];
+        a1[c] = a1[c] * al1 + v0 * s1[0] + v1 * s1[1] + v2 * s1[2] + v3 * s1[3];
+        a2[c] = a2[c] * al2 + v0 * s2[0] + v1 * s2[1] + v2 * s2[2] + v3 * s2[3];
+        a3[c] = a3[c] * al3 + v0 * s3[0] + v1 * s3[1] + v2 * s3[2] + v3 * s3[3];
+      }
+    }
+  }
+  cpu_store(r0, &a0, m0, l0);
+  cpu_store(r1, &a1, m1, l1);
+  cpu_store(r2, &a2, m2, l2);
+  cpu_store(r3, &a3, m3, l3);
 }

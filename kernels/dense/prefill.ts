@@ -15,6 +15,7 @@ import storageWgsl from '../../shaders/storage.wgsl.js';
 import prefillWgsl from './prefill.wgsl.js';
 import sgWgsl from './prefill_sg.wgsl.js';
 import nosgWgsl from './prefill_nosg.wgsl.js';
+import decodeWgsl from './decode.wgsl.js';
 
 /** Options of dense attention (the cross-team contract; see kernels/dense/README.md). */
 export interface AttentionOptions {
@@ -49,6 +50,12 @@ export interface AttentionOptions {
 export interface AttentionTuning {
   variant?: 'auto' | 'cpu' | 'gpu';
   subgroups?: boolean;
+  /**
+   * Compile the head dims into the pipeline as constants. Default: true for the gpu variant
+   * (its compilers unroll the dim loops), false for the cpu variant (one pipeline per dtype pair
+   * serves every head dim; SwiftShader unrolls nothing, so constants do not speed it up).
+   */
+  constDims?: boolean;
 }
 
 export type AttentionPlanOptions = AttentionOptions &
@@ -83,14 +90,32 @@ export const ATTN_PARAMS = uniformLayout('AttnParams', [
   ['o_split_stride', 'u32'],
   ['lse_split_stride', 'u32'],
   ['write_lse', 'u32'],
+  ['d', 'u32'],
+  ['dv', 'u32'],
+  ['causal', 'u32'],
+  ['has_sink', 'u32'],
 ] as const);
 
-const PROGRAM_SG: ShaderSource = wgslProgram('dense/prefill+sg', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, sgWgsl], ['subgroups']);
-const PROGRAM_NOSG: ShaderSource = wgslProgram('dense/prefill', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, nosgWgsl]);
+// One program holds every entry point (main_cpu, main_gpu, main_decode_cpu); only the entry a
+// pipeline names is compiled. The subgroup flavour exists only where the device has subgroups.
+const PROGRAM_SG: ShaderSource = wgslProgram('dense/flash+sg', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, sgWgsl, decodeWgsl], ['subgroups']);
+const PROGRAM_NOSG: ShaderSource = wgslProgram('dense/flash', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, nosgWgsl, decodeWgsl]);
 
 /** Packed rows per workgroup of each variant (main_cpu: 4 lanes x 4 rows; main_gpu: WG_GPU). */
 export const CPU_TILE_ROWS = 16;
 export const GPU_TILE_ROWS = 64;
+/** main_decode_cpu: packed rows per tile (all 4 lanes hold the same rows and split the keys). */
+export const DECODE_CPU_TILE_ROWS = 4;
+/** main_decode_cpu writes one partial per lane per split. */
+export const DECODE_CPU_LANES = 4;
+
+/** Which entry point runs: prefill (main_cpu / main_gpu) or the CPU decode kernel. */
+export type FlashMode = 'prefill' | 'decode';
+
+function entryOf(r: ResolvedAttention, mode: FlashMode): string {
+  if (r.variant === 'gpu') return 'main_gpu';
+  return mode === 'decode' ? 'main_decode_cpu' : 'main_cpu';
+}
 export const MAX_HEAD_DIM = 256;
 
 /** Validated, defaulted attention options. */
@@ -108,6 +133,7 @@ export interface ResolvedAttention {
   outDtype: FloatDType;
   variant: 'cpu' | 'gpu';
   subgroups: boolean;
+  constDims: boolean;
 }
 
 /** Validates the shared options (throws TesseraError naming the argument). */
@@ -145,7 +171,9 @@ export function resolveAttention(ctx: TesseraDevice, opts: AttentionOptions & At
   const variant = v === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : v;
   const subgroups = opts.subgroups ?? ctx.features.subgroups;
   if (subgroups && !ctx.features.subgroups) fail('E_UNSUPPORTED', 'subgroups', 'the device has no subgroups feature;', true, 'false on this device');
-  return { Hq, Hkv, D, Dv, causal, scale, window, sinks, sinkLogit, dtype, outDtype, variant, subgroups };
+  const constDims = opts.constDims ?? variant === 'gpu';
+  check(typeof constDims === 'boolean', 'constDims', 'a boolean', constDims);
+  return { Hq, Hkv, D, Dv, causal, scale, window, sinks, sinkLogit, dtype, outDtype, variant, subgroups, constDims };
 }
 
 /** One sequence of a batch: where its queries and keys start and how many there are. */
@@ -195,12 +223,15 @@ export class FlashCore {
   readonly tileBuf: GPUBuffer;
   readonly paramsLse: GPUBuffer;
   readonly paramsNoLse: GPUBuffer;
+  /** Stand-in for an absent lse output (never written: `write_lse` is 0). */
   readonly dummy: GPUBuffer;
+  /** Stand-in for absent sink logits (never read: HAS_SINK is off). */
+  readonly dummyRead: GPUBuffer;
 
   private constructor(
     pipeline: Pipeline,
     workgroups: [number, number],
-    buffers: { tileBuf: GPUBuffer; paramsLse: GPUBuffer; paramsNoLse: GPUBuffer; dummy: GPUBuffer },
+    buffers: { tileBuf: GPUBuffer; paramsLse: GPUBuffer; paramsNoLse: GPUBuffer; dummy: GPUBuffer; dummyRead: GPUBuffer },
   ) {
     this.pipeline = pipeline;
     this.workgroups = workgroups;
@@ -208,10 +239,11 @@ export class FlashCore {
     this.paramsLse = buffers.paramsLse;
     this.paramsNoLse = buffers.paramsNoLse;
     this.dummy = buffers.dummy;
+    this.dummyRead = buffers.dummyRead;
   }
 
   /** Pipeline spec of a configuration (exported so benchmarks can report compile time). */
-  static spec(r: ResolvedAttention, splitOut: boolean): Parameters<typeof getPipeline>[1] {
+  static spec(r: ResolvedAttention, splitOut: boolean, mode: FlashMode = 'prefill'): Parameters<typeof getPipeline>[1] {
     const nc = Math.ceil(r.D / 4);
     const ncv = Math.ceil(r.Dv / 4);
     let bkg = 32;
@@ -219,15 +251,15 @@ export class FlashCore {
     const constants: Record<string, number | boolean> = {
       IN_DTYPE: dtypeCode(r.dtype),
       OUT_DTYPE: splitOut ? 0 : dtypeCode(r.outDtype),
-      HEAD_D: r.D,
-      HEAD_DV: r.Dv,
-      CAUSAL: r.causal ? 1 : 0,
-      HAS_SINK: r.sinkLogit ? 1 : 0,
     };
+    // main_gpu: head dims as constants (GPU compilers unroll the dim loops into registers).
+    // main_cpu: head dims, causal and the sink flag are uniforms, so one pipeline per dtype pair
+    // serves every shape (SwiftShader does not unroll either way, and compiles take ~1 s each).
+    if (r.constDims) Object.assign(constants, { HEAD_D: r.D, HEAD_DV: r.Dv });
     if (r.variant === 'gpu') Object.assign(constants, { WG_GPU: GPU_TILE_ROWS, BKG: bkg, KS_LEN: bkg * nc, VS_LEN: bkg * ncv });
     return {
       shader: r.variant === 'cpu' && r.subgroups ? PROGRAM_SG : PROGRAM_NOSG,
-      entryPoint: r.variant === 'cpu' ? 'main_cpu' : 'main_gpu',
+      entryPoint: entryOf(r, mode),
       bindings: ['read', 'read', 'read', 'rw', 'rw', 'read', 'read', 'uniform'],
       constants,
     };
@@ -239,9 +271,11 @@ export class FlashCore {
     spans: readonly SeqSpan[],
     split: { splits: number; kvChunk: number; oStride: number; lseStride: number } | undefined,
     alloc: { uniform: (values: Record<string, number>) => GPUBuffer; buffer: (words: Uint32Array, label: string) => GPUBuffer },
+    mode: FlashMode = 'prefill',
   ): Promise<FlashCore> {
     const G = r.Hq / r.Hkv;
-    const rows = r.variant === 'cpu' ? CPU_TILE_ROWS : GPU_TILE_ROWS;
+    const entry = entryOf(r, mode);
+    const rows = entry === 'main_cpu' ? CPU_TILE_ROWS : entry === 'main_decode_cpu' ? DECODE_CPU_TILE_ROWS : GPU_TILE_ROWS;
     const tiles: number[] = [];
     for (const s of spans) {
       const packed = s.tq * G;
@@ -251,7 +285,7 @@ export class FlashCore {
     const splits = split?.splits ?? 1;
     const numWork = numTiles * r.Hkv * splits;
     const workgroups = grid2d(ctx, Math.max(1, numWork));
-    const pipeline = await getPipeline(ctx, FlashCore.spec(r, split !== undefined));
+    const pipeline = await getPipeline(ctx, FlashCore.spec(r, split !== undefined, mode));
     const values = {
       num_tiles: Math.max(1, numTiles),
       num_work: numWork,
@@ -264,6 +298,10 @@ export class FlashCore {
       kv_chunk: split?.kvChunk ?? 0xffffffff,
       o_split_stride: split?.oStride ?? 0,
       lse_split_stride: split?.lseStride ?? 0,
+      d: r.D,
+      dv: r.Dv,
+      causal: r.causal ? 1 : 0,
+      has_sink: r.sinkLogit ? 1 : 0,
     };
     const tileBuf = alloc.buffer(Uint32Array.from(tiles.length ? tiles : [0, 0, 0, 0, 0, 0, 0, 0]), 'dense.tiles');
     return new FlashCore(pipeline, workgroups, {
@@ -271,6 +309,7 @@ export class FlashCore {
       paramsLse: alloc.uniform({ ...values, write_lse: 1 }),
       paramsNoLse: alloc.uniform({ ...values, write_lse: 0 }),
       dummy: alloc.buffer(new Uint32Array(4), 'dense.dummy'),
+      dummyRead: alloc.buffer(new Uint32Array(4), 'dense.dummyRead'),
     });
   }
 }
@@ -391,7 +430,7 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
         res(v),
         res(o),
         lse ? res(lse) : { buffer: c.dummy },
-        sinkLogits ? res(sinkLogits) : { buffer: c.dummy },
+        sinkLogits ? res(sinkLogits) : { buffer: c.dummyRead },
         { buffer: c.tileBuf },
         { buffer: lse ? c.paramsLse : c.paramsNoLse },
       ],

@@ -22,21 +22,34 @@
 @group(0) @binding(2) var<storage, read> v: array<u32>;              // [Tk, Hkv, DV] IN_DTYPE
 @group(0) @binding(3) var<storage, read_write> o: array<u32>;        // [splits][Tq, Hq, DV] OUT_DTYPE
 @group(0) @binding(4) var<storage, read_write> lse: array<f32>;      // [splits][Tq, Hq] f32
-@group(0) @binding(5) var<storage, read> sink_logits: array<f32>;    // [Hq] f32 (HAS_SINK)
+@group(0) @binding(5) var<storage, read> sink_logits: array<f32>;    // [Hq] f32 (params.has_sink)
 @group(0) @binding(6) var<storage, read> tiles: array<vec4<u32>>;    // 2 per tile, see tile_info
 @group(0) @binding(7) var<uniform> params: AttnParams;
 
 override IN_DTYPE: u32 = 0u;
 override OUT_DTYPE: u32 = 0u;
-override HEAD_D: u32 = 64u;
-override HEAD_DV: u32 = 64u;
-override CAUSAL: bool = true;
-override HAS_LSE: bool = true;
-override HAS_SINK: bool = false;
+override HEAD_D: u32 = 0u;     // 0: read params.d (main_cpu: one pipeline for every head dim)
+override HEAD_DV: u32 = 0u;    // 0: read params.dv
 override WG_GPU: u32 = 64u;     // main_gpu: invocations = packed rows per tile
 override BKG: u32 = 16u;        // main_gpu: keys per workgroup-memory tile
 override KS_LEN: u32 = 256u;    // main_gpu: BKG * ceil(HEAD_D / 4)
 override VS_LEN: u32 = 256u;    // main_gpu: BKG * ceil(HEAD_DV / 4)
+
+fn head_d() -> u32 {
+  if (HEAD_D != 0u) {
+    return HEAD_D;
+  }
+  return params.d;
+}
+fn head_dv() -> u32 {
+  if (HEAD_DV != 0u) {
+    return HEAD_DV;
+  }
+  return params.dv;
+}
+fn is_causal() -> bool {
+  return params.causal != 0u;
+}
 
 const LOG2E: f32 = 1.4426950408889634;
 const LN2: f32 = 0.6931471805599453;
@@ -80,7 +93,7 @@ fn work_item(id: u32, rows_per_tile: u32) -> Work {
   w.pos_last = w.shift + i32((max(w.p_end, w.p0 + 1u) - 1u) / G);
   var lo = 0i;
   var hi = i32(w.tk);
-  if (CAUSAL) {
+  if (is_causal()) {
     hi = min(hi, w.pos_last + 1);
     if (params.window > 0u) {
       lo = max(0, w.pos_first - i32(params.window) + 1);
@@ -103,7 +116,7 @@ fn work_item(id: u32, rows_per_tile: u32) -> Work {
 fn visible4(j: u32, pos: i32, seg_hi: u32) -> vec4<bool> {
   let jj = vec4<i32>(i32(j)) + vec4<i32>(0, 1, 2, 3);
   var ok = jj < vec4<i32>(i32(seg_hi));
-  if (CAUSAL) {
+  if (is_causal()) {
     ok = ok & (jj <= vec4<i32>(pos));
     if (params.window > 0u) {
       ok = ok & ((jj > vec4<i32>(pos - i32(params.window))) | (jj < vec4<i32>(i32(params.sinks))));
@@ -115,7 +128,7 @@ fn visible4(j: u32, pos: i32, seg_hi: u32) -> vec4<bool> {
 fn visible1(j: u32, pos: i32, seg_hi: u32) -> bool {
   let jj = i32(j);
   var ok = j < seg_hi;
-  if (CAUSAL) {
+  if (is_causal()) {
     ok = ok && jj <= pos;
     if (params.window > 0u) {
       ok = ok && (jj > pos - i32(params.window) || jj < i32(params.sinks));
@@ -129,7 +142,7 @@ fn block_needs_mask(w: Work, j0: u32, n: u32, seg_hi: u32) -> bool {
   if (j0 + n > seg_hi) {
     return true;
   }
-  if (CAUSAL) {
+  if (is_causal()) {
     if (i32(j0 + n - 1u) > w.pos_first) {
       return true;
     }
@@ -188,23 +201,23 @@ fn ld4_v(i: u32, n: u32) -> vec4<f32> {
 
 // Element index of dims [4c, 4c + 4) of key row `row` (absolute in k/v) for kv head hk.
 fn k_index(row: u32, hk: u32, c: u32) -> u32 {
-  return (row * params.hkv + hk) * HEAD_D + 4u * c;
+  return (row * params.hkv + hk) * head_d() + 4u * c;
 }
 fn v_index(row: u32, hk: u32, c: u32) -> u32 {
-  return (row * params.hkv + hk) * HEAD_DV + 4u * c;
+  return (row * params.hkv + hk) * head_dv() + 4u * c;
 }
 
 // Writes 4 output values (dims [4c, 4c + 4) of output row `orow`, an index into [.., Hq] rows).
 fn st4_o(base: u32, c: u32, x: vec4<f32>) {
   let d0 = 4u * c;
-  let n = min(4u, HEAD_DV - d0);
+  let n = min(4u, head_dv() - d0);
   let i = base + d0;
   if (OUT_DTYPE == 0u) {
     for (var e = 0u; e < n; e++) {
       o[i + e] = bitcast<u32>(x[e]);
     }
   } else {
-    // HEAD_DV is even for 16-bit outputs (checked in plan), so i is even and n is 2 or 4.
+    // head_dv() is even for 16-bit outputs (checked in plan), so i is even and n is 2 or 4.
     o[i >> 1u] = st_pack_pair(x.x, x.y, OUT_DTYPE);
     if (n == 4u) {
       o[(i >> 1u) + 1u] = st_pack_pair(x.z, x.w, OUT_DTYPE);
@@ -231,8 +244,8 @@ fn row_ref(w: Work, p: u32) -> RowRef {
   r.h = w.hk * G + pp % G;
   r.pos = w.shift + i32(t);
   let qrow = (w.q_off + t) * params.hq + r.h;
-  r.q_base = qrow * HEAD_D;
-  r.o_base = w.split * params.o_split_stride + qrow * HEAD_DV;
+  r.q_base = qrow * head_d();
+  r.o_base = w.split * params.o_split_stride + qrow * head_dv();
   r.lse_idx = w.split * params.lse_split_stride + qrow;
   return r;
 }
@@ -240,17 +253,17 @@ fn row_ref(w: Work, p: u32) -> RowRef {
 // Initial running max (log2 units) and denominator: the sink logit acts as a key with value 0,
 // counted once (in split 0).
 fn init_m(w: Work, r: RowRef) -> f32 {
-  if (HAS_SINK && w.split == 0u) {
+  if (params.has_sink != 0u && w.split == 0u) {
     return sink_logits[r.h] * LOG2E;
   }
   return ST_NEG_BIG;
 }
 fn init_l(w: Work) -> f32 {
-  return select(0.0, 1.0, HAS_SINK && w.split == 0u);
+  return select(0.0, 1.0, params.has_sink != 0u && w.split == 0u);
 }
 
 fn write_lse(r: RowRef, m: f32, l: f32) {
-  if (HAS_LSE) {
+  if (params.write_lse != 0u) {
     lse[r.lse_idx] = select(st_neg_inf(), (m + log2(l)) * LN2, l > 0.0);
   }
 }
@@ -292,8 +305,8 @@ fn main_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
   if (!w.valid) {
     return;
   }
-  let nc = (HEAD_D + 3u) / 4u;
-  let ncv = (HEAD_DV + 3u) / 4u;
+  let nc = (head_d() + 3u) / 4u;
+  let ncv = (head_dv() + 3u) / 4u;
   let r0 = row_ref(w, w.p0 + lane);
   let r1 = row_ref(w, w.p0 + 4u + lane);
   let r2 = row_ref(w, w.p0 + 8u + lane);
@@ -304,7 +317,7 @@ fn main_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
   var q3: array<vec4<f32>, MAX_C>;
   let sc = params.scale_log2;
   for (var c = 0u; c < nc; c++) {
-    let n = min(4u, HEAD_D - 4u * c);
+    let n = min(4u, head_d() - 4u * c);
     q0[c] = ld4_q(r0.q_base + 4u * c, n) * sc;
     q1[c] = ld4_q(r1.q_base + 4u * c, n) * sc;
     q2[c] = ld4_q(r2.q_base + 4u * c, n) * sc;
@@ -334,7 +347,7 @@ fn main_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
       var s2 = mat4x4<f32>();
       var s3 = mat4x4<f32>();
       for (var c = 0u; c < nc; c++) {
-        let n = min(4u, HEAD_D - 4u * c);
+        let n = min(4u, head_d() - 4u * c);
         let k0 = share_k(jr, last, w.hk, c, n, lane);
         let k1 = share_k(jr + 4u, last, w.hk, c, n, lane);
         let k2 = share_k(jr + 8u, last, w.hk, c, n, lane);
@@ -359,7 +372,7 @@ fn main_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
       let al2 = softmax16(&s2, &m2, &l2);
       let al3 = softmax16(&s3, &m3, &l3);
       for (var c = 0u; c < ncv; c++) {
-        let n = min(4u, HEAD_DV - 4u * c);
+        let n = min(4u, head_dv() - 4u * c);
         let v0 = share_v(jr, last, w.hk, c, n, lane);
         let v1 = share_v(jr + 4u, last, w.hk, c, n, lane);
         let v2 = share_v(jr + 8u, last, w.hk, c, n, lane);
@@ -416,12 +429,12 @@ fn main_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
   if (!w.valid) {
     return;
   }
-  let nc = (HEAD_D + 3u) / 4u;
-  let ncv = (HEAD_DV + 3u) / 4u;
+  let nc = (head_d() + 3u) / 4u;
+  let ncv = (head_dv() + 3u) / 4u;
   let r = row_ref(w, w.p0 + lid);
   var qr: array<vec4<f32>, MAX_C>;
   for (var c = 0u; c < nc; c++) {
-    qr[c] = ld4_q(r.q_base + 4u * c, min(4u, HEAD_D - 4u * c)) * params.scale_log2;
+    qr[c] = ld4_q(r.q_base + 4u * c, min(4u, head_d() - 4u * c)) * params.scale_log2;
   }
   var acc: array<vec4<f32>, MAX_C>;
   var m = init_m(w, r);
@@ -436,13 +449,13 @@ fn main_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
         let kk = x / nc;
         let c = x % nc;
         let row = w.k_off + min(j0 + kk, hi - 1u);
-        ks[x] = ld4_k(k_index(row, w.hk, c), min(4u, HEAD_D - 4u * c));
+        ks[x] = ld4_k(k_index(row, w.hk, c), min(4u, head_d() - 4u * c));
       }
       for (var x = lid; x < BKG * ncv; x += WG_GPU) {
         let kk = x / ncv;
         let c = x % ncv;
         let row = w.k_off + min(j0 + kk, hi - 1u);
-        vs[x] = ld4_v(v_index(row, w.hk, c), min(4u, HEAD_DV - 4u * c));
+        vs[x] = ld4_v(v_index(row, w.hk, c), min(4u, head_dv() - 4u * c));
       }
       workgroupBarrier();
       let need_mask = block_needs_mask(w, j0, BKG, hi);

@@ -1,36 +1,53 @@
-// Chunked form, pass 1 of 5: per (chunk, value head) and key channel d, the gate cumsums and the
-// gate-weighted copies of q and k that the later passes use. All exponents are <= 0 (sums of
-// clamped log-gates over later tokens of the same chunk), so nothing can overflow:
-//   GAM[t, d] = G_t       = sum_{chunk start <= l <= t} g_l          (in-chunk cumsum)
-//   QG[t, d]  = scale q_t e^{G_t}                                     (query against the chunk-start state)
-//   KD[t, d]  = k_t e^{G_last - G_t}  = k_t exp_decay(sum_{t < l <= last} g_l)  (key decayed to the chunk end)
-//   KF[t, d]  = k_t e^{G_r - G_t}, r = last token of t's 16-token sub-chunk (intra.wgsl factors)
-// The suffix sums are accumulated backwards (not as differences of cumsums) for accuracy.
-// GAM is [T, HV, K] for per-channel gates and [T, HV] for scalar ones (unused without a gate).
+// Chunked form, pass 1: per (chunk, value head) and group of 4 key channels (one vec4 per
+// invocation), the gate cumsums and the gate-weighted copies of q and k that later passes use.
+// All exponents are <= 0 (sums of clamped log-gates over later tokens of the same chunk), so
+// nothing can overflow:
+//   GAM[t] = G_t   = sum_{chunk start <= l <= t} g_l            (in-chunk cumsum)
+//   QG[t]  = scale q_t e^{G_t}                                   (query against the chunk-start state)
+//   KD[t]  = k_t e^{G_last - G_t} = k_t exp(sum_{t < l <= last} g_l)   (key decayed to the chunk end)
+//   KF[t]  = k_t e^{G_r - G_t}, r = last token of t's 4-token block   (per-channel gates; intra.wgsl)
+// Suffix sums are accumulated backwards (not as differences of cumsums) for accuracy.
+// GAM holds vec4 rows [T, HV, K4] for per-channel gates and f32 [T, HV] for scalar ones.
 
-@group(0) @binding(0) var<storage, read> Qb: array<u32>;
-@group(0) @binding(1) var<storage, read> Kb: array<u32>;
+@group(0) @binding(0) var<storage, read> QC: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> KC: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> Gb: array<f32>;
 @group(0) @binding(3) var<storage, read> mt: array<u32>;
 @group(0) @binding(4) var<storage, read_write> GAM: array<f32>;
-@group(0) @binding(5) var<storage, read_write> QG: array<f32>;
-@group(0) @binding(6) var<storage, read_write> KD: array<f32>;
-@group(0) @binding(7) var<storage, read_write> KF: array<f32>;
+@group(0) @binding(5) var<storage, read_write> QG: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> KD: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> KF: array<vec4<f32>>;
 @group(0) @binding(8) var<uniform> p: LinParams;
 
 override WG: u32 = 64u;
 
-fn log_gate(t: u32, hv: u32, d: u32) -> f32 {
+fn gate4(t: u32, hv: u32, d4: u32) -> vec4<f32> {
   if (GATE == 1u) {
-    return Gb[t * p.HV + hv];
+    return vec4<f32>(clamp_gate(Gb[t * p.HV + hv]));
   }
   if (GATE == 2u) {
-    return Gb[(t * p.HV + hv) * p.K + d];
+    let b = (t * p.HV + hv) * p.K + 4u * d4;
+    let n = p.K - 4u * d4;
+    var g = vec4<f32>(clamp_gate(Gb[b]), 0.0, 0.0, 0.0);
+    if (n > 1u) {
+      g.y = clamp_gate(Gb[b + 1u]);
+    }
+    if (n > 2u) {
+      g.z = clamp_gate(Gb[b + 2u]);
+    }
+    if (n > 3u) {
+      g.w = clamp_gate(Gb[b + 3u]);
+    }
+    return g;
   }
   if (GATE == 3u) {
-    return Gb[hv];
+    return vec4<f32>(clamp_gate(Gb[hv]));
   }
-  return 0.0;
+  return vec4<f32>(0.0);
+}
+
+fn exp4(x: vec4<f32>) -> vec4<f32> {
+  return vec4<f32>(exp_decay(x.x), exp_decay(x.y), exp_decay(x.z), exp_decay(x.w));
 }
 
 @compute @workgroup_size(WG)
@@ -44,35 +61,38 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let h = hv / p.ratio;
   let start = mt[p.chunkOff + 3u * c];
   let len = mt[p.chunkOff + 3u * c + 1u];
-  let K = p.K;
-  for (var d = lid; d < K; d += WG) {
-    var cum = 0.0;
+  let K4 = p.K4;
+  let HV = p.HV;
+  for (var d4 = lid; d4 < K4; d4 += WG) {
+    var cum = vec4<f32>(0.0);
     for (var i = 0u; i < len; i++) {
       let t = start + i;
-      cum += clamp_gate(log_gate(t, hv, d));
+      cum += gate4(t, hv, d4);
       if (GATE == 2u) {
-        GAM[(t * p.HV + hv) * K + d] = cum;
-      } else if (GATE != 0u && d == 0u) {
-        GAM[t * p.HV + hv] = cum;
+        let gb = ((t * HV + hv) * K4 + d4) * 4u;
+        GAM[gb] = cum.x;
+        GAM[gb + 1u] = cum.y;
+        GAM[gb + 2u] = cum.z;
+        GAM[gb + 3u] = cum.w;
+      } else if (GATE != 0u && d4 == 0u) {
+        GAM[t * HV + hv] = cum.x;
       }
-      let qi = (t * p.H + h) * K + d;
-      QG[(t * p.HV + hv) * K + d] = p.scale * st_value(Qb[st_word(qi, DT_QK)], qi, DT_QK) * exp_decay(cum);
+      QG[(t * HV + hv) * K4 + d4] = p.scale * QC[(t * p.H + h) * K4 + d4] * exp4(cum);
     }
-    var suf = 0.0;
-    var sufb = 0.0;
+    var suf = vec4<f32>(0.0);
+    var sufb = vec4<f32>(0.0);
     for (var ii = len; ii > 0u; ii--) {
       let i = ii - 1u;
       let t = start + i;
-      if (i % SUB == SUB - 1u) {
-        sufb = 0.0;
+      if (i % 4u == 3u) {
+        sufb = vec4<f32>(0.0);
       }
-      let ki = (t * p.H + h) * K + d;
-      let kv = st_value(Kb[st_word(ki, DT_QK)], ki, DT_QK);
-      KD[(t * p.HV + hv) * K + d] = kv * exp_decay(suf);
+      let kv = KC[(t * p.H + h) * K4 + d4];
+      KD[(t * HV + hv) * K4 + d4] = kv * exp4(suf);
       if (GATE == 2u) {
-        KF[(t * p.HV + hv) * K + d] = kv * exp_decay(sufb);
+        KF[(t * HV + hv) * K4 + d4] = kv * exp4(sufb);
       }
-      let g = clamp_gate(log_gate(t, hv, d));
+      let g = gate4(t, hv, d4);
       suf += g;
       sufb += g;
     }

@@ -27,6 +27,7 @@ import intraWgsl from './intra.wgsl.js';
 import solveWgsl from './solve.wgsl.js';
 import scanWgsl from './scan.wgsl.js';
 import outputWgsl from './output.wgsl.js';
+import convertWgsl from './convert.wgsl.js';
 import type { GateMode } from './reference.js';
 
 export type { GateMode } from './reference.js';
@@ -48,6 +49,10 @@ export const LIN_PARAMS = uniformLayout('LinParams', [
   ['quads', 'u32'],
   ['chunkOff', 'u32'],
   ['seqChunkOff', 'u32'],
+  ['K4', 'u32'],
+  ['V4', 'u32'],
+  ['VS4', 'u32'],
+  ['KP', 'u32'],
   ['scale', 'f32'],
 ] as const);
 
@@ -189,6 +194,11 @@ export function resolveScanOptions(opts: LinearScanOptions): Resolved {
   return { H, HV, K, V, N: cu.length - 1, T, cu, gate, delta, normalize, scale, dtype, vDtype, outDtype, mode: chosen, op, gamma };
 }
 
+/** Whether the chunked form can read q, k, v in place as vec4 rows (f32, K and V multiples of 4). */
+function directInputs(o: Resolved): boolean {
+  return o.dtype === 'f32' && o.vDtype === 'f32' && o.K % 4 === 0 && o.V % 4 === 0;
+}
+
 function kmaxOf(K: number): number {
   return K <= 32 ? 32 : K <= 64 ? 64 : K <= 128 ? 128 : 256;
 }
@@ -202,6 +212,7 @@ function program(name: string, file: string, kmax: number, zmax: number) {
 
 interface Passes {
   recurrent?: Pipeline;
+  convert?: Pipeline;
   prep?: Pipeline;
   intra?: Pipeline;
   solve?: Pipeline;
@@ -209,8 +220,15 @@ interface Passes {
   output?: Pipeline;
 }
 
-/** Workgroup sizes: state-column invocations per workgroup (recurrent and scan) and rows (others). */
-const WG_COLS = 8;
+/**
+ * Workgroup sizes. The recurrent and scan passes have one invocation per (pair / vec4 of) state
+ * columns and loop over tokens; on the CPU adapter (SwiftShader runs a workgroup on one thread,
+ * 4 lanes at a time) small workgroups spread one head over the cores; on GPUs larger ones fill
+ * the SIMD units. The other passes use 64 invocations per (chunk, value head).
+ */
+function wgCols(ctx: TesseraDevice): { recurrent: number; scan: number; solve: number } {
+  return ctx.adapterClass === 'cpu' ? { recurrent: 4, scan: 4, solve: 32 } : { recurrent: 32, scan: 32, solve: 64 };
+}
 const WG_ROWS = 64;
 
 /**
@@ -261,6 +279,10 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       quads: Math.ceil(V / 4),
       chunkOff: cu.length,
       seqChunkOff: cu.length + chunks.length,
+      K4: Math.ceil(K / 4),
+      V4: Math.ceil(V / 4),
+      VS4: Math.ceil(VS / 4),
+      KP: 4 * Math.ceil(K / 4),
       scale: o.scale,
     });
     this.dummyR = this.workspace(16, 'linear.dummy');
@@ -270,24 +292,35 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       ctx.device.queue.writeBuffer(this.gammaBuf, 0, o.gamma as Float32Array<ArrayBuffer>);
     }
     if (o.normalize) {
-      this.zeroZ = this.workspace(N * HV * K * 4, 'linear.z0');
+      this.zeroZ = this.workspace(Math.ceil((N * HV * K) / 4) * 16, 'linear.z0');
       this.zOut = this.workspace(N * HV * K * 4, 'linear.zt');
     }
     this.stateWs = this.workspace(N * HV * K * V * 4, 'linear.state');
     if (o.mode === 'chunk') {
       const T = o.T;
       const f = 4;
+      const K4 = Math.ceil(K / 4);
+      const V4 = Math.ceil(V / 4);
+      const VS4 = Math.ceil(VS / 4);
+      const direct = directInputs(o);
+      const r16 = (x: number) => Math.max(16, Math.ceil(x / 16) * 16);
+      const rowsK = T * HV * K4 * 16;
+      const rowsV = T * HV * V4 * 16;
+      const CC = this.nChunks * HV * CHUNK * CHUNK * 4;
       const sizes: Record<string, number> = {
-        gam: o.gate === 'vector' ? T * HV * K * f : o.gate === 'none' ? 16 : T * HV * f,
-        qg: T * HV * K * f,
-        kd: T * HV * K * f,
-        kf: o.gate === 'vector' ? T * HV * K * f : 16,
-        P: this.nChunks * HV * CHUNK * CHUNK * f,
-        A: o.delta ? this.nChunks * HV * CHUNK * CHUNK * f : 16,
-        W: o.delta ? T * HV * K * f : 16,
-        U: o.delta ? T * HV * V * f : 16,
-        hs: this.nChunks * HV * K * VS * f,
-        vn: o.delta ? T * HV * V * f : 16,
+        qc: direct ? 16 : T * o.H * K4 * 16,
+        kc: direct ? 16 : T * o.H * K4 * 16,
+        vc: direct ? 16 : rowsV,
+        gam: r16(o.gate === 'vector' ? rowsK : o.gate === 'none' ? 16 : T * HV * 4),
+        qg: rowsK,
+        kd: rowsK,
+        kf: o.gate === 'vector' ? rowsK : 16,
+        P: CC,
+        A: o.delta ? CC : 16,
+        W: o.delta ? rowsK : 16,
+        U: o.delta ? rowsV : 16,
+        hs: this.nChunks * HV * 4 * K4 * VS4 * 16,
+        vn: o.delta ? rowsV : 16,
       };
       for (const [name, bytes] of Object.entries(sizes)) {
         if (bytes > ctx.limits.maxStorageBufferBindingSize) {
@@ -320,20 +353,22 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       passes.recurrent = await getPipeline(ctx, {
         shader: program('recurrent', recurrentWgsl, kmax, zmax),
         bindings: [R, R, R, R, R, W, W, W, U],
-        constants: { WG: WG_COLS, DT_QK: qk, DT_V: vd, OUT_DT: od, GATE: G, DELTA: +o.delta, NORM: +o.normalize },
+        constants: { WG: wgCols(ctx).recurrent, DT_QK: qk, DT_V: vd, OUT_DT: od, GATE: G, DELTA: +o.delta, NORM: +o.normalize },
       });
     } else {
-      const dtU = o.delta ? 0 : vd;
-      const [prep, intra, solve, scan, output] = await Promise.all([
-        getPipeline(ctx, { shader: program('prep', prepWgsl, kmax, 1), bindings: [R, R, R, R, W, W, W, W, U], constants: { WG: WG_ROWS, DT_QK: qk, GATE: G } }),
-        getPipeline(ctx, { shader: program('intra', intraWgsl, kmax, 1), bindings: [R, R, R, R, R, R, W, W, U], constants: { WG: WG_ROWS, DT_QK: qk, GATE: G, DELTA: +o.delta } }),
+      const [convert, prep, intra, solve, scan, output] = await Promise.all([
+        directInputs(o)
+          ? Promise.resolve(undefined)
+          : getPipeline(ctx, { shader: program('convert', convertWgsl, kmax, 1), bindings: [R, R, R, W, W, W, U], constants: { WG: WG_ROWS, DT_QK: qk, DT_V: vd } }),
+        getPipeline(ctx, { shader: program('prep', prepWgsl, kmax, 1), bindings: [R, R, R, R, W, W, W, W, U], constants: { WG: WG_ROWS, GATE: G } }),
+        getPipeline(ctx, { shader: program('intra', intraWgsl, kmax, 1), bindings: [R, R, R, R, R, R, W, W, U], constants: { WG: WG_ROWS, GATE: G, DELTA: +o.delta } }),
         o.delta
-          ? getPipeline(ctx, { shader: program('solve', solveWgsl, kmax, 1), bindings: [R, R, R, R, R, R, W, W, U], constants: { WG: WG_ROWS, DT_QK: qk, DT_V: vd, GATE: G } })
+          ? getPipeline(ctx, { shader: program('solve', solveWgsl, kmax, 1), bindings: [R, R, R, R, R, R, W, W, U], constants: { WG: wgCols(ctx).solve, GATE: G } })
           : Promise.resolve(undefined),
-        getPipeline(ctx, { shader: program('scan', scanWgsl, kmax, 1), bindings: [R, R, R, R, R, W, W, W, U], constants: { WG: WG_COLS, DT_U: dtU, GATE: G, DELTA: +o.delta, NORM: +o.normalize } }),
-        getPipeline(ctx, { shader: program('output', outputWgsl, kmax, 1), bindings: [R, R, R, R, R, W, U], constants: { WG: WG_ROWS, DT_U: dtU, OUT_DT: od, NORM: +o.normalize } }),
+        getPipeline(ctx, { shader: program('scan', scanWgsl, kmax, 1), bindings: [R, R, R, R, R, W, W, W, U], constants: { WG: wgCols(ctx).scan, GATE: G, DELTA: +o.delta, NORM: +o.normalize } }),
+        getPipeline(ctx, { shader: program('output', outputWgsl, kmax, 1), bindings: [R, R, R, R, R, W, U], constants: { WG: WG_ROWS, OUT_DT: od, NORM: +o.normalize } }),
       ]);
-      Object.assign(passes, { prep, intra, solve, scan, output });
+      Object.assign(passes, { convert, prep, intra, solve, scan, output });
     }
     return new LinearScanPlan(ctx, o, passes);
   }
@@ -383,8 +418,12 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
     let zOut: { buffer: GPUBuffer; offset?: number; size?: number } = { buffer: this.dummyW };
     if (o.normalize) {
       const zBytes = N * HV * K * 4;
-      if (t.z0) zIn = res(t.z0);
-      else {
+      if (t.z0 && (o.mode === 'recurrent' || (N * HV * K) % 4 === 0)) zIn = res(t.z0);
+      else if (t.z0) {
+        // the chunked scan reads z_in as vec4s: give it a 16-byte-multiple copy
+        encoder.copyBufferToBuffer(t.z0.buffer, t.z0.offset ?? 0, this.zeroZ!, 0, zBytes);
+        zIn = { buffer: this.zeroZ! };
+      } else {
         encoder.clearBuffer(this.zeroZ!, 0, zBytes);
         zIn = { buffer: this.zeroZ! };
       }
@@ -397,7 +436,7 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
     const params = { buffer: this.params };
     const P = this.passes;
     if (P.recurrent) {
-      const tiles = Math.ceil(Math.ceil(V / 2) / WG_COLS);
+      const tiles = Math.ceil(Math.ceil(V / 2) / wgCols(this.ctx).recurrent);
       const bz = o.delta ? res(t.beta!) : o.normalize ? zOut : { buffer: this.dummyW };
       const g3 = o.normalize ? zIn : gate;
       this.dispatch(encoder, P.recurrent, [res(t.q), res(t.k), res(t.v), g3, meta, bz, res(t.o), res(state), params], grid2d(this.ctx, N * HV * tiles));
@@ -405,16 +444,22 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       const w = this.ws;
       const b = (x: GPUBuffer) => ({ buffer: x });
       const perChunk = grid2d(this.ctx, this.nChunks * HV);
-      this.dispatch(encoder, P.prep!, [res(t.q), res(t.k), gate, meta, b(w.gam!), b(w.qg!), b(w.kd!), b(w.kf!), params], perChunk);
-      this.dispatch(encoder, P.intra!, [res(t.q), res(t.k), b(w.gam!), b(w.kf!), beta, meta, b(w.P!), b(w.A!), params], perChunk);
-      if (P.solve) this.dispatch(encoder, P.solve, [b(w.A!), res(t.k), res(t.v), b(w.gam!), beta, meta, b(w.W!), b(w.U!), params], perChunk);
-      const u = o.delta ? b(w.U!) : res(t.v);
+      const rows = o.T * (o.H + HV);
+      if (P.convert) this.dispatch(encoder, P.convert, [res(t.q), res(t.k), res(t.v), b(w.qc!), b(w.kc!), b(w.vc!), params], grid2d(this.ctx, Math.ceil(rows / WG_ROWS)));
+      // f32 inputs with K and V multiples of 4 are already vec4 rows: bound as they are
+      const qc = P.convert ? b(w.qc!) : res(t.q);
+      const kc = P.convert ? b(w.kc!) : res(t.k);
+      const vc = P.convert ? b(w.vc!) : res(t.v);
+      this.dispatch(encoder, P.prep!, [qc, kc, gate, meta, b(w.gam!), b(w.qg!), b(w.kd!), b(w.kf!), params], perChunk);
+      this.dispatch(encoder, P.intra!, [qc, kc, b(w.gam!), b(w.kf!), beta, meta, b(w.P!), b(w.A!), params], perChunk);
+      if (P.solve) this.dispatch(encoder, P.solve, [b(w.A!), kc, vc, b(w.gam!), beta, meta, b(w.W!), b(w.U!), params], perChunk);
+      const u = o.delta ? b(w.U!) : vc;
       const wz = o.delta ? b(w.W!) : o.normalize ? zIn : { buffer: this.dummyR };
       const vz = o.delta ? b(w.vn!) : o.normalize ? zOut : { buffer: this.dummyW };
-      const tiles = Math.ceil(Math.ceil((V + (o.normalize ? 1 : 0)) / 2) / WG_COLS);
-      this.dispatch(encoder, P.scan!, [wz, u, b(w.kd!), b(w.gam!), meta, b(w.hs!), vz, res(state), params], grid2d(this.ctx, N * HV * tiles));
-      const un = o.delta ? b(w.vn!) : res(t.v);
-      this.dispatch(encoder, P.output!, [b(w.qg!), b(w.P!), un, b(w.hs!), meta, res(t.o), params], grid2d(this.ctx, this.nChunks * HV * Math.ceil(V / 4)));
+      const VS4 = Math.ceil((V + (o.normalize ? 1 : 0)) / 4);
+      this.dispatch(encoder, P.scan!, [wz, u, b(w.kd!), b(w.gam!), meta, b(w.hs!), vz, res(state), params], grid2d(this.ctx, N * HV * Math.ceil(VS4 / wgCols(this.ctx).scan)));
+      const un = o.delta ? b(w.vn!) : vc;
+      this.dispatch(encoder, P.output!, [b(w.qg!), b(w.P!), un, b(w.hs!), meta, res(t.o), params], grid2d(this.ctx, this.nChunks * HV * Math.ceil((16 * Math.ceil(V / 4)) / WG_ROWS)));
     }
     if (o.normalize && t.zt && sameTensor(t.zt, t.z0)) {
       encoder.copyBufferToBuffer(this.zOut!, 0, t.zt.buffer, t.zt.offset ?? 0, N * HV * K * 4);

@@ -1,62 +1,57 @@
-// Chunked form, pass 4 of 5: the state recurrence across chunks, one invocation per (sequence,
-// value head, pair of state columns); columns are independent, so no barriers. Per chunk:
+// Chunked form, pass 4: the state recurrence across chunks, one invocation per (sequence, value
+// head, vec4 of state columns); columns are independent, so no barriers. Per chunk:
 //   HS[c] = S                                  (the chunk-start state, for output.wgsl)
 //   V_new = U - W S   (DELTA; stored in VZ)   or the values v themselves
 //   S <- Diag(e^{G_last}) S + KD^T V_new
 // With NORM the state has one more column, z, whose values are all 1 (z_in in WZ, z_out in VZ).
 
-@group(0) @binding(0) var<storage, read> WZ: array<f32>;        // W [T, HV, K] or z_in [N, HV, K]
-@group(0) @binding(1) var<storage, read> Ub: array<u32>;        // U [T, HV, V] f32, or v (DT_U)
-@group(0) @binding(2) var<storage, read> KD: array<f32>;
-@group(0) @binding(3) var<storage, read> GAM: array<f32>;
+@group(0) @binding(0) var<storage, read> WZ: array<vec4<f32>>;   // W [T, HV, K4] or z_in [N, HV, K] (f32)
+@group(0) @binding(1) var<storage, read> UB: array<vec4<f32>>;   // U or v as f32 [T, HV, V4]
+@group(0) @binding(2) var<storage, read> KD: array<vec4<f32>>;   // [T, HV, K4]
+@group(0) @binding(3) var<storage, read> GAM: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> mt: array<u32>;
-@group(0) @binding(5) var<storage, read_write> HS: array<f32>;  // [nChunks, HV, K, VS]
-@group(0) @binding(6) var<storage, read_write> VZ: array<f32>;  // V_new [T, HV, V] or z_out
-@group(0) @binding(7) var<storage, read_write> ST: array<f32>;  // [N, HV, K, V]
+@group(0) @binding(5) var<storage, read_write> HS: array<vec4<f32>>;  // [nChunks, HV, KP, VS4]
+@group(0) @binding(6) var<storage, read_write> VZ: array<f32>;        // V_new [T, HV, V4*4] or z_out
+@group(0) @binding(7) var<storage, read_write> ST: array<f32>;        // [N, HV, K, V]
 @group(0) @binding(8) var<uniform> p: LinParams;
 
-override WG: u32 = 16u;
-override DT_U: u32 = 0u;
+override WG: u32 = 4u;
 
-fn ld_u(t: u32, hv: u32, col: u32) -> f32 {
-  if (col >= p.V) {
-    return select(0.0, 1.0, NORM && col == p.V);
-  }
-  let i = (t * p.HV + hv) * p.V + col;
-  return st_value(Ub[st_word(i, DT_U)], i, DT_U);
+fn z_in(i: u32) -> f32 {
+  return WZ[i >> 2u][i & 3u];
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let tiles = (p.pairs + WG - 1u) / WG;
+  let tiles = (p.VS4 + WG - 1u) / WG;
   let id = lin_wg(wg, nwg);
   let seqhv = id / tiles;
-  let pair = (id % tiles) * WG + lid;
-  if (seqhv >= p.N * p.HV || pair >= p.pairs) {
+  let quad = (id % tiles) * WG + lid;
+  if (seqhv >= p.N * p.HV || quad >= p.VS4) {
     return;
   }
   let n = seqhv / p.HV;
   let hv = seqhv % p.HV;
   let K = p.K;
+  let K4 = p.K4;
   let V = p.V;
-  let VS = p.VS;
+  let V4 = p.V4;
   let HV = p.HV;
-  let c0 = 2u * pair;
-  let c1 = c0 + 1u;
-  var S: array<vec2<f32>, KMAX>;
-  var un: array<vec2<f32>, CH>;
+  let c0 = 4u * quad;
+  var S: array<vec4<f32>, KMAX>;
+  var un: array<vec4<f32>, CH>;
   let sb = seqhv * K * V;
-  for (var d = 0u; d < K; d++) {
-    var s = vec2<f32>(0.0);
-    if (c0 < V) {
-      s.x = ST[sb + d * V + c0];
-    } else if (NORM && c0 == V) {
-      s.x = WZ[seqhv * K + d];
-    }
-    if (c1 < V) {
-      s.y = ST[sb + d * V + c1];
-    } else if (NORM && c1 == V) {
-      s.y = WZ[seqhv * K + d];
+  for (var d = 0u; d < 4u * K4; d++) {
+    var s = vec4<f32>(0.0);
+    if (d < K) {
+      for (var e = 0u; e < 4u; e++) {
+        let col = c0 + e;
+        if (col < V) {
+          s[e] = ST[sb + d * V + col];
+        } else if (NORM && col == V) {
+          s[e] = z_in(seqhv * K + d);
+        }
+      }
     }
     S[d] = s;
   }
@@ -65,55 +60,84 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   for (var c = first; c < last; c++) {
     let start = mt[p.chunkOff + 3u * c];
     let len = mt[p.chunkOff + 3u * c + 1u];
-    let hb = (c * HV + hv) * K * VS;
+    let hb = (c * HV + hv) * p.KP * p.VS4;
     for (var d = 0u; d < K; d++) {
-      HS[hb + d * VS + c0] = S[d].x;
-      if (c1 < VS) {
-        HS[hb + d * VS + c1] = S[d].y;
-      }
+      HS[hb + d * p.VS4 + quad] = S[d];
     }
     for (var i = 0u; i < len; i++) {
       let t = start + i;
-      var u = vec2<f32>(ld_u(t, hv, c0), ld_u(t, hv, c1));
-      if (DELTA) {
-        let wb = (t * HV + hv) * K;
-        for (var d = 0u; d < K; d++) {
-          u -= WZ[wb + d] * S[d];
-        }
-        let vb = (t * HV + hv) * V;
-        VZ[vb + c0] = u.x;
-        if (c1 < V) {
-          VZ[vb + c1] = u.y;
-        }
+      var u = vec4<f32>(0.0);
+      if (quad < V4) {
+        u = UB[(t * HV + hv) * V4 + quad];
+      }
+      if (NORM && V / 4u == quad) {
+        u[V % 4u] = 1.0;
       }
       un[i] = u;
     }
-    let tl = start + len - 1u;
-    var aL = 1.0;
-    if (GATE == 1u || GATE == 3u) {
-      aL = exp_decay(GAM[tl * HV + hv]);
-    }
-    for (var d = 0u; d < K; d++) {
-      if (GATE == 2u) {
-        aL = exp_decay(GAM[(tl * HV + hv) * K + d]);
+    if (DELTA) {
+      // V_new = U - W S, state rows outer (4 at a time, in registers), tokens inner
+      for (var d4 = 0u; d4 < K4; d4++) {
+        let d = 4u * d4;
+        let s0 = S[d];
+        let s1 = S[d + 1u];
+        let s2 = S[d + 2u];
+        let s3 = S[d + 3u];
+        var wi = (start * HV + hv) * K4 + d4;
+        for (var i = 0u; i < len; i++) {
+          let w = WZ[wi];
+          un[i] -= w.x * s0 + w.y * s1 + w.z * s2 + w.w * s3;
+          wi += HV * K4;
+        }
       }
-      var s = S[d] * aL;
       for (var i = 0u; i < len; i++) {
-        s += KD[((start + i) * HV + hv) * K + d] * un[i];
+        let u = un[i];
+        let vb = (((start + i) * HV + hv) * V4 + quad) * 4u;
+        VZ[vb] = u.x;
+        VZ[vb + 1u] = u.y;
+        VZ[vb + 2u] = u.z;
+        VZ[vb + 3u] = u.w;
       }
-      S[d] = s;
+    }
+    let tl = start + len - 1u;
+    var a = vec4<f32>(1.0);
+    if (GATE == 1u || GATE == 3u) {
+      let gi = tl * HV + hv;
+      a = vec4<f32>(exp_decay(GAM[gi >> 2u][gi & 3u]));
+    }
+    for (var d4 = 0u; d4 < K4; d4++) {
+      if (GATE == 2u) {
+        let g = GAM[(tl * HV + hv) * K4 + d4];
+        a = vec4<f32>(exp_decay(g.x), exp_decay(g.y), exp_decay(g.z), exp_decay(g.w));
+      }
+      let d = 4u * d4;
+      var s0 = S[d] * a.x;
+      var s1 = S[d + 1u] * a.y;
+      var s2 = S[d + 2u] * a.z;
+      var s3 = S[d + 3u] * a.w;
+      for (var i = 0u; i < len; i++) {
+        let kd = KD[((start + i) * HV + hv) * K4 + d4];
+        let u = un[i];
+        s0 += kd.x * u;
+        s1 += kd.y * u;
+        s2 += kd.z * u;
+        s3 += kd.w * u;
+      }
+      S[d] = s0;
+      S[d + 1u] = s1;
+      S[d + 2u] = s2;
+      S[d + 3u] = s3;
     }
   }
   for (var d = 0u; d < K; d++) {
-    if (c0 < V) {
-      ST[sb + d * V + c0] = S[d].x;
-    } else if (NORM && c0 == V) {
-      VZ[seqhv * K + d] = S[d].x;
-    }
-    if (c1 < V) {
-      ST[sb + d * V + c1] = S[d].y;
-    } else if (NORM && c1 == V) {
-      VZ[seqhv * K + d] = S[d].y;
+    let s = S[d];
+    for (var e = 0u; e < 4u; e++) {
+      let col = c0 + e;
+      if (col < V) {
+        ST[sb + d * V + col] = s[e];
+      } else if (NORM && col == V) {
+        VZ[seqhv * K + d] = s[e];
+      }
     }
   }
 }

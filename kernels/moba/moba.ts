@@ -16,7 +16,9 @@ import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import { GATHER_PARAMS, checkHeadDim, gatherPipeline, gatherWorkgroups } from '../block_sparse/gather.js';
+import { GATHER_DEFAULTS, GATHER_PARAMS, checkHeadDim, gatherGrid, gatherKernel, gatherTiles, gatherUsesCpu, type GatherKernel, type GatherTarget } from '../block_sparse/gather.js';
+import { MergePlan, planMerge } from '../merge/index.js';
+import listsWgsl from './lists.wgsl.js';
 import { POOL_PARAMS, poolPipeline, poolWorkgroups } from './pool.js';
 import selectWgsl from './select.wgsl.js';
 
@@ -30,6 +32,15 @@ export const MOBA_SELECT_PARAMS = uniformLayout('MobaSelectParams', [
   ['POSOFF', 'i32'],
 ] as const);
 
+export const MOBA_LIST_PARAMS = uniformLayout('MobaListParams', [
+  ['rows', 'u32'],
+  ['Hq', 'u32'],
+  ['K', 'u32'],
+  ['NB', 'u32'],
+  ['NL', 'u32'],
+] as const);
+
+const LISTS_PROGRAM = wgslProgram('moba/lists', [storageWgsl, MOBA_LIST_PARAMS.wgsl, listsWgsl]);
 const SELECT_PROGRAM = wgslProgram('moba/select', [storageWgsl, unpackWgsl, MOBA_SELECT_PARAMS.wgsl, selectWgsl]);
 const WG = 64;
 /** Largest `topk` the in-register selection keeps. */
@@ -56,6 +67,11 @@ export interface MobaOptions {
   dtype?: FloatDType;
   /** Storage of o (default `dtype`). */
   outDtype?: FloatDType;
+  /**
+   * Kernel variant: `auto` (default) follows the adapter class. `cpu` = the block-centric path
+   * (prefill only; decode always takes the per-row path), `gpu` = one invocation per row.
+   */
+  target?: GatherTarget;
 }
 
 export interface MobaTensors {
@@ -77,12 +93,20 @@ export interface MobaTensors {
 
 type Resolved = Required<Omit<MobaOptions, 'Tk'>> & { Tk: number };
 
+/** Pipelines and buffers of the block-centric path (CPU adapters, prefill). */
+interface BlockPath {
+  lists: { count: Pipeline; scan: Pipeline; scatter: Pipeline };
+  tiles: GatherKernel;
+  own: GatherKernel;
+  merge: MergePlan;
+}
+
 export class MobaPlan extends KernelPlan<MobaTensors> {
   readonly options: Resolved;
   readonly numBlocks: number;
   private readonly pools: Pipeline;
   private readonly selectP: Pipeline;
-  private readonly gatherP: Pipeline;
+  private readonly gatherK: GatherKernel;
   private readonly poolParams: GPUBuffer;
   private readonly selParams: GPUBuffer;
   private readonly gParamsLse: GPUBuffer;
@@ -91,19 +115,29 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
   private readonly selWs: GPUBuffer;
   private readonly dummy: GPUBuffer;
   private readonly dummyOut: GPUBuffer;
+  private readonly block?: BlockPath & {
+    listParams: GPUBuffer; tileParams: GPUBuffer; ownParams: GPUBuffer; maxTiles: number;
+    counts: GPUBuffer; cursor: GPUBuffer; entries: GPUBuffer; tileTable: GPUBuffer; oParts: GPUBuffer; lseParts: GPUBuffer;
+    lseOut: GPUBuffer; diagPtr: GPUBuffer; diagIdx: GPUBuffer;
+  };
 
-  private constructor(ctx: TesseraDevice, o: Resolved, pools: Pipeline, selectP: Pipeline, gatherP: Pipeline) {
+  /** Whether this plan runs the block-centric path (CPU adapters, prefill). */
+  get blockCentric(): boolean {
+    return this.block !== undefined;
+  }
+
+  private constructor(ctx: TesseraDevice, o: Resolved, pools: Pipeline, selectP: Pipeline, gatherK: GatherKernel, block?: BlockPath) {
     super(ctx);
     this.options = o;
     this.pools = pools;
     this.selectP = selectP;
-    this.gatherP = gatherP;
+    this.gatherK = gatherK;
     const NB = (this.numBlocks = Math.ceil(o.Tk / o.blockSize));
     this.poolParams = this.uniform(POOL_PARAMS, { T: o.Tk, H: o.Hkv, D: o.D, BS: o.blockSize, NB });
     this.selParams = this.uniform(MOBA_SELECT_PARAMS, { Tq: o.Tq, Hq: o.Hq, Hkv: o.Hkv, K: o.topk, BS: o.blockSize, NBM: NB, POSOFF: o.Tk - o.Tq });
     const g = {
-      Tq: o.Tq, Tk: o.Tk, Hq: o.Hq, Hkv: o.Hkv, NG: o.Tq * o.Hq, NGH: o.Hq, T0: 0, S: o.topk, BS: o.blockSize,
-      MB: 0, P: 1, W: 0, KSTRIDE: 1, KOFF: 0, POSOFF: o.Tk - o.Tq, scale: o.scale,
+      ...GATHER_DEFAULTS, Tq: o.Tq, Tk: o.Tk, Hq: o.Hq, Hkv: o.Hkv, NG: o.Tq * o.Hq, NGH: o.Hq, S: o.topk, BS: o.blockSize,
+      POSOFF: o.Tk - o.Tq, scale: o.scale,
     };
     this.gParamsLse = this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 1 });
     this.gParamsNoLse = this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 0 });
@@ -111,18 +145,68 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     this.selWs = this.workspace(o.Tq * o.Hq * o.topk * 4, 'moba.selection');
     this.dummy = this.workspace(16, 'moba.dummy');
     this.dummyOut = this.workspace(16, 'moba.dummyOut');
+    if (block) {
+      const rows = o.Tq * o.Hq;
+      const K = o.topk;
+      const NL = o.Hq * NB;
+      const maxTiles = Math.ceil((rows * (K - 1)) / 16) + NL;
+      const MB = NB;
+      const diag = new Uint32Array(MB + 1).map((_, i) => i);
+      const diagPtr = this.workspace((MB + 1) * 4, 'moba.diagPtr');
+      const diagIdx = this.workspace(MB * 4, 'moba.diagIdx');
+      ctx.device.queue.writeBuffer(diagPtr, 0, diag);
+      ctx.device.queue.writeBuffer(diagIdx, 0, diag.subarray(0, MB));
+      const gb = { ...GATHER_DEFAULTS, Tq: o.Tq, Tk: o.Tk, Hq: o.Hq, Hkv: o.Hkv, BS: o.blockSize, scale: o.scale, KS: K, WRITE_LSE: 1 };
+      this.block = {
+        ...block,
+        maxTiles,
+        listParams: this.uniform(MOBA_LIST_PARAMS, { rows, Hq: o.Hq, K, NB, NL }),
+        tileParams: this.uniform(GATHER_PARAMS, { ...gb, NG: maxTiles, NGH: 1, NTILES: maxTiles }),
+        ownParams: this.uniform(GATHER_PARAMS, { ...gb, NG: MB * o.Hq, NGH: o.Hq, MB, P: 1, NTILES: gatherTiles(block.own, MB * o.Hq) }),
+        counts: this.workspace(NL * 4, 'moba.counts'),
+        cursor: this.workspace(NL * 4, 'moba.cursor'),
+        entries: this.workspace(rows * (K - 1) * 4, 'moba.entries'),
+        tileTable: this.workspace(maxTiles * 16, 'moba.tiles'),
+        oParts: this.workspace(K * rows * o.Dv * 4, 'moba.oParts'),
+        lseParts: this.workspace(K * rows * 4, 'moba.lseParts'),
+        lseOut: this.workspace(rows * 4, 'moba.lse'),
+        diagPtr,
+        diagIdx,
+      };
+    }
+  }
+
+  override dispose(): void {
+    this.block?.merge.dispose();
+    super.dispose();
   }
 
   /** @internal use {@link planMoba}. */
   static async create(device: DeviceLike, opts: MobaOptions): Promise<MobaPlan> {
     const ctx = ctxOf(device);
     const o = validateMobaOptions(opts);
-    const [pools, selectP, gatherP] = await Promise.all([
+    const [pools, selectP, gatherK] = await Promise.all([
       poolPipeline(ctx, o.dtype, 'count'),
       getPipeline(ctx, { shader: SELECT_PROGRAM, bindings: ['read', 'read', 'rw', 'uniform'], constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D } }),
-      gatherPipeline(ctx, { mode: 0, inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: true, NR: 1 }),
+      gatherKernel(ctx, { mode: 0, inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: true, NR: 1, target: 'gpu' }),
     ]);
-    return new MobaPlan(ctx, o, pools, selectP, gatherP);
+    let block: BlockPath | undefined;
+    const rows = o.Tq * o.Hq;
+    if (gatherUsesCpu(ctx, o.target) && o.Tq === o.Tk && o.topk * rows * o.Dv * 4 <= ctx.limits.maxStorageBufferBindingSize) {
+      const lb: ('read' | 'rw' | 'uniform')[] = ['read', 'rw', 'rw', 'rw', 'rw', 'rw', 'uniform'];
+      const lists = (entryPoint: string) => getPipeline(ctx, { shader: LISTS_PROGRAM, entryPoint, bindings: lb, constants: entryPoint === 'scan' ? {} : { WG } });
+      const common = { inDtype: o.dtype, outDtype: 'f32' as const, D: o.D, Dv: o.Dv, target: 'cpu' as const };
+      const [count, scan, scatter, tiles, own, merge] = await Promise.all([
+        lists('count'),
+        lists('scan'),
+        lists('scatter'),
+        gatherKernel(ctx, { ...common, mode: 3, causal: false, NR: 16 }),
+        gatherKernel(ctx, { ...common, mode: 1, causal: true, NR: o.blockSize }),
+        planMerge(ctx, { parts: o.topk, rows, D: o.Dv, outDtype: o.outDtype }),
+      ]);
+      block = { lists: { count, scan, scatter }, tiles, own, merge };
+    }
+    return new MobaPlan(ctx, o, pools, selectP, gatherK, block);
   }
 
   run(encoder: GPUCommandEncoder, t: MobaTensors): void {
@@ -142,12 +226,42 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     if (!means) this.dispatch(encoder, this.pools, [res(k), meansRes, { buffer: this.poolParams }], grid2d(this.ctx, poolWorkgroups(NB, Hkv, D)));
     this.dispatch(encoder, this.selectP, [res(q), meansRes, selRes, { buffer: this.selParams }], grid2d(this.ctx, Math.ceil((Tq * Hq) / WG)));
     const dummy = { buffer: this.dummy, size: 16 };
+    if (this.block) {
+      this.runBlockPath(encoder, q, k, v, o, lse, selRes);
+      return;
+    }
     this.dispatch(
       encoder,
-      this.gatherP,
+      this.gatherK.pipeline,
       [res(q), res(k), res(v), selRes, dummy, res(o), lse ? res(lse) : { buffer: this.dummyOut, size: 16 }, { buffer: lse ? this.gParamsLse : this.gParamsNoLse }],
-      grid2d(this.ctx, gatherWorkgroups(Tq * Hq, 1)),
+      gatherGrid(this.ctx, this.gatherK, Tq * Hq),
     );
+  }
+
+  /** Block-centric prefill: lists of rows per (head, past block), tiles of 16 rows per block. */
+  private runBlockPath(encoder: GPUCommandEncoder, q: GpuTensor, k: GpuTensor, v: GpuTensor, o: GpuTensor, lse: GpuTensor | undefined, selRes: { buffer: GPUBuffer; offset?: number; size?: number }): void {
+    const b = this.block!;
+    const { Tq, Hq, Dv, topk: K } = this.options;
+    const rows = Tq * Hq;
+    const NL = Hq * this.numBlocks;
+    const w = (buffer: GPUBuffer, bytes: number) => ({ buffer, size: Math.max(4, bytes) });
+    encoder.clearBuffer(b.counts, 0, NL * 4);
+    encoder.clearBuffer(b.tileTable, 0, b.maxTiles * 16);
+    const listRes = [selRes, w(b.counts, NL * 4), w(b.cursor, NL * 4), w(b.entries, rows * (K - 1) * 4), w(b.tileTable, b.maxTiles * 16), w(b.lseParts, K * rows * 4), { buffer: b.listParams }];
+    const slotWg = grid2d(this.ctx, Math.ceil((rows * Math.max(K - 1, 1)) / WG));
+    this.dispatch(encoder, b.lists.count, listRes, slotWg);
+    this.dispatch(encoder, b.lists.scan, listRes, [1]);
+    this.dispatch(encoder, b.lists.scatter, listRes, slotWg);
+    const oParts = w(b.oParts, K * rows * Dv * 4);
+    const lseParts = w(b.lseParts, K * rows * 4);
+    this.dispatch(encoder, b.tiles.pipeline, [res(q), res(k), res(v), w(b.entries, rows * (K - 1) * 4), w(b.tileTable, b.maxTiles * 16), oParts, lseParts, { buffer: b.tileParams }], grid2d(this.ctx, b.maxTiles));
+    this.dispatch(encoder, b.own.pipeline, [res(q), res(k), res(v), w(b.diagIdx, this.numBlocks * 4), w(b.diagPtr, (this.numBlocks + 1) * 4), oParts, lseParts, { buffer: b.ownParams }], gatherGrid(this.ctx, b.own, this.numBlocks * Hq));
+    b.merge.run(encoder, {
+      oParts: { buffer: b.oParts, shape: [K, rows, Dv], dtype: 'f32' },
+      lseParts: { buffer: b.lseParts, shape: [K, rows], dtype: 'f32' },
+      o: { ...o, shape: [rows, Dv] },
+      lse: lse ? { ...lse, shape: [rows] } : { buffer: b.lseOut, shape: [rows], dtype: 'f32' },
+    });
   }
 }
 
@@ -169,7 +283,9 @@ function validateMobaOptions(opts: MobaOptions): Resolved {
   check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
   const outDtype = opts.outDtype ?? dtype;
   check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
-  return { Tq, Tk, Hq, Hkv, D, Dv, blockSize, topk, scale, dtype, outDtype };
+  const target = opts.target ?? 'auto';
+  check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
+  return { Tq, Tk, Hq, Hkv, D, Dv, blockSize, topk, scale, dtype, outDtype, target };
 }
 
 /**

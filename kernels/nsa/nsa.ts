@@ -19,7 +19,7 @@ import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import { GATHER_PARAMS, checkHeadDim, gatherPipeline, gatherWorkgroups, type GatherParamValues } from '../block_sparse/gather.js';
+import { GATHER_DEFAULTS, GATHER_PARAMS, checkHeadDim, gatherGrid, gatherKernel, gatherTiles, type GatherKernel, type GatherTarget } from '../block_sparse/gather.js';
 import { POOL_PARAMS, poolPipeline, poolWorkgroups } from '../moba/pool.js';
 import type { NsaVariant } from './reference.js';
 import selectWgsl from './select.wgsl.js';
@@ -69,6 +69,8 @@ export interface NsaOptions {
   gateDtype?: FloatDType;
   /** Storage of o (default `dtype`). */
   outDtype?: FloatDType;
+  /** Kernel variant: `auto` (default) follows the adapter class; `cpu`/`gpu` force one (tests). */
+  target?: GatherTarget;
 }
 
 export interface NsaTensors {
@@ -95,7 +97,7 @@ type Resolved = Required<NsaOptions>;
 export class NsaPlan extends KernelPlan<NsaTensors> {
   readonly options: Resolved;
   readonly numBlocks: number;
-  private readonly p: { poolK: Pipeline; cmp: Pipeline; select: Pipeline; slc: Pipeline; swa?: Pipeline; combine: Pipeline };
+  private readonly p: { poolK: Pipeline; cmp: GatherKernel; select: Pipeline; slc: GatherKernel; swa?: GatherKernel; combine: Pipeline };
   private readonly u: { poolK: GPUBuffer; poolV: GPUBuffer; cmp: GPUBuffer; select: GPUBuffer; slc: GPUBuffer; swa: GPUBuffer; combine: GPUBuffer };
   private readonly ws: { kc: GPUBuffer; vc: GPUBuffer; oCmp: GPUBuffer; lseCmp: GPUBuffer; oSlc: GPUBuffer; oSwa: GPUBuffer; sel: GPUBuffer; dummyR: GPUBuffer; dummyW: GPUBuffer };
 
@@ -105,8 +107,8 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     this.p = p;
     const { T, Hq, Hkv, D, Dv, blockSize: bs, blockCount: S } = o;
     const NC = (this.numBlocks = Math.ceil(T / bs));
-    const base: GatherParamValues = {
-      Tq: T, Tk: T, Hq, Hkv, NG: T * Hkv, NGH: Hkv, T0: 0, S: 1, BS: 1, MB: 0, P: 1, W: 0, KSTRIDE: 1, KOFF: 0, POSOFF: 0, scale: o.scale, WRITE_LSE: 0,
+    const base = {
+      ...GATHER_DEFAULTS, Tq: T, Tk: T, Hq, Hkv, NG: T * Hkv, NGH: Hkv, S: 1, BS: 1, scale: o.scale, NTILES: gatherTiles(p.slc, T * Hkv),
     };
     this.u = {
       poolK: this.uniform(POOL_PARAMS, { T, H: Hkv, D, BS: bs, NB: NC }),
@@ -135,17 +137,17 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const ctx = ctxOf(device);
     const o = validateNsaOptions(opts);
     const G = o.Hq / o.Hkv;
-    const common = { inDtype: o.dtype, outDtype: 'f32' as const, D: o.D, Dv: o.Dv, causal: true, NR: G };
+    const common = { inDtype: o.dtype, outDtype: 'f32' as const, D: o.D, Dv: o.Dv, causal: true, NR: G, target: o.target };
     const [poolK, cmp, select, slc, swa, combine] = await Promise.all([
       poolPipeline(ctx, o.dtype, o.variant === 'fla' ? 'count' : 'blockSize'),
-      gatherPipeline(ctx, { ...common, mode: 2, kvDtype: 'f32' }),
+      gatherKernel(ctx, { ...common, mode: 2, kvDtype: 'f32' }),
       getPipeline(ctx, {
         shader: SELECT_PROGRAM,
         bindings: ['read', 'read', 'read', 'rw', 'uniform'],
         constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, FLA: o.variant === 'fla' ? 1 : 0 },
       }),
-      gatherPipeline(ctx, { ...common, mode: 0 }),
-      o.window > 0 ? gatherPipeline(ctx, { ...common, mode: 2 }) : Promise.resolve(undefined),
+      gatherKernel(ctx, { ...common, mode: 0 }),
+      o.window > 0 ? gatherKernel(ctx, { ...common, mode: 2 }) : Promise.resolve(undefined),
       getPipeline(ctx, {
         shader: COMBINE_PROGRAM,
         bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'rw', 'uniform'],
@@ -186,11 +188,11 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const u = this.u;
     this.dispatch(encoder, p.poolK, [res(k), kc, { buffer: u.poolK }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)));
     this.dispatch(encoder, p.poolK, [res(v), vc, { buffer: u.poolV }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)));
-    const rowsWg = grid2d(this.ctx, gatherWorkgroups(T * Hkv, G));
-    this.dispatch(encoder, p.cmp, [res(q), kc, vc, dR, dR, oCmp, lseCmp, { buffer: u.cmp }], rowsWg);
+    const rowsWg = gatherGrid(this.ctx, p.slc, T * Hkv);
+    this.dispatch(encoder, p.cmp.pipeline, [res(q), kc, vc, dR, dR, oCmp, lseCmp, { buffer: u.cmp }], rowsWg);
     this.dispatch(encoder, p.select, [res(q), kc, lseCmp, sel, { buffer: u.select }], grid2d(this.ctx, Math.ceil((T * Hkv) / WG)));
-    this.dispatch(encoder, p.slc, [res(q), res(k), res(v), sel, dR, oSlc, dW, { buffer: u.slc }], rowsWg);
-    if (p.swa) this.dispatch(encoder, p.swa, [res(q), res(k), res(v), dR, dR, oSwa, dW, { buffer: u.swa }], rowsWg);
+    this.dispatch(encoder, p.slc.pipeline, [res(q), res(k), res(v), sel, dR, oSlc, dW, { buffer: u.slc }], rowsWg);
+    if (p.swa) this.dispatch(encoder, p.swa.pipeline, [res(q), res(k), res(v), dR, dR, oSwa, dW, { buffer: u.swa }], rowsWg);
     const gS = gSwa ? res(gSwa) : dR;
     this.dispatch(encoder, p.combine, [oCmp, oSlc, oSwa, res(gCmp), res(gSlc), gS, res(o), { buffer: u.combine }], grid2d(this.ctx, Math.ceil((T * Hq * (Dv / 4)) / WG)));
   }
@@ -220,7 +222,9 @@ function validateNsaOptions(opts: NsaOptions): Resolved {
   check(isFloatDType(gateDtype), 'gateDtype', 'one of f32, f16, bf16', gateDtype, 'E_DTYPE');
   const outDtype = opts.outDtype ?? dtype;
   check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
-  return { T, Hq, Hkv, D, Dv, blockSize, blockCount, window, variant, scale, dtype, gateDtype, outDtype };
+  const target = opts.target ?? 'auto';
+  check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
+  return { T, Hq, Hkv, D, Dv, blockSize, blockCount, window, variant, scale, dtype, gateDtype, outDtype, target };
 }
 
 /**

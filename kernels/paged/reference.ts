@@ -20,6 +20,9 @@ export interface AttnRefOptions {
  * `q` `[Tq, Hq, D]`, `k` `[Tk, Hkv, D]`, `v` `[Tk, Hkv, Dv]` -> `o` `[Tq, Hq, Dv]`, `lse` `[Tq, Hq]`
  * (natural log; rows that see no key: o = 0, lse = -inf). GQA: query head h uses KV head
  * floor(h / (Hq / Hkv)).
+ *
+ * @example
+ * const { o, lse } = streamAttentionReference(q, k, v, { Tq: 1, Tk: 1000, Hq: 4, Hkv: 2, D: 64 });
  */
 export function streamAttentionReference(
   q: ArrayLike<number>,

@@ -20,6 +20,9 @@ export interface QuestRefOptions {
 /**
  * Page scores `[Hkv, pages]` from keys `k` `[T, Hkv, D]` and query `q` `[Hq, D]`:
  * quest: max_g sum_d max(q_gd * max_d, q_gd * min_d) over the page's keys; mean: max_g q_g . mean(K).
+ *
+ * @example
+ * const scores = questScoresReference(q, k, { Hq: 4, Hkv: 2, D: 64, pageSize: 16, T: 3000, budgetPages: 16 });
  */
 export function questScoresReference(q: ArrayLike<number>, k: ArrayLike<number>, o: QuestRefOptions): Float64Array {
   const { Hq, Hkv, D, pageSize: P, T } = o;
@@ -64,6 +67,9 @@ export function questScoresReference(q: ArrayLike<number>, k: ArrayLike<number>,
 /**
  * Selected page indices per KV head (sorted ascending): the sink pages, the newest page, and the
  * highest-scoring others (ties to the lower index) up to `budgetPages` in all.
+ *
+ * @example
+ * const [pagesOfHead0] = questSelectReference(scores, 1, 188, 16); // sink, newest and 14 best pages
  */
 export function questSelectReference(scores: ArrayLike<number>, Hkv: number, pages: number, budgetPages: number, sinkPages = 1): Int32Array[] {
   const out: Int32Array[] = [];

@@ -14,6 +14,8 @@ import scoreWgsl from './score.wgsl.js';
 
 export const QUEST_PARAMS = uniformLayout('QuestParams', [
   ['n', 'u32'],
+  ['first', 'u32'],
+  ['count', 'u32'],
   ['Hkv', 'u32'],
   ['group', 'u32'],
   ['chunkFirst', 'u32'],
@@ -31,7 +33,7 @@ export type GroupReduce = 'max' | 'sum';
 export interface QuestScoreOptions {
   Hq: number;
   Hkv: number;
-  /** Key head dim (even, <= 256). */
+  /** Key head dim (a multiple of 4, <= 256). */
   D: number;
   /** `quest` (min/max bound, default) or `mean` (MoBA's q . mean(K)). */
   mode?: QuestScoreMode;
@@ -44,6 +46,9 @@ export interface QuestScoreOptions {
 export interface QuestScoreCall {
   /** Entries in the page list (pages of the sequence). */
   n: number;
+  /** The entries this dispatch scores: `[first, first + count)` (default all). */
+  first?: number;
+  count?: number;
   /** First page id held by this summary chunk, and how many it holds. */
   chunkFirst: number;
   chunkPages: number;
@@ -86,8 +91,8 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1 });
     const Hq = checkInt(opts.Hq, 'Hq', { min: 1 });
     check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq, 'E_SHAPE');
-    const D = checkInt(opts.D, 'D', { min: 2, max: 256 });
-    check(D % 2 === 0, 'D', 'an even head dim', D, 'E_UNSUPPORTED');
+    const D = checkInt(opts.D, 'D', { min: 4, max: 256 });
+    check(D % 4 === 0, 'D', 'a multiple of 4', D, 'E_UNSUPPORTED');
     const mode = opts.mode ?? 'quest';
     check(mode === 'quest' || mode === 'mean', 'mode', '"quest" or "mean"', mode);
     const groupReduce = opts.groupReduce ?? 'max';
@@ -114,18 +119,22 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     if (t.list.size < n * 4) fail('E_BUFFER', 'list', 'is smaller than n page ids;', t.list.size, `>= ${n * 4} bytes`);
     for (const c of t.calls) {
       if (c.n !== n) fail('E_SHAPE', 'calls.n', 'does not match scores.shape[1];', c.n, `${n}`);
+      const first = checkInt(c.first ?? 0, 'calls.first', { min: 0 });
+      const count = checkInt(c.count ?? n - first, 'calls.count', { min: 0 });
+      if (first + count > n) fail('E_ARG', 'calls.count', 'runs past the list;', first + count, `<= n = ${n}`);
+      if (count === 0) continue;
       const slot = this.nextSlot;
       this.nextSlot = (slot + 1) % o.maxCalls;
       this.ctx.device.queue.writeBuffer(
         this.params,
         slot * this.slotBytes,
-        QUEST_PARAMS.pack({ n, Hkv: o.Hkv, group: o.Hq / o.Hkv, chunkFirst: c.chunkFirst, chunkPages: c.chunkPages, forcedLo: c.forcedLo, forcedHi: c.forcedHi }),
+        QUEST_PARAMS.pack({ n, first, count, Hkv: o.Hkv, group: o.Hq / o.Hkv, chunkFirst: c.chunkFirst, chunkPages: c.chunkPages, forcedLo: c.forcedLo, forcedHi: c.forcedHi }),
       );
-      const groups = Math.ceil((o.Hkv * n) / WG);
+      const groups = Math.ceil((o.Hkv * count) / WG);
       const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
       const x = Math.min(groups, max);
       const y = Math.ceil(groups / x);
-      if (y > max) throw new TesseraError('E_LIMIT', `quest score: ${o.Hkv * n} candidates exceed the dispatch limit`);
+      if (y > max) throw new TesseraError('E_LIMIT', `quest score: ${o.Hkv * count} candidates exceed the dispatch limit`);
       this.dispatch(encoder, this.pipeline, [res(q), { buffer: t.summaries }, { buffer: t.list, size: Math.max(4, n * 4) }, res(scores), { buffer: this.params, offset: slot * this.slotBytes, size: QUEST_PARAMS.size }], [x, y]);
     }
   }

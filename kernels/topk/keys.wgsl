@@ -13,6 +13,15 @@ fn tk_key(bits: u32) -> u32 {
   return select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
 }
 
+// tk_key of four scores at once.
+fn tk_key4(bits: vec4<u32>) -> vec4<u32> {
+  let mag = bits & vec4<u32>(0x7fffffffu);
+  let neg = (bits & vec4<u32>(0x80000000u)) != vec4<u32>(0u);
+  var key = select(bits | vec4<u32>(0x80000000u), ~bits, neg);
+  key = select(key, vec4<u32>(0x80000000u), bits == vec4<u32>(0x80000000u));
+  return select(key, vec4<u32>(0u), (mag > vec4<u32>(0x7f800000u)) | (bits == vec4<u32>(0xff800000u)));
+}
+
 // The f32 score of a key (the inverse of tk_key for selectable keys; -0 comes back as +0).
 fn tk_value(key: u32) -> f32 {
   return bitcast<f32>(select(~key, key & 0x7fffffffu, (key & 0x80000000u) != 0u));

@@ -5,6 +5,10 @@
  * ties broken by the lower index. `-Infinity` and NaN are never selected. Slots past the number of
  * selectable candidates hold index -1 and value -Infinity. Values are compared exactly as given:
  * pass the f32-rounded scores (what the GPU sees) to get the GPU's ties.
+ *
+ * @example
+ * const { indices, values } = topKReference(Float32Array.from([1, 3, 3, -Infinity]), 1, 4, 3);
+ * // indices [1, 2, 0], values [3, 3, 1]
  */
 export function topKReference(scores: ArrayLike<number>, rows: number, n: number, k: number): { indices: Int32Array; values: Float64Array } {
   const indices = new Int32Array(rows * k).fill(-1);

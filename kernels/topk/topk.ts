@@ -7,8 +7,11 @@
  * - `small`: one invocation per row, a sorted private list of k (k <= 32, n <= 4096): MoBA/NSA
  *   block selection, many rows of few candidates.
  * - `radix`: radix select on the 64-bit (score key, index) composite over many workgroups per
- *   row, then compaction and a rank sort of the k survivors: long rows (DSA tokens, Quest pages,
- *   1M..16M candidates) and every case the others do not take.
+ *   row, stopping once the candidates left fit a survivor buffer, then compaction and a sort of
+ *   the survivors: long rows (DSA tokens, Quest pages, 1M..16M candidates) and every case the
+ *   `small` variant does not take. Its passes have a `gpu` shape (workgroup histograms, tiled
+ *   ranking) and a `cpu` shape for software adapters (private histograms, vec4 loads, per-row
+ *   heap), picked by the device's adapter class.
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
@@ -35,7 +38,8 @@ export const TOPK_PARAMS = uniformLayout('TopKParams', [
   ['chunks', 'u32'], // ceil(n / chunk)
   ['levels', 'u32'], // 4 key digits + index digits
   ['idxShift', 'u32'], // 32 - 8 * (index digits)
-  ['kBlocks', 'u32'], // ceil(k / WG) workgroups per row in rank_pass
+  ['kBlocks', 'u32'], // ceil(cap / WG) workgroups per row in rank_pass
+  ['cap', 'u32'], // survivor slots per row (>= k)
   ['hasValues', 'u32'],
 ] as const);
 
@@ -68,6 +72,13 @@ export interface TopKOptions {
   k: number;
   /** Force a variant (default: chosen from rows, n, k; see the module docs). */
   variant?: TopKVariant | 'auto';
+  /**
+   * Kernel shape of the `radix` passes (default `auto`: the device's `adapterClass`). `gpu`:
+   * a workgroup per chunk with workgroup-memory histograms and tiled ranking; `cpu`: an
+   * invocation per chunk with a private histogram, no workgroup memory or barriers (software
+   * adapters, where those are what costs).
+   */
+  target?: 'auto' | 'cpu' | 'gpu';
 }
 
 export interface TopKTensors {
@@ -79,9 +90,12 @@ export interface TopKTensors {
   values?: GpuTensor;
 }
 
-/** Workgroup size of the radix passes; candidates per hist/compact workgroup. */
-const WG = 256;
+/** Candidates per hist/compact unit (a workgroup on `gpu`, an invocation on `cpu`). */
 const CHUNK = 4096;
+/** Workgroup size of the radix passes per target. */
+const RADIX_WG = { gpu: 256, cpu: 64 } as const;
+/** Entry points per target: [hist, compact, rank]. */
+const RADIX_ENTRIES = { gpu: ['hist_pass', 'compact_pass', 'rank_pass'], cpu: ['hist_inv', 'compact_inv', 'sort_inv'] } as const;
 
 /** Number of 8-bit digits needed for an index in [0, n). */
 function indexDigits(n: number): number {
@@ -90,7 +104,22 @@ function indexDigits(n: number): number {
   return Math.ceil(bits / 8);
 }
 
-/** The variant `auto` picks for a shape. */
+/**
+ * Survivor slots per row of the radix variant: at least 2k (so that selection usually stops a
+ * digit before the exact threshold), larger for few rows (fewer passes over long rows), with
+ * the whole buffer kept near 16 MiB. The gpu shape ranks survivors pairwise, so it keeps less.
+ */
+function survivorCap(o: { rows: number; k: number }, target: 'cpu' | 'gpu'): number {
+  const most = target === 'cpu' ? 16384 : 4096;
+  return Math.max(2 * o.k, Math.min(most, Math.floor((2 << 20) / o.rows)));
+}
+
+/**
+ * The variant `auto` picks for a shape.
+ *
+ * @example
+ * chooseTopKVariant({ rows: 16384, n: 32, k: 3 });   // 'small'
+ */
 export function chooseTopKVariant(opts: { rows: number; n: number; k: number }): TopKVariant {
   return opts.k <= TOPK_SMALL_MAX_K && opts.n <= TOPK_SMALL_MAX_N ? 'small' : 'radix';
 }
@@ -98,23 +127,31 @@ export function chooseTopKVariant(opts: { rows: number; n: number; k: number }):
 export class TopKPlan extends KernelPlan<TopKTensors> {
   readonly options: Readonly<{ rows: number; n: number; k: number }>;
   readonly variant: TopKVariant;
+  /** Kernel shape of the radix passes. */
+  readonly target: 'cpu' | 'gpu';
   private readonly pipelines: Record<string, Pipeline>;
   private readonly params: [GPUBuffer, GPUBuffer]; // without / with values
   private readonly dummyValues: GPUBuffer;
+  private readonly dummyWords: GPUBuffer;
   private readonly state?: GPUBuffer;
   private readonly hist?: GPUBuffer;
   private readonly sel?: GPUBuffer;
   private readonly levels: number;
+  /** Survivor slots per row: the radix select stops once the candidates left fit. */
+  readonly cap: number;
   private readonly chunks: number;
 
-  private constructor(ctx: TesseraDevice, o: { rows: number; n: number; k: number }, variant: TopKVariant, pipelines: Record<string, Pipeline>) {
+  private constructor(ctx: TesseraDevice, o: { rows: number; n: number; k: number }, variant: TopKVariant, target: 'cpu' | 'gpu', pipelines: Record<string, Pipeline>) {
     super(ctx);
     this.options = o;
     this.variant = variant;
+    this.target = target;
     this.pipelines = pipelines;
     this.dummyValues = this.workspace(16, 'topk.novalues');
+    this.dummyWords = this.workspace(16, 'topk.nowords');
     const L = indexDigits(o.n);
     this.levels = 4 + L;
+    this.cap = survivorCap(o, target);
     this.chunks = Math.ceil(o.n / CHUNK);
     if (variant === 'small') {
       this.params = [0, 1].map((hasValues) => this.uniform(TOPK_SMALL_PARAMS, { rows: o.rows, n: o.n, k: o.k, hasValues })) as [GPUBuffer, GPUBuffer];
@@ -127,12 +164,13 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
         chunks: this.chunks,
         levels: this.levels,
         idxShift: L === 0 ? 0 : 32 - 8 * L,
-        kBlocks: Math.ceil(o.k / WG),
+        kBlocks: Math.ceil(this.cap / RADIX_WG[target]),
+        cap: this.cap,
       };
       this.params = [0, 1].map((hasValues) => this.uniform(TOPK_PARAMS, { ...base, hasValues })) as [GPUBuffer, GPUBuffer];
       this.state = this.workspace(o.rows * 8 * 4, 'topk.state');
       this.hist = this.workspace(o.rows * 256 * 4, 'topk.hist');
-      this.sel = this.workspace(o.rows * o.k * 8, 'topk.sel');
+      this.sel = this.workspace(o.rows * this.cap * 8, 'topk.sel');
     }
   }
 
@@ -144,28 +182,32 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
     if (variant === 'small' && o.k > TOPK_SMALL_MAX_K) {
       fail('E_ARG', 'variant', `"small" takes k <= ${TOPK_SMALL_MAX_K};`, o.k, `k <= ${TOPK_SMALL_MAX_K} or variant "radix"`);
     }
+    const t = opts.target ?? 'auto';
+    check(t === 'auto' || t === 'cpu' || t === 'gpu', 'target', 'one of "auto", "cpu", "gpu"', t);
+    const target = t === 'auto' ? ctx.adapterClass : t;
     const pipelines: Record<string, Pipeline> = {};
     if (variant === 'small') {
       const kcap = o.k <= 4 ? 4 : o.k <= 8 ? 8 : o.k <= 16 ? 16 : 32;
       pipelines.small = await getPipeline(ctx, { shader: smallProgram(kcap), bindings: ['read', 'rw', 'rw', 'uniform'], constants: { WG: 64 } });
     } else {
-      const bytes = { state: o.rows * 32, hist: o.rows * 1024, sel: o.rows * o.k * 8 };
+      const bytes = { state: o.rows * 32, hist: o.rows * 1024, sel: o.rows * survivorCap(o, target) * 8 };
       for (const [name, b] of Object.entries(bytes)) {
         if (b > ctx.limits.maxStorageBufferBindingSize || b > ctx.limits.maxBufferSize) {
           throw new TesseraError('E_LIMIT', `topk: the ${name} workspace of ${b} bytes for rows = ${o.rows}, k = ${o.k} exceeds the device's binding limit`, {
             argument: 'rows',
             actual: o.rows,
-            expected: `rows * k * 8 <= ${ctx.limits.maxStorageBufferBindingSize} (split the rows into several plans)`,
+            expected: `rows * 2k * 8 <= ${ctx.limits.maxStorageBufferBindingSize} (split the rows into several plans)`,
           });
         }
       }
       const spec = (entryPoint: string) =>
-        getPipeline(ctx, { shader: RADIX, entryPoint, bindings: ['read', 'rw', 'rw', 'rw', 'rw', 'rw', 'uniform'], constants: { WG } });
-      const names = ['init', 'hist_pass', 'pick_pass', 'compact_pass', 'rank_pass'];
-      const ps = await Promise.all(names.map(spec));
-      names.forEach((n, i) => (pipelines[n] = ps[i]!));
+        getPipeline(ctx, { shader: RADIX, entryPoint, bindings: ['read', 'rw', 'rw', 'rw', 'rw', 'rw', 'uniform', 'read'], constants: { WG: RADIX_WG[target] } });
+      const [hist, compact, rank] = RADIX_ENTRIES[target];
+      const names = { init: 'init', hist, pick: 'pick_pass', compact, rank };
+      const ps = await Promise.all(Object.values(names).map(spec));
+      Object.keys(names).forEach((n, i) => (pipelines[n] = ps[i]!));
     }
-    return new TopKPlan(ctx, o, variant, pipelines);
+    return new TopKPlan(ctx, o, variant, target, pipelines);
   }
 
   run(encoder: GPUCommandEncoder, t: TopKTensors): void {
@@ -190,20 +232,32 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
       return;
     }
     encoder.clearBuffer(this.hist!);
-    const group = bindGroup(this.ctx, p.init!, [res(scores), res(indices), vres, { buffer: this.state! }, { buffer: this.hist! }, { buffer: this.sel! }, params], 'topk/radix');
+    // scores again as 16-byte words: the binding rounded down to whole words.
+    const words = Math.floor((rows * n * 4) / 16) * 16;
+    const scores4 = words > 0 ? { buffer: scores.buffer, offset: scores.offset ?? 0, size: words } : { buffer: this.dummyWords };
+    const group = bindGroup(
+      this.ctx,
+      p.init!,
+      [res(scores), res(indices), vres, { buffer: this.state! }, { buffer: this.hist! }, { buffer: this.sel! }, params, scores4],
+      'topk/radix',
+    );
     const pass = encoder.beginComputePass({ label: 'topk/radix' });
     pass.setBindGroup(0, group);
     const go = (name: string, count: number) => {
       pass.setPipeline(p[name]!.pipeline);
       pass.dispatchWorkgroups(...grid2d(this.ctx, count));
     };
-    go('init', Math.ceil(rows / WG));
+    const wg = RADIX_WG[this.target];
+    // Units of work per (row, chunk): one workgroup each on gpu, one invocation each on cpu.
+    const chunkGroups = this.target === 'gpu' ? rows * this.chunks : Math.ceil((rows * this.chunks) / wg);
+    const rankGroups = this.target === 'gpu' ? rows * Math.ceil(this.cap / wg) : Math.ceil(rows / wg);
+    go('init', Math.ceil(rows / wg));
     for (let l = 0; l < this.levels; l++) {
-      go('hist_pass', rows * this.chunks);
-      go('pick_pass', rows);
+      go('hist', chunkGroups);
+      go('pick', Math.ceil(rows / wg));
     }
-    go('compact_pass', rows * this.chunks);
-    go('rank_pass', rows * Math.ceil(k / WG));
+    go('compact', chunkGroups);
+    go('rank', rankGroups);
     pass.end();
   }
 }
@@ -244,6 +298,8 @@ export interface TopKCallOptions {
   checkFinite?: boolean;
   /** Force a variant (default: chosen by shape). */
   variant?: TopKVariant | 'auto';
+  /** Kernel shape of the radix passes (see {@link TopKOptions.target}). */
+  target?: 'auto' | 'cpu' | 'gpu';
 }
 
 /**
@@ -274,7 +330,7 @@ export async function topK(device: DeviceLike, t: TopKTensors, opts: TopKCallOpt
       }
     }
   }
-  const plan = await planTopK(ctx, { rows, n, k, variant: opts.variant });
+  const plan = await planTopK(ctx, { rows, n, k, variant: opts.variant, target: opts.target });
   try {
     await runOnce(ctx, plan, t, 'topk');
   } finally {

@@ -7,6 +7,7 @@ export function registerDemo(program: Command): void {
     .description('run a demo (needle: 10M-token sparse decode vs exact streaming)')
     .argument('<name>', 'demo name')
     .allowUnknownOption(true)
+    .allowExcessArguments(true)
     .action(async (name: string) => {
       const { runDemoCli } = await import('../demo/index.js');
       await runDemoCli(name, process.argv.slice(process.argv.indexOf(name) + 1));

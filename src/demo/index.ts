@@ -1,7 +1,9 @@
 import { TesseraError } from '../errors.js';
 
 /** Demos, by name. Each takes its own argv (parsed with commander). */
-export const DEMOS: Record<string, (argv: string[]) => Promise<void>> = {};
+export const DEMOS: Record<string, (argv: string[]) => Promise<void>> = {
+  needle: async (argv) => (await import('./needle.js')).needleCli(argv),
+};
 
 export async function runDemoCli(name: string, argv: string[]): Promise<void> {
   const demo = DEMOS[name];

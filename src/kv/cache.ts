@@ -53,8 +53,10 @@ export interface KvCacheOptions {
   recentPages?: number;
   /** Where pages live off the GPU: host slabs (default) or a disk store (`FileStore`, `OpfsStore`). */
   store?: Store;
-  /** Host slab size of the default memory store (default 256 MiB). */
+  /** Host slab size of the default memory store (default 64 MiB). */
   slabBytes?: number;
+  /** Largest GPU buffer of min/max summaries (default 128 MiB, capped by the binding limit); more pages use more buffers. */
+  summaryChunkBytes?: number;
   /** Keep the per-page key mean (MoBA scoring) besides min/max (default true). */
   meanSummaries?: boolean;
   /**
@@ -192,7 +194,8 @@ export class KvCache {
     }
     this.minmaxBytesPerPage = this.Hkv * 2 * this.D * 2;
     this.meanBytesPerPage = this.Hkv * this.D * 2;
-    this.summaryChunkPages = Math.floor(Math.min(maxBind, 128 * MiB) / this.minmaxBytesPerPage);
+    const chunkBytes = checkInt(opts.summaryChunkBytes ?? 128 * MiB, 'summaryChunkBytes', { min: this.minmaxBytesPerPage });
+    this.summaryChunkPages = Math.floor(Math.min(maxBind, chunkBytes) / this.minmaxBytesPerPage);
     if (tilePages * this.pageBytes > this.gpuBudgetBytes) {
       fail('E_LIMIT', 'gpuBudgetBytes', 'is smaller than one tile of pages;', this.gpuBudgetBytes, `at least ${tilePages * this.pageBytes} bytes (tilePages ${tilePages} x ${this.pageBytes} bytes) plus the summaries`);
     }
@@ -279,10 +282,9 @@ export class KvCache {
     return total;
   }
 
+  /** Summary chunk capacity for `pages` pages: 25% headroom in steps of 64 pages (reallocations stay rare). */
   private chunkCapFor(pages: number): number {
-    let cap = 64;
-    while (cap < pages) cap *= 2;
-    return Math.min(cap, this.summaryChunkPages);
+    return Math.min(Math.max(64, Math.ceil((pages * 1.25) / 64) * 64), this.summaryChunkPages);
   }
 
   get summaryBytes(): number {
@@ -487,8 +489,8 @@ export class KvCache {
     const C = this.summaryChunkPages;
     for (let c = Math.floor(lo / C); c * C < hi; c++) {
       const inChunk = Math.min(this.pageCount - c * C, C);
-      const cap = this.chunkCapFor(inChunk);
-      if ((this.summaryCap[c] ?? 0) < cap) {
+      if ((this.summaryCap[c] ?? 0) < inChunk) {
+        const cap = this.chunkCapFor(inChunk);
         // Make room inside the budget: shrink the pool if needed (it keeps at least one tile).
         const extra = (cap - (this.summaryCap[c] ?? 0)) * (this.minmaxBytesPerPage + (this.meanSummaries ? this.meanBytesPerPage : 0));
         while (this.summaryBytes + this.pool.bytes + extra > this.gpuBudgetBytes && this.pool.buffers.length > 1) this.pool.removeBuffer();

@@ -23,7 +23,12 @@ export const KV_DTYPES: readonly KvDType[] = ['f32', 'f16', 'bf16', 'int8'];
 /** Bytes per element of each KV storage dtype. */
 export const KV_DTYPE_BYTES: Readonly<Record<KvDType, number>> = { f32: 4, f16: 2, bf16: 2, int8: 1 };
 
-/** Shader code of a KV dtype (`KV_DT` override): 0 f32, 1 f16, 2 bf16, 3 int8. */
+/**
+ * Shader code of a KV dtype (`KV_DT` override): 0 f32, 1 f16, 2 bf16, 3 int8.
+ *
+ * @example
+ * kvDtypeCode('int8'); // 3
+ */
 export function kvDtypeCode(d: KvDType): number {
   return d === 'f32' ? 0 : d === 'f16' ? 1 : d === 'bf16' ? 2 : 3;
 }
@@ -47,6 +52,12 @@ export interface PageLayout {
   pageBytes: number;
 }
 
+/**
+ * The byte geometry of a page.
+ *
+ * @example
+ * pageLayout(64, 1, 128, 128, 'f16').pageBytes; // 32768
+ */
 export function pageLayout(pageSize: number, Hkv: number, D: number, Dv: number, dtype: KvDType): PageLayout {
   const eb = KV_DTYPE_BYTES[dtype];
   const kHeadBytes = pageSize * D * eb;
@@ -189,6 +200,9 @@ export function readHeadRows(page: Uint8Array, L: PageLayout, which: 0 | 1, h: n
  * A fast 32-bit hash of a byte range whose length is a multiple of 4 (a multiply-xorshift over
  * 32-bit words, murmur3's finaliser at the end). It catches flipped bits and lost or reordered
  * words; it is not cryptographic.
+ *
+ * @example
+ * const sum = hash32(pageBytes);
  */
 export function hash32(bytes: Uint8Array): number {
   const w = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2);

@@ -28,7 +28,7 @@ export interface Store {
 }
 
 export interface MemoryStoreOptions {
-  /** Bytes per slab (default 256 MiB). Rounded down to a multiple of `align`. */
+  /** Bytes per slab (default 64 MiB). Rounded down to a multiple of `align`. */
   slabBytes?: number;
   /** Slab sizes are a multiple of this (the page size in bytes), so no page straddles two slabs. */
   align?: number;
@@ -50,7 +50,7 @@ export class MemoryStore implements Store {
 
   constructor(opts: MemoryStoreOptions = {}) {
     const align = checkInt(opts.align ?? 4, 'align', { min: 4 });
-    const want = checkInt(opts.slabBytes ?? 256 * 2 ** 20, 'slabBytes', { min: 1 });
+    const want = checkInt(opts.slabBytes ?? 64 * 2 ** 20, 'slabBytes', { min: 1 });
     this.slabBytes = Math.max(align, Math.floor(want / align) * align);
   }
 

@@ -18,6 +18,7 @@ import { planMerge, type MergePlan } from '../../kernels/merge/merge.js';
 import { PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '../../kernels/paged/paged.js';
 import { planQuestScore, type GroupReduce, type QuestScoreMode, type QuestScorePlan } from '../../kernels/quest/score.js';
 import { questSelectReference } from '../../kernels/quest/reference.js';
+import { planTopK, type TopKPlan } from '../../kernels/topk/topk.js';
 
 export interface QuestDecodeOptions {
   /** Query heads (a multiple of the cache's Hkv). */
@@ -33,10 +34,11 @@ export interface QuestDecodeOptions {
   /** Softmax scale (default 1/sqrt(D)). */
   scale?: number;
   /**
-   * Where the top-k runs: `host` reads the scores back and selects with the float64 reference
-   * rule (until the GPU top-k kernel is wired in; the default).
+   * Where the top-k runs: `gpu` (default: kernels/topk over the `[Hkv, pages]` scores, only the
+   * `[Hkv, k]` indices come back) or `host` (the scores come back and the float64 reference rule
+   * selects; for checking).
    */
-  selector?: 'host';
+  selector?: 'gpu' | 'host';
 }
 
 export interface QuestStats {
@@ -104,9 +106,9 @@ export class QuestDecodePlan {
       groupReduce: opts.groupReduce ?? 'max',
       sinkPages: checkInt(opts.sinkPages ?? cache.sinkPages, 'sinkPages', { min: 0 }),
       scale: opts.scale ?? 1 / Math.sqrt(cache.D),
-      selector: opts.selector ?? 'host',
+      selector: opts.selector ?? 'gpu',
     };
-    check(o.selector === 'host', 'selector', '"host"', o.selector);
+    check(o.selector === 'host' || o.selector === 'gpu', 'selector', '"gpu" or "host"', o.selector);
     const budgetPages = Math.max(1, Math.floor(budgetTokens / cache.pageSize));
     const maxBuffers = Math.max(1, Math.floor(cache.gpuBudgetBytes / cache.pool.bufferBytes));
     if (budgetPages > Math.floor((cache.gpuBudgetBytes - cache.summaryBytes) / cache.pageBytes)) {
@@ -117,6 +119,12 @@ export class QuestDecodePlan {
     const scorer = await planQuestScore(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, mode, groupReduce: o.groupReduce, maxCalls: 16 });
     const paged = await planPaged(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq: 1, pageSize: cache.pageSize, dtype: cache.dtype, causal: true, scale: o.scale, maxCalls: groups });
     const merger = await planMerge(cache.ctx, { parts, rows: Hq, D: cache.Dv, outDtype: 'f32' });
+    if (o.selector === 'gpu') {
+      // Compile the multi-workgroup top-k pipelines now, so that the first decode does not pay for it
+      // (the per-length plan made at run time then comes from the pipeline cache).
+      const k = Math.max(1, budgetPages - Math.min(o.sinkPages, budgetPages) - 1);
+      (await planTopK(cache.ctx, { rows: cache.Hkv, n: 65536, k })).dispose();
+    }
     return new QuestDecodePlan(cache, o, scorer, paged, merger, parts);
   }
 
@@ -175,7 +183,11 @@ export class QuestDecodePlan {
         const bufs = this.options.mode === 'quest' ? cache.minmaxGpu : cache.meanGpu;
         const enc = ctx.device.createCommandEncoder({ label: 'tessera.quest.score' });
         const calls = [];
-        for (let c = 0; c < bufs.length; c++) calls.push({ n, chunkFirst: c * C, chunkPages: C, forcedLo: Math.min(sinkPages, n), forcedHi: n - 1 });
+        const ranges = this.chunkRanges(seq, pages, C, bufs.length);
+        for (let c = 0; c < bufs.length; c++) {
+          const [lo, hi] = ranges[c]!;
+          calls.push({ n, first: lo, count: Math.max(0, hi - lo), chunkFirst: c * C, chunkPages: C, forcedLo: Math.min(sinkPages, n), forcedHi: n - 1 });
+        }
         for (let i = 0; i < calls.length; i += 16) {
           // One dispatch per chunk; chunks are few (128 MiB of summaries each).
           for (const [j, call] of calls.slice(i, i + 16).entries()) {
@@ -184,10 +196,32 @@ export class QuestDecodePlan {
         }
         queue.submit([enc.finish()]);
         summaryBytesRead = n * (this.options.mode === 'quest' ? cache.minmaxBytesPerPage : cache.meanBytesPerPage);
-        // 2. Selection (host rule on the read-back scores).
-        const s = new Float32Array(await ctx.readback(scores, Hkv * n * 4));
+        // 2. Selection: the forced pages plus the top k of the others.
+        const forcedLo = Math.min(sinkPages, n);
+        const k = Math.max(0, this.budgetPages - forcedLo - (n - 1 >= forcedLo ? 1 : 0));
+        if (this.options.selector === 'host' || k === 0) {
+          const s = new Float32Array(await ctx.readback(scores, Hkv * n * 4));
+          selected = questSelectReference(s, Hkv, n, this.budgetPages, sinkPages);
+        } else {
+          const topk = await this.topkFor(n, k);
+          const idx = this.ensureIndices(Hkv * k * 4);
+          const enc2 = ctx.device.createCommandEncoder({ label: 'tessera.quest.topk' });
+          topk.run(enc2, { scores: { buffer: scores, shape: [Hkv, n], dtype: 'f32' }, indices: { buffer: idx, shape: [Hkv, k], dtype: 'i32' } });
+          queue.submit([enc2.finish()]);
+          const got = new Int32Array(await ctx.readback(idx, Hkv * k * 4));
+          selected = [];
+          for (let h = 0; h < Hkv; h++) {
+            const set = new Set<number>();
+            for (let i = 0; i < forcedLo; i++) set.add(i);
+            set.add(n - 1);
+            for (let j = 0; j < k; j++) {
+              const x = got[h * k + j]!;
+              if (x >= 0) set.add(x);
+            }
+            selected.push(Int32Array.from([...set].sort((a, b) => a - b)));
+          }
+        }
         scoreMs = performance.now() - t0;
-        selected = questSelectReference(s, Hkv, n, this.budgetPages, sinkPages);
       }
       // 3. Fetch the selected pages that are not resident.
       const union = [...new Set(selected!.flatMap((x) => [...x]))].sort((a, b) => a - b);
@@ -249,6 +283,40 @@ export class QuestDecodePlan {
     };
   }
 
+  private ranges = { seq: -1, n: 0, r: [] as [number, number][] };
+  /** Per summary chunk, the range of list indices whose pages live in it (cached per sequence length). */
+  private chunkRanges(seq: number, pages: readonly number[], C: number, chunks: number): [number, number][] {
+    const n = pages.length;
+    if (this.ranges.seq === seq && this.ranges.n === n && this.ranges.r.length === chunks) return this.ranges.r;
+    const r: [number, number][] = Array.from({ length: chunks }, () => [n, 0] as [number, number]);
+    for (let i = 0; i < n; i++) {
+      const c = Math.floor(pages[i]! / C);
+      const x = r[c]!;
+      if (i < x[0]) x[0] = i;
+      if (i + 1 > x[1]) x[1] = i + 1;
+    }
+    this.ranges = { seq, n, r };
+    return r;
+  }
+
+  private topkPlan?: { n: number; k: number; plan: TopKPlan };
+  private async topkFor(n: number, k: number): Promise<TopKPlan> {
+    if (this.topkPlan && this.topkPlan.n === n && this.topkPlan.k === k) return this.topkPlan.plan;
+    this.topkPlan?.plan.dispose();
+    const plan = await planTopK(this.ctx, { rows: this.cache.Hkv, n, k });
+    this.topkPlan = { n, k, plan };
+    return plan;
+  }
+
+  private indices?: GPUBuffer;
+  private ensureIndices(bytes: number): GPUBuffer {
+    if (!this.indices || this.indices.size < bytes) {
+      this.ctx.destroyBuffer(this.indices);
+      this.indices = this.ctx.createBuffer({ size: Math.max(256, bytes), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, label: 'tessera.quest.indices' });
+    }
+    return this.indices;
+  }
+
   private scratchLse?: GPUBuffer;
   private ensureScratchLse(): GPUBuffer {
     if (!this.scratchLse) this.scratchLse = this.ctx.createBuffer({ size: Math.max(16, this.options.Hq * 4), usage: GPUBufferUsage.STORAGE, label: 'tessera.quest.lse' });
@@ -261,7 +329,8 @@ export class QuestDecodePlan {
     this.scorer.dispose();
     this.paged.dispose();
     this.merger.dispose();
-    for (const b of [this.oParts, this.lseParts, this.entries, this.list, this.scores, this.scratchLse]) this.ctx.destroyBuffer(b);
+    this.topkPlan?.plan.dispose();
+    for (const b of [this.oParts, this.lseParts, this.entries, this.list, this.scores, this.scratchLse, this.indices]) this.ctx.destroyBuffer(b);
   }
 }
 

@@ -5,13 +5,15 @@
  * and adding it to `src/verify/registry.ts`. `verify` runs, for each case in the manifest, the
  * first handler that claims it; cases nobody claims print SKIP.
  *
+ * This module is shared by Node and the browser: reading the files is elsewhere
+ * (`golden-node.ts` from a directory, `golden-fetch.ts` over HTTP); both build a case with
+ * {@link caseFromManifest} from the manifest entry and the bytes of each tensor file.
+ *
  * Judging (the golden README): per output, relative RMS error <= 1e-5 and max-abs error
  * <= 1e-4 * max|golden| for f32 storage, no NaN/Inf where the golden value is finite. Selections
  * compare as sets per row; a row may differ only where the case's selection margin is < 1e-5, and
  * then that row's outputs are excused from the error bounds.
  */
-import { readFileSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { TesseraError } from '../errors.js';
 import type { TesseraDevice } from '../gpu/device.js';
 import { compare, type Comparison } from '../testing.js';
@@ -64,12 +66,12 @@ export interface GoldenHandler {
 export const GOLDEN_TOLERANCE = { relRms: 1e-5, maxAbsRel: 1e-4 } as const;
 export const SELECTION_MARGIN = 1e-5;
 
-interface ManifestTensor {
+export interface ManifestTensor {
   shape: number[];
   file: string;
   layout?: string;
 }
-interface ManifestCase {
+export interface ManifestCase {
   name: string;
   description?: string;
   params?: Record<string, unknown>;
@@ -79,31 +81,33 @@ interface ManifestCase {
   source?: { repo?: string; path?: string; function?: string };
 }
 
-function loadTensor(dir: string, t: ManifestTensor): GoldenTensor {
-  const buf = readFileSync(join(dir, t.file));
-  const data = new Float64Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+/** A golden tensor from the raw little-endian float64 bytes of its file. */
+export function goldenTensor(bytes: ArrayBuffer | Uint8Array, t: ManifestTensor): GoldenTensor {
+  const u8 = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+  const data = new Float64Array(u8.buffer.slice(u8.byteOffset, u8.byteOffset + u8.byteLength));
   const n = t.shape.reduce((a, b) => a * b, 1);
   if (data.length !== n) throw new TesseraError('E_IO', `golden tensor ${t.file}: ${data.length} values, shape [${t.shape}] needs ${n}`);
   return { shape: t.shape, layout: t.layout, data };
 }
 
-/** Lists the case names of a golden directory without loading tensors. */
-export function readManifest(dir: string): ManifestCase[] {
-  const path = join(dir, 'manifest.json');
-  if (!existsSync(path)) throw new TesseraError('E_IO', `no manifest.json in ${dir}`, { argument: '--golden', actual: dir, expected: 'a golden directory (see ../shared/golden/README.md)' });
-  const m = JSON.parse(readFileSync(path, 'utf8')) as { cases: ManifestCase[] };
-  return m.cases;
+/** The cases of a parsed `manifest.json`. */
+export function parseManifest(json: unknown, where = 'manifest.json'): ManifestCase[] {
+  const cases = (json as { cases?: ManifestCase[] } | null)?.cases;
+  if (!Array.isArray(cases)) throw new TesseraError('E_IO', `${where}: no "cases" list`, { argument: 'manifest', expected: '{ "cases": [...] } (see ../shared/golden/README.md)' });
+  return cases;
 }
 
-export function loadCase(dir: string, mc: ManifestCase): GoldenCase {
-  const map = (r: Record<string, ManifestTensor> | undefined) => Object.fromEntries(Object.entries(r ?? {}).map(([k, t]) => [k, loadTensor(dir, t)]));
+/** Builds a case from its manifest entry, reading each tensor's bytes with `read(file)`. */
+export async function caseFromManifest(mc: ManifestCase, read: (file: string) => Promise<ArrayBuffer | Uint8Array> | ArrayBuffer | Uint8Array): Promise<GoldenCase> {
+  const map = async (r: Record<string, ManifestTensor> | undefined) =>
+    Object.fromEntries(await Promise.all(Object.entries(r ?? {}).map(async ([k, t]) => [k, goldenTensor(await read(t.file), t)] as const)));
   return {
     name: mc.name,
     description: mc.description ?? '',
     params: mc.params ?? {},
-    inputs: map(mc.inputs),
-    outputs: map(mc.outputs),
-    aux: map(mc.aux),
+    inputs: await map(mc.inputs),
+    outputs: await map(mc.outputs),
+    aux: await map(mc.aux),
     source: mc.source,
   };
 }

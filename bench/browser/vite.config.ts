@@ -1,0 +1,34 @@
+// Builds the browser verify/bench page: `npx vite build --config bench/browser/vite.config.ts`
+// (output in bench/browser/dist), or `npx vite --config bench/browser/vite.config.ts` to serve it
+// with the golden vectors of ../shared/golden under /golden (see docs/browser.md).
+import { createReadStream, existsSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { defineConfig, type Plugin } from 'vite';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, '..', '..');
+/** Golden vectors served under /golden by the dev server (`TESSERA_GOLDEN` overrides). */
+export const GOLDEN_DIR = resolve(process.env.TESSERA_GOLDEN ?? join(repo, '..', 'shared', 'golden'));
+
+function serveGolden(): Plugin {
+  return {
+    name: 'tessera-golden',
+    configureServer(server) {
+      server.middlewares.use('/golden', (req, res, next) => {
+        const file = join(GOLDEN_DIR, decodeURIComponent((req.url ?? '/').split('?')[0]!));
+        if (!file.startsWith(GOLDEN_DIR) || !existsSync(file) || !statSync(file).isFile()) return next();
+        res.setHeader('Content-Type', file.endsWith('.json') ? 'application/json' : 'application/octet-stream');
+        createReadStream(file).pipe(res);
+      });
+    },
+  };
+}
+
+export default defineConfig({
+  root: here,
+  base: './',
+  plugins: [serveGolden()],
+  build: { outDir: join(here, 'dist'), emptyOutDir: true, target: 'es2022', chunkSizeWarningLimit: 4096 },
+  server: { host: '127.0.0.1', fs: { allow: [repo] } },
+});

@@ -1,0 +1,227 @@
+/**
+ * Dense attention, decode: one query token per sequence over its KV, split across workgroups
+ * (split-K / flash-decoding) into f32 partials `(o_p, lse_p)`, then merged exactly by
+ * `kernels/merge`. The partials come from the same flash kernel as prefill (`prefill.wgsl`, one
+ * work item per (sequence, kv head, split), the GQA group's query heads packed as rows), so the
+ * math exists once.
+ *
+ * Layouts: `q [N, Hq, D]`, `k [sum kvLens, Hkv, D]`, `v [sum kvLens, Hkv, Dv]` (the rows of
+ * sequence n are contiguous, sequences back to back), `o [N, Hq, Dv]`, `lse [N, Hq]` f32.
+ * The query of sequence n sits at position kvLens[n] - 1 (bottom-right), so causal masking lets
+ * it see every key and only a window (plus sinks) restricts it.
+ */
+import { check, checkInt, fail } from '../../src/errors.js';
+import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { checkTensor, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import { planMerge, type MergePlan } from '../merge/index.js';
+import {
+  ATTN_PARAMS,
+  DECODE_CPU_LANES,
+  FlashCore,
+  checkInputs,
+  checkPlannedSize,
+  resolveAttention,
+  type AttentionOptions,
+  type AttentionTuning,
+  type ResolvedAttention,
+  type SeqSpan,
+} from './prefill.js';
+
+export interface DecodeOptions extends AttentionOptions, AttentionTuning {
+  /** Keys per sequence (N = kvLens.length); 0 is allowed (that row gives o = 0, lse = -inf). */
+  kvLens: readonly number[];
+  /**
+   * Keys per split (per workgroup). Default: at least 256, and enough that there are at most 64
+   * splits. One split writes o/lse directly; more go through f32 partials and the merge kernel.
+   */
+  kvChunk?: number;
+}
+
+export interface DecodeTensors {
+  /** `[N, Hq, D]` in `dtype`. */
+  q: GpuTensor;
+  /** `[sum kvLens, Hkv, D]` in `dtype`. */
+  k: GpuTensor;
+  /** `[sum kvLens, Hkv, Dv]` in `dtype`. */
+  v: GpuTensor;
+  /** `[N, Hq, Dv]` in `outDtype`. */
+  o: GpuTensor;
+  /** `[N, Hq]` f32, natural log (optional). */
+  lse?: GpuTensor;
+  /** `[Hq]` f32, required iff `sinkLogit`. */
+  sinkLogits?: GpuTensor;
+}
+
+/** The default split size for the longest sequence `maxLen`. */
+export function defaultKvChunk(maxLen: number): number {
+  return Math.max(256, 16 * Math.ceil(maxLen / 64 / 16));
+}
+
+/** A planned decode step. Create with {@link planDecode}. */
+export class DecodePlan extends KernelPlan<DecodeTensors> {
+  readonly options: ResolvedAttention;
+  readonly N: number;
+  readonly totalKeys: number;
+  /** Number of KV splits. */
+  readonly splits: number;
+  /** Partials per row that the merge combines (splits, or 4 * splits on the CPU kernel). */
+  readonly parts: number;
+  readonly kvChunk: number;
+  private core!: FlashCore;
+  private merger?: MergePlan;
+  private oParts?: GpuTensor;
+  private lseParts?: GpuTensor;
+  private lseScratch?: GpuTensor;
+
+  private constructor(ctx: TesseraDevice, r: ResolvedAttention, N: number, totalKeys: number, kvChunk: number, splits: number) {
+    super(ctx);
+    this.options = r;
+    this.N = N;
+    this.totalKeys = totalKeys;
+    this.kvChunk = kvChunk;
+    this.splits = splits;
+    this.parts = r.variant === 'cpu' ? splits * DECODE_CPU_LANES : splits;
+  }
+
+  /** @internal use {@link planDecode}. */
+  static async create(device: DeviceLike, opts: DecodeOptions): Promise<DecodePlan> {
+    const ctx = ctxOf(device);
+    const r = resolveAttention(ctx, opts);
+    const lens = opts.kvLens;
+    if (!Array.isArray(lens) || lens.length === 0) fail('E_ARG', 'kvLens', 'is not a non-empty list of lengths;', lens, 'an array [N] of key counts');
+    lens.forEach((x, i) => checkInt(x, `kvLens[${i}]`, { min: 0 }));
+    const total = lens.reduce((a: number, b: number) => a + b, 0);
+    check(total > 0, 'kvLens', 'at least one key in the batch', lens);
+    const maxLen = Math.max(...lens);
+    const kvChunk = opts.kvChunk === undefined ? defaultKvChunk(maxLen) : checkInt(opts.kvChunk, 'kvChunk', { min: 1 });
+    const splits = Math.max(1, Math.ceil(maxLen / kvChunk));
+    const N = lens.length;
+    const plan = new DecodePlan(ctx, r, N, total, kvChunk, splits);
+    checkPlannedSize(ctx, 'q', [N, r.Hq, r.D], r.dtype);
+    checkPlannedSize(ctx, 'k', [total, r.Hkv, r.D], r.dtype);
+    checkPlannedSize(ctx, 'v', [total, r.Hkv, r.Dv], r.dtype);
+    const rows = N * r.Hq;
+    const parts = plan.parts;
+    if (parts > 1) checkPlannedSize(ctx, 'workspace (partials)', [parts, rows, r.Dv], 'f32');
+    const spans: SeqSpan[] = [];
+    let off = 0;
+    for (let n = 0; n < N; n++) {
+      spans.push({ qOff: n, tq: 1, kOff: off, tk: lens[n]! });
+      off += lens[n]!;
+    }
+    try {
+      const alloc = {
+        uniform: (values: Record<string, number>) => plan.uniform(ATTN_PARAMS, values as Record<(typeof ATTN_PARAMS.fields)[number][0], number>),
+        buffer: (words: Uint32Array, label: string) => {
+          const b = plan.workspace(words.byteLength, label);
+          ctx.device.queue.writeBuffer(b, 0, words.buffer as ArrayBuffer, words.byteOffset, words.byteLength);
+          return b;
+        },
+      };
+      const lanes = parts / splits;
+      if (parts > 1) {
+        plan.oParts = { buffer: plan.workspace(parts * rows * r.Dv * 4, 'dense.decode.oParts'), shape: [parts, rows, r.Dv], dtype: 'f32' };
+        plan.lseParts = { buffer: plan.workspace(parts * rows * 4, 'dense.decode.lseParts'), shape: [parts, rows], dtype: 'f32' };
+        plan.lseScratch = { buffer: plan.workspace(rows * 4, 'dense.decode.lse'), shape: [rows], dtype: 'f32' };
+        plan.merger = await planMerge(ctx, { parts, rows, D: r.Dv, outDtype: r.outDtype });
+      }
+      // Split s (and, on the CPU kernel, lane l) writes partial s * lanes + l.
+      const split = parts > 1 ? { splits, kvChunk, oStride: lanes * rows * r.Dv, lseStride: lanes * rows } : undefined;
+      plan.core = await FlashCore.create(ctx, r, spans, split, alloc, 'decode');
+    } catch (e) {
+      plan.dispose();
+      throw e;
+    }
+    return plan;
+  }
+
+  override dispose(): void {
+    this.merger?.dispose();
+    super.dispose();
+  }
+
+  run(encoder: GPUCommandEncoder, t: DecodeTensors): void {
+    this.assertUsable();
+    const r = this.options;
+    const { q, k, v, sinkLogits } = checkInputs(this.ctx, r, t, this.N, this.totalKeys);
+    const o = checkTensor(t.o, 'o', { rank: 3, shape: [this.N, r.Hq, r.Dv], dtypes: [r.outDtype] });
+    checkBindingSize(this.ctx, o, 'o');
+    let lse: GpuTensor | undefined;
+    if (t.lse !== undefined) {
+      lse = checkTensor(t.lse, 'lse', { rank: 2, shape: [this.N, r.Hq], dtypes: ['f32'] });
+      checkBindingSize(this.ctx, lse, 'lse');
+    }
+    const c = this.core;
+    const rows = this.N * r.Hq;
+    const direct = this.parts === 1;
+    this.dispatch(
+      encoder,
+      c.pipeline,
+      [
+        res(q),
+        res(k),
+        res(v),
+        direct ? res(o) : res(this.oParts!),
+        direct ? (lse ? res(lse) : { buffer: c.dummy }) : res(this.lseParts!),
+        sinkLogits ? res(sinkLogits) : { buffer: c.dummyRead },
+        { buffer: c.tileBuf },
+        { buffer: direct && !lse ? c.paramsNoLse : c.paramsLse },
+      ],
+      c.workgroups,
+    );
+    if (!direct) {
+      this.merger!.run(encoder, {
+        oParts: this.oParts!,
+        lseParts: this.lseParts!,
+        o: { buffer: o.buffer, offset: o.offset, shape: [rows, r.Dv], dtype: o.dtype },
+        lse: lse ? { buffer: lse.buffer, offset: lse.offset, shape: [rows], dtype: 'f32' } : this.lseScratch!,
+      });
+    }
+  }
+}
+
+/**
+ * Plans a decode step: one query per sequence over `kvLens[n]` keys, split-K then merged.
+ *
+ * @example
+ * const plan = await planDecode(dev, { Hq: 32, Hkv: 8, D: 128, kvLens: [4096, 17, 900] });
+ * plan.run(encoder, { q, k, v, o, lse });
+ */
+export function planDecode(device: DeviceLike, opts: DecodeOptions): Promise<DecodePlan> {
+  return DecodePlan.create(device, opts);
+}
+
+/**
+ * Decode in one call (plan, run, submit, wait). Shapes come from the tensors; `kvLens` from the
+ * options (default: one sequence holding all of k).
+ *
+ * @example
+ * await decodeAttention(dev, { q, k, v, o }, { kvLens: [1000, 24] });
+ */
+export async function decodeAttention(
+  device: DeviceLike,
+  t: DecodeTensors,
+  opts: Partial<DecodeOptions> = {},
+): Promise<void> {
+  const ctx = ctxOf(device);
+  const q = checkTensor(t?.q, 'q', { rank: 3 });
+  const k = checkTensor(t.k, 'k', { rank: 3 });
+  const v = checkTensor(t.v, 'v', { rank: 3 });
+  const plan = await planDecode(ctx, {
+    Hq: q.shape[1]!,
+    Hkv: k.shape[1]!,
+    D: q.shape[2]!,
+    Dv: v.shape[2],
+    dtype: q.dtype as FloatDType,
+    outDtype: (t.o?.dtype ?? q.dtype) as FloatDType,
+    sinkLogit: t.sinkLogits !== undefined,
+    kvLens: opts.kvLens ?? [k.shape[0]!],
+    ...opts,
+  } as DecodeOptions);
+  try {
+    await runOnce(ctx, plan, t, 'decode');
+  } finally {
+    plan.dispose();
+  }
+}

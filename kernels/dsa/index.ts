@@ -1,0 +1,1 @@
+export { planDsa, dsa, DsaPlan, type DsaOptions, type DsaTensors } from './dsa.js';

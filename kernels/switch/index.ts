@@ -1,0 +1,1 @@
+export { planSparseSwitch, sparseSwitch, SwitchPlan, SWITCH_DEFAULTS, type SparseMethod, type SwitchOptions, type SwitchTensors } from './switch.js';

@@ -1,0 +1,314 @@
+/**
+ * `tessera demo needle --tokens N`: a synthetic context of N tokens with one planted needle (a key
+ * aligned with the query and a distinctive value), decoded (a) sparsely with Quest and (b) exactly
+ * by streaming every page through the GPU working set; prints a summary and optionally writes JSON.
+ */
+import { writeFileSync } from 'node:fs';
+import { Command } from 'commander';
+import { cliDevice } from '../cli/common.js';
+import { TesseraError } from '../errors.js';
+import { f32ToF16Bits, f32ToBf16Bits } from '../tensor.js';
+import { createKvCache, type KvCache } from '../kv/cache.js';
+import type { KvDType } from '../kv/codec.js';
+import type { Store } from '../kv/store.js';
+import { planStreamAttention } from '../stream/exact.js';
+import { planQuestDecode } from '../stream/quest.js';
+
+const MiB = 2 ** 20;
+
+export interface NeedleResult {
+  tokens: number;
+  headDim: number;
+  kvHeads: number;
+  qHeads: number;
+  pageSize: number;
+  budgetTokens: number;
+  dtype: string;
+  store: string;
+  needlePosition: number;
+  needleFound: boolean;
+  needlePageSelected: boolean;
+  needleWeightSparse: number;
+  needleWeightExact: number;
+  maxAbsDiffSparseVsExact: number;
+  kvBytesTotal: number;
+  kvBytesRead: number;
+  kvBytesReadFraction: number;
+  summaryBytesRead: number;
+  sparseMs: number;
+  sparseWarmMs: number;
+  exactMs: number;
+  speedup: number;
+  exactTiles: number;
+  buildMs: number;
+  gpuBudgetBytes: number;
+  gpuBytesPeak: number;
+  hostBytesPeak: number;
+  hostBytesPeakFraction: number;
+  rssPeakBytes: number;
+  adapter: string;
+}
+
+/** A progress bar on stderr (only when stderr is a TTY or `force`). */
+function progress(label: string): (done: number, total: number) => void {
+  let last = -1;
+  const t0 = performance.now();
+  return (done, total) => {
+    const pct = Math.floor((1000 * done) / Math.max(1, total));
+    if (pct === last && done < total) return;
+    last = pct;
+    const w = 30;
+    const fill = Math.round((w * done) / Math.max(1, total));
+    const s = ((performance.now() - t0) / 1000).toFixed(1);
+    process.stderr.write(`\r${label.padEnd(8)} [${'#'.repeat(fill)}${'.'.repeat(w - fill)}] ${(pct / 10).toFixed(1)}% ${s}s`);
+    if (done >= total) process.stderr.write('\n');
+  };
+}
+
+/** xorshift32 filling words with random 16-bit patterns of magnitude < 2 (f16: top exponent bit clear). */
+function fillRandom(words: Uint32Array, state: { s: number }, mask: number): void {
+  let s = state.s;
+  for (let i = 0; i < words.length; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    words[i] = s & mask;
+  }
+  state.s = s;
+}
+
+export interface NeedleOptions {
+  tokens: number;
+  headDim?: number;
+  kvHeads?: number;
+  qHeads?: number;
+  pageSize?: number;
+  budgetTokens?: number;
+  dtype?: KvDType;
+  gpuBudgetMiB?: number;
+  seed?: number;
+  store?: Store;
+  exact?: boolean;
+  /** Keep the MoBA mean summaries too (default true). */
+  mean?: boolean;
+  quiet?: boolean;
+}
+
+/**
+ * Runs the needle demo on a device and returns its numbers.
+ *
+ * @example
+ * const r = await runNeedle(dev, { tokens: 1_000_000 });
+ * console.log(r.needleFound, r.kvBytesReadFraction, r.exactMs / r.sparseMs);
+ */
+export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: NeedleOptions): Promise<NeedleResult> {
+  const N = o.tokens;
+  const D = o.headDim ?? 128;
+  const Hkv = o.kvHeads ?? 1;
+  const Hq = o.qHeads ?? Hkv;
+  const P = o.pageSize ?? 64;
+  const budgetTokens = o.budgetTokens ?? 2048;
+  const dtype = o.dtype ?? 'f16';
+  if (dtype !== 'f16' && dtype !== 'bf16') throw new TesseraError('E_UNSUPPORTED', `demo needle generates f16 or bf16 data; got ${dtype}`, { argument: 'dtype', actual: dtype });
+  const gpuBudget = (o.gpuBudgetMiB ?? 256) * MiB;
+  const seed = (o.seed ?? 1234) >>> 0 || 1;
+  const log = (s: string) => !o.quiet && process.stderr.write(s + '\n');
+  dev.resetPeak();
+  // The cache gets the budget minus a reserve for the stream/quest workspaces (partials, scores, lists).
+  const reserve = Math.min(32 * MiB, gpuBudget / 8);
+  const cache: KvCache = createKvCache(dev, { Hkv, D, pageSize: P, dtype, gpuBudgetBytes: gpuBudget - reserve, store: o.store, sinkPages: 1, recentPages: 1, meanSummaries: o.mean ?? true });
+  let rssPeak = process.memoryUsage().rss;
+  const sampleRss = () => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss));
+  try {
+    // Query: +-1 per channel (deterministic); needle key = 3 q (score 3 D / sqrt(D) = 34 at D = 128).
+    const st = { s: seed };
+    const q = new Float32Array(Hq * D);
+    const bits = new Uint32Array(1);
+    for (let i = 0; i < q.length; i++) {
+      fillRandom(bits, st, 0xffffffff);
+      q[i] = bits[0]! & 1 ? 1 : -1;
+    }
+    const needlePos = Math.floor(N * 0.37) + (seed % 97);
+    const conv = dtype === 'f16' ? f32ToF16Bits : f32ToBf16Bits;
+    const needleV = new Float32Array(D).map((_, d) => (d % 2 === 0 ? 1.5 : -1.5));
+    // 1. Build the context.
+    const t0 = performance.now();
+    const chunk = 65536;
+    const kw = new Uint32Array((chunk * Hkv * D) / 2);
+    const vw = new Uint32Array((chunk * Hkv * D) / 2);
+    const mask = 0xbfffbfff; // top exponent bit clear: |x| < 2 for f16 and bf16
+    const seq = cache.addSequence();
+    const bar = o.quiet ? () => {} : progress('build');
+    for (let t = 0; t < N; t += chunk) {
+      const n = Math.min(chunk, N - t);
+      const kv16 = new Uint16Array(kw.buffer, 0, n * Hkv * D);
+      const vv16 = new Uint16Array(vw.buffer, 0, n * Hkv * D);
+      fillRandom(kw.subarray(0, (n * Hkv * D) / 2), st, mask);
+      fillRandom(vw.subarray(0, (n * Hkv * D) / 2), st, mask);
+      if (needlePos >= t && needlePos < t + n) {
+        const r = needlePos - t;
+        for (let h = 0; h < Hkv; h++) {
+          const g = Hq / Hkv;
+          for (let d = 0; d < D; d++) {
+            kv16[(r * Hkv + h) * D + d] = conv(3 * q[h * g * D + d]!);
+            vv16[(r * Hkv + h) * D + d] = conv(needleV[d]!);
+          }
+        }
+      }
+      cache.appendRaw(seq, { dtype, k: kv16, v: vv16 });
+      bar(t + n, N);
+      if ((t / chunk) % 64 === 0) sampleRss();
+    }
+    const buildMs = performance.now() - t0;
+    sampleRss();
+    const qBuf = dev.upload(q, { label: 'needle.q' });
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    const oS = dev.createBuffer({ size: Hq * D * 4, usage, label: 'needle.oSparse' });
+    const oE = dev.createBuffer({ size: Hq * D * 4, usage, label: 'needle.oExact' });
+    const lS = dev.createBuffer({ size: Hq * 4, usage, label: 'needle.lseSparse' });
+    const lE = dev.createBuffer({ size: Hq * 4, usage, label: 'needle.lseExact' });
+    const qT = { buffer: qBuf, shape: [1, Hq, D], dtype: 'f32' as const };
+    // 2. Sparse decode (Quest). Planning compiles the pipelines; the run is timed on its own.
+    const quest = await planQuestDecode(cache, { Hq, budgetTokens });
+    const sparse = await quest.run(seq, qT, { o: { buffer: oS, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lS, shape: [1, Hq], dtype: 'f32' } });
+    const warm = await quest.run(seq, qT, { o: { buffer: oS, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lS, shape: [1, Hq], dtype: 'f32' } });
+    log(`sparse   ${sparse.ms.toFixed(1)} ms (warm ${warm.ms.toFixed(1)} ms), ${sparse.selected[0]!.length} pages per KV head`);
+    const needlePage = Math.floor(needlePos / P);
+    const needlePageSelected = sparse.selected.every((s) => s.includes(needlePage));
+    const oSparse = new Float32Array(await dev.readback(oS));
+    // 3. Exact streaming attention over every page.
+    let exactMs = NaN;
+    let exactTiles = 0;
+    let oExact: Float32Array | undefined;
+    if (o.exact !== false) {
+      const exact = await planStreamAttention(cache, { Hq });
+      const es = await exact.run(seq, qT, { o: { buffer: oE, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lE, shape: [1, Hq], dtype: 'f32' } }, { onProgress: o.quiet ? undefined : progress('exact') });
+      exactMs = es.ms;
+      exactTiles = es.tiles;
+      oExact = new Float32Array(await dev.readback(oE));
+      exact.dispose();
+    }
+    sampleRss();
+    // Needle weight: the projection of o on the needle value (o = w v_needle + (1 - w) mean(v), mean ~ 0).
+    const weight = (x: Float32Array, h: number) => {
+      let dot = 0;
+      let nn = 0;
+      for (let d = 0; d < D; d++) {
+        dot += x[h * D + d]! * needleV[d]!;
+        nn += needleV[d]! * needleV[d]!;
+      }
+      return dot / nn;
+    };
+    let wS = Infinity;
+    let wE = Infinity;
+    let maxDiff = 0;
+    for (let h = 0; h < Hq; h++) {
+      wS = Math.min(wS, weight(oSparse, h));
+      if (oExact) wE = Math.min(wE, weight(oExact, h));
+    }
+    if (oExact) for (let i = 0; i < oSparse.length; i++) maxDiff = Math.max(maxDiff, Math.abs(oSparse[i]! - oExact[i]!));
+    quest.dispose();
+    for (const b of [qBuf, oS, oE, lS, lE]) dev.destroyBuffer(b);
+    const stats = cache.stats();
+    const r: NeedleResult = {
+      tokens: N,
+      headDim: D,
+      kvHeads: Hkv,
+      qHeads: Hq,
+      pageSize: P,
+      budgetTokens,
+      dtype,
+      store: cache.store.kind,
+      needlePosition: needlePos,
+      needleFound: needlePageSelected && wS > 0.9,
+      needlePageSelected,
+      needleWeightSparse: wS,
+      needleWeightExact: oExact ? wE : NaN,
+      maxAbsDiffSparseVsExact: oExact ? maxDiff : NaN,
+      kvBytesTotal: stats.kvBytes,
+      kvBytesRead: sparse.kvBytesRead,
+      kvBytesReadFraction: sparse.kvBytesRead / stats.kvBytes,
+      summaryBytesRead: sparse.summaryBytesRead,
+      sparseMs: sparse.ms,
+      sparseWarmMs: warm.ms,
+      exactMs,
+      speedup: exactMs / sparse.ms,
+      exactTiles,
+      buildMs,
+      gpuBudgetBytes: gpuBudget,
+      gpuBytesPeak: dev.memory().bytesPeak,
+      hostBytesPeak: stats.hostBytesPeak,
+      hostBytesPeakFraction: stats.hostBytesPeak / stats.kvBytes,
+      rssPeakBytes: rssPeak,
+      adapter: dev.adapterName,
+    };
+    return r;
+  } finally {
+    cache.dispose();
+  }
+}
+
+function fmtBytes(b: number): string {
+  return b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : `${(b / MiB).toFixed(1)} MiB`;
+}
+
+/** CLI entry: `tessera demo needle --tokens N [--json FILE] ...`. */
+export async function needleCli(argv: string[]): Promise<void> {
+  const cmd = new Command('needle')
+    .option('--tokens <n>', 'context length in tokens', '1000000')
+    .option('--head-dim <n>', 'head dim D', '128')
+    .option('--kv-heads <n>', 'KV heads', '1')
+    .option('--q-heads <n>', 'query heads (default = KV heads)')
+    .option('--page-size <n>', 'tokens per page', '64')
+    .option('--budget-tokens <n>', 'Quest token budget per KV head', '2048')
+    .option('--dtype <d>', 'f16 or bf16', 'f16')
+    .option('--gpu-budget <MiB>', 'GPU bytes budget in MiB', '256')
+    .option('--disk [path]', 'keep the cache on disk (a file; default a temp file)')
+    .option('--no-exact', 'skip the exact streaming pass')
+    .option('--no-mean', 'keep only the min/max summaries (no MoBA means): less GPU memory')
+    .option('--seed <n>', 'random seed', '1234')
+    .option('--json <file>', 'write the results as JSON')
+    .option('--adapter <name>', 'auto | swiftshader | llvmpipe')
+    .exitOverride();
+  cmd.parse(argv, { from: 'user' });
+  const a = cmd.opts();
+  const int = (s: string, name: string) => {
+    const n = Number(String(s).replace(/_/g, ''));
+    if (!Number.isInteger(n) || n <= 0) throw new TesseraError('E_ARG', `--${name}: not a positive integer`, { argument: name, actual: s });
+    return n;
+  };
+  const dev = await cliDevice({ adapter: a.adapter });
+  let store: Store | undefined;
+  if (a.disk) {
+    const { FileStore } = await import('../kv/file-store.js');
+    store = new FileStore(typeof a.disk === 'string' ? { path: a.disk, removeOnClose: true } : {});
+  }
+  try {
+    const r = await runNeedle(dev, {
+      tokens: int(a.tokens, 'tokens'),
+      headDim: int(a.headDim, 'head-dim'),
+      kvHeads: int(a.kvHeads, 'kv-heads'),
+      qHeads: a.qHeads ? int(a.qHeads, 'q-heads') : undefined,
+      pageSize: int(a.pageSize, 'page-size'),
+      budgetTokens: int(a.budgetTokens, 'budget-tokens'),
+      dtype: a.dtype as KvDType,
+      gpuBudgetMiB: int(a.gpuBudget, 'gpu-budget'),
+      seed: int(a.seed, 'seed'),
+      store,
+      exact: a.exact,
+      mean: a.mean,
+    });
+    const lines = [
+      `needle demo on ${r.adapter}: ${r.tokens.toLocaleString('en-US')} tokens, D=${r.headDim}, Hkv=${r.kvHeads}, Hq=${r.qHeads}, page ${r.pageSize}, ${r.dtype}, ${r.store} tier`,
+      `  needle at ${r.needlePosition}: ${r.needleFound ? 'FOUND' : 'NOT FOUND'} (page selected: ${r.needlePageSelected}, weight sparse ${r.needleWeightSparse.toFixed(4)}, exact ${r.needleWeightExact.toFixed(4)})`,
+      `  KV bytes ${fmtBytes(r.kvBytesTotal)}; sparse read ${fmtBytes(r.kvBytesRead)} = ${(100 * r.kvBytesReadFraction).toFixed(3)}% (summaries ${fmtBytes(r.summaryBytesRead)})`,
+      `  sparse ${r.sparseMs.toFixed(1)} ms (warm ${r.sparseWarmMs.toFixed(1)} ms); exact ${(r.exactMs / 1000).toFixed(2)} s over ${r.exactTiles} tiles; speedup ${r.speedup.toFixed(1)}x`,
+      `  max |sparse - exact| = ${r.maxAbsDiffSparseVsExact.toExponential(2)}`,
+      `  GPU peak ${fmtBytes(r.gpuBytesPeak)} of ${fmtBytes(r.gpuBudgetBytes)} budget; host tier peak ${fmtBytes(r.hostBytesPeak)} (${r.hostBytesPeakFraction.toFixed(3)}x KV); RSS peak ${fmtBytes(r.rssPeakBytes)}; build ${(r.buildMs / 1000).toFixed(1)} s`,
+    ];
+    console.log(lines.join('\n'));
+    if (a.json) writeFileSync(a.json, JSON.stringify(r, null, 2) + '\n');
+  } finally {
+    dev.destroy();
+  }
+}

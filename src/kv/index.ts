@@ -1,0 +1,4 @@
+export { createKvCache, KvCache, type KvCacheOptions, type KvCacheStats, type PageTable, type RawRows } from './cache.js';
+export { MemoryStore, OpfsStore, type Store, type MemoryStoreOptions, type SyncAccessHandleLike } from './store.js';
+export { GpuPagePool, type SlotLocation } from './pool.js';
+export { KV_DTYPES, KV_DTYPE_BYTES, kvDtypeCode, pageLayout, hash32, type KvDType, type PageLayout } from './codec.js';

@@ -1,0 +1,2 @@
+export { planStreamAttention, streamAttention, StreamAttentionPlan, type StreamAttentionOptions, type StreamRunOptions, type StreamStats } from './exact.js';
+export { planQuestDecode, QuestDecodePlan, type QuestDecodeOptions, type QuestStats } from './quest.js';

@@ -1,0 +1,127 @@
+/**
+ * End to end in a real browser: build the bench/verify page with Vite, serve it (and the golden
+ * vectors under /golden) on 127.0.0.1, open it in headless Chromium with WebGPU (Debian's
+ * /usr/bin/chromium through playwright-core; headless Chromium gives pages the SwiftShader
+ * adapter), and check that its numerics pass the same tolerances as Node's: the page judges with
+ * the same `compare`/`passes`/`TOLERANCE` and the same golden `judge`, and reports each result.
+ * A screenshot of the results goes to bench/results/browser/.
+ *
+ * Environment: CHROMIUM (default /usr/bin/chromium), TESSERA_GOLDEN (default ../shared/golden),
+ * TESSERA_GOLDEN_FILTER (a regex of case names; default all), TESSERA_BROWSER_BENCH=0 to skip
+ * the page's bench.
+ */
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { extname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readManifest } from '../../src/verify/golden-node.js';
+import type { PageState } from '../../bench/browser/main.js';
+
+const repo = resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
+const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const goldenDir = resolve(process.env.TESSERA_GOLDEN ?? join(repo, '..', 'shared', 'golden'));
+const haveGolden = existsSync(join(goldenDir, 'manifest.json'));
+/** The flags that give pages WebGPU on the software adapter (see docs/browser.md). */
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--enable-unsafe-webgpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-gpu-sandbox',
+  '--use-angle=swiftshader',
+  '--enable-features=Vulkan',
+];
+
+const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.json': 'application/json', '.css': 'text/css' };
+
+function serve(root: string, golden: string): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    const path = decodeURIComponent((req.url ?? '/').split('?')[0]!);
+    const [base, rel] = path.startsWith('/golden/') ? [golden, path.slice('/golden/'.length)] : [root, path === '/' ? 'index.html' : path.slice(1)];
+    const file = resolve(base, rel);
+    if (!file.startsWith(base) || !existsSync(file) || !statSync(file).isFile()) {
+      res.statusCode = 404;
+      res.end('not found');
+      return;
+    }
+    res.setHeader('Content-Type', TYPES[extname(file)] ?? 'application/octet-stream');
+    createReadStream(file).pipe(res);
+  });
+  return new Promise((r) => server.listen(0, '127.0.0.1', () => r(server)));
+}
+
+const canRun = existsSync(chromiumPath);
+let outDir = '';
+let server: http.Server | undefined;
+let state: PageState;
+let screenshot = '';
+
+describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
+  beforeAll(async () => {
+    const { execFileSync } = await import('node:child_process');
+    execFileSync(process.execPath, [join(repo, 'scripts', 'embed-wgsl.mjs')]);
+    outDir = mkdtempSync(join(tmpdir(), 'tessera-browser-'));
+    const { build } = await import('vite');
+    await build({ configFile: join(repo, 'bench', 'browser', 'vite.config.ts'), logLevel: 'warn', build: { outDir, emptyOutDir: true } });
+    server = await serve(outDir, goldenDir);
+    const { port } = server.address() as AddressInfo;
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: CHROMIUM_ARGS });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+      const consoleLines: string[] = [];
+      page.on('console', (m) => consoleLines.push(m.text()));
+      page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
+      const q = new URLSearchParams();
+      if (process.env.TESSERA_GOLDEN_FILTER) q.set('filter', process.env.TESSERA_GOLDEN_FILTER);
+      if (process.env.TESSERA_BROWSER_BENCH === '0') q.set('bench', '0');
+      await page.goto(`http://127.0.0.1:${port}/?${q}`);
+      await page.waitForFunction(() => (globalThis as unknown as { __tessera?: PageState }).__tessera?.done === true, undefined, { timeout: 800_000, polling: 500 });
+      state = await page.evaluate(() => (globalThis as unknown as { __tessera: PageState }).__tessera);
+      const dir = join(repo, 'bench', 'results', 'browser');
+      mkdirSync(dir, { recursive: true });
+      screenshot = join(dir, `e2e-${state.adapter ?? 'unknown'}.png`);
+      await page.screenshot({ path: screenshot, fullPage: true });
+      if (state.error) console.error(consoleLines.join('\n'));
+    } finally {
+      await browser.close();
+    }
+  });
+
+  afterAll(() => {
+    server?.close();
+    if (outDir) rmSync(outDir, { recursive: true, force: true });
+  });
+
+  it('the page got a WebGPU device and finished without an error', () => {
+    expect(state.error, state.log.join('\n')).toBeUndefined();
+    expect(state.adapter).toBeTruthy();
+    expect(existsSync(screenshot)).toBe(true);
+  });
+
+  it('kernels match their float64 references with the Node tolerances (merge, topk, attention)', () => {
+    const names = state.checks.map((c) => c.name);
+    expect(names.some((n) => n.startsWith('merge'))).toBe(true);
+    expect(names.some((n) => n.startsWith('topk'))).toBe(true);
+    for (const c of state.checks) expect(c.status, `${c.name}: ${c.note ?? ''}`).toBe('PASS');
+  });
+
+  it.skipIf(!haveGolden)('golden cases pass verify in the browser as in Node', () => {
+    const filter = process.env.TESSERA_GOLDEN_FILTER ? new RegExp(process.env.TESSERA_GOLDEN_FILTER) : undefined;
+    const expected = readManifest(goldenDir).filter((c) => !filter || filter.test(c.name)).length;
+    expect(state.golden, state.goldenError).not.toBeNull();
+    expect(state.golden!.cases.length).toBe(expected);
+    const failing = state.golden!.cases.filter((c) => c.status === 'FAIL').map((c) => `${c.name}: ${c.reason}`);
+    expect(failing).toEqual([]);
+    expect(state.golden!.passed).toBeGreaterThan(0);
+  });
+
+  it.skipIf(process.env.TESSERA_BROWSER_BENCH === '0')('the page ran its bench', () => {
+    expect(state.bench.length).toBeGreaterThanOrEqual(3);
+    for (const b of state.bench) expect(b.median_ms).toBeGreaterThan(0);
+  });
+});

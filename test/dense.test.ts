@@ -1,0 +1,307 @@
+import { describe, expect, it } from 'vitest';
+import { attention, attentionReference, planAttention, planDecode, decodeAttention } from '../kernels/dense/index.js';
+import { TesseraError } from '../src/errors.js';
+import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
+import { roundTo, type FloatDType } from '../src/tensor.js';
+import { useGpu } from './helpers/gpu.js';
+
+const gpu = useGpu();
+
+interface Case {
+  /** Query lengths per sequence (one entry: a single sequence). */
+  tq: number[];
+  /** Key lengths per sequence (default tq). */
+  tk?: number[];
+  Hq: number;
+  Hkv: number;
+  D: number;
+  Dv?: number;
+  dtype: FloatDType;
+  outDtype?: FloatDType;
+  causal?: boolean;
+  window?: number;
+  sinks?: number;
+  sinkLogit?: boolean;
+  variant?: 'cpu' | 'gpu';
+  subgroups?: boolean;
+  noLse?: boolean;
+}
+
+function caseName(c: Case): string {
+  const t = c.tq.length > 1 ? `ragged${c.tq.join('_')}` : `T${c.tq[0]}`;
+  const tk = c.tk ? `-Tk${c.tk.join('_')}` : '';
+  const dv = c.Dv !== undefined && c.Dv !== c.D ? `-Dv${c.Dv}` : '';
+  const out = c.outDtype && c.outDtype !== c.dtype ? `-out${c.outDtype}` : '';
+  const mask = c.causal === false ? 'noncausal' : 'causal';
+  const win = c.window ? `-W${c.window}` : '';
+  const sinks = c.sinks ? `-S${c.sinks}` : '';
+  const sl = c.sinkLogit ? '-sinklogit' : '';
+  const variant = c.variant ? `-${c.variant}${c.subgroups === false ? '-nosg' : ''}` : '';
+  return `${t}${tk}-Hq${c.Hq}-Hkv${c.Hkv}-D${c.D}${dv}-${c.dtype}${out}-${mask}${win}${sinks}${sl}${variant}${c.noLse ? '-nolse' : ''}`;
+}
+
+/** Random inputs, rounded to the storage dtype (what the reference sees). */
+function inputs(c: Case, seed: number) {
+  const rng = new Rng(seed);
+  const Dv = c.Dv ?? c.D;
+  const Tq = c.tq.reduce((a, b) => a + b, 0);
+  const Tk = (c.tk ?? c.tq).reduce((a, b) => a + b, 0);
+  const q = roundTo(rng.normals(Tq * c.Hq * c.D), c.dtype);
+  const k = roundTo(rng.normals(Tk * c.Hkv * c.D), c.dtype);
+  const v = roundTo(rng.normals(Tk * c.Hkv * Dv), c.dtype);
+  const sink = c.sinkLogit ? rng.normals(c.Hq, 2) : undefined;
+  return { q, k, v, sink, Tq, Tk, Dv };
+}
+
+/** Float64 reference over the ragged batch, sequence by sequence. */
+function referenceBatch(c: Case, x: ReturnType<typeof inputs>, tqs: number[], tks: number[]) {
+  const { Hq, Hkv, D } = c;
+  const Dv = x.Dv;
+  const o = new Float64Array(x.Tq * Hq * Dv);
+  const lse = new Float64Array(x.Tq * Hq);
+  let qo = 0;
+  let ko = 0;
+  for (let n = 0; n < tqs.length; n++) {
+    const tq = tqs[n]!;
+    const tk = tks[n]!;
+    if (tq > 0) {
+      const r = attentionReference(x.q.subarray(qo * Hq * D, (qo + tq) * Hq * D), x.k.subarray(ko * Hkv * D, (ko + tk) * Hkv * D), x.v.subarray(ko * Hkv * Dv, (ko + tk) * Hkv * Dv), {
+        Tq: tq,
+        Tk: tk,
+        Hq,
+        Hkv,
+        D,
+        Dv,
+        causal: c.causal ?? true,
+        window: c.window,
+        sinks: c.sinks,
+        sinkLogits: x.sink,
+      });
+      o.set(r.o, qo * Hq * Dv);
+      lse.set(r.lse, qo * Hq);
+    }
+    qo += tq;
+    ko += tk;
+  }
+  return { o, lse };
+}
+
+async function check(c: Case, got: { o: Float64Array; lse?: Float64Array }, ref: { o: Float64Array; lse: Float64Array }) {
+  const outDtype = c.outDtype ?? c.dtype;
+  const co = compare(got.o, ref.o);
+  expect(passes(co, TOLERANCE[outDtype === 'f32' ? c.dtype : outDtype === 'bf16' || c.dtype === 'bf16' ? 'bf16' : 'f16']), `o: ${describeComparison(co)}`).toBe(true);
+  if (got.lse) {
+    const cl = compare(got.lse, ref.lse);
+    expect(passes(cl, TOLERANCE.f32), `lse: ${describeComparison(cl)}`).toBe(true);
+  }
+}
+
+const PREFILL: Case[] = [
+  { tq: [1], Hq: 1, Hkv: 1, D: 64, dtype: 'f32' },
+  { tq: [63], Hq: 2, Hkv: 1, D: 32, dtype: 'f32' },
+  { tq: [64], Hq: 4, Hkv: 4, D: 64, dtype: 'f32', causal: false },
+  { tq: [65], Hq: 4, Hkv: 1, D: 80, dtype: 'f32' },
+  { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f16' },
+  { tq: [1000], Hq: 2, Hkv: 1, D: 128, dtype: 'f32' },
+  { tq: [300], Hq: 2, Hkv: 2, D: 96, dtype: 'f16', causal: false },
+  { tq: [65], Hq: 2, Hkv: 1, D: 112, dtype: 'bf16' },
+  { tq: [63], Hq: 1, Hkv: 1, D: 256, dtype: 'f32' },
+  { tq: [300], Hq: 4, Hkv: 1, D: 64, Dv: 32, dtype: 'f32' },
+  { tq: [65], Hq: 2, Hkv: 1, D: 6, dtype: 'f16', outDtype: 'f32' },
+  { tq: [64], Hq: 1, Hkv: 1, D: 5, Dv: 7, dtype: 'f32', causal: false, noLse: true },
+  // bottom-right causal with Tq != Tk: rows i < Tq - Tk see no key (o = 0, lse = -inf)
+  { tq: [100], tk: [37], Hq: 2, Hkv: 1, D: 64, dtype: 'f32' },
+  { tq: [5], tk: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f16' },
+  // ragged batches; the middle sequence of the second has no keys
+  { tq: [65, 1, 300], Hq: 4, Hkv: 2, D: 64, dtype: 'f32' },
+  { tq: [65, 3, 200], tk: [80, 0, 200], Hq: 2, Hkv: 1, D: 32, dtype: 'f16', causal: false },
+  // sliding windows, sinks, sink logits
+  { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', window: 64, sinks: 4 },
+  { tq: [1000], Hq: 2, Hkv: 2, D: 32, dtype: 'f16', window: 64 },
+  { tq: [65], Hq: 2, Hkv: 1, D: 64, dtype: 'f32', window: 1000, sinks: 2 },
+  { tq: [300], Hq: 2, Hkv: 1, D: 32, dtype: 'f32', window: 1 },
+  { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', window: 128, sinkLogit: true },
+  { tq: [63], Hq: 2, Hkv: 2, D: 32, dtype: 'f32', causal: false, sinkLogit: true },
+  { tq: [40, 300], tk: [20, 310], Hq: 2, Hkv: 1, D: 64, dtype: 'f32', window: 50, sinks: 3 },
+  // the other kernel variants (chosen automatically on other adapters)
+  { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f16', window: 64, sinks: 4, variant: 'gpu' },
+  { tq: [65, 130], Hq: 2, Hkv: 1, D: 80, Dv: 48, dtype: 'f32', causal: false, variant: 'gpu' },
+  { tq: [100], tk: [37], Hq: 2, Hkv: 1, D: 80, Dv: 48, dtype: 'f32', sinkLogit: true, variant: 'gpu' },
+  { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', window: 64, sinks: 4, variant: 'cpu', subgroups: false },
+];
+
+describe('dense prefill', () => {
+  PREFILL.forEach((c, i) => {
+    it(caseName(c), async () => {
+      const x = inputs(c, 100 + i);
+      const tks = c.tk ?? c.tq;
+      const ref = referenceBatch(c, x, c.tq, tks);
+      const q = gpu.tensor(x.q, [x.Tq, c.Hq, c.D], c.dtype);
+      const k = gpu.tensor(x.k, [x.Tk, c.Hkv, c.D], c.dtype);
+      const v = gpu.tensor(x.v, [x.Tk, c.Hkv, x.Dv], c.dtype);
+      const o = gpu.nanTensor([x.Tq, c.Hq, x.Dv], c.outDtype ?? c.dtype);
+      const lse = c.noLse ? undefined : gpu.nanTensor([x.Tq, c.Hq]);
+      const sinkLogits = x.sink ? gpu.tensor(x.sink, [c.Hq]) : undefined;
+      const cu = (l: number[]) => l.reduce((a, b) => [...a, a[a.length - 1]! + b], [0]);
+      const shape = c.tq.length > 1 || c.tk ? { cuSeqlensQ: cu(c.tq), cuSeqlensK: cu(tks) } : { Tq: x.Tq };
+      const plan = await planAttention(gpu.dev, {
+        ...shape,
+        Hq: c.Hq,
+        Hkv: c.Hkv,
+        D: c.D,
+        Dv: x.Dv,
+        dtype: c.dtype,
+        outDtype: c.outDtype,
+        causal: c.causal,
+        window: c.window,
+        sinks: c.sinks,
+        sinkLogit: c.sinkLogit,
+        variant: c.variant,
+        subgroups: c.subgroups,
+      } as Parameters<typeof planAttention>[1]);
+      await gpu.dev.scoped('test', async () => {
+        const enc = gpu.dev.device.createCommandEncoder();
+        plan.run(enc, { q, k, v, o, lse, sinkLogits });
+        await gpu.dev.submitAndWait([enc.finish()]);
+      });
+      plan.dispose();
+      await check(c, { o: await gpu.read(o), lse: lse ? await gpu.read(lse) : undefined }, ref);
+    });
+  });
+
+  it('convenience call attention() reads shapes from the tensors', async () => {
+    const c: Case = { tq: [70], tk: [90], Hq: 2, Hkv: 1, D: 32, dtype: 'f32' };
+    const x = inputs(c, 7);
+    const ref = referenceBatch(c, x, [70], [90]);
+    const o = gpu.nanTensor([70, 2, 32]);
+    const lse = gpu.nanTensor([70, 2]);
+    await attention(gpu.dev, { q: gpu.tensor(x.q, [70, 2, 32]), k: gpu.tensor(x.k, [90, 1, 32]), v: gpu.tensor(x.v, [90, 1, 32]), o, lse });
+    await check(c, { o: await gpu.read(o), lse: await gpu.read(lse) }, ref);
+  });
+});
+
+interface DecodeCase {
+  kvLens: number[];
+  Hq: number;
+  Hkv: number;
+  D: number;
+  Dv?: number;
+  dtype: FloatDType;
+  kvChunk?: number;
+  window?: number;
+  sinks?: number;
+  sinkLogit?: boolean;
+  noLse?: boolean;
+  variant?: 'cpu' | 'gpu';
+}
+
+const DECODE: DecodeCase[] = [
+  { kvLens: [1, 63, 300], Hq: 4, Hkv: 2, D: 64, dtype: 'f32' },
+  { kvLens: [1000, 0, 65], Hq: 4, Hkv: 1, D: 128, dtype: 'f16', kvChunk: 64 },
+  { kvLens: [300, 50], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', kvChunk: 64, window: 100, sinks: 4, sinkLogit: true },
+  { kvLens: [64], Hq: 2, Hkv: 2, D: 80, dtype: 'f32', noLse: true },
+  { kvLens: [130, 1, 77], Hq: 6, Hkv: 1, D: 32, Dv: 24, dtype: 'f32', kvChunk: 64, sinkLogit: true },
+  { kvLens: [1000, 7], Hq: 2, Hkv: 1, D: 64, dtype: 'f16', kvChunk: 128, noLse: true },
+  { kvLens: [200, 65], Hq: 4, Hkv: 2, D: 80, Dv: 48, dtype: 'f32', kvChunk: 48, variant: 'gpu' },
+];
+
+describe('dense decode (split-K + merge)', () => {
+  DECODE.forEach((c, i) => {
+    const name = `N${c.kvLens.length}-kv${c.kvLens.join('_')}-Hq${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}${c.kvChunk ? `-chunk${c.kvChunk}` : ''}${c.window ? `-W${c.window}` : ''}${c.sinks ? `-S${c.sinks}` : ''}${c.sinkLogit ? '-sinklogit' : ''}${c.noLse ? '-nolse' : ''}${c.variant ? `-${c.variant}` : ''}`;
+    it(name, async () => {
+      const N = c.kvLens.length;
+      const asCase: Case = { tq: c.kvLens.map(() => 1), tk: c.kvLens, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv: c.Dv, dtype: c.dtype, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit };
+      const x = inputs(asCase, 500 + i);
+      const ref = referenceBatch(asCase, x, asCase.tq, c.kvLens);
+      const Dv = x.Dv;
+      const plan = await planDecode(gpu.dev, { kvLens: c.kvLens, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv, dtype: c.dtype, kvChunk: c.kvChunk, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit, variant: c.variant });
+      if (c.kvChunk) expect(plan.splits).toBe(Math.ceil(Math.max(...c.kvLens) / c.kvChunk));
+      const o = gpu.nanTensor([N, c.Hq, Dv], c.dtype);
+      const lse = c.noLse ? undefined : gpu.nanTensor([N, c.Hq]);
+      await gpu.dev.scoped('test', async () => {
+        const enc = gpu.dev.device.createCommandEncoder();
+        plan.run(enc, {
+          q: gpu.tensor(x.q, [N, c.Hq, c.D], c.dtype),
+          k: gpu.tensor(x.k, [x.Tk, c.Hkv, c.D], c.dtype),
+          v: gpu.tensor(x.v, [x.Tk, c.Hkv, Dv], c.dtype),
+          o,
+          lse,
+          sinkLogits: x.sink ? gpu.tensor(x.sink, [c.Hq]) : undefined,
+        });
+        await gpu.dev.submitAndWait([enc.finish()]);
+      });
+      plan.dispose();
+      await check(asCase, { o: await gpu.read(o), lse: lse ? await gpu.read(lse) : undefined }, ref);
+    });
+  });
+
+  it('decodeAttention() convenience call', async () => {
+    const asCase: Case = { tq: [1, 1], tk: [30, 500], Hq: 2, Hkv: 1, D: 32, dtype: 'f32' };
+    const x = inputs(asCase, 9);
+    const ref = referenceBatch(asCase, x, [1, 1], [30, 500]);
+    const o = gpu.nanTensor([2, 2, 32]);
+    const lse = gpu.nanTensor([2, 2]);
+    await decodeAttention(gpu.dev, { q: gpu.tensor(x.q, [2, 2, 32]), k: gpu.tensor(x.k, [530, 1, 32]), v: gpu.tensor(x.v, [530, 1, 32]), o, lse }, { kvLens: [30, 500], kvChunk: 100 });
+    await check(asCase, { o: await gpu.read(o), lse: await gpu.read(lse) }, ref);
+  });
+});
+
+describe('dense bad input', () => {
+  const base = { Tq: 8, Hq: 4, Hkv: 2, D: 16 } as const;
+  const rejects = (p: Promise<unknown>, code: string, argument: string | RegExp) =>
+    expect(p).rejects.toMatchObject({ name: 'TesseraError', code, argument: typeof argument === 'string' ? argument : expect.stringMatching(argument) });
+
+  it('rejects bad options in plan', async () => {
+    await rejects(planAttention(gpu.dev, { ...base, Hq: 3 }), 'E_ARG', 'Hq');
+    await rejects(planAttention(gpu.dev, { ...base, Hkv: 0 }), 'E_ARG', 'Hkv');
+    await rejects(planAttention(gpu.dev, { ...base, D: 0 }), 'E_UNSUPPORTED', 'D');
+    await rejects(planAttention(gpu.dev, { ...base, D: 257 }), 'E_UNSUPPORTED', 'D');
+    await rejects(planAttention(gpu.dev, { ...base, Dv: 300 }), 'E_UNSUPPORTED', 'Dv');
+    await rejects(planAttention(gpu.dev, { ...base, D: 15, dtype: 'f16' }), 'E_UNSUPPORTED', 'Dv');
+    await rejects(planAttention(gpu.dev, { ...base, Tq: 0 }), 'E_ARG', 'Tq');
+    await rejects(planAttention(gpu.dev, { ...base, Tk: 0 }), 'E_ARG', 'Tk');
+    await rejects(planAttention(gpu.dev, { ...base, window: -1 }), 'E_ARG', 'window');
+    await rejects(planAttention(gpu.dev, { ...base, window: 4, causal: false }), 'E_ARG', 'window');
+    await rejects(planAttention(gpu.dev, { ...base, sinks: 1.5 }), 'E_ARG', 'sinks');
+    await rejects(planAttention(gpu.dev, { ...base, scale: NaN }), 'E_ARG', 'scale');
+    await rejects(planAttention(gpu.dev, { ...base, dtype: 'f64' as never }), 'E_DTYPE', 'dtype');
+    await rejects(planAttention(gpu.dev, { Hq: 2, Hkv: 1, D: 16, cuSeqlensQ: [0, 0] }), 'E_ARG', 'cuSeqlensQ');
+    await rejects(planAttention(gpu.dev, { Hq: 2, Hkv: 1, D: 16, cuSeqlensQ: [0, 5, 3] }), 'E_ARG', 'cuSeqlensQ[2]');
+    await rejects(planAttention(gpu.dev, { Hq: 2, Hkv: 1, D: 16, cuSeqlensQ: [0, 5, 8], cuSeqlensK: [0, 5] }), 'E_SHAPE', 'cuSeqlensK');
+    // a binding past the device's limit is refused before anything compiles
+    await rejects(planAttention(gpu.dev, { Tq: 1 << 22, Hq: 32, Hkv: 8, D: 256 }), 'E_LIMIT', 'q');
+    await rejects(planDecode(gpu.dev, { Hq: 2, Hkv: 1, D: 16, kvLens: [4, -1] }), 'E_ARG', 'kvLens[1]');
+    await rejects(planDecode(gpu.dev, { Hq: 2, Hkv: 1, D: 16, kvLens: [] }), 'E_ARG', 'kvLens');
+    await rejects(planDecode(gpu.dev, { Hq: 2, Hkv: 1, D: 16, kvLens: [0, 0] }), 'E_ARG', 'kvLens');
+  });
+
+  it('rejects bad tensors in run before encoding', async () => {
+    const plan = await planAttention(gpu.dev, { ...base, Tk: 10 });
+    const good = {
+      q: gpu.nanTensor([8, 4, 16]),
+      k: gpu.nanTensor([10, 2, 16]),
+      v: gpu.nanTensor([10, 2, 16]),
+      o: gpu.nanTensor([8, 4, 16]),
+      lse: gpu.nanTensor([8, 4]),
+    };
+    const enc = gpu.dev.device.createCommandEncoder();
+    const throwsArg = (t: object, code: string, argument: string) => {
+      try {
+        plan.run(enc, { ...good, ...t } as typeof good);
+        expect.unreachable('run accepted bad input');
+      } catch (e) {
+        expect(e).toBeInstanceOf(TesseraError);
+        expect(e).toMatchObject({ code, argument });
+      }
+    };
+    throwsArg({ q: gpu.nanTensor([8, 4, 32]) }, 'E_SHAPE', 'q.shape[2]');
+    throwsArg({ k: gpu.nanTensor([9, 2, 16]) }, 'E_SHAPE', 'k.shape[0]');
+    throwsArg({ v: gpu.nanTensor([10, 2, 16], 'f16') }, 'E_DTYPE', 'v.dtype');
+    throwsArg({ lse: gpu.nanTensor([8, 2]) }, 'E_SHAPE', 'lse.shape[1]');
+    throwsArg({ o: { ...gpu.nanTensor([8, 4]), shape: [8, 4, 16] } }, 'E_BUFFER', 'o.buffer');
+    throwsArg({ sinkLogits: gpu.nanTensor([4]) }, 'E_ARG', 'sinkLogits');
+    plan.dispose();
+    expect(() => plan.run(enc, good)).toThrow(/disposed/);
+    enc.finish();
+  });
+});

@@ -1,0 +1,110 @@
+import { describe, expect, it } from 'vitest';
+import { dsa, planDsa } from '../kernels/dsa/index.js';
+import { dsaReference } from '../kernels/dsa/reference.js';
+import { attentionReference } from '../kernels/dense/reference.js';
+import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
+import { roundTo, type FloatDType } from '../src/tensor.js';
+import { useGpu } from './helpers/gpu.js';
+
+const gpu = useGpu();
+
+interface Case { T: number; Hq: number; Hkv: number; D: number; HI: number; DI: number; topk: number; dtype: FloatDType; rowChunk?: number; target?: 'cpu' | 'gpu' }
+
+async function runCase(c: Case) {
+  const { T, Hq, Hkv, D, HI, DI, topk, dtype } = c;
+  const rng = new Rng(T * 17 + topk + HI * 3 + Hq);
+  const r = (n: number, s = 1) => roundTo(rng.normals(n, s), dtype);
+  const q = r(T * Hq * D), k = r(T * Hkv * D), v = r(T * Hkv * D);
+  const qI = r(T * HI * DI), kI = r(T * DI), w = r(T * HI, 0.5);
+  const ref = dsaReference(q, k, v, { qI, kI, w }, { T, Hq, Hkv, D, HI, DI, topk });
+  const S = Math.min(topk, T);
+  const o = gpu.nanTensor([T, Hq, D], dtype);
+  const lse = gpu.nanTensor([T, Hq]);
+  const indices = gpu.tensor(new Int32Array(T * S).fill(-7), [T, S], 'i32');
+  const plan = await planDsa(gpu.dev, { T, Hq, Hkv, D, HI, DI, topk, dtype, rowChunk: c.rowChunk, target: c.target });
+  const enc = gpu.dev.device.createCommandEncoder();
+  plan.run(enc, {
+    q: gpu.tensor(q, [T, Hq, D], dtype), k: gpu.tensor(k, [T, Hkv, D], dtype), v: gpu.tensor(v, [T, Hkv, D], dtype),
+    qI: gpu.tensor(qI, [T, HI, DI], dtype), kI: gpu.tensor(kI, [T, DI], dtype), w: gpu.tensor(w, [T, HI], dtype), o, lse, indices,
+  });
+  await gpu.dev.submitAndWait([enc.finish()]);
+  plan.dispose();
+  const sel = await gpu.read(indices);
+  const excused = new Set<number>();
+  let bad = 0;
+  for (let t = 0; t < T; t++) {
+    const a = new Set<number>(), b = new Set<number>();
+    for (let i = 0; i < S; i++) {
+      if (sel[t * S + i]! >= 0) a.add(sel[t * S + i]!);
+      if (ref.indices[t * S + i]! >= 0) b.add(ref.indices[t * S + i]!);
+    }
+    if (a.size !== b.size || [...a].some((x) => !b.has(x))) {
+      if (ref.margin[t]! < 1e-3) excused.add(t);
+      else bad++;
+    }
+  }
+  expect(bad, 'selection rows differing beyond near-ties').toBe(0);
+  const got = await gpu.read(o), lg = await gpu.read(lse);
+  const refO = dtype === 'f32' ? ref.o : roundTo(ref.o, dtype);
+  const go: number[] = [], ro: number[] = [], gl: number[] = [], rl: number[] = [];
+  for (let row = 0; row < T * Hq; row++) {
+    if (excused.has(Math.floor(row / Hq))) continue;
+    for (let d = 0; d < D; d++) { go.push(got[row * D + d]!); ro.push(refO[row * D + d]!); }
+    gl.push(lg[row]!); rl.push(ref.lse[row]!);
+  }
+  const co = compare(go, ro);
+  expect(passes(co, TOLERANCE[dtype]), describeComparison(co)).toBe(true);
+  const cl = compare(gl, rl);
+  expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
+}
+
+describe('dsa vs float64 reference', () => {
+  const cases: Case[] = [
+    { T: 1, Hq: 4, Hkv: 1, D: 32, HI: 4, DI: 16, topk: 8, dtype: 'f32' },
+    { T: 63, Hq: 4, Hkv: 1, D: 32, HI: 4, DI: 16, topk: 16, dtype: 'f32' },
+    { T: 64, Hq: 2, Hkv: 2, D: 64, HI: 2, DI: 32, topk: 5, dtype: 'f32' },
+    { T: 65, Hq: 8, Hkv: 2, D: 32, HI: 8, DI: 16, topk: 32, dtype: 'f16' },
+    { T: 300, Hq: 4, Hkv: 1, D: 32, HI: 4, DI: 32, topk: 64, dtype: 'f32', rowChunk: 77 },
+    { T: 300, Hq: 2, Hkv: 1, D: 16, HI: 2, DI: 16, topk: 40, dtype: 'f32', target: 'gpu' },
+    { T: 1000, Hq: 2, Hkv: 1, D: 16, HI: 2, DI: 8, topk: 128, dtype: 'f32' },
+  ];
+  for (const c of cases) {
+    it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-HI${c.HI}-DI${c.DI}-k${c.topk}-${c.dtype}${c.rowChunk ? '-chunk' + c.rowChunk : ''}${c.target ? '-' + c.target : ''}`, () => runCase(c));
+  }
+
+  it('k >= T equals dense causal attention (convenience call)', async () => {
+    const T = 70, Hq = 4, Hkv = 1, D = 32, HI = 2, DI = 8;
+    const rng = new Rng(11);
+    const q = rng.normals(T * Hq * D), k = rng.normals(T * D), v = rng.normals(T * D);
+    const dense = attentionReference(q, k, v, { Tq: T, Tk: T, Hq, Hkv, D, causal: true });
+    const o = gpu.nanTensor([T, Hq, D]);
+    await dsa(gpu.dev, {
+      q: gpu.tensor(q, [T, Hq, D]), k: gpu.tensor(k, [T, Hkv, D]), v: gpu.tensor(v, [T, Hkv, D]),
+      qI: gpu.tensor(rng.normals(T * HI * DI), [T, HI, DI]), kI: gpu.tensor(rng.normals(T * DI), [T, DI]), w: gpu.tensor(rng.normals(T * HI), [T, HI]), o,
+    }, { topk: 2048 });
+    const co = compare(await gpu.read(o), dense.o);
+    expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+  });
+});
+
+describe('dsa bad input', () => {
+  it('rejects bad options and tensors with a TesseraError naming the argument', async () => {
+    const base = { T: 16, Hq: 2, D: 16, HI: 2, DI: 8, topk: 4 };
+    await expect(planDsa(gpu.dev, { ...base, topk: 0 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'topk' });
+    await expect(planDsa(gpu.dev, { ...base, topk: 5000 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'topk' });
+    await expect(planDsa(gpu.dev, { ...base, DI: 6 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'DI' });
+    await expect(planDsa(gpu.dev, { ...base, HI: 0 })).rejects.toMatchObject({ argument: 'HI' });
+    await expect(planDsa(gpu.dev, { ...base, Hkv: 3 })).rejects.toMatchObject({ argument: 'Hq' });
+    const plan = await planDsa(gpu.dev, base);
+    const enc = gpu.dev.device.createCommandEncoder();
+    const good = {
+      q: gpu.nanTensor([16, 2, 16]), k: gpu.nanTensor([16, 1, 16]), v: gpu.nanTensor([16, 1, 16]),
+      qI: gpu.nanTensor([16, 2, 8]), kI: gpu.nanTensor([16, 8]), w: gpu.nanTensor([16, 2]), o: gpu.nanTensor([16, 2, 16]),
+    };
+    expect(() => plan.run(enc, { ...good, w: gpu.nanTensor([16, 3]) })).toThrow(expect.objectContaining({ argument: 'w.shape[1]' }));
+    expect(() => plan.run(enc, { ...good, kI: gpu.nanTensor([16, 2, 8]) })).toThrow(expect.objectContaining({ argument: 'kI.shape' }));
+    expect(() => plan.run(enc, { ...good, indices: gpu.nanTensor([16, 5]) })).toThrow(/indices/);
+    plan.dispose();
+    enc.finish();
+  });
+});

@@ -1,0 +1,108 @@
+import { describe, expect, it } from 'vitest';
+import { useGpu } from './helpers/gpu.js';
+import { TesseraError } from '../src/errors.js';
+import { Rng, TOLERANCE, compare, describeComparison, passes } from '../src/testing.js';
+import { createKvCache, type KvCacheOptions } from '../src/kv/cache.js';
+import type { KvDType } from '../src/kv/codec.js';
+import { planStreamAttention, streamAttention } from '../src/stream/exact.js';
+import { streamAttentionReference } from '../kernels/paged/reference.js';
+
+const gpu = useGpu();
+
+interface Case {
+  T: number;
+  Tq: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  dtype: KvDType;
+  pageSize?: number;
+  qPos0?: number;
+  /** Cache options beyond the defaults (a tiny budget). */
+  cache?: Partial<KvCacheOptions>;
+  appendChunk?: number;
+}
+
+async function runCase(c: Case): Promise<{ evictions: number; tiles: number }> {
+  const cache = createKvCache(gpu.dev, { Hkv: c.Hkv, D: c.D, dtype: c.dtype, pageSize: c.pageSize ?? 64, gpuBudgetBytes: 8 << 20, ...c.cache });
+  try {
+    const seq = cache.addSequence();
+    const rng = new Rng(c.T + c.D);
+    const chunk = c.appendChunk ?? c.T;
+    for (let t = 0; t < c.T; t += chunk) {
+      const n = Math.min(chunk, c.T - t);
+      cache.append(seq, rng.normals(n * c.Hkv * c.D), rng.normals(n * c.Hkv * c.D));
+    }
+    const q = rng.normals(c.Tq * c.Hq * c.D);
+    const got = await streamAttention(cache, seq, q, { Hq: c.Hq, Tq: c.Tq, qPos0: c.qPos0 });
+    const { k, v } = cache.read(seq, 0, c.T);
+    const ref = streamAttentionReference(q, k, v, { Tq: c.Tq, Tk: c.T, Hq: c.Hq, Hkv: c.Hkv, D: c.D, qPos0: c.qPos0 });
+    const co = compare(got.o, ref.o);
+    const cl = compare(got.lse, ref.lse);
+    // The reference sees the stored (rounded) K/V, so every dtype is held to f32 accuracy.
+    expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+    expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
+    return { evictions: cache.stats().evictions, tiles: got.stats.tiles };
+  } finally {
+    cache.dispose();
+  }
+}
+
+describe('streaming exact attention vs float64', () => {
+  const cases: Case[] = [
+    { T: 10_000, Tq: 1, Hq: 4, Hkv: 2, D: 16, dtype: 'f32' },
+    { T: 10_001, Tq: 1, Hq: 8, Hkv: 1, D: 32, dtype: 'f16', pageSize: 16 },
+    { T: 12_345, Tq: 1, Hq: 2, Hkv: 2, D: 12, dtype: 'bf16', pageSize: 32 },
+    { T: 10_300, Tq: 1, Hq: 4, Hkv: 2, D: 8, dtype: 'int8', pageSize: 128 },
+    // A prefill chunk of 65 queries in the middle of the context (causal by absolute position).
+    { T: 10_000, Tq: 65, Hq: 2, Hkv: 1, D: 16, dtype: 'f16', qPos0: 4_000 },
+    // Queries at the end (bottom-right), a chunk that is not a multiple of the page size.
+    { T: 3_000, Tq: 63, Hq: 4, Hkv: 2, D: 8, dtype: 'f32', pageSize: 16 },
+    { T: 200_000, Tq: 1, Hq: 2, Hkv: 1, D: 8, dtype: 'f16', pageSize: 256, appendChunk: 65_536 },
+  ];
+  for (const c of cases) {
+    it(`T${c.T}-Tq${c.Tq}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}-P${c.pageSize ?? 64}${c.qPos0 !== undefined ? `-q@${c.qPos0}` : ''}`, async () => {
+      const r = await runCase(c);
+      expect(r.tiles).toBeGreaterThan(0);
+    });
+  }
+
+  it('stays exact under a tiny GPU budget (two tiles): pages are evicted and re-fetched', async () => {
+    // f16, Hkv 2, D 16, P 16: 2 KiB pages; tiles of 8 pages; summaries of 695 pages take 192 KiB (room for 1024).
+    const pageBytes = 2 * 2 * 16 * 16 * 2;
+    const r = await runCase({ T: 11_111, Tq: 3, Hq: 4, Hkv: 2, D: 16, dtype: 'f16', pageSize: 16, cache: { tilePages: 8, gpuBudgetBytes: 2 * 8 * pageBytes + 1024 * 192 } });
+    expect(r.evictions).toBeGreaterThan(0);
+    expect(r.tiles).toBe(Math.ceil(Math.ceil(11_111 / 16) / 8));
+  });
+
+  it('an empty sequence gives o = 0, lse = -inf', async () => {
+    const cache = createKvCache(gpu.dev, { Hkv: 1, D: 8, pageSize: 16, gpuBudgetBytes: 1 << 20 });
+    try {
+      const seq = cache.addSequence();
+      const got = await streamAttention(cache, seq, new Float64Array(8), { Hq: 1 });
+      expect(Array.from(got.o)).toEqual(new Array(8).fill(0));
+      expect(got.lse[0]).toBe(-Infinity);
+    } finally {
+      cache.dispose();
+    }
+  });
+
+  it('rejects bad input', async () => {
+    const cache = createKvCache(gpu.dev, { Hkv: 2, D: 8, pageSize: 16, gpuBudgetBytes: 1 << 20 });
+    try {
+      const bad = async (p: Promise<unknown>, code: string, argument: string) => {
+        const e = await p.then(() => undefined, (x: unknown) => x);
+        expect(e).toBeInstanceOf(TesseraError);
+        expect((e as TesseraError).code).toBe(code);
+        expect((e as TesseraError).argument).toBe(argument);
+      };
+      await bad(planStreamAttention(cache, { Hq: 3 }), 'E_SHAPE', 'Hq');
+      await bad(planStreamAttention(cache, { Hq: 2, tilePages: 1 << 20 }), 'E_LIMIT', 'tilePages');
+      const seq = cache.addSequence();
+      await bad(streamAttention(cache, seq, new Float64Array(7), { Hq: 2 }), 'E_SHAPE', 'q');
+      await bad(streamAttention(cache, 3, new Float64Array(16), { Hq: 2 }), 'E_ARG', 'seq');
+    } finally {
+      cache.dispose();
+    }
+  });
+});

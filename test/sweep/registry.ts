@@ -11,5 +11,6 @@ import { linearSweep } from './linear.sweep.js';
 import { deltaSweep } from './delta.sweep.js';
 import { kvSweep } from './kv.sweep.js';
 import { questSweep } from './quest.sweep.js';
+import { dsaSweep } from './dsa.sweep.js';
 
-export const SWEEPS: AnySweep[] = [mergeSweep, topkSweep, denseSweep, denseDecodeSweep, mobaSweep, nsaSweep, blockSparseSweep, linearSweep, deltaSweep, kvSweep, questSweep];
+export const SWEEPS: AnySweep[] = [mergeSweep, topkSweep, denseSweep, denseDecodeSweep, mobaSweep, nsaSweep, blockSparseSweep, linearSweep, deltaSweep, kvSweep, questSweep, dsaSweep];

@@ -686,6 +686,31 @@ describe('KV cache and streaming entry points', () => {
   });
 });
 
+describe('known bugs (reproducers, it.fails)', () => {
+  it.fails('quest: a budget smaller than the sink pages + the newest page is not rejected; run throws a RangeError (src/stream/quest.ts)', async () => {
+    const cache = createKvCache(gpu.dev, { Hkv: 1, D: 4, pageSize: 16, dtype: 'f32' });
+    try {
+      const s = cache.addSequence();
+      cache.append(s, new Float32Array(17 * 4).fill(0.1), new Float32Array(17 * 4).fill(0.2));
+      let err: unknown;
+      try {
+        const plan = await planQuestDecode(cache, { Hq: 1, budgetTokens: 16, sinkPages: 1 });
+        try {
+          await plan.run(s, gpu.tensor(new Float64Array(4).fill(1), [1, 1, 4]), { o: gpu.nanTensor([1, 1, 4]) });
+        } finally {
+          plan.dispose();
+        }
+      } catch (e) {
+        err = e;
+      }
+      // today: RangeError "offset is out of bounds" from run; wanted: E_ARG budgetTokens from plan
+      expect(matches(err, 'E_ARG', 'budgetTokens')).toBeNull();
+    } finally {
+      cache.dispose();
+    }
+  });
+});
+
 describe('destroyed buffers and buffers of another device (not detectable through the WebGPU API)', () => {
   // What our layer does today: checkTensor cannot see either case. plan.run encodes, the error
   // surfaces at finish()/submit() as a GPU validation error (uncaptured unless the caller holds an

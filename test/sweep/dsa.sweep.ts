@@ -19,7 +19,7 @@ export const dsaSweep = defineSweep<DsaConfig>({
       .record({
         T: fc.integer({ min: 1, max: size === 'small' ? 48 : 300 }),
         heads: gen.heads(2, 4),
-        D: fc.constantFrom(...(size === 'small' ? [8, 16] : [8, 16, 32, 64])),
+        D: fc.constantFrom(...(size === 'small' ? [16] : [8, 16, 32, 64])), // the subset keeps one head dim: few pipelines to compile
         HI: fc.integer({ min: 1, max: 4 }),
         DI: fc.constantFrom(...(size === 'small' ? [8, 16] : [8, 16, 32])),
         topk: fc.oneof(fc.integer({ min: 1, max: 16 }), fc.integer({ min: 1, max: size === 'small' ? 64 : 512 })),

@@ -101,8 +101,8 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     const o = { Hq, Hkv, D, mode, groupReduce, maxCalls };
     const pipeline = await getPipeline(ctx, {
       shader: PROGRAM,
-      bindings: ['read', 'read', 'read', 'rw', 'uniform'],
-      constants: { WG, D, MODE: mode === 'quest' ? 0 : 1, REDUCE: groupReduce === 'max' ? 0 : 1 },
+      bindings: ['read', 'read', 'read', 'rw', 'uniform', 'read'],
+      constants: { WG, D, MODE: mode === 'quest' ? 0 : 1, REDUCE: groupReduce === 'max' ? 0 : 1, VEC: D % 8 === 0 ? 1 : 0 },
     });
     return new QuestScorePlan(ctx, o, pipeline);
   }
@@ -135,7 +135,7 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
       const x = Math.min(groups, max);
       const y = Math.ceil(groups / x);
       if (y > max) throw new TesseraError('E_LIMIT', `quest score: ${o.Hkv * count} candidates exceed the dispatch limit`);
-      this.dispatch(encoder, this.pipeline, [res(q), { buffer: t.summaries }, { buffer: t.list, size: Math.max(4, n * 4) }, res(scores), { buffer: this.params, offset: slot * this.slotBytes, size: QUEST_PARAMS.size }], [x, y]);
+      this.dispatch(encoder, this.pipeline, [res(q), { buffer: t.summaries }, { buffer: t.list, size: Math.max(4, n * 4) }, res(scores), { buffer: this.params, offset: slot * this.slotBytes, size: QUEST_PARAMS.size }, { buffer: t.summaries }], [x, y]);
     }
   }
 }

@@ -110,7 +110,7 @@ function indexDigits(n: number): number {
  * the whole buffer kept near 16 MiB. The gpu shape ranks survivors pairwise, so it keeps less.
  */
 function survivorCap(o: { rows: number; k: number }, target: 'cpu' | 'gpu'): number {
-  const most = target === 'cpu' ? 16384 : 4096;
+  const most = target === 'cpu' ? 65536 : 4096;
   return Math.max(2 * o.k, Math.min(most, Math.floor((2 << 20) / o.rows)));
 }
 

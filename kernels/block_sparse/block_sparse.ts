@@ -6,7 +6,7 @@
  */
 import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnce } from '../../src/plan.js';
 import { checkTensor, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { GATHER_DEFAULTS, GATHER_PARAMS, checkHeadDim, gatherGrid, gatherKernel, gatherTiles, type GatherKernel, type GatherTarget } from './gather.js';
 
@@ -94,6 +94,7 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
   static async create(device: DeviceLike, opts: BlockSparseOptions): Promise<BlockSparsePlan> {
     const ctx = ctxOf(device);
     const o = validateBlockSparseOptions(opts);
+    checkAttentionSizes(ctx, o);
     const kernel = await gatherKernel(ctx, { mode: 1, inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: o.causal, NR: o.R, target: o.target });
     return new BlockSparsePlan(ctx, o, kernel);
   }

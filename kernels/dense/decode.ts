@@ -12,7 +12,7 @@
  */
 import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkBindingSize, checkPlannedSize, res, runOnce } from '../../src/plan.js';
 import { checkTensor, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { planMerge, type MergePlan } from '../merge/index.js';
 import {
@@ -20,7 +20,6 @@ import {
   DECODE_CPU_LANES,
   FlashCore,
   checkInputs,
-  checkPlannedSize,
   resolveAttention,
   type AttentionOptions,
   type AttentionTuning,

@@ -9,7 +9,7 @@ import { TesseraError, check, checkFinite, checkInt, fail } from '../../src/erro
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline, type ShaderSource } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnce } from '../../src/plan.js';
 import { byteSize, checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import prefillWgsl from './prefill.wgsl.js';
@@ -353,18 +353,6 @@ export function checkInputs(
   return { q, k, v, sinkLogits };
 }
 
-/** Throws E_LIMIT at plan time when a tensor of this size could not be bound. */
-export function checkPlannedSize(ctx: TesseraDevice, argument: string, shape: number[], dtype: FloatDType): void {
-  const bytes = byteSize(shape, dtype);
-  if (bytes > ctx.limits.maxStorageBufferBindingSize) {
-    throw new TesseraError('E_LIMIT', `${argument}: [${shape.join(', ')}] ${dtype} is ${bytes} bytes, over the device's maxStorageBufferBindingSize`, {
-      argument,
-      actual: bytes,
-      expected: `at most ${ctx.limits.maxStorageBufferBindingSize} bytes per binding (split the batch)`,
-    });
-  }
-}
-
 /** A planned prefill attention call. Create with {@link planAttention}. */
 export class AttentionPlan extends KernelPlan<AttentionTensors> {
   readonly options: ResolvedAttention;
@@ -398,10 +386,7 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
     const r = resolveAttention(ctx, opts);
     const spans = resolveSpans(opts);
     const plan = new AttentionPlan(ctx, r, spans);
-    checkPlannedSize(ctx, 'q', [plan.Tq, r.Hq, r.D], r.dtype);
-    checkPlannedSize(ctx, 'k', [plan.Tk, r.Hkv, r.D], r.dtype);
-    checkPlannedSize(ctx, 'v', [plan.Tk, r.Hkv, r.Dv], r.dtype);
-    checkPlannedSize(ctx, 'o', [plan.Tq, r.Hq, r.Dv], r.outDtype);
+    checkAttentionSizes(ctx, { ...r, Tq: plan.Tq, Tk: plan.Tk });
     try {
       plan.core = await FlashCore.create(ctx, r, spans, undefined, plan.allocator());
     } catch (e) {

@@ -13,7 +13,7 @@ import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnce } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
@@ -153,6 +153,7 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
   static async create(device: DeviceLike, opts: DsaOptions): Promise<DsaPlan> {
     const ctx = ctxOf(device);
     const o = validateDsaOptions(ctx, opts);
+    checkAttentionSizes(ctx, { ...o, Tq: o.T });
     const rowCounts = new Set(chunkRows(o.T, o.S, o.rowChunk, o.Tk - o.T).map((c) => c.rows));
     const topks = new Map<number, TopKPlan>();
     const gk = { inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: true, NR: o.Hq / o.Hkv, target: o.target };

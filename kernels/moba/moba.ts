@@ -12,7 +12,7 @@ import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnce } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
@@ -189,6 +189,7 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
   static async create(device: DeviceLike, opts: MobaOptions): Promise<MobaPlan> {
     const ctx = ctxOf(device);
     const o = validateMobaOptions(opts);
+    checkAttentionSizes(ctx, o);
     const select = (meansDtype: 'f32' | 'f16') => getPipeline(ctx, { shader: SELECT_PROGRAM, bindings: ['read', 'read', 'rw', 'uniform'], constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, MEANS_DTYPE: dtypeCode(meansDtype) } });
     const [pools, selectP, selectGiven, gatherK] = await Promise.all([
       poolPipeline(ctx, o.dtype, 'count'),

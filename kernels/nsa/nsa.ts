@@ -15,7 +15,7 @@ import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnce } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
@@ -143,6 +143,7 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
   static async create(device: DeviceLike, opts: NsaOptions): Promise<NsaPlan> {
     const ctx = ctxOf(device);
     const o = validateNsaOptions(opts);
+    checkAttentionSizes(ctx, { ...o, Tq: o.T });
     const G = o.Hq / o.Hkv;
     const common = { inDtype: o.dtype, outDtype: 'f32' as const, D: o.D, Dv: o.Dv, causal: true, NR: G, target: o.target };
     const [poolK, cmp, select, slc, swa, combine] = await Promise.all([

@@ -87,6 +87,15 @@ export function checkBindingSize(ctx: TesseraDevice, t: GpuTensor, argument: str
   }
 }
 
+/** Runs a plan once (submit and wait, GPU errors typed), then disposes it: the convenience calls' tail. */
+export async function runOnceAndDispose<I>(ctx: TesseraDevice, plan: KernelPlan<I>, inputs: I, what: string): Promise<void> {
+  try {
+    await runOnce(ctx, plan, inputs, what);
+  } finally {
+    plan.dispose();
+  }
+}
+
 /** Plans, runs, submits and waits, with GPU errors captured as typed errors. */
 export async function runOnce<I>(ctx: TesseraDevice, plan: KernelPlan<I>, inputs: I, what: string): Promise<void> {
   await ctx.scoped(what, async () => {

@@ -6,7 +6,7 @@
  */
 import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { GATHER_DEFAULTS, GATHER_PARAMS, checkHeadDim, gatherGrid, gatherKernel, gatherTiles, type GatherKernel, type GatherTarget } from './gather.js';
 
@@ -214,9 +214,5 @@ export async function blockSparseAttention(
     Tq: q.shape[0]!, Tk: k.shape[0]!, Hq: q.shape[1]!, Hkv: k.shape[1]!, D: q.shape[2]!, Dv: v.shape[2]!,
     dtype: opts?.dtype ?? (q.dtype as FloatDType), outDtype: opts?.outDtype ?? (t.o?.dtype as FloatDType),
   });
-  try {
-    await runOnce(ctx, plan, t, 'block_sparse');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'block_sparse');
 }

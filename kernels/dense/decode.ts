@@ -12,7 +12,7 @@
  */
 import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, checkBindingSize, checkPlannedSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkBindingSize, checkPlannedSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { planMerge, type MergePlan } from '../merge/index.js';
 import {
@@ -224,9 +224,5 @@ export async function decodeAttention(
     kvLens: opts.kvLens ?? [k.shape[0]!],
     ...opts,
   } as DecodeOptions);
-  try {
-    await runOnce(ctx, plan, t, 'decode');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'decode');
 }

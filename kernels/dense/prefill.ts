@@ -9,7 +9,7 @@ import { TesseraError, check, checkFinite, checkInt, fail } from '../../src/erro
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline, type ShaderSource } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { byteSize, checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import prefillWgsl from './prefill.wgsl.js';
@@ -484,9 +484,5 @@ export async function attention(
     ctx,
     opts.cuSeqlensQ ? { ...base, cuSeqlensQ: opts.cuSeqlensQ, cuSeqlensK: opts.cuSeqlensK } : { ...base, Tq, Tk, cuSeqlensQ: undefined, cuSeqlensK: undefined },
   );
-  try {
-    await runOnce(ctx, plan, t, 'attention');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'attention');
 }

@@ -13,7 +13,7 @@ import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
@@ -264,9 +264,5 @@ export async function dsa(device: DeviceLike, t: DsaTensors, opts: Omit<DsaOptio
     T: q.shape[0]!, Tk: k.shape[0]!, Hq: q.shape[1]!, Hkv: k.shape[1]!, D: q.shape[2]!, Dv: v.shape[2]!, HI: qI.shape[1]!, DI: qI.shape[2]!,
     dtype: opts.dtype ?? (q.dtype as FloatDType), outDtype: opts.outDtype ?? (t.o?.dtype as FloatDType),
   });
-  try {
-    await runOnce(ctx, plan, t, 'dsa');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'dsa');
 }

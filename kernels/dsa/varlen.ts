@@ -5,7 +5,7 @@
  */
 import { fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, runOnce } from '../../src/plan.js';
+import { KernelPlan, runOnceAndDispose } from '../../src/plan.js';
 import type { GpuTensor } from '../../src/tensor.js';
 import { checkRagged, copyRows, raggedSequences, stageTensors, type RaggedField } from '../block_sparse/ragged.js';
 import { DsaPlan, planDsa, type DsaOptions, type DsaTensors } from './dsa.js';
@@ -95,9 +95,5 @@ export function planDsaVarlen(device: DeviceLike, opts: DsaVarlenOptions): Promi
 export async function dsaVarlen(device: DeviceLike, t: DsaTensors, opts: DsaVarlenOptions): Promise<void> {
   const ctx = ctxOf(device);
   const plan = await planDsaVarlen(ctx, opts);
-  try {
-    await runOnce(ctx, plan, t, 'dsa.varlen');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'dsa.varlen');
 }

@@ -6,7 +6,7 @@ import { check, checkInt } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkBindingSize, checkPlannedSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkBindingSize, checkPlannedSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import mergeWgsl from './merge.wgsl.js';
@@ -111,9 +111,5 @@ export async function merge(device: DeviceLike, t: MergeTensors, opts: { outDtyp
   const oParts = checkTensor(t.oParts, 'oParts', { rank: 3, dtypes: ['f32'] });
   const [parts, rows, D] = oParts.shape as [number, number, number];
   const plan = await planMerge(ctx, { parts, rows, D, outDtype: opts.outDtype ?? t.o?.dtype as FloatDType });
-  try {
-    await runOnce(ctx, plan, t, 'merge');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'merge');
 }

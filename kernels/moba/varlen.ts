@@ -8,7 +8,7 @@
  */
 import { fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, checkBindingSize, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkBindingSize, runOnceAndDispose } from '../../src/plan.js';
 import { byteSize, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { checkRagged, copyRows, raggedSequences } from '../block_sparse/ragged.js';
 import { MobaPlan, planMoba, type MobaOptions, type MobaTensors } from './moba.js';
@@ -112,9 +112,5 @@ export function planMobaVarlen(device: DeviceLike, opts: MobaVarlenOptions): Pro
 export async function mobaVarlen(device: DeviceLike, t: MobaTensors, opts: MobaVarlenOptions): Promise<void> {
   const ctx = ctxOf(device);
   const plan = await planMobaVarlen(ctx, opts);
-  try {
-    await runOnce(ctx, plan, t, 'moba.varlen');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'moba.varlen');
 }

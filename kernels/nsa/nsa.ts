@@ -15,7 +15,7 @@ import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
@@ -267,9 +267,5 @@ export async function nsa(
     dtype: opts?.dtype ?? (q.dtype as FloatDType), outDtype: opts?.outDtype ?? (t.o?.dtype as FloatDType),
     gateDtype: opts?.gateDtype ?? (t.gCmp?.dtype as FloatDType),
   });
-  try {
-    await runOnce(ctx, plan, t, 'nsa');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'nsa');
 }

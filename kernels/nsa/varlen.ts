@@ -5,7 +5,7 @@
  */
 import { fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, runOnce } from '../../src/plan.js';
+import { KernelPlan, runOnceAndDispose } from '../../src/plan.js';
 import type { GpuTensor } from '../../src/tensor.js';
 import { checkRagged, copyRows, raggedSequences, stageTensors, type RaggedField } from '../block_sparse/ragged.js';
 import { NsaPlan, planNsa, type NsaOptions, type NsaTensors } from './nsa.js';
@@ -99,9 +99,5 @@ export function planNsaVarlen(device: DeviceLike, opts: NsaVarlenOptions): Promi
 export async function nsaVarlen(device: DeviceLike, t: NsaTensors, opts: NsaVarlenOptions): Promise<void> {
   const ctx = ctxOf(device);
   const plan = await planNsaVarlen(ctx, opts);
-  try {
-    await runOnce(ctx, plan, t, 'nsa.varlen');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'nsa.varlen');
 }

@@ -61,10 +61,12 @@ export const kvSweep = defineSweep<KvConfig>({
     const pageBytes = probe.pageBytes;
     probe.dispose();
     const totalPages = c.seqs.reduce((a, s) => a + Math.ceil(s.reduce((x, y) => x + y, 0) / c.pageSize) + 1, 0);
-    // summaries: min/max + mean (6 bytes per key channel and page), capacity a power of two >= 64 pages
+    // summaries: min/max + mean (6 bytes per key channel and page); their capacity grows with 25%
+    // headroom in steps of 64 pages (src/kv/cache.ts chunkCapFor), which twice the next power of
+    // two >= 64 always covers
     let cap = 64;
     while (cap < totalPages) cap *= 2;
-    const summaries = cap * c.Hkv * c.D * 6;
+    const summaries = 2 * cap * c.Hkv * c.D * 6;
     // pinned pages (1 sink + 1 recent per sequence, the defaults) hold pool slots too: a budget of
     // one tile with pins in it is rejected at run time (E_LIMIT), so the valid budget adds them
     const pinned = 2 * c.seqs.length;

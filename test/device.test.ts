@@ -136,6 +136,23 @@ describe('device layer', () => {
     expect(p2.compileMs).toBe(0);
   });
 
+  it('takes boolean override constants', async () => {
+    const flag = wgslProgram('test/bool-override', ['override FLAG: bool = false;\n@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n@compute @workgroup_size(1) fn main() { out[0] = select(1u, 2u, FLAG); }']);
+    const p = await getPipeline(gpu.dev, { shader: flag, bindings: ['rw'], constants: { FLAG: true } });
+    const out = gpu.dev.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+    await gpu.dev.scoped('bool override', async () => {
+      const enc = gpu.dev.device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      pass.setPipeline(p.pipeline);
+      pass.setBindGroup(0, gpu.dev.device.createBindGroup({ layout: p.layout, entries: [{ binding: 0, resource: { buffer: out } }] }));
+      pass.dispatchWorkgroups(1);
+      pass.end();
+      await gpu.dev.submitAndWait([enc.finish()]);
+    });
+    expect(new Uint32Array(await gpu.dev.readback(out))[0]).toBe(2);
+    gpu.dev.destroyBuffer(out);
+  });
+
   it('turns a WGSL compile error into a typed error quoting the compiler', async () => {
     const bad = wgslProgram('test/bad', ['@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }']);
     await expect(getPipeline(gpu.dev, { shader: bad, bindings: [] })).rejects.toMatchObject({ code: 'E_GPU_VALIDATION' });

@@ -82,6 +82,12 @@ export function pipelineKey(spec: PipelineSpec): string {
   return `${spec.shader.name}@${hashCode(spec.shader.code)}|${spec.entryPoint ?? 'main'}|${spec.bindings.join('')}|${consts}`;
 }
 
+/** Override constants as WebGPU takes them: numbers (a boolean override is 1 or 0). */
+function overrideValues(c: PipelineSpec['constants']): Record<string, number> | undefined {
+  if (!c) return undefined;
+  return Object.fromEntries(Object.entries(c).map(([k, v]) => [k, Number(v)]));
+}
+
 let totalCompileMs = 0;
 /** Total milliseconds spent compiling pipelines in this process (reported by benchmarks). */
 export function compileTimeMs(): number {
@@ -160,7 +166,7 @@ export async function getPipeline(ctx: TesseraDevice, spec: PipelineSpec): Promi
         ctx.device.createComputePipelineAsync({
           label: key.slice(0, 120),
           layout: ctx.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
-          compute: { module, entryPoint: spec.entryPoint ?? 'main', constants: spec.constants as Record<string, number> | undefined },
+          compute: { module, entryPoint: spec.entryPoint ?? 'main', constants: overrideValues(spec.constants) },
         }),
       );
     } catch (e) {

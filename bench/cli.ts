@@ -5,6 +5,7 @@ export const SUITES: Record<string, (argv: string[]) => Promise<void>> = {
   dense: async (argv) => (await import('./suites/dense.js')).runDenseSuite(argv),
   topk: async (argv) => (await import('./suites/topk.js')).runTopKBench(argv),
   linear: async (argv) => (await import('./suites/linear.js')).runLinearSuite(argv),
+  sparse: async (argv) => (await import('./suites/sparse.js')).runSparseSuite(argv),
 };
 
 export async function runBenchCli(suite: string, argv: string[]): Promise<void> {

@@ -623,8 +623,11 @@ export function tableRows(results: readonly BenchResult[], baselines: readonly s
   const present = baselines.filter((b) => results.some((r) => r.impl === b));
   const sps = present.map((b) => speedups(results, b));
   const hasMode = results.some((r) => r.mode !== undefined);
-  const header = ['impl', ...(hasMode ? ['mode'] : []), 'T', 'D', 'H', 'dtype', 'median ms', 'min ms', 'max ms', 'runs', 'GFLOP/s', 'GB/s', '% roofline', ...present.map((b) => `vs ${b}`)];
+  // suites that report several ops (bench linear: suite = op name) get a column for it
+  const hasSuites = new Set(results.map((r) => r.suite)).size > 1;
+  const header = [...(hasSuites ? ['suite'] : []), 'impl', ...(hasMode ? ['mode'] : []), 'T', 'D', 'H', 'dtype', 'median ms', 'min ms', 'max ms', 'runs', 'GFLOP/s', 'GB/s', '% roofline', ...present.map((b) => `vs ${b}`)];
   const rows = results.map((r) => [
+    ...(hasSuites ? [r.suite] : []),
     r.impl,
     ...(hasMode ? [r.mode ?? ''] : []),
     String(r.T),

@@ -11,7 +11,7 @@ import { TesseraError } from './errors.js';
 import type { TesseraDevice } from './gpu/device.js';
 import { bindGroup, type BindingResource, type Pipeline } from './gpu/pipeline.js';
 import type { UniformLayout } from './gpu/uniforms.js';
-import { byteSize, type GpuTensor } from './tensor.js';
+import { byteSize, type DType, type GpuTensor } from './tensor.js';
 
 export abstract class KernelPlan<Inputs> {
   readonly ctx: TesseraDevice;
@@ -87,6 +87,15 @@ export function checkBindingSize(ctx: TesseraDevice, t: GpuTensor, argument: str
   }
 }
 
+/** Runs a plan once (submit and wait, GPU errors typed), then disposes it: the convenience calls' tail. */
+export async function runOnceAndDispose<I>(ctx: TesseraDevice, plan: KernelPlan<I>, inputs: I, what: string): Promise<void> {
+  try {
+    await runOnce(ctx, plan, inputs, what);
+  } finally {
+    plan.dispose();
+  }
+}
+
 /** Plans, runs, submits and waits, with GPU errors captured as typed errors. */
 export async function runOnce<I>(ctx: TesseraDevice, plan: KernelPlan<I>, inputs: I, what: string): Promise<void> {
   await ctx.scoped(what, async () => {
@@ -94,4 +103,39 @@ export async function runOnce<I>(ctx: TesseraDevice, plan: KernelPlan<I>, inputs
     plan.run(enc, inputs);
     await ctx.submitAndWait([enc.finish()]);
   });
+}
+
+/**
+ * Throws `E_LIMIT` at plan time when a tensor of this shape and dtype could not be bound (it
+ * would exceed the device's `maxStorageBufferBindingSize`), before anything is allocated.
+ */
+export function checkPlannedSize(ctx: TesseraDevice, argument: string, shape: readonly number[], dtype: DType): void {
+  const bytes = byteSize(shape, dtype);
+  if (bytes > ctx.limits.maxStorageBufferBindingSize) {
+    throw new TesseraError('E_LIMIT', `${argument}: [${shape.join(', ')}] ${dtype} is ${bytes} bytes, over the device's maxStorageBufferBindingSize`, {
+      argument,
+      actual: bytes,
+      expected: `at most ${ctx.limits.maxStorageBufferBindingSize} bytes per binding (split the batch)`,
+    });
+  }
+}
+
+/** The attention sizes every attention-like plan binds: q, k, v and o. */
+export interface AttentionSizes {
+  Tq: number;
+  Tk: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  Dv: number;
+  dtype: DType;
+  outDtype: DType;
+}
+
+/** {@link checkPlannedSize} for `q [Tq, Hq, D]`, `k [Tk, Hkv, D]`, `v [Tk, Hkv, Dv]`, `o [Tq, Hq, Dv]`. */
+export function checkAttentionSizes(ctx: TesseraDevice, s: AttentionSizes): void {
+  checkPlannedSize(ctx, 'q', [s.Tq, s.Hq, s.D], s.dtype);
+  checkPlannedSize(ctx, 'k', [s.Tk, s.Hkv, s.D], s.dtype);
+  checkPlannedSize(ctx, 'v', [s.Tk, s.Hkv, s.Dv], s.dtype);
+  checkPlannedSize(ctx, 'o', [s.Tq, s.Hq, s.Dv], s.outDtype);
 }

@@ -18,24 +18,25 @@ function randomBsr(rng: Rng, MB: number, NB: number, density: number, emptyRow =
   return { indptr, indices };
 }
 
-interface Case { Tq: number; Tk?: number; Hq: number; Hkv: number; D: number; R: number; C: number; P: 1 | 'kv' | 'q'; causal: boolean; dtype: FloatDType }
+interface Case { Tq: number; Tk?: number; Hq: number; Hkv: number; D: number; Dv?: number; R: number; C: number; P: 1 | 'kv' | 'q'; causal: boolean; dtype: FloatDType; target?: 'cpu' | 'gpu' }
 
 async function runCase(c: Case) {
   const Tk = c.Tk ?? c.Tq;
   const { Tq, Hq, Hkv, D, R, C, dtype } = c;
+  const Dv = c.Dv ?? D;
   const rng = new Rng(Tq * 13 + R * 5 + C + Hq);
   const MB = Math.ceil(Tq / R), NB = Math.ceil(Tk / C);
   const P = c.P === 1 ? 1 : c.P === 'kv' ? Hkv : Hq;
   const pats = Array.from({ length: P }, (_, p) => randomBsr(rng, MB, NB, 0.5, p === 0 ? MB - 1 : -1));
   const indptr = P === 1 ? pats[0]!.indptr : pats.map((x) => x.indptr);
   const indices = P === 1 ? pats[0]!.indices : pats.map((x) => x.indices);
-  const q = roundTo(rng.normals(Tq * Hq * D), dtype), k = roundTo(rng.normals(Tk * Hkv * D), dtype), v = roundTo(rng.normals(Tk * Hkv * D), dtype);
-  const ref = blockSparseReference(q, k, v, { Tq, Tk, Hq, Hkv, D, R, C, indptr, indices, causal: c.causal });
-  const o = gpu.nanTensor([Tq, Hq, D], dtype);
+  const q = roundTo(rng.normals(Tq * Hq * D), dtype), k = roundTo(rng.normals(Tk * Hkv * D), dtype), v = roundTo(rng.normals(Tk * Hkv * Dv), dtype);
+  const ref = blockSparseReference(q, k, v, { Tq, Tk, Hq, Hkv, D, Dv, R, C, indptr, indices, causal: c.causal });
+  const o = gpu.nanTensor([Tq, Hq, Dv], dtype);
   const lse = gpu.nanTensor([Tq, Hq]);
-  const plan = await planBlockSparse(gpu.dev, { Tq, Tk, Hq, Hkv, D, R, C, indptr, indices, causal: c.causal, dtype });
+  const plan = await planBlockSparse(gpu.dev, { Tq, Tk, Hq, Hkv, D, Dv, R, C, indptr, indices, causal: c.causal, dtype, target: c.target });
   const enc = gpu.dev.device.createCommandEncoder();
-  plan.run(enc, { q: gpu.tensor(q, [Tq, Hq, D], dtype), k: gpu.tensor(k, [Tk, Hkv, D], dtype), v: gpu.tensor(v, [Tk, Hkv, D], dtype), o, lse });
+  plan.run(enc, { q: gpu.tensor(q, [Tq, Hq, D], dtype), k: gpu.tensor(k, [Tk, Hkv, D], dtype), v: gpu.tensor(v, [Tk, Hkv, Dv], dtype), o, lse });
   await gpu.dev.submitAndWait([enc.finish()]);
   plan.dispose();
   const co = compare(await gpu.read(o), dtype === 'f32' ? ref.o : roundTo(ref.o, dtype));
@@ -53,9 +54,11 @@ describe('block_sparse vs float64 reference', () => {
     { Tq: 300, Hq: 4, Hkv: 2, D: 48, R: 64, C: 64, P: 'kv', causal: true, dtype: 'f16' },
     { Tq: 40, Tk: 300, Hq: 2, Hkv: 1, D: 32, R: 16, C: 32, P: 1, causal: true, dtype: 'f32' },
     { Tq: 1000, Hq: 2, Hkv: 1, D: 16, R: 128, C: 64, P: 'q', causal: true, dtype: 'f32' },
+    { Tq: 96, Hq: 4, Hkv: 2, D: 32, Dv: 48, R: 16, C: 32, P: 1, causal: true, dtype: 'bf16' },
+    { Tq: 130, Hq: 4, Hkv: 2, D: 32, Dv: 16, R: 32, C: 16, P: 'kv', causal: true, dtype: 'f32', target: 'gpu' },
   ];
   for (const c of cases) {
-    it(`Tq${c.Tq}-Tk${c.Tk ?? c.Tq}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-R${c.R}-C${c.C}-P${c.P}-${c.causal ? 'causal' : 'full'}-${c.dtype}`, () => runCase(c));
+    it(`Tq${c.Tq}-Tk${c.Tk ?? c.Tq}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}${c.Dv ? '-Dv' + c.Dv : ''}-R${c.R}-C${c.C}-P${c.P}-${c.causal ? 'causal' : 'full'}-${c.dtype}${c.target ? '-' + c.target : ''}`, () => runCase(c));
   }
 
   it('empty block rows give o = 0 and lse = -inf; convenience call', async () => {

@@ -17,9 +17,12 @@ const CASES: (ScanCase & { op: string })[] = [
   { op: 'gated_delta_rule', gate: 'scalar', delta: true, H: 1, HV: 2, K: 48, V: 64, cu: [0, 1, 65, 129, 300], gates: 'near0', h0: true },
   { op: 'gated_delta_rule', gate: 'scalar', delta: true, H: 2, K: 64, V: 64, T: 65, dtype: 'f16', gates: 'strong' },
   { op: 'kda', gate: 'vector', delta: true, H: 2, K: 64, V: 64, T: 300, h0: true },
+  { op: 'kda', gate: 'vector', delta: true, H: 1, HV: 3, K: 33, V: 17, T: 129, h0: true },
+  { op: 'gated_delta_rule', gate: 'scalar', delta: true, H: 1, K: 6, V: 5, T: 66 },
   { op: 'kda', gate: 'vector', delta: true, H: 1, K: 128, V: 64, T: 65, gates: 'strong' },
   { op: 'kda', gate: 'vector', delta: true, H: 1, HV: 2, K: 32, V: 32, T: 63, gates: 'near0', dtype: 'f16', h0: true },
   { op: 'kda', gate: 'vector', delta: true, H: 1, K: 48, V: 48, cu: [0, 64, 65, 200], h0: true },
+  { op: 'gated_delta_rule', gate: 'scalar', delta: true, H: 1, K: 32, V: 64, T: 130, dtype: 'bf16', h0: true },
 ];
 
 describe('delta family vs the float64 recurrence (chunked WY form and recurrent form)', () => {
@@ -28,7 +31,7 @@ describe('delta family vs the float64 recurrence (chunked WY form and recurrent 
       const r = await checkScanCase(gpu, c);
       // the two forms agree with each other as well as with the reference
       const d = compare(r.chunk!.o, r.recurrent!.o);
-      expect(d.relRms).toBeLessThan(c.dtype === 'f16' ? 2e-3 : 1e-5);
+      expect(d.relRms).toBeLessThan(c.dtype === 'f32' || c.dtype === undefined ? 1e-5 : c.dtype === 'f16' ? 2e-3 : 1.6e-2);
     });
   }
 });

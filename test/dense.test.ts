@@ -104,10 +104,10 @@ const PREFILL: Case[] = [
   { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f16' },
   { tq: [1000], Hq: 2, Hkv: 1, D: 128, dtype: 'f32' },
   { tq: [300], Hq: 2, Hkv: 2, D: 96, dtype: 'f16', causal: false },
-  { tq: [65], Hq: 2, Hkv: 1, D: 112, dtype: 'bf16' },
+  { tq: [65], Hq: 2, Hkv: 1, D: 112, Dv: 10, dtype: 'bf16' },
   { tq: [63], Hq: 1, Hkv: 1, D: 256, dtype: 'f32' },
   { tq: [300], Hq: 4, Hkv: 1, D: 64, Dv: 32, dtype: 'f32' },
-  { tq: [65], Hq: 2, Hkv: 1, D: 6, dtype: 'f16', outDtype: 'f32' },
+  { tq: [65], Hq: 2, Hkv: 1, D: 6, dtype: 'f16' },
   { tq: [64], Hq: 1, Hkv: 1, D: 5, Dv: 7, dtype: 'f32', causal: false, noLse: true },
   // bottom-right causal with Tq != Tk: rows i < Tq - Tk see no key (o = 0, lse = -inf)
   { tq: [100], tk: [37], Hq: 2, Hkv: 1, D: 64, dtype: 'f32' },
@@ -187,19 +187,21 @@ interface DecodeCase {
   D: number;
   Dv?: number;
   dtype: FloatDType;
+  outDtype?: FloatDType;
   kvChunk?: number;
   window?: number;
   sinks?: number;
   sinkLogit?: boolean;
   noLse?: boolean;
   variant?: 'cpu' | 'gpu';
+  subgroups?: boolean;
 }
 
 const DECODE: DecodeCase[] = [
   { kvLens: [1, 63, 300], Hq: 4, Hkv: 2, D: 64, dtype: 'f32' },
-  { kvLens: [1000, 0, 65], Hq: 4, Hkv: 1, D: 128, dtype: 'f16', kvChunk: 64 },
+  { kvLens: [1000, 0, 65], Hq: 4, Hkv: 1, D: 128, dtype: 'f16', outDtype: 'f32', kvChunk: 64 },
   { kvLens: [300, 50], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', kvChunk: 64, window: 100, sinks: 4, sinkLogit: true },
-  { kvLens: [64], Hq: 2, Hkv: 2, D: 80, dtype: 'f32', noLse: true },
+  { kvLens: [64], Hq: 2, Hkv: 2, D: 80, dtype: 'f32', noLse: true, subgroups: false },
   { kvLens: [130, 1, 77], Hq: 6, Hkv: 1, D: 32, Dv: 24, dtype: 'f32', kvChunk: 64, sinkLogit: true },
   { kvLens: [1000, 7], Hq: 2, Hkv: 1, D: 64, dtype: 'f16', kvChunk: 128, noLse: true },
   { kvLens: [200, 65], Hq: 4, Hkv: 2, D: 80, Dv: 48, dtype: 'f32', kvChunk: 48, variant: 'gpu' },
@@ -207,16 +209,16 @@ const DECODE: DecodeCase[] = [
 
 describe('dense decode (split-K + merge)', () => {
   DECODE.forEach((c, i) => {
-    const name = `N${c.kvLens.length}-kv${c.kvLens.join('_')}-Hq${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}${c.kvChunk ? `-chunk${c.kvChunk}` : ''}${c.window ? `-W${c.window}` : ''}${c.sinks ? `-S${c.sinks}` : ''}${c.sinkLogit ? '-sinklogit' : ''}${c.noLse ? '-nolse' : ''}${c.variant ? `-${c.variant}` : ''}`;
+    const name = `N${c.kvLens.length}-kv${c.kvLens.join('_')}-Hq${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}${c.outDtype ? `-out${c.outDtype}` : ''}${c.kvChunk ? `-chunk${c.kvChunk}` : ''}${c.window ? `-W${c.window}` : ''}${c.sinks ? `-S${c.sinks}` : ''}${c.sinkLogit ? '-sinklogit' : ''}${c.noLse ? '-nolse' : ''}${c.variant ? `-${c.variant}` : ''}${c.subgroups === false ? '-nosg' : ''}`;
     it(name, async () => {
       const N = c.kvLens.length;
-      const asCase: Case = { tq: c.kvLens.map(() => 1), tk: c.kvLens, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv: c.Dv, dtype: c.dtype, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit };
+      const asCase: Case = { tq: c.kvLens.map(() => 1), tk: c.kvLens, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv: c.Dv, dtype: c.dtype, outDtype: c.outDtype, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit };
       const x = inputs(asCase, 500 + i);
       const ref = referenceBatch(asCase, x, asCase.tq, c.kvLens);
       const Dv = x.Dv;
-      const plan = await planDecode(gpu.dev, { kvLens: c.kvLens, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv, dtype: c.dtype, kvChunk: c.kvChunk, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit, variant: c.variant });
+      const plan = await planDecode(gpu.dev, { kvLens: c.kvLens, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv, dtype: c.dtype, outDtype: c.outDtype, kvChunk: c.kvChunk, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit, variant: c.variant, subgroups: c.subgroups });
       if (c.kvChunk) expect(plan.splits).toBe(Math.ceil(Math.max(...c.kvLens) / c.kvChunk));
-      const o = gpu.nanTensor([N, c.Hq, Dv], c.dtype);
+      const o = gpu.nanTensor([N, c.Hq, Dv], c.outDtype ?? c.dtype);
       const lse = c.noLse ? undefined : gpu.nanTensor([N, c.Hq]);
       await gpu.dev.scoped('test', async () => {
         const enc = gpu.dev.device.createCommandEncoder();

@@ -15,6 +15,8 @@ const CASES: (ScanCase & { op: string })[] = [
   { op: 'linear_attn', gate: 'none', delta: false, H: 1, K: 48, V: 32, T: 64, normalize: true, h0: true },
   { op: 'linear_attn', gate: 'none', delta: false, H: 1, K: 64, V: 32, T: 63, dtype: 'f16', h0: true },
   { op: 'simple_gla', gate: 'scalar', delta: false, H: 1, K: 128, V: 64, T: 64, gates: 'strong', h0: true },
+  { op: 'linear_attn', gate: 'none', delta: false, H: 1, K: 30, V: 21, T: 100, normalize: true, h0: true },
+  { op: 'gla', gate: 'vector', delta: false, H: 2, K: 18, V: 10, T: 70, h0: true, dtype: 'f16' },
   { op: 'simple_gla', gate: 'scalar', delta: false, H: 1, K: 64, V: 64, T: 1000, gates: 'near0' },
   { op: 'simple_gla', gate: 'scalar', delta: false, H: 2, K: 32, V: 32, cu: [0, 1, 64, 129, 429], h0: true },
   { op: 'simple_gla', gate: 'scalar', delta: false, H: 2, K: 64, V: 48, T: 65, dtype: 'f16', gates: 'strong' },
@@ -23,7 +25,7 @@ const CASES: (ScanCase & { op: string })[] = [
   { op: 'gla', gate: 'vector', delta: false, H: 2, K: 32, V: 48, T: 300, h0: true },
   { op: 'gla', gate: 'vector', delta: false, H: 1, K: 128, V: 128, T: 65, gates: 'strong' },
   { op: 'gla', gate: 'vector', delta: false, H: 1, K: 64, V: 64, T: 63, gates: 'near0', dtype: 'f16', h0: true },
-  { op: 'gla', gate: 'vector', delta: false, H: 1, K: 48, V: 32, cu: [0, 5, 70, 134], gates: 'strong', h0: true },
+  { op: 'gla', gate: 'vector', delta: false, H: 1, K: 48, V: 32, cu: [0, 5, 5, 70, 134], gates: 'strong', h0: true },
 ];
 
 describe('linear attention family vs the float64 recurrence (chunked and recurrent forms)', () => {
@@ -38,6 +40,9 @@ describe('linear attention family vs the float64 recurrence (chunked and recurre
 describe('streaming', () => {
   it('gla: segments 64, 100, 1, 1, 35 equal the one-shot recurrence; rollback restores GPU checkpoints exactly', async () => {
     await checkStream(gpu, { gate: 'vector', delta: false, H: 2, K: 32, V: 48, h0: true }, [64, 100, 1, 1, 35], { checkpointEvery: 1, ringSize: 4 });
+  });
+  it('normalized linear_attn: segments 70, 1, 64 carry S and z (recurrent and chunked plans)', async () => {
+    await checkStream(gpu, { gate: 'none', delta: false, normalize: true, H: 1, K: 32, V: 48 }, [70, 1, 64], { checkpointEvery: 1 });
   });
   it('linear_attn: rollback with host checkpoints every 64 tokens', async () => {
     await checkStream(gpu, { gate: 'none', delta: false, H: 1, K: 64, V: 64 }, [65, 63, 64, 8], { checkpointEvery: 64, checkpointTier: 'host' });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { moba, planMoba, planMobaDecode } from '../kernels/moba/index.js';
+import { moba, mobaVarlen, planMoba, planMobaDecode, planMobaVarlen } from '../kernels/moba/index.js';
 import { mobaBlockMeansReference, mobaReference } from '../kernels/moba/reference.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
@@ -113,6 +113,24 @@ describe('moba decode over supplied block means, convenience call, bad input', (
     expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
   });
 
+  it('decode gates on f16 page means (the KV cache summary layout)', async () => {
+    const Tk = 150, Hq = 2, Hkv = 1, D = 32, B = 16, k = 4;
+    const rng = new Rng(123);
+    const q = rng.normals(Hq * D), kk = rng.normals(Tk * Hkv * D), v = rng.normals(Tk * Hkv * D);
+    const meansF16 = roundTo(mobaBlockMeansReference(kk, Tk, Hkv, D, B), 'f16');
+    const ref = mobaReference(q, kk, v, { Tq: 1, Tk, Hq, Hkv, D, blockSize: B, topk: k, blockMeans: meansF16 });
+    const plan = await planMobaDecode(gpu.dev, { Tk, Hq, Hkv, D, blockSize: B, topk: k, meansDtype: 'f16' });
+    const o = gpu.nanTensor([1, Hq, D]);
+    const selection = gpu.tensor(new Int32Array(Hq * k), [1, Hq, k], 'i32');
+    const enc = gpu.dev.device.createCommandEncoder();
+    plan.run(enc, { q: gpu.tensor(q, [1, Hq, D]), k: gpu.tensor(kk, [Tk, Hkv, D]), v: gpu.tensor(v, [Tk, Hkv, D]), o, selection, blockMeans: gpu.tensor(meansF16, [Math.ceil(Tk / B), Hkv, D], 'f16') });
+    await gpu.dev.submitAndWait([enc.finish()]);
+    plan.dispose();
+    expect(Array.from(await gpu.read(selection))).toEqual(Array.from(ref.selection));
+    const co = compare(await gpu.read(o), ref.o);
+    expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+  });
+
   it('topk >= number of blocks equals dense causal attention; convenience call', async () => {
     const T = 70, H = 2, D = 16;
     const rng = new Rng(5);
@@ -141,6 +159,8 @@ describe('moba decode over supplied block means, convenience call, bad input', (
     await expect(planMoba(gpu.dev, { ...base, blockSize: 2.5 })).rejects.toMatchObject({ argument: 'blockSize' });
     await expect(planMoba(gpu.dev, { ...base, Hq: 3, Hkv: 2 })).rejects.toMatchObject({ argument: 'Hq' });
     await expect(planMoba(gpu.dev, { ...base, D: 18 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'D' });
+    await expect(planMoba(gpu.dev, { ...base, D: 36, dtype: 'f16' })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'D' });
+    await expect(planMoba(gpu.dev, { ...base, meansDtype: 'bf16' as never })).rejects.toMatchObject({ argument: 'meansDtype' });
     const plan = await planMoba(gpu.dev, base);
     const enc = gpu.dev.device.createCommandEncoder();
     const good = { q: gpu.nanTensor([8, 2, 16]), k: gpu.nanTensor([8, 1, 16]), v: gpu.nanTensor([8, 1, 16]), o: gpu.nanTensor([8, 2, 16]) };
@@ -150,5 +170,34 @@ describe('moba decode over supplied block means, convenience call, bad input', (
     plan.dispose();
     expect(() => plan.run(enc, good)).toThrow(/disposed/);
     enc.finish();
+  });
+});
+
+describe('moba over a ragged batch (cuSeqlens)', () => {
+  it('equals the reference run per sequence (with an empty sequence), f32 and f16', async () => {
+    for (const dtype of ['f32', 'f16'] as const) {
+      const cu = [0, 70, 70, 201, 205];
+      const total = cu[cu.length - 1]!, Hq = 4, Hkv = 2, D = 32, B = 16, k = 3;
+      const rng = new Rng(dtype === 'f32' ? 71 : 72);
+      const q = roundTo(rng.normals(total * Hq * D), dtype), kk = roundTo(rng.normals(total * Hkv * D), dtype), v = roundTo(rng.normals(total * Hkv * D), dtype);
+      const refO = new Float64Array(total * Hq * D);
+      const refL = new Float64Array(total * Hq);
+      for (let n = 0; n + 1 < cu.length; n++) {
+        const a = cu[n]!, len = cu[n + 1]! - a;
+        if (!len) continue;
+        const r = mobaReference(q.subarray(a * Hq * D, (a + len) * Hq * D), kk.subarray(a * Hkv * D, (a + len) * Hkv * D), v.subarray(a * Hkv * D, (a + len) * Hkv * D), { Tq: len, Hq, Hkv, D, blockSize: B, topk: k });
+        refO.set(r.o, a * Hq * D);
+        refL.set(r.lse, a * Hq);
+      }
+      const o = gpu.nanTensor([total, Hq, D], dtype);
+      const lse = gpu.nanTensor([total, Hq]);
+      await mobaVarlen(gpu.dev, { q: gpu.tensor(q, [total, Hq, D], dtype), k: gpu.tensor(kk, [total, Hkv, D], dtype), v: gpu.tensor(v, [total, Hkv, D], dtype), o, lse }, { cuSeqlens: cu, Hq, Hkv, D, blockSize: B, topk: k, dtype });
+      const co = compare(await gpu.read(o), dtype === 'f32' ? refO : roundTo(refO, dtype));
+      expect(passes(co, TOLERANCE[dtype]), describeComparison(co)).toBe(true);
+      const cl = compare(await gpu.read(lse), refL);
+      expect(passes(cl, TOLERANCE.f16), describeComparison(cl)).toBe(true);
+    }
+    await expect(planMobaVarlen(gpu.dev, { cuSeqlens: [0, 5, 3], Hq: 2, Hkv: 1, D: 16, blockSize: 4, topk: 2 })).rejects.toMatchObject({ argument: 'cuSeqlens[2]' });
+    await expect(planMobaVarlen(gpu.dev, { cuSeqlens: [1, 5], Hq: 2, Hkv: 1, D: 16, blockSize: 4, topk: 2 })).rejects.toMatchObject({ argument: 'cuSeqlens[0]' });
   });
 });

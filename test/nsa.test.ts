@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { nsa, planNsa } from '../kernels/nsa/index.js';
+import { nsa, nsaVarlen, planNsa, planNsaVarlen } from '../kernels/nsa/index.js';
 import { nsaReference, type NsaVariant } from '../kernels/nsa/reference.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
@@ -7,29 +7,30 @@ import { useGpu } from './helpers/gpu.js';
 
 const gpu = useGpu();
 
-interface Case { T: number; Hq: number; Hkv: number; D: number; bs: number; S: number; W: number; variant: NsaVariant; dtype: FloatDType }
+interface Case { T: number; Tk?: number; Hq: number; Hkv: number; D: number; bs: number; S: number; W: number; variant: NsaVariant; dtype: FloatDType; target?: 'cpu' | 'gpu' }
 
 async function runCase(c: Case) {
   const { T, Hq, Hkv, D, bs, S, W, variant, dtype } = c;
-  const rng = new Rng(T * 31 + bs * 7 + S + W + Hq);
+  const Tk = c.Tk ?? T;
+  const rng = new Rng(T * 31 + bs * 7 + S + W + Hq + Tk);
   const sig = (x: number) => 1 / (1 + Math.exp(-x));
   const q = roundTo(rng.normals(T * Hq * D), dtype);
-  const k = roundTo(rng.normals(T * Hkv * D), dtype);
-  const v = roundTo(rng.normals(T * Hkv * D), dtype);
+  const k = roundTo(rng.normals(Tk * Hkv * D), dtype);
+  const v = roundTo(rng.normals(Tk * Hkv * D), dtype);
   const gCmp = roundTo(rng.normals(T * Hq).map(sig), 'f32');
   const gSlc = roundTo(rng.normals(T * Hq).map(sig), 'f32');
   const gSwa = roundTo(rng.normals(T * Hq).map(sig), 'f32');
-  const ref = nsaReference(q, k, v, { gCmp, gSlc, gSwa: W > 0 ? gSwa : undefined }, { T, Hq, Hkv, D, blockSize: bs, blockCount: S, window: W, variant });
+  const ref = nsaReference(q, k, v, { gCmp, gSlc, gSwa: W > 0 ? gSwa : undefined }, { T, Tk, Hq, Hkv, D, blockSize: bs, blockCount: S, window: W, variant });
   const o = gpu.nanTensor([T, Hq, D], dtype);
   const blockIndices = gpu.tensor(new Int32Array(T * Hkv * S).fill(-7), [T, Hkv, S], 'i32');
   await nsa(
     gpu.dev,
     {
-      q: gpu.tensor(q, [T, Hq, D], dtype), k: gpu.tensor(k, [T, Hkv, D], dtype), v: gpu.tensor(v, [T, Hkv, D], dtype),
+      q: gpu.tensor(q, [T, Hq, D], dtype), k: gpu.tensor(k, [Tk, Hkv, D], dtype), v: gpu.tensor(v, [Tk, Hkv, D], dtype),
       gCmp: gpu.tensor(gCmp, [T, Hq]), gSlc: gpu.tensor(gSlc, [T, Hq]), gSwa: W > 0 ? gpu.tensor(gSwa, [T, Hq]) : undefined,
       o, blockIndices,
     },
-    { blockSize: bs, blockCount: S, window: W, variant },
+    { blockSize: bs, blockCount: S, window: W, variant, target: c.target },
   );
   const sel = await gpu.read(blockIndices);
   const G = Hq / Hkv;
@@ -73,9 +74,13 @@ describe('nsa vs float64 reference', () => {
     { T: 64, Hq: 4, Hkv: 2, D: 32, bs: 8, S: 4, W: 0, variant: 'fla', dtype: 'f32' },
     { T: 300, Hq: 8, Hkv: 2, D: 32, bs: 16, S: 6, W: 32, variant: 'fla', dtype: 'f16' },
     { T: 1000, Hq: 2, Hkv: 1, D: 16, bs: 64, S: 3, W: 128, variant: 'nsa', dtype: 'f32' },
+    { T: 130, Hq: 4, Hkv: 2, D: 32, bs: 16, S: 3, W: 40, variant: 'nsa', dtype: 'f32', target: 'gpu' },
+    { T: 100, Hq: 2, Hkv: 2, D: 32, bs: 16, S: 3, W: 40, variant: 'fla', dtype: 'f32', target: 'cpu' },
+    { T: 1, Tk: 300, Hq: 8, Hkv: 2, D: 32, bs: 16, S: 4, W: 64, variant: 'nsa', dtype: 'f32' },
+    { T: 3, Tk: 129, Hq: 4, Hkv: 1, D: 32, bs: 32, S: 3, W: 40, variant: 'fla', dtype: 'f32' },
   ];
   for (const c of cases) {
-    it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-bs${c.bs}-S${c.S}-W${c.W}-${c.variant}-${c.dtype}`, () => runCase(c));
+    it(`T${c.T}${c.Tk ? '-Tk' + c.Tk : ''}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-bs${c.bs}-S${c.S}-W${c.W}-${c.variant}-${c.dtype}${c.target ? '-' + c.target : ''}`, () => runCase(c));
   }
 });
 
@@ -100,5 +105,42 @@ describe('nsa bad input', () => {
     expect(() => plan.run(enc, { ...good, blockIndices: gpu.nanTensor([16, 1, 3]) })).toThrow(/blockIndices/);
     plan.dispose();
     enc.finish();
+  });
+});
+
+describe('nsa over a ragged batch (cuSeqlens)', () => {
+  it('equals the reference run per sequence, with selections', async () => {
+    const cu = [0, 50, 50, 131];
+    const total = 131, Hq = 4, Hkv = 2, D = 32, bs = 16, S = 3, W = 20;
+    const rng = new Rng(77);
+    const sig = (x: number) => 1 / (1 + Math.exp(-x));
+    const f32 = (a: Float64Array) => roundTo(a, 'f32');
+    const q = f32(rng.normals(total * Hq * D)), k = f32(rng.normals(total * Hkv * D)), v = f32(rng.normals(total * Hkv * D));
+    const gCmp = f32(rng.normals(total * Hq).map(sig)), gSlc = f32(rng.normals(total * Hq).map(sig)), gSwa = f32(rng.normals(total * Hq).map(sig));
+    const refO = new Float64Array(total * Hq * D);
+    const refSel = new Int32Array(total * Hkv * S);
+    for (let n = 0; n + 1 < cu.length; n++) {
+      const a = cu[n]!, len = cu[n + 1]! - a;
+      if (!len) continue;
+      const sl = (x: Float64Array, w: number) => x.subarray(a * w, (a + len) * w);
+      const r = nsaReference(sl(q, Hq * D), sl(k, Hkv * D), sl(v, Hkv * D), { gCmp: sl(gCmp, Hq), gSlc: sl(gSlc, Hq), gSwa: sl(gSwa, Hq) }, { T: len, Hq, Hkv, D, blockSize: bs, blockCount: S, window: W });
+      refO.set(r.o, a * Hq * D);
+      refSel.set(r.blockIndices, a * Hkv * S);
+    }
+    const o = gpu.nanTensor([total, Hq, D]);
+    const blockIndices = gpu.tensor(new Int32Array(total * Hkv * S), [total, Hkv, S], 'i32');
+    await nsaVarlen(gpu.dev, {
+      q: gpu.tensor(q, [total, Hq, D]), k: gpu.tensor(k, [total, Hkv, D]), v: gpu.tensor(v, [total, Hkv, D]),
+      gCmp: gpu.tensor(gCmp, [total, Hq]), gSlc: gpu.tensor(gSlc, [total, Hq]), gSwa: gpu.tensor(gSwa, [total, Hq]), o, blockIndices,
+    }, { cuSeqlens: cu, Hq, Hkv, D, blockSize: bs, blockCount: S, window: W });
+    const co = compare(await gpu.read(o), refO);
+    expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+    const sel = await gpu.read(blockIndices);
+    for (let r = 0; r < total * Hkv; r++) {
+      const a = new Set(Array.from(sel.subarray(r * S, r * S + S)).filter((x) => x >= 0));
+      const b = new Set(Array.from(refSel.subarray(r * S, r * S + S)).filter((x) => x >= 0));
+      expect([...a].sort()).toEqual([...b].sort());
+    }
+    await expect(planNsaVarlen(gpu.dev, { cuSeqlens: [0, 4, 2], Hq, Hkv, D, blockSize: bs, blockCount: S })).rejects.toMatchObject({ argument: 'cuSeqlens[2]' });
   });
 });

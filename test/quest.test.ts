@@ -93,6 +93,9 @@ describe('quest selection vs float64', () => {
     { T: 5001, Hq: 2, Hkv: 1, D: 16, P: 64, budget: 640, mode: 'quest' as const, groupReduce: 'max' as const },
     { T: 4000, Hq: 6, Hkv: 3, D: 16, P: 32, budget: 320, mode: 'quest' as const, groupReduce: 'sum' as const },
     { T: 4100, Hq: 4, Hkv: 1, D: 32, P: 16, budget: 512, mode: 'mean' as const, groupReduce: 'max' as const },
+    // D not a multiple of 8: the scalar summary loads.
+    { T: 2000, Hq: 2, Hkv: 2, D: 12, P: 16, budget: 160, mode: 'quest' as const, groupReduce: 'max' as const },
+    { T: 1500, Hq: 2, Hkv: 1, D: 20, P: 16, budget: 160, mode: 'mean' as const, groupReduce: 'sum' as const },
   ];
   for (const c of cases) {
     for (const selector of ['gpu', 'host'] as const) {

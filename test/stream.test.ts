@@ -21,6 +21,8 @@ interface Case {
   /** Cache options beyond the defaults (a tiny budget). */
   cache?: Partial<KvCacheOptions>;
   appendChunk?: number;
+  /** Paged kernel shape (default: auto = cpu on SwiftShader). */
+  variant?: 'cpu' | 'gpu';
 }
 
 async function runCase(c: Case): Promise<{ evictions: number; tiles: number }> {
@@ -34,7 +36,7 @@ async function runCase(c: Case): Promise<{ evictions: number; tiles: number }> {
       cache.append(seq, rng.normals(n * c.Hkv * c.D), rng.normals(n * c.Hkv * c.D));
     }
     const q = rng.normals(c.Tq * c.Hq * c.D);
-    const got = await streamAttention(cache, seq, q, { Hq: c.Hq, Tq: c.Tq, qPos0: c.qPos0 });
+    const got = await streamAttention(cache, seq, q, { Hq: c.Hq, Tq: c.Tq, qPos0: c.qPos0, variant: c.variant });
     const { k, v } = cache.read(seq, 0, c.T);
     const ref = streamAttentionReference(q, k, v, { Tq: c.Tq, Tk: c.T, Hq: c.Hq, Hkv: c.Hkv, D: c.D, qPos0: c.qPos0 });
     const co = compare(got.o, ref.o);
@@ -59,9 +61,17 @@ describe('streaming exact attention vs float64', () => {
     // Queries at the end (bottom-right), a chunk that is not a multiple of the page size.
     { T: 3_000, Tq: 63, Hq: 4, Hkv: 2, D: 8, dtype: 'f32', pageSize: 16 },
     { T: 200_000, Tq: 1, Hq: 2, Hkv: 1, D: 8, dtype: 'f16', pageSize: 256, appendChunk: 65_536 },
+    // Head dims that are multiples of 32 take the 16-byte-load path of the CPU kernel: every dtype.
+    { T: 5_000, Tq: 1, Hq: 2, Hkv: 1, D: 64, dtype: 'int8' },
+    { T: 4_000, Tq: 3, Hq: 4, Hkv: 2, D: 32, dtype: 'bf16', pageSize: 32 },
+    { T: 3_000, Tq: 1, Hq: 1, Hkv: 1, D: 96, dtype: 'f32', pageSize: 16 },
+    // The GPU-shaped kernel (workgroup per part and row), run here on the CPU adapter for correctness.
+    { T: 3_000, Tq: 1, Hq: 4, Hkv: 2, D: 16, dtype: 'f16', variant: 'gpu' },
+    { T: 1_201, Tq: 5, Hq: 2, Hkv: 1, D: 32, dtype: 'int8', pageSize: 128, qPos0: 700, variant: 'gpu' },
+    { T: 1_000, Tq: 1, Hq: 2, Hkv: 2, D: 12, dtype: 'bf16', pageSize: 16, variant: 'gpu' },
   ];
   for (const c of cases) {
-    it(`T${c.T}-Tq${c.Tq}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}-P${c.pageSize ?? 64}${c.qPos0 !== undefined ? `-q@${c.qPos0}` : ''}`, async () => {
+    it(`T${c.T}-Tq${c.Tq}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}-P${c.pageSize ?? 64}${c.qPos0 !== undefined ? `-q@${c.qPos0}` : ''}${c.variant ? `-${c.variant}` : ''}`, async () => {
       const r = await runCase(c);
       expect(r.tiles).toBeGreaterThan(0);
     });

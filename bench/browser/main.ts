@@ -32,6 +32,9 @@ export interface PageCheck {
 export interface PageBench {
   kernel: string;
   shape: string;
+  /** Candidates per row and rows (top-k only), for the plot. */
+  n?: number;
+  rows?: number;
   median_ms: number;
   min_ms: number;
   max_ms: number;
@@ -225,6 +228,8 @@ async function bench(dev: TesseraDevice): Promise<void> {
   const io = makeIo(dev);
   try {
     for (const [rows, n, k] of [
+      [1, 1 << 16, 2048],
+      [1, 1 << 18, 2048],
       [1, 1 << 20, 2048],
       [16384, 32, 3],
     ] as const) {
@@ -234,7 +239,7 @@ async function bench(dev: TesseraDevice): Promise<void> {
       const t = { scores: io.tensor(s, [rows, n]), indices: io.empty([rows, k], 'i32'), values: io.empty([rows, k]) };
       const plan = await planTopK(dev, { rows, n, k });
       const r = await timeIt(dev, timer, (enc) => plan.run(enc, t));
-      addBench({ kernel: `topk (${plan.variant})`, shape: `rows=${rows} n=${n} k=${k}`, median_ms: r.median, min_ms: r.min, max_ms: r.max, runs: r.runs, timing: timer.source });
+      addBench({ kernel: `topk (${plan.variant})`, shape: `rows=${rows} n=${n} k=${k}`, n, rows, median_ms: r.median, min_ms: r.min, max_ms: r.max, runs: r.runs, timing: timer.source });
       plan.dispose();
       io.free();
     }
@@ -251,6 +256,35 @@ async function bench(dev: TesseraDevice): Promise<void> {
   } finally {
     timer.destroy();
   }
+  await plot();
+}
+
+/** Log-log plot of top-k time against candidates per row (one row), rendered by Vega-Lite to SVG. */
+async function plot(): Promise<void> {
+  const values = state.bench.filter((b) => b.rows === 1 && b.n).map((b) => ({ n: b.n, ms: b.median_ms, series: 'tessera topk, 1 row, k = 2048' }));
+  if (values.length < 2) return;
+  const [vega, vl] = await Promise.all([import('vega'), import('vega-lite')]);
+  const spec = {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: `topk on ${state.adapter}: time vs candidates per row (log-log)`,
+    width: 420,
+    height: 240,
+    background: 'white',
+    data: { values },
+    mark: { type: 'line', point: true },
+    encoding: {
+      x: { field: 'n', type: 'quantitative', scale: { type: 'log' }, title: 'n (candidates per row)' },
+      y: { field: 'ms', type: 'quantitative', scale: { type: 'log' }, title: 'median time (ms)' },
+      color: { field: 'series', type: 'nominal', title: 'method' },
+    },
+  };
+  const view = new vega.View(vega.parse(vl.compile(spec as never).spec), { renderer: 'none' });
+  try {
+    $('plot').innerHTML = await view.toSVG();
+  } finally {
+    view.finalize();
+  }
+  log('plot: topk time vs n');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,7 +312,7 @@ async function main(): Promise<void> {
       log(`golden: ${state.goldenError}`);
     }
   }
-  stepsTotal = 3 + 4 + 1 + manifest.length + (doBench ? 3 : 0);
+  stepsTotal = 3 + 4 + 1 + manifest.length + (doBench ? 5 : 0);
 
   setStatus('checking kernels against the float64 references');
   await checkMerge(dev);

@@ -6,7 +6,7 @@
  */
 import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { GATHER_DEFAULTS, GATHER_PARAMS, checkHeadDim, gatherGrid, gatherKernel, gatherTiles, type GatherKernel, type GatherTarget } from './gather.js';
 
@@ -94,6 +94,7 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
   static async create(device: DeviceLike, opts: BlockSparseOptions): Promise<BlockSparsePlan> {
     const ctx = ctxOf(device);
     const o = validateBlockSparseOptions(opts);
+    checkAttentionSizes(ctx, o);
     const kernel = await gatherKernel(ctx, { mode: 1, inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: o.causal, NR: o.R, target: o.target });
     return new BlockSparsePlan(ctx, o, kernel);
   }
@@ -123,8 +124,6 @@ function validateBlockSparseOptions(opts: BlockSparseOptions): Resolved {
   const Hq = checkInt(opts.Hq, 'Hq', { min: 1 });
   const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1 });
   check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq);
-  const D = checkHeadDim(opts.D, 'D');
-  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv');
   const R = checkInt(opts.R, 'R', { min: 1 });
   if (R > 256) fail('E_UNSUPPORTED', 'R', 'query block sizes above 256 are not supported;', R, 'at most 256');
   const C = checkInt(opts.C, 'C', { min: 1 });
@@ -170,12 +169,14 @@ function validateBlockSparseOptions(opts: BlockSparseOptions): Resolved {
   }
   const causal = opts.causal ?? true;
   check(typeof causal === 'boolean', 'causal', 'a boolean', causal);
-  const scale = opts.scale ?? 1 / Math.sqrt(D);
-  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, 'scale', 'a positive finite number', scale);
   const dtype = opts.dtype ?? 'f32';
   check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
   const outDtype = opts.outDtype ?? dtype;
   check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
+  const D = checkHeadDim(opts.D, 'D', dtype);
+  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv', dtype);
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, 'scale', 'a positive finite number', scale);
   const target = opts.target ?? 'auto';
   check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
   return { Tq, Tk, Hq, Hkv, D, Dv, R, C, causal, scale, dtype, outDtype, target, P, MB, indptr, indices };
@@ -213,9 +214,5 @@ export async function blockSparseAttention(
     Tq: q.shape[0]!, Tk: k.shape[0]!, Hq: q.shape[1]!, Hkv: k.shape[1]!, D: q.shape[2]!, Dv: v.shape[2]!,
     dtype: opts?.dtype ?? (q.dtype as FloatDType), outDtype: opts?.outDtype ?? (t.o?.dtype as FloatDType),
   });
-  try {
-    await runOnce(ctx, plan, t, 'block_sparse');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'block_sparse');
 }

@@ -47,7 +47,12 @@ export type GatherParamValues = Parameters<typeof GATHER_PARAMS.pack>[0];
 /** Defaults for the rarely used fields. */
 export const GATHER_DEFAULTS = { T0: 0, S: 0, MB: 0, P: 1, W: 0, KSTRIDE: 1, KOFF: 0, POSOFF: 0, WRITE_LSE: 0, LDIV: 1, KS: 1, NTILES: 0 } as const;
 
-/** Head-dim capacity tiers (vec4 slots of the private q / accumulator arrays). */
+/**
+ * Head-dim capacity tiers (vec4 slots of the private q / accumulator arrays).
+ *
+ * @example
+ * headDimTier(64, 64); // 16 (vec4 slots for D <= 64)
+ */
 export function headDimTier(D: number, Dv: number): number {
   const m = Math.max(D, Dv);
   return m <= 64 ? 16 : m <= 128 ? 32 : 64;
@@ -91,20 +96,34 @@ export interface GatherKernel {
   readonly pipeline: Pipeline;
   readonly cpu: boolean;
   readonly NR: number;
+  readonly mode: 0 | 1 | 2 | 3;
 }
 
 export const GATHER_WG = 64;
 /** Rows per tile of the CPU variant. */
 export const GATHER_CPU_TILE = 16;
 
-/** Resolves `target` against the adapter. */
+/**
+ * Resolves `target` against the adapter.
+ *
+ * @example
+ * gatherUsesCpu(ctx, 'auto'); // true on SwiftShader
+ */
 export function gatherUsesCpu(ctx: TesseraDevice, target: GatherTarget = 'auto'): boolean {
   return target === 'cpu' || (target === 'auto' && ctx.adapterClass === 'cpu');
 }
 
-/** The compiled gather pipeline for a specialisation (cached per device). */
+/**
+ * The compiled gather pipeline for a specialisation (cached per device).
+ *
+ * @example
+ * const k = await gatherKernel(ctx, { mode: 1, inDtype: 'f32', outDtype: 'f32', D: 64, Dv: 64, causal: true, NR: 64 });
+ */
 export async function gatherKernel(ctx: TesseraDevice, s: GatherSpec): Promise<GatherKernel> {
-  const cpu = gatherUsesCpu(ctx, s.target) || s.mode === 3;
+  // On CPU adapters the tile variant pays off when rows share keys: list modes need groups of at
+  // least 4 rows (MoBA's per-row lists, NSA/DSA with tiny GQA groups take the per-row variant).
+  const smallGroups = (s.mode === 0 || s.mode === 1) && s.NR < 4;
+  const cpu = s.mode === 3 || s.target === 'cpu' || (gatherUsesCpu(ctx, s.target) && !(smallGroups && (s.target ?? 'auto') === 'auto'));
   const subgroups = cpu && ctx.features.subgroups;
   const pipeline = await getPipeline(ctx, {
     shader: program(headDimTier(s.D, s.Dv), subgroups),
@@ -122,22 +141,43 @@ export async function gatherKernel(ctx: TesseraDevice, s: GatherSpec): Promise<G
       NR: s.NR,
     },
   });
-  return { pipeline, cpu, NR: s.NR };
+  return { pipeline, cpu, NR: s.NR, mode: s.mode };
 }
 
-/** Tiles of the CPU variant for `NG` groups (0 for the GPU variant). */
-export function gatherTiles(k: GatherKernel, NG: number): number {
-  return k.cpu ? NG * Math.ceil(k.NR / GATHER_CPU_TILE) : 0;
+/**
+ * Tiles of the CPU variant for `NG` groups (0 for the GPU variant). In all-keys mode with groups
+ * smaller than a tile, a tile packs 16 / NR tokens of one of the `NGH` groups per token.
+ *
+ * @example
+ * const NTILES = gatherTiles(kernel, T * Hkv, Hkv);
+ */
+export function gatherTiles(k: GatherKernel, NG: number, NGH = 1): number {
+  if (!k.cpu) return 0;
+  if (k.mode === 2 && k.NR < GATHER_CPU_TILE && GATHER_CPU_TILE % k.NR === 0) return Math.ceil(NG / NGH / (GATHER_CPU_TILE / k.NR)) * NGH;
+  return NG * Math.ceil(k.NR / GATHER_CPU_TILE);
 }
 
-/** Dispatch grid for `NG` groups (modes 0-2). */
-export function gatherGrid(ctx: TesseraDevice, k: GatherKernel, NG: number): [number, number] {
-  return grid2d(ctx, k.cpu ? gatherTiles(k, NG) : Math.ceil((NG * k.NR) / GATHER_WG));
+/**
+ * Dispatch grid for `NG` groups (modes 0-2), `NGH` groups per token.
+ *
+ * @example
+ * pass.dispatchWorkgroups(...gatherGrid(ctx, kernel, T * Hkv, Hkv));
+ */
+export function gatherGrid(ctx: TesseraDevice, k: GatherKernel, NG: number, NGH = 1): [number, number] {
+  return grid2d(ctx, k.cpu ? gatherTiles(k, NG, NGH) : Math.ceil((NG * k.NR) / GATHER_WG));
 }
 
-/** Head dims the gather core accepts: multiples of 4 up to 256. */
-export function checkHeadDim(v: number, argument: string): number {
+/**
+ * Head dims the gather core accepts: multiples of 4 up to 256, and of 8 for 16-bit storage (the
+ * kernels read four elements at a time through `array<vec4<u32>>` bindings, which must cover
+ * whole 16-byte words).
+ *
+ * @example
+ * const D = checkHeadDim(opts.D, 'D', 'f16'); // throws E_UNSUPPORTED for 18 or 36
+ */
+export function checkHeadDim(v: number, argument: string, dtype: FloatDType = 'f32'): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 4 || v > 256) fail('E_ARG', argument, 'invalid head dim;', v, 'an integer in [4, 256]');
   if (v % 4 !== 0) fail('E_UNSUPPORTED', argument, 'head dims must be multiples of 4 in the sparse kernels;', v, 'a multiple of 4');
+  if (dtype !== 'f32' && v % 8 !== 0) fail('E_UNSUPPORTED', argument, `head dims must be multiples of 8 with ${dtype} storage in the sparse kernels;`, v, 'a multiple of 8');
   return v;
 }

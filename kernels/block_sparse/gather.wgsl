@@ -28,7 +28,8 @@
 //   main (GPUs): one invocation per row; q and the o accumulator in private vec4 arrays; keys
 //     four at a time per online-softmax step (rows of a group read the same K/V addresses).
 //   main_cpu (CPU adapters, SwiftShader): a 4-lane workgroup takes a tile of 16 rows that share
-//     the key list and one KV head, 4 rows per lane, 16-key blocks as 4x4 matrices; K/V loads are
+//     the key list and one KV head (MODE 2 with NR < 16 packs 16 / NR consecutive tokens of a
+//     group into a tile), 4 rows per lane, 16-key blocks as 4x4 matrices; K/V loads are
 //     shared between the lanes by `share_k`/`share_v` from gather_sg.wgsl (subgroupBroadcast) or
 //     gather_nosg.wgsl. One load then feeds 4 rows x 16 keys of FMAs per lane.
 
@@ -248,6 +249,16 @@ fn cpu_row(tile_id: u32, p: u32) -> CpuRow {
       slot = e % params.KS;
       t = row / params.Hq;
       hq = row % params.Hq;
+      r.valid = true;
+    }
+  } else if (MODE == 2u && NR < 16u && 16u % NR == 0u) {
+    // all-keys mode with small groups: a tile packs 16 / NR consecutive tokens of one group
+    let TPT = 16u / NR;
+    let hg = tile_id % params.NGH;
+    let tl = (tile_id / params.NGH) * TPT + p / NR;
+    if (tl < params.NG / params.NGH) {
+      t = params.T0 + tl;
+      hq = hg * NR + p % NR;
       r.valid = true;
     }
   } else {

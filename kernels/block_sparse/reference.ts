@@ -23,6 +23,12 @@ export interface BlockSparseReferenceOptions {
   scale?: number;
 }
 
+/**
+ * Block-sparse attention in float64 (see the module docs for the mask semantics).
+ *
+ * @example
+ * const { o, lse } = blockSparseReference(q, k, v, { Tq: 128, Hq: 2, Hkv: 1, D: 64, R: 64, C: 64, indptr: [0, 1, 3], indices: [0, 0, 1] });
+ */
 export function blockSparseReference(
   q: ArrayLike<number>,
   k: ArrayLike<number>,

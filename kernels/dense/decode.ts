@@ -12,7 +12,7 @@
  */
 import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkBindingSize, checkPlannedSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { planMerge, type MergePlan } from '../merge/index.js';
 import {
@@ -20,7 +20,6 @@ import {
   DECODE_CPU_LANES,
   FlashCore,
   checkInputs,
-  checkPlannedSize,
   resolveAttention,
   type AttentionOptions,
   type AttentionTuning,
@@ -53,7 +52,13 @@ export interface DecodeTensors {
   sinkLogits?: GpuTensor;
 }
 
-/** The default split size for the longest sequence `maxLen`. */
+/**
+ * The default split size (keys per workgroup) for the longest sequence `maxLen`: at least 256,
+ * a multiple of 16, and at most 64 splits.
+ *
+ * @example
+ * defaultKvChunk(100_000); // 1568 -> 64 splits
+ */
 export function defaultKvChunk(maxLen: number): number {
   return Math.max(256, 16 * Math.ceil(maxLen / 64 / 16));
 }
@@ -219,9 +224,5 @@ export async function decodeAttention(
     kvLens: opts.kvLens ?? [k.shape[0]!],
     ...opts,
   } as DecodeOptions);
-  try {
-    await runOnce(ctx, plan, t, 'decode');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'decode');
 }

@@ -9,7 +9,7 @@ import { TesseraError, check, checkFinite, checkInt, fail } from '../../src/erro
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline, type ShaderSource } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { byteSize, checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import prefillWgsl from './prefill.wgsl.js';
@@ -225,7 +225,7 @@ export class FlashCore {
   readonly paramsNoLse: GPUBuffer;
   /** Stand-in for an absent lse output (never written: `write_lse` is 0). */
   readonly dummy: GPUBuffer;
-  /** Stand-in for absent sink logits (never read: HAS_SINK is off). */
+  /** Stand-in for absent sink logits (never read: `has_sink` is 0). */
   readonly dummyRead: GPUBuffer;
 
   private constructor(
@@ -276,12 +276,26 @@ export class FlashCore {
     const G = r.Hq / r.Hkv;
     const entry = entryOf(r, mode);
     const rows = entry === 'main_cpu' ? CPU_TILE_ROWS : entry === 'main_decode_cpu' ? DECODE_CPU_TILE_ROWS : GPU_TILE_ROWS;
-    const tiles: number[] = [];
+    // Tiles, heaviest first (longest-processing-time order): with causal masks the last tiles of
+    // a sequence see the most keys, and starting them first evens out the end of the dispatch.
+    const list: { t: number[]; work: number }[] = [];
     for (const s of spans) {
       const packed = s.tq * G;
-      for (let p0 = 0; p0 < packed; p0 += rows) tiles.push(s.qOff, s.tq, s.kOff, s.tk, p0, 0, 0, 0);
+      for (let p0 = 0; p0 < packed; p0 += rows) {
+        const posFirst = s.tk - s.tq + Math.floor(p0 / G);
+        const posLast = s.tk - s.tq + Math.floor((Math.min(p0 + rows, packed) - 1) / G);
+        let work = s.tk;
+        if (r.causal) {
+          const hi = Math.max(0, Math.min(s.tk, posLast + 1));
+          const lo = r.window > 0 ? Math.min(hi, Math.max(0, posFirst - r.window + 1)) : 0;
+          work = hi - lo + Math.min(r.sinks, lo);
+        }
+        list.push({ t: [s.qOff, s.tq, s.kOff, s.tk, p0, 0, 0, 0], work });
+      }
     }
-    const numTiles = tiles.length / 8;
+    list.sort((a, b) => b.work - a.work);
+    const tiles = list.flatMap((x) => x.t);
+    const numTiles = list.length;
     const splits = split?.splits ?? 1;
     const numWork = numTiles * r.Hkv * splits;
     const workgroups = grid2d(ctx, Math.max(1, numWork));
@@ -339,18 +353,6 @@ export function checkInputs(
   return { q, k, v, sinkLogits };
 }
 
-/** Throws E_LIMIT at plan time when a tensor of this size could not be bound. */
-export function checkPlannedSize(ctx: TesseraDevice, argument: string, shape: number[], dtype: FloatDType): void {
-  const bytes = byteSize(shape, dtype);
-  if (bytes > ctx.limits.maxStorageBufferBindingSize) {
-    throw new TesseraError('E_LIMIT', `${argument}: [${shape.join(', ')}] ${dtype} is ${bytes} bytes, over the device's maxStorageBufferBindingSize`, {
-      argument,
-      actual: bytes,
-      expected: `at most ${ctx.limits.maxStorageBufferBindingSize} bytes per binding (split the batch)`,
-    });
-  }
-}
-
 /** A planned prefill attention call. Create with {@link planAttention}. */
 export class AttentionPlan extends KernelPlan<AttentionTensors> {
   readonly options: ResolvedAttention;
@@ -384,10 +386,7 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
     const r = resolveAttention(ctx, opts);
     const spans = resolveSpans(opts);
     const plan = new AttentionPlan(ctx, r, spans);
-    checkPlannedSize(ctx, 'q', [plan.Tq, r.Hq, r.D], r.dtype);
-    checkPlannedSize(ctx, 'k', [plan.Tk, r.Hkv, r.D], r.dtype);
-    checkPlannedSize(ctx, 'v', [plan.Tk, r.Hkv, r.Dv], r.dtype);
-    checkPlannedSize(ctx, 'o', [plan.Tq, r.Hq, r.Dv], r.outDtype);
+    checkAttentionSizes(ctx, { ...r, Tq: plan.Tq, Tk: plan.Tk });
     try {
       plan.core = await FlashCore.create(ctx, r, spans, undefined, plan.allocator());
     } catch (e) {
@@ -485,9 +484,5 @@ export async function attention(
     ctx,
     opts.cuSeqlensQ ? { ...base, cuSeqlensQ: opts.cuSeqlensQ, cuSeqlensK: opts.cuSeqlensK } : { ...base, Tq, Tk, cuSeqlensQ: undefined, cuSeqlensK: undefined },
   );
-  try {
-    await runOnce(ctx, plan, t, 'attention');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'attention');
 }

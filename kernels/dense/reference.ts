@@ -33,7 +33,13 @@ export interface AttentionReferenceOptions {
   sinkLogits?: ArrayLike<number>;
 }
 
-/** Whether key `j` is visible to the query at absolute position `pos` (see module docs). */
+/**
+ * Whether key `j` is visible to the query at absolute position `pos` (see module docs).
+ *
+ * @example
+ * keyVisible(3, 10, true, 4, 0); // false: outside the window (6, 10]
+ * keyVisible(1, 10, true, 4, 2); // true: a sink token
+ */
 export function keyVisible(j: number, pos: number, causal: boolean, window: number, sinks: number): boolean {
   if (!causal) return true;
   if (j > pos) return false;

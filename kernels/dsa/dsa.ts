@@ -6,12 +6,14 @@
  *      -inf never selected, so rows near the start get -1 in the spare slots);
  *   3. the gather core, selection-list mode with one-token blocks: every query head of the token
  *      attends the same selected tokens (MQA style; with Hkv > 1 each head reads its KV head).
+ * Rows t < topk keep every causal token, so they skip 1-2 and run the core's all-keys mode (the
+ * indexer and top-k still run for them when the caller asks for `indices`).
  */
 import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
@@ -35,6 +37,11 @@ const SCORE_CHUNK_BYTES = 64 * 1024 * 1024;
 export interface DsaOptions {
   /** Tokens (prefill, one sequence). */
   T: number;
+  /**
+   * Keys (default T). With Tk > T the T query rows are the newest tokens (bottom-right: row t sits
+   * at key position t + Tk − T); `T: 1` is decode over a cache of Tk tokens.
+   */
+  Tk?: number;
   /** Attention query heads. */
   Hq: number;
   /** KV heads (default 1: MLA in MQA mode). */
@@ -64,13 +71,13 @@ export interface DsaOptions {
 export interface DsaTensors {
   /** `[T, Hq, D]`. */
   q: GpuTensor;
-  /** `[T, Hkv, D]`. */
+  /** `[Tk, Hkv, D]`. */
   k: GpuTensor;
-  /** `[T, Hkv, Dv]`. */
+  /** `[Tk, Hkv, Dv]`. */
   v: GpuTensor;
   /** `[T, HI, DI]` index queries. */
   qI: GpuTensor;
-  /** `[T, DI]` index keys (one per token, shared by the index heads). */
+  /** `[Tk, DI]` index keys (one per token, shared by the index heads). */
   kI: GpuTensor;
   /** `[T, HI]` index head weights (may be negative). */
   w: GpuTensor;
@@ -78,48 +85,63 @@ export interface DsaTensors {
   o: GpuTensor;
   /** `[T, Hq]` f32 out (optional). */
   lse?: GpuTensor;
-  /** `[T, min(topk, T)]` i32 out (optional): selected tokens by descending index score, -1 unused. */
+  /** `[T, min(topk, Tk)]` i32 out (optional): selected tokens by descending index score, -1 unused. */
   indices?: GpuTensor;
 }
 
 interface Resolved {
-  T: number; Hq: number; Hkv: number; D: number; Dv: number; HI: number; DI: number; topk: number; S: number;
+  T: number; Tk: number; Hq: number; Hkv: number; D: number; Dv: number; HI: number; DI: number; topk: number; S: number;
   scale: number; dtype: FloatDType; outDtype: FloatDType; rowChunk: number; target: GatherTarget;
 }
 
-interface Chunk { T0: number; rows: number; indexer: GPUBuffer; gLse: GPUBuffer; gNoLse: GPUBuffer; topk: TopKPlan }
+/** A row chunk; `all`: every row keeps all its causal tokens (t < topk), so no selection is needed. */
+interface Chunk { T0: number; rows: number; all: boolean; indexer: GPUBuffer; gLse: GPUBuffer; gNoLse: GPUBuffer; topk: TopKPlan }
+
+/**
+ * Row chunks: rows whose position t + posOff is below S keep every causal token (`all`), then the
+ * rest, each cut to `rowChunk`.
+ */
+function chunkRows(T: number, S: number, rowChunk: number, posOff: number): { T0: number; rows: number; all: boolean }[] {
+  const out: { T0: number; rows: number; all: boolean }[] = [];
+  const A = Math.max(0, Math.min(T, S - posOff));
+  for (let T0 = 0; T0 < A; T0 += rowChunk) out.push({ T0, rows: Math.min(rowChunk, A - T0), all: true });
+  for (let T0 = A; T0 < T; T0 += rowChunk) out.push({ T0, rows: Math.min(rowChunk, T - T0), all: false });
+  return out;
+}
 
 export class DsaPlan extends KernelPlan<DsaTensors> {
   readonly options: Readonly<Resolved>;
   private readonly indexer: Pipeline;
   private readonly attn: GatherKernel;
+  private readonly attnAll: GatherKernel;
   private readonly chunks: Chunk[];
   private readonly scores: GPUBuffer;
   private readonly sel: GPUBuffer;
   private readonly dummyR: GPUBuffer;
   private readonly dummyW: GPUBuffer;
 
-  private constructor(ctx: TesseraDevice, o: Resolved, indexer: Pipeline, attn: GatherKernel, topks: Map<number, TopKPlan>) {
+  private constructor(ctx: TesseraDevice, o: Resolved, indexer: Pipeline, attn: GatherKernel, attnAll: GatherKernel, topks: Map<number, TopKPlan>) {
     super(ctx);
     this.options = o;
     this.indexer = indexer;
     this.attn = attn;
-    this.scores = this.workspace(o.rowChunk * o.T * 4, 'dsa.scores');
+    this.attnAll = attnAll;
+    this.scores = this.workspace(o.rowChunk * o.Tk * 4, 'dsa.scores');
     this.sel = this.workspace(o.rowChunk * o.S * 4, 'dsa.selection');
     this.dummyR = this.workspace(16, 'dsa.dummyR');
     this.dummyW = this.workspace(16, 'dsa.dummyW');
     this.chunks = [];
-    for (let T0 = 0; T0 < o.T; T0 += o.rowChunk) {
-      const rows = Math.min(o.rowChunk, o.T - T0);
+    for (const { T0, rows, all } of chunkRows(o.T, o.S, o.rowChunk, o.Tk - o.T)) {
       const NG = rows * o.Hkv;
       const g = {
-        ...GATHER_DEFAULTS, Tq: o.T, Tk: o.T, Hq: o.Hq, Hkv: o.Hkv, NG, NGH: o.Hkv, T0, S: o.S, BS: 1, LDIV: o.Hkv,
-        scale: o.scale, NTILES: gatherTiles(attn, NG),
+        ...GATHER_DEFAULTS, Tq: o.T, Tk: o.Tk, Hq: o.Hq, Hkv: o.Hkv, NG, NGH: o.Hkv, T0, S: o.S, BS: 1, LDIV: o.Hkv, POSOFF: o.Tk - o.T,
+        scale: o.scale, NTILES: all ? gatherTiles(attnAll, NG, o.Hkv) : gatherTiles(attn, NG),
       };
       this.chunks.push({
         T0,
         rows,
-        indexer: this.uniform(DSA_INDEXER_PARAMS, { rows, T0, Tk: o.T, HI: o.HI, POSOFF: 0 }),
+        all,
+        indexer: this.uniform(DSA_INDEXER_PARAMS, { rows, T0, Tk: o.Tk, HI: o.HI, POSOFF: o.Tk - o.T }),
         gLse: this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 1 }),
         gNoLse: this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 0 }),
         topk: topks.get(rows)!,
@@ -131,15 +153,17 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
   static async create(device: DeviceLike, opts: DsaOptions): Promise<DsaPlan> {
     const ctx = ctxOf(device);
     const o = validateDsaOptions(ctx, opts);
-    const rowCounts = new Set<number>();
-    for (let T0 = 0; T0 < o.T; T0 += o.rowChunk) rowCounts.add(Math.min(o.rowChunk, o.T - T0));
+    checkAttentionSizes(ctx, { ...o, Tq: o.T });
+    const rowCounts = new Set(chunkRows(o.T, o.S, o.rowChunk, o.Tk - o.T).map((c) => c.rows));
     const topks = new Map<number, TopKPlan>();
-    const [indexer, attn] = await Promise.all([
+    const gk = { inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: true, NR: o.Hq / o.Hkv, target: o.target };
+    const [indexer, attn, attnAll] = await Promise.all([
       getPipeline(ctx, { shader: INDEXER_PROGRAM, bindings: ['read', 'read', 'read', 'rw', 'uniform'], constants: { WG, IN_DTYPE: dtypeCode(o.dtype), DI: o.DI } }),
-      gatherKernel(ctx, { mode: 0, inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: true, NR: o.Hq / o.Hkv, target: o.target }),
-      ...[...rowCounts].map(async (rows) => topks.set(rows, await planTopK(ctx, { rows, n: o.T, k: o.S }))),
+      gatherKernel(ctx, { ...gk, mode: 0 }),
+      gatherKernel(ctx, { ...gk, mode: 2 }),
+      ...[...rowCounts].map(async (rows) => topks.set(rows, await planTopK(ctx, { rows, n: o.Tk, k: o.S }))),
     ]);
-    return new DsaPlan(ctx, o, indexer as Pipeline, attn as GatherKernel, topks);
+    return new DsaPlan(ctx, o, indexer as Pipeline, attn as GatherKernel, attnAll as GatherKernel, topks);
   }
 
   override dispose(): void {
@@ -149,12 +173,12 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
 
   run(encoder: GPUCommandEncoder, t: DsaTensors): void {
     this.assertUsable();
-    const { T, Hq, Hkv, D, Dv, HI, DI, S, dtype, outDtype } = this.options;
+    const { T, Tk, Hq, Hkv, D, Dv, HI, DI, S, dtype, outDtype } = this.options;
     const q = checkTensor(t?.q, 'q', { rank: 3, shape: [T, Hq, D], dtypes: [dtype] });
-    const k = checkTensor(t.k, 'k', { rank: 3, shape: [T, Hkv, D], dtypes: [dtype] });
-    const v = checkTensor(t.v, 'v', { rank: 3, shape: [T, Hkv, Dv], dtypes: [dtype] });
+    const k = checkTensor(t.k, 'k', { rank: 3, shape: [Tk, Hkv, D], dtypes: [dtype] });
+    const v = checkTensor(t.v, 'v', { rank: 3, shape: [Tk, Hkv, Dv], dtypes: [dtype] });
     const qI = checkTensor(t.qI, 'qI', { rank: 3, shape: [T, HI, DI], dtypes: [dtype] });
-    const kI = checkTensor(t.kI, 'kI', { rank: 2, shape: [T, DI], dtypes: [dtype] });
+    const kI = checkTensor(t.kI, 'kI', { rank: 2, shape: [Tk, DI], dtypes: [dtype] });
     const w = checkTensor(t.w, 'w', { rank: 2, shape: [T, HI], dtypes: [dtype] });
     const o = checkTensor(t.o, 'o', { rank: 3, shape: [T, Hq, Dv], dtypes: [outDtype] });
     const lse = t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [T, Hq], dtypes: ['f32'] });
@@ -162,17 +186,22 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
     for (const [x, n] of [[q, 'q'], [k, 'k'], [v, 'v'], [qI, 'qI'], [o, 'o']] as const) checkBindingSize(this.ctx, x, n);
     if (idx) checkBindingSize(this.ctx, idx, 'indices');
     for (const c of this.chunks) {
-      const scores = { buffer: this.scores, shape: [c.rows, T], dtype: 'f32' as const };
+      const scores = { buffer: this.scores, shape: [c.rows, Tk], dtype: 'f32' as const };
       const sel = { buffer: this.sel, shape: [c.rows, S], dtype: 'i32' as const };
-      this.dispatch(encoder, this.indexer, [res(qI), res(kI), res(w), res(scores), { buffer: c.indexer }], grid2d(this.ctx, Math.ceil((c.rows * Math.ceil(T / 4)) / WG)));
-      c.topk.run(encoder, { scores, indices: sel });
+      // rows that keep every causal token need the index scores only for the optional output
+      if (!c.all || idx) {
+        this.dispatch(encoder, this.indexer, [res(qI), res(kI), res(w), res(scores), { buffer: c.indexer }], grid2d(this.ctx, Math.ceil((c.rows * Math.ceil(Tk / 4)) / WG)));
+        c.topk.run(encoder, { scores, indices: sel });
+        if (idx) encoder.copyBufferToBuffer(this.sel, 0, idx.buffer, (idx.offset ?? 0) + c.T0 * S * 4, c.rows * S * 4);
+      }
+      const kern = c.all ? this.attnAll : this.attn;
+      const dR = { buffer: this.dummyR, size: 16 };
       this.dispatch(
         encoder,
-        this.attn.pipeline,
-        [res(q), res(k), res(v), res(sel), { buffer: this.dummyR, size: 16 }, res(o), lse ? res(lse) : { buffer: this.dummyW, size: 16 }, { buffer: lse ? c.gLse : c.gNoLse }],
-        gatherGrid(this.ctx, this.attn, c.rows * Hkv),
+        kern.pipeline,
+        [res(q), res(k), res(v), c.all ? dR : res(sel), dR, res(o), lse ? res(lse) : { buffer: this.dummyW, size: 16 }, { buffer: lse ? c.gLse : c.gNoLse }],
+        gatherGrid(this.ctx, kern, c.rows * Hkv, Hkv),
       );
-      if (idx) encoder.copyBufferToBuffer(this.sel, 0, idx.buffer, (idx.offset ?? 0) + c.T0 * S * 4, c.rows * S * 4);
     }
   }
 }
@@ -180,33 +209,35 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
 function validateDsaOptions(ctx: TesseraDevice, opts: DsaOptions): Resolved {
   if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'missing;', opts, 'an options object');
   const T = checkInt(opts.T, 'T', { min: 1 });
+  const Tk = checkInt(opts.Tk ?? T, 'Tk', { min: T });
   const Hq = checkInt(opts.Hq, 'Hq', { min: 1 });
   const Hkv = checkInt(opts.Hkv ?? 1, 'Hkv', { min: 1 });
   check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq);
-  const D = checkHeadDim(opts.D, 'D');
-  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv');
   const HI = checkInt(opts.HI, 'HI', { min: 1, max: 1024 });
   const DI = checkInt(opts.DI, 'DI', { min: 4, max: 1024 });
-  if (DI % 4 !== 0) fail('E_UNSUPPORTED', 'DI', 'index head dims must be multiples of 4;', DI, 'a multiple of 4');
   const topk = checkInt(opts.topk ?? 2048, 'topk', { min: 1 });
   if (topk > TOPK_MAX_K) fail('E_UNSUPPORTED', 'topk', 'exceeds what the GPU top-k keeps;', topk, `at most ${TOPK_MAX_K}`);
-  const S = Math.min(topk, T);
-  const fit = Math.max(1, Math.floor(Math.min(SCORE_CHUNK_BYTES, ctx.limits.maxStorageBufferBindingSize) / (4 * T)));
+  const S = Math.min(topk, Tk);
+  const fit = Math.max(1, Math.floor(Math.min(SCORE_CHUNK_BYTES, ctx.limits.maxStorageBufferBindingSize) / (4 * Tk)));
   const rowChunk = checkInt(opts.rowChunk ?? Math.min(T, fit), 'rowChunk', { min: 1 });
-  if (rowChunk * T * 4 > ctx.limits.maxStorageBufferBindingSize) fail('E_LIMIT', 'rowChunk', 'makes the score chunk exceed a storage binding;', rowChunk, `at most ${Math.floor(ctx.limits.maxStorageBufferBindingSize / (4 * T))}`);
-  const scale = opts.scale ?? 1 / Math.sqrt(D);
-  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, 'scale', 'a positive finite number', scale);
+  if (rowChunk * Tk * 4 > ctx.limits.maxStorageBufferBindingSize) fail('E_LIMIT', 'rowChunk', 'makes the score chunk exceed a storage binding;', rowChunk, `at most ${Math.floor(ctx.limits.maxStorageBufferBindingSize / (4 * Tk))}`);
   const dtype = opts.dtype ?? 'f32';
   check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
   const outDtype = opts.outDtype ?? dtype;
   check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
+  const D = checkHeadDim(opts.D, 'D', dtype);
+  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv', dtype);
+  const step = dtype === 'f32' ? 4 : 8;
+  if (DI % step !== 0) fail('E_UNSUPPORTED', 'DI', `index head dims must be multiples of ${step} with ${dtype} storage;`, DI, `a multiple of ${step}`);
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, 'scale', 'a positive finite number', scale);
   const target = opts.target ?? 'auto';
   check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
-  return { T, Hq, Hkv, D, Dv, HI, DI, topk, S, scale, dtype, outDtype, rowChunk: Math.min(rowChunk, T), target };
+  return { T, Tk, Hq, Hkv, D, Dv, HI, DI, topk, S, scale, dtype, outDtype, rowChunk: Math.min(rowChunk, T), target };
 }
 
 /**
- * Plans DSA prefill for one sequence of `T` tokens.
+ * Plans DSA for one sequence: prefill (`T` tokens) or the newest `T` rows over `Tk` keys (decode: `T: 1`).
  *
  * @example
  * const plan = await planDsa(dev, { T: 8192, Hq: 16, D: 64, HI: 8, DI: 64, topk: 2048 });
@@ -222,7 +253,7 @@ export function planDsa(device: DeviceLike, opts: DsaOptions): Promise<DsaPlan> 
  * @example
  * await dsa(dev, { q, k, v, qI, kI, w, o }, { topk: 2048 });
  */
-export async function dsa(device: DeviceLike, t: DsaTensors, opts: Omit<DsaOptions, 'T' | 'Hq' | 'Hkv' | 'D' | 'Dv' | 'HI' | 'DI'> = {}): Promise<void> {
+export async function dsa(device: DeviceLike, t: DsaTensors, opts: Omit<DsaOptions, 'T' | 'Tk' | 'Hq' | 'Hkv' | 'D' | 'Dv' | 'HI' | 'DI'> = {}): Promise<void> {
   const ctx = ctxOf(device);
   const q = checkTensor(t?.q, 'q', { rank: 3 });
   const k = checkTensor(t.k, 'k', { rank: 3 });
@@ -230,12 +261,8 @@ export async function dsa(device: DeviceLike, t: DsaTensors, opts: Omit<DsaOptio
   const qI = checkTensor(t.qI, 'qI', { rank: 3 });
   const plan = await planDsa(ctx, {
     ...opts,
-    T: q.shape[0]!, Hq: q.shape[1]!, Hkv: k.shape[1]!, D: q.shape[2]!, Dv: v.shape[2]!, HI: qI.shape[1]!, DI: qI.shape[2]!,
+    T: q.shape[0]!, Tk: k.shape[0]!, Hq: q.shape[1]!, Hkv: k.shape[1]!, D: q.shape[2]!, Dv: v.shape[2]!, HI: qI.shape[1]!, DI: qI.shape[2]!,
     dtype: opts.dtype ?? (q.dtype as FloatDType), outDtype: opts.outDtype ?? (t.o?.dtype as FloatDType),
   });
-  try {
-    await runOnce(ctx, plan, t, 'dsa');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'dsa');
 }

@@ -5,11 +5,13 @@
  *   attention    o[t, h] = softmax_s∈sel(scale · q[t, h] · k[s, h_kv]) · v[s, h_kv]
  * The reference model's FP8 quantisation and Hadamard rotation (orthogonal, dot products
  * unchanged) are left out. Layouts: q `[T, Hq, D]`, k `[T, Hkv, D]`, v `[T, Hkv, Dv]`,
- * qI `[T, HI, DI]`, kI `[T, DI]`, w `[T, HI]`; indices `[T, k]` (descending score, -1 unused),
+ * qI `[T, HI, DI]`, kI `[Tk, DI]`, w `[T, HI]`; indices `[T, min(k, Tk)]` (descending score, -1 unused),
  * margin `[T]` = gap between the k-th and (k+1)-th index score (+inf when all are kept).
  */
 export interface DsaReferenceOptions {
   T: number;
+  /** Keys (default T); query row t sits at key position t + Tk − T. */
+  Tk?: number;
   Hq: number;
   Hkv: number;
   D: number;
@@ -20,22 +22,33 @@ export interface DsaReferenceOptions {
   scale?: number;
 }
 
-/** The index scores `[T, T]` (-inf above the diagonal). */
-export function dsaIndexerReference(qI: ArrayLike<number>, kI: ArrayLike<number>, w: ArrayLike<number>, T: number, HI: number, DI: number): Float64Array {
-  const out = new Float64Array(T * T).fill(-Infinity);
+/**
+ * The index scores `[T, Tk]` (-inf after each row's position t + Tk − T).
+ *
+ * @example
+ * const I = dsaIndexerReference(qI, kI, w, T, 64, 128);
+ */
+export function dsaIndexerReference(qI: ArrayLike<number>, kI: ArrayLike<number>, w: ArrayLike<number>, T: number, HI: number, DI: number, Tk = T): Float64Array {
+  const out = new Float64Array(T * Tk).fill(-Infinity);
   for (let t = 0; t < T; t++)
-    for (let s = 0; s <= t; s++) {
+    for (let s = 0; s <= t + Tk - T; s++) {
       let acc = 0;
       for (let j = 0; j < HI; j++) {
         let d = 0;
         for (let c = 0; c < DI; c++) d += qI[(t * HI + j) * DI + c]! * kI[s * DI + c]!;
         acc += w[t * HI + j]! * Math.max(d, 0);
       }
-      out[t * T + s] = acc;
+      out[t * Tk + s] = acc;
     }
   return out;
 }
 
+/**
+ * DSA in float64 (see the module docs).
+ *
+ * @example
+ * const { o, indices } = dsaReference(q, k, v, { qI, kI, w }, { T, Hq: 16, Hkv: 1, D: 64, HI: 8, DI: 64, topk: 2048 });
+ */
 export function dsaReference(
   q: ArrayLike<number>,
   k: ArrayLike<number>,
@@ -44,19 +57,21 @@ export function dsaReference(
   opts: DsaReferenceOptions,
 ): { o: Float64Array; lse: Float64Array; indices: Int32Array; margin: Float64Array; scores: Float64Array } {
   const { T, Hq, Hkv, D, HI, DI, topk } = opts;
+  const Tk = opts.Tk ?? T;
   const Dv = opts.Dv ?? D;
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   const G = Hq / Hkv;
-  const scores = dsaIndexerReference(index.qI, index.kI, index.w, T, HI, DI);
-  const indices = new Int32Array(T * topk).fill(-1);
+  const scores = dsaIndexerReference(index.qI, index.kI, index.w, T, HI, DI, Tk);
+  const S = Math.min(topk, Tk);
+  const indices = new Int32Array(T * S).fill(-1);
   const margin = new Float64Array(T);
   const o = new Float64Array(T * Hq * Dv);
   const lse = new Float64Array(T * Hq);
   for (let t = 0; t < T; t++) {
-    const cand = Array.from({ length: t + 1 }, (_, s) => ({ s, x: scores[t * T + s]! }));
+    const cand = Array.from({ length: t + Tk - T + 1 }, (_, s) => ({ s, x: scores[t * Tk + s]! }));
     cand.sort((a, b) => b.x - a.x || a.s - b.s);
     const n = Math.min(topk, cand.length);
-    for (let i = 0; i < n; i++) indices[t * topk + i] = cand[i]!.s;
+    for (let i = 0; i < n; i++) indices[t * S + i] = cand[i]!.s;
     margin[t] = cand.length > topk ? cand[topk - 1]!.x - cand[topk]!.x : Infinity;
     const keys = cand.slice(0, n).map((c) => c.s);
     for (let hq = 0; hq < Hq; hq++) {

@@ -10,7 +10,12 @@ import { decode, encode, type GpuTensor } from '../../src/tensor.js';
 import type { GoldenCase, GoldenHandler, GoldenOutput, GoldenRunResult } from '../../src/verify/golden.js';
 import { planLinearScan, type LinearScanOptions, type LinearScanTensors } from './scan.js';
 
-/** `[B, H, T, D]` (head-first) to `[T, H, D]` with B = 1, or back with `inverse`. */
+/**
+ * `[B, H, T, D]` (head-first) to `[T, H, D]` with B = 1, or back with `inverse`.
+ *
+ * @example
+ * const tokenFirst = headFirstToTokenFirst(goldenQ, H, T, K);
+ */
 export function headFirstToTokenFirst(x: ArrayLike<number>, H: number, T: number, D: number, inverse = false): Float64Array {
   const y = new Float64Array(H * T * D);
   for (let h = 0; h < H; h++) {
@@ -29,6 +34,9 @@ export function headFirstToTokenFirst(x: ArrayLike<number>, H: number, T: number
 /**
  * Runs a golden case of the scan family: inputs named q, k, v, g|gk, beta, h0; outputs o, ht (and zt).
  * `headFirst` transposes q, k, v, beta and o between fla's `[B, H, T, *]` and Tessera's `[T, H, *]`.
+ *
+ * @example
+ * const result = await runScanGolden(dev, goldenCase, { gate: 'scalar', delta: true, op: 'gated_delta_rule' });
  */
 export async function runScanGolden(
   dev: TesseraDevice,

@@ -37,7 +37,13 @@ export type ConvenienceOptions<O> = Partial<O> & {
   checkValues?: boolean;
 };
 
-/** @internal Runs a plan for tensors whose sizes give H, HV, K, V, T. */
+/**
+ * @internal Plans, checks values (optional), runs, submits and waits, with H, HV, K, V, T read
+ * from the tensors. The op convenience calls are thin wrappers of this.
+ *
+ * @example
+ * await runConvenience(dev, { q, k, v, g, beta, o }, { gate: 'scalar', delta: true, op: 'gated_delta_rule' }, true);
+ */
 export async function runConvenience(
   device: DeviceLike,
   t: LinearScanTensors,

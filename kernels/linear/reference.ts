@@ -200,7 +200,12 @@ export function kdaReference(x: { q: ArrayLike<number>; k: ArrayLike<number>; v:
   return linearScanReference(x, { ...o, gate: 'vector', delta: true });
 }
 
-/** fla's retention decays: `gamma_h = log(1 - 2^{-5-h})`. */
+/**
+ * fla's retention decays: `gamma_h = log(1 - 2^{-5-h})`.
+ *
+ * @example
+ * const { o } = simpleGlaReference({ q, k, v, gamma: retentionGamma(4) }, { H: 4, K: 64, V: 64 });
+ */
 export function retentionGamma(H: number): Float64Array {
   return Float64Array.from({ length: H }, (_, h) => Math.log(1 - 2 ** (-5 - h)));
 }
@@ -209,6 +214,9 @@ export function retentionGamma(H: number): Float64Array {
  * Lightning attention decays. `'fla'` (fla's `lightning_attn`): `gamma_h = -(8/H)(1 - l/L) h`
  * (head 0 has no decay). `'minimax'` (MiniMax-01's own code): `gamma_h = -s_h`,
  * `s_h = 2^{-8(h+1)/H} (1 - l/(L-1+1e-5) + 1e-5)`, used with `scale = 1`.
+ *
+ * @example
+ * const gamma = lightningGamma(64, { layer: 3, layers: 80, formula: 'minimax' });
  */
 export function lightningGamma(H: number, opts: { layer?: number; layers?: number; formula?: 'fla' | 'minimax' } = {}): Float64Array {
   const l = opts.layer ?? 0;

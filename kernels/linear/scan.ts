@@ -45,8 +45,6 @@ export const LIN_PARAMS = uniformLayout('LinParams', [
   ['V', 'u32'],
   ['ratio', 'u32'],
   ['VS', 'u32'],
-  ['pairs', 'u32'],
-  ['quads', 'u32'],
   ['chunkOff', 'u32'],
   ['seqChunkOff', 'u32'],
   ['K4', 'u32'],
@@ -138,7 +136,13 @@ function sameTensor(a: GpuTensor | undefined, b: GpuTensor | undefined): boolean
   return !!a && !!b && a.buffer === b.buffer && (a.offset ?? 0) === (b.offset ?? 0);
 }
 
-/** Validates the options of a scan plan; every error names the argument. */
+/**
+ * Validates the options of a scan plan (every error names the argument) and resolves defaults.
+ *
+ * @example
+ * const o = resolveScanOptions({ H: 2, K: 64, V: 64, T: 300, gate: 'scalar', delta: true });
+ * o.mode; // 'chunk' (T > 64)
+ */
 export function resolveScanOptions(opts: LinearScanOptions): Resolved {
   const op = opts?.op ?? 'linear scan';
   const H = checkInt(opts.H, 'H', { min: 1, max: 4096 });
@@ -224,10 +228,15 @@ interface Passes {
  * Workgroup sizes. The recurrent and scan passes have one invocation per (pair / vec4 of) state
  * columns and loop over tokens; on the CPU adapter (SwiftShader runs a workgroup on one thread,
  * 4 lanes at a time) small workgroups spread one head over the cores; on GPUs larger ones fill
- * the SIMD units. The other passes use 64 invocations per (chunk, value head).
+ * the SIMD units (`SCAN_TUNING`, per adapter class; a plan reads it when created). The blocked forward substitution (solve) likewise ran about a third faster in
+ * workgroups of 4 on SwiftShader. The other passes use 64 invocations per (chunk, value head).
  */
-function wgCols(ctx: TesseraDevice): { recurrent: number; scan: number; solve: number } {
-  return ctx.adapterClass === 'cpu' ? { recurrent: 4, scan: 4, solve: 32 } : { recurrent: 32, scan: 32, solve: 64 };
+export const SCAN_TUNING = {
+  cpu: { recurrent: 4, scan: 4, solve: 4, rows: 64 },
+  gpu: { recurrent: 32, scan: 32, solve: 64, rows: 64 },
+};
+function wgCols(ctx: TesseraDevice): { recurrent: number; scan: number; solve: number; rows: number } {
+  return SCAN_TUNING[ctx.adapterClass];
 }
 const WG_ROWS = 64;
 
@@ -275,8 +284,6 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       V,
       ratio: HV / o.H,
       VS,
-      pairs: Math.ceil(VS / 2),
-      quads: Math.ceil(V / 4),
       chunkOff: cu.length,
       seqChunkOff: cu.length + chunks.length,
       K4: Math.ceil(K / 4),
@@ -361,12 +368,12 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
           ? Promise.resolve(undefined)
           : getPipeline(ctx, { shader: program('convert', convertWgsl, kmax, 1), bindings: [R, R, R, W, W, W, U], constants: { WG: WG_ROWS, DT_QK: qk, DT_V: vd } }),
         getPipeline(ctx, { shader: program('prep', prepWgsl, kmax, 1), bindings: [R, R, R, R, W, W, W, W, U], constants: { WG: WG_ROWS, GATE: G } }),
-        getPipeline(ctx, { shader: program('intra', intraWgsl, kmax, 1), bindings: [R, R, R, R, R, R, W, W, U], constants: { WG: WG_ROWS, GATE: G, DELTA: +o.delta } }),
+        getPipeline(ctx, { shader: program('intra', intraWgsl, kmax, 1), bindings: [R, R, R, R, R, R, W, W, U], constants: { WG: wgCols(ctx).rows, GATE: G, DELTA: +o.delta } }),
         o.delta
           ? getPipeline(ctx, { shader: program('solve', solveWgsl, kmax, 1), bindings: [R, R, R, R, R, R, W, W, U], constants: { WG: wgCols(ctx).solve, GATE: G } })
           : Promise.resolve(undefined),
         getPipeline(ctx, { shader: program('scan', scanWgsl, kmax, 1), bindings: [R, R, R, R, R, W, W, W, U], constants: { WG: wgCols(ctx).scan, GATE: G, DELTA: +o.delta, NORM: +o.normalize } }),
-        getPipeline(ctx, { shader: program('output', outputWgsl, kmax, 1), bindings: [R, R, R, R, R, W, U], constants: { WG: WG_ROWS, OUT_DT: od, NORM: +o.normalize } }),
+        getPipeline(ctx, { shader: program('output', outputWgsl, kmax, 1), bindings: [R, R, R, R, R, W, U], constants: { WG: wgCols(ctx).rows, OUT_DT: od, NORM: +o.normalize } }),
       ]);
       Object.assign(passes, { convert, prep, intra, solve, scan, output });
     }
@@ -395,7 +402,9 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
     if (t.initialState !== undefined) chk(t.initialState, 'initialState', S, ['f32'], inPlace ? GPUBufferUsageFlags.STORAGE : GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC);
     if (t.finalState !== undefined) chk(t.finalState, 'finalState', S, ['f32'], GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
     if (normalize) {
-      if (t.z0 !== undefined) chk(t.z0, 'z0', [N, HV, K], ['f32']);
+      // the chunked scan reads z0 through a 16-byte-aligned copy when N*HV*K is not a multiple of 4
+      const zCopy = this.options.mode === 'chunk' && (N * HV * K) % 4 !== 0;
+      if (t.z0 !== undefined) chk(t.z0, 'z0', [N, HV, K], ['f32'], zCopy ? GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC : undefined);
       if (t.zt !== undefined) chk(t.zt, 'zt', [N, HV, K], ['f32'], GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
     } else if (t.z0 !== undefined || t.zt !== undefined) {
       fail('E_ARG', t.z0 !== undefined ? 'z0' : 'zt', 'only linear attention with normalize has a z state;', 'a tensor', 'undefined');
@@ -459,7 +468,7 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       const VS4 = Math.ceil((V + (o.normalize ? 1 : 0)) / 4);
       this.dispatch(encoder, P.scan!, [wz, u, b(w.kd!), b(w.gam!), meta, b(w.hs!), vz, res(state), params], grid2d(this.ctx, N * HV * Math.ceil(VS4 / wgCols(this.ctx).scan)));
       const un = o.delta ? b(w.vn!) : vc;
-      this.dispatch(encoder, P.output!, [b(w.qg!), b(w.P!), un, b(w.hs!), meta, res(t.o), params], grid2d(this.ctx, this.nChunks * HV * Math.ceil((16 * Math.ceil(V / 4)) / WG_ROWS)));
+      this.dispatch(encoder, P.output!, [b(w.qg!), b(w.P!), un, b(w.hs!), meta, res(t.o), params], grid2d(this.ctx, this.nChunks * HV * Math.ceil((16 * Math.ceil(V / 4)) / wgCols(this.ctx).rows)));
     }
     if (o.normalize && t.zt && sameTensor(t.zt, t.z0)) {
       encoder.copyBufferToBuffer(this.zOut!, 0, t.zt.buffer, t.zt.offset ?? 0, N * HV * K * 4);

@@ -6,7 +6,7 @@ import { check, checkInt } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkBindingSize, checkPlannedSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import mergeWgsl from './merge.wgsl.js';
@@ -57,6 +57,8 @@ export class MergePlan extends KernelPlan<MergeTensors> {
   static async create(device: DeviceLike, opts: MergeOptions): Promise<MergePlan> {
     const ctx = ctxOf(device);
     const o = validateMergeOptions(opts);
+    checkPlannedSize(ctx, 'oParts', [o.parts, o.rows, o.D], 'f32');
+    checkPlannedSize(ctx, 'o', [o.rows, o.D], o.outDtype);
     const pipeline = await getPipeline(ctx, {
       shader: PROGRAM,
       bindings: ['read', 'read', 'rw', 'rw', 'uniform'],
@@ -82,7 +84,7 @@ function validateMergeOptions(opts: MergeOptions): Required<MergeOptions> {
   checkInt(opts.rows, 'rows', { min: 1 });
   checkInt(opts.D, 'D', { min: 1, max: 1024 });
   const outDtype = opts.outDtype ?? 'f32';
-  check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype);
+  check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
   check(outDtype === 'f32' || opts.D % 2 === 0, 'D', 'an even head dim for 16-bit outputs', opts.D);
   return { parts: opts.parts, rows: opts.rows, D: opts.D, outDtype };
 }
@@ -109,9 +111,5 @@ export async function merge(device: DeviceLike, t: MergeTensors, opts: { outDtyp
   const oParts = checkTensor(t.oParts, 'oParts', { rank: 3, dtypes: ['f32'] });
   const [parts, rows, D] = oParts.shape as [number, number, number];
   const plan = await planMerge(ctx, { parts, rows, D, outDtype: opts.outDtype ?? t.o?.dtype as FloatDType });
-  try {
-    await runOnce(ctx, plan, t, 'merge');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'merge');
 }

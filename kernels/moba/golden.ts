@@ -10,6 +10,7 @@ import { runOnce } from '../../src/plan.js';
 import { byteSize, decode, encode, type DType } from '../../src/tensor.js';
 import { compareSelections, type GoldenCase, type GoldenHandler } from '../../src/verify/golden.js';
 import { planMoba } from './moba.js';
+import { planMobaVarlen } from './varlen.js';
 import { mobaReference } from './reference.js';
 
 function num(c: GoldenCase, key: string): number {
@@ -28,7 +29,8 @@ export const mobaGolden: GoldenHandler = {
     const B = num(c, 'moba_chunk_size');
     const topk = num(c, 'moba_topk');
     const cu = c.params.cu_seqlens as number[] | undefined;
-    if (cu && (cu.length !== 2 || cu[0] !== 0 || cu[1] !== T)) throw new TesseraError('E_UNSUPPORTED', 'ragged MoBA batches (cu_seqlens with more than one sequence)');
+    if (cu && (cu[0] !== 0 || cu[cu.length - 1] !== T)) throw new TesseraError('E_UNSUPPORTED', `cu_seqlens ${JSON.stringify(cu)} does not cover T = ${T}`);
+    if (cu && cu.length > 2) return runVarlen(dev, c, cu, { T, H, D, B, topk });
     const { q, k, v } = c.inputs as Record<string, { data: Float64Array }>;
     const made: GPUBuffer[] = [];
     const up = (x: ArrayLike<number>, shape: number[], dtype: DType) => {
@@ -54,3 +56,24 @@ export const mobaGolden: GoldenHandler = {
     }
   },
 };
+
+/** A multi-sequence case: `planMobaVarlen`, output judged as is (the selection check is per sequence in the tests). */
+async function runVarlen(dev: TesseraDevice, c: GoldenCase, cu: number[], p: { T: number; H: number; D: number; B: number; topk: number }) {
+  const { T, H, D, B, topk } = p;
+  const made: GPUBuffer[] = [];
+  const up = (x: ArrayLike<number>, shape: number[], dtype: DType) => {
+    const buffer = dev.upload(encode(x, dtype), { size: byteSize(shape, dtype) });
+    made.push(buffer);
+    return { buffer, shape, dtype };
+  };
+  try {
+    const plan = await planMobaVarlen(dev, { cuSeqlens: cu, Hq: H, Hkv: H, D, blockSize: B, topk });
+    const o = up(new Float32Array(T * H * D), [T, H, D], 'f32');
+    const { q, k, v } = c.inputs as Record<string, { data: Float64Array }>;
+    await runOnce(dev, plan, { q: up(q!.data, [T, H, D], 'f32'), k: up(k!.data, [T, H, D], 'f32'), v: up(v!.data, [T, H, D], 'f32'), o }, 'verify moba varlen');
+    plan.dispose();
+    return { outputs: [{ name: 'o', got: decode(new Uint32Array(await dev.readback(o.buffer)), 'f32', T * H * D) }] };
+  } finally {
+    for (const b of made) dev.destroyBuffer(b);
+  }
+}

@@ -12,7 +12,7 @@ import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
@@ -67,6 +67,8 @@ export interface MobaOptions {
   dtype?: FloatDType;
   /** Storage of o (default `dtype`). */
   outDtype?: FloatDType;
+  /** Storage of a caller's `blockMeans` (default f32; f16 = the KV cache's page mean summaries). */
+  meansDtype?: 'f32' | 'f16';
   /**
    * Kernel variant: `auto` (default) follows the adapter class. `cpu` = the block-centric path
    * (prefill only; decode always takes the per-row path), `gpu` = one invocation per row.
@@ -85,7 +87,7 @@ export interface MobaTensors {
   o: GpuTensor;
   /** `[Tq, Hq]` f32 out, natural log (optional). */
   lse?: GpuTensor;
-  /** `[ceil(Tk / blockSize), Hkv, D]` f32 gate keys; default: the block means of k. */
+  /** `[ceil(Tk / blockSize), Hkv, D]` gate keys in `meansDtype`; default: the block means of k. */
   blockMeans?: GpuTensor;
   /** `[Tq, Hq, topk]` i32 out (optional): own block, then past blocks by gate, -1 unused. */
   selection?: GpuTensor;
@@ -106,6 +108,7 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
   readonly numBlocks: number;
   private readonly pools: Pipeline;
   private readonly selectP: Pipeline;
+  private readonly selectGiven: Pipeline;
   private readonly gatherK: GatherKernel;
   private readonly poolParams: GPUBuffer;
   private readonly selParams: GPUBuffer;
@@ -126,8 +129,9 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     return this.block !== undefined;
   }
 
-  private constructor(ctx: TesseraDevice, o: Resolved, pools: Pipeline, selectP: Pipeline, gatherK: GatherKernel, block?: BlockPath) {
+  private constructor(ctx: TesseraDevice, o: Resolved, pools: Pipeline, selectP: Pipeline, selectGiven: Pipeline, gatherK: GatherKernel, block?: BlockPath) {
     super(ctx);
+    this.selectGiven = selectGiven;
     this.options = o;
     this.pools = pools;
     this.selectP = selectP;
@@ -185,9 +189,12 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
   static async create(device: DeviceLike, opts: MobaOptions): Promise<MobaPlan> {
     const ctx = ctxOf(device);
     const o = validateMobaOptions(opts);
-    const [pools, selectP, gatherK] = await Promise.all([
+    checkAttentionSizes(ctx, o);
+    const select = (meansDtype: 'f32' | 'f16') => getPipeline(ctx, { shader: SELECT_PROGRAM, bindings: ['read', 'read', 'rw', 'uniform'], constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, MEANS_DTYPE: dtypeCode(meansDtype) } });
+    const [pools, selectP, selectGiven, gatherK] = await Promise.all([
       poolPipeline(ctx, o.dtype, 'count'),
-      getPipeline(ctx, { shader: SELECT_PROGRAM, bindings: ['read', 'read', 'rw', 'uniform'], constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D } }),
+      select('f32'),
+      select(o.meansDtype),
       gatherKernel(ctx, { mode: 0, inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: true, NR: 1, target: 'gpu' }),
     ]);
     let block: BlockPath | undefined;
@@ -206,7 +213,7 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
       ]);
       block = { lists: { count, scan, scatter }, tiles, own, merge };
     }
-    return new MobaPlan(ctx, o, pools, selectP, gatherK, block);
+    return new MobaPlan(ctx, o, pools, selectP, selectGiven, gatherK, block);
   }
 
   run(encoder: GPUCommandEncoder, t: MobaTensors): void {
@@ -218,13 +225,13 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     const v = checkTensor(t.v, 'v', { rank: 3, shape: [Tk, Hkv, Dv], dtypes: [dtype] });
     const o = checkTensor(t.o, 'o', { rank: 3, shape: [Tq, Hq, Dv], dtypes: [outDtype] });
     const lse = t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'] });
-    const means = t.blockMeans === undefined ? undefined : checkTensor(t.blockMeans, 'blockMeans', { rank: 3, shape: [NB, Hkv, D], dtypes: ['f32'] });
+    const means = t.blockMeans === undefined ? undefined : checkTensor(t.blockMeans, 'blockMeans', { rank: 3, shape: [NB, Hkv, D], dtypes: [this.options.meansDtype] });
     const sel = t.selection === undefined ? undefined : checkTensor(t.selection, 'selection', { rank: 3, shape: [Tq, Hq, topk], dtypes: ['i32'] });
     for (const [x, n] of [[q, 'q'], [k, 'k'], [v, 'v'], [o, 'o']] as const) checkBindingSize(this.ctx, x, n);
     const meansRes = means ? res(means) : { buffer: this.means, size: NB * Hkv * D * 4 };
     const selRes = sel ? res(sel) : { buffer: this.selWs, size: Tq * Hq * topk * 4 };
     if (!means) this.dispatch(encoder, this.pools, [res(k), meansRes, { buffer: this.poolParams }], grid2d(this.ctx, poolWorkgroups(NB, Hkv, D)));
-    this.dispatch(encoder, this.selectP, [res(q), meansRes, selRes, { buffer: this.selParams }], grid2d(this.ctx, Math.ceil((Tq * Hq) / WG)));
+    this.dispatch(encoder, means ? this.selectGiven : this.selectP, [res(q), meansRes, selRes, { buffer: this.selParams }], grid2d(this.ctx, Math.ceil((Tq * Hq) / WG)));
     const dummy = { buffer: this.dummy, size: 16 };
     if (this.block) {
       this.runBlockPath(encoder, q, k, v, o, lse, selRes);
@@ -272,20 +279,22 @@ function validateMobaOptions(opts: MobaOptions): Resolved {
   const Hq = checkInt(opts.Hq, 'Hq', { min: 1 });
   const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1 });
   check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq);
-  const D = checkHeadDim(opts.D, 'D');
-  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv');
   const blockSize = checkInt(opts.blockSize, 'blockSize', { min: 1, max: 1 << 20 });
   const topk = checkInt(opts.topk, 'topk', { min: 1 });
   if (topk > MOBA_MAX_TOPK) fail('E_UNSUPPORTED', 'topk', 'exceeds what the in-register MoBA selection keeps;', topk, `at most ${MOBA_MAX_TOPK}`);
-  const scale = opts.scale ?? 1 / Math.sqrt(D);
-  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, 'scale', 'a positive finite number', scale);
   const dtype = opts.dtype ?? 'f32';
   check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
   const outDtype = opts.outDtype ?? dtype;
   check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
+  const D = checkHeadDim(opts.D, 'D', dtype);
+  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv', dtype);
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, 'scale', 'a positive finite number', scale);
   const target = opts.target ?? 'auto';
   check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
-  return { Tq, Tk, Hq, Hkv, D, Dv, blockSize, topk, scale, dtype, outDtype, target };
+  const meansDtype = opts.meansDtype ?? 'f32';
+  check(meansDtype === 'f32' || meansDtype === 'f16', 'meansDtype', "'f32' or 'f16'", meansDtype, 'E_DTYPE');
+  return { Tq, Tk, Hq, Hkv, D, Dv, blockSize, topk, scale, dtype, outDtype, target, meansDtype };
 }
 
 /**
@@ -319,11 +328,7 @@ export async function moba(
     Tq: q.shape[0]!, Tk: k.shape[0]!, Hq: q.shape[1]!, Hkv: k.shape[1]!, D: q.shape[2]!, Dv: v.shape[2]!,
     dtype: opts?.dtype ?? (q.dtype as FloatDType), outDtype: opts?.outDtype ?? (t.o?.dtype as FloatDType),
   });
-  try {
-    await runOnce(ctx, plan, t, 'moba');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'moba');
 }
 
 /**

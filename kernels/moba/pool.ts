@@ -21,7 +21,12 @@ export const POOL_PARAMS = uniformLayout('PoolParams', [
 const PROGRAM = wgslProgram('moba/pool', [storageWgsl, unpackWgsl, POOL_PARAMS.wgsl, poolWgsl]);
 export const POOL_WG = 64;
 
-/** `divisor`: `count` = mean over the block's real tokens, `blockSize` = sum / block size. */
+/**
+ * `divisor`: `count` = mean over the block's real tokens, `blockSize` = sum / block size.
+ *
+ * @example
+ * const p = await poolPipeline(ctx, 'f32', 'count');
+ */
 export function poolPipeline(ctx: TesseraDevice, inDtype: FloatDType, divisor: 'count' | 'blockSize'): Promise<Pipeline> {
   return getPipeline(ctx, {
     shader: PROGRAM,
@@ -30,6 +35,12 @@ export function poolPipeline(ctx: TesseraDevice, inDtype: FloatDType, divisor: '
   });
 }
 
+/**
+ * Workgroups of a pooling dispatch over `NB` blocks, `H` heads, `D` channels.
+ *
+ * @example
+ * grid2d(ctx, poolWorkgroups(NB, Hkv, D));
+ */
 export function poolWorkgroups(NB: number, H: number, D: number): number {
   return Math.ceil((NB * H * (D / 4)) / POOL_WG);
 }

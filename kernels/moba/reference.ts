@@ -23,7 +23,12 @@ export interface MobaReferenceOptions {
   blockMeans?: ArrayLike<number>;
 }
 
-/** Mean of the real keys of each block: `[ceil(Tk / B), Hkv, D]`. */
+/**
+ * Mean of the real keys of each block: `[ceil(Tk / B), Hkv, D]`.
+ *
+ * @example
+ * const means = mobaBlockMeansReference(k, Tk, Hkv, D, 512);
+ */
 export function mobaBlockMeansReference(k: ArrayLike<number>, Tk: number, Hkv: number, D: number, B: number): Float64Array {
   const NB = Math.ceil(Tk / B);
   const out = new Float64Array(NB * Hkv * D);
@@ -47,6 +52,9 @@ export function mobaBlockMeansReference(k: ArrayLike<number>, Tk: number, Hkv: n
  * Attention: the chosen past blocks in full plus the own block causally, one softmax with `scale`
  * (default `1/sqrt(D)`). `margin` is the gate gap between the last chosen and the best rejected
  * past block (+inf when every past block is chosen).
+ *
+ * @example
+ * const { o, lse, selection } = mobaReference(q, k, v, { Tq: T, Hq: 4, Hkv: 2, D: 64, blockSize: 64, topk: 3 });
  */
 export function mobaReference(
   q: ArrayLike<number>,

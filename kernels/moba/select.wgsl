@@ -1,19 +1,20 @@
 // MoBA gate and block selection, one invocation per query row (t, hq).
 // The query at key position pos = t + POSOFF owns block own = pos / BS; the past candidates are
 // the complete blocks b < min(own, NBM) (NBM = number of gate keys given). Gate score
-// s_b = q . gate_keys[b, h] in f32, no scale. The top (K - 1) past blocks by score (ties: lower
+// s_b = q . gate_keys[b, h] in f32 (gate keys stored f32, or f16 as the KV cache's page means), no scale. The top (K - 1) past blocks by score (ties: lower
 // block id) are kept by insertion into a small private list (K <= MAXK). Output row:
 // sel[row, 0] = own, sel[row, 1..] = past blocks by descending score, -1 in unused slots.
 // Needs storage.wgsl, unpack4.wgsl and the struct MobaSelectParams (moba.ts).
 
 @group(0) @binding(0) var<storage, read> q_buf: array<vec4<u32>>;          // [Tq, Hq, D] in IN_DTYPE
-@group(0) @binding(1) var<storage, read> gate_keys: array<vec4<f32>>;      // [NBM, Hkv, D] f32
+@group(0) @binding(1) var<storage, read> gate_keys: array<vec4<u32>>;      // [NBM, Hkv, D] in MEANS_DTYPE
 @group(0) @binding(2) var<storage, read_write> sel: array<i32>;            // [Tq, Hq, K]
 @group(0) @binding(3) var<uniform> params: MobaSelectParams;
 
 override WG: u32 = 64;
 override IN_DTYPE: u32 = 0;
 override D: u32 = 64;
+override MEANS_DTYPE: u32 = 0;
 const MAXK: u32 = 64u;
 const MAXD4: u32 = 64u;
 
@@ -48,10 +49,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   var cnt = 0u;
   let npast = min(own, params.NBM);
   for (var b = 0u; b < npast; b++) {
-    let base = (b * params.Hkv + h) * D4;
+    let base = (b * params.Hkv + h) * D;
     var s4 = vec4<f32>(0.0);
     for (var c = 0u; c < D4; c++) {
-      s4 += qv[c] * gate_keys[base + c];
+      let e = base + 4u * c;
+      s4 += qv[c] * st_unpack4(gate_keys[st_vec4_index(e, MEANS_DTYPE)], e, MEANS_DTYPE);
     }
     let s = (s4.x + s4.y) + (s4.z + s4.w);
     if (KP == 0u) {

@@ -15,7 +15,7 @@ import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
@@ -32,6 +32,7 @@ export const NSA_SELECT_PARAMS = uniformLayout('NsaSelectParams', [
   ['S', 'u32'],
   ['BS', 'u32'],
   ['scale', 'f32'],
+  ['POSOFF', 'u32'],
 ] as const);
 export const NSA_COMBINE_PARAMS = uniformLayout('NsaCombineParams', [
   ['rows', 'u32'],
@@ -45,8 +46,13 @@ const WG = 64;
 export const NSA_MAX_BLOCK_COUNT = 64;
 
 export interface NsaOptions {
-  /** Tokens (prefill, one sequence). */
+  /** Query rows (prefill: the sequence's tokens). */
   T: number;
+  /**
+   * Keys (default T). With Tk > T the rows are the newest tokens (bottom-right: row t sits at key
+   * position t + Tk − T); `T: 1` is one decode step over a cache of Tk tokens.
+   */
+  Tk?: number;
   Hq: number;
   Hkv: number;
   /** q/k head dim, a multiple of 4 up to 256. */
@@ -76,9 +82,9 @@ export interface NsaOptions {
 export interface NsaTensors {
   /** `[T, Hq, D]`. */
   q: GpuTensor;
-  /** `[T, Hkv, D]`. */
+  /** `[Tk, Hkv, D]`. */
   k: GpuTensor;
-  /** `[T, Hkv, Dv]`. */
+  /** `[Tk, Hkv, Dv]`. */
   v: GpuTensor;
   /** `[T, Hq]` gate of the compression branch. */
   gCmp: GpuTensor;
@@ -92,7 +98,7 @@ export interface NsaTensors {
   blockIndices?: GpuTensor;
 }
 
-type Resolved = Required<NsaOptions>;
+type Resolved = Required<Omit<NsaOptions, 'Tk'>> & { Tk: number };
 
 export class NsaPlan extends KernelPlan<NsaTensors> {
   readonly options: Resolved;
@@ -105,18 +111,19 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     super(ctx);
     this.options = o;
     this.p = p;
-    const { T, Hq, Hkv, D, Dv, blockSize: bs, blockCount: S } = o;
-    const NC = (this.numBlocks = Math.ceil(T / bs));
+    const { T, Tk, Hq, Hkv, D, Dv, blockSize: bs, blockCount: S } = o;
+    const NC = (this.numBlocks = Math.ceil(Tk / bs));
+    const POSOFF = Tk - T;
     const base = {
-      ...GATHER_DEFAULTS, Tq: T, Tk: T, Hq, Hkv, NG: T * Hkv, NGH: Hkv, S: 1, BS: 1, scale: o.scale, NTILES: gatherTiles(p.slc, T * Hkv),
+      ...GATHER_DEFAULTS, Tq: T, Tk, Hq, Hkv, NG: T * Hkv, NGH: Hkv, S: 1, BS: 1, scale: o.scale, POSOFF,
     };
     this.u = {
-      poolK: this.uniform(POOL_PARAMS, { T, H: Hkv, D, BS: bs, NB: NC }),
-      poolV: this.uniform(POOL_PARAMS, { T, H: Hkv, D: Dv, BS: bs, NB: NC }),
-      cmp: this.uniform(GATHER_PARAMS, { ...base, Tk: NC, KSTRIDE: bs, KOFF: bs - 1, WRITE_LSE: 1 }),
-      select: this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale }),
-      slc: this.uniform(GATHER_PARAMS, { ...base, S, BS: bs }),
-      swa: this.uniform(GATHER_PARAMS, { ...base, W: o.window }),
+      poolK: this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D, BS: bs, NB: NC }),
+      poolV: this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D: Dv, BS: bs, NB: NC }),
+      cmp: this.uniform(GATHER_PARAMS, { ...base, Tk: NC, KSTRIDE: bs, KOFF: bs - 1, WRITE_LSE: 1, NTILES: gatherTiles(p.cmp, T * Hkv, Hkv) }),
+      select: this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale, POSOFF }),
+      slc: this.uniform(GATHER_PARAMS, { ...base, S, BS: bs, NTILES: gatherTiles(p.slc, T * Hkv) }),
+      swa: this.uniform(GATHER_PARAMS, { ...base, W: o.window, NTILES: p.swa ? gatherTiles(p.swa, T * Hkv, Hkv) : 0 }),
       combine: this.uniform(NSA_COMBINE_PARAMS, { rows: T * Hq, Dv }),
     };
     this.ws = {
@@ -136,6 +143,7 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
   static async create(device: DeviceLike, opts: NsaOptions): Promise<NsaPlan> {
     const ctx = ctxOf(device);
     const o = validateNsaOptions(opts);
+    checkAttentionSizes(ctx, { ...o, Tq: o.T });
     const G = o.Hq / o.Hkv;
     const common = { inDtype: o.dtype, outDtype: 'f32' as const, D: o.D, Dv: o.Dv, causal: true, NR: G, target: o.target };
     const [poolK, cmp, select, slc, swa, combine] = await Promise.all([
@@ -159,12 +167,12 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
 
   run(encoder: GPUCommandEncoder, t: NsaTensors): void {
     this.assertUsable();
-    const { T, Hq, Hkv, D, Dv, dtype, gateDtype, outDtype, blockCount: S, window } = this.options;
+    const { T, Tk, Hq, Hkv, D, Dv, dtype, gateDtype, outDtype, blockCount: S, window } = this.options;
     const NC = this.numBlocks;
     const G = Hq / Hkv;
     const q = checkTensor(t?.q, 'q', { rank: 3, shape: [T, Hq, D], dtypes: [dtype] });
-    const k = checkTensor(t.k, 'k', { rank: 3, shape: [T, Hkv, D], dtypes: [dtype] });
-    const v = checkTensor(t.v, 'v', { rank: 3, shape: [T, Hkv, Dv], dtypes: [dtype] });
+    const k = checkTensor(t.k, 'k', { rank: 3, shape: [Tk, Hkv, D], dtypes: [dtype] });
+    const v = checkTensor(t.v, 'v', { rank: 3, shape: [Tk, Hkv, Dv], dtypes: [dtype] });
     const gCmp = checkTensor(t.gCmp, 'gCmp', { rank: 2, shape: [T, Hq], dtypes: [gateDtype] });
     const gSlc = checkTensor(t.gSlc, 'gSlc', { rank: 2, shape: [T, Hq], dtypes: [gateDtype] });
     let gSwa: GpuTensor | undefined;
@@ -188,11 +196,10 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const u = this.u;
     this.dispatch(encoder, p.poolK, [res(k), kc, { buffer: u.poolK }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)));
     this.dispatch(encoder, p.poolK, [res(v), vc, { buffer: u.poolV }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)));
-    const rowsWg = gatherGrid(this.ctx, p.slc, T * Hkv);
-    this.dispatch(encoder, p.cmp.pipeline, [res(q), kc, vc, dR, dR, oCmp, lseCmp, { buffer: u.cmp }], rowsWg);
+    this.dispatch(encoder, p.cmp.pipeline, [res(q), kc, vc, dR, dR, oCmp, lseCmp, { buffer: u.cmp }], gatherGrid(this.ctx, p.cmp, T * Hkv, Hkv));
     this.dispatch(encoder, p.select, [res(q), kc, lseCmp, sel, { buffer: u.select }], grid2d(this.ctx, Math.ceil((T * Hkv) / WG)));
-    this.dispatch(encoder, p.slc.pipeline, [res(q), res(k), res(v), sel, dR, oSlc, dW, { buffer: u.slc }], rowsWg);
-    if (p.swa) this.dispatch(encoder, p.swa.pipeline, [res(q), res(k), res(v), dR, dR, oSwa, dW, { buffer: u.swa }], rowsWg);
+    this.dispatch(encoder, p.slc.pipeline, [res(q), res(k), res(v), sel, dR, oSlc, dW, { buffer: u.slc }], gatherGrid(this.ctx, p.slc, T * Hkv));
+    if (p.swa) this.dispatch(encoder, p.swa.pipeline, [res(q), res(k), res(v), dR, dR, oSwa, dW, { buffer: u.swa }], gatherGrid(this.ctx, p.swa, T * Hkv, Hkv));
     const gS = gSwa ? res(gSwa) : dR;
     this.dispatch(encoder, p.combine, [oCmp, oSlc, oSwa, res(gCmp), res(gSlc), gS, res(o), { buffer: u.combine }], grid2d(this.ctx, Math.ceil((T * Hq * (Dv / 4)) / WG)));
   }
@@ -201,11 +208,10 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
 function validateNsaOptions(opts: NsaOptions): Resolved {
   if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'missing;', opts, 'an options object');
   const T = checkInt(opts.T, 'T', { min: 1 });
+  const Tk = checkInt(opts.Tk ?? T, 'Tk', { min: T });
   const Hq = checkInt(opts.Hq, 'Hq', { min: 1 });
   const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1 });
   check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq);
-  const D = checkHeadDim(opts.D, 'D');
-  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv');
   const blockSize = checkInt(opts.blockSize, 'blockSize', { min: 1 });
   if (blockSize > 4096) fail('E_UNSUPPORTED', 'blockSize', 'is larger than the NSA kernels support;', blockSize, 'at most 4096');
   const blockCount = checkInt(opts.blockCount, 'blockCount', { min: 1 });
@@ -214,17 +220,19 @@ function validateNsaOptions(opts: NsaOptions): Resolved {
   const variant = opts.variant ?? 'nsa';
   check(variant === 'nsa' || variant === 'fla', 'variant', "'nsa' or 'fla'", variant);
   if (variant === 'fla') check(blockCount >= 1, 'blockCount', 'at least 1', blockCount);
-  const scale = opts.scale ?? 1 / Math.sqrt(D);
-  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, 'scale', 'a positive finite number', scale);
   const dtype = opts.dtype ?? 'f32';
   check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
   const gateDtype = opts.gateDtype ?? 'f32';
   check(isFloatDType(gateDtype), 'gateDtype', 'one of f32, f16, bf16', gateDtype, 'E_DTYPE');
   const outDtype = opts.outDtype ?? dtype;
   check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
+  const D = checkHeadDim(opts.D, 'D', dtype);
+  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv', dtype);
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, 'scale', 'a positive finite number', scale);
   const target = opts.target ?? 'auto';
   check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
-  return { T, Hq, Hkv, D, Dv, blockSize, blockCount, window, variant, scale, dtype, gateDtype, outDtype, target };
+  return { T, Tk, Hq, Hkv, D, Dv, blockSize, blockCount, window, variant, scale, dtype, gateDtype, outDtype, target };
 }
 
 /**
@@ -247,7 +255,7 @@ export function planNsa(device: DeviceLike, opts: NsaOptions): Promise<NsaPlan> 
 export async function nsa(
   device: DeviceLike,
   t: NsaTensors,
-  opts: Omit<NsaOptions, 'T' | 'Hq' | 'Hkv' | 'D' | 'Dv'>,
+  opts: Omit<NsaOptions, 'T' | 'Tk' | 'Hq' | 'Hkv' | 'D' | 'Dv'>,
 ): Promise<void> {
   const ctx = ctxOf(device);
   const q = checkTensor(t?.q, 'q', { rank: 3 });
@@ -255,13 +263,9 @@ export async function nsa(
   const v = checkTensor(t.v, 'v', { rank: 3 });
   const plan = await planNsa(ctx, {
     ...opts,
-    T: q.shape[0]!, Hq: q.shape[1]!, Hkv: k.shape[1]!, D: q.shape[2]!, Dv: v.shape[2]!,
+    T: q.shape[0]!, Tk: k.shape[0]!, Hq: q.shape[1]!, Hkv: k.shape[1]!, D: q.shape[2]!, Dv: v.shape[2]!,
     dtype: opts?.dtype ?? (q.dtype as FloatDType), outDtype: opts?.outDtype ?? (t.o?.dtype as FloatDType),
     gateDtype: opts?.gateDtype ?? (t.gCmp?.dtype as FloatDType),
   });
-  try {
-    await runOnce(ctx, plan, t, 'nsa');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'nsa');
 }

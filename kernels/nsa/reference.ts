@@ -15,7 +15,7 @@
  * over the block's real tokens, the score is the *mean* over the group, and block 0, the own block
  * and the previous block are forced (score 1.0). The window branch is optional.
  *
- * Layouts: q `[T, Hq, D]`, k `[T, Hkv, D]`, v `[T, Hkv, Dv]`, gates `[T, Hq]`, o `[T, Hq, Dv]`,
+ * Layouts: q `[T, Hq, D]`, k `[Tk, Hkv, D]`, v `[Tk, Hkv, Dv]`, gates `[T, Hq]`, o `[T, Hq, Dv]`,
  * blockIndices `[T, Hkv, S]` (descending score, `-1` unused), margin `[T, Hkv]`.
  */
 
@@ -23,6 +23,8 @@ export type NsaVariant = 'nsa' | 'fla';
 
 export interface NsaReferenceOptions {
   T: number;
+  /** Keys (default T); query row t sits at key position t + Tk − T. */
+  Tk?: number;
   Hq: number;
   Hkv: number;
   D: number;
@@ -34,6 +36,13 @@ export interface NsaReferenceOptions {
   scale?: number;
 }
 
+/**
+ * NSA in float64 (see the module docs); also returns the branch outputs and per-(token, KV
+ * head) selection margins (gap between the last chosen and the best rejected block score).
+ *
+ * @example
+ * const { o, blockIndices } = nsaReference(q, k, v, { gCmp, gSlc, gSwa }, { T, Hq: 32, Hkv: 2, D: 64, blockSize: 32, blockCount: 4, window: 64 });
+ */
 export function nsaReference(
   q: ArrayLike<number>,
   k: ArrayLike<number>,
@@ -42,17 +51,18 @@ export function nsaReference(
   opts: NsaReferenceOptions,
 ): { o: Float64Array; blockIndices: Int32Array; margin: Float64Array; oCmp: Float64Array; oSlc: Float64Array; oSwa: Float64Array } {
   const { T, Hq, Hkv, D, blockSize: bs, blockCount: S } = opts;
+  const Tk = opts.Tk ?? T;
   const Dv = opts.Dv ?? D;
   const W = opts.window ?? 0;
   const fla = (opts.variant ?? 'nsa') === 'fla';
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   const G = Hq / Hkv;
-  const NC = Math.ceil(T / bs);
+  const NC = Math.ceil(Tk / bs);
   const kc = new Float64Array(NC * Hkv * D);
   const vc = new Float64Array(NC * Hkv * Dv);
   for (let c = 0; c < NC; c++) {
     const j0 = c * bs;
-    const j1 = Math.min(T, j0 + bs);
+    const j1 = Math.min(Tk, j0 + bs);
     const div = fla ? j1 - j0 : bs;
     for (let h = 0; h < Hkv; h++) {
       for (let d = 0; d < D; d++) {
@@ -96,8 +106,9 @@ export function nsaReference(
   };
 
   for (let t = 0; t < T; t++) {
-    const nVis = Math.floor((t + 1) / bs);
-    const own = Math.floor(t / bs);
+    const pos = t + Tk - T;
+    const nVis = Math.floor((pos + 1) / bs);
+    const own = Math.floor(pos / bs);
     const visible = Array.from({ length: nVis }, (_, c) => c);
     const probs: Float64Array[] = [];
     for (let hq = 0; hq < Hq; hq++) probs.push(attend(t, hq, visible, kc, vc, oCmp));
@@ -116,13 +127,13 @@ export function nsaReference(
       const rows: number[] = [];
       for (let i = 0; i < n; i++) {
         const c = cand[i]!.c;
-        for (let j = c * bs; j < Math.min(T, (c + 1) * bs) && j <= t; j++) rows.push(j);
+        for (let j = c * bs; j < Math.min(Tk, (c + 1) * bs) && j <= pos; j++) rows.push(j);
       }
       for (let i = 0; i < G; i++) attend(t, h * G + i, rows, k, v, oSlc);
     }
     if (W > 0) {
       const rows: number[] = [];
-      for (let j = Math.max(0, t - W + 1); j <= t; j++) rows.push(j);
+      for (let j = Math.max(0, pos - W + 1); j <= pos; j++) rows.push(j);
       for (let hq = 0; hq < Hq; hq++) attend(t, hq, rows, k, v, oSwa);
     }
   }

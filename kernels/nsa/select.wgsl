@@ -1,5 +1,6 @@
 // NSA block selection, one invocation per (token t, KV head h); scores shared by the GQA group.
-// Candidates are the blocks c <= own = t / BS. For a visible compressed block (c < (t+1)/BS) each
+// Candidates are the blocks c <= own = pos / BS (pos = t + POSOFF, the row's key position). For a
+// visible compressed block (c < (pos+1)/BS) each
 // query head of the group contributes its compressed-attention probability
 //   p = exp(scale * q[t, hq] . kc[c, h] - lse_cmp[t, hq]);
 // a forced block contributes 1.0 per head (own block; with FLA also block 0 and own - 1). The
@@ -33,8 +34,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let G = params.Hq / params.Hkv;
   let S = params.S;
   let D4 = D / 4u;
-  let own = t / params.BS;
-  let nvis = (t + 1u) / params.BS;
+  let pos = t + params.POSOFF; // key position of the query row (bottom-right when Tq < Tk)
+  let own = pos / params.BS;
+  let nvis = (pos + 1u) / params.BS;
   var cnt = 0u;
   for (var c = 0u; c <= own; c++) {
     let forced = c == own || (FLA == 1u && (c == 0u || c + 1u == own));

@@ -61,6 +61,12 @@ export interface PagedOptions {
   scale?: number;
   /** Uniform slots: the number of `dispatch` calls that may be encoded before a submit (default 16). */
   maxCalls?: number;
+  /**
+   * Kernel shape: `cpu` (one invocation per part and row, no barriers: what SwiftShader runs well),
+   * `gpu` (a workgroup per part and row, keys across threads, coalesced V loads), or `auto`
+   * (default: by the adapter class).
+   */
+  variant?: 'auto' | 'cpu' | 'gpu';
 }
 
 export interface PagedTensors {
@@ -94,6 +100,8 @@ export interface PagedCall {
 
 export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly PagedCall[] }> {
   readonly options: Required<PagedOptions>;
+  /** The kernel shape in use. */
+  readonly variant: 'cpu' | 'gpu';
   readonly rows: number;
   private readonly pipeline: Pipeline;
   private readonly params: GPUBuffer;
@@ -101,9 +109,10 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
   private nextSlot = 0;
   private readonly fixed: { pageWords: number; kHeadWords: number; vOffWords: number; vHeadWords: number; scaleOffWords: number };
 
-  private constructor(ctx: TesseraDevice, o: Required<PagedOptions>, pipeline: Pipeline) {
+  private constructor(ctx: TesseraDevice, o: Required<PagedOptions>, pipeline: Pipeline, variant: 'cpu' | 'gpu') {
     super(ctx);
     this.options = o;
+    this.variant = variant;
     this.rows = o.Tq * o.Hq;
     this.pipeline = pipeline;
     this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
@@ -116,12 +125,14 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
   static async create(device: DeviceLike, opts: PagedOptions): Promise<PagedPlan> {
     const ctx = ctxOf(device);
     const o = validate(opts);
+    const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
     const pipeline = await getPipeline(ctx, {
       shader: PROGRAM,
-      bindings: ['read', 'read', 'read', 'rw', 'rw', 'uniform'],
-      constants: { WG, D: o.D, DV: o.Dv, KV_DT: kvDtypeCode(o.dtype) },
+      entryPoint: variant === 'cpu' ? 'main_cpu' : 'main_gpu',
+      bindings: ['read', 'read', 'read', 'rw', 'rw', 'uniform', 'read'],
+      constants: { WG, D: o.D, DV: o.Dv, KV_DT: kvDtypeCode(o.dtype), VEC: o.D % 32 === 0 && o.Dv % 32 === 0 ? 1 : 0 },
     });
-    return new PagedPlan(ctx, o, pipeline);
+    return new PagedPlan(ctx, o, pipeline, variant);
   }
 
   /**
@@ -179,12 +190,12 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
       };
       this.ctx.device.queue.writeBuffer(this.params, slot * this.slotBytes, PAGED_PARAMS.pack(values));
       const invocations = c.partCount * this.rows;
-      const groups = Math.ceil(invocations / WG);
+      const groups = this.variant !== 'gpu' ? Math.ceil(invocations / WG) : invocations;
       const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
       const x = Math.min(groups, max);
       const y = Math.ceil(groups / x);
       if (y > max) throw new TesseraError('E_LIMIT', `paged: ${invocations} invocations exceed the dispatch limit`);
-      this.dispatch(encoder, this.pipeline, [qr, pr, lr, opr, lpr, { buffer: this.params, offset: slot * this.slotBytes, size: PAGED_PARAMS.size }], [x, y]);
+      this.dispatch(encoder, this.pipeline, [qr, pr, lr, opr, lpr, { buffer: this.params, offset: slot * this.slotBytes, size: PAGED_PARAMS.size }, pr], [x, y]);
     }
   }
 }
@@ -205,7 +216,9 @@ function validate(opts: PagedOptions): Required<PagedOptions> {
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   check(Number.isFinite(scale), 'scale', 'a finite number', scale);
   const maxCalls = checkInt(opts.maxCalls ?? 16, 'maxCalls', { min: 1, max: 4096 });
-  return { Hq, Hkv, D, Dv, Tq, pageSize, dtype, causal: opts.causal ?? true, scale, maxCalls };
+  const variant = opts.variant ?? 'auto';
+  check(variant === 'auto' || variant === 'cpu' || variant === 'gpu', 'variant', '"auto", "cpu" or "gpu"', variant);
+  return { Hq, Hkv, D, Dv, Tq, pageSize, dtype, causal: opts.causal ?? true, scale, maxCalls, variant };
 }
 
 /**

@@ -65,7 +65,8 @@ export function questScoresReference(q: ArrayLike<number>, k: ArrayLike<number>,
 }
 
 /**
- * Selected page indices per KV head (sorted ascending): the sink pages, the newest page, and the
+ * Selected page indices per KV head (sorted ascending): the newest page, the sink pages (at most
+ * budgetPages - 1 of them), and the
  * highest-scoring others (ties to the lower index) up to `budgetPages` in all.
  *
  * @example
@@ -75,7 +76,8 @@ export function questSelectReference(scores: ArrayLike<number>, Hkv: number, pag
   const out: Int32Array[] = [];
   for (let h = 0; h < Hkv; h++) {
     const forced = new Set<number>();
-    for (let p = 0; p < Math.min(sinkPages, pages); p++) forced.add(p);
+    // The newest page always counts; sink pages fill at most the rest of the budget.
+    for (let p = 0; p < Math.min(sinkPages, pages, Math.max(0, budgetPages - 1)); p++) forced.add(p);
     if (pages > 0) forced.add(pages - 1);
     const rest: number[] = [];
     for (let p = 0; p < pages; p++) if (!forced.has(p)) rest.push(p);

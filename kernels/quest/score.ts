@@ -101,8 +101,8 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     const o = { Hq, Hkv, D, mode, groupReduce, maxCalls };
     const pipeline = await getPipeline(ctx, {
       shader: PROGRAM,
-      bindings: ['read', 'read', 'read', 'rw', 'uniform'],
-      constants: { WG, D, MODE: mode === 'quest' ? 0 : 1, REDUCE: groupReduce === 'max' ? 0 : 1 },
+      bindings: ['read', 'read', 'read', 'rw', 'uniform', 'read'],
+      constants: { WG, D, MODE: mode === 'quest' ? 0 : 1, REDUCE: groupReduce === 'max' ? 0 : 1, VEC: D % 8 === 0 ? 1 : 0 },
     });
     return new QuestScorePlan(ctx, o, pipeline);
   }
@@ -116,12 +116,23 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     checkBindingSize(this.ctx, scores, 'scores');
     const n = scores.shape[1]!;
     check(Array.isArray(t.calls) && t.calls.length <= o.maxCalls, 'calls', `at most ${o.maxCalls} calls`, t.calls?.length);
+    for (const [b, name] of [[t.list, 'list'], [t.summaries, 'summaries']] as const) {
+      if (!b || typeof (b as GPUBuffer).size !== 'number') fail('E_BUFFER', name, 'is not a GPUBuffer;', typeof b, 'a GPUBuffer');
+    }
     if (t.list.size < n * 4) fail('E_BUFFER', 'list', 'is smaller than n page ids;', t.list.size, `>= ${n * 4} bytes`);
-    for (const c of t.calls) {
+    // Validate every call before encoding any, so a bad call leaves nothing encoded.
+    const ranges = t.calls.map((c) => {
       if (c.n !== n) fail('E_SHAPE', 'calls.n', 'does not match scores.shape[1];', c.n, `${n}`);
       const first = checkInt(c.first ?? 0, 'calls.first', { min: 0 });
       const count = checkInt(c.count ?? n - first, 'calls.count', { min: 0 });
       if (first + count > n) fail('E_ARG', 'calls.count', 'runs past the list;', first + count, `<= n = ${n}`);
+      const groups = Math.ceil((o.Hkv * count) / WG);
+      const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
+      if (Math.ceil(groups / max) > max) throw new TesseraError('E_LIMIT', `quest score: ${o.Hkv * count} candidates exceed the dispatch limit`);
+      return { first, count, groups };
+    });
+    for (const [i, c] of t.calls.entries()) {
+      const { first, count, groups } = ranges[i]!;
       if (count === 0) continue;
       const slot = this.nextSlot;
       this.nextSlot = (slot + 1) % o.maxCalls;
@@ -130,12 +141,9 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
         slot * this.slotBytes,
         QUEST_PARAMS.pack({ n, first, count, Hkv: o.Hkv, group: o.Hq / o.Hkv, chunkFirst: c.chunkFirst, chunkPages: c.chunkPages, forcedLo: c.forcedLo, forcedHi: c.forcedHi }),
       );
-      const groups = Math.ceil((o.Hkv * count) / WG);
-      const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
-      const x = Math.min(groups, max);
+      const x = Math.min(groups, this.ctx.limits.maxComputeWorkgroupsPerDimension);
       const y = Math.ceil(groups / x);
-      if (y > max) throw new TesseraError('E_LIMIT', `quest score: ${o.Hkv * count} candidates exceed the dispatch limit`);
-      this.dispatch(encoder, this.pipeline, [res(q), { buffer: t.summaries }, { buffer: t.list, size: Math.max(4, n * 4) }, res(scores), { buffer: this.params, offset: slot * this.slotBytes, size: QUEST_PARAMS.size }], [x, y]);
+      this.dispatch(encoder, this.pipeline, [res(q), { buffer: t.summaries }, { buffer: t.list, size: Math.max(4, n * 4) }, res(scores), { buffer: this.params, offset: slot * this.slotBytes, size: QUEST_PARAMS.size }, { buffer: t.summaries }], [x, y]);
     }
   }
 }

@@ -13,11 +13,13 @@
 @group(0) @binding(2) var<storage, read> list: array<u32>;         // [n] page ids
 @group(0) @binding(3) var<storage, read_write> scores: array<f32>; // [Hkv, n]
 @group(0) @binding(4) var<uniform> params: QuestParams;
+@group(0) @binding(5) var<storage, read> summ4: array<vec4<u32>>;  // the same summaries, 16-byte words (VEC)
 
 override WG: u32 = 64;
 override D: u32 = 128;
 override MODE: u32 = 0;   // 0 quest (min/max), 1 mean
 override REDUCE: u32 = 0; // 0 max over the group, 1 sum
+override VEC: bool = false; // D a multiple of 8: 16-byte summary loads (8 channels each)
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -43,7 +45,24 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   for (var g = 0u; g < params.group; g++) {
     let qb = (h * params.group + g) * (D / 4u);
     var s = vec4<f32>(0.0);
-    if (MODE == 0u) {
+    if (VEC && MODE == 0u) {
+      let base = (local * params.Hkv + h) * D / 4u; // vec4 words: D/8 of min, then D/8 of max
+      for (var c = 0u; c < D / 8u; c++) {
+        let mn = summ4[base + c];
+        let mx = summ4[base + D / 8u + c];
+        let q0 = q[qb + 2u * c];
+        let q1 = q[qb + 2u * c + 1u];
+        s += max(q0 * vec4<f32>(unpack2x16float(mx.x), unpack2x16float(mx.y)), q0 * vec4<f32>(unpack2x16float(mn.x), unpack2x16float(mn.y)));
+        s += max(q1 * vec4<f32>(unpack2x16float(mx.z), unpack2x16float(mx.w)), q1 * vec4<f32>(unpack2x16float(mn.z), unpack2x16float(mn.w)));
+      }
+    } else if (VEC) {
+      let base = (local * params.Hkv + h) * D / 8u;
+      for (var c = 0u; c < D / 8u; c++) {
+        let mu = summ4[base + c];
+        s += q[qb + 2u * c] * vec4<f32>(unpack2x16float(mu.x), unpack2x16float(mu.y));
+        s += q[qb + 2u * c + 1u] * vec4<f32>(unpack2x16float(mu.z), unpack2x16float(mu.w));
+      }
+    } else if (MODE == 0u) {
       let base = (local * params.Hkv + h) * D; // words: D halves of min, then D halves of max
       for (var c = 0u; c < D / 4u; c++) {
         let w = base + 2u * c;

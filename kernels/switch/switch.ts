@@ -79,15 +79,11 @@ export class SwitchPlan extends KernelPlan<SwitchTensors> {
   /** What `run` executes: `dense` below the threshold, else the sparse method. */
   readonly mode: 'dense' | SparseMethod;
   private readonly inner: Inner;
-  private readonly lseWs?: { buffer: GPUBuffer; shape: number[]; dtype: 'f32' };
 
-  private constructor(ctx: TesseraDevice, inner: Inner, T: number, Hq: number) {
+  private constructor(ctx: TesseraDevice, inner: Inner) {
     super(ctx);
     this.inner = inner;
     this.mode = inner.kind;
-    // The dense plan is always handed an lse (a workspace when the caller passes none): without
-    // one, kernels/dense binds a single dummy buffer as both lse (rw) and sinkLogits (read).
-    if (inner.kind === 'dense' || inner.kind === 'sliding_window') this.lseWs = { buffer: this.workspace(T * Hq * 4, 'switch.lse'), shape: [T, Hq], dtype: 'f32' };
   }
 
   /** @internal use {@link planSparseSwitch}. */
@@ -102,20 +98,20 @@ export class SwitchPlan extends KernelPlan<SwitchTensors> {
     const dtype = opts.dtype ?? 'f32';
     check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
     const common = { Hq: opts.Hq, Hkv: opts.Hkv, D: opts.D, Dv: opts.Dv, scale: opts.scale, dtype, outDtype: opts.outDtype };
-    if (T < threshold) return new SwitchPlan(ctx, { kind: 'dense', plan: await planAttention(ctx, { ...common, Tq: T, causal: true }) }, T, opts.Hq);
+    if (T < threshold) return new SwitchPlan(ctx, { kind: 'dense', plan: await planAttention(ctx, { ...common, Tq: T, causal: true }) });
     switch (opts.method) {
       case 'sliding_window': {
         const window = checkInt(opts.window ?? SWITCH_DEFAULTS.window, 'window', { min: 1 });
         const sinks = checkInt(opts.sinks ?? SWITCH_DEFAULTS.sinks, 'sinks', { min: 0 });
-        return new SwitchPlan(ctx, { kind: 'sliding_window', plan: await planAttention(ctx, { ...common, Tq: T, causal: true, window, sinks }) }, T, opts.Hq);
+        return new SwitchPlan(ctx, { kind: 'sliding_window', plan: await planAttention(ctx, { ...common, Tq: T, causal: true, window, sinks }) });
       }
       case 'moba':
-        return new SwitchPlan(ctx, { kind: 'moba', plan: await planMoba(ctx, { ...common, Tq: T, ...SWITCH_DEFAULTS.moba, ...opts.moba }) }, T, opts.Hq);
+        return new SwitchPlan(ctx, { kind: 'moba', plan: await planMoba(ctx, { ...common, Tq: T, ...SWITCH_DEFAULTS.moba, ...opts.moba }) });
       case 'nsa':
-        return new SwitchPlan(ctx, { kind: 'nsa', plan: await planNsa(ctx, { ...common, T, ...SWITCH_DEFAULTS.nsa, ...opts.nsa }) }, T, opts.Hq);
+        return new SwitchPlan(ctx, { kind: 'nsa', plan: await planNsa(ctx, { ...common, T, ...SWITCH_DEFAULTS.nsa, ...opts.nsa }) });
       case 'dsa': {
         if (!opts.dsa) fail('E_ARG', 'dsa', 'is required for method dsa;', opts.dsa, '{ HI, DI, topk? }');
-        return new SwitchPlan(ctx, { kind: 'dsa', plan: await planDsa(ctx, { ...common, T, ...SWITCH_DEFAULTS.dsa, ...opts.dsa }) }, T, opts.Hq);
+        return new SwitchPlan(ctx, { kind: 'dsa', plan: await planDsa(ctx, { ...common, T, ...SWITCH_DEFAULTS.dsa, ...opts.dsa }) });
       }
     }
   }
@@ -132,7 +128,7 @@ export class SwitchPlan extends KernelPlan<SwitchTensors> {
     switch (i.kind) {
       case 'dense':
       case 'sliding_window':
-        i.plan.run(encoder, { q: t.q, k: t.k, v: t.v, o: t.o, lse: t.lse ?? this.lseWs });
+        i.plan.run(encoder, { q: t.q, k: t.k, v: t.v, o: t.o, lse: t.lse });
         return;
       case 'moba':
         i.plan.run(encoder, { q: t.q, k: t.k, v: t.v, o: t.o, lse: t.lse });

@@ -17,7 +17,7 @@ import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { bindGroup, getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkBindingSize, res, runOnce } from '../../src/plan.js';
+import { KernelPlan, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, decode, type GpuTensor } from '../../src/tensor.js';
 import keysWgsl from './keys.wgsl.js';
 import radixWgsl from './radix.wgsl.js';
@@ -110,7 +110,7 @@ function indexDigits(n: number): number {
  * the whole buffer kept near 16 MiB. The gpu shape ranks survivors pairwise, so it keeps less.
  */
 function survivorCap(o: { rows: number; k: number }, target: 'cpu' | 'gpu'): number {
-  const most = target === 'cpu' ? 16384 : 4096;
+  const most = target === 'cpu' ? 65536 : 4096;
   return Math.max(2 * o.k, Math.min(most, Math.floor((2 << 20) / o.rows)));
 }
 
@@ -331,9 +331,5 @@ export async function topK(device: DeviceLike, t: TopKTensors, opts: TopKCallOpt
     }
   }
   const plan = await planTopK(ctx, { rows, n, k, variant: opts.variant, target: opts.target });
-  try {
-    await runOnce(ctx, plan, t, 'topk');
-  } finally {
-    plan.dispose();
-  }
+  await runOnceAndDispose(ctx, plan, t, 'topk');
 }

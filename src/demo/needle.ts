@@ -172,7 +172,7 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
     const quest = await planQuestDecode(cache, { Hq, budgetTokens });
     const sparse = await quest.run(seq, qT, { o: { buffer: oS, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lS, shape: [1, Hq], dtype: 'f32' } });
     const warm = await quest.run(seq, qT, { o: { buffer: oS, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lS, shape: [1, Hq], dtype: 'f32' } });
-    log(`sparse   ${sparse.ms.toFixed(1)} ms (warm ${warm.ms.toFixed(1)} ms), ${sparse.selected[0]!.length} pages per KV head`);
+    log(`sparse   ${sparse.ms.toFixed(1)} ms (score+select ${sparse.scoreMs.toFixed(1)}, fetch+attend ${sparse.attendMs.toFixed(1)}; warm ${warm.ms.toFixed(1)} ms), ${sparse.selected[0]!.length} pages per KV head`);
     const needlePage = Math.floor(needlePos / P);
     const needlePageSelected = sparse.selected.every((s) => s.includes(needlePage));
     const oSparse = new Float32Array(await dev.readback(oS));

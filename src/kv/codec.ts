@@ -48,7 +48,7 @@ export interface PageLayout {
   vOffset: number;
   /** Byte offset of the int8 scales (`pageBytes` when the dtype has none). */
   scaleOffset: number;
-  /** Bytes per page (a multiple of 4). */
+  /** Bytes per page (a multiple of 16, so pages start on 16-byte words). */
   pageBytes: number;
 }
 
@@ -65,7 +65,7 @@ export function pageLayout(pageSize: number, Hkv: number, D: number, Dv: number,
   const vOffset = Hkv * kHeadBytes;
   const scaleOffset = vOffset + Hkv * vHeadBytes;
   const pageBytes = scaleOffset + (dtype === 'int8' ? 8 * Hkv : 0);
-  return { pageSize, Hkv, D, Dv, dtype, kHeadBytes, vHeadBytes, vOffset, scaleOffset, pageBytes: Math.ceil(pageBytes / 4) * 4 };
+  return { pageSize, Hkv, D, Dv, dtype, kHeadBytes, vHeadBytes, vOffset, scaleOffset, pageBytes: Math.ceil(pageBytes / 16) * 16 };
 }
 
 let f16Lut: Float32Array | undefined;

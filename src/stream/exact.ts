@@ -27,6 +27,8 @@ export interface StreamAttentionOptions {
   partialBytes?: number;
   /** Tiles in flight before the host waits (default 2). */
   inflight?: number;
+  /** Paged kernel shape (`kernels/paged`): `auto` (default, by adapter class), `cpu` or `gpu`. */
+  variant?: 'auto' | 'cpu' | 'gpu';
 }
 
 export interface StreamRunOptions {
@@ -103,6 +105,7 @@ export class StreamAttentionPlan {
       tilePages,
       partialBytes,
       inflight,
+      variant: opts.variant ?? 'auto',
     };
     const rows = Tq * Hq;
     const perPart = rows * (cache.Dv + 1) * 4;
@@ -111,7 +114,7 @@ export class StreamAttentionPlan {
     const maxParts = Math.max(1, Math.floor(partialBytes / perPart) - groups - 1);
     const ePer = Math.max(1, Math.ceil(tilePages / maxParts));
     const parts = Math.ceil(tilePages / ePer) + groups;
-    const paged = await planPaged(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq, pageSize: cache.pageSize, dtype: cache.dtype, causal: o.causal, scale: o.scale, maxCalls: groups });
+    const paged = await planPaged(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq, pageSize: cache.pageSize, dtype: cache.dtype, causal: o.causal, scale: o.scale, maxCalls: groups, variant: o.variant });
     const merger = await planMerge(cache.ctx, { parts: parts + 1, rows, D: cache.Dv, outDtype: 'f32' });
     return new StreamAttentionPlan(cache, o, paged, merger, parts, ePer);
   }

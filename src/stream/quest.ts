@@ -39,6 +39,8 @@ export interface QuestDecodeOptions {
    * selects; for checking).
    */
   selector?: 'gpu' | 'host';
+  /** Paged kernel shape (`kernels/paged`): `auto` (default, by adapter class), `cpu` or `gpu`. */
+  variant?: 'auto' | 'cpu' | 'gpu';
 }
 
 export interface QuestStats {
@@ -107,6 +109,7 @@ export class QuestDecodePlan {
       sinkPages: checkInt(opts.sinkPages ?? cache.sinkPages, 'sinkPages', { min: 0 }),
       scale: opts.scale ?? 1 / Math.sqrt(cache.D),
       selector: opts.selector ?? 'gpu',
+      variant: opts.variant ?? 'auto',
     };
     check(o.selector === 'host' || o.selector === 'gpu', 'selector', '"gpu" or "host"', o.selector);
     const budgetPages = Math.max(1, Math.floor(budgetTokens / cache.pageSize));
@@ -117,7 +120,7 @@ export class QuestDecodePlan {
     const groups = Math.min(maxBuffers, budgetPages * cache.Hkv);
     const parts = budgetPages * cache.Hkv + groups;
     const scorer = await planQuestScore(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, mode, groupReduce: o.groupReduce, maxCalls: 16 });
-    const paged = await planPaged(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq: 1, pageSize: cache.pageSize, dtype: cache.dtype, causal: true, scale: o.scale, maxCalls: groups });
+    const paged = await planPaged(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq: 1, pageSize: cache.pageSize, dtype: cache.dtype, causal: true, scale: o.scale, maxCalls: groups, variant: o.variant });
     const merger = await planMerge(cache.ctx, { parts, rows: Hq, D: cache.Dv, outDtype: 'f32' });
     if (o.selector === 'gpu') {
       // Compile the multi-workgroup top-k pipelines now, so that the first decode does not pay for it
@@ -157,7 +160,9 @@ export class QuestDecodePlan {
   async run(seq: number, q: GpuTensor, out: { o: GpuTensor; lse?: GpuTensor }): Promise<QuestStats> {
     if (this.disposed) fail('E_STATE', 'plan', 'was disposed;', 'disposed');
     const { cache, ctx } = this;
-    const { Hq, sinkPages } = this.options;
+    const { Hq } = this.options;
+    // The newest page always counts; sink pages fill at most the rest of the budget.
+    const sinkPages = Math.min(this.options.sinkPages, this.budgetPages - 1);
     const { Hkv, D, Dv, pageSize: P } = cache;
     checkTensor(q, 'q', { rank: 3, shape: [1, Hq, D], dtypes: ['f32'] });
     checkTensor(out?.o, 'o', { rank: 3, shape: [1, Hq, Dv], dtypes: ['f32'] });

@@ -120,8 +120,9 @@ describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
     expect(state.golden!.passed).toBeGreaterThan(0);
   });
 
-  it.skipIf(process.env.TESSERA_BROWSER_BENCH === '0')('the page ran its bench', () => {
+  it.skipIf(process.env.TESSERA_BROWSER_BENCH === '0')('the page ran its bench and plotted it', () => {
     expect(state.bench.length).toBeGreaterThanOrEqual(3);
     for (const b of state.bench) expect(b.median_ms).toBeGreaterThan(0);
+    expect(state.log.some((l) => l.startsWith('plot:')), 'the page rendered its Vega-Lite plot').toBe(true);
   });
 });

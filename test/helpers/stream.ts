@@ -14,8 +14,8 @@ export async function checkStream(gpu: GpuFixture, c: ScanCase, segments: number
   const x = makeInputs({ ...c, T });
   const HV = x.HV;
   const { H, K, V } = c;
-  const ref = linearScanReference({ q: x.q, k: x.k, v: x.v, g: x.g, beta: x.beta, h0: x.h0 }, { H, HV, K, V, gate: c.gate, delta: c.delta });
-  const s = await LinearStream.create(gpu.dev, { H, HV, K, V, gate: c.gate, delta: c.delta, initialState: x.h0 && Float32Array.from(x.h0), ...opts });
+  const ref = linearScanReference({ q: x.q, k: x.k, v: x.v, g: x.g, beta: x.beta, h0: x.h0 }, { H, HV, K, V, gate: c.gate, delta: c.delta, normalize: c.normalize });
+  const s = await LinearStream.create(gpu.dev, { H, HV, K, V, gate: c.gate, delta: c.delta, normalize: c.normalize, initialState: x.h0 && Float32Array.from(x.h0), ...opts });
   try {
     let t0 = 0;
     const states: Record<number, Float32Array> = {};

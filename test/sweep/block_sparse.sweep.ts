@@ -19,9 +19,9 @@ export const blockSparseSweep = defineSweep<BlockSparseConfig>({
         Tq: fc.integer({ min: 1, max: size === 'small' ? 48 : 300 }),
         extraK: fc.integer({ min: -20, max: size === 'small' ? 48 : 300 }),
         heads: gen.heads(2, 4),
-        D: fc.constantFrom(...(size === 'small' ? [8, 16] : [8, 16, 32, 64])),
+        D: fc.constantFrom(...(size === 'small' ? [16] : [8, 16, 32, 64])), // the subset keeps one head dim: few pipelines to compile
         DvSame: fc.boolean(),
-        Dv: fc.constantFrom(...(size === 'small' ? [8, 16] : [8, 16, 32, 64])),
+        Dv: fc.constantFrom(...(size === 'small' ? [8] : [8, 16, 32, 64])),
         R: fc.constantFrom(...(size === 'small' ? [4, 8, 16] : [1, 4, 8, 16, 32, 64, 128, 256])),
         C: fc.constantFrom(...(size === 'small' ? [4, 8, 16] : [1, 4, 8, 16, 32, 64, 100])),
         P: fc.constantFrom('one' as const, 'kv' as const, 'q' as const),

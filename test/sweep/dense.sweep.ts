@@ -29,7 +29,7 @@ export interface DenseConfig {
   seed: number;
 }
 
-const DIMS_SMALL = [4, 8, 16, 32];
+const DIMS_SMALL = [4, 8, 12, 16];
 const DIMS_FULL = [4, 8, 12, 16, 32, 48, 64, 80, 96, 128];
 
 export function denseArb(size: SweepSize): fc.Arbitrary<DenseConfig> {

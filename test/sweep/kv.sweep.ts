@@ -19,6 +19,8 @@ export interface KvConfig {
   /** Lengths of the pieces appended to each sequence. */
   seqs: number[][];
   target: number; Tq: number; causal: boolean; tilePages: number; budgetTiles: number; partialBytes: number; seed: number;
+  /** Paged kernel shape (kernels/paged): auto (by adapter class), cpu or gpu. */
+  variant?: 'auto' | 'cpu' | 'gpu';
 }
 
 export const kvSweep = defineSweep<KvConfig>({
@@ -40,6 +42,7 @@ export const kvSweep = defineSweep<KvConfig>({
         tilePages: fc.integer({ min: 1, max: 4 }),
         budgetTiles: fc.integer({ min: 1, max: 3 }),
         partialBytes: fc.constantFrom(1, 2048, 8 << 20),
+        variant: fc.constantFrom('auto' as const, 'cpu' as const, 'gpu' as const),
         seed: gen.seed(),
       })
       .map((r) => {
@@ -48,7 +51,7 @@ export const kvSweep = defineSweep<KvConfig>({
         // the attended sequence needs at least Tq tokens (queries are its newest tokens)
         const len = seqs[target]!.reduce((a, b) => a + b, 0);
         if (len < r.Tq) seqs[target]!.push(r.Tq - len);
-        return { Hkv: r.Hkv, ratio: r.ratio, D: r.D, Dv: r.DvSame ? r.D : r.Dv, pageSize: r.pageSize, dtype: r.dtype, seqs, target, Tq: r.Tq, causal: r.causal, tilePages: r.tilePages, budgetTiles: r.budgetTiles, partialBytes: r.partialBytes, seed: r.seed };
+        return { Hkv: r.Hkv, ratio: r.ratio, D: r.D, Dv: r.DvSame ? r.D : r.Dv, pageSize: r.pageSize, dtype: r.dtype, seqs, target, Tq: r.Tq, causal: r.causal, tilePages: r.tilePages, budgetTiles: r.budgetTiles, partialBytes: r.partialBytes, variant: r.variant, seed: r.seed };
       }),
   async check(b, c) {
     const rng = new Rng(c.seed);
@@ -58,10 +61,12 @@ export const kvSweep = defineSweep<KvConfig>({
     const pageBytes = probe.pageBytes;
     probe.dispose();
     const totalPages = c.seqs.reduce((a, s) => a + Math.ceil(s.reduce((x, y) => x + y, 0) / c.pageSize) + 1, 0);
-    // summaries: min/max + mean (6 bytes per key channel and page), capacity a power of two >= 64 pages
+    // summaries: min/max + mean (6 bytes per key channel and page); their capacity grows with 25%
+    // headroom in steps of 64 pages (src/kv/cache.ts chunkCapFor), which twice the next power of
+    // two >= 64 always covers
     let cap = 64;
     while (cap < totalPages) cap *= 2;
-    const summaries = cap * c.Hkv * c.D * 6;
+    const summaries = 2 * cap * c.Hkv * c.D * 6;
     // pinned pages (1 sink + 1 recent per sequence, the defaults) hold pool slots too: a budget of
     // one tile with pins in it is rejected at run time (E_LIMIT), so the valid budget adds them
     const pinned = 2 * c.seqs.length;
@@ -82,7 +87,7 @@ export const kvSweep = defineSweep<KvConfig>({
       const stored = cache.read(c.target, 0, Tk);
       const q = Float32Array.from(rng.normals(c.Tq * Hq * c.D));
       const ref = streamAttentionReference(q, stored.k, stored.v, { Tq: c.Tq, Tk, Hq, Hkv: c.Hkv, D: c.D, Dv: c.Dv, causal: c.causal });
-      const got = await streamAttention(cache, c.target, q, { Hq, Tq: c.Tq, causal: c.causal, tilePages: c.tilePages, partialBytes: c.partialBytes });
+      const got = await streamAttention(cache, c.target, q, { Hq, Tq: c.Tq, causal: c.causal, tilePages: c.tilePages, partialBytes: c.partialBytes, variant: c.variant });
       return all(within('o', got.o, ref.o, TOLERANCE.f32), within('lse', got.lse, ref.lse, TOLERANCE.f32));
     } finally {
       cache.dispose();

@@ -20,10 +20,10 @@ export const mobaSweep = defineSweep<MobaConfig>({
         Tk: fc.integer({ min: 1, max: size === 'small' ? 48 : 400 }),
         decode: fc.oneof({ arbitrary: fc.constant(0), weight: 3 }, { arbitrary: fc.integer({ min: 1, max: 4 }), weight: 1 }),
         heads: gen.heads(2, 4),
-        D: fc.constantFrom(...(size === 'small' ? [8, 16] : [8, 16, 32, 48, 64])),
+        D: fc.constantFrom(...(size === 'small' ? [16] : [8, 16, 32, 48, 64])), // the subset keeps one head dim: few pipelines to compile
         B: fc.constantFrom(...(size === 'small' ? [4, 8, 16] : [1, 3, 8, 16, 32, 64, 100])),
         k: fc.oneof(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 64 })),
-        dtype: gen.dtype({ f32: 3, f16: 2, bf16: 0 }),
+        dtype: size === 'small' ? fc.constantFrom('f32' as const, 'f16' as const) : gen.dtype({ f32: 3, f16: 2, bf16: 0 }),
         means: fc.boolean(),
         lse: fc.boolean(),
         seed: gen.seed(),

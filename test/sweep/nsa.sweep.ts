@@ -19,12 +19,12 @@ export const nsaSweep = defineSweep<NsaConfig>({
       .record({
         T: fc.integer({ min: 1, max: size === 'small' ? 48 : 300 }),
         heads: gen.heads(2, 4),
-        D: fc.constantFrom(...(size === 'small' ? [8, 16] : [8, 16, 32, 64])),
+        D: fc.constantFrom(...(size === 'small' ? [16] : [8, 16, 32, 64])), // the subset keeps one head dim: few pipelines to compile
         bs: fc.constantFrom(...(size === 'small' ? [4, 8, 16] : [1, 4, 8, 16, 32, 64])),
         S: fc.oneof(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 64 })),
         W: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: size === 'small' ? 48 : 300 })),
         variant: fc.constantFrom<NsaVariant>('nsa', 'fla'),
-        dtype: gen.dtype({ f32: 3, f16: 2, bf16: 0 }),
+        dtype: size === 'small' ? fc.constantFrom('f32' as const, 'f16' as const) : gen.dtype({ f32: 3, f16: 2, bf16: 0 }),
         indices: fc.boolean(),
         seed: gen.seed(),
       })

@@ -1,0 +1,66 @@
+/**
+ * The runnable examples (`examples/`), in their short forms, in a stable order: each `main()`
+ * must give real numbers within tolerance (errors vs the float64 references, the needle found,
+ * no readback inside the hybrid loop). TensorFlow.js's WebGPU backend is set up once for the
+ * file, by the hybrid example's `setupTfjs()` (idempotent).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { TOLERANCE } from '../src/testing.js';
+
+describe('examples (short forms)', () => {
+  it('engine: prefill + decode steps encoded into the engine\'s own encoders match float64', async () => {
+    const { main } = await import('../examples/engine/main.js');
+    const r = await main({ small: true });
+    expect(r.adapter).toBeTruthy();
+    expect(['cpu', 'gpu']).toContain(r.adapterClass);
+    expect(r.submits).toBe(1 + r.steps);
+    expect(r.readbacks).toBe(1);
+    expect(r.prefillRelRms).toBeLessThan(TOLERANCE.f32.relRms);
+    expect(r.decodeRelRms).toBeLessThan(TOLERANCE.f32.relRms);
+    expect(r.ok).toBe(true);
+  });
+
+  it('hybrid-tfjs: 3 GDN : 1 SWA stack on TensorFlow.js tensors, no readback in the loop, matches float64', async () => {
+    const { main } = await import('../examples/hybrid-tfjs/main.js');
+    const r = await main({ small: true });
+    expect(r.pattern).toBe('GDN GDN GDN SWA');
+    expect(r.readbacksInLoop).toBe(0);
+    expect(Number.isFinite(r.relRms)).toBe(true);
+    expect(r.relRms).toBeLessThan(1e-4);
+    expect(r.refMax).toBeGreaterThan(0.5); // a real signal, not zeros
+  });
+
+  it('hybrid-tfjs with MoBA as the attention layer: no readback, matches float64', async () => {
+    const { main } = await import('../examples/hybrid-tfjs/main.js');
+    const r = await main({ small: true, mixer: 'moba' });
+    expect(r.pattern).toBe('GDN GDN GDN MOBA');
+    expect(r.readbacksInLoop).toBe(0);
+    expect(r.minMargin!).toBeGreaterThan(1e-3); // the block choice is not a near-tie
+    expect(r.relRms).toBeLessThan(1e-4);
+  });
+
+  it('needle-10m (100K tokens): the needle is found and sparse equals exact', async () => {
+    const { main } = await import('../examples/needle-10m/main.js');
+    const r = await main({ small: true });
+    expect(r.tokens).toBe(100_000);
+    expect(r.needleFound).toBe(true);
+    expect(r.needlePageSelected).toBe(true);
+    expect(r.kvBytesReadFraction).toBeLessThan(0.1);
+    expect(r.maxAbsDiffSparseVsExact).toBeLessThan(1e-3);
+  });
+
+  it('browser: the page builds with Vite', async () => {
+    const { main } = await import('../examples/browser/main.js');
+    const out = mkdtempSync(join(tmpdir(), 'tessera-example-browser-'));
+    try {
+      const r = await main({ outDir: out });
+      expect(r.files).toContain('index.html');
+      expect(r.files.some((f) => f.endsWith('.js'))).toBe(true);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+});

@@ -160,12 +160,14 @@ export class KvCache {
   private disposed = false;
   private staging?: Uint8Array;
   private hostPeak = 0;
+  private readonly options: KvCacheOptions;
   pagesUploaded = 0;
   bytesUploaded = 0;
 
   constructor(ctx: TesseraDevice, opts: KvCacheOptions) {
     this.ctx = ctx;
     if (!opts || typeof opts !== 'object') fail('E_ARG', 'options', 'is required;', opts, '{ Hkv, D, ... }');
+    this.options = { ...opts };
     this.Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1, max: 256 });
     this.D = checkInt(opts.D, 'D', { min: 4, max: 256 });
     this.Dv = checkInt(opts.Dv ?? opts.D, 'Dv', { min: 4, max: 256 });
@@ -704,14 +706,45 @@ export class KvCache {
     };
   }
 
-  /** Frees the GPU buffers and closes the store. Idempotent. */
-  dispose(): void {
-    if (this.disposed) return;
+  /**
+   * Rebuilds this cache's GPU tier on another device from the host and disk tiers, which a lost
+   * device never touches: pages come back from the store as they are needed, the summaries from
+   * their host mirror. Use it to resume after `E_DEVICE_LOST` (or to move a cache between
+   * devices). The returned cache owns the store and every sequence; this one is disposed (its GPU
+   * buffers freed, its store left open for the new cache).
+   *
+   * @example
+   * try { await exact.run(seq, q, out); }
+   * catch (e) { if (e.code === 'E_DEVICE_LOST') cache = cache.moveTo(await requestDevice()); }
+   */
+  moveTo(device: DeviceLike): KvCache {
+    this.assertUsable();
+    const next = new KvCache(ctxOf(device), { ...this.options, store: this.store });
+    for (const s of this.seqs) {
+      next.seqs.push({ pages: [...s.pages], length: s.length, tail: s.tail.slice(), tailK: s.tailK?.slice(), tailV: s.tailV?.slice() });
+    }
+    next.pageCount = this.pageCount;
+    next.sums = this.sums.slice();
+    next.minmaxHost = this.minmaxHost.slice();
+    next.meanHost = this.meanHost.slice();
+    next.hostPeak = this.hostPeak;
+    if (next.pageCount > 0) next.uploadSummaries(0, next.pageCount);
+    this.releaseGpu();
+    return next;
+  }
+
+  private releaseGpu(): void {
     this.disposed = true;
     this.pool.destroy();
     for (const b of [...this.minmaxGpu, ...this.meanGpu]) this.ctx.destroyBuffer(b);
     this.minmaxGpu.length = 0;
     this.meanGpu.length = 0;
+  }
+
+  /** Frees the GPU buffers and closes the store. Idempotent. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.releaseGpu();
     this.store.close();
   }
 }

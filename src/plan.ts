@@ -11,7 +11,7 @@ import { TesseraError } from './errors.js';
 import type { TesseraDevice } from './gpu/device.js';
 import { bindGroup, type BindingResource, type Pipeline } from './gpu/pipeline.js';
 import type { UniformLayout } from './gpu/uniforms.js';
-import { byteSize, type DType, type GpuTensor } from './tensor.js';
+import { byteSize, checkTensor, type DType, type FloatDType, type GpuTensor } from './tensor.js';
 
 export abstract class KernelPlan<Inputs> {
   readonly ctx: TesseraDevice;
@@ -138,4 +138,20 @@ export function checkAttentionSizes(ctx: TesseraDevice, s: AttentionSizes): void
   checkPlannedSize(ctx, 'k', [s.Tk, s.Hkv, s.D], s.dtype);
   checkPlannedSize(ctx, 'v', [s.Tk, s.Hkv, s.Dv], s.dtype);
   checkPlannedSize(ctx, 'o', [s.Tq, s.Hq, s.Dv], s.outDtype);
+}
+
+/**
+ * The attention sizes of a convenience call, read from its tensors: `q [Tq, Hq, D]`,
+ * `k [Tk, Hkv, D]`, `v [Tk, Hkv, Dv]`; `dtype` from q and `outDtype` from o (when given). The
+ * plan then checks every tensor against them.
+ */
+export function attentionSizesOf(t: { q: GpuTensor; k: GpuTensor; v: GpuTensor; o?: GpuTensor }): AttentionSizes & { dtype: FloatDType; outDtype: FloatDType } {
+  const q = checkTensor(t?.q, 'q', { rank: 3 });
+  const k = checkTensor(t.k, 'k', { rank: 3 });
+  const v = checkTensor(t.v, 'v', { rank: 3 });
+  return {
+    Tq: q.shape[0]!, Tk: k.shape[0]!, Hq: q.shape[1]!, Hkv: k.shape[1]!, D: q.shape[2]!, Dv: v.shape[2]!,
+    dtype: q.dtype as FloatDType,
+    outDtype: (t.o?.dtype ?? q.dtype) as FloatDType,
+  };
 }

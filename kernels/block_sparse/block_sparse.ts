@@ -6,7 +6,7 @@
  */
 import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose, attentionSizesOf } from '../../src/plan.js';
 import { checkTensor, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { GATHER_DEFAULTS, GATHER_PARAMS, checkHeadDim, gatherGrid, gatherKernel, gatherTiles, type GatherKernel, type GatherTarget } from './gather.js';
 
@@ -206,13 +206,12 @@ export async function blockSparseAttention(
   opts: Omit<BlockSparseOptions, 'Tq' | 'Tk' | 'Hq' | 'Hkv' | 'D' | 'Dv'>,
 ): Promise<void> {
   const ctx = ctxOf(device);
-  const q = checkTensor(t?.q, 'q', { rank: 3 });
-  const k = checkTensor(t.k, 'k', { rank: 3 });
-  const v = checkTensor(t.v, 'v', { rank: 3 });
+  const s = attentionSizesOf(t);
   const plan = await planBlockSparse(ctx, {
     ...opts,
-    Tq: q.shape[0]!, Tk: k.shape[0]!, Hq: q.shape[1]!, Hkv: k.shape[1]!, D: q.shape[2]!, Dv: v.shape[2]!,
-    dtype: opts?.dtype ?? (q.dtype as FloatDType), outDtype: opts?.outDtype ?? (t.o?.dtype as FloatDType),
+    ...s,
+    dtype: opts?.dtype ?? s.dtype,
+    outDtype: opts?.outDtype ?? s.outDtype,
   });
   await runOnceAndDispose(ctx, plan, t, 'block_sparse');
 }

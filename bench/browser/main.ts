@@ -4,8 +4,13 @@
  * `./golden/` through the same `verify` as Node, and times a small bench. Progress and results
  * show on the page; the whole state is also on `window.__tessera` for the e2e test.
  *
+ * Then it runs the CLI's bench suites (dense, sparse, linear, topk, after the roofline) through
+ * the suites' own functions (./suites.ts), with small sizes from URL parameters; their results are
+ * on `window.__tessera.suites`.
+ *
  * URL parameters: `golden=<url>` (default `golden`), `filter=<regex>` (golden case names),
- * `verify=0` (skip the golden cases), `bench=0` (skip the bench).
+ * `verify=0` (skip the golden cases), `bench=0` (skip the small top-k/merge bench),
+ * `suites=dense,sparse,linear,topk|none` and the suite sizes (docs/browser.md).
  */
 import { attention } from '../../kernels/dense/index.js';
 import { attentionReference } from '../../kernels/dense/reference.js';
@@ -20,6 +25,10 @@ import { compare, passes, Rng, TOLERANCE } from '../../src/testing.js';
 import type { CaseVerdict } from '../../src/verify/golden.js';
 import { fetchCase, fetchManifest } from '../../src/verify/golden-fetch.js';
 import { verifyCases, type VerifyReport } from '../../src/verify/verify.js';
+import { ratioOf, runSuites, suiteParams, type PageSuite, type PageSuites } from './suites.js';
+import type { Roofline } from '../harness.js';
+
+export type { PageSuite, PageSuites };
 
 export interface PageCheck {
   name: string;
@@ -52,11 +61,13 @@ export interface PageState {
   golden: VerifyReport | null;
   goldenError?: string;
   bench: PageBench[];
+  /** The bench suites (roofline + a result list per suite). */
+  suites: PageSuites;
   error?: string;
   log: string[];
 }
 
-const state: PageState = { done: false, ok: false, checks: [], golden: null, bench: [], log: [] };
+const state: PageState = { done: false, ok: false, checks: [], golden: null, bench: [], suites: { suites: [] }, log: [] };
 (globalThis as unknown as { __tessera: PageState }).__tessera = state;
 
 const params = new URLSearchParams(location.search);
@@ -288,12 +299,44 @@ async function plot(): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Bench suites: a table per suite
+
+const fmtNum = (x: unknown, d = 2) => (typeof x === 'number' && Number.isFinite(x) ? (Math.abs(x) >= 1000 ? x.toFixed(0) : x.toFixed(d)) : '-');
+
+function suiteTable(s: PageSuite, roofline: Roofline): void {
+  const box = $('suites');
+  const h = document.createElement('h3');
+  h.textContent = `${s.suite} (${s.wall_s} s)${s.error ? ` (error: ${s.error})` : ''}${s.skipped.length ? ` (skipped: ${s.skipped.join('; ')})` : ''}`;
+  box.appendChild(h);
+  const table = document.createElement('table');
+  table.className = 'suite';
+  table.dataset.suite = s.suite;
+  const head = ['suite', 'impl', 'mode', 'T', 'median ms', 'min ms', 'max ms', 'runs', 'GFLOP/s', 'GB/s', '% roofline', 'ratio'];
+  table.innerHTML = `<thead><tr>${head.map((x) => `<th>${x}</th>`).join('')}</tr></thead><tbody></tbody>`;
+  for (const r of s.results) {
+    const tr = document.createElement('tr');
+    const cells = [r.suite, r.impl, r.mode ?? '', String(r.T), fmtNum(r.median_ms), fmtNum(r.min_ms), fmtNum(r.max_ms), String(r.runs), fmtNum(r.flops / (r.median_ms * 1e6)), fmtNum(r.bytes / (r.median_ms * 1e6), 3), fmtNum(r.pct_roofline, 1), ratioOf(s, r)];
+    cells.forEach((c, i) => {
+      const td = document.createElement('td');
+      td.textContent = c;
+      if (i < 3) td.className = 'name';
+      tr.appendChild(td);
+    });
+    table.querySelector('tbody')!.appendChild(tr);
+  }
+  box.appendChild(table);
+  log(`${s.suite}: ${s.results.length} results in ${s.wall_s} s (roofline copy ${roofline.copy_gbps.toFixed(2)} GB/s, matmul ${roofline.matmul_gflops.toFixed(2)} GFLOP/s)`);
+  step();
+}
+
+// ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
   const doVerify = params.get('verify') !== '0';
   const doBench = params.get('bench') !== '0';
   const goldenBase = params.get('golden') ?? 'golden';
   const filter = params.get('filter') ? new RegExp(params.get('filter')!) : undefined;
+  const sp = suiteParams(params);
   setStatus('requesting a device');
   if (!(navigator as Navigator & { gpu?: GPU }).gpu) throw new Error('navigator.gpu is missing: this browser has no WebGPU (Chromium: --enable-unsafe-webgpu)');
   const dev = await requestDevice({ label: 'tessera-browser' });
@@ -312,7 +355,7 @@ async function main(): Promise<void> {
       log(`golden: ${state.goldenError}`);
     }
   }
-  stepsTotal = 3 + 4 + 1 + manifest.length + (doBench ? 5 : 0);
+  stepsTotal = 3 + 4 + 1 + manifest.length + (doBench ? 5 : 0) + sp.suites.length;
 
   setStatus('checking kernels against the float64 references');
   await checkMerge(dev);
@@ -335,7 +378,17 @@ async function main(): Promise<void> {
     setStatus('bench');
     await bench(dev);
   }
-  const failed = state.checks.filter((c) => c.status === 'FAIL').length + (state.golden?.failed ?? 0);
+  if (sp.suites.length) {
+    await runSuites(dev, sp, state.suites, {
+      log,
+      status: (t) => setStatus(t),
+      onSuite: (s, roof) => {
+        $('roofline').textContent = `Roofline (same run): ${state.suites.rooflineText}`;
+        suiteTable(s, roof);
+      },
+    });
+  }
+  const failed = state.checks.filter((c) => c.status === 'FAIL').length + (state.golden?.failed ?? 0) + state.suites.suites.filter((x) => x.error).length;
   state.ok = failed === 0;
   setStatus(state.ok ? 'done: all checks pass' : `done: ${failed} failing`, state.ok ? 'ok' : 'bad');
   dev.destroy();

@@ -29,6 +29,14 @@ export default defineConfig({
   root: here,
   base: './',
   plugins: [serveGolden()],
+  // The bench suites' CLI entries import commander and node:fs; the page uses only their reusable
+  // functions, so those Node-only modules resolve to stubs (bench/browser/stubs/).
+  resolve: {
+    alias: [
+      { find: /^commander$/, replacement: join(here, 'stubs', 'commander.ts') },
+      { find: /^node:fs$/, replacement: join(here, 'stubs', 'node-fs.ts') },
+    ],
+  },
   build: { outDir: join(here, 'dist'), emptyOutDir: true, target: 'es2022', chunkSizeWarningLimit: 4096 },
   server: { host: '127.0.0.1', fs: { allow: [repo] } },
 });

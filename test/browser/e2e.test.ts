@@ -8,7 +8,8 @@
  *
  * Environment: CHROMIUM (default /usr/bin/chromium), TESSERA_GOLDEN (default ../shared/golden),
  * TESSERA_GOLDEN_FILTER (a regex of case names; default all), TESSERA_BROWSER_BENCH=0 to skip
- * the page's bench.
+ * the page's bench, TESSERA_BROWSER_SUITES (the page's `suites` parameter; default all four, at the
+ * tiny sizes of SUITE_QUERY).
  */
 import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import http from 'node:http';
@@ -19,6 +20,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readManifest } from '../../src/verify/golden-node.js';
 import type { PageState } from '../../bench/browser/main.js';
+import { LINEAR_OPS } from '../../bench/suites/linear.js';
+import { SPARSE_METHODS } from '../../bench/suites/sparse.js';
 
 const repo = resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
 const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -35,6 +38,23 @@ export const CHROMIUM_ARGS = [
   '--use-angle=swiftshader',
   '--enable-features=Vulkan',
 ];
+
+/** Tiny suite sizes: every suite and every method/op runs, in seconds on SwiftShader. */
+export const SUITE_QUERY: Record<string, string> = {
+  suites: process.env.TESSERA_BROWSER_SUITES ?? 'dense,sparse,linear,topk',
+  runs: '1',
+  denseT: '64,128',
+  sparseT: '256',
+  block: '64',
+  window: '128',
+  nsaCount: '2',
+  dsaTopk: '64',
+  linearT: '128',
+  topk: '1x4096x64',
+  roofCopyMiB: '4',
+  roofMatmul: '256',
+};
+const suitesAsked = SUITE_QUERY.suites!.split(',').filter((s) => s && s !== 'none');
 
 const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.json': 'application/json', '.css': 'text/css' };
 
@@ -76,7 +96,7 @@ describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
       const consoleLines: string[] = [];
       page.on('console', (m) => consoleLines.push(m.text()));
       page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
-      const q = new URLSearchParams();
+      const q = new URLSearchParams(SUITE_QUERY);
       if (process.env.TESSERA_GOLDEN_FILTER) q.set('filter', process.env.TESSERA_GOLDEN_FILTER);
       if (process.env.TESSERA_BROWSER_BENCH === '0') q.set('bench', '0');
       await page.goto(`http://127.0.0.1:${port}/?${q}`);
@@ -124,5 +144,38 @@ describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
     expect(state.bench.length).toBeGreaterThanOrEqual(3);
     for (const b of state.bench) expect(b.median_ms).toBeGreaterThan(0);
     expect(state.log.some((l) => l.startsWith('plot:')), 'the page rendered its Vega-Lite plot').toBe(true);
+  });
+
+  it.skipIf(!suitesAsked.length)('every bench suite ran on the page with finite positive times and its full impl/method list', () => {
+    const { roofline, suites } = state.suites;
+    expect(roofline, state.log.join('\n')).toBeDefined();
+    expect(roofline!.copy_gbps).toBeGreaterThan(0);
+    expect(roofline!.matmul_gflops).toBeGreaterThan(0);
+    expect(suites.map((s) => s.suite)).toEqual(suitesAsked);
+    const want: Record<string, string[]> = {
+      dense: ['tessera', 'tfjs'],
+      sparse: ['dense', ...SPARSE_METHODS],
+      linear: Object.keys(LINEAR_OPS).flatMap((op) => [`${op}/chunk`, `${op}/recurrent`]),
+      topk: ['tessera', 'tfjs'],
+    };
+    const Ts: Record<string, number[]> = { dense: [64, 128], sparse: [256], linear: [128], topk: [4096] };
+    for (const s of suites) {
+      expect(s.error, `${s.suite}: ${s.error}`).toBeUndefined();
+      // tfjs may be skipped only if it failed to load, and then the page says so
+      const expected = want[s.suite]!.filter((x) => x !== 'tfjs' || !s.skipped.some((k) => k.startsWith('tfjs')));
+      expect(s.expected, s.suite).toEqual(expected);
+      const key = (r: (typeof s.results)[number]) => (s.suite === 'sparse' ? (r.impl === 'dense' ? 'dense' : r.suite) : s.suite === 'linear' ? `${r.suite}/${r.mode}` : r.impl);
+      // every expected impl/method at every T, once
+      const got = s.results.map((r) => `${key(r)}@${r.T}`).sort();
+      expect(got, s.suite).toEqual(expected.flatMap((x) => Ts[s.suite]!.map((T) => `${x}@${T}`)).sort());
+      for (const r of s.results) {
+        for (const k of ['median_ms', 'min_ms', 'max_ms', 'pct_roofline'] as const) {
+          expect(Number.isFinite(r[k]) && r[k] > 0, `${s.suite} ${key(r)} T=${r.T} ${k}=${r[k]}`).toBe(true);
+        }
+        expect(r.min_ms).toBeLessThanOrEqual(r.median_ms);
+        expect(r.median_ms).toBeLessThanOrEqual(r.max_ms);
+        if (s.suite === 'sparse' && r.impl !== 'dense') expect(Number.isFinite(r.speedup_vs_dense) && (r.speedup_vs_dense as number) > 0, `${r.suite} vs dense`).toBe(true);
+      }
+    }
   });
 });

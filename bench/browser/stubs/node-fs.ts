@@ -1,0 +1,11 @@
+// The suites import `writeFileSync` from node:fs at the top for their CLI `--json` output; the page
+// never writes files. vite.config.ts aliases node:fs to this stub so those imports resolve.
+function unavailable(): never {
+  throw new Error('node:fs is not available in the browser');
+}
+export const writeFileSync = unavailable;
+export const mkdirSync = unavailable;
+export const existsSync = (): boolean => false;
+export const readFileSync = unavailable;
+export const readdirSync = unavailable;
+export default { writeFileSync, mkdirSync, existsSync, readFileSync, readdirSync };

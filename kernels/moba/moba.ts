@@ -21,6 +21,7 @@ import { MergePlan, planMerge } from '../merge/index.js';
 import listsWgsl from './lists.wgsl.js';
 import { POOL_PARAMS, poolPipeline, poolWorkgroups } from './pool.js';
 import selectWgsl from './select.wgsl.js';
+import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 
 export const MOBA_SELECT_PARAMS = uniformLayout('MobaSelectParams', [
   ['Tq', 'u32'],
@@ -41,7 +42,7 @@ export const MOBA_LIST_PARAMS = uniformLayout('MobaListParams', [
 ] as const);
 
 const LISTS_PROGRAM = wgslProgram('moba/lists', [storageWgsl, MOBA_LIST_PARAMS.wgsl, listsWgsl]);
-const SELECT_PROGRAM = wgslProgram('moba/select', [storageWgsl, unpackWgsl, MOBA_SELECT_PARAMS.wgsl, selectWgsl]);
+const SELECT_PROGRAM = wgslProgram('moba/select', [storageWgsl, unpackWgsl, selectSmallWgsl, MOBA_SELECT_PARAMS.wgsl, selectWgsl]);
 const WG = 64;
 /** Largest `topk` the in-register selection keeps. */
 export const MOBA_MAX_TOPK = 64;

@@ -2,7 +2,7 @@
 // The query at key position pos = t + POSOFF owns block own = pos / BS; the past candidates are
 // the complete blocks b < min(own, NBM) (NBM = number of gate keys given). Gate score
 // s_b = q . gate_keys[b, h] in f32 (gate keys stored f32, or f16 as the KV cache's page means), no scale. The top (K - 1) past blocks by score (ties: lower
-// block id) are kept by insertion into a small private list (K <= MAXK). Output row:
+// block id) are kept by insertion into a small private list (K <= SEL_MAX, shaders/select_small.wgsl). Output row:
 // sel[row, 0] = own, sel[row, 1..] = past blocks by descending score, -1 in unused slots.
 // Needs storage.wgsl, unpack4.wgsl and the struct MobaSelectParams (moba.ts).
 
@@ -15,12 +15,9 @@ override WG: u32 = 64;
 override IN_DTYPE: u32 = 0;
 override D: u32 = 64;
 override MEANS_DTYPE: u32 = 0;
-const MAXK: u32 = 64u;
 const MAXD4: u32 = 64u;
 
 var<private> qv: array<vec4<f32>, MAXD4>;
-var<private> top_b: array<i32, MAXK>;
-var<private> top_s: array<f32, MAXK>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -59,21 +56,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (KP == 0u) {
       break;
     }
-    if (cnt == KP && !(s > top_s[KP - 1u])) {
-      continue;
-    }
-    var p = select(cnt, KP - 1u, cnt == KP);
-    loop {
-      if (p == 0u || !(top_s[p - 1u] < s)) {
-        break;
-      }
-      top_s[p] = top_s[p - 1u];
-      top_b[p] = top_b[p - 1u];
-      p--;
-    }
-    top_s[p] = s;
-    top_b[p] = i32(b);
-    cnt = min(cnt + 1u, KP);
+    cnt = sel_offer(s, i32(b), cnt, KP);
   }
   sel[row * K] = i32(own);
   for (var i = 0u; i < KP; i++) {

@@ -23,6 +23,7 @@ import { GATHER_DEFAULTS, GATHER_PARAMS, checkHeadDim, gatherGrid, gatherKernel,
 import { POOL_PARAMS, poolPipeline, poolWorkgroups } from '../moba/pool.js';
 import type { NsaVariant } from './reference.js';
 import selectWgsl from './select.wgsl.js';
+import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 import combineWgsl from './combine.wgsl.js';
 
 export const NSA_SELECT_PARAMS = uniformLayout('NsaSelectParams', [
@@ -39,7 +40,7 @@ export const NSA_COMBINE_PARAMS = uniformLayout('NsaCombineParams', [
   ['Dv', 'u32'],
 ] as const);
 
-const SELECT_PROGRAM = wgslProgram('nsa/select', [storageWgsl, unpackWgsl, NSA_SELECT_PARAMS.wgsl, selectWgsl]);
+const SELECT_PROGRAM = wgslProgram('nsa/select', [storageWgsl, unpackWgsl, selectSmallWgsl, NSA_SELECT_PARAMS.wgsl, selectWgsl]);
 const COMBINE_PROGRAM = wgslProgram('nsa/combine', [storageWgsl, NSA_COMBINE_PARAMS.wgsl, combineWgsl]);
 const WG = 64;
 /** Largest selected-block count the in-register selection keeps. */

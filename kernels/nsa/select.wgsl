@@ -18,10 +18,7 @@ override WG: u32 = 64;
 override IN_DTYPE: u32 = 0;
 override D: u32 = 64;
 override FLA: u32 = 0;
-const MAXS: u32 = 64u;
 
-var<private> top_b: array<i32, MAXS>;
-var<private> top_s: array<f32, MAXS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -59,21 +56,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (FLA == 1u) {
       s = s / f32(G);
     }
-    if (cnt == S && !(s > top_s[S - 1u])) {
-      continue;
-    }
-    var p = select(cnt, S - 1u, cnt == S);
-    loop {
-      if (p == 0u || !(top_s[p - 1u] < s)) {
-        break;
-      }
-      top_s[p] = top_s[p - 1u];
-      top_b[p] = top_b[p - 1u];
-      p--;
-    }
-    top_s[p] = s;
-    top_b[p] = i32(c);
-    cnt = min(cnt + 1u, S);
+    cnt = sel_offer(s, i32(c), cnt, S);
   }
   for (var i = 0u; i < S; i++) {
     out[id * S + i] = select(-1, top_b[i], i < cnt);

@@ -12,6 +12,8 @@ export {
   adapterFromEnv,
   TesseraDevice,
   DEFAULT_LIMITS,
+  GALLIVM_LOOP_LIMIT,
+  adapterLoopLimit,
   type DeviceLike,
   type RequestDeviceOptions,
   type TesseraLimits,

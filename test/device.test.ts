@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { adapterFromEnv, DEFAULT_LIMITS, requestDevice, wrapDevice } from '../src/gpu/device.js';
+import { adapterFromEnv, adapterLoopLimit, DEFAULT_LIMITS, GALLIVM_LOOP_LIMIT, requestDevice, wrapDevice } from '../src/gpu/device.js';
 import { getPipeline, grid2d, pipelineKey, wgslProgram } from '../src/gpu/pipeline.js';
 import { uniformLayout } from '../src/gpu/uniforms.js';
 import { TesseraError } from '../src/errors.js';
@@ -205,5 +205,58 @@ describe('device layer', () => {
     expect(d.isLost).toBe(true);
     expect(() => d.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE })).toThrow(/lost/);
     d.destroy();
+  });
+});
+
+// One invocation counts its own loop iterations: 3 loops of 40,000 each (120,000 in all). Where the
+// adapter caps loop iterations per invocation (Mesa's gallivm: 65,535 over all loops together),
+// the count stops at the cap and the invocation ends silently; `loopLimit` must say so.
+const LOOP_PROBE = wgslProgram('test/loop_probe', [
+  `
+@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(1)
+fn main() {
+  var n = 0u;
+  let m = out[3];
+  for (var i = 0u; i < m; i++) { n++; out[0] = n; }
+  for (var i = 0u; i < m; i++) { n++; out[1] = n; }
+  for (var i = 0u; i < m; i++) { n++; out[2] = n; }
+}`,
+]);
+
+describe('loop cap', () => {
+  it('loopLimit matches the iterations one invocation really runs on this adapter', async () => {
+    const dev = gpu.dev;
+    const buf = dev.upload(new Uint32Array([0, 0, 0, 40000]));
+    const p = await getPipeline(dev, { shader: LOOP_PROBE, bindings: ['rw'] });
+    await dev.scoped('loop probe', async () => {
+      const enc = dev.device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      pass.setPipeline(p.pipeline);
+      pass.setBindGroup(0, dev.device.createBindGroup({ layout: p.layout, entries: [{ binding: 0, resource: { buffer: buf } }] }));
+      pass.dispatchWorkgroups(1);
+      pass.end();
+      await dev.submitAndWait([enc.finish()]);
+    });
+    const got = new Uint32Array(await dev.readback(buf));
+    dev.destroyBuffer(buf);
+    const ran = Math.max(got[0]!, got[1]!, got[2]!);
+    const cap = adapterLoopLimit(dev.adapter);
+    // The adapter's own cap (not the device's, which a test may lower).
+    if (cap === Number.POSITIVE_INFINITY) expect(ran).toBe(120000);
+    else expect(Math.abs(ran - cap)).toBeLessThanOrEqual(4); // a back-edge or two per loop entry
+    expect(dev.loopLimit).toBeLessThanOrEqual(cap);
+  });
+
+  it('a device can be given a smaller loop limit (tests of the segmented paths), never a larger one', async () => {
+    const d = await requestDevice({ ...adapterFromEnv(), loopLimit: 4096 });
+    try {
+      expect(d.loopLimit).toBe(4096);
+    } finally {
+      d.destroy();
+    }
+    await expect(requestDevice({ ...adapterFromEnv(), loopLimit: 10 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'loopLimit' });
+    expect(adapterLoopLimit({ vendor: 'mesa', architecture: '', device: 'llvmpipe (LLVM 15.0.6, 256 bits)', description: '', isFallbackAdapter: false })).toBe(GALLIVM_LOOP_LIMIT);
+    expect(adapterLoopLimit({ vendor: 'google', architecture: 'swiftshader', device: '', description: '', isFallbackAdapter: true })).toBe(Number.POSITIVE_INFINITY);
   });
 });

@@ -77,7 +77,28 @@ export interface RequestDeviceOptions {
   defaultLimits?: boolean;
   /** Features to skip even if offered (e.g. to test the no-subgroups path). */
   withoutFeatures?: GPUFeatureName[];
+  /**
+   * Override {@link TesseraDevice.loopLimit} (at most the adapter's own cap): tests use a small
+   * value to exercise, on any adapter, the segmented paths that llvmpipe needs.
+   */
+  loopLimit?: number;
   label?: string;
+}
+
+/**
+ * Mesa's gallivm (llvmpipe, lavapipe, softpipe) stops a shader invocation silently once it has
+ * run 65,535 loop iterations in total, counted over all of its loops together (one limiter per
+ * invocation, decremented at every loop back-edge; measured here: a 100,000-iteration loop stops
+ * at 65,535, a 300 x 300 nested loop after 65,209 inner iterations). Kernels whose per-invocation
+ * loops grow with the problem size split their work across invocations or dispatches to stay
+ * below it (see `loopLimit`).
+ */
+export const GALLIVM_LOOP_LIMIT = 65535;
+
+/** The loop cap of an adapter, from its description: {@link GALLIVM_LOOP_LIMIT} on Mesa's gallivm. */
+export function adapterLoopLimit(a: AdapterDescription): number {
+  const all = [a.architecture, a.description, a.vendor, a.device].join(' ').toLowerCase();
+  return /llvmpipe|lavapipe|softpipe|gallivm/.test(all) ? GALLIVM_LOOP_LIMIT : Number.POSITIVE_INFINITY;
 }
 
 const WANTED_FEATURES: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query'];
@@ -106,10 +127,20 @@ export class TesseraDevice {
   private keepAlive: unknown;
   private release?: () => void;
   private readonly owned: boolean;
+  /**
+   * The most loop iterations (all loops together) one shader invocation may run on this adapter:
+   * {@link GALLIVM_LOOP_LIMIT} on Mesa's llvmpipe / lavapipe, unbounded (`Infinity`) elsewhere.
+   * Plans whose per-invocation loops would run longer split the work (more invocations, segments
+   * of a scan, KV splits merged exactly) or, where a kernel cannot, reject the call with
+   * `E_LIMIT` rather than return a silently truncated result.
+   */
+  readonly loopLimit: number;
 
-  constructor(device: GPUDevice, adapter: AdapterDescription, opts: { owned: boolean; keepAlive?: unknown; release?: () => void }) {
+  constructor(device: GPUDevice, adapter: AdapterDescription, opts: { owned: boolean; keepAlive?: unknown; release?: () => void; loopLimit?: number }) {
     this.device = device;
     this.adapter = adapter;
+    const cap = adapterLoopLimit(adapter);
+    this.loopLimit = opts.loopLimit === undefined ? cap : Math.min(cap, opts.loopLimit);
     this.owned = opts.owned;
     this.keepAlive = opts.keepAlive;
     this.release = opts.release;
@@ -413,10 +444,15 @@ export async function requestDevice(opts: RequestDeviceOptions = {}): Promise<Te
     release?.();
     throw new TesseraError('E_NO_ADAPTER', `requestDevice failed: ${(e as Error).message}`, { cause: e });
   }
+  if (opts.loopLimit !== undefined && !(Number.isInteger(opts.loopLimit) && opts.loopLimit >= 1024)) {
+    release?.();
+    throw new TesseraError('E_ARG', 'loopLimit: is not an integer of at least 1024', { argument: 'loopLimit', actual: opts.loopLimit, expected: 'an integer >= 1024' });
+  }
   const ctx = new TesseraDevice(device, describe(adapter.info, (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter), {
     owned: true,
     keepAlive,
     release,
+    loopLimit: opts.loopLimit,
   });
   wrapped.set(device, ctx);
   return ctx;
@@ -424,11 +460,13 @@ export async function requestDevice(opts: RequestDeviceOptions = {}): Promise<Te
 
 /**
  * Device options from the environment, for tests, benchmarks and the CLI only:
- * `TESSERA_ADAPTER` = `auto` | `swiftshader` | `llvmpipe`, and `TESSERA_DAWN_FLAGS` (comma list).
+ * `TESSERA_ADAPTER` = `auto` | `swiftshader` | `llvmpipe`, `TESSERA_DAWN_FLAGS` (comma list) and
+ * `TESSERA_LOOP_LIMIT` (run the suite with llvmpipe's loop cap, or a smaller one, on any adapter).
  */
 export function adapterFromEnv(env: Record<string, string | undefined> = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env ?? {}): RequestDeviceOptions {
   const a = env.TESSERA_ADAPTER;
   const adapter = a === 'swiftshader' || a === 'llvmpipe' ? a : 'auto';
   const dawnFlags = env.TESSERA_DAWN_FLAGS ? env.TESSERA_DAWN_FLAGS.split(',').filter(Boolean) : undefined;
-  return { adapter, dawnFlags };
+  const loopLimit = env.TESSERA_LOOP_LIMIT ? Number(env.TESSERA_LOOP_LIMIT) : undefined;
+  return loopLimit === undefined ? { adapter, dawnFlags } : { adapter, dawnFlags, loopLimit };
 }

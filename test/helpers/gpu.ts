@@ -4,7 +4,7 @@
  * destroyed after the test, and a check that no uncaptured GPU error happened.
  */
 import { afterAll, afterEach, beforeAll, expect } from 'vitest';
-import { adapterFromEnv, requestDevice, type TesseraDevice } from '../../src/gpu/device.js';
+import { adapterFromEnv, requestDevice, type RequestDeviceOptions, type TesseraDevice } from '../../src/gpu/device.js';
 import { byteSize, decode, encode, type DType, type GpuTensor } from '../../src/tensor.js';
 
 export interface GpuFixture {
@@ -18,12 +18,13 @@ export interface GpuFixture {
   uncaptured: string[];
 }
 
-export function useGpu(): GpuFixture {
+/** `opts` adds device options, e.g. `{ loopLimit: 4096 }` to run the segmented paths llvmpipe needs. */
+export function useGpu(opts: Partial<RequestDeviceOptions> = {}): GpuFixture {
   let dev: TesseraDevice | undefined;
   const created: GpuTensor[] = [];
   const uncaptured: string[] = [];
   beforeAll(async () => {
-    dev = await requestDevice({ ...adapterFromEnv(), label: 'tessera-test' });
+    dev = await requestDevice({ ...adapterFromEnv(), label: 'tessera-test', ...opts });
     dev.device.addEventListener('uncapturederror', (ev) => {
       uncaptured.push((ev as GPUUncapturedErrorEvent).error.message);
     });

@@ -6,9 +6,13 @@
  *   encode dispatches into the caller's `GPUCommandEncoder`. It allocates no GPU memory.
  * - `plan.dispose()` frees what the plan allocated.
  * Convenience calls (`attention()`, `merge()`) plan, run, submit and wait in one go.
+ *
+ * Every `run` first checks the GPU buffers of its inputs (see {@link checkInputBuffers}): a buffer
+ * Tessera knows to be destroyed, or to belong to another device, is an `E_BUFFER` naming the
+ * argument, before anything is encoded (WebGPU itself only reports either at `submit`).
  */
 import { TesseraError } from './errors.js';
-import type { TesseraDevice } from './gpu/device.js';
+import { checkBuffer, type TesseraDevice } from './gpu/device.js';
 import { bindGroup, type BindingResource, type Pipeline } from './gpu/pipeline.js';
 import type { UniformLayout } from './gpu/uniforms.js';
 import { byteSize, checkTensor, type DType, type FloatDType, type GpuTensor } from './tensor.js';
@@ -20,9 +24,25 @@ export abstract class KernelPlan<Inputs> {
 
   protected constructor(ctx: TesseraDevice) {
     this.ctx = ctx;
+    // The one place that sees every plan's inputs with their names: `run` (the subclass's method,
+    // already on the prototype chain here) is shadowed by an own property that checks the inputs'
+    // buffers against this device first, so no kernel has to remember to.
+    const encode = Reflect.get(this, 'run') as (encoder: GPUCommandEncoder, inputs: Inputs) => void;
+    Object.defineProperty(this, 'run', {
+      value: (encoder: GPUCommandEncoder, inputs: Inputs): void => {
+        checkInputBuffers(ctx, inputs);
+        encode.call(this, encoder, inputs);
+      },
+      writable: true,
+      configurable: true,
+      enumerable: false,
+    });
   }
 
-  /** Encodes the kernel into `encoder`. Validates `inputs` first; encodes nothing on error. */
+  /**
+   * Encodes the kernel into `encoder`. Validates `inputs` first (buffers destroyed or of another
+   * device, then shapes, dtypes, sizes and usages); encodes nothing on error.
+   */
   abstract run(encoder: GPUCommandEncoder, inputs: Inputs): void;
 
   get isDisposed(): boolean {
@@ -75,8 +95,32 @@ export function res(t: GpuTensor): BindingResource {
   return { buffer: t.buffer, offset: t.offset ?? 0, size: Math.max(4, byteSize(t.shape, t.dtype)) };
 }
 
-/** Throws `E_LIMIT` when a tensor's binding would exceed the device's storage-binding limit. */
+/**
+ * Checks the GPU buffers of a plan's inputs against `ctx` before anything is encoded: each
+ * top-level value that is a `GPUBuffer` (named by its key, e.g. `pages`) or a tensor (named
+ * `<key>.buffer`) must not be known as destroyed or as another device's buffer (`E_BUFFER`; see
+ * `checkBuffer`). Other values, and buffers Tessera does not know, are left to the kernel's own
+ * checks. Costs a `WeakSet` and a `WeakMap` lookup per input.
+ */
+export function checkInputBuffers(ctx: TesseraDevice, inputs: unknown): void {
+  if (inputs === null || typeof inputs !== 'object') return;
+  const t = inputs as Record<string, unknown>;
+  for (const key of Object.keys(t)) {
+    const v = t[key];
+    if (v === null || typeof v !== 'object') continue;
+    const b = (v as { buffer?: unknown }).buffer;
+    if (b !== null && typeof b === 'object') checkBuffer(ctx, b, `${key}.buffer`);
+    else if (typeof (v as GPUBuffer).usage === 'number') checkBuffer(ctx, v, key);
+  }
+}
+
+/**
+ * Throws `E_LIMIT` when a tensor's binding would exceed the device's storage-binding limit, and
+ * `E_BUFFER` (naming `<argument>.buffer`) when its buffer is known to be destroyed or to belong to
+ * another device than `ctx`.
+ */
 export function checkBindingSize(ctx: TesseraDevice, t: GpuTensor, argument: string): void {
+  checkBuffer(ctx, t.buffer, `${argument}.buffer`);
   const bytes = byteSize(t.shape, t.dtype);
   if (bytes > ctx.limits.maxStorageBufferBindingSize) {
     throw new TesseraError('E_LIMIT', `${argument}: ${bytes} bytes exceed the device's maxStorageBufferBindingSize`, {

@@ -12,6 +12,7 @@
  * Kernels always accumulate in f32.
  */
 import { TesseraError, fail } from './errors.js';
+import { checkBuffer, type TesseraDevice } from './gpu/device.js';
 
 export type FloatDType = 'f32' | 'f16' | 'bf16';
 export type DType = FloatDType | 'i32' | 'u32';
@@ -53,19 +54,21 @@ export function dtypeCode(d: FloatDType): number {
 
 /**
  * Checks that `t` is a tensor of the given rank/shape/dtype and that its buffer is large enough
- * and has STORAGE usage. `shape` entries that are `-1` are free (the caller checks them).
- * Returns the tensor's shape for convenience.
+ * and has STORAGE usage (or `spec.usage`), is not known to be destroyed and, given
+ * `spec.device`, is not known to belong to another device. `shape` entries that are `-1` are free
+ * (the caller checks them). Returns the tensor for convenience.
  */
 export function checkTensor(
   t: unknown,
   argument: string,
-  spec: { rank?: number; shape?: readonly number[]; dtypes?: readonly DType[]; usage?: number },
+  spec: { rank?: number; shape?: readonly number[]; dtypes?: readonly DType[]; usage?: number; device?: TesseraDevice },
 ): GpuTensor {
   if (t === null || typeof t !== 'object') fail('E_ARG', argument, 'is not a tensor;', t === null ? 'null' : typeof t, '{ buffer, shape, dtype, offset? }');
   const x = t as GpuTensor;
   if (!x.buffer || typeof (x.buffer as GPUBuffer).size !== 'number') {
     fail('E_BUFFER', `${argument}.buffer`, 'is not a GPUBuffer;', typeof x.buffer, 'a GPUBuffer');
   }
+  checkBuffer(spec.device, x.buffer, `${argument}.buffer`);
   if (!Array.isArray(x.shape) || x.shape.some((s) => !Number.isInteger(s) || s < 0)) {
     fail('E_SHAPE', `${argument}.shape`, 'is not a list of non-negative integers;', x.shape);
   }

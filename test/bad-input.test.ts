@@ -7,11 +7,13 @@
  *
  * Generic rows are generated for every tensor of every entry point (null, not a GPUBuffer, wrong
  * rank, wrong last dim, wrong dtype, misaligned offset, a buffer too small, a buffer without
- * STORAGE usage); family rows add the option checks (T = 0, k = 0, windows < 0, unsupported block
- * sizes and head dims, GQA mismatches, sizes past the device limits) and the NaN policies.
+ * STORAGE usage, a destroyed buffer, a buffer of another device); family rows add the option
+ * checks (T = 0, k = 0, windows < 0, unsupported block sizes and head dims, GQA mismatches, sizes
+ * past the device limits), the raw buffers of the paged and Quest calls, and the NaN policies.
  *
- * Destroyed buffers and buffers of another device are not detectable through WebGPU's API; the
- * `destroyed / foreign buffers` block records what happens today (see docs/reliability.md).
+ * Destroyed buffers and buffers of another device are invisible to WebGPU's API until `submit`;
+ * Tessera records the buffers of its devices (src/gpu/device.ts, `bufferTracking`) and rejects
+ * both in `plan.run` before encoding. The `streaming plans` block covers the KV-cache plans.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { merge, planMerge } from '../kernels/merge/index.js';
@@ -31,12 +33,19 @@ import { pageLayout } from '../src/kv/codec.js';
 import { planStreamAttention, streamAttention } from '../src/stream/exact.js';
 import { planQuestDecode } from '../src/stream/quest.js';
 import { TesseraError, type TesseraErrorCode } from '../src/errors.js';
-import { requestDevice, adapterFromEnv, type TesseraDevice } from '../src/gpu/device.js';
-import { byteSize, encode, type DType, type GpuTensor } from '../src/tensor.js';
+import { bufferProblem, requestDevice, adapterFromEnv, type TesseraDevice } from '../src/gpu/device.js';
+import { byteSize, decode, encode, type DType, type GpuTensor } from '../src/tensor.js';
 import { useGpu } from './helpers/gpu.js';
 
 const gpu = useGpu();
 const SENTINEL = 96; // exact in f32, f16, bf16 and i32
+
+/** A second device: its buffers must be rejected by plans of `gpu.dev`. */
+let other: TesseraDevice;
+beforeAll(async () => {
+  other = await requestDevice({ ...adapterFromEnv(), label: 'tessera-other' });
+});
+afterAll(() => other?.destroy());
 
 // ---------------------------------------------------------------------------------------------
 // Entry-point specs: valid options and tensors; bad rows are mutations of these.
@@ -242,6 +251,27 @@ const ENTRIES: Entry[] = [
 // Fixture: tensors and extra buffers made per row, destroyed after it.
 
 const held: GPUBuffer[] = [];
+/** Buffers made on `other` for a row, destroyed after it. */
+const heldOther: GPUBuffer[] = [];
+function releaseHeld(): void {
+  for (const b of held) gpu.dev.destroyBuffer(b);
+  held.length = 0;
+  for (const b of heldOther) other.destroyBuffer(b);
+  heldOther.length = 0;
+}
+/** A copy of a tensor's (valid) contents on the other device. */
+function foreignBuffer(s: TensorSpec): GPUBuffer {
+  const n = s.shape.reduce((a, b) => a * b, 1);
+  const b = other.upload(encode(new Float64Array(n).fill(s.out ? SENTINEL : (s.fill ?? 0.5)), s.dtype), { size: byteSize(s.shape, s.dtype), label: 'bad.foreign' });
+  heldOther.push(b);
+  return b;
+}
+/** A raw buffer like `b` (same size and usage) on the other device. */
+function foreignLike(b: GPUBuffer): GPUBuffer {
+  const f = other.createBuffer({ size: b.size, usage: b.usage, label: 'bad.foreign' });
+  heldOther.push(f);
+  return f;
+}
 function makeTensor(s: TensorSpec, fill?: number): GpuTensor {
   const n = s.shape.reduce((a, b) => a * b, 1);
   const v = new Float64Array(n).fill(fill ?? (s.out ? SENTINEL : (s.fill ?? 0.5)));
@@ -273,6 +303,7 @@ function outputsOf(e: Entry, t: Record<string, unknown>): [string, GpuTensor][] 
 async function expectUntouched(outs: [string, GpuTensor][]): Promise<void> {
   for (const [name, t] of outs) {
     if (!(t.buffer.usage & GPUBufferUsage.COPY_SRC)) continue;
+    if (bufferProblem(t.buffer) === 'destroyed') continue; // the row destroyed this output itself
     const got = await gpu.read(t);
     const bad = got.findIndex((x) => x !== SENTINEL);
     expect(bad, `${name} was written (element ${bad} = ${got[bad]}) although the call was rejected`).toBe(-1);
@@ -333,6 +364,14 @@ function genericTensorRows(e: Entry): void {
       {
         what: `${name}.buffer lacks STORAGE usage`,
         mutate: (t) => (t[name] = { ...(t[name] as GpuTensor), buffer: rawBuffer(byteSize(s.shape, s.dtype), GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST) }),
+        code: 'E_BUFFER',
+        argument: `${name}.buffer`,
+        callOk: true,
+      },
+      { what: `${name}.buffer is destroyed`, mutate: (t) => (t[name] as GpuTensor).buffer.destroy(), code: 'E_BUFFER', argument: `${name}.buffer`, callOk: true },
+      {
+        what: `${name}.buffer belongs to another device`,
+        mutate: (t) => (t[name] = { ...(t[name] as GpuTensor), buffer: foreignBuffer(s) }),
         code: 'E_BUFFER',
         argument: `${name}.buffer`,
         callOk: true,
@@ -499,6 +538,12 @@ runRow('paged', 'parts past the partials', (t) => (t.calls = [{ qPos0: 15, listB
 runRow('paged', 'too few parts for the entries', (t) => (t.calls = [{ qPos0: 15, listBase: 0, nEntries: 1, ePer: 1, partBase: 0, partCount: 0 }]), 'E_ARG', 'calls[0].partCount');
 runRow('paged', 'ePer = 0', (t) => (t.calls = [{ qPos0: 15, listBase: 0, nEntries: 1, ePer: 0, partBase: 0, partCount: 1 }]), 'E_ARG', 'calls[0].ePer');
 runRow('paged', 'negative qPos0', (t) => (t.calls = [{ qPos0: -1, listBase: 0, nEntries: 1, ePer: 1, partBase: 0, partCount: 1 }]), 'E_ARG', 'calls[0].qPos0');
+for (const [entry, names] of [['paged', ['pages', 'list']], ['quest_score', ['summaries', 'list']]] as const) {
+  for (const name of names) {
+    runRow(entry, `${name} is destroyed`, (t) => (t[name] as GPUBuffer).destroy(), 'E_BUFFER', name);
+    runRow(entry, `${name} belongs to another device`, (t) => (t[name] = foreignLike(t[name] as GPUBuffer)), 'E_BUFFER', name);
+  }
+}
 runRow('paged', 'second call bad, first good', (t) => (t.calls = [{ qPos0: 15, listBase: 0, nEntries: 1, ePer: 1, partBase: 0, partCount: 1 }, { qPos0: 15, listBase: 0, nEntries: 9, ePer: 1, partBase: 0, partCount: 1 }]), 'E_BUFFER', 'calls[1].nEntries');
 // quest scoring
 planRow('quest_score', 'odd D', (o) => ({ ...o, D: 7 }), 'E_UNSUPPORTED', 'D');
@@ -578,8 +623,7 @@ describe('bad input: every row rejected with a TesseraError naming the argument,
           reproduced = true;
         }
       } finally {
-        for (const b of held) gpu.dev.destroyBuffer(b);
-        held.length = 0;
+        releaseHeld();
         if (r.bug) {
           // a known bug's uncaptured errors belong to this row only (the fixture checks the rest)
           await new Promise((res) => setTimeout(res, 100));
@@ -704,72 +748,59 @@ describe('quest budgets', () => {
   });
 });
 
-describe('destroyed buffers and buffers of another device (not detectable through the WebGPU API)', () => {
-  // What our layer does today: checkTensor cannot see either case. plan.run encodes, the error
-  // surfaces at finish()/submit() as a GPU validation error (uncaptured unless the caller holds an
-  // error scope); the convenience calls run inside `scoped()` and turn it into E_GPU_VALIDATION.
-  let other: TesseraDevice;
-  beforeAll(async () => {
-    other = await requestDevice({ ...adapterFromEnv(), label: 'tessera-other' });
-  });
-  afterAll(() => other?.destroy());
-
-  const cases: [string, Entry, string][] = [
-    ['merge', byName('merge'), 'oParts'],
-    ['topk', byName('topk'), 'scores'],
-    ['dense', byName('dense'), 'q'],
-    ['moba', byName('moba'), 'k'],
-    ['nsa', byName('nsa'), 'v'],
-    ['block_sparse', byName('block_sparse'), 'q'],
-    ['gated_delta_rule', byName('gated_delta_rule'), 'k'],
-  ];
-  for (const [name, e, input] of cases) {
-    for (const kind of ['destroyed', 'foreign'] as const) {
-      it(`${name}: a ${kind} ${input} buffer in the convenience call is a typed error, outputs untouched`, async () => {
-        triedCount++;
-        const t = goodInputs(e);
-        const outs = outputsOf(e, t);
-        if (kind === 'destroyed') (t[input] as GpuTensor).buffer.destroy();
-        else {
-          const s = e.tensors[input]!;
-          const n = s.shape.reduce((a, b) => a * b, 1);
-          t[input] = { ...(t[input] as GpuTensor), buffer: other.upload(encode(new Float64Array(n).fill(0.5), s.dtype), { size: byteSize(s.shape, s.dtype) }) };
-        }
-        const before = gpu.uncaptured.length;
-        let err: unknown;
-        try {
-          await e.call!(gpu.dev, t, e.callOpts?.() ?? {});
-        } catch (x) {
-          err = x;
-        }
-        try {
-          expect(err).toBeInstanceOf(TesseraError);
-          // today: E_GPU_VALIDATION from scoped(); the goal (docs/reliability.md) is E_BUFFER naming the argument
-          expect(['E_GPU_VALIDATION', 'E_BUFFER']).toContain((err as TesseraError).code);
+describe('streaming plans: destroyed buffers and buffers of another device', () => {
+  // StreamAttentionPlan.run and QuestDecodePlan.run take q and o as tensors. A destroyed q or o is
+  // caught by checkTensor, a foreign q by the paged / scoring plan it is bound to (plan.run's
+  // buffer check); a foreign o is only copied into at the end, inside `scoped()`, which maps
+  // Dawn's device-mismatch message to E_BUFFER (argument unnamed until src/stream passes
+  // `device` to checkTensor). Either way: E_BUFFER, o untouched, no uncaptured error, and the
+  // plan and cache give the same result afterwards.
+  const Hq = 2;
+  const D = 8;
+  for (const kind of ['stream', 'quest'] as const) {
+    it(`${kind}: destroyed and foreign q / o are E_BUFFER; o untouched; the plan and cache still work`, async () => {
+      const cache = createKvCache(gpu.dev, { Hkv: 1, D, pageSize: 16, dtype: 'f32', gpuBudgetBytes: 1 << 20, tilePages: 4 });
+      const seq = cache.addSequence();
+      const Tk = 50;
+      cache.append(seq, Float32Array.from({ length: Tk * D }, (_, i) => Math.sin(i)), Float32Array.from({ length: Tk * D }, (_, i) => Math.cos(i)));
+      const plan = kind === 'stream' ? await planStreamAttention(cache, { Hq }) : await planQuestDecode(cache, { Hq, budgetTokens: 32 });
+      const qSpec = f32([1, Hq, D], false, 0.25);
+      const oSpec = f32([1, Hq, D], true);
+      const run = (q: GpuTensor, o: GpuTensor) => plan.run(seq, q, { o });
+      try {
+        const good = makeTensor(oSpec);
+        await run(makeTensor(qSpec), good);
+        const want = Array.from(await gpu.read(good));
+        const cases: [string, () => { q: GpuTensor; o: GpuTensor; check: GpuTensor; onOther: boolean }, string[]][] = [
+          ['q destroyed', () => { const q = makeTensor(qSpec); q.buffer.destroy(); const o = makeTensor(oSpec); return { q, o, check: o, onOther: false }; }, ['q.buffer']],
+          ['o destroyed', () => { const o = makeTensor(oSpec); o.buffer.destroy(); return { q: makeTensor(qSpec), o, check: o, onOther: false }; }, ['o.buffer']],
+          ['q of another device', () => { const o = makeTensor(oSpec); return { q: { ...makeTensor(qSpec), buffer: foreignBuffer(qSpec) }, o, check: o, onOther: false }; }, ['q.buffer']],
+          ['o of another device', () => { const o = { ...makeTensor(oSpec), buffer: foreignBuffer(oSpec) }; return { q: makeTensor(qSpec), o, check: o, onOther: true }; }, ['o.buffer', '']],
+        ];
+        for (const [what, make, args] of cases) {
+          triedCount++;
+          const before = gpu.uncaptured.length;
+          const { q, o, check, onOther } = make();
+          const err = await run(q, o).then(() => null, (e: unknown) => e);
+          expect(err, `${kind} ${what}`).toBeInstanceOf(TesseraError);
+          expect((err as TesseraError).code, `${kind} ${what}: ${(err as Error).message}`).toBe('E_BUFFER');
+          expect(args, `${kind} ${what}: ${(err as Error).message}`).toContain((err as TesseraError).argument ?? '');
+          expect((err as Error).message).toMatch(/destroyed|another device/);
           await gpu.dev.device.queue.onSubmittedWorkDone();
-          expect(gpu.uncaptured.slice(before)).toEqual([]);
-          await expectUntouched(outs);
-        } finally {
-          for (const b of held) gpu.dev.destroyBuffer(b);
-          held.length = 0;
+          expect(gpu.uncaptured.slice(before), `${kind} ${what}: uncaptured GPU errors`).toEqual([]);
+          if (bufferProblem(check.buffer) !== 'destroyed') {
+            const got = onOther ? decode(new Uint32Array(await other.readback(check.buffer)), 'f32', Hq * D) : await gpu.read(check);
+            expect(Array.from(got).every((x) => x === SENTINEL), `${kind} ${what}: o was written`).toBe(true);
+          }
         }
-      });
-    }
+        const again = makeTensor(oSpec);
+        await run(makeTensor(qSpec), again);
+        expect(Array.from(await gpu.read(again)), `${kind}: the same result after the rejected calls`).toEqual(want);
+      } finally {
+        plan.dispose();
+        cache.dispose();
+        releaseHeld();
+      }
+    });
   }
-
-  it('plan.run with a destroyed buffer: nothing is thrown at encode time; the validation error comes at submit', async () => {
-    triedCount++;
-    const e = byName('merge');
-    const plan = await planMerge(gpu.dev, { parts: 2, rows: 3, D: 4 });
-    const t = goodInputs(e);
-    (t.oParts as GpuTensor).buffer.destroy();
-    const enc = gpu.dev.device.createCommandEncoder();
-    expect(() => plan.run(enc, t as never)).not.toThrow();
-    const err = await gpu.dev.scoped('destroyed', () => gpu.dev.submitAndWait([enc.finish()])).catch((x) => x);
-    expect(err).toBeInstanceOf(TesseraError);
-    expect((err as TesseraError).code).toBe('E_GPU_VALIDATION');
-    plan.dispose();
-    for (const b of held) gpu.dev.destroyBuffer(b);
-    held.length = 0;
-  });
 });

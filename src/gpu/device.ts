@@ -6,6 +6,13 @@
  * while every kernel still plans within the WebGPU defaults when that is all there is.
  * `wrapDevice()` adopts a device an engine already holds. Both give a {@link TesseraDevice}: the
  * device plus its features, limits, pipeline cache, buffer tracking and loss state.
+ *
+ * Buffer tracking: WebGPU cannot tell whether a `GPUBuffer` was destroyed or which device made it,
+ * and binding such a buffer only fails later, at `submit`, as a GPU validation error. So Tessera
+ * records buffers itself (see {@link BufferTracking}): the buffer's device in a module-level
+ * `WeakMap`, and, through an instance-own `destroy` wrapper, that it was destroyed (a `WeakSet`).
+ * Nothing is retained: both are keyed weakly by the buffer. `checkBuffer()` turns what is known
+ * into an `E_BUFFER` naming the argument before anything is encoded.
  */
 import { TesseraError } from '../errors.js';
 
@@ -82,8 +89,45 @@ export interface RequestDeviceOptions {
    * value to exercise, on any adapter, the segmented paths that llvmpipe needs.
    */
   loopLimit?: number;
+  /**
+   * Record every buffer created on this device (default true): Tessera wraps the device
+   * instance's `createBuffer` (never `GPUDevice.prototype`) before anything can use it, so a
+   * buffer made by `dev.device.createBuffer` is known too, and a buffer this device did not make
+   * is reported as belonging to another device (`bufferTracking: 'all'`). `false`: only the
+   * buffers Tessera creates itself are known (`'own'`).
+   */
+  trackBuffers?: boolean;
   label?: string;
 }
+
+/** Options of {@link wrapDevice}. */
+export interface WrapDeviceOptions {
+  /** The adapter's description, when the device does not carry `adapterInfo`. */
+  adapterInfo?: GPUAdapterInfo;
+  /**
+   * Also record the buffers the engine creates from now on (default false): wraps the device
+   * instance's `createBuffer` and each new buffer's `destroy` (instance properties, not the
+   * prototype), so a destroyed engine buffer or one of another device is an `E_BUFFER` naming the
+   * argument instead of a validation error at submit. Off by default because it changes objects
+   * the engine owns (an own property on its device and on every buffer it creates) and adds a
+   * little work to each of its allocations; buffers created before the call stay unknown.
+   */
+  trackBuffers?: boolean;
+}
+
+/**
+ * Which buffers a {@link TesseraDevice} knows (to reject destroyed buffers and buffers of another
+ * device before encoding):
+ * - `all`: every buffer of this device since its creation (`requestDevice`, the default): a
+ *   buffer the device did not create belongs to another device.
+ * - `new`: Tessera's own buffers and every buffer created on the device since
+ *   `wrapDevice(device, { trackBuffers: true })`; older buffers are unknown and pass unchecked.
+ * - `own`: only the buffers Tessera created (`createBuffer`, `upload`, plan workspaces); the
+ *   default of `wrapDevice`. Unknown buffers pass unchecked (a misuse still fails at submit).
+ * Only a buffer made by `GPUDevice.prototype.createBuffer.call(device, ...)` bypasses the wrapper:
+ * it is unknown, which under `all` reads as another device's buffer.
+ */
+export type BufferTracking = 'all' | 'new' | 'own';
 
 /**
  * Mesa's gallivm (llvmpipe, lavapipe, softpipe) stops a shader invocation silently once it has
@@ -99,6 +143,131 @@ export const GALLIVM_LOOP_LIMIT = 65535;
 export function adapterLoopLimit(a: AdapterDescription): number {
   const all = [a.architecture, a.description, a.vendor, a.device].join(' ').toLowerCase();
   return /llvmpipe|lavapipe|softpipe|gallivm/.test(all) ? GALLIVM_LOOP_LIMIT : Number.POSITIVE_INFINITY;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Buffer registry: which device created a buffer, and whether it was destroyed. Both are weak, so
+// a buffer the caller drops is collected as before.
+
+/** Buffer -> the GPUDevice that created it, for every buffer Tessera saw being created. */
+const bufferDevices = new WeakMap<GPUBuffer, GPUDevice>();
+/** Registered buffers whose `destroy()` ran. */
+const destroyedBuffers = new WeakSet<GPUBuffer>();
+/** Marks the `createBuffer` wrappers installed on device instances. */
+const INSTRUMENTED = Symbol('tessera.createBuffer');
+
+/**
+ * Records `b` as created by `device` and wraps its `destroy` (an own property of this buffer, the
+ * prototype is left alone) so that Tessera learns when it is destroyed. Idempotent.
+ */
+function registerBuffer(b: GPUBuffer, device: GPUDevice): void {
+  if (bufferDevices.has(b)) return;
+  bufferDevices.set(b, device);
+  const destroy = b.destroy;
+  if (typeof destroy !== 'function') return;
+  try {
+    Object.defineProperty(b, 'destroy', {
+      value: function destroyTracked(this: GPUBuffer): undefined {
+        destroyedBuffers.add(this);
+        const dev = bufferDevices.get(this);
+        if (dev) wrapped.get(dev)?.forgetBuffer(this);
+        return destroy.call(this);
+      },
+      writable: true,
+      configurable: true,
+      enumerable: false,
+    });
+  } catch {
+    // a frozen buffer object: its device is still known, its destruction is not
+  }
+}
+
+/**
+ * Wraps `device.createBuffer` on this device INSTANCE so every buffer made on it is registered.
+ * Returns false where the device object does not accept an own property.
+ */
+function instrumentDevice(device: GPUDevice): boolean {
+  const cur = device.createBuffer as GPUDevice['createBuffer'] & { [INSTRUMENTED]?: true };
+  if (cur[INSTRUMENTED]) return true;
+  const createBuffer = Object.assign(
+    function createBuffer(this: GPUDevice, desc: GPUBufferDescriptor): GPUBuffer {
+      const b = cur.call(this, desc);
+      registerBuffer(b, this);
+      return b;
+    },
+    { [INSTRUMENTED]: true as const },
+  );
+  try {
+    Object.defineProperty(device, 'createBuffer', { value: createBuffer, writable: true, configurable: true, enumerable: false });
+  } catch {
+    return false;
+  }
+  return device.createBuffer === createBuffer;
+}
+
+function isGpuBuffer(b: unknown): b is GPUBuffer {
+  return b !== null && typeof b === 'object' && typeof (b as GPUBuffer).size === 'number' && typeof (b as GPUBuffer).usage === 'number' && typeof (b as GPUBuffer).mapAsync === 'function';
+}
+
+function describeBuffer(b: GPUBuffer): string {
+  return b.label ? `buffer "${b.label}"` : 'an unlabelled buffer';
+}
+
+/**
+ * What Tessera knows to be wrong with binding `b` on `ctx`: `destroyed`, `foreign` (created on
+ * another device), or `null` (nothing known against it; unknown buffers pass unless `ctx` tracks
+ * all of its buffers). Without `ctx`, only destruction is checked. One `WeakSet` and one `WeakMap`
+ * lookup.
+ */
+export function bufferProblem(b: unknown, ctx?: TesseraDevice): 'destroyed' | 'foreign' | null {
+  if (b === null || typeof b !== 'object') return null;
+  const buf = b as GPUBuffer;
+  if (destroyedBuffers.has(buf)) return 'destroyed';
+  if (!ctx) return null;
+  const owner = bufferDevices.get(buf);
+  if (owner !== undefined) return owner === ctx.device ? null : 'foreign';
+  return ctx.bufferTracking === 'all' && isGpuBuffer(buf) ? 'foreign' : null;
+}
+
+/**
+ * Throws `E_BUFFER` naming `argument` when `b` is known to be destroyed, or (with `ctx`) to belong
+ * to another device than `ctx`: the cases WebGPU only reports at `submit`. Anything else passes
+ * (the caller's other checks run as before).
+ *
+ * @example
+ * checkBuffer(ctx, t.q.buffer, 'q.buffer'); // before encoding anything that binds it
+ */
+export function checkBuffer(ctx: TesseraDevice | undefined, b: unknown, argument: string): void {
+  const p = bufferProblem(b, ctx);
+  if (p === null) return;
+  const buf = b as GPUBuffer;
+  if (p === 'destroyed') {
+    throw new TesseraError('E_BUFFER', `${argument}: is destroyed (${describeBuffer(buf)}); a destroyed buffer cannot be bound`, { argument, expected: 'a live GPUBuffer' });
+  }
+  const owner = bufferDevices.get(buf);
+  const mine = ctx!.device.label ? `device "${ctx!.device.label}"` : 'this device';
+  const where = owner
+    ? `was created on ${owner.label ? `device "${owner.label}"` : 'another device'}; this call runs on ${mine}`
+    : `was not created on ${mine}, which records every buffer made on it`;
+  throw new TesseraError('E_BUFFER', `${argument}: belongs to another device (${describeBuffer(buf)} ${where})`, {
+    argument,
+    expected: 'a GPUBuffer created on the same GPUDevice as the plan',
+  });
+}
+
+/**
+ * Maps a captured validation message that names a destroyed buffer or a buffer of another device
+ * (Dawn's wording: `[Buffer "x"] used in submit while destroyed`, `[Buffer "x"] is associated with
+ * [Device "a"], and cannot be used with [Device "b"]`) to `E_BUFFER`; `null` for other messages.
+ */
+export function bufferErrorFromValidation(what: string, message: string): TesseraError | null {
+  const line = message.split('\n')[0] ?? '';
+  if (!/\bbuffer\b/i.test(line)) return null;
+  if (/\bdestroyed\b/i.test(line)) return new TesseraError('E_BUFFER', `${what}: a destroyed buffer was used: ${message.trim()}`);
+  if (/associated with \[Device.*cannot be used with \[Device|different device|device mismatch/i.test(line)) {
+    return new TesseraError('E_BUFFER', `${what}: a buffer of another device was used: ${message.trim()}`);
+  }
+  return null;
 }
 
 const WANTED_FEATURES: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query'];
@@ -127,6 +296,7 @@ export class TesseraDevice {
   private keepAlive: unknown;
   private release?: () => void;
   private readonly owned: boolean;
+  private tracking: BufferTracking = 'own';
   /**
    * The most loop iterations (all loops together) one shader invocation may run on this adapter:
    * {@link GALLIVM_LOOP_LIMIT} on Mesa's llvmpipe / lavapipe, unbounded (`Infinity`) elsewhere.
@@ -166,6 +336,30 @@ export class TesseraDevice {
       for (const w of this.lostWaiters) w(err);
       this.lostWaiters.clear();
     });
+  }
+
+  /** Which buffers this device knows, to reject destroyed and foreign ones: see {@link BufferTracking}. */
+  get bufferTracking(): BufferTracking {
+    return this.tracking;
+  }
+
+  /**
+   * @internal Starts recording every buffer created on the device (wraps the device instance's
+   * `createBuffer`): `all` when called before any buffer exists (requestDevice), else `new`.
+   * Stays `own` where the device object cannot be instrumented.
+   */
+  trackAllBuffers(mode: 'all' | 'new'): BufferTracking {
+    if (this.tracking === 'all') return this.tracking;
+    if (instrumentDevice(this.device)) this.tracking = mode;
+    return this.tracking;
+  }
+
+  /** @internal Called by a tracked buffer's `destroy()`: its bytes no longer count as held. */
+  forgetBuffer(b: GPUBuffer): void {
+    const size = this.tracked.get(b);
+    if (size === undefined) return;
+    this.tracked.delete(b);
+    this.held -= size;
   }
 
   /** A short name for reports and result folders, e.g. `swiftshader`, `nvidia-ampere`. */
@@ -221,7 +415,10 @@ export class TesseraDevice {
     await this.raceLost(this.device.queue.onSubmittedWorkDone());
   }
 
-  /** Creates a GPU buffer that Tessera tracks (for `memory()` and leak checks). */
+  /**
+   * Creates a GPU buffer that Tessera tracks (for `memory()` and leak checks, and to reject it once
+   * destroyed, or on another device). Its `destroy()` and {@link destroyBuffer} both free it.
+   */
   createBuffer(desc: GPUBufferDescriptor): GPUBuffer {
     this.assertAlive();
     if (desc.size > this.limits.maxBufferSize) {
@@ -233,6 +430,7 @@ export class TesseraDevice {
     }
     const size = Math.max(4, Math.ceil(desc.size / 4) * 4);
     const b = this.device.createBuffer({ ...desc, size });
+    registerBuffer(b, this.device);
     this.tracked.set(b, size);
     this.held += size;
     this.peak = Math.max(this.peak, this.held);
@@ -266,9 +464,13 @@ export class TesseraDevice {
     return b;
   }
 
-  /** Copies `size` bytes of `src` (from `offset`) back to the host. */
-  async readback(src: GPUBuffer, size = src.size, offset = 0): Promise<ArrayBuffer> {
+  /**
+   * Copies `size` bytes of `src` (from `offset`) back to the host. A destroyed `src`, or one of
+   * another device, is an `E_BUFFER` naming `argument` (default `src`), not zeros.
+   */
+  async readback(src: GPUBuffer, size = src.size, offset = 0, argument = 'src'): Promise<ArrayBuffer> {
     this.assertAlive();
+    checkBuffer(this, src, argument);
     const rounded = Math.ceil(size / 4) * 4;
     const staging = this.createBuffer({ size: rounded, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'tessera.readback' });
     try {
@@ -295,7 +497,9 @@ export class TesseraDevice {
 
   /**
    * Runs `fn` inside validation, out-of-memory and internal error scopes and turns any captured
-   * error into a typed `TesseraError` (`E_GPU_VALIDATION`, `E_GPU_OOM`, `E_GPU_INTERNAL`).
+   * error into a typed `TesseraError` (`E_GPU_VALIDATION`, `E_GPU_OOM`, `E_GPU_INTERNAL`). A
+   * validation error that names a destroyed buffer or a buffer of another device (one Tessera did
+   * not know, so no check caught it before encoding) becomes `E_BUFFER` with the GPU's message.
    */
   async scoped<T>(what: string, fn: () => T | Promise<T>): Promise<T> {
     this.assertAlive();
@@ -314,7 +518,7 @@ export class TesseraDevice {
     }
     const [validation, oom, internal] = await this.raceLost(Promise.all([d.popErrorScope(), d.popErrorScope(), d.popErrorScope()]));
     if (threw) throw thrown;
-    if (validation) throw new TesseraError('E_GPU_VALIDATION', `${what}: GPU validation error: ${validation.message}`);
+    if (validation) throw bufferErrorFromValidation(what, validation.message) ?? new TesseraError('E_GPU_VALIDATION', `${what}: GPU validation error: ${validation.message}`);
     if (oom) throw new TesseraError('E_GPU_OOM', `${what}: GPU out of memory: ${oom.message}`);
     if (internal) throw new TesseraError('E_GPU_INTERNAL', `${what}: GPU internal error: ${internal.message}`);
     return value!;
@@ -357,21 +561,29 @@ function describe(info: GPUAdapterInfo | undefined, isFallback = false): Adapter
 /**
  * Adopts a device that the caller created (an engine's, TensorFlow.js's). Tessera never destroys
  * an adopted device; `destroy()` frees only Tessera's own buffers. Returns the same context for the
- * same device.
+ * same device. By default only Tessera's own buffers are tracked (`bufferTracking: 'own'`);
+ * `{ trackBuffers: true }` also records the engine's buffers created from then on (`'new'`).
  *
  * @example
  * const ctx = wrapDevice(myEngine.device);
  * const plan = await planAttention(ctx, { ... });
+ * const tracked = wrapDevice(myEngine.device, { trackBuffers: true }); // same context, now 'new'
  */
-export function wrapDevice(device: GPUDevice | TesseraDevice, adapterInfo?: GPUAdapterInfo): TesseraDevice {
-  if (device instanceof TesseraDevice) return device;
-  let ctx = wrapped.get(device);
+export function wrapDevice(device: GPUDevice | TesseraDevice, options?: WrapDeviceOptions | GPUAdapterInfo): TesseraDevice {
+  const opts: WrapDeviceOptions = isWrapOptions(options) ? options : { adapterInfo: options };
+  let ctx = device instanceof TesseraDevice ? device : wrapped.get(device);
   if (!ctx) {
-    const info = adapterInfo ?? (device as GPUDevice & { adapterInfo?: GPUAdapterInfo }).adapterInfo;
-    ctx = new TesseraDevice(device, describe(info), { owned: false });
-    wrapped.set(device, ctx);
+    const raw = device as GPUDevice;
+    const info = opts.adapterInfo ?? (raw as GPUDevice & { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+    ctx = new TesseraDevice(raw, describe(info), { owned: false });
+    wrapped.set(raw, ctx);
   }
+  if (opts.trackBuffers) ctx.trackAllBuffers('new');
   return ctx;
+}
+
+function isWrapOptions(o: WrapDeviceOptions | GPUAdapterInfo | undefined): o is WrapDeviceOptions {
+  return o !== undefined && ('trackBuffers' in o || 'adapterInfo' in o);
 }
 
 /** Resolves a {@link DeviceLike} to its context. */
@@ -440,6 +652,8 @@ export async function requestDevice(opts: RequestDeviceOptions = {}): Promise<Te
   let device: GPUDevice;
   try {
     device = await adapter.requestDevice(desc);
+    // before anything can create a buffer on it, so that every buffer of this device is known
+    if (opts.trackBuffers !== false) instrumentDevice(device);
   } catch (e) {
     release?.();
     throw new TesseraError('E_NO_ADAPTER', `requestDevice failed: ${(e as Error).message}`, { cause: e });
@@ -455,6 +669,7 @@ export async function requestDevice(opts: RequestDeviceOptions = {}): Promise<Te
     loopLimit: opts.loopLimit,
   });
   wrapped.set(device, ctx);
+  if (opts.trackBuffers !== false) ctx.trackAllBuffers('all');
   return ctx;
 }
 

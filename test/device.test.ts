@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { adapterFromEnv, adapterLoopLimit, DEFAULT_LIMITS, GALLIVM_LOOP_LIMIT, requestDevice, wrapDevice } from '../src/gpu/device.js';
+import { adapterFromEnv, adapterLoopLimit, bufferErrorFromValidation, bufferProblem, checkBuffer, DEFAULT_LIMITS, GALLIVM_LOOP_LIMIT, requestDevice, wrapDevice } from '../src/gpu/device.js';
 import { getPipeline, grid2d, pipelineKey, wgslProgram } from '../src/gpu/pipeline.js';
 import { uniformLayout } from '../src/gpu/uniforms.js';
 import { TesseraError } from '../src/errors.js';
@@ -258,5 +258,119 @@ describe('loop cap', () => {
     await expect(requestDevice({ ...adapterFromEnv(), loopLimit: 10 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'loopLimit' });
     expect(adapterLoopLimit({ vendor: 'mesa', architecture: '', device: 'llvmpipe (LLVM 15.0.6, 256 bits)', description: '', isFallbackAdapter: false })).toBe(GALLIVM_LOOP_LIMIT);
     expect(adapterLoopLimit({ vendor: 'google', architecture: 'swiftshader', device: '', description: '', isFallbackAdapter: true })).toBe(Number.POSITIVE_INFINITY);
+  });
+});
+
+describe('buffer tracking: destroyed buffers and buffers of another device', () => {
+  const U = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  const code = (f: () => unknown) => {
+    try {
+      f();
+    } catch (e) {
+      return e instanceof TesseraError ? `${e.code} ${e.argument ?? ''}`.trim() : String(e);
+    }
+    return 'ok';
+  };
+
+  it('requestDevice records every buffer of its device, through instance wrappers only', () => {
+    const dev = gpu.dev;
+    expect(dev.bufferTracking).toBe('all');
+    const proto = Object.getPrototypeOf(dev.device) as GPUDevice;
+    expect(Object.hasOwn(dev.device, 'createBuffer')).toBe(true);
+    expect(proto.createBuffer).not.toBe(dev.device.createBuffer); // the prototype is left alone
+    const user = dev.device.createBuffer({ size: 64, usage: U(), label: 'user' }); // not via Tessera
+    const own = dev.createBuffer({ size: 64, usage: U() });
+    for (const b of [user, own]) {
+      expect(Object.hasOwn(b, 'destroy')).toBe(true);
+      expect(bufferProblem(b, dev)).toBeNull();
+    }
+    expect(Object.getPrototypeOf(user).destroy).not.toBe(user.destroy);
+    user.destroy();
+    expect(bufferProblem(user, dev)).toBe('destroyed');
+    expect(bufferProblem(user)).toBe('destroyed'); // no device needed to know it
+    expect(code(() => checkBuffer(dev, user, 'q.buffer'))).toBe('E_BUFFER q.buffer');
+    expect(() => checkBuffer(dev, user, 'q.buffer')).toThrow(/q\.buffer: is destroyed \(buffer "user"\)/);
+    // destroy() on a Tessera buffer also frees its bytes in memory(); destroyBuffer after it is a no-op
+    const held = dev.memory().bytesHeld;
+    own.destroy();
+    expect(dev.memory().bytesHeld).toBe(held - 64);
+    dev.destroyBuffer(own);
+    expect(dev.memory().bytesHeld).toBe(held - 64);
+    expect(bufferProblem(own, dev)).toBe('destroyed');
+  });
+
+  it("another device's buffers are foreign; an untracked device knows only Tessera's own", async () => {
+    const other = await requestDevice({ ...adapterFromEnv(), label: 'other' });
+    const untracked = await requestDevice({ ...adapterFromEnv(), label: 'untracked', trackBuffers: false });
+    try {
+      expect(untracked.bufferTracking).toBe('own');
+      expect(Object.hasOwn(untracked.device, 'createBuffer')).toBe(false);
+      const fromOther = other.upload(new Float32Array(4));
+      const raw = untracked.device.createBuffer({ size: 64, usage: U(), label: 'raw' }); // unknown to Tessera
+      const mine = gpu.dev.upload(new Float32Array(4));
+      expect(bufferProblem(fromOther, gpu.dev)).toBe('foreign');
+      // gpu.dev saw every buffer made on it, so an unknown buffer belongs to another device
+      expect(bufferProblem(raw, gpu.dev)).toBe('foreign');
+      expect(() => checkBuffer(gpu.dev, raw, 'k.buffer')).toThrow(/k\.buffer: belongs to another device \(buffer "raw" was not created on device "tessera-test"/);
+      expect(() => checkBuffer(gpu.dev, fromOther, 'k.buffer')).toThrow(/created on device "other"; this call runs on device "tessera-test"/);
+      // the untracked device: its unknown buffers pass (as before), known ones of other devices do not
+      expect(bufferProblem(raw, untracked)).toBeNull();
+      expect(bufferProblem(mine, untracked)).toBe('foreign');
+      raw.destroy();
+      expect(bufferProblem(raw, untracked)).toBeNull(); // its destruction is not known either
+      // readback of a destroyed or foreign buffer is an error, not zeros
+      await expect(gpu.dev.readback(fromOther)).rejects.toMatchObject({ code: 'E_BUFFER', argument: 'src' });
+      gpu.dev.destroyBuffer(mine);
+    } finally {
+      other.destroy();
+      untracked.destroy();
+    }
+  });
+
+  it('wrapDevice tracks buffers only when asked, from then on (bufferTracking "new")', async () => {
+    const d = await requestDevice({ ...adapterFromEnv(), label: 'engine', trackBuffers: false });
+    try {
+      const before = d.device.createBuffer({ size: 64, usage: U() });
+      expect(wrapDevice(d.device)).toBe(d);
+      expect(d.bufferTracking).toBe('own');
+      expect(wrapDevice(d.device, { trackBuffers: true })).toBe(d);
+      expect(d.bufferTracking).toBe('new');
+      const after = d.device.createBuffer({ size: 64, usage: U() });
+      before.destroy();
+      after.destroy();
+      expect(bufferProblem(before, d)).toBeNull(); // created before tracking: unknown
+      expect(bufferProblem(after, d)).toBe('destroyed');
+      const theirs = gpu.dev.device.createBuffer({ size: 4, usage: U() });
+      expect(bufferProblem(theirs, d)).toBe('foreign');
+      expect(bufferProblem(d.device.createBuffer({ size: 4, usage: U() }), gpu.dev)).toBe('foreign');
+      theirs.destroy();
+    } finally {
+      d.destroy();
+    }
+  });
+
+  it('scoped() turns a destroyed or foreign buffer it did not know into E_BUFFER with the GPU message', async () => {
+    const d = await requestDevice({ ...adapterFromEnv(), label: 'raw', trackBuffers: false });
+    try {
+      const a = d.device.createBuffer({ size: 64, usage: U(), label: 'gone' });
+      const b = d.device.createBuffer({ size: 64, usage: U() });
+      const f = gpu.dev.device.createBuffer({ size: 64, usage: U(), label: 'foreign' });
+      a.destroy();
+      const copy = (src: GPUBuffer, dst: GPUBuffer, size = 64) =>
+        d.scoped('copy', async () => {
+          const enc = d.device.createCommandEncoder();
+          enc.copyBufferToBuffer(src, 0, dst, 0, size);
+          await d.submitAndWait([enc.finish()]);
+        });
+      await expect(copy(a, b)).rejects.toMatchObject({ code: 'E_BUFFER', message: expect.stringMatching(/destroyed.*"gone"/s) });
+      await expect(copy(b, f)).rejects.toMatchObject({ code: 'E_BUFFER', message: expect.stringMatching(/another device.*"foreign"/s) });
+      await expect(copy(b, b, 6)).rejects.toMatchObject({ code: 'E_GPU_VALIDATION' }); // any other validation error
+      f.destroy();
+    } finally {
+      d.destroy();
+    }
+    expect(bufferErrorFromValidation('x', 'Buffer "q" used in submit while destroyed.')?.code).toBe('E_BUFFER');
+    expect(bufferErrorFromValidation('x', 'Texture "t" used in submit while destroyed.')).toBeNull();
+    expect(bufferErrorFromValidation('x', 'Binding size (6) is not a multiple of 4.')).toBeNull();
   });
 });

@@ -13,8 +13,8 @@
  * scalar gate. Short constant loops (4 trips) are usually unrolled but are counted anyway.
  * Measured on llvmpipe (Mesa 22.3, one head, unsegmented): the recurrent form at K = 64 computes
  * 499 tokens correctly and stops in the 500th, exactly as {@link recurrentLoopIterations}
- * predicts (2 + 130 + 499 x 131 <= 65,535); the chunk scan completes 56 chunks at K = 64
- * (bound: 55), 105 at K = 32 (bound: 104) and 28 with the delta rule at K = 64 (bound: 28).
+ * predicts (2 + 130 + 499 x 131 = 65,501 <= 65,535 < 65,632); the chunk scan completes 56 chunks
+ * at K = 64 (the bound allows 54), 105 at K = 32 (103) and 28 with the delta rule at K = 64 (28).
  */
 import type { TesseraDevice } from '../../src/gpu/device.js';
 
@@ -39,7 +39,7 @@ export function loopBudget(ctx: Pick<TesseraDevice, 'loopLimit'>): number {
  * attention without the delta rule) and the update / output loop (K + 1).
  *
  * @example
- * recurrentLoopIterations({ K: 64, gate: 'scalar', delta: false, normalize: false }, 1000); // 131,133: past 65,535
+ * recurrentLoopIterations({ K: 64, gate: 'scalar', delta: false, normalize: false }, 1000); // 131,132: past 65,535
  */
 export function recurrentLoopIterations(o: { K: number; gate: string; delta: boolean; normalize: boolean }, tokens: number): number {
   const rows = (o.K + 1) * (o.normalize ? 4 : 2);
@@ -55,7 +55,7 @@ export function recurrentLoopIterations(o: { K: number; gate: string; delta: boo
  * (K4 (65 + 1) + 1) and storing V_new (65), the state update (K4 (65 + 1) + 1).
  *
  * @example
- * scanLoopIterations({ K: 64, delta: true }, 32); // 74,663: a 2,048-token sequence is past 65,535
+ * scanLoopIterations({ K: 64, delta: true }, 32); // 74,692: a 2,048-token sequence is past 65,535
  */
 export function scanLoopIterations(o: { K: number; delta: boolean }, chunks: number): number {
   const K4 = Math.ceil(o.K / 4);
@@ -72,7 +72,7 @@ export function scanLoopIterations(o: { K: number; delta: boolean }, chunks: num
  * per column the forward substitution over at most 16 row blocks: 17 + sum_{I<16} (I + 1) = 153.
  *
  * @example
- * solveLoopIterations({ K: 128, V: 4096 }, 4, 1); // 42,506
+ * solveLoopIterations({ K: 128, V: 4096 }, 4, 1); // 40,658
  */
 export function solveLoopIterations(o: { K: number; V: number }, wg: number, split: number): number {
   const cols = Math.ceil((Math.ceil(o.K / 4) + Math.ceil(o.V / 4)) / (wg * split));
@@ -87,7 +87,7 @@ export function solveLoopIterations(o: { K: number; V: number }, wg: number, spl
  * K4 (5 + 14) + 1) and the stores (5 + 4 x 5).
  *
  * @example
- * intraLoopIterations({ K: 256, gate: 'vector' }, 64); // 3,759
+ * intraLoopIterations({ K: 256, gate: 'vector' }, 64); // 3,761
  */
 export function intraLoopIterations(o: { K: number; gate: string }, wg: number): number {
   const K4 = Math.ceil(o.K / 4);

@@ -339,7 +339,9 @@ const WG_ROWS = 64;
 
 /**
  * A planned linear scan (one op, one shape). Create with {@link planLinearScan}; `run` encodes
- * the recurrent form or the five passes of the chunked form.
+ * the recurrent form or the five passes of the chunked form. On a loop-capped adapter (llvmpipe)
+ * the recurrent form and the chunk scan run as several dispatches over segments of every sequence
+ * (`loops`, sized by `loops.ts`), the state carried in place between them.
  */
 export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
   readonly options: Readonly<Resolved>;

@@ -364,98 +364,104 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
 
   private constructor(ctx: TesseraDevice, o: Resolved, passes: Passes, loops: LinearLoopPlan) {
     super(ctx);
-    this.options = o;
-    this.passes = passes;
-    this.loops = loops;
-    const { N, HV, K, V, cu } = o;
-    const chunks: number[] = [];
-    const seqChunk: number[] = [0];
-    for (let n = 0; n < N; n++) {
-      for (let s = cu[n]!; s < cu[n + 1]!; s += CHUNK) chunks.push(s, Math.min(CHUNK, cu[n + 1]! - s), n);
-      seqChunk.push(chunks.length / 3);
-    }
-    this.nChunks = chunks.length / 3;
-    const meta = new Uint32Array([...cu, ...chunks, ...seqChunk]);
-    this.meta = this.workspace(meta.byteLength, 'linear.meta');
-    ctx.device.queue.writeBuffer(this.meta, 0, meta);
-    const VS = V + (o.normalize ? 1 : 0);
-    const base = {
-      T: o.T,
-      N,
-      nChunks: this.nChunks,
-      H: o.H,
-      HV,
-      K,
-      V,
-      ratio: HV / o.H,
-      VS,
-      chunkOff: cu.length,
-      seqChunkOff: cu.length + chunks.length,
-      K4: Math.ceil(K / 4),
-      V4: Math.ceil(V / 4),
-      VS4: Math.ceil(VS / 4),
-      KP: 4 * Math.ceil(K / 4),
-      scale: o.scale,
-      solveSplit: loops.solveSplit,
-    };
-    this.paramSlot = Math.max(LIN_PARAMS.size, ctx.limits.minUniformBufferOffsetAlignment);
-    const slots = new Uint8Array(this.paramSlot * loops.segments);
-    for (let i = 0; i < loops.segments; i++) {
-      slots.set(new Uint8Array(LIN_PARAMS.pack({ ...base, segStart: i * loops.segmentLength, segLen: loops.segmentLength })), i * this.paramSlot);
-    }
-    this.params = this.workspace(slots.byteLength, 'linear.params', GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
-    ctx.device.queue.writeBuffer(this.params, 0, slots);
-    this.dummyR = this.workspace(16, 'linear.dummy');
-    this.dummyW = this.workspace(16, 'linear.dummy');
-    if (o.gamma) {
-      this.gammaBuf = this.workspace(o.gamma.byteLength, 'linear.gamma');
-      ctx.device.queue.writeBuffer(this.gammaBuf, 0, o.gamma as Float32Array<ArrayBuffer>);
-    }
-    if (o.normalize) {
-      // z buffers are read as vec4 rows by the chunk scan: 16-byte multiples
-      const zBytes = Math.ceil((N * HV * K) / 4) * 16;
-      this.zeroZ = this.workspace(zBytes, 'linear.z0');
-      this.zOut = this.workspace(zBytes, 'linear.zt');
-      // segments pass z from one buffer to the next: a third where z0 and zt are both internal
-      if (loops.segments > 1) this.zPing = this.workspace(zBytes, 'linear.zping');
-    }
-    this.stateWs = this.workspace(N * HV * K * V * 4, 'linear.state');
-    if (o.mode === 'chunk') {
-      const T = o.T;
-      const f = 4;
-      const K4 = Math.ceil(K / 4);
-      const V4 = Math.ceil(V / 4);
-      const VS4 = Math.ceil(VS / 4);
-      const direct = directInputs(o);
-      const r16 = (x: number) => Math.max(16, Math.ceil(x / 16) * 16);
-      const rowsK = T * HV * K4 * 16;
-      const rowsV = T * HV * V4 * 16;
-      const CC = this.nChunks * HV * CHUNK * CHUNK * 4;
-      const sizes: Record<string, number> = {
-        qc: direct ? 16 : T * o.H * K4 * 16,
-        kc: direct ? 16 : T * o.H * K4 * 16,
-        vc: direct ? 16 : rowsV,
-        gam: r16(o.gate === 'vector' ? rowsK : o.gate === 'none' ? 16 : T * HV * 4),
-        qg: rowsK,
-        kd: rowsK,
-        kf: o.gate === 'vector' ? rowsK : 16,
-        P: CC,
-        A: o.delta ? CC : 16,
-        W: o.delta ? rowsK : 16,
-        U: o.delta ? rowsV : 16,
-        hs: this.nChunks * HV * 4 * K4 * VS4 * 16,
-        vn: o.delta ? rowsV : 16,
-      };
-      for (const [name, bytes] of Object.entries(sizes)) {
-        if (bytes > ctx.limits.maxStorageBufferBindingSize) {
-          throw new TesseraError('E_LIMIT', `${o.op}: the chunked form's workspace "${name}" needs ${bytes} bytes for T = ${T}, more than one binding holds`, {
-            argument: 'T',
-            actual: T,
-            expected: `fewer tokens per call (stream long inputs with LinearStream, kernels/linear/stream.ts), or a device with maxStorageBufferBindingSize >= ${bytes}`,
-          });
-        }
+    // a limit found after some buffers were created (a workspace past one binding) frees them
+    try {
+      this.options = o;
+      this.passes = passes;
+      this.loops = loops;
+      const { N, HV, K, V, cu } = o;
+      const chunks: number[] = [];
+      const seqChunk: number[] = [0];
+      for (let n = 0; n < N; n++) {
+        for (let s = cu[n]!; s < cu[n + 1]!; s += CHUNK) chunks.push(s, Math.min(CHUNK, cu[n + 1]! - s), n);
+        seqChunk.push(chunks.length / 3);
       }
-      for (const [name, bytes] of Object.entries(sizes)) this.ws[name] = this.workspace(bytes, `linear.${name}`);
+      this.nChunks = chunks.length / 3;
+      const meta = new Uint32Array([...cu, ...chunks, ...seqChunk]);
+      this.meta = this.workspace(meta.byteLength, 'linear.meta');
+      ctx.device.queue.writeBuffer(this.meta, 0, meta);
+      const VS = V + (o.normalize ? 1 : 0);
+      const base = {
+        T: o.T,
+        N,
+        nChunks: this.nChunks,
+        H: o.H,
+        HV,
+        K,
+        V,
+        ratio: HV / o.H,
+        VS,
+        chunkOff: cu.length,
+        seqChunkOff: cu.length + chunks.length,
+        K4: Math.ceil(K / 4),
+        V4: Math.ceil(V / 4),
+        VS4: Math.ceil(VS / 4),
+        KP: 4 * Math.ceil(K / 4),
+        scale: o.scale,
+        solveSplit: loops.solveSplit,
+      };
+      this.paramSlot = Math.max(LIN_PARAMS.size, ctx.limits.minUniformBufferOffsetAlignment);
+      const slots = new Uint8Array(this.paramSlot * loops.segments);
+      for (let i = 0; i < loops.segments; i++) {
+        slots.set(new Uint8Array(LIN_PARAMS.pack({ ...base, segStart: i * loops.segmentLength, segLen: loops.segmentLength })), i * this.paramSlot);
+      }
+      this.params = this.workspace(slots.byteLength, 'linear.params', GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+      ctx.device.queue.writeBuffer(this.params, 0, slots);
+      this.dummyR = this.workspace(16, 'linear.dummy');
+      this.dummyW = this.workspace(16, 'linear.dummy');
+      if (o.gamma) {
+        this.gammaBuf = this.workspace(o.gamma.byteLength, 'linear.gamma');
+        ctx.device.queue.writeBuffer(this.gammaBuf, 0, o.gamma as Float32Array<ArrayBuffer>);
+      }
+      if (o.normalize) {
+        // z buffers are read as vec4 rows by the chunk scan: 16-byte multiples
+        const zBytes = Math.ceil((N * HV * K) / 4) * 16;
+        this.zeroZ = this.workspace(zBytes, 'linear.z0');
+        this.zOut = this.workspace(zBytes, 'linear.zt');
+        // segments pass z from one buffer to the next: a third where z0 and zt are both internal
+        if (loops.segments > 1) this.zPing = this.workspace(zBytes, 'linear.zping');
+      }
+      this.stateWs = this.workspace(N * HV * K * V * 4, 'linear.state');
+      if (o.mode === 'chunk') {
+        const T = o.T;
+        const f = 4;
+        const K4 = Math.ceil(K / 4);
+        const V4 = Math.ceil(V / 4);
+        const VS4 = Math.ceil(VS / 4);
+        const direct = directInputs(o);
+        const r16 = (x: number) => Math.max(16, Math.ceil(x / 16) * 16);
+        const rowsK = T * HV * K4 * 16;
+        const rowsV = T * HV * V4 * 16;
+        const CC = this.nChunks * HV * CHUNK * CHUNK * 4;
+        const sizes: Record<string, number> = {
+          qc: direct ? 16 : T * o.H * K4 * 16,
+          kc: direct ? 16 : T * o.H * K4 * 16,
+          vc: direct ? 16 : rowsV,
+          gam: r16(o.gate === 'vector' ? rowsK : o.gate === 'none' ? 16 : T * HV * 4),
+          qg: rowsK,
+          kd: rowsK,
+          kf: o.gate === 'vector' ? rowsK : 16,
+          P: CC,
+          A: o.delta ? CC : 16,
+          W: o.delta ? rowsK : 16,
+          U: o.delta ? rowsV : 16,
+          hs: this.nChunks * HV * 4 * K4 * VS4 * 16,
+          vn: o.delta ? rowsV : 16,
+        };
+        for (const [name, bytes] of Object.entries(sizes)) {
+          if (bytes > ctx.limits.maxStorageBufferBindingSize) {
+            throw new TesseraError('E_LIMIT', `${o.op}: the chunked form's workspace "${name}" needs ${bytes} bytes for T = ${T}, more than one binding holds`, {
+              argument: 'T',
+              actual: T,
+              expected: `fewer tokens per call (stream long inputs with LinearStream, kernels/linear/stream.ts), or a device with maxStorageBufferBindingSize >= ${bytes}`,
+            });
+          }
+        }
+        for (const [name, bytes] of Object.entries(sizes)) this.ws[name] = this.workspace(bytes, `linear.${name}`);
+      }
+    } catch (e) {
+      this.dispose();
+      throw e;
     }
   }
 

@@ -3,7 +3,9 @@ import { deltaRule, gatedDeltaRule, kda, planGatedDeltaRule, planKda } from '../
 import { gatedDeltaRuleReference } from '../kernels/delta/reference.js';
 import { compare, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { useGpu } from './helpers/gpu.js';
-import { caseName, checkScanCase, type ScanCase } from './helpers/scan.js';
+import { GALLIVM_LOOP_LIMIT } from '../src/gpu/device.js';
+import { loopBudget, solveLoopIterations } from '../kernels/linear/loops.js';
+import { caseName, checkScanCase, unsegmentedLoops, type ScanCase } from './helpers/scan.js';
 import { checkStream } from './helpers/stream.js';
 
 const gpu = useGpu();
@@ -34,6 +36,61 @@ describe('delta family vs the float64 recurrence (chunked WY form and recurrent 
       expect(d.relRms).toBeLessThan(c.dtype === 'f32' || c.dtype === undefined ? 1e-5 : c.dtype === 'f16' ? 2e-3 : 1.6e-2);
     });
   }
+});
+
+describe('past the llvmpipe loop cap (unsegmented)', () => {
+  // delta_rule T1000-H1-K64-V64 above: recurrent 131,132; here the chunk scan too: 32 chunks, 74,692
+  const c: ScanCase & { op: string } = { op: 'gated_delta_rule', gate: 'scalar', delta: true, H: 1, K: 64, V: 32, cu: [0, 2048, 2100], h0: true };
+  it(`${c.op} ${caseName(c)}`, async () => {
+    const u = unsegmentedLoops(c);
+    expect(Math.min(u.recurrent, u.scan)).toBeGreaterThan(GALLIVM_LOOP_LIMIT);
+    const r = await checkScanCase(gpu, c);
+    if (Number.isFinite(gpu.dev.loopLimit)) {
+      expect(r.recurrent!.loops.segments).toBeGreaterThan(1);
+      expect(r.chunk!.loops.segments).toBeGreaterThan(1);
+    }
+    expect(compare(r.chunk!.o, r.recurrent!.o).relRms).toBeLessThan(1e-5);
+  });
+});
+
+describe('loop-limited device (loopLimit 4096): segmented recurrent form, chunk scan and WY solve on any adapter', () => {
+  const small = useGpu({ loopLimit: 4096 });
+  const SMALL: (ScanCase & { op: string })[] = [
+    { op: 'delta_rule', gate: 'none', delta: true, H: 1, K: 32, V: 48, cu: [0, 63, 300], h0: true },
+    { op: 'gated_delta_rule', gate: 'scalar', delta: true, H: 1, HV: 2, K: 48, V: 64, cu: [0, 1, 65, 129, 300], gates: 'near0', h0: true },
+    { op: 'kda', gate: 'vector', delta: true, H: 1, K: 48, V: 48, cu: [0, 64, 65, 330], h0: true },
+  ];
+  for (const c of SMALL) {
+    it(`${c.op} ${caseName(c)}`, async () => {
+      const r = await checkScanCase(small, c);
+      for (const m of ['recurrent', 'chunk'] as const) {
+        const l = r[m]!.loops;
+        expect(l.segments, m).toBeGreaterThan(1);
+        for (const n of Object.values(l.bounds)) expect(n).toBeLessThanOrEqual(l.budget);
+      }
+      expect(compare(r.chunk!.o, r.recurrent!.o).relRms).toBeLessThan(1e-5);
+    });
+  }
+  it('the WY solve splits its columns over more workgroups (V = 360)', async () => {
+    const c: ScanCase = { gate: 'scalar', delta: true, H: 1, K: 48, V: 360, T: 70, h0: true, modes: ['chunk'] };
+    const r = await checkScanCase(small, c);
+    const l = r.chunk!.loops;
+    expect(l.bounds.solve).toBeLessThanOrEqual(l.budget);
+    // on the CPU adapters (4 invocations per workgroup) one workgroup per chunk would pass the budget
+    if (small.dev.adapterClass === 'cpu') {
+      expect(solveLoopIterations(c, 4, 1)).toBeGreaterThan(loopBudget(small.dev));
+      expect(l.solveSplit).toBeGreaterThan(1);
+    }
+  });
+  it('streaming gated_delta_rule: segments 300, 1, 64 through segmented plans; rollback is exact', async () => {
+    await checkStream(small, { gate: 'scalar', delta: true, H: 1, HV: 2, K: 64, V: 32, h0: true }, [300, 1, 64], { checkpointEvery: 1, ringSize: 3 });
+  });
+  it('rejects a chunk that cannot fit one invocation with E_LIMIT naming K (the recurrent form still runs)', async () => {
+    await expect(planGatedDeltaRule(small.dev, { H: 1, K: 128, V: 64, T: 300, mode: 'chunk' })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'K' });
+    const rec = await planGatedDeltaRule(small.dev, { H: 1, K: 128, V: 64, T: 300, mode: 'recurrent' });
+    expect(rec.loops.segments).toBeGreaterThan(1);
+    rec.dispose();
+  });
 });
 
 describe('streaming', () => {

@@ -3,7 +3,10 @@ import { planGla, planLinearAttn, planSimpleGla, simpleGla, gla, linearAttn, lig
 import { lightningGamma } from '../kernels/linear/reference.js';
 import { TesseraError } from '../src/errors.js';
 import { useGpu } from './helpers/gpu.js';
-import { caseName, checkScanCase, type ScanCase } from './helpers/scan.js';
+import { GALLIVM_LOOP_LIMIT, type TesseraDevice } from '../src/gpu/device.js';
+import { convertLoopIterations, intraLoopIterations, loopBudget, outputLoopIterations, prepLoopIterations, recurrentLoopIterations, scanLoopIterations, solveLoopIterations } from '../kernels/linear/loops.js';
+import { planLinearScan, planLoops, resolveScanOptions } from '../kernels/linear/scan.js';
+import { caseName, checkScanCase, unsegmentedLoops, type ScanCase } from './helpers/scan.js';
 import { checkStream } from './helpers/stream.js';
 
 const gpu = useGpu();
@@ -46,6 +49,104 @@ describe('streaming', () => {
   });
   it('linear_attn: rollback with host checkpoints every 64 tokens', async () => {
     await checkStream(gpu, { gate: 'none', delta: false, H: 1, K: 64, V: 64 }, [65, 63, 64, 8], { checkpointEvery: 64, checkpointTier: 'host' });
+  });
+});
+
+// Past llvmpipe's 65,535 loop iterations per invocation if run unsegmented: on llvmpipe they run
+// the token / chunk segments (kernels/linear/loops.ts), elsewhere they are ordinary cases.
+const LONG: (ScanCase & { op: string; past: 'recurrent' | 'both' })[] = [
+  // simple_gla T1000-H1-K64-V64 above: recurrent 131,132
+  { op: 'linear_attn', gate: 'none', delta: false, H: 1, K: 64, V: 32, T: 1100, normalize: true, h0: true, past: 'recurrent' },
+  { op: 'gla', gate: 'vector', delta: false, H: 1, K: 128, V: 16, T: 2000, h0: true, past: 'both' },
+];
+
+describe('past the llvmpipe loop cap (unsegmented)', () => {
+  for (const c of LONG) {
+    it(`${c.op} ${caseName(c)}`, async () => {
+      const u = unsegmentedLoops(c);
+      expect(u.recurrent).toBeGreaterThan(GALLIVM_LOOP_LIMIT);
+      if (c.past === 'both') expect(u.scan).toBeGreaterThan(GALLIVM_LOOP_LIMIT);
+      const r = await checkScanCase(gpu, c);
+      if (Number.isFinite(gpu.dev.loopLimit)) {
+        expect(r.recurrent!.loops.segments).toBeGreaterThan(1);
+        if (c.past === 'both') expect(r.chunk!.loops.segments).toBeGreaterThan(1);
+      }
+    });
+  }
+});
+
+describe('loop-limited device (loopLimit 4096): segmented recurrent form and chunk scan on any adapter', () => {
+  const small = useGpu({ loopLimit: 4096 });
+  const SMALL: (ScanCase & { op: string })[] = [
+    // z0 / zt of 3 * 30 floats: the chunk scan reads z through internal copies
+    { op: 'linear_attn', gate: 'none', delta: false, H: 1, K: 30, V: 21, cu: [0, 5, 70, 450], normalize: true, h0: true },
+    // z0 / zt bound directly; 3 chunk-scan segments, so the user's zt is read back as an input
+    { op: 'linear_attn', gate: 'none', delta: false, H: 2, K: 32, V: 24, cu: [0, 200, 201, 900], normalize: true, h0: true },
+    { op: 'simple_gla', gate: 'scalar', delta: false, H: 2, K: 32, V: 32, cu: [0, 1, 64, 129, 529], h0: true },
+    { op: 'retention', gate: 'constant', delta: false, H: 2, K: 64, V: 32, cu: [0, 100, 300], h0: true, gamma: Array.from(retentionPreset(2).gamma) },
+    { op: 'gla', gate: 'vector', delta: false, H: 1, K: 48, V: 32, cu: [0, 5, 5, 70, 334], gates: 'strong', h0: true },
+  ];
+  for (const c of SMALL) {
+    it(`${c.op} ${caseName(c)}`, async () => {
+      const r = await checkScanCase(small, c);
+      for (const m of ['recurrent', 'chunk'] as const) {
+        const l = r[m]!.loops;
+        expect(l.budget).toBe(loopBudget({ loopLimit: 4096 }));
+        expect(l.segments, m).toBeGreaterThan(1);
+        for (const n of Object.values(l.bounds)) expect(n).toBeLessThanOrEqual(l.budget);
+      }
+    });
+  }
+  it('streaming normalized linear_attn: segments 70, 1, 300 carry S and z through segmented plans; rollback is exact', async () => {
+    await checkStream(small, { gate: 'none', delta: false, normalize: true, H: 1, K: 32, V: 48, h0: true }, [70, 1, 300], { checkpointEvery: 1 });
+  });
+  it('streaming gla: segments 200, 1, 130', async () => {
+    await checkStream(small, { gate: 'vector', delta: false, H: 2, K: 32, V: 16, h0: true }, [200, 1, 130], { checkpointEvery: 100, ringSize: 2 });
+  });
+  it('rejects a chunk that cannot fit one invocation with E_LIMIT naming K', async () => {
+    // one chunk of the scan at K = 256 needs 7,624 iterations (half of them loading and storing the state) > 3,686
+    await expect(planGla(small.dev, { H: 1, K: 256, V: 16, T: 100, mode: 'chunk' })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'K' });
+    const rec = await planGla(small.dev, { H: 1, K: 256, V: 16, T: 100, mode: 'recurrent' });
+    expect(rec.loops.segmentLength).toBe(6);
+    rec.dispose();
+  });
+});
+
+describe('loop bounds (kernels/linear/loops.ts)', () => {
+  const rec = { K: 64, gate: 'scalar', delta: false, normalize: false };
+  it('match what llvmpipe counted: the recurrent form stops in token 500 at K = 64, the scan after 56 chunks', () => {
+    expect(recurrentLoopIterations(rec, 499)).toBeLessThanOrEqual(GALLIVM_LOOP_LIMIT);
+    expect(recurrentLoopIterations(rec, 500)).toBeGreaterThan(GALLIVM_LOOP_LIMIT);
+    // never below the count: the bound allows 54 chunks where llvmpipe completed 56 (105 / 103 at K = 32)
+    expect(scanLoopIterations({ K: 64, delta: false }, 55)).toBeGreaterThan(GALLIVM_LOOP_LIMIT);
+    expect(scanLoopIterations({ K: 32, delta: false }, 104)).toBeGreaterThan(GALLIVM_LOOP_LIMIT);
+    expect(scanLoopIterations({ K: 64, delta: true }, 29)).toBeGreaterThan(GALLIVM_LOOP_LIMIT);
+    // ungated additive recurrences skip the decay loop: about half the cost per token
+    expect(recurrentLoopIterations({ ...rec, gate: 'none' }, 1000)).toBe(2 + 130 + 1000 * 66);
+  });
+  it('the fixed-size passes stay far below the cap at every K and V', () => {
+    const budget = loopBudget({ loopLimit: GALLIVM_LOOP_LIMIT });
+    expect(intraLoopIterations({ K: 256, gate: 'vector' }, 64)).toBeLessThan(budget / 10);
+    expect(prepLoopIterations({ K: 256 }, 64)).toBeLessThan(200);
+    expect(outputLoopIterations({ K: 256 })).toBeLessThan(200);
+    expect(convertLoopIterations({ K: 256, V: 4096 })).toBe(1025);
+    expect(solveLoopIterations({ K: 256, V: 4096 }, 4, 1)).toBeLessThan(budget);
+  });
+  it('plans segments from the budget (no cap: one segment)', () => {
+    const capped = { loopLimit: GALLIVM_LOOP_LIMIT, adapterClass: 'cpu' } as TesseraDevice;
+    const r = planLoops(capped, resolveScanOptions({ H: 1, K: 64, V: 64, T: 1000, gate: 'scalar', delta: false, mode: 'recurrent' }));
+    expect([r.segments, r.segmentLength, r.bounds.recurrent]).toEqual([3, 449, 58951]);
+    const c = planLoops(capped, resolveScanOptions({ H: 1, K: 64, V: 64, cuSeqlens: [0, 64, 2112], gate: 'scalar', delta: true, mode: 'chunk' }));
+    expect([c.segments, c.segmentLength]).toEqual([2, 25]);
+    const free = planLoops({ loopLimit: Infinity, adapterClass: 'cpu' } as TesseraDevice, resolveScanOptions({ H: 1, K: 64, V: 64, T: 100000, gate: 'vector', delta: true, mode: 'recurrent' }));
+    expect([free.segments, free.segmentLength]).toEqual([1, 100000]);
+    const tiny = { loopLimit: 1024, adapterClass: 'cpu' } as TesseraDevice;
+    expect(() => planLoops(tiny, resolveScanOptions({ H: 1, K: 256, V: 8, T: 4, gate: 'none', delta: false, normalize: true, mode: 'recurrent' }))).toThrow(expect.objectContaining({ code: 'E_LIMIT', argument: 'K' }));
+  });
+  it('a plan exposes its segmentation', async () => {
+    const plan = await planLinearScan(gpu.dev, { H: 1, K: 64, V: 64, T: 1000, gate: 'scalar', delta: false, mode: 'recurrent' });
+    expect(plan.loops.segments).toBe(Number.isFinite(gpu.dev.loopLimit) ? Math.ceil(1000 / plan.loops.segmentLength) : 1);
+    plan.dispose();
   });
 });
 

@@ -3,6 +3,10 @@
 // S[:, c0..c0+1] live in private memory (K x vec2), the recurrence is independent per column:
 //   S <- Diag(a_t) S;  u = beta (v - S^T k) (DELTA) or v;  S += k u^T;  o = scale S^T q
 // Reads/writes the state in place in ST (run() copied the initial state there first).
+// Segments: one dispatch runs tokens [segStart, segStart + segLen) of every sequence (relative to
+// its start), so that no invocation passes the device's loop limit (kernels/linear/loops.ts,
+// recurrentLoopIterations); the state stays in ST between dispatches, z (NORM) goes from z_in to
+// z_out (run() alternates two buffers, so a dispatch never reads what it writes).
 
 @group(0) @binding(0) var<storage, read> Qb: array<u32>;        // [T, H, K] DT_QK
 @group(0) @binding(1) var<storage, read> Kb: array<u32>;        // [T, H, K] DT_QK
@@ -67,19 +71,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       z[d] = Gb[seqhv * K + d];
     }
   }
-  for (var t = mt[n]; t < mt[n + 1u]; t++) {
+  let tEnd = mt[n + 1u];
+  let t0 = min(mt[n] + p.segStart, tEnd);
+  let t1 = min(tEnd, t0 + p.segLen);
+  for (var t = t0; t < t1; t++) {
     let qb = (t * p.H + h) * K;
     let vb = (t * p.HV + hv) * V;
-    var a = exp_decay(clamp_gate(log_gate(t, hv, 0u)));
     var kS = vec2<f32>(0.0);
-    for (var d = 0u; d < K; d++) {
-      if (GATE == 2u) {
-        a = exp_decay(clamp_gate(log_gate(t, hv, d)));
-      }
-      let s = S[d] * a;
-      S[d] = s;
-      if (DELTA) {
-        kS += ld_qk_k(qb + d) * s;
+    if (GATE != 0u || DELTA) {
+      var a = exp_decay(clamp_gate(log_gate(t, hv, 0u)));
+      for (var d = 0u; d < K; d++) {
+        if (GATE == 2u) {
+          a = exp_decay(clamp_gate(log_gate(t, hv, d)));
+        }
+        let s = S[d] * a;
+        S[d] = s;
+        if (DELTA) {
+          kS += ld_qk_k(qb + d) * s;
+        }
       }
     }
     var u = vec2<f32>(ld_v(vb + c0), select(0.0, ld_v(vb + c1), has1));

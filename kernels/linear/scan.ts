@@ -19,6 +19,7 @@ import { getPipeline, grid2d, wgslProgram, type BindingKind, type Pipeline } fro
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import { GPUBufferUsageFlags, checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import type { BindingResource } from '../../src/gpu/pipeline.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import commonWgsl from './common.wgsl.js';
 import recurrentWgsl from './recurrent.wgsl.js';
@@ -29,6 +30,16 @@ import scanWgsl from './scan.wgsl.js';
 import outputWgsl from './output.wgsl.js';
 import convertWgsl from './convert.wgsl.js';
 import type { GateMode } from './reference.js';
+import {
+  convertLoopIterations,
+  intraLoopIterations,
+  loopBudget,
+  outputLoopIterations,
+  prepLoopIterations,
+  recurrentLoopIterations,
+  scanLoopIterations,
+  solveLoopIterations,
+} from './loops.js';
 
 export type { GateMode } from './reference.js';
 
@@ -52,6 +63,12 @@ export const LIN_PARAMS = uniformLayout('LinParams', [
   ['VS4', 'u32'],
   ['KP', 'u32'],
   ['scale', 'f32'],
+  // the segment of a segmented pass (recurrent: tokens, scan: chunks of every sequence, counted
+  // from its start), one uniform slot per segment; other passes read slot 0
+  ['segStart', 'u32'],
+  ['segLen', 'u32'],
+  // workgroups per (chunk, value head) of solve.wgsl
+  ['solveSplit', 'u32'],
 ] as const);
 
 /** Which form runs: `chunk` (parallel over 64-token chunks), `recurrent`, or `auto` (default:
@@ -214,6 +231,86 @@ function program(name: string, file: string, kmax: number, zmax: number) {
   return wgslProgram(`linear/${name}/k${kmax}z${zmax}`, [storageWgsl, LIN_PARAMS.wgsl, consts, commonWgsl, file]);
 }
 
+/**
+ * How a plan keeps every invocation under the device's loop limit (`TesseraDevice.loopLimit`;
+ * bounds in `loops.ts`). On adapters without a cap: one segment, no split.
+ */
+export interface LinearLoopPlan {
+  /** The per-invocation budget the plan was sized for (90% of `loopLimit`; `Infinity` without a cap). */
+  budget: number;
+  /** Dispatches of the sequential pass: the recurrent form's token segments, or the chunk scan's chunk segments. */
+  segments: number;
+  /** Tokens (recurrent) or chunks (scan) of every sequence per segment. */
+  segmentLength: number;
+  /** Workgroups per (chunk, value head) sharing the columns of the WY solve (delta rule; else 1). */
+  solveSplit: number;
+  /** The per-invocation loop bound of each pass as planned (largest segment). */
+  bounds: Record<string, number>;
+}
+
+function loopLimitError(o: Resolved, what: string, iterations: number, budget: number, ctx: TesseraDevice): never {
+  throw new TesseraError('E_LIMIT', `${o.op}: ${what} needs ${iterations} loop iterations in one invocation at K = ${o.K}, V = ${o.V}; this device stops an invocation after ${ctx.loopLimit} (budget ${budget})`, {
+    argument: 'K',
+    actual: o.K,
+    expected: `a smaller K (or V), or a device with a higher loop limit (TesseraDevice.loopLimit = ${ctx.loopLimit})`,
+  });
+}
+
+/**
+ * Sizes the segments and splits of a plan from the loop bounds (`loops.ts`) and the device's
+ * budget, or throws `E_LIMIT` (argument `K`) where even one token / chunk / column would pass it.
+ *
+ * @example
+ * planLoops(dev, resolveScanOptions({ H: 1, K: 64, V: 64, T: 1000, gate: 'scalar', delta: false, mode: 'recurrent' }));
+ * // on llvmpipe: { segments: 3, segmentLength: 449, ... }
+ */
+export function planLoops(ctx: TesseraDevice, o: Resolved): LinearLoopPlan {
+  const budget = loopBudget(ctx);
+  const { cu } = o;
+  let maxLen = 0;
+  let maxChunks = 0;
+  for (let i = 1; i < cu.length; i++) {
+    const len = cu[i]! - cu[i - 1]!;
+    maxLen = Math.max(maxLen, len);
+    maxChunks = Math.max(maxChunks, Math.ceil(len / CHUNK));
+  }
+  const bounds: Record<string, number> = {};
+  const fit = (units: number, cost: (n: number) => number, what: string): number => {
+    if (cost(1) > budget) loopLimitError(o, what, cost(1), budget, ctx);
+    if (cost(units) <= budget) return units;
+    // cost is affine in n: the largest n with cost(n) <= budget
+    const per = cost(2) - cost(1);
+    return Math.max(1, Math.floor((budget - (cost(1) - per)) / per));
+  };
+  if (o.mode === 'recurrent') {
+    const len = fit(maxLen, (n) => recurrentLoopIterations(o, n), 'one token of the recurrent form');
+    bounds.recurrent = recurrentLoopIterations(o, len);
+    return { budget, segments: Math.ceil(maxLen / len), segmentLength: len, solveSplit: 1, bounds };
+  }
+  const len = fit(maxChunks, (n) => scanLoopIterations(o, n), 'one chunk of the chunk scan');
+  bounds.scan = scanLoopIterations(o, len);
+  const wg = wgCols(ctx);
+  const fixed: [string, number][] = [
+    ['convert', directInputs(o) ? 0 : convertLoopIterations(o)],
+    ['prep', prepLoopIterations(o, WG_ROWS)],
+    ['intra', intraLoopIterations(o, wg.rows)],
+    ['output', outputLoopIterations(o)],
+  ];
+  for (const [pass, n] of fixed) {
+    if (n > budget) loopLimitError(o, `the chunked form's ${pass} pass`, n, budget, ctx);
+    if (n > 0) bounds[pass] = n;
+  }
+  let solveSplit = 1;
+  if (o.delta) {
+    const maxSplit = Math.ceil((Math.ceil(o.K / 4) + Math.ceil(o.V / 4)) / wg.solve);
+    while (solveSplit < maxSplit && solveLoopIterations(o, wg.solve, solveSplit) > budget) solveSplit++;
+    const n = solveLoopIterations(o, wg.solve, solveSplit);
+    if (n > budget) loopLimitError(o, "the chunked form's WY solve", n, budget, ctx);
+    bounds.solve = n;
+  }
+  return { budget, segments: Math.ceil(maxChunks / len), segmentLength: len, solveSplit, bounds };
+}
+
 interface Passes {
   recurrent?: Pipeline;
   convert?: Pipeline;
@@ -242,103 +339,129 @@ const WG_ROWS = 64;
 
 /**
  * A planned linear scan (one op, one shape). Create with {@link planLinearScan}; `run` encodes
- * the recurrent form or the five passes of the chunked form.
+ * the recurrent form or the five passes of the chunked form. On a loop-capped adapter (llvmpipe)
+ * the recurrent form and the chunk scan run as several dispatches over segments of every sequence
+ * (`loops`, sized by `loops.ts`), the state carried in place between them.
  */
 export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
   readonly options: Readonly<Resolved>;
   readonly nChunks: number;
+  /** Segments and splits chosen for the device's loop limit (see {@link LinearLoopPlan}). */
+  readonly loops: Readonly<LinearLoopPlan>;
   private readonly passes: Passes;
+  /** One LinParams slot per segment, `paramSlot` bytes apart (uniform offset alignment). */
   private readonly params: GPUBuffer;
+  private readonly paramSlot: number;
   private readonly meta: GPUBuffer;
   private readonly dummyR: GPUBuffer;
   private readonly dummyW: GPUBuffer;
   private readonly gammaBuf?: GPUBuffer;
   private readonly zeroZ?: GPUBuffer;
   private readonly zOut?: GPUBuffer;
+  private readonly zPing?: GPUBuffer;
   private readonly stateWs?: GPUBuffer;
   private ws: Record<string, GPUBuffer> = {};
 
-  private constructor(ctx: TesseraDevice, o: Resolved, passes: Passes) {
+  private constructor(ctx: TesseraDevice, o: Resolved, passes: Passes, loops: LinearLoopPlan) {
     super(ctx);
-    this.options = o;
-    this.passes = passes;
-    const { N, HV, K, V, cu } = o;
-    const chunks: number[] = [];
-    const seqChunk: number[] = [0];
-    for (let n = 0; n < N; n++) {
-      for (let s = cu[n]!; s < cu[n + 1]!; s += CHUNK) chunks.push(s, Math.min(CHUNK, cu[n + 1]! - s), n);
-      seqChunk.push(chunks.length / 3);
-    }
-    this.nChunks = chunks.length / 3;
-    const meta = new Uint32Array([...cu, ...chunks, ...seqChunk]);
-    this.meta = this.workspace(meta.byteLength, 'linear.meta');
-    ctx.device.queue.writeBuffer(this.meta, 0, meta);
-    const VS = V + (o.normalize ? 1 : 0);
-    this.params = this.uniform(LIN_PARAMS, {
-      T: o.T,
-      N,
-      nChunks: this.nChunks,
-      H: o.H,
-      HV,
-      K,
-      V,
-      ratio: HV / o.H,
-      VS,
-      chunkOff: cu.length,
-      seqChunkOff: cu.length + chunks.length,
-      K4: Math.ceil(K / 4),
-      V4: Math.ceil(V / 4),
-      VS4: Math.ceil(VS / 4),
-      KP: 4 * Math.ceil(K / 4),
-      scale: o.scale,
-    });
-    this.dummyR = this.workspace(16, 'linear.dummy');
-    this.dummyW = this.workspace(16, 'linear.dummy');
-    if (o.gamma) {
-      this.gammaBuf = this.workspace(o.gamma.byteLength, 'linear.gamma');
-      ctx.device.queue.writeBuffer(this.gammaBuf, 0, o.gamma as Float32Array<ArrayBuffer>);
-    }
-    if (o.normalize) {
-      this.zeroZ = this.workspace(Math.ceil((N * HV * K) / 4) * 16, 'linear.z0');
-      this.zOut = this.workspace(N * HV * K * 4, 'linear.zt');
-    }
-    this.stateWs = this.workspace(N * HV * K * V * 4, 'linear.state');
-    if (o.mode === 'chunk') {
-      const T = o.T;
-      const f = 4;
-      const K4 = Math.ceil(K / 4);
-      const V4 = Math.ceil(V / 4);
-      const VS4 = Math.ceil(VS / 4);
-      const direct = directInputs(o);
-      const r16 = (x: number) => Math.max(16, Math.ceil(x / 16) * 16);
-      const rowsK = T * HV * K4 * 16;
-      const rowsV = T * HV * V4 * 16;
-      const CC = this.nChunks * HV * CHUNK * CHUNK * 4;
-      const sizes: Record<string, number> = {
-        qc: direct ? 16 : T * o.H * K4 * 16,
-        kc: direct ? 16 : T * o.H * K4 * 16,
-        vc: direct ? 16 : rowsV,
-        gam: r16(o.gate === 'vector' ? rowsK : o.gate === 'none' ? 16 : T * HV * 4),
-        qg: rowsK,
-        kd: rowsK,
-        kf: o.gate === 'vector' ? rowsK : 16,
-        P: CC,
-        A: o.delta ? CC : 16,
-        W: o.delta ? rowsK : 16,
-        U: o.delta ? rowsV : 16,
-        hs: this.nChunks * HV * 4 * K4 * VS4 * 16,
-        vn: o.delta ? rowsV : 16,
-      };
-      for (const [name, bytes] of Object.entries(sizes)) {
-        if (bytes > ctx.limits.maxStorageBufferBindingSize) {
-          throw new TesseraError('E_LIMIT', `${o.op}: the chunked form's workspace "${name}" needs ${bytes} bytes for T = ${T}, more than one binding holds`, {
-            argument: 'T',
-            actual: T,
-            expected: `fewer tokens per call (stream long inputs with LinearStream, kernels/linear/stream.ts), or a device with maxStorageBufferBindingSize >= ${bytes}`,
-          });
-        }
+    // a limit found after some buffers were created (a workspace past one binding) frees them
+    try {
+      this.options = o;
+      this.passes = passes;
+      this.loops = loops;
+      const { N, HV, K, V, cu } = o;
+      const chunks: number[] = [];
+      const seqChunk: number[] = [0];
+      for (let n = 0; n < N; n++) {
+        for (let s = cu[n]!; s < cu[n + 1]!; s += CHUNK) chunks.push(s, Math.min(CHUNK, cu[n + 1]! - s), n);
+        seqChunk.push(chunks.length / 3);
       }
-      for (const [name, bytes] of Object.entries(sizes)) this.ws[name] = this.workspace(bytes, `linear.${name}`);
+      this.nChunks = chunks.length / 3;
+      const meta = new Uint32Array([...cu, ...chunks, ...seqChunk]);
+      this.meta = this.workspace(meta.byteLength, 'linear.meta');
+      ctx.device.queue.writeBuffer(this.meta, 0, meta);
+      const VS = V + (o.normalize ? 1 : 0);
+      const base = {
+        T: o.T,
+        N,
+        nChunks: this.nChunks,
+        H: o.H,
+        HV,
+        K,
+        V,
+        ratio: HV / o.H,
+        VS,
+        chunkOff: cu.length,
+        seqChunkOff: cu.length + chunks.length,
+        K4: Math.ceil(K / 4),
+        V4: Math.ceil(V / 4),
+        VS4: Math.ceil(VS / 4),
+        KP: 4 * Math.ceil(K / 4),
+        scale: o.scale,
+        solveSplit: loops.solveSplit,
+      };
+      this.paramSlot = Math.max(LIN_PARAMS.size, ctx.limits.minUniformBufferOffsetAlignment);
+      const slots = new Uint8Array(this.paramSlot * loops.segments);
+      for (let i = 0; i < loops.segments; i++) {
+        slots.set(new Uint8Array(LIN_PARAMS.pack({ ...base, segStart: i * loops.segmentLength, segLen: loops.segmentLength })), i * this.paramSlot);
+      }
+      this.params = this.workspace(slots.byteLength, 'linear.params', GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+      ctx.device.queue.writeBuffer(this.params, 0, slots);
+      this.dummyR = this.workspace(16, 'linear.dummy');
+      this.dummyW = this.workspace(16, 'linear.dummy');
+      if (o.gamma) {
+        this.gammaBuf = this.workspace(o.gamma.byteLength, 'linear.gamma');
+        ctx.device.queue.writeBuffer(this.gammaBuf, 0, o.gamma as Float32Array<ArrayBuffer>);
+      }
+      if (o.normalize) {
+        // z buffers are read as vec4 rows by the chunk scan: 16-byte multiples
+        const zBytes = Math.ceil((N * HV * K) / 4) * 16;
+        this.zeroZ = this.workspace(zBytes, 'linear.z0');
+        this.zOut = this.workspace(zBytes, 'linear.zt');
+        // segments pass z from one buffer to the next: a third where z0 and zt are both internal
+        if (loops.segments > 1) this.zPing = this.workspace(zBytes, 'linear.zping');
+      }
+      this.stateWs = this.workspace(N * HV * K * V * 4, 'linear.state');
+      if (o.mode === 'chunk') {
+        const T = o.T;
+        const f = 4;
+        const K4 = Math.ceil(K / 4);
+        const V4 = Math.ceil(V / 4);
+        const VS4 = Math.ceil(VS / 4);
+        const direct = directInputs(o);
+        const r16 = (x: number) => Math.max(16, Math.ceil(x / 16) * 16);
+        const rowsK = T * HV * K4 * 16;
+        const rowsV = T * HV * V4 * 16;
+        const CC = this.nChunks * HV * CHUNK * CHUNK * 4;
+        const sizes: Record<string, number> = {
+          qc: direct ? 16 : T * o.H * K4 * 16,
+          kc: direct ? 16 : T * o.H * K4 * 16,
+          vc: direct ? 16 : rowsV,
+          gam: r16(o.gate === 'vector' ? rowsK : o.gate === 'none' ? 16 : T * HV * 4),
+          qg: rowsK,
+          kd: rowsK,
+          kf: o.gate === 'vector' ? rowsK : 16,
+          P: CC,
+          A: o.delta ? CC : 16,
+          W: o.delta ? rowsK : 16,
+          U: o.delta ? rowsV : 16,
+          hs: this.nChunks * HV * 4 * K4 * VS4 * 16,
+          vn: o.delta ? rowsV : 16,
+        };
+        for (const [name, bytes] of Object.entries(sizes)) {
+          if (bytes > ctx.limits.maxStorageBufferBindingSize) {
+            throw new TesseraError('E_LIMIT', `${o.op}: the chunked form's workspace "${name}" needs ${bytes} bytes for T = ${T}, more than one binding holds`, {
+              argument: 'T',
+              actual: T,
+              expected: `fewer tokens per call (stream long inputs with LinearStream, kernels/linear/stream.ts), or a device with maxStorageBufferBindingSize >= ${bytes}`,
+            });
+          }
+        }
+        for (const [name, bytes] of Object.entries(sizes)) this.ws[name] = this.workspace(bytes, `linear.${name}`);
+      }
+    } catch (e) {
+      this.dispose();
+      throw e;
     }
   }
 
@@ -346,6 +469,7 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
   static async create(device: DeviceLike, opts: LinearScanOptions): Promise<LinearScanPlan> {
     const ctx = ctxOf(device);
     const o = resolveScanOptions(opts);
+    const loops = planLoops(ctx, o);
     const kmax = kmaxOf(o.K);
     const zmax = o.normalize ? kmax : 1;
     const G = GATE_CODE[o.gate];
@@ -377,7 +501,7 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       ]);
       Object.assign(passes, { convert, prep, intra, solve, scan, output });
     }
-    return new LinearScanPlan(ctx, o, passes);
+    return new LinearScanPlan(ctx, o, passes, loops);
   }
 
   /** Checks the tensors against the plan (shapes, dtypes, usages); throws before encoding. */
@@ -416,6 +540,7 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
     this.checkTensors(t);
     const o = this.options;
     const { N, HV, K, V } = o;
+    const nSeg = this.loops.segments;
     const stateBytes = N * HV * K * V * 4;
     const state: GpuTensor = t.finalState ?? { buffer: this.stateWs!, shape: [N, HV, K, V], dtype: 'f32' };
     if (t.initialState && !sameTensor(t.initialState, state)) {
@@ -423,57 +548,79 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
     } else if (!t.initialState) {
       encoder.clearBuffer(state.buffer, state.offset ?? 0, stateBytes);
     }
-    let zIn: { buffer: GPUBuffer; offset?: number; size?: number } = { buffer: this.dummyR };
-    let zOut: { buffer: GPUBuffer; offset?: number; size?: number } = { buffer: this.dummyW };
+    // z (normaliser) of segment i: read from zIn[i], written to zOut[i] = zIn[i + 1]
+    const zIn: BindingResource[] = [];
+    const zOut: BindingResource[] = [];
+    let zCopyOut = false;
     if (o.normalize) {
       const zBytes = N * HV * K * 4;
-      if (t.z0 && (o.mode === 'recurrent' || (N * HV * K) % 4 === 0)) zIn = res(t.z0);
+      // the chunk scan reads z_in as vec4s: a user tensor of N*HV*K floats binds only when that is a multiple of 4
+      const direct = o.mode === 'recurrent' || (N * HV * K) % 4 === 0;
+      let first: BindingResource;
+      if (t.z0 && direct) first = res(t.z0);
       else if (t.z0) {
-        // the chunked scan reads z_in as vec4s: give it a 16-byte-multiple copy
         encoder.copyBufferToBuffer(t.z0.buffer, t.z0.offset ?? 0, this.zeroZ!, 0, zBytes);
-        zIn = { buffer: this.zeroZ! };
+        first = { buffer: this.zeroZ! };
       } else {
         encoder.clearBuffer(this.zeroZ!, 0, zBytes);
-        zIn = { buffer: this.zeroZ! };
+        first = { buffer: this.zeroZ! };
       }
-      if (t.zt && !sameTensor(t.zt, t.z0)) zOut = res(t.zt);
-      else zOut = { buffer: this.zOut! };
+      const userOut = !!t.zt && !sameTensor(t.zt, t.z0) && (direct || nSeg === 1);
+      const last: BindingResource = userOut ? res(t.zt!) : { buffer: this.zOut! };
+      zCopyOut = !!t.zt && !userOut;
+      // the last segment writes `last`; earlier ones alternate with a buffer that is neither it nor the first input
+      const other = [this.zeroZ, this.zOut, this.zPing].find((b) => b && b !== last.buffer && b !== first.buffer);
+      for (let i = 0; i < nSeg; i++) {
+        zOut.push((nSeg - 1 - i) % 2 === 0 ? last : { buffer: other! });
+        zIn.push(i === 0 ? first : zOut[i - 1]!);
+      }
     }
     const gate = t.g ? res(t.g) : this.gammaBuf ? { buffer: this.gammaBuf } : { buffer: this.dummyR };
     const beta = t.beta ? res(t.beta) : { buffer: this.dummyR };
     const meta = { buffer: this.meta };
-    const params = { buffer: this.params };
+    const params = (i: number): BindingResource => ({ buffer: this.params, offset: i * this.paramSlot, size: LIN_PARAMS.size });
     const P = this.passes;
     if (P.recurrent) {
       const tiles = Math.ceil(Math.ceil(V / 2) / wgCols(this.ctx).recurrent);
-      const bz = o.delta ? res(t.beta!) : o.normalize ? zOut : { buffer: this.dummyW };
-      const g3 = o.normalize ? zIn : gate;
-      this.dispatch(encoder, P.recurrent, [res(t.q), res(t.k), res(t.v), g3, meta, bz, res(t.o), res(state), params], grid2d(this.ctx, N * HV * tiles));
+      const grid = grid2d(this.ctx, N * HV * tiles);
+      for (let i = 0; i < nSeg; i++) {
+        const bz = o.delta ? res(t.beta!) : o.normalize ? zOut[i]! : { buffer: this.dummyW };
+        const g3 = o.normalize ? zIn[i]! : gate;
+        this.dispatch(encoder, P.recurrent, [res(t.q), res(t.k), res(t.v), g3, meta, bz, res(t.o), res(state), params(i)], grid);
+      }
     } else {
       const w = this.ws;
       const b = (x: GPUBuffer) => ({ buffer: x });
       const perChunk = grid2d(this.ctx, this.nChunks * HV);
       const rows = o.T * (o.H + HV);
-      if (P.convert) this.dispatch(encoder, P.convert, [res(t.q), res(t.k), res(t.v), b(w.qc!), b(w.kc!), b(w.vc!), params], grid2d(this.ctx, Math.ceil(rows / WG_ROWS)));
+      const p0 = params(0);
+      if (P.convert) this.dispatch(encoder, P.convert, [res(t.q), res(t.k), res(t.v), b(w.qc!), b(w.kc!), b(w.vc!), p0], grid2d(this.ctx, Math.ceil(rows / WG_ROWS)));
       // f32 inputs with K and V multiples of 4 are already vec4 rows: bound as they are
       const qc = P.convert ? b(w.qc!) : res(t.q);
       const kc = P.convert ? b(w.kc!) : res(t.k);
       const vc = P.convert ? b(w.vc!) : res(t.v);
-      this.dispatch(encoder, P.prep!, [qc, kc, gate, meta, b(w.gam!), b(w.qg!), b(w.kd!), b(w.kf!), params], perChunk);
-      this.dispatch(encoder, P.intra!, [qc, kc, b(w.gam!), b(w.kf!), beta, meta, b(w.P!), b(w.A!), params], perChunk);
-      if (P.solve) this.dispatch(encoder, P.solve, [b(w.A!), kc, vc, b(w.gam!), beta, meta, b(w.W!), b(w.U!), params], perChunk);
+      this.dispatch(encoder, P.prep!, [qc, kc, gate, meta, b(w.gam!), b(w.qg!), b(w.kd!), b(w.kf!), p0], perChunk);
+      this.dispatch(encoder, P.intra!, [qc, kc, b(w.gam!), b(w.kf!), beta, meta, b(w.P!), b(w.A!), p0], perChunk);
+      if (P.solve) {
+        const grid = grid2d(this.ctx, this.nChunks * HV * this.loops.solveSplit);
+        this.dispatch(encoder, P.solve, [b(w.A!), kc, vc, b(w.gam!), beta, meta, b(w.W!), b(w.U!), p0], grid);
+      }
       const u = o.delta ? b(w.U!) : vc;
-      const wz = o.delta ? b(w.W!) : o.normalize ? zIn : { buffer: this.dummyR };
-      const vz = o.delta ? b(w.vn!) : o.normalize ? zOut : { buffer: this.dummyW };
       const VS4 = Math.ceil((V + (o.normalize ? 1 : 0)) / 4);
-      this.dispatch(encoder, P.scan!, [wz, u, b(w.kd!), b(w.gam!), meta, b(w.hs!), vz, res(state), params], grid2d(this.ctx, N * HV * Math.ceil(VS4 / wgCols(this.ctx).scan)));
+      const grid = grid2d(this.ctx, N * HV * Math.ceil(VS4 / wgCols(this.ctx).scan));
+      for (let i = 0; i < nSeg; i++) {
+        const wz = o.delta ? b(w.W!) : o.normalize ? zIn[i]! : { buffer: this.dummyR };
+        const vz = o.delta ? b(w.vn!) : o.normalize ? zOut[i]! : { buffer: this.dummyW };
+        this.dispatch(encoder, P.scan!, [wz, u, b(w.kd!), b(w.gam!), meta, b(w.hs!), vz, res(state), params(i)], grid);
+      }
       const un = o.delta ? b(w.vn!) : vc;
-      this.dispatch(encoder, P.output!, [b(w.qg!), b(w.P!), un, b(w.hs!), meta, res(t.o), params], grid2d(this.ctx, this.nChunks * HV * Math.ceil((16 * Math.ceil(V / 4)) / wgCols(this.ctx).rows)));
+      this.dispatch(encoder, P.output!, [b(w.qg!), b(w.P!), un, b(w.hs!), meta, res(t.o), p0], grid2d(this.ctx, this.nChunks * HV * Math.ceil((16 * Math.ceil(V / 4)) / wgCols(this.ctx).rows)));
     }
-    if (o.normalize && t.zt && sameTensor(t.zt, t.z0)) {
-      encoder.copyBufferToBuffer(this.zOut!, 0, t.zt.buffer, t.zt.offset ?? 0, N * HV * K * 4);
+    if (zCopyOut) {
+      encoder.copyBufferToBuffer(this.zOut!, 0, t.zt!.buffer, t.zt!.offset ?? 0, N * HV * K * 4);
     }
   }
+
 }
 
 /**

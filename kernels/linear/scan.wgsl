@@ -4,6 +4,10 @@
 //   V_new = U - W S   (DELTA; stored in VZ)   or the values v themselves
 //   S <- Diag(e^{G_last}) S + KD^T V_new
 // With NORM the state has one more column, z, whose values are all 1 (z_in in WZ, z_out in VZ).
+// Segments: one dispatch runs chunks [segStart, segStart + segLen) of every sequence (relative to
+// its first chunk), so that no invocation passes the device's loop limit (kernels/linear/loops.ts,
+// scanLoopIterations); the state stays in ST between dispatches, z goes from z_in to z_out (run()
+// alternates two buffers; only the invocation of column V reads and writes z).
 
 @group(0) @binding(0) var<storage, read> WZ: array<vec4<f32>>;   // W [T, HV, K4] or z_in [N, HV, K] (f32)
 @group(0) @binding(1) var<storage, read> UB: array<vec4<f32>>;   // U or v as f32 [T, HV, V4]
@@ -55,9 +59,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     S[d] = s;
   }
-  let first = mt[p.seqChunkOff + n];
   let last = mt[p.seqChunkOff + n + 1u];
-  for (var c = first; c < last; c++) {
+  let first = min(mt[p.seqChunkOff + n] + p.segStart, last);
+  let cEnd = min(last, first + p.segLen);
+  for (var c = first; c < cEnd; c++) {
     let start = mt[p.chunkOff + 3u * c];
     let len = mt[p.chunkOff + 3u * c + 1u];
     let hb = (c * HV + hv) * p.KP * p.VS4;

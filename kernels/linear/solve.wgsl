@@ -5,7 +5,8 @@
 // triangular diagonal block in registers. Results:
 //   W = T (beta e^{G} k)   [len, K]        U = T (beta v)   [len, V]
 // so that the chunk's new values are V_new = U - W S_0 (scan.wgsl). Earlier row blocks X_J are
-// read back from W / U, which this invocation wrote.
+// read back from W / U, which this invocation wrote. `solveSplit` workgroups share the columns of
+// one (chunk, value head) where one would pass the device's loop limit (loops.ts).
 
 @group(0) @binding(0) var<storage, read> AM: array<vec4<f32>>;   // [nChunks, HV, CH, CH] (A[i][j])
 @group(0) @binding(1) var<storage, read> KC: array<vec4<f32>>;
@@ -54,10 +55,12 @@ fn st_x(t: u32, hv: u32, col: u32, x: vec4<f32>) {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let id = lin_wg(wg, nwg);
+  let gid = lin_wg(wg, nwg);
+  let id = gid / p.solveSplit;
   if (id >= p.nChunks * p.HV) {
     return;
   }
+  let part = gid % p.solveSplit;
   let c = id / p.HV;
   let hv = id % p.HV;
   let h = hv / p.ratio;
@@ -65,7 +68,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let len = mt[p.chunkOff + 3u * c + 1u];
   let nb = (len + 3u) / 4u;
   let arow = id * CH * (CH / 4u);   // vec4 index of A[0][0] of this chunk
-  for (var col = lid; col < p.K4 + p.V4; col += WG) {
+  for (var col = part * WG + lid; col < p.K4 + p.V4; col += WG * p.solveSplit) {
     for (var I = 0u; I < nb; I++) {
       let i0 = 4u * I;
       let t0 = start + i0;

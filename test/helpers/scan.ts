@@ -3,8 +3,9 @@
  * scan family, the float64 reference, and both GPU forms compared against it.
  */
 import { expect } from 'vitest';
-import { planLinearScan, type LinearScanTensors } from '../../kernels/linear/scan.js';
+import { planLinearScan, type LinearLoopPlan, type LinearScanTensors } from '../../kernels/linear/scan.js';
 import { linearScanReference, type GateMode } from '../../kernels/linear/reference.js';
+import { recurrentLoopIterations, scanLoopIterations } from '../../kernels/linear/loops.js';
 import { runOnce } from '../../src/plan.js';
 import { roundTo, type FloatDType } from '../../src/tensor.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE, type Tolerance } from '../../src/testing.js';
@@ -28,6 +29,19 @@ export interface ScanCase {
   gamma?: number[];
   modes?: ('chunk' | 'recurrent')[];
   seed?: number;
+}
+
+/**
+ * The per-invocation loop iterations of a case's two sequential passes if they ran unsegmented
+ * (kernels/linear/loops.ts): the recurrent form over the longest sequence, the chunk scan over
+ * its chunks. Over 65,535 means llvmpipe needs the segmented path.
+ */
+export function unsegmentedLoops(c: ScanCase): { recurrent: number; scan: number } {
+  const cu = c.cu ?? [0, c.T!];
+  let maxLen = 0;
+  for (let i = 1; i < cu.length; i++) maxLen = Math.max(maxLen, cu[i]! - cu[i - 1]!);
+  const o = { K: c.K, gate: c.gamma ? 'constant' : c.gate, delta: c.delta, normalize: !!c.normalize };
+  return { recurrent: recurrentLoopIterations(o, maxLen), scan: scanLoopIterations(o, Math.ceil(maxLen / 64)) };
 }
 
 export function caseName(c: ScanCase): string {
@@ -85,9 +99,10 @@ export function tolFor(dtype: FloatDType): Tolerance {
 
 /**
  * Runs both forms (or `c.modes`) of a case on the GPU and checks o and the final state(s) against
- * the float64 reference; returns the GPU results per mode for further checks.
+ * the float64 reference; returns the GPU results (and the plan's loop segmentation) per mode for
+ * further checks.
  */
-export async function checkScanCase(gpu: GpuFixture, c: ScanCase): Promise<Record<string, { o: Float64Array; ht: Float64Array }>> {
+export async function checkScanCase(gpu: GpuFixture, c: ScanCase): Promise<Record<string, { o: Float64Array; ht: Float64Array; loops: LinearLoopPlan }>> {
   const x = makeInputs(c);
   const { HV, cu, T, N, dtype } = x;
   const gamma = c.gamma;
@@ -96,7 +111,7 @@ export async function checkScanCase(gpu: GpuFixture, c: ScanCase): Promise<Recor
     { q: x.q, k: x.k, v: x.v, g: gamma ?? x.g, beta: x.beta, h0: x.h0, z0: x.z0 },
     { H: c.H, HV, K: c.K, V: c.V, cuSeqlens: cu, gate, delta: c.delta, normalize: c.normalize },
   );
-  const out: Record<string, { o: Float64Array; ht: Float64Array }> = {};
+  const out: Record<string, { o: Float64Array; ht: Float64Array; loops: LinearLoopPlan }> = {};
   for (const mode of c.modes ?? (['chunk', 'recurrent'] as const)) {
     const plan = await planLinearScan(gpu.dev, { H: c.H, HV, K: c.K, V: c.V, cuSeqlens: cu, gate, delta: c.delta, normalize: c.normalize, gamma, dtype, mode });
     const t: LinearScanTensors = {
@@ -115,6 +130,7 @@ export async function checkScanCase(gpu: GpuFixture, c: ScanCase): Promise<Recor
       if (x.z0) t.z0 = gpu.tensor(x.z0, [N, HV, c.K]);
     }
     await runOnce(gpu.dev, plan, t, 'test');
+    const loops = plan.loops;
     plan.dispose();
     const o = await gpu.read(t.o);
     const ht = await gpu.read(t.finalState!);
@@ -127,7 +143,7 @@ export async function checkScanCase(gpu: GpuFixture, c: ScanCase): Promise<Recor
       const cz = compare(await gpu.read(t.zt!), ref.zt!);
       expect(passes(cz, TOLERANCE.f32), `${mode} zt: ${describeComparison(cz)}`).toBe(true);
     }
-    out[mode] = { o, ht };
+    out[mode] = { o, ht, loops };
   }
   return out;
 }

@@ -360,7 +360,7 @@ describe('dense with loopLimit 4096 (the split path on any adapter)', () => {
   const SPLIT: (Case & { splits: number; groups?: number })[] = [
     { tq: [1000], Hq: 4, Hkv: 2, D: 128, dtype: 'f32', splits: 2 },
     { tq: [1500], Hq: 2, Hkv: 2, D: 128, dtype: 'f32', window: 900, sinks: 5, splits: 2 },
-    { tq: [300, 1, 1400], tk: [300, 2000, 1400], Hq: 6, Hkv: 2, D: 96, Dv: 64, dtype: 'f32', sinkLogit: true, splits: 2 },
+    { tq: [300, 1, 700], tk: [300, 2000, 700], Hq: 6, Hkv: 2, D: 96, Dv: 64, dtype: 'f32', sinkLogit: true, splits: 2 },
     { tq: [40], tk: [1700], Hq: 1, Hkv: 1, D: 64, dtype: 'f32', causal: false, noLse: true, splits: 2 },
     { tq: [200], tk: [700], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', window: 300, sinks: 2, sinkLogit: true, variant: 'gpu', splits: 11 },
     // several query groups (128 tokens each), sequences crossing group boundaries, the last one

@@ -446,6 +446,22 @@ export function spansInQueryRange(spans: readonly SeqSpan[], t0: number, t1: num
   return out;
 }
 
+/**
+ * The KV split of a prefill on a device with loop cap `loopLimit`: none (`splits` 1) unless the
+ * plan's largest tile could loop past 90% of it ({@link flashLoopIterations}); then the fewest
+ * splits of at most {@link maxFlashKvChunk} keys, balanced (a multiple of the key block).
+ */
+export function planKvSplit(loopLimit: number, r: ResolvedAttention, spans: readonly SeqSpan[]): { splits: number; kvChunk: number } {
+  const entry = entryOf(r, 'prefill');
+  const cap = maxFlashKvChunk(loopLimit, entry, r.D, r.Dv);
+  const maxKeys = maxTileKeys(r, spans, entry === 'main_cpu' ? CPU_TILE_ROWS : GPU_TILE_ROWS);
+  if (flashLoopIterations(entry, r.D, r.Dv, maxKeys) <= 0.9 * loopLimit) return { splits: 1, kvChunk: Number.POSITIVE_INFINITY };
+  const maxTk = Math.max(...spans.map((x) => x.tk));
+  const block = flashLoopCost(entry, r.D, r.Dv).blockKeys;
+  const kvChunk = Math.min(cap, block * Math.ceil(maxTk / Math.ceil(maxTk / cap) / block));
+  return { splits: Math.ceil(maxTk / kvChunk), kvChunk };
+}
+
 /** Bytes of prefill partials (`oParts`) a split plan keeps per query group (at most). */
 export const PREFILL_PARTIALS_BYTES = 32 * 2 ** 20;
 
@@ -500,18 +516,20 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
    * {@link flashLoopIterations}; then each split of `kvChunk` keys writes f32 partials that
    * `kernels/merge` combines exactly.
    */
-  splits = 1;
+  readonly splits: number;
   /** Keys per split (`Infinity` when unsplit). */
-  kvChunk = Number.POSITIVE_INFINITY;
+  readonly kvChunk: number;
   private groups: QueryGroup[] = [];
   private oParts?: GPUBuffer;
   private lseParts?: GPUBuffer;
   private lseScratch?: GPUBuffer;
 
-  private constructor(ctx: TesseraDevice, r: ResolvedAttention, spans: SeqSpan[]) {
+  private constructor(ctx: TesseraDevice, r: ResolvedAttention, spans: SeqSpan[], split: { splits: number; kvChunk: number }) {
     super(ctx);
     this.options = r;
     this.spans = spans;
+    this.splits = split.splits;
+    this.kvChunk = split.kvChunk;
     const last = spans[spans.length - 1]!;
     this.Tq = last.qOff + last.tq;
     this.Tk = last.kOff + last.tk;
@@ -540,20 +558,8 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
     const ctx = ctxOf(device);
     const r = resolveAttention(ctx, opts);
     const spans = resolveSpans(opts);
-    const plan = new AttentionPlan(ctx, r, spans);
+    const plan = new AttentionPlan(ctx, r, spans, planKvSplit(ctx.loopLimit, r, spans));
     checkAttentionSizes(ctx, { ...r, Tq: plan.Tq, Tk: plan.Tk });
-    // Mesa's loop cap: split the keys when one work item could loop past 90% of it.
-    const entry = entryOf(r, 'prefill');
-    const tileRows = entry === 'main_cpu' ? CPU_TILE_ROWS : GPU_TILE_ROWS;
-    const cap = maxFlashKvChunk(ctx.loopLimit, entry, r.D, r.Dv);
-    const maxKeys = maxTileKeys(r, spans, tileRows);
-    if (flashLoopIterations(entry, r.D, r.Dv, maxKeys) > 0.9 * ctx.loopLimit) {
-      const maxTk = Math.max(...spans.map((x) => x.tk));
-      const block = flashLoopCost(entry, r.D, r.Dv).blockKeys;
-      plan.splits = Math.ceil(maxTk / cap);
-      plan.kvChunk = Math.min(cap, block * Math.ceil(maxTk / plan.splits / block));
-      plan.splits = Math.ceil(maxTk / plan.kvChunk);
-    }
     try {
       if (plan.splits === 1) {
         plan.groups = [{ tok0: 0, tokens: plan.Tq, core: await FlashCore.create(ctx, r, spans, undefined, plan.allocator()) }];

@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { attention, attentionReference, planAttention, planDecode, decodeAttention } from '../kernels/dense/index.js';
+import { flashLoopCost, flashLoopIterations, maxFlashKvChunk } from '../kernels/dense/prefill.js';
 import { TesseraError } from '../src/errors.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
-import { useGpu } from './helpers/gpu.js';
+import { useGpu, type GpuFixture } from './helpers/gpu.js';
 
 const gpu = useGpu();
 
@@ -25,6 +26,8 @@ interface Case {
   variant?: 'cpu' | 'gpu';
   subgroups?: boolean;
   noLse?: boolean;
+  /** Bound on a split prefill's partials (forces several query groups when small). */
+  partialBytes?: number;
 }
 
 function caseName(c: Case): string {
@@ -37,7 +40,7 @@ function caseName(c: Case): string {
   const sinks = c.sinks ? `-S${c.sinks}` : '';
   const sl = c.sinkLogit ? '-sinklogit' : '';
   const variant = c.variant ? `-${c.variant}${c.subgroups === false ? '-nosg' : ''}` : '';
-  return `${t}${tk}-Hq${c.Hq}-Hkv${c.Hkv}-D${c.D}${dv}-${c.dtype}${out}-${mask}${win}${sinks}${sl}${variant}${c.noLse ? '-nolse' : ''}`;
+  return `${t}${tk}-Hq${c.Hq}-Hkv${c.Hkv}-D${c.D}${dv}-${c.dtype}${out}-${mask}${win}${sinks}${sl}${variant}${c.noLse ? '-nolse' : ''}${c.partialBytes ? `-pb${c.partialBytes}` : ''}`;
 }
 
 /** Random inputs, rounded to the storage dtype (what the reference sees). */
@@ -128,44 +131,55 @@ const PREFILL: Case[] = [
   { tq: [65, 130], Hq: 2, Hkv: 1, D: 80, Dv: 48, dtype: 'f32', causal: false, variant: 'gpu' },
   { tq: [100], tk: [37], Hq: 2, Hkv: 1, D: 80, Dv: 48, dtype: 'f32', sinkLogit: true, variant: 'gpu' },
   { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', window: 64, sinks: 4, variant: 'cpu', subgroups: false },
+  // 17,000 keys per tile: unsplit, one main_cpu work item would loop 71,438 times (llvmpipe's cap
+  // is 65,535, so there the plan splits the keys in two and merges)
+  { tq: [16], tk: [17000], Hq: 2, Hkv: 1, D: 128, dtype: 'f32', causal: false },
 ];
+
+/** Plans, runs and checks one prefill case on fixture `g`; returns the plan's split choice. */
+async function runPrefill(g: GpuFixture, c: Case, seed: number): Promise<{ splits: number; kvChunk: number; queryGroups: number }> {
+  const x = inputs(c, seed);
+  const tks = c.tk ?? c.tq;
+  const ref = referenceBatch(c, x, c.tq, tks);
+  const q = g.tensor(x.q, [x.Tq, c.Hq, c.D], c.dtype);
+  const k = g.tensor(x.k, [x.Tk, c.Hkv, c.D], c.dtype);
+  const v = g.tensor(x.v, [x.Tk, c.Hkv, x.Dv], c.dtype);
+  const o = g.nanTensor([x.Tq, c.Hq, x.Dv], c.outDtype ?? c.dtype);
+  const lse = c.noLse ? undefined : g.nanTensor([x.Tq, c.Hq]);
+  const sinkLogits = x.sink ? g.tensor(x.sink, [c.Hq]) : undefined;
+  const cu = (l: number[]) => l.reduce((a, b) => [...a, a[a.length - 1]! + b], [0]);
+  const shape = c.tq.length > 1 || c.tk ? { cuSeqlensQ: cu(c.tq), cuSeqlensK: cu(tks) } : { Tq: x.Tq };
+  const plan = await planAttention(g.dev, {
+    ...shape,
+    Hq: c.Hq,
+    Hkv: c.Hkv,
+    D: c.D,
+    Dv: x.Dv,
+    dtype: c.dtype,
+    outDtype: c.outDtype,
+    causal: c.causal,
+    window: c.window,
+    sinks: c.sinks,
+    sinkLogit: c.sinkLogit,
+    variant: c.variant,
+    subgroups: c.subgroups,
+    partialBytes: c.partialBytes,
+  } as Parameters<typeof planAttention>[1]);
+  await g.dev.scoped('test', async () => {
+    const enc = g.dev.device.createCommandEncoder();
+    plan.run(enc, { q, k, v, o, lse, sinkLogits });
+    await g.dev.submitAndWait([enc.finish()]);
+  });
+  const split = { splits: plan.splits, kvChunk: plan.kvChunk, queryGroups: plan.queryGroups };
+  plan.dispose();
+  await check(c, { o: await g.read(o), lse: lse ? await g.read(lse) : undefined }, ref);
+  return split;
+}
 
 describe('dense prefill', () => {
   PREFILL.forEach((c, i) => {
     it(caseName(c), async () => {
-      const x = inputs(c, 100 + i);
-      const tks = c.tk ?? c.tq;
-      const ref = referenceBatch(c, x, c.tq, tks);
-      const q = gpu.tensor(x.q, [x.Tq, c.Hq, c.D], c.dtype);
-      const k = gpu.tensor(x.k, [x.Tk, c.Hkv, c.D], c.dtype);
-      const v = gpu.tensor(x.v, [x.Tk, c.Hkv, x.Dv], c.dtype);
-      const o = gpu.nanTensor([x.Tq, c.Hq, x.Dv], c.outDtype ?? c.dtype);
-      const lse = c.noLse ? undefined : gpu.nanTensor([x.Tq, c.Hq]);
-      const sinkLogits = x.sink ? gpu.tensor(x.sink, [c.Hq]) : undefined;
-      const cu = (l: number[]) => l.reduce((a, b) => [...a, a[a.length - 1]! + b], [0]);
-      const shape = c.tq.length > 1 || c.tk ? { cuSeqlensQ: cu(c.tq), cuSeqlensK: cu(tks) } : { Tq: x.Tq };
-      const plan = await planAttention(gpu.dev, {
-        ...shape,
-        Hq: c.Hq,
-        Hkv: c.Hkv,
-        D: c.D,
-        Dv: x.Dv,
-        dtype: c.dtype,
-        outDtype: c.outDtype,
-        causal: c.causal,
-        window: c.window,
-        sinks: c.sinks,
-        sinkLogit: c.sinkLogit,
-        variant: c.variant,
-        subgroups: c.subgroups,
-      } as Parameters<typeof planAttention>[1]);
-      await gpu.dev.scoped('test', async () => {
-        const enc = gpu.dev.device.createCommandEncoder();
-        plan.run(enc, { q, k, v, o, lse, sinkLogits });
-        await gpu.dev.submitAndWait([enc.finish()]);
-      });
-      plan.dispose();
-      await check(c, { o: await gpu.read(o), lse: lse ? await gpu.read(lse) : undefined }, ref);
+      await runPrefill(gpu, c, 100 + i);
     });
   });
 
@@ -205,35 +219,51 @@ const DECODE: DecodeCase[] = [
   { kvLens: [130, 1, 77], Hq: 6, Hkv: 1, D: 32, Dv: 24, dtype: 'f32', kvChunk: 64, sinkLogit: true },
   { kvLens: [1000, 7], Hq: 2, Hkv: 1, D: 64, dtype: 'f16', kvChunk: 128, noLse: true },
   { kvLens: [200, 65], Hq: 4, Hkv: 2, D: 80, Dv: 48, dtype: 'f32', kvChunk: 48, variant: 'gpu' },
+  // one 17,000-key split would loop past llvmpipe's cap: there the chunk is lowered (2 splits)
+  { kvLens: [17000, 3], Hq: 2, Hkv: 1, D: 128, dtype: 'f32', kvChunk: 17000 },
 ];
+
+function decodeName(c: DecodeCase): string {
+  return `N${c.kvLens.length}-kv${c.kvLens.join('_')}-Hq${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}${c.outDtype ? `-out${c.outDtype}` : ''}${c.kvChunk ? `-chunk${c.kvChunk}` : ''}${c.window ? `-W${c.window}` : ''}${c.sinks ? `-S${c.sinks}` : ''}${c.sinkLogit ? '-sinklogit' : ''}${c.noLse ? '-nolse' : ''}${c.variant ? `-${c.variant}` : ''}${c.subgroups === false ? '-nosg' : ''}`;
+}
+
+/** Plans, runs and checks one decode case on fixture `g`; returns the plan's split choice. */
+async function runDecode(g: GpuFixture, c: DecodeCase, seed: number): Promise<{ splits: number; kvChunk: number }> {
+  const N = c.kvLens.length;
+  const asCase: Case = { tq: c.kvLens.map(() => 1), tk: c.kvLens, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv: c.Dv, dtype: c.dtype, outDtype: c.outDtype, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit };
+  const x = inputs(asCase, seed);
+  const ref = referenceBatch(asCase, x, asCase.tq, c.kvLens);
+  const Dv = x.Dv;
+  const plan = await planDecode(g.dev, { kvLens: c.kvLens, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv, dtype: c.dtype, outDtype: c.outDtype, kvChunk: c.kvChunk, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit, variant: c.variant, subgroups: c.subgroups });
+  const o = g.nanTensor([N, c.Hq, Dv], c.outDtype ?? c.dtype);
+  const lse = c.noLse ? undefined : g.nanTensor([N, c.Hq]);
+  await g.dev.scoped('test', async () => {
+    const enc = g.dev.device.createCommandEncoder();
+    plan.run(enc, {
+      q: g.tensor(x.q, [N, c.Hq, c.D], c.dtype),
+      k: g.tensor(x.k, [x.Tk, c.Hkv, c.D], c.dtype),
+      v: g.tensor(x.v, [x.Tk, c.Hkv, Dv], c.dtype),
+      o,
+      lse,
+      sinkLogits: x.sink ? g.tensor(x.sink, [c.Hq]) : undefined,
+    });
+    await g.dev.submitAndWait([enc.finish()]);
+  });
+  const split = { splits: plan.splits, kvChunk: plan.kvChunk };
+  plan.dispose();
+  await check(asCase, { o: await g.read(o), lse: lse ? await g.read(lse) : undefined }, ref);
+  return split;
+}
 
 describe('dense decode (split-K + merge)', () => {
   DECODE.forEach((c, i) => {
-    const name = `N${c.kvLens.length}-kv${c.kvLens.join('_')}-Hq${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}${c.outDtype ? `-out${c.outDtype}` : ''}${c.kvChunk ? `-chunk${c.kvChunk}` : ''}${c.window ? `-W${c.window}` : ''}${c.sinks ? `-S${c.sinks}` : ''}${c.sinkLogit ? '-sinklogit' : ''}${c.noLse ? '-nolse' : ''}${c.variant ? `-${c.variant}` : ''}${c.subgroups === false ? '-nosg' : ''}`;
-    it(name, async () => {
-      const N = c.kvLens.length;
-      const asCase: Case = { tq: c.kvLens.map(() => 1), tk: c.kvLens, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv: c.Dv, dtype: c.dtype, outDtype: c.outDtype, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit };
-      const x = inputs(asCase, 500 + i);
-      const ref = referenceBatch(asCase, x, asCase.tq, c.kvLens);
-      const Dv = x.Dv;
-      const plan = await planDecode(gpu.dev, { kvLens: c.kvLens, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv, dtype: c.dtype, outDtype: c.outDtype, kvChunk: c.kvChunk, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit, variant: c.variant, subgroups: c.subgroups });
-      if (c.kvChunk) expect(plan.splits).toBe(Math.ceil(Math.max(...c.kvLens) / c.kvChunk));
-      const o = gpu.nanTensor([N, c.Hq, Dv], c.outDtype ?? c.dtype);
-      const lse = c.noLse ? undefined : gpu.nanTensor([N, c.Hq]);
-      await gpu.dev.scoped('test', async () => {
-        const enc = gpu.dev.device.createCommandEncoder();
-        plan.run(enc, {
-          q: gpu.tensor(x.q, [N, c.Hq, c.D], c.dtype),
-          k: gpu.tensor(x.k, [x.Tk, c.Hkv, c.D], c.dtype),
-          v: gpu.tensor(x.v, [x.Tk, c.Hkv, Dv], c.dtype),
-          o,
-          lse,
-          sinkLogits: x.sink ? gpu.tensor(x.sink, [c.Hq]) : undefined,
-        });
-        await gpu.dev.submitAndWait([enc.finish()]);
-      });
-      plan.dispose();
-      await check(asCase, { o: await gpu.read(o), lse: lse ? await gpu.read(lse) : undefined }, ref);
+    it(decodeName(c), async () => {
+      const split = await runDecode(gpu, c, 500 + i);
+      if (c.kvChunk) {
+        const chunk = Math.min(c.kvChunk, maxFlashKvChunk(gpu.dev.loopLimit, c.variant === 'gpu' ? 'main_gpu' : 'main_decode_cpu', c.D, c.Dv ?? c.D));
+        expect(split.kvChunk).toBe(chunk);
+        expect(split.splits).toBe(Math.ceil(Math.max(...c.kvLens) / chunk));
+      }
     });
   });
 
@@ -305,5 +335,63 @@ describe('dense bad input', () => {
     plan.dispose();
     expect(() => plan.run(enc, good)).toThrow(/disposed/);
     enc.finish();
+  });
+});
+
+describe('dense loop bound (llvmpipe stops an invocation after 65,535 loop iterations)', () => {
+  it('flashLoopIterations and maxFlashKvChunk', () => {
+    // main_cpu: nc + ncv + 3 per 16-key block; the setup counted twice plus 8.
+    expect(flashLoopCost('main_cpu', 128, 128)).toEqual({ blockKeys: 16, setup: 150, perBlock: 67 });
+    expect(flashLoopCost('main_decode_cpu', 5, 7)).toEqual({ blockKeys: 16, setup: 2 * (2 + 1 + 3 + 2 + 2 + 1) + 8, perBlock: 2 + 2 + 3 });
+    expect(flashLoopIterations('main_cpu', 128, 128, 1000)).toBe(150 + 64 * 67);
+    expect(flashLoopIterations('main_cpu', 128, 128, 17000)).toBeGreaterThan(65535);
+    expect(maxFlashKvChunk(Infinity, 'main_gpu', 256, 256)).toBe(Infinity);
+    for (const entry of ['main_cpu', 'main_gpu', 'main_decode_cpu'] as const) {
+      for (const [limit, D, Dv] of [[65535, 128, 128], [65535, 256, 256], [65535, 5, 3], [4096, 64, 64], [4096, 96, 64]] as const) {
+        const chunk = maxFlashKvChunk(limit, entry, D, Dv);
+        const { blockKeys } = flashLoopCost(entry, D, Dv);
+        expect(chunk % blockKeys).toBe(0);
+        expect(flashLoopIterations(entry, D, Dv, chunk)).toBeLessThanOrEqual(0.9 * limit);
+        expect(flashLoopIterations(entry, D, Dv, chunk + blockKeys)).toBeGreaterThan(0.9 * limit);
+      }
+    }
+    expect(maxFlashKvChunk(65535, 'main_cpu', 128, 128)).toBe(14032);
+    // not even one key block fits: refused, naming the head dim
+    expect(() => maxFlashKvChunk(1024, 'main_gpu', 256, 256)).toThrow(expect.objectContaining({ code: 'E_LIMIT', argument: 'D' }));
+  });
+});
+
+describe('dense with loopLimit 4096 (the split path on any adapter)', () => {
+  const small = useGpu({ loopLimit: 4096 });
+  const SPLIT: (Case & { splits: number; groups?: number })[] = [
+    { tq: [1000], Hq: 4, Hkv: 2, D: 128, dtype: 'f32', splits: 2 },
+    { tq: [1500], Hq: 2, Hkv: 2, D: 128, dtype: 'f32', window: 900, sinks: 5, splits: 2 },
+    { tq: [300, 1, 700], tk: [300, 2000, 700], Hq: 6, Hkv: 2, D: 96, Dv: 64, dtype: 'f32', sinkLogit: true, splits: 2 },
+    { tq: [40], tk: [1700], Hq: 1, Hkv: 1, D: 64, dtype: 'f32', causal: false, noLse: true, splits: 2 },
+    { tq: [200], tk: [700], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', window: 300, sinks: 2, sinkLogit: true, variant: 'gpu', splits: 11 },
+    // several query groups (128 tokens each), sequences crossing group boundaries, the last one
+    // with more queries than keys (its first 80 rows see nothing: o = 0, lse = -inf)
+    { tq: [100, 200, 150, 140], tk: [900, 1000, 150, 60], Hq: 2, Hkv: 1, D: 128, dtype: 'f16', partialBytes: 1, splits: 2, groups: 5 },
+  ];
+  SPLIT.forEach((c, i) => {
+    it(`${caseName(c)} in ${c.splits} KV splits`, async () => {
+      const got = await runPrefill(small, c, 900 + i);
+      expect(got.splits).toBe(c.splits);
+      expect(got.queryGroups).toBe(c.groups ?? 1);
+    });
+  });
+
+  it('decode: a kvChunk past the cap is lowered to it', async () => {
+    const cap = maxFlashKvChunk(4096, 'main_decode_cpu', 128, 128);
+    const got = await runDecode(small, { kvLens: [3000, 5, 1200], Hq: 4, Hkv: 2, D: 128, dtype: 'f32', kvChunk: 2000, window: 2500, sinks: 3 }, 950);
+    expect(got.kvChunk).toBe(cap);
+    expect(got.splits).toBe(Math.ceil(3000 / cap));
+  });
+
+  it('decode (gpu variant): the default chunk is lowered to the cap', async () => {
+    const cap = maxFlashKvChunk(4096, 'main_gpu', 64, 64);
+    const got = await runDecode(small, { kvLens: [700, 33], Hq: 4, Hkv: 1, D: 64, dtype: 'f32', sinkLogit: true, variant: 'gpu' }, 951);
+    expect(got.kvChunk).toBe(cap);
+    expect(got.splits).toBe(Math.ceil(700 / cap));
   });
 });

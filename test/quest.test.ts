@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { useGpu } from './helpers/gpu.js';
+import { useGpu, type GpuFixture } from './helpers/gpu.js';
 import { TesseraError } from '../src/errors.js';
 import { Rng, TOLERANCE, compare, describeComparison, passes } from '../src/testing.js';
 import { createKvCache, type KvCache } from '../src/kv/cache.js';
@@ -7,6 +7,8 @@ import { planQuestDecode, type QuestDecodeOptions } from '../src/stream/quest.js
 import { streamAttention } from '../src/stream/exact.js';
 import { questScoresReference, questSelectReference } from '../kernels/quest/reference.js';
 import { streamAttentionReference } from '../kernels/paged/reference.js';
+import { planQuestScore, questScoreLoopIterations } from '../kernels/quest/score.js';
+import { mergePartsPerSegment } from '../kernels/merge/merge.js';
 
 const gpu = useGpu();
 
@@ -18,8 +20,8 @@ interface Setup {
   v: Float32Array;
 }
 
-function setup(T: number, Hq: number, Hkv: number, D: number, pageSize: number, seed: number, meanSummaries = true): Setup {
-  const cache = createKvCache(gpu.dev, { Hkv, D, dtype: 'f16', pageSize, gpuBudgetBytes: 4 << 20, meanSummaries });
+function setup(T: number, Hq: number, Hkv: number, D: number, pageSize: number, seed: number, meanSummaries = true, g: GpuFixture = gpu): Setup {
+  const cache = createKvCache(g.dev, { Hkv, D, dtype: 'f16', pageSize, gpuBudgetBytes: 4 << 20, meanSummaries });
   const seq = cache.addSequence();
   const rng = new Rng(seed);
   // Append in uneven chunks so summaries are refreshed on partial pages.
@@ -36,7 +38,7 @@ async function decode(s: Setup, opts: QuestDecodeOptions) {
   const { cache } = s;
   const { Hq } = opts;
   const plan = await planQuestDecode(cache, opts);
-  const dev = gpu.dev;
+  const dev = cache.ctx;
   const qb = dev.upload(Float32Array.from(s.q));
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
   const ob = dev.createBuffer({ size: Hq * cache.Dv * 4, usage });
@@ -224,5 +226,32 @@ describe('quest selection vs float64', () => {
     } finally {
       s.cache.dispose();
     }
+  });
+});
+
+describe('quest within a loop cap (loopLimit 4096)', () => {
+  const small = useGpu({ loopLimit: 4096 });
+  it('a whole-sequence budget with more parts than one merge dispatch takes equals float64 attention', async () => {
+    // 768 pages x 2 KV heads = 1,536 one-page parts (+ groups): the merge runs in two segments.
+    expect(mergePartsPerSegment(4096, 16)).toBeLessThan(1536);
+    const s = setup(12_200, 4, 2, 16, 16, 11, true, small);
+    try {
+      const { stats, o, lse } = await decode(s, { Hq: 4, budgetTokens: 12_288 });
+      expect(stats.selected[0]!.length).toBe(Math.ceil(12_200 / 16));
+      const ref = streamAttentionReference(s.q, s.k, s.v, { Tq: 1, Tk: 12_200, Hq: 4, Hkv: 2, D: 16, qPos0: 12_199 });
+      const co = compare(o, ref.o);
+      const cl = compare(lse, ref.lse);
+      expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+      expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
+    } finally {
+      s.cache.dispose();
+    }
+  });
+
+  it('scoring refuses a group whose heads x channels pass the cap, naming Hq', async () => {
+    expect(questScoreLoopIterations(64, 256)).toBeGreaterThan(0.9 * 4096);
+    await expect(planQuestScore(small.dev, { Hq: 128, Hkv: 2, D: 256 })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'Hq' });
+    const ok = await planQuestScore(small.dev, { Hq: 64, Hkv: 2, D: 256 });
+    ok.dispose();
   });
 });

@@ -1,11 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { useGpu } from './helpers/gpu.js';
+import { useGpu, type GpuFixture } from './helpers/gpu.js';
 import { TesseraError } from '../src/errors.js';
 import { Rng, TOLERANCE, compare, describeComparison, passes } from '../src/testing.js';
 import { createKvCache, type KvCacheOptions } from '../src/kv/cache.js';
 import type { KvDType } from '../src/kv/codec.js';
 import { planStreamAttention, streamAttention } from '../src/stream/exact.js';
 import { streamAttentionReference } from '../kernels/paged/reference.js';
+import { pagedEntriesPerPart, pagedLoopCost } from '../kernels/paged/paged.js';
+import { mergePartsPerSegment } from '../kernels/merge/merge.js';
 
 const gpu = useGpu();
 
@@ -23,10 +25,12 @@ interface Case {
   appendChunk?: number;
   /** Paged kernel shape (default: auto = cpu on SwiftShader). */
   variant?: 'cpu' | 'gpu';
+  /** Bound on the partials (small: few parts, many pages per part). */
+  partialBytes?: number;
 }
 
-async function runCase(c: Case): Promise<{ evictions: number; tiles: number }> {
-  const cache = createKvCache(gpu.dev, { Hkv: c.Hkv, D: c.D, dtype: c.dtype, pageSize: c.pageSize ?? 64, gpuBudgetBytes: 8 << 20, ...c.cache });
+async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ evictions: number; tiles: number }> {
+  const cache = createKvCache(g.dev, { Hkv: c.Hkv, D: c.D, dtype: c.dtype, pageSize: c.pageSize ?? 64, gpuBudgetBytes: 8 << 20, ...c.cache });
   try {
     const seq = cache.addSequence();
     const rng = new Rng(c.T + c.D);
@@ -36,7 +40,7 @@ async function runCase(c: Case): Promise<{ evictions: number; tiles: number }> {
       cache.append(seq, rng.normals(n * c.Hkv * c.D), rng.normals(n * c.Hkv * c.D));
     }
     const q = rng.normals(c.Tq * c.Hq * c.D);
-    const got = await streamAttention(cache, seq, q, { Hq: c.Hq, Tq: c.Tq, qPos0: c.qPos0, variant: c.variant });
+    const got = await streamAttention(cache, seq, q, { Hq: c.Hq, Tq: c.Tq, qPos0: c.qPos0, variant: c.variant, partialBytes: c.partialBytes });
     const { k, v } = cache.read(seq, 0, c.T);
     const ref = streamAttentionReference(q, k, v, { Tq: c.Tq, Tk: c.T, Hq: c.Hq, Hkv: c.Hkv, D: c.D, qPos0: c.qPos0 });
     const co = compare(got.o, ref.o);
@@ -69,6 +73,9 @@ describe('streaming exact attention vs float64', () => {
     { T: 3_000, Tq: 1, Hq: 4, Hkv: 2, D: 16, dtype: 'f16', variant: 'gpu' },
     { T: 1_201, Tq: 5, Hq: 2, Hkv: 1, D: 32, dtype: 'int8', pageSize: 128, qPos0: 700, variant: 'gpu' },
     { T: 1_000, Tq: 1, Hq: 2, Hkv: 2, D: 12, dtype: 'bf16', pageSize: 16, variant: 'gpu' },
+    // one part of 128 pages of 256 keys (tiny partialBytes): unbounded, one invocation would loop
+    // 363,000 times; on llvmpipe (65,535) the plan shrinks the tile to 20 pages
+    { T: 40_000, Tq: 1, Hq: 2, Hkv: 1, D: 128, dtype: 'f16', pageSize: 256, partialBytes: 1, cache: { tilePages: 128, gpuBudgetBytes: 32 << 20 } },
   ];
   for (const c of cases) {
     it(`T${c.T}-Tq${c.Tq}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}-P${c.pageSize ?? 64}${c.qPos0 !== undefined ? `-q@${c.qPos0}` : ''}${c.variant ? `-${c.variant}` : ''}`, async () => {
@@ -114,5 +121,42 @@ describe('streaming exact attention vs float64', () => {
     } finally {
       cache.dispose();
     }
+  });
+});
+
+describe('streaming within a loop cap (loopLimit 4096)', () => {
+  const small = useGpu({ loopLimit: 4096 });
+  it('the paged bound: entries per part keep an invocation within 90% of the cap', () => {
+    expect(pagedEntriesPerPart(Infinity, 'cpu', 128, 128, 256)).toBe(Infinity);
+    expect(pagedEntriesPerPart(65535, 'cpu', 128, 128, 64)).toBe(80);
+    expect(128 * pagedLoopCost('cpu', 128, 128, 256).perEntry).toBeGreaterThan(65535);
+    for (const v of ['cpu', 'gpu'] as const) {
+      for (const [limit, D, P] of [[65535, 256, 256], [4096, 32, 64], [4096, 64, 128]] as const) {
+        const n = pagedEntriesPerPart(limit, v, D, D, P);
+        const c = pagedLoopCost(v, D, D, P);
+        expect(n).toBeGreaterThanOrEqual(1);
+        expect(c.setup + n * c.perEntry).toBeLessThanOrEqual(0.9 * limit);
+        expect(c.setup + (n + 1) * c.perEntry).toBeGreaterThan(0.9 * limit);
+      }
+    }
+  });
+
+  it('few parts: the tile shrinks to what one invocation may attend (cpu)', async () => {
+    const per = pagedEntriesPerPart(4096, 'cpu', 32, 32, 64);
+    const r = await runCase({ T: 3_000, Tq: 5, Hq: 4, Hkv: 2, D: 32, dtype: 'f16', partialBytes: 1 }, small);
+    expect(r.tiles).toBe(Math.ceil(Math.ceil(3_000 / 64) / per));
+  });
+
+  it('few parts: the tile shrinks to what one invocation may attend (gpu variant)', async () => {
+    const per = pagedEntriesPerPart(4096, 'gpu', 64, 64, 128);
+    const r = await runCase({ T: 2_000, Tq: 2, Hq: 2, Hkv: 1, D: 64, dtype: 'f32', pageSize: 128, partialBytes: 1, variant: 'gpu' }, small);
+    expect(r.tiles).toBe(Math.ceil(Math.ceil(2_000 / 128) / per));
+  });
+
+  it('many parts: the merge runs in segments', async () => {
+    // 2,048 one-page parts per tile (+ groups + the accumulator) > the merge's parts per segment
+    expect(mergePartsPerSegment(4096, 8)).toBeLessThan(2048);
+    const r = await runCase({ T: 33_000, Tq: 1, Hq: 2, Hkv: 1, D: 8, dtype: 'f32', pageSize: 16, cache: { tilePages: 2048 } }, small);
+    expect(r.tiles).toBe(2);
   });
 });

@@ -20,6 +20,7 @@ import {
   DECODE_CPU_LANES,
   FlashCore,
   checkInputs,
+  maxFlashKvChunk,
   resolveAttention,
   type AttentionOptions,
   type AttentionTuning,
@@ -33,6 +34,9 @@ export interface DecodeOptions extends AttentionOptions, AttentionTuning {
   /**
    * Keys per split (per workgroup). Default: at least 256, and enough that there are at most 64
    * splits. One split writes o/lse directly; more go through f32 partials and the merge kernel.
+   * On a device with a loop cap (`ctx.loopLimit`: Mesa's llvmpipe) a chunk whose work items could
+   * loop past 90% of it is lowered to the largest that stays within (`plan.kvChunk` is the value
+   * used; about 14,000 keys at D = 128 on llvmpipe): the result is the same, only split finer.
    */
   kvChunk?: number;
 }
@@ -72,6 +76,7 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
   readonly splits: number;
   /** Partials per row that the merge combines (splits, or 4 * splits on the CPU kernel). */
   readonly parts: number;
+  /** Keys per split in use: the `kvChunk` option (or its default), lowered to the loop cap if needed. */
   readonly kvChunk: number;
   private core!: FlashCore;
   private merger?: MergePlan;
@@ -99,7 +104,10 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
     const total = lens.reduce((a: number, b: number) => a + b, 0);
     check(total > 0, 'kvLens', 'at least one key in the batch', lens);
     const maxLen = Math.max(...lens);
-    const kvChunk = opts.kvChunk === undefined ? defaultKvChunk(maxLen) : checkInt(opts.kvChunk, 'kvChunk', { min: 1 });
+    const asked = opts.kvChunk === undefined ? defaultKvChunk(maxLen) : checkInt(opts.kvChunk, 'kvChunk', { min: 1 });
+    // Mesa's loop cap: a split's work item must stay within 90% of ctx.loopLimit, so a larger
+    // chunk (default or given) is lowered to the largest that does (plan.kvChunk says which).
+    const kvChunk = Math.min(asked, maxFlashKvChunk(ctx.loopLimit, r.variant === 'gpu' ? 'main_gpu' : 'main_decode_cpu', r.D, r.Dv));
     const splits = Math.max(1, Math.ceil(maxLen / kvChunk));
     const N = lens.length;
     const plan = new DecodePlan(ctx, r, N, total, kvChunk, splits);

@@ -9,8 +9,9 @@ import { TesseraError, check, checkFinite, checkInt, fail } from '../../src/erro
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline, type ShaderSource } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
-import { byteSize, checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, checkPlannedSize, res, runOnceAndDispose } from '../../src/plan.js';
+import { DTYPE_BYTES, checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import { planMerge, type MergePlan } from '../merge/index.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import prefillWgsl from './prefill.wgsl.js';
 import sgWgsl from './prefill_sg.wgsl.js';
@@ -56,6 +57,12 @@ export interface AttentionTuning {
    * serves every head dim; SwiftShader unrolls nothing, so constants do not speed it up).
    */
   constDims?: boolean;
+  /**
+   * Prefill only: bound on the f32 partials a split call keeps at once (default
+   * {@link PREFILL_PARTIALS_BYTES}, 32 MiB). Splits happen only on devices with a loop cap
+   * (`ctx.loopLimit`); the queries are then processed in groups of 128-token blocks that fit.
+   */
+  partialBytes?: number;
 }
 
 export type AttentionPlanOptions = AttentionOptions &
@@ -112,9 +119,76 @@ export const DECODE_CPU_LANES = 4;
 /** Which entry point runs: prefill (main_cpu / main_gpu) or the CPU decode kernel. */
 export type FlashMode = 'prefill' | 'decode';
 
-function entryOf(r: ResolvedAttention, mode: FlashMode): string {
+/** The kernel entry points of the flash program. */
+export type FlashEntry = 'main_cpu' | 'main_gpu' | 'main_decode_cpu';
+
+function entryOf(r: ResolvedAttention, mode: FlashMode): FlashEntry {
   if (r.variant === 'gpu') return 'main_gpu';
   return mode === 'decode' ? 'main_decode_cpu' : 'main_cpu';
+}
+
+/** main_gpu's keys per workgroup-memory tile: 32 for D <= 64, halved until both tiles fit 16 KiB. */
+export function gpuKeyBlock(D: number, Dv: number): number {
+  const nc = Math.max(Math.ceil(D / 4), Math.ceil(Dv / 4));
+  let bkg = 32;
+  while (bkg > 1 && bkg * nc > 512) bkg >>= 1;
+  return bkg;
+}
+
+/**
+ * The loop cost of one invocation of the flash kernel, read off the WGSL and counted the way
+ * Mesa's gallivm counts (every back-edge of every loop, all loops together; a loop entered for n
+ * trips counts n + 1): `setup` for the q loads, the segment loop and the output stores, and
+ * `perBlock` for one key block of `blockKeys` keys with its dim loops.
+ *
+ * - `main_cpu`, `main_decode_cpu` (16-key blocks): `nc + 1` (the q . K chunks) + `ncv + 1` (the
+ *   P V chunks) + 1 (the block loop), with `nc = ceil(D/4)`, `ncv = ceil(Dv/4)`.
+ * - `main_gpu` (BKG-key blocks, 64 invocations): the two staging loops
+ *   `ceil(BKG nc / 64) + 1` and `ceil(BKG ncv / 64) + 1`, the score loop `(BKG + 1) + BKG (nc + 1)`,
+ *   the softmax loop `BKG + 1`, the accumulator loop `(ncv + 1) + ncv (BKG + 1)`, and 1. (Its dim
+ *   loops have constant trip counts that compilers unroll; the bound does not rely on that.)
+ *
+ * The setup is counted twice plus 8 (an allowance for what the compiler adds). Measured on
+ * llvmpipe (main_cpu, f32, non-causal, one tile): D = 128 stops after 976 blocks (bound: 67 per
+ * block), D = 32 after 3447 (bound: 19 per block); the loads and stores have no loops of their own.
+ */
+export function flashLoopCost(entry: FlashEntry, D: number, Dv: number): { blockKeys: number; setup: number; perBlock: number } {
+  const nc = Math.ceil(D / 4);
+  const ncv = Math.ceil(Dv / 4);
+  const setup = 2 * (nc + 1 + 3 + 2 + ncv + 1) + 8;
+  if (entry !== 'main_gpu') return { blockKeys: 16, setup, perBlock: nc + ncv + 3 };
+  const bkg = gpuKeyBlock(D, Dv);
+  const wg = GPU_TILE_ROWS;
+  const perBlock = 1 + (Math.ceil((bkg * nc) / wg) + 1) + (Math.ceil((bkg * ncv) / wg) + 1) + (bkg + 1) + bkg * (nc + 1) + (bkg + 1) + (ncv + 1) + ncv * (bkg + 1);
+  return { blockKeys: bkg, setup, perBlock };
+}
+
+/**
+ * Upper bound of the loop iterations one invocation runs when its work item visits `keys` keys
+ * in at most two segments (the sinks and the visible range, each cut to a KV split), i.e. at most
+ * `ceil(keys / blockKeys) + 1` blocks.
+ *
+ * @example
+ * flashLoopIterations('main_cpu', 128, 128, 1000); // 64 blocks x 67 + 150 = 4438
+ */
+export function flashLoopIterations(entry: FlashEntry, D: number, Dv: number, keys: number): number {
+  const c = flashLoopCost(entry, D, Dv);
+  return c.setup + (Math.ceil(keys / c.blockKeys) + 1) * c.perBlock;
+}
+
+/**
+ * The largest KV split (keys per work item, a multiple of the entry's key block) whose work items
+ * stay within 90% of `loopLimit` by {@link flashLoopIterations}; `Infinity` without a cap. Throws
+ * `E_LIMIT` (naming `D`) when not even one key block fits.
+ */
+export function maxFlashKvChunk(loopLimit: number, entry: FlashEntry, D: number, Dv: number): number {
+  if (!Number.isFinite(loopLimit)) return Number.POSITIVE_INFINITY;
+  const c = flashLoopCost(entry, D, Dv);
+  const blocks = Math.floor((Math.floor(0.9 * loopLimit) - c.setup) / c.perBlock) - 1;
+  if (blocks < 1) {
+    fail('E_LIMIT', 'D', "makes one key block of the flash kernel longer than the device's loop limit allows;", D, `a smaller head dim (loopLimit ${loopLimit})`);
+  }
+  return blocks * c.blockKeys;
 }
 export const MAX_HEAD_DIM = 256;
 
@@ -134,6 +208,7 @@ export interface ResolvedAttention {
   variant: 'cpu' | 'gpu';
   subgroups: boolean;
   constDims: boolean;
+  partialBytes: number;
 }
 
 /** Validates the shared options (throws TesseraError naming the argument). */
@@ -173,7 +248,8 @@ export function resolveAttention(ctx: TesseraDevice, opts: AttentionOptions & At
   if (subgroups && !ctx.features.subgroups) fail('E_UNSUPPORTED', 'subgroups', 'the device has no subgroups feature;', true, 'false on this device');
   const constDims = opts.constDims ?? variant === 'gpu';
   check(typeof constDims === 'boolean', 'constDims', 'a boolean', constDims);
-  return { Hq, Hkv, D, Dv, causal, scale, window, sinks, sinkLogit, dtype, outDtype, variant, subgroups, constDims };
+  const partialBytes = checkInt(opts.partialBytes ?? PREFILL_PARTIALS_BYTES, 'partialBytes', { min: 1 });
+  return { Hq, Hkv, D, Dv, causal, scale, window, sinks, sinkLogit, dtype, outDtype, variant, subgroups, constDims, partialBytes };
 }
 
 /** One sequence of a batch: where its queries and keys start and how many there are. */
@@ -246,8 +322,7 @@ export class FlashCore {
   static spec(r: ResolvedAttention, splitOut: boolean, mode: FlashMode = 'prefill'): Parameters<typeof getPipeline>[1] {
     const nc = Math.ceil(r.D / 4);
     const ncv = Math.ceil(r.Dv / 4);
-    let bkg = 32;
-    while (bkg > 1 && bkg * Math.max(nc, ncv) > 512) bkg >>= 1;
+    const bkg = gpuKeyBlock(r.D, r.Dv);
     const constants: Record<string, number | boolean> = {
       IN_DTYPE: dtypeCode(r.dtype),
       OUT_DTYPE: splitOut ? 0 : dtypeCode(r.outDtype),
@@ -328,6 +403,74 @@ export class FlashCore {
   }
 }
 
+/**
+ * The most keys one work item of an unsplit call visits: over every tile of `rows` packed rows,
+ * the visible range `[lo, hi)` plus the sinks before it (what FlashCore's work items loop over).
+ */
+export function maxTileKeys(r: ResolvedAttention, spans: readonly SeqSpan[], rows: number): number {
+  const G = r.Hq / r.Hkv;
+  let most = 0;
+  for (const s of spans) {
+    const packed = s.tq * G;
+    for (let p0 = 0; p0 < packed; p0 += rows) {
+      let keys = s.tk;
+      if (r.causal) {
+        const posFirst = s.tk - s.tq + Math.floor(p0 / G);
+        const posLast = s.tk - s.tq + Math.floor((Math.min(p0 + rows, packed) - 1) / G);
+        const hi = Math.max(0, Math.min(s.tk, posLast + 1));
+        const lo = r.window > 0 ? Math.min(hi, Math.max(0, posFirst - r.window + 1)) : 0;
+        keys = hi - lo + Math.min(r.sinks, lo);
+      }
+      most = Math.max(most, keys);
+      if (!r.causal) break; // every tile of a non-causal sequence sees all its keys
+    }
+  }
+  return most;
+}
+
+/**
+ * The sequences of a prefill restricted to the query tokens `[t0, t1)` of the batch, with query
+ * offsets relative to `t0` (the group's q/o/lse are bound from token t0). A causal sequence cut
+ * after its query b keeps the keys up to b's position (`tk - tq + b`), so every kept query sits at
+ * the same position as in the whole call; a non-causal one keeps all its keys.
+ */
+export function spansInQueryRange(spans: readonly SeqSpan[], t0: number, t1: number, causal: boolean): SeqSpan[] {
+  const out: SeqSpan[] = [];
+  for (const s of spans) {
+    const a = Math.max(0, t0 - s.qOff);
+    const b = Math.min(s.tq, t1 - s.qOff);
+    if (b <= a) continue;
+    const tk = causal ? Math.min(s.tk, Math.max(0, s.tk - s.tq + b)) : s.tk;
+    out.push({ qOff: s.qOff + a - t0, tq: b - a, kOff: s.kOff, tk });
+  }
+  return out;
+}
+
+/**
+ * The KV split of a prefill on a device with loop cap `loopLimit`: none (`splits` 1) unless the
+ * plan's largest tile could loop past 90% of it ({@link flashLoopIterations}); then the fewest
+ * splits of at most {@link maxFlashKvChunk} keys, balanced (a multiple of the key block).
+ */
+export function planKvSplit(loopLimit: number, r: ResolvedAttention, spans: readonly SeqSpan[]): { splits: number; kvChunk: number } {
+  const entry = entryOf(r, 'prefill');
+  const cap = maxFlashKvChunk(loopLimit, entry, r.D, r.Dv);
+  const maxKeys = maxTileKeys(r, spans, entry === 'main_cpu' ? CPU_TILE_ROWS : GPU_TILE_ROWS);
+  if (flashLoopIterations(entry, r.D, r.Dv, maxKeys) <= 0.9 * loopLimit) return { splits: 1, kvChunk: Number.POSITIVE_INFINITY };
+  const maxTk = Math.max(...spans.map((x) => x.tk));
+  const block = flashLoopCost(entry, r.D, r.Dv).blockKeys;
+  const kvChunk = Math.min(cap, block * Math.ceil(maxTk / Math.ceil(maxTk / cap) / block));
+  return { splits: Math.ceil(maxTk / kvChunk), kvChunk };
+}
+
+/** Bytes of prefill partials (`oParts`) a split plan keeps per query group (at most). */
+export const PREFILL_PARTIALS_BYTES = 32 * 2 ** 20;
+
+/** A tensor view of rows `[t0, t0 + n)` of the leading axis (offset in bytes). */
+function rowsOf(t: GpuTensor, t0: number, n: number): GpuTensor {
+  const per = t.shape.slice(1).reduce((a, b) => a * b, 1);
+  return { buffer: t.buffer, offset: (t.offset ?? 0) + t0 * per * DTYPE_BYTES[t.dtype], shape: [n, ...t.shape.slice(1)], dtype: t.dtype };
+}
+
 /** Checks q/k/v/sinkLogits against the plan and the device limits. */
 export function checkInputs(
   ctx: TesseraDevice,
@@ -354,17 +497,39 @@ export function checkInputs(
 }
 
 /** A planned prefill attention call. Create with {@link planAttention}. */
+/** One query group of a split prefill: its tokens, its flash dispatch and its merge. */
+interface QueryGroup {
+  tok0: number;
+  tokens: number;
+  core: FlashCore;
+  merger?: MergePlan;
+}
+
 export class AttentionPlan extends KernelPlan<AttentionTensors> {
   readonly options: ResolvedAttention;
   readonly Tq: number;
   readonly Tk: number;
   readonly spans: readonly SeqSpan[];
-  private core!: FlashCore;
+  /**
+   * KV splits per work item: 1 (the kernel writes `o`/`lse` directly) unless a work item would
+   * loop past 90% of the device's loop cap (`ctx.loopLimit`, Mesa's llvmpipe), see
+   * {@link flashLoopIterations}; then each split of `kvChunk` keys writes f32 partials that
+   * `kernels/merge` combines exactly.
+   */
+  readonly splits: number;
+  /** Keys per split (`Infinity` when unsplit). */
+  readonly kvChunk: number;
+  private groups: QueryGroup[] = [];
+  private oParts?: GPUBuffer;
+  private lseParts?: GPUBuffer;
+  private lseScratch?: GPUBuffer;
 
-  private constructor(ctx: TesseraDevice, r: ResolvedAttention, spans: SeqSpan[]) {
+  private constructor(ctx: TesseraDevice, r: ResolvedAttention, spans: SeqSpan[], split: { splits: number; kvChunk: number }) {
     super(ctx);
     this.options = r;
     this.spans = spans;
+    this.splits = split.splits;
+    this.kvChunk = split.kvChunk;
     const last = spans[spans.length - 1]!;
     this.Tq = last.qOff + last.tq;
     this.Tk = last.kOff + last.tk;
@@ -372,7 +537,15 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
 
   /** Milliseconds spent compiling this plan's pipeline (0 when it was cached). */
   get compileMs(): number {
-    return this.core.pipeline.compileMs;
+    return this.groups[0]!.core.pipeline.compileMs;
+  }
+
+  /**
+   * Query groups encoded one after another (each a flash dispatch and a merge), so that a split
+   * call's partials stay within {@link PREFILL_PARTIALS_BYTES}; 1 when unsplit.
+   */
+  get queryGroups(): number {
+    return this.groups.length;
   }
 
   /** The kernel variant in use (`cpu`/`gpu`, with or without subgroups). */
@@ -385,15 +558,59 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
     const ctx = ctxOf(device);
     const r = resolveAttention(ctx, opts);
     const spans = resolveSpans(opts);
-    const plan = new AttentionPlan(ctx, r, spans);
+    const plan = new AttentionPlan(ctx, r, spans, planKvSplit(ctx.loopLimit, r, spans));
     checkAttentionSizes(ctx, { ...r, Tq: plan.Tq, Tk: plan.Tk });
     try {
-      plan.core = await FlashCore.create(ctx, r, spans, undefined, plan.allocator());
+      if (plan.splits === 1) {
+        plan.groups = [{ tok0: 0, tokens: plan.Tq, core: await FlashCore.create(ctx, r, spans, undefined, plan.allocator()) }];
+      } else {
+        await plan.planSplit(r, spans);
+      }
     } catch (e) {
       plan.dispose();
       throw e;
     }
     return plan;
+  }
+
+  /**
+   * The split path: query groups of whole 128-token blocks (so every group's q/o/lse binding
+   * offset stays 256-byte aligned in every dtype) small enough that the f32 partials
+   * `[splits, tokens * Hq, Dv]` fit {@link PREFILL_PARTIALS_BYTES}; one workspace serves them all.
+   */
+  private async planSplit(r: ResolvedAttention, spans: readonly SeqSpan[]): Promise<void> {
+    const ctx = this.ctx;
+    const { splits, kvChunk } = this;
+    const perToken = splits * r.Hq * r.Dv * 4;
+    const budget = Math.min(r.partialBytes, ctx.limits.maxStorageBufferBindingSize);
+    let tokens = Math.max(128, 128 * Math.floor(budget / perToken / 128));
+    if (tokens >= this.Tq) tokens = this.Tq;
+    checkPlannedSize(ctx, 'workspace (partials)', [splits, tokens * r.Hq, r.Dv], 'f32');
+    const rowsMax = tokens * r.Hq;
+    this.oParts = this.workspace(splits * rowsMax * r.Dv * 4, 'dense.prefill.oParts');
+    this.lseParts = this.workspace(splits * rowsMax * 4, 'dense.prefill.lseParts');
+    this.lseScratch = this.workspace(rowsMax * 4, 'dense.prefill.lse');
+    const mergers = new Map<number, MergePlan>();
+    for (let t0 = 0; t0 < this.Tq; t0 += tokens) {
+      const n = Math.min(tokens, this.Tq - t0);
+      const rows = n * r.Hq;
+      const split = { splits, kvChunk, oStride: rows * r.Dv, lseStride: rows };
+      const core = await FlashCore.create(ctx, r, spansInQueryRange(spans, t0, t0 + n, r.causal), split, this.allocator());
+      let merger = mergers.get(rows);
+      if (!merger) {
+        merger = await planMerge(ctx, { parts: splits, rows, D: r.Dv, outDtype: r.outDtype });
+        mergers.set(rows, merger);
+        this.mergers.push(merger);
+      }
+      this.groups.push({ tok0: t0, tokens: n, core, merger });
+    }
+  }
+
+  private readonly mergers: MergePlan[] = [];
+
+  override dispose(): void {
+    for (const m of this.mergers) m.dispose();
+    super.dispose();
   }
 
   /** @internal buffers owned by this plan. */
@@ -419,22 +636,55 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
       lse = checkTensor(t.lse, 'lse', { rank: 2, shape: [this.Tq, r.Hq], dtypes: ['f32'] });
       checkBindingSize(this.ctx, lse, 'lse');
     }
-    const c = this.core;
-    this.dispatch(
-      encoder,
-      c.pipeline,
-      [
-        res(q),
-        res(k),
-        res(v),
-        res(o),
-        lse ? res(lse) : { buffer: c.dummy },
-        sinkLogits ? res(sinkLogits) : { buffer: c.dummyRead },
-        { buffer: c.tileBuf },
-        { buffer: lse ? c.paramsLse : c.paramsNoLse },
-      ],
-      c.workgroups,
-    );
+    if (this.splits === 1) {
+      const c = this.groups[0]!.core;
+      this.dispatch(
+        encoder,
+        c.pipeline,
+        [
+          res(q),
+          res(k),
+          res(v),
+          res(o),
+          lse ? res(lse) : { buffer: c.dummy },
+          sinkLogits ? res(sinkLogits) : { buffer: c.dummyRead },
+          { buffer: c.tileBuf },
+          { buffer: lse ? c.paramsLse : c.paramsNoLse },
+        ],
+        c.workgroups,
+      );
+      return;
+    }
+    // Split: per query group, partials over KV chunks, then the exact merge into o / lse.
+    const S = this.splits;
+    for (const g of this.groups) {
+      const c = g.core;
+      const rows = g.tokens * r.Hq;
+      const oParts: GpuTensor = { buffer: this.oParts!, shape: [S, rows, r.Dv], dtype: 'f32' };
+      const lseParts: GpuTensor = { buffer: this.lseParts!, shape: [S, rows], dtype: 'f32' };
+      this.dispatch(
+        encoder,
+        c.pipeline,
+        [
+          res(rowsOf(q, g.tok0, g.tokens)),
+          res(k),
+          res(v),
+          res(oParts),
+          res(lseParts),
+          sinkLogits ? res(sinkLogits) : { buffer: c.dummyRead },
+          { buffer: c.tileBuf },
+          { buffer: c.paramsLse },
+        ],
+        c.workgroups,
+      );
+      const og = rowsOf(o, g.tok0, g.tokens);
+      g.merger!.run(encoder, {
+        oParts,
+        lseParts,
+        o: { buffer: og.buffer, offset: og.offset, shape: [rows, r.Dv], dtype: o.dtype },
+        lse: lse ? { ...rowsOf(lse, g.tok0, g.tokens), shape: [rows] } : { buffer: this.lseScratch!, shape: [rows], dtype: 'f32' },
+      });
+    }
   }
 }
 

@@ -162,9 +162,17 @@ fn ld4_q(i: u32, n: u32) -> vec4<f32> {
   } else if (n >= 4u && (i & 1u) == 0u) {
     return vec4<f32>(st_pair(q[i >> 1u], IN_DTYPE), st_pair(q[(i >> 1u) + 1u], IN_DTYPE));
   }
-  var r = vec4<f32>(0.0);
-  for (var e = 0u; e < min(n, 4u); e++) {
-    r[e] = st_value(q[st_word(i + e, IN_DTYPE)], i + e, IN_DTYPE);
+  // Element by element, without a loop (Mesa's llvmpipe counts every loop iteration against its
+  // per-invocation cap, see loopIterations in prefill.ts); elements past n read as 0.
+  var r = vec4<f32>(st_value(q[st_word(i, IN_DTYPE)], i, IN_DTYPE), 0.0, 0.0, 0.0);
+  if (n > 1u) {
+    r.y = st_value(q[st_word(i + 1u, IN_DTYPE)], i + 1u, IN_DTYPE);
+  }
+  if (n > 2u) {
+    r.z = st_value(q[st_word(i + 2u, IN_DTYPE)], i + 2u, IN_DTYPE);
+  }
+  if (n > 3u) {
+    r.w = st_value(q[st_word(i + 3u, IN_DTYPE)], i + 3u, IN_DTYPE);
   }
   return r;
 }
@@ -177,9 +185,17 @@ fn ld4_k(i: u32, n: u32) -> vec4<f32> {
   } else if (n >= 4u && (i & 1u) == 0u) {
     return vec4<f32>(st_pair(k[i >> 1u], IN_DTYPE), st_pair(k[(i >> 1u) + 1u], IN_DTYPE));
   }
-  var r = vec4<f32>(0.0);
-  for (var e = 0u; e < min(n, 4u); e++) {
-    r[e] = st_value(k[st_word(i + e, IN_DTYPE)], i + e, IN_DTYPE);
+  // Element by element, without a loop (Mesa's llvmpipe counts every loop iteration against its
+  // per-invocation cap, see loopIterations in prefill.ts); elements past n read as 0.
+  var r = vec4<f32>(st_value(k[st_word(i, IN_DTYPE)], i, IN_DTYPE), 0.0, 0.0, 0.0);
+  if (n > 1u) {
+    r.y = st_value(k[st_word(i + 1u, IN_DTYPE)], i + 1u, IN_DTYPE);
+  }
+  if (n > 2u) {
+    r.z = st_value(k[st_word(i + 2u, IN_DTYPE)], i + 2u, IN_DTYPE);
+  }
+  if (n > 3u) {
+    r.w = st_value(k[st_word(i + 3u, IN_DTYPE)], i + 3u, IN_DTYPE);
   }
   return r;
 }
@@ -192,9 +208,17 @@ fn ld4_v(i: u32, n: u32) -> vec4<f32> {
   } else if (n >= 4u && (i & 1u) == 0u) {
     return vec4<f32>(st_pair(v[i >> 1u], IN_DTYPE), st_pair(v[(i >> 1u) + 1u], IN_DTYPE));
   }
-  var r = vec4<f32>(0.0);
-  for (var e = 0u; e < min(n, 4u); e++) {
-    r[e] = st_value(v[st_word(i + e, IN_DTYPE)], i + e, IN_DTYPE);
+  // Element by element, without a loop (Mesa's llvmpipe counts every loop iteration against its
+  // per-invocation cap, see loopIterations in prefill.ts); elements past n read as 0.
+  var r = vec4<f32>(st_value(v[st_word(i, IN_DTYPE)], i, IN_DTYPE), 0.0, 0.0, 0.0);
+  if (n > 1u) {
+    r.y = st_value(v[st_word(i + 1u, IN_DTYPE)], i + 1u, IN_DTYPE);
+  }
+  if (n > 2u) {
+    r.z = st_value(v[st_word(i + 2u, IN_DTYPE)], i + 2u, IN_DTYPE);
+  }
+  if (n > 3u) {
+    r.w = st_value(v[st_word(i + 3u, IN_DTYPE)], i + 3u, IN_DTYPE);
   }
   return r;
 }
@@ -213,8 +237,16 @@ fn st4_o(base: u32, c: u32, x: vec4<f32>) {
   let n = min(4u, head_dv() - d0);
   let i = base + d0;
   if (OUT_DTYPE == 0u) {
-    for (var e = 0u; e < n; e++) {
-      o[i + e] = bitcast<u32>(x[e]);
+    // No loop (llvmpipe's loop cap); n is 1..4.
+    o[i] = bitcast<u32>(x.x);
+    if (n > 1u) {
+      o[i + 1u] = bitcast<u32>(x.y);
+    }
+    if (n > 2u) {
+      o[i + 2u] = bitcast<u32>(x.z);
+    }
+    if (n > 3u) {
+      o[i + 3u] = bitcast<u32>(x.w);
     }
   } else {
     // head_dv() is even for 16-bit outputs (checked in plan), so i is even and n is 2 or 4.

@@ -2,7 +2,7 @@
  * Merge of attention partials: `P` partial results `(o_p, lse_p)` over the same rows, each
  * computed on a disjoint set of keys, combine exactly into the attention over the union.
  */
-import { check, checkInt } from '../../src/errors.js';
+import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
@@ -15,9 +15,39 @@ export const MERGE_PARAMS = uniformLayout('MergeParams', [
   ['P', 'u32'],
   ['rows', 'u32'],
   ['D', 'u32'],
+  ['p0', 'u32'],
+  ['carry', 'u32'],
+  ['out_f32', 'u32'],
 ] as const);
 
 const PROGRAM = wgslProgram('merge/merge', [storageWgsl, MERGE_PARAMS.wgsl, mergeWgsl]);
+const WG = 64;
+
+/**
+ * Loop iterations one invocation of `merge.wgsl` runs for a segment of `parts` partials (plus the
+ * carried one) of `D` values, counted the way Mesa's gallivm does (every back-edge of every loop,
+ * a loop of n trips as n + 1): the max loop and the sum loop over the parts, then
+ * `ceil(D / WG)` output words per invocation, each with its own loop over the parts. An upper
+ * bound (16-bit outputs loop over D / 2 words), plus a small allowance for the compiler.
+ *
+ * @example
+ * mergeLoopIterations(1000, 128); // 4012: far below llvmpipe's 65,535
+ */
+export function mergeLoopIterations(parts: number, D: number): number {
+  const words = Math.ceil(D / WG);
+  return (words + 2) * (parts + 1) + words + 9;
+}
+
+/**
+ * The most parts one dispatch of the merge may take so that an invocation stays within 90% of
+ * `loopLimit` (`Infinity` when the device has no cap).
+ */
+export function mergePartsPerSegment(loopLimit: number, D: number): number {
+  if (!Number.isFinite(loopLimit)) return Number.POSITIVE_INFINITY;
+  const budget = Math.floor(0.9 * loopLimit);
+  const words = Math.ceil(D / WG);
+  return Math.floor((budget - words - 9) / (words + 2)) - 1;
+}
 
 export interface MergeOptions {
   /** Number of partials. */
@@ -43,14 +73,39 @@ export interface MergeTensors {
 
 export class MergePlan extends KernelPlan<MergeTensors> {
   readonly options: Required<MergeOptions>;
+  /**
+   * Dispatches the merge takes: 1, unless the parts are so many that one invocation would run
+   * past the device's loop cap (`ctx.loopLimit`, Mesa's llvmpipe); then each dispatch merges at
+   * most {@link MergePlan.partsPerSegment} parts into an f32 carry that the next one continues.
+   */
+  readonly segments: number;
+  readonly partsPerSegment: number;
   private readonly pipeline: Pipeline;
-  private readonly params: GPUBuffer;
+  private readonly params: GPUBuffer[];
+  /** Ping-pong f32 carries `[rows, D]` + `[rows]` between segments (absent with one segment). */
+  private readonly carries: { o: GpuTensor; lse: GpuTensor }[] = [];
+  private readonly dummy: GPUBuffer;
 
-  private constructor(ctx: TesseraDevice, options: Required<MergeOptions>, pipeline: Pipeline) {
+  private constructor(ctx: TesseraDevice, options: Required<MergeOptions>, pipeline: Pipeline, perSegment: number) {
     super(ctx);
     this.options = options;
     this.pipeline = pipeline;
-    this.params = this.uniform(MERGE_PARAMS, { P: options.parts, rows: options.rows, D: options.D });
+    const { parts, rows, D } = options;
+    this.partsPerSegment = Math.min(parts, perSegment);
+    this.segments = Math.ceil(parts / this.partsPerSegment);
+    this.params = [];
+    for (let i = 0; i < this.segments; i++) {
+      const p0 = i * this.partsPerSegment;
+      const P = Math.min(parts, p0 + this.partsPerSegment) - p0;
+      this.params.push(this.uniform(MERGE_PARAMS, { P, rows, D, p0, carry: i > 0 ? 1 : 0, out_f32: i < this.segments - 1 ? 1 : 0 }));
+    }
+    for (let i = 0; i < Math.min(2, this.segments - 1); i++) {
+      this.carries.push({
+        o: { buffer: this.workspace(rows * D * 4, 'merge.carryO'), shape: [rows, D], dtype: 'f32' },
+        lse: { buffer: this.workspace(rows * 4, 'merge.carryLse'), shape: [rows], dtype: 'f32' },
+      });
+    }
+    this.dummy = this.workspace(16, 'merge.dummy');
   }
 
   /** @internal use {@link planMerge}. */
@@ -59,12 +114,15 @@ export class MergePlan extends KernelPlan<MergeTensors> {
     const o = validateMergeOptions(opts);
     checkPlannedSize(ctx, 'oParts', [o.parts, o.rows, o.D], 'f32');
     checkPlannedSize(ctx, 'o', [o.rows, o.D], o.outDtype);
+    const perSegment = mergePartsPerSegment(ctx.loopLimit, o.D);
+    if (perSegment < 1) fail('E_LIMIT', 'D', "is too large for one merge invocation within the device's loop limit;", o.D, `loopLimit ${ctx.loopLimit} allows less than one part`);
+    if (perSegment < o.parts) checkPlannedSize(ctx, 'workspace (merge carry)', [o.rows, o.D], 'f32');
     const pipeline = await getPipeline(ctx, {
       shader: PROGRAM,
-      bindings: ['read', 'read', 'rw', 'rw', 'uniform'],
-      constants: { WG: 64, OUT_DTYPE: dtypeCode(o.outDtype) },
+      bindings: ['read', 'read', 'rw', 'rw', 'uniform', 'read', 'read'],
+      constants: { WG, OUT_DTYPE: dtypeCode(o.outDtype) },
     });
-    return new MergePlan(ctx, o, pipeline);
+    return new MergePlan(ctx, o, pipeline, perSegment);
   }
 
   run(encoder: GPUCommandEncoder, t: MergeTensors): void {
@@ -75,7 +133,19 @@ export class MergePlan extends KernelPlan<MergeTensors> {
     const o = checkTensor(t.o, 'o', { shape: [rows, D], rank: 2, dtypes: [outDtype] });
     const lse = checkTensor(t.lse, 'lse', { shape: [rows], rank: 1, dtypes: ['f32'] });
     for (const [x, n] of [[oParts, 'oParts'], [lseParts, 'lseParts'], [o, 'o'], [lse, 'lse']] as const) checkBindingSize(this.ctx, x, n);
-    this.dispatch(encoder, this.pipeline, [res(oParts), res(lseParts), res(o), res(lse), { buffer: this.params }], grid2d(this.ctx, rows));
+    const grid = grid2d(this.ctx, rows);
+    const dummy = { buffer: this.dummy };
+    for (let i = 0; i < this.segments; i++) {
+      const last = i === this.segments - 1;
+      const from = i > 0 ? this.carries[(i - 1) % 2]! : undefined;
+      const to = last ? { o, lse } : this.carries[i % 2]!;
+      this.dispatch(
+        encoder,
+        this.pipeline,
+        [res(oParts), res(lseParts), res(to.o), res(to.lse), { buffer: this.params[i]! }, from ? res(from.o) : dummy, from ? res(from.lse) : dummy],
+        grid,
+      );
+    }
   }
 }
 

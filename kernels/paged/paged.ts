@@ -41,6 +41,46 @@ export const PAGED_ENTRY_WORDS = 4;
 /** `head` value of an entry that applies to every KV head. */
 export const ALL_HEADS = 0xffffffff;
 
+/**
+ * The loop cost of one invocation of `paged.wgsl`, counted the way Mesa's gallivm counts (every
+ * back-edge of every loop, all loops together; a loop entered for n trips counts n + 1), for
+ * pages of up to `pageSize` keys: `setup` for the loops outside the page loop and `perEntry` for
+ * one list entry (page).
+ *
+ * - `cpu` (`main_cpu`, one invocation per part and row, `gD = ceil(D/32)`, `gV = ceil(Dv/32)`,
+ *   `L = min(pageSize, 256)`): per page the score reset, the max and the exp loops over its keys,
+ *   `gD` and `gV` channel groups each with a loop over the keys:
+ *   `(3 + gD + gV)(L + 1) + gD + gV + 3`; setup: the zeroing and the normalising loops over Dv.
+ * - `gpu` (`main_gpu`, a workgroup per part and row): per page `ceil(L/64)` key blocks, each with
+ *   the score loop over D/4, two 6-step tree reductions and the accumulation over <= 64 keys.
+ *
+ * Both add a small allowance for the compiler (the setup counted twice plus 8).
+ */
+export function pagedLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, pageSize: number): { setup: number; perEntry: number } {
+  const L = Math.min(pageSize, 256);
+  if (variant === 'cpu') {
+    const gD = Math.ceil(D / 32);
+    const gV = Math.ceil(Dv / 32);
+    return { setup: 2 * (2 * (Dv + 1) + 1) + 8, perEntry: (3 + gD + gV) * (L + 1) + gD + gV + 3 };
+  }
+  const blocks = Math.ceil(pageSize / WG);
+  const perBlock = D / 4 + 1 + 2 * (Math.log2(WG) + 1) + (WG + 1) + 1;
+  return { setup: 2 * (Math.ceil(D / 4 / WG) + 2) + 8, perEntry: 1 + (blocks + 1) + blocks * perBlock };
+}
+
+/**
+ * The most list entries one part may cover so that an invocation stays within 90% of `loopLimit`
+ * ({@link pagedLoopCost}); `Infinity` without a cap, 0 when not even one page fits.
+ *
+ * @example
+ * pagedEntriesPerPart(65535, 'cpu', 128, 128, 64); // 81 pages of 64 keys
+ */
+export function pagedEntriesPerPart(loopLimit: number, variant: 'cpu' | 'gpu', D: number, Dv: number, pageSize: number): number {
+  if (!Number.isFinite(loopLimit)) return Number.POSITIVE_INFINITY;
+  const c = pagedLoopCost(variant, D, Dv, pageSize);
+  return Math.max(0, Math.floor((Math.floor(0.9 * loopLimit) - c.setup) / c.perEntry));
+}
+
 export interface PagedOptions {
   /** Query heads (a multiple of `Hkv`). */
   Hq: number;
@@ -103,6 +143,12 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
   /** The kernel shape in use. */
   readonly variant: 'cpu' | 'gpu';
   readonly rows: number;
+  /**
+   * The most entries a call's part may cover on this device (`ePer`, or `nEntries` when smaller):
+   * the loop cap of Mesa's llvmpipe (`ctx.loopLimit`) bounds one invocation's pages; `Infinity`
+   * elsewhere. Callers size their parts with it; `run` refuses a call past it (`E_LIMIT`).
+   */
+  readonly maxEntriesPerPart: number;
   private readonly pipeline: Pipeline;
   private readonly params: GPUBuffer;
   private readonly slotBytes: number;
@@ -114,6 +160,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     this.options = o;
     this.variant = variant;
     this.rows = o.Tq * o.Hq;
+    this.maxEntriesPerPart = pagedEntriesPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.pageSize);
     this.pipeline = pipeline;
     this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
     this.params = this.workspace(this.slotBytes * o.maxCalls, 'paged.params', GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
@@ -126,6 +173,11 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     const ctx = ctxOf(device);
     const o = validate(opts);
     const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
+    // main_cpu holds one page's scores in a private array of 256.
+    if (variant === 'cpu' && o.pageSize > 256) fail('E_UNSUPPORTED', 'pageSize', 'is larger than the cpu variant holds;', o.pageSize, 'at most 256 (the KV cache allows 16..256)');
+    if (pagedEntriesPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.pageSize) < 1) {
+      fail('E_LIMIT', 'pageSize', "makes one page longer than the device's loop limit allows per invocation;", o.pageSize, `smaller pages or head dims (loopLimit ${ctx.loopLimit})`);
+    }
     const pipeline = await getPipeline(ctx, {
       shader: PROGRAM,
       entryPoint: variant === 'cpu' ? 'main_cpu' : 'main_gpu',
@@ -163,6 +215,9 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
       checkInt(c.partCount, `calls[${i}].partCount`, { min: 0 });
       if (c.partBase + c.partCount > parts) fail('E_SHAPE', `calls[${i}].partCount`, 'writes past the partials;', c.partBase + c.partCount, `<= ${parts}`);
       if (Math.ceil(c.nEntries / c.ePer) > c.partCount) fail('E_ARG', `calls[${i}].partCount`, 'is too small for its entries;', c.partCount, `>= ceil(nEntries / ePer) = ${Math.ceil(c.nEntries / c.ePer)}`);
+      if (Math.min(c.ePer, c.nEntries) > this.maxEntriesPerPart) {
+        fail('E_LIMIT', `calls[${i}].ePer`, "gives one invocation more pages than the device's loop limit allows;", c.ePer, `at most maxEntriesPerPart = ${this.maxEntriesPerPart}`);
+      }
     });
     const qr = res(q);
     const pr = { buffer: t.pages };

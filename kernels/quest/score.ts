@@ -27,6 +27,19 @@ export const QUEST_PARAMS = uniformLayout('QuestParams', [
 const PROGRAM = wgslProgram('quest/score', [storageWgsl, QUEST_PARAMS.wgsl, scoreWgsl]);
 const WG = 64;
 
+/**
+ * Loop iterations one invocation of `score.wgsl` runs (counted as Mesa's gallivm does: every
+ * back-edge, a loop of n trips as n + 1): the loop over the GQA group's `group` query heads, each
+ * with a loop over at most D / 4 channel chunks (D / 8 with 16-byte loads), plus 8 for the
+ * compiler. A page's score is one invocation, so this does not grow with the sequence.
+ *
+ * @example
+ * questScoreLoopIterations(8, 128); // 281
+ */
+export function questScoreLoopIterations(group: number, D: number): number {
+  return group + 1 + group * (D / 4 + 1) + 8;
+}
+
 export type QuestScoreMode = 'quest' | 'mean';
 export type GroupReduce = 'max' | 'sum';
 
@@ -98,6 +111,11 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     const groupReduce = opts.groupReduce ?? 'max';
     check(groupReduce === 'max' || groupReduce === 'sum', 'groupReduce', '"max" or "sum"', groupReduce);
     const maxCalls = checkInt(opts.maxCalls ?? 8, 'maxCalls', { min: 1 });
+    // Mesa's llvmpipe stops an invocation after ctx.loopLimit loop iterations; one score loops
+    // over the group's heads and D (no split is possible without a second pass: refuse instead).
+    if (questScoreLoopIterations(Hq / Hkv, D) > 0.9 * ctx.loopLimit) {
+      fail('E_LIMIT', 'Hq', "gives one page score more query heads x channels than the device's loop limit allows;", Hq, `Hq / Hkv * (D / 4 + 2) within 90% of loopLimit ${ctx.loopLimit}`);
+    }
     const o = { Hq, Hkv, D, mode, groupReduce, maxCalls };
     const pipeline = await getPipeline(ctx, {
       shader: PROGRAM,

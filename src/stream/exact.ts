@@ -21,7 +21,11 @@ export interface StreamAttentionOptions {
   causal?: boolean;
   /** Softmax scale (default 1/sqrt(D)). */
   scale?: number;
-  /** Pages per tile (default: the cache's `tilePages`, one pool buffer). */
+  /**
+   * Pages per tile (default: the cache's `tilePages`, one pool buffer). On a device with a loop
+   * cap (`ctx.loopLimit`, Mesa's llvmpipe) the plan may use fewer, so that no part of a tile gives
+   * one invocation more pages than the cap allows; `plan.options.tilePages` is the value in use.
+   */
   tilePages?: number;
   /** Bound on the partials workspace in bytes (default 8 MiB); sets how many pages each part covers. */
   partialBytes?: number;
@@ -111,12 +115,21 @@ export class StreamAttentionPlan {
     const perPart = rows * (cache.Dv + 1) * 4;
     // Pool buffers a tile can touch: at most one part is lost to rounding per buffer.
     const groups = Math.min(tilePages, Math.max(1, Math.floor(cache.gpuBudgetBytes / cache.pool.bufferBytes)));
-    const maxParts = Math.max(1, Math.floor(partialBytes / perPart) - groups - 1);
-    const ePer = Math.max(1, Math.ceil(tilePages / maxParts));
-    const parts = Math.ceil(tilePages / ePer) + groups;
     const paged = await planPaged(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq, pageSize: cache.pageSize, dtype: cache.dtype, causal: o.causal, scale: o.scale, maxCalls: groups, variant: o.variant });
-    const merger = await planMerge(cache.ctx, { parts: parts + 1, rows, D: cache.Dv, outDtype: 'f32' });
-    return new StreamAttentionPlan(cache, o, paged, merger, parts, ePer);
+    try {
+      const maxParts = Math.max(1, Math.floor(partialBytes / perPart) - groups - 1);
+      // A part's pages run in one invocation, which Mesa's llvmpipe stops after ctx.loopLimit loop
+      // iterations: with few parts allowed (large Tq * Hq rows, small partialBytes) the tile shrinks
+      // so that no part covers more than paged.maxEntriesPerPart pages.
+      o.tilePages = Math.min(tilePages, maxParts * paged.maxEntriesPerPart);
+      const ePer = Math.max(1, Math.ceil(o.tilePages / maxParts));
+      const parts = Math.ceil(o.tilePages / ePer) + groups;
+      const merger = await planMerge(cache.ctx, { parts: parts + 1, rows, D: cache.Dv, outDtype: 'f32' });
+      return new StreamAttentionPlan(cache, o, paged, merger, parts, ePer);
+    } catch (e) {
+      paged.dispose();
+      throw e;
+    }
   }
 
   /**

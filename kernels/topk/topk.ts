@@ -142,14 +142,14 @@ function smallKcap(k: number): number {
  * Upper bound of the loop iterations (back-edges of all loops together) one invocation of
  * `small.wgsl` runs over a segment of `len` candidates: at most `k` per candidate (the scan step
  * and up to `k - 1` insertion steps), the `k` outputs (or the carried list), `k` more to load a
- * carried list, and the two zeroed private lists (counted in case the compiler loops over them).
+ * carried list (zeroed private lists compile to constant initialisers, not loops).
  * Unsegmented (len = n) it passes 65,535 from k = 16 at n = 4096 (k = 32: n >= 2048).
  *
  * @example
- * topKSmallLoopIterations(4096, 32, false); // 131,168: llvmpipe runs it as 3 segments
+ * topKSmallLoopIterations(4096, 32, false); // 131,104: llvmpipe runs it as 3 segments
  */
 export function topKSmallLoopIterations(len: number, k: number, load: boolean): number {
-  return len * k + k + (load ? k : 0) + 2 * smallKcap(k);
+  return len * k + k + (load ? k : 0);
 }
 
 /** One dispatch of the small variant: candidates [j0, j1) of every row. */
@@ -162,14 +162,14 @@ export interface SmallSegment {
 
 /**
  * The dispatches of the small variant under a loop budget: the whole row at once when it fits,
- * else segments of `floor((budget - 2k - 2 kcap) / k)` candidates carrying the list between them.
+ * else segments of `floor((budget - 2k) / k)` candidates carrying the list between them.
  *
  * @example
  * smallSegments(4096, 32, 58981).length; // 3 on llvmpipe
  */
 export function smallSegments(n: number, k: number, budget: number): SmallSegment[] {
   if (topKSmallLoopIterations(n, k, false) <= budget) return [{ j0: 0, j1: n, load: 0, last: 1 }];
-  const per = Math.max(1, Math.floor((budget - 2 * k - 2 * smallKcap(k)) / k));
+  const per = Math.max(1, Math.floor((budget - 2 * k) / k));
   const segs: SmallSegment[] = [];
   for (let j0 = 0; j0 < n; j0 += per) segs.push({ j0, j1: Math.min(n, j0 + per), load: j0 > 0 ? 1 : 0, last: j0 + per >= n ? 1 : 0 });
   return segs;
@@ -192,7 +192,8 @@ export interface TopKRadixShape {
  *   counts every survivor before its own (cap, in tiles of 256: + cap / 256).
  * - cpu: `hist_inv` runs the <= 3 + 1 + 3 scalar edges, chunk / 4 vec4 words, the 256-bin flush
  *   and the zeroed private histogram (256); `compact_inv` the edges and chunk / 4 words of up to
- *   4 appends each (5 per word); `sort_inv` unsegmented: heapify <= 2 cap (n/2 outer steps, one
+ *   4 appends each (5 per word); the gpu passes add 4 for workgroup memory the compiler
+ *   zeroes in a loop over the lanes; `sort_inv` unsegmented: heapify <= 2 cap (n/2 outer steps, one
  *   closing step per sift, heights summing to < cap), then k pops of 1 + (floor(log2 cap) + 1).
  * Unsegmented, the cpu sort passes 65,535 at k = 2048 with 1M candidates (cap 65,536: 131,072 +
  * 36,864), which is why llvmpipe left slots unwritten there; {@link sortSegments} splits it.
@@ -202,7 +203,7 @@ export interface TopKRadixShape {
  */
 export function topKRadixLoopIterations(s: TopKRadixShape): { hist: number; pick: number; compact: number; rank: number } {
   if (s.target === 'gpu') {
-    return { hist: 2 + Math.ceil(s.chunk / 256), pick: 256, compact: Math.ceil(s.chunk / 256), rank: s.cap + Math.ceil(s.cap / 256) };
+    return { hist: 6 + Math.ceil(s.chunk / 256), pick: 256, compact: Math.ceil(s.chunk / 256), rank: 4 + s.cap + Math.ceil(s.cap / 256) };
   }
   const words = Math.ceil(s.chunk / 4);
   return { hist: 7 + words + 256 + 256, pick: 256, compact: 7 + 5 * words, rank: 2 * s.cap + s.k * (floorLog2(s.cap) + 2) };
@@ -264,7 +265,7 @@ function radixShape(o: { rows: number; k: number }, target: 'cpu' | 'gpu', budge
     // rank_pass reads every survivor: fewer survivor slots (never fewer than k) shorten it
     if (topKRadixLoopIterations({ target, chunk, cap, k: o.k }).rank > budget) {
       let c = Math.floor((budget * 256) / 257);
-      while (c + Math.ceil(c / 256) > budget) c--;
+      while (4 + c + Math.ceil(c / 256) > budget) c--;
       cap = Math.max(o.k, Math.min(cap, c));
     }
   } else {

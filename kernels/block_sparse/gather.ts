@@ -186,25 +186,30 @@ export interface GatherWork {
 }
 
 /**
- * Upper bound of the loop iterations (all loops, every back-edge) one invocation of the gather
- * core runs over `work` (`gather.wgsl`; D4 = D / 4, DV4 = Dv / 4):
- * - `gpu` (`main`): q load D4, accumulator zeroing DV4, store DV4, `load` DV4, and per list
- *   entry 1 + ceil(keys / 4) steps of (1 + D4 + DV4) (four keys a step).
- * - `cpu` (`main_cpu`): the tile's position scan 15, q loads D4, four row stores 4 DV4, `load`
- *   4 DV4, and per entry 1 + ceil(keys / 16) steps of (1 + D4 + DV4).
- * The head-dim loops count although llvmpipe unrolls the short ones (constant trip counts), so
- * the bound is conservative; zeroed private arrays compile to constant initialisers, not loops.
- * At D = Dv = 64 one invocation passes 65,535 at about 7,900 keys (gpu) or 31,700 keys (cpu).
+ * Upper bound of the loop iterations one invocation of the gather core runs over `work`
+ * (`gather.wgsl`, counted as `loopBudget` in kernels/topk says: a loop of n trips costs n + 1, a
+ * call of a function holding a loop or an early return 1 more; D4 = D / 4, DV4 = Dv / 4):
+ * - per list entry, both variants: the list step, the block call and the range call (3) and the
+ *   key loop's exit (1), then per step of 4 keys (`gpu`, `main`) or 16 keys (`cpu`,
+ *   `main_cpu`): 1 + the score loop (D4 + 1) + the value loop (DV4 + 1);
+ * - once: `gpu`: q load D4 + 1, zeroing, storing and `load`ing the accumulator DV4 + 1 each, the
+ *   list loop's exit and the entry's early return; `cpu`: the tile's position scan 16, q loads
+ *   D4 + 1, four row stores and four `load`s (DV4 + 2 each), exit and return.
+ * Measured on llvmpipe (D = Dv = 64, one-key blocks): an invocation stops after 1,680 entries
+ * (39 each, as counted here); at D = 16 after 21,845 (3 each: the head-dim loops unrolled).
+ * Unsegmented, at D = Dv = 64 one invocation passes 65,535 at about 7,500 keys of one block
+ * (gpu) or 29,900 (cpu), or 1,679 one-key blocks (DSA's selected tokens).
  *
  * @example
- * gatherLoopIterations({ cpu: false, D: 64, Dv: 64 }, { entries: 3, keys: 4096 }, false); // 101,427
+ * gatherLoopIterations({ cpu: false, D: 64, Dv: 64 }, { entries: 3, keys: 4096 }, false); // 107,585
  */
 export function gatherLoopIterations(k: { cpu: boolean; D: number; Dv: number }, work: GatherWork, load: boolean): number {
   const D4 = k.D / 4;
   const DV4 = k.Dv / 4;
-  const step = 1 + D4 + DV4;
-  if (!k.cpu) return D4 + 2 * DV4 + (load ? DV4 : 0) + work.entries * (1 + Math.ceil(work.keys / 4) * step);
-  return 15 + D4 + 4 * DV4 + (load ? 4 * DV4 : 0) + work.entries * (1 + Math.ceil(work.keys / 16) * step);
+  const perStep = 3 + D4 + DV4;
+  const perEntry = (steps: number) => 4 + steps * perStep;
+  if (!k.cpu) return D4 + 1 + 2 * (DV4 + 1) + (load ? DV4 + 1 : 0) + 2 + work.entries * perEntry(Math.ceil(work.keys / 4));
+  return 16 + D4 + 1 + 4 * (DV4 + 2) + (load ? 4 * (DV4 + 2) : 0) + 2 + work.entries * perEntry(Math.ceil(work.keys / 16));
 }
 
 /**
@@ -230,8 +235,8 @@ export function gatherSegments(budget: number, k: { cpu: boolean; D: number; Dv:
   if (fixed + perEntry <= budget) {
     E = Math.floor((budget - fixed) / perEntry);
   } else {
-    const perStep = 1 + k.D / 4 + k.Dv / 4;
-    K = Math.floor((budget - fixed - 1) / perStep) * step;
+    const perStep = 3 + k.D / 4 + k.Dv / 4;
+    K = Math.floor((budget - fixed - 4) / perStep) * step;
     if (K < step) return undefined;
   }
   const segs: GatherSegment[] = [];

@@ -57,18 +57,19 @@ export const MOBA_MAX_TOPK = 64;
 
 /**
  * Upper bound of the loop iterations one invocation of `select.wgsl` runs over `nc` candidate
- * blocks (D4 = D / 4, KP = topk - 1): the q load D4, per candidate 1 + D4 (the gate dot
- * product) + KP (insertion), the KP outputs, KP more to read a carried list back, and the K
- * slots of a row before the keys (pos < 0). Unsegmented nc = ceil(Tk / blockSize): with D = 128,
- * topk = 12 it passes 65,535 at 1,484 blocks (Tk = 95K with blockSize 64).
+ * blocks (counted as `loopBudget` in kernels/topk says; D4 = D / 4, KP = topk - 1): the early
+ * return (1), the q load (D4 + 1), per candidate the step, the gate dot product (D4 + 1), the
+ * insertion call (1) and its up to KP steps, the candidate loop's exit, the KP outputs (KP + 1)
+ * and KP + 1 more to read a carried list back (rows before the keys write K + 1 and return). Unsegmented nc = ceil(Tk / blockSize): with D = 128,
+ * topk = 12 it passes 65,535 at 1,424 blocks (Tk = 91K with blockSize 64).
  *
  * @example
- * mobaSelectLoopIterations(1024, 64, 3, false); // 19,669
+ * mobaSelectLoopIterations(1024, 64, 3, false); // 21,526
  */
 export function mobaSelectLoopIterations(nc: number, D: number, topk: number, load: boolean): number {
   const D4 = D / 4;
   const KP = topk - 1;
-  return D4 + nc * (1 + D4 + KP) + KP + (load ? KP : 0) + topk;
+  return 1 + (D4 + 1) + nc * (D4 + KP + 3) + 1 + (KP + 1) + (load ? KP + 1 : 0);
 }
 
 /** One dispatch of the MoBA selection: candidate blocks [B0, B1). */
@@ -88,7 +89,7 @@ export interface MobaSelectSegment {
  */
 export function mobaSelectSegments(budget: number, NB: number, D: number, topk: number): MobaSelectSegment[] {
   if (mobaSelectLoopIterations(NB, D, topk, false) <= budget) return [{ B0: 0, B1: 0xffffffff, LOAD: 0, LAST: 1 }];
-  const per = Math.max(1, Math.floor((budget - mobaSelectLoopIterations(0, D, topk, true)) / (1 + D / 4 + topk - 1)));
+  const per = Math.max(1, Math.floor((budget - mobaSelectLoopIterations(0, D, topk, true)) / (D / 4 + topk + 2)));
   const segs: MobaSelectSegment[] = [];
   for (let b0 = 0; b0 < NB; b0 += per) segs.push({ B0: b0, B1: b0 + per, LOAD: b0 > 0 ? 1 : 0, LAST: b0 + per >= NB ? 1 : 0 });
   return segs;
@@ -97,17 +98,19 @@ export function mobaSelectSegments(budget: number, NB: number, D: number, topk: 
 /**
  * Upper bound of the loop iterations of the block-centric path's list building (`lists.wgsl`),
  * whose `scan` is one workgroup of 64 invocations over the NL = Hq * NB lists: each sums its
- * chunk = ceil(NL / 64) lists, invocation 0 scans the 64 partial sums, and each then writes its
- * lists' cursors and 16-row tiles (a list holds at most Tq rows; the lists of one head at most
- * Tq * (topk - 1)). When this exceeds the budget the plan takes the per-row path instead.
+ * chunk = ceil(NL / 64) lists (chunk + 1), invocation 0 scans the 64 partial sums (65), and each
+ * then writes its lists' cursors (chunk + 1) and 16-row tiles (per list tiles + 1; a list holds
+ * at most Tq rows, the lists of one head at most Tq * (topk - 1)). When this exceeds the budget
+ * the plan takes the per-row path instead.
  *
  * @example
- * mobaListsLoopIterations({ Tq: 65536, Hq: 8, NB: 128, topk: 3 }); // 16,496
+ * mobaListsLoopIterations({ Tq: 65536, Hq: 8, NB: 128, topk: 3 }); // 16,516
  */
 export function mobaListsLoopIterations(o: { Tq: number; Hq: number; NB: number; topk: number }): number {
   const chunk = Math.ceil((o.Hq * o.NB) / 64);
   const rows = Math.min(chunk * o.Tq, (Math.ceil(chunk / o.NB) + 1) * o.Tq * (o.topk - 1));
-  return 64 + 2 * chunk + chunk + Math.floor(rows / 16);
+  const tiles = chunk + Math.floor(rows / 16);
+  return 1 + (chunk + 1) + 65 + (chunk + 1) + chunk + tiles;
 }
 
 export interface MobaOptions {

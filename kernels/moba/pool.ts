@@ -58,20 +58,21 @@ export interface PoolSegment {
 }
 
 /**
- * Upper bound of the loop iterations one pooling invocation runs: one per token of its block
- * (segment). Unsegmented that is min(blockSize, T): over 65,535 only for MoBA blocks past 64K
+ * Upper bound of the loop iterations one pooling invocation runs (counted as `loopBudget` in
+ * kernels/topk says): one per token of its block (segment), the loop's exit and the early
+ * return. Unsegmented that is min(blockSize, T) + 2: over 65,535 only for MoBA blocks past 64K
  * tokens (its blockSize goes to 2^20).
  *
  * @example
- * poolLoopIterations(4096); // 4096
+ * poolLoopIterations(4096); // 4098
  */
 export function poolLoopIterations(tokens: number): number {
-  return tokens;
+  return tokens + 2;
 }
 
 /**
  * The pooling dispatches under a loop budget: one for whole blocks when a block fits, else
- * segments of `budget` tokens, the running sum carried in the output (same order of additions,
+ * segments of `budget - 2` tokens, the running sum carried in the output (same order of additions,
  * so the same result).
  *
  * @example
@@ -81,6 +82,7 @@ export function poolSegments(budget: number, blockSize: number, T: number): Pool
   const len = Math.min(blockSize, T);
   if (poolLoopIterations(len) <= budget) return [{ J0: 0, J1: blockSize, LOAD: 0, LAST: 1 }];
   const segs: PoolSegment[] = [];
-  for (let j0 = 0; j0 < len; j0 += budget) segs.push({ J0: j0, J1: Math.min(blockSize, j0 + budget), LOAD: j0 > 0 ? 1 : 0, LAST: j0 + budget >= len ? 1 : 0 });
+  const per = budget - poolLoopIterations(0);
+  for (let j0 = 0; j0 < len; j0 += per) segs.push({ J0: j0, J1: Math.min(blockSize, j0 + per), LOAD: j0 > 0 ? 1 : 0, LAST: j0 + per >= len ? 1 : 0 });
   return segs;
 }

@@ -56,16 +56,17 @@ export const NSA_MAX_BLOCK_COUNT = 64;
 
 /**
  * Upper bound of the loop iterations one invocation of `select.wgsl` runs over `nc` candidate
- * blocks (G = Hq / Hkv query heads per KV head, D4 = D / 4, S = blockCount): per candidate
- * 1 + G (1 + D4) (the group's compressed scores) + S (insertion), the S outputs and S more to
- * read a carried list back. Unsegmented nc = ceil(Tk / blockSize): with G = 16, D = 64, S = 16 it passes 65,535 at
- * 227 blocks (Tk = 14.5K with blockSize 64).
+ * blocks (counted as `loopBudget` in kernels/topk says; G = Hq / Hkv query heads per KV head,
+ * D4 = D / 4, S = blockCount): per candidate the step, the group loop (G + 1) of dot products
+ * (D4 + 1 each), the insertion call (1) and its up to S steps; the candidate loop's exit, the
+ * S outputs (S + 1), S + 1 more to read a carried list back, the early return. Unsegmented nc = ceil(Tk / blockSize): with G = 16, D = 64, S = 16 it passes 65,535 at
+ * 214 blocks (Tk = 13.7K with blockSize 64).
  *
  * @example
- * nsaSelectLoopIterations(256, 16, 64, 16, false); // 74,128
+ * nsaSelectLoopIterations(256, 16, 64, 16, false); // 78,611
  */
 export function nsaSelectLoopIterations(nc: number, G: number, D: number, S: number, load: boolean): number {
-  return nc * (1 + G * (1 + D / 4) + S) + S + (load ? S : 0);
+  return 1 + nc * (G * (D / 4 + 2) + S + 3) + 1 + (S + 1) + (load ? S + 1 : 0);
 }
 
 /** One dispatch of the NSA selection: candidate blocks [C0, C1). */
@@ -86,7 +87,7 @@ export interface NsaSelectSegment {
  */
 export function nsaSelectSegments(budget: number, NC: number, G: number, D: number, S: number): NsaSelectSegment[] | undefined {
   if (nsaSelectLoopIterations(NC, G, D, S, false) <= budget) return [{ C0: 0, C1: 0xffffffff, LOAD: 0, LAST: 1 }];
-  const per = Math.floor((budget - nsaSelectLoopIterations(0, G, D, S, true)) / (1 + G * (1 + D / 4) + S));
+  const per = Math.floor((budget - nsaSelectLoopIterations(0, G, D, S, true)) / (G * (D / 4 + 2) + S + 3));
   if (per < 1) return undefined;
   const segs: NsaSelectSegment[] = [];
   for (let c0 = 0; c0 < NC; c0 += per) segs.push({ C0: c0, C1: c0 + per, LOAD: c0 > 0 ? 1 : 0, LAST: c0 + per >= NC ? 1 : 0 });

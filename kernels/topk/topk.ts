@@ -125,6 +125,12 @@ function survivorCap(o: { rows: number; k: number }, target: 'cpu' | 'gpu'): num
 /**
  * The loop iterations one invocation may run on this device: 90% of `ctx.loopLimit` (Mesa's
  * gallivm stops an invocation after 65,535 in total), the rest a margin; Infinity elsewhere.
+ *
+ * The kernels' bound functions count what gallivm counts (measured on llvmpipe): a loop that
+ * runs n times costs n + 1 (the iteration that finds the exit reaches the loop's end too), and
+ * a call of a function holding a loop or an early return costs 1 more (the compiler wraps such
+ * bodies in a one-trip loop). Loops with a short constant trip count are often unrolled (cost
+ * 0) but are counted anyway; zeroed private arrays are constant initialisers, not loops.
  */
 export function loopBudget(ctx: Pick<TesseraDevice, 'loopLimit'>): number {
   return Number.isFinite(ctx.loopLimit) ? Math.floor(ctx.loopLimit * 0.9) : Number.POSITIVE_INFINITY;
@@ -139,17 +145,17 @@ function smallKcap(k: number): number {
 }
 
 /**
- * Upper bound of the loop iterations (back-edges of all loops together) one invocation of
- * `small.wgsl` runs over a segment of `len` candidates: at most `k` per candidate (the scan step
- * and up to `k - 1` insertion steps), the `k` outputs (or the carried list), `k` more to load a
- * carried list (zeroed private lists compile to constant initialisers, not loops).
- * Unsegmented (len = n) it passes 65,535 from k = 16 at n = 4096 (k = 32: n >= 2048).
+ * Upper bound of the loop iterations (all loops together, counted as {@link loopBudget} says)
+ * one invocation of `small.wgsl` runs over a segment of `len` candidates: the scan (len + 1),
+ * per candidate up to k insertion steps (k - 1 shifts and the exit), the k outputs or the
+ * carried list (k + 1), k + 1 more to load a carried list, 1 for the entry's early return.
+ * Unsegmented (len = n) it passes 65,535 at n >= 3,854 for k = 16 and n >= 1,985 for k = 32.
  *
  * @example
- * topKSmallLoopIterations(4096, 32, false); // 131,104: llvmpipe runs it as 3 segments
+ * topKSmallLoopIterations(4096, 32, false); // 135,203: llvmpipe runs it as 3 segments
  */
 export function topKSmallLoopIterations(len: number, k: number, load: boolean): number {
-  return len * k + k + (load ? k : 0);
+  return len * (k + 1) + 1 + (k + 1) + 1 + (load ? k + 1 : 0);
 }
 
 /** One dispatch of the small variant: candidates [j0, j1) of every row. */
@@ -162,14 +168,14 @@ export interface SmallSegment {
 
 /**
  * The dispatches of the small variant under a loop budget: the whole row at once when it fits,
- * else segments of `floor((budget - 2k) / k)` candidates carrying the list between them.
+ * else segments of as many candidates as fit, carrying the list between them.
  *
  * @example
  * smallSegments(4096, 32, 58981).length; // 3 on llvmpipe
  */
 export function smallSegments(n: number, k: number, budget: number): SmallSegment[] {
   if (topKSmallLoopIterations(n, k, false) <= budget) return [{ j0: 0, j1: n, load: 0, last: 1 }];
-  const per = Math.max(1, Math.floor((budget - 2 * k) / k));
+  const per = Math.max(1, Math.floor((budget - topKSmallLoopIterations(0, k, true)) / (k + 1)));
   const segs: SmallSegment[] = [];
   for (let j0 = 0; j0 < n; j0 += per) segs.push({ j0, j1: Math.min(n, j0 + per), load: j0 > 0 ? 1 : 0, last: j0 + per >= n ? 1 : 0 });
   return segs;
@@ -186,27 +192,31 @@ export interface TopKRadixShape {
 }
 
 /**
- * Upper bounds of the loop iterations one invocation of each radix pass runs (`radix.wgsl`):
- * - gpu: `hist_pass` zeroes and flushes 256 bins over WG = 256 lanes (1 + 1) and strides its
- *   chunk (chunk / 256); `pick_pass` walks 256 bins; `compact_pass` chunk / 256; `rank_pass`
- *   counts every survivor before its own (cap, in tiles of 256: + cap / 256).
- * - cpu: `hist_inv` runs the <= 3 + 1 + 3 scalar edges, chunk / 4 vec4 words, the 256-bin flush
- *   and the zeroed private histogram (256); `compact_inv` the edges and chunk / 4 words of up to
- *   4 appends each (5 per word); the gpu passes add 4 for workgroup memory the compiler
- *   zeroes in a loop over the lanes; `sort_inv` unsegmented: heapify <= 2 cap (n/2 outer steps, one
- *   closing step per sift, heights summing to < cap), then k pops of 1 + (floor(log2 cap) + 1).
- * Unsegmented, the cpu sort passes 65,535 at k = 2048 with 1M candidates (cap 65,536: 131,072 +
- * 36,864), which is why llvmpipe left slots unwritten there; {@link sortSegments} splits it.
+ * Upper bounds of the loop iterations one invocation of each radix pass runs (`radix.wgsl`,
+ * counted as {@link loopBudget} says; every entry point returns early: + 1):
+ * - gpu (WG = 256): `hist_pass` zeroes the workgroup histogram (the compiler's loop over the
+ *   lanes, 2), zeroes and flushes it (2 + 2) and strides its chunk (chunk / 256 + 1);
+ *   `pick_pass` walks 256 bins (257); `compact_pass` chunk / 256 + 1; `rank_pass` zeroes its
+ *   tile (2) and counts every survivor before its own: T = ceil(cap / 256) tiles (T + 1) of up
+ *   to 256 (+ 1 each).
+ * - cpu: `hist_inv` runs the <= 3 + 1 + 3 scalar edges (8), W = chunk / 4 vec4 words (W + 1)
+ *   and the 256-bin flush (257); `compact_inv` the edges and W words of 4 appends (1 + 5 each);
+ *   `sort_inv` unsegmented: heapify cap / 2 + 1 outer steps and a sift per node (a call: 1, its
+ *   height <= floor(log2(cap / (i + 1))) and the exit; heights sum to < cap), so < 2.5 cap + 1,
+ *   then k pops of 1 + 1 + floor(log2 cap) + 1, and the loop exits.
+ * Unsegmented, the cpu sort passes 65,535 at k = 2048 with 1M candidates (cap 65,536: 163,842 +
+ * 38,912), which is why llvmpipe left slots unwritten there; {@link sortSegments} splits it.
  *
  * @example
- * topKRadixLoopIterations({ target: 'cpu', chunk: 4096, cap: 65536, k: 2048 }).rank; // 167,936
+ * topKRadixLoopIterations({ target: 'cpu', chunk: 4096, cap: 65536, k: 2048 }).rank; // 202,755
  */
 export function topKRadixLoopIterations(s: TopKRadixShape): { hist: number; pick: number; compact: number; rank: number } {
   if (s.target === 'gpu') {
-    return { hist: 6 + Math.ceil(s.chunk / 256), pick: 256, compact: Math.ceil(s.chunk / 256), rank: 4 + s.cap + Math.ceil(s.cap / 256) };
+    const T = Math.ceil(s.cap / 256);
+    return { hist: 8 + Math.ceil(s.chunk / 256), pick: 258, compact: 2 + Math.ceil(s.chunk / 256), rank: 4 + (T + 1) + s.cap + T };
   }
   const words = Math.ceil(s.chunk / 4);
-  return { hist: 7 + words + 256 + 256, pick: 256, compact: 7 + 5 * words, rank: 2 * s.cap + s.k * (floorLog2(s.cap) + 2) };
+  return { hist: 1 + 8 + (words + 1) + 257, pick: 258, compact: 1 + 8 + 1 + 6 * words, rank: 1 + Math.floor(2.5 * s.cap) + 1 + s.k * (floorLog2(s.cap) + 3) + 1 };
 }
 
 /** One dispatch of the cpu sort: heapify the nodes [h0, h1), then pop the outputs [o0, o1). */
@@ -221,16 +231,17 @@ export interface SortSegment {
 export function sortSegmentIterations(seg: SortSegment, cap: number, k: number): number {
   const h = floorLog2(cap);
   const nodes = Math.max(0, Math.min(seg.h1, Math.floor(cap / 2)) - seg.h0);
-  // node i has at most floor(log2(cap / (i + 1))) levels below it; a sift runs that + 1 steps
-  const heapify = nodes === 0 ? 0 : nodes * (floorLog2(cap / (seg.h0 + 1)) + 2);
-  const pops = Math.max(0, Math.min(seg.o1, k) - seg.o0) * (h + 2);
-  return heapify + pops;
+  // node i has at most floor(log2(cap / (i + 1))) levels below it; its sift runs that + 1 steps
+  // and costs 1 as a call, the outer step 1 more; each loop exits once (+ 1), the entry + 1
+  const heapify = nodes === 0 ? 0 : nodes * (floorLog2(cap / (seg.h0 + 1)) + 3);
+  const pops = Math.max(0, Math.min(seg.o1, k) - seg.o0) * (h + 3);
+  return 1 + heapify + 1 + pops + 1;
 }
 
 /**
  * The dispatches of the cpu shape's heap sort under a loop budget: one when the whole sort fits
  * ({@link topKRadixLoopIterations}), else heapify segments from the leaves up (node ranges sized
- * by the height below them) and then pop segments of `floor(budget / (floor(log2 cap) + 2))`
+ * by the height below them) and then pop segments of `floor((budget - 3) / (floor(log2 cap) + 3))`
  * outputs. The heap stays in the survivor buffer between dispatches.
  *
  * @example
@@ -252,7 +263,7 @@ export function sortSegments(cap: number, k: number, budget: number): SortSegmen
     segs.push({ h0: lo, h1: top, o0: 0, o1: 0 });
     top = lo;
   }
-  const per = Math.max(1, Math.floor(budget / (floorLog2(cap) + 2)));
+  const per = Math.max(1, Math.floor((budget - 3) / (floorLog2(cap) + 3)));
   for (let o0 = 0; o0 < k; o0 += per) segs.push({ h0: 0, h1: 0, o0, o1: Math.min(k, o0 + per) });
   return segs;
 }
@@ -264,8 +275,8 @@ function radixShape(o: { rows: number; k: number }, target: 'cpu' | 'gpu', budge
   if (target === 'gpu') {
     // rank_pass reads every survivor: fewer survivor slots (never fewer than k) shorten it
     if (topKRadixLoopIterations({ target, chunk, cap, k: o.k }).rank > budget) {
-      let c = Math.floor((budget * 256) / 257);
-      while (4 + c + Math.ceil(c / 256) > budget) c--;
+      let c = Math.floor((budget * 256) / 258);
+      while (topKRadixLoopIterations({ target, chunk, cap: c, k: o.k }).rank > budget) c--;
       cap = Math.max(o.k, Math.min(cap, c));
     }
   } else {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { dsa, dsaVarlen, planDsa } from '../kernels/dsa/index.js';
 import { dsaReference } from '../kernels/dsa/reference.js';
+import { indexerLoopIterations, indexerSegments } from '../kernels/dsa/dsa.js';
 import { attentionReference } from '../kernels/dense/reference.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
@@ -8,15 +9,22 @@ import { useGpu } from './helpers/gpu.js';
 
 const gpu = useGpu();
 
-interface Case { T: number; Tk?: number; Hq: number; Hkv: number; D: number; HI: number; DI: number; topk: number; dtype: FloatDType; rowChunk?: number; target?: 'cpu' | 'gpu'; noIndices?: boolean }
+interface Case {
+  T: number; Tk?: number; Hq: number; Hkv: number; D: number; HI: number; DI: number; topk: number; dtype: FloatDType; rowChunk?: number; target?: 'cpu' | 'gpu'; noIndices?: boolean;
+  /** Index inputs other than random normals (e.g. scores with a clear top-k). */
+  index?: (T: number, Tk: number) => { qI: Float64Array; kI: Float64Array; w: Float64Array };
+}
 
-async function runCase(c: Case) {
+/** Runs a case against the float64 reference; returns the plan's dispatch counts and the selection. */
+async function runCase(c: Case, fx = gpu) {
+  const gpu = fx;
   const { T, Hq, Hkv, D, HI, DI, topk, dtype } = c;
   const Tk = c.Tk ?? T;
   const rng = new Rng(T * 17 + topk + HI * 3 + Hq + Tk);
   const r = (n: number, s = 1) => roundTo(rng.normals(n, s), dtype);
   const q = r(T * Hq * D), k = r(Tk * Hkv * D), v = r(Tk * Hkv * D);
-  const qI = r(T * HI * DI), kI = r(Tk * DI), w = r(T * HI, 0.5);
+  let qI = r(T * HI * DI), kI = r(Tk * DI), w = r(T * HI, 0.5);
+  if (c.index) ({ qI, kI, w } = c.index(T, Tk));
   const ref = dsaReference(q, k, v, { qI, kI, w }, { T, Tk, Hq, Hkv, D, HI, DI, topk });
   const S = Math.min(topk, Tk);
   const o = gpu.nanTensor([T, Hq, D], dtype);
@@ -30,6 +38,7 @@ async function runCase(c: Case) {
   });
   await gpu.dev.submitAndWait([enc.finish()]);
   plan.dispose();
+  expect(plan.loopIterations).toBeLessThanOrEqual(0.9 * gpu.dev.loopLimit);
   const sel = c.noIndices ? ref.indices : await gpu.read(indices);
   const excused = new Set<number>();
   let bad = 0;
@@ -57,7 +66,15 @@ async function runCase(c: Case) {
   expect(passes(co, TOLERANCE[dtype]), describeComparison(co)).toBe(true);
   const cl = compare(gl, rl);
   expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
+  return { segments: plan.segments, selection: Int32Array.from(sel), excused: excused.size };
 }
+
+/** Index scores I[t, s] = s (one index head; dims past the first are 0): the top-k is the newest k tokens, no near-ties. */
+const rampIndex = (DI: number) => (T: number, Tk: number) => ({
+  qI: Float64Array.from({ length: T * DI }, (_, i) => (i % DI === 0 ? 1 : 0)),
+  kI: Float64Array.from({ length: Tk * DI }, (_, i) => (i % DI === 0 ? i / DI : 0)),
+  w: new Float64Array(T).fill(1),
+});
 
 describe('dsa vs float64 reference', () => {
   const cases: Case[] = [
@@ -73,7 +90,7 @@ describe('dsa vs float64 reference', () => {
     { T: 5, Tk: 130, Hq: 2, Hkv: 1, D: 32, HI: 2, DI: 16, topk: 128, dtype: 'f32', noIndices: true },
   ];
   for (const c of cases) {
-    it(`T${c.T}${c.Tk ? '-Tk' + c.Tk : ''}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-HI${c.HI}-DI${c.DI}-k${c.topk}-${c.dtype}${c.rowChunk ? '-chunk' + c.rowChunk : ''}${c.target ? '-' + c.target : ''}${c.noIndices ? '-noidx' : ''}`, () => runCase(c));
+    it(`T${c.T}${c.Tk ? '-Tk' + c.Tk : ''}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-HI${c.HI}-DI${c.DI}-k${c.topk}-${c.dtype}${c.rowChunk ? '-chunk' + c.rowChunk : ''}${c.target ? '-' + c.target : ''}${c.noIndices ? '-noidx' : ''}`, async () => void (await runCase(c)));
   }
 
   it('k >= T equals dense causal attention (convenience call)', async () => {
@@ -137,5 +154,47 @@ describe('dsa over a ragged batch (cuSeqlens)', () => {
     }, { cuSeqlens: cu, Hq, Hkv, D, HI, DI, topk });
     const co = compare(await gpu.read(o), refO);
     expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+  });
+});
+
+describe('dsa loop bounds (llvmpipe stops an invocation after 65,535 loop iterations)', () => {
+  it('bound functions', () => {
+    expect(indexerLoopIterations(64, 128)).toBe(2183);
+    const segs = indexerSegments(921, 8, 512);
+    expect(segs.map((g) => [g.J0, g.LOAD])).toEqual(segs.map((_, i) => [i * segs[0]!.J1, i ? 1 : 0]));
+    for (const g of segs) expect(indexerLoopIterations(Math.min(g.J1, 8) - g.J0, 512)).toBeLessThanOrEqual(921);
+    expect(indexerSegments(58981, 64, 128)).toHaveLength(1);
+  });
+  // 256 index heads of 1,024 dims: unsegmented one indexer invocation runs 256 x 258 + 7 =
+  // 66,055 loop iterations (the 256-step dot product loop is too long to unroll).
+  it('indexer with 256 heads of 1,024 dims on the default device', async () => {
+    expect(indexerLoopIterations(256, 1024)).toBeGreaterThan(65535);
+    const r = await runCase({ T: 1, Tk: 64, Hq: 2, Hkv: 1, D: 16, HI: 256, DI: 1024, topk: 16, dtype: 'f32' });
+    if (Number.isFinite(gpu.dev.loopLimit)) expect(r.segments.indexer).toBeGreaterThan(1);
+  });
+  // 2,048 selected tokens at D = 64: 79,925 loop iterations per row by the bound (gpu variant;
+  // 39 per token, as measured on llvmpipe).
+  it('attention over 2,048 selected tokens on the default device', async () => {
+    const r = await runCase({ T: 1, Tk: 4096, Hq: 2, Hkv: 1, D: 64, HI: 1, DI: 8, topk: 2048, dtype: 'f32', index: rampIndex(8) });
+    expect(r.excused).toBe(0);
+    if (Number.isFinite(gpu.dev.loopLimit)) expect(r.segments.attention).toBeGreaterThan(1);
+  });
+});
+
+describe('dsa with loopLimit 1024 (every split path, small sizes)', () => {
+  const capped = useGpu({ loopLimit: 1024 });
+  it('indexer over head groups: the selection exactly unsegmented', async () => {
+    const c: Case = { T: 40, Hq: 2, Hkv: 1, D: 16, HI: 8, DI: 512, topk: 8, dtype: 'f32' };
+    const r = await runCase(c, capped);
+    expect(r.segments.indexer).toBeGreaterThan(1);
+    expect(r.selection).toEqual((await runCase(c)).selection);
+  });
+  it('selected-token and keep-everything attention in segments (f16, gpu and cpu variants)', async () => {
+    for (const target of ['gpu', 'cpu'] as const) {
+      const r = await runCase({ T: 150, Hq: 2, Hkv: 1, D: 64, HI: 1, DI: 8, topk: 120, dtype: 'f16', target, index: rampIndex(8) }, capped);
+      expect(r.excused).toBe(0);
+      expect(r.segments.attention).toBeGreaterThan(1);
+      expect(r.segments.attentionAll).toBeGreaterThan(target === 'gpu' ? 1 : 0);
+    }
   });
 });

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { moba, mobaVarlen, planMoba, planMobaDecode, planMobaVarlen } from '../kernels/moba/index.js';
 import { mobaBlockMeansReference, mobaReference } from '../kernels/moba/reference.js';
+import { mobaListsLoopIterations, mobaSelectLoopIterations, mobaSelectSegments } from '../kernels/moba/moba.js';
+import { poolSegments } from '../kernels/moba/pool.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
 import { useGpu } from './helpers/gpu.js';
@@ -27,15 +29,17 @@ function selectionMismatches(got: ArrayLike<number>, ref: ArrayLike<number>, K: 
   return { bad, excused };
 }
 
-interface Case { T: number; Hq: number; Hkv: number; D: number; B: number; k: number; dtype: FloatDType; Tq?: number; target?: 'cpu' | 'gpu' }
+interface Case { T: number; Hq: number; Hkv: number; D: number; B: number; k: number; dtype: FloatDType; Tq?: number; target?: 'cpu' | 'gpu'; vOffset?: number }
 
-async function runCase(c: Case) {
+/** Runs a case against the float64 reference; returns the plan's dispatch counts and the selection. */
+async function runCase(c: Case, fx = gpu) {
+  const gpu = fx;
   const { T, Hq, Hkv, D, B, k, dtype } = c;
   const Tq = c.Tq ?? T;
   const rng = new Rng(T * 7 + B * 3 + k + Hq);
   const q = roundTo(rng.normals(Tq * Hq * D), dtype);
   const kk = roundTo(rng.normals(T * Hkv * D), dtype);
-  const v = roundTo(rng.normals(T * Hkv * D), dtype);
+  const v = roundTo(rng.normals(T * Hkv * D).map((x) => x + (c.vOffset ?? 0)), dtype);
   const ref = mobaReference(q, kk, v, { Tq, Tk: T, Hq, Hkv, D, blockSize: B, topk: k });
   const o = gpu.nanTensor([Tq, Hq, D], dtype);
   const lse = gpu.nanTensor([Tq, Hq]);
@@ -46,6 +50,7 @@ async function runCase(c: Case) {
   plan.run(enc, { q: gpu.tensor(q, [Tq, Hq, D], dtype), k: gpu.tensor(kk, [T, Hkv, D], dtype), v: gpu.tensor(v, [T, Hkv, D], dtype), o, lse, selection });
   await gpu.dev.submitAndWait([enc.finish()]);
   plan.dispose();
+  expect(plan.loopIterations).toBeLessThanOrEqual(0.9 * gpu.dev.loopLimit);
   const sel = await gpu.read(selection);
   const { bad, excused } = selectionMismatches(sel, ref.selection, k, ref.margin, dtype === 'f32' ? 1e-4 : 1e-2);
   expect(bad, 'selection rows differing beyond near-ties').toBe(0);
@@ -67,6 +72,7 @@ async function runCase(c: Case) {
   expect(passes(co, TOLERANCE[dtype]), describeComparison(co)).toBe(true);
   const cl = compare(keepL, refL);
   expect(passes(cl, dtype === 'f32' ? TOLERANCE.f32 : TOLERANCE.f16), describeComparison(cl)).toBe(true);
+  return { segments: plan.segments, blockCentric: plan.blockCentric, selection: Int32Array.from(sel) };
 }
 
 describe('moba prefill vs float64 reference', () => {
@@ -84,10 +90,54 @@ describe('moba prefill vs float64 reference', () => {
     { T: 130, Hq: 2, Hkv: 1, D: 32, B: 16, k: 4, dtype: 'f32', target: 'cpu' },
   ];
   for (const c of cases) {
-    it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-B${c.B}-k${c.k}-${c.dtype}${c.target ? '-' + c.target : ''}`, () => runCase(c));
+    it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-B${c.B}-k${c.k}-${c.dtype}${c.target ? '-' + c.target : ''}`, async () => void (await runCase(c)));
   }
-  it('decode (Tq = 1, bottom-right) equals the reference', () => runCase({ T: 301, Tq: 1, Hq: 4, Hkv: 2, D: 32, B: 32, k: 3, dtype: 'f32' }));
-  it('decode (Tq = 3) equals the reference', () => runCase({ T: 130, Tq: 3, Hq: 2, Hkv: 1, D: 32, B: 32, k: 2, dtype: 'f32' }));
+  it('decode (Tq = 1, bottom-right) equals the reference', async () => void (await runCase({ T: 301, Tq: 1, Hq: 4, Hkv: 2, D: 32, B: 32, k: 3, dtype: 'f32' })));
+  it('decode (Tq = 3) equals the reference', async () => void (await runCase({ T: 130, Tq: 3, Hq: 2, Hkv: 1, D: 32, B: 32, k: 2, dtype: 'f32' })));
+});
+
+describe('moba loop bounds (llvmpipe stops an invocation after 65,535 loop iterations)', () => {
+  it('bound functions', () => {
+    expect(mobaSelectLoopIterations(1024, 64, 3, false)).toBe(1 + 17 + 1024 * (16 + 2 + 3) + 1 + 3);
+    const segs = mobaSelectSegments(921, 150, 16, 3);
+    expect(segs.length).toBeGreaterThan(1);
+    expect(segs.map((g) => [g.LOAD, g.LAST])).toEqual(segs.map((_, i) => [i ? 1 : 0, i === segs.length - 1 ? 1 : 0]));
+    segs.forEach((g, i) => i > 0 && expect(g.B0).toBe(segs[i - 1]!.B1));
+    for (const g of segs) expect(mobaSelectLoopIterations(Math.min(g.B1, 150) - g.B0, 16, 3, g.LOAD === 1)).toBeLessThanOrEqual(921);
+    expect(poolSegments(921, 1000, 2100).map((g) => [g.J0, g.J1, g.LOAD, g.LAST])).toEqual([[0, 919, 0, 0], [919, 1000, 1, 1]]);
+    expect(mobaListsLoopIterations({ Tq: 1 << 20, Hq: 8, NB: 2048, topk: 3 })).toBeGreaterThan(65535);
+  });
+  // Decode over 70,000 one-token blocks: unsegmented, the selection walks 70,000 candidates per
+  // row (a loop whose trip count comes from data, past llvmpipe's cap on its own).
+  it('decode selection over 70,000 blocks on the default device', async () => {
+    expect(mobaSelectLoopIterations(70000, 16, 3, false)).toBeGreaterThan(65535);
+    const r = await runCase({ T: 70000, Tq: 1, Hq: 2, Hkv: 1, D: 16, B: 1, k: 3, dtype: 'f32' });
+    if (Number.isFinite(gpu.dev.loopLimit)) expect(r.segments.select).toBeGreaterThan(1);
+  });
+  // Decode over 3 blocks of 8,192 keys at D = 64: 215,105 loop iterations per row by the bound
+  // (the head-dim loops included), so the attention is split wherever loops are capped.
+  it('decode attention over 24,576 keys on the default device', async () => {
+    const r = await runCase({ T: 24576, Tq: 1, Hq: 2, Hkv: 1, D: 64, B: 8192, k: 3, dtype: 'f32', vOffset: 1 });
+    if (Number.isFinite(gpu.dev.loopLimit)) expect(r.segments.attention).toBeGreaterThan(1);
+  });
+});
+
+describe('moba with loopLimit 1024 (every split path, small sizes)', () => {
+  const capped = useGpu({ loopLimit: 1024 });
+  const cases: [string, Case, (s: { pool: number; select: number; attention: number }, blockCentric: boolean) => void][] = [
+    ['per-row attention in key ranges (f16)', { T: 1100, Hq: 2, Hkv: 1, D: 16, B: 500, k: 3, dtype: 'f16', target: 'gpu' }, (s) => expect(s.attention).toBeGreaterThan(3)],
+    ['selection over 150 blocks in segments, block-centric', { T: 300, Hq: 2, Hkv: 1, D: 16, B: 2, k: 3, dtype: 'f32', target: 'cpu' }, (s, b) => (expect(s.select).toBeGreaterThan(1), expect(b).toBe(true))],
+    ['pooling of 1000-token blocks in segments (decode)', { T: 2100, Tq: 1, Hq: 2, Hkv: 2, D: 16, B: 1000, k: 2, dtype: 'f32' }, (s) => (expect(s.pool).toBe(2), expect(s.attention).toBeGreaterThan(1))],
+    ['block-centric tiles and own blocks in key ranges (bf16)', { T: 900, Hq: 1, Hkv: 1, D: 64, B: 420, k: 2, dtype: 'bf16', target: 'cpu' }, (s, b) => (expect(s.attention).toBeGreaterThan(1), expect(b).toBe(true))],
+  ];
+  for (const [name, c, expectSplit] of cases) {
+    it(name, async () => {
+      const r = await runCase(c, capped);
+      expectSplit(r.segments, r.blockCentric);
+      // a segmented selection is the unsegmented one, exactly (same f32 scores, same order)
+      if (r.segments.select > 1) expect(r.selection).toEqual((await runCase(c)).selection);
+    });
+  }
 });
 
 describe('moba decode over supplied block means, convenience call, bad input', () => {

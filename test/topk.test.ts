@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { planTopK, topK, type TopKVariant } from '../kernels/topk/index.js';
+import { smallSegments, sortSegments, sortSegmentIterations, topKRadixLoopIterations, topKSmallLoopIterations } from '../kernels/topk/topk.js';
 import { topKReference } from '../kernels/topk/reference.js';
 import { TesseraError } from '../src/errors.js';
 import { Rng } from '../src/testing.js';
@@ -7,7 +8,7 @@ import { useGpu } from './helpers/gpu.js';
 
 const gpu = useGpu();
 
-type Fill = 'normal' | 'dups' | 'masked' | 'nan' | 'allmasked' | 'signed-zero';
+type Fill = 'normal' | 'dups' | 'masked' | 'nan' | 'allmasked' | 'signed-zero' | 'ascending';
 
 /** Scores as the GPU sees them (f32), with the pattern `fill`. */
 function makeScores(rows: number, n: number, fill: Fill, seed: number): Float32Array {
@@ -34,21 +35,28 @@ function makeScores(rows: number, n: number, fill: Fill, seed: number): Float32A
       case 'signed-zero':
         s[i] = u < 0.4 ? -0 : u < 0.8 ? 0 : rng.normal();
         break;
+      case 'ascending': // the small variant's worst case: every candidate shifts the whole list
+        s[i] = (i % n) + u * 0.5;
+        break;
     }
   }
   return s;
 }
 
-async function check(rows: number, n: number, k: number, fill: Fill, variant: TopKVariant | 'auto' = 'auto', withValues = true, target: 'auto' | 'cpu' | 'gpu' = 'auto'): Promise<void> {
+async function check(rows: number, n: number, k: number, fill: Fill, variant: TopKVariant | 'auto' = 'auto', withValues = true, target: 'auto' | 'cpu' | 'gpu' = 'auto', fx = gpu): Promise<number> {
+  const gpu = fx;
   const s = makeScores(rows, n, fill, rows * 7919 + n * 31 + k);
   const ref = topKReference(s, rows, n, k);
   const indices = gpu.tensor(new Int32Array(rows * k).fill(-7), [rows, k], 'i32');
   const values = withValues ? gpu.nanTensor([rows, k]) : undefined;
   const plan = await planTopK(gpu.dev, { rows, n, k, variant, target });
+  let segments = 0;
   try {
     const enc = gpu.dev.device.createCommandEncoder();
     plan.run(enc, { scores: gpu.tensor(s, [rows, n]), indices, values });
     await gpu.dev.submitAndWait([enc.finish()]);
+    segments = plan.segments;
+    expect(plan.loopIterations).toBeLessThanOrEqual(0.9 * gpu.dev.loopLimit);
   } finally {
     plan.dispose();
   }
@@ -62,6 +70,7 @@ async function check(rows: number, n: number, k: number, fill: Fill, variant: To
       if (gotV[i] !== ref.values[i]) expect.fail(`value mismatch at ${i}: got ${gotV[i]} want ${ref.values[i]}`);
     }
   }
+  return segments;
 }
 
 describe('topk small variant (one invocation per row)', () => {
@@ -75,10 +84,11 @@ describe('topk small variant (one invocation per row)', () => {
     [4, 50, 4, 'allmasked'],
     [5, 40, 12, 'signed-zero'],
     [2, 4096, 32, 'normal'],
+    [3, 4096, 32, 'ascending'], // 135,203 loop iterations unsegmented: 3 segments on llvmpipe
   ] as const) {
-    it(`rows${rows}-n${n}-k${k}-${fill}`, () => check(rows, n, k, fill, 'small'));
+    it(`rows${rows}-n${n}-k${k}-${fill}`, async () => void (await check(rows, n, k, fill, 'small')));
   }
-  it('without values', () => check(33, 20, 3, 'dups', 'small', false));
+  it('without values', async () => void (await check(33, 20, 3, 'dups', 'small', false)));
 });
 
 describe.each(['cpu', 'gpu'] as const)('topk radix variant (multi-workgroup radix select), %s shape', (target) => {
@@ -96,14 +106,15 @@ describe.each(['cpu', 'gpu'] as const)('topk radix variant (multi-workgroup radi
     [1, 70000, 4096, 'normal'], // k = 4096
     [1, 70000, 4096, 'dups'],
   ] as const) {
-    it(`rows${rows}-n${n}-k${k}-${fill}`, () => check(rows, n, k, fill, 'radix', true, target));
+    it(`rows${rows}-n${n}-k${k}-${fill}`, async () => void (await check(rows, n, k, fill, 'radix', true, target)));
   }
-  it('without values', () => check(4, 3000, 50, 'dups', 'radix', false, target));
+  it('without values', async () => void (await check(4, 3000, 50, 'dups', 'radix', false, target)));
   it('ragged rows (n % 4 != 0: unaligned row starts) and a tiny input', async () => {
     await check(5, 4099, 17, 'dups', 'radix', true, target);
     await check(1, 3, 2, 'normal', 'radix', true, target);
   });
-  it('one row of 1M candidates, k = 2048', () => check(1, 1 << 20, 2048, 'normal', 'radix', true, target));
+  // unsegmented, the cpu sort would run 167,936 loop iterations here (cap 65,536)
+  it('one row of 1M candidates, k = 2048', async () => void (await check(1, 1 << 20, 2048, 'normal', 'radix', true, target)));
 });
 
 describe('topk auto and convenience', () => {
@@ -164,5 +175,76 @@ describe('topk bad input', () => {
     expect(() => plan.run(enc, good)).toThrow(expect.objectContaining({ code: 'E_STATE' }));
     enc.finish();
     await expect(topK(gpu.dev, { scores: gpu.nanTensor([2, 10]), indices: gpu.nanTensor([3, 3], 'i32') })).rejects.toMatchObject({ argument: 'indices.shape[0]' });
+  });
+});
+
+describe('topk loop bounds (llvmpipe stops an invocation after 65,535 loop iterations)', () => {
+  it('bound functions', () => {
+    expect(topKSmallLoopIterations(4096, 32, false)).toBe(4096 * 33 + 35);
+    expect(topKRadixLoopIterations({ target: 'cpu', chunk: 4096, cap: 65536, k: 2048 }).rank).toBe(2.5 * 65536 + 2048 * 19 + 3);
+    expect(topKRadixLoopIterations({ target: 'gpu', chunk: 4096, cap: 8192, k: 4096 }).rank).toBe(4 + 33 + 8192 + 32);
+    // small: segments partition [0, n), each within budget, the list carried between them
+    for (const [n, k, budget] of [[4096, 32, 58981], [1000, 8, 921], [77, 3, 100000]] as const) {
+      const segs = smallSegments(n, k, budget);
+      expect(segs[0]!.j0).toBe(0);
+      expect(segs.at(-1)!.j1).toBe(n);
+      segs.forEach((g, i) => {
+        if (i > 0) expect(g.j0).toBe(segs[i - 1]!.j1);
+        expect(g.load).toBe(i > 0 ? 1 : 0);
+        expect(g.last).toBe(i === segs.length - 1 ? 1 : 0);
+        expect(topKSmallLoopIterations(g.j1 - g.j0, k, g.load === 1)).toBeLessThanOrEqual(budget);
+      });
+    }
+    // cpu sort: heapify node ranges from cap/2 down to 0, then pops 0..k, each within budget
+    for (const [cap, k, budget] of [[65536, 4096, 58981], [8192, 4096, 3686], [600, 300, 921], [64, 3, 1e9]] as const) {
+      const segs = sortSegments(cap, k, budget);
+      if (segs.length === 1) {
+        expect(topKRadixLoopIterations({ target: 'cpu', chunk: 0, cap, k }).rank).toBeLessThanOrEqual(budget);
+        continue;
+      }
+      const heap = segs.filter((g) => g.h1 > g.h0);
+      const pops = segs.filter((g) => g.o1 > g.o0);
+      expect(heap.length + pops.length).toBe(segs.length);
+      expect(heap[0]!.h1).toBe(cap / 2);
+      expect(heap.at(-1)!.h0).toBe(0);
+      heap.forEach((g, i) => i > 0 && expect(g.h1).toBe(heap[i - 1]!.h0));
+      expect(pops[0]!.o0).toBe(0);
+      expect(pops.at(-1)!.o1).toBe(k);
+      pops.forEach((g, i) => i > 0 && expect(g.o0).toBe(pops[i - 1]!.o1));
+      for (const g of segs) expect(sortSegmentIterations(g, cap, k)).toBeLessThanOrEqual(budget);
+    }
+  });
+
+  it('plans within the device loop limit', async () => {
+    const plan = await planTopK(gpu.dev, { rows: 1, n: 1 << 20, k: 4096, target: 'cpu' });
+    expect(plan.loopIterations).toBeLessThanOrEqual(0.9 * gpu.dev.loopLimit);
+    if (Number.isFinite(gpu.dev.loopLimit)) expect(plan.segments).toBeGreaterThan(1);
+    plan.dispose();
+  });
+});
+
+describe('topk with loopLimit 4096 (the segmented paths, on any adapter)', () => {
+  const capped = useGpu({ loopLimit: 4096 });
+  it('small variant: the scan in segments carrying the list', async () => {
+    expect(await check(5, 1000, 8, 'ascending', 'small', true, 'auto', capped)).toBeGreaterThan(1);
+    expect(await check(3, 777, 13, 'dups', 'small', false, 'auto', capped)).toBeGreaterThan(1);
+    expect(await check(65, 300, 32, 'masked', 'small', true, 'auto', capped)).toBeGreaterThan(1);
+  });
+  it('radix cpu shape: the heap sort in segments, smaller chunks', async () => {
+    expect(await check(3, 5001, 300, 'normal', 'radix', true, 'cpu', capped)).toBeGreaterThan(1);
+    expect(await check(2, 9000, 1500, 'dups', 'radix', true, 'cpu', capped)).toBeGreaterThan(1);
+    expect(await check(1, 70000, 4096, 'normal', 'radix', false, 'cpu', capped)).toBeGreaterThan(1);
+  });
+  it('radix gpu shape: fewer survivor slots; k past what one rank invocation reads is E_LIMIT naming target', async () => {
+    await check(2, 9000, 1000, 'dups', 'radix', true, 'gpu', capped);
+    const plan = await planTopK(capped.dev, { rows: 1, n: 20000, k: 2000, target: 'gpu' });
+    expect(plan.cap).toBeLessThan(4096);
+    expect(plan.cap).toBeGreaterThanOrEqual(2000);
+    plan.dispose();
+    await expect(planTopK(capped.dev, { rows: 1, n: 20000, k: 4000, target: 'gpu' })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'target' });
+    // auto falls back to the shape that fits
+    const auto = await planTopK(capped.dev, { rows: 1, n: 20000, k: 4000 });
+    expect(auto.target).toBe('cpu');
+    auto.dispose();
   });
 });

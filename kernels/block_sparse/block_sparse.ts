@@ -8,7 +8,10 @@ import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose, attentionSizesOf } from '../../src/plan.js';
 import { checkTensor, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
-import { GATHER_DEFAULTS, GATHER_PARAMS, checkHeadDim, gatherGrid, gatherKernel, gatherTiles, type GatherKernel, type GatherTarget } from './gather.js';
+import {
+  GATHER_DEFAULTS, GATHER_PARAMS, GatherStaging, checkHeadDim, gatherGrid, gatherKernel, gatherSegmentsIterations, gatherSegmentsOrThrow, gatherTiles, gatherVariantIsCpu,
+  type GatherKernel, type GatherSegment, type GatherTarget,
+} from './gather.js';
 
 export interface BlockSparseOptions {
   /** Query rows. */
@@ -72,11 +75,24 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
   private readonly pLse: GPUBuffer;
   private readonly pNoLse: GPUBuffer;
   private readonly dummy: GPUBuffer;
+  /** Per-segment uniforms when the device's loop limit splits the launch (else empty). */
+  private readonly pSegs: GPUBuffer[] = [];
+  private staging?: GatherStaging;
+  /**
+   * Launches of the gather core per run: 1, or more on a loop-capped device (llvmpipe) when one
+   * invocation would walk too many keys (the longest block row's blocks x C keys).
+   */
+  readonly segments: number;
+  /** Upper bound of the loop iterations of one invocation of one launch. */
+  readonly loopIterations: number;
 
-  private constructor(ctx: TesseraDevice, o: Resolved, kernel: GatherKernel) {
+  private constructor(ctx: TesseraDevice, o: Resolved, kernel: GatherKernel, segs: GatherSegment[], work: { entries: number; keys: number }) {
     super(ctx);
     this.options = o;
     this.kernel = kernel;
+    this.segments = segs.length;
+    const info = { cpu: kernel.cpu, D: o.D, Dv: o.Dv };
+    this.loopIterations = gatherSegmentsIterations(info, work, segs);
     this.indptrBuf = this.workspace(o.indptr.byteLength, 'block_sparse.indptr');
     ctx.device.queue.writeBuffer(this.indptrBuf, 0, o.indptr);
     this.indicesBuf = this.workspace(Math.max(4, o.indices.byteLength), 'block_sparse.indices');
@@ -87,7 +103,13 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
     };
     this.pLse = this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 1 });
     this.pNoLse = this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 0 });
+    if (segs.length > 1) this.pSegs = segs.map((seg) => this.uniform(GATHER_PARAMS, { ...g, ...seg, WRITE_LSE: 1 }));
     this.dummy = this.workspace(16, 'block_sparse.dummy');
+  }
+
+  override dispose(): void {
+    this.staging?.dispose();
+    super.dispose();
   }
 
   /** @internal use {@link planBlockSparse}. */
@@ -95,8 +117,17 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
     const ctx = ctxOf(device);
     const o = validateBlockSparseOptions(opts);
     checkAttentionSizes(ctx, o);
-    const kernel = await gatherKernel(ctx, { mode: 1, inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: o.causal, NR: o.R, target: o.target });
-    return new BlockSparsePlan(ctx, o, kernel);
+    // The work of one group: the longest block row (over all patterns) of C keys per block.
+    let entries = 0;
+    for (let p = 0; p < o.P; p++) for (let r = 0; r < o.MB; r++) entries = Math.max(entries, o.indptr[p * (o.MB + 1) + r + 1]! - o.indptr[p * (o.MB + 1) + r]!);
+    const work = { entries, keys: Math.min(o.C, o.Tk) };
+    const spec = { mode: 1 as const, inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: o.causal, NR: o.R, target: o.target };
+    const segs = gatherSegmentsOrThrow(ctx, { cpu: gatherVariantIsCpu(ctx, spec), D: o.D, Dv: o.Dv }, work);
+    // segments chain through f32 partials: the kernel writes f32, GatherStaging converts
+    const kernel = await gatherKernel(ctx, segs.length > 1 ? { ...spec, outDtype: 'f32' } : spec);
+    const plan = new BlockSparsePlan(ctx, o, kernel, segs, work);
+    if (segs.length > 1) plan.staging = await GatherStaging.create(ctx, (b, l) => plan.workspace(b, l), { rows: o.Tq * o.Hq, Dv: o.Dv, outDtype: o.outDtype });
+    return plan;
   }
 
   run(encoder: GPUCommandEncoder, t: BlockSparseTensors): void {
@@ -108,12 +139,15 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
     const o = checkTensor(t.o, 'o', { rank: 3, shape: [Tq, Hq, Dv], dtypes: [outDtype] });
     const lse = t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'] });
     for (const [x, n] of [[q, 'q'], [k, 'k'], [v, 'v'], [o, 'o']] as const) checkBindingSize(this.ctx, x, n);
-    this.dispatch(
-      encoder,
-      this.kernel.pipeline,
-      [res(q), res(k), res(v), { buffer: this.indicesBuf }, { buffer: this.indptrBuf }, res(o), lse ? res(lse) : { buffer: this.dummy, size: 16 }, { buffer: lse ? this.pLse : this.pNoLse }],
-      gatherGrid(this.ctx, this.kernel, MB * Hq),
-    );
+    const grid = gatherGrid(this.ctx, this.kernel, MB * Hq);
+    const lists = [res(q), res(k), res(v), { buffer: this.indicesBuf }, { buffer: this.indptrBuf }];
+    if (this.staging) {
+      const out = this.staging.targets(o, lse);
+      for (const u of this.pSegs) this.dispatch(encoder, this.kernel.pipeline, [...lists, out.o, out.lse, { buffer: u }], grid);
+      this.staging.finish(encoder, o, lse);
+      return;
+    }
+    this.dispatch(encoder, this.kernel.pipeline, [...lists, res(o), lse ? res(lse) : { buffer: this.dummy, size: 16 }, { buffer: lse ? this.pLse : this.pNoLse }], grid);
   }
 }
 

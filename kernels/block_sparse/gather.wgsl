@@ -24,6 +24,13 @@
 //        to partial `slot` ([KS, Tq * Hq, DV] and [KS, Tq * Hq]). MoBA's block-centric path.
 // LDIV = NGH gives one list per token shared by all KV heads (DSA).
 //
+// Segments (loop-capped adapters: Mesa's llvmpipe stops an invocation after 65,535 loop
+// iterations; gather.ts, gatherSegments): a launch may cover only the list entries [E0, E1) of
+// each group and, of each entry, the keys [lo + K0, lo + K1) where [lo, hi) is the part the row
+// (tile) may see. LOAD != 0 continues from the partial (o, lse) already in o_buf / lse_buf (f32,
+// WRITE_LSE): the online-softmax state (m, l, acc) = (lse, 1, o) is the same softmax, so
+// launches over disjoint keys chain exactly. Defaults cover everything: E0 = 0, E1 = K1 = max.
+//
 // Two entry points:
 //   main (GPUs): one invocation per row; q and the o accumulator in private vec4 arrays; keys
 //     four at a time per online-softmax step (rows of a group read the same K/V addresses).
@@ -111,7 +118,7 @@ fn attend_range(lo: i32, hi: i32, h: u32) {
   }
 }
 
-// Attends the part of block b that row position qpos may see.
+// Attends the part of block b that row position qpos may see (the segment's share of it).
 fn attend_block(b: i32, bs: i32, qpos: i32, h: u32) {
   let Tk = i32(params.Tk);
   var lo = b * bs;
@@ -127,8 +134,14 @@ fn attend_block(b: i32, bs: i32, qpos: i32, h: u32) {
     lo = max(lo, qpos - i32(params.W) + 1);
   }
   if (lo < hi) {
-    attend_range(lo, hi, h);
+    let n = hi - lo;
+    attend_range(lo + min(i32(params.K0), n), lo + min(i32(params.K1), n), h);
   }
+}
+
+// Four f32 values of a partial o (segments after the first read their row's partial back).
+fn ld_o32(w: u32) -> vec4<f32> {
+  return vec4<f32>(bitcast<f32>(o_buf[w]), bitcast<f32>(o_buf[w + 1u]), bitcast<f32>(o_buf[w + 2u]), bitcast<f32>(o_buf[w + 3u]));
 }
 
 @compute @workgroup_size(WG)
@@ -165,11 +178,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
   m_run = ST_NEG_BIG;
   l_run = 0.0;
+  if (params.LOAD != 0u) {
+    // continue from this row's partial: (m, l, acc) = (lse, 1, o), or the empty state
+    for (var c = 0u; c < DV / 4u; c++) {
+      acc[c] = ld_o32((t * params.Hq + hq) * DV + 4u * c);
+    }
+    let prev = lse_buf[t * params.Hq + hq];
+    if (prev > ST_NEG_BIG) {
+      m_run = prev;
+      l_run = 1.0;
+    }
+  }
 
   let bs = i32(params.BS);
   if (MODE == 0u) {
     let base = (g / params.LDIV) * params.S;
-    for (var s = 0u; s < params.S; s++) {
+    for (var s = params.E0; s < min(params.S, params.E1); s++) {
       let b = lists[base + s];
       if (b >= 0) {
         attend_block(b, bs, qpos, h);
@@ -181,7 +205,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let row = p * (params.MB + 1u) + r;
     let s0 = indptr[row];
     let s1 = indptr[row + 1u];
-    for (var s = s0; s < s1; s++) {
+    for (var s = s0 + min(params.E0, s1 - s0); s < s0 + min(params.E1, s1 - s0); s++) {
       attend_block(lists[s], bs, qpos, h);
     }
   } else {
@@ -355,6 +379,21 @@ fn cpu_softmax16(s: ptr<function, mat4x4<f32>>, m: ptr<function, f32>, l: ptr<fu
   return alpha;
 }
 
+// A row's partial as its online-softmax state (segments after the first), as in `main`.
+fn cpu_load(r: CpuRow, a: ptr<function, array<vec4<f32>, MAXDV4>>, m: ptr<function, f32>, l: ptr<function, f32>) {
+  if (!r.valid) {
+    return;
+  }
+  for (var c = 0u; c < DV / 4u; c++) {
+    (*a)[c] = ld_o32(r.o_base + 4u * c);
+  }
+  let prev = lse_buf[r.lse_idx];
+  if (prev > ST_NEG_BIG) {
+    *m = prev;
+    *l = 1.0;
+  }
+}
+
 fn cpu_store(r: CpuRow, a: ptr<function, array<vec4<f32>, MAXDV4>>, m: f32, l: f32) {
   if (!r.valid) {
     return;
@@ -430,9 +469,16 @@ fn main_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
   var l1 = 0.0;
   var l2 = 0.0;
   var l3 = 0.0;
+  if (params.LOAD != 0u) {
+    cpu_load(r0, &a0, &m0, &l0);
+    cpu_load(r1, &a1, &m1, &l1);
+    cpu_load(r2, &a2, &m2, &l2);
+    cpu_load(r3, &a3, &m3, &l3);
+  }
   let bs = i32(select(params.BS, params.Tk, MODE == 2u));
   let Tk = i32(params.Tk);
-  for (var li = tile.l0; li < tile.l1; li++) {
+  let nl = tile.l1 - tile.l0;
+  for (var li = tile.l0 + min(params.E0, nl); li < tile.l0 + min(params.E1, nl); li++) {
     var b = tile.block;
     if (MODE == 0u || MODE == 1u) {
       b = lists[li];
@@ -448,6 +494,11 @@ fn main_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
     if (params.W > 0u) {
       lo = max(lo, pos_min - i32(params.W) + 1);
+    }
+    if (hi > lo) {
+      let n = hi - lo;
+      hi = lo + min(i32(params.K1), n);
+      lo = lo + min(i32(params.K0), n);
     }
     for (var j0 = lo; j0 < hi; j0 += 16) {
       let last = u32(hi - 1);

@@ -17,8 +17,12 @@ import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispo
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import { GATHER_DEFAULTS, GATHER_PARAMS, checkHeadDim, gatherGrid, gatherKernel, gatherTiles, type GatherKernel, type GatherTarget } from '../block_sparse/gather.js';
+import {
+  GATHER_DEFAULTS, GATHER_PARAMS, GatherStaging, checkHeadDim, gatherGrid, gatherKernel, gatherSegmentsIterations, gatherSegmentsOrThrow, gatherTiles, gatherVariantIsCpu,
+  type GatherKernel, type GatherSegment, type GatherTarget,
+} from '../block_sparse/gather.js';
 import { planTopK, TOPK_MAX_K, type TopKPlan } from '../topk/index.js';
+import { loopBudget } from '../topk/topk.js';
 import indexerWgsl from './indexer.wgsl.js';
 
 export const DSA_INDEXER_PARAMS = uniformLayout('IndexerParams', [
@@ -27,12 +31,50 @@ export const DSA_INDEXER_PARAMS = uniformLayout('IndexerParams', [
   ['Tk', 'u32'],
   ['HI', 'u32'],
   ['POSOFF', 'i32'],
+  ['J0', 'u32'], // segment: index heads [J0, J1) ...
+  ['J1', 'u32'],
+  ['LOAD', 'u32'], // ... added to the partial sums left in the scores (see indexerSegments)
 ] as const);
 
 const INDEXER_PROGRAM = wgslProgram('dsa/indexer', [storageWgsl, unpackWgsl, DSA_INDEXER_PARAMS.wgsl, indexerWgsl]);
 const WG = 64;
 /** Default bytes of index scores per row chunk. */
 const SCORE_CHUNK_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Upper bound of the loop iterations one invocation of `indexer.wgsl` runs over `heads` index
+ * heads (counted as `loopBudget` in kernels/topk says): per head the step and the dot products
+ * of four keys (DI / 4 + 1), the head loop's exit, the four stores (5), the early return. Over
+ * 65,535 when HI (DI / 4 + 2) is: DeepSeek-V3.2's 64 x 128 is 2,183; HI = DI = 1024, 264,199.
+ *
+ * @example
+ * indexerLoopIterations(64, 128); // 2,183
+ */
+export function indexerLoopIterations(heads: number, DI: number): number {
+  return 1 + heads * (DI / 4 + 2) + 1 + 5;
+}
+
+/** One dispatch of the indexer: index heads [J0, J1). */
+export interface IndexerSegment {
+  J0: number;
+  J1: number;
+  LOAD: number;
+}
+
+/**
+ * The indexer dispatches under a loop budget: all HI heads at once when they fit, else groups of
+ * heads, each adding to the partial sums the previous one left (same order of additions).
+ *
+ * @example
+ * indexerSegments(58981, 1024, 1024).length; // 5 on llvmpipe
+ */
+export function indexerSegments(budget: number, HI: number, DI: number): IndexerSegment[] {
+  if (indexerLoopIterations(HI, DI) <= budget) return [{ J0: 0, J1: 0xffffffff, LOAD: 0 }];
+  const per = Math.max(1, Math.floor((budget - indexerLoopIterations(0, DI)) / (DI / 4 + 2)));
+  const segs: IndexerSegment[] = [];
+  for (let j0 = 0; j0 < HI; j0 += per) segs.push({ J0: j0, J1: j0 + per, LOAD: j0 > 0 ? 1 : 0 });
+  return segs;
+}
 
 export interface DsaOptions {
   /** Tokens (prefill, one sequence). */
@@ -94,8 +136,23 @@ interface Resolved {
   scale: number; dtype: FloatDType; outDtype: FloatDType; rowChunk: number; target: GatherTarget;
 }
 
-/** A row chunk; `all`: every row keeps all its causal tokens (t < topk), so no selection is needed. */
-interface Chunk { T0: number; rows: number; all: boolean; indexer: GPUBuffer; gLse: GPUBuffer; gNoLse: GPUBuffer; topk: TopKPlan }
+/**
+ * A row chunk; `all`: every row keeps all its causal tokens (t < topk), so no selection is
+ * needed. `indexer`: one uniform per indexer segment; `gSegs`: one per attention launch when
+ * the attention is split (then every launch writes f32 partials through the plan's staging).
+ */
+interface Chunk { T0: number; rows: number; all: boolean; indexer: GPUBuffer[]; gLse: GPUBuffer; gNoLse: GPUBuffer; gSegs: GPUBuffer[]; topk: TopKPlan }
+
+/** How a plan splits its dispatches under the device's loop limit. */
+interface Splits {
+  indexer: IndexerSegment[];
+  /** Attention launches of the selected rows (mode 0) and of the keep-everything rows (mode 2). */
+  attn: GatherSegment[];
+  attnAll: GatherSegment[];
+  /** Whether the attention goes through f32 partials (either kind is split). */
+  staged: boolean;
+  loopIterations: number;
+}
 
 /**
  * Row chunks: rows whose position t + posOff is below S keep every causal token (`all`), then the
@@ -119,10 +176,20 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
   private readonly sel: GPUBuffer;
   private readonly dummyR: GPUBuffer;
   private readonly dummyW: GPUBuffer;
+  private staging?: GatherStaging;
+  /**
+   * Dispatches per row chunk: 1 each, more on a loop-capped device (llvmpipe) where one
+   * invocation would run too many loop iterations (many index heads, topk selected tokens).
+   */
+  readonly segments: { indexer: number; attention: number; attentionAll: number };
+  /** Upper bound of the loop iterations of one invocation of any of the plan's dispatches (top-k included). */
+  readonly loopIterations: number;
 
-  private constructor(ctx: TesseraDevice, o: Resolved, indexer: Pipeline, attn: GatherKernel, attnAll: GatherKernel, topks: Map<number, TopKPlan>) {
+  private constructor(ctx: TesseraDevice, o: Resolved, indexer: Pipeline, attn: GatherKernel, attnAll: GatherKernel, topks: Map<number, TopKPlan>, splits: Splits) {
     super(ctx);
     this.options = o;
+    this.segments = { indexer: splits.indexer.length, attention: splits.attn.length, attentionAll: splits.attnAll.length };
+    this.loopIterations = Math.max(splits.loopIterations, ...[...topks.values()].map((t) => t.loopIterations));
     this.indexer = indexer;
     this.attn = attn;
     this.attnAll = attnAll;
@@ -141,9 +208,10 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
         T0,
         rows,
         all,
-        indexer: this.uniform(DSA_INDEXER_PARAMS, { rows, T0, Tk: o.Tk, HI: o.HI, POSOFF: o.Tk - o.T }),
+        indexer: splits.indexer.map((seg) => this.uniform(DSA_INDEXER_PARAMS, { rows, T0, Tk: o.Tk, HI: o.HI, POSOFF: o.Tk - o.T, ...seg })),
         gLse: this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 1 }),
         gNoLse: this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 0 }),
+        gSegs: splits.staged ? (all ? splits.attnAll : splits.attn).map((seg) => this.uniform(GATHER_PARAMS, { ...g, ...seg, WRITE_LSE: 1 })) : [],
         topk: topks.get(rows)!,
       });
     }
@@ -156,18 +224,43 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
     checkAttentionSizes(ctx, { ...o, Tq: o.T });
     const rowCounts = new Set(chunkRows(o.T, o.S, o.rowChunk, o.Tk - o.T).map((c) => c.rows));
     const topks = new Map<number, TopKPlan>();
-    const gk = { inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: true, NR: o.Hq / o.Hkv, target: o.target };
+    // Splits under the device's loop limit (llvmpipe): the indexer over index heads, the
+    // attention over selected tokens (one-token blocks) or the keys of the keep-everything rows.
+    const budget = loopBudget(ctx);
+    const NR = o.Hq / o.Hkv;
+    const indexerSegs = indexerSegments(budget, o.HI, o.DI);
+    const info = (mode: 0 | 2) => ({ cpu: gatherVariantIsCpu(ctx, { mode, NR, target: o.target }), D: o.D, Dv: o.Dv });
+    const work = { attn: { entries: o.S, keys: 1 }, attnAll: { entries: 1, keys: o.S } };
+    const attnSegs = gatherSegmentsOrThrow(ctx, info(0), work.attn);
+    const allSegs = gatherSegmentsOrThrow(ctx, info(2), work.attnAll);
+    const staged = attnSegs.length > 1 || allSegs.length > 1;
+    const splits: Splits = {
+      indexer: indexerSegs,
+      attn: attnSegs,
+      attnAll: allSegs,
+      staged,
+      loopIterations: Math.max(
+        ...indexerSegs.map((g) => indexerLoopIterations(Math.min(g.J1, o.HI) - g.J0, o.DI)),
+        gatherSegmentsIterations(info(0), work.attn, attnSegs),
+        gatherSegmentsIterations(info(2), work.attnAll, allSegs),
+      ),
+    };
+    // split launches chain through f32 partials (GatherStaging converts at the end)
+    const gk = { inDtype: o.dtype, outDtype: staged ? ('f32' as const) : o.outDtype, D: o.D, Dv: o.Dv, causal: true, NR, target: o.target };
     const [indexer, attn, attnAll] = await Promise.all([
       getPipeline(ctx, { shader: INDEXER_PROGRAM, bindings: ['read', 'read', 'read', 'rw', 'uniform'], constants: { WG, IN_DTYPE: dtypeCode(o.dtype), DI: o.DI } }),
       gatherKernel(ctx, { ...gk, mode: 0 }),
       gatherKernel(ctx, { ...gk, mode: 2 }),
       ...[...rowCounts].map(async (rows) => topks.set(rows, await planTopK(ctx, { rows, n: o.Tk, k: o.S }))),
     ]);
-    return new DsaPlan(ctx, o, indexer as Pipeline, attn as GatherKernel, attnAll as GatherKernel, topks);
+    const plan = new DsaPlan(ctx, o, indexer as Pipeline, attn as GatherKernel, attnAll as GatherKernel, topks, splits);
+    if (staged) plan.staging = await GatherStaging.create(ctx, (b, l) => plan.workspace(b, l), { rows: o.T * o.Hq, Dv: o.Dv, outDtype: o.outDtype });
+    return plan;
   }
 
   override dispose(): void {
     for (const c of this.chunks) c.topk.dispose();
+    this.staging?.dispose();
     super.dispose();
   }
 
@@ -190,12 +283,17 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
       const sel = { buffer: this.sel, shape: [c.rows, S], dtype: 'i32' as const };
       // rows that keep every causal token need the index scores only for the optional output
       if (!c.all || idx) {
-        this.dispatch(encoder, this.indexer, [res(qI), res(kI), res(w), res(scores), { buffer: c.indexer }], grid2d(this.ctx, Math.ceil((c.rows * Math.ceil(Tk / 4)) / WG)));
+        for (const u of c.indexer) this.dispatch(encoder, this.indexer, [res(qI), res(kI), res(w), res(scores), { buffer: u }], grid2d(this.ctx, Math.ceil((c.rows * Math.ceil(Tk / 4)) / WG)));
         c.topk.run(encoder, { scores, indices: sel });
         if (idx) encoder.copyBufferToBuffer(this.sel, 0, idx.buffer, (idx.offset ?? 0) + c.T0 * S * 4, c.rows * S * 4);
       }
       const kern = c.all ? this.attnAll : this.attn;
       const dR = { buffer: this.dummyR, size: 16 };
+      if (this.staging) {
+        const out = this.staging.targets(o, lse);
+        for (const u of c.gSegs) this.dispatch(encoder, kern.pipeline, [res(q), res(k), res(v), c.all ? dR : res(sel), dR, out.o, out.lse, { buffer: u }], gatherGrid(this.ctx, kern, c.rows * Hkv, Hkv));
+        continue;
+      }
       this.dispatch(
         encoder,
         kern.pipeline,
@@ -203,6 +301,7 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
         gatherGrid(this.ctx, kern, c.rows * Hkv, Hkv),
       );
     }
+    this.staging?.finish(encoder, o, lse);
   }
 }
 

@@ -81,7 +81,7 @@ export function dsaReference(
         for (let d = 0; d < D; d++) x += q[(t * Hq + hq) * D + d]! * k[(s * Hkv + h) * D + d]!;
         return x * scale;
       });
-      const m = Math.max(...sc);
+      const m = sc.reduce((a, b) => Math.max(a, b), -Infinity); // (no spread: rows may hold 100k+ keys)
       let z = 0;
       const row = t * Hq + hq;
       keys.forEach((s, i) => {

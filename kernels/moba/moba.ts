@@ -16,10 +16,14 @@ import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispo
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import { GATHER_DEFAULTS, GATHER_PARAMS, checkHeadDim, gatherGrid, gatherKernel, gatherTiles, gatherUsesCpu, type GatherKernel, type GatherTarget } from '../block_sparse/gather.js';
+import {
+  GATHER_DEFAULTS, GATHER_PARAMS, GatherStaging, checkHeadDim, gatherGrid, gatherKernel, gatherSegmentsIterations, gatherSegmentsOrThrow, gatherTiles, gatherUsesCpu,
+  type GatherKernel, type GatherSegment, type GatherTarget,
+} from '../block_sparse/gather.js';
 import { MergePlan, planMerge } from '../merge/index.js';
+import { loopBudget } from '../topk/topk.js';
 import listsWgsl from './lists.wgsl.js';
-import { POOL_PARAMS, poolPipeline, poolWorkgroups } from './pool.js';
+import { POOL_PARAMS, poolLoopIterations, poolPipeline, poolSegments, poolWorkgroups, type PoolSegment } from './pool.js';
 import selectWgsl from './select.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 
@@ -31,6 +35,10 @@ export const MOBA_SELECT_PARAMS = uniformLayout('MobaSelectParams', [
   ['BS', 'u32'],
   ['NBM', 'u32'],
   ['POSOFF', 'i32'],
+  ['B0', 'u32'], // segment: candidate blocks [B0, B1) ...
+  ['B1', 'u32'],
+  ['LOAD', 'u32'], // ... continuing the list carried in sel + carry ...
+  ['LAST', 'u32'], // ... which the last segment stops carrying (see mobaSelectSegments)
 ] as const);
 
 export const MOBA_LIST_PARAMS = uniformLayout('MobaListParams', [
@@ -46,6 +54,64 @@ const SELECT_PROGRAM = wgslProgram('moba/select', [storageWgsl, unpackWgsl, sele
 const WG = 64;
 /** Largest `topk` the in-register selection keeps. */
 export const MOBA_MAX_TOPK = 64;
+
+/**
+ * Upper bound of the loop iterations one invocation of `select.wgsl` runs over `nc` candidate
+ * blocks (counted as `loopBudget` in kernels/topk says; D4 = D / 4, KP = topk - 1): the early
+ * return (1), the q load (D4 + 1), per candidate the step, the gate dot product (D4 + 1), the
+ * insertion call (1) and its up to KP steps, the candidate loop's exit, the KP outputs (KP + 1)
+ * and KP + 1 more to read a carried list back (rows before the keys write K + 1 and return). Unsegmented nc = ceil(Tk / blockSize): with D = 128,
+ * topk = 12 it passes 65,535 at 1,424 blocks (Tk = 91K with blockSize 64).
+ *
+ * @example
+ * mobaSelectLoopIterations(1024, 64, 3, false); // 21,526
+ */
+export function mobaSelectLoopIterations(nc: number, D: number, topk: number, load: boolean): number {
+  const D4 = D / 4;
+  const KP = topk - 1;
+  return 1 + (D4 + 1) + nc * (D4 + KP + 3) + 1 + (KP + 1) + (load ? KP + 1 : 0);
+}
+
+/** One dispatch of the MoBA selection: candidate blocks [B0, B1). */
+export interface MobaSelectSegment {
+  B0: number;
+  B1: number;
+  LOAD: number;
+  LAST: number;
+}
+
+/**
+ * The selection dispatches under a loop budget: all `NB` candidates at once when that fits, else
+ * segments of as many candidates as fit, the list carried between them.
+ *
+ * @example
+ * mobaSelectSegments(3686, 512, 64, 3).length; // 3 with loopLimit 4096
+ */
+export function mobaSelectSegments(budget: number, NB: number, D: number, topk: number): MobaSelectSegment[] {
+  if (mobaSelectLoopIterations(NB, D, topk, false) <= budget) return [{ B0: 0, B1: 0xffffffff, LOAD: 0, LAST: 1 }];
+  const per = Math.max(1, Math.floor((budget - mobaSelectLoopIterations(0, D, topk, true)) / (D / 4 + topk + 2)));
+  const segs: MobaSelectSegment[] = [];
+  for (let b0 = 0; b0 < NB; b0 += per) segs.push({ B0: b0, B1: b0 + per, LOAD: b0 > 0 ? 1 : 0, LAST: b0 + per >= NB ? 1 : 0 });
+  return segs;
+}
+
+/**
+ * Upper bound of the loop iterations of the block-centric path's list building (`lists.wgsl`),
+ * whose `scan` is one workgroup of 64 invocations over the NL = Hq * NB lists: each sums its
+ * chunk = ceil(NL / 64) lists (chunk + 1), invocation 0 scans the 64 partial sums (65), and each
+ * then writes its lists' cursors (chunk + 1) and 16-row tiles (per list tiles + 1; a list holds
+ * at most Tq rows, the lists of one head at most Tq * (topk - 1)). When this exceeds the budget
+ * the plan takes the per-row path instead.
+ *
+ * @example
+ * mobaListsLoopIterations({ Tq: 65536, Hq: 8, NB: 128, topk: 3 }); // 16,516
+ */
+export function mobaListsLoopIterations(o: { Tq: number; Hq: number; NB: number; topk: number }): number {
+  const chunk = Math.ceil((o.Hq * o.NB) / 64);
+  const rows = Math.min(chunk * o.Tq, (Math.ceil(chunk / o.NB) + 1) * o.Tq * (o.topk - 1));
+  const tiles = chunk + Math.floor(rows / 16);
+  return 1 + (chunk + 1) + 65 + (chunk + 1) + chunk + tiles;
+}
 
 export interface MobaOptions {
   /** Query rows. Prefill: Tq = Tk. Decode: Tq = 1 (the newest token). */
@@ -102,6 +168,18 @@ interface BlockPath {
   tiles: GatherKernel;
   own: GatherKernel;
   merge: MergePlan;
+  /** Launches of the tiles / own-block gathers (several on a loop-capped device). */
+  tileSegs: GatherSegment[];
+  ownSegs: GatherSegment[];
+}
+
+/** How a plan splits its dispatches under the device's loop limit (one each elsewhere). */
+interface Splits {
+  pool: PoolSegment[];
+  select: MobaSelectSegment[];
+  /** The per-row gather's launches (when the block-centric path is not taken). */
+  gather: GatherSegment[];
+  loopIterations: number;
 }
 
 export class MobaPlan extends KernelPlan<MobaTensors> {
@@ -111,16 +189,27 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
   private readonly selectP: Pipeline;
   private readonly selectGiven: Pipeline;
   private readonly gatherK: GatherKernel;
-  private readonly poolParams: GPUBuffer;
-  private readonly selParams: GPUBuffer;
+  private readonly poolParams: GPUBuffer[];
+  private readonly selParams: GPUBuffer[];
   private readonly gParamsLse: GPUBuffer;
   private readonly gParamsNoLse: GPUBuffer;
+  /** Per-launch uniforms of the per-row gather when it is split (else empty). */
+  private readonly gParamsSegs: GPUBuffer[];
+  private staging?: GatherStaging;
   private readonly means: GPUBuffer;
   private readonly selWs: GPUBuffer;
+  private readonly selCarry: GPUBuffer;
   private readonly dummy: GPUBuffer;
   private readonly dummyOut: GPUBuffer;
+  /**
+   * Dispatches of each step per run: 1 each, more on a loop-capped device (llvmpipe) where one
+   * invocation would run too many loop iterations (huge blocks, many blocks, many keys).
+   */
+  readonly segments: { pool: number; select: number; attention: number };
+  /** Upper bound of the loop iterations of one invocation of any of the plan's dispatches. */
+  readonly loopIterations: number;
   private readonly block?: BlockPath & {
-    listParams: GPUBuffer; tileParams: GPUBuffer; ownParams: GPUBuffer; maxTiles: number;
+    listParams: GPUBuffer; tileParams: GPUBuffer[]; ownParams: GPUBuffer[]; maxTiles: number;
     counts: GPUBuffer; cursor: GPUBuffer; entries: GPUBuffer; tileTable: GPUBuffer; oParts: GPUBuffer; lseParts: GPUBuffer;
     lseOut: GPUBuffer; diagPtr: GPUBuffer; diagIdx: GPUBuffer;
   };
@@ -130,22 +219,30 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     return this.block !== undefined;
   }
 
-  private constructor(ctx: TesseraDevice, o: Resolved, pools: Pipeline, selectP: Pipeline, selectGiven: Pipeline, gatherK: GatherKernel, block?: BlockPath) {
+  private constructor(ctx: TesseraDevice, o: Resolved, pools: Pipeline, selectP: Pipeline, selectGiven: Pipeline, gatherK: GatherKernel, splits: Splits, block?: BlockPath) {
     super(ctx);
+    this.loopIterations = splits.loopIterations;
+    this.segments = {
+      pool: splits.pool.length,
+      select: splits.select.length,
+      attention: block ? Math.max(block.tileSegs.length, block.ownSegs.length) : splits.gather.length,
+    };
     this.selectGiven = selectGiven;
     this.options = o;
     this.pools = pools;
     this.selectP = selectP;
     this.gatherK = gatherK;
     const NB = (this.numBlocks = Math.ceil(o.Tk / o.blockSize));
-    this.poolParams = this.uniform(POOL_PARAMS, { T: o.Tk, H: o.Hkv, D: o.D, BS: o.blockSize, NB });
-    this.selParams = this.uniform(MOBA_SELECT_PARAMS, { Tq: o.Tq, Hq: o.Hq, Hkv: o.Hkv, K: o.topk, BS: o.blockSize, NBM: NB, POSOFF: o.Tk - o.Tq });
+    this.poolParams = splits.pool.map((seg) => this.uniform(POOL_PARAMS, { T: o.Tk, H: o.Hkv, D: o.D, BS: o.blockSize, NB, ...seg }));
+    this.selParams = splits.select.map((seg) => this.uniform(MOBA_SELECT_PARAMS, { Tq: o.Tq, Hq: o.Hq, Hkv: o.Hkv, K: o.topk, BS: o.blockSize, NBM: NB, POSOFF: o.Tk - o.Tq, ...seg }));
+    this.selCarry = this.workspace(splits.select.length > 1 ? o.Tq * o.Hq * (o.topk - 1) * 4 : 16, 'moba.selCarry');
     const g = {
       ...GATHER_DEFAULTS, Tq: o.Tq, Tk: o.Tk, Hq: o.Hq, Hkv: o.Hkv, NG: o.Tq * o.Hq, NGH: o.Hq, S: o.topk, BS: o.blockSize,
       POSOFF: o.Tk - o.Tq, scale: o.scale,
     };
     this.gParamsLse = this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 1 });
     this.gParamsNoLse = this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 0 });
+    this.gParamsSegs = !block && splits.gather.length > 1 ? splits.gather.map((seg) => this.uniform(GATHER_PARAMS, { ...g, ...seg, WRITE_LSE: 1 })) : [];
     this.means = this.workspace(NB * o.Hkv * o.D * 4, 'moba.means');
     this.selWs = this.workspace(o.Tq * o.Hq * o.topk * 4, 'moba.selection');
     this.dummy = this.workspace(16, 'moba.dummy');
@@ -166,8 +263,8 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
         ...block,
         maxTiles,
         listParams: this.uniform(MOBA_LIST_PARAMS, { rows, Hq: o.Hq, K, NB, NL }),
-        tileParams: this.uniform(GATHER_PARAMS, { ...gb, NG: maxTiles, NGH: 1, NTILES: maxTiles }),
-        ownParams: this.uniform(GATHER_PARAMS, { ...gb, NG: MB * o.Hq, NGH: o.Hq, MB, P: 1, NTILES: gatherTiles(block.own, MB * o.Hq) }),
+        tileParams: block.tileSegs.map((seg) => this.uniform(GATHER_PARAMS, { ...gb, NG: maxTiles, NGH: 1, NTILES: maxTiles, ...seg })),
+        ownParams: block.ownSegs.map((seg) => this.uniform(GATHER_PARAMS, { ...gb, NG: MB * o.Hq, NGH: o.Hq, MB, P: 1, NTILES: gatherTiles(block.own, MB * o.Hq), ...seg })),
         counts: this.workspace(NL * 4, 'moba.counts'),
         cursor: this.workspace(NL * 4, 'moba.cursor'),
         entries: this.workspace(rows * (K - 1) * 4, 'moba.entries'),
@@ -183,6 +280,7 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
 
   override dispose(): void {
     this.block?.merge.dispose();
+    this.staging?.dispose();
     super.dispose();
   }
 
@@ -191,16 +289,31 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     const ctx = ctxOf(device);
     const o = validateMobaOptions(opts);
     checkAttentionSizes(ctx, o);
-    const select = (meansDtype: 'f32' | 'f16') => getPipeline(ctx, { shader: SELECT_PROGRAM, bindings: ['read', 'read', 'rw', 'uniform'], constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, MEANS_DTYPE: dtypeCode(meansDtype) } });
+    // Splits under the device's loop limit (llvmpipe): pooling over token ranges, selection over
+    // candidate ranges, attention over list entries / key ranges (see the bound functions).
+    const budget = loopBudget(ctx);
+    const NB = Math.ceil(o.Tk / o.blockSize);
+    const keys = Math.min(o.blockSize, o.Tk);
+    const pool = poolSegments(budget, o.blockSize, o.Tk);
+    const selSegs = mobaSelectSegments(budget, NB, o.D, o.topk);
+    const rowInfo = { cpu: false, D: o.D, Dv: o.Dv };
+    const rowWork = { entries: o.topk, keys };
+    const gatherSegs = gatherSegmentsOrThrow(ctx, rowInfo, rowWork);
+    const selectIters = Math.max(...selSegs.map((g) => mobaSelectLoopIterations(Math.min(g.B1, NB) - g.B0, o.D, o.topk, g.LOAD === 1)));
+    const poolIters = Math.max(...pool.map((g) => poolLoopIterations(Math.min(g.J1, keys) - g.J0)));
+    const select = (meansDtype: 'f32' | 'f16') =>
+      getPipeline(ctx, { shader: SELECT_PROGRAM, bindings: ['read', 'read', 'rw', 'uniform', 'rw'], constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, MEANS_DTYPE: dtypeCode(meansDtype) } });
     const [pools, selectP, selectGiven, gatherK] = await Promise.all([
       poolPipeline(ctx, o.dtype, 'count'),
       select('f32'),
       select(o.meansDtype),
-      gatherKernel(ctx, { mode: 0, inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: true, NR: 1, target: 'gpu' }),
+      // split launches chain through f32 partials (GatherStaging converts at the end)
+      gatherKernel(ctx, { mode: 0, inDtype: o.dtype, outDtype: gatherSegs.length > 1 ? 'f32' : o.outDtype, D: o.D, Dv: o.Dv, causal: true, NR: 1, target: 'gpu' }),
     ]);
     let block: BlockPath | undefined;
     const rows = o.Tq * o.Hq;
-    if (gatherUsesCpu(ctx, o.target) && o.Tq === o.Tk && o.topk * rows * o.Dv * 4 <= ctx.limits.maxStorageBufferBindingSize) {
+    const listsFit = mobaListsLoopIterations({ Tq: o.Tq, Hq: o.Hq, NB, topk: o.topk }) <= budget;
+    if (gatherUsesCpu(ctx, o.target) && o.Tq === o.Tk && listsFit && o.topk * rows * o.Dv * 4 <= ctx.limits.maxStorageBufferBindingSize) {
       const lb: ('read' | 'rw' | 'uniform')[] = ['read', 'rw', 'rw', 'rw', 'rw', 'rw', 'uniform'];
       const lists = (entryPoint: string) => getPipeline(ctx, { shader: LISTS_PROGRAM, entryPoint, bindings: lb, constants: entryPoint === 'scan' ? {} : { WG } });
       const common = { inDtype: o.dtype, outDtype: 'f32' as const, D: o.D, Dv: o.Dv, target: 'cpu' as const };
@@ -212,9 +325,17 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
         gatherKernel(ctx, { ...common, mode: 1, causal: true, NR: o.blockSize }),
         planMerge(ctx, { parts: o.topk, rows, D: o.Dv, outDtype: o.outDtype }),
       ]);
-      block = { lists: { count, scan, scatter }, tiles, own, merge };
+      const cpuInfo = { cpu: true, D: o.D, Dv: o.Dv };
+      const blockWork = { entries: 1, keys };
+      block = { lists: { count, scan, scatter }, tiles, own, merge, tileSegs: gatherSegmentsOrThrow(ctx, cpuInfo, blockWork), ownSegs: gatherSegmentsOrThrow(ctx, cpuInfo, blockWork) };
     }
-    return new MobaPlan(ctx, o, pools, selectP, selectGiven, gatherK, block);
+    const attnIters = block
+      ? Math.max(gatherSegmentsIterations({ cpu: true, D: o.D, Dv: o.Dv }, { entries: 1, keys }, block.tileSegs), mobaListsLoopIterations({ Tq: o.Tq, Hq: o.Hq, NB, topk: o.topk }))
+      : gatherSegmentsIterations(rowInfo, rowWork, gatherSegs);
+    const splits: Splits = { pool, select: selSegs, gather: gatherSegs, loopIterations: Math.max(poolIters, selectIters, attnIters) };
+    const plan = new MobaPlan(ctx, o, pools, selectP, selectGiven, gatherK, splits, block);
+    if (!block && gatherSegs.length > 1) plan.staging = await GatherStaging.create(ctx, (b, l) => plan.workspace(b, l), { rows, Dv: o.Dv, outDtype: o.outDtype });
+    return plan;
   }
 
   run(encoder: GPUCommandEncoder, t: MobaTensors): void {
@@ -231,11 +352,19 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     for (const [x, n] of [[q, 'q'], [k, 'k'], [v, 'v'], [o, 'o']] as const) checkBindingSize(this.ctx, x, n);
     const meansRes = means ? res(means) : { buffer: this.means, size: NB * Hkv * D * 4 };
     const selRes = sel ? res(sel) : { buffer: this.selWs, size: Tq * Hq * topk * 4 };
-    if (!means) this.dispatch(encoder, this.pools, [res(k), meansRes, { buffer: this.poolParams }], grid2d(this.ctx, poolWorkgroups(NB, Hkv, D)));
-    this.dispatch(encoder, means ? this.selectGiven : this.selectP, [res(q), meansRes, selRes, { buffer: this.selParams }], grid2d(this.ctx, Math.ceil((Tq * Hq) / WG)));
+    if (!means) for (const u of this.poolParams) this.dispatch(encoder, this.pools, [res(k), meansRes, { buffer: u }], grid2d(this.ctx, poolWorkgroups(NB, Hkv, D)));
+    for (const u of this.selParams) {
+      this.dispatch(encoder, means ? this.selectGiven : this.selectP, [res(q), meansRes, selRes, { buffer: u }, { buffer: this.selCarry }], grid2d(this.ctx, Math.ceil((Tq * Hq) / WG)));
+    }
     const dummy = { buffer: this.dummy, size: 16 };
     if (this.block) {
       this.runBlockPath(encoder, q, k, v, o, lse, selRes);
+      return;
+    }
+    if (this.staging) {
+      const out = this.staging.targets(o, lse);
+      for (const u of this.gParamsSegs) this.dispatch(encoder, this.gatherK.pipeline, [res(q), res(k), res(v), selRes, dummy, out.o, out.lse, { buffer: u }], gatherGrid(this.ctx, this.gatherK, Tq * Hq));
+      this.staging.finish(encoder, o, lse);
       return;
     }
     this.dispatch(
@@ -262,8 +391,13 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     this.dispatch(encoder, b.lists.scatter, listRes, slotWg);
     const oParts = w(b.oParts, K * rows * Dv * 4);
     const lseParts = w(b.lseParts, K * rows * 4);
-    this.dispatch(encoder, b.tiles.pipeline, [res(q), res(k), res(v), w(b.entries, rows * (K - 1) * 4), w(b.tileTable, b.maxTiles * 16), oParts, lseParts, { buffer: b.tileParams }], grid2d(this.ctx, b.maxTiles));
-    this.dispatch(encoder, b.own.pipeline, [res(q), res(k), res(v), w(b.diagIdx, this.numBlocks * 4), w(b.diagPtr, (this.numBlocks + 1) * 4), oParts, lseParts, { buffer: b.ownParams }], gatherGrid(this.ctx, b.own, this.numBlocks * Hq));
+    // (split launches, if any, continue in place from the f32 partials in oParts / lseParts)
+    for (const u of b.tileParams) {
+      this.dispatch(encoder, b.tiles.pipeline, [res(q), res(k), res(v), w(b.entries, rows * (K - 1) * 4), w(b.tileTable, b.maxTiles * 16), oParts, lseParts, { buffer: u }], grid2d(this.ctx, b.maxTiles));
+    }
+    for (const u of b.ownParams) {
+      this.dispatch(encoder, b.own.pipeline, [res(q), res(k), res(v), w(b.diagIdx, this.numBlocks * 4), w(b.diagPtr, (this.numBlocks + 1) * 4), oParts, lseParts, { buffer: u }], gatherGrid(this.ctx, b.own, this.numBlocks * Hq));
+    }
     b.merge.run(encoder, {
       oParts: { buffer: b.oParts, shape: [K, rows, Dv], dtype: 'f32' },
       lseParts: { buffer: b.lseParts, shape: [K, rows], dtype: 'f32' },

@@ -16,6 +16,10 @@ export const POOL_PARAMS = uniformLayout('PoolParams', [
   ['D', 'u32'],
   ['BS', 'u32'],
   ['NB', 'u32'],
+  ['J0', 'u32'], // segment: tokens [J0, J1) of every block ...
+  ['J1', 'u32'],
+  ['LOAD', 'u32'], // ... added to the running sum left in out ...
+  ['LAST', 'u32'], // ... and divided by the last segment (see poolSegments)
 ] as const);
 
 const PROGRAM = wgslProgram('moba/pool', [storageWgsl, unpackWgsl, POOL_PARAMS.wgsl, poolWgsl]);
@@ -43,4 +47,42 @@ export function poolPipeline(ctx: TesseraDevice, inDtype: FloatDType, divisor: '
  */
 export function poolWorkgroups(NB: number, H: number, D: number): number {
   return Math.ceil((NB * H * (D / 4)) / POOL_WG);
+}
+
+/** One dispatch of the pooling: tokens [J0, J1) of every block. */
+export interface PoolSegment {
+  J0: number;
+  J1: number;
+  LOAD: number;
+  LAST: number;
+}
+
+/**
+ * Upper bound of the loop iterations one pooling invocation runs (counted as `loopBudget` in
+ * kernels/topk says): one per token of its block (segment), the loop's exit and the early
+ * return. Unsegmented that is min(blockSize, T) + 2: over 65,535 only for MoBA blocks past 64K
+ * tokens (its blockSize goes to 2^20).
+ *
+ * @example
+ * poolLoopIterations(4096); // 4098
+ */
+export function poolLoopIterations(tokens: number): number {
+  return tokens + 2;
+}
+
+/**
+ * The pooling dispatches under a loop budget: one for whole blocks when a block fits, else
+ * segments of `budget - 2` tokens, the running sum carried in the output (same order of additions,
+ * so the same result).
+ *
+ * @example
+ * poolSegments(58981, 1 << 20, 1 << 20).length; // 18 on llvmpipe
+ */
+export function poolSegments(budget: number, blockSize: number, T: number): PoolSegment[] {
+  const len = Math.min(blockSize, T);
+  if (poolLoopIterations(len) <= budget) return [{ J0: 0, J1: blockSize, LOAD: 0, LAST: 1 }];
+  const segs: PoolSegment[] = [];
+  const per = budget - poolLoopIterations(0);
+  for (let j0 = 0; j0 < len; j0 += per) segs.push({ J0: j0, J1: Math.min(blockSize, j0 + per), LOAD: j0 > 0 ? 1 : 0, LAST: j0 + per >= len ? 1 : 0 });
+  return segs;
 }

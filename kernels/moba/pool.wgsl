@@ -2,6 +2,9 @@
 // divisor = the block's real token count (DIV_MODE 0: MoBA gate keys, fla NSA) or the block size
 // (DIV_MODE 1: native-sparse-attention's zero-padded last block). Blocks are [b*BS, (b+1)*BS)
 // clipped to T. Output f32. One invocation per (block, head, 4 channels).
+// Segments (loop-capped adapters, pool.ts poolSegments): a dispatch sums only the tokens
+// [J0, J1) of each block, continuing from the running sum in `out` when LOAD != 0; the LAST one
+// divides. The sum runs in the same order as unsegmented, so the result is identical.
 // Needs storage.wgsl, unpack4.wgsl and the struct PoolParams (pool.ts).
 
 @group(0) @binding(0) var<storage, read> x_buf: array<vec4<u32>>;      // [T, H, D] in IN_DTYPE
@@ -26,9 +29,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let j0 = b * params.BS;
   let j1 = min(j0 + params.BS, params.T);
   var s = vec4<f32>(0.0);
-  for (var j = j0; j < j1; j++) {
+  if (params.LOAD != 0u) {
+    s = out[id];
+  }
+  for (var j = j0 + params.J0; j < min(j0 + params.J1, j1); j++) {
     let e = (j * params.H + h) * params.D + 4u * c;
     s += st_unpack4(x_buf[st_vec4_index(e, IN_DTYPE)], e, IN_DTYPE);
+  }
+  if (params.LAST == 0u) {
+    out[id] = s;
+    return;
   }
   let div = select(f32(j1 - j0), f32(params.BS), DIV_MODE == 1u);
   out[id] = s / div;

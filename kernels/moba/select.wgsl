@@ -4,12 +4,16 @@
 // s_b = q . gate_keys[b, h] in f32 (gate keys stored f32, or f16 as the KV cache's page means), no scale. The top (K - 1) past blocks by score (ties: lower
 // block id) are kept by insertion into a small private list (K <= SEL_MAX, shaders/select_small.wgsl). Output row:
 // sel[row, 0] = own, sel[row, 1..] = past blocks by descending score, -1 in unused slots.
+// Segments (loop-capped adapters, moba.ts): a dispatch offers only the candidates [B0, B1); the
+// list is carried between dispatches in sel (ids) and `carry` (their scores), read back when
+// LOAD != 0. Candidates still arrive in block order, so ties resolve as unsegmented.
 // Needs storage.wgsl, unpack4.wgsl and the struct MobaSelectParams (moba.ts).
 
 @group(0) @binding(0) var<storage, read> q_buf: array<vec4<u32>>;          // [Tq, Hq, D] in IN_DTYPE
 @group(0) @binding(1) var<storage, read> gate_keys: array<vec4<u32>>;      // [NBM, Hkv, D] in MEANS_DTYPE
 @group(0) @binding(2) var<storage, read_write> sel: array<i32>;            // [Tq, Hq, K]
 @group(0) @binding(3) var<uniform> params: MobaSelectParams;
+@group(0) @binding(4) var<storage, read_write> carry: array<f32>;         // [Tq, Hq, K - 1] between segments
 
 override WG: u32 = 64;
 override IN_DTYPE: u32 = 0;
@@ -44,8 +48,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
   let KP = K - 1u;
   var cnt = 0u;
+  if (params.LOAD != 0u) {
+    for (var i = 0u; i < KP; i++) {
+      let id = sel[row * K + 1u + i];
+      if (id >= 0) {
+        top_b[cnt] = id;
+        top_s[cnt] = carry[row * KP + i];
+        cnt++;
+      }
+    }
+  }
   let npast = min(own, params.NBM);
-  for (var b = 0u; b < npast; b++) {
+  for (var b = params.B0; b < min(npast, params.B1); b++) {
     let base = (b * params.Hkv + h) * D;
     var s4 = vec4<f32>(0.0);
     for (var c = 0u; c < D4; c++) {
@@ -61,5 +75,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   sel[row * K] = i32(own);
   for (var i = 0u; i < KP; i++) {
     sel[row * K + 1u + i] = select(-1, top_b[i], i < cnt);
+    if (params.LAST == 0u) {
+      carry[row * KP + i] = top_s[i];
+    }
   }
 }

@@ -19,8 +19,12 @@ import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispo
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import { GATHER_DEFAULTS, GATHER_PARAMS, checkHeadDim, gatherGrid, gatherKernel, gatherTiles, type GatherKernel, type GatherTarget } from '../block_sparse/gather.js';
-import { POOL_PARAMS, poolPipeline, poolWorkgroups } from '../moba/pool.js';
+import {
+  GATHER_DEFAULTS, GATHER_PARAMS, checkHeadDim, gatherGrid, gatherKernel, gatherSegmentsIterations, gatherSegmentsOrThrow, gatherTiles, gatherVariantIsCpu,
+  type GatherKernel, type GatherSegment, type GatherTarget,
+} from '../block_sparse/gather.js';
+import { POOL_PARAMS, poolLoopIterations, poolPipeline, poolSegments, poolWorkgroups, type PoolSegment } from '../moba/pool.js';
+import { loopBudget } from '../topk/topk.js';
 import type { NsaVariant } from './reference.js';
 import selectWgsl from './select.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
@@ -34,6 +38,10 @@ export const NSA_SELECT_PARAMS = uniformLayout('NsaSelectParams', [
   ['BS', 'u32'],
   ['scale', 'f32'],
   ['POSOFF', 'u32'],
+  ['C0', 'u32'], // segment: candidate blocks [C0, C1) ...
+  ['C1', 'u32'],
+  ['LOAD', 'u32'], // ... continuing the list carried in out + carry ...
+  ['LAST', 'u32'], // ... which the last segment stops carrying (see nsaSelectSegments)
 ] as const);
 export const NSA_COMBINE_PARAMS = uniformLayout('NsaCombineParams', [
   ['rows', 'u32'],
@@ -45,6 +53,56 @@ const COMBINE_PROGRAM = wgslProgram('nsa/combine', [storageWgsl, NSA_COMBINE_PAR
 const WG = 64;
 /** Largest selected-block count the in-register selection keeps. */
 export const NSA_MAX_BLOCK_COUNT = 64;
+
+/**
+ * Upper bound of the loop iterations one invocation of `select.wgsl` runs over `nc` candidate
+ * blocks (counted as `loopBudget` in kernels/topk says; G = Hq / Hkv query heads per KV head,
+ * D4 = D / 4, S = blockCount): per candidate the step, the group loop (G + 1) of dot products
+ * (D4 + 1 each), the insertion call (1) and its up to S steps; the candidate loop's exit, the
+ * S outputs (S + 1), S + 1 more to read a carried list back, the early return. Unsegmented nc = ceil(Tk / blockSize): with G = 16, D = 64, S = 16 it passes 65,535 at
+ * 214 blocks (Tk = 13.7K with blockSize 64).
+ *
+ * @example
+ * nsaSelectLoopIterations(256, 16, 64, 16, false); // 78,611
+ */
+export function nsaSelectLoopIterations(nc: number, G: number, D: number, S: number, load: boolean): number {
+  return 1 + nc * (G * (D / 4 + 2) + S + 3) + 1 + (S + 1) + (load ? S + 1 : 0);
+}
+
+/** One dispatch of the NSA selection: candidate blocks [C0, C1). */
+export interface NsaSelectSegment {
+  C0: number;
+  C1: number;
+  LOAD: number;
+  LAST: number;
+}
+
+/**
+ * The selection dispatches under a loop budget: all `NC` candidates at once when that fits,
+ * else segments of as many as fit, the list carried between them; `undefined` when not even one
+ * candidate fits (a GQA group too large for the device's loop limit).
+ *
+ * @example
+ * nsaSelectSegments(58981, 1024, 16, 64, 16)!.length; // 6 on llvmpipe (Tk = 64K, blockSize 64)
+ */
+export function nsaSelectSegments(budget: number, NC: number, G: number, D: number, S: number): NsaSelectSegment[] | undefined {
+  if (nsaSelectLoopIterations(NC, G, D, S, false) <= budget) return [{ C0: 0, C1: 0xffffffff, LOAD: 0, LAST: 1 }];
+  const per = Math.floor((budget - nsaSelectLoopIterations(0, G, D, S, true)) / (G * (D / 4 + 2) + S + 3));
+  if (per < 1) return undefined;
+  const segs: NsaSelectSegment[] = [];
+  for (let c0 = 0; c0 < NC; c0 += per) segs.push({ C0: c0, C1: c0 + per, LOAD: c0 > 0 ? 1 : 0, LAST: c0 + per >= NC ? 1 : 0 });
+  return segs;
+}
+
+/** How a plan splits its dispatches under the device's loop limit (one each elsewhere). */
+interface Splits {
+  pool: PoolSegment[];
+  cmp: GatherSegment[];
+  select: NsaSelectSegment[];
+  slc: GatherSegment[];
+  swa: GatherSegment[];
+  loopIterations: number;
+}
 
 export interface NsaOptions {
   /** Query rows (prefill: the sequence's tokens). */
@@ -105,26 +163,40 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
   readonly options: Resolved;
   readonly numBlocks: number;
   private readonly p: { poolK: Pipeline; cmp: GatherKernel; select: Pipeline; slc: GatherKernel; swa?: GatherKernel; combine: Pipeline };
-  private readonly u: { poolK: GPUBuffer; poolV: GPUBuffer; cmp: GPUBuffer; select: GPUBuffer; slc: GPUBuffer; swa: GPUBuffer; combine: GPUBuffer };
-  private readonly ws: { kc: GPUBuffer; vc: GPUBuffer; oCmp: GPUBuffer; lseCmp: GPUBuffer; oSlc: GPUBuffer; oSwa: GPUBuffer; sel: GPUBuffer; dummyR: GPUBuffer; dummyW: GPUBuffer };
+  private readonly u: { poolK: GPUBuffer[]; poolV: GPUBuffer[]; cmp: GPUBuffer[]; select: GPUBuffer[]; slc: GPUBuffer[]; swa: GPUBuffer[]; combine: GPUBuffer };
+  private readonly ws: {
+    kc: GPUBuffer; vc: GPUBuffer; oCmp: GPUBuffer; lseCmp: GPUBuffer; oSlc: GPUBuffer; oSwa: GPUBuffer; sel: GPUBuffer; selCarry: GPUBuffer; lseSlc: GPUBuffer; lseSwa: GPUBuffer;
+    dummyR: GPUBuffer; dummyW: GPUBuffer;
+  };
+  /**
+   * Dispatches of each step per run: 1 each, more on a loop-capped device (llvmpipe) where one
+   * invocation would run too many loop iterations (long sequences: many compressed blocks).
+   */
+  readonly segments: { pool: number; cmp: number; select: number; slc: number; swa: number };
+  /** Upper bound of the loop iterations of one invocation of any of the plan's dispatches. */
+  readonly loopIterations: number;
 
-  private constructor(ctx: TesseraDevice, o: Resolved, p: NsaPlan['p']) {
+  private constructor(ctx: TesseraDevice, o: Resolved, p: NsaPlan['p'], splits: Splits) {
     super(ctx);
     this.options = o;
     this.p = p;
+    this.loopIterations = splits.loopIterations;
+    this.segments = { pool: splits.pool.length, cmp: splits.cmp.length, select: splits.select.length, slc: splits.slc.length, swa: splits.swa.length };
     const { T, Tk, Hq, Hkv, D, Dv, blockSize: bs, blockCount: S } = o;
     const NC = (this.numBlocks = Math.ceil(Tk / bs));
     const POSOFF = Tk - T;
     const base = {
       ...GATHER_DEFAULTS, Tq: T, Tk, Hq, Hkv, NG: T * Hkv, NGH: Hkv, S: 1, BS: 1, scale: o.scale, POSOFF,
     };
+    // (split gathers write their lse too: the next launch continues from (o, lse))
+    const lseIf = (segs: GatherSegment[]) => (segs.length > 1 ? 1 : 0);
     this.u = {
-      poolK: this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D, BS: bs, NB: NC }),
-      poolV: this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D: Dv, BS: bs, NB: NC }),
-      cmp: this.uniform(GATHER_PARAMS, { ...base, Tk: NC, KSTRIDE: bs, KOFF: bs - 1, WRITE_LSE: 1, NTILES: gatherTiles(p.cmp, T * Hkv, Hkv) }),
-      select: this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale, POSOFF }),
-      slc: this.uniform(GATHER_PARAMS, { ...base, S, BS: bs, NTILES: gatherTiles(p.slc, T * Hkv) }),
-      swa: this.uniform(GATHER_PARAMS, { ...base, W: o.window, NTILES: p.swa ? gatherTiles(p.swa, T * Hkv, Hkv) : 0 }),
+      poolK: splits.pool.map((seg) => this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D, BS: bs, NB: NC, ...seg })),
+      poolV: splits.pool.map((seg) => this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D: Dv, BS: bs, NB: NC, ...seg })),
+      cmp: splits.cmp.map((seg) => this.uniform(GATHER_PARAMS, { ...base, Tk: NC, KSTRIDE: bs, KOFF: bs - 1, WRITE_LSE: 1, NTILES: gatherTiles(p.cmp, T * Hkv, Hkv), ...seg })),
+      select: splits.select.map((seg) => this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale, POSOFF, ...seg })),
+      slc: splits.slc.map((seg) => this.uniform(GATHER_PARAMS, { ...base, S, BS: bs, NTILES: gatherTiles(p.slc, T * Hkv), ...seg, WRITE_LSE: lseIf(splits.slc) })),
+      swa: splits.swa.map((seg) => this.uniform(GATHER_PARAMS, { ...base, W: o.window, NTILES: p.swa ? gatherTiles(p.swa, T * Hkv, Hkv) : 0, ...seg, WRITE_LSE: lseIf(splits.swa) })),
       combine: this.uniform(NSA_COMBINE_PARAMS, { rows: T * Hq, Dv }),
     };
     this.ws = {
@@ -135,6 +207,9 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
       oSlc: this.workspace(T * Hq * Dv * 4, 'nsa.oSlc'),
       oSwa: this.workspace(o.window > 0 ? T * Hq * Dv * 4 : 16, 'nsa.oSwa'),
       sel: this.workspace(T * Hkv * S * 4, 'nsa.blockIndices'),
+      selCarry: this.workspace(splits.select.length > 1 ? T * Hkv * S * 4 : 16, 'nsa.selCarry'),
+      lseSlc: this.workspace(splits.slc.length > 1 ? T * Hq * 4 : 16, 'nsa.lseSlc'),
+      lseSwa: this.workspace(splits.swa.length > 1 ? T * Hq * 4 : 16, 'nsa.lseSwa'),
       dummyR: this.workspace(16, 'nsa.dummyR'),
       dummyW: this.workspace(16, 'nsa.dummyW'),
     };
@@ -147,12 +222,41 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     checkAttentionSizes(ctx, { ...o, Tq: o.T });
     const G = o.Hq / o.Hkv;
     const common = { inDtype: o.dtype, outDtype: 'f32' as const, D: o.D, Dv: o.Dv, causal: true, NR: G, target: o.target };
+    // Splits under the device's loop limit (llvmpipe); the branch outputs are f32 workspaces,
+    // so split gathers continue in place.
+    const budget = loopBudget(ctx);
+    const NC = Math.ceil(o.Tk / o.blockSize);
+    const info = (mode: 0 | 2) => ({ cpu: gatherVariantIsCpu(ctx, { mode, NR: G, target: o.target }), D: o.D, Dv: o.Dv });
+    const work = {
+      cmp: { entries: 1, keys: NC },
+      slc: { entries: o.blockCount, keys: Math.min(o.blockSize, o.Tk) },
+      // a cpu tile packs up to 16 tokens: its rows' windows together span W + 15 keys
+      swa: { entries: 1, keys: Math.min(o.Tk, o.window + 15) },
+    };
+    const selSegs = nsaSelectSegments(budget, NC, G, o.D, o.blockCount);
+    if (!selSegs) fail('E_LIMIT', 'Hq', `one selection candidate of a group of ${G} query heads runs more loop iterations than this device allows one invocation (${budget});`, o.Hq, 'fewer query heads per KV head');
+    const pool = poolSegments(budget, o.blockSize, o.Tk);
+    const splits: Splits = {
+      pool,
+      cmp: gatherSegmentsOrThrow(ctx, info(2), work.cmp),
+      select: selSegs,
+      slc: gatherSegmentsOrThrow(ctx, info(0), work.slc),
+      swa: o.window > 0 ? gatherSegmentsOrThrow(ctx, info(2), work.swa) : [],
+      loopIterations: 0,
+    };
+    splits.loopIterations = Math.max(
+      ...pool.map((g) => poolLoopIterations(Math.min(g.J1, o.blockSize, o.Tk) - g.J0)),
+      ...selSegs.map((g) => nsaSelectLoopIterations(Math.min(g.C1, NC) - g.C0, G, o.D, o.blockCount, g.LOAD === 1)),
+      gatherSegmentsIterations(info(2), work.cmp, splits.cmp),
+      gatherSegmentsIterations(info(0), work.slc, splits.slc),
+      o.window > 0 ? gatherSegmentsIterations(info(2), work.swa, splits.swa) : 0,
+    );
     const [poolK, cmp, select, slc, swa, combine] = await Promise.all([
       poolPipeline(ctx, o.dtype, o.variant === 'fla' ? 'count' : 'blockSize'),
       gatherKernel(ctx, { ...common, mode: 2, kvDtype: 'f32' }),
       getPipeline(ctx, {
         shader: SELECT_PROGRAM,
-        bindings: ['read', 'read', 'read', 'rw', 'uniform'],
+        bindings: ['read', 'read', 'read', 'rw', 'uniform', 'rw'],
         constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, FLA: o.variant === 'fla' ? 1 : 0 },
       }),
       gatherKernel(ctx, { ...common, mode: 0 }),
@@ -163,7 +267,7 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
         constants: { WG, GATE_DTYPE: dtypeCode(o.gateDtype), OUT_DTYPE: dtypeCode(o.outDtype), SWA: o.window > 0 ? 1 : 0 },
       }),
     ]);
-    return new NsaPlan(ctx, o, { poolK, cmp, select, slc, swa, combine });
+    return new NsaPlan(ctx, o, { poolK, cmp, select, slc, swa, combine }, splits);
   }
 
   run(encoder: GPUCommandEncoder, t: NsaTensors): void {
@@ -195,12 +299,16 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const dW = w(ws.dummyW, 16);
     const p = this.p;
     const u = this.u;
-    this.dispatch(encoder, p.poolK, [res(k), kc, { buffer: u.poolK }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)));
-    this.dispatch(encoder, p.poolK, [res(v), vc, { buffer: u.poolV }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)));
-    this.dispatch(encoder, p.cmp.pipeline, [res(q), kc, vc, dR, dR, oCmp, lseCmp, { buffer: u.cmp }], gatherGrid(this.ctx, p.cmp, T * Hkv, Hkv));
-    this.dispatch(encoder, p.select, [res(q), kc, lseCmp, sel, { buffer: u.select }], grid2d(this.ctx, Math.ceil((T * Hkv) / WG)));
-    this.dispatch(encoder, p.slc.pipeline, [res(q), res(k), res(v), sel, dR, oSlc, dW, { buffer: u.slc }], gatherGrid(this.ctx, p.slc, T * Hkv));
-    if (p.swa) this.dispatch(encoder, p.swa.pipeline, [res(q), res(k), res(v), dR, dR, oSwa, dW, { buffer: u.swa }], gatherGrid(this.ctx, p.swa, T * Hkv, Hkv));
+    // one dispatch per segment (several only on a loop-capped device)
+    for (const x of u.poolK) this.dispatch(encoder, p.poolK, [res(k), kc, { buffer: x }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)));
+    for (const x of u.poolV) this.dispatch(encoder, p.poolK, [res(v), vc, { buffer: x }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)));
+    for (const x of u.cmp) this.dispatch(encoder, p.cmp.pipeline, [res(q), kc, vc, dR, dR, oCmp, lseCmp, { buffer: x }], gatherGrid(this.ctx, p.cmp, T * Hkv, Hkv));
+    const carry = w(ws.selCarry, this.segments.select > 1 ? T * Hkv * S * 4 : 16);
+    for (const x of u.select) this.dispatch(encoder, p.select, [res(q), kc, lseCmp, sel, { buffer: x }, carry], grid2d(this.ctx, Math.ceil((T * Hkv) / WG)));
+    const lseSlc = this.segments.slc > 1 ? w(ws.lseSlc, T * Hq * 4) : dW;
+    for (const x of u.slc) this.dispatch(encoder, p.slc.pipeline, [res(q), res(k), res(v), sel, dR, oSlc, lseSlc, { buffer: x }], gatherGrid(this.ctx, p.slc, T * Hkv));
+    const lseSwa = this.segments.swa > 1 ? w(ws.lseSwa, T * Hq * 4) : dW;
+    if (p.swa) for (const x of u.swa) this.dispatch(encoder, p.swa.pipeline, [res(q), res(k), res(v), dR, dR, oSwa, lseSwa, { buffer: x }], gatherGrid(this.ctx, p.swa, T * Hkv, Hkv));
     const gS = gSwa ? res(gSwa) : dR;
     this.dispatch(encoder, p.combine, [oCmp, oSlc, oSwa, res(gCmp), res(gSlc), gS, res(o), { buffer: u.combine }], grid2d(this.ctx, Math.ceil((T * Hq * (Dv / 4)) / WG)));
   }

@@ -6,6 +6,9 @@
 // a forced block contributes 1.0 per head (own block; with FLA also block 0 and own - 1). The
 // score is the sum over the group (FLA: the mean). Top S by insertion (ties: lower block id);
 // out[t, h, :] = chosen blocks by descending score, -1 in unused slots.
+// Segments (loop-capped adapters, nsa.ts nsaSelectSegments): a dispatch offers only the
+// candidates [C0, C1); the list is carried in out (ids) and `carry` (scores), read back when
+// LOAD != 0. Candidates still arrive in block order, so ties resolve as unsegmented.
 // Needs storage.wgsl, unpack4.wgsl and the struct NsaSelectParams (nsa.ts).
 
 @group(0) @binding(0) var<storage, read> q_buf: array<vec4<u32>>;     // [T, Hq, D] in IN_DTYPE
@@ -13,6 +16,7 @@
 @group(0) @binding(2) var<storage, read> lse_cmp: array<f32>;         // [T, Hq]
 @group(0) @binding(3) var<storage, read_write> out: array<i32>;       // [T, Hkv, S]
 @group(0) @binding(4) var<uniform> params: NsaSelectParams;
+@group(0) @binding(5) var<storage, read_write> carry: array<f32>;     // [T, Hkv, S] between segments
 
 override WG: u32 = 64;
 override IN_DTYPE: u32 = 0;
@@ -35,7 +39,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let own = pos / params.BS;
   let nvis = (pos + 1u) / params.BS;
   var cnt = 0u;
-  for (var c = 0u; c <= own; c++) {
+  if (params.LOAD != 0u) {
+    for (var i = 0u; i < S; i++) {
+      let b = out[id * S + i];
+      if (b >= 0) {
+        top_b[cnt] = b;
+        top_s[cnt] = carry[id * S + i];
+        cnt++;
+      }
+    }
+  }
+  for (var c = params.C0; c < min(own + 1u, params.C1); c++) {
     let forced = c == own || (FLA == 1u && (c == 0u || c + 1u == own));
     var s = 0.0;
     if (forced) {
@@ -60,5 +74,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
   for (var i = 0u; i < S; i++) {
     out[id * S + i] = select(-1, top_b[i], i < cnt);
+    if (params.LAST == 0u) {
+      carry[id * S + i] = top_s[i];
+    }
   }
 }

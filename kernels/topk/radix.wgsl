@@ -436,6 +436,10 @@ fn sift_down(base: u32, root0: u32, size: u32) {
   sel[base + root] = top;
 }
 
+// Segmented for loop-capped adapters (topk.ts, sortSegments): one dispatch heapifies the nodes
+// [h0, h1) (highest first, so dispatches run from the leaves up), or pops the outputs [o0, o1).
+// The heap lives in sel between dispatches: after o0 pops it holds the count - o0 best left.
+// Unsegmented (h0 = 0, h1 = 0xffffffff, o0 = 0, o1 = k) one dispatch does it all.
 @compute @workgroup_size(WG)
 fn sort_inv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let row = linear_id(wg, nwg) * WG + lid;
@@ -445,12 +449,12 @@ fn sort_inv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
   let k = params.k;
   let count = state[row * 8u + S_COUNT];
   let sb = row * params.cap;
-  for (var i = count / 2u; i > 0u; i--) {
+  for (var i = min(params.h1, count / 2u); i > params.h0; i--) {
     sift_down(sb, i - 1u, count);
   }
   let ob = row * k;
-  var size = count;
-  for (var i = 0u; i < k; i++) {
+  var size = count - min(params.o0, count);
+  for (var i = params.o0; i < min(params.o1, k); i++) {
     if (size > 0u) {
       let e = sel[sb];
       out_idx[ob + i] = i32(e.y);

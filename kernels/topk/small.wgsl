@@ -1,6 +1,9 @@
 // Top-k, one invocation per row, for few candidates and small k (MoBA/NSA block selection).
 // Each invocation scans its row once, in index order, keeping the best k in a sorted private
 // list (insertion; a later index never displaces an equal key, so ties keep the lower index).
+// On a loop-capped device (llvmpipe) the scan runs in segments [j0, j1) of the row, one dispatch
+// each, the list carried between them in `carry` (keys, then ids; key 0 = empty slot): segment
+// `load` != 0 reads the list back, the `last` one writes the outputs.
 // Needs keys.wgsl, the struct TopKSmallParams (topk.ts) and the constant TK_KCAP (k <= TK_KCAP),
 // written by topk.ts because a function-scope array length cannot be an override.
 
@@ -8,6 +11,7 @@
 @group(0) @binding(1) var<storage, read_write> out_idx: array<i32>; // [rows, k]
 @group(0) @binding(2) var<storage, read_write> out_val: array<f32>; // [rows, k] (when hasValues)
 @group(0) @binding(3) var<uniform> params: TopKSmallParams;
+@group(0) @binding(4) var<storage, read_write> carry: array<u32>;   // [rows, 2k] between segments
 
 override WG: u32 = 64;
 
@@ -22,8 +26,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   var keys: array<u32, TK_KCAP>;
   var ids: array<u32, TK_KCAP>;
   var cnt = 0u;
+  let cb = row * 2u * k;
+  if (params.load != 0u) {
+    for (var s = 0u; s < k; s++) {
+      keys[s] = carry[cb + s];
+      ids[s] = carry[cb + k + s];
+      cnt += select(0u, 1u, keys[s] != 0u);
+    }
+  }
   let base = row * n;
-  for (var j = 0u; j < n; j++) {
+  for (var j = params.j0; j < min(params.j1, n); j++) {
     let key = tk_key(scores[base + j]);
     if (key == 0u || (cnt == k && key <= keys[k - 1u])) {
       continue;
@@ -37,6 +49,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     keys[p] = key;
     ids[p] = j;
+  }
+  if (params.last == 0u) {
+    for (var s = 0u; s < k; s++) {
+      carry[cb + s] = select(0u, keys[s], s < cnt);
+      carry[cb + k + s] = ids[s];
+    }
+    return;
   }
   let ob = row * k;
   for (var s = 0u; s < k; s++) {

@@ -41,6 +41,10 @@ export const TOPK_PARAMS = uniformLayout('TopKParams', [
   ['kBlocks', 'u32'], // ceil(cap / WG) workgroups per row in rank_pass
   ['cap', 'u32'], // survivor slots per row (>= k)
   ['hasValues', 'u32'],
+  ['h0', 'u32'], // sort_inv segment: heapify the nodes [h0, h1) ...
+  ['h1', 'u32'],
+  ['o0', 'u32'], // ... and pop the outputs [o0, o1) (see sortSegments)
+  ['o1', 'u32'],
 ] as const);
 
 export const TOPK_SMALL_PARAMS = uniformLayout('TopKSmallParams', [
@@ -48,6 +52,10 @@ export const TOPK_SMALL_PARAMS = uniformLayout('TopKSmallParams', [
   ['n', 'u32'],
   ['k', 'u32'],
   ['hasValues', 'u32'],
+  ['j0', 'u32'], // this dispatch scans candidates [j0, j1) of each row (see smallSegments)
+  ['j1', 'u32'],
+  ['load', 'u32'], // 1: continue from the list carried from the previous segment
+  ['last', 'u32'], // 1: write the outputs; 0: carry the list to the next segment
 ] as const);
 
 const RADIX = wgslProgram('topk/radix', [keysWgsl, TOPK_PARAMS.wgsl, radixWgsl]);
@@ -90,7 +98,7 @@ export interface TopKTensors {
   values?: GpuTensor;
 }
 
-/** Candidates per hist/compact unit (a workgroup on `gpu`, an invocation on `cpu`). */
+/** Candidates per hist/compact unit (a workgroup on `gpu`, an invocation on `cpu`) when nothing caps loops. */
 const CHUNK = 4096;
 /** Workgroup size of the radix passes per target. */
 const RADIX_WG = { gpu: 256, cpu: 64 } as const;
@@ -115,6 +123,179 @@ function survivorCap(o: { rows: number; k: number }, target: 'cpu' | 'gpu'): num
 }
 
 /**
+ * The loop iterations one invocation may run on this device: 90% of `ctx.loopLimit` (Mesa's
+ * gallivm stops an invocation after 65,535 in total), the rest a margin; Infinity elsewhere.
+ *
+ * The kernels' bound functions count what gallivm counts (measured on llvmpipe): a loop that
+ * runs n times costs n + 1 (the iteration that finds the exit reaches the loop's end too), and
+ * a call of a function holding a loop or an early return costs 1 more (the compiler wraps such
+ * bodies in a one-trip loop). Loops with a short constant trip count are often unrolled (cost
+ * 0) but are counted anyway; zeroed private arrays are constant initialisers, not loops.
+ */
+export function loopBudget(ctx: Pick<TesseraDevice, 'loopLimit'>): number {
+  return Number.isFinite(ctx.loopLimit) ? Math.floor(ctx.loopLimit * 0.9) : Number.POSITIVE_INFINITY;
+}
+
+function floorLog2(x: number): number {
+  return x <= 1 ? 0 : Math.floor(Math.log2(x));
+}
+
+function smallKcap(k: number): number {
+  return k <= 4 ? 4 : k <= 8 ? 8 : k <= 16 ? 16 : 32;
+}
+
+/**
+ * Upper bound of the loop iterations (all loops together, counted as {@link loopBudget} says)
+ * one invocation of `small.wgsl` runs over a segment of `len` candidates: the scan (len + 1),
+ * per candidate up to k insertion steps (k - 1 shifts and the exit), the k outputs or the
+ * carried list (k + 1), k + 1 more to load a carried list, 1 for the entry's early return.
+ * Unsegmented (len = n) it passes 65,535 at n >= 3,854 for k = 16 and n >= 1,985 for k = 32.
+ *
+ * @example
+ * topKSmallLoopIterations(4096, 32, false); // 135,203: llvmpipe runs it as 3 segments
+ */
+export function topKSmallLoopIterations(len: number, k: number, load: boolean): number {
+  return len * (k + 1) + 1 + (k + 1) + 1 + (load ? k + 1 : 0);
+}
+
+/** One dispatch of the small variant: candidates [j0, j1) of every row. */
+export interface SmallSegment {
+  j0: number;
+  j1: number;
+  load: number;
+  last: number;
+}
+
+/**
+ * The dispatches of the small variant under a loop budget: the whole row at once when it fits,
+ * else segments of as many candidates as fit, carrying the list between them.
+ *
+ * @example
+ * smallSegments(4096, 32, 58981).length; // 3 on llvmpipe
+ */
+export function smallSegments(n: number, k: number, budget: number): SmallSegment[] {
+  if (topKSmallLoopIterations(n, k, false) <= budget) return [{ j0: 0, j1: n, load: 0, last: 1 }];
+  const per = Math.max(1, Math.floor((budget - topKSmallLoopIterations(0, k, true)) / (k + 1)));
+  const segs: SmallSegment[] = [];
+  for (let j0 = 0; j0 < n; j0 += per) segs.push({ j0, j1: Math.min(n, j0 + per), load: j0 > 0 ? 1 : 0, last: j0 + per >= n ? 1 : 0 });
+  return segs;
+}
+
+/** The shape of the radix passes a plan runs. */
+export interface TopKRadixShape {
+  target: 'cpu' | 'gpu';
+  /** Candidates per hist/compact unit. */
+  chunk: number;
+  /** Survivor slots per row. */
+  cap: number;
+  k: number;
+}
+
+/**
+ * Upper bounds of the loop iterations one invocation of each radix pass runs (`radix.wgsl`,
+ * counted as {@link loopBudget} says; every entry point returns early: + 1):
+ * - gpu (WG = 256): `hist_pass` zeroes the workgroup histogram (the compiler's loop over the
+ *   lanes, 2), zeroes and flushes it (2 + 2) and strides its chunk (chunk / 256 + 1);
+ *   `pick_pass` walks 256 bins (257); `compact_pass` chunk / 256 + 1; `rank_pass` zeroes its
+ *   tile (2) and counts every survivor before its own: T = ceil(cap / 256) tiles (T + 1) of up
+ *   to 256 (+ 1 each).
+ * - cpu: `hist_inv` runs the <= 3 + 1 + 3 scalar edges (8), W = chunk / 4 vec4 words (W + 1)
+ *   and the 256-bin flush (257); `compact_inv` the edges and W words of 4 appends (1 + 5 each);
+ *   `sort_inv` unsegmented: heapify cap / 2 + 1 outer steps and a sift per node (a call: 1, its
+ *   height <= floor(log2(cap / (i + 1))) and the exit; heights sum to < cap), so < 2.5 cap + 1,
+ *   then k pops of 1 + 1 + floor(log2 cap) + 1, and the loop exits.
+ * Unsegmented, the cpu sort passes 65,535 at k = 2048 with 1M candidates (cap 65,536: 163,842 +
+ * 38,912), which is why llvmpipe left slots unwritten there; {@link sortSegments} splits it.
+ *
+ * @example
+ * topKRadixLoopIterations({ target: 'cpu', chunk: 4096, cap: 65536, k: 2048 }).rank; // 202,755
+ */
+export function topKRadixLoopIterations(s: TopKRadixShape): { hist: number; pick: number; compact: number; rank: number } {
+  if (s.target === 'gpu') {
+    const T = Math.ceil(s.cap / 256);
+    return { hist: 8 + Math.ceil(s.chunk / 256), pick: 258, compact: 2 + Math.ceil(s.chunk / 256), rank: 4 + (T + 1) + s.cap + T };
+  }
+  const words = Math.ceil(s.chunk / 4);
+  return { hist: 1 + 8 + (words + 1) + 257, pick: 258, compact: 1 + 8 + 1 + 6 * words, rank: 1 + Math.floor(2.5 * s.cap) + 1 + s.k * (floorLog2(s.cap) + 3) + 1 };
+}
+
+/** One dispatch of the cpu sort: heapify the nodes [h0, h1), then pop the outputs [o0, o1). */
+export interface SortSegment {
+  h0: number;
+  h1: number;
+  o0: number;
+  o1: number;
+}
+
+/** Loop iterations of one `sort_inv` segment over a heap of at most `cap` survivors. */
+export function sortSegmentIterations(seg: SortSegment, cap: number, k: number): number {
+  const h = floorLog2(cap);
+  const nodes = Math.max(0, Math.min(seg.h1, Math.floor(cap / 2)) - seg.h0);
+  // node i has at most floor(log2(cap / (i + 1))) levels below it; its sift runs that + 1 steps
+  // and costs 1 as a call, the outer step 1 more; each loop exits once (+ 1), the entry + 1
+  const heapify = nodes === 0 ? 0 : nodes * (floorLog2(cap / (seg.h0 + 1)) + 3);
+  const pops = Math.max(0, Math.min(seg.o1, k) - seg.o0) * (h + 3);
+  return 1 + heapify + 1 + pops + 1;
+}
+
+/**
+ * The dispatches of the cpu shape's heap sort under a loop budget: one when the whole sort fits
+ * ({@link topKRadixLoopIterations}), else heapify segments from the leaves up (node ranges sized
+ * by the height below them) and then pop segments of `floor((budget - 3) / (floor(log2 cap) + 3))`
+ * outputs. The heap stays in the survivor buffer between dispatches.
+ *
+ * @example
+ * sortSegments(65536, 4096, 58981).length; // 6 on llvmpipe (one row, k = 4096)
+ */
+export function sortSegments(cap: number, k: number, budget: number): SortSegment[] {
+  if (topKRadixLoopIterations({ target: 'cpu', chunk: 0, cap, k }).rank <= budget) return [{ h0: 0, h1: 0xffffffff, o0: 0, o1: k }];
+  const segs: SortSegment[] = [];
+  let top = Math.floor(cap / 2);
+  while (top > 0) {
+    // the lowest a with (top - a) nodes of height <= floor(log2(cap / (a + 1))) within budget
+    let lo = 0;
+    let hi = top - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (sortSegmentIterations({ h0: mid, h1: top, o0: 0, o1: 0 }, cap, k) <= budget) hi = mid;
+      else lo = mid + 1;
+    }
+    segs.push({ h0: lo, h1: top, o0: 0, o1: 0 });
+    top = lo;
+  }
+  const per = Math.max(1, Math.floor((budget - 3) / (floorLog2(cap) + 3)));
+  for (let o0 = 0; o0 < k; o0 += per) segs.push({ h0: 0, h1: 0, o0, o1: Math.min(k, o0 + per) });
+  return segs;
+}
+
+/** The radix plan's geometry under the loop budget, or why the shape cannot fit it. */
+function radixShape(o: { rows: number; k: number }, target: 'cpu' | 'gpu', budget: number): { chunk: number; cap: number; sort: SortSegment[]; iterations: number } | string {
+  let cap = survivorCap(o, target);
+  let chunk = CHUNK;
+  if (target === 'gpu') {
+    // rank_pass reads every survivor: fewer survivor slots (never fewer than k) shorten it
+    if (topKRadixLoopIterations({ target, chunk, cap, k: o.k }).rank > budget) {
+      let c = Math.floor((budget * 256) / 258);
+      while (topKRadixLoopIterations({ target, chunk, cap: c, k: o.k }).rank > budget) c--;
+      cap = Math.max(o.k, Math.min(cap, c));
+    }
+  } else {
+    const unit = (c: number) => topKRadixLoopIterations({ target, chunk: c, cap, k: o.k });
+    while (chunk > 256 && Math.max(unit(chunk).hist, unit(chunk).compact) > budget) chunk /= 2;
+  }
+  const b = topKRadixLoopIterations({ target, chunk, cap, k: o.k });
+  const sort = target === 'cpu' ? sortSegments(cap, o.k, budget) : [{ h0: 0, h1: 0xffffffff, o0: 0, o1: o.k }];
+  const rank = target === 'cpu' ? Math.max(...sort.map((s) => sortSegmentIterations(s, cap, o.k)), sort.length === 1 ? b.rank : 0) : b.rank;
+  const iterations = Math.max(b.hist, b.pick, b.compact, rank);
+  if (iterations > budget) {
+    return target === 'gpu'
+      ? `its rank pass reads all k = ${o.k} survivors of a row in one invocation (${b.rank} loop iterations)`
+      : `one hist/compact unit of ${chunk} candidates runs ${Math.max(b.hist, b.compact)} loop iterations`;
+  }
+  return { chunk, cap, sort, iterations };
+}
+
+/**
  * The variant `auto` picks for a shape.
  *
  * @example
@@ -130,7 +311,8 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
   /** Kernel shape of the radix passes. */
   readonly target: 'cpu' | 'gpu';
   private readonly pipelines: Record<string, Pipeline>;
-  private readonly params: [GPUBuffer, GPUBuffer]; // without / with values
+  /** Uniforms without / with values, one pair per sort segment (a single pair unless segmented). */
+  private readonly params: [GPUBuffer, GPUBuffer][];
   private readonly dummyValues: GPUBuffer;
   private readonly dummyWords: GPUBuffer;
   private readonly state?: GPUBuffer;
@@ -139,9 +321,31 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
   private readonly levels: number;
   /** Survivor slots per row: the radix select stops once the candidates left fit. */
   readonly cap: number;
+  /** Candidates per hist/compact unit of the radix passes. */
+  readonly chunk: number;
+  /** Dispatches of the cpu shape's heap sort (1 unless the device caps loops: see `sortSegments`). */
+  readonly sortSegments: number;
+  /**
+   * Dispatches of the pass that is segmented on a loop-capped device: the small variant's scan
+   * ({@link smallSegments}) or the cpu shape's heap sort ({@link sortSegments}); 1 elsewhere.
+   */
+  readonly segments: number;
+  private readonly carry?: GPUBuffer;
+  /**
+   * Upper bound of the loop iterations one invocation of this plan runs (the longest pass), kept
+   * within 90% of the device's `loopLimit`.
+   */
+  readonly loopIterations: number;
   private readonly chunks: number;
 
-  private constructor(ctx: TesseraDevice, o: { rows: number; n: number; k: number }, variant: TopKVariant, target: 'cpu' | 'gpu', pipelines: Record<string, Pipeline>) {
+  private constructor(
+    ctx: TesseraDevice,
+    o: { rows: number; n: number; k: number },
+    variant: TopKVariant,
+    target: 'cpu' | 'gpu',
+    pipelines: Record<string, Pipeline>,
+    shape: { chunk: number; cap: number; sort: SortSegment[]; small?: SmallSegment[]; iterations: number },
+  ) {
     super(ctx);
     this.options = o;
     this.variant = variant;
@@ -151,23 +355,28 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
     this.dummyWords = this.workspace(16, 'topk.nowords');
     const L = indexDigits(o.n);
     this.levels = 4 + L;
-    this.cap = survivorCap(o, target);
-    this.chunks = Math.ceil(o.n / CHUNK);
+    this.cap = shape.cap;
+    this.chunk = shape.chunk;
+    this.sortSegments = shape.sort.length;
+    this.segments = variant === 'small' ? shape.small!.length : shape.sort.length;
+    this.loopIterations = shape.iterations;
+    this.chunks = Math.ceil(o.n / this.chunk);
     if (variant === 'small') {
-      this.params = [0, 1].map((hasValues) => this.uniform(TOPK_SMALL_PARAMS, { rows: o.rows, n: o.n, k: o.k, hasValues })) as [GPUBuffer, GPUBuffer];
+      this.params = shape.small!.map((seg) => [0, 1].map((hasValues) => this.uniform(TOPK_SMALL_PARAMS, { rows: o.rows, n: o.n, k: o.k, hasValues, ...seg })) as [GPUBuffer, GPUBuffer]);
+      this.carry = this.workspace(shape.small!.length > 1 ? o.rows * 2 * o.k * 4 : 16, 'topk.carry');
     } else {
       const base = {
         rows: o.rows,
         n: o.n,
         k: o.k,
-        chunk: CHUNK,
+        chunk: this.chunk,
         chunks: this.chunks,
         levels: this.levels,
         idxShift: L === 0 ? 0 : 32 - 8 * L,
         kBlocks: Math.ceil(this.cap / RADIX_WG[target]),
         cap: this.cap,
       };
-      this.params = [0, 1].map((hasValues) => this.uniform(TOPK_PARAMS, { ...base, hasValues })) as [GPUBuffer, GPUBuffer];
+      this.params = shape.sort.map((seg) => [0, 1].map((hasValues) => this.uniform(TOPK_PARAMS, { ...base, ...seg, hasValues })) as [GPUBuffer, GPUBuffer]);
       this.state = this.workspace(o.rows * 8 * 4, 'topk.state');
       this.hist = this.workspace(o.rows * 256 * 4, 'topk.hist');
       this.sel = this.workspace(o.rows * this.cap * 8, 'topk.sel');
@@ -178,36 +387,56 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
   static async create(device: DeviceLike, opts: TopKOptions): Promise<TopKPlan> {
     const ctx = ctxOf(device);
     const o = validateTopKOptions(ctx, opts);
+    const budget = loopBudget(ctx);
     const variant = opts.variant && opts.variant !== 'auto' ? opts.variant : chooseTopKVariant(o);
     if (variant === 'small' && o.k > TOPK_SMALL_MAX_K) {
       fail('E_ARG', 'variant', `"small" takes k <= ${TOPK_SMALL_MAX_K};`, o.k, `k <= ${TOPK_SMALL_MAX_K} or variant "radix"`);
     }
     const t = opts.target ?? 'auto';
     check(t === 'auto' || t === 'cpu' || t === 'gpu', 'target', 'one of "auto", "cpu", "gpu"', t);
-    const target = t === 'auto' ? ctx.adapterClass : t;
     const pipelines: Record<string, Pipeline> = {};
     if (variant === 'small') {
-      const kcap = o.k <= 4 ? 4 : o.k <= 8 ? 8 : o.k <= 16 ? 16 : 32;
-      pipelines.small = await getPipeline(ctx, { shader: smallProgram(kcap), bindings: ['read', 'rw', 'rw', 'uniform'], constants: { WG: 64 } });
-    } else {
-      const bytes = { state: o.rows * 32, hist: o.rows * 1024, sel: o.rows * survivorCap(o, target) * 8 };
-      for (const [name, b] of Object.entries(bytes)) {
-        if (b > ctx.limits.maxStorageBufferBindingSize || b > ctx.limits.maxBufferSize) {
-          throw new TesseraError('E_LIMIT', `topk: the ${name} workspace of ${b} bytes for rows = ${o.rows}, k = ${o.k} exceeds the device's binding limit`, {
-            argument: 'rows',
-            actual: o.rows,
-            expected: `rows * 2k * 8 <= ${ctx.limits.maxStorageBufferBindingSize} (split the rows into several plans)`,
-          });
-        }
-      }
-      const spec = (entryPoint: string) =>
-        getPipeline(ctx, { shader: RADIX, entryPoint, bindings: ['read', 'rw', 'rw', 'rw', 'rw', 'rw', 'uniform', 'read'], constants: { WG: RADIX_WG[target] } });
-      const [hist, compact, rank] = RADIX_ENTRIES[target];
-      const names = { init: 'init', hist, pick: 'pick_pass', compact, rank };
-      const ps = await Promise.all(Object.values(names).map(spec));
-      Object.keys(names).forEach((n, i) => (pipelines[n] = ps[i]!));
+      const kcap = smallKcap(o.k);
+      pipelines.small = await getPipeline(ctx, { shader: smallProgram(kcap), bindings: ['read', 'rw', 'rw', 'uniform', 'rw'], constants: { WG: 64 } });
+      // segments of the row when one invocation cannot scan it all (loop-capped devices)
+      const small = smallSegments(o.n, o.k, budget);
+      const iterations = Math.max(...small.map((g) => topKSmallLoopIterations(g.j1 - g.j0, o.k, g.load === 1)));
+      return new TopKPlan(ctx, o, variant, ctx.adapterClass, pipelines, { chunk: CHUNK, cap: 0, sort: [], small, iterations });
     }
-    return new TopKPlan(ctx, o, variant, target, pipelines);
+    // The radix shape: the adapter's (or the forced one); on a loop-capped device, the other
+    // shape when the preferred one cannot fit (the cpu shape always can: its sort is segmented).
+    const preferred = t === 'auto' ? ctx.adapterClass : t;
+    let target = preferred;
+    let shape = radixShape(o, target, budget);
+    if (typeof shape === 'string' && t === 'auto') {
+      const other = preferred === 'cpu' ? 'gpu' : 'cpu';
+      const alt = radixShape(o, other, budget);
+      if (typeof alt !== 'string') [target, shape] = [other, alt];
+    }
+    if (typeof shape === 'string') {
+      throw new TesseraError('E_LIMIT', `topk: the "${target}" shape cannot run k = ${o.k} on this device: ${shape}, over ${budget} (90% of its loop limit ${ctx.loopLimit})`, {
+        argument: t === 'auto' ? 'k' : 'target',
+        actual: t === 'auto' ? o.k : t,
+        expected: t === 'auto' ? 'a smaller k' : 'target "auto" (or the other shape)',
+      });
+    }
+    const bytes = { state: o.rows * 32, hist: o.rows * 1024, sel: o.rows * shape.cap * 8 };
+    for (const [name, b] of Object.entries(bytes)) {
+      if (b > ctx.limits.maxStorageBufferBindingSize || b > ctx.limits.maxBufferSize) {
+        throw new TesseraError('E_LIMIT', `topk: the ${name} workspace of ${b} bytes for rows = ${o.rows}, k = ${o.k} exceeds the device's binding limit`, {
+          argument: 'rows',
+          actual: o.rows,
+          expected: `rows * 2k * 8 <= ${ctx.limits.maxStorageBufferBindingSize} (split the rows into several plans)`,
+        });
+      }
+    }
+    const spec = (entryPoint: string) =>
+      getPipeline(ctx, { shader: RADIX, entryPoint, bindings: ['read', 'rw', 'rw', 'rw', 'rw', 'rw', 'uniform', 'read'], constants: { WG: RADIX_WG[target] } });
+    const [hist, compact, rank] = RADIX_ENTRIES[target];
+    const names = { init: 'init', hist, pick: 'pick_pass', compact, rank };
+    const ps = await Promise.all(Object.values(names).map(spec));
+    Object.keys(names).forEach((n, i) => (pipelines[n] = ps[i]!));
+    return new TopKPlan(ctx, o, variant, target, pipelines, shape);
   }
 
   run(encoder: GPUCommandEncoder, t: TopKTensors): void {
@@ -221,13 +450,15 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
     checkBindingSize(this.ctx, indices, 'indices');
     if (values) checkBindingSize(this.ctx, values, 'values');
     const vres = values ? res(values) : { buffer: this.dummyValues };
-    const params = { buffer: this.params[values ? 1 : 0] };
+    const params = this.params.map((pair) => ({ buffer: pair[values ? 1 : 0] }));
     const p = this.pipelines;
     if (this.variant === 'small') {
       const pass = encoder.beginComputePass({ label: 'topk/small' });
       pass.setPipeline(p.small!.pipeline);
-      pass.setBindGroup(0, bindGroup(this.ctx, p.small!, [res(scores), res(indices), vres, params]));
-      pass.dispatchWorkgroups(...grid2d(this.ctx, Math.ceil(rows / 64)));
+      for (const u of params) {
+        pass.setBindGroup(0, bindGroup(this.ctx, p.small!, [res(scores), res(indices), vres, u, { buffer: this.carry! }]));
+        pass.dispatchWorkgroups(...grid2d(this.ctx, Math.ceil(rows / 64)));
+      }
       pass.end();
       return;
     }
@@ -235,14 +466,16 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
     // scores again as 16-byte words: the binding rounded down to whole words.
     const words = Math.floor((rows * n * 4) / 16) * 16;
     const scores4 = words > 0 ? { buffer: scores.buffer, offset: scores.offset ?? 0, size: words } : { buffer: this.dummyWords };
-    const group = bindGroup(
-      this.ctx,
-      p.init!,
-      [res(scores), res(indices), vres, { buffer: this.state! }, { buffer: this.hist! }, { buffer: this.sel! }, params, scores4],
-      'topk/radix',
+    const groups = params.map((u, i) =>
+      bindGroup(
+        this.ctx,
+        p.init!,
+        [res(scores), res(indices), vres, { buffer: this.state! }, { buffer: this.hist! }, { buffer: this.sel! }, u, scores4],
+        i === 0 ? 'topk/radix' : `topk/radix.sort${i}`,
+      ),
     );
     const pass = encoder.beginComputePass({ label: 'topk/radix' });
-    pass.setBindGroup(0, group);
+    pass.setBindGroup(0, groups[0]!);
     const go = (name: string, count: number) => {
       pass.setPipeline(p[name]!.pipeline);
       pass.dispatchWorkgroups(...grid2d(this.ctx, count));
@@ -257,7 +490,11 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
       go('pick', Math.ceil(rows / wg));
     }
     go('compact', chunkGroups);
-    go('rank', rankGroups);
+    // the sort: one dispatch, or one per segment (the heap carries over in the survivor buffer)
+    groups.forEach((g, i) => {
+      if (i > 0) pass.setBindGroup(0, g);
+      go('rank', rankGroups);
+    });
     pass.end();
   }
 }

@@ -6,7 +6,7 @@
  * `cuSeqlensQ`/`cuSeqlensK` (host arrays `[N+1]`, FlashInfer/fla style).
  */
 import { TesseraError, check, checkFinite, checkInt, fail } from '../../src/errors.js';
-import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline, type ShaderSource } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkAttentionSizes, checkBindingSize, checkPlannedSize, res, runOnceAndDispose } from '../../src/plan.js';
@@ -184,7 +184,7 @@ export function flashLoopIterations(entry: FlashEntry, D: number, Dv: number, ke
 export function maxFlashKvChunk(loopLimit: number, entry: FlashEntry, D: number, Dv: number): number {
   if (!Number.isFinite(loopLimit)) return Number.POSITIVE_INFINITY;
   const c = flashLoopCost(entry, D, Dv);
-  const blocks = Math.floor((Math.floor(0.9 * loopLimit) - c.setup) / c.perBlock) - 1;
+  const blocks = Math.floor((loopBudget(loopLimit) - c.setup) / c.perBlock) - 1;
   if (blocks < 1) {
     fail('E_LIMIT', 'D', "makes one key block of the flash kernel longer than the device's loop limit allows;", D, `a smaller head dim (loopLimit ${loopLimit})`);
   }
@@ -455,7 +455,7 @@ export function planKvSplit(loopLimit: number, r: ResolvedAttention, spans: read
   const entry = entryOf(r, 'prefill');
   const cap = maxFlashKvChunk(loopLimit, entry, r.D, r.Dv);
   const maxKeys = maxTileKeys(r, spans, entry === 'main_cpu' ? CPU_TILE_ROWS : GPU_TILE_ROWS);
-  if (flashLoopIterations(entry, r.D, r.Dv, maxKeys) <= 0.9 * loopLimit) return { splits: 1, kvChunk: Number.POSITIVE_INFINITY };
+  if (flashLoopIterations(entry, r.D, r.Dv, maxKeys) <= loopBudget(loopLimit)) return { splits: 1, kvChunk: Number.POSITIVE_INFINITY };
   const maxTk = Math.max(...spans.map((x) => x.tk));
   const block = flashLoopCost(entry, r.D, r.Dv).blockKeys;
   const kvChunk = Math.min(cap, block * Math.ceil(maxTk / Math.ceil(maxTk / cap) / block));

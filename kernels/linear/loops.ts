@@ -16,21 +16,12 @@
  * predicts (2 + 130 + 499 x 131 = 65,501 <= 65,535 < 65,632); the chunk scan completes 56 chunks
  * at K = 64 (the bound allows 54), 105 at K = 32 (103) and 28 with the delta rule at K = 64 (28).
  */
-import type { TesseraDevice } from '../../src/gpu/device.js';
+import { loopBudget } from '../../src/gpu/device.js';
 
 /** Chunk length of the parallel form (`CH` in common.wgsl). */
 const CH = 64;
 
-/**
- * The loop iterations one invocation may run on this device: 90% of `loopLimit` (a margin for
- * what the bounds cannot see), or `Infinity` on adapters without a cap.
- *
- * @example
- * loopBudget({ loopLimit: 65535 }); // 58,981
- */
-export function loopBudget(ctx: Pick<TesseraDevice, 'loopLimit'>): number {
-  return Number.isFinite(ctx.loopLimit) ? Math.floor(ctx.loopLimit * 0.9) : Number.POSITIVE_INFINITY;
-}
+export { loopBudget };
 
 /**
  * `recurrent.wgsl` over a segment of `tokens` tokens: the early return (1), loading and storing

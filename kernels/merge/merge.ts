@@ -3,7 +3,7 @@
  * computed on a disjoint set of keys, combine exactly into the attention over the union.
  */
 import { check, checkInt, fail } from '../../src/errors.js';
-import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, checkPlannedSize, res, runOnceAndDispose } from '../../src/plan.js';
@@ -44,7 +44,7 @@ export function mergeLoopIterations(parts: number, D: number): number {
  */
 export function mergePartsPerSegment(loopLimit: number, D: number): number {
   if (!Number.isFinite(loopLimit)) return Number.POSITIVE_INFINITY;
-  const budget = Math.floor(0.9 * loopLimit);
+  const budget = loopBudget(loopLimit);
   const words = Math.ceil(D / WG);
   return Math.floor((budget - words - 9) / (words + 2)) - 1;
 }

@@ -5,7 +5,7 @@
  * partial per part and row; partials of disjoint key sets merge exactly with `kernels/merge`.
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
-import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
@@ -78,7 +78,7 @@ export function pagedLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, pag
 export function pagedEntriesPerPart(loopLimit: number, variant: 'cpu' | 'gpu', D: number, Dv: number, pageSize: number): number {
   if (!Number.isFinite(loopLimit)) return Number.POSITIVE_INFINITY;
   const c = pagedLoopCost(variant, D, Dv, pageSize);
-  return Math.max(0, Math.floor((Math.floor(0.9 * loopLimit) - c.setup) / c.perEntry));
+  return Math.max(0, Math.floor((loopBudget(loopLimit) - c.setup) / c.perEntry));
 }
 
 export interface PagedOptions {

@@ -4,7 +4,7 @@
  * a KV head's group shares one page selection.
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
-import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
@@ -113,7 +113,7 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     const maxCalls = checkInt(opts.maxCalls ?? 8, 'maxCalls', { min: 1 });
     // Mesa's llvmpipe stops an invocation after ctx.loopLimit loop iterations; one score loops
     // over the group's heads and D (no split is possible without a second pass: refuse instead).
-    if (questScoreLoopIterations(Hq / Hkv, D) > 0.9 * ctx.loopLimit) {
+    if (questScoreLoopIterations(Hq / Hkv, D) > loopBudget(ctx)) {
       fail('E_LIMIT', 'Hq', "gives one page score more query heads x channels than the device's loop limit allows;", Hq, `Hq / Hkv * (D / 4 + 2) within 90% of loopLimit ${ctx.loopLimit}`);
     }
     const o = { Hq, Hkv, D, mode, groupReduce, maxCalls };

@@ -14,7 +14,7 @@
  *   heap), picked by the device's adapter class.
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
-import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { bindGroup, getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
@@ -122,19 +122,8 @@ function survivorCap(o: { rows: number; k: number }, target: 'cpu' | 'gpu'): num
   return Math.max(2 * o.k, Math.min(most, Math.floor((2 << 20) / o.rows)));
 }
 
-/**
- * The loop iterations one invocation may run on this device: 90% of `ctx.loopLimit` (Mesa's
- * gallivm stops an invocation after 65,535 in total), the rest a margin; Infinity elsewhere.
- *
- * The kernels' bound functions count what gallivm counts (measured on llvmpipe): a loop that
- * runs n times costs n + 1 (the iteration that finds the exit reaches the loop's end too), and
- * a call of a function holding a loop or an early return costs 1 more (the compiler wraps such
- * bodies in a one-trip loop). Loops with a short constant trip count are often unrolled (cost
- * 0) but are counted anyway; zeroed private arrays are constant initialisers, not loops.
- */
-export function loopBudget(ctx: Pick<TesseraDevice, 'loopLimit'>): number {
-  return Number.isFinite(ctx.loopLimit) ? Math.floor(ctx.loopLimit * 0.9) : Number.POSITIVE_INFINITY;
-}
+/** Re-exported for the sparse kernels' bound comments: see `loopBudget` in src/gpu/device.ts. */
+export { loopBudget };
 
 function floorLog2(x: number): number {
   return x <= 1 ? 0 : Math.floor(Math.log2(x));
@@ -555,7 +544,7 @@ export async function topK(device: DeviceLike, t: TopKTensors, opts: TopKCallOpt
   const k = indices.shape[1]!;
   if (indices.shape[0] !== rows) fail('E_SHAPE', 'indices.shape[0]', 'does not match scores.shape[0];', indices.shape, `[${rows}, k]`);
   if (opts.checkFinite) {
-    const words = new Uint32Array(await ctx.readback(scores.buffer, rows * n * 4, scores.offset ?? 0));
+    const words = new Uint32Array(await ctx.readback(scores.buffer, rows * n * 4, scores.offset ?? 0, 'scores.buffer'));
     for (let i = 0; i < words.length; i++) {
       const w = words[i]!;
       if ((w & 0x7fffffff) > 0x7f800000) {

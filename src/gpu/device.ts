@@ -139,6 +139,27 @@ export type BufferTracking = 'all' | 'new' | 'own';
  */
 export const GALLIVM_LOOP_LIMIT = 65535;
 
+/**
+ * The loop iterations one invocation may run under a loop limit: 90% of it (the rest a margin
+ * for what the kernels' bound functions cannot see), `Infinity` where there is no cap. Takes the
+ * limit or anything holding it (a `TesseraDevice`). Every kernel sizes its splits from this one
+ * function.
+ *
+ * The kernels' bound functions count what gallivm counts (measured on llvmpipe): a loop that runs
+ * n times costs n + 1 (the trip that finds the exit reaches the loop's end too), nested loops
+ * multiply, and a call of a function holding a loop or an early return costs 1 more (the compiler
+ * wraps such bodies in a one-trip loop). Short constant loops are often unrolled (cost 0) but are
+ * counted anyway; branch-only helpers cost nothing.
+ *
+ * @example
+ * loopBudget(65535); // 58,981
+ * loopBudget(dev);   // Infinity on SwiftShader
+ */
+export function loopBudget(limit: number | { readonly loopLimit: number }): number {
+  const l = typeof limit === 'number' ? limit : limit.loopLimit;
+  return Number.isFinite(l) ? Math.floor(l * 0.9) : Number.POSITIVE_INFINITY;
+}
+
 /** The loop cap of an adapter, from its description: {@link GALLIVM_LOOP_LIMIT} on Mesa's gallivm. */
 export function adapterLoopLimit(a: AdapterDescription): number {
   const all = [a.architecture, a.description, a.vendor, a.device].join(' ').toLowerCase();

@@ -141,9 +141,9 @@ export class StreamAttentionPlan {
     const { cache, ctx, rows } = this;
     const { Tq, Hq } = this.options;
     const Dv = cache.Dv;
-    checkTensor(q, 'q', { rank: 3, shape: [Tq, Hq, cache.D], dtypes: ['f32'] });
-    checkTensor(out?.o, 'o', { rank: 3, shape: [Tq, Hq, Dv], dtypes: ['f32'] });
-    if (out.lse) checkTensor(out.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'] });
+    checkTensor(q, 'q', { rank: 3, shape: [Tq, Hq, cache.D], dtypes: ['f32'], device: ctx });
+    checkTensor(out?.o, 'o', { rank: 3, shape: [Tq, Hq, Dv], dtypes: ['f32'], device: ctx });
+    if (out.lse) checkTensor(out.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'], device: ctx });
     const len = cache.length(seq);
     const qPos0 = ro.qPos0 ?? Math.max(0, len - Tq);
     checkInt(qPos0, 'qPos0', { min: 0 });

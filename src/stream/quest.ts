@@ -164,9 +164,9 @@ export class QuestDecodePlan {
     // The newest page always counts; sink pages fill at most the rest of the budget.
     const sinkPages = Math.min(this.options.sinkPages, this.budgetPages - 1);
     const { Hkv, D, Dv, pageSize: P } = cache;
-    checkTensor(q, 'q', { rank: 3, shape: [1, Hq, D], dtypes: ['f32'] });
-    checkTensor(out?.o, 'o', { rank: 3, shape: [1, Hq, Dv], dtypes: ['f32'] });
-    if (out.lse) checkTensor(out.lse, 'lse', { rank: 2, shape: [1, Hq], dtypes: ['f32'] });
+    checkTensor(q, 'q', { rank: 3, shape: [1, Hq, D], dtypes: ['f32'], device: ctx });
+    checkTensor(out?.o, 'o', { rank: 3, shape: [1, Hq, Dv], dtypes: ['f32'], device: ctx });
+    if (out.lse) checkTensor(out.lse, 'lse', { rank: 2, shape: [1, Hq], dtypes: ['f32'], device: ctx });
     const len = cache.length(seq);
     const pages = cache.pages(seq);
     const n = pages.length;

@@ -20,6 +20,7 @@ import {
   DECODE_CPU_LANES,
   FlashCore,
   checkInputs,
+  checkOutputs,
   maxFlashKvChunk,
   resolveAttention,
   type AttentionOptions,
@@ -158,13 +159,7 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
     this.assertUsable();
     const r = this.options;
     const { q, k, v, sinkLogits } = checkInputs(this.ctx, r, t, this.N, this.totalKeys);
-    const o = checkTensor(t.o, 'o', { rank: 3, shape: [this.N, r.Hq, r.Dv], dtypes: [r.outDtype] });
-    checkBindingSize(this.ctx, o, 'o');
-    let lse: GpuTensor | undefined;
-    if (t.lse !== undefined) {
-      lse = checkTensor(t.lse, 'lse', { rank: 2, shape: [this.N, r.Hq], dtypes: ['f32'] });
-      checkBindingSize(this.ctx, lse, 'lse');
-    }
+    const { o, lse } = checkOutputs(this.ctx, r, t, this.N);
     const c = this.core;
     const rows = this.N * r.Hq;
     const direct = this.parts === 1;

@@ -105,8 +105,41 @@ export const ATTN_PARAMS = uniformLayout('AttnParams', [
 
 // One program holds every entry point (main_cpu, main_gpu, main_decode_cpu); only the entry a
 // pipeline names is compiled. The subgroup flavour exists only where the device has subgroups.
-const PROGRAM_SG: ShaderSource = wgslProgram('dense/flash+sg', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, sgWgsl, decodeWgsl], ['subgroups']);
-const PROGRAM_NOSG: ShaderSource = wgslProgram('dense/flash', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, nosgWgsl, decodeWgsl]);
+/**
+ * `ld4_q`, `ld4_k`, `ld4_v` of prefill.wgsl: 4 consecutive elements from element index i of one
+ * input, n of them valid (the rest read as 0). One template, since WGSL cannot pass a storage
+ * array to a function.
+ */
+const LOADS = (['q', 'k', 'v'] as const)
+  .map(
+    (a) => `
+fn ld4_${a}(i: u32, n: u32) -> vec4<f32> {
+  if (IN_DTYPE == 0u) {
+    if (n >= 4u) {
+      return vec4<f32>(bitcast<f32>(${a}[i]), bitcast<f32>(${a}[i + 1u]), bitcast<f32>(${a}[i + 2u]), bitcast<f32>(${a}[i + 3u]));
+    }
+  } else if (n >= 4u && (i & 1u) == 0u) {
+    return vec4<f32>(st_pair(${a}[i >> 1u], IN_DTYPE), st_pair(${a}[(i >> 1u) + 1u], IN_DTYPE));
+  }
+  // Element by element, without a loop (Mesa's llvmpipe counts every loop iteration against its
+  // per-invocation cap, see flashLoopIterations); elements past n read as 0.
+  var r = vec4<f32>(st_value(${a}[st_word(i, IN_DTYPE)], i, IN_DTYPE), 0.0, 0.0, 0.0);
+  if (n > 1u) {
+    r.y = st_value(${a}[st_word(i + 1u, IN_DTYPE)], i + 1u, IN_DTYPE);
+  }
+  if (n > 2u) {
+    r.z = st_value(${a}[st_word(i + 2u, IN_DTYPE)], i + 2u, IN_DTYPE);
+  }
+  if (n > 3u) {
+    r.w = st_value(${a}[st_word(i + 3u, IN_DTYPE)], i + 3u, IN_DTYPE);
+  }
+  return r;
+}
+`,
+  )
+  .join('');
+const PROGRAM_SG: ShaderSource = wgslProgram('dense/flash+sg', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, LOADS, sgWgsl, decodeWgsl], ['subgroups']);
+const PROGRAM_NOSG: ShaderSource = wgslProgram('dense/flash', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, LOADS, nosgWgsl, decodeWgsl]);
 
 /** Packed rows per workgroup of each variant (main_cpu: 4 lanes x 4 rows; main_gpu: WG_GPU). */
 export const CPU_TILE_ROWS = 16;
@@ -496,6 +529,16 @@ export function checkInputs(
   return { q, k, v, sinkLogits };
 }
 
+/** Checks o `[rows, Hq, Dv]` (outDtype) and the optional lse `[rows, Hq]` f32 against the plan. */
+export function checkOutputs(ctx: TesseraDevice, r: ResolvedAttention, t: { o: unknown; lse?: unknown }, rows: number): { o: GpuTensor; lse?: GpuTensor } {
+  const o = checkTensor(t.o, 'o', { rank: 3, shape: [rows, r.Hq, r.Dv], dtypes: [r.outDtype] });
+  checkBindingSize(ctx, o, 'o');
+  if (t.lse === undefined) return { o };
+  const lse = checkTensor(t.lse, 'lse', { rank: 2, shape: [rows, r.Hq], dtypes: ['f32'] });
+  checkBindingSize(ctx, lse, 'lse');
+  return { o, lse };
+}
+
 /** A planned prefill attention call. Create with {@link planAttention}. */
 /** One query group of a split prefill: its tokens, its flash dispatch and its merge. */
 interface QueryGroup {
@@ -629,13 +672,7 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
     this.assertUsable();
     const r = this.options;
     const { q, k, v, sinkLogits } = checkInputs(this.ctx, r, t, this.Tq, this.Tk);
-    const o = checkTensor(t.o, 'o', { rank: 3, shape: [this.Tq, r.Hq, r.Dv], dtypes: [r.outDtype] });
-    checkBindingSize(this.ctx, o, 'o');
-    let lse: GpuTensor | undefined;
-    if (t.lse !== undefined) {
-      lse = checkTensor(t.lse, 'lse', { rank: 2, shape: [this.Tq, r.Hq], dtypes: ['f32'] });
-      checkBindingSize(this.ctx, lse, 'lse');
-    }
+    const { o, lse } = checkOutputs(this.ctx, r, t, this.Tq);
     if (this.splits === 1) {
       const c = this.groups[0]!.core;
       this.dispatch(

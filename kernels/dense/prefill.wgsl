@@ -153,75 +153,9 @@ fn block_needs_mask(w: Work, j0: u32, n: u32, seg_hi: u32) -> bool {
   return false;
 }
 
-// 4 consecutive elements from element index i, n of them valid (the rest read as 0).
-fn ld4_q(i: u32, n: u32) -> vec4<f32> {
-  if (IN_DTYPE == 0u) {
-    if (n >= 4u) {
-      return vec4<f32>(bitcast<f32>(q[i]), bitcast<f32>(q[i + 1u]), bitcast<f32>(q[i + 2u]), bitcast<f32>(q[i + 3u]));
-    }
-  } else if (n >= 4u && (i & 1u) == 0u) {
-    return vec4<f32>(st_pair(q[i >> 1u], IN_DTYPE), st_pair(q[(i >> 1u) + 1u], IN_DTYPE));
-  }
-  // Element by element, without a loop (Mesa's llvmpipe counts every loop iteration against its
-  // per-invocation cap, see loopIterations in prefill.ts); elements past n read as 0.
-  var r = vec4<f32>(st_value(q[st_word(i, IN_DTYPE)], i, IN_DTYPE), 0.0, 0.0, 0.0);
-  if (n > 1u) {
-    r.y = st_value(q[st_word(i + 1u, IN_DTYPE)], i + 1u, IN_DTYPE);
-  }
-  if (n > 2u) {
-    r.z = st_value(q[st_word(i + 2u, IN_DTYPE)], i + 2u, IN_DTYPE);
-  }
-  if (n > 3u) {
-    r.w = st_value(q[st_word(i + 3u, IN_DTYPE)], i + 3u, IN_DTYPE);
-  }
-  return r;
-}
-
-fn ld4_k(i: u32, n: u32) -> vec4<f32> {
-  if (IN_DTYPE == 0u) {
-    if (n >= 4u) {
-      return vec4<f32>(bitcast<f32>(k[i]), bitcast<f32>(k[i + 1u]), bitcast<f32>(k[i + 2u]), bitcast<f32>(k[i + 3u]));
-    }
-  } else if (n >= 4u && (i & 1u) == 0u) {
-    return vec4<f32>(st_pair(k[i >> 1u], IN_DTYPE), st_pair(k[(i >> 1u) + 1u], IN_DTYPE));
-  }
-  // Element by element, without a loop (Mesa's llvmpipe counts every loop iteration against its
-  // per-invocation cap, see loopIterations in prefill.ts); elements past n read as 0.
-  var r = vec4<f32>(st_value(k[st_word(i, IN_DTYPE)], i, IN_DTYPE), 0.0, 0.0, 0.0);
-  if (n > 1u) {
-    r.y = st_value(k[st_word(i + 1u, IN_DTYPE)], i + 1u, IN_DTYPE);
-  }
-  if (n > 2u) {
-    r.z = st_value(k[st_word(i + 2u, IN_DTYPE)], i + 2u, IN_DTYPE);
-  }
-  if (n > 3u) {
-    r.w = st_value(k[st_word(i + 3u, IN_DTYPE)], i + 3u, IN_DTYPE);
-  }
-  return r;
-}
-
-fn ld4_v(i: u32, n: u32) -> vec4<f32> {
-  if (IN_DTYPE == 0u) {
-    if (n >= 4u) {
-      return vec4<f32>(bitcast<f32>(v[i]), bitcast<f32>(v[i + 1u]), bitcast<f32>(v[i + 2u]), bitcast<f32>(v[i + 3u]));
-    }
-  } else if (n >= 4u && (i & 1u) == 0u) {
-    return vec4<f32>(st_pair(v[i >> 1u], IN_DTYPE), st_pair(v[(i >> 1u) + 1u], IN_DTYPE));
-  }
-  // Element by element, without a loop (Mesa's llvmpipe counts every loop iteration against its
-  // per-invocation cap, see loopIterations in prefill.ts); elements past n read as 0.
-  var r = vec4<f32>(st_value(v[st_word(i, IN_DTYPE)], i, IN_DTYPE), 0.0, 0.0, 0.0);
-  if (n > 1u) {
-    r.y = st_value(v[st_word(i + 1u, IN_DTYPE)], i + 1u, IN_DTYPE);
-  }
-  if (n > 2u) {
-    r.z = st_value(v[st_word(i + 2u, IN_DTYPE)], i + 2u, IN_DTYPE);
-  }
-  if (n > 3u) {
-    r.w = st_value(v[st_word(i + 3u, IN_DTYPE)], i + 3u, IN_DTYPE);
-  }
-  return r;
-}
+// ld4_q / ld4_k / ld4_v (4 consecutive elements from element index i, n of them valid, the rest
+// read as 0) are generated from one template in prefill.ts (`LOADS`): WGSL cannot pass a storage
+// array to a function.
 
 // Element index of dims [4c, 4c + 4) of key row `row` (absolute in k/v) for kv head hk.
 fn k_index(row: u32, hk: u32, c: u32) -> u32 {

@@ -12,7 +12,7 @@
  */
 import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, checkBindingSize, checkPlannedSize, res, runOnceAndDispose } from '../../src/plan.js';
+import { KernelPlan, checkPlannedSize, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { planMerge, type MergePlan } from '../merge/index.js';
 import {
@@ -163,21 +163,8 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
     const c = this.core;
     const rows = this.N * r.Hq;
     const direct = this.parts === 1;
-    this.dispatch(
-      encoder,
-      c.pipeline,
-      [
-        res(q),
-        res(k),
-        res(v),
-        direct ? res(o) : res(this.oParts!),
-        direct ? (lse ? res(lse) : { buffer: c.dummy }) : res(this.lseParts!),
-        sinkLogits ? res(sinkLogits) : { buffer: c.dummyRead },
-        { buffer: c.tileBuf },
-        { buffer: direct && !lse ? c.paramsNoLse : c.paramsLse },
-      ],
-      c.workgroups,
-    );
+    const out = direct ? { o, lse } : { o: this.oParts!, lse: this.lseParts! };
+    this.dispatch(encoder, c.pipeline, c.bindings({ q, k, v, ...out, sinkLogits }), c.workgroups);
     if (!direct) {
       this.merger!.run(encoder, {
         oParts: this.oParts!,

@@ -7,7 +7,7 @@
  */
 import { TesseraError, check, checkFinite, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline, type ShaderSource } from '../../src/gpu/pipeline.js';
+import { getPipeline, grid2d, wgslProgram, type BindingResource, type Pipeline, type ShaderSource } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkAttentionSizes, checkBindingSize, checkPlannedSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { DTYPE_BYTES, checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
@@ -373,6 +373,23 @@ export class FlashCore {
     };
   }
 
+  /**
+   * The kernel's bindings: `o` / `lse` are the outputs (no lse: nothing written) or, for a split
+   * plan, the f32 partials (lse always written).
+   */
+  bindings(t: { q: GpuTensor; k: GpuTensor; v: GpuTensor; o: GpuTensor; lse?: GpuTensor; sinkLogits?: GpuTensor }): BindingResource[] {
+    return [
+      res(t.q),
+      res(t.k),
+      res(t.v),
+      res(t.o),
+      t.lse ? res(t.lse) : { buffer: this.dummy },
+      t.sinkLogits ? res(t.sinkLogits) : { buffer: this.dummyRead },
+      { buffer: this.tileBuf },
+      { buffer: t.lse ? this.paramsLse : this.paramsNoLse },
+    ];
+  }
+
   static async create(
     ctx: TesseraDevice,
     r: ResolvedAttention,
@@ -675,21 +692,7 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
     const { o, lse } = checkOutputs(this.ctx, r, t, this.Tq);
     if (this.splits === 1) {
       const c = this.groups[0]!.core;
-      this.dispatch(
-        encoder,
-        c.pipeline,
-        [
-          res(q),
-          res(k),
-          res(v),
-          res(o),
-          lse ? res(lse) : { buffer: c.dummy },
-          sinkLogits ? res(sinkLogits) : { buffer: c.dummyRead },
-          { buffer: c.tileBuf },
-          { buffer: lse ? c.paramsLse : c.paramsNoLse },
-        ],
-        c.workgroups,
-      );
+      this.dispatch(encoder, c.pipeline, c.bindings({ q, k, v, o, lse, sinkLogits }), c.workgroups);
       return;
     }
     // Split: per query group, partials over KV chunks, then the exact merge into o / lse.
@@ -699,21 +702,7 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
       const rows = g.tokens * r.Hq;
       const oParts: GpuTensor = { buffer: this.oParts!, shape: [S, rows, r.Dv], dtype: 'f32' };
       const lseParts: GpuTensor = { buffer: this.lseParts!, shape: [S, rows], dtype: 'f32' };
-      this.dispatch(
-        encoder,
-        c.pipeline,
-        [
-          res(rowsOf(q, g.tok0, g.tokens)),
-          res(k),
-          res(v),
-          res(oParts),
-          res(lseParts),
-          sinkLogits ? res(sinkLogits) : { buffer: c.dummyRead },
-          { buffer: c.tileBuf },
-          { buffer: c.paramsLse },
-        ],
-        c.workgroups,
-      );
+      this.dispatch(encoder, c.pipeline, c.bindings({ q: rowsOf(q, g.tok0, g.tokens), k, v, o: oParts, lse: lseParts, sinkLogits }), c.workgroups);
       const og = rowsOf(o, g.tok0, g.tokens);
       g.merger!.run(encoder, {
         oParts,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { adapterFromEnv, adapterLoopLimit, bufferErrorFromValidation, bufferProblem, checkBuffer, DEFAULT_LIMITS, GALLIVM_LOOP_LIMIT, requestDevice, wrapDevice } from '../src/gpu/device.js';
+import { adapterFromEnv, adapterLoopLimit, bufferErrorFromValidation, bufferProblem, checkBuffer, DEFAULT_LIMITS, GALLIVM_LOOP_LIMIT, loopBudget, requestDevice, wrapDevice } from '../src/gpu/device.js';
 import { getPipeline, grid2d, pipelineKey, wgslProgram } from '../src/gpu/pipeline.js';
 import { uniformLayout } from '../src/gpu/uniforms.js';
 import { TesseraError } from '../src/errors.js';
@@ -256,6 +256,11 @@ describe('loop cap', () => {
       d.destroy();
     }
     await expect(requestDevice({ ...adapterFromEnv(), loopLimit: 10 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'loopLimit' });
+    expect(loopBudget(65535)).toBe(58981);
+    expect(loopBudget({ loopLimit: Number.POSITIVE_INFINITY })).toBe(Number.POSITIVE_INFINITY);
+    for (const bad of [0, -5, Number.NaN, 'x', null]) expect(() => loopBudget(bad as never)).toThrow(expect.objectContaining({ code: 'E_ARG', argument: 'loopLimit' }));
+    expect(() => wrapDevice({} as never)).toThrow(expect.objectContaining({ code: 'E_ARG', argument: 'device' }));
+    expect(() => wrapDevice(gpu.dev.device, { trackBuffers: 'yes' as never })).toThrow(expect.objectContaining({ code: 'E_ARG', argument: 'trackBuffers' }));
     expect(adapterLoopLimit({ vendor: 'mesa', architecture: '', device: 'llvmpipe (LLVM 15.0.6, 256 bits)', description: '', isFallbackAdapter: false })).toBe(GALLIVM_LOOP_LIMIT);
     expect(adapterLoopLimit({ vendor: 'google', architecture: 'swiftshader', device: '', description: '', isFallbackAdapter: true })).toBe(Number.POSITIVE_INFINITY);
   });

@@ -156,7 +156,10 @@ export const GALLIVM_LOOP_LIMIT = 65535;
  * loopBudget(dev);   // Infinity on SwiftShader
  */
 export function loopBudget(limit: number | { readonly loopLimit: number }): number {
-  const l = typeof limit === 'number' ? limit : limit.loopLimit;
+  const l = typeof limit === 'number' ? limit : limit?.loopLimit;
+  if (typeof l !== 'number' || !(l >= 1)) {
+    throw new TesseraError('E_ARG', 'loopLimit: is not a positive number', { argument: 'loopLimit', actual: l, expected: 'a number >= 1 (or Infinity), or a TesseraDevice' });
+  }
   return Number.isFinite(l) ? Math.floor(l * 0.9) : Number.POSITIVE_INFINITY;
 }
 
@@ -591,7 +594,13 @@ function describe(info: GPUAdapterInfo | undefined, isFallback = false): Adapter
  * const tracked = wrapDevice(myEngine.device, { trackBuffers: true }); // same context, now 'new'
  */
 export function wrapDevice(device: GPUDevice | TesseraDevice, options?: WrapDeviceOptions | GPUAdapterInfo): TesseraDevice {
+  if (!(device instanceof TesseraDevice) && (!device || typeof (device as GPUDevice).createBuffer !== 'function')) {
+    throw new TesseraError('E_ARG', 'device: is not a GPUDevice or TesseraDevice', { argument: 'device', actual: typeof device });
+  }
   const opts: WrapDeviceOptions = isWrapOptions(options) ? options : { adapterInfo: options };
+  if (opts.trackBuffers !== undefined && typeof opts.trackBuffers !== 'boolean') {
+    throw new TesseraError('E_ARG', 'trackBuffers: is not a boolean', { argument: 'trackBuffers', actual: opts.trackBuffers, expected: 'true or false' });
+  }
   let ctx = device instanceof TesseraDevice ? device : wrapped.get(device);
   if (!ctx) {
     const raw = device as GPUDevice;
@@ -609,10 +618,6 @@ function isWrapOptions(o: WrapDeviceOptions | GPUAdapterInfo | undefined): o is 
 
 /** Resolves a {@link DeviceLike} to its context. */
 export function ctxOf(d: DeviceLike): TesseraDevice {
-  if (d instanceof TesseraDevice) return d;
-  if (!d || typeof (d as GPUDevice).createBuffer !== 'function') {
-    throw new TesseraError('E_ARG', 'device: is not a GPUDevice or TesseraDevice', { argument: 'device', actual: typeof d });
-  }
   return wrapDevice(d);
 }
 

@@ -142,11 +142,13 @@ export async function runOnceAndDispose<I>(ctx: TesseraDevice, plan: KernelPlan<
 
 /** Plans, runs, submits and waits, with GPU errors captured as typed errors. */
 export async function runOnce<I>(ctx: TesseraDevice, plan: KernelPlan<I>, inputs: I, what: string): Promise<void> {
-  await ctx.scoped(what, async () => {
+  // Encode and submit inside one synchronous section: concurrent calls never share error scopes.
+  const { errors } = ctx.section(what, () => {
     const enc = ctx.device.createCommandEncoder({ label: what });
     plan.run(enc, inputs);
-    await ctx.submitAndWait([enc.finish()]);
+    ctx.device.queue.submit([enc.finish()]);
   });
+  await Promise.all([errors, ctx.raceLost(ctx.device.queue.onSubmittedWorkDone())]);
 }
 
 /**

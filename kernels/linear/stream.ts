@@ -15,6 +15,7 @@
 import { TesseraError, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import type { GpuTensor } from '../../src/tensor.js';
+import { exclusiveRuns } from '../../src/exclusive.js';
 import { planLinearScan, type LinearScanOptions, type LinearScanPlan, type LinearScanTensors } from './scan.js';
 
 export interface LinearStreamOptions extends Omit<LinearScanOptions, 'T' | 'cuSeqlens'> {
@@ -66,6 +67,8 @@ export class LinearStream {
   private constructor(ctx: TesseraDevice, o: LinearStreamOptions) {
     this.ctx = ctx;
     this.options = o;
+    // push and rollback carry one state: one at a time (E_STATE), never reordered segments.
+    exclusiveRuns(this, 'LinearStream', ['push', 'rollback']);
     const HV = o.HV ?? o.H;
     this.stateBytes = HV * o.K * o.V * 4;
     this.zBytes = o.normalize ? HV * o.K * 4 : 0;
@@ -153,18 +156,22 @@ export class LinearStream {
     const T = seg?.q?.shape?.[0];
     checkInt(T, 'q.shape[0]', { min: 1 });
     const plan = await this.planFor(T);
-    const enc = this.ctx.device.createCommandEncoder({ label: 'tessera.stream' });
-    plan.run(enc, { ...seg, initialState: this.state, finalState: this.state, z0: this.z, zt: this.z });
     const before = this.pos;
-    this.pos += T;
     const every = this.options.checkpointEvery ?? 0;
-    const snap = every > 0 && Math.floor(this.pos / every) > Math.floor(before / every) ? this.ring[this.ringNext]! : undefined;
-    if (snap && (this.options.checkpointTier ?? 'gpu') === 'gpu') {
-      if (!snap.gpu) snap.gpu = this.ctx.createBuffer({ size: this.stateBytes + this.zBytes, usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label: 'tessera.stream.snapshot' });
-      enc.copyBufferToBuffer(this.state.buffer, 0, snap.gpu, 0, this.stateBytes);
-      if (this.z) enc.copyBufferToBuffer(this.z.buffer, 0, snap.gpu, this.stateBytes, this.zBytes);
-    }
-    await this.ctx.scoped('LinearStream.push', () => this.ctx.submitAndWait([enc.finish()]));
+    const snap = every > 0 && Math.floor((before + T) / every) > Math.floor(before / every) ? this.ring[this.ringNext]! : undefined;
+    // Encode and submit in one synchronous error-scope section (concurrent calls keep their errors).
+    const { errors } = this.ctx.section('LinearStream.push', () => {
+      const enc = this.ctx.device.createCommandEncoder({ label: 'tessera.stream' });
+      plan.run(enc, { ...seg, initialState: this.state, finalState: this.state, z0: this.z, zt: this.z });
+      if (snap && (this.options.checkpointTier ?? 'gpu') === 'gpu') {
+        if (!snap.gpu) snap.gpu = this.ctx.createBuffer({ size: this.stateBytes + this.zBytes, usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label: 'tessera.stream.snapshot' });
+        enc.copyBufferToBuffer(this.state.buffer, 0, snap.gpu, 0, this.stateBytes);
+        if (this.z) enc.copyBufferToBuffer(this.z.buffer, 0, snap.gpu, this.stateBytes, this.zBytes);
+      }
+      this.ctx.device.queue.submit([enc.finish()]);
+    });
+    this.pos += T;
+    await Promise.all([errors, this.ctx.raceLost(this.ctx.device.queue.onSubmittedWorkDone())]);
     if (snap) {
       if ((this.options.checkpointTier ?? 'gpu') === 'host') {
         const s = await this.ctx.readback(this.state.buffer, this.stateBytes);
@@ -202,7 +209,7 @@ export class LinearStream {
       await this.ctx.submitAndWait([enc.finish()]);
     } else {
       this.writeHost(best.host!);
-      await this.ctx.device.queue.onSubmittedWorkDone();
+      await this.ctx.raceLost(this.ctx.device.queue.onSubmittedWorkDone());
     }
     for (const s of this.ring) if (s.position > best.position) s.position = -1;
     this.pos = best.position;

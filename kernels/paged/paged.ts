@@ -7,6 +7,7 @@
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { claimRingSlots } from '../../src/gpu/ring.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import { checkTensor } from '../../src/tensor.js';
@@ -190,7 +191,8 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
   /**
    * Encodes `calls` (one dispatch each). Per-call parameters go into the plan's uniform ring
    * (`maxCalls` slots, used round robin) with `queue.writeBuffer`, so submit the encoder before
-   * encoding more than `maxCalls` calls in total.
+   * encoding more than `maxCalls` calls in total: one encoder that would hold more is refused
+   * with `E_STATE` (see `src/gpu/ring.ts`); across encoders, submit them in the order encoded.
    */
   run(encoder: GPUCommandEncoder, t: PagedTensors & { calls: readonly PagedCall[] }): void {
     this.assertUsable();
@@ -219,6 +221,9 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
         fail('E_LIMIT', `calls[${i}].ePer`, "gives one invocation more pages than the device's loop limit allows;", c.ePer, `at most maxEntriesPerPart = ${this.maxEntriesPerPart}`);
       }
     });
+    let slotsNeeded = 0;
+    for (const c of t.calls) if (c.partCount > 0) slotsNeeded++;
+    claimRingSlots(this, encoder, slotsNeeded, o.maxCalls, 'PagedPlan');
     const qr = res(q);
     const pr = { buffer: t.pages };
     const lr = { buffer: t.list };

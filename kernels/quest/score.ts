@@ -6,6 +6,7 @@
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { claimRingSlots } from '../../src/gpu/ring.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import { checkTensor, type GpuTensor } from '../../src/tensor.js';
@@ -149,6 +150,9 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
       if (Math.ceil(groups / max) > max) throw new TesseraError('E_LIMIT', `quest score: ${o.Hkv * count} candidates exceed the dispatch limit`);
       return { first, count, groups };
     });
+    let slotsNeeded = 0;
+    for (const r of ranges) if (r.count > 0) slotsNeeded++;
+    claimRingSlots(this, encoder, slotsNeeded, o.maxCalls, 'QuestScorePlan');
     for (const [i, c] of t.calls.entries()) {
       const { first, count, groups } = ranges[i]!;
       if (count === 0) continue;

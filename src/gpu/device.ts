@@ -432,6 +432,41 @@ export class TesseraDevice {
     });
   }
 
+  /**
+   * Runs `fn` **synchronously** between pushing and popping the validation, out-of-memory and
+   * internal error scopes: no `await` separates push from pop, so no other call's GPU work can land
+   * in these scopes and no other call can pop them, however many calls are in flight on the device
+   * (WebGPU's error scopes are one stack per device). `errors` resolves when the GPU has judged the
+   * work and rejects with the typed error (see {@link scoped}); it already has a handler, so it
+   * never ends up as an unhandled rejection when the caller fails first. When `fn` throws, the
+   * scopes are popped and its error is rethrown. Every convenience call, streaming tile and
+   * readback submits through a section.
+   *
+   * @example
+   * const { errors } = dev.section('myCall', () => dev.device.queue.submit([enc.finish()]));
+   * await Promise.all([errors, dev.raceLost(dev.device.queue.onSubmittedWorkDone())]);
+   */
+  section<T>(what: string, fn: () => T): { value: T; errors: Promise<void> } {
+    this.assertAlive();
+    const d = this.device;
+    d.pushErrorScope('internal');
+    d.pushErrorScope('out-of-memory');
+    d.pushErrorScope('validation');
+    let value: T;
+    try {
+      value = fn();
+    } catch (e) {
+      observe(Promise.all([d.popErrorScope(), d.popErrorScope(), d.popErrorScope()]));
+      throw e;
+    }
+    const pops = Promise.all([d.popErrorScope(), d.popErrorScope(), d.popErrorScope()]);
+    const errors = observe(this.raceLost(pops).then(([validation, oom, internal]) => {
+      const err = scopeError(what, validation, oom, internal);
+      if (err) throw err;
+    }));
+    return { value, errors };
+  }
+
   /** Submits command buffers and waits for the queue, failing fast on device loss. */
   async submitAndWait(commands: GPUCommandBuffer[]): Promise<void> {
     this.assertAlive();
@@ -498,10 +533,12 @@ export class TesseraDevice {
     const rounded = Math.ceil(size / 4) * 4;
     const staging = this.createBuffer({ size: rounded, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'tessera.readback' });
     try {
-      const enc = this.device.createCommandEncoder({ label: 'tessera.readback' });
-      enc.copyBufferToBuffer(src, offset, staging, 0, rounded);
-      this.device.queue.submit([enc.finish()]);
-      await this.raceLost(staging.mapAsync(GPUMapMode.READ));
+      const { errors } = this.section('readback', () => {
+        const enc = this.device.createCommandEncoder({ label: 'tessera.readback' });
+        enc.copyBufferToBuffer(src, offset, staging, 0, rounded);
+        this.device.queue.submit([enc.finish()]);
+      });
+      await Promise.all([errors, this.raceLost(staging.mapAsync(GPUMapMode.READ))]);
       const out = staging.getMappedRange().slice(0, size);
       staging.unmap();
       return out;
@@ -524,6 +561,10 @@ export class TesseraDevice {
    * error into a typed `TesseraError` (`E_GPU_VALIDATION`, `E_GPU_OOM`, `E_GPU_INTERNAL`). A
    * validation error that names a destroyed buffer or a buffer of another device (one Tessera did
    * not know, so no check caught it before encoding) becomes `E_BUFFER` with the GPU's message.
+   * The scopes stay open across `fn`'s awaits, so this is for a caller's own sequential work: two
+   * `scoped` calls in flight at once on one device can catch (and pop) each other's errors. The
+   * library's own calls never hold a scope across an await (see {@link section}), so they are
+   * attributed correctly inside or beside a `scoped` call.
    */
   async scoped<T>(what: string, fn: () => T | Promise<T>): Promise<T> {
     this.assertAlive();
@@ -542,9 +583,8 @@ export class TesseraDevice {
     }
     const [validation, oom, internal] = await this.raceLost(Promise.all([d.popErrorScope(), d.popErrorScope(), d.popErrorScope()]));
     if (threw) throw thrown;
-    if (validation) throw bufferErrorFromValidation(what, validation.message) ?? new TesseraError('E_GPU_VALIDATION', `${what}: GPU validation error: ${validation.message}`);
-    if (oom) throw new TesseraError('E_GPU_OOM', `${what}: GPU out of memory: ${oom.message}`);
-    if (internal) throw new TesseraError('E_GPU_INTERNAL', `${what}: GPU internal error: ${internal.message}`);
+    const err = scopeError(what, validation, oom, internal);
+    if (err) throw err;
     return value!;
   }
 
@@ -562,6 +602,24 @@ export class TesseraDevice {
       setTimeout(() => release?.(), 0);
     }
   }
+}
+
+/** The typed error for what a section's or scope's three error scopes captured, or null. */
+function scopeError(what: string, validation: GPUError | null, oom: GPUError | null, internal: GPUError | null): TesseraError | null {
+  if (validation) return bufferErrorFromValidation(what, validation.message) ?? new TesseraError('E_GPU_VALIDATION', `${what}: GPU validation error: ${validation.message}`);
+  if (oom) return new TesseraError('E_GPU_OOM', `${what}: GPU out of memory: ${oom.message}`);
+  if (internal) return new TesseraError('E_GPU_INTERNAL', `${what}: GPU internal error: ${internal.message}`);
+  return null;
+}
+
+/**
+ * Gives `p` a handler (and returns `p` itself, still to be awaited): a rejection of an internal
+ * promise that nobody awaits any more (its caller already failed on an earlier one, say
+ * `E_DEVICE_LOST` of another tile) is then never an unhandled rejection that ends the process.
+ */
+export function observe<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
 }
 
 const wrapped = new WeakMap<GPUDevice, TesseraDevice>();

@@ -21,6 +21,7 @@ import {
   type KvDType,
   type PageLayout,
 } from './codec.js';
+import { claimStore, releaseStore } from './claims.js';
 import { GpuPagePool } from './pool.js';
 import { MemoryStore, type Store } from './store.js';
 
@@ -202,8 +203,14 @@ export class KvCache {
       fail('E_LIMIT', 'gpuBudgetBytes', 'is smaller than one tile of pages;', this.gpuBudgetBytes, `at least ${tilePages * this.pageBytes} bytes (tilePages ${tilePages} x ${this.pageBytes} bytes) plus the summaries`);
     }
     this.store = opts.store ?? new MemoryStore({ slabBytes: opts.slabBytes, align: this.pageBytes });
-    this.pool = new GpuPagePool(ctx, this.pageBytes, tilePages);
-    this.pool.addBuffer();
+    claimStore(this.store, this); // one live cache per store (E_STATE naming `store`)
+    try {
+      this.pool = new GpuPagePool(ctx, this.pageBytes, tilePages);
+      this.pool.addBuffer();
+    } catch (e) {
+      releaseStore(this.store, this);
+      throw e;
+    }
   }
 
   /** Pages per streaming tile (= slots per pool buffer). */
@@ -377,28 +384,60 @@ export class KvCache {
       fail('E_LIMIT', 'gpuBudgetBytes', `cannot hold the summaries of ${this.pageCount + newPages} pages plus one tile;`, this.gpuBudgetBytes, `at least ${needSummary + this.pool.bufferBytes} bytes`);
     }
     const firstTouched = s.length % P === 0 ? s.pages.length : s.pages.length - 1;
+    // Atomic: the store writes come first, the page already holding tokens (a partial last page,
+    // rewritten in place) after every new page; if any write (or the fill) throws, the sequence,
+    // page count and pins are restored and that page's old bytes written back, so the cache is
+    // exactly as before and every earlier token reads back bit-exactly.
+    const undo = { pages: s.pages.length, length: s.length, pageCount: this.pageCount, tail: s.length % P ? this.saveTail(s) : undefined };
+    let inPlace: { page: number; len: number; bytes?: Uint8Array } | undefined;
+    let inPlaceTried = false;
     let done = 0;
     const touched: number[] = [];
-    while (done < T) {
-      const dstRow = s.length % P;
-      if (dstRow === 0) {
-        const id = this.pageCount++;
-        s.pages.push(id);
-        s.tail.fill(0);
-        if (s.tailK) {
-          s.tailK.fill(0);
-          s.tailV!.fill(0);
+    try {
+      while (done < T) {
+        const dstRow = s.length % P;
+        if (dstRow === 0) {
+          if (inPlace && !inPlace.bytes) inPlace.bytes = s.tail.slice();
+          const id = this.pageCount++;
+          s.pages.push(id);
+          s.tail.fill(0);
+          if (s.tailK) {
+            s.tailK.fill(0);
+            s.tailV!.fill(0);
+          }
+          if (s.pages.length <= this.sinkPages) this.pool.pin(id);
         }
-        if (s.pages.length <= this.sinkPages) this.pool.pin(id);
+        const n = Math.min(T - done, P - dstRow);
+        fill(s.tail, done, n, dstRow);
+        s.length += n;
+        done += n;
+        const idx = s.pages.length - 1;
+        const page = s.pages[idx]!;
+        if (page < undo.pageCount) inPlace = { page, len: this.pageLen(s, idx) };
+        else this.commitPage(page, s.tail, this.pageLen(s, idx));
+        touched.push(page);
       }
-      const n = Math.min(T - done, P - dstRow);
-      fill(s.tail, done, n, dstRow);
-      s.length += n;
-      done += n;
-      const idx = s.pages.length - 1;
-      const page = s.pages[idx]!;
-      this.commitPage(page, s.tail, this.pageLen(s, idx));
-      touched.push(page);
+      if (inPlace) {
+        inPlaceTried = true;
+        this.commitPage(inPlace.page, inPlace.bytes ?? s.tail, inPlace.len);
+      }
+    } catch (e) {
+      for (let p = undo.pageCount; p < this.pageCount; p++) this.pool.unpin(p);
+      s.pages.length = undo.pages;
+      s.length = undo.length;
+      this.pageCount = undo.pageCount;
+      if (undo.tail) {
+        this.restoreTail(s, undo.tail);
+        if (inPlaceTried) {
+          try {
+            this.store.write(s.pages[s.pages.length - 1]! * this.pageBytes, s.tail);
+          } catch {
+            // The store refuses even the old bytes: the first error is the one to report, and the
+            // page's checksum (unchanged) makes any read of it E_CORRUPT, never wrong values.
+          }
+        }
+      }
+      throw e;
     }
     // The recent window: pin the newest pages, release those that left it (sinks stay).
     const np = s.pages.length;
@@ -414,6 +453,17 @@ export class KvCache {
       }
     }
     this.hostPeak = Math.max(this.hostPeak, this.hostBytes);
+  }
+
+  /** A copy of the sequence's partial page (and its int8 values), for an append to undo. */
+  private saveTail(s: Sequence): { tail: Uint8Array; k?: Float32Array; v?: Float32Array } {
+    return { tail: s.tail.slice(), k: s.tailK?.slice(), v: s.tailV?.slice() };
+  }
+
+  private restoreTail(s: Sequence, t: { tail: Uint8Array; k?: Float32Array; v?: Float32Array }): void {
+    s.tail.set(t.tail);
+    if (t.k) s.tailK!.set(t.k);
+    if (t.v) s.tailV!.set(t.v);
   }
 
   /** Writes a page to the store and refreshes its checksum and summary mirror. */
@@ -627,6 +677,12 @@ export class KvCache {
     const room = () => this.pool.available - inUse;
     while (room() < missing.length && this.summaryBytes + this.pool.bytes + per <= this.gpuBudgetBytes) this.pool.addBuffer();
     if (room() < missing.length) {
+      // Last resort before E_LIMIT: pinned pages outside this request give way (see evictPinned),
+      // so any request of at most one pool's capacity always makes progress under the budget.
+      const keep = new Set<number>(Array.from(pages));
+      while (room() < missing.length && this.pool.evictPinned(keep));
+    }
+    if (room() < missing.length) {
       fail('E_LIMIT', 'pages', `${missing.length} new pages do not fit in the GPU working set (${room()} slots free or evictable);`, n, `at most ${room()} new pages at once (raise gpuBudgetBytes)`);
     }
     for (const i of missing) slots[i] = this.pool.assign(pages[i]!);
@@ -719,7 +775,14 @@ export class KvCache {
    */
   moveTo(device: DeviceLike): KvCache {
     this.assertUsable();
-    const next = new KvCache(ctxOf(device), { ...this.options, store: this.store });
+    releaseStore(this.store, this); // handed to the new cache
+    let next: KvCache;
+    try {
+      next = new KvCache(ctxOf(device), { ...this.options, store: this.store });
+    } catch (e) {
+      claimStore(this.store, this);
+      throw e;
+    }
     for (const s of this.seqs) {
       next.seqs.push({ pages: [...s.pages], length: s.length, tail: s.tail.slice(), tailK: s.tailK?.slice(), tailV: s.tailV?.slice() });
     }
@@ -745,6 +808,7 @@ export class KvCache {
   dispose(): void {
     if (this.disposed) return;
     this.releaseGpu();
+    releaseStore(this.store, this);
     this.store.close();
   }
 }

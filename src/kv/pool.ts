@@ -181,6 +181,25 @@ export class GpuPagePool {
     return this.free.length > 0 || this.tail >= 0;
   }
 
+  /**
+   * Pins are a preference, not a reservation: a pinned resident page outside `keep` (the pages of
+   * the request being served) may be evicted when no free or unpinned slot is left, so pins of
+   * earlier sequences and streams can never fill the working set for good. Frees the slot of one
+   * such page (the lowest slot; it stays pinned, and is pinned again when next loaded) and returns
+   * true, or returns false when every resident page is unpinned or in `keep`.
+   */
+  evictPinned(keep: ReadonlySet<number>): boolean {
+    for (let s = 0; s < this.capacity; s++) {
+      const p = this.slotPage[s]!;
+      if (p >= 0 && this.isPinned(p) && !keep.has(p)) {
+        this.drop(s);
+        this.evictions++;
+        return true;
+      }
+    }
+    return false;
+  }
+
   /** Gives `page` a slot, evicting the least recently used unpinned page if no slot is free. */
   assign(page: number): number {
     let s: number;

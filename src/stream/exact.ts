@@ -6,7 +6,8 @@
  * uploads tile i+1 while the GPU attends tile i (tile i is submitted before tile i+1 is written).
  */
 import { check, checkInt, fail } from '../errors.js';
-import type { TesseraDevice } from '../gpu/device.js';
+import { observe, type TesseraDevice } from '../gpu/device.js';
+import { exclusiveRuns } from '../exclusive.js';
 import { checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
 import { planMerge, type MergePlan } from '../../kernels/merge/merge.js';
@@ -88,6 +89,8 @@ export class StreamAttentionPlan {
     this.oTmp = ctx.createBuffer({ size: this.rows * Dv * 4, usage, label: 'tessera.stream.o' });
     this.lseTmp = ctx.createBuffer({ size: this.rows * 4, usage, label: 'tessera.stream.lse' });
     this.list = ctx.createBuffer({ size: o.tilePages * PAGED_ENTRY_WORDS * 4, usage, label: 'tessera.stream.list' });
+    // One run at a time: the accumulator and the page list are this plan's (E_STATE otherwise).
+    exclusiveRuns(this, 'StreamAttentionPlan', ['run']);
   }
 
   /** @internal use {@link planStreamAttention}. */
@@ -165,61 +168,69 @@ export class StreamAttentionPlan {
     const lsePartsT = { buffer: this.lseParts, shape: [this.parts + 1, rows], dtype: 'f32' as const };
     const listWords = new Uint32Array(tp * PAGED_ENTRY_WORDS);
     let tiles = 0;
-    await ctx.scoped('streamAttention', async () => {
+    // Each tile is encoded and submitted in one synchronous error-scope section (never a scope held
+    // across an await: concurrent calls on the device keep their own errors), and every tile's
+    // promise is observed from the start, so a lost device is one E_DEVICE_LOST to the caller and
+    // never an unhandled rejection of a tile still in flight.
+    {
       for (let a = 0; a < nPages; a += tp) {
         const b = Math.min(nPages, a + tp);
-        const pages = all.slice(a, b);
-        const slots = cache.ensureResident(pages);
-        // Group the tile's pages by pool buffer.
-        const byBuf = new Map<number, number[]>();
-        for (let i = 0; i < pages.length; i++) {
-          const bi = cache.pool.location(slots[i]!).bufferIndex;
-          let g = byBuf.get(bi);
-          if (!g) byBuf.set(bi, (g = []));
-          g.push(i);
-        }
-        const enc = ctx.device.createCommandEncoder({ label: 'tessera.stream.tile' });
-        let e = 0;
-        let partBase = 1;
-        const groups = [...byBuf.entries()];
-        groups.forEach(([bi, idx], gi) => {
-          const listBase = e;
-          for (const i of idx) {
-            const w = e * PAGED_ENTRY_WORDS;
-            listWords[w] = cache.pool.location(slots[i]!).index;
-            listWords[w + 1] = (a + i) * P;
-            listWords[w + 2] = Math.min(P, len - (a + i) * P);
-            listWords[w + 3] = ALL_HEADS;
-            e++;
+        const { errors } = ctx.section('streamAttention', () => {
+          const pages = all.slice(a, b);
+          const slots = cache.ensureResident(pages);
+          // Group the tile's pages by pool buffer.
+          const byBuf = new Map<number, number[]>();
+          for (let i = 0; i < pages.length; i++) {
+            const bi = cache.pool.location(slots[i]!).bufferIndex;
+            let g = byBuf.get(bi);
+            if (!g) byBuf.set(bi, (g = []));
+            g.push(i);
           }
-          const need = Math.ceil(idx.length / this.pagesPerPart);
-          const partCount = gi === groups.length - 1 ? this.parts + 1 - partBase : need;
-          const call: PagedCall = { qPos0, listBase, nEntries: idx.length, ePer: this.pagesPerPart, partBase, partCount };
-          this.paged.run(enc, { q: qT, pages: cache.pool.buffers[bi]!, list: this.list, oParts: oPartsT, lseParts: lsePartsT, calls: [call] });
-          partBase += need;
+          const enc = ctx.device.createCommandEncoder({ label: 'tessera.stream.tile' });
+          let e = 0;
+          let partBase = 1;
+          const groups = [...byBuf.entries()];
+          groups.forEach(([bi, idx], gi) => {
+            const listBase = e;
+            for (const i of idx) {
+              const w = e * PAGED_ENTRY_WORDS;
+              listWords[w] = cache.pool.location(slots[i]!).index;
+              listWords[w + 1] = (a + i) * P;
+              listWords[w + 2] = Math.min(P, len - (a + i) * P);
+              listWords[w + 3] = ALL_HEADS;
+              e++;
+            }
+            const need = Math.ceil(idx.length / this.pagesPerPart);
+            const partCount = gi === groups.length - 1 ? this.parts + 1 - partBase : need;
+            const call: PagedCall = { qPos0, listBase, nEntries: idx.length, ePer: this.pagesPerPart, partBase, partCount };
+            this.paged.run(enc, { q: qT, pages: cache.pool.buffers[bi]!, list: this.list, oParts: oPartsT, lseParts: lsePartsT, calls: [call] });
+            partBase += need;
+          });
+          queue.writeBuffer(this.list, 0, listWords, 0, e * PAGED_ENTRY_WORDS);
+          this.merger.run(enc, {
+            oParts: oPartsT,
+            lseParts: { buffer: this.lseParts, shape: [this.parts + 1, rows], dtype: 'f32' },
+            o: { buffer: this.oTmp, shape: [rows, Dv], dtype: 'f32' },
+            lse: { buffer: this.lseTmp, shape: [rows], dtype: 'f32' },
+          });
+          enc.copyBufferToBuffer(this.oTmp, 0, this.oParts, 0, rows * Dv * 4);
+          enc.copyBufferToBuffer(this.lseTmp, 0, this.lseParts, 0, rows * 4);
+          queue.submit([enc.finish()]);
         });
-        queue.writeBuffer(this.list, 0, listWords, 0, e * PAGED_ENTRY_WORDS);
-        this.merger.run(enc, {
-          oParts: oPartsT,
-          lseParts: { buffer: this.lseParts, shape: [this.parts + 1, rows], dtype: 'f32' },
-          o: { buffer: this.oTmp, shape: [rows, Dv], dtype: 'f32' },
-          lse: { buffer: this.lseTmp, shape: [rows], dtype: 'f32' },
-        });
-        enc.copyBufferToBuffer(this.oTmp, 0, this.oParts, 0, rows * Dv * 4);
-        enc.copyBufferToBuffer(this.lseTmp, 0, this.lseParts, 0, rows * 4);
-        queue.submit([enc.finish()]);
         tiles++;
-        pending.push(ctx.raceLost(queue.onSubmittedWorkDone()));
+        pending.push(observe(Promise.all([errors, ctx.raceLost(queue.onSubmittedWorkDone())])));
         if (pending.length >= this.options.inflight) await pending.shift();
         ro.onProgress?.(Math.min(len, b * P), Math.min(len, nPages * P));
       }
-      const enc = ctx.device.createCommandEncoder({ label: 'tessera.stream.out' });
-      enc.copyBufferToBuffer(this.oParts, 0, out.o.buffer, out.o.offset ?? 0, rows * Dv * 4);
-      if (out.lse) enc.copyBufferToBuffer(this.lseParts, 0, out.lse.buffer, out.lse.offset ?? 0, rows * 4);
-      queue.submit([enc.finish()]);
+      const { errors } = ctx.section('streamAttention', () => {
+        const enc = ctx.device.createCommandEncoder({ label: 'tessera.stream.out' });
+        enc.copyBufferToBuffer(this.oParts, 0, out.o.buffer, out.o.offset ?? 0, rows * Dv * 4);
+        if (out.lse) enc.copyBufferToBuffer(this.lseParts, 0, out.lse.buffer, out.lse.offset ?? 0, rows * 4);
+        queue.submit([enc.finish()]);
+      });
+      pending.push(observe(Promise.all([errors, ctx.raceLost(queue.onSubmittedWorkDone())])));
       await Promise.all(pending);
-      await ctx.raceLost(queue.onSubmittedWorkDone());
-    });
+    }
     return {
       tiles,
       pages: nPages,

@@ -11,12 +11,13 @@
  * (Quest's per-query-head selection reads the union; NSA's criticism).
  */
 import { check, checkInt, fail } from '../errors.js';
-import type { TesseraDevice } from '../gpu/device.js';
+import { observe, type TesseraDevice } from '../gpu/device.js';
+import { exclusiveRuns } from '../exclusive.js';
 import { checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
 import { planMerge, type MergePlan } from '../../kernels/merge/merge.js';
 import { PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '../../kernels/paged/paged.js';
-import { planQuestScore, type GroupReduce, type QuestScoreMode, type QuestScorePlan } from '../../kernels/quest/score.js';
+import { planQuestScore, type GroupReduce, type QuestScoreCall, type QuestScoreMode, type QuestScorePlan } from '../../kernels/quest/score.js';
 import { questSelectReference } from '../../kernels/quest/reference.js';
 import { planTopK, type TopKPlan } from '../../kernels/topk/topk.js';
 
@@ -91,6 +92,8 @@ export class QuestDecodePlan {
     this.oParts = this.ctx.createBuffer({ size: parts * o.Hq * cache.Dv * 4, usage, label: 'tessera.quest.oParts' });
     this.lseParts = this.ctx.createBuffer({ size: parts * o.Hq * 4, usage, label: 'tessera.quest.lseParts' });
     this.entries = this.ctx.createBuffer({ size: this.budgetPages * cache.Hkv * PAGED_ENTRY_WORDS * 4, usage, label: 'tessera.quest.entries' });
+    // One run at a time: partials, entry list, page list and scores are this plan's (E_STATE otherwise).
+    exclusiveRuns(this, 'QuestDecodePlan', ['run']);
   }
 
   /** @internal use {@link planQuestDecode}. */
@@ -177,7 +180,11 @@ export class QuestDecodePlan {
     let selected: Int32Array[];
     let summaryBytesRead = 0;
     let scoreMs = 0;
-    await ctx.scoped('questDecode', async () => {
+    // Every submit is encoded in one synchronous error-scope section (no scope is held across an
+    // await, so concurrent calls keep their own errors); the sections' checks are observed at once.
+    const checks: Promise<void>[] = [];
+    const section = (fn: () => void) => checks.push(observe(ctx.section('questDecode', fn).errors));
+    {
       if (n <= this.budgetPages) {
         selected = Array.from({ length: Hkv }, () => Int32Array.from({ length: n }, (_, i) => i));
       } else {
@@ -186,20 +193,23 @@ export class QuestDecodePlan {
         const scores = this.ensureScores(Hkv * n * 4);
         const C = cache.summaryChunkPages;
         const bufs = this.options.mode === 'quest' ? cache.minmaxGpu : cache.meanGpu;
-        const enc = ctx.device.createCommandEncoder({ label: 'tessera.quest.score' });
-        const calls = [];
+        const calls: QuestScoreCall[] = [];
         const ranges = this.chunkRanges(seq, pages, C, bufs.length);
         for (let c = 0; c < bufs.length; c++) {
           const [lo, hi] = ranges[c]!;
           calls.push({ n, first: lo, count: Math.max(0, hi - lo), chunkFirst: c * C, chunkPages: C, forcedLo: Math.min(sinkPages, n), forcedHi: n - 1 });
         }
         for (let i = 0; i < calls.length; i += 16) {
-          // One dispatch per chunk; chunks are few (128 MiB of summaries each).
-          for (const [j, call] of calls.slice(i, i + 16).entries()) {
-            this.scorer.run(enc, { q: { buffer: q.buffer, offset: q.offset, shape: [Hq, D], dtype: 'f32' }, summaries: bufs[i + j]!, list, scores: { buffer: scores, shape: [Hkv, n], dtype: 'f32' }, calls: [call] });
-          }
+          // One dispatch per chunk; chunks are few (128 MiB of summaries each). The scorer's uniform
+          // ring holds 16 calls: one submit per 16, so no slot is rewritten before its dispatch ran.
+          section(() => {
+            const enc = ctx.device.createCommandEncoder({ label: 'tessera.quest.score' });
+            for (const [j, call] of calls.slice(i, i + 16).entries()) {
+              this.scorer.run(enc, { q: { buffer: q.buffer, offset: q.offset, shape: [Hq, D], dtype: 'f32' }, summaries: bufs[i + j]!, list, scores: { buffer: scores, shape: [Hkv, n], dtype: 'f32' }, calls: [call] });
+            }
+            queue.submit([enc.finish()]);
+          });
         }
-        queue.submit([enc.finish()]);
         summaryBytesRead = n * (this.options.mode === 'quest' ? cache.minmaxBytesPerPage : cache.meanBytesPerPage);
         // 2. Selection: the forced pages plus the top k of the others.
         const forcedLo = Math.min(sinkPages, n);
@@ -210,9 +220,11 @@ export class QuestDecodePlan {
         } else {
           const topk = await this.topkFor(n, k);
           const idx = this.ensureIndices(Hkv * k * 4);
-          const enc2 = ctx.device.createCommandEncoder({ label: 'tessera.quest.topk' });
-          topk.run(enc2, { scores: { buffer: scores, shape: [Hkv, n], dtype: 'f32' }, indices: { buffer: idx, shape: [Hkv, k], dtype: 'i32' } });
-          queue.submit([enc2.finish()]);
+          section(() => {
+            const enc2 = ctx.device.createCommandEncoder({ label: 'tessera.quest.topk' });
+            topk.run(enc2, { scores: { buffer: scores, shape: [Hkv, n], dtype: 'f32' }, indices: { buffer: idx, shape: [Hkv, k], dtype: 'i32' } });
+            queue.submit([enc2.finish()]);
+          });
           const got = new Int32Array(await ctx.readback(idx, Hkv * k * 4));
           selected = [];
           for (let h = 0; h < Hkv; h++) {
@@ -228,48 +240,50 @@ export class QuestDecodePlan {
         }
         scoreMs = performance.now() - t0;
       }
-      // 3. Fetch the selected pages that are not resident.
-      const union = [...new Set(selected!.flatMap((x) => [...x]))].sort((a, b) => a - b);
-      const slotsU = cache.ensureResident(union.map((i) => pages[i]!));
-      const slotOf = new Map<number, number>();
-      union.forEach((i, j) => slotOf.set(i, slotsU[j]!));
-      // 4. Entries per (KV head, page), grouped by pool buffer; one part per entry.
-      const byBuf = new Map<number, number[][]>();
-      for (let h = 0; h < Hkv; h++) {
-        for (const i of selected![h]!) {
-          const loc = cache.pool.location(slotOf.get(i)!);
-          let g = byBuf.get(loc.bufferIndex);
-          if (!g) byBuf.set(loc.bufferIndex, (g = []));
-          g.push([loc.index, i * P, Math.min(P, len - i * P), h]);
+      // 3. Fetch the selected pages that are not resident; 4. attend them (one section).
+      section(() => {
+        const union = [...new Set(selected!.flatMap((x) => [...x]))].sort((a, b) => a - b);
+        const slotsU = cache.ensureResident(union.map((i) => pages[i]!));
+        const slotOf = new Map<number, number>();
+        union.forEach((i, j) => slotOf.set(i, slotsU[j]!));
+        // 4. Entries per (KV head, page), grouped by pool buffer; one part per entry.
+        const byBuf = new Map<number, number[][]>();
+        for (let h = 0; h < Hkv; h++) {
+          for (const i of selected![h]!) {
+            const loc = cache.pool.location(slotOf.get(i)!);
+            let g = byBuf.get(loc.bufferIndex);
+            if (!g) byBuf.set(loc.bufferIndex, (g = []));
+            g.push([loc.index, i * P, Math.min(P, len - i * P), h]);
+          }
         }
-      }
-      const words = new Uint32Array(this.budgetPages * Hkv * PAGED_ENTRY_WORDS);
-      const enc = ctx.device.createCommandEncoder({ label: 'tessera.quest.attend' });
-      const groups = [...byBuf.entries()];
-      let e = 0;
-      let partBase = 0;
-      const oPartsT = { buffer: this.oParts, shape: [this.parts, Hq, Dv], dtype: 'f32' as const };
-      const lsePartsT = { buffer: this.lseParts, shape: [this.parts, Hq], dtype: 'f32' as const };
-      groups.forEach(([bi, ents], gi) => {
-        const listBase = e;
-        for (const x of ents) words.set(x, 4 * e++);
-        const partCount = gi === groups.length - 1 ? this.parts - partBase : ents.length;
-        const call: PagedCall = { qPos0: Math.max(0, len - 1), listBase, nEntries: ents.length, ePer: 1, partBase, partCount };
-        this.paged.run(enc, { q: { buffer: q.buffer, offset: q.offset, shape: [1, Hq, D], dtype: 'f32' }, pages: cache.pool.buffers[bi]!, list: this.entries, oParts: oPartsT, lseParts: lsePartsT, calls: [call] });
-        partBase += ents.length;
+        const words = new Uint32Array(this.budgetPages * Hkv * PAGED_ENTRY_WORDS);
+        const enc = ctx.device.createCommandEncoder({ label: 'tessera.quest.attend' });
+        const groups = [...byBuf.entries()];
+        let e = 0;
+        let partBase = 0;
+        const oPartsT = { buffer: this.oParts, shape: [this.parts, Hq, Dv], dtype: 'f32' as const };
+        const lsePartsT = { buffer: this.lseParts, shape: [this.parts, Hq], dtype: 'f32' as const };
+        groups.forEach(([bi, ents], gi) => {
+          const listBase = e;
+          for (const x of ents) words.set(x, 4 * e++);
+          const partCount = gi === groups.length - 1 ? this.parts - partBase : ents.length;
+          const call: PagedCall = { qPos0: Math.max(0, len - 1), listBase, nEntries: ents.length, ePer: 1, partBase, partCount };
+          this.paged.run(enc, { q: { buffer: q.buffer, offset: q.offset, shape: [1, Hq, D], dtype: 'f32' }, pages: cache.pool.buffers[bi]!, list: this.entries, oParts: oPartsT, lseParts: lsePartsT, calls: [call] });
+          partBase += ents.length;
+        });
+        if (groups.length === 0) queue.writeBuffer(this.lseParts, 0, new Float32Array(this.parts * Hq).fill(-Infinity));
+        queue.writeBuffer(this.entries, 0, words, 0, e * PAGED_ENTRY_WORDS);
+        const lse = out.lse ?? { buffer: this.ensureScratchLse(), shape: [1, Hq], dtype: 'f32' as const };
+        this.merger.run(enc, {
+          oParts: oPartsT,
+          lseParts: lsePartsT,
+          o: { buffer: out.o.buffer, offset: out.o.offset, shape: [Hq, Dv], dtype: 'f32' },
+          lse: { buffer: lse.buffer, offset: lse.offset, shape: [Hq], dtype: 'f32' },
+        });
+        queue.submit([enc.finish()]);
       });
-      if (groups.length === 0) queue.writeBuffer(this.lseParts, 0, new Float32Array(this.parts * Hq).fill(-Infinity));
-      queue.writeBuffer(this.entries, 0, words, 0, e * PAGED_ENTRY_WORDS);
-      const lse = out.lse ?? { buffer: this.ensureScratchLse(), shape: [1, Hq], dtype: 'f32' as const };
-      this.merger.run(enc, {
-        oParts: oPartsT,
-        lseParts: lsePartsT,
-        o: { buffer: out.o.buffer, offset: out.o.offset, shape: [Hq, Dv], dtype: 'f32' },
-        lse: { buffer: lse.buffer, offset: lse.offset, shape: [Hq], dtype: 'f32' },
-      });
-      queue.submit([enc.finish()]);
-      await ctx.raceLost(queue.onSubmittedWorkDone());
-    });
+      await Promise.all([...checks, ctx.raceLost(queue.onSubmittedWorkDone())]);
+    }
     const perHead = cache.layout.kHeadBytes + cache.layout.vHeadBytes + (cache.dtype === 'int8' ? 8 : 0);
     let pageBytesRead = 0;
     for (const x of selected!) pageBytesRead += x.length * perHead;

@@ -183,7 +183,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
       shader: PROGRAM,
       entryPoint: variant === 'cpu' ? 'main_cpu' : 'main_gpu',
       bindings: ['read', 'read', 'read', 'rw', 'rw', 'uniform', 'read'],
-      constants: { WG, D: o.D, DV: o.Dv, KV_DT: kvDtypeCode(o.dtype), VEC: o.D % 32 === 0 && o.Dv % 32 === 0 ? 1 : 0 },
+      constants: { WG, D: o.D, DV: o.Dv, KV_DT: kvDtypeCode(o.dtype), VEC: o.D % 32 === 0 && o.Dv % 32 === 0 ? 1 : 0, PS: o.dtype === 'int8' ? o.pageSize : 1 },
     });
     return new PagedPlan(ctx, o, pipeline, variant);
   }

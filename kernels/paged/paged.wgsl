@@ -7,7 +7,8 @@
 // scale * log2(e)); the lse written is natural log. A (part, row) that sees no key writes o = 0,
 // lse = -inf, so partials merge exactly (kernels/merge).
 // Page layout (words): K [Hkv, P, D], V [Hkv, P, Dv] in KV_DT (0 f32, 1 f16, 2 bf16 packed pairs,
-// 3 int8 x4 with f32 scales [2, Hkv] at scaleOff). Needs shaders/storage.wgsl and PagedParams.
+// 3 int8 x4 with one f32 scale per token: [2, Hkv, PS] at scaleOff). Needs shaders/storage.wgsl
+// and PagedParams.
 // Two entry points: main_cpu (CPU adapters) and main_gpu (GPUs); see README.
 
 @group(0) @binding(0) var<storage, read> q: array<f32>;            // [Tq, Hq, D] f32
@@ -22,7 +23,8 @@ override WG: u32 = 64;
 override D: u32 = 64;
 override DV: u32 = 64;
 override KV_DT: u32 = 1;
-override VEC: bool = false;      // main_cpu: 32-channel groups through 16-byte loads (D, DV multiples of 32)
+override VEC: bool = false;
+override PS: u32 = 1;            // int8: tokens per page (the stride of the per-token scales)      // main_cpu: 32-channel groups through 16-byte loads (D, DV multiples of 32)
 
 const MAXV: u32 = 64u; // 256 / 4
 
@@ -89,17 +91,14 @@ fn main_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
     let kb = slot * params.pageWords + h * params.kHeadWords;
     let vb = slot * params.pageWords + params.vOffWords + h * params.vHeadWords;
-    var ks = 1.0;
-    var vs = 1.0;
-    if (KV_DT == 3u) {
-      ks = bitcast<f32>(kv[slot * params.pageWords + params.scaleOffWords + h]);
-      vs = bitcast<f32>(kv[slot * params.pageWords + params.scaleOffWords + params.Hkv + h]);
-    }
+    let ksb = slot * params.pageWords + params.scaleOffWords + h * PS;
+    let vsb = ksb + params.Hkv * PS;
     for (var j0 = 0u; j0 < len; j0 += WG) {
       let j = j0 + lid;
       var s = ST_NEG_BIG;
       if (j < len) {
         s = 0.0;
+        let ks = tok_scale(ksb, j);
         for (var c = 0u; c < D / 4u; c++) {
           s += dot(wq[c], load4(kb, j * D + 4u * c, ks));
         }
@@ -131,7 +130,7 @@ fn main_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
         acc *= corr;
         let n = min(WG, len - j0);
         for (var jj = 0u; jj < n; jj++) {
-          acc += ws[jj] * load4(vb, (j0 + jj) * DV + 4u * lid, vs);
+          acc += ws[jj] * load4(vb, (j0 + jj) * DV + 4u * lid, tok_scale(vsb, j0 + jj));
         }
       }
       workgroupBarrier();
@@ -210,6 +209,15 @@ fn ld32(base: u32, e: u32, s: f32) -> G8 {
   return g;
 }
 
+// int8: the scale of token j of the page whose scales start at word sb (K at sb, V at sb + Hkv * PS).
+fn tok_scale(sb: u32, j: u32) -> f32 {
+  var r = 1.0;
+  if (KV_DT == 3u) {
+    r = bitcast<f32>(kv[sb + j]);
+  }
+  return r;
+}
+
 fn ldg(base: u32, e: u32, s: f32, ok: bool) -> vec4<f32> {
   if (ok) {
     return load4(base, e, s);
@@ -268,12 +276,8 @@ fn main_cpu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     }
     let kb = slot * params.pageWords + h * params.kHeadWords;
     let vb = slot * params.pageWords + params.vOffWords + h * params.vHeadWords;
-    var ks = 1.0;
-    var vs = 1.0;
-    if (KV_DT == 3u) {
-      ks = bitcast<f32>(kv[slot * params.pageWords + params.scaleOffWords + h]);
-      vs = bitcast<f32>(kv[slot * params.pageWords + params.scaleOffWords + params.Hkv + h]);
-    }
+    let ksb = slot * params.pageWords + params.scaleOffWords + h * PS;
+    let vsb = ksb + params.Hkv * PS;
     for (var j = 0u; j < len; j++) {
       sc[j] = 0.0;
     }
@@ -289,6 +293,7 @@ fn main_cpu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
       let q7 = qld(qb, g + 28u, n4 > 7u);
       for (var j = 0u; j < len; j++) {
         let b = j * D + g;
+        let ks = tok_scale(ksb, j);
         if (VEC) {
           let k = ld32(kb, b, ks);
           sc[j] += dot(q0, k.a0) + dot(q1, k.a1) + dot(q2, k.a2) + dot(q3, k.a3) + dot(q4, k.a4) + dot(q5, k.a5) + dot(q6, k.a6) + dot(q7, k.a7);
@@ -332,6 +337,7 @@ fn main_cpu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
       for (var j = 0u; j < len; j++) {
         let pj = sc[j];
         let b = j * DV + g;
+        let vs = tok_scale(vsb, j);
         if (VEC) {
           let v = ld32(vb, b, vs);
           a0 += pj * v.a0;

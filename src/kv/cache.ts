@@ -39,7 +39,10 @@ export interface KvCacheOptions {
    * grain for selection (Quest uses 16, MoBA blocks are 512 to 4096).
    */
   pageSize?: number;
-  /** Storage dtype (default `f16`). `int8` keeps one scale per page, head and K/V block. */
+  /**
+   * Storage dtype (default `f16`). `int8` keeps one scale per token, head and K/V block, so an
+   * append never changes earlier tokens, and rejects NaN / Inf values with `E_NAN`.
+   */
   dtype?: KvDType;
   /**
    * GPU bytes the cache may hold: summaries plus the page pool (default 256 MiB). Must hold the
@@ -313,6 +316,7 @@ export class KvCache {
     this.assertUsable();
     const s = this.seq(seq);
     const T = this.rowsOf(k, v);
+    if (this.dtype === 'int8') checkFiniteRows(k, v); // NaN / Inf have no int8 code (E_NAN, before anything changes)
     this.appendRows(s, T, (page, rowsDone, n, dstRow) => {
       if (this.dtype === 'int8') {
         copyHeadMajor(s.tailK!, k, rowsDone, n, dstRow, this.Hkv, this.D, this.pageSize);
@@ -810,6 +814,22 @@ export class KvCache {
     this.releaseGpu();
     releaseStore(this.store, this);
     this.store.close();
+  }
+}
+
+/** int8 pages: every value of `k` and `v` must be finite (`E_NAN` naming the argument and index). */
+function checkFiniteRows(k: ArrayLike<number>, v: ArrayLike<number>): void {
+  for (const [x, name] of [[k, 'k'], [v, 'v']] as const) {
+    for (let i = 0; i < x.length; i++) {
+      const e = x[i];
+      if (typeof e !== 'number' || !Number.isFinite(e)) {
+        throw new TesseraError('E_NAN', `${name}[${i}]: is ${String(e)}; an int8 cache stores finite values only (the page scales could not hold it)`, {
+          argument: name,
+          actual: e,
+          expected: 'finite numbers for an int8 cache',
+        });
+      }
+    }
   }
 }
 

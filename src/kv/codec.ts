@@ -7,9 +7,13 @@
  * ```
  *   K: [Hkv, P, D]  eb bytes each        (head-major inside the page: one head's keys are contiguous)
  *   V: [Hkv, P, Dv] eb bytes each
- *   int8 only: scales [2, Hkv] f32       (K scales then V scales: max |x| of that head in the page)
+ *   int8 only: scales [2, Hkv, P] f32    (K scales then V scales: max |x| of that token's row)
  * ```
- * int8 stores round(x / s * 127) with s the per-page, per-head max |x|; x = q / 127 * s.
+ * int8 stores round(x / s * 127) with s the max |x| of that token's row (one scale per token, head
+ * and K/V block); x = q / 127 * s. A token's scale depends on its own values only, so appending a
+ * token never changes the bytes of earlier tokens (a per-page scale would requantise them when a
+ * larger value arrives). Non-finite values are rejected by the cache (`E_NAN`) before anything is
+ * written.
  * f16/bf16 are IEEE half / bfloat16 bits, two per 32-bit word, element 2i in the low half
  * (the same packing as `GpuTensor`).
  */
@@ -64,7 +68,7 @@ export function pageLayout(pageSize: number, Hkv: number, D: number, Dv: number,
   const vHeadBytes = pageSize * Dv * eb;
   const vOffset = Hkv * kHeadBytes;
   const scaleOffset = vOffset + Hkv * vHeadBytes;
-  const pageBytes = scaleOffset + (dtype === 'int8' ? 8 * Hkv : 0);
+  const pageBytes = scaleOffset + (dtype === 'int8' ? 8 * Hkv * pageSize : 0);
   return { pageSize, Hkv, D, Dv, dtype, kHeadBytes, vHeadBytes, vOffset, scaleOffset, pageBytes: Math.ceil(pageBytes / 16) * 16 };
 }
 
@@ -153,7 +157,8 @@ export function writeRows(
 
 /**
  * Quantises the first `len` rows of a page from f32 values `[Hkv, P, width]` (K then V) into int8
- * with one scale per head and block.
+ * with one scale per token, head and block (rows past `len` are zero, scale 0). Row r's bytes
+ * depend only on row r's values: requantising a page after an append leaves earlier rows as they were.
  */
 export function quantizePageInt8(page: Uint8Array, L: PageLayout, kVals: Float32Array, vVals: Float32Array, len: number): void {
   const dv = new DataView(page.buffer, page.byteOffset, page.byteLength);
@@ -163,13 +168,15 @@ export function quantizePageInt8(page: Uint8Array, L: PageLayout, kVals: Float32
     [1, vVals, L.Dv, L.vOffset, L.vHeadBytes],
   ] as const) {
     for (let h = 0; h < L.Hkv; h++) {
-      let s = 0;
       const o = h * L.pageSize * width;
-      for (let i = 0; i < len * width; i++) s = Math.max(s, Math.abs(vals[o + i]!));
-      dv.setFloat32(L.scaleOffset + 4 * (which * L.Hkv + h), s, true);
-      const inv = s > 0 ? 127 / s : 0;
-      for (let i = 0; i < L.pageSize * width; i++) {
-        i8[base + h * headBytes + i] = i < len * width ? Math.max(-127, Math.min(127, Math.round(vals[o + i]! * inv))) : 0;
+      for (let r = 0; r < L.pageSize; r++) {
+        let s = 0;
+        const ro = o + r * width;
+        if (r < len) for (let i = 0; i < width; i++) s = Math.max(s, Math.abs(vals[ro + i]!));
+        dv.setFloat32(L.scaleOffset + 4 * ((which * L.Hkv + h) * L.pageSize + r), s, true);
+        const inv = s > 0 ? 127 / s : 0;
+        const bo = base + h * headBytes + r * width;
+        for (let i = 0; i < width; i++) i8[bo + i] = r < len ? Math.max(-127, Math.min(127, Math.round(vals[ro + i]! * inv))) : 0;
       }
     }
   }
@@ -185,9 +192,12 @@ export function readHeadRows(page: Uint8Array, L: PageLayout, which: 0 | 1, h: n
   if (L.dtype === 'f32') {
     out.set(new Float32Array(page.buffer.slice(off, off + 4 * n)));
   } else if (L.dtype === 'int8') {
-    const s = new DataView(page.buffer, page.byteOffset, page.byteLength).getFloat32(L.scaleOffset + 4 * (which * L.Hkv + h), true);
+    const dv = new DataView(page.buffer, page.byteOffset, page.byteLength);
     const q = new Int8Array(page.buffer, off, n);
-    for (let i = 0; i < n; i++) out[i] = (q[i]! / 127) * s;
+    for (let r = 0; r < len; r++) {
+      const s = dv.getFloat32(L.scaleOffset + 4 * ((which * L.Hkv + h) * L.pageSize + r), true);
+      for (let i = r * width; i < (r + 1) * width; i++) out[i] = (q[i]! / 127) * s;
+    }
   } else {
     const t = L.dtype === 'f16' ? f16Table() : bf16Table();
     const u = new Uint16Array(page.buffer, off, n);

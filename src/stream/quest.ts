@@ -284,7 +284,7 @@ export class QuestDecodePlan {
       });
       await Promise.all([...checks, ctx.raceLost(queue.onSubmittedWorkDone())]);
     }
-    const perHead = cache.layout.kHeadBytes + cache.layout.vHeadBytes + (cache.dtype === 'int8' ? 8 : 0);
+    const perHead = cache.layout.kHeadBytes + cache.layout.vHeadBytes + (cache.dtype === 'int8' ? 8 * cache.pageSize : 0);
     let pageBytesRead = 0;
     for (const x of selected!) pageBytesRead += x.length * perHead;
     const ms = performance.now() - t0;

@@ -19,6 +19,7 @@ import { streamAttentionReference } from '../kernels/paged/reference.js';
 import { ALL_HEADS, PAGED_ENTRY_WORDS, planPaged } from '../kernels/paged/paged.js';
 import { planQuestScore } from '../kernels/quest/score.js';
 import { attention } from '../kernels/dense/prefill.js';
+import { planDecode } from '../kernels/dense/decode.js';
 import { attentionReference } from '../kernels/dense/reference.js';
 import { LinearStream } from '../kernels/linear/stream.js';
 import { byteSize, type GpuTensor } from '../src/tensor.js';
@@ -228,6 +229,38 @@ describe('class 2: overlapping runs of one plan', () => {
       } finally {
         cache.dispose();
       }
+    });
+  }
+
+  for (const variant of VARIANTS) {
+    it(`a plan with workspace (split decode + merge, ${variant}): two runs in one command buffer are both exact`, async () => {
+      const dev = gpu.dev;
+      const Hq = 4;
+      const Hkv = 2;
+      const D = 16;
+      const kvLens = [300, 77];
+      const total = 377;
+      const plan = await planDecode(dev, { Hq, Hkv, D, kvLens, kvChunk: 64, variant });
+      expect(plan.kvChunk).toBeLessThan(300); // several splits: f32 partials in the plan's workspace, then the merge
+      const rng = new Rng(20);
+      const kv = [rng.normals(total * Hkv * D), rng.normals(total * Hkv * D)];
+      const k = f32(dev, kv[0]!, [total, Hkv, D]);
+      const v = f32(dev, kv[1]!, [total, Hkv, D]);
+      const qs = [rng.normals(2 * Hq * D), rng.normals(2 * Hq * D)];
+      const os = [nan(dev, [2, Hq, D]), nan(dev, [2, Hq, D])];
+      const enc = dev.device.createCommandEncoder();
+      qs.forEach((q, i) => plan.run(enc, { q: f32(dev, q, [2, Hq, D]), k, v, o: os[i]! }));
+      await dev.submitAndWait([enc.finish()]);
+      for (const i of [0, 1]) {
+        const got = await read(dev, os[i]!);
+        let off = 0;
+        kvLens.forEach((len, n) => {
+          const ref = attentionReference(qs[i]!.subarray(n * Hq * D, (n + 1) * Hq * D), kv[0]!.subarray(off * Hkv * D, (off + len) * Hkv * D), kv[1]!.subarray(off * Hkv * D, (off + len) * Hkv * D), { Tq: 1, Tk: len, Hq, Hkv, D });
+          expectClose(got.subarray(n * Hq * D, (n + 1) * Hq * D), ref.o, `run ${i}, sequence ${n}`);
+          off += len;
+        });
+      }
+      plan.dispose();
     });
   }
 

@@ -307,7 +307,8 @@ export class KvCache {
 
   /**
    * Appends `T` tokens to sequence `seq`. `k` is `[T, Hkv, D]`, `v` is `[T, Hkv, Dv]` row-major host
-   * values, encoded to the cache's dtype. Everything is validated before anything changes.
+   * values, encoded to the cache's dtype. Everything is validated before anything changes, and the
+   * append is atomic: if the store fails part-way (`E_IO`), the cache is exactly as before.
    *
    * @example
    * cache.append(seq, new Float32Array(T * Hkv * D), new Float32Array(T * Hkv * Dv));

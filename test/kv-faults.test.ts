@@ -5,7 +5,8 @@
  * - 5: int8 pages: NaN / Inf is E_NAN naming k or v; appending never changes earlier tokens.
  * - 8: one live cache per store object, one FileStore per file (E_STATE naming `store` / `path`).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -306,11 +307,33 @@ describe('class 8: one cache per backing store', () => {
       // The refused store did not truncate the file: every page still verifies and reads back.
       expect(cache.verifyStore()).toBe(cache.numPages);
       expect(Array.from(cache.read(s, 0, 40).v)).toEqual(Array.from(before.v));
+      expect(readFileSync(`${path}.lock`, 'utf8')).toBe(String(process.pid));
       cache.dispose();
+      expect(existsSync(`${path}.lock`), 'the lock goes with its store').toBe(false);
       const again = new FileStore({ path }); // closed with its cache: free again
       again.close();
     } finally {
       cache.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('across processes: a live process\'s lock file is E_STATE naming path; a dead one\'s is taken over', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-lock-'));
+    const path = join(dir, 'kv.bin');
+    try {
+      // A live process that is not this one: the parent (vitest's runner).
+      writeFileSync(`${path}.lock`, String(process.ppid));
+      expect(() => new FileStore({ path })).toThrow(expect.objectContaining({ code: 'E_STATE', argument: 'path' }));
+      expect(existsSync(path), 'the refused store did not create or truncate the file').toBe(false);
+      // A process that has exited: its lock is stale.
+      const child = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+      writeFileSync(`${path}.lock`, child.stdout);
+      const store = new FileStore({ path });
+      expect(readFileSync(`${path}.lock`, 'utf8')).toBe(String(process.pid));
+      store.close();
+      expect(existsSync(`${path}.lock`)).toBe(false);
+    } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });

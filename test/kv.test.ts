@@ -23,7 +23,7 @@ function expectError(fn: () => unknown, code: string, argument?: string): void {
   if (argument) expect((err as TesseraError).argument).toBe(argument);
 }
 
-/** Expected stored values for a dtype (int8 is checked against its per-page scale separately). */
+/** Expected stored values for a dtype (int8 is checked against its per-token scale separately). */
 function stored(x: Float64Array, dtype: KvDType): Float64Array {
   return dtype === 'int8' ? x : roundTo(x, dtype);
 }
@@ -61,7 +61,7 @@ describe('kv cache round trips', () => {
           const back = cache.read(seqs[i]!, 0, T);
           const ck = compare(back.k, stored(all[i]!.k, dtype));
           const cv = compare(back.v, stored(all[i]!.v, dtype));
-          const tol = dtype === 'int8' ? 1.5e-2 : 1e-7; // int8: half a step of max|x|/127 per page
+          const tol = dtype === 'int8' ? 1.5e-2 : 1e-7; // int8: half a step of max|x|/127 per token
           expect(ck.relRms).toBeLessThan(tol);
           expect(cv.relRms).toBeLessThan(tol);
           expect(ck.badCount + cv.badCount).toBe(0);

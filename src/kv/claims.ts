@@ -5,7 +5,7 @@
  * So a cache claims its store when it is created and releases it on `dispose()` (or hands it to
  * the cache `moveTo` makes); a second live cache on the same store is refused with `E_STATE`
  * naming `store`. Two `FileStore`s on one path are refused by `FileStore` itself (see
- * `file-store.ts`), since each would be a different store object over the same file.
+ * `file-lock.ts`), since each would be a different store object over the same file.
  */
 import { TesseraError } from '../errors.js';
 

@@ -3,11 +3,12 @@
  * position), so a context larger than RAM lives on disk and only the pages in flight are in host
  * memory. Exported from `tessera/node`.
  */
-import { closeSync, mkdtempSync, openSync, readSync, realpathSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { TesseraError } from '../errors.js';
 import type { Store } from './store.js';
+import { claimFile, releaseFile } from './file-lock.js';
 
 export interface FileStoreOptions {
   /** The file to use (created or truncated). Default: a fresh file in the OS temp dir. */
@@ -29,8 +30,8 @@ export class FileStore implements Store {
   private extent = 0;
   private readonly remove: boolean;
   private readonly dir?: string;
-  /** This file in the process-wide registry of open FileStores. */
-  private readonly key: string;
+  /** This store's claim on its file (see `file-lock.ts`). */
+  private readonly claim: { key: string; lock: string };
 
   constructor(opts: FileStoreOptions = {}) {
     if (opts.path) {
@@ -40,18 +41,15 @@ export class FileStore implements Store {
       this.path = join(this.dir, 'kv.bin');
     }
     this.remove = opts.removeOnClose ?? !opts.path;
-    // One open FileStore per file in this process: a second one would truncate the file under the
-    // first and both caches would overwrite each other's pages (released on close()).
-    this.key = fileKey(this.path);
-    if (openFiles.has(this.key)) {
-      throw new TesseraError('E_STATE', `path: ${this.path} is already open as the store of another FileStore (close it, or its cache, first)`, { argument: 'path', actual: this.path });
-    }
+    // One FileStore per file (this process: a registry; other processes: a lock file), claimed
+    // before the open would truncate it under its owner; E_STATE naming `path`. Released on close().
+    this.claim = claimFile(this.path);
     try {
       this.fd = openSync(this.path, 'w+');
     } catch (e) {
+      releaseFile(this.claim);
       throw new TesseraError('E_IO', `disk tier: cannot open ${this.path}: ${(e as Error).message}`, { cause: e });
     }
-    openFiles.add(this.key);
   }
 
   private handle(): number {
@@ -91,24 +89,7 @@ export class FileStore implements Store {
     if (this.fd === null) return;
     closeSync(this.fd);
     this.fd = null;
-    openFiles.delete(this.key);
+    releaseFile(this.claim);
     if (this.remove) rmSync(this.dir ?? this.path, { recursive: true, force: true });
-  }
-}
-
-/** Files open as a FileStore in this process, by {@link fileKey}. */
-const openFiles = new Set<string>();
-
-/** The file's identity for the registry: its real path (symlinks and `..` resolved, as far as they exist). */
-function fileKey(path: string): string {
-  const abs = resolve(path);
-  try {
-    return realpathSync(abs);
-  } catch {
-    try {
-      return join(realpathSync(dirname(abs)), basename(abs));
-    } catch {
-      return abs;
-    }
   }
 }

@@ -8,7 +8,7 @@
  * - 3: GPU errors reach the call that caused them, however calls interleave.
  * - 9: pinned pages never fill the GPU working set for good.
  */
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useGpu } from './helpers/gpu.js';
 import { adapterFromEnv, requestDevice, type TesseraDevice } from '../src/gpu/device.js';
 import { Rng, TOLERANCE, compare, describeComparison, passes } from '../src/testing.js';
@@ -312,65 +312,65 @@ describe('class 2: overlapping runs of one plan', () => {
 });
 
 describe('class 3: GPU errors reach the call that caused them', () => {
+  // A device that does not track buffers: a destroyed buffer it never saw passes every check
+  // before encoding and is only caught by the error scopes at submit.
+  let d: TesseraDevice;
+  const uncaptured: string[] = [];
+  beforeAll(async () => {
+    d = await requestDevice({ ...adapterFromEnv(), trackBuffers: false });
+    d.device.addEventListener('uncapturederror', (ev) => uncaptured.push((ev as GPUUncapturedErrorEvent).error.message));
+  });
+  afterAll(async () => {
+    await d.device.queue.onSubmittedWorkDone();
+    expect(uncaptured, 'uncaptured GPU errors').toEqual([]);
+    d.destroy();
+  });
+
   for (const variant of VARIANTS) {
     it(`a valid and an invalid attention call in flight together (${variant})`, async () => {
-      // A device that does not track buffers: a destroyed buffer it never saw passes every check
-      // before encoding and is only caught by the error scopes at submit.
-      const d = await requestDevice({ ...adapterFromEnv(), trackBuffers: false });
-      const uncaptured: string[] = [];
-      d.device.addEventListener('uncapturederror', (ev) => uncaptured.push((ev as GPUUncapturedErrorEvent).error.message));
-      try {
-        const Tq = 40;
-        const H = 2;
-        const D = 16;
-        const rng = new Rng(21);
-        const qv = rng.normals(Tq * H * D);
-        const kv = rng.normals(Tq * H * D);
-        const vv = rng.normals(Tq * H * D);
-        const shape = [Tq, H, D];
-        const good = { q: f32(d, qv, shape), k: f32(d, kv, shape), v: f32(d, vv, shape), o: nan(d, shape) };
-        const gone = d.device.createBuffer({ size: byteSize(shape, 'f32'), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label: 'gone' });
-        gone.destroy();
-        const bad = { q: f32(d, qv, shape), k: { buffer: gone, shape, dtype: 'f32' as const }, v: f32(d, vv, shape), o: nan(d, shape) };
-        for (const order of ['valid first', 'invalid first'] as const) {
-          const calls = order === 'valid first' ? [attention(d, good, { variant }), attention(d, bad, { variant })] : [attention(d, bad, { variant }), attention(d, good, { variant })].reverse();
-          const [rv, ri] = await Promise.allSettled(calls);
-          expect(rv.status, `${order}: the valid call`).toBe('fulfilled');
-          expect(ri.status, `${order}: the invalid call`).toBe('rejected');
-          expect((ri as PromiseRejectedResult).reason).toMatchObject({ code: 'E_BUFFER' });
-          expectClose(await read(d, good.o), attentionReference(qv, kv, vv, { Tq, Hq: H, Hkv: H, D }).o, `${order}: valid output`);
-          expect(Array.from(await read(d, bad.o)).every(Number.isNaN), `${order}: the invalid call wrote nothing`).toBe(true);
-          await d.device.queue.writeBuffer(good.o.buffer, 0, new Float32Array(Tq * H * D).fill(NaN));
-        }
-        await d.device.queue.onSubmittedWorkDone();
-        expect(uncaptured).toEqual([]);
-      } finally {
-        d.destroy();
+      const Tq = 40;
+      const H = 2;
+      const D = 16;
+      const rng = new Rng(21);
+      const qv = rng.normals(Tq * H * D);
+      const kv = rng.normals(Tq * H * D);
+      const vv = rng.normals(Tq * H * D);
+      const shape = [Tq, H, D];
+      const good = { q: f32(d, qv, shape), k: f32(d, kv, shape), v: f32(d, vv, shape), o: nan(d, shape) };
+      const gone = d.device.createBuffer({ size: byteSize(shape, 'f32'), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label: 'gone' });
+      gone.destroy();
+      const bad = { q: f32(d, qv, shape), k: { buffer: gone, shape, dtype: 'f32' as const }, v: f32(d, vv, shape), o: nan(d, shape) };
+      for (const order of ['valid first', 'invalid first'] as const) {
+        const calls = order === 'valid first' ? [attention(d, good, { variant }), attention(d, bad, { variant })] : [attention(d, bad, { variant }), attention(d, good, { variant })].reverse();
+        const [rv, ri] = await Promise.allSettled(calls);
+        expect(rv.status, `${order}: the valid call`).toBe('fulfilled');
+        expect(ri.status, `${order}: the invalid call`).toBe('rejected');
+        expect((ri as PromiseRejectedResult).reason).toMatchObject({ code: 'E_BUFFER' });
+        expectClose(await read(d, good.o), attentionReference(qv, kv, vv, { Tq, Hq: H, Hkv: H, D }).o, `${order}: valid output`);
+        expect(Array.from(await read(d, bad.o)).every(Number.isNaN), `${order}: the invalid call wrote nothing`).toBe(true);
+        d.device.queue.writeBuffer(good.o.buffer, 0, new Float32Array(Tq * H * D).fill(NaN));
       }
+      await d.device.queue.onSubmittedWorkDone();
+      expect(uncaptured).toEqual([]);
     });
   }
 
   it('a streaming call beside a failing convenience call keeps its own result', async () => {
-    const d = await requestDevice({ ...adapterFromEnv(), trackBuffers: false });
-    try {
-      const cache = createKvCache(d, { Hkv: 1, D: 16, dtype: 'f32', pageSize: 16, tilePages: 2, gpuBudgetBytes: 64 << 10 });
-      const seq = cache.addSequence();
-      fill(cache, seq, 500, new Rng(22));
-      const q = new Rng(23).normals(32);
-      const gone = d.device.createBuffer({ size: 40 * 2 * 16 * 4, usage: GPUBufferUsage.STORAGE, label: 'gone' });
-      gone.destroy();
-      const shape = [40, 2, 16];
-      const x = new Rng(24).normals(40 * 32);
-      const bad = { q: f32(d, x, shape), k: { buffer: gone, shape, dtype: 'f32' as const }, v: f32(d, x, shape), o: nan(d, shape) };
-      const [rs, rb] = await Promise.allSettled([streamAttention(cache, seq, q, { Hq: 2 }), attention(d, bad), attention(d, bad)]);
-      expect(rs.status).toBe('fulfilled');
-      expect((rb as PromiseRejectedResult).reason).toMatchObject({ code: 'E_BUFFER' });
-      const { k, v } = cache.read(seq, 0, 500);
-      expectClose((rs as PromiseFulfilledResult<{ o: Float64Array }>).value.o, streamAttentionReference(q, k, v, { Tq: 1, Tk: 500, Hq: 2, Hkv: 1, D: 16 }).o, 'stream');
-      cache.dispose();
-    } finally {
-      d.destroy();
-    }
+    const cache = createKvCache(d, { Hkv: 1, D: 16, dtype: 'f32', pageSize: 16, tilePages: 2, gpuBudgetBytes: 64 << 10 });
+    const seq = cache.addSequence();
+    fill(cache, seq, 500, new Rng(22));
+    const q = new Rng(23).normals(32);
+    const gone = d.device.createBuffer({ size: 40 * 2 * 16 * 4, usage: GPUBufferUsage.STORAGE, label: 'gone' });
+    gone.destroy();
+    const shape = [40, 2, 16];
+    const x = new Rng(24).normals(40 * 32);
+    const bad = { q: f32(d, x, shape), k: { buffer: gone, shape, dtype: 'f32' as const }, v: f32(d, x, shape), o: nan(d, shape) };
+    const [rs, rb] = await Promise.allSettled([streamAttention(cache, seq, q, { Hq: 2 }), attention(d, bad), attention(d, bad)]);
+    expect(rs.status).toBe('fulfilled');
+    expect((rb as PromiseRejectedResult).reason).toMatchObject({ code: 'E_BUFFER' });
+    const { k, v } = cache.read(seq, 0, 500);
+    expectClose((rs as PromiseFulfilledResult<{ o: Float64Array }>).value.o, streamAttentionReference(q, k, v, { Tq: 1, Tk: 500, Hq: 2, Hkv: 1, D: 16 }).o, 'stream');
+    cache.dispose();
   });
 });
 

@@ -11,7 +11,11 @@ import type { Store } from './store.js';
 import { claimFile, releaseFile } from './file-lock.js';
 
 export interface FileStoreOptions {
-  /** The file to use (created or truncated). Default: a fresh file in the OS temp dir. */
+  /**
+   * The file to use (created or truncated). Default: a fresh file in the OS temp dir. One
+   * FileStore per file: while open it holds `<path>.lock` (its pid); a second FileStore on the
+   * file, in this or another live process, is `E_STATE` naming `path`.
+   */
   path?: string;
   /** Delete the file on `close()` (default: true when `path` was not given). */
   removeOnClose?: boolean;

@@ -23,8 +23,8 @@ override WG: u32 = 64;
 override D: u32 = 64;
 override DV: u32 = 64;
 override KV_DT: u32 = 1;
-override VEC: bool = false;
-override PS: u32 = 1;            // int8: tokens per page (the stride of the per-token scales)      // main_cpu: 32-channel groups through 16-byte loads (D, DV multiples of 32)
+override VEC: bool = false;      // main_cpu: 32-channel groups through 16-byte loads (D, DV multiples of 32)
+override PS: u32 = 1;            // int8: tokens per page (the stride of the per-token scales)
 
 const MAXV: u32 = 64u; // 256 / 4
 

@@ -10,7 +10,7 @@ import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import { checkTensor } from '../../src/tensor.js';
-import { kvDtypeCode, pageLayout, KV_DTYPES, type KvDType } from '../../src/kv/codec.js';
+import { kvDtypeCode, pageLayout, KV_DTYPES, type KvDType } from '../attention/page.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import pagedWgsl from './paged.wgsl.js';
 

@@ -9,9 +9,9 @@ import { useGpu } from './helpers/gpu.js';
 import { TesseraError } from '../src/errors.js';
 import { Rng, compare, describeComparison } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
-import { pageLayout, readHeadRows, type KvDType } from '../src/kv/codec.js';
+import { pageLayout, readHeadRows, writeRows, f16Down, f16Up, type KvDType } from '../src/kv/codec.js';
 import { createKvCache } from '../src/kv/cache.js';
-import { appendReference, pageSummaryReference, planAppend, planRope, ropeReference, type AppendSchedule, type RopeStyle } from '../kernels/append/index.js';
+import { appendReference, f16Bound, pageSummaryReference, planAppend, planRope, ropeReference, type AppendSchedule, type RopeStyle } from '../kernels/append/index.js';
 
 const gpu = useGpu();
 const STORAGE = 0x80 | 0x4 | 0x8;
@@ -87,6 +87,15 @@ describe('rope', () => {
 });
 
 describe('append', () => {
+  it('the reference summary rounding equals the KV cache codec (f16Down / f16Up)', () => {
+    const rng = new Rng(2);
+    const xs = [0, -0, 1e-6, -1e-6, 65504, 65519, 65520, 70000, -70000, 1e-9, ...Array.from(rng.normals(2000, 50))];
+    for (const x of xs.map(Math.fround)) {
+      expect(f16Bound(x, false)).toBe(f16Down(x));
+      expect(f16Bound(x, true)).toBe(f16Up(x));
+    }
+  });
+
   const cases: [FloatDType, KvDType][] = [
     ['f32', 'f32'],
     ['f32', 'f16'],
@@ -109,6 +118,7 @@ describe('append', () => {
       const initial = new Uint8Array(maxPages * L.pageBytes);
       for (let i = 0; i < initial.length; i++) initial[i] = rng.int(0, 255);
       const host = initial.slice();
+      const codecPool = initial.slice();
       const pages = gpu.dev.upload(initial, { usage: STORAGE });
       const sumBytes = maxPages * Hkv * 2 * D * 2;
       const summaries = gpu.dev.createBuffer({ size: sumBytes, usage: STORAGE });
@@ -128,16 +138,25 @@ describe('append', () => {
           });
           const s: AppendSchedule = { kvIndptr: t.kvIndptr, kvIndices: t.kvIndices, batchIndices, positions };
           const n = positions.length;
-          const kv = roundTo(rng.normals(n * Hkv * D, 3), inDt);
+          const kraw = rng.normals(n * Hkv * D, 3);
+          if (si === 0) kraw[5] = 1e-6; // an f16 subnormal: the GPU must not flush it
+          const kv = roundTo(kraw, inDt); // the values the engine's buffer holds
           const vv = roundTo(rng.normals(n * Hkv * Dv, 3), inDt);
-          if (si === 0) kv[5] = 1e-6; // an f16 subnormal: the GPU must not flush it
           const k = gpu.tensor(kv, [n, Hkv, D], inDt);
           const v = gpu.tensor(vv, [n, Hkv, Dv], inDt);
           plan.schedule(s);
           const enc = gpu.dev.device.createCommandEncoder();
           plan.run(enc, { k, v, pages, summaries });
           gpu.dev.device.queue.submit([enc.finish()]);
-          appendReference(host, L, roundTo(kv, inDt), vv, s);
+          appendReference(host, L, kv, vv, s);
+          // The KV cache's own codec writes the same bytes.
+          for (let i = 0; i < n; i++) {
+            const page = s.kvIndices[s.kvIndptr[s.batchIndices[i]!]! + Math.floor(s.positions[i]! / P)]!;
+            const bytes = codecPool.subarray(page * L.pageBytes, (page + 1) * L.pageBytes);
+            writeRows(bytes, L, 0, kv, i, 1, s.positions[i]! % P);
+            writeRows(bytes, L, 1, vv, i, 1, s.positions[i]! % P);
+          }
+          expect(codecPool).toEqual(host);
           const got = await readPool(pages);
           let diff = -1;
           for (let i = 0; i < got.length && diff < 0; i++) if (got[i] !== host[i]) diff = i;

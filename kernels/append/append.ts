@@ -14,7 +14,7 @@ import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/p
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan } from '../../src/plan.js';
 import { byteSize, checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
-import { KV_DTYPES, kvDtypeCode, pageLayout, type KvDType, type PageLayout } from '../../src/kv/codec.js';
+import { KV_DTYPES, kvDtypeCode, pageLayout, type KvDType, type PageLayout } from '../attention/page.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import commonWgsl from './common.wgsl.js';
 import appendWgsl from './append.wgsl.js';

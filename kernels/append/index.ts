@@ -16,6 +16,7 @@ export {
   ropeCosSinTable,
   appendReference,
   pageSummaryReference,
+  f16Bound,
   type RopeOptions,
   type RopeStyle,
   type AppendSchedule,

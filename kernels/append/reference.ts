@@ -3,7 +3,8 @@
  * partial rotary dims), the cos/sin table the kernels read, the host page encoding of an append
  * through a CSR page table, and the Quest min/max summaries of a page.
  */
-import { f16Down, f16Up, pageLayout, readHeadRows, writeRows, type KvDType } from '../../src/kv/codec.js';
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../../src/tensor.js';
+import { KV_DTYPE_BYTES, type KvDType, type PageLayout } from '../attention/page.js';
 
 /** RoPE convention: `half` = rotate-half (Llama, NeoX), `interleaved` = GPT-J. */
 export type RopeStyle = 'half' | 'interleaved';
@@ -88,43 +89,75 @@ export interface AppendSchedule {
   positions: ArrayLike<number>;
 }
 
+/** Writes one value into page bytes at element `e` of the page's K or V block, as the host codec does. */
+function put(dv: DataView, byte: number, x: number, dtype: KvDType): void {
+  if (dtype === 'f32') dv.setFloat32(byte, x, true);
+  else if (dtype === 'f16') dv.setUint16(byte, f32ToF16Bits(Math.min(65504, Math.max(-65504, x))), true);
+  else if (dtype === 'bf16') dv.setUint16(byte, f32ToBf16Bits(x), true);
+  else throw new Error(`appendReference: ${dtype} pages are not appended row by row`);
+}
+
+function get(dv: DataView, byte: number, dtype: KvDType): number {
+  if (dtype === 'f32') return dv.getFloat32(byte, true);
+  const h = dv.getUint16(byte, true);
+  return dtype === 'f16' ? f16BitsToF32(h) : bf16BitsToF32(h);
+}
+
 /**
  * The host encoding of an append: writes rows `k [nnz, Hkv, D]`, `v [nnz, Hkv, Dv]` (values,
- * RoPE already applied to k if any) into the page bytes `pool` (pages of `pageLayout(...)`) with the
- * KV cache's codec (`writeRows`). Returns the pool (modified in place).
+ * RoPE already applied to k if any) into the page bytes `pool` (pages of layout `L`) through the
+ * page table. f16 saturates finite values to +-65504 and rounds to nearest even; bf16 rounds to
+ * nearest even. Returns the pool (modified in place).
  */
-export function appendReference(pool: Uint8Array, L: ReturnType<typeof pageLayout>, k: ArrayLike<number>, v: ArrayLike<number>, s: AppendSchedule): Uint8Array {
+export function appendReference(pool: Uint8Array, L: PageLayout, k: ArrayLike<number>, v: ArrayLike<number>, s: AppendSchedule): Uint8Array {
   const n = s.positions.length;
+  const eb = KV_DTYPE_BYTES[L.dtype];
+  const dv = new DataView(pool.buffer, pool.byteOffset, pool.byteLength);
   for (let i = 0; i < n; i++) {
     const b = s.batchIndices[i]!;
     const p = s.positions[i]!;
     const page = s.kvIndices[s.kvIndptr[b]! + Math.floor(p / L.pageSize)]!;
-    const bytes = pool.subarray(page * L.pageBytes, (page + 1) * L.pageBytes);
-    writeRows(bytes, L, 0, k, i, 1, p % L.pageSize);
-    writeRows(bytes, L, 1, v, i, 1, p % L.pageSize);
+    const r = p % L.pageSize;
+    for (let h = 0; h < L.Hkv; h++) {
+      for (let d = 0; d < L.D; d++) put(dv, page * L.pageBytes + ((h * L.pageSize + r) * L.D + d) * eb, k[(i * L.Hkv + h) * L.D + d]!, L.dtype);
+      for (let d = 0; d < L.Dv; d++) put(dv, page * L.pageBytes + L.vOffset + ((h * L.pageSize + r) * L.Dv + d) * eb, v[(i * L.Hkv + h) * L.Dv + d]!, L.dtype);
+    }
   }
   return pool;
 }
 
+/** The f16 bits of the largest half <= x (`up`: the smallest half >= x). */
+export function f16Bound(x: number, up: boolean): number {
+  let h = f32ToF16Bits(x);
+  const v = f16BitsToF32(h);
+  if (Number.isNaN(v) || (up ? v >= x : v <= x)) return h;
+  const neg = (h & 0x8000) !== 0;
+  const mag = h & 0x7fff;
+  if (mag === 0) return up ? 0x0001 : 0x8001;
+  if (neg === up) h = (h & 0x8000) | (mag - 1);
+  else if (mag < 0x7c00) h = (h & 0x8000) | (mag + 1);
+  return h;
+}
+
 /**
- * Quest min/max summary of the first `len` rows of a page as the KV cache computes it: per KV
- * head and channel, the min and max of the stored keys, rounded outwards to f16; `[Hkv, 2, D]`
- * f16 bits (min then max).
+ * Quest min/max summary of the first `len` rows of a page: per KV head and channel, the min and
+ * max of the stored keys, rounded outwards to f16; `[Hkv, 2, D]` f16 bits (min then max).
  */
-export function pageSummaryReference(page: Uint8Array, L: ReturnType<typeof pageLayout>, len: number): Uint16Array {
+export function pageSummaryReference(page: Uint8Array, L: PageLayout, len: number): Uint16Array {
   const out = new Uint16Array(L.Hkv * 2 * L.D);
+  const eb = KV_DTYPE_BYTES[L.dtype];
+  const dv = new DataView(page.buffer, page.byteOffset, page.byteLength);
   for (let h = 0; h < L.Hkv; h++) {
-    const rows = readHeadRows(page, L, 0, h, len);
     for (let d = 0; d < L.D; d++) {
       let mn = Infinity;
       let mx = -Infinity;
       for (let r = 0; r < len; r++) {
-        const x = rows[r * L.D + d]!;
+        const x = get(dv, ((h * L.pageSize + r) * L.D + d) * eb, L.dtype);
         if (x < mn) mn = x;
         if (x > mx) mx = x;
       }
-      out[(h * 2) * L.D + d] = f16Down(mn);
-      out[(h * 2 + 1) * L.D + d] = f16Up(mx);
+      out[h * 2 * L.D + d] = f16Bound(mn, false);
+      out[(h * 2 + 1) * L.D + d] = f16Bound(mx, true);
     }
   }
   return out;

@@ -347,7 +347,7 @@ describe('append', () => {
     expect(code(() => plan.schedule({ kvIndptr: [0, 1, 2, 3, 4], kvIndices: [0, 1, 2, 3], batchIndices: [], positions: [] }))).toBe('E_LIMIT');
     expect(plan.rows).toBe(1); // the good schedule is still the one in place
     expect(code(() => plan.run(enc, { k: gpu.tensor(new Float64Array(8), [1, 1, 8], 'f16'), v, pages, summaries }))).toBe('E_DTYPE');
-    expect(code(() => plan.run(enc, { k, v, pages }))).toBe('E_BUFFER'); // summaries required
+    expect(code(() => plan.run(enc, { k, v, pages, summaries: pages }))).toBe('E_BUFFER'); // the pool itself
     expect(code(() => plan.run(enc, { k, v, pages: summaries, summaries }))).toBe('E_BUFFER'); // pool too small
     plan.run(enc, { k, v, pages, summaries });
     plan.schedule({ ...good, positions: [2] });

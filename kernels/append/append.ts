@@ -69,7 +69,7 @@ export interface AppendOptions {
   maxTableEntries?: number;
   /** RoPE fused on K (omit: K is stored as given). */
   rope?: RopeSpec;
-  /** Update Quest min/max summaries of the touched pages on the GPU (default true). */
+  /** Compile the Quest min/max summary pass (default true); runs given a `summaries` buffer update them. */
   summaries?: boolean;
 }
 
@@ -80,7 +80,11 @@ export interface AppendTensors {
   v: GpuTensor;
   /** The pool: `maxPages` pages of `plan.layout.pageBytes` bytes. */
   pages: GPUBuffer;
-  /** minmax summaries `[maxPages, Hkv, 2, D]` f16 (required when the plan updates summaries). */
+  /**
+   * minmax summaries `[maxPages, Hkv, 2, D]` f16: given, the touched pages' summaries are updated
+   * (the plan must have `summaries: true`); omitted, no summary pass runs (a layer that does not
+   * select pages).
+   */
   summaries?: GPUBuffer;
 }
 
@@ -288,8 +292,9 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     if (t.pages.size < poolBytes) fail('E_BUFFER', 'pages', 'is smaller than maxPages pages;', t.pages.size, `>= ${poolBytes} bytes`);
     if ((t.pages.usage & GPUBufferUsage.STORAGE) === 0) fail('E_BUFFER', 'pages', 'lacks STORAGE usage;', t.pages.usage);
     const sumBytes = o.maxPages * o.Hkv * 2 * o.D * 2;
-    if (this.summarize) {
-      if (!t.summaries || typeof t.summaries.size !== 'number') fail('E_BUFFER', 'summaries', 'is required by a plan with summaries;', typeof t.summaries, 'a GPUBuffer of [maxPages, Hkv, 2, D] f16');
+    if (t.summaries !== undefined) {
+      if (!this.summarize) fail('E_ARG', 'summaries', 'was given to a plan made with summaries: false;', 'a GPUBuffer', 'plan with summaries: true');
+      if (typeof t.summaries.size !== 'number') fail('E_BUFFER', 'summaries', 'is not a GPUBuffer;', typeof t.summaries, 'a GPUBuffer of [maxPages, Hkv, 2, D] f16');
       if (t.summaries.size < sumBytes) fail('E_BUFFER', 'summaries', 'is smaller than [maxPages, Hkv, 2, D] f16;', t.summaries.size, `>= ${sumBytes} bytes`);
       if (t.summaries === t.pages) fail('E_BUFFER', 'summaries', 'must not be the pages buffer;', 'the same buffer');
     }
@@ -303,7 +308,7 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     const units = this.nnz * o.Hkv * ((o.D + o.Dv) / 4);
     const [x, y] = grid2d(this.ctx, Math.ceil(units / WG));
     pass.dispatchWorkgroups(x, y);
-    if (this.summarize && this.touched > 0) {
+    if (t.summaries && this.summarize && this.touched > 0) {
       pass.setPipeline(this.summarize.pipeline);
       pass.setBindGroup(0, this.groups.get(this.summarize, [pages, tables, { buffer: t.summaries!, offset: 0, size: sumBytes }, { buffer: this.params }]));
       const [sx, sy] = grid2d(this.ctx, Math.ceil((this.touched * o.Hkv * (o.D / 2)) / WG));

@@ -54,6 +54,8 @@ export interface EngineResult {
   kvDtype: 'f32';
   /** Host time per decode step (pool tables, schedules, encoding, submit), microseconds. */
   hostUsPerStep: { median: number; p90: number };
+  /** Medians of the host time's parts: pool step tables, schedules + encoding, encoder finish, queue.submit. */
+  hostUsBreakdown: { poolTables: number; scheduleAndEncode: number; finish: number; submit: number };
   /** Wall time between consecutive steps' completions (onSubmittedWorkDone; no timestamp queries). */
   gpuMsPerStep: { median: number };
   /** Over the decode steps after the warm-up (the first `warmupSteps`, which fill bind-group caches). */
@@ -285,11 +287,14 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
     // --- Plans: compile once, for capacities.
     const rope = { style: 'half' as const, theta: cfg.theta, maxPosition: maxLen };
     const appendFull = await planAppend(ctx, { Hkv, D, pageSize: P, pageDtype: 'f32', inputDtype: 'f32', maxPages: capFull, maxBatch: B, maxRows, rope });
-    const appendWin = await planAppend(ctx, { Hkv, D, pageSize: P, pageDtype: 'f32', inputDtype: 'f32', maxPages: capWindow, maxBatch: B, maxRows, rope, summaries: false });
+    // The window table keeps one entry per logical page (released ones name a placeholder).
+    const appendWin = await planAppend(ctx, { Hkv, D, pageSize: P, pageDtype: 'f32', inputDtype: 'f32', maxPages: capWindow, maxTableEntries: capFull, maxBatch: B, maxRows, rope, summaries: false });
     const ropeQ = await planRope(ctx, { H: Hq, D, maxRows, ...rope });
-    const common = { maxBatch: B, maxQTokens: maxRows, Hq, Hkv, D, pageSize: P, kvDtype: 'f32' as const, qDtype: 'f32' as const };
+    // kvChunk = the longest sequence: one part per sequence where the device allows it, so the
+    // split-K decision (and the bind groups it needs) does not change in the middle of the run.
+    const common = { maxBatch: B, maxQTokens: maxRows, Hq, Hkv, D, pageSize: P, kvDtype: 'f32' as const, qDtype: 'f32' as const, kvChunk: maxLen };
     const attnFull = await planBatchAttention(ctx, { ...common, maxPages: capFull, poolPages: capFull });
-    const attnWin = await planBatchAttention(ctx, { ...common, maxPages: capWindow, poolPages: capWindow, window: cfg.window, sinks: cfg.sinks });
+    const attnWin = await planBatchAttention(ctx, { ...common, maxPages: capFull, poolPages: capWindow, window: cfg.window, sinks: cfg.sinks });
     const attnQuest = await planBatchAttention(ctx, { ...common, maxQTokens: B, maxPages: B * K, poolPages: B * K });
     const quest = await planQuestBatch(ctx, { Hq, Hkv, D, budgetPages: K, sinkPages: cfg.questSinkPages, maxBatch: B, maxPagesPerSeq, maxPages: capFull });
     plans.push(appendFull, appendWin, ropeQ, attnFull, attnWin, attnQuest, quest);
@@ -404,6 +409,7 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
     // --- Decode: 1 submit per step, no readback, no buffer created.
     const warmupSteps = Math.min(8, Math.floor(S / 2));
     const hostUs: number[] = [];
+    const parts: number[][] = [];
     const done: number[] = [];
     const decodeEntries = (seqs: number[]) => seqs.map((seq) => ({ seq, tokens: 1 }));
     const entriesFull = decodeEntries(seqsFull);
@@ -420,13 +426,19 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
       const h0 = performance.now();
       const tf = poolFull.step(entriesFull);
       const tw = poolWin.step(entriesWin);
+      const h1 = performance.now();
       const enc = device.createCommandEncoder();
       encodeLayers(enc, tf, tw, B, true);
+      const h2 = performance.now();
       enc.copyBufferToBuffer(x, 0, history, (s + 1) * B * Dm * 4, B * Dm * 4);
       if (s + 1 < S) mix(enc, s + 1);
-      device.queue.submit([enc.finish()]);
+      const cb = enc.finish();
+      const h3 = performance.now();
+      device.queue.submit([cb]);
+      const h4 = performance.now();
       released += releaseWindow();
       hostUs.push((performance.now() - h0) * 1000);
+      parts.push([h1 - h0, h2 - h1, h3 - h2, h4 - h3].map((x) => x * 1000));
       c.active = false;
       void device.queue.onSubmittedWorkDone().then(() => done.push(performance.now()));
     }
@@ -443,6 +455,7 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
     staging.unmap();
     const loopMs = performance.now() - t1;
     const gaps = done.slice(1).map((t, i) => t - done[i]!);
+    const partsMedian = [0, 1, 2, 3].map((i) => quantile(parts.slice(warmupSteps).map((p) => p[i]!), 0.5));
 
     // --- Today's way, same run: a new decode plan per step and layer (contiguous K/V).
     let baseline: EngineResult['baseline'];
@@ -503,6 +516,7 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
       steps: S,
       kvDtype: 'f32',
       hostUsPerStep: { median: quantile(hostUs.slice(warmupSteps), 0.5), p90: quantile(hostUs.slice(warmupSteps), 0.9) },
+      hostUsBreakdown: { poolTables: partsMedian[0]!, scheduleAndEncode: partsMedian[1]!, finish: partsMedian[2]!, submit: partsMedian[3]! },
       gpuMsPerStep: { median: quantile(gaps, 0.5) },
       buffersCreatedPerStep: counts.buffers / measured,
       bindGroupsCreatedPerStep: counts.groups / measured,

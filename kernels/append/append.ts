@@ -88,35 +88,40 @@ export interface AppendTensors {
   summaries?: GPUBuffer;
 }
 
-/** Small ids for buffers, for bind-group cache keys. */
-const bufferIds = new WeakMap<GPUBuffer, number>();
-let nextBufferId = 1;
-function bufferId(b: GPUBuffer): number {
-  let id = bufferIds.get(b);
-  if (id === undefined) bufferIds.set(b, (id = nextBufferId++));
-  return id;
+interface Res {
+  buffer: GPUBuffer;
+  offset?: number;
+  size?: number;
 }
 
-/** Bind groups built once per distinct set of resources (most engines have one per layer). */
+/**
+ * Bind groups built once per distinct set of resources (an engine has one per layer): a short
+ * list compared field by field, so a hit allocates nothing (no key strings).
+ */
 class BindGroupCache {
-  private readonly groups = new Map<string, GPUBindGroup>();
-  constructor(private readonly ctx: TesseraDevice, private readonly limit = 256) {}
+  private readonly entries: { p: Pipeline; res: Res[]; group: GPUBindGroup }[] = [];
+  constructor(private readonly ctx: TesseraDevice, private readonly limit = 64) {}
 
-  get(p: Pipeline, entries: readonly { buffer: GPUBuffer; offset?: number; size?: number }[]): GPUBindGroup {
-    let key = p.key.length.toString();
-    for (const e of entries) key += `|${bufferId(e.buffer)}:${e.offset ?? 0}:${e.size ?? -1}`;
-    key += p.key;
-    let g = this.groups.get(key);
-    if (!g) {
-      if (this.groups.size >= this.limit) this.groups.clear();
-      g = this.ctx.device.createBindGroup({
-        label: p.spec.shader.name,
-        layout: p.layout,
-        entries: entries.map((r, i) => ({ binding: i, resource: { buffer: r.buffer, offset: r.offset ?? 0, size: r.size } })),
-      });
-      this.groups.set(key, g);
+  get(p: Pipeline, res: readonly Res[]): GPUBindGroup {
+    const list = this.entries;
+    outer: for (let i = 0; i < list.length; i++) {
+      const e = list[i]!;
+      if (e.p.pipeline !== p.pipeline || e.res.length !== res.length) continue;
+      for (let j = 0; j < res.length; j++) {
+        const a = e.res[j]!;
+        const b = res[j]!;
+        if (a.buffer !== b.buffer || (a.offset ?? 0) !== (b.offset ?? 0) || (a.size ?? -1) !== (b.size ?? -1)) continue outer;
+      }
+      return e.group;
     }
-    return g;
+    if (list.length >= this.limit) list.shift();
+    const group = this.ctx.device.createBindGroup({
+      label: p.spec.shader.name,
+      layout: p.layout,
+      entries: res.map((r, i) => ({ binding: i, resource: { buffer: r.buffer, offset: r.offset ?? 0, size: r.size } })),
+    });
+    list.push({ p, res: res.map((r) => ({ ...r })), group });
+    return group;
   }
 }
 
@@ -137,7 +142,12 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
   private readonly host: Uint32Array<ArrayBuffer>;
   private readonly off: { rowB: number; rowP: number; iptr: number; idx: number; touch: number };
   private readonly groups: BindGroupCache;
-  private readonly touchedOf = new Map<number, number>();
+  private stamp = 0;
+  /** Per pool cell (page * P + row): the stamp of the last schedule that wrote it. */
+  private readonly cellStamp: Uint32Array;
+  /** Per pool page: the stamp of the last schedule that touched it, and its touched-list index. */
+  private readonly pageStamp: Uint32Array;
+  private readonly pageLen: Uint32Array;
   private nnz = -1;
   private touched = 0;
   private generation = 0;
@@ -164,6 +174,9 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     this.cossin = this.workspace(table.byteLength, 'append.cossin', GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
     ctx.device.queue.writeBuffer(this.cossin, 0, table);
     this.groups = new BindGroupCache(ctx);
+    this.cellStamp = new Uint32Array(o.maxPages * o.pageSize);
+    this.pageStamp = new Uint32Array(o.maxPages);
+    this.pageLen = new Uint32Array(o.maxPages);
   }
 
   /** @internal use {@link planAppend}. */
@@ -232,7 +245,10 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     }
     const P = o.pageSize;
     const maxPos = o.rope?.maxPosition ?? Number.MAX_SAFE_INTEGER;
-    const seen = new Set<number>();
+    // Each row's target (page, row of page): no two rows of a step may write the same cell, and
+    // a page's summary covers its rows up to the last one written (stamps, no allocation).
+    const gen = ++this.stamp;
+    const cells = this.cellStamp;
     for (let i = 0; i < n; i++) {
       const b = s.batchIndices[i]!;
       if (!Number.isInteger(b) || b < 0 || b >= B) fail('E_ARG', `batchIndices[${i}]`, 'is not a sequence of the page table;', b, `0..${B - 1}`);
@@ -241,29 +257,34 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
       if (p >= maxPos) fail('E_LIMIT', `positions[${i}]`, 'is past the RoPE table;', p, `below rope.maxPosition = ${maxPos}`);
       const j = Math.floor(p / P);
       if (j >= s.kvIndptr[b + 1]! - s.kvIndptr[b]!) fail('E_ARG', `positions[${i}]`, `is past the pages of sequence ${b};`, p, `below ${(s.kvIndptr[b + 1]! - s.kvIndptr[b]!) * P} (allocate its page first)`);
-      const key = b * 0x100000000 + p;
-      if (seen.has(key)) fail('E_ARG', `positions[${i}]`, `repeats a position of sequence ${b} in one step;`, p, 'each (sequence, position) once');
-      seen.add(key);
+      const cell = s.kvIndices[s.kvIndptr[b]! + j]! * P + (p - j * P);
+      if (cells[cell] === gen) fail('E_ARG', `positions[${i}]`, 'writes a page row another row of this step writes too;', p, 'each (page, row) once per step');
+      cells[cell] = gen;
     }
     // Write: rows, page table, and the touched pages with their rows used (max row + 1).
-    const t = this.touchedOf;
-    t.clear();
+    const pageGen = this.pageStamp;
+    const pageLen = this.pageLen;
+    let k = 0;
     for (let i = 0; i < n; i++) {
       const b = s.batchIndices[i]!;
       const p = s.positions[i]!;
       h[rowB + i] = b;
       h[rowP + i] = p;
       const page = s.kvIndices[s.kvIndptr[b]! + Math.floor(p / P)]!;
-      t.set(page, Math.max(t.get(page) ?? 0, (p % P) + 1));
+      const len = (p % P) + 1;
+      if (pageGen[page] !== gen) {
+        pageGen[page] = gen;
+        pageLen[page] = k;
+        h[touch + 2 * k] = page;
+        h[touch + 2 * k + 1] = len;
+        k++;
+      } else {
+        const at = touch + 2 * pageLen[page]! + 1;
+        if (len > h[at]!) h[at] = len;
+      }
     }
     for (let b = 0; b <= B; b++) h[iptr + b] = s.kvIndptr[b]!;
     for (let i = 0; i < nIdx; i++) h[idx + i] = s.kvIndices[i]!;
-    let k = 0;
-    for (const [page, len] of t) {
-      h[touch + 2 * k] = page;
-      h[touch + 2 * k + 1] = len;
-      k++;
-    }
     h[0] = n;
     h[1] = k;
     this.ctx.device.queue.writeBuffer(this.tables, 0, h, 0, touch + 2 * k);

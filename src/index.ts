@@ -61,3 +61,5 @@ export * from './stream/index.js';
 export * from '../kernels/attention/index.js';
 export * from '../kernels/paged/index.js';
 export * from '../kernels/quest/index.js';
+export * from '../kernels/append/index.js';
+export * from './pool/index.js';

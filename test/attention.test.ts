@@ -16,6 +16,10 @@ import {
   type BatchSchedule,
   type KvDType,
 } from '../kernels/attention/index.js';
+import { attention } from '../kernels/dense/index.js';
+import { slidingWindowAttention } from '../kernels/sliding_window/index.js';
+import { blockSparseAttention } from '../kernels/block_sparse/index.js';
+import { mobaVarlen } from '../kernels/moba/index.js';
 
 const gpu = useGpu();
 
@@ -485,4 +489,95 @@ describe('attention core: plan, schedule, run', () => {
     expect(attentionKeysPerPart(Infinity, 'gpu', 576, 512, 8)).toBe(Infinity);
     expect(attentionKeysPerPart(65535, 'gpu', 576, 512, 8)).toBeGreaterThan(64);
   });
+});
+
+describe('cross-family equality: every family with everything selected is dense attention', () => {
+  for (const variant of ['cpu', 'gpu'] as const) {
+    it(`${variant}: dense == paged (all pages) == ragged core == block-sparse (all blocks) == MoBA (top-k = all) == sliding window (W >= T)`, async () => {
+      const g = gpu;
+      const Hq = 4, Hkv = 2, D = 32;
+      const lens = [37, 100, 5];
+      const cu = [0, 37, 137, 142];
+      const T = cu[3]!;
+      const rng = new Rng(77);
+      const qv = rng.normals(T * Hq * D);
+      const kv = rng.normals(T * Hkv * D);
+      const vv = rng.normals(T * Hkv * D);
+      const q = g.tensor(qv, [T, Hq, D]);
+      const k = g.tensor(kv, [T, Hkv, D]);
+      const v = g.tensor(vv, [T, Hkv, D]);
+      const seqs = lens.map((_, b) => ({ k: kv.subarray(cu[b]! * Hkv * D, cu[b + 1]! * Hkv * D), v: vv.subarray(cu[b]! * Hkv * D, cu[b + 1]! * Hkv * D) }));
+      const ref = batchAttentionReference(qv, seqs, cu, { Hq, Hkv, D });
+      const results: Record<string, { o: Float64Array; lse: Float64Array }> = {};
+      const out = () => ({ o: g.nanTensor([T, Hq, D]), lse: g.nanTensor([T, Hq]) });
+      const read = async (x: { o: GpuTensor; lse: GpuTensor }) => ({ o: await g.read(x.o), lse: await g.read(x.lse) });
+
+      const dense = out();
+      await attention(g.dev, { q, k, v, ...dense }, { cuSeqlensQ: cu, causal: true, variant });
+      results.dense = await read(dense);
+
+      const sw = out();
+      await slidingWindowAttention(g.dev, { q, k, v, ...sw }, { cuSeqlensQ: cu, window: Math.max(...lens), variant });
+      results.slidingWindow = await read(sw);
+
+      // The paged core over a pool holding every page of every sequence (written by the cache's codec).
+      const pool = buildPool(lens, lens, { Hkv, D, Dv: D, pageSize: 16, dtype: 'f32', seed: 1 });
+      // Same K/V as the dense run: rewrite the pool from kv/vv.
+      const Lay = pageLayout(16, Hkv, D, D, 'f32');
+      lens.forEach((n, b) => {
+        for (let p = 0; p * 16 < n; p++) {
+          const slot = pool.table.kvIndices[pool.table.kvIndptr[b]! + p]!;
+          const page = pool.bytes.subarray(slot * Lay.pageBytes, (slot + 1) * Lay.pageBytes);
+          writeRows(page, Lay, 0, seqs[b]!.k, p * 16, Math.min(16, n - p * 16), 0);
+          writeRows(page, Lay, 1, seqs[b]!.v, p * 16, Math.min(16, n - p * 16), 0);
+        }
+      });
+      const pages = g.dev.upload(pool.bytes);
+      const paged = out();
+      await batchAttention(g.dev, { q, ...paged, pages }, { Hq, Hkv, D, pageSize: 16, kvDtype: 'f32', poolPages: pool.poolPages, variant, ...pool.table, qoIndptr: cu });
+      results.paged = await read(paged);
+      g.dev.destroyBuffer(pages);
+
+      const ragged = out();
+      await batchAttention(g.dev, { q, k, v, ...ragged }, { source: 'ragged', Hq, Hkv, D, kvDtype: 'f32', variant, qoIndptr: cu, kvIndptr: cu });
+      results.raggedCore = await read(ragged);
+
+      const mb = out();
+      const blockSize = 16;
+      await mobaVarlen(g.dev, { q, k, v, ...mb }, { Hq, Hkv, D, blockSize, topk: Math.ceil(Math.max(...lens) / blockSize), cuSeqlens: cu, target: variant });
+      results.moba = await read(mb);
+
+      // Block-sparse: one sequence at a time (its own tensors), every block at or before the diagonal.
+      const bs = { o: new Float64Array(T * Hq * D), lse: new Float64Array(T * Hq) };
+      for (let b = 0; b < lens.length; b++) {
+        const n = lens[b]!;
+        const R = 16, C = 16;
+        const indptr = [0];
+        const indices: number[] = [];
+        for (let i = 0; i * R < n; i++) {
+          const lastKey = Math.min(n - 1, (i + 1) * R - 1);
+          for (let c = 0; c * C <= lastKey; c++) indices.push(c);
+          indptr.push(indices.length);
+        }
+        const sl = (x: Float64Array, w: number) => x.subarray(cu[b]! * w, cu[b + 1]! * w);
+        const o1 = { o: g.nanTensor([n, Hq, D]), lse: g.nanTensor([n, Hq]) };
+        await blockSparseAttention(g.dev, { q: g.tensor(sl(qv, Hq * D), [n, Hq, D]), k: g.tensor(sl(kv, Hkv * D), [n, Hkv, D]), v: g.tensor(sl(vv, Hkv * D), [n, Hkv, D]), ...o1 }, { R, C, indptr, indices, causal: true, target: variant });
+        const r1 = await read(o1);
+        bs.o.set(r1.o, cu[b]! * Hq * D);
+        bs.lse.set(r1.lse, cu[b]! * Hq);
+      }
+      results.blockSparse = bs;
+
+      for (const [name, r] of Object.entries(results)) {
+        const co = compare(r.o, ref.o);
+        const cl = compare(r.lse, ref.lse);
+        expect(passes(co, TOLERANCE.f32), `${name} o ${describeComparison(co)}`).toBe(true);
+        expect(passes(cl, TOLERANCE.f32), `${name} lse ${describeComparison(cl)}`).toBe(true);
+        // And each against dense directly.
+        const cd = compare(r.o, results.dense!.o);
+        expect(passes(cd, TOLERANCE.f32), `${name} vs dense ${describeComparison(cd)}`).toBe(true);
+      }
+      expect(Object.keys(results).sort()).toEqual(['blockSparse', 'dense', 'moba', 'paged', 'raggedCore', 'slidingWindow']);
+    });
+  }
 });

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
 import { useGpu, type GpuFixture } from './helpers/gpu.js';
 import { TesseraError } from '../src/errors.js';
@@ -580,4 +582,24 @@ describe('cross-family equality: every family with everything selected is dense 
       expect(Object.keys(results).sort()).toEqual(['blockSparse', 'dense', 'moba', 'paged', 'raggedCore', 'slidingWindow']);
     });
   }
+});
+
+describe('docs/attention.md', () => {
+  it('the example runs as written and gives the lse of its zero pool', async () => {
+    const md = readFileSync(new URL('../docs/attention.md', import.meta.url), 'utf8');
+    const block = /```ts\n([\s\S]*?)```/.exec(md)![1]!;
+    const body = block.split('\n').filter((l) => !l.startsWith('import ')).join('\n');
+    const js = ts.transpileModule(`async function example() {\n${body}\nreturn { info, o, lse, plan };\n}`, { compilerOptions: { target: ts.ScriptTarget.ES2022 } }).outputText;
+    const run = new Function('requestDevice', 'planBatchAttention', 'pageLayout', `${js}\nreturn example();`);
+    const r = await run(async () => gpu.dev, planBatchAttention, pageLayout);
+    await gpu.dev.device.queue.onSubmittedWorkDone();
+    expect(r.info.parts).toBe(1);
+    // Zero keys: every visible key scores 0, so lse = ln(visible keys) and o = 0.
+    const lse = await gpu.read({ ...r.lse, shape: [4, 8] });
+    const want = [20, 1, 2, 3].flatMap((n) => new Array(8).fill(Math.log(n)));
+    expect(compare(lse, want).maxAbs).toBeLessThan(1e-6);
+    const o = await gpu.read({ ...r.o, shape: [4, 8, 64] });
+    expect(o.every((x) => x === 0)).toBe(true);
+    r.plan.dispose();
+  });
 });

@@ -603,3 +603,80 @@ describe('docs/attention.md', () => {
     r.plan.dispose();
   });
 });
+
+describe('attention core: a schedule buffer the engine fills on the GPU', () => {
+  for (const variant of ['cpu', 'gpu'] as const) {
+    it(`${variant}: two steps in one encoder, each table copied in on the GPU before its run`, async () => {
+      const g = gpu;
+      const a = await decodeSetup(g, [17, 300], 12);
+      const b = await decodeSetup(g, [65, 1, 33], 13);
+      const pool = new Uint8Array(a.pool.bytes.length + b.pool.bytes.length);
+      pool.set(a.pool.bytes);
+      pool.set(b.pool.bytes, a.pool.bytes.length);
+      const bTable = { ...b.pool.table, kvIndices: Array.from(b.pool.table.kvIndices, (s) => s + a.pool.poolPages) };
+      const pages = g.dev.upload(pool);
+      const maxQTokens = 4;
+      const plan = await planBatchAttention(g.dev, { maxBatch: 4, maxQTokens, maxPages: 32, poolPages: a.pool.poolPages + b.pool.poolPages, Hq: 4, Hkv: 2, D: 16, pageSize: 16, kvDtype: 'f16', kvChunk: 64, variant });
+      const L = plan.scheduleLayout;
+      expect(L.header[2]).toBe(plan.maxSplits);
+      const fill = (t: Required<BatchSchedule>): Uint32Array => {
+        const w = new Uint32Array(L.words);
+        const B = t.qoIndptr.length - 1;
+        w.set([t.qoIndptr[B]!, B, L.header[2], L.header[3], L.header[4]]);
+        w.set(Array.from(t.qoIndptr), L.qoIndptr);
+        w.set(Array.from(t.kvIndptr), L.kvIndptr);
+        w.set(Array.from(t.kvLastPageLen), L.kvLastPageLen);
+        w.set(Array.from(t.kvIndices), L.kvIndices);
+        return w;
+      };
+      const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+      const sched = g.dev.createBuffer({ size: L.words * 4, usage });
+      const stA = g.dev.upload(fill(a.pool.table));
+      const stB = g.dev.upload(fill(bTable));
+      try {
+        // Capacity-sized outputs; rows past each step's tokens are unspecified.
+        const outA = { o: g.nanTensor([maxQTokens, 4, 16]), lse: g.nanTensor([maxQTokens, 4]) };
+        const outB = { o: g.nanTensor([maxQTokens, 4, 16]), lse: g.nanTensor([maxQTokens, 4]) };
+        const qA = g.tensor(a.qv, [maxQTokens, 4, 16]);
+        const qB = g.tensor(b.qv, [maxQTokens, 4, 16]);
+        plan.useSchedule(sched);
+        const enc = g.dev.device.createCommandEncoder();
+        enc.copyBufferToBuffer(stA, 0, sched, 0, L.words * 4);
+        plan.run(enc, { q: qA, ...outA, pages });
+        enc.copyBufferToBuffer(stB, 0, sched, 0, L.words * 4);
+        plan.run(enc, { q: qB, ...outB, pages });
+        await g.dev.submitAndWait([enc.finish()]);
+        const head = async (t: GpuTensor, n: number, w: number) => (await g.read(t)).subarray(0, n * w);
+        const cmp = (got: Float64Array, ref: Float64Array) => {
+          const c = compare(got, ref);
+          expect(passes(c, TOLERANCE.f32), describeComparison(c)).toBe(true);
+        };
+        cmp(await head(outA.o, 2, 64), a.ref.o);
+        cmp(await head(outA.lse, 2, 4), a.ref.lse);
+        cmp(await head(outB.o, 3, 64), b.ref.o);
+        cmp(await head(outB.lse, 3, 4), b.ref.lse);
+        // q with fewer rows than the capacity is refused: the dispatch covers maxQTokens rows.
+        const enc2 = g.dev.device.createCommandEncoder();
+        expect(() => plan.run(enc2, { q: a.q, ...outA, pages })).toThrow(/q.shape\[0\]/);
+        enc2.finish();
+      } finally {
+        plan.dispose();
+        for (const x of [pages, sched, stA, stB]) g.dev.destroyBuffer(x);
+      }
+    });
+  }
+});
+
+describe('attention core under a lowered loop cap (the llvmpipe sizing on any adapter)', () => {
+  const capped = useGpu({ loopLimit: 3000 });
+  for (const variant of ['cpu', 'gpu'] as const) {
+    it(`${variant}: parts sized by attentionKeysPerPart, default options, results exact`, async () => {
+      const r = await runCase({ lens: [300, 65, 1], qLens: [3, 1, 1], Hq: 4, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', window: 200, sinks: 2, sinkLogit: true, variant }, capped);
+      const cap = attentionKeysPerPart(3000, variant, 32, 32, 4);
+      // No part covers more keys than the cap (the cpu shape's cap is below the longest sequence).
+      expect(r.parts).toBeGreaterThanOrEqual(Math.ceil(300 / cap));
+      if (variant === 'cpu') expect(cap).toBeLessThan(300);
+      expect(r.parts).toBeGreaterThan(1);
+    });
+  }
+});

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
 import { useGpu, type GpuFixture } from './helpers/gpu.js';
 import { TesseraError } from '../src/errors.js';
@@ -16,6 +18,10 @@ import {
   type BatchSchedule,
   type KvDType,
 } from '../kernels/attention/index.js';
+import { attention } from '../kernels/dense/index.js';
+import { slidingWindowAttention } from '../kernels/sliding_window/index.js';
+import { blockSparseAttention } from '../kernels/block_sparse/index.js';
+import { mobaVarlen } from '../kernels/moba/index.js';
 
 const gpu = useGpu();
 
@@ -485,4 +491,192 @@ describe('attention core: plan, schedule, run', () => {
     expect(attentionKeysPerPart(Infinity, 'gpu', 576, 512, 8)).toBe(Infinity);
     expect(attentionKeysPerPart(65535, 'gpu', 576, 512, 8)).toBeGreaterThan(64);
   });
+});
+
+describe('cross-family equality: every family with everything selected is dense attention', () => {
+  for (const variant of ['cpu', 'gpu'] as const) {
+    it(`${variant}: dense == paged (all pages) == ragged core == block-sparse (all blocks) == MoBA (top-k = all) == sliding window (W >= T)`, async () => {
+      const g = gpu;
+      const Hq = 4, Hkv = 2, D = 32;
+      const lens = [37, 100, 5];
+      const cu = [0, 37, 137, 142];
+      const T = cu[3]!;
+      const rng = new Rng(77);
+      const qv = rng.normals(T * Hq * D);
+      const kv = rng.normals(T * Hkv * D);
+      const vv = rng.normals(T * Hkv * D);
+      const q = g.tensor(qv, [T, Hq, D]);
+      const k = g.tensor(kv, [T, Hkv, D]);
+      const v = g.tensor(vv, [T, Hkv, D]);
+      const seqs = lens.map((_, b) => ({ k: kv.subarray(cu[b]! * Hkv * D, cu[b + 1]! * Hkv * D), v: vv.subarray(cu[b]! * Hkv * D, cu[b + 1]! * Hkv * D) }));
+      const ref = batchAttentionReference(qv, seqs, cu, { Hq, Hkv, D });
+      const results: Record<string, { o: Float64Array; lse: Float64Array }> = {};
+      const out = () => ({ o: g.nanTensor([T, Hq, D]), lse: g.nanTensor([T, Hq]) });
+      const read = async (x: { o: GpuTensor; lse: GpuTensor }) => ({ o: await g.read(x.o), lse: await g.read(x.lse) });
+
+      const dense = out();
+      await attention(g.dev, { q, k, v, ...dense }, { cuSeqlensQ: cu, causal: true, variant });
+      results.dense = await read(dense);
+
+      const sw = out();
+      await slidingWindowAttention(g.dev, { q, k, v, ...sw }, { cuSeqlensQ: cu, window: Math.max(...lens), variant });
+      results.slidingWindow = await read(sw);
+
+      // The paged core over a pool holding every page of every sequence (written by the cache's codec).
+      const pool = buildPool(lens, lens, { Hkv, D, Dv: D, pageSize: 16, dtype: 'f32', seed: 1 });
+      // Same K/V as the dense run: rewrite the pool from kv/vv.
+      const Lay = pageLayout(16, Hkv, D, D, 'f32');
+      lens.forEach((n, b) => {
+        for (let p = 0; p * 16 < n; p++) {
+          const slot = pool.table.kvIndices[pool.table.kvIndptr[b]! + p]!;
+          const page = pool.bytes.subarray(slot * Lay.pageBytes, (slot + 1) * Lay.pageBytes);
+          writeRows(page, Lay, 0, seqs[b]!.k, p * 16, Math.min(16, n - p * 16), 0);
+          writeRows(page, Lay, 1, seqs[b]!.v, p * 16, Math.min(16, n - p * 16), 0);
+        }
+      });
+      const pages = g.dev.upload(pool.bytes);
+      const paged = out();
+      await batchAttention(g.dev, { q, ...paged, pages }, { Hq, Hkv, D, pageSize: 16, kvDtype: 'f32', poolPages: pool.poolPages, variant, ...pool.table, qoIndptr: cu });
+      results.paged = await read(paged);
+      g.dev.destroyBuffer(pages);
+
+      const ragged = out();
+      await batchAttention(g.dev, { q, k, v, ...ragged }, { source: 'ragged', Hq, Hkv, D, kvDtype: 'f32', variant, qoIndptr: cu, kvIndptr: cu });
+      results.raggedCore = await read(ragged);
+
+      const mb = out();
+      const blockSize = 16;
+      await mobaVarlen(g.dev, { q, k, v, ...mb }, { Hq, Hkv, D, blockSize, topk: Math.ceil(Math.max(...lens) / blockSize), cuSeqlens: cu, target: variant });
+      results.moba = await read(mb);
+
+      // Block-sparse: one sequence at a time (its own tensors), every block at or before the diagonal.
+      const bs = { o: new Float64Array(T * Hq * D), lse: new Float64Array(T * Hq) };
+      for (let b = 0; b < lens.length; b++) {
+        const n = lens[b]!;
+        const R = 16, C = 16;
+        const indptr = [0];
+        const indices: number[] = [];
+        for (let i = 0; i * R < n; i++) {
+          const lastKey = Math.min(n - 1, (i + 1) * R - 1);
+          for (let c = 0; c * C <= lastKey; c++) indices.push(c);
+          indptr.push(indices.length);
+        }
+        const sl = (x: Float64Array, w: number) => x.subarray(cu[b]! * w, cu[b + 1]! * w);
+        const o1 = { o: g.nanTensor([n, Hq, D]), lse: g.nanTensor([n, Hq]) };
+        await blockSparseAttention(g.dev, { q: g.tensor(sl(qv, Hq * D), [n, Hq, D]), k: g.tensor(sl(kv, Hkv * D), [n, Hkv, D]), v: g.tensor(sl(vv, Hkv * D), [n, Hkv, D]), ...o1 }, { R, C, indptr, indices, causal: true, target: variant });
+        const r1 = await read(o1);
+        bs.o.set(r1.o, cu[b]! * Hq * D);
+        bs.lse.set(r1.lse, cu[b]! * Hq);
+      }
+      results.blockSparse = bs;
+
+      for (const [name, r] of Object.entries(results)) {
+        const co = compare(r.o, ref.o);
+        const cl = compare(r.lse, ref.lse);
+        expect(passes(co, TOLERANCE.f32), `${name} o ${describeComparison(co)}`).toBe(true);
+        expect(passes(cl, TOLERANCE.f32), `${name} lse ${describeComparison(cl)}`).toBe(true);
+        // And each against dense directly.
+        const cd = compare(r.o, results.dense!.o);
+        expect(passes(cd, TOLERANCE.f32), `${name} vs dense ${describeComparison(cd)}`).toBe(true);
+      }
+      expect(Object.keys(results).sort()).toEqual(['blockSparse', 'dense', 'moba', 'paged', 'raggedCore', 'slidingWindow']);
+    });
+  }
+});
+
+describe('docs/attention.md', () => {
+  it('the example runs as written and gives the lse of its zero pool', async () => {
+    const md = readFileSync(new URL('../docs/attention.md', import.meta.url), 'utf8');
+    const block = /```ts\n([\s\S]*?)```/.exec(md)![1]!;
+    const body = block.split('\n').filter((l) => !l.startsWith('import ')).join('\n');
+    const js = ts.transpileModule(`async function example() {\n${body}\nreturn { info, o, lse, plan };\n}`, { compilerOptions: { target: ts.ScriptTarget.ES2022 } }).outputText;
+    const run = new Function('requestDevice', 'planBatchAttention', 'pageLayout', `${js}\nreturn example();`);
+    const r = await run(async () => gpu.dev, planBatchAttention, pageLayout);
+    await gpu.dev.device.queue.onSubmittedWorkDone();
+    expect(r.info.parts).toBe(1);
+    // Zero keys: every visible key scores 0, so lse = ln(visible keys) and o = 0.
+    const lse = await gpu.read({ ...r.lse, shape: [4, 8] });
+    const want = [20, 1, 2, 3].flatMap((n) => new Array(8).fill(Math.log(n)));
+    expect(compare(lse, want).maxAbs).toBeLessThan(1e-6);
+    const o = await gpu.read({ ...r.o, shape: [4, 8, 64] });
+    expect(o.every((x) => x === 0)).toBe(true);
+    r.plan.dispose();
+  });
+});
+
+describe('attention core: a schedule buffer the engine fills on the GPU', () => {
+  for (const variant of ['cpu', 'gpu'] as const) {
+    it(`${variant}: two steps in one encoder, each table copied in on the GPU before its run`, async () => {
+      const g = gpu;
+      const a = await decodeSetup(g, [17, 300], 12);
+      const b = await decodeSetup(g, [65, 1, 33], 13);
+      const pool = new Uint8Array(a.pool.bytes.length + b.pool.bytes.length);
+      pool.set(a.pool.bytes);
+      pool.set(b.pool.bytes, a.pool.bytes.length);
+      const bTable = { ...b.pool.table, kvIndices: Array.from(b.pool.table.kvIndices, (s) => s + a.pool.poolPages) };
+      const pages = g.dev.upload(pool);
+      const maxQTokens = 4;
+      const plan = await planBatchAttention(g.dev, { maxBatch: 4, maxQTokens, maxPages: 32, poolPages: a.pool.poolPages + b.pool.poolPages, Hq: 4, Hkv: 2, D: 16, pageSize: 16, kvDtype: 'f16', kvChunk: 64, variant });
+      const L = plan.scheduleLayout;
+      expect(L.header[2]).toBe(plan.maxSplits);
+      const fill = (t: Required<BatchSchedule>): Uint32Array => {
+        const w = new Uint32Array(L.words);
+        const B = t.qoIndptr.length - 1;
+        w.set([t.qoIndptr[B]!, B, L.header[2], L.header[3], L.header[4]]);
+        w.set(Array.from(t.qoIndptr), L.qoIndptr);
+        w.set(Array.from(t.kvIndptr), L.kvIndptr);
+        w.set(Array.from(t.kvLastPageLen), L.kvLastPageLen);
+        w.set(Array.from(t.kvIndices), L.kvIndices);
+        return w;
+      };
+      const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+      const sched = g.dev.createBuffer({ size: L.words * 4, usage });
+      const stA = g.dev.upload(fill(a.pool.table));
+      const stB = g.dev.upload(fill(bTable));
+      try {
+        // Capacity-sized outputs; rows past each step's tokens are unspecified.
+        const outA = { o: g.nanTensor([maxQTokens, 4, 16]), lse: g.nanTensor([maxQTokens, 4]) };
+        const outB = { o: g.nanTensor([maxQTokens, 4, 16]), lse: g.nanTensor([maxQTokens, 4]) };
+        const qA = g.tensor(a.qv, [maxQTokens, 4, 16]);
+        const qB = g.tensor(b.qv, [maxQTokens, 4, 16]);
+        plan.useSchedule(sched);
+        const enc = g.dev.device.createCommandEncoder();
+        enc.copyBufferToBuffer(stA, 0, sched, 0, L.words * 4);
+        plan.run(enc, { q: qA, ...outA, pages });
+        enc.copyBufferToBuffer(stB, 0, sched, 0, L.words * 4);
+        plan.run(enc, { q: qB, ...outB, pages });
+        await g.dev.submitAndWait([enc.finish()]);
+        const head = async (t: GpuTensor, n: number, w: number) => (await g.read(t)).subarray(0, n * w);
+        const cmp = (got: Float64Array, ref: Float64Array) => {
+          const c = compare(got, ref);
+          expect(passes(c, TOLERANCE.f32), describeComparison(c)).toBe(true);
+        };
+        cmp(await head(outA.o, 2, 64), a.ref.o);
+        cmp(await head(outA.lse, 2, 4), a.ref.lse);
+        cmp(await head(outB.o, 3, 64), b.ref.o);
+        cmp(await head(outB.lse, 3, 4), b.ref.lse);
+        // q with fewer rows than the capacity is refused: the dispatch covers maxQTokens rows.
+        const enc2 = g.dev.device.createCommandEncoder();
+        expect(() => plan.run(enc2, { q: a.q, ...outA, pages })).toThrow(/q.shape\[0\]/);
+        enc2.finish();
+      } finally {
+        plan.dispose();
+        for (const x of [pages, sched, stA, stB]) g.dev.destroyBuffer(x);
+      }
+    });
+  }
+});
+
+describe('attention core under a lowered loop cap (the llvmpipe sizing on any adapter)', () => {
+  const capped = useGpu({ loopLimit: 3000 });
+  for (const variant of ['cpu', 'gpu'] as const) {
+    it(`${variant}: parts sized by attentionKeysPerPart, default options, results exact`, async () => {
+      const r = await runCase({ lens: [300, 65, 1], qLens: [3, 1, 1], Hq: 4, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', window: 200, sinks: 2, sinkLogit: true, variant }, capped);
+      const cap = attentionKeysPerPart(3000, variant, 32, 32, 4);
+      // No part covers more keys than the cap (the cpu shape's cap is below the longest sequence).
+      expect(r.parts).toBeGreaterThanOrEqual(Math.ceil(300 / cap));
+      if (variant === 'cpu') expect(cap).toBeLessThan(300);
+      expect(r.parts).toBeGreaterThan(1);
+    });
+  }
 });

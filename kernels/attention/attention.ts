@@ -211,6 +211,29 @@ export interface ScheduleInfo {
   slot: number;
 }
 
+/**
+ * Where a schedule's words go, for an engine that fills a schedule buffer on the GPU itself
+ * ({@link BatchAttentionPlan.useSchedule}). All values are u32 words; offsets are in words.
+ */
+export interface ScheduleLayout {
+  /** Words of the whole buffer (it must hold at least `4 * words` bytes, STORAGE usage). */
+  words: number;
+  /**
+   * Word 0..4: `[totalQ, B, parts, kvChunk, rows]`. The engine writes totalQ (qoIndptr[B]) and B
+   * each step; parts, kvChunk and rows must hold the values given here (`parts`, `kvChunk`,
+   * `rows`), which the plan's dispatches are sized for.
+   */
+  header: readonly [number, number, number, number, number];
+  /** Word offset of qoIndptr `[B+1]`. */
+  qoIndptr: number;
+  /** Word offset of kvIndptr `[B+1]`. */
+  kvIndptr: number;
+  /** Word offset of kvLastPageLen `[B]` (paged). */
+  kvLastPageLen: number;
+  /** Word offset of kvIndices `[maxPages]` (paged; kvIndptr indexes into it). */
+  kvIndices: number;
+}
+
 /** Tensors of {@link BatchAttentionPlan.run}. */
 export interface BatchAttentionTensors {
   /** `[T, Hq, D]` in qDtype, T >= the schedule's totalQ (rows past it are left alone). */
@@ -278,6 +301,8 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   private readonly params: GPUBuffer;
   private readonly slots: Slot[] = [];
   private current = -1;
+  /** A schedule buffer the engine fills on the GPU (see useSchedule), when in use. */
+  private external?: Slot;
   private readonly work: GPUBuffer;
   private readonly lseOffWords: number;
   private readonly lseScratch: GPUBuffer;
@@ -385,9 +410,59 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     return plan;
   }
 
-  /** The schedule last written (undefined before the first). */
+  /** The schedule last written (undefined before the first, or while a GPU schedule is in use). */
   get scheduled(): ScheduleInfo | undefined {
-    return this.current < 0 ? undefined : this.slots[this.current]!.info;
+    return this.current < 0 || this.external ? undefined : this.slots[this.current]!.info;
+  }
+
+  /** The keys per part of a GPU-filled schedule: enough for the longest sequence the capacities allow. */
+  private get gpuChunk(): number {
+    const o = this.options;
+    const maxKeys = o.source === 'paged' ? o.maxPages * o.pageSize : o.maxKvTokens;
+    const want = Math.max(o.kvChunk ?? 256, Math.ceil(maxKeys / this.maxSplits));
+    return Math.min(want, this.maxKeysPerPart, 0xffffffff);
+  }
+
+  /**
+   * The word layout of a schedule buffer that an engine fills on the GPU itself (the same as the
+   * plan's own slots), with the header values its dispatches are sized for.
+   */
+  get scheduleLayout(): ScheduleLayout {
+    const f = this.offsets;
+    return {
+      words: f.words,
+      header: [0, 0, this.maxSplits, this.gpuChunk, this.rowsCap],
+      qoIndptr: f.qo,
+      kvIndptr: f.kv,
+      kvLastPageLen: f.last,
+      kvIndices: f.idx,
+    };
+  }
+
+  /**
+   * Uses a schedule buffer that the engine fills on the GPU (layout: {@link scheduleLayout}) for
+   * the runs encoded from now on, until the next `schedule()`. Nothing is read back: the plan
+   * cannot validate the tables (the kernel stays within its bindings whatever they hold), so
+   * dispatches are sized for the capacities, `q`, `o` and `lse` must hold `maxQTokens` rows (rows
+   * of tokens past the step's totalQ are left unspecified when the step splits), ragged `k`/`v`
+   * `maxKvTokens` rows, and ordering the buffer's writes before the runs is the engine's part.
+   */
+  useSchedule(buffer: GPUBuffer): void {
+    this.assertUsable();
+    const f = this.offsets;
+    if (!buffer || typeof buffer.size !== 'number') fail('E_BUFFER', 'buffer', 'is not a GPUBuffer;', typeof buffer, 'a STORAGE buffer of scheduleLayout.words u32');
+    if (buffer.size < f.words * 4) fail('E_BUFFER', 'buffer', 'is smaller than the schedule layout;', buffer.size, `at least ${f.words * 4} bytes`);
+    if ((buffer.usage & GPUBufferUsage.STORAGE) === 0) fail('E_BUFFER', 'buffer', 'lacks STORAGE usage;', buffer.usage, 'usage including STORAGE');
+    const o = this.options;
+    if (!this.external) {
+      this.external = { buffer, merge: this.workspace(MERGE_PARAMS.size, 'attention.mergeGpu', GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST), kvEnd: 0, usedEpoch: -2 };
+      if (this.maxSplits > 1) {
+        this.ctx.device.queue.writeBuffer(this.external.merge, 0, MERGE_PARAMS.pack({ P: this.maxSplits, rows: this.rowsCap, D: o.Dv, p0: 0, carry: 0, out_f32: 0 }));
+      }
+    }
+    this.external.buffer = buffer;
+    this.external.kvEnd = o.source === 'paged' ? o.maxPages : o.maxKvTokens;
+    this.external.info = { batch: o.maxBatch, totalQ: o.maxQTokens, kvLens: [], parts: this.maxSplits, kvChunk: this.gpuChunk, slot: -1 };
   }
 
   /**
@@ -476,6 +551,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     slot.kvEnd = kvEnd;
     slot.usedEpoch = -2;
     this.current = next;
+    this.external = undefined;
     return info;
   }
 
@@ -488,8 +564,8 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   run(encoder: GPUCommandEncoder, t: BatchAttentionTensors): void {
     this.assertUsable();
     const o = this.options;
-    if (this.current < 0) throw new TesseraError('E_STATE', 'BatchAttentionPlan.run: no schedule yet; call plan.schedule({ qoIndptr, kvIndptr, ... }) first');
-    const slot = this.slots[this.current]!;
+    if (this.current < 0 && !this.external) throw new TesseraError('E_STATE', 'BatchAttentionPlan.run: no schedule yet; call plan.schedule({ qoIndptr, kvIndptr, ... }) or plan.useSchedule(buffer) first');
+    const slot = this.external ?? this.slots[this.current]!;
     const info = slot.info!;
     if (!t || typeof t !== 'object') fail('E_ARG', 'tensors', 'is required;', t, '{ q, o, lse?, pages | k, v }');
     const q = checkTensor(t.q, 'q', { rank: 3, shape: [-1, o.Hq, o.D], dtypes: [o.qDtype] });
@@ -532,7 +608,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const rows = info.totalQ * o.Hq;
     const invocations = rows * info.parts;
     const groups = this.variant === 'gpu' ? invocations : Math.ceil(invocations / WG);
-    this.encode(encoder, this.pipeline, resources, grid2d(this.ctx, groups), `c${info.slot}`);
+    this.encode(encoder, this.pipeline, resources, grid2d(this.ctx, groups), `c${info.slot}|${idOf(slot.buffer)}`);
     if (info.parts > 1) {
       const mp = this.mergePipeline!;
       const oBytes = info.parts * rows * o.Dv * 4;
@@ -545,7 +621,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
         { buffer: this.dummy },
         { buffer: this.dummy },
       ];
-      this.encode(encoder, mp, mres, grid2d(this.ctx, rows), `m${info.slot}`);
+      this.encode(encoder, mp, mres, grid2d(this.ctx, rows), `m${info.slot}|${idOf(slot.merge)}`);
     }
   }
 

@@ -16,7 +16,9 @@
 // partials work[(p * rows + r) * DV + c] and work[lse_off + p * rows + r] that kernels/merge
 // combines. The sink logit (per query head, natural log) is a virtual key of value 0 in part 0.
 //
-// sched (one slot of the plan's schedule ring, u32): header [totalQ, B, nParts, kv_part, rows],
+// sched (one slot of the plan's schedule ring, or a buffer the engine fills, u32): header
+// [totalQ, B, nParts, kv_part, rows] (rows: the partials' row stride, totalQ * Hq from the host,
+// the capacity maxQTokens * Hq in a GPU-filled schedule; rows of tokens >= totalQ return),
 // then qoIndptr [B+1], kvIndptr [B+1], kvLastPageLen [B], kvIndices [nnz] at the offsets in
 // params (capacity-sized). Dispatches are sized for the capacities; rows and parts past the
 // schedule's return at once.
@@ -54,12 +56,12 @@ fn load_row(p: u32, r: u32) -> Row {
   var w: Row;
   w.ok = false;
   let rows = sched[4];
-  if (p >= sched[2] || r >= rows) {
+  let t = r / params.hq;
+  if (p >= sched[2] || r >= rows || t >= sched[0] || sched[1] == 0u) {
     return w;
   }
   w.ok = true;
   w.r = r;
-  let t = r / params.hq;
   w.hq = r - t * params.hq;
   w.h = w.hq / params.group;
   // The sequence of token t: binary search over qoIndptr [B+1].

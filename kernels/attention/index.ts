@@ -23,6 +23,8 @@
  *   buffer, caches bind groups by the buffers bound. Runs keep the schedule that was current when
  *   they were encoded; `schedule()` throws `E_STATE` instead of overwriting a slot that a run
  *   encoded since the last `queue.submit` still binds.
+ * - `plan.scheduleLayout` and `plan.useSchedule(buffer)`: a schedule buffer the engine fills on the
+ *   GPU itself (same word layout as the plan's slots; dispatches sized for the capacities).
  * - `batchAttention(device, tensors, options & schedule)`: plan + schedule + run + submit + wait.
  * - `pageLayout`, `kvDtypeCode`, `KV_DTYPES`, `KV_DTYPE_BYTES` (page.ts): THE page layout.
  * - `batchAttentionReference`, `readPagedSequence` (reference.ts): float64 references.
@@ -40,6 +42,7 @@ export {
   type BatchAttentionTensors,
   type BatchSchedule,
   type ScheduleInfo,
+  type ScheduleLayout,
 } from './attention.js';
 export { pageLayout, kvDtypeCode, KV_DTYPES, KV_DTYPE_BYTES, type KvDType, type PageLayout } from './page.js';
 export { batchAttentionReference, readPagedSequence, type BatchReferenceOptions } from './reference.js';

@@ -10,8 +10,8 @@
  * gpuMsPerStep: { median }, buffersCreatedPerStep, bindGroupsCreatedPerStep, submitsPerStep,
  * readbacks, relRms, baseline: { hostUsPerStep: { median }, buffersCreatedPerStep } }` plus
  * details (warm-up, host-time breakdown, targets). Host time is the host thread's time per decode
- * step (pool tables, schedules, encoding, submit); GPU time is the wall time between consecutive
- * steps' completions (`onSubmittedWorkDone`; no timestamp queries); per-step counts are over the
+ * step (pool tables, schedules, encoding, submit); GPU time is the wall time from submit to
+ * `onSubmittedWorkDone` of one decode step submitted alone (no timestamp queries); per-step counts are over the
  * steps after the warm-up (bind-group caches fill in the first steps). `relRms` compares the last
  * layer's outputs with the float64 mirror of the whole model. Targets: 0 buffers, 0 bind groups,
  * 0 readbacks, 1 submit per step, host time <= 50 us per layer (median).
@@ -92,7 +92,7 @@ export function engineBenchJson(r: EngineResult): EngineBenchJson {
         hostUsPerLayerAtMost50: perLayer <= 50,
         relRmsAtMost1e5: r.relRms <= 1e-5,
       },
-      gpuTiming: 'wall time between consecutive onSubmittedWorkDone (no timestamp queries)',
+      gpuTiming: 'wall time from submit to onSubmittedWorkDone of one decode step submitted alone (no timestamp queries)',
       loadAverage,
     },
   };

@@ -56,7 +56,7 @@ export interface EngineResult {
   hostUsPerStep: { median: number; p90: number };
   /** Medians of the host time's parts: pool step tables, schedules + encoding, encoder finish, queue.submit. */
   hostUsBreakdown: { poolTables: number; scheduleAndEncode: number; finish: number; submit: number };
-  /** Wall time between consecutive steps' completions (onSubmittedWorkDone; no timestamp queries). */
+  /** Wall time from submit to onSubmittedWorkDone of one decode step submitted alone (no timestamp queries). */
   gpuMsPerStep: { median: number };
   /** Over the decode steps after the warm-up (the first `warmupSteps`, which fill bind-group caches). */
   buffersCreatedPerStep: number;
@@ -82,9 +82,9 @@ export interface EngineResult {
   baseline?: { hostUsPerStep: { median: number }; buffersCreatedPerStep: number };
 }
 
-/** The engine's own kernels: projections (with the pre-norm folded in), residual add, the next-token mix, a page gather. */
+/** The engine's own kernels: projections (with the pre-norm folded in), residual add, the next-token mix. */
 const ENGINE_WGSL = /* wgsl */ `
-struct Step { rows: u32, eOff: u32, gather: u32, pad: u32 }
+struct Step { rows: u32, eOff: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
@@ -95,7 +95,6 @@ override NORM: bool = true;
 override ACC: bool = false;
 override EPS: f32 = 1e-6;
 override ALPHA: f32 = 0.5;
-override PW: u32 = 1;
 
 // y[r, n] (+)= inv_r * sum_k x[r, k] w[k, n]; inv_r = 1 / sqrt(mean_k x[r, k]^2 + eps) with NORM.
 @compute @workgroup_size(64)
@@ -141,18 +140,6 @@ fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var k = 0u; k < K; k++) {
     y[r * K + k] = ALPHA * (y[r * K + k] * inv) + (1.0 - ALPHA) * x[step.eOff + r * K + k];
   }
-}
-
-// Copies the selected pages (ids in w as u32 bits) into a small pool: y[j] = x[w[j]], PW words each.
-@compute @workgroup_size(64)
-fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let id = gid.x + gid.y * nwg.x * 64u;
-  let j = id / PW;
-  if (j >= step.gather) {
-    return;
-  }
-  let i = id - j * PW;
-  y[j * PW + i] = x[bitcast<u32>(w[j]) * PW + i];
 }
 `;
 
@@ -281,8 +268,6 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
     const pages = cfg.layers.map((kind, l) => buffer((kind === 'window' ? capWindow : capFull) * layout.pageBytes, `engine.pages${l}`));
     const questLayer = cfg.layers.indexOf('quest');
     const summaries = buffer(capFull * Hkv * 2 * D * 2, 'engine.summaries');
-    const selected = buffer(B * K * 4, 'engine.selected');
-    const gathered = buffer(B * K * layout.pageBytes, 'engine.gathered');
 
     // --- Plans: compile once, for capacities.
     const rope = { style: 'half' as const, theta: cfg.theta, maxPosition: maxLen };
@@ -295,8 +280,15 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
     const common = { maxBatch: B, maxQTokens: maxRows, Hq, Hkv, D, pageSize: P, kvDtype: 'f32' as const, qDtype: 'f32' as const, kvChunk: maxLen };
     const attnFull = await planBatchAttention(ctx, { ...common, maxPages: capFull, poolPages: capFull });
     const attnWin = await planBatchAttention(ctx, { ...common, maxPages: capFull, poolPages: capWindow, window: cfg.window, sinks: cfg.sinks });
-    const attnQuest = await planBatchAttention(ctx, { ...common, maxQTokens: B, maxPages: B * K, poolPages: B * K });
-    const quest = await planQuestBatch(ctx, { Hq, Hkv, D, budgetPages: K, sinkPages: cfg.questSinkPages, maxBatch: B, maxPagesPerSeq, maxPages: capFull });
+    // The Quest layer's attention reads a schedule the GPU fills: the selection writes the page
+    // ids straight into its kvIndices; the host writes the rest (lengths are known on the host).
+    const attnQuest = await planBatchAttention(ctx, { ...common, maxQTokens: B, maxPages: B * K, poolPages: capFull });
+    const qLayout = attnQuest.scheduleLayout;
+    const questSchedule = buffer(qLayout.words * 4, 'engine.questSchedule');
+    const questHost = new Uint32Array(qLayout.kvIndices);
+    questHost.set(qLayout.header);
+    attnQuest.useSchedule(questSchedule);
+    const quest = await planQuestBatch(ctx, { Hq, Hkv, D, budgetPages: K, sinkPages: cfg.questSinkPages, maxBatch: B, maxPagesPerSeq, maxPages: capFull, selectedOffset: qLayout.kvIndices });
     plans.push(appendFull, appendWin, ropeQ, attnFull, attnWin, attnQuest, quest);
     // The engine's pipelines and bind groups (made once).
     const module = device.createShaderModule({ code: ENGINE_WGSL, label: 'engine' });
@@ -312,10 +304,8 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
     const pkv = proj(Hkv * D);
     const po = pipe('matmul', { K: Hq * D, N: Dm, NORM: 0, ACC: 1 });
     const pmix = pipe('mix', { K: Dm, EPS: cfg.eps, ALPHA: cfg.alpha });
-    const pgather = pipe('gather', { PW: layout.pageBytes / 4 });
     const G = W.map((w) => ({ q: group(x, w.wq, qb, stepU), k: group(x, w.wk, kb, stepU), v: group(x, w.wv, vb, stepU), o: group(ob, w.wo, x, stepU) }));
     const gMix = group(eDec, eDec, x, mixU);
-    const gGather = group(pages[Math.max(0, questLayer)]!, selected, gathered, stepU);
     const planMs = performance.now() - t0;
 
     const dispatch = (pass: GPUComputePassEncoder, p: GPUComputePipeline, g: GPUBindGroup, wx: number, wy = 1) => {
@@ -325,7 +315,6 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
     };
     const stepWords = new Uint32Array(4);
     const mixWords = new Uint32Array(4);
-    const qIdx = Int32Array.from({ length: B * K }, (_, i) => i);
     /** One step: the layers over `rows` new rows (tables from the pools), into one encoder. */
     const encodeLayers = (enc: GPUCommandEncoder, tf: StepTables, tw: StepTables, rows: number, decode: boolean) => {
       appendFull.schedule(tf);
@@ -333,14 +322,18 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
       ropeQ.schedule(tf);
       attnFull.schedule(tf);
       attnWin.schedule(tw);
-      let gatherPages = 0;
       if (decode && questLayer >= 0) {
         const sel = quest.schedule(tf);
-        attnQuest.schedule({ qoIndptr: tf.qoIndptr, kvIndptr: sel.selIndptr, kvIndices: qIdx, kvLastPageLen: sel.selLastPageLen });
-        gatherPages = sel.selIndptr[B]!;
+        questHost[0] = B; // totalQ (one query per sequence), then B
+        questHost[1] = B;
+        for (let b = 0; b <= B; b++) {
+          questHost[qLayout.qoIndptr + b] = b;
+          questHost[qLayout.kvIndptr + b] = sel.selIndptr[b]!;
+        }
+        for (let b = 0; b < B; b++) questHost[qLayout.kvLastPageLen + b] = sel.selLastPageLen[b]!;
+        device.queue.writeBuffer(questSchedule, 0, questHost);
       }
       stepWords[0] = rows;
-      stepWords[2] = gatherPages;
       device.queue.writeBuffer(stepU, 0, stepWords);
       const q = { buffer: qb, shape: [rows, Hq, D], dtype: 'f32' as const };
       const o = { buffer: ob, shape: [rows, Hq, D], dtype: 'f32' as const };
@@ -351,6 +344,9 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
       o.shape = [maxRows, Hq, D];
       k.shape = [maxRows, Hkv, D];
       v.shape = [maxRows, Hkv, D];
+      // The Quest layer's GPU schedule sizes its dispatches for its capacity (B query rows).
+      const qDec = { buffer: qb, shape: [B, Hq, D], dtype: 'f32' as const };
+      const oDec = { buffer: ob, shape: [B, Hq, D], dtype: 'f32' as const };
       cfg.layers.forEach((kind, l) => {
         const pass = enc.beginComputePass({ label: `engine.proj${l}` });
         dispatch(pass, pq, G[l]!.q, Math.ceil((Hq * D) / 64), rows);
@@ -363,11 +359,8 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
           attnWin.run(enc, { q, o, pages: pages[l]! });
         } else if (kind === 'quest' && decode) {
           appendFull.run(enc, { k, v, pages: pages[l]!, summaries });
-          quest.run(enc, { q, summaries, selected });
-          const gp = enc.beginComputePass({ label: 'engine.gather' });
-          dispatch(gp, pgather, gGather, Math.ceil((B * K * layout.pageBytes) / 4 / 64));
-          gp.end();
-          attnQuest.run(enc, { q, o, pages: gathered });
+          quest.run(enc, { q, summaries, selected: questSchedule });
+          attnQuest.run(enc, { q: qDec, o: oDec, pages: pages[l]! });
         } else {
           appendFull.run(enc, kind === 'quest' ? { k, v, pages: pages[l]!, summaries } : { k, v, pages: pages[l]! });
           attnFull.run(enc, { q, o, pages: pages[l]! });
@@ -410,7 +403,7 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
     const warmupSteps = Math.min(8, Math.floor(S / 2));
     const hostUs: number[] = [];
     const parts: number[][] = [];
-    const done: number[] = [];
+    let last: { tf: StepTables; tw: StepTables } | undefined;
     const decodeEntries = (seqs: number[]) => seqs.map((seq) => ({ seq, tokens: 1 }));
     const entriesFull = decodeEntries(seqsFull);
     const entriesWin = decodeEntries(seqsWin);
@@ -427,6 +420,7 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
       const tf = poolFull.step(entriesFull);
       const tw = poolWin.step(entriesWin);
       const h1 = performance.now();
+      last = { tf, tw };
       const enc = device.createCommandEncoder();
       encodeLayers(enc, tf, tw, B, true);
       const h2 = performance.now();
@@ -440,7 +434,6 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
       hostUs.push((performance.now() - h0) * 1000);
       parts.push([h1 - h0, h2 - h1, h3 - h2, h4 - h3].map((x) => x * 1000));
       c.active = false;
-      void device.queue.onSubmittedWorkDone().then(() => done.push(performance.now()));
     }
     const measured = Math.max(1, S - warmupSteps);
     const counts = { ...c };
@@ -454,7 +447,18 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
     const got = new Float32Array(staging.getMappedRange().slice(0));
     staging.unmap();
     const loopMs = performance.now() - t1;
-    const gaps = done.slice(1).map((t, i) => t - done[i]!);
+    // GPU time: after the check's data is read, the last step is encoded again a few times, each
+    // submitted and awaited alone (it rewrites the same pages: the state no longer matters).
+    const gpuMs: number[] = [];
+    for (let i = 0; i < (last ? 8 : 0); i++) {
+      const e = device.createCommandEncoder();
+      encodeLayers(e, last!.tf, last!.tw, B, true);
+      const cmd = e.finish();
+      const g0 = performance.now();
+      device.queue.submit([cmd]);
+      await device.queue.onSubmittedWorkDone();
+      gpuMs.push(performance.now() - g0);
+    }
     const partsMedian = [0, 1, 2, 3].map((i) => quantile(parts.slice(warmupSteps).map((p) => p[i]!), 0.5));
 
     // --- Today's way, same run: a new decode plan per step and layer (contiguous K/V).
@@ -517,7 +521,7 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
       kvDtype: 'f32',
       hostUsPerStep: { median: quantile(hostUs.slice(warmupSteps), 0.5), p90: quantile(hostUs.slice(warmupSteps), 0.9) },
       hostUsBreakdown: { poolTables: partsMedian[0]!, scheduleAndEncode: partsMedian[1]!, finish: partsMedian[2]!, submit: partsMedian[3]! },
-      gpuMsPerStep: { median: quantile(gaps, 0.5) },
+      gpuMsPerStep: { median: quantile(gpuMs, 0.5) },
       buffersCreatedPerStep: counts.buffers / measured,
       bindGroupsCreatedPerStep: counts.groups / measured,
       submitsPerStep: counts.submits / measured,

@@ -19,6 +19,7 @@ export const QUEST_BATCH_PARAMS = uniformLayout('QuestBatchParams', [
   ['iptr', 'u32'],
   ['idx', 'u32'],
   ['optr', 'u32'],
+  ['outBase', 'u32'],
 ] as const);
 
 const PROGRAM = wgslProgram('quest/batch', [storageWgsl, QUEST_BATCH_PARAMS.wgsl, batchWgsl]);
@@ -53,6 +54,12 @@ export interface QuestBatchOptions {
   maxPagesPerSeq: number;
   /** Pages the summaries buffer holds (pool capacity). */
   maxPages: number;
+  /**
+   * Word offset of the selected ids in `selected` (default 0). With an attention plan's GPU
+   * schedule (`useSchedule`), pass its `scheduleLayout.kvIndices`: the selection then writes the
+   * attention's page table directly.
+   */
+  selectedOffset?: number;
 }
 
 export interface QuestBatchTensors {
@@ -60,7 +67,7 @@ export interface QuestBatchTensors {
   q: GpuTensor;
   /** minmax summaries `[maxPages, Hkv, 2, D]` f16, indexed by pool page id. */
   summaries: GPUBuffer;
-  /** Selected page ids out: `[maxBatch * budgetPages]` u32 at least; sequence b's at `selIndptr[b]`. */
+  /** Selected page ids out: sequence b's at word `selectedOffset + selIndptr[b]` (`selectedOffset + maxBatch * budgetPages` words at least). */
   selected: GPUBuffer;
 }
 
@@ -96,7 +103,7 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
     this.off = { iptr, idx, optr };
     this.host = new Uint32Array(optr + o.maxBatch + 1);
     this.tables = this.workspace(this.host.byteLength, 'quest.batch.tables', GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
-    this.params = this.uniform(QUEST_BATCH_PARAMS, this.off);
+    this.params = this.uniform(QUEST_BATCH_PARAMS, { ...this.off, outBase: o.selectedOffset });
     this.stepOut = { selIndptr: new Int32Array(o.maxBatch + 1), selLastPageLen: new Int32Array(o.maxBatch) };
   }
 
@@ -114,7 +121,8 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
     const maxBatch = checkInt(opts.maxBatch, 'maxBatch', { min: 1 });
     const maxPagesPerSeq = checkInt(opts.maxPagesPerSeq, 'maxPagesPerSeq', { min: 1, max: 1024 });
     const maxPages = checkInt(opts.maxPages, 'maxPages', { min: 1 });
-    const o = { Hq, Hkv, D, budgetPages, sinkPages, maxBatch, maxPagesPerSeq, maxPages };
+    const selectedOffset = checkInt(opts.selectedOffset ?? 0, 'selectedOffset', { min: 0 });
+    const o = { Hq, Hkv, D, budgetPages, sinkPages, maxBatch, maxPagesPerSeq, maxPages, selectedOffset };
     if (questBatchLoopIterations(Hq, Hkv, D, maxPagesPerSeq) > loopBudget(ctx)) {
       fail('E_LIMIT', 'maxPagesPerSeq', "makes one selection invocation loop longer than the device's loop limit allows;", maxPagesPerSeq, `fewer pages or heads (loopLimit ${ctx.loopLimit})`);
     }
@@ -178,8 +186,8 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
     if (q.shape[0]! < this.B) fail('E_SHAPE', 'q.shape[0]', 'has fewer rows than sequences;', q.shape[0], `>= ${this.B}`);
     const sumBytes = o.maxPages * o.Hkv * 2 * o.D * 2;
     if (!t.summaries || t.summaries.size < sumBytes) fail('E_BUFFER', 'summaries', 'is smaller than [maxPages, Hkv, 2, D] f16;', t.summaries?.size, `>= ${sumBytes} bytes`);
-    const outBytes = o.maxBatch * o.budgetPages * 4;
-    if (!t.selected || t.selected.size < outBytes) fail('E_BUFFER', 'selected', 'is smaller than maxBatch * budgetPages page ids;', t.selected?.size, `>= ${outBytes} bytes`);
+    const outBytes = (o.selectedOffset + o.maxBatch * o.budgetPages) * 4;
+    if (!t.selected || t.selected.size < outBytes) fail('E_BUFFER', 'selected', 'is smaller than selectedOffset + maxBatch * budgetPages page ids;', t.selected?.size, `>= ${outBytes} bytes`);
     this.encoders.set(encoder, this.generation);
     if (this.B === 0) return;
     const qo = q.offset ?? 0;

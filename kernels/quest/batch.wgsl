@@ -5,7 +5,8 @@
 // reads one list). The first min(SINKS, n, BUDGET - 1) pages and the newest page are always
 // selected; the other BUDGET - forced pages are the highest scores (ties to the lower index).
 // A sequence of n <= BUDGET pages selects all of them. The selected page ids are written in page
-// order at out[optr[b] ..], optr being written by the host (min(n, BUDGET) per sequence).
+// order at out[outBase + optr[b] ..], optr being written by the host (min(n, BUDGET) per
+// sequence); outBase lets `out` be an attention schedule buffer whose kvIndices start there.
 // tables (u32): [0] B, [IPTR ..] indptr [B+1], [IDX ..] indices, [OPTR ..] out indptr [B+1].
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;      // [B, HQ, D] f32
@@ -79,7 +80,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       for (var j = 0u; j < i; j++) {
         pos += sel[j];
       }
-      out[ob + pos] = tables[params.idx + base + i];
+      out[params.outBase + ob + pos] = tables[params.idx + base + i];
     }
   }
 }

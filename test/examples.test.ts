@@ -13,7 +13,9 @@ import { TOLERANCE } from '../src/testing.js';
 describe('examples (short forms)', () => {
   it('engine: 3-layer GQA transformer (full, window + sinks, Quest) on the paged pool, 1 submit and 0 buffers per step, matches its float64 mirror', async () => {
     const { main } = await import('../examples/engine/main.js');
-    const r = await main({ small: true });
+    const { requestDevice, adapterFromEnv } = await import('../src/gpu/device.js');
+    const dev = await requestDevice({ ...adapterFromEnv(), label: 'example.engine.test' }); // TESSERA_ADAPTER picks it
+    const r = await main({ small: true, device: dev.device }).finally(() => dev.destroy());
     expect(r.adapter).toBeTruthy();
     expect(r.layerKinds).toEqual(['full', 'window', 'quest']);
     expect(r.batch).toBe(4);

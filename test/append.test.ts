@@ -350,10 +350,11 @@ describe('append', () => {
     expect(code(() => plan.run(enc, { k, v, pages, summaries: pages }))).toBe('E_BUFFER'); // the pool itself
     expect(code(() => plan.run(enc, { k, v, pages: summaries, summaries }))).toBe('E_BUFFER'); // pool too small
     plan.run(enc, { k, v, pages, summaries });
+    // A run encoded since the last submit still reads the tables: the next step must wait.
+    expect(code(() => plan.schedule({ ...good, positions: [2] }))).toBe('E_STATE');
+    gpu.dev.device.queue.submit([enc.finish()]);
     plan.schedule({ ...good, positions: [2] });
-    // The encoder holds a run of the previous step; its tables were just replaced.
-    expect(code(() => plan.run(enc, { k, v, pages, summaries }))).toBe('E_STATE');
-    enc.finish();
+    expect(plan.rows).toBe(1);
     plan.dispose();
     gpu.dev.destroyBuffer(pages);
     gpu.dev.destroyBuffer(summaries);

@@ -9,7 +9,7 @@
  * (`plan.run(encoder, ...)`: cached bind groups, no GPU buffer created, nothing awaited).
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
-import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { ctxOf, submitEpoch, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan } from '../../src/plan.js';
@@ -125,9 +125,15 @@ class BindGroupCache {
   }
 }
 
-/** One step's parameters have been replaced while an encoder still holds a run of the previous step. */
-function staleEncoder(what: string): never {
-  throw new TesseraError('E_STATE', `${what}.run: this encoder already holds a run of an earlier schedule() and the tables were replaced since; submit it before scheduling the next step (or use another plan)`);
+/**
+ * Refuses a schedule() that would overwrite tables a run encoded since the last `queue.submit`
+ * still reads (that run would silently see the new step's tables).
+ */
+function checkNotInFlight(ctx: TesseraDevice, usedEpoch: number, what: string): void {
+  const epoch = submitEpoch(ctx);
+  if (epoch >= 0 && usedEpoch === epoch) {
+    throw new TesseraError('E_STATE', `${what}.schedule: a run encoded since the last queue.submit still reads this plan's tables; submit that encoder before scheduling the next step`);
+  }
 }
 
 export class AppendPlan extends KernelPlan<AppendTensors> {
@@ -150,8 +156,8 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
   private readonly pageLen: Uint32Array;
   private nnz = -1;
   private touched = 0;
-  private generation = 0;
-  private readonly encoders = new WeakMap<GPUCommandEncoder, number>();
+  /** Submit epoch of the last run (-2: none since the last schedule). */
+  private usedEpoch = -2;
 
   private constructor(ctx: TesseraDevice, o: AppendPlan['options'], main: Pipeline, summarize: Pipeline | undefined) {
     super(ctx);
@@ -209,13 +215,15 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
    * Sets the step: its rows (`batchIndices`, `positions`) and the page table they are written
    * through (`kvIndptr`, `kvIndices`: every row's page must be listed). Validates everything first
    * (a bad schedule changes nothing), then writes the plan's table buffer once. Every run after it
-   * (one per layer) uses this step's tables.
+   * (one per layer) uses this step's tables. Throws `E_STATE` while a run encoded since the last
+   * `queue.submit` still reads the current tables (submit first).
    *
    * @example
    * plan.schedule({ kvIndptr, kvIndices, batchIndices: [0, 1], positions: [17, 3] });
    */
   schedule(s: AppendSchedule): void {
     this.assertUsable();
+    checkNotInFlight(this.ctx, this.usedEpoch, 'AppendPlan');
     const o = this.options;
     if (!s || typeof s !== 'object') fail('E_ARG', 'schedule', 'is required;', s, '{ kvIndptr, kvIndices, batchIndices, positions }');
     for (const name of ['kvIndptr', 'kvIndices', 'batchIndices', 'positions'] as const) {
@@ -290,7 +298,7 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     this.ctx.device.queue.writeBuffer(this.tables, 0, h, 0, touch + 2 * k);
     this.nnz = n;
     this.touched = k;
-    this.generation++;
+    this.usedEpoch = -2;
   }
 
   /**
@@ -302,8 +310,6 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     this.assertUsable();
     const o = this.options;
     if (this.nnz < 0) throw new TesseraError('E_STATE', 'AppendPlan.run: call schedule() first');
-    const seen = this.encoders.get(encoder);
-    if (seen !== undefined && seen !== this.generation) staleEncoder('AppendPlan');
     const k = checkTensor(t?.k, 'k', { rank: 3, shape: [-1, o.Hkv, o.D], dtypes: [o.inputDtype] });
     const v = checkTensor(t.v, 'v', { rank: 3, shape: [-1, o.Hkv, o.Dv], dtypes: [o.inputDtype] });
     if (k.shape[0]! < this.nnz) fail('E_SHAPE', 'k.shape[0]', 'has fewer rows than the schedule;', k.shape[0], `>= ${this.nnz}`);
@@ -319,7 +325,7 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
       if (t.summaries.size < sumBytes) fail('E_BUFFER', 'summaries', 'is smaller than [maxPages, Hkv, 2, D] f16;', t.summaries.size, `>= ${sumBytes} bytes`);
       if (t.summaries === t.pages) fail('E_BUFFER', 'summaries', 'must not be the pages buffer;', 'the same buffer');
     }
-    this.encoders.set(encoder, this.generation);
+    this.usedEpoch = submitEpoch(this.ctx);
     if (this.nnz === 0) return;
     const pages = { buffer: t.pages, offset: 0, size: poolBytes };
     const tables = { buffer: this.tables };
@@ -427,8 +433,8 @@ export class RopePlan extends KernelPlan<RopeTensors> {
   private readonly host: Uint32Array<ArrayBuffer>;
   private readonly groups: BindGroupCache;
   private nnz = -1;
-  private generation = 0;
-  private readonly encoders = new WeakMap<GPUCommandEncoder, number>();
+  /** Submit epoch of the last run (-2: none since the last schedule). */
+  private usedEpoch = -2;
 
   private constructor(ctx: TesseraDevice, o: Required<RopePlanOptions>, outOfPlace: Pipeline, inPlace: Pipeline | undefined) {
     super(ctx);
@@ -471,6 +477,7 @@ export class RopePlan extends KernelPlan<RopeTensors> {
    */
   schedule(s: { positions: ArrayLike<number> }): void {
     this.assertUsable();
+    checkNotInFlight(this.ctx, this.usedEpoch, 'RopePlan');
     const pos = s?.positions;
     if (!pos || typeof pos.length !== 'number') fail('E_ARG', 'positions', 'is not an array;', typeof pos, 'an array of positions');
     const n = pos.length;
@@ -483,7 +490,7 @@ export class RopePlan extends KernelPlan<RopeTensors> {
     for (let i = 0; i < n; i++) this.host[1 + i] = pos[i]!;
     this.ctx.device.queue.writeBuffer(this.tables, 0, this.host, 0, 1 + n);
     this.nnz = n;
-    this.generation++;
+    this.usedEpoch = -2;
   }
 
   /** Encodes the rotation of the scheduled rows of `x` (into `out`, or in place). */
@@ -491,8 +498,6 @@ export class RopePlan extends KernelPlan<RopeTensors> {
     this.assertUsable();
     const o = this.options;
     if (this.nnz < 0) throw new TesseraError('E_STATE', 'RopePlan.run: call schedule() first');
-    const seen = this.encoders.get(encoder);
-    if (seen !== undefined && seen !== this.generation) staleEncoder('RopePlan');
     const x = checkTensor(t?.x, 'x', { rank: 3, shape: [-1, o.H, o.D], dtypes: [o.dtype] });
     if (x.shape[0]! < this.nnz) fail('E_SHAPE', 'x.shape[0]', 'has fewer rows than the schedule;', x.shape[0], `>= ${this.nnz}`);
     let pipeline: Pipeline;
@@ -508,7 +513,7 @@ export class RopePlan extends KernelPlan<RopeTensors> {
       pipeline = this.inPlace;
       entries = [{ buffer: this.dummy }, binding(x), { buffer: this.tables }, { buffer: this.cossin }];
     }
-    this.encoders.set(encoder, this.generation);
+    this.usedEpoch = submitEpoch(this.ctx);
     if (this.nnz === 0) return;
     const pass = encoder.beginComputePass({ label: 'rope' });
     pass.setPipeline(pipeline.pipeline);

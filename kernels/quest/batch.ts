@@ -7,7 +7,7 @@
  * encoder (cached bind group, no buffer created).
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
-import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { ctxOf, loopBudget, submitEpoch, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan } from '../../src/plan.js';
@@ -90,8 +90,8 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
   private groupKey = '';
   private group?: GPUBindGroup;
   private B = -1;
-  private generation = 0;
-  private readonly encoders = new WeakMap<GPUCommandEncoder, number>();
+  /** Submit epoch of the last run (-2: none since the last schedule). */
+  private usedEpoch = -2;
 
   private constructor(ctx: TesseraDevice, o: Required<QuestBatchOptions>, pipeline: Pipeline) {
     super(ctx);
@@ -141,6 +141,8 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
    */
   schedule(t: { kvIndptr: ArrayLike<number>; kvIndices: ArrayLike<number>; kvLastPageLen: ArrayLike<number> }): QuestBatchStep {
     this.assertUsable();
+    const epoch = submitEpoch(this.ctx);
+    if (epoch >= 0 && this.usedEpoch === epoch) throw new TesseraError('E_STATE', 'QuestBatchPlan.schedule: a run encoded since the last queue.submit still reads this plan\'s tables; submit first');
     const o = this.options;
     if (!t || !t.kvIndptr || !t.kvIndices || !t.kvLastPageLen) fail('E_ARG', 'tables', 'is required;', t, '{ kvIndptr, kvIndices, kvLastPageLen }');
     const B = t.kvIndptr.length - 1;
@@ -171,7 +173,7 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
     }
     this.ctx.device.queue.writeBuffer(this.tables, 0, h);
     this.B = B;
-    this.generation++;
+    this.usedEpoch = -2;
     return { selIndptr: s.selIndptr.subarray(0, B + 1), selLastPageLen: s.selLastPageLen.subarray(0, B) };
   }
 
@@ -180,15 +182,13 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
     this.assertUsable();
     const o = this.options;
     if (this.B < 0) throw new TesseraError('E_STATE', 'QuestBatchPlan.run: call schedule() first');
-    const seen = this.encoders.get(encoder);
-    if (seen !== undefined && seen !== this.generation) throw new TesseraError('E_STATE', 'QuestBatchPlan.run: this encoder holds a run of an earlier schedule(); submit it first');
     const q = checkTensor(t?.q, 'q', { rank: 3, shape: [-1, o.Hq, o.D], dtypes: ['f32'] });
     if (q.shape[0]! < this.B) fail('E_SHAPE', 'q.shape[0]', 'has fewer rows than sequences;', q.shape[0], `>= ${this.B}`);
     const sumBytes = o.maxPages * o.Hkv * 2 * o.D * 2;
     if (!t.summaries || t.summaries.size < sumBytes) fail('E_BUFFER', 'summaries', 'is smaller than [maxPages, Hkv, 2, D] f16;', t.summaries?.size, `>= ${sumBytes} bytes`);
     const outBytes = (o.selectedOffset + o.maxBatch * o.budgetPages) * 4;
     if (!t.selected || t.selected.size < outBytes) fail('E_BUFFER', 'selected', 'is smaller than selectedOffset + maxBatch * budgetPages page ids;', t.selected?.size, `>= ${outBytes} bytes`);
-    this.encoders.set(encoder, this.generation);
+    this.usedEpoch = submitEpoch(this.ctx);
     if (this.B === 0) return;
     const qo = q.offset ?? 0;
     const qs = byteSize(q.shape, q.dtype);

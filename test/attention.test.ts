@@ -670,11 +670,11 @@ describe('attention core: a schedule buffer the engine fills on the GPU', () => 
 });
 
 describe('attention core under a lowered loop cap (the llvmpipe sizing on any adapter)', () => {
-  const capped = useGpu({ loopLimit: 3000 });
+  const capped = useGpu({ loopLimit: 1500 });
   for (const variant of ['cpu', 'gpu'] as const) {
     it(`${variant}: parts sized by attentionKeysPerPart, default options, results exact`, async () => {
       const r = await runCase({ lens: [300, 65, 1], qLens: [3, 1, 1], Hq: 4, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', window: 200, sinks: 2, sinkLogit: true, variant }, capped);
-      const cap = attentionKeysPerPart(3000, variant, 32, 32, 4);
+      const cap = attentionKeysPerPart(1500, variant, 32, 32, 4);
       // No part covers more keys than the cap (the cpu shape's cap is below the longest sequence).
       expect(r.parts).toBeGreaterThanOrEqual(Math.ceil(300 / cap));
       if (variant === 'cpu') expect(cap).toBeLessThan(300);

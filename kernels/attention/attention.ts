@@ -37,12 +37,22 @@ export const CORE_PARAMS = uniformLayout('CoreParams', [
   ['off_last', 'u32'],
   ['off_idx', 'u32'],
   ['lse_off', 'u32'],
+  // Key source 2 (entry lists, kernels/paged): one call's parameters.
+  ['l_rows', 'u32'],
+  ['q_pos0', 'u32'],
+  ['list_base', 'u32'],
+  ['n_entries', 'u32'],
+  ['e_per', 'u32'],
+  ['part_base', 'u32'],
+  ['part_count', 'u32'],
 ] as const);
 
 /** Threads per workgroup (both shapes). */
-const WG = 64;
+export const ATTENTION_WG = 64;
+const WG = ATTENTION_WG;
 /** Keys per block of the cpu shape. */
-const BK = 32;
+export const ATTENTION_BK = 32;
+const BK = ATTENTION_BK;
 /** Words of the schedule slot header: totalQ, B, nParts, kvPart, rows (+ 3 spare). */
 const HEADER_WORDS = 8;
 /** Default bound on the f32 split-K partials a plan keeps (bytes). */
@@ -63,7 +73,16 @@ fn ld4_${a}(e: u32, s: f32) -> vec4<f32> {
   return r;
 }
 `;
-  return `
+  const g8 = (a: 'k' | 'v') => `
+// 32 channels from element e: quads past n4 (the channels left in the head) read as zero.
+fn ld32_${a}(e: u32, s: f32, n4: u32) -> G8 {
+  var g: G8;
+  g.a0 = ld4_${a}(e, s);
+${[1, 2, 3, 4, 5, 6, 7].map((i) => `  if (n4 > ${i}u) {\n    g.a${i} = ld4_${a}(e + ${4 * i}u, s);\n  }`).join('\n')}
+  return g;
+}
+`;
+  return `${g8('k')}${g8('v')}
 fn ld4_q(e: u32) -> vec4<f32> {
   var r: vec4<f32>;
   if (Q_DT == 0u) {
@@ -77,9 +96,22 @@ ${kv('k')}${kv('v')}`;
 }
 
 /** The program for head dims (D, Dv): private and workgroup arrays are sized by them. */
-function program(D: number, Dv: number): ShaderSource {
-  const header = `const WG: u32 = ${WG}u;\nconst BK: u32 = ${BK}u;\nconst D: u32 = ${D}u;\nconst DV: u32 = ${Dv}u;\nconst QN: u32 = ${D / 4}u;\nconst VN: u32 = ${Dv / 4}u;\nconst AN: u32 = ${Math.ceil(Dv / 4 / WG)}u;\n`;
+export function attentionProgram(D: number, Dv: number): ShaderSource {
+  const header = `const WG: u32 = ${WG}u;\nconst BK: u32 = ${BK}u;\nconst D: u32 = ${D}u;\nconst DV: u32 = ${Dv}u;\nconst QN: u32 = ${D / 4}u;\nconst VN: u32 = ${Dv / 4}u;\nconst QN8: u32 = ${8 * Math.ceil(D / 32)}u;\nconst VN8: u32 = ${8 * Math.ceil(Dv / 32)}u;\nconst AN: u32 = ${Math.ceil(Dv / 4 / WG)}u;\n`;
   return wgslProgram(`attention/core/${D}x${Dv}`, [storageWgsl, CORE_PARAMS.wgsl, header, coreWgsl, loads()]);
+}
+
+/** Per-key and per-block loop trips of one shape (see {@link attentionLoopCost}). */
+function shapeCost(variant: 'cpu' | 'gpu', D: number, Dv: number): { setup: number; perKey: number; perBlock: number; block: number } {
+  const QN = D / 4;
+  const VN = Dv / 4;
+  if (variant === 'cpu') {
+    const QG = Math.ceil(D / 32);
+    const VG = Math.ceil(Dv / 32);
+    return { setup: 2 * (QN + 2 * VN + 3) + 16, perKey: QG + VG + 4, perBlock: 2 * (QG + VG) + 10, block: BK };
+  }
+  const AN = Math.ceil(VN / WG);
+  return { setup: 2 * (Math.ceil(QN / WG) + AN + 3) + 16, perKey: 0, perBlock: QN + 8 + 2 * (Math.log2(WG) + 2) + (AN + 1) * (WG + 2), block: WG };
 }
 
 /**
@@ -89,28 +121,33 @@ function program(D: number, Dv: number): ShaderSource {
  * for a batch of up to `maxBatch` sequences (the binary search over qoIndptr). An upper bound,
  * with an allowance for the compiler.
  *
- * - `cpu` (`main_cpu`, blocks of 32 keys): per key the score loop over D/4 and the value loop's
- *   trip over Dv/4 (plus the block loops), per block the value loop over Dv/4; blocks are
- *   `ceil(keys / 32) + 2` (two key segments: sinks and the window).
+ * - `cpu` (`main_cpu`, blocks of 32 keys): per key the address, max and exp loops' trips and one
+ *   trip per 32-channel group of D and of Dv (the key loops sit inside the channel-group loops);
+ *   per block the group loops themselves; blocks are `ceil(keys / 32) + 2` (two key segments:
+ *   sinks and the window).
  * - `gpu` (`main_gpu`, blocks of 64 keys): per block the score loop over D/4, two 7-step tree
  *   reductions and `ceil(Dv/256)` value loops over <= 64 keys.
  *
  * @example
- * attentionLoopCost('cpu', 128, 128, 1000, 8); // about 70,000: over llvmpipe's 58,981 budget
+ * attentionLoopCost('cpu', 128, 128, 1000, 8); // 13,107: within llvmpipe's 58,981 budget
  */
 export function attentionLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, keys: number, maxBatch: number): number {
-  const QN = D / 4;
-  const VN = Dv / 4;
+  const c = shapeCost(variant, D, Dv);
   const search = Math.ceil(Math.log2(Math.max(2, maxBatch))) + 3;
-  if (variant === 'cpu') {
-    const setup = 2 * (QN + VN + VN + 3) + search + 3 + 16;
-    const blocks = Math.ceil(keys / BK) + 2;
-    return setup + blocks * (2 * VN + 8) + keys * (QN + VN + 8);
-  }
-  const AN = Math.ceil(VN / WG);
-  const setup = 2 * (Math.ceil(QN / WG) + AN + 3) + search + 3 + 16;
-  const blocks = Math.ceil(keys / WG) + 2;
-  return setup + blocks * (QN + 8 + 2 * (Math.log2(WG) + 2) + (AN + 1) * (WG + 2));
+  const blocks = Math.ceil(keys / c.block) + 2;
+  return c.setup + search + 3 + blocks * c.perBlock + keys * c.perKey;
+}
+
+/**
+ * The loop cost of the entry-list key source (kernels/paged's partials): `setup` outside the
+ * entry loop and `perEntry` for one entry (page) of up to `pageSize` keys.
+ *
+ * @example
+ * attentionListLoopCost('cpu', 128, 128, 64); // { setup: 214, perEntry: 823 }
+ */
+export function attentionListLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, pageSize: number): { setup: number; perEntry: number } {
+  const c = shapeCost(variant, D, Dv);
+  return { setup: c.setup, perEntry: 3 + Math.ceil(pageSize / c.block) * c.perBlock + pageSize * c.perKey };
 }
 
 /**
@@ -118,7 +155,7 @@ export function attentionLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number,
  * stays within {@link loopBudget} (`Infinity` without a cap, 0 when not even one fits).
  *
  * @example
- * attentionKeysPerPart(65535, 'cpu', 128, 128, 8); // about 830 keys
+ * attentionKeysPerPart(65535, 'cpu', 128, 128, 8); // 4,580 keys
  */
 export function attentionKeysPerPart(loopLimit: number, variant: 'cpu' | 'gpu', D: number, Dv: number, maxBatch: number): number {
   const budget = loopBudget(loopLimit);
@@ -353,6 +390,13 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
       off_last: last,
       off_idx: idx,
       lse_off: this.lseOffWords,
+      l_rows: 0,
+      q_pos0: 0,
+      list_base: 0,
+      n_entries: 0,
+      e_per: 0,
+      part_base: 0,
+      part_count: 0,
     });
     for (let i = 0; i < o.scheduleSlots; i++) {
       this.slots.push({
@@ -397,7 +441,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const plan = new BatchAttentionPlan(ctx, o, variant, maxSplits, keysCap);
     try {
       plan.pipeline = await getPipeline(ctx, {
-        shader: program(o.D, o.Dv),
+        shader: attentionProgram(o.D, o.Dv),
         entryPoint: variant === 'cpu' ? 'main_cpu' : 'main_gpu',
         bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
         constants: { SRC: o.source === 'paged' ? 0 : 1, KV_DT: kvDtypeCode(o.kvDtype), Q_DT: dtypeCode(o.qDtype), O_DT: dtypeCode(o.oDtype) },

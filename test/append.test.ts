@@ -180,7 +180,7 @@ describe('append', () => {
   }
 
   for (const style of ['half', 'interleaved'] as RopeStyle[]) {
-    it(`fused RoPE on K (${style}, rotaryDim 8 of 16), f32 and f16 pages, vs float64; V bit-exact`, async () => {
+    it(`fused RoPE on K (${style}, rotaryDim 8 of 16), f32/bf16 rows into f32/f16 pages, vs float64; V bit-exact`, async () => {
       const Hkv = 2;
       const D = 16;
       const P = 8;
@@ -191,17 +191,18 @@ describe('append', () => {
       const n = t.positions.length;
       const kv = rng.normals(n * Hkv * D);
       const vv = rng.normals(n * Hkv * D);
-      const kRot = ropeReference(kv, t.positions, Hkv, D, rope);
-      for (const pageDt of ['f32', 'f16'] as KvDType[]) {
+      for (const [inDt, pageDt] of [['f32', 'f32'], ['f32', 'f16'], ['bf16', 'f32']] as [FloatDType, KvDType][]) {
         const L = pageLayout(P, Hkv, D, D, pageDt);
-        const plan = await planAppend(gpu.dev, { Hkv, D, pageSize: P, pageDtype: pageDt, maxPages, maxBatch: 2, maxRows: n, rope, summaries: false });
+        const plan = await planAppend(gpu.dev, { Hkv, D, pageSize: P, pageDtype: pageDt, inputDtype: inDt, maxPages, maxBatch: 2, maxRows: n, rope, summaries: false });
         const pages = gpu.dev.upload(new Uint8Array(maxPages * L.pageBytes), { usage: STORAGE });
         plan.schedule(t);
         const enc = gpu.dev.device.createCommandEncoder();
-        plan.run(enc, { k: gpu.tensor(kv, [n, Hkv, D]), v: gpu.tensor(vv, [n, Hkv, D]), pages });
+        plan.run(enc, { k: gpu.tensor(kv, [n, Hkv, D], inDt), v: gpu.tensor(vv, [n, Hkv, D], inDt), pages });
         gpu.dev.device.queue.submit([enc.finish()]);
         const got = await readPool(pages);
-        const host = appendReference(new Uint8Array(maxPages * L.pageBytes), L, kRot, vv, t);
+        const kIn = roundTo(kv, inDt);
+        const kRot = ropeReference(kIn, t.positions, Hkv, D, rope);
+        const host = appendReference(new Uint8Array(maxPages * L.pageBytes), L, kRot, roundTo(vv, inDt), t);
         // K: the rotated rows vs float64 (read back per row through the codec).
         const gk: number[] = [];
         const rk: number[] = [];

@@ -47,6 +47,8 @@ describe('quest batch selection', () => {
       const step = plan.schedule({ kvIndptr, kvIndices, kvLastPageLen: counts.map(() => 3) });
       const enc = gpu.dev.device.createCommandEncoder();
       plan.run(enc, { q: gpu.tensor(q, [counts.length, Hq, D]), summaries, selected });
+      // Until that run is submitted, the next schedule would change what it reads: refused.
+      expect(() => plan.schedule({ kvIndptr, kvIndices, kvLastPageLen: counts.map(() => 3) })).toThrow(/submit/);
       gpu.dev.device.queue.submit([enc.finish()]);
       const got = new Uint32Array(await gpu.dev.readback(selected)).subarray(off);
       const ref = questBatchReference(q, minmax, kvIndptr, kvIndices, { Hq, Hkv, D, budgetPages, sinkPages });

@@ -349,8 +349,10 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
       // The Quest layer's GPU schedule sizes its dispatches for its capacity (B query rows).
       const qDec = { buffer: qb, shape: [B, Hq, D], dtype: 'f32' as const };
       const oDec = { buffer: ob, shape: [B, Hq, D], dtype: 'f32' as const };
+      // The engine's own dispatches share passes: layer l's output projection and layer l + 1's
+      // q/k/v projections are one pass (dispatches in a pass see each other's writes).
+      let pass = enc.beginComputePass({ label: 'engine.proj' });
       cfg.layers.forEach((kind, l) => {
-        const pass = enc.beginComputePass({ label: `engine.proj${l}` });
         dispatch(pass, pq, G[l]!.q, Math.ceil((Hq * D) / 64), rows);
         dispatch(pass, pkv, G[l]!.k, Math.ceil((Hkv * D) / 64), rows);
         dispatch(pass, pkv, G[l]!.v, Math.ceil((Hkv * D) / 64), rows);
@@ -367,9 +369,9 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
           appendFull.run(enc, kind === 'quest' ? { k, v, pages: pages[l]!, summaries } : { k, v, pages: pages[l]! });
           attnFull.run(enc, { q, o, pages: pages[l]! });
         }
-        const op = enc.beginComputePass({ label: `engine.out${l}` });
-        dispatch(op, po, G[l]!.o, Math.ceil(Dm / 64), rows);
-        op.end();
+        pass = enc.beginComputePass({ label: 'engine.out' });
+        dispatch(pass, po, G[l]!.o, Math.ceil(Dm / 64), rows);
+        if (l === L - 1) pass.end();
       });
     };
     const mix = (enc: GPUCommandEncoder, s: number) => {

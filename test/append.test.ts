@@ -280,8 +280,16 @@ describe('append', () => {
       plan.schedule({ kvIndptr: [0, 8, 16], kvIndices: Array.from({ length: 16 }, (_, i) => i), batchIndices: [0, 1], positions: [s, s] });
       rope.schedule({ positions: [s, s] });
       const enc = device.createCommandEncoder();
-      rope.run(enc, { x: q });
-      plan.run(enc, { k, v, pages, summaries });
+      if (s % 2) {
+        // Into the caller's open compute pass (no pass of their own).
+        const pass = enc.beginComputePass();
+        rope.run(pass, { x: q });
+        plan.run(pass, { k, v, pages, summaries });
+        pass.end();
+      } else {
+        rope.run(enc, { x: q });
+        plan.run(enc, { k, v, pages, summaries });
+      }
       device.queue.submit([enc.finish()]);
     };
     step(0);
@@ -295,9 +303,13 @@ describe('append', () => {
     }
     await device.queue.onSubmittedWorkDone();
     expect(counts).toEqual({ buffers: 0, groups: 0 });
-    // The 20 rows really went in: page 4 of sequence 1 (pool page 12) holds positions 16..19 = 1.
+    // The 20 rows really went in (from both encodings): page 4 of sequence 1 (pool page 12)
+    // holds positions 16..19, and its summary bounds the rotated keys.
     const got = new Float32Array(await gpu.dev.readback(pages, L.pageBytes, 12 * L.pageBytes));
-    expect(got[L.vOffset / 4]).toBe(2);
+    expect(Array.from(got.subarray(L.vOffset / 4, L.vOffset / 4 + 4 * Hkv * D))).toEqual(new Array(4 * Hkv * D).fill(2));
+    const sums = new Uint16Array(await gpu.dev.readback(summaries));
+    const want = pageSummaryReference(new Uint8Array(got.buffer), L, 4);
+    expect(Array.from(sums.subarray(12 * Hkv * 2 * D, 13 * Hkv * 2 * D))).toEqual(Array.from(want));
     plan.dispose();
     rope.dispose();
     gpu.dev.destroyBuffer(pages);

@@ -349,24 +349,28 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
       // The Quest layer's GPU schedule sizes its dispatches for its capacity (B query rows).
       const qDec = { buffer: qb, shape: [B, Hq, D], dtype: 'f32' as const };
       const oDec = { buffer: ob, shape: [B, Hq, D], dtype: 'f32' as const };
-      // The engine's own dispatches share passes: layer l's output projection and layer l + 1's
-      // q/k/v projections are one pass (dispatches in a pass see each other's writes).
+      // Passes are shared: layer l's output projection, layer l + 1's q/k/v projections, RoPE,
+      // append and Quest selection are one compute pass (a dispatch sees the writes of the
+      // dispatches before it); the attention core encodes its own pass.
       let pass = enc.beginComputePass({ label: 'engine.proj' });
       cfg.layers.forEach((kind, l) => {
         dispatch(pass, pq, G[l]!.q, Math.ceil((Hq * D) / 64), rows);
         dispatch(pass, pkv, G[l]!.k, Math.ceil((Hkv * D) / 64), rows);
         dispatch(pass, pkv, G[l]!.v, Math.ceil((Hkv * D) / 64), rows);
-        pass.end();
-        ropeQ.run(enc, { x: q });
+        // Tessera's RoPE, append and Quest selection encode into the engine's open pass.
+        ropeQ.run(pass, { x: q });
         if (kind === 'window') {
-          appendWin.run(enc, { k, v, pages: pages[l]! });
+          appendWin.run(pass, { k, v, pages: pages[l]! });
+          pass.end();
           attnWin.run(enc, { q, o, pages: pages[l]! });
         } else if (kind === 'quest' && decode) {
-          appendFull.run(enc, { k, v, pages: pages[l]!, summaries });
-          quest.run(enc, { q, summaries, selected: questSchedule });
+          appendFull.run(pass, { k, v, pages: pages[l]!, summaries });
+          quest.run(pass, { q, summaries, selected: questSchedule });
+          pass.end();
           attnQuest.run(enc, { q: qDec, o: oDec, pages: pages[l]! });
         } else {
-          appendFull.run(enc, kind === 'quest' ? { k, v, pages: pages[l]!, summaries } : { k, v, pages: pages[l]! });
+          appendFull.run(pass, kind === 'quest' ? { k, v, pages: pages[l]!, summaries } : { k, v, pages: pages[l]! });
+          pass.end();
           attnFull.run(enc, { q, o, pages: pages[l]! });
         }
         pass = enc.beginComputePass({ label: 'engine.out' });

@@ -306,7 +306,7 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
    * summaries of the touched pages (a second dispatch, when the plan has them), into `encoder`.
    * Creates no GPU buffer; bind groups are cached per set of buffers.
    */
-  run(encoder: GPUCommandEncoder, t: AppendTensors): void {
+  run(encoder: GPUCommandEncoder | GPUComputePassEncoder, t: AppendTensors): void {
     this.assertUsable();
     const o = this.options;
     if (this.nnz < 0) throw new TesseraError('E_STATE', 'AppendPlan.run: call schedule() first');
@@ -329,7 +329,7 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     if (this.nnz === 0) return;
     const pages = { buffer: t.pages, offset: 0, size: poolBytes };
     const tables = { buffer: this.tables };
-    const pass = encoder.beginComputePass({ label: 'append' });
+    const pass = passOf(encoder, 'append');
     pass.setPipeline(this.main.pipeline);
     pass.setBindGroup(0, this.groups.get(this.main, [binding(k), binding(v), pages, tables, { buffer: this.cossin }, { buffer: this.params }]));
     const units = this.nnz * o.Hkv * ((o.D + o.Dv) / 4);
@@ -341,8 +341,17 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
       const [sx, sy] = grid2d(this.ctx, Math.ceil((this.touched * o.Hkv * (o.D / 2)) / WG));
       pass.dispatchWorkgroups(sx, sy);
     }
-    pass.end();
+    if (pass !== encoder) pass.end();
   }
+}
+
+/**
+ * The compute pass to encode into: the caller's open pass (its dispatches then share it, saving a
+ * pass per run), or a new pass of the caller's command encoder.
+ */
+export function passOf(target: GPUCommandEncoder | GPUComputePassEncoder, label: string): GPUComputePassEncoder {
+  if (typeof (target as GPUComputePassEncoder).dispatchWorkgroups === 'function') return target as GPUComputePassEncoder;
+  return (target as GPUCommandEncoder).beginComputePass({ label });
 }
 
 function binding(t: GpuTensor): { buffer: GPUBuffer; offset: number; size: number } {
@@ -494,7 +503,7 @@ export class RopePlan extends KernelPlan<RopeTensors> {
   }
 
   /** Encodes the rotation of the scheduled rows of `x` (into `out`, or in place). */
-  run(encoder: GPUCommandEncoder, t: RopeTensors): void {
+  run(encoder: GPUCommandEncoder | GPUComputePassEncoder, t: RopeTensors): void {
     this.assertUsable();
     const o = this.options;
     if (this.nnz < 0) throw new TesseraError('E_STATE', 'RopePlan.run: call schedule() first');
@@ -515,12 +524,12 @@ export class RopePlan extends KernelPlan<RopeTensors> {
     }
     this.usedEpoch = submitEpoch(this.ctx);
     if (this.nnz === 0) return;
-    const pass = encoder.beginComputePass({ label: 'rope' });
+    const pass = passOf(encoder, 'rope');
     pass.setPipeline(pipeline.pipeline);
     pass.setBindGroup(0, this.groups.get(pipeline, entries));
     const [gx, gy] = grid2d(this.ctx, Math.ceil((this.nnz * o.H * (o.D / 4)) / WG));
     pass.dispatchWorkgroups(gx, gy);
-    pass.end();
+    if (pass !== encoder) pass.end();
   }
 }
 

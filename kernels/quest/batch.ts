@@ -11,6 +11,7 @@ import { ctxOf, loopBudget, submitEpoch, type DeviceLike, type TesseraDevice } f
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan } from '../../src/plan.js';
+import { passOf } from '../append/append.js';
 import { byteSize, checkTensor, f16BitsToF32, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import batchWgsl from './batch.wgsl.js';
@@ -178,7 +179,7 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
   }
 
   /** Encodes the selection of every scheduled sequence (one dispatch). */
-  run(encoder: GPUCommandEncoder, t: QuestBatchTensors): void {
+  run(encoder: GPUCommandEncoder | GPUComputePassEncoder, t: QuestBatchTensors): void {
     this.assertUsable();
     const o = this.options;
     if (this.B < 0) throw new TesseraError('E_STATE', 'QuestBatchPlan.run: call schedule() first');
@@ -208,12 +209,12 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
       this.groupKey = key;
       this.groupBuffers = [q.buffer, t.summaries, t.selected];
     }
-    const pass = encoder.beginComputePass({ label: 'quest/batch' });
+    const pass = passOf(encoder, 'quest/batch');
     pass.setPipeline(this.pipeline.pipeline);
     pass.setBindGroup(0, this.group);
     const [x, y] = grid2d(this.ctx, this.B);
     pass.dispatchWorkgroups(x, y);
-    pass.end();
+    if (pass !== encoder) pass.end();
   }
 
   private groupBuffers: GPUBuffer[] = [];

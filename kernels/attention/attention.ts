@@ -58,31 +58,66 @@ const HEADER_WORDS = 8;
 /** Default bound on the f32 split-K partials a plan keeps (bytes). */
 export const ATTENTION_PARTIALS_BYTES = 32 << 20;
 
-/** The 4-element loads of q (Q_DT), K and V (KV_DT): one template, as WGSL cannot pass storage arrays. */
+/**
+ * The loads of q (Q_DT, `array<u32>`) and of K and V (KV_DT, bound as `array<vec4<u32>>`): one
+ * template, as WGSL cannot pass storage arrays. `ld4_*(e, s)`: 4 elements from element e (a
+ * multiple of 4); `ld32_*(e, s, n4)`: 32 elements, quads past n4 zero; with VEC (D, Dv multiples
+ * of 32, so e is a multiple of 32 and 16-byte aligned) as whole 16-byte words: 8 (f32), 4
+ * (f16/bf16) or 2 (int8) loads instead of 8 to 16.
+ */
 function loads(): string {
   const kv = (a: 'k' | 'v') => `
 fn ld4_${a}(e: u32, s: f32) -> vec4<f32> {
   var r: vec4<f32>;
   if (KV_DT == 0u) {
-    r = vec4<f32>(bitcast<f32>(${a}[e]), bitcast<f32>(${a}[e + 1u]), bitcast<f32>(${a}[e + 2u]), bitcast<f32>(${a}[e + 3u]));
+    r = bitcast<vec4<f32>>(${a}[e >> 2u]);
   } else if (KV_DT == 3u) {
-    r = unpack4x8snorm(${a}[e / 4u]) * s;
+    let i = e >> 2u;
+    r = unpack4x8snorm(${a}[i >> 2u][i & 3u]) * s;
   } else {
-    r = vec4<f32>(st_pair(${a}[e / 2u], KV_DT), st_pair(${a}[e / 2u + 1u], KV_DT));
+    let w = ${a}[e >> 3u];
+    if ((e & 4u) == 0u) {
+      r = vec4<f32>(st_pair(w.x, KV_DT), st_pair(w.y, KV_DT));
+    } else {
+      r = vec4<f32>(st_pair(w.z, KV_DT), st_pair(w.w, KV_DT));
+    }
   }
   return r;
 }
-`;
-  const g8 = (a: 'k' | 'v') => `
-// 32 channels from element e: quads past n4 (the channels left in the head) read as zero.
+
+fn pair4_${a}(w: vec4<u32>) -> array<vec4<f32>, 2> {
+  return array<vec4<f32>, 2>(vec4<f32>(st_pair(w.x, KV_DT), st_pair(w.y, KV_DT)), vec4<f32>(st_pair(w.z, KV_DT), st_pair(w.w, KV_DT)));
+}
+
 fn ld32_${a}(e: u32, s: f32, n4: u32) -> G8 {
   var g: G8;
-  g.a0 = ld4_${a}(e, s);
-${[1, 2, 3, 4, 5, 6, 7].map((i) => `  if (n4 > ${i}u) {\n    g.a${i} = ld4_${a}(e + ${4 * i}u, s);\n  }`).join('\n')}
+  if (VEC) {
+    if (KV_DT == 0u) {
+      let i = e >> 2u;
+      g = G8(bitcast<vec4<f32>>(${a}[i]), bitcast<vec4<f32>>(${a}[i + 1u]), bitcast<vec4<f32>>(${a}[i + 2u]), bitcast<vec4<f32>>(${a}[i + 3u]),
+             bitcast<vec4<f32>>(${a}[i + 4u]), bitcast<vec4<f32>>(${a}[i + 5u]), bitcast<vec4<f32>>(${a}[i + 6u]), bitcast<vec4<f32>>(${a}[i + 7u]));
+    } else if (KV_DT == 3u) {
+      let i = e >> 4u;
+      let w0 = ${a}[i];
+      let w1 = ${a}[i + 1u];
+      g = G8(unpack4x8snorm(w0.x) * s, unpack4x8snorm(w0.y) * s, unpack4x8snorm(w0.z) * s, unpack4x8snorm(w0.w) * s,
+             unpack4x8snorm(w1.x) * s, unpack4x8snorm(w1.y) * s, unpack4x8snorm(w1.z) * s, unpack4x8snorm(w1.w) * s);
+    } else {
+      let i = e >> 3u;
+      let p0 = pair4_${a}(${a}[i]);
+      let p1 = pair4_${a}(${a}[i + 1u]);
+      let p2 = pair4_${a}(${a}[i + 2u]);
+      let p3 = pair4_${a}(${a}[i + 3u]);
+      g = G8(p0[0], p0[1], p1[0], p1[1], p2[0], p2[1], p3[0], p3[1]);
+    }
+  } else {
+    g.a0 = ld4_${a}(e, s);
+${[1, 2, 3, 4, 5, 6, 7].map((i) => `    if (n4 > ${i}u) {\n      g.a${i} = ld4_${a}(e + ${4 * i}u, s);\n    }`).join('\n')}
+  }
   return g;
 }
 `;
-  return `${g8('k')}${g8('v')}
+  return `${kv('k')}${kv('v')}
 fn ld4_q(e: u32) -> vec4<f32> {
   var r: vec4<f32>;
   if (Q_DT == 0u) {
@@ -92,7 +127,7 @@ fn ld4_q(e: u32) -> vec4<f32> {
   }
   return r;
 }
-${kv('k')}${kv('v')}`;
+`;
 }
 
 /** The program for head dims (D, Dv): private and workgroup arrays are sized by them. */
@@ -444,7 +479,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
         shader: attentionProgram(o.D, o.Dv),
         entryPoint: variant === 'cpu' ? 'main_cpu' : 'main_gpu',
         bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
-        constants: { SRC: o.source === 'paged' ? 0 : 1, KV_DT: kvDtypeCode(o.kvDtype), Q_DT: dtypeCode(o.qDtype), O_DT: dtypeCode(o.oDtype) },
+        constants: { SRC: o.source === 'paged' ? 0 : 1, KV_DT: kvDtypeCode(o.kvDtype), Q_DT: dtypeCode(o.qDtype), O_DT: dtypeCode(o.oDtype), VEC: o.D % 32 === 0 && o.Dv % 32 === 0 },
       });
       if (maxSplits > 1) plan.mergePipeline = await getMergePipeline(ctx, o.oDtype);
     } catch (e) {
@@ -635,8 +670,8 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
       if (k.shape[0]! < slot.kvEnd) fail('E_SHAPE', 'k.shape[0]', 'is smaller than the scheduled keys;', k.shape[0], `at least kvIndptr[B] = ${slot.kvEnd}`);
       checkBindingSize(this.ctx, k, 'k');
       checkBindingSize(this.ctx, v, 'v');
-      kr = res(k);
-      vr = res(v);
+      kr = res16(k, 'k');
+      vr = res16(v, 'v');
     }
     let sr: BindingResource = { buffer: this.dummy };
     if (o.sinkLogit) {
@@ -694,6 +729,16 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     this.groups.clear();
     super.dispose();
   }
+}
+
+/** A K/V tensor as a binding of 16-byte words (the kernel reads K and V as `array<vec4<u32>>`). */
+function res16(t: GpuTensor, argument: string): BindingResource {
+  const r = res(t);
+  const size = Math.ceil(r.size! / 16) * 16;
+  if ((r.offset ?? 0) + size > t.buffer.size) {
+    fail('E_BUFFER', `${argument}.buffer`, 'ends inside the tensor\'s last 16-byte word (K/V are read as 16-byte words);', t.buffer.size, `at least ${(r.offset ?? 0) + size} bytes`);
+  }
+  return { ...r, size };
 }
 
 function intArray(a: unknown, argument: string): ArrayLike<number> {

@@ -31,8 +31,8 @@
 // schedule's return at once.
 
 @group(0) @binding(0) var<storage, read> q: array<u32>;            // [T, Hq, D] in Q_DT
-@group(0) @binding(1) var<storage, read> k: array<u32>;            // pool (SRC 0) or [N, Hkv, D] (SRC 1)
-@group(0) @binding(2) var<storage, read> v: array<u32>;            // pool (SRC 0) or [N, Hkv, DV] (SRC 1)
+@group(0) @binding(1) var<storage, read> k: array<vec4<u32>>;      // pool (SRC 0, 2) or [N, Hkv, D] (SRC 1), 16-byte words
+@group(0) @binding(2) var<storage, read> v: array<vec4<u32>>;      // pool (SRC 0, 2) or [N, Hkv, DV] (SRC 1), 16-byte words
 @group(0) @binding(3) var<storage, read> sched: array<u32>;        // schedule slot
 @group(0) @binding(4) var<storage, read_write> o: array<u32>;      // [T, Hq, DV] in O_DT
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;    // [T, Hq] f32 (or scratch)
@@ -44,6 +44,7 @@ override SRC: u32 = 0;      // 0 paged, 1 contiguous ragged, 2 entry list (kerne
 override KV_DT: u32 = 1;    // 0 f32, 1 f16, 2 bf16, 3 int8 (paged only)
 override Q_DT: u32 = 0;     // 0 f32, 1 f16, 2 bf16
 override O_DT: u32 = 0;
+override VEC: bool = false; // D and DV multiples of 32: main_cpu loads 32 channels as whole 16-byte words
 
 const LOG2E: f32 = 1.4426950408889634;
 const LN2: f32 = 0.6931471805599453;
@@ -206,7 +207,8 @@ fn v_elem(w: Row, g: Seg, j: u32) -> u32 {
 fn kv_scale(w: Row, g: Seg, j: u32, x: u32) -> f32 {
   var s = 1.0;
   if (KV_DT == 3u) {
-    s = bitcast<f32>(k[slot_of(w, g, j) * params.page_words + params.scale_off + x * params.hkv + w.h]);
+    let i = slot_of(w, g, j) * params.page_words + params.scale_off + x * params.hkv + w.h;
+    s = bitcast<f32>(k[i >> 2u][i & 3u]);
   }
   return s;
 }

@@ -156,7 +156,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
       shader: attentionProgram(o.D, o.Dv),
       entryPoint: variant === 'cpu' ? 'main_cpu' : 'main_gpu',
       bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
-      constants: { SRC: 2, KV_DT: kvDtypeCode(o.dtype), Q_DT: 0, O_DT: 0 },
+      constants: { SRC: 2, KV_DT: kvDtypeCode(o.dtype), Q_DT: 0, O_DT: 0, VEC: o.D % 32 === 0 && o.Dv % 32 === 0 },
     });
     return new PagedPlan(ctx, o, pipeline, variant);
   }

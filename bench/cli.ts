@@ -6,6 +6,7 @@ export const SUITES: Record<string, (argv: string[]) => Promise<void>> = {
   topk: async (argv) => (await import('./suites/topk.js')).runTopKBench(argv),
   linear: async (argv) => (await import('./suites/linear.js')).runLinearSuite(argv),
   sparse: async (argv) => (await import('./suites/sparse.js')).runSparseSuite(argv),
+  engine: async (argv) => (await import('./suites/engine.js')).runEngineBench(argv),
 };
 
 export async function runBenchCli(suite: string, argv: string[]): Promise<void> {

@@ -58,5 +58,8 @@ export * from '../kernels/dsa/index.js';
 export * from '../kernels/switch/index.js';
 export * from './kv/index.js';
 export * from './stream/index.js';
+export * from '../kernels/attention/index.js';
 export * from '../kernels/paged/index.js';
 export * from '../kernels/quest/index.js';
+export * from '../kernels/append/index.js';
+export * from './pool/index.js';

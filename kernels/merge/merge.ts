@@ -149,6 +149,16 @@ export class MergePlan extends KernelPlan<MergeTensors> {
   }
 }
 
+/**
+ * The merge pipeline for outputs of `outDtype`, for kernels whose row count changes per step
+ * (the attention core): the caller owns a {@link MERGE_PARAMS} uniform, binds
+ * `[oParts, lseParts, o, lse, params, carryO, carryLse]` and dispatches one workgroup per row
+ * (`grid2d`); rows past `params.rows` return at once.
+ */
+export function getMergePipeline(ctx: TesseraDevice, outDtype: FloatDType): Promise<Pipeline> {
+  return getPipeline(ctx, { shader: PROGRAM, bindings: ['read', 'read', 'rw', 'rw', 'uniform', 'read', 'read'], constants: { WG, OUT_DTYPE: dtypeCode(outDtype) } });
+}
+
 function validateMergeOptions(opts: MergeOptions): Required<MergeOptions> {
   checkInt(opts?.parts, 'parts', { min: 1 });
   checkInt(opts.rows, 'rows', { min: 1 });

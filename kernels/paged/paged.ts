@@ -3,70 +3,36 @@
  * building block of streaming exact attention and of Quest sparse decode. Each call attends a block
  * of queries to the pages named by a list (all in one pool buffer) and writes one `(o, lse)`
  * partial per part and row; partials of disjoint key sets merge exactly with `kernels/merge`.
+ *
+ * The loop itself is the attention core's (`kernels/attention/attention.wgsl`, key source 2: an
+ * entry list): this file only validates calls and writes each call's parameters.
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { getPipeline, type Pipeline } from '../../src/gpu/pipeline.js';
 import { claimRingSlots } from '../../src/gpu/ring.js';
-import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import { checkTensor } from '../../src/tensor.js';
-import { kvDtypeCode, pageLayout, KV_DTYPES, type KvDType } from '../../src/kv/codec.js';
-import storageWgsl from '../../shaders/storage.wgsl.js';
-import pagedWgsl from './paged.wgsl.js';
+import { kvDtypeCode, pageLayout, KV_DTYPES, type KvDType } from '../attention/page.js';
+import { CORE_PARAMS, attentionListLoopCost, attentionProgram, ATTENTION_WG } from '../attention/attention.js';
 
-export const PAGED_PARAMS = uniformLayout('PagedParams', [
-  ['rows', 'u32'],
-  ['Hq', 'u32'],
-  ['group', 'u32'],
-  ['Hkv', 'u32'],
-  ['qPos0', 'u32'],
-  ['causal', 'u32'],
-  ['scaleLog2', 'f32'],
-  ['listBase', 'u32'],
-  ['nEntries', 'u32'],
-  ['ePer', 'u32'],
-  ['partBase', 'u32'],
-  ['partCount', 'u32'],
-  ['pageWords', 'u32'],
-  ['kHeadWords', 'u32'],
-  ['vOffWords', 'u32'],
-  ['vHeadWords', 'u32'],
-  ['scaleOffWords', 'u32'],
-] as const);
-
-const PROGRAM = wgslProgram('paged/partials', [storageWgsl, PAGED_PARAMS.wgsl, pagedWgsl]);
-const WG = 64;
+/** The uniform block of a call: the attention core's. */
+export const PAGED_PARAMS = CORE_PARAMS;
+const WG = ATTENTION_WG;
 /** Words per list entry: slot, start, len, head. */
 export const PAGED_ENTRY_WORDS = 4;
 /** `head` value of an entry that applies to every KV head. */
 export const ALL_HEADS = 0xffffffff;
 
 /**
- * The loop cost of one invocation of `paged.wgsl`, counted the way Mesa's gallivm counts (every
- * back-edge of every loop, all loops together; a loop entered for n trips counts n + 1), for
- * pages of up to `pageSize` keys: `setup` for the loops outside the page loop and `perEntry` for
- * one list entry (page).
- *
- * - `cpu` (`main_cpu`, one invocation per part and row, `gD = ceil(D/32)`, `gV = ceil(Dv/32)`,
- *   `L = min(pageSize, 256)`): per page the score reset, the max and the exp loops over its keys,
- *   `gD` and `gV` channel groups each with a loop over the keys:
- *   `(3 + gD + gV)(L + 1) + gD + gV + 3`; setup: the zeroing and the normalising loops over Dv.
- * - `gpu` (`main_gpu`, a workgroup per part and row): per page `ceil(L/64)` key blocks, each with
- *   the score loop over D/4, two 6-step tree reductions and the accumulation over <= 64 keys.
- *
- * Both add a small allowance for the compiler (the setup counted twice plus 8).
+ * The loop cost of one invocation for pages of up to `pageSize` keys, counted the way Mesa's
+ * gallivm counts (see `attentionLoopCost` in kernels/attention): `setup` for the loops outside the
+ * entry loop and `perEntry` for one list entry (page): the cpu shape's 32-key blocks (per key one
+ * trip per 32-channel group of D and of Dv, plus the block's address, max and exp loops), the gpu
+ * shape's 64-key blocks (score loop over D/4, two tree reductions, the value loop).
  */
 export function pagedLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, pageSize: number): { setup: number; perEntry: number } {
-  const L = Math.min(pageSize, 256);
-  if (variant === 'cpu') {
-    const gD = Math.ceil(D / 32);
-    const gV = Math.ceil(Dv / 32);
-    return { setup: 2 * (2 * (Dv + 1) + 1) + 8, perEntry: (3 + gD + gV) * (L + 1) + gD + gV + 3 };
-  }
-  const blocks = Math.ceil(pageSize / WG);
-  const perBlock = D / 4 + 1 + 2 * (Math.log2(WG) + 1) + (WG + 1) + 1;
-  return { setup: 2 * (Math.ceil(D / 4 / WG) + 2) + 8, perEntry: 1 + (blocks + 1) + blocks * perBlock };
+  return attentionListLoopCost(variant, D, Dv, pageSize);
 }
 
 /**
@@ -74,7 +40,7 @@ export function pagedLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, pag
  * ({@link pagedLoopCost}); `Infinity` without a cap, 0 when not even one page fits.
  *
  * @example
- * pagedEntriesPerPart(65535, 'cpu', 128, 128, 64); // 81 pages of 64 keys
+ * pagedEntriesPerPart(65535, 'cpu', 128, 128, 64); // 71 pages of 64 keys
  */
 export function pagedEntriesPerPart(loopLimit: number, variant: 'cpu' | 'gpu', D: number, Dv: number, pageSize: number): number {
   if (!Number.isFinite(loopLimit)) return Number.POSITIVE_INFINITY;
@@ -154,7 +120,9 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
   private readonly params: GPUBuffer;
   private readonly slotBytes: number;
   private nextSlot = 0;
-  private readonly fixed: { pageWords: number; kHeadWords: number; vOffWords: number; vHeadWords: number; scaleOffWords: number };
+  private readonly fixed: Record<string, number>;
+  private readonly dummyRw: GPUBuffer;
+  private readonly dummyRead: GPUBuffer;
 
   private constructor(ctx: TesseraDevice, o: Required<PagedOptions>, pipeline: Pipeline, variant: 'cpu' | 'gpu') {
     super(ctx);
@@ -166,7 +134,14 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
     this.params = this.workspace(this.slotBytes * o.maxCalls, 'paged.params', GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
     const L = pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.dtype);
-    this.fixed = { pageWords: L.pageBytes / 4, kHeadWords: L.kHeadBytes / 4, vOffWords: L.vOffset / 4, vHeadWords: L.vHeadBytes / 4, scaleOffWords: L.scaleOffset / 4 };
+    const eb = o.dtype === 'f32' ? 4 : o.dtype === 'int8' ? 1 : 2;
+    this.fixed = {
+      hq: o.Hq, group: o.Hq / o.Hkv, hkv: o.Hkv, scale_log2: o.scale * Math.LOG2E, causal: o.causal ? 1 : 0, window: 0, sinks: 0, has_sink: 0,
+      page: o.pageSize, page_elems: L.pageBytes / eb, page_words: L.pageBytes / 4, k_head: L.kHeadBytes / eb, v_off: L.vOffset / eb, v_head: L.vHeadBytes / eb,
+      scale_off: L.scaleOffset / 4, off_qo: 0, off_kv: 0, off_last: 0, off_idx: 0, lse_off: 0, l_rows: this.rows,
+    };
+    this.dummyRw = this.workspace(16, 'paged.dummyRw');
+    this.dummyRead = this.workspace(16, 'paged.dummyRead');
   }
 
   /** @internal use {@link planPaged}. */
@@ -174,16 +149,15 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     const ctx = ctxOf(device);
     const o = validate(opts);
     const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
-    // main_cpu holds one page's scores in a private array of 256.
-    if (variant === 'cpu' && o.pageSize > 256) fail('E_UNSUPPORTED', 'pageSize', 'is larger than the cpu variant holds;', o.pageSize, 'at most 256 (the KV cache allows 16..256)');
     if (pagedEntriesPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.pageSize) < 1) {
       fail('E_LIMIT', 'pageSize', "makes one page longer than the device's loop limit allows per invocation;", o.pageSize, `smaller pages or head dims (loopLimit ${ctx.loopLimit})`);
     }
+    // The attention core with the entry-list key source: q f32, partials f32.
     const pipeline = await getPipeline(ctx, {
-      shader: PROGRAM,
+      shader: attentionProgram(o.D, o.Dv),
       entryPoint: variant === 'cpu' ? 'main_cpu' : 'main_gpu',
-      bindings: ['read', 'read', 'read', 'rw', 'rw', 'uniform', 'read'],
-      constants: { WG, D: o.D, DV: o.Dv, KV_DT: kvDtypeCode(o.dtype), VEC: o.D % 32 === 0 && o.Dv % 32 === 0 ? 1 : 0, PS: o.dtype === 'int8' ? o.pageSize : 1 },
+      bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
+      constants: { SRC: 2, KV_DT: kvDtypeCode(o.dtype), Q_DT: 0, O_DT: 0, VEC: o.D % 32 === 0 && o.Dv % 32 === 0 },
     });
     return new PagedPlan(ctx, o, pipeline, variant);
   }
@@ -234,20 +208,14 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
       const slot = this.nextSlot;
       this.nextSlot = (this.nextSlot + 1) % o.maxCalls;
       const values = {
-        rows: this.rows,
-        Hq: o.Hq,
-        group: o.Hq / o.Hkv,
-        Hkv: o.Hkv,
-        qPos0: c.qPos0,
-        causal: o.causal ? 1 : 0,
-        scaleLog2: o.scale * Math.LOG2E,
-        listBase: c.listBase,
-        nEntries: c.nEntries,
-        ePer: c.ePer,
-        partBase: c.partBase,
-        partCount: c.partCount,
         ...this.fixed,
-      };
+        q_pos0: c.qPos0,
+        list_base: c.listBase,
+        n_entries: c.nEntries,
+        e_per: c.ePer,
+        part_base: c.partBase,
+        part_count: c.partCount,
+      } as Record<(typeof CORE_PARAMS.fields)[number][0], number>;
       this.ctx.device.queue.writeBuffer(this.params, slot * this.slotBytes, PAGED_PARAMS.pack(values));
       const invocations = c.partCount * this.rows;
       const groups = this.variant !== 'gpu' ? Math.ceil(invocations / WG) : invocations;
@@ -255,7 +223,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
       const x = Math.min(groups, max);
       const y = Math.ceil(groups / x);
       if (y > max) throw new TesseraError('E_LIMIT', `paged: ${invocations} invocations exceed the dispatch limit`);
-      this.dispatch(encoder, this.pipeline, [qr, pr, lr, opr, lpr, { buffer: this.params, offset: slot * this.slotBytes, size: PAGED_PARAMS.size }, pr], [x, y]);
+      this.dispatch(encoder, this.pipeline, [qr, pr, pr, lr, opr, lpr, { buffer: this.dummyRw }, { buffer: this.params, offset: slot * this.slotBytes, size: PAGED_PARAMS.size }, { buffer: this.dummyRead }], [x, y]);
     }
   }
 }

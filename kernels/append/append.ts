@@ -1,0 +1,546 @@
+/**
+ * Append for engines: new K/V rows from the engine's own GPU buffers into pool pages through a
+ * CSR page table (FlashInfer's `append_paged_kv_cache`), with fused RoPE on K and the Quest
+ * min/max summaries of the touched pages updated on the GPU; and a RoPE plan for q.
+ *
+ * Compile once (`planAppend`, `planRope`: pipelines, the plan's tables, the cos/sin table),
+ * schedule once per step (`plan.schedule(...)`: the step's rows and page table, one
+ * `queue.writeBuffer` into the plan's own table buffer), run per layer
+ * (`plan.run(encoder, ...)`: cached bind groups, no GPU buffer created, nothing awaited).
+ */
+import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
+import { ctxOf, submitEpoch, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { uniformLayout } from '../../src/gpu/uniforms.js';
+import { KernelPlan } from '../../src/plan.js';
+import { byteSize, checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import { KV_DTYPES, kvDtypeCode, pageLayout, type KvDType, type PageLayout } from '../attention/page.js';
+import storageWgsl from '../../shaders/storage.wgsl.js';
+import commonWgsl from './common.wgsl.js';
+import appendWgsl from './append.wgsl.js';
+import summarizeWgsl from './summarize.wgsl.js';
+import ropeWgsl from './rope.wgsl.js';
+import { ropeCosSinTable, type RopeOptions, type RopeStyle, type AppendSchedule } from './reference.js';
+
+export const APPEND_PARAMS = uniformLayout('AppendParams', [
+  ['rowB', 'u32'],
+  ['rowP', 'u32'],
+  ['iptr', 'u32'],
+  ['idx', 'u32'],
+  ['touch', 'u32'],
+  ['pageWords', 'u32'],
+  ['vOffWords', 'u32'],
+  ['maxPages', 'u32'],
+] as const);
+
+const APPEND = wgslProgram('append/append', [storageWgsl, commonWgsl, APPEND_PARAMS.wgsl, appendWgsl]);
+const SUMMARIZE = wgslProgram('append/summarize', [storageWgsl, commonWgsl, APPEND_PARAMS.wgsl, summarizeWgsl]);
+const ROPE = wgslProgram('append/rope', [storageWgsl, commonWgsl, ropeWgsl]);
+const WG = 64;
+/** Words before the tables' arrays: `[nnz, touched, 0, 0]`. */
+const HEADER = 4;
+
+/** Fused RoPE of an append plan (on K) or of a RoPE plan. */
+export interface RopeSpec extends RopeOptions {
+  /** Positions the cos/sin table covers: every position a schedule names must be below it. */
+  maxPosition: number;
+}
+
+export interface AppendOptions {
+  /** KV heads. */
+  Hkv: number;
+  /** Key head dim (a multiple of 4). */
+  D: number;
+  /** Value head dim (default D; a multiple of 4). */
+  Dv?: number;
+  /** Tokens per page (1..256). */
+  pageSize: number;
+  /** Page storage dtype: f32, f16 or bf16 (default f16). int8 is `E_UNSUPPORTED` (see README). */
+  pageDtype?: KvDType;
+  /** Dtype of the engine's k and v rows (default f32). */
+  inputDtype?: FloatDType;
+  /** Pages in the pool buffer (its capacity); page ids are below it. */
+  maxPages: number;
+  /** Most rows one step appends (default 1 per sequence: `maxBatch`). */
+  maxRows?: number;
+  /** Most sequences in one step's page table. */
+  maxBatch: number;
+  /** Most entries of `kvIndices` (default `maxPages`). */
+  maxTableEntries?: number;
+  /** RoPE fused on K (omit: K is stored as given). */
+  rope?: RopeSpec;
+  /** Compile the Quest min/max summary pass (default true); runs given a `summaries` buffer update them. */
+  summaries?: boolean;
+}
+
+export interface AppendTensors {
+  /** `[rows >= nnz, Hkv, D]` in `inputDtype`: row i is the step's row i. */
+  k: GpuTensor;
+  /** `[rows >= nnz, Hkv, Dv]` in `inputDtype`. */
+  v: GpuTensor;
+  /** The pool: `maxPages` pages of `plan.layout.pageBytes` bytes. */
+  pages: GPUBuffer;
+  /**
+   * minmax summaries `[maxPages, Hkv, 2, D]` f16: given, the touched pages' summaries are updated
+   * (the plan must have `summaries: true`); omitted, no summary pass runs (a layer that does not
+   * select pages).
+   */
+  summaries?: GPUBuffer;
+}
+
+interface Res {
+  buffer: GPUBuffer;
+  offset?: number;
+  size?: number;
+}
+
+/**
+ * Bind groups built once per distinct set of resources (an engine has one per layer): a short
+ * list compared field by field, so a hit allocates nothing (no key strings).
+ */
+class BindGroupCache {
+  private readonly entries: { p: Pipeline; res: Res[]; group: GPUBindGroup }[] = [];
+  constructor(private readonly ctx: TesseraDevice, private readonly limit = 64) {}
+
+  get(p: Pipeline, res: readonly Res[]): GPUBindGroup {
+    const list = this.entries;
+    outer: for (let i = 0; i < list.length; i++) {
+      const e = list[i]!;
+      if (e.p.pipeline !== p.pipeline || e.res.length !== res.length) continue;
+      for (let j = 0; j < res.length; j++) {
+        const a = e.res[j]!;
+        const b = res[j]!;
+        if (a.buffer !== b.buffer || (a.offset ?? 0) !== (b.offset ?? 0) || (a.size ?? -1) !== (b.size ?? -1)) continue outer;
+      }
+      return e.group;
+    }
+    if (list.length >= this.limit) list.shift();
+    const group = this.ctx.device.createBindGroup({
+      label: p.spec.shader.name,
+      layout: p.layout,
+      entries: res.map((r, i) => ({ binding: i, resource: { buffer: r.buffer, offset: r.offset ?? 0, size: r.size } })),
+    });
+    list.push({ p, res: res.map((r) => ({ ...r })), group });
+    return group;
+  }
+}
+
+/**
+ * Refuses a schedule() that would overwrite tables a run encoded since the last `queue.submit`
+ * still reads (that run would silently see the new step's tables).
+ */
+function checkNotInFlight(ctx: TesseraDevice, usedEpoch: number, what: string): void {
+  const epoch = submitEpoch(ctx);
+  if (epoch >= 0 && usedEpoch === epoch) {
+    throw new TesseraError('E_STATE', `${what}.schedule: a run encoded since the last queue.submit still reads this plan's tables; submit that encoder before scheduling the next step`);
+  }
+}
+
+export class AppendPlan extends KernelPlan<AppendTensors> {
+  readonly options: Readonly<Required<Omit<AppendOptions, 'rope'>> & { rope?: Required<RopeSpec> }>;
+  /** Page geometry (the KV cache's layout, kernels/attention/page.ts). */
+  readonly layout: PageLayout;
+  private readonly main: Pipeline;
+  private readonly summarize?: Pipeline;
+  private readonly params: GPUBuffer;
+  private readonly tables: GPUBuffer;
+  private readonly cossin: GPUBuffer;
+  private readonly host: Uint32Array<ArrayBuffer>;
+  private readonly off: { rowB: number; rowP: number; iptr: number; idx: number; touch: number };
+  private readonly groups: BindGroupCache;
+  private stamp = 0;
+  /** Per pool cell (page * P + row): the stamp of the last schedule that wrote it. */
+  private readonly cellStamp: Uint32Array;
+  /** Per pool page: the stamp of the last schedule that touched it, and its touched-list index. */
+  private readonly pageStamp: Uint32Array;
+  private readonly pageLen: Uint32Array;
+  private nnz = -1;
+  private touched = 0;
+  /** Submit epoch of the last run (-2: none since the last schedule). */
+  private usedEpoch = -2;
+
+  private constructor(ctx: TesseraDevice, o: AppendPlan['options'], main: Pipeline, summarize: Pipeline | undefined) {
+    super(ctx);
+    this.options = o;
+    this.layout = pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.pageDtype);
+    this.main = main;
+    this.summarize = summarize;
+    const rowB = HEADER;
+    const rowP = rowB + o.maxRows;
+    const iptr = rowP + o.maxRows;
+    const idx = iptr + o.maxBatch + 1;
+    const touch = idx + o.maxTableEntries;
+    const words = touch + 2 * o.maxRows;
+    this.off = { rowB, rowP, iptr, idx, touch };
+    this.host = new Uint32Array(words);
+    this.tables = this.workspace(words * 4, 'append.tables', GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    this.params = this.uniform(APPEND_PARAMS, { ...this.off, pageWords: this.layout.pageBytes / 4, vOffWords: this.layout.vOffset / 4, maxPages: o.maxPages });
+    const r = o.rope;
+    const table = r ? ropeCosSinTable(r.maxPosition, r.rotaryDim, r.theta, r.scale) : new Float32Array(new ArrayBuffer(16));
+    this.cossin = this.workspace(table.byteLength, 'append.cossin', GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    ctx.device.queue.writeBuffer(this.cossin, 0, table);
+    this.groups = new BindGroupCache(ctx);
+    this.cellStamp = new Uint32Array(o.maxPages * o.pageSize);
+    this.pageStamp = new Uint32Array(o.maxPages);
+    this.pageLen = new Uint32Array(o.maxPages);
+  }
+
+  /** @internal use {@link planAppend}. */
+  static async create(device: DeviceLike, opts: AppendOptions): Promise<AppendPlan> {
+    const ctx = ctxOf(device);
+    const o = validateAppend(opts);
+    const L = pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.pageDtype);
+    if (o.maxPages * L.pageBytes > ctx.limits.maxStorageBufferBindingSize) {
+      fail('E_LIMIT', 'maxPages', 'makes the pool larger than one storage binding;', o.maxPages, `at most ${Math.floor(ctx.limits.maxStorageBufferBindingSize / L.pageBytes)} pages of ${L.pageBytes} bytes`);
+    }
+    if (o.rope && o.rope.maxPosition * o.rope.rotaryDim * 4 > ctx.limits.maxStorageBufferBindingSize) {
+      fail('E_LIMIT', 'rope.maxPosition', 'makes the cos/sin table larger than one storage binding;', o.rope.maxPosition);
+    }
+    const common = { WG, PAGE_DT: kvDtypeCode(o.pageDtype), HKV: o.Hkv, D: o.D, P: o.pageSize };
+    const main = await getPipeline(ctx, {
+      shader: APPEND,
+      bindings: ['read', 'read', 'rw', 'read', 'read', 'uniform'],
+      constants: { ...common, IN_DT: dtypeCode(o.inputDtype), DV: o.Dv, RD: o.rope?.rotaryDim ?? 0, STYLE: o.rope?.style === 'interleaved' ? 1 : 0 },
+    });
+    const summarize = o.summaries ? await getPipeline(ctx, { shader: SUMMARIZE, bindings: ['read', 'read', 'rw', 'uniform'], constants: common }) : undefined;
+    return new AppendPlan(ctx, o, main, summarize);
+  }
+
+  /** Rows in the current schedule (`-1` before the first). */
+  get rows(): number {
+    return this.nnz;
+  }
+
+  /**
+   * Sets the step: its rows (`batchIndices`, `positions`) and the page table they are written
+   * through (`kvIndptr`, `kvIndices`: every row's page must be listed). Validates everything first
+   * (a bad schedule changes nothing), then writes the plan's table buffer once. Every run after it
+   * (one per layer) uses this step's tables. Throws `E_STATE` while a run encoded since the last
+   * `queue.submit` still reads the current tables (submit first).
+   *
+   * @example
+   * plan.schedule({ kvIndptr, kvIndices, batchIndices: [0, 1], positions: [17, 3] });
+   */
+  schedule(s: AppendSchedule): void {
+    this.assertUsable();
+    checkNotInFlight(this.ctx, this.usedEpoch, 'AppendPlan');
+    const o = this.options;
+    if (!s || typeof s !== 'object') fail('E_ARG', 'schedule', 'is required;', s, '{ kvIndptr, kvIndices, batchIndices, positions }');
+    for (const name of ['kvIndptr', 'kvIndices', 'batchIndices', 'positions'] as const) {
+      const a = s[name];
+      if (!a || typeof a.length !== 'number') fail('E_ARG', name, 'is not an array;', typeof a, 'an array of integers');
+    }
+    const B = s.kvIndptr.length - 1;
+    if (B < 0 || B > o.maxBatch) fail('E_LIMIT', 'kvIndptr', 'has more sequences than the plan holds;', B, `1..${o.maxBatch} sequences (length <= maxBatch + 1)`);
+    const nIdx = s.kvIndices.length;
+    if (nIdx > o.maxTableEntries) fail('E_LIMIT', 'kvIndices', 'has more entries than the plan holds;', nIdx, `at most maxTableEntries = ${o.maxTableEntries}`);
+    const n = s.positions.length;
+    if (s.batchIndices.length !== n) fail('E_SHAPE', 'batchIndices', 'must have one entry per position;', s.batchIndices.length, `${n}`);
+    if (n > o.maxRows) fail('E_LIMIT', 'positions', 'has more rows than the plan holds;', n, `at most maxRows = ${o.maxRows}`);
+    const h = this.host;
+    const { rowB, rowP, iptr, idx, touch } = this.off;
+    // Validate into locals first: the host table is only written once everything is checked.
+    let prev = 0;
+    for (let b = 0; b <= B; b++) {
+      const x = s.kvIndptr[b]!;
+      if (!Number.isInteger(x) || x < prev || x > nIdx || (b === 0 && x !== 0)) fail('E_ARG', `kvIndptr[${b}]`, 'is not a CSR offset;', x, `non-decreasing from 0 to kvIndices.length = ${nIdx}`);
+      prev = x;
+    }
+    if (s.kvIndptr[B] !== nIdx) fail('E_ARG', `kvIndptr[${B}]`, 'must equal kvIndices.length;', s.kvIndptr[B], `${nIdx}`);
+    for (let i = 0; i < nIdx; i++) {
+      const p = s.kvIndices[i]!;
+      if (!Number.isInteger(p) || p < 0 || p >= o.maxPages) fail('E_ARG', `kvIndices[${i}]`, 'is not a page of the pool;', p, `0..${o.maxPages - 1}`);
+    }
+    const P = o.pageSize;
+    const maxPos = o.rope?.maxPosition ?? Number.MAX_SAFE_INTEGER;
+    // Each row's target (page, row of page): no two rows of a step may write the same cell, and
+    // a page's summary covers its rows up to the last one written (stamps, no allocation).
+    const gen = ++this.stamp;
+    const cells = this.cellStamp;
+    for (let i = 0; i < n; i++) {
+      const b = s.batchIndices[i]!;
+      if (!Number.isInteger(b) || b < 0 || b >= B) fail('E_ARG', `batchIndices[${i}]`, 'is not a sequence of the page table;', b, `0..${B - 1}`);
+      const p = s.positions[i]!;
+      if (!Number.isInteger(p) || p < 0 || p > 0xffffffff) fail('E_ARG', `positions[${i}]`, 'is not a position;', p, 'a non-negative integer');
+      if (p >= maxPos) fail('E_LIMIT', `positions[${i}]`, 'is past the RoPE table;', p, `below rope.maxPosition = ${maxPos}`);
+      const j = Math.floor(p / P);
+      if (j >= s.kvIndptr[b + 1]! - s.kvIndptr[b]!) fail('E_ARG', `positions[${i}]`, `is past the pages of sequence ${b};`, p, `below ${(s.kvIndptr[b + 1]! - s.kvIndptr[b]!) * P} (allocate its page first)`);
+      const cell = s.kvIndices[s.kvIndptr[b]! + j]! * P + (p - j * P);
+      if (cells[cell] === gen) fail('E_ARG', `positions[${i}]`, 'writes a page row another row of this step writes too;', p, 'each (page, row) once per step');
+      cells[cell] = gen;
+    }
+    // Write: rows, page table, and the touched pages with their rows used (max row + 1).
+    const pageGen = this.pageStamp;
+    const pageLen = this.pageLen;
+    let k = 0;
+    for (let i = 0; i < n; i++) {
+      const b = s.batchIndices[i]!;
+      const p = s.positions[i]!;
+      h[rowB + i] = b;
+      h[rowP + i] = p;
+      const page = s.kvIndices[s.kvIndptr[b]! + Math.floor(p / P)]!;
+      const len = (p % P) + 1;
+      if (pageGen[page] !== gen) {
+        pageGen[page] = gen;
+        pageLen[page] = k;
+        h[touch + 2 * k] = page;
+        h[touch + 2 * k + 1] = len;
+        k++;
+      } else {
+        const at = touch + 2 * pageLen[page]! + 1;
+        if (len > h[at]!) h[at] = len;
+      }
+    }
+    for (let b = 0; b <= B; b++) h[iptr + b] = s.kvIndptr[b]!;
+    for (let i = 0; i < nIdx; i++) h[idx + i] = s.kvIndices[i]!;
+    h[0] = n;
+    h[1] = k;
+    this.ctx.device.queue.writeBuffer(this.tables, 0, h, 0, touch + 2 * k);
+    this.nnz = n;
+    this.touched = k;
+    this.usedEpoch = -2;
+  }
+
+  /**
+   * Encodes the append of the scheduled rows from `k`, `v` into `pages` (one dispatch), then the
+   * summaries of the touched pages (a second dispatch, when the plan has them), into `encoder`.
+   * Creates no GPU buffer; bind groups are cached per set of buffers.
+   */
+  run(encoder: GPUCommandEncoder | GPUComputePassEncoder, t: AppendTensors): void {
+    this.assertUsable();
+    const o = this.options;
+    if (this.nnz < 0) throw new TesseraError('E_STATE', 'AppendPlan.run: call schedule() first');
+    const k = checkTensor(t?.k, 'k', { rank: 3, shape: [-1, o.Hkv, o.D], dtypes: [o.inputDtype] });
+    const v = checkTensor(t.v, 'v', { rank: 3, shape: [-1, o.Hkv, o.Dv], dtypes: [o.inputDtype] });
+    if (k.shape[0]! < this.nnz) fail('E_SHAPE', 'k.shape[0]', 'has fewer rows than the schedule;', k.shape[0], `>= ${this.nnz}`);
+    if (v.shape[0]! < this.nnz) fail('E_SHAPE', 'v.shape[0]', 'has fewer rows than the schedule;', v.shape[0], `>= ${this.nnz}`);
+    const poolBytes = o.maxPages * this.layout.pageBytes;
+    if (!t.pages || typeof t.pages.size !== 'number') fail('E_BUFFER', 'pages', 'is not a GPUBuffer;', typeof t.pages, 'a GPUBuffer');
+    if (t.pages.size < poolBytes) fail('E_BUFFER', 'pages', 'is smaller than maxPages pages;', t.pages.size, `>= ${poolBytes} bytes`);
+    if ((t.pages.usage & GPUBufferUsage.STORAGE) === 0) fail('E_BUFFER', 'pages', 'lacks STORAGE usage;', t.pages.usage);
+    const sumBytes = o.maxPages * o.Hkv * 2 * o.D * 2;
+    if (t.summaries !== undefined) {
+      if (!this.summarize) fail('E_ARG', 'summaries', 'was given to a plan made with summaries: false;', 'a GPUBuffer', 'plan with summaries: true');
+      if (typeof t.summaries.size !== 'number') fail('E_BUFFER', 'summaries', 'is not a GPUBuffer;', typeof t.summaries, 'a GPUBuffer of [maxPages, Hkv, 2, D] f16');
+      if (t.summaries.size < sumBytes) fail('E_BUFFER', 'summaries', 'is smaller than [maxPages, Hkv, 2, D] f16;', t.summaries.size, `>= ${sumBytes} bytes`);
+      if (t.summaries === t.pages) fail('E_BUFFER', 'summaries', 'must not be the pages buffer;', 'the same buffer');
+    }
+    this.usedEpoch = submitEpoch(this.ctx);
+    if (this.nnz === 0) return;
+    const pages = { buffer: t.pages, offset: 0, size: poolBytes };
+    const tables = { buffer: this.tables };
+    const pass = passOf(encoder, 'append');
+    pass.setPipeline(this.main.pipeline);
+    pass.setBindGroup(0, this.groups.get(this.main, [binding(k), binding(v), pages, tables, { buffer: this.cossin }, { buffer: this.params }]));
+    const units = this.nnz * o.Hkv * ((o.D + o.Dv) / 4);
+    const [x, y] = grid2d(this.ctx, Math.ceil(units / WG));
+    pass.dispatchWorkgroups(x, y);
+    if (t.summaries && this.summarize && this.touched > 0) {
+      pass.setPipeline(this.summarize.pipeline);
+      pass.setBindGroup(0, this.groups.get(this.summarize, [pages, tables, { buffer: t.summaries!, offset: 0, size: sumBytes }, { buffer: this.params }]));
+      const [sx, sy] = grid2d(this.ctx, Math.ceil((this.touched * o.Hkv * (o.D / 2)) / WG));
+      pass.dispatchWorkgroups(sx, sy);
+    }
+    if (pass !== encoder) pass.end();
+  }
+}
+
+/**
+ * The compute pass to encode into: the caller's open pass (its dispatches then share it, saving a
+ * pass per run), or a new pass of the caller's command encoder.
+ */
+export function passOf(target: GPUCommandEncoder | GPUComputePassEncoder, label: string): GPUComputePassEncoder {
+  if (typeof (target as GPUComputePassEncoder).dispatchWorkgroups === 'function') return target as GPUComputePassEncoder;
+  return (target as GPUCommandEncoder).beginComputePass({ label });
+}
+
+function binding(t: GpuTensor): { buffer: GPUBuffer; offset: number; size: number } {
+  return { buffer: t.buffer, offset: t.offset ?? 0, size: Math.max(4, byteSize(t.shape, t.dtype)) };
+}
+
+function validateRope(r: RopeSpec, D: number, argument: string): Required<RopeSpec> {
+  if (typeof r !== 'object' || r === null) fail('E_ARG', argument, 'is not an object;', r, '{ maxPosition, style?, theta?, scale?, rotaryDim? }');
+  const style: RopeStyle = r.style ?? 'half';
+  check(style === 'half' || style === 'interleaved', `${argument}.style`, '"half" or "interleaved"', style);
+  const theta = r.theta ?? 10000;
+  check(typeof theta === 'number' && Number.isFinite(theta) && theta > 1, `${argument}.theta`, 'a finite base > 1', theta);
+  const scale = r.scale ?? 1;
+  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, `${argument}.scale`, 'a finite scale > 0', scale);
+  const rotaryDim = checkInt(r.rotaryDim ?? D, `${argument}.rotaryDim`, { min: 4, max: D });
+  check(rotaryDim % 4 === 0, `${argument}.rotaryDim`, 'a multiple of 4', rotaryDim, 'E_UNSUPPORTED');
+  const maxPosition = checkInt(r.maxPosition, `${argument}.maxPosition`, { min: 1 });
+  return { style, theta, scale, rotaryDim, maxPosition };
+}
+
+function validateAppend(opts: AppendOptions): AppendPlan['options'] {
+  if (!opts || typeof opts !== 'object') fail('E_ARG', 'options', 'is required;', opts);
+  const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1, max: 256 });
+  const D = checkInt(opts.D, 'D', { min: 4, max: 1024 });
+  const Dv = checkInt(opts.Dv ?? D, 'Dv', { min: 4, max: 1024 });
+  check(D % 4 === 0, 'D', 'a multiple of 4', D, 'E_UNSUPPORTED');
+  check(Dv % 4 === 0, 'Dv', 'a multiple of 4', Dv, 'E_UNSUPPORTED');
+  const pageSize = checkInt(opts.pageSize, 'pageSize', { min: 1, max: 256 });
+  const pageDtype = opts.pageDtype ?? 'f16';
+  check(KV_DTYPES.includes(pageDtype), 'pageDtype', KV_DTYPES.join(', '), pageDtype, 'E_DTYPE');
+  if (pageDtype === 'int8') {
+    // A page's int8 scale is the max |x| of its head over the whole page: a new row with a larger
+    // value would have to requantise the rows already stored, changing earlier tokens.
+    fail('E_UNSUPPORTED', 'pageDtype', 'int8 pages cannot be appended row by row without requantising earlier tokens of the page;', pageDtype, 'f32, f16 or bf16');
+  }
+  const inputDtype = opts.inputDtype ?? 'f32';
+  check(isFloatDType(inputDtype), 'inputDtype', 'f32, f16 or bf16', inputDtype, 'E_DTYPE');
+  const maxPages = checkInt(opts.maxPages, 'maxPages', { min: 1 });
+  const maxBatch = checkInt(opts.maxBatch, 'maxBatch', { min: 1 });
+  const maxRows = checkInt(opts.maxRows ?? maxBatch, 'maxRows', { min: 1 });
+  const maxTableEntries = checkInt(opts.maxTableEntries ?? maxPages, 'maxTableEntries', { min: 1 });
+  const rope = opts.rope === undefined ? undefined : validateRope(opts.rope, D, 'rope');
+  const summaries = opts.summaries ?? true;
+  check(typeof summaries === 'boolean', 'summaries', 'true or false', summaries);
+  return { Hkv, D, Dv, pageSize, pageDtype, inputDtype, maxPages, maxRows, maxBatch, maxTableEntries, rope, summaries };
+}
+
+/**
+ * Plans an append into a page pool.
+ *
+ * @example
+ * const plan = await planAppend(dev, { Hkv: 2, D: 64, pageSize: 16, pageDtype: 'f32', maxPages: 64, maxBatch: 4,
+ *   rope: { style: 'half', theta: 1e4, maxPosition: 4096 } });
+ * plan.schedule({ kvIndptr, kvIndices, batchIndices, positions }); // once per step
+ * plan.run(encoder, { k, v, pages, summaries });                   // once per layer
+ */
+export function planAppend(device: DeviceLike, opts: AppendOptions): Promise<AppendPlan> {
+  return AppendPlan.create(device, opts);
+}
+
+export interface RopePlanOptions extends RopeSpec {
+  /** Heads per row. */
+  H: number;
+  /** Head dim (a multiple of 4). */
+  D: number;
+  /** Dtype of x (default f32). */
+  dtype?: FloatDType;
+  /** Dtype of out (default `dtype`; in place needs the same dtype). */
+  outDtype?: FloatDType;
+  /** Most rows one step rotates. */
+  maxRows: number;
+}
+
+export interface RopeTensors {
+  /** `[rows >= scheduled, H, D]`. Rotated in place when `out` is omitted. */
+  x: GpuTensor;
+  /** `[rows >= scheduled, H, D]` in `outDtype` (out of place). */
+  out?: GpuTensor;
+}
+
+export class RopePlan extends KernelPlan<RopeTensors> {
+  readonly options: Readonly<Required<RopePlanOptions>>;
+  private readonly outOfPlace: Pipeline;
+  private readonly inPlace?: Pipeline;
+  private readonly tables: GPUBuffer;
+  private readonly cossin: GPUBuffer;
+  private readonly dummy: GPUBuffer;
+  private readonly host: Uint32Array<ArrayBuffer>;
+  private readonly groups: BindGroupCache;
+  private nnz = -1;
+  /** Submit epoch of the last run (-2: none since the last schedule). */
+  private usedEpoch = -2;
+
+  private constructor(ctx: TesseraDevice, o: Required<RopePlanOptions>, outOfPlace: Pipeline, inPlace: Pipeline | undefined) {
+    super(ctx);
+    this.options = o;
+    this.outOfPlace = outOfPlace;
+    this.inPlace = inPlace;
+    this.host = new Uint32Array(1 + o.maxRows);
+    this.tables = this.workspace(this.host.byteLength, 'rope.tables', GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    const table = ropeCosSinTable(o.maxPosition, o.rotaryDim, o.theta, o.scale);
+    this.cossin = this.workspace(table.byteLength, 'rope.cossin', GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    ctx.device.queue.writeBuffer(this.cossin, 0, table);
+    this.dummy = this.workspace(16, 'rope.dummy', GPUBufferUsage.STORAGE);
+    this.groups = new BindGroupCache(ctx);
+  }
+
+  /** @internal use {@link planRope}. */
+  static async create(device: DeviceLike, opts: RopePlanOptions): Promise<RopePlan> {
+    const ctx = ctxOf(device);
+    if (!opts || typeof opts !== 'object') fail('E_ARG', 'options', 'is required;', opts);
+    const H = checkInt(opts.H, 'H', { min: 1 });
+    const D = checkInt(opts.D, 'D', { min: 4, max: 1024 });
+    check(D % 4 === 0, 'D', 'a multiple of 4', D, 'E_UNSUPPORTED');
+    const dtype = opts.dtype ?? 'f32';
+    check(isFloatDType(dtype), 'dtype', 'f32, f16 or bf16', dtype, 'E_DTYPE');
+    const outDtype = opts.outDtype ?? dtype;
+    check(isFloatDType(outDtype), 'outDtype', 'f32, f16 or bf16', outDtype, 'E_DTYPE');
+    const maxRows = checkInt(opts.maxRows, 'maxRows', { min: 1 });
+    const r = validateRope(opts, D, 'options');
+    const o = { H, D, dtype, outDtype, maxRows, ...r };
+    const constants = { WG, IN_DT: dtypeCode(dtype), OUT_DT: dtypeCode(outDtype), H, D, RD: r.rotaryDim, STYLE: r.style === 'interleaved' ? 1 : 0 };
+    const bindings = ['read', 'rw', 'read', 'read'] as const;
+    const outOfPlace = await getPipeline(ctx, { shader: ROPE, bindings, constants: { ...constants, IN_PLACE: 0 } });
+    const inPlace = dtype === outDtype ? await getPipeline(ctx, { shader: ROPE, bindings, constants: { ...constants, IN_PLACE: 1 } }) : undefined;
+    return new RopePlan(ctx, o, outOfPlace, inPlace);
+  }
+
+  /**
+   * Sets the positions of the step's rows (row i of x sits at `positions[i]`). One
+   * `queue.writeBuffer`; every later run uses them.
+   */
+  schedule(s: { positions: ArrayLike<number> }): void {
+    this.assertUsable();
+    checkNotInFlight(this.ctx, this.usedEpoch, 'RopePlan');
+    const pos = s?.positions;
+    if (!pos || typeof pos.length !== 'number') fail('E_ARG', 'positions', 'is not an array;', typeof pos, 'an array of positions');
+    const n = pos.length;
+    if (n > this.options.maxRows) fail('E_LIMIT', 'positions', 'has more rows than the plan holds;', n, `at most maxRows = ${this.options.maxRows}`);
+    for (let i = 0; i < n; i++) {
+      const p = pos[i]!;
+      if (!Number.isInteger(p) || p < 0 || p >= this.options.maxPosition) fail('E_ARG', `positions[${i}]`, 'is not a position of the RoPE table;', p, `0..${this.options.maxPosition - 1}`);
+    }
+    this.host[0] = n;
+    for (let i = 0; i < n; i++) this.host[1 + i] = pos[i]!;
+    this.ctx.device.queue.writeBuffer(this.tables, 0, this.host, 0, 1 + n);
+    this.nnz = n;
+    this.usedEpoch = -2;
+  }
+
+  /** Encodes the rotation of the scheduled rows of `x` (into `out`, or in place). */
+  run(encoder: GPUCommandEncoder | GPUComputePassEncoder, t: RopeTensors): void {
+    this.assertUsable();
+    const o = this.options;
+    if (this.nnz < 0) throw new TesseraError('E_STATE', 'RopePlan.run: call schedule() first');
+    const x = checkTensor(t?.x, 'x', { rank: 3, shape: [-1, o.H, o.D], dtypes: [o.dtype] });
+    if (x.shape[0]! < this.nnz) fail('E_SHAPE', 'x.shape[0]', 'has fewer rows than the schedule;', x.shape[0], `>= ${this.nnz}`);
+    let pipeline: Pipeline;
+    let entries: { buffer: GPUBuffer; offset?: number; size?: number }[];
+    if (t.out) {
+      const out = checkTensor(t.out, 'out', { rank: 3, shape: [-1, o.H, o.D], dtypes: [o.outDtype] });
+      if (out.shape[0]! < this.nnz) fail('E_SHAPE', 'out.shape[0]', 'has fewer rows than the schedule;', out.shape[0], `>= ${this.nnz}`);
+      if (out.buffer === x.buffer) fail('E_BUFFER', 'out', 'shares its buffer with x; omit out to rotate in place;', 'the same buffer');
+      pipeline = this.outOfPlace;
+      entries = [binding(x), binding(out), { buffer: this.tables }, { buffer: this.cossin }];
+    } else {
+      if (!this.inPlace) fail('E_DTYPE', 'out', 'is required when outDtype differs from dtype;', undefined, `an out tensor of ${o.outDtype}`);
+      pipeline = this.inPlace;
+      entries = [{ buffer: this.dummy }, binding(x), { buffer: this.tables }, { buffer: this.cossin }];
+    }
+    this.usedEpoch = submitEpoch(this.ctx);
+    if (this.nnz === 0) return;
+    const pass = passOf(encoder, 'rope');
+    pass.setPipeline(pipeline.pipeline);
+    pass.setBindGroup(0, this.groups.get(pipeline, entries));
+    const [gx, gy] = grid2d(this.ctx, Math.ceil((this.nnz * o.H * (o.D / 4)) / WG));
+    pass.dispatchWorkgroups(gx, gy);
+    if (pass !== encoder) pass.end();
+  }
+}
+
+/**
+ * Plans RoPE for rows of a query (or any `[rows, H, D]` tensor).
+ *
+ * @example
+ * const rope = await planRope(dev, { H: 8, D: 64, maxRows: 4, maxPosition: 4096, style: 'half' });
+ * rope.schedule({ positions });
+ * rope.run(encoder, { x: q }); // in place
+ */
+export function planRope(device: DeviceLike, opts: RopePlanOptions): Promise<RopePlan> {
+  return RopePlan.create(device, opts);
+}

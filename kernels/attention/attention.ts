@@ -1,0 +1,867 @@
+/**
+ * The attention core over a CSR table of keys: plan (compile once, allocate once), schedule (per
+ * step: the page table into the plan's own small buffers), run (per layer: dispatches into the
+ * caller's encoder, no GPU buffer created, bind groups cached). See index.ts for the API summary
+ * and attention.wgsl for the kernel.
+ */
+import { TesseraError, check, checkFinite, checkInt, fail } from '../../src/errors.js';
+import { ctxOf, loopBudget, submitEpoch, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { getPipeline, grid2d, wgslProgram, type BindingResource, type Pipeline, type ShaderSource } from '../../src/gpu/pipeline.js';
+import { uniformLayout } from '../../src/gpu/uniforms.js';
+import { KernelPlan, checkBindingSize, checkPlannedSize, res, runOnce } from '../../src/plan.js';
+import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import { MERGE_PARAMS, getMergePipeline } from '../merge/index.js';
+import { mergePartsPerSegment } from '../merge/merge.js';
+import storageWgsl from '../../shaders/storage.wgsl.js';
+import coreWgsl from './attention.wgsl.js';
+import { KV_DTYPES, kvDtypeCode, pageLayout, type KvDType, type PageLayout } from './page.js';
+
+export const CORE_PARAMS = uniformLayout('CoreParams', [
+  ['hq', 'u32'],
+  ['group', 'u32'],
+  ['hkv', 'u32'],
+  ['scale_log2', 'f32'],
+  ['causal', 'u32'],
+  ['window', 'u32'],
+  ['sinks', 'u32'],
+  ['has_sink', 'u32'],
+  ['page', 'u32'],
+  ['page_elems', 'u32'],
+  ['page_words', 'u32'],
+  ['k_head', 'u32'],
+  ['v_off', 'u32'],
+  ['v_head', 'u32'],
+  ['scale_off', 'u32'],
+  ['off_qo', 'u32'],
+  ['off_kv', 'u32'],
+  ['off_last', 'u32'],
+  ['off_idx', 'u32'],
+  ['lse_off', 'u32'],
+  // Key source 2 (entry lists, kernels/paged): one call's parameters.
+  ['l_rows', 'u32'],
+  ['q_pos0', 'u32'],
+  ['list_base', 'u32'],
+  ['n_entries', 'u32'],
+  ['e_per', 'u32'],
+  ['part_base', 'u32'],
+  ['part_count', 'u32'],
+] as const);
+
+/** Threads per workgroup (both shapes). */
+export const ATTENTION_WG = 64;
+const WG = ATTENTION_WG;
+/** Keys per block of the cpu shape. */
+export const ATTENTION_BK = 32;
+const BK = ATTENTION_BK;
+/** Words of the schedule slot header: totalQ, B, nParts, kvPart, rows (+ 3 spare). */
+const HEADER_WORDS = 8;
+/** Default bound on the f32 split-K partials a plan keeps (bytes). */
+export const ATTENTION_PARTIALS_BYTES = 32 << 20;
+
+/**
+ * The loads of q (Q_DT, `array<u32>`) and of K and V (KV_DT, bound as `array<vec4<u32>>`): one
+ * template, as WGSL cannot pass storage arrays. `ld4_*(e, s)`: 4 elements from element e (a
+ * multiple of 4); `ld32_*(e, s, n4)`: 32 elements, quads past n4 zero; with VEC (D, Dv multiples
+ * of 32, so e is a multiple of 32 and 16-byte aligned) as whole 16-byte words: 8 (f32), 4
+ * (f16/bf16) or 2 (int8) loads instead of 8 to 16.
+ */
+function loads(): string {
+  const kv = (a: 'k' | 'v') => `
+fn ld4_${a}(e: u32, s: f32) -> vec4<f32> {
+  var r: vec4<f32>;
+  if (KV_DT == 0u) {
+    r = bitcast<vec4<f32>>(${a}[e >> 2u]);
+  } else if (KV_DT == 3u) {
+    let i = e >> 2u;
+    r = unpack4x8snorm(${a}[i >> 2u][i & 3u]) * s;
+  } else {
+    let w = ${a}[e >> 3u];
+    if ((e & 4u) == 0u) {
+      r = vec4<f32>(st_pair(w.x, KV_DT), st_pair(w.y, KV_DT));
+    } else {
+      r = vec4<f32>(st_pair(w.z, KV_DT), st_pair(w.w, KV_DT));
+    }
+  }
+  return r;
+}
+
+fn pair4_${a}(w: vec4<u32>) -> array<vec4<f32>, 2> {
+  return array<vec4<f32>, 2>(vec4<f32>(st_pair(w.x, KV_DT), st_pair(w.y, KV_DT)), vec4<f32>(st_pair(w.z, KV_DT), st_pair(w.w, KV_DT)));
+}
+
+fn ld32_${a}(e: u32, s: f32, n4: u32) -> G8 {
+  var g: G8;
+  if (VEC) {
+    if (KV_DT == 0u) {
+      let i = e >> 2u;
+      g = G8(bitcast<vec4<f32>>(${a}[i]), bitcast<vec4<f32>>(${a}[i + 1u]), bitcast<vec4<f32>>(${a}[i + 2u]), bitcast<vec4<f32>>(${a}[i + 3u]),
+             bitcast<vec4<f32>>(${a}[i + 4u]), bitcast<vec4<f32>>(${a}[i + 5u]), bitcast<vec4<f32>>(${a}[i + 6u]), bitcast<vec4<f32>>(${a}[i + 7u]));
+    } else if (KV_DT == 3u) {
+      let i = e >> 4u;
+      let w0 = ${a}[i];
+      let w1 = ${a}[i + 1u];
+      g = G8(unpack4x8snorm(w0.x) * s, unpack4x8snorm(w0.y) * s, unpack4x8snorm(w0.z) * s, unpack4x8snorm(w0.w) * s,
+             unpack4x8snorm(w1.x) * s, unpack4x8snorm(w1.y) * s, unpack4x8snorm(w1.z) * s, unpack4x8snorm(w1.w) * s);
+    } else {
+      let i = e >> 3u;
+      let p0 = pair4_${a}(${a}[i]);
+      let p1 = pair4_${a}(${a}[i + 1u]);
+      let p2 = pair4_${a}(${a}[i + 2u]);
+      let p3 = pair4_${a}(${a}[i + 3u]);
+      g = G8(p0[0], p0[1], p1[0], p1[1], p2[0], p2[1], p3[0], p3[1]);
+    }
+  } else {
+    g.a0 = ld4_${a}(e, s);
+${[1, 2, 3, 4, 5, 6, 7].map((i) => `    if (n4 > ${i}u) {\n      g.a${i} = ld4_${a}(e + ${4 * i}u, s);\n    }`).join('\n')}
+  }
+  return g;
+}
+`;
+  return `${kv('k')}${kv('v')}
+fn ld4_q(e: u32) -> vec4<f32> {
+  var r: vec4<f32>;
+  if (Q_DT == 0u) {
+    r = vec4<f32>(bitcast<f32>(q[e]), bitcast<f32>(q[e + 1u]), bitcast<f32>(q[e + 2u]), bitcast<f32>(q[e + 3u]));
+  } else {
+    r = vec4<f32>(st_pair(q[e / 2u], Q_DT), st_pair(q[e / 2u + 1u], Q_DT));
+  }
+  return r;
+}
+`;
+}
+
+/** The program for head dims (D, Dv): private and workgroup arrays are sized by them. */
+export function attentionProgram(D: number, Dv: number): ShaderSource {
+  const header = `const WG: u32 = ${WG}u;\nconst BK: u32 = ${BK}u;\nconst D: u32 = ${D}u;\nconst DV: u32 = ${Dv}u;\nconst QN: u32 = ${D / 4}u;\nconst VN: u32 = ${Dv / 4}u;\nconst QN8: u32 = ${8 * Math.ceil(D / 32)}u;\nconst VN8: u32 = ${8 * Math.ceil(Dv / 32)}u;\nconst AN: u32 = ${Math.ceil(Dv / 4 / WG)}u;\n`;
+  return wgslProgram(`attention/core/${D}x${Dv}`, [storageWgsl, CORE_PARAMS.wgsl, header, coreWgsl, loads()]);
+}
+
+/** Per-key and per-block loop trips of one shape (see {@link attentionLoopCost}). */
+function shapeCost(variant: 'cpu' | 'gpu', D: number, Dv: number): { setup: number; perKey: number; perBlock: number; block: number } {
+  const QN = D / 4;
+  const VN = Dv / 4;
+  if (variant === 'cpu') {
+    const QG = Math.ceil(D / 32);
+    const VG = Math.ceil(Dv / 32);
+    return { setup: 2 * (QN + 2 * VN + 3) + 16, perKey: QG + VG + 4, perBlock: 2 * (QG + VG) + 10, block: BK };
+  }
+  const AN = Math.ceil(VN / WG);
+  return { setup: 2 * (Math.ceil(QN / WG) + AN + 3) + 16, perKey: 0, perBlock: QN + 8 + 2 * (Math.log2(WG) + 2) + (AN + 1) * (WG + 2), block: WG };
+}
+
+/**
+ * The loop iterations one invocation of `attention.wgsl` runs when its part covers `keys` keys,
+ * counted the way Mesa's gallivm counts (every back-edge of every loop, all loops together; a
+ * loop of n trips costs n + 1; a call of a function with a loop or an early return costs 1 more),
+ * for a batch of up to `maxBatch` sequences (the binary search over qoIndptr). An upper bound,
+ * with an allowance for the compiler.
+ *
+ * - `cpu` (`main_cpu`, blocks of 32 keys): per key the address, max and exp loops' trips and one
+ *   trip per 32-channel group of D and of Dv (the key loops sit inside the channel-group loops);
+ *   per block the group loops themselves; blocks are `ceil(keys / 32) + 2` (two key segments:
+ *   sinks and the window).
+ * - `gpu` (`main_gpu`, blocks of 64 keys): per block the score loop over D/4, two 7-step tree
+ *   reductions and `ceil(Dv/256)` value loops over <= 64 keys.
+ *
+ * @example
+ * attentionLoopCost('cpu', 128, 128, 1000, 8); // 13,107: within llvmpipe's 58,981 budget
+ */
+export function attentionLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, keys: number, maxBatch: number): number {
+  const c = shapeCost(variant, D, Dv);
+  const search = Math.ceil(Math.log2(Math.max(2, maxBatch))) + 3;
+  const blocks = Math.ceil(keys / c.block) + 2;
+  return c.setup + search + 3 + blocks * c.perBlock + keys * c.perKey;
+}
+
+/**
+ * The loop cost of the entry-list key source (kernels/paged's partials): `setup` outside the
+ * entry loop and `perEntry` for one entry (page) of up to `pageSize` keys.
+ *
+ * @example
+ * attentionListLoopCost('cpu', 128, 128, 64); // { setup: 214, perEntry: 823 }
+ */
+export function attentionListLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, pageSize: number): { setup: number; perEntry: number } {
+  const c = shapeCost(variant, D, Dv);
+  return { setup: c.setup, perEntry: 3 + Math.ceil(pageSize / c.block) * c.perBlock + pageSize * c.perKey };
+}
+
+/**
+ * The most keys one part (one invocation's share of a sequence) may cover so that an invocation
+ * stays within {@link loopBudget} (`Infinity` without a cap, 0 when not even one fits).
+ *
+ * @example
+ * attentionKeysPerPart(65535, 'cpu', 128, 128, 8); // 4,580 keys
+ */
+export function attentionKeysPerPart(loopLimit: number, variant: 'cpu' | 'gpu', D: number, Dv: number, maxBatch: number): number {
+  const budget = loopBudget(loopLimit);
+  if (!Number.isFinite(budget)) return Number.POSITIVE_INFINITY;
+  let lo = 0;
+  let hi = 1 << 24;
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (attentionLoopCost(variant, D, Dv, mid, maxBatch) <= budget) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Options of {@link planBatchAttention}: capacities, shapes, dtypes, masks and kernel choice. */
+export interface BatchAttentionOptions {
+  /** Key source: `paged` (default: pages of one pool buffer through a CSR page table) or `ragged` (contiguous K/V `[totalKv, Hkv, D]`, kvIndptr = cuSeqlens). */
+  source?: 'paged' | 'ragged';
+  /** Most sequences per step (B <= maxBatch). */
+  maxBatch: number;
+  /** Most query tokens per step, all sequences together (qoIndptr[B] <= maxQTokens). */
+  maxQTokens: number;
+  /** paged: most page-table entries per step (kvIndptr[B] <= maxPages). */
+  maxPages?: number;
+  /** paged: pages in the pool buffer (every kvIndices value < poolPages; default maxPages). */
+  poolPages?: number;
+  /** ragged: most keys per step, all sequences together (kvIndptr[B] <= maxKvTokens). */
+  maxKvTokens?: number;
+  /** Query heads (a multiple of Hkv). */
+  Hq: number;
+  /** KV heads. Query head h uses KV head floor(h / (Hq / Hkv)). */
+  Hkv: number;
+  /** q/k head dim: a multiple of 4, at most 576 (MLA absorbed: 512 + 64). */
+  D: number;
+  /** v/o head dim: a multiple of 4, at most 512 (default D). */
+  Dv?: number;
+  /** paged: tokens per page. */
+  pageSize?: number;
+  /** KV storage dtype: paged f32/f16/bf16/int8 (default f16); ragged f32/f16/bf16 (default qDtype). */
+  kvDtype?: KvDType;
+  /** Storage dtype of q (default f32). */
+  qDtype?: FloatDType;
+  /** Storage dtype of o (default qDtype). lse is always f32. */
+  oDtype?: FloatDType;
+  /** Default true: query i of n new tokens of a sequence of L keys sits at position L - n + i (bottom-right). */
+  causal?: boolean;
+  /** Sliding window W (0: none): key j visible iff pos - W < j <= pos. Causal only. */
+  window?: number;
+  /** With a window, the first `sinks` keys stay visible (still causal). */
+  sinks?: number;
+  /** Per-query-head sink logit (natural log; a virtual key of value 0): tensor `sinkLogits [Hq]` f32 at run. */
+  sinkLogit?: boolean;
+  /** Softmax scale (default 1/sqrt(D)). */
+  scale?: number;
+  /** Kernel shape: `cpu` (invocation per row, no barriers), `gpu` (workgroup per row), `auto` (by adapter class; default). */
+  variant?: 'auto' | 'cpu' | 'gpu';
+  /** Most split-K parts per row (default: what the loop cap needs for the longest possible sequence, up to 64 within 32 MiB of partials). */
+  maxSplits?: number;
+  /** Keys per part (default: at least 256, enough for maxSplits parts; lowered to the loop cap). */
+  kvChunk?: number;
+  /** Schedule slots (default 4): schedules that may be in flight between submits. */
+  scheduleSlots?: number;
+}
+
+/** One step's CSR tables (host arrays; `number[]` or typed arrays). */
+export interface BatchSchedule {
+  /** `[B+1]`: query tokens of sequence b are rows qoIndptr[b]..qoIndptr[b+1] of q and o. Decode: [0, 1, .., B]. */
+  qoIndptr: ArrayLike<number>;
+  /** `[B+1]`: paged: sequence b's pages are kvIndices[kvIndptr[b]..kvIndptr[b+1]]; ragged: its keys are rows kvIndptr[b].. of k and v. */
+  kvIndptr: ArrayLike<number>;
+  /** paged: `[>= kvIndptr[B]]` pool page slots, in token order. */
+  kvIndices?: ArrayLike<number>;
+  /** paged: `[B]` tokens used in each sequence's last page (1..pageSize; 0 for a sequence with no pages). */
+  kvLastPageLen?: ArrayLike<number>;
+}
+
+/** What {@link BatchAttentionPlan.schedule} decided. */
+export interface ScheduleInfo {
+  /** Sequences B. */
+  batch: number;
+  /** Query tokens (qoIndptr[B]). */
+  totalQ: number;
+  /** Keys of each sequence. */
+  kvLens: number[];
+  /** Split-K parts per row this step (1: o written directly, no merge). */
+  parts: number;
+  /** Keys per part. */
+  kvChunk: number;
+  /** The ring slot written. */
+  slot: number;
+}
+
+/**
+ * Where a schedule's words go, for an engine that fills a schedule buffer on the GPU itself
+ * ({@link BatchAttentionPlan.useSchedule}). All values are u32 words; offsets are in words.
+ */
+export interface ScheduleLayout {
+  /** Words of the whole buffer (it must hold at least `4 * words` bytes, STORAGE usage). */
+  words: number;
+  /**
+   * Word 0..4: `[totalQ, B, parts, kvChunk, rows]`. The engine writes totalQ (qoIndptr[B]) and B
+   * each step; parts, kvChunk and rows must hold the values given here (`parts`, `kvChunk`,
+   * `rows`), which the plan's dispatches are sized for.
+   */
+  header: readonly [number, number, number, number, number];
+  /** Word offset of qoIndptr `[B+1]`. */
+  qoIndptr: number;
+  /** Word offset of kvIndptr `[B+1]`. */
+  kvIndptr: number;
+  /** Word offset of kvLastPageLen `[B]` (paged). */
+  kvLastPageLen: number;
+  /** Word offset of kvIndices `[maxPages]` (paged; kvIndptr indexes into it). */
+  kvIndices: number;
+}
+
+/** Tensors of {@link BatchAttentionPlan.run}. */
+export interface BatchAttentionTensors {
+  /** `[T, Hq, D]` in qDtype, T >= the schedule's totalQ (rows past it are left alone). */
+  q: GpuTensor;
+  /** `[T, Hq, Dv]` in oDtype. */
+  o: GpuTensor;
+  /** `[T, Hq]` f32, natural log (optional): -inf for a row that sees no key and has no sink logit. */
+  lse?: GpuTensor;
+  /** paged: the pool buffer (`poolPages * pageLayout(..).pageBytes` bytes at least). */
+  pages?: GPUBuffer;
+  /** ragged: `[N, Hkv, D]` in kvDtype, N >= kvIndptr[B]. */
+  k?: GpuTensor;
+  /** ragged: `[N, Hkv, Dv]` in kvDtype. */
+  v?: GpuTensor;
+  /** `[Hq]` f32, required iff sinkLogit. */
+  sinkLogits?: GpuTensor;
+}
+
+type Resolved = Required<Omit<BatchAttentionOptions, 'maxPages' | 'poolPages' | 'maxKvTokens' | 'pageSize' | 'maxSplits' | 'kvChunk'>> & {
+  maxPages: number;
+  poolPages: number;
+  maxKvTokens: number;
+  pageSize: number;
+  kvChunk?: number;
+  maxSplits?: number;
+};
+
+interface Slot {
+  buffer: GPUBuffer;
+  merge: GPUBuffer;
+  info?: ScheduleInfo;
+  /** kvIndptr[B] of the schedule (ragged: keys that k and v must hold). */
+  kvEnd: number;
+  /** Submit epoch of the last run that bound this slot (-2: never). */
+  usedEpoch: number;
+}
+
+const bufferIds = new WeakMap<GPUBuffer, number>();
+let nextBufferId = 1;
+function idOf(b: GPUBuffer): number {
+  let id = bufferIds.get(b);
+  if (id === undefined) bufferIds.set(b, (id = nextBufferId++));
+  return id;
+}
+function keyOf(r: BindingResource): string {
+  return `${idOf(r.buffer)}@${r.offset ?? 0}+${r.size ?? -1}`;
+}
+
+/** A planned attention core. Create with {@link planBatchAttention}. */
+export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
+  readonly options: Readonly<Resolved>;
+  /** The kernel shape in use. */
+  readonly variant: 'cpu' | 'gpu';
+  /** Most split-K parts per row. */
+  readonly maxSplits: number;
+  /** The most keys one part may cover on this device (the loop cap; Infinity elsewhere). */
+  readonly maxKeysPerPart: number;
+  /** paged: the page geometry. */
+  readonly layout?: PageLayout;
+  /** Bind groups created so far (a cache hit creates none). */
+  bindGroupsCreated = 0;
+  private readonly rowsCap: number;
+  private pipeline!: Pipeline;
+  private mergePipeline?: Pipeline;
+  private readonly params: GPUBuffer;
+  private readonly slots: Slot[] = [];
+  private current = -1;
+  /** A schedule buffer the engine fills on the GPU (see useSchedule), when in use. */
+  private external?: Slot;
+  private readonly work: GPUBuffer;
+  private readonly lseOffWords: number;
+  private readonly lseScratch: GPUBuffer;
+  private readonly dummy: GPUBuffer;
+  private readonly groups = new Map<string, GPUBindGroup>();
+  private readonly offsets: { qo: number; kv: number; last: number; idx: number; words: number };
+
+  private constructor(ctx: TesseraDevice, o: Resolved, variant: 'cpu' | 'gpu', maxSplits: number, keysCap: number) {
+    super(ctx);
+    this.options = o;
+    this.variant = variant;
+    this.maxSplits = maxSplits;
+    this.maxKeysPerPart = keysCap;
+    this.rowsCap = o.maxQTokens * o.Hq;
+    const B = o.maxBatch;
+    const qo = HEADER_WORDS;
+    const kv = qo + B + 1;
+    const last = kv + B + 1;
+    const idx = last + B;
+    this.offsets = { qo, kv, last, idx, words: idx + (o.source === 'paged' ? o.maxPages : 0) };
+    const L = o.source === 'paged' ? pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.kvDtype) : undefined;
+    this.layout = L;
+    const eb = o.kvDtype === 'f32' ? 4 : o.kvDtype === 'int8' ? 1 : 2;
+    const oBytes = maxSplits > 1 ? maxSplits * this.rowsCap * o.Dv * 4 : 0;
+    const lseByte = Math.ceil(oBytes / 256) * 256;
+    this.lseOffWords = lseByte / 4;
+    this.work = this.workspace(maxSplits > 1 ? lseByte + maxSplits * this.rowsCap * 4 : 16, 'attention.partials');
+    this.lseScratch = this.workspace(this.rowsCap * 4, 'attention.lse');
+    this.dummy = this.workspace(16, 'attention.dummy');
+    this.params = this.uniform(CORE_PARAMS, {
+      hq: o.Hq,
+      group: o.Hq / o.Hkv,
+      hkv: o.Hkv,
+      scale_log2: o.scale * Math.LOG2E,
+      causal: o.causal ? 1 : 0,
+      window: o.window,
+      sinks: o.window > 0 ? o.sinks : 0,
+      has_sink: o.sinkLogit ? 1 : 0,
+      page: L ? o.pageSize : 1,
+      page_elems: L ? L.pageBytes / eb : 0,
+      page_words: L ? L.pageBytes / 4 : 0,
+      k_head: L ? L.kHeadBytes / eb : 0,
+      v_off: L ? L.vOffset / eb : 0,
+      v_head: L ? L.vHeadBytes / eb : 0,
+      scale_off: L ? L.scaleOffset / 4 : 0,
+      off_qo: qo,
+      off_kv: kv,
+      off_last: last,
+      off_idx: idx,
+      lse_off: this.lseOffWords,
+      l_rows: 0,
+      q_pos0: 0,
+      list_base: 0,
+      n_entries: 0,
+      e_per: 0,
+      part_base: 0,
+      part_count: 0,
+    });
+    for (let i = 0; i < o.scheduleSlots; i++) {
+      this.slots.push({
+        buffer: this.workspace(this.offsets.words * 4, `attention.schedule${i}`),
+        merge: this.workspace(MERGE_PARAMS.size, `attention.merge${i}`, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST),
+        kvEnd: 0,
+        usedEpoch: -2,
+      });
+    }
+  }
+
+  /** @internal use {@link planBatchAttention}. */
+  static async create(device: DeviceLike, opts: BatchAttentionOptions): Promise<BatchAttentionPlan> {
+    const ctx = ctxOf(device);
+    const o = validate(opts);
+    const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
+    const keysCap = attentionKeysPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.maxBatch);
+    if (keysCap < 1) fail('E_LIMIT', 'D', "is too large for one invocation within the device's loop limit;", o.D, `loopLimit ${ctx.loopLimit}`);
+    const maxKeys = o.source === 'paged' ? o.maxPages * o.pageSize : o.maxKvTokens;
+    const rowsCap = o.maxQTokens * o.Hq;
+    const chunk = Math.min(o.kvChunk ?? Number.POSITIVE_INFINITY, keysCap);
+    const needed = Math.max(1, Math.ceil(maxKeys / chunk));
+    let maxSplits: number;
+    if (o.maxSplits !== undefined) {
+      maxSplits = o.maxSplits;
+    } else {
+      const desired = Math.min(64, Math.ceil(maxKeys / 256));
+      const fits = Math.max(1, Math.floor(ATTENTION_PARTIALS_BYTES / (rowsCap * o.Dv * 4)));
+      maxSplits = Math.max(needed, Math.min(desired, fits), 1);
+    }
+    if (o.kvChunk !== undefined || Number.isFinite(keysCap)) {
+      if (maxSplits < needed) {
+        fail('E_LIMIT', 'maxSplits', `is too small for a sequence of ${maxKeys} keys in parts of ${chunk} keys;`, maxSplits, `at least ${needed}`);
+      }
+    }
+    const mergeCap = mergePartsPerSegment(ctx.loopLimit, o.Dv);
+    if (maxSplits > mergeCap) fail('E_LIMIT', 'maxSplits', "exceeds what one merge invocation takes within the device's loop limit;", maxSplits, `at most ${mergeCap}`);
+    if (o.source === 'paged') checkPlannedSize(ctx, 'pages', [o.poolPages, pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.kvDtype).pageBytes / 4], 'u32');
+    checkPlannedSize(ctx, 'q', [o.maxQTokens, o.Hq, o.D], o.qDtype);
+    checkPlannedSize(ctx, 'o', [o.maxQTokens, o.Hq, o.Dv], o.oDtype);
+    if (maxSplits > 1) checkPlannedSize(ctx, 'workspace (partials)', [maxSplits, rowsCap, o.Dv + 1], 'f32');
+    const plan = new BatchAttentionPlan(ctx, o, variant, maxSplits, keysCap);
+    try {
+      plan.pipeline = await getPipeline(ctx, {
+        shader: attentionProgram(o.D, o.Dv),
+        entryPoint: variant === 'cpu' ? 'main_cpu' : 'main_gpu',
+        bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
+        constants: { SRC: o.source === 'paged' ? 0 : 1, KV_DT: kvDtypeCode(o.kvDtype), Q_DT: dtypeCode(o.qDtype), O_DT: dtypeCode(o.oDtype), VEC: o.D % 32 === 0 && o.Dv % 32 === 0 },
+      });
+      if (maxSplits > 1) plan.mergePipeline = await getMergePipeline(ctx, o.oDtype);
+    } catch (e) {
+      plan.dispose();
+      throw e;
+    }
+    return plan;
+  }
+
+  /** The schedule last written (undefined before the first, or while a GPU schedule is in use). */
+  get scheduled(): ScheduleInfo | undefined {
+    return this.current < 0 || this.external ? undefined : this.slots[this.current]!.info;
+  }
+
+  /** The keys per part of a GPU-filled schedule: enough for the longest sequence the capacities allow. */
+  private get gpuChunk(): number {
+    const o = this.options;
+    const maxKeys = o.source === 'paged' ? o.maxPages * o.pageSize : o.maxKvTokens;
+    const want = Math.max(o.kvChunk ?? 256, Math.ceil(maxKeys / this.maxSplits));
+    return Math.min(want, this.maxKeysPerPart, 0xffffffff);
+  }
+
+  /**
+   * The word layout of a schedule buffer that an engine fills on the GPU itself (the same as the
+   * plan's own slots), with the header values its dispatches are sized for.
+   */
+  get scheduleLayout(): ScheduleLayout {
+    const f = this.offsets;
+    return {
+      words: f.words,
+      header: [0, 0, this.maxSplits, this.gpuChunk, this.rowsCap],
+      qoIndptr: f.qo,
+      kvIndptr: f.kv,
+      kvLastPageLen: f.last,
+      kvIndices: f.idx,
+    };
+  }
+
+  /**
+   * Uses a schedule buffer that the engine fills on the GPU (layout: {@link scheduleLayout}) for
+   * the runs encoded from now on, until the next `schedule()`. Nothing is read back: the plan
+   * cannot validate the tables (the kernel stays within its bindings whatever they hold), so
+   * dispatches are sized for the capacities, `q`, `o` and `lse` must hold `maxQTokens` rows (rows
+   * of tokens past the step's totalQ are left unspecified when the step splits), ragged `k`/`v`
+   * `maxKvTokens` rows, and ordering the buffer's writes before the runs is the engine's part.
+   */
+  useSchedule(buffer: GPUBuffer): void {
+    this.assertUsable();
+    const f = this.offsets;
+    if (!buffer || typeof buffer.size !== 'number') fail('E_BUFFER', 'buffer', 'is not a GPUBuffer;', typeof buffer, 'a STORAGE buffer of scheduleLayout.words u32');
+    if (buffer.size < f.words * 4) fail('E_BUFFER', 'buffer', 'is smaller than the schedule layout;', buffer.size, `at least ${f.words * 4} bytes`);
+    if ((buffer.usage & GPUBufferUsage.STORAGE) === 0) fail('E_BUFFER', 'buffer', 'lacks STORAGE usage;', buffer.usage, 'usage including STORAGE');
+    const o = this.options;
+    if (!this.external) {
+      this.external = { buffer, merge: this.workspace(MERGE_PARAMS.size, 'attention.mergeGpu', GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST), kvEnd: 0, usedEpoch: -2 };
+      if (this.maxSplits > 1) {
+        this.ctx.device.queue.writeBuffer(this.external.merge, 0, MERGE_PARAMS.pack({ P: this.maxSplits, rows: this.rowsCap, D: o.Dv, p0: 0, carry: 0, out_f32: 0 }));
+      }
+    }
+    this.external.buffer = buffer;
+    this.external.kvEnd = o.source === 'paged' ? o.maxPages : o.maxKvTokens;
+    this.external.info = { batch: o.maxBatch, totalQ: o.maxQTokens, kvLens: [], parts: this.maxSplits, kvChunk: this.gpuChunk, slot: -1 };
+  }
+
+  /**
+   * Writes one step's tables into the next slot of the plan's schedule ring (`queue.writeBuffer`,
+   * no buffer created) and decides the split-K parts from the lengths. Validates everything first
+   * (typed errors naming the argument; nothing is written on error). Runs encoded after this call
+   * use this schedule; runs encoded before keep theirs, as long as fewer than `scheduleSlots`
+   * schedules are written between two submits (else `E_STATE`: submit first).
+   */
+  schedule(s: BatchSchedule): ScheduleInfo {
+    this.assertUsable();
+    const o = this.options;
+    if (!s || typeof s !== 'object') fail('E_ARG', 'schedule', 'is required;', s, '{ qoIndptr, kvIndptr, kvIndices, kvLastPageLen }');
+    const qo = intArray(s.qoIndptr, 'qoIndptr');
+    const kv = intArray(s.kvIndptr, 'kvIndptr');
+    const B = qo.length - 1;
+    if (B < 1 || B > o.maxBatch) fail('E_SHAPE', 'qoIndptr', `has ${qo.length} entries;`, qo.length, `B + 1 with 1 <= B <= maxBatch = ${o.maxBatch}`);
+    if (kv.length !== B + 1) fail('E_SHAPE', 'kvIndptr', `has ${kv.length} entries;`, kv.length, `B + 1 = ${B + 1} (as qoIndptr)`);
+    monotone(qo, 'qoIndptr', o.maxQTokens, 'maxQTokens', true);
+    const paged = o.source === 'paged';
+    monotone(kv, 'kvIndptr', paged ? o.maxPages : o.maxKvTokens, paged ? 'maxPages' : 'maxKvTokens', false);
+    const kvEnd = kv[B]!;
+    const lens: number[] = [];
+    let idx: ArrayLike<number> | undefined;
+    let last: ArrayLike<number> | undefined;
+    if (paged) {
+      idx = intArray(s.kvIndices, 'kvIndices');
+      last = intArray(s.kvLastPageLen, 'kvLastPageLen');
+      if (idx.length < kvEnd) fail('E_SHAPE', 'kvIndices', `has ${idx.length} entries;`, idx.length, `at least kvIndptr[B] = ${kvEnd}`);
+      if (last.length !== B) fail('E_SHAPE', 'kvLastPageLen', `has ${last.length} entries;`, last.length, `B = ${B}`);
+      for (let i = kv[0]!; i < kvEnd; i++) {
+        const x = idx[i]!;
+        if (!(x >= 0 && x < o.poolPages)) fail('E_ARG', `kvIndices[${i}]`, 'is not a page of the pool;', x, `0 <= slot < poolPages = ${o.poolPages}`);
+      }
+      for (let b = 0; b < B; b++) {
+        const np = kv[b + 1]! - kv[b]!;
+        const lp = last[b]!;
+        if (np > 0 ? !(lp >= 1 && lp <= o.pageSize) : lp !== 0) {
+          fail('E_ARG', `kvLastPageLen[${b}]`, 'does not fit its pages;', lp, np > 0 ? `1..pageSize = ${o.pageSize}` : '0 (the sequence has no pages)');
+        }
+        lens.push(np > 0 ? (np - 1) * o.pageSize + lp : 0);
+      }
+    } else {
+      for (let b = 0; b < B; b++) lens.push(kv[b + 1]! - kv[b]!);
+    }
+    if (o.causal) {
+      for (let b = 0; b < B; b++) {
+        const n = qo[b + 1]! - qo[b]!;
+        if (n > lens[b]!) fail('E_ARG', `qoIndptr[${b + 1}]`, `gives sequence ${b} more new queries than keys (causal, bottom-right);`, n, `at most its ${lens[b]} keys`);
+      }
+    }
+    const totalQ = qo[B]!;
+    const maxLen = Math.max(0, ...lens);
+    let chunk: number;
+    if (o.kvChunk !== undefined) chunk = Math.min(o.kvChunk, this.maxKeysPerPart);
+    else chunk = Math.min(this.maxKeysPerPart, Math.max(256, Math.ceil(maxLen / this.maxSplits)));
+    const parts = Math.max(1, Math.ceil(maxLen / chunk));
+    if (parts > this.maxSplits) fail('E_LIMIT', 'kvIndptr', `gives a sequence of ${maxLen} keys: ${parts} parts of ${chunk};`, parts, `at most maxSplits = ${this.maxSplits} (plan with a larger maxSplits)`);
+    // The slot: the next in the ring, unless a run bound it since the last submit.
+    const epoch = submitEpoch(this.ctx);
+    const next = (this.current + 1) % this.slots.length;
+    const slot = this.slots[next]!;
+    if (slot.usedEpoch === epoch && epoch >= 0) {
+      throw new TesseraError(
+        'E_STATE',
+        `BatchAttentionPlan.schedule: all ${this.slots.length} schedule slots are bound by runs not yet submitted; submit the encoder first (or plan with more scheduleSlots)`,
+      );
+    }
+    const words = new Uint32Array(this.offsets.words);
+    words.set([totalQ, B, parts, Number.isFinite(chunk) ? chunk : 0xffffffff, totalQ * o.Hq]);
+    for (let i = 0; i <= B; i++) {
+      words[this.offsets.qo + i] = qo[i]!;
+      words[this.offsets.kv + i] = kv[i]!;
+    }
+    if (paged) {
+      for (let b = 0; b < B; b++) words[this.offsets.last + b] = last![b]!;
+      for (let i = kv[0]!; i < kvEnd; i++) words[this.offsets.idx + i] = idx![i]!;
+    }
+    const used = paged ? this.offsets.idx + kvEnd : this.offsets.last + B;
+    this.ctx.device.queue.writeBuffer(slot.buffer, 0, words.buffer, 0, used * 4);
+    if (parts > 1) {
+      this.ctx.device.queue.writeBuffer(slot.merge, 0, MERGE_PARAMS.pack({ P: parts, rows: totalQ * o.Hq, D: o.Dv, p0: 0, carry: 0, out_f32: 0 }));
+    }
+    const info: ScheduleInfo = { batch: B, totalQ, kvLens: lens, parts, kvChunk: chunk, slot: next };
+    slot.info = info;
+    slot.kvEnd = kvEnd;
+    slot.usedEpoch = -2;
+    this.current = next;
+    this.external = undefined;
+    return info;
+  }
+
+  /**
+   * Encodes the attention of the current schedule into `encoder`: one dispatch (plus the merge
+   * when the schedule split the keys). Creates no GPU buffer; bind groups are cached by the
+   * buffers bound. Several runs in one encoder (layers) each read the schedule current when they
+   * were encoded.
+   */
+  run(encoder: GPUCommandEncoder, t: BatchAttentionTensors): void {
+    this.assertUsable();
+    const o = this.options;
+    if (this.current < 0 && !this.external) throw new TesseraError('E_STATE', 'BatchAttentionPlan.run: no schedule yet; call plan.schedule({ qoIndptr, kvIndptr, ... }) or plan.useSchedule(buffer) first');
+    const slot = this.external ?? this.slots[this.current]!;
+    const info = slot.info!;
+    if (!t || typeof t !== 'object') fail('E_ARG', 'tensors', 'is required;', t, '{ q, o, lse?, pages | k, v }');
+    const q = checkTensor(t.q, 'q', { rank: 3, shape: [-1, o.Hq, o.D], dtypes: [o.qDtype] });
+    const out = checkTensor(t.o, 'o', { rank: 3, shape: [-1, o.Hq, o.Dv], dtypes: [o.oDtype] });
+    if (q.shape[0]! < info.totalQ) fail('E_SHAPE', 'q.shape[0]', 'is smaller than the scheduled query tokens;', q.shape[0], `at least ${info.totalQ}`);
+    if (out.shape[0]! < info.totalQ) fail('E_SHAPE', 'o.shape[0]', 'is smaller than the scheduled query tokens;', out.shape[0], `at least ${info.totalQ}`);
+    const lse = t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [-1, o.Hq], dtypes: ['f32'] });
+    if (lse && lse.shape[0]! < info.totalQ) fail('E_SHAPE', 'lse.shape[0]', 'is smaller than the scheduled query tokens;', lse.shape[0], `at least ${info.totalQ}`);
+    for (const [x, n] of [[q, 'q'], [out, 'o']] as const) checkBindingSize(this.ctx, x, n);
+    if (lse) checkBindingSize(this.ctx, lse, 'lse');
+    let kr: BindingResource;
+    let vr: BindingResource;
+    if (o.source === 'paged') {
+      const pages = t.pages;
+      if (!pages || typeof pages.size !== 'number') fail('E_BUFFER', 'pages', 'is not a GPUBuffer;', typeof pages, 'the pool buffer');
+      const need = o.poolPages * this.layout!.pageBytes;
+      if (pages.size < need) fail('E_BUFFER', 'pages', 'is smaller than the pool the plan was made for;', pages.size, `at least poolPages * pageBytes = ${need} bytes`);
+      if (need > this.ctx.limits.maxStorageBufferBindingSize) fail('E_LIMIT', 'pages', 'is larger than one storage binding;', need, `at most ${this.ctx.limits.maxStorageBufferBindingSize} bytes`);
+      kr = vr = { buffer: pages, offset: 0, size: need };
+    } else {
+      const k = checkTensor(t.k, 'k', { rank: 3, shape: [-1, o.Hkv, o.D], dtypes: [o.kvDtype as FloatDType] });
+      const v = checkTensor(t.v, 'v', { rank: 3, shape: [k.shape[0]!, o.Hkv, o.Dv], dtypes: [o.kvDtype as FloatDType] });
+      if (k.shape[0]! < slot.kvEnd) fail('E_SHAPE', 'k.shape[0]', 'is smaller than the scheduled keys;', k.shape[0], `at least kvIndptr[B] = ${slot.kvEnd}`);
+      checkBindingSize(this.ctx, k, 'k');
+      checkBindingSize(this.ctx, v, 'v');
+      kr = res16(k, 'k');
+      vr = res16(v, 'v');
+    }
+    let sr: BindingResource = { buffer: this.dummy };
+    if (o.sinkLogit) {
+      const s = checkTensor(t.sinkLogits, 'sinkLogits', { rank: 1, shape: [o.Hq], dtypes: ['f32'] });
+      sr = res(s);
+    } else if (t.sinkLogits !== undefined) {
+      fail('E_ARG', 'sinkLogits', 'was given but the plan has no sinkLogit;', 'a tensor', 'plan with sinkLogit: true');
+    }
+    slot.usedEpoch = submitEpoch(this.ctx);
+    if (info.totalQ === 0) return;
+    const lr: BindingResource = lse ? res(lse) : { buffer: this.lseScratch };
+    const resources: BindingResource[] = [res(q), kr, vr, { buffer: slot.buffer }, res(out), lr, { buffer: this.work }, { buffer: this.params }, sr];
+    const rows = info.totalQ * o.Hq;
+    const invocations = rows * info.parts;
+    const groups = this.variant === 'gpu' ? invocations : Math.ceil(invocations / WG);
+    this.encode(encoder, this.pipeline, resources, grid2d(this.ctx, groups), `c${info.slot}|${idOf(slot.buffer)}`);
+    if (info.parts > 1) {
+      const mp = this.mergePipeline!;
+      const oBytes = info.parts * rows * o.Dv * 4;
+      const mres: BindingResource[] = [
+        { buffer: this.work, offset: 0, size: oBytes },
+        { buffer: this.work, offset: this.lseOffWords * 4, size: info.parts * rows * 4 },
+        res(out),
+        lr,
+        { buffer: slot.merge },
+        { buffer: this.dummy },
+        { buffer: this.dummy },
+      ];
+      this.encode(encoder, mp, mres, grid2d(this.ctx, rows), `m${info.slot}|${idOf(slot.merge)}`);
+    }
+  }
+
+  /** One compute pass with a cached bind group. */
+  private encode(encoder: GPUCommandEncoder, p: Pipeline, resources: readonly BindingResource[], wg: [number, number], tag: string): void {
+    const key = `${tag}|${resources.map(keyOf).join('|')}`;
+    let g = this.groups.get(key);
+    if (!g) {
+      if (this.groups.size >= 256) this.groups.clear();
+      g = this.ctx.device.createBindGroup({
+        label: p.spec.shader.name,
+        layout: p.layout,
+        entries: resources.map((r, i) => ({ binding: i, resource: { buffer: r.buffer, offset: r.offset ?? 0, size: r.size } })),
+      });
+      this.bindGroupsCreated++;
+      this.groups.set(key, g);
+    }
+    const pass = encoder.beginComputePass({ label: p.spec.shader.name });
+    pass.setPipeline(p.pipeline);
+    pass.setBindGroup(0, g);
+    pass.dispatchWorkgroups(wg[0], wg[1]);
+    pass.end();
+  }
+
+  override dispose(): void {
+    this.groups.clear();
+    super.dispose();
+  }
+}
+
+/** A K/V tensor as a binding of 16-byte words (the kernel reads K and V as `array<vec4<u32>>`). */
+function res16(t: GpuTensor, argument: string): BindingResource {
+  const r = res(t);
+  const size = Math.ceil(r.size! / 16) * 16;
+  if ((r.offset ?? 0) + size > t.buffer.size) {
+    fail('E_BUFFER', `${argument}.buffer`, 'ends inside the tensor\'s last 16-byte word (K/V are read as 16-byte words);', t.buffer.size, `at least ${(r.offset ?? 0) + size} bytes`);
+  }
+  return { ...r, size };
+}
+
+function intArray(a: unknown, argument: string): ArrayLike<number> {
+  if (a === null || typeof a !== 'object' || typeof (a as ArrayLike<number>).length !== 'number') {
+    fail('E_ARG', argument, 'is not an array of integers;', a === null ? 'null' : typeof a, 'an array or typed array');
+  }
+  const x = a as ArrayLike<number>;
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) fail('E_ARG', `${argument}[${i}]`, 'is not a u32 integer;', v, 'an integer in 0..2^32-1');
+  }
+  return x;
+}
+
+function monotone(a: ArrayLike<number>, argument: string, cap: number, capName: string, zeroStart: boolean): void {
+  if (zeroStart && a[0] !== 0) fail('E_ARG', `${argument}[0]`, 'does not start at 0;', a[0], '0');
+  for (let i = 1; i < a.length; i++) {
+    if (a[i]! < a[i - 1]!) fail('E_ARG', `${argument}[${i}]`, 'decreases;', a[i], `>= ${argument}[${i - 1}] = ${a[i - 1]}`);
+  }
+  const end = a[a.length - 1]!;
+  if (end > cap) fail('E_LIMIT', `${argument}[${a.length - 1}]`, `exceeds the plan's ${capName};`, end, `at most ${cap}`);
+}
+
+function validate(opts: BatchAttentionOptions): Resolved {
+  if (!opts || typeof opts !== 'object') fail('E_ARG', 'options', 'is required;', opts);
+  const source = opts.source ?? 'paged';
+  check(source === 'paged' || source === 'ragged', 'source', '"paged" or "ragged"', source);
+  const maxBatch = checkInt(opts.maxBatch, 'maxBatch', { min: 1, max: 1 << 20 });
+  const maxQTokens = checkInt(opts.maxQTokens, 'maxQTokens', { min: 1, max: 1 << 24 });
+  const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1, max: 1024 });
+  const Hq = checkInt(opts.Hq, 'Hq', { min: 1, max: 4096 });
+  check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq, 'E_SHAPE');
+  const D = checkInt(opts.D, 'D', { min: 4, max: 576 });
+  const Dv = checkInt(opts.Dv ?? D, 'Dv', { min: 4, max: 512 });
+  check(D % 4 === 0, 'D', 'a multiple of 4', D, 'E_UNSUPPORTED');
+  check(Dv % 4 === 0, 'Dv', 'a multiple of 4', Dv, 'E_UNSUPPORTED');
+  const qDtype = opts.qDtype ?? 'f32';
+  check(isFloatDType(qDtype), 'qDtype', 'f32, f16 or bf16', qDtype, 'E_DTYPE');
+  const oDtype = opts.oDtype ?? qDtype;
+  check(isFloatDType(oDtype), 'oDtype', 'f32, f16 or bf16', oDtype, 'E_DTYPE');
+  let maxPages = 0;
+  let poolPages = 0;
+  let maxKvTokens = 0;
+  let pageSize = 1;
+  let kvDtype: KvDType;
+  if (source === 'paged') {
+    maxPages = checkInt(opts.maxPages, 'maxPages', { min: 1, max: 1 << 28 });
+    poolPages = checkInt(opts.poolPages ?? maxPages, 'poolPages', { min: 1, max: 1 << 28 });
+    pageSize = checkInt(opts.pageSize, 'pageSize', { min: 1, max: 4096 });
+    kvDtype = opts.kvDtype ?? 'f16';
+    check(KV_DTYPES.includes(kvDtype), 'kvDtype', KV_DTYPES.join(', '), kvDtype, 'E_DTYPE');
+  } else {
+    maxKvTokens = checkInt(opts.maxKvTokens, 'maxKvTokens', { min: 1, max: 2 ** 31 });
+    kvDtype = opts.kvDtype ?? qDtype;
+    check(kvDtype !== 'int8' && KV_DTYPES.includes(kvDtype), 'kvDtype', 'f32, f16 or bf16 (ragged K/V)', kvDtype, 'E_DTYPE');
+  }
+  const causal = opts.causal ?? true;
+  check(typeof causal === 'boolean', 'causal', 'a boolean', causal);
+  const window = checkInt(opts.window ?? 0, 'window', { min: 0, max: 0xffffffff });
+  const sinks = checkInt(opts.sinks ?? 0, 'sinks', { min: 0, max: 0xffffffff });
+  if (window > 0 && !causal) fail('E_ARG', 'window', 'needs causal attention;', window, 'causal: true (or window 0)');
+  const sinkLogit = opts.sinkLogit ?? false;
+  check(typeof sinkLogit === 'boolean', 'sinkLogit', 'a boolean', sinkLogit);
+  const scale = checkFinite(opts.scale ?? 1 / Math.sqrt(D), 'scale');
+  const variant = opts.variant ?? 'auto';
+  check(variant === 'auto' || variant === 'cpu' || variant === 'gpu', 'variant', '"auto", "cpu" or "gpu"', variant);
+  const maxSplits = opts.maxSplits === undefined ? undefined : checkInt(opts.maxSplits, 'maxSplits', { min: 1, max: 4096 });
+  const kvChunk = opts.kvChunk === undefined ? undefined : checkInt(opts.kvChunk, 'kvChunk', { min: 1 });
+  const scheduleSlots = checkInt(opts.scheduleSlots ?? 4, 'scheduleSlots', { min: 1, max: 64 });
+  return {
+    source, maxBatch, maxQTokens, maxPages, poolPages, maxKvTokens, Hq, Hkv, D, Dv, pageSize, kvDtype, qDtype, oDtype,
+    causal, window, sinks, sinkLogit, scale, variant, maxSplits, kvChunk, scheduleSlots,
+  };
+}
+
+/**
+ * Plans the attention core for capacities: compiles its pipelines and allocates its small tables
+ * once. Then per step `plan.schedule(tables)`, per layer `plan.run(encoder, tensors)`.
+ *
+ * @example
+ * const plan = await planBatchAttention(dev, { maxBatch: 4, maxQTokens: 4, maxPages: 64, Hq: 8, Hkv: 2, D: 64, pageSize: 16 });
+ * plan.schedule({ qoIndptr: [0, 1, 2], kvIndptr: [0, 3, 5], kvIndices: [7, 2, 9, 4, 0], kvLastPageLen: [16, 5] });
+ * plan.run(encoder, { q, o, lse, pages: pool });
+ */
+export function planBatchAttention(device: DeviceLike, opts: BatchAttentionOptions): Promise<BatchAttentionPlan> {
+  return BatchAttentionPlan.create(device, opts);
+}
+
+/**
+ * The attention core in one call: plan (capacities = this schedule), schedule, run, submit, wait;
+ * GPU errors typed. For users outside an engine loop.
+ *
+ * @example
+ * await batchAttention(dev, { q, o, pages: pool }, { Hq: 8, Hkv: 2, D: 64, pageSize: 16, qoIndptr: [0, 1], kvIndptr: [0, 3], kvIndices: [5, 1, 2], kvLastPageLen: [7] });
+ */
+export async function batchAttention(
+  device: DeviceLike,
+  t: BatchAttentionTensors,
+  opts: Omit<BatchAttentionOptions, 'maxBatch' | 'maxQTokens' | 'maxPages' | 'maxKvTokens'> & Partial<BatchAttentionOptions> & BatchSchedule,
+): Promise<void> {
+  const ctx = ctxOf(device);
+  if (!opts || typeof opts !== 'object') fail('E_ARG', 'options', 'is required;', opts);
+  const qo = intArray(opts.qoIndptr, 'qoIndptr');
+  const kv = intArray(opts.kvIndptr, 'kvIndptr');
+  const B = Math.max(1, qo.length - 1);
+  const plan = await planBatchAttention(ctx, {
+    ...opts,
+    maxBatch: opts.maxBatch ?? B,
+    maxQTokens: opts.maxQTokens ?? Math.max(1, qo[qo.length - 1] ?? 1),
+    ...((opts.source ?? 'paged') === 'paged'
+      ? { maxPages: opts.maxPages ?? Math.max(1, kv[kv.length - 1] ?? 1), poolPages: opts.poolPages ?? (t?.pages ? poolPagesOf(t.pages, opts) : undefined) }
+      : { maxKvTokens: opts.maxKvTokens ?? Math.max(1, kv[kv.length - 1] ?? 1) }),
+  });
+  try {
+    plan.schedule(opts);
+    await runOnce(ctx, plan, t, 'batchAttention');
+  } finally {
+    plan.dispose();
+  }
+}
+
+function poolPagesOf(pages: GPUBuffer, o: Partial<BatchAttentionOptions>): number | undefined {
+  if (typeof pages?.size !== 'number' || !o.pageSize || !o.Hkv || !o.D) return undefined;
+  const L = pageLayout(o.pageSize, o.Hkv, o.D, o.Dv ?? o.D, o.kvDtype ?? 'f16');
+  return Math.max(1, Math.floor(pages.size / L.pageBytes));
+}

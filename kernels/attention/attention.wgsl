@@ -1,0 +1,464 @@
+// The attention core: a ragged batch of query rows against keys named by a CSR table, either
+// pages of one pool buffer (SRC 0) or contiguous ragged K/V (SRC 1), one online-softmax loop for
+// prefill and decode. A third key source (SRC 2, kernels/paged's partials) names pages by a list
+// of entries (slot, first position, valid keys, kv head or 0xffffffff for all) for one block of
+// queries at absolute positions q_pos0 + t; see the end of this header. Needs shaders/storage.wgsl, the struct CoreParams (attention.ts) and the
+// generated header (attention.ts: WG, BK, D, DV, QN = D/4, VN = DV/4, AN = ceil(VN/WG), ld4_q,
+// ld4_k, ld4_v).
+//
+// Rows: query token t of the step (0 <= t < totalQ, ragged by qoIndptr) times query head hq:
+// row r = t * Hq + hq. Token t belongs to sequence b (largest b with qoIndptr[b] <= t), is query
+// i = t - qoIndptr[b] of the n = qoIndptr[b+1] - qoIndptr[b] new tokens of b, and sits at
+// position pos = L_b - n + i (bottom-right aligned; L_b = the sequence's key count).
+// Visible keys (causal): j <= pos and, with a window W > 0, j > pos - W or j < sinks; without
+// causal every key j < L_b. Keys outside are never loaded (a NaN there cannot reach the row).
+//
+// Split-K: part p covers keys [p * kv_part, (p + 1) * kv_part) of its sequence. With one part
+// (sched.nParts == 1) the kernel writes o (O_DT) and lse directly; with more it writes f32
+// partials work[(p * rows + r) * DV + c] and work[lse_off + p * rows + r] that kernels/merge
+// combines. The sink logit (per query head, natural log) is a virtual key of value 0 in part 0.
+//
+// SRC 2: `sched` is the entry list; the call's parameters are in `params` (l_rows = Tq * Hq rows,
+// q_pos0, list_base, n_entries, e_per entries per part, part_base, part_count); part p covers
+// entries [p * e_per, (p + 1) * e_per) and writes its normalised f32 partial straight into `o`
+// (row (part_base + p) * l_rows + r) and `lse`. A part that sees no key writes o = 0, lse = -inf.
+//
+// sched (one slot of the plan's schedule ring, or a buffer the engine fills, u32): header
+// [totalQ, B, nParts, kv_part, rows] (rows: the partials' row stride, totalQ * Hq from the host,
+// the capacity maxQTokens * Hq in a GPU-filled schedule; rows of tokens >= totalQ return),
+// then qoIndptr [B+1], kvIndptr [B+1], kvLastPageLen [B], kvIndices [nnz] at the offsets in
+// params (capacity-sized). Dispatches are sized for the capacities; rows and parts past the
+// schedule's return at once.
+
+@group(0) @binding(0) var<storage, read> q: array<u32>;            // [T, Hq, D] in Q_DT
+@group(0) @binding(1) var<storage, read> k: array<vec4<u32>>;      // pool (SRC 0, 2) or [N, Hkv, D] (SRC 1), 16-byte words
+@group(0) @binding(2) var<storage, read> v: array<vec4<u32>>;      // pool (SRC 0, 2) or [N, Hkv, DV] (SRC 1), 16-byte words
+@group(0) @binding(3) var<storage, read> sched: array<u32>;        // schedule slot
+@group(0) @binding(4) var<storage, read_write> o: array<u32>;      // [T, Hq, DV] in O_DT
+@group(0) @binding(5) var<storage, read_write> lse: array<f32>;    // [T, Hq] f32 (or scratch)
+@group(0) @binding(6) var<storage, read_write> work: array<f32>;   // partials
+@group(0) @binding(7) var<uniform> params: CoreParams;
+@group(0) @binding(8) var<storage, read> sink_logits: array<f32>;  // [Hq] f32 (params.has_sink)
+
+override SRC: u32 = 0;      // 0 paged, 1 contiguous ragged, 2 entry list (kernels/paged)
+override KV_DT: u32 = 1;    // 0 f32, 1 f16, 2 bf16, 3 int8 (paged only)
+override Q_DT: u32 = 0;     // 0 f32, 1 f16, 2 bf16
+override O_DT: u32 = 0;
+override VEC: bool = false; // D and DV multiples of 32: main_cpu loads 32 channels as whole 16-byte words
+
+const LOG2E: f32 = 1.4426950408889634;
+const LN2: f32 = 0.6931471805599453;
+
+// One row's work: where its keys are and which of them it sees.
+struct Row {
+  ok: bool,
+  r: u32,        // row index t * Hq + hq
+  out: u32,      // output row (direct writes)
+  hq: u32,
+  h: u32,        // kv head
+  kv0: u32,      // kvIndptr[b]
+  seg: array<u32, 4>, // CSR: [lo0, hi0, lo1, hi1]: sink segment and main segment, cut to the part
+  qpos: u32,     // SRC 2: absolute query position
+  e0: u32,       // SRC 2: the part's entries [e0, e1) of the list
+  e1: u32,
+}
+
+// A run of keys [lo, hi) of one segment; SRC 2: all in page `slot`, key j at row j.
+struct Seg {
+  lo: u32,
+  hi: u32,
+  slot: u32,
+}
+
+fn load_row(p: u32, r: u32) -> Row {
+  var w: Row;
+  w.ok = false;
+  if (SRC == 2u) {
+    let t2 = r / params.hq;
+    if (p >= params.part_count || r >= params.l_rows) {
+      return w;
+    }
+    w.ok = true;
+    w.r = r;
+    w.out = (params.part_base + p) * params.l_rows + r;
+    w.hq = r - t2 * params.hq;
+    w.h = w.hq / params.group;
+    w.qpos = params.q_pos0 + t2;
+    w.e0 = min(params.n_entries, p * params.e_per);
+    w.e1 = min(params.n_entries, w.e0 + params.e_per);
+    return w;
+  }
+  let rows = sched[4];
+  let t = r / params.hq;
+  if (p >= sched[2] || r >= rows || t >= sched[0] || sched[1] == 0u) {
+    return w;
+  }
+  w.ok = true;
+  w.r = r;
+  w.out = r;
+  w.hq = r - t * params.hq;
+  w.h = w.hq / params.group;
+  // The sequence of token t: binary search over qoIndptr [B+1].
+  let B = sched[1];
+  let qo = params.off_qo;
+  var lo = 0u;
+  var hi = B;
+  while (hi - lo > 1u) {
+    let mid = (lo + hi) / 2u;
+    if (sched[qo + mid] <= t) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  // lo: the last b with qoIndptr[b] <= t among [0, B); skip empty sequences ending at t.
+  let b = lo;
+  let n = sched[qo + b + 1u] - sched[qo + b];
+  let i = t - sched[qo + b];
+  let kvi = params.off_kv;
+  w.kv0 = sched[kvi + b];
+  let cnt = sched[kvi + b + 1u] - w.kv0;
+  var L = cnt;
+  if (SRC == 0u) {
+    L = select(0u, (cnt - 1u) * params.page + sched[params.off_last + b], cnt > 0u);
+  }
+  var hi1 = L;
+  var lo1 = 0u;
+  var hi0 = 0u;
+  if (params.causal != 0u) {
+    // pos = L - n + i >= i >= 0 (the schedule checks n <= L).
+    let pos = L - n + i;
+    hi1 = pos + 1u;
+    if (params.window > 0u && pos + 1u > params.window) {
+      lo1 = pos + 1u - params.window;
+      hi0 = min(params.sinks, lo1);
+    }
+  }
+  let p0 = p * sched[3];
+  let p1 = p0 + sched[3];
+  w.seg[0] = max(0u, p0);
+  w.seg[1] = max(w.seg[0], min(hi0, p1));
+  w.seg[2] = max(lo1, p0);
+  w.seg[3] = max(w.seg[2], min(hi1, p1));
+  return w;
+}
+
+// Segments of a row: 2 for the CSR sources, the part's entries for SRC 2.
+fn seg_count(w: Row) -> u32 {
+  return select(2u, w.e1 - w.e0, SRC == 2u);
+}
+
+fn segment(w: Row, s: u32) -> Seg {
+  var g: Seg;
+  if (SRC == 2u) {
+    let eb = 4u * (params.list_base + w.e0 + s);
+    let head = sched[eb + 3u];
+    let start = sched[eb + 1u];
+    var len = sched[eb + 2u];
+    if (params.causal != 0u) {
+      len = select(0u, min(len, w.qpos - start + 1u), start <= w.qpos);
+    }
+    if (head != 0xffffffffu && head != w.h) {
+      len = 0u;
+    }
+    g.lo = 0u;
+    g.hi = len;
+    g.slot = sched[eb];
+  } else {
+    g.lo = w.seg[2u * s];
+    g.hi = w.seg[2u * s + 1u];
+    g.slot = 0u;
+  }
+  return g;
+}
+
+// Element index of key j's K (V) row for the row's kv head. Paged: slot * page_elems + h * k_head
+// (+ v_off, v_head for V) + (j % P) * width. Contiguous: ((kv0 + j) * Hkv + h) * width. Helpers
+// called inside loops have one return at the end (Mesa counts an early return as a loop trip).
+fn kv_slot(w: Row, j: u32) -> u32 {
+  return sched[params.off_idx + w.kv0 + j / params.page];
+}
+
+fn slot_of(w: Row, g: Seg, j: u32) -> u32 {
+  var sl = g.slot;
+  if (SRC == 0u) {
+    sl = kv_slot(w, j);
+  }
+  return sl;
+}
+
+fn k_elem(w: Row, g: Seg, j: u32) -> u32 {
+  var e = ((w.kv0 + j) * params.hkv + w.h) * D;
+  if (SRC != 1u) {
+    e = slot_of(w, g, j) * params.page_elems + w.h * params.k_head + (j % params.page) * D;
+  }
+  return e;
+}
+
+fn v_elem(w: Row, g: Seg, j: u32) -> u32 {
+  var e = ((w.kv0 + j) * params.hkv + w.h) * DV;
+  if (SRC != 1u) {
+    e = slot_of(w, g, j) * params.page_elems + params.v_off + w.h * params.v_head + (j % params.page) * DV;
+  }
+  return e;
+}
+
+// int8 scales, one per token (1.0 otherwise): x = 0 for K, 1 for V; [2, Hkv, P] f32 words at
+// scale_off of the page (see page.ts).
+fn kv_scale(w: Row, g: Seg, j: u32, x: u32) -> f32 {
+  var s = 1.0;
+  if (KV_DT == 3u) {
+    let i = slot_of(w, g, j) * params.page_words + params.scale_off + (x * params.hkv + w.h) * params.page + j % params.page;
+    s = bitcast<f32>(k[i >> 2u][i & 3u]);
+  }
+  return s;
+}
+
+fn init_m(w: Row, p: u32) -> f32 {
+  var m = ST_NEG_BIG;
+  if (params.has_sink != 0u && p == 0u) {
+    m = sink_logits[w.hq] * LOG2E;
+  }
+  return m;
+}
+
+fn init_l(p: u32) -> f32 {
+  return select(0.0, 1.0, params.has_sink != 0u && p == 0u);
+}
+
+fn direct() -> bool {
+  return SRC == 2u || sched[2] == 1u;
+}
+
+fn store_lse(w: Row, p: u32, m: f32, l: f32) {
+  let x = select(st_neg_inf(), (m + log2(l)) * LN2, l > 0.0);
+  if (direct()) {
+    lse[w.out] = x;
+  } else {
+    work[params.lse_off + p * sched[4] + w.r] = x;
+  }
+}
+
+// Output channels [4c, 4c + 4) of the row, already normalised.
+fn store4(w: Row, p: u32, c: u32, a: vec4<f32>) {
+  if (direct()) {
+    let e = w.out * DV + 4u * c;
+    if (O_DT == 0u) {
+      o[e] = bitcast<u32>(a.x);
+      o[e + 1u] = bitcast<u32>(a.y);
+      o[e + 2u] = bitcast<u32>(a.z);
+      o[e + 3u] = bitcast<u32>(a.w);
+    } else {
+      o[e / 2u] = st_pack_pair(a.x, a.y, O_DT);
+      o[e / 2u + 1u] = st_pack_pair(a.z, a.w, O_DT);
+    }
+  } else {
+    let e = (p * sched[4] + w.r) * DV + 4u * c;
+    work[e] = a.x;
+    work[e + 1u] = a.y;
+    work[e + 2u] = a.z;
+    work[e + 3u] = a.w;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// main_gpu: a workgroup per (part, row). q staged in workgroup memory; keys in blocks of WG:
+// thread i scores key j0 + i, max and sum tree-reduced, then thread c accumulates output channel
+// quads c, c + WG, ... over the block's keys (coalesced V reads). DV <= 8 * WG.
+
+var<workgroup> wq: array<vec4<f32>, QN>;
+var<workgroup> wp: array<f32, 256>;
+var<workgroup> wvb: array<u32, 256>;
+var<workgroup> wvs: array<f32, 256>;
+var<workgroup> wred: array<f32, 256>;
+
+@compute @workgroup_size(WG)
+fn main_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let id = wg.x + wg.y * nwg.x;
+  let rows = select(sched[4], params.l_rows, SRC == 2u);
+  if (rows == 0u) {
+    return;
+  }
+  let p = id / rows;
+  let w = load_row(p, id - p * rows);
+  if (!w.ok) {
+    return;
+  }
+  for (var c = lid; c < QN; c += WG) {
+    wq[c] = ld4_q(w.r * D + 4u * c) * params.scale_log2;
+  }
+  workgroupBarrier();
+  var m = init_m(w, p);
+  var l = init_l(p);
+  var acc: array<vec4<f32>, AN>;
+  let ns = seg_count(w);
+  for (var s = 0u; s < ns; s++) {
+    let g = segment(w, s);
+    let s1 = g.hi;
+    for (var j0 = g.lo; j0 < s1; j0 += WG) {
+      let j = j0 + lid;
+      let valid = j < s1;
+      var sc = ST_NEG_BIG;
+      if (valid) {
+        let kb = k_elem(w, g, j);
+        let ks = kv_scale(w, g, j, 0u);
+        var d = 0.0;
+        for (var c = 0u; c < QN; c++) {
+          d += dot(wq[c], ld4_k(kb + 4u * c, ks));
+        }
+        sc = d;
+        wvb[lid] = v_elem(w, g, j);
+        wvs[lid] = kv_scale(w, g, j, 1u);
+      }
+      wred[lid] = sc;
+      workgroupBarrier();
+      for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+          wred[lid] = max(wred[lid], wred[lid + stride]);
+        }
+        workgroupBarrier();
+      }
+      let mNew = max(m, wred[0]);
+      workgroupBarrier();
+      let pj = select(0.0, exp2(sc - mNew), valid);
+      wp[lid] = pj;
+      wred[lid] = pj;
+      workgroupBarrier();
+      for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+          wred[lid] += wred[lid + stride];
+        }
+        workgroupBarrier();
+      }
+      let corr = exp2(m - mNew);
+      l = l * corr + wred[0];
+      m = mNew;
+      let n = min(WG, s1 - j0);
+      for (var a = 0u; a < AN; a++) {
+        let c = lid + a * WG;
+        if (c < VN) {
+          var x = acc[a] * corr;
+          for (var jj = 0u; jj < n; jj++) {
+            x += wp[jj] * ld4_v(wvb[jj] + 4u * c, wvs[jj]);
+          }
+          acc[a] = x;
+        }
+      }
+      workgroupBarrier();
+    }
+  }
+  let inv = select(0.0, 1.0 / l, l > 0.0);
+  for (var a = 0u; a < AN; a++) {
+    let c = lid + a * WG;
+    if (c < VN) {
+      store4(w, p, c, acc[a] * inv);
+    }
+  }
+  if (lid == 0u) {
+    store_lse(w, p, m, l);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// main_cpu: one invocation per (part, row), no barriers, no workgroup memory. q (scaled) in a
+// private array; keys in blocks of BK: the block's key addresses, its scores channel group by
+// channel group (32 channels: eight vec4 registers of q, the key loop inside, so few loop trips
+// per key), its softmax, then the value channels group by group (eight vec4 accumulators, the
+// key loop inside) folded into a private accumulator.
+
+struct G8 {
+  a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
+  a4: vec4<f32>, a5: vec4<f32>, a6: vec4<f32>, a7: vec4<f32>,
+}
+
+fn dot8(a: G8, b: G8) -> f32 {
+  return dot(a.a0, b.a0) + dot(a.a1, b.a1) + dot(a.a2, b.a2) + dot(a.a3, b.a3) + dot(a.a4, b.a4) + dot(a.a5, b.a5) + dot(a.a6, b.a6) + dot(a.a7, b.a7);
+}
+
+fn axpy8(acc: G8, x: f32, b: G8) -> G8 {
+  return G8(acc.a0 + x * b.a0, acc.a1 + x * b.a1, acc.a2 + x * b.a2, acc.a3 + x * b.a3, acc.a4 + x * b.a4, acc.a5 + x * b.a5, acc.a6 + x * b.a6, acc.a7 + x * b.a7);
+}
+
+@compute @workgroup_size(WG)
+fn main_cpu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let id = gid.x + gid.y * nwg.x * WG;
+  let rows = select(sched[4], params.l_rows, SRC == 2u);
+  if (rows == 0u) {
+    return;
+  }
+  let p = id / rows;
+  let w = load_row(p, id - p * rows);
+  if (!w.ok) {
+    return;
+  }
+  // QN8 / VN8: quads rounded up to whole groups of 8; the extra quads stay zero.
+  var qv: array<vec4<f32>, QN8>;
+  for (var c = 0u; c < QN; c++) {
+    qv[c] = ld4_q(w.r * D + 4u * c) * params.scale_log2;
+  }
+  var acc: array<vec4<f32>, VN8>;
+  var sc: array<f32, BK>;
+  var kb: array<u32, BK>;
+  var ks: array<f32, BK>;
+  var vb: array<u32, BK>;
+  var vs: array<f32, BK>;
+  var m = init_m(w, p);
+  var l = init_l(p);
+  let ns = seg_count(w);
+  for (var s = 0u; s < ns; s++) {
+    let g = segment(w, s);
+    let s1 = g.hi;
+    for (var j0 = g.lo; j0 < s1; j0 += BK) {
+      let n = min(BK, s1 - j0);
+      for (var jj = 0u; jj < n; jj++) {
+        let j = j0 + jj;
+        sc[jj] = 0.0;
+        kb[jj] = k_elem(w, g, j);
+        ks[jj] = kv_scale(w, g, j, 0u);
+        vb[jj] = v_elem(w, g, j);
+        vs[jj] = kv_scale(w, g, j, 1u);
+      }
+      for (var c = 0u; c < QN; c += 8u) {
+        let qg = G8(qv[c], qv[c + 1u], qv[c + 2u], qv[c + 3u], qv[c + 4u], qv[c + 5u], qv[c + 6u], qv[c + 7u]);
+        let n4 = QN - c;
+        for (var jj = 0u; jj < n; jj++) {
+          sc[jj] += dot8(qg, ld32_k(kb[jj] + 4u * c, ks[jj], n4));
+        }
+      }
+      var mb = ST_NEG_BIG;
+      for (var jj = 0u; jj < n; jj++) {
+        mb = max(mb, sc[jj]);
+      }
+      let mNew = max(m, mb);
+      let corr = exp2(m - mNew);
+      var lb = 0.0;
+      for (var jj = 0u; jj < n; jj++) {
+        let pj = exp2(sc[jj] - mNew);
+        sc[jj] = pj;
+        lb += pj;
+      }
+      l = l * corr + lb;
+      m = mNew;
+      for (var c = 0u; c < VN; c += 8u) {
+        var a = G8(acc[c] * corr, acc[c + 1u] * corr, acc[c + 2u] * corr, acc[c + 3u] * corr, acc[c + 4u] * corr, acc[c + 5u] * corr, acc[c + 6u] * corr, acc[c + 7u] * corr);
+        let n4 = VN - c;
+        for (var jj = 0u; jj < n; jj++) {
+          a = axpy8(a, sc[jj], ld32_v(vb[jj] + 4u * c, vs[jj], n4));
+        }
+        acc[c] = a.a0;
+        acc[c + 1u] = a.a1;
+        acc[c + 2u] = a.a2;
+        acc[c + 3u] = a.a3;
+        acc[c + 4u] = a.a4;
+        acc[c + 5u] = a.a5;
+        acc[c + 6u] = a.a6;
+        acc[c + 7u] = a.a7;
+      }
+    }
+  }
+  let inv = select(0.0, 1.0 / l, l > 0.0);
+  for (var c = 0u; c < VN; c++) {
+    store4(w, p, c, acc[c] * inv);
+  }
+  store_lse(w, p, m, l);
+}

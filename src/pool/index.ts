@@ -1,0 +1,1 @@
+export { PagePool, createPagePool, type PagePoolOptions, type StepEntry, type StepTables } from './pool.js';

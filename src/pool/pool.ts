@@ -1,0 +1,303 @@
+/**
+ * The page pool's host bookkeeping (no GPU work): which pool pages are free, which sequence owns
+ * which pages in token order, reference counts per page, and the per-step tables an engine hands
+ * to `kernels/append` and the attention core (FlashInfer's CSR vocabulary).
+ *
+ * Pages are ids `0 .. capacity - 1` into the engine's pool buffer (one per layer or one shared;
+ * the ids mean the same in each). A page holds `pageSize` tokens. A sequence's page list is in
+ * token order: its token `t` lives in page `pages[floor(t / pageSize)]`, row `t mod pageSize`.
+ * Window layers may release pages that left the window (`releaseOutsideWindow`); their slots in
+ * the list become holes (`-1`), and the tables name a placeholder page there (the attention core
+ * never reads a page outside the window).
+ */
+import { TesseraError, checkInt, fail } from '../errors.js';
+
+export interface PagePoolOptions {
+  /** Pages in the pool (the engine's pool buffer holds this many). */
+  capacity: number;
+  /** Tokens per page. */
+  pageSize: number;
+}
+
+/** What one step appends to one sequence. */
+export interface StepEntry {
+  seq: number;
+  /** New tokens of this sequence in this step (1 for decode, a chunk for prefill; 0 allowed). */
+  tokens: number;
+}
+
+/**
+ * The tables of one step, for the sequences in the order given (batch index `b`). Views into the
+ * pool's own arrays: valid until the next call that builds tables.
+ */
+export interface StepTables {
+  /** `[B + 1]` start of each sequence's page list. */
+  kvIndptr: Int32Array;
+  /** Pool page ids (holes of released pages name `placeholder`). */
+  kvIndices: Int32Array;
+  /** `[B]` tokens used in each sequence's last page (1..pageSize; 0 for an empty sequence). */
+  kvLastPageLen: Int32Array;
+  /** `[B]` tokens of each sequence after the step. */
+  kvLens: Int32Array;
+  /** `[B + 1]` start of each sequence's new rows (a ragged query / append chunk). */
+  qoIndptr: Int32Array;
+  /** `[nnz]` batch index of each new row. */
+  batchIndices: Int32Array;
+  /** `[nnz]` position of each new row in its sequence. */
+  positions: Int32Array;
+}
+
+interface Seq {
+  pages: number[];
+  length: number;
+  /** Pages released from the front part (holes in `pages`). */
+  holes: number;
+}
+
+function grow(a: Int32Array<ArrayBuffer>, n: number): Int32Array<ArrayBuffer> {
+  return a.length >= n ? a : new Int32Array(Math.max(n, a.length * 2, 16));
+}
+
+export class PagePool {
+  readonly capacity: number;
+  readonly pageSize: number;
+  private readonly refs: Int32Array;
+  /** Free page ids, a stack (the next allocation takes the top). */
+  private readonly freeList: Int32Array;
+  private freeTop: number;
+  private readonly seqs = new Map<number, Seq>();
+  private nextSeq = 0;
+  private buf = {
+    indptr: new Int32Array(16),
+    indices: new Int32Array(16),
+    last: new Int32Array(16),
+    lens: new Int32Array(16),
+    qo: new Int32Array(16),
+    batch: new Int32Array(16),
+    pos: new Int32Array(16),
+  };
+
+  constructor(opts: PagePoolOptions) {
+    if (!opts || typeof opts !== 'object') fail('E_ARG', 'options', 'is required;', opts, '{ capacity, pageSize }');
+    this.capacity = checkInt(opts.capacity, 'capacity', { min: 1, max: 2 ** 31 - 1 });
+    this.pageSize = checkInt(opts.pageSize, 'pageSize', { min: 1 });
+    this.refs = new Int32Array(this.capacity);
+    this.freeList = new Int32Array(this.capacity);
+    // Low ids first: the top of the stack is page 0.
+    for (let i = 0; i < this.capacity; i++) this.freeList[i] = this.capacity - 1 - i;
+    this.freeTop = this.capacity;
+  }
+
+  /** Pages free now. */
+  get free(): number {
+    return this.freeTop;
+  }
+
+  /** Pages in use (reference count > 0). */
+  get used(): number {
+    return this.capacity - this.freeTop;
+  }
+
+  /** Starts an empty sequence; returns its id. */
+  addSequence(): number {
+    const id = this.nextSeq++;
+    this.seqs.set(id, { pages: [], length: 0, holes: 0 });
+    return id;
+  }
+
+  /** Ends a sequence: its pages are released (freed when no one else holds them). */
+  removeSequence(seq: number): void {
+    const s = this.seq(seq);
+    for (const p of s.pages) if (p >= 0) this.release(p);
+    this.seqs.delete(seq);
+  }
+
+  get sequences(): number[] {
+    return [...this.seqs.keys()];
+  }
+
+  private seq(id: number, argument = 'seq'): Seq {
+    const s = this.seqs.get(id);
+    if (!s) fail('E_ARG', argument, 'is not a live sequence of this pool;', id, `one of ${[...this.seqs.keys()].slice(0, 8).join(', ') || '(none)'}`);
+    return s;
+  }
+
+  /** Tokens in `seq`. */
+  length(seq: number): number {
+    return this.seq(seq).length;
+  }
+
+  /** Page ids of `seq` in token order (`-1` where a window layer released the page). */
+  pages(seq: number): readonly number[] {
+    return this.seq(seq).pages;
+  }
+
+  /** Reference count of `page` (0 = free). */
+  refCount(page: number): number {
+    this.checkPage(page);
+    return this.refs[page]!;
+  }
+
+  private checkPage(page: number, argument = 'page'): void {
+    checkInt(page, argument, { min: 0, max: this.capacity - 1 });
+  }
+
+  /** Takes one more reference on a page in use (e.g. a fork or an agent's memory sharing it). */
+  retain(page: number): void {
+    this.checkPage(page);
+    if (this.refs[page] === 0) throw new TesseraError('E_STATE', `page ${page} is free: retain() needs a page in use`, { argument: 'page', actual: page });
+    this.refs[page]!++;
+  }
+
+  /** Drops one reference; the page returns to the free list at 0. */
+  release(page: number): void {
+    this.checkPage(page);
+    if (this.refs[page] === 0) throw new TesseraError('E_STATE', `page ${page} is already free: release() without a matching reference`, { argument: 'page', actual: page });
+    if (--this.refs[page]! === 0) this.freeList[this.freeTop++] = page;
+  }
+
+  private pagesFor(tokens: number): number {
+    return Math.ceil(tokens / this.pageSize);
+  }
+
+  /**
+   * Appends tokens to sequences: allocates the pages they need (all or nothing: `E_LIMIT` when the
+   * pool lacks pages, with the pool and every sequence left as they were), advances the lengths,
+   * and returns the step's tables for `entries` in order.
+   *
+   * @example
+   * const t = pool.step([{ seq: a, tokens: 1 }, { seq: b, tokens: 1 }]); // a decode step
+   * append.schedule(t); attention.schedule(t);
+   */
+  step(entries: readonly StepEntry[]): StepTables {
+    if (!Array.isArray(entries)) fail('E_ARG', 'entries', 'is not an array;', typeof entries, '[{ seq, tokens }]');
+    let need = 0;
+    const seen = new Set<number>();
+    for (let b = 0; b < entries.length; b++) {
+      const e = entries[b]!;
+      const s = this.seq(e?.seq, `entries[${b}].seq`);
+      if (seen.has(e.seq)) fail('E_ARG', `entries[${b}].seq`, 'appears twice in one step;', e.seq, 'each sequence once');
+      seen.add(e.seq);
+      checkInt(e.tokens, `entries[${b}].tokens`, { min: 0 });
+      const last = s.pages.length ? s.pages[s.pages.length - 1]! : -1;
+      if (e.tokens > 0 && s.length % this.pageSize !== 0 && last >= 0 && this.refs[last]! > 1) {
+        throw new TesseraError('E_STATE', `entries[${b}]: sequence ${e.seq} would write into its last page ${last}, which ${this.refs[last]! - 1} other holder(s) share; copy the page first (copy-on-write)`, { argument: `entries[${b}].seq`, actual: e.seq });
+      }
+      need += this.pagesFor(s.length + e.tokens) - s.pages.length;
+    }
+    if (need > this.freeTop) {
+      fail('E_LIMIT', 'entries', `need ${need} new pages; the pool has ${this.freeTop} free of ${this.capacity};`, need, `at most ${this.freeTop} new pages (release sequences or grow the pool)`);
+    }
+    let nnz = 0;
+    for (const e of entries) {
+      const s = this.seqs.get(e.seq)!;
+      const n = this.pagesFor(s.length + e.tokens);
+      while (s.pages.length < n) {
+        const p = this.freeList[--this.freeTop]!;
+        this.refs[p] = 1;
+        s.pages.push(p);
+      }
+      nnz += e.tokens;
+    }
+    const b = this.buf;
+    b.batch = grow(b.batch, nnz);
+    b.pos = grow(b.pos, nnz);
+    b.qo = grow(b.qo, entries.length + 1);
+    let r = 0;
+    b.qo[0] = 0;
+    entries.forEach((e, i) => {
+      const s = this.seqs.get(e.seq)!;
+      for (let t = 0; t < e.tokens; t++, r++) {
+        b.batch[r] = i;
+        b.pos[r] = s.length + t;
+      }
+      s.length += e.tokens;
+      b.qo[i + 1] = r;
+    });
+    const t = this.tables(entries.map((e) => e.seq));
+    return { ...t, qoIndptr: b.qo.subarray(0, entries.length + 1), batchIndices: b.batch.subarray(0, nnz), positions: b.pos.subarray(0, nnz) };
+  }
+
+  /**
+   * The page table of `seqs` (batch index = order in `seqs`) as they stand, with no new rows.
+   * `placeholder` fills the holes of released pages (default: the sequence's newest page).
+   */
+  tables(seqs: readonly number[], placeholder?: number): Omit<StepTables, 'qoIndptr' | 'batchIndices' | 'positions'> {
+    const b = this.buf;
+    const B = seqs.length;
+    b.indptr = grow(b.indptr, B + 1);
+    b.last = grow(b.last, B);
+    b.lens = grow(b.lens, B);
+    let n = 0;
+    for (let i = 0; i < B; i++) n += this.seq(seqs[i]!, `seqs[${i}]`).pages.length;
+    b.indices = grow(b.indices, n);
+    b.indptr[0] = 0;
+    let k = 0;
+    for (let i = 0; i < B; i++) {
+      const s = this.seqs.get(seqs[i]!)!;
+      const fill = placeholder ?? (s.pages.length ? s.pages[s.pages.length - 1]! : 0);
+      for (const p of s.pages) b.indices[k++] = p >= 0 ? p : fill;
+      b.indptr[i + 1] = k;
+      b.last[i] = s.pages.length ? s.length - (s.pages.length - 1) * this.pageSize : 0;
+      b.lens[i] = s.length;
+    }
+    return { kvIndptr: b.indptr.subarray(0, B + 1), kvIndices: b.indices.subarray(0, k), kvLastPageLen: b.last.subarray(0, B), kvLens: b.lens.subarray(0, B) };
+  }
+
+  /**
+   * For a sliding-window layer: releases the pages of `seq` that no later query can see. A query
+   * at position `q` sees keys in `(q - window, q]` and the first `sinkTokens` keys; later queries
+   * sit at `q >= length - 1`, so pages whose tokens are all below `length - window` and hold no
+   * sink token are released (their list entries become holes). Returns the pages released.
+   *
+   * @example
+   * pool.releaseOutsideWindow(seq, { window: 64, sinkTokens: 4 });
+   */
+  releaseOutsideWindow(seq: number, opts: { window: number; sinkTokens?: number }): number {
+    const s = this.seq(seq);
+    const window = checkInt(opts?.window, 'window', { min: 1 });
+    const sinks = checkInt(opts.sinkTokens ?? 0, 'sinkTokens', { min: 0 });
+    const firstSeen = s.length - window;
+    let released = 0;
+    for (let j = Math.ceil(sinks / this.pageSize); j < s.pages.length && (j + 1) * this.pageSize <= firstSeen; j++) {
+      const p = s.pages[j]!;
+      if (p < 0) continue;
+      this.release(p);
+      s.pages[j] = -1;
+      s.holes++;
+      released++;
+    }
+    return released;
+  }
+
+  /** Checks the pool's invariants (tests and debugging): every page is free xor referenced. */
+  validate(): void {
+    const held = new Int32Array(this.capacity);
+    for (const s of this.seqs.values()) {
+      for (const p of s.pages) if (p >= 0) held[p]!++;
+      if (s.pages.length !== this.pagesFor(s.length)) throw new TesseraError('E_STATE', `a sequence of ${s.length} tokens holds ${s.pages.length} pages`);
+    }
+    const inFree = new Uint8Array(this.capacity);
+    for (let i = 0; i < this.freeTop; i++) {
+      const p = this.freeList[i]!;
+      if (inFree[p]) throw new TesseraError('E_STATE', `page ${p} is twice in the free list`);
+      inFree[p] = 1;
+    }
+    for (let p = 0; p < this.capacity; p++) {
+      if (this.refs[p]! < held[p]!) throw new TesseraError('E_STATE', `page ${p} has ${this.refs[p]} references but ${held[p]} sequences hold it`);
+      if ((this.refs[p] === 0) !== (inFree[p] === 1)) throw new TesseraError('E_STATE', `page ${p}: reference count ${this.refs[p]} but ${inFree[p] ? '' : 'not '}in the free list`);
+    }
+  }
+}
+
+/**
+ * Creates a page pool.
+ *
+ * @example
+ * const pool = createPagePool({ capacity: 256, pageSize: 16 });
+ * const a = pool.addSequence();
+ * const t = pool.step([{ seq: a, tokens: 40 }]); // prefill: 3 pages
+ */
+export function createPagePool(opts: PagePoolOptions): PagePool {
+  return new PagePool(opts);
+}

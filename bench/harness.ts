@@ -445,6 +445,9 @@ export interface RooflineOptions {
 export async function measureRoofline(dev: DeviceLike, opts: RooflineOptions = {}): Promise<Roofline> {
   const ctx = ctxOf(dev);
   const cls = ctx.adapterClass;
+  // TESSERA_BENCH_QUICK=1 (the GPU bundle's `run.sh --quick`, CI-sized): small probes, 2 runs.
+  const quick = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.TESSERA_BENCH_QUICK === '1';
+  if (quick) opts = { copyBytes: 8 * 2 ** 20, matmulSize: 256, runs: 2, ...opts };
   const warmup = opts.warmup ?? 1;
   const runs = opts.runs ?? 7;
   const log = opts.log ?? (() => {});

@@ -30,6 +30,9 @@ export type { TimingSource };
  * a browser: file output is imported lazily).
  */
 export async function resultsDir(): Promise<string> {
+  // TESSERA_BENCH_DIR (the GPU bundle's run.sh sets it to $OUT) moves every suite's output.
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.TESSERA_BENCH_DIR;
+  if (env) return env;
   const { fileURLToPath } = await import('node:url');
   return fileURLToPath(new URL('./results', import.meta.url));
 }
@@ -442,6 +445,9 @@ export interface RooflineOptions {
 export async function measureRoofline(dev: DeviceLike, opts: RooflineOptions = {}): Promise<Roofline> {
   const ctx = ctxOf(dev);
   const cls = ctx.adapterClass;
+  // TESSERA_BENCH_QUICK=1 (the GPU bundle's `run.sh --quick`, CI-sized): small probes, 2 runs.
+  const quick = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.TESSERA_BENCH_QUICK === '1';
+  if (quick) opts = { copyBytes: 8 * 2 ** 20, matmulSize: 256, runs: 2, ...opts };
   const warmup = opts.warmup ?? 1;
   const runs = opts.runs ?? 7;
   const log = opts.log ?? (() => {});
@@ -573,6 +579,8 @@ export interface BenchDeviceOptions {
   dawnFlags?: string[];
   /** `false`: Dawn's robustness off (`disable_robustness`), for a labelled comparison only. */
   robustness?: boolean;
+  /** Features not to request even where the adapter has them (`['subgroups']`: the path devices without subgroups get). */
+  withoutFeatures?: GPUFeatureName[];
 }
 
 /**
@@ -587,7 +595,7 @@ export async function benchDevice(opts: BenchDeviceOptions = {}): Promise<Tesser
   const adapter = (opts.adapter ?? env.adapter) as 'auto' | 'swiftshader' | 'llvmpipe';
   const flags = [...(env.dawnFlags ?? []), ...(opts.dawnFlags ?? []), 'disable-dawn-features=timestamp_quantization'];
   if (opts.robustness === false) flags.push('enable-dawn-features=disable_robustness');
-  return requestDevice({ adapter, dawnFlags: flags, label: opts.robustness === false ? 'tessera-bench-norobust' : 'tessera-bench' });
+  return requestDevice({ adapter, dawnFlags: flags, withoutFeatures: opts.withoutFeatures, label: opts.robustness === false ? 'tessera-bench-norobust' : 'tessera-bench' });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -600,13 +608,16 @@ function configKey(r: BenchResult): string {
   return `${r.mode ?? ''}|${r.T}|${r.D}|${r.H}|${r.dtype}`;
 }
 
-/** Speedup of each result over `baseline` (same configuration), or undefined. */
+/**
+ * Speedup of each result over `baseline` (same configuration), or undefined. Where both rows say
+ * whether they used subgroups (`subgroups: boolean`), only rows that agree are compared.
+ */
 export function speedups(results: readonly BenchResult[], baseline = 'tfjs'): Map<BenchResult, number> {
-  const base = new Map<string, BenchResult>();
-  for (const r of results) if (r.impl === baseline) base.set(configKey(r), r);
+  const base = new Map<string, BenchResult[]>();
+  for (const r of results) if (r.impl === baseline) base.set(configKey(r), [...(base.get(configKey(r)) ?? []), r]);
   const out = new Map<BenchResult, number>();
   for (const r of results) {
-    const b = base.get(configKey(r));
+    const b = base.get(configKey(r))?.find((x) => typeof x.subgroups !== 'boolean' || typeof r.subgroups !== 'boolean' || x.subgroups === r.subgroups);
     if (b && r.impl !== baseline) out.set(r, b.median_ms / r.median_ms);
   }
   return out;
@@ -614,9 +625,10 @@ export function speedups(results: readonly BenchResult[], baseline = 'tfjs'): Ma
 
 /**
  * Impl names that get a speedup column when present in the results: `tfjs` (the TensorFlow.js
- * baseline) and `dense` (Tessera's dense flash attention, as sparse and linear suites label it).
+ * baseline), `ort` (ONNX Runtime WebGPU) and `dense` (Tessera's dense flash attention, as sparse
+ * and linear suites label it).
  */
-export const BASELINES = ['tfjs', 'dense'];
+export const BASELINES = ['tfjs', 'ort', 'dense'];
 
 /** Rows of the results table (shared by the terminal and the Markdown output). */
 export function tableRows(results: readonly BenchResult[], baselines: readonly string[] = BASELINES): { header: string[]; rows: string[][] } {
@@ -625,11 +637,15 @@ export function tableRows(results: readonly BenchResult[], baselines: readonly s
   const hasMode = results.some((r) => r.mode !== undefined);
   // suites that report several ops (bench linear: suite = op name) get a column for it
   const hasSuites = new Set(results.map((r) => r.suite)).size > 1;
-  const header = [...(hasSuites ? ['suite'] : []), 'impl', ...(hasMode ? ['mode'] : []), 'T', 'D', 'H', 'dtype', 'median ms', 'min ms', 'max ms', 'runs', 'GFLOP/s', 'GB/s', '% roofline', ...present.map((b) => `vs ${b}`)];
+  // subgroups on/off (bench dense --subgroups) and baselines' error against Tessera, when present
+  const hasSg = results.some((r) => typeof r.subgroups === 'boolean');
+  const hasDiff = results.some((r) => typeof r.max_abs_diff === 'number');
+  const header = [...(hasSuites ? ['suite'] : []), 'impl', ...(hasMode ? ['mode'] : []), ...(hasSg ? ['subgroups'] : []), 'T', 'D', 'H', 'dtype', 'median ms', 'min ms', 'max ms', 'runs', 'GFLOP/s', 'GB/s', '% roofline', ...(hasDiff ? ['max abs diff'] : []), ...present.map((b) => `vs ${b}`)];
   const rows = results.map((r) => [
     ...(hasSuites ? [r.suite] : []),
     r.impl,
     ...(hasMode ? [r.mode ?? ''] : []),
+    ...(hasSg ? [typeof r.subgroups === 'boolean' ? (r.subgroups ? 'on' : 'off') : ''] : []),
     String(r.T),
     String(r.D),
     String(r.H),
@@ -641,6 +657,7 @@ export function tableRows(results: readonly BenchResult[], baselines: readonly s
     fmt(r.flops / (r.median_ms * 1e6)),
     fmt(r.bytes / (r.median_ms * 1e6), 3),
     fmt(r.pct_roofline, 1),
+    ...(hasDiff ? [typeof r.max_abs_diff === 'number' ? r.max_abs_diff.toExponential(1) : ''] : []),
     ...sps.map((sp) => (sp.has(r) ? `${fmt(sp.get(r)!, 1)}x` : '')),
   ]);
   return { header, rows };
@@ -699,6 +716,7 @@ export interface PlotSpec {
 function seriesLabel(r: BenchResult, varying: Set<string>): string {
   const parts = [r.impl];
   if (r.mode !== undefined && varying.has('mode')) parts.push(String(r.mode));
+  if (r.subgroups === false && varying.has('subgroups')) parts.push('no subgroups');
   for (const k of ['D', 'H', 'dtype'] as const) if (varying.has(k)) parts.push(`${k}=${r[k]}`);
   return parts.join(' ');
 }
@@ -715,7 +733,7 @@ export async function plotSvg(results: readonly BenchResult[], spec: PlotSpec, r
   const vl = await import('vega-lite');
   const rs = results.filter((r) => (spec.filter ? spec.filter(r) : true) && Number(r[spec.x]) > 0 && Number(r[spec.y]) > 0);
   const varying = new Set<string>();
-  for (const k of ['mode', 'D', 'H', 'dtype']) if (new Set(rs.map((r) => String(r[k]))).size > 1) varying.add(k);
+  for (const k of ['mode', 'subgroups', 'D', 'H', 'dtype']) if (new Set(rs.map((r) => String(r[k]))).size > 1) varying.add(k);
   const values = rs.map((r) => ({ x: Number(r[spec.x]), y: Number(r[spec.y]), series: seriesLabel(r, varying) }));
   const xs = [...new Set(values.map((v) => v.x))].sort((a, b) => a - b);
   const lines = {

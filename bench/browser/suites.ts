@@ -6,8 +6,8 @@
  * `benchTfjsTopK` (topk). Sizes come from URL parameters with small defaults (see docs/browser.md).
  */
 import type { TesseraDevice } from '../../src/gpu/device.js';
-import { describeRoofline, measureRoofline, type BenchResult, type Roofline } from '../harness.js';
-import { benchTesseraDense, benchTfjsDense } from '../suites/dense.js';
+import { describeRoofline, makeResult, measureRoofline, type BenchResult, type Roofline } from '../harness.js';
+import { benchTesseraDense, benchTfjsDense, denseInputs, denseWork, maxAbsDiff } from '../suites/dense.js';
 import { benchSparseMethod, SPARSE_METHODS, type SparseBenchConfig, type SparseBenchMethod } from '../suites/sparse.js';
 import { benchLinear, LINEAR_OPS } from '../suites/linear.js';
 import { benchTesseraTopK, benchTfjsTopK, parseTopKCases } from '../suites/topk.js';
@@ -43,6 +43,8 @@ export interface SuiteParams {
   H: number;
   dtype: FloatDType;
   tfjs: boolean;
+  /** `ort=1`: the dense suite also runs ONNX Runtime Web's WebGPU EP (GroupQueryAttention), checked against Tessera. */
+  ort: boolean;
   denseT: number[];
   sparseT: number[];
   sparseMethods: SparseBenchMethod[];
@@ -87,6 +89,7 @@ export function suiteParams(p: URLSearchParams): SuiteParams {
     H: int('H', 1),
     dtype,
     tfjs: p.get('tfjs') !== '0',
+    ort: p.get('ort') === '1',
     denseT: ints(get('denseT', T ?? '256,512')),
     sparseT: ints(get('sparseT', T ?? '1024')),
     sparseMethods: methods as SparseBenchMethod[],
@@ -156,8 +159,25 @@ export async function runSuites(dev: TesseraDevice, p: SuiteParams, out: PageSui
     };
     try {
       if (name === 'dense') {
-        s.expected = ['tessera', ...(p.tfjs ? ['tfjs'] : [])];
-        for (const T of p.denseT) add(await benchTesseraDense(dev, roofline, { T, D, H, dtype, causal: true, warmup: 1, runs }));
+        s.expected = ['tessera', ...(p.tfjs ? ['tfjs'] : []), ...(p.ort ? ['ort'] : [])];
+        const outs = new Map<number, Float32Array>();
+        for (const T of p.denseT) add(await benchTesseraDense(dev, roofline, { T, D, H, dtype, causal: true, warmup: 1, runs }, {}, p.ort ? (o) => outs.set(T, o) : undefined));
+        if (p.ort) {
+          for (const T of p.denseT) {
+            try {
+              const { timeOrtWebAttention } = await import('../baseline/ort-web.js');
+              const x = denseInputs({ T, H, D });
+              const { output, timing } = await timeOrtWebAttention({ T, D, H, q: Float32Array.from(x.q), k: Float32Array.from(x.k), v: Float32Array.from(x.v), warmup: 1, runs });
+              const r = makeResult(roofline, { suite: 'dense', impl: 'ort', T, D, H, dtype, ...denseWork({ T, D, H, dtype }), causal: true, runtime: 'onnxruntime-web webgpu' }, timing);
+              r.max_abs_diff = maxAbsDiff(outs.get(T)!, output);
+              add(r);
+            } catch (e) {
+              s.skipped.push(`ort T=${T}: ${firstLine(e)}`);
+              hooks.log(`dense: ort skipped (${firstLine(e)})`);
+              break;
+            }
+          }
+        }
         if (p.tfjs) {
           for (const T of p.denseT) {
             try {
@@ -211,6 +231,7 @@ export async function runSuites(dev: TesseraDevice, p: SuiteParams, out: PageSui
     }
     // tfjs could not load: it is not expected of this suite (and the page says so)
     if (s.skipped.length && !s.results.some((r) => r.impl === 'tfjs')) s.expected = s.expected.filter((x) => x !== 'tfjs');
+    if (s.skipped.length && !s.results.some((r) => r.impl === 'ort')) s.expected = s.expected.filter((x) => x !== 'ort');
     s.wall_s = Math.round((performance.now() - t0) / 100) / 10;
     hooks.onSuite(s, roofline);
   }

@@ -17,7 +17,7 @@ import { TesseraError } from '../../src/errors.js';
 import type { TesseraDevice } from '../../src/gpu/device.js';
 import { planAttention } from '../../kernels/dense/index.js';
 import { compileTimeMs } from '../../src/gpu/pipeline.js';
-import { byteSize, encode, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import { byteSize, decode, encode, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { Rng } from '../../src/testing.js';
 import { intList } from '../../src/cli/common.js';
 import {
@@ -41,6 +41,13 @@ export function denseWork(c: { T: number; D: number; H: number; dtype: FloatDTyp
   return { flops, bytes };
 }
 
+/** The inputs `benchTesseraDense` uses for a configuration (`[T, H, D]` each, seeded by T), for baselines to run on the same data. */
+export function denseInputs(c: { T: number; H: number; D: number }): { q: Float64Array; k: Float64Array; v: Float64Array } {
+  const rng = new Rng(1234 + c.T);
+  const n = c.T * c.H * c.D;
+  return { q: rng.normals(n), k: rng.normals(n), v: rng.normals(n) };
+}
+
 export interface DenseConfig {
   T: number;
   D: number;
@@ -62,12 +69,19 @@ export interface DenseConfig {
  * const r = await benchTesseraDense(dev, roofline, { T: 1024, D: 64, H: 1, dtype: 'f32', causal: true, warmup: 1, runs: 5 });
  * const ref = await benchTesseraDense(dev, roofline, cfg, { impl: 'dense', suite: 'moba' });
  */
-export async function benchTesseraDense(dev: TesseraDevice, roofline: Roofline, c: DenseConfig, label: string | { impl?: string; suite?: string } = {}): Promise<BenchResult> {
+export async function benchTesseraDense(
+  dev: TesseraDevice,
+  roofline: Roofline,
+  c: DenseConfig,
+  label: string | { impl?: string; suite?: string } = {},
+  /** Called with the output `o` ([T, H, D], decoded) after timing, to check baselines against it. */
+  onOutput?: (o: Float32Array) => void,
+): Promise<BenchResult> {
   const impl = typeof label === 'string' ? label : (label.impl ?? 'tessera');
   const suite = typeof label === 'string' ? 'dense' : (label.suite ?? 'dense');
-  const rng = new Rng(1234 + c.T);
   const shape = [c.T, c.H, c.D];
   const n = c.T * c.H * c.D;
+  const inputs = denseInputs(c);
   const bufs: GPUBuffer[] = [];
   const tensor = (values: ArrayLike<number> | null, shp: number[], dtype: FloatDType | 'f32'): GpuTensor => {
     const size = byteSize(shp, dtype);
@@ -76,9 +90,9 @@ export async function benchTesseraDense(dev: TesseraDevice, roofline: Roofline, 
     return { buffer, shape: shp, dtype };
   };
   const t = {
-    q: tensor(rng.normals(n), shape, c.dtype),
-    k: tensor(rng.normals(n), shape, c.dtype),
-    v: tensor(rng.normals(n), shape, c.dtype),
+    q: tensor(inputs.q, shape, c.dtype),
+    k: tensor(inputs.k, shape, c.dtype),
+    v: tensor(inputs.v, shape, c.dtype),
     o: tensor(null, shape, c.dtype),
     lse: tensor(null, [c.T, c.H], 'f32'),
   };
@@ -94,6 +108,7 @@ export async function benchTesseraDense(dev: TesseraDevice, roofline: Roofline, 
       plan.run(enc, t);
       enc.finish();
     }, { maxTime: 0.2 });
+    if (onOutput) onOutput(Float32Array.from(decode(new Uint32Array(await dev.readback(t.o.buffer)), c.dtype, n)));
     const work = denseWork(c);
     return makeResult(
       roofline,
@@ -116,71 +131,145 @@ export async function benchTfjsDense(roofline: Roofline, c: DenseConfig & { base
 
 const round = (x: number) => Math.round(x * 100) / 100;
 
+/** Largest |a - b| over two equal-length arrays (NaN anywhere gives NaN). */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new TesseraError('E_SHAPE', 'maxAbsDiff: lengths differ', { argument: 'b', actual: b.length, expected: `length ${a.length}` });
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    if (!(d <= m)) m = d; // NaN propagates
+  }
+  return m;
+}
+
+/** `[H, T, D]` (TensorFlow.js's layout here) to `[T, H, D]` (Tessera's and ONNX Runtime's). */
+function htdToThd(x: Float32Array, T: number, H: number, D: number): Float32Array {
+  if (H === 1) return x;
+  const out = new Float32Array(x.length);
+  for (let h = 0; h < H; h++) for (let t = 0; t < T; t++) out.set(x.subarray((h * T + t) * D, (h * T + t + 1) * D), (t * H + h) * D);
+  return out;
+}
+
+/** Parses `--baseline`: `tfjs`, `ort`, `tfjs,ort` or `none`. */
+export function parseBaselines(s: string): ('tfjs' | 'ort')[] {
+  const names = s.split(',').map((x) => x.trim()).filter(Boolean);
+  if (names.length === 1 && names[0] === 'none') return [];
+  for (const n of names) if (n !== 'tfjs' && n !== 'ort') throw new TesseraError('E_ARG', 'unknown --baseline', { argument: '--baseline', actual: s, expected: 'tfjs, ort, tfjs,ort or none' });
+  return [...new Set(names)] as ('tfjs' | 'ort')[];
+}
+
 /** The CLI entry of the suite (registered in bench/cli.ts). */
 export async function runDenseSuite(argv: string[]): Promise<void> {
   const collect = (v: string, prev: string[] = []) => [...prev, v];
   const cmd = new Command('dense')
-    .description('causal dense attention: Tessera vs TensorFlow.js WebGPU, with the roofline')
+    .description('causal dense attention: Tessera vs TensorFlow.js WebGPU and ONNX Runtime WebGPU, with the roofline')
     .option('--T <list>', 'sequence lengths', '512,1024,2048')
     .option('--D <n>', 'head dim', '64')
     .option('--H <n>', 'heads (query = kv heads)', '1')
     .option('--dtype <dtype>', 'storage dtype of q, k, v, o (f32 | f16)', 'f32')
     .option('--no-causal', 'full (non-causal) attention')
-    .option('--baseline <name>', 'tfjs | none', 'tfjs')
+    .option('--baseline <list>', 'tfjs | ort | tfjs,ort | none (ort: onnxruntime-node WebGPU EP, GroupQueryAttention; causal f32 only)', 'tfjs')
     .option('--runs <n>', 'timed runs of Tessera (after 1 warm-up)', '5')
-    .option('--baseline-runs <n>', 'timed runs of the baseline (after 1 warm-up; it takes seconds at T=2048)', '3')
+    .option('--baseline-runs <n>', 'timed runs of each baseline (after 1 warm-up; it takes seconds at T=2048)', '3')
     .option('--variant <v>', 'dense kernel variant: auto (default: per adapter class) | cpu | gpu; non-auto rows are labelled tessera-<v>', 'auto')
+    .option('--subgroups <mode>', "on (default: use the adapter's subgroups) | off (a device without them) | both", 'on')
     .option('--robustness <mode>', 'on (default) | off | both: Dawn robustness; off is labelled tessera-norobust', 'on')
     .option('--adapter <name>', 'auto | swiftshader | llvmpipe')
     .option('--dawn-flag <flag>', 'extra Dawn flag (repeatable)', collect)
     .option('--json <file>', 'also write the JSON report here')
-    .option('--no-write', 'do not write bench/results/<adapter>/dense.*');
+    .option('--save', 'write bench/results/<adapter>/dense.{json,md,svg} (or $TESSERA_BENCH_DIR/<adapter>/); without it only --json is written')
+    .option('--no-write', 'never write bench/results (the default unless --save or $TESSERA_BENCH_DIR)');
   cmd.parse(argv, { from: 'user' });
-  const o = cmd.opts<{ T: string; D: string; H: string; dtype: string; causal: boolean; baseline: string; runs: string; baselineRuns: string; robustness: string; variant: string; adapter?: string; dawnFlag?: string[]; json?: string; write: boolean }>();
+  const o = cmd.opts<{ T: string; D: string; H: string; dtype: string; causal: boolean; baseline: string; runs: string; baselineRuns: string; robustness: string; subgroups: string; variant: string; adapter?: string; dawnFlag?: string[]; json?: string; save?: boolean; write: boolean }>();
   const Ts = intList(o.T);
   const D = intList(o.D)[0]!;
   const H = intList(o.H)[0]!;
   const runs = intList(o.runs)[0]!;
   const baselineRuns = intList(o.baselineRuns)[0]!;
   if (o.dtype !== 'f32' && o.dtype !== 'f16' && o.dtype !== 'bf16') throw new TesseraError('E_ARG', 'unknown --dtype', { argument: '--dtype', actual: o.dtype, expected: 'f32, f16 or bf16' });
-  if (!['tfjs', 'none'].includes(o.baseline)) throw new TesseraError('E_ARG', 'unknown --baseline', { argument: '--baseline', actual: o.baseline, expected: 'tfjs or none' });
+  const baselines = parseBaselines(o.baseline);
   if (!['on', 'off', 'both'].includes(o.robustness)) throw new TesseraError('E_ARG', 'unknown --robustness', { argument: '--robustness', actual: o.robustness, expected: 'on, off or both' });
+  if (!['on', 'off', 'both'].includes(o.subgroups)) throw new TesseraError('E_ARG', 'unknown --subgroups', { argument: '--subgroups', actual: o.subgroups, expected: 'on, off or both' });
   if (!['auto', 'cpu', 'gpu'].includes(o.variant)) throw new TesseraError('E_ARG', 'unknown --variant', { argument: '--variant', actual: o.variant, expected: 'auto, cpu or gpu' });
   const variant = o.variant as 'auto' | 'cpu' | 'gpu';
   const dtype = o.dtype as FloatDType;
-  const modes: boolean[] = o.robustness === 'both' ? [true, false] : [o.robustness !== 'off'];
+  if (baselines.length && dtype !== 'f32') throw new TesseraError('E_UNSUPPORTED', 'the baselines run in f32 only', { argument: '--dtype', actual: dtype, expected: 'f32 with --baseline, or --baseline none' });
+  if (baselines.includes('ort') && !o.causal) throw new TesseraError('E_UNSUPPORTED', "ONNX Runtime's GroupQueryAttention is causal only", { argument: '--no-causal', actual: 'non-causal', expected: 'causal with --baseline ort' });
+  const robustModes: boolean[] = o.robustness === 'both' ? [true, false] : [o.robustness !== 'off'];
+  const sgModes: boolean[] = o.subgroups === 'both' ? [true, false] : [o.subgroups !== 'off'];
 
+  // One device per (robustness, subgroups) pair, all open at once so that every T times Tessera,
+  // TensorFlow.js and ONNX Runtime back to back (interleaved: load changes hit all of them alike).
+  interface Dev { dev: TesseraDevice; robust: boolean; subgroups: boolean; roof: Roofline; impl: string }
+  const devs: Dev[] = [];
   const results: BenchResult[] = [];
   let roofline: Roofline | undefined;
   let adapter = 'unknown';
   const extra: Record<string, unknown> = {};
-  for (const robust of modes) {
-    const dev = await benchDevice({ adapter: o.adapter, dawnFlags: o.dawnFlag, robustness: robust });
-    try {
-      adapter = dev.adapterName;
-      const tag = robust ? '' : ' (robustness off)';
-      console.log(`adapter: ${adapter} (${dev.adapterClass}), ${dev.adapter.description}; timing: ${dev.features.timestampQuery ? 'GPU timestamp queries' : 'wall clock around onSubmittedWorkDone (no timestamp-query)'}${tag}`);
-      const roof = await measureRoofline(dev, { log: (l) => console.log(`  ${l}`) });
-      console.log(`roofline${tag}: ${describeRoofline(roof)}`);
-      if (robust || !roofline) roofline = roof;
-      if (!robust) extra.roofline_norobust = roof;
-      for (const T of Ts) {
+  try {
+    for (const robust of robustModes) {
+      let roof: Roofline | undefined;
+      for (const sg of sgModes) {
+        const dev = await benchDevice({ adapter: o.adapter, dawnFlags: o.dawnFlag, robustness: robust, withoutFeatures: sg ? [] : ['subgroups'] });
+        const subgroups = dev.features.subgroups;
+        if (devs.some((d) => d.robust === robust && d.subgroups === subgroups)) {
+          console.log(`note: ${adapter} has no subgroups: one set of rows without them`);
+          dev.destroy();
+          continue;
+        }
+        adapter = dev.adapterName;
+        const tag = [robust ? '' : 'robustness off', subgroups ? '' : 'no subgroups'].filter(Boolean).join(', ');
+        console.log(`adapter: ${adapter} (${dev.adapterClass}), ${dev.adapter.description}; subgroups ${subgroups ? 'on' : 'off'}; timing: ${dev.features.timestampQuery ? 'GPU timestamp queries' : 'wall clock around onSubmittedWorkDone (no timestamp-query)'}${tag ? ` (${tag})` : ''}`);
+        if (!roof) {
+          roof = await measureRoofline(dev, { log: (l) => console.log(`  ${l}`) });
+          console.log(`roofline${robust ? '' : ' (robustness off)'}: ${describeRoofline(roof)}`);
+          if (robust || !roofline) roofline = roof;
+          if (!robust) extra.roofline_norobust = roof;
+        }
         const impl = ['tessera', variant === 'auto' ? '' : variant, robust ? '' : 'norobust'].filter(Boolean).join('-');
-        const r = await benchTesseraDense(dev, roof, { T, D, H, dtype, causal: o.causal, warmup: 1, runs, variant }, impl);
-        if (!robust) r.robustness = false;
-        console.log(`  ${impl} T=${T}: ${r.median_ms.toFixed(2)} ms (plan ${r.plan_ms} ms, of which compile ${r.compile_ms} ms; encode ${r.encode_us} us)`);
+        devs.push({ dev, robust, subgroups, roof, impl });
+      }
+    }
+    const adapterSubgroups = devs.some((d) => d.subgroups);
+    for (const T of Ts) {
+      let ref: Float32Array | undefined;
+      for (const d of devs) {
+        const r = await benchTesseraDense(d.dev, d.roof, { T, D, H, dtype, causal: o.causal, warmup: 1, runs, variant }, d.impl, ref ? undefined : (out) => (ref = out));
+        if (!d.robust) r.robustness = false;
+        r.subgroups = d.subgroups;
+        console.log(`  ${d.impl}${d.subgroups ? '' : ' (no subgroups)'} T=${T}: ${r.median_ms.toFixed(2)} ms (plan ${r.plan_ms} ms, of which compile ${r.compile_ms} ms; encode ${r.encode_us} us)`);
         results.push(r);
       }
-    } finally {
-      dev.destroy();
+      if (!baselines.length) continue;
+      const inputs = denseInputs({ T, H, D });
+      const q = Float32Array.from(inputs.q);
+      const k = Float32Array.from(inputs.k);
+      const v = Float32Array.from(inputs.v);
+      if (baselines.includes('tfjs')) {
+        const { tfjsAttention } = await import('../baseline/tfjs.js');
+        const thd = (x: Float32Array) => (H === 1 ? x : htdToThd(x, H, T, D)); // [T,H,D] -> [H,T,D] is the same shuffle with T and H swapped
+        const out = htdToThd(await tfjsAttention(thd(q), thd(k), thd(v), { T, D, H, causal: o.causal }), T, H, D);
+        const r = await benchTfjsDense(roofline!, { T, D, H, dtype, causal: o.causal, warmup: 1, runs, baselineRuns });
+        const diff = maxAbsDiff(ref!, out);
+        r.max_abs_diff = diff;
+        console.log(`  tfjs T=${T}: ${r.median_ms.toFixed(1)} ms (wall clock, ${r.runs} runs), max |tfjs - tessera| ${diff.toExponential(2)}`);
+        results.push(r);
+      }
+      if (baselines.includes('ort')) {
+        const { timeOrtAttention } = await import('../baseline/ort.js');
+        const { output, timing } = await timeOrtAttention({ T, D, H, q, k, v, warmup: 1, runs: baselineRuns });
+        const r = makeResult(roofline!, { suite: 'dense', impl: 'ort', T, D, H, dtype, ...denseWork({ T, D, H, dtype, causal: true }), causal: true, subgroups: adapterSubgroups, runtime: 'onnxruntime-node webgpu' }, timing);
+        const diff = maxAbsDiff(ref!, output);
+        r.max_abs_diff = diff;
+        console.log(`  ort T=${T}: ${r.median_ms.toFixed(1)} ms (wall clock, ${r.runs} runs), max |ort - tessera| ${diff.toExponential(2)}`);
+        results.push(r);
+      }
     }
+  } finally {
+    for (const d of devs) d.dev.destroy();
   }
-  if (o.baseline === 'tfjs') {
-    for (const T of Ts) {
-      const r = await benchTfjsDense(roofline!, { T, D, H, dtype, causal: o.causal, warmup: 1, runs, baselineRuns });
-      console.log(`  tfjs T=${T}: ${r.median_ms.toFixed(1)} ms (wall clock, ${r.runs} runs)`);
-      results.push(r);
-    }
+  if (baselines.includes('ort')) {
+    extra.ort = 'onnxruntime-node WebGPU EP, one com.microsoft.GroupQueryAttention node (built in code), wall clock around session.run with CPU tensors; it uses the adapter\'s subgroups whenever it has them (no option to turn them off)';
   }
   extra.compile_ms_total = round(compileTimeMs());
   const work = `flops = H*2*2*D*T(T+1)/2 (${o.causal ? 'causal' : 'non-causal: H*4*D*T^2'}); bytes = q,k,v read + o written (${dtype}) + lse written (f32)`;
@@ -193,11 +282,13 @@ export async function runDenseSuite(argv: string[]): Promise<void> {
     console.log(`note: this process got as little as ${Math.round(Math.min(...shares) * 100)}% of the CPUs during some timed runs (cpu_share in the JSON): other processes were busy, so those times are slower than the adapter can do.`);
   }
   const report = { adapter, roofline: roofline!, results, ...extra };
-  if (o.write) {
+  if (o.write && (o.save || process.env.TESSERA_BENCH_DIR)) {
     const files = await writeResults(undefined, 'dense', report, { json: o.json });
     console.log(`wrote ${files.join(', ')}`);
   } else if (o.json) {
-    const { writeFileSync } = await import('node:fs');
+    const { mkdirSync, writeFileSync } = await import('node:fs');
+    const { dirname, resolve } = await import('node:path');
+    mkdirSync(dirname(resolve(o.json)), { recursive: true });
     writeFileSync(o.json, JSON.stringify(report, null, 2) + '\n');
     console.log(`wrote ${o.json}`);
   }

@@ -53,10 +53,12 @@ export const SUITE_QUERY: Record<string, string> = {
   topk: '1x4096x64',
   roofCopyMiB: '4',
   roofMatmul: '256',
+  // ONNX Runtime Web (WebGPU EP) in the dense suite; TESSERA_BROWSER_ORT=0 leaves it out
+  ort: process.env.TESSERA_BROWSER_ORT ?? '1',
 };
 const suitesAsked = SUITE_QUERY.suites!.split(',').filter((s) => s && s !== 'none');
 
-const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.json': 'application/json', '.css': 'text/css' };
+const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.json': 'application/json', '.css': 'text/css', '.wasm': 'application/wasm' };
 
 function serve(root: string, golden: string): Promise<http.Server> {
   const server = http.createServer((req, res) => {
@@ -153,7 +155,7 @@ describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
     expect(roofline!.matmul_gflops).toBeGreaterThan(0);
     expect(suites.map((s) => s.suite)).toEqual(suitesAsked);
     const want: Record<string, string[]> = {
-      dense: ['tessera', 'tfjs'],
+      dense: ['tessera', 'tfjs', ...(SUITE_QUERY.ort === '1' ? ['ort'] : [])],
       sparse: ['dense', ...SPARSE_METHODS],
       linear: Object.keys(LINEAR_OPS).flatMap((op) => [`${op}/chunk`, `${op}/recurrent`]),
       topk: ['tessera', 'tfjs'],
@@ -161,8 +163,13 @@ describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
     const Ts: Record<string, number[]> = { dense: [64, 128], sparse: [256], linear: [128], topk: [4096] };
     for (const s of suites) {
       expect(s.error, `${s.suite}: ${s.error}`).toBeUndefined();
-      // tfjs may be skipped only if it failed to load, and then the page says so
-      const expected = want[s.suite]!.filter((x) => x !== 'tfjs' || !s.skipped.some((k) => k.startsWith('tfjs')));
+      // tfjs (and ort) may be skipped only if it failed to load, and then the page says so
+      const expected = want[s.suite]!.filter((x) => (x !== 'tfjs' && x !== 'ort') || !s.skipped.some((k) => k.startsWith(x)));
+      if (s.suite === 'dense' && SUITE_QUERY.ort === '1') {
+        // ort ran on the same inputs and was compared with Tessera's output
+        for (const r of s.results.filter((x) => x.impl === 'ort')) expect(typeof r.max_abs_diff, 'ort max_abs_diff').toBe('number');
+        console.log(`dense: ort ${s.results.filter((x) => x.impl === 'ort').map((r) => `T=${r.T} ${r.median_ms.toFixed(1)} ms max_abs_diff ${Number(r.max_abs_diff).toExponential(2)}`).join('; ') || `skipped: ${s.skipped.join('; ')}`}`);
+      }
       expect(s.expected, s.suite).toEqual(expected);
       const key = (r: (typeof s.results)[number]) => (s.suite === 'sparse' ? (r.impl === 'dense' ? 'dense' : r.suite) : s.suite === 'linear' ? `${r.suite}/${r.mode}` : r.impl);
       // every expected impl/method at every T, once

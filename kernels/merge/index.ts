@@ -1,1 +1,1 @@
-export { planMerge, merge, MergePlan, MERGE_PARAMS, type MergeOptions, type MergeTensors } from './merge.js';
+export { planMerge, merge, MergePlan, MERGE_PARAMS, createMergeState, mergeStateBytes, type MergeOptions, type MergeTensors, type MergeState } from './merge.js';

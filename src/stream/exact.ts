@@ -2,14 +2,15 @@
  * Streaming exact attention: a query (decode) or a block of queries (a prefill chunk) against a
  * sequence of any length in a {@link KvCache}. Pages flow host -> GPU tile by tile through the
  * cache's working set; each tile yields `(o, lse)` partials (kernels/paged, one part per group of
- * pages: decode split-K) that merge exactly into a running accumulator (kernels/merge). The host
+ * pages: decode split-K) that merge exactly into a running state (kernels/merge: compensated sums
+ * carried in two f32 between tiles, so the error does not grow with the number of tiles). The host
  * uploads tile i+1 while the GPU attends tile i (tile i is submitted before tile i+1 is written).
  */
 import { check, checkInt, fail } from '../errors.js';
 import type { TesseraDevice } from '../gpu/device.js';
 import { checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
-import { planMerge, type MergePlan } from '../../kernels/merge/merge.js';
+import { createMergeState, planMerge, type MergePlan, type MergeState } from '../../kernels/merge/merge.js';
 import { ALL_HEADS, PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '../../kernels/paged/paged.js';
 
 export interface StreamAttentionOptions {
@@ -59,15 +60,17 @@ export class StreamAttentionPlan {
   readonly ctx: TesseraDevice;
   readonly options: Required<StreamAttentionOptions>;
   readonly rows: number;
-  /** Parts per tile (not counting the accumulator). */
+  /** Parts per tile. */
   readonly parts: number;
   readonly pagesPerPart: number;
   private readonly paged: PagedPlan;
   private readonly merger: MergePlan;
   private readonly oParts: GPUBuffer;
   private readonly lseParts: GPUBuffer;
-  private readonly oTmp: GPUBuffer;
-  private readonly lseTmp: GPUBuffer;
+  /** Running merge states, used in turn tile by tile. */
+  private readonly states: MergeState[];
+  private readonly lseScratch: GPUBuffer;
+  private readonly emptyState: Float32Array<ArrayBuffer>;
   private readonly list: GPUBuffer;
   private disposed = false;
 
@@ -83,10 +86,11 @@ export class StreamAttentionPlan {
     const ctx = this.ctx;
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
     const Dv = cache.Dv;
-    this.oParts = ctx.createBuffer({ size: (parts + 1) * this.rows * Dv * 4, usage, label: 'tessera.stream.oParts' });
-    this.lseParts = ctx.createBuffer({ size: (parts + 1) * this.rows * 4, usage, label: 'tessera.stream.lseParts' });
-    this.oTmp = ctx.createBuffer({ size: this.rows * Dv * 4, usage, label: 'tessera.stream.o' });
-    this.lseTmp = ctx.createBuffer({ size: this.rows * 4, usage, label: 'tessera.stream.lse' });
+    this.oParts = ctx.createBuffer({ size: parts * this.rows * Dv * 4, usage, label: 'tessera.stream.oParts' });
+    this.lseParts = ctx.createBuffer({ size: parts * this.rows * 4, usage, label: 'tessera.stream.lseParts' });
+    this.states = [0, 1].map((i) => createMergeState(ctx, this.rows, Dv, `tessera.stream.state${i}`));
+    this.lseScratch = ctx.createBuffer({ size: this.rows * 4, usage, label: 'tessera.stream.lse' });
+    this.emptyState = new Float32Array(this.rows * 4).map((_, i) => (i % 4 === 0 ? -Infinity : 0));
     this.list = ctx.createBuffer({ size: o.tilePages * PAGED_ENTRY_WORDS * 4, usage, label: 'tessera.stream.list' });
   }
 
@@ -124,7 +128,7 @@ export class StreamAttentionPlan {
       o.tilePages = Math.min(tilePages, maxParts * paged.maxEntriesPerPart);
       const ePer = Math.max(1, Math.ceil(o.tilePages / maxParts));
       const parts = Math.ceil(o.tilePages / ePer) + groups;
-      const merger = await planMerge(cache.ctx, { parts: parts + 1, rows, D: cache.Dv, outDtype: 'f32' });
+      const merger = await planMerge(cache.ctx, { parts, rows, D: cache.Dv, outDtype: 'f32' });
       return new StreamAttentionPlan(cache, o, paged, merger, parts, ePer);
     } catch (e) {
       paged.dispose();
@@ -155,14 +159,11 @@ export class StreamAttentionPlan {
     const up0 = cache.pagesUploaded;
     const bu0 = cache.bytesUploaded;
     const queue = ctx.device.queue;
-    // Part 0 = the running accumulator: empty to start with.
-    queue.writeBuffer(this.lseParts, 0, new Float32Array(rows).fill(-Infinity));
-    queue.writeBuffer(this.oParts, 0, new Float32Array(rows * Dv));
     const tp = this.options.tilePages;
     const pending: Promise<unknown>[] = [];
     const qT = { buffer: q.buffer, offset: q.offset, shape: q.shape, dtype: 'f32' as const };
-    const oPartsT = { buffer: this.oParts, shape: [this.parts + 1, rows, Dv], dtype: 'f32' as const };
-    const lsePartsT = { buffer: this.lseParts, shape: [this.parts + 1, rows], dtype: 'f32' as const };
+    const oPartsT = { buffer: this.oParts, shape: [this.parts, rows, Dv], dtype: 'f32' as const };
+    const lsePartsT = { buffer: this.lseParts, shape: [this.parts, rows], dtype: 'f32' as const };
     const listWords = new Uint32Array(tp * PAGED_ENTRY_WORDS);
     let tiles = 0;
     await ctx.scoped('streamAttention', async () => {
@@ -180,7 +181,7 @@ export class StreamAttentionPlan {
         }
         const enc = ctx.device.createCommandEncoder({ label: 'tessera.stream.tile' });
         let e = 0;
-        let partBase = 1;
+        let partBase = 0;
         const groups = [...byBuf.entries()];
         groups.forEach(([bi, idx], gi) => {
           const listBase = e;
@@ -193,20 +194,13 @@ export class StreamAttentionPlan {
             e++;
           }
           const need = Math.ceil(idx.length / this.pagesPerPart);
-          const partCount = gi === groups.length - 1 ? this.parts + 1 - partBase : need;
+          const partCount = gi === groups.length - 1 ? this.parts - partBase : need;
           const call: PagedCall = { qPos0, listBase, nEntries: idx.length, ePer: this.pagesPerPart, partBase, partCount };
           this.paged.run(enc, { q: qT, pages: cache.pool.buffers[bi]!, list: this.list, oParts: oPartsT, lseParts: lsePartsT, calls: [call] });
           partBase += need;
         });
         queue.writeBuffer(this.list, 0, listWords, 0, e * PAGED_ENTRY_WORDS);
-        this.merger.run(enc, {
-          oParts: oPartsT,
-          lseParts: { buffer: this.lseParts, shape: [this.parts + 1, rows], dtype: 'f32' },
-          o: { buffer: this.oTmp, shape: [rows, Dv], dtype: 'f32' },
-          lse: { buffer: this.lseTmp, shape: [rows], dtype: 'f32' },
-        });
-        enc.copyBufferToBuffer(this.oTmp, 0, this.oParts, 0, rows * Dv * 4);
-        enc.copyBufferToBuffer(this.lseTmp, 0, this.lseParts, 0, rows * 4);
+        this.merger.run(enc, { oParts: oPartsT, lseParts: lsePartsT, stateIn: tiles > 0 ? this.states[(tiles - 1) % 2] : undefined, stateOut: this.states[tiles % 2] });
         queue.submit([enc.finish()]);
         tiles++;
         pending.push(ctx.raceLost(queue.onSubmittedWorkDone()));
@@ -214,8 +208,14 @@ export class StreamAttentionPlan {
         ro.onProgress?.(Math.min(len, b * P), Math.min(len, nPages * P));
       }
       const enc = ctx.device.createCommandEncoder({ label: 'tessera.stream.out' });
-      enc.copyBufferToBuffer(this.oParts, 0, out.o.buffer, out.o.offset ?? 0, rows * Dv * 4);
-      if (out.lse) enc.copyBufferToBuffer(this.lseParts, 0, out.lse.buffer, out.lse.offset ?? 0, rows * 4);
+      // No page (an empty sequence): finish from an empty state (o = 0, lse = -inf).
+      if (tiles === 0) queue.writeBuffer(this.states[1]!.s.buffer, 0, this.emptyState);
+      const lse = out.lse ?? { buffer: this.lseScratch, shape: [Tq, Hq], dtype: 'f32' as const };
+      this.merger.finish(enc, {
+        state: this.states[(tiles + 1) % 2]!,
+        o: { buffer: out.o.buffer, offset: out.o.offset, shape: [rows, Dv], dtype: 'f32' },
+        lse: { buffer: lse.buffer, offset: lse.offset, shape: [rows], dtype: 'f32' },
+      });
       queue.submit([enc.finish()]);
       await Promise.all(pending);
       await ctx.raceLost(queue.onSubmittedWorkDone());
@@ -235,7 +235,7 @@ export class StreamAttentionPlan {
     this.disposed = true;
     this.paged.dispose();
     this.merger.dispose();
-    for (const b of [this.oParts, this.lseParts, this.oTmp, this.lseTmp, this.list]) this.ctx.destroyBuffer(b);
+    for (const b of [this.oParts, this.lseParts, this.lseScratch, this.list, ...this.states.flatMap((x) => [x.o.buffer, x.s.buffer])]) this.ctx.destroyBuffer(b);
   }
 }
 

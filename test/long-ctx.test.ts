@@ -97,3 +97,92 @@ describe('decodeReference64', () => {
     }
   });
 });
+
+describe('two-level summaries (Quest)', () => {
+  /** Keys whose pages differ in scale (so page bounds differ), a few hot keys along q, 1250 pages. */
+  function data(T: number, Hkv: number, D: number, Hq: number, seed: number) {
+    const rng = new Rng(seed);
+    const k = rng.normals(T * Hkv * D);
+    const v = rng.normals(T * Hkv * D);
+    const q = rng.normals(Hq * D);
+    for (let t = 0; t < T; t += 16) {
+      const sc = 0.1 + 2 * Math.sin(t * 0.0037 + seed) ** 4; // mostly small, a few loud stretches
+      for (let i = t * Hkv * D; i < Math.min(T, t + 16) * Hkv * D; i++) k[i] *= sc;
+    }
+    for (const t of [777, 5001, 12345, 18000]) for (let h = 0; h < Hkv; h++) for (let d = 0; d < D; d++) k[(t * Hkv + h) * D + d] = 4 * q[h * (Hq / Hkv) * D + d]!;
+    return { k, v, q };
+  }
+
+  async function both(opts: { levels?: { exactSelection?: boolean; superBudget?: number } }) {
+    const T = 20_000;
+    const [Hkv, D, Hq] = [2, 32, 4];
+    const { k, v, q } = data(T, Hkv, D, Hq, 3);
+    const one = createKvCache(gpu.dev, { Hkv, D, pageSize: 16, dtype: 'f16', gpuBudgetBytes: 8 << 20 });
+    const two = createKvCache(gpu.dev, { Hkv, D, pageSize: 16, dtype: 'f16', gpuBudgetBytes: 8 << 20, summaryLevels: 2, superPages: 8, candidatePages: 256 });
+    const { planQuestDecode } = await import('../src/stream/quest.js');
+    try {
+      const out: { selected: Int32Array[]; o: Float64Array; stats: Awaited<ReturnType<Awaited<ReturnType<typeof planQuestDecode>>['run']>>; summaryBytes: number }[] = [];
+      for (const cache of [one, two]) {
+        const seq = cache.addSequence();
+        // Appended in uneven pieces, so super-pages are updated across appends.
+        for (let t = 0; t < T; ) {
+          const n = Math.min(T - t, 3001);
+          cache.append(seq, k.subarray(t * Hkv * D, (t + n) * Hkv * D), v.subarray(t * Hkv * D, (t + n) * Hkv * D));
+          t += n;
+        }
+        const plan = await planQuestDecode(cache, { Hq, budgetTokens: 16 * 24, levels: cache === two ? opts.levels : undefined });
+        const qb = gpu.tensor(q, [1, Hq, D]);
+        const o = gpu.nanTensor([1, Hq, D]);
+        const stats = await plan.run(seq, qb, { o });
+        out.push({ selected: stats.selected, o: await gpu.read(o), stats, summaryBytes: cache.summaryBytes });
+        plan.dispose();
+      }
+      return out;
+    } finally {
+      one.dispose();
+      two.dispose();
+    }
+  }
+
+  it('exactSelection: the same pages as single-level Quest, certified, without scoring every page; GPU summaries ~1/8', async () => {
+    const [a, b] = await both({ levels: { exactSelection: true } });
+    const lv = b!.stats.levels!;
+    expect(lv.levels).toBe(2);
+    expect(lv.certified).toBe(true);
+    expect(lv.supers).toBe(Math.ceil(1250 / 8));
+    expect(lv.pagesScored).toBeLessThan(1250);
+    for (let h = 0; h < 2; h++) expect([...b!.selected[h]!]).toEqual([...a!.selected[h]!]);
+    for (const t of [777, 5001, 12345, 18000]) expect(b!.selected[0]).toContain(Math.floor(t / 16));
+    expect(compare(b!.o, a!.o).maxAbs).toBe(0);
+    // Level 1: (minmax + mean) per page; level 2: minmax per super-page (with headroom) + 256 candidates.
+    expect(b!.summaryBytes).toBeLessThan(a!.summaryBytes / 2);
+    expect(b!.stats.summaryBytesRead).toBeLessThan(a!.stats.summaryBytesRead);
+  });
+
+  it('default (superBudget = k): recall against single-level Quest, the hot pages always in', async () => {
+    const [a, b] = await both({ levels: {} });
+    let hit = 0;
+    let total = 0;
+    for (let h = 0; h < 2; h++) {
+      const ref = new Set(a!.selected[h]!);
+      for (const p of b!.selected[h]!) if (ref.has(p)) hit++;
+      total += ref.size;
+    }
+    const recall = hit / total;
+    expect(recall).toBeGreaterThan(0.5);
+    for (const t of [777, 5001, 12345, 18000]) expect(b!.selected[0]).toContain(Math.floor(t / 16));
+    expect(b!.stats.levels!.rounds).toBe(1);
+    expect(b!.stats.levels!.supersVisited).toBeLessThanOrEqual(2 * 22); // Hkv * k
+  });
+
+  it('rejects mean mode on a two-level cache', async () => {
+    const cache = createKvCache(gpu.dev, { Hkv: 1, D: 8, summaryLevels: 2, gpuBudgetBytes: 1 << 20, pageSize: 16 });
+    const { planQuestDecode } = await import('../src/stream/quest.js');
+    try {
+      await expect(planQuestDecode(cache, { Hq: 1, mode: 'mean' })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'mode' });
+      expect(() => createKvCache(gpu.dev, { Hkv: 1, D: 8, summaryLevels: 3 as never })).toThrow(/summaryLevels/);
+    } finally {
+      cache.dispose();
+    }
+  });
+});

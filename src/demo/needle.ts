@@ -48,6 +48,15 @@ export interface NeedleResult {
   hostBytesPeakFraction: number;
   rssPeakBytes: number;
   adapter: string;
+  /** 1: every page summary on the GPU; 2: super-page summaries on the GPU, page summaries on the host. */
+  summaryLevels: number;
+  /** Largest GPU bytes the summaries held (super-pages + candidate buffer with two levels). */
+  summaryBytesGpuPeak: number;
+  /** Two levels: super-pages, those visited, pages scored, and whether the selection was certified equal to single-level Quest. */
+  summarySupers?: number;
+  summarySupersVisited?: number;
+  summaryPagesScored?: number;
+  summarySelectionCertified?: boolean;
   /**
    * `--check-float64`: the exact pass against float64 attention over the same stored K/V, for the
    * needle query (the planted head of each KV group: needle-dominated; the group's other heads:
@@ -109,6 +118,8 @@ export interface NeedleOptions {
   /** Keep the MoBA mean summaries too (default true). */
   mean?: boolean;
   quiet?: boolean;
+  /** Summary levels: 1, 2 or `auto` (default: 2 when single-level summaries would take over a quarter of the GPU budget). */
+  summaryLevels?: 1 | 2 | 'auto';
   /** Check the exact pass against float64 attention over the stored K/V (needs `exact`). */
   checkFloat64?: boolean;
 }
@@ -135,7 +146,9 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
   dev.resetPeak();
   // The cache gets the budget minus a reserve for the stream/quest workspaces (partials, scores, lists).
   const reserve = Math.min(32 * MiB, gpuBudget / 8);
-  const cache: KvCache = createKvCache(dev, { Hkv, D, pageSize: P, dtype, gpuBudgetBytes: gpuBudget - reserve, store: o.store, sinkPages: 1, recentPages: 1, meanSummaries: o.mean ?? true });
+  const perPageSummary = Hkv * D * 2 * ((o.mean ?? true) ? 3 : 2);
+  const levels = o.summaryLevels === 1 || o.summaryLevels === 2 ? o.summaryLevels : Math.ceil(N / P) * perPageSummary > gpuBudget / 4 ? 2 : 1;
+  const cache: KvCache = createKvCache(dev, { Hkv, D, pageSize: P, dtype, gpuBudgetBytes: gpuBudget - reserve, store: o.store, sinkPages: 1, recentPages: 1, meanSummaries: o.mean ?? true, summaryLevels: levels });
   let rssPeak = process.memoryUsage().rss;
   const sampleRss = () => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss));
   try {
@@ -335,6 +348,12 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
       hostBytesPeakFraction: stats.hostBytesPeak / stats.kvBytes,
       rssPeakBytes: rssPeak,
       adapter: dev.adapterName,
+      summaryLevels: levels,
+      summaryBytesGpuPeak: cache.tiers ? cache.tiers.bytesPeak : stats.summaryBytes,
+      summarySupers: sparse.levels?.supers,
+      summarySupersVisited: sparse.levels?.supersVisited,
+      summaryPagesScored: sparse.levels?.pagesScored,
+      summarySelectionCertified: sparse.levels?.certified,
       ...f64,
     };
     return r;
@@ -362,6 +381,7 @@ export async function needleCli(argv: string[]): Promise<void> {
     .option('--no-exact', 'skip the exact streaming pass')
     .option('--no-mean', 'keep only the min/max summaries (no MoBA means): less GPU memory')
     .option('--seed <n>', 'random seed', '1234')
+    .option('--summary-levels <n>', '1, 2 or auto (2 when page summaries would take over a quarter of the GPU budget)', 'auto')
     .option('--check-float64', 'check the exact pass against float64 attention over the stored K/V (needle and random queries)')
     .option('--json <file>', 'write the results as JSON')
     .option('--adapter <name>', 'auto | swiftshader | llvmpipe')
@@ -394,6 +414,7 @@ export async function needleCli(argv: string[]): Promise<void> {
       exact: a.exact,
       mean: a.mean,
       checkFloat64: a.checkFloat64 === true,
+      summaryLevels: a.summaryLevels === 'auto' ? 'auto' : (int(a.summaryLevels, 'summary-levels') as 1 | 2),
     });
     const lines = [
       `needle demo on ${r.adapter}: ${r.tokens.toLocaleString('en-US')} tokens, D=${r.headDim}, Hkv=${r.kvHeads}, Hq=${r.qHeads}, page ${r.pageSize}, ${r.dtype}, ${r.store} tier`,
@@ -401,6 +422,7 @@ export async function needleCli(argv: string[]): Promise<void> {
       `  KV bytes ${fmtBytes(r.kvBytesTotal)}; sparse read ${fmtBytes(r.kvBytesRead)} = ${(100 * r.kvBytesReadFraction).toFixed(3)}% (summaries ${fmtBytes(r.summaryBytesRead)})`,
       `  sparse ${r.sparseMs.toFixed(1)} ms (warm ${r.sparseWarmMs.toFixed(1)} ms); exact ${(r.exactMs / 1000).toFixed(2)} s over ${r.exactTiles} tiles; speedup ${r.speedup.toFixed(1)}x`,
       `  max |sparse - exact| = ${r.maxAbsDiffSparseVsExact.toExponential(2)}`,
+      `  summaries: ${r.summaryLevels} level(s), GPU peak ${fmtBytes(r.summaryBytesGpuPeak)}${r.summarySupers !== undefined ? `; ${r.summarySupersVisited} of ${r.summarySupers} super-pages visited, ${r.summaryPagesScored} pages scored, certified ${r.summarySelectionCertified}` : ''}`,
       `  GPU peak ${fmtBytes(r.gpuBytesPeak)} of ${fmtBytes(r.gpuBudgetBytes)} budget; host tier peak ${fmtBytes(r.hostBytesPeak)} (${r.hostBytesPeakFraction.toFixed(3)}x KV); RSS peak ${fmtBytes(r.rssPeakBytes)}; build ${(r.buildMs / 1000).toFixed(1)} s`,
     ];
     if (r.float64RelRmsMax !== undefined) lines.push(`  vs float64: rel RMS of o ${r.float64RelRmsMax.toExponential(2)}, |lse error| ${r.float64LseErrMax!.toExponential(2)} (needle share of the scaled query ${r.float64NeedleShare!.toFixed(4)}; needle heads ${r.float64RelRmsNeedle!.toExponential(2)} / ${r.float64LseErrNeedle!.toExponential(2)}, random ${r.float64RelRmsRandom!.toExponential(2)} / ${r.float64LseErrRandom!.toExponential(2)})`);

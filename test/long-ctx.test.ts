@@ -26,6 +26,10 @@ describe('needle demo (small)', () => {
       expect(r[k], k).toBeLessThanOrEqual(1e-5);
     }
     expect(r.float64RelRmsMax).toBe(Math.max(r.float64RelRmsNeedle!, r.float64RelRmsRandom!));
+    expect(r.overlapFraction).toBeGreaterThanOrEqual(0);
+    expect(r.overlapTiles).toBeGreaterThan(0);
+    expect(r.summaryLevels).toBe(1);
+    expect(r.summaryBytesGpuPeak).toBeGreaterThan(0);
   });
 
   it('--check-float64 needs the exact pass', async () => {
@@ -181,6 +185,31 @@ describe('two-level summaries (Quest)', () => {
     try {
       await expect(planQuestDecode(cache, { Hq: 1, mode: 'mean' })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'mode' });
       expect(() => createKvCache(gpu.dev, { Hkv: 1, D: 8, summaryLevels: 3 as never })).toThrow(/summaryLevels/);
+    } finally {
+      cache.dispose();
+    }
+  });
+});
+
+describe('streaming overlap measurement', () => {
+  it('measureOverlap times the same tiles pipelined, transfer alone and compute alone; the pass stays exact', async () => {
+    const cache = createKvCache(gpu.dev, { Hkv: 1, D: 32, pageSize: 16, dtype: 'f16', gpuBudgetBytes: 1 << 20, tilePages: 8 });
+    try {
+      const rng = new Rng(21);
+      const seq = cache.addSequence();
+      const T = 3000;
+      cache.append(seq, rng.normals(T * 32), rng.normals(T * 32));
+      const q = rng.normals(2 * 32);
+      const ref = decodeReference64(cache, seq, q, { Hq: 2 });
+      const got = await streamAttention(cache, seq, q, { Hq: 2, measureOverlap: 4 });
+      const ov = got.stats.overlap!;
+      expect(ov.tiles).toBe(4);
+      for (const k of ['transferMs', 'computeMs', 'overlappedMs'] as const) expect(ov[k]).toBeGreaterThan(0);
+      expect(ov.fraction).toBeGreaterThanOrEqual(0);
+      expect(ov.fraction).toBeLessThanOrEqual(1);
+      expect(got.stats.tiles).toBe(Math.ceil(Math.ceil(T / 16) / 8));
+      expect(compare(got.o, ref.o).relRms).toBeLessThanOrEqual(1e-5);
+      await expect(streamAttention(cache, seq, q, { Hq: 2, measureOverlap: -1 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'measureOverlap' });
     } finally {
       cache.dispose();
     }

@@ -48,6 +48,16 @@ export interface NeedleResult {
   hostBytesPeakFraction: number;
   rssPeakBytes: number;
   adapter: string;
+  /**
+   * The exact pass's overlap of transfer (read from the host/disk tier + upload) and compute,
+   * measured on its first tiles (up to 8) in the same run: pipelined vs each alone.
+   * overlapFraction = (transfer + compute - pipelined) / transfer.
+   */
+  overlapFraction?: number;
+  overlapTiles?: number;
+  overlapTransferMs?: number;
+  overlapComputeMs?: number;
+  overlapPipelinedMs?: number;
   /** 1: every page summary on the GPU; 2: super-page summaries on the GPU, page summaries on the host. */
   summaryLevels: number;
   /** Largest GPU bytes the summaries held (super-pages + candidate buffer with two levels). */
@@ -225,8 +235,18 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
     if (o.checkFloat64 && o.exact === false) throw new TesseraError('E_ARG', 'demo needle: --check-float64 needs the exact pass (drop --no-exact)', { argument: 'checkFloat64', actual: true });
     if (o.exact !== false) {
       const exact = await planStreamAttention(cache, { Hq });
-      const es = await exact.run(seq, qT, { o: { buffer: oE, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lE, shape: [1, Hq], dtype: 'f32' } }, { onProgress: o.quiet ? undefined : progress('exact') });
+      const es = await exact.run(seq, qT, { o: { buffer: oE, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lE, shape: [1, Hq], dtype: 'f32' } }, { onProgress: o.quiet ? undefined : progress('exact'), measureOverlap: 8 });
       exactMs = es.ms;
+      if (es.overlap) {
+        Object.assign(f64, {
+          overlapFraction: es.overlap.fraction,
+          overlapTiles: es.overlap.tiles,
+          overlapTransferMs: es.overlap.transferMs,
+          overlapComputeMs: es.overlap.computeMs,
+          overlapPipelinedMs: es.overlap.overlappedMs,
+        });
+        log(`overlap  ${es.overlap.tiles} tiles: transfer ${es.overlap.transferMs.toFixed(0)} ms + compute ${es.overlap.computeMs.toFixed(0)} ms alone, ${es.overlap.overlappedMs.toFixed(0)} ms pipelined: ${(100 * es.overlap.fraction).toFixed(0)}% of the transfer hidden`);
+      }
       exactTiles = es.tiles;
       oExact = new Float32Array(await dev.readback(oE));
       if (o.checkFloat64) {

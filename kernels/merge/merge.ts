@@ -18,6 +18,9 @@ export const MERGE_PARAMS = uniformLayout('MergeParams', [
   ['p0', 'u32'],
   ['carry', 'u32'],
   ['out_state', 'u32'],
+  // Always 1.0: the two-sums multiply by it, so that a compiler that reassociates floating point
+  // (Mesa's llvmpipe does) cannot prove the rounding error they extract to be zero.
+  ['one', 'f32'],
 ] as const);
 
 const PROGRAM = wgslProgram('merge/merge', [storageWgsl, MERGE_PARAMS.wgsl, mergeWgsl]);
@@ -25,17 +28,18 @@ const WG = 64;
 
 /**
  * Loop iterations one invocation of `merge.wgsl` runs for a segment of `parts` partials (plus the
- * carried one) of `D` values, counted the way Mesa's gallivm does (every back-edge of every loop,
- * a loop of n trips as n + 1): the max loop and the sum loop over the parts, then
- * `ceil(D / WG)` output words per invocation, each with its own loop over the parts. An upper
- * bound (16-bit outputs loop over D / 2 words), plus a small allowance for the compiler.
+ * carried state) of `D` values, counted the way Mesa's gallivm does (every back-edge of every
+ * loop, a loop of n trips as n + 1): the max loop over the parts, the loop over its `E =
+ * ceil(D / (2 WG))` value pairs to load the carry, the loop over chunks of WG parts with, per part,
+ * a loop over the pairs, and the loop that writes the pairs; plus a small allowance for the compiler.
  *
  * @example
- * mergeLoopIterations(1000, 128); // 4012: far below llvmpipe's 65,535
+ * mergeLoopIterations(1000, 128); // 4047: far below llvmpipe's 65,535
  */
 export function mergeLoopIterations(parts: number, D: number): number {
-  const words = Math.ceil(D / WG);
-  return (words + 2) * (parts + 1) + words + 9;
+  const E = Math.ceil(D / (2 * WG));
+  const C = Math.ceil(parts / WG);
+  return parts * (E + 3) + 2 * C + 2 * E + 13;
 }
 
 /**
@@ -45,8 +49,10 @@ export function mergeLoopIterations(parts: number, D: number): number {
 export function mergePartsPerSegment(loopLimit: number, D: number): number {
   if (!Number.isFinite(loopLimit)) return Number.POSITIVE_INFINITY;
   const budget = loopBudget(loopLimit);
-  const words = Math.ceil(D / WG);
-  return Math.floor((budget - words - 9) / (words + 2)) - 1;
+  const E = Math.ceil(D / (2 * WG));
+  let p = Math.max(0, Math.floor((budget - 2 * E - 15) / (E + 3 + 2 / WG)) + 1);
+  while (p > 0 && mergeLoopIterations(p, D) > budget) p--;
+  return p;
 }
 
 export interface MergeOptions {
@@ -142,11 +148,11 @@ export class MergePlan extends KernelPlan<MergeTensors> {
       const last = i === this.segments - 1;
       const row: GPUBuffer[] = [];
       for (const [hasIn, hasOut] of [[0, 0], [0, 1], [1, 0], [1, 1]] as const) {
-        row.push(this.uniform(MERGE_PARAMS, { P, rows, D, p0, carry: i > 0 || hasIn ? 1 : 0, out_state: !last || hasOut ? 1 : 0 }));
+        row.push(this.uniform(MERGE_PARAMS, { P, rows, D, p0, carry: i > 0 || hasIn ? 1 : 0, out_state: !last || hasOut ? 1 : 0, one: 1 }));
       }
       this.params.push(row);
     }
-    this.finishParams = this.uniform(MERGE_PARAMS, { P: 0, rows, D, p0: 0, carry: 1, out_state: 0 });
+    this.finishParams = this.uniform(MERGE_PARAMS, { P: 0, rows, D, p0: 0, carry: 1, out_state: 0, one: 1 });
     for (let i = 0; i < Math.min(2, this.segments - 1); i++) {
       this.carries.push({
         o: { buffer: this.workspace(rows * 2 * D * 4, 'merge.carryO'), shape: [rows, 2, D], dtype: 'f32' },

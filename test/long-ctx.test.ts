@@ -179,6 +179,31 @@ describe('two-level summaries (Quest)', () => {
     expect(b!.stats.levels!.supersVisited).toBeLessThanOrEqual(2 * 22); // Hkv * k
   });
 
+  it('moveTo rebuilds the super-page summaries on the new device: the same selection after the move', async () => {
+    const [Hkv, D, Hq, T] = [1, 16, 2, 6000];
+    const { k, v, q } = data(T, Hkv, D, Hq, 9);
+    let cache = createKvCache(gpu.dev, { Hkv, D, pageSize: 16, dtype: 'f16', gpuBudgetBytes: 4 << 20, summaryLevels: 2, superPages: 4, candidatePages: 64 });
+    const { planQuestDecode } = await import('../src/stream/quest.js');
+    try {
+      const seq = cache.addSequence();
+      cache.append(seq, k, v);
+      const run = async () => {
+        const plan = await planQuestDecode(cache, { Hq, budgetTokens: 16 * 8, levels: { exactSelection: true } });
+        const stats = await plan.run(seq, gpu.tensor(q, [1, Hq, D]), { o: gpu.nanTensor([1, Hq, D]) });
+        plan.dispose();
+        return stats;
+      };
+      const before = await run();
+      cache = cache.moveTo(gpu.dev);
+      const after = await run();
+      expect(after.levels!.supers).toBe(Math.ceil(Math.ceil(T / 16) / 4));
+      expect(after.levels!.certified).toBe(true);
+      expect([...after.selected[0]!]).toEqual([...before.selected[0]!]);
+    } finally {
+      cache.dispose();
+    }
+  });
+
   it('rejects mean mode on a two-level cache', async () => {
     const cache = createKvCache(gpu.dev, { Hkv: 1, D: 8, summaryLevels: 2, gpuBudgetBytes: 1 << 20, pageSize: 16 });
     const { planQuestDecode } = await import('../src/stream/quest.js');

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { merge, planMerge } from '../kernels/merge/index.js';
-import { mergeLoopIterations, mergePartsPerSegment } from '../kernels/merge/merge.js';
+import { createMergeState, mergeLoopIterations, mergePartsPerSegment } from '../kernels/merge/merge.js';
 import { mergeReference } from '../kernels/merge/reference.js';
 import { TesseraError } from '../src/errors.js';
 import { compare, passes, Rng, TOLERANCE } from '../src/testing.js';
@@ -116,4 +116,96 @@ describe('merge in segments (loopLimit 4096)', () => {
       await checkMerge(small, P, rows, D, dtype);
     });
   }
+});
+
+/**
+ * Precision: thousands of partials of a peaked distribution (one part holds almost all the mass,
+ * the others each hold less than half an f32 step of it, with values biased away from zero), plus
+ * a row of ordinary random partials. A plain f32 running sum drops every background share (rel
+ * error of o and |lse error| ~1e-4 here); the compensated merge must stay within 1e-5 of float64.
+ */
+function peakedParts(P: number, rows: number, D: number): { oParts: Float64Array; lseParts: Float64Array } {
+  const rng = new Rng(99);
+  const oParts = rng.normals(P * rows * D);
+  const lseParts = new Float64Array(P * rows);
+  const peakAt = [0, Math.floor(P / 2), -1, P - 1];
+  for (let r = 0; r < rows; r++) {
+    const peak = peakAt[r % 4]!;
+    for (let p = 0; p < P; p++) {
+      if (peak < 0) lseParts[p * rows + r] = 3 * rng.normals(1)[0]!;
+      else {
+        // Background share exp(-17.5) = 2.5e-8 of the peak, 0.5 +- 0.1 on average.
+        lseParts[p * rows + r] = p === peak ? 20 : 2.5 + 0.1 * rng.normals(1)[0]!;
+        if (p !== peak) for (let d = 0; d < D; d++) oParts[(p * rows + r) * D + d] = 2 + 0.5 * oParts[(p * rows + r) * D + d]!;
+      }
+    }
+  }
+  return { oParts, lseParts };
+}
+
+async function checkPrecision(g: GpuFixture, P: number, rows: number, D: number, steps: number): Promise<void> {
+  const { oParts, lseParts } = peakedParts(P, rows, D);
+  const ref = mergeReference(oParts, lseParts, P, rows, D);
+  const o = g.nanTensor([rows, D]);
+  const lse = g.nanTensor([rows]);
+  if (steps === 1) {
+    await merge(g.dev, { oParts: g.tensor(oParts, [P, rows, D]), lseParts: g.tensor(lseParts, [P, rows]), o, lse });
+  } else {
+    // The same parts merged in `steps` calls that carry a running state (as streaming does).
+    const per = Math.ceil(P / steps);
+    const plan = await planMerge(g.dev, { parts: per, rows, D });
+    const states = [createMergeState(g.dev, rows, D), createMergeState(g.dev, rows, D)];
+    const enc = g.dev.device.createCommandEncoder();
+    for (let i = 0; i < steps; i++) {
+      const oi = new Float64Array(per * rows * D);
+      const li = new Float64Array(per * rows).fill(-Infinity);
+      const n = Math.max(0, Math.min(per, P - i * per));
+      oi.set(oParts.subarray(i * per * rows * D, (i * per + n) * rows * D));
+      li.set(lseParts.subarray(i * per * rows, (i * per + n) * rows));
+      plan.run(enc, { oParts: g.tensor(oi, [per, rows, D]), lseParts: g.tensor(li, [per, rows]), stateIn: i > 0 ? states[(i - 1) % 2] : undefined, stateOut: states[i % 2] });
+    }
+    plan.finish(enc, { state: states[(steps - 1) % 2]!, o, lse });
+    g.dev.device.queue.submit([enc.finish()]);
+    await g.dev.device.queue.onSubmittedWorkDone();
+    plan.dispose();
+    for (const s of states) for (const b of [s.o.buffer, s.s.buffer]) g.dev.destroyBuffer(b);
+  }
+  const oGot = await g.read(o);
+  const lseGot = await g.read(lse);
+  for (let r = 0; r < rows; r++) {
+    const c = compare(oGot.subarray(r * D, (r + 1) * D), ref.o.subarray(r * D, (r + 1) * D));
+    expect(c.relRms, `row ${r} o`).toBeLessThanOrEqual(1e-5);
+    expect(Math.abs(lseGot[r]! - ref.lse[r]!), `row ${r} lse`).toBeLessThanOrEqual(1e-5);
+  }
+}
+
+describe('merge precision (peaked, thousands of parts, vs float64)', () => {
+  it('one dispatch of 3000 parts', async () => {
+    await checkPrecision(gpu, 3000, 4, 64, 1);
+  });
+  it('3000 parts in 25 steps carrying the running state', async () => {
+    await checkPrecision(gpu, 3000, 4, 64, 25);
+  });
+  it('state checks: stateOut must differ from stateIn, finish needs a state', async () => {
+    const plan = await planMerge(gpu.dev, { parts: 2, rows: 3, D: 4 });
+    const a = createMergeState(gpu.dev, 3, 4);
+    const enc = gpu.dev.device.createCommandEncoder();
+    const parts = { oParts: gpu.nanTensor([2, 3, 4]), lseParts: gpu.nanTensor([2, 3]) };
+    expect(() => plan.run(enc, { ...parts, stateIn: a, stateOut: a })).toThrow(/stateOut/);
+    expect(() => plan.run(enc, { ...parts, stateOut: { o: a.o, s: gpu.nanTensor([3, 3]) } })).toThrow(/stateOut\.s/);
+    expect(() => plan.finish(enc, { state: undefined as never, o: gpu.nanTensor([3, 4]), lse: gpu.nanTensor([3]) })).toThrow(TesseraError);
+    enc.finish();
+    plan.dispose();
+    for (const b of [a.o.buffer, a.s.buffer]) gpu.dev.destroyBuffer(b);
+  });
+});
+
+describe('merge precision in segments (loopLimit 4096)', () => {
+  const small = useGpu({ loopLimit: 4096 });
+  it('one plan of 3000 parts in segments', async () => {
+    const plan = await planMerge(small.dev, { parts: 3000, rows: 4, D: 64 });
+    expect(plan.segments).toBeGreaterThan(1);
+    plan.dispose();
+    await checkPrecision(small, 3000, 4, 64, 1);
+  });
 });

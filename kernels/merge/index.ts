@@ -1,1 +1,1 @@
-export { planMerge, merge, MergePlan, MERGE_PARAMS, getMergePipeline, type MergeOptions, type MergeTensors } from './merge.js';
+export { planMerge, merge, MergePlan, MERGE_PARAMS, getMergePipeline, createMergeState, mergeStateBytes, type MergeOptions, type MergeTensors, type MergeState } from './merge.js';

@@ -17,7 +17,10 @@ export const MERGE_PARAMS = uniformLayout('MergeParams', [
   ['D', 'u32'],
   ['p0', 'u32'],
   ['carry', 'u32'],
-  ['out_f32', 'u32'],
+  ['out_state', 'u32'],
+  // Always 1.0: the two-sums multiply by it, so that a compiler that reassociates floating point
+  // (Mesa's llvmpipe does) cannot prove the rounding error they extract to be zero.
+  ['one', 'f32'],
 ] as const);
 
 const PROGRAM = wgslProgram('merge/merge', [storageWgsl, MERGE_PARAMS.wgsl, mergeWgsl]);
@@ -25,17 +28,18 @@ const WG = 64;
 
 /**
  * Loop iterations one invocation of `merge.wgsl` runs for a segment of `parts` partials (plus the
- * carried one) of `D` values, counted the way Mesa's gallivm does (every back-edge of every loop,
- * a loop of n trips as n + 1): the max loop and the sum loop over the parts, then
- * `ceil(D / WG)` output words per invocation, each with its own loop over the parts. An upper
- * bound (16-bit outputs loop over D / 2 words), plus a small allowance for the compiler.
+ * carried state) of `D` values, counted the way Mesa's gallivm does (every back-edge of every
+ * loop, a loop of n trips as n + 1): the max loop over the parts, the loop over its `E =
+ * ceil(D / (2 WG))` value pairs to load the carry, the loop over chunks of WG parts with, per part,
+ * a loop over the pairs, and the loop that writes the pairs; plus a small allowance for the compiler.
  *
  * @example
- * mergeLoopIterations(1000, 128); // 4012: far below llvmpipe's 65,535
+ * mergeLoopIterations(1000, 128); // 4047: far below llvmpipe's 65,535
  */
 export function mergeLoopIterations(parts: number, D: number): number {
-  const words = Math.ceil(D / WG);
-  return (words + 2) * (parts + 1) + words + 9;
+  const E = Math.ceil(D / (2 * WG));
+  const C = Math.ceil(parts / WG);
+  return parts * (E + 3) + 2 * C + 2 * E + 13;
 }
 
 /**
@@ -45,8 +49,10 @@ export function mergeLoopIterations(parts: number, D: number): number {
 export function mergePartsPerSegment(loopLimit: number, D: number): number {
   if (!Number.isFinite(loopLimit)) return Number.POSITIVE_INFINITY;
   const budget = loopBudget(loopLimit);
-  const words = Math.ceil(D / WG);
-  return Math.floor((budget - words - 9) / (words + 2)) - 1;
+  const E = Math.ceil(D / (2 * WG));
+  let p = Math.max(0, Math.floor((budget - 2 * E - 15) / (E + 3 + 2 / WG)) + 1);
+  while (p > 0 && mergeLoopIterations(p, D) > budget) p--;
+  return p;
 }
 
 export interface MergeOptions {
@@ -65,10 +71,50 @@ export interface MergeTensors {
   oParts: GpuTensor;
   /** `[parts, rows]` f32, natural log; `-inf` marks a partial that saw no key. */
   lseParts: GpuTensor;
-  /** `[rows, D]` in `outDtype`. */
+  /** `[rows, D]` in `outDtype` (not written when `stateOut` is given). */
+  o?: GpuTensor;
+  /** `[rows]` f32 (not written when `stateOut` is given). */
+  lse?: GpuTensor;
+  /** A running state from an earlier step ({@link createMergeState}), merged in as one more partial. */
+  stateIn?: MergeState;
+  /** Write the merged result as a running state here instead of `o` and `lse` (must differ from `stateIn`). */
+  stateOut?: MergeState;
+}
+
+/**
+ * The running result of a merge done in steps (streaming, segments), kept exact between steps:
+ * the unnormalized sums relative to the running max, each as two f32 (see merge.wgsl).
+ * `o` is `[rows, 2, D]` f32 (hi then lo), `s` is `[rows, 4]` f32 (m, S hi, S lo, 0).
+ */
+export interface MergeState {
   o: GpuTensor;
-  /** `[rows]` f32. */
-  lse: GpuTensor;
+  s: GpuTensor;
+}
+
+/** Bytes of a {@link MergeState} for `rows` rows of `D` values. */
+export function mergeStateBytes(rows: number, D: number): number {
+  return rows * (2 * D + 4) * 4;
+}
+
+/**
+ * Allocates a {@link MergeState} (the caller destroys `o.buffer` and `s.buffer`). Its contents
+ * matter only once a merge has written it (`stateOut`).
+ *
+ * @example
+ * const a = createMergeState(dev, rows, D), b = createMergeState(dev, rows, D);
+ * plan.run(enc, { oParts, lseParts, stateOut: a });              // step 1
+ * plan.run(enc, { oParts, lseParts, stateIn: a, stateOut: b });  // step 2
+ * plan.finish(enc, { state: b, o, lse });                        // o and lse of everything
+ */
+export function createMergeState(device: DeviceLike, rows: number, D: number, label = 'tessera.merge.state'): MergeState {
+  const ctx = ctxOf(device);
+  checkInt(rows, 'rows', { min: 1 });
+  checkInt(D, 'D', { min: 1, max: 1024 });
+  const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  return {
+    o: { buffer: ctx.createBuffer({ size: rows * 2 * D * 4, usage, label: `${label}.o` }), shape: [rows, 2, D], dtype: 'f32' },
+    s: { buffer: ctx.createBuffer({ size: rows * 4 * 4, usage, label: `${label}.s` }), shape: [rows, 4], dtype: 'f32' },
+  };
 }
 
 export class MergePlan extends KernelPlan<MergeTensors> {
@@ -76,14 +122,16 @@ export class MergePlan extends KernelPlan<MergeTensors> {
   /**
    * Dispatches the merge takes: 1, unless the parts are so many that one invocation would run
    * past the device's loop cap (`ctx.loopLimit`, Mesa's llvmpipe); then each dispatch merges at
-   * most {@link MergePlan.partsPerSegment} parts into an f32 carry that the next one continues.
+   * most {@link MergePlan.partsPerSegment} parts into a carried state that the next one continues.
    */
   readonly segments: number;
   readonly partsPerSegment: number;
   private readonly pipeline: Pipeline;
-  private readonly params: GPUBuffer[];
-  /** Ping-pong f32 carries `[rows, D]` + `[rows]` between segments (absent with one segment). */
-  private readonly carries: { o: GpuTensor; lse: GpuTensor }[] = [];
+  /** Per segment, uniforms for [state in?][state out?] (only segment 0 reads a caller's state, only the last writes one). */
+  private readonly params: GPUBuffer[][];
+  private readonly finishParams: GPUBuffer;
+  /** Ping-pong carried states between segments (absent with one segment). */
+  private readonly carries: MergeState[] = [];
   private readonly dummy: GPUBuffer;
 
   private constructor(ctx: TesseraDevice, options: Required<MergeOptions>, pipeline: Pipeline, perSegment: number) {
@@ -97,12 +145,18 @@ export class MergePlan extends KernelPlan<MergeTensors> {
     for (let i = 0; i < this.segments; i++) {
       const p0 = i * this.partsPerSegment;
       const P = Math.min(parts, p0 + this.partsPerSegment) - p0;
-      this.params.push(this.uniform(MERGE_PARAMS, { P, rows, D, p0, carry: i > 0 ? 1 : 0, out_f32: i < this.segments - 1 ? 1 : 0 }));
+      const last = i === this.segments - 1;
+      const row: GPUBuffer[] = [];
+      for (const [hasIn, hasOut] of [[0, 0], [0, 1], [1, 0], [1, 1]] as const) {
+        row.push(this.uniform(MERGE_PARAMS, { P, rows, D, p0, carry: i > 0 || hasIn ? 1 : 0, out_state: !last || hasOut ? 1 : 0, one: 1 }));
+      }
+      this.params.push(row);
     }
+    this.finishParams = this.uniform(MERGE_PARAMS, { P: 0, rows, D, p0: 0, carry: 1, out_state: 0, one: 1 });
     for (let i = 0; i < Math.min(2, this.segments - 1); i++) {
       this.carries.push({
-        o: { buffer: this.workspace(rows * D * 4, 'merge.carryO'), shape: [rows, D], dtype: 'f32' },
-        lse: { buffer: this.workspace(rows * 4, 'merge.carryLse'), shape: [rows], dtype: 'f32' },
+        o: { buffer: this.workspace(rows * 2 * D * 4, 'merge.carryO'), shape: [rows, 2, D], dtype: 'f32' },
+        s: { buffer: this.workspace(rows * 4 * 4, 'merge.carryS'), shape: [rows, 4], dtype: 'f32' },
       });
     }
     this.dummy = this.workspace(16, 'merge.dummy');
@@ -116,7 +170,7 @@ export class MergePlan extends KernelPlan<MergeTensors> {
     checkPlannedSize(ctx, 'o', [o.rows, o.D], o.outDtype);
     const perSegment = mergePartsPerSegment(ctx.loopLimit, o.D);
     if (perSegment < 1) fail('E_LIMIT', 'D', "is too large for one merge invocation within the device's loop limit;", o.D, `loopLimit ${ctx.loopLimit} allows less than one part`);
-    if (perSegment < o.parts) checkPlannedSize(ctx, 'workspace (merge carry)', [o.rows, o.D], 'f32');
+    checkPlannedSize(ctx, 'workspace (merge state)', [o.rows, 2, o.D], 'f32');
     const pipeline = await getPipeline(ctx, {
       shader: PROGRAM,
       bindings: ['read', 'read', 'rw', 'rw', 'uniform', 'read', 'read'],
@@ -125,27 +179,57 @@ export class MergePlan extends KernelPlan<MergeTensors> {
     return new MergePlan(ctx, o, pipeline, perSegment);
   }
 
+  private checkState(x: MergeState | undefined, name: string): MergeState | undefined {
+    if (x === undefined) return undefined;
+    const { rows, D } = this.options;
+    const o = checkTensor(x?.o, `${name}.o`, { shape: [rows, 2, D], rank: 3, dtypes: ['f32'] });
+    const s = checkTensor(x.s, `${name}.s`, { shape: [rows, 4], rank: 2, dtypes: ['f32'] });
+    return { o, s };
+  }
+
   run(encoder: GPUCommandEncoder, t: MergeTensors): void {
     this.assertUsable();
     const { parts, rows, D, outDtype } = this.options;
     const oParts = checkTensor(t.oParts, 'oParts', { shape: [parts, rows, D], rank: 3, dtypes: ['f32'] });
     const lseParts = checkTensor(t.lseParts, 'lseParts', { shape: [parts, rows], rank: 2, dtypes: ['f32'] });
-    const o = checkTensor(t.o, 'o', { shape: [rows, D], rank: 2, dtypes: [outDtype] });
-    const lse = checkTensor(t.lse, 'lse', { shape: [rows], rank: 1, dtypes: ['f32'] });
-    for (const [x, n] of [[oParts, 'oParts'], [lseParts, 'lseParts'], [o, 'o'], [lse, 'lse']] as const) checkBindingSize(this.ctx, x, n);
+    const stateIn = this.checkState(t.stateIn, 'stateIn');
+    const stateOut = this.checkState(t.stateOut, 'stateOut');
+    if (stateIn && stateOut && (stateIn.o.buffer === stateOut.o.buffer || stateIn.s.buffer === stateOut.s.buffer)) {
+      fail('E_ARG', 'stateOut', 'is the same buffer as stateIn;', 'stateIn', 'two states, used in turn');
+    }
+    let out: { o: GpuTensor; lse: GpuTensor } | undefined;
+    if (!stateOut) {
+      const o = checkTensor(t.o, 'o', { shape: [rows, D], rank: 2, dtypes: [outDtype] });
+      const lse = checkTensor(t.lse, 'lse', { shape: [rows], rank: 1, dtypes: ['f32'] });
+      out = { o, lse };
+    }
+    for (const [x, n] of [[oParts, 'oParts'], [lseParts, 'lseParts'], [out?.o, 'o'], [out?.lse, 'lse']] as const) if (x) checkBindingSize(this.ctx, x, n);
     const grid = grid2d(this.ctx, rows);
     const dummy = { buffer: this.dummy };
+    const variant = (stateIn ? 2 : 0) + (stateOut ? 1 : 0);
     for (let i = 0; i < this.segments; i++) {
       const last = i === this.segments - 1;
-      const from = i > 0 ? this.carries[(i - 1) % 2]! : undefined;
-      const to = last ? { o, lse } : this.carries[i % 2]!;
+      const from = i > 0 ? this.carries[(i - 1) % 2]! : stateIn;
+      const to = last ? (stateOut ? { o: stateOut.o, lse: stateOut.s } : out!) : { o: this.carries[i % 2]!.o, lse: this.carries[i % 2]!.s };
       this.dispatch(
         encoder,
         this.pipeline,
-        [res(oParts), res(lseParts), res(to.o), res(to.lse), { buffer: this.params[i]! }, from ? res(from.o) : dummy, from ? res(from.lse) : dummy],
+        [res(oParts), res(lseParts), res(to.o), res(to.lse), { buffer: this.params[i]![variant]! }, from ? res(from.o) : dummy, from ? res(from.s) : dummy],
         grid,
       );
     }
+  }
+
+  /** Writes `o` and `lse` from a running state (the last step of a merge done in steps). */
+  finish(encoder: GPUCommandEncoder, t: { state: MergeState; o: GpuTensor; lse: GpuTensor }): void {
+    this.assertUsable();
+    const { rows, D, outDtype } = this.options;
+    const state = this.checkState(t?.state, 'state')!;
+    if (!state) fail('E_ARG', 'state', 'is required;', state);
+    const o = checkTensor(t.o, 'o', { shape: [rows, D], rank: 2, dtypes: [outDtype] });
+    const lse = checkTensor(t.lse, 'lse', { shape: [rows], rank: 1, dtypes: ['f32'] });
+    // P = 0: the part bindings are never read; the state's own buffers stand in for them.
+    this.dispatch(encoder, this.pipeline, [res(state.o), res(state.s), res(o), res(lse), { buffer: this.finishParams }, res(state.o), res(state.s)], grid2d(this.ctx, rows));
   }
 }
 

@@ -13,6 +13,7 @@ import type { KvDType } from '../kv/codec.js';
 import type { Store } from '../kv/store.js';
 import { planStreamAttention } from '../stream/exact.js';
 import { planQuestDecode } from '../stream/quest.js';
+import { decodeReference64 } from '../stream/reference64.js';
 
 const MiB = 2 ** 20;
 
@@ -47,6 +48,41 @@ export interface NeedleResult {
   hostBytesPeakFraction: number;
   rssPeakBytes: number;
   adapter: string;
+  /**
+   * The exact pass's overlap of transfer (read from the host/disk tier + upload) and compute,
+   * measured on its first tiles (up to 8) in the same run: pipelined vs each alone.
+   * overlapFraction = (transfer + compute - pipelined) / transfer.
+   */
+  overlapFraction?: number;
+  overlapTiles?: number;
+  overlapTransferMs?: number;
+  overlapComputeMs?: number;
+  overlapPipelinedMs?: number;
+  /** 1: every page summary on the GPU; 2: super-page summaries on the GPU, page summaries on the host. */
+  summaryLevels: number;
+  /** Largest GPU bytes the summaries held (super-pages + candidate buffer with two levels). */
+  summaryBytesGpuPeak: number;
+  /** Two levels: super-pages, those visited, pages scored, and whether the selection was certified equal to single-level Quest. */
+  summarySupers?: number;
+  summarySupersVisited?: number;
+  summaryPagesScored?: number;
+  summarySelectionCertified?: boolean;
+  /**
+   * `--check-float64`: the exact pass against float64 attention over the same stored K/V, for the
+   * needle query (the planted head of each KV group: needle-dominated; the group's other heads:
+   * random +-1 queries), a pass with Gaussian random queries and a pass with the needle query
+   * scaled so that the needle holds about 99.9% of the attention. Max over heads and queries.
+   */
+  float64RelRmsMax?: number;
+  float64LseErrMax?: number;
+  /** The same, split: the planted heads (needle-dominated) and every other head (random). */
+  float64RelRmsNeedle?: number;
+  float64LseErrNeedle?: number;
+  float64RelRmsRandom?: number;
+  float64LseErrRandom?: number;
+  /** The needle's share of the attention (float64) for the scaled needle query (about 0.999). */
+  float64NeedleShare?: number;
+  float64Ms?: number;
 }
 
 /** A progress bar on stderr (only when stderr is a TTY or `force`). */
@@ -92,6 +128,10 @@ export interface NeedleOptions {
   /** Keep the MoBA mean summaries too (default true). */
   mean?: boolean;
   quiet?: boolean;
+  /** Summary levels: 1, 2 or `auto` (default: 2 when single-level summaries would take over a quarter of the GPU budget). */
+  summaryLevels?: 1 | 2 | 'auto';
+  /** Check the exact pass against float64 attention over the stored K/V (needs `exact`). */
+  checkFloat64?: boolean;
 }
 
 /**
@@ -116,7 +156,9 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
   dev.resetPeak();
   // The cache gets the budget minus a reserve for the stream/quest workspaces (partials, scores, lists).
   const reserve = Math.min(32 * MiB, gpuBudget / 8);
-  const cache: KvCache = createKvCache(dev, { Hkv, D, pageSize: P, dtype, gpuBudgetBytes: gpuBudget - reserve, store: o.store, sinkPages: 1, recentPages: 1, meanSummaries: o.mean ?? true });
+  const perPageSummary = Hkv * D * 2 * ((o.mean ?? true) ? 3 : 2);
+  const levels = o.summaryLevels === 1 || o.summaryLevels === 2 ? o.summaryLevels : Math.ceil(N / P) * perPageSummary > gpuBudget / 4 ? 2 : 1;
+  const cache: KvCache = createKvCache(dev, { Hkv, D, pageSize: P, dtype, gpuBudgetBytes: gpuBudget - reserve, store: o.store, sinkPages: 1, recentPages: 1, meanSummaries: o.mean ?? true, summaryLevels: levels });
   let rssPeak = process.memoryUsage().rss;
   const sampleRss = () => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss));
   try {
@@ -131,6 +173,12 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
     const needlePos = Math.floor(N * 0.37) + (seed % 97);
     const conv = dtype === 'f16' ? f32ToF16Bits : f32ToBf16Bits;
     const needleV = new Float32Array(D).map((_, d) => (d % 2 === 0 ? 1.5 : -1.5));
+    // The needle's share of a head's attention: the projection of o on the needle value.
+    const weight64 = (x: ArrayLike<number>) => {
+      let dot = 0;
+      for (let d = 0; d < D; d++) dot += x[d]! * needleV[d]!;
+      return dot / (D * 1.5 * 1.5);
+    };
     // 1. Build the context.
     const t0 = performance.now();
     const chunk = 65536;
@@ -174,18 +222,95 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
     const warm = await quest.run(seq, qT, { o: { buffer: oS, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lS, shape: [1, Hq], dtype: 'f32' } });
     log(`sparse   ${sparse.ms.toFixed(1)} ms (score+select ${sparse.scoreMs.toFixed(1)}, fetch+attend ${sparse.attendMs.toFixed(1)}; warm ${warm.ms.toFixed(1)} ms), ${sparse.selected[0]!.length} pages per KV head`);
     const needlePage = Math.floor(needlePos / P);
+    const g = Hq / Hkv;
+    // The needle is planted for the first query head of each KV group (key = 3 q of that head).
+    const planted = (h: number) => h % g === 0;
     const needlePageSelected = sparse.selected.every((s) => s.includes(needlePage));
     const oSparse = new Float32Array(await dev.readback(oS));
     // 3. Exact streaming attention over every page.
     let exactMs = NaN;
     let exactTiles = 0;
     let oExact: Float32Array | undefined;
+    const f64: Partial<NeedleResult> = {};
+    if (o.checkFloat64 && o.exact === false) throw new TesseraError('E_ARG', 'demo needle: --check-float64 needs the exact pass (drop --no-exact)', { argument: 'checkFloat64', actual: true });
     if (o.exact !== false) {
       const exact = await planStreamAttention(cache, { Hq });
-      const es = await exact.run(seq, qT, { o: { buffer: oE, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lE, shape: [1, Hq], dtype: 'f32' } }, { onProgress: o.quiet ? undefined : progress('exact') });
+      const es = await exact.run(seq, qT, { o: { buffer: oE, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lE, shape: [1, Hq], dtype: 'f32' } }, { onProgress: o.quiet ? undefined : progress('exact'), measureOverlap: 8 });
       exactMs = es.ms;
+      if (es.overlap) {
+        Object.assign(f64, {
+          overlapFraction: es.overlap.fraction,
+          overlapTiles: es.overlap.tiles,
+          overlapTransferMs: es.overlap.transferMs,
+          overlapComputeMs: es.overlap.computeMs,
+          overlapPipelinedMs: es.overlap.overlappedMs,
+        });
+        log(`overlap  ${es.overlap.tiles} tiles: transfer ${es.overlap.transferMs.toFixed(0)} ms + compute ${es.overlap.computeMs.toFixed(0)} ms alone, ${es.overlap.overlappedMs.toFixed(0)} ms pipelined: ${(100 * es.overlap.fraction).toFixed(0)}% of the transfer hidden`);
+      }
       exactTiles = es.tiles;
       oExact = new Float32Array(await dev.readback(oE));
+      if (o.checkFloat64) {
+        // A second decode query: Gaussian random, every head.
+        const qr = new Float32Array(Hq * D);
+        for (let i = 0; i < qr.length; i += 2) {
+          fillRandom(bits, st, 0xffffffff);
+          const u1 = (bits[0]! >>> 8) / 2 ** 24 + 2 ** -25;
+          fillRandom(bits, st, 0xffffffff);
+          const u2 = (bits[0]! >>> 8) / 2 ** 24;
+          const r = Math.sqrt(-2 * Math.log(u1));
+          qr[i] = r * Math.cos(2 * Math.PI * u2);
+          if (i + 1 < qr.length) qr[i + 1] = r * Math.sin(2 * Math.PI * u2);
+        }
+        // A third: the needle query scaled by c so that the needle holds about 99.9% of the
+        // attention and the thin background of every other token matters at the 1e-3 level
+        // (34 c - ln 1000 = ln N + 0.055 c^2: the score variance of the random keys is ~0.11).
+        const c = (34 - Math.sqrt(34 * 34 - 4 * 0.055 * (Math.log(N) + Math.log(1000)))) / (2 * 0.055);
+        const qs = q.map((x) => x * c);
+        const lseN = new Float32Array(await dev.readback(lE));
+        const got = [oExact, new Float32Array(0), new Float32Array(0)];
+        const gotLse = [lseN, new Float32Array(0), new Float32Array(0)];
+        for (const [i, qx] of [[1, qr], [2, qs]] as const) {
+          dev.device.queue.writeBuffer(qBuf, 0, qx);
+          await exact.run(seq, qT, { o: { buffer: oE, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lE, shape: [1, Hq], dtype: 'f32' } }, { onProgress: o.quiet ? undefined : progress(`exact${i + 1}`) });
+          got[i] = new Float32Array(await dev.readback(oE));
+          gotLse[i] = new Float32Array(await dev.readback(lE));
+        }
+        dev.device.queue.writeBuffer(qBuf, 0, q);
+        const tf = performance.now();
+        const qq = new Float32Array(3 * Hq * D);
+        qq.set(q);
+        qq.set(qr, Hq * D);
+        qq.set(qs, 2 * Hq * D);
+        const ref = decodeReference64(cache, seq, qq, { Hq, onProgress: o.quiet ? undefined : progress('float64') });
+        let rN = 0, lN = 0, rR = 0, lR = 0;
+        let share = Infinity;
+        for (let qi = 0; qi < 3; qi++) {
+          for (let h = 0; h < Hq; h++) {
+            let num = 0, den = 0;
+            for (let d = 0; d < D; d++) {
+              const x = ref.o[(qi * Hq + h) * D + d]!;
+              num += (got[qi]![h * D + d]! - x) ** 2;
+              den += x * x;
+            }
+            const rel = Math.sqrt(num / den);
+            const le = Math.abs(gotLse[qi]![h]! - ref.lse[qi * Hq + h]!);
+            if (qi !== 1 && planted(h)) (rN = Math.max(rN, rel)), (lN = Math.max(lN, le));
+            else (rR = Math.max(rR, rel)), (lR = Math.max(lR, le));
+            if (qi === 2 && planted(h)) share = Math.min(share, weight64(ref.o.subarray((qi * Hq + h) * D, (qi * Hq + h + 1) * D)));
+          }
+        }
+        Object.assign(f64, {
+          float64RelRmsMax: Math.max(rN, rR),
+          float64LseErrMax: Math.max(lN, lR),
+          float64RelRmsNeedle: rN,
+          float64LseErrNeedle: lN,
+          float64RelRmsRandom: rR,
+          float64LseErrRandom: lR,
+          float64NeedleShare: share,
+          float64Ms: performance.now() - tf,
+        });
+        log(`float64  needle heads: rel RMS ${rN.toExponential(2)}, |lse err| ${lN.toExponential(2)}; random: rel RMS ${rR.toExponential(2)}, |lse err| ${lR.toExponential(2)}`);
+      }
       exact.dispose();
     }
     sampleRss();
@@ -203,10 +328,12 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
     let wE = Infinity;
     let maxDiff = 0;
     for (let h = 0; h < Hq; h++) {
+      if (!planted(h)) continue;
       wS = Math.min(wS, weight(oSparse, h));
       if (oExact) wE = Math.min(wE, weight(oExact, h));
     }
-    if (oExact) for (let i = 0; i < oSparse.length; i++) maxDiff = Math.max(maxDiff, Math.abs(oSparse[i]! - oExact[i]!));
+    // Sparse vs exact on the planted heads (the others are random queries, which Quest approximates).
+    if (oExact) for (let i = 0; i < oSparse.length; i++) if (planted(Math.floor(i / D))) maxDiff = Math.max(maxDiff, Math.abs(oSparse[i]! - oExact[i]!));
     quest.dispose();
     for (const b of [qBuf, oS, oE, lS, lE]) dev.destroyBuffer(b);
     const stats = cache.stats();
@@ -241,6 +368,13 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
       hostBytesPeakFraction: stats.hostBytesPeak / stats.kvBytes,
       rssPeakBytes: rssPeak,
       adapter: dev.adapterName,
+      summaryLevels: levels,
+      summaryBytesGpuPeak: cache.tiers ? cache.tiers.bytesPeak : stats.summaryBytes,
+      summarySupers: sparse.levels?.supers,
+      summarySupersVisited: sparse.levels?.supersVisited,
+      summaryPagesScored: sparse.levels?.pagesScored,
+      summarySelectionCertified: sparse.levels?.certified,
+      ...f64,
     };
     return r;
   } finally {
@@ -267,6 +401,8 @@ export async function needleCli(argv: string[]): Promise<void> {
     .option('--no-exact', 'skip the exact streaming pass')
     .option('--no-mean', 'keep only the min/max summaries (no MoBA means): less GPU memory')
     .option('--seed <n>', 'random seed', '1234')
+    .option('--summary-levels <n>', '1, 2 or auto (2 when page summaries would take over a quarter of the GPU budget)', 'auto')
+    .option('--check-float64', 'check the exact pass against float64 attention over the stored K/V (needle and random queries)')
     .option('--json <file>', 'write the results as JSON')
     .option('--adapter <name>', 'auto | swiftshader | llvmpipe')
     .exitOverride();
@@ -297,6 +433,8 @@ export async function needleCli(argv: string[]): Promise<void> {
       store,
       exact: a.exact,
       mean: a.mean,
+      checkFloat64: a.checkFloat64 === true,
+      summaryLevels: a.summaryLevels === 'auto' ? 'auto' : (int(a.summaryLevels, 'summary-levels') as 1 | 2),
     });
     const lines = [
       `needle demo on ${r.adapter}: ${r.tokens.toLocaleString('en-US')} tokens, D=${r.headDim}, Hkv=${r.kvHeads}, Hq=${r.qHeads}, page ${r.pageSize}, ${r.dtype}, ${r.store} tier`,
@@ -304,8 +442,10 @@ export async function needleCli(argv: string[]): Promise<void> {
       `  KV bytes ${fmtBytes(r.kvBytesTotal)}; sparse read ${fmtBytes(r.kvBytesRead)} = ${(100 * r.kvBytesReadFraction).toFixed(3)}% (summaries ${fmtBytes(r.summaryBytesRead)})`,
       `  sparse ${r.sparseMs.toFixed(1)} ms (warm ${r.sparseWarmMs.toFixed(1)} ms); exact ${(r.exactMs / 1000).toFixed(2)} s over ${r.exactTiles} tiles; speedup ${r.speedup.toFixed(1)}x`,
       `  max |sparse - exact| = ${r.maxAbsDiffSparseVsExact.toExponential(2)}`,
+      `  summaries: ${r.summaryLevels} level(s), GPU peak ${fmtBytes(r.summaryBytesGpuPeak)}${r.summarySupers !== undefined ? `; ${r.summarySupersVisited} of ${r.summarySupers} super-pages visited, ${r.summaryPagesScored} pages scored, certified ${r.summarySelectionCertified}` : ''}`,
       `  GPU peak ${fmtBytes(r.gpuBytesPeak)} of ${fmtBytes(r.gpuBudgetBytes)} budget; host tier peak ${fmtBytes(r.hostBytesPeak)} (${r.hostBytesPeakFraction.toFixed(3)}x KV); RSS peak ${fmtBytes(r.rssPeakBytes)}; build ${(r.buildMs / 1000).toFixed(1)} s`,
     ];
+    if (r.float64RelRmsMax !== undefined) lines.push(`  vs float64: rel RMS of o ${r.float64RelRmsMax.toExponential(2)}, |lse error| ${r.float64LseErrMax!.toExponential(2)} (needle share of the scaled query ${r.float64NeedleShare!.toFixed(4)}; needle heads ${r.float64RelRmsNeedle!.toExponential(2)} / ${r.float64LseErrNeedle!.toExponential(2)}, random ${r.float64RelRmsRandom!.toExponential(2)} / ${r.float64LseErrRandom!.toExponential(2)})`);
     console.log(lines.join('\n'));
     if (a.json) writeFileSync(a.json, JSON.stringify(r, null, 2) + '\n');
   } finally {

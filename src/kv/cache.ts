@@ -24,6 +24,7 @@ import {
 import { claimStore, releaseStore } from './claims.js';
 import { GpuPagePool } from './pool.js';
 import { MemoryStore, type Store } from './store.js';
+import { SummaryTiers } from './summaries.js';
 
 export interface KvCacheOptions {
   /** KV heads. */
@@ -63,6 +64,16 @@ export interface KvCacheOptions {
   summaryChunkBytes?: number;
   /** Keep the per-page key mean (MoBA scoring) besides min/max (default true). */
   meanSummaries?: boolean;
+  /**
+   * 1 (default): every page's summaries on the GPU. 2: only super-page summaries (`superPages`
+   * pages each) on the GPU, page summaries in the host tier, brought up for the selected
+   * super-pages (`src/kv/summaries.ts`; Quest mode only). GPU summary bytes shrink by `superPages`.
+   */
+  summaryLevels?: 1 | 2;
+  /** Pages per super-page with `summaryLevels: 2` (default 64). */
+  superPages?: number;
+  /** Page summaries the GPU candidate buffer holds with `summaryLevels: 2` (default 4 MiB worth). */
+  candidatePages?: number;
   /**
    * Verify page checksums on every host -> GPU upload (default false; pages read from a disk store
    * are always verified).
@@ -143,6 +154,9 @@ export class KvCache {
   readonly debug: boolean;
   readonly store: Store;
   readonly pool: GpuPagePool;
+  readonly summaryLevels: 1 | 2;
+  /** The two-level summaries (`summaryLevels: 2`). */
+  readonly tiers?: SummaryTiers;
   /** Pages per summary buffer (each within the binding limit). */
   readonly summaryChunkPages: number;
   /** Bytes of one page's min/max summary (`Hkv * 2 * D` halves). */
@@ -210,6 +224,9 @@ export class KvCache {
     try {
       this.pool = new GpuPagePool(ctx, this.pageBytes, tilePages);
       this.pool.addBuffer();
+      this.summaryLevels = opts.summaryLevels ?? 1;
+      check(this.summaryLevels === 1 || this.summaryLevels === 2, 'summaryLevels', '1 or 2', this.summaryLevels);
+      if (this.summaryLevels === 2) this.tiers = new SummaryTiers(this, { superPages: opts.superPages, candidatePages: opts.candidatePages });
     } catch (e) {
       releaseStore(this.store, this);
       throw e;
@@ -283,6 +300,7 @@ export class KvCache {
 
   /** GPU bytes the summaries take for `pages` pages (with room to grow). */
   private summaryBytesFor(pages: number): number {
+    if (this.tiers) return this.tiers.bytesFor(pages);
     let total = 0;
     const per = this.minmaxBytesPerPage + (this.meanSummaries ? this.meanBytesPerPage : 0);
     let left = pages;
@@ -302,7 +320,7 @@ export class KvCache {
   get summaryBytes(): number {
     let b = 0;
     for (const x of [...this.minmaxGpu, ...this.meanGpu]) b += x.size;
-    return b;
+    return b + (this.tiers?.gpuBytes ?? 0);
   }
 
   /**
@@ -449,6 +467,7 @@ export class KvCache {
     for (let i = Math.max(this.sinkPages, firstTouched - this.recentPages); i < np - this.recentPages; i++) this.pool.unpin(s.pages[i]!);
     for (let i = Math.max(0, np - this.recentPages); i < np; i++) this.pool.pin(s.pages[i]!);
     this.uploadSummaries(touched[0]!, touched[touched.length - 1]! + 1);
+    this.tiers?.update(this.seqs.indexOf(s), firstTouched, np - 1);
     // A resident page that changed is re-uploaded.
     for (const p of touched) {
       const slot = this.pool.slotOf(p);
@@ -543,6 +562,7 @@ export class KvCache {
 
   /** Uploads the summaries of pages [lo, hi) to the GPU chunks, growing them as needed. */
   private uploadSummaries(lo: number, hi: number): void {
+    if (this.tiers) return; // two levels: page summaries stay on the host (SummaryTiers.update)
     const C = this.summaryChunkPages;
     for (let c = Math.floor(lo / C); c * C < hi; c++) {
       const inChunk = Math.min(this.pageCount - c * C, C);
@@ -797,6 +817,7 @@ export class KvCache {
     next.meanHost = this.meanHost.slice();
     next.hostPeak = this.hostPeak;
     if (next.pageCount > 0) next.uploadSummaries(0, next.pageCount);
+    next.seqs.forEach((s, i) => s.pages.length > 0 && next.tiers?.update(i, 0, s.pages.length - 1));
     this.releaseGpu();
     return next;
   }
@@ -804,6 +825,7 @@ export class KvCache {
   private releaseGpu(): void {
     this.disposed = true;
     this.pool.destroy();
+    this.tiers?.destroy();
     for (const b of [...this.minmaxGpu, ...this.meanGpu]) this.ctx.destroyBuffer(b);
     this.minmaxGpu.length = 0;
     this.meanGpu.length = 0;

@@ -2,7 +2,8 @@
  * Streaming exact attention: a query (decode) or a block of queries (a prefill chunk) against a
  * sequence of any length in a {@link KvCache}. Pages flow host -> GPU tile by tile through the
  * cache's working set; each tile yields `(o, lse)` partials (kernels/paged, one part per group of
- * pages: decode split-K) that merge exactly into a running accumulator (kernels/merge). The host
+ * pages: decode split-K) that merge exactly into a running state (kernels/merge: compensated sums
+ * carried in two f32 between tiles, so the error does not grow with the number of tiles). The host
  * uploads tile i+1 while the GPU attends tile i (tile i is submitted before tile i+1 is written).
  */
 import { check, checkInt, fail } from '../errors.js';
@@ -10,7 +11,7 @@ import { observe, type TesseraDevice } from '../gpu/device.js';
 import { exclusiveRuns } from '../exclusive.js';
 import { checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
-import { planMerge, type MergePlan } from '../../kernels/merge/merge.js';
+import { createMergeState, planMerge, type MergePlan, type MergeState } from '../../kernels/merge/merge.js';
 import { ALL_HEADS, PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '../../kernels/paged/paged.js';
 
 export interface StreamAttentionOptions {
@@ -41,6 +42,24 @@ export interface StreamRunOptions {
   qPos0?: number;
   /** Called after each tile with (tokens done, tokens total). */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Before the pass, time up to this many tiles three ways (pipelined, transfers alone, compute
+   * alone) and report {@link StreamStats.overlap} (default 0: off). For benchmarks, not decoding.
+   */
+  measureOverlap?: number;
+}
+
+/** How much of the transfer time (read from the host/disk tier + upload) compute hides. */
+export interface OverlapStats {
+  tiles: number;
+  /** Reading and uploading the tiles alone. */
+  transferMs: number;
+  /** Attending and merging the tiles alone (resident). */
+  computeMs: number;
+  /** Both, pipelined as the pass runs them. */
+  overlappedMs: number;
+  /** (transferMs + computeMs - overlappedMs) / transferMs, clamped to [0, 1]. */
+  fraction: number;
 }
 
 export interface StreamStats {
@@ -52,7 +71,11 @@ export interface StreamStats {
   /** KV bytes the attention read (every page once). */
   kvBytesRead: number;
   ms: number;
+  /** With `measureOverlap`: the overlap measurement (its time is not in `ms`). */
+  overlap?: OverlapStats;
 }
+
+type TileQuery = { buffer: GPUBuffer; offset?: number; shape: readonly number[]; dtype: 'f32' };
 
 /** A plan for streaming exact attention over one cache. */
 export class StreamAttentionPlan {
@@ -60,16 +83,19 @@ export class StreamAttentionPlan {
   readonly ctx: TesseraDevice;
   readonly options: Required<StreamAttentionOptions>;
   readonly rows: number;
-  /** Parts per tile (not counting the accumulator). */
+  /** Parts per tile. */
   readonly parts: number;
   readonly pagesPerPart: number;
   private readonly paged: PagedPlan;
   private readonly merger: MergePlan;
   private readonly oParts: GPUBuffer;
   private readonly lseParts: GPUBuffer;
-  private readonly oTmp: GPUBuffer;
-  private readonly lseTmp: GPUBuffer;
+  /** Running merge states, used in turn tile by tile. */
+  private readonly states: MergeState[];
+  private readonly lseScratch: GPUBuffer;
+  private readonly emptyState: Float32Array<ArrayBuffer>;
   private readonly list: GPUBuffer;
+  private readonly listWords: Uint32Array<ArrayBuffer>;
   private disposed = false;
 
   private constructor(cache: KvCache, o: Required<StreamAttentionOptions>, paged: PagedPlan, merger: MergePlan, parts: number, ePer: number) {
@@ -84,12 +110,14 @@ export class StreamAttentionPlan {
     const ctx = this.ctx;
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
     const Dv = cache.Dv;
-    this.oParts = ctx.createBuffer({ size: (parts + 1) * this.rows * Dv * 4, usage, label: 'tessera.stream.oParts' });
-    this.lseParts = ctx.createBuffer({ size: (parts + 1) * this.rows * 4, usage, label: 'tessera.stream.lseParts' });
-    this.oTmp = ctx.createBuffer({ size: this.rows * Dv * 4, usage, label: 'tessera.stream.o' });
-    this.lseTmp = ctx.createBuffer({ size: this.rows * 4, usage, label: 'tessera.stream.lse' });
+    this.oParts = ctx.createBuffer({ size: parts * this.rows * Dv * 4, usage, label: 'tessera.stream.oParts' });
+    this.lseParts = ctx.createBuffer({ size: parts * this.rows * 4, usage, label: 'tessera.stream.lseParts' });
+    this.states = [0, 1].map((i) => createMergeState(ctx, this.rows, Dv, `tessera.stream.state${i}`));
+    this.lseScratch = ctx.createBuffer({ size: this.rows * 4, usage, label: 'tessera.stream.lse' });
+    this.emptyState = new Float32Array(this.rows * 4).map((_, i) => (i % 4 === 0 ? -Infinity : 0));
     this.list = ctx.createBuffer({ size: o.tilePages * PAGED_ENTRY_WORDS * 4, usage, label: 'tessera.stream.list' });
-    // One run at a time: the accumulator and the page list are this plan's (E_STATE otherwise).
+    this.listWords = new Uint32Array(o.tilePages * PAGED_ENTRY_WORDS);
+    // One run at a time: the merge states and the page list are this plan's (E_STATE otherwise).
     exclusiveRuns(this, 'StreamAttentionPlan', ['run']);
   }
 
@@ -127,7 +155,7 @@ export class StreamAttentionPlan {
       o.tilePages = Math.min(tilePages, maxParts * paged.maxEntriesPerPart);
       const ePer = Math.max(1, Math.ceil(o.tilePages / maxParts));
       const parts = Math.ceil(o.tilePages / ePer) + groups;
-      const merger = await planMerge(cache.ctx, { parts: parts + 1, rows, D: cache.Dv, outDtype: 'f32' });
+      const merger = await planMerge(cache.ctx, { parts, rows, D: cache.Dv, outDtype: 'f32' });
       return new StreamAttentionPlan(cache, o, paged, merger, parts, ePer);
     } catch (e) {
       paged.dispose();
@@ -154,78 +182,45 @@ export class StreamAttentionPlan {
     const P = cache.pageSize;
     const lastPos = qPos0 + Tq - 1;
     const nPages = this.options.causal ? Math.min(all.length, Math.floor(lastPos / P) + 1) : all.length;
-    const t0 = performance.now();
-    const up0 = cache.pagesUploaded;
-    const bu0 = cache.bytesUploaded;
+    let t0 = performance.now();
+    let up0 = cache.pagesUploaded;
+    let bu0 = cache.bytesUploaded;
     const queue = ctx.device.queue;
-    // Part 0 = the running accumulator: empty to start with.
-    queue.writeBuffer(this.lseParts, 0, new Float32Array(rows).fill(-Infinity));
-    queue.writeBuffer(this.oParts, 0, new Float32Array(rows * Dv));
     const tp = this.options.tilePages;
     const pending: Promise<unknown>[] = [];
     const qT = { buffer: q.buffer, offset: q.offset, shape: q.shape, dtype: 'f32' as const };
-    const oPartsT = { buffer: this.oParts, shape: [this.parts + 1, rows, Dv], dtype: 'f32' as const };
-    const lsePartsT = { buffer: this.lseParts, shape: [this.parts + 1, rows], dtype: 'f32' as const };
-    const listWords = new Uint32Array(tp * PAGED_ENTRY_WORDS);
+    if (ro.measureOverlap !== undefined) checkInt(ro.measureOverlap, 'measureOverlap', { min: 0 });
     let tiles = 0;
+    let overlap: OverlapStats | undefined;
     // Each tile is encoded and submitted in one synchronous error-scope section (never a scope held
     // across an await: concurrent calls on the device keep their own errors), and every tile's
     // promise is observed from the start, so a lost device is one E_DEVICE_LOST to the caller and
     // never an unhandled rejection of a tile still in flight.
     {
+      if (ro.measureOverlap) {
+        overlap = await this.measureOverlap(all, nPages, len, qPos0, qT, ro.measureOverlap);
+        t0 = performance.now();
+        up0 = cache.pagesUploaded;
+        bu0 = cache.bytesUploaded;
+      }
       for (let a = 0; a < nPages; a += tp) {
         const b = Math.min(nPages, a + tp);
-        const { errors } = ctx.section('streamAttention', () => {
-          const pages = all.slice(a, b);
-          const slots = cache.ensureResident(pages);
-          // Group the tile's pages by pool buffer.
-          const byBuf = new Map<number, number[]>();
-          for (let i = 0; i < pages.length; i++) {
-            const bi = cache.pool.location(slots[i]!).bufferIndex;
-            let g = byBuf.get(bi);
-            if (!g) byBuf.set(bi, (g = []));
-            g.push(i);
-          }
-          const enc = ctx.device.createCommandEncoder({ label: 'tessera.stream.tile' });
-          let e = 0;
-          let partBase = 1;
-          const groups = [...byBuf.entries()];
-          groups.forEach(([bi, idx], gi) => {
-            const listBase = e;
-            for (const i of idx) {
-              const w = e * PAGED_ENTRY_WORDS;
-              listWords[w] = cache.pool.location(slots[i]!).index;
-              listWords[w + 1] = (a + i) * P;
-              listWords[w + 2] = Math.min(P, len - (a + i) * P);
-              listWords[w + 3] = ALL_HEADS;
-              e++;
-            }
-            const need = Math.ceil(idx.length / this.pagesPerPart);
-            const partCount = gi === groups.length - 1 ? this.parts + 1 - partBase : need;
-            const call: PagedCall = { qPos0, listBase, nEntries: idx.length, ePer: this.pagesPerPart, partBase, partCount };
-            this.paged.run(enc, { q: qT, pages: cache.pool.buffers[bi]!, list: this.list, oParts: oPartsT, lseParts: lsePartsT, calls: [call] });
-            partBase += need;
-          });
-          queue.writeBuffer(this.list, 0, listWords, 0, e * PAGED_ENTRY_WORDS);
-          this.merger.run(enc, {
-            oParts: oPartsT,
-            lseParts: { buffer: this.lseParts, shape: [this.parts + 1, rows], dtype: 'f32' },
-            o: { buffer: this.oTmp, shape: [rows, Dv], dtype: 'f32' },
-            lse: { buffer: this.lseTmp, shape: [rows], dtype: 'f32' },
-          });
-          enc.copyBufferToBuffer(this.oTmp, 0, this.oParts, 0, rows * Dv * 4);
-          enc.copyBufferToBuffer(this.lseTmp, 0, this.lseParts, 0, rows * 4);
-          queue.submit([enc.finish()]);
-        });
-        tiles++;
+        const index = tiles++;
+        const { errors } = ctx.section('streamAttention', () => this.submitTile(all, a, b, len, qPos0, qT, index));
         pending.push(observe(Promise.all([errors, ctx.raceLost(queue.onSubmittedWorkDone())])));
         if (pending.length >= this.options.inflight) await pending.shift();
         ro.onProgress?.(Math.min(len, b * P), Math.min(len, nPages * P));
       }
       const { errors } = ctx.section('streamAttention', () => {
         const enc = ctx.device.createCommandEncoder({ label: 'tessera.stream.out' });
-        enc.copyBufferToBuffer(this.oParts, 0, out.o.buffer, out.o.offset ?? 0, rows * Dv * 4);
-        if (out.lse) enc.copyBufferToBuffer(this.lseParts, 0, out.lse.buffer, out.lse.offset ?? 0, rows * 4);
+        // No page (an empty sequence): finish from an empty state (o = 0, lse = -inf).
+        if (tiles === 0) queue.writeBuffer(this.states[1]!.s.buffer, 0, this.emptyState);
+        const lse = out.lse ?? { buffer: this.lseScratch, shape: [Tq, Hq], dtype: 'f32' as const };
+        this.merger.finish(enc, {
+          state: this.states[(tiles + 1) % 2]!,
+          o: { buffer: out.o.buffer, offset: out.o.offset, shape: [rows, Dv], dtype: 'f32' },
+          lse: { buffer: lse.buffer, offset: lse.offset, shape: [rows], dtype: 'f32' },
+        });
         queue.submit([enc.finish()]);
       });
       pending.push(observe(Promise.all([errors, ctx.raceLost(queue.onSubmittedWorkDone())])));
@@ -238,7 +233,115 @@ export class StreamAttentionPlan {
       bytesUploaded: cache.bytesUploaded - bu0,
       kvBytesRead: nPages * cache.pageBytes,
       ms: performance.now() - t0,
+      overlap,
     };
+  }
+
+  /**
+   * Makes pages [a, b) of `all` resident (reading and uploading those that are not) and submits
+   * their attention and the merge into running state `index % 2` (from `(index - 1) % 2`).
+   */
+  private submitTile(all: readonly number[], a: number, b: number, len: number, qPos0: number, qT: TileQuery, index: number): void {
+    const { cache, ctx, rows } = this;
+    const P = cache.pageSize;
+    const Dv = cache.Dv;
+    const queue = ctx.device.queue;
+    const listWords = this.listWords;
+    const oPartsT = { buffer: this.oParts, shape: [this.parts, rows, Dv], dtype: 'f32' as const };
+    const lsePartsT = { buffer: this.lseParts, shape: [this.parts, rows], dtype: 'f32' as const };
+    const pages = all.slice(a, b);
+    const slots = cache.ensureResident(pages);
+    // Group the tile's pages by pool buffer.
+    const byBuf = new Map<number, number[]>();
+    for (let i = 0; i < pages.length; i++) {
+      const bi = cache.pool.location(slots[i]!).bufferIndex;
+      let g = byBuf.get(bi);
+      if (!g) byBuf.set(bi, (g = []));
+      g.push(i);
+    }
+    const enc = ctx.device.createCommandEncoder({ label: 'tessera.stream.tile' });
+    let e = 0;
+    let partBase = 0;
+    const groups = [...byBuf.entries()];
+    groups.forEach(([bi, idx], gi) => {
+      const listBase = e;
+      for (const i of idx) {
+        const w = e * PAGED_ENTRY_WORDS;
+        listWords[w] = cache.pool.location(slots[i]!).index;
+        listWords[w + 1] = (a + i) * P;
+        listWords[w + 2] = Math.min(P, len - (a + i) * P);
+        listWords[w + 3] = ALL_HEADS;
+        e++;
+      }
+      const need = Math.ceil(idx.length / this.pagesPerPart);
+      const partCount = gi === groups.length - 1 ? this.parts - partBase : need;
+      const call: PagedCall = { qPos0, listBase, nEntries: idx.length, ePer: this.pagesPerPart, partBase, partCount };
+      this.paged.run(enc, { q: qT, pages: cache.pool.buffers[bi]!, list: this.list, oParts: oPartsT, lseParts: lsePartsT, calls: [call] });
+      partBase += need;
+    });
+    queue.writeBuffer(this.list, 0, listWords, 0, e * PAGED_ENTRY_WORDS);
+    this.merger.run(enc, { oParts: oPartsT, lseParts: lsePartsT, stateIn: index > 0 ? this.states[(index - 1) % 2] : undefined, stateOut: this.states[index % 2] });
+    queue.submit([enc.finish()]);
+  }
+
+  /**
+   * Overlap of transfer and compute on the first `want` tiles (as many as the working set holds
+   * at once): the pipelined loop the pass uses (read + upload of tile i + 1 while tile i is
+   * attended, `inflight` tiles in flight), then the same tiles' transfers alone (read + upload,
+   * waiting for the queue) and their compute alone (the tiles resident). The tiles are made
+   * non-resident before each timed transfer. The pass that follows starts its merge afresh.
+   */
+  private async measureOverlap(all: readonly number[], nPages: number, len: number, qPos0: number, qT: TileQuery, want: number): Promise<OverlapStats> {
+    const { cache, ctx } = this;
+    const queue = ctx.device.queue;
+    const tp = this.options.tilePages;
+    // Grow the working set (within the budget) so that the sampled tiles are resident together.
+    const pool = cache.pool;
+    const wantTiles = Math.min(Math.ceil(nPages / tp), want);
+    while (pool.capacity < (wantTiles + 1) * tp && cache.summaryBytes + pool.bytes + pool.bufferBytes <= cache.gpuBudgetBytes) pool.addBuffer();
+    const tiles = Math.max(1, Math.min(wantTiles, Math.floor(pool.capacity / tp) - 1));
+    const end = Math.min(nPages, tiles * tp);
+    const evict = () => {
+      for (let i = 0; i < end; i++) {
+        const s = cache.pool.slotOf(all[i]!);
+        if (s >= 0 && !cache.pool.isPinned(all[i]!)) cache.pool.drop(s);
+      }
+    };
+    await ctx.raceLost(queue.onSubmittedWorkDone());
+    // 1. Pipelined, as the pass runs.
+    evict();
+    let t = performance.now();
+    const pending: Promise<unknown>[] = [];
+    for (let a = 0, i = 0; a < end; a += tp, i++) {
+      const { errors } = ctx.section('streamAttention.overlap', () => this.submitTile(all, a, Math.min(end, a + tp), len, qPos0, qT, i));
+      pending.push(observe(Promise.all([errors, ctx.raceLost(queue.onSubmittedWorkDone())])));
+      if (pending.length >= this.options.inflight) await pending.shift();
+    }
+    await Promise.all(pending);
+    await ctx.raceLost(queue.onSubmittedWorkDone());
+    const overlappedMs = performance.now() - t;
+    // 2. Transfers alone.
+    evict();
+    t = performance.now();
+    for (let a = 0; a < end; a += tp) {
+      cache.ensureResident(all.slice(a, Math.min(end, a + tp)));
+      await ctx.raceLost(queue.onSubmittedWorkDone());
+    }
+    const transferMs = performance.now() - t;
+    // 3. Compute alone (every page resident: nothing is read or uploaded).
+    const up = cache.pagesUploaded;
+    t = performance.now();
+    for (let a = 0, i = 0; a < end; a += tp, i++) {
+      const { errors } = ctx.section('streamAttention.overlap', () => this.submitTile(all, a, Math.min(end, a + tp), len, qPos0, qT, i));
+      pending.push(observe(Promise.all([errors, ctx.raceLost(queue.onSubmittedWorkDone())])));
+      if (pending.length >= this.options.inflight) await pending.shift();
+    }
+    await Promise.all(pending);
+    await ctx.raceLost(queue.onSubmittedWorkDone());
+    const computeMs = performance.now() - t;
+    if (cache.pagesUploaded !== up) fail('E_STATE', 'measureOverlap', 'uploaded pages during the compute-only run;', cache.pagesUploaded - up, 'a working set that holds the sampled tiles');
+    const hidden = transferMs + computeMs - overlappedMs;
+    return { tiles, transferMs, computeMs, overlappedMs, fraction: Math.max(0, Math.min(1, hidden / transferMs)) };
   }
 
   dispose(): void {
@@ -246,7 +349,7 @@ export class StreamAttentionPlan {
     this.disposed = true;
     this.paged.dispose();
     this.merger.dispose();
-    for (const b of [this.oParts, this.lseParts, this.oTmp, this.lseTmp, this.list]) this.ctx.destroyBuffer(b);
+    for (const b of [this.oParts, this.lseParts, this.lseScratch, this.list, ...this.states.flatMap((x) => [x.o.buffer, x.s.buffer])]) this.ctx.destroyBuffer(b);
   }
 }
 

@@ -20,6 +20,7 @@ import { PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '..
 import { planQuestScore, type GroupReduce, type QuestScoreCall, type QuestScoreMode, type QuestScorePlan } from '../../kernels/quest/score.js';
 import { questSelectReference } from '../../kernels/quest/reference.js';
 import { planTopK, type TopKPlan } from '../../kernels/topk/topk.js';
+import { TwoLevelSelector, type LevelSelectOptions, type LevelStats } from './quest-levels.js';
 
 export interface QuestDecodeOptions {
   /** Query heads (a multiple of the cache's Hkv). */
@@ -42,6 +43,8 @@ export interface QuestDecodeOptions {
   selector?: 'gpu' | 'host';
   /** Paged kernel shape (`kernels/paged`): `auto` (default, by adapter class), `cpu` or `gpu`. */
   variant?: 'auto' | 'cpu' | 'gpu';
+  /** Two-level summaries (a cache with `summaryLevels: 2`): see src/stream/quest-levels.ts. */
+  levels?: LevelSelectOptions;
 }
 
 export interface QuestStats {
@@ -60,6 +63,8 @@ export interface QuestStats {
   scoreMs: number;
   attendMs: number;
   ms: number;
+  /** Two-level selection details (a cache with `summaryLevels: 2`). */
+  levels?: LevelStats;
 }
 
 export class QuestDecodePlan {
@@ -78,6 +83,7 @@ export class QuestDecodePlan {
   private listFor = { seq: -1, count: 0 };
   private scores?: GPUBuffer;
   private disposed = false;
+  private levels?: TwoLevelSelector;
 
   private constructor(cache: KvCache, o: Required<QuestDecodeOptions>, scorer: QuestScorePlan, paged: PagedPlan, merger: MergePlan, parts: number) {
     this.cache = cache;
@@ -94,6 +100,7 @@ export class QuestDecodePlan {
     this.entries = this.ctx.createBuffer({ size: this.budgetPages * cache.Hkv * PAGED_ENTRY_WORDS * 4, usage, label: 'tessera.quest.entries' });
     // One run at a time: partials, entry list, page list and scores are this plan's (E_STATE otherwise).
     exclusiveRuns(this, 'QuestDecodePlan', ['run']);
+    if (cache.tiers) this.levels = new TwoLevelSelector(cache, scorer, o.levels);
   }
 
   /** @internal use {@link planQuestDecode}. */
@@ -113,7 +120,9 @@ export class QuestDecodePlan {
       scale: opts.scale ?? 1 / Math.sqrt(cache.D),
       selector: opts.selector ?? 'gpu',
       variant: opts.variant ?? 'auto',
+      levels: opts.levels ?? {},
     };
+    if (cache.tiers && mode !== 'quest') fail('E_UNSUPPORTED', 'mode', 'needs single-level summaries (two-level summaries keep only min/max);', mode, '"quest", or a cache with summaryLevels: 1');
     check(o.selector === 'host' || o.selector === 'gpu', 'selector', '"gpu" or "host"', o.selector);
     const budgetPages = Math.max(1, Math.floor(budgetTokens / cache.pageSize));
     const maxBuffers = Math.max(1, Math.floor(cache.gpuBudgetBytes / cache.pool.bufferBytes));
@@ -125,7 +134,7 @@ export class QuestDecodePlan {
     const scorer = await planQuestScore(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, mode, groupReduce: o.groupReduce, maxCalls: 16 });
     const paged = await planPaged(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq: 1, pageSize: cache.pageSize, dtype: cache.dtype, causal: true, scale: o.scale, maxCalls: groups, variant: o.variant });
     const merger = await planMerge(cache.ctx, { parts, rows: Hq, D: cache.Dv, outDtype: 'f32' });
-    if (o.selector === 'gpu') {
+    if (o.selector === 'gpu' && !cache.tiers) {
       // Compile the multi-workgroup top-k pipelines now, so that the first decode does not pay for it
       // (the per-length plan made at run time then comes from the pipeline cache).
       const k = Math.max(1, budgetPages - Math.min(o.sinkPages, budgetPages) - 1);
@@ -180,6 +189,7 @@ export class QuestDecodePlan {
     let selected: Int32Array[];
     let summaryBytesRead = 0;
     let scoreMs = 0;
+    let levelStats: LevelStats | undefined;
     // Every submit is encoded in one synchronous error-scope section (no scope is held across an
     // await, so concurrent calls keep their own errors); the sections' checks are observed at once.
     const checks: Promise<void>[] = [];
@@ -187,6 +197,20 @@ export class QuestDecodePlan {
     {
       if (n <= this.budgetPages) {
         selected = Array.from({ length: Hkv }, () => Int32Array.from({ length: n }, (_, i) => i));
+      } else if (this.levels) {
+        // Two-level summaries: super-pages first, then the pages of the best ones.
+        const forcedLo = Math.min(sinkPages, n);
+        const k = Math.max(0, this.budgetPages - forcedLo - (n - 1 >= forcedLo ? 1 : 0));
+        const r = await this.levels.select(seq, q, k, forcedLo);
+        levelStats = r.stats;
+        summaryBytesRead = r.stats.summaryBytesRead;
+        selected = r.top.map((t) => {
+          const set = new Set<number>(t);
+          for (let i = 0; i < forcedLo; i++) set.add(i);
+          set.add(n - 1);
+          return Int32Array.from([...set].sort((a, b) => a - b));
+        });
+        scoreMs = performance.now() - t0;
       } else {
         // 1. Scores from the summaries, one dispatch per summary chunk.
         const list = this.ensureList(seq, pages);
@@ -299,6 +323,7 @@ export class QuestDecodePlan {
       scoreMs,
       attendMs: ms - scoreMs,
       ms,
+      levels: levelStats,
     };
   }
 
@@ -349,6 +374,7 @@ export class QuestDecodePlan {
     this.paged.dispose();
     this.merger.dispose();
     this.topkPlan?.plan.dispose();
+    this.levels?.dispose();
     for (const b of [this.oParts, this.lseParts, this.entries, this.list, this.scores, this.scratchLse, this.indices]) this.ctx.destroyBuffer(b);
   }
 }

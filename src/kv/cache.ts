@@ -23,6 +23,7 @@ import {
 } from './codec.js';
 import { GpuPagePool } from './pool.js';
 import { MemoryStore, type Store } from './store.js';
+import { adoptRefState, afterMutate, allocPage, beforeAppend, forkSequence, freeSequence, refCount, refState, truncateSequence } from './refs.js';
 
 export interface KvCacheOptions {
   /** KV heads. */
@@ -81,6 +82,8 @@ interface Sequence {
   /** int8 only: f32 values of the partial page `[Hkv, P, D]`, `[Hkv, P, Dv]`. */
   tailK?: Float32Array;
   tailV?: Float32Array;
+  /** Set by `freeSequence` (refs.ts). */
+  freed?: boolean;
 }
 
 /** Raw rows already encoded in the cache's dtype, `[T, Hkv, D]` / `[T, Hkv, Dv]`. */
@@ -238,6 +241,7 @@ export class KvCache {
   private seq(id: number, argument = 'seq'): Sequence {
     checkInt(id, argument, { min: 0 });
     const s = this.seqs[id];
+    if (s?.freed) fail('E_STATE', argument, 'was freed;', id, 'a live sequence');
     if (!s) fail('E_ARG', argument, 'is not a sequence of this cache;', id, `0..${this.seqs.length - 1}`);
     return s;
   }
@@ -253,7 +257,7 @@ export class KvCache {
   }
 
   /** The page table of `seqs` (default: all sequences), CSR as in FlashInfer. */
-  pageTable(seqs: readonly number[] = this.seqs.map((_, i) => i)): PageTable {
+  pageTable(seqs: readonly number[] = this.seqs.flatMap((s, i) => (s.freed ? [] : [i]))): PageTable {
     const indptr = new Int32Array(seqs.length + 1);
     seqs.forEach((id, i) => (indptr[i + 1] = indptr[i]! + this.seq(id, `seqs[${i}]`).pages.length));
     const indices = new Int32Array(indptr[seqs.length]!);
@@ -377,12 +381,13 @@ export class KvCache {
       fail('E_LIMIT', 'gpuBudgetBytes', `cannot hold the summaries of ${this.pageCount + newPages} pages plus one tile;`, this.gpuBudgetBytes, `at least ${needSummary + this.pool.bufferBytes} bytes`);
     }
     const firstTouched = s.length % P === 0 ? s.pages.length : s.pages.length - 1;
+    beforeAppend(this, s); // copy-on-write of a shared (or committed, durable) partial last page
     let done = 0;
     const touched: number[] = [];
     while (done < T) {
       const dstRow = s.length % P;
       if (dstRow === 0) {
-        const id = this.pageCount++;
+        const id = allocPage(this);
         s.pages.push(id);
         s.tail.fill(0);
         if (s.tailK) {
@@ -404,7 +409,10 @@ export class KvCache {
     const np = s.pages.length;
     for (let i = Math.max(this.sinkPages, firstTouched - this.recentPages); i < np - this.recentPages; i++) this.pool.unpin(s.pages[i]!);
     for (let i = Math.max(0, np - this.recentPages); i < np; i++) this.pool.pin(s.pages[i]!);
-    this.uploadSummaries(touched[0]!, touched[touched.length - 1]! + 1);
+    let lo = touched[0]!;
+    let hi = lo;
+    for (const p of touched) (lo = Math.min(lo, p)), (hi = Math.max(hi, p)); // reused page ids are not in order
+    this.uploadSummaries(lo, hi + 1);
     // A resident page that changed is re-uploaded.
     for (const p of touched) {
       const slot = this.pool.slotOf(p);
@@ -414,6 +422,42 @@ export class KvCache {
       }
     }
     this.hostPeak = Math.max(this.hostPeak, this.hostBytes);
+    afterMutate(this);
+  }
+
+  /**
+   * A new sequence sharing every full page of `seq` (copy-on-write: only the partial last page is
+   * copied); both append independently afterwards. Returns its id. See `refs.ts`.
+   *
+   * @example
+   * const agent = cache.fork(context);
+   */
+  fork(seq: number): number {
+    this.assertUsable();
+    return forkSequence(this, seq, this.seq(seq));
+  }
+
+  /**
+   * Rewinds sequence `seq` to its first `length` tokens: pages past it are released, the new last
+   * page is trimmed (summaries and checksum recomputed). Nothing changes if it fails.
+   *
+   * @example
+   * cache.truncate(seq, cache.length(seq) - 512); // undo the last tool call
+   */
+  truncate(seq: number, length: number): void {
+    this.assertUsable();
+    truncateSequence(this, seq, this.seq(seq), length);
+  }
+
+  /** Frees sequence `seq`: pages no other sequence uses are freed (their ids reused by later appends). */
+  freeSequence(seq: number): void {
+    this.assertUsable();
+    freeSequence(this, this.seq(seq));
+  }
+
+  /** Sequences referencing page `page` (0: a free page id). */
+  refCount(page: number): number {
+    return refCount(this, page);
   }
 
   /** Writes a page to the store and refreshes its checksum and summary mirror. */
@@ -679,8 +723,10 @@ export class KvCache {
 
   /** Checks every page in the host/disk tier against its checksum; returns the pages checked. */
   verifyStore(): number {
-    for (let p = 0; p < this.pageCount; p++) this.hostPage(p, true);
-    return this.pageCount;
+    const refs = refState(this).refs;
+    let n = 0;
+    for (let p = 0; p < this.pageCount; p++) if (refs[p]) this.hostPage(p, true), n++;
+    return n;
   }
 
   get hostBytes(): number {
@@ -721,8 +767,9 @@ export class KvCache {
     this.assertUsable();
     const next = new KvCache(ctxOf(device), { ...this.options, store: this.store });
     for (const s of this.seqs) {
-      next.seqs.push({ pages: [...s.pages], length: s.length, tail: s.tail.slice(), tailK: s.tailK?.slice(), tailV: s.tailV?.slice() });
+      next.seqs.push({ pages: [...s.pages], length: s.length, tail: s.tail.slice(), tailK: s.tailK?.slice(), tailV: s.tailV?.slice(), freed: s.freed });
     }
+    adoptRefState(this, next);
     next.pageCount = this.pageCount;
     next.sums = this.sums.slice();
     next.minmaxHost = this.minmaxHost.slice();

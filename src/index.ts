@@ -59,4 +59,5 @@ export * from '../kernels/switch/index.js';
 export * from './kv/index.js';
 export * from './stream/index.js';
 export * from '../kernels/paged/index.js';
+export * from '../kernels/cascade/index.js';
 export * from '../kernels/quest/index.js';

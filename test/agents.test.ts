@@ -203,7 +203,7 @@ describe('persistent caches', () => {
       const want1 = cache.read(s1, 0, 49);
       cache.dispose();
       const store2 = new FileStore({ path, mode: 'open' });
-      const again = openKvCache(gpu.dev, { store: store2, manifest: store2.manifest(), gpuBudgetBytes: 1 << 20 });
+      let again = openKvCache(gpu.dev, { store: store2, manifest: store2.manifest(), gpuBudgetBytes: 1 << 20 });
       try {
         expect(again.numSequences).toBe(2);
         expect(again.dtype).toBe(dtype);
@@ -221,8 +221,26 @@ describe('persistent caches', () => {
         if (dtype !== 'int8') expectSameTokens(ref, r, again, s1);
         else expect(compare(again.read(s1, 0, 69).k, ref.read(r, 0, 69).k).maxAbs).toBeLessThan(0.05);
         ref.dispose();
+        // A cache moved to another device (device loss) stays persistent.
+        again = again.moveTo(gpu.dev);
+        again.truncate(s0, 33);
+        again.freeSequence(s1);
       } finally {
         again.dispose();
+      }
+      const store3 = new FileStore({ path, mode: 'open' });
+      const third = openKvCache(gpu.dev, { store: store3, manifest: store3.manifest() });
+      try {
+        expect(third.length(s0)).toBe(33);
+        const got = third.read(s0, 0, 33).v;
+        const want = want0.v.subarray(0, 33 * small.Hkv * small.Dv);
+        if (dtype !== 'int8') expect(Array.from(got)).toEqual(Array.from(want));
+        else expect(compare(got, want).maxAbs).toBeLessThan(0.05); // the trimmed page is requantised
+        expectError(() => third.length(s1), 'E_STATE', 'seq');
+        expect(pageCounts(third).live).toBe(3);
+        expect(verifyKvCache(third).failed).toEqual([]);
+      } finally {
+        third.dispose();
       }
     });
   }
@@ -398,12 +416,12 @@ describe('persistent caches', () => {
 });
 
 describe('shared-prefix (cascade) decode', () => {
-  for (const variant of ['cpu', 'gpu'] as const) {
+  for (const [variant, sharedKernel] of [['cpu', 'rows'], ['cpu', 'paged'], ['gpu', 'paged'], ['gpu', 'rows']] as const) {
     for (const c of [
       { Hq: 4, Hkv: 2, D: 16, ctx: 200, priv: [0, 5, 37], P: 16, dtype: 'f16' as KvDType },
       { Hq: 3, Hkv: 1, D: 12, ctx: 96, priv: [17, 1, 64, 3], P: 32, dtype: 'f32' as KvDType },
     ]) {
-      it(`${variant}: Hq ${c.Hq}/${c.Hkv}, context ${c.ctx}, private ${c.priv}, ${c.dtype}: equals independent attention`, async () => {
+      it(`${variant}, shared pass ${sharedKernel}: Hq ${c.Hq}/${c.Hkv}, context ${c.ctx}, private ${c.priv}, ${c.dtype}: equals independent attention`, async () => {
         const cache = createKvCache(gpu.dev, { Hkv: c.Hkv, D: c.D, pageSize: c.P, dtype: c.dtype, gpuBudgetBytes: 1 << 20, tilePages: 3 });
         try {
           const base = cache.addSequence();
@@ -418,7 +436,7 @@ describe('shared-prefix (cascade) decode', () => {
           const n = agents.length;
           const rng = new Rng(5);
           const q = rng.normals(n * c.Hq * c.D);
-          const plan = await planCascadeDecode(cache, { Hq: c.Hq, seqs: n, variant, tilePages: 3 });
+          const plan = await planCascadeDecode(cache, { Hq: c.Hq, seqs: n, variant, sharedKernel, tilePages: 3 });
           try {
             const qt = gpu.tensor(q, [n, c.Hq, c.D]);
             const o = gpu.nanTensor([n, c.Hq, c.D]);
@@ -447,6 +465,14 @@ describe('shared-prefix (cascade) decode', () => {
             for (const s of selq.shared) expect(s.length).toBe(Math.min(budgetPages, m));
             expect(selq.recall).toBeGreaterThan(0);
             expect(selq.recall).toBeLessThanOrEqual(1);
+            // The recall is what it claims: the shared set against each agent's own selection.
+            let hit = 0;
+            let all = 0;
+            selq.perSeq.forEach((heads) => heads.forEach((own, h) => own.forEach((x) => ((all += 1), (hit += selq.shared[h]!.includes(x) ? 1 : 0)))));
+            expect(selq.recall).toBeCloseTo(hit / all, 12);
+            const uni = questSharedSelection(cache, agents, q, { Hq: c.Hq, budgetPages, sharedPages: m, mode: 'union', f16ToF32: f16BitsToF32 });
+            expect(uni.recall).toBe(1);
+            uni.shared.forEach((s, h) => expect(Array.from(s)).toEqual([...new Set(uni.perSeq.flatMap((p) => Array.from(p[h]!)))].sort((a, b) => a - b)));
             const o2 = gpu.nanTensor([n, c.Hq, c.D]);
             const st2 = await plan.run(agents, qt, { o: o2 }, { sharedSelection: selq.shared });
             expect(st2.sharedEntries).toBe(selq.shared.reduce((x, s) => x + s.length, 0));
@@ -481,4 +507,29 @@ describe('shared-prefix (cascade) decode', () => {
       });
     }
   }
+});
+
+describe('tessera demo agents (short)', () => {
+  it('builds, reopens in a child process, forks, rewinds, decodes shared and unshared', async () => {
+    const { runAgents } = await import('../src/demo/agents.js');
+    const r = await runAgents(gpu.dev, { context: 2000, agents: 3, privateTokens: 100, rewind: 40, steps: 2, questPages: 4, gpuBudgetMiB: 16, quiet: true });
+    expect(r.context).toBe(2000);
+    expect(r.reopened).toBe(true);
+    expect(r.checksumsChecked).toBe(Math.ceil(2000 / 64));
+    expect(r.checksumsFailed).toBe(0);
+    expect(r.sampleTokensChecked).toBe(4096);
+    expect(r.sampleTokensMismatched).toBe(0);
+    // 2000 tokens = 31 full pages + 16 tokens: each fork copies exactly the partial page.
+    expect(r.pagesShared).toBe(31);
+    expect(r.bytesCopiedOnFork).toBe(3 * r.pageBytes);
+    expect(r.rewindOk).toBe(true);
+    expect(r.relRmsSharedVsUnshared).toBeLessThanOrEqual(1e-6);
+    // 2100 tokens per agent = 33 pages. Shared: 31 pages once + each agent's 2 private pages;
+    // unshared: every agent's 33 pages.
+    expect(r.sharedBytesReadPerStep).toBe((31 + 3 * 2) * r.pageBytes);
+    expect(r.unsharedBytesReadPerStep).toBe(3 * 33 * r.pageBytes);
+    expect(r.questRecall).toBeGreaterThan(0);
+    expect(r.questRecall).toBeLessThanOrEqual(1);
+    expect(r.manifestCommits).toBeGreaterThan(0);
+  }, 120_000);
 });

@@ -52,10 +52,15 @@ export interface CacheInternals {
   addSequence(): number;
 }
 
-/** Durability hook installed by `session.ts`. */
+/** Durability state installed by `session.ts` (moves with the reference state on `moveTo`). */
 export interface Durability {
   autoCommit: boolean;
-  commit(): void;
+  /** Writes the manifest of `cache` (session.ts `commitKvCache`). */
+  commit(cache: KvCache): void;
+  /** Where the manifest goes (a `ManifestStore`). */
+  manifest: { write(bytes: Uint8Array): void };
+  /** Generation of the last manifest written. */
+  generation: number;
 }
 
 /** Reference counts and the free list of one cache. */
@@ -189,7 +194,7 @@ export function beforeAppend(cache: KvCache, s: SeqState): () => void {
 /** After a successful mutation: commit the manifest when the cache is durable with autoCommit. */
 export function afterMutate(cache: KvCache): void {
   const st = refState(cache);
-  if (st.durable?.autoCommit) st.durable.commit();
+  if (st.durable?.autoCommit) st.durable.commit(cache);
 }
 
 function pinRecent(c: CacheInternals, s: SeqState): void {

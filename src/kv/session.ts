@@ -18,8 +18,6 @@ export interface PersistOptions {
   autoCommit?: boolean;
 }
 
-const GEN = new WeakMap<object, { manifest: ManifestStore; generation: number }>();
-
 /**
  * Makes `cache` persistent: its manifest goes to `manifest` now and after every change. The cache's
  * store must be a disk store (`FileStore` with a path, `OpfsStore`).
@@ -36,8 +34,7 @@ export function persistKvCache(cache: KvCache, manifest: ManifestStore, opts: Pe
 }
 
 function attach(cache: KvCache, manifest: ManifestStore, generation: number, autoCommit: boolean): void {
-  GEN.set(cache, { manifest, generation });
-  refState(cache).durable = { autoCommit, commit: () => commitKvCache(cache) };
+  refState(cache).durable = { autoCommit, commit: commitKvCache, manifest, generation };
 }
 
 /** The manifest of `cache` as it stands now (not written). */
@@ -62,13 +59,13 @@ export function manifestOf(cache: KvCache, generation = 0): Manifest {
  * `E_IO` leaves the previous manifest in place (commit again to retry).
  */
 export function commitKvCache(cache: KvCache): void {
-  const g = GEN.get(cache);
+  const st = refState(cache);
+  const g = st.durable;
   if (!g) fail('E_STATE', 'cache', 'is not persistent;', 'no manifest', 'persistKvCache(cache, manifest) or openKvCache first');
   internals(cache).store.sync?.();
   const next = g.generation + 1;
   g.manifest.write(encodeManifest(manifestOf(cache, next)));
   g.generation = next;
-  const st = refState(cache);
   st.free.push(...st.pending);
   st.pending.length = 0;
 }

@@ -19,6 +19,7 @@ import { checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
 import { planMerge, type MergePlan } from '../../kernels/merge/merge.js';
 import { ALL_HEADS, PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '../../kernels/paged/paged.js';
+import { planPagedRows, type PagedRowsPlan } from '../../kernels/cascade/rows.js';
 
 export interface CascadeOptions {
   /** Query heads (a multiple of the cache's Hkv). */
@@ -29,12 +30,17 @@ export interface CascadeOptions {
   scale?: number;
   /** Pages per tile (default: the cache's `tilePages`). */
   tilePages?: number;
-  /** Bound on each pass's partials workspace in bytes (default 8 MiB). */
+  /** Bound on the partials workspace of a one-sequence pass in bytes (default 8 MiB; the shared pass gets this times min(seqs, 16)). */
   partialBytes?: number;
   /** Tiles in flight before the host waits (default 2). */
   inflight?: number;
-  /** Paged kernel shape: `auto` (default), `cpu` or `gpu`. */
+  /** Paged kernel shape of the private passes (and of a `paged` shared pass): `auto` (default), `cpu` or `gpu`. */
   variant?: 'auto' | 'cpu' | 'gpu';
+  /**
+   * The shared pass's kernel: `rows` (default: kernels/cascade, four query rows per invocation,
+   * each key and value loaded once for the four) or `paged` (kernels/paged, one row per invocation).
+   */
+  sharedKernel?: 'rows' | 'paged';
 }
 
 export interface CascadeRunOptions {
@@ -87,7 +93,7 @@ class PageStreamer {
 
   constructor(
     readonly cache: KvCache,
-    readonly paged: PagedPlan,
+    readonly paged: PagedPlan | PagedRowsPlan,
     readonly merger: MergePlan,
     readonly rows: number,
     readonly parts: number,
@@ -107,13 +113,18 @@ class PageStreamer {
     this.zeros = new Float32Array(rows * Dv);
   }
 
-  static async create(cache: KvCache, o: Required<CascadeOptions>, Tq: number): Promise<PageStreamer> {
+  static async create(cache: KvCache, o: Required<CascadeOptions>, Tq: number, rowsKernel: boolean): Promise<PageStreamer> {
     const rows = Tq * o.Hq;
     const perPart = rows * (cache.Dv + 1) * 4;
+    // The shared pass gets the per-row budget of a single sequence's pass times its rows (up to
+    // 16 sequences), so it splits tiles into the same parts as one sequence would: the same
+    // partial sums, merged the same way.
+    const partialBytes = o.partialBytes * Math.min(Tq, 16);
     const groups = Math.min(o.tilePages, Math.max(1, Math.floor(cache.gpuBudgetBytes / cache.pool.bufferBytes)));
-    const paged = await planPaged(cache.ctx, { Hq: o.Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq, pageSize: cache.pageSize, dtype: cache.dtype, causal: false, scale: o.scale, maxCalls: groups, variant: o.variant });
+    const po = { Hq: o.Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq, pageSize: cache.pageSize, dtype: cache.dtype, causal: false, scale: o.scale, maxCalls: groups, variant: o.variant };
+    const paged = rowsKernel ? await planPagedRows(cache.ctx, po) : await planPaged(cache.ctx, po);
     try {
-      const maxParts = Math.max(1, Math.floor(o.partialBytes / perPart) - groups - 1);
+      const maxParts = Math.max(1, Math.floor(partialBytes / perPart) - groups - 1);
       const tilePages = Math.min(o.tilePages, maxParts * paged.maxEntriesPerPart);
       const ePer = Math.max(1, Math.ceil(tilePages / maxParts));
       const parts = Math.ceil(tilePages / ePer) + groups;
@@ -282,12 +293,14 @@ export class CascadeDecodePlan {
       partialBytes: checkInt(opts.partialBytes ?? 8 * 2 ** 20, 'partialBytes', { min: 1 }),
       inflight: checkInt(opts.inflight ?? 2, 'inflight', { min: 1, max: 8 }),
       variant: opts.variant ?? 'auto',
+      sharedKernel: opts.sharedKernel ?? 'rows',
     };
+    check(o.sharedKernel === 'rows' || o.sharedKernel === 'paged', 'sharedKernel', '"rows" or "paged"', o.sharedKernel);
     check(o.variant === 'auto' || o.variant === 'cpu' || o.variant === 'gpu', 'variant', '"auto", "cpu" or "gpu"', o.variant);
-    const shared = await PageStreamer.create(cache, o, n);
+    const shared = await PageStreamer.create(cache, o, n, o.sharedKernel === 'rows');
     let priv: PageStreamer | undefined;
     try {
-      priv = await PageStreamer.create(cache, o, 1);
+      priv = await PageStreamer.create(cache, o, 1, false);
       const final = await planMerge(cache.ctx, { parts: 2, rows: n * Hq, D: cache.Dv, outDtype: 'f32' });
       return new CascadeDecodePlan(cache, o, shared, priv, final);
     } catch (e) {
@@ -442,17 +455,26 @@ function topK(scores: Float64Array, k: number, always: readonly number[]): Int32
 
 /**
  * Quest selection over the first `sharedPages` pages of `seqs` for queries `q` (`[n, Hq, D]` host
- * values): one selection per KV head shared by all n sequences (the max of their bounds), plus each
- * sequence's own selection and the recall of the shared one against it (the fraction of each
- * sequence's own top pages that the shared selection also attends, averaged). `budgetPages` pages
- * per KV head (sink pages always included).
+ * values), one page set per KV head that all n sequences attend (read once for all):
+ *
+ * - `mode: 'max'` (default): the `budgetPages` pages with the highest max over the sequences of
+ *   their Quest bounds: the budget of one sequence, shared. `recall` is the fraction of each
+ *   sequence's own top `budgetPages` pages the shared set holds (averaged): what sharing costs
+ *   when the queries differ.
+ * - `mode: 'union'`: the union of every sequence's own top `budgetPages` (recall 1 by
+ *   construction; each sequence attends a superset of its own selection, read once for all).
+ *
+ * Sink pages are always included. `perSeq` holds each sequence's own selections.
  */
 export function questSharedSelection(
   cache: KvCache,
   seqs: readonly number[],
   q: ArrayLike<number>,
-  opts: { Hq: number; budgetPages: number; sharedPages: number; sinkPages?: number; f16ToF32: (bits: number) => number },
+  opts: { Hq: number; budgetPages: number; sharedPages: number; sinkPages?: number; mode?: 'max' | 'union'; f16ToF32: (bits: number) => number },
 ): { shared: Int32Array[]; perSeq: Int32Array[][]; recall: number } {
+  checkInt(opts?.budgetPages, 'budgetPages', { min: 1 });
+  const mode = opts.mode ?? 'max';
+  check(mode === 'max' || mode === 'union', 'mode', '"max" or "union"', mode);
   const { Hq, budgetPages, sharedPages: m } = opts;
   const { Hkv, D } = cache;
   const n = seqs.length;
@@ -473,14 +495,14 @@ export function questSharedSelection(
         if (b > mx[i]!) mx[i] = b;
       }
     }
-    const sh = topK(mx, budgetPages, sinks);
+    const own = all.map((a) => topK(a, budgetPages, sinks));
+    own.forEach((o, r) => perSeq[r]!.push(o));
+    const sh = mode === 'max' ? topK(mx, budgetPages, sinks) : Int32Array.from(new Set(own.flatMap((o) => Array.from(o)))).sort();
     shared.push(sh);
     const inShared = new Set(sh);
-    for (let r = 0; r < n; r++) {
-      const own = topK(all[r]!, budgetPages, sinks);
-      perSeq[r]!.push(own);
-      for (const x of own) if (inShared.has(x)) hit++;
-      want += own.length;
+    for (const o of own) {
+      for (const x of o) if (inShared.has(x)) hit++;
+      want += o.length;
     }
   }
   return { shared, perSeq, recall: want ? hit / want : 1 };

@@ -1,0 +1,1 @@
+export { planPagedRows, PagedRowsPlan, rowsLoopCost, ROWS_PER_INVOCATION } from './rows.js';

@@ -23,18 +23,19 @@ export const ROWS_PER_INVOCATION = 4;
 
 /**
  * Loop cost of one `main_rows` invocation (Mesa's count: every back-edge, `n + 1` per loop of n
- * trips) for pages of up to `pageSize` keys, `L = min(P, 256)`, `b = ceil(D/32)` score blocks of
- * up to four 8-channel steps (`gD = ceil(D/8)` steps in all), `gV = ceil(Dv/8)` value steps:
- * per page the score reset, max and exp loops, per block a reset and a sum loop, and one loop over
- * the keys per step: `(3 + 2b + gD + gV)(L + 1) + 2b + gD + gV + 4`; setup: the zeroing and
+ * trips) for pages of up to `pageSize` keys, `L = min(P, 256)`, keys in `k = ceil(L/64)` chunks of
+ * `C = min(L, 64)`, `gD = ceil(D/32)` score blocks, `gV = ceil(Dv/8)` value steps: per chunk the
+ * score reset, max and exp loops and one loop over its keys per block and per step,
+ * `(3 + gD + gV)(C + 1) + gD + gV + 3`, plus `k + 1` for the chunk loop; setup: the zeroing and
  * normalising loops over Dv, counted twice plus 8.
  */
 export function rowsLoopCost(D: number, Dv: number, pageSize: number): { setup: number; perEntry: number } {
   const L = Math.min(pageSize, 256);
-  const b = Math.ceil(D / 32);
-  const gD = Math.ceil(D / 8);
+  const k = Math.ceil(L / 64);
+  const C = Math.min(L, 64);
+  const gD = Math.ceil(D / 32);
   const gV = Math.ceil(Dv / 8);
-  return { setup: 2 * (2 * (Dv + 1) + 1) + 8, perEntry: (3 + 2 * b + gD + gV) * (L + 1) + 2 * b + gD + gV + 4 };
+  return { setup: 2 * (2 * (Dv + 1) + 1) + 8, perEntry: k * ((3 + gD + gV) * (C + 1) + gD + gV + 3) + k + 1 };
 }
 
 export class PagedRowsPlan extends KernelPlan<PagedTensors & { calls: readonly PagedCall[] }> {
@@ -88,7 +89,7 @@ export class PagedRowsPlan extends KernelPlan<PagedTensors & { calls: readonly P
       shader: PROGRAM,
       entryPoint: 'main_rows',
       bindings: ['read', 'read', 'read', 'rw', 'rw', 'uniform', 'read'],
-      constants: { WG, D, DV: Dv, KV_DT: kvDtypeCode(dtype), VEC: 0 },
+      constants: { WG, D, DV: Dv, KV_DT: kvDtypeCode(dtype), VEC: D % 32 === 0 && Dv % 32 === 0 ? 1 : 0 },
     });
     return new PagedRowsPlan(ctx, o, pipeline);
   }

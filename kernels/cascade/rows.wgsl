@@ -9,6 +9,8 @@
 // No causal mask (the shared prefix precedes every query). Scores are held per key as vec4
 // (one component per row), the running output of each row in o_parts as in main_cpu.
 
+const CH: u32 = 64u;
+
 fn row_of(h: u32, i: u32) -> u32 {
   let t = i / params.group;
   return t * params.Hq + h * params.group + (i - t * params.group);
@@ -29,6 +31,51 @@ fn q_row(r: u32, e: u32, ok: bool) -> vec4<f32> {
     return vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]) * params.scaleLog2;
   }
   return vec4<f32>(0.0);
+}
+
+// Eight vec4 of row r's query (scaled) from channel g; channels past D are 0.
+fn q8(r: u32, g: u32, ok: bool) -> G8 {
+  let n4 = (D - g) / 4u;
+  var x: G8;
+  x.a0 = q_row(r, g, ok);
+  x.a1 = q_row(r, g + 4u, ok && n4 > 1u);
+  x.a2 = q_row(r, g + 8u, ok && n4 > 2u);
+  x.a3 = q_row(r, g + 12u, ok && n4 > 3u);
+  x.a4 = q_row(r, g + 16u, ok && n4 > 4u);
+  x.a5 = q_row(r, g + 20u, ok && n4 > 5u);
+  x.a6 = q_row(r, g + 24u, ok && n4 > 6u);
+  x.a7 = q_row(r, g + 28u, ok && n4 > 7u);
+  return x;
+}
+
+// 32 key channels from element e (a block start); channels past D are 0.
+fn k8(kb: u32, e: u32, ks: f32) -> G8 {
+  if (VEC) {
+    return ld32(kb, e, ks);
+  }
+  let n4 = (D - e % D) / 4u;
+  var x: G8;
+  x.a0 = load4(kb, e, ks);
+  x.a1 = ldg(kb, e + 4u, ks, n4 > 1u);
+  x.a2 = ldg(kb, e + 8u, ks, n4 > 2u);
+  x.a3 = ldg(kb, e + 12u, ks, n4 > 3u);
+  x.a4 = ldg(kb, e + 16u, ks, n4 > 4u);
+  x.a5 = ldg(kb, e + 20u, ks, n4 > 5u);
+  x.a6 = ldg(kb, e + 24u, ks, n4 > 6u);
+  x.a7 = ldg(kb, e + 28u, ks, n4 > 7u);
+  return x;
+}
+
+fn dot8(a: G8, b: G8) -> f32 {
+  var s = dot(a.a0, b.a0);
+  s += dot(a.a1, b.a1);
+  s += dot(a.a2, b.a2);
+  s += dot(a.a3, b.a3);
+  s += dot(a.a4, b.a4);
+  s += dot(a.a5, b.a5);
+  s += dot(a.a6, b.a6);
+  s += dot(a.a7, b.a7);
+  return s;
 }
 
 @compute @workgroup_size(WG)
@@ -64,8 +111,7 @@ fn main_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     if (ok2) { o_parts[ob2 + d] = 0.0; }
     if (ok3) { o_parts[ob3 + d] = 0.0; }
   }
-  var sc: array<vec4<f32>, 256>;
-  var tmp: array<vec4<f32>, 256>;
+  var sc: array<vec4<f32>, 64>;
   var m = vec4<f32>(ST_NEG_BIG);
   var l = vec4<f32>(0.0);
   let e0 = p * params.ePer;
@@ -89,84 +135,73 @@ fn main_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
       ks = bitcast<f32>(kv[slot * params.pageWords + params.scaleOffWords + h]);
       vs = bitcast<f32>(kv[slot * params.pageWords + params.scaleOffWords + params.Hkv + h]);
     }
-    for (var j = 0u; j < len; j++) {
-      sc[j] = vec4<f32>(0.0);
-    }
-    // Scores: per 32-channel block, 8 channels at a time (each key's two vec4 loaded once for the
-    // four rows), summed in main_cpu's order (((d0 + d1) + d2) + ... + d7 per block, then added to
-    // the key's score), so a row's scores are bit-identical to kernels/paged's cpu shape.
-    for (var g = 0u; g < D; g += 32u) {
-      for (var j = 0u; j < len; j++) {
-        tmp[j] = vec4<f32>(0.0);
+    // Keys in chunks of CH (one chunk for pages of up to CH keys: main_cpu's per-page order);
+    // the scores of a chunk live in a small private array (large ones compile slowly on Mesa).
+    for (var c0 = 0u; c0 < len; c0 += CH) {
+      let cl = min(CH, len - c0);
+      for (var j = 0u; j < cl; j++) {
+        sc[j] = vec4<f32>(0.0);
       }
-      for (var u = g; u < min(D, g + 32u); u += 8u) {
-        let two = u + 4u < D;
-        let qa0 = q_row(r0, u, true);
-        let qb0 = q_row(r0, u + 4u, two);
-        let qa1 = q_row(r1, u, ok1);
-        let qb1 = q_row(r1, u + 4u, ok1 && two);
-        let qa2 = q_row(r2, u, ok2);
-        let qb2 = q_row(r2, u + 4u, ok2 && two);
-        let qa3 = q_row(r3, u, ok3);
-        let qb3 = q_row(r3, u + 4u, ok3 && two);
-        for (var j = 0u; j < len; j++) {
-          let ka = load4(kb, j * D + u, ks);
-          let kc = ldg(kb, j * D + u + 4u, ks, two);
-          var t = tmp[j] + vec4<f32>(dot(qa0, ka), dot(qa1, ka), dot(qa2, ka), dot(qa3, ka));
-          t = t + vec4<f32>(dot(qb0, kc), dot(qb1, kc), dot(qb2, kc), dot(qb3, kc));
-          tmp[j] = t;
+      // Scores, per 32-channel block: each key's 32 channels loaded once for the four rows, each
+      // row's block sum in kernels/paged's cpu order (dot(q0, k0) + ... + dot(q7, k7), then added to
+      // the key's score), so a row's scores are bit-identical to the one-row kernel's.
+      for (var g = 0u; g < D; g += 32u) {
+        let Q0 = q8(r0, g, true);
+        let Q1 = q8(r1, g, ok1);
+        let Q2 = q8(r2, g, ok2);
+        let Q3 = q8(r3, g, ok3);
+        for (var j = 0u; j < cl; j++) {
+          let k = k8(kb, (c0 + j) * D + g, ks);
+          sc[j] += vec4<f32>(dot8(Q0, k), dot8(Q1, k), dot8(Q2, k), dot8(Q3, k));
         }
       }
-      for (var j = 0u; j < len; j++) {
-        sc[j] += tmp[j];
+      var mp = vec4<f32>(ST_NEG_BIG);
+      for (var j = 0u; j < cl; j++) {
+        mp = max(mp, sc[j]);
       }
-    }
-    var mp = vec4<f32>(ST_NEG_BIG);
-    for (var j = 0u; j < len; j++) {
-      mp = max(mp, sc[j]);
-    }
-    let mNew = max(m, mp);
-    let corr = exp2(m - mNew);
-    var lp = vec4<f32>(0.0);
-    for (var j = 0u; j < len; j++) {
-      let pj = exp2(sc[j] - mNew);
-      sc[j] = pj;
-      lp += pj;
-    }
-    l = l * corr + lp;
-    m = mNew;
-    // Values, 8 channels at a time: each value's two vec4 loaded once for the four rows.
-    for (var g = 0u; g < DV; g += 8u) {
-      let two = g + 4u < DV;
-      var a0 = vec4<f32>(0.0);
-      var c0 = vec4<f32>(0.0);
-      var a1 = vec4<f32>(0.0);
-      var c1 = vec4<f32>(0.0);
-      var a2 = vec4<f32>(0.0);
-      var c2 = vec4<f32>(0.0);
-      var a3 = vec4<f32>(0.0);
-      var c3 = vec4<f32>(0.0);
-      for (var j = 0u; j < len; j++) {
-        let pj = sc[j];
-        let va = load4(vb, j * DV + g, vs);
-        let vc = ldg(vb, j * DV + g + 4u, vs, two);
-        a0 += pj.x * va;
-        c0 += pj.x * vc;
-        a1 += pj.y * va;
-        c1 += pj.y * vc;
-        a2 += pj.z * va;
-        c2 += pj.z * vc;
-        a3 += pj.w * va;
-        c3 += pj.w * vc;
+      let mNew = max(m, mp);
+      let corr = exp2(m - mNew);
+      var lp = vec4<f32>(0.0);
+      for (var j = 0u; j < cl; j++) {
+        let pj = exp2(sc[j] - mNew);
+        sc[j] = pj;
+        lp += pj;
       }
-      fold_row(ob0 + g, a0, corr.x, true);
-      fold_row(ob0 + g + 4u, c0, corr.x, two);
-      fold_row(ob1 + g, a1, corr.y, ok1);
-      fold_row(ob1 + g + 4u, c1, corr.y, ok1 && two);
-      fold_row(ob2 + g, a2, corr.z, ok2);
-      fold_row(ob2 + g + 4u, c2, corr.z, ok2 && two);
-      fold_row(ob3 + g, a3, corr.w, ok3);
-      fold_row(ob3 + g + 4u, c3, corr.w, ok3 && two);
+      l = l * corr + lp;
+      m = mNew;
+      // Values, 8 channels at a time: each value's two vec4 loaded once for the four rows.
+      for (var g = 0u; g < DV; g += 8u) {
+        let two = g + 4u < DV;
+        var a0 = vec4<f32>(0.0);
+        var b0 = vec4<f32>(0.0);
+        var a1 = vec4<f32>(0.0);
+        var b1 = vec4<f32>(0.0);
+        var a2 = vec4<f32>(0.0);
+        var b2 = vec4<f32>(0.0);
+        var a3 = vec4<f32>(0.0);
+        var b3 = vec4<f32>(0.0);
+        for (var j = 0u; j < cl; j++) {
+          let pj = sc[j];
+          let va = load4(vb, (c0 + j) * DV + g, vs);
+          let vc = ldg(vb, (c0 + j) * DV + g + 4u, vs, two);
+          a0 += pj.x * va;
+          b0 += pj.x * vc;
+          a1 += pj.y * va;
+          b1 += pj.y * vc;
+          a2 += pj.z * va;
+          b2 += pj.z * vc;
+          a3 += pj.w * va;
+          b3 += pj.w * vc;
+        }
+        fold_row(ob0 + g, a0, corr.x, true);
+        fold_row(ob0 + g + 4u, b0, corr.x, two);
+        fold_row(ob1 + g, a1, corr.y, ok1);
+        fold_row(ob1 + g + 4u, b1, corr.y, ok1 && two);
+        fold_row(ob2 + g, a2, corr.z, ok2);
+        fold_row(ob2 + g + 4u, b2, corr.z, ok2 && two);
+        fold_row(ob3 + g, a3, corr.w, ok3);
+        fold_row(ob3 + g + 4u, b3, corr.w, ok3 && two);
+      }
     }
   }
   let inv = select(vec4<f32>(0.0), 1.0 / l, l > vec4<f32>(0.0));

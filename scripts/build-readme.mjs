@@ -7,7 +7,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const ORDER = ['intro', 'dense', 'attention', 'sparse', 'topk', 'linear', 'kv', 'engine', 'examples', 'browser', 'bench', 'reliability', 'design', 'limits', 'development'];
+const ORDER = ['intro', 'dense', 'attention', 'sparse', 'topk', 'linear', 'kv', 'persistence', 'engine', 'examples', 'browser', 'bench', 'reliability', 'design', 'limits', 'development'];
 const parts = ORDER.map((name) => {
   let text = readFileSync(join(root, 'docs', `${name}.md`), 'utf8').trimEnd();
   // Links in docs/ are relative to docs/; in the README they are relative to the root.

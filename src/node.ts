@@ -6,4 +6,4 @@ export { createNodeGpu, SWIFTSHADER_ICD_PATHS, INSTALL_HINT, hasVulkanLoader, ty
 export { verifyGolden, verdictLine, type VerifyReport } from './verify/run.js';
 export { readManifest, loadCase } from './verify/golden-node.js';
 export { judge, compareSelections, type GoldenCase, type GoldenHandler } from './verify/golden.js';
-export { FileStore, type FileStoreOptions } from './kv/file-store.js';
+export { FileStore, FileManifest, type FileStoreOptions } from './kv/file-store.js';

@@ -536,7 +536,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     if (!this.external) {
       this.external = { buffer, merge: this.workspace(MERGE_PARAMS.size, 'attention.mergeGpu', GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST), kvEnd: 0, usedEpoch: -2 };
       if (this.maxSplits > 1) {
-        this.ctx.device.queue.writeBuffer(this.external.merge, 0, MERGE_PARAMS.pack({ P: this.maxSplits, rows: this.rowsCap, D: o.Dv, p0: 0, carry: 0, out_f32: 0 }));
+        this.ctx.device.queue.writeBuffer(this.external.merge, 0, MERGE_PARAMS.pack({ P: this.maxSplits, rows: this.rowsCap, D: o.Dv, p0: 0, carry: 0, out_state: 0, one: 1 }));
       }
     }
     this.external.buffer = buffer;
@@ -623,7 +623,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const used = paged ? this.offsets.idx + kvEnd : this.offsets.last + B;
     this.ctx.device.queue.writeBuffer(slot.buffer, 0, words.buffer, 0, used * 4);
     if (parts > 1) {
-      this.ctx.device.queue.writeBuffer(slot.merge, 0, MERGE_PARAMS.pack({ P: parts, rows: totalQ * o.Hq, D: o.Dv, p0: 0, carry: 0, out_f32: 0 }));
+      this.ctx.device.queue.writeBuffer(slot.merge, 0, MERGE_PARAMS.pack({ P: parts, rows: totalQ * o.Hq, D: o.Dv, p0: 0, carry: 0, out_state: 0, one: 1 }));
     }
     const info: ScheduleInfo = { batch: B, totalQ, kvLens: lens, parts, kvChunk: chunk, slot: next };
     slot.info = info;

@@ -3,6 +3,7 @@ import { TesseraError } from '../errors.js';
 /** Demos, by name. Each takes its own argv (parsed with commander). */
 export const DEMOS: Record<string, (argv: string[]) => Promise<void>> = {
   needle: async (argv) => (await import('./needle.js')).needleCli(argv),
+  agents: async (argv) => (await import('./agents.js')).agentsCli(argv),
 };
 
 export async function runDemoCli(name: string, argv: string[]): Promise<void> {

@@ -25,6 +25,7 @@ import { claimStore, releaseStore } from './claims.js';
 import { GpuPagePool } from './pool.js';
 import { MemoryStore, type Store } from './store.js';
 import { SummaryTiers } from './summaries.js';
+import { adoptRefState, afterMutate, allocPage, beforeAppend, forkSequence, freeSequence, refCount, refState, truncateSequence, unallocPages } from './refs.js';
 
 export interface KvCacheOptions {
   /** KV heads. */
@@ -96,6 +97,8 @@ interface Sequence {
   /** int8 only: f32 values of the partial page `[Hkv, P, D]`, `[Hkv, P, Dv]`. */
   tailK?: Float32Array;
   tailV?: Float32Array;
+  /** Set by `freeSequence` (refs.ts). */
+  freed?: boolean;
 }
 
 /** Raw rows already encoded in the cache's dtype, `[T, Hkv, D]` / `[T, Hkv, Dv]`. */
@@ -265,6 +268,7 @@ export class KvCache {
   private seq(id: number, argument = 'seq'): Sequence {
     checkInt(id, argument, { min: 0 });
     const s = this.seqs[id];
+    if (s?.freed) fail('E_STATE', argument, 'was freed;', id, 'a live sequence');
     if (!s) fail('E_ARG', argument, 'is not a sequence of this cache;', id, `0..${this.seqs.length - 1}`);
     return s;
   }
@@ -280,7 +284,7 @@ export class KvCache {
   }
 
   /** The page table of `seqs` (default: all sequences), CSR as in FlashInfer. */
-  pageTable(seqs: readonly number[] = this.seqs.map((_, i) => i)): PageTable {
+  pageTable(seqs: readonly number[] = this.seqs.flatMap((s, i) => (s.freed ? [] : [i]))): PageTable {
     const indptr = new Int32Array(seqs.length + 1);
     seqs.forEach((id, i) => (indptr[i + 1] = indptr[i]! + this.seq(id, `seqs[${i}]`).pages.length));
     const indices = new Int32Array(indptr[seqs.length]!);
@@ -409,9 +413,11 @@ export class KvCache {
     const firstTouched = s.length % P === 0 ? s.pages.length : s.pages.length - 1;
     // Atomic: the store writes come first, the page already holding tokens (a partial last page,
     // rewritten in place) after every new page; if any write (or the fill) throws, the sequence,
-    // page count and pins are restored and that page's old bytes written back, so the cache is
-    // exactly as before and every earlier token reads back bit-exactly.
+    // page ids, reference counts and pins are restored and that page's old bytes written back, so
+    // the cache is exactly as before and every earlier token reads back bit-exactly.
+    const undoCow = beforeAppend(this, s); // copy-on-write of a shared (or committed, durable) partial last page
     const undo = { pages: s.pages.length, length: s.length, pageCount: this.pageCount, tail: s.length % P ? this.saveTail(s) : undefined };
+    const fresh: number[] = [];
     let inPlace: { page: number; len: number; bytes?: Uint8Array } | undefined;
     let inPlaceTried = false;
     let done = 0;
@@ -421,7 +427,8 @@ export class KvCache {
         const dstRow = s.length % P;
         if (dstRow === 0) {
           if (inPlace && !inPlace.bytes) inPlace.bytes = s.tail.slice();
-          const id = this.pageCount++;
+          const id = allocPage(this);
+          fresh.push(id);
           s.pages.push(id);
           s.tail.fill(0);
           if (s.tailK) {
@@ -436,7 +443,7 @@ export class KvCache {
         done += n;
         const idx = s.pages.length - 1;
         const page = s.pages[idx]!;
-        if (page < undo.pageCount) inPlace = { page, len: this.pageLen(s, idx) };
+        if (!fresh.includes(page)) inPlace = { page, len: this.pageLen(s, idx) };
         else this.commitPage(page, s.tail, this.pageLen(s, idx));
         touched.push(page);
       }
@@ -445,9 +452,10 @@ export class KvCache {
         this.commitPage(inPlace.page, inPlace.bytes ?? s.tail, inPlace.len);
       }
     } catch (e) {
-      for (let p = undo.pageCount; p < this.pageCount; p++) this.pool.unpin(p);
+      for (const p of fresh) this.pool.unpin(p);
       s.pages.length = undo.pages;
       s.length = undo.length;
+      unallocPages(this, fresh, undo.pageCount);
       this.pageCount = undo.pageCount;
       if (undo.tail) {
         this.restoreTail(s, undo.tail);
@@ -460,13 +468,17 @@ export class KvCache {
           }
         }
       }
+      undoCow();
       throw e;
     }
     // The recent window: pin the newest pages, release those that left it (sinks stay).
     const np = s.pages.length;
     for (let i = Math.max(this.sinkPages, firstTouched - this.recentPages); i < np - this.recentPages; i++) this.pool.unpin(s.pages[i]!);
     for (let i = Math.max(0, np - this.recentPages); i < np; i++) this.pool.pin(s.pages[i]!);
-    this.uploadSummaries(touched[0]!, touched[touched.length - 1]! + 1);
+    let lo = touched[0]!;
+    let hi = lo;
+    for (const p of touched) (lo = Math.min(lo, p)), (hi = Math.max(hi, p)); // reused page ids are not in order
+    this.uploadSummaries(lo, hi + 1);
     this.tiers?.update(this.seqs.indexOf(s), firstTouched, np - 1);
     // A resident page that changed is re-uploaded.
     for (const p of touched) {
@@ -477,6 +489,42 @@ export class KvCache {
       }
     }
     this.hostPeak = Math.max(this.hostPeak, this.hostBytes);
+    afterMutate(this);
+  }
+
+  /**
+   * A new sequence sharing every full page of `seq` (copy-on-write: only the partial last page is
+   * copied); both append independently afterwards. Returns its id. See `refs.ts`.
+   *
+   * @example
+   * const agent = cache.fork(context);
+   */
+  fork(seq: number): number {
+    this.assertUsable();
+    return forkSequence(this, seq, this.seq(seq));
+  }
+
+  /**
+   * Rewinds sequence `seq` to its first `length` tokens: pages past it are released, the new last
+   * page is trimmed (summaries and checksum recomputed). Nothing changes if it fails.
+   *
+   * @example
+   * cache.truncate(seq, cache.length(seq) - 512); // undo the last tool call
+   */
+  truncate(seq: number, length: number): void {
+    this.assertUsable();
+    truncateSequence(this, seq, this.seq(seq), length);
+  }
+
+  /** Frees sequence `seq`: pages no other sequence uses are freed (their ids reused by later appends). */
+  freeSequence(seq: number): void {
+    this.assertUsable();
+    freeSequence(this, this.seq(seq));
+  }
+
+  /** Sequences referencing page `page` (0: a free page id). */
+  refCount(page: number): number {
+    return refCount(this, page);
   }
 
   /** A copy of the sequence's partial page (and its int8 values), for an append to undo. */
@@ -760,8 +808,10 @@ export class KvCache {
 
   /** Checks every page in the host/disk tier against its checksum; returns the pages checked. */
   verifyStore(): number {
-    for (let p = 0; p < this.pageCount; p++) this.hostPage(p, true);
-    return this.pageCount;
+    const refs = refState(this).refs;
+    let n = 0;
+    for (let p = 0; p < this.pageCount; p++) if (refs[p]) this.hostPage(p, true), n++;
+    return n;
   }
 
   get hostBytes(): number {
@@ -809,8 +859,9 @@ export class KvCache {
       throw e;
     }
     for (const s of this.seqs) {
-      next.seqs.push({ pages: [...s.pages], length: s.length, tail: s.tail.slice(), tailK: s.tailK?.slice(), tailV: s.tailV?.slice() });
+      next.seqs.push({ pages: [...s.pages], length: s.length, tail: s.tail.slice(), tailK: s.tailK?.slice(), tailV: s.tailV?.slice(), freed: s.freed });
     }
+    adoptRefState(this, next);
     next.pageCount = this.pageCount;
     next.sums = this.sums.slice();
     next.minmaxHost = this.minmaxHost.slice();

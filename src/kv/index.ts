@@ -2,3 +2,6 @@ export { createKvCache, KvCache, type KvCacheOptions, type KvCacheStats, type Pa
 export { MemoryStore, OpfsStore, type Store, type MemoryStoreOptions, type SyncAccessHandleLike } from './store.js';
 export { GpuPagePool, type SlotLocation } from './pool.js';
 export { KV_DTYPES, KV_DTYPE_BYTES, kvDtypeCode, pageLayout, hash32, type KvDType, type PageLayout } from './codec.js';
+export { pageCounts } from './refs.js';
+export { persistKvCache, openKvCache, commitKvCache, verifyKvCache, manifestOf, type PersistOptions, type OpenKvCacheOptions } from './session.js';
+export { MANIFEST_VERSION, MemoryManifest, OpfsManifest, encodeManifest, decodeManifest, type ManifestStore, type Manifest } from './manifest.js';

@@ -25,6 +25,8 @@ export interface Store {
   view?(offset: number, length: number): Uint8Array | undefined;
   /** Releases memory or file handles. Idempotent. */
   close(): void;
+  /** Makes every write so far durable (fsync; a persistent cache calls it before a manifest commit). */
+  sync?(): void;
 }
 
 export interface MemoryStoreOptions {
@@ -122,6 +124,8 @@ export interface SyncAccessHandleLike {
   write(buffer: Uint8Array, options?: { at?: number }): number;
   flush(): void;
   close(): void;
+  getSize?(): number;
+  truncate?(size: number): void;
 }
 
 /**
@@ -141,8 +145,14 @@ export class OpfsStore implements Store {
   private handle: SyncAccessHandleLike | null;
   private extent = 0;
 
-  constructor(handle: SyncAccessHandleLike) {
+  /** `existing: true` opens a file written before (a persistent cache): its bytes are readable. */
+  constructor(handle: SyncAccessHandleLike, opts: { existing?: boolean } = {}) {
     this.handle = handle;
+    if (opts.existing) this.extent = handle.getSize?.() ?? 0;
+  }
+
+  sync(): void {
+    this.h().flush();
   }
 
   private h(): SyncAccessHandleLike {

@@ -19,6 +19,9 @@ import { FileStore } from '../src/kv/file-store.js';
 import type { KvDType } from '../src/kv/codec.js';
 import { streamAttention } from '../src/stream/exact.js';
 import { streamAttentionReference } from '../kernels/paged/reference.js';
+import { MemoryManifest } from '../src/kv/manifest.js';
+import { pageCounts } from '../src/kv/refs.js';
+import { persistKvCache } from '../src/kv/session.js';
 
 const gpu = useGpu();
 
@@ -86,6 +89,18 @@ function snapshot(cache: KvCache, seqs: number[]): Snapshot {
     sums: Array.from({ length: cache.numPages }, (_, p) => cache.checksum(p)),
     k: seqs.map((q) => cache.read(q, 0, cache.length(q)).k),
     v: seqs.map((q) => cache.read(q, 0, cache.length(q)).v),
+  };
+}
+
+/** The snapshot with the checksums and summaries of unreferenced (free) page ids blanked. */
+function liveOnly(a: Snapshot, cache: KvCache): Snapshot {
+  const per = a.minmax.length / a.numPages;
+  const live = (p: number) => cache.refCount(p) > 0;
+  return {
+    ...a,
+    minmax: a.minmax.map((x, i) => (live(Math.floor(i / per)) ? x : -1)),
+    mean: a.mean.map((x, i) => (live(Math.floor(i / (a.mean.length / a.numPages))) ? x : -1)),
+    sums: a.sums.map((x, p) => (live(p) ? x : -1)),
   };
 }
 
@@ -176,6 +191,74 @@ describe('class 4: an append that fails at any write leaves the cache as before'
       });
     }
   }
+});
+
+describe('class 4 with fork: a failed append to a sequence sharing its partial page', () => {
+  it('undoes the copy-on-write: pages, reference counts and page ids as before, then the append goes through', () => {
+    const Hkv = 1;
+    const D = 8;
+    const P = 16;
+    const store = new FaultyStore(new MemoryStore({ align: 16 }));
+    const cache = createKvCache(gpu.dev, { Hkv, D, pageSize: P, dtype: 'f16', store, tilePages: 4, gpuBudgetBytes: 1 << 20 });
+    try {
+      const rng = new Rng(43);
+      const parent = cache.addSequence();
+      cache.append(parent, rng.normals(40 * Hkv * D), rng.normals(40 * Hkv * D)); // 2 full pages + 8 rows
+      const child = cache.fork(parent); // copies only the partial page
+      const seqs = [parent, child];
+      const shared = cache.pages(parent).slice(0, 2);
+      for (const p of shared) expect(cache.refCount(p)).toBe(2);
+      cache.freeSequence(child); // its copied partial page becomes a free id, reused by the next allocation
+      const child2 = cache.fork(parent);
+      seqs[1] = child2;
+      const tmp = cache.addSequence(); // three page ids on the free list: the append reuses them
+      cache.append(tmp, rng.normals(33 * Hkv * D), rng.normals(33 * Hkv * D));
+      cache.freeSequence(tmp);
+      // Durable: the committed partial page of child2 is never rewritten in place, so the append
+      // copies it to a fresh id first (copy-on-write), which a failure must undo.
+      persistKvCache(cache, new MemoryManifest());
+      const k = rng.normals(30 * Hkv * D);
+      const v = rng.normals(30 * Hkv * D);
+      const before = snapshot(cache, seqs);
+      const refs = before.pages.map((ps) => ps.map((p) => cache.refCount(p)));
+      const counts = pageCounts(cache);
+      let failed = 0;
+      for (let step = 0; ; step++) {
+        store.arm(step, 'partial');
+        let threw: unknown;
+        try {
+          cache.append(child2, k, v);
+        } catch (e) {
+          threw = e;
+        }
+        if (!threw) break;
+        failed++;
+        expect(threw).toMatchObject({ code: 'E_IO' });
+        // Free page ids hold no tokens: their bytes, checksums and summaries may change.
+        expectSame(liveOnly(before, cache), liveOnly(snapshot(cache, seqs), cache), `after a failure at write ${step}`);
+        expect(before.pages.map((ps) => ps.map((p) => cache.refCount(p))), 'reference counts').toEqual(refs);
+        expect(pageCounts(cache), 'live, shared and free page ids').toEqual(counts);
+      }
+      store.disarm();
+      expect(failed).toBeGreaterThan(0);
+      // The parent's tokens are untouched; the child has its 40 + 30 tokens.
+      expect(cache.length(child2)).toBe(70);
+      const got = cache.read(child2, 40, 30);
+      const want = new Float32Array(30 * Hkv * D);
+      for (let i = 0; i < want.length; i++) want[i] = k[i]!;
+      for (let i = 0; i < want.length; i++) expect(Math.abs(got.k[i]! - want[i]!)).toBeLessThanOrEqual(Math.abs(want[i]!) * 1e-3 + 1e-4);
+      expectSame({ ...before, lengths: [before.lengths[0]!], pages: [before.pages[0]!], k: [before.k[0]!], v: [before.v[0]!] } as never, {
+        ...snapshot(cache, [parent]),
+        numPages: before.numPages,
+        table: before.table,
+        minmax: before.minmax,
+        mean: before.mean,
+        sums: before.sums,
+      } as never, 'the parent');
+    } finally {
+      cache.dispose();
+    }
+  });
 });
 
 describe('class 5: int8 pages', () => {

@@ -189,6 +189,7 @@ export function beforeAppend(cache: KvCache, s: SeqState): () => void {
   const i = s.pages.length - 1;
   const old = s.pages[i]!;
   if (!st.durable && st.refs[old]! <= 1) return () => {};
+  const countBefore = c.pageCount;
   const id = allocPage(cache);
   s.pages[i] = id;
   if (c.recentPages > 0 || i < c.sinkPages) c.pool.pin(id);
@@ -201,7 +202,8 @@ export function beforeAppend(cache: KvCache, s: SeqState): () => void {
     }
     st.refs[old]!++;
     c.pool.unpin(id);
-    unalloc(cache, id);
+    unallocPages(cache, [id], countBefore);
+    c.pageCount = Math.min(c.pageCount, countBefore);
   };
 }
 

@@ -1,2 +1,3 @@
 export { planStreamAttention, streamAttention, StreamAttentionPlan, type StreamAttentionOptions, type StreamRunOptions, type StreamStats } from './exact.js';
 export { planQuestDecode, QuestDecodePlan, type QuestDecodeOptions, type QuestStats } from './quest.js';
+export { planSparsePrefill, SparsePrefillPlan, type SparsePrefillOptions, type SparsePrefillRunOptions, type SparsePrefillStats } from './prefill.js';

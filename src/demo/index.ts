@@ -3,6 +3,8 @@ import { TesseraError } from '../errors.js';
 /** Demos, by name. Each takes its own argv (parsed with commander). */
 export const DEMOS: Record<string, (argv: string[]) => Promise<void>> = {
   needle: async (argv) => (await import('./needle.js')).needleCli(argv),
+  prefill: async (argv) => (await import('./prefill.js')).prefillCli(argv),
+  split: async (argv) => (await import('./split.js')).splitCli(argv),
 };
 
 export async function runDemoCli(name: string, argv: string[]): Promise<void> {

@@ -19,7 +19,8 @@ import { cliDevice } from '../cli/common.js';
 import { TesseraError } from '../errors.js';
 import type { TesseraDevice } from '../gpu/device.js';
 import { f32ToF16Bits } from '../tensor.js';
-import { createKvCache } from '../kv/cache.js';
+import { createKvCache, type KvCache } from '../kv/cache.js';
+import { ALL_HEADS, PAGED_ENTRY_WORDS, planPaged } from '../../kernels/paged/paged.js';
 import type { Store } from '../kv/store.js';
 import { planStreamAttention } from '../stream/exact.js';
 import { planSparsePrefill } from '../stream/prefill.js';
@@ -106,7 +107,7 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
   const E = o.evidence ?? 4;
   const gpuBudget = (o.gpuBudgetMiB ?? 256) * MiB;
   const exactMode = !o.exact || o.exact === 'auto' ? (N <= 262_144 ? 'full' : 'sample') : o.exact;
-  const S = exactMode === 'full' ? Tq : exactMode === 'sample' ? Math.min(Tq, o.samples ?? 32) : 0;
+  const S = exactMode === 'full' ? Tq : exactMode === 'sample' ? Math.min(Tq, o.samples ?? 16) : 0;
   const modes = o.modes ?? ['quest', 'mean'];
   const log = (s: string) => !o.quiet && console.error(s);
   const nb = Math.ceil(Tq / B);
@@ -171,8 +172,9 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
       }
     };
     if (exactMode === 'sample') {
-      const small = sampled.filter((_, i) => i % 4 === 0);
+      const small = sampled.filter((_, i) => i % 4 === 0); // a quarter of the rows: the slope per row
       const a = await timeCtxPass(small);
+      log(`exact (sampled): ${small.length} queries ${a.ms.toFixed(0)} ms`);
       const b = await timeCtxPass(sampled);
       ctxPart = { o: b.o, lse: b.lse };
       const slope = Math.max(0, (b.ms - a.ms) / Math.max(1, sampled.length - small.length));
@@ -180,9 +182,11 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
       exactMsExtrapolated = true;
       log(`exact (sampled): ${small.length} queries ${a.ms.toFixed(0)} ms, ${sampled.length} queries ${b.ms.toFixed(0)} ms -> ${Tq} queries about ${(exactMs / 1000).toFixed(1)} s`);
     }
-    // 3. Per-page exact attention mass of the sampled queries over the context (float64, host).
+    // 3. Per-page exact partials of the sampled queries over the context pages (the pages wholly
+    //    before the chunk: the selection candidates): each page's attention mass, for the recall.
     const nCtxPages = Math.floor(N / P);
-    const mass = S && exactMode !== 'none' ? pageMasses(cache, seq, q, sampled, D, P, nCtxPages) : undefined;
+    const mass = S && exactMode !== 'none' ? (await perPagePass(dev, cache, seq, q, sampled.length > 64 ? sampled.filter((_, i) => i % Math.ceil(S / 64) === 0) : sampled, D, nCtxPages)) : undefined;
+    const massRows = sampled.length > 64 ? sampled.filter((_, i) => i % Math.ceil(S / 64) === 0) : sampled;
     // 4. Sparse prefill, one gate after the other (the first appends the chunk).
     const qBuf = dev.upload(q, { label: 'prefill.q' });
     made.push(qBuf);
@@ -227,7 +231,7 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
       });
       const err = exactRows ? relErr(got.o, exactRows.o) : { relRms: NaN, maxAbs: NaN };
       const lseErr = exactRows ? relErr(got.lse, exactRows.lse).maxAbs : NaN;
-      const rec = mass ? recall(mass, sampled, stats.selected, B, nCtxPages) : { selected: NaN, top: NaN, mass: NaN };
+      const rec = mass ? recall(mass.mass, massRows, stats.selected, B, nCtxPages) : { selected: NaN, top: NaN, mass: NaN };
       const kvBytes = cache.stats().kvBytes;
       const g: PrefillGateResult = {
         mode,
@@ -299,40 +303,89 @@ function ownPart(q: Float32Array, k: Float32Array, v: Float32Array, t: number, D
   return { o, lse: Float64Array.of(m + Math.log(l)) };
 }
 
-/** Exact attention mass per context page for each sampled query (float64, normalised per query). */
-function pageMasses(cache: ReturnType<typeof createKvCache>, seq: number, q: Float32Array, rows: number[], D: number, P: number, pages: number): Float64Array[] {
-  const scale = 1 / Math.sqrt(D);
-  const out = rows.map(() => new Float64Array(pages));
-  const m = rows.map(() => -Infinity);
-  const qs = rows.map((t) => q.subarray(t * D, (t + 1) * D));
-  const CH = 64 * P;
-  for (let t0 = 0; t0 < pages * P; t0 += CH) {
-    const n = Math.min(CH, pages * P - t0);
-    const { k } = cache.read(seq, t0, n);
-    for (let i = 0; i < rows.length; i++) {
-      const qq = qs[i]!;
-      const mass = out[i]!;
-      for (let j = 0; j < n; j++) {
-        let x = 0;
-        const kb = j * D;
-        for (let d = 0; d < D; d++) x += qq[d]! * k[kb + d]!;
-        x *= scale;
-        if (x > m[i]!) {
-          // rescale what is there to the new max
-          const c = Math.exp(m[i]! - x);
-          if (m[i] !== -Infinity) for (let p = 0; p < pages; p++) mass[p] *= c;
-          m[i] = x;
-        }
-        mass[Math.floor((t0 + j) / P)] += Math.exp(x - m[i]!);
+/**
+ * Per-page exact partials of the sampled queries over the context pages, on the GPU (kernels/paged,
+ * one part per page, non-causal), merged on the host in float64: the context part of exact
+ * attention (`o`, `lse`) and each page's share of the query's context attention mass.
+ */
+async function perPagePass(dev: TesseraDevice, cache: KvCache, seq: number, q: Float32Array, rows: number[], D: number, pages: number): Promise<{ o: Float64Array; lse: Float64Array; mass: Float64Array[] }> {
+  const R = rows.length;
+  const tile = Math.min(cache.tilePages, 512);
+  const paged = await planPaged(dev, { Hq: 1, Hkv: 1, D, Dv: D, Tq: R, pageSize: cache.pageSize, dtype: cache.dtype, causal: false, maxCalls: 16 });
+  const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  const qs = new Float32Array(R * D);
+  rows.forEach((t, i) => qs.set(q.subarray(t * D, (t + 1) * D), i * D));
+  const qb = dev.upload(qs, { label: 'prefill.qPages' });
+  const ob = dev.createBuffer({ size: tile * R * D * 4, usage, label: 'prefill.oPages' });
+  const lb = dev.createBuffer({ size: Math.max(256, tile * R * 4), usage, label: 'prefill.lsePages' });
+  const list = dev.createBuffer({ size: tile * PAGED_ENTRY_WORDS * 4, usage, label: 'prefill.listPages' });
+  const lsePage = rows.map(() => new Float64Array(pages));
+  const m = new Float64Array(R).fill(-Infinity);
+  const l = new Float64Array(R);
+  const acc = new Float64Array(R * D);
+  const all = cache.pages(seq);
+  const P = cache.pageSize;
+  try {
+    for (let a = 0; a < pages; a += tile) {
+      const b = Math.min(pages, a + tile);
+      const slots = cache.ensureResident(all.slice(a, b));
+      const words = new Uint32Array((b - a) * PAGED_ENTRY_WORDS);
+      const byBuf = new Map<number, number[]>();
+      for (let i = 0; i < b - a; i++) {
+        const loc = cache.pool.location(slots[i]!);
+        words.set([loc.index, (a + i) * P, P, ALL_HEADS], i * PAGED_ENTRY_WORDS);
+        let g = byBuf.get(loc.bufferIndex);
+        if (!g) byBuf.set(loc.bufferIndex, (g = []));
+        g.push(i);
       }
+      // Entries grouped by pool buffer: reorder the list so each buffer's entries are contiguous.
+      const order: number[] = [];
+      const enc = dev.device.createCommandEncoder({ label: 'prefill.pages' });
+      const sorted = new Uint32Array(words.length);
+      for (const [bi, idx] of byBuf) {
+        const base = order.length;
+        for (const i of idx) {
+          sorted.set(words.subarray(i * PAGED_ENTRY_WORDS, (i + 1) * PAGED_ENTRY_WORDS), order.length * PAGED_ENTRY_WORDS);
+          order.push(i);
+        }
+        paged.run(enc, {
+          q: { buffer: qb, shape: [R, 1, D], dtype: 'f32' },
+          pages: cache.pool.buffers[bi]!,
+          list,
+          oParts: { buffer: ob, shape: [tile, R, D], dtype: 'f32' },
+          lseParts: { buffer: lb, shape: [tile, R], dtype: 'f32' },
+          calls: [{ qPos0: 0, listBase: base, nEntries: idx.length, ePer: 1, partBase: base, partCount: idx.length }],
+        });
+      }
+      dev.device.queue.writeBuffer(list, 0, sorted);
+      dev.device.queue.submit([enc.finish()]);
+      const oh = new Float32Array(await dev.readback(ob, (b - a) * R * D * 4));
+      const lh = new Float32Array(await dev.readback(lb, (b - a) * R * 4));
+      order.forEach((i, part) => {
+        for (let r = 0; r < R; r++) {
+          const x = lh[part * R + r]!;
+          lsePage[r]![a + i] = x;
+          if (x === -Infinity) continue;
+          const mNew = Math.max(m[r]!, x);
+          const c = Math.exp(m[r]! - mNew);
+          const w = Math.exp(x - mNew);
+          l[r] = l[r]! * c + w;
+          for (let d = 0; d < D; d++) acc[r * D + d] = acc[r * D + d]! * c + w * oh[(part * R + r) * D + d]!;
+          m[r] = mNew;
+        }
+      });
     }
+  } finally {
+    paged.dispose();
+    for (const x of [qb, ob, lb, list]) dev.destroyBuffer(x);
   }
-  for (const mass of out) {
-    let s = 0;
-    for (const x of mass) s += x;
-    for (let p = 0; p < pages; p++) mass[p] /= s;
+  const lse = new Float64Array(R);
+  for (let r = 0; r < R; r++) {
+    lse[r] = m[r]! + Math.log(l[r]!);
+    for (let d = 0; d < D; d++) acc[r * D + d] = acc[r * D + d]! / l[r]!;
   }
-  return out;
+  const mass = lsePage.map((x, r) => x.map((v) => Math.exp(v - lse[r]!)));
+  return { o: acc, lse, mass };
 }
 
 function recall(mass: Float64Array[], rows: number[], selected: Int32Array[][], B: number, pages: number): { selected: number; top: number; mass: number } {
@@ -374,7 +427,7 @@ export async function prefillCli(argv: string[]): Promise<void> {
     .option('--page-size <n>', 'tokens per page', '64')
     .option('--gpu-budget <MiB>', 'GPU bytes budget in MiB', '256')
     .option('--exact <how>', 'full | sample | none | auto (full up to 256K tokens)', 'auto')
-    .option('--samples <n>', 'sampled queries for --exact sample', '32')
+    .option('--samples <n>', 'sampled queries for --exact sample', '16')
     .option('--evidence <n>', 'planted evidence tokens per block', '4')
     .option('--modes <list>', 'gates: quest,mean', 'quest,mean')
     .option('--disk [path]', 'keep the cache on disk (a file; default a temp file)')

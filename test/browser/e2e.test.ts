@@ -11,7 +11,7 @@
  * the page's bench, TESSERA_BROWSER_SUITES (the page's `suites` parameter; default all four, at the
  * tiny sizes of SUITE_QUERY).
  */
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -218,6 +218,9 @@ describe.skipIf(!canRun)('browser needle demo (worker, OPFS cache)', () => {
       reload = await load(`tokens=${needleTokens}&run=0`);
       corrupt = await load(`tokens=${needleTokens}&run=0&corrupt=123`);
       if (run.error || reload.error) console.error(lines.join('\n'));
+      const dirOut = join(repo, 'bench', 'results', 'browser');
+      mkdirSync(dirOut, { recursive: true });
+      writeFileSync(join(dirOut, `needle-${needleTokens}-${run.result?.adapter ?? 'unknown'}.json`), JSON.stringify({ result: run.result, manifest: run.manifest, reload: reload.verify, corrupt: corrupt.verify }, null, 2) + '\n');
     } finally {
       await browser.close();
       srv.close();

@@ -33,6 +33,9 @@ export interface SplitResult {
   relRmsVsOneDevice: number;
   maxAbsVsOneDevice: number;
   lseMaxAbsDiff: number;
+  /** The same comparison for a random query (no needle: attention spread over the whole context). */
+  relRmsVsOneDeviceRandomQuery: number;
+  lseMaxAbsDiffRandomQuery: number;
   /** Bytes that crossed between the host and the devices in one decode step (query out, partials back). */
   bytesMovedPerStep: number;
   qBytesPerStep: number;
@@ -119,18 +122,27 @@ export async function runSplit(o: SplitOptions): Promise<SplitResult> {
     const buildMs = performance.now() - t0;
     log(`built ${N.toLocaleString('en-US')} tokens on ${devs.length} devices${one ? ' and on one' : ''} in ${(buildMs / 1000).toFixed(1)} s`);
     const plan = await planSplitDecode(split, { Hq });
+    const qr = new Float32Array(Hq * D);
+    for (let i = 0; i < qr.length; i++) {
+      fillWords(w, st, 0xffffffff);
+      qr[i] = ((w[0]! >>> 8) / 2 ** 24 - 0.5) * 2;
+    }
     let r1;
     let r2;
+    let rr;
     try {
       r1 = await plan.run(seq, q);
       r2 = await plan.run(seq, q);
+      rr = await plan.run(seq, qr);
     } finally {
       plan.dispose();
     }
     log(`split: ${r1.stats.ms.toFixed(0)} ms (warm ${r2.stats.ms.toFixed(0)} ms), ${r1.stats.bytesMoved} bytes moved`);
     let ref: { o: Float64Array; lse: Float64Array; stats: { ms: number } } | undefined;
+    let refR: { o: Float64Array; lse: Float64Array } | undefined;
     if (one) {
       ref = await streamAttention(one, s1, q, { Hq });
+      refR = await streamAttention(one, s1, qr, { Hq });
       log(`one device: ${ref.stats.ms.toFixed(0)} ms`);
     }
     const err = ref ? relErr(r1.o, ref.o) : { relRms: NaN, maxAbs: NaN };
@@ -162,6 +174,8 @@ export async function runSplit(o: SplitOptions): Promise<SplitResult> {
       relRmsVsOneDevice: err.relRms,
       maxAbsVsOneDevice: err.maxAbs,
       lseMaxAbsDiff: lseErr,
+      relRmsVsOneDeviceRandomQuery: refR ? relErr(rr.o, refR.o).relRms : NaN,
+      lseMaxAbsDiffRandomQuery: refR ? relErr(rr.lse, refR.lse).maxAbs : NaN,
       bytesMovedPerStep: r1.stats.bytesMoved,
       qBytesPerStep: r1.stats.qBytes,
       partialBytesPerStep: r1.stats.partialBytes,
@@ -220,7 +234,7 @@ export async function splitCli(argv: string[]): Promise<void> {
     const lines = [
       `split demo: ${r.tokens.toLocaleString('en-US')} tokens over ${r.devices} devices (${r.adapters.join(' + ')}), stripes of ${r.stripeTokens}, D=${r.headDim}, Hq=${r.qHeads}, page ${r.pageSize}, f16`,
       `  needle at ${r.needlePosition} (device ${r.needleDevice}): ${r.needleFound ? 'FOUND' : 'NOT FOUND'} (weight ${r.needleWeightSplit.toFixed(4)})`,
-      `  vs one device: rel RMS ${r.relRmsVsOneDevice.toExponential(2)}, max abs ${r.maxAbsVsOneDevice.toExponential(2)}, lse ${r.lseMaxAbsDiff.toExponential(2)}`,
+      `  vs one device: rel RMS ${r.relRmsVsOneDevice.toExponential(2)}, max abs ${r.maxAbsVsOneDevice.toExponential(2)}, lse ${r.lseMaxAbsDiff.toExponential(2)}; random query: rel RMS ${r.relRmsVsOneDeviceRandomQuery.toExponential(2)}, lse ${r.lseMaxAbsDiffRandomQuery.toExponential(2)}`,
       `  bytes moved per decode step: ${r.bytesMovedPerStep} (query ${r.qBytesPerStep}, partials ${r.partialBytesPerStep}); KV bytes per device ${r.kvBytesPerDevice.map((b) => (b / MiB).toFixed(1) + ' MiB').join(', ')}`,
       `  split ${(r.splitMs / 1000).toFixed(2)} s (warm ${(r.splitWarmMs / 1000).toFixed(2)} s; per device ${r.perDeviceMs.map((x) => (x / 1000).toFixed(2)).join(', ')} s); one device ${(r.oneDeviceMs / 1000).toFixed(2)} s`,
       `  GPU peak per device ${r.gpuBytesPeakPerDevice.map((b) => (b / MiB).toFixed(1)).join(', ')} MiB of ${(r.gpuBudgetBytesPerDevice / MiB).toFixed(0)} MiB; build ${(r.buildMs / 1000).toFixed(1)} s`,

@@ -203,3 +203,45 @@ describe('sparse prefill vs float64', () => {
     }
   });
 });
+
+describe('sparse prefill within a loop cap (loopLimit 4096)', () => {
+  const small = useGpu({ loopLimit: 4096 });
+  it('a block whose page score would loop past the cap is refused (E_LIMIT naming blockSize)', async () => {
+    const cache = createKvCache(small.dev, { Hkv: 1, D: 32, pageSize: 16, gpuBudgetBytes: 1 << 20 });
+    try {
+      const e = await planSparsePrefill(cache, { Hq: 2, Tq: 512, blockSize: 256 }).then(() => undefined, (x: unknown) => x);
+      expect(e).toBeInstanceOf(TesseraError);
+      expect((e as TesseraError).code).toBe('E_LIMIT');
+      expect((e as TesseraError).argument).toBe('blockSize');
+    } finally {
+      cache.dispose();
+    }
+  });
+
+  it('stays exact over the selected pages when a part may cover few pages', async () => {
+    const dev = small.dev;
+    const [T, Tq, Hq, D, P] = [3_000, 80, 2, 32, 64];
+    const cache = createKvCache(dev, { Hkv: 1, D, pageSize: P, dtype: 'f32', gpuBudgetBytes: 4 << 20 });
+    const plan = await planSparsePrefill(cache, { Hq, Tq, budgetTokens: 640, pagesPerPart: 64 });
+    try {
+      const rng = new Rng(11);
+      const seq = cache.addSequence();
+      cache.append(seq, rng.normals(T * D), rng.normals(T * D));
+      const q = rng.normals(Tq * Hq * D);
+      const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+      const qb = dev.upload(Float32Array.from(q));
+      const ob = dev.createBuffer({ size: Tq * Hq * D * 4, usage });
+      dev.device.queue.writeBuffer(ob, 0, new Float32Array(Tq * Hq * D).fill(NaN));
+      const stats = await plan.run(seq, { buffer: qb, shape: [Tq, Hq, D], dtype: 'f32' }, { o: { buffer: ob, shape: [Tq, Hq, D], dtype: 'f32' } }, { k: rng.normals(Tq * D), v: rng.normals(Tq * D) });
+      const o = Float64Array.from(new Float32Array(await dev.readback(ob)));
+      const { k, v } = cache.read(seq, 0, T + Tq);
+      const ref = sparsePrefillReference(q, k, v, stats.selected, { Tq, Tk: T + Tq, Hq, Hkv: 1, D, pageSize: P, blockSize: 64 });
+      const cmp = compare(o, ref.o);
+      expect(passes(cmp, TOLERANCE.f32), describeComparison(cmp)).toBe(true);
+      for (const b of [qb, ob]) dev.destroyBuffer(b);
+    } finally {
+      plan.dispose();
+      cache.dispose();
+    }
+  });
+});

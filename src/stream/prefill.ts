@@ -18,12 +18,12 @@
  * attention (`src/stream/exact.ts`) to f32 rounding.
  */
 import { check, checkInt, fail } from '../errors.js';
-import type { TesseraDevice } from '../gpu/device.js';
+import { loopBudget, type TesseraDevice } from '../gpu/device.js';
 import { checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
 import { planMerge, type MergePlan } from '../../kernels/merge/merge.js';
 import { ALL_HEADS, PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '../../kernels/paged/paged.js';
-import { planQuestScore, type QuestScoreMode, type QuestScorePlan } from '../../kernels/quest/score.js';
+import { planQuestScore, questScoreLoopIterations, type QuestScoreMode, type QuestScorePlan } from '../../kernels/quest/score.js';
 import { planTopK, type TopKPlan } from '../../kernels/topk/topk.js';
 
 export interface SparsePrefillOptions {
@@ -172,6 +172,11 @@ export class SparsePrefillPlan {
     const maxResident = Math.floor((cache.gpuBudgetBytes - cache.summaryBytes) / cache.pageBytes);
     if (budgetPages * cache.Hkv + ownMax > maxResident) {
       fail('E_LIMIT', 'budgetTokens', 'with the chunk needs more pages at once than the GPU working set holds;', budgetTokens, `(budget pages x Hkv + ${ownMax} chunk pages) <= ${maxResident} (raise gpuBudgetBytes or cut Tq)`);
+    }
+    // One page score loops over the block's rows (blockSize x group) and D: Mesa's llvmpipe stops
+    // an invocation after ctx.loopLimit loop iterations.
+    if (questScoreLoopIterations(blockSize * (Hq / cache.Hkv), cache.D) > loopBudget(cache.ctx)) {
+      fail('E_LIMIT', 'blockSize', "gives one page score more query rows x channels than the device's loop limit allows;", blockSize, `blockSize * Hq / Hkv * (D / 4 + 2) within 90% of loopLimit ${cache.ctx.loopLimit}`);
     }
     const groups = Math.max(1, Math.min(maxEntries, Math.floor(cache.gpuBudgetBytes / cache.pool.bufferBytes) + 1));
     const scorer = await planQuestScore(cache.ctx, { Hq: blockSize * Hq, Hkv: cache.Hkv, D: cache.D, mode, groupReduce: 'max', maxCalls: 16 });

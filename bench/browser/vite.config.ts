@@ -37,6 +37,14 @@ export default defineConfig({
       { find: /^node:fs$/, replacement: join(here, 'stubs', 'node-fs.ts') },
     ],
   },
-  build: { outDir: join(here, 'dist'), emptyOutDir: true, target: 'es2022', chunkSizeWarningLimit: 4096 },
+  build: {
+    outDir: join(here, 'dist'),
+    emptyOutDir: true,
+    target: 'es2022',
+    chunkSizeWarningLimit: 4096,
+    // needle.html: the needle demo in a worker with an OPFS cache (docs/browser.md)
+    rollupOptions: { input: { main: join(here, 'index.html'), needle: join(here, 'needle.html') } },
+  },
+  worker: { format: 'es' },
   server: { host: '127.0.0.1', fs: { allow: [repo] } },
 });

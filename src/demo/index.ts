@@ -4,6 +4,8 @@ import { TesseraError } from '../errors.js';
 export const DEMOS: Record<string, (argv: string[]) => Promise<void>> = {
   needle: async (argv) => (await import('./needle.js')).needleCli(argv),
   agents: async (argv) => (await import('./agents.js')).agentsCli(argv),
+  prefill: async (argv) => (await import('./prefill.js')).prefillCli(argv),
+  split: async (argv) => (await import('./split.js')).splitCli(argv),
 };
 
 export async function runDemoCli(name: string, argv: string[]): Promise<void> {

@@ -11,7 +11,7 @@
  * the page's bench, TESSERA_BROWSER_SUITES (the page's `suites` parameter; default all four, at the
  * tiny sizes of SUITE_QUERY).
  */
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -184,5 +184,95 @@ describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
         if (s.suite === 'sparse' && r.impl !== 'dense') expect(Number.isFinite(r.speedup_vs_dense) && (r.speedup_vs_dense as number) > 0, `${r.suite} vs dense`).toBe(true);
       }
     }
+  });
+});
+
+/**
+ * The needle page (bench/browser/needle.html): a worker holds the device and an OPFS cache (a real
+ * FileSystemSyncAccessHandle), streams `TESSERA_BROWSER_NEEDLE_TOKENS` tokens (default 1M) through
+ * `runNeedle` (the Node demo's code and JSON keys); a second load of the page with `run=0` finds
+ * the cache on OPFS and checks every page against the checksum recorded when it was written; a
+ * third flips one byte of a page first, and the check must name that page.
+ */
+const needleTokens = Number(process.env.TESSERA_BROWSER_NEEDLE_TOKENS ?? 1_000_000);
+describe.skipIf(!canRun)('browser needle demo (worker, OPFS cache)', () => {
+  type NeedleState = import('../../bench/browser/needle-page.js').NeedlePageState;
+  let run: NeedleState;
+  let reload: NeedleState;
+  let corrupt: NeedleState;
+  let nodeKeys: string[] = [];
+  beforeAll(async () => {
+    const { execFileSync } = await import('node:child_process');
+    execFileSync(process.execPath, [join(repo, 'scripts', 'embed-wgsl.mjs')]);
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-needle-'));
+    const { build } = await import('vite');
+    await build({ configFile: join(repo, 'bench', 'browser', 'vite.config.ts'), logLevel: 'warn', build: { outDir: dir, emptyOutDir: true } });
+    const srv = await serve(dir, goldenDir);
+    const { port } = srv.address() as AddressInfo;
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: CHROMIUM_ARGS });
+    try {
+      const page = await browser.newPage();
+      const lines: string[] = [];
+      page.on('console', (m) => lines.push(m.text()));
+      page.on('pageerror', (e) => lines.push(`pageerror: ${e.message}`));
+      const load = async (query: string) => {
+        await page.goto(`http://127.0.0.1:${port}/needle.html?${query}`);
+        await page.waitForFunction(() => (globalThis as unknown as { __tesseraNeedle?: NeedleState }).__tesseraNeedle?.done === true, undefined, { timeout: 800_000, polling: 500 });
+        return page.evaluate(() => (globalThis as unknown as { __tesseraNeedle: NeedleState }).__tesseraNeedle);
+      };
+      run = await load(`tokens=${needleTokens}`);
+      reload = await load(`tokens=${needleTokens}&run=0`);
+      corrupt = await load(`tokens=${needleTokens}&run=0&corrupt=123`);
+      if (run.error || reload.error) console.error(lines.join('\n'));
+      const dirOut = join(repo, 'bench', 'results', 'browser');
+      mkdirSync(dirOut, { recursive: true });
+      writeFileSync(join(dirOut, `needle-${needleTokens}-${run.result?.adapter ?? 'unknown'}.json`), JSON.stringify({ result: run.result, manifest: run.manifest, reload: reload.verify, corrupt: corrupt.verify }, null, 2) + '\n');
+    } finally {
+      await browser.close();
+      srv.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    // The Node demo's JSON keys, from the same function at a small size.
+    const { requestDevice } = await import('../../src/gpu/device.js');
+    const { runNeedle } = await import('../../src/demo/needle.js');
+    const dev = await requestDevice();
+    try {
+      nodeKeys = Object.keys(await runNeedle(dev, { tokens: 20_000, exact: false, quiet: true }));
+    } finally {
+      dev.destroy();
+    }
+  });
+
+  it(`streams ${needleTokens.toLocaleString('en-US')} tokens from OPFS in a worker and finds the needle`, () => {
+    expect(run.error, run.log.join('\n')).toBeUndefined();
+    expect(run.verify?.found).toBe(false); // a fresh profile: nothing on OPFS before the run
+    const r = run.result!;
+    expect(r.tokens).toBe(needleTokens);
+    expect(r.store).toBe('opfs');
+    expect(r.needleFound).toBe(true);
+    expect(r.kvBytesReadFraction).toBeGreaterThan(0);
+    // the min/max summaries (1/64 of the KV bytes at D 128, page 64, f16) plus 2048 tokens of pages
+    expect(r.kvBytesReadFraction).toBeLessThan(1 / 64 + 2048 / needleTokens + 1e-3);
+    expect(r.maxAbsDiffSparseVsExact).toBeLessThan(1e-3);
+    expect(r.gpuBytesPeak).toBeLessThanOrEqual(r.gpuBudgetBytes);
+    expect(Object.keys(r).sort()).toEqual([...nodeKeys].sort());
+  });
+
+  it('a reload finds the cache on OPFS with every page checksum intact', () => {
+    expect(reload.error, reload.log.join('\n')).toBeUndefined();
+    expect(reload.result).toBeUndefined();
+    const v = reload.verify!;
+    expect(v.found).toBe(true);
+    expect(v.pages).toBe(Math.ceil(needleTokens / 64));
+    expect(v.checked).toBe(v.pages);
+    expect(v.fileBytes).toBe(run.manifest!.fileBytes);
+    expect(v.mismatches).toBe(0);
+  });
+
+  it('the check fails on a page whose bytes changed on OPFS', () => {
+    expect(corrupt.error, corrupt.log.join('\n')).toBeUndefined();
+    expect(corrupt.verify!.mismatches).toBe(1);
+    expect(corrupt.verify!.firstMismatch).toBe(123);
   });
 });

@@ -8,4 +8,11 @@ export const mkdirSync = unavailable;
 export const existsSync = (): boolean => false;
 export const readFileSync = unavailable;
 export const readdirSync = unavailable;
-export default { writeFileSync, mkdirSync, existsSync, readFileSync, readdirSync };
+// src/kv/file-store.ts (the Node disk tier, reachable from the needle demo's CLI entry)
+export const closeSync = unavailable;
+export const mkdtempSync = unavailable;
+export const openSync = unavailable;
+export const readSync = unavailable;
+export const rmSync = unavailable;
+export const writeSync = unavailable;
+export default { writeFileSync, mkdirSync, existsSync, readFileSync, readdirSync, closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync };

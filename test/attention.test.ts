@@ -240,6 +240,74 @@ describe('attention core: ragged (contiguous) K/V source', () => {
   }
 });
 
+describe('attention core: earlyQueries (more new queries than keys, as in dense attention) and maxKvLen', () => {
+  for (const variant of ['cpu', 'gpu'] as const) {
+    it(`${variant}: queries before the first key see none; empty sequences give o = 0 and lse = -inf (or the sink logit)`, async () => {
+      const g = gpu;
+      const Hq = 4, Hkv = 2, D = 16;
+      const lens = [1, 0, 5, 40];
+      const qLens = [3, 1, 7, 2];
+      const rng = new Rng(11);
+      const kvIndptr = [0];
+      for (const n of lens) kvIndptr.push(kvIndptr[kvIndptr.length - 1]! + n);
+      const qoIndptr = [0];
+      for (const n of qLens) qoIndptr.push(qoIndptr[qoIndptr.length - 1]! + n);
+      const N = kvIndptr[4]!;
+      const T = qoIndptr[4]!;
+      const kv = rng.normals(N * Hkv * D);
+      const vv = rng.normals(N * Hkv * D);
+      const qv = rng.normals(T * Hq * D);
+      const sinkv = rng.normals(Hq);
+      for (const opts of [{}, { window: 3, sinks: 1, sinkLogit: true, kvChunk: 8, maxKvLen: 40 }] as const) {
+        const plan = await planBatchAttention(g.dev, { source: 'ragged', maxBatch: 4, maxQTokens: T, maxKvTokens: N, Hq, Hkv, D, kvDtype: 'f32', variant, earlyQueries: true, ...opts });
+        try {
+          const info = plan.schedule({ qoIndptr, kvIndptr });
+          if ('kvChunk' in opts) {
+            // maxKvLen (not maxKvTokens = 46) sizes the partials: 5 parts of 8 keys
+            expect(plan.maxSplits).toBe(5);
+            expect(info.parts).toBe(5);
+            expect(() => plan.schedule({ qoIndptr: [0, 1], kvIndptr: [0, 41] })).toThrow(expect.objectContaining({ code: 'E_LIMIT', argument: 'kvIndptr[1]' }));
+          }
+          const o = g.nanTensor([T, Hq, D]);
+          const lse = g.nanTensor([T, Hq]);
+          const sinkT = 'sinkLogit' in opts ? g.tensor(sinkv, [Hq]) : undefined;
+          const enc = g.dev.device.createCommandEncoder();
+          plan.run(enc, { q: g.tensor(qv, [T, Hq, D]), o, lse, k: g.tensor(kv, [N, Hkv, D]), v: g.tensor(vv, [N, Hkv, D]), sinkLogits: sinkT });
+          await g.dev.submitAndWait([enc.finish()]);
+          const seqs = lens.map((_, b) => ({
+            k: kv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
+            v: vv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
+          }));
+          const ref = batchAttentionReference(qv, seqs, qoIndptr, { Hq, Hkv, D, ...opts, sinkLogits: sinkT ? sinkv : undefined });
+          const got = await g.read(o);
+          const gotL = await g.read(lse);
+          // sequence 0 (1 key, 3 queries): queries 0 and 1 see nothing; sequence 1 (no key) likewise
+          for (const t of [0, 1, 3]) {
+            for (let h = 0; h < Hq; h++) {
+              if (sinkT) expect(gotL[t * Hq + h]).toBeCloseTo(sinkv[h]!, 5);
+              else expect(gotL[t * Hq + h]).toBe(-Infinity);
+              for (let d = 0; d < D; d++) expect(got[(t * Hq + h) * D + d]).toBe(0);
+            }
+          }
+          const co = compare(got, ref.o);
+          const cl = compare(gotL, ref.lse);
+          expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+          expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
+        } finally {
+          plan.dispose();
+        }
+      }
+      // without the option the schedule still refuses such a table, naming the argument
+      const strict = await planBatchAttention(g.dev, { source: 'ragged', maxBatch: 4, maxQTokens: T, maxKvTokens: N, Hq, Hkv, D, kvDtype: 'f32', variant });
+      try {
+        expect(() => strict.schedule({ qoIndptr, kvIndptr })).toThrow(expect.objectContaining({ code: 'E_ARG', argument: 'qoIndptr[1]' }));
+      } finally {
+        strict.dispose();
+      }
+    });
+  }
+});
+
 describe('attention core: masked keys are skipped, never multiplied by zero', () => {
   for (const variant of ['cpu', 'gpu'] as const) {
     it(`${variant}: NaN in K/V rows outside the window and in the causal future stays invisible`, async () => {

@@ -278,6 +278,32 @@ describe('dense decode (split-K + merge)', () => {
   });
 });
 
+describe('dense decode: which kernel runs', () => {
+  // The attention core reads K/V as 16-byte words of head dims that are multiples of 4; other
+  // shapes run the dense flash kernel. Both paths checked against float64.
+  const FLASH: DecodeCase[] = [
+    { kvLens: [70, 0, 9], Hq: 4, Hkv: 2, D: 6, Dv: 10, dtype: 'f32', kvChunk: 32, window: 20, sinks: 2, sinkLogit: true },
+    { kvLens: [3, 0, 2], Hq: 2, Hkv: 1, D: 12, dtype: 'f16', kvChunk: 2 },
+    { kvLens: [40, 1], Hq: 2, Hkv: 1, D: 5, dtype: 'f32', variant: 'gpu' },
+  ];
+  const kernelOf = async (c: DecodeCase) => {
+    const plan = await planDecode(gpu.dev, { kvLens: c.kvLens, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv: c.Dv, dtype: c.dtype, kvChunk: c.kvChunk, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit, variant: c.variant });
+    const k = plan.kernel;
+    plan.dispose();
+    return k;
+  };
+  FLASH.forEach((c, i) => {
+    it(`flash: ${decodeName(c)}`, async () => {
+      expect(await kernelOf(c)).toBe('flash');
+      await runDecode(gpu, c, 700 + i);
+    });
+  });
+  it('core: head dims multiples of 4 and K/V in whole 16-byte words', async () => {
+    expect(await kernelOf({ kvLens: [3, 0, 2], Hq: 2, Hkv: 1, D: 16, dtype: 'f16' })).toBe('core');
+    expect(await kernelOf(DECODE[0]!)).toBe('core');
+  });
+});
+
 describe('dense bad input', () => {
   const base = { Tq: 8, Hq: 4, Hkv: 2, D: 16 } as const;
   const rejects = (p: Promise<unknown>, code: string, argument: string | RegExp) =>

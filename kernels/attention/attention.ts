@@ -219,6 +219,8 @@ export interface BatchAttentionOptions {
   poolPages?: number;
   /** ragged: most keys per step, all sequences together (kvIndptr[B] <= maxKvTokens). */
   maxKvTokens?: number;
+  /** ragged: most keys of one sequence (default maxKvTokens); sizes the split-K partials. */
+  maxKvLen?: number;
   /** Query heads (a multiple of Hkv). */
   Hq: number;
   /** KV heads. Query head h uses KV head floor(h / (Hq / Hkv)). */
@@ -237,6 +239,12 @@ export interface BatchAttentionOptions {
   oDtype?: FloatDType;
   /** Default true: query i of n new tokens of a sequence of L keys sits at position L - n + i (bottom-right). */
   causal?: boolean;
+  /**
+   * Causal only. Default false: `schedule` rejects a sequence with more new queries than keys
+   * (n > L). true: as in dense attention, its first n - L queries sit before its first key and see
+   * none (o = 0, lse = -inf, or the sink logit alone); e.g. decode rows of empty sequences.
+   */
+  earlyQueries?: boolean;
   /** Sliding window W (0: none): key j visible iff pos - W < j <= pos. Causal only. */
   window?: number;
   /** With a window, the first `sinks` keys stay visible (still causal). */
@@ -324,10 +332,12 @@ export interface BatchAttentionTensors {
   sinkLogits?: GpuTensor;
 }
 
-type Resolved = Required<Omit<BatchAttentionOptions, 'maxPages' | 'poolPages' | 'maxKvTokens' | 'pageSize' | 'maxSplits' | 'kvChunk'>> & {
+type Resolved = Required<Omit<BatchAttentionOptions, 'maxPages' | 'poolPages' | 'maxKvTokens' | 'maxKvLen' | 'pageSize' | 'maxSplits' | 'kvChunk'>> & {
   maxPages: number;
   poolPages: number;
   maxKvTokens: number;
+  /** The longest sequence the capacities allow (paged: maxPages * pageSize). */
+  maxKvLen: number;
   pageSize: number;
   kvChunk?: number;
   maxSplits?: number;
@@ -450,7 +460,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
     const keysCap = attentionKeysPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.maxBatch);
     if (keysCap < 1) fail('E_LIMIT', 'D', "is too large for one invocation within the device's loop limit;", o.D, `loopLimit ${ctx.loopLimit}`);
-    const maxKeys = o.source === 'paged' ? o.maxPages * o.pageSize : o.maxKvTokens;
+    const maxKeys = o.maxKvLen;
     const rowsCap = o.maxQTokens * o.Hq;
     const chunk = Math.min(o.kvChunk ?? Number.POSITIVE_INFINITY, keysCap);
     const needed = Math.max(1, Math.ceil(maxKeys / chunk));
@@ -497,7 +507,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   /** The keys per part of a GPU-filled schedule: enough for the longest sequence the capacities allow. */
   private get gpuChunk(): number {
     const o = this.options;
-    const maxKeys = o.source === 'paged' ? o.maxPages * o.pageSize : o.maxKvTokens;
+    const maxKeys = o.maxKvLen;
     const want = Math.max(o.kvChunk ?? 256, Math.ceil(maxKeys / this.maxSplits));
     return Math.min(want, this.maxKeysPerPart, 0xffffffff);
   }
@@ -585,9 +595,12 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
         lens.push(np > 0 ? (np - 1) * o.pageSize + lp : 0);
       }
     } else {
-      for (let b = 0; b < B; b++) lens.push(kv[b + 1]! - kv[b]!);
+      for (let b = 0; b < B; b++) {
+        lens.push(kv[b + 1]! - kv[b]!);
+        if (lens[b]! > o.maxKvLen) fail('E_LIMIT', `kvIndptr[${b + 1}]`, `gives sequence ${b} more keys than the plan's maxKvLen;`, lens[b], `at most ${o.maxKvLen}`);
+      }
     }
-    if (o.causal) {
+    if (o.causal && !o.earlyQueries) {
       for (let b = 0; b < B; b++) {
         const n = qo[b + 1]! - qo[b]!;
         if (n > lens[b]!) fail('E_ARG', `qoIndptr[${b + 1}]`, `gives sequence ${b} more new queries than keys (causal, bottom-right);`, n, `at most its ${lens[b]} keys`);
@@ -782,6 +795,7 @@ function validate(opts: BatchAttentionOptions): Resolved {
   let maxPages = 0;
   let poolPages = 0;
   let maxKvTokens = 0;
+  let maxKvLen = 0;
   let pageSize = 1;
   let kvDtype: KvDType;
   if (source === 'paged') {
@@ -790,8 +804,10 @@ function validate(opts: BatchAttentionOptions): Resolved {
     pageSize = checkInt(opts.pageSize, 'pageSize', { min: 1, max: 4096 });
     kvDtype = opts.kvDtype ?? 'f16';
     check(KV_DTYPES.includes(kvDtype), 'kvDtype', KV_DTYPES.join(', '), kvDtype, 'E_DTYPE');
+    maxKvLen = maxPages * pageSize;
   } else {
     maxKvTokens = checkInt(opts.maxKvTokens, 'maxKvTokens', { min: 1, max: 2 ** 31 });
+    maxKvLen = checkInt(opts.maxKvLen ?? maxKvTokens, 'maxKvLen', { min: 1, max: maxKvTokens });
     kvDtype = opts.kvDtype ?? qDtype;
     check(kvDtype !== 'int8' && KV_DTYPES.includes(kvDtype), 'kvDtype', 'f32, f16 or bf16 (ragged K/V)', kvDtype, 'E_DTYPE');
   }
@@ -802,6 +818,8 @@ function validate(opts: BatchAttentionOptions): Resolved {
   if (window > 0 && !causal) fail('E_ARG', 'window', 'needs causal attention;', window, 'causal: true (or window 0)');
   const sinkLogit = opts.sinkLogit ?? false;
   check(typeof sinkLogit === 'boolean', 'sinkLogit', 'a boolean', sinkLogit);
+  const earlyQueries = opts.earlyQueries ?? false;
+  check(typeof earlyQueries === 'boolean', 'earlyQueries', 'a boolean', earlyQueries);
   const scale = checkFinite(opts.scale ?? 1 / Math.sqrt(D), 'scale');
   const variant = opts.variant ?? 'auto';
   check(variant === 'auto' || variant === 'cpu' || variant === 'gpu', 'variant', '"auto", "cpu" or "gpu"', variant);
@@ -809,8 +827,8 @@ function validate(opts: BatchAttentionOptions): Resolved {
   const kvChunk = opts.kvChunk === undefined ? undefined : checkInt(opts.kvChunk, 'kvChunk', { min: 1 });
   const scheduleSlots = checkInt(opts.scheduleSlots ?? 4, 'scheduleSlots', { min: 1, max: 64 });
   return {
-    source, maxBatch, maxQTokens, maxPages, poolPages, maxKvTokens, Hq, Hkv, D, Dv, pageSize, kvDtype, qDtype, oDtype,
-    causal, window, sinks, sinkLogit, scale, variant, maxSplits, kvChunk, scheduleSlots,
+    source, maxBatch, maxQTokens, maxPages, poolPages, maxKvTokens, maxKvLen, Hq, Hkv, D, Dv, pageSize, kvDtype, qDtype, oDtype,
+    causal, earlyQueries, window, sinks, sinkLogit, scale, variant, maxSplits, kvChunk, scheduleSlots,
   };
 }
 

@@ -126,12 +126,16 @@ fn load_row(p: u32, r: u32) -> Row {
   var lo1 = 0u;
   var hi0 = 0u;
   if (params.causal != 0u) {
-    // pos = L - n + i >= i >= 0 (the schedule checks n <= L).
-    let pos = L - n + i;
-    hi1 = pos + 1u;
-    if (params.window > 0u && pos + 1u > params.window) {
-      lo1 = pos + 1u - params.window;
-      hi0 = min(params.sinks, lo1);
+    // pos = L - n + i; a query before the first key (L + i < n, planned with earlyQueries) sees none.
+    if (L + i < n) {
+      hi1 = 0u;
+    } else {
+      let pos = L + i - n;
+      hi1 = pos + 1u;
+      if (params.window > 0u && pos + 1u > params.window) {
+        lo1 = pos + 1u - params.window;
+        hi0 = min(params.sinks, lo1);
+      }
     }
   }
   let p0 = p * sched[3];

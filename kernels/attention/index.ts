@@ -8,10 +8,12 @@
  *   the plan's small buffers once. Options ({@link BatchAttentionOptions}):
  *   `source` ('paged' | 'ragged', default 'paged'), capacities `maxBatch`, `maxQTokens` (query
  *   tokens per step, all sequences), `maxPages` (paged: page-table entries per step), `poolPages`
- *   (paged: pages in the pool buffer, default maxPages), `maxKvTokens` (ragged: keys per step);
+ *   (paged: pages in the pool buffer, default maxPages), `maxKvTokens` (ragged: keys per step),
+ *   `maxKvLen` (ragged: keys of the longest sequence, default maxKvTokens);
  *   shapes `Hq`, `Hkv`, `D` (<= 576), `Dv` (<= 512, default D), `pageSize`; dtypes `kvDtype`
  *   (f32/f16/bf16/int8 paged, default f16), `qDtype` (default f32), `oDtype` (default qDtype);
- *   masks `causal` (default true, bottom-right), `window`, `sinks`, `sinkLogit`; `scale`
+ *   masks `causal` (default true, bottom-right), `earlyQueries` (allow more new queries than keys:
+ *   the first n - L see none), `window`, `sinks`, `sinkLogit`; `scale`
  *   (default 1/sqrt(D)); `variant` ('auto' | 'cpu' | 'gpu'); `maxSplits`, `kvChunk` (split-K);
  *   `scheduleSlots` (default 4).
  * - `plan.schedule({ qoIndptr [B+1], kvIndptr [B+1], kvIndices [nnz], kvLastPageLen [B] }):

@@ -16,7 +16,6 @@ import storageWgsl from '../../shaders/storage.wgsl.js';
 import prefillWgsl from './prefill.wgsl.js';
 import sgWgsl from './prefill_sg.wgsl.js';
 import nosgWgsl from './prefill_nosg.wgsl.js';
-import decodeWgsl from './decode.wgsl.js';
 
 /** Options of dense attention (the cross-team contract; see kernels/dense/README.md). */
 export interface AttentionOptions {
@@ -103,7 +102,7 @@ export const ATTN_PARAMS = uniformLayout('AttnParams', [
   ['has_sink', 'u32'],
 ] as const);
 
-// One program holds every entry point (main_cpu, main_gpu, main_decode_cpu); only the entry a
+// One program holds both entry points (main_cpu, main_gpu); only the entry a
 // pipeline names is compiled. The subgroup flavour exists only where the device has subgroups.
 /**
  * `ld4_q`, `ld4_k`, `ld4_v` of prefill.wgsl: 4 consecutive elements from element index i of one
@@ -138,26 +137,21 @@ fn ld4_${a}(i: u32, n: u32) -> vec4<f32> {
 `,
   )
   .join('');
-const PROGRAM_SG: ShaderSource = wgslProgram('dense/flash+sg', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, LOADS, sgWgsl, decodeWgsl], ['subgroups']);
-const PROGRAM_NOSG: ShaderSource = wgslProgram('dense/flash', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, LOADS, nosgWgsl, decodeWgsl]);
+const PROGRAM_SG: ShaderSource = wgslProgram('dense/flash+sg', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, LOADS, sgWgsl], ['subgroups']);
+const PROGRAM_NOSG: ShaderSource = wgslProgram('dense/flash', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, LOADS, nosgWgsl]);
 
 /** Packed rows per workgroup of each variant (main_cpu: 4 lanes x 4 rows; main_gpu: WG_GPU). */
 export const CPU_TILE_ROWS = 16;
 export const GPU_TILE_ROWS = 64;
-/** main_decode_cpu: packed rows per tile (all 4 lanes hold the same rows and split the keys). */
-export const DECODE_CPU_TILE_ROWS = 4;
-/** main_decode_cpu writes one partial per lane per split. */
-export const DECODE_CPU_LANES = 4;
-
-/** Which entry point runs: prefill (main_cpu / main_gpu) or the CPU decode kernel. */
-export type FlashMode = 'prefill' | 'decode';
-
-/** The kernel entry points of the flash program. */
+/**
+ * The kernel entry points of the flash program, plus `main_decode_cpu`: the split sizing that
+ * dense decode's `kvChunk` keeps on the cpu shape (costed as `main_cpu`; decode itself runs on
+ * the attention core, kernels/attention, since the decode entry was removed).
+ */
 export type FlashEntry = 'main_cpu' | 'main_gpu' | 'main_decode_cpu';
 
-function entryOf(r: ResolvedAttention, mode: FlashMode): FlashEntry {
-  if (r.variant === 'gpu') return 'main_gpu';
-  return mode === 'decode' ? 'main_decode_cpu' : 'main_cpu';
+function entryOf(r: ResolvedAttention): 'main_cpu' | 'main_gpu' {
+  return r.variant === 'gpu' ? 'main_gpu' : 'main_cpu';
 }
 
 /** main_gpu's keys per workgroup-memory tile: 32 for D <= 64, halved until both tiles fit 16 KiB. */
@@ -352,7 +346,7 @@ export class FlashCore {
   }
 
   /** Pipeline spec of a configuration (exported so benchmarks can report compile time). */
-  static spec(r: ResolvedAttention, splitOut: boolean, mode: FlashMode = 'prefill'): Parameters<typeof getPipeline>[1] {
+  static spec(r: ResolvedAttention, splitOut: boolean): Parameters<typeof getPipeline>[1] {
     const nc = Math.ceil(r.D / 4);
     const ncv = Math.ceil(r.Dv / 4);
     const bkg = gpuKeyBlock(r.D, r.Dv);
@@ -367,7 +361,7 @@ export class FlashCore {
     if (r.variant === 'gpu') Object.assign(constants, { WG_GPU: GPU_TILE_ROWS, BKG: bkg, KS_LEN: bkg * nc, VS_LEN: bkg * ncv });
     return {
       shader: r.variant === 'cpu' && r.subgroups ? PROGRAM_SG : PROGRAM_NOSG,
-      entryPoint: entryOf(r, mode),
+      entryPoint: entryOf(r),
       bindings: ['read', 'read', 'read', 'rw', 'rw', 'read', 'read', 'uniform'],
       constants,
     };
@@ -396,11 +390,9 @@ export class FlashCore {
     spans: readonly SeqSpan[],
     split: { splits: number; kvChunk: number; oStride: number; lseStride: number } | undefined,
     alloc: { uniform: (values: Record<string, number>) => GPUBuffer; buffer: (words: Uint32Array, label: string) => GPUBuffer },
-    mode: FlashMode = 'prefill',
   ): Promise<FlashCore> {
     const G = r.Hq / r.Hkv;
-    const entry = entryOf(r, mode);
-    const rows = entry === 'main_cpu' ? CPU_TILE_ROWS : entry === 'main_decode_cpu' ? DECODE_CPU_TILE_ROWS : GPU_TILE_ROWS;
+    const rows = entryOf(r) === 'main_cpu' ? CPU_TILE_ROWS : GPU_TILE_ROWS;
     // Tiles, heaviest first (longest-processing-time order): with causal masks the last tiles of
     // a sequence see the most keys, and starting them first evens out the end of the dispatch.
     const list: { t: number[]; work: number }[] = [];
@@ -424,7 +416,7 @@ export class FlashCore {
     const splits = split?.splits ?? 1;
     const numWork = numTiles * r.Hkv * splits;
     const workgroups = grid2d(ctx, Math.max(1, numWork));
-    const pipeline = await getPipeline(ctx, FlashCore.spec(r, split !== undefined, mode));
+    const pipeline = await getPipeline(ctx, FlashCore.spec(r, split !== undefined));
     const values = {
       num_tiles: Math.max(1, numTiles),
       num_work: numWork,
@@ -502,7 +494,7 @@ export function spansInQueryRange(spans: readonly SeqSpan[], t0: number, t1: num
  * splits of at most {@link maxFlashKvChunk} keys, balanced (a multiple of the key block).
  */
 export function planKvSplit(loopLimit: number, r: ResolvedAttention, spans: readonly SeqSpan[]): { splits: number; kvChunk: number } {
-  const entry = entryOf(r, 'prefill');
+  const entry = entryOf(r);
   const cap = maxFlashKvChunk(loopLimit, entry, r.D, r.Dv);
   const maxKeys = maxTileKeys(r, spans, entry === 'main_cpu' ? CPU_TILE_ROWS : GPU_TILE_ROWS);
   if (flashLoopIterations(entry, r.D, r.Dv, maxKeys) <= loopBudget(loopLimit)) return { splits: 1, kvChunk: Number.POSITIVE_INFINITY };

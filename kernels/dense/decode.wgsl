@@ -105,7 +105,8 @@ fn main_decode_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
           }
         }
       }
-      if (block_needs_mask(w, j0, 16u, hi)) {
+      let nm = block_needs_mask(w, j0, 16u, hi);
+      if (nm) {
         s0 = mask4(s0, jl, r0.pos, hi);
         s1 = mask4(s1, jl, r1.pos, hi);
         s2 = mask4(s2, jl, r2.pos, hi);
@@ -116,7 +117,14 @@ fn main_decode_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
       let al2 = softmax4(&s2, &m2, &l2);
       let al3 = softmax4(&s3, &m3, &l3);
       for (var c = 0u; c < ncv; c++) {
-        let vm = keys4_v(jr, last, w.hk, c, min(4u, head_dv() - 4u * c));
+        var vm = keys4_v(jr, last, w.hk, c, min(4u, head_dv() - 4u * c));
+        if (nm) {
+          // masked keys (p = 0 exactly) are skipped, never multiplied by 0: their values may be
+          // NaN or Inf (see pv4); a key is kept when any of the lane's rows sees it
+          let z = vec4<f32>(0.0);
+          let any_p = s0 + select(z, s1, nr > 1u) + select(z, s2, nr > 2u) + select(z, s3, nr > 3u);
+          vm = mat4x4<f32>(select(z, vm[0], any_p.x > 0.0), select(z, vm[1], any_p.y > 0.0), select(z, vm[2], any_p.z > 0.0), select(z, vm[3], any_p.w > 0.0));
+        }
         a0[c] = a0[c] * al0 + vm * s0;
         if (nr > 1u) {
           a1[c] = a1[c] * al1 + vm * s1;

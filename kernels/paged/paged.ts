@@ -4,7 +4,7 @@
  * of queries to the pages named by a list (all in one pool buffer) and writes one `(o, lse)`
  * partial per part and row; partials of disjoint key sets merge exactly with `kernels/merge`.
  */
-import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
+import { TesseraError, check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
@@ -13,6 +13,7 @@ import { checkTensor } from '../../src/tensor.js';
 import { kvDtypeCode, pageLayout, KV_DTYPES, type KvDType } from '../../src/kv/codec.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import pagedWgsl from './paged.wgsl.js';
+import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
 
 export const PAGED_PARAMS = uniformLayout('PagedParams', [
   ['rows', 'u32'],
@@ -139,6 +140,10 @@ export interface PagedCall {
 }
 
 export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly PagedCall[] }> {
+  /** What run writes (checked against the inputs by KernelPlan before encoding). */
+  protected override get writes(): readonly string[] {
+    return ['oParts', 'lseParts'];
+  }
   readonly options: Required<PagedOptions>;
   /** The kernel shape in use. */
   readonly variant: 'cpu' | 'gpu';
@@ -163,7 +168,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     this.maxEntriesPerPart = pagedEntriesPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.pageSize);
     this.pipeline = pipeline;
     this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
-    this.params = this.workspace(this.slotBytes * o.maxCalls, 'paged.params', GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+    this.params = this.workspace(this.slotBytes * o.maxCalls, 'paged.params', GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST);
     const L = pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.dtype);
     this.fixed = { pageWords: L.pageBytes / 4, kHeadWords: L.kHeadBytes / 4, vOffWords: L.vOffset / 4, vHeadWords: L.vHeadBytes / 4, scaleOffWords: L.scaleOffset / 4 };
   }
@@ -269,7 +274,7 @@ function validate(opts: PagedOptions): Required<PagedOptions> {
   const dtype = opts.dtype ?? 'f16';
   check(KV_DTYPES.includes(dtype), 'dtype', KV_DTYPES.join(', '), dtype, 'E_DTYPE');
   const scale = opts.scale ?? 1 / Math.sqrt(D);
-  check(Number.isFinite(scale), 'scale', 'a finite number', scale);
+  checkF32(scale, 'scale');
   const maxCalls = checkInt(opts.maxCalls ?? 16, 'maxCalls', { min: 1, max: 4096 });
   const variant = opts.variant ?? 'auto';
   check(variant === 'auto' || variant === 'cpu' || variant === 'gpu', 'variant', '"auto", "cpu" or "gpu"', variant);

@@ -29,6 +29,13 @@ import { useGpu } from './helpers/gpu.js';
 const gpu = useGpu();
 
 const BAD = [NaN, Infinity, -Infinity] as const;
+/**
+ * Whether a NaN score (a planted non-finite KEY) must reach the rows that see it. Mesa llvmpipe
+ * (OpenGL ES) may drop a NaN score in max() (WGSL allows it), so there a visible non-finite key
+ * can leave a row finite: not checked there (found by this test; see docs/reliability.md). The
+ * rows that cannot see the key must match the reference on every adapter.
+ */
+const KEY_NAN_PROPAGATES = process.env.TESSERA_ADAPTER !== 'llvmpipe';
 const VARIANTS = ['cpu', 'gpu'] as const;
 
 /** Sets every element of rows `rows` (of `width` elements each) of `x` to `value`. */
@@ -42,7 +49,7 @@ function plant(x: ArrayLike<number>, rows: number[], width: number, value: numbe
  * Elements whose reference is finite must match it (f32 tolerance); elements whose reference is
  * not finite must not be finite either. Returns how many rows of `width` were finite / not.
  */
-function checkAgainst(got: Float64Array, ref: ArrayLike<number>, width: number, what: string): { finite: number; nonFinite: number } {
+function checkAgainst(got: Float64Array, ref: ArrayLike<number>, width: number, what: string, requirePropagation = true): { finite: number; nonFinite: number } {
   const g: number[] = [];
   const r: number[] = [];
   let finite = 0;
@@ -59,7 +66,7 @@ function checkAgainst(got: Float64Array, ref: ArrayLike<number>, width: number, 
     } else {
       nonFinite++;
       const someNonFinite = Array.from(got.subarray(row * width, (row + 1) * width)).some((x) => !Number.isFinite(x));
-      expect(someNonFinite, `${what}: row ${row} sees the planted value in the reference but is finite`).toBe(true);
+      if (requirePropagation) expect(someNonFinite, `${what}: row ${row} sees the planted value in the reference but is finite`).toBe(true);
     }
   }
   const c = compare(g, r);
@@ -108,10 +115,9 @@ describe('dense / sliding window prefill: a non-finite key or value never reache
           } finally {
             plan.dispose();
           }
-          const n = checkAgainst(await gpu.read(o), ref.o, D, 'o');
+          const n = checkAgainst(await gpu.read(o), ref.o, D, 'o', c.tensor === 'v' || KEY_NAN_PROPAGATES);
           expect(n.nonFinite, 'rows that see the planted value propagate it').toBeGreaterThan(0);
-          // lse: only K plants make it non-finite
-          checkAgainst(await gpu.read(lse), c.tensor === 'k' ? ref.lse : ref.lse, 1, 'lse');
+          checkAgainst(await gpu.read(lse), ref.lse, 1, 'lse', c.tensor === 'v' || KEY_NAN_PROPAGATES);
         });
       }
     }
@@ -147,7 +153,7 @@ describe('dense / sliding window decode: a non-finite key or value outside the w
           } finally {
             plan.dispose();
           }
-          const n = checkAgainst(await gpu.read(o), refO, D, 'o');
+          const n = checkAgainst(await gpu.read(o), refO, D, 'o', tensor === 'v' || KEY_NAN_PROPAGATES);
           expect(n.nonFinite).toBe(Hq);
         });
       }
@@ -185,9 +191,9 @@ describe('block-sparse, MoBA, NSA, DSA: a non-finite key or value outside a row\
           } finally {
             plan.dispose();
           }
-          const n = checkAgainst(await gpu.read(o), ref.o, D, 'o');
+          const n = checkAgainst(await gpu.read(o), ref.o, D, 'o', tensor === 'v' || KEY_NAN_PROPAGATES);
           expect(n.nonFinite).toBeGreaterThan(0);
-          checkAgainst(await gpu.read(lse), ref.lse, 1, 'lse');
+          checkAgainst(await gpu.read(lse), ref.lse, 1, 'lse', tensor === 'v' || KEY_NAN_PROPAGATES);
         });
 
         it(`moba ${target}: ${tensor} row 41 of 45 (last block, causal) = ${bad}`, async () => {
@@ -201,7 +207,7 @@ describe('block-sparse, MoBA, NSA, DSA: a non-finite key or value outside a row\
           } finally {
             plan.dispose();
           }
-          const n = checkAgainst(await gpu.read(o), ref.o, D, 'o');
+          const n = checkAgainst(await gpu.read(o), ref.o, D, 'o', tensor === 'v' || KEY_NAN_PROPAGATES);
           expect(n.nonFinite).toBeGreaterThan(0);
         });
 
@@ -222,7 +228,7 @@ describe('block-sparse, MoBA, NSA, DSA: a non-finite key or value outside a row\
           } finally {
             plan.dispose();
           }
-          const n = checkAgainst(await gpu.read(o), ref.o, D, 'o');
+          const n = checkAgainst(await gpu.read(o), ref.o, D, 'o', tensor === 'v' || KEY_NAN_PROPAGATES);
           expect(n.nonFinite).toBeGreaterThan(0);
         });
 
@@ -242,7 +248,7 @@ describe('block-sparse, MoBA, NSA, DSA: a non-finite key or value outside a row\
           } finally {
             plan.dispose();
           }
-          const n = checkAgainst(await gpu.read(o), ref.o, D, 'o');
+          const n = checkAgainst(await gpu.read(o), ref.o, D, 'o', tensor === 'v' || KEY_NAN_PROPAGATES);
           expect(n.nonFinite).toBeGreaterThan(0);
         });
       }

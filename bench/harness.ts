@@ -22,6 +22,7 @@ import copyWgsl from './roofline/copy.wgsl.js';
 import matmulRegWgsl from './roofline/matmul_reg.wgsl.js';
 import matmulTiledWgsl from './roofline/matmul_tiled.wgsl.js';
 import matmulQuadWgsl from './roofline/matmul_quad.wgsl.js';
+import { optionalImport } from '../src/cli/common.js';
 
 export type { TimingSource };
 
@@ -729,8 +730,8 @@ function seriesLabel(r: BenchResult, varying: Set<string>): string {
  * const svg = await plotSvg(results, { name: '', title: 'dense: time vs T', x: 'T', y: 'median_ms' });
  */
 export async function plotSvg(results: readonly BenchResult[], spec: PlotSpec, rule?: { y: number; label: string }): Promise<string> {
-  const vega = await import('vega');
-  const vl = await import('vega-lite');
+  const vega = await optionalImport<typeof import('vega')>('vega', '--write (the SVG plots)', '--no-write');
+  const vl = await optionalImport<typeof import('vega-lite')>('vega-lite', '--write (the SVG plots)', '--no-write');
   const rs = results.filter((r) => (spec.filter ? spec.filter(r) : true) && Number(r[spec.x]) > 0 && Number(r[spec.y]) > 0);
   const varying = new Set<string>();
   for (const k of ['mode', 'subgroups', 'D', 'H', 'dtype']) if (new Set(rs.map((r) => String(r[k]))).size > 1) varying.add(k);

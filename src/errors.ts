@@ -73,13 +73,33 @@ export function check(cond: boolean, argument: string, expected: string, actual?
   if (!cond) fail(code, argument, 'invalid value;', actual, expected);
 }
 
-/** A positive integer (or non-negative when `allowZero`). */
+/** The largest u32: the default upper bound of {@link checkInt} (options reach shaders as u32). */
+export const U32_MAX = 0xffffffff;
+
+/**
+ * An integer in `[min, max]` (default `[1, U32_MAX]`). The default bound is u32's because integer
+ * options (windows, sinks, block sizes, positions, budgets, ...) reach the shaders as u32 uniforms;
+ * byte counts and other host-only sizes pass `max: Number.MAX_SAFE_INTEGER`.
+ */
 export function checkInt(v: unknown, argument: string, opts: { min?: number; max?: number } = {}): number {
   const min = opts.min ?? 1;
-  const max = opts.max ?? Number.MAX_SAFE_INTEGER;
+  const max = opts.max ?? U32_MAX;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
     fail('E_ARG', argument, 'invalid value;', v, `an integer in [${min}, ${max === Number.MAX_SAFE_INTEGER ? 'inf' : max}]`);
   }
+  return v;
+}
+
+/** Largest magnitude {@link checkF32} accepts: f32 range with room for the kernels' log2(e) factor. */
+export const F32_PARAM_MAX = 2 ** 126;
+
+/**
+ * A finite number that a shader can take as an f32 parameter: `|v| <= 2^126` (f32 overflows at
+ * 2^128; kernels multiply scales by log2(e)), so it never becomes Inf or NaN on the GPU.
+ */
+export function checkF32(v: unknown, argument: string, expected = 'a finite number'): number {
+  if (typeof v !== 'number' || !Number.isFinite(v)) fail('E_ARG', argument, 'invalid value;', v, expected);
+  if (Math.abs(v) > F32_PARAM_MAX) fail('E_ARG', argument, 'does not fit a shader f32 parameter;', v, `${expected} of magnitude at most 2^126`);
   return v;
 }
 

@@ -16,6 +16,7 @@ import { checkBuffer, type TesseraDevice } from './gpu/device.js';
 import { bindGroup, type BindingResource, type Pipeline } from './gpu/pipeline.js';
 import type { UniformLayout } from './gpu/uniforms.js';
 import { byteSize, checkTensor, type DType, type FloatDType, type GpuTensor } from './tensor.js';
+import { GPUBufferUsageFlags } from './gpu/flags.js';
 
 export abstract class KernelPlan<Inputs> {
   readonly ctx: TesseraDevice;
@@ -31,6 +32,7 @@ export abstract class KernelPlan<Inputs> {
     Object.defineProperty(this, 'run', {
       value: (encoder: GPUCommandEncoder, inputs: Inputs): void => {
         checkInputBuffers(ctx, inputs);
+        checkBufferConflicts(inputs, this.writes);
         encode.call(this, encoder, inputs);
       },
       writable: true,
@@ -44,6 +46,14 @@ export abstract class KernelPlan<Inputs> {
    * device, then shapes, dtypes, sizes and usages); encodes nothing on error.
    */
   abstract run(encoder: GPUCommandEncoder, inputs: Inputs): void;
+
+  /**
+   * The inputs `run` writes (bound read-write, or copied into). Defaults to the output names the
+   * kernels share ({@link DEFAULT_WRITES}); plans whose outputs have other names override it.
+   */
+  protected get writes(): readonly string[] {
+    return DEFAULT_WRITES;
+  }
 
   get isDisposed(): boolean {
     return this.disposed;
@@ -64,14 +74,22 @@ export abstract class KernelPlan<Inputs> {
 
   /** A uniform buffer owned by the plan, written once with `values`. */
   protected uniform<K extends string>(layout: UniformLayout<K>, values: Readonly<Record<K, number>>): GPUBuffer {
-    const b = this.ctx.createBuffer({ size: layout.size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: `tessera.${layout.name}` });
-    this.ctx.device.queue.writeBuffer(b, 0, layout.pack(values));
+    let data: ArrayBuffer;
+    try {
+      data = layout.pack(values);
+    } catch (e) {
+      // a value the shader cannot take: the plan is rejected and frees what it already made
+      this.dispose();
+      throw e;
+    }
+    const b = this.ctx.createBuffer({ size: layout.size, usage: GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST, label: `tessera.${layout.name}` });
+    this.ctx.device.queue.writeBuffer(b, 0, data);
     this.owned.push(b);
     return b;
   }
 
   /** A workspace buffer owned by the plan. */
-  protected workspace(size: number, label: string, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST): GPUBuffer {
+  protected workspace(size: number, label: string, usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST): GPUBuffer {
     const b = this.ctx.createBuffer({ size: Math.max(16, size), usage, label: `tessera.${label}` });
     this.owned.push(b);
     return b;
@@ -111,6 +129,91 @@ export function checkInputBuffers(ctx: TesseraDevice, inputs: unknown): void {
     const b = (v as { buffer?: unknown }).buffer;
     if (b !== null && typeof b === 'object') checkBuffer(ctx, b, `${key}.buffer`);
     else if (typeof (v as GPUBuffer).usage === 'number') checkBuffer(ctx, v, key);
+  }
+}
+
+/** Output names shared by the kernels (`o`, `lse`, top-k `indices` / `values`, ...). */
+export const DEFAULT_WRITES: readonly string[] = ['o', 'lse', 'indices', 'values', 'selection', 'blockIndices', 'finalState', 'zt'];
+
+/** Input / output pairs that may be one tensor by design (the linear state and normaliser updated in place). */
+const IN_PLACE: readonly (readonly [string, string])[] = [['initialState', 'finalState'], ['z0', 'zt']];
+
+interface View {
+  name: string;
+  buffer: GPUBuffer;
+  lo: number;
+  hi: number;
+  written: boolean;
+}
+
+/**
+ * Checks buffer conflicts that WebGPU would only report at `submit` (as a validation error), before
+ * anything is encoded: a buffer that is mapped (`E_BUFFER` naming it), an output sharing its buffer
+ * with an input (a buffer bound read-only and read-write in one dispatch, e.g. `o` the same buffer
+ * as `q`), and two outputs whose byte ranges overlap (e.g. `o` and `lse`). Two outputs in
+ * disjoint ranges of one buffer, and the pairs in `IN_PLACE`, are allowed. The error names the
+ * output (`o.buffer`, or the raw buffer's key) and the other argument in its message.
+ */
+export function checkBufferConflicts(inputs: unknown, writes: readonly string[]): void {
+  if (inputs === null || typeof inputs !== 'object') return;
+  const t = inputs as Record<string, unknown>;
+  const views: View[] = [];
+  for (const key of Object.keys(t)) {
+    const v = t[key];
+    if (v === null || typeof v !== 'object') continue;
+    const tv = v as { buffer?: unknown; shape?: unknown; dtype?: unknown; offset?: unknown };
+    let buffer: GPUBuffer;
+    let name: string;
+    let lo = 0;
+    let hi: number;
+    if (tv.buffer !== null && typeof tv.buffer === 'object' && typeof (tv.buffer as GPUBuffer).size === 'number') {
+      buffer = tv.buffer as GPUBuffer;
+      name = `${key}.buffer`;
+      lo = typeof tv.offset === 'number' && Number.isFinite(tv.offset) ? tv.offset : 0;
+      let bytes = buffer.size - lo;
+      if (Array.isArray(tv.shape) && tv.shape.every((d) => Number.isInteger(d) && d >= 0) && typeof tv.dtype === 'string') {
+        try {
+          bytes = byteSize(tv.shape as number[], tv.dtype as DType);
+        } catch {
+          // an unknown dtype: the kernel's own checks name it
+        }
+      }
+      hi = lo + bytes;
+    } else if (typeof (v as GPUBuffer).usage === 'number' && typeof (v as GPUBuffer).size === 'number') {
+      buffer = v as GPUBuffer;
+      name = key;
+      hi = buffer.size;
+    } else continue;
+    const state = (buffer as { mapState?: string }).mapState;
+    if (state !== undefined && state !== 'unmapped') {
+      throw new TesseraError('E_BUFFER', `${name} is ${state === 'pending' ? 'being mapped' : 'mapped'}; a buffer must be unmapped to be used by the GPU`, {
+        argument: name,
+        actual: state,
+        expected: 'an unmapped buffer (call unmap() first)',
+      });
+    }
+    views.push({ name, buffer, lo, hi, written: writes.includes(key) });
+  }
+  for (let i = 0; i < views.length; i++) {
+    for (let j = 0; j < views.length; j++) {
+      const a = views[i]!;
+      const b = views[j]!;
+      if (i === j || !a.written || a.buffer !== b.buffer) continue;
+      const ka = a.name.replace(/\.buffer$/, '');
+      const kb = b.name.replace(/\.buffer$/, '');
+      if (IN_PLACE.some(([x, y]) => (x === ka && y === kb) || (x === kb && y === ka))) continue;
+      if (b.written) {
+        if (j < i || a.hi <= b.lo || b.hi <= a.lo) continue; // report each overlapping pair once
+        throw new TesseraError('E_BUFFER', `${b.name} overlaps ${a.name} (bytes [${b.lo}, ${b.hi}) and [${a.lo}, ${a.hi}) of one buffer): two outputs may not share memory`, {
+          argument: b.name,
+          expected: 'outputs in disjoint buffers or disjoint byte ranges',
+        });
+      }
+      throw new TesseraError('E_BUFFER', `${a.name} is the same GPU buffer as the input ${b.name}: WebGPU rejects a buffer bound read-only and read-write in one dispatch (and the output would overwrite the input)`, {
+        argument: a.name,
+        expected: 'an output buffer that no input of the same call uses',
+      });
+    }
   }
 }
 

@@ -13,6 +13,7 @@
  */
 import { TesseraError, fail } from './errors.js';
 import { checkBuffer, type TesseraDevice } from './gpu/device.js';
+import { GPUBufferUsageFlags } from './gpu/flags.js';
 
 export type FloatDType = 'f32' | 'f16' | 'bf16';
 export type DType = FloatDType | 'i32' | 'u32';
@@ -102,19 +103,8 @@ export function checkTensor(
   return x;
 }
 
-/** GPUBufferUsage values, usable before `globalThis.GPUBufferUsage` exists (Node before init). */
-export const GPUBufferUsageFlags = {
-  MAP_READ: 0x0001,
-  MAP_WRITE: 0x0002,
-  COPY_SRC: 0x0004,
-  COPY_DST: 0x0008,
-  INDEX: 0x0010,
-  VERTEX: 0x0020,
-  UNIFORM: 0x0040,
-  STORAGE: 0x0080,
-  INDIRECT: 0x0100,
-  QUERY_RESOLVE: 0x0200,
-} as const;
+/** GPUBufferUsage values, usable before `globalThis.GPUBufferUsage` exists (see src/gpu/flags.ts). */
+export { GPUBufferUsageFlags };
 
 // ---------------------------------------------------------------------------------------------
 // Host-side conversion between numbers and storage words.
@@ -212,3 +202,24 @@ export function roundTo(values: ArrayLike<number>, dtype: FloatDType): Float64Ar
 }
 
 export { TesseraError };
+
+/**
+ * Host values for a tensor: a typed array of numbers, or an array whose every element is a number.
+ * A string (whose characters would convert to NaN), a BigInt array, an object with a `length`, or
+ * an array holding non-numbers is `E_ARG` naming `argument`. Returns the values.
+ *
+ * @example
+ * checkHostValues(k, 'k'); // before converting k to the cache's dtype
+ */
+export function checkHostValues(values: unknown, argument: string): ArrayLike<number> {
+  if (ArrayBuffer.isView(values) && !(values instanceof DataView)) {
+    if (values instanceof BigInt64Array || values instanceof BigUint64Array) fail('E_ARG', argument, 'is a BigInt array;', values.constructor.name, 'a typed array of numbers or an array of numbers');
+    return values as unknown as ArrayLike<number>;
+  }
+  if (Array.isArray(values)) {
+    const bad = values.findIndex((x) => typeof x !== 'number');
+    if (bad >= 0) fail('E_ARG', argument, `element ${bad} is not a number;`, typeof values[bad], 'an array of numbers');
+    return values;
+  }
+  return fail('E_ARG', argument, 'is not an array of numbers;', typeof values === 'string' ? 'a string' : typeof values, 'a typed array of numbers or an array of numbers');
+}

@@ -13,6 +13,7 @@
  */
 import { TesseraError } from '../../src/errors.js';
 import { timeWall, type Timing } from '../harness.js';
+import { optionalImport } from '../../src/cli/common.js';
 
 type Tf = typeof import('@tensorflow/tfjs-core');
 
@@ -35,8 +36,8 @@ export function loadTfjsWebGpu(opts: { dawnFlags?: string[]; adapter?: 'auto' | 
       if (g.navigator) Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
       else Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
     }
-    const tf = await import('@tensorflow/tfjs-core');
-    await import('@tensorflow/tfjs-backend-webgpu');
+    const tf = await optionalImport<Tf>('@tensorflow/tfjs-core', '--baseline tfjs', '--baseline none');
+    await optionalImport('@tensorflow/tfjs-backend-webgpu', '--baseline tfjs', '--baseline none');
     const ok = await tf.setBackend('webgpu');
     if (!ok) throw new TesseraError('E_NO_ADAPTER', 'TensorFlow.js could not start its WebGPU backend');
     await tf.ready();

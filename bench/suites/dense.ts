@@ -19,7 +19,7 @@ import { planAttention } from '../../kernels/dense/index.js';
 import { compileTimeMs } from '../../src/gpu/pipeline.js';
 import { byteSize, decode, encode, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { Rng } from '../../src/testing.js';
-import { intList } from '../../src/cli/common.js';
+import { intList, intOption } from '../../src/cli/common.js';
 import {
   benchDevice,
   describeRoofline,
@@ -181,11 +181,11 @@ export async function runDenseSuite(argv: string[]): Promise<void> {
     .option('--no-write', 'never write bench/results (the default unless --save or $TESSERA_BENCH_DIR)');
   cmd.parse(argv, { from: 'user' });
   const o = cmd.opts<{ T: string; D: string; H: string; dtype: string; causal: boolean; baseline: string; runs: string; baselineRuns: string; robustness: string; subgroups: string; variant: string; adapter?: string; dawnFlag?: string[]; json?: string; save?: boolean; write: boolean }>();
-  const Ts = intList(o.T);
-  const D = intList(o.D)[0]!;
-  const H = intList(o.H)[0]!;
-  const runs = intList(o.runs)[0]!;
-  const baselineRuns = intList(o.baselineRuns)[0]!;
+  const Ts = intList(o.T, '--T');
+  const D = intOption(o.D, '--D');
+  const H = intOption(o.H, '--H');
+  const runs = intOption(o.runs, '--runs');
+  const baselineRuns = intOption(o.baselineRuns, '--baseline-runs');
   if (o.dtype !== 'f32' && o.dtype !== 'f16' && o.dtype !== 'bf16') throw new TesseraError('E_ARG', 'unknown --dtype', { argument: '--dtype', actual: o.dtype, expected: 'f32, f16 or bf16' });
   const baselines = parseBaselines(o.baseline);
   if (!['on', 'off', 'both'].includes(o.robustness)) throw new TesseraError('E_ARG', 'unknown --robustness', { argument: '--robustness', actual: o.robustness, expected: 'on, off or both' });

@@ -19,6 +19,7 @@
 import { writeFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { benchDevice } from '../harness.js';
+import { intOption } from '../../src/cli/common.js';
 import { main as runEngine, summary, type EngineResult } from '../../examples/engine/main.js';
 
 export interface EngineBenchJson {
@@ -109,8 +110,7 @@ export async function runEngineBench(argv: string[]): Promise<void> {
     .exitOverride();
   cmd.parse(argv, { from: 'user' });
   const o = cmd.opts<{ steps: string; small?: boolean; baseline: boolean; mirror: boolean; json?: string }>();
-  const steps = Number(o.steps);
-  if (!Number.isInteger(steps) || steps < 2) throw new Error(`--steps: ${o.steps} is not an integer >= 2`);
+  const steps = intOption(o.steps, '--steps', { min: 2 });
   const dev = await benchDevice();
   try {
     const r = await runEngine({ small: o.small ?? false, device: dev.device, config: { steps }, baseline: o.baseline, skipMirror: !o.mirror });

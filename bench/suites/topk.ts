@@ -15,6 +15,7 @@
 import { Command } from 'commander';
 import { planTopK, type TopKVariant } from '../../kernels/topk/index.js';
 import { TesseraError } from '../../src/errors.js';
+import { intOption } from '../../src/cli/common.js';
 import type { TesseraDevice } from '../../src/gpu/device.js';
 import { compileTimeMs } from '../../src/gpu/pipeline.js';
 import { Rng } from '../../src/testing.js';
@@ -167,7 +168,7 @@ export async function runTopKBench(argv: string[]): Promise<void> {
   if (!['auto', 'small', 'radix'].includes(o.variant)) throw new TesseraError('E_ARG', 'unknown --variant', { argument: '--variant', actual: o.variant, expected: 'auto, small or radix' });
   if (!['tfjs', 'none'].includes(o.baseline)) throw new TesseraError('E_ARG', 'unknown --baseline', { argument: '--baseline', actual: o.baseline, expected: 'tfjs or none' });
   const cases = parseTopKCases(o.cases);
-  const runs = Number(o.runs);
+  const runs = intOption(o.runs, '--runs');
   const dev = await benchDevice({ adapter: o.adapter });
   const results: BenchResult[] = [];
   let roofline: Roofline;
@@ -185,12 +186,12 @@ export async function runTopKBench(argv: string[]): Promise<void> {
   }
   if (o.baseline === 'tfjs') {
     for (const c of cases) {
-      if (c.rows * c.n > Number(o.baselineMax)) {
+      if (c.rows * c.n > intOption(o.baselineMax, '--baseline-max', { max: Number.MAX_SAFE_INTEGER })) {
         console.log(`  tfjs rows=${c.rows} n=${c.n} k=${c.k}: skipped (over --baseline-max)`);
         continue;
       }
       try {
-        const r = await benchTfjsTopK(roofline, c, { runs: Number(o.baselineRuns) });
+        const r = await benchTfjsTopK(roofline, c, { runs: intOption(o.baselineRuns, '--baseline-runs') });
         console.log(`  tfjs rows=${c.rows} n=${c.n} k=${c.k}: ${r.median_ms.toFixed(1)} ms (wall clock)`);
         results.push(r);
       } catch (e) {

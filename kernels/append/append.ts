@@ -21,6 +21,7 @@ import appendWgsl from './append.wgsl.js';
 import summarizeWgsl from './summarize.wgsl.js';
 import ropeWgsl from './rope.wgsl.js';
 import { ropeCosSinTable, type RopeOptions, type RopeStyle, type AppendSchedule } from './reference.js';
+import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
 
 export const APPEND_PARAMS = uniformLayout('AppendParams', [
   ['rowB', 'u32'],
@@ -173,11 +174,11 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     const words = touch + 2 * o.maxRows;
     this.off = { rowB, rowP, iptr, idx, touch };
     this.host = new Uint32Array(words);
-    this.tables = this.workspace(words * 4, 'append.tables', GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    this.tables = this.workspace(words * 4, 'append.tables', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
     this.params = this.uniform(APPEND_PARAMS, { ...this.off, pageWords: this.layout.pageBytes / 4, vOffWords: this.layout.vOffset / 4, maxPages: o.maxPages });
     const r = o.rope;
     const table = r ? ropeCosSinTable(r.maxPosition, r.rotaryDim, r.theta, r.scale) : new Float32Array(new ArrayBuffer(16));
-    this.cossin = this.workspace(table.byteLength, 'append.cossin', GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    this.cossin = this.workspace(table.byteLength, 'append.cossin', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
     ctx.device.queue.writeBuffer(this.cossin, 0, table);
     this.groups = new BindGroupCache(ctx);
     this.cellStamp = new Uint32Array(o.maxPages * o.pageSize);
@@ -317,7 +318,7 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     const poolBytes = o.maxPages * this.layout.pageBytes;
     if (!t.pages || typeof t.pages.size !== 'number') fail('E_BUFFER', 'pages', 'is not a GPUBuffer;', typeof t.pages, 'a GPUBuffer');
     if (t.pages.size < poolBytes) fail('E_BUFFER', 'pages', 'is smaller than maxPages pages;', t.pages.size, `>= ${poolBytes} bytes`);
-    if ((t.pages.usage & GPUBufferUsage.STORAGE) === 0) fail('E_BUFFER', 'pages', 'lacks STORAGE usage;', t.pages.usage);
+    if ((t.pages.usage & GPUBufferUsageFlags.STORAGE) === 0) fail('E_BUFFER', 'pages', 'lacks STORAGE usage;', t.pages.usage);
     const sumBytes = o.maxPages * o.Hkv * 2 * o.D * 2;
     if (t.summaries !== undefined) {
       if (!this.summarize) fail('E_ARG', 'summaries', 'was given to a plan made with summaries: false;', 'a GPUBuffer', 'plan with summaries: true');
@@ -451,11 +452,11 @@ export class RopePlan extends KernelPlan<RopeTensors> {
     this.outOfPlace = outOfPlace;
     this.inPlace = inPlace;
     this.host = new Uint32Array(1 + o.maxRows);
-    this.tables = this.workspace(this.host.byteLength, 'rope.tables', GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    this.tables = this.workspace(this.host.byteLength, 'rope.tables', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
     const table = ropeCosSinTable(o.maxPosition, o.rotaryDim, o.theta, o.scale);
-    this.cossin = this.workspace(table.byteLength, 'rope.cossin', GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    this.cossin = this.workspace(table.byteLength, 'rope.cossin', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
     ctx.device.queue.writeBuffer(this.cossin, 0, table);
-    this.dummy = this.workspace(16, 'rope.dummy', GPUBufferUsage.STORAGE);
+    this.dummy = this.workspace(16, 'rope.dummy', GPUBufferUsageFlags.STORAGE);
     this.groups = new BindGroupCache(ctx);
   }
 

@@ -15,6 +15,7 @@ import { mergePartsPerSegment } from '../merge/merge.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import coreWgsl from './attention.wgsl.js';
 import { KV_DTYPES, kvDtypeCode, pageLayout, type KvDType, type PageLayout } from './page.js';
+import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
 
 export const CORE_PARAMS = uniformLayout('CoreParams', [
   ['hq', 'u32'],
@@ -446,7 +447,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     for (let i = 0; i < o.scheduleSlots; i++) {
       this.slots.push({
         buffer: this.workspace(this.offsets.words * 4, `attention.schedule${i}`),
-        merge: this.workspace(MERGE_PARAMS.size, `attention.merge${i}`, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST),
+        merge: this.workspace(MERGE_PARAMS.size, `attention.merge${i}`, GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST),
         kvEnd: 0,
         usedEpoch: -2,
       });
@@ -541,10 +542,10 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const f = this.offsets;
     if (!buffer || typeof buffer.size !== 'number') fail('E_BUFFER', 'buffer', 'is not a GPUBuffer;', typeof buffer, 'a STORAGE buffer of scheduleLayout.words u32');
     if (buffer.size < f.words * 4) fail('E_BUFFER', 'buffer', 'is smaller than the schedule layout;', buffer.size, `at least ${f.words * 4} bytes`);
-    if ((buffer.usage & GPUBufferUsage.STORAGE) === 0) fail('E_BUFFER', 'buffer', 'lacks STORAGE usage;', buffer.usage, 'usage including STORAGE');
+    if ((buffer.usage & GPUBufferUsageFlags.STORAGE) === 0) fail('E_BUFFER', 'buffer', 'lacks STORAGE usage;', buffer.usage, 'usage including STORAGE');
     const o = this.options;
     if (!this.external) {
-      this.external = { buffer, merge: this.workspace(MERGE_PARAMS.size, 'attention.mergeGpu', GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST), kvEnd: 0, usedEpoch: -2 };
+      this.external = { buffer, merge: this.workspace(MERGE_PARAMS.size, 'attention.mergeGpu', GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST), kvEnd: 0, usedEpoch: -2 };
       if (this.maxSplits > 1) {
         this.ctx.device.queue.writeBuffer(this.external.merge, 0, MERGE_PARAMS.pack({ P: this.maxSplits, rows: this.rowsCap, D: o.Dv, p0: 0, carry: 0, out_state: 0, one: 1 }));
       }

@@ -4,7 +4,7 @@
  * f16 / bf16 storage. One dispatch of the gather core in BSR mode: a group is one block row of
  * one query head, its R rows share the block row's key blocks.
  */
-import { check, checkInt, fail } from '../../src/errors.js';
+import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose, attentionSizesOf } from '../../src/plan.js';
 import { checkTensor, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
@@ -210,7 +210,7 @@ function validateBlockSparseOptions(opts: BlockSparseOptions): Resolved {
   const D = checkHeadDim(opts.D, 'D', dtype);
   const Dv = checkHeadDim(opts.Dv ?? D, 'Dv', dtype);
   const scale = opts.scale ?? 1 / Math.sqrt(D);
-  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, 'scale', 'a positive finite number', scale);
+  check(checkF32(scale, 'scale', 'a positive finite number') > 0, 'scale', 'a positive finite number', scale);
   const target = opts.target ?? 'auto';
   check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
   return { Tq, Tk, Hq, Hkv, D, Dv, R, C, causal, scale, dtype, outDtype, target, P, MB, indptr, indices };

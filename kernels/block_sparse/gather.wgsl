@@ -112,7 +112,9 @@ fn attend_range(lo: i32, hi: i32, h: u32) {
     let vb2 = j2 * vstride + h * DV;
     let vb3 = j3 * vstride + h * DV;
     for (var c = 0u; c < DV4; c++) {
-      acc[c] = acc[c] * alpha + p.x * ld_v(vb0 + 4u * c) + p.y * ld_v(vb1 + 4u * c) + p.z * ld_v(vb2 + 4u * c) + p.w * ld_v(vb3 + 4u * c);
+      // keys past hi are clamped copies of key hi - 1: skipped (select), never multiplied by 0
+      let z = vec4<f32>(0.0);
+      acc[c] = acc[c] * alpha + p.x * ld_v(vb0 + 4u * c) + select(z, p.y * ld_v(vb1 + 4u * c), valid.y) + select(z, p.z * ld_v(vb2 + 4u * c), valid.z) + select(z, p.w * ld_v(vb3 + 4u * c), valid.w);
     }
     j += 4;
   }
@@ -361,6 +363,14 @@ fn cpu_mask16(s: mat4x4<f32>, j0: i32, hi: i32, pos: i32) -> mat4x4<f32> {
     select(ni, s[3], cpu_visible4(j0 + 12, hi, pos)));
 }
 
+// p * V over 4 keys (V's columns = the keys) that SKIPS keys whose probability is 0: masked keys
+// (and rows clamped past the range) have p = exp(-inf) = 0 exactly and their values may be NaN
+// or Inf, which a product with 0 would spread (0 * NaN = NaN) to rows that cannot see them.
+fn cpu_pv4(v: mat4x4<f32>, p: vec4<f32>) -> vec4<f32> {
+  let z = vec4<f32>(0.0);
+  return select(z, v[0], p.x > 0.0) * p.x + select(z, v[1], p.y > 0.0) * p.y + select(z, v[2], p.z > 0.0) * p.z + select(z, v[3], p.w > 0.0) * p.w;
+}
+
 fn max4(x: vec4<f32>) -> f32 {
   return max(max(x.x, x.y), max(x.z, x.w));
 }
@@ -544,10 +554,17 @@ fn main_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
         let v1 = share_v(jr + 4u, last, tile.h, c, lane);
         let v2 = share_v(jr + 8u, last, tile.h, c, lane);
         let v3 = share_v(jr + 12u, last, tile.h, c, lane);
-        a0[c] = a0[c] * al0 + v0 * s0[0] + v1 * s0[1] + v2 * s0[2] + v3 * s0[3];
-        a1[c] = a1[c] * al1 + v0 * s1[0] + v1 * s1[1] + v2 * s1[2] + v3 * s1[3];
-        a2[c] = a2[c] * al2 + v0 * s2[0] + v1 * s2[1] + v2 * s2[2] + v3 * s2[3];
-        a3[c] = a3[c] * al3 + v0 * s3[0] + v1 * s3[1] + v2 * s3[2] + v3 * s3[3];
+        if (needs_mask) {
+          a0[c] = a0[c] * al0 + cpu_pv4(v0, s0[0]) + cpu_pv4(v1, s0[1]) + cpu_pv4(v2, s0[2]) + cpu_pv4(v3, s0[3]);
+          a1[c] = a1[c] * al1 + cpu_pv4(v0, s1[0]) + cpu_pv4(v1, s1[1]) + cpu_pv4(v2, s1[2]) + cpu_pv4(v3, s1[3]);
+          a2[c] = a2[c] * al2 + cpu_pv4(v0, s2[0]) + cpu_pv4(v1, s2[1]) + cpu_pv4(v2, s2[2]) + cpu_pv4(v3, s2[3]);
+          a3[c] = a3[c] * al3 + cpu_pv4(v0, s3[0]) + cpu_pv4(v1, s3[1]) + cpu_pv4(v2, s3[2]) + cpu_pv4(v3, s3[3]);
+        } else {
+          a0[c] = a0[c] * al0 + v0 * s0[0] + v1 * s0[1] + v2 * s0[2] + v3 * s0[3];
+          a1[c] = a1[c] * al1 + v0 * s1[0] + v1 * s1[1] + v2 * s1[2] + v3 * s1[3];
+          a2[c] = a2[c] * al2 + v0 * s2[0] + v1 * s2[1] + v2 * s2[2] + v3 * s2[3];
+          a3[c] = a3[c] * al3 + v0 * s3[0] + v1 * s3[1] + v2 * s3[2] + v3 * s3[3];
+        }
       }
     }
   }

@@ -5,7 +5,7 @@
  * f32 natural log. A ragged batch concatenates its sequences along the token axis, described by
  * `cuSeqlensQ`/`cuSeqlensK` (host arrays `[N+1]`, FlashInfer/fla style).
  */
-import { TesseraError, check, checkFinite, checkInt, fail } from '../../src/errors.js';
+import { TesseraError, check, checkFinite, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type BindingResource, type Pipeline, type ShaderSource } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
@@ -255,7 +255,7 @@ export function resolveAttention(ctx: TesseraDevice, opts: AttentionOptions & At
   const causal = opts.causal ?? true;
   check(typeof causal === 'boolean', 'causal', 'a boolean', causal);
   const scale = opts.scale ?? 1 / Math.sqrt(D);
-  checkFinite(scale, 'scale');
+  checkF32(scale, 'scale');
   const window = opts.window ?? 0;
   checkInt(window, 'window', { min: 0 });
   check(window === 0 || causal, 'window', 'no window with causal = false (a sliding window is causal)', window);
@@ -275,7 +275,7 @@ export function resolveAttention(ctx: TesseraDevice, opts: AttentionOptions & At
   if (subgroups && !ctx.features.subgroups) fail('E_UNSUPPORTED', 'subgroups', 'the device has no subgroups feature;', true, 'false on this device');
   const constDims = opts.constDims ?? variant === 'gpu';
   check(typeof constDims === 'boolean', 'constDims', 'a boolean', constDims);
-  const partialBytes = checkInt(opts.partialBytes ?? PREFILL_PARTIALS_BYTES, 'partialBytes', { min: 1 });
+  const partialBytes = checkInt(opts.partialBytes ?? PREFILL_PARTIALS_BYTES, 'partialBytes', { min: 1, max: Number.MAX_SAFE_INTEGER });
   return { Hq, Hkv, D, Dv, causal, scale, window, sinks, sinkLogit, dtype, outDtype, variant, subgroups, constDims, partialBytes };
 }
 

@@ -256,6 +256,16 @@ fn softmax16(s: ptr<function, mat4x4<f32>>, m: ptr<function, f32>, l: ptr<functi
   return alpha;
 }
 
+// p * V over 4 keys (V's columns = the keys, p = their probabilities) that SKIPS keys whose
+// probability is 0: masked keys (and the clamped rows past a segment) have p = exp2(-inf) = 0
+// exactly, and their values may be NaN or Inf, which a product with 0 would spread (0 * NaN =
+// NaN) to rows that cannot see them. Used on blocks that need masks; unmasked blocks keep the
+// plain mat-vec product (every key there is visible, so a non-finite value propagates anyway).
+fn pv4(v: mat4x4<f32>, p: vec4<f32>) -> vec4<f32> {
+  let z = vec4<f32>(0.0);
+  return select(z, v[0], p.x > 0.0) * p.x + select(z, v[1], p.y > 0.0) * p.y + select(z, v[2], p.z > 0.0) * p.z + select(z, v[3], p.w > 0.0) * p.w;
+}
+
 fn masked16(s: mat4x4<f32>, j0: u32, pos: i32, seg_hi: u32) -> mat4x4<f32> {
   return mat4x4<f32>(mask4(s[0], j0, pos, seg_hi), mask4(s[1], j0 + 4u, pos, seg_hi), mask4(s[2], j0 + 8u, pos, seg_hi), mask4(s[3], j0 + 12u, pos, seg_hi));
 }
@@ -327,7 +337,8 @@ fn main_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
         s2 += mat4x4<f32>(x2 * k0, x2 * k1, x2 * k2, x2 * k3);
         s3 += mat4x4<f32>(x3 * k0, x3 * k1, x3 * k2, x3 * k3);
       }
-      if (block_needs_mask(w, j0, 16u, hi)) {
+      let nm = block_needs_mask(w, j0, 16u, hi);
+      if (nm) {
         s0 = masked16(s0, j0, r0.pos, hi);
         s1 = masked16(s1, j0, r1.pos, hi);
         s2 = masked16(s2, j0, r2.pos, hi);
@@ -343,10 +354,17 @@ fn main_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
         let v1 = share_v(jr + 4u, last, w.hk, c, n, lane);
         let v2 = share_v(jr + 8u, last, w.hk, c, n, lane);
         let v3 = share_v(jr + 12u, last, w.hk, c, n, lane);
-        a0[c] = a0[c] * al0 + v0 * s0[0] + v1 * s0[1] + v2 * s0[2] + v3 * s0[3];
-        a1[c] = a1[c] * al1 + v0 * s1[0] + v1 * s1[1] + v2 * s1[2] + v3 * s1[3];
-        a2[c] = a2[c] * al2 + v0 * s2[0] + v1 * s2[1] + v2 * s2[2] + v3 * s2[3];
-        a3[c] = a3[c] * al3 + v0 * s3[0] + v1 * s3[1] + v2 * s3[2] + v3 * s3[3];
+        if (nm) {
+          a0[c] = a0[c] * al0 + pv4(v0, s0[0]) + pv4(v1, s0[1]) + pv4(v2, s0[2]) + pv4(v3, s0[3]);
+          a1[c] = a1[c] * al1 + pv4(v0, s1[0]) + pv4(v1, s1[1]) + pv4(v2, s1[2]) + pv4(v3, s1[3]);
+          a2[c] = a2[c] * al2 + pv4(v0, s2[0]) + pv4(v1, s2[1]) + pv4(v2, s2[2]) + pv4(v3, s2[3]);
+          a3[c] = a3[c] * al3 + pv4(v0, s3[0]) + pv4(v1, s3[1]) + pv4(v2, s3[2]) + pv4(v3, s3[3]);
+        } else {
+          a0[c] = a0[c] * al0 + v0 * s0[0] + v1 * s0[1] + v2 * s0[2] + v3 * s0[3];
+          a1[c] = a1[c] * al1 + v0 * s1[0] + v1 * s1[1] + v2 * s1[2] + v3 * s1[3];
+          a2[c] = a2[c] * al2 + v0 * s2[0] + v1 * s2[1] + v2 * s2[2] + v3 * s2[3];
+          a3[c] = a3[c] * al3 + v0 * s3[0] + v1 * s3[1] + v2 * s3[2] + v3 * s3[3];
+        }
       }
     }
   }
@@ -449,8 +467,15 @@ fn main_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
       m = m_new;
       for (var c = 0u; c < ncv; c++) {
         var x = acc[c] * alpha;
-        for (var kk = 0u; kk < BKG; kk++) {
-          x += sc[kk] * vs[kk * ncv + c];
+        if (need_mask) {
+          // skip masked keys (p = 0 exactly): their values may be NaN or Inf (see pv4)
+          for (var kk = 0u; kk < BKG; kk++) {
+            x += sc[kk] * select(vec4<f32>(0.0), vs[kk * ncv + c], sc[kk] > 0.0);
+          }
+        } else {
+          for (var kk = 0u; kk < BKG; kk++) {
+            x += sc[kk] * vs[kk * ncv + c];
+          }
         }
         acc[c] = x;
       }

@@ -9,7 +9,7 @@
  * Rows t < topk keep every causal token, so they skip 1-2 and run the core's all-keys mode (the
  * indexer and top-k still run for them when the caller asks for `indices`).
  */
-import { check, checkInt, fail } from '../../src/errors.js';
+import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
@@ -329,7 +329,7 @@ function validateDsaOptions(ctx: TesseraDevice, opts: DsaOptions): Resolved {
   const step = dtype === 'f32' ? 4 : 8;
   if (DI % step !== 0) fail('E_UNSUPPORTED', 'DI', `index head dims must be multiples of ${step} with ${dtype} storage;`, DI, `a multiple of ${step}`);
   const scale = opts.scale ?? 1 / Math.sqrt(D);
-  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, 'scale', 'a positive finite number', scale);
+  check(checkF32(scale, 'scale', 'a positive finite number') > 0, 'scale', 'a positive finite number', scale);
   const target = opts.target ?? 'auto';
   check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
   return { T, Tk, Hq, Hkv, D, Dv, HI, DI, topk, S, scale, dtype, outDtype, rowChunk: Math.min(rowChunk, T), target };

@@ -24,8 +24,13 @@ const GATE_MIN: f32 = -64.0;
 const CH: u32 = 64u;
 const SUB: u32 = 16u;
 
+// A NaN gate stays NaN (the NaN policy: outputs are never silently made finite; plan.run never
+// reads gates back, so the kernels must propagate it). Tested on the bits: WGSL lets comparisons
+// and clamp assume no NaN.
 fn clamp_gate(g: f32) -> f32 {
-  return clamp(g, GATE_MIN, 0.0);
+  let u = bitcast<u32>(g);
+  let nan = (u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu) != 0u;
+  return select(clamp(g, GATE_MIN, 0.0), g, nan);
 }
 
 // Linear workgroup id of a grid folded to 2-D (pipeline.ts grid2d).

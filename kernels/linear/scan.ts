@@ -13,7 +13,7 @@
  * natural-log decay (clamped into [-64, 0]); beta `[T, HV]` f32; states `[N, HV, K, V]` f32 (and
  * z `[N, HV, K]` f32 with the normaliser). Value head `hv` reads qk head `floor(hv / (HV / H))`.
  */
-import { TesseraError, check, checkFinite, checkInt, fail } from '../../src/errors.js';
+import { TesseraError, check, checkFinite, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type BindingKind, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
@@ -187,7 +187,7 @@ export function resolveScanOptions(opts: LinearScanOptions): Resolved {
   const delta = !!opts.delta;
   const normalize = !!opts.normalize;
   if (normalize && (gate !== 'none' || delta)) fail('E_UNSUPPORTED', 'normalize', 'the normaliser is implemented for ungated linear attention only;', true, "gate 'none' without the delta rule");
-  const scale = opts.scale === undefined ? 1 / Math.sqrt(K) : checkFinite(opts.scale, 'scale');
+  const scale = opts.scale === undefined ? 1 / Math.sqrt(K) : checkF32(opts.scale, 'scale');
   const dtype = opts.dtype ?? 'f32';
   check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
   const vDtype = opts.vDtype ?? dtype;
@@ -405,7 +405,7 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       for (let i = 0; i < loops.segments; i++) {
         slots.set(new Uint8Array(LIN_PARAMS.pack({ ...base, segStart: i * loops.segmentLength, segLen: loops.segmentLength })), i * this.paramSlot);
       }
-      this.params = this.workspace(slots.byteLength, 'linear.params', GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+      this.params = this.workspace(slots.byteLength, 'linear.params', GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST);
       ctx.device.queue.writeBuffer(this.params, 0, slots);
       this.dummyR = this.workspace(16, 'linear.dummy');
       this.dummyW = this.workspace(16, 'linear.dummy');

@@ -17,6 +17,7 @@ import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device
 import type { GpuTensor } from '../../src/tensor.js';
 import { exclusiveRuns } from '../../src/exclusive.js';
 import { planLinearScan, type LinearScanOptions, type LinearScanPlan, type LinearScanTensors } from './scan.js';
+import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
 
 export interface LinearStreamOptions extends Omit<LinearScanOptions, 'T' | 'cuSeqlens'> {
   /** Take a checkpoint whenever the position reaches or crosses a multiple of this (tokens; 0 = never; default 0). */
@@ -72,7 +73,7 @@ export class LinearStream {
     const HV = o.HV ?? o.H;
     this.stateBytes = HV * o.K * o.V * 4;
     this.zBytes = o.normalize ? HV * o.K * 4 : 0;
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST;
     this.state = { buffer: ctx.createBuffer({ size: this.stateBytes, usage, label: 'tessera.stream.state' }), shape: [1, HV, o.K, o.V], dtype: 'f32' };
     if (o.normalize) this.z = { buffer: ctx.createBuffer({ size: this.zBytes, usage, label: 'tessera.stream.z' }), shape: [1, HV, o.K], dtype: 'f32' };
     const init = new Float32Array(this.stateBytes / 4 + this.zBytes / 4);
@@ -164,7 +165,7 @@ export class LinearStream {
       const enc = this.ctx.device.createCommandEncoder({ label: 'tessera.stream' });
       plan.run(enc, { ...seg, initialState: this.state, finalState: this.state, z0: this.z, zt: this.z });
       if (snap && (this.options.checkpointTier ?? 'gpu') === 'gpu') {
-        if (!snap.gpu) snap.gpu = this.ctx.createBuffer({ size: this.stateBytes + this.zBytes, usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label: 'tessera.stream.snapshot' });
+        if (!snap.gpu) snap.gpu = this.ctx.createBuffer({ size: this.stateBytes + this.zBytes, usage: GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST, label: 'tessera.stream.snapshot' });
         enc.copyBufferToBuffer(this.state.buffer, 0, snap.gpu, 0, this.stateBytes);
         if (this.z) enc.copyBufferToBuffer(this.z.buffer, 0, snap.gpu, this.stateBytes, this.zBytes);
       }

@@ -10,6 +10,7 @@ import { KernelPlan, checkBindingSize, checkPlannedSize, res, runOnceAndDispose 
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import mergeWgsl from './merge.wgsl.js';
+import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
 
 export const MERGE_PARAMS = uniformLayout('MergeParams', [
   ['P', 'u32'],
@@ -110,7 +111,7 @@ export function createMergeState(device: DeviceLike, rows: number, D: number, la
   const ctx = ctxOf(device);
   checkInt(rows, 'rows', { min: 1 });
   checkInt(D, 'D', { min: 1, max: 1024 });
-  const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST;
   return {
     o: { buffer: ctx.createBuffer({ size: rows * 2 * D * 4, usage, label: `${label}.o` }), shape: [rows, 2, D], dtype: 'f32' },
     s: { buffer: ctx.createBuffer({ size: rows * 4 * 4, usage, label: `${label}.s` }), shape: [rows, 4], dtype: 'f32' },

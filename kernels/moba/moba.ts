@@ -8,7 +8,7 @@
  *   3. the gathered-block attention core (`kernels/block_sparse/gather.wgsl`, one row per group):
  *      chosen past blocks in full, the own block causally.
  */
-import { check, checkInt, fail } from '../../src/errors.js';
+import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
@@ -424,7 +424,7 @@ function validateMobaOptions(opts: MobaOptions): Resolved {
   const D = checkHeadDim(opts.D, 'D', dtype);
   const Dv = checkHeadDim(opts.Dv ?? D, 'Dv', dtype);
   const scale = opts.scale ?? 1 / Math.sqrt(D);
-  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, 'scale', 'a positive finite number', scale);
+  check(checkF32(scale, 'scale', 'a positive finite number') > 0, 'scale', 'a positive finite number', scale);
   const target = opts.target ?? 'auto';
   check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
   const meansDtype = opts.meansDtype ?? 'f32';

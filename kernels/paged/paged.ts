@@ -7,7 +7,7 @@
  * The loop itself is the attention core's (`kernels/attention/attention.wgsl`, key source 2: an
  * entry list): this file only validates calls and writes each call's parameters.
  */
-import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
+import { TesseraError, check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, type Pipeline } from '../../src/gpu/pipeline.js';
 import { claimRingSlots } from '../../src/gpu/ring.js';
@@ -15,6 +15,7 @@ import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import { checkTensor } from '../../src/tensor.js';
 import { kvDtypeCode, pageLayout, KV_DTYPES, type KvDType } from '../attention/page.js';
 import { CORE_PARAMS, attentionListLoopCost, attentionProgram, ATTENTION_WG } from '../attention/attention.js';
+import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
 
 /** The uniform block of a call: the attention core's. */
 export const PAGED_PARAMS = CORE_PARAMS;
@@ -106,6 +107,10 @@ export interface PagedCall {
 }
 
 export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly PagedCall[] }> {
+  /** What run writes (checked against the inputs by KernelPlan before encoding). */
+  protected override get writes(): readonly string[] {
+    return ['oParts', 'lseParts'];
+  }
   readonly options: Required<PagedOptions>;
   /** The kernel shape in use. */
   readonly variant: 'cpu' | 'gpu';
@@ -132,7 +137,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     this.maxEntriesPerPart = pagedEntriesPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.pageSize);
     this.pipeline = pipeline;
     this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
-    this.params = this.workspace(this.slotBytes * o.maxCalls, 'paged.params', GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+    this.params = this.workspace(this.slotBytes * o.maxCalls, 'paged.params', GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST);
     const L = pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.dtype);
     const eb = o.dtype === 'f32' ? 4 : o.dtype === 'int8' ? 1 : 2;
     this.fixed = {
@@ -242,7 +247,7 @@ function validate(opts: PagedOptions): Required<PagedOptions> {
   const dtype = opts.dtype ?? 'f16';
   check(KV_DTYPES.includes(dtype), 'dtype', KV_DTYPES.join(', '), dtype, 'E_DTYPE');
   const scale = opts.scale ?? 1 / Math.sqrt(D);
-  check(Number.isFinite(scale), 'scale', 'a finite number', scale);
+  checkF32(scale, 'scale');
   const maxCalls = checkInt(opts.maxCalls ?? 16, 'maxCalls', { min: 1, max: 4096 });
   const variant = opts.variant ?? 'auto';
   check(variant === 'auto' || variant === 'cpu' || variant === 'gpu', 'variant', '"auto", "cpu" or "gpu"', variant);

@@ -15,6 +15,7 @@ import { passOf } from '../append/append.js';
 import { byteSize, checkTensor, f16BitsToF32, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import batchWgsl from './batch.wgsl.js';
+import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
 
 export const QUEST_BATCH_PARAMS = uniformLayout('QuestBatchParams', [
   ['iptr', 'u32'],
@@ -103,7 +104,7 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
     const optr = idx + o.maxBatch * o.maxPagesPerSeq;
     this.off = { iptr, idx, optr };
     this.host = new Uint32Array(optr + o.maxBatch + 1);
-    this.tables = this.workspace(this.host.byteLength, 'quest.batch.tables', GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    this.tables = this.workspace(this.host.byteLength, 'quest.batch.tables', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
     this.params = this.uniform(QUEST_BATCH_PARAMS, { ...this.off, outBase: o.selectedOffset });
     this.stepOut = { selIndptr: new Int32Array(o.maxBatch + 1), selLastPageLen: new Int32Array(o.maxBatch) };
   }

@@ -12,6 +12,7 @@ import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import { checkTensor, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import scoreWgsl from './score.wgsl.js';
+import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
 
 export const QUEST_PARAMS = uniformLayout('QuestParams', [
   ['n', 'u32'],
@@ -84,6 +85,10 @@ export interface QuestScoreTensors {
 }
 
 export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
+  /** What run writes (checked against the inputs by KernelPlan before encoding). */
+  protected override get writes(): readonly string[] {
+    return ['scores'];
+  }
   readonly options: Required<QuestScoreOptions>;
   private readonly pipeline: Pipeline;
   private readonly params: GPUBuffer;
@@ -95,7 +100,7 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     this.options = o;
     this.pipeline = pipeline;
     this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
-    this.params = this.workspace(this.slotBytes * o.maxCalls, 'quest.params', GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+    this.params = this.workspace(this.slotBytes * o.maxCalls, 'quest.params', GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST);
   }
 
   /** @internal use {@link planQuestScore}. */

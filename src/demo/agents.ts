@@ -19,6 +19,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { cliDevice } from '../cli/common.js';
+import { positiveInt } from './synth.js';
 import { TesseraError } from '../errors.js';
 import type { TesseraDevice } from '../gpu/device.js';
 import { f16BitsToF32 } from '../tensor.js';
@@ -28,6 +29,7 @@ import { pageCounts, refState } from '../kv/refs.js';
 import { commitKvCache, openKvCache, persistKvCache, verifyKvCache } from '../kv/session.js';
 import { planStreamAttention } from '../stream/exact.js';
 import { planCascadeDecode, questSharedSelection, sharedPrefixPages } from '../stream/cascade.js';
+import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 const MiB = 2 ** 20;
 
@@ -241,7 +243,7 @@ export async function resumeAgents(dev: TesseraDevice, o: AgentsOptions, file: s
     const Dv = cache.Dv;
     const cascade = await planCascadeDecode(cache, { Hq, seqs: A });
     const exact = await planStreamAttention(cache, { Hq });
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC;
     const qBuf = ctx.createBuffer({ size: A * Hq * D * 4, usage, label: 'demo.q' });
     const qOne = ctx.createBuffer({ size: Hq * D * 4, usage, label: 'demo.q1' });
     const oShared = ctx.createBuffer({ size: A * Hq * Dv * 4, usage, label: 'demo.oShared' });
@@ -431,11 +433,7 @@ export async function agentsCli(argv: string[]): Promise<void> {
     .exitOverride();
   cmd.parse(argv, { from: 'user' });
   const a = cmd.opts();
-  const int = (s: string, name: string) => {
-    const n = Number(String(s).replace(/_/g, ''));
-    if (!Number.isInteger(n) || n <= 0) throw new TesseraError('E_ARG', `--${name}: not a positive integer`, { argument: name, actual: s });
-    return n;
-  };
+  const int = positiveInt;
   const dev = await cliDevice({ adapter: a.adapter });
   try {
     const r = await runAgents(dev, {

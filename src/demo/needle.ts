@@ -5,7 +5,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { cliDevice } from '../cli/common.js';
+import { cliDevice, intOption } from '../cli/common.js';
 import { TesseraError } from '../errors.js';
 import { f32ToF16Bits, f32ToBf16Bits } from '../tensor.js';
 import { createKvCache, type KvCache } from '../kv/cache.js';
@@ -14,6 +14,7 @@ import type { Store } from '../kv/store.js';
 import { planStreamAttention } from '../stream/exact.js';
 import { planQuestDecode } from '../stream/quest.js';
 import { decodeReference64 } from '../stream/reference64.js';
+import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 const MiB = 2 ** 20;
 
@@ -141,6 +142,25 @@ export interface NeedleOptions {
  * const r = await runNeedle(dev, { tokens: 1_000_000 });
  * console.log(r.needleFound, r.kvBytesReadFraction, r.exactMs / r.sparseMs);
  */
+/** Where the needle goes in a context of `tokens` tokens (inside it only from {@link needleMinTokens} on). */
+function needlePosition(tokens: number, seed: number): number {
+  return Math.floor(tokens * 0.37) + (seed % 97);
+}
+
+/**
+ * The fewest tokens for which the needle of `seed` lies inside the context (its position depends
+ * on the seed); fewer is an `E_ARG` for `tokens` (`--tokens` on the command line).
+ *
+ * @example
+ * needleMinTokens(1234); // 125
+ */
+export function needleMinTokens(seed: number): number {
+  const s = (seed >>> 0) || 1;
+  let n = 1;
+  while (needlePosition(n, s) >= n) n++;
+  return n;
+}
+
 export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: NeedleOptions): Promise<NeedleResult> {
   const N = o.tokens;
   const D = o.headDim ?? 128;
@@ -152,6 +172,9 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
   if (dtype !== 'f16' && dtype !== 'bf16') throw new TesseraError('E_UNSUPPORTED', `demo needle generates f16 or bf16 data; got ${dtype}`, { argument: 'dtype', actual: dtype });
   const gpuBudget = (o.gpuBudgetMiB ?? 256) * MiB;
   const seed = (o.seed ?? 1234) >>> 0 || 1;
+  if (!Number.isInteger(N) || N < needleMinTokens(seed)) {
+    throw new TesseraError('E_ARG', `tokens: ${N} tokens cannot hold the needle (seed ${seed} plants it at ${needlePosition(Number(N) || 0, seed)})`, { argument: 'tokens', actual: N, expected: `at least ${needleMinTokens(seed)} tokens` });
+  }
   const log = (s: string) => !o.quiet && process.stderr.write(s + '\n');
   dev.resetPeak();
   // The cache gets the budget minus a reserve for the stream/quest workspaces (partials, scores, lists).
@@ -170,7 +193,7 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
       fillRandom(bits, st, 0xffffffff);
       q[i] = bits[0]! & 1 ? 1 : -1;
     }
-    const needlePos = Math.floor(N * 0.37) + (seed % 97);
+    const needlePos = needlePosition(N, seed);
     const conv = dtype === 'f16' ? f32ToF16Bits : f32ToBf16Bits;
     const needleV = new Float32Array(D).map((_, d) => (d % 2 === 0 ? 1.5 : -1.5));
     // The needle's share of a head's attention: the projection of o on the needle value.
@@ -210,7 +233,7 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
     const buildMs = performance.now() - t0;
     sampleRss();
     const qBuf = dev.upload(q, { label: 'needle.q' });
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST;
     const oS = dev.createBuffer({ size: Hq * D * 4, usage, label: 'needle.oSparse' });
     const oE = dev.createBuffer({ size: Hq * D * 4, usage, label: 'needle.oExact' });
     const lS = dev.createBuffer({ size: Hq * 4, usage, label: 'needle.lseSparse' });
@@ -408,11 +431,8 @@ export async function needleCli(argv: string[]): Promise<void> {
     .exitOverride();
   cmd.parse(argv, { from: 'user' });
   const a = cmd.opts();
-  const int = (s: string, name: string) => {
-    const n = Number(String(s).replace(/_/g, ''));
-    if (!Number.isInteger(n) || n <= 0) throw new TesseraError('E_ARG', `--${name}: not a positive integer`, { argument: name, actual: s });
-    return n;
-  };
+  const int = (s: string, name: string, min = 1) => intOption(s, `--${name}`, { min });
+  const seedArg = int(a.seed, 'seed', 0);
   const dev = await cliDevice({ adapter: a.adapter });
   let store: Store | undefined;
   if (a.disk) {
@@ -421,7 +441,7 @@ export async function needleCli(argv: string[]): Promise<void> {
   }
   try {
     const r = await runNeedle(dev, {
-      tokens: int(a.tokens, 'tokens'),
+      tokens: int(a.tokens, 'tokens', needleMinTokens(seedArg)),
       headDim: int(a.headDim, 'head-dim'),
       kvHeads: int(a.kvHeads, 'kv-heads'),
       qHeads: a.qHeads ? int(a.qHeads, 'q-heads') : undefined,
@@ -429,7 +449,7 @@ export async function needleCli(argv: string[]): Promise<void> {
       budgetTokens: int(a.budgetTokens, 'budget-tokens'),
       dtype: a.dtype as KvDType,
       gpuBudgetMiB: int(a.gpuBudget, 'gpu-budget'),
-      seed: int(a.seed, 'seed'),
+      seed: seedArg,
       store,
       exact: a.exact,
       mean: a.mean,

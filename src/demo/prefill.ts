@@ -26,6 +26,7 @@ import { planStreamAttention } from '../stream/exact.js';
 import { planSparsePrefill } from '../stream/prefill.js';
 import { mergePartialsF64 } from '../stream/reference.js';
 import { f16ToF32, fillWords, positiveInt, relErr, uniform, type Xorshift } from './synth.js';
+import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 const MiB = 2 ** 20;
 
@@ -115,7 +116,7 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
   dev.resetPeak();
   const reserve = Math.min(48 * MiB, gpuBudget / 4);
   const cache = createKvCache(dev, { Hkv: 1, D, pageSize: P, dtype: 'f16', gpuBudgetBytes: gpuBudget - reserve, store: o.store, meanSummaries: modes.includes('mean') });
-  const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST;
   const made: GPUBuffer[] = [];
   const buf = (bytes: number, label: string) => {
     const b = dev.createBuffer({ size: bytes, usage, label });
@@ -312,7 +313,7 @@ async function perPagePass(dev: TesseraDevice, cache: KvCache, seq: number, q: F
   const R = rows.length;
   const tile = Math.min(cache.tilePages, 512);
   const paged = await planPaged(dev, { Hq: 1, Hkv: 1, D, Dv: D, Tq: R, pageSize: cache.pageSize, dtype: cache.dtype, causal: false, maxCalls: 16 });
-  const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST;
   const qs = new Float32Array(R * D);
   rows.forEach((t, i) => qs.set(q.subarray(t * D, (t + 1) * D), i * D));
   const qb = dev.upload(qs, { label: 'prefill.qPages' });

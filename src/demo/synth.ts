@@ -3,7 +3,7 @@
  * patterns of magnitude < 2, generated a chunk at a time so a 10M-token context never exists in
  * host memory outside the cache.
  */
-import { TesseraError } from '../errors.js';
+import { intOption } from '../cli/common.js';
 import { f16BitsToF32 } from '../tensor.js';
 
 /** xorshift32 state. */
@@ -39,11 +39,9 @@ export function f16ToF32(bits: Uint16Array, out = new Float32Array(bits.length))
   return out;
 }
 
-/** Parses a positive integer CLI value (underscores allowed): `E_ARG` naming the flag otherwise. */
+/** Parses a positive integer CLI value (underscores allowed): `E_ARG` naming the flag otherwise (`intOption`). */
 export function positiveInt(s: string, name: string): number {
-  const n = Number(String(s).replace(/_/g, ''));
-  if (!Number.isInteger(n) || n <= 0) throw new TesseraError('E_ARG', `--${name}: not a positive integer`, { argument: name, actual: s });
-  return n;
+  return intOption(s, `--${name}`);
 }
 
 /** Relative RMS and max |a - b| of `a` against `b`. */

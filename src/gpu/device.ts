@@ -15,6 +15,7 @@
  * into an `E_BUFFER` naming the argument before anything is encoded.
  */
 import { TesseraError } from '../errors.js';
+import { GPUBufferUsageFlags, GPUMapModeFlags } from './flags.js';
 
 export interface DeviceFeatures {
   shaderF16: boolean;
@@ -508,7 +509,7 @@ export class TesseraDevice {
 
   /** Creates a buffer filled with `data` (STORAGE | COPY_SRC | COPY_DST unless `usage` given). */
   upload(data: ArrayBufferView, opts: { usage?: number; label?: string; size?: number } = {}): GPUBuffer {
-    const usage = opts.usage ?? GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    const usage = opts.usage ?? GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST;
     const size = Math.max(opts.size ?? 0, Math.ceil(data.byteLength / 4) * 4, 4);
     const b = this.createBuffer({ size, usage, label: opts.label });
     if (data.byteLength > 0) {
@@ -531,14 +532,14 @@ export class TesseraDevice {
     this.assertAlive();
     checkBuffer(this, src, argument);
     const rounded = Math.ceil(size / 4) * 4;
-    const staging = this.createBuffer({ size: rounded, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'tessera.readback' });
+    const staging = this.createBuffer({ size: rounded, usage: GPUBufferUsageFlags.MAP_READ | GPUBufferUsageFlags.COPY_DST, label: 'tessera.readback' });
     try {
       const { errors } = this.section('readback', () => {
         const enc = this.device.createCommandEncoder({ label: 'tessera.readback' });
         enc.copyBufferToBuffer(src, offset, staging, 0, rounded);
         this.device.queue.submit([enc.finish()]);
       });
-      await Promise.all([errors, this.raceLost(staging.mapAsync(GPUMapMode.READ))]);
+      await Promise.all([errors, this.raceLost(staging.mapAsync(GPUMapModeFlags.READ))]);
       const out = staging.getMappedRange().slice(0, size);
       staging.unmap();
       return out;

@@ -14,6 +14,7 @@
  */
 import { TesseraError } from '../errors.js';
 import type { TesseraDevice } from './device.js';
+import { GPUShaderStageFlags } from './flags.js';
 
 /** A WGSL program: one or more WGSL files concatenated in order, with a stable name. */
 export interface ShaderSource {
@@ -106,7 +107,7 @@ function layoutFor(ctx: TesseraDevice, bindings: readonly BindingKind[]): GPUBin
       label: key,
       entries: bindings.map((b, i) => ({
         binding: i,
-        visibility: GPUShaderStage.COMPUTE,
+        visibility: GPUShaderStageFlags.COMPUTE,
         buffer: { type: b === 'read' ? 'read-only-storage' : b === 'rw' ? 'storage' : 'uniform' },
       })),
     });

@@ -3,6 +3,7 @@
  * `onSubmittedWorkDone` (and the result says which).
  */
 import type { TesseraDevice } from './device.js';
+import { GPUBufferUsageFlags } from './flags.js';
 
 export type TimingSource = 'timestamp' | 'wallclock';
 
@@ -17,7 +18,7 @@ export class GpuTimer {
     this.source = ctx.features.timestampQuery && !opts.forceWallclock ? 'timestamp' : 'wallclock';
     if (this.source === 'timestamp') {
       this.querySet = ctx.device.createQuerySet({ type: 'timestamp', count: 2 });
-      this.resolveBuf = ctx.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC, label: 'tessera.timer' });
+      this.resolveBuf = ctx.createBuffer({ size: 16, usage: GPUBufferUsageFlags.QUERY_RESOLVE | GPUBufferUsageFlags.COPY_SRC, label: 'tessera.timer' });
     }
   }
 

@@ -35,9 +35,15 @@ export function uniformLayout<K extends string>(name: string, fields: readonly (
       fields.forEach(([k, t], i) => {
         const v = values[k];
         if (typeof v !== 'number' || Number.isNaN(v)) throw new TesseraError('E_STATE', `uniform ${name}.${k} is not set`, { actual: v });
-        if (t === 'f32') dv.setFloat32(i * 4, v, true);
-        else if (t === 'i32') dv.setInt32(i * 4, v, true);
-        else {
+        // A value the field's type cannot hold is an error, never a silent Inf, NaN or wrap-around
+        // (plans validate their options first and name them; this is the backstop).
+        if (t === 'f32') {
+          if (Number.isFinite(v) && !Number.isFinite(Math.fround(v))) throw new TesseraError('E_LIMIT', `uniform ${name}.${k} = ${v} does not fit in f32`, { actual: v });
+          dv.setFloat32(i * 4, v, true);
+        } else if (t === 'i32') {
+          if (v < -0x80000000 || v > 0x7fffffff || !Number.isInteger(v)) throw new TesseraError('E_LIMIT', `uniform ${name}.${k} = ${v} does not fit in i32`, { actual: v });
+          dv.setInt32(i * 4, v, true);
+        } else {
           if (v < 0 || v > 0xffffffff || !Number.isInteger(v)) throw new TesseraError('E_LIMIT', `uniform ${name}.${k} = ${v} does not fit in u32`);
           dv.setUint32(i * 4, v, true);
         }

@@ -5,7 +5,7 @@
  */
 import { TesseraError, check, checkInt, fail } from '../errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../gpu/device.js';
-import { f32ToF16Bits } from '../tensor.js';
+import { checkHostValues, f32ToF16Bits } from '../tensor.js';
 import {
   KV_DTYPES,
   KV_DTYPE_BYTES,
@@ -26,6 +26,7 @@ import { GpuPagePool } from './pool.js';
 import { MemoryStore, type Store } from './store.js';
 import { SummaryTiers } from './summaries.js';
 import { adoptRefState, afterMutate, allocPage, beforeAppend, forkSequence, freeSequence, refCount, refState, truncateSequence, unallocPages } from './refs.js';
+import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 export interface KvCacheOptions {
   /** KV heads. */
@@ -204,7 +205,7 @@ export class KvCache {
     this.dtype = dtype;
     this.layout = pageLayout(P, this.Hkv, this.D, this.Dv, dtype);
     this.pageBytes = this.layout.pageBytes;
-    this.gpuBudgetBytes = checkInt(opts.gpuBudgetBytes ?? 256 * MiB, 'gpuBudgetBytes', { min: 1 });
+    this.gpuBudgetBytes = checkInt(opts.gpuBudgetBytes ?? 256 * MiB, 'gpuBudgetBytes', { min: 1, max: Number.MAX_SAFE_INTEGER });
     this.sinkPages = checkInt(opts.sinkPages ?? 1, 'sinkPages', { min: 0 });
     this.recentPages = checkInt(opts.recentPages ?? 1, 'recentPages', { min: 0 });
     this.meanSummaries = opts.meanSummaries ?? true;
@@ -217,7 +218,7 @@ export class KvCache {
     }
     this.minmaxBytesPerPage = this.Hkv * 2 * this.D * 2;
     this.meanBytesPerPage = this.Hkv * this.D * 2;
-    const chunkBytes = checkInt(opts.summaryChunkBytes ?? 128 * MiB, 'summaryChunkBytes', { min: this.minmaxBytesPerPage });
+    const chunkBytes = checkInt(opts.summaryChunkBytes ?? 128 * MiB, 'summaryChunkBytes', { min: this.minmaxBytesPerPage, max: Number.MAX_SAFE_INTEGER });
     this.summaryChunkPages = Math.floor(Math.min(maxBind, chunkBytes) / this.minmaxBytesPerPage);
     if (tilePages * this.pageBytes > this.gpuBudgetBytes) {
       fail('E_LIMIT', 'gpuBudgetBytes', 'is smaller than one tile of pages;', this.gpuBudgetBytes, `at least ${tilePages * this.pageBytes} bytes (tilePages ${tilePages} x ${this.pageBytes} bytes) plus the summaries`);
@@ -391,8 +392,8 @@ export class KvCache {
   }
 
   private rowsOf(k: ArrayLike<number>, v: ArrayLike<number>): number {
-    if (!k || typeof k.length !== 'number') fail('E_ARG', 'k', 'is not an array;', typeof k, '[T, Hkv, D] values');
-    if (!v || typeof v.length !== 'number') fail('E_ARG', 'v', 'is not an array;', typeof v, '[T, Hkv, Dv] values');
+    checkHostValues(k, 'k'); // a string's characters would be stored as NaN
+    checkHostValues(v, 'v');
     const rowK = this.Hkv * this.D;
     const rowV = this.Hkv * this.Dv;
     if (k.length % rowK !== 0) fail('E_SHAPE', 'k', `length ${k.length} is not a whole number of [Hkv, D] rows;`, k.length, `a multiple of Hkv*D = ${rowK}`);
@@ -621,7 +622,7 @@ export class KvCache {
         while (this.summaryBytes + this.pool.bytes + extra > this.gpuBudgetBytes && this.pool.buffers.length > 1) this.pool.removeBuffer();
         this.ctx.destroyBuffer(this.minmaxGpu[c]);
         this.ctx.destroyBuffer(this.meanGpu[c]);
-        const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+        const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC;
         this.minmaxGpu[c] = this.ctx.createBuffer({ size: cap * this.minmaxBytesPerPage, usage, label: `tessera.kv.minmax${c}` });
         if (this.meanSummaries) this.meanGpu[c] = this.ctx.createBuffer({ size: cap * this.meanBytesPerPage, usage, label: `tessera.kv.mean${c}` });
         this.summaryCap[c] = cap;

@@ -6,6 +6,7 @@
  */
 import { TesseraError } from '../errors.js';
 import type { TesseraDevice } from '../gpu/device.js';
+import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 /** Where a slot lives. */
 export interface SlotLocation {
@@ -67,7 +68,7 @@ export class GpuPagePool {
   addBuffer(): void {
     const b = this.ctx.createBuffer({
       size: this.bufferBytes,
-      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
+      usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC,
       label: `tessera.kv.pool${this.buffers.length}`,
     });
     const first = this.capacity;

@@ -52,7 +52,7 @@ export class MemoryStore implements Store {
 
   constructor(opts: MemoryStoreOptions = {}) {
     const align = checkInt(opts.align ?? 4, 'align', { min: 4 });
-    const want = checkInt(opts.slabBytes ?? 64 * 2 ** 20, 'slabBytes', { min: 1 });
+    const want = checkInt(opts.slabBytes ?? 64 * 2 ** 20, 'slabBytes', { min: 1, max: Number.MAX_SAFE_INTEGER });
     this.slabBytes = Math.max(align, Math.floor(want / align) * align);
   }
 

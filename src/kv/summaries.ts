@@ -17,6 +17,7 @@ import { checkInt } from '../errors.js';
 import type { TesseraDevice } from '../gpu/device.js';
 import { f16Table } from './codec.js';
 import type { KvCache } from './cache.js';
+import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 const MiB = 2 ** 20;
 
@@ -59,7 +60,7 @@ export class SummaryTiers {
     this.candidatePages = checkInt(opts.candidatePages ?? dflt, 'candidatePages', { min: 1 });
     const maxBind = Math.min(this.ctx.limits.maxStorageBufferBindingSize, this.ctx.limits.maxBufferSize);
     this.candidatePages = Math.min(this.candidatePages, Math.floor(maxBind / per));
-    this.candidates = this.ctx.createBuffer({ size: this.candidatePages * per, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label: 'tessera.kv.summaryCandidates' });
+    this.candidates = this.ctx.createBuffer({ size: this.candidatePages * per, usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST, label: 'tessera.kv.summaryCandidates' });
     this.bytesNow = this.candidates.size;
     this.bytesPeak = this.bytesNow;
   }
@@ -144,7 +145,7 @@ export class SummaryTiers {
       const cap = this.capFor(supers);
       this.ctx.destroyBuffer(s.gpu);
       this.bytesNow -= s.cap * per;
-      s.gpu = this.ctx.createBuffer({ size: cap * per, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label: `tessera.kv.supers${seq}` });
+      s.gpu = this.ctx.createBuffer({ size: cap * per, usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST, label: `tessera.kv.supers${seq}` });
       s.cap = cap;
       this.bytesNow += cap * per;
       this.bytesPeak = Math.max(this.bytesPeak, this.bytesNow);

@@ -19,6 +19,7 @@ import { checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
 import { planMerge, type MergePlan } from '../../kernels/merge/merge.js';
 import { ALL_HEADS, PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '../../kernels/paged/paged.js';
+import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 export interface CascadeOptions {
   /** Query heads (a multiple of the cache's Hkv). */
@@ -98,7 +99,7 @@ class PageStreamer {
     readonly tilePages: number,
   ) {
     const ctx = cache.ctx;
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC;
     const Dv = cache.Dv;
     this.oParts = ctx.createBuffer({ size: (parts + 1) * rows * Dv * 4, usage, label: 'tessera.cascade.oParts' });
     this.lseParts = ctx.createBuffer({ size: (parts + 1) * rows * 4, usage, label: 'tessera.cascade.lseParts' });
@@ -266,7 +267,7 @@ export class CascadeDecodePlan {
     this.shared = shared;
     this.priv = priv;
     this.final = final;
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC;
     const rows = o.seqs * o.Hq;
     this.qPriv = this.ctx.createBuffer({ size: o.Hq * cache.D * 4, usage, label: 'tessera.cascade.qPriv' });
     this.oFinal = this.ctx.createBuffer({ size: 2 * rows * cache.Dv * 4, usage, label: 'tessera.cascade.oFinal' });

@@ -9,10 +9,11 @@
 import { check, checkInt, fail } from '../errors.js';
 import { observe, type TesseraDevice } from '../gpu/device.js';
 import { exclusiveRuns } from '../exclusive.js';
-import { checkTensor, type GpuTensor } from '../tensor.js';
+import { checkHostValues, checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
 import { createMergeState, planMerge, type MergePlan, type MergeState } from '../../kernels/merge/merge.js';
 import { ALL_HEADS, PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '../../kernels/paged/paged.js';
+import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 export interface StreamAttentionOptions {
   /** Query heads (a multiple of the cache's Hkv). */
@@ -108,7 +109,7 @@ export class StreamAttentionPlan {
     this.parts = parts;
     this.pagesPerPart = ePer;
     const ctx = this.ctx;
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC;
     const Dv = cache.Dv;
     this.oParts = ctx.createBuffer({ size: parts * this.rows * Dv * 4, usage, label: 'tessera.stream.oParts' });
     this.lseParts = ctx.createBuffer({ size: parts * this.rows * 4, usage, label: 'tessera.stream.lseParts' });
@@ -130,7 +131,7 @@ export class StreamAttentionPlan {
     const tilePages = checkInt(opts.tilePages ?? cache.tilePages, 'tilePages', { min: 1 });
     const maxPages = Math.floor((cache.gpuBudgetBytes - cache.summaryBytes) / cache.pageBytes);
     if (tilePages > maxPages) fail('E_LIMIT', 'tilePages', 'is larger than the GPU working set;', tilePages, `at most ${maxPages} pages within gpuBudgetBytes`);
-    const partialBytes = checkInt(opts.partialBytes ?? 8 * 2 ** 20, 'partialBytes', { min: 1 });
+    const partialBytes = checkInt(opts.partialBytes ?? 8 * 2 ** 20, 'partialBytes', { min: 1, max: Number.MAX_SAFE_INTEGER });
     const inflight = checkInt(opts.inflight ?? 2, 'inflight', { min: 1, max: 8 });
     const o: Required<StreamAttentionOptions> = {
       Hq,
@@ -379,12 +380,13 @@ export async function streamAttention(
 ): Promise<{ o: Float64Array; lse: Float64Array; stats: StreamStats }> {
   const Tq = opts.Tq ?? 1;
   checkInt(opts?.Hq, 'Hq', { min: 1 });
+  checkHostValues(q, 'q');
   if (q.length !== Tq * opts.Hq * cache.D) fail('E_SHAPE', 'q', 'has the wrong length;', q.length, `Tq*Hq*D = ${Tq * opts.Hq * cache.D}`);
   const plan = await planStreamAttention(cache, opts);
   const ctx = cache.ctx;
   const qb = ctx.upload(Float32Array.from(q), { label: 'tessera.stream.q' });
-  const ob = ctx.createBuffer({ size: Tq * opts.Hq * cache.Dv * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC, label: 'tessera.stream.out' });
-  const lb = ctx.createBuffer({ size: Tq * opts.Hq * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC, label: 'tessera.stream.lseOut' });
+  const ob = ctx.createBuffer({ size: Tq * opts.Hq * cache.Dv * 4, usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC, label: 'tessera.stream.out' });
+  const lb = ctx.createBuffer({ size: Tq * opts.Hq * 4, usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC, label: 'tessera.stream.lseOut' });
   try {
     const stats = await plan.run(seq, { buffer: qb, shape: [Tq, opts.Hq, cache.D], dtype: 'f32' }, { o: { buffer: ob, shape: [Tq, opts.Hq, cache.Dv], dtype: 'f32' }, lse: { buffer: lb, shape: [Tq, opts.Hq], dtype: 'f32' } }, opts);
     const o = Float64Array.from(new Float32Array(await ctx.readback(ob)));

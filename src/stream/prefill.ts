@@ -25,6 +25,7 @@ import { planMerge, type MergePlan } from '../../kernels/merge/merge.js';
 import { ALL_HEADS, PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '../../kernels/paged/paged.js';
 import { planQuestScore, questScoreLoopIterations, type QuestScoreMode, type QuestScorePlan } from '../../kernels/quest/score.js';
 import { planTopK, type TopKPlan } from '../../kernels/topk/topk.js';
+import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 export interface SparsePrefillOptions {
   /** Query heads (a multiple of the cache's Hkv). */
@@ -122,7 +123,7 @@ export class SparsePrefillPlan {
     this.ePer = ePer;
     const nb = Math.ceil(o.Tq / o.blockSize);
     this.blocksMax = nb;
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC;
     const B = o.blockSize;
     const { D, Dv } = cache;
     this.qAttn = this.ctx.createBuffer({ size: nb * B * o.Hq * D * 4, usage, label: 'tessera.prefill.q' });
@@ -196,7 +197,7 @@ export class SparsePrefillPlan {
     }
   }
 
-  private buffer(old: GPUBuffer | undefined, bytes: number, label: string, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC): GPUBuffer {
+  private buffer(old: GPUBuffer | undefined, bytes: number, label: string, usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC): GPUBuffer {
     if (old && old.size >= bytes) return old;
     this.ctx.destroyBuffer(old);
     return this.ctx.createBuffer({ size: Math.max(256, 2 ** Math.ceil(Math.log2(bytes))), usage, label });
@@ -231,7 +232,7 @@ export class SparsePrefillPlan {
     checkTensor(out?.o, 'o', { rank: 3, shape: [Tq, Hq, Dv], dtypes: ['f32'], device: ctx });
     if (out.lse) checkTensor(out.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'], device: ctx });
     for (const [t, name] of [[out.o, 'o'], [out.lse, 'lse']] as const) {
-      if (t && !(t.buffer.usage & GPUBufferUsage.COPY_DST)) fail('E_BUFFER', name, 'needs COPY_DST usage (blocks are copied into it);', t.buffer.usage);
+      if (t && !(t.buffer.usage & GPUBufferUsageFlags.COPY_DST)) fail('E_BUFFER', name, 'needs COPY_DST usage (blocks are copied into it);', t.buffer.usage);
     }
     if ((ro.k === undefined) !== (ro.v === undefined)) fail('E_ARG', ro.k === undefined ? 'k' : 'v', 'is missing; pass both k and v, or neither;', 'undefined');
     const len0 = cache.length(seq);
@@ -305,7 +306,7 @@ export class SparsePrefillPlan {
           const all = Int32Array.from({ length: c }, (_, i) => i);
           for (let b = 0; b < nbp; b++) selected.push(Array.from({ length: Hkv }, () => all));
         } else {
-          this.scores = this.buffer(this.scores, passBlocks * perBlock, 'tessera.prefill.scores', GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
+          this.scores = this.buffer(this.scores, passBlocks * perBlock, 'tessera.prefill.scores', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC);
           let calls = 0;
           let enc = ctx.device.createCommandEncoder({ label: 'tessera.prefill.score' });
           for (let b = 0; b < nbp; b++) {
@@ -332,7 +333,7 @@ export class SparsePrefillPlan {
           let got: Int32Array | undefined;
           if (k > 0) {
             const topk = await this.topkFor(nbp * Hkv, nPad, k);
-            this.indices = this.buffer(this.indices, passBlocks * Hkv * k * 4, 'tessera.prefill.indices', GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
+            this.indices = this.buffer(this.indices, passBlocks * Hkv * k * 4, 'tessera.prefill.indices', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC);
             const enc2 = ctx.device.createCommandEncoder({ label: 'tessera.prefill.topk' });
             topk.run(enc2, { scores: { buffer: this.scores, shape: [nbp * Hkv, nPad], dtype: 'f32' }, indices: { buffer: this.indices, shape: [nbp * Hkv, k], dtype: 'i32' } });
             queue.submit([enc2.finish()]);

@@ -18,6 +18,7 @@ import type { GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
 import type { SummaryTiers } from '../kv/summaries.js';
 import type { QuestScorePlan } from '../../kernels/quest/score.js';
+import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 export interface LevelSelectOptions {
   /** Super-pages visited per KV head in the first round (default: k, the free page slots). */
@@ -83,7 +84,7 @@ export class TwoLevelSelector {
     if (opts.superBudget !== undefined) checkInt(opts.superBudget, 'superBudget', { min: 1 });
     this.opts = opts;
     const C = this.tiers.candidatePages;
-    this.candScores = this.ctx.createBuffer({ size: Math.max(256, cache.Hkv * C * 4), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, label: 'tessera.quest.candScores' });
+    this.candScores = this.ctx.createBuffer({ size: Math.max(256, cache.Hkv * C * 4), usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC, label: 'tessera.quest.candScores' });
     this.scratch = new Uint16Array(C * cache.Hkv * 2 * cache.D);
   }
 
@@ -92,13 +93,13 @@ export class TwoLevelSelector {
     if (!this.iota || this.iota.size < need * 4) {
       this.ctx.destroyBuffer(this.iota);
       const cap = Math.max(1024, 2 ** Math.ceil(Math.log2(need)));
-      this.iota = this.ctx.createBuffer({ size: cap * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label: 'tessera.quest.iota' });
+      this.iota = this.ctx.createBuffer({ size: cap * 4, usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST, label: 'tessera.quest.iota' });
       this.ctx.device.queue.writeBuffer(this.iota, 0, Uint32Array.from({ length: cap }, (_, i) => i));
     }
     if (!this.superScores || this.superScores.size < this.cache.Hkv * n * 4) {
       this.ctx.destroyBuffer(this.superScores);
       const cap = Math.max(1024, 2 ** Math.ceil(Math.log2(n)));
-      this.superScores = this.ctx.createBuffer({ size: this.cache.Hkv * cap * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, label: 'tessera.quest.superScores' });
+      this.superScores = this.ctx.createBuffer({ size: this.cache.Hkv * cap * 4, usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC, label: 'tessera.quest.superScores' });
     }
   }
 

@@ -21,6 +21,7 @@ import { planQuestScore, type GroupReduce, type QuestScoreCall, type QuestScoreM
 import { questSelectReference } from '../../kernels/quest/reference.js';
 import { planTopK, type TopKPlan } from '../../kernels/topk/topk.js';
 import { TwoLevelSelector, type LevelSelectOptions, type LevelStats } from './quest-levels.js';
+import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 export interface QuestDecodeOptions {
   /** Query heads (a multiple of the cache's Hkv). */
@@ -94,7 +95,7 @@ export class QuestDecodePlan {
     this.paged = paged;
     this.merger = merger;
     this.parts = parts;
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC;
     this.oParts = this.ctx.createBuffer({ size: parts * o.Hq * cache.Dv * 4, usage, label: 'tessera.quest.oParts' });
     this.lseParts = this.ctx.createBuffer({ size: parts * o.Hq * 4, usage, label: 'tessera.quest.lseParts' });
     this.entries = this.ctx.createBuffer({ size: this.budgetPages * cache.Hkv * PAGED_ENTRY_WORDS * 4, usage, label: 'tessera.quest.entries' });
@@ -145,7 +146,7 @@ export class QuestDecodePlan {
 
   private ensureList(seq: number, pages: readonly number[]): GPUBuffer {
     const n = pages.length;
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
+    const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST;
     if (!this.list || this.list.size < n * 4) {
       this.ctx.destroyBuffer(this.list);
       this.list = this.ctx.createBuffer({ size: Math.max(256, 2 ** Math.ceil(Math.log2(n * 4))), usage, label: 'tessera.quest.pageList' });
@@ -160,7 +161,7 @@ export class QuestDecodePlan {
   private ensureScores(bytes: number): GPUBuffer {
     if (!this.scores || this.scores.size < bytes) {
       this.ctx.destroyBuffer(this.scores);
-      this.scores = this.ctx.createBuffer({ size: Math.max(256, 2 ** Math.ceil(Math.log2(bytes))), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, label: 'tessera.quest.scores' });
+      this.scores = this.ctx.createBuffer({ size: Math.max(256, 2 ** Math.ceil(Math.log2(bytes))), usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC, label: 'tessera.quest.scores' });
     }
     return this.scores;
   }
@@ -356,14 +357,14 @@ export class QuestDecodePlan {
   private ensureIndices(bytes: number): GPUBuffer {
     if (!this.indices || this.indices.size < bytes) {
       this.ctx.destroyBuffer(this.indices);
-      this.indices = this.ctx.createBuffer({ size: Math.max(256, bytes), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, label: 'tessera.quest.indices' });
+      this.indices = this.ctx.createBuffer({ size: Math.max(256, bytes), usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC, label: 'tessera.quest.indices' });
     }
     return this.indices;
   }
 
   private scratchLse?: GPUBuffer;
   private ensureScratchLse(): GPUBuffer {
-    if (!this.scratchLse) this.scratchLse = this.ctx.createBuffer({ size: Math.max(16, this.options.Hq * 4), usage: GPUBufferUsage.STORAGE, label: 'tessera.quest.lse' });
+    if (!this.scratchLse) this.scratchLse = this.ctx.createBuffer({ size: Math.max(16, this.options.Hq * 4), usage: GPUBufferUsageFlags.STORAGE, label: 'tessera.quest.lse' });
     return this.scratchLse;
   }
 

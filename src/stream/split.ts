@@ -16,6 +16,7 @@ import { createKvCache, type KvCache, type KvCacheOptions, type KvCacheStats, ty
 import type { Store } from '../kv/store.js';
 import { planStreamAttention, type StreamAttentionOptions, type StreamAttentionPlan, type StreamStats } from './exact.js';
 import { mergePartialsF64 } from './reference.js';
+import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 export interface SplitKvCacheOptions extends Omit<KvCacheOptions, 'store'> {
   /** Tokens per stripe, a multiple of the page size (default 65,536). Stripe s lives on device s mod n. */
@@ -202,7 +203,7 @@ export class SplitDecodePlan {
     this.split = split;
     this.Hq = Hq;
     this.plans = plans;
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC;
     this.lseOffset = Math.ceil((Hq * split.Dv * 4) / 256) * 256;
     this.q = split.caches.map((c) => c.ctx.createBuffer({ size: Hq * split.D * 4, usage, label: 'tessera.split.q' }));
     this.out = split.caches.map((c) => c.ctx.createBuffer({ size: this.lseOffset + Math.max(256, Hq * 4), usage, label: 'tessera.split.partial' }));

@@ -3,7 +3,7 @@
  * files relative to it. The judging is shared with Node (`golden.ts`).
  */
 import { TesseraError } from '../errors.js';
-import { caseFromManifest, parseManifest, type GoldenCase, type ManifestCase } from './golden.js';
+import { caseFromManifest, parseManifestText, type GoldenCase, type ManifestCase } from './golden.js';
 
 function join(base: string, file: string): string {
   return base.replace(/\/+$/, '') + '/' + file.split('/').map(encodeURIComponent).join('/');
@@ -28,7 +28,7 @@ async function get(url: string): Promise<Response> {
  */
 export async function fetchManifest(base: string): Promise<ManifestCase[]> {
   const url = join(base, 'manifest.json');
-  return parseManifest(await (await get(url)).json(), url);
+  return parseManifestText(await (await get(url)).text(), url);
 }
 
 /**

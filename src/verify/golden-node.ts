@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TesseraError } from '../errors.js';
-import { caseFromManifest, parseManifest, type GoldenCase, type ManifestCase } from './golden.js';
+import { caseFromManifest, parseManifestText, type GoldenCase, type ManifestCase } from './golden.js';
 
 /**
  * Lists the cases of a golden directory without loading tensors.
@@ -16,7 +16,7 @@ import { caseFromManifest, parseManifest, type GoldenCase, type ManifestCase } f
 export function readManifest(dir: string): ManifestCase[] {
   const path = join(dir, 'manifest.json');
   if (!existsSync(path)) throw new TesseraError('E_IO', `no manifest.json in ${dir}`, { argument: '--golden', actual: dir, expected: 'a golden directory (see ../shared/golden/README.md)' });
-  return parseManifest(JSON.parse(readFileSync(path, 'utf8')), path);
+  return parseManifestText(readFileSync(path, 'utf8'), path);
 }
 
 /**

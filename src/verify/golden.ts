@@ -70,6 +70,10 @@ export interface ManifestTensor {
   shape: number[];
   file: string;
   layout?: string;
+  /** Hex SHA-256 of the file: checked before the tensor is used (a damaged file FAILs its case). */
+  sha256?: string;
+  /** File size in bytes. */
+  bytes?: number;
 }
 export interface ManifestCase {
   name: string;
@@ -90,17 +94,71 @@ export function goldenTensor(bytes: ArrayBuffer | Uint8Array, t: ManifestTensor)
   return { shape: t.shape, layout: t.layout, data };
 }
 
-/** The cases of a parsed `manifest.json`. */
+/** The cases of a parsed `manifest.json`: a non-empty list, each with a name and its tensors listed. */
 export function parseManifest(json: unknown, where = 'manifest.json'): ManifestCase[] {
   const cases = (json as { cases?: ManifestCase[] } | null)?.cases;
   if (!Array.isArray(cases)) throw new TesseraError('E_IO', `${where}: no "cases" list`, { argument: 'manifest', expected: '{ "cases": [...] } (see ../shared/golden/README.md)' });
+  if (cases.length === 0) throw new TesseraError('E_IO', `${where}: the "cases" list is empty (nothing to verify)`, { argument: 'manifest', expected: 'at least one case' });
+  cases.forEach((c, i) => {
+    if (c === null || typeof c !== 'object' || typeof c.name !== 'string' || !c.name) {
+      throw new TesseraError('E_IO', `${where}: cases[${i}] has no name`, { argument: 'manifest', expected: 'every case an object with a "name"' });
+    }
+    for (const part of ['inputs', 'outputs'] as const) {
+      const ts = c[part];
+      if (ts === null || typeof ts !== 'object' || Object.keys(ts).length === 0) {
+        throw new TesseraError('E_IO', `${where}: case ${c.name} lists no ${part}`, { argument: 'manifest', expected: `"${part}": { name: { shape, file, sha256 } }` });
+      }
+    }
+  });
   return cases;
+}
+
+/** Parses the text of `manifest.json`; malformed JSON is an `E_IO` naming the file, not a stack trace. */
+export function parseManifestText(text: string, where = 'manifest.json'): ManifestCase[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new TesseraError('E_IO', `${where}: not valid JSON (${e instanceof Error ? e.message : String(e)})`, { argument: 'manifest', expected: 'a JSON manifest (see ../shared/golden/README.md)' });
+  }
+  return parseManifest(json, where);
+}
+
+function hex(buf: ArrayBuffer): string {
+  return Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/**
+ * Checks a tensor file's bytes against the manifest: its `sha256` is required and must match, and
+ * `bytes` (when given) too. A flipped bit is an `E_IO` naming the file, so the case FAILs.
+ */
+export async function checkTensorBytes(bytes: ArrayBuffer | Uint8Array, t: ManifestTensor): Promise<void> {
+  const u8 = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+  if (typeof t.sha256 !== 'string' || !/^[0-9a-fA-F]{64}$/.test(t.sha256)) {
+    throw new TesseraError('E_IO', `golden tensor ${t.file}: the manifest gives no sha256 for it`, { argument: 'manifest', actual: t.sha256, expected: '64 hex digits' });
+  }
+  if (t.bytes !== undefined && t.bytes !== u8.byteLength) {
+    throw new TesseraError('E_IO', `golden tensor ${t.file}: ${u8.byteLength} bytes, the manifest says ${t.bytes}`, { actual: u8.byteLength, expected: String(t.bytes) });
+  }
+  const copy = u8.slice(); // a plain ArrayBuffer-backed copy for subtle.digest
+  const got = hex(await globalThis.crypto.subtle.digest('SHA-256', copy));
+  if (got !== t.sha256.toLowerCase()) {
+    throw new TesseraError('E_IO', `golden tensor ${t.file}: sha256 ${got} does not match the manifest's ${t.sha256} (damaged data)`, { actual: got, expected: t.sha256 });
+  }
 }
 
 /** Builds a case from its manifest entry, reading each tensor's bytes with `read(file)`. */
 export async function caseFromManifest(mc: ManifestCase, read: (file: string) => Promise<ArrayBuffer | Uint8Array> | ArrayBuffer | Uint8Array): Promise<GoldenCase> {
   const map = async (r: Record<string, ManifestTensor> | undefined) =>
-    Object.fromEntries(await Promise.all(Object.entries(r ?? {}).map(async ([k, t]) => [k, goldenTensor(await read(t.file), t)] as const)));
+    Object.fromEntries(
+      await Promise.all(
+        Object.entries(r ?? {}).map(async ([k, t]) => {
+          const bytes = await read(t.file);
+          await checkTensorBytes(bytes, t);
+          return [k, goldenTensor(bytes, t)] as const;
+        }),
+      ),
+    );
   return {
     name: mc.name,
     description: mc.description ?? '',

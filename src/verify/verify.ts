@@ -1,9 +1,9 @@
 /**
  * Running golden cases, shared by Node (`tessera verify`) and the browser page: for each case,
- * the first registered handler that claims it runs it and the result is judged; cases nobody
- * claims, or that a handler declines with `E_UNSUPPORTED`, are SKIP.
+ * the first registered handler that claims it runs it and the result is judged. Cases nobody
+ * claims, cases a handler declines (a missing or unsupported parameter), tensors whose sha256
+ * does not match the manifest, and a run that ran no case at all are failures.
  */
-import { TesseraError } from '../errors.js';
 import type { TesseraDevice } from '../gpu/device.js';
 import { judge, type CaseVerdict, type GoldenCase, type GoldenHandler, type ManifestCase } from './golden.js';
 import { GOLDEN_HANDLERS } from './registry.js';
@@ -32,12 +32,13 @@ export function verdictLine(v: CaseVerdict): string {
 /** Runs and judges one loaded case. */
 export async function runCase(dev: TesseraDevice, c: GoldenCase, handlers: readonly GoldenHandler[] = GOLDEN_HANDLERS): Promise<CaseVerdict> {
   const handler = handlers.find((h) => h.matches(c));
-  if (!handler) return { name: c.name, status: 'SKIP', reason: `no kernel for ${c.source?.function ?? 'this case'} yet` };
+  // A case no kernel implements, or one whose parameters a kernel cannot take (missing, wrong
+  // type, unsupported), FAILs: verify never passes by skipping what it was asked to check.
+  if (!handler) return { name: c.name, status: 'FAIL', reason: `no kernel for ${c.source?.function ?? 'this case'} (unknown function)` };
   try {
     const result = await dev.scoped(`verify ${c.name}`, () => handler.run(dev, c));
     return judge(c, result);
   } catch (e) {
-    if (e instanceof TesseraError && e.code === 'E_UNSUPPORTED') return { name: c.name, status: 'SKIP', reason: e.message };
     return { name: c.name, status: 'FAIL', reason: e instanceof Error ? e.message : String(e) };
   }
 }

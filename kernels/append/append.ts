@@ -138,6 +138,10 @@ function checkNotInFlight(ctx: TesseraDevice, usedEpoch: number, what: string): 
 }
 
 export class AppendPlan extends KernelPlan<AppendTensors> {
+  /** What run writes (checked against the inputs by KernelPlan before encoding). */
+  protected override get writes(): readonly string[] {
+    return ['pages', 'summaries'];
+  }
   readonly options: Readonly<Required<Omit<AppendOptions, 'rope'>> & { rope?: Required<RopeSpec> }>;
   /** Page geometry (the KV cache's layout, kernels/attention/page.ts). */
   readonly layout: PageLayout;
@@ -434,6 +438,10 @@ export interface RopeTensors {
 }
 
 export class RopePlan extends KernelPlan<RopeTensors> {
+  /** What run writes (checked against the inputs by KernelPlan before encoding). */
+  protected override get writes(): readonly string[] {
+    return ['out'];
+  }
   readonly options: Readonly<Required<RopePlanOptions>>;
   private readonly outOfPlace: Pipeline;
   private readonly inPlace?: Pipeline;

@@ -82,6 +82,10 @@ export interface QuestBatchStep {
 }
 
 export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
+  /** What run writes (checked against the inputs by KernelPlan before encoding). */
+  protected override get writes(): readonly string[] {
+    return ['selected'];
+  }
   readonly options: Readonly<Required<QuestBatchOptions>>;
   private readonly pipeline: Pipeline;
   private readonly tables: GPUBuffer;

@@ -4,21 +4,11 @@
  * pool bytes through a CSR page table (an independent reading of the page layout in page.ts).
  */
 import { bf16BitsToF32, f16BitsToF32 } from '../../src/tensor.js';
-import { attentionReference } from '../dense/reference.js';
+import { attentionReference, type AttentionReferenceOptions } from '../dense/reference.js';
 import { KV_DTYPE_BYTES, type PageLayout } from './page.js';
 
-export interface BatchReferenceOptions {
-  Hq: number;
-  Hkv: number;
-  D: number;
-  Dv?: number;
-  causal?: boolean;
-  scale?: number;
-  window?: number;
-  sinks?: number;
-  /** `[Hq]` natural-log sink logits. */
-  sinkLogits?: ArrayLike<number>;
-}
+/** The dense reference's options without the lengths (each sequence of the batch has its own). */
+export type BatchReferenceOptions = Omit<AttentionReferenceOptions, 'Tq' | 'Tk'>;
 
 /**
  * Attention of a ragged batch: `q [qoIndptr[B], Hq, D]`; sequence b's keys `seqs[b].k [L_b, Hkv, D]`,

@@ -309,17 +309,21 @@ export class StreamAttentionPlan {
       }
     };
     await ctx.raceLost(queue.onSubmittedWorkDone());
+    // The sampled tiles as the pass submits them (inflight at a time), until the GPU is idle.
+    const pass = async () => {
+      const pending: Promise<unknown>[] = [];
+      for (let a = 0, i = 0; a < end; a += tp, i++) {
+        const { errors } = ctx.section('streamAttention.overlap', () => this.submitTile(all, a, Math.min(end, a + tp), len, qPos0, qT, i));
+        pending.push(observe(Promise.all([errors, ctx.raceLost(queue.onSubmittedWorkDone())])));
+        if (pending.length >= this.options.inflight) await pending.shift();
+      }
+      await Promise.all(pending);
+      await ctx.raceLost(queue.onSubmittedWorkDone());
+    };
     // 1. Pipelined, as the pass runs.
     evict();
     let t = performance.now();
-    const pending: Promise<unknown>[] = [];
-    for (let a = 0, i = 0; a < end; a += tp, i++) {
-      const { errors } = ctx.section('streamAttention.overlap', () => this.submitTile(all, a, Math.min(end, a + tp), len, qPos0, qT, i));
-      pending.push(observe(Promise.all([errors, ctx.raceLost(queue.onSubmittedWorkDone())])));
-      if (pending.length >= this.options.inflight) await pending.shift();
-    }
-    await Promise.all(pending);
-    await ctx.raceLost(queue.onSubmittedWorkDone());
+    await pass();
     const overlappedMs = performance.now() - t;
     // 2. Transfers alone.
     evict();
@@ -332,13 +336,7 @@ export class StreamAttentionPlan {
     // 3. Compute alone (every page resident: nothing is read or uploaded).
     const up = cache.pagesUploaded;
     t = performance.now();
-    for (let a = 0, i = 0; a < end; a += tp, i++) {
-      const { errors } = ctx.section('streamAttention.overlap', () => this.submitTile(all, a, Math.min(end, a + tp), len, qPos0, qT, i));
-      pending.push(observe(Promise.all([errors, ctx.raceLost(queue.onSubmittedWorkDone())])));
-      if (pending.length >= this.options.inflight) await pending.shift();
-    }
-    await Promise.all(pending);
-    await ctx.raceLost(queue.onSubmittedWorkDone());
+    await pass();
     const computeMs = performance.now() - t;
     if (cache.pagesUploaded !== up) fail('E_STATE', 'measureOverlap', 'uploaded pages during the compute-only run;', cache.pagesUploaded - up, 'a working set that holds the sampled tiles');
     const hidden = transferMs + computeMs - overlappedMs;

@@ -120,7 +120,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       let base = ((c0 + j) * rows + row) * D;
       for (var e = 0u; e < E; e++) {
         let d = 2u * (lid + e * WG);
-        if (d < D) {
+        // A part with no weight (lse = -inf: it saw no key) is skipped, not multiplied by 0: its o
+        // may hold anything, NaN included.
+        if (d < D && wj > 0.0) {
           let r = two_add2(hi[e], wj * vec2<f32>(o_parts[base + d], o_parts[base + min(d + 1u, D - 1u)]));
           hi[e] = r[0];
           lo[e] += r[1];

@@ -15,4 +15,10 @@ export const openSync = unavailable;
 export const readSync = unavailable;
 export const rmSync = unavailable;
 export const writeSync = unavailable;
-export default { writeFileSync, mkdirSync, existsSync, readFileSync, readdirSync, closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync };
+export const fstatSync = unavailable;
+export const fsyncSync = unavailable;
+export const renameSync = unavailable;
+// src/kv/file-lock.ts (one FileStore per file)
+export const realpathSync = unavailable;
+export const statSync = unavailable;
+export default { writeFileSync, mkdirSync, existsSync, readFileSync, readdirSync, closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync, fstatSync, fsyncSync, renameSync, realpathSync, statSync };

@@ -348,18 +348,27 @@ fn main_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
       let al1 = softmax16(&s1, &m1, &l1);
       let al2 = softmax16(&s2, &m2, &l2);
       let al3 = softmax16(&s3, &m3, &l3);
-      for (var c = 0u; c < ncv; c++) {
-        let n = min(4u, head_dv() - 4u * c);
-        let v0 = share_v(jr, last, w.hk, c, n, lane);
-        let v1 = share_v(jr + 4u, last, w.hk, c, n, lane);
-        let v2 = share_v(jr + 8u, last, w.hk, c, n, lane);
-        let v3 = share_v(jr + 12u, last, w.hk, c, n, lane);
-        if (nm) {
+      // The branch is outside the channel loop, so the unmasked blocks (nearly all) run the plain
+      // loop with nothing added to it.
+      if (nm) {
+        for (var c = 0u; c < ncv; c++) {
+          let n = min(4u, head_dv() - 4u * c);
+          let v0 = share_v(jr, last, w.hk, c, n, lane);
+          let v1 = share_v(jr + 4u, last, w.hk, c, n, lane);
+          let v2 = share_v(jr + 8u, last, w.hk, c, n, lane);
+          let v3 = share_v(jr + 12u, last, w.hk, c, n, lane);
           a0[c] = a0[c] * al0 + pv4(v0, s0[0]) + pv4(v1, s0[1]) + pv4(v2, s0[2]) + pv4(v3, s0[3]);
           a1[c] = a1[c] * al1 + pv4(v0, s1[0]) + pv4(v1, s1[1]) + pv4(v2, s1[2]) + pv4(v3, s1[3]);
           a2[c] = a2[c] * al2 + pv4(v0, s2[0]) + pv4(v1, s2[1]) + pv4(v2, s2[2]) + pv4(v3, s2[3]);
           a3[c] = a3[c] * al3 + pv4(v0, s3[0]) + pv4(v1, s3[1]) + pv4(v2, s3[2]) + pv4(v3, s3[3]);
-        } else {
+        }
+      } else {
+        for (var c = 0u; c < ncv; c++) {
+          let n = min(4u, head_dv() - 4u * c);
+          let v0 = share_v(jr, last, w.hk, c, n, lane);
+          let v1 = share_v(jr + 4u, last, w.hk, c, n, lane);
+          let v2 = share_v(jr + 8u, last, w.hk, c, n, lane);
+          let v3 = share_v(jr + 12u, last, w.hk, c, n, lane);
           a0[c] = a0[c] * al0 + v0 * s0[0] + v1 * s0[1] + v2 * s0[2] + v3 * s0[3];
           a1[c] = a1[c] * al1 + v0 * s1[0] + v1 * s1[1] + v2 * s1[2] + v3 * s1[3];
           a2[c] = a2[c] * al2 + v0 * s2[0] + v1 * s2[1] + v2 * s2[2] + v3 * s2[3];

@@ -433,22 +433,21 @@ export async function agentsCli(argv: string[]): Promise<void> {
     .exitOverride();
   cmd.parse(argv, { from: 'user' });
   const a = cmd.opts();
-  const int = positiveInt;
   const dev = await cliDevice({ adapter: a.adapter });
   try {
     const r = await runAgents(dev, {
-      context: int(a.context, 'context'),
-      agents: int(a.agents, 'agents'),
-      privateTokens: int(a.private, 'private'),
-      rewind: int(a.rewind, 'rewind'),
-      steps: int(a.steps, 'steps'),
-      headDim: int(a.headDim, 'head-dim'),
-      kvHeads: int(a.kvHeads, 'kv-heads'),
-      qHeads: int(a.qHeads, 'q-heads'),
-      pageSize: int(a.pageSize, 'page-size'),
-      gpuBudgetMiB: int(a.gpuBudget, 'gpu-budget'),
-      questPages: int(a.questPages, 'quest-pages'),
-      seed: int(a.seed, 'seed'),
+      context: positiveInt(a.context, 'context'),
+      agents: positiveInt(a.agents, 'agents'),
+      privateTokens: positiveInt(a.private, 'private'),
+      rewind: positiveInt(a.rewind, 'rewind'),
+      steps: positiveInt(a.steps, 'steps'),
+      headDim: positiveInt(a.headDim, 'head-dim'),
+      kvHeads: positiveInt(a.kvHeads, 'kv-heads'),
+      qHeads: positiveInt(a.qHeads, 'q-heads'),
+      pageSize: positiveInt(a.pageSize, 'page-size'),
+      gpuBudgetMiB: positiveInt(a.gpuBudget, 'gpu-budget'),
+      questPages: positiveInt(a.questPages, 'quest-pages'),
+      seed: positiveInt(a.seed, 'seed'),
       dir: a.dir,
       adapter: a.adapter,
     });

@@ -382,7 +382,7 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
     return '';
   }
 
-  for (const inDt of ['f32', 'bf16'] as FloatDType[]) {
+  for (const inDt of ['f32', 'f16', 'bf16'] as FloatDType[]) {
     it(`${inDt} rows -> int8 pages: ragged prefill then decode, bit-exact vs the host codec (quantizePageInt8), summaries vs host`, async () => {
       const Hkv = 2;
       const D = 12;
@@ -435,6 +435,10 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
             // Row 1 head 1 of K: all zeros (scale 0). Row 2 head 0 of V: tiny values (scale ~1e-39, f32 subnormal).
             kraw.fill(0, (1 * Hkv + 1) * D, (1 * Hkv + 2) * D);
             for (let d = 0; d < Dv; d++) vraw[2 * Hkv * Dv + d] = (d - 3.5) * 1e-40;
+            // Row 5 head 0 of K (f32 rows): code -100 of scale 81.28000640869140625 decodes to
+            // 100 * s / 127 = 64 + 0.77 ulp: exactly rounded, -64.0000076; truncated, -64: the
+            // column's min summary (f16, rounded down) is -64.0625 only if the decode rounds.
+            kraw.set([81.2800064086914, -64.00000762939453], 5 * Hkv * D);
           }
           const kv = roundTo(kraw, inDt);
           const vv = roundTo(vraw, inDt);
@@ -471,13 +475,17 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
           expect(firstDiff(codecPool, host, L.pageBytes), 'reference vs KV cache codec').toBe('');
           const got = await readPool(pages);
           expect(firstDiff(got, host, L.pageBytes), 'GPU vs host').toBe('');
+          // The summary of every page an append has touched so far (its rows used: up to the sequence's length).
           const sums = new Uint16Array(await gpu.dev.readback(summaries));
+          const touched = new Set(appended.map((x) => x.page));
           for (let b = 0; b < 3; b++) {
-            const np = Math.ceil(lens[b]! / P);
-            const last = t.kvIndices[t.kvIndptr[b]! + np - 1]!;
-            const len = lens[b]! - (np - 1) * P;
-            const want = pageSummaryReference(host.subarray(last * L.pageBytes, (last + 1) * L.pageBytes), L, len);
-            expect(Array.from(sums.subarray(last * Hkv * 2 * D, (last + 1) * Hkv * 2 * D))).toEqual(Array.from(want));
+            for (let j = 0; j < Math.ceil(lens[b]! / P); j++) {
+              const page = t.kvIndices[t.kvIndptr[b]! + j]!;
+              if (!touched.has(page)) continue;
+              const len = Math.min(P, lens[b]! - j * P);
+              const want = pageSummaryReference(host.subarray(page * L.pageBytes, (page + 1) * L.pageBytes), L, len);
+              expect(Array.from(sums.subarray(page * Hkv * 2 * D, (page + 1) * Hkv * 2 * D)), `summary of page ${page}`).toEqual(Array.from(want));
+            }
           }
         }
         if (inDt === 'f32') {

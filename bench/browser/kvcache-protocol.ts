@@ -38,6 +38,8 @@ export interface KvPageResult {
   fileBytes: number;
   /** Manifest generation (commits so far). */
   generation: number;
+  /** create: tokens appended to each sequence after the last commit, never committed (the reload must not see them). */
+  uncommitted?: number;
   base: SeqReport;
   /** A fork of the base with 100 private tokens, rewound by 60 and re-appended with 60 others. */
   child: SeqReport;

@@ -6,10 +6,11 @@
  * - `create`: a base sequence of `tokens` tokens (f16, Hkv 2, D 64, pages of 64), a fork of it with
  *   100 private tokens, rewound by 60 (`truncate`) and re-appended with 60 others; the manifest is
  *   committed; a bit-exact sample of both sequences and one decode step over each are reported;
+ *   then 70 more tokens go to each sequence without a commit (a crash after the last commit) and
  *   the cache is closed.
  * - `reopen`: `openKvCache` over the same files, `verifyKvCache` (every live page's checksum), the
  *   same sample and decode step (the page's test compares them with the `create` report bit for
- *   bit). With `corruptPage`, one byte of that page is flipped in the file first: the check must
+ *   bit): the committed state, without the uncommitted tokens. With `corruptPage`, one byte of that page is flipped in the file first: the check must
  *   name the page, and reading one of its tokens must throw a typed `E_CORRUPT`.
  *
  * Token values are a pure function of (stream, position, index), multiples of 1/256 below 4 in
@@ -38,6 +39,9 @@ const REWIND = 60;
 const S_BASE = 1;
 const S_CHILD = 2;
 const S_REDO = 3;
+/** Tokens appended to each sequence after the commit and never committed (a crash). */
+const UNCOMMITTED = 70;
+const S_LOST = 4;
 
 const post = (m: KvPageMessage) => (self as unknown as Worker).postMessage(m);
 const log = (line: string) => post({ type: 'log', line });
@@ -194,10 +198,17 @@ async function create(dev: TesseraDevice, req: KvPageRequest): Promise<KvPageRes
     const b = await report(cache, 0, N, true);
     const c = await report(cache, 1, N, true);
     const shared = cache.pages(1).filter((p) => cache.pages(0).includes(p)).length;
+    const pageCount = cache.numPages;
+    const gen = generation(manifest);
+    // A crash after the commit: more tokens reach OPFS (both partial last pages among them, written
+    // to fresh page ids) but no manifest names them. The reload must find the committed state.
+    append(cache, base, S_LOST, N, UNCOMMITTED);
+    append(cache, child, S_LOST, N + PRIVATE, UNCOMMITTED);
+    log(`appended ${UNCOMMITTED} uncommitted tokens to each sequence (${cache.numPages - pageCount} more pages on OPFS), closing without a commit`);
     return {
       phase: 'create', adapter: dev.adapterName, store: store.kind,
       layout: { Hkv, D, pageSize: P, dtype: 'f16', pageBytes: cache.pageBytes },
-      pageCount: cache.numPages, fileBytes: file.getSize(), generation: generation(manifest),
+      pageCount, fileBytes: file.getSize(), generation: gen, uncommitted: UNCOMMITTED,
       base: b, child: c, sharedPages: shared, ms: performance.now() - t0,
     };
   } finally {

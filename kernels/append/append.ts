@@ -19,6 +19,8 @@ import storageWgsl from '../../shaders/storage.wgsl.js';
 import commonWgsl from './common.wgsl.js';
 import appendWgsl from './append.wgsl.js';
 import summarizeWgsl from './summarize.wgsl.js';
+import int8Wgsl from './int8.wgsl.js';
+import appendInt8Wgsl from './append_int8.wgsl.js';
 import ropeWgsl from './rope.wgsl.js';
 import { ropeCosSinTable, type RopeOptions, type RopeStyle, type AppendSchedule } from './reference.js';
 import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
@@ -32,10 +34,12 @@ export const APPEND_PARAMS = uniformLayout('AppendParams', [
   ['pageWords', 'u32'],
   ['vOffWords', 'u32'],
   ['maxPages', 'u32'],
+  ['scaleOffWords', 'u32'],
 ] as const);
 
 const APPEND = wgslProgram('append/append', [storageWgsl, commonWgsl, APPEND_PARAMS.wgsl, appendWgsl]);
-const SUMMARIZE = wgslProgram('append/summarize', [storageWgsl, commonWgsl, APPEND_PARAMS.wgsl, summarizeWgsl]);
+const APPEND_I8 = wgslProgram('append/append_int8', [storageWgsl, commonWgsl, int8Wgsl, APPEND_PARAMS.wgsl, appendInt8Wgsl]);
+const SUMMARIZE = wgslProgram('append/summarize', [storageWgsl, commonWgsl, int8Wgsl, APPEND_PARAMS.wgsl, summarizeWgsl]);
 const ROPE = wgslProgram('append/rope', [storageWgsl, commonWgsl, ropeWgsl]);
 const WG = 64;
 /** Words before the tables' arrays: `[nnz, touched, 0, 0]`. */
@@ -56,7 +60,10 @@ export interface AppendOptions {
   Dv?: number;
   /** Tokens per page (1..256). */
   pageSize: number;
-  /** Page storage dtype: f32, f16 or bf16 (default f16). int8 is `E_UNSUPPORTED` (see README). */
+  /**
+   * Page storage dtype: f32, f16, bf16 or int8 (default f16). int8 quantises each new row with
+   * its own scale (max |x| of the token's row per KV head, after RoPE on K), as the host codec.
+   */
   pageDtype?: KvDType;
   /** Dtype of the engine's k and v rows (default f32). */
   inputDtype?: FloatDType;
@@ -179,7 +186,7 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     this.off = { rowB, rowP, iptr, idx, touch };
     this.host = new Uint32Array(words);
     this.tables = this.workspace(words * 4, 'append.tables', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
-    this.params = this.uniform(APPEND_PARAMS, { ...this.off, pageWords: this.layout.pageBytes / 4, vOffWords: this.layout.vOffset / 4, maxPages: o.maxPages });
+    this.params = this.uniform(APPEND_PARAMS, { ...this.off, pageWords: this.layout.pageBytes / 4, vOffWords: this.layout.vOffset / 4, maxPages: o.maxPages, scaleOffWords: this.layout.scaleOffset / 4 });
     const r = o.rope;
     const table = r ? ropeCosSinTable(r.maxPosition, r.rotaryDim, r.theta, r.scale) : new Float32Array(new ArrayBuffer(16));
     this.cossin = this.workspace(table.byteLength, 'append.cossin', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
@@ -202,10 +209,11 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
       fail('E_LIMIT', 'rope.maxPosition', 'makes the cos/sin table larger than one storage binding;', o.rope.maxPosition);
     }
     const common = { WG, PAGE_DT: kvDtypeCode(o.pageDtype), HKV: o.Hkv, D: o.D, P: o.pageSize };
+    const rows = { IN_DT: dtypeCode(o.inputDtype), DV: o.Dv, RD: o.rope?.rotaryDim ?? 0, STYLE: o.rope?.style === 'interleaved' ? 1 : 0 };
     const main = await getPipeline(ctx, {
-      shader: APPEND,
+      shader: o.pageDtype === 'int8' ? APPEND_I8 : APPEND,
       bindings: ['read', 'read', 'rw', 'read', 'read', 'uniform'],
-      constants: { ...common, IN_DT: dtypeCode(o.inputDtype), DV: o.Dv, RD: o.rope?.rotaryDim ?? 0, STYLE: o.rope?.style === 'interleaved' ? 1 : 0 },
+      constants: o.pageDtype === 'int8' ? { WG, HKV: o.Hkv, D: o.D, P: o.pageSize, ...rows } : { ...common, ...rows },
     });
     const summarize = o.summaries ? await getPipeline(ctx, { shader: SUMMARIZE, bindings: ['read', 'read', 'rw', 'uniform'], constants: common }) : undefined;
     return new AppendPlan(ctx, o, main, summarize);
@@ -337,7 +345,8 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     const pass = passOf(encoder, 'append');
     pass.setPipeline(this.main.pipeline);
     pass.setBindGroup(0, this.groups.get(this.main, [binding(k), binding(v), pages, tables, { buffer: this.cossin }, { buffer: this.params }]));
-    const units = this.nnz * o.Hkv * ((o.D + o.Dv) / 4);
+    // int8: one invocation per (row, K/V, head) owns the row and its scale; else one per 4 elements.
+    const units = o.pageDtype === 'int8' ? this.nnz * o.Hkv * 2 : this.nnz * o.Hkv * ((o.D + o.Dv) / 4);
     const [x, y] = grid2d(this.ctx, Math.ceil(units / WG));
     pass.dispatchWorkgroups(x, y);
     if (t.summaries && this.summarize && this.touched > 0) {
@@ -387,11 +396,6 @@ function validateAppend(opts: AppendOptions): AppendPlan['options'] {
   const pageSize = checkInt(opts.pageSize, 'pageSize', { min: 1, max: 256 });
   const pageDtype = opts.pageDtype ?? 'f16';
   check(KV_DTYPES.includes(pageDtype), 'pageDtype', KV_DTYPES.join(', '), pageDtype, 'E_DTYPE');
-  if (pageDtype === 'int8') {
-    // A page's int8 scale is the max |x| of its head over the whole page: a new row with a larger
-    // value would have to requantise the rows already stored, changing earlier tokens.
-    fail('E_UNSUPPORTED', 'pageDtype', 'int8 pages cannot be appended row by row without requantising earlier tokens of the page;', pageDtype, 'f32, f16 or bf16');
-  }
   const inputDtype = opts.inputDtype ?? 'f32';
   check(isFloatDType(inputDtype), 'inputDtype', 'f32, f16 or bf16', inputDtype, 'E_DTYPE');
   const maxPages = checkInt(opts.maxPages, 'maxPages', { min: 1 });

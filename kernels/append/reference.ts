@@ -94,11 +94,12 @@ function put(dv: DataView, byte: number, x: number, dtype: KvDType): void {
   if (dtype === 'f32') dv.setFloat32(byte, x, true);
   else if (dtype === 'f16') dv.setUint16(byte, f32ToF16Bits(Math.min(65504, Math.max(-65504, x))), true);
   else if (dtype === 'bf16') dv.setUint16(byte, f32ToBf16Bits(x), true);
-  else throw new Error(`appendReference: ${dtype} pages are not appended row by row`);
+  else throw new Error(`appendReference: ${dtype} values are written per row (quantizeRowInt8)`);
 }
 
-function get(dv: DataView, byte: number, dtype: KvDType): number {
+function get(dv: DataView, byte: number, dtype: KvDType, scale = 1): number {
   if (dtype === 'f32') return dv.getFloat32(byte, true);
+  if (dtype === 'int8') return Math.fround((dv.getInt8(byte) / 127) * scale);
   const h = dv.getUint16(byte, true);
   return dtype === 'f16' ? f16BitsToF32(h) : bf16BitsToF32(h);
 }
@@ -107,7 +108,8 @@ function get(dv: DataView, byte: number, dtype: KvDType): number {
  * The host encoding of an append: writes rows `k [nnz, Hkv, D]`, `v [nnz, Hkv, Dv]` (values,
  * RoPE already applied to k if any) into the page bytes `pool` (pages of layout `L`) through the
  * page table. f16 saturates finite values to +-65504 and rounds to nearest even; bf16 rounds to
- * nearest even. Returns the pool (modified in place).
+ * nearest even; int8 quantises each row of each head with its own scale (max |x|) into the page's
+ * scales `[2, Hkv, P]`. Returns the pool (modified in place).
  */
 export function appendReference(pool: Uint8Array, L: PageLayout, k: ArrayLike<number>, v: ArrayLike<number>, s: AppendSchedule): Uint8Array {
   const n = s.positions.length;
@@ -118,12 +120,30 @@ export function appendReference(pool: Uint8Array, L: PageLayout, k: ArrayLike<nu
     const p = s.positions[i]!;
     const page = s.kvIndices[s.kvIndptr[b]! + Math.floor(p / L.pageSize)]!;
     const r = p % L.pageSize;
+    if (L.dtype === 'int8') {
+      for (let h = 0; h < L.Hkv; h++) {
+        quantizeRowInt8(dv, page * L.pageBytes + ((h * L.pageSize + r) * L.D), page * L.pageBytes + L.scaleOffset + 4 * (h * L.pageSize + r), k, (i * L.Hkv + h) * L.D, L.D);
+        quantizeRowInt8(dv, page * L.pageBytes + L.vOffset + ((h * L.pageSize + r) * L.Dv), page * L.pageBytes + L.scaleOffset + 4 * ((L.Hkv + h) * L.pageSize + r), v, (i * L.Hkv + h) * L.Dv, L.Dv);
+      }
+      continue;
+    }
     for (let h = 0; h < L.Hkv; h++) {
       for (let d = 0; d < L.D; d++) put(dv, page * L.pageBytes + ((h * L.pageSize + r) * L.D + d) * eb, k[(i * L.Hkv + h) * L.D + d]!, L.dtype);
       for (let d = 0; d < L.Dv; d++) put(dv, page * L.pageBytes + L.vOffset + ((h * L.pageSize + r) * L.Dv + d) * eb, v[(i * L.Hkv + h) * L.Dv + d]!, L.dtype);
     }
   }
   return pool;
+}
+
+/**
+ * One int8 row: scale s = max |x| of the row's f32 values, codes round(x * 127 / s) (ties up, as
+ * `Math.round`), written at byte `at`, the scale (f32) at byte `scaleAt`.
+ */
+function quantizeRowInt8(dv: DataView, at: number, scaleAt: number, x: ArrayLike<number>, from: number, width: number): void {
+  let s = 0;
+  for (let d = 0; d < width; d++) s = Math.max(s, Math.abs(Math.fround(x[from + d]!)));
+  dv.setFloat32(scaleAt, s, true);
+  for (let d = 0; d < width; d++) dv.setInt8(at + d, s > 0 ? Math.round((Math.fround(x[from + d]!) * 127) / s) : 0);
 }
 
 /** The f16 bits of the largest half <= x (`up`: the smallest half >= x). */
@@ -152,7 +172,8 @@ export function pageSummaryReference(page: Uint8Array, L: PageLayout, len: numbe
       let mn = Infinity;
       let mx = -Infinity;
       for (let r = 0; r < len; r++) {
-        const x = get(dv, ((h * L.pageSize + r) * L.D + d) * eb, L.dtype);
+        const scale = L.dtype === 'int8' ? dv.getFloat32(L.scaleOffset + 4 * (h * L.pageSize + r), true) : 1;
+        const x = get(dv, ((h * L.pageSize + r) * L.D + d) * eb, L.dtype, scale);
         if (x < mn) mn = x;
         if (x > mx) mx = x;
       }

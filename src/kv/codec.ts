@@ -113,9 +113,10 @@ export function quantizePageInt8(page: Uint8Array, L: PageLayout, kVals: Float32
         const ro = o + r * width;
         if (r < len) for (let i = 0; i < width; i++) s = Math.max(s, Math.abs(vals[ro + i]!));
         dv.setFloat32(L.scaleOffset + 4 * ((which * L.Hkv + h) * L.pageSize + r), s, true);
-        const inv = s > 0 ? 127 / s : 0;
         const bo = base + h * headBytes + r * width;
-        for (let i = 0; i < width; i++) i8[bo + i] = r < len ? Math.max(-127, Math.min(127, Math.round(vals[ro + i]! * inv))) : 0;
+        // round(x * 127 / s) evaluated exactly (x * 127 is exact in float64; one correctly rounded
+        // division never crosses a half), so the GPU append (kernels/append/int8.wgsl) matches it.
+        for (let i = 0; i < width; i++) i8[bo + i] = r < len && s > 0 ? Math.max(-127, Math.min(127, Math.round((vals[ro + i]! * 127) / s))) : 0;
       }
     }
   }

@@ -11,7 +11,9 @@ import ts from 'typescript';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
-const OUT = join(root, 'api', 'tessera.api.md');
+// `--report FILE` compares with (or writes) another file: the test uses it on an edited copy.
+const at = process.argv.indexOf('--report');
+const OUT = at > 0 ? process.argv[at + 1] : join(root, 'api', 'tessera.api.md');
 
 // "./advanced": { "types": "./dist/src/advanced.d.ts" } -> tessera/advanced, src/advanced.ts
 const entries = Object.entries(pkg.exports).map(([sub, target]) => {
@@ -100,21 +102,29 @@ function report() {
   return out.join('\n');
 }
 
-const text = report();
-if (process.argv.includes('--check')) {
-  let old = '';
-  try { old = readFileSync(OUT, 'utf8'); } catch { /* missing */ }
-  if (old !== text) {
-    const a = old.split('\n'), b = text.split('\n');
-    const sa = new Set(a), sb = new Set(b);
-    const diff = [...a.filter((l) => !sb.has(l)).map((l) => `- ${l}`), ...b.filter((l) => !sa.has(l)).map((l) => `+ ${l}`)].slice(0, 40);
-    console.error(`api/tessera.api.md is out of date with the exported API: run \`npm run api-report\` and commit it.\n${diff.join('\n')}`);
-    process.exit(1);
+/** Lines of `old` missing from `now` (`- `) and lines of `now` missing from `old` (`+ `). */
+export function diffLines(old, now) {
+  const a = old.split('\n'), b = now.split('\n');
+  const sa = new Set(a), sb = new Set(b);
+  return [...a.filter((l) => !sb.has(l)).map((l) => `- ${l}`), ...b.filter((l) => !sa.has(l)).map((l) => `+ ${l}`)];
+}
+
+export { report as apiReport, OUT as REPORT_PATH };
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const text = report();
+  if (process.argv.includes('--check')) {
+    let old = '';
+    try { old = readFileSync(OUT, 'utf8'); } catch { /* missing */ }
+    if (old !== text) {
+      console.error(`api/tessera.api.md is out of date with the exported API: run \`npm run api-report\` and commit it.\n${diffLines(old, text).slice(0, 40).join('\n')}`);
+      process.exit(1);
+    }
+  } else if (process.argv.includes('--counts')) {
+    for (const line of text.split('\n')) if (line.startsWith('## ')) console.log(line.slice(3));
+  } else {
+    mkdirSync(dirname(OUT), { recursive: true });
+    writeFileSync(OUT, text);
+    console.log(`wrote ${OUT}`);
   }
-} else if (process.argv.includes('--counts')) {
-  for (const line of text.split('\n')) if (line.startsWith('## ')) console.log(line.slice(3));
-} else {
-  mkdirSync(dirname(OUT), { recursive: true });
-  writeFileSync(OUT, text);
-  console.log(`wrote ${OUT}`);
 }

@@ -9,16 +9,44 @@
  * @example
  * import { getPipeline, compileTimeMs, loopBudget } from 'tessera/advanced';
  */
-export { GALLIVM_LOOP_LIMIT, adapterLoopLimit, loopBudget, type BufferTracking, checkBuffer, bufferProblem } from './gpu/device.js';
-export { getPipeline, pipelineKey, compileTimeMs, wgslProgram, type PipelineSpec, type ShaderSource } from './gpu/pipeline.js';
+export {
+  GALLIVM_LOOP_LIMIT,
+  adapterLoopLimit,
+  loopBudget,
+  type BufferTracking,
+  checkBuffer,
+  bufferProblem,
+} from './gpu/device.js';
+export {
+  getPipeline,
+  pipelineKey,
+  compileTimeMs,
+  wgslProgram,
+  type PipelineSpec,
+  type ShaderSource,
+} from './gpu/pipeline.js';
 export { GpuTimer, type TimingSource } from './gpu/timer.js';
 export { KernelPlan } from './plan.js';
 export { MERGE_PARAMS, getMergePipeline } from '../kernels/merge/index.js';
-export { chooseTopKVariant, TOPK_SMALL_MAX_K, TOPK_SMALL_MAX_N, TOPK_PARAMS, TOPK_SMALL_PARAMS } from '../kernels/topk/index.js';
+export {
+  chooseTopKVariant,
+  TOPK_SMALL_MAX_K,
+  TOPK_SMALL_MAX_N,
+  TOPK_PARAMS,
+  TOPK_SMALL_PARAMS,
+} from '../kernels/topk/index.js';
 export { checkGateValues, resolveScanOptions, CHUNK, LIN_PARAMS } from '../kernels/linear/index.js';
 export { ATTN_PARAMS, defaultKvChunk, denseGoldenHandler } from '../kernels/dense/index.js';
 export { kvDtypeCode, hash32, encodeManifest, decodeManifest } from './kv/index.js';
-export { CORE_PARAMS, ATTENTION_PARTIALS_BYTES, attentionLoopCost, attentionKeysPerPart, attentionListLoopCost, attentionProgram, ATTENTION_WG } from '../kernels/attention/index.js';
+export {
+  CORE_PARAMS,
+  ATTENTION_PARTIALS_BYTES,
+  attentionLoopCost,
+  attentionKeysPerPart,
+  attentionListLoopCost,
+  attentionProgram,
+  ATTENTION_WG,
+} from '../kernels/attention/index.js';
 export { PAGED_PARAMS, PAGED_ENTRY_WORDS } from '../kernels/paged/index.js';
 export { QUEST_PARAMS, QUEST_BATCH_PARAMS, questBatchLoopIterations } from '../kernels/quest/index.js';
 export { APPEND_PARAMS } from '../kernels/append/index.js';

@@ -44,8 +44,26 @@ export {
   f32ToBf16Bits,
   bf16BitsToF32,
 } from './tensor.js';
-export { planMerge, merge, MergePlan, createMergeState, mergeStateBytes, type MergeOptions, type MergeTensors, type MergeState } from '../kernels/merge/index.js';
-export { planTopK, topK, TopKPlan, TOPK_MAX_K, type TopKOptions, type TopKTensors, type TopKCallOptions, type TopKVariant } from '../kernels/topk/index.js';
+export {
+  planMerge,
+  merge,
+  MergePlan,
+  createMergeState,
+  mergeStateBytes,
+  type MergeOptions,
+  type MergeTensors,
+  type MergeState,
+} from '../kernels/merge/index.js';
+export {
+  planTopK,
+  topK,
+  TopKPlan,
+  TOPK_MAX_K,
+  type TopKOptions,
+  type TopKTensors,
+  type TopKCallOptions,
+  type TopKVariant,
+} from '../kernels/topk/index.js';
 export {
   planLinearScan,
   LinearScanPlan,
@@ -76,10 +94,50 @@ export {
   type LinearStreamOptions,
   type StreamSegment,
 } from '../kernels/linear/index.js';
-export { planDeltaRule, deltaRule, planGatedDeltaRule, gatedDeltaRule, planKda, kda, type DeltaOptions, type DeltaRuleTensors, type GatedDeltaTensors } from '../kernels/delta/index.js';
-export { planMoba, planMobaDecode, moba, MobaPlan, MOBA_MAX_TOPK, type MobaOptions, type MobaTensors, planMobaVarlen, mobaVarlen, MobaVarlenPlan, type MobaVarlenOptions } from '../kernels/moba/index.js';
-export { planNsa, nsa, NsaPlan, NSA_MAX_BLOCK_COUNT, type NsaOptions, type NsaTensors, type NsaVariant, planNsaVarlen, nsaVarlen, NsaVarlenPlan, type NsaVarlenOptions } from '../kernels/nsa/index.js';
-export { planBlockSparse, blockSparseAttention, BlockSparsePlan, type BlockSparseOptions, type BlockSparseTensors } from '../kernels/block_sparse/index.js';
+export {
+  planDeltaRule,
+  deltaRule,
+  planGatedDeltaRule,
+  gatedDeltaRule,
+  planKda,
+  kda,
+  type DeltaOptions,
+  type DeltaRuleTensors,
+  type GatedDeltaTensors,
+} from '../kernels/delta/index.js';
+export {
+  planMoba,
+  planMobaDecode,
+  moba,
+  MobaPlan,
+  MOBA_MAX_TOPK,
+  type MobaOptions,
+  type MobaTensors,
+  planMobaVarlen,
+  mobaVarlen,
+  MobaVarlenPlan,
+  type MobaVarlenOptions,
+} from '../kernels/moba/index.js';
+export {
+  planNsa,
+  nsa,
+  NsaPlan,
+  NSA_MAX_BLOCK_COUNT,
+  type NsaOptions,
+  type NsaTensors,
+  type NsaVariant,
+  planNsaVarlen,
+  nsaVarlen,
+  NsaVarlenPlan,
+  type NsaVarlenOptions,
+} from '../kernels/nsa/index.js';
+export {
+  planBlockSparse,
+  blockSparseAttention,
+  BlockSparsePlan,
+  type BlockSparseOptions,
+  type BlockSparseTensors,
+} from '../kernels/block_sparse/index.js';
 export {
   planAttention,
   attention,
@@ -94,9 +152,32 @@ export {
   type DecodeOptions,
   type DecodeTensors,
 } from '../kernels/dense/index.js';
-export { planSlidingWindow, slidingWindowAttention, planSlidingWindowDecode, type SlidingWindowOptions } from '../kernels/sliding_window/index.js';
-export { planDsa, dsa, DsaPlan, type DsaOptions, type DsaTensors, planDsaVarlen, dsaVarlen, DsaVarlenPlan, type DsaVarlenOptions } from '../kernels/dsa/index.js';
-export { planSparseSwitch, sparseSwitch, SwitchPlan, SWITCH_DEFAULTS, type SparseMethod, type SwitchOptions, type SwitchTensors } from '../kernels/switch/index.js';
+export {
+  planSlidingWindow,
+  slidingWindowAttention,
+  planSlidingWindowDecode,
+  type SlidingWindowOptions,
+} from '../kernels/sliding_window/index.js';
+export {
+  planDsa,
+  dsa,
+  DsaPlan,
+  type DsaOptions,
+  type DsaTensors,
+  planDsaVarlen,
+  dsaVarlen,
+  DsaVarlenPlan,
+  type DsaVarlenOptions,
+} from '../kernels/dsa/index.js';
+export {
+  planSparseSwitch,
+  sparseSwitch,
+  SwitchPlan,
+  SWITCH_DEFAULTS,
+  type SparseMethod,
+  type SwitchOptions,
+  type SwitchTensors,
+} from '../kernels/switch/index.js';
 export {
   createKvCache,
   KvCache,
@@ -171,7 +252,14 @@ export {
   type ScheduleInfo,
   type ScheduleLayout,
 } from '../kernels/attention/index.js';
-export { planPaged, PagedPlan, ALL_HEADS, type PagedOptions, type PagedTensors, type PagedCall } from '../kernels/paged/index.js';
+export {
+  planPaged,
+  PagedPlan,
+  ALL_HEADS,
+  type PagedOptions,
+  type PagedTensors,
+  type PagedCall,
+} from '../kernels/paged/index.js';
 export {
   planQuestScore,
   QuestScorePlan,

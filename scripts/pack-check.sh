@@ -31,4 +31,15 @@ run verify --golden "$golden"
 run bench dense --T 64 --runs 2 --baseline none --no-write
 # the library itself, imported by name from the installed package
 node --input-type=module -e "import { attention, TesseraError } from 'tessera'; if (typeof attention !== 'function' || typeof TesseraError !== 'function') process.exit(1); console.log('pack-check: import ok')"
+# the API tiers (package.json exports), one name from each
+node --input-type=module -e "
+  const checks = { 'tessera/advanced': 'getPipeline', 'tessera/testing': 'compare', 'tessera/reference': 'attentionReference' };
+  for (const [entry, name] of Object.entries(checks)) {
+    const m = await import(entry);
+    if (typeof m[name] !== 'function') { console.error('pack-check: ' + entry + ' has no ' + name); process.exit(1); }
+  }
+  const main = await import('tessera');
+  if ('getPipeline' in main || 'compare' in main) { console.error('pack-check: an internal is exported from tessera'); process.exit(1); }
+  console.log('pack-check: entry points ok');
+"
 echo "pack-check: OK"

@@ -25,3 +25,16 @@ export { slidingWindowReference } from '../kernels/sliding_window/reference.js';
 export { dsaReference, dsaIndexerReference, type DsaReferenceOptions } from '../kernels/dsa/reference.js';
 export { streamAttentionReference, type AttnRefOptions } from '../kernels/paged/reference.js';
 export { questScoresReference, questSelectReference, type QuestRefOptions } from '../kernels/quest/reference.js';
+export {
+  batchAttentionReference,
+  readPagedSequence,
+  type BatchReferenceOptions,
+} from '../kernels/attention/reference.js';
+export { questBatchReference } from '../kernels/quest/batch.js';
+export {
+  ropeReference,
+  ropeFrequencies,
+  appendReference,
+  pageSummaryReference,
+  f16Bound,
+} from '../kernels/append/reference.js';

@@ -13,7 +13,14 @@ import { describe, expect, it } from 'vitest';
 const ROOT = resolve(__dirname, '..');
 const OUT = join(ROOT, '.doc-snippets');
 const SOURCES = ['README.md', ...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
-const PACKAGE_PATHS: Record<string, string> = { 'tessera': '../src/index.js', 'tessera/node': '../src/node.js', 'tessera/tfjs': '../src/interop/tfjs.js' };
+const PACKAGE_PATHS: Record<string, string> = {
+  'tessera': '../src/index.js',
+  'tessera/advanced': '../src/advanced.js',
+  'tessera/testing': '../src/testing.js',
+  'tessera/reference': '../src/reference.js',
+  'tessera/node': '../src/node.js',
+  'tessera/tfjs': '../src/interop/tfjs.js',
+};
 
 interface Snippet { file: string; where: string; code: string; runnable: boolean }
 
@@ -39,7 +46,7 @@ const snippets = extract();
 rmSync(OUT, { recursive: true, force: true });
 mkdirSync(OUT, { recursive: true });
 for (const s of snippets) {
-  const mapped = s.code.replace(/(from\s+|import\s*\(\s*)'(tessera(?:\/node|\/tfjs)?)'/g, (_, pre: string, name: string) => `${pre}'${PACKAGE_PATHS[name]}'`);
+  const mapped = s.code.replace(/(from\s+|import\s*\(\s*)'(tessera(?:\/node|\/tfjs|\/advanced|\/testing|\/reference)?)'/g, (_, pre: string, name: string) => `${pre}'${PACKAGE_PATHS[name]}'`);
   writeFileSync(join(OUT, s.file), `// ${s.where}\nexport {};\n${mapped}`);
 }
 writeFileSync(join(OUT, 'tsconfig.json'), JSON.stringify({ extends: '../tsconfig.json', compilerOptions: { noEmit: true, rootDir: '..' }, include: ['*.mts'] }));

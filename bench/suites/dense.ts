@@ -32,6 +32,7 @@ import {
   type BenchResult,
   type Roofline,
 } from '../harness.js';
+import { NO_WRITE_HELP, SAVE_HELP, shouldSave } from '../save.js';
 
 /** Flops and bytes of one dense attention run (see the file comment). */
 export function denseWork(c: { T: number; D: number; H: number; dtype: FloatDType; causal?: boolean }): { flops: number; bytes: number } {
@@ -177,8 +178,8 @@ export async function runDenseSuite(argv: string[]): Promise<void> {
     .option('--adapter <name>', 'auto | swiftshader | llvmpipe')
     .option('--dawn-flag <flag>', 'extra Dawn flag (repeatable)', collect)
     .option('--json <file>', 'also write the JSON report here')
-    .option('--save', 'write bench/results/<adapter>/dense.{json,md,svg} (or $TESSERA_BENCH_DIR/<adapter>/); without it only --json is written')
-    .option('--no-write', 'never write bench/results (the default unless --save or $TESSERA_BENCH_DIR)');
+    .option('--save', SAVE_HELP)
+    .option('--no-write', NO_WRITE_HELP);
   cmd.parse(argv, { from: 'user' });
   const o = cmd.opts<{ T: string; D: string; H: string; dtype: string; causal: boolean; baseline: string; runs: string; baselineRuns: string; robustness: string; subgroups: string; variant: string; adapter?: string; dawnFlag?: string[]; json?: string; save?: boolean; write: boolean }>();
   const Ts = intList(o.T, '--T');
@@ -282,7 +283,7 @@ export async function runDenseSuite(argv: string[]): Promise<void> {
     console.log(`note: this process got as little as ${Math.round(Math.min(...shares) * 100)}% of the CPUs during some timed runs (cpu_share in the JSON): other processes were busy, so those times are slower than the adapter can do.`);
   }
   const report = { adapter, roofline: roofline!, results, ...extra };
-  if (o.write && (o.save || process.env.TESSERA_BENCH_DIR)) {
+  if (shouldSave(o)) {
     const files = await writeResults(undefined, 'dense', report, { json: o.json });
     console.log(`wrote ${files.join(', ')}`);
   } else if (o.json) {

@@ -3,7 +3,7 @@
  * as a % of the roofline measured first in the same run.
  *
  *   npm run bench -- linear [--op gated_delta_rule,kda,...] [--T 65536,131072] [--mode chunk,recurrent]
- *                           [--K 64] [--V 64] [--H 1] [--dtype f32] [--segment 16384] [--runs 3] [--json FILE]
+ *                           [--K 64] [--V 64] [--H 1] [--dtype f32] [--segment 16384] [--runs 3] [--json FILE] [--save]
  *
  * One sequence, H qk heads = HV value heads. Lengths above `--segment` run as a stream: the
  * plan for one segment is run T/segment times in one command buffer with the state carried in
@@ -28,6 +28,7 @@ import { intList, intOption } from '../../src/cli/common.js';
 import { planLinearScan, type LinearScanTensors } from '../../kernels/linear/scan.js';
 import type { GateMode } from '../../kernels/linear/reference.js';
 import { benchDevice, describeRoofline, formatTable, makeResult, measureRoofline, timeGpu, writeResults, type BenchResult, type Roofline } from '../harness.js';
+import { NO_WRITE_HELP, SAVE_HELP, shouldSave } from '../save.js';
 
 /** The ops the suite knows, as flags of the shared scan. */
 export const LINEAR_OPS: Record<string, { gate: GateMode; delta: boolean; normalize?: boolean }> = {
@@ -166,9 +167,10 @@ export async function runLinearSuite(argv: string[]): Promise<void> {
     .option('--warmup <n>', 'untimed runs first', '1')
     .option('--adapter <name>', 'auto | swiftshader | llvmpipe')
     .option('--json <file>', 'also write the JSON report here')
-    .option('--no-write', 'do not write bench/results/<adapter>/linear.*');
+    .option('--save', SAVE_HELP)
+    .option('--no-write', NO_WRITE_HELP);
   cmd.parse(argv, { from: 'user' });
-  const o = cmd.opts<{ op: string; T: string; mode: string; K: string; V?: string; H: string; dtype: string; segment: string; runs: string; warmup: string; adapter?: string; json?: string; write: boolean }>();
+  const o = cmd.opts<{ op: string; T: string; mode: string; K: string; V?: string; H: string; dtype: string; segment: string; runs: string; warmup: string; adapter?: string; json?: string; save?: boolean; write: boolean }>();
   const ops = o.op.split(',').map((s) => s.trim());
   for (const op of ops) if (!LINEAR_OPS[op]) throw new TesseraError('E_ARG', `unknown --op ${op}`, { argument: '--op', actual: op, expected: Object.keys(LINEAR_OPS).join(', ') });
   const modes = o.mode.split(',').map((s) => s.trim());
@@ -217,7 +219,7 @@ export async function runLinearSuite(argv: string[]): Promise<void> {
   for (const [k, v] of Object.entries(ratios)) console.log(`  ${k} = ${v}`);
   console.log(`\n${work}.`);
   const report = { adapter: dev.adapterName, roofline, results, ratios, work, compile_ms_total: round(compileTimeMs()) };
-  if (o.write) {
+  if (shouldSave(o)) {
     const files = await writeResults(undefined, 'linear', report, { json: o.json });
     console.log(`wrote ${files.join(', ')}`);
   } else if (o.json) {

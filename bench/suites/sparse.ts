@@ -6,7 +6,7 @@
  *                           [--methods sliding_window,moba,block_sparse,nsa,dsa] [--dense-max-T 16384]
  *                           [--window 512] [--moba-block 512] [--moba-topk 3]
  *                           [--bs-block 64] [--nsa-block 64] [--nsa-count 16] [--nsa-window 512]
- *                           [--dsa-topk 2048] [--dsa-hi 4] [--dsa-di 32] [--runs 3] [--json FILE]
+ *                           [--dsa-topk 2048] [--dsa-hi 4] [--dsa-di 32] [--runs 3] [--json FILE] [--save]
  *
  * One sequence, Hq = Hkv = H, prefill (Tq = Tk = T, `mode: 'prefill'`). Results use the dense suite's
  * JSON shape with `suite` = the method and `impl: 'tessera'`; the reference is Tessera's dense flash
@@ -32,6 +32,7 @@ import { byteSize, encode, type FloatDType, type GpuTensor } from '../../src/ten
 import { Rng } from '../../src/testing.js';
 import { intList, intOption } from '../../src/cli/common.js';
 import { benchDevice, describeRoofline, formatTable, makeResult, measureRoofline, timeGpu, writeResults, type BenchResult, type Roofline } from '../harness.js';
+import { NO_WRITE_HELP, SAVE_HELP, shouldSave } from '../save.js';
 import { benchTesseraDense } from './dense.js';
 import { planAttention } from '../../kernels/dense/index.js';
 import { planMoba } from '../../kernels/moba/index.js';
@@ -250,9 +251,10 @@ export async function runSparseSuite(argv: string[]): Promise<void> {
     .option('--adapter <name>', 'auto | swiftshader | llvmpipe')
     .option('--dawn-flag <flag>', 'extra Dawn flag (repeatable)', collect)
     .option('--json <file>', 'also write the JSON report here')
-    .option('--no-write', 'do not write bench/results/<adapter>/sparse.*');
+    .option('--save', SAVE_HELP)
+    .option('--no-write', NO_WRITE_HELP);
   cmd.parse(argv, { from: 'user' });
-  const o = cmd.opts<Record<string, string> & { dawnFlag?: string[]; write: boolean; json?: string; adapter?: string }>();
+  const o = cmd.opts<Record<string, string> & { dawnFlag?: string[]; save?: boolean; write: boolean; json?: string; adapter?: string }>();
   const num = (key: string) => intOption(o[key], cmd.options.find((op) => op.attributeName() === key)?.long ?? key);
   const Ts = intList(o.T, '--T');
   const methods = o.methods!.split(',').map((s) => s.trim()).filter(Boolean);
@@ -298,7 +300,7 @@ export async function runSparseSuite(argv: string[]): Promise<void> {
     compile_ms_total: round(compileTimeMs()),
     work: 'flops = H*4*D*(visible pairs of the method) + selection work; bytes = q,k,v read + o written',
   };
-  if (o.write) {
+  if (shouldSave(o)) {
     const files = await writeResults(undefined, 'sparse', report, { json: o.json });
     console.log(`wrote ${files.join(', ')}`);
   } else if (o.json) {

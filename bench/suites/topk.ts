@@ -6,7 +6,7 @@
  * - DSA-like square (`rows = T`, `n = T`)
  *
  *   npm run bench -- topk [--cases 1x1048576x2048,16384x32x3] [--variant auto|small|radix]
- *                         [--baseline tfjs|none] [--runs 5] [--json FILE] [--no-write]
+ *                         [--baseline tfjs|none] [--runs 5] [--json FILE] [--save]
  *
  * Results use the shared JSON shape with `T = n` (candidates per row), `H = rows`, `D = k`,
  * `mode = "rows=R k=K"`. Work: flops = 0 (selection is memory-bound), bytes = the scores read
@@ -31,6 +31,7 @@ import {
   type BenchResult,
   type Roofline,
 } from '../harness.js';
+import { NO_WRITE_HELP, SAVE_HELP, shouldSave } from '../save.js';
 
 export interface TopKBenchCase {
   rows: number;
@@ -162,9 +163,10 @@ export async function runTopKBench(argv: string[]): Promise<void> {
     .option('--baseline-runs <n>', 'timed runs of the baseline', '3')
     .option('--adapter <name>', 'auto | swiftshader | llvmpipe')
     .option('--json <file>', 'also write the JSON report here')
-    .option('--no-write', 'do not write bench/results/<adapter>/topk.*');
+    .option('--save', SAVE_HELP)
+    .option('--no-write', NO_WRITE_HELP);
   cmd.parse(argv, { from: 'user' });
-  const o = cmd.opts<{ cases: string; variant: string; baseline: string; baselineMax: string; runs: string; baselineRuns: string; adapter?: string; json?: string; write: boolean }>();
+  const o = cmd.opts<{ cases: string; variant: string; baseline: string; baselineMax: string; runs: string; baselineRuns: string; adapter?: string; json?: string; save?: boolean; write: boolean }>();
   if (!['auto', 'small', 'radix'].includes(o.variant)) throw new TesseraError('E_ARG', 'unknown --variant', { argument: '--variant', actual: o.variant, expected: 'auto, small or radix' });
   if (!['tfjs', 'none'].includes(o.baseline)) throw new TesseraError('E_ARG', 'unknown --baseline', { argument: '--baseline', actual: o.baseline, expected: 'tfjs or none' });
   const cases = parseTopKCases(o.cases);
@@ -207,7 +209,7 @@ export async function runTopKBench(argv: string[]): Promise<void> {
     results,
     work: 'flops = 0 (selection); bytes = rows*n*4 (scores read) + rows*k*8 (indices, values written); T = n, H = rows, D = k',
   };
-  if (o.write) {
+  if (shouldSave(o)) {
     const plots = [
       { name: '', title: 'topk: time vs candidates per row (log-log)', x: 'T', y: 'median_ms', xTitle: 'n (candidates per row)', yTitle: 'median time (ms)' },
     ];

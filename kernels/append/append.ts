@@ -144,6 +144,17 @@ function checkNotInFlight(ctx: TesseraDevice, usedEpoch: number, what: string): 
   }
 }
 
+/**
+ * Appending a step's K/V rows into pages (with RoPE and page summaries).
+ * Planned once by `planAppend`; `run` records it into your encoder and allocates
+ * nothing; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const plan = await planAppend(dev, { Hkv: 2, D: 64, pageSize: 16, maxPages: 64, maxBatch: 4 });
+ * plan.schedule({ kvIndptr, kvIndices, batchIndices, positions }); // once per step
+ * plan.run(encoder, { k, v, pages });                                // once per layer
+ * plan.dispose();
+ */
 export class AppendPlan extends KernelPlan<AppendTensors> {
   /** What run writes (checked against the inputs by KernelPlan before encoding). */
   protected override get writes(): readonly string[] {
@@ -441,6 +452,17 @@ export interface RopeTensors {
   out?: GpuTensor;
 }
 
+/**
+ * Rotary position embedding, in place.
+ * Planned once by `planRope`; `run` records it into your encoder and allocates
+ * nothing; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const rope = await planRope(dev, { H: 8, D: 64, maxRows: 4, maxPosition: 4096, style: 'half' });
+ * rope.schedule({ positions });
+ * rope.run(encoder, { x: q });
+ * rope.dispose();
+ */
 export class RopePlan extends KernelPlan<RopeTensors> {
   /** What run writes (checked against the inputs by KernelPlan before encoding). */
   protected override get writes(): readonly string[] {

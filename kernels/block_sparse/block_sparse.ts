@@ -67,6 +67,16 @@ interface Resolved {
   P: number; MB: number; indptr: Uint32Array<ArrayBuffer>; indices: Int32Array<ArrayBuffer>;
 }
 
+/**
+ * Attention over a BSR block mask.
+ * Planned once by `planBlockSparse`; `run` records it into your encoder and allocates
+ * nothing; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const plan = await planBlockSparse(dev, { Tq: 128, Hq: 4, Hkv: 2, D: 64, R: 64, C: 64, indptr: [0, 1, 3], indices: [0, 0, 1] });
+ * plan.run(encoder, { q, k, v, o, lse });
+ * plan.dispose();
+ */
 export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
   readonly options: Readonly<Resolved>;
   private readonly kernel: GatherKernel;

@@ -557,6 +557,16 @@ interface QueryGroup {
   merger?: MergePlan;
 }
 
+/**
+ * Dense flash attention (prefill; causal, GQA, ragged, window + sinks).
+ * Planned once by `planAttention` / `planSlidingWindow`; `run` records it into your encoder and allocates
+ * nothing; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const plan = await planAttention(dev, { Tq: 300, Hq: 4, Hkv: 2, D: 64 });
+ * plan.run(encoder, { q, k, v, o, lse });
+ * plan.dispose();
+ */
 export class AttentionPlan extends KernelPlan<AttentionTensors> {
   readonly options: ResolvedAttention;
   readonly Tq: number;

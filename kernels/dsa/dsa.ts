@@ -166,6 +166,16 @@ function chunkRows(T: number, S: number, rowChunk: number, posOff: number): { T0
   return out;
 }
 
+/**
+ * DeepSeek sparse attention (lightning indexer, top-k tokens).
+ * Planned once by `planDsa`; `run` records it into your encoder and allocates
+ * nothing; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const plan = await planDsa(dev, { T: 8192, Hq: 16, D: 64, HI: 8, DI: 64, topk: 2048 });
+ * plan.run(encoder, { q, k, v, qI, kI, w, o });
+ * plan.dispose();
+ */
 export class DsaPlan extends KernelPlan<DsaTensors> {
   readonly options: Readonly<Resolved>;
   private readonly indexer: Pipeline;

@@ -18,6 +18,16 @@ export interface DsaVarlenOptions extends Omit<DsaOptions, 'T' | 'rowChunk'> {
 type Field = 'q' | 'k' | 'v' | 'qI' | 'kI' | 'w' | 'o' | 'lse';
 const INPUTS: Field[] = ['q', 'k', 'v', 'qI', 'kI', 'w'];
 
+/**
+ * DSA over a ragged batch (`cuSeqlens`).
+ * Planned once by `planDsaVarlen`; `run` records it into your encoder and allocates
+ * nothing; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const plan = await planDsaVarlen(dev, { cuSeqlens: [0, 3000, 8000], Hq: 16, D: 64, HI: 8, DI: 64, topk: 2048 });
+ * plan.run(encoder, { q, k, v, qI, kI, w, o });
+ * plan.dispose();
+ */
 export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
   readonly total: number;
   private readonly fields: Record<Field, RaggedField>;

@@ -118,6 +118,16 @@ export function createMergeState(device: DeviceLike, rows: number, D: number, la
   };
 }
 
+/**
+ * An exact merge of attention parts `(o, lse)`.
+ * Planned once by `planMerge`; `run` records it into your encoder and allocates
+ * nothing; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const plan = await planMerge(dev, { parts: 4, rows: T * H, D: 64 });
+ * plan.run(encoder, { oParts, lseParts, o, lse });
+ * plan.dispose();
+ */
 export class MergePlan extends KernelPlan<MergeTensors> {
   readonly options: Required<MergeOptions>;
   /**

@@ -182,6 +182,16 @@ interface Splits {
   loopIterations: number;
 }
 
+/**
+ * MoBA attention (prefill, or decode over per-page key means).
+ * Planned once by `planMoba` / `planMobaDecode`; `run` records it into your encoder and allocates
+ * nothing; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const plan = await planMoba(dev, { Tq: 4096, Hq: 8, Hkv: 2, D: 64, blockSize: 512, topk: 3 });
+ * plan.run(encoder, { q, k, v, o });
+ * plan.dispose();
+ */
 export class MobaPlan extends KernelPlan<MobaTensors> {
   readonly options: Resolved;
   readonly numBlocks: number;

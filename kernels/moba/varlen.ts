@@ -25,6 +25,16 @@ interface Seq {
   q: GpuTensor; k: GpuTensor; v: GpuTensor; o: GpuTensor; lse: GpuTensor; sel: GpuTensor;
 }
 
+/**
+ * MoBA over a ragged batch (`cuSeqlens`).
+ * Planned once by `planMobaVarlen`; `run` records it into your encoder and allocates
+ * nothing; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const plan = await planMobaVarlen(dev, { cuSeqlens: [0, 300, 812], Hq: 4, Hkv: 2, D: 64, blockSize: 64, topk: 3 });
+ * plan.run(encoder, { q, k, v, o });
+ * plan.dispose();
+ */
 export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
   readonly options: Readonly<MobaVarlenOptions & { total: number; Dv: number; dtype: FloatDType; outDtype: FloatDType }>;
   private readonly seqs: Seq[];

@@ -159,6 +159,16 @@ export interface NsaTensors {
 
 type Resolved = Required<Omit<NsaOptions, 'Tk'>> & { Tk: number };
 
+/**
+ * Native sparse attention (compression, selected blocks, sliding window, gated).
+ * Planned once by `planNsa`; `run` records it into your encoder and allocates
+ * nothing; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const plan = await planNsa(dev, { T: 4096, Hq: 32, Hkv: 2, D: 64, blockSize: 64, blockCount: 16, window: 512 });
+ * plan.run(encoder, { q, k, v, gCmp, gSlc, gSwa, o, blockIndices });
+ * plan.dispose();
+ */
 export class NsaPlan extends KernelPlan<NsaTensors> {
   readonly options: Resolved;
   readonly numBlocks: number;

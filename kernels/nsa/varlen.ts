@@ -18,6 +18,16 @@ export interface NsaVarlenOptions extends Omit<NsaOptions, 'T' | 'Tk'> {
 type Field = 'q' | 'k' | 'v' | 'gCmp' | 'gSlc' | 'gSwa' | 'o' | 'blockIndices';
 const INPUTS: Field[] = ['q', 'k', 'v', 'gCmp', 'gSlc', 'gSwa'];
 
+/**
+ * NSA over a ragged batch (`cuSeqlens`).
+ * Planned once by `planNsaVarlen`; `run` records it into your encoder and allocates
+ * nothing; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const plan = await planNsaVarlen(dev, { cuSeqlens: [0, 300, 812], Hq: 32, Hkv: 2, D: 64, blockSize: 64, blockCount: 16, window: 512 });
+ * plan.run(encoder, { q, k, v, gCmp, gSlc, gSwa, o });
+ * plan.dispose();
+ */
 export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
   readonly total: number;
   private readonly fields: Record<Field, RaggedField>;

@@ -106,6 +106,16 @@ export interface PagedCall {
   partCount: number;
 }
 
+/**
+ * Attention over pages of a pool buffer, listed per call.
+ * Planned once by `planPaged`; `run` records it into your encoder and allocates
+ * nothing; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const plan = await planPaged(dev, { Hq: 8, Hkv: 2, D: 128, pageSize: 64, dtype: 'f16' });
+ * plan.run(encoder, { q, pages, list, oParts, lseParts, calls });
+ * plan.dispose();
+ */
 export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly PagedCall[] }> {
   /** What run writes (checked against the inputs by KernelPlan before encoding). */
   protected override get writes(): readonly string[] {

@@ -81,6 +81,17 @@ export interface QuestBatchStep {
   selLastPageLen: Int32Array;
 }
 
+/**
+ * Quest page selection for a batch of sequences on the GPU.
+ * Planned once by `planQuestBatch`; `run` records it into your encoder and allocates
+ * nothing; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const sel = await planQuestBatch(dev, { Hq: 8, Hkv: 2, D: 64, budgetPages: 4, maxBatch: 4, maxPagesPerSeq: 32, maxPages: 128 });
+ * sel.schedule(pool.tables(seqs));
+ * sel.run(encoder, { q, summaries, selected });
+ * sel.dispose();
+ */
 export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
   /** What run writes (checked against the inputs by KernelPlan before encoding). */
   protected override get writes(): readonly string[] {

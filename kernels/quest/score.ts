@@ -84,6 +84,16 @@ export interface QuestScoreTensors {
   calls: readonly QuestScoreCall[];
 }
 
+/**
+ * Quest page scores from per-page min/max key summaries.
+ * Planned once by `planQuestScore`; `run` records it into your encoder and allocates
+ * nothing; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const plan = await planQuestScore(dev, { Hq: 8, Hkv: 2, D: 128 });
+ * plan.run(encoder, { q, summaries, list, scores, calls });
+ * plan.dispose();
+ */
 export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
   /** What run writes (checked against the inputs by KernelPlan before encoding). */
   protected override get writes(): readonly string[] {

@@ -75,6 +75,16 @@ type Inner =
   | { kind: 'nsa'; plan: NsaPlan }
   | { kind: 'dsa'; plan: DsaPlan };
 
+/**
+ * Dense attention below a length threshold, a sparse method above.
+ * Planned once by `planSparseSwitch`; `run` records it into your encoder and allocates
+ * nothing; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const plan = await planSparseSwitch(dev, { T, Hq: 8, Hkv: 2, D: 64, method: 'moba', threshold: 8192 });
+ * plan.run(encoder, { q, k, v, o });
+ * plan.dispose();
+ */
 export class SwitchPlan extends KernelPlan<SwitchTensors> {
   /** What `run` executes: `dense` below the threshold, else the sparse method. */
   readonly mode: 'dense' | SparseMethod;

@@ -294,6 +294,16 @@ export function chooseTopKVariant(opts: { rows: number; n: number; k: number }):
   return opts.k <= TOPK_SMALL_MAX_K && opts.n <= TOPK_SMALL_MAX_N ? 'small' : 'radix';
 }
 
+/**
+ * A sorted top-k per row of scores.
+ * Planned once by `planTopK`; `run` records it into your encoder and allocates
+ * nothing; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const plan = await planTopK(dev, { rows: T * Hq, n: numBlocks, k: 3 });
+ * plan.run(encoder, { scores, indices, values });
+ * plan.dispose();
+ */
 export class TopKPlan extends KernelPlan<TopKTensors> {
   readonly options: Readonly<{ rows: number; n: number; k: number }>;
   readonly variant: TopKVariant;

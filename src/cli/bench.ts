@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 
-/** Registers `tessera bench <suite>`. Suites live in bench/suites and register in bench/registry.ts. */
+/** Registers `tessera bench <suite>`. Suites live in bench/suites and register in bench/cli.ts (`SUITES`). */
 export function registerBench(program: Command): void {
   program
     .command('bench')

@@ -68,6 +68,16 @@ export interface QuestStats {
   levels?: LevelStats;
 }
 
+/**
+ * Quest sparse decode over a chunked KV cache.
+ * Planned once by `planQuestDecode`; each `run` decodes one step of a sequence and resolves with
+ * its statistics; `dispose()` frees what the plan holds.
+ *
+ * @example
+ * const plan = await planQuestDecode(cache, { Hq: 8, budgetTokens: 2048 });
+ * const stats = await plan.run(seq, q, { o, lse });
+ * plan.dispose();
+ */
 export class QuestDecodePlan {
   readonly cache: KvCache;
   readonly ctx: TesseraDevice;

@@ -22,7 +22,7 @@ import copyWgsl from './roofline/copy.wgsl.js';
 import matmulRegWgsl from './roofline/matmul_reg.wgsl.js';
 import matmulTiledWgsl from './roofline/matmul_tiled.wgsl.js';
 import matmulQuadWgsl from './roofline/matmul_quad.wgsl.js';
-import { optionalImport } from '../src/cli/common.js';
+import { optionalImport } from '../src/cli-common.js';
 
 export type { TimingSource };
 

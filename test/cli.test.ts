@@ -32,7 +32,8 @@ afterAll(() => {
 });
 
 /** A temp golden directory holding the one case; `edit` may change its manifest entry. */
-function goldenCopy(edit?: (c: Record<string, any>) => void): string { // eslint-disable-line @typescript-eslint/no-explicit-any
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the tests edit arbitrary manifest fields
+function goldenCopy(edit?: (c: Record<string, any>) => void): string {
   const dir = mkdtempSync(join(tmpdir(), 'tessera-golden-'));
   dirs.push(dir);
   const manifest = JSON.parse(readFileSync(join(GOLDEN, 'manifest.json'), 'utf8'));

@@ -548,7 +548,6 @@ export function checkOutputs(ctx: TesseraDevice, r: ResolvedAttention, t: { o: u
   return { o, lse };
 }
 
-/** A planned prefill attention call. Create with {@link planAttention}. */
 /** One query group of a split prefill: its tokens, its flash dispatch and its merge. */
 interface QueryGroup {
   tok0: number;
@@ -557,6 +556,17 @@ interface QueryGroup {
   merger?: MergePlan;
 }
 
+/**
+ * A planned dense (prefill) attention call: options validated, pipeline compiled, workspaces
+ * allocated. `run` encodes into the caller's encoder and allocates nothing. Create with
+ * {@link planAttention}; `dispose()` frees its workspaces.
+ *
+ * @example
+ * const plan = await planAttention(dev, { Tq: 300, Hq: 4, Hkv: 2, D: 64, causal: true });
+ * const enc = dev.device.createCommandEncoder();
+ * plan.run(enc, { q, k, v, o });
+ * dev.device.queue.submit([enc.finish()]);
+ */
 export class AttentionPlan extends KernelPlan<AttentionTensors> {
   readonly options: ResolvedAttention;
   readonly Tq: number;

@@ -40,10 +40,8 @@ function kindOf(sym) {
   return 'other';
 }
 
-const isDeprecated = (sym) => ts.getJSDocTags(sym.declarations?.[0] ?? ({})).some?.((t) => t.tagName.text === 'deprecated') ?? false;
-
 function memberLines(sym, decl) {
-  const type = kindOf(sym) === 'class' ? checker.getDeclaredTypeOfSymbol(sym) : checker.getDeclaredTypeOfSymbol(sym);
+  const type = checker.getDeclaredTypeOfSymbol(sym);
   const lines = [];
   for (const p of checker.getPropertiesOfType(type)) {
     const d = p.valueDeclaration ?? p.declarations?.[0];

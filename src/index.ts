@@ -90,9 +90,6 @@ export {
   GATE_MIN,
   retentionGamma,
   lightningGamma,
-  LinearStream,
-  type LinearStreamOptions,
-  type StreamSegment,
 } from '../kernels/linear/index.js';
 export {
   planDeltaRule,
@@ -177,7 +174,7 @@ export {
   type SparseMethod,
   type SwitchOptions,
   type SwitchTensors,
-} from '../kernels/switch/index.js';
+} from './stream/switch.js';
 export {
   createKvCache,
   KvCache,
@@ -241,6 +238,9 @@ export {
   type SplitDecodeStats,
   type SplitKvCacheOptions,
   type SplitRange,
+  LinearStream,
+  type LinearStreamOptions,
+  type StreamSegment,
 } from './stream/index.js';
 export {
   planBatchAttention,

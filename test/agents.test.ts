@@ -9,7 +9,7 @@ import { createKvCache, type KvCache } from '../src/kv/cache.js';
 import type { KvDType } from '../src/kv/codec.js';
 import { FileManifest, FileStore } from '../src/kv/file-store.js';
 import { MemoryManifest, OpfsManifest, decodeManifest, type ManifestStore } from '../src/kv/manifest.js';
-import { commitKvCache, openKvCache, persistKvCache, verifyKvCache } from '../src/kv/session.js';
+import { openKvCache, persistKvCache, verifyKvCache } from '../src/kv/session.js';
 import { pageCounts } from '../src/kv/refs.js';
 import { OpfsStore, type Store, type SyncAccessHandleLike } from '../src/kv/store.js';
 import { planCascadeDecode, questSharedSelection, sharedPrefixPages } from '../src/stream/cascade.js';

@@ -1,6 +1,6 @@
 /**
  * Issue 12, classes 12 and 13: the `tessera` command with bad input and damaged golden data.
- * Spawns the CLI (`node --import tsx src/cli/main.ts`). Bad options are `tessera: <message>`
+ * Spawns the CLI (`node --import tsx bin/tessera.ts`). Bad options are `tessera: <message>`
  * naming the option, exit 2, never a stack trace; damaged golden data (a flipped bit, an empty
  * manifest, a missing parameter, an unknown function, malformed JSON) FAILs `verify` (exit 1).
  * Golden data is copied to a temp directory (one small case) and damaged there.
@@ -17,7 +17,7 @@ const GOLDEN = [process.env.TESSERA_GOLDEN, resolve(ROOT, '../shared/golden'), '
 const CASE = 'gated_delta_rule_decode'; // the smallest case (156 KB)
 
 function cli(args: string[]): { status: number | null; out: string; err: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 180_000, env: { ...process.env, TESSERA_DEBUG: '' } });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'bin/tessera.ts', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 180_000, env: { ...process.env, TESSERA_DEBUG: '' } });
   return { status: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -32,7 +32,8 @@ afterAll(() => {
 });
 
 /** A temp golden directory holding the one case; `edit` may change its manifest entry. */
-function goldenCopy(edit?: (c: Record<string, any>) => void): string { // eslint-disable-line @typescript-eslint/no-explicit-any
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the tests edit arbitrary manifest fields
+function goldenCopy(edit?: (c: Record<string, any>) => void): string {
   const dir = mkdtempSync(join(tmpdir(), 'tessera-golden-'));
   dirs.push(dir);
   const manifest = JSON.parse(readFileSync(join(GOLDEN, 'manifest.json'), 'utf8'));

@@ -21,7 +21,7 @@ import { planQuestScore } from '../kernels/quest/score.js';
 import { attention } from '../kernels/dense/prefill.js';
 import { planDecode } from '../kernels/dense/decode.js';
 import { attentionReference } from '../kernels/dense/reference.js';
-import { LinearStream } from '../kernels/linear/stream.js';
+import { LinearStream } from '../src/stream/linear.js';
 import { byteSize, type GpuTensor } from '../src/tensor.js';
 
 const gpu = useGpu();

@@ -8,7 +8,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { TOLERANCE } from '../src/testing.js';
 
 describe('examples (short forms)', () => {
   it('engine: 3-layer GQA transformer (full, window + sinks, Quest) on the paged pool, 1 submit and 0 buffers per step, matches its float64 mirror', async () => {

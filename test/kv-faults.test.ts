@@ -131,7 +131,7 @@ describe('class 4: an append that fails at any write leaves the cache as before'
         try {
           const rng = new Rng(41);
           const seqs = [cache.addSequence(), cache.addSequence()];
-          for (const s of seqs) clean.addSequence();
+          for (let i = 0; i < seqs.length; i++) clean.addSequence();
           const put = (s: number, T: number) => {
             const k = rng.normals(T * Hkv * D);
             const v = rng.normals(T * Hkv * D);

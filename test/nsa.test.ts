@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { nsa, nsaVarlen, planNsa, planNsaVarlen } from '../kernels/nsa/index.js';
+import { nsaVarlen, planNsa, planNsaVarlen } from '../kernels/nsa/index.js';
 import { nsaReference, type NsaVariant } from '../kernels/nsa/reference.js';
 import { nsaSelectLoopIterations, nsaSelectSegments } from '../kernels/nsa/nsa.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';

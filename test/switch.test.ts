@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { planSparseSwitch, sparseSwitch } from '../kernels/switch/index.js';
+import { planSparseSwitch, sparseSwitch } from '../src/stream/switch.js';
 import { attentionReference } from '../kernels/dense/reference.js';
 import { mobaReference } from '../kernels/moba/reference.js';
 import { nsaReference } from '../kernels/nsa/reference.js';

@@ -13,7 +13,7 @@
  */
 import { TesseraError } from '../../src/errors.js';
 import { timeWall, type Timing } from '../harness.js';
-import { optionalImport } from '../../src/cli/common.js';
+import { optionalImport } from '../../src/cli-common.js';
 
 type Tf = typeof import('@tensorflow/tfjs-core');
 

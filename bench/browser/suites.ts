@@ -122,7 +122,7 @@ export function suiteParams(p: URLSearchParams): SuiteParams {
  */
 async function lodashForBenchmarkJs(): Promise<void> {
   const g = globalThis as { _?: unknown };
-  // @ts-ignore lodash ships no type declarations (benchmark depends on it)
+  // @ts-expect-error lodash ships no type declarations (benchmark depends on it)
   if (!g._) g._ = ((await import('lodash')) as { default: unknown }).default;
 }
 

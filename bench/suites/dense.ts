@@ -19,7 +19,7 @@ import { planAttention } from '../../kernels/dense/index.js';
 import { compileTimeMs } from '../../src/gpu/pipeline.js';
 import { byteSize, decode, encode, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { Rng } from '../../src/testing.js';
-import { intList, intOption } from '../../src/cli/common.js';
+import { intList, intOption } from '../../src/cli-common.js';
 import {
   benchDevice,
   describeRoofline,

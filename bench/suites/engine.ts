@@ -19,7 +19,7 @@
 import { writeFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { benchDevice } from '../harness.js';
-import { intOption } from '../../src/cli/common.js';
+import { intOption } from '../../src/cli-common.js';
 import { main as runEngine, summary, type EngineResult } from '../../examples/engine/main.js';
 
 export interface EngineBenchJson {

@@ -24,7 +24,7 @@ import type { TesseraDevice } from '../../src/gpu/device.js';
 import { compileTimeMs } from '../../src/gpu/pipeline.js';
 import { byteSize, encode, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { Rng } from '../../src/testing.js';
-import { intList, intOption } from '../../src/cli/common.js';
+import { intList, intOption } from '../../src/cli-common.js';
 import { planLinearScan, type LinearScanTensors } from '../../kernels/linear/scan.js';
 import type { GateMode } from '../../kernels/linear/reference.js';
 import { benchDevice, describeRoofline, formatTable, makeResult, measureRoofline, timeGpu, writeResults, type BenchResult, type Roofline } from '../harness.js';

@@ -15,7 +15,7 @@
 import { Command } from 'commander';
 import { planTopK, type TopKVariant } from '../../kernels/topk/index.js';
 import { TesseraError } from '../../src/errors.js';
-import { intOption } from '../../src/cli/common.js';
+import { intOption } from '../../src/cli-common.js';
 import type { TesseraDevice } from '../../src/gpu/device.js';
 import { compileTimeMs } from '../../src/gpu/pipeline.js';
 import { Rng } from '../../src/testing.js';

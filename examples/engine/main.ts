@@ -22,9 +22,9 @@
  */
 import { pathToFileURL } from 'node:url';
 import { wrapDevice, submitEpoch, type TesseraDevice } from '../../src/gpu/device.js';
-import { createPagePool, type PagePool, type StepTables } from '../../src/pool/index.js';
-import { planAppend, planRope, type AppendPlan } from '../../kernels/append/index.js';
-import { planBatchAttention, pageLayout, type BatchAttentionPlan } from '../../kernels/attention/index.js';
+import { createPagePool, type StepTables } from '../../src/pool/index.js';
+import { planAppend, planRope } from '../../kernels/append/index.js';
+import { planBatchAttention, pageLayout } from '../../kernels/attention/index.js';
 import { planQuestBatch } from '../../kernels/quest/index.js';
 import { planDecode } from '../../kernels/dense/index.js';
 import { compare } from '../../src/testing.js';

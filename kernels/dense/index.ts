@@ -14,4 +14,3 @@ export {
 } from './prefill.js';
 export { attentionReference, keyVisible, type AttentionReferenceOptions } from './reference.js';
 export { planDecode, decodeAttention, DecodePlan, defaultKvChunk, type DecodeOptions, type DecodeTensors } from './decode.js';
-export { denseGoldenHandler } from './golden.js';

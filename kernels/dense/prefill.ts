@@ -5,7 +5,7 @@
  * f32 natural log. A ragged batch concatenates its sequences along the token axis, described by
  * `cuSeqlensQ`/`cuSeqlensK` (host arrays `[N+1]`, FlashInfer/fla style).
  */
-import { TesseraError, check, checkFinite, checkInt, fail, checkF32 } from '../../src/errors.js';
+import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type BindingResource, type Pipeline, type ShaderSource } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
@@ -548,7 +548,6 @@ export function checkOutputs(ctx: TesseraDevice, r: ResolvedAttention, t: { o: u
   return { o, lse };
 }
 
-/** A planned prefill attention call. Create with {@link planAttention}. */
 /** One query group of a split prefill: its tokens, its flash dispatch and its merge. */
 interface QueryGroup {
   tok0: number;
@@ -558,14 +557,15 @@ interface QueryGroup {
 }
 
 /**
- * Dense flash attention (prefill; causal, GQA, ragged, window + sinks).
- * Planned once by `planAttention` / `planSlidingWindow`; `run` records it into your encoder and allocates
- * nothing; `dispose()` frees what the plan holds.
+ * A planned dense (prefill) attention call: options validated, pipeline compiled, workspaces
+ * allocated. `run` encodes into the caller's encoder and allocates nothing. Create with
+ * {@link planAttention}; `dispose()` frees its workspaces.
  *
  * @example
- * const plan = await planAttention(dev, { Tq: 300, Hq: 4, Hkv: 2, D: 64 });
- * plan.run(encoder, { q, k, v, o, lse });
- * plan.dispose();
+ * const plan = await planAttention(dev, { Tq: 300, Hq: 4, Hkv: 2, D: 64, causal: true });
+ * const enc = dev.device.createCommandEncoder();
+ * plan.run(enc, { q, k, v, o });
+ * dev.device.queue.submit([enc.finish()]);
  */
 export class AttentionPlan extends KernelPlan<AttentionTensors> {
   readonly options: ResolvedAttention;

@@ -29,4 +29,3 @@ export {
   type ConvenienceOptions,
 } from './ops.js';
 export { GATE_MIN, retentionGamma, lightningGamma } from './reference.js';
-export { LinearStream, type LinearStreamOptions, type StreamSegment } from './stream.js';

@@ -13,7 +13,7 @@
  * natural-log decay (clamped into [-64, 0]); beta `[T, HV]` f32; states `[N, HV, K, V]` f32 (and
  * z `[N, HV, K]` f32 with the normaliser). Value head `hv` reads qk head `floor(hv / (HV / H))`.
  */
-import { TesseraError, check, checkFinite, checkInt, fail, checkF32 } from '../../src/errors.js';
+import { TesseraError, check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type BindingKind, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
@@ -424,7 +424,6 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       this.stateWs = this.workspace(N * HV * K * V * 4, 'linear.state');
       if (o.mode === 'chunk') {
         const T = o.T;
-        const f = 4;
         const K4 = Math.ceil(K / 4);
         const V4 = Math.ceil(V / 4);
         const VS4 = Math.ceil(VS / 4);
@@ -453,7 +452,7 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
             throw new TesseraError('E_LIMIT', `${o.op}: the chunked form's workspace "${name}" needs ${bytes} bytes for T = ${T}, more than one binding holds`, {
               argument: 'T',
               actual: T,
-              expected: `fewer tokens per call (stream long inputs with LinearStream, kernels/linear/stream.ts), or a device with maxStorageBufferBindingSize >= ${bytes}`,
+              expected: `fewer tokens per call (stream long inputs with LinearStream, src/stream/linear.ts), or a device with maxStorageBufferBindingSize >= ${bytes}`,
             });
           }
         }

@@ -41,7 +41,7 @@ if [ ! -x "$RUN/bin/node" ] || [ ! -f "$RUN/app/package.json" ] || [ "$HERE/tess
   touch "$RUN/app/package.json"
 fi
 NODE="$RUN/bin/node"
-CLI="$RUN/app/dist/src/cli/main.js"
+CLI="$RUN/app/dist/bin/tessera.js"
 say "node $("$NODE" --version)"
 
 # 2. Vulkan: the loader (the system's, else the bundled Debian libvulkan1) and the driver's ICD.

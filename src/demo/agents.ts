@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
-import { cliDevice } from '../cli/common.js';
+import { cliDevice } from '../cli-common.js';
 import { positiveInt } from './synth.js';
 import { TesseraError } from '../errors.js';
 import type { TesseraDevice } from '../gpu/device.js';

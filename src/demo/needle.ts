@@ -5,7 +5,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { cliDevice, intOption } from '../cli/common.js';
+import { cliDevice, intOption } from '../cli-common.js';
 import { TesseraError } from '../errors.js';
 import { f32ToF16Bits, f32ToBf16Bits } from '../tensor.js';
 import { createKvCache, type KvCache } from '../kv/cache.js';
@@ -317,8 +317,13 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
             }
             const rel = Math.sqrt(num / den);
             const le = Math.abs(gotLse[qi]![h]! - ref.lse[qi * Hq + h]!);
-            if (qi !== 1 && planted(h)) (rN = Math.max(rN, rel)), (lN = Math.max(lN, le));
-            else (rR = Math.max(rR, rel)), (lR = Math.max(lR, le));
+            if (qi !== 1 && planted(h)) {
+              rN = Math.max(rN, rel);
+              lN = Math.max(lN, le);
+            } else {
+              rR = Math.max(rR, rel);
+              lR = Math.max(lR, le);
+            }
             if (qi === 2 && planted(h)) share = Math.min(share, weight64(ref.o.subarray((qi * Hq + h) * D, (qi * Hq + h + 1) * D)));
           }
         }

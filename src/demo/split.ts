@@ -6,7 +6,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { cliDevice } from '../cli/common.js';
+import { cliDevice } from '../cli-common.js';
 import { TesseraError } from '../errors.js';
 import type { TesseraDevice } from '../gpu/device.js';
 import { f32ToF16Bits } from '../tensor.js';

@@ -3,7 +3,7 @@
  * patterns of magnitude < 2, generated a chunk at a time so a 10M-token context never exists in
  * host memory outside the cache.
  */
-import { intOption } from '../cli/common.js';
+import { intOption } from '../cli-common.js';
 import { f16BitsToF32 } from '../tensor.js';
 
 /** xorshift32 state. */

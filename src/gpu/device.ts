@@ -7,15 +7,29 @@
  * `wrapDevice()` adopts a device an engine already holds. Both give a {@link TesseraDevice}: the
  * device plus its features, limits, pipeline cache, buffer tracking and loss state.
  *
- * Buffer tracking: WebGPU cannot tell whether a `GPUBuffer` was destroyed or which device made it,
- * and binding such a buffer only fails later, at `submit`, as a GPU validation error. So Tessera
- * records buffers itself (see {@link BufferTracking}): the buffer's device in a module-level
- * `WeakMap`, and, through an instance-own `destroy` wrapper, that it was destroyed (a `WeakSet`).
- * Nothing is retained: both are keyed weakly by the buffer. `checkBuffer()` turns what is known
- * into an `E_BUFFER` naming the argument before anything is encoded.
+ * The concerns around it live beside it: adapter.ts (one classifier: class, name, loop cap),
+ * buffers.ts (the buffer registry, which patches device instances only when asked), env.ts
+ * (environment variables, read only on request), epoch.ts (submit counting). This module
+ * re-exports their public names.
  */
 import { TesseraError } from '../errors.js';
 import { GPUBufferUsageFlags, GPUMapModeFlags } from './flags.js';
+import { classifyAdapter, describeAdapter, type AdapterClass, type AdapterDescription } from './adapter.js';
+import { bufferErrorFromValidation, checkBuffer, instrumentDevice, onBufferDestroyed, registerBuffer, type BufferTracking } from './buffers.js';
+
+export {
+  GALLIVM_LOOP_LIMIT,
+  adapterLoopLimit,
+  classifyAdapter,
+  describeAdapter,
+  loopBudget,
+  type AdapterClass,
+  type AdapterClassification,
+  type AdapterDescription,
+} from './adapter.js';
+export { bufferErrorFromValidation, bufferProblem, checkBuffer, type BufferOwner, type BufferTracking } from './buffers.js';
+export { adapterFromEnv } from './env.js';
+export { submitEpoch } from './epoch.js';
 
 export interface DeviceFeatures {
   shaderF16: boolean;
@@ -48,22 +62,6 @@ export const DEFAULT_LIMITS: Readonly<TesseraLimits> = {
   minStorageBufferOffsetAlignment: 256,
   minUniformBufferOffsetAlignment: 256,
 };
-
-/**
- * `cpu` for software adapters (SwiftShader, llvmpipe, WARP): they run invocations as CPU code and
- * want different kernel shapes than real GPUs. Kernels pick a variant per class in `plan`.
- */
-export type AdapterClass = 'cpu' | 'gpu';
-
-export interface AdapterDescription {
-  vendor: string;
-  architecture: string;
-  device: string;
-  description: string;
-  isFallbackAdapter: boolean;
-  subgroupMinSize?: number;
-  subgroupMaxSize?: number;
-}
 
 export interface RequestDeviceOptions {
   /** `high-performance` by default. */
@@ -116,185 +114,6 @@ export interface WrapDeviceOptions {
   trackBuffers?: boolean;
 }
 
-/**
- * Which buffers a {@link TesseraDevice} knows (to reject destroyed buffers and buffers of another
- * device before encoding):
- * - `all`: every buffer of this device since its creation (`requestDevice`, the default): a
- *   buffer the device did not create belongs to another device.
- * - `new`: Tessera's own buffers and every buffer created on the device since
- *   `wrapDevice(device, { trackBuffers: true })`; older buffers are unknown and pass unchecked.
- * - `own`: only the buffers Tessera created (`createBuffer`, `upload`, plan workspaces); the
- *   default of `wrapDevice`. Unknown buffers pass unchecked (a misuse still fails at submit).
- * Only a buffer made by `GPUDevice.prototype.createBuffer.call(device, ...)` bypasses the wrapper:
- * it is unknown, which under `all` reads as another device's buffer.
- */
-export type BufferTracking = 'all' | 'new' | 'own';
-
-/**
- * Mesa's gallivm (llvmpipe, lavapipe, softpipe) stops a shader invocation silently once it has
- * run 65,535 loop iterations in total, counted over all of its loops together (one limiter per
- * invocation, decremented at every loop back-edge; measured here: a 100,000-iteration loop stops
- * at 65,535, a 300 x 300 nested loop after 65,209 inner iterations). Kernels whose per-invocation
- * loops grow with the problem size split their work across invocations or dispatches to stay
- * below it (see `loopLimit`).
- */
-export const GALLIVM_LOOP_LIMIT = 65535;
-
-/**
- * The loop iterations one invocation may run under a loop limit: 90% of it (the rest a margin
- * for what the kernels' bound functions cannot see), `Infinity` where there is no cap. Takes the
- * limit or anything holding it (a `TesseraDevice`). Every kernel sizes its splits from this one
- * function.
- *
- * The kernels' bound functions count what gallivm counts (measured on llvmpipe): a loop that runs
- * n times costs n + 1 (the trip that finds the exit reaches the loop's end too), nested loops
- * multiply, and a call of a function holding a loop or an early return costs 1 more (the compiler
- * wraps such bodies in a one-trip loop). Short constant loops are often unrolled (cost 0) but are
- * counted anyway; branch-only helpers cost nothing.
- *
- * @example
- * loopBudget(65535); // 58,981
- * loopBudget(dev);   // Infinity on SwiftShader
- */
-export function loopBudget(limit: number | { readonly loopLimit: number }): number {
-  const l = typeof limit === 'number' ? limit : limit?.loopLimit;
-  if (typeof l !== 'number' || !(l >= 1)) {
-    throw new TesseraError('E_ARG', 'loopLimit: is not a positive number', { argument: 'loopLimit', actual: l, expected: 'a number >= 1 (or Infinity), or a TesseraDevice' });
-  }
-  return Number.isFinite(l) ? Math.floor(l * 0.9) : Number.POSITIVE_INFINITY;
-}
-
-/** The loop cap of an adapter, from its description: {@link GALLIVM_LOOP_LIMIT} on Mesa's gallivm. */
-export function adapterLoopLimit(a: AdapterDescription): number {
-  const all = [a.architecture, a.description, a.vendor, a.device].join(' ').toLowerCase();
-  return /llvmpipe|lavapipe|softpipe|gallivm/.test(all) ? GALLIVM_LOOP_LIMIT : Number.POSITIVE_INFINITY;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Buffer registry: which device created a buffer, and whether it was destroyed. Both are weak, so
-// a buffer the caller drops is collected as before.
-
-/** Buffer -> the GPUDevice that created it, for every buffer Tessera saw being created. */
-const bufferDevices = new WeakMap<GPUBuffer, GPUDevice>();
-/** Registered buffers whose `destroy()` ran. */
-const destroyedBuffers = new WeakSet<GPUBuffer>();
-/** Marks the `createBuffer` wrappers installed on device instances. */
-const INSTRUMENTED = Symbol('tessera.createBuffer');
-
-/**
- * Records `b` as created by `device` and wraps its `destroy` (an own property of this buffer, the
- * prototype is left alone) so that Tessera learns when it is destroyed. Idempotent.
- */
-function registerBuffer(b: GPUBuffer, device: GPUDevice): void {
-  if (bufferDevices.has(b)) return;
-  bufferDevices.set(b, device);
-  const destroy = b.destroy;
-  if (typeof destroy !== 'function') return;
-  try {
-    Object.defineProperty(b, 'destroy', {
-      value: function destroyTracked(this: GPUBuffer): undefined {
-        destroyedBuffers.add(this);
-        const dev = bufferDevices.get(this);
-        if (dev) wrapped.get(dev)?.forgetBuffer(this);
-        return destroy.call(this);
-      },
-      writable: true,
-      configurable: true,
-      enumerable: false,
-    });
-  } catch {
-    // a frozen buffer object: its device is still known, its destruction is not
-  }
-}
-
-/**
- * Wraps `device.createBuffer` on this device INSTANCE so every buffer made on it is registered.
- * Returns false where the device object does not accept an own property.
- */
-function instrumentDevice(device: GPUDevice): boolean {
-  const cur = device.createBuffer as GPUDevice['createBuffer'] & { [INSTRUMENTED]?: true };
-  if (cur[INSTRUMENTED]) return true;
-  const createBuffer = Object.assign(
-    function createBuffer(this: GPUDevice, desc: GPUBufferDescriptor): GPUBuffer {
-      const b = cur.call(this, desc);
-      registerBuffer(b, this);
-      return b;
-    },
-    { [INSTRUMENTED]: true as const },
-  );
-  try {
-    Object.defineProperty(device, 'createBuffer', { value: createBuffer, writable: true, configurable: true, enumerable: false });
-  } catch {
-    return false;
-  }
-  return device.createBuffer === createBuffer;
-}
-
-function isGpuBuffer(b: unknown): b is GPUBuffer {
-  return b !== null && typeof b === 'object' && typeof (b as GPUBuffer).size === 'number' && typeof (b as GPUBuffer).usage === 'number' && typeof (b as GPUBuffer).mapAsync === 'function';
-}
-
-function describeBuffer(b: GPUBuffer): string {
-  return b.label ? `buffer "${b.label}"` : 'an unlabelled buffer';
-}
-
-/**
- * What Tessera knows to be wrong with binding `b` on `ctx`: `destroyed`, `foreign` (created on
- * another device), or `null` (nothing known against it; unknown buffers pass unless `ctx` tracks
- * all of its buffers). Without `ctx`, only destruction is checked. One `WeakSet` and one `WeakMap`
- * lookup.
- */
-export function bufferProblem(b: unknown, ctx?: TesseraDevice): 'destroyed' | 'foreign' | null {
-  if (b === null || typeof b !== 'object') return null;
-  const buf = b as GPUBuffer;
-  if (destroyedBuffers.has(buf)) return 'destroyed';
-  if (!ctx) return null;
-  const owner = bufferDevices.get(buf);
-  if (owner !== undefined) return owner === ctx.device ? null : 'foreign';
-  return ctx.bufferTracking === 'all' && isGpuBuffer(buf) ? 'foreign' : null;
-}
-
-/**
- * Throws `E_BUFFER` naming `argument` when `b` is known to be destroyed, or (with `ctx`) to belong
- * to another device than `ctx`: the cases WebGPU only reports at `submit`. Anything else passes
- * (the caller's other checks run as before).
- *
- * @example
- * checkBuffer(ctx, t.q.buffer, 'q.buffer'); // before encoding anything that binds it
- */
-export function checkBuffer(ctx: TesseraDevice | undefined, b: unknown, argument: string): void {
-  const p = bufferProblem(b, ctx);
-  if (p === null) return;
-  const buf = b as GPUBuffer;
-  if (p === 'destroyed') {
-    throw new TesseraError('E_BUFFER', `${argument}: is destroyed (${describeBuffer(buf)}); a destroyed buffer cannot be bound`, { argument, expected: 'a live GPUBuffer' });
-  }
-  const owner = bufferDevices.get(buf);
-  const mine = ctx!.device.label ? `device "${ctx!.device.label}"` : 'this device';
-  const where = owner
-    ? `was created on ${owner.label ? `device "${owner.label}"` : 'another device'}; this call runs on ${mine}`
-    : `was not created on ${mine}, which records every buffer made on it`;
-  throw new TesseraError('E_BUFFER', `${argument}: belongs to another device (${describeBuffer(buf)} ${where})`, {
-    argument,
-    expected: 'a GPUBuffer created on the same GPUDevice as the plan',
-  });
-}
-
-/**
- * Maps a captured validation message that names a destroyed buffer or a buffer of another device
- * (Dawn's wording: `[Buffer "x"] used in submit while destroyed`, `[Buffer "x"] is associated with
- * [Device "a"], and cannot be used with [Device "b"]`) to `E_BUFFER`; `null` for other messages.
- */
-export function bufferErrorFromValidation(what: string, message: string): TesseraError | null {
-  const line = message.split('\n')[0] ?? '';
-  if (!/\bbuffer\b/i.test(line)) return null;
-  if (/\bdestroyed\b/i.test(line)) return new TesseraError('E_BUFFER', `${what}: a destroyed buffer was used: ${message.trim()}`);
-  if (/associated with \[Device.*cannot be used with \[Device|different device|device mismatch/i.test(line)) {
-    return new TesseraError('E_BUFFER', `${what}: a buffer of another device was used: ${message.trim()}`);
-  }
-  return null;
-}
-
 const WANTED_FEATURES: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query'];
 
 /** Tracks the GPU bytes Tessera allocated on one device. */
@@ -308,6 +127,8 @@ export class TesseraDevice {
   readonly device: GPUDevice;
   readonly adapter: AdapterDescription;
   readonly adapterClass: AdapterClass;
+  /** A short name for reports and result folders, e.g. `swiftshader`, `nvidia-ampere`. */
+  readonly adapterName: string;
   readonly features: DeviceFeatures;
   readonly limits: TesseraLimits;
   /** Pipelines, layouts and shader modules created for this device; see `pipeline.ts`. */
@@ -334,13 +155,13 @@ export class TesseraDevice {
   constructor(device: GPUDevice, adapter: AdapterDescription, opts: { owned: boolean; keepAlive?: unknown; release?: () => void; loopLimit?: number }) {
     this.device = device;
     this.adapter = adapter;
-    const cap = adapterLoopLimit(adapter);
-    this.loopLimit = opts.loopLimit === undefined ? cap : Math.min(cap, opts.loopLimit);
+    const cls = classifyAdapter(adapter);
+    this.loopLimit = opts.loopLimit === undefined ? cls.loopLimit : Math.min(cls.loopLimit, opts.loopLimit);
     this.owned = opts.owned;
     this.keepAlive = opts.keepAlive;
     this.release = opts.release;
-    const a = [adapter.architecture, adapter.description, adapter.vendor, adapter.device].join(' ').toLowerCase();
-    this.adapterClass = adapter.isFallbackAdapter || /swiftshader|llvmpipe|lavapipe|softpipe|warp|microsoft basic/.test(a) ? 'cpu' : 'gpu';
+    this.adapterClass = cls.class;
+    this.adapterName = cls.name;
     const f = device.features;
     this.features = { shaderF16: f.has('shader-f16'), subgroups: f.has('subgroups'), timestampQuery: f.has('timestamp-query') };
     const l = device.limits;
@@ -385,16 +206,6 @@ export class TesseraDevice {
     if (size === undefined) return;
     this.tracked.delete(b);
     this.held -= size;
-  }
-
-  /** A short name for reports and result folders, e.g. `swiftshader`, `nvidia-ampere`. */
-  get adapterName(): string {
-    const a = this.adapter;
-    const all = [a.architecture, a.device, a.description, a.vendor].join(' ').toLowerCase();
-    for (const soft of ['swiftshader', 'llvmpipe', 'lavapipe', 'warp']) if (all.includes(soft)) return soft;
-    const base = (a.architecture || a.vendor || a.description || 'unknown').toLowerCase();
-    const vendor = a.vendor && a.vendor.toLowerCase() !== base ? `${a.vendor.toLowerCase()}-` : '';
-    return `${vendor === 'google-' ? '' : vendor}${base}`.replace(/[^a-z0-9._-]+/g, '-');
   }
 
   get isLost(): boolean {
@@ -628,19 +439,6 @@ const wrapped = new WeakMap<GPUDevice, TesseraDevice>();
 /** Anything a kernel accepts as its device: a raw `GPUDevice` from an engine, or a `TesseraDevice`. */
 export type DeviceLike = GPUDevice | TesseraDevice;
 
-function describe(info: GPUAdapterInfo | undefined, isFallback = false): AdapterDescription {
-  const i = (info ?? {}) as Partial<GPUAdapterInfo> & { isFallbackAdapter?: boolean; subgroupMinSize?: number; subgroupMaxSize?: number };
-  return {
-    vendor: i.vendor ?? '',
-    architecture: i.architecture ?? '',
-    device: i.device ?? '',
-    description: i.description ?? '',
-    isFallbackAdapter: Boolean(i.isFallbackAdapter ?? isFallback),
-    subgroupMinSize: i.subgroupMinSize,
-    subgroupMaxSize: i.subgroupMaxSize,
-  };
-}
-
 /**
  * Adopts a device that the caller created (an engine's, TensorFlow.js's). Tessera never destroys
  * an adopted device; `destroy()` frees only Tessera's own buffers. Returns the same context for the
@@ -664,8 +462,10 @@ export function wrapDevice(device: GPUDevice | TesseraDevice, options?: WrapDevi
   if (!ctx) {
     const raw = device as GPUDevice;
     const info = opts.adapterInfo ?? (raw as GPUDevice & { adapterInfo?: GPUAdapterInfo }).adapterInfo;
-    ctx = new TesseraDevice(raw, describe(info), { owned: false });
+    ctx = new TesseraDevice(raw, describeAdapter(info), { owned: false });
     wrapped.set(raw, ctx);
+    const c = ctx;
+    onBufferDestroyed(raw, (b) => c.forgetBuffer(b));
   }
   if (opts.trackBuffers) ctx.trackAllBuffers('new');
   return ctx;
@@ -747,68 +547,15 @@ export async function requestDevice(opts: RequestDeviceOptions = {}): Promise<Te
     release?.();
     throw new TesseraError('E_ARG', 'loopLimit: is not an integer of at least 1024', { argument: 'loopLimit', actual: opts.loopLimit, expected: 'an integer >= 1024' });
   }
-  const ctx = new TesseraDevice(device, describe(adapter.info, (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter), {
+  const ctx = new TesseraDevice(device, describeAdapter(adapter.info, (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter), {
     owned: true,
     keepAlive,
     release,
     loopLimit: opts.loopLimit,
   });
   wrapped.set(device, ctx);
+  onBufferDestroyed(device, (b) => ctx.forgetBuffer(b));
   if (opts.trackBuffers !== false) ctx.trackAllBuffers('all');
   return ctx;
 }
 
-/**
- * Device options from the environment, for tests, benchmarks and the CLI only:
- * `TESSERA_ADAPTER` = `auto` | `swiftshader` | `llvmpipe`, `TESSERA_DAWN_FLAGS` (comma list) and
- * `TESSERA_LOOP_LIMIT` (run the suite with llvmpipe's loop cap, or a smaller one, on any adapter).
- */
-export function adapterFromEnv(env: Record<string, string | undefined> = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env ?? {}): RequestDeviceOptions {
-  const a = env.TESSERA_ADAPTER;
-  const adapter = a === 'swiftshader' || a === 'llvmpipe' ? a : 'auto';
-  const dawnFlags = env.TESSERA_DAWN_FLAGS ? env.TESSERA_DAWN_FLAGS.split(',').filter(Boolean) : undefined;
-  const loopLimit = env.TESSERA_LOOP_LIMIT ? Number(env.TESSERA_LOOP_LIMIT) : undefined;
-  return loopLimit === undefined ? { adapter, dawnFlags } : { adapter, dawnFlags, loopLimit };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Submit epochs: plans that keep per-step state in a ring of slots need to know whether work
-// they encoded may still be waiting for a submit.
-
-const submitCounts = new WeakMap<GPUQueue, { n: number }>();
-
-/**
- * The number of `queue.submit` calls on `ctx`'s queue since Tessera first asked (the first call
- * wraps `submit` on this queue INSTANCE, never the prototype; every submit through it counts,
- * whoever makes it). Returns -1 where the queue object does not accept the wrapper. A plan that
- * records the epoch at `run` knows that work it encoded may be unsubmitted while the epoch is
- * unchanged.
- *
- * @example
- * const e = submitEpoch(ctx); ctx.device.queue.submit([]); submitEpoch(ctx); // e + 1
- */
-export function submitEpoch(ctx: TesseraDevice): number {
-  const queue = ctx.device.queue;
-  let s = submitCounts.get(queue);
-  if (!s) {
-    const state = { n: 0 };
-    const submit = queue.submit;
-    try {
-      Object.defineProperty(queue, 'submit', {
-        value: function submitCounted(this: GPUQueue, commands: Iterable<GPUCommandBuffer>): undefined {
-          state.n++;
-          return submit.call(this, commands);
-        },
-        writable: true,
-        configurable: true,
-        enumerable: false,
-      });
-      if (queue.submit === submit) state.n = -1;
-    } catch {
-      state.n = -1;
-    }
-    submitCounts.set(queue, state);
-    s = state;
-  }
-  return s.n < 0 ? -1 : s.n;
-}

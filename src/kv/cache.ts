@@ -478,7 +478,11 @@ export class KvCache {
     for (let i = Math.max(0, np - this.recentPages); i < np; i++) this.pool.pin(s.pages[i]!);
     let lo = touched[0]!;
     let hi = lo;
-    for (const p of touched) (lo = Math.min(lo, p)), (hi = Math.max(hi, p)); // reused page ids are not in order
+    // reused page ids are not in order
+    for (const p of touched) {
+      lo = Math.min(lo, p);
+      hi = Math.max(hi, p);
+    }
     this.uploadSummaries(lo, hi + 1);
     this.tiers?.update(this.seqs.indexOf(s), firstTouched, np - 1);
     // A resident page that changed is re-uploaded.
@@ -811,7 +815,11 @@ export class KvCache {
   verifyStore(): number {
     const refs = refState(this).refs;
     let n = 0;
-    for (let p = 0; p < this.pageCount; p++) if (refs[p]) this.hostPage(p, true), n++;
+    for (let p = 0; p < this.pageCount; p++) {
+      if (!refs[p]) continue;
+      this.hostPage(p, true);
+      n++;
+    }
     return n;
   }
 

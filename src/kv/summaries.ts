@@ -132,8 +132,14 @@ export class SummaryTiers {
             const o = (pages[i]! * Hkv + h) * 2 * D;
             const a = mm[o + d]!;
             const b = mm[o + D + d]!;
-            if (lut[a]! < mn) (mn = lut[a]!), (mnBits = a);
-            if (lut[b]! > mx) (mx = lut[b]!), (mxBits = b);
+            if (lut[a]! < mn) {
+              mn = lut[a]!;
+              mnBits = a;
+            }
+            if (lut[b]! > mx) {
+              mx = lut[b]!;
+              mxBits = b;
+            }
           }
           out[h * 2 * D + d] = mnBits;
           out[h * 2 * D + D + d] = mxBits;

@@ -3,7 +3,7 @@
  * float64 recurrence, and rollback restores a checkpointed state bit for bit.
  */
 import { expect } from 'vitest';
-import { LinearStream, type LinearStreamOptions } from '../../kernels/linear/stream.js';
+import { LinearStream, type LinearStreamOptions } from '../../src/stream/linear.js';
 import { linearScanReference } from '../../kernels/linear/reference.js';
 import { compare, describeComparison, passes, TOLERANCE } from '../../src/testing.js';
 import type { GpuFixture } from './gpu.js';

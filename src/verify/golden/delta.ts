@@ -3,8 +3,8 @@
  * reference takes it), `naive_recurrent_gated_delta_rule` and `naive_recurrent_kda`. Both GPU
  * forms (chunked and recurrent) run and are judged.
  */
-import type { GoldenCase, GoldenHandler } from '../../src/verify/golden.js';
-import { runScanGolden } from '../linear/golden.js';
+import type { GoldenCase, GoldenHandler } from '../golden.js';
+import { runScanGolden } from './linear.js';
 
 const fn = (c: GoldenCase) => c.source?.function ?? '';
 

@@ -3,12 +3,12 @@
  * `own_attention`): causal softmax attention with GQA, optional sliding window and sink tokens.
  * Golden layout `[B, T, H, D]` with B = 1, which is our `[T, H, D]`.
  */
-import { TesseraError } from '../../src/errors.js';
-import type { TesseraDevice } from '../../src/gpu/device.js';
-import { runOnce } from '../../src/plan.js';
-import { byteSize, decode, encode, type GpuTensor } from '../../src/tensor.js';
-import type { GoldenCase, GoldenHandler, GoldenRunResult } from '../../src/verify/golden.js';
-import { planAttention } from './prefill.js';
+import { TesseraError } from '../../errors.js';
+import type { TesseraDevice } from '../../gpu/device.js';
+import { runOnce } from '../../plan.js';
+import { byteSize, decode, encode, type GpuTensor } from '../../tensor.js';
+import type { GoldenCase, GoldenHandler, GoldenRunResult } from '../golden.js';
+import { planAttention } from '../../../kernels/dense/prefill.js';
 
 function num(p: Record<string, unknown>, key: string, fallback?: number): number {
   const v = p[key];

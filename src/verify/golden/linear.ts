@@ -3,12 +3,12 @@
  * (`linear_attn` with and without the normaliser, `simple_gla`, `gla`). Each case runs both GPU
  * forms (chunked and recurrent) and both are judged: the worse one sets the verdict.
  */
-import { TesseraError } from '../../src/errors.js';
-import type { TesseraDevice } from '../../src/gpu/device.js';
-import { runOnce } from '../../src/plan.js';
-import { decode, encode, type GpuTensor } from '../../src/tensor.js';
-import type { GoldenCase, GoldenHandler, GoldenOutput, GoldenRunResult } from '../../src/verify/golden.js';
-import { planLinearScan, type LinearScanOptions, type LinearScanTensors } from './scan.js';
+import { TesseraError } from '../../errors.js';
+import type { TesseraDevice } from '../../gpu/device.js';
+import { runOnce } from '../../plan.js';
+import { decode, encode, type GpuTensor } from '../../tensor.js';
+import type { GoldenCase, GoldenHandler, GoldenOutput, GoldenRunResult } from '../golden.js';
+import { planLinearScan, type LinearScanOptions, type LinearScanTensors } from '../../../kernels/linear/scan.js';
 
 /**
  * `[B, H, T, D]` (head-first) to `[T, H, D]` with B = 1, or back with `inverse`.

@@ -12,12 +12,12 @@
  * `checkpointEvery: 1`, every position can be restored exactly). Position 0 (the initial state)
  * is always restorable.
  */
-import { TesseraError, checkInt, fail } from '../../src/errors.js';
-import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import type { GpuTensor } from '../../src/tensor.js';
-import { exclusiveRuns } from '../../src/exclusive.js';
-import { planLinearScan, type LinearScanOptions, type LinearScanPlan, type LinearScanTensors } from './scan.js';
-import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
+import { TesseraError, checkInt, fail } from '../errors.js';
+import { ctxOf, type DeviceLike, type TesseraDevice } from '../gpu/device.js';
+import type { GpuTensor } from '../tensor.js';
+import { exclusiveRuns } from '../exclusive.js';
+import { planLinearScan, type LinearScanOptions, type LinearScanPlan, type LinearScanTensors } from '../../kernels/linear/scan.js';
+import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 export interface LinearStreamOptions extends Omit<LinearScanOptions, 'T' | 'cuSeqlens'> {
   /** Take a checkpoint whenever the position reaches or crosses a multiple of this (tokens; 0 = never; default 0). */

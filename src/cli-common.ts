@@ -1,5 +1,5 @@
-import { TesseraError } from '../errors.js';
-import { adapterFromEnv, requestDevice, type TesseraDevice } from '../gpu/device.js';
+import { TesseraError } from './errors.js';
+import { adapterFromEnv, requestDevice, type TesseraDevice } from './gpu/device.js';
 
 export interface DeviceCliOptions {
   adapter?: string;

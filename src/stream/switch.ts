@@ -5,15 +5,15 @@
  * `run` then encodes exactly one method. Dense needs no extra inputs; NSA needs its gates and DSA
  * its indexer inputs, which dense mode ignores.
  */
-import { check, checkInt, fail } from '../../src/errors.js';
-import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, runOnce } from '../../src/plan.js';
-import { isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
-import { planAttention, type AttentionPlan } from '../dense/index.js';
-import { planDsa, type DsaPlan } from '../dsa/index.js';
-import { planMoba, type MobaPlan } from '../moba/index.js';
-import { planNsa, type NsaPlan } from '../nsa/index.js';
-import type { NsaVariant } from '../nsa/reference.js';
+import { check, checkInt, fail } from '../errors.js';
+import { ctxOf, type DeviceLike, type TesseraDevice } from '../gpu/device.js';
+import { KernelPlan, runOnce } from '../plan.js';
+import { isFloatDType, type FloatDType, type GpuTensor } from '../tensor.js';
+import { planAttention, type AttentionPlan } from '../../kernels/dense/index.js';
+import { planDsa, type DsaPlan } from '../../kernels/dsa/index.js';
+import { planMoba, type MobaPlan } from '../../kernels/moba/index.js';
+import { planNsa, type NsaPlan } from '../../kernels/nsa/index.js';
+import type { NsaVariant } from '../../kernels/nsa/reference.js';
 
 export type SparseMethod = 'sliding_window' | 'moba' | 'nsa' | 'dsa';
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 
-/** Registers `tessera bench <suite>`. Suites live in bench/suites and register in bench/cli.ts (`SUITES`). */
+/** Registers `tessera bench <suite>` on the program of bin/tessera.ts. Suites are listed in bench/cli.ts. */
 export function registerBench(program: Command): void {
   program
     .command('bench')
@@ -10,7 +10,7 @@ export function registerBench(program: Command): void {
     .allowExcessArguments(true)
     .helpOption(false)
     .action(async (suite: string) => {
-      const { runBenchCli } = await import('../../bench/cli.js');
+      const { runBenchCli } = await import('./cli.js');
       await runBenchCli(suite, process.argv.slice(process.argv.indexOf(suite) + 1));
     });
 }

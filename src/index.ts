@@ -62,4 +62,5 @@ export * from '../kernels/attention/index.js';
 export * from '../kernels/paged/index.js';
 export * from '../kernels/quest/index.js';
 export * from '../kernels/append/index.js';
+export * from '../kernels/pool/index.js';
 export * from './pool/index.js';

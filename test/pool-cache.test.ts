@@ -5,7 +5,12 @@
  * streaming over resident pages encodes into the caller's encoder; and fork / truncate / free
  * work for sequences written on the GPU (copy-on-write and summary fixes inside the encoder).
  */
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FileStore } from '../src/kv/file-store.js';
+import { openKvCache, persistKvCache, verifyKvCache } from '../src/kv/session.js';
 import { useGpu } from './helpers/gpu.js';
 import { GPUBufferUsageFlags } from '../src/gpu/flags.js';
 import {
@@ -14,6 +19,7 @@ import {
   batchAttentionReference,
   compare,
   createKvCache,
+  importPoolSequences,
   pageLayout,
   pageSummaryReference,
   planAppend,
@@ -43,9 +49,14 @@ function code(f: () => unknown): string {
   return 'no error';
 }
 
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
 /** An f32 cache whose working set is one pool buffer of TILE pages (the one an engine binds). */
-function makeCache(): KvCache {
-  const cache = createKvCache(g.dev, { Hkv, D, pageSize: P, dtype: 'f32', tilePages: TILE, gpuBudgetBytes: 4 << 20, sinkPages: 0, recentPages: 0 });
+function makeCache(store?: FileStore): KvCache {
+  const cache = createKvCache(g.dev, { Hkv, D, pageSize: P, dtype: 'f32', tilePages: TILE, gpuBudgetBytes: 4 << 20, sinkPages: 0, recentPages: 0, store });
   cache.pool.maxBuffers = 1;
   return cache;
 }
@@ -403,5 +414,64 @@ describe('fork / truncate / free for sequences appended on the GPU', () => {
     const small = g.dev.createBuffer({ size: 16, usage });
     expect(code(() => ops.run(g.dev.device.createCommandEncoder(), { pages: small }))).toBe('E_BUFFER pages');
     g.dev.destroyBuffer(small);
+  });
+});
+
+describe('a cache driven from the GPU persists and reopens', () => {
+  it('forked pool sequences written on the GPU move to the disk tier (shared pages once), reopen bit for bit, and attend through the core', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-pool-cache-'));
+    dirs.push(dir);
+    const path = join(dir, 'kv.bin');
+    const store = new FileStore({ path });
+    const cache = makeCache(store);
+    const { append, attn, ops } = await plans(40);
+    const pool = cache.pool.slots;
+    const pages = cache.pool.buffers[0]!;
+    const rng = new Rng(9);
+    const a = pool.addSequence();
+    const k0 = rows(rng, 35);
+    const v0 = rows(rng, 35);
+    gpuAppend(append, pool.step([{ seq: a, tokens: 35 }]), k0, v0, pages);
+    const { seq: b, fix } = pool.fork(a);
+    ops.schedule([fix!]);
+    const [ka, va, kb, vb] = [rows(rng, 2), rows(rng, 2), rows(rng, 7), rows(rng, 7)];
+    const t = pool.step([{ seq: a, tokens: 2 }, { seq: b, tokens: 7 }]);
+    append.schedule(t);
+    const enc = g.dev.device.createCommandEncoder();
+    ops.run(enc, { pages });
+    append.run(enc, { k: g.tensor(cat(ka, kb), [9, Hkv, D]), v: g.tensor(cat(va, vb), [9, Hkv, D]), pages });
+    g.dev.device.queue.submit([enc.finish()]);
+    const [ca, cb] = await importPoolSequences(cache, [a, b]);
+    const want = [{ k: cat(k0, ka), v: cat(v0, va) }, { k: cat(k0, kb), v: cat(v0, vb) }];
+    expect(cache.length(ca!)).toBe(37);
+    expect(cache.length(cb!)).toBe(42);
+    expect(cache.pages(cb!).slice(0, 2)).toEqual(cache.pages(ca!).slice(0, 2)); // the shared pages stored once
+    expect(cache.refCount(cache.pages(ca!)[0]!)).toBe(2);
+    expect(cache.numPages).toBe(4); // the 2 shared pages once, and each sequence's own last page
+    pool.removeSequence(a);
+    pool.removeSequence(b);
+    expect(pool.used).toBe(0);
+    persistKvCache(cache, store.manifest());
+    cache.dispose();
+    // A new cache from the file: every checksum holds, the tokens are the GPU's, bit for bit.
+    const store2 = new FileStore({ path, mode: 'open' });
+    const again = openKvCache(g.dev, { store: store2, manifest: store2.manifest(), tilePages: TILE, gpuBudgetBytes: 4 << 20, sinkPages: 0, recentPages: 0 });
+    try {
+      expect(verifyKvCache(again).failed).toEqual([]);
+      [ca!, cb!].forEach((s, i) => {
+        const got = again.read(s, 0, again.length(s));
+        expect(Array.from(got.k)).toEqual(Array.from(want[i]!.k));
+        expect(Array.from(got.v)).toEqual(Array.from(want[i]!.v));
+      });
+      // Back on the GPU through the engine's core: resident slots of the reopened cache's pool.
+      again.pool.maxBuffers = 1;
+      const rt = residentPageTable(again, [ca!, cb!]);
+      const q = Float32Array.from(rng.normals(2 * Hq * D));
+      const got = await decode(attn, rt, q, again.pool.buffers[0]!);
+      const ref = batchAttentionReference(q, want, [0, 1, 2], { Hq, Hkv, D });
+      expect(compare(got.o, ref.o).relRms).toBeLessThan(1e-5);
+    } finally {
+      again.dispose();
+    }
   });
 });

@@ -29,6 +29,8 @@ import {
   readPagedSequence,
   residentPageTable,
   Rng,
+  f16BitsToF32,
+  f32ToF16Bits,
   type KvCache,
   type PagePool,
   type StepTables,
@@ -55,16 +57,16 @@ afterEach(() => {
 });
 
 /** An f32 cache whose working set is one pool buffer of TILE pages (the one an engine binds). */
-function makeCache(store?: FileStore): KvCache {
-  const cache = createKvCache(g.dev, { Hkv, D, pageSize: P, dtype: 'f32', tilePages: TILE, gpuBudgetBytes: 4 << 20, sinkPages: 0, recentPages: 0, store });
+function makeCache(store?: FileStore, dtype: 'f32' | 'f16' = 'f32'): KvCache {
+  const cache = createKvCache(g.dev, { Hkv, D, pageSize: P, dtype, tilePages: TILE, gpuBudgetBytes: 4 << 20, sinkPages: 0, recentPages: 0, store });
   cache.pool.maxBuffers = 1;
   return cache;
 }
 
-async function plans(rows = 8) {
-  const append = await planAppend(g.dev, { Hkv, D, pageSize: P, pageDtype: 'f32', maxPages: TILE, maxBatch: 4, maxRows: rows });
-  const attn = await planBatchAttention(g.dev, { maxBatch: 4, maxQTokens: 4, maxPages: 4 * TILE, poolPages: TILE, Hq, Hkv, D, pageSize: P, kvDtype: 'f32' });
-  const ops = await planPageOps(g.dev, { Hkv, D, pageSize: P, pageDtype: 'f32', maxPages: TILE, maxFixes: 4 });
+async function plans(rows = 8, dtype: 'f32' | 'f16' = 'f32') {
+  const append = await planAppend(g.dev, { Hkv, D, pageSize: P, pageDtype: dtype, maxPages: TILE, maxBatch: 4, maxRows: rows });
+  const attn = await planBatchAttention(g.dev, { maxBatch: 4, maxQTokens: 4, maxPages: 4 * TILE, poolPages: TILE, Hq, Hkv, D, pageSize: P, kvDtype: dtype });
+  const ops = await planPageOps(g.dev, { Hkv, D, pageSize: P, pageDtype: dtype, maxPages: TILE, maxFixes: 4 });
   return { append, attn, ops };
 }
 
@@ -178,15 +180,15 @@ describe('the KvCache working set is a page pool shared with engines', () => {
 });
 
 describe('exact streaming over resident pages encodes into the caller\'s encoder', () => {
-  for (const [Tq, len] of [[1, 37], [3, 50]] as const) {
-    it(`Tq ${Tq}, ${len} tokens: encode() matches float64 and run() bit for bit; non-resident pages are E_STATE`, async () => {
+  for (const [Tq, len, variant] of [[1, 37, 'cpu'], [3, 50, 'cpu'], [1, 37, 'gpu'], [3, 50, 'gpu']] as const) {
+    it(`${variant}: Tq ${Tq}, ${len} tokens: encode() matches float64 and run() bit for bit; non-resident pages are E_STATE`, async () => {
       const cache = makeCache();
       const rng = new Rng(11 + Tq);
       const seq = cache.addSequence();
       const k = rows(rng, len);
       const v = rows(rng, len);
       cache.append(seq, k, v);
-      const plan = await planStreamAttention(cache, { Hq, Tq });
+      const plan = await planStreamAttention(cache, { Hq, Tq, variant });
       const qh = rng.normals(Tq * Hq * D);
       const q = g.tensor(qh, [Tq, Hq, D]);
       const out = () => ({ o: g.nanTensor([Tq, Hq, D]), lse: g.nanTensor([Tq, Hq]) });
@@ -243,9 +245,12 @@ describe('exact streaming over resident pages encodes into the caller\'s encoder
 });
 
 describe('fork / truncate / free for sequences appended on the GPU', () => {
-  it('fork shares the full pages and copies one partial page on the GPU; both branches append independently and match float64', async () => {
-    const cache = makeCache();
-    const { append, attn, ops } = await plans(40);
+  for (const dtype of ['f32', 'f16'] as const) it(`${dtype}: fork shares the full pages and copies one partial page on the GPU; both branches append independently and match float64`, async () => {
+    const cache = makeCache(undefined, dtype);
+    const { append, attn, ops } = await plans(40, dtype);
+    const L = pageLayout(P, Hkv, D, D, dtype);
+    // What the pages hold: the rows rounded to the page dtype.
+    const st = (x: Float32Array) => (dtype === 'f32' ? x : x.map((e) => f16BitsToF32(f32ToF16Bits(e))));
     const pool = cache.pool.slots;
     const pages = cache.pool.buffers[0]!;
     const summaries = g.dev.createBuffer({ size: SUM_BYTES, usage });
@@ -270,7 +275,7 @@ describe('fork / truncate / free for sequences appended on the GPU', () => {
     g.dev.device.queue.submit([enc.finish()]);
     const q = Float32Array.from(rng.normals(2 * Hq * D));
     const got = await decode(attn, pool.tables([parent, child]), q, pages);
-    const ref = batchAttentionReference(q, [{ k: cat(k0, ka), v: cat(v0, va) }, { k: cat(k0, kb), v: cat(v0, vb) }], [0, 1, 2], { Hq, Hkv, D });
+    const ref = batchAttentionReference(q, [{ k: st(cat(k0, ka)), v: st(cat(v0, va)) }, { k: st(cat(k0, kb)), v: st(cat(v0, vb)) }], [0, 1, 2], { Hq, Hkv, D });
     for (const b of [0, 1]) {
       const c = compare(got.o.subarray(b * Hq * D, (b + 1) * Hq * D), ref.o.subarray(b * Hq * D, (b + 1) * Hq * D));
       expect(c.relRms).toBeLessThan(1e-5);
@@ -279,8 +284,10 @@ describe('fork / truncate / free for sequences appended on the GPU', () => {
     const bytes = await poolBytes(cache);
     const tt = pool.tables([parent, child]);
     const seqKv = [0, 1].map((b) => readPagedSequence(bytes, L, tt.kvIndptr, tt.kvIndices, tt.kvLastPageLen, b));
-    expect(Array.from(seqKv[0]!.k)).toEqual(Array.from(cat(k0, ka)));
-    expect(Array.from(seqKv[1]!.v)).toEqual(Array.from(cat(v0, vb)));
+    expect(Array.from(seqKv[0]!.k)).toEqual(Array.from(st(cat(k0, ka))));
+    expect(Array.from(seqKv[0]!.v)).toEqual(Array.from(st(cat(v0, va))));
+    expect(Array.from(seqKv[1]!.k)).toEqual(Array.from(st(cat(k0, kb))));
+    expect(Array.from(seqKv[1]!.v)).toEqual(Array.from(st(cat(v0, vb))));
     const sum = new Uint16Array(await g.dev.readback(summaries));
     for (const s of [parent, child]) {
       pool.pages(s).forEach((p, j) => {

@@ -45,7 +45,7 @@ export interface PageOpsOptions {
   pageDtype?: KvDType;
   /** Pages in the pool buffer. */
   maxPages: number;
-  /** Most fixes per schedule (default 64). */
+  /** Most fixes per schedule (default 64, at most maxPages). */
   maxFixes?: number;
 }
 
@@ -107,7 +107,7 @@ export class PageOpsPlan extends KernelPlan<PageOpsTensors> {
     if (!KV_DTYPES.includes(pageDtype)) fail('E_DTYPE', 'pageDtype', 'is not a KV dtype;', pageDtype, KV_DTYPES.join(', '));
     if (pageDtype === 'int8') fail('E_UNSUPPORTED', 'pageDtype', 'int8 pages are not written on the GPU (as planAppend);', pageDtype, 'f32, f16 or bf16');
     const maxPages = checkInt(opts.maxPages, 'maxPages', { min: 1 });
-    const maxFixes = checkInt(opts.maxFixes ?? 64, 'maxFixes', { min: 1, max: maxPages });
+    const maxFixes = checkInt(opts.maxFixes ?? Math.min(64, maxPages), 'maxFixes', { min: 1, max: maxPages });
     const L = pageLayout(pageSize, Hkv, D, Dv, pageDtype);
     if (maxPages * L.pageBytes > ctx.limits.maxStorageBufferBindingSize) {
       fail('E_LIMIT', 'maxPages', 'makes the pool larger than one storage binding;', maxPages, `at most ${Math.floor(ctx.limits.maxStorageBufferBindingSize / L.pageBytes)} pages of ${L.pageBytes} bytes`);

@@ -19,6 +19,7 @@ import {
   batchAttentionReference,
   compare,
   createKvCache,
+  createPagePool,
   importPoolSequences,
   pageLayout,
   pageSummaryReference,
@@ -408,6 +409,79 @@ describe('fork / truncate / free for sequences appended on the GPU', () => {
     expect(pool.used).toBe(0);
     pool.validate();
     cache.dispose();
+  });
+
+  it('random steps, forks, truncates, window releases and removals keep every invariant; the fixes name what changed', () => {
+    const rng = new Rng(21);
+    const pool = createPagePool({ capacity: 48, pageSize: 4 });
+    const live: number[] = [];
+    const seen = { forkCopy: 0, truncCopy: 0, truncInPlace: 0, refused: 0 };
+    for (let it = 0; it < 600; it++) {
+      const r = rng.next();
+      const pick = () => live[Math.floor(rng.next() * live.length)]!;
+      try {
+        if (live.length === 0 || r < 0.1) live.push(pool.addSequence());
+        else if (r < 0.45) pool.step([{ seq: pick(), tokens: Math.floor(rng.next() * 7) }]);
+        else if (r < 0.6) {
+          const s = pick();
+          const len = pool.length(s);
+          const used = pool.used;
+          let forked;
+          try {
+            forked = pool.fork(s);
+          } catch (e) {
+            expect(pool.used).toBe(used); // a refused fork changes nothing
+            throw e;
+          }
+          const { seq, fix } = forked;
+          live.push(seq);
+          expect(pool.length(seq)).toBe(len);
+          if (len % 4) expect(fix).toEqual({ src: pool.pages(s)[pool.pages(s).length - 1], dst: pool.pages(seq)[pool.pages(seq).length - 1], rows: len % 4 });
+          else expect(fix).toBeUndefined();
+          if (fix) expect(pool.refCount(fix.dst)).toBe(1);
+          if (fix) seen.forkCopy++;
+        } else if (r < 0.75) {
+          const s = pick();
+          const to = Math.floor(rng.next() * (pool.length(s) + 1));
+          const len = pool.length(s);
+          const before = pool.pages(s)[Math.ceil(to / 4) - 1];
+          const shared = before !== undefined && before >= 0 && pool.refCount(before) > 1;
+          const pagesBefore = [...pool.pages(s)];
+          let fix;
+          try {
+            fix = pool.truncate(s, to).fix;
+          } catch (e) {
+            expect([...pool.pages(s)]).toEqual(pagesBefore); // a refused rewind changes nothing
+            expect(pool.length(s)).toBe(len);
+            throw e;
+          }
+          expect(pool.length(s)).toBe(to);
+          expect(fix === undefined).toBe(to % 4 === 0 || to === len);
+          if (fix) {
+            expect(fix.rows).toBe(to % 4);
+            expect(fix.src).toBe(before);
+            expect(fix.dst === fix.src).toBe(!shared);
+            seen[shared ? 'truncCopy' : 'truncInPlace']++;
+            expect(pool.pages(s)[pool.pages(s).length - 1]).toBe(fix.dst);
+            expect(pool.refCount(fix.dst)).toBe(1);
+          }
+        } else if (r < 0.85) pool.releaseOutsideWindow(pick(), { window: 6, sinkTokens: 2 });
+        else {
+          const i = Math.floor(rng.next() * live.length);
+          pool.removeSequence(live[i]!);
+          live.splice(i, 1);
+        }
+      } catch (e) {
+        // Only typed refusals that change nothing: a full pool, a rewind into a released page.
+        expect(e).toBeInstanceOf(TesseraError);
+        expect(['E_LIMIT', 'E_STATE']).toContain((e as TesseraError).code);
+        seen.refused++;
+      }
+      pool.validate();
+    }
+    for (const s of live) pool.removeSequence(s);
+    expect(pool.used).toBe(0);
+    for (const [k, n] of Object.entries(seen)) expect(n, k).toBeGreaterThan(0);
   });
 
   it('page ops validate their schedule and inputs (typed, nothing written)', async () => {

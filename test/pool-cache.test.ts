@@ -203,7 +203,19 @@ describe('exact streaming over resident pages encodes into the caller\'s encoder
       const up = cache.pagesUploaded;
       const o1 = out();
       const enc = g.dev.device.createCommandEncoder();
-      plan.encode(enc, seq, q, o1);
+      // No GPU buffer created, nothing awaited (encode is synchronous and returns nothing).
+      const device = g.dev.device;
+      const createBuffer = device.createBuffer;
+      let created = 0;
+      device.createBuffer = (d: GPUBufferDescriptor) => (created++, createBuffer.call(device, d));
+      let ret: unknown;
+      try {
+        ret = plan.encode(enc, seq, q, o1);
+      } finally {
+        device.createBuffer = createBuffer;
+      }
+      expect(created).toBe(0);
+      expect(ret).toBeUndefined();
       // A second encode (or run) before the submit would share the plan's page list: refused.
       expect(code(() => plan.encode(enc, seq, q, out()))).toBe('E_STATE plan');
       await expect(plan.run(seq, q, out())).rejects.toMatchObject({ code: 'E_STATE' });

@@ -10,6 +10,12 @@ export default tseslint.config(
     // generated (embedded WGSL, build output, benchmark results) or not ours
     ignores: [
       'dist/',
+      '.doc-snippets/',
+      '.wt/',
+      '.gl/',
+      'tmp/',
+      'gpu-bundle/',
+      'gpu-results/',
       'node_modules/',
       '**/*.wgsl.ts',
       'bench/results/',

@@ -195,6 +195,9 @@ export {
   type KvDType,
   type PageLayout,
   pageCounts,
+  residentPageTable,
+  type ResidentTables,
+  importPoolSequences,
   persistKvCache,
   openKvCache,
   commitKvCache,
@@ -289,4 +292,5 @@ export {
   type RopeStyle,
   ropeCosSinTable,
 } from '../kernels/append/index.js';
-export { PagePool, createPagePool, type PagePoolOptions, type StepEntry, type StepTables } from './pool/index.js';
+export { PagePool, createPagePool, type PagePoolOptions, type PageFix, type StepEntry, type StepTables } from './pool/index.js';
+export { planPageOps, PageOpsPlan, type PageOpsOptions, type PageOpsTensors } from '../kernels/pool/index.js';

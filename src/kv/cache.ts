@@ -226,7 +226,7 @@ export class KvCache {
     this.store = opts.store ?? new MemoryStore({ slabBytes: opts.slabBytes, align: this.pageBytes });
     claimStore(this.store, this); // one live cache per store (E_STATE naming `store`)
     try {
-      this.pool = new GpuPagePool(ctx, this.pageBytes, tilePages);
+      this.pool = new GpuPagePool(ctx, this.pageBytes, tilePages, P);
       this.pool.addBuffer();
       this.summaryLevels = opts.summaryLevels ?? 1;
       check(this.summaryLevels === 1 || this.summaryLevels === 2, 'summaryLevels', '1 or 2', this.summaryLevels);
@@ -623,7 +623,7 @@ export class KvCache {
         const cap = this.chunkCapFor(inChunk);
         // Make room inside the budget: shrink the pool if needed (it keeps at least one tile).
         const extra = (cap - (this.summaryCap[c] ?? 0)) * (this.minmaxBytesPerPage + (this.meanSummaries ? this.meanBytesPerPage : 0));
-        while (this.summaryBytes + this.pool.bytes + extra > this.gpuBudgetBytes && this.pool.buffers.length > 1) this.pool.removeBuffer();
+        while (this.summaryBytes + this.pool.bytes + extra > this.gpuBudgetBytes && this.pool.buffers.length > 1 && this.pool.removeBuffer());
         this.ctx.destroyBuffer(this.minmaxGpu[c]);
         this.ctx.destroyBuffer(this.meanGpu[c]);
         const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC;
@@ -753,7 +753,7 @@ export class KvCache {
     let inUse = 0;
     for (let i = 0; i < n; i++) if (slots[i]! >= 0 && !this.pool.isPinned(pages[i]!)) inUse++;
     const room = () => this.pool.available - inUse;
-    while (room() < missing.length && this.summaryBytes + this.pool.bytes + per <= this.gpuBudgetBytes) this.pool.addBuffer();
+    while (room() < missing.length && this.summaryBytes + this.pool.bytes + per <= this.gpuBudgetBytes && this.pool.addBuffer());
     if (room() < missing.length) {
       // Last resort before E_LIMIT: pinned pages outside this request give way (see evictPinned),
       // so any request of at most one pool's capacity always makes progress under the budget.

@@ -3,8 +3,16 @@
  * binding limit), an LRU list over the unpinned resident pages, and pins for pages that must stay
  * (sinks, the recent window). The pool never decides its own size: the cache grows it up to the
  * byte budget and shrinks it when the summaries need room.
+ *
+ * The slots are the pages of a `PagePool` (src/pool, {@link GpuPagePool.slots}): slot `s` is pool
+ * page `s`, in buffer `floor(s / slotsPerBuffer)`, in the page layout of kernels/attention/page.ts.
+ * A page the cache streamed in from host or disk holds one reference on its slot; an engine's
+ * sequences (`pool.slots.addSequence()`, `step`, `fork`, `truncate`) take slots from the same
+ * free list, written by kernels/append and attended by the same cores, and the cache never evicts
+ * them (they are not in its LRU list). See docs/engine.md.
  */
 import { TesseraError } from '../errors.js';
+import { PagePool } from '../pool/pool.js';
 import type { TesseraDevice } from '../gpu/device.js';
 import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
@@ -40,15 +48,24 @@ export class GpuPagePool {
   private inList = new Uint8Array(0);
   private head = -1;
   private tail = -1;
-  private free: number[] = [];
+  private residentCount = 0;
+  /**
+   * The slots' bookkeeping: free list and reference counts (src/pool); its capacity follows the
+   * buffers (`slotsPerBuffer` pages per buffer).
+   */
+  readonly slots: PagePool;
+  /** Most buffers the pool may grow to (default: no bound but the cache's budget). */
+  maxBuffers = Infinity;
   /** Pages evicted so far. */
   evictions = 0;
 
-  constructor(ctx: TesseraDevice, pageBytes: number, slotsPerBuffer: number) {
+  constructor(ctx: TesseraDevice, pageBytes: number, slotsPerBuffer: number, pageSize = 1) {
     this.ctx = ctx;
     this.pageBytes = pageBytes;
     this.slotsPerBuffer = slotsPerBuffer;
     this.bufferBytes = pageBytes * slotsPerBuffer;
+    this.slots = new PagePool({ capacity: slotsPerBuffer, pageSize });
+    this.slots.shrink(0);
   }
 
   get capacity(): number {
@@ -59,13 +76,14 @@ export class GpuPagePool {
     return this.buffers.length * this.bufferBytes;
   }
 
-  /** Resident pages now. */
+  /** Resident pages of the cache now (slots an engine's sequences hold are not counted). */
   get resident(): number {
-    return this.capacity - this.free.length;
+    return this.residentCount;
   }
 
-  /** Adds one buffer of slots. */
-  addBuffer(): void {
+  /** Adds one buffer of slots; false (nothing added) at {@link maxBuffers}. */
+  addBuffer(): boolean {
+    if (this.buffers.length >= this.maxBuffers) return false;
     const b = this.ctx.createBuffer({
       size: this.bufferBytes,
       usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC,
@@ -85,24 +103,33 @@ export class GpuPagePool {
     const il = new Uint8Array(cap);
     il.set(this.inList.subarray(0, first));
     this.inList = il;
-    for (let s = cap - 1; s >= first; s--) this.free.push(s);
+    this.slots.grow(this.slotsPerBuffer);
+    return true;
   }
 
-  /** Drops the last buffer; its pages stop being resident. */
-  removeBuffer(): void {
+  /**
+   * Drops the last buffer; its pages stop being resident. False (nothing changes) when an
+   * engine's sequence holds a slot in it, or a cache page there is held by someone besides the
+   * cache (`slots.retain`).
+   */
+  removeBuffer(): boolean {
     const last = this.buffers.length - 1;
-    if (last < 0) return;
+    if (last < 0) return false;
     const first = last * this.slotsPerBuffer;
+    for (let s = first; s < first + this.slotsPerBuffer; s++) {
+      if (this.slots.refCount(s) > (this.slotPage[s]! >= 0 ? 1 : 0)) return false;
+    }
     for (let s = first; s < first + this.slotsPerBuffer; s++) {
       const p = this.slotPage[s]!;
       if (p >= 0) this.drop(s);
     }
-    this.free = this.free.filter((s) => s < first);
+    this.slots.shrink(first);
     this.ctx.destroyBuffer(this.buffers.pop());
     this.slotPage = this.slotPage.slice(0, first);
     this.prev = this.prev.slice(0, first);
     this.next = this.next.slice(0, first);
     this.inList = this.inList.slice(0, first);
+    return true;
   }
 
   location(slot: number): SlotLocation {
@@ -172,14 +199,14 @@ export class GpuPagePool {
 
   /** Slots that could be given to a new page now without growing (free or evictable). */
   get available(): number {
-    let n = this.free.length;
+    let n = this.slots.free;
     for (let s = this.tail; s >= 0; s = this.prev[s]!) n++;
     return n;
   }
 
   /** Whether a free slot or an evictable page exists. */
   hasRoom(): boolean {
-    return this.free.length > 0 || this.tail >= 0;
+    return this.slots.free > 0 || this.tail >= 0;
   }
 
   /**
@@ -203,15 +230,15 @@ export class GpuPagePool {
 
   /** Gives `page` a slot, evicting the least recently used unpinned page if no slot is free. */
   assign(page: number): number {
-    let s: number;
-    if (this.free.length > 0) s = this.free.pop()!;
-    else {
-      s = this.tail;
-      if (s < 0) throw new TesseraError('E_LIMIT', 'GPU working set: every slot holds a pinned or in-use page; raise gpuBudgetBytes or lower the tile size');
-      this.drop(s);
-      this.free.pop();
+    let s = this.slots.allocate();
+    // Evict until a slot frees (a page someone else also holds keeps its slot when the cache drops it).
+    while (s < 0) {
+      if (this.tail < 0) throw new TesseraError('E_LIMIT', 'GPU working set: every slot holds a pinned or in-use page; raise gpuBudgetBytes or lower the tile size');
+      this.drop(this.tail);
       this.evictions++;
+      s = this.slots.allocate();
     }
+    this.residentCount++;
     this.pageSlot = grow(this.pageSlot, page + 1, -1);
     this.pageSlot[page] = s;
     this.slotPage[s] = page;
@@ -226,10 +253,12 @@ export class GpuPagePool {
     this.unlink(s);
     this.pageSlot[p] = -1;
     this.slotPage[s] = -1;
-    this.free.push(s);
+    this.residentCount--;
+    this.slots.release(s);
   }
 
   destroy(): void {
-    while (this.buffers.length) this.removeBuffer();
+    for (const b of this.buffers) this.ctx.destroyBuffer(b);
+    this.buffers.length = 0;
   }
 }

@@ -58,13 +58,26 @@ function grow(a: Int32Array<ArrayBuffer>, n: number): Int32Array<ArrayBuffer> {
   return a.length >= n ? a : new Int32Array(Math.max(n, a.length * 2, 16));
 }
 
+/**
+ * A page to copy and/or re-summarise on the GPU (see `planPageOps`, kernels/pool): copy page
+ * `src` to page `dst` (nothing to copy when they are equal), then recompute the Quest min/max
+ * summaries of `dst` over its first `rows` rows.
+ */
+export interface PageFix {
+  src: number;
+  dst: number;
+  rows: number;
+}
+
 export class PagePool {
-  readonly capacity: number;
+  private cap: number;
   readonly pageSize: number;
-  private readonly refs: Int32Array;
+  private refs: Int32Array;
   /** Free page ids, a stack (the next allocation takes the top). */
-  private readonly freeList: Int32Array;
+  private freeList: Int32Array;
   private freeTop: number;
+  /** Pages copied by fork / truncate copy-on-write so far (the page bytes a caller copied). */
+  pagesCopied = 0;
   private readonly seqs = new Map<number, Seq>();
   private nextSeq = 0;
   private buf = {
@@ -79,13 +92,65 @@ export class PagePool {
 
   constructor(opts: PagePoolOptions) {
     if (!opts || typeof opts !== 'object') fail('E_ARG', 'options', 'is required;', opts, '{ capacity, pageSize }');
-    this.capacity = checkInt(opts.capacity, 'capacity', { min: 1, max: 2 ** 31 - 1 });
+    this.cap = checkInt(opts.capacity, 'capacity', { min: 1, max: 2 ** 31 - 1 });
     this.pageSize = checkInt(opts.pageSize, 'pageSize', { min: 1 });
-    this.refs = new Int32Array(this.capacity);
-    this.freeList = new Int32Array(this.capacity);
+    this.refs = new Int32Array(this.cap);
+    this.freeList = new Int32Array(this.cap);
     // Low ids first: the top of the stack is page 0.
-    for (let i = 0; i < this.capacity; i++) this.freeList[i] = this.capacity - 1 - i;
-    this.freeTop = this.capacity;
+    for (let i = 0; i < this.cap; i++) this.freeList[i] = this.cap - 1 - i;
+    this.freeTop = this.cap;
+  }
+
+  /** Pages in the pool (ids `0 .. capacity - 1`). */
+  get capacity(): number {
+    return this.cap;
+  }
+
+  /**
+   * Adds `n` pages (ids `capacity .. capacity + n - 1`, e.g. a new GPU buffer of slots); the
+   * lowest new id is allocated first.
+   */
+  grow(n: number): void {
+    checkInt(n, 'n', { min: 0, max: 2 ** 31 - 1 - this.cap });
+    const cap = this.cap + n;
+    const refs = new Int32Array(cap);
+    refs.set(this.refs);
+    const free = new Int32Array(cap);
+    free.set(this.freeList.subarray(0, this.freeTop));
+    for (let i = 0; i < n; i++) free[this.freeTop + i] = cap - 1 - i;
+    this.refs = refs;
+    this.freeList = free;
+    this.freeTop += n;
+    this.cap = cap;
+  }
+
+  /** Whether pages `from .. capacity - 1` are all free (so {@link shrink} to `from` may run). */
+  canShrink(from: number): boolean {
+    for (let p = Math.max(0, from); p < this.cap; p++) if (this.refs[p] !== 0) return false;
+    return true;
+  }
+
+  /** Removes pages `from .. capacity - 1`, which must all be free (`E_STATE` otherwise). */
+  shrink(from: number): void {
+    checkInt(from, 'from', { min: 0, max: this.cap });
+    if (!this.canShrink(from)) throw new TesseraError('E_STATE', `pages ${from}..${this.cap - 1} are not all free: shrink() needs them released first`, { argument: 'from', actual: from });
+    let k = 0;
+    for (let i = 0; i < this.freeTop; i++) if (this.freeList[i]! < from) this.freeList[k++] = this.freeList[i]!;
+    this.freeTop = k;
+    this.cap = from;
+    this.refs = this.refs.slice(0, from);
+    this.freeList = this.freeList.slice(0, from);
+  }
+
+  /**
+   * Takes one free page for a holder outside any sequence (e.g. the KV cache's working set holding
+   * a page streamed from host or disk), with reference count 1; `-1` when none is free.
+   */
+  allocate(): number {
+    if (this.freeTop === 0) return -1;
+    const p = this.freeList[--this.freeTop]!;
+    this.refs[p] = 1;
+    return p;
   }
 
   /** Pages free now. */
@@ -95,7 +160,7 @@ export class PagePool {
 
   /** Pages in use (reference count > 0). */
   get used(): number {
-    return this.capacity - this.freeTop;
+    return this.cap - this.freeTop;
   }
 
   /** Starts an empty sequence; returns its id. */
@@ -268,6 +333,82 @@ export class PagePool {
       released++;
     }
     return released;
+  }
+
+  /**
+   * A new sequence sharing every page of `seq` (one more reference each; window holes stay holes),
+   * except a partial last page, which is copy-on-write: the child gets a fresh page and `fix`
+   * names the copy (`{ src, dst, rows }`) the caller encodes on the GPU (`planPageOps`) before
+   * either sequence writes or the child is attended. Both append independently afterwards. All
+   * or nothing: `E_LIMIT` when the copy has no free page, with the pool unchanged.
+   *
+   * @example
+   * const { seq: child, fix } = pool.fork(parent); // fix: the partial last page's copy, if any
+   * ops.schedule(fix ? [fix] : []); ops.run(encoder, { pages, summaries });
+   */
+  fork(seq: number): { seq: number; fix?: PageFix } {
+    const s = this.seq(seq);
+    const r = s.length % this.pageSize;
+    const last = s.pages.length - 1;
+    if (r > 0 && this.freeTop === 0) {
+      fail('E_LIMIT', 'seq', `needs 1 free page for the copy of its partial last page; the pool has 0 free of ${this.capacity};`, seq, 'a free page (release sequences or grow the pool)');
+    }
+    const pages = s.pages.slice();
+    for (let j = 0; j < pages.length; j++) if (pages[j]! >= 0 && !(r > 0 && j === last)) this.refs[pages[j]!]!++;
+    let fix: PageFix | undefined;
+    if (r > 0) {
+      const dst = this.freeList[--this.freeTop]!;
+      this.refs[dst] = 1;
+      fix = { src: pages[last]!, dst, rows: r };
+      pages[last] = dst;
+      this.pagesCopied++;
+    }
+    const id = this.nextSeq++;
+    this.seqs.set(id, { pages, length: s.length, holes: s.holes });
+    return { seq: id, fix };
+  }
+
+  /**
+   * Rewinds `seq` to its first `length` tokens: pages past it are released (freed when no one
+   * else holds them). A partial new last page needs its summaries recomputed over `rows`, which
+   * `fix` names: in place (`src === dst`) when the sequence alone holds it, else on a fresh page
+   * (copy-on-write, so the other holders keep their page and summaries). The caller encodes
+   * `fix` (`planPageOps`) before the sequence is attended or appended to. All or nothing
+   * (`E_LIMIT` when the copy has no free page; `E_STATE` when the new last page was released by
+   * a window layer). Returns the pages released.
+   *
+   * @example
+   * const { fix } = pool.truncate(seq, pool.length(seq) - 5); // undo 5 tokens
+   */
+  truncate(seq: number, length: number): { released: number; fix?: PageFix } {
+    const s = this.seq(seq);
+    checkInt(length, 'length', { min: 0, max: s.length });
+    if (length === s.length) return { released: 0 };
+    const P = this.pageSize;
+    const keep = Math.ceil(length / P);
+    const r = length % P;
+    const last = keep > 0 ? s.pages[keep - 1]! : -1;
+    if (keep > 0 && last < 0) fail('E_STATE', 'length', `ends in page ${keep - 1} of sequence ${seq}, which a window layer released;`, length, 'a length inside a page the sequence still holds');
+    const cow = r > 0 && this.refs[last]! > 1;
+    if (cow && this.freeTop === 0) fail('E_LIMIT', 'length', `needs 1 free page to copy the shared page ${last}; the pool has 0 free of ${this.capacity};`, length, 'a free page (release sequences or grow the pool)');
+    let released = 0;
+    for (let j = keep; j < s.pages.length; j++) {
+      const p = s.pages[j]!;
+      if (p < 0) continue;
+      if (this.refs[p] === 1) released++;
+      this.release(p);
+    }
+    s.pages.length = keep;
+    s.length = length;
+    s.holes = s.pages.reduce((n, p) => n + (p < 0 ? 1 : 0), 0);
+    if (r === 0) return { released };
+    if (!cow) return { released, fix: { src: last, dst: last, rows: r } };
+    const dst = this.freeList[--this.freeTop]!;
+    this.refs[dst] = 1;
+    this.release(last);
+    s.pages[keep - 1] = dst;
+    this.pagesCopied++;
+    return { released, fix: { src: last, dst, rows: r } };
   }
 
   /** Checks the pool's invariants (tests and debugging): every page is free xor referenced. */

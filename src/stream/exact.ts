@@ -6,8 +6,8 @@
  * carried in two f32 between tiles, so the error does not grow with the number of tiles). The host
  * uploads tile i+1 while the GPU attends tile i (tile i is submitted before tile i+1 is written).
  */
-import { check, checkInt, fail } from '../errors.js';
-import { observe, type TesseraDevice } from '../gpu/device.js';
+import { TesseraError, check, checkInt, fail } from '../errors.js';
+import { observe, submitEpoch, type TesseraDevice } from '../gpu/device.js';
 import { exclusiveRuns } from '../exclusive.js';
 import { checkHostValues, checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
@@ -98,6 +98,10 @@ export class StreamAttentionPlan {
   private readonly list: GPUBuffer;
   private readonly listWords: Uint32Array<ArrayBuffer>;
   private disposed = false;
+  /** A run() in progress (encode() is refused meanwhile: they share the scratch). */
+  private running = false;
+  /** Submit epoch of the last encode() (-2: none pending). */
+  private encodedEpoch = -2;
 
   private constructor(cache: KvCache, o: Required<StreamAttentionOptions>, paged: PagedPlan, merger: MergePlan, parts: number, ePer: number) {
     this.cache = cache;
@@ -170,6 +174,84 @@ export class StreamAttentionPlan {
    */
   async run(seq: number, q: GpuTensor, out: { o: GpuTensor; lse?: GpuTensor }, ro: StreamRunOptions = {}): Promise<StreamStats> {
     if (this.disposed) fail('E_STATE', 'plan', 'was disposed;', 'disposed');
+    this.checkEncodeSubmitted('run');
+    this.running = true;
+    try {
+      return await this.runInner(seq, q, out, ro);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** An encode() whose encoder is not submitted yet still reads this plan's page list and states. */
+  private checkEncodeSubmitted(what: string): void {
+    const epoch = submitEpoch(this.ctx);
+    if (epoch >= 0 && this.encodedEpoch === epoch) {
+      throw new TesseraError('E_STATE', `StreamAttentionPlan.${what}: an encode() since the last queue.submit still reads this plan's page list and merge state; submit that encoder first (or use a second plan)`, { argument: 'plan' });
+    }
+  }
+
+  /**
+   * Encodes exact attention of `q` against sequence `seq` into the caller's `encoder`: no await,
+   * no submit, no GPU buffer created. For sequences whose pages the queries see are all resident
+   * on the GPU (a recent window, a sequence an engine just wrote, one a previous `run` left
+   * resident) and fit one tile (`options.tilePages`). Otherwise it throws before encoding
+   * anything: `E_STATE` (argument `seq`) when a page is on the host or disk tier only (moving
+   * pages is the async `run`'s job; `cache.ensureResident(cache.pages(seq))` makes them resident),
+   * `E_LIMIT` when the pages exceed one tile. Submit the encoder before this plan's next `encode`
+   * or `run` (`E_STATE` otherwise: they share the plan's page list and merge state), and before
+   * the cache uploads other pages (an upload may reuse an unpinned page's slot).
+   *
+   * @example
+   * cache.ensureResident(cache.pages(seq));             // once, or pages pinned by the window
+   * const enc = dev.device.createCommandEncoder();
+   * plan.encode(enc, seq, q, { o, lse });               // into the engine's own encoder
+   * dev.device.queue.submit([enc.finish()]);
+   */
+  encode(encoder: GPUCommandEncoder, seq: number, q: GpuTensor, out: { o: GpuTensor; lse?: GpuTensor }, ro: { qPos0?: number } = {}): void {
+    if (this.disposed) fail('E_STATE', 'plan', 'was disposed;', 'disposed');
+    if (this.running) throw new TesseraError('E_STATE', 'StreamAttentionPlan.encode: a run() of this plan is still in progress (they share its scratch); await it first', { argument: 'plan' });
+    this.checkEncodeSubmitted('encode');
+    if (!encoder || typeof (encoder as GPUCommandEncoder).beginComputePass !== 'function') fail('E_ARG', 'encoder', 'is not a GPUCommandEncoder;', typeof encoder, 'device.createCommandEncoder()');
+    const { cache, ctx, rows } = this;
+    const { Tq, Hq } = this.options;
+    const Dv = cache.Dv;
+    checkTensor(q, 'q', { rank: 3, shape: [Tq, Hq, cache.D], dtypes: ['f32'], device: ctx });
+    checkTensor(out?.o, 'o', { rank: 3, shape: [Tq, Hq, Dv], dtypes: ['f32'], device: ctx });
+    if (out.lse) checkTensor(out.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'], device: ctx });
+    const len = cache.length(seq);
+    const qPos0 = ro.qPos0 ?? Math.max(0, len - Tq);
+    checkInt(qPos0, 'qPos0', { min: 0 });
+    const all = cache.pages(seq);
+    const P = cache.pageSize;
+    const nPages = this.options.causal ? Math.min(all.length, Math.floor((qPos0 + Tq - 1) / P) + 1) : all.length;
+    if (nPages > this.options.tilePages) {
+      fail('E_LIMIT', 'seq', `needs ${nPages} pages, more than one tile of this plan;`, seq, `at most tilePages = ${this.options.tilePages} pages for encode() (run() streams any length)`);
+    }
+    let missing = 0;
+    for (let i = 0; i < nPages; i++) if (cache.pool.slotOf(all[i]!) < 0) missing++;
+    if (missing > 0) {
+      throw new TesseraError('E_STATE', `seq: ${missing} of the ${nPages} pages of sequence ${seq} are not resident on the GPU; encode() moves no pages (await run(), or cache.ensureResident(cache.pages(seq)) first)`, {
+        argument: 'seq',
+        actual: seq,
+        expected: 'a sequence whose pages are all resident',
+      });
+    }
+    const qT = { buffer: q.buffer, offset: q.offset, shape: q.shape, dtype: 'f32' as const };
+    const queue = ctx.device.queue;
+    if (nPages > 0) this.encodeTile(encoder, all, 0, nPages, len, qPos0, qT, 0);
+    else queue.writeBuffer(this.states[1]!.s.buffer, 0, this.emptyState);
+    const tiles = nPages > 0 ? 1 : 0;
+    const lse = out.lse ?? { buffer: this.lseScratch, shape: [Tq, Hq], dtype: 'f32' as const };
+    this.merger.finish(encoder, {
+      state: this.states[(tiles + 1) % 2]!,
+      o: { buffer: out.o.buffer, offset: out.o.offset, shape: [rows, Dv], dtype: 'f32' },
+      lse: { buffer: lse.buffer, offset: lse.offset, shape: [rows], dtype: 'f32' },
+    });
+    this.encodedEpoch = submitEpoch(ctx);
+  }
+
+  private async runInner(seq: number, q: GpuTensor, out: { o: GpuTensor; lse?: GpuTensor }, ro: StreamRunOptions): Promise<StreamStats> {
     const { cache, ctx, rows } = this;
     const { Tq, Hq } = this.options;
     const Dv = cache.Dv;
@@ -243,6 +325,15 @@ export class StreamAttentionPlan {
    * their attention and the merge into running state `index % 2` (from `(index - 1) % 2`).
    */
   private submitTile(all: readonly number[], a: number, b: number, len: number, qPos0: number, qT: TileQuery, index: number): void {
+    const ctx = this.ctx;
+    const queue = ctx.device.queue;
+    const enc = ctx.device.createCommandEncoder({ label: 'tessera.stream.tile' });
+    this.encodeTile(enc, all, a, b, len, qPos0, qT, index);
+    queue.submit([enc.finish()]);
+  }
+
+  /** Makes pages [a, b) of `all` resident and encodes their attention and merge into `enc`. */
+  private encodeTile(enc: GPUCommandEncoder, all: readonly number[], a: number, b: number, len: number, qPos0: number, qT: TileQuery, index: number): void {
     const { cache, ctx, rows } = this;
     const P = cache.pageSize;
     const Dv = cache.Dv;
@@ -260,7 +351,6 @@ export class StreamAttentionPlan {
       if (!g) byBuf.set(bi, (g = []));
       g.push(i);
     }
-    const enc = ctx.device.createCommandEncoder({ label: 'tessera.stream.tile' });
     let e = 0;
     let partBase = 0;
     const groups = [...byBuf.entries()];
@@ -282,7 +372,6 @@ export class StreamAttentionPlan {
     });
     queue.writeBuffer(this.list, 0, listWords, 0, e * PAGED_ENTRY_WORDS);
     this.merger.run(enc, { oParts: oPartsT, lseParts: lsePartsT, stateIn: index > 0 ? this.states[(index - 1) % 2] : undefined, stateOut: this.states[index % 2] });
-    queue.submit([enc.finish()]);
   }
 
   /**
@@ -299,7 +388,7 @@ export class StreamAttentionPlan {
     // Grow the working set (within the budget) so that the sampled tiles are resident together.
     const pool = cache.pool;
     const wantTiles = Math.min(Math.ceil(nPages / tp), want);
-    while (pool.capacity < (wantTiles + 1) * tp && cache.summaryBytes + pool.bytes + pool.bufferBytes <= cache.gpuBudgetBytes) pool.addBuffer();
+    while (pool.capacity < (wantTiles + 1) * tp && cache.summaryBytes + pool.bytes + pool.bufferBytes <= cache.gpuBudgetBytes && pool.addBuffer());
     const tiles = Math.max(1, Math.min(wantTiles, Math.floor(pool.capacity / tp) - 1));
     const end = Math.min(nPages, tiles * tp);
     const evict = () => {

@@ -1,0 +1,1 @@
+export { planPageOps, PageOpsPlan, type PageOpsOptions, type PageOpsTensors } from './ops.js';

@@ -39,7 +39,8 @@ export const APPEND_PARAMS = uniformLayout('AppendParams', [
 
 const APPEND = wgslProgram('append/append', [storageWgsl, commonWgsl, APPEND_PARAMS.wgsl, appendWgsl]);
 const APPEND_I8 = wgslProgram('append/append_int8', [storageWgsl, commonWgsl, int8Wgsl, APPEND_PARAMS.wgsl, appendInt8Wgsl]);
-const SUMMARIZE = wgslProgram('append/summarize', [storageWgsl, commonWgsl, int8Wgsl, APPEND_PARAMS.wgsl, summarizeWgsl]);
+/** The Quest summary shader of touched pages; kernels/pool's truncate fix runs it too. */
+export const SUMMARIZE = wgslProgram('append/summarize', [storageWgsl, commonWgsl, int8Wgsl, APPEND_PARAMS.wgsl, summarizeWgsl]);
 const ROPE = wgslProgram('append/rope', [storageWgsl, commonWgsl, ropeWgsl]);
 const WG = 64;
 /** Words before the tables' arrays: `[nnz, touched, 0, 0]`. */

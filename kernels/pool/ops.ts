@@ -14,11 +14,8 @@ import { bindGroup, getPipeline, grid2d, wgslProgram, type Pipeline } from '../.
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan } from '../../src/plan.js';
 import { KV_DTYPES, kvDtypeCode, pageLayout, type KvDType, type PageLayout } from '../attention/page.js';
-import { APPEND_PARAMS } from '../append/append.js';
+import { APPEND_PARAMS, SUMMARIZE } from '../append/append.js';
 import type { PageFix } from '../../src/pool/pool.js';
-import storageWgsl from '../../shaders/storage.wgsl.js';
-import commonWgsl from '../append/common.wgsl.js';
-import summarizeWgsl from '../append/summarize.wgsl.js';
 import copyWgsl from './copy.wgsl.js';
 import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
 
@@ -28,7 +25,6 @@ const COPY_PARAMS = uniformLayout('PageCopyParams', [
 ] as const);
 
 const COPY = wgslProgram('pool/copy', [COPY_PARAMS.wgsl, copyWgsl]);
-const SUMMARIZE = wgslProgram('append/summarize', [storageWgsl, commonWgsl, APPEND_PARAMS.wgsl, summarizeWgsl]);
 const WG = 64;
 const HEADER = 4;
 

@@ -74,7 +74,8 @@ struct Seg {
 
 // SRC 3: per-query-block key lists over contiguous K/V [b_keys, Hkv, D] (the sparse families).
 // Row r = t * Hq + hq of l_rows sits at position t + b_posoff (causal: keys j <= pos; a row at a
-// negative position sees none). Its list: query block t / b_rows, pattern hq / (Hq / b_heads);
+// negative position sees none); in key index space at (t + b_posoff + 1) / b_qdiv - 1 (b_qdiv > 1:
+// NSA's compressed keys, key c at position (c + 1) * b_qdiv - 1). Its list: query block t / b_rows, pattern hq / (Hq / b_heads);
 // b_stride > 0: the b_stride words at list_base + (block * b_heads + pattern) * b_stride (what the
 // selection kernels write; 0xffffffff = unused slot); b_stride == 0: CSR, words
 // [list_base + ptr[i], list_base + ptr[i + 1]) with ptr at b_ptr and i = pattern * (b_mb + 1) + block.
@@ -105,7 +106,7 @@ fn load_row_lists(p: u32, r: u32) -> Row {
     l0 = params.list_base + sched[i];
     l1 = params.list_base + sched[i + 1u];
   }
-  let pos = i32(t) + params.b_posoff;
+  let pos = (i32(t) + params.b_posoff + 1) / i32(params.b_qdiv) - 1;
   if (params.causal != 0u && pos < 0) {
     l1 = l0;
   }

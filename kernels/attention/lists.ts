@@ -51,8 +51,15 @@ export interface BlockListOptions {
   block: number;
   /** The most words of one list (its loop bound). */
   maxEntries: number;
+  /** The most keys a row sees of one word (default min(block, Tk); less with a window). */
+  entryKeys?: number;
   /** Query token t sits at key position t + posOff. */
   posOff: number;
+  /**
+   * Key positions: key c at position (c + 1) * keyStride - 1 (default 1: key j at position j;
+   * NSA's compressed keys: the block size).
+   */
+  keyStride?: number;
   causal: boolean;
   window?: number;
   scale: number;
@@ -148,7 +155,7 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
       page: 1, page_elems: 0, page_words: 0, k_head: 0, v_off: 0, v_head: 0, scale_off: 0, off_qo: 0, off_kv: 0, off_last: 0, off_idx: 0, lse_off: 0,
       l_rows: this.rowsN, q_pos0: 0, list_base: o.base, n_entries: 0, e_per: split.ePer, part_base: 0, part_count: split.parts,
       ...CORE_LIST_DEFAULTS,
-      b_rows: o.rows, b_heads: o.heads, b_stride: o.stride, b_ptr: o.ptr ?? 0, b_mb: o.mb ?? 0, b_block: o.block, b_keys: o.Tk, b_posoff: o.posOff,
+      b_rows: o.rows, b_heads: o.heads, b_stride: o.stride, b_ptr: o.ptr ?? 0, b_mb: o.mb ?? 0, b_block: o.block, b_keys: o.Tk, b_posoff: o.posOff, b_qdiv: o.keyStride ?? 1,
       b_kper: split.keyChunks > 1 ? split.kPer : 0x7fffffff, b_nkc: split.keyChunks,
     });
     this.lseScratch = this.workspace(this.rowsN * 4, 'lists.lse');
@@ -174,7 +181,7 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
    */
   static async create(ctx: TesseraDevice, o: BlockListOptions, argument = 'D'): Promise<BlockListPlan> {
     const budget = loopBudget(ctx.loopLimit);
-    const split = blockListParts(budget, o.variant, o.D, o.Dv, o.maxEntries, Math.min(o.block, o.Tk));
+    const split = blockListParts(budget, o.variant, o.D, o.Dv, o.maxEntries, o.block === 0 ? 0 : Math.max(1, o.entryKeys ?? Math.min(o.block, o.Tk)));
     if (!split) {
       fail('E_LIMIT', argument, `one key block of the attention core (head dims ${o.D}/${o.Dv}) runs more loop iterations than this device allows one invocation (${budget});`, o.D, 'a smaller head dim, or a device with a larger loop limit');
     }

@@ -191,10 +191,12 @@ describe('dsa with loopLimit 1024 (every split path, small sizes)', () => {
   });
   it('selected-token and keep-everything attention in segments (f16, gpu and cpu variants)', async () => {
     for (const target of ['gpu', 'cpu'] as const) {
-      const r = await runCase({ T: 150, Hq: 2, Hkv: 1, D: 64, HI: 1, DI: 8, topk: 120, dtype: 'f16', target, index: rampIndex(8) }, capped);
+      // the gpu shape takes 64 keys per loop step: it needs more tokens to pass the budget
+      const topk = target === 'gpu' ? 400 : 120;
+      const r = await runCase({ T: topk + 30, Hq: 2, Hkv: 1, D: 64, HI: 1, DI: 8, topk, dtype: 'f16', target, index: rampIndex(8) }, capped);
       expect(r.excused).toBe(0);
       expect(r.segments.attention).toBeGreaterThan(1);
-      expect(r.segments.attentionAll).toBeGreaterThan(target === 'gpu' ? 1 : 0);
+      expect(r.segments.attentionAll).toBeGreaterThan(1);
     }
   });
 });

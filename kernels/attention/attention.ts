@@ -58,10 +58,11 @@ export const CORE_PARAMS = uniformLayout('CoreParams', [
   ['b_kper', 'u32'],
   ['b_nkc', 'u32'],
   ['b_qdiv', 'u32'],
+  ['b_t0', 'u32'],
 ] as const);
 
 /** The key source 3 fields (lists.ts) for the other sources, which do not read them. */
-export const CORE_LIST_DEFAULTS = { b_rows: 1, b_heads: 1, b_stride: 0, b_ptr: 0, b_mb: 0, b_block: 1, b_keys: 0, b_posoff: 0, b_kper: 0, b_nkc: 1, b_qdiv: 1 } as const;
+export const CORE_LIST_DEFAULTS = { b_rows: 1, b_heads: 1, b_stride: 0, b_ptr: 0, b_mb: 0, b_block: 1, b_keys: 0, b_posoff: 0, b_kper: 0, b_nkc: 1, b_qdiv: 1, b_t0: 0 } as const;
 
 /** Threads per workgroup (both shapes). */
 export const ATTENTION_WG = 64;

@@ -73,7 +73,8 @@ struct Seg {
 }
 
 // SRC 3: per-query-block key lists over contiguous K/V [b_keys, Hkv, D] (the sparse families).
-// Row r = t * Hq + hq of l_rows sits at position t + b_posoff (causal: keys j <= pos; a row at a
+// Row r = tl * Hq + hq of l_rows is query token t = b_t0 + tl (q and, with one part, o and lse
+// row t * Hq + hq; the lists are addressed by tl: a chunk's own lists). It sits at position t + b_posoff (causal: keys j <= pos; a row at a
 // negative position sees none); in key index space at (t + b_posoff + 1) / b_qdiv - 1 (b_qdiv > 1:
 // NSA's compressed keys, key c at position (c + 1) * b_qdiv - 1). Its list: query block t / b_rows, pattern hq / (Hq / b_heads);
 // b_stride > 0: the b_stride words at list_base + (block * b_heads + pattern) * b_stride (what the
@@ -89,13 +90,14 @@ struct Seg {
 fn load_row_lists(p: u32, r: u32) -> Row {
   var w: Row;
   w.ok = p < params.part_count && r < params.l_rows;
-  let t = r / params.hq;
-  w.r = r;
-  w.out = (params.part_base + p) * params.l_rows + r;
-  w.hq = r - t * params.hq;
+  let tl = r / params.hq;
+  let t = params.b_t0 + tl;
+  w.r = params.b_t0 * params.hq + r;
+  w.out = select((params.part_base + p) * params.l_rows + r, w.r, params.part_count == 1u);
+  w.hq = r - tl * params.hq;
   w.h = w.hq / params.group;
   let pat = w.hq / (params.hq / params.b_heads);
-  let qb = t / params.b_rows;
+  let qb = tl / params.b_rows;
   var l0 = 0u;
   var l1 = 0u;
   if (params.b_stride > 0u) {

@@ -25,8 +25,13 @@ import { ATTENTION_BK, ATTENTION_WG, CORE_LIST_DEFAULTS, CORE_PARAMS, attentionL
 
 export type BlockListVariant = 'cpu' | 'gpu';
 
+const BYTES: Record<FloatDType, number> = { f32: 4, f16: 2, bf16: 2 };
+
 export interface BlockListOptions {
+  /** Query tokens this plan attends: tokens [t0, t0 + Tq) of q, o and lse. */
   Tq: number;
+  /** First query token (default 0); the lists are addressed from it (a chunk's own lists). */
+  t0?: number;
   Tk: number;
   Hq: number;
   Hkv: number;
@@ -142,6 +147,9 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
   private readonly dummyRead: GPUBuffer;
   private readonly oParts?: GPUBuffer;
   private readonly lseParts?: GPUBuffer;
+  /** Split and t0 > 0: the merge writes here, then copies to the rows of o and lse. */
+  private readonly stageO?: GPUBuffer;
+  private readonly stageLse?: GPUBuffer;
   private merge?: MergePlan;
 
   private constructor(ctx: TesseraDevice, o: BlockListOptions, split: BlockListParts, pipeline: Pipeline) {
@@ -155,7 +163,7 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
       page: 1, page_elems: 0, page_words: 0, k_head: 0, v_off: 0, v_head: 0, scale_off: 0, off_qo: 0, off_kv: 0, off_last: 0, off_idx: 0, lse_off: 0,
       l_rows: this.rowsN, q_pos0: 0, list_base: o.base, n_entries: 0, e_per: split.ePer, part_base: 0, part_count: split.parts,
       ...CORE_LIST_DEFAULTS,
-      b_rows: o.rows, b_heads: o.heads, b_stride: o.stride, b_ptr: o.ptr ?? 0, b_mb: o.mb ?? 0, b_block: o.block, b_keys: o.Tk, b_posoff: o.posOff, b_qdiv: o.keyStride ?? 1,
+      b_rows: o.rows, b_heads: o.heads, b_stride: o.stride, b_ptr: o.ptr ?? 0, b_mb: o.mb ?? 0, b_block: o.block, b_keys: o.Tk, b_posoff: o.posOff, b_qdiv: o.keyStride ?? 1, b_t0: o.t0 ?? 0,
       b_kper: split.keyChunks > 1 ? split.kPer : 0x7fffffff, b_nkc: split.keyChunks,
     });
     this.lseScratch = this.workspace(this.rowsN * 4, 'lists.lse');
@@ -164,6 +172,10 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
     if (split.parts > 1) {
       this.oParts = this.workspace(split.parts * this.rowsN * o.Dv * 4, 'lists.oParts');
       this.lseParts = this.workspace(split.parts * this.rowsN * 4, 'lists.lseParts');
+      if (o.t0) {
+        this.stageO = this.workspace(this.rowsN * o.Dv * BYTES[o.oDtype], 'lists.stageO');
+        this.stageLse = this.workspace(this.rowsN * 4, 'lists.stageLse');
+      }
     }
   }
 
@@ -212,9 +224,18 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
     }
     const P = this.split.parts;
     this.dispatch(encoder, this.pipeline, [...head, { buffer: this.oParts! }, { buffer: this.lseParts! }, ...tail], grid);
+    const parts = { oParts: { buffer: this.oParts!, shape: [P, this.rowsN, o.Dv], dtype: 'f32' as const }, lseParts: { buffer: this.lseParts!, shape: [P, this.rowsN], dtype: 'f32' as const } };
+    if (this.stageO) {
+      // rows [t0, t0 + Tq) of o and lse: merged here, then copied (4-byte aligned: Dv is a
+      // multiple of 8 with 16-bit outputs)
+      const ob = this.rowsN * o.Dv * BYTES[o.oDtype];
+      this.merge.run(encoder, { ...parts, o: { buffer: this.stageO, shape: [this.rowsN, o.Dv], dtype: o.oDtype }, lse: { buffer: this.stageLse!, shape: [this.rowsN], dtype: 'f32' } });
+      encoder.copyBufferToBuffer(this.stageO, 0, t.o.buffer, (t.o.offset ?? 0) + (o.t0 ?? 0) * o.Hq * o.Dv * BYTES[o.oDtype], ob);
+      if (t.lse) encoder.copyBufferToBuffer(this.stageLse!, 0, t.lse.buffer, (t.lse.offset ?? 0) + (o.t0 ?? 0) * o.Hq * 4, this.rowsN * 4);
+      return;
+    }
     this.merge.run(encoder, {
-      oParts: { buffer: this.oParts!, shape: [P, this.rowsN, o.Dv], dtype: 'f32' },
-      lseParts: { buffer: this.lseParts!, shape: [P, this.rowsN], dtype: 'f32' },
+      ...parts,
       o: { ...t.o, shape: [this.rowsN, o.Dv] },
       lse: t.lse ? { ...t.lse, shape: [this.rowsN] } : { buffer: this.lseScratch, shape: [this.rowsN], dtype: 'f32' },
     });

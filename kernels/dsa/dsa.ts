@@ -87,9 +87,9 @@ export interface DsaOptions {
   Hq: number;
   /** KV heads (default 1: MLA in MQA mode). */
   Hkv?: number;
-  /** q/k head dim, a multiple of 4 up to 256. */
+  /** q/k head dim, a multiple of 4 up to 576 (MLA latents: 576). */
   D: number;
-  /** v/o head dim (default D). */
+  /** v/o head dim, up to 512 (default min(D, 512); MLA latents: 512). */
   Dv?: number;
   /** Index query heads (DeepSeek-V3.2: 64). */
   HI: number;
@@ -286,8 +286,9 @@ function validateDsaOptions(ctx: TesseraDevice, opts: DsaOptions): Resolved {
   check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
   const outDtype = opts.outDtype ?? dtype;
   check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
-  const D = checkHeadDim(opts.D, 'D', dtype);
-  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv', dtype);
+  // up to MLA latents (DeepSeek-V3.2: one KV head, Dqk 576, Dv 512), which the attention core takes
+  const D = checkHeadDim(opts.D, 'D', dtype, 576);
+  const Dv = checkHeadDim(opts.Dv ?? Math.min(D, 512), 'Dv', dtype, 512);
   const step = dtype === 'f32' ? 4 : 8;
   if (DI % step !== 0) fail('E_UNSUPPORTED', 'DI', `index head dims must be multiples of ${step} with ${dtype} storage;`, DI, `a multiple of ${step}`);
   const scale = opts.scale ?? 1 / Math.sqrt(D);

@@ -73,7 +73,7 @@ struct Seg {
 }
 
 // SRC 3: per-query-block key lists over contiguous K/V [b_keys, Hkv, D] (the sparse families).
-// Row r = tl * Hq + hq of l_rows is query token t = b_t0 + tl (q and, with one part, o and lse
+// Row tl * Hq + hq of l_rows (invocation hq * l_rows / Hq + tl) is query token t = b_t0 + tl (q and, with one part, o and lse
 // row t * Hq + hq; the lists are addressed by tl: a chunk's own lists). It sits at position t + b_posoff (causal: keys j <= pos; a row at a
 // negative position sees none); in key index space at (t + b_posoff + 1) / b_qdiv - 1 (b_qdiv > 1:
 // NSA's compressed keys, key c at position (c + 1) * b_qdiv - 1). Its list: query block t / b_rows, pattern hq / (Hq / b_heads);
@@ -90,11 +90,14 @@ struct Seg {
 fn load_row_lists(p: u32, r: u32) -> Row {
   var w: Row;
   w.ok = p < params.part_count && r < params.l_rows;
-  let tl = r / params.hq;
+  // invocations head-major (r = hq * nt + tl): neighbouring lanes take neighbouring tokens of one
+  // head, which mostly share a list and a KV head (less divergence, shared cache lines)
+  let nt = params.l_rows / params.hq;
+  w.hq = r / nt;
+  let tl = r - w.hq * nt;
   let t = params.b_t0 + tl;
-  w.r = params.b_t0 * params.hq + r;
-  w.out = select((params.part_base + p) * params.l_rows + r, w.r, params.part_count == 1u);
-  w.hq = r - tl * params.hq;
+  w.r = t * params.hq + w.hq;
+  w.out = select((params.part_base + p) * params.l_rows + tl * params.hq + w.hq, w.r, params.part_count == 1u);
   w.h = w.hq / params.group;
   let pat = w.hq / (params.hq / params.b_heads);
   let qb = tl / params.b_rows;

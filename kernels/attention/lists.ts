@@ -26,6 +26,8 @@ import { ATTENTION_BK, ATTENTION_WG, CORE_LIST_DEFAULTS, CORE_PARAMS, attentionL
 export type BlockListVariant = 'cpu' | 'gpu';
 
 const BYTES: Record<FloatDType, number> = { f32: 4, f16: 2, bf16: 2 };
+/** Loop trips per list word beyond `attentionListLoopCost` (see blockListParts). */
+const ENTRY_SLACK = 12;
 
 export interface BlockListOptions {
   /** Query tokens this plan attends: tokens [t0, t0 + Tq) of q, o and lse. */
@@ -108,9 +110,11 @@ export interface BlockListParts {
 export function blockListParts(budget: number, variant: BlockListVariant, D: number, Dv: number, entries: number, keys: number): BlockListParts | undefined {
   const E = Math.max(1, entries);
   const K = Math.max(1, keys);
+  // attentionListLoopCost plus ENTRY_SLACK per list word: on llvmpipe a row of 4,000 one-key
+  // blocks (D = 4, cpu shape) passed the cap at 2,563 words per part with the bare bound
   const cost = (e: number, k: number) => {
     const c = attentionListLoopCost(variant, D, Dv, k);
-    return c.setup + e * c.perEntry;
+    return c.setup + e * (c.perEntry + ENTRY_SLACK);
   };
   if (keys === 0) {
     // one segment of ePer keys per part

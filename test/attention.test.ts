@@ -22,6 +22,7 @@ import { attention } from '../kernels/dense/index.js';
 import { slidingWindowAttention } from '../kernels/sliding_window/index.js';
 import { blockSparseAttention } from '../kernels/block_sparse/index.js';
 import { mobaVarlen } from '../kernels/moba/index.js';
+import { dsa } from '../kernels/dsa/index.js';
 
 const gpu = useGpu();
 
@@ -565,7 +566,7 @@ describe('attention core: plan, schedule, run', () => {
 
 describe('cross-family equality: every family with everything selected is dense attention', () => {
   for (const variant of ['cpu', 'gpu'] as const) {
-    it(`${variant}: dense == paged (all pages) == ragged core == block-sparse (all blocks) == MoBA (top-k = all) == sliding window (W >= T)`, async () => {
+    it(`${variant}: dense == paged (all pages) == ragged core == block-sparse (all blocks) == MoBA (top-k = all) == DSA (top-k = all) == sliding window (W >= T)`, async () => {
       const g = gpu;
       const Hq = 4, Hkv = 2, D = 32;
       const lens = [37, 100, 5];
@@ -640,6 +641,22 @@ describe('cross-family equality: every family with everything selected is dense 
       }
       results.blockSparse = bs;
 
+      // DSA keeping every token (topk = the sequence's length): one sequence at a time; whatever
+      // the indexer scores, every causal key is attended.
+      const ds = { o: new Float64Array(T * Hq * D), lse: new Float64Array(T * Hq) };
+      for (let b = 0; b < lens.length; b++) {
+        const n = lens[b]!;
+        const HI = 2, DI = 8;
+        const sl = (x: Float64Array, w: number) => x.subarray(cu[b]! * w, cu[b + 1]! * w);
+        const o1 = { o: g.nanTensor([n, Hq, D]), lse: g.nanTensor([n, Hq]) };
+        const idx = { qI: g.tensor(rng.normals(n * HI * DI), [n, HI, DI]), kI: g.tensor(rng.normals(n * DI), [n, DI]), w: g.tensor(rng.normals(n * HI), [n, HI]) };
+        await dsa(g.dev, { q: g.tensor(sl(qv, Hq * D), [n, Hq, D]), k: g.tensor(sl(kv, Hkv * D), [n, Hkv, D]), v: g.tensor(sl(vv, Hkv * D), [n, Hkv, D]), ...idx, ...o1 }, { topk: n, target: variant });
+        const r1 = await read(o1);
+        ds.o.set(r1.o, cu[b]! * Hq * D);
+        ds.lse.set(r1.lse, cu[b]! * Hq);
+      }
+      results.dsa = ds;
+
       for (const [name, r] of Object.entries(results)) {
         const co = compare(r.o, ref.o);
         const cl = compare(r.lse, ref.lse);
@@ -649,7 +666,7 @@ describe('cross-family equality: every family with everything selected is dense 
         const cd = compare(r.o, results.dense!.o);
         expect(passes(cd, TOLERANCE.f32), `${name} vs dense ${describeComparison(cd)}`).toBe(true);
       }
-      expect(Object.keys(results).sort()).toEqual(['blockSparse', 'dense', 'moba', 'paged', 'raggedCore', 'slidingWindow']);
+      expect(Object.keys(results).sort()).toEqual(['blockSparse', 'dense', 'dsa', 'moba', 'paged', 'raggedCore', 'slidingWindow']);
     });
   }
 });

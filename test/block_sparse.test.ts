@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { blockSparseAttention, planBlockSparse } from '../kernels/block_sparse/index.js';
 import { blockSparseReference } from '../kernels/block_sparse/reference.js';
-import { GATHER_WHOLE, gatherLoopIterations, gatherSegments, gatherSegmentsIterations } from '../kernels/block_sparse/gather.js';
+import { blockListParts } from '../kernels/attention/lists.js';
+import { attentionListLoopCost } from '../kernels/attention/attention.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
 import { useGpu } from './helpers/gpu.js';
@@ -80,35 +81,42 @@ describe('block_sparse vs float64 reference', () => {
 });
 
 describe('block_sparse loop bounds (llvmpipe stops an invocation after 65,535 loop iterations)', () => {
-  // One block row listing 34,000 one-key blocks: the list loop and the key loop (loops whose
-  // trip counts come from data, which the compiler cannot unroll) cost about 3 loop iterations
-  // per block on llvmpipe, 102,000 per invocation unsegmented (the bound, counting the head-dim
-  // loops and calls too, says 306,008).
+  // One block row listing 4,000 one-key blocks: the list loop and the key loop (loops whose
+  // trip counts come from data, which the compiler cannot unroll) cost more than 16 loop
+  // iterations per block on llvmpipe, more than 65,535 per invocation unsplit.
   for (const target of ['gpu', 'cpu'] as const) {
-    it(`34,000 one-key blocks per row on the default device (${target} variant)`, async () => {
-      expect(gatherLoopIterations({ cpu: target === 'cpu', D: 4, Dv: 4 }, { entries: 34000, keys: 1 }, false)).toBeGreaterThan(65535);
-      const segs = await runCase({ Tq: 16, Tk: 34000, Hq: 1, Hkv: 1, D: 4, R: 16, C: 1, P: 1, causal: false, dtype: 'f32', target, density: 1 });
-      if (Number.isFinite(gpu.dev.loopLimit)) expect(segs).toBeGreaterThan(1);
+    it(`4,000 one-key blocks per row on the default device (${target} variant)`, async () => {
+      const c = attentionListLoopCost(target, 4, 4, 1);
+      expect(c.setup + 4000 * c.perEntry).toBeGreaterThan(65535);
+      // gpu shape: a 64-thread workgroup per row and block (slow on a CPU adapter), so 2 rows
+      const parts = await runCase({ Tq: target === 'gpu' ? 2 : 16, Tk: 4000, Hq: 1, Hkv: 1, D: 4, R: 16, C: 1, P: 1, causal: false, dtype: 'f32', target, density: 1 });
+      if (Number.isFinite(gpu.dev.loopLimit)) expect(parts).toBeGreaterThan(1);
     });
   }
-  it('segments: whole entries when one fits, else key ranges; all within budget', () => {
-    const k = { cpu: false, D: 32, Dv: 32 };
-    const byEntries = gatherSegments(3686, k, { entries: 63, keys: 16 })!;
-    expect(byEntries.every((g) => g.K0 === 0 && g.K1 === 0x7fffffff)).toBe(true);
-    expect(byEntries.map((g) => g.E0)).toEqual(byEntries.map((_, i) => i * byEntries[0]!.E1));
-    const byKeys = gatherSegments(3686, k, { entries: 2, keys: 3000 })!;
-    expect(byKeys.every((g) => g.E1 - g.E0 === 1 && (g.K1 - g.K0) % 4 === 0)).toBe(true);
-    expect(byKeys.length).toBeGreaterThan(2);
-    for (const segs of [byEntries, byKeys]) {
-      expect(segs.map((g) => g.LOAD)).toEqual(segs.map((_, i) => (i ? 1 : 0)));
-      expect(gatherSegmentsIterations(k, { entries: 63, keys: 3000 }, segs.length === byKeys.length ? byKeys : [])).toBeLessThanOrEqual(3686);
-    }
-    expect(gatherSegments(58981, k, { entries: 63, keys: 16 })).toEqual([GATHER_WHOLE]);
-    expect(gatherSegments(700, { cpu: true, D: 256, Dv: 256 }, { entries: 1, keys: 10000 })).toBeUndefined();
+  it('parts: whole entries when one fits, else key ranges; all within budget', () => {
+    const byEntries = blockListParts(3686, 'gpu', 32, 32, 63, 16)!;
+    expect(byEntries.keyChunks).toBe(1);
+    expect(byEntries.parts).toBe(Math.ceil(63 / byEntries.ePer));
+    expect(byEntries.parts).toBeGreaterThan(1);
+    expect(byEntries.loopIterations).toBeLessThanOrEqual(3686);
+    const byKeys = blockListParts(3686, 'gpu', 32, 32, 2, 3000)!;
+    expect(byKeys.ePer).toBe(1);
+    expect(byKeys.kPer % 64).toBe(0);
+    expect(byKeys.keyChunks * byKeys.kPer).toBeGreaterThanOrEqual(3000);
+    expect(byKeys.parts).toBe(2 * byKeys.keyChunks);
+    expect(byKeys.loopIterations).toBeLessThanOrEqual(3686);
+    expect(blockListParts(58981, 'gpu', 32, 32, 63, 16)!.parts).toBe(1);
+    expect(blockListParts(Infinity, 'cpu', 32, 32, 1e6, 1e6)!.parts).toBe(1);
+    expect(blockListParts(700, 'cpu', 256, 256, 1, 10000)).toBeUndefined();
+    // token lists (DSA): one run of keys per part
+    const tokens = blockListParts(3686, 'cpu', 32, 32, 3000, 0)!;
+    expect(tokens.parts).toBe(Math.ceil(3000 / tokens.ePer));
+    expect(tokens.parts).toBeGreaterThan(1);
+    expect(tokens.loopIterations).toBeLessThanOrEqual(3686);
   });
 });
 
-describe('block_sparse with loopLimit 4096 (split launches chained through f32 partials)', () => {
+describe('block_sparse with loopLimit 4096 (lists split into parts merged by kernels/merge)', () => {
   const capped = useGpu({ loopLimit: 4096 });
   const cases: Case[] = [
     // many blocks per row: launches over groups of entries (f16 out: staged, then converted)

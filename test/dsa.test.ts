@@ -93,6 +93,28 @@ describe('dsa vs float64 reference', () => {
     it(`T${c.T}${c.Tk ? '-Tk' + c.Tk : ''}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-HI${c.HI}-DI${c.DI}-k${c.topk}-${c.dtype}${c.rowChunk ? '-chunk' + c.rowChunk : ''}${c.target ? '-' + c.target : ''}${c.noIndices ? '-noidx' : ''}`, async () => void (await runCase(c)));
   }
 
+  // DeepSeek-V3.2's DSA over MLA latents: one KV head, q/k latents of 576 (512 + 64 rope), values
+  // the 512-dim latents; the indexer's top-k picks tokens (ramp scores: no near-ties), the core
+  // attends them as token lists (rows past the top-k) or all causal keys (the first rows).
+  for (const target of ['cpu', 'gpu'] as const) {
+    it(`MLA latents (Hq 4, Hkv 1, Dqk 576, Dv 512): top-k over the latents equals the reference (${target})`, async () => {
+      const T = 20, Hq = 4, D = 576, Dv = 512, DI = 8, topk = 6, scale = 1 / Math.sqrt(192);
+      const rng = new Rng(576);
+      const q = rng.normals(T * Hq * D), k = rng.normals(T * D), v = rng.normals(T * Dv);
+      const { qI, kI, w } = rampIndex(DI)(T, T);
+      const ref = dsaReference(q, k, v, { qI, kI, w }, { T, Hq, Hkv: 1, D, Dv, HI: 1, DI, topk, scale });
+      const o = gpu.nanTensor([T, Hq, Dv]);
+      const lse = gpu.nanTensor([T, Hq]);
+      const indices = gpu.tensor(new Int32Array(T * topk).fill(-7), [T, topk], 'i32');
+      await dsa(gpu.dev, { q: gpu.tensor(q, [T, Hq, D]), k: gpu.tensor(k, [T, 1, D]), v: gpu.tensor(v, [T, 1, Dv]), qI: gpu.tensor(qI, [T, 1, DI]), kI: gpu.tensor(kI, [T, DI]), w: gpu.tensor(w, [T, 1]), o, lse, indices }, { topk, scale, target });
+      expect(Array.from(await gpu.read(indices))).toEqual(Array.from(ref.indices));
+      const co = compare(await gpu.read(o), ref.o);
+      expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+      const cl = compare(await gpu.read(lse), ref.lse);
+      expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
+    });
+  }
+
   it('k >= T equals dense causal attention (convenience call)', async () => {
     const T = 70, Hq = 4, Hkv = 1, D = 32, HI = 2, DI = 8;
     const rng = new Rng(11);
@@ -172,13 +194,16 @@ describe('dsa loop bounds (llvmpipe stops an invocation after 65,535 loop iterat
     const r = await runCase({ T: 1, Tk: 64, Hq: 2, Hkv: 1, D: 16, HI: 256, DI: 1024, topk: 16, dtype: 'f32' });
     if (Number.isFinite(gpu.dev.loopLimit)) expect(r.segments.indexer).toBeGreaterThan(1);
   });
-  // 2,048 selected tokens at D = 64: 79,925 loop iterations per row by the bound (gpu variant;
-  // 39 per token, as measured on llvmpipe).
-  it('attention over 2,048 selected tokens on the default device', async () => {
-    const r = await runCase({ T: 1, Tk: 4096, Hq: 2, Hkv: 1, D: 64, HI: 1, DI: 8, topk: 2048, dtype: 'f32', index: rampIndex(8) });
-    expect(r.excused).toBe(0);
-    if (Number.isFinite(gpu.dev.loopLimit)) expect(r.segments.attention).toBeGreaterThan(1);
-  });
+  // 2,048 selected tokens at D = 64: the former gather walked them as 2,048 one-token blocks
+  // (79,925 loop iterations per row, past llvmpipe's cap); the core attends a token list as one
+  // run of keys (17,669 by its bound on the cpu shape, 5,545 on gpu), so one invocation suffices.
+  for (const target of ['cpu', 'gpu'] as const) {
+    it(`attention over 2,048 selected tokens on the default device (${target} shape)`, async () => {
+      const r = await runCase({ T: 1, Tk: 4096, Hq: 2, Hkv: 1, D: 64, HI: 1, DI: 8, topk: 2048, dtype: 'f32', target, index: rampIndex(8) });
+      expect(r.excused).toBe(0);
+      expect(r.segments.attention).toBe(1);
+    });
+  }
 });
 
 describe('dsa with loopLimit 1024 (every split path, small sizes)', () => {
@@ -191,10 +216,12 @@ describe('dsa with loopLimit 1024 (every split path, small sizes)', () => {
   });
   it('selected-token and keep-everything attention in segments (f16, gpu and cpu variants)', async () => {
     for (const target of ['gpu', 'cpu'] as const) {
-      const r = await runCase({ T: 150, Hq: 2, Hkv: 1, D: 64, HI: 1, DI: 8, topk: 120, dtype: 'f16', target, index: rampIndex(8) }, capped);
+      // the gpu shape takes 64 keys per loop step: it needs more tokens to pass the budget
+      const topk = target === 'gpu' ? 400 : 120;
+      const r = await runCase({ T: topk + 30, Hq: 2, Hkv: 1, D: 64, HI: 1, DI: 8, topk, dtype: 'f16', target, index: rampIndex(8) }, capped);
       expect(r.excused).toBe(0);
       expect(r.segments.attention).toBeGreaterThan(1);
-      expect(r.segments.attentionAll).toBeGreaterThan(target === 'gpu' ? 1 : 0);
+      expect(r.segments.attentionAll).toBeGreaterThan(1);
     }
   });
 });

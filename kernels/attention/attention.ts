@@ -46,7 +46,23 @@ export const CORE_PARAMS = uniformLayout('CoreParams', [
   ['e_per', 'u32'],
   ['part_base', 'u32'],
   ['part_count', 'u32'],
+  // Key source 3 (block lists, lists.ts).
+  ['b_rows', 'u32'],
+  ['b_heads', 'u32'],
+  ['b_stride', 'u32'],
+  ['b_ptr', 'u32'],
+  ['b_mb', 'u32'],
+  ['b_block', 'u32'],
+  ['b_keys', 'u32'],
+  ['b_posoff', 'i32'],
+  ['b_kper', 'u32'],
+  ['b_nkc', 'u32'],
+  ['b_qdiv', 'u32'],
+  ['b_t0', 'u32'],
 ] as const);
+
+/** The key source 3 fields (lists.ts) for the other sources, which do not read them. */
+export const CORE_LIST_DEFAULTS = { b_rows: 1, b_heads: 1, b_stride: 0, b_ptr: 0, b_mb: 0, b_block: 1, b_keys: 0, b_posoff: 0, b_kper: 0, b_nkc: 1, b_qdiv: 1, b_t0: 0 } as const;
 
 /** Threads per workgroup (both shapes). */
 export const ATTENTION_WG = 64;
@@ -443,6 +459,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
       e_per: 0,
       part_base: 0,
       part_count: 0,
+      ...CORE_LIST_DEFAULTS,
     });
     for (let i = 0; i < o.scheduleSlots; i++) {
       this.slots.push({

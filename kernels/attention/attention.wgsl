@@ -23,6 +23,8 @@
 // entries [p * e_per, (p + 1) * e_per) and writes its normalised f32 partial straight into `o`
 // (row (part_base + p) * l_rows + r) and `lse`. A part that sees no key writes o = 0, lse = -inf.
 //
+// SRC 3 (kernels/attention/lists.ts, the sparse families' block lists): see load_row_lists.
+//
 // sched (one slot of the plan's schedule ring, or a buffer the engine fills, u32): header
 // [totalQ, B, nParts, kv_part, rows] (rows: the partials' row stride, totalQ * Hq from the host,
 // the capacity maxQTokens * Hq in a GPU-filled schedule; rows of tokens >= totalQ return),
@@ -40,7 +42,7 @@
 @group(0) @binding(7) var<uniform> params: CoreParams;
 @group(0) @binding(8) var<storage, read> sink_logits: array<f32>;  // [Hq] f32 (params.has_sink)
 
-override SRC: u32 = 0;      // 0 paged, 1 contiguous ragged, 2 entry list (kernels/paged)
+override SRC: u32 = 0;      // 0 paged, 1 contiguous ragged, 2 entry list (kernels/paged), 3 block lists (lists.ts)
 override KV_DT: u32 = 1;    // 0 f32, 1 f16, 2 bf16, 3 int8 (paged only)
 override Q_DT: u32 = 0;     // 0 f32, 1 f16, 2 bf16
 override O_DT: u32 = 0;
@@ -70,9 +72,91 @@ struct Seg {
   slot: u32,
 }
 
+// SRC 3: per-query-block key lists over contiguous K/V [b_keys, Hkv, D] (the sparse families).
+// Row tl * Hq + hq of l_rows (invocation hq * l_rows / Hq + tl) is query token t = b_t0 + tl (q and, with one part, o and lse
+// row t * Hq + hq; the lists are addressed by tl: a chunk's own lists). It sits at position t + b_posoff (causal: keys j <= pos; a row at a
+// negative position sees none); in key index space at (t + b_posoff + 1) / b_qdiv - 1 (b_qdiv > 1:
+// NSA's compressed keys, key c at position (c + 1) * b_qdiv - 1). Its list: query block t / b_rows, pattern hq / (Hq / b_heads);
+// b_stride > 0: the b_stride words at list_base + (block * b_heads + pattern) * b_stride (what the
+// selection kernels write; 0xffffffff = unused slot); b_stride == 0: CSR, words
+// [list_base + ptr[i], list_base + ptr[i + 1]) with ptr at b_ptr and i = pattern * (b_mb + 1) + block.
+// A word b names key block [b * b_block, min(b * b_block + b_block, b_keys)), cut by the causal
+// limit and the window. b_block == 0: token lists (DSA): the words are key indices the producer
+// guarantees visible (no -1, none after the row's position), attended as one run of keys
+// (key_row) instead of one segment per word; part p then covers words [p * e_per, ...). Part p (< part_count) covers entries [ec * e_per, (ec + 1) * e_per) of the
+// list and keys [kc * b_kper, (kc + 1) * b_kper) of each entry's visible range (ec = p / b_nkc,
+// kc = p % b_nkc), and writes its normalised partial to o row (part_base + p) * l_rows + r and lse
+// (one part: o and lse themselves); kernels/merge combines several.
+fn load_row_lists(p: u32, r: u32) -> Row {
+  var w: Row;
+  w.ok = p < params.part_count && r < params.l_rows;
+  // invocations head-major (r = hq * nt + tl): neighbouring lanes take neighbouring tokens of one
+  // head, which mostly share a list and a KV head (less divergence, shared cache lines)
+  let nt = params.l_rows / params.hq;
+  w.hq = r / nt;
+  let tl = r - w.hq * nt;
+  let t = params.b_t0 + tl;
+  w.r = t * params.hq + w.hq;
+  w.out = select((params.part_base + p) * params.l_rows + tl * params.hq + w.hq, w.r, params.part_count == 1u);
+  w.h = w.hq / params.group;
+  let pat = w.hq / (params.hq / params.b_heads);
+  let qb = tl / params.b_rows;
+  var l0 = 0u;
+  var l1 = 0u;
+  if (params.b_stride > 0u) {
+    l0 = params.list_base + (qb * params.b_heads + pat) * params.b_stride;
+    l1 = l0 + params.b_stride;
+  } else if (w.ok) {
+    let i = params.b_ptr + pat * (params.b_mb + 1u) + qb;
+    l0 = params.list_base + sched[i];
+    l1 = params.list_base + sched[i + 1u];
+  }
+  let pos = (i32(t) + params.b_posoff + 1) / i32(params.b_qdiv) - 1;
+  if (params.causal != 0u && pos < 0) {
+    l1 = l0;
+  }
+  w.qpos = u32(max(pos, 0));
+  let ec = p / params.b_nkc;
+  let kc = p - ec * params.b_nkc;
+  w.e0 = min(l1, l0 + ec * params.e_per);
+  w.e1 = min(l1, w.e0 + params.e_per);
+  w.seg[0] = kc * params.b_kper;
+  w.seg[1] = w.seg[0] + params.b_kper;
+  return w;
+}
+
+// SRC 3: the keys of list word e0 + s that the row sees (its part's share); token lists: the
+// part's words as keys [0, e1 - e0).
+fn segment_list(w: Row, s: u32) -> Seg {
+  var g: Seg;
+  g.slot = 0u;
+  if (params.b_block == 0u) {
+    g.lo = 0u;
+    g.hi = w.e1 - w.e0;
+  } else {
+    let b = sched[w.e0 + s];
+    var lo = select(params.b_keys, b * params.b_block, b < 0x80000000u);
+    var hi = min(min(lo, params.b_keys) + params.b_block, params.b_keys);
+    if (params.causal != 0u) {
+      hi = min(hi, w.qpos + 1u);
+    }
+    if (params.window > 0u && w.qpos + 1u > params.window) {
+      lo = max(lo, w.qpos + 1u - params.window);
+    }
+    lo = min(lo, hi);
+    let n = hi - lo;
+    g.lo = lo + min(w.seg[0], n);
+    g.hi = lo + min(w.seg[1], n);
+  }
+  return g;
+}
+
 fn load_row(p: u32, r: u32) -> Row {
   var w: Row;
   w.ok = false;
+  if (SRC == 3u) {
+    return load_row_lists(p, r);
+  }
   if (SRC == 2u) {
     let t2 = r / params.hq;
     if (p >= params.part_count || r >= params.l_rows) {
@@ -149,7 +233,20 @@ fn load_row(p: u32, r: u32) -> Row {
 
 // Segments of a row: 2 for the CSR sources, the part's entries for SRC 2.
 fn seg_count(w: Row) -> u32 {
-  return select(2u, w.e1 - w.e0, SRC == 2u);
+  var n = select(2u, w.e1 - w.e0, SRC >= 2u);
+  if (SRC == 3u && params.b_block == 0u) {
+    n = min(n, 1u);
+  }
+  return n;
+}
+
+// Key j of a contiguous run: j itself, or SRC 3 token lists: the part's word j.
+fn key_row(w: Row, j: u32) -> u32 {
+  var x = j;
+  if (SRC == 3u && params.b_block == 0u) {
+    x = sched[w.e0 + j];
+  }
+  return x;
 }
 
 fn segment(w: Row, s: u32) -> Seg {
@@ -168,6 +265,8 @@ fn segment(w: Row, s: u32) -> Seg {
     g.lo = 0u;
     g.hi = len;
     g.slot = sched[eb];
+  } else if (SRC == 3u) {
+    g = segment_list(w, s);
   } else {
     g.lo = w.seg[2u * s];
     g.hi = w.seg[2u * s + 1u];
@@ -192,16 +291,16 @@ fn slot_of(w: Row, g: Seg, j: u32) -> u32 {
 }
 
 fn k_elem(w: Row, g: Seg, j: u32) -> u32 {
-  var e = ((w.kv0 + j) * params.hkv + w.h) * D;
-  if (SRC != 1u) {
+  var e = ((w.kv0 + key_row(w, j)) * params.hkv + w.h) * D;
+  if (SRC == 0u || SRC == 2u) {
     e = slot_of(w, g, j) * params.page_elems + w.h * params.k_head + (j % params.page) * D;
   }
   return e;
 }
 
 fn v_elem(w: Row, g: Seg, j: u32) -> u32 {
-  var e = ((w.kv0 + j) * params.hkv + w.h) * DV;
-  if (SRC != 1u) {
+  var e = ((w.kv0 + key_row(w, j)) * params.hkv + w.h) * DV;
+  if (SRC == 0u || SRC == 2u) {
     e = slot_of(w, g, j) * params.page_elems + params.v_off + w.h * params.v_head + (j % params.page) * DV;
   }
   return e;
@@ -231,7 +330,7 @@ fn init_l(p: u32) -> f32 {
 }
 
 fn direct() -> bool {
-  return SRC == 2u || sched[2] == 1u;
+  return SRC >= 2u || sched[2] == 1u;
 }
 
 fn store_lse(w: Row, p: u32, m: f32, l: f32) {
@@ -279,7 +378,7 @@ var<workgroup> wred: array<f32, 256>;
 @compute @workgroup_size(WG)
 fn main_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let id = wg.x + wg.y * nwg.x;
-  let rows = select(sched[4], params.l_rows, SRC == 2u);
+  let rows = select(sched[4], params.l_rows, SRC >= 2u);
   if (rows == 0u) {
     return;
   }
@@ -386,7 +485,7 @@ fn axpy8(acc: G8, x: f32, b: G8) -> G8 {
 @compute @workgroup_size(WG)
 fn main_cpu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let id = gid.x + gid.y * nwg.x * WG;
-  let rows = select(sched[4], params.l_rows, SRC == 2u);
+  let rows = select(sched[4], params.l_rows, SRC >= 2u);
   if (rows == 0u) {
     return;
   }

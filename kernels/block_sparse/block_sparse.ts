@@ -1,17 +1,15 @@
 /**
  * Block-sparse attention with an arbitrary BSR block mask (FlashInfer's `indptr`/`indices` for
  * (R, C) blocks), per-head patterns allowed, causal masking inside diagonal blocks, GQA, f32 /
- * f16 / bf16 storage. One dispatch of the gather core in BSR mode: a group is one block row of
- * one query head, its R rows share the block row's key blocks.
+ * f16 / bf16 storage. One dispatch of the attention core (kernels/attention, key source 3: block
+ * lists): the R rows of a block row read its CSR list of key blocks in place.
  */
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose, attentionSizesOf } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, runOnceAndDispose, attentionSizesOf } from '../../src/plan.js';
 import { checkTensor, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
-import {
-  GATHER_DEFAULTS, GATHER_PARAMS, GatherStaging, checkHeadDim, gatherGrid, gatherKernel, gatherSegmentsIterations, gatherSegmentsOrThrow, gatherTiles, gatherVariantIsCpu,
-  type GatherKernel, type GatherSegment, type GatherTarget,
-} from './gather.js';
+import { BlockListPlan } from '../attention/lists.js';
+import { checkHeadDim, sparseVariant, type GatherTarget } from './common.js';
 
 export interface BlockSparseOptions {
   /** Query rows. */
@@ -79,46 +77,34 @@ interface Resolved {
  */
 export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
   readonly options: Readonly<Resolved>;
-  private readonly kernel: GatherKernel;
-  private readonly indptrBuf: GPUBuffer;
-  private readonly indicesBuf: GPUBuffer;
-  private readonly pLse: GPUBuffer;
-  private readonly pNoLse: GPUBuffer;
-  private readonly dummy: GPUBuffer;
-  /** Per-segment uniforms when the device's loop limit splits the launch (else empty). */
-  private readonly pSegs: GPUBuffer[] = [];
-  private staging?: GatherStaging;
+  private readonly core: BlockListPlan;
+  private readonly listBuf: GPUBuffer;
   /**
-   * Launches of the gather core per run: 1, or more on a loop-capped device (llvmpipe) when one
-   * invocation would walk too many keys (the longest block row's blocks x C keys).
+   * Parts of each row's block list per run: 1, or more on a loop-capped device (llvmpipe) when
+   * one invocation would walk too many keys (the longest block row's blocks x C keys); the parts
+   * are merged by kernels/merge.
    */
   readonly segments: number;
-  /** Upper bound of the loop iterations of one invocation of one launch. */
+  /** Upper bound of the loop iterations of one invocation. */
   readonly loopIterations: number;
 
-  private constructor(ctx: TesseraDevice, o: Resolved, kernel: GatherKernel, segs: GatherSegment[], work: { entries: number; keys: number }) {
+  private constructor(ctx: TesseraDevice, o: Resolved, core: BlockListPlan) {
     super(ctx);
     this.options = o;
-    this.kernel = kernel;
-    this.segments = segs.length;
-    const info = { cpu: kernel.cpu, D: o.D, Dv: o.Dv };
-    this.loopIterations = gatherSegmentsIterations(info, work, segs);
-    this.indptrBuf = this.workspace(o.indptr.byteLength, 'block_sparse.indptr');
-    ctx.device.queue.writeBuffer(this.indptrBuf, 0, o.indptr);
-    this.indicesBuf = this.workspace(Math.max(4, o.indices.byteLength), 'block_sparse.indices');
-    if (o.indices.length) ctx.device.queue.writeBuffer(this.indicesBuf, 0, o.indices);
-    const g = {
-      ...GATHER_DEFAULTS, Tq: o.Tq, Tk: o.Tk, Hq: o.Hq, Hkv: o.Hkv, NG: o.MB * o.Hq, NGH: o.Hq, BS: o.C, MB: o.MB, P: o.P,
-      POSOFF: o.Tk - o.Tq, scale: o.scale, NTILES: gatherTiles(kernel, o.MB * o.Hq),
-    };
-    this.pLse = this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 1 });
-    this.pNoLse = this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 0 });
-    if (segs.length > 1) this.pSegs = segs.map((seg) => this.uniform(GATHER_PARAMS, { ...g, ...seg, WRITE_LSE: 1 }));
-    this.dummy = this.workspace(16, 'block_sparse.dummy');
+    this.core = core;
+    // The core's CSR list: the table [P, MB + 1] then the block ids, one buffer.
+    const ptrWords = o.indptr.length;
+    const words = new Uint32Array(ptrWords + o.indices.length);
+    words.set(o.indptr);
+    words.set(new Uint32Array(o.indices.buffer, o.indices.byteOffset, o.indices.length), ptrWords);
+    this.listBuf = this.workspace(words.byteLength, 'block_sparse.lists');
+    ctx.device.queue.writeBuffer(this.listBuf, 0, words);
+    this.segments = core.split.parts;
+    this.loopIterations = core.split.loopIterations;
   }
 
   override dispose(): void {
-    this.staging?.dispose();
+    this.core.dispose();
     super.dispose();
   }
 
@@ -127,37 +113,28 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
     const ctx = ctxOf(device);
     const o = validateBlockSparseOptions(opts);
     checkAttentionSizes(ctx, o);
-    // The work of one group: the longest block row (over all patterns) of C keys per block.
+    // The longest block row (over all patterns): the list loop's bound.
     let entries = 0;
     for (let p = 0; p < o.P; p++) for (let r = 0; r < o.MB; r++) entries = Math.max(entries, o.indptr[p * (o.MB + 1) + r + 1]! - o.indptr[p * (o.MB + 1) + r]!);
-    const work = { entries, keys: Math.min(o.C, o.Tk) };
-    const spec = { mode: 1 as const, inDtype: o.dtype, outDtype: o.outDtype, D: o.D, Dv: o.Dv, causal: o.causal, NR: o.R, target: o.target };
-    const segs = gatherSegmentsOrThrow(ctx, { cpu: gatherVariantIsCpu(ctx, spec), D: o.D, Dv: o.Dv }, work);
-    // segments chain through f32 partials: the kernel writes f32, GatherStaging converts
-    const kernel = await gatherKernel(ctx, segs.length > 1 ? { ...spec, outDtype: 'f32' } : spec);
-    const plan = new BlockSparsePlan(ctx, o, kernel, segs, work);
-    if (segs.length > 1) plan.staging = await GatherStaging.create(ctx, (b, l) => plan.workspace(b, l), { rows: o.Tq * o.Hq, Dv: o.Dv, outDtype: o.outDtype });
-    return plan;
+    const ptrWords = o.indptr.length;
+    const core = await BlockListPlan.create(ctx, {
+      Tq: o.Tq, Tk: o.Tk, Hq: o.Hq, Hkv: o.Hkv, D: o.D, Dv: o.Dv, rows: o.R, heads: o.P, stride: 0, mb: o.MB, ptr: 0, base: ptrWords,
+      block: o.C, maxEntries: entries, posOff: o.Tk - o.Tq, causal: o.causal, scale: o.scale,
+      qDtype: o.dtype, kvDtype: o.dtype, oDtype: o.outDtype, variant: sparseVariant(ctx, o.target),
+    });
+    return new BlockSparsePlan(ctx, o, core);
   }
 
   run(encoder: GPUCommandEncoder, t: BlockSparseTensors): void {
     this.assertUsable();
-    const { Tq, Tk, Hq, Hkv, D, Dv, dtype, outDtype, MB } = this.options;
+    const { Tq, Tk, Hq, Hkv, D, Dv, dtype, outDtype } = this.options;
     const q = checkTensor(t?.q, 'q', { rank: 3, shape: [Tq, Hq, D], dtypes: [dtype] });
     const k = checkTensor(t.k, 'k', { rank: 3, shape: [Tk, Hkv, D], dtypes: [dtype] });
     const v = checkTensor(t.v, 'v', { rank: 3, shape: [Tk, Hkv, Dv], dtypes: [dtype] });
     const o = checkTensor(t.o, 'o', { rank: 3, shape: [Tq, Hq, Dv], dtypes: [outDtype] });
     const lse = t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'] });
     for (const [x, n] of [[q, 'q'], [k, 'k'], [v, 'v'], [o, 'o']] as const) checkBindingSize(this.ctx, x, n);
-    const grid = gatherGrid(this.ctx, this.kernel, MB * Hq);
-    const lists = [res(q), res(k), res(v), { buffer: this.indicesBuf }, { buffer: this.indptrBuf }];
-    if (this.staging) {
-      const out = this.staging.targets(o, lse);
-      for (const u of this.pSegs) this.dispatch(encoder, this.kernel.pipeline, [...lists, out.o, out.lse, { buffer: u }], grid);
-      this.staging.finish(encoder, o, lse);
-      return;
-    }
-    this.dispatch(encoder, this.kernel.pipeline, [...lists, res(o), lse ? res(lse) : { buffer: this.dummy, size: 16 }, { buffer: lse ? this.pLse : this.pNoLse }], grid);
+    this.core.run(encoder, { q, k, v, lists: { buffer: this.listBuf }, o, lse });
   }
 }
 

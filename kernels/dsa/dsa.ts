@@ -4,10 +4,11 @@
  *   1. `indexer.wgsl`: I[t, s] = Σ_j w[t, j]·ReLU(qI[t, j]·kI[s]) for s ≤ t, -inf after;
  *   2. `kernels/topk` (`planTopK`): the top min(k, t+1) tokens per row (ties: lower index;
  *      -inf never selected, so rows near the start get -1 in the spare slots);
- *   3. the gather core, selection-list mode with one-token blocks: every query head of the token
- *      attends the same selected tokens (MQA style; with Hkv > 1 each head reads its KV head).
- * Rows t < topk keep every causal token, so they skip 1-2 and run the core's all-keys mode (the
- * indexer and top-k still run for them when the caller asks for `indices`).
+ *   3. the attention core (kernels/attention, key source 3) reading the selection in place as
+ *      token lists: every query head of the token attends the same selected tokens (MQA style;
+ *      with Hkv > 1 each head reads its KV head).
+ * Rows t < topk keep every causal token, so they skip 1-2 and attend all causal keys as one
+ * block (the indexer and top-k still run for them when the caller asks for `indices`).
  */
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
@@ -17,10 +18,8 @@ import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispo
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import {
-  GATHER_DEFAULTS, GATHER_PARAMS, GatherStaging, checkHeadDim, gatherGrid, gatherKernel, gatherSegmentsIterations, gatherSegmentsOrThrow, gatherTiles, gatherVariantIsCpu,
-  type GatherKernel, type GatherSegment, type GatherTarget,
-} from '../block_sparse/gather.js';
+import { checkHeadDim, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
+import { BlockListPlan } from '../attention/lists.js';
 import { planTopK, TOPK_MAX_K, type TopKPlan } from '../topk/index.js';
 import { loopBudget } from '../topk/topk.js';
 import indexerWgsl from './indexer.wgsl.js';
@@ -88,9 +87,9 @@ export interface DsaOptions {
   Hq: number;
   /** KV heads (default 1: MLA in MQA mode). */
   Hkv?: number;
-  /** q/k head dim, a multiple of 4 up to 256. */
+  /** q/k head dim, a multiple of 4 up to 576 (MLA latents: 576). */
   D: number;
-  /** v/o head dim (default D). */
+  /** v/o head dim, up to 512 (default min(D, 512); MLA latents: 512). */
   Dv?: number;
   /** Index query heads (DeepSeek-V3.2: 64). */
   HI: number;
@@ -138,19 +137,14 @@ interface Resolved {
 
 /**
  * A row chunk; `all`: every row keeps all its causal tokens (t < topk), so no selection is
- * needed. `indexer`: one uniform per indexer segment; `gSegs`: one per attention launch when
- * the attention is split (then every launch writes f32 partials through the plan's staging).
+ * needed. `indexer`: one uniform per indexer segment; `core`: the chunk's attention (its token
+ * lists, or all causal keys as one block for `all`).
  */
-interface Chunk { T0: number; rows: number; all: boolean; indexer: GPUBuffer[]; gLse: GPUBuffer; gNoLse: GPUBuffer; gSegs: GPUBuffer[]; topk: TopKPlan }
+interface Chunk { T0: number; rows: number; all: boolean; indexer: GPUBuffer[]; core: BlockListPlan; topk: TopKPlan }
 
 /** How a plan splits its dispatches under the device's loop limit. */
 interface Splits {
   indexer: IndexerSegment[];
-  /** Attention launches of the selected rows (mode 0) and of the keep-everything rows (mode 2). */
-  attn: GatherSegment[];
-  attnAll: GatherSegment[];
-  /** Whether the attention goes through f32 partials (either kind is split). */
-  staged: boolean;
   loopIterations: number;
 }
 
@@ -179,52 +173,40 @@ function chunkRows(T: number, S: number, rowChunk: number, posOff: number): { T0
 export class DsaPlan extends KernelPlan<DsaTensors> {
   readonly options: Readonly<Resolved>;
   private readonly indexer: Pipeline;
-  private readonly attn: GatherKernel;
-  private readonly attnAll: GatherKernel;
   private readonly chunks: Chunk[];
   private readonly scores: GPUBuffer;
   private readonly sel: GPUBuffer;
-  private readonly dummyR: GPUBuffer;
-  private readonly dummyW: GPUBuffer;
-  private staging?: GatherStaging;
+  private readonly allList: GPUBuffer;
   /**
    * Dispatches per row chunk: 1 each, more on a loop-capped device (llvmpipe) where one
-   * invocation would run too many loop iterations (many index heads, topk selected tokens).
+   * invocation would run too many loop iterations (many index heads); for the attention, the
+   * parts each row's tokens are split into (merged by kernels/merge), selected rows and
+   * keep-everything rows.
    */
   readonly segments: { indexer: number; attention: number; attentionAll: number };
   /** Upper bound of the loop iterations of one invocation of any of the plan's dispatches (top-k included). */
   readonly loopIterations: number;
 
-  private constructor(ctx: TesseraDevice, o: Resolved, indexer: Pipeline, attn: GatherKernel, attnAll: GatherKernel, topks: Map<number, TopKPlan>, splits: Splits) {
+  private constructor(ctx: TesseraDevice, o: Resolved, indexer: Pipeline, cores: BlockListPlan[], topks: Map<number, TopKPlan>, splits: Splits) {
     super(ctx);
     this.options = o;
-    this.segments = { indexer: splits.indexer.length, attention: splits.attn.length, attentionAll: splits.attnAll.length };
-    this.loopIterations = Math.max(splits.loopIterations, ...[...topks.values()].map((t) => t.loopIterations));
+    const chunkList = chunkRows(o.T, o.S, o.rowChunk, o.Tk - o.T);
+    const parts = (all: boolean) => Math.max(0, ...cores.filter((_, i) => chunkList[i]!.all === all).map((c) => c.split.parts));
+    this.segments = { indexer: splits.indexer.length, attention: parts(false), attentionAll: parts(true) };
+    this.loopIterations = Math.max(splits.loopIterations, ...cores.map((c) => c.split.loopIterations), ...[...topks.values()].map((t) => t.loopIterations));
     this.indexer = indexer;
-    this.attn = attn;
-    this.attnAll = attnAll;
     this.scores = this.workspace(o.rowChunk * o.Tk * 4, 'dsa.scores');
     this.sel = this.workspace(o.rowChunk * o.S * 4, 'dsa.selection');
-    this.dummyR = this.workspace(16, 'dsa.dummyR');
-    this.dummyW = this.workspace(16, 'dsa.dummyW');
-    this.chunks = [];
-    for (const { T0, rows, all } of chunkRows(o.T, o.S, o.rowChunk, o.Tk - o.T)) {
-      const NG = rows * o.Hkv;
-      const g = {
-        ...GATHER_DEFAULTS, Tq: o.T, Tk: o.Tk, Hq: o.Hq, Hkv: o.Hkv, NG, NGH: o.Hkv, T0, S: o.S, BS: 1, LDIV: o.Hkv, POSOFF: o.Tk - o.T,
-        scale: o.scale, NTILES: all ? gatherTiles(attnAll, NG, o.Hkv) : gatherTiles(attn, NG),
-      };
-      this.chunks.push({
-        T0,
-        rows,
-        all,
-        indexer: splits.indexer.map((seg) => this.uniform(DSA_INDEXER_PARAMS, { rows, T0, Tk: o.Tk, HI: o.HI, POSOFF: o.Tk - o.T, ...seg })),
-        gLse: this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 1 }),
-        gNoLse: this.uniform(GATHER_PARAMS, { ...g, WRITE_LSE: 0 }),
-        gSegs: splits.staged ? (all ? splits.attnAll : splits.attn).map((seg) => this.uniform(GATHER_PARAMS, { ...g, ...seg, WRITE_LSE: 1 })) : [],
-        topk: topks.get(rows)!,
-      });
-    }
+    this.allList = this.workspace(16, 'dsa.allKeys');
+    ctx.device.queue.writeBuffer(this.allList, 0, new Uint32Array(4));
+    this.chunks = chunkList.map(({ T0, rows, all }, i) => ({
+      T0,
+      rows,
+      all,
+      indexer: splits.indexer.map((seg) => this.uniform(DSA_INDEXER_PARAMS, { rows, T0, Tk: o.Tk, HI: o.HI, POSOFF: o.Tk - o.T, ...seg })),
+      core: cores[i]!,
+      topk: topks.get(rows)!,
+    }));
   }
 
   /** @internal use {@link planDsa}. */
@@ -232,45 +214,38 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
     const ctx = ctxOf(device);
     const o = validateDsaOptions(ctx, opts);
     checkAttentionSizes(ctx, { ...o, Tq: o.T });
-    const rowCounts = new Set(chunkRows(o.T, o.S, o.rowChunk, o.Tk - o.T).map((c) => c.rows));
+    const chunks = chunkRows(o.T, o.S, o.rowChunk, o.Tk - o.T);
+    const rowCounts = new Set(chunks.map((c) => c.rows));
     const topks = new Map<number, TopKPlan>();
-    // Splits under the device's loop limit (llvmpipe): the indexer over index heads, the
-    // attention over selected tokens (one-token blocks) or the keys of the keep-everything rows.
+    // Splits under the device's loop limit (llvmpipe): the indexer over index heads here, the
+    // attention over runs of selected tokens (or keys) inside each chunk's BlockListPlan.
     const budget = loopBudget(ctx);
-    const NR = o.Hq / o.Hkv;
     const indexerSegs = indexerSegments(budget, o.HI, o.DI);
-    const info = (mode: 0 | 2) => ({ cpu: gatherVariantIsCpu(ctx, { mode, NR, target: o.target }), D: o.D, Dv: o.Dv });
-    const work = { attn: { entries: o.S, keys: 1 }, attnAll: { entries: 1, keys: o.S } };
-    const attnSegs = gatherSegmentsOrThrow(ctx, info(0), work.attn);
-    const allSegs = gatherSegmentsOrThrow(ctx, info(2), work.attnAll);
-    const staged = attnSegs.length > 1 || allSegs.length > 1;
-    const splits: Splits = {
-      indexer: indexerSegs,
-      attn: attnSegs,
-      attnAll: allSegs,
-      staged,
-      loopIterations: Math.max(
-        ...indexerSegs.map((g) => indexerLoopIterations(Math.min(g.J1, o.HI) - g.J0, o.DI)),
-        gatherSegmentsIterations(info(0), work.attn, attnSegs),
-        gatherSegmentsIterations(info(2), work.attnAll, allSegs),
-      ),
+    const splits: Splits = { indexer: indexerSegs, loopIterations: Math.max(...indexerSegs.map((g) => indexerLoopIterations(Math.min(g.J1, o.HI) - g.J0, o.DI))) };
+    // Per chunk: rows t0 .. t0 + rows of the core, the chunk's selection [rows, S] as token lists
+    // (one per token, shared by its heads), or for keep-everything rows all causal keys as one block.
+    const common = {
+      Tk: o.Tk, Hq: o.Hq, Hkv: o.Hkv, D: o.D, Dv: o.Dv, heads: 1, base: 0, posOff: o.Tk - o.T, causal: true, scale: o.scale,
+      qDtype: o.dtype, kvDtype: o.dtype, oDtype: o.outDtype, variant: sparseVariant(ctx, o.target),
     };
-    // split launches chain through f32 partials (GatherStaging converts at the end)
-    const gk = { inDtype: o.dtype, outDtype: staged ? ('f32' as const) : o.outDtype, D: o.D, Dv: o.Dv, causal: true, NR, target: o.target };
-    const [indexer, attn, attnAll] = await Promise.all([
+    const coreOf = (c: { T0: number; rows: number; all: boolean }) =>
+      BlockListPlan.create(ctx, {
+        ...common, Tq: c.rows, t0: c.T0, rows: 1,
+        ...(c.all ? { stride: 1, block: o.Tk, maxEntries: 1, entryKeys: Math.min(o.S, o.Tk) } : { stride: o.S, block: 0, maxEntries: o.S }),
+      });
+    const [indexer, ...cores] = await Promise.all([
       getPipeline(ctx, { shader: INDEXER_PROGRAM, bindings: ['read', 'read', 'read', 'rw', 'uniform'], constants: { WG, IN_DTYPE: dtypeCode(o.dtype), DI: o.DI } }),
-      gatherKernel(ctx, { ...gk, mode: 0 }),
-      gatherKernel(ctx, { ...gk, mode: 2 }),
-      ...[...rowCounts].map(async (rows) => topks.set(rows, await planTopK(ctx, { rows, n: o.Tk, k: o.S }))),
+      ...chunks.map(coreOf),
+      ...[...rowCounts].map(async (rows) => void topks.set(rows, await planTopK(ctx, { rows, n: o.Tk, k: o.S }))),
     ]);
-    const plan = new DsaPlan(ctx, o, indexer as Pipeline, attn as GatherKernel, attnAll as GatherKernel, topks, splits);
-    if (staged) plan.staging = await GatherStaging.create(ctx, (b, l) => plan.workspace(b, l), { rows: o.T * o.Hq, Dv: o.Dv, outDtype: o.outDtype });
-    return plan;
+    return new DsaPlan(ctx, o, indexer as Pipeline, cores.slice(0, chunks.length) as BlockListPlan[], topks, splits);
   }
 
   override dispose(): void {
-    for (const c of this.chunks) c.topk.dispose();
-    this.staging?.dispose();
+    for (const c of this.chunks) {
+      c.topk.dispose();
+      c.core.dispose();
+    }
     super.dispose();
   }
 
@@ -297,21 +272,8 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
         c.topk.run(encoder, { scores, indices: sel });
         if (idx) encoder.copyBufferToBuffer(this.sel, 0, idx.buffer, (idx.offset ?? 0) + c.T0 * S * 4, c.rows * S * 4);
       }
-      const kern = c.all ? this.attnAll : this.attn;
-      const dR = { buffer: this.dummyR, size: 16 };
-      if (this.staging) {
-        const out = this.staging.targets(o, lse);
-        for (const u of c.gSegs) this.dispatch(encoder, kern.pipeline, [res(q), res(k), res(v), c.all ? dR : res(sel), dR, out.o, out.lse, { buffer: u }], gatherGrid(this.ctx, kern, c.rows * Hkv, Hkv));
-        continue;
-      }
-      this.dispatch(
-        encoder,
-        kern.pipeline,
-        [res(q), res(k), res(v), c.all ? dR : res(sel), dR, res(o), lse ? res(lse) : { buffer: this.dummyW, size: 16 }, { buffer: lse ? c.gLse : c.gNoLse }],
-        gatherGrid(this.ctx, kern, c.rows * Hkv, Hkv),
-      );
+      c.core.run(encoder, { q, k, v, lists: c.all ? { buffer: this.allList, size: 16 } : { buffer: this.sel, size: c.rows * S * 4 }, o, lse });
     }
-    this.staging?.finish(encoder, o, lse);
   }
 }
 
@@ -334,8 +296,9 @@ function validateDsaOptions(ctx: TesseraDevice, opts: DsaOptions): Resolved {
   check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
   const outDtype = opts.outDtype ?? dtype;
   check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
-  const D = checkHeadDim(opts.D, 'D', dtype);
-  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv', dtype);
+  // up to MLA latents (DeepSeek-V3.2: one KV head, Dqk 576, Dv 512), which the attention core takes
+  const D = checkHeadDim(opts.D, 'D', dtype, 576);
+  const Dv = checkHeadDim(opts.Dv ?? Math.min(D, 512), 'Dv', dtype, 512);
   const step = dtype === 'f32' ? 4 : 8;
   if (DI % step !== 0) fail('E_UNSUPPORTED', 'DI', `index head dims must be multiples of ${step} with ${dtype} storage;`, DI, `a multiple of ${step}`);
   const scale = opts.scale ?? 1 / Math.sqrt(D);

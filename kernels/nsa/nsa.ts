@@ -3,12 +3,14 @@
  * branches with per-head gates. Dispatches:
  *   1. `moba/pool.wgsl` twice: compressed keys and values (block sums / blockSize for the
  *      native-sparse-attention variant, means over real tokens for fla's);
- *   2. gather core, all-keys mode over the compressed keys (key c at position (c+1)·bs − 1, so a
- *      query sees block c iff (c+1)·bs − 1 ≤ t): o_cmp and its lse;
+ *   2. the attention core (kernels/attention, key source 3: block lists) over the compressed keys
+ *      as one block (key c at position (c+1)·bs − 1, so a query sees block c iff
+ *      (c+1)·bs − 1 ≤ t): o_cmp and its lse;
  *   3. `select.wgsl`: block scores from the compressed probabilities, shared per GQA group,
  *      forced blocks, in-register top-S: blockIndices `[T, Hkv, S]`;
- *   4. gather core, selection-list mode (rows = the query heads of a KV head): o_slc;
- *   5. gather core, all-keys mode with the window: o_swa (when `window > 0`);
+ *   4. the attention core reading blockIndices in place as each (token, KV head)'s block list
+ *      (every query head of the group): o_slc;
+ *   5. the attention core, all keys as one block cut by the window: o_swa (when `window > 0`);
  *   6. `combine.wgsl`: o = g_cmp·o_cmp + g_slc·o_slc (+ g_swa·o_swa).
  */
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
@@ -19,10 +21,8 @@ import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispo
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import {
-  GATHER_DEFAULTS, GATHER_PARAMS, checkHeadDim, gatherGrid, gatherKernel, gatherSegmentsIterations, gatherSegmentsOrThrow, gatherTiles, gatherVariantIsCpu,
-  type GatherKernel, type GatherSegment, type GatherTarget,
-} from '../block_sparse/gather.js';
+import { checkHeadDim, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
+import { BlockListPlan } from '../attention/lists.js';
 import { POOL_PARAMS, poolLoopIterations, poolPipeline, poolSegments, poolWorkgroups, type PoolSegment } from '../moba/pool.js';
 import { loopBudget } from '../topk/topk.js';
 import type { NsaVariant } from './reference.js';
@@ -97,10 +97,7 @@ export function nsaSelectSegments(budget: number, NC: number, G: number, D: numb
 /** How a plan splits its dispatches under the device's loop limit (one each elsewhere). */
 interface Splits {
   pool: PoolSegment[];
-  cmp: GatherSegment[];
   select: NsaSelectSegment[];
-  slc: GatherSegment[];
-  swa: GatherSegment[];
   loopIterations: number;
 }
 
@@ -172,15 +169,16 @@ type Resolved = Required<Omit<NsaOptions, 'Tk'>> & { Tk: number };
 export class NsaPlan extends KernelPlan<NsaTensors> {
   readonly options: Resolved;
   readonly numBlocks: number;
-  private readonly p: { poolK: Pipeline; cmp: GatherKernel; select: Pipeline; slc: GatherKernel; swa?: GatherKernel; combine: Pipeline };
-  private readonly u: { poolK: GPUBuffer[]; poolV: GPUBuffer[]; cmp: GPUBuffer[]; select: GPUBuffer[]; slc: GPUBuffer[]; swa: GPUBuffer[]; combine: GPUBuffer };
+  private readonly p: { poolK: Pipeline; cmp: BlockListPlan; select: Pipeline; slc: BlockListPlan; swa?: BlockListPlan; combine: Pipeline };
+  private readonly u: { poolK: GPUBuffer[]; poolV: GPUBuffer[]; select: GPUBuffer[]; combine: GPUBuffer };
   private readonly ws: {
-    kc: GPUBuffer; vc: GPUBuffer; oCmp: GPUBuffer; lseCmp: GPUBuffer; oSlc: GPUBuffer; oSwa: GPUBuffer; sel: GPUBuffer; selCarry: GPUBuffer; lseSlc: GPUBuffer; lseSwa: GPUBuffer;
-    dummyR: GPUBuffer; dummyW: GPUBuffer;
+    kc: GPUBuffer; vc: GPUBuffer; oCmp: GPUBuffer; lseCmp: GPUBuffer; oSlc: GPUBuffer; oSwa: GPUBuffer; sel: GPUBuffer; selCarry: GPUBuffer; all: GPUBuffer;
+    dummyR: GPUBuffer;
   };
   /**
    * Dispatches of each step per run: 1 each, more on a loop-capped device (llvmpipe) where one
-   * invocation would run too many loop iterations (long sequences: many compressed blocks).
+   * invocation would run too many loop iterations (long sequences: many compressed blocks); for
+   * the attention branches (cmp, slc, swa), the parts each row's keys are split into.
    */
   readonly segments: { pool: number; cmp: number; select: number; slc: number; swa: number };
   /** Upper bound of the loop iterations of one invocation of any of the plan's dispatches. */
@@ -190,23 +188,15 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     super(ctx);
     this.options = o;
     this.p = p;
-    this.loopIterations = splits.loopIterations;
-    this.segments = { pool: splits.pool.length, cmp: splits.cmp.length, select: splits.select.length, slc: splits.slc.length, swa: splits.swa.length };
+    this.loopIterations = Math.max(splits.loopIterations, p.cmp.split.loopIterations, p.slc.split.loopIterations, p.swa?.split.loopIterations ?? 0);
+    this.segments = { pool: splits.pool.length, cmp: p.cmp.split.parts, select: splits.select.length, slc: p.slc.split.parts, swa: p.swa?.split.parts ?? 0 };
     const { T, Tk, Hq, Hkv, D, Dv, blockSize: bs, blockCount: S } = o;
     const NC = (this.numBlocks = Math.ceil(Tk / bs));
     const POSOFF = Tk - T;
-    const base = {
-      ...GATHER_DEFAULTS, Tq: T, Tk, Hq, Hkv, NG: T * Hkv, NGH: Hkv, S: 1, BS: 1, scale: o.scale, POSOFF,
-    };
-    // (split gathers write their lse too: the next launch continues from (o, lse))
-    const lseIf = (segs: GatherSegment[]) => (segs.length > 1 ? 1 : 0);
     this.u = {
       poolK: splits.pool.map((seg) => this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D, BS: bs, NB: NC, ...seg })),
       poolV: splits.pool.map((seg) => this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D: Dv, BS: bs, NB: NC, ...seg })),
-      cmp: splits.cmp.map((seg) => this.uniform(GATHER_PARAMS, { ...base, Tk: NC, KSTRIDE: bs, KOFF: bs - 1, WRITE_LSE: 1, NTILES: gatherTiles(p.cmp, T * Hkv, Hkv), ...seg })),
       select: splits.select.map((seg) => this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale, POSOFF, ...seg })),
-      slc: splits.slc.map((seg) => this.uniform(GATHER_PARAMS, { ...base, S, BS: bs, NTILES: gatherTiles(p.slc, T * Hkv), ...seg, WRITE_LSE: lseIf(splits.slc) })),
-      swa: splits.swa.map((seg) => this.uniform(GATHER_PARAMS, { ...base, W: o.window, NTILES: p.swa ? gatherTiles(p.swa, T * Hkv, Hkv) : 0, ...seg, WRITE_LSE: lseIf(splits.swa) })),
       combine: this.uniform(NSA_COMBINE_PARAMS, { rows: T * Hq, Dv }),
     };
     this.ws = {
@@ -218,11 +208,18 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
       oSwa: this.workspace(o.window > 0 ? T * Hq * Dv * 4 : 16, 'nsa.oSwa'),
       sel: this.workspace(T * Hkv * S * 4, 'nsa.blockIndices'),
       selCarry: this.workspace(splits.select.length > 1 ? T * Hkv * S * 4 : 16, 'nsa.selCarry'),
-      lseSlc: this.workspace(splits.slc.length > 1 ? T * Hq * 4 : 16, 'nsa.lseSlc'),
-      lseSwa: this.workspace(splits.swa.length > 1 ? T * Hq * 4 : 16, 'nsa.lseSwa'),
+      // the list of the one-block branches (compression, window): block 0, all keys
+      all: this.workspace(16, 'nsa.allKeys'),
       dummyR: this.workspace(16, 'nsa.dummyR'),
-      dummyW: this.workspace(16, 'nsa.dummyW'),
     };
+    ctx.device.queue.writeBuffer(this.ws.all, 0, new Uint32Array(4));
+  }
+
+  override dispose(): void {
+    this.p.cmp.dispose();
+    this.p.slc.dispose();
+    this.p.swa?.dispose();
+    super.dispose();
   }
 
   /** @internal use {@link planNsa}. */
@@ -231,46 +228,34 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const o = validateNsaOptions(opts);
     checkAttentionSizes(ctx, { ...o, Tq: o.T });
     const G = o.Hq / o.Hkv;
-    const common = { inDtype: o.dtype, outDtype: 'f32' as const, D: o.D, Dv: o.Dv, causal: true, NR: G, target: o.target };
-    // Splits under the device's loop limit (llvmpipe); the branch outputs are f32 workspaces,
-    // so split gathers continue in place.
+    // Splits under the device's loop limit (llvmpipe): pooling and selection here, the attention
+    // branches inside their BlockListPlans (parts merged by kernels/merge).
     const budget = loopBudget(ctx);
     const NC = Math.ceil(o.Tk / o.blockSize);
-    const info = (mode: 0 | 2) => ({ cpu: gatherVariantIsCpu(ctx, { mode, NR: G, target: o.target }), D: o.D, Dv: o.Dv });
-    const work = {
-      cmp: { entries: 1, keys: NC },
-      slc: { entries: o.blockCount, keys: Math.min(o.blockSize, o.Tk) },
-      // a cpu tile packs up to 16 tokens: its rows' windows together span W + 15 keys
-      swa: { entries: 1, keys: Math.min(o.Tk, o.window + 15) },
-    };
     const selSegs = nsaSelectSegments(budget, NC, G, o.D, o.blockCount);
     if (!selSegs) fail('E_LIMIT', 'Hq', `one selection candidate of a group of ${G} query heads runs more loop iterations than this device allows one invocation (${budget});`, o.Hq, 'fewer query heads per KV head');
     const pool = poolSegments(budget, o.blockSize, o.Tk);
     const splits: Splits = {
       pool,
-      cmp: gatherSegmentsOrThrow(ctx, info(2), work.cmp),
       select: selSegs,
-      slc: gatherSegmentsOrThrow(ctx, info(0), work.slc),
-      swa: o.window > 0 ? gatherSegmentsOrThrow(ctx, info(2), work.swa) : [],
-      loopIterations: 0,
+      loopIterations: Math.max(
+        ...pool.map((g) => poolLoopIterations(Math.min(g.J1, o.blockSize, o.Tk) - g.J0)),
+        ...selSegs.map((g) => nsaSelectLoopIterations(Math.min(g.C1, NC) - g.C0, G, o.D, o.blockCount, g.LOAD === 1)),
+      ),
     };
-    splits.loopIterations = Math.max(
-      ...pool.map((g) => poolLoopIterations(Math.min(g.J1, o.blockSize, o.Tk) - g.J0)),
-      ...selSegs.map((g) => nsaSelectLoopIterations(Math.min(g.C1, NC) - g.C0, G, o.D, o.blockCount, g.LOAD === 1)),
-      gatherSegmentsIterations(info(2), work.cmp, splits.cmp),
-      gatherSegmentsIterations(info(0), work.slc, splits.slc),
-      o.window > 0 ? gatherSegmentsIterations(info(2), work.swa, splits.swa) : 0,
-    );
+    // The three attention branches on the core (f32 outputs, combined below).
+    const core = { Tq: o.T, Hq: o.Hq, Hkv: o.Hkv, D: o.D, Dv: o.Dv, posOff: o.Tk - o.T, causal: true, scale: o.scale, qDtype: o.dtype, oDtype: 'f32' as const, variant: sparseVariant(ctx, o.target) };
+    const one = { rows: o.T, heads: 1, stride: 1, base: 0, maxEntries: 1 };
     const [poolK, cmp, select, slc, swa, combine] = await Promise.all([
       poolPipeline(ctx, o.dtype, o.variant === 'fla' ? 'count' : 'blockSize'),
-      gatherKernel(ctx, { ...common, mode: 2, kvDtype: 'f32' }),
+      BlockListPlan.create(ctx, { ...core, ...one, Tk: NC, block: NC, keyStride: o.blockSize, kvDtype: 'f32' }),
       getPipeline(ctx, {
         shader: SELECT_PROGRAM,
         bindings: ['read', 'read', 'read', 'rw', 'uniform', 'rw'],
         constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, FLA: o.variant === 'fla' ? 1 : 0 },
       }),
-      gatherKernel(ctx, { ...common, mode: 0 }),
-      o.window > 0 ? gatherKernel(ctx, { ...common, mode: 2 }) : Promise.resolve(undefined),
+      BlockListPlan.create(ctx, { ...core, Tk: o.Tk, rows: 1, heads: o.Hkv, stride: o.blockCount, base: 0, block: o.blockSize, maxEntries: o.blockCount, kvDtype: o.dtype }),
+      o.window > 0 ? BlockListPlan.create(ctx, { ...core, ...one, Tk: o.Tk, block: o.Tk, entryKeys: Math.min(o.Tk, o.window), window: o.window, kvDtype: o.dtype }) : Promise.resolve(undefined),
       getPipeline(ctx, {
         shader: COMBINE_PROGRAM,
         bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'rw', 'uniform'],
@@ -284,7 +269,6 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     this.assertUsable();
     const { T, Tk, Hq, Hkv, D, Dv, dtype, gateDtype, outDtype, blockCount: S, window } = this.options;
     const NC = this.numBlocks;
-    const G = Hq / Hkv;
     const q = checkTensor(t?.q, 'q', { rank: 3, shape: [T, Hq, D], dtypes: [dtype] });
     const k = checkTensor(t.k, 'k', { rank: 3, shape: [Tk, Hkv, D], dtypes: [dtype] });
     const v = checkTensor(t.v, 'v', { rank: 3, shape: [Tk, Hkv, Dv], dtypes: [dtype] });
@@ -298,29 +282,26 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     for (const [x, n] of [[q, 'q'], [k, 'k'], [v, 'v'], [o, 'o']] as const) checkBindingSize(this.ctx, x, n);
     const ws = this.ws;
     const w = (b: GPUBuffer, bytes: number) => ({ buffer: b, size: bytes });
+    const f32 = (buffer: GPUBuffer, shape: number[]): GpuTensor => ({ buffer, shape, dtype: 'f32' });
     const kc = w(ws.kc, NC * Hkv * D * 4);
     const vc = w(ws.vc, NC * Hkv * Dv * 4);
-    const oCmp = w(ws.oCmp, T * Hq * Dv * 4);
     const lseCmp = w(ws.lseCmp, T * Hq * 4);
-    const oSlc = w(ws.oSlc, T * Hq * Dv * 4);
     const oSwa = window > 0 ? w(ws.oSwa, T * Hq * Dv * 4) : w(ws.dummyR, 16);
     const sel = bi ? res(bi) : w(ws.sel, T * Hkv * S * 4);
+    const all = w(ws.all, 16);
     const dR = w(ws.dummyR, 16);
-    const dW = w(ws.dummyW, 16);
     const p = this.p;
     const u = this.u;
     // one dispatch per segment (several only on a loop-capped device)
     for (const x of u.poolK) this.dispatch(encoder, p.poolK, [res(k), kc, { buffer: x }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)));
     for (const x of u.poolV) this.dispatch(encoder, p.poolK, [res(v), vc, { buffer: x }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)));
-    for (const x of u.cmp) this.dispatch(encoder, p.cmp.pipeline, [res(q), kc, vc, dR, dR, oCmp, lseCmp, { buffer: x }], gatherGrid(this.ctx, p.cmp, T * Hkv, Hkv));
+    p.cmp.run(encoder, { q, k: f32(ws.kc, [NC, Hkv, D]), v: f32(ws.vc, [NC, Hkv, Dv]), lists: all, o: f32(ws.oCmp, [T, Hq, Dv]), lse: f32(ws.lseCmp, [T, Hq]) });
     const carry = w(ws.selCarry, this.segments.select > 1 ? T * Hkv * S * 4 : 16);
     for (const x of u.select) this.dispatch(encoder, p.select, [res(q), kc, lseCmp, sel, { buffer: x }, carry], grid2d(this.ctx, Math.ceil((T * Hkv) / WG)));
-    const lseSlc = this.segments.slc > 1 ? w(ws.lseSlc, T * Hq * 4) : dW;
-    for (const x of u.slc) this.dispatch(encoder, p.slc.pipeline, [res(q), res(k), res(v), sel, dR, oSlc, lseSlc, { buffer: x }], gatherGrid(this.ctx, p.slc, T * Hkv));
-    const lseSwa = this.segments.swa > 1 ? w(ws.lseSwa, T * Hq * 4) : dW;
-    if (p.swa) for (const x of u.swa) this.dispatch(encoder, p.swa.pipeline, [res(q), res(k), res(v), dR, dR, oSwa, lseSwa, { buffer: x }], gatherGrid(this.ctx, p.swa, T * Hkv, Hkv));
+    p.slc.run(encoder, { q, k, v, lists: sel, o: f32(ws.oSlc, [T, Hq, Dv]) });
+    p.swa?.run(encoder, { q, k, v, lists: all, o: f32(ws.oSwa, [T, Hq, Dv]) });
     const gS = gSwa ? res(gSwa) : dR;
-    this.dispatch(encoder, p.combine, [oCmp, oSlc, oSwa, res(gCmp), res(gSlc), gS, res(o), { buffer: u.combine }], grid2d(this.ctx, Math.ceil((T * Hq * (Dv / 4)) / WG)));
+    this.dispatch(encoder, p.combine, [w(ws.oCmp, T * Hq * Dv * 4), w(ws.oSlc, T * Hq * Dv * 4), oSwa, res(gCmp), res(gSlc), gS, res(o), { buffer: u.combine }], grid2d(this.ctx, Math.ceil((T * Hq * (Dv / 4)) / WG)));
   }
 }
 

@@ -14,7 +14,7 @@ import { claimRingSlots } from '../../src/gpu/ring.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import { checkTensor } from '../../src/tensor.js';
 import { kvDtypeCode, pageLayout, KV_DTYPES, type KvDType } from '../attention/page.js';
-import { CORE_PARAMS, attentionListLoopCost, attentionProgram, ATTENTION_WG } from '../attention/attention.js';
+import { CORE_PARAMS, CORE_LIST_DEFAULTS, attentionListLoopCost, attentionProgram, ATTENTION_WG } from '../attention/attention.js';
 import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
 
 /** The uniform block of a call: the attention core's. */
@@ -154,6 +154,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
       hq: o.Hq, group: o.Hq / o.Hkv, hkv: o.Hkv, scale_log2: o.scale * Math.LOG2E, causal: o.causal ? 1 : 0, window: 0, sinks: 0, has_sink: 0,
       page: o.pageSize, page_elems: L.pageBytes / eb, page_words: L.pageBytes / 4, k_head: L.kHeadBytes / eb, v_off: L.vOffset / eb, v_head: L.vHeadBytes / eb,
       scale_off: L.scaleOffset / 4, off_qo: 0, off_kv: 0, off_last: 0, off_idx: 0, lse_off: 0, l_rows: this.rows,
+      ...CORE_LIST_DEFAULTS,
     };
     this.dummyRw = this.workspace(16, 'paged.dummyRw');
     this.dummyRead = this.workspace(16, 'paged.dummyRead');

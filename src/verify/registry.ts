@@ -5,8 +5,8 @@ import type { GoldenHandler } from './golden.js';
 import { denseGoldenHandler } from './golden/dense.js';
 import { linearGoldenHandler } from './golden/linear.js';
 import { deltaGoldenHandler } from './golden/delta.js';
-import { mobaGolden } from '../../kernels/moba/golden.js';
-import { nsaGolden } from '../../kernels/nsa/golden.js';
+import { mobaGolden } from './golden/moba.js';
+import { nsaGolden } from './golden/nsa.js';
 
 export const GOLDEN_HANDLERS: GoldenHandler[] = [
   denseGoldenHandler,

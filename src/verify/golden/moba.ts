@@ -4,14 +4,14 @@
  * float64 reference selection with `compareSelections` and the case's `aux_selection_margin`, so a
  * row may differ only at a near-tie, and such a row's outputs are excused.
  */
-import { TesseraError } from '../../src/errors.js';
-import type { TesseraDevice } from '../../src/gpu/device.js';
-import { runOnce } from '../../src/plan.js';
-import { byteSize, decode, encode, type DType } from '../../src/tensor.js';
-import { compareSelections, type GoldenCase, type GoldenHandler } from '../../src/verify/golden.js';
-import { planMoba } from './moba.js';
-import { planMobaVarlen } from './varlen.js';
-import { mobaReference } from './reference.js';
+import { TesseraError } from '../../errors.js';
+import type { TesseraDevice } from '../../gpu/device.js';
+import { runOnce } from '../../plan.js';
+import { byteSize, decode, encode, type DType } from '../../tensor.js';
+import { compareSelections, type GoldenCase, type GoldenHandler } from '../golden.js';
+import { planMoba } from '../../../kernels/moba/moba.js';
+import { planMobaVarlen } from '../../../kernels/moba/varlen.js';
+import { mobaReference } from '../../../kernels/moba/reference.js';
 
 function num(c: GoldenCase, key: string): number {
   const v = c.params[key];

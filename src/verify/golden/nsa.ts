@@ -5,13 +5,13 @@
  * (token, KV head) with the case's selection margin; a near-tie row excuses the outputs of the
  * query heads of that KV head.
  */
-import { TesseraError } from '../../src/errors.js';
-import type { TesseraDevice } from '../../src/gpu/device.js';
-import { runOnce } from '../../src/plan.js';
-import { byteSize, decode, encode, type DType } from '../../src/tensor.js';
-import { compareSelections, type GoldenCase, type GoldenHandler } from '../../src/verify/golden.js';
-import { planNsa } from './nsa.js';
-import type { NsaVariant } from './reference.js';
+import { TesseraError } from '../../errors.js';
+import type { TesseraDevice } from '../../gpu/device.js';
+import { runOnce } from '../../plan.js';
+import { byteSize, decode, encode, type DType } from '../../tensor.js';
+import { compareSelections, type GoldenCase, type GoldenHandler } from '../golden.js';
+import { planNsa } from '../../../kernels/nsa/nsa.js';
+import type { NsaVariant } from '../../../kernels/nsa/reference.js';
 
 function variantOf(c: GoldenCase): NsaVariant | undefined {
   const repo = c.source?.repo ?? '';

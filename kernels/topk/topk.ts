@@ -61,7 +61,8 @@ export const TOPK_SMALL_PARAMS = uniformLayout('TopKSmallParams', [
 
 const RADIX = wgslProgram('topk/radix', [keysWgsl, TOPK_PARAMS.wgsl, radixWgsl]);
 const smallPrograms = new Map<number, ReturnType<typeof wgslProgram>>();
-function smallProgram(kcap: number) {
+/** @internal The small variant's program for lists of up to `kcap` (tests build a loop-counting debug build of it). */
+export function smallProgram(kcap: number) {
   let p = smallPrograms.get(kcap);
   if (!p) {
     p = wgslProgram(`topk/small-k${kcap}`, [keysWgsl, TOPK_SMALL_PARAMS.wgsl, `const TK_KCAP: u32 = ${kcap}u;\n`, smallWgsl]);
@@ -135,7 +136,8 @@ function floorLog2(x: number): number {
   return x <= 1 ? 0 : Math.floor(Math.log2(x));
 }
 
-function smallKcap(k: number): number {
+/** @internal */
+export function smallKcap(k: number): number {
   return k <= 4 ? 4 : k <= 8 ? 8 : k <= 16 ? 16 : 32;
 }
 

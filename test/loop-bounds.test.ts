@@ -7,7 +7,8 @@
 import { describe, expect, it } from 'vitest';
 import { smallKcap, smallProgram, topKSmallLoopIterations, TOPK_SMALL_PARAMS } from '../kernels/topk/topk.js';
 import { segmentUniforms, type Segment } from '../src/gpu/segments.js';
-import { countLoops } from './helpers/loop-count.js';
+import { countLoops, maxLoopCount } from './helpers/loop-count.js';
+import { getMergeProgram, MERGE_PARAMS, mergeLoopIterations } from '../kernels/merge/merge.js';
 import { useGpu } from './helpers/gpu.js';
 
 const gpu = useGpu();
@@ -24,44 +25,23 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
   /** Runs one segment of the small top-k over `rows` rows of `n` scores, counting loop iterations. */
   async function smallCount(n: number, k: number, seg: Segment, scores: Float32Array<ArrayBuffer>, rows: number): Promise<number> {
     const dev = gpu.dev.device;
-    const code = countLoops(smallProgram(smallKcap(k)).code);
-    const module = dev.createShaderModule({ code, label: 'topk.small.count' });
-    const pipeline = await dev.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main', constants: { WG: 64 } } });
-    const S = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const S = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
     const buf = (size: number, usage = S) => dev.createBuffer({ size: Math.max(16, size), usage });
     const sc = buf(scores.byteLength);
     dev.queue.writeBuffer(sc, 0, scores);
-    const idx = buf(rows * k * 4);
-    const val = buf(rows * k * 4);
-    const carry = buf(rows * 2 * k * 4);
     // a carried list of k real entries (keys > 0), as a previous segment leaves it
     const carried = new Uint32Array(rows * 2 * k);
     for (let r = 0; r < rows; r++) for (let s = 0; s < k; s++) carried[r * 2 * k + s] = 0x80000000 + k - s;
+    const carry = buf(carried.byteLength);
     dev.queue.writeBuffer(carry, 0, carried);
     const params = buf(TOPK_SMALL_PARAMS.size, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
     dev.queue.writeBuffer(params, 0, TOPK_SMALL_PARAMS.pack({ rows, n, k, hasValues: 1, ...segmentUniforms(seg) }));
-    const count = buf(4);
-    dev.queue.writeBuffer(count, 0, new Uint32Array(1));
-    const bg0 = dev.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [sc, idx, val, params, carry].map((buffer, binding) => ({ binding, resource: { buffer } })),
-    });
-    const bg1 = dev.createBindGroup({ layout: pipeline.getBindGroupLayout(1), entries: [{ binding: 0, resource: { buffer: count } }] });
-    const read = buf(4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
-    const enc = dev.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bg0);
-    pass.setBindGroup(1, bg1);
-    pass.dispatchWorkgroups(Math.ceil(rows / 64));
-    pass.end();
-    enc.copyBufferToBuffer(count, 0, read, 0, 4);
-    dev.queue.submit([enc.finish()]);
-    await read.mapAsync(GPUMapMode.READ);
-    const got = new Uint32Array(read.getMappedRange().slice(0))[0]!;
-    read.unmap();
-    for (const b of [sc, idx, val, carry, params, count, read]) b.destroy();
-    return got;
+    const all = [sc, buf(rows * k * 4), buf(rows * k * 4), params, carry];
+    try {
+      return await maxLoopCount(dev, smallProgram(smallKcap(k)).code, all, [Math.ceil(rows / 64)], { WG: 64 });
+    } finally {
+      for (const b of all) b.destroy();
+    }
   }
 
   for (const [n, k] of [[1000, 8], [300, 32], [77, 3]] as const) {
@@ -82,6 +62,32 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
         expect(counted, 'the kernel ran its loops').toBeGreaterThan(seg.end - seg.begin);
         expect(bound, `bound >= counted (${JSON.stringify(seg)})`).toBeGreaterThanOrEqual(counted);
         if (worst) expect(bound, `tight on the worst case (${counted} counted)`).toBeLessThanOrEqual(1.5 * counted + 16);
+      }
+    });
+  }
+
+  for (const [parts, D, carry] of [[300, 64, 1], [130, 256, 0], [1, 8, 1]] as const) {
+    it(`merge: mergeLoopIterations bounds the counted iterations (${parts} parts, D ${D}, carry ${carry})`, async () => {
+      const dev = gpu.dev.device;
+      const rows = 2;
+      const S = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
+      const buf = (floats: number) => dev.createBuffer({ size: Math.max(16, floats * 4), usage: S });
+      const lse = buf(parts * rows);
+      // every part has weight (a finite lse): the most work per part
+      dev.queue.writeBuffer(lse, 0, new Float32Array(parts * rows).map((_, i) => Math.sin(i)));
+      const params = dev.createBuffer({ size: MERGE_PARAMS.size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+      dev.queue.writeBuffer(params, 0, MERGE_PARAMS.pack({ P: parts, rows, D, p0: 0, carry, out_state: 0, one: 1 }));
+      const carryS = buf(rows * 4);
+      dev.queue.writeBuffer(carryS, 0, new Float32Array(rows * 4).fill(1));
+      const all = [buf(parts * rows * D), lse, buf(rows * D), buf(rows), params, buf(rows * 2 * D), carryS];
+      try {
+        const counted = await maxLoopCount(dev, getMergeProgram().code, all, [rows], { WG: 64, OUT_DTYPE: 0 });
+        const bound = mergeLoopIterations(parts, D);
+        expect(counted, 'the kernel ran its loops').toBeGreaterThan(parts);
+        expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
+        expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(2 * counted + 16);
+      } finally {
+        for (const b of all) b.destroy();
       }
     });
   }

@@ -26,6 +26,10 @@ export const MERGE_PARAMS = uniformLayout('MergeParams', [
 ] as const);
 
 const PROGRAM = wgslProgram('merge/merge', [storageWgsl, MERGE_PARAMS.wgsl, mergeWgsl]);
+/** @internal The merge program (tests build a loop-counting debug build of it). */
+export function getMergeProgram(): typeof PROGRAM {
+  return PROGRAM;
+}
 const WG = 64;
 
 /**

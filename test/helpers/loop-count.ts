@@ -61,3 +61,42 @@ fn dbg_record() {
 }
 `;
 }
+
+/**
+ * Runs a loop-counting build of `code` (see {@link countLoops}) with `buffers` bound in order at
+ * `@group(0)` (`@binding(i)` = `buffers[i]`) and returns the largest loop count of any invocation.
+ */
+export async function maxLoopCount(
+  dev: GPUDevice,
+  code: string,
+  buffers: readonly GPUBuffer[],
+  workgroups: readonly [number, number?],
+  constants: Record<string, number> = {},
+  entry = 'main',
+): Promise<number> {
+  const module = dev.createShaderModule({ code: countLoops(code, entry), label: 'loop-count' });
+  const pipeline = await dev.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: entry, constants } });
+  const count = dev.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+  const read = dev.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  try {
+    dev.queue.writeBuffer(count, 0, new Uint32Array(4));
+    const bg0 = dev.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })) });
+    const bg1 = dev.createBindGroup({ layout: pipeline.getBindGroupLayout(1), entries: [{ binding: 0, resource: { buffer: count } }] });
+    const enc = dev.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bg0);
+    pass.setBindGroup(1, bg1);
+    pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1);
+    pass.end();
+    enc.copyBufferToBuffer(count, 0, read, 0, 4);
+    dev.queue.submit([enc.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    const got = new Uint32Array(read.getMappedRange().slice(0))[0]!;
+    read.unmap();
+    return got;
+  } finally {
+    count.destroy();
+    read.destroy();
+  }
+}

@@ -8,6 +8,9 @@ import { describe, expect, it } from 'vitest';
 import { smallKcap, smallProgram, topKSmallLoopIterations, TOPK_SMALL_PARAMS } from '../kernels/topk/topk.js';
 import { segmentUniforms, type Segment } from '../src/gpu/segments.js';
 import { countLoops, maxLoopCount } from './helpers/loop-count.js';
+import { LIN_PARAMS, program as linearProgram } from '../kernels/linear/scan.js';
+import { recurrentLoopIterations } from '../kernels/linear/loops.js';
+import recurrentWgsl from '../kernels/linear/recurrent.wgsl.js';
 import { getMergeProgram, MERGE_PARAMS, mergeLoopIterations } from '../kernels/merge/merge.js';
 import { useGpu } from './helpers/gpu.js';
 
@@ -86,6 +89,39 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
         expect(counted, 'the kernel ran its loops').toBeGreaterThan(parts);
         expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
         expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(2 * counted + 16);
+      } finally {
+        for (const b of all) b.destroy();
+      }
+    });
+  }
+
+  for (const c of [
+    { K: 64, V: 8, T: 300, gate: 'scalar', delta: false, normalize: false },
+    { K: 32, V: 8, T: 200, gate: 'none', delta: false, normalize: true },
+    { K: 48, V: 6, T: 100, gate: 'vector', delta: true, normalize: false },
+    { K: 16, V: 4, T: 120, gate: 'none', delta: false, normalize: false },
+  ] as const) {
+    it(`linear recurrent: recurrentLoopIterations bounds the counted iterations (K ${c.K}, gate ${c.gate}, delta ${c.delta}, normalize ${c.normalize})`, async () => {
+      const dev = gpu.dev.device;
+      const { K, V, T } = c;
+      const S = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
+      const buf = (words: number) => dev.createBuffer({ size: Math.max(16, words * 4), usage: S });
+      const meta = buf(2);
+      dev.queue.writeBuffer(meta, 0, new Uint32Array([0, T]));
+      const G = { none: 0, scalar: 1, vector: 2, constant: 3 }[c.gate];
+      const kmax = K <= 32 ? 32 : K <= 64 ? 64 : 128;
+      const params = dev.createBuffer({ size: LIN_PARAMS.size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+      const zero = Object.fromEntries(LIN_PARAMS.fields.map(([f]) => [f, 0])) as Record<(typeof LIN_PARAMS.fields)[number][0], number>;
+      // one sequence, one head, one segment of all T tokens
+      dev.queue.writeBuffer(params, 0, LIN_PARAMS.pack({ ...zero, T, N: 1, H: 1, HV: 1, K, V, ratio: 1, VS: V, scale: 1, seg_begin: 0, seg_end: T, seg_carry: 0, seg_last: 1 }));
+      const all = [buf(T * K), buf(T * K), buf(T * V), buf(Math.max(T * K, K)), meta, buf(Math.max(T, K)), buf(T * V), buf(K * V), params];
+      try {
+        const code = linearProgram('recurrent', recurrentWgsl, kmax, c.normalize ? kmax : 1).code;
+        const counted = await maxLoopCount(dev, code, all, [Math.ceil(V / 2)], { WG: 1, DT_QK: 0, DT_V: 0, OUT_DT: 0, GATE: G, DELTA: +c.delta, NORM: +c.normalize });
+        const bound = recurrentLoopIterations(c, T);
+        expect(counted, 'the kernel ran its loops').toBeGreaterThan(T);
+        expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
+        expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(1.2 * counted + 16);
       } finally {
         for (const b of all) b.destroy();
       }

@@ -230,7 +230,8 @@ function kmaxOf(K: number): number {
   return K <= 32 ? 32 : K <= 64 ? 64 : K <= 128 ? 128 : 256;
 }
 
-function program(name: string, file: string, kmax: number, zmax: number) {
+/** @internal A pass's program (tests build loop-counting debug builds of them). */
+export function program(name: string, file: string, kmax: number, zmax: number) {
   // The private state length is a `const` (WGSL private arrays need a constant size): one small
   // declaration per variant, part of the program's name and code (so of the pipeline key).
   const consts = `const KMAX: u32 = ${kmax}u;\nconst ZMAX: u32 = ${zmax}u;\n`;

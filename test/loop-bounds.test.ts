@@ -9,7 +9,8 @@ import { smallKcap, smallProgram, topKSmallLoopIterations, TOPK_SMALL_PARAMS } f
 import { segmentUniforms, type Segment } from '../src/gpu/segments.js';
 import { countLoops, maxLoopCount } from './helpers/loop-count.js';
 import { LIN_PARAMS, program as linearProgram } from '../kernels/linear/scan.js';
-import { recurrentLoopIterations } from '../kernels/linear/loops.js';
+import { recurrentLoopIterations, scanLoopIterations } from '../kernels/linear/loops.js';
+import scanWgsl from '../kernels/linear/scan.wgsl.js';
 import recurrentWgsl from '../kernels/linear/recurrent.wgsl.js';
 import { getMergeProgram, MERGE_PARAMS, mergeLoopIterations } from '../kernels/merge/merge.js';
 import { useGpu } from './helpers/gpu.js';
@@ -122,6 +123,43 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
         expect(counted, 'the kernel ran its loops').toBeGreaterThan(T);
         expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
         expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(1.2 * counted + 16);
+      } finally {
+        for (const b of all) b.destroy();
+      }
+    });
+  }
+
+  for (const c of [
+    { K: 64, V: 16, T: 640, delta: false },
+    { K: 64, V: 8, T: 300, delta: true },
+    { K: 32, V: 12, T: 130, delta: true },
+  ] as const) {
+    it(`linear chunk scan: scanLoopIterations bounds the counted iterations (K ${c.K}, ${Math.ceil(c.T / 64)} chunks, delta ${c.delta})`, async () => {
+      const dev = gpu.dev.device;
+      const { K, V, T } = c;
+      const C = Math.ceil(T / 64);
+      const K4 = Math.ceil(K / 4);
+      const V4 = Math.ceil(V / 4);
+      const S = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
+      const buf = (words: number) => dev.createBuffer({ size: Math.max(16, words * 4), usage: S });
+      // one sequence: cuSeqlens, then (start, length, sequence) per chunk, then its first chunk
+      const chunks: number[] = [];
+      for (let s = 0; s < T; s += 64) chunks.push(s, Math.min(64, T - s), 0);
+      const metaWords = new Uint32Array([0, T, ...chunks, 0, C]);
+      const meta = buf(metaWords.length);
+      dev.queue.writeBuffer(meta, 0, metaWords);
+      const params = dev.createBuffer({ size: LIN_PARAMS.size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+      const zero = Object.fromEntries(LIN_PARAMS.fields.map(([f]) => [f, 0])) as Record<(typeof LIN_PARAMS.fields)[number][0], number>;
+      dev.queue.writeBuffer(params, 0, LIN_PARAMS.pack({ ...zero, T, N: 1, nChunks: C, H: 1, HV: 1, K, V, ratio: 1, VS: V, chunkOff: 2, seqChunkOff: 2 + chunks.length, K4, V4, VS4: V4, KP: 4 * K4, scale: 1, seg_begin: 0, seg_end: C, seg_carry: 0, seg_last: 1, solveSplit: 1 }));
+      const rows = T * 4 * Math.max(K4, V4);
+      const all = [buf(rows), buf(rows), buf(rows), buf(rows + C * 4 * K4), meta, buf(C * 4 * K4 * 4 * V4), buf(rows), buf(K * V), params];
+      try {
+        const code = linearProgram('scan', scanWgsl, K <= 32 ? 32 : K <= 64 ? 64 : 128, 1).code;
+        const counted = await maxLoopCount(dev, code, all, [V4], { WG: 1, GATE: 1, DELTA: +c.delta, NORM: 0 });
+        const bound = scanLoopIterations(c, C);
+        expect(counted, 'the kernel ran its loops').toBeGreaterThan(C * 64);
+        expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
+        expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(1.5 * counted + 16);
       } finally {
         for (const b of all) b.destroy();
       }

@@ -53,8 +53,8 @@ describe('past the llvmpipe loop cap (unsegmented)', () => {
   });
 });
 
-describe('loop-limited device (loopLimit 4096): segmented recurrent form, chunk scan and WY solve on any adapter', () => {
-  const small = useGpu({ loopLimit: 4096 });
+describe('plans with loopLimit 4096: segmented recurrent form, chunk scan and WY solve on any adapter', () => {
+  const LIMIT = { loopLimit: 4096 };
   const SMALL: (ScanCase & { op: string })[] = [
     { op: 'delta_rule', gate: 'none', delta: true, H: 1, K: 32, V: 48, cu: [0, 63, 300], h0: true },
     { op: 'gated_delta_rule', gate: 'scalar', delta: true, H: 1, HV: 2, K: 48, V: 64, cu: [0, 1, 65, 129, 300], gates: 'near0', h0: true },
@@ -62,7 +62,7 @@ describe('loop-limited device (loopLimit 4096): segmented recurrent form, chunk 
   ];
   for (const c of SMALL) {
     it(`${c.op} ${caseName(c)}`, async () => {
-      const r = await checkScanCase(small, c);
+      const r = await checkScanCase(gpu, { ...c, ...LIMIT });
       for (const m of ['recurrent', 'chunk'] as const) {
         const l = r[m]!.loops;
         expect(l.segments, m).toBeGreaterThan(1);
@@ -73,21 +73,21 @@ describe('loop-limited device (loopLimit 4096): segmented recurrent form, chunk 
   }
   it('the WY solve splits its columns over more workgroups (V = 360)', async () => {
     const c: ScanCase = { gate: 'scalar', delta: true, H: 1, K: 48, V: 360, T: 70, h0: true, modes: ['chunk'] };
-    const r = await checkScanCase(small, c);
+    const r = await checkScanCase(gpu, { ...c, ...LIMIT });
     const l = r.chunk!.loops;
     expect(l.bounds.solve).toBeLessThanOrEqual(l.budget);
     // on the CPU adapters (4 invocations per workgroup) one workgroup per chunk would pass the budget
-    if (small.dev.adapterClass === 'cpu') {
-      expect(solveLoopIterations(c, 4, 1)).toBeGreaterThan(loopBudget(small.dev));
+    if (gpu.dev.adapterClass === 'cpu') {
+      expect(solveLoopIterations(c, 4, 1)).toBeGreaterThan(loopBudget(LIMIT));
       expect(l.solveSplit).toBeGreaterThan(1);
     }
   });
   it('streaming gated_delta_rule: segments 300, 1, 64 through segmented plans; rollback is exact', async () => {
-    await checkStream(small, { gate: 'scalar', delta: true, H: 1, HV: 2, K: 64, V: 32, h0: true }, [300, 1, 64], { checkpointEvery: 1, ringSize: 3 });
+    await checkStream(gpu, { gate: 'scalar', delta: true, H: 1, HV: 2, K: 64, V: 32, h0: true }, [300, 1, 64], { checkpointEvery: 1, ringSize: 3, ...LIMIT });
   });
   it('rejects a chunk that cannot fit one invocation with E_LIMIT naming K (the recurrent form still runs)', async () => {
-    await expect(planGatedDeltaRule(small.dev, { H: 1, K: 128, V: 64, T: 300, mode: 'chunk' })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'K' });
-    const rec = await planGatedDeltaRule(small.dev, { H: 1, K: 128, V: 64, T: 300, mode: 'recurrent' });
+    await expect(planGatedDeltaRule(gpu.dev, { H: 1, K: 128, V: 64, T: 300, mode: 'chunk', ...LIMIT })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'K' });
+    const rec = await planGatedDeltaRule(gpu.dev, { H: 1, K: 128, V: 64, T: 300, mode: 'recurrent', ...LIMIT });
     expect(rec.loops.segments).toBeGreaterThan(1);
     rec.dispose();
   });

@@ -75,8 +75,8 @@ describe('past the llvmpipe loop cap (unsegmented)', () => {
   }
 });
 
-describe('loop-limited device (loopLimit 4096): segmented recurrent form and chunk scan on any adapter', () => {
-  const small = useGpu({ loopLimit: 4096 });
+describe('plans with loopLimit 4096: segmented recurrent form and chunk scan on any adapter', () => {
+  const LIMIT = { loopLimit: 4096 };
   const SMALL: (ScanCase & { op: string })[] = [
     // z0 / zt of 3 * 30 floats: the chunk scan reads z through internal copies
     { op: 'linear_attn', gate: 'none', delta: false, H: 1, K: 30, V: 21, cu: [0, 5, 70, 450], normalize: true, h0: true },
@@ -88,7 +88,7 @@ describe('loop-limited device (loopLimit 4096): segmented recurrent form and chu
   ];
   for (const c of SMALL) {
     it(`${c.op} ${caseName(c)}`, async () => {
-      const r = await checkScanCase(small, c);
+      const r = await checkScanCase(gpu, { ...c, ...LIMIT });
       for (const m of ['recurrent', 'chunk'] as const) {
         const l = r[m]!.loops;
         expect(l.budget).toBe(loopBudget({ loopLimit: 4096 }));
@@ -98,15 +98,15 @@ describe('loop-limited device (loopLimit 4096): segmented recurrent form and chu
     });
   }
   it('streaming normalized linear_attn: segments 70, 1, 300 carry S and z through segmented plans; rollback is exact', async () => {
-    await checkStream(small, { gate: 'none', delta: false, normalize: true, H: 1, K: 32, V: 48, h0: true }, [70, 1, 300], { checkpointEvery: 1 });
+    await checkStream(gpu, { gate: 'none', delta: false, normalize: true, H: 1, K: 32, V: 48, h0: true }, [70, 1, 300], { checkpointEvery: 1, ...LIMIT });
   });
   it('streaming gla: segments 200, 1, 130', async () => {
-    await checkStream(small, { gate: 'vector', delta: false, H: 2, K: 32, V: 16, h0: true }, [200, 1, 130], { checkpointEvery: 100, ringSize: 2 });
+    await checkStream(gpu, { gate: 'vector', delta: false, H: 2, K: 32, V: 16, h0: true }, [200, 1, 130], { checkpointEvery: 100, ringSize: 2, ...LIMIT });
   });
   it('rejects a chunk that cannot fit one invocation with E_LIMIT naming K', async () => {
     // one chunk of the scan at K = 256 needs 7,624 iterations (half of them loading and storing the state) > 3,686
-    await expect(planGla(small.dev, { H: 1, K: 256, V: 16, T: 100, mode: 'chunk' })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'K' });
-    const rec = await planGla(small.dev, { H: 1, K: 256, V: 16, T: 100, mode: 'recurrent' });
+    await expect(planGla(gpu.dev, { H: 1, K: 256, V: 16, T: 100, mode: 'chunk', ...LIMIT })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'K' });
+    const rec = await planGla(gpu.dev, { H: 1, K: 256, V: 16, T: 100, mode: 'recurrent', ...LIMIT });
     expect(rec.loops.segmentLength).toBe(6);
     rec.dispose();
   });

@@ -10,7 +10,7 @@ import { useGpu, type GpuFixture } from './helpers/gpu.js';
 const gpu = useGpu();
 
 /** Random partials (row 0: all empty; row 1: only the last has keys) merged on the GPU vs float64. */
-async function checkMerge(g: GpuFixture, P: number, rows: number, D: number, dtype: 'f32' | 'f16' | 'bf16'): Promise<void> {
+async function checkMerge(g: GpuFixture, P: number, rows: number, D: number, dtype: 'f32' | 'f16' | 'bf16', loopLimit?: number): Promise<void> {
   const rng = new Rng(P * 1000 + rows);
   const oParts = rng.normals(P * rows * D);
   const lseParts = rng.normals(P * rows, 3);
@@ -19,7 +19,7 @@ async function checkMerge(g: GpuFixture, P: number, rows: number, D: number, dty
   const ref = mergeReference(oParts, lseParts, P, rows, D);
   const o = g.nanTensor([rows, D], dtype);
   const lse = g.nanTensor([rows]);
-  await merge(g.dev, { oParts: g.tensor(oParts, [P, rows, D]), lseParts: g.tensor(lseParts, [P, rows]), o, lse });
+  await merge(g.dev, { oParts: g.tensor(oParts, [P, rows, D]), lseParts: g.tensor(lseParts, [P, rows]), o, lse }, { loopLimit });
   const oGot = await g.read(o);
   const lseGot = await g.read(lse);
   const refO = dtype === 'f32' ? ref.o : roundTo(ref.o, dtype);
@@ -101,19 +101,18 @@ describe('merge', () => {
   });
 });
 
-describe('merge in segments (loopLimit 4096)', () => {
-  const small = useGpu({ loopLimit: 4096 });
+describe('merge plans with loopLimit 4096: in segments on any adapter', () => {
   for (const [P, rows, D, dtype] of [
     [3000, 3, 64, 'f32'],
     [2600, 5, 130, 'f16'],
     [1300, 2, 32, 'bf16'],
   ] as const) {
     it(`P${P}-rows${rows}-D${D}-${dtype} in ${Math.ceil(P / mergePartsPerSegment(4096, D))} segments`, async () => {
-      const plan = await planMerge(small.dev, { parts: P, rows, D, outDtype: dtype });
+      const plan = await planMerge(gpu.dev, { parts: P, rows, D, outDtype: dtype, loopLimit: 4096 });
       expect(plan.segments).toBe(Math.ceil(P / mergePartsPerSegment(4096, D)));
       expect(plan.segments).toBeGreaterThan(1);
       plan.dispose();
-      await checkMerge(small, P, rows, D, dtype);
+      await checkMerge(gpu, P, rows, D, dtype, 4096);
     });
   }
 });
@@ -143,13 +142,13 @@ function peakedParts(P: number, rows: number, D: number): { oParts: Float64Array
   return { oParts, lseParts };
 }
 
-async function checkPrecision(g: GpuFixture, P: number, rows: number, D: number, steps: number): Promise<void> {
+async function checkPrecision(g: GpuFixture, P: number, rows: number, D: number, steps: number, loopLimit?: number): Promise<void> {
   const { oParts, lseParts } = peakedParts(P, rows, D);
   const ref = mergeReference(oParts, lseParts, P, rows, D);
   const o = g.nanTensor([rows, D]);
   const lse = g.nanTensor([rows]);
   if (steps === 1) {
-    await merge(g.dev, { oParts: g.tensor(oParts, [P, rows, D]), lseParts: g.tensor(lseParts, [P, rows]), o, lse });
+    await merge(g.dev, { oParts: g.tensor(oParts, [P, rows, D]), lseParts: g.tensor(lseParts, [P, rows]), o, lse }, { loopLimit });
   } else {
     // The same parts merged in `steps` calls that carry a running state (as streaming does).
     const per = Math.ceil(P / steps);
@@ -200,12 +199,11 @@ describe('merge precision (peaked, thousands of parts, vs float64)', () => {
   });
 });
 
-describe('merge precision in segments (loopLimit 4096)', () => {
-  const small = useGpu({ loopLimit: 4096 });
+describe('merge precision in segments (plan loopLimit 4096)', () => {
   it('one plan of 3000 parts in segments', async () => {
-    const plan = await planMerge(small.dev, { parts: 3000, rows: 4, D: 64 });
+    const plan = await planMerge(gpu.dev, { parts: 3000, rows: 4, D: 64, loopLimit: 4096 });
     expect(plan.segments).toBeGreaterThan(1);
     plan.dispose();
-    await checkPrecision(small, 3000, 4, 64, 1);
+    await checkPrecision(gpu, 3000, 4, 64, 1, 4096);
   });
 });

@@ -250,8 +250,8 @@ describe('quest within a loop cap (loopLimit 4096)', () => {
 
   it('scoring refuses a group whose heads x channels pass the cap, naming Hq', async () => {
     expect(questScoreLoopIterations(64, 256)).toBeGreaterThan(0.9 * 4096);
-    await expect(planQuestScore(small.dev, { Hq: 128, Hkv: 2, D: 256 })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'Hq' });
-    const ok = await planQuestScore(small.dev, { Hq: 64, Hkv: 2, D: 256 });
+    await expect(planQuestScore(gpu.dev, { Hq: 128, Hkv: 2, D: 256, loopLimit: 4096 })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'Hq' });
+    const ok = await planQuestScore(gpu.dev, { Hq: 64, Hkv: 2, D: 256, loopLimit: 4096 });
     ok.dispose();
   });
 });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { planTopK, topK, type TopKVariant } from '../kernels/topk/index.js';
 import { smallSegments, sortSegments, sortSegmentIterations, topKRadixLoopIterations, topKSmallLoopIterations } from '../kernels/topk/topk.js';
+import { loopBudget } from '../src/gpu/segments.js';
 import { topKReference } from '../kernels/topk/reference.js';
 import { TesseraError } from '../src/errors.js';
 import { Rng } from '../src/testing.js';
@@ -43,20 +44,19 @@ function makeScores(rows: number, n: number, fill: Fill, seed: number): Float32A
   return s;
 }
 
-async function check(rows: number, n: number, k: number, fill: Fill, variant: TopKVariant | 'auto' = 'auto', withValues = true, target: 'auto' | 'cpu' | 'gpu' = 'auto', fx = gpu): Promise<number> {
-  const gpu = fx;
+async function check(rows: number, n: number, k: number, fill: Fill, variant: TopKVariant | 'auto' = 'auto', withValues = true, target: 'auto' | 'cpu' | 'gpu' = 'auto', loopLimit?: number): Promise<number> {
   const s = makeScores(rows, n, fill, rows * 7919 + n * 31 + k);
   const ref = topKReference(s, rows, n, k);
   const indices = gpu.tensor(new Int32Array(rows * k).fill(-7), [rows, k], 'i32');
   const values = withValues ? gpu.nanTensor([rows, k]) : undefined;
-  const plan = await planTopK(gpu.dev, { rows, n, k, variant, target });
+  const plan = await planTopK(gpu.dev, { rows, n, k, variant, target, loopLimit });
   let segments = 0;
   try {
     const enc = gpu.dev.device.createCommandEncoder();
     plan.run(enc, { scores: gpu.tensor(s, [rows, n]), indices, values });
     await gpu.dev.submitAndWait([enc.finish()]);
     segments = plan.segments;
-    expect(plan.loopIterations).toBeLessThanOrEqual(0.9 * gpu.dev.loopLimit);
+    expect(plan.loopIterations).toBeLessThanOrEqual(0.9 * Math.min(loopLimit ?? Infinity, gpu.dev.loopLimit));
   } finally {
     plan.dispose();
   }
@@ -184,15 +184,17 @@ describe('topk loop bounds (llvmpipe stops an invocation after 65,535 loop itera
     expect(topKRadixLoopIterations({ target: 'cpu', chunk: 4096, cap: 65536, k: 2048 }).rank).toBe(2.5 * 65536 + 2048 * 19 + 3);
     expect(topKRadixLoopIterations({ target: 'gpu', chunk: 4096, cap: 8192, k: 4096 }).rank).toBe(4 + 33 + 8192 + 32);
     // small: segments partition [0, n), each within budget, the list carried between them
-    for (const [n, k, budget] of [[4096, 32, 58981], [1000, 8, 921], [77, 3, 100000]] as const) {
-      const segs = smallSegments(n, k, budget);
-      expect(segs[0]!.j0).toBe(0);
-      expect(segs.at(-1)!.j1).toBe(n);
+    for (const [n, k, limit, count] of [[4096, 32, 65535, 3], [1000, 8, 1024, 10], [77, 3, Infinity, 1]] as const) {
+      const budget = loopBudget(limit);
+      const segs = smallSegments(n, k, limit);
+      expect(segs.length).toBe(count);
+      expect(segs[0]!.begin).toBe(0);
+      expect(segs.at(-1)!.end).toBe(n);
       segs.forEach((g, i) => {
-        if (i > 0) expect(g.j0).toBe(segs[i - 1]!.j1);
-        expect(g.load).toBe(i > 0 ? 1 : 0);
-        expect(g.last).toBe(i === segs.length - 1 ? 1 : 0);
-        expect(topKSmallLoopIterations(g.j1 - g.j0, k, g.load === 1)).toBeLessThanOrEqual(budget);
+        if (i > 0) expect(g.begin).toBe(segs[i - 1]!.end);
+        expect(g.carry).toBe(i > 0);
+        expect(g.last).toBe(i === segs.length - 1);
+        expect(topKSmallLoopIterations(g.end - g.begin, k, g.carry)).toBeLessThanOrEqual(budget);
       });
     }
     // cpu sort: heapify node ranges from cap/2 down to 0, then pops 0..k, each within budget
@@ -223,8 +225,8 @@ describe('topk loop bounds (llvmpipe stops an invocation after 65,535 loop itera
   });
 });
 
-describe('topk with loopLimit 4096 (the segmented paths, on any adapter)', () => {
-  const capped = useGpu({ loopLimit: 4096 });
+describe('topk plans with loopLimit 4096 (the segmented paths, on any adapter)', () => {
+  const capped = 4096;
   it('small variant: the scan in segments carrying the list', async () => {
     expect(await check(5, 1000, 8, 'ascending', 'small', true, 'auto', capped)).toBeGreaterThan(1);
     expect(await check(3, 777, 13, 'dups', 'small', false, 'auto', capped)).toBeGreaterThan(1);
@@ -237,13 +239,13 @@ describe('topk with loopLimit 4096 (the segmented paths, on any adapter)', () =>
   });
   it('radix gpu shape: fewer survivor slots; k past what one rank invocation reads is E_LIMIT naming target', async () => {
     await check(2, 9000, 1000, 'dups', 'radix', true, 'gpu', capped);
-    const plan = await planTopK(capped.dev, { rows: 1, n: 20000, k: 2000, target: 'gpu' });
+    const plan = await planTopK(gpu.dev, { rows: 1, n: 20000, k: 2000, target: 'gpu', loopLimit: capped });
     expect(plan.cap).toBeLessThan(4096);
     expect(plan.cap).toBeGreaterThanOrEqual(2000);
     plan.dispose();
-    await expect(planTopK(capped.dev, { rows: 1, n: 20000, k: 4000, target: 'gpu' })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'target' });
+    await expect(planTopK(gpu.dev, { rows: 1, n: 20000, k: 4000, target: 'gpu', loopLimit: capped })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'target' });
     // auto falls back to the shape that fits
-    const auto = await planTopK(capped.dev, { rows: 1, n: 20000, k: 4000 });
+    const auto = await planTopK(gpu.dev, { rows: 1, n: 20000, k: 4000, loopLimit: capped });
     expect(auto.target).toBe('cpu');
     auto.dispose();
   });

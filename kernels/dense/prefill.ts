@@ -7,6 +7,7 @@
  */
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { planLoopLimit } from '../../src/gpu/segments.js';
 import { getPipeline, grid2d, wgslProgram, type BindingResource, type Pipeline, type ShaderSource } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkAttentionSizes, checkBindingSize, checkPlannedSize, res, runOnceAndDispose } from '../../src/plan.js';
@@ -65,8 +66,13 @@ export interface AttentionTuning {
 }
 
 export type AttentionPlanOptions = AttentionOptions &
-  AttentionTuning &
-  ({ Tq: number; Tk?: number; cuSeqlensQ?: undefined; cuSeqlensK?: undefined } | { cuSeqlensQ: readonly number[]; cuSeqlensK?: readonly number[]; Tq?: undefined; Tk?: undefined });
+  AttentionTuning & {
+    /**
+     * Size the KV splits for this loop cap instead of the device's (lower only; an integer >=
+     * 256): runs the split path that Mesa's llvmpipe needs on any adapter (src/gpu/segments.ts).
+     */
+    loopLimit?: number;
+  } & ({ Tq: number; Tk?: number; cuSeqlensQ?: undefined; cuSeqlensK?: undefined } | { cuSeqlensQ: readonly number[]; cuSeqlensK?: readonly number[]; Tq?: undefined; Tk?: undefined });
 
 export interface AttentionTensors {
   /** `[Tq, Hq, D]` in `dtype`. */
@@ -574,13 +580,15 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
   readonly spans: readonly SeqSpan[];
   /**
    * KV splits per work item: 1 (the kernel writes `o`/`lse` directly) unless a work item would
-   * loop past 90% of the device's loop cap (`ctx.loopLimit`, Mesa's llvmpipe), see
+   * loop past 90% of the loop cap (`ctx.loopLimit`, Mesa's llvmpipe, or the plan's `loopLimit`), see
    * {@link flashLoopIterations}; then each split of `kvChunk` keys writes f32 partials that
    * `kernels/merge` combines exactly.
    */
   readonly splits: number;
   /** Keys per split (`Infinity` when unsplit). */
   readonly kvChunk: number;
+  /** The loop cap the splits were sized for: the device's, or the plan's lower `loopLimit`. */
+  loopLimit = Number.POSITIVE_INFINITY;
   private groups: QueryGroup[] = [];
   private oParts?: GPUBuffer;
   private lseParts?: GPUBuffer;
@@ -620,7 +628,9 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
     const ctx = ctxOf(device);
     const r = resolveAttention(ctx, opts);
     const spans = resolveSpans(opts);
-    const plan = new AttentionPlan(ctx, r, spans, planKvSplit(ctx.loopLimit, r, spans));
+    const limit = planLoopLimit(ctx, opts.loopLimit);
+    const plan = new AttentionPlan(ctx, r, spans, planKvSplit(limit, r, spans));
+    plan.loopLimit = limit;
     checkAttentionSizes(ctx, { ...r, Tq: plan.Tq, Tk: plan.Tk });
     try {
       if (plan.splits === 1) {
@@ -660,7 +670,7 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
       const core = await FlashCore.create(ctx, r, spansInQueryRange(spans, t0, t0 + n, r.causal), split, this.allocator());
       let merger = mergers.get(rows);
       if (!merger) {
-        merger = await planMerge(ctx, { parts: splits, rows, D: r.Dv, outDtype: r.outDtype });
+        merger = await planMerge(ctx, { parts: splits, rows, D: r.Dv, outDtype: r.outDtype, loopLimit: Number.isFinite(this.loopLimit) ? this.loopLimit : undefined });
         mergers.set(rows, merger);
         this.mergers.push(merger);
       }

@@ -16,7 +16,7 @@
  * predicts (2 + 130 + 499 x 131 = 65,501 <= 65,535 < 65,632); the chunk scan completes 56 chunks
  * at K = 64 (the bound allows 54), 105 at K = 32 (103) and 28 with the delta rule at K = 64 (28).
  */
-import { loopBudget } from '../../src/gpu/device.js';
+import { loopBudget } from '../../src/gpu/segments.js';
 
 /** Chunk length of the parallel form (`CH` in common.wgsl). */
 const CH = 64;

@@ -29,6 +29,8 @@ export interface LinearOpOptions {
   outDtype?: FloatDType;
   /** 'chunk' | 'recurrent' | 'auto' (default: recurrent when every sequence has <= 64 tokens). */
   mode?: ScanMode;
+  /** Size the segments for this loop cap (lower than the device's only): see {@link LinearScanOptions.loopLimit}. */
+  loopLimit?: number;
 }
 
 /** Options of the convenience calls: as the plan's, with the sizes read from the tensors. */

@@ -3,8 +3,8 @@
 // S[:, c0..c0+1] live in private memory (K x vec2), the recurrence is independent per column:
 //   S <- Diag(a_t) S;  u = beta (v - S^T k) (DELTA) or v;  S += k u^T;  o = scale S^T q
 // Reads/writes the state in place in ST (run() copied the initial state there first).
-// Segments: one dispatch runs tokens [segStart, segStart + segLen) of every sequence (relative to
-// its start), so that no invocation passes the device's loop limit (kernels/linear/loops.ts,
+// Segments: one dispatch runs tokens [seg_begin, seg_end) of every sequence (relative to its
+// start; src/gpu/segments.ts), so that no invocation passes the loop limit (kernels/linear/loops.ts,
 // recurrentLoopIterations); the state stays in ST between dispatches, z (NORM) goes from z_in to
 // z_out (run() alternates two buffers, so a dispatch never reads what it writes).
 
@@ -72,8 +72,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
   }
   let tEnd = mt[n + 1u];
-  let t0 = min(mt[n] + p.segStart, tEnd);
-  let t1 = min(tEnd, t0 + p.segLen);
+  let t0 = min(mt[n] + p.seg_begin, tEnd);
+  let t1 = min(tEnd, mt[n] + p.seg_end);
   for (var t = t0; t < t1; t++) {
     let qb = (t * p.H + h) * K;
     let vb = (t * p.HV + hv) * V;

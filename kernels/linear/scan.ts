@@ -30,10 +30,10 @@ import scanWgsl from './scan.wgsl.js';
 import outputWgsl from './output.wgsl.js';
 import convertWgsl from './convert.wgsl.js';
 import type { GateMode } from './reference.js';
+import { loopBudget, planLoopLimit, segment, segmentUniforms, SEGMENT_FIELDS } from '../../src/gpu/segments.js';
 import {
   convertLoopIterations,
   intraLoopIterations,
-  loopBudget,
   outputLoopIterations,
   prepLoopIterations,
   recurrentLoopIterations,
@@ -64,9 +64,8 @@ export const LIN_PARAMS = uniformLayout('LinParams', [
   ['KP', 'u32'],
   ['scale', 'f32'],
   // the segment of a segmented pass (recurrent: tokens, scan: chunks of every sequence, counted
-  // from its start), one uniform slot per segment; other passes read slot 0
-  ['segStart', 'u32'],
-  ['segLen', 'u32'],
+  // from its start; seg_begin / seg_end read), one uniform slot per segment; other passes read slot 0
+  ...SEGMENT_FIELDS,
   // workgroups per (chunk, value head) of solve.wgsl
   ['solveSplit', 'u32'],
 ] as const);
@@ -106,6 +105,11 @@ export interface LinearScanOptions {
   mode?: ScanMode;
   /** Name used in messages (the op). */
   op?: string;
+  /**
+   * Size the segments for this loop cap instead of the device's (lower only; an integer >= 256):
+   * runs the segmented paths that Mesa's llvmpipe needs on any adapter (src/gpu/segments.ts).
+   */
+  loopLimit?: number;
 }
 
 export interface LinearScanTensors {
@@ -145,6 +149,7 @@ interface Resolved {
   mode: 'chunk' | 'recurrent';
   op: string;
   gamma?: Float32Array;
+  loopLimit?: number;
 }
 
 const GATE_CODE: Record<GateMode, number> = { none: 0, scalar: 1, vector: 2, constant: 3 };
@@ -212,7 +217,8 @@ export function resolveScanOptions(opts: LinearScanOptions): Resolved {
   let maxLen = 0;
   for (let i = 1; i < cu.length; i++) maxLen = Math.max(maxLen, cu[i]! - cu[i - 1]!);
   const chosen = mode === 'auto' ? (maxLen <= CHUNK ? 'recurrent' : 'chunk') : mode;
-  return { H, HV, K, V, N: cu.length - 1, T, cu, gate, delta, normalize, scale, dtype, vDtype, outDtype, mode: chosen, op, gamma };
+  if (opts.loopLimit !== undefined) planLoopLimit({ loopLimit: Number.POSITIVE_INFINITY }, opts.loopLimit);
+  return { H, HV, K, V, N: cu.length - 1, T, cu, gate, delta, normalize, scale, dtype, vDtype, outDtype, mode: chosen, op, gamma, loopLimit: opts.loopLimit };
 }
 
 /** Whether the chunked form can read q, k, v in place as vec4 rows (f32, K and V multiples of 4). */
@@ -224,7 +230,8 @@ function kmaxOf(K: number): number {
   return K <= 32 ? 32 : K <= 64 ? 64 : K <= 128 ? 128 : 256;
 }
 
-function program(name: string, file: string, kmax: number, zmax: number) {
+/** @internal A pass's program (tests build loop-counting debug builds of them). */
+export function program(name: string, file: string, kmax: number, zmax: number) {
   // The private state length is a `const` (WGSL private arrays need a constant size): one small
   // declaration per variant, part of the program's name and code (so of the pipeline key).
   const consts = `const KMAX: u32 = ${kmax}u;\nconst ZMAX: u32 = ${zmax}u;\n`;
@@ -248,24 +255,26 @@ export interface LinearLoopPlan {
   bounds: Record<string, number>;
 }
 
-function loopLimitError(o: Resolved, what: string, iterations: number, budget: number, ctx: TesseraDevice): never {
-  throw new TesseraError('E_LIMIT', `${o.op}: ${what} needs ${iterations} loop iterations in one invocation at K = ${o.K}, V = ${o.V}; this device stops an invocation after ${ctx.loopLimit} (budget ${budget})`, {
+function loopLimitError(o: Resolved, what: string, iterations: number, budget: number, limit: number): never {
+  throw new TesseraError('E_LIMIT', `${o.op}: ${what} needs ${iterations} loop iterations in one invocation at K = ${o.K}, V = ${o.V}; this device (or the plan's loopLimit) stops an invocation after ${limit} (budget ${budget})`, {
     argument: 'K',
     actual: o.K,
-    expected: `a smaller K (or V), or a device with a higher loop limit (TesseraDevice.loopLimit = ${ctx.loopLimit})`,
+    expected: `a smaller K (or V), or a device with a higher loop limit (loopLimit = ${limit})`,
   });
 }
 
 /**
- * Sizes the segments and splits of a plan from the loop bounds (`loops.ts`) and the device's
- * budget, or throws `E_LIMIT` (argument `K`) where even one token / chunk / column would pass it.
+ * Sizes the segments and splits of a plan from the loop bounds (`loops.ts`) and the budget of the
+ * device's loop limit (or the plan's lower `loopLimit`) with `segment()` (src/gpu/segments.ts), or
+ * throws `E_LIMIT` (argument `K`) where even one token / chunk / column would pass it.
  *
  * @example
  * planLoops(dev, resolveScanOptions({ H: 1, K: 64, V: 64, T: 1000, gate: 'scalar', delta: false, mode: 'recurrent' }));
  * // on llvmpipe: { segments: 3, segmentLength: 449, ... }
  */
 export function planLoops(ctx: TesseraDevice, o: Resolved): LinearLoopPlan {
-  const budget = loopBudget(ctx);
+  const limit = planLoopLimit(ctx, o.loopLimit);
+  const budget = loopBudget(limit);
   const { cu } = o;
   let maxLen = 0;
   let maxChunks = 0;
@@ -275,20 +284,14 @@ export function planLoops(ctx: TesseraDevice, o: Resolved): LinearLoopPlan {
     maxChunks = Math.max(maxChunks, Math.ceil(len / CHUNK));
   }
   const bounds: Record<string, number> = {};
-  const fit = (units: number, cost: (n: number) => number, what: string): number => {
-    if (cost(1) > budget) loopLimitError(o, what, cost(1), budget, ctx);
-    if (cost(units) <= budget) return units;
-    // cost is affine in n: the largest n with cost(n) <= budget
-    const per = cost(2) - cost(1);
-    return Math.max(1, Math.floor((budget - (cost(1) - per)) / per));
-  };
+  const err = (what: string) => ({ op: o.op, what, argument: 'K', actual: o.K, expected: `a smaller K (or V), or a device with a higher loop limit (loopLimit = ${limit})` });
   if (o.mode === 'recurrent') {
-    const len = fit(maxLen, (n) => recurrentLoopIterations(o, n), 'one token of the recurrent form');
-    bounds.recurrent = recurrentLoopIterations(o, len);
-    return { budget, segments: Math.ceil(maxLen / len), segmentLength: len, solveSplit: 1, bounds };
+    const s = segment(maxLen, (n) => recurrentLoopIterations(o, n), limit, err('one token of the recurrent form'));
+    bounds.recurrent = s.bound;
+    return { budget, segments: s.count, segmentLength: s.length, solveSplit: 1, bounds };
   }
-  const len = fit(maxChunks, (n) => scanLoopIterations(o, n), 'one chunk of the chunk scan');
-  bounds.scan = scanLoopIterations(o, len);
+  const s = segment(maxChunks, (n) => scanLoopIterations(o, n), limit, err('one chunk of the chunk scan'));
+  bounds.scan = s.bound;
   const wg = wgCols(ctx);
   const fixed: [string, number][] = [
     ['convert', directInputs(o) ? 0 : convertLoopIterations(o)],
@@ -297,7 +300,7 @@ export function planLoops(ctx: TesseraDevice, o: Resolved): LinearLoopPlan {
     ['output', outputLoopIterations(o)],
   ];
   for (const [pass, n] of fixed) {
-    if (n > budget) loopLimitError(o, `the chunked form's ${pass} pass`, n, budget, ctx);
+    if (n > budget) loopLimitError(o, `the chunked form's ${pass} pass`, n, budget, limit);
     if (n > 0) bounds[pass] = n;
   }
   let solveSplit = 1;
@@ -305,10 +308,10 @@ export function planLoops(ctx: TesseraDevice, o: Resolved): LinearLoopPlan {
     const maxSplit = Math.ceil((Math.ceil(o.K / 4) + Math.ceil(o.V / 4)) / wg.solve);
     while (solveSplit < maxSplit && solveLoopIterations(o, wg.solve, solveSplit) > budget) solveSplit++;
     const n = solveLoopIterations(o, wg.solve, solveSplit);
-    if (n > budget) loopLimitError(o, "the chunked form's WY solve", n, budget, ctx);
+    if (n > budget) loopLimitError(o, "the chunked form's WY solve", n, budget, limit);
     bounds.solve = n;
   }
-  return { budget, segments: Math.ceil(maxChunks / len), segmentLength: len, solveSplit, bounds };
+  return { budget, segments: s.count, segmentLength: s.length, solveSplit, bounds };
 }
 
 interface Passes {
@@ -403,7 +406,8 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       this.paramSlot = Math.max(LIN_PARAMS.size, ctx.limits.minUniformBufferOffsetAlignment);
       const slots = new Uint8Array(this.paramSlot * loops.segments);
       for (let i = 0; i < loops.segments; i++) {
-        slots.set(new Uint8Array(LIN_PARAMS.pack({ ...base, segStart: i * loops.segmentLength, segLen: loops.segmentLength })), i * this.paramSlot);
+        const seg = { begin: i * loops.segmentLength, end: (i + 1) * loops.segmentLength, carry: i > 0, last: i === loops.segments - 1 };
+        slots.set(new Uint8Array(LIN_PARAMS.pack({ ...base, ...segmentUniforms(seg) })), i * this.paramSlot);
       }
       this.params = this.workspace(slots.byteLength, 'linear.params', GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST);
       ctx.device.queue.writeBuffer(this.params, 0, slots);

@@ -4,8 +4,8 @@
 //   V_new = U - W S   (DELTA; stored in VZ)   or the values v themselves
 //   S <- Diag(e^{G_last}) S + KD^T V_new
 // With NORM the state has one more column, z, whose values are all 1 (z_in in WZ, z_out in VZ).
-// Segments: one dispatch runs chunks [segStart, segStart + segLen) of every sequence (relative to
-// its first chunk), so that no invocation passes the device's loop limit (kernels/linear/loops.ts,
+// Segments: one dispatch runs chunks [seg_begin, seg_end) of every sequence (relative to its first
+// chunk; src/gpu/segments.ts), so that no invocation passes the loop limit (kernels/linear/loops.ts,
 // scanLoopIterations); the state stays in ST between dispatches, z goes from z_in to z_out (run()
 // alternates two buffers; only the invocation of column V reads and writes z).
 
@@ -60,8 +60,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     S[d] = s;
   }
   let last = mt[p.seqChunkOff + n + 1u];
-  let first = min(mt[p.seqChunkOff + n] + p.segStart, last);
-  let cEnd = min(last, first + p.segLen);
+  let first = min(mt[p.seqChunkOff + n] + p.seg_begin, last);
+  let cEnd = min(last, mt[p.seqChunkOff + n] + p.seg_end);
   for (var c = first; c < cEnd; c++) {
     let start = mt[p.chunkOff + 3u * c];
     let len = mt[p.chunkOff + 3u * c + 1u];

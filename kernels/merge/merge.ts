@@ -3,7 +3,8 @@
  * computed on a disjoint set of keys, combine exactly into the attention over the union.
  */
 import { check, checkInt, fail } from '../../src/errors.js';
-import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { maxUnits, planLoopLimit } from '../../src/gpu/segments.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, checkPlannedSize, res, runOnceAndDispose } from '../../src/plan.js';
@@ -25,6 +26,10 @@ export const MERGE_PARAMS = uniformLayout('MergeParams', [
 ] as const);
 
 const PROGRAM = wgslProgram('merge/merge', [storageWgsl, MERGE_PARAMS.wgsl, mergeWgsl]);
+/** @internal The merge program (tests build a loop-counting debug build of it). */
+export function getMergeProgram(): typeof PROGRAM {
+  return PROGRAM;
+}
 const WG = 64;
 
 /**
@@ -48,12 +53,7 @@ export function mergeLoopIterations(parts: number, D: number): number {
  * `loopLimit` (`Infinity` when the device has no cap).
  */
 export function mergePartsPerSegment(loopLimit: number, D: number): number {
-  if (!Number.isFinite(loopLimit)) return Number.POSITIVE_INFINITY;
-  const budget = loopBudget(loopLimit);
-  const E = Math.ceil(D / (2 * WG));
-  let p = Math.max(0, Math.floor((budget - 2 * E - 15) / (E + 3 + 2 / WG)) + 1);
-  while (p > 0 && mergeLoopIterations(p, D) > budget) p--;
-  return p;
+  return maxUnits((parts) => mergeLoopIterations(parts, D), loopLimit);
 }
 
 export interface MergeOptions {
@@ -65,6 +65,11 @@ export interface MergeOptions {
   D: number;
   /** Storage dtype of the merged `o` (default f32). `lse` is always f32. */
   outDtype?: FloatDType;
+  /**
+   * Size the segments for this loop cap instead of the device's (lower only; an integer >= 256):
+   * runs the segmented path that Mesa's llvmpipe needs on any adapter (src/gpu/segments.ts).
+   */
+  loopLimit?: number;
 }
 
 export interface MergeTensors {
@@ -129,7 +134,7 @@ export function createMergeState(device: DeviceLike, rows: number, D: number, la
  * plan.dispose();
  */
 export class MergePlan extends KernelPlan<MergeTensors> {
-  readonly options: Required<MergeOptions>;
+  readonly options: Required<Omit<MergeOptions, 'loopLimit'>>;
   /**
    * Dispatches the merge takes: 1, unless the parts are so many that one invocation would run
    * past the device's loop cap (`ctx.loopLimit`, Mesa's llvmpipe); then each dispatch merges at
@@ -145,7 +150,7 @@ export class MergePlan extends KernelPlan<MergeTensors> {
   private readonly carries: MergeState[] = [];
   private readonly dummy: GPUBuffer;
 
-  private constructor(ctx: TesseraDevice, options: Required<MergeOptions>, pipeline: Pipeline, perSegment: number) {
+  private constructor(ctx: TesseraDevice, options: Required<Omit<MergeOptions, 'loopLimit'>>, pipeline: Pipeline, perSegment: number) {
     super(ctx);
     this.options = options;
     this.pipeline = pipeline;
@@ -179,8 +184,9 @@ export class MergePlan extends KernelPlan<MergeTensors> {
     const o = validateMergeOptions(opts);
     checkPlannedSize(ctx, 'oParts', [o.parts, o.rows, o.D], 'f32');
     checkPlannedSize(ctx, 'o', [o.rows, o.D], o.outDtype);
-    const perSegment = mergePartsPerSegment(ctx.loopLimit, o.D);
-    if (perSegment < 1) fail('E_LIMIT', 'D', "is too large for one merge invocation within the device's loop limit;", o.D, `loopLimit ${ctx.loopLimit} allows less than one part`);
+    const limit = planLoopLimit(ctx, opts.loopLimit);
+    const perSegment = mergePartsPerSegment(limit, o.D);
+    if (perSegment < 1) fail('E_LIMIT', 'D', "is too large for one merge invocation within the device's loop limit;", o.D, `loopLimit ${limit} allows less than one part`);
     checkPlannedSize(ctx, 'workspace (merge state)', [o.rows, 2, o.D], 'f32');
     const pipeline = await getPipeline(ctx, {
       shader: PROGRAM,
@@ -254,7 +260,7 @@ export function getMergePipeline(ctx: TesseraDevice, outDtype: FloatDType): Prom
   return getPipeline(ctx, { shader: PROGRAM, bindings: ['read', 'read', 'rw', 'rw', 'uniform', 'read', 'read'], constants: { WG, OUT_DTYPE: dtypeCode(outDtype) } });
 }
 
-function validateMergeOptions(opts: MergeOptions): Required<MergeOptions> {
+function validateMergeOptions(opts: MergeOptions): Required<Omit<MergeOptions, 'loopLimit'>> {
   checkInt(opts?.parts, 'parts', { min: 1 });
   checkInt(opts.rows, 'rows', { min: 1 });
   checkInt(opts.D, 'D', { min: 1, max: 1024 });
@@ -281,10 +287,10 @@ export function planMerge(device: DeviceLike, opts: MergeOptions): Promise<Merge
  * @example
  * await merge(dev, { oParts, lseParts, o, lse });
  */
-export async function merge(device: DeviceLike, t: MergeTensors, opts: { outDtype?: FloatDType } = {}): Promise<void> {
+export async function merge(device: DeviceLike, t: MergeTensors, opts: { outDtype?: FloatDType; loopLimit?: number } = {}): Promise<void> {
   const ctx = ctxOf(device);
   const oParts = checkTensor(t.oParts, 'oParts', { rank: 3, dtypes: ['f32'] });
   const [parts, rows, D] = oParts.shape as [number, number, number];
-  const plan = await planMerge(ctx, { parts, rows, D, outDtype: opts.outDtype ?? t.o?.dtype as FloatDType });
+  const plan = await planMerge(ctx, { parts, rows, D, outDtype: opts.outDtype ?? t.o?.dtype as FloatDType, loopLimit: opts.loopLimit });
   await runOnceAndDispose(ctx, plan, t, 'merge');
 }

@@ -7,7 +7,8 @@
  * encoder (cached bind group, no buffer created).
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
-import { ctxOf, loopBudget, submitEpoch, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { ctxOf, submitEpoch, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { loopBudget, planLoopLimit } from '../../src/gpu/segments.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan } from '../../src/plan.js';
@@ -62,6 +63,11 @@ export interface QuestBatchOptions {
    * attention's page table directly.
    */
   selectedOffset?: number;
+  /**
+   * Check the loop bound against this cap instead of the device's (lower only; an integer >= 256):
+   * the E_LIMIT path Mesa's llvmpipe needs, on any adapter (src/gpu/segments.ts).
+   */
+  loopLimit?: number;
 }
 
 export interface QuestBatchTensors {
@@ -97,7 +103,7 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
   protected override get writes(): readonly string[] {
     return ['selected'];
   }
-  readonly options: Readonly<Required<QuestBatchOptions>>;
+  readonly options: Readonly<Required<Omit<QuestBatchOptions, 'loopLimit'>>>;
   private readonly pipeline: Pipeline;
   private readonly tables: GPUBuffer;
   private readonly params: GPUBuffer;
@@ -110,7 +116,7 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
   /** Submit epoch of the last run (-2: none since the last schedule). */
   private usedEpoch = -2;
 
-  private constructor(ctx: TesseraDevice, o: Required<QuestBatchOptions>, pipeline: Pipeline) {
+  private constructor(ctx: TesseraDevice, o: Required<Omit<QuestBatchOptions, 'loopLimit'>>, pipeline: Pipeline) {
     super(ctx);
     this.options = o;
     this.pipeline = pipeline;
@@ -140,8 +146,9 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
     const maxPages = checkInt(opts.maxPages, 'maxPages', { min: 1 });
     const selectedOffset = checkInt(opts.selectedOffset ?? 0, 'selectedOffset', { min: 0 });
     const o = { Hq, Hkv, D, budgetPages, sinkPages, maxBatch, maxPagesPerSeq, maxPages, selectedOffset };
-    if (questBatchLoopIterations(Hq, Hkv, D, maxPagesPerSeq) > loopBudget(ctx)) {
-      fail('E_LIMIT', 'maxPagesPerSeq', "makes one selection invocation loop longer than the device's loop limit allows;", maxPagesPerSeq, `fewer pages or heads (loopLimit ${ctx.loopLimit})`);
+    const limit = planLoopLimit(ctx, opts.loopLimit);
+    if (questBatchLoopIterations(Hq, Hkv, D, maxPagesPerSeq) > loopBudget(limit)) {
+      fail('E_LIMIT', 'maxPagesPerSeq', "makes one selection invocation loop longer than the device's loop limit allows;", maxPagesPerSeq, `fewer pages or heads (loopLimit ${limit})`);
     }
     const pipeline = await getPipeline(ctx, {
       shader: PROGRAM,

@@ -4,7 +4,8 @@
  * a KV head's group shares one page selection.
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
-import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { loopBudget, planLoopLimit } from '../../src/gpu/segments.js';
 import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { claimRingSlots } from '../../src/gpu/ring.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
@@ -56,6 +57,11 @@ export interface QuestScoreOptions {
   groupReduce?: GroupReduce;
   /** Uniform slots (dispatches encoded before a submit; default 8). */
   maxCalls?: number;
+  /**
+   * Check the loop bound against this cap instead of the device's (lower only; an integer >= 256):
+   * the E_LIMIT path Mesa's llvmpipe needs, on any adapter (src/gpu/segments.ts).
+   */
+  loopLimit?: number;
 }
 
 export interface QuestScoreCall {
@@ -99,13 +105,13 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
   protected override get writes(): readonly string[] {
     return ['scores'];
   }
-  readonly options: Required<QuestScoreOptions>;
+  readonly options: Required<Omit<QuestScoreOptions, 'loopLimit'>>;
   private readonly pipeline: Pipeline;
   private readonly params: GPUBuffer;
   private readonly slotBytes: number;
   private nextSlot = 0;
 
-  private constructor(ctx: TesseraDevice, o: Required<QuestScoreOptions>, pipeline: Pipeline) {
+  private constructor(ctx: TesseraDevice, o: Required<Omit<QuestScoreOptions, 'loopLimit'>>, pipeline: Pipeline) {
     super(ctx);
     this.options = o;
     this.pipeline = pipeline;
@@ -129,8 +135,9 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     const maxCalls = checkInt(opts.maxCalls ?? 8, 'maxCalls', { min: 1 });
     // Mesa's llvmpipe stops an invocation after ctx.loopLimit loop iterations; one score loops
     // over the group's heads and D (no split is possible without a second pass: refuse instead).
-    if (questScoreLoopIterations(Hq / Hkv, D) > loopBudget(ctx)) {
-      fail('E_LIMIT', 'Hq', "gives one page score more query heads x channels than the device's loop limit allows;", Hq, `Hq / Hkv * (D / 4 + 2) within 90% of loopLimit ${ctx.loopLimit}`);
+    const limit = planLoopLimit(ctx, opts.loopLimit);
+    if (questScoreLoopIterations(Hq / Hkv, D) > loopBudget(limit)) {
+      fail('E_LIMIT', 'Hq', "gives one page score more query heads x channels than the device's loop limit allows;", Hq, `Hq / Hkv * (D / 4 + 2) within 90% of loopLimit ${limit}`);
     }
     const o = { Hq, Hkv, D, mode, groupReduce, maxCalls };
     const pipeline = await getPipeline(ctx, {

@@ -1,9 +1,9 @@
 // Top-k, one invocation per row, for few candidates and small k (MoBA/NSA block selection).
 // Each invocation scans its row once, in index order, keeping the best k in a sorted private
 // list (insertion; a later index never displaces an equal key, so ties keep the lower index).
-// On a loop-capped device (llvmpipe) the scan runs in segments [j0, j1) of the row, one dispatch
-// each, the list carried between them in `carry` (keys, then ids; key 0 = empty slot): segment
-// `load` != 0 reads the list back, the `last` one writes the outputs.
+// On a loop-capped device (llvmpipe) the scan runs in segments [seg_begin, seg_end) of the row, one dispatch
+// each, the list carried between them in `carry` (keys, then ids; key 0 = empty slot): a segment
+// with `seg_carry` != 0 reads the list back, the `seg_last` one writes the outputs.
 // Needs keys.wgsl, the struct TopKSmallParams (topk.ts) and the constant TK_KCAP (k <= TK_KCAP),
 // written by topk.ts because a function-scope array length cannot be an override.
 
@@ -27,7 +27,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   var ids: array<u32, TK_KCAP>;
   var cnt = 0u;
   let cb = row * 2u * k;
-  if (params.load != 0u) {
+  if (params.seg_carry != 0u) {
     for (var s = 0u; s < k; s++) {
       keys[s] = carry[cb + s];
       ids[s] = carry[cb + k + s];
@@ -35,7 +35,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
   }
   let base = row * n;
-  for (var j = params.j0; j < min(params.j1, n); j++) {
+  for (var j = params.seg_begin; j < min(params.seg_end, n); j++) {
     let key = tk_key(scores[base + j]);
     if (key == 0u || (cnt == k && key <= keys[k - 1u])) {
       continue;
@@ -50,7 +50,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     keys[p] = key;
     ids[p] = j;
   }
-  if (params.last == 0u) {
+  if (params.seg_last == 0u) {
     for (var s = 0u; s < k; s++) {
       carry[cb + s] = select(0u, keys[s], s < cnt);
       carry[cb + k + s] = ids[s];

@@ -14,7 +14,8 @@
  *   heap), picked by the device's adapter class.
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
-import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { loopBudget, planLoopLimit, segment, segmentUniforms, SEGMENT_FIELDS, type LoopLimitLike, type Segment } from '../../src/gpu/segments.js';
 import { bindGroup, getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
@@ -52,15 +53,16 @@ export const TOPK_SMALL_PARAMS = uniformLayout('TopKSmallParams', [
   ['n', 'u32'],
   ['k', 'u32'],
   ['hasValues', 'u32'],
-  ['j0', 'u32'], // this dispatch scans candidates [j0, j1) of each row (see smallSegments)
-  ['j1', 'u32'],
-  ['load', 'u32'], // 1: continue from the list carried from the previous segment
-  ['last', 'u32'], // 1: write the outputs; 0: carry the list to the next segment
+  // this dispatch scans candidates [seg_begin, seg_end) of each row (see smallSegments); seg_carry
+  // 1: continue from the list carried from the previous segment; seg_last 1: write the outputs,
+  // 0: carry the list to the next segment
+  ...SEGMENT_FIELDS,
 ] as const);
 
 const RADIX = wgslProgram('topk/radix', [keysWgsl, TOPK_PARAMS.wgsl, radixWgsl]);
 const smallPrograms = new Map<number, ReturnType<typeof wgslProgram>>();
-function smallProgram(kcap: number) {
+/** @internal The small variant's program for lists of up to `kcap` (tests build a loop-counting debug build of it). */
+export function smallProgram(kcap: number) {
   let p = smallPrograms.get(kcap);
   if (!p) {
     p = wgslProgram(`topk/small-k${kcap}`, [keysWgsl, TOPK_SMALL_PARAMS.wgsl, `const TK_KCAP: u32 = ${kcap}u;\n`, smallWgsl]);
@@ -87,6 +89,11 @@ export interface TopKOptions {
    * adapters, where those are what costs).
    */
   target?: 'auto' | 'cpu' | 'gpu';
+  /**
+   * Size the segments for this loop cap instead of the device's (lower only; an integer >= 256):
+   * runs the segmented paths that Mesa's llvmpipe needs on any adapter (src/gpu/segments.ts).
+   */
+  loopLimit?: number;
 }
 
 export interface TopKTensors {
@@ -129,7 +136,8 @@ function floorLog2(x: number): number {
   return x <= 1 ? 0 : Math.floor(Math.log2(x));
 }
 
-function smallKcap(k: number): number {
+/** @internal */
+export function smallKcap(k: number): number {
   return k <= 4 ? 4 : k <= 8 ? 8 : k <= 16 ? 16 : 32;
 }
 
@@ -147,27 +155,20 @@ export function topKSmallLoopIterations(len: number, k: number, load: boolean): 
   return len * (k + 1) + 1 + (k + 1) + 1 + (load ? k + 1 : 0);
 }
 
-/** One dispatch of the small variant: candidates [j0, j1) of every row. */
-export interface SmallSegment {
-  j0: number;
-  j1: number;
-  load: number;
-  last: number;
-}
+/** One dispatch of the small variant: candidates [begin, end) of every row (src/gpu/segments.ts). */
+export type SmallSegment = Segment;
 
 /**
  * The dispatches of the small variant under a loop budget: the whole row at once when it fits,
- * else segments of as many candidates as fit, carrying the list between them.
+ * else segments of as many candidates as fit (with the cost of loading the carried list), carrying
+ * the list between them.
  *
  * @example
- * smallSegments(4096, 32, 58981).length; // 3 on llvmpipe
+ * smallSegments(4096, 32, 65535).length; // 3 on llvmpipe
  */
-export function smallSegments(n: number, k: number, budget: number): SmallSegment[] {
-  if (topKSmallLoopIterations(n, k, false) <= budget) return [{ j0: 0, j1: n, load: 0, last: 1 }];
-  const per = Math.max(1, Math.floor((budget - topKSmallLoopIterations(0, k, true)) / (k + 1)));
-  const segs: SmallSegment[] = [];
-  for (let j0 = 0; j0 < n; j0 += per) segs.push({ j0, j1: Math.min(n, j0 + per), load: j0 > 0 ? 1 : 0, last: j0 + per >= n ? 1 : 0 });
-  return segs;
+export function smallSegments(n: number, k: number, limit: LoopLimitLike): SmallSegment[] {
+  if (topKSmallLoopIterations(n, k, false) <= loopBudget(limit)) return [{ begin: 0, end: n, carry: false, last: true }];
+  return segment(n, (len) => topKSmallLoopIterations(len, k, true), limit, { op: 'topk', what: 'one candidate of the small variant', argument: 'k', actual: k, expected: 'a smaller k' }).segments.slice();
 }
 
 /** The shape of the radix passes a plan runs. */
@@ -361,7 +362,7 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
     this.loopIterations = shape.iterations;
     this.chunks = Math.ceil(o.n / this.chunk);
     if (variant === 'small') {
-      this.params = shape.small!.map((seg) => [0, 1].map((hasValues) => this.uniform(TOPK_SMALL_PARAMS, { rows: o.rows, n: o.n, k: o.k, hasValues, ...seg })) as [GPUBuffer, GPUBuffer]);
+      this.params = shape.small!.map((seg) => [0, 1].map((hasValues) => this.uniform(TOPK_SMALL_PARAMS, { rows: o.rows, n: o.n, k: o.k, hasValues, ...segmentUniforms(seg) })) as [GPUBuffer, GPUBuffer]);
       this.carry = this.workspace(shape.small!.length > 1 ? o.rows * 2 * o.k * 4 : 16, 'topk.carry');
     } else {
       const base = {
@@ -386,7 +387,8 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
   static async create(device: DeviceLike, opts: TopKOptions): Promise<TopKPlan> {
     const ctx = ctxOf(device);
     const o = validateTopKOptions(ctx, opts);
-    const budget = loopBudget(ctx);
+    const limit = planLoopLimit(ctx, opts.loopLimit);
+    const budget = loopBudget(limit);
     const variant = opts.variant && opts.variant !== 'auto' ? opts.variant : chooseTopKVariant(o);
     if (variant === 'small' && o.k > TOPK_SMALL_MAX_K) {
       fail('E_ARG', 'variant', `"small" takes k <= ${TOPK_SMALL_MAX_K};`, o.k, `k <= ${TOPK_SMALL_MAX_K} or variant "radix"`);
@@ -398,8 +400,8 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
       const kcap = smallKcap(o.k);
       pipelines.small = await getPipeline(ctx, { shader: smallProgram(kcap), bindings: ['read', 'rw', 'rw', 'uniform', 'rw'], constants: { WG: 64 } });
       // segments of the row when one invocation cannot scan it all (loop-capped devices)
-      const small = smallSegments(o.n, o.k, budget);
-      const iterations = Math.max(...small.map((g) => topKSmallLoopIterations(g.j1 - g.j0, o.k, g.load === 1)));
+      const small = smallSegments(o.n, o.k, limit);
+      const iterations = Math.max(...small.map((g) => topKSmallLoopIterations(g.end - g.begin, o.k, g.carry)));
       return new TopKPlan(ctx, o, variant, ctx.adapterClass, pipelines, { chunk: CHUNK, cap: 0, sort: [], small, iterations });
     }
     // The radix shape: the adapter's (or the forced one); on a loop-capped device, the other
@@ -413,7 +415,7 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
       if (typeof alt !== 'string') [target, shape] = [other, alt];
     }
     if (typeof shape === 'string') {
-      throw new TesseraError('E_LIMIT', `topk: the "${target}" shape cannot run k = ${o.k} on this device: ${shape}, over ${budget} (90% of its loop limit ${ctx.loopLimit})`, {
+      throw new TesseraError('E_LIMIT', `topk: the "${target}" shape cannot run k = ${o.k} on this device: ${shape}, over ${budget} (90% of its loop limit ${limit})`, {
         argument: t === 'auto' ? 'k' : 'target',
         actual: t === 'auto' ? o.k : t,
         expected: t === 'auto' ? 'a smaller k' : 'target "auto" (or the other shape)',

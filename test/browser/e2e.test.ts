@@ -77,6 +77,27 @@ function serve(root: string, golden: string): Promise<http.Server> {
 }
 
 const canRun = existsSync(chromiumPath);
+
+/**
+ * The bench/browser pages (index.html and needle.html), built with Vite once for both describes
+ * of this file (a build takes seconds) and removed after the file.
+ */
+let pages: Promise<string> | undefined;
+function buildPages(): Promise<string> {
+  pages ??= (async () => {
+    const { execFileSync } = await import('node:child_process');
+    execFileSync(process.execPath, [join(repo, 'scripts', 'embed-wgsl.mjs')]);
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-browser-'));
+    const { build } = await import('vite');
+    await build({ configFile: join(repo, 'bench', 'browser', 'vite.config.ts'), logLevel: 'warn', build: { outDir: dir, emptyOutDir: true } });
+    return dir;
+  })();
+  return pages;
+}
+afterAll(async () => {
+  const dir = await pages?.catch(() => undefined);
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
 let outDir = '';
 let server: http.Server | undefined;
 let state: PageState;
@@ -84,11 +105,7 @@ let screenshot = '';
 
 describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
   beforeAll(async () => {
-    const { execFileSync } = await import('node:child_process');
-    execFileSync(process.execPath, [join(repo, 'scripts', 'embed-wgsl.mjs')]);
-    outDir = mkdtempSync(join(tmpdir(), 'tessera-browser-'));
-    const { build } = await import('vite');
-    await build({ configFile: join(repo, 'bench', 'browser', 'vite.config.ts'), logLevel: 'warn', build: { outDir, emptyOutDir: true } });
+    outDir = await buildPages();
     server = await serve(outDir, goldenDir);
     const { port } = server.address() as AddressInfo;
     const { chromium } = await import('playwright-core');
@@ -116,7 +133,6 @@ describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
 
   afterAll(() => {
     server?.close();
-    if (outDir) rmSync(outDir, { recursive: true, force: true });
   });
 
   it('the page got a WebGPU device and finished without an error', () => {
@@ -202,11 +218,7 @@ describe.skipIf(!canRun)('browser needle demo (worker, OPFS cache)', () => {
   let corrupt: NeedleState;
   let nodeKeys: string[] = [];
   beforeAll(async () => {
-    const { execFileSync } = await import('node:child_process');
-    execFileSync(process.execPath, [join(repo, 'scripts', 'embed-wgsl.mjs')]);
-    const dir = mkdtempSync(join(tmpdir(), 'tessera-needle-'));
-    const { build } = await import('vite');
-    await build({ configFile: join(repo, 'bench', 'browser', 'vite.config.ts'), logLevel: 'warn', build: { outDir: dir, emptyOutDir: true } });
+    const dir = await buildPages();
     const srv = await serve(dir, goldenDir);
     const { port } = srv.address() as AddressInfo;
     const { chromium } = await import('playwright-core');
@@ -231,7 +243,6 @@ describe.skipIf(!canRun)('browser needle demo (worker, OPFS cache)', () => {
     } finally {
       await browser.close();
       srv.close();
-      rmSync(dir, { recursive: true, force: true });
     }
     // The Node demo's JSON keys, from the same function at a small size (with the exact pass, as the page runs it).
     const { requestDevice } = await import('../../src/gpu/device.js');

@@ -1,7 +1,9 @@
 /**
- * The one GPU fixture every test uses: a shared device per test file (pipelines stay cached, so
- * the suite compiles each kernel once per file), `track()` for per-test buffers that are
- * destroyed after the test, and a check that no uncaptured GPU error happened.
+ * The one GPU fixture every test uses: one shared device per test worker and loop limit (vitest
+ * runs the files of a worker without module isolation, see vitest.config.ts, so the device and its
+ * pipeline cache outlive a file and each kernel compiles once per run, not once per file), `track()`
+ * for per-test buffers that are destroyed after the test, and a check that no uncaptured GPU error
+ * happened during the file.
  */
 import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import { adapterFromEnv, requestDevice, type RequestDeviceOptions, type TesseraDevice } from '../../src/gpu/device.js';
@@ -18,16 +20,54 @@ export interface GpuFixture {
   uncaptured: string[];
 }
 
-/** `opts` adds device options, e.g. `{ loopLimit: 4096 }` to run the segmented paths llvmpipe needs. */
-export function useGpu(opts: Partial<RequestDeviceOptions> = {}): GpuFixture {
+/** Options of {@link useGpu}: device options, and `fresh` for a file that needs a device of its own. */
+export interface GpuFixtureOptions extends Partial<RequestDeviceOptions> {
+  /**
+   * A new device for this file, destroyed after it (instead of the worker's shared one): for
+   * files that change the device itself (lose it, track its buffers differently).
+   */
+  fresh?: boolean;
+}
+
+// On globalThis, so that the devices are shared even if this module were evaluated once per file.
+const KEY = Symbol.for('tessera.test.sharedDevices');
+const g = globalThis as unknown as Record<symbol, Map<string, Promise<TesseraDevice>> | undefined>;
+const shared = (g[KEY] ??= new Map());
+
+/**
+ * The worker's shared device for these options (created on first use, never destroyed: it lives
+ * as long as the worker). Only plain options are shared; a lost device is replaced.
+ */
+async function sharedDevice(opts: Partial<RequestDeviceOptions>): Promise<TesseraDevice> {
+  const key = JSON.stringify(opts);
+  let p = shared.get(key);
+  if (p) {
+    const d = await p;
+    if (!d.isLost) return d;
+  }
+  p = requestDevice({ ...adapterFromEnv(), label: `tessera-test${opts.loopLimit ? `-loop${opts.loopLimit}` : ''}`, ...opts });
+  shared.set(key, p);
+  p.catch(() => shared.delete(key));
+  return p;
+}
+
+/**
+ * `opts` adds device options, e.g. `{ loopLimit: 4096 }` to run the segmented paths llvmpipe needs
+ * (a second shared device with that cap; plans that take a `loopLimit` option need none).
+ */
+export function useGpu(opts: GpuFixtureOptions = {}): GpuFixture {
+  const { fresh, ...devOpts } = opts;
   let dev: TesseraDevice | undefined;
   const created: GpuTensor[] = [];
   const uncaptured: string[] = [];
+  const onError = (ev: Event) => {
+    uncaptured.push((ev as GPUUncapturedErrorEvent).error.message);
+  };
   beforeAll(async () => {
-    dev = await requestDevice({ ...adapterFromEnv(), label: 'tessera-test', ...opts });
-    dev.device.addEventListener('uncapturederror', (ev) => {
-      uncaptured.push((ev as GPUUncapturedErrorEvent).error.message);
-    });
+    dev = fresh ? await requestDevice({ ...adapterFromEnv(), label: 'tessera-test-fresh', ...devOpts }) : await sharedDevice(devOpts);
+    dev.device.addEventListener('uncapturederror', onError);
+    // what an earlier file held is not this file's peak
+    dev.resetPeak();
   });
   afterEach(() => {
     for (const t of created) dev?.destroyBuffer(t.buffer);
@@ -35,9 +75,10 @@ export function useGpu(opts: Partial<RequestDeviceOptions> = {}): GpuFixture {
   });
   afterAll(async () => {
     if (dev) {
-      await dev.device.queue.onSubmittedWorkDone();
+      if (!dev.isLost) await dev.device.queue.onSubmittedWorkDone();
+      dev.device.removeEventListener('uncapturederror', onError);
       expect(uncaptured, 'uncaptured GPU errors').toEqual([]);
-      dev.destroy();
+      if (fresh) dev.destroy();
     }
   });
   const fx: GpuFixture = {

@@ -28,6 +28,8 @@ export interface ScanCase {
   h0?: boolean;
   gamma?: number[];
   modes?: ('chunk' | 'recurrent')[];
+  /** The plans' `loopLimit` option (segments sized for this cap on any adapter). */
+  loopLimit?: number;
   seed?: number;
 }
 
@@ -113,7 +115,7 @@ export async function checkScanCase(gpu: GpuFixture, c: ScanCase): Promise<Recor
   );
   const out: Record<string, { o: Float64Array; ht: Float64Array; loops: LinearLoopPlan }> = {};
   for (const mode of c.modes ?? (['chunk', 'recurrent'] as const)) {
-    const plan = await planLinearScan(gpu.dev, { H: c.H, HV, K: c.K, V: c.V, cuSeqlens: cu, gate, delta: c.delta, normalize: c.normalize, gamma, dtype, mode });
+    const plan = await planLinearScan(gpu.dev, { H: c.H, HV, K: c.K, V: c.V, cuSeqlens: cu, gate, delta: c.delta, normalize: c.normalize, gamma, dtype, mode, loopLimit: c.loopLimit });
     const t: LinearScanTensors = {
       q: gpu.tensor(x.q, [T, c.H, c.K], dtype),
       k: gpu.tensor(x.k, [T, c.H, c.K], dtype),

@@ -265,3 +265,22 @@ describe('sparse prefill within a loop cap (loopLimit 4096)', () => {
     }
   });
 });
+
+describe('demo prefill (small)', () => {
+  it('bound and rows gates: the rows gate recalls itself, the bound gate holds most of its pages and the planted evidence, both near exact', async () => {
+    const { runPrefill } = await import('../src/demo/prefill.js');
+    const r = await runPrefill(gpu.dev, { context: 16_384, chunk: 128, budgetTokens: 512, gpuBudgetMiB: 16, exact: 'full', modes: ['quest'], blockScores: ['bound', 'rows'], quiet: true });
+    expect(r.gates.map((g) => `${g.mode}/${g.blockScore}`)).toEqual(['quest/bound', 'quest/rows']);
+    const [bound, rows] = r.gates;
+    expect(rows!.recallVsRows).toBe(1);
+    expect(bound!.recallVsRows).toBeGreaterThan(0.3);
+    expect(bound!.recallVsRows).toBeLessThanOrEqual(1);
+    for (const g of r.gates) {
+      expect(g.selectedRecall, JSON.stringify(g)).toBe(1); // every heavy page (the planted evidence) selected
+      expect(g.relRmsVsExact).toBeLessThan(0.05);
+      expect(g.kvBytesReadFraction).toBeGreaterThan(0);
+    }
+    expect(r.blockSize).toBe(64);
+    expect(r.gpuBytesPeak).toBeLessThanOrEqual(r.gpuBudgetBytes);
+  });
+});

@@ -308,3 +308,17 @@ describe('streaming overlap measurement', () => {
     }
   });
 });
+
+describe('browser needle page parameters (bench/browser/needle-params.ts)', () => {
+  it('tokens=10000000 asks for 10M tokens; defaults, underscores, bounds and bad values', async () => {
+    const { parseNeedleParams, NEEDLE_MAX_TOKENS } = await import('../bench/browser/needle-params.js');
+    expect(parseNeedleParams('?tokens=10000000')).toEqual({ tokens: 10_000_000, run: true, exact: true, pageSize: 64, budgetTokens: 2048, gpuBudgetMiB: 256, corruptPage: undefined });
+    expect(parseNeedleParams('?tokens=10_000_000&exact=0&run=0&corrupt=7')).toMatchObject({ tokens: 10_000_000, exact: false, run: false, corruptPage: 7 });
+    expect(parseNeedleParams('').tokens).toBe(1_000_000);
+    expect(parseNeedleParams(`?tokens=${NEEDLE_MAX_TOKENS}`).tokens).toBe(100_000_000);
+    for (const bad of ['tokens=0', 'tokens=-5', 'tokens=1.5', 'tokens=abc', 'tokens=100000001', 'pageSize=0', 'gpuBudget=x']) {
+      expect(() => parseNeedleParams(`?${bad}`), bad).toThrow(new RegExp(`URL parameter ${bad.split('=')[0]}=`));
+    }
+    expect(() => parseNeedleParams('?corrupt=x')).toThrow(/corrupt=x/);
+  });
+});

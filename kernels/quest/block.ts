@@ -45,7 +45,7 @@ const WG = 64;
  * and the group's query heads; a page score over D / 4 channel chunks.
  *
  * @example
- * questBlockLoopIterations(64, 1, 128); // 209
+ * questBlockLoopIterations(64, 1, 128); // 201
  */
 export function questBlockLoopIterations(B: number, group: number, D: number): number {
   return Math.max(B + 1 + B * (group + 1) + 8, D / 4 + 1 + 8);
@@ -140,7 +140,7 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
     const o = { Hq, Hkv, D, blockSize, maxBlocks, mode, maxCalls };
     const [boxPipe, scorePipe] = await Promise.all([
       getPipeline(ctx, { shader: BOX, bindings: ['read', 'rw', 'uniform'], constants: { WG, D } }),
-      getPipeline(ctx, { shader: SCORE, bindings: ['read', 'read', 'read', 'rw', 'uniform'], constants: { WG, D, MODE: mode === 'quest' ? 0 : 1 } }),
+      getPipeline(ctx, { shader: SCORE, bindings: ['read', 'read', 'read', 'rw', 'uniform', 'read'], constants: { WG, D, MODE: mode === 'quest' ? 0 : 1, VEC: D % 8 === 0 && mode === 'quest' ? 1 : 0 } }),
     ]);
     return new QuestBlockPlan(ctx, o, boxPipe, scorePipe);
   }
@@ -205,7 +205,7 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
       const r = ranges[i]!;
       if (r.count === 0) return;
       const u = write({ ...base, first: r.first, count: r.count, chunkFirst: c.chunkFirst, chunkPages: c.chunkPages, forcedLo: c.forcedLo, forcedHi: c.forcedHi });
-      this.dispatch(encoder, this.scorePipe, [{ buffer: this.box, size: blocks * o.Hkv * 2 * o.D * 4 }, { buffer: t.summaries }, { buffer: t.list, size: Math.max(4, n * 4) }, res(scores), u], r.grid);
+      this.dispatch(encoder, this.scorePipe, [{ buffer: this.box, size: blocks * o.Hkv * 2 * o.D * 4 }, { buffer: t.summaries }, { buffer: t.list, size: Math.max(4, n * 4) }, res(scores), u, { buffer: t.summaries }], r.grid);
     });
   }
 }

@@ -68,7 +68,7 @@ export interface KvCacheOptions {
   meanSummaries?: boolean;
   /**
    * 1 (default): every page's summaries on the GPU. 2: only super-page summaries (`superPages`
-   * pages each) on the GPU, page summaries in the host tier, brought up for the selected
+   * pages each) on the GPU, page summaries in the host tier (or `summaryStore`), brought up for the selected
    * super-pages (`src/kv/summaries.ts`; Quest mode only). GPU summary bytes shrink by `superPages`.
    */
   summaryLevels?: 1 | 2;

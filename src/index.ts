@@ -276,6 +276,11 @@ export {
   type QuestBatchOptions,
   type QuestBatchTensors,
   type QuestBatchStep,
+  planQuestBlock,
+  QuestBlockPlan,
+  type QuestBlockOptions,
+  type QuestBlockTensors,
+  type QuestBlockCall,
 } from '../kernels/quest/index.js';
 export {
   planAppend,

@@ -31,6 +31,7 @@ export {
   type BatchReferenceOptions,
 } from '../kernels/attention/reference.js';
 export { questBatchReference } from '../kernels/quest/batch.js';
+export { questBlockScoresReference } from '../kernels/quest/reference.js';
 export {
   ropeReference,
   ropeFrequencies,

@@ -32,6 +32,19 @@ describe('needle demo (small)', () => {
     expect(r.summaryBytesGpuPeak).toBeGreaterThan(0);
   });
 
+  it('two levels with the page summaries on disk: found, summaryTier file, host summary bytes below the page summaries, GPU within budget', async () => {
+    const { FileStore } = await import('../src/kv/file-store.js');
+    const r = await runNeedle(gpu.dev, { tokens: 60_000, exact: false, quiet: true, gpuBudgetMiB: 8, summaryLevels: 2, store: new FileStore(), summaryStore: new FileStore() });
+    expect(r.needleFound).toBe(true);
+    expect(r.summaryLevels).toBe(2);
+    expect(r.summaryTier).toBe('file');
+    // 938 pages x (min/max + mean) 768 bytes = 720 KB of page summaries, none of it in host RAM.
+    expect(r.summaryBytesHost).toBeGreaterThan(0);
+    expect(r.summaryBytesHost).toBeLessThan(Math.ceil(60_000 / 64) * 768);
+    expect(r.gpuBytesPeak).toBeLessThanOrEqual(r.gpuBudgetBytes);
+    expect(r.kvBytesReadFraction).toBeLessThan(0.2);
+  });
+
   it('--check-float64 needs the exact pass', async () => {
     await expect(runNeedle(gpu.dev, { tokens: 5000, checkFloat64: true, exact: false, quiet: true, gpuBudgetMiB: 24 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'checkFloat64' });
   });
@@ -204,6 +217,61 @@ describe('two-level summaries (Quest)', () => {
     }
   });
 
+  it('page summaries in a store (the disk tier): the same selection and output as the host mirror, host summary bytes ~1/G, only visited super-pages read', async () => {
+    const [Hkv, D, Hq, T, G] = [2, 32, 4, 20_000, 8];
+    const { k, v, q } = data(T, Hkv, D, Hq, 3);
+    const { FileStore } = await import('../src/kv/file-store.js');
+    const { planQuestDecode } = await import('../src/stream/quest.js');
+    const host = createKvCache(gpu.dev, { Hkv, D, pageSize: 16, dtype: 'f16', gpuBudgetBytes: 8 << 20, summaryLevels: 2, superPages: G, candidatePages: 256, meanSummaries: true });
+    const summaryStore = new FileStore();
+    let disk = createKvCache(gpu.dev, { Hkv, D, pageSize: 16, dtype: 'f16', gpuBudgetBytes: 8 << 20, summaryLevels: 2, superPages: G, candidatePages: 256, meanSummaries: true, summaryStore });
+    try {
+      const runs = [];
+      for (const cache of [host, disk]) {
+        const seq = cache.addSequence();
+        for (let t = 0; t < T; ) {
+          const n = Math.min(T - t, 3001); // uneven pieces: partial pages rewritten, super-pages updated across appends
+          cache.append(seq, k.subarray(t * Hkv * D, (t + n) * Hkv * D), v.subarray(t * Hkv * D, (t + n) * Hkv * D));
+          t += n;
+        }
+        const plan = await planQuestDecode(cache, { Hq, budgetTokens: 16 * 24, levels: { exactSelection: true } });
+        const o = gpu.nanTensor([1, Hq, D]);
+        const read0 = cache.tiers!.storeBytesRead;
+        const stats = await plan.run(seq, gpu.tensor(q, [1, Hq, D]), { o });
+        plan.dispose();
+        runs.push({ stats, o: await gpu.read(o), read: cache.tiers!.storeBytesRead - read0 });
+      }
+      const [a, b] = runs;
+      for (let h = 0; h < Hkv; h++) expect([...b!.stats.selected[h]!]).toEqual([...a!.stats.selected[h]!]);
+      expect(compare(b!.o, a!.o).maxAbs).toBe(0);
+      expect(b!.stats.levels!.certified).toBe(true);
+      // The disk tier read the scored pages' records (min/max + mean, 3 * Hkv * D * 2 bytes each), not all 1250.
+      expect(b!.read).toBe(b!.stats.levels!.pagesScored * 3 * Hkv * D * 2);
+      expect(b!.stats.levels!.pagesScored).toBeLessThan(1250);
+      // Host: the mirror holds every page (min/max + mean); the disk tier holds super-pages and scratch.
+      expect(disk.summaryHostBytes).toBeLessThan(host.summaryHostBytes / 2);
+      expect(disk.summaryHostBytes).toBeGreaterThan(0);
+      // summariesHost() reads the disk tier back: the same bits as the host mirror.
+      const hs = host.summariesHost();
+      const ds = disk.summariesHost();
+      expect(ds.minmax.length).toBe(1250 * Hkv * 2 * D);
+      expect(ds.minmax.findIndex((x, i) => x !== hs.minmax[i])).toBe(-1);
+      expect(ds.mean!.findIndex((x, i) => x !== hs.mean![i])).toBe(-1);
+      const stray = new FileStore();
+      expect(() => createKvCache(gpu.dev, { Hkv: 1, D: 8, summaryStore: stray })).toThrow(expect.objectContaining({ code: 'E_ARG', argument: 'summaryStore' }));
+      stray.close();
+      // moveTo: the new cache adopts the summary store and rebuilds the super-pages from it.
+      disk = disk.moveTo(gpu.dev);
+      const plan = await planQuestDecode(disk, { Hq, budgetTokens: 16 * 24, levels: { exactSelection: true } });
+      const again = await plan.run(0, gpu.tensor(q, [1, Hq, D]), { o: gpu.nanTensor([1, Hq, D]) });
+      plan.dispose();
+      for (let h = 0; h < Hkv; h++) expect([...again.selected[h]!]).toEqual([...a!.stats.selected[h]!]);
+    } finally {
+      host.dispose();
+      disk.dispose();
+    }
+  });
+
   it('rejects mean mode on a two-level cache', async () => {
     const cache = createKvCache(gpu.dev, { Hkv: 1, D: 8, summaryLevels: 2, gpuBudgetBytes: 1 << 20, pageSize: 16 });
     const { planQuestDecode } = await import('../src/stream/quest.js');
@@ -238,5 +306,19 @@ describe('streaming overlap measurement', () => {
     } finally {
       cache.dispose();
     }
+  });
+});
+
+describe('browser needle page parameters (bench/browser/needle-params.ts)', () => {
+  it('tokens=10000000 asks for 10M tokens; defaults, underscores, bounds and bad values', async () => {
+    const { parseNeedleParams, NEEDLE_MAX_TOKENS } = await import('../bench/browser/needle-params.js');
+    expect(parseNeedleParams('?tokens=10000000')).toEqual({ tokens: 10_000_000, run: true, exact: true, pageSize: 64, budgetTokens: 2048, gpuBudgetMiB: 256, corruptPage: undefined });
+    expect(parseNeedleParams('?tokens=10_000_000&exact=0&run=0&corrupt=7')).toMatchObject({ tokens: 10_000_000, exact: false, run: false, corruptPage: 7 });
+    expect(parseNeedleParams('').tokens).toBe(1_000_000);
+    expect(parseNeedleParams(`?tokens=${NEEDLE_MAX_TOKENS}`).tokens).toBe(100_000_000);
+    for (const bad of ['tokens=0', 'tokens=-5', 'tokens=1.5', 'tokens=abc', 'tokens=100000001', 'pageSize=0', 'gpuBudget=x']) {
+      expect(() => parseNeedleParams(`?${bad}`), bad).toThrow(new RegExp(`URL parameter ${bad.split('=')[0]}=`));
+    }
+    expect(() => parseNeedleParams('?corrupt=x')).toThrow(/corrupt=x/);
   });
 });

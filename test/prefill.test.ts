@@ -8,6 +8,7 @@ import { planSparsePrefill, type SparsePrefillOptions } from '../src/stream/pref
 import { streamAttention } from '../src/stream/exact.js';
 import { prefillScoresReference, sparsePrefillReference } from '../src/stream/reference.js';
 import { streamAttentionReference } from '../kernels/paged/reference.js';
+import { questBlockScoresReference } from '../kernels/quest/reference.js';
 
 const gpu = useGpu();
 
@@ -23,6 +24,8 @@ interface Case {
   budget: number;
   blockSize?: number;
   mode?: 'quest' | 'mean';
+  /** Page scoring per block: the query-box bound (default) or every row's own score. */
+  blockScore?: 'bound' | 'rows';
   variant?: 'cpu' | 'gpu';
   /** Append the chunk through run({ k, v }) (default) or before the call. */
   appendInRun?: boolean;
@@ -31,7 +34,7 @@ interface Case {
 async function runCase(c: Case) {
   const dev = gpu.dev;
   const cache = createKvCache(dev, { Hkv: c.Hkv, D: c.D, dtype: c.dtype, pageSize: c.P, gpuBudgetBytes: 8 << 20 });
-  const plan = await planSparsePrefill(cache, { Hq: c.Hq, Tq: c.Tq, budgetTokens: c.budget, blockSize: c.blockSize, mode: c.mode, variant: c.variant } satisfies SparsePrefillOptions);
+  const plan = await planSparsePrefill(cache, { Hq: c.Hq, Tq: c.Tq, budgetTokens: c.budget, blockSize: c.blockSize, mode: c.mode, blockScore: c.blockScore, variant: c.variant } satisfies SparsePrefillOptions);
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
   const rng = new Rng(c.T + c.Tq + c.D);
   const q = rng.normals(c.Tq * c.Hq * c.D);
@@ -68,13 +71,15 @@ async function runCase(c: Case) {
 describe('sparse prefill vs float64', () => {
   const cases: Case[] = [
     { T: 6_000, Tq: 200, Hq: 2, Hkv: 1, D: 32, dtype: 'f16', P: 64, budget: 512 },
+    { T: 6_000, Tq: 200, Hq: 2, Hkv: 1, D: 32, dtype: 'f16', P: 64, budget: 512, blockScore: 'rows' },
     { T: 5_003, Tq: 130, Hq: 4, Hkv: 2, D: 16, dtype: 'f32', P: 16, budget: 256, blockSize: 32 },
+    { T: 5_003, Tq: 130, Hq: 4, Hkv: 2, D: 16, dtype: 'f32', P: 16, budget: 256, blockSize: 32, blockScore: 'rows' },
     { T: 4_100, Tq: 97, Hq: 2, Hkv: 1, D: 16, dtype: 'bf16', P: 32, budget: 320, mode: 'mean' },
     { T: 3_000, Tq: 100, Hq: 2, Hkv: 2, D: 16, dtype: 'f16', P: 16, budget: 256, variant: 'gpu', appendInRun: false },
     { T: 2_500, Tq: 64, Hq: 3, Hkv: 1, D: 12, dtype: 'int8', P: 64, budget: 640, blockSize: 16 },
   ];
   for (const c of cases) {
-    it(`T${c.T}+${c.Tq} H${c.Hq}/${c.Hkv} D${c.D} ${c.dtype} P${c.P} budget ${c.budget} B${c.blockSize ?? 64} ${c.mode ?? 'quest'} ${c.variant ?? 'auto'}`, async () => {
+    it(`T${c.T}+${c.Tq} H${c.Hq}/${c.Hkv} D${c.D} ${c.dtype} P${c.P} budget ${c.budget} B${c.blockSize ?? 64} ${c.mode ?? 'quest'} ${c.blockScore ?? 'bound'} ${c.variant ?? 'auto'}`, async () => {
       const r = await runCase(c);
       try {
         const { stats, ro } = r;
@@ -83,9 +88,15 @@ describe('sparse prefill vs float64', () => {
         expect(stats.contextPages).toBe(ctxPages);
         expect(stats.blocks).toBe(Math.ceil(c.Tq / ro.blockSize));
         // Selection: per block and KV head, the sink plus the best pages by the float64 block
-        // score from the same (f16) summaries; any difference is a near-tie.
+        // score (the query-box bound, or the max of the rows' own scores) from the same (f16)
+        // summaries; any difference is a near-tie.
         const summ = r.cache.summariesHost();
-        const scores = prefillScoresReference(r.q, c.mode === 'mean' ? summ.mean! : summ.minmax, c.mode ?? 'quest', ro);
+        const mode = c.mode ?? 'quest';
+        const summaries = mode === 'mean' ? summ.mean! : summ.minmax;
+        const scores =
+          c.blockScore === 'rows'
+            ? prefillScoresReference(r.q, summaries, mode, ro)
+            : questBlockScoresReference(r.q, summaries, mode, { T: c.Tq, Hq: c.Hq, Hkv: c.Hkv, D: c.D, blockSize: ro.blockSize, pages: ctxPages });
         let qAbs = 0;
         for (const x of r.q) qAbs = Math.max(qAbs, Math.abs(x));
         const tol = 1e-5 * qAbs * c.D * 8;
@@ -186,6 +197,7 @@ describe('sparse prefill vs float64', () => {
       await bad(planSparsePrefill(cache, { Hq: 3, Tq: 16 }), 'E_SHAPE', 'Hq');
       await bad(planSparsePrefill(cache, { Hq: 2, Tq: 16, blockSize: 24 }), 'E_ARG', 'blockSize');
       await bad(planSparsePrefill(cache, { Hq: 2, Tq: 16, mode: 'mean' }), 'E_UNSUPPORTED', 'mode');
+      await bad(planSparsePrefill(cache, { Hq: 2, Tq: 16, blockScore: 'box' as never }), 'E_ARG', 'blockScore');
       await bad(planSparsePrefill(cache, { Hq: 2, Tq: 16, budgetTokens: 1 << 20 }), 'E_LIMIT', 'budgetTokens');
       const plan = await planSparsePrefill(cache, { Hq: 2, Tq: 16, budgetTokens: 64 });
       const seq = cache.addSequence();
@@ -209,10 +221,18 @@ describe('sparse prefill within a loop cap (loopLimit 4096)', () => {
   it('a block whose page score would loop past the cap is refused (E_LIMIT naming blockSize)', async () => {
     const cache = createKvCache(small.dev, { Hkv: 1, D: 32, pageSize: 16, gpuBudgetBytes: 1 << 20 });
     try {
-      const e = await planSparsePrefill(cache, { Hq: 2, Tq: 512, blockSize: 256 }).then(() => undefined, (x: unknown) => x);
-      expect(e).toBeInstanceOf(TesseraError);
-      expect((e as TesseraError).code).toBe('E_LIMIT');
-      expect((e as TesseraError).argument).toBe('blockSize');
+      const refused = async (o: { blockSize: number; blockScore: 'bound' | 'rows' }) => {
+        const e = await planSparsePrefill(cache, { Hq: 2, Tq: 512, ...o }).then((p) => p.dispose(), (x: unknown) => x);
+        expect(e).toBeInstanceOf(TesseraError);
+        expect((e as TesseraError).code).toBe('E_LIMIT');
+        expect((e as TesseraError).argument).toBe('blockSize');
+      };
+      // Per-row scoring loops over 256 rows x 2 heads x (D/4 + 1) per page: refused.
+      await refused({ blockSize: 256, blockScore: 'rows' });
+      // The bound loops over the rows once (for the box) and over D / 4 per page: 256 fits ...
+      (await planSparsePrefill(cache, { Hq: 2, Tq: 512, blockSize: 256 })).dispose();
+      // ... 1024 rows x 3 do not.
+      await refused({ blockSize: 1024, blockScore: 'bound' });
     } finally {
       cache.dispose();
     }
@@ -243,5 +263,24 @@ describe('sparse prefill within a loop cap (loopLimit 4096)', () => {
       plan.dispose();
       cache.dispose();
     }
+  });
+});
+
+describe('demo prefill (small)', () => {
+  it('bound and rows gates: the rows gate recalls itself, the bound gate holds most of its pages and the planted evidence, both near exact', async () => {
+    const { runPrefill } = await import('../src/demo/prefill.js');
+    const r = await runPrefill(gpu.dev, { context: 16_384, chunk: 128, budgetTokens: 512, gpuBudgetMiB: 16, exact: 'full', modes: ['quest'], blockScores: ['bound', 'rows'], quiet: true });
+    expect(r.gates.map((g) => `${g.mode}/${g.blockScore}`)).toEqual(['quest/bound', 'quest/rows']);
+    const [bound, rows] = r.gates;
+    expect(rows!.recallVsRows).toBe(1);
+    expect(bound!.recallVsRows).toBeGreaterThan(0.3);
+    expect(bound!.recallVsRows).toBeLessThanOrEqual(1);
+    for (const g of r.gates) {
+      expect(g.selectedRecall, JSON.stringify(g)).toBe(1); // every heavy page (the planted evidence) selected
+      expect(g.relRmsVsExact).toBeLessThan(0.05);
+      expect(g.kvBytesReadFraction).toBeGreaterThan(0);
+    }
+    expect(r.blockSize).toBe(64);
+    expect(r.gpuBytesPeak).toBeLessThanOrEqual(r.gpuBudgetBytes);
   });
 });

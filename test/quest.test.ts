@@ -8,6 +8,9 @@ import { streamAttention } from '../src/stream/exact.js';
 import { questScoresReference, questSelectReference } from '../kernels/quest/reference.js';
 import { streamAttentionReference } from '../kernels/paged/reference.js';
 import { planQuestScore, questScoreLoopIterations } from '../kernels/quest/score.js';
+import { planQuestBlock } from '../kernels/quest/block.js';
+import { questBlockScoresReference } from '../kernels/quest/reference.js';
+import { f16BitsToF32, f32ToF16Bits } from '../src/tensor.js';
 import { mergePartsPerSegment } from '../kernels/merge/merge.js';
 
 const gpu = useGpu();
@@ -253,5 +256,122 @@ describe('quest within a loop cap (loopLimit 4096)', () => {
     await expect(planQuestScore(gpu.dev, { Hq: 128, Hkv: 2, D: 256, loopLimit: 4096 })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'Hq' });
     const ok = await planQuestScore(gpu.dev, { Hq: 64, Hkv: 2, D: 256, loopLimit: 4096 });
     ok.dispose();
+  });
+});
+
+describe('quest block bound (kernels/quest/block) vs float64', () => {
+  /** Random f16 summaries: min <= max per channel (quest) or a mean (mean). */
+  function summaries(pages: number, Hkv: number, D: number, mode: 'quest' | 'mean', rng: Rng): Uint16Array {
+    const per = mode === 'quest' ? 2 * D : D;
+    const out = new Uint16Array(pages * Hkv * per);
+    for (let p = 0; p < pages; p++) {
+      for (let h = 0; h < Hkv; h++) {
+        const base = (p * Hkv + h) * per;
+        for (let d = 0; d < D; d++) {
+          const a = rng.normal();
+          const b = a + Math.abs(rng.normal());
+          out[base + d] = f32ToF16Bits(a);
+          if (mode === 'quest') out[base + D + d] = f32ToF16Bits(b);
+        }
+      }
+    }
+    return out;
+  }
+
+  const cases = [
+    { Hq: 2, Hkv: 1, D: 16, B: 16, T: 40, pages: 77, mode: 'quest' as const },
+    { Hq: 4, Hkv: 2, D: 32, B: 32, T: 64, pages: 130, mode: 'mean' as const },
+    { Hq: 3, Hkv: 1, D: 12, B: 16, T: 33, pages: 50, mode: 'quest' as const },
+  ];
+  for (const c of cases) {
+    it(`Hq ${c.Hq}/${c.Hkv} D ${c.D} B ${c.B} T ${c.T} pages ${c.pages} ${c.mode}: equal to the reference, an upper bound of every row's Quest score, forced -inf; two summary chunks (box reused)`, async () => {
+      const dev = gpu.dev;
+      const rng = new Rng(c.T * 7 + c.D);
+      const { Hq, Hkv, D, B, T, pages, mode } = c;
+      const blocks = Math.ceil(T / B);
+      const q = Float32Array.from(rng.normals(T * Hq * D));
+      const qPad = new Float32Array(blocks * B * Hq * D);
+      qPad.set(q);
+      for (let t = T; t < blocks * B; t++) qPad.set(q.subarray((T - 1) * Hq * D, T * Hq * D), t * Hq * D); // copies of the last row
+      const summ = summaries(pages, Hkv, D, mode, rng);
+      const per = (mode === 'quest' ? 2 : 1) * Hkv * D;
+      // Two summary chunks: pages [0, split) and [split, pages); the list holds page ids in order.
+      const split = Math.floor(pages / 2);
+      const s0 = dev.upload(new Uint32Array(summ.slice(0, split * per).buffer));
+      const s1 = dev.upload(new Uint32Array(summ.slice(split * per).buffer));
+      const list = dev.upload(Uint32Array.from({ length: pages }, (_, i) => i));
+      const scores = gpu.nanTensor([blocks * Hkv, pages]);
+      const plan = await planQuestBlock(dev, { Hq, Hkv, D, blockSize: B, maxBlocks: blocks, mode });
+      try {
+        const enc = dev.device.createCommandEncoder();
+        plan.run(enc, { q: gpu.tensor(qPad, [blocks * B, Hq, D]), summaries: s0, list, scores, calls: [{ chunkFirst: 0, chunkPages: split, forcedLo: 1, forcedHi: pages - 2 }] });
+        plan.run(enc, { summaries: s1, list, scores, calls: [{ first: split, chunkFirst: split, chunkPages: pages - split, forcedLo: 1, forcedHi: pages - 2 }] });
+        dev.device.queue.submit([enc.finish()]);
+        const got = await gpu.read(scores);
+        const ref = questBlockScoresReference(q, summ, mode, { T, Hq, Hkv, D, blockSize: B, pages });
+        const group = Hq / Hkv;
+        let checked = 0;
+        for (let b = 0; b < blocks; b++) {
+          for (let h = 0; h < Hkv; h++) {
+            for (let p = 0; p < pages; p++) {
+              const x = got[(b * Hkv + h) * pages + p]!;
+              if (p < 1 || p >= pages - 2) {
+                expect(x, `forced page ${p}`).toBe(-Infinity);
+                continue;
+              }
+              const want = ref[b]![h]![p]!;
+              expect(Math.abs(x - want), `block ${b} head ${h} page ${p}: ${x} vs ${want}`).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(want)) * D);
+              // The bound: at least every row's (and query head's) own Quest score of the page.
+              for (let t = b * B; t < Math.min(T, (b + 1) * B); t++) {
+                for (let g = 0; g < group; g++) {
+                  let s = 0;
+                  for (let d = 0; d < D; d++) {
+                    const qq = q[(t * Hq + h * group + g) * D + d]!;
+                    const m = f16BitsToF32(summ[(p * Hkv + h) * (per / Hkv) + d]!);
+                    const M = mode === 'quest' ? f16BitsToF32(summ[(p * Hkv + h) * (per / Hkv) + D + d]!) : m;
+                    s += Math.max(qq * m, qq * M);
+                  }
+                  expect(want).toBeGreaterThanOrEqual(s - 1e-9);
+                }
+              }
+              checked++;
+            }
+          }
+        }
+        expect(checked).toBe(blocks * Hkv * (pages - 3));
+      } finally {
+        plan.dispose();
+        for (const x of [s0, s1, list, scores.buffer]) dev.destroyBuffer(x);
+      }
+    });
+  }
+
+  it('a NaN query makes its block\'s scores NaN (the other blocks stay finite); bad input is typed', async () => {
+    const dev = gpu.dev;
+    const [Hq, Hkv, D, B, pages] = [1, 1, 8, 16, 20];
+    const rng = new Rng(5);
+    const q = Float32Array.from(rng.normals(2 * B * D));
+    q[B * D + 3] = NaN; // block 1
+    const summ = summaries(pages, Hkv, D, 'quest', rng);
+    const s0 = dev.upload(new Uint32Array(summ.buffer));
+    const list = dev.upload(Uint32Array.from({ length: pages }, (_, i) => i));
+    const scores = gpu.nanTensor([2, pages]);
+    const plan = await planQuestBlock(dev, { Hq, Hkv, D, blockSize: B, maxBlocks: 2 });
+    try {
+      const call = { chunkFirst: 0, chunkPages: pages, forcedLo: 0, forcedHi: pages };
+      const enc = dev.device.createCommandEncoder();
+      plan.run(enc, { q: gpu.tensor(q, [2 * B, Hq, D]), summaries: s0, list, scores, calls: [call] });
+      dev.device.queue.submit([enc.finish()]);
+      const got = await gpu.read(scores);
+      expect(got.subarray(0, pages).every((x) => Number.isFinite(x))).toBe(true);
+      expect(got.subarray(pages).every((x) => Number.isNaN(x))).toBe(true);
+      const enc2 = dev.device.createCommandEncoder();
+      expect(() => plan.run(enc2, { q: gpu.tensor(q.subarray(0, 24 * D), [24, Hq, D]), summaries: s0, list, scores, calls: [call] })).toThrow(expect.objectContaining({ code: 'E_SHAPE', argument: 'q' }));
+      expect(() => plan.run(enc2, { q: gpu.tensor(new Float32Array(3 * B * D), [3 * B, Hq, D]), summaries: s0, list, scores: gpu.nanTensor([3, pages]), calls: [call] })).toThrow(expect.objectContaining({ code: 'E_SHAPE', argument: 'q' }));
+      await expect(planQuestBlock(dev, { Hq: 3, Hkv: 2, D, blockSize: B, maxBlocks: 1 })).rejects.toMatchObject({ code: 'E_SHAPE', argument: 'Hq' });
+    } finally {
+      plan.dispose();
+      for (const x of [s0, list, scores.buffer]) dev.destroyBuffer(x);
+    }
   });
 });

@@ -2,13 +2,14 @@
  * The needle page: starts `needle-worker.ts` (which holds the device and the OPFS cache), shows
  * what it reports, and puts the whole state on `window.__tesseraNeedle` for the e2e test.
  *
- * URL parameters: `tokens` (default 1,000,000; `tokens=10000000` for 10M), `run=0` (only check
- * the cache already on OPFS), `exact=0` (skip the exact streaming pass), `pageSize` (64),
- * `budgetTokens` (2048), `gpuBudget` (MiB, 256), `corrupt=<page>` (flip a byte of that page of
- * the stored cache before the check).
+ * URL parameters (`needle-params.ts`): `tokens` (default 1,000,000; `tokens=10000000` for 10M),
+ * `run=0` (only check the cache already on OPFS), `exact=0` (skip the exact streaming pass),
+ * `pageSize` (64), `budgetTokens` (2048), `gpuBudget` (MiB, 256), `corrupt=<page>` (flip a byte of
+ * that page of the stored cache before the check).
  */
 import type { NeedleResult } from '../../src/demo/needle.js';
 import type { NeedleMessage, NeedleRequest, OpfsVerify } from './needle-protocol.js';
+import { parseNeedleParams } from './needle-params.js';
 
 export interface NeedlePageState {
   done: boolean;
@@ -51,24 +52,8 @@ function table(id: string, obj: object): void {
   }
 }
 
-const params = new URLSearchParams(location.search);
-const num = (name: string, def: number) => {
-  const s = params.get(name);
-  const n = s === null ? def : Number(s.replace(/_/g, ''));
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`URL parameter ${name}=${s}: not a positive integer`);
-  return n;
-};
-
 try {
-  const req: NeedleRequest = {
-    tokens: num('tokens', 1_000_000),
-    run: params.get('run') !== '0',
-    exact: params.get('exact') !== '0',
-    pageSize: num('pageSize', 64),
-    budgetTokens: num('budgetTokens', 2048),
-    gpuBudgetMiB: num('gpuBudget', 256),
-    corruptPage: params.has('corrupt') ? Number(params.get('corrupt')) : undefined,
-  };
+  const req: NeedleRequest = parseNeedleParams(location.search);
   state.request = req;
   status(req.run ? `checking OPFS, then ${req.tokens.toLocaleString('en-US')} tokens` : 'checking the cache on OPFS');
   const worker = new Worker(new URL('./needle-worker.ts', import.meta.url), { type: 'module' });

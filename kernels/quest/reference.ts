@@ -1,6 +1,8 @@
 /**
- * Float64 reference of Quest page selection (and MoBA's mean-key variant) for one decode query.
+ * Float64 reference of Quest page selection (and MoBA's mean-key variant) for one decode query,
+ * and of the block bound (`block.ts`) for blocks of queries.
  */
+import { f16BitsToF32 } from '../../src/tensor.js';
 
 export interface QuestRefOptions {
   Hq: number;
@@ -85,6 +87,59 @@ export function questSelectReference(scores: ArrayLike<number>, Hkv: number, pag
     const k = Math.max(0, budgetPages - forced.size);
     const sel = [...forced, ...rest.slice(0, k)].sort((a, b) => a - b);
     out.push(Int32Array.from(sel));
+  }
+  return out;
+}
+
+/**
+ * Block-bound page scores in float64 (`block.ts`): for each block of `blockSize` query rows of `q`
+ * (`[T, Hq, D]`; a last partial block uses its rows only), KV head and page of `summaries` (f16 bits
+ * as `cache.summariesHost()` gives them: minmax `[pages, Hkv, 2, D]`, mean `[pages, Hkv, D]`):
+ * quest `sum_d max(lo_d m_d, lo_d M_d, hi_d m_d, hi_d M_d)`, mean `sum_d max(lo_d mu_d, hi_d mu_d)`,
+ * with `[lo, hi]` the block's per-channel query min and max over its rows and the KV head's query
+ * heads. Returns `[blocks][Hkv]` arrays of `pages` scores.
+ *
+ * @example
+ * const s = questBlockScoresReference(q, cache.summariesHost().minmax, 'quest', { T: 100, Hq: 2, Hkv: 1, D: 16, blockSize: 32, pages: 40 });
+ */
+export function questBlockScoresReference(
+  q: ArrayLike<number>,
+  summaries: Uint16Array,
+  mode: 'quest' | 'mean',
+  o: { T: number; Hq: number; Hkv: number; D: number; blockSize: number; pages: number },
+): Float64Array[][] {
+  const { T, Hq, Hkv, D, blockSize: B, pages } = o;
+  const group = Hq / Hkv;
+  const per = mode === 'quest' ? 2 * D : D;
+  const out: Float64Array[][] = [];
+  for (let b = 0; b * B < T; b++) {
+    const heads: Float64Array[] = [];
+    for (let h = 0; h < Hkv; h++) {
+      const lo = new Float64Array(D).fill(Infinity);
+      const hi = new Float64Array(D).fill(-Infinity);
+      for (let t = b * B; t < Math.min(T, (b + 1) * B); t++) {
+        for (let g = 0; g < group; g++) {
+          for (let d = 0; d < D; d++) {
+            const x = q[(t * Hq + h * group + g) * D + d]!;
+            lo[d] = Math.min(lo[d]!, x);
+            hi[d] = Math.max(hi[d]!, x);
+          }
+        }
+      }
+      const s = new Float64Array(pages);
+      for (let p = 0; p < pages; p++) {
+        const base = (p * Hkv + h) * per;
+        let x = 0;
+        for (let d = 0; d < D; d++) {
+          const m = f16BitsToF32(summaries[base + d]!);
+          const M = mode === 'quest' ? f16BitsToF32(summaries[base + D + d]!) : m;
+          x += Math.max(lo[d]! * m, lo[d]! * M, hi[d]! * m, hi[d]! * M);
+        }
+        s[p] = x;
+      }
+      heads.push(s);
+    }
+    out.push(heads);
   }
   return out;
 }

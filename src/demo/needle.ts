@@ -63,6 +63,10 @@ export interface NeedleResult {
   summaryLevels: number;
   /** Largest GPU bytes the summaries held (super-pages + candidate buffer with two levels). */
   summaryBytesGpuPeak: number;
+  /** Host bytes the summaries hold at the end: the page-summary mirror (none when they are on disk) plus super-page copies and scratch. */
+  summaryBytesHost: number;
+  /** Where the page summaries live: `memory` (host mirror) or the summary store's kind (`file`: disk). */
+  summaryTier: string;
   /** Two levels: super-pages, those visited, pages scored, and whether the selection was certified equal to single-level Quest. */
   summarySupers?: number;
   summarySupersVisited?: number;
@@ -125,6 +129,11 @@ export interface NeedleOptions {
   gpuBudgetMiB?: number;
   seed?: number;
   store?: Store;
+  /**
+   * With two summary levels: the store for the page summaries (the disk tier beside `store`, e.g. a
+   * second `FileStore`); runNeedle owns it (the cache closes it; with one level it is closed unused).
+   */
+  summaryStore?: Store;
   exact?: boolean;
   /** Keep the MoBA mean summaries too (default true). */
   mean?: boolean;
@@ -181,7 +190,9 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
   const reserve = Math.min(32 * MiB, gpuBudget / 8);
   const perPageSummary = Hkv * D * 2 * ((o.mean ?? true) ? 3 : 2);
   const levels = o.summaryLevels === 1 || o.summaryLevels === 2 ? o.summaryLevels : Math.ceil(N / P) * perPageSummary > gpuBudget / 4 ? 2 : 1;
-  const cache: KvCache = createKvCache(dev, { Hkv, D, pageSize: P, dtype, gpuBudgetBytes: gpuBudget - reserve, store: o.store, sinkPages: 1, recentPages: 1, meanSummaries: o.mean ?? true, summaryLevels: levels });
+  if (levels !== 2) o.summaryStore?.close();
+  const summaryStore = levels === 2 ? o.summaryStore : undefined;
+  const cache: KvCache = createKvCache(dev, { Hkv, D, pageSize: P, dtype, gpuBudgetBytes: gpuBudget - reserve, store: o.store, sinkPages: 1, recentPages: 1, meanSummaries: o.mean ?? true, summaryLevels: levels, summaryStore });
   let rssPeak = process.memoryUsage().rss;
   const sampleRss = () => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss));
   try {
@@ -398,6 +409,8 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
       adapter: dev.adapterName,
       summaryLevels: levels,
       summaryBytesGpuPeak: cache.tiers ? cache.tiers.bytesPeak : stats.summaryBytes,
+      summaryBytesHost: cache.summaryHostBytes,
+      summaryTier: summaryStore ? summaryStore.kind : 'memory',
       summarySupers: sparse.levels?.supers,
       summarySupersVisited: sparse.levels?.supersVisited,
       summaryPagesScored: sparse.levels?.pagesScored,
@@ -440,9 +453,12 @@ export async function needleCli(argv: string[]): Promise<void> {
   const seedArg = int(a.seed, 'seed', 0);
   const dev = await cliDevice({ adapter: a.adapter });
   let store: Store | undefined;
+  let summaryStore: Store | undefined;
   if (a.disk) {
     const { FileStore } = await import('../kv/file-store.js');
     store = new FileStore(typeof a.disk === 'string' ? { path: a.disk, removeOnClose: true } : {});
+    // Two summary levels: the page summaries go to disk too, in a file beside the pages.
+    summaryStore = new FileStore(typeof a.disk === 'string' ? { path: `${a.disk}.summaries`, removeOnClose: true } : {});
   }
   try {
     const r = await runNeedle(dev, {
@@ -456,6 +472,7 @@ export async function needleCli(argv: string[]): Promise<void> {
       gpuBudgetMiB: int(a.gpuBudget, 'gpu-budget'),
       seed: seedArg,
       store,
+      summaryStore,
       exact: a.exact,
       mean: a.mean,
       checkFloat64: a.checkFloat64 === true,
@@ -467,13 +484,14 @@ export async function needleCli(argv: string[]): Promise<void> {
       `  KV bytes ${fmtBytes(r.kvBytesTotal)}; sparse read ${fmtBytes(r.kvBytesRead)} = ${(100 * r.kvBytesReadFraction).toFixed(3)}% (summaries ${fmtBytes(r.summaryBytesRead)})`,
       `  sparse ${r.sparseMs.toFixed(1)} ms (warm ${r.sparseWarmMs.toFixed(1)} ms); exact ${(r.exactMs / 1000).toFixed(2)} s over ${r.exactTiles} tiles; speedup ${r.speedup.toFixed(1)}x`,
       `  max |sparse - exact| = ${r.maxAbsDiffSparseVsExact.toExponential(2)}`,
-      `  summaries: ${r.summaryLevels} level(s), GPU peak ${fmtBytes(r.summaryBytesGpuPeak)}${r.summarySupers !== undefined ? `; ${r.summarySupersVisited} of ${r.summarySupers} super-pages visited, ${r.summaryPagesScored} pages scored, certified ${r.summarySelectionCertified}` : ''}`,
+      `  summaries: ${r.summaryLevels} level(s), GPU peak ${fmtBytes(r.summaryBytesGpuPeak)}, host ${fmtBytes(r.summaryBytesHost)} (page summaries in ${r.summaryTier})${r.summarySupers !== undefined ? `; ${r.summarySupersVisited} of ${r.summarySupers} super-pages visited, ${r.summaryPagesScored} pages scored, certified ${r.summarySelectionCertified}` : ''}`,
       `  GPU peak ${fmtBytes(r.gpuBytesPeak)} of ${fmtBytes(r.gpuBudgetBytes)} budget; host tier peak ${fmtBytes(r.hostBytesPeak)} (${r.hostBytesPeakFraction.toFixed(3)}x KV); RSS peak ${fmtBytes(r.rssPeakBytes)}; build ${(r.buildMs / 1000).toFixed(1)} s`,
     ];
     if (r.float64RelRmsMax !== undefined) lines.push(`  vs float64: rel RMS of o ${r.float64RelRmsMax.toExponential(2)}, |lse error| ${r.float64LseErrMax!.toExponential(2)} (needle share of the scaled query ${r.float64NeedleShare!.toFixed(4)}; needle heads ${r.float64RelRmsNeedle!.toExponential(2)} / ${r.float64LseErrNeedle!.toExponential(2)}, random ${r.float64RelRmsRandom!.toExponential(2)} / ${r.float64LseErrRandom!.toExponential(2)})`);
     console.log(lines.join('\n'));
     if (a.json) writeFileSync(a.json, JSON.stringify(r, null, 2) + '\n');
   } finally {
+    summaryStore?.close(); // idempotent: closed by the cache already unless runNeedle failed first
     dev.destroy();
   }
 }

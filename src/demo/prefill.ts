@@ -32,6 +32,13 @@ const MiB = 2 ** 20;
 
 export interface PrefillGateResult {
   mode: 'quest' | 'mean';
+  /** How a block scored a page: the query-box bound or every row's own score (`SparsePrefillOptions.blockScore`). */
+  blockScore: 'bound' | 'rows';
+  /**
+   * With both block scores run for this gate's mode: the share of the `rows` selection (per block
+   * and KV head, sinks excluded) that this selection holds too (1 for the `rows` gate itself).
+   */
+  recallVsRows?: number;
   /** Share of the heavy context pages (>= 1% of a sampled query's context attention mass) the query's block selected. */
   selectedRecall: number;
   /** Overlap of the selection with the sampled query's best |selection| pages by exact attention mass. */
@@ -86,6 +93,8 @@ export interface PrefillOptions {
   samples?: number;
   evidence?: number;
   modes?: ('quest' | 'mean')[];
+  /** Block scores to run per mode (default `['bound']`); both give `recallVsRows`. */
+  blockScores?: ('bound' | 'rows')[];
   seed?: number;
   store?: Store;
   quiet?: boolean;
@@ -110,6 +119,8 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
   const exactMode = !o.exact || o.exact === 'auto' ? (N <= 262_144 ? 'full' : 'sample') : o.exact;
   const S = exactMode === 'full' ? Tq : exactMode === 'sample' ? Math.min(Tq, o.samples ?? 16) : 0;
   const modes = o.modes ?? ['quest', 'mean'];
+  const blockScores = o.blockScores ?? ['bound'];
+  const gatesToRun = modes.flatMap((mode) => blockScores.map((blockScore) => ({ mode, blockScore })));
   const log = (s: string) => !o.quiet && console.error(s);
   const nb = Math.ceil(Tq / B);
   const st: Xorshift = { s: (o.seed ?? 4321) >>> 0 || 1 };
@@ -196,8 +207,9 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
     const gates: PrefillGateResult[] = [];
     let appendMs = 0;
     let exactRows: { o: Float64Array; lse: Float64Array } | undefined;
-    for (const [gi, mode] of modes.entries()) {
-      const plan = await planSparsePrefill(cache, { Hq: 1, Tq, blockSize: B, budgetTokens, mode });
+    const selections: Int32Array[][][] = [];
+    for (const [gi, { mode, blockScore }] of gatesToRun.entries()) {
+      const plan = await planSparsePrefill(cache, { Hq: 1, Tq, blockSize: B, budgetTokens, mode, blockScore });
       let stats;
       try {
         stats = await plan.run(seq, { buffer: qBuf, shape: [Tq, 1, D], dtype: 'f32' }, { o: { buffer: oBuf, shape: [Tq, 1, D], dtype: 'f32' }, lse: { buffer: lBuf, shape: [Tq, 1], dtype: 'f32' } }, gi === 0 ? { k: kChunk, v: vChunk } : {});
@@ -234,8 +246,10 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
       const lseErr = exactRows ? relErr(got.lse, exactRows.lse).maxAbs : NaN;
       const rec = mass ? recall(mass.mass, massRows, stats.selected, B, nCtxPages) : { selected: NaN, top: NaN, mass: NaN };
       const kvBytes = cache.stats().kvBytes;
+      selections.push(stats.selected);
       const g: PrefillGateResult = {
         mode,
+        blockScore,
         selectedRecall: rec.selected,
         topPageRecall: rec.top,
         attentionMassRecall: rec.mass,
@@ -248,8 +262,13 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
         kvBytesReadFraction: (stats.summaryBytesRead + stats.pageBytesRead) / kvBytes,
       };
       gates.push(g);
-      log(`${mode.padEnd(5)} sparse ${g.sparseMs.toFixed(0)} ms (score+select ${g.scoreMs.toFixed(0)}), recall ${g.selectedRecall.toFixed(3)} (top ${g.topPageRecall.toFixed(3)}, mass ${g.attentionMassRecall.toFixed(3)}), rel RMS vs exact ${g.relRmsVsExact.toExponential(2)}`);
+      log(`${mode.padEnd(5)} ${blockScore.padEnd(5)} sparse ${g.sparseMs.toFixed(0)} ms (score+select ${g.scoreMs.toFixed(0)}), recall ${g.selectedRecall.toFixed(3)} (top ${g.topPageRecall.toFixed(3)}, mass ${g.attentionMassRecall.toFixed(3)}), rel RMS vs exact ${g.relRmsVsExact.toExponential(2)}`);
     }
+    // Recall of each selection against the per-row scoring's for the same mode (sinks excluded).
+    gates.forEach((g, i) => {
+      const j = gates.findIndex((x) => x.mode === g.mode && x.blockScore === 'rows');
+      if (j >= 0) g.recallVsRows = selectionRecall(selections[i]!, selections[j]!, Math.min(cache.sinkPages, Math.floor(budgetTokens / P)));
+    });
     const first = gates[0]!;
     return {
       ...first,
@@ -418,6 +437,23 @@ function recall(mass: Float64Array[], rows: number[], selected: Int32Array[][], 
   return { selected: heavy ? heavyHit / heavy : NaN, top: topHit / topN, mass: massSel / massBest };
 }
 
+/** Share of `ref`'s selected pages (index >= sinks) that `got` selected too, over every block and KV head. */
+function selectionRecall(got: Int32Array[][], ref: Int32Array[][], sinks: number): number {
+  let hit = 0;
+  let total = 0;
+  ref.forEach((heads, b) =>
+    heads.forEach((r, h) => {
+      const g = new Set(got[b]![h]!);
+      for (const p of r) {
+        if (p < sinks) continue;
+        total++;
+        if (g.has(p)) hit++;
+      }
+    }),
+  );
+  return total ? hit / total : NaN;
+}
+
 /** CLI entry: `tessera demo prefill --context N [--chunk 4096] [--json FILE] ...`. */
 export async function prefillCli(argv: string[]): Promise<void> {
   const cmd = new Command('prefill')
@@ -431,6 +467,7 @@ export async function prefillCli(argv: string[]): Promise<void> {
     .option('--samples <n>', 'sampled queries for --exact sample', '16')
     .option('--evidence <n>', 'planted evidence tokens per block', '4')
     .option('--modes <list>', 'gates: quest,mean', 'quest,mean')
+    .option('--block-score <list>', 'page score per block: bound (query box), rows (every query), or bound,rows (recall of bound vs rows)', 'bound')
     .option('--disk [path]', 'keep the cache on disk (a file; default a temp file)')
     .option('--seed <n>', 'random seed', '4321')
     .option('--json <file>', 'write the results as JSON')
@@ -442,6 +479,8 @@ export async function prefillCli(argv: string[]): Promise<void> {
   if (!['full', 'sample', 'none', 'auto'].includes(exact)) throw new TesseraError('E_ARG', `--exact: one of full, sample, none, auto; got ${exact}`, { argument: 'exact', actual: exact });
   const modes = String(a.modes).split(',');
   if (!modes.length || modes.some((m) => m !== 'quest' && m !== 'mean')) throw new TesseraError('E_ARG', `--modes: quest and/or mean; got ${a.modes}`, { argument: 'modes', actual: a.modes });
+  const blockScores = String(a.blockScore).split(',');
+  if (!blockScores.length || blockScores.some((m) => m !== 'bound' && m !== 'rows')) throw new TesseraError('E_ARG', `--block-score: bound and/or rows; got ${a.blockScore}`, { argument: 'block-score', actual: a.blockScore });
   const dev = await cliDevice({ adapter: a.adapter });
   let store: Store | undefined;
   if (a.disk) {
@@ -460,12 +499,13 @@ export async function prefillCli(argv: string[]): Promise<void> {
       samples: positiveInt(a.samples, 'samples'),
       evidence: positiveInt(a.evidence, 'evidence'),
       modes: modes as ('quest' | 'mean')[],
+      blockScores: blockScores as ('bound' | 'rows')[],
       seed: positiveInt(a.seed, 'seed'),
       store,
     });
     const lines = [
       `prefill demo on ${r.adapter}: ${r.chunk} new tokens (${r.blocks} blocks of ${r.blockSize}) over ${r.context.toLocaleString('en-US')} tokens, D=${r.headDim}, page ${r.pageSize}, budget ${r.budgetTokens} tokens per block, ${r.store} tier`,
-      ...r.gates.map((g) => `  ${g.mode.padEnd(5)}: selected recall ${g.selectedRecall.toFixed(3)}, top-page recall ${g.topPageRecall.toFixed(3)}, mass recall ${g.attentionMassRecall.toFixed(4)}; rel RMS vs exact ${g.relRmsVsExact.toExponential(2)} (lse ${g.lseMaxAbsDiff.toExponential(2)}); sparse ${(g.sparseMs / 1000).toFixed(2)} s; read ${(100 * g.kvBytesReadFraction).toFixed(2)}% of KV bytes`),
+      ...r.gates.map((g) => `  ${g.mode.padEnd(5)} ${g.blockScore.padEnd(5)}: ${g.recallVsRows !== undefined ? `recall vs rows ${g.recallVsRows.toFixed(3)}, ` : ''}selected recall ${g.selectedRecall.toFixed(3)}, top-page recall ${g.topPageRecall.toFixed(3)}, mass recall ${g.attentionMassRecall.toFixed(4)}; rel RMS vs exact ${g.relRmsVsExact.toExponential(2)} (lse ${g.lseMaxAbsDiff.toExponential(2)}); sparse ${(g.sparseMs / 1000).toFixed(2)} s; read ${(100 * g.kvBytesReadFraction).toFixed(2)}% of KV bytes`),
       `  exact (${r.exact}, ${r.exactQueries} queries checked): ${(r.exactMs / 1000).toFixed(1)} s${r.exactMsExtrapolated ? ' (extrapolated to the whole chunk)' : ''}; speedup ${r.speedup.toFixed(1)}x; append ${r.appendMs.toFixed(0)} ms`,
       `  GPU peak ${(r.gpuBytesPeak / MiB).toFixed(1)} MiB of ${(r.gpuBudgetBytes / MiB).toFixed(0)} MiB; build ${(r.buildMs / 1000).toFixed(1)} s`,
     ];

@@ -68,7 +68,7 @@ export interface KvCacheOptions {
   meanSummaries?: boolean;
   /**
    * 1 (default): every page's summaries on the GPU. 2: only super-page summaries (`superPages`
-   * pages each) on the GPU, page summaries in the host tier, brought up for the selected
+   * pages each) on the GPU, page summaries in the host tier (or `summaryStore`), brought up for the selected
    * super-pages (`src/kv/summaries.ts`; Quest mode only). GPU summary bytes shrink by `superPages`.
    */
   summaryLevels?: 1 | 2;
@@ -76,6 +76,11 @@ export interface KvCacheOptions {
   superPages?: number;
   /** Page summaries the GPU candidate buffer holds with `summaryLevels: 2` (default 4 MiB worth). */
   candidatePages?: number;
+  /**
+   * With `summaryLevels: 2`: a store for the page summaries (e.g. a second `FileStore`: the disk
+   * tier), so host RAM holds only the super-page summaries (`src/kv/summaries.ts`). Closed with the cache.
+   */
+  summaryStore?: Store;
   /**
    * Verify page checksums on every host -> GPU upload (default false; pages read from a disk store
    * are always verified).
@@ -223,6 +228,7 @@ export class KvCache {
     if (tilePages * this.pageBytes > this.gpuBudgetBytes) {
       fail('E_LIMIT', 'gpuBudgetBytes', 'is smaller than one tile of pages;', this.gpuBudgetBytes, `at least ${tilePages * this.pageBytes} bytes (tilePages ${tilePages} x ${this.pageBytes} bytes) plus the summaries`);
     }
+    if (opts.summaryStore !== undefined) check(opts.summaryLevels === 2 && typeof opts.summaryStore?.read === 'function', 'summaryStore', 'a Store, with summaryLevels: 2', typeof opts.summaryStore);
     this.store = opts.store ?? new MemoryStore({ slabBytes: opts.slabBytes, align: this.pageBytes });
     claimStore(this.store, this); // one live cache per store (E_STATE naming `store`)
     try {
@@ -230,7 +236,7 @@ export class KvCache {
       this.pool.addBuffer();
       this.summaryLevels = opts.summaryLevels ?? 1;
       check(this.summaryLevels === 1 || this.summaryLevels === 2, 'summaryLevels', '1 or 2', this.summaryLevels);
-      if (this.summaryLevels === 2) this.tiers = new SummaryTiers(this, { superPages: opts.superPages, candidatePages: opts.candidatePages });
+      if (this.summaryLevels === 2) this.tiers = new SummaryTiers(this, { superPages: opts.superPages, candidatePages: opts.candidatePages, store: opts.summaryStore });
     } catch (e) {
       releaseStore(this.store, this);
       throw e;
@@ -559,7 +565,10 @@ export class KvCache {
     const D = this.D;
     const Hkv = this.Hkv;
     const need = (page + 1) * Hkv * 2 * D;
-    if (need > this.minmaxHost.length) {
+    // Page summaries held in the tiers' store: this page's record is filled, then written there.
+    const rec = this.tiers?.store ? this.tiers.record : undefined;
+    const at = rec ? 0 : page;
+    if (!rec && need > this.minmaxHost.length) {
       const cap = Math.max(need, this.minmaxHost.length * 2, 64 * Hkv * 2 * D);
       const a = new Uint16Array(cap);
       a.set(this.minmaxHost);
@@ -570,6 +579,8 @@ export class KvCache {
         this.meanHost = b;
       }
     }
+    const mmDst = rec ?? this.minmaxHost; // after the mirror grew
+    const meanDst = rec ? rec.subarray(Hkv * 2 * D) : this.meanHost;
     const mn = new Float32Array(D);
     const mx = new Float32Array(D);
     const sm = new Float64Array(D);
@@ -601,16 +612,17 @@ export class KvCache {
           }
         }
       }
-      const o = (page * Hkv + h) * 2 * D;
+      const o = (at * Hkv + h) * 2 * D;
       for (let d = 0; d < D; d++) {
-        this.minmaxHost[o + d] = f16Down(mn[d]!);
-        this.minmaxHost[o + D + d] = f16Up(mx[d]!);
+        mmDst[o + d] = f16Down(mn[d]!);
+        mmDst[o + D + d] = f16Up(mx[d]!);
       }
       if (this.meanSummaries) {
-        const m = (page * Hkv + h) * D;
-        for (let d = 0; d < D; d++) this.meanHost[m + d] = f32ToF16Bits(Math.max(-65504, Math.min(65504, sm[d]! / len)));
+        const m = (at * Hkv + h) * D;
+        for (let d = 0; d < D; d++) meanDst[m + d] = f32ToF16Bits(Math.max(-65504, Math.min(65504, sm[d]! / len)));
       }
     }
+    if (rec) this.tiers!.putPage(page);
   }
 
   /** Uploads the summaries of pages [lo, hi) to the GPU chunks, growing them as needed. */
@@ -651,6 +663,7 @@ export class KvCache {
 
   /** The host mirror of the summaries: min/max `[pages, Hkv, 2, D]` and mean `[pages, Hkv, D]`, f16 bits. */
   summariesHost(): { minmax: Uint16Array; mean?: Uint16Array } {
+    if (this.tiers?.store) return this.tiers.readAll(this.pageCount); // read back from the disk tier (a copy)
     return {
       minmax: this.minmaxHost.subarray(0, this.pageCount * this.Hkv * 2 * this.D),
       mean: this.meanSummaries ? this.meanHost.subarray(0, this.pageCount * this.Hkv * this.D) : undefined,
@@ -825,7 +838,7 @@ export class KvCache {
 
   get hostBytes(): number {
     const seqBytes = this.seqs.length * this.pageBytes;
-    return this.store.hostBytes + this.minmaxHost.byteLength + this.meanHost.byteLength + this.sums.byteLength + seqBytes + (this.staging?.byteLength ?? 0);
+    return this.store.hostBytes + this.summaryHostBytes + this.sums.byteLength + seqBytes + (this.staging?.byteLength ?? 0);
   }
 
   stats(): KvCacheStats {
@@ -882,6 +895,11 @@ export class KvCache {
     return next;
   }
 
+  /** Host bytes the summaries hold: the page-summary mirror (empty with a `summaryStore`) plus the super-page copies. */
+  get summaryHostBytes(): number {
+    return this.minmaxHost.byteLength + this.meanHost.byteLength + (this.tiers?.hostBytes ?? 0);
+  }
+
   private releaseGpu(): void {
     this.disposed = true;
     this.pool.destroy();
@@ -897,6 +915,7 @@ export class KvCache {
     this.releaseGpu();
     releaseStore(this.store, this);
     this.store.close();
+    this.tiers?.store?.close();
   }
 }
 

@@ -1,6 +1,8 @@
 /**
  * Two-level page summaries (`summaryLevels: 2`): the per-page min/max summaries stay in the host
- * tier (the cache's host mirror, f16), and only super-page summaries live on the GPU: super-page
+ * tier (the cache's host mirror, f16) or, with a `summaryStore`, in that store (a file beside the
+ * pages: the disk tier, one record per page id), and only super-page summaries live on the GPU
+ * (and, 1 / G of the page summaries' bytes, on the host): super-page
  * j of a sequence bounds its pages [jG, jG + G) channel by channel (min of the pages' mins, max of
  * their maxes, still f16 values). Quest scores super-pages first; the page summaries of the
  * selected super-pages are brought to the GPU into a fixed candidate buffer and scored there. GPU
@@ -18,6 +20,7 @@ import type { TesseraDevice } from '../gpu/device.js';
 import { f16Table } from './codec.js';
 import type { KvCache } from './cache.js';
 import { GPUBufferUsageFlags } from '../gpu/flags.js';
+import type { Store } from './store.js';
 
 const MiB = 2 ** 20;
 
@@ -26,6 +29,13 @@ export interface SummaryTiersOptions {
   superPages?: number;
   /** Page summaries the GPU candidate buffer holds (default: 4 MiB worth, a multiple of `superPages`). */
   candidatePages?: number;
+  /**
+   * Where the page summaries live: a {@link Store} (e.g. a `FileStore` beside the pages' file)
+   * holding one record per page id (`[Hkv, 2, D]` min/max f16, then `[Hkv, D]` mean f16 with
+   * `meanSummaries`) at `pageId * recordBytes`; host RAM then holds only the super-page summaries
+   * and one candidate batch. Default: the cache's host mirror. The cache closes it on `dispose()`.
+   */
+  store?: Store;
 }
 
 interface SeqSupers {
@@ -49,6 +59,15 @@ export class SummaryTiers {
   bytesPeak = 0;
   /** Page-summary bytes written to the candidate buffer so far. */
   candidateBytesUploaded = 0;
+  /** The page summaries' store (`undefined`: the cache's host mirror). */
+  readonly store?: Store;
+  /** Bytes of one page's record in `store` (min/max, then mean with meanSummaries). */
+  readonly recordBytes: number;
+  /** The record `summarize` fills for one page before {@link putPage} (u16 words: min/max, then mean). */
+  readonly record: Uint16Array<ArrayBuffer>;
+  /** Page-summary bytes read from `store` so far (super-page rebuilds and candidates). */
+  storeBytesRead = 0;
+  private readBuf: Uint16Array<ArrayBuffer> = new Uint16Array(0);
 
   constructor(cache: KvCache, opts: SummaryTiersOptions = {}) {
     this.cache = cache;
@@ -63,6 +82,66 @@ export class SummaryTiers {
     this.candidates = this.ctx.createBuffer({ size: this.candidatePages * per, usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST, label: 'tessera.kv.summaryCandidates' });
     this.bytesNow = this.candidates.size;
     this.bytesPeak = this.bytesNow;
+    this.store = opts.store;
+    this.recordBytes = per + (cache.meanSummaries ? cache.meanBytesPerPage : 0);
+    this.record = new Uint16Array(this.store ? this.recordBytes / 2 : 0);
+  }
+
+  /** Host bytes the summary tiers hold: super-page copies and scratch (not the cache's host mirror). */
+  get hostBytes(): number {
+    let b = this.record.byteLength + this.readBuf.byteLength;
+    for (const s of this.seqs) b += s.host.byteLength;
+    return b;
+  }
+
+  /** Writes {@link record} (filled by the cache for page id `page`) to the store. */
+  putPage(page: number): void {
+    this.store!.write(page * this.recordBytes, new Uint8Array(this.record.buffer));
+  }
+
+  /**
+   * The min/max summaries of `pageIds` (global page ids) as `[n, Hkv, 2, D]` f16 bits in `dst`,
+   * from the host mirror or the store (contiguous ids in one read each).
+   */
+  private rows(pageIds: ArrayLike<number>, dst: Uint16Array): void {
+    const w = this.cache.Hkv * 2 * this.cache.D;
+    const n = pageIds.length;
+    if (!this.store) {
+      const mm = this.cache.summariesHost().minmax;
+      for (let i = 0; i < n; i++) dst.set(mm.subarray(pageIds[i]! * w, (pageIds[i]! + 1) * w), i * w);
+      return;
+    }
+    const rw = this.recordBytes / 2;
+    for (let i = 0; i < n; ) {
+      let j = i + 1;
+      while (j < n && pageIds[j] === pageIds[j - 1]! + 1) j++;
+      const need = (j - i) * rw;
+      if (this.readBuf.length < need) this.readBuf = new Uint16Array(Math.max(need, 64 * rw));
+      this.store.read(pageIds[i]! * this.recordBytes, new Uint8Array(this.readBuf.buffer, 0, need * 2));
+      this.storeBytesRead += need * 2;
+      for (let t = 0; t < j - i; t++) dst.set(this.readBuf.subarray(t * rw, t * rw + w), (i + t) * w);
+      i = j;
+    }
+  }
+
+  /** Every page's summaries read back (min/max `[pages, Hkv, 2, D]`, mean `[pages, Hkv, D]`): for a store-held tier's `summariesHost()`. */
+  readAll(pages: number): { minmax: Uint16Array; mean?: Uint16Array } {
+    const { Hkv, D } = this.cache;
+    const w = Hkv * 2 * D;
+    const minmax = new Uint16Array(pages * w);
+    const mean = this.cache.meanSummaries ? new Uint16Array(pages * Hkv * D) : undefined;
+    const rw = this.recordBytes / 2;
+    const batch = 4096;
+    const buf = new Uint16Array(batch * rw);
+    for (let p = 0; p < pages; p += batch) {
+      const m = Math.min(batch, pages - p);
+      this.store!.read(p * this.recordBytes, new Uint8Array(buf.buffer, 0, m * rw * 2));
+      for (let t = 0; t < m; t++) {
+        minmax.set(buf.subarray(t * rw, t * rw + w), (p + t) * w);
+        mean?.set(buf.subarray(t * rw + w, (t + 1) * rw), (p + t) * Hkv * D);
+      }
+    }
+    return { minmax, mean };
   }
 
   /** GPU bytes the summaries hold now. */
@@ -116,20 +195,21 @@ export class SummaryTiers {
       s.host = a;
     }
     s.count = supers;
-    const mm = this.cache.summariesHost().minmax;
     const lut = f16Table();
     const j0 = Math.floor(firstIndex / G);
     const j1 = Math.floor(lastIndex / G);
+    const mm = new Uint16Array(G * w);
     for (let j = j0; j <= j1; j++) {
       const out = s.host.subarray(j * w, (j + 1) * w);
+      this.rows(pages.slice(j * G, Math.min(n, (j + 1) * G)), mm);
       for (let h = 0; h < Hkv; h++) {
         for (let d = 0; d < D; d++) {
           let mn = Infinity;
           let mnBits = 0x7c00;
           let mx = -Infinity;
           let mxBits = 0xfc00;
-          for (let i = j * G; i < Math.min(n, (j + 1) * G); i++) {
-            const o = (pages[i]! * Hkv + h) * 2 * D;
+          for (let i = 0; i < Math.min(n, (j + 1) * G) - j * G; i++) {
+            const o = (i * Hkv + h) * 2 * D;
             const a = mm[o + d]!;
             const b = mm[o + D + d]!;
             if (lut[a]! < mn) {
@@ -163,14 +243,13 @@ export class SummaryTiers {
 
   /**
    * Writes the page summaries of `pageIds` (global page ids) into candidate slots
-   * [slot0, slot0 + pageIds.length) of the candidate buffer, from the host tier.
+   * [slot0, slot0 + pageIds.length) of the candidate buffer, from the host or disk tier.
    */
   uploadCandidates(pageIds: ArrayLike<number>, slot0: number, scratch: Uint16Array<ArrayBuffer>): void {
     const { Hkv, D } = this.cache;
     const w = Hkv * 2 * D;
-    const mm = this.cache.summariesHost().minmax;
     const n = pageIds.length;
-    for (let i = 0; i < n; i++) scratch.set(mm.subarray(pageIds[i]! * w, (pageIds[i]! + 1) * w), i * w);
+    this.rows(pageIds, scratch);
     this.ctx.device.queue.writeBuffer(this.candidates, slot0 * w * 2, scratch, 0, n * w);
     this.candidateBytesUploaded += n * w * 2;
   }

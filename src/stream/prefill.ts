@@ -11,8 +11,13 @@
  * - the chunk's own part, causally (every page from the one holding the chunk's first token to
  *   the block's last query, with causal masking by absolute position: exact).
  *
- * Scoring reuses `kernels/quest` (a block of B queries x `group` heads is one "group" of
- * B * group rows reduced by max), selection `kernels/topk` over `[blocks x Hkv, pages]`,
+ * Scoring (`blockScore`): `bound` (default) scores each page once per block and KV head with
+ * `kernels/quest/block`: the block's query box (per-channel min and max over its queries and the
+ * KV head's query heads) against the page's key min/max (or mean), an upper bound of the block's
+ * largest q . k in the page (at least every query's own Quest bound), one pass over D per page and
+ * block, for all blocks of a pass in one dispatch per summary chunk; `rows` is the tighter and
+ * B * group times dearer per-query scoring (`kernels/quest/score`: a block of B queries x `group`
+ * heads is one "group" of B * group rows reduced by max). Selection: `kernels/topk` over `[blocks x Hkv, pages]`,
  * attention `kernels/paged` (one block of queries per call, its own page list) and merging
  * `kernels/merge`. With a budget that covers the whole earlier context it equals exact streaming
  * attention (`src/stream/exact.ts`) to f32 rounding.
@@ -25,6 +30,7 @@ import { planMerge, type MergePlan } from '../../kernels/merge/merge.js';
 import { ALL_HEADS, PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '../../kernels/paged/paged.js';
 import { planQuestScore, questScoreLoopIterations, type QuestScoreMode, type QuestScorePlan } from '../../kernels/quest/score.js';
 import { planTopK, type TopKPlan } from '../../kernels/topk/topk.js';
+import { planQuestBlock, questBlockLoopIterations, QuestBlockPlan } from '../../kernels/quest/block.js';
 import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 export interface SparsePrefillOptions {
@@ -38,6 +44,12 @@ export interface SparsePrefillOptions {
   budgetTokens?: number;
   /** `quest` (min/max upper bound, default) or `mean` (MoBA's mean-key gate; needs meanSummaries). */
   mode?: QuestScoreMode;
+  /**
+   * How a block scores a page: `bound` (default: the block's query box against the page's
+   * summaries, one pass over D per block and page, `kernels/quest/block`) or `rows` (the max of
+   * every query row's own score, `kernels/quest/score`: B * group passes over D).
+   */
+  blockScore?: 'bound' | 'rows';
   /** First pages of the context always selected (default: the cache's `sinkPages`). */
   sinkPages?: number;
   /** Softmax scale (default 1/sqrt(D)). */
@@ -93,7 +105,7 @@ export class SparsePrefillPlan {
   private readonly maxEntries: number;
   private readonly parts: number;
   private readonly ePer: number;
-  private readonly scorer: QuestScorePlan;
+  private readonly scorer: QuestScorePlan | QuestBlockPlan;
   private readonly paged: PagedPlan;
   private readonly merger: MergePlan;
   private readonly qAttn: GPUBuffer;
@@ -110,7 +122,7 @@ export class SparsePrefillPlan {
   private readonly topk = new Map<string, TopKPlan>();
   private disposed = false;
 
-  private constructor(cache: KvCache, o: Required<SparsePrefillOptions>, scorer: QuestScorePlan, paged: PagedPlan, merger: MergePlan, maxEntries: number, parts: number, ePer: number) {
+  private constructor(cache: KvCache, o: Required<SparsePrefillOptions>, scorer: QuestScorePlan | QuestBlockPlan, paged: PagedPlan, merger: MergePlan, maxEntries: number, parts: number, ePer: number) {
     this.cache = cache;
     this.ctx = cache.ctx;
     this.options = o;
@@ -127,7 +139,7 @@ export class SparsePrefillPlan {
     const B = o.blockSize;
     const { D, Dv } = cache;
     this.qAttn = this.ctx.createBuffer({ size: nb * B * o.Hq * D * 4, usage, label: 'tessera.prefill.q' });
-    this.qScore = cache.Hkv === 1 ? this.qAttn : this.ctx.createBuffer({ size: nb * B * o.Hq * D * 4, usage, label: 'tessera.prefill.qScore' });
+    this.qScore = cache.Hkv === 1 || o.blockScore === 'bound' ? this.qAttn : this.ctx.createBuffer({ size: nb * B * o.Hq * D * 4, usage, label: 'tessera.prefill.qScore' });
     const rows = B * o.Hq;
     this.oParts = this.ctx.createBuffer({ size: parts * rows * Dv * 4, usage, label: 'tessera.prefill.oParts' });
     this.lseParts = this.ctx.createBuffer({ size: parts * rows * 4, usage, label: 'tessera.prefill.lseParts' });
@@ -151,6 +163,8 @@ export class SparsePrefillPlan {
     const mode = opts.mode ?? 'quest';
     check(mode === 'quest' || mode === 'mean', 'mode', '"quest" or "mean"', mode);
     if (mode === 'mean' && !cache.meanSummaries) fail('E_UNSUPPORTED', 'mode', 'needs a cache with meanSummaries;', mode, '"quest", or a cache created with meanSummaries: true');
+    const blockScore = opts.blockScore ?? 'bound';
+    check(blockScore === 'bound' || blockScore === 'rows', 'blockScore', '"bound" or "rows"', blockScore);
     const variant = opts.variant ?? 'auto';
     check(variant === 'auto' || variant === 'cpu' || variant === 'gpu', 'variant', '"auto", "cpu" or "gpu"', variant);
     const o: Required<SparsePrefillOptions> = {
@@ -159,6 +173,7 @@ export class SparsePrefillPlan {
       blockSize,
       budgetTokens,
       mode,
+      blockScore,
       sinkPages: checkInt(opts.sinkPages ?? cache.sinkPages, 'sinkPages', { min: 0 }),
       scale: opts.scale ?? 1 / Math.sqrt(cache.D),
       pagesPerPart: checkInt(opts.pagesPerPart ?? 4, 'pagesPerPart', { min: 1 }),
@@ -178,11 +193,16 @@ export class SparsePrefillPlan {
     }
     // One page score loops over the block's rows (blockSize x group) and D: Mesa's llvmpipe stops
     // an invocation after ctx.loopLimit loop iterations.
-    if (questScoreLoopIterations(blockSize * (Hq / cache.Hkv), cache.D) > loopBudget(cache.ctx)) {
+    const loops = blockScore === 'bound' ? questBlockLoopIterations(blockSize, Hq / cache.Hkv, cache.D) : questScoreLoopIterations(blockSize * (Hq / cache.Hkv), cache.D);
+    if (loops > loopBudget(cache.ctx)) {
       fail('E_LIMIT', 'blockSize', "gives one page score more query rows x channels than the device's loop limit allows;", blockSize, `blockSize * Hq / Hkv * (D / 4 + 2) within 90% of loopLimit ${cache.ctx.loopLimit}`);
     }
     const groups = Math.max(1, Math.min(maxEntries, Math.floor(cache.gpuBudgetBytes / cache.pool.bufferBytes) + 1));
-    const scorer = await planQuestScore(cache.ctx, { Hq: blockSize * Hq, Hkv: cache.Hkv, D: cache.D, mode, groupReduce: 'max', maxCalls: 16 });
+    const nb = Math.ceil(Tq / blockSize);
+    const scorer =
+      blockScore === 'bound'
+        ? await planQuestBlock(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, blockSize, maxBlocks: nb, mode, maxCalls: 16 })
+        : await planQuestScore(cache.ctx, { Hq: blockSize * Hq, Hkv: cache.Hkv, D: cache.D, mode, groupReduce: 'max', maxCalls: 16 });
     let paged: PagedPlan | undefined;
     try {
       paged = await planPaged(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq: blockSize, pageSize: P, dtype: cache.dtype, causal: true, scale: o.scale, maxCalls: groups, variant });
@@ -269,7 +289,7 @@ export class SparsePrefillPlan {
       const enc0 = ctx.device.createCommandEncoder({ label: 'tessera.prefill.q' });
       enc0.copyBufferToBuffer(q.buffer, q.offset ?? 0, this.qAttn, 0, Tq * rowBytes);
       for (let t = Tq; t < nb * B; t++) enc0.copyBufferToBuffer(q.buffer, (q.offset ?? 0) + (Tq - 1) * rowBytes, this.qAttn, t * rowBytes, rowBytes);
-      if (Hkv > 1 && c > budget) {
+      if (Hkv > 1 && c > budget && this.options.blockScore === 'rows') {
         const gb = group * D * 4;
         for (let t = 0; t < nb * B; t++) {
           const b = Math.floor(t / B);
@@ -309,23 +329,47 @@ export class SparsePrefillPlan {
           this.scores = this.buffer(this.scores, passBlocks * perBlock, 'tessera.prefill.scores', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC);
           let calls = 0;
           let enc = ctx.device.createCommandEncoder({ label: 'tessera.prefill.score' });
-          for (let b = 0; b < nbp; b++) {
+          const scorer = this.scorer;
+          if (scorer instanceof QuestBlockPlan) {
+            // One box for the pass's blocks, then one dispatch per summary chunk over every block.
+            let boxed = false;
             for (let ci = 0; ci < bufs.length; ci++) {
               const [lo, hi] = ranges[ci]!;
               if (hi <= lo) continue;
-              if (calls === 16) {
+              if (calls >= 15) {
                 queue.submit([enc.finish()]);
                 enc = ctx.device.createCommandEncoder({ label: 'tessera.prefill.score' });
                 calls = 0;
               }
-              this.scorer.run(enc, {
-                q: { buffer: this.qScore, offset: (b0 + b) * B * Hq * D * 4, shape: [B * Hq, D], dtype: 'f32' },
+              scorer.run(enc, {
+                q: boxed ? undefined : { buffer: this.qAttn, offset: b0 * B * Hq * D * 4, shape: [nbp * B, Hq, D], dtype: 'f32' },
                 summaries: bufs[ci]!,
                 list: this.list!,
-                scores: { buffer: this.scores, offset: b * perBlock, shape: [Hkv, nPad], dtype: 'f32' },
-                calls: [{ n: nPad, first: lo, count: hi - lo, chunkFirst: ci * C, chunkPages: C, forcedLo: sinks, forcedHi: c }],
+                scores: { buffer: this.scores, shape: [nbp * Hkv, nPad], dtype: 'f32' },
+                calls: [{ first: lo, count: hi - lo, chunkFirst: ci * C, chunkPages: C, forcedLo: sinks, forcedHi: c }],
               });
-              calls++;
+              calls += boxed ? 1 : 2;
+              boxed = true;
+            }
+          } else {
+            for (let b = 0; b < nbp; b++) {
+              for (let ci = 0; ci < bufs.length; ci++) {
+                const [lo, hi] = ranges[ci]!;
+                if (hi <= lo) continue;
+                if (calls === 16) {
+                  queue.submit([enc.finish()]);
+                  enc = ctx.device.createCommandEncoder({ label: 'tessera.prefill.score' });
+                  calls = 0;
+                }
+                scorer.run(enc, {
+                  q: { buffer: this.qScore, offset: (b0 + b) * B * Hq * D * 4, shape: [B * Hq, D], dtype: 'f32' },
+                  summaries: bufs[ci]!,
+                  list: this.list!,
+                  scores: { buffer: this.scores, offset: b * perBlock, shape: [Hkv, nPad], dtype: 'f32' },
+                  calls: [{ n: nPad, first: lo, count: hi - lo, chunkFirst: ci * C, chunkPages: C, forcedLo: sinks, forcedHi: c }],
+                });
+                calls++;
+              }
             }
           }
           queue.submit([enc.finish()]);

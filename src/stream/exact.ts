@@ -216,15 +216,7 @@ export class StreamAttentionPlan {
     const { cache, ctx, rows } = this;
     const { Tq, Hq } = this.options;
     const Dv = cache.Dv;
-    checkTensor(q, 'q', { rank: 3, shape: [Tq, Hq, cache.D], dtypes: ['f32'], device: ctx });
-    checkTensor(out?.o, 'o', { rank: 3, shape: [Tq, Hq, Dv], dtypes: ['f32'], device: ctx });
-    if (out.lse) checkTensor(out.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'], device: ctx });
-    const len = cache.length(seq);
-    const qPos0 = ro.qPos0 ?? Math.max(0, len - Tq);
-    checkInt(qPos0, 'qPos0', { min: 0 });
-    const all = cache.pages(seq);
-    const P = cache.pageSize;
-    const nPages = this.options.causal ? Math.min(all.length, Math.floor((qPos0 + Tq - 1) / P) + 1) : all.length;
+    const { len, qPos0, all, nPages } = this.checkCall(seq, q, out, ro);
     if (nPages > this.options.tilePages) {
       fail('E_LIMIT', 'seq', `needs ${nPages} pages, more than one tile of this plan;`, seq, `at most tilePages = ${this.options.tilePages} pages for encode() (run() streams any length)`);
     }
@@ -251,20 +243,27 @@ export class StreamAttentionPlan {
     this.encodedEpoch = submitEpoch(ctx);
   }
 
-  private async runInner(seq: number, q: GpuTensor, out: { o: GpuTensor; lse?: GpuTensor }, ro: StreamRunOptions): Promise<StreamStats> {
-    const { cache, ctx, rows } = this;
+  /** Checks one call's tensors and finds the query position and the pages it reads (run and encode alike). */
+  private checkCall(seq: number, q: GpuTensor, out: { o: GpuTensor; lse?: GpuTensor }, ro: { qPos0?: number }): { len: number; qPos0: number; all: readonly number[]; nPages: number } {
+    const { cache, ctx } = this;
     const { Tq, Hq } = this.options;
-    const Dv = cache.Dv;
     checkTensor(q, 'q', { rank: 3, shape: [Tq, Hq, cache.D], dtypes: ['f32'], device: ctx });
-    checkTensor(out?.o, 'o', { rank: 3, shape: [Tq, Hq, Dv], dtypes: ['f32'], device: ctx });
+    checkTensor(out?.o, 'o', { rank: 3, shape: [Tq, Hq, cache.Dv], dtypes: ['f32'], device: ctx });
     if (out.lse) checkTensor(out.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'], device: ctx });
     const len = cache.length(seq);
     const qPos0 = ro.qPos0 ?? Math.max(0, len - Tq);
     checkInt(qPos0, 'qPos0', { min: 0 });
     const all = cache.pages(seq);
+    const nPages = this.options.causal ? Math.min(all.length, Math.floor((qPos0 + Tq - 1) / cache.pageSize) + 1) : all.length;
+    return { len, qPos0, all, nPages };
+  }
+
+  private async runInner(seq: number, q: GpuTensor, out: { o: GpuTensor; lse?: GpuTensor }, ro: StreamRunOptions): Promise<StreamStats> {
+    const { cache, ctx, rows } = this;
+    const { Tq, Hq } = this.options;
+    const Dv = cache.Dv;
+    const { len, qPos0, all, nPages } = this.checkCall(seq, q, out, ro);
     const P = cache.pageSize;
-    const lastPos = qPos0 + Tq - 1;
-    const nPages = this.options.causal ? Math.min(all.length, Math.floor(lastPos / P) + 1) : all.length;
     let t0 = performance.now();
     let up0 = cache.pagesUploaded;
     let bu0 = cache.bytesUploaded;

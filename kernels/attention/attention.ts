@@ -443,6 +443,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   private readonly dummy: GPUBuffer;
   private readonly groups = new Map<string, GPUBindGroup>();
   private readonly offsets: { qo: number; kv: number; last: number; idx: number; words: number };
+  private readonly hostWords: Uint32Array<ArrayBuffer>;
 
   private constructor(ctx: TesseraDevice, o: Resolved, variant: 'cpu' | 'gpu', maxSplits: number, keysCap: number, rows: number) {
     super(ctx);
@@ -458,6 +459,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const last = kv + B + 1;
     const idx = last + B;
     this.offsets = { qo, kv, last, idx, words: idx + (o.source === 'paged' ? o.maxPages : 0) };
+    this.hostWords = new Uint32Array(this.offsets.words);
     const L = o.source === 'paged' ? pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.kvDtype) : undefined;
     this.layout = L;
     const eb = o.kvDtype === 'f32' ? 4 : o.kvDtype === 'int8' ? 1 : 2;
@@ -672,7 +674,8 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
       }
     }
     const totalQ = qo[B]!;
-    const maxLen = Math.max(0, ...lens);
+    let maxLen = 0;
+    for (let b = 0; b < B; b++) maxLen = Math.max(maxLen, lens[b]!);
     let chunk: number;
     if (o.kvChunk !== undefined) chunk = Math.min(o.kvChunk, this.maxKeysPerPart);
     else chunk = Math.min(this.maxKeysPerPart, Math.max(256, Math.ceil(maxLen / this.maxSplits)));
@@ -688,8 +691,13 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
         `BatchAttentionPlan.schedule: all ${this.slots.length} schedule slots are bound by runs not yet submitted; submit the encoder first (or plan with more scheduleSlots)`,
       );
     }
-    const words = new Uint32Array(this.offsets.words);
-    words.set([totalQ, B, parts, Number.isFinite(chunk) ? chunk : 0xffffffff, totalQ * o.Hq]);
+    // The plan's own host copy of a slot (writeBuffer copies it at the call): no allocation per step.
+    const words = this.hostWords;
+    words[0] = totalQ;
+    words[1] = B;
+    words[2] = parts;
+    words[3] = Number.isFinite(chunk) ? chunk : 0xffffffff;
+    words[4] = totalQ * o.Hq;
     for (let i = 0; i <= B; i++) {
       words[this.offsets.qo + i] = qo[i]!;
       words[this.offsets.kv + i] = kv[i]!;

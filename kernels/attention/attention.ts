@@ -514,7 +514,8 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const o = validate(opts);
     const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
     const G = o.Hq / o.Hkv;
-    let rows = o.rows ?? attentionPackRows(variant, G, o.D, undefined, ctx.limits.maxComputeWorkgroupStorageSize);
+    // Loop-capped adapters (llvmpipe) pack at most 4: their compiler takes minutes over 8.
+    let rows = o.rows ?? attentionPackRows(variant, G, o.D, Number.isFinite(ctx.loopLimit) ? 4 : undefined, ctx.limits.maxComputeWorkgroupStorageSize);
     // Under a loop cap a pack's invocation covers fewer keys; the default pack shrinks while the
     // longest sequence would need more parts than the plan may keep.
     while (o.rows === undefined && rows > 1) {

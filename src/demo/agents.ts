@@ -49,7 +49,7 @@ export interface AgentsOptions {
   gpuBudgetMiB?: number;
   /** Quest pages per KV head for the sparse cascade (default 32). */
   questPages?: number;
-  /** Query rows the cascade packs per invocation/workgroup, sharing each K/V load (1, 2, 4 or 8; default 8). */
+  /** Query rows the cascade packs per invocation/workgroup, sharing each K/V load (1, 2, 4 or 8; default 8, 4 on llvmpipe). */
   packRows?: number;
   seed?: number;
   /** Where the cache files go (default: a fresh temp dir, removed at the end). */
@@ -428,7 +428,7 @@ export async function agentsCli(argv: string[]): Promise<void> {
     .option('--page-size <n>', 'tokens per page', '64')
     .option('--gpu-budget <MiB>', 'GPU bytes budget of the cache in MiB', '128')
     .option('--quest-pages <n>', 'Quest pages per KV head for the sparse cascade', '32')
-    .option('--pack-rows <n>', 'query rows the cascade packs per invocation (1, 2, 4 or 8)', '8')
+    .option('--pack-rows <n>', 'query rows the cascade packs per invocation (1, 2, 4 or 8; default 8, 4 on llvmpipe)')
     .option('--dir <path>', 'directory for the cache files (kept)')
     .option('--seed <n>', 'random seed', '1234')
     .option('--json <file>', 'write the results as JSON')
@@ -450,7 +450,7 @@ export async function agentsCli(argv: string[]): Promise<void> {
       pageSize: positiveInt(a.pageSize, 'page-size'),
       gpuBudgetMiB: positiveInt(a.gpuBudget, 'gpu-budget'),
       questPages: positiveInt(a.questPages, 'quest-pages'),
-      packRows: positiveInt(a.packRows, 'pack-rows'),
+      packRows: a.packRows === undefined ? undefined : positiveInt(a.packRows, 'pack-rows'),
       seed: positiveInt(a.seed, 'seed'),
       dir: a.dir,
       adapter: a.adapter,

@@ -144,6 +144,15 @@ export function attentionProgram(D: number, Dv: number, rows = 1): ShaderSource 
   return wgslProgram(`attention/core/${D}x${Dv}${rows > 1 ? `r${rows}` : ''}`, [storageWgsl, CORE_PARAMS.wgsl, header, coreWgsl, loads()]);
 }
 
+/**
+ * The default pack's bound on loop-capped adapters (llvmpipe, whose compiler takes minutes over
+ * large packs): at most 4 rows and rows * (D + Dv) <= 1024 (MLA's 576 + 512: 1 row); `undefined`
+ * (the shape's own default) elsewhere.
+ */
+export function attentionRowsCap(loopLimit: number, D: number, Dv: number): number | undefined {
+  return Number.isFinite(loopLimit) ? Math.max(1, Math.min(4, Math.floor(1024 / (D + Dv)))) : undefined;
+}
+
 /** Workgroup memory of `main_gpu` for (D, rows) in bytes. */
 function gpuWorkgroupBytes(D: number, rows: number): number {
   return rows * (D / 4) * 16 + 2 * rows * WG * 4 + 2 * WG * 4;
@@ -514,8 +523,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const o = validate(opts);
     const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
     const G = o.Hq / o.Hkv;
-    // Loop-capped adapters (llvmpipe) pack at most 4: their compiler takes minutes over 8.
-    let rows = o.rows ?? attentionPackRows(variant, G, o.D, Number.isFinite(ctx.loopLimit) ? 4 : undefined, ctx.limits.maxComputeWorkgroupStorageSize);
+    let rows = o.rows ?? attentionPackRows(variant, G, o.D, attentionRowsCap(ctx.loopLimit, o.D, o.Dv), ctx.limits.maxComputeWorkgroupStorageSize);
     // Under a loop cap a pack's invocation covers fewer keys; the default pack shrinks while the
     // longest sequence would need more parts than the plan may keep.
     while (o.rows === undefined && rows > 1) {

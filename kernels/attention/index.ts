@@ -45,6 +45,7 @@ export {
   attentionListLoopCost,
   attentionProgram,
   attentionPackRows,
+  attentionRowsCap,
   ATTENTION_ROWS,
   ATTENTION_WG,
   type BatchAttentionOptions,

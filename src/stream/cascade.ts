@@ -19,7 +19,7 @@ import { checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
 import { planMerge, type MergePlan } from '../../kernels/merge/merge.js';
 import { ALL_HEADS, PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '../../kernels/paged/paged.js';
-import { ATTENTION_ROWS, attentionPackRows } from '../../kernels/attention/attention.js';
+import { ATTENTION_ROWS, attentionPackRows, attentionRowsCap } from '../../kernels/attention/attention.js';
 import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 export interface CascadeOptions {
@@ -42,8 +42,8 @@ export interface CascadeOptions {
   variant?: 'auto' | 'cpu' | 'gpu';
   /**
    * Most query rows packed per invocation (cpu) or workgroup (gpu), sharing each K/V load (1, 2,
-   * 4 or 8; default 8, and 4 on loop-capped adapters such as llvmpipe, whose compiler takes
-   * minutes over a pack of 8). The shared pass packs the rows of all sequences (every query sees
+   * 4 or 8; default 8, and on loop-capped adapters such as llvmpipe, whose compiler takes
+   * minutes over large packs, `attentionRowsCap`: 4 for D = 64). The shared pass packs the rows of all sequences (every query sees
    * every shared key), so its K/V are loaded once per pack of `rows` rows instead of once per row;
    * the private passes pack the G = Hq / Hkv query heads of their one query.
    */
@@ -303,7 +303,7 @@ export class CascadeDecodePlan {
       partialBytes: checkInt(opts.partialBytes ?? 8 * 2 ** 20, 'partialBytes', { min: 1 }),
       inflight: checkInt(opts.inflight ?? 2, 'inflight', { min: 1, max: 8 }),
       variant: opts.variant ?? 'auto',
-      rows: checkInt(opts.rows ?? (Number.isFinite(cache.ctx.loopLimit) ? 4 : 8), 'rows', { min: 1, max: 8 }),
+      rows: checkInt(opts.rows ?? attentionRowsCap(cache.ctx.loopLimit, cache.D, cache.Dv) ?? 8, 'rows', { min: 1, max: 8 }),
     };
     check((ATTENTION_ROWS as readonly number[]).includes(o.rows), 'rows', '1, 2, 4 or 8', o.rows, 'E_UNSUPPORTED');
     check(o.variant === 'auto' || o.variant === 'cpu' || o.variant === 'gpu', 'variant', '"auto", "cpu" or "gpu"', o.variant);

@@ -418,13 +418,16 @@ describe('persistent caches', () => {
 describe('shared-prefix (cascade) decode', () => {
   for (const variant of ['cpu', 'gpu'] as const) {
     const cases = [
-      { Hq: 4, Hkv: 2, D: 32, ctx: 200, priv: [0, 5, 37], P: 16, dtype: 'f16' as KvDType },
-      { Hq: 2, Hkv: 1, D: 16, ctx: 300, priv: [9, 80], P: 128, dtype: 'f16' as KvDType },
-      { Hq: 3, Hkv: 1, D: 12, ctx: 96, priv: [17, 1, 64, 3], P: 32, dtype: 'f32' as KvDType },
+      // rows: the most packed rows of the passes (default 8: the shared pass's 6 rows of a KV head
+      // in packs of 4, one with 2 empty slots; 1: one row per invocation; 4: the shared pass's 12
+      // rows in 3 packs, the private pass's 3 heads in packs of 2, one with an empty slot).
+      { Hq: 4, Hkv: 2, D: 32, ctx: 200, priv: [0, 5, 37], P: 16, dtype: 'f16' as KvDType, rows: undefined },
+      { Hq: 2, Hkv: 1, D: 16, ctx: 300, priv: [9, 80], P: 128, dtype: 'f16' as KvDType, rows: 1 },
+      { Hq: 3, Hkv: 1, D: 12, ctx: 96, priv: [17, 1, 64, 3], P: 32, dtype: 'f32' as KvDType, rows: 4 },
     ];
     // Every case through the cpu shape; one case through the gpu shape (compiles dominate the time).
     for (const c of variant === 'cpu' ? cases : [cases[0]!]) {
-      it(`${variant}: Hq ${c.Hq}/${c.Hkv}, context ${c.ctx}, private ${c.priv}, ${c.dtype}: equals independent attention`, async () => {
+      it(`${variant}: Hq ${c.Hq}/${c.Hkv}, context ${c.ctx}, private ${c.priv}, ${c.dtype}, rows ${c.rows ?? 'default'}: equals independent attention`, async () => {
         const cache = createKvCache(gpu.dev, { Hkv: c.Hkv, D: c.D, pageSize: c.P, dtype: c.dtype, gpuBudgetBytes: 1 << 20, tilePages: 3 });
         try {
           const base = cache.addSequence();
@@ -439,7 +442,7 @@ describe('shared-prefix (cascade) decode', () => {
           const n = agents.length;
           const rng = new Rng(5);
           const q = rng.normals(n * c.Hq * c.D);
-          const plan = await planCascadeDecode(cache, { Hq: c.Hq, seqs: n, variant, tilePages: 3 });
+          const plan = await planCascadeDecode(cache, { Hq: c.Hq, seqs: n, variant, tilePages: 3, rows: c.rows });
           try {
             const qt = gpu.tensor(q, [n, c.Hq, c.D]);
             const o = gpu.nanTensor([n, c.Hq, c.D]);

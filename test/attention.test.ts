@@ -9,6 +9,7 @@ import { roundTo, type FloatDType, type GpuTensor } from '../src/tensor.js';
 import {
   attentionKeysPerPart,
   attentionLoopCost,
+  attentionPackRows,
   batchAttention,
   batchAttentionReference,
   pageLayout,
@@ -119,9 +120,11 @@ interface Case {
   kvChunk?: number;
   maxSplits?: number;
   scale?: number;
+  /** Packed rows (default: the plan's choice). */
+  rows?: number;
 }
 
-async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: number }> {
+export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: number; rows: number }> {
   const Dv = c.Dv ?? c.D;
   const qLens = c.qLens ?? c.lens.map(() => 1);
   const pool = buildPool(c.lens, qLens, { Hkv: c.Hkv, D: c.D, Dv, pageSize: c.pageSize, dtype: c.dtype, seed: c.lens.length * 7 + c.D });
@@ -134,9 +137,10 @@ async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: number }>
   const plan = await planBatchAttention(g.dev, {
     maxBatch: c.lens.length + 1, maxQTokens: totalQ + 3, maxPages: pool.table.kvIndices.length + 2, poolPages: pool.poolPages,
     Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv, pageSize: c.pageSize, kvDtype: c.dtype, qDtype, oDtype,
-    causal: c.causal, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit, scale: c.scale, variant: c.variant, kvChunk: c.kvChunk, maxSplits: c.maxSplits,
+    causal: c.causal, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit, scale: c.scale, variant: c.variant, kvChunk: c.kvChunk, maxSplits: c.maxSplits, rows: c.rows,
   });
   try {
+    if (c.rows !== undefined) expect(plan.rows).toBe(c.rows);
     const info = plan.schedule(pool.table);
     const q = g.tensor(qv, [totalQ, c.Hq, c.D], qDtype);
     const o = g.nanTensor([totalQ, c.Hq, Dv], oDtype);
@@ -157,7 +161,7 @@ async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: number }>
     } finally {
       g.dev.destroyBuffer(pages);
     }
-    return { parts: info.parts };
+    return { parts: info.parts, rows: plan.rows };
   } finally {
     plan.dispose();
   }
@@ -196,6 +200,77 @@ describe('attention core: paged decode and prefill vs float64', () => {
       await runCase({ lens: [20], Hq: 16, Hkv: 1, D: 576, Dv: 512, pageSize: 16, dtype: 'f32', kvChunk: 8, variant });
     });
   }
+});
+
+describe('attention core: packed rows (query heads of one KV head share each K/V load) vs float64', () => {
+  // Packs of 8 on SwiftShader; 4 on llvmpipe (loop-capped), whose compiler takes minutes over 8.
+  const R8 = () => (Number.isFinite(gpu.dev.loopLimit) ? 4 : 8);
+  for (const variant of ['cpu', 'gpu'] as const) {
+    it(`${variant}: GQA 1, 4, 8 and G not a multiple of the pack; ragged prefill + decode; f32, f16, int8 pages`, async () => {
+      // G = 1 with a pack of 2: every pack has an empty slot.
+      await runCase({ lens: [65, 300, 17], qLens: [3, 1, 17], Hq: 2, Hkv: 2, D: 32, pageSize: 16, dtype: 'f32', rows: 2, variant });
+      await runCase({ lens: [1, 130, 47], qLens: [1, 2, 1], Hq: 8, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', rows: 4, variant });
+      await runCase({ lens: [130, 33], qLens: [5, 1], Hq: 8, Hkv: 1, D: 32, Dv: 16, pageSize: 16, dtype: 'int8', rows: R8(), variant });
+      // G = 3 in packs of 2 and G = 6 in packs of 4: the last pack of each token is part empty.
+      await runCase({ lens: [70, 9], qLens: [2, 3], Hq: 6, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', rows: 2, variant });
+      await runCase({ lens: [70, 9], qLens: [2, 3], Hq: 6, Hkv: 1, D: 40, pageSize: 16, dtype: 'f32', rows: 4, variant });
+    });
+    it(`${variant}: packed rows with window + sinks + sink logit, split-K, f16 q/o`, async () => {
+      const r = await runCase({ lens: [300, 40], qLens: [9, 1], Hq: 8, Hkv: 1, D: 32, pageSize: 16, dtype: 'f16', qDtype: 'f16', kvChunk: 32, window: 50, sinks: 3, sinkLogit: true, rows: R8(), variant });
+      expect(r.parts).toBeGreaterThan(1);
+      await runCase({ lens: [200, 1], qLens: [4, 1], Hq: 12, Hkv: 2, D: 32, pageSize: 16, dtype: 'int8', window: 33, sinks: 2, sinkLogit: true, kvChunk: 48, rows: 4, variant });
+    });
+    it(`${variant}: ragged K/V source with packs of 4 (G = 6), sink logit and split-K`, async () => {
+      const g = gpu;
+      const Hq = 6, Hkv = 1, D = 32, Dv = 32;
+      const lens = [33, 1, 150];
+      const qLens = [5, 1, 3];
+      const rng = new Rng(11);
+      const kvIndptr = [0];
+      for (const n of lens) kvIndptr.push(kvIndptr[kvIndptr.length - 1]! + n);
+      const qoIndptr = [0];
+      for (const n of qLens) qoIndptr.push(qoIndptr[qoIndptr.length - 1]! + n);
+      const N = kvIndptr[3]!;
+      const T = qoIndptr[3]!;
+      const kv = roundTo(rng.normals(N * Hkv * D), 'f16');
+      const vv = roundTo(rng.normals(N * Hkv * Dv), 'f16');
+      const qv = rng.normals(T * Hq * D);
+      const sinks = rng.normals(Hq);
+      const plan = await planBatchAttention(g.dev, { source: 'ragged', maxBatch: 4, maxQTokens: 16, maxKvTokens: 200, Hq, Hkv, D, Dv, kvDtype: 'f16', variant, rows: 4, kvChunk: 64, sinkLogit: true });
+      try {
+        expect(plan.rows).toBe(4);
+        expect(plan.schedule({ qoIndptr, kvIndptr }).parts).toBe(3);
+        const o = g.nanTensor([T, Hq, Dv]);
+        const lse = g.nanTensor([T, Hq]);
+        const enc = g.dev.device.createCommandEncoder();
+        plan.run(enc, { q: g.tensor(qv, [T, Hq, D]), o, lse, k: g.tensor(kv, [N, Hkv, D], 'f16'), v: g.tensor(vv, [N, Hkv, Dv], 'f16'), sinkLogits: g.tensor(sinks, [Hq]) });
+        await g.dev.submitAndWait([enc.finish()]);
+        const seqs = lens.map((_, b) => ({
+          k: kv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
+          v: vv.subarray(kvIndptr[b]! * Hkv * Dv, kvIndptr[b + 1]! * Hkv * Dv),
+        }));
+        const ref = batchAttentionReference(qv, seqs, qoIndptr, { Hq, Hkv, D, Dv, sinkLogits: sinks });
+        const co = compare(await g.read(o), ref.o);
+        const cl = compare(await g.read(lse), ref.lse);
+        expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+        expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
+      } finally {
+        plan.dispose();
+      }
+    });
+  }
+  it('picks the pack from Hq / Hkv and refuses unsupported packs', async () => {
+    expect(attentionPackRows('cpu', 4, 128)).toBe(4);
+    expect(attentionPackRows('cpu', 3, 128)).toBe(2);
+    expect(attentionPackRows('cpu', 1, 128)).toBe(1);
+    expect(attentionPackRows('gpu', 16, 128)).toBe(8);
+    expect(attentionPackRows('gpu', 16, 576)).toBe(4);
+    // The loop bound grows with the pack, so packed parts cover fewer keys under llvmpipe's cap.
+    expect(attentionKeysPerPart(65535, 'cpu', 128, 128, 8, 4)).toBeLessThan(attentionKeysPerPart(65535, 'cpu', 128, 128, 8, 1));
+    const base = { maxBatch: 1, maxQTokens: 1, maxPages: 4, Hq: 8, Hkv: 2, D: 32, pageSize: 16 };
+    await expect(planBatchAttention(gpu.dev, { ...base, rows: 3 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED' });
+    await expect(planBatchAttention(gpu.dev, { ...base, rows: 16 })).rejects.toMatchObject({ code: 'E_ARG' });
+  });
 });
 
 describe('attention core: ragged (contiguous) K/V source', () => {
@@ -759,7 +834,7 @@ describe('attention core under a lowered loop cap (the llvmpipe sizing on any ad
   for (const variant of ['cpu', 'gpu'] as const) {
     it(`${variant}: parts sized by attentionKeysPerPart, default options, results exact`, async () => {
       const r = await runCase({ lens: [300, 65, 1], qLens: [3, 1, 1], Hq: 4, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', window: 200, sinks: 2, sinkLogit: true, variant }, capped);
-      const cap = attentionKeysPerPart(1500, variant, 32, 32, 4);
+      const cap = attentionKeysPerPart(1500, variant, 32, 32, 4, r.rows);
       // No part covers more keys than the cap (the cpu shape's cap is below the longest sequence).
       expect(r.parts).toBeGreaterThanOrEqual(Math.ceil(300 / cap));
       if (variant === 'cpu') expect(cap).toBeLessThan(300);

@@ -147,23 +147,73 @@ fn ld4_q(e: u32) -> vec4<f32> {
 `;
 }
 
-/** The program for head dims (D, Dv): private and workgroup arrays are sized by them. */
-export function attentionProgram(D: number, Dv: number): ShaderSource {
-  const header = `const WG: u32 = ${WG}u;\nconst BK: u32 = ${BK}u;\nconst D: u32 = ${D}u;\nconst DV: u32 = ${Dv}u;\nconst QN: u32 = ${D / 4}u;\nconst VN: u32 = ${Dv / 4}u;\nconst QN8: u32 = ${8 * Math.ceil(D / 32)}u;\nconst VN8: u32 = ${8 * Math.ceil(Dv / 32)}u;\nconst AN: u32 = ${Math.ceil(Dv / 4 / WG)}u;\n`;
-  return wgslProgram(`attention/core/${D}x${Dv}`, [storageWgsl, CORE_PARAMS.wgsl, header, coreWgsl, loads()]);
+/** Packed rows per invocation (cpu) or workgroup (gpu) the core can be compiled for. */
+export const ATTENTION_ROWS = [1, 2, 4, 8] as const;
+
+/**
+ * The program for head dims (D, Dv) and `rows` packed rows (1, 2, 4 or 8): private and workgroup
+ * arrays are sized by them.
+ */
+export function attentionProgram(D: number, Dv: number, rows = 1): ShaderSource {
+  if (!(ATTENTION_ROWS as readonly number[]).includes(rows)) fail('E_ARG', 'rows', 'is not a supported pack;', rows, '1, 2, 4 or 8');
+  const header = `const WG: u32 = ${WG}u;\nconst BK: u32 = ${BK}u;\nconst D: u32 = ${D}u;\nconst DV: u32 = ${Dv}u;\nconst QN: u32 = ${D / 4}u;\nconst VN: u32 = ${Dv / 4}u;\nconst QN8: u32 = ${8 * Math.ceil(D / 32)}u;\nconst VN8: u32 = ${8 * Math.ceil(Dv / 32)}u;\nconst AN: u32 = ${Math.ceil(Dv / 4 / WG)}u;\nconst ROWS: u32 = ${rows}u;\n`;
+  return wgslProgram(`attention/core/${D}x${Dv}${rows > 1 ? `r${rows}` : ''}`, [storageWgsl, CORE_PARAMS.wgsl, header, coreWgsl, loads()]);
 }
 
-/** Per-key and per-block loop trips of one shape (see {@link attentionLoopCost}). */
-function shapeCost(variant: 'cpu' | 'gpu', D: number, Dv: number): { setup: number; perKey: number; perBlock: number; block: number } {
+/**
+ * The default pack's bound on loop-capped adapters (llvmpipe, whose compiler takes minutes over
+ * large packs): at most 4 rows and rows * (D + Dv) <= 1024 (MLA's 576 + 512: 1 row); `undefined`
+ * (the shape's own default) elsewhere.
+ */
+export function attentionRowsCap(loopLimit: number, D: number, Dv: number): number | undefined {
+  return Number.isFinite(loopLimit) ? Math.max(1, Math.min(4, Math.floor(1024 / (D + Dv)))) : undefined;
+}
+
+/** Workgroup memory of `main_gpu` for (D, rows) in bytes. */
+function gpuWorkgroupBytes(D: number, rows: number): number {
+  return rows * (D / 4) * 16 + 2 * rows * WG * 4 + 2 * WG * 4;
+}
+
+/**
+ * The rows a plan packs per invocation (cpu) or workgroup (gpu): the largest of 1, 2, 4, 8 that
+ * is at most `span` (the rows that attend the same keys: the G = Hq/Hkv query heads of a token,
+ * or all queries of an entry-list call without causal) and at most `cap` (default 4 for cpu, 8 for
+ * gpu), lowered until the gpu shape's workgroup memory fits `wgBytes`.
+ *
+ * @example
+ * attentionPackRows('cpu', 4, 128); // 4: the 4 query heads of a GQA group share their K/V loads
+ */
+export function attentionPackRows(variant: 'cpu' | 'gpu', span: number, D: number, cap?: number, wgBytes = 16384): number {
+  const limit = Math.min(span, cap ?? (variant === 'cpu' ? 4 : 8));
+  let r = 1;
+  for (const x of ATTENTION_ROWS) if (x <= limit) r = x;
+  while (r > 1 && variant === 'gpu' && gpuWorkgroupBytes(D, r) > wgBytes) r /= 2;
+  return r;
+}
+
+/**
+ * Per-key and per-block loop trips of one shape for `rows` packed rows. With one row the row
+ * loops run once (and are unrolled away); with more, every row loop is counted as rows + 1 trips.
+ */
+function shapeCost(variant: 'cpu' | 'gpu', D: number, Dv: number, rows = 1): { setup: number; perKey: number; perBlock: number; block: number } {
   const QN = D / 4;
   const VN = Dv / 4;
+  const R = rows;
   if (variant === 'cpu') {
     const QG = Math.ceil(D / 32);
     const VG = Math.ceil(Dv / 32);
-    return { setup: 2 * (QN + 2 * VN + 3) + 16, perKey: QG + VG + 4, perBlock: 2 * (QG + VG) + 10, block: BK };
+    if (R === 1) return { setup: 2 * (QN + 2 * VN + 3) + 16, perKey: QG + VG + 4, perBlock: 2 * (QG + VG) + 10, block: BK };
+    return { setup: R * (2 * (QN + 2 * VN + 3) + 8) + 24, perKey: (QG + VG) * (R + 2) + 2 * R + 2, perBlock: (QG + VG) * (2 * R + 5) + 4 * R + 12, block: BK };
   }
   const AN = Math.ceil(VN / WG);
-  return { setup: 2 * (Math.ceil(QN / WG) + AN + 3) + 16, perKey: 0, perBlock: QN + 8 + 2 * (Math.log2(WG) + 2) + (AN + 1) * (WG + 2), block: WG };
+  const L = Math.log2(WG) + 2;
+  if (R === 1) return { setup: 2 * (Math.ceil(QN / WG) + AN + 3) + 16, perKey: 0, perBlock: QN + 8 + 2 * L + (AN + 1) * (WG + 2), block: WG };
+  return {
+    setup: R * (2 * (Math.ceil(QN / WG) + AN + 3) + 8) + 24,
+    perKey: 0,
+    perBlock: QN * (R + 2) + 6 * (R + 1) + 8 + 2 * L * (R + 2) + (AN + 1) * (WG * (R + 2) + 3 * (R + 1) + 2),
+    block: WG,
+  };
 }
 
 /**
@@ -179,12 +229,14 @@ function shapeCost(variant: 'cpu' | 'gpu', D: number, Dv: number): { setup: numb
  *   sinks and the window).
  * - `gpu` (`main_gpu`, blocks of 64 keys): per block the score loop over D/4, two 7-step tree
  *   reductions and `ceil(Dv/256)` value loops over <= 64 keys.
+ * - `rows` > 1 (packed rows): every loop over the pack's rows counted as rows + 1 trips where it
+ *   sits (inside the key and channel loops), and the max/exp loops once per row.
  *
  * @example
  * attentionLoopCost('cpu', 128, 128, 1000, 8); // 13,107: within llvmpipe's 58,981 budget
  */
-export function attentionLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, keys: number, maxBatch: number): number {
-  const c = shapeCost(variant, D, Dv);
+export function attentionLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, keys: number, maxBatch: number, rows = 1): number {
+  const c = shapeCost(variant, D, Dv, rows);
   const search = Math.ceil(Math.log2(Math.max(2, maxBatch))) + 3;
   const blocks = Math.ceil(keys / c.block) + 2;
   return c.setup + search + 3 + blocks * c.perBlock + keys * c.perKey;
@@ -197,8 +249,8 @@ export function attentionLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number,
  * @example
  * attentionListLoopCost('cpu', 128, 128, 64); // { setup: 214, perEntry: 823 }
  */
-export function attentionListLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, pageSize: number): { setup: number; perEntry: number } {
-  const c = shapeCost(variant, D, Dv);
+export function attentionListLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, pageSize: number, rows = 1): { setup: number; perEntry: number } {
+  const c = shapeCost(variant, D, Dv, rows);
   return { setup: c.setup, perEntry: 3 + Math.ceil(pageSize / c.block) * c.perBlock + pageSize * c.perKey };
 }
 
@@ -209,14 +261,14 @@ export function attentionListLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: num
  * @example
  * attentionKeysPerPart(65535, 'cpu', 128, 128, 8); // 4,580 keys
  */
-export function attentionKeysPerPart(loopLimit: number, variant: 'cpu' | 'gpu', D: number, Dv: number, maxBatch: number): number {
+export function attentionKeysPerPart(loopLimit: number, variant: 'cpu' | 'gpu', D: number, Dv: number, maxBatch: number, rows = 1): number {
   const budget = loopBudget(loopLimit);
   if (!Number.isFinite(budget)) return Number.POSITIVE_INFINITY;
   let lo = 0;
   let hi = 1 << 24;
   while (hi - lo > 1) {
     const mid = Math.floor((lo + hi) / 2);
-    if (attentionLoopCost(variant, D, Dv, mid, maxBatch) <= budget) lo = mid;
+    if (attentionLoopCost(variant, D, Dv, mid, maxBatch, rows) <= budget) lo = mid;
     else hi = mid;
   }
   return lo;
@@ -278,6 +330,11 @@ export interface BatchAttentionOptions {
   kvChunk?: number;
   /** Schedule slots (default 4): schedules that may be in flight between submits. */
   scheduleSlots?: number;
+  /**
+   * Query rows packed per invocation (cpu) or workgroup (gpu): 1, 2, 4 or 8 query heads of one
+   * token and KV head share each K/V load. Default: {@link attentionPackRows} of Hq / Hkv.
+   */
+  rows?: number;
 }
 
 /** One step's CSR tables (host arrays; `number[]` or typed arrays). */
@@ -349,7 +406,8 @@ export interface BatchAttentionTensors {
   sinkLogits?: GpuTensor;
 }
 
-type Resolved = Required<Omit<BatchAttentionOptions, 'maxPages' | 'poolPages' | 'maxKvTokens' | 'maxKvLen' | 'pageSize' | 'maxSplits' | 'kvChunk'>> & {
+type Resolved = Required<Omit<BatchAttentionOptions, 'maxPages' | 'poolPages' | 'maxKvTokens' | 'maxKvLen' | 'pageSize' | 'maxSplits' | 'kvChunk' | 'rows'>> & {
+  rows?: number;
   maxPages: number;
   poolPages: number;
   maxKvTokens: number;
@@ -392,6 +450,8 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   readonly maxKeysPerPart: number;
   /** paged: the page geometry. */
   readonly layout?: PageLayout;
+  /** Query rows packed per invocation (cpu) or workgroup (gpu): the G query heads of a token share K/V loads. */
+  readonly rows: number;
   /** Bind groups created so far (a cache hit creates none). */
   bindGroupsCreated = 0;
   private readonly rowsCap: number;
@@ -408,11 +468,13 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   private readonly dummy: GPUBuffer;
   private readonly groups = new Map<string, GPUBindGroup>();
   private readonly offsets: { qo: number; kv: number; last: number; idx: number; words: number };
+  private readonly hostWords: Uint32Array<ArrayBuffer>;
 
-  private constructor(ctx: TesseraDevice, o: Resolved, variant: 'cpu' | 'gpu', maxSplits: number, keysCap: number) {
+  private constructor(ctx: TesseraDevice, o: Resolved, variant: 'cpu' | 'gpu', maxSplits: number, keysCap: number, rows: number) {
     super(ctx);
     this.options = o;
     this.variant = variant;
+    this.rows = rows;
     this.maxSplits = maxSplits;
     this.maxKeysPerPart = keysCap;
     this.rowsCap = o.maxQTokens * o.Hq;
@@ -422,6 +484,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const last = kv + B + 1;
     const idx = last + B;
     this.offsets = { qo, kv, last, idx, words: idx + (o.source === 'paged' ? o.maxPages : 0) };
+    this.hostWords = new Uint32Array(this.offsets.words);
     const L = o.source === 'paged' ? pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.kvDtype) : undefined;
     this.layout = L;
     const eb = o.kvDtype === 'f32' ? 4 : o.kvDtype === 'int8' ? 1 : 2;
@@ -476,7 +539,19 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const ctx = ctxOf(device);
     const o = validate(opts);
     const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
-    const keysCap = attentionKeysPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.maxBatch);
+    const G = o.Hq / o.Hkv;
+    let rows = o.rows ?? attentionPackRows(variant, G, o.D, attentionRowsCap(ctx.loopLimit, o.D, o.Dv), ctx.limits.maxComputeWorkgroupStorageSize);
+    // Under a loop cap a pack's invocation covers fewer keys; the default pack shrinks while the
+    // longest sequence would need more parts than the plan may keep.
+    while (o.rows === undefined && rows > 1) {
+      const cap = attentionKeysPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.maxBatch, rows);
+      if (cap >= 1 && Math.ceil(o.maxKvLen / Math.min(cap, o.kvChunk ?? Infinity)) <= (o.maxSplits ?? 64)) break;
+      rows /= 2;
+    }
+    if (variant === 'gpu' && gpuWorkgroupBytes(o.D, rows) > ctx.limits.maxComputeWorkgroupStorageSize) {
+      fail('E_LIMIT', 'rows', "packs more rows than the device's workgroup memory holds for this D;", rows, `at most ${attentionPackRows('gpu', 8, o.D, 8, ctx.limits.maxComputeWorkgroupStorageSize)}`);
+    }
+    const keysCap = attentionKeysPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.maxBatch, rows);
     if (keysCap < 1) fail('E_LIMIT', 'D', "is too large for one invocation within the device's loop limit;", o.D, `loopLimit ${ctx.loopLimit}`);
     const maxKeys = o.maxKvLen;
     const rowsCap = o.maxQTokens * o.Hq;
@@ -501,10 +576,10 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     checkPlannedSize(ctx, 'q', [o.maxQTokens, o.Hq, o.D], o.qDtype);
     checkPlannedSize(ctx, 'o', [o.maxQTokens, o.Hq, o.Dv], o.oDtype);
     if (maxSplits > 1) checkPlannedSize(ctx, 'workspace (partials)', [maxSplits, rowsCap, o.Dv + 1], 'f32');
-    const plan = new BatchAttentionPlan(ctx, o, variant, maxSplits, keysCap);
+    const plan = new BatchAttentionPlan(ctx, o, variant, maxSplits, keysCap, rows);
     try {
       plan.pipeline = await getPipeline(ctx, {
-        shader: attentionProgram(o.D, o.Dv),
+        shader: attentionProgram(o.D, o.Dv, rows),
         entryPoint: variant === 'cpu' ? 'main_cpu' : 'main_gpu',
         bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
         constants: { SRC: o.source === 'paged' ? 0 : 1, KV_DT: kvDtypeCode(o.kvDtype), Q_DT: dtypeCode(o.qDtype), O_DT: dtypeCode(o.oDtype), VEC: o.D % 32 === 0 && o.Dv % 32 === 0 },
@@ -625,7 +700,8 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
       }
     }
     const totalQ = qo[B]!;
-    const maxLen = Math.max(0, ...lens);
+    let maxLen = 0;
+    for (let b = 0; b < B; b++) maxLen = Math.max(maxLen, lens[b]!);
     let chunk: number;
     if (o.kvChunk !== undefined) chunk = Math.min(o.kvChunk, this.maxKeysPerPart);
     else chunk = Math.min(this.maxKeysPerPart, Math.max(256, Math.ceil(maxLen / this.maxSplits)));
@@ -641,8 +717,13 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
         `BatchAttentionPlan.schedule: all ${this.slots.length} schedule slots are bound by runs not yet submitted; submit the encoder first (or plan with more scheduleSlots)`,
       );
     }
-    const words = new Uint32Array(this.offsets.words);
-    words.set([totalQ, B, parts, Number.isFinite(chunk) ? chunk : 0xffffffff, totalQ * o.Hq]);
+    // The plan's own host copy of a slot (writeBuffer copies it at the call): no allocation per step.
+    const words = this.hostWords;
+    words[0] = totalQ;
+    words[1] = B;
+    words[2] = parts;
+    words[3] = Number.isFinite(chunk) ? chunk : 0xffffffff;
+    words[4] = totalQ * o.Hq;
     for (let i = 0; i <= B; i++) {
       words[this.offsets.qo + i] = qo[i]!;
       words[this.offsets.kv + i] = kv[i]!;
@@ -716,7 +797,8 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const lr: BindingResource = lse ? res(lse) : { buffer: this.lseScratch };
     const resources: BindingResource[] = [res(q), kr, vr, { buffer: slot.buffer }, res(out), lr, { buffer: this.work }, { buffer: this.params }, sr];
     const rows = info.totalQ * o.Hq;
-    const invocations = rows * info.parts;
+    // One invocation (cpu) or workgroup (gpu) per part and pack: ceil(G / R) packs per token and KV head.
+    const invocations = info.totalQ * o.Hkv * Math.ceil(o.Hq / o.Hkv / this.rows) * info.parts;
     const groups = this.variant === 'gpu' ? invocations : Math.ceil(invocations / WG);
     this.encode(encoder, this.pipeline, resources, grid2d(this.ctx, groups), `c${info.slot}|${idOf(slot.buffer)}`);
     if (info.parts > 1) {
@@ -844,9 +926,11 @@ function validate(opts: BatchAttentionOptions): Resolved {
   const maxSplits = opts.maxSplits === undefined ? undefined : checkInt(opts.maxSplits, 'maxSplits', { min: 1, max: 4096 });
   const kvChunk = opts.kvChunk === undefined ? undefined : checkInt(opts.kvChunk, 'kvChunk', { min: 1 });
   const scheduleSlots = checkInt(opts.scheduleSlots ?? 4, 'scheduleSlots', { min: 1, max: 64 });
+  const rows = opts.rows === undefined ? undefined : checkInt(opts.rows, 'rows', { min: 1, max: 8 });
+  if (rows !== undefined) check((ATTENTION_ROWS as readonly number[]).includes(rows), 'rows', '1, 2, 4 or 8', rows, 'E_UNSUPPORTED');
   return {
     source, maxBatch, maxQTokens, maxPages, poolPages, maxKvTokens, maxKvLen, Hq, Hkv, D, Dv, pageSize, kvDtype, qDtype, oDtype,
-    causal, earlyQueries, window, sinks, sinkLogit, scale, variant, maxSplits, kvChunk, scheduleSlots,
+    causal, earlyQueries, window, sinks, sinkLogit, scale, variant, maxSplits, kvChunk, scheduleSlots, rows,
   };
 }
 

@@ -31,6 +31,15 @@
 // then qoIndptr [B+1], kvIndptr [B+1], kvLastPageLen [B], kvIndices [nnz] at the offsets in
 // params (capacity-sized). Dispatches are sized for the capacities; rows and parts past the
 // schedule's return at once.
+//
+// Packed rows (ROWS, a header constant of 1, 2, 4 or 8 chosen by the plan): rows that attend the
+// same keys of the same KV head share one invocation (cpu) or workgroup (gpu), so each K/V word is
+// loaded once per pack. For KV head h the rows are numbered x = t * G + (hq - h * G) and cut into
+// units of `pack_span()` consecutive x: the G query heads of one token (CSR sources and causal
+// SRC 2), or all Tq * G rows of the head (SRC 2 without causal: every query sees the same
+// entries, e.g. the cascade's sequences against the shared pages). A pack is ROWS consecutive x of
+// one unit; slots past the unit are empty (Hq / Hkv need not be a multiple of ROWS). The pack's
+// first row (`load_row`) gives the keys (segments) of all its rows.
 
 @group(0) @binding(0) var<storage, read> q: array<u32>;            // [T, Hq, D] in Q_DT
 @group(0) @binding(1) var<storage, read> k: array<vec4<u32>>;      // pool (SRC 0, 2) or [N, Hkv, D] (SRC 1), 16-byte words
@@ -149,6 +158,43 @@ fn segment_list(w: Row, s: u32) -> Seg {
     g.hi = lo + min(w.seg[1], n);
   }
   return g;
+}
+
+const NO_ROW: u32 = 0xffffffffu;
+
+// Rows of one pack unit (see the header): G, or Tq * G for SRC 2 without causal.
+fn pack_span() -> u32 {
+  return select(params.group, (params.l_rows / params.hq) * params.group, SRC == 2u && params.causal == 0u);
+}
+
+// Packs per part for `rows` rows (a multiple of Hq).
+fn pack_count(rows: u32) -> u32 {
+  let span = pack_span();
+  return ((rows / params.hq) * params.group / span) * params.hkv * ((span + ROWS - 1u) / ROWS);
+}
+
+// Row index of slot i of pack gi, NO_ROW for an empty slot. One return (called inside loops).
+fn pack_row(gi: u32, i: u32) -> u32 {
+  let span = pack_span();
+  let ch = (span + ROWS - 1u) / ROWS;
+  let c = gi % ch;
+  let rest = gi / ch;
+  let h = rest % params.hkv;
+  let x = c * ROWS + i;
+  let P = (rest / params.hkv) * span + x;
+  let t = P / params.group;
+  let r = t * params.hq + h * params.group + (P - t * params.group);
+  return select(NO_ROW, r, x < span);
+}
+
+// Row r of the pack led by w (same token's keys and KV head): only the row index, its output row
+// and its query head change.
+fn row_at(w: Row, r: u32) -> Row {
+  var x = w;
+  x.r = r;
+  x.out = w.out - w.r + r;
+  x.hq = r % params.hq;
+  return x;
 }
 
 fn load_row(p: u32, r: u32) -> Row {
@@ -365,15 +411,17 @@ fn store4(w: Row, p: u32, c: u32, a: vec4<f32>) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// main_gpu: a workgroup per (part, row). q staged in workgroup memory; keys in blocks of WG:
-// thread i scores key j0 + i, max and sum tree-reduced, then thread c accumulates output channel
-// quads c, c + WG, ... over the block's keys (coalesced V reads). DV <= 8 * WG.
+// main_gpu: a workgroup per (part, pack of ROWS rows). The pack's q staged in workgroup memory;
+// keys in blocks of WG: thread i loads key j0 + i once and scores it for every row of the pack,
+// max and sum tree-reduced for all rows together, then thread c accumulates output channel quads
+// c, c + WG, ... of every row over the block's keys (each V quad loaded once for the pack,
+// coalesced). DV <= 8 * WG.
 
-var<workgroup> wq: array<vec4<f32>, QN>;
-var<workgroup> wp: array<f32, 256>;
-var<workgroup> wvb: array<u32, 256>;
-var<workgroup> wvs: array<f32, 256>;
-var<workgroup> wred: array<f32, 256>;
+var<workgroup> wq: array<array<vec4<f32>, QN>, ROWS>;
+var<workgroup> wp: array<f32, ROWS * WG>;
+var<workgroup> wvb: array<u32, WG>;
+var<workgroup> wvs: array<f32, WG>;
+var<workgroup> wred: array<f32, ROWS * WG>;
 
 @compute @workgroup_size(WG)
 fn main_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -382,18 +430,30 @@ fn main_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
   if (rows == 0u) {
     return;
   }
-  let p = id / rows;
-  let w = load_row(p, id - p * rows);
+  let ng = pack_count(rows);
+  let p = id / ng;
+  let gi = id - p * ng;
+  let w = load_row(p, pack_row(gi, 0u));
   if (!w.ok) {
     return;
   }
-  for (var c = lid; c < QN; c += WG) {
-    wq[c] = ld4_q(w.r * D + 4u * c) * params.scale_log2;
+  // Empty slots compute on the first row's q; their results are never stored.
+  var rs: array<u32, ROWS>;
+  var m: array<f32, ROWS>;
+  var l: array<f32, ROWS>;
+  for (var i = 0u; i < ROWS; i++) {
+    // SRC 3 runs packs of one (lists differ per query head): its row is the one load_row_lists found.
+    let r = select(pack_row(gi, i), w.r, SRC == 3u);
+    rs[i] = r;
+    let rq = select(w.r, r, r != NO_ROW);
+    for (var c = lid; c < QN; c += WG) {
+      wq[i][c] = ld4_q(rq * D + 4u * c) * params.scale_log2;
+    }
+    m[i] = init_m(row_at(w, rq), p);
+    l[i] = init_l(p);
   }
   workgroupBarrier();
-  var m = init_m(w, p);
-  var l = init_l(p);
-  var acc: array<vec4<f32>, AN>;
+  var acc: array<array<vec4<f32>, AN>, ROWS>;
   let ns = seg_count(w);
   for (var s = 0u; s < ns; s++) {
     let g = segment(w, s);
@@ -401,73 +461,104 @@ fn main_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     for (var j0 = g.lo; j0 < s1; j0 += WG) {
       let j = j0 + lid;
       let valid = j < s1;
-      var sc = ST_NEG_BIG;
+      // Explicitly zeroed: a declaration without initializer in a loop is not re-zeroed each
+      // iteration by every compiler (SwiftShader kept the previous block's scores).
+      var sc = array<f32, ROWS>();
       if (valid) {
         let kb = k_elem(w, g, j);
         let ks = kv_scale(w, g, j, 0u);
-        var d = 0.0;
         for (var c = 0u; c < QN; c++) {
-          d += dot(wq[c], ld4_k(kb + 4u * c, ks));
+          let kq = ld4_k(kb + 4u * c, ks);
+          for (var i = 0u; i < ROWS; i++) {
+            sc[i] += dot(wq[i][c], kq);
+          }
         }
-        sc = d;
         wvb[lid] = v_elem(w, g, j);
         wvs[lid] = kv_scale(w, g, j, 1u);
       }
-      wred[lid] = sc;
+      for (var i = 0u; i < ROWS; i++) {
+        wred[i * WG + lid] = select(ST_NEG_BIG, sc[i], valid);
+      }
       workgroupBarrier();
       for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
         if (lid < stride) {
-          wred[lid] = max(wred[lid], wred[lid + stride]);
+          for (var i = 0u; i < ROWS; i++) {
+            wred[i * WG + lid] = max(wred[i * WG + lid], wred[i * WG + lid + stride]);
+          }
         }
         workgroupBarrier();
       }
-      let mNew = max(m, wred[0]);
+      var mNew: array<f32, ROWS>;
+      for (var i = 0u; i < ROWS; i++) {
+        mNew[i] = max(m[i], wred[i * WG]);
+      }
       workgroupBarrier();
-      let pj = select(0.0, exp2(sc - mNew), valid);
-      wp[lid] = pj;
-      wred[lid] = pj;
+      for (var i = 0u; i < ROWS; i++) {
+        let pj = select(0.0, exp2(sc[i] - mNew[i]), valid);
+        wp[i * WG + lid] = pj;
+        wred[i * WG + lid] = pj;
+      }
       workgroupBarrier();
       for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
         if (lid < stride) {
-          wred[lid] += wred[lid + stride];
+          for (var i = 0u; i < ROWS; i++) {
+            wred[i * WG + lid] += wred[i * WG + lid + stride];
+          }
         }
         workgroupBarrier();
       }
-      let corr = exp2(m - mNew);
-      l = l * corr + wred[0];
-      m = mNew;
+      var corr: array<f32, ROWS>;
+      for (var i = 0u; i < ROWS; i++) {
+        corr[i] = exp2(m[i] - mNew[i]);
+        l[i] = l[i] * corr[i] + wred[i * WG];
+        m[i] = mNew[i];
+      }
       let n = min(WG, s1 - j0);
       for (var a = 0u; a < AN; a++) {
         let c = lid + a * WG;
         if (c < VN) {
-          var x = acc[a] * corr;
-          for (var jj = 0u; jj < n; jj++) {
-            x += wp[jj] * ld4_v(wvb[jj] + 4u * c, wvs[jj]);
+          var x: array<vec4<f32>, ROWS>;
+          for (var i = 0u; i < ROWS; i++) {
+            x[i] = acc[i][a] * corr[i];
           }
-          acc[a] = x;
+          for (var jj = 0u; jj < n; jj++) {
+            let vq = ld4_v(wvb[jj] + 4u * c, wvs[jj]);
+            for (var i = 0u; i < ROWS; i++) {
+              x[i] += wp[i * WG + jj] * vq;
+            }
+          }
+          for (var i = 0u; i < ROWS; i++) {
+            acc[i][a] = x[i];
+          }
         }
       }
       workgroupBarrier();
     }
   }
-  let inv = select(0.0, 1.0 / l, l > 0.0);
-  for (var a = 0u; a < AN; a++) {
-    let c = lid + a * WG;
-    if (c < VN) {
-      store4(w, p, c, acc[a] * inv);
+  for (var i = 0u; i < ROWS; i++) {
+    if (rs[i] != NO_ROW) {
+      let wi = row_at(w, rs[i]);
+      let inv = select(0.0, 1.0 / l[i], l[i] > 0.0);
+      for (var a = 0u; a < AN; a++) {
+        let c = lid + a * WG;
+        if (c < VN) {
+          store4(wi, p, c, acc[i][a] * inv);
+        }
+      }
+      if (lid == 0u) {
+        store_lse(wi, p, m[i], l[i]);
+      }
     }
-  }
-  if (lid == 0u) {
-    store_lse(w, p, m, l);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// main_cpu: one invocation per (part, row), no barriers, no workgroup memory. q (scaled) in a
-// private array; keys in blocks of BK: the block's key addresses, its scores channel group by
-// channel group (32 channels: eight vec4 registers of q, the key loop inside, so few loop trips
-// per key), its softmax, then the value channels group by group (eight vec4 accumulators, the
-// key loop inside) folded into a private accumulator.
+// main_cpu: one invocation per (part, pack of ROWS rows), no barriers, no workgroup memory. q
+// (scaled) in private arrays; keys in blocks of BK: the block's key addresses, its scores channel
+// group by channel group (32 channels: eight vec4 registers of q per row, the key loop inside, so
+// few loop trips per key; each key's group loaded once for all rows), each row's softmax, then
+// the value channels group by group (eight vec4 accumulators per row, the key loop inside, each
+// key's group loaded once) folded into the rows' private accumulators.
 
 struct G8 {
   a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
@@ -489,24 +580,37 @@ fn main_cpu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
   if (rows == 0u) {
     return;
   }
-  let p = id / rows;
-  let w = load_row(p, id - p * rows);
+  let ng = pack_count(rows);
+  let p = id / ng;
+  let gi = id - p * ng;
+  let w = load_row(p, pack_row(gi, 0u));
   if (!w.ok) {
     return;
   }
-  // QN8 / VN8: quads rounded up to whole groups of 8; the extra quads stay zero.
-  var qv: array<vec4<f32>, QN8>;
-  for (var c = 0u; c < QN; c++) {
-    qv[c] = ld4_q(w.r * D + 4u * c) * params.scale_log2;
+  // Per row of the pack: q (scaled; QN8: quads rounded up to whole groups of 8, the extra quads
+  // stay zero), the accumulator, the block's scores and the softmax state. Empty slots compute on
+  // the first row's q; their results are never stored.
+  var rs: array<u32, ROWS>;
+  var qv: array<array<vec4<f32>, QN8>, ROWS>;
+  var m: array<f32, ROWS>;
+  var l: array<f32, ROWS>;
+  for (var i = 0u; i < ROWS; i++) {
+    // SRC 3 runs packs of one (lists differ per query head): its row is the one load_row_lists found.
+    let r = select(pack_row(gi, i), w.r, SRC == 3u);
+    rs[i] = r;
+    let rq = select(w.r, r, r != NO_ROW);
+    for (var c = 0u; c < QN; c++) {
+      qv[i][c] = ld4_q(rq * D + 4u * c) * params.scale_log2;
+    }
+    m[i] = init_m(row_at(w, rq), p);
+    l[i] = init_l(p);
   }
-  var acc: array<vec4<f32>, VN8>;
-  var sc: array<f32, BK>;
+  var acc: array<array<vec4<f32>, VN8>, ROWS>;
+  var sc: array<array<f32, BK>, ROWS>;
   var kb: array<u32, BK>;
   var ks: array<f32, BK>;
   var vb: array<u32, BK>;
   var vs: array<f32, BK>;
-  var m = init_m(w, p);
-  var l = init_l(p);
   let ns = seg_count(w);
   for (var s = 0u; s < ns; s++) {
     let g = segment(w, s);
@@ -515,53 +619,78 @@ fn main_cpu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
       let n = min(BK, s1 - j0);
       for (var jj = 0u; jj < n; jj++) {
         let j = j0 + jj;
-        sc[jj] = 0.0;
         kb[jj] = k_elem(w, g, j);
         ks[jj] = kv_scale(w, g, j, 0u);
         vb[jj] = v_elem(w, g, j);
         vs[jj] = kv_scale(w, g, j, 1u);
       }
+      sc = array<array<f32, BK>, ROWS>();
+      // Scores: each 32-channel group of a key loaded once, dotted with every row's q.
       for (var c = 0u; c < QN; c += 8u) {
-        let qg = G8(qv[c], qv[c + 1u], qv[c + 2u], qv[c + 3u], qv[c + 4u], qv[c + 5u], qv[c + 6u], qv[c + 7u]);
+        var qg: array<G8, ROWS>;
+        for (var i = 0u; i < ROWS; i++) {
+          qg[i] = G8(qv[i][c], qv[i][c + 1u], qv[i][c + 2u], qv[i][c + 3u], qv[i][c + 4u], qv[i][c + 5u], qv[i][c + 6u], qv[i][c + 7u]);
+        }
         let n4 = QN - c;
         for (var jj = 0u; jj < n; jj++) {
-          sc[jj] += dot8(qg, ld32_k(kb[jj] + 4u * c, ks[jj], n4));
+          let kg = ld32_k(kb[jj] + 4u * c, ks[jj], n4);
+          for (var i = 0u; i < ROWS; i++) {
+            sc[i][jj] += dot8(qg[i], kg);
+          }
         }
       }
-      var mb = ST_NEG_BIG;
-      for (var jj = 0u; jj < n; jj++) {
-        mb = max(mb, sc[jj]);
+      var corr: array<f32, ROWS>;
+      for (var i = 0u; i < ROWS; i++) {
+        var mb = ST_NEG_BIG;
+        for (var jj = 0u; jj < n; jj++) {
+          mb = max(mb, sc[i][jj]);
+        }
+        let mNew = max(m[i], mb);
+        corr[i] = exp2(m[i] - mNew);
+        var lb = 0.0;
+        for (var jj = 0u; jj < n; jj++) {
+          let pj = exp2(sc[i][jj] - mNew);
+          sc[i][jj] = pj;
+          lb += pj;
+        }
+        l[i] = l[i] * corr[i] + lb;
+        m[i] = mNew;
       }
-      let mNew = max(m, mb);
-      let corr = exp2(m - mNew);
-      var lb = 0.0;
-      for (var jj = 0u; jj < n; jj++) {
-        let pj = exp2(sc[jj] - mNew);
-        sc[jj] = pj;
-        lb += pj;
-      }
-      l = l * corr + lb;
-      m = mNew;
+      // Values: each 32-channel group of a key loaded once, folded into every row's accumulator.
       for (var c = 0u; c < VN; c += 8u) {
-        var a = G8(acc[c] * corr, acc[c + 1u] * corr, acc[c + 2u] * corr, acc[c + 3u] * corr, acc[c + 4u] * corr, acc[c + 5u] * corr, acc[c + 6u] * corr, acc[c + 7u] * corr);
+        var a: array<G8, ROWS>;
+        for (var i = 0u; i < ROWS; i++) {
+          let f = corr[i];
+          a[i] = G8(acc[i][c] * f, acc[i][c + 1u] * f, acc[i][c + 2u] * f, acc[i][c + 3u] * f, acc[i][c + 4u] * f, acc[i][c + 5u] * f, acc[i][c + 6u] * f, acc[i][c + 7u] * f);
+        }
         let n4 = VN - c;
         for (var jj = 0u; jj < n; jj++) {
-          a = axpy8(a, sc[jj], ld32_v(vb[jj] + 4u * c, vs[jj], n4));
+          let vg = ld32_v(vb[jj] + 4u * c, vs[jj], n4);
+          for (var i = 0u; i < ROWS; i++) {
+            a[i] = axpy8(a[i], sc[i][jj], vg);
+          }
         }
-        acc[c] = a.a0;
-        acc[c + 1u] = a.a1;
-        acc[c + 2u] = a.a2;
-        acc[c + 3u] = a.a3;
-        acc[c + 4u] = a.a4;
-        acc[c + 5u] = a.a5;
-        acc[c + 6u] = a.a6;
-        acc[c + 7u] = a.a7;
+        for (var i = 0u; i < ROWS; i++) {
+          acc[i][c] = a[i].a0;
+          acc[i][c + 1u] = a[i].a1;
+          acc[i][c + 2u] = a[i].a2;
+          acc[i][c + 3u] = a[i].a3;
+          acc[i][c + 4u] = a[i].a4;
+          acc[i][c + 5u] = a[i].a5;
+          acc[i][c + 6u] = a[i].a6;
+          acc[i][c + 7u] = a[i].a7;
+        }
       }
     }
   }
-  let inv = select(0.0, 1.0 / l, l > 0.0);
-  for (var c = 0u; c < VN; c++) {
-    store4(w, p, c, acc[c] * inv);
+  for (var i = 0u; i < ROWS; i++) {
+    if (rs[i] != NO_ROW) {
+      let wi = row_at(w, rs[i]);
+      let inv = select(0.0, 1.0 / l[i], l[i] > 0.0);
+      for (var c = 0u; c < VN; c++) {
+        store4(wi, p, c, acc[i][c] * inv);
+      }
+      store_lse(wi, p, m[i], l[i]);
+    }
   }
-  store_lse(w, p, m, l);
 }

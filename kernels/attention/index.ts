@@ -15,7 +15,8 @@
  *   masks `causal` (default true, bottom-right), `earlyQueries` (allow more new queries than keys:
  *   the first n - L see none), `window`, `sinks`, `sinkLogit`; `scale`
  *   (default 1/sqrt(D)); `variant` ('auto' | 'cpu' | 'gpu'); `maxSplits`, `kvChunk` (split-K);
- *   `scheduleSlots` (default 4).
+ *   `scheduleSlots` (default 4); `rows` (1, 2, 4 or 8 query heads of one token and KV head packed
+ *   per invocation/workgroup, sharing each K/V load; default `attentionPackRows` of Hq / Hkv).
  * - `plan.schedule({ qoIndptr [B+1], kvIndptr [B+1], kvIndices [nnz], kvLastPageLen [B] }):
  *   ScheduleInfo` per step: validates (typed errors naming the argument) and writes the tables
  *   into the next slot of the plan's ring with `queue.writeBuffer`; picks split-K parts from the
@@ -30,7 +31,8 @@
  * - `batchAttention(device, tensors, options & schedule)`: plan + schedule + run + submit + wait.
  * - `pageLayout`, `kvDtypeCode`, `KV_DTYPES`, `KV_DTYPE_BYTES` (page.ts): THE page layout.
  * - `batchAttentionReference`, `readPagedSequence` (reference.ts): float64 references.
- * - `attentionLoopCost`, `attentionKeysPerPart`: the llvmpipe loop-cap sizing.
+ * - `attentionLoopCost`, `attentionKeysPerPart`: the llvmpipe loop-cap sizing (by pack);
+ *   `attentionPackRows`: the default pack.
  */
 export {
   planBatchAttention,
@@ -42,6 +44,9 @@ export {
   attentionKeysPerPart,
   attentionListLoopCost,
   attentionProgram,
+  attentionPackRows,
+  attentionRowsCap,
+  ATTENTION_ROWS,
   ATTENTION_WG,
   type BatchAttentionOptions,
   type BatchAttentionTensors,

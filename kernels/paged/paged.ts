@@ -14,7 +14,7 @@ import { claimRingSlots } from '../../src/gpu/ring.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import { checkTensor } from '../../src/tensor.js';
 import { kvDtypeCode, pageLayout, KV_DTYPES, type KvDType } from '../attention/page.js';
-import { CORE_PARAMS, CORE_LIST_DEFAULTS, attentionListLoopCost, attentionProgram, ATTENTION_WG } from '../attention/attention.js';
+import { CORE_PARAMS, CORE_LIST_DEFAULTS, attentionListLoopCost, attentionProgram, ATTENTION_ROWS, ATTENTION_WG } from '../attention/attention.js';
 import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
 
 /** The uniform block of a call: the attention core's. */
@@ -32,8 +32,8 @@ export const ALL_HEADS = 0xffffffff;
  * trip per 32-channel group of D and of Dv, plus the block's address, max and exp loops), the gpu
  * shape's 64-key blocks (score loop over D/4, two tree reductions, the value loop).
  */
-export function pagedLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, pageSize: number): { setup: number; perEntry: number } {
-  return attentionListLoopCost(variant, D, Dv, pageSize);
+export function pagedLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, pageSize: number, rows = 1): { setup: number; perEntry: number } {
+  return attentionListLoopCost(variant, D, Dv, pageSize, rows);
 }
 
 /**
@@ -43,9 +43,9 @@ export function pagedLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, pag
  * @example
  * pagedEntriesPerPart(65535, 'cpu', 128, 128, 64); // 71 pages of 64 keys
  */
-export function pagedEntriesPerPart(loopLimit: number, variant: 'cpu' | 'gpu', D: number, Dv: number, pageSize: number): number {
+export function pagedEntriesPerPart(loopLimit: number, variant: 'cpu' | 'gpu', D: number, Dv: number, pageSize: number, rows = 1): number {
   if (!Number.isFinite(loopLimit)) return Number.POSITIVE_INFINITY;
-  const c = pagedLoopCost(variant, D, Dv, pageSize);
+  const c = pagedLoopCost(variant, D, Dv, pageSize, rows);
   return Math.max(0, Math.floor((loopBudget(loopLimit) - c.setup) / c.perEntry));
 }
 
@@ -75,6 +75,12 @@ export interface PagedOptions {
    * (default: by the adapter class).
    */
   variant?: 'auto' | 'cpu' | 'gpu';
+  /**
+   * Query rows packed per invocation (cpu) or workgroup (gpu), sharing each K/V load (default 1):
+   * 1, 2, 4 or 8 rows of one KV head; they are the G = Hq / Hkv query heads of one query, or,
+   * without causal, any of the Tq * G rows of the head (every query sees the same entries).
+   */
+  rows?: number;
 }
 
 export interface PagedTensors {
@@ -125,6 +131,8 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
   /** The kernel shape in use. */
   readonly variant: 'cpu' | 'gpu';
   readonly rows: number;
+  /** Packs per part: one invocation (cpu) or workgroup (gpu) each. */
+  private readonly packs: number;
   /**
    * The most entries a call's part may cover on this device (`ePer`, or `nEntries` when smaller):
    * the loop cap of Mesa's llvmpipe (`ctx.loopLimit`) bounds one invocation's pages; `Infinity`
@@ -144,7 +152,10 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     this.options = o;
     this.variant = variant;
     this.rows = o.Tq * o.Hq;
-    this.maxEntriesPerPart = pagedEntriesPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.pageSize);
+    const G = o.Hq / o.Hkv;
+    const span = o.causal ? G : o.Tq * G;
+    this.packs = (o.Tq * G / span) * o.Hkv * Math.ceil(span / o.rows);
+    this.maxEntriesPerPart = pagedEntriesPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.pageSize, o.rows);
     this.pipeline = pipeline;
     this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
     this.params = this.workspace(this.slotBytes * o.maxCalls, 'paged.params', GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST);
@@ -165,12 +176,12 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     const ctx = ctxOf(device);
     const o = validate(opts);
     const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
-    if (pagedEntriesPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.pageSize) < 1) {
+    if (pagedEntriesPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.pageSize, o.rows) < 1) {
       fail('E_LIMIT', 'pageSize', "makes one page longer than the device's loop limit allows per invocation;", o.pageSize, `smaller pages or head dims (loopLimit ${ctx.loopLimit})`);
     }
     // The attention core with the entry-list key source: q f32, partials f32.
     const pipeline = await getPipeline(ctx, {
-      shader: attentionProgram(o.D, o.Dv),
+      shader: attentionProgram(o.D, o.Dv, o.rows),
       entryPoint: variant === 'cpu' ? 'main_cpu' : 'main_gpu',
       bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
       constants: { SRC: 2, KV_DT: kvDtypeCode(o.dtype), Q_DT: 0, O_DT: 0, VEC: o.D % 32 === 0 && o.Dv % 32 === 0 },
@@ -233,7 +244,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
         part_count: c.partCount,
       } as Record<(typeof CORE_PARAMS.fields)[number][0], number>;
       this.ctx.device.queue.writeBuffer(this.params, slot * this.slotBytes, PAGED_PARAMS.pack(values));
-      const invocations = c.partCount * this.rows;
+      const invocations = c.partCount * this.packs;
       const groups = this.variant !== 'gpu' ? Math.ceil(invocations / WG) : invocations;
       const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
       const x = Math.min(groups, max);
@@ -262,7 +273,9 @@ function validate(opts: PagedOptions): Required<PagedOptions> {
   const maxCalls = checkInt(opts.maxCalls ?? 16, 'maxCalls', { min: 1, max: 4096 });
   const variant = opts.variant ?? 'auto';
   check(variant === 'auto' || variant === 'cpu' || variant === 'gpu', 'variant', '"auto", "cpu" or "gpu"', variant);
-  return { Hq, Hkv, D, Dv, Tq, pageSize, dtype, causal: opts.causal ?? true, scale, maxCalls, variant };
+  const rows = checkInt(opts.rows ?? 1, 'rows', { min: 1, max: 8 });
+  check((ATTENTION_ROWS as readonly number[]).includes(rows), 'rows', '1, 2, 4 or 8', rows, 'E_UNSUPPORTED');
+  return { Hq, Hkv, D, Dv, Tq, pageSize, dtype, causal: opts.causal ?? true, scale, maxCalls, variant, rows };
 }
 
 /**

@@ -49,6 +49,8 @@ export interface AgentsOptions {
   gpuBudgetMiB?: number;
   /** Quest pages per KV head for the sparse cascade (default 32). */
   questPages?: number;
+  /** Query rows the cascade packs per invocation/workgroup, sharing each K/V load (1, 2, 4 or 8; default 8, 4 on llvmpipe). */
+  packRows?: number;
   seed?: number;
   /** Where the cache files go (default: a fresh temp dir, removed at the end). */
   dir?: string;
@@ -241,7 +243,7 @@ export async function resumeAgents(dev: TesseraDevice, o: AgentsOptions, file: s
     const ctx = cache.ctx;
     const { Hq, D } = { Hq: L.Hq, D: L.D };
     const Dv = cache.Dv;
-    const cascade = await planCascadeDecode(cache, { Hq, seqs: A });
+    const cascade = await planCascadeDecode(cache, { Hq, seqs: A, rows: o.packRows });
     const exact = await planStreamAttention(cache, { Hq });
     const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC;
     const qBuf = ctx.createBuffer({ size: A * Hq * D * 4, usage, label: 'demo.q' });
@@ -426,6 +428,7 @@ export async function agentsCli(argv: string[]): Promise<void> {
     .option('--page-size <n>', 'tokens per page', '64')
     .option('--gpu-budget <MiB>', 'GPU bytes budget of the cache in MiB', '128')
     .option('--quest-pages <n>', 'Quest pages per KV head for the sparse cascade', '32')
+    .option('--pack-rows <n>', 'query rows the cascade packs per invocation (1, 2, 4 or 8; default 8, 4 on llvmpipe)')
     .option('--dir <path>', 'directory for the cache files (kept)')
     .option('--seed <n>', 'random seed', '1234')
     .option('--json <file>', 'write the results as JSON')
@@ -447,6 +450,7 @@ export async function agentsCli(argv: string[]): Promise<void> {
       pageSize: positiveInt(a.pageSize, 'page-size'),
       gpuBudgetMiB: positiveInt(a.gpuBudget, 'gpu-budget'),
       questPages: positiveInt(a.questPages, 'quest-pages'),
+      packRows: a.packRows === undefined ? undefined : positiveInt(a.packRows, 'pack-rows'),
       seed: positiveInt(a.seed, 'seed'),
       dir: a.dir,
       adapter: a.adapter,

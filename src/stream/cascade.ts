@@ -19,6 +19,7 @@ import { checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
 import { planMerge, type MergePlan } from '../../kernels/merge/merge.js';
 import { ALL_HEADS, PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '../../kernels/paged/paged.js';
+import { ATTENTION_ROWS, attentionPackRows, attentionRowsCap } from '../../kernels/attention/attention.js';
 import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 export interface CascadeOptions {
@@ -39,6 +40,14 @@ export interface CascadeOptions {
    * sequences' queries as its rows): `auto` (default), `cpu` or `gpu`.
    */
   variant?: 'auto' | 'cpu' | 'gpu';
+  /**
+   * Most query rows packed per invocation (cpu) or workgroup (gpu), sharing each K/V load (1, 2,
+   * 4 or 8; default 8, and on loop-capped adapters such as llvmpipe, whose compiler takes
+   * minutes over large packs, `attentionRowsCap`: 4 for D = 64). The shared pass packs the rows of all sequences (every query sees
+   * every shared key), so its K/V are loaded once per pack of `rows` rows instead of once per row;
+   * the private passes pack the G = Hq / Hkv query heads of their one query.
+   */
+  rows?: number;
 }
 
 export interface CascadeRunOptions {
@@ -119,7 +128,10 @@ class PageStreamer {
     // partial sums, merged the same way.
     const partialBytes = o.partialBytes * Math.min(Tq, 16);
     const groups = Math.min(o.tilePages, Math.max(1, Math.floor(cache.gpuBudgetBytes / cache.pool.bufferBytes)));
-    const po = { Hq: o.Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq, pageSize: cache.pageSize, dtype: cache.dtype, causal: false, scale: o.scale, maxCalls: groups, variant: o.variant };
+    // Packed rows: every row of this pass sees the same keys of its KV head (no causal mask).
+    const variant = o.variant === 'auto' ? (cache.ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
+    const packRows = attentionPackRows(variant, Tq * (o.Hq / cache.Hkv), cache.D, o.rows, cache.ctx.limits.maxComputeWorkgroupStorageSize);
+    const po = { Hq: o.Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq, pageSize: cache.pageSize, dtype: cache.dtype, causal: false, scale: o.scale, maxCalls: groups, variant, rows: packRows };
     const paged = await planPaged(cache.ctx, po);
     try {
       const maxParts = Math.max(1, Math.floor(partialBytes / perPart) - groups - 1);
@@ -291,7 +303,9 @@ export class CascadeDecodePlan {
       partialBytes: checkInt(opts.partialBytes ?? 8 * 2 ** 20, 'partialBytes', { min: 1 }),
       inflight: checkInt(opts.inflight ?? 2, 'inflight', { min: 1, max: 8 }),
       variant: opts.variant ?? 'auto',
+      rows: checkInt(opts.rows ?? attentionRowsCap(cache.ctx.loopLimit, cache.D, cache.Dv) ?? 8, 'rows', { min: 1, max: 8 }),
     };
+    check((ATTENTION_ROWS as readonly number[]).includes(o.rows), 'rows', '1, 2, 4 or 8', o.rows, 'E_UNSUPPORTED');
     check(o.variant === 'auto' || o.variant === 'cpu' || o.variant === 'gpu', 'variant', '"auto", "cpu" or "gpu"', o.variant);
     const shared = await PageStreamer.create(cache, o, n);
     let priv: PageStreamer | undefined;

@@ -11,6 +11,11 @@ export const SUITES: Record<string, (argv: string[]) => Promise<void>> = {
 
 export async function runBenchCli(suite: string, argv: string[]): Promise<void> {
   const run = SUITES[suite];
-  if (!run) throw new TesseraError('E_ARG', `unknown bench suite "${suite}"`, { argument: 'suite', actual: suite, expected: Object.keys(SUITES).join(', ') || 'none yet' });
+  if (!run)
+    throw new TesseraError('E_ARG', `unknown bench suite "${suite}"`, {
+      argument: 'suite',
+      actual: suite,
+      expected: Object.keys(SUITES).join(', ') || 'none yet',
+    });
   await run(argv);
 }

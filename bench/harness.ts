@@ -50,7 +50,8 @@ export { defaultPlots, plotSvg, type PlotSpec } from './plots.js';
  */
 export async function resultsDir(): Promise<string> {
   // TESSERA_BENCH_DIR (the GPU bundle's run.sh sets it to $OUT) moves every suite's output.
-  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.TESSERA_BENCH_DIR;
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env
+    ?.TESSERA_BENCH_DIR;
   if (env) return env;
   const { fileURLToPath } = await import('node:url');
   return fileURLToPath(new URL('./results', import.meta.url));
@@ -59,7 +60,18 @@ export async function resultsDir(): Promise<string> {
 /** Builds a {@link BenchResult} from a timing and the work it did. */
 export function makeResult(
   roofline: Roofline,
-  base: { suite: string; impl: string; T: number; D: number; H: number; dtype: string; flops: number; bytes: number; mode?: string; [k: string]: unknown },
+  base: {
+    suite: string;
+    impl: string;
+    T: number;
+    D: number;
+    H: number;
+    dtype: string;
+    flops: number;
+    bytes: number;
+    mode?: string;
+    [k: string]: unknown;
+  },
   t: Pick<Timing, 'median_ms' | 'min_ms' | 'max_ms' | 'runs'> & { source?: TimingSource; cpu_share?: number },
 ): BenchResult {
   const { source, cpu_share, ...timing } = t;
@@ -100,7 +112,12 @@ export async function benchDevice(opts: BenchDeviceOptions = {}): Promise<Tesser
   const adapter = (opts.adapter ?? env.adapter) as 'auto' | 'swiftshader' | 'llvmpipe';
   const flags = [...(env.dawnFlags ?? []), ...(opts.dawnFlags ?? []), 'disable-dawn-features=timestamp_quantization'];
   if (opts.robustness === false) flags.push('enable-dawn-features=disable_robustness');
-  return requestDevice({ adapter, dawnFlags: flags, withoutFeatures: opts.withoutFeatures, label: opts.robustness === false ? 'tessera-bench-norobust' : 'tessera-bench' });
+  return requestDevice({
+    adapter,
+    dawnFlags: flags,
+    withoutFeatures: opts.withoutFeatures,
+    label: opts.robustness === false ? 'tessera-bench-norobust' : 'tessera-bench',
+  });
 }
 
 export interface WriteOptions {
@@ -120,8 +137,17 @@ export interface WriteOptions {
  * @example
  * await writeResults(dev, 'dense', { adapter: dev.adapterName, roofline, results }, { json: 'out.json' });
  */
-export async function writeResults(dev: DeviceLike | undefined, suiteName: string, report: BenchReport, opts: WriteOptions = {}): Promise<string[]> {
-  if (!/^[a-z0-9][a-z0-9._-]*$/i.test(suiteName)) throw new TesseraError('E_ARG', 'suite name must be a plain file name', { argument: 'suiteName', actual: suiteName });
+export async function writeResults(
+  dev: DeviceLike | undefined,
+  suiteName: string,
+  report: BenchReport,
+  opts: WriteOptions = {},
+): Promise<string[]> {
+  if (!/^[a-z0-9][a-z0-9._-]*$/i.test(suiteName))
+    throw new TesseraError('E_ARG', 'suite name must be a plain file name', {
+      argument: 'suiteName',
+      actual: suiteName,
+    });
   const adapter = (report.adapter || (dev ? ctxOf(dev).adapterName : 'unknown')).replace(/[^a-z0-9._-]+/gi, '-');
   const { mkdirSync, writeFileSync } = await import('node:fs');
   const { dirname, join, resolve } = await import('node:path');
@@ -140,7 +166,13 @@ export async function writeResults(dev: DeviceLike | undefined, suiteName: strin
   const plotFiles: string[] = [];
   for (const p of opts.plots === false ? [] : (opts.plots ?? defaultPlots(suiteName))) {
     const file = `${suiteName}${p.name ? `-${p.name}` : ''}.svg`;
-    const rule = p.y === 'gflops' ? { y: report.roofline.matmul_gflops, label: `roofline matmul ${report.roofline.matmul_gflops.toFixed(2)} GFLOP/s` } : undefined;
+    const rule =
+      p.y === 'gflops'
+        ? {
+            y: report.roofline.matmul_gflops,
+            label: `roofline matmul ${report.roofline.matmul_gflops.toFixed(2)} GFLOP/s`,
+          }
+        : undefined;
     const svg = await plotSvg(report.results, p, rule);
     writeFileSync(join(dir, file), svg);
     plotFiles.push(file);

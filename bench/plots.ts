@@ -33,19 +33,32 @@ function seriesLabel(r: BenchResult, varying: Set<string>): string {
  * @example
  * const svg = await plotSvg(results, { name: '', title: 'dense: time vs T', x: 'T', y: 'median_ms' });
  */
-export async function plotSvg(results: readonly BenchResult[], spec: PlotSpec, rule?: { y: number; label: string }): Promise<string> {
+export async function plotSvg(
+  results: readonly BenchResult[],
+  spec: PlotSpec,
+  rule?: { y: number; label: string },
+): Promise<string> {
   const vega = await optionalImport<typeof import('vega')>('vega', '--write (the SVG plots)', '--no-write');
   const vl = await optionalImport<typeof import('vega-lite')>('vega-lite', '--write (the SVG plots)', '--no-write');
-  const rs = results.filter((r) => (spec.filter ? spec.filter(r) : true) && Number(r[spec.x]) > 0 && Number(r[spec.y]) > 0);
+  const rs = results.filter(
+    (r) => (spec.filter ? spec.filter(r) : true) && Number(r[spec.x]) > 0 && Number(r[spec.y]) > 0,
+  );
   const varying = new Set<string>();
-  for (const k of ['mode', 'subgroups', 'D', 'H', 'dtype']) if (new Set(rs.map((r) => String(r[k]))).size > 1) varying.add(k);
+  for (const k of ['mode', 'subgroups', 'D', 'H', 'dtype'])
+    if (new Set(rs.map((r) => String(r[k]))).size > 1) varying.add(k);
   const values = rs.map((r) => ({ x: Number(r[spec.x]), y: Number(r[spec.y]), series: seriesLabel(r, varying) }));
   const xs = [...new Set(values.map((v) => v.x))].sort((a, b) => a - b);
   const lines = {
     data: { values },
     mark: { type: 'line', point: true },
     encoding: {
-      x: { field: 'x', type: 'quantitative', scale: { type: 'log', nice: false, padding: 12 }, axis: xs.length <= 12 ? { values: xs } : {}, title: spec.xTitle ?? spec.x },
+      x: {
+        field: 'x',
+        type: 'quantitative',
+        scale: { type: 'log', nice: false, padding: 12 },
+        axis: xs.length <= 12 ? { values: xs } : {},
+        title: spec.xTitle ?? spec.x,
+      },
       y: { field: 'y', type: 'quantitative', scale: { type: 'log' }, title: spec.yTitle ?? spec.y },
       color: { field: 'series', type: 'nominal', title: 'method' },
     },
@@ -55,8 +68,14 @@ export async function plotSvg(results: readonly BenchResult[], spec: PlotSpec, r
     layers.push({
       data: { values: [{ y: rule.y, label: rule.label }] },
       layer: [
-        { mark: { type: 'rule', strokeDash: [4, 4], color: 'gray' }, encoding: { y: { field: 'y', type: 'quantitative' } } },
-        { mark: { type: 'text', align: 'right', dx: -4, dy: -6, color: 'gray' }, encoding: { y: { field: 'y', type: 'quantitative' }, x: { value: 'width' }, text: { field: 'label' } } },
+        {
+          mark: { type: 'rule', strokeDash: [4, 4], color: 'gray' },
+          encoding: { y: { field: 'y', type: 'quantitative' } },
+        },
+        {
+          mark: { type: 'text', align: 'right', dx: -4, dy: -6, color: 'gray' },
+          encoding: { y: { field: 'y', type: 'quantitative' }, x: { value: 'width' }, text: { field: 'label' } },
+        },
       ],
     });
   }
@@ -80,7 +99,14 @@ export async function plotSvg(results: readonly BenchResult[], spec: PlotSpec, r
 /** The default plots of a suite: time against T, and the achieved rate against T. */
 export function defaultPlots(suite: string): PlotSpec[] {
   return [
-    { name: '', title: `${suite}: time vs T (log-log)`, x: 'T', y: 'median_ms', xTitle: 'T (tokens)', yTitle: 'median time (ms)' },
+    {
+      name: '',
+      title: `${suite}: time vs T (log-log)`,
+      x: 'T',
+      y: 'median_ms',
+      xTitle: 'T (tokens)',
+      yTitle: 'median time (ms)',
+    },
     { name: 'gflops', title: `${suite}: GFLOP/s vs T`, x: 'T', y: 'gflops', xTitle: 'T (tokens)', yTitle: 'GFLOP/s' },
   ];
 }

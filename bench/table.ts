@@ -1,7 +1,8 @@
 /** Benchmark results as tables: plain text for the console, Markdown for `bench/results`. */
 import type { BenchReport, BenchResult, Roofline } from './types.js';
 
-const fmt = (x: number, d = 2) => (Number.isFinite(x) ? (Math.abs(x) >= 1000 ? x.toFixed(0) : x.toFixed(d)) : String(x));
+const fmt = (x: number, d = 2) =>
+  Number.isFinite(x) ? (Math.abs(x) >= 1000 ? x.toFixed(0) : x.toFixed(d)) : String(x);
 
 /** The key results are matched on for speedups (same T, D, H, dtype, mode). */
 function configKey(r: BenchResult): string {
@@ -17,7 +18,11 @@ export function speedups(results: readonly BenchResult[], baseline = 'tfjs'): Ma
   for (const r of results) if (r.impl === baseline) base.set(configKey(r), [...(base.get(configKey(r)) ?? []), r]);
   const out = new Map<BenchResult, number>();
   for (const r of results) {
-    const b = base.get(configKey(r))?.find((x) => typeof x.subgroups !== 'boolean' || typeof r.subgroups !== 'boolean' || x.subgroups === r.subgroups);
+    const b = base
+      .get(configKey(r))
+      ?.find(
+        (x) => typeof x.subgroups !== 'boolean' || typeof r.subgroups !== 'boolean' || x.subgroups === r.subgroups,
+      );
     if (b && r.impl !== baseline) out.set(r, b.median_ms / r.median_ms);
   }
   return out;
@@ -31,7 +36,10 @@ export function speedups(results: readonly BenchResult[], baseline = 'tfjs'): Ma
 export const BASELINES = ['tfjs', 'ort', 'dense'];
 
 /** Rows of the results table (shared by the terminal and the Markdown output). */
-export function tableRows(results: readonly BenchResult[], baselines: readonly string[] = BASELINES): { header: string[]; rows: string[][] } {
+export function tableRows(
+  results: readonly BenchResult[],
+  baselines: readonly string[] = BASELINES,
+): { header: string[]; rows: string[][] } {
   const present = baselines.filter((b) => results.some((r) => r.impl === b));
   const sps = present.map((b) => speedups(results, b));
   const hasMode = results.some((r) => r.mode !== undefined);
@@ -40,7 +48,25 @@ export function tableRows(results: readonly BenchResult[], baselines: readonly s
   // subgroups on/off (bench dense --subgroups) and baselines' error against Tessera, when present
   const hasSg = results.some((r) => typeof r.subgroups === 'boolean');
   const hasDiff = results.some((r) => typeof r.max_abs_diff === 'number');
-  const header = [...(hasSuites ? ['suite'] : []), 'impl', ...(hasMode ? ['mode'] : []), ...(hasSg ? ['subgroups'] : []), 'T', 'D', 'H', 'dtype', 'median ms', 'min ms', 'max ms', 'runs', 'GFLOP/s', 'GB/s', '% roofline', ...(hasDiff ? ['max abs diff'] : []), ...present.map((b) => `vs ${b}`)];
+  const header = [
+    ...(hasSuites ? ['suite'] : []),
+    'impl',
+    ...(hasMode ? ['mode'] : []),
+    ...(hasSg ? ['subgroups'] : []),
+    'T',
+    'D',
+    'H',
+    'dtype',
+    'median ms',
+    'min ms',
+    'max ms',
+    'runs',
+    'GFLOP/s',
+    'GB/s',
+    '% roofline',
+    ...(hasDiff ? ['max abs diff'] : []),
+    ...present.map((b) => `vs ${b}`),
+  ];
   const rows = results.map((r) => [
     ...(hasSuites ? [r.suite] : []),
     r.impl,

@@ -8,7 +8,12 @@ import { GpuTimer, type TimingSource } from '../src/gpu/timer.js';
 
 /** Median, min and max of samples (median of an even count: mean of the middle two). */
 export function stats(samples: readonly number[]): { median: number; min: number; max: number } {
-  if (samples.length === 0) throw new TesseraError('E_ARG', 'stats: no samples', { argument: 'samples', actual: 0, expected: 'at least one sample' });
+  if (samples.length === 0)
+    throw new TesseraError('E_ARG', 'stats: no samples', {
+      argument: 'samples',
+      actual: 0,
+      expected: 'at least one sample',
+    });
   const s = [...samples].sort((a, b) => a - b);
   const m = s.length >> 1;
   const median = s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
@@ -48,8 +53,18 @@ function timingFrom(samples: number[], source: TimingSource): Timing {
 function checkRuns(o: TimeOptions): { warmup: number; runs: number } {
   const warmup = o.warmup ?? 1;
   const runs = o.runs ?? 5;
-  if (!Number.isInteger(warmup) || warmup < 0) throw new TesseraError('E_ARG', 'warmup must be an integer >= 0', { argument: 'warmup', actual: warmup, expected: 'an integer >= 0' });
-  if (!Number.isInteger(runs) || runs < 1) throw new TesseraError('E_ARG', 'runs must be an integer >= 1', { argument: 'runs', actual: runs, expected: 'an integer >= 1' });
+  if (!Number.isInteger(warmup) || warmup < 0)
+    throw new TesseraError('E_ARG', 'warmup must be an integer >= 0', {
+      argument: 'warmup',
+      actual: warmup,
+      expected: 'an integer >= 0',
+    });
+  if (!Number.isInteger(runs) || runs < 1)
+    throw new TesseraError('E_ARG', 'runs must be an integer >= 1', {
+      argument: 'runs',
+      actual: runs,
+      expected: 'an integer >= 1',
+    });
   return { warmup, runs };
 }
 
@@ -63,7 +78,11 @@ function checkRuns(o: TimeOptions): { warmup: number; runs: number } {
  * const t = await timeGpu(dev, (enc) => plan.run(enc, tensors), { warmup: 1, runs: 5 });
  * console.log(`${t.median_ms.toFixed(2)} ms (${t.source})`);
  */
-export async function timeGpu(dev: DeviceLike, encode: (enc: GPUCommandEncoder) => void, opts: TimeOptions = {}): Promise<Timing> {
+export async function timeGpu(
+  dev: DeviceLike,
+  encode: (enc: GPUCommandEncoder) => void,
+  opts: TimeOptions = {},
+): Promise<Timing> {
   const ctx = ctxOf(dev);
   const { warmup, runs } = checkRuns(opts);
   const timer = new GpuTimer(ctx, { forceWallclock: opts.forceWallclock });
@@ -102,7 +121,9 @@ export function cpuCount(): number {
     const g = globalThis as { navigator?: { hardwareConcurrency?: number } };
     cpus = g.navigator?.hardwareConcurrency ?? 1;
     try {
-      const req = (globalThis as { process?: { getBuiltinModule?: (m: string) => { availableParallelism?: () => number } } }).process?.getBuiltinModule?.('node:os');
+      const req = (
+        globalThis as { process?: { getBuiltinModule?: (m: string) => { availableParallelism?: () => number } } }
+      ).process?.getBuiltinModule?.('node:os');
       if (req?.availableParallelism) cpus = req.availableParallelism();
     } catch {
       /* keep the fallback */

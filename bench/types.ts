@@ -38,9 +38,29 @@ export interface Roofline {
   /** How the probes were timed. */
   source: TimingSource;
   /** The copy probe: variant, bytes per run, timing. */
-  copy: { variant: string; bytes: number; median_ms: number; min_ms: number; max_ms: number; runs: number; variants?: Record<string, number>; cpu_share?: number };
+  copy: {
+    variant: string;
+    bytes: number;
+    median_ms: number;
+    min_ms: number;
+    max_ms: number;
+    runs: number;
+    variants?: Record<string, number>;
+    cpu_share?: number;
+  };
   /** The matmul probe that won, its size, timing, and every variant tried (GFLOP/s). */
-  matmul: { variant: string; M: number; N: number; K: number; median_ms: number; min_ms: number; max_ms: number; runs: number; variants: Record<string, number>; cpu_share?: number };
+  matmul: {
+    variant: string;
+    M: number;
+    N: number;
+    K: number;
+    median_ms: number;
+    min_ms: number;
+    max_ms: number;
+    runs: number;
+    variants: Record<string, number>;
+    cpu_share?: number;
+  };
   adapter: string;
   adapter_class: 'cpu' | 'gpu';
   [extra: string]: unknown;

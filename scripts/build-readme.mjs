@@ -11,7 +11,24 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const MAX_BYTES = 15_000;
 // Index order: the reader's path first; any doc not named here follows in name order.
-const ORDER = ['dense', 'attention', 'engine', 'sparse', 'linear', 'topk', 'kv', 'persistence', 'browser', 'examples', 'performance', 'bench', 'reliability', 'design', 'limits', 'development'];
+const ORDER = [
+  'dense',
+  'attention',
+  'engine',
+  'sparse',
+  'linear',
+  'topk',
+  'kv',
+  'persistence',
+  'browser',
+  'examples',
+  'performance',
+  'bench',
+  'reliability',
+  'design',
+  'limits',
+  'development',
+];
 
 export function buildReadme() {
   // Links in docs/ are relative to docs/; in the README they are relative to the root.
@@ -19,7 +36,9 @@ export function buildReadme() {
     .trimEnd()
     .replace(/\]\(([\w.-]+\.md(?:#[^)]*)?)\)/g, '](docs/$1)') // a sibling doc
     .replace(/\]\(\.\.\//g, '](');
-  const docs = readdirSync(join(root, 'docs')).filter((f) => f.endsWith('.md') && f !== 'intro.md').map((f) => f.slice(0, -3));
+  const docs = readdirSync(join(root, 'docs'))
+    .filter((f) => f.endsWith('.md') && f !== 'intro.md')
+    .map((f) => f.slice(0, -3));
   const rank = (n) => (ORDER.includes(n) ? ORDER.indexOf(n) : ORDER.length);
   docs.sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : 1));
   const index = docs.map((name) => {
@@ -33,7 +52,8 @@ export function buildReadme() {
 function problems(text) {
   const out = [];
   const bytes = Buffer.byteLength(text);
-  if (bytes >= MAX_BYTES) out.push(`README.md is ${bytes} bytes, over the ${MAX_BYTES}-byte budget: move detail into docs/`);
+  if (bytes >= MAX_BYTES)
+    out.push(`README.md is ${bytes} bytes, over the ${MAX_BYTES}-byte budget: move detail into docs/`);
   let fence = false;
   for (const line of text.split('\n')) {
     if (line.startsWith('```')) fence = !fence;
@@ -52,7 +72,8 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const path = join(root, 'README.md');
   if (process.argv.includes('--check')) {
     const errs = problems(out);
-    if (!existsSync(path) || readFileSync(path, 'utf8') !== out) errs.unshift('README.md is out of date with docs/: run `npm run readme`');
+    if (!existsSync(path) || readFileSync(path, 'utf8') !== out)
+      errs.unshift('README.md is out of date with docs/: run `npm run readme`');
     if (errs.length) {
       for (const e of errs) console.error(e);
       process.exit(1);

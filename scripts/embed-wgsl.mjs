@@ -13,13 +13,20 @@ let written = 0;
 function walk(dir) {
   for (const name of readdirSync(dir)) {
     const p = join(dir, name);
-    if (statSync(p).isDirectory()) { walk(p); continue; }
+    if (statSync(p).isDirectory()) {
+      walk(p);
+      continue;
+    }
     if (!name.endsWith('.wgsl')) continue;
     const src = readFileSync(p, 'utf8');
-    const out = `// Generated from ${relative(root, p)} by scripts/embed-wgsl.mjs. Do not edit.\n` +
+    const out =
+      `// Generated from ${relative(root, p)} by scripts/embed-wgsl.mjs. Do not edit.\n` +
       `const source: string = ${JSON.stringify(src)};\nexport default source;\n`;
     const target = p + '.ts';
-    if (!existsSync(target) || readFileSync(target, 'utf8') !== out) { writeFileSync(target, out); written++; }
+    if (!existsSync(target) || readFileSync(target, 'utf8') !== out) {
+      writeFileSync(target, out);
+      written++;
+    }
   }
 }
 for (const d of ['shaders', 'kernels', 'bench']) if (existsSync(join(root, d))) walk(join(root, d));

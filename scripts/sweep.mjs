@@ -5,7 +5,14 @@ import { spawnSync } from 'node:child_process';
 
 const args = process.argv.slice(2);
 const env = { ...process.env };
-const names = { '--seed': 'SWEEP_SEED', '--runs': 'SWEEP_RUNS', '--family': 'SWEEP_FAMILY', '--size': 'SWEEP_SIZE', '--log': 'SWEEP_LOG', '--config': 'SWEEP_CONFIG' };
+const names = {
+  '--seed': 'SWEEP_SEED',
+  '--runs': 'SWEEP_RUNS',
+  '--family': 'SWEEP_FAMILY',
+  '--size': 'SWEEP_SIZE',
+  '--log': 'SWEEP_LOG',
+  '--config': 'SWEEP_CONFIG',
+};
 for (let i = 0; i < args.length; i++) {
   const [flag, inline] = args[i].split('=', 2);
   const name = names[flag];

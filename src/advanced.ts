@@ -49,5 +49,11 @@ export {
   ATTENTION_WG,
 } from '../kernels/attention/index.js';
 export { PAGED_PARAMS, PAGED_ENTRY_WORDS } from '../kernels/paged/index.js';
-export { QUEST_PARAMS, QUEST_BATCH_PARAMS, questBatchLoopIterations, QUEST_BLOCK_PARAMS, questBlockLoopIterations } from '../kernels/quest/index.js';
+export {
+  QUEST_PARAMS,
+  QUEST_BATCH_PARAMS,
+  questBatchLoopIterations,
+  QUEST_BLOCK_PARAMS,
+  questBlockLoopIterations,
+} from '../kernels/quest/index.js';
 export { APPEND_PARAMS } from '../kernels/append/index.js';

@@ -10,7 +10,11 @@ export interface DeviceCliOptions {
 export async function cliDevice(opts: DeviceCliOptions): Promise<TesseraDevice> {
   const env = adapterFromEnv();
   const adapter = (opts.adapter ?? env.adapter) as 'auto' | 'swiftshader' | 'llvmpipe';
-  return requestDevice({ adapter, dawnFlags: [...(env.dawnFlags ?? []), ...(opts.dawnFlag ?? [])], label: 'tessera-cli' });
+  return requestDevice({
+    adapter,
+    dawnFlags: [...(env.dawnFlags ?? []), ...(opts.dawnFlag ?? [])],
+    label: 'tessera-cli',
+  });
 }
 
 /**
@@ -29,7 +33,11 @@ export function intList(s: unknown, option: string, opts: { min?: number; max?: 
   return parts.map((x) => {
     const n = x === '' ? NaN : Number(x);
     if (!Number.isInteger(n) || n < min || n > max) {
-      throw new TesseraError('E_ARG', `${option}: "${text}" is not ${parts.length > 1 ? 'a list of integers' : 'an integer'} in [${min}, ${max}]`, { argument: option, actual: text, expected: `integers in [${min}, ${max}]` });
+      throw new TesseraError(
+        'E_ARG',
+        `${option}: "${text}" is not ${parts.length > 1 ? 'a list of integers' : 'an integer'} in [${min}, ${max}]`,
+        { argument: option, actual: text, expected: `integers in [${min}, ${max}]` },
+      );
     }
     return n;
   });
@@ -38,7 +46,11 @@ export function intList(s: unknown, option: string, opts: { min?: number; max?: 
 /** One integer option (`--runs 5`): as {@link intList}, exactly one entry. */
 export function intOption(s: unknown, option: string, opts: { min?: number; max?: number } = {}): number {
   const list = intList(s, option, opts);
-  if (list.length !== 1) throw new TesseraError('E_ARG', `${option}: "${String(s)}" is a list; one integer expected`, { argument: option, actual: s });
+  if (list.length !== 1)
+    throw new TesseraError('E_ARG', `${option}: "${String(s)}" is a list; one integer expected`, {
+      argument: option,
+      actual: s,
+    });
   return list[0]!;
 }
 
@@ -56,6 +68,10 @@ export async function optionalImport<T>(name: string, purpose: string, instead: 
   } catch (e) {
     const code = (e as { code?: string }).code;
     if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw e;
-    throw new TesseraError('E_UNSUPPORTED', `${purpose} needs the optional package "${name}", which is not installed (npm install ${name}), or pass ${instead}`, { argument: purpose.split(' ')[0], cause: e });
+    throw new TesseraError(
+      'E_UNSUPPORTED',
+      `${purpose} needs the optional package "${name}", which is not installed (npm install ${name}), or pass ${instead}`,
+      { argument: purpose.split(' ')[0], cause: e },
+    );
   }
 }

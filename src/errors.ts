@@ -64,12 +64,24 @@ export class TesseraError extends Error {
 }
 
 /** Throws an argument error of the given code; returns `never` so it reads well in guards. */
-export function fail(code: TesseraErrorCode, argument: string, message: string, actual?: unknown, expected?: string): never {
+export function fail(
+  code: TesseraErrorCode,
+  argument: string,
+  message: string,
+  actual?: unknown,
+  expected?: string,
+): never {
   throw new TesseraError(code, `${argument}: ${message}`, { argument, actual, expected });
 }
 
 /** Throws `E_ARG` unless `cond`. */
-export function check(cond: boolean, argument: string, expected: string, actual?: unknown, code: TesseraErrorCode = 'E_ARG'): asserts cond {
+export function check(
+  cond: boolean,
+  argument: string,
+  expected: string,
+  actual?: unknown,
+  code: TesseraErrorCode = 'E_ARG',
+): asserts cond {
   if (!cond) fail(code, argument, 'invalid value;', actual, expected);
 }
 
@@ -85,7 +97,13 @@ export function checkInt(v: unknown, argument: string, opts: { min?: number; max
   const min = opts.min ?? 1;
   const max = opts.max ?? U32_MAX;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-    fail('E_ARG', argument, 'invalid value;', v, `an integer in [${min}, ${max === Number.MAX_SAFE_INTEGER ? 'inf' : max}]`);
+    fail(
+      'E_ARG',
+      argument,
+      'invalid value;',
+      v,
+      `an integer in [${min}, ${max === Number.MAX_SAFE_INTEGER ? 'inf' : max}]`,
+    );
   }
   return v;
 }
@@ -99,7 +117,8 @@ export const F32_PARAM_MAX = 2 ** 126;
  */
 export function checkF32(v: unknown, argument: string, expected = 'a finite number'): number {
   if (typeof v !== 'number' || !Number.isFinite(v)) fail('E_ARG', argument, 'invalid value;', v, expected);
-  if (Math.abs(v) > F32_PARAM_MAX) fail('E_ARG', argument, 'does not fit a shader f32 parameter;', v, `${expected} of magnitude at most 2^126`);
+  if (Math.abs(v) > F32_PARAM_MAX)
+    fail('E_ARG', argument, 'does not fit a shader f32 parameter;', v, `${expected} of magnitude at most 2^126`);
   return v;
 }
 

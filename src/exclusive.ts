@@ -24,10 +24,14 @@ export function exclusiveRuns(obj: object, name: string, methods: readonly strin
       value: (...args: unknown[]): Promise<unknown> => {
         if (running !== null) {
           return Promise.reject(
-            new TesseraError('E_STATE', `plan: ${name}.${m} was called while ${name}.${running} is still running on this object (they share its scratch buffers)`, {
-              argument: 'plan',
-              expected: 'await the pending call first, or make one plan per concurrent stream',
-            }),
+            new TesseraError(
+              'E_STATE',
+              `plan: ${name}.${m} was called while ${name}.${running} is still running on this object (they share its scratch buffers)`,
+              {
+                argument: 'plan',
+                expected: 'await the pending call first, or make one plan per concurrent stream',
+              },
+            ),
           );
         }
         running = m;

@@ -297,5 +297,12 @@ export {
   type RopeStyle,
   ropeCosSinTable,
 } from '../kernels/append/index.js';
-export { PagePool, createPagePool, type PagePoolOptions, type PageFix, type StepEntry, type StepTables } from './pool/index.js';
+export {
+  PagePool,
+  createPagePool,
+  type PagePoolOptions,
+  type PageFix,
+  type StepEntry,
+  type StepTables,
+} from './pool/index.js';
 export { planPageOps, PageOpsPlan, type PageOpsOptions, type PageOpsTensors } from '../kernels/pool/index.js';

@@ -82,21 +82,34 @@ export abstract class KernelPlan<Inputs> {
       this.dispose();
       throw e;
     }
-    const b = this.ctx.createBuffer({ size: layout.size, usage: GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST, label: `tessera.${layout.name}` });
+    const b = this.ctx.createBuffer({
+      size: layout.size,
+      usage: GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST,
+      label: `tessera.${layout.name}`,
+    });
     this.ctx.device.queue.writeBuffer(b, 0, data);
     this.owned.push(b);
     return b;
   }
 
   /** A workspace buffer owned by the plan. */
-  protected workspace(size: number, label: string, usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST): GPUBuffer {
+  protected workspace(
+    size: number,
+    label: string,
+    usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST,
+  ): GPUBuffer {
     const b = this.ctx.createBuffer({ size: Math.max(16, size), usage, label: `tessera.${label}` });
     this.owned.push(b);
     return b;
   }
 
   /** Records one dispatch of `p` in its own compute pass. */
-  protected dispatch(encoder: GPUCommandEncoder, p: Pipeline, resources: readonly BindingResource[], workgroups: readonly [number, number?, number?]): void {
+  protected dispatch(
+    encoder: GPUCommandEncoder,
+    p: Pipeline,
+    resources: readonly BindingResource[],
+    workgroups: readonly [number, number?, number?],
+  ): void {
     const pass = encoder.beginComputePass({ label: p.spec.shader.name });
     pass.setPipeline(p.pipeline);
     pass.setBindGroup(0, bindGroup(this.ctx, p, resources));
@@ -133,10 +146,22 @@ export function checkInputBuffers(ctx: TesseraDevice, inputs: unknown): void {
 }
 
 /** Output names shared by the kernels (`o`, `lse`, top-k `indices` / `values`, ...). */
-export const DEFAULT_WRITES: readonly string[] = ['o', 'lse', 'indices', 'values', 'selection', 'blockIndices', 'finalState', 'zt'];
+export const DEFAULT_WRITES: readonly string[] = [
+  'o',
+  'lse',
+  'indices',
+  'values',
+  'selection',
+  'blockIndices',
+  'finalState',
+  'zt',
+];
 
 /** Input / output pairs that may be one tensor by design (the linear state and normaliser updated in place). */
-const IN_PLACE: readonly (readonly [string, string])[] = [['initialState', 'finalState'], ['z0', 'zt']];
+const IN_PLACE: readonly (readonly [string, string])[] = [
+  ['initialState', 'finalState'],
+  ['z0', 'zt'],
+];
 
 interface View {
   name: string;
@@ -171,7 +196,11 @@ export function checkBufferConflicts(inputs: unknown, writes: readonly string[])
       name = `${key}.buffer`;
       lo = typeof tv.offset === 'number' && Number.isFinite(tv.offset) ? tv.offset : 0;
       let bytes = buffer.size - lo;
-      if (Array.isArray(tv.shape) && tv.shape.every((d) => Number.isInteger(d) && d >= 0) && typeof tv.dtype === 'string') {
+      if (
+        Array.isArray(tv.shape) &&
+        tv.shape.every((d) => Number.isInteger(d) && d >= 0) &&
+        typeof tv.dtype === 'string'
+      ) {
         try {
           bytes = byteSize(tv.shape as number[], tv.dtype as DType);
         } catch {
@@ -186,11 +215,15 @@ export function checkBufferConflicts(inputs: unknown, writes: readonly string[])
     } else continue;
     const state = (buffer as { mapState?: string }).mapState;
     if (state !== undefined && state !== 'unmapped') {
-      throw new TesseraError('E_BUFFER', `${name} is ${state === 'pending' ? 'being mapped' : 'mapped'}; a buffer must be unmapped to be used by the GPU`, {
-        argument: name,
-        actual: state,
-        expected: 'an unmapped buffer (call unmap() first)',
-      });
+      throw new TesseraError(
+        'E_BUFFER',
+        `${name} is ${state === 'pending' ? 'being mapped' : 'mapped'}; a buffer must be unmapped to be used by the GPU`,
+        {
+          argument: name,
+          actual: state,
+          expected: 'an unmapped buffer (call unmap() first)',
+        },
+      );
     }
     views.push({ name, buffer, lo, hi, written: writes.includes(key) });
   }
@@ -204,15 +237,23 @@ export function checkBufferConflicts(inputs: unknown, writes: readonly string[])
       if (IN_PLACE.some(([x, y]) => (x === ka && y === kb) || (x === kb && y === ka))) continue;
       if (b.written) {
         if (j < i || a.hi <= b.lo || b.hi <= a.lo) continue; // report each overlapping pair once
-        throw new TesseraError('E_BUFFER', `${b.name} overlaps ${a.name} (bytes [${b.lo}, ${b.hi}) and [${a.lo}, ${a.hi}) of one buffer): two outputs may not share memory`, {
-          argument: b.name,
-          expected: 'outputs in disjoint buffers or disjoint byte ranges',
-        });
+        throw new TesseraError(
+          'E_BUFFER',
+          `${b.name} overlaps ${a.name} (bytes [${b.lo}, ${b.hi}) and [${a.lo}, ${a.hi}) of one buffer): two outputs may not share memory`,
+          {
+            argument: b.name,
+            expected: 'outputs in disjoint buffers or disjoint byte ranges',
+          },
+        );
       }
-      throw new TesseraError('E_BUFFER', `${a.name} is the same GPU buffer as the input ${b.name}: WebGPU rejects a buffer bound read-only and read-write in one dispatch (and the output would overwrite the input)`, {
-        argument: a.name,
-        expected: 'an output buffer that no input of the same call uses',
-      });
+      throw new TesseraError(
+        'E_BUFFER',
+        `${a.name} is the same GPU buffer as the input ${b.name}: WebGPU rejects a buffer bound read-only and read-write in one dispatch (and the output would overwrite the input)`,
+        {
+          argument: a.name,
+          expected: 'an output buffer that no input of the same call uses',
+        },
+      );
     }
   }
 }
@@ -235,7 +276,12 @@ export function checkBindingSize(ctx: TesseraDevice, t: GpuTensor, argument: str
 }
 
 /** Runs a plan once (submit and wait, GPU errors typed), then disposes it: the convenience calls' tail. */
-export async function runOnceAndDispose<I>(ctx: TesseraDevice, plan: KernelPlan<I>, inputs: I, what: string): Promise<void> {
+export async function runOnceAndDispose<I>(
+  ctx: TesseraDevice,
+  plan: KernelPlan<I>,
+  inputs: I,
+  what: string,
+): Promise<void> {
   try {
     await runOnce(ctx, plan, inputs, what);
   } finally {
@@ -261,11 +307,15 @@ export async function runOnce<I>(ctx: TesseraDevice, plan: KernelPlan<I>, inputs
 export function checkPlannedSize(ctx: TesseraDevice, argument: string, shape: readonly number[], dtype: DType): void {
   const bytes = byteSize(shape, dtype);
   if (bytes > ctx.limits.maxStorageBufferBindingSize) {
-    throw new TesseraError('E_LIMIT', `${argument}: [${shape.join(', ')}] ${dtype} is ${bytes} bytes, over the device's maxStorageBufferBindingSize`, {
-      argument,
-      actual: bytes,
-      expected: `at most ${ctx.limits.maxStorageBufferBindingSize} bytes per binding (split the batch)`,
-    });
+    throw new TesseraError(
+      'E_LIMIT',
+      `${argument}: [${shape.join(', ')}] ${dtype} is ${bytes} bytes, over the device's maxStorageBufferBindingSize`,
+      {
+        argument,
+        actual: bytes,
+        expected: `at most ${ctx.limits.maxStorageBufferBindingSize} bytes per binding (split the batch)`,
+      },
+    );
   }
 }
 
@@ -294,12 +344,22 @@ export function checkAttentionSizes(ctx: TesseraDevice, s: AttentionSizes): void
  * `k [Tk, Hkv, D]`, `v [Tk, Hkv, Dv]`; `dtype` from q and `outDtype` from o (when given). The
  * plan then checks every tensor against them.
  */
-export function attentionSizesOf(t: { q: GpuTensor; k: GpuTensor; v: GpuTensor; o?: GpuTensor }): AttentionSizes & { dtype: FloatDType; outDtype: FloatDType } {
+export function attentionSizesOf(t: {
+  q: GpuTensor;
+  k: GpuTensor;
+  v: GpuTensor;
+  o?: GpuTensor;
+}): AttentionSizes & { dtype: FloatDType; outDtype: FloatDType } {
   const q = checkTensor(t?.q, 'q', { rank: 3 });
   const k = checkTensor(t.k, 'k', { rank: 3 });
   const v = checkTensor(t.v, 'v', { rank: 3 });
   return {
-    Tq: q.shape[0]!, Tk: k.shape[0]!, Hq: q.shape[1]!, Hkv: k.shape[1]!, D: q.shape[2]!, Dv: v.shape[2]!,
+    Tq: q.shape[0]!,
+    Tk: k.shape[0]!,
+    Hq: q.shape[1]!,
+    Hkv: k.shape[1]!,
+    D: q.shape[2]!,
+    Dv: v.shape[2]!,
     dtype: q.dtype as FloatDType,
     outDtype: (t.o?.dtype ?? q.dtype) as FloatDType,
   };

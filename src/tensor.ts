@@ -64,7 +64,8 @@ export function checkTensor(
   argument: string,
   spec: { rank?: number; shape?: readonly number[]; dtypes?: readonly DType[]; usage?: number; device?: TesseraDevice },
 ): GpuTensor {
-  if (t === null || typeof t !== 'object') fail('E_ARG', argument, 'is not a tensor;', t === null ? 'null' : typeof t, '{ buffer, shape, dtype, offset? }');
+  if (t === null || typeof t !== 'object')
+    fail('E_ARG', argument, 'is not a tensor;', t === null ? 'null' : typeof t, '{ buffer, shape, dtype, offset? }');
   const x = t as GpuTensor;
   if (!x.buffer || typeof (x.buffer as GPUBuffer).size !== 'number') {
     fail('E_BUFFER', `${argument}.buffer`, 'is not a GPUBuffer;', typeof x.buffer, 'a GPUBuffer');
@@ -80,25 +81,50 @@ export function checkTensor(
     for (let i = 0; i < spec.shape.length; i++) {
       const want = spec.shape[i]!;
       if (want >= 0 && x.shape[i] !== want) {
-        fail('E_SHAPE', `${argument}.shape[${i}]`, 'does not match;', x.shape, `[${spec.shape.map((s) => (s < 0 ? '*' : s)).join(', ')}]`);
+        fail(
+          'E_SHAPE',
+          `${argument}.shape[${i}]`,
+          'does not match;',
+          x.shape,
+          `[${spec.shape.map((s) => (s < 0 ? '*' : s)).join(', ')}]`,
+        );
       }
     }
   }
   if (spec.dtypes && !spec.dtypes.includes(x.dtype)) {
     fail('E_DTYPE', `${argument}.dtype`, 'is not accepted here;', x.dtype, `one of ${spec.dtypes.join(', ')}`);
   }
-  if (!(x.dtype in DTYPE_BYTES)) fail('E_DTYPE', `${argument}.dtype`, 'is unknown;', x.dtype, Object.keys(DTYPE_BYTES).join(', '));
+  if (!(x.dtype in DTYPE_BYTES))
+    fail('E_DTYPE', `${argument}.dtype`, 'is unknown;', x.dtype, Object.keys(DTYPE_BYTES).join(', '));
   const offset = x.offset ?? 0;
   if (!Number.isInteger(offset) || offset < 0 || offset % 256 !== 0) {
-    fail('E_ARG', `${argument}.offset`, 'is not a valid binding offset;', offset, 'a non-negative multiple of 256 bytes');
+    fail(
+      'E_ARG',
+      `${argument}.offset`,
+      'is not a valid binding offset;',
+      offset,
+      'a non-negative multiple of 256 bytes',
+    );
   }
   const need = offset + byteSize(x.shape, x.dtype);
   if (x.buffer.size < need) {
-    fail('E_BUFFER', `${argument}.buffer`, `is too small for shape [${x.shape.join(', ')}] ${x.dtype} at offset ${offset};`, `${x.buffer.size} bytes`, `at least ${need} bytes`);
+    fail(
+      'E_BUFFER',
+      `${argument}.buffer`,
+      `is too small for shape [${x.shape.join(', ')}] ${x.dtype} at offset ${offset};`,
+      `${x.buffer.size} bytes`,
+      `at least ${need} bytes`,
+    );
   }
   const usage = spec.usage ?? GPUBufferUsageFlags.STORAGE;
   if ((x.buffer.usage & usage) !== usage) {
-    fail('E_BUFFER', `${argument}.buffer`, 'lacks a needed usage flag;', `usage ${x.buffer.usage}`, `usage including ${usage} (STORAGE = 128)`);
+    fail(
+      'E_BUFFER',
+      `${argument}.buffer`,
+      'lacks a needed usage flag;',
+      `usage ${x.buffer.usage}`,
+      `usage including ${usage} (STORAGE = 128)`,
+    );
   }
   return x;
 }
@@ -129,12 +155,12 @@ export function f32ToF16Bits(x: number): number {
     let h = mant >>> shift;
     const rem = mant & ((1 << shift) - 1);
     const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (h & 1))) h++;
+    if (rem > half || (rem === half && h & 1)) h++;
     return sign | h;
   }
   let h = (e << 10) | (mant >>> 13);
   const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
+  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
   return sign | h;
 }
 
@@ -178,7 +204,11 @@ export function encode(values: ArrayLike<number>, dtype: DType): Uint32Array {
 }
 
 /** Decodes `count` elements of `dtype` from storage words into f64 numbers. */
-export function decode(words: Uint32Array, dtype: DType, count = words.length * (DTYPE_BYTES[dtype] === 2 ? 2 : 1)): Float64Array {
+export function decode(
+  words: Uint32Array,
+  dtype: DType,
+  count = words.length * (DTYPE_BYTES[dtype] === 2 ? 2 : 1),
+): Float64Array {
   const out = new Float64Array(count);
   if (dtype === 'f32') {
     const f = new Float32Array(words.buffer, words.byteOffset, words.length);
@@ -213,7 +243,14 @@ export { TesseraError };
  */
 export function checkHostValues(values: unknown, argument: string): ArrayLike<number> {
   if (ArrayBuffer.isView(values) && !(values instanceof DataView)) {
-    if (values instanceof BigInt64Array || values instanceof BigUint64Array) fail('E_ARG', argument, 'is a BigInt array;', values.constructor.name, 'a typed array of numbers or an array of numbers');
+    if (values instanceof BigInt64Array || values instanceof BigUint64Array)
+      fail(
+        'E_ARG',
+        argument,
+        'is a BigInt array;',
+        values.constructor.name,
+        'a typed array of numbers or an array of numbers',
+      );
     return values as unknown as ArrayLike<number>;
   }
   if (Array.isArray(values)) {
@@ -221,5 +258,11 @@ export function checkHostValues(values: unknown, argument: string): ArrayLike<nu
     if (bad >= 0) fail('E_ARG', argument, `element ${bad} is not a number;`, typeof values[bad], 'an array of numbers');
     return values;
   }
-  return fail('E_ARG', argument, 'is not an array of numbers;', typeof values === 'string' ? 'a string' : typeof values, 'a typed array of numbers or an array of numbers');
+  return fail(
+    'E_ARG',
+    argument,
+    'is not an array of numbers;',
+    typeof values === 'string' ? 'a string' : typeof values,
+    'a typed array of numbers or an array of numbers',
+  );
 }

@@ -3,7 +3,13 @@
  * adapter's description, and the device context takes all three from it.
  */
 import { describe, expect, it } from 'vitest';
-import { adapterFromEnv, classifyAdapter, describeAdapter, GALLIVM_LOOP_LIMIT, type AdapterDescription } from '../src/gpu/device.js';
+import {
+  adapterFromEnv,
+  classifyAdapter,
+  describeAdapter,
+  GALLIVM_LOOP_LIMIT,
+  type AdapterDescription,
+} from '../src/gpu/device.js';
 import { useGpu } from './helpers/gpu.js';
 
 const gpu = useGpu();
@@ -19,7 +25,9 @@ const adapter = (o: Partial<AdapterDescription>): AdapterDescription => ({
 
 describe('classifyAdapter', () => {
   it('SwiftShader: a cpu adapter without a loop cap', () => {
-    const c = classifyAdapter(adapter({ vendor: 'google', architecture: 'swiftshader', description: 'SwiftShader Device (Subzero)' }));
+    const c = classifyAdapter(
+      adapter({ vendor: 'google', architecture: 'swiftshader', description: 'SwiftShader Device (Subzero)' }),
+    );
     expect(c).toEqual({ class: 'cpu', name: 'swiftshader', loopLimit: Number.POSITIVE_INFINITY });
   });
 
@@ -33,7 +41,9 @@ describe('classifyAdapter', () => {
   });
 
   it('a discrete GPU: gpu class, vendor-architecture name, no cap', () => {
-    expect(classifyAdapter(adapter({ vendor: 'nvidia', architecture: 'ampere', description: 'NVIDIA RTX 3090' }))).toEqual({
+    expect(
+      classifyAdapter(adapter({ vendor: 'nvidia', architecture: 'ampere', description: 'NVIDIA RTX 3090' })),
+    ).toEqual({
       class: 'gpu',
       name: 'nvidia-ampere',
       loopLimit: Number.POSITIVE_INFINITY,
@@ -49,7 +59,15 @@ describe('classifyAdapter', () => {
   });
 
   it('describeAdapter fills missing fields with empty strings', () => {
-    expect(describeAdapter(undefined)).toEqual({ vendor: '', architecture: '', device: '', description: '', isFallbackAdapter: false, subgroupMinSize: undefined, subgroupMaxSize: undefined });
+    expect(describeAdapter(undefined)).toEqual({
+      vendor: '',
+      architecture: '',
+      device: '',
+      description: '',
+      isFallbackAdapter: false,
+      subgroupMinSize: undefined,
+      subgroupMaxSize: undefined,
+    });
     expect(describeAdapter(undefined, true).isFallbackAdapter).toBe(true);
   });
 

@@ -405,7 +405,10 @@ describe('persistent caches', () => {
     // The next write tears (the page "reloads" mid-write): the older copy is torn, the newest survives.
     (h0.bytes.byteLength && decodeManifest(h0.bytes).generation === gen ? h1 : h0).tearAt = 30;
     expect(() => appendTokens(cache, s, 3, 40, 5)).toThrow(TesseraError);
-    const again = openKvCache(gpu.dev, { store: new OpfsStore(pages, { existing: true }), manifest: new OpfsManifest(h0, h1) });
+    const again = openKvCache(gpu.dev, {
+      store: new OpfsStore(pages, { existing: true }),
+      manifest: new OpfsManifest(h0, h1),
+    });
     try {
       expect(again.length(s)).toBe(40);
       expect(verifyKvCache(again).failed).toEqual([]);
@@ -428,7 +431,14 @@ describe('shared-prefix (cascade) decode', () => {
     // Every case through the cpu shape; one case through the gpu shape (compiles dominate the time).
     for (const c of variant === 'cpu' ? cases : [cases[0]!]) {
       it(`${variant}: Hq ${c.Hq}/${c.Hkv}, context ${c.ctx}, private ${c.priv}, ${c.dtype}, rows ${c.rows ?? 'default'}: equals independent attention`, async () => {
-        const cache = createKvCache(gpu.dev, { Hkv: c.Hkv, D: c.D, pageSize: c.P, dtype: c.dtype, gpuBudgetBytes: 1 << 20, tilePages: 3 });
+        const cache = createKvCache(gpu.dev, {
+          Hkv: c.Hkv,
+          D: c.D,
+          pageSize: c.P,
+          dtype: c.dtype,
+          gpuBudgetBytes: 1 << 20,
+          tilePages: 3,
+        });
         try {
           const base = cache.addSequence();
           appendTokens(cache, base, 11, 0, c.ctx);
@@ -457,7 +467,13 @@ describe('shared-prefix (cascade) decode', () => {
             agents.forEach((a, i) => {
               const T = cache.length(a);
               const { k, v } = cache.read(a, 0, T);
-              const ref = streamAttentionReference(q.subarray(i * c.Hq * c.D, (i + 1) * c.Hq * c.D), k, v, { Tq: 1, Tk: T, Hq: c.Hq, Hkv: c.Hkv, D: c.D });
+              const ref = streamAttentionReference(q.subarray(i * c.Hq * c.D, (i + 1) * c.Hq * c.D), k, v, {
+                Tq: 1,
+                Tk: T,
+                Hq: c.Hq,
+                Hkv: c.Hkv,
+                D: c.D,
+              });
               const co = compare(go.subarray(i * c.Hq * c.D, (i + 1) * c.Hq * c.D), ref.o);
               const cl = compare(gl.subarray(i * c.Hq, (i + 1) * c.Hq), ref.lse);
               expect(passes(co, TOLERANCE.f32), `agent ${i} o: ${describeComparison(co)}`).toBe(true);
@@ -466,7 +482,12 @@ describe('shared-prefix (cascade) decode', () => {
             // Sparse: a shared selection per KV head; the result equals attention over exactly
             // the selected shared pages plus the private suffix.
             const budgetPages = 4;
-            const selq = questSharedSelection(cache, agents, q, { Hq: c.Hq, budgetPages, sharedPages: m, f16ToF32: f16BitsToF32 });
+            const selq = questSharedSelection(cache, agents, q, {
+              Hq: c.Hq,
+              budgetPages,
+              sharedPages: m,
+              f16ToF32: f16BitsToF32,
+            });
             expect(selq.shared.length).toBe(c.Hkv);
             for (const s of selq.shared) expect(s.length).toBe(Math.min(budgetPages, m));
             expect(selq.recall).toBeGreaterThan(0);
@@ -474,11 +495,23 @@ describe('shared-prefix (cascade) decode', () => {
             // The recall is what it claims: the shared set against each agent's own selection.
             let hit = 0;
             let all = 0;
-            selq.perSeq.forEach((heads) => heads.forEach((own, h) => own.forEach((x) => ((all += 1), (hit += selq.shared[h]!.includes(x) ? 1 : 0)))));
+            selq.perSeq.forEach((heads) =>
+              heads.forEach((own, h) => own.forEach((x) => ((all += 1), (hit += selq.shared[h]!.includes(x) ? 1 : 0)))),
+            );
             expect(selq.recall).toBeCloseTo(hit / all, 12);
-            const uni = questSharedSelection(cache, agents, q, { Hq: c.Hq, budgetPages, sharedPages: m, mode: 'union', f16ToF32: f16BitsToF32 });
+            const uni = questSharedSelection(cache, agents, q, {
+              Hq: c.Hq,
+              budgetPages,
+              sharedPages: m,
+              mode: 'union',
+              f16ToF32: f16BitsToF32,
+            });
             expect(uni.recall).toBe(1);
-            uni.shared.forEach((s, h) => expect(Array.from(s)).toEqual([...new Set(uni.perSeq.flatMap((p) => Array.from(p[h]!)))].sort((a, b) => a - b)));
+            uni.shared.forEach((s, h) =>
+              expect(Array.from(s)).toEqual(
+                [...new Set(uni.perSeq.flatMap((p) => Array.from(p[h]!)))].sort((a, b) => a - b),
+              ),
+            );
             const o2 = gpu.nanTensor([n, c.Hq, c.D]);
             const st2 = await plan.run(agents, qt, { o: o2 }, { sharedSelection: selq.shared });
             expect(st2.sharedEntries).toBe(selq.shared.reduce((x, s) => x + s.length, 0));
@@ -499,7 +532,14 @@ describe('shared-prefix (cascade) decode', () => {
                   vv.set(v.subarray((t * c.Hkv + h) * c.D, (t * c.Hkv + h + 1) * c.D), j * c.D);
                 });
                 const qh = q.subarray((i * c.Hq + hq) * c.D, (i * c.Hq + hq + 1) * c.D);
-                const ref = streamAttentionReference(qh, kk, vv, { Tq: 1, Tk: idx.length, Hq: 1, Hkv: 1, D: c.D, scale: 1 / Math.sqrt(c.D) });
+                const ref = streamAttentionReference(qh, kk, vv, {
+                  Tq: 1,
+                  Tk: idx.length,
+                  Hq: 1,
+                  Hkv: 1,
+                  D: c.D,
+                  scale: 1 / Math.sqrt(c.D),
+                });
                 const co = compare(g2.subarray((i * c.Hq + hq) * c.D, (i * c.Hq + hq + 1) * c.D), ref.o);
                 expect(passes(co, TOLERANCE.f32), `sparse agent ${i} head ${hq}: ${describeComparison(co)}`).toBe(true);
               }
@@ -518,7 +558,16 @@ describe('shared-prefix (cascade) decode', () => {
 describe('tessera demo agents (short)', () => {
   it('builds, reopens in a child process, forks, rewinds, decodes shared and unshared', async () => {
     const { runAgents } = await import('../src/demo/agents.js');
-    const r = await runAgents(gpu.dev, { context: 2000, agents: 3, privateTokens: 100, rewind: 40, steps: 2, questPages: 4, gpuBudgetMiB: 16, quiet: true });
+    const r = await runAgents(gpu.dev, {
+      context: 2000,
+      agents: 3,
+      privateTokens: 100,
+      rewind: 40,
+      steps: 2,
+      questPages: 4,
+      gpuBudgetMiB: 16,
+      quiet: true,
+    });
     expect(r.context).toBe(2000);
     expect(r.reopened).toBe(true);
     expect(r.checksumsChecked).toBe(Math.ceil(2000 / 64));

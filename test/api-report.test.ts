@@ -18,7 +18,10 @@ const REPORT = join(ROOT, 'api/tessera.api.md');
 describe('API report', () => {
   it('api/tessera.api.md is up to date with the exported surface, and a missing export shows in the diff', async () => {
     // @ts-expect-error: a plain .mjs script without types
-    const { apiReport, diffLines } = (await import('../scripts/api-report.mjs')) as { apiReport: () => string; diffLines: (a: string, b: string) => string[] };
+    const { apiReport, diffLines } = (await import('../scripts/api-report.mjs')) as {
+      apiReport: () => string;
+      diffLines: (a: string, b: string) => string[];
+    };
     const now = apiReport();
     const committed = readFileSync(REPORT, 'utf8');
     expect(diffLines(committed, now), 'run `npm run api-report` and commit api/tessera.api.md').toEqual([]);
@@ -29,7 +32,19 @@ describe('API report', () => {
   }, 120_000);
 
   it('internals are in the tiers, not in the main entry', () => {
-    for (const name of ['getPipeline', 'wgslProgram', 'loopBudget', 'GALLIVM_LOOP_LIMIT', 'ATTN_PARAMS', 'checkBuffer', 'denseGoldenHandler', 'compare', 'Rng', 'TOLERANCE', 'attentionReference']) {
+    for (const name of [
+      'getPipeline',
+      'wgslProgram',
+      'loopBudget',
+      'GALLIVM_LOOP_LIMIT',
+      'ATTN_PARAMS',
+      'checkBuffer',
+      'denseGoldenHandler',
+      'compare',
+      'Rng',
+      'TOLERANCE',
+      'attentionReference',
+    ]) {
       expect(name in main, name).toBe(false);
     }
     expect(typeof advanced.getPipeline).toBe('function');

@@ -10,9 +10,26 @@ import { TesseraError } from '../src/errors.js';
 import { Rng, TOLERANCE, compare, describeComparison, passes } from '../src/testing.js';
 import { batchAttentionReference, planBatchAttention, readPagedSequence } from '../kernels/attention/index.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
-import { pageLayout, quantizePageInt8, readHeadRows, writeRows, f16Down, f16Up, type KvDType } from '../src/kv/codec.js';
+import {
+  pageLayout,
+  quantizePageInt8,
+  readHeadRows,
+  writeRows,
+  f16Down,
+  f16Up,
+  type KvDType,
+} from '../src/kv/codec.js';
 import { createKvCache } from '../src/kv/cache.js';
-import { appendReference, f16Bound, pageSummaryReference, planAppend, planRope, ropeReference, type AppendSchedule, type RopeStyle } from '../kernels/append/index.js';
+import {
+  appendReference,
+  f16Bound,
+  pageSummaryReference,
+  planAppend,
+  planRope,
+  ropeReference,
+  type AppendSchedule,
+  type RopeStyle,
+} from '../kernels/append/index.js';
 
 const gpu = useGpu();
 const STORAGE = 0x80 | 0x4 | 0x8;
@@ -69,7 +86,8 @@ describe('rope', () => {
         expect(c.relRms, describeComparison(c)).toBeLessThan(1e-6);
         // Past rotaryDim nothing changes.
         const got = await gpu.read(out);
-        for (let i = 0; i < rows * H; i++) for (let d = rotaryDim; d < D; d++) expect(got[i * D + d]).toBe(Math.fround(x[i * D + d]!));
+        for (let i = 0; i < rows * H; i++)
+          for (let d = rotaryDim; d < D; d++) expect(got[i * D + d]).toBe(Math.fround(x[i * D + d]!));
         plan.dispose();
         // In place, f16 storage.
         const p16 = await planRope(gpu.dev, { H, D, maxRows: 8, dtype: 'f16', ...opts });
@@ -114,7 +132,17 @@ describe('append', () => {
       const maxPages = 24;
       const rng = new Rng(5);
       const L = pageLayout(P, Hkv, D, Dv, pageDt);
-      const plan = await planAppend(gpu.dev, { Hkv, D, Dv, pageSize: P, pageDtype: pageDt, inputDtype: inDt, maxPages, maxBatch: 3, maxRows: 16 });
+      const plan = await planAppend(gpu.dev, {
+        Hkv,
+        D,
+        Dv,
+        pageSize: P,
+        pageDtype: pageDt,
+        inputDtype: inDt,
+        maxPages,
+        maxBatch: 3,
+        maxRows: 16,
+      });
       // A pool full of random bytes: rows not appended must stay as they were.
       const initial = new Uint8Array(maxPages * L.pageBytes);
       for (let i = 0; i < initial.length; i++) initial[i] = rng.int(0, 255);
@@ -124,8 +152,17 @@ describe('append', () => {
       const sumBytes = maxPages * Hkv * 2 * D * 2;
       const summaries = gpu.dev.createBuffer({ size: sumBytes, usage: STORAGE });
       const lens = [0, 3, 6];
-      const steps = [[3, 7, 2], [1, 1, 1]]; // prefill chunk (crosses pages), then decode
-      const t = table(lens, steps[0]!.map((n, b) => n + steps[1]![b]!), P, maxPages, rng);
+      const steps = [
+        [3, 7, 2],
+        [1, 1, 1],
+      ]; // prefill chunk (crosses pages), then decode
+      const t = table(
+        lens,
+        steps[0]!.map((n, b) => n + steps[1]![b]!),
+        P,
+        maxPages,
+        rng,
+      );
       try {
         for (const [si, step] of steps.entries()) {
           const batchIndices: number[] = [];
@@ -192,9 +229,24 @@ describe('append', () => {
       const n = t.positions.length;
       const kv = rng.normals(n * Hkv * D);
       const vv = rng.normals(n * Hkv * D);
-      for (const [inDt, pageDt] of [['f32', 'f32'], ['f32', 'f16'], ['bf16', 'f32']] as [FloatDType, KvDType][]) {
+      for (const [inDt, pageDt] of [
+        ['f32', 'f32'],
+        ['f32', 'f16'],
+        ['bf16', 'f32'],
+      ] as [FloatDType, KvDType][]) {
         const L = pageLayout(P, Hkv, D, D, pageDt);
-        const plan = await planAppend(gpu.dev, { Hkv, D, pageSize: P, pageDtype: pageDt, inputDtype: inDt, maxPages, maxBatch: 2, maxRows: n, rope, summaries: false });
+        const plan = await planAppend(gpu.dev, {
+          Hkv,
+          D,
+          pageSize: P,
+          pageDtype: pageDt,
+          inputDtype: inDt,
+          maxPages,
+          maxBatch: 2,
+          maxRows: n,
+          rope,
+          summaries: false,
+        });
         const pages = gpu.dev.upload(new Uint8Array(maxPages * L.pageBytes), { usage: STORAGE });
         plan.schedule(t);
         const enc = gpu.dev.device.createCommandEncoder();
@@ -225,7 +277,9 @@ describe('append', () => {
         // V: untouched by RoPE, bit-exact.
         for (let page = 0; page < maxPages; page++) {
           const o = page * L.pageBytes + L.vOffset;
-          expect(Array.from(got.subarray(o, o + Hkv * L.vHeadBytes))).toEqual(Array.from(host.subarray(o, o + Hkv * L.vHeadBytes)));
+          expect(Array.from(got.subarray(o, o + Hkv * L.vHeadBytes))).toEqual(
+            Array.from(host.subarray(o, o + Hkv * L.vHeadBytes)),
+          );
         }
         plan.dispose();
         gpu.dev.destroyBuffer(pages);
@@ -241,16 +295,36 @@ describe('append', () => {
     const rng = new Rng(21);
     const kv = rng.normals(T * Hkv * D);
     const vv = rng.normals(T * Hkv * D);
-    const cache = createKvCache(gpu.dev, { Hkv, D, pageSize: P, dtype: 'f16', gpuBudgetBytes: 1 << 20, meanSummaries: false });
+    const cache = createKvCache(gpu.dev, {
+      Hkv,
+      D,
+      pageSize: P,
+      dtype: 'f16',
+      gpuBudgetBytes: 1 << 20,
+      meanSummaries: false,
+    });
     const seq = cache.addSequence();
     cache.append(seq, kv, vv);
     const want = cache.summariesHost().minmax;
     cache.dispose();
     const L = pageLayout(P, Hkv, D, D, 'f16');
-    const plan = await planAppend(gpu.dev, { Hkv, D, pageSize: P, pageDtype: 'f16', maxPages: 3, maxBatch: 1, maxRows: T });
+    const plan = await planAppend(gpu.dev, {
+      Hkv,
+      D,
+      pageSize: P,
+      pageDtype: 'f16',
+      maxPages: 3,
+      maxBatch: 1,
+      maxRows: T,
+    });
     const pages = gpu.dev.createBuffer({ size: 3 * L.pageBytes, usage: STORAGE });
     const summaries = gpu.dev.createBuffer({ size: 3 * Hkv * 2 * D * 2, usage: STORAGE });
-    plan.schedule({ kvIndptr: [0, 3], kvIndices: [0, 1, 2], batchIndices: new Array(T).fill(0), positions: Array.from({ length: T }, (_, i) => i) });
+    plan.schedule({
+      kvIndptr: [0, 3],
+      kvIndices: [0, 1, 2],
+      batchIndices: new Array(T).fill(0),
+      positions: Array.from({ length: T }, (_, i) => i),
+    });
     const enc = gpu.dev.device.createCommandEncoder();
     plan.run(enc, { k: gpu.tensor(kv, [T, Hkv, D]), v: gpu.tensor(vv, [T, Hkv, D]), pages, summaries });
     gpu.dev.device.queue.submit([enc.finish()]);
@@ -266,7 +340,15 @@ describe('append', () => {
     const D = 8;
     const P = 4;
     const L = pageLayout(P, Hkv, D, D, 'f32');
-    const plan = await planAppend(gpu.dev, { Hkv, D, pageSize: P, pageDtype: 'f32', maxPages: 16, maxBatch: 2, rope: { maxPosition: 64 } });
+    const plan = await planAppend(gpu.dev, {
+      Hkv,
+      D,
+      pageSize: P,
+      pageDtype: 'f32',
+      maxPages: 16,
+      maxBatch: 2,
+      rope: { maxPosition: 64 },
+    });
     const rope = await planRope(gpu.dev, { H: 4, D, maxRows: 2, maxPosition: 64 });
     const pages = gpu.dev.createBuffer({ size: 16 * L.pageBytes, usage: STORAGE });
     const summaries = gpu.dev.createBuffer({ size: 16 * Hkv * 2 * D * 2, usage: STORAGE });
@@ -278,7 +360,12 @@ describe('append', () => {
     const cb = device.createBuffer;
     const cg = device.createBindGroup;
     const step = (s: number) => {
-      plan.schedule({ kvIndptr: [0, 8, 16], kvIndices: Array.from({ length: 16 }, (_, i) => i), batchIndices: [0, 1], positions: [s, s] });
+      plan.schedule({
+        kvIndptr: [0, 8, 16],
+        kvIndices: Array.from({ length: 16 }, (_, i) => i),
+        batchIndices: [0, 1],
+        positions: [s, s],
+      });
       rope.schedule({ positions: [s, s] });
       const enc = device.createCommandEncoder();
       if (s % 2) {
@@ -294,8 +381,16 @@ describe('append', () => {
       device.queue.submit([enc.finish()]);
     };
     step(0);
-    Object.defineProperty(device, 'createBuffer', { value: (d: GPUBufferDescriptor) => (counts.buffers++, cb.call(device, d)), configurable: true, writable: true });
-    Object.defineProperty(device, 'createBindGroup', { value: (d: GPUBindGroupDescriptor) => (counts.groups++, cg.call(device, d)), configurable: true, writable: true });
+    Object.defineProperty(device, 'createBuffer', {
+      value: (d: GPUBufferDescriptor) => (counts.buffers++, cb.call(device, d)),
+      configurable: true,
+      writable: true,
+    });
+    Object.defineProperty(device, 'createBindGroup', {
+      value: (d: GPUBindGroupDescriptor) => (counts.groups++, cg.call(device, d)),
+      configurable: true,
+      writable: true,
+    });
     try {
       for (let s = 1; s < 20; s++) step(s);
     } finally {
@@ -307,7 +402,9 @@ describe('append', () => {
     // The 20 rows really went in (from both encodings): page 4 of sequence 1 (pool page 12)
     // holds positions 16..19, and its summary bounds the rotated keys.
     const got = new Float32Array(await gpu.dev.readback(pages, L.pageBytes, 12 * L.pageBytes));
-    expect(Array.from(got.subarray(L.vOffset / 4, L.vOffset / 4 + 4 * Hkv * D))).toEqual(new Array(4 * Hkv * D).fill(2));
+    expect(Array.from(got.subarray(L.vOffset / 4, L.vOffset / 4 + 4 * Hkv * D))).toEqual(
+      new Array(4 * Hkv * D).fill(2),
+    );
     const sums = new Uint16Array(await gpu.dev.readback(summaries));
     const want = pageSummaryReference(new Uint8Array(got.buffer), L, 4);
     expect(Array.from(sums.subarray(12 * Hkv * 2 * D, 13 * Hkv * 2 * D))).toEqual(Array.from(want));
@@ -339,9 +436,15 @@ describe('append', () => {
     const base = { Hkv: 1, D: 8, pageSize: 4, maxPages: 4, maxBatch: 2 };
     expect(await acode(() => planAppend(gpu.dev, { ...base, pageDtype: 'int4' as KvDType }))).toBe('E_DTYPE pageDtype');
     expect(await acode(() => planAppend(gpu.dev, { ...base, D: 6 }))).toBe('E_UNSUPPORTED D');
-    expect(await acode(() => planAppend(gpu.dev, { ...base, rope: { maxPosition: 8, rotaryDim: 6 } }))).toBe('E_UNSUPPORTED rope.rotaryDim');
-    expect(await acode(() => planAppend(gpu.dev, { ...base, rope: { maxPosition: 8, style: 'spiral' as RopeStyle } }))).toBe('E_ARG rope.style');
-    expect(await acode(() => planRope(gpu.dev, { H: 1, D: 8, maxRows: 1, maxPosition: 0 }))).toBe('E_ARG options.maxPosition');
+    expect(await acode(() => planAppend(gpu.dev, { ...base, rope: { maxPosition: 8, rotaryDim: 6 } }))).toBe(
+      'E_UNSUPPORTED rope.rotaryDim',
+    );
+    expect(
+      await acode(() => planAppend(gpu.dev, { ...base, rope: { maxPosition: 8, style: 'spiral' as RopeStyle } })),
+    ).toBe('E_ARG rope.style');
+    expect(await acode(() => planRope(gpu.dev, { H: 1, D: 8, maxRows: 1, maxPosition: 0 }))).toBe(
+      'E_ARG options.maxPosition',
+    );
     const plan = await planAppend(gpu.dev, { ...base, pageDtype: 'f32', rope: { maxPosition: 8 } });
     const L = pageLayout(4, 1, 8, 8, 'f32');
     const pages = gpu.dev.createBuffer({ size: 4 * L.pageBytes, usage: STORAGE });
@@ -357,10 +460,18 @@ describe('append', () => {
     expect(code(() => plan.schedule({ ...good, kvIndptr: [0, 2, 1] }))).toBe('E_ARG');
     expect(code(() => plan.schedule({ ...good, batchIndices: [2] }))).toBe('E_ARG');
     expect(code(() => plan.schedule({ ...good, batchIndices: [1, 1], positions: [3, 3] }))).toBe('E_ARG'); // repeated position
-    expect(code(() => plan.schedule({ kvIndptr: [0, 2], kvIndices: [0, 1], batchIndices: [0], positions: [8] }))).toBe('E_LIMIT'); // past rope.maxPosition
-    expect(code(() => plan.schedule({ kvIndptr: [0, 1, 2, 3, 4], kvIndices: [0, 1, 2, 3], batchIndices: [], positions: [] }))).toBe('E_LIMIT');
+    expect(code(() => plan.schedule({ kvIndptr: [0, 2], kvIndices: [0, 1], batchIndices: [0], positions: [8] }))).toBe(
+      'E_LIMIT',
+    ); // past rope.maxPosition
+    expect(
+      code(() =>
+        plan.schedule({ kvIndptr: [0, 1, 2, 3, 4], kvIndices: [0, 1, 2, 3], batchIndices: [], positions: [] }),
+      ),
+    ).toBe('E_LIMIT');
     expect(plan.rows).toBe(1); // the good schedule is still the one in place
-    expect(code(() => plan.run(enc, { k: gpu.tensor(new Float64Array(8), [1, 1, 8], 'f16'), v, pages, summaries }))).toBe('E_DTYPE');
+    expect(
+      code(() => plan.run(enc, { k: gpu.tensor(new Float64Array(8), [1, 1, 8], 'f16'), v, pages, summaries })),
+    ).toBe('E_DTYPE');
     expect(code(() => plan.run(enc, { k, v, pages, summaries: pages }))).toBe('E_BUFFER'); // the pool itself
     expect(code(() => plan.run(enc, { k, v, pages: summaries, summaries }))).toBe('E_BUFFER'); // pool too small
     plan.run(enc, { k, v, pages, summaries });
@@ -378,7 +489,9 @@ describe('append', () => {
 describe('append: int8 pages (one scale per token, KV head and K/V block)', () => {
   /** The first differing byte of two pools, with where it is, or '' when equal. */
   function firstDiff(got: Uint8Array, want: Uint8Array, pageBytes: number): string {
-    for (let i = 0; i < got.length; i++) if (got[i] !== want[i]) return `byte ${i} (page ${Math.floor(i / pageBytes)}, offset ${i % pageBytes}): ${got[i]} vs ${want[i]}`;
+    for (let i = 0; i < got.length; i++)
+      if (got[i] !== want[i])
+        return `byte ${i} (page ${Math.floor(i / pageBytes)}, offset ${i % pageBytes}): ${got[i]} vs ${want[i]}`;
     return '';
   }
 
@@ -391,7 +504,17 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
       const maxPages = 24;
       const rng = new Rng(31);
       const L = pageLayout(P, Hkv, D, Dv, 'int8');
-      const plan = await planAppend(gpu.dev, { Hkv, D, Dv, pageSize: P, pageDtype: 'int8', inputDtype: inDt, maxPages, maxBatch: 3, maxRows: 16 });
+      const plan = await planAppend(gpu.dev, {
+        Hkv,
+        D,
+        Dv,
+        pageSize: P,
+        pageDtype: 'int8',
+        inputDtype: inDt,
+        maxPages,
+        maxBatch: 3,
+        maxRows: 16,
+      });
       // Random bytes everywhere: cells and scales of rows not appended must stay as they were.
       const initial = new Uint8Array(maxPages * L.pageBytes);
       for (let i = 0; i < initial.length; i++) initial[i] = rng.int(0, 255);
@@ -401,7 +524,14 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
       for (let p = 0; p < maxPages; p++) {
         for (let j = 0; j < 2 * Hkv * P; j++) {
           const pick = rng.int(0, 9);
-          const x = pick === 0 ? 0 : pick === 1 ? 3e-39 * rng.next() : pick === 2 ? 1e37 * rng.next() : Math.abs(rng.normal() * 5);
+          const x =
+            pick === 0
+              ? 0
+              : pick === 1
+                ? 3e-39 * rng.next()
+                : pick === 2
+                  ? 1e37 * rng.next()
+                  : Math.abs(rng.normal() * 5);
           idv.setFloat32(p * L.pageBytes + L.scaleOffset + 4 * j, x, true);
         }
       }
@@ -410,8 +540,17 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
       const pages = gpu.dev.upload(initial, { usage: STORAGE });
       const summaries = gpu.dev.createBuffer({ size: maxPages * Hkv * 2 * D * 2, usage: STORAGE });
       const lens = [0, 3, 6];
-      const steps = [[3, 7, 2], [1, 1, 1]];
-      const t = table(lens, steps[0]!.map((n, b) => n + steps[1]![b]!), P, maxPages, rng);
+      const steps = [
+        [3, 7, 2],
+        [1, 1, 1],
+      ];
+      const t = table(
+        lens,
+        steps[0]!.map((n, b) => n + steps[1]![b]!),
+        P,
+        maxPages,
+        rng,
+      );
       const appended: { page: number; row: number }[] = [];
       try {
         for (const [si, step] of steps.entries()) {
@@ -444,7 +583,12 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
           const vv = roundTo(vraw, inDt);
           plan.schedule(s);
           const enc = gpu.dev.device.createCommandEncoder();
-          plan.run(enc, { k: gpu.tensor(kv, [n, Hkv, D], inDt), v: gpu.tensor(vv, [n, Hkv, Dv], inDt), pages, summaries });
+          plan.run(enc, {
+            k: gpu.tensor(kv, [n, Hkv, D], inDt),
+            v: gpu.tensor(vv, [n, Hkv, Dv], inDt),
+            pages,
+            summaries,
+          });
           gpu.dev.device.queue.submit([enc.finish()]);
           appendReference(host, L, kv, vv, s);
           // The KV cache's own quantiser, one row at a time on a scratch page.
@@ -484,7 +628,10 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
               if (!touched.has(page)) continue;
               const len = Math.min(P, lens[b]! - j * P);
               const want = pageSummaryReference(host.subarray(page * L.pageBytes, (page + 1) * L.pageBytes), L, len);
-              expect(Array.from(sums.subarray(page * Hkv * 2 * D, (page + 1) * Hkv * 2 * D)), `summary of page ${page}`).toEqual(Array.from(want));
+              expect(
+                Array.from(sums.subarray(page * Hkv * 2 * D, (page + 1) * Hkv * 2 * D)),
+                `summary of page ${page}`,
+              ).toEqual(Array.from(want));
             }
           }
         }
@@ -510,7 +657,14 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
     const rng = new Rng(41);
     const kv = rng.normals(T * Hkv * D, 2);
     const vv = rng.normals(T * Hkv * D, 2);
-    const cache = createKvCache(gpu.dev, { Hkv, D, pageSize: P, dtype: 'int8', gpuBudgetBytes: 1 << 20, meanSummaries: false });
+    const cache = createKvCache(gpu.dev, {
+      Hkv,
+      D,
+      pageSize: P,
+      dtype: 'int8',
+      gpuBudgetBytes: 1 << 20,
+      meanSummaries: false,
+    });
     const seq = cache.addSequence();
     cache.append(seq, kv.subarray(0, 5 * Hkv * D), vv.subarray(0, 5 * Hkv * D)); // two appends: a partial page requantised
     cache.append(seq, kv.subarray(5 * Hkv * D), vv.subarray(5 * Hkv * D));
@@ -521,22 +675,45 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
     cache.dispose();
     const L = pageLayout(P, Hkv, D, D, 'int8');
     const np = Math.ceil(T / P);
-    const plan = await planAppend(gpu.dev, { Hkv, D, pageSize: P, pageDtype: 'int8', maxPages: np, maxBatch: 1, maxRows: T });
+    const plan = await planAppend(gpu.dev, {
+      Hkv,
+      D,
+      pageSize: P,
+      pageDtype: 'int8',
+      maxPages: np,
+      maxBatch: 1,
+      maxRows: T,
+    });
     const pages = gpu.dev.upload(new Uint8Array(np * L.pageBytes), { usage: STORAGE });
     const summaries = gpu.dev.createBuffer({ size: np * Hkv * 2 * D * 2, usage: STORAGE });
     try {
       // Decode-style: one token per step, as an engine appends.
       for (let tok = 0; tok < T; tok++) {
-        plan.schedule({ kvIndptr: [0, np], kvIndices: Array.from({ length: np }, (_, i) => i), batchIndices: [0], positions: [tok] });
+        plan.schedule({
+          kvIndptr: [0, np],
+          kvIndices: Array.from({ length: np }, (_, i) => i),
+          batchIndices: [0],
+          positions: [tok],
+        });
         const enc = gpu.dev.device.createCommandEncoder();
-        plan.run(enc, { k: gpu.tensor(kv.subarray(tok * Hkv * D, (tok + 1) * Hkv * D), [1, Hkv, D]), v: gpu.tensor(vv.subarray(tok * Hkv * D, (tok + 1) * Hkv * D), [1, Hkv, D]), pages, summaries });
+        plan.run(enc, {
+          k: gpu.tensor(kv.subarray(tok * Hkv * D, (tok + 1) * Hkv * D), [1, Hkv, D]),
+          v: gpu.tensor(vv.subarray(tok * Hkv * D, (tok + 1) * Hkv * D), [1, Hkv, D]),
+          pages,
+          summaries,
+        });
         gpu.dev.device.queue.submit([enc.finish()]);
       }
       const got = await readPool(pages);
       const sums = new Uint16Array(await gpu.dev.readback(summaries));
       for (let i = 0; i < np; i++) {
-        expect(firstDiff(got.subarray(i * L.pageBytes, (i + 1) * L.pageBytes), want[i]!, L.pageBytes), `page ${i}`).toBe('');
-        expect(Array.from(sums.subarray(i * Hkv * 2 * D, (i + 1) * Hkv * 2 * D)), `summary of page ${i}`).toEqual(sumIds[i]);
+        expect(
+          firstDiff(got.subarray(i * L.pageBytes, (i + 1) * L.pageBytes), want[i]!, L.pageBytes),
+          `page ${i}`,
+        ).toBe('');
+        expect(Array.from(sums.subarray(i * Hkv * 2 * D, (i + 1) * Hkv * 2 * D)), `summary of page ${i}`).toEqual(
+          sumIds[i],
+        );
       }
     } finally {
       plan.dispose();
@@ -560,7 +737,17 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
       const kv = rng.normals(n * Hkv * D);
       const vv = rng.normals(n * Hkv * D);
       const L = pageLayout(P, Hkv, D, D, 'int8');
-      const plan = await planAppend(gpu.dev, { Hkv, D, pageSize: P, pageDtype: 'int8', maxPages, maxBatch: 3, maxRows: n, rope, summaries: false });
+      const plan = await planAppend(gpu.dev, {
+        Hkv,
+        D,
+        pageSize: P,
+        pageDtype: 'int8',
+        maxPages,
+        maxBatch: 3,
+        maxRows: n,
+        rope,
+        summaries: false,
+      });
       const pages = gpu.dev.upload(new Uint8Array(maxPages * L.pageBytes), { usage: STORAGE });
       try {
         plan.schedule(t);
@@ -569,13 +756,23 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
         gpu.dev.device.queue.submit([enc.finish()]);
         const got = await readPool(pages);
         // V is not rotated: bit-exact against the host quantiser.
-        const host = appendReference(new Uint8Array(maxPages * L.pageBytes), L, ropeReference(kv, t.positions, Hkv, D, rope), vv, t);
+        const host = appendReference(
+          new Uint8Array(maxPages * L.pageBytes),
+          L,
+          ropeReference(kv, t.positions, Hkv, D, rope),
+          vv,
+          t,
+        );
         const kvb = Hkv * L.vHeadBytes;
         for (let page = 0; page < maxPages; page++) {
           const o = page * L.pageBytes + L.vOffset;
-          expect(Array.from(got.subarray(o, o + kvb)), `V of page ${page}`).toEqual(Array.from(host.subarray(o, o + kvb)));
+          expect(Array.from(got.subarray(o, o + kvb)), `V of page ${page}`).toEqual(
+            Array.from(host.subarray(o, o + kvb)),
+          );
           const so = page * L.pageBytes + L.scaleOffset + 4 * Hkv * P;
-          expect(Array.from(got.subarray(so, so + 4 * Hkv * P)), `V scales of page ${page}`).toEqual(Array.from(host.subarray(so, so + 4 * Hkv * P)));
+          expect(Array.from(got.subarray(so, so + 4 * Hkv * P)), `V scales of page ${page}`).toEqual(
+            Array.from(host.subarray(so, so + 4 * Hkv * P)),
+          );
         }
         // K: rotated in f32 then quantised; against the float64 rotation, within int8's step
         // (half a code of each row's scale), and no code more than one away from the float64 one.
@@ -603,7 +800,9 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
             let scale = 0;
             for (let d = 0; d < D; d++) scale = Math.max(scale, Math.abs(kRot[(off + i) * D + d]!));
             for (let d = 0; d < D; d++) {
-              expect(Math.abs(s.k[i * D + d]! - kRot[(off + i) * D + d]!)).toBeLessThanOrEqual((scale / 127) * 0.5 * (1 + 1e-5));
+              expect(Math.abs(s.k[i * D + d]! - kRot[(off + i) * D + d]!)).toBeLessThanOrEqual(
+                (scale / 127) * 0.5 * (1 + 1e-5),
+              );
             }
           }
           off += len * Hkv;
@@ -616,7 +815,18 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
         const qoIndptr = [0, 1, 2, 5];
         const q = rng.normals(totalQ * Hq * D);
         for (const variant of ['cpu', 'gpu'] as const) {
-          const att = await planBatchAttention(gpu.dev, { maxBatch: 3, maxQTokens: totalQ, maxPages: t.kvIndices.length, poolPages: maxPages, Hq, Hkv, D, pageSize: P, kvDtype: 'int8', variant });
+          const att = await planBatchAttention(gpu.dev, {
+            maxBatch: 3,
+            maxQTokens: totalQ,
+            maxPages: t.kvIndices.length,
+            poolPages: maxPages,
+            Hq,
+            Hkv,
+            D,
+            pageSize: P,
+            kvDtype: 'int8',
+            variant,
+          });
           try {
             att.schedule({ qoIndptr, kvIndptr: t.kvIndptr, kvIndices: t.kvIndices, kvLastPageLen });
             const o = gpu.nanTensor([totalQ, Hq, D]);

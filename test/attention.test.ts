@@ -40,7 +40,11 @@ interface Pool {
  * (src/kv/codec), pages in scrambled slot order, with `spare` unused pages (filled with NaN where
  * the dtype has one) in between.
  */
-function buildPool(lens: number[], qLens: number[], o: { Hkv: number; D: number; Dv: number; pageSize: number; dtype: KvDType; seed: number; spare?: number }): Pool {
+function buildPool(
+  lens: number[],
+  qLens: number[],
+  o: { Hkv: number; D: number; Dv: number; pageSize: number; dtype: KvDType; seed: number; spare?: number },
+): Pool {
   const rng = new Rng(o.seed);
   const L = pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.dtype);
   const pagesPer = lens.map((n) => Math.ceil(n / o.pageSize));
@@ -74,8 +78,10 @@ function buildPool(lens: number[], qLens: number[], o: { Hkv: number; D: number;
         const vv = new Float32Array(o.Hkv * o.pageSize * o.Dv);
         for (let r = 0; r < rows; r++) {
           for (let h = 0; h < o.Hkv; h++) {
-            for (let d = 0; d < o.D; d++) kv[(h * o.pageSize + r) * o.D + d] = k[((p * o.pageSize + r) * o.Hkv + h) * o.D + d]!;
-            for (let d = 0; d < o.Dv; d++) vv[(h * o.pageSize + r) * o.Dv + d] = v[((p * o.pageSize + r) * o.Hkv + h) * o.Dv + d]!;
+            for (let d = 0; d < o.D; d++)
+              kv[(h * o.pageSize + r) * o.D + d] = k[((p * o.pageSize + r) * o.Hkv + h) * o.D + d]!;
+            for (let d = 0; d < o.Dv; d++)
+              vv[(h * o.pageSize + r) * o.Dv + d] = v[((p * o.pageSize + r) * o.Hkv + h) * o.Dv + d]!;
           }
         }
         quantizePageInt8(page, L, kv, vv, rows);
@@ -127,7 +133,14 @@ interface Case {
 export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: number; rows: number }> {
   const Dv = c.Dv ?? c.D;
   const qLens = c.qLens ?? c.lens.map(() => 1);
-  const pool = buildPool(c.lens, qLens, { Hkv: c.Hkv, D: c.D, Dv, pageSize: c.pageSize, dtype: c.dtype, seed: c.lens.length * 7 + c.D });
+  const pool = buildPool(c.lens, qLens, {
+    Hkv: c.Hkv,
+    D: c.D,
+    Dv,
+    pageSize: c.pageSize,
+    dtype: c.dtype,
+    seed: c.lens.length * 7 + c.D,
+  });
   const totalQ = qLens.reduce((a, b) => a + b, 0);
   const rng = new Rng(c.D + totalQ);
   const qDtype = c.qDtype ?? 'f32';
@@ -135,9 +148,27 @@ export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: nu
   const qv = roundTo(rng.normals(totalQ * c.Hq * c.D), qDtype);
   const sinks = c.sinkLogit ? rng.normals(c.Hq) : undefined;
   const plan = await planBatchAttention(g.dev, {
-    maxBatch: c.lens.length + 1, maxQTokens: totalQ + 3, maxPages: pool.table.kvIndices.length + 2, poolPages: pool.poolPages,
-    Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv, pageSize: c.pageSize, kvDtype: c.dtype, qDtype, oDtype,
-    causal: c.causal, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit, scale: c.scale, variant: c.variant, kvChunk: c.kvChunk, maxSplits: c.maxSplits, rows: c.rows,
+    maxBatch: c.lens.length + 1,
+    maxQTokens: totalQ + 3,
+    maxPages: pool.table.kvIndices.length + 2,
+    poolPages: pool.poolPages,
+    Hq: c.Hq,
+    Hkv: c.Hkv,
+    D: c.D,
+    Dv,
+    pageSize: c.pageSize,
+    kvDtype: c.dtype,
+    qDtype,
+    oDtype,
+    causal: c.causal,
+    window: c.window,
+    sinks: c.sinks,
+    sinkLogit: c.sinkLogit,
+    scale: c.scale,
+    variant: c.variant,
+    kvChunk: c.kvChunk,
+    maxSplits: c.maxSplits,
+    rows: c.rows,
   });
   try {
     if (c.rows !== undefined) expect(plan.rows).toBe(c.rows);
@@ -151,7 +182,17 @@ export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: nu
       const enc = g.dev.device.createCommandEncoder();
       plan.run(enc, { q, o, lse, pages, sinkLogits: sinkT });
       await g.dev.submitAndWait([enc.finish()]);
-      const ref = batchAttentionReference(qv, pool.seqs, pool.table.qoIndptr, { Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv, causal: c.causal, scale: c.scale, window: c.window, sinks: c.sinks, sinkLogits: sinks });
+      const ref = batchAttentionReference(qv, pool.seqs, pool.table.qoIndptr, {
+        Hq: c.Hq,
+        Hkv: c.Hkv,
+        D: c.D,
+        Dv,
+        causal: c.causal,
+        scale: c.scale,
+        window: c.window,
+        sinks: c.sinks,
+        sinkLogits: sinks,
+      });
       const co = compare(await g.read(o), ref.o);
       const cl = compare(await g.read(lse), ref.lse);
       // The reference sees the stored K/V and the rounded q: f32 accuracy, except the output's own rounding.
@@ -175,28 +216,135 @@ describe('attention core: paged decode and prefill vs float64', () => {
       }
     });
     it(`${variant}: prefill chunks against cached pages (bottom-right causal), pageSize 64`, async () => {
-      await runCase({ lens: [65, 300, 17], qLens: [5, 30, 17], Hq: 4, Hkv: 2, D: 32, pageSize: 64, dtype: 'f32', variant });
+      await runCase({
+        lens: [65, 300, 17],
+        qLens: [5, 30, 17],
+        Hq: 4,
+        Hkv: 2,
+        D: 32,
+        pageSize: 64,
+        dtype: 'f32',
+        variant,
+      });
       await runCase({ lens: [1, 63, 64], qLens: [1, 0, 9], Hq: 4, Hkv: 4, D: 32, pageSize: 16, dtype: 'f32', variant });
     });
     it(`${variant}: window + sinks + sink logit, prefill and decode`, async () => {
-      await runCase({ lens: [300, 65, 17], qLens: [20, 3, 17], Hq: 8, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', window: 40, sinks: 4, sinkLogit: true, variant });
-      await runCase({ lens: [300, 1], Hq: 4, Hkv: 1, D: 32, pageSize: 16, dtype: 'f32', window: 17, sinks: 0, variant });
+      await runCase({
+        lens: [300, 65, 17],
+        qLens: [20, 3, 17],
+        Hq: 8,
+        Hkv: 2,
+        D: 32,
+        pageSize: 16,
+        dtype: 'f16',
+        window: 40,
+        sinks: 4,
+        sinkLogit: true,
+        variant,
+      });
+      await runCase({
+        lens: [300, 1],
+        Hq: 4,
+        Hkv: 1,
+        D: 32,
+        pageSize: 16,
+        dtype: 'f32',
+        window: 17,
+        sinks: 0,
+        variant,
+      });
     });
     it(`${variant}: non-causal, every KV dtype, q/o f16 and bf16`, async () => {
       // Every KV dtype on both shapes (each is its own pipeline); q/o dtypes paired with them.
-      await runCase({ lens: [63, 17], qLens: [3, 2], Hq: 4, Hkv: 2, D: 32, pageSize: 16, dtype: 'f32', causal: false, variant });
-      await runCase({ lens: [63, 17], qLens: [3, 2], Hq: 4, Hkv: 2, D: 32, pageSize: 16, dtype: 'int8', causal: false, variant });
-      await runCase({ lens: [100, 17], qLens: [4, 1], Hq: 4, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', qDtype: 'f16', causal: false, variant });
-      await runCase({ lens: [100], qLens: [2], Hq: 4, Hkv: 2, D: 32, pageSize: 16, dtype: 'bf16', qDtype: 'bf16', oDtype: 'f32', variant });
+      await runCase({
+        lens: [63, 17],
+        qLens: [3, 2],
+        Hq: 4,
+        Hkv: 2,
+        D: 32,
+        pageSize: 16,
+        dtype: 'f32',
+        causal: false,
+        variant,
+      });
+      await runCase({
+        lens: [63, 17],
+        qLens: [3, 2],
+        Hq: 4,
+        Hkv: 2,
+        D: 32,
+        pageSize: 16,
+        dtype: 'int8',
+        causal: false,
+        variant,
+      });
+      await runCase({
+        lens: [100, 17],
+        qLens: [4, 1],
+        Hq: 4,
+        Hkv: 2,
+        D: 32,
+        pageSize: 16,
+        dtype: 'f16',
+        qDtype: 'f16',
+        causal: false,
+        variant,
+      });
+      await runCase({
+        lens: [100],
+        qLens: [2],
+        Hq: 4,
+        Hkv: 2,
+        D: 32,
+        pageSize: 16,
+        dtype: 'bf16',
+        qDtype: 'bf16',
+        oDtype: 'f32',
+        variant,
+      });
     });
     it(`${variant}: split-K merged by kernels/merge`, async () => {
-      const r = await runCase({ lens: [300, 65, 1], qLens: [2, 1, 1], Hq: 4, Hkv: 2, D: 32, pageSize: 16, dtype: 'f32', kvChunk: 48, variant });
+      const r = await runCase({
+        lens: [300, 65, 1],
+        qLens: [2, 1, 1],
+        Hq: 4,
+        Hkv: 2,
+        D: 32,
+        pageSize: 16,
+        dtype: 'f32',
+        kvChunk: 48,
+        variant,
+      });
       expect(r.parts).toBe(7);
-      await runCase({ lens: [300, 40], qLens: [9, 1], Hq: 4, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', oDtype: 'f16', kvChunk: 32, window: 50, sinks: 3, sinkLogit: true, variant });
+      await runCase({
+        lens: [300, 40],
+        qLens: [9, 1],
+        Hq: 4,
+        Hkv: 2,
+        D: 32,
+        pageSize: 16,
+        dtype: 'f16',
+        oDtype: 'f16',
+        kvChunk: 32,
+        window: 50,
+        sinks: 3,
+        sinkLogit: true,
+        variant,
+      });
     });
     it(`${variant}: MLA absorbed decode (Hq 16, Hkv 1, Dqk 576, Dv 512), f16 and f32 pages`, async () => {
       // DeepSeek-V3's scale (1/sqrt(128 + 64)); the f32 pages split into parts of 8 keys.
-      await runCase({ lens: [33, 5], Hq: 16, Hkv: 1, D: 576, Dv: 512, pageSize: 16, dtype: 'f16', scale: 1 / Math.sqrt(192), variant });
+      await runCase({
+        lens: [33, 5],
+        Hq: 16,
+        Hkv: 1,
+        D: 576,
+        Dv: 512,
+        pageSize: 16,
+        dtype: 'f16',
+        scale: 1 / Math.sqrt(192),
+        variant,
+      });
       await runCase({ lens: [20], Hq: 16, Hkv: 1, D: 576, Dv: 512, pageSize: 16, dtype: 'f32', kvChunk: 8, variant });
     });
   }
@@ -208,21 +356,104 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
   for (const variant of ['cpu', 'gpu'] as const) {
     it(`${variant}: GQA 1, 4, 8 and G not a multiple of the pack; ragged prefill + decode; f32, f16, int8 pages`, async () => {
       // G = 1 with a pack of 2: every pack has an empty slot.
-      await runCase({ lens: [65, 300, 17], qLens: [3, 1, 17], Hq: 2, Hkv: 2, D: 32, pageSize: 16, dtype: 'f32', rows: 2, variant });
-      await runCase({ lens: [1, 130, 47], qLens: [1, 2, 1], Hq: 8, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', rows: 4, variant });
-      await runCase({ lens: [130, 33], qLens: [5, 1], Hq: 8, Hkv: 1, D: 32, Dv: 16, pageSize: 16, dtype: 'int8', rows: R8(), variant });
+      await runCase({
+        lens: [65, 300, 17],
+        qLens: [3, 1, 17],
+        Hq: 2,
+        Hkv: 2,
+        D: 32,
+        pageSize: 16,
+        dtype: 'f32',
+        rows: 2,
+        variant,
+      });
+      await runCase({
+        lens: [1, 130, 47],
+        qLens: [1, 2, 1],
+        Hq: 8,
+        Hkv: 2,
+        D: 32,
+        pageSize: 16,
+        dtype: 'f16',
+        rows: 4,
+        variant,
+      });
+      await runCase({
+        lens: [130, 33],
+        qLens: [5, 1],
+        Hq: 8,
+        Hkv: 1,
+        D: 32,
+        Dv: 16,
+        pageSize: 16,
+        dtype: 'int8',
+        rows: R8(),
+        variant,
+      });
       // G = 3 in packs of 2 and G = 6 in packs of 4: the last pack of each token is part empty.
-      await runCase({ lens: [70, 9], qLens: [2, 3], Hq: 6, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', rows: 2, variant });
-      await runCase({ lens: [70, 9], qLens: [2, 3], Hq: 6, Hkv: 1, D: 40, pageSize: 16, dtype: 'f32', rows: 4, variant });
+      await runCase({
+        lens: [70, 9],
+        qLens: [2, 3],
+        Hq: 6,
+        Hkv: 2,
+        D: 32,
+        pageSize: 16,
+        dtype: 'f16',
+        rows: 2,
+        variant,
+      });
+      await runCase({
+        lens: [70, 9],
+        qLens: [2, 3],
+        Hq: 6,
+        Hkv: 1,
+        D: 40,
+        pageSize: 16,
+        dtype: 'f32',
+        rows: 4,
+        variant,
+      });
     });
     it(`${variant}: packed rows with window + sinks + sink logit, split-K, f16 q/o`, async () => {
-      const r = await runCase({ lens: [300, 40], qLens: [9, 1], Hq: 8, Hkv: 1, D: 32, pageSize: 16, dtype: 'f16', qDtype: 'f16', kvChunk: 32, window: 50, sinks: 3, sinkLogit: true, rows: R8(), variant });
+      const r = await runCase({
+        lens: [300, 40],
+        qLens: [9, 1],
+        Hq: 8,
+        Hkv: 1,
+        D: 32,
+        pageSize: 16,
+        dtype: 'f16',
+        qDtype: 'f16',
+        kvChunk: 32,
+        window: 50,
+        sinks: 3,
+        sinkLogit: true,
+        rows: R8(),
+        variant,
+      });
       expect(r.parts).toBeGreaterThan(1);
-      await runCase({ lens: [200, 1], qLens: [4, 1], Hq: 12, Hkv: 2, D: 32, pageSize: 16, dtype: 'int8', window: 33, sinks: 2, sinkLogit: true, kvChunk: 48, rows: 4, variant });
+      await runCase({
+        lens: [200, 1],
+        qLens: [4, 1],
+        Hq: 12,
+        Hkv: 2,
+        D: 32,
+        pageSize: 16,
+        dtype: 'int8',
+        window: 33,
+        sinks: 2,
+        sinkLogit: true,
+        kvChunk: 48,
+        rows: 4,
+        variant,
+      });
     });
     it(`${variant}: ragged K/V source with packs of 4 (G = 6), sink logit and split-K`, async () => {
       const g = gpu;
-      const Hq = 6, Hkv = 1, D = 32, Dv = 32;
+      const Hq = 6,
+        Hkv = 1,
+        D = 32,
+        Dv = 32;
       const lens = [33, 1, 150];
       const qLens = [5, 1, 3];
       const rng = new Rng(11);
@@ -236,14 +467,35 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
       const vv = roundTo(rng.normals(N * Hkv * Dv), 'f16');
       const qv = rng.normals(T * Hq * D);
       const sinks = rng.normals(Hq);
-      const plan = await planBatchAttention(g.dev, { source: 'ragged', maxBatch: 4, maxQTokens: 16, maxKvTokens: 200, Hq, Hkv, D, Dv, kvDtype: 'f16', variant, rows: 4, kvChunk: 64, sinkLogit: true });
+      const plan = await planBatchAttention(g.dev, {
+        source: 'ragged',
+        maxBatch: 4,
+        maxQTokens: 16,
+        maxKvTokens: 200,
+        Hq,
+        Hkv,
+        D,
+        Dv,
+        kvDtype: 'f16',
+        variant,
+        rows: 4,
+        kvChunk: 64,
+        sinkLogit: true,
+      });
       try {
         expect(plan.rows).toBe(4);
         expect(plan.schedule({ qoIndptr, kvIndptr }).parts).toBe(3);
         const o = g.nanTensor([T, Hq, Dv]);
         const lse = g.nanTensor([T, Hq]);
         const enc = g.dev.device.createCommandEncoder();
-        plan.run(enc, { q: g.tensor(qv, [T, Hq, D]), o, lse, k: g.tensor(kv, [N, Hkv, D], 'f16'), v: g.tensor(vv, [N, Hkv, Dv], 'f16'), sinkLogits: g.tensor(sinks, [Hq]) });
+        plan.run(enc, {
+          q: g.tensor(qv, [T, Hq, D]),
+          o,
+          lse,
+          k: g.tensor(kv, [N, Hkv, D], 'f16'),
+          v: g.tensor(vv, [N, Hkv, Dv], 'f16'),
+          sinkLogits: g.tensor(sinks, [Hq]),
+        });
         await g.dev.submitAndWait([enc.finish()]);
         const seqs = lens.map((_, b) => ({
           k: kv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
@@ -266,7 +518,9 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
     expect(attentionPackRows('gpu', 16, 128)).toBe(8);
     expect(attentionPackRows('gpu', 16, 576)).toBe(4);
     // The loop bound grows with the pack, so packed parts cover fewer keys under llvmpipe's cap.
-    expect(attentionKeysPerPart(65535, 'cpu', 128, 128, 8, 4)).toBeLessThan(attentionKeysPerPart(65535, 'cpu', 128, 128, 8, 1));
+    expect(attentionKeysPerPart(65535, 'cpu', 128, 128, 8, 4)).toBeLessThan(
+      attentionKeysPerPart(65535, 'cpu', 128, 128, 8, 1),
+    );
     const base = { maxBatch: 1, maxQTokens: 1, maxPages: 4, Hq: 8, Hkv: 2, D: 32, pageSize: 16 };
     await expect(planBatchAttention(gpu.dev, { ...base, rows: 3 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED' });
     await expect(planBatchAttention(gpu.dev, { ...base, rows: 16 })).rejects.toMatchObject({ code: 'E_ARG' });
@@ -277,7 +531,10 @@ describe('attention core: ragged (contiguous) K/V source', () => {
   for (const variant of ['cpu', 'gpu'] as const) {
     it(`${variant}: cuSeqlens K/V, prefill + decode mix, window, split-K`, async () => {
       const g = gpu;
-      const Hq = 4, Hkv = 2, D = 32, Dv = 16;
+      const Hq = 4,
+        Hkv = 2,
+        D = 32,
+        Dv = 16;
       const lens = [17, 1, 130];
       const qLens = [17, 1, 4];
       const rng = new Rng(5);
@@ -291,13 +548,31 @@ describe('attention core: ragged (contiguous) K/V source', () => {
       const vv = roundTo(rng.normals(N * Hkv * Dv), 'f16');
       const qv = rng.normals(T * Hq * D);
       for (const opts of [{}, { window: 20, sinks: 2, kvChunk: 40 }] as const) {
-        const plan = await planBatchAttention(g.dev, { source: 'ragged', maxBatch: 4, maxQTokens: 32, maxKvTokens: 200, Hq, Hkv, D, Dv, kvDtype: 'f16', variant, ...opts });
+        const plan = await planBatchAttention(g.dev, {
+          source: 'ragged',
+          maxBatch: 4,
+          maxQTokens: 32,
+          maxKvTokens: 200,
+          Hq,
+          Hkv,
+          D,
+          Dv,
+          kvDtype: 'f16',
+          variant,
+          ...opts,
+        });
         try {
           plan.schedule({ qoIndptr, kvIndptr });
           const o = g.nanTensor([T, Hq, Dv]);
           const lse = g.nanTensor([T, Hq]);
           const enc = g.dev.device.createCommandEncoder();
-          plan.run(enc, { q: g.tensor(qv, [T, Hq, D]), o, lse, k: g.tensor(kv, [N, Hkv, D], 'f16'), v: g.tensor(vv, [N, Hkv, Dv], 'f16') });
+          plan.run(enc, {
+            q: g.tensor(qv, [T, Hq, D]),
+            o,
+            lse,
+            k: g.tensor(kv, [N, Hkv, D], 'f16'),
+            v: g.tensor(vv, [N, Hkv, Dv], 'f16'),
+          });
           await g.dev.submitAndWait([enc.finish()]);
           const seqs = lens.map((n, b) => ({
             k: kv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
@@ -320,7 +595,9 @@ describe('attention core: earlyQueries (more new queries than keys, as in dense 
   for (const variant of ['cpu', 'gpu'] as const) {
     it(`${variant}: queries before the first key see none; empty sequences give o = 0 and lse = -inf (or the sink logit)`, async () => {
       const g = gpu;
-      const Hq = 4, Hkv = 2, D = 16;
+      const Hq = 4,
+        Hkv = 2,
+        D = 16;
       const lens = [1, 0, 5, 40];
       const qLens = [3, 1, 7, 2];
       const rng = new Rng(11);
@@ -335,26 +612,53 @@ describe('attention core: earlyQueries (more new queries than keys, as in dense 
       const qv = rng.normals(T * Hq * D);
       const sinkv = rng.normals(Hq);
       for (const opts of [{}, { window: 3, sinks: 1, sinkLogit: true, kvChunk: 8, maxKvLen: 40 }] as const) {
-        const plan = await planBatchAttention(g.dev, { source: 'ragged', maxBatch: 4, maxQTokens: T, maxKvTokens: N, Hq, Hkv, D, kvDtype: 'f32', variant, earlyQueries: true, ...opts });
+        const plan = await planBatchAttention(g.dev, {
+          source: 'ragged',
+          maxBatch: 4,
+          maxQTokens: T,
+          maxKvTokens: N,
+          Hq,
+          Hkv,
+          D,
+          kvDtype: 'f32',
+          variant,
+          earlyQueries: true,
+          ...opts,
+        });
         try {
           const info = plan.schedule({ qoIndptr, kvIndptr });
           if ('kvChunk' in opts) {
             // maxKvLen (not maxKvTokens = 46) sizes the partials: 5 parts of 8 keys
             expect(plan.maxSplits).toBe(5);
             expect(info.parts).toBe(5);
-            expect(() => plan.schedule({ qoIndptr: [0, 1], kvIndptr: [0, 41] })).toThrow(expect.objectContaining({ code: 'E_LIMIT', argument: 'kvIndptr[1]' }));
+            expect(() => plan.schedule({ qoIndptr: [0, 1], kvIndptr: [0, 41] })).toThrow(
+              expect.objectContaining({ code: 'E_LIMIT', argument: 'kvIndptr[1]' }),
+            );
           }
           const o = g.nanTensor([T, Hq, D]);
           const lse = g.nanTensor([T, Hq]);
           const sinkT = 'sinkLogit' in opts ? g.tensor(sinkv, [Hq]) : undefined;
           const enc = g.dev.device.createCommandEncoder();
-          plan.run(enc, { q: g.tensor(qv, [T, Hq, D]), o, lse, k: g.tensor(kv, [N, Hkv, D]), v: g.tensor(vv, [N, Hkv, D]), sinkLogits: sinkT });
+          plan.run(enc, {
+            q: g.tensor(qv, [T, Hq, D]),
+            o,
+            lse,
+            k: g.tensor(kv, [N, Hkv, D]),
+            v: g.tensor(vv, [N, Hkv, D]),
+            sinkLogits: sinkT,
+          });
           await g.dev.submitAndWait([enc.finish()]);
           const seqs = lens.map((_, b) => ({
             k: kv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
             v: vv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
           }));
-          const ref = batchAttentionReference(qv, seqs, qoIndptr, { Hq, Hkv, D, ...opts, sinkLogits: sinkT ? sinkv : undefined });
+          const ref = batchAttentionReference(qv, seqs, qoIndptr, {
+            Hq,
+            Hkv,
+            D,
+            ...opts,
+            sinkLogits: sinkT ? sinkv : undefined,
+          });
           const got = await g.read(o);
           const gotL = await g.read(lse);
           // sequence 0 (1 key, 3 queries): queries 0 and 1 see nothing; sequence 1 (no key) likewise
@@ -374,9 +678,21 @@ describe('attention core: earlyQueries (more new queries than keys, as in dense 
         }
       }
       // without the option the schedule still refuses such a table, naming the argument
-      const strict = await planBatchAttention(g.dev, { source: 'ragged', maxBatch: 4, maxQTokens: T, maxKvTokens: N, Hq, Hkv, D, kvDtype: 'f32', variant });
+      const strict = await planBatchAttention(g.dev, {
+        source: 'ragged',
+        maxBatch: 4,
+        maxQTokens: T,
+        maxKvTokens: N,
+        Hq,
+        Hkv,
+        D,
+        kvDtype: 'f32',
+        variant,
+      });
       try {
-        expect(() => strict.schedule({ qoIndptr, kvIndptr })).toThrow(expect.objectContaining({ code: 'E_ARG', argument: 'qoIndptr[1]' }));
+        expect(() => strict.schedule({ qoIndptr, kvIndptr })).toThrow(
+          expect.objectContaining({ code: 'E_ARG', argument: 'qoIndptr[1]' }),
+        );
       } finally {
         strict.dispose();
       }
@@ -388,7 +704,12 @@ describe('attention core: masked keys are skipped, never multiplied by zero', ()
   for (const variant of ['cpu', 'gpu'] as const) {
     it(`${variant}: NaN in K/V rows outside the window and in the causal future stays invisible`, async () => {
       const g = gpu;
-      const Hq = 2, Hkv = 1, D = 16, P = 16, W = 8, S = 2;
+      const Hq = 2,
+        Hkv = 1,
+        D = 16,
+        P = 16,
+        W = 8,
+        S = 2;
       const L = 40;
       const qn = 6; // prefill chunk: positions 34..39
       const pool = buildPool([L], [qn], { Hkv, D, Dv: D, pageSize: P, dtype: 'f32', seed: 3 });
@@ -402,10 +723,26 @@ describe('attention core: masked keys are skipped, never multiplied by zero', ()
           dv.setFloat32(slot * Lay.pageBytes + Lay.vOffset + (j % P) * D * 4 + 4 * d, NaN, true);
         }
       }
-      const seqs = [readPagedSequence(pool.bytes, Lay, pool.table.kvIndptr, pool.table.kvIndices, pool.table.kvLastPageLen, 0)];
+      const seqs = [
+        readPagedSequence(pool.bytes, Lay, pool.table.kvIndptr, pool.table.kvIndices, pool.table.kvLastPageLen, 0),
+      ];
       const rng = new Rng(9);
       const qv = rng.normals(qn * Hq * D);
-      const plan = await planBatchAttention(g.dev, { maxBatch: 1, maxQTokens: qn, maxPages: 3, poolPages: pool.poolPages, Hq, Hkv, D, pageSize: P, kvDtype: 'f32', window: W, sinks: S, variant, kvChunk: 16 });
+      const plan = await planBatchAttention(g.dev, {
+        maxBatch: 1,
+        maxQTokens: qn,
+        maxPages: 3,
+        poolPages: pool.poolPages,
+        Hq,
+        Hkv,
+        D,
+        pageSize: P,
+        kvDtype: 'f32',
+        window: W,
+        sinks: S,
+        variant,
+        kvChunk: 16,
+      });
       const pages = g.dev.upload(pool.bytes);
       try {
         plan.schedule(pool.table);
@@ -421,7 +758,18 @@ describe('attention core: masked keys are skipped, never multiplied by zero', ()
         const co = compare(got, ref.o);
         expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
         // Control: the same NaN rows in a plan without a window do reach the output.
-        const open = await planBatchAttention(g.dev, { maxBatch: 1, maxQTokens: qn, maxPages: 3, poolPages: pool.poolPages, Hq, Hkv, D, pageSize: P, kvDtype: 'f32', variant });
+        const open = await planBatchAttention(g.dev, {
+          maxBatch: 1,
+          maxQTokens: qn,
+          maxPages: 3,
+          poolPages: pool.poolPages,
+          Hq,
+          Hkv,
+          D,
+          pageSize: P,
+          kvDtype: 'f32',
+          variant,
+        });
         open.schedule(pool.table);
         const enc2 = g.dev.device.createCommandEncoder();
         open.run(enc2, { q: g.tensor(qv, [qn, Hq, D]), o, pages });
@@ -438,12 +786,30 @@ describe('attention core: masked keys are skipped, never multiplied by zero', ()
 
 /** A decode setup on the GPU: pool, tensors and the reference, for the plan-behaviour tests. */
 async function decodeSetup(g: GpuFixture, lens: number[], seed: number) {
-  const Hq = 4, Hkv = 2, D = 16, P = 16;
-  const pool = buildPool(lens, lens.map(() => 1), { Hkv, D, Dv: D, pageSize: P, dtype: 'f16', seed, spare: 0 });
+  const Hq = 4,
+    Hkv = 2,
+    D = 16,
+    P = 16;
+  const pool = buildPool(
+    lens,
+    lens.map(() => 1),
+    { Hkv, D, Dv: D, pageSize: P, dtype: 'f16', seed, spare: 0 },
+  );
   const rng = new Rng(seed);
   const qv = rng.normals(lens.length * Hq * D);
   const ref = batchAttentionReference(qv, pool.seqs, pool.table.qoIndptr, { Hq, Hkv, D });
-  return { Hq, Hkv, D, P, pool, qv, ref, q: g.tensor(qv, [lens.length, Hq, D]), o: g.nanTensor([lens.length, Hq, D]), lse: g.nanTensor([lens.length, Hq]) };
+  return {
+    Hq,
+    Hkv,
+    D,
+    P,
+    pool,
+    qv,
+    ref,
+    q: g.tensor(qv, [lens.length, Hq, D]),
+    o: g.nanTensor([lens.length, Hq, D]),
+    lse: g.nanTensor([lens.length, Hq]),
+  };
 }
 
 async function expectClose(g: GpuFixture, t: GpuTensor, ref: Float64Array): Promise<void> {
@@ -452,7 +818,18 @@ async function expectClose(g: GpuFixture, t: GpuTensor, ref: Float64Array): Prom
 }
 
 describe('attention core: plan, schedule, run', () => {
-  const base = (poolPages: number): BatchAttentionOptions => ({ maxBatch: 4, maxQTokens: 4, maxPages: 64, poolPages, Hq: 4, Hkv: 2, D: 16, pageSize: 16, kvDtype: 'f16', kvChunk: 32 });
+  const base = (poolPages: number): BatchAttentionOptions => ({
+    maxBatch: 4,
+    maxQTokens: 4,
+    maxPages: 64,
+    poolPages,
+    Hq: 4,
+    Hkv: 2,
+    D: 16,
+    pageSize: 16,
+    kvDtype: 'f16',
+    kvChunk: 32,
+  });
 
   it('run creates no GPU buffer and, once cached, no bind group', async () => {
     const g = gpu;
@@ -469,8 +846,16 @@ describe('attention core: plan, schedule, run', () => {
       const warm = dev.createCommandEncoder();
       plan.run(warm, { q: a.q, o: a.o, lse: a.lse, pages });
       dev.queue.submit([warm.finish()]);
-      Object.defineProperty(dev, 'createBuffer', { value: (d: GPUBufferDescriptor) => (buffers++, createBuffer.call(dev, d)), configurable: true, writable: true });
-      Object.defineProperty(dev, 'createBindGroup', { value: (d: GPUBindGroupDescriptor) => (groups++, createBindGroup.call(dev, d)), configurable: true, writable: true });
+      Object.defineProperty(dev, 'createBuffer', {
+        value: (d: GPUBufferDescriptor) => (buffers++, createBuffer.call(dev, d)),
+        configurable: true,
+        writable: true,
+      });
+      Object.defineProperty(dev, 'createBindGroup', {
+        value: (d: GPUBindGroupDescriptor) => (groups++, createBindGroup.call(dev, d)),
+        configurable: true,
+        writable: true,
+      });
       for (let step = 0; step < 3; step++) {
         plan.schedule(a.pool.table);
         const enc = dev.createCommandEncoder();
@@ -535,7 +920,15 @@ describe('attention core: plan, schedule, run', () => {
       const b2 = { o: g.nanTensor([3, 4, 16]), lse: g.nanTensor([3, 4]) };
       plan.run(enc, { q: b.q, o: b2.o, lse: b2.lse, pages });
       await g.dev.submitAndWait([enc.finish()]);
-      for (const [t, r] of [[a.o, a.ref.o], [a2.o, a.ref.o], [a.lse, a.ref.lse], [a2.lse, a.ref.lse], [b.o, b.ref.o], [b2.o, b.ref.o], [b.lse, b.ref.lse]] as const) {
+      for (const [t, r] of [
+        [a.o, a.ref.o],
+        [a2.o, a.ref.o],
+        [a.lse, a.ref.lse],
+        [a2.lse, a.ref.lse],
+        [b.o, b.ref.o],
+        [b2.o, b.ref.o],
+        [b.lse, b.ref.lse],
+      ] as const) {
         await expectClose(g, t, r);
       }
       // After the submit the ring is free again.
@@ -586,13 +979,20 @@ describe('attention core: plan, schedule, run', () => {
     const fresh = await planBatchAttention(gpu.dev, base(10));
     const q = gpu.tensor(new Float64Array(2 * 4 * 16), [2, 4, 16]);
     const o = gpu.nanTensor([2, 4, 16]);
-    const pages = gpu.dev.createBuffer({ size: 10 * pageLayout(16, 2, 16, 16, 'f16').pageBytes, usage: GPUBufferUsage.STORAGE });
+    const pages = gpu.dev.createBuffer({
+      size: 10 * pageLayout(16, 2, 16, 16, 'f16').pageBytes,
+      usage: GPUBufferUsage.STORAGE,
+    });
     const enc = gpu.dev.device.createCommandEncoder();
     expect(() => fresh.run(enc, { q, o, pages })).toThrow(/E_STATE/);
     fresh.schedule(ok);
-    expect(() => fresh.run(enc, { q: gpu.tensor(new Float64Array(4 * 16), [1, 4, 16]), o, pages })).toThrow(/q.shape\[0\]/);
+    expect(() => fresh.run(enc, { q: gpu.tensor(new Float64Array(4 * 16), [1, 4, 16]), o, pages })).toThrow(
+      /q.shape\[0\]/,
+    );
     expect(() => fresh.run(enc, { q, o: gpu.nanTensor([2, 4, 8]), pages })).toThrow(/E_SHAPE/);
-    expect(() => fresh.run(enc, { q, o, pages: gpu.dev.createBuffer({ size: 256, usage: GPUBufferUsage.STORAGE }) })).toThrow(/pages/);
+    expect(() =>
+      fresh.run(enc, { q, o, pages: gpu.dev.createBuffer({ size: 256, usage: GPUBufferUsage.STORAGE }) }),
+    ).toThrow(/pages/);
     expect(() => fresh.run(enc, { q: { ...q, dtype: 'f16' }, o, pages })).toThrow(/E_DTYPE/);
     enc.finish();
     fresh.dispose();
@@ -611,7 +1011,9 @@ describe('attention core: plan, schedule, run', () => {
       [{ scale: NaN }, 'scale'],
       [{ variant: 'fast' }, 'variant'],
     ] as const) {
-      await expect(planBatchAttention(gpu.dev, { ...base(10), ...opts } as BatchAttentionOptions)).rejects.toMatchObject({ argument });
+      await expect(
+        planBatchAttention(gpu.dev, { ...base(10), ...opts } as BatchAttentionOptions),
+      ).rejects.toMatchObject({ argument });
     }
   });
 
@@ -620,10 +1022,20 @@ describe('attention core: plan, schedule, run', () => {
     const a = await decodeSetup(g, [40, 3], 4);
     const pages = g.dev.upload(a.pool.bytes);
     try {
-      await batchAttention(g.dev, { q: a.q, o: a.o, lse: a.lse, pages }, { Hq: 4, Hkv: 2, D: 16, pageSize: 16, kvDtype: 'f16', poolPages: a.pool.poolPages, ...a.pool.table });
+      await batchAttention(
+        g.dev,
+        { q: a.q, o: a.o, lse: a.lse, pages },
+        { Hq: 4, Hkv: 2, D: 16, pageSize: 16, kvDtype: 'f16', poolPages: a.pool.poolPages, ...a.pool.table },
+      );
       await expectClose(g, a.o, a.ref.o);
       await expectClose(g, a.lse, a.ref.lse);
-      await expect(batchAttention(g.dev, { q: a.q, o: a.o, pages }, { Hq: 4, Hkv: 2, D: 16, pageSize: 16, kvDtype: 'f16', ...a.pool.table, kvLastPageLen: [0, 3] })).rejects.toMatchObject({ code: 'E_ARG', argument: 'kvLastPageLen[0]' });
+      await expect(
+        batchAttention(
+          g.dev,
+          { q: a.q, o: a.o, pages },
+          { Hq: 4, Hkv: 2, D: 16, pageSize: 16, kvDtype: 'f16', ...a.pool.table, kvLastPageLen: [0, 3] },
+        ),
+      ).rejects.toMatchObject({ code: 'E_ARG', argument: 'kvLastPageLen[0]' });
     } finally {
       g.dev.destroyBuffer(pages);
     }
@@ -643,7 +1055,9 @@ describe('cross-family equality: every family with everything selected is dense 
   for (const variant of ['cpu', 'gpu'] as const) {
     it(`${variant}: dense == paged (all pages) == ragged core == block-sparse (all blocks) == MoBA (top-k = all) == DSA (top-k = all) == sliding window (W >= T)`, async () => {
       const g = gpu;
-      const Hq = 4, Hkv = 2, D = 32;
+      const Hq = 4,
+        Hkv = 2,
+        D = 32;
       const lens = [37, 100, 5];
       const cu = [0, 37, 137, 142];
       const T = cu[3]!;
@@ -654,7 +1068,10 @@ describe('cross-family equality: every family with everything selected is dense 
       const q = g.tensor(qv, [T, Hq, D]);
       const k = g.tensor(kv, [T, Hkv, D]);
       const v = g.tensor(vv, [T, Hkv, D]);
-      const seqs = lens.map((_, b) => ({ k: kv.subarray(cu[b]! * Hkv * D, cu[b + 1]! * Hkv * D), v: vv.subarray(cu[b]! * Hkv * D, cu[b + 1]! * Hkv * D) }));
+      const seqs = lens.map((_, b) => ({
+        k: kv.subarray(cu[b]! * Hkv * D, cu[b + 1]! * Hkv * D),
+        v: vv.subarray(cu[b]! * Hkv * D, cu[b + 1]! * Hkv * D),
+      }));
       const ref = batchAttentionReference(qv, seqs, cu, { Hq, Hkv, D });
       const results: Record<string, { o: Float64Array; lse: Float64Array }> = {};
       const out = () => ({ o: g.nanTensor([T, Hq, D]), lse: g.nanTensor([T, Hq]) });
@@ -682,24 +1099,37 @@ describe('cross-family equality: every family with everything selected is dense 
       });
       const pages = g.dev.upload(pool.bytes);
       const paged = out();
-      await batchAttention(g.dev, { q, ...paged, pages }, { Hq, Hkv, D, pageSize: 16, kvDtype: 'f32', poolPages: pool.poolPages, variant, ...pool.table, qoIndptr: cu });
+      await batchAttention(
+        g.dev,
+        { q, ...paged, pages },
+        { Hq, Hkv, D, pageSize: 16, kvDtype: 'f32', poolPages: pool.poolPages, variant, ...pool.table, qoIndptr: cu },
+      );
       results.paged = await read(paged);
       g.dev.destroyBuffer(pages);
 
       const ragged = out();
-      await batchAttention(g.dev, { q, k, v, ...ragged }, { source: 'ragged', Hq, Hkv, D, kvDtype: 'f32', variant, qoIndptr: cu, kvIndptr: cu });
+      await batchAttention(
+        g.dev,
+        { q, k, v, ...ragged },
+        { source: 'ragged', Hq, Hkv, D, kvDtype: 'f32', variant, qoIndptr: cu, kvIndptr: cu },
+      );
       results.raggedCore = await read(ragged);
 
       const mb = out();
       const blockSize = 16;
-      await mobaVarlen(g.dev, { q, k, v, ...mb }, { Hq, Hkv, D, blockSize, topk: Math.ceil(Math.max(...lens) / blockSize), cuSeqlens: cu, target: variant });
+      await mobaVarlen(
+        g.dev,
+        { q, k, v, ...mb },
+        { Hq, Hkv, D, blockSize, topk: Math.ceil(Math.max(...lens) / blockSize), cuSeqlens: cu, target: variant },
+      );
       results.moba = await read(mb);
 
       // Block-sparse: one sequence at a time (its own tensors), every block at or before the diagonal.
       const bs = { o: new Float64Array(T * Hq * D), lse: new Float64Array(T * Hq) };
       for (let b = 0; b < lens.length; b++) {
         const n = lens[b]!;
-        const R = 16, C = 16;
+        const R = 16,
+          C = 16;
         const indptr = [0];
         const indices: number[] = [];
         for (let i = 0; i * R < n; i++) {
@@ -709,7 +1139,16 @@ describe('cross-family equality: every family with everything selected is dense 
         }
         const sl = (x: Float64Array, w: number) => x.subarray(cu[b]! * w, cu[b + 1]! * w);
         const o1 = { o: g.nanTensor([n, Hq, D]), lse: g.nanTensor([n, Hq]) };
-        await blockSparseAttention(g.dev, { q: g.tensor(sl(qv, Hq * D), [n, Hq, D]), k: g.tensor(sl(kv, Hkv * D), [n, Hkv, D]), v: g.tensor(sl(vv, Hkv * D), [n, Hkv, D]), ...o1 }, { R, C, indptr, indices, causal: true, target: variant });
+        await blockSparseAttention(
+          g.dev,
+          {
+            q: g.tensor(sl(qv, Hq * D), [n, Hq, D]),
+            k: g.tensor(sl(kv, Hkv * D), [n, Hkv, D]),
+            v: g.tensor(sl(vv, Hkv * D), [n, Hkv, D]),
+            ...o1,
+          },
+          { R, C, indptr, indices, causal: true, target: variant },
+        );
         const r1 = await read(o1);
         bs.o.set(r1.o, cu[b]! * Hq * D);
         bs.lse.set(r1.lse, cu[b]! * Hq);
@@ -721,11 +1160,26 @@ describe('cross-family equality: every family with everything selected is dense 
       const ds = { o: new Float64Array(T * Hq * D), lse: new Float64Array(T * Hq) };
       for (let b = 0; b < lens.length; b++) {
         const n = lens[b]!;
-        const HI = 2, DI = 8;
+        const HI = 2,
+          DI = 8;
         const sl = (x: Float64Array, w: number) => x.subarray(cu[b]! * w, cu[b + 1]! * w);
         const o1 = { o: g.nanTensor([n, Hq, D]), lse: g.nanTensor([n, Hq]) };
-        const idx = { qI: g.tensor(rng.normals(n * HI * DI), [n, HI, DI]), kI: g.tensor(rng.normals(n * DI), [n, DI]), w: g.tensor(rng.normals(n * HI), [n, HI]) };
-        await dsa(g.dev, { q: g.tensor(sl(qv, Hq * D), [n, Hq, D]), k: g.tensor(sl(kv, Hkv * D), [n, Hkv, D]), v: g.tensor(sl(vv, Hkv * D), [n, Hkv, D]), ...idx, ...o1 }, { topk: n, target: variant });
+        const idx = {
+          qI: g.tensor(rng.normals(n * HI * DI), [n, HI, DI]),
+          kI: g.tensor(rng.normals(n * DI), [n, DI]),
+          w: g.tensor(rng.normals(n * HI), [n, HI]),
+        };
+        await dsa(
+          g.dev,
+          {
+            q: g.tensor(sl(qv, Hq * D), [n, Hq, D]),
+            k: g.tensor(sl(kv, Hkv * D), [n, Hkv, D]),
+            v: g.tensor(sl(vv, Hkv * D), [n, Hkv, D]),
+            ...idx,
+            ...o1,
+          },
+          { topk: n, target: variant },
+        );
         const r1 = await read(o1);
         ds.o.set(r1.o, cu[b]! * Hq * D);
         ds.lse.set(r1.lse, cu[b]! * Hq);
@@ -741,7 +1195,15 @@ describe('cross-family equality: every family with everything selected is dense 
         const cd = compare(r.o, results.dense!.o);
         expect(passes(cd, TOLERANCE.f32), `${name} vs dense ${describeComparison(cd)}`).toBe(true);
       }
-      expect(Object.keys(results).sort()).toEqual(['blockSparse', 'dense', 'dsa', 'moba', 'paged', 'raggedCore', 'slidingWindow']);
+      expect(Object.keys(results).sort()).toEqual([
+        'blockSparse',
+        'dense',
+        'dsa',
+        'moba',
+        'paged',
+        'raggedCore',
+        'slidingWindow',
+      ]);
     });
   }
 });
@@ -750,8 +1212,13 @@ describe('docs/attention.md', () => {
   it('the example runs as written and gives the lse of its zero pool', async () => {
     const md = readFileSync(new URL('../docs/attention.md', import.meta.url), 'utf8');
     const block = /```ts\n([\s\S]*?)```/.exec(md)![1]!;
-    const body = block.split('\n').filter((l) => !l.startsWith('import ')).join('\n');
-    const js = ts.transpileModule(`async function example() {\n${body}\nreturn { info, o, lse, plan };\n}`, { compilerOptions: { target: ts.ScriptTarget.ES2022 } }).outputText;
+    const body = block
+      .split('\n')
+      .filter((l) => !l.startsWith('import '))
+      .join('\n');
+    const js = ts.transpileModule(`async function example() {\n${body}\nreturn { info, o, lse, plan };\n}`, {
+      compilerOptions: { target: ts.ScriptTarget.ES2022 },
+    }).outputText;
     const run = new Function('requestDevice', 'planBatchAttention', 'pageLayout', `${js}\nreturn example();`);
     const r = await run(async () => gpu.dev, planBatchAttention, pageLayout);
     await gpu.dev.device.queue.onSubmittedWorkDone();
@@ -778,7 +1245,19 @@ describe('attention core: a schedule buffer the engine fills on the GPU', () => 
       const bTable = { ...b.pool.table, kvIndices: Array.from(b.pool.table.kvIndices, (s) => s + a.pool.poolPages) };
       const pages = g.dev.upload(pool);
       const maxQTokens = 4;
-      const plan = await planBatchAttention(g.dev, { maxBatch: 4, maxQTokens, maxPages: 32, poolPages: a.pool.poolPages + b.pool.poolPages, Hq: 4, Hkv: 2, D: 16, pageSize: 16, kvDtype: 'f16', kvChunk: 64, variant });
+      const plan = await planBatchAttention(g.dev, {
+        maxBatch: 4,
+        maxQTokens,
+        maxPages: 32,
+        poolPages: a.pool.poolPages + b.pool.poolPages,
+        Hq: 4,
+        Hkv: 2,
+        D: 16,
+        pageSize: 16,
+        kvDtype: 'f16',
+        kvChunk: 64,
+        variant,
+      });
       const L = plan.scheduleLayout;
       expect(L.header[2]).toBe(plan.maxSplits);
       const fill = (t: Required<BatchSchedule>): Uint32Array => {
@@ -833,7 +1312,22 @@ describe('attention core under a lowered loop cap (the llvmpipe sizing on any ad
   const capped = useGpu({ loopLimit: 1500 });
   for (const variant of ['cpu', 'gpu'] as const) {
     it(`${variant}: parts sized by attentionKeysPerPart, default options, results exact`, async () => {
-      const r = await runCase({ lens: [300, 65, 1], qLens: [3, 1, 1], Hq: 4, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', window: 200, sinks: 2, sinkLogit: true, variant }, capped);
+      const r = await runCase(
+        {
+          lens: [300, 65, 1],
+          qLens: [3, 1, 1],
+          Hq: 4,
+          Hkv: 2,
+          D: 32,
+          pageSize: 16,
+          dtype: 'f16',
+          window: 200,
+          sinks: 2,
+          sinkLogit: true,
+          variant,
+        },
+        capped,
+      );
       const cap = attentionKeysPerPart(1500, variant, 32, 32, 4, r.rows);
       // No part covers more keys than the cap (the cpu shape's cap is below the longest sequence).
       expect(r.parts).toBeGreaterThanOrEqual(Math.ceil(300 / cap));

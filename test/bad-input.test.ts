@@ -101,7 +101,13 @@ const ENTRIES: Entry[] = [
     name: 'dense',
     plan: planAttention,
     opts: () => ({ Tq: 5, Hq: 2, Hkv: 1, D: 8 }),
-    tensors: { q: f32([5, 2, 8]), k: f32([5, 1, 8]), v: f32([5, 1, 8]), o: f32([5, 2, 8], true), lse: f32([5, 2], true) },
+    tensors: {
+      q: f32([5, 2, 8]),
+      k: f32([5, 1, 8]),
+      v: f32([5, 1, 8]),
+      o: f32([5, 2, 8], true),
+      lse: f32([5, 2], true),
+    },
     call: (d, t, o) => attention(d, t, o),
     sizeSources: ['q', 'k', 'v'],
   },
@@ -109,13 +115,25 @@ const ENTRIES: Entry[] = [
     name: 'dense-decode',
     plan: planDecode,
     opts: () => ({ kvLens: [5, 0, 7], Hq: 2, Hkv: 1, D: 8, kvChunk: 4 }),
-    tensors: { q: f32([3, 2, 8]), k: f32([12, 1, 8]), v: f32([12, 1, 8]), o: f32([3, 2, 8], true), lse: f32([3, 2], true) },
+    tensors: {
+      q: f32([3, 2, 8]),
+      k: f32([12, 1, 8]),
+      v: f32([12, 1, 8]),
+      o: f32([3, 2, 8], true),
+      lse: f32([3, 2], true),
+    },
   },
   {
     name: 'sliding_window',
     plan: planSlidingWindow,
     opts: () => ({ Tq: 5, Hq: 2, Hkv: 1, D: 8, window: 2, sinks: 1 }),
-    tensors: { q: f32([5, 2, 8]), k: f32([5, 1, 8]), v: f32([5, 1, 8]), o: f32([5, 2, 8], true), lse: f32([5, 2], true) },
+    tensors: {
+      q: f32([5, 2, 8]),
+      k: f32([5, 1, 8]),
+      v: f32([5, 1, 8]),
+      o: f32([5, 2, 8], true),
+      lse: f32([5, 2], true),
+    },
     call: (d, t, o) => slidingWindowAttention(d, t, o),
     callOpts: () => ({ window: 2, sinks: 1 }),
     sizeSources: ['q', 'k', 'v'],
@@ -131,8 +149,15 @@ const ENTRIES: Entry[] = [
     plan: planDsa,
     opts: () => ({ T: 6, Hq: 2, Hkv: 1, D: 8, HI: 2, DI: 8, topk: 3 }),
     tensors: {
-      q: f32([6, 2, 8]), k: f32([6, 1, 8]), v: f32([6, 1, 8]), qI: f32([6, 2, 8]), kI: f32([6, 8]), w: f32([6, 2]),
-      o: f32([6, 2, 8], true), lse: f32([6, 2], true), indices: i32([6, 3], true),
+      q: f32([6, 2, 8]),
+      k: f32([6, 1, 8]),
+      v: f32([6, 1, 8]),
+      qI: f32([6, 2, 8]),
+      kI: f32([6, 8]),
+      w: f32([6, 2]),
+      o: f32([6, 2, 8], true),
+      lse: f32([6, 2], true),
+      indices: i32([6, 3], true),
     },
     call: (d, t, o) => dsa(d, t, o),
     callOpts: () => ({ topk: 3 }),
@@ -142,7 +167,14 @@ const ENTRIES: Entry[] = [
     name: 'moba',
     plan: planMoba,
     opts: () => ({ Tq: 8, Hq: 2, Hkv: 1, D: 16, blockSize: 4, topk: 2 }),
-    tensors: { q: f32([8, 2, 16]), k: f32([8, 1, 16]), v: f32([8, 1, 16]), o: f32([8, 2, 16], true), lse: f32([8, 2], true), selection: i32([8, 2, 2], true) },
+    tensors: {
+      q: f32([8, 2, 16]),
+      k: f32([8, 1, 16]),
+      v: f32([8, 1, 16]),
+      o: f32([8, 2, 16], true),
+      lse: f32([8, 2], true),
+      selection: i32([8, 2, 2], true),
+    },
     call: (d, t, o) => moba(d, t, o),
     callOpts: () => ({ blockSize: 4, topk: 2 }),
     sizeSources: ['q', 'k', 'v'],
@@ -151,16 +183,27 @@ const ENTRIES: Entry[] = [
     name: 'moba-decode',
     plan: planMobaDecode,
     opts: () => ({ Tk: 8, Hq: 2, Hkv: 1, D: 16, blockSize: 4, topk: 2 }),
-    tensors: { q: f32([1, 2, 16]), k: f32([8, 1, 16]), v: f32([8, 1, 16]), o: f32([1, 2, 16], true), blockMeans: f32([2, 1, 16]) },
+    tensors: {
+      q: f32([1, 2, 16]),
+      k: f32([8, 1, 16]),
+      v: f32([8, 1, 16]),
+      o: f32([1, 2, 16], true),
+      blockMeans: f32([2, 1, 16]),
+    },
   },
   {
     name: 'nsa',
     plan: planNsa,
     opts: () => ({ T: 16, Hq: 2, Hkv: 1, D: 16, blockSize: 4, blockCount: 2, window: 4 }),
     tensors: {
-      q: f32([16, 2, 16]), k: f32([16, 1, 16]), v: f32([16, 1, 16]),
-      gCmp: f32([16, 2], false, 0.5), gSlc: f32([16, 2], false, 0.5), gSwa: f32([16, 2], false, 0.5),
-      o: f32([16, 2, 16], true), blockIndices: i32([16, 1, 2], true),
+      q: f32([16, 2, 16]),
+      k: f32([16, 1, 16]),
+      v: f32([16, 1, 16]),
+      gCmp: f32([16, 2], false, 0.5),
+      gSlc: f32([16, 2], false, 0.5),
+      gSwa: f32([16, 2], false, 0.5),
+      o: f32([16, 2, 16], true),
+      blockIndices: i32([16, 1, 2], true),
     },
     call: (d, t, o) => nsa(d, t, o),
     callOpts: () => ({ blockSize: 4, blockCount: 2, window: 4 }),
@@ -170,7 +213,13 @@ const ENTRIES: Entry[] = [
     name: 'block_sparse',
     plan: planBlockSparse,
     opts: () => ({ Tq: 32, Hq: 2, Hkv: 1, D: 16, R: 16, C: 16, indptr: [0, 1, 3], indices: [0, 0, 1] }),
-    tensors: { q: f32([32, 2, 16]), k: f32([32, 1, 16]), v: f32([32, 1, 16]), o: f32([32, 2, 16], true), lse: f32([32, 2], true) },
+    tensors: {
+      q: f32([32, 2, 16]),
+      k: f32([32, 1, 16]),
+      v: f32([32, 1, 16]),
+      o: f32([32, 2, 16], true),
+      lse: f32([32, 2], true),
+    },
     call: (d, t, o) => blockSparseAttention(d, t, o),
     callOpts: () => ({ R: 16, C: 16, indptr: [0, 1, 3], indices: [0, 0, 1] }),
     sizeSources: ['q', 'k', 'v'],
@@ -179,7 +228,14 @@ const ENTRIES: Entry[] = [
     name: 'linear_attn',
     plan: planLinearAttn,
     opts: () => ({ H: 1, K: 8, V: 8, T: 4 }),
-    tensors: { q: f32([4, 1, 8]), k: f32([4, 1, 8]), v: f32([4, 1, 8]), o: f32([4, 1, 8], true), initialState: f32([1, 1, 8, 8]), finalState: f32([1, 1, 8, 8], true) },
+    tensors: {
+      q: f32([4, 1, 8]),
+      k: f32([4, 1, 8]),
+      v: f32([4, 1, 8]),
+      o: f32([4, 1, 8], true),
+      initialState: f32([1, 1, 8, 8]),
+      finalState: f32([1, 1, 8, 8], true),
+    },
     call: (d, t, o) => linearAttn(d, t, o),
     sizeSources: ['q', 'v'],
   },
@@ -187,7 +243,14 @@ const ENTRIES: Entry[] = [
     name: 'simple_gla',
     plan: planSimpleGla,
     opts: () => ({ H: 1, K: 8, V: 8, T: 4 }),
-    tensors: { q: f32([4, 1, 8]), k: f32([4, 1, 8]), v: f32([4, 1, 8]), g: f32([4, 1], false, -0.1), o: f32([4, 1, 8], true), finalState: f32([1, 1, 8, 8], true) },
+    tensors: {
+      q: f32([4, 1, 8]),
+      k: f32([4, 1, 8]),
+      v: f32([4, 1, 8]),
+      g: f32([4, 1], false, -0.1),
+      o: f32([4, 1, 8], true),
+      finalState: f32([1, 1, 8, 8], true),
+    },
     call: (d, t, o) => simpleGla(d, t, o),
     sizeSources: ['q', 'v'],
   },
@@ -195,7 +258,14 @@ const ENTRIES: Entry[] = [
     name: 'gla',
     plan: planGla,
     opts: () => ({ H: 1, K: 8, V: 8, T: 4 }),
-    tensors: { q: f32([4, 1, 8]), k: f32([4, 1, 8]), v: f32([4, 1, 8]), g: f32([4, 1, 8], false, -0.1), o: f32([4, 1, 8], true), finalState: f32([1, 1, 8, 8], true) },
+    tensors: {
+      q: f32([4, 1, 8]),
+      k: f32([4, 1, 8]),
+      v: f32([4, 1, 8]),
+      g: f32([4, 1, 8], false, -0.1),
+      o: f32([4, 1, 8], true),
+      finalState: f32([1, 1, 8, 8], true),
+    },
     call: (d, t, o) => gla(d, t, o),
     sizeSources: ['q', 'v'],
   },
@@ -203,7 +273,14 @@ const ENTRIES: Entry[] = [
     name: 'delta_rule',
     plan: planDeltaRule,
     opts: () => ({ H: 1, K: 8, V: 8, T: 4 }),
-    tensors: { q: f32([4, 1, 8]), k: f32([4, 1, 8]), v: f32([4, 1, 8]), beta: f32([4, 1], false, 0.5), o: f32([4, 1, 8], true), finalState: f32([1, 1, 8, 8], true) },
+    tensors: {
+      q: f32([4, 1, 8]),
+      k: f32([4, 1, 8]),
+      v: f32([4, 1, 8]),
+      beta: f32([4, 1], false, 0.5),
+      o: f32([4, 1, 8], true),
+      finalState: f32([1, 1, 8, 8], true),
+    },
     call: (d, t, o) => deltaRule(d, t, o),
     sizeSources: ['q', 'v'],
   },
@@ -211,7 +288,15 @@ const ENTRIES: Entry[] = [
     name: 'gated_delta_rule',
     plan: planGatedDeltaRule,
     opts: () => ({ H: 1, K: 8, V: 8, T: 4 }),
-    tensors: { q: f32([4, 1, 8]), k: f32([4, 1, 8]), v: f32([4, 1, 8]), g: f32([4, 1], false, -0.1), beta: f32([4, 1], false, 0.5), o: f32([4, 1, 8], true), finalState: f32([1, 1, 8, 8], true) },
+    tensors: {
+      q: f32([4, 1, 8]),
+      k: f32([4, 1, 8]),
+      v: f32([4, 1, 8]),
+      g: f32([4, 1], false, -0.1),
+      beta: f32([4, 1], false, 0.5),
+      o: f32([4, 1, 8], true),
+      finalState: f32([1, 1, 8, 8], true),
+    },
     call: (d, t, o) => gatedDeltaRule(d, t, o),
     sizeSources: ['q', 'v'],
   },
@@ -219,7 +304,15 @@ const ENTRIES: Entry[] = [
     name: 'kda',
     plan: planKda,
     opts: () => ({ H: 1, K: 8, V: 8, T: 4 }),
-    tensors: { q: f32([4, 1, 8]), k: f32([4, 1, 8]), v: f32([4, 1, 8]), g: f32([4, 1, 8], false, -0.1), beta: f32([4, 1], false, 0.5), o: f32([4, 1, 8], true), finalState: f32([1, 1, 8, 8], true) },
+    tensors: {
+      q: f32([4, 1, 8]),
+      k: f32([4, 1, 8]),
+      v: f32([4, 1, 8]),
+      g: f32([4, 1, 8], false, -0.1),
+      beta: f32([4, 1], false, 0.5),
+      o: f32([4, 1, 8], true),
+      finalState: f32([1, 1, 8, 8], true),
+    },
     call: (d, t, o) => kda(d, t, o),
     sizeSources: ['q', 'v'],
   },
@@ -262,7 +355,10 @@ function releaseHeld(): void {
 /** A copy of a tensor's (valid) contents on the other device. */
 function foreignBuffer(s: TensorSpec): GPUBuffer {
   const n = s.shape.reduce((a, b) => a * b, 1);
-  const b = other.upload(encode(new Float64Array(n).fill(s.out ? SENTINEL : (s.fill ?? 0.5)), s.dtype), { size: byteSize(s.shape, s.dtype), label: 'bad.foreign' });
+  const b = other.upload(encode(new Float64Array(n).fill(s.out ? SENTINEL : (s.fill ?? 0.5)), s.dtype), {
+    size: byteSize(s.shape, s.dtype),
+    label: 'bad.foreign',
+  });
   heldOther.push(b);
   return b;
 }
@@ -289,7 +385,8 @@ function goodInputs(e: Entry): Record<string, unknown> {
   for (const [k, s] of Object.entries(e.tensors)) t[k] = makeTensor(s);
   if (e.extra) {
     const x = e.extra(gpu.dev);
-    for (const v of Object.values(x)) if (v && typeof (v as GPUBuffer).destroy === 'function') held.push(v as GPUBuffer);
+    for (const v of Object.values(x))
+      if (v && typeof (v as GPUBuffer).destroy === 'function') held.push(v as GPUBuffer);
     Object.assign(t, x);
   }
   return t;
@@ -297,7 +394,13 @@ function goodInputs(e: Entry): Record<string, unknown> {
 /** The output tensors of `t` that must still hold the sentinel. */
 function outputsOf(e: Entry, t: Record<string, unknown>): [string, GpuTensor][] {
   return Object.entries(e.tensors)
-    .filter(([k, s]) => s.out && t[k] && (t[k] as GpuTensor).buffer && typeof ((t[k] as GpuTensor).buffer as GPUBuffer).destroy === 'function')
+    .filter(
+      ([k, s]) =>
+        s.out &&
+        t[k] &&
+        (t[k] as GpuTensor).buffer &&
+        typeof ((t[k] as GpuTensor).buffer as GPUBuffer).destroy === 'function',
+    )
     .map(([k]) => [k, t[k] as GpuTensor]);
 }
 async function expectUntouched(outs: [string, GpuTensor][]): Promise<void> {
@@ -331,7 +434,12 @@ interface Row {
 }
 
 const rows: Row[] = [];
-const DERIVED_DTYPE_OPTION: Record<string, string> = { o: 'outDtype', gCmp: 'gateDtype', gSlc: 'gateDtype', gSwa: 'gateDtype' };
+const DERIVED_DTYPE_OPTION: Record<string, string> = {
+  o: 'outDtype',
+  gCmp: 'gateDtype',
+  gSlc: 'gateDtype',
+  gSwa: 'gateDtype',
+};
 /** The device's storage-binding limit (rows past it are built when the test runs). */
 const bindLimit = () => gpu.dev.limits.maxStorageBufferBindingSize;
 let triedCount = 0;
@@ -343,8 +451,20 @@ function genericTensorRows(e: Entry): void {
     const wrongDtype: DType = s.dtype === 'i32' ? 'f32' : 'i32';
     const cases: { what: string; mutate: Mutate; code: TesseraErrorCode; argument: string; callOk: boolean }[] = [
       { what: `${name} is null`, mutate: (t) => (t[name] = null), code: 'E_ARG', argument: name, callOk: true },
-      { what: `${name}.buffer is not a GPUBuffer`, mutate: (t) => (t[name] = { ...(t[name] as GpuTensor), buffer: {} }), code: 'E_BUFFER', argument: `${name}.buffer`, callOk: true },
-      { what: `${name} has a wrong rank`, mutate: (t) => (t[name] = { ...(t[name] as GpuTensor), shape: [...s.shape, 1] }), code: 'E_SHAPE', argument: `${name}.shape`, callOk: !e.sizeSources?.includes(name) },
+      {
+        what: `${name}.buffer is not a GPUBuffer`,
+        mutate: (t) => (t[name] = { ...(t[name] as GpuTensor), buffer: {} }),
+        code: 'E_BUFFER',
+        argument: `${name}.buffer`,
+        callOk: true,
+      },
+      {
+        what: `${name} has a wrong rank`,
+        mutate: (t) => (t[name] = { ...(t[name] as GpuTensor), shape: [...s.shape, 1] }),
+        code: 'E_SHAPE',
+        argument: `${name}.shape`,
+        callOk: !e.sizeSources?.includes(name),
+      },
       {
         what: `${name} has a wrong dim ${dim}`,
         mutate: (t) => (t[name] = { ...(t[name] as GpuTensor), shape: s.shape.map((x, i) => (i === dim ? x + 2 : x)) }),
@@ -352,23 +472,52 @@ function genericTensorRows(e: Entry): void {
         argument: `${name}.shape[${dim}]`,
         callOk: !e.sizeSources?.includes(name),
       },
-      { what: `${name} has dtype ${wrongDtype}`, mutate: (t) => (t[name] = { ...(t[name] as GpuTensor), dtype: wrongDtype }), code: 'E_DTYPE', argument: `${name}.dtype`, callOk: !e.sizeSources?.includes(name) },
-      { what: `${name}.offset is not 256-aligned`, mutate: (t) => (t[name] = { ...(t[name] as GpuTensor), offset: 4 }), code: 'E_ARG', argument: `${name}.offset`, callOk: true },
+      {
+        what: `${name} has dtype ${wrongDtype}`,
+        mutate: (t) => (t[name] = { ...(t[name] as GpuTensor), dtype: wrongDtype }),
+        code: 'E_DTYPE',
+        argument: `${name}.dtype`,
+        callOk: !e.sizeSources?.includes(name),
+      },
+      {
+        what: `${name}.offset is not 256-aligned`,
+        mutate: (t) => (t[name] = { ...(t[name] as GpuTensor), offset: 4 }),
+        code: 'E_ARG',
+        argument: `${name}.offset`,
+        callOk: true,
+      },
       {
         what: `${name}.buffer is too small`,
-        mutate: (t) => (t[name] = { ...(t[name] as GpuTensor), buffer: rawBuffer(Math.max(4, byteSize(s.shape, s.dtype) - 4), GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST) }),
+        mutate: (t) =>
+          (t[name] = {
+            ...(t[name] as GpuTensor),
+            buffer: rawBuffer(
+              Math.max(4, byteSize(s.shape, s.dtype) - 4),
+              GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+            ),
+          }),
         code: 'E_BUFFER',
         argument: `${name}.buffer`,
         callOk: true,
       },
       {
         what: `${name}.buffer lacks STORAGE usage`,
-        mutate: (t) => (t[name] = { ...(t[name] as GpuTensor), buffer: rawBuffer(byteSize(s.shape, s.dtype), GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST) }),
+        mutate: (t) =>
+          (t[name] = {
+            ...(t[name] as GpuTensor),
+            buffer: rawBuffer(byteSize(s.shape, s.dtype), GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST),
+          }),
         code: 'E_BUFFER',
         argument: `${name}.buffer`,
         callOk: true,
       },
-      { what: `${name}.buffer is destroyed`, mutate: (t) => (t[name] as GpuTensor).buffer.destroy(), code: 'E_BUFFER', argument: `${name}.buffer`, callOk: true },
+      {
+        what: `${name}.buffer is destroyed`,
+        mutate: (t) => (t[name] as GpuTensor).buffer.destroy(),
+        code: 'E_BUFFER',
+        argument: `${name}.buffer`,
+        callOk: true,
+      },
       {
         what: `${name}.buffer belongs to another device`,
         mutate: (t) => (t[name] = { ...(t[name] as GpuTensor), buffer: foreignBuffer(s) }),
@@ -391,13 +540,34 @@ function genericTensorRows(e: Entry): void {
 for (const e of ENTRIES) genericTensorRows(e);
 
 const byName = (n: string) => ENTRIES.find((e) => e.name === n)!;
-function planRow(entry: string, what: string, opts: (o: Record<string, unknown>) => Record<string, unknown>, code: TesseraErrorCode, argument: string | RegExp, extra: Partial<Row> = {}) {
+function planRow(
+  entry: string,
+  what: string,
+  opts: (o: Record<string, unknown>) => Record<string, unknown>,
+  code: TesseraErrorCode,
+  argument: string | RegExp,
+  extra: Partial<Row> = {},
+) {
   rows.push({ entry: byName(entry), where: 'plan', what, opts, code, argument, ...extra });
 }
-function runRow(entry: string, what: string, mutate: Mutate, code: TesseraErrorCode, argument: string | RegExp, extra: Partial<Row> = {}) {
+function runRow(
+  entry: string,
+  what: string,
+  mutate: Mutate,
+  code: TesseraErrorCode,
+  argument: string | RegExp,
+  extra: Partial<Row> = {},
+) {
   rows.push({ entry: byName(entry), where: 'run', what, mutate, code, argument, ...extra });
 }
-function callRow(entry: string, what: string, mutate: Mutate, code: TesseraErrorCode, argument: string | RegExp, opts?: (o: Record<string, unknown>) => Record<string, unknown>) {
+function callRow(
+  entry: string,
+  what: string,
+  mutate: Mutate,
+  code: TesseraErrorCode,
+  argument: string | RegExp,
+  opts?: (o: Record<string, unknown>) => Record<string, unknown>,
+) {
   rows.push({ entry: byName(entry), where: 'call', what, mutate, opts, code, argument });
 }
 const huge = 1 << 24; // tokens: [2^24, 64, 64] f32 is 256 GiB, past every binding limit
@@ -420,8 +590,21 @@ planRow('topk', 'n = NaN', (o) => ({ ...o, n: NaN }), 'E_ARG', 'n');
 planRow('topk', 'variant small with k = 64', (o) => ({ ...o, k: 64, variant: 'small' }), 'E_ARG', 'variant');
 planRow('topk', 'unknown variant', (o) => ({ ...o, variant: 'fast' }), 'E_ARG', 'variant');
 planRow('topk', 'n past the binding limit', (o) => ({ ...o, rows: 1, n: bindLimit() / 4 + 1, k: 1 }), 'E_LIMIT', 'n');
-planRow('topk', 'rows x n past the binding limit', (o) => ({ ...o, rows: 64, n: Math.ceil(bindLimit() / 4 / 32), k: 1 }), 'E_LIMIT', /.+/);
-callRow('topk', 'NaN score with checkFinite', (t) => (t.scores = makeTensor(f32([2, 10]), NaN)), 'E_NAN', 'scores', () => ({ checkFinite: true }));
+planRow(
+  'topk',
+  'rows x n past the binding limit',
+  (o) => ({ ...o, rows: 64, n: Math.ceil(bindLimit() / 4 / 32), k: 1 }),
+  'E_LIMIT',
+  /.+/,
+);
+callRow(
+  'topk',
+  'NaN score with checkFinite',
+  (t) => (t.scores = makeTensor(f32([2, 10]), NaN)),
+  'E_NAN',
+  'scores',
+  () => ({ checkFinite: true }),
+);
 // dense
 planRow('dense', 'T = 0', (o) => ({ ...o, Tq: 0 }), 'E_ARG', 'Tq');
 planRow('dense', 'Tk = 0', (o) => ({ ...o, Tk: 0 }), 'E_ARG', 'Tk');
@@ -440,32 +623,88 @@ planRow('dense', 'dtype i32', (o) => ({ ...o, dtype: 'i32' }), 'E_DTYPE', 'dtype
 planRow('dense', 'outDtype u8', (o) => ({ ...o, outDtype: 'u8' }), 'E_DTYPE', 'outDtype');
 planRow('dense', 'odd Dv with f16 output', (o) => ({ ...o, D: 7, dtype: 'f16' }), 'E_UNSUPPORTED', 'Dv');
 planRow('dense', 'causal not a boolean', (o) => ({ ...o, causal: 'yes' }), 'E_ARG', 'causal');
-planRow('dense', 'cuSeqlensQ not starting at 0', () => ({ cuSeqlensQ: [1, 5], Hq: 2, Hkv: 1, D: 8 }), 'E_ARG', 'cuSeqlensQ[0]');
-planRow('dense', 'cuSeqlensQ decreasing', () => ({ cuSeqlensQ: [0, 5, 3], Hq: 2, Hkv: 1, D: 8 }), 'E_ARG', 'cuSeqlensQ[2]');
-planRow('dense', 'cuSeqlensK of another batch size', () => ({ cuSeqlensQ: [0, 5, 6], cuSeqlensK: [0, 5], Hq: 2, Hkv: 1, D: 8 }), 'E_SHAPE', 'cuSeqlensK');
-planRow('dense', 'cuSeqlensQ with no token', () => ({ cuSeqlensQ: [0, 0], Hq: 2, Hkv: 1, D: 8 }), 'E_ARG', 'cuSeqlensQ');
+planRow(
+  'dense',
+  'cuSeqlensQ not starting at 0',
+  () => ({ cuSeqlensQ: [1, 5], Hq: 2, Hkv: 1, D: 8 }),
+  'E_ARG',
+  'cuSeqlensQ[0]',
+);
+planRow(
+  'dense',
+  'cuSeqlensQ decreasing',
+  () => ({ cuSeqlensQ: [0, 5, 3], Hq: 2, Hkv: 1, D: 8 }),
+  'E_ARG',
+  'cuSeqlensQ[2]',
+);
+planRow(
+  'dense',
+  'cuSeqlensK of another batch size',
+  () => ({ cuSeqlensQ: [0, 5, 6], cuSeqlensK: [0, 5], Hq: 2, Hkv: 1, D: 8 }),
+  'E_SHAPE',
+  'cuSeqlensK',
+);
+planRow(
+  'dense',
+  'cuSeqlensQ with no token',
+  () => ({ cuSeqlensQ: [0, 0], Hq: 2, Hkv: 1, D: 8 }),
+  'E_ARG',
+  'cuSeqlensQ',
+);
 planRow('dense', 'q past the binding limit', (o) => ({ ...o, Tq: huge, Hq: 4, Hkv: 1, D: 64 }), 'E_LIMIT', 'q');
-planRow('dense', 'subgroups on a device without them', (o) => ({ ...o, subgroups: true }), 'E_UNSUPPORTED', 'subgroups', { when: (d) => !d.features.subgroups });
-runRow('dense', 'sinkLogits given to a plan without sinkLogit', (t) => (t.sinkLogits = makeTensor(f32([2]))), 'E_ARG', 'sinkLogits');
+planRow(
+  'dense',
+  'subgroups on a device without them',
+  (o) => ({ ...o, subgroups: true }),
+  'E_UNSUPPORTED',
+  'subgroups',
+  { when: (d) => !d.features.subgroups },
+);
+runRow(
+  'dense',
+  'sinkLogits given to a plan without sinkLogit',
+  (t) => (t.sinkLogits = makeTensor(f32([2]))),
+  'E_ARG',
+  'sinkLogits',
+);
 // dense decode, sliding window, dsa
 planRow('dense-decode', 'kvLens empty', (o) => ({ ...o, kvLens: [] }), 'E_ARG', 'kvLens');
 planRow('dense-decode', 'no key in the batch', (o) => ({ ...o, kvLens: [0, 0] }), 'E_ARG', 'kvLens');
 planRow('dense-decode', 'negative length', (o) => ({ ...o, kvLens: [5, -1] }), 'E_ARG', /^kvLens/);
 planRow('dense-decode', 'kvChunk = 0', (o) => ({ ...o, kvChunk: 0 }), 'E_ARG', 'kvChunk');
 planRow('dense-decode', 'window < 0', (o) => ({ ...o, window: -3 }), 'E_ARG', 'window');
-planRow('dense-decode', 'k past the binding limit', (o) => ({ ...o, kvLens: [huge], Hq: 4, Hkv: 1, D: 64 }), 'E_LIMIT', /.+/);
+planRow(
+  'dense-decode',
+  'k past the binding limit',
+  (o) => ({ ...o, kvLens: [huge], Hq: 4, Hkv: 1, D: 64 }),
+  'E_LIMIT',
+  /.+/,
+);
 planRow('sliding_window', 'window = 0', (o) => ({ ...o, window: 0 }), 'E_ARG', 'window');
 planRow('sliding_window', 'window < 0', (o) => ({ ...o, window: -1 }), 'E_ARG', 'window');
 planRow('sliding_window', 'window missing', (o) => ({ ...o, window: undefined }), 'E_ARG', 'window');
 planRow('sliding_window-decode', 'window = 0', (o) => ({ ...o, window: 0 }), 'E_ARG', 'window');
-callRow('sliding_window', 'window = 0 in the call', () => undefined, 'E_ARG', 'window', () => ({ window: 0 }));
+callRow(
+  'sliding_window',
+  'window = 0 in the call',
+  () => undefined,
+  'E_ARG',
+  'window',
+  () => ({ window: 0 }),
+);
 planRow('dsa', 'T = 0', (o) => ({ ...o, T: 0 }), 'E_ARG', 'T');
 planRow('dsa', 'topk = 0', (o) => ({ ...o, topk: 0 }), 'E_ARG', 'topk');
 planRow('dsa', 'topk = 5000', (o) => ({ ...o, topk: 5000 }), 'E_UNSUPPORTED', 'topk');
 planRow('dsa', 'DI = 6', (o) => ({ ...o, DI: 6 }), 'E_UNSUPPORTED', 'DI');
 planRow('dsa', 'HI = 0', (o) => ({ ...o, HI: 0 }), 'E_ARG', 'HI');
 planRow('dsa', 'unknown target', (o) => ({ ...o, target: 'tpu' }), 'E_ARG', 'target');
-planRow('dsa', 'rowChunk past the binding limit', (o) => ({ ...o, T: 1 << 16, rowChunk: 1 << 16 }), 'E_LIMIT', 'rowChunk');
+planRow(
+  'dsa',
+  'rowChunk past the binding limit',
+  (o) => ({ ...o, T: 1 << 16, rowChunk: 1 << 16 }),
+  'E_LIMIT',
+  'rowChunk',
+);
 planRow('dsa', 'q past the binding limit', (o) => ({ ...o, T: huge, Hq: 4, Hkv: 1, D: 64 }), 'E_LIMIT', /.+/);
 // moba
 planRow('moba', 'T = 0', (o) => ({ ...o, Tq: 0 }), 'E_ARG', 'Tq');
@@ -480,7 +719,14 @@ planRow('moba', 'scale 0', (o) => ({ ...o, scale: 0 }), 'E_ARG', 'scale');
 planRow('moba', 'dtype i32', (o) => ({ ...o, dtype: 'i32' }), 'E_DTYPE', 'dtype');
 planRow('moba', 'q past the binding limit', (o) => ({ ...o, Tq: huge, Hq: 4, Hkv: 1, D: 64 }), 'E_LIMIT', /.+/);
 planRow('moba-decode', 'Tk = 0', (o) => ({ ...o, Tk: 0 }), 'E_ARG', 'Tk');
-callRow('moba', 'options missing', () => undefined, 'E_ARG', /.+/, () => undefined as never);
+callRow(
+  'moba',
+  'options missing',
+  () => undefined,
+  'E_ARG',
+  /.+/,
+  () => undefined as never,
+);
 // nsa
 planRow('nsa', 'T = 0', (o) => ({ ...o, T: 0 }), 'E_ARG', 'T');
 planRow('nsa', 'blockCount = 0', (o) => ({ ...o, blockCount: 0 }), 'E_ARG', 'blockCount');
@@ -502,7 +748,23 @@ planRow('block_sparse', 'R = 0', (o) => ({ ...o, R: 0 }), 'E_ARG', 'R');
 planRow('block_sparse', 'R = 512', (o) => ({ ...o, R: 512, indptr: [0, 1], indices: [0] }), 'E_UNSUPPORTED', 'R');
 planRow('block_sparse', 'C = 0', (o) => ({ ...o, C: 0 }), 'E_ARG', 'C');
 planRow('block_sparse', 'T = 0', (o) => ({ ...o, Tq: 0 }), 'E_ARG', 'Tq');
-planRow('block_sparse', 'q past the binding limit', (o) => ({ ...o, Tq: huge, Hq: 4, Hkv: 1, D: 64, R: 256, C: 256, indptr: new Array(huge / 256 + 1).fill(0), indices: [] }), 'E_LIMIT', /.+/);
+planRow(
+  'block_sparse',
+  'q past the binding limit',
+  (o) => ({
+    ...o,
+    Tq: huge,
+    Hq: 4,
+    Hkv: 1,
+    D: 64,
+    R: 256,
+    C: 256,
+    indptr: new Array(huge / 256 + 1).fill(0),
+    indices: [],
+  }),
+  'E_LIMIT',
+  /.+/,
+);
 // linear / delta
 planRow('linear_attn', 'H = 0', (o) => ({ ...o, H: 0 }), 'E_ARG', 'H');
 planRow('linear_attn', 'K = 300', (o) => ({ ...o, K: 300 }), 'E_ARG', 'K');
@@ -533,33 +795,106 @@ planRow('paged', 'dtype u8', (o) => ({ ...o, dtype: 'u8' }), 'E_DTYPE', 'dtype')
 planRow('paged', 'Hq not a multiple of Hkv', (o) => ({ ...o, Hq: 3, Hkv: 2 }), 'E_SHAPE', 'Hq');
 runRow('paged', 'pages is not a buffer', (t) => (t.pages = {}), 'E_BUFFER', 'pages');
 runRow('paged', 'list is not a buffer', (t) => (t.list = undefined), 'E_BUFFER', 'list');
-runRow('paged', 'entries past the list', (t) => (t.calls = [{ qPos0: 15, listBase: 0, nEntries: 2, ePer: 1, partBase: 0, partCount: 2 }]), 'E_BUFFER', 'calls[0].nEntries');
-runRow('paged', 'parts past the partials', (t) => (t.calls = [{ qPos0: 15, listBase: 0, nEntries: 1, ePer: 1, partBase: 1, partCount: 1 }]), 'E_SHAPE', 'calls[0].partCount');
-runRow('paged', 'too few parts for the entries', (t) => (t.calls = [{ qPos0: 15, listBase: 0, nEntries: 1, ePer: 1, partBase: 0, partCount: 0 }]), 'E_ARG', 'calls[0].partCount');
-runRow('paged', 'ePer = 0', (t) => (t.calls = [{ qPos0: 15, listBase: 0, nEntries: 1, ePer: 0, partBase: 0, partCount: 1 }]), 'E_ARG', 'calls[0].ePer');
-runRow('paged', 'negative qPos0', (t) => (t.calls = [{ qPos0: -1, listBase: 0, nEntries: 1, ePer: 1, partBase: 0, partCount: 1 }]), 'E_ARG', 'calls[0].qPos0');
-for (const [entry, names] of [['paged', ['pages', 'list']], ['quest_score', ['summaries', 'list']]] as const) {
+runRow(
+  'paged',
+  'entries past the list',
+  (t) => (t.calls = [{ qPos0: 15, listBase: 0, nEntries: 2, ePer: 1, partBase: 0, partCount: 2 }]),
+  'E_BUFFER',
+  'calls[0].nEntries',
+);
+runRow(
+  'paged',
+  'parts past the partials',
+  (t) => (t.calls = [{ qPos0: 15, listBase: 0, nEntries: 1, ePer: 1, partBase: 1, partCount: 1 }]),
+  'E_SHAPE',
+  'calls[0].partCount',
+);
+runRow(
+  'paged',
+  'too few parts for the entries',
+  (t) => (t.calls = [{ qPos0: 15, listBase: 0, nEntries: 1, ePer: 1, partBase: 0, partCount: 0 }]),
+  'E_ARG',
+  'calls[0].partCount',
+);
+runRow(
+  'paged',
+  'ePer = 0',
+  (t) => (t.calls = [{ qPos0: 15, listBase: 0, nEntries: 1, ePer: 0, partBase: 0, partCount: 1 }]),
+  'E_ARG',
+  'calls[0].ePer',
+);
+runRow(
+  'paged',
+  'negative qPos0',
+  (t) => (t.calls = [{ qPos0: -1, listBase: 0, nEntries: 1, ePer: 1, partBase: 0, partCount: 1 }]),
+  'E_ARG',
+  'calls[0].qPos0',
+);
+for (const [entry, names] of [
+  ['paged', ['pages', 'list']],
+  ['quest_score', ['summaries', 'list']],
+] as const) {
   for (const name of names) {
     runRow(entry, `${name} is destroyed`, (t) => (t[name] as GPUBuffer).destroy(), 'E_BUFFER', name);
-    runRow(entry, `${name} belongs to another device`, (t) => (t[name] = foreignLike(t[name] as GPUBuffer)), 'E_BUFFER', name);
+    runRow(
+      entry,
+      `${name} belongs to another device`,
+      (t) => (t[name] = foreignLike(t[name] as GPUBuffer)),
+      'E_BUFFER',
+      name,
+    );
   }
 }
-runRow('paged', 'second call bad, first good', (t) => (t.calls = [{ qPos0: 15, listBase: 0, nEntries: 1, ePer: 1, partBase: 0, partCount: 1 }, { qPos0: 15, listBase: 0, nEntries: 9, ePer: 1, partBase: 0, partCount: 1 }]), 'E_BUFFER', 'calls[1].nEntries');
+runRow(
+  'paged',
+  'second call bad, first good',
+  (t) =>
+    (t.calls = [
+      { qPos0: 15, listBase: 0, nEntries: 1, ePer: 1, partBase: 0, partCount: 1 },
+      { qPos0: 15, listBase: 0, nEntries: 9, ePer: 1, partBase: 0, partCount: 1 },
+    ]),
+  'E_BUFFER',
+  'calls[1].nEntries',
+);
 // quest scoring
 planRow('quest_score', 'odd D', (o) => ({ ...o, D: 7 }), 'E_UNSUPPORTED', 'D');
 planRow('quest_score', 'unknown mode', (o) => ({ ...o, mode: 'x' }), 'E_ARG', 'mode');
 planRow('quest_score', 'unknown groupReduce', (o) => ({ ...o, groupReduce: 'min' }), 'E_ARG', 'groupReduce');
-runRow('quest_score', 'list smaller than n', (t) => (t.list = gpu.dev.upload(Uint32Array.from([0]), { label: 'bad.list' })), 'E_BUFFER', 'list');
+runRow(
+  'quest_score',
+  'list smaller than n',
+  (t) => (t.list = gpu.dev.upload(Uint32Array.from([0]), { label: 'bad.list' })),
+  'E_BUFFER',
+  'list',
+);
 runRow('quest_score', 'list is not a buffer', (t) => (t.list = undefined), 'E_BUFFER', 'list');
-runRow('quest_score', 'second call bad, first good: nothing encoded', (t) => (t.calls = [{ n: 3, chunkFirst: 0, chunkPages: 64, forcedLo: 1, forcedHi: 2 }, { n: 2, chunkFirst: 0, chunkPages: 64, forcedLo: 1, forcedHi: 1 }]), 'E_SHAPE', 'calls.n');
-runRow('quest_score', 'calls.n disagrees with scores', (t) => (t.calls = [{ n: 2, chunkFirst: 0, chunkPages: 64, forcedLo: 1, forcedHi: 1 }]), 'E_SHAPE', 'calls.n');
+runRow(
+  'quest_score',
+  'second call bad, first good: nothing encoded',
+  (t) =>
+    (t.calls = [
+      { n: 3, chunkFirst: 0, chunkPages: 64, forcedLo: 1, forcedHi: 2 },
+      { n: 2, chunkFirst: 0, chunkPages: 64, forcedLo: 1, forcedHi: 1 },
+    ]),
+  'E_SHAPE',
+  'calls.n',
+);
+runRow(
+  'quest_score',
+  'calls.n disagrees with scores',
+  (t) => (t.calls = [{ n: 2, chunkFirst: 0, chunkPages: 64, forcedLo: 1, forcedHi: 1 }]),
+  'E_SHAPE',
+  'calls.n',
+);
 
 // ---------------------------------------------------------------------------------------------
 
 function matches(e: unknown, code: TesseraErrorCode, argument: string | RegExp): string | null {
-  if (!(e instanceof TesseraError)) return `threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)} (not a TesseraError)`;
+  if (!(e instanceof TesseraError))
+    return `threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)} (not a TesseraError)`;
   const argOk = typeof argument === 'string' ? e.argument === argument : argument.test(e.argument ?? '');
-  if (e.code !== code || !argOk) return `TesseraError ${e.code} argument ${JSON.stringify(e.argument)}; want ${code} argument ${String(argument)} (${e.message})`;
+  if (e.code !== code || !argOk)
+    return `TesseraError ${e.code} argument ${JSON.stringify(e.argument)}; want ${code} argument ${String(argument)} (${e.message})`;
   return null;
 }
 
@@ -670,10 +1005,25 @@ describe('KV cache and streaming entry points', () => {
       cache.append(s, new Float32Array(20 * 8), new Float32Array(20 * 8));
       const snapshot = cache.read(s, 0, 20);
       const tries: [string, () => void, TesseraErrorCode, string | RegExp][] = [
-        ['v shorter than k', () => cache.append(s, new Float32Array(8 * 8), new Float32Array(7 * 8)), 'E_SHAPE', /^(k|v)$/],
-        ['k not a multiple of Hkv*D', () => cache.append(s, new Float32Array(9), new Float32Array(9)), 'E_SHAPE', /^(k|v)$/],
+        [
+          'v shorter than k',
+          () => cache.append(s, new Float32Array(8 * 8), new Float32Array(7 * 8)),
+          'E_SHAPE',
+          /^(k|v)$/,
+        ],
+        [
+          'k not a multiple of Hkv*D',
+          () => cache.append(s, new Float32Array(9), new Float32Array(9)),
+          'E_SHAPE',
+          /^(k|v)$/,
+        ],
         ['unknown sequence', () => cache.append(7, new Float32Array(8), new Float32Array(8)), 'E_ARG', /^seq/],
-        ['raw rows of another dtype', () => cache.appendRaw(s, { dtype: 'f16', k: new Uint16Array(8), v: new Uint16Array(8) } as never), 'E_DTYPE', 'raw.dtype'],
+        [
+          'raw rows of another dtype',
+          () => cache.appendRaw(s, { dtype: 'f16', k: new Uint16Array(8), v: new Uint16Array(8) } as never),
+          'E_DTYPE',
+          'raw.dtype',
+        ],
       ];
       for (const [what, f, code, arg] of tries) {
         triedCount++;
@@ -701,14 +1051,34 @@ describe('KV cache and streaming entry points', () => {
       const tries: [string, () => Promise<unknown>, TesseraErrorCode, string | RegExp][] = [
         ['Hq = 0', () => planStreamAttention(cache, { Hq: 0 }), 'E_ARG', 'Hq'],
         ['Tq = 0', () => planStreamAttention(cache, { Hq: 2, Tq: 0 }), 'E_ARG', 'Tq'],
-        ['tilePages past the budget', () => planStreamAttention(cache, { Hq: 2, tilePages: 100000 }), 'E_LIMIT', 'tilePages'],
+        [
+          'tilePages past the budget',
+          () => planStreamAttention(cache, { Hq: 2, tilePages: 100000 }),
+          'E_LIMIT',
+          'tilePages',
+        ],
         ['inflight = 0', () => planStreamAttention(cache, { Hq: 2, inflight: 0 }), 'E_ARG', 'inflight'],
         ['q of the wrong length', () => streamAttention(cache, s, new Float32Array(15), { Hq: 2 }), 'E_SHAPE', 'q'],
         ['unknown sequence', () => streamAttention(cache, 9, new Float32Array(16), { Hq: 2 }), 'E_ARG', /^seq/],
         ['not a cache', () => planStreamAttention({} as never, { Hq: 2 }), 'E_ARG', 'cache'],
-        ['quest: budget below one page', () => planQuestDecode(cache, { Hq: 2, budgetTokens: 8 }), 'E_ARG', 'budgetTokens'],
-        ['quest: Hq not a multiple of Hkv', () => planQuestDecode(createKvCache(gpu.dev, { ...good(), Hkv: 2 }), { Hq: 3 }), 'E_SHAPE', 'Hq'],
-        ['quest: budget past the working set', () => planQuestDecode(cache, { Hq: 2, budgetTokens: 1 << 24 }), 'E_LIMIT', 'budgetTokens'],
+        [
+          'quest: budget below one page',
+          () => planQuestDecode(cache, { Hq: 2, budgetTokens: 8 }),
+          'E_ARG',
+          'budgetTokens',
+        ],
+        [
+          'quest: Hq not a multiple of Hkv',
+          () => planQuestDecode(createKvCache(gpu.dev, { ...good(), Hkv: 2 }), { Hq: 3 }),
+          'E_SHAPE',
+          'Hq',
+        ],
+        [
+          'quest: budget past the working set',
+          () => planQuestDecode(cache, { Hq: 2, budgetTokens: 1 << 24 }),
+          'E_LIMIT',
+          'budgetTokens',
+        ],
       ];
       for (const [what, f, code, arg] of tries) {
         triedCount++;
@@ -759,11 +1129,25 @@ describe('streaming plans: destroyed buffers and buffers of another device', () 
   const D = 8;
   for (const kind of ['stream', 'quest'] as const) {
     it(`${kind}: destroyed and foreign q / o are E_BUFFER; o untouched; the plan and cache still work`, async () => {
-      const cache = createKvCache(gpu.dev, { Hkv: 1, D, pageSize: 16, dtype: 'f32', gpuBudgetBytes: 1 << 20, tilePages: 4 });
+      const cache = createKvCache(gpu.dev, {
+        Hkv: 1,
+        D,
+        pageSize: 16,
+        dtype: 'f32',
+        gpuBudgetBytes: 1 << 20,
+        tilePages: 4,
+      });
       const seq = cache.addSequence();
       const Tk = 50;
-      cache.append(seq, Float32Array.from({ length: Tk * D }, (_, i) => Math.sin(i)), Float32Array.from({ length: Tk * D }, (_, i) => Math.cos(i)));
-      const plan = kind === 'stream' ? await planStreamAttention(cache, { Hq }) : await planQuestDecode(cache, { Hq, budgetTokens: 32 });
+      cache.append(
+        seq,
+        Float32Array.from({ length: Tk * D }, (_, i) => Math.sin(i)),
+        Float32Array.from({ length: Tk * D }, (_, i) => Math.cos(i)),
+      );
+      const plan =
+        kind === 'stream'
+          ? await planStreamAttention(cache, { Hq })
+          : await planQuestDecode(cache, { Hq, budgetTokens: 32 });
       const qSpec = f32([1, Hq, D], false, 0.25);
       const oSpec = f32([1, Hq, D], true);
       const run = (q: GpuTensor, o: GpuTensor) => plan.run(seq, q, { o });
@@ -772,16 +1156,50 @@ describe('streaming plans: destroyed buffers and buffers of another device', () 
         await run(makeTensor(qSpec), good);
         const want = Array.from(await gpu.read(good));
         const cases: [string, () => { q: GpuTensor; o: GpuTensor; check: GpuTensor; onOther: boolean }, string[]][] = [
-          ['q destroyed', () => { const q = makeTensor(qSpec); q.buffer.destroy(); const o = makeTensor(oSpec); return { q, o, check: o, onOther: false }; }, ['q.buffer']],
-          ['o destroyed', () => { const o = makeTensor(oSpec); o.buffer.destroy(); return { q: makeTensor(qSpec), o, check: o, onOther: false }; }, ['o.buffer']],
-          ['q of another device', () => { const o = makeTensor(oSpec); return { q: { ...makeTensor(qSpec), buffer: foreignBuffer(qSpec) }, o, check: o, onOther: false }; }, ['q.buffer']],
-          ['o of another device', () => { const o = { ...makeTensor(oSpec), buffer: foreignBuffer(oSpec) }; return { q: makeTensor(qSpec), o, check: o, onOther: true }; }, ['o.buffer', '']],
+          [
+            'q destroyed',
+            () => {
+              const q = makeTensor(qSpec);
+              q.buffer.destroy();
+              const o = makeTensor(oSpec);
+              return { q, o, check: o, onOther: false };
+            },
+            ['q.buffer'],
+          ],
+          [
+            'o destroyed',
+            () => {
+              const o = makeTensor(oSpec);
+              o.buffer.destroy();
+              return { q: makeTensor(qSpec), o, check: o, onOther: false };
+            },
+            ['o.buffer'],
+          ],
+          [
+            'q of another device',
+            () => {
+              const o = makeTensor(oSpec);
+              return { q: { ...makeTensor(qSpec), buffer: foreignBuffer(qSpec) }, o, check: o, onOther: false };
+            },
+            ['q.buffer'],
+          ],
+          [
+            'o of another device',
+            () => {
+              const o = { ...makeTensor(oSpec), buffer: foreignBuffer(oSpec) };
+              return { q: makeTensor(qSpec), o, check: o, onOther: true };
+            },
+            ['o.buffer', ''],
+          ],
         ];
         for (const [what, make, args] of cases) {
           triedCount++;
           const before = gpu.uncaptured.length;
           const { q, o, check, onOther } = make();
-          const err = await run(q, o).then(() => null, (e: unknown) => e);
+          const err = await run(q, o).then(
+            () => null,
+            (e: unknown) => e,
+          );
           expect(err, `${kind} ${what}`).toBeInstanceOf(TesseraError);
           expect((err as TesseraError).code, `${kind} ${what}: ${(err as Error).message}`).toBe('E_BUFFER');
           expect(args, `${kind} ${what}: ${(err as Error).message}`).toContain((err as TesseraError).argument ?? '');
@@ -789,8 +1207,13 @@ describe('streaming plans: destroyed buffers and buffers of another device', () 
           await gpu.dev.device.queue.onSubmittedWorkDone();
           expect(gpu.uncaptured.slice(before), `${kind} ${what}: uncaptured GPU errors`).toEqual([]);
           if (bufferProblem(check.buffer) !== 'destroyed') {
-            const got = onOther ? decode(new Uint32Array(await other.readback(check.buffer)), 'f32', Hq * D) : await gpu.read(check);
-            expect(Array.from(got).every((x) => x === SENTINEL), `${kind} ${what}: o was written`).toBe(true);
+            const got = onOther
+              ? decode(new Uint32Array(await other.readback(check.buffer)), 'f32', Hq * D)
+              : await gpu.read(check);
+            expect(
+              Array.from(got).every((x) => x === SENTINEL),
+              `${kind} ${what}: o was written`,
+            ).toBe(true);
           }
         }
         const again = makeTensor(oSpec);

@@ -17,9 +17,17 @@ const ort = createRequire(import.meta.url)('onnxruntime-node') as typeof import(
 
 describe('ONNX encoder', () => {
   it('writes protobuf varints, fixed32 floats and nested messages', () => {
-    const b = new ProtoWriter().int(1, 300).float(2, 1.5).string(3, 'ab').message(4, new ProtoWriter().int(1, -1)).finish();
+    const b = new ProtoWriter()
+      .int(1, 300)
+      .float(2, 1.5)
+      .string(3, 'ab')
+      .message(4, new ProtoWriter().int(1, -1))
+      .finish();
     // 300 = 0xAC 0x02; 1.5f = 00 00 C0 3F; -1 as int64 = ten bytes
-    expect(Array.from(b)).toEqual([0x08, 0xac, 0x02, 0x15, 0, 0, 0xc0, 0x3f, 0x1a, 2, 97, 98, 0x22, 11, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+    expect(Array.from(b)).toEqual([
+      0x08, 0xac, 0x02, 0x15, 0, 0, 0xc0, 0x3f, 0x1a, 2, 97, 98, 0x22, 11, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xff, 0xff, 0xff, 0x01,
+    ]);
   });
 
   it('a one-node standard model runs in ONNX Runtime', async () => {
@@ -89,12 +97,35 @@ describe('dense suite helpers', () => {
       matmul_gflops: 4,
       source: 'timestamp',
       copy: { variant: 'x', bytes: 1, median_ms: 1, min_ms: 1, max_ms: 1, runs: 5 },
-      matmul: { variant: 'reg8x4', M: 64, N: 64, K: 64, median_ms: 1, min_ms: 1, max_ms: 1, runs: 5, variants: { reg8x4: 4 } },
+      matmul: {
+        variant: 'reg8x4',
+        M: 64,
+        N: 64,
+        K: 64,
+        median_ms: 1,
+        min_ms: 1,
+        max_ms: 1,
+        runs: 5,
+        variants: { reg8x4: 4 },
+      },
       adapter: 'test',
       adapter_class: 'cpu',
     };
-    const row = (impl: string, ms: number, extra: Record<string, unknown>) => ({ ...makeResult(roof, { suite: 'dense', impl, T: 512, D: 64, H: 1, dtype: 'f32', flops: 1e6, bytes: 1e3 }, { median_ms: ms, min_ms: ms, max_ms: ms, runs: 3 }), ...extra });
-    const rs = [row('tessera', 10, { subgroups: true }), row('tessera', 40, { subgroups: false }), row('ort', 30, { subgroups: true, max_abs_diff: 0.4 }), row('ort', 50, { subgroups: false, max_abs_diff: 1e-6 }), row('tfjs', 100, { max_abs_diff: 5e-7 })];
+    const row = (impl: string, ms: number, extra: Record<string, unknown>) => ({
+      ...makeResult(
+        roof,
+        { suite: 'dense', impl, T: 512, D: 64, H: 1, dtype: 'f32', flops: 1e6, bytes: 1e3 },
+        { median_ms: ms, min_ms: ms, max_ms: ms, runs: 3 },
+      ),
+      ...extra,
+    });
+    const rs = [
+      row('tessera', 10, { subgroups: true }),
+      row('tessera', 40, { subgroups: false }),
+      row('ort', 30, { subgroups: true, max_abs_diff: 0.4 }),
+      row('ort', 50, { subgroups: false, max_abs_diff: 1e-6 }),
+      row('tfjs', 100, { max_abs_diff: 5e-7 }),
+    ];
     const sp = speedups(rs, 'ort');
     expect(sp.get(rs[0]!)).toBeCloseTo(3);
     expect(sp.get(rs[1]!)).toBeCloseTo(1.25);

@@ -35,7 +35,17 @@ const ROOF: Roofline = {
   matmul_gflops: 4,
   source: 'timestamp',
   copy: { variant: 'x', bytes: 1, median_ms: 1, min_ms: 1, max_ms: 1, runs: 5 },
-  matmul: { variant: 'reg8x4', M: 64, N: 64, K: 64, median_ms: 1, min_ms: 1, max_ms: 1, runs: 5, variants: { reg8x4: 4 } },
+  matmul: {
+    variant: 'reg8x4',
+    M: 64,
+    N: 64,
+    K: 64,
+    median_ms: 1,
+    min_ms: 1,
+    max_ms: 1,
+    runs: 5,
+    variants: { reg8x4: 4 },
+  },
   adapter: 'test',
   adapter_class: 'cpu',
 };
@@ -70,11 +80,20 @@ describe('pctRoofline', () => {
 });
 
 function result(impl: string, T: number, ms: number): BenchResult {
-  return makeResult(ROOF, { suite: 'unit', impl, T, D: 64, H: 1, dtype: 'f32', flops: 2 * 2 * 64 * T * T, bytes: 4 * T * 64 * 4 }, { median_ms: ms, min_ms: ms * 0.9, max_ms: ms * 1.1, runs: 5 });
+  return makeResult(
+    ROOF,
+    { suite: 'unit', impl, T, D: 64, H: 1, dtype: 'f32', flops: 2 * 2 * 64 * T * T, bytes: 4 * T * 64 * 4 },
+    { median_ms: ms, min_ms: ms * 0.9, max_ms: ms * 1.1, runs: 5 },
+  );
 }
 
 describe('report', () => {
-  const results = [result('tessera', 512, 10), result('tfjs', 512, 400), result('tessera', 1024, 40), result('tfjs', 1024, 1600)];
+  const results = [
+    result('tessera', 512, 10),
+    result('tfjs', 512, 400),
+    result('tessera', 1024, 40),
+    result('tfjs', 1024, 1600),
+  ];
 
   it('speedups match on configuration', () => {
     const sp = speedups(results);
@@ -93,13 +112,33 @@ describe('report', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-'));
     try {
       const extra = join(dir, 'copy.json');
-      const files = await writeResults(undefined, 'unit', { adapter: 'testadapter', roofline: ROOF, results }, { dir, json: extra });
+      const files = await writeResults(
+        undefined,
+        'unit',
+        { adapter: 'testadapter', roofline: ROOF, results },
+        { dir, json: extra },
+      );
       const json = JSON.parse(readFileSync(join(dir, 'testadapter', 'unit.json'), 'utf8'));
       expect(Object.keys(json).sort()).toEqual(['adapter', 'results', 'roofline']);
       expect(json.adapter).toBe('testadapter');
       expect(json.roofline.copy_gbps).toBe(2);
       for (const r of json.results) {
-        for (const k of ['suite', 'impl', 'T', 'D', 'H', 'dtype', 'median_ms', 'min_ms', 'max_ms', 'runs', 'flops', 'bytes', 'pct_roofline']) expect(r).toHaveProperty(k);
+        for (const k of [
+          'suite',
+          'impl',
+          'T',
+          'D',
+          'H',
+          'dtype',
+          'median_ms',
+          'min_ms',
+          'max_ms',
+          'runs',
+          'flops',
+          'bytes',
+          'pct_roofline',
+        ])
+          expect(r).toHaveProperty(k);
       }
       expect(JSON.parse(readFileSync(extra, 'utf8'))).toEqual(json);
       const md = readFileSync(join(dir, 'testadapter', 'unit.md'), 'utf8');
@@ -116,7 +155,9 @@ describe('report', () => {
   });
 
   it('rejects a suite name that is not a file name', async () => {
-    await expect(writeResults(undefined, '../x', { adapter: 'a', roofline: ROOF, results: [] })).rejects.toThrow(TesseraError);
+    await expect(writeResults(undefined, '../x', { adapter: 'a', roofline: ROOF, results: [] })).rejects.toThrow(
+      TesseraError,
+    );
   });
 });
 
@@ -148,7 +189,8 @@ describe('roofline probes', () => {
       const A = Float32Array.from(rng.normals(M * K));
       const B = Float32Array.from(rng.normals(K * N));
       const ref = new Float64Array(M * N);
-      for (let i = 0; i < M; i++) for (let k = 0; k < K; k++) for (let j = 0; j < N; j++) ref[i * N + j]! += A[i * K + k]! * B[k * N + j]!;
+      for (let i = 0; i < M; i++)
+        for (let k = 0; k < K; k++) for (let j = 0; j < N; j++) ref[i * N + j]! += A[i * K + k]! * B[k * N + j]!;
       const a = gpu.tensor(A, [M, K]);
       const b = gpu.tensor(B, [K, N]);
       const c = gpu.nanTensor([M, N]);

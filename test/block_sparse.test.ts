@@ -20,7 +20,21 @@ function randomBsr(rng: Rng, MB: number, NB: number, density: number, emptyRow =
   return { indptr, indices };
 }
 
-interface Case { Tq: number; Tk?: number; Hq: number; Hkv: number; D: number; Dv?: number; R: number; C: number; P: 1 | 'kv' | 'q'; causal: boolean; dtype: FloatDType; target?: 'cpu' | 'gpu'; density?: number }
+interface Case {
+  Tq: number;
+  Tk?: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  Dv?: number;
+  R: number;
+  C: number;
+  P: 1 | 'kv' | 'q';
+  causal: boolean;
+  dtype: FloatDType;
+  target?: 'cpu' | 'gpu';
+  density?: number;
+}
 
 /** Runs a case against the float64 reference; returns the plan's launches per run. */
 async function runCase(c: Case, fx = gpu): Promise<number> {
@@ -29,18 +43,43 @@ async function runCase(c: Case, fx = gpu): Promise<number> {
   const { Tq, Hq, Hkv, D, R, C, dtype } = c;
   const Dv = c.Dv ?? D;
   const rng = new Rng(Tq * 13 + R * 5 + C + Hq);
-  const MB = Math.ceil(Tq / R), NB = Math.ceil(Tk / C);
+  const MB = Math.ceil(Tq / R),
+    NB = Math.ceil(Tk / C);
   const P = c.P === 1 ? 1 : c.P === 'kv' ? Hkv : Hq;
-  const pats = Array.from({ length: P }, (_, p) => randomBsr(rng, MB, NB, c.density ?? 0.5, p === 0 && MB > 1 ? MB - 1 : -1));
+  const pats = Array.from({ length: P }, (_, p) =>
+    randomBsr(rng, MB, NB, c.density ?? 0.5, p === 0 && MB > 1 ? MB - 1 : -1),
+  );
   const indptr = P === 1 ? pats[0]!.indptr : pats.map((x) => x.indptr);
   const indices = P === 1 ? pats[0]!.indices : pats.map((x) => x.indices);
-  const q = roundTo(rng.normals(Tq * Hq * D), dtype), k = roundTo(rng.normals(Tk * Hkv * D), dtype), v = roundTo(rng.normals(Tk * Hkv * Dv), dtype);
+  const q = roundTo(rng.normals(Tq * Hq * D), dtype),
+    k = roundTo(rng.normals(Tk * Hkv * D), dtype),
+    v = roundTo(rng.normals(Tk * Hkv * Dv), dtype);
   const ref = blockSparseReference(q, k, v, { Tq, Tk, Hq, Hkv, D, Dv, R, C, indptr, indices, causal: c.causal });
   const o = gpu.nanTensor([Tq, Hq, Dv], dtype);
   const lse = gpu.nanTensor([Tq, Hq]);
-  const plan = await planBlockSparse(gpu.dev, { Tq, Tk, Hq, Hkv, D, Dv, R, C, indptr, indices, causal: c.causal, dtype, target: c.target });
+  const plan = await planBlockSparse(gpu.dev, {
+    Tq,
+    Tk,
+    Hq,
+    Hkv,
+    D,
+    Dv,
+    R,
+    C,
+    indptr,
+    indices,
+    causal: c.causal,
+    dtype,
+    target: c.target,
+  });
   const enc = gpu.dev.device.createCommandEncoder();
-  plan.run(enc, { q: gpu.tensor(q, [Tq, Hq, D], dtype), k: gpu.tensor(k, [Tk, Hkv, D], dtype), v: gpu.tensor(v, [Tk, Hkv, Dv], dtype), o, lse });
+  plan.run(enc, {
+    q: gpu.tensor(q, [Tq, Hq, D], dtype),
+    k: gpu.tensor(k, [Tk, Hkv, D], dtype),
+    v: gpu.tensor(v, [Tk, Hkv, Dv], dtype),
+    o,
+    lse,
+  });
   await gpu.dev.submitAndWait([enc.finish()]);
   plan.dispose();
   expect(plan.loopIterations).toBeLessThanOrEqual(0.9 * gpu.dev.loopLimit);
@@ -64,16 +103,30 @@ describe('block_sparse vs float64 reference', () => {
     { Tq: 130, Hq: 4, Hkv: 2, D: 32, Dv: 16, R: 32, C: 16, P: 'kv', causal: true, dtype: 'f32', target: 'gpu' },
   ];
   for (const c of cases) {
-    it(`Tq${c.Tq}-Tk${c.Tk ?? c.Tq}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}${c.Dv ? '-Dv' + c.Dv : ''}-R${c.R}-C${c.C}-P${c.P}-${c.causal ? 'causal' : 'full'}-${c.dtype}${c.target ? '-' + c.target : ''}`, async () => void (await runCase(c)));
+    it(`Tq${c.Tq}-Tk${c.Tk ?? c.Tq}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}${c.Dv ? '-Dv' + c.Dv : ''}-R${c.R}-C${c.C}-P${c.P}-${c.causal ? 'causal' : 'full'}-${c.dtype}${c.target ? '-' + c.target : ''}`, async () =>
+      void (await runCase(c)));
   }
 
   it('empty block rows give o = 0 and lse = -inf; convenience call', async () => {
-    const T = 32, H = 1, D = 8;
+    const T = 32,
+      H = 1,
+      D = 8;
     const rng = new Rng(3);
     const o = gpu.nanTensor([T, H, D]);
     const lse = gpu.nanTensor([T, H]);
-    await blockSparseAttention(gpu.dev, { q: gpu.tensor(rng.normals(T * D), [T, H, D]), k: gpu.tensor(rng.normals(T * D), [T, H, D]), v: gpu.tensor(rng.normals(T * D), [T, H, D]), o, lse }, { R: 16, C: 16, indptr: [0, 0, 1], indices: [1] });
-    const og = await gpu.read(o), lg = await gpu.read(lse);
+    await blockSparseAttention(
+      gpu.dev,
+      {
+        q: gpu.tensor(rng.normals(T * D), [T, H, D]),
+        k: gpu.tensor(rng.normals(T * D), [T, H, D]),
+        v: gpu.tensor(rng.normals(T * D), [T, H, D]),
+        o,
+        lse,
+      },
+      { R: 16, C: 16, indptr: [0, 0, 1], indices: [1] },
+    );
+    const og = await gpu.read(o),
+      lg = await gpu.read(lse);
     for (let i = 0; i < 16 * D; i++) expect(og[i]).toBe(0);
     for (let i = 0; i < 16; i++) expect(lg[i]).toBe(-Infinity);
     for (let i = 16; i < 32; i++) expect(Number.isFinite(lg[i])).toBe(true);
@@ -89,7 +142,20 @@ describe('block_sparse loop bounds (llvmpipe stops an invocation after 65,535 lo
       const c = attentionListLoopCost(target, 4, 4, 1);
       expect(c.setup + 4000 * c.perEntry).toBeGreaterThan(65535);
       // gpu shape: a 64-thread workgroup per row and block (slow on a CPU adapter), so 2 rows
-      const parts = await runCase({ Tq: target === 'gpu' ? 2 : 16, Tk: 4000, Hq: 1, Hkv: 1, D: 4, R: 16, C: 1, P: 1, causal: false, dtype: 'f32', target, density: 1 });
+      const parts = await runCase({
+        Tq: target === 'gpu' ? 2 : 16,
+        Tk: 4000,
+        Hq: 1,
+        Hkv: 1,
+        D: 4,
+        R: 16,
+        C: 1,
+        P: 1,
+        causal: false,
+        dtype: 'f32',
+        target,
+        density: 1,
+      });
       if (Number.isFinite(gpu.dev.loopLimit)) expect(parts).toBeGreaterThan(1);
     });
   }
@@ -120,33 +186,123 @@ describe('block_sparse with loopLimit 4096 (lists split into parts merged by ker
   const capped = useGpu({ loopLimit: 4096 });
   const cases: Case[] = [
     // many blocks per row: launches over groups of entries (f16 out: staged, then converted)
-    { Tq: 64, Tk: 1000, Hq: 2, Hkv: 1, D: 32, R: 16, C: 16, P: 'kv', causal: false, dtype: 'f16', target: 'gpu', density: 1 },
+    {
+      Tq: 64,
+      Tk: 1000,
+      Hq: 2,
+      Hkv: 1,
+      D: 32,
+      R: 16,
+      C: 16,
+      P: 'kv',
+      causal: false,
+      dtype: 'f16',
+      target: 'gpu',
+      density: 1,
+    },
     // one huge block: key ranges, causal, ragged
-    { Tq: 100, Tk: 3001, Hq: 2, Hkv: 1, D: 32, R: 32, C: 3001, P: 1, causal: true, dtype: 'f32', target: 'gpu', density: 1 },
+    {
+      Tq: 100,
+      Tk: 3001,
+      Hq: 2,
+      Hkv: 1,
+      D: 32,
+      R: 32,
+      C: 3001,
+      P: 1,
+      causal: true,
+      dtype: 'f32',
+      target: 'gpu',
+      density: 1,
+    },
     // cpu variant: two long blocks per row, key ranges of whole 16-key steps, bf16
-    { Tq: 20, Tk: 5000, Hq: 2, Hkv: 2, D: 32, R: 16, C: 2500, P: 'q', causal: true, dtype: 'bf16', target: 'cpu', density: 1 },
-    { Tq: 17, Tk: 4500, Hq: 2, Hkv: 2, D: 16, Dv: 32, R: 8, C: 40, P: 1, causal: false, dtype: 'f32', target: 'cpu', density: 0.9 },
+    {
+      Tq: 20,
+      Tk: 5000,
+      Hq: 2,
+      Hkv: 2,
+      D: 32,
+      R: 16,
+      C: 2500,
+      P: 'q',
+      causal: true,
+      dtype: 'bf16',
+      target: 'cpu',
+      density: 1,
+    },
+    {
+      Tq: 17,
+      Tk: 4500,
+      Hq: 2,
+      Hkv: 2,
+      D: 16,
+      Dv: 32,
+      R: 8,
+      C: 40,
+      P: 1,
+      causal: false,
+      dtype: 'f32',
+      target: 'cpu',
+      density: 0.9,
+    },
   ];
   for (const c of cases) {
-    it(`Tq${c.Tq}-Tk${c.Tk}-C${c.C}-D${c.D}-${c.dtype}-${c.target}`, async () => expect(await runCase(c, capped)).toBeGreaterThan(1));
+    it(`Tq${c.Tq}-Tk${c.Tk}-C${c.C}-D${c.D}-${c.dtype}-${c.target}`, async () =>
+      expect(await runCase(c, capped)).toBeGreaterThan(1));
   }
 });
 
 describe('block_sparse bad input', () => {
   it('rejects bad masks and tensors with a TesseraError naming the argument', async () => {
     const base = { Tq: 32, Hq: 2, Hkv: 1, D: 16, R: 16, C: 16, indptr: [0, 1, 3], indices: [0, 0, 1] };
-    await expect(planBlockSparse(gpu.dev, { ...base, indices: [0, 0, 2] })).rejects.toMatchObject({ code: 'E_ARG', argument: 'indices[2]' });
-    await expect(planBlockSparse(gpu.dev, { ...base, indices: [0, 0, -1] })).rejects.toMatchObject({ argument: 'indices[2]' });
-    await expect(planBlockSparse(gpu.dev, { ...base, indices: [0, 1, 1] })).rejects.toMatchObject({ argument: 'indices[2]' });
-    await expect(planBlockSparse(gpu.dev, { ...base, indptr: [0, 1] })).rejects.toMatchObject({ code: 'E_SHAPE', argument: 'indptr' });
-    await expect(planBlockSparse(gpu.dev, { ...base, indptr: [0, 2, 1] })).rejects.toMatchObject({ argument: 'indptr[2]' });
-    await expect(planBlockSparse(gpu.dev, { ...base, indptr: [[0, 1, 3], [0, 1, 3], [0, 1, 3]], indices: [[0, 0, 1], [0, 0, 1], [0, 0, 1]] })).rejects.toMatchObject({ argument: 'indptr' });
+    await expect(planBlockSparse(gpu.dev, { ...base, indices: [0, 0, 2] })).rejects.toMatchObject({
+      code: 'E_ARG',
+      argument: 'indices[2]',
+    });
+    await expect(planBlockSparse(gpu.dev, { ...base, indices: [0, 0, -1] })).rejects.toMatchObject({
+      argument: 'indices[2]',
+    });
+    await expect(planBlockSparse(gpu.dev, { ...base, indices: [0, 1, 1] })).rejects.toMatchObject({
+      argument: 'indices[2]',
+    });
+    await expect(planBlockSparse(gpu.dev, { ...base, indptr: [0, 1] })).rejects.toMatchObject({
+      code: 'E_SHAPE',
+      argument: 'indptr',
+    });
+    await expect(planBlockSparse(gpu.dev, { ...base, indptr: [0, 2, 1] })).rejects.toMatchObject({
+      argument: 'indptr[2]',
+    });
+    await expect(
+      planBlockSparse(gpu.dev, {
+        ...base,
+        indptr: [
+          [0, 1, 3],
+          [0, 1, 3],
+          [0, 1, 3],
+        ],
+        indices: [
+          [0, 0, 1],
+          [0, 0, 1],
+          [0, 0, 1],
+        ],
+      }),
+    ).rejects.toMatchObject({ argument: 'indptr' });
     await expect(planBlockSparse(gpu.dev, { ...base, R: 0 })).rejects.toMatchObject({ argument: 'R' });
-    await expect(planBlockSparse(gpu.dev, { ...base, R: 512, indptr: [0, 1], indices: [0] })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'R' });
+    await expect(planBlockSparse(gpu.dev, { ...base, R: 512, indptr: [0, 1], indices: [0] })).rejects.toMatchObject({
+      code: 'E_UNSUPPORTED',
+      argument: 'R',
+    });
     await expect(planBlockSparse(gpu.dev, { ...base, C: 0 })).rejects.toMatchObject({ argument: 'C' });
     const plan = await planBlockSparse(gpu.dev, base);
     const enc = gpu.dev.device.createCommandEncoder();
-    expect(() => plan.run(enc, { q: gpu.nanTensor([32, 2, 16]), k: gpu.nanTensor([32, 1, 16]), v: gpu.nanTensor([32, 1, 16]), o: gpu.nanTensor([32, 2, 16], 'f16') })).toThrow(/o\.dtype/);
+    expect(() =>
+      plan.run(enc, {
+        q: gpu.nanTensor([32, 2, 16]),
+        k: gpu.nanTensor([32, 1, 16]),
+        v: gpu.nanTensor([32, 1, 16]),
+        o: gpu.nanTensor([32, 2, 16], 'f16'),
+      }),
+    ).toThrow(/o\.dtype/);
     plan.dispose();
     enc.finish();
   });

@@ -13,11 +13,19 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 const ROOT = resolve(__dirname, '..');
 // ../shared/golden from a checkout (as `npm test` uses it); /work/shared/golden from a worktree
-const GOLDEN = [process.env.TESSERA_GOLDEN, resolve(ROOT, '../shared/golden'), '/work/shared/golden'].find((d) => d && existsSync(join(d, 'manifest.json'))) ?? resolve(ROOT, '../shared/golden');
+const GOLDEN =
+  [process.env.TESSERA_GOLDEN, resolve(ROOT, '../shared/golden'), '/work/shared/golden'].find(
+    (d) => d && existsSync(join(d, 'manifest.json')),
+  ) ?? resolve(ROOT, '../shared/golden');
 const CASE = 'gated_delta_rule_decode'; // the smallest case (156 KB)
 
 function cli(args: string[]): { status: number | null; out: string; err: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'bin/tessera.ts', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 180_000, env: { ...process.env, TESSERA_DEBUG: '' } });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'bin/tessera.ts', ...args], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 180_000,
+    env: { ...process.env, TESSERA_DEBUG: '' },
+  });
   return { status: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -99,10 +107,14 @@ describe('class 12: verify does not trust damaged golden data', () => {
   });
 
   it('a case with an unknown function FAILs (exit 1)', () => {
-    const r = cli(['verify', '--golden', goldenCopy((c) => {
-      c.name = 'mystery_op';
-      c.source.function = 'naive_mystery_op';
-    })]);
+    const r = cli([
+      'verify',
+      '--golden',
+      goldenCopy((c) => {
+        c.name = 'mystery_op';
+        c.source.function = 'naive_mystery_op';
+      }),
+    ]);
     expect(r.out).toMatch(/^FAIL mystery_op .*unknown function/m);
     expect(r.status).toBe(1);
   });

@@ -60,7 +60,14 @@ describe('class 1: device loss with internal promises in flight', () => {
       const unhandled: unknown[] = [];
       const onUnhandled = (e: unknown) => unhandled.push(e);
       process.on('unhandledRejection', onUnhandled);
-      const cache = createKvCache(lost, { Hkv: 1, D: 16, dtype: 'f16', pageSize: 16, tilePages: 2, gpuBudgetBytes: 64 << 10 });
+      const cache = createKvCache(lost, {
+        Hkv: 1,
+        D: 16,
+        dtype: 'f16',
+        pageSize: 16,
+        tilePages: 2,
+        gpuBudgetBytes: 64 << 10,
+      });
       try {
         const seq = cache.addSequence();
         fill(cache, seq, 2000, new Rng(5));
@@ -70,7 +77,16 @@ describe('class 1: device loss with internal promises in flight', () => {
         let tiles = 0;
         // Lose the device once 4 tiles are submitted and none awaited yet (inflight 6): several
         // internal tile promises reject after the caller's own rejection.
-        const run = plan.run(seq, q, { o }, { onProgress: () => { if (++tiles === 4) lost.device.destroy(); } });
+        const run = plan.run(
+          seq,
+          q,
+          { o },
+          {
+            onProgress: () => {
+              if (++tiles === 4) lost.device.destroy();
+            },
+          },
+        );
         const results = await Promise.allSettled([run]);
         expect(results[0]!.status).toBe('rejected');
         expect((results[0] as PromiseRejectedResult).reason).toMatchObject({ code: 'E_DEVICE_LOST' });
@@ -118,7 +134,14 @@ describe('class 2: overlapping runs of one plan', () => {
       const dev = gpu.dev;
       const Hq = 2;
       const D = 16;
-      const cache = createKvCache(dev, { Hkv: 1, D, dtype: 'f32', pageSize: 16, tilePages: 4, gpuBudgetBytes: 256 << 10 });
+      const cache = createKvCache(dev, {
+        Hkv: 1,
+        D,
+        dtype: 'f32',
+        pageSize: 16,
+        tilePages: 4,
+        gpuBudgetBytes: 256 << 10,
+      });
       try {
         const seq = cache.addSequence();
         const T = 700;
@@ -137,17 +160,36 @@ describe('class 2: overlapping runs of one plan', () => {
         expect(rb.status).toBe('rejected');
         expect((rb as PromiseRejectedResult).reason).toMatchObject({ code: 'E_STATE', argument: 'plan' });
         const { k, v } = cache.read(seq, 0, T);
-        expectClose(await read(dev, oa), streamAttentionReference(qa, k, v, { Tq: 1, Tk: T, Hq, Hkv: 1, D }).o, 'first run');
+        expectClose(
+          await read(dev, oa),
+          streamAttentionReference(qa, k, v, { Tq: 1, Tk: T, Hq, Hkv: 1, D }).o,
+          'first run',
+        );
         expect(Array.from(await read(dev, ob)).every(Number.isNaN), 'the refused run wrote nothing').toBe(true);
         // The plan is free again once the first run settled.
         await plan.run(seq, f32(dev, qb, [1, Hq, D]), { o: ob });
-        expectClose(await read(dev, ob), streamAttentionReference(qb, k, v, { Tq: 1, Tk: T, Hq, Hkv: 1, D }).o, 'later run');
+        expectClose(
+          await read(dev, ob),
+          streamAttentionReference(qb, k, v, { Tq: 1, Tk: T, Hq, Hkv: 1, D }).o,
+          'later run',
+        );
         // Two plans on one cache do run concurrently, each exact.
         const other = await planStreamAttention(cache, { Hq, variant });
         const oc = nan(dev, [1, Hq, D]);
-        await Promise.all([plan.run(seq, f32(dev, qa, [1, Hq, D]), { o: oa }), other.run(seq, f32(dev, qb, [1, Hq, D]), { o: oc })]);
-        expectClose(await read(dev, oa), streamAttentionReference(qa, k, v, { Tq: 1, Tk: T, Hq, Hkv: 1, D }).o, 'plan A beside plan B');
-        expectClose(await read(dev, oc), streamAttentionReference(qb, k, v, { Tq: 1, Tk: T, Hq, Hkv: 1, D }).o, 'plan B beside plan A');
+        await Promise.all([
+          plan.run(seq, f32(dev, qa, [1, Hq, D]), { o: oa }),
+          other.run(seq, f32(dev, qb, [1, Hq, D]), { o: oc }),
+        ]);
+        expectClose(
+          await read(dev, oa),
+          streamAttentionReference(qa, k, v, { Tq: 1, Tk: T, Hq, Hkv: 1, D }).o,
+          'plan A beside plan B',
+        );
+        expectClose(
+          await read(dev, oc),
+          streamAttentionReference(qb, k, v, { Tq: 1, Tk: T, Hq, Hkv: 1, D }).o,
+          'plan B beside plan A',
+        );
         plan.dispose();
         other.dispose();
       } finally {
@@ -182,7 +224,11 @@ describe('class 2: overlapping runs of one plan', () => {
         const all = await planQuestDecode(cache, { Hq, budgetTokens: 1216, variant });
         await all.run(seq, qb, { o: ob });
         const { k, v } = cache.read(seq, 0, 1200);
-        expectClose(await read(dev, ob), streamAttentionReference(await read(dev, qb), k, v, { Tq: 1, Tk: 1200, Hq, Hkv: 2, D }).o, 'whole-budget decode');
+        expectClose(
+          await read(dev, ob),
+          streamAttentionReference(await read(dev, qb), k, v, { Tq: 1, Tk: 1200, Hq, Hkv: 2, D }).o,
+          'whole-budget decode',
+        );
         plan.dispose();
         all.dispose();
       } finally {
@@ -209,17 +255,34 @@ describe('class 2: overlapping runs of one plan', () => {
         const oParts = nan(dev, [2, Hq, D]);
         const lseParts = nan(dev, [2, Hq]);
         const pages = cache.pool.buffers[cache.pool.location(slots[0]!).bufferIndex]!;
-        const call = (qPos0: number, part: number) => ({ qPos0, listBase: 0, nEntries: 2, ePer: 2, partBase: part, partCount: 1 });
+        const call = (qPos0: number, part: number) => ({
+          qPos0,
+          listBase: 0,
+          nEntries: 2,
+          ePer: 2,
+          partBase: part,
+          partCount: 1,
+        });
         const enc = dev.device.createCommandEncoder();
         // Two runs, two different positions, one encoder: each must keep its own parameters.
         plan.run(enc, { q, pages, list, oParts, lseParts, calls: [call(2 * P - 1, 0)] });
         plan.run(enc, { q, pages, list, oParts, lseParts, calls: [call(5, 1)] });
-        expect(() => plan.run(enc, { q, pages, list, oParts, lseParts, calls: [call(9, 0)] })).toThrow(expect.objectContaining({ code: 'E_STATE', argument: 'encoder' }));
+        expect(() => plan.run(enc, { q, pages, list, oParts, lseParts, calls: [call(9, 0)] })).toThrow(
+          expect.objectContaining({ code: 'E_STATE', argument: 'encoder' }),
+        );
         await dev.submitAndWait([enc.finish()]);
         const got = await read(dev, oParts);
         const { k, v } = cache.read(seq, 0, 2 * P);
-        expectClose(got.subarray(0, Hq * D), streamAttentionReference(qv, k, v, { Tq: 1, Tk: 2 * P, Hq, Hkv: 1, D, qPos0: 2 * P - 1 }).o, 'run 1 of 2 in one encoder');
-        expectClose(got.subarray(Hq * D), streamAttentionReference(qv, k, v, { Tq: 1, Tk: 2 * P, Hq, Hkv: 1, D, qPos0: 5 }).o, 'run 2 of 2 in one encoder');
+        expectClose(
+          got.subarray(0, Hq * D),
+          streamAttentionReference(qv, k, v, { Tq: 1, Tk: 2 * P, Hq, Hkv: 1, D, qPos0: 2 * P - 1 }).o,
+          'run 1 of 2 in one encoder',
+        );
+        expectClose(
+          got.subarray(Hq * D),
+          streamAttentionReference(qv, k, v, { Tq: 1, Tk: 2 * P, Hq, Hkv: 1, D, qPos0: 5 }).o,
+          'run 2 of 2 in one encoder',
+        );
         // A new encoder has its own count.
         const enc2 = dev.device.createCommandEncoder();
         plan.run(enc2, { q, pages, list, oParts, lseParts, calls: [call(9, 0), call(20, 1)] });
@@ -255,7 +318,12 @@ describe('class 2: overlapping runs of one plan', () => {
         const got = await read(dev, os[i]!);
         let off = 0;
         kvLens.forEach((len, n) => {
-          const ref = attentionReference(qs[i]!.subarray(n * Hq * D, (n + 1) * Hq * D), kv[0]!.subarray(off * Hkv * D, (off + len) * Hkv * D), kv[1]!.subarray(off * Hkv * D, (off + len) * Hkv * D), { Tq: 1, Tk: len, Hq, Hkv, D });
+          const ref = attentionReference(
+            qs[i]!.subarray(n * Hq * D, (n + 1) * Hq * D),
+            kv[0]!.subarray(off * Hkv * D, (off + len) * Hkv * D),
+            kv[1]!.subarray(off * Hkv * D, (off + len) * Hkv * D),
+            { Tq: 1, Tk: len, Hq, Hkv, D },
+          );
           expectClose(got.subarray(n * Hq * D, (n + 1) * Hq * D), ref.o, `run ${i}, sequence ${n}`);
           off += len;
         });
@@ -275,7 +343,13 @@ describe('class 2: overlapping runs of one plan', () => {
       const list = dev.upload(Uint32Array.from(cache.pages(seq)));
       const scores = nan(dev, [1, n]);
       const q = f32(dev, new Rng(18).normals(32), [2, 16]);
-      const t = { q, summaries: cache.minmaxGpu[0]!, list, scores, calls: [{ n, chunkFirst: 0, chunkPages: cache.summaryChunkPages, forcedLo: 1, forcedHi: n - 1 }] };
+      const t = {
+        q,
+        summaries: cache.minmaxGpu[0]!,
+        list,
+        scores,
+        calls: [{ n, chunkFirst: 0, chunkPages: cache.summaryChunkPages, forcedLo: 1, forcedHi: n - 1 }],
+      };
       const enc = dev.device.createCommandEncoder();
       plan.run(enc, t);
       expect(() => plan.run(enc, t)).toThrow(expect.objectContaining({ code: 'E_STATE', argument: 'encoder' }));
@@ -296,7 +370,12 @@ describe('class 2: overlapping runs of one plan', () => {
     const s = await LinearStream.create(dev, { H, K, V, gate: 'none', delta: false });
     try {
       const rng = new Rng(19);
-      const seg = (T: number) => ({ q: f32(dev, rng.normals(T * H * K), [T, H, K]), k: f32(dev, rng.normals(T * H * K), [T, H, K]), v: f32(dev, rng.normals(T * H * V), [T, H, V]), o: nan(dev, [T, H, V]) });
+      const seg = (T: number) => ({
+        q: f32(dev, rng.normals(T * H * K), [T, H, K]),
+        k: f32(dev, rng.normals(T * H * K), [T, H, K]),
+        v: f32(dev, rng.normals(T * H * V), [T, H, V]),
+        o: nan(dev, [T, H, V]),
+      });
       const a = seg(5);
       const b = seg(3);
       const [ra, rb] = await Promise.allSettled([s.push(a), s.push(b)]);
@@ -318,7 +397,9 @@ describe('class 3: GPU errors reach the call that caused them', () => {
   const uncaptured: string[] = [];
   beforeAll(async () => {
     d = await requestDevice({ ...adapterFromEnv(), trackBuffers: false });
-    d.device.addEventListener('uncapturederror', (ev) => uncaptured.push((ev as GPUUncapturedErrorEvent).error.message));
+    d.device.addEventListener('uncapturederror', (ev) =>
+      uncaptured.push((ev as GPUUncapturedErrorEvent).error.message),
+    );
   });
   afterAll(async () => {
     await d.device.queue.onSubmittedWorkDone();
@@ -337,17 +418,35 @@ describe('class 3: GPU errors reach the call that caused them', () => {
       const vv = rng.normals(Tq * H * D);
       const shape = [Tq, H, D];
       const good = { q: f32(d, qv, shape), k: f32(d, kv, shape), v: f32(d, vv, shape), o: nan(d, shape) };
-      const gone = d.device.createBuffer({ size: byteSize(shape, 'f32'), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label: 'gone' });
+      const gone = d.device.createBuffer({
+        size: byteSize(shape, 'f32'),
+        usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+        label: 'gone',
+      });
       gone.destroy();
-      const bad = { q: f32(d, qv, shape), k: { buffer: gone, shape, dtype: 'f32' as const }, v: f32(d, vv, shape), o: nan(d, shape) };
+      const bad = {
+        q: f32(d, qv, shape),
+        k: { buffer: gone, shape, dtype: 'f32' as const },
+        v: f32(d, vv, shape),
+        o: nan(d, shape),
+      };
       for (const order of ['valid first', 'invalid first'] as const) {
-        const calls = order === 'valid first' ? [attention(d, good, { variant }), attention(d, bad, { variant })] : [attention(d, bad, { variant }), attention(d, good, { variant })].reverse();
+        const calls =
+          order === 'valid first'
+            ? [attention(d, good, { variant }), attention(d, bad, { variant })]
+            : [attention(d, bad, { variant }), attention(d, good, { variant })].reverse();
         const [rv, ri] = await Promise.allSettled(calls);
         expect(rv.status, `${order}: the valid call`).toBe('fulfilled');
         expect(ri.status, `${order}: the invalid call`).toBe('rejected');
         expect((ri as PromiseRejectedResult).reason).toMatchObject({ code: 'E_BUFFER' });
-        expectClose(await read(d, good.o), attentionReference(qv, kv, vv, { Tq, Hq: H, Hkv: H, D }).o, `${order}: valid output`);
-        expect(Array.from(await read(d, bad.o)).every(Number.isNaN), `${order}: the invalid call wrote nothing`).toBe(true);
+        expectClose(
+          await read(d, good.o),
+          attentionReference(qv, kv, vv, { Tq, Hq: H, Hkv: H, D }).o,
+          `${order}: valid output`,
+        );
+        expect(Array.from(await read(d, bad.o)).every(Number.isNaN), `${order}: the invalid call wrote nothing`).toBe(
+          true,
+        );
         d.device.queue.writeBuffer(good.o.buffer, 0, new Float32Array(Tq * H * D).fill(NaN));
       }
       await d.device.queue.onSubmittedWorkDone();
@@ -356,7 +455,14 @@ describe('class 3: GPU errors reach the call that caused them', () => {
   }
 
   it('a streaming call beside a failing convenience call keeps its own result', async () => {
-    const cache = createKvCache(d, { Hkv: 1, D: 16, dtype: 'f32', pageSize: 16, tilePages: 2, gpuBudgetBytes: 64 << 10 });
+    const cache = createKvCache(d, {
+      Hkv: 1,
+      D: 16,
+      dtype: 'f32',
+      pageSize: 16,
+      tilePages: 2,
+      gpuBudgetBytes: 64 << 10,
+    });
     const seq = cache.addSequence();
     fill(cache, seq, 500, new Rng(22));
     const q = new Rng(23).normals(32);
@@ -364,12 +470,25 @@ describe('class 3: GPU errors reach the call that caused them', () => {
     gone.destroy();
     const shape = [40, 2, 16];
     const x = new Rng(24).normals(40 * 32);
-    const bad = { q: f32(d, x, shape), k: { buffer: gone, shape, dtype: 'f32' as const }, v: f32(d, x, shape), o: nan(d, shape) };
-    const [rs, rb] = await Promise.allSettled([streamAttention(cache, seq, q, { Hq: 2 }), attention(d, bad), attention(d, bad)]);
+    const bad = {
+      q: f32(d, x, shape),
+      k: { buffer: gone, shape, dtype: 'f32' as const },
+      v: f32(d, x, shape),
+      o: nan(d, shape),
+    };
+    const [rs, rb] = await Promise.allSettled([
+      streamAttention(cache, seq, q, { Hq: 2 }),
+      attention(d, bad),
+      attention(d, bad),
+    ]);
     expect(rs.status).toBe('fulfilled');
     expect((rb as PromiseRejectedResult).reason).toMatchObject({ code: 'E_BUFFER' });
     const { k, v } = cache.read(seq, 0, 500);
-    expectClose((rs as PromiseFulfilledResult<{ o: Float64Array }>).value.o, streamAttentionReference(q, k, v, { Tq: 1, Tk: 500, Hq: 2, Hkv: 1, D: 16 }).o, 'stream');
+    expectClose(
+      (rs as PromiseFulfilledResult<{ o: Float64Array }>).value.o,
+      streamAttentionReference(q, k, v, { Tq: 1, Tk: 500, Hq: 2, Hkv: 1, D: 16 }).o,
+      'stream',
+    );
     cache.dispose();
   });
 });
@@ -381,7 +500,16 @@ describe('class 9: pins never fill the working set for good', () => {
       const Hq = 2;
       const D = 16;
       // 1 KiB pages, 4 per pool buffer; 48 KiB hold 12 KiB of summaries and at most 36 pages.
-      const cache = createKvCache(dev, { Hkv: 1, D, dtype: 'f16', pageSize: 16, tilePages: 4, sinkPages: 1, recentPages: 2, gpuBudgetBytes: 48 << 10 });
+      const cache = createKvCache(dev, {
+        Hkv: 1,
+        D,
+        dtype: 'f16',
+        pageSize: 16,
+        tilePages: 4,
+        sinkPages: 1,
+        recentPages: 2,
+        gpuBudgetBytes: 48 << 10,
+      });
       try {
         const rng = new Rng(25);
         const q = rng.normals(Hq * D);
@@ -394,7 +522,15 @@ describe('class 9: pins never fill the working set for good', () => {
             await streamAttention(cache, s, q, { Hq, variant });
           } else {
             // Aborted after its first tile (a caller's callback throws).
-            await expect(streamAttention(cache, s, q, { Hq, variant, onProgress: () => { throw new Error('abort'); } })).rejects.toThrow('abort');
+            await expect(
+              streamAttention(cache, s, q, {
+                Hq,
+                variant,
+                onProgress: () => {
+                  throw new Error('abort');
+                },
+              }),
+            ).rejects.toThrow('abort');
             aborted++;
           }
         }
@@ -407,7 +543,11 @@ describe('class 9: pins never fill the working set for good', () => {
         expectClose(got.o, streamAttentionReference(q, k, v, { Tq: 1, Tk: 16 * 9, Hq, Hkv: 1, D }).o, 'fresh sequence');
         // And every old sequence still streams exactly.
         const { k: k0, v: v0 } = cache.read(seqs[1]!, 0, 80);
-        expectClose((await streamAttention(cache, seqs[1]!, q, { Hq, variant })).o, streamAttentionReference(q, k0, v0, { Tq: 1, Tk: 80, Hq, Hkv: 1, D }).o, 'old sequence');
+        expectClose(
+          (await streamAttention(cache, seqs[1]!, q, { Hq, variant })).o,
+          streamAttentionReference(q, k0, v0, { Tq: 1, Tk: 80, Hq, Hkv: 1, D }).o,
+          'old sequence',
+        );
       } finally {
         cache.dispose();
       }

@@ -68,18 +68,23 @@ function referenceBatch(c: Case, x: ReturnType<typeof inputs>, tqs: number[], tk
     const tq = tqs[n]!;
     const tk = tks[n]!;
     if (tq > 0) {
-      const r = attentionReference(x.q.subarray(qo * Hq * D, (qo + tq) * Hq * D), x.k.subarray(ko * Hkv * D, (ko + tk) * Hkv * D), x.v.subarray(ko * Hkv * Dv, (ko + tk) * Hkv * Dv), {
-        Tq: tq,
-        Tk: tk,
-        Hq,
-        Hkv,
-        D,
-        Dv,
-        causal: c.causal ?? true,
-        window: c.window,
-        sinks: c.sinks,
-        sinkLogits: x.sink,
-      });
+      const r = attentionReference(
+        x.q.subarray(qo * Hq * D, (qo + tq) * Hq * D),
+        x.k.subarray(ko * Hkv * D, (ko + tk) * Hkv * D),
+        x.v.subarray(ko * Hkv * Dv, (ko + tk) * Hkv * Dv),
+        {
+          Tq: tq,
+          Tk: tk,
+          Hq,
+          Hkv,
+          D,
+          Dv,
+          causal: c.causal ?? true,
+          window: c.window,
+          sinks: c.sinks,
+          sinkLogits: x.sink,
+        },
+      );
       o.set(r.o, qo * Hq * Dv);
       lse.set(r.lse, qo * Hq);
     }
@@ -89,10 +94,17 @@ function referenceBatch(c: Case, x: ReturnType<typeof inputs>, tqs: number[], tk
   return { o, lse };
 }
 
-async function check(c: Case, got: { o: Float64Array; lse?: Float64Array }, ref: { o: Float64Array; lse: Float64Array }) {
+async function check(
+  c: Case,
+  got: { o: Float64Array; lse?: Float64Array },
+  ref: { o: Float64Array; lse: Float64Array },
+) {
   const outDtype = c.outDtype ?? c.dtype;
   const co = compare(got.o, ref.o);
-  expect(passes(co, TOLERANCE[outDtype === 'f32' ? c.dtype : outDtype === 'bf16' || c.dtype === 'bf16' ? 'bf16' : 'f16']), `o: ${describeComparison(co)}`).toBe(true);
+  expect(
+    passes(co, TOLERANCE[outDtype === 'f32' ? c.dtype : outDtype === 'bf16' || c.dtype === 'bf16' ? 'bf16' : 'f16']),
+    `o: ${describeComparison(co)}`,
+  ).toBe(true);
   if (got.lse) {
     const cl = compare(got.lse, ref.lse);
     expect(passes(cl, TOLERANCE.f32), `lse: ${describeComparison(cl)}`).toBe(true);
@@ -137,7 +149,12 @@ const PREFILL: Case[] = [
 ];
 
 /** Plans, runs and checks one prefill case on fixture `g`; returns the plan's split choice. */
-async function runPrefill(g: GpuFixture, c: Case, seed: number, loopLimit?: number): Promise<{ splits: number; kvChunk: number; queryGroups: number }> {
+async function runPrefill(
+  g: GpuFixture,
+  c: Case,
+  seed: number,
+  loopLimit?: number,
+): Promise<{ splits: number; kvChunk: number; queryGroups: number }> {
   const x = inputs(c, seed);
   const tks = c.tk ?? c.tq;
   const ref = referenceBatch(c, x, c.tq, tks);
@@ -190,7 +207,13 @@ describe('dense prefill', () => {
     const ref = referenceBatch(c, x, [70], [90]);
     const o = gpu.nanTensor([70, 2, 32]);
     const lse = gpu.nanTensor([70, 2]);
-    await attention(gpu.dev, { q: gpu.tensor(x.q, [70, 2, 32]), k: gpu.tensor(x.k, [90, 1, 32]), v: gpu.tensor(x.v, [90, 1, 32]), o, lse });
+    await attention(gpu.dev, {
+      q: gpu.tensor(x.q, [70, 2, 32]),
+      k: gpu.tensor(x.k, [90, 1, 32]),
+      v: gpu.tensor(x.v, [90, 1, 32]),
+      o,
+      lse,
+    });
     await check(c, { o: await gpu.read(o), lse: await gpu.read(lse) }, ref);
   });
 });
@@ -231,11 +254,37 @@ function decodeName(c: DecodeCase): string {
 /** Plans, runs and checks one decode case on fixture `g`; returns the plan's split choice. */
 async function runDecode(g: GpuFixture, c: DecodeCase, seed: number): Promise<{ splits: number; kvChunk: number }> {
   const N = c.kvLens.length;
-  const asCase: Case = { tq: c.kvLens.map(() => 1), tk: c.kvLens, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv: c.Dv, dtype: c.dtype, outDtype: c.outDtype, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit };
+  const asCase: Case = {
+    tq: c.kvLens.map(() => 1),
+    tk: c.kvLens,
+    Hq: c.Hq,
+    Hkv: c.Hkv,
+    D: c.D,
+    Dv: c.Dv,
+    dtype: c.dtype,
+    outDtype: c.outDtype,
+    window: c.window,
+    sinks: c.sinks,
+    sinkLogit: c.sinkLogit,
+  };
   const x = inputs(asCase, seed);
   const ref = referenceBatch(asCase, x, asCase.tq, c.kvLens);
   const Dv = x.Dv;
-  const plan = await planDecode(g.dev, { kvLens: c.kvLens, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv, dtype: c.dtype, outDtype: c.outDtype, kvChunk: c.kvChunk, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit, variant: c.variant, subgroups: c.subgroups });
+  const plan = await planDecode(g.dev, {
+    kvLens: c.kvLens,
+    Hq: c.Hq,
+    Hkv: c.Hkv,
+    D: c.D,
+    Dv,
+    dtype: c.dtype,
+    outDtype: c.outDtype,
+    kvChunk: c.kvChunk,
+    window: c.window,
+    sinks: c.sinks,
+    sinkLogit: c.sinkLogit,
+    variant: c.variant,
+    subgroups: c.subgroups,
+  });
   const o = g.nanTensor([N, c.Hq, Dv], c.outDtype ?? c.dtype);
   const lse = c.noLse ? undefined : g.nanTensor([N, c.Hq]);
   await g.dev.scoped('test', async () => {
@@ -261,7 +310,10 @@ describe('dense decode (split-K + merge)', () => {
     it(decodeName(c), async () => {
       const split = await runDecode(gpu, c, 500 + i);
       if (c.kvChunk) {
-        const chunk = Math.min(c.kvChunk, maxFlashKvChunk(gpu.dev.loopLimit, c.variant === 'gpu' ? 'main_gpu' : 'main_decode_cpu', c.D, c.Dv ?? c.D));
+        const chunk = Math.min(
+          c.kvChunk,
+          maxFlashKvChunk(gpu.dev.loopLimit, c.variant === 'gpu' ? 'main_gpu' : 'main_decode_cpu', c.D, c.Dv ?? c.D),
+        );
         expect(split.kvChunk).toBe(chunk);
         expect(split.splits).toBe(Math.ceil(Math.max(...c.kvLens) / chunk));
       }
@@ -274,7 +326,11 @@ describe('dense decode (split-K + merge)', () => {
     const ref = referenceBatch(asCase, x, [1, 1], [30, 500]);
     const o = gpu.nanTensor([2, 2, 32]);
     const lse = gpu.nanTensor([2, 2]);
-    await decodeAttention(gpu.dev, { q: gpu.tensor(x.q, [2, 2, 32]), k: gpu.tensor(x.k, [530, 1, 32]), v: gpu.tensor(x.v, [530, 1, 32]), o, lse }, { kvLens: [30, 500], kvChunk: 100 });
+    await decodeAttention(
+      gpu.dev,
+      { q: gpu.tensor(x.q, [2, 2, 32]), k: gpu.tensor(x.k, [530, 1, 32]), v: gpu.tensor(x.v, [530, 1, 32]), o, lse },
+      { kvLens: [30, 500], kvChunk: 100 },
+    );
     await check(asCase, { o: await gpu.read(o), lse: await gpu.read(lse) }, ref);
   });
 });
@@ -283,12 +339,35 @@ describe('dense decode: which kernel runs', () => {
   // The attention core reads K/V as 16-byte words of head dims that are multiples of 4; other
   // shapes run the dense flash kernel. Both paths checked against float64.
   const FLASH: DecodeCase[] = [
-    { kvLens: [70, 0, 9], Hq: 4, Hkv: 2, D: 6, Dv: 10, dtype: 'f32', kvChunk: 32, window: 20, sinks: 2, sinkLogit: true },
+    {
+      kvLens: [70, 0, 9],
+      Hq: 4,
+      Hkv: 2,
+      D: 6,
+      Dv: 10,
+      dtype: 'f32',
+      kvChunk: 32,
+      window: 20,
+      sinks: 2,
+      sinkLogit: true,
+    },
     { kvLens: [3, 0, 2], Hq: 2, Hkv: 1, D: 12, dtype: 'f16', kvChunk: 2 },
     { kvLens: [40, 1], Hq: 2, Hkv: 1, D: 5, dtype: 'f32', variant: 'gpu' },
   ];
   const kernelOf = async (c: DecodeCase) => {
-    const plan = await planDecode(gpu.dev, { kvLens: c.kvLens, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv: c.Dv, dtype: c.dtype, kvChunk: c.kvChunk, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit, variant: c.variant });
+    const plan = await planDecode(gpu.dev, {
+      kvLens: c.kvLens,
+      Hq: c.Hq,
+      Hkv: c.Hkv,
+      D: c.D,
+      Dv: c.Dv,
+      dtype: c.dtype,
+      kvChunk: c.kvChunk,
+      window: c.window,
+      sinks: c.sinks,
+      sinkLogit: c.sinkLogit,
+      variant: c.variant,
+    });
     const k = plan.kernel;
     plan.dispose();
     return k;
@@ -308,7 +387,11 @@ describe('dense decode: which kernel runs', () => {
 describe('dense bad input', () => {
   const base = { Tq: 8, Hq: 4, Hkv: 2, D: 16 } as const;
   const rejects = (p: Promise<unknown>, code: string, argument: string | RegExp) =>
-    expect(p).rejects.toMatchObject({ name: 'TesseraError', code, argument: typeof argument === 'string' ? argument : expect.stringMatching(argument) });
+    expect(p).rejects.toMatchObject({
+      name: 'TesseraError',
+      code,
+      argument: typeof argument === 'string' ? argument : expect.stringMatching(argument),
+    });
 
   it('rejects bad options in plan', async () => {
     await rejects(planAttention(gpu.dev, { ...base, Hq: 3 }), 'E_ARG', 'Hq');
@@ -326,7 +409,11 @@ describe('dense bad input', () => {
     await rejects(planAttention(gpu.dev, { ...base, dtype: 'f64' as never }), 'E_DTYPE', 'dtype');
     await rejects(planAttention(gpu.dev, { Hq: 2, Hkv: 1, D: 16, cuSeqlensQ: [0, 0] }), 'E_ARG', 'cuSeqlensQ');
     await rejects(planAttention(gpu.dev, { Hq: 2, Hkv: 1, D: 16, cuSeqlensQ: [0, 5, 3] }), 'E_ARG', 'cuSeqlensQ[2]');
-    await rejects(planAttention(gpu.dev, { Hq: 2, Hkv: 1, D: 16, cuSeqlensQ: [0, 5, 8], cuSeqlensK: [0, 5] }), 'E_SHAPE', 'cuSeqlensK');
+    await rejects(
+      planAttention(gpu.dev, { Hq: 2, Hkv: 1, D: 16, cuSeqlensQ: [0, 5, 8], cuSeqlensK: [0, 5] }),
+      'E_SHAPE',
+      'cuSeqlensK',
+    );
     // a binding past the device's limit is refused before anything compiles
     await rejects(planAttention(gpu.dev, { Tq: 1 << 22, Hq: 32, Hkv: 8, D: 256 }), 'E_LIMIT', 'q');
     await rejects(planDecode(gpu.dev, { Hq: 2, Hkv: 1, D: 16, kvLens: [4, -1] }), 'E_ARG', 'kvLens[1]');
@@ -369,12 +456,22 @@ describe('dense loop bound (llvmpipe stops an invocation after 65,535 loop itera
   it('flashLoopIterations and maxFlashKvChunk', () => {
     // main_cpu: nc + ncv + 3 per 16-key block; the setup counted twice plus 8.
     expect(flashLoopCost('main_cpu', 128, 128)).toEqual({ blockKeys: 16, setup: 150, perBlock: 67 });
-    expect(flashLoopCost('main_decode_cpu', 5, 7)).toEqual({ blockKeys: 16, setup: 2 * (2 + 1 + 3 + 2 + 2 + 1) + 8, perBlock: 2 + 2 + 3 });
+    expect(flashLoopCost('main_decode_cpu', 5, 7)).toEqual({
+      blockKeys: 16,
+      setup: 2 * (2 + 1 + 3 + 2 + 2 + 1) + 8,
+      perBlock: 2 + 2 + 3,
+    });
     expect(flashLoopIterations('main_cpu', 128, 128, 1000)).toBe(150 + 64 * 67);
     expect(flashLoopIterations('main_cpu', 128, 128, 17000)).toBeGreaterThan(65535);
     expect(maxFlashKvChunk(Infinity, 'main_gpu', 256, 256)).toBe(Infinity);
     for (const entry of ['main_cpu', 'main_gpu', 'main_decode_cpu'] as const) {
-      for (const [limit, D, Dv] of [[65535, 128, 128], [65535, 256, 256], [65535, 5, 3], [4096, 64, 64], [4096, 96, 64]] as const) {
+      for (const [limit, D, Dv] of [
+        [65535, 128, 128],
+        [65535, 256, 256],
+        [65535, 5, 3],
+        [4096, 64, 64],
+        [4096, 96, 64],
+      ] as const) {
         const chunk = maxFlashKvChunk(limit, entry, D, Dv);
         const { blockKeys } = flashLoopCost(entry, D, Dv);
         expect(chunk % blockKeys).toBe(0);
@@ -384,7 +481,9 @@ describe('dense loop bound (llvmpipe stops an invocation after 65,535 loop itera
     }
     expect(maxFlashKvChunk(65535, 'main_cpu', 128, 128)).toBe(14032);
     // not even one key block fits: refused, naming the head dim
-    expect(() => maxFlashKvChunk(1024, 'main_gpu', 256, 256)).toThrow(expect.objectContaining({ code: 'E_LIMIT', argument: 'D' }));
+    expect(() => maxFlashKvChunk(1024, 'main_gpu', 256, 256)).toThrow(
+      expect.objectContaining({ code: 'E_LIMIT', argument: 'D' }),
+    );
   });
 });
 
@@ -397,10 +496,32 @@ describe('dense with loopLimit 4096 (the split path on any adapter)', () => {
     { tq: [1500], Hq: 2, Hkv: 2, D: 128, dtype: 'f32', window: 900, sinks: 5, splits: 2 },
     { tq: [300, 1, 700], tk: [300, 2000, 700], Hq: 6, Hkv: 2, D: 96, Dv: 64, dtype: 'f32', sinkLogit: true, splits: 2 },
     { tq: [40], tk: [1700], Hq: 1, Hkv: 1, D: 64, dtype: 'f32', causal: false, noLse: true, splits: 2 },
-    { tq: [200], tk: [700], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', window: 300, sinks: 2, sinkLogit: true, variant: 'gpu', splits: 11 },
+    {
+      tq: [200],
+      tk: [700],
+      Hq: 4,
+      Hkv: 2,
+      D: 64,
+      dtype: 'f32',
+      window: 300,
+      sinks: 2,
+      sinkLogit: true,
+      variant: 'gpu',
+      splits: 11,
+    },
     // several query groups (128 tokens each), sequences crossing group boundaries, the last one
     // with more queries than keys (its first 80 rows see nothing: o = 0, lse = -inf)
-    { tq: [100, 200, 150, 140], tk: [900, 1000, 150, 60], Hq: 2, Hkv: 1, D: 128, dtype: 'f16', partialBytes: 1, splits: 2, groups: 5 },
+    {
+      tq: [100, 200, 150, 140],
+      tk: [900, 1000, 150, 60],
+      Hq: 2,
+      Hkv: 1,
+      D: 128,
+      dtype: 'f16',
+      partialBytes: 1,
+      splits: 2,
+      groups: 5,
+    },
   ];
   SPLIT.forEach((c, i) => {
     it(`${caseName(c)} in ${c.splits} KV splits`, async () => {
@@ -412,14 +533,22 @@ describe('dense with loopLimit 4096 (the split path on any adapter)', () => {
 
   it('decode: a kvChunk past the cap is lowered to it', async () => {
     const cap = maxFlashKvChunk(4096, 'main_decode_cpu', 128, 128);
-    const got = await runDecode(small, { kvLens: [3000, 5, 1200], Hq: 4, Hkv: 2, D: 128, dtype: 'f32', kvChunk: 2000, window: 2500, sinks: 3 }, 950);
+    const got = await runDecode(
+      small,
+      { kvLens: [3000, 5, 1200], Hq: 4, Hkv: 2, D: 128, dtype: 'f32', kvChunk: 2000, window: 2500, sinks: 3 },
+      950,
+    );
     expect(got.kvChunk).toBe(cap);
     expect(got.splits).toBe(Math.ceil(3000 / cap));
   });
 
   it('decode (gpu variant): the default chunk is lowered to the cap', async () => {
     const cap = maxFlashKvChunk(4096, 'main_gpu', 64, 64);
-    const got = await runDecode(small, { kvLens: [700, 33], Hq: 4, Hkv: 1, D: 64, dtype: 'f32', sinkLogit: true, variant: 'gpu' }, 951);
+    const got = await runDecode(
+      small,
+      { kvLens: [700, 33], Hq: 4, Hkv: 1, D: 64, dtype: 'f32', sinkLogit: true, variant: 'gpu' },
+      951,
+    );
     expect(got.kvChunk).toBe(cap);
     expect(got.splits).toBe(Math.ceil(700 / cap));
   });

@@ -22,7 +22,15 @@ describe('device loss mid-stream', () => {
       const Hkv = 2;
       const D = 16;
       // A budget of a few tiles, so the stream has many tiles to go when the device is lost.
-      let cache = createKvCache(lost, { Hkv, D, dtype: 'f16', pageSize: 16, tilePages: 4, gpuBudgetBytes: 256 << 10, store: tier === 'disk' ? new FileStore() : undefined });
+      let cache = createKvCache(lost, {
+        Hkv,
+        D,
+        dtype: 'f16',
+        pageSize: 16,
+        tilePages: 4,
+        gpuBudgetBytes: 256 << 10,
+        store: tier === 'disk' ? new FileStore() : undefined,
+      });
       try {
         const seq = cache.addSequence();
         const rng = new Rng(91);

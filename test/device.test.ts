@@ -1,5 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { adapterFromEnv, adapterLoopLimit, bufferErrorFromValidation, bufferProblem, checkBuffer, DEFAULT_LIMITS, GALLIVM_LOOP_LIMIT, loopBudget, requestDevice, wrapDevice } from '../src/gpu/device.js';
+import {
+  adapterFromEnv,
+  adapterLoopLimit,
+  bufferErrorFromValidation,
+  bufferProblem,
+  checkBuffer,
+  DEFAULT_LIMITS,
+  GALLIVM_LOOP_LIMIT,
+  loopBudget,
+  requestDevice,
+  wrapDevice,
+} from '../src/gpu/device.js';
 import { getPipeline, grid2d, pipelineKey, wgslProgram } from '../src/gpu/pipeline.js';
 import { uniformLayout } from '../src/gpu/uniforms.js';
 import { TesseraError } from '../src/errors.js';
@@ -41,12 +52,22 @@ describe('storage dtypes', () => {
       const src = gpu.dev.upload(words);
       const dst = gpu.dev.createBuffer({ size: N * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
       const rep = gpu.dev.createBuffer({ size: N * 2, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
-      const p = await getPipeline(gpu.dev, { shader: UNPACK, bindings: ['read', 'rw', 'rw'], constants: { DT: dt === 'f16' ? 1 : 2, N } });
+      const p = await getPipeline(gpu.dev, {
+        shader: UNPACK,
+        bindings: ['read', 'rw', 'rw'],
+        constants: { DT: dt === 'f16' ? 1 : 2, N },
+      });
       await gpu.dev.scoped('unpack', async () => {
         const enc = gpu.dev.device.createCommandEncoder();
         const pass = enc.beginComputePass();
         pass.setPipeline(p.pipeline);
-        pass.setBindGroup(0, gpu.dev.device.createBindGroup({ layout: p.layout, entries: [src, dst, rep].map((buffer, binding) => ({ binding, resource: { buffer } })) }));
+        pass.setBindGroup(
+          0,
+          gpu.dev.device.createBindGroup({
+            layout: p.layout,
+            entries: [src, dst, rep].map((buffer, binding) => ({ binding, resource: { buffer } })),
+          }),
+        );
         pass.dispatchWorkgroups(N / 64);
         pass.end();
         await gpu.dev.submitAndWait([enc.finish()]);
@@ -113,7 +134,9 @@ describe('device layer', () => {
     try {
       expect(d.limits.maxStorageBufferBindingSize).toBe(DEFAULT_LIMITS.maxStorageBufferBindingSize);
       expect(d.limits.maxBufferSize).toBe(DEFAULT_LIMITS.maxBufferSize);
-      expect(() => d.createBuffer({ size: DEFAULT_LIMITS.maxBufferSize + 4, usage: GPUBufferUsage.STORAGE })).toThrow(/maxBufferSize/);
+      expect(() => d.createBuffer({ size: DEFAULT_LIMITS.maxBufferSize + 4, usage: GPUBufferUsage.STORAGE })).toThrow(
+        /maxBufferSize/,
+      );
     } finally {
       d.destroy();
     }
@@ -137,14 +160,19 @@ describe('device layer', () => {
   });
 
   it('takes boolean override constants', async () => {
-    const flag = wgslProgram('test/bool-override', ['override FLAG: bool = false;\n@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n@compute @workgroup_size(1) fn main() { out[0] = select(1u, 2u, FLAG); }']);
+    const flag = wgslProgram('test/bool-override', [
+      'override FLAG: bool = false;\n@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n@compute @workgroup_size(1) fn main() { out[0] = select(1u, 2u, FLAG); }',
+    ]);
     const p = await getPipeline(gpu.dev, { shader: flag, bindings: ['rw'], constants: { FLAG: true } });
     const out = gpu.dev.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
     await gpu.dev.scoped('bool override', async () => {
       const enc = gpu.dev.device.createCommandEncoder();
       const pass = enc.beginComputePass();
       pass.setPipeline(p.pipeline);
-      pass.setBindGroup(0, gpu.dev.device.createBindGroup({ layout: p.layout, entries: [{ binding: 0, resource: { buffer: out } }] }));
+      pass.setBindGroup(
+        0,
+        gpu.dev.device.createBindGroup({ layout: p.layout, entries: [{ binding: 0, resource: { buffer: out } }] }),
+      );
       pass.dispatchWorkgroups(1);
       pass.end();
       await gpu.dev.submitAndWait([enc.finish()]);
@@ -155,7 +183,9 @@ describe('device layer', () => {
 
   it('turns a WGSL compile error into a typed error quoting the compiler', async () => {
     const bad = wgslProgram('test/bad', ['@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }']);
-    await expect(getPipeline(gpu.dev, { shader: bad, bindings: [] })).rejects.toMatchObject({ code: 'E_GPU_VALIDATION' });
+    await expect(getPipeline(gpu.dev, { shader: bad, bindings: [] })).rejects.toMatchObject({
+      code: 'E_GPU_VALIDATION',
+    });
   });
 
   it('captures GPU validation errors in scoped() as typed errors', async () => {
@@ -187,7 +217,11 @@ describe('device layer', () => {
   });
 
   it('declares uniforms once and packs them', () => {
-    const L = uniformLayout('P', [['T', 'u32'], ['scale', 'f32'], ['off', 'i32']] as const);
+    const L = uniformLayout('P', [
+      ['T', 'u32'],
+      ['scale', 'f32'],
+      ['off', 'i32'],
+    ] as const);
     expect(L.wgsl).toContain('T: u32');
     expect(L.size).toBe(16);
     const dv = new DataView(L.pack({ T: 300, scale: 0.5, off: -2 }));
@@ -233,7 +267,10 @@ describe('loop cap', () => {
       const enc = dev.device.createCommandEncoder();
       const pass = enc.beginComputePass();
       pass.setPipeline(p.pipeline);
-      pass.setBindGroup(0, dev.device.createBindGroup({ layout: p.layout, entries: [{ binding: 0, resource: { buffer: buf } }] }));
+      pass.setBindGroup(
+        0,
+        dev.device.createBindGroup({ layout: p.layout, entries: [{ binding: 0, resource: { buffer: buf } }] }),
+      );
       pass.dispatchWorkgroups(1);
       pass.end();
       await dev.submitAndWait([enc.finish()]);
@@ -255,14 +292,36 @@ describe('loop cap', () => {
     } finally {
       d.destroy();
     }
-    await expect(requestDevice({ ...adapterFromEnv(), loopLimit: 10 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'loopLimit' });
+    await expect(requestDevice({ ...adapterFromEnv(), loopLimit: 10 })).rejects.toMatchObject({
+      code: 'E_ARG',
+      argument: 'loopLimit',
+    });
     expect(loopBudget(65535)).toBe(58981);
     expect(loopBudget({ loopLimit: Number.POSITIVE_INFINITY })).toBe(Number.POSITIVE_INFINITY);
-    for (const bad of [0, -5, Number.NaN, 'x', null]) expect(() => loopBudget(bad as never)).toThrow(expect.objectContaining({ code: 'E_ARG', argument: 'loopLimit' }));
+    for (const bad of [0, -5, Number.NaN, 'x', null])
+      expect(() => loopBudget(bad as never)).toThrow(expect.objectContaining({ code: 'E_ARG', argument: 'loopLimit' }));
     expect(() => wrapDevice({} as never)).toThrow(expect.objectContaining({ code: 'E_ARG', argument: 'device' }));
-    expect(() => wrapDevice(gpu.dev.device, { trackBuffers: 'yes' as never })).toThrow(expect.objectContaining({ code: 'E_ARG', argument: 'trackBuffers' }));
-    expect(adapterLoopLimit({ vendor: 'mesa', architecture: '', device: 'llvmpipe (LLVM 15.0.6, 256 bits)', description: '', isFallbackAdapter: false })).toBe(GALLIVM_LOOP_LIMIT);
-    expect(adapterLoopLimit({ vendor: 'google', architecture: 'swiftshader', device: '', description: '', isFallbackAdapter: true })).toBe(Number.POSITIVE_INFINITY);
+    expect(() => wrapDevice(gpu.dev.device, { trackBuffers: 'yes' as never })).toThrow(
+      expect.objectContaining({ code: 'E_ARG', argument: 'trackBuffers' }),
+    );
+    expect(
+      adapterLoopLimit({
+        vendor: 'mesa',
+        architecture: '',
+        device: 'llvmpipe (LLVM 15.0.6, 256 bits)',
+        description: '',
+        isFallbackAdapter: false,
+      }),
+    ).toBe(GALLIVM_LOOP_LIMIT);
+    expect(
+      adapterLoopLimit({
+        vendor: 'google',
+        architecture: 'swiftshader',
+        device: '',
+        description: '',
+        isFallbackAdapter: true,
+      }),
+    ).toBe(Number.POSITIVE_INFINITY);
   });
 });
 
@@ -316,8 +375,12 @@ describe('buffer tracking: destroyed buffers and buffers of another device', () 
       expect(bufferProblem(fromOther, gpu.dev)).toBe('foreign');
       // gpu.dev saw every buffer made on it, so an unknown buffer belongs to another device
       expect(bufferProblem(raw, gpu.dev)).toBe('foreign');
-      expect(() => checkBuffer(gpu.dev, raw, 'k.buffer')).toThrow(/k\.buffer: belongs to another device \(buffer "raw" was not created on device "tessera-test"/);
-      expect(() => checkBuffer(gpu.dev, fromOther, 'k.buffer')).toThrow(/created on device "other"; this call runs on device "tessera-test"/);
+      expect(() => checkBuffer(gpu.dev, raw, 'k.buffer')).toThrow(
+        /k\.buffer: belongs to another device \(buffer "raw" was not created on device "tessera-test"/,
+      );
+      expect(() => checkBuffer(gpu.dev, fromOther, 'k.buffer')).toThrow(
+        /created on device "other"; this call runs on device "tessera-test"/,
+      );
       // the untracked device: its unknown buffers pass (as before), known ones of other devices do not
       expect(bufferProblem(raw, untracked)).toBeNull();
       expect(bufferProblem(mine, untracked)).toBe('foreign');
@@ -367,8 +430,14 @@ describe('buffer tracking: destroyed buffers and buffers of another device', () 
           enc.copyBufferToBuffer(src, 0, dst, 0, size);
           await d.submitAndWait([enc.finish()]);
         });
-      await expect(copy(a, b)).rejects.toMatchObject({ code: 'E_BUFFER', message: expect.stringMatching(/destroyed.*"gone"/s) });
-      await expect(copy(b, f)).rejects.toMatchObject({ code: 'E_BUFFER', message: expect.stringMatching(/another device.*"foreign"/s) });
+      await expect(copy(a, b)).rejects.toMatchObject({
+        code: 'E_BUFFER',
+        message: expect.stringMatching(/destroyed.*"gone"/s),
+      });
+      await expect(copy(b, f)).rejects.toMatchObject({
+        code: 'E_BUFFER',
+        message: expect.stringMatching(/another device.*"foreign"/s),
+      });
       await expect(copy(b, b, 6)).rejects.toMatchObject({ code: 'E_GPU_VALIDATION' }); // any other validation error
       f.destroy();
     } finally {

@@ -10,7 +10,18 @@ import { useGpu } from './helpers/gpu.js';
 const gpu = useGpu();
 
 interface Case {
-  T: number; Tk?: number; Hq: number; Hkv: number; D: number; HI: number; DI: number; topk: number; dtype: FloatDType; rowChunk?: number; target?: 'cpu' | 'gpu'; noIndices?: boolean;
+  T: number;
+  Tk?: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  HI: number;
+  DI: number;
+  topk: number;
+  dtype: FloatDType;
+  rowChunk?: number;
+  target?: 'cpu' | 'gpu';
+  noIndices?: boolean;
   /** Index inputs other than random normals (e.g. scores with a clear top-k). */
   index?: (T: number, Tk: number) => { qI: Float64Array; kI: Float64Array; w: Float64Array };
 }
@@ -22,19 +33,42 @@ async function runCase(c: Case, fx = gpu) {
   const Tk = c.Tk ?? T;
   const rng = new Rng(T * 17 + topk + HI * 3 + Hq + Tk);
   const r = (n: number, s = 1) => roundTo(rng.normals(n, s), dtype);
-  const q = r(T * Hq * D), k = r(Tk * Hkv * D), v = r(Tk * Hkv * D);
-  let qI = r(T * HI * DI), kI = r(Tk * DI), w = r(T * HI, 0.5);
+  const q = r(T * Hq * D),
+    k = r(Tk * Hkv * D),
+    v = r(Tk * Hkv * D);
+  let qI = r(T * HI * DI),
+    kI = r(Tk * DI),
+    w = r(T * HI, 0.5);
   if (c.index) ({ qI, kI, w } = c.index(T, Tk));
   const ref = dsaReference(q, k, v, { qI, kI, w }, { T, Tk, Hq, Hkv, D, HI, DI, topk });
   const S = Math.min(topk, Tk);
   const o = gpu.nanTensor([T, Hq, D], dtype);
   const lse = gpu.nanTensor([T, Hq]);
   const indices = gpu.tensor(new Int32Array(T * S).fill(-7), [T, S], 'i32');
-  const plan = await planDsa(gpu.dev, { T, Tk, Hq, Hkv, D, HI, DI, topk, dtype, rowChunk: c.rowChunk, target: c.target });
+  const plan = await planDsa(gpu.dev, {
+    T,
+    Tk,
+    Hq,
+    Hkv,
+    D,
+    HI,
+    DI,
+    topk,
+    dtype,
+    rowChunk: c.rowChunk,
+    target: c.target,
+  });
   const enc = gpu.dev.device.createCommandEncoder();
   plan.run(enc, {
-    q: gpu.tensor(q, [T, Hq, D], dtype), k: gpu.tensor(k, [Tk, Hkv, D], dtype), v: gpu.tensor(v, [Tk, Hkv, D], dtype),
-    qI: gpu.tensor(qI, [T, HI, DI], dtype), kI: gpu.tensor(kI, [Tk, DI], dtype), w: gpu.tensor(w, [T, HI], dtype), o, lse, indices: c.noIndices ? undefined : indices,
+    q: gpu.tensor(q, [T, Hq, D], dtype),
+    k: gpu.tensor(k, [Tk, Hkv, D], dtype),
+    v: gpu.tensor(v, [Tk, Hkv, D], dtype),
+    qI: gpu.tensor(qI, [T, HI, DI], dtype),
+    kI: gpu.tensor(kI, [Tk, DI], dtype),
+    w: gpu.tensor(w, [T, HI], dtype),
+    o,
+    lse,
+    indices: c.noIndices ? undefined : indices,
   });
   await gpu.dev.submitAndWait([enc.finish()]);
   plan.dispose();
@@ -43,7 +77,8 @@ async function runCase(c: Case, fx = gpu) {
   const excused = new Set<number>();
   let bad = 0;
   for (let t = 0; t < T; t++) {
-    const a = new Set<number>(), b = new Set<number>();
+    const a = new Set<number>(),
+      b = new Set<number>();
     for (let i = 0; i < S; i++) {
       if (sel[t * S + i]! >= 0) a.add(sel[t * S + i]!);
       if (ref.indices[t * S + i]! >= 0) b.add(ref.indices[t * S + i]!);
@@ -54,13 +89,21 @@ async function runCase(c: Case, fx = gpu) {
     }
   }
   expect(bad, 'selection rows differing beyond near-ties').toBe(0);
-  const got = await gpu.read(o), lg = await gpu.read(lse);
+  const got = await gpu.read(o),
+    lg = await gpu.read(lse);
   const refO = dtype === 'f32' ? ref.o : roundTo(ref.o, dtype);
-  const go: number[] = [], ro: number[] = [], gl: number[] = [], rl: number[] = [];
+  const go: number[] = [],
+    ro: number[] = [],
+    gl: number[] = [],
+    rl: number[] = [];
   for (let row = 0; row < T * Hq; row++) {
     if (excused.has(Math.floor(row / Hq))) continue;
-    for (let d = 0; d < D; d++) { go.push(got[row * D + d]!); ro.push(refO[row * D + d]!); }
-    gl.push(lg[row]!); rl.push(ref.lse[row]!);
+    for (let d = 0; d < D; d++) {
+      go.push(got[row * D + d]!);
+      ro.push(refO[row * D + d]!);
+    }
+    gl.push(lg[row]!);
+    rl.push(ref.lse[row]!);
   }
   const co = compare(go, ro);
   expect(passes(co, TOLERANCE[dtype]), describeComparison(co)).toBe(true);
@@ -90,7 +133,8 @@ describe('dsa vs float64 reference', () => {
     { T: 5, Tk: 130, Hq: 2, Hkv: 1, D: 32, HI: 2, DI: 16, topk: 128, dtype: 'f32', noIndices: true },
   ];
   for (const c of cases) {
-    it(`T${c.T}${c.Tk ? '-Tk' + c.Tk : ''}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-HI${c.HI}-DI${c.DI}-k${c.topk}-${c.dtype}${c.rowChunk ? '-chunk' + c.rowChunk : ''}${c.target ? '-' + c.target : ''}${c.noIndices ? '-noidx' : ''}`, async () => void (await runCase(c)));
+    it(`T${c.T}${c.Tk ? '-Tk' + c.Tk : ''}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-HI${c.HI}-DI${c.DI}-k${c.topk}-${c.dtype}${c.rowChunk ? '-chunk' + c.rowChunk : ''}${c.target ? '-' + c.target : ''}${c.noIndices ? '-noidx' : ''}`, async () =>
+      void (await runCase(c)));
   }
 
   // DeepSeek-V3.2's DSA over MLA latents: one KV head, q/k latents of 576 (512 + 64 rope), values
@@ -98,15 +142,37 @@ describe('dsa vs float64 reference', () => {
   // attends them as token lists (rows past the top-k) or all causal keys (the first rows).
   for (const target of ['cpu', 'gpu'] as const) {
     it(`MLA latents (Hq 4, Hkv 1, Dqk 576, Dv 512): top-k over the latents equals the reference (${target})`, async () => {
-      const T = 20, Hq = 4, D = 576, Dv = 512, DI = 8, topk = 6, scale = 1 / Math.sqrt(192);
+      const T = 20,
+        Hq = 4,
+        D = 576,
+        Dv = 512,
+        DI = 8,
+        topk = 6,
+        scale = 1 / Math.sqrt(192);
       const rng = new Rng(576);
-      const q = rng.normals(T * Hq * D), k = rng.normals(T * D), v = rng.normals(T * Dv);
+      const q = rng.normals(T * Hq * D),
+        k = rng.normals(T * D),
+        v = rng.normals(T * Dv);
       const { qI, kI, w } = rampIndex(DI)(T, T);
       const ref = dsaReference(q, k, v, { qI, kI, w }, { T, Hq, Hkv: 1, D, Dv, HI: 1, DI, topk, scale });
       const o = gpu.nanTensor([T, Hq, Dv]);
       const lse = gpu.nanTensor([T, Hq]);
       const indices = gpu.tensor(new Int32Array(T * topk).fill(-7), [T, topk], 'i32');
-      await dsa(gpu.dev, { q: gpu.tensor(q, [T, Hq, D]), k: gpu.tensor(k, [T, 1, D]), v: gpu.tensor(v, [T, 1, Dv]), qI: gpu.tensor(qI, [T, 1, DI]), kI: gpu.tensor(kI, [T, DI]), w: gpu.tensor(w, [T, 1]), o, lse, indices }, { topk, scale, target });
+      await dsa(
+        gpu.dev,
+        {
+          q: gpu.tensor(q, [T, Hq, D]),
+          k: gpu.tensor(k, [T, 1, D]),
+          v: gpu.tensor(v, [T, 1, Dv]),
+          qI: gpu.tensor(qI, [T, 1, DI]),
+          kI: gpu.tensor(kI, [T, DI]),
+          w: gpu.tensor(w, [T, 1]),
+          o,
+          lse,
+          indices,
+        },
+        { topk, scale, target },
+      );
       expect(Array.from(await gpu.read(indices))).toEqual(Array.from(ref.indices));
       const co = compare(await gpu.read(o), ref.o);
       expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
@@ -116,15 +182,31 @@ describe('dsa vs float64 reference', () => {
   }
 
   it('k >= T equals dense causal attention (convenience call)', async () => {
-    const T = 70, Hq = 4, Hkv = 1, D = 32, HI = 2, DI = 8;
+    const T = 70,
+      Hq = 4,
+      Hkv = 1,
+      D = 32,
+      HI = 2,
+      DI = 8;
     const rng = new Rng(11);
-    const q = rng.normals(T * Hq * D), k = rng.normals(T * D), v = rng.normals(T * D);
+    const q = rng.normals(T * Hq * D),
+      k = rng.normals(T * D),
+      v = rng.normals(T * D);
     const dense = attentionReference(q, k, v, { Tq: T, Tk: T, Hq, Hkv, D, causal: true });
     const o = gpu.nanTensor([T, Hq, D]);
-    await dsa(gpu.dev, {
-      q: gpu.tensor(q, [T, Hq, D]), k: gpu.tensor(k, [T, Hkv, D]), v: gpu.tensor(v, [T, Hkv, D]),
-      qI: gpu.tensor(rng.normals(T * HI * DI), [T, HI, DI]), kI: gpu.tensor(rng.normals(T * DI), [T, DI]), w: gpu.tensor(rng.normals(T * HI), [T, HI]), o,
-    }, { topk: 2048 });
+    await dsa(
+      gpu.dev,
+      {
+        q: gpu.tensor(q, [T, Hq, D]),
+        k: gpu.tensor(k, [T, Hkv, D]),
+        v: gpu.tensor(v, [T, Hkv, D]),
+        qI: gpu.tensor(rng.normals(T * HI * DI), [T, HI, DI]),
+        kI: gpu.tensor(rng.normals(T * DI), [T, DI]),
+        w: gpu.tensor(rng.normals(T * HI), [T, HI]),
+        o,
+      },
+      { topk: 2048 },
+    );
     const co = compare(await gpu.read(o), dense.o);
     expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
   });
@@ -134,18 +216,30 @@ describe('dsa bad input', () => {
   it('rejects bad options and tensors with a TesseraError naming the argument', async () => {
     const base = { T: 16, Hq: 2, D: 16, HI: 2, DI: 8, topk: 4 };
     await expect(planDsa(gpu.dev, { ...base, topk: 0 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'topk' });
-    await expect(planDsa(gpu.dev, { ...base, topk: 5000 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'topk' });
+    await expect(planDsa(gpu.dev, { ...base, topk: 5000 })).rejects.toMatchObject({
+      code: 'E_UNSUPPORTED',
+      argument: 'topk',
+    });
     await expect(planDsa(gpu.dev, { ...base, DI: 6 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'DI' });
     await expect(planDsa(gpu.dev, { ...base, HI: 0 })).rejects.toMatchObject({ argument: 'HI' });
     await expect(planDsa(gpu.dev, { ...base, Hkv: 3 })).rejects.toMatchObject({ argument: 'Hq' });
     const plan = await planDsa(gpu.dev, base);
     const enc = gpu.dev.device.createCommandEncoder();
     const good = {
-      q: gpu.nanTensor([16, 2, 16]), k: gpu.nanTensor([16, 1, 16]), v: gpu.nanTensor([16, 1, 16]),
-      qI: gpu.nanTensor([16, 2, 8]), kI: gpu.nanTensor([16, 8]), w: gpu.nanTensor([16, 2]), o: gpu.nanTensor([16, 2, 16]),
+      q: gpu.nanTensor([16, 2, 16]),
+      k: gpu.nanTensor([16, 1, 16]),
+      v: gpu.nanTensor([16, 1, 16]),
+      qI: gpu.nanTensor([16, 2, 8]),
+      kI: gpu.nanTensor([16, 8]),
+      w: gpu.nanTensor([16, 2]),
+      o: gpu.nanTensor([16, 2, 16]),
     };
-    expect(() => plan.run(enc, { ...good, w: gpu.nanTensor([16, 3]) })).toThrow(expect.objectContaining({ argument: 'w.shape[1]' }));
-    expect(() => plan.run(enc, { ...good, kI: gpu.nanTensor([16, 2, 8]) })).toThrow(expect.objectContaining({ argument: 'kI.shape' }));
+    expect(() => plan.run(enc, { ...good, w: gpu.nanTensor([16, 3]) })).toThrow(
+      expect.objectContaining({ argument: 'w.shape[1]' }),
+    );
+    expect(() => plan.run(enc, { ...good, kI: gpu.nanTensor([16, 2, 8]) })).toThrow(
+      expect.objectContaining({ argument: 'kI.shape' }),
+    );
     expect(() => plan.run(enc, { ...good, indices: gpu.nanTensor([16, 5]) })).toThrow(/indices/);
     plan.dispose();
     enc.finish();
@@ -155,25 +249,51 @@ describe('dsa bad input', () => {
 describe('dsa over a ragged batch (cuSeqlens)', () => {
   it('equals the reference run per sequence', async () => {
     const cu = [0, 40, 40, 110];
-    const total = 110, Hq = 4, Hkv = 1, D = 32, HI = 2, DI = 16, topk = 24;
+    const total = 110,
+      Hq = 4,
+      Hkv = 1,
+      D = 32,
+      HI = 2,
+      DI = 16,
+      topk = 24;
     const rng = new Rng(91);
     const f32 = (a: Float64Array) => roundTo(a, 'f32');
-    const q = f32(rng.normals(total * Hq * D)), k = f32(rng.normals(total * D)), v = f32(rng.normals(total * D));
-    const qI = f32(rng.normals(total * HI * DI)), kI = f32(rng.normals(total * DI)), w = f32(rng.normals(total * HI));
+    const q = f32(rng.normals(total * Hq * D)),
+      k = f32(rng.normals(total * D)),
+      v = f32(rng.normals(total * D));
+    const qI = f32(rng.normals(total * HI * DI)),
+      kI = f32(rng.normals(total * DI)),
+      w = f32(rng.normals(total * HI));
     const refO = new Float64Array(total * Hq * D);
     for (let n = 0; n + 1 < cu.length; n++) {
-      const a = cu[n]!, len = cu[n + 1]! - a;
+      const a = cu[n]!,
+        len = cu[n + 1]! - a;
       if (!len) continue;
       const sl = (x: Float64Array, wd: number) => x.subarray(a * wd, (a + len) * wd);
-      const r = dsaReference(sl(q, Hq * D), sl(k, D), sl(v, D), { qI: sl(qI, HI * DI), kI: sl(kI, DI), w: sl(w, HI) }, { T: len, Hq, Hkv, D, HI, DI, topk });
+      const r = dsaReference(
+        sl(q, Hq * D),
+        sl(k, D),
+        sl(v, D),
+        { qI: sl(qI, HI * DI), kI: sl(kI, DI), w: sl(w, HI) },
+        { T: len, Hq, Hkv, D, HI, DI, topk },
+      );
       refO.set(r.o, a * Hq * D);
     }
     // exact ties (index scores of exactly 0 after the ReLU) break to the lower token on both sides
     const o = gpu.nanTensor([total, Hq, D]);
-    await dsaVarlen(gpu.dev, {
-      q: gpu.tensor(q, [total, Hq, D]), k: gpu.tensor(k, [total, Hkv, D]), v: gpu.tensor(v, [total, Hkv, D]),
-      qI: gpu.tensor(qI, [total, HI, DI]), kI: gpu.tensor(kI, [total, DI]), w: gpu.tensor(w, [total, HI]), o,
-    }, { cuSeqlens: cu, Hq, Hkv, D, HI, DI, topk });
+    await dsaVarlen(
+      gpu.dev,
+      {
+        q: gpu.tensor(q, [total, Hq, D]),
+        k: gpu.tensor(k, [total, Hkv, D]),
+        v: gpu.tensor(v, [total, Hkv, D]),
+        qI: gpu.tensor(qI, [total, HI, DI]),
+        kI: gpu.tensor(kI, [total, DI]),
+        w: gpu.tensor(w, [total, HI]),
+        o,
+      },
+      { cuSeqlens: cu, Hq, Hkv, D, HI, DI, topk },
+    );
     const co = compare(await gpu.read(o), refO);
     expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
   });
@@ -199,7 +319,19 @@ describe('dsa loop bounds (llvmpipe stops an invocation after 65,535 loop iterat
   // run of keys (17,669 by its bound on the cpu shape, 5,545 on gpu), so one invocation suffices.
   for (const target of ['cpu', 'gpu'] as const) {
     it(`attention over 2,048 selected tokens on the default device (${target} shape)`, async () => {
-      const r = await runCase({ T: 1, Tk: 4096, Hq: 2, Hkv: 1, D: 64, HI: 1, DI: 8, topk: 2048, dtype: 'f32', target, index: rampIndex(8) });
+      const r = await runCase({
+        T: 1,
+        Tk: 4096,
+        Hq: 2,
+        Hkv: 1,
+        D: 64,
+        HI: 1,
+        DI: 8,
+        topk: 2048,
+        dtype: 'f32',
+        target,
+        index: rampIndex(8),
+      });
       expect(r.excused).toBe(0);
       expect(r.segments.attention).toBe(1);
     });
@@ -218,7 +350,10 @@ describe('dsa with loopLimit 1024 (every split path, small sizes)', () => {
     for (const target of ['gpu', 'cpu'] as const) {
       // the gpu shape takes 64 keys per loop step: it needs more tokens to pass the budget
       const topk = target === 'gpu' ? 400 : 120;
-      const r = await runCase({ T: topk + 30, Hq: 2, Hkv: 1, D: 64, HI: 1, DI: 8, topk, dtype: 'f16', target, index: rampIndex(8) }, capped);
+      const r = await runCase(
+        { T: topk + 30, Hq: 2, Hkv: 1, D: 64, HI: 1, DI: 8, topk, dtype: 'f16', target, index: rampIndex(8) },
+        capped,
+      );
       expect(r.excused).toBe(0);
       expect(r.segments.attention).toBeGreaterThan(1);
       expect(r.segments.attentionAll).toBeGreaterThan(1);

@@ -8,14 +8,42 @@ import { main } from '../examples/engine/main.js';
 import { adapterFromEnv, requestDevice } from '../src/gpu/device.js';
 
 describe('bench engine', () => {
-  it('writes the issue\'s keys from a short engine run, with the baseline measured in the same run', async () => {
+  it("writes the issue's keys from a short engine run, with the baseline measured in the same run", async () => {
     const dev = await requestDevice({ ...adapterFromEnv(), label: 'engine-bench.test' });
-    const r = await main({ small: true, device: dev.device, config: { steps: 2 }, baseline: true, skipMirror: true }).finally(() => dev.destroy());
+    const r = await main({
+      small: true,
+      device: dev.device,
+      config: { steps: 2 },
+      baseline: true,
+      skipMirror: true,
+    }).finally(() => dev.destroy());
     const j = engineBenchJson(r);
-    for (const k of ['adapter', 'layers', 'batch', 'steps', 'kvDtype', 'hostUsPerStep', 'gpuMsPerStep', 'buffersCreatedPerStep', 'bindGroupsCreatedPerStep', 'submitsPerStep', 'readbacks', 'relRms', 'baseline']) {
+    for (const k of [
+      'adapter',
+      'layers',
+      'batch',
+      'steps',
+      'kvDtype',
+      'hostUsPerStep',
+      'gpuMsPerStep',
+      'buffersCreatedPerStep',
+      'bindGroupsCreatedPerStep',
+      'submitsPerStep',
+      'readbacks',
+      'relRms',
+      'baseline',
+    ]) {
       expect(j, k).toHaveProperty(k);
     }
-    expect(j).toMatchObject({ layers: 3, batch: 4, steps: 2, kvDtype: 'f32', submitsPerStep: 1, buffersCreatedPerStep: 0, readbacks: 0 });
+    expect(j).toMatchObject({
+      layers: 3,
+      batch: 4,
+      steps: 2,
+      kvDtype: 'f32',
+      submitsPerStep: 1,
+      buffersCreatedPerStep: 0,
+      readbacks: 0,
+    });
     expect(Number.isFinite(j.hostUsPerStep.median) && Number.isFinite(j.hostUsPerStep.p90)).toBe(true);
     expect(Number.isFinite(j.gpuMsPerStep.median)).toBe(true);
     expect(j.baseline.buffersCreatedPerStep).toBeGreaterThan(0); // today's way allocates per step

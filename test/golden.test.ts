@@ -12,7 +12,10 @@ import { useGpu } from './helpers/gpu.js';
 
 const ROOT = resolve(__dirname, '..');
 // ../shared/golden from a checkout (as `npm test` uses it); /work/shared/golden from a worktree
-const GOLDEN = [process.env.TESSERA_GOLDEN, resolve(ROOT, '../shared/golden'), '/work/shared/golden'].find((d) => d && existsSync(join(d, 'manifest.json'))) ?? resolve(ROOT, '../shared/golden');
+const GOLDEN =
+  [process.env.TESSERA_GOLDEN, resolve(ROOT, '../shared/golden'), '/work/shared/golden'].find(
+    (d) => d && existsSync(join(d, 'manifest.json')),
+  ) ?? resolve(ROOT, '../shared/golden');
 
 const gpu = useGpu();
 

@@ -83,7 +83,9 @@ function snapshot(cache: KvCache, seqs: number[]): Snapshot {
     lengths: seqs.map((q) => cache.length(q)),
     numPages: cache.numPages,
     pages: seqs.map((q) => [...cache.pages(q)]),
-    table: JSON.parse(JSON.stringify(Object.fromEntries(Object.entries(cache.pageTable()).map(([k, v]) => [k, Array.from(v)])))),
+    table: JSON.parse(
+      JSON.stringify(Object.fromEntries(Object.entries(cache.pageTable()).map(([k, v]) => [k, Array.from(v)]))),
+    ),
     minmax: Array.from(s.minmax),
     mean: Array.from(s.mean ?? []),
     sums: Array.from({ length: cache.numPages }, (_, p) => cache.checksum(p)),
@@ -112,8 +114,14 @@ function expectSame(a: Snapshot, b: Snapshot, what: string): void {
   expect(b.minmax, `${what}: min/max summaries`).toEqual(a.minmax);
   expect(b.mean, `${what}: mean summaries`).toEqual(a.mean);
   expect(b.sums, `${what}: checksums`).toEqual(a.sums);
-  a.k.forEach((k, i) => expect(Buffer.from(b.k[i]!.buffer).equals(Buffer.from(k.buffer)), `${what}: keys of seq ${i} bit-exact`).toBe(true));
-  a.v.forEach((v, i) => expect(Buffer.from(b.v[i]!.buffer).equals(Buffer.from(v.buffer)), `${what}: values of seq ${i} bit-exact`).toBe(true));
+  a.k.forEach((k, i) =>
+    expect(Buffer.from(b.k[i]!.buffer).equals(Buffer.from(k.buffer)), `${what}: keys of seq ${i} bit-exact`).toBe(true),
+  );
+  a.v.forEach((v, i) =>
+    expect(Buffer.from(b.v[i]!.buffer).equals(Buffer.from(v.buffer)), `${what}: values of seq ${i} bit-exact`).toBe(
+      true,
+    ),
+  );
 }
 
 describe('class 4: an append that fails at any write leaves the cache as before', () => {
@@ -125,7 +133,15 @@ describe('class 4: an append that fails at any write leaves the cache as before'
         const D = 8;
         const P = 16;
         const store = new FaultyStore(tier === 'memory' ? new MemoryStore({ align: 16 }) : new FileStore());
-        const cache = createKvCache(gpu.dev, { Hkv, D, pageSize: P, dtype, store, tilePages: 4, gpuBudgetBytes: 1 << 20 });
+        const cache = createKvCache(gpu.dev, {
+          Hkv,
+          D,
+          pageSize: P,
+          dtype,
+          store,
+          tilePages: 4,
+          gpuBudgetBytes: 1 << 20,
+        });
         // The same appends, never failing: what the cache must equal in the end.
         const clean = createKvCache(gpu.dev, { Hkv, D, pageSize: P, dtype, tilePages: 4, gpuBudgetBytes: 1 << 20 });
         try {
@@ -199,7 +215,15 @@ describe('class 4 with fork: a failed append to a sequence sharing its partial p
     const D = 8;
     const P = 16;
     const store = new FaultyStore(new MemoryStore({ align: 16 }));
-    const cache = createKvCache(gpu.dev, { Hkv, D, pageSize: P, dtype: 'f16', store, tilePages: 4, gpuBudgetBytes: 1 << 20 });
+    const cache = createKvCache(gpu.dev, {
+      Hkv,
+      D,
+      pageSize: P,
+      dtype: 'f16',
+      store,
+      tilePages: 4,
+      gpuBudgetBytes: 1 << 20,
+    });
     try {
       const rng = new Rng(43);
       const parent = cache.addSequence();
@@ -236,7 +260,10 @@ describe('class 4 with fork: a failed append to a sequence sharing its partial p
         expect(threw).toMatchObject({ code: 'E_IO' });
         // Free page ids hold no tokens: their bytes, checksums and summaries may change.
         expectSame(liveOnly(before, cache), liveOnly(snapshot(cache, seqs), cache), `after a failure at write ${step}`);
-        expect(before.pages.map((ps) => ps.map((p) => cache.refCount(p))), 'reference counts').toEqual(refs);
+        expect(
+          before.pages.map((ps) => ps.map((p) => cache.refCount(p))),
+          'reference counts',
+        ).toEqual(refs);
         expect(pageCounts(cache), 'live, shared and free page ids').toEqual(counts);
       }
       store.disarm();
@@ -246,15 +273,26 @@ describe('class 4 with fork: a failed append to a sequence sharing its partial p
       const got = cache.read(child2, 40, 30);
       const want = new Float32Array(30 * Hkv * D);
       for (let i = 0; i < want.length; i++) want[i] = k[i]!;
-      for (let i = 0; i < want.length; i++) expect(Math.abs(got.k[i]! - want[i]!)).toBeLessThanOrEqual(Math.abs(want[i]!) * 1e-3 + 1e-4);
-      expectSame({ ...before, lengths: [before.lengths[0]!], pages: [before.pages[0]!], k: [before.k[0]!], v: [before.v[0]!] } as never, {
-        ...snapshot(cache, [parent]),
-        numPages: before.numPages,
-        table: before.table,
-        minmax: before.minmax,
-        mean: before.mean,
-        sums: before.sums,
-      } as never, 'the parent');
+      for (let i = 0; i < want.length; i++)
+        expect(Math.abs(got.k[i]! - want[i]!)).toBeLessThanOrEqual(Math.abs(want[i]!) * 1e-3 + 1e-4);
+      expectSame(
+        {
+          ...before,
+          lengths: [before.lengths[0]!],
+          pages: [before.pages[0]!],
+          k: [before.k[0]!],
+          v: [before.v[0]!],
+        } as never,
+        {
+          ...snapshot(cache, [parent]),
+          numPages: before.numPages,
+          table: before.table,
+          minmax: before.minmax,
+          mean: before.mean,
+          sums: before.sums,
+        } as never,
+        'the parent',
+      );
     } finally {
       cache.dispose();
     }
@@ -270,7 +308,12 @@ describe('class 5: int8 pages', () => {
       cache.append(s, rng.normals(5 * 4), rng.normals(5 * 4));
       const before = snapshot(cache, [s]);
       const ok = rng.normals(2 * 4);
-      for (const [bad, where] of [[NaN, 'k'], [Infinity, 'k'], [-Infinity, 'v'], [NaN, 'v']] as const) {
+      for (const [bad, where] of [
+        [NaN, 'k'],
+        [Infinity, 'k'],
+        [-Infinity, 'v'],
+        [NaN, 'v'],
+      ] as const) {
         const k = Float64Array.from(ok);
         const v = Float64Array.from(ok);
         (where === 'k' ? k : v)[5] = bad;
@@ -306,8 +349,14 @@ describe('class 5: int8 pages', () => {
         const v = rng.normals(Hkv * D).map((x) => x * mag * 2);
         cache.append(s, k, v);
         const now = cache.read(s, 0, t + 1);
-        expect(Buffer.from(now.k.buffer, 0, prev.k.byteLength).equals(Buffer.from(prev.k.buffer)), `keys before token ${t}`).toBe(true);
-        expect(Buffer.from(now.v.buffer, 0, prev.v.byteLength).equals(Buffer.from(prev.v.buffer)), `values before token ${t}`).toBe(true);
+        expect(
+          Buffer.from(now.k.buffer, 0, prev.k.byteLength).equals(Buffer.from(prev.k.buffer)),
+          `keys before token ${t}`,
+        ).toBe(true);
+        expect(
+          Buffer.from(now.v.buffer, 0, prev.v.byteLength).equals(Buffer.from(prev.v.buffer)),
+          `values before token ${t}`,
+        ).toBe(true);
         // The new token itself is within int8's step of its own magnitude.
         const got = now.k.subarray(t * Hkv * D);
         for (let h = 0; h < Hkv; h++) {
@@ -326,14 +375,25 @@ describe('class 5: int8 pages', () => {
     it(`streaming over int8 pages of very different token magnitudes equals float64 attention (${variant})`, async () => {
       const Hkv = 2;
       const D = 16;
-      const cache = createKvCache(gpu.dev, { Hkv, D, pageSize: 32, dtype: 'int8', tilePages: 4, gpuBudgetBytes: 1 << 20 });
+      const cache = createKvCache(gpu.dev, {
+        Hkv,
+        D,
+        pageSize: 32,
+        dtype: 'int8',
+        tilePages: 4,
+        gpuBudgetBytes: 1 << 20,
+      });
       try {
         const s = cache.addSequence();
         const rng = new Rng(53);
         const T = 300;
         for (let t = 0; t < T; t++) {
           const mag = 10 ** (1.5 * Math.sin(t * 0.37));
-          cache.append(s, rng.normals(Hkv * D).map((x) => x * mag * 0.2), rng.normals(Hkv * D).map((x) => x * mag));
+          cache.append(
+            s,
+            rng.normals(Hkv * D).map((x) => x * mag * 0.2),
+            rng.normals(Hkv * D).map((x) => x * mag),
+          );
         }
         const Hq = 4;
         const Tq = 3;
@@ -362,10 +422,14 @@ describe('class 8: one cache per backing store', () => {
       const rng = new Rng(61);
       a.append(s, rng.normals(20 * 4), rng.normals(20 * 4));
       const before = a.read(s, 0, 20);
-      expect(() => createKvCache(gpu.dev, opts)).toThrow(expect.objectContaining({ code: 'E_STATE', argument: 'store' }));
+      expect(() => createKvCache(gpu.dev, opts)).toThrow(
+        expect.objectContaining({ code: 'E_STATE', argument: 'store' }),
+      );
       expect(Array.from(a.read(s, 0, 20).k)).toEqual(Array.from(before.k)); // untouched
       b = a.moveTo(gpu.dev);
-      expect(() => createKvCache(gpu.dev, opts)).toThrow(expect.objectContaining({ code: 'E_STATE', argument: 'store' }));
+      expect(() => createKvCache(gpu.dev, opts)).toThrow(
+        expect.objectContaining({ code: 'E_STATE', argument: 'store' }),
+      );
       expect(Array.from(b.read(s, 0, 20).k)).toEqual(Array.from(before.k));
       b.dispose();
       const c = createKvCache(gpu.dev, opts); // free again
@@ -379,14 +443,22 @@ describe('class 8: one cache per backing store', () => {
   it('a second FileStore on the same file is E_STATE naming path, and leaves the first intact', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tessera-claims-'));
     const path = join(dir, 'kv.bin');
-    const cache = createKvCache(gpu.dev, { Hkv: 1, D: 4, pageSize: 16, gpuBudgetBytes: 1 << 20, store: new FileStore({ path }) });
+    const cache = createKvCache(gpu.dev, {
+      Hkv: 1,
+      D: 4,
+      pageSize: 16,
+      gpuBudgetBytes: 1 << 20,
+      store: new FileStore({ path }),
+    });
     try {
       const s = cache.addSequence();
       const rng = new Rng(62);
       cache.append(s, rng.normals(40 * 4), rng.normals(40 * 4));
       const before = cache.read(s, 0, 40);
       expect(() => new FileStore({ path })).toThrow(expect.objectContaining({ code: 'E_STATE', argument: 'path' }));
-      expect(() => new FileStore({ path: join(dir, '.', '..', dir.split('/').pop()!, 'kv.bin') })).toThrow(expect.objectContaining({ code: 'E_STATE', argument: 'path' }));
+      expect(() => new FileStore({ path: join(dir, '.', '..', dir.split('/').pop()!, 'kv.bin') })).toThrow(
+        expect.objectContaining({ code: 'E_STATE', argument: 'path' }),
+      );
       // The refused store did not truncate the file: every page still verifies and reads back.
       expect(cache.verifyStore()).toBe(cache.numPages);
       expect(Array.from(cache.read(s, 0, 40).v)).toEqual(Array.from(before.v));
@@ -401,7 +473,7 @@ describe('class 8: one cache per backing store', () => {
     }
   });
 
-  it('across processes: a live process\'s lock file is E_STATE naming path; a dead one\'s is taken over', () => {
+  it("across processes: a live process's lock file is E_STATE naming path; a dead one's is taken over", () => {
     const dir = mkdtempSync(join(tmpdir(), 'tessera-lock-'));
     const path = join(dir, 'kv.bin');
     try {
@@ -410,7 +482,9 @@ describe('class 8: one cache per backing store', () => {
       expect(() => new FileStore({ path })).toThrow(expect.objectContaining({ code: 'E_STATE', argument: 'path' }));
       expect(existsSync(path), 'the refused store did not create or truncate the file').toBe(false);
       // A process that has exited: its lock is stale.
-      const child = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+      const child = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], {
+        encoding: 'utf8',
+      });
       writeFileSync(`${path}.lock`, child.stdout);
       const store = new FileStore({ path });
       expect(readFileSync(`${path}.lock`, 'utf8')).toBe(String(process.pid));

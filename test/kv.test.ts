@@ -127,7 +127,16 @@ describe('kv cache round trips', () => {
 
 describe('kv cache tiers', () => {
   it('LRU eviction keeps pinned sink and recent pages; GPU copies pass their checksums', async () => {
-    const cache = createKvCache(gpu.dev, { Hkv: 1, D: 8, dtype: 'f32', pageSize: 16, tilePages: 4, gpuBudgetBytes: 2 * 4 * 1024 + 4096, sinkPages: 1, recentPages: 1 });
+    const cache = createKvCache(gpu.dev, {
+      Hkv: 1,
+      D: 8,
+      dtype: 'f32',
+      pageSize: 16,
+      tilePages: 4,
+      gpuBudgetBytes: 2 * 4 * 1024 + 4096,
+      sinkPages: 1,
+      recentPages: 1,
+    });
     try {
       const seq = cache.addSequence();
       const rng = new Rng(5);
@@ -174,7 +183,14 @@ describe('kv cache tiers', () => {
       expectError(() => cache.read(seq, 48, 4), 'E_CORRUPT');
       expectError(() => cache.verifyStore(), 'E_CORRUPT');
       // A non-resident corrupted page fails on its way to the GPU.
-      const small = createKvCache(gpu.dev, { Hkv: 2, D: 8, dtype: 'f16', pageSize: 16, gpuBudgetBytes: 1 << 20, store: new FileStore() });
+      const small = createKvCache(gpu.dev, {
+        Hkv: 2,
+        D: 8,
+        dtype: 'f16',
+        pageSize: 16,
+        gpuBudgetBytes: 1 << 20,
+        store: new FileStore(),
+      });
       try {
         const s2 = small.addSequence();
         small.append(s2, k, v);
@@ -212,7 +228,14 @@ describe('kv cache tiers', () => {
       flush() {},
       close() {},
     };
-    const cache = createKvCache(gpu.dev, { Hkv: 1, D: 8, dtype: 'bf16', pageSize: 16, gpuBudgetBytes: 1 << 20, store: new OpfsStore(handle) });
+    const cache = createKvCache(gpu.dev, {
+      Hkv: 1,
+      D: 8,
+      dtype: 'bf16',
+      pageSize: 16,
+      gpuBudgetBytes: 1 << 20,
+      store: new OpfsStore(handle),
+    });
     try {
       const seq = cache.addSequence();
       const rng = new Rng(4);
@@ -229,7 +252,15 @@ describe('kv cache tiers', () => {
 
   it('debug mode verifies host pages on upload', () => {
     const store = new MemoryStore({ align: 4096 });
-    const cache = createKvCache(gpu.dev, { Hkv: 1, D: 8, dtype: 'f32', pageSize: 16, gpuBudgetBytes: 1 << 20, store, debug: true });
+    const cache = createKvCache(gpu.dev, {
+      Hkv: 1,
+      D: 8,
+      dtype: 'f32',
+      pageSize: 16,
+      gpuBudgetBytes: 1 << 20,
+      store,
+      debug: true,
+    });
     try {
       const seq = cache.addSequence();
       const rng = new Rng(1);
@@ -251,11 +282,29 @@ describe('kv cache bad input leaves the cache intact', () => {
     expectError(() => createKvCache(gpu.dev, { Hkv: 0, D: 8 }), 'E_ARG', 'Hkv');
     expectError(() => createKvCache(gpu.dev, { Hkv: 1, D: 8, dtype: 'f8' as KvDType }), 'E_DTYPE', 'dtype');
     // Budget smaller than one tile.
-    expectError(() => createKvCache(gpu.dev, { Hkv: 1, D: 8, pageSize: 16, dtype: 'f32', tilePages: 64, gpuBudgetBytes: 64 * 1024 - 1 }), 'E_LIMIT', 'gpuBudgetBytes');
+    expectError(
+      () =>
+        createKvCache(gpu.dev, {
+          Hkv: 1,
+          D: 8,
+          pageSize: 16,
+          dtype: 'f32',
+          tilePages: 64,
+          gpuBudgetBytes: 64 * 1024 - 1,
+        }),
+      'E_LIMIT',
+      'gpuBudgetBytes',
+    );
   });
 
   it('rejects bad appends and reads without changing anything', () => {
-    const cache: KvCache = createKvCache(gpu.dev, { Hkv: 2, D: 8, dtype: 'f16', pageSize: 16, gpuBudgetBytes: 1 << 20 });
+    const cache: KvCache = createKvCache(gpu.dev, {
+      Hkv: 2,
+      D: 8,
+      dtype: 'f16',
+      pageSize: 16,
+      gpuBudgetBytes: 1 << 20,
+    });
     try {
       const seq = cache.addSequence();
       const rng = new Rng(2);
@@ -270,8 +319,21 @@ describe('kv cache bad input leaves the cache intact', () => {
       expectError(() => cache.append(seq, rng.normals(4 * 2 * 8), rng.normals(4 * 3 * 8)), 'E_SHAPE', 'v');
       expectError(() => cache.append(seq, rng.normals(7), rng.normals(7)), 'E_SHAPE', 'k');
       // Wrong dtype.
-      expectError(() => cache.appendRaw(seq, { dtype: 'bf16', k: new Uint16Array(16), v: new Uint16Array(16) }), 'E_DTYPE', 'raw.dtype');
-      expectError(() => cache.appendRaw(seq, { dtype: 'f16', k: new Float32Array(16) as unknown as Uint16Array, v: new Uint16Array(16) }), 'E_DTYPE', 'raw.k');
+      expectError(
+        () => cache.appendRaw(seq, { dtype: 'bf16', k: new Uint16Array(16), v: new Uint16Array(16) }),
+        'E_DTYPE',
+        'raw.dtype',
+      );
+      expectError(
+        () =>
+          cache.appendRaw(seq, {
+            dtype: 'f16',
+            k: new Float32Array(16) as unknown as Uint16Array,
+            v: new Uint16Array(16),
+          }),
+        'E_DTYPE',
+        'raw.k',
+      );
       // Unknown sequence; reading past the end.
       expectError(() => cache.append(5, k, v), 'E_ARG', 'seq');
       expectError(() => cache.read(seq, 10, 11), 'E_ARG', 'count');

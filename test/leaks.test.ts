@@ -30,41 +30,134 @@ const CYCLES = 1000;
 /** Bytes leaked per family (reported by docs/reliability.md). */
 const leaked: Record<string, number> = {};
 
-type Planner = { plan: (dev: TesseraDevice) => Promise<{ run(enc: GPUCommandEncoder, t: never): void; dispose(): void }>; tensors: () => Record<string, unknown> };
+type Planner = {
+  plan: (dev: TesseraDevice) => Promise<{ run(enc: GPUCommandEncoder, t: never): void; dispose(): void }>;
+  tensors: () => Record<string, unknown>;
+};
 
-const t = (shape: number[], fill = 0.5) => gpu.tensor(new Float64Array(shape.reduce((a, b) => a * b, 1)).fill(fill), shape);
+const t = (shape: number[], fill = 0.5) =>
+  gpu.tensor(new Float64Array(shape.reduce((a, b) => a * b, 1)).fill(fill), shape);
 const ti = (shape: number[]) => gpu.tensor(new Int32Array(shape.reduce((a, b) => a * b, 1)), shape, 'i32');
 
 const FAMILIES: Record<string, Planner> = {
-  merge: { plan: (d) => planMerge(d, { parts: 3, rows: 4, D: 8 }), tensors: () => ({ oParts: t([3, 4, 8]), lseParts: t([3, 4]), o: t([4, 8]), lse: t([4]) }) },
-  topk_small: { plan: (d) => planTopK(d, { rows: 4, n: 50, k: 3 }), tensors: () => ({ scores: t([4, 50]), indices: ti([4, 3]), values: t([4, 3]) }) },
-  topk_radix: { plan: (d) => planTopK(d, { rows: 1, n: 300, k: 40, variant: 'radix' }), tensors: () => ({ scores: t([1, 300]), indices: ti([1, 40]) }) },
-  dense: { plan: (d) => planAttention(d, { Tq: 9, Hq: 2, Hkv: 1, D: 8 }), tensors: () => ({ q: t([9, 2, 8]), k: t([9, 1, 8]), v: t([9, 1, 8]), o: t([9, 2, 8]), lse: t([9, 2]) }) },
+  merge: {
+    plan: (d) => planMerge(d, { parts: 3, rows: 4, D: 8 }),
+    tensors: () => ({ oParts: t([3, 4, 8]), lseParts: t([3, 4]), o: t([4, 8]), lse: t([4]) }),
+  },
+  topk_small: {
+    plan: (d) => planTopK(d, { rows: 4, n: 50, k: 3 }),
+    tensors: () => ({ scores: t([4, 50]), indices: ti([4, 3]), values: t([4, 3]) }),
+  },
+  topk_radix: {
+    plan: (d) => planTopK(d, { rows: 1, n: 300, k: 40, variant: 'radix' }),
+    tensors: () => ({ scores: t([1, 300]), indices: ti([1, 40]) }),
+  },
+  dense: {
+    plan: (d) => planAttention(d, { Tq: 9, Hq: 2, Hkv: 1, D: 8 }),
+    tensors: () => ({ q: t([9, 2, 8]), k: t([9, 1, 8]), v: t([9, 1, 8]), o: t([9, 2, 8]), lse: t([9, 2]) }),
+  },
   dense_ragged_window: {
     plan: (d) => planAttention(d, { cuSeqlensQ: [0, 3, 9], Hq: 2, Hkv: 1, D: 8, window: 4, sinks: 1, sinkLogit: true }),
-    tensors: () => ({ q: t([9, 2, 8]), k: t([9, 1, 8]), v: t([9, 1, 8]), o: t([9, 2, 8]), lse: t([9, 2]), sinkLogits: t([2]) }),
+    tensors: () => ({
+      q: t([9, 2, 8]),
+      k: t([9, 1, 8]),
+      v: t([9, 1, 8]),
+      o: t([9, 2, 8]),
+      lse: t([9, 2]),
+      sinkLogits: t([2]),
+    }),
   },
-  moba: { plan: (d) => planMoba(d, { Tq: 12, Hq: 2, Hkv: 1, D: 8, blockSize: 4, topk: 2 }), tensors: () => ({ q: t([12, 2, 8]), k: t([12, 1, 8]), v: t([12, 1, 8]), o: t([12, 2, 8]), lse: t([12, 2]), selection: ti([12, 2, 2]) }) },
-  moba_decode: { plan: (d) => planMobaDecode(d, { Tk: 12, Hq: 2, Hkv: 1, D: 8, blockSize: 4, topk: 2 }), tensors: () => ({ q: t([1, 2, 8]), k: t([12, 1, 8]), v: t([12, 1, 8]), o: t([1, 2, 8]) }) },
+  moba: {
+    plan: (d) => planMoba(d, { Tq: 12, Hq: 2, Hkv: 1, D: 8, blockSize: 4, topk: 2 }),
+    tensors: () => ({
+      q: t([12, 2, 8]),
+      k: t([12, 1, 8]),
+      v: t([12, 1, 8]),
+      o: t([12, 2, 8]),
+      lse: t([12, 2]),
+      selection: ti([12, 2, 2]),
+    }),
+  },
+  moba_decode: {
+    plan: (d) => planMobaDecode(d, { Tk: 12, Hq: 2, Hkv: 1, D: 8, blockSize: 4, topk: 2 }),
+    tensors: () => ({ q: t([1, 2, 8]), k: t([12, 1, 8]), v: t([12, 1, 8]), o: t([1, 2, 8]) }),
+  },
   nsa: {
     plan: (d) => planNsa(d, { T: 12, Hq: 2, Hkv: 1, D: 8, blockSize: 4, blockCount: 2, window: 4 }),
-    tensors: () => ({ q: t([12, 2, 8]), k: t([12, 1, 8]), v: t([12, 1, 8]), gCmp: t([12, 2]), gSlc: t([12, 2]), gSwa: t([12, 2]), o: t([12, 2, 8]), blockIndices: ti([12, 1, 2]) }),
+    tensors: () => ({
+      q: t([12, 2, 8]),
+      k: t([12, 1, 8]),
+      v: t([12, 1, 8]),
+      gCmp: t([12, 2]),
+      gSlc: t([12, 2]),
+      gSwa: t([12, 2]),
+      o: t([12, 2, 8]),
+      blockIndices: ti([12, 1, 2]),
+    }),
   },
   block_sparse: {
     plan: (d) => planBlockSparse(d, { Tq: 16, Hq: 2, Hkv: 1, D: 8, R: 8, C: 8, indptr: [0, 1, 3], indices: [0, 0, 1] }),
     tensors: () => ({ q: t([16, 2, 8]), k: t([16, 1, 8]), v: t([16, 1, 8]), o: t([16, 2, 8]), lse: t([16, 2]) }),
   },
-  linear_attn_chunk: { plan: (d) => planLinearAttn(d, { H: 1, K: 4, V: 4, T: 65, mode: 'chunk' }), tensors: () => ({ q: t([65, 1, 4]), k: t([65, 1, 4]), v: t([65, 1, 4]), o: t([65, 1, 4]), finalState: t([1, 1, 4, 4]) }) },
-  simple_gla: { plan: (d) => planSimpleGla(d, { H: 1, K: 8, V: 8, T: 5 }), tensors: () => ({ q: t([5, 1, 8]), k: t([5, 1, 8]), v: t([5, 1, 8]), g: t([5, 1], -0.1), o: t([5, 1, 8]) }) },
-  gla: { plan: (d) => planGla(d, { H: 1, K: 4, V: 4, T: 65 }), tensors: () => ({ q: t([65, 1, 4]), k: t([65, 1, 4]), v: t([65, 1, 4]), g: t([65, 1, 4], -0.1), o: t([65, 1, 4]) }) },
-  delta_rule: { plan: (d) => planDeltaRule(d, { H: 1, K: 4, V: 4, T: 65 }), tensors: () => ({ q: t([65, 1, 4], 0.1), k: t([65, 1, 4], 0.1), v: t([65, 1, 4]), beta: t([65, 1]), o: t([65, 1, 4]) }) },
-  gated_delta_rule: { plan: (d) => planGatedDeltaRule(d, { H: 1, K: 8, V: 8, T: 5 }), tensors: () => ({ q: t([5, 1, 8], 0.1), k: t([5, 1, 8], 0.1), v: t([5, 1, 8]), g: t([5, 1], -0.1), beta: t([5, 1]), o: t([5, 1, 8]) }) },
-  kda: { plan: (d) => planKda(d, { H: 1, K: 4, V: 4, T: 65 }), tensors: () => ({ q: t([65, 1, 4], 0.1), k: t([65, 1, 4], 0.1), v: t([65, 1, 4]), g: t([65, 1, 4], -0.1), beta: t([65, 1]), o: t([65, 1, 4]) }) },
+  linear_attn_chunk: {
+    plan: (d) => planLinearAttn(d, { H: 1, K: 4, V: 4, T: 65, mode: 'chunk' }),
+    tensors: () => ({
+      q: t([65, 1, 4]),
+      k: t([65, 1, 4]),
+      v: t([65, 1, 4]),
+      o: t([65, 1, 4]),
+      finalState: t([1, 1, 4, 4]),
+    }),
+  },
+  simple_gla: {
+    plan: (d) => planSimpleGla(d, { H: 1, K: 8, V: 8, T: 5 }),
+    tensors: () => ({ q: t([5, 1, 8]), k: t([5, 1, 8]), v: t([5, 1, 8]), g: t([5, 1], -0.1), o: t([5, 1, 8]) }),
+  },
+  gla: {
+    plan: (d) => planGla(d, { H: 1, K: 4, V: 4, T: 65 }),
+    tensors: () => ({ q: t([65, 1, 4]), k: t([65, 1, 4]), v: t([65, 1, 4]), g: t([65, 1, 4], -0.1), o: t([65, 1, 4]) }),
+  },
+  delta_rule: {
+    plan: (d) => planDeltaRule(d, { H: 1, K: 4, V: 4, T: 65 }),
+    tensors: () => ({
+      q: t([65, 1, 4], 0.1),
+      k: t([65, 1, 4], 0.1),
+      v: t([65, 1, 4]),
+      beta: t([65, 1]),
+      o: t([65, 1, 4]),
+    }),
+  },
+  gated_delta_rule: {
+    plan: (d) => planGatedDeltaRule(d, { H: 1, K: 8, V: 8, T: 5 }),
+    tensors: () => ({
+      q: t([5, 1, 8], 0.1),
+      k: t([5, 1, 8], 0.1),
+      v: t([5, 1, 8]),
+      g: t([5, 1], -0.1),
+      beta: t([5, 1]),
+      o: t([5, 1, 8]),
+    }),
+  },
+  kda: {
+    plan: (d) => planKda(d, { H: 1, K: 4, V: 4, T: 65 }),
+    tensors: () => ({
+      q: t([65, 1, 4], 0.1),
+      k: t([65, 1, 4], 0.1),
+      v: t([65, 1, 4]),
+      g: t([65, 1, 4], -0.1),
+      beta: t([65, 1]),
+      o: t([65, 1, 4]),
+    }),
+  },
   paged: {
     plan: (d) => planPaged(d, { Hq: 2, Hkv: 1, D: 8, pageSize: 16, dtype: 'f32' }),
     tensors: () => ({
-      q: t([1, 2, 8]), oParts: t([1, 2, 8]), lseParts: t([1, 2]),
-      pages: gpu.tensor(new Float64Array(pageLayout(16, 1, 8, 8, 'f32').pageBytes / 4).fill(0.25), [pageLayout(16, 1, 8, 8, 'f32').pageBytes / 4]).buffer,
+      q: t([1, 2, 8]),
+      oParts: t([1, 2, 8]),
+      lseParts: t([1, 2]),
+      pages: gpu.tensor(new Float64Array(pageLayout(16, 1, 8, 8, 'f32').pageBytes / 4).fill(0.25), [
+        pageLayout(16, 1, 8, 8, 'f32').pageBytes / 4,
+      ]).buffer,
       list: gpu.tensor(Uint32Array.from([0, 0, 16, ALL_HEADS]), [4], 'u32').buffer,
       calls: [{ qPos0: 15, listBase: 0, nEntries: 1, ePer: 1, partBase: 0, partCount: 1 }],
     }),
@@ -72,7 +165,8 @@ const FAMILIES: Record<string, Planner> = {
   quest_score: {
     plan: (d) => planQuestScore(d, { Hq: 2, Hkv: 1, D: 8 }),
     tensors: () => ({
-      q: t([2, 8]), scores: t([1, 3]),
+      q: t([2, 8]),
+      scores: t([1, 3]),
       summaries: gpu.tensor(new Uint32Array(64 * 8), [64 * 8], 'u32').buffer,
       list: gpu.tensor(Uint32Array.from([0, 1, 2]), [3], 'u32').buffer,
       calls: [{ n: 3, chunkFirst: 0, chunkPages: 64, forcedLo: 1, forcedHi: 2 }],
@@ -122,7 +216,14 @@ describe('no leaks: KV cache and streaming', () => {
     const start = dev.memory();
     let cacheAfterFirst = -1;
     for (let i = 0; i < CYCLES / 10; i++) {
-      const cache = createKvCache(dev, { Hkv: 2, D: 8, pageSize: 16, dtype: i % 2 ? 'f16' : 'int8', gpuBudgetBytes: 64 << 10, tilePages: 2 });
+      const cache = createKvCache(dev, {
+        Hkv: 2,
+        D: 8,
+        pageSize: 16,
+        dtype: i % 2 ? 'f16' : 'int8',
+        gpuBudgetBytes: 64 << 10,
+        tilePages: 2,
+      });
       const s = cache.addSequence();
       cache.append(s, k, v);
       await streamAttention(cache, s, q, { Hq: 4 });
@@ -151,7 +252,14 @@ describe('no leaks: KV cache and streaming', () => {
     await dev.device.queue.onSubmittedWorkDone();
     const start = dev.memory();
     const T = 1 << 20;
-    const cache = createKvCache(dev, { Hkv: 1, D: 4, pageSize: 256, dtype: 'f16', gpuBudgetBytes: 1 << 20, tilePages: 16 });
+    const cache = createKvCache(dev, {
+      Hkv: 1,
+      D: 4,
+      pageSize: 256,
+      dtype: 'f16',
+      gpuBudgetBytes: 1 << 20,
+      tilePages: 16,
+    });
     const s = cache.addSequence();
     const chunk = 1 << 16;
     const rng = new Rng(2);

@@ -21,7 +21,14 @@ describe('needle demo (small)', () => {
     expect(r.exactTiles).toBeGreaterThan(5);
     expect(r.float64NeedleShare!).toBeGreaterThan(0.99);
     expect(r.float64NeedleShare!).toBeLessThan(0.9999);
-    for (const k of ['float64RelRmsMax', 'float64LseErrMax', 'float64RelRmsNeedle', 'float64LseErrNeedle', 'float64RelRmsRandom', 'float64LseErrRandom'] as const) {
+    for (const k of [
+      'float64RelRmsMax',
+      'float64LseErrMax',
+      'float64RelRmsNeedle',
+      'float64LseErrNeedle',
+      'float64RelRmsRandom',
+      'float64LseErrRandom',
+    ] as const) {
       expect(Number.isFinite(r[k]), k).toBe(true);
       expect(r[k], k).toBeLessThanOrEqual(1e-5);
     }
@@ -34,7 +41,15 @@ describe('needle demo (small)', () => {
 
   it('two levels with the page summaries on disk: found, summaryTier file, host summary bytes below the page summaries, GPU within budget', async () => {
     const { FileStore } = await import('../src/kv/file-store.js');
-    const r = await runNeedle(gpu.dev, { tokens: 60_000, exact: false, quiet: true, gpuBudgetMiB: 8, summaryLevels: 2, store: new FileStore(), summaryStore: new FileStore() });
+    const r = await runNeedle(gpu.dev, {
+      tokens: 60_000,
+      exact: false,
+      quiet: true,
+      gpuBudgetMiB: 8,
+      summaryLevels: 2,
+      store: new FileStore(),
+      summaryStore: new FileStore(),
+    });
     expect(r.needleFound).toBe(true);
     expect(r.summaryLevels).toBe(2);
     expect(r.summaryTier).toBe('file');
@@ -46,7 +61,9 @@ describe('needle demo (small)', () => {
   });
 
   it('--check-float64 needs the exact pass', async () => {
-    await expect(runNeedle(gpu.dev, { tokens: 5000, checkFloat64: true, exact: false, quiet: true, gpuBudgetMiB: 24 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'checkFloat64' });
+    await expect(
+      runNeedle(gpu.dev, { tokens: 5000, checkFloat64: true, exact: false, quiet: true, gpuBudgetMiB: 24 }),
+    ).rejects.toMatchObject({ code: 'E_ARG', argument: 'checkFloat64' });
   });
 });
 
@@ -74,7 +91,8 @@ describe('decodeReference64', () => {
         const m = Math.max(...s);
         const z = s.reduce((a, x) => a + Math.exp(x - m), 0);
         lse[r] = m + Math.log(z);
-        for (let t = 0; t < T; t++) for (let i = 0; i < 8; i++) o[r * 8 + i] += (Math.exp(s[t]! - m) / z) * v[(t * 2 + h) * 8 + i]!;
+        for (let t = 0; t < T; t++)
+          for (let i = 0; i < 8; i++) o[r * 8 + i] += (Math.exp(s[t]! - m) / z) * v[(t * 2 + h) * 8 + i]!;
       }
       expect(compare(got.o, o).relRms).toBeLessThan(1e-13);
       expect(compare(got.lse, lse).maxAbs).toBeLessThan(1e-12);
@@ -88,7 +106,14 @@ describe('decodeReference64', () => {
     // each later tile's share of the softmax (~3e-8) is below half an f32 step of the running
     // total: a merge that adds shares to an f32 total drops all of them (2e-5 of the mass, with
     // values far from the needle's), the compensated merge keeps them.
-    const cache = createKvCache(gpu.dev, { Hkv: 1, D: 32, pageSize: 16, dtype: 'f16', gpuBudgetBytes: 1 << 20, tilePages: 1 });
+    const cache = createKvCache(gpu.dev, {
+      Hkv: 1,
+      D: 32,
+      pageSize: 16,
+      dtype: 'f16',
+      gpuBudgetBytes: 1 << 20,
+      tilePages: 1,
+    });
     try {
       const rng = new Rng(11);
       const seq = cache.addSequence();
@@ -126,7 +151,9 @@ describe('two-level summaries (Quest)', () => {
       const sc = 0.1 + 2 * Math.sin(t * 0.0037 + seed) ** 4; // mostly small, a few loud stretches
       for (let i = t * Hkv * D; i < Math.min(T, t + 16) * Hkv * D; i++) k[i] *= sc;
     }
-    for (const t of [777, 5001, 12345, 18000]) for (let h = 0; h < Hkv; h++) for (let d = 0; d < D; d++) k[(t * Hkv + h) * D + d] = 4 * q[h * (Hq / Hkv) * D + d]!;
+    for (const t of [777, 5001, 12345, 18000])
+      for (let h = 0; h < Hkv; h++)
+        for (let d = 0; d < D; d++) k[(t * Hkv + h) * D + d] = 4 * q[h * (Hq / Hkv) * D + d]!;
     return { k, v, q };
   }
 
@@ -135,19 +162,37 @@ describe('two-level summaries (Quest)', () => {
     const [Hkv, D, Hq] = [2, 32, 4];
     const { k, v, q } = data(T, Hkv, D, Hq, 3);
     const one = createKvCache(gpu.dev, { Hkv, D, pageSize: 16, dtype: 'f16', gpuBudgetBytes: 8 << 20 });
-    const two = createKvCache(gpu.dev, { Hkv, D, pageSize: 16, dtype: 'f16', gpuBudgetBytes: 8 << 20, summaryLevels: 2, superPages: 8, candidatePages: 256 });
+    const two = createKvCache(gpu.dev, {
+      Hkv,
+      D,
+      pageSize: 16,
+      dtype: 'f16',
+      gpuBudgetBytes: 8 << 20,
+      summaryLevels: 2,
+      superPages: 8,
+      candidatePages: 256,
+    });
     const { planQuestDecode } = await import('../src/stream/quest.js');
     try {
-      const out: { selected: Int32Array[]; o: Float64Array; stats: Awaited<ReturnType<Awaited<ReturnType<typeof planQuestDecode>>['run']>>; summaryBytes: number }[] = [];
+      const out: {
+        selected: Int32Array[];
+        o: Float64Array;
+        stats: Awaited<ReturnType<Awaited<ReturnType<typeof planQuestDecode>>['run']>>;
+        summaryBytes: number;
+      }[] = [];
       for (const cache of [one, two]) {
         const seq = cache.addSequence();
         // Appended in uneven pieces, so super-pages are updated across appends.
-        for (let t = 0; t < T; ) {
+        for (let t = 0; t < T;) {
           const n = Math.min(T - t, 3001);
           cache.append(seq, k.subarray(t * Hkv * D, (t + n) * Hkv * D), v.subarray(t * Hkv * D, (t + n) * Hkv * D));
           t += n;
         }
-        const plan = await planQuestDecode(cache, { Hq, budgetTokens: 16 * 24, levels: cache === two ? opts.levels : undefined });
+        const plan = await planQuestDecode(cache, {
+          Hq,
+          budgetTokens: 16 * 24,
+          levels: cache === two ? opts.levels : undefined,
+        });
         const qb = gpu.tensor(q, [1, Hq, D]);
         const o = gpu.nanTensor([1, Hq, D]);
         const stats = await plan.run(seq, qb, { o });
@@ -195,7 +240,16 @@ describe('two-level summaries (Quest)', () => {
   it('moveTo rebuilds the super-page summaries on the new device: the same selection after the move', async () => {
     const [Hkv, D, Hq, T] = [1, 16, 2, 6000];
     const { k, v, q } = data(T, Hkv, D, Hq, 9);
-    let cache = createKvCache(gpu.dev, { Hkv, D, pageSize: 16, dtype: 'f16', gpuBudgetBytes: 4 << 20, summaryLevels: 2, superPages: 4, candidatePages: 64 });
+    let cache = createKvCache(gpu.dev, {
+      Hkv,
+      D,
+      pageSize: 16,
+      dtype: 'f16',
+      gpuBudgetBytes: 4 << 20,
+      summaryLevels: 2,
+      superPages: 4,
+      candidatePages: 64,
+    });
     const { planQuestDecode } = await import('../src/stream/quest.js');
     try {
       const seq = cache.addSequence();
@@ -222,14 +276,35 @@ describe('two-level summaries (Quest)', () => {
     const { k, v, q } = data(T, Hkv, D, Hq, 3);
     const { FileStore } = await import('../src/kv/file-store.js');
     const { planQuestDecode } = await import('../src/stream/quest.js');
-    const host = createKvCache(gpu.dev, { Hkv, D, pageSize: 16, dtype: 'f16', gpuBudgetBytes: 8 << 20, summaryLevels: 2, superPages: G, candidatePages: 256, meanSummaries: true });
+    const host = createKvCache(gpu.dev, {
+      Hkv,
+      D,
+      pageSize: 16,
+      dtype: 'f16',
+      gpuBudgetBytes: 8 << 20,
+      summaryLevels: 2,
+      superPages: G,
+      candidatePages: 256,
+      meanSummaries: true,
+    });
     const summaryStore = new FileStore();
-    let disk = createKvCache(gpu.dev, { Hkv, D, pageSize: 16, dtype: 'f16', gpuBudgetBytes: 8 << 20, summaryLevels: 2, superPages: G, candidatePages: 256, meanSummaries: true, summaryStore });
+    let disk = createKvCache(gpu.dev, {
+      Hkv,
+      D,
+      pageSize: 16,
+      dtype: 'f16',
+      gpuBudgetBytes: 8 << 20,
+      summaryLevels: 2,
+      superPages: G,
+      candidatePages: 256,
+      meanSummaries: true,
+      summaryStore,
+    });
     try {
       const runs = [];
       for (const cache of [host, disk]) {
         const seq = cache.addSequence();
-        for (let t = 0; t < T; ) {
+        for (let t = 0; t < T;) {
           const n = Math.min(T - t, 3001); // uneven pieces: partial pages rewritten, super-pages updated across appends
           cache.append(seq, k.subarray(t * Hkv * D, (t + n) * Hkv * D), v.subarray(t * Hkv * D, (t + n) * Hkv * D));
           t += n;
@@ -258,7 +333,9 @@ describe('two-level summaries (Quest)', () => {
       expect(ds.minmax.findIndex((x, i) => x !== hs.minmax[i])).toBe(-1);
       expect(ds.mean!.findIndex((x, i) => x !== hs.mean![i])).toBe(-1);
       const stray = new FileStore();
-      expect(() => createKvCache(gpu.dev, { Hkv: 1, D: 8, summaryStore: stray })).toThrow(expect.objectContaining({ code: 'E_ARG', argument: 'summaryStore' }));
+      expect(() => createKvCache(gpu.dev, { Hkv: 1, D: 8, summaryStore: stray })).toThrow(
+        expect.objectContaining({ code: 'E_ARG', argument: 'summaryStore' }),
+      );
       stray.close();
       // moveTo: the new cache adopts the summary store and rebuilds the super-pages from it.
       disk = disk.moveTo(gpu.dev);
@@ -276,7 +353,10 @@ describe('two-level summaries (Quest)', () => {
     const cache = createKvCache(gpu.dev, { Hkv: 1, D: 8, summaryLevels: 2, gpuBudgetBytes: 1 << 20, pageSize: 16 });
     const { planQuestDecode } = await import('../src/stream/quest.js');
     try {
-      await expect(planQuestDecode(cache, { Hq: 1, mode: 'mean' })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'mode' });
+      await expect(planQuestDecode(cache, { Hq: 1, mode: 'mean' })).rejects.toMatchObject({
+        code: 'E_UNSUPPORTED',
+        argument: 'mode',
+      });
       expect(() => createKvCache(gpu.dev, { Hkv: 1, D: 8, summaryLevels: 3 as never })).toThrow(/summaryLevels/);
     } finally {
       cache.dispose();
@@ -286,7 +366,14 @@ describe('two-level summaries (Quest)', () => {
 
 describe('streaming overlap measurement', () => {
   it('measureOverlap times the same tiles pipelined, transfer alone and compute alone; the pass stays exact', async () => {
-    const cache = createKvCache(gpu.dev, { Hkv: 1, D: 32, pageSize: 16, dtype: 'f16', gpuBudgetBytes: 1 << 20, tilePages: 8 });
+    const cache = createKvCache(gpu.dev, {
+      Hkv: 1,
+      D: 32,
+      pageSize: 16,
+      dtype: 'f16',
+      gpuBudgetBytes: 1 << 20,
+      tilePages: 8,
+    });
     try {
       const rng = new Rng(21);
       const seq = cache.addSequence();
@@ -302,7 +389,10 @@ describe('streaming overlap measurement', () => {
       expect(ov.fraction).toBeLessThanOrEqual(1);
       expect(got.stats.tiles).toBe(Math.ceil(Math.ceil(T / 16) / 8));
       expect(compare(got.o, ref.o).relRms).toBeLessThanOrEqual(1e-5);
-      await expect(streamAttention(cache, seq, q, { Hq: 2, measureOverlap: -1 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'measureOverlap' });
+      await expect(streamAttention(cache, seq, q, { Hq: 2, measureOverlap: -1 })).rejects.toMatchObject({
+        code: 'E_ARG',
+        argument: 'measureOverlap',
+      });
     } finally {
       cache.dispose();
     }
@@ -312,11 +402,32 @@ describe('streaming overlap measurement', () => {
 describe('browser needle page parameters (bench/browser/needle-params.ts)', () => {
   it('tokens=10000000 asks for 10M tokens; defaults, underscores, bounds and bad values', async () => {
     const { parseNeedleParams, NEEDLE_MAX_TOKENS } = await import('../bench/browser/needle-params.js');
-    expect(parseNeedleParams('?tokens=10000000')).toEqual({ tokens: 10_000_000, run: true, exact: true, pageSize: 64, budgetTokens: 2048, gpuBudgetMiB: 256, corruptPage: undefined });
-    expect(parseNeedleParams('?tokens=10_000_000&exact=0&run=0&corrupt=7')).toMatchObject({ tokens: 10_000_000, exact: false, run: false, corruptPage: 7 });
+    expect(parseNeedleParams('?tokens=10000000')).toEqual({
+      tokens: 10_000_000,
+      run: true,
+      exact: true,
+      pageSize: 64,
+      budgetTokens: 2048,
+      gpuBudgetMiB: 256,
+      corruptPage: undefined,
+    });
+    expect(parseNeedleParams('?tokens=10_000_000&exact=0&run=0&corrupt=7')).toMatchObject({
+      tokens: 10_000_000,
+      exact: false,
+      run: false,
+      corruptPage: 7,
+    });
     expect(parseNeedleParams('').tokens).toBe(1_000_000);
     expect(parseNeedleParams(`?tokens=${NEEDLE_MAX_TOKENS}`).tokens).toBe(100_000_000);
-    for (const bad of ['tokens=0', 'tokens=-5', 'tokens=1.5', 'tokens=abc', 'tokens=100000001', 'pageSize=0', 'gpuBudget=x']) {
+    for (const bad of [
+      'tokens=0',
+      'tokens=-5',
+      'tokens=1.5',
+      'tokens=abc',
+      'tokens=100000001',
+      'pageSize=0',
+      'gpuBudget=x',
+    ]) {
       expect(() => parseNeedleParams(`?${bad}`), bad).toThrow(new RegExp(`URL parameter ${bad.split('=')[0]}=`));
     }
     expect(() => parseNeedleParams('?corrupt=x')).toThrow(/corrupt=x/);

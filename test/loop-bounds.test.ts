@@ -19,7 +19,9 @@ const gpu = useGpu();
 
 describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs their WGSL)', () => {
   it('the instrumentation counts every loop body and records at each return', () => {
-    const code = countLoops('fn f() { for (var i = 0u; i < min(3u, 4u); i++) { } }\n@compute @workgroup_size(1) fn main() { if (true) { return; } loop { break; } while (false) { } }');
+    const code = countLoops(
+      'fn f() { for (var i = 0u; i < min(3u, 4u); i++) { } }\n@compute @workgroup_size(1) fn main() { if (true) { return; } loop { break; } while (false) { } }',
+    );
     expect(code.match(/dbg_iters \+= 1u;/g)).toHaveLength(3);
     expect(code).toContain('{ dbg_record(); return; }');
     expect(code).toMatch(/dbg_record\(\);\n}\n/);
@@ -27,7 +29,13 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
   });
 
   /** Runs one segment of the small top-k over `rows` rows of `n` scores, counting loop iterations. */
-  async function smallCount(n: number, k: number, seg: Segment, scores: Float32Array<ArrayBuffer>, rows: number): Promise<number> {
+  async function smallCount(
+    n: number,
+    k: number,
+    seg: Segment,
+    scores: Float32Array<ArrayBuffer>,
+    rows: number,
+  ): Promise<number> {
     const dev = gpu.dev.device;
     const S = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
     const buf = (size: number, usage = S) => dev.createBuffer({ size: Math.max(16, size), usage });
@@ -48,12 +56,16 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
     }
   }
 
-  for (const [n, k] of [[1000, 8], [300, 32], [77, 3]] as const) {
+  for (const [n, k] of [
+    [1000, 8],
+    [300, 32],
+    [77, 3],
+  ] as const) {
     it(`topk small: topKSmallLoopIterations bounds the counted iterations (n ${n}, k ${k}), whole row and a carried segment`, async () => {
       const rows = 3;
       // ascending scores: every candidate enters the list at its head (the most shifts: worst case)
       const ascending = new Float32Array(rows * n).map((_, i) => 1 + (i % n));
-      const random = new Float32Array(rows * n).map((_, i) => Math.sin(i * 12.9898) * 43758.5453 % 1);
+      const random = new Float32Array(rows * n).map((_, i) => (Math.sin(i * 12.9898) * 43758.5453) % 1);
       const half = Math.ceil(n / 2);
       const cases: [Segment, Float32Array<ArrayBuffer>, boolean][] = [
         [{ begin: 0, end: n, carry: false, last: true }, ascending, true],
@@ -65,12 +77,17 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
         const bound = topKSmallLoopIterations(seg.end - seg.begin, k, seg.carry);
         expect(counted, 'the kernel ran its loops').toBeGreaterThan(seg.end - seg.begin);
         expect(bound, `bound >= counted (${JSON.stringify(seg)})`).toBeGreaterThanOrEqual(counted);
-        if (worst) expect(bound, `tight on the worst case (${counted} counted)`).toBeLessThanOrEqual(1.5 * counted + 16);
+        if (worst)
+          expect(bound, `tight on the worst case (${counted} counted)`).toBeLessThanOrEqual(1.5 * counted + 16);
       }
     });
   }
 
-  for (const [parts, D, carry] of [[300, 64, 1], [130, 256, 0], [1, 8, 1]] as const) {
+  for (const [parts, D, carry] of [
+    [300, 64, 1],
+    [130, 256, 0],
+    [1, 8, 1],
+  ] as const) {
     it(`merge: mergeLoopIterations bounds the counted iterations (${parts} parts, D ${D}, carry ${carry})`, async () => {
       const dev = gpu.dev.device;
       const rows = 2;
@@ -78,8 +95,15 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
       const buf = (floats: number) => dev.createBuffer({ size: Math.max(16, floats * 4), usage: S });
       const lse = buf(parts * rows);
       // every part has weight (a finite lse): the most work per part
-      dev.queue.writeBuffer(lse, 0, new Float32Array(parts * rows).map((_, i) => Math.sin(i)));
-      const params = dev.createBuffer({ size: MERGE_PARAMS.size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+      dev.queue.writeBuffer(
+        lse,
+        0,
+        new Float32Array(parts * rows).map((_, i) => Math.sin(i)),
+      );
+      const params = dev.createBuffer({
+        size: MERGE_PARAMS.size,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      });
       dev.queue.writeBuffer(params, 0, MERGE_PARAMS.pack({ P: parts, rows, D, p0: 0, carry, out_state: 0, one: 1 }));
       const carryS = buf(rows * 4);
       dev.queue.writeBuffer(carryS, 0, new Float32Array(rows * 4).fill(1));
@@ -111,14 +135,57 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
       dev.queue.writeBuffer(meta, 0, new Uint32Array([0, T]));
       const G = { none: 0, scalar: 1, vector: 2, constant: 3 }[c.gate];
       const kmax = K <= 32 ? 32 : K <= 64 ? 64 : 128;
-      const params = dev.createBuffer({ size: LIN_PARAMS.size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-      const zero = Object.fromEntries(LIN_PARAMS.fields.map(([f]) => [f, 0])) as Record<(typeof LIN_PARAMS.fields)[number][0], number>;
+      const params = dev.createBuffer({
+        size: LIN_PARAMS.size,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      });
+      const zero = Object.fromEntries(LIN_PARAMS.fields.map(([f]) => [f, 0])) as Record<
+        (typeof LIN_PARAMS.fields)[number][0],
+        number
+      >;
       // one sequence, one head, one segment of all T tokens
-      dev.queue.writeBuffer(params, 0, LIN_PARAMS.pack({ ...zero, T, N: 1, H: 1, HV: 1, K, V, ratio: 1, VS: V, scale: 1, seg_begin: 0, seg_end: T, seg_carry: 0, seg_last: 1 }));
-      const all = [buf(T * K), buf(T * K), buf(T * V), buf(Math.max(T * K, K)), meta, buf(Math.max(T, K)), buf(T * V), buf(K * V), params];
+      dev.queue.writeBuffer(
+        params,
+        0,
+        LIN_PARAMS.pack({
+          ...zero,
+          T,
+          N: 1,
+          H: 1,
+          HV: 1,
+          K,
+          V,
+          ratio: 1,
+          VS: V,
+          scale: 1,
+          seg_begin: 0,
+          seg_end: T,
+          seg_carry: 0,
+          seg_last: 1,
+        }),
+      );
+      const all = [
+        buf(T * K),
+        buf(T * K),
+        buf(T * V),
+        buf(Math.max(T * K, K)),
+        meta,
+        buf(Math.max(T, K)),
+        buf(T * V),
+        buf(K * V),
+        params,
+      ];
       try {
         const code = linearProgram('recurrent', recurrentWgsl, kmax, c.normalize ? kmax : 1).code;
-        const counted = await maxLoopCount(dev, code, all, [Math.ceil(V / 2)], { WG: 1, DT_QK: 0, DT_V: 0, OUT_DT: 0, GATE: G, DELTA: +c.delta, NORM: +c.normalize });
+        const counted = await maxLoopCount(dev, code, all, [Math.ceil(V / 2)], {
+          WG: 1,
+          DT_QK: 0,
+          DT_V: 0,
+          OUT_DT: 0,
+          GATE: G,
+          DELTA: +c.delta,
+          NORM: +c.normalize,
+        });
         const bound = recurrentLoopIterations(c, T);
         expect(counted, 'the kernel ran its loops').toBeGreaterThan(T);
         expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
@@ -148,11 +215,54 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
       const metaWords = new Uint32Array([0, T, ...chunks, 0, C]);
       const meta = buf(metaWords.length);
       dev.queue.writeBuffer(meta, 0, metaWords);
-      const params = dev.createBuffer({ size: LIN_PARAMS.size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-      const zero = Object.fromEntries(LIN_PARAMS.fields.map(([f]) => [f, 0])) as Record<(typeof LIN_PARAMS.fields)[number][0], number>;
-      dev.queue.writeBuffer(params, 0, LIN_PARAMS.pack({ ...zero, T, N: 1, nChunks: C, H: 1, HV: 1, K, V, ratio: 1, VS: V, chunkOff: 2, seqChunkOff: 2 + chunks.length, K4, V4, VS4: V4, KP: 4 * K4, scale: 1, seg_begin: 0, seg_end: C, seg_carry: 0, seg_last: 1, solveSplit: 1 }));
+      const params = dev.createBuffer({
+        size: LIN_PARAMS.size,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      });
+      const zero = Object.fromEntries(LIN_PARAMS.fields.map(([f]) => [f, 0])) as Record<
+        (typeof LIN_PARAMS.fields)[number][0],
+        number
+      >;
+      dev.queue.writeBuffer(
+        params,
+        0,
+        LIN_PARAMS.pack({
+          ...zero,
+          T,
+          N: 1,
+          nChunks: C,
+          H: 1,
+          HV: 1,
+          K,
+          V,
+          ratio: 1,
+          VS: V,
+          chunkOff: 2,
+          seqChunkOff: 2 + chunks.length,
+          K4,
+          V4,
+          VS4: V4,
+          KP: 4 * K4,
+          scale: 1,
+          seg_begin: 0,
+          seg_end: C,
+          seg_carry: 0,
+          seg_last: 1,
+          solveSplit: 1,
+        }),
+      );
       const rows = T * 4 * Math.max(K4, V4);
-      const all = [buf(rows), buf(rows), buf(rows), buf(rows + C * 4 * K4), meta, buf(C * 4 * K4 * 4 * V4), buf(rows), buf(K * V), params];
+      const all = [
+        buf(rows),
+        buf(rows),
+        buf(rows),
+        buf(rows + C * 4 * K4),
+        meta,
+        buf(C * 4 * K4 * 4 * V4),
+        buf(rows),
+        buf(K * V),
+        params,
+      ];
       try {
         const code = linearProgram('scan', scanWgsl, K <= 32 ? 32 : K <= 64 ? 64 : 128, 1).code;
         const counted = await maxLoopCount(dev, code, all, [V4], { WG: 1, GATE: 1, DELTA: +c.delta, NORM: 0 });

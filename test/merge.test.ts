@@ -10,7 +10,14 @@ import { useGpu, type GpuFixture } from './helpers/gpu.js';
 const gpu = useGpu();
 
 /** Random partials (row 0: all empty; row 1: only the last has keys) merged on the GPU vs float64. */
-async function checkMerge(g: GpuFixture, P: number, rows: number, D: number, dtype: 'f32' | 'f16' | 'bf16', loopLimit?: number): Promise<void> {
+async function checkMerge(
+  g: GpuFixture,
+  P: number,
+  rows: number,
+  D: number,
+  dtype: 'f32' | 'f16' | 'bf16',
+  loopLimit?: number,
+): Promise<void> {
   const rng = new Rng(P * 1000 + rows);
   const oParts = rng.normals(P * rows * D);
   const lseParts = rng.normals(P * rows, 3);
@@ -19,7 +26,11 @@ async function checkMerge(g: GpuFixture, P: number, rows: number, D: number, dty
   const ref = mergeReference(oParts, lseParts, P, rows, D);
   const o = g.nanTensor([rows, D], dtype);
   const lse = g.nanTensor([rows]);
-  await merge(g.dev, { oParts: g.tensor(oParts, [P, rows, D]), lseParts: g.tensor(lseParts, [P, rows]), o, lse }, { loopLimit });
+  await merge(
+    g.dev,
+    { oParts: g.tensor(oParts, [P, rows, D]), lseParts: g.tensor(lseParts, [P, rows]), o, lse },
+    { loopLimit },
+  );
   const oGot = await g.read(o);
   const lseGot = await g.read(lse);
   const refO = dtype === 'f32' ? ref.o : roundTo(ref.o, dtype);
@@ -49,7 +60,12 @@ describe('merge', () => {
   it('loop bound: parts per segment keep an invocation within 90% of the cap', () => {
     expect(mergeLoopIterations(22000, 64)).toBeGreaterThan(65535);
     expect(mergePartsPerSegment(Infinity, 64)).toBe(Infinity);
-    for (const [limit, D] of [[65535, 64], [65535, 1024], [4096, 130], [1024, 1024]] as const) {
+    for (const [limit, D] of [
+      [65535, 64],
+      [65535, 1024],
+      [4096, 130],
+      [1024, 1024],
+    ] as const) {
       const c = mergePartsPerSegment(limit, D);
       expect(c).toBeGreaterThanOrEqual(1);
       expect(mergeLoopIterations(c, D)).toBeLessThanOrEqual(0.9 * limit);
@@ -82,17 +98,35 @@ describe('merge', () => {
     const lse = gpu.nanTensor([1]);
     const oParts = new Float64Array(4 * D);
     parts.forEach((p, i) => oParts.set(p.o, i * D));
-    await merge(gpu.dev, { oParts: gpu.tensor(oParts, [4, 1, D]), lseParts: gpu.tensor(parts.map((p) => p.lse), [4, 1]), o, lse });
+    await merge(gpu.dev, {
+      oParts: gpu.tensor(oParts, [4, 1, D]),
+      lseParts: gpu.tensor(
+        parts.map((p) => p.lse),
+        [4, 1],
+      ),
+      o,
+      lse,
+    });
     expect(passes(compare(await gpu.read(o), full.o), TOLERANCE.f32)).toBe(true);
     expect((await gpu.read(lse))[0]).toBeCloseTo(full.lse, 5);
   });
 
   it('rejects bad input before encoding, naming the argument', async () => {
-    await expect(planMerge(gpu.dev, { parts: 0, rows: 1, D: 4 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'parts' });
-    await expect(planMerge(gpu.dev, { parts: 2, rows: 1, D: 5, outDtype: 'f16' })).rejects.toMatchObject({ argument: 'D' });
+    await expect(planMerge(gpu.dev, { parts: 0, rows: 1, D: 4 })).rejects.toMatchObject({
+      code: 'E_ARG',
+      argument: 'parts',
+    });
+    await expect(planMerge(gpu.dev, { parts: 2, rows: 1, D: 5, outDtype: 'f16' })).rejects.toMatchObject({
+      argument: 'D',
+    });
     const plan = await planMerge(gpu.dev, { parts: 2, rows: 3, D: 4 });
     const enc = gpu.dev.device.createCommandEncoder();
-    const good = { oParts: gpu.nanTensor([2, 3, 4]), lseParts: gpu.nanTensor([2, 3]), o: gpu.nanTensor([3, 4]), lse: gpu.nanTensor([3]) };
+    const good = {
+      oParts: gpu.nanTensor([2, 3, 4]),
+      lseParts: gpu.nanTensor([2, 3]),
+      o: gpu.nanTensor([3, 4]),
+      lse: gpu.nanTensor([3]),
+    };
     expect(() => plan.run(enc, { ...good, lse: gpu.nanTensor([4]) })).toThrow(TesseraError);
     expect(() => plan.run(enc, { ...good, o: gpu.nanTensor([3, 4], 'f16') })).toThrow(/o\.dtype/);
     plan.dispose();
@@ -135,20 +169,32 @@ function peakedParts(P: number, rows: number, D: number): { oParts: Float64Array
       else {
         // Background share exp(-17.5) = 2.5e-8 of the peak, 0.5 +- 0.1 on average.
         lseParts[p * rows + r] = p === peak ? 20 : 2.5 + 0.1 * rng.normals(1)[0]!;
-        if (p !== peak) for (let d = 0; d < D; d++) oParts[(p * rows + r) * D + d] = 2 + 0.5 * oParts[(p * rows + r) * D + d]!;
+        if (p !== peak)
+          for (let d = 0; d < D; d++) oParts[(p * rows + r) * D + d] = 2 + 0.5 * oParts[(p * rows + r) * D + d]!;
       }
     }
   }
   return { oParts, lseParts };
 }
 
-async function checkPrecision(g: GpuFixture, P: number, rows: number, D: number, steps: number, loopLimit?: number): Promise<void> {
+async function checkPrecision(
+  g: GpuFixture,
+  P: number,
+  rows: number,
+  D: number,
+  steps: number,
+  loopLimit?: number,
+): Promise<void> {
   const { oParts, lseParts } = peakedParts(P, rows, D);
   const ref = mergeReference(oParts, lseParts, P, rows, D);
   const o = g.nanTensor([rows, D]);
   const lse = g.nanTensor([rows]);
   if (steps === 1) {
-    await merge(g.dev, { oParts: g.tensor(oParts, [P, rows, D]), lseParts: g.tensor(lseParts, [P, rows]), o, lse }, { loopLimit });
+    await merge(
+      g.dev,
+      { oParts: g.tensor(oParts, [P, rows, D]), lseParts: g.tensor(lseParts, [P, rows]), o, lse },
+      { loopLimit },
+    );
   } else {
     // The same parts merged in `steps` calls that carry a running state (as streaming does).
     const per = Math.ceil(P / steps);
@@ -161,7 +207,12 @@ async function checkPrecision(g: GpuFixture, P: number, rows: number, D: number,
       const n = Math.max(0, Math.min(per, P - i * per));
       oi.set(oParts.subarray(i * per * rows * D, (i * per + n) * rows * D));
       li.set(lseParts.subarray(i * per * rows, (i * per + n) * rows));
-      plan.run(enc, { oParts: g.tensor(oi, [per, rows, D]), lseParts: g.tensor(li, [per, rows]), stateIn: i > 0 ? states[(i - 1) % 2] : undefined, stateOut: states[i % 2] });
+      plan.run(enc, {
+        oParts: g.tensor(oi, [per, rows, D]),
+        lseParts: g.tensor(li, [per, rows]),
+        stateIn: i > 0 ? states[(i - 1) % 2] : undefined,
+        stateOut: states[i % 2],
+      });
     }
     plan.finish(enc, { state: states[(steps - 1) % 2]!, o, lse });
     g.dev.device.queue.submit([enc.finish()]);
@@ -192,7 +243,9 @@ describe('merge precision (peaked, thousands of parts, vs float64)', () => {
     const parts = { oParts: gpu.nanTensor([2, 3, 4]), lseParts: gpu.nanTensor([2, 3]) };
     expect(() => plan.run(enc, { ...parts, stateIn: a, stateOut: a })).toThrow(/stateOut/);
     expect(() => plan.run(enc, { ...parts, stateOut: { o: a.o, s: gpu.nanTensor([3, 3]) } })).toThrow(/stateOut\.s/);
-    expect(() => plan.finish(enc, { state: undefined as never, o: gpu.nanTensor([3, 4]), lse: gpu.nanTensor([3]) })).toThrow(TesseraError);
+    expect(() =>
+      plan.finish(enc, { state: undefined as never, o: gpu.nanTensor([3, 4]), lse: gpu.nanTensor([3]) }),
+    ).toThrow(TesseraError);
     enc.finish();
     plan.dispose();
     for (const b of [a.o.buffer, a.s.buffer]) gpu.dev.destroyBuffer(b);

@@ -10,7 +10,13 @@ import { useGpu } from './helpers/gpu.js';
 const gpu = useGpu();
 
 /** Rows whose selected set differs from the reference's; near-ties (margin < tol) excused. */
-function selectionMismatches(got: ArrayLike<number>, ref: ArrayLike<number>, K: number, margin: ArrayLike<number>, tol: number) {
+function selectionMismatches(
+  got: ArrayLike<number>,
+  ref: ArrayLike<number>,
+  K: number,
+  margin: ArrayLike<number>,
+  tol: number,
+) {
   let bad = 0;
   const excused = new Set<number>();
   for (let r = 0; r < ref.length / K; r++) {
@@ -29,7 +35,18 @@ function selectionMismatches(got: ArrayLike<number>, ref: ArrayLike<number>, K: 
   return { bad, excused };
 }
 
-interface Case { T: number; Hq: number; Hkv: number; D: number; B: number; k: number; dtype: FloatDType; Tq?: number; target?: 'cpu' | 'gpu'; vOffset?: number }
+interface Case {
+  T: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  B: number;
+  k: number;
+  dtype: FloatDType;
+  Tq?: number;
+  target?: 'cpu' | 'gpu';
+  vOffset?: number;
+}
 
 /** Runs a case against the float64 reference; returns the plan's dispatch counts and the selection. */
 async function runCase(c: Case, fx = gpu) {
@@ -39,14 +56,24 @@ async function runCase(c: Case, fx = gpu) {
   const rng = new Rng(T * 7 + B * 3 + k + Hq);
   const q = roundTo(rng.normals(Tq * Hq * D), dtype);
   const kk = roundTo(rng.normals(T * Hkv * D), dtype);
-  const v = roundTo(rng.normals(T * Hkv * D).map((x) => x + (c.vOffset ?? 0)), dtype);
+  const v = roundTo(
+    rng.normals(T * Hkv * D).map((x) => x + (c.vOffset ?? 0)),
+    dtype,
+  );
   const ref = mobaReference(q, kk, v, { Tq, Tk: T, Hq, Hkv, D, blockSize: B, topk: k });
   const o = gpu.nanTensor([Tq, Hq, D], dtype);
   const lse = gpu.nanTensor([Tq, Hq]);
   const selection = gpu.tensor(new Int32Array(Tq * Hq * k).fill(-7), [Tq, Hq, k], 'i32');
   const plan = await planMoba(gpu.dev, { Tq, Tk: T, Hq, Hkv, D, blockSize: B, topk: k, dtype, target: c.target });
   const enc = gpu.dev.device.createCommandEncoder();
-  plan.run(enc, { q: gpu.tensor(q, [Tq, Hq, D], dtype), k: gpu.tensor(kk, [T, Hkv, D], dtype), v: gpu.tensor(v, [T, Hkv, D], dtype), o, lse, selection });
+  plan.run(enc, {
+    q: gpu.tensor(q, [Tq, Hq, D], dtype),
+    k: gpu.tensor(kk, [T, Hkv, D], dtype),
+    v: gpu.tensor(v, [T, Hkv, D], dtype),
+    o,
+    lse,
+    selection,
+  });
   await gpu.dev.submitAndWait([enc.finish()]);
   plan.dispose();
   expect(plan.loopIterations).toBeLessThanOrEqual(0.9 * gpu.dev.loopLimit);
@@ -56,7 +83,10 @@ async function runCase(c: Case, fx = gpu) {
   const oGot = await gpu.read(o);
   const lseGot = await gpu.read(lse);
   // rows excused for a near-tie flip are left out of the numeric comparison
-  const keepO: number[] = [], refO: number[] = [], keepL: number[] = [], refL: number[] = [];
+  const keepO: number[] = [],
+    refO: number[] = [],
+    keepL: number[] = [],
+    refL: number[] = [];
   const refOut = dtype === 'f32' ? ref.o : roundTo(ref.o, dtype);
   for (let r = 0; r < Tq * Hq; r++) {
     if (excused.has(r)) continue;
@@ -89,10 +119,13 @@ describe('moba prefill vs float64 reference', () => {
     { T: 130, Hq: 2, Hkv: 1, D: 32, B: 16, k: 4, dtype: 'f32', target: 'cpu' },
   ];
   for (const c of cases) {
-    it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-B${c.B}-k${c.k}-${c.dtype}${c.target ? '-' + c.target : ''}`, async () => void (await runCase(c)));
+    it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-B${c.B}-k${c.k}-${c.dtype}${c.target ? '-' + c.target : ''}`, async () =>
+      void (await runCase(c)));
   }
-  it('decode (Tq = 1, bottom-right) equals the reference', async () => void (await runCase({ T: 301, Tq: 1, Hq: 4, Hkv: 2, D: 32, B: 32, k: 3, dtype: 'f32' })));
-  it('decode (Tq = 3) equals the reference', async () => void (await runCase({ T: 130, Tq: 3, Hq: 2, Hkv: 1, D: 32, B: 32, k: 2, dtype: 'f32' })));
+  it('decode (Tq = 1, bottom-right) equals the reference', async () =>
+    void (await runCase({ T: 301, Tq: 1, Hq: 4, Hkv: 2, D: 32, B: 32, k: 3, dtype: 'f32' })));
+  it('decode (Tq = 3) equals the reference', async () =>
+    void (await runCase({ T: 130, Tq: 3, Hq: 2, Hkv: 1, D: 32, B: 32, k: 2, dtype: 'f32' })));
 });
 
 describe('moba loop bounds (llvmpipe stops an invocation after 65,535 loop iterations)', () => {
@@ -102,8 +135,12 @@ describe('moba loop bounds (llvmpipe stops an invocation after 65,535 loop itera
     expect(segs.length).toBeGreaterThan(1);
     expect(segs.map((g) => [g.LOAD, g.LAST])).toEqual(segs.map((_, i) => [i ? 1 : 0, i === segs.length - 1 ? 1 : 0]));
     segs.forEach((g, i) => i > 0 && expect(g.B0).toBe(segs[i - 1]!.B1));
-    for (const g of segs) expect(mobaSelectLoopIterations(Math.min(g.B1, 150) - g.B0, 16, 3, g.LOAD === 1)).toBeLessThanOrEqual(921);
-    expect(poolSegments(921, 1000, 2100).map((g) => [g.J0, g.J1, g.LOAD, g.LAST])).toEqual([[0, 919, 0, 0], [919, 1000, 1, 1]]);
+    for (const g of segs)
+      expect(mobaSelectLoopIterations(Math.min(g.B1, 150) - g.B0, 16, 3, g.LOAD === 1)).toBeLessThanOrEqual(921);
+    expect(poolSegments(921, 1000, 2100).map((g) => [g.J0, g.J1, g.LOAD, g.LAST])).toEqual([
+      [0, 919, 0, 0],
+      [919, 1000, 1, 1],
+    ]);
   });
   // Decode over 70,000 one-token blocks: unsegmented, the selection walks 70,000 candidates per
   // row (a loop whose trip count comes from data, past llvmpipe's cap on its own).
@@ -123,10 +160,26 @@ describe('moba loop bounds (llvmpipe stops an invocation after 65,535 loop itera
 describe('moba with loopLimit 1024 (every split path, small sizes)', () => {
   const capped = useGpu({ loopLimit: 1024 });
   const cases: [string, Case, (s: { pool: number; select: number; attention: number }) => void][] = [
-    ['per-row attention in key ranges (f16)', { T: 1100, Hq: 2, Hkv: 1, D: 16, B: 500, k: 3, dtype: 'f16', target: 'gpu' }, (s) => expect(s.attention).toBeGreaterThan(3)],
-    ['selection over 150 blocks in segments (cpu shape)', { T: 300, Hq: 2, Hkv: 1, D: 16, B: 2, k: 3, dtype: 'f32', target: 'cpu' }, (s) => expect(s.select).toBeGreaterThan(1)],
-    ['pooling of 1000-token blocks in segments (decode)', { T: 2100, Tq: 1, Hq: 2, Hkv: 2, D: 16, B: 1000, k: 2, dtype: 'f32' }, (s) => (expect(s.pool).toBe(2), expect(s.attention).toBeGreaterThan(1))],
-    ['cpu shape, blocks in key ranges (bf16)', { T: 900, Hq: 1, Hkv: 1, D: 64, B: 420, k: 2, dtype: 'bf16', target: 'cpu' }, (s) => expect(s.attention).toBeGreaterThan(1)],
+    [
+      'per-row attention in key ranges (f16)',
+      { T: 1100, Hq: 2, Hkv: 1, D: 16, B: 500, k: 3, dtype: 'f16', target: 'gpu' },
+      (s) => expect(s.attention).toBeGreaterThan(3),
+    ],
+    [
+      'selection over 150 blocks in segments (cpu shape)',
+      { T: 300, Hq: 2, Hkv: 1, D: 16, B: 2, k: 3, dtype: 'f32', target: 'cpu' },
+      (s) => expect(s.select).toBeGreaterThan(1),
+    ],
+    [
+      'pooling of 1000-token blocks in segments (decode)',
+      { T: 2100, Tq: 1, Hq: 2, Hkv: 2, D: 16, B: 1000, k: 2, dtype: 'f32' },
+      (s) => (expect(s.pool).toBe(2), expect(s.attention).toBeGreaterThan(1)),
+    ],
+    [
+      'cpu shape, blocks in key ranges (bf16)',
+      { T: 900, Hq: 1, Hkv: 1, D: 64, B: 420, k: 2, dtype: 'bf16', target: 'cpu' },
+      (s) => expect(s.attention).toBeGreaterThan(1),
+    ],
   ];
   for (const [name, c, expectSplit] of cases) {
     it(name, async () => {
@@ -140,7 +193,12 @@ describe('moba with loopLimit 1024 (every split path, small sizes)', () => {
 
 describe('moba decode over supplied block means, convenience call, bad input', () => {
   it('decode with blockMeans equals the reference fed the same means; lse optional', async () => {
-    const Tk = 200, Hq = 4, Hkv = 2, D = 32, B = 32, k = 3;
+    const Tk = 200,
+      Hq = 4,
+      Hkv = 2,
+      D = 32,
+      B = 32,
+      k = 3;
     const rng = new Rng(99);
     const q = rng.normals(Hq * D);
     const kk = rng.normals(Tk * Hkv * D);
@@ -153,7 +211,14 @@ describe('moba decode over supplied block means, convenience call, bad input', (
     const o = gpu.nanTensor([1, Hq, D]);
     const selection = gpu.tensor(new Int32Array(Hq * k), [1, Hq, k], 'i32');
     const enc = gpu.dev.device.createCommandEncoder();
-    plan.run(enc, { q: gpu.tensor(q, [1, Hq, D]), k: gpu.tensor(kk, [Tk, Hkv, D]), v: gpu.tensor(v, [Tk, Hkv, D]), o, selection, blockMeans: gpu.tensor(meansF, [Math.ceil(Tk / B), Hkv, D]) });
+    plan.run(enc, {
+      q: gpu.tensor(q, [1, Hq, D]),
+      k: gpu.tensor(kk, [Tk, Hkv, D]),
+      v: gpu.tensor(v, [Tk, Hkv, D]),
+      o,
+      selection,
+      blockMeans: gpu.tensor(meansF, [Math.ceil(Tk / B), Hkv, D]),
+    });
     await gpu.dev.submitAndWait([enc.finish()]);
     plan.dispose();
     expect(Array.from(await gpu.read(selection))).toEqual(Array.from(ref.selection));
@@ -162,16 +227,30 @@ describe('moba decode over supplied block means, convenience call, bad input', (
   });
 
   it('decode gates on f16 page means (the KV cache summary layout)', async () => {
-    const Tk = 150, Hq = 2, Hkv = 1, D = 32, B = 16, k = 4;
+    const Tk = 150,
+      Hq = 2,
+      Hkv = 1,
+      D = 32,
+      B = 16,
+      k = 4;
     const rng = new Rng(123);
-    const q = rng.normals(Hq * D), kk = rng.normals(Tk * Hkv * D), v = rng.normals(Tk * Hkv * D);
+    const q = rng.normals(Hq * D),
+      kk = rng.normals(Tk * Hkv * D),
+      v = rng.normals(Tk * Hkv * D);
     const meansF16 = roundTo(mobaBlockMeansReference(kk, Tk, Hkv, D, B), 'f16');
     const ref = mobaReference(q, kk, v, { Tq: 1, Tk, Hq, Hkv, D, blockSize: B, topk: k, blockMeans: meansF16 });
     const plan = await planMobaDecode(gpu.dev, { Tk, Hq, Hkv, D, blockSize: B, topk: k, meansDtype: 'f16' });
     const o = gpu.nanTensor([1, Hq, D]);
     const selection = gpu.tensor(new Int32Array(Hq * k), [1, Hq, k], 'i32');
     const enc = gpu.dev.device.createCommandEncoder();
-    plan.run(enc, { q: gpu.tensor(q, [1, Hq, D]), k: gpu.tensor(kk, [Tk, Hkv, D]), v: gpu.tensor(v, [Tk, Hkv, D]), o, selection, blockMeans: gpu.tensor(meansF16, [Math.ceil(Tk / B), Hkv, D], 'f16') });
+    plan.run(enc, {
+      q: gpu.tensor(q, [1, Hq, D]),
+      k: gpu.tensor(kk, [Tk, Hkv, D]),
+      v: gpu.tensor(v, [Tk, Hkv, D]),
+      o,
+      selection,
+      blockMeans: gpu.tensor(meansF16, [Math.ceil(Tk / B), Hkv, D], 'f16'),
+    });
     await gpu.dev.submitAndWait([enc.finish()]);
     plan.dispose();
     expect(Array.from(await gpu.read(selection))).toEqual(Array.from(ref.selection));
@@ -180,21 +259,37 @@ describe('moba decode over supplied block means, convenience call, bad input', (
   });
 
   it('topk >= number of blocks equals dense causal attention; convenience call', async () => {
-    const T = 70, H = 2, D = 16;
+    const T = 70,
+      H = 2,
+      D = 16;
     const rng = new Rng(5);
-    const q = rng.normals(T * H * D), kk = rng.normals(T * H * D), v = rng.normals(T * H * D);
+    const q = rng.normals(T * H * D),
+      kk = rng.normals(T * H * D),
+      v = rng.normals(T * H * D);
     const ref = mobaReference(q, kk, v, { Tq: T, Hq: H, Hkv: H, D, blockSize: 8, topk: 64 });
     // dense causal in float64
     const dense = new Float64Array(T * H * D);
-    for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
-      const s: number[] = [];
-      for (let j = 0; j <= t; j++) { let x = 0; for (let d = 0; d < D; d++) x += q[(t * H + h) * D + d]! * kk[(j * H + h) * D + d]!; s.push(x / 4); }
-      const m = Math.max(...s); const p = s.map((x) => Math.exp(x - m)); const z = p.reduce((a, b) => a + b, 0);
-      for (let j = 0; j <= t; j++) for (let d = 0; d < D; d++) dense[(t * H + h) * D + d] += (p[j]! / z) * v[(j * H + h) * D + d]!;
-    }
+    for (let t = 0; t < T; t++)
+      for (let h = 0; h < H; h++) {
+        const s: number[] = [];
+        for (let j = 0; j <= t; j++) {
+          let x = 0;
+          for (let d = 0; d < D; d++) x += q[(t * H + h) * D + d]! * kk[(j * H + h) * D + d]!;
+          s.push(x / 4);
+        }
+        const m = Math.max(...s);
+        const p = s.map((x) => Math.exp(x - m));
+        const z = p.reduce((a, b) => a + b, 0);
+        for (let j = 0; j <= t; j++)
+          for (let d = 0; d < D; d++) dense[(t * H + h) * D + d] += (p[j]! / z) * v[(j * H + h) * D + d]!;
+      }
     expect(compare(ref.o, dense).maxAbs).toBeLessThan(1e-12);
     const o = gpu.nanTensor([T, H, D]);
-    await moba(gpu.dev, { q: gpu.tensor(q, [T, H, D]), k: gpu.tensor(kk, [T, H, D]), v: gpu.tensor(v, [T, H, D]), o }, { blockSize: 8, topk: 64 });
+    await moba(
+      gpu.dev,
+      { q: gpu.tensor(q, [T, H, D]), k: gpu.tensor(kk, [T, H, D]), v: gpu.tensor(v, [T, H, D]), o },
+      { blockSize: 8, topk: 64 },
+    );
     const co = compare(await gpu.read(o), dense);
     expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
   });
@@ -202,16 +297,32 @@ describe('moba decode over supplied block means, convenience call, bad input', (
   it('rejects bad input with a TesseraError naming the argument', async () => {
     const base = { Tq: 8, Hq: 2, Hkv: 1, D: 16, blockSize: 4, topk: 2 };
     await expect(planMoba(gpu.dev, { ...base, topk: 0 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'topk' });
-    await expect(planMoba(gpu.dev, { ...base, topk: 65 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'topk' });
-    await expect(planMoba(gpu.dev, { ...base, blockSize: 0 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'blockSize' });
+    await expect(planMoba(gpu.dev, { ...base, topk: 65 })).rejects.toMatchObject({
+      code: 'E_UNSUPPORTED',
+      argument: 'topk',
+    });
+    await expect(planMoba(gpu.dev, { ...base, blockSize: 0 })).rejects.toMatchObject({
+      code: 'E_ARG',
+      argument: 'blockSize',
+    });
     await expect(planMoba(gpu.dev, { ...base, blockSize: 2.5 })).rejects.toMatchObject({ argument: 'blockSize' });
     await expect(planMoba(gpu.dev, { ...base, Hq: 3, Hkv: 2 })).rejects.toMatchObject({ argument: 'Hq' });
     await expect(planMoba(gpu.dev, { ...base, D: 18 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'D' });
-    await expect(planMoba(gpu.dev, { ...base, D: 36, dtype: 'f16' })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'D' });
-    await expect(planMoba(gpu.dev, { ...base, meansDtype: 'bf16' as never })).rejects.toMatchObject({ argument: 'meansDtype' });
+    await expect(planMoba(gpu.dev, { ...base, D: 36, dtype: 'f16' })).rejects.toMatchObject({
+      code: 'E_UNSUPPORTED',
+      argument: 'D',
+    });
+    await expect(planMoba(gpu.dev, { ...base, meansDtype: 'bf16' as never })).rejects.toMatchObject({
+      argument: 'meansDtype',
+    });
     const plan = await planMoba(gpu.dev, base);
     const enc = gpu.dev.device.createCommandEncoder();
-    const good = { q: gpu.nanTensor([8, 2, 16]), k: gpu.nanTensor([8, 1, 16]), v: gpu.nanTensor([8, 1, 16]), o: gpu.nanTensor([8, 2, 16]) };
+    const good = {
+      q: gpu.nanTensor([8, 2, 16]),
+      k: gpu.nanTensor([8, 1, 16]),
+      v: gpu.nanTensor([8, 1, 16]),
+      o: gpu.nanTensor([8, 2, 16]),
+    };
     expect(() => plan.run(enc, { ...good, k: gpu.nanTensor([8, 2, 16]) })).toThrow(/k\.shape/);
     expect(() => plan.run(enc, { ...good, blockMeans: gpu.nanTensor([3, 1, 16]) })).toThrow(/blockMeans/);
     expect(() => plan.run(enc, { ...good, selection: gpu.nanTensor([8, 2, 2]) })).toThrow(/selection\.dtype/);
@@ -225,27 +336,54 @@ describe('moba over a ragged batch (cuSeqlens)', () => {
   it('equals the reference run per sequence (with an empty sequence), f32 and f16', async () => {
     for (const dtype of ['f32', 'f16'] as const) {
       const cu = [0, 70, 70, 201, 205];
-      const total = cu[cu.length - 1]!, Hq = 4, Hkv = 2, D = 32, B = 16, k = 3;
+      const total = cu[cu.length - 1]!,
+        Hq = 4,
+        Hkv = 2,
+        D = 32,
+        B = 16,
+        k = 3;
       const rng = new Rng(dtype === 'f32' ? 71 : 72);
-      const q = roundTo(rng.normals(total * Hq * D), dtype), kk = roundTo(rng.normals(total * Hkv * D), dtype), v = roundTo(rng.normals(total * Hkv * D), dtype);
+      const q = roundTo(rng.normals(total * Hq * D), dtype),
+        kk = roundTo(rng.normals(total * Hkv * D), dtype),
+        v = roundTo(rng.normals(total * Hkv * D), dtype);
       const refO = new Float64Array(total * Hq * D);
       const refL = new Float64Array(total * Hq);
       for (let n = 0; n + 1 < cu.length; n++) {
-        const a = cu[n]!, len = cu[n + 1]! - a;
+        const a = cu[n]!,
+          len = cu[n + 1]! - a;
         if (!len) continue;
-        const r = mobaReference(q.subarray(a * Hq * D, (a + len) * Hq * D), kk.subarray(a * Hkv * D, (a + len) * Hkv * D), v.subarray(a * Hkv * D, (a + len) * Hkv * D), { Tq: len, Hq, Hkv, D, blockSize: B, topk: k });
+        const r = mobaReference(
+          q.subarray(a * Hq * D, (a + len) * Hq * D),
+          kk.subarray(a * Hkv * D, (a + len) * Hkv * D),
+          v.subarray(a * Hkv * D, (a + len) * Hkv * D),
+          { Tq: len, Hq, Hkv, D, blockSize: B, topk: k },
+        );
         refO.set(r.o, a * Hq * D);
         refL.set(r.lse, a * Hq);
       }
       const o = gpu.nanTensor([total, Hq, D], dtype);
       const lse = gpu.nanTensor([total, Hq]);
-      await mobaVarlen(gpu.dev, { q: gpu.tensor(q, [total, Hq, D], dtype), k: gpu.tensor(kk, [total, Hkv, D], dtype), v: gpu.tensor(v, [total, Hkv, D], dtype), o, lse }, { cuSeqlens: cu, Hq, Hkv, D, blockSize: B, topk: k, dtype });
+      await mobaVarlen(
+        gpu.dev,
+        {
+          q: gpu.tensor(q, [total, Hq, D], dtype),
+          k: gpu.tensor(kk, [total, Hkv, D], dtype),
+          v: gpu.tensor(v, [total, Hkv, D], dtype),
+          o,
+          lse,
+        },
+        { cuSeqlens: cu, Hq, Hkv, D, blockSize: B, topk: k, dtype },
+      );
       const co = compare(await gpu.read(o), dtype === 'f32' ? refO : roundTo(refO, dtype));
       expect(passes(co, TOLERANCE[dtype]), describeComparison(co)).toBe(true);
       const cl = compare(await gpu.read(lse), refL);
       expect(passes(cl, TOLERANCE.f16), describeComparison(cl)).toBe(true);
     }
-    await expect(planMobaVarlen(gpu.dev, { cuSeqlens: [0, 5, 3], Hq: 2, Hkv: 1, D: 16, blockSize: 4, topk: 2 })).rejects.toMatchObject({ argument: 'cuSeqlens[2]' });
-    await expect(planMobaVarlen(gpu.dev, { cuSeqlens: [1, 5], Hq: 2, Hkv: 1, D: 16, blockSize: 4, topk: 2 })).rejects.toMatchObject({ argument: 'cuSeqlens[0]' });
+    await expect(
+      planMobaVarlen(gpu.dev, { cuSeqlens: [0, 5, 3], Hq: 2, Hkv: 1, D: 16, blockSize: 4, topk: 2 }),
+    ).rejects.toMatchObject({ argument: 'cuSeqlens[2]' });
+    await expect(
+      planMobaVarlen(gpu.dev, { cuSeqlens: [1, 5], Hq: 2, Hkv: 1, D: 16, blockSize: 4, topk: 2 }),
+    ).rejects.toMatchObject({ argument: 'cuSeqlens[0]' });
   });
 });

@@ -8,7 +8,20 @@ import { useGpu } from './helpers/gpu.js';
 
 const gpu = useGpu();
 
-interface Case { T: number; Tk?: number; Hq: number; Hkv: number; D: number; bs: number; S: number; W: number; variant: NsaVariant; dtype: FloatDType; target?: 'cpu' | 'gpu'; scale?: number }
+interface Case {
+  T: number;
+  Tk?: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  bs: number;
+  S: number;
+  W: number;
+  variant: NsaVariant;
+  dtype: FloatDType;
+  target?: 'cpu' | 'gpu';
+  scale?: number;
+}
 
 /** Runs a case against the float64 reference; returns the plan's dispatch counts and the selection. */
 async function runCase(c: Case, fx = gpu) {
@@ -23,15 +36,39 @@ async function runCase(c: Case, fx = gpu) {
   const gCmp = roundTo(rng.normals(T * Hq).map(sig), 'f32');
   const gSlc = roundTo(rng.normals(T * Hq).map(sig), 'f32');
   const gSwa = roundTo(rng.normals(T * Hq).map(sig), 'f32');
-  const ref = nsaReference(q, k, v, { gCmp, gSlc, gSwa: W > 0 ? gSwa : undefined }, { T, Tk, Hq, Hkv, D, blockSize: bs, blockCount: S, window: W, variant, scale });
+  const ref = nsaReference(
+    q,
+    k,
+    v,
+    { gCmp, gSlc, gSwa: W > 0 ? gSwa : undefined },
+    { T, Tk, Hq, Hkv, D, blockSize: bs, blockCount: S, window: W, variant, scale },
+  );
   const o = gpu.nanTensor([T, Hq, D], dtype);
   const blockIndices = gpu.tensor(new Int32Array(T * Hkv * S).fill(-7), [T, Hkv, S], 'i32');
-  const plan = await planNsa(gpu.dev, { T, Tk, Hq, Hkv, D, blockSize: bs, blockCount: S, window: W, variant, target: c.target, dtype, scale });
+  const plan = await planNsa(gpu.dev, {
+    T,
+    Tk,
+    Hq,
+    Hkv,
+    D,
+    blockSize: bs,
+    blockCount: S,
+    window: W,
+    variant,
+    target: c.target,
+    dtype,
+    scale,
+  });
   const enc = gpu.dev.device.createCommandEncoder();
   plan.run(enc, {
-    q: gpu.tensor(q, [T, Hq, D], dtype), k: gpu.tensor(k, [Tk, Hkv, D], dtype), v: gpu.tensor(v, [Tk, Hkv, D], dtype),
-    gCmp: gpu.tensor(gCmp, [T, Hq]), gSlc: gpu.tensor(gSlc, [T, Hq]), gSwa: W > 0 ? gpu.tensor(gSwa, [T, Hq]) : undefined,
-    o, blockIndices,
+    q: gpu.tensor(q, [T, Hq, D], dtype),
+    k: gpu.tensor(k, [Tk, Hkv, D], dtype),
+    v: gpu.tensor(v, [Tk, Hkv, D], dtype),
+    gCmp: gpu.tensor(gCmp, [T, Hq]),
+    gSlc: gpu.tensor(gSlc, [T, Hq]),
+    gSwa: W > 0 ? gpu.tensor(gSwa, [T, Hq]) : undefined,
+    o,
+    blockIndices,
   });
   await gpu.dev.submitAndWait([enc.finish()]);
   plan.dispose();
@@ -41,7 +78,8 @@ async function runCase(c: Case, fx = gpu) {
   const excusedRows = new Set<number>();
   let bad = 0;
   for (let r = 0; r < T * Hkv; r++) {
-    const a = new Set<number>(), b = new Set<number>();
+    const a = new Set<number>(),
+      b = new Set<number>();
     for (let i = 0; i < S; i++) {
       if (sel[r * S + i]! >= 0) a.add(sel[r * S + i]!);
       if (ref.blockIndices[r * S + i]! >= 0) b.add(ref.blockIndices[r * S + i]!);
@@ -55,7 +93,8 @@ async function runCase(c: Case, fx = gpu) {
   expect(bad, 'selection rows differing beyond near-ties').toBe(0);
   const got = await gpu.read(o);
   const refO = dtype === 'f32' ? ref.o : roundTo(ref.o, dtype);
-  const g: number[] = [], r: number[] = [];
+  const g: number[] = [],
+    r: number[] = [];
   for (let row = 0; row < T * Hq; row++) {
     const kvRow = Math.floor(row / Hq) * Hkv + Math.floor((row % Hq) / G);
     if (excusedRows.has(kvRow)) continue;
@@ -85,7 +124,8 @@ describe('nsa vs float64 reference', () => {
     { T: 3, Tk: 129, Hq: 4, Hkv: 1, D: 32, bs: 32, S: 3, W: 40, variant: 'fla', dtype: 'f32' },
   ];
   for (const c of cases) {
-    it(`T${c.T}${c.Tk ? '-Tk' + c.Tk : ''}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-bs${c.bs}-S${c.S}-W${c.W}-${c.variant}-${c.dtype}${c.target ? '-' + c.target : ''}`, async () => void (await runCase(c)));
+    it(`T${c.T}${c.Tk ? '-Tk' + c.Tk : ''}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-bs${c.bs}-S${c.S}-W${c.W}-${c.variant}-${c.dtype}${c.target ? '-' + c.target : ''}`, async () =>
+      void (await runCase(c)));
   }
 });
 
@@ -95,7 +135,8 @@ describe('nsa loop bounds (llvmpipe stops an invocation after 65,535 loop iterat
     const segs = nsaSelectSegments(921, 500, 2, 16, 4)!;
     expect(segs.map((g) => [g.LOAD, g.LAST])).toEqual(segs.map((_, i) => [i ? 1 : 0, i === segs.length - 1 ? 1 : 0]));
     segs.forEach((g, i) => i > 0 && expect(g.C0).toBe(segs[i - 1]!.C1));
-    for (const g of segs) expect(nsaSelectLoopIterations(Math.min(g.C1, 500) - g.C0, 2, 16, 4, g.LOAD === 1)).toBeLessThanOrEqual(921);
+    for (const g of segs)
+      expect(nsaSelectLoopIterations(Math.min(g.C1, 500) - g.C0, 2, 16, 4, g.LOAD === 1)).toBeLessThanOrEqual(921);
     expect(nsaSelectSegments(921, 10, 64, 256, 16)).toBeUndefined();
   });
   // Decode over 32,000 keys in 4,000 blocks of 8 with a group of 16 query heads: unsegmented the
@@ -103,7 +144,19 @@ describe('nsa loop bounds (llvmpipe stops an invocation after 65,535 loop iterat
   // (460,019 by the bound). A large scale makes the block scores peaked, so the float64
   // reference's selection is not a near-tie.
   it('decode selection over 4,000 blocks on the default device', async () => {
-    const r = await runCase({ T: 1, Tk: 32000, Hq: 16, Hkv: 1, D: 16, bs: 8, S: 16, W: 64, variant: 'nsa', dtype: 'f32', scale: 4 });
+    const r = await runCase({
+      T: 1,
+      Tk: 32000,
+      Hq: 16,
+      Hkv: 1,
+      D: 16,
+      bs: 8,
+      S: 16,
+      W: 64,
+      variant: 'nsa',
+      dtype: 'f32',
+      scale: 4,
+    });
     expect(r.excused).toBe(0);
     if (Number.isFinite(gpu.dev.loopLimit)) expect(r.segments.select).toBeGreaterThan(1);
   });
@@ -118,11 +171,17 @@ describe('nsa with loopLimit 1024 (every split path, small sizes)', () => {
     expect(r.selection).toEqual((await runCase(c)).selection);
   });
   it('cpu variant: selected blocks in segments (f16)', async () => {
-    const r = await runCase({ T: 300, Hq: 4, Hkv: 1, D: 16, bs: 100, S: 16, W: 150, variant: 'fla', dtype: 'f16', target: 'cpu' }, capped);
+    const r = await runCase(
+      { T: 300, Hq: 4, Hkv: 1, D: 16, bs: 100, S: 16, W: 150, variant: 'fla', dtype: 'f16', target: 'cpu' },
+      capped,
+    );
     expect(r.segments.slc).toBeGreaterThan(1);
   });
   it('cpu variant: compression over 420 compressed keys in segments', async () => {
-    const r = await runCase({ T: 420, Hq: 2, Hkv: 1, D: 64, bs: 1, S: 2, W: 0, variant: 'nsa', dtype: 'f32', target: 'cpu' }, capped);
+    const r = await runCase(
+      { T: 420, Hq: 2, Hkv: 1, D: 64, bs: 1, S: 2, W: 0, variant: 'nsa', dtype: 'f32', target: 'cpu' },
+      capped,
+    );
     expect(r.segments.cmp).toBeGreaterThan(1);
     expect(r.segments.select).toBeGreaterThan(1);
   });
@@ -131,20 +190,44 @@ describe('nsa with loopLimit 1024 (every split path, small sizes)', () => {
 describe('nsa bad input', () => {
   it('rejects bad options and tensors with a TesseraError naming the argument', async () => {
     const base = { T: 16, Hq: 2, Hkv: 1, D: 16, blockSize: 4, blockCount: 2, window: 4 };
-    await expect(planNsa(gpu.dev, { ...base, blockCount: 0 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'blockCount' });
-    await expect(planNsa(gpu.dev, { ...base, blockCount: 65 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'blockCount' });
-    await expect(planNsa(gpu.dev, { ...base, window: -1 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'window' });
-    await expect(planNsa(gpu.dev, { ...base, blockSize: 0 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'blockSize' });
-    await expect(planNsa(gpu.dev, { ...base, blockSize: 8192 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED', argument: 'blockSize' });
+    await expect(planNsa(gpu.dev, { ...base, blockCount: 0 })).rejects.toMatchObject({
+      code: 'E_ARG',
+      argument: 'blockCount',
+    });
+    await expect(planNsa(gpu.dev, { ...base, blockCount: 65 })).rejects.toMatchObject({
+      code: 'E_UNSUPPORTED',
+      argument: 'blockCount',
+    });
+    await expect(planNsa(gpu.dev, { ...base, window: -1 })).rejects.toMatchObject({
+      code: 'E_ARG',
+      argument: 'window',
+    });
+    await expect(planNsa(gpu.dev, { ...base, blockSize: 0 })).rejects.toMatchObject({
+      code: 'E_ARG',
+      argument: 'blockSize',
+    });
+    await expect(planNsa(gpu.dev, { ...base, blockSize: 8192 })).rejects.toMatchObject({
+      code: 'E_UNSUPPORTED',
+      argument: 'blockSize',
+    });
     await expect(planNsa(gpu.dev, { ...base, variant: 'x' as never })).rejects.toMatchObject({ argument: 'variant' });
     const plan = await planNsa(gpu.dev, base);
     const enc = gpu.dev.device.createCommandEncoder();
     const good = {
-      q: gpu.nanTensor([16, 2, 16]), k: gpu.nanTensor([16, 1, 16]), v: gpu.nanTensor([16, 1, 16]),
-      gCmp: gpu.nanTensor([16, 2]), gSlc: gpu.nanTensor([16, 2]), gSwa: gpu.nanTensor([16, 2]), o: gpu.nanTensor([16, 2, 16]),
+      q: gpu.nanTensor([16, 2, 16]),
+      k: gpu.nanTensor([16, 1, 16]),
+      v: gpu.nanTensor([16, 1, 16]),
+      gCmp: gpu.nanTensor([16, 2]),
+      gSlc: gpu.nanTensor([16, 2]),
+      gSwa: gpu.nanTensor([16, 2]),
+      o: gpu.nanTensor([16, 2, 16]),
     };
-    expect(() => plan.run(enc, { ...good, gCmp: gpu.nanTensor([16, 3]) })).toThrow(expect.objectContaining({ argument: 'gCmp.shape[1]' }));
-    expect(() => plan.run(enc, { ...good, gSlc: gpu.nanTensor([16]) })).toThrow(expect.objectContaining({ argument: 'gSlc.shape' }));
+    expect(() => plan.run(enc, { ...good, gCmp: gpu.nanTensor([16, 3]) })).toThrow(
+      expect.objectContaining({ argument: 'gCmp.shape[1]' }),
+    );
+    expect(() => plan.run(enc, { ...good, gSlc: gpu.nanTensor([16]) })).toThrow(
+      expect.objectContaining({ argument: 'gSlc.shape' }),
+    );
     expect(() => plan.run(enc, { ...good, gSwa: undefined })).toThrow(expect.objectContaining({ argument: 'gSwa' }));
     expect(() => plan.run(enc, { ...good, blockIndices: gpu.nanTensor([16, 1, 3]) })).toThrow(/blockIndices/);
     plan.dispose();
@@ -155,28 +238,55 @@ describe('nsa bad input', () => {
 describe('nsa over a ragged batch (cuSeqlens)', () => {
   it('equals the reference run per sequence, with selections', async () => {
     const cu = [0, 50, 50, 131];
-    const total = 131, Hq = 4, Hkv = 2, D = 32, bs = 16, S = 3, W = 20;
+    const total = 131,
+      Hq = 4,
+      Hkv = 2,
+      D = 32,
+      bs = 16,
+      S = 3,
+      W = 20;
     const rng = new Rng(77);
     const sig = (x: number) => 1 / (1 + Math.exp(-x));
     const f32 = (a: Float64Array) => roundTo(a, 'f32');
-    const q = f32(rng.normals(total * Hq * D)), k = f32(rng.normals(total * Hkv * D)), v = f32(rng.normals(total * Hkv * D));
-    const gCmp = f32(rng.normals(total * Hq).map(sig)), gSlc = f32(rng.normals(total * Hq).map(sig)), gSwa = f32(rng.normals(total * Hq).map(sig));
+    const q = f32(rng.normals(total * Hq * D)),
+      k = f32(rng.normals(total * Hkv * D)),
+      v = f32(rng.normals(total * Hkv * D));
+    const gCmp = f32(rng.normals(total * Hq).map(sig)),
+      gSlc = f32(rng.normals(total * Hq).map(sig)),
+      gSwa = f32(rng.normals(total * Hq).map(sig));
     const refO = new Float64Array(total * Hq * D);
     const refSel = new Int32Array(total * Hkv * S);
     for (let n = 0; n + 1 < cu.length; n++) {
-      const a = cu[n]!, len = cu[n + 1]! - a;
+      const a = cu[n]!,
+        len = cu[n + 1]! - a;
       if (!len) continue;
       const sl = (x: Float64Array, w: number) => x.subarray(a * w, (a + len) * w);
-      const r = nsaReference(sl(q, Hq * D), sl(k, Hkv * D), sl(v, Hkv * D), { gCmp: sl(gCmp, Hq), gSlc: sl(gSlc, Hq), gSwa: sl(gSwa, Hq) }, { T: len, Hq, Hkv, D, blockSize: bs, blockCount: S, window: W });
+      const r = nsaReference(
+        sl(q, Hq * D),
+        sl(k, Hkv * D),
+        sl(v, Hkv * D),
+        { gCmp: sl(gCmp, Hq), gSlc: sl(gSlc, Hq), gSwa: sl(gSwa, Hq) },
+        { T: len, Hq, Hkv, D, blockSize: bs, blockCount: S, window: W },
+      );
       refO.set(r.o, a * Hq * D);
       refSel.set(r.blockIndices, a * Hkv * S);
     }
     const o = gpu.nanTensor([total, Hq, D]);
     const blockIndices = gpu.tensor(new Int32Array(total * Hkv * S), [total, Hkv, S], 'i32');
-    await nsaVarlen(gpu.dev, {
-      q: gpu.tensor(q, [total, Hq, D]), k: gpu.tensor(k, [total, Hkv, D]), v: gpu.tensor(v, [total, Hkv, D]),
-      gCmp: gpu.tensor(gCmp, [total, Hq]), gSlc: gpu.tensor(gSlc, [total, Hq]), gSwa: gpu.tensor(gSwa, [total, Hq]), o, blockIndices,
-    }, { cuSeqlens: cu, Hq, Hkv, D, blockSize: bs, blockCount: S, window: W });
+    await nsaVarlen(
+      gpu.dev,
+      {
+        q: gpu.tensor(q, [total, Hq, D]),
+        k: gpu.tensor(k, [total, Hkv, D]),
+        v: gpu.tensor(v, [total, Hkv, D]),
+        gCmp: gpu.tensor(gCmp, [total, Hq]),
+        gSlc: gpu.tensor(gSlc, [total, Hq]),
+        gSwa: gpu.tensor(gSwa, [total, Hq]),
+        o,
+        blockIndices,
+      },
+      { cuSeqlens: cu, Hq, Hkv, D, blockSize: bs, blockCount: S, window: W },
+    );
     const co = compare(await gpu.read(o), refO);
     expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
     const sel = await gpu.read(blockIndices);
@@ -185,6 +295,8 @@ describe('nsa over a ragged batch (cuSeqlens)', () => {
       const b = new Set(Array.from(refSel.subarray(r * S, r * S + S)).filter((x) => x >= 0));
       expect([...a].sort()).toEqual([...b].sort());
     }
-    await expect(planNsaVarlen(gpu.dev, { cuSeqlens: [0, 4, 2], Hq, Hkv, D, blockSize: bs, blockCount: S })).rejects.toMatchObject({ argument: 'cuSeqlens[2]' });
+    await expect(
+      planNsaVarlen(gpu.dev, { cuSeqlens: [0, 4, 2], Hq, Hkv, D, blockSize: bs, blockCount: S }),
+    ).rejects.toMatchObject({ argument: 'cuSeqlens[2]' });
   });
 });

@@ -26,7 +26,12 @@ describe('packaging', () => {
       const icd = SWIFTSHADER_ICD_PATHS.find((p) => existsSync(p));
       if (icd) env.VK_ICD_FILENAMES = icd;
     }
-    const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/fixtures/no-globals.mts'], { cwd: ROOT, encoding: 'utf8', timeout: 180_000, env });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/fixtures/no-globals.mts'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: 180_000,
+      env,
+    });
     expect(r.status, r.stderr.slice(-3000)).toBe(0);
     const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { relRms: number };
     expect(out.relRms).toBeLessThan(TOLERANCE.f32.relRms);

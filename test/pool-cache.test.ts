@@ -13,7 +13,12 @@ import { FileStore } from '../src/kv/file-store.js';
 import { openKvCache, persistKvCache, verifyKvCache } from '../src/kv/session.js';
 import { useGpu } from './helpers/gpu.js';
 import { GPUBufferUsageFlags } from '../src/gpu/flags.js';
-import { attentionReference, batchAttentionReference, pageSummaryReference, readPagedSequence } from '../src/reference.js';
+import {
+  attentionReference,
+  batchAttentionReference,
+  pageSummaryReference,
+  readPagedSequence,
+} from '../src/reference.js';
 import { compare, Rng } from '../src/testing.js';
 import {
   TesseraError,
@@ -55,14 +60,42 @@ afterEach(() => {
 
 /** An f32 cache whose working set is one pool buffer of TILE pages (the one an engine binds). */
 function makeCache(store?: FileStore, dtype: 'f32' | 'f16' = 'f32'): KvCache {
-  const cache = createKvCache(g.dev, { Hkv, D, pageSize: P, dtype, tilePages: TILE, gpuBudgetBytes: 4 << 20, sinkPages: 0, recentPages: 0, store });
+  const cache = createKvCache(g.dev, {
+    Hkv,
+    D,
+    pageSize: P,
+    dtype,
+    tilePages: TILE,
+    gpuBudgetBytes: 4 << 20,
+    sinkPages: 0,
+    recentPages: 0,
+    store,
+  });
   cache.pool.maxBuffers = 1;
   return cache;
 }
 
 async function plans(rows = 8, dtype: 'f32' | 'f16' = 'f32') {
-  const append = await planAppend(g.dev, { Hkv, D, pageSize: P, pageDtype: dtype, maxPages: TILE, maxBatch: 4, maxRows: rows });
-  const attn = await planBatchAttention(g.dev, { maxBatch: 4, maxQTokens: 4, maxPages: 4 * TILE, poolPages: TILE, Hq, Hkv, D, pageSize: P, kvDtype: dtype });
+  const append = await planAppend(g.dev, {
+    Hkv,
+    D,
+    pageSize: P,
+    pageDtype: dtype,
+    maxPages: TILE,
+    maxBatch: 4,
+    maxRows: rows,
+  });
+  const attn = await planBatchAttention(g.dev, {
+    maxBatch: 4,
+    maxQTokens: 4,
+    maxPages: 4 * TILE,
+    poolPages: TILE,
+    Hq,
+    Hkv,
+    D,
+    pageSize: P,
+    kvDtype: dtype,
+  });
   const ops = await planPageOps(g.dev, { Hkv, D, pageSize: P, pageDtype: dtype, maxPages: TILE, maxFixes: 4 });
   return { append, attn, ops };
 }
@@ -70,7 +103,14 @@ async function plans(rows = 8, dtype: 'f32' | 'f16' = 'f32') {
 const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST;
 
 /** Appends host rows `k`, `v` ([n, Hkv, D]) on the GPU through the step's tables, one submit. */
-function gpuAppend(a: Awaited<ReturnType<typeof plans>>['append'], t: StepTables, k: Float32Array, v: Float32Array, pages: GPUBuffer, summaries?: GPUBuffer): void {
+function gpuAppend(
+  a: Awaited<ReturnType<typeof plans>>['append'],
+  t: StepTables,
+  k: Float32Array,
+  v: Float32Array,
+  pages: GPUBuffer,
+  summaries?: GPUBuffer,
+): void {
   const kt = g.tensor(k, [k.length / (Hkv * D), Hkv, D]);
   const vt = g.tensor(v, [v.length / (Hkv * D), Hkv, D]);
   a.schedule(t);
@@ -80,7 +120,12 @@ function gpuAppend(a: Awaited<ReturnType<typeof plans>>['append'], t: StepTables
 }
 
 /** Decode attention for `tables` (one query row per sequence) over `pages`; returns o and lse. */
-async function decode(attn: Awaited<ReturnType<typeof plans>>['attn'], tables: { kvIndptr: ArrayLike<number>; kvIndices: ArrayLike<number>; kvLastPageLen: ArrayLike<number> }, q: Float32Array, pages: GPUBuffer) {
+async function decode(
+  attn: Awaited<ReturnType<typeof plans>>['attn'],
+  tables: { kvIndptr: ArrayLike<number>; kvIndices: ArrayLike<number>; kvLastPageLen: ArrayLike<number> },
+  q: Float32Array,
+  pages: GPUBuffer,
+) {
   const B = tables.kvLastPageLen.length;
   const qt = g.tensor(q, [B, Hq, D]);
   const o = g.nanTensor([B, Hq, D]);
@@ -149,7 +194,15 @@ describe('the KvCache working set is a page pool shared with engines', () => {
     };
     const q = Float32Array.from(rng.normals(2 * Hq * D));
     const got = await decode(attn, tables, q, cache.pool.buffers[0]!);
-    const ref = batchAttentionReference(q, [{ k: hk, v: hv }, { k: ek, v: ev }], [0, 1, 2], { Hq, Hkv, D });
+    const ref = batchAttentionReference(
+      q,
+      [
+        { k: hk, v: hv },
+        { k: ek, v: ev },
+      ],
+      [0, 1, 2],
+      { Hq, Hkv, D },
+    );
     const c = compare(got.o, ref.o);
     expect(c.relRms).toBeLessThan(1e-5);
     expect(compare(got.lse, ref.lse).maxAbs).toBeLessThan(1e-4);
@@ -163,7 +216,12 @@ describe('the KvCache working set is a page pool shared with engines', () => {
     expect(pool.used).toBe(TILE); // 9 new pages: 7 free slots and 2 of hs's evicted
     expect([...pool.pages(es)]).toEqual(enginePages);
     for (const p of enginePages) expect(pool.refCount(p)).toBe(1);
-    const again = await decode(attn, { kvIndptr: et.kvIndptr, kvIndices: et.kvIndices, kvLastPageLen: et.kvLastPageLen }, q.subarray(Hq * D), cache.pool.buffers[0]!);
+    const again = await decode(
+      attn,
+      { kvIndptr: et.kvIndptr, kvIndices: et.kvIndices, kvLastPageLen: et.kvLastPageLen },
+      q.subarray(Hq * D),
+      cache.pool.buffers[0]!,
+    );
     expect(Array.from(again.o)).toEqual(Array.from(got.o.subarray(Hq * D))); // the engine's pages survived, bit for bit
     pool.validate();
     // The pool buffer an engine binds never goes away under it.
@@ -176,8 +234,13 @@ describe('the KvCache working set is a page pool shared with engines', () => {
   });
 });
 
-describe('exact streaming over resident pages encodes into the caller\'s encoder', () => {
-  for (const [Tq, len, variant] of [[1, 37, 'cpu'], [3, 50, 'cpu'], [1, 37, 'gpu'], [3, 50, 'gpu']] as const) {
+describe("exact streaming over resident pages encodes into the caller's encoder", () => {
+  for (const [Tq, len, variant] of [
+    [1, 37, 'cpu'],
+    [3, 50, 'cpu'],
+    [1, 37, 'gpu'],
+    [3, 50, 'gpu'],
+  ] as const) {
     it(`${variant}: Tq ${Tq}, ${len} tokens: encode() matches float64 and run() bit for bit; non-resident pages are E_STATE`, async () => {
       const cache = makeCache();
       const rng = new Rng(11 + Tq);
@@ -254,61 +317,78 @@ describe('exact streaming over resident pages encodes into the caller\'s encoder
 });
 
 describe('fork / truncate / free for sequences appended on the GPU', () => {
-  for (const dtype of ['f32', 'f16'] as const) it(`${dtype}: fork shares the full pages and copies one partial page on the GPU; both branches append independently and match float64`, async () => {
-    const cache = makeCache(undefined, dtype);
-    const { append, attn, ops } = await plans(40, dtype);
-    const L = pageLayout(P, Hkv, D, D, dtype);
-    // What the pages hold: the rows rounded to the page dtype.
-    const st = (x: Float32Array) => (dtype === 'f32' ? x : x.map((e) => f16BitsToF32(f32ToF16Bits(e))));
-    const pool = cache.pool.slots;
-    const pages = cache.pool.buffers[0]!;
-    const summaries = g.dev.createBuffer({ size: SUM_BYTES, usage });
-    const rng = new Rng(3);
-    const parent = pool.addSequence();
-    const k0 = rows(rng, 37);
-    const v0 = rows(rng, 37);
-    gpuAppend(append, pool.step([{ seq: parent, tokens: 37 }]), k0, v0, pages, summaries);
-    const { seq: child, fix } = pool.fork(parent);
-    expect(pool.pagesCopied).toBe(1); // 0 bytes copied for the two full pages, one partial page
-    expect(fix).toEqual({ src: pool.pages(parent)[2], dst: pool.pages(child)[2], rows: 5 });
-    expect(pool.pages(child).slice(0, 2)).toEqual(pool.pages(parent).slice(0, 2));
-    for (const p of pool.pages(parent).slice(0, 2)) expect(pool.refCount(p)).toBe(2);
-    ops.schedule([fix!]);
-    // The copy-on-write and both branches' appends go into one encoder, one submit.
-    const [ka, va, kb, vb] = [rows(rng, 3), rows(rng, 3), rows(rng, 3), rows(rng, 3)];
-    const t = pool.step([{ seq: parent, tokens: 3 }, { seq: child, tokens: 3 }]);
-    append.schedule(t);
-    const enc = g.dev.device.createCommandEncoder();
-    ops.run(enc, { pages, summaries });
-    append.run(enc, { k: g.tensor(cat(ka, kb), [6, Hkv, D]), v: g.tensor(cat(va, vb), [6, Hkv, D]), pages, summaries });
-    g.dev.device.queue.submit([enc.finish()]);
-    const q = Float32Array.from(rng.normals(2 * Hq * D));
-    const got = await decode(attn, pool.tables([parent, child]), q, pages);
-    const ref = batchAttentionReference(q, [{ k: st(cat(k0, ka)), v: st(cat(v0, va)) }, { k: st(cat(k0, kb)), v: st(cat(v0, vb)) }], [0, 1, 2], { Hq, Hkv, D });
-    for (const b of [0, 1]) {
-      const c = compare(got.o.subarray(b * Hq * D, (b + 1) * Hq * D), ref.o.subarray(b * Hq * D, (b + 1) * Hq * D));
-      expect(c.relRms).toBeLessThan(1e-5);
-    }
-    // The pool bytes read back equal each branch's tokens, and every page's summary is its rows'.
-    const bytes = await poolBytes(cache);
-    const tt = pool.tables([parent, child]);
-    const seqKv = [0, 1].map((b) => readPagedSequence(bytes, L, tt.kvIndptr, tt.kvIndices, tt.kvLastPageLen, b));
-    expect(Array.from(seqKv[0]!.k)).toEqual(Array.from(st(cat(k0, ka))));
-    expect(Array.from(seqKv[0]!.v)).toEqual(Array.from(st(cat(v0, va))));
-    expect(Array.from(seqKv[1]!.k)).toEqual(Array.from(st(cat(k0, kb))));
-    expect(Array.from(seqKv[1]!.v)).toEqual(Array.from(st(cat(v0, vb))));
-    const sum = new Uint16Array(await g.dev.readback(summaries));
-    for (const s of [parent, child]) {
-      pool.pages(s).forEach((p, j) => {
-        const len = Math.min(P, pool.length(s) - j * P);
-        const want = pageSummaryReference(bytes.subarray(p * L.pageBytes, (p + 1) * L.pageBytes), L, len);
-        expect(Array.from(sum.subarray(p * Hkv * 2 * D, (p + 1) * Hkv * 2 * D))).toEqual(Array.from(want));
+  for (const dtype of ['f32', 'f16'] as const)
+    it(`${dtype}: fork shares the full pages and copies one partial page on the GPU; both branches append independently and match float64`, async () => {
+      const cache = makeCache(undefined, dtype);
+      const { append, attn, ops } = await plans(40, dtype);
+      const L = pageLayout(P, Hkv, D, D, dtype);
+      // What the pages hold: the rows rounded to the page dtype.
+      const st = (x: Float32Array) => (dtype === 'f32' ? x : x.map((e) => f16BitsToF32(f32ToF16Bits(e))));
+      const pool = cache.pool.slots;
+      const pages = cache.pool.buffers[0]!;
+      const summaries = g.dev.createBuffer({ size: SUM_BYTES, usage });
+      const rng = new Rng(3);
+      const parent = pool.addSequence();
+      const k0 = rows(rng, 37);
+      const v0 = rows(rng, 37);
+      gpuAppend(append, pool.step([{ seq: parent, tokens: 37 }]), k0, v0, pages, summaries);
+      const { seq: child, fix } = pool.fork(parent);
+      expect(pool.pagesCopied).toBe(1); // 0 bytes copied for the two full pages, one partial page
+      expect(fix).toEqual({ src: pool.pages(parent)[2], dst: pool.pages(child)[2], rows: 5 });
+      expect(pool.pages(child).slice(0, 2)).toEqual(pool.pages(parent).slice(0, 2));
+      for (const p of pool.pages(parent).slice(0, 2)) expect(pool.refCount(p)).toBe(2);
+      ops.schedule([fix!]);
+      // The copy-on-write and both branches' appends go into one encoder, one submit.
+      const [ka, va, kb, vb] = [rows(rng, 3), rows(rng, 3), rows(rng, 3), rows(rng, 3)];
+      const t = pool.step([
+        { seq: parent, tokens: 3 },
+        { seq: child, tokens: 3 },
+      ]);
+      append.schedule(t);
+      const enc = g.dev.device.createCommandEncoder();
+      ops.run(enc, { pages, summaries });
+      append.run(enc, {
+        k: g.tensor(cat(ka, kb), [6, Hkv, D]),
+        v: g.tensor(cat(va, vb), [6, Hkv, D]),
+        pages,
+        summaries,
       });
-    }
-    pool.validate();
-    g.dev.destroyBuffer(summaries);
-    cache.dispose();
-  });
+      g.dev.device.queue.submit([enc.finish()]);
+      const q = Float32Array.from(rng.normals(2 * Hq * D));
+      const got = await decode(attn, pool.tables([parent, child]), q, pages);
+      const ref = batchAttentionReference(
+        q,
+        [
+          { k: st(cat(k0, ka)), v: st(cat(v0, va)) },
+          { k: st(cat(k0, kb)), v: st(cat(v0, vb)) },
+        ],
+        [0, 1, 2],
+        { Hq, Hkv, D },
+      );
+      for (const b of [0, 1]) {
+        const c = compare(got.o.subarray(b * Hq * D, (b + 1) * Hq * D), ref.o.subarray(b * Hq * D, (b + 1) * Hq * D));
+        expect(c.relRms).toBeLessThan(1e-5);
+      }
+      // The pool bytes read back equal each branch's tokens, and every page's summary is its rows'.
+      const bytes = await poolBytes(cache);
+      const tt = pool.tables([parent, child]);
+      const seqKv = [0, 1].map((b) => readPagedSequence(bytes, L, tt.kvIndptr, tt.kvIndices, tt.kvLastPageLen, b));
+      expect(Array.from(seqKv[0]!.k)).toEqual(Array.from(st(cat(k0, ka))));
+      expect(Array.from(seqKv[0]!.v)).toEqual(Array.from(st(cat(v0, va))));
+      expect(Array.from(seqKv[1]!.k)).toEqual(Array.from(st(cat(k0, kb))));
+      expect(Array.from(seqKv[1]!.v)).toEqual(Array.from(st(cat(v0, vb))));
+      const sum = new Uint16Array(await g.dev.readback(summaries));
+      for (const s of [parent, child]) {
+        pool.pages(s).forEach((p, j) => {
+          const len = Math.min(P, pool.length(s) - j * P);
+          const want = pageSummaryReference(bytes.subarray(p * L.pageBytes, (p + 1) * L.pageBytes), L, len);
+          expect(Array.from(sum.subarray(p * Hkv * 2 * D, (p + 1) * Hkv * 2 * D))).toEqual(Array.from(want));
+        });
+      }
+      pool.validate();
+      g.dev.destroyBuffer(summaries);
+      cache.dispose();
+    });
 
   it('truncate then re-append equals a fresh sequence bit for bit (pages, summaries, attention); a shared page is copied, not changed', async () => {
     const cache = makeCache();
@@ -342,11 +422,19 @@ describe('fork / truncate / free for sequences appended on the GPU', () => {
     const kf = cat(k.subarray(0, 29 * Hkv * D), k2);
     const vf = cat(v.subarray(0, 29 * Hkv * D), v2);
     const fresh = pool.addSequence();
-    const t = pool.step([{ seq: a, tokens: 11 }, { seq: fresh, tokens: 40 }]);
+    const t = pool.step([
+      { seq: a, tokens: 11 },
+      { seq: fresh, tokens: 40 },
+    ]);
     append.schedule(t);
     enc = g.dev.device.createCommandEncoder();
     ops.run(enc, { pages, summaries });
-    append.run(enc, { k: g.tensor(cat(k2, kf), [51, Hkv, D]), v: g.tensor(cat(v2, vf), [51, Hkv, D]), pages, summaries });
+    append.run(enc, {
+      k: g.tensor(cat(k2, kf), [51, Hkv, D]),
+      v: g.tensor(cat(v2, vf), [51, Hkv, D]),
+      pages,
+      summaries,
+    });
     g.dev.device.queue.submit([enc.finish()]);
     const bytes = await poolBytes(cache);
     const sum = new Uint16Array(await g.dev.readback(summaries));
@@ -357,10 +445,14 @@ describe('fork / truncate / free for sequences appended on the GPU', () => {
     for (let j = 0; j < 3; j++) {
       const len = Math.min(P, 40 - j * P);
       expect(rowBytes(bytes, pa[j]!, len)).toEqual(rowBytes(bytes, pf[j]!, len));
-      expect(Array.from(sum.subarray(pa[j]! * S, (pa[j]! + 1) * S))).toEqual(Array.from(sum.subarray(pf[j]! * S, (pf[j]! + 1) * S)));
+      expect(Array.from(sum.subarray(pa[j]! * S, (pa[j]! + 1) * S))).toEqual(
+        Array.from(sum.subarray(pf[j]! * S, (pf[j]! + 1) * S)),
+      );
     }
     // The page `other` still holds kept its bytes and its summary (of 16 rows).
-    expect(Array.from(sum.subarray(shared * S, (shared + 1) * S))).toEqual(Array.from(sumBefore.subarray(shared * S, (shared + 1) * S)));
+    expect(Array.from(sum.subarray(shared * S, (shared + 1) * S))).toEqual(
+      Array.from(sumBefore.subarray(shared * S, (shared + 1) * S)),
+    );
     const q = Float32Array.from(rng.normals(Hq * D));
     const qq = cat(q, q);
     const got = await decode(attn, pool.tables([a, fresh]), qq, pages);
@@ -444,7 +536,12 @@ describe('fork / truncate / free for sequences appended on the GPU', () => {
           const { seq, fix } = forked;
           live.push(seq);
           expect(pool.length(seq)).toBe(len);
-          if (len % 4) expect(fix).toEqual({ src: pool.pages(s)[pool.pages(s).length - 1], dst: pool.pages(seq)[pool.pages(seq).length - 1], rows: len % 4 });
+          if (len % 4)
+            expect(fix).toEqual({
+              src: pool.pages(s)[pool.pages(s).length - 1],
+              dst: pool.pages(seq)[pool.pages(seq).length - 1],
+              rows: len % 4,
+            });
           else expect(fix).toBeUndefined();
           if (fix) expect(pool.refCount(fix.dst)).toBe(1);
           if (fix) seen.forkCopy++;
@@ -496,9 +593,25 @@ describe('fork / truncate / free for sequences appended on the GPU', () => {
     const { ops } = await plans();
     expect(code(() => ops.schedule([{ src: 0, dst: TILE, rows: 1 }]))).toBe('E_ARG fixes[0].dst');
     expect(code(() => ops.schedule([{ src: 0, dst: 1, rows: 0 }]))).toBe('E_ARG fixes[0].rows');
-    expect(code(() => ops.schedule([{ src: 0, dst: 1, rows: 1 }, { src: 2, dst: 1, rows: 1 }]))).toBe('E_ARG fixes[1].dst');
-    expect(code(() => ops.schedule([{ src: 0, dst: 1, rows: 1 }, { src: 1, dst: 2, rows: 1 }]))).toBe('E_ARG fixes[1].src');
-    await expect(planPageOps(g.dev, { Hkv, D, pageSize: P, pageDtype: 'int8', maxPages: 4 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED' });
+    expect(
+      code(() =>
+        ops.schedule([
+          { src: 0, dst: 1, rows: 1 },
+          { src: 2, dst: 1, rows: 1 },
+        ]),
+      ),
+    ).toBe('E_ARG fixes[1].dst');
+    expect(
+      code(() =>
+        ops.schedule([
+          { src: 0, dst: 1, rows: 1 },
+          { src: 1, dst: 2, rows: 1 },
+        ]),
+      ),
+    ).toBe('E_ARG fixes[1].src');
+    await expect(planPageOps(g.dev, { Hkv, D, pageSize: P, pageDtype: 'int8', maxPages: 4 })).rejects.toMatchObject({
+      code: 'E_UNSUPPORTED',
+    });
     ops.schedule([]);
     const small = g.dev.createBuffer({ size: 16, usage });
     expect(code(() => ops.run(g.dev.device.createCommandEncoder(), { pages: small }))).toBe('E_BUFFER pages');
@@ -524,14 +637,20 @@ describe('a cache driven from the GPU persists and reopens', () => {
     const { seq: b, fix } = pool.fork(a);
     ops.schedule([fix!]);
     const [ka, va, kb, vb] = [rows(rng, 2), rows(rng, 2), rows(rng, 7), rows(rng, 7)];
-    const t = pool.step([{ seq: a, tokens: 2 }, { seq: b, tokens: 7 }]);
+    const t = pool.step([
+      { seq: a, tokens: 2 },
+      { seq: b, tokens: 7 },
+    ]);
     append.schedule(t);
     const enc = g.dev.device.createCommandEncoder();
     ops.run(enc, { pages });
     append.run(enc, { k: g.tensor(cat(ka, kb), [9, Hkv, D]), v: g.tensor(cat(va, vb), [9, Hkv, D]), pages });
     g.dev.device.queue.submit([enc.finish()]);
     const [ca, cb] = await importPoolSequences(cache, [a, b]);
-    const want = [{ k: cat(k0, ka), v: cat(v0, va) }, { k: cat(k0, kb), v: cat(v0, vb) }];
+    const want = [
+      { k: cat(k0, ka), v: cat(v0, va) },
+      { k: cat(k0, kb), v: cat(v0, vb) },
+    ];
     expect(cache.length(ca!)).toBe(37);
     expect(cache.length(cb!)).toBe(42);
     expect(cache.pages(cb!).slice(0, 2)).toEqual(cache.pages(ca!).slice(0, 2)); // the shared pages stored once
@@ -544,7 +663,14 @@ describe('a cache driven from the GPU persists and reopens', () => {
     cache.dispose();
     // A new cache from the file: every checksum holds, the tokens are the GPU's, bit for bit.
     const store2 = new FileStore({ path, mode: 'open' });
-    const again = openKvCache(g.dev, { store: store2, manifest: store2.manifest(), tilePages: TILE, gpuBudgetBytes: 4 << 20, sinkPages: 0, recentPages: 0 });
+    const again = openKvCache(g.dev, {
+      store: store2,
+      manifest: store2.manifest(),
+      tilePages: TILE,
+      gpuBudgetBytes: 4 << 20,
+      sinkPages: 0,
+      recentPages: 0,
+    });
     try {
       expect(verifyKvCache(again).failed).toEqual([]);
       [ca!, cb!].forEach((s, i) => {

@@ -24,7 +24,11 @@ describe('page pool', () => {
     const a = pool.addSequence();
     const b = pool.addSequence();
     const c = pool.addSequence();
-    const t = pool.step([{ seq: a, tokens: 5 }, { seq: b, tokens: 0 }, { seq: c, tokens: 8 }]);
+    const t = pool.step([
+      { seq: a, tokens: 5 },
+      { seq: b, tokens: 0 },
+      { seq: c, tokens: 8 },
+    ]);
     expect(Array.from(t.kvIndptr)).toEqual([0, 2, 2, 4]);
     expect(Array.from(t.kvIndices)).toEqual([0, 1, 2, 3]);
     expect(Array.from(t.kvLastPageLen)).toEqual([1, 0, 4]);
@@ -32,7 +36,11 @@ describe('page pool', () => {
     expect(Array.from(t.qoIndptr)).toEqual([0, 5, 5, 13]);
     expect(Array.from(t.batchIndices)).toEqual([0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2]);
     expect(Array.from(t.positions)).toEqual([0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6, 7]);
-    const d = pool.step([{ seq: c, tokens: 1 }, { seq: a, tokens: 1 }, { seq: b, tokens: 1 }]);
+    const d = pool.step([
+      { seq: c, tokens: 1 },
+      { seq: a, tokens: 1 },
+      { seq: b, tokens: 1 },
+    ]);
     // c crosses into a new page (4), a stays in its page 1, b gets its first page (5).
     expect(Array.from(d.kvIndptr)).toEqual([0, 3, 5, 6]);
     expect(Array.from(d.kvIndices)).toEqual([2, 3, 4, 0, 1, 5]);
@@ -49,10 +57,20 @@ describe('page pool', () => {
     const b = pool.addSequence();
     pool.step([{ seq: a, tokens: 3 }]);
     const before = { free: pool.free, a: [...pool.pages(a)], la: pool.length(a) };
-    expect(code(() => pool.step([{ seq: a, tokens: 2 }, { seq: b, tokens: 3 }]))).toBe('E_LIMIT entries'); // 1 + 2 pages, 2 free
+    expect(
+      code(() =>
+        pool.step([
+          { seq: a, tokens: 2 },
+          { seq: b, tokens: 3 },
+        ]),
+      ),
+    ).toBe('E_LIMIT entries'); // 1 + 2 pages, 2 free
     expect({ free: pool.free, a: [...pool.pages(a)], la: pool.length(a) }).toEqual(before);
     expect(pool.length(b)).toBe(0);
-    pool.step([{ seq: a, tokens: 1 }, { seq: b, tokens: 4 }]); // 0 + 2 pages: fits exactly
+    pool.step([
+      { seq: a, tokens: 1 },
+      { seq: b, tokens: 4 },
+    ]); // 0 + 2 pages: fits exactly
     expect(pool.free).toBe(0);
     pool.validate();
   });
@@ -76,7 +94,7 @@ describe('page pool', () => {
     pool.validate();
   });
 
-  it('writing into a shared partial last page is refused (copy-on-write is the caller\'s)', () => {
+  it("writing into a shared partial last page is refused (copy-on-write is the caller's)", () => {
     const pool = createPagePool({ capacity: 8, pageSize: 4 });
     const a = pool.addSequence();
     pool.step([{ seq: a, tokens: 6 }]);
@@ -117,7 +135,11 @@ describe('page pool', () => {
       const op = rng.int(0, 9);
       if (op === 0 || live.length === 0) live.push(pool.addSequence());
       else if (op === 1) pool.removeSequence(live.splice(rng.int(0, live.length - 1), 1)[0]!);
-      else if (op === 2) pool.releaseOutsideWindow(live[rng.int(0, live.length - 1)]!, { window: rng.int(1, 10), sinkTokens: rng.int(0, 4) });
+      else if (op === 2)
+        pool.releaseOutsideWindow(live[rng.int(0, live.length - 1)]!, {
+          window: rng.int(1, 10),
+          sinkTokens: rng.int(0, 4),
+        });
       else {
         const entries = live.filter(() => rng.next() < 0.7).map((seq) => ({ seq, tokens: rng.int(0, 5) }));
         const free = pool.free;
@@ -141,7 +163,14 @@ describe('page pool', () => {
     const a = pool.addSequence();
     expect(code(() => pool.step([{ seq: 7, tokens: 1 }]))).toBe('E_ARG entries[0].seq');
     expect(code(() => pool.step([{ seq: a, tokens: -1 }]))).toBe('E_ARG entries[0].tokens');
-    expect(code(() => pool.step([{ seq: a, tokens: 1 }, { seq: a, tokens: 1 }]))).toBe('E_ARG entries[1].seq');
+    expect(
+      code(() =>
+        pool.step([
+          { seq: a, tokens: 1 },
+          { seq: a, tokens: 1 },
+        ]),
+      ),
+    ).toBe('E_ARG entries[1].seq');
     expect(code(() => pool.releaseOutsideWindow(a, { window: 0 }))).toBe('E_ARG window');
     expect(code(() => pool.length(9))).toBe('E_ARG seq');
     expect(pool.length(a)).toBe(0);

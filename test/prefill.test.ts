@@ -34,7 +34,15 @@ interface Case {
 async function runCase(c: Case) {
   const dev = gpu.dev;
   const cache = createKvCache(dev, { Hkv: c.Hkv, D: c.D, dtype: c.dtype, pageSize: c.P, gpuBudgetBytes: 8 << 20 });
-  const plan = await planSparsePrefill(cache, { Hq: c.Hq, Tq: c.Tq, budgetTokens: c.budget, blockSize: c.blockSize, mode: c.mode, blockScore: c.blockScore, variant: c.variant } satisfies SparsePrefillOptions);
+  const plan = await planSparsePrefill(cache, {
+    Hq: c.Hq,
+    Tq: c.Tq,
+    budgetTokens: c.budget,
+    blockSize: c.blockSize,
+    mode: c.mode,
+    blockScore: c.blockScore,
+    variant: c.variant,
+  } satisfies SparsePrefillOptions);
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
   const rng = new Rng(c.T + c.Tq + c.D);
   const q = rng.normals(c.Tq * c.Hq * c.D);
@@ -52,7 +60,10 @@ async function runCase(c: Case) {
     const stats = await plan.run(
       seq,
       { buffer: qb, shape: [c.Tq, c.Hq, c.D], dtype: 'f32' },
-      { o: { buffer: ob, shape: [c.Tq, c.Hq, c.D], dtype: 'f32' }, lse: { buffer: lb, shape: [c.Tq, c.Hq], dtype: 'f32' } },
+      {
+        o: { buffer: ob, shape: [c.Tq, c.Hq, c.D], dtype: 'f32' },
+        lse: { buffer: lb, shape: [c.Tq, c.Hq], dtype: 'f32' },
+      },
       c.appendInRun === false ? {} : { k: kNew, v: vNew },
     );
     const Tk = c.T + c.Tq;
@@ -96,7 +107,14 @@ describe('sparse prefill vs float64', () => {
         const scores =
           c.blockScore === 'rows'
             ? prefillScoresReference(r.q, summaries, mode, ro)
-            : questBlockScoresReference(r.q, summaries, mode, { T: c.Tq, Hq: c.Hq, Hkv: c.Hkv, D: c.D, blockSize: ro.blockSize, pages: ctxPages });
+            : questBlockScoresReference(r.q, summaries, mode, {
+                T: c.Tq,
+                Hq: c.Hq,
+                Hkv: c.Hkv,
+                D: c.D,
+                blockSize: ro.blockSize,
+                pages: ctxPages,
+              });
         let qAbs = 0;
         for (const x of r.q) qAbs = Math.max(qAbs, Math.abs(x));
         const tol = 1e-5 * qAbs * c.D * 8;
@@ -133,13 +151,19 @@ describe('sparse prefill vs float64', () => {
 
   for (const variant of ['cpu', 'gpu'] as const) {
     it(`a budget that covers the context equals exact causal attention (${variant})`, async () => {
-      const c: Case = variant === 'cpu' ? { T: 900, Tq: 70, Hq: 4, Hkv: 2, D: 16, dtype: 'f16', P: 16, budget: 1024, variant } : { T: 500, Tq: 40, Hq: 2, Hkv: 1, D: 16, dtype: 'f16', P: 16, budget: 1024, variant, blockSize: 32 };
+      const c: Case =
+        variant === 'cpu'
+          ? { T: 900, Tq: 70, Hq: 4, Hkv: 2, D: 16, dtype: 'f16', P: 16, budget: 1024, variant }
+          : { T: 500, Tq: 40, Hq: 2, Hkv: 1, D: 16, dtype: 'f16', P: 16, budget: 1024, variant, blockSize: 32 };
       const r = await runCase(c);
       try {
         expect(r.stats.selected.every((x) => x.every((s) => s.length === Math.floor(c.T / c.P)))).toBe(true);
         // Full causal attention in float64 (what exact streaming computes).
         const ref = streamAttentionReference(r.q, r.k, r.v, { Tq: c.Tq, Tk: c.T + c.Tq, Hq: c.Hq, Hkv: c.Hkv, D: c.D });
-        for (const [got, want] of [[r.o, ref.o], [r.lse, ref.lse]] as const) {
+        for (const [got, want] of [
+          [r.o, ref.o],
+          [r.lse, ref.lse],
+        ] as const) {
           const cmp = compare(got, want);
           expect(passes(cmp, TOLERANCE.f32), describeComparison(cmp)).toBe(true);
         }
@@ -172,10 +196,19 @@ describe('sparse prefill vs float64', () => {
       for (let b = 0; b < 2; b++) for (let d = 0; d < D; d++) k[at[b]! * D + d] = 2 * dir[b]![d]!;
       cache.append(seq, k, rng.normals(T * D));
       const q = new Float32Array(Tq * D);
-      for (let t = 0; t < Tq; t++) for (let d = 0; d < D; d++) q[t * D + d] = dir[t < 64 ? 0 : 1]![d]! + 0.1 * rng.normal();
+      for (let t = 0; t < Tq; t++)
+        for (let d = 0; d < D; d++) q[t * D + d] = dir[t < 64 ? 0 : 1]![d]! + 0.1 * rng.normal();
       const qb = dev.upload(q);
-      const ob = dev.createBuffer({ size: Tq * D * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
-      const stats = await plan.run(seq, { buffer: qb, shape: [Tq, 1, D], dtype: 'f32' }, { o: { buffer: ob, shape: [Tq, 1, D], dtype: 'f32' } }, { k: rng.normals(Tq * D), v: rng.normals(Tq * D) });
+      const ob = dev.createBuffer({
+        size: Tq * D * 4,
+        usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      });
+      const stats = await plan.run(
+        seq,
+        { buffer: qb, shape: [Tq, 1, D], dtype: 'f32' },
+        { o: { buffer: ob, shape: [Tq, 1, D], dtype: 'f32' } },
+        { k: rng.normals(Tq * D), v: rng.normals(Tq * D) },
+      );
       expect(Array.from(stats.selected[0]![0]!)).toContain(Math.floor(at[0]! / P));
       expect(Array.from(stats.selected[1]![0]!)).toContain(Math.floor(at[1]! / P));
       for (const b of [qb, ob]) dev.destroyBuffer(b);
@@ -188,7 +221,10 @@ describe('sparse prefill vs float64', () => {
   it('rejects bad input before appending anything', async () => {
     const cache = createKvCache(gpu.dev, { Hkv: 2, D: 8, pageSize: 16, gpuBudgetBytes: 1 << 20, meanSummaries: false });
     const bad = async (p: Promise<unknown>, code: string, argument: string) => {
-      const e = await p.then(() => undefined, (x: unknown) => x);
+      const e = await p.then(
+        () => undefined,
+        (x: unknown) => x,
+      );
       expect(e).toBeInstanceOf(TesseraError);
       expect((e as TesseraError).code).toBe(code);
       expect((e as TesseraError).argument?.startsWith(argument), (e as TesseraError).argument).toBe(true);
@@ -204,7 +240,16 @@ describe('sparse prefill vs float64', () => {
       cache.append(seq, new Float32Array(100 * 16), new Float32Array(100 * 16));
       const qb = gpu.tensor(new Float32Array(16 * 2 * 8), [16, 2, 8]);
       const ob = gpu.tensor(new Float32Array(16 * 2 * 8), [16, 2, 8]);
-      await bad(plan.run(seq, gpu.tensor(new Float32Array(8 * 2 * 8), [8, 2, 8]), { o: ob }, { k: new Float32Array(256), v: new Float32Array(256) }), 'E_SHAPE', 'q');
+      await bad(
+        plan.run(
+          seq,
+          gpu.tensor(new Float32Array(8 * 2 * 8), [8, 2, 8]),
+          { o: ob },
+          { k: new Float32Array(256), v: new Float32Array(256) },
+        ),
+        'E_SHAPE',
+        'q',
+      );
       await bad(plan.run(seq, qb, { o: ob }, { k: new Float32Array(255), v: new Float32Array(256) }), 'E_SHAPE', 'k');
       await bad(plan.run(seq, qb, { o: ob }, { k: new Float32Array(256) }), 'E_ARG', 'v');
       expect(cache.length(seq)).toBe(100);
@@ -222,7 +267,10 @@ describe('sparse prefill within a loop cap (loopLimit 4096)', () => {
     const cache = createKvCache(small.dev, { Hkv: 1, D: 32, pageSize: 16, gpuBudgetBytes: 1 << 20 });
     try {
       const refused = async (o: { blockSize: number; blockScore: 'bound' | 'rows' }) => {
-        const e = await planSparsePrefill(cache, { Hq: 2, Tq: 512, ...o }).then((p) => p.dispose(), (x: unknown) => x);
+        const e = await planSparsePrefill(cache, { Hq: 2, Tq: 512, ...o }).then(
+          (p) => p.dispose(),
+          (x: unknown) => x,
+        );
         expect(e).toBeInstanceOf(TesseraError);
         expect((e as TesseraError).code).toBe('E_LIMIT');
         expect((e as TesseraError).argument).toBe('blockSize');
@@ -252,10 +300,23 @@ describe('sparse prefill within a loop cap (loopLimit 4096)', () => {
       const qb = dev.upload(Float32Array.from(q));
       const ob = dev.createBuffer({ size: Tq * Hq * D * 4, usage });
       dev.device.queue.writeBuffer(ob, 0, new Float32Array(Tq * Hq * D).fill(NaN));
-      const stats = await plan.run(seq, { buffer: qb, shape: [Tq, Hq, D], dtype: 'f32' }, { o: { buffer: ob, shape: [Tq, Hq, D], dtype: 'f32' } }, { k: rng.normals(Tq * D), v: rng.normals(Tq * D) });
+      const stats = await plan.run(
+        seq,
+        { buffer: qb, shape: [Tq, Hq, D], dtype: 'f32' },
+        { o: { buffer: ob, shape: [Tq, Hq, D], dtype: 'f32' } },
+        { k: rng.normals(Tq * D), v: rng.normals(Tq * D) },
+      );
       const o = Float64Array.from(new Float32Array(await dev.readback(ob)));
       const { k, v } = cache.read(seq, 0, T + Tq);
-      const ref = sparsePrefillReference(q, k, v, stats.selected, { Tq, Tk: T + Tq, Hq, Hkv: 1, D, pageSize: P, blockSize: 64 });
+      const ref = sparsePrefillReference(q, k, v, stats.selected, {
+        Tq,
+        Tk: T + Tq,
+        Hq,
+        Hkv: 1,
+        D,
+        pageSize: P,
+        blockSize: 64,
+      });
       const cmp = compare(o, ref.o);
       expect(passes(cmp, TOLERANCE.f32), describeComparison(cmp)).toBe(true);
       for (const b of [qb, ob]) dev.destroyBuffer(b);
@@ -269,7 +330,16 @@ describe('sparse prefill within a loop cap (loopLimit 4096)', () => {
 describe('demo prefill (small)', () => {
   it('bound and rows gates: the rows gate recalls itself, the bound gate holds most of its pages and the planted evidence, both near exact', async () => {
     const { runPrefill } = await import('../src/demo/prefill.js');
-    const r = await runPrefill(gpu.dev, { context: 16_384, chunk: 128, budgetTokens: 512, gpuBudgetMiB: 16, exact: 'full', modes: ['quest'], blockScores: ['bound', 'rows'], quiet: true });
+    const r = await runPrefill(gpu.dev, {
+      context: 16_384,
+      chunk: 128,
+      budgetTokens: 512,
+      gpuBudgetMiB: 16,
+      exact: 'full',
+      modes: ['quest'],
+      blockScores: ['bound', 'rows'],
+      quiet: true,
+    });
     expect(r.gates.map((g) => `${g.mode}/${g.blockScore}`)).toEqual(['quest/bound', 'quest/rows']);
     const [bound, rows] = r.gates;
     expect(rows!.recallVsRows).toBe(1);

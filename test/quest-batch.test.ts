@@ -13,7 +13,11 @@ const gpu = useGpu();
 const STORAGE = 0x80 | 0x4 | 0x8;
 
 describe('quest batch selection', () => {
-  for (const [sinkPages, budgetPages] of [[1, 5], [0, 3], [2, 8]] as const) {
+  for (const [sinkPages, budgetPages] of [
+    [1, 5],
+    [0, 3],
+    [2, 8],
+  ] as const) {
     it(`sinks ${sinkPages}, budget ${budgetPages}: 4 ragged sequences (2..40 pages) equal float64`, async () => {
       const Hq = 8;
       const Hkv = 2;
@@ -41,7 +45,17 @@ describe('quest batch selection', () => {
       }
       const q = rng.normals(counts.length * Hq * D);
       const off = budgetPages === 5 ? 37 : 0; // written at a word offset (an attention schedule's kvIndices)
-      const plan = await planQuestBatch(gpu.dev, { Hq, Hkv, D, budgetPages, sinkPages, maxBatch: 4, maxPagesPerSeq: 48, maxPages, selectedOffset: off });
+      const plan = await planQuestBatch(gpu.dev, {
+        Hq,
+        Hkv,
+        D,
+        budgetPages,
+        sinkPages,
+        maxBatch: 4,
+        maxPagesPerSeq: 48,
+        maxPages,
+        selectedOffset: off,
+      });
       const summaries = gpu.dev.upload(minmax, { usage: STORAGE });
       const selected = gpu.dev.upload(new Uint32Array(off + 4 * budgetPages).fill(0xffffffff), { usage: STORAGE });
       const step = plan.schedule({ kvIndptr, kvIndices, kvLastPageLen: counts.map(() => 3) });
@@ -53,7 +67,11 @@ describe('quest batch selection', () => {
       const got = new Uint32Array(await gpu.dev.readback(selected)).subarray(off);
       const ref = questBatchReference(q, minmax, kvIndptr, kvIndices, { Hq, Hkv, D, budgetPages, sinkPages });
       expect(ref.margin).toBeGreaterThan(1e-4); // no near-tie in this draw: lists must be equal
-      expect(Array.from(step.selIndptr)).toEqual([0, ...counts.map((c) => Math.min(c, budgetPages))].map((_, i, a) => a.slice(0, i + 1).reduce((s, x) => s + x, 0)));
+      expect(Array.from(step.selIndptr)).toEqual(
+        [0, ...counts.map((c) => Math.min(c, budgetPages))].map((_, i, a) =>
+          a.slice(0, i + 1).reduce((s, x) => s + x, 0),
+        ),
+      );
       ref.lists.forEach((list, b) => {
         expect(Array.from(got.subarray(step.selIndptr[b]!, step.selIndptr[b + 1]!))).toEqual(list);
         expect(list[list.length - 1]).toBe(kvIndices[kvIndptr[b + 1]! - 1]); // the newest page, last
@@ -65,15 +83,31 @@ describe('quest batch selection', () => {
   }
 
   it('bad inputs are typed', async () => {
-    await expect(planQuestBatch(gpu.dev, { Hq: 6, Hkv: 4, D: 16, budgetPages: 4, maxBatch: 1, maxPagesPerSeq: 8, maxPages: 8 })).rejects.toMatchObject({ code: 'E_SHAPE', argument: 'Hq' });
-    await expect(planQuestBatch(gpu.dev, { Hq: 4, Hkv: 2, D: 16, budgetPages: 1, maxBatch: 1, maxPagesPerSeq: 8, maxPages: 8 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'budgetPages' });
-    const plan = await planQuestBatch(gpu.dev, { Hq: 4, Hkv: 2, D: 16, budgetPages: 4, maxBatch: 2, maxPagesPerSeq: 8, maxPages: 8 });
-    expect(() => plan.schedule({ kvIndptr: [0, 9], kvIndices: new Array(9).fill(0), kvLastPageLen: [1] })).toThrow(TesseraError);
+    await expect(
+      planQuestBatch(gpu.dev, { Hq: 6, Hkv: 4, D: 16, budgetPages: 4, maxBatch: 1, maxPagesPerSeq: 8, maxPages: 8 }),
+    ).rejects.toMatchObject({ code: 'E_SHAPE', argument: 'Hq' });
+    await expect(
+      planQuestBatch(gpu.dev, { Hq: 4, Hkv: 2, D: 16, budgetPages: 1, maxBatch: 1, maxPagesPerSeq: 8, maxPages: 8 }),
+    ).rejects.toMatchObject({ code: 'E_ARG', argument: 'budgetPages' });
+    const plan = await planQuestBatch(gpu.dev, {
+      Hq: 4,
+      Hkv: 2,
+      D: 16,
+      budgetPages: 4,
+      maxBatch: 2,
+      maxPagesPerSeq: 8,
+      maxPages: 8,
+    });
+    expect(() => plan.schedule({ kvIndptr: [0, 9], kvIndices: new Array(9).fill(0), kvLastPageLen: [1] })).toThrow(
+      TesseraError,
+    );
     expect(() => plan.schedule({ kvIndptr: [0, 1], kvIndices: [8], kvLastPageLen: [1] })).toThrow(/kvIndices\[0\]/);
     const enc = gpu.dev.device.createCommandEncoder();
     const summaries = gpu.dev.createBuffer({ size: 16, usage: STORAGE });
     const selected = gpu.dev.createBuffer({ size: 64, usage: STORAGE });
-    expect(() => plan.run(enc, { q: gpu.tensor(new Float64Array(64), [1, 4, 16]), summaries, selected })).toThrow(/schedule/);
+    expect(() => plan.run(enc, { q: gpu.tensor(new Float64Array(64), [1, 4, 16]), summaries, selected })).toThrow(
+      /schedule/,
+    );
     enc.finish();
     plan.dispose();
     gpu.dev.destroyBuffer(summaries);

@@ -23,12 +23,21 @@ interface Setup {
   v: Float32Array;
 }
 
-function setup(T: number, Hq: number, Hkv: number, D: number, pageSize: number, seed: number, meanSummaries = true, g: GpuFixture = gpu): Setup {
+function setup(
+  T: number,
+  Hq: number,
+  Hkv: number,
+  D: number,
+  pageSize: number,
+  seed: number,
+  meanSummaries = true,
+  g: GpuFixture = gpu,
+): Setup {
   const cache = createKvCache(g.dev, { Hkv, D, dtype: 'f16', pageSize, gpuBudgetBytes: 4 << 20, meanSummaries });
   const seq = cache.addSequence();
   const rng = new Rng(seed);
   // Append in uneven chunks so summaries are refreshed on partial pages.
-  for (let t = 0; t < T; ) {
+  for (let t = 0; t < T;) {
     const n = Math.min(T - t, 1 + rng.int(0, 700));
     cache.append(seq, rng.normals(n * Hkv * D), rng.normals(n * Hkv * D));
     t += n;
@@ -48,7 +57,11 @@ async function decode(s: Setup, opts: QuestDecodeOptions) {
   const lb = dev.createBuffer({ size: Hq * 4, usage });
   dev.device.queue.writeBuffer(ob, 0, new Float32Array(Hq * cache.Dv).fill(NaN));
   try {
-    const stats = await plan.run(s.seq, { buffer: qb, shape: [1, Hq, cache.D], dtype: 'f32' }, { o: { buffer: ob, shape: [1, Hq, cache.Dv], dtype: 'f32' }, lse: { buffer: lb, shape: [1, Hq], dtype: 'f32' } });
+    const stats = await plan.run(
+      s.seq,
+      { buffer: qb, shape: [1, Hq, cache.D], dtype: 'f32' },
+      { o: { buffer: ob, shape: [1, Hq, cache.Dv], dtype: 'f32' }, lse: { buffer: lb, shape: [1, Hq], dtype: 'f32' } },
+    );
     const o = Float64Array.from(new Float32Array(await dev.readback(ob)));
     const lse = Float64Array.from(new Float32Array(await dev.readback(lb)));
     return { stats, o, lse };
@@ -63,7 +76,13 @@ async function decode(s: Setup, opts: QuestDecodeOptions) {
  * page's reference score within `tol` of the k-th selected reference score (f16 summaries are
  * rounded outwards by at most one ulp: |error| <= 2^-10 * sum_d |q_d| * max|k|).
  */
-function checkSelection(got: Int32Array[], ref: Int32Array[], scores: Float64Array, pages: number, tol: number): number {
+function checkSelection(
+  got: Int32Array[],
+  ref: Int32Array[],
+  scores: Float64Array,
+  pages: number,
+  tol: number,
+): number {
   let ties = 0;
   got.forEach((g, h) => {
     const r = ref[h]!;
@@ -73,7 +92,10 @@ function checkSelection(got: Int32Array[], ref: Int32Array[], scores: Float64Arr
     let kth = Infinity;
     for (const p of r) if (p !== 0 && p !== pages - 1) kth = Math.min(kth, scores[h * pages + p]!);
     for (const p of [...g].filter((x) => !rs.has(x)).concat([...r].filter((x) => !gs.has(x)))) {
-      expect(Math.abs(scores[h * pages + p]! - kth), `page ${p} of head ${h} differs and is not a near-tie`).toBeLessThanOrEqual(tol);
+      expect(
+        Math.abs(scores[h * pages + p]! - kth),
+        `page ${p} of head ${h} differs and is not a near-tie`,
+      ).toBeLessThanOrEqual(tol);
       ties++;
     }
   });
@@ -107,10 +129,25 @@ describe('quest selection vs float64', () => {
       it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-P${c.P}-budget${c.budget}-${c.mode}-${c.groupReduce}-${selector}`, async () => {
         const s = setup(c.T, c.Hq, c.Hkv, c.D, c.P, c.T);
         try {
-          const { stats, o, lse } = await decode(s, { Hq: c.Hq, budgetTokens: c.budget, mode: c.mode, groupReduce: c.groupReduce, selector });
+          const { stats, o, lse } = await decode(s, {
+            Hq: c.Hq,
+            budgetTokens: c.budget,
+            mode: c.mode,
+            groupReduce: c.groupReduce,
+            selector,
+          });
           const pages = Math.ceil(c.T / c.P);
           const budgetPages = Math.floor(c.budget / c.P);
-          const scores = questScoresReference(s.q, s.k, { Hq: c.Hq, Hkv: c.Hkv, D: c.D, pageSize: c.P, T: c.T, budgetPages, mode: c.mode, groupReduce: c.groupReduce });
+          const scores = questScoresReference(s.q, s.k, {
+            Hq: c.Hq,
+            Hkv: c.Hkv,
+            D: c.D,
+            pageSize: c.P,
+            T: c.T,
+            budgetPages,
+            mode: c.mode,
+            groupReduce: c.groupReduce,
+          });
           const ref = questSelectReference(scores, c.Hkv, pages, budgetPages, 1);
           for (const sel of stats.selected) {
             expect(sel[0]).toBe(0); // sink page
@@ -123,14 +160,22 @@ describe('quest selection vs float64', () => {
           const group = c.Hq / c.Hkv;
           for (let h = 0; h < c.Hkv; h++) {
             const toks: number[] = [];
-            for (const p of stats.selected[h]!) for (let t = p * c.P; t < Math.min(c.T, (p + 1) * c.P); t++) toks.push(t);
+            for (const p of stats.selected[h]!)
+              for (let t = p * c.P; t < Math.min(c.T, (p + 1) * c.P); t++) toks.push(t);
             const kk = new Float64Array(toks.length * c.D);
             const vv = new Float64Array(toks.length * c.D);
             toks.forEach((t, i) => {
               kk.set(s.k.subarray((t * c.Hkv + h) * c.D, (t * c.Hkv + h + 1) * c.D), i * c.D);
               vv.set(s.v.subarray((t * c.Hkv + h) * c.D, (t * c.Hkv + h + 1) * c.D), i * c.D);
             });
-            const r = streamAttentionReference(s.q.subarray(h * group * c.D, (h + 1) * group * c.D), kk, vv, { Tq: 1, Tk: toks.length, Hq: group, Hkv: 1, D: c.D, causal: false });
+            const r = streamAttentionReference(s.q.subarray(h * group * c.D, (h + 1) * group * c.D), kk, vv, {
+              Tq: 1,
+              Tk: toks.length,
+              Hq: group,
+              Hkv: 1,
+              D: c.D,
+              causal: false,
+            });
             const co = compare(o.subarray(h * group * c.D, (h + 1) * group * c.D), r.o);
             expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
             expect(compare(lse.subarray(h * group, (h + 1) * group), r.lse).maxAbs).toBeLessThan(1e-4);
@@ -151,7 +196,14 @@ describe('quest selection vs float64', () => {
     const Hq = 4;
     const D = 16;
     const P = 16;
-    const cache = createKvCache(gpu.dev, { Hkv, D, dtype: 'f16', pageSize: P, gpuBudgetBytes: 4 << 20, summaryChunkBytes: 40 * Hkv * 2 * D * 2 });
+    const cache = createKvCache(gpu.dev, {
+      Hkv,
+      D,
+      dtype: 'f16',
+      pageSize: P,
+      gpuBudgetBytes: 4 << 20,
+      summaryChunkBytes: 40 * Hkv * 2 * D * 2,
+    });
     try {
       const a = cache.addSequence();
       const b = cache.addSequence();
@@ -204,7 +256,10 @@ describe('quest selection vs float64', () => {
         v[at * D + d] = 4;
       }
       cache.append(seq, k, v);
-      const { stats, o } = await decode({ cache, seq, q, k: new Float32Array(k), v: new Float32Array(v) }, { Hq: 1, budgetTokens: 512 });
+      const { stats, o } = await decode(
+        { cache, seq, q, k: new Float32Array(k), v: new Float32Array(v) },
+        { Hq: 1, budgetTokens: 512 },
+      );
       expect(stats.selected[0]).toContain(Math.floor(at / 64));
       expect(Math.min(...o)).toBeGreaterThan(3.5);
     } finally {
@@ -216,7 +271,10 @@ describe('quest selection vs float64', () => {
     const s = setup(300, 2, 2, 8, 16, 1, false);
     try {
       const bad = async (p: Promise<unknown>, code: string, argument: string) => {
-        const e = await p.then(() => undefined, (x: unknown) => x);
+        const e = await p.then(
+          () => undefined,
+          (x: unknown) => x,
+        );
         expect(e).toBeInstanceOf(TesseraError);
         expect((e as TesseraError).code).toBe(code);
         expect((e as TesseraError).argument).toBe(argument);
@@ -225,7 +283,13 @@ describe('quest selection vs float64', () => {
       await bad(planQuestDecode(s.cache, { Hq: 2, budgetTokens: 8 }), 'E_ARG', 'budgetTokens');
       await bad(planQuestDecode(s.cache, { Hq: 2, mode: 'mean' }), 'E_UNSUPPORTED', 'mode');
       await bad(planQuestDecode(s.cache, { Hq: 2, budgetTokens: 1 << 30 }), 'E_LIMIT', 'budgetTokens');
-      await bad(decode(s, { Hq: 2, budgetTokens: 64 }).then(() => planQuestDecode(s.cache, { Hq: 2, selector: 'cpu' as 'gpu' })), 'E_ARG', 'selector');
+      await bad(
+        decode(s, { Hq: 2, budgetTokens: 64 }).then(() =>
+          planQuestDecode(s.cache, { Hq: 2, selector: 'cpu' as 'gpu' }),
+        ),
+        'E_ARG',
+        'selector',
+      );
     } finally {
       s.cache.dispose();
     }
@@ -253,7 +317,10 @@ describe('quest within a loop cap (loopLimit 4096)', () => {
 
   it('scoring refuses a group whose heads x channels pass the cap, naming Hq', async () => {
     expect(questScoreLoopIterations(64, 256)).toBeGreaterThan(0.9 * 4096);
-    await expect(planQuestScore(gpu.dev, { Hq: 128, Hkv: 2, D: 256, loopLimit: 4096 })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'Hq' });
+    await expect(planQuestScore(gpu.dev, { Hq: 128, Hkv: 2, D: 256, loopLimit: 4096 })).rejects.toMatchObject({
+      code: 'E_LIMIT',
+      argument: 'Hq',
+    });
     const ok = await planQuestScore(gpu.dev, { Hq: 64, Hkv: 2, D: 256, loopLimit: 4096 });
     ok.dispose();
   });
@@ -304,8 +371,19 @@ describe('quest block bound (kernels/quest/block) vs float64', () => {
       const plan = await planQuestBlock(dev, { Hq, Hkv, D, blockSize: B, maxBlocks: blocks, mode });
       try {
         const enc = dev.device.createCommandEncoder();
-        plan.run(enc, { q: gpu.tensor(qPad, [blocks * B, Hq, D]), summaries: s0, list, scores, calls: [{ chunkFirst: 0, chunkPages: split, forcedLo: 1, forcedHi: pages - 2 }] });
-        plan.run(enc, { summaries: s1, list, scores, calls: [{ first: split, chunkFirst: split, chunkPages: pages - split, forcedLo: 1, forcedHi: pages - 2 }] });
+        plan.run(enc, {
+          q: gpu.tensor(qPad, [blocks * B, Hq, D]),
+          summaries: s0,
+          list,
+          scores,
+          calls: [{ chunkFirst: 0, chunkPages: split, forcedLo: 1, forcedHi: pages - 2 }],
+        });
+        plan.run(enc, {
+          summaries: s1,
+          list,
+          scores,
+          calls: [{ first: split, chunkFirst: split, chunkPages: pages - split, forcedLo: 1, forcedHi: pages - 2 }],
+        });
         dev.device.queue.submit([enc.finish()]);
         const got = await gpu.read(scores);
         const ref = questBlockScoresReference(q, summ, mode, { T, Hq, Hkv, D, blockSize: B, pages });
@@ -320,7 +398,9 @@ describe('quest block bound (kernels/quest/block) vs float64', () => {
                 continue;
               }
               const want = ref[b]![h]![p]!;
-              expect(Math.abs(x - want), `block ${b} head ${h} page ${p}: ${x} vs ${want}`).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(want)) * D);
+              expect(Math.abs(x - want), `block ${b} head ${h} page ${p}: ${x} vs ${want}`).toBeLessThanOrEqual(
+                1e-5 * (1 + Math.abs(want)) * D,
+              );
               // The bound: at least every row's (and query head's) own Quest score of the page.
               for (let t = b * B; t < Math.min(T, (b + 1) * B); t++) {
                 for (let g = 0; g < group; g++) {
@@ -346,7 +426,7 @@ describe('quest block bound (kernels/quest/block) vs float64', () => {
     });
   }
 
-  it('a NaN query makes its block\'s scores NaN (the other blocks stay finite); bad input is typed', async () => {
+  it("a NaN query makes its block's scores NaN (the other blocks stay finite); bad input is typed", async () => {
     const dev = gpu.dev;
     const [Hq, Hkv, D, B, pages] = [1, 1, 8, 16, 20];
     const rng = new Rng(5);
@@ -366,9 +446,28 @@ describe('quest block bound (kernels/quest/block) vs float64', () => {
       expect(got.subarray(0, pages).every((x) => Number.isFinite(x))).toBe(true);
       expect(got.subarray(pages).every((x) => Number.isNaN(x))).toBe(true);
       const enc2 = dev.device.createCommandEncoder();
-      expect(() => plan.run(enc2, { q: gpu.tensor(q.subarray(0, 24 * D), [24, Hq, D]), summaries: s0, list, scores, calls: [call] })).toThrow(expect.objectContaining({ code: 'E_SHAPE', argument: 'q' }));
-      expect(() => plan.run(enc2, { q: gpu.tensor(new Float32Array(3 * B * D), [3 * B, Hq, D]), summaries: s0, list, scores: gpu.nanTensor([3, pages]), calls: [call] })).toThrow(expect.objectContaining({ code: 'E_SHAPE', argument: 'q' }));
-      await expect(planQuestBlock(dev, { Hq: 3, Hkv: 2, D, blockSize: B, maxBlocks: 1 })).rejects.toMatchObject({ code: 'E_SHAPE', argument: 'Hq' });
+      expect(() =>
+        plan.run(enc2, {
+          q: gpu.tensor(q.subarray(0, 24 * D), [24, Hq, D]),
+          summaries: s0,
+          list,
+          scores,
+          calls: [call],
+        }),
+      ).toThrow(expect.objectContaining({ code: 'E_SHAPE', argument: 'q' }));
+      expect(() =>
+        plan.run(enc2, {
+          q: gpu.tensor(new Float32Array(3 * B * D), [3 * B, Hq, D]),
+          summaries: s0,
+          list,
+          scores: gpu.nanTensor([3, pages]),
+          calls: [call],
+        }),
+      ).toThrow(expect.objectContaining({ code: 'E_SHAPE', argument: 'q' }));
+      await expect(planQuestBlock(dev, { Hq: 3, Hkv: 2, D, blockSize: B, maxBlocks: 1 })).rejects.toMatchObject({
+        code: 'E_SHAPE',
+        argument: 'Hq',
+      });
     } finally {
       plan.dispose();
       for (const x of [s0, list, scores.buffer]) dev.destroyBuffer(x);

@@ -13,7 +13,10 @@ const README = readFileSync(join(ROOT, 'README.md'), 'utf8');
 
 describe('README.md', () => {
   it('is what scripts/build-readme.mjs builds from docs/ (run `npm run readme` after editing docs/intro.md)', () => {
-    const r = spawnSync(process.execPath, [join(ROOT, 'scripts/build-readme.mjs'), '--check'], { cwd: ROOT, encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [join(ROOT, 'scripts/build-readme.mjs'), '--check'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
   });

@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { loopBudget, loops, maxUnits, planLoopLimit, segment, segmentUniforms, SEGMENT_FIELDS } from '../src/gpu/segments.js';
+import {
+  loopBudget,
+  loops,
+  maxUnits,
+  planLoopLimit,
+  segment,
+  segmentUniforms,
+  SEGMENT_FIELDS,
+} from '../src/gpu/segments.js';
 import { recurrentLoopIterations } from '../kernels/linear/loops.js';
 
 const err = { op: 'test', what: 'one unit', argument: 'K', actual: 7, expected: 'a smaller K' };
@@ -52,8 +60,12 @@ describe('segments (src/gpu/segments.ts)', () => {
   });
 
   it('segment: not even one unit fits is E_LIMIT naming the argument', () => {
-    expect(() => segment(10, (n) => 5000 * n, 4096, err)).toThrow(expect.objectContaining({ code: 'E_LIMIT', argument: 'K' }));
-    expect(() => segment(10, (n) => 10 * n, 'x' as unknown as number, err)).toThrow(expect.objectContaining({ code: 'E_ARG', argument: 'loopLimit' }));
+    expect(() => segment(10, (n) => 5000 * n, 4096, err)).toThrow(
+      expect.objectContaining({ code: 'E_LIMIT', argument: 'K' }),
+    );
+    expect(() => segment(10, (n) => 10 * n, 'x' as unknown as number, err)).toThrow(
+      expect.objectContaining({ code: 'E_ARG', argument: 'loopLimit' }),
+    );
   });
 
   it('maxUnits: the largest count within the budget; Infinity without a cap, 0 when none fits', () => {
@@ -67,12 +79,19 @@ describe('segments (src/gpu/segments.ts)', () => {
     expect(planLoopLimit({ loopLimit: Infinity }, 4096)).toBe(4096);
     expect(planLoopLimit({ loopLimit: 65535 }, 100_000)).toBe(65535);
     for (const bad of [0, 255, 1000.5, NaN, -1]) {
-      expect(() => planLoopLimit({ loopLimit: Infinity }, bad)).toThrow(expect.objectContaining({ code: 'E_ARG', argument: 'loopLimit' }));
+      expect(() => planLoopLimit({ loopLimit: Infinity }, bad)).toThrow(
+        expect.objectContaining({ code: 'E_ARG', argument: 'loopLimit' }),
+      );
     }
   });
 
   it('one spelling of the segment uniforms', () => {
     expect(SEGMENT_FIELDS.map(([k]) => k)).toEqual(['seg_begin', 'seg_end', 'seg_carry', 'seg_last']);
-    expect(segmentUniforms({ begin: 3, end: 9, carry: true, last: false })).toEqual({ seg_begin: 3, seg_end: 9, seg_carry: 1, seg_last: 0 });
+    expect(segmentUniforms({ begin: 3, end: 9, carry: true, last: false })).toEqual({
+      seg_begin: 3,
+      seg_end: 9,
+      seg_carry: 1,
+      seg_last: 0,
+    });
   });
 });

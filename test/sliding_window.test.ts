@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { planSlidingWindow, planSlidingWindowDecode, slidingWindowAttention, slidingWindowReference } from '../kernels/sliding_window/index.js';
+import {
+  planSlidingWindow,
+  planSlidingWindowDecode,
+  slidingWindowAttention,
+  slidingWindowReference,
+} from '../kernels/sliding_window/index.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { useGpu } from './helpers/gpu.js';
 
@@ -16,7 +21,18 @@ describe('sliding window (entry over the dense kernel)', () => {
     const ref = slidingWindowReference(q, k, v, { Tq: T, Hq, Hkv, D, window: 32, sinks: 4, sinkLogits: sink });
     const o = gpu.nanTensor([T, Hq, D]);
     const lse = gpu.nanTensor([T, Hq]);
-    await slidingWindowAttention(gpu.dev, { q: gpu.tensor(q, [T, Hq, D]), k: gpu.tensor(k, [T, Hkv, D]), v: gpu.tensor(v, [T, Hkv, D]), o, lse, sinkLogits: gpu.tensor(sink, [Hq]) }, { window: 32, sinks: 4, sinkLogit: true });
+    await slidingWindowAttention(
+      gpu.dev,
+      {
+        q: gpu.tensor(q, [T, Hq, D]),
+        k: gpu.tensor(k, [T, Hkv, D]),
+        v: gpu.tensor(v, [T, Hkv, D]),
+        o,
+        lse,
+        sinkLogits: gpu.tensor(sink, [Hq]),
+      },
+      { window: 32, sinks: 4, sinkLogit: true },
+    );
     const co = compare(await gpu.read(o), ref.o);
     const cl = compare(await gpu.read(lse), ref.lse);
     expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
@@ -36,7 +52,13 @@ describe('sliding window (entry over the dense kernel)', () => {
     const lse = gpu.nanTensor([2, Hq]);
     await gpu.dev.scoped('test', async () => {
       const enc = gpu.dev.device.createCommandEncoder();
-      plan.run(enc, { q: gpu.tensor(q, [2, Hq, D]), k: gpu.tensor(k, [total, Hkv, D]), v: gpu.tensor(v, [total, Hkv, D]), o, lse });
+      plan.run(enc, {
+        q: gpu.tensor(q, [2, Hq, D]),
+        k: gpu.tensor(k, [total, Hkv, D]),
+        v: gpu.tensor(v, [total, Hkv, D]),
+        o,
+        lse,
+      });
       await gpu.dev.submitAndWait([enc.finish()]);
     });
     plan.dispose();
@@ -44,7 +66,12 @@ describe('sliding window (entry over the dense kernel)', () => {
     const refL = new Float64Array(2 * Hq);
     let off = 0;
     kvLens.forEach((len, n) => {
-      const r = slidingWindowReference(q.subarray(n * Hq * D, (n + 1) * Hq * D), k.subarray(off * Hkv * D, (off + len) * Hkv * D), v.subarray(off * Hkv * D, (off + len) * Hkv * D), { Tq: 1, Tk: len, Hq, Hkv, D, window: 100, sinks: 2 });
+      const r = slidingWindowReference(
+        q.subarray(n * Hq * D, (n + 1) * Hq * D),
+        k.subarray(off * Hkv * D, (off + len) * Hkv * D),
+        v.subarray(off * Hkv * D, (off + len) * Hkv * D),
+        { Tq: 1, Tk: len, Hq, Hkv, D, window: 100, sinks: 2 },
+      );
       refO.set(r.o, n * Hq * D);
       refL.set(r.lse, n * Hq);
       off += len;
@@ -54,8 +81,16 @@ describe('sliding window (entry over the dense kernel)', () => {
   });
 
   it('rejects a missing or negative window', async () => {
-    await expect(planSlidingWindow(gpu.dev, { Tq: 8, Hq: 2, Hkv: 1, D: 16, window: -1 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'window' });
-    await expect(planSlidingWindow(gpu.dev, { Tq: 8, Hq: 2, Hkv: 1, D: 16, window: 0 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'window' });
-    await expect(planSlidingWindowDecode(gpu.dev, { Hq: 2, Hkv: 1, D: 16, window: 1.5, kvLens: [3] })).rejects.toMatchObject({ argument: 'window' });
+    await expect(planSlidingWindow(gpu.dev, { Tq: 8, Hq: 2, Hkv: 1, D: 16, window: -1 })).rejects.toMatchObject({
+      code: 'E_ARG',
+      argument: 'window',
+    });
+    await expect(planSlidingWindow(gpu.dev, { Tq: 8, Hq: 2, Hkv: 1, D: 16, window: 0 })).rejects.toMatchObject({
+      code: 'E_ARG',
+      argument: 'window',
+    });
+    await expect(
+      planSlidingWindowDecode(gpu.dev, { Hq: 2, Hkv: 1, D: 16, window: 1.5, kvLens: [3] }),
+    ).rejects.toMatchObject({ argument: 'window' });
   });
 });

@@ -2,8 +2,22 @@ import { describe, expect, it } from 'vitest';
 import { bandPattern, sparseWork, type SparseBenchConfig } from '../bench/suites/sparse.js';
 
 const base: SparseBenchConfig = {
-  T: 300, D: 8, H: 2, dtype: 'f32', window: 40, mobaBlock: 32, mobaTopk: 3, bsBlock: 16, nsaBlock: 16, nsaCount: 4, nsaWindow: 40,
-  dsaTopk: 50, dsaHI: 2, dsaDI: 8, warmup: 0, runs: 1,
+  T: 300,
+  D: 8,
+  H: 2,
+  dtype: 'f32',
+  window: 40,
+  mobaBlock: 32,
+  mobaTopk: 3,
+  bsBlock: 16,
+  nsaBlock: 16,
+  nsaCount: 4,
+  nsaWindow: 40,
+  dsaTopk: 50,
+  dsaHI: 2,
+  dsaDI: 8,
+  warmup: 0,
+  runs: 1,
 };
 
 describe('bench sparse: work accounting', () => {
@@ -17,13 +31,16 @@ describe('bench sparse: work accounting', () => {
     expect(sparseWork('dense', base).flops).toBe(count(() => true));
     expect(sparseWork('sliding_window', base).flops).toBe(count((t, j) => j > t - base.window));
     const { indptr, indices } = bandPattern(T, base.bsBlock, base.window);
-    expect(sparseWork('block_sparse', base).flops).toBe(count((t, j) => {
-      const r = Math.floor(t / base.bsBlock);
-      return indices.slice(indptr[r], indptr[r + 1]).includes(Math.floor(j / base.bsBlock));
-    }));
+    expect(sparseWork('block_sparse', base).flops).toBe(
+      count((t, j) => {
+        const r = Math.floor(t / base.bsBlock);
+        return indices.slice(indptr[r], indptr[r + 1]).includes(Math.floor(j / base.bsBlock));
+      }),
+    );
     // MoBA: own block causally + min(k-1, own) full past blocks, plus the gate
     const B = base.mobaBlock;
-    let pairs = 0, gate = 0;
+    let pairs = 0,
+      gate = 0;
     for (let t = 0; t < T; t++) {
       const own = Math.floor(t / B);
       pairs += t - own * B + 1 + Math.min(base.mobaTopk - 1, own) * B;

@@ -24,8 +24,21 @@ describe('contexts split across devices', () => {
   ];
   for (const c of cases) {
     it(`T${c.T} H${c.Hq}/${c.Hkv} D${c.D} ${c.dtype} stripes of ${c.stripe}: equals one device and float64`, async () => {
-      const split = createSplitKvCache([gpu.dev, second], { Hkv: c.Hkv, D: c.D, pageSize: c.P, dtype: c.dtype, stripeTokens: c.stripe, gpuBudgetBytes: 4 << 20 });
-      const one = createKvCache(gpu.dev, { Hkv: c.Hkv, D: c.D, pageSize: c.P, dtype: c.dtype, gpuBudgetBytes: 4 << 20 });
+      const split = createSplitKvCache([gpu.dev, second], {
+        Hkv: c.Hkv,
+        D: c.D,
+        pageSize: c.P,
+        dtype: c.dtype,
+        stripeTokens: c.stripe,
+        gpuBudgetBytes: 4 << 20,
+      });
+      const one = createKvCache(gpu.dev, {
+        Hkv: c.Hkv,
+        D: c.D,
+        pageSize: c.P,
+        dtype: c.dtype,
+        gpuBudgetBytes: 4 << 20,
+      });
       const plan = await planSplitDecode(split, { Hq: c.Hq });
       try {
         const rng = new Rng(c.T);
@@ -49,14 +62,20 @@ describe('contexts split across devices', () => {
         const off = [0, 0];
         for (const r of pl) {
           const got = split.caches[r.device]!.read(seq, off[r.device]!, r.count);
-          expect(Array.from(got.k)).toEqual(Array.from(all.k.subarray(r.start * c.Hkv * c.D, (r.start + r.count) * c.Hkv * c.D)));
+          expect(Array.from(got.k)).toEqual(
+            Array.from(all.k.subarray(r.start * c.Hkv * c.D, (r.start + r.count) * c.Hkv * c.D)),
+          );
           off[r.device]! += r.count;
         }
         const q = rng.normals(c.Hq * c.D);
         const got = await plan.run(seq, q);
         const ref1 = await streamAttention(one, s1, q, { Hq: c.Hq });
         const ref = streamAttentionReference(q, all.k, all.v, { Tq: 1, Tk: c.T, Hq: c.Hq, Hkv: c.Hkv, D: c.D });
-        for (const [a, b] of [[got.o, ref.o], [got.lse, ref.lse], [ref1.o, ref.o]] as const) {
+        for (const [a, b] of [
+          [got.o, ref.o],
+          [got.lse, ref.lse],
+          [ref1.o, ref.o],
+        ] as const) {
           const cmp = compare(a, b);
           expect(passes(cmp, TOLERANCE.f32), describeComparison(cmp)).toBe(true);
         }
@@ -74,7 +93,14 @@ describe('contexts split across devices', () => {
   }
 
   it('a device without tokens of the sequence sits out; an empty sequence gives o = 0, lse = -inf', async () => {
-    const split = createSplitKvCache([gpu.dev, second, gpu.dev], { Hkv: 1, D: 8, pageSize: 16, dtype: 'f32', stripeTokens: 64, gpuBudgetBytes: 1 << 20 });
+    const split = createSplitKvCache([gpu.dev, second, gpu.dev], {
+      Hkv: 1,
+      D: 8,
+      pageSize: 16,
+      dtype: 'f32',
+      stripeTokens: 64,
+      gpuBudgetBytes: 1 << 20,
+    });
     const plan = await planSplitDecode(split, { Hq: 2 });
     try {
       const seq = split.addSequence();
@@ -132,9 +158,19 @@ describe('contexts split across devices', () => {
     };
     bad(() => createSplitKvCache([], { Hkv: 1, D: 8 }), 'E_ARG', 'devices');
     bad(() => createSplitKvCache([gpu.dev, {} as never], { Hkv: 1, D: 8 }), 'E_ARG', 'devices[1]');
-    bad(() => createSplitKvCache([gpu.dev], { Hkv: 1, D: 8, pageSize: 16, stripeTokens: 100 }), 'E_ARG', 'stripeTokens');
+    bad(
+      () => createSplitKvCache([gpu.dev], { Hkv: 1, D: 8, pageSize: 16, stripeTokens: 100 }),
+      'E_ARG',
+      'stripeTokens',
+    );
     bad(() => createSplitKvCache([gpu.dev, second], { Hkv: 1, D: 8, stores: [] }), 'E_ARG', 'stores');
-    const split = createSplitKvCache([gpu.dev, second], { Hkv: 1, D: 8, pageSize: 16, stripeTokens: 32, gpuBudgetBytes: 1 << 20 });
+    const split = createSplitKvCache([gpu.dev, second], {
+      Hkv: 1,
+      D: 8,
+      pageSize: 16,
+      stripeTokens: 32,
+      gpuBudgetBytes: 1 << 20,
+    });
     try {
       const seq = split.addSequence();
       bad(() => split.append(seq, new Float32Array(12), new Float32Array(12)), 'E_SHAPE', 'k');

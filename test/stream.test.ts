@@ -30,7 +30,14 @@ interface Case {
 }
 
 async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ evictions: number; tiles: number }> {
-  const cache = createKvCache(g.dev, { Hkv: c.Hkv, D: c.D, dtype: c.dtype, pageSize: c.pageSize ?? 64, gpuBudgetBytes: 8 << 20, ...c.cache });
+  const cache = createKvCache(g.dev, {
+    Hkv: c.Hkv,
+    D: c.D,
+    dtype: c.dtype,
+    pageSize: c.pageSize ?? 64,
+    gpuBudgetBytes: 8 << 20,
+    ...c.cache,
+  });
   try {
     const seq = cache.addSequence();
     const rng = new Rng(c.T + c.D);
@@ -40,7 +47,13 @@ async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ evictions: numbe
       cache.append(seq, rng.normals(n * c.Hkv * c.D), rng.normals(n * c.Hkv * c.D));
     }
     const q = rng.normals(c.Tq * c.Hq * c.D);
-    const got = await streamAttention(cache, seq, q, { Hq: c.Hq, Tq: c.Tq, qPos0: c.qPos0, variant: c.variant, partialBytes: c.partialBytes });
+    const got = await streamAttention(cache, seq, q, {
+      Hq: c.Hq,
+      Tq: c.Tq,
+      qPos0: c.qPos0,
+      variant: c.variant,
+      partialBytes: c.partialBytes,
+    });
     const { k, v } = cache.read(seq, 0, c.T);
     const ref = streamAttentionReference(q, k, v, { Tq: c.Tq, Tk: c.T, Hq: c.Hq, Hkv: c.Hkv, D: c.D, qPos0: c.qPos0 });
     const co = compare(got.o, ref.o);
@@ -75,7 +88,17 @@ describe('streaming exact attention vs float64', () => {
     { T: 1_000, Tq: 1, Hq: 2, Hkv: 2, D: 12, dtype: 'bf16', pageSize: 16, variant: 'gpu' },
     // one part of 128 pages of 256 keys (tiny partialBytes): unbounded, one invocation would loop
     // 363,000 times; on llvmpipe (65,535) the plan shrinks the tile to 20 pages
-    { T: 40_000, Tq: 1, Hq: 2, Hkv: 1, D: 128, dtype: 'f16', pageSize: 256, partialBytes: 1, cache: { tilePages: 128, gpuBudgetBytes: 32 << 20 } },
+    {
+      T: 40_000,
+      Tq: 1,
+      Hq: 2,
+      Hkv: 1,
+      D: 128,
+      dtype: 'f16',
+      pageSize: 256,
+      partialBytes: 1,
+      cache: { tilePages: 128, gpuBudgetBytes: 32 << 20 },
+    },
   ];
   for (const c of cases) {
     it(`T${c.T}-Tq${c.Tq}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}-P${c.pageSize ?? 64}${c.qPos0 !== undefined ? `-q@${c.qPos0}` : ''}${c.variant ? `-${c.variant}` : ''}`, async () => {
@@ -87,7 +110,16 @@ describe('streaming exact attention vs float64', () => {
   it('stays exact under a tiny GPU budget (two tiles): pages are evicted and re-fetched', async () => {
     // f16, Hkv 2, D 16, P 16: 2 KiB pages; tiles of 8 pages; summaries of 695 pages take 192 KiB (room for 1024).
     const pageBytes = 2 * 2 * 16 * 16 * 2;
-    const r = await runCase({ T: 11_111, Tq: 3, Hq: 4, Hkv: 2, D: 16, dtype: 'f16', pageSize: 16, cache: { tilePages: 8, gpuBudgetBytes: 2 * 8 * pageBytes + 1024 * 192 } });
+    const r = await runCase({
+      T: 11_111,
+      Tq: 3,
+      Hq: 4,
+      Hkv: 2,
+      D: 16,
+      dtype: 'f16',
+      pageSize: 16,
+      cache: { tilePages: 8, gpuBudgetBytes: 2 * 8 * pageBytes + 1024 * 192 },
+    });
     expect(r.evictions).toBeGreaterThan(0);
     expect(r.tiles).toBe(Math.ceil(Math.ceil(11_111 / 16) / 8));
   });
@@ -108,7 +140,10 @@ describe('streaming exact attention vs float64', () => {
     const cache = createKvCache(gpu.dev, { Hkv: 2, D: 8, pageSize: 16, gpuBudgetBytes: 1 << 20 });
     try {
       const bad = async (p: Promise<unknown>, code: string, argument: string) => {
-        const e = await p.then(() => undefined, (x: unknown) => x);
+        const e = await p.then(
+          () => undefined,
+          (x: unknown) => x,
+        );
         expect(e).toBeInstanceOf(TesseraError);
         expect((e as TesseraError).code).toBe(code);
         expect((e as TesseraError).argument).toBe(argument);
@@ -131,7 +166,11 @@ describe('streaming within a loop cap (loopLimit 4096)', () => {
     expect(pagedEntriesPerPart(65535, 'cpu', 128, 128, 64)).toBe(71);
     expect(128 * pagedLoopCost('cpu', 128, 128, 256).perEntry).toBeGreaterThan(65535);
     for (const v of ['cpu', 'gpu'] as const) {
-      for (const [limit, D, P] of [[65535, 256, 256], [4096, 32, 64], [4096, 64, 128]] as const) {
+      for (const [limit, D, P] of [
+        [65535, 256, 256],
+        [4096, 32, 64],
+        [4096, 64, 128],
+      ] as const) {
         const n = pagedEntriesPerPart(limit, v, D, D, P);
         const c = pagedLoopCost(v, D, D, P);
         expect(n).toBeGreaterThanOrEqual(1);
@@ -149,14 +188,20 @@ describe('streaming within a loop cap (loopLimit 4096)', () => {
 
   it('few parts: the tile shrinks to what one invocation may attend (gpu variant)', async () => {
     const per = pagedEntriesPerPart(4096, 'gpu', 64, 64, 128);
-    const r = await runCase({ T: 2_000, Tq: 2, Hq: 2, Hkv: 1, D: 64, dtype: 'f32', pageSize: 128, partialBytes: 1, variant: 'gpu' }, small);
+    const r = await runCase(
+      { T: 2_000, Tq: 2, Hq: 2, Hkv: 1, D: 64, dtype: 'f32', pageSize: 128, partialBytes: 1, variant: 'gpu' },
+      small,
+    );
     expect(r.tiles).toBe(Math.ceil(Math.ceil(2_000 / 128) / per));
   });
 
   it('many parts: the merge runs in segments', async () => {
     // 2,048 one-page parts per tile (+ groups + the accumulator) > the merge's parts per segment
     expect(mergePartsPerSegment(4096, 8)).toBeLessThan(2048);
-    const r = await runCase({ T: 33_000, Tq: 1, Hq: 2, Hkv: 1, D: 8, dtype: 'f32', pageSize: 16, cache: { tilePages: 2048 } }, small);
+    const r = await runCase(
+      { T: 33_000, Tq: 1, Hq: 2, Hkv: 1, D: 8, dtype: 'f32', pageSize: 16, cache: { tilePages: 2048 } },
+      small,
+    );
     expect(r.tiles).toBe(2);
   });
 });

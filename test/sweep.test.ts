@@ -15,10 +15,14 @@ export const SUBSET_SEED = 20261124;
 
 describe(`property sweeps, fixed-seed subset (${SUBSET_RUNS} configurations per family)`, () => {
   for (const sweep of SWEEPS) {
-    it(sweep.family, async () => {
-      const out = await runSweep(gpu.dev, sweep, { numRuns: SUBSET_RUNS, seed: SUBSET_SEED, size: 'small' });
-      expect(out.failed, out.report).toBe(false);
-      expect(out.runs).toBe(SUBSET_RUNS);
-    }, 600_000);
+    it(
+      sweep.family,
+      async () => {
+        const out = await runSweep(gpu.dev, sweep, { numRuns: SUBSET_RUNS, seed: SUBSET_SEED, size: 'small' });
+        expect(out.failed, out.report).toBe(false);
+        expect(out.runs).toBe(SUBSET_RUNS);
+      },
+      600_000,
+    );
   }
 });

@@ -11,7 +11,15 @@ import { topK } from '../kernels/topk/index.js';
 import { topKReference } from '../kernels/topk/reference.js';
 import { attention, attentionReference } from '../kernels/dense/index.js';
 import type { TesseraDevice } from '../src/gpu/device.js';
-import { TFJS_BUFFER_USAGE, fromTfjs, prepareTfjs, tfjsDevice, toTfjs, type TfjsLike, type TfjsTensorLike } from '../src/interop/tfjs.js';
+import {
+  TFJS_BUFFER_USAGE,
+  fromTfjs,
+  prepareTfjs,
+  tfjsDevice,
+  toTfjs,
+  type TfjsLike,
+  type TfjsTensorLike,
+} from '../src/interop/tfjs.js';
 import { compare, passes, Rng, TOLERANCE } from '../src/testing.js';
 import type { GpuTensor } from '../src/tensor.js';
 
@@ -91,8 +99,24 @@ describe('tessera/tfjs', () => {
     expect(maps - before, 'no mapAsync (readback) between dataToGPU and the final data()').toBe(0);
     const gotO = await o2.data();
     const gotL = await lse1.data();
-    expect(passes(compare(gotO, ref.o.map((x) => 2 * x)), TOLERANCE.f32)).toBe(true);
-    expect(passes(compare(gotL, ref.lse.map((x) => x + 1)), TOLERANCE.f32)).toBe(true);
+    expect(
+      passes(
+        compare(
+          gotO,
+          ref.o.map((x) => 2 * x),
+        ),
+        TOLERANCE.f32,
+      ),
+    ).toBe(true);
+    expect(
+      passes(
+        compare(
+          gotL,
+          ref.lse.map((x) => x + 1),
+        ),
+        TOLERANCE.f32,
+      ),
+    ).toBe(true);
     for (const t of [oPartsT, lsePartsT, oT, lseT, o2, lse1]) t.dispose();
     dev.destroyBuffer(o.buffer);
     dev.destroyBuffer(lse.buffer);
@@ -141,7 +165,11 @@ describe('tessera/tfjs', () => {
     const kT = tf.tensor3d(k, [Tq, Hkv, D]);
     const vT = tf.tensor3d(v, [Tq, Hkv, D]);
     const before = maps;
-    const views = [fromTfjs(T, qT as unknown as TfjsTensorLike, 'q'), fromTfjs(T, kT as unknown as TfjsTensorLike, 'k'), fromTfjs(T, vT as unknown as TfjsTensorLike, 'v')];
+    const views = [
+      fromTfjs(T, qT as unknown as TfjsTensorLike, 'q'),
+      fromTfjs(T, kT as unknown as TfjsTensorLike, 'k'),
+      fromTfjs(T, vT as unknown as TfjsTensorLike, 'v'),
+    ];
     const o = out([Tq, Hq, D]);
     const lse = out([Tq, Hq]);
     await attention(dev, { q: views[0]!.tensor, k: views[1]!.tensor, v: views[2]!.tensor, o, lse });
@@ -156,9 +184,15 @@ describe('tessera/tfjs', () => {
 
   it('rejects what it cannot take, naming the argument', () => {
     const b = tf.tensor1d([true, false], 'bool');
-    expect(() => fromTfjs(T, b as unknown as TfjsTensorLike, 'mask')).toThrow(expect.objectContaining({ code: 'E_DTYPE', argument: 'mask.dtype' }));
+    expect(() => fromTfjs(T, b as unknown as TfjsTensorLike, 'mask')).toThrow(
+      expect.objectContaining({ code: 'E_DTYPE', argument: 'mask.dtype' }),
+    );
     b.dispose();
-    const noCopy = { buffer: dev.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE }), shape: [4], dtype: 'f32' as const };
+    const noCopy = {
+      buffer: dev.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE }),
+      shape: [4],
+      dtype: 'f32' as const,
+    };
     expect(() => toTfjs(T, noCopy)).toThrow(expect.objectContaining({ code: 'E_BUFFER', argument: 'tensor.buffer' }));
     expect(() => toTfjs(T, { ...noCopy, dtype: 'f16' })).toThrow(expect.objectContaining({ code: 'E_DTYPE' }));
     dev.destroyBuffer(noCopy.buffer);

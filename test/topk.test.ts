@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { planTopK, topK, type TopKVariant } from '../kernels/topk/index.js';
-import { smallSegments, sortSegments, sortSegmentIterations, topKRadixLoopIterations, topKSmallLoopIterations } from '../kernels/topk/topk.js';
+import {
+  smallSegments,
+  sortSegments,
+  sortSegmentIterations,
+  topKRadixLoopIterations,
+  topKSmallLoopIterations,
+} from '../kernels/topk/topk.js';
 import { loopBudget } from '../src/gpu/segments.js';
 import { topKReference } from '../kernels/topk/reference.js';
 import { TesseraError } from '../src/errors.js';
@@ -44,7 +50,16 @@ function makeScores(rows: number, n: number, fill: Fill, seed: number): Float32A
   return s;
 }
 
-async function check(rows: number, n: number, k: number, fill: Fill, variant: TopKVariant | 'auto' = 'auto', withValues = true, target: 'auto' | 'cpu' | 'gpu' = 'auto', loopLimit?: number): Promise<number> {
+async function check(
+  rows: number,
+  n: number,
+  k: number,
+  fill: Fill,
+  variant: TopKVariant | 'auto' = 'auto',
+  withValues = true,
+  target: 'auto' | 'cpu' | 'gpu' = 'auto',
+  loopLimit?: number,
+): Promise<number> {
   const s = makeScores(rows, n, fill, rows * 7919 + n * 31 + k);
   const ref = topKReference(s, rows, n, k);
   const indices = gpu.tensor(new Int32Array(rows * k).fill(-7), [rows, k], 'i32');
@@ -62,8 +77,17 @@ async function check(rows: number, n: number, k: number, fill: Fill, variant: To
   }
   const gotI = Int32Array.from(await gpu.read(indices));
   let bad = -1;
-  for (let i = 0; i < gotI.length; i++) if (gotI[i] !== ref.indices[i]) { bad = i; break; }
-  expect(bad, bad < 0 ? '' : `first mismatch at row ${Math.floor(bad / k)} slot ${bad % k}: got ${gotI[bad]} want ${ref.indices[bad]}`).toBe(-1);
+  for (let i = 0; i < gotI.length; i++)
+    if (gotI[i] !== ref.indices[i]) {
+      bad = i;
+      break;
+    }
+  expect(
+    bad,
+    bad < 0
+      ? ''
+      : `first mismatch at row ${Math.floor(bad / k)} slot ${bad % k}: got ${gotI[bad]} want ${ref.indices[bad]}`,
+  ).toBe(-1);
   if (values) {
     const gotV = await gpu.read(values);
     for (let i = 0; i < gotV.length; i++) {
@@ -114,7 +138,8 @@ describe.each(['cpu', 'gpu'] as const)('topk radix variant (multi-workgroup radi
     await check(1, 3, 2, 'normal', 'radix', true, target);
   });
   // unsegmented, the cpu sort would run 167,936 loop iterations here (cap 65,536)
-  it('one row of 1M candidates, k = 2048', async () => void (await check(1, 1 << 20, 2048, 'normal', 'radix', true, target)));
+  it('one row of 1M candidates, k = 2048', async () =>
+    void (await check(1, 1 << 20, 2048, 'normal', 'radix', true, target)));
 });
 
 describe('topk auto and convenience', () => {
@@ -138,7 +163,9 @@ describe('topk auto and convenience', () => {
     expect(Int32Array.from(await gpu.read(indices))).toEqual(ref.indices);
     const bad = s.slice();
     bad[77] = NaN;
-    await expect(topK(gpu.dev, { scores: gpu.tensor(bad, [rows, n]), indices }, { checkFinite: true })).rejects.toMatchObject({ code: 'E_NAN', argument: 'scores' });
+    await expect(
+      topK(gpu.dev, { scores: gpu.tensor(bad, [rows, n]), indices }, { checkFinite: true }),
+    ).rejects.toMatchObject({ code: 'E_NAN', argument: 'scores' });
     // Without the check, NaN is just never selected.
     await topK(gpu.dev, { scores: gpu.tensor(bad, [rows, n]), indices });
     expect(Int32Array.from(await gpu.read(indices))).toEqual(topKReference(bad, rows, n, k).indices);
@@ -148,43 +175,78 @@ describe('topk auto and convenience', () => {
 describe('topk bad input', () => {
   it('rejects bad options naming the argument', async () => {
     await expect(planTopK(gpu.dev, { rows: 1, n: 10, k: 0 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'k' });
-    await expect(planTopK(gpu.dev, { rows: 1, n: 10, k: 4097 })).rejects.toMatchObject({ code: 'E_ARG', argument: 'k' });
+    await expect(planTopK(gpu.dev, { rows: 1, n: 10, k: 4097 })).rejects.toMatchObject({
+      code: 'E_ARG',
+      argument: 'k',
+    });
     await expect(planTopK(gpu.dev, { rows: 1, n: 10, k: 2.5 })).rejects.toMatchObject({ argument: 'k' });
     await expect(planTopK(gpu.dev, { rows: 0, n: 10, k: 1 })).rejects.toMatchObject({ argument: 'rows' });
     await expect(planTopK(gpu.dev, { rows: 1, n: 0, k: 1 })).rejects.toMatchObject({ argument: 'n' });
-    await expect(planTopK(gpu.dev, { rows: 1, n: 10, k: 64, variant: 'small' })).rejects.toMatchObject({ argument: 'variant' });
-    await expect(planTopK(gpu.dev, { rows: 1, n: 10, k: 1, variant: 'fast' as never })).rejects.toMatchObject({ argument: 'variant' });
+    await expect(planTopK(gpu.dev, { rows: 1, n: 10, k: 64, variant: 'small' })).rejects.toMatchObject({
+      argument: 'variant',
+    });
+    await expect(planTopK(gpu.dev, { rows: 1, n: 10, k: 1, variant: 'fast' as never })).rejects.toMatchObject({
+      argument: 'variant',
+    });
     // The survivor workspace (rows * 2k * 8 bytes) past one binding: E_LIMIT naming rows.
     const rowsBig = Math.floor(gpu.dev.limits.maxStorageBufferBindingSize / 4 / 4097);
-    await expect(planTopK(gpu.dev, { rows: rowsBig, n: 4097, k: 4096 })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'rows' });
+    await expect(planTopK(gpu.dev, { rows: rowsBig, n: 4097, k: 4096 })).rejects.toMatchObject({
+      code: 'E_LIMIT',
+      argument: 'rows',
+    });
     const huge = gpu.dev.limits.maxStorageBufferBindingSize / 4 + 1;
-    await expect(planTopK(gpu.dev, { rows: 1, n: huge, k: 1 })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'n' });
+    await expect(planTopK(gpu.dev, { rows: 1, n: huge, k: 1 })).rejects.toMatchObject({
+      code: 'E_LIMIT',
+      argument: 'n',
+    });
   });
 
   it('rejects wrong shapes and dtypes before encoding', async () => {
     const plan = await planTopK(gpu.dev, { rows: 2, n: 10, k: 3 });
-    const good = { scores: gpu.nanTensor([2, 10]), indices: gpu.nanTensor([2, 3], 'i32'), values: gpu.nanTensor([2, 3]) };
+    const good = {
+      scores: gpu.nanTensor([2, 10]),
+      indices: gpu.nanTensor([2, 3], 'i32'),
+      values: gpu.nanTensor([2, 3]),
+    };
     const enc = gpu.dev.device.createCommandEncoder();
-    expect(() => plan.run(enc, { ...good, scores: gpu.nanTensor([2, 11]) })).toThrow(expect.objectContaining({ code: 'E_SHAPE', argument: 'scores.shape[1]' }));
-    expect(() => plan.run(enc, { ...good, scores: gpu.nanTensor([2, 10], 'f16') })).toThrow(expect.objectContaining({ code: 'E_DTYPE', argument: 'scores.dtype' }));
-    expect(() => plan.run(enc, { ...good, indices: gpu.nanTensor([2, 3]) })).toThrow(expect.objectContaining({ code: 'E_DTYPE', argument: 'indices.dtype' }));
-    expect(() => plan.run(enc, { ...good, indices: gpu.nanTensor([2, 4], 'i32') })).toThrow(expect.objectContaining({ argument: 'indices.shape[1]' }));
-    expect(() => plan.run(enc, { ...good, values: gpu.nanTensor([3, 3]) })).toThrow(expect.objectContaining({ argument: 'values.shape[0]' }));
+    expect(() => plan.run(enc, { ...good, scores: gpu.nanTensor([2, 11]) })).toThrow(
+      expect.objectContaining({ code: 'E_SHAPE', argument: 'scores.shape[1]' }),
+    );
+    expect(() => plan.run(enc, { ...good, scores: gpu.nanTensor([2, 10], 'f16') })).toThrow(
+      expect.objectContaining({ code: 'E_DTYPE', argument: 'scores.dtype' }),
+    );
+    expect(() => plan.run(enc, { ...good, indices: gpu.nanTensor([2, 3]) })).toThrow(
+      expect.objectContaining({ code: 'E_DTYPE', argument: 'indices.dtype' }),
+    );
+    expect(() => plan.run(enc, { ...good, indices: gpu.nanTensor([2, 4], 'i32') })).toThrow(
+      expect.objectContaining({ argument: 'indices.shape[1]' }),
+    );
+    expect(() => plan.run(enc, { ...good, values: gpu.nanTensor([3, 3]) })).toThrow(
+      expect.objectContaining({ argument: 'values.shape[0]' }),
+    );
     expect(() => plan.run(enc, { ...good, scores: gpu.nanTensor([20]) })).toThrow(TesseraError);
     plan.dispose();
     expect(() => plan.run(enc, good)).toThrow(expect.objectContaining({ code: 'E_STATE' }));
     enc.finish();
-    await expect(topK(gpu.dev, { scores: gpu.nanTensor([2, 10]), indices: gpu.nanTensor([3, 3], 'i32') })).rejects.toMatchObject({ argument: 'indices.shape[0]' });
+    await expect(
+      topK(gpu.dev, { scores: gpu.nanTensor([2, 10]), indices: gpu.nanTensor([3, 3], 'i32') }),
+    ).rejects.toMatchObject({ argument: 'indices.shape[0]' });
   });
 });
 
 describe('topk loop bounds (llvmpipe stops an invocation after 65,535 loop iterations)', () => {
   it('bound functions', () => {
     expect(topKSmallLoopIterations(4096, 32, false)).toBe(4096 * 33 + 35);
-    expect(topKRadixLoopIterations({ target: 'cpu', chunk: 4096, cap: 65536, k: 2048 }).rank).toBe(2.5 * 65536 + 2048 * 19 + 3);
+    expect(topKRadixLoopIterations({ target: 'cpu', chunk: 4096, cap: 65536, k: 2048 }).rank).toBe(
+      2.5 * 65536 + 2048 * 19 + 3,
+    );
     expect(topKRadixLoopIterations({ target: 'gpu', chunk: 4096, cap: 8192, k: 4096 }).rank).toBe(4 + 33 + 8192 + 32);
     // small: segments partition [0, n), each within budget, the list carried between them
-    for (const [n, k, limit, count] of [[4096, 32, 65535, 3], [1000, 8, 1024, 10], [77, 3, Infinity, 1]] as const) {
+    for (const [n, k, limit, count] of [
+      [4096, 32, 65535, 3],
+      [1000, 8, 1024, 10],
+      [77, 3, Infinity, 1],
+    ] as const) {
       const budget = loopBudget(limit);
       const segs = smallSegments(n, k, limit);
       expect(segs.length).toBe(count);
@@ -198,7 +260,12 @@ describe('topk loop bounds (llvmpipe stops an invocation after 65,535 loop itera
       });
     }
     // cpu sort: heapify node ranges from cap/2 down to 0, then pops 0..k, each within budget
-    for (const [cap, k, budget] of [[65536, 4096, 58981], [8192, 4096, 3686], [600, 300, 921], [64, 3, 1e9]] as const) {
+    for (const [cap, k, budget] of [
+      [65536, 4096, 58981],
+      [8192, 4096, 3686],
+      [600, 300, 921],
+      [64, 3, 1e9],
+    ] as const) {
       const segs = sortSegments(cap, k, budget);
       if (segs.length === 1) {
         expect(topKRadixLoopIterations({ target: 'cpu', chunk: 0, cap, k }).rank).toBeLessThanOrEqual(budget);
@@ -243,7 +310,9 @@ describe('topk plans with loopLimit 4096 (the segmented paths, on any adapter)',
     expect(plan.cap).toBeLessThan(4096);
     expect(plan.cap).toBeGreaterThanOrEqual(2000);
     plan.dispose();
-    await expect(planTopK(gpu.dev, { rows: 1, n: 20000, k: 4000, target: 'gpu', loopLimit: capped })).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'target' });
+    await expect(
+      planTopK(gpu.dev, { rows: 1, n: 20000, k: 4000, target: 'gpu', loopLimit: capped }),
+    ).rejects.toMatchObject({ code: 'E_LIMIT', argument: 'target' });
     // auto falls back to the shape that fits
     const auto = await planTopK(gpu.dev, { rows: 1, n: 20000, k: 4000, loopLimit: capped });
     expect(auto.target).toBe('cpu');

@@ -31,10 +31,21 @@ export function loadOrtWeb(): Promise<OrtWeb> {
  * @example
  * const { output, timing } = await timeOrtWebAttention({ T: 256, D: 64, q, k, v, runs: 3 });
  */
-export async function timeOrtWebAttention(o: { T: number; D: number; H?: number; q: Float32Array; k: Float32Array; v: Float32Array; warmup?: number; runs?: number }): Promise<{ output: Float32Array; timing: Timing }> {
+export async function timeOrtWebAttention(o: {
+  T: number;
+  D: number;
+  H?: number;
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+  warmup?: number;
+  runs?: number;
+}): Promise<{ output: Float32Array; timing: Timing }> {
   const ort = await loadOrtWeb();
   const H = o.H ?? 1;
-  const session = await ort.InferenceSession.create(gqaModel({ T: o.T, Hq: H, Hkv: H, D: o.D }), { executionProviders: ['webgpu'] });
+  const session = await ort.InferenceSession.create(gqaModel({ T: o.T, Hq: H, Hkv: H, D: o.D }), {
+    executionProviders: ['webgpu'],
+  });
   try {
     const feeds = {
       query: new ort.Tensor('float32', o.q, [1, o.T, H * o.D]),

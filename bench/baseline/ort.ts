@@ -37,7 +37,13 @@ let loaded: Promise<Ort> | undefined;
  */
 export function loadOrtNode(): Promise<Ort> {
   loaded ??= (async () => {
-    if (process.platform === 'linux' && !process.env.VK_ICD_FILENAMES && !process.env.VK_DRIVER_FILES && !existsSync('/dev/nvidia0') && !existsSync('/dev/dri')) {
+    if (
+      process.platform === 'linux' &&
+      !process.env.VK_ICD_FILENAMES &&
+      !process.env.VK_DRIVER_FILES &&
+      !existsSync('/dev/nvidia0') &&
+      !existsSync('/dev/dri')
+    ) {
       const icd = SWIFTSHADER_ICD_PATHS.find((p) => existsSync(p));
       if (icd) process.env.VK_ICD_FILENAMES = icd;
     }
@@ -46,11 +52,21 @@ export function loadOrtNode(): Promise<Ort> {
       const m = (await import('onnxruntime-node')) as Ort & { default?: Ort };
       mod = (m.default ?? m) as Ort;
     } catch (e) {
-      throw new TesseraError('E_UNSUPPORTED', 'the ONNX Runtime baseline needs `onnxruntime-node` (a devDependency: `npm install`)', { argument: '--baseline', actual: 'ort', cause: e });
+      throw new TesseraError(
+        'E_UNSUPPORTED',
+        'the ONNX Runtime baseline needs `onnxruntime-node` (a devDependency: `npm install`)',
+        { argument: '--baseline', actual: 'ort', cause: e },
+      );
     }
-    const backends = (mod as unknown as { listSupportedBackends?: () => { name: string; bundled: boolean }[] }).listSupportedBackends?.() ?? [];
+    const backends =
+      (
+        mod as unknown as { listSupportedBackends?: () => { name: string; bundled: boolean }[] }
+      ).listSupportedBackends?.() ?? [];
     if (backends.length && !backends.some((b) => b.name === 'webgpu')) {
-      throw new TesseraError('E_UNSUPPORTED', 'this onnxruntime-node build has no WebGPU execution provider', { argument: '--baseline', actual: backends.map((b) => b.name).join(', ') });
+      throw new TesseraError('E_UNSUPPORTED', 'this onnxruntime-node build has no WebGPU execution provider', {
+        argument: '--baseline',
+        actual: backends.map((b) => b.name).join(', '),
+      });
     }
     return mod;
   })();
@@ -74,15 +90,27 @@ export interface OrtAttentionOptions {
 }
 
 /** A GroupQueryAttention session on the WebGPU EP for one shape. Dispose with `release()`. */
-export async function ortAttentionSession(o: { T: number; D: number; H?: number; Hkv?: number }): Promise<{ ort: Ort; session: Session }> {
+export async function ortAttentionSession(o: {
+  T: number;
+  D: number;
+  H?: number;
+  Hkv?: number;
+}): Promise<{ ort: Ort; session: Session }> {
   const ort = await loadOrtNode();
   const H = o.H ?? 1;
   const model = gqaModel({ T: o.T, Hq: H, Hkv: o.Hkv ?? H, D: o.D });
   try {
-    const session = await ort.InferenceSession.create(model, { executionProviders: ['webgpu'], graphOptimizationLevel: 'all' });
+    const session = await ort.InferenceSession.create(model, {
+      executionProviders: ['webgpu'],
+      graphOptimizationLevel: 'all',
+    });
     return { ort, session };
   } catch (e) {
-    throw new TesseraError('E_UNSUPPORTED', `ONNX Runtime's WebGPU EP could not create the GroupQueryAttention session: ${String((e as Error)?.message ?? e)}`, { argument: '--baseline', actual: 'ort', cause: e });
+    throw new TesseraError(
+      'E_UNSUPPORTED',
+      `ONNX Runtime's WebGPU EP could not create the GroupQueryAttention session: ${String((e as Error)?.message ?? e)}`,
+      { argument: '--baseline', actual: 'ort', cause: e },
+    );
   }
 }
 

@@ -26,12 +26,17 @@ const keepAlive: unknown[] = [];
  * @example
  * const { tf, adapter } = await loadTfjsWebGpu();
  */
-export function loadTfjsWebGpu(opts: { dawnFlags?: string[]; adapter?: 'auto' | 'swiftshader' } = {}): Promise<{ tf: Tf; adapter: string }> {
+export function loadTfjsWebGpu(
+  opts: { dawnFlags?: string[]; adapter?: 'auto' | 'swiftshader' } = {},
+): Promise<{ tf: Tf; adapter: string }> {
   loaded ??= (async () => {
     const g = globalThis as { navigator?: { gpu?: GPU } };
     if (!g.navigator?.gpu) {
       const { createNodeGpu } = await import('../../src/gpu/node.js');
-      const { gpu } = await createNodeGpu({ dawnFlags: opts.dawnFlags, forceSwiftShader: opts.adapter === 'swiftshader' });
+      const { gpu } = await createNodeGpu({
+        dawnFlags: opts.dawnFlags,
+        forceSwiftShader: opts.adapter === 'swiftshader',
+      });
       keepAlive.push(gpu);
       if (g.navigator) Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
       else Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
@@ -41,7 +46,9 @@ export function loadTfjsWebGpu(opts: { dawnFlags?: string[]; adapter?: 'auto' | 
     const ok = await tf.setBackend('webgpu');
     if (!ok) throw new TesseraError('E_NO_ADAPTER', 'TensorFlow.js could not start its WebGPU backend');
     await tf.ready();
-    const backend = tf.backend() as unknown as { adapterInfo?: { architecture?: string; vendor?: string; description?: string } };
+    const backend = tf.backend() as unknown as {
+      adapterInfo?: { architecture?: string; vendor?: string; description?: string };
+    };
     const info = backend.adapterInfo;
     return { tf, adapter: String(info?.architecture || info?.description || info?.vendor || 'unknown') };
   })();
@@ -76,11 +83,14 @@ export async function timeTfjsAttention(o: TfjsAttentionOptions): Promise<Timing
   const k = tf.randomNormal([H, T, D], 0, 1, 'float32', (o.seed ?? 1) + 1);
   const v = tf.randomNormal([H, T, D], 0, 1, 'float32', (o.seed ?? 1) + 2);
   // The causal mask as an additive bias, built once (as a model would cache it).
-  const bias = o.causal === false ? undefined : tf.tidy(() => {
-    const ones = tf.ones([T, T]);
-    const lower = tf.linalg.bandPart(ones, -1, 0);
-    return tf.mul(tf.sub(1, lower), -1e30);
-  });
+  const bias =
+    o.causal === false
+      ? undefined
+      : tf.tidy(() => {
+          const ones = tf.ones([T, T]);
+          const lower = tf.linalg.bandPart(ones, -1, 0);
+          return tf.mul(tf.sub(1, lower), -1e30);
+        });
   try {
     await tf.tidy(() => tf.add(q, 0)).data(); // inputs materialised before timing
     const run = async () => {
@@ -108,13 +118,19 @@ export async function timeTfjsAttention(o: TfjsAttentionOptions): Promise<Timing
  * @example
  * const o = await tfjsAttention(q, k, v, { T: 4, D: 2 });
  */
-export async function tfjsAttention(q: Float32Array, k: Float32Array, v: Float32Array, o: { T: number; D: number; H?: number; causal?: boolean }): Promise<Float32Array> {
+export async function tfjsAttention(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  o: { T: number; D: number; H?: number; causal?: boolean },
+): Promise<Float32Array> {
   const { tf } = await loadTfjsWebGpu();
   const H = o.H ?? 1;
   const shape: [number, number, number] = [H, o.T, o.D];
   const out = tf.tidy(() => {
     const s0 = tf.mul(tf.matMul(tf.tensor3d(q, shape), tf.tensor3d(k, shape), false, true), 1 / Math.sqrt(o.D));
-    const s = o.causal === false ? s0 : tf.add(s0, tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([o.T, o.T]), -1, 0)), -1e30));
+    const s =
+      o.causal === false ? s0 : tf.add(s0, tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([o.T, o.T]), -1, 0)), -1e30));
     return tf.matMul(tf.softmax(s, -1), tf.tensor3d(v, shape));
   });
   const data = (await out.data()) as Float32Array;

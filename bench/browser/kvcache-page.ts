@@ -39,7 +39,8 @@ try {
   const phase = params.get('phase') ?? 'create';
   if (phase !== 'create' && phase !== 'reopen') throw new Error(`URL parameter phase=${phase}: create or reopen`);
   const tokens = Number(params.get('tokens') ?? 65_553);
-  if (!Number.isInteger(tokens) || tokens < 256) throw new Error(`URL parameter tokens=${params.get('tokens')}: an integer >= 256`);
+  if (!Number.isInteger(tokens) || tokens < 256)
+    throw new Error(`URL parameter tokens=${params.get('tokens')}: an integer >= 256`);
   const corrupt = params.get('corrupt');
   const req: KvPageRequest = { phase, tokens, corruptPage: corrupt === null ? undefined : Number(corrupt) };
   state.request = req;
@@ -54,9 +55,16 @@ try {
     if (m.type === 'log') log(m.line);
     else if (m.type === 'result') {
       state.result = m.result;
-      $('json').textContent = JSON.stringify(m.result, (k, v) => (k === 'decode' ? `[${(v as number[]).length} values]` : v), 2);
+      $('json').textContent = JSON.stringify(
+        m.result,
+        (k, v) => (k === 'decode' ? `[${(v as number[]).length} values]` : v),
+        2,
+      );
       const r = m.result;
-      const ok = r.base.sampleBad === 0 && r.child.sampleBad === 0 && (r.failed?.length ?? 0) === (req.corruptPage === undefined ? 0 : 1);
+      const ok =
+        r.base.sampleBad === 0 &&
+        r.child.sampleBad === 0 &&
+        (r.failed?.length ?? 0) === (req.corruptPage === undefined ? 0 : 1);
       finish(`${phase}: done${ok ? '' : ', with a failed check'}`, ok);
       worker.terminate();
     } else {

@@ -161,12 +161,18 @@ async function decode(cache: KvCache, seq: 0 | 1): Promise<Pick<SeqReport, 'deco
 }
 
 async function report(cache: KvCache, seq: 0 | 1, N: number, withDecode: boolean): Promise<SeqReport> {
-  return { length: cache.length(seq), pages: cache.pages(seq).length, ...sample(cache, seq, N), ...(withDecode ? await decode(cache, seq) : {}) };
+  return {
+    length: cache.length(seq),
+    pages: cache.pages(seq).length,
+    ...sample(cache, seq, N),
+    ...(withDecode ? await decode(cache, seq) : {}),
+  };
 }
 
 async function handles(create: boolean): Promise<{ file: SyncHandle; manifests: SyncHandle[] }> {
   const dir = await navigator.storage.getDirectory();
-  const open = async (name: string) => ((await dir.getFileHandle(name, { create })) as SyncFile).createSyncAccessHandle();
+  const open = async (name: string) =>
+    ((await dir.getFileHandle(name, { create })) as SyncFile).createSyncAccessHandle();
   const file = await open(FILE);
   const manifests = [await open(MANIFESTS[0]!), await open(MANIFESTS[1]!)];
   if (create) for (const h of [file, ...manifests]) h.truncate(0);
@@ -204,12 +210,22 @@ async function create(dev: TesseraDevice, req: KvPageRequest): Promise<KvPageRes
     // to fresh page ids) but no manifest names them. The reload must find the committed state.
     append(cache, base, S_LOST, N, UNCOMMITTED);
     append(cache, child, S_LOST, N + PRIVATE, UNCOMMITTED);
-    log(`appended ${UNCOMMITTED} uncommitted tokens to each sequence (${cache.numPages - pageCount} more pages on OPFS), closing without a commit`);
+    log(
+      `appended ${UNCOMMITTED} uncommitted tokens to each sequence (${cache.numPages - pageCount} more pages on OPFS), closing without a commit`,
+    );
     return {
-      phase: 'create', adapter: dev.adapterName, store: store.kind,
+      phase: 'create',
+      adapter: dev.adapterName,
+      store: store.kind,
       layout: { Hkv, D, pageSize: P, dtype: 'f16', pageBytes: cache.pageBytes },
-      pageCount, fileBytes: file.getSize(), generation: gen, uncommitted: UNCOMMITTED,
-      base: b, child: c, sharedPages: shared, ms: performance.now() - t0,
+      pageCount,
+      fileBytes: file.getSize(),
+      generation: gen,
+      uncommitted: UNCOMMITTED,
+      base: b,
+      child: c,
+      sharedPages: shared,
+      ms: performance.now() - t0,
     };
   } finally {
     cache.dispose(); // flushes and closes the store's handle
@@ -263,10 +279,20 @@ async function reopen(dev: TesseraDevice, req: KvPageRequest): Promise<KvPageRes
     }
     const shared = cache.pages(1).filter((p) => cache.pages(0).includes(p)).length;
     return {
-      phase: 'reopen', adapter: dev.adapterName, store: store.kind,
+      phase: 'reopen',
+      adapter: dev.adapterName,
+      store: store.kind,
       layout: { Hkv: cache.Hkv, D: cache.D, pageSize: cache.pageSize, dtype: cache.dtype, pageBytes: cache.pageBytes },
-      pageCount: cache.numPages, fileBytes: file.getSize(), generation: generation(manifest),
-      base: b, child: c, sharedPages: shared, checked: v.checked, failed: v.failed, readError, ms: performance.now() - t0,
+      pageCount: cache.numPages,
+      fileBytes: file.getSize(),
+      generation: generation(manifest),
+      base: b,
+      child: c,
+      sharedPages: shared,
+      checked: v.checked,
+      failed: v.failed,
+      readError,
+      ms: performance.now() - t0,
     };
   } finally {
     cache.dispose();
@@ -283,7 +309,11 @@ self.onmessage = async (ev: MessageEvent<KvPageRequest>) => {
     const result = req.phase === 'create' ? await create(dev, req) : await reopen(dev, req);
     post({ type: 'result', result });
   } catch (e) {
-    post({ type: 'error', message: e instanceof Error ? `${e.name}: ${e.message}` : String(e), code: e instanceof TesseraError ? e.code : undefined });
+    post({
+      type: 'error',
+      message: e instanceof Error ? `${e.name}: ${e.message}` : String(e),
+      code: e instanceof TesseraError ? e.code : undefined,
+    });
   } finally {
     dev?.destroy();
   }

@@ -67,7 +67,15 @@ export interface PageState {
   log: string[];
 }
 
-const state: PageState = { done: false, ok: false, checks: [], golden: null, bench: [], suites: { suites: [] }, log: [] };
+const state: PageState = {
+  done: false,
+  ok: false,
+  checks: [],
+  golden: null,
+  bench: [],
+  suites: { suites: [] },
+  log: [],
+};
 (globalThis as unknown as { __tessera: PageState }).__tessera = state;
 
 const params = new URLSearchParams(location.search);
@@ -99,7 +107,16 @@ function row(table: string, cells: (string | number | undefined)[], statusCol = 
   const tr = document.createElement('tr');
   cells.forEach((c, i) => {
     const td = document.createElement('td');
-    td.textContent = c === undefined ? '-' : typeof c === 'number' ? (Number.isInteger(c) ? String(c) : Math.abs(c) < 1e-2 && c !== 0 ? c.toExponential(2) : c.toFixed(2)) : c;
+    td.textContent =
+      c === undefined
+        ? '-'
+        : typeof c === 'number'
+          ? Number.isInteger(c)
+            ? String(c)
+            : Math.abs(c) < 1e-2 && c !== 0
+              ? c.toExponential(2)
+              : c.toFixed(2)
+          : c;
     if (i === 0) td.className = 'name';
     if (i === statusCol) td.className = String(c);
     tr.appendChild(td);
@@ -124,7 +141,11 @@ function makeIo(dev: TesseraDevice) {
     },
     async read(t: GpuTensor): Promise<Float64Array> {
       const n = t.shape.reduce((a, b) => a * b, 1);
-      return decode(new Uint32Array(await dev.readback(t.buffer, byteSize(t.shape, t.dtype), t.offset ?? 0)), t.dtype, n);
+      return decode(
+        new Uint32Array(await dev.readback(t.buffer, byteSize(t.shape, t.dtype), t.offset ?? 0)),
+        t.dtype,
+        n,
+      );
     },
     free(): void {
       for (const b of made) dev.destroyBuffer(b);
@@ -136,7 +157,9 @@ function makeIo(dev: TesseraDevice) {
 function addCheck(c: PageCheck): void {
   state.checks.push(c);
   row('checks', [c.name, c.status, c.relRms, c.maxAbs, c.note ?? '']);
-  log(`${c.status} ${c.name}${c.relRms !== undefined ? ` rel_rms=${c.relRms.toExponential(2)} max_abs=${c.maxAbs?.toExponential(2)}` : ''}${c.note ? ` (${c.note})` : ''}`);
+  log(
+    `${c.status} ${c.name}${c.relRms !== undefined ? ` rel_rms=${c.relRms.toExponential(2)} max_abs=${c.maxAbs?.toExponential(2)}` : ''}${c.note ? ` (${c.note})` : ''}`,
+  );
   step();
 }
 
@@ -162,7 +185,12 @@ async function checkMerge(dev: TesseraDevice): Promise<void> {
     const co = compare(await io.read(o), dtype === 'f32' ? ref.o : roundTo(ref.o, dtype));
     const cl = compare(await io.read(lse), ref.lse);
     const ok = passes(co, TOLERANCE[dtype]) && passes(cl, TOLERANCE.f32);
-    addCheck({ name: `merge P${P}-rows${rows}-D${D}-${dtype}`, status: ok ? 'PASS' : 'FAIL', relRms: Math.max(co.relRms, cl.relRms), maxAbs: Math.max(co.maxAbs, cl.maxAbs) });
+    addCheck({
+      name: `merge P${P}-rows${rows}-D${D}-${dtype}`,
+      status: ok ? 'PASS' : 'FAIL',
+      relRms: Math.max(co.relRms, cl.relRms),
+      maxAbs: Math.max(co.maxAbs, cl.maxAbs),
+    });
     io.free();
   }
 }
@@ -192,7 +220,11 @@ async function checkTopK(dev: TesseraDevice): Promise<void> {
     const gv = await io.read(values);
     let bad = 0;
     for (let i = 0; i < gi.length; i++) if (gi[i] !== ref.indices[i] || gv[i] !== ref.values[i]) bad++;
-    addCheck({ name: `topk rows${rows}-n${n}-k${k}${ties ? '-ties' : ''} (${plan.variant}/${plan.target})`, status: bad === 0 ? 'PASS' : 'FAIL', note: bad ? `${bad} slots differ` : 'indices and values exact' });
+    addCheck({
+      name: `topk rows${rows}-n${n}-k${k}${ties ? '-ties' : ''} (${plan.variant}/${plan.target})`,
+      status: bad === 0 ? 'PASS' : 'FAIL',
+      note: bad ? `${bad} slots differ` : 'indices and values exact',
+    });
     plan.dispose();
     io.free();
   }
@@ -208,18 +240,34 @@ async function checkAttention(dev: TesseraDevice): Promise<void> {
   const ref = attentionReference(q, k, v, { Tq, Hq, Hkv, D });
   const o = io.empty([Tq, Hq, D]);
   const lse = io.empty([Tq, Hq]);
-  await attention(dev, { q: io.tensor(q, [Tq, Hq, D]), k: io.tensor(k, [Tq, Hkv, D]), v: io.tensor(v, [Tq, Hkv, D]), o, lse });
+  await attention(dev, {
+    q: io.tensor(q, [Tq, Hq, D]),
+    k: io.tensor(k, [Tq, Hkv, D]),
+    v: io.tensor(v, [Tq, Hkv, D]),
+    o,
+    lse,
+  });
   const co = compare(await io.read(o), ref.o);
   const cl = compare(await io.read(lse), ref.lse);
   const ok = passes(co, TOLERANCE.f32) && passes(cl, TOLERANCE.f32);
-  addCheck({ name: `attention T${Tq}-Hq${Hq}-Hkv${Hkv}-D${D} causal`, status: ok ? 'PASS' : 'FAIL', relRms: Math.max(co.relRms, cl.relRms), maxAbs: Math.max(co.maxAbs, cl.maxAbs) });
+  addCheck({
+    name: `attention T${Tq}-Hq${Hq}-Hkv${Hkv}-D${D} causal`,
+    status: ok ? 'PASS' : 'FAIL',
+    relRms: Math.max(co.relRms, cl.relRms),
+    maxAbs: Math.max(co.maxAbs, cl.maxAbs),
+  });
   io.free();
 }
 
 // ---------------------------------------------------------------------------------------------
 // Bench
 
-async function timeIt(dev: TesseraDevice, timer: GpuTimer, encode: (enc: GPUCommandEncoder) => void, runs = 5): Promise<{ median: number; min: number; max: number; runs: number }> {
+async function timeIt(
+  dev: TesseraDevice,
+  timer: GpuTimer,
+  encode: (enc: GPUCommandEncoder) => void,
+  runs = 5,
+): Promise<{ median: number; min: number; max: number; runs: number }> {
   await timer.time(encode);
   const t: number[] = [];
   for (let i = 0; i < runs; i++) t.push(await timer.time(encode));
@@ -250,17 +298,40 @@ async function bench(dev: TesseraDevice): Promise<void> {
       const t = { scores: io.tensor(s, [rows, n]), indices: io.empty([rows, k], 'i32'), values: io.empty([rows, k]) };
       const plan = await planTopK(dev, { rows, n, k });
       const r = await timeIt(dev, timer, (enc) => plan.run(enc, t));
-      addBench({ kernel: `topk (${plan.variant})`, shape: `rows=${rows} n=${n} k=${k}`, n, rows, median_ms: r.median, min_ms: r.min, max_ms: r.max, runs: r.runs, timing: timer.source });
+      addBench({
+        kernel: `topk (${plan.variant})`,
+        shape: `rows=${rows} n=${n} k=${k}`,
+        n,
+        rows,
+        median_ms: r.median,
+        min_ms: r.min,
+        max_ms: r.max,
+        runs: r.runs,
+        timing: timer.source,
+      });
       plan.dispose();
       io.free();
     }
     {
       const [P, rows, D] = [4, 4096, 128];
       const rng = new Rng(1);
-      const t = { oParts: io.tensor(rng.normals(P * rows * D), [P, rows, D]), lseParts: io.tensor(rng.normals(P * rows), [P, rows]), o: io.empty([rows, D]), lse: io.empty([rows]) };
+      const t = {
+        oParts: io.tensor(rng.normals(P * rows * D), [P, rows, D]),
+        lseParts: io.tensor(rng.normals(P * rows), [P, rows]),
+        o: io.empty([rows, D]),
+        lse: io.empty([rows]),
+      };
       const plan = await planMerge(dev, { parts: P, rows, D });
       const r = await timeIt(dev, timer, (enc) => plan.run(enc, t));
-      addBench({ kernel: 'merge', shape: `P=${P} rows=${rows} D=${D}`, median_ms: r.median, min_ms: r.min, max_ms: r.max, runs: r.runs, timing: timer.source });
+      addBench({
+        kernel: 'merge',
+        shape: `P=${P} rows=${rows} D=${D}`,
+        median_ms: r.median,
+        min_ms: r.min,
+        max_ms: r.max,
+        runs: r.runs,
+        timing: timer.source,
+      });
       plan.dispose();
       io.free();
     }
@@ -272,7 +343,9 @@ async function bench(dev: TesseraDevice): Promise<void> {
 
 /** Log-log plot of top-k time against candidates per row (one row), rendered by Vega-Lite to SVG. */
 async function plot(): Promise<void> {
-  const values = state.bench.filter((b) => b.rows === 1 && b.n).map((b) => ({ n: b.n, ms: b.median_ms, series: 'tessera topk, 1 row, k = 2048' }));
+  const values = state.bench
+    .filter((b) => b.rows === 1 && b.n)
+    .map((b) => ({ n: b.n, ms: b.median_ms, series: 'tessera topk, 1 row, k = 2048' }));
   if (values.length < 2) return;
   const [vega, vl] = await Promise.all([import('vega'), import('vega-lite')]);
   const spec = {
@@ -301,7 +374,8 @@ async function plot(): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Bench suites: a table per suite
 
-const fmtNum = (x: unknown, d = 2) => (typeof x === 'number' && Number.isFinite(x) ? (Math.abs(x) >= 1000 ? x.toFixed(0) : x.toFixed(d)) : '-');
+const fmtNum = (x: unknown, d = 2) =>
+  typeof x === 'number' && Number.isFinite(x) ? (Math.abs(x) >= 1000 ? x.toFixed(0) : x.toFixed(d)) : '-';
 
 function suiteTable(s: PageSuite, roofline: Roofline): void {
   const box = $('suites');
@@ -311,11 +385,37 @@ function suiteTable(s: PageSuite, roofline: Roofline): void {
   const table = document.createElement('table');
   table.className = 'suite';
   table.dataset.suite = s.suite;
-  const head = ['suite', 'impl', 'mode', 'T', 'median ms', 'min ms', 'max ms', 'runs', 'GFLOP/s', 'GB/s', '% roofline', 'ratio'];
+  const head = [
+    'suite',
+    'impl',
+    'mode',
+    'T',
+    'median ms',
+    'min ms',
+    'max ms',
+    'runs',
+    'GFLOP/s',
+    'GB/s',
+    '% roofline',
+    'ratio',
+  ];
   table.innerHTML = `<thead><tr>${head.map((x) => `<th>${x}</th>`).join('')}</tr></thead><tbody></tbody>`;
   for (const r of s.results) {
     const tr = document.createElement('tr');
-    const cells = [r.suite, r.impl, r.mode ?? '', String(r.T), fmtNum(r.median_ms), fmtNum(r.min_ms), fmtNum(r.max_ms), String(r.runs), fmtNum(r.flops / (r.median_ms * 1e6)), fmtNum(r.bytes / (r.median_ms * 1e6), 3), fmtNum(r.pct_roofline, 1), ratioOf(s, r)];
+    const cells = [
+      r.suite,
+      r.impl,
+      r.mode ?? '',
+      String(r.T),
+      fmtNum(r.median_ms),
+      fmtNum(r.min_ms),
+      fmtNum(r.max_ms),
+      String(r.runs),
+      fmtNum(r.flops / (r.median_ms * 1e6)),
+      fmtNum(r.bytes / (r.median_ms * 1e6), 3),
+      fmtNum(r.pct_roofline, 1),
+      ratioOf(s, r),
+    ];
     cells.forEach((c, i) => {
       const td = document.createElement('td');
       td.textContent = c;
@@ -325,7 +425,9 @@ function suiteTable(s: PageSuite, roofline: Roofline): void {
     table.querySelector('tbody')!.appendChild(tr);
   }
   box.appendChild(table);
-  log(`${s.suite}: ${s.results.length} results in ${s.wall_s} s (roofline copy ${roofline.copy_gbps.toFixed(2)} GB/s, matmul ${roofline.matmul_gflops.toFixed(2)} GFLOP/s)`);
+  log(
+    `${s.suite}: ${s.results.length} results in ${s.wall_s} s (roofline copy ${roofline.copy_gbps.toFixed(2)} GB/s, matmul ${roofline.matmul_gflops.toFixed(2)} GFLOP/s)`,
+  );
   step();
 }
 
@@ -338,12 +440,14 @@ async function main(): Promise<void> {
   const filter = params.get('filter') ? new RegExp(params.get('filter')!) : undefined;
   const sp = suiteParams(params);
   setStatus('requesting a device');
-  if (!(navigator as Navigator & { gpu?: GPU }).gpu) throw new Error('navigator.gpu is missing: this browser has no WebGPU (Chromium: --enable-unsafe-webgpu)');
+  if (!(navigator as Navigator & { gpu?: GPU }).gpu)
+    throw new Error('navigator.gpu is missing: this browser has no WebGPU (Chromium: --enable-unsafe-webgpu)');
   const dev = await requestDevice({ label: 'tessera-browser' });
   state.adapter = dev.adapterName;
   state.adapterClass = dev.adapterClass;
   state.description = dev.adapter.description;
-  $('adapter').textContent = `${dev.adapterName} (${dev.adapterClass}; ${dev.adapter.description || dev.adapter.vendor}); features: ${JSON.stringify(dev.features)}`;
+  $('adapter').textContent =
+    `${dev.adapterName} (${dev.adapterClass}; ${dev.adapter.description || dev.adapter.vendor}); features: ${JSON.stringify(dev.features)}`;
   log(`adapter ${dev.adapterName} (${dev.adapterClass})`);
 
   let manifest: Awaited<ReturnType<typeof fetchManifest>> = [];
@@ -367,7 +471,13 @@ async function main(): Promise<void> {
     state.golden = await verifyCases(dev, goldenBase, manifest, (mc) => fetchCase(goldenBase, mc), {
       log,
       onVerdict: (v: CaseVerdict) => {
-        row('golden', [v.name, v.status, v.relRms, v.maxAbs, v.reason ?? (v.selection ? `selection rows differing ${v.selection.differing}/${v.selection.rows}` : '')]);
+        row('golden', [
+          v.name,
+          v.status,
+          v.relRms,
+          v.maxAbs,
+          v.reason ?? (v.selection ? `selection rows differing ${v.selection.differing}/${v.selection.rows}` : ''),
+        ]);
         step();
       },
     });
@@ -388,7 +498,10 @@ async function main(): Promise<void> {
       },
     });
   }
-  const failed = state.checks.filter((c) => c.status === 'FAIL').length + (state.golden?.failed ?? 0) + state.suites.suites.filter((x) => x.error).length;
+  const failed =
+    state.checks.filter((c) => c.status === 'FAIL').length +
+    (state.golden?.failed ?? 0) +
+    state.suites.suites.filter((x) => x.error).length;
   state.ok = failed === 0;
   setStatus(state.ok ? 'done: all checks pass' : `done: ${failed} failing`, state.ok ? 'ok' : 'bad');
   dev.destroy();

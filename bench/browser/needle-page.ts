@@ -46,7 +46,12 @@ function table(id: string, obj: object): void {
     a.className = 'key';
     a.textContent = k;
     const b = document.createElement('td');
-    b.textContent = typeof v === 'number' && !Number.isInteger(v) ? (Math.abs(v) < 1e-2 && v !== 0 ? v.toExponential(3) : v.toFixed(4)) : String(v);
+    b.textContent =
+      typeof v === 'number' && !Number.isInteger(v)
+        ? Math.abs(v) < 1e-2 && v !== 0
+          ? v.toExponential(3)
+          : v.toFixed(4)
+        : String(v);
     tr.append(a, b);
     body.appendChild(tr);
   }
@@ -72,13 +77,19 @@ try {
     } else if (m.type === 'verify') {
       state.verify = m.verify;
       table('verify', m.verify);
-      log(m.verify.found ? `OPFS: found a cache of ${m.verify.pages} pages, ${m.verify.mismatches} checksum mismatches (${m.verify.ms?.toFixed(0)} ms)` : 'OPFS: no cache yet');
+      log(
+        m.verify.found
+          ? `OPFS: found a cache of ${m.verify.pages} pages, ${m.verify.mismatches} checksum mismatches (${m.verify.ms?.toFixed(0)} ms)`
+          : 'OPFS: no cache yet',
+      );
     } else if (m.type === 'result') {
       state.result = m.result;
       state.manifest = m.manifest;
       table('result', m.result);
       $('json').textContent = JSON.stringify(m.result, null, 2);
-      log(`needle ${m.result.needleFound ? 'FOUND' : 'NOT FOUND'}; read ${(100 * m.result.kvBytesReadFraction).toFixed(3)}% of the KV bytes`);
+      log(
+        `needle ${m.result.needleFound ? 'FOUND' : 'NOT FOUND'}; read ${(100 * m.result.kvBytesReadFraction).toFixed(3)}% of the KV bytes`,
+      );
     } else if (m.type === 'error') {
       state.error = m.message;
       log(`error: ${m.message}`);

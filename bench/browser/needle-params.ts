@@ -21,7 +21,10 @@ export function parseNeedleParams(search: string): NeedleRequest {
   const num = (name: string, def: number, max = Number.MAX_SAFE_INTEGER) => {
     const s = params.get(name);
     const n = s === null ? def : Number(s.replace(/_/g, ''));
-    if (!Number.isInteger(n) || n <= 0 || n > max) throw new Error(`URL parameter ${name}=${s}: not a positive integer${max < Number.MAX_SAFE_INTEGER ? ` up to ${max}` : ''}`);
+    if (!Number.isInteger(n) || n <= 0 || n > max)
+      throw new Error(
+        `URL parameter ${name}=${s}: not a positive integer${max < Number.MAX_SAFE_INTEGER ? ` up to ${max}` : ''}`,
+      );
     return n;
   };
   const corrupt = params.get('corrupt');

@@ -71,7 +71,8 @@ class ChecksumStore implements Store {
   }
   write(offset: number, src: Uint8Array): void {
     this.inner.write(offset, src);
-    if (offset % this.pageBytes === 0 && src.byteLength === this.pageBytes) this.sums[offset / this.pageBytes] = hash32(src);
+    if (offset % this.pageBytes === 0 && src.byteLength === this.pageBytes)
+      this.sums[offset / this.pageBytes] = hash32(src);
     else this.unaligned++;
   }
   read(offset: number, dst: Uint8Array): void {
@@ -124,7 +125,17 @@ async function verify(req: NeedleRequest): Promise<OpfsVerify> {
       }
       checked++;
     }
-    return { found: true, tokens: man.tokens, pages: man.pages, pageBytes: man.pageBytes, fileBytes, checked, mismatches, firstMismatch, ms: performance.now() - t0 };
+    return {
+      found: true,
+      tokens: man.tokens,
+      pages: man.pages,
+      pageBytes: man.pageBytes,
+      fileBytes,
+      checked,
+      mismatches,
+      firstMismatch,
+      ms: performance.now() - t0,
+    };
   } finally {
     h.close();
   }
@@ -142,10 +153,20 @@ async function run(req: NeedleRequest): Promise<void> {
   const dev = await requestDevice({ label: 'tessera-needle-worker' });
   log(`device: ${dev.adapterName} (${dev.adapterClass})`);
   try {
-    const result = await runNeedle(dev, { tokens: req.tokens, pageSize: req.pageSize, budgetTokens: req.budgetTokens, gpuBudgetMiB: req.gpuBudgetMiB, exact: req.exact, store });
+    const result = await runNeedle(dev, {
+      tokens: req.tokens,
+      pageSize: req.pageSize,
+      budgetTokens: req.budgetTokens,
+      gpuBudgetMiB: req.gpuBudgetMiB,
+      exact: req.exact,
+      store,
+    });
     // runNeedle disposed the cache, which flushed and closed the handle.
     const pages = Math.ceil(req.tokens / req.pageSize);
-    if (store.unaligned || store.sums.length !== pages) throw new Error(`checksum store saw ${store.sums.length} pages (${store.unaligned} unaligned writes), expected ${pages}`);
+    if (store.unaligned || store.sums.length !== pages)
+      throw new Error(
+        `checksum store saw ${store.sums.length} pages (${store.unaligned} unaligned writes), expected ${pages}`,
+      );
     const fileBytes = pages * pageBytes;
     const man: Manifest = { tokens: req.tokens, pageBytes, pages, fileBytes, checksums: store.sums };
     const w = await (await dir.getFileHandle(MANIFEST, { create: true })).createWritable();

@@ -64,16 +64,23 @@ const ints = (s: string) =>
     if (!Number.isInteger(n) || n <= 0) throw new Error(`not a positive integer list: ${s}`);
     return n;
   });
-const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
+const list = (s: string) =>
+  s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
 
 export function suiteParams(p: URLSearchParams): SuiteParams {
   const get = (k: string, d: string) => p.get(k) ?? d;
   const int = (k: string, d: number) => ints(get(k, String(d)))[0]!;
   const T = p.get('T');
   const suites = list(get('suites', SUITES.join(','))).filter((s) => s !== 'none');
-  for (const s of suites) if (!(SUITES as readonly string[]).includes(s)) throw new Error(`unknown suite "${s}" (expected ${SUITES.join(', ')} or none)`);
+  for (const s of suites)
+    if (!(SUITES as readonly string[]).includes(s))
+      throw new Error(`unknown suite "${s}" (expected ${SUITES.join(', ')} or none)`);
   const methods = list(get('methods', SPARSE_METHODS.join(',')));
-  for (const m of methods) if (!(SPARSE_METHODS as readonly string[]).includes(m)) throw new Error(`unknown sparse method "${m}"`);
+  for (const m of methods)
+    if (!(SPARSE_METHODS as readonly string[]).includes(m)) throw new Error(`unknown sparse method "${m}"`);
   const ops = list(get('ops', Object.keys(LINEAR_OPS).join(',')));
   for (const op of ops) if (!LINEAR_OPS[op]) throw new Error(`unknown linear op "${op}"`);
   const modes = list(get('modes', 'chunk,recurrent'));
@@ -143,7 +150,12 @@ export async function runSuites(dev: TesseraDevice, p: SuiteParams, out: PageSui
   if (!p.suites.length) return;
   await lodashForBenchmarkJs();
   hooks.status('roofline');
-  const roofline = await measureRoofline(dev, { copyBytes: p.roofCopyMiB * 2 ** 20, matmulSize: p.roofMatmul, runs: 3, log: hooks.log });
+  const roofline = await measureRoofline(dev, {
+    copyBytes: p.roofCopyMiB * 2 ** 20,
+    matmulSize: p.roofMatmul,
+    runs: 3,
+    log: hooks.log,
+  });
   out.roofline = roofline;
   out.rooflineText = describeRoofline(roofline);
   hooks.log(`roofline: ${out.rooflineText}`);
@@ -155,20 +167,54 @@ export async function runSuites(dev: TesseraDevice, p: SuiteParams, out: PageSui
     out.suites.push(s);
     const add = (r: BenchResult) => {
       s.results.push(r);
-      hooks.log(`${name}: ${r.suite} ${r.impl}${r.mode ? ` ${r.mode}` : ''} T=${r.T}: ${r.median_ms.toFixed(2)} ms, ${(r.pct_roofline as number).toFixed(1)}% of roofline`);
+      hooks.log(
+        `${name}: ${r.suite} ${r.impl}${r.mode ? ` ${r.mode}` : ''} T=${r.T}: ${r.median_ms.toFixed(2)} ms, ${(r.pct_roofline as number).toFixed(1)}% of roofline`,
+      );
     };
     try {
       if (name === 'dense') {
         s.expected = ['tessera', ...(p.tfjs ? ['tfjs'] : []), ...(p.ort ? ['ort'] : [])];
         const outs = new Map<number, Float32Array>();
-        for (const T of p.denseT) add(await benchTesseraDense(dev, roofline, { T, D, H, dtype, causal: true, warmup: 1, runs }, {}, p.ort ? (o) => outs.set(T, o) : undefined));
+        for (const T of p.denseT)
+          add(
+            await benchTesseraDense(
+              dev,
+              roofline,
+              { T, D, H, dtype, causal: true, warmup: 1, runs },
+              {},
+              p.ort ? (o) => outs.set(T, o) : undefined,
+            ),
+          );
         if (p.ort) {
           for (const T of p.denseT) {
             try {
               const { timeOrtWebAttention } = await import('../baseline/ort-web.js');
               const x = denseInputs({ T, H, D });
-              const { output, timing } = await timeOrtWebAttention({ T, D, H, q: Float32Array.from(x.q), k: Float32Array.from(x.k), v: Float32Array.from(x.v), warmup: 1, runs });
-              const r = makeResult(roofline, { suite: 'dense', impl: 'ort', T, D, H, dtype, ...denseWork({ T, D, H, dtype }), causal: true, runtime: 'onnxruntime-web webgpu' }, timing);
+              const { output, timing } = await timeOrtWebAttention({
+                T,
+                D,
+                H,
+                q: Float32Array.from(x.q),
+                k: Float32Array.from(x.k),
+                v: Float32Array.from(x.v),
+                warmup: 1,
+                runs,
+              });
+              const r = makeResult(
+                roofline,
+                {
+                  suite: 'dense',
+                  impl: 'ort',
+                  T,
+                  D,
+                  H,
+                  dtype,
+                  ...denseWork({ T, D, H, dtype }),
+                  causal: true,
+                  runtime: 'onnxruntime-web webgpu',
+                },
+                timing,
+              );
               r.max_abs_diff = maxAbsDiff(outs.get(T)!, output);
               add(r);
             } catch (e) {
@@ -181,7 +227,9 @@ export async function runSuites(dev: TesseraDevice, p: SuiteParams, out: PageSui
         if (p.tfjs) {
           for (const T of p.denseT) {
             try {
-              add(await benchTfjsDense(roofline, { T, D, H, dtype, causal: true, warmup: 1, runs, baselineRuns: runs }));
+              add(
+                await benchTfjsDense(roofline, { T, D, H, dtype, causal: true, warmup: 1, runs, baselineRuns: runs }),
+              );
             } catch (e) {
               s.skipped.push(`tfjs T=${T}: ${firstLine(e)}`);
               hooks.log(`dense: tfjs skipped (${firstLine(e)})`);
@@ -193,7 +241,12 @@ export async function runSuites(dev: TesseraDevice, p: SuiteParams, out: PageSui
         s.expected = ['dense', ...p.sparseMethods];
         for (const T of p.sparseT) {
           const c: SparseBenchConfig = { T, D, H, dtype, ...p.sparse, warmup: 1, runs };
-          const dense = await benchTesseraDense(dev, roofline, { T, D, H, dtype, causal: true, warmup: 1, runs }, { impl: 'dense', suite: 'dense' });
+          const dense = await benchTesseraDense(
+            dev,
+            roofline,
+            { T, D, H, dtype, causal: true, warmup: 1, runs },
+            { impl: 'dense', suite: 'dense' },
+          );
           dense.mode = 'prefill';
           add(dense);
           for (const m of p.sparseMethods) {
@@ -206,7 +259,21 @@ export async function runSuites(dev: TesseraDevice, p: SuiteParams, out: PageSui
         s.expected = p.linearOps.flatMap((op) => p.linearModes.map((m) => `${op}/${m}`));
         for (const op of p.linearOps) {
           for (const mode of p.linearModes) {
-            for (const T of p.linearT) add(await benchLinear(dev, roofline, { op, mode, T, H, K: p.linearK, V: p.linearK, dtype, segment: T, warmup: 1, runs }));
+            for (const T of p.linearT)
+              add(
+                await benchLinear(dev, roofline, {
+                  op,
+                  mode,
+                  T,
+                  H,
+                  K: p.linearK,
+                  V: p.linearK,
+                  dtype,
+                  segment: T,
+                  warmup: 1,
+                  runs,
+                }),
+              );
           }
         }
       } else if (name === 'topk') {
@@ -230,8 +297,10 @@ export async function runSuites(dev: TesseraDevice, p: SuiteParams, out: PageSui
       hooks.log(`${name}: error ${s.error}`);
     }
     // tfjs could not load: it is not expected of this suite (and the page says so)
-    if (s.skipped.length && !s.results.some((r) => r.impl === 'tfjs')) s.expected = s.expected.filter((x) => x !== 'tfjs');
-    if (s.skipped.length && !s.results.some((r) => r.impl === 'ort')) s.expected = s.expected.filter((x) => x !== 'ort');
+    if (s.skipped.length && !s.results.some((r) => r.impl === 'tfjs'))
+      s.expected = s.expected.filter((x) => x !== 'tfjs');
+    if (s.skipped.length && !s.results.some((r) => r.impl === 'ort'))
+      s.expected = s.expected.filter((x) => x !== 'ort');
     s.wall_s = Math.round((performance.now() - t0) / 100) / 10;
     hooks.onSuite(s, roofline);
   }
@@ -246,7 +315,8 @@ export function resultKey(s: SuiteName, r: BenchResult): string {
 
 /** Ratio columns the suites compute: sparse against dense (speedup_vs_dense), dense/topk against tfjs. */
 export function ratioOf(s: PageSuite, r: BenchResult): string {
-  if (s.suite === 'sparse') return typeof r.speedup_vs_dense === 'number' ? `${r.speedup_vs_dense.toFixed(2)}x vs dense` : '';
+  if (s.suite === 'sparse')
+    return typeof r.speedup_vs_dense === 'number' ? `${r.speedup_vs_dense.toFixed(2)}x vs dense` : '';
   if (s.suite === 'dense' || s.suite === 'topk') {
     const base = s.results.find((x) => x.impl === 'tfjs' && x.T === r.T && x.H === r.H && x.D === r.D);
     return base && r.impl !== 'tfjs' ? `${(base.median_ms / r.median_ms).toFixed(2)}x vs tfjs` : '';

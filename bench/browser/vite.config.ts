@@ -44,7 +44,9 @@ export default defineConfig({
     chunkSizeWarningLimit: 4096,
     // needle.html: the needle demo in a worker with an OPFS cache; kvcache.html: a persistent
     // KvCache on OPFS reopened after a reload (docs/browser.md)
-    rollupOptions: { input: { main: join(here, 'index.html'), needle: join(here, 'needle.html'), kvcache: join(here, 'kvcache.html') } },
+    rollupOptions: {
+      input: { main: join(here, 'index.html'), needle: join(here, 'needle.html'), kvcache: join(here, 'kvcache.html') },
+    },
   },
   worker: { format: 'es' },
   server: { host: '127.0.0.1', fs: { allow: [repo] } },

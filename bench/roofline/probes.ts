@@ -91,9 +91,17 @@ export async function copyProbe(dev: DeviceLike, variant: CopyVariant) {
     pipeline,
     /** Encodes dst[0..n) = src[0..n) (vec4 units). Returns a disposer for its uniform buffer. */
     bind(src: GPUBuffer, dst: GPUBuffer, n: number) {
-      const params = ctx.createBuffer({ size: COPY_PARAMS.size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'bench.copy.params' });
+      const params = ctx.createBuffer({
+        size: COPY_PARAMS.size,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+        label: 'bench.copy.params',
+      });
       ctx.device.queue.writeBuffer(params, 0, COPY_PARAMS.pack({ n }));
-      const bg = bindGroup(ctx, pipeline, [{ buffer: src, size: n * 16 }, { buffer: dst, size: n * 16 }, { buffer: params }]);
+      const bg = bindGroup(ctx, pipeline, [
+        { buffer: src, size: n * 16 },
+        { buffer: dst, size: n * 16 },
+        { buffer: params },
+      ]);
       const groups = grid2d(ctx, Math.ceil(n / (variant.wg * variant.items)));
       return {
         encode(enc: GPUCommandEncoder) {
@@ -112,7 +120,8 @@ export async function copyProbe(dev: DeviceLike, variant: CopyVariant) {
 /** Checks a matmul size against a variant's divisibility rules. */
 export function matmulSizeOk(v: MatmulVariant, M: number, N: number, K: number): boolean {
   if (v.kind === 'tiled') return M % 64 === 0 && N % 64 === 0 && K % 16 === 0;
-  if (v.kind === 'quad') return M % (4 * v.rows) === 0 && N % v.cols === 0 && K % 4 === 0 && ((M * N) / (v.rows * v.cols)) % v.wg === 0;
+  if (v.kind === 'quad')
+    return M % (4 * v.rows) === 0 && N % v.cols === 0 && K % 4 === 0 && ((M * N) / (v.rows * v.cols)) % v.wg === 0;
   return M % v.rows === 0 && N % v.cols === 0 && K % 4 === 0;
 }
 
@@ -127,7 +136,11 @@ export function matmulVariantSupported(ctx: TesseraDevice, v: MatmulVariant): bo
 export async function matmulProbe(dev: DeviceLike, variant: MatmulVariant) {
   const ctx = ctxOf(dev);
   if (!matmulVariantSupported(ctx, variant)) {
-    throw new TesseraError('E_UNSUPPORTED', `matmul variant ${variant.name} does not run on this device (needs ${variant.wg} invocations per workgroup${variant.kind === 'quad' ? ' and subgroups of >= 4' : ''})`, { argument: 'variant', actual: variant.name });
+    throw new TesseraError(
+      'E_UNSUPPORTED',
+      `matmul variant ${variant.name} does not run on this device (needs ${variant.wg} invocations per workgroup${variant.kind === 'quad' ? ' and subgroups of >= 4' : ''})`,
+      { argument: 'variant', actual: variant.name },
+    );
   }
   let pipeline: Pipeline;
   if (variant.kind === 'tiled') {
@@ -144,12 +157,27 @@ export async function matmulProbe(dev: DeviceLike, variant: MatmulVariant) {
     pipeline,
     bind(a: GPUBuffer, b: GPUBuffer, c: GPUBuffer, M: number, N: number, K: number) {
       if (!matmulSizeOk(variant, M, N, K)) {
-        throw new TesseraError('E_SHAPE', `matmul ${variant.name}: M=${M} N=${N} K=${K} do not fit its blocking`, { argument: 'M,N,K', actual: [M, N, K] });
+        throw new TesseraError('E_SHAPE', `matmul ${variant.name}: M=${M} N=${N} K=${K} do not fit its blocking`, {
+          argument: 'M,N,K',
+          actual: [M, N, K],
+        });
       }
-      const params = ctx.createBuffer({ size: MATMUL_PARAMS.size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'bench.matmul.params' });
+      const params = ctx.createBuffer({
+        size: MATMUL_PARAMS.size,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+        label: 'bench.matmul.params',
+      });
       ctx.device.queue.writeBuffer(params, 0, MATMUL_PARAMS.pack({ M, N, K }));
-      const bg = bindGroup(ctx, pipeline, [{ buffer: a, size: M * K * 4 }, { buffer: b, size: K * N * 4 }, { buffer: c, size: M * N * 4 }, { buffer: params }]);
-      const groups: [number, number] = variant.kind === 'tiled' ? [N / 64, M / 64] : grid2d(ctx, Math.ceil((M * N) / (variant.rows * variant.cols) / variant.wg));
+      const bg = bindGroup(ctx, pipeline, [
+        { buffer: a, size: M * K * 4 },
+        { buffer: b, size: K * N * 4 },
+        { buffer: c, size: M * N * 4 },
+        { buffer: params },
+      ]);
+      const groups: [number, number] =
+        variant.kind === 'tiled'
+          ? [N / 64, M / 64]
+          : grid2d(ctx, Math.ceil((M * N) / (variant.rows * variant.cols) / variant.wg));
       return {
         encode(enc: GPUCommandEncoder) {
           const pass = enc.beginComputePass({ label: `bench.matmul.${variant.name}` });
@@ -191,7 +219,9 @@ export async function measureRoofline(dev: DeviceLike, opts: RooflineOptions = {
   const ctx = ctxOf(dev);
   const cls = ctx.adapterClass;
   // TESSERA_BENCH_QUICK=1 (the GPU bundle's `run.sh --quick`, CI-sized): small probes, 2 runs.
-  const quick = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.TESSERA_BENCH_QUICK === '1';
+  const quick =
+    (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.TESSERA_BENCH_QUICK ===
+    '1';
   if (quick) opts = { copyBytes: 8 * 2 ** 20, matmulSize: 256, runs: 2, ...opts };
   const warmup = opts.warmup ?? 1;
   const runs = opts.runs ?? 7;
@@ -201,7 +231,11 @@ export async function measureRoofline(dev: DeviceLike, opts: RooflineOptions = {
   const maxBinding = Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
   const copyBytes = Math.min(opts.copyBytes ?? (cls === 'cpu' ? 64 : 128) * 2 ** 20, maxBinding);
   const n = Math.floor(copyBytes / 16);
-  const src = ctx.createBuffer({ size: n * 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label: 'bench.copy.src' });
+  const src = ctx.createBuffer({
+    size: n * 16,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+    label: 'bench.copy.src',
+  });
   const dst = ctx.createBuffer({ size: n * 16, usage: GPUBufferUsage.STORAGE, label: 'bench.copy.dst' });
   let copy: Roofline['copy'] | undefined;
   const copyRates: Record<string, number> = {};
@@ -213,8 +247,20 @@ export async function measureRoofline(dev: DeviceLike, opts: RooflineOptions = {
         const t = await timeGpu(ctx, bound.encode, { warmup, runs });
         const rate = (2 * n * 16) / (t.min_ms * 1e6);
         copyRates[cv.name] = rate;
-        log(`roofline: copy ${cv.name} ${((2 * n * 16) / 2 ** 20).toFixed(0)} MiB moved in ${t.min_ms.toFixed(2)} ms (best; median ${t.median_ms.toFixed(2)}): ${rate.toFixed(2)} GB/s`);
-        if (!copy || t.min_ms < copy.min_ms) copy = { variant: cv.name, bytes: 2 * n * 16, median_ms: t.median_ms, min_ms: t.min_ms, max_ms: t.max_ms, runs: t.runs, variants: copyRates, cpu_share: t.cpu_share };
+        log(
+          `roofline: copy ${cv.name} ${((2 * n * 16) / 2 ** 20).toFixed(0)} MiB moved in ${t.min_ms.toFixed(2)} ms (best; median ${t.median_ms.toFixed(2)}): ${rate.toFixed(2)} GB/s`,
+        );
+        if (!copy || t.min_ms < copy.min_ms)
+          copy = {
+            variant: cv.name,
+            bytes: 2 * n * 16,
+            median_ms: t.median_ms,
+            min_ms: t.min_ms,
+            max_ms: t.max_ms,
+            runs: t.runs,
+            variants: copyRates,
+            cpu_share: t.cpu_share,
+          };
       } finally {
         bound.dispose();
       }
@@ -228,8 +274,16 @@ export async function measureRoofline(dev: DeviceLike, opts: RooflineOptions = {
   // Matmul: every candidate, keep the fastest.
   const S = opts.matmulSize ?? (cls === 'cpu' ? 512 : 2048);
   const names = opts.matmulVariants ?? MATMUL_CANDIDATES[cls];
-  const a = ctx.createBuffer({ size: S * S * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label: 'bench.matmul.a' });
-  const b = ctx.createBuffer({ size: S * S * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, label: 'bench.matmul.b' });
+  const a = ctx.createBuffer({
+    size: S * S * 4,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+    label: 'bench.matmul.a',
+  });
+  const b = ctx.createBuffer({
+    size: S * S * 4,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+    label: 'bench.matmul.b',
+  });
   const c = ctx.createBuffer({ size: S * S * 4, usage: GPUBufferUsage.STORAGE, label: 'bench.matmul.c' });
   const flops = 2 * S * S * S;
   const rates: Record<string, number> = {};
@@ -243,7 +297,12 @@ export async function measureRoofline(dev: DeviceLike, opts: RooflineOptions = {
     ctx.device.queue.writeBuffer(b, 0, fill);
     for (const name of names) {
       const v = MATMUL_VARIANTS[name];
-      if (!v) throw new TesseraError('E_ARG', `unknown matmul variant ${name}`, { argument: 'matmulVariants', actual: name, expected: Object.keys(MATMUL_VARIANTS).join(', ') });
+      if (!v)
+        throw new TesseraError('E_ARG', `unknown matmul variant ${name}`, {
+          argument: 'matmulVariants',
+          actual: name,
+          expected: Object.keys(MATMUL_VARIANTS).join(', '),
+        });
       if (!matmulVariantSupported(ctx, v) || !matmulSizeOk(v, S, S, S)) {
         log(`roofline: matmul ${name} skipped (not supported here)`);
         continue;
@@ -255,9 +314,22 @@ export async function measureRoofline(dev: DeviceLike, opts: RooflineOptions = {
         source = t.source;
         const rate = flops / (t.min_ms * 1e6);
         rates[name] = rate;
-        log(`roofline: matmul ${name} ${S}^3 in ${t.min_ms.toFixed(2)} ms (best; median ${t.median_ms.toFixed(2)}): ${rate.toFixed(2)} GFLOP/s (compile ${probe.pipeline.compileMs.toFixed(0)} ms)`);
+        log(
+          `roofline: matmul ${name} ${S}^3 in ${t.min_ms.toFixed(2)} ms (best; median ${t.median_ms.toFixed(2)}): ${rate.toFixed(2)} GFLOP/s (compile ${probe.pipeline.compileMs.toFixed(0)} ms)`,
+        );
         if (!best || rate > flops / (best.min_ms * 1e6)) {
-          best = { variant: name, M: S, N: S, K: S, median_ms: t.median_ms, min_ms: t.min_ms, max_ms: t.max_ms, runs: t.runs, variants: rates, cpu_share: t.cpu_share };
+          best = {
+            variant: name,
+            M: S,
+            N: S,
+            K: S,
+            median_ms: t.median_ms,
+            min_ms: t.min_ms,
+            max_ms: t.max_ms,
+            runs: t.runs,
+            variants: rates,
+            cpu_share: t.cpu_share,
+          };
         }
       } finally {
         bound.dispose();
@@ -268,7 +340,11 @@ export async function measureRoofline(dev: DeviceLike, opts: RooflineOptions = {
     ctx.destroyBuffer(b);
     ctx.destroyBuffer(c);
   }
-  if (!best) throw new TesseraError('E_UNSUPPORTED', 'no matmul probe variant runs on this adapter', { argument: 'matmulVariants', actual: names });
+  if (!best)
+    throw new TesseraError('E_UNSUPPORTED', 'no matmul probe variant runs on this adapter', {
+      argument: 'matmulVariants',
+      actual: names,
+    });
   return {
     copy_gbps,
     matmul_gflops: flops / (best.min_ms * 1e6),
@@ -287,8 +363,16 @@ export async function measureRoofline(dev: DeviceLike, opts: RooflineOptions = {
  * @example
  * const pct = pctRoofline(roof, { flops: 2 * 64 * 2048 * 2049, bytes: 4 * 2048 * 64 * 4, ms: 150 });
  */
-export function pctRoofline(roofline: Pick<Roofline, 'copy_gbps' | 'matmul_gflops'>, w: { flops: number; bytes: number; ms: number }): number {
-  if (!(w.ms > 0)) throw new TesseraError('E_ARG', 'pctRoofline: time must be positive', { argument: 'ms', actual: w.ms, expected: '> 0' });
+export function pctRoofline(
+  roofline: Pick<Roofline, 'copy_gbps' | 'matmul_gflops'>,
+  w: { flops: number; bytes: number; ms: number },
+): number {
+  if (!(w.ms > 0))
+    throw new TesseraError('E_ARG', 'pctRoofline: time must be positive', {
+      argument: 'ms',
+      actual: w.ms,
+      expected: '> 0',
+    });
   const flopRate = w.flops / (w.ms * 1e6); // GFLOP/s
   const byteRate = w.bytes / (w.ms * 1e6); // GB/s
   const f = roofline.matmul_gflops > 0 ? flopRate / roofline.matmul_gflops : 0;

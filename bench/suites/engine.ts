@@ -57,7 +57,9 @@ export function engineBenchJson(r: EngineResult): EngineBenchJson {
   const perLayer = r.hostUsPerStep.median / r.layers;
   let loadAverage: number[] | undefined;
   try {
-    loadAverage = (globalThis as { process?: { getBuiltinModule?: (m: string) => { loadavg(): number[] } } }).process?.getBuiltinModule?.('node:os')?.loadavg();
+    loadAverage = (globalThis as { process?: { getBuiltinModule?: (m: string) => { loadavg(): number[] } } }).process
+      ?.getBuiltinModule?.('node:os')
+      ?.loadavg();
   } catch {
     loadAverage = undefined;
   }
@@ -93,7 +95,8 @@ export function engineBenchJson(r: EngineResult): EngineBenchJson {
         hostUsPerLayerAtMost50: perLayer <= 50,
         relRmsAtMost1e5: r.relRms <= 1e-5,
       },
-      gpuTiming: 'wall time from submit to onSubmittedWorkDone of one decode step submitted alone (no timestamp queries)',
+      gpuTiming:
+        'wall time from submit to onSubmittedWorkDone of one decode step submitted alone (no timestamp queries)',
       loadAverage,
     },
   };
@@ -104,7 +107,7 @@ export async function runEngineBench(argv: string[]): Promise<void> {
   const cmd = new Command('engine')
     .option('--steps <n>', 'decode steps', '64')
     .option('--small', 'short prompts and 8-token pages (as the example test)')
-    .option('--no-baseline', 'skip today\'s way (a new decode plan per step)')
+    .option('--no-baseline', "skip today's way (a new decode plan per step)")
     .option('--no-mirror', 'skip the float64 mirror (relRms NaN)')
     .option('--json <file>', 'write the JSON here')
     .exitOverride();
@@ -113,7 +116,13 @@ export async function runEngineBench(argv: string[]): Promise<void> {
   const steps = intOption(o.steps, '--steps', { min: 2 });
   const dev = await benchDevice();
   try {
-    const r = await runEngine({ small: o.small ?? false, device: dev.device, config: { steps }, baseline: o.baseline, skipMirror: !o.mirror });
+    const r = await runEngine({
+      small: o.small ?? false,
+      device: dev.device,
+      config: { steps },
+      baseline: o.baseline,
+      skipMirror: !o.mirror,
+    });
     console.error(summary(r));
     const json = engineBenchJson(r);
     const text = JSON.stringify(json, null, 2);

@@ -27,7 +27,17 @@ import { Rng } from '../../src/testing.js';
 import { intList, intOption } from '../../src/cli-common.js';
 import { planLinearScan, type LinearScanTensors } from '../../kernels/linear/scan.js';
 import type { GateMode } from '../../kernels/linear/reference.js';
-import { benchDevice, describeRoofline, formatTable, makeResult, measureRoofline, timeGpu, writeResults, type BenchResult, type Roofline } from '../harness.js';
+import {
+  benchDevice,
+  describeRoofline,
+  formatTable,
+  makeResult,
+  measureRoofline,
+  timeGpu,
+  writeResults,
+  type BenchResult,
+  type Roofline,
+} from '../harness.js';
 import { NO_WRITE_HELP, SAVE_HELP, shouldSave } from '../save.js';
 
 /** The ops the suite knows, as flags of the shared scan. */
@@ -56,11 +66,19 @@ export interface LinearBenchConfig {
 }
 
 /** Flops and bytes of one run (see the file comment). */
-export function linearWork(c: Pick<LinearBenchConfig, 'op' | 'T' | 'H' | 'K' | 'V' | 'dtype'>): { flops: number; bytes: number } {
+export function linearWork(c: Pick<LinearBenchConfig, 'op' | 'T' | 'H' | 'K' | 'V' | 'dtype'>): {
+  flops: number;
+  bytes: number;
+} {
   const f = LINEAR_OPS[c.op]!;
   const flops = c.T * c.H * c.K * c.V * (f.delta ? 6 : 4);
   const gBytes = f.gate === 'scalar' ? c.T * c.H * 4 : f.gate === 'vector' ? c.T * c.H * c.K * 4 : 0;
-  const bytes = 2 * byteSize([c.T, c.H, c.K], c.dtype) + 2 * byteSize([c.T, c.H, c.V], c.dtype) + gBytes + (f.delta ? c.T * c.H * 4 : 0) + 2 * c.H * c.K * c.V * 4;
+  const bytes =
+    2 * byteSize([c.T, c.H, c.K], c.dtype) +
+    2 * byteSize([c.T, c.H, c.V], c.dtype) +
+    gBytes +
+    (f.delta ? c.T * c.H * 4 : 0) +
+    2 * c.H * c.K * c.V * 4;
   return { flops, bytes };
 }
 
@@ -74,9 +92,19 @@ const round = (x: number) => Math.round(x * 100) / 100;
  */
 export async function benchLinear(dev: TesseraDevice, roofline: Roofline, c: LinearBenchConfig): Promise<BenchResult> {
   const f = LINEAR_OPS[c.op];
-  if (!f) throw new TesseraError('E_ARG', `unknown --op ${c.op}`, { argument: '--op', actual: c.op, expected: Object.keys(LINEAR_OPS).join(', ') });
+  if (!f)
+    throw new TesseraError('E_ARG', `unknown --op ${c.op}`, {
+      argument: '--op',
+      actual: c.op,
+      expected: Object.keys(LINEAR_OPS).join(', '),
+    });
   const seg = Math.min(c.T, c.segment);
-  if (c.T % seg !== 0) throw new TesseraError('E_ARG', `--T ${c.T} is not a multiple of the segment ${seg}`, { argument: '--T', actual: c.T, expected: `a multiple of --segment ${seg}` });
+  if (c.T % seg !== 0)
+    throw new TesseraError('E_ARG', `--T ${c.T} is not a multiple of the segment ${seg}`, {
+      argument: '--T',
+      actual: c.T,
+      expected: `a multiple of --segment ${seg}`,
+    });
   const reps = c.T / seg;
   const rng = new Rng(99 + seg);
   const bufs: GPUBuffer[] = [];
@@ -84,7 +112,11 @@ export async function benchLinear(dev: TesseraDevice, roofline: Roofline, c: Lin
     const size = byteSize(shape, dtype);
     const buffer = values
       ? dev.upload(encode(values, dtype), { size, label: 'bench.linear' })
-      : dev.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label: 'bench.linear.out' });
+      : dev.createBuffer({
+          size,
+          usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+          label: 'bench.linear.out',
+        });
     bufs.push(buffer);
     return { buffer, shape, dtype };
   };
@@ -107,9 +139,24 @@ export async function benchLinear(dev: TesseraDevice, roofline: Roofline, c: Lin
     initialState: state,
     finalState: state,
   };
-  if (f.gate === 'scalar') t.g = tensor(Float64Array.from({ length: seg * H }, () => -0.05 * rng.next()), [seg, H], 'f32');
-  if (f.gate === 'vector') t.g = tensor(Float64Array.from({ length: seg * H * K }, () => -0.05 * rng.next()), [seg, H, K], 'f32');
-  if (f.delta) t.beta = tensor(Float64Array.from({ length: seg * H }, () => rng.next()), [seg, H], 'f32');
+  if (f.gate === 'scalar')
+    t.g = tensor(
+      Float64Array.from({ length: seg * H }, () => -0.05 * rng.next()),
+      [seg, H],
+      'f32',
+    );
+  if (f.gate === 'vector')
+    t.g = tensor(
+      Float64Array.from({ length: seg * H * K }, () => -0.05 * rng.next()),
+      [seg, H, K],
+      'f32',
+    );
+  if (f.delta)
+    t.beta = tensor(
+      Float64Array.from({ length: seg * H }, () => rng.next()),
+      [seg, H],
+      'f32',
+    );
   if (f.normalize) {
     t.z0 = tensor(null, [1, H, K], 'f32');
     t.zt = t.z0;
@@ -121,9 +168,13 @@ export async function benchLinear(dev: TesseraDevice, roofline: Roofline, c: Lin
   const planMs = performance.now() - p0;
   const compileMs = compileTimeMs() - c0;
   try {
-    const timing = await timeGpu(dev, (enc) => {
-      for (let r = 0; r < reps; r++) plan.run(enc, t);
-    }, { warmup: c.warmup, runs: c.runs });
+    const timing = await timeGpu(
+      dev,
+      (enc) => {
+        for (let r = 0; r < reps; r++) plan.run(enc, t);
+      },
+      { warmup: c.warmup, runs: c.runs },
+    );
     return makeResult(
       roofline,
       {
@@ -162,7 +213,11 @@ export async function runLinearSuite(argv: string[]): Promise<void> {
     .option('--V <n>', 'value dim (default K)')
     .option('--H <n>', 'heads (qk = value heads)', '1')
     .option('--dtype <dtype>', 'storage of q, k, v, o (f32 | f16 | bf16)', 'f32')
-    .option('--segment <n>', 'tokens per plan run; longer T streams segment after segment (16384: smaller workspaces, as fast or faster on SwiftShader)', '16384')
+    .option(
+      '--segment <n>',
+      'tokens per plan run; longer T streams segment after segment (16384: smaller workspaces, as fast or faster on SwiftShader)',
+      '16384',
+    )
     .option('--runs <n>', 'timed runs (after 1 warm-up)', '3')
     .option('--warmup <n>', 'untimed runs first', '1')
     .option('--adapter <name>', 'auto | swiftshader | llvmpipe')
@@ -170,12 +225,44 @@ export async function runLinearSuite(argv: string[]): Promise<void> {
     .option('--save', SAVE_HELP)
     .option('--no-write', NO_WRITE_HELP);
   cmd.parse(argv, { from: 'user' });
-  const o = cmd.opts<{ op: string; T: string; mode: string; K: string; V?: string; H: string; dtype: string; segment: string; runs: string; warmup: string; adapter?: string; json?: string; save?: boolean; write: boolean }>();
+  const o = cmd.opts<{
+    op: string;
+    T: string;
+    mode: string;
+    K: string;
+    V?: string;
+    H: string;
+    dtype: string;
+    segment: string;
+    runs: string;
+    warmup: string;
+    adapter?: string;
+    json?: string;
+    save?: boolean;
+    write: boolean;
+  }>();
   const ops = o.op.split(',').map((s) => s.trim());
-  for (const op of ops) if (!LINEAR_OPS[op]) throw new TesseraError('E_ARG', `unknown --op ${op}`, { argument: '--op', actual: op, expected: Object.keys(LINEAR_OPS).join(', ') });
+  for (const op of ops)
+    if (!LINEAR_OPS[op])
+      throw new TesseraError('E_ARG', `unknown --op ${op}`, {
+        argument: '--op',
+        actual: op,
+        expected: Object.keys(LINEAR_OPS).join(', '),
+      });
   const modes = o.mode.split(',').map((s) => s.trim());
-  for (const m of modes) if (m !== 'chunk' && m !== 'recurrent') throw new TesseraError('E_ARG', `unknown --mode ${m}`, { argument: '--mode', actual: m, expected: 'chunk, recurrent' });
-  if (o.dtype !== 'f32' && o.dtype !== 'f16' && o.dtype !== 'bf16') throw new TesseraError('E_ARG', 'unknown --dtype', { argument: '--dtype', actual: o.dtype, expected: 'f32, f16 or bf16' });
+  for (const m of modes)
+    if (m !== 'chunk' && m !== 'recurrent')
+      throw new TesseraError('E_ARG', `unknown --mode ${m}`, {
+        argument: '--mode',
+        actual: m,
+        expected: 'chunk, recurrent',
+      });
+  if (o.dtype !== 'f32' && o.dtype !== 'f16' && o.dtype !== 'bf16')
+    throw new TesseraError('E_ARG', 'unknown --dtype', {
+      argument: '--dtype',
+      actual: o.dtype,
+      expected: 'f32, f16 or bf16',
+    });
   const Ts = intList(o.T, '--T');
   const K = intOption(o.K, '--K');
   const V = o.V ? intOption(o.V, '--V') : K;
@@ -187,14 +274,29 @@ export async function runLinearSuite(argv: string[]): Promise<void> {
   const results: BenchResult[] = [];
   let roofline: Roofline;
   try {
-    console.log(`adapter: ${dev.adapterName} (${dev.adapterClass}); timing: ${dev.features.timestampQuery ? 'GPU timestamp queries' : 'wall clock around onSubmittedWorkDone'}`);
+    console.log(
+      `adapter: ${dev.adapterName} (${dev.adapterClass}); timing: ${dev.features.timestampQuery ? 'GPU timestamp queries' : 'wall clock around onSubmittedWorkDone'}`,
+    );
     roofline = await measureRoofline(dev, { log: (l) => console.log(`  ${l}`) });
     console.log(`roofline: ${describeRoofline(roofline)}`);
     for (const op of ops) {
       for (const mode of modes as ('chunk' | 'recurrent')[]) {
         for (const T of Ts) {
-          const r = await benchLinear(dev, roofline, { op, mode, T, H, K, V, dtype: o.dtype as FloatDType, segment, warmup, runs });
-          console.log(`  ${op} ${mode} T=${T}: ${r.median_ms.toFixed(1)} ms (${r.tokens_per_s} tokens/s, ${r.pct_roofline.toFixed(1)}% of roofline, plan ${r.plan_ms} ms)`);
+          const r = await benchLinear(dev, roofline, {
+            op,
+            mode,
+            T,
+            H,
+            K,
+            V,
+            dtype: o.dtype as FloatDType,
+            segment,
+            warmup,
+            runs,
+          });
+          console.log(
+            `  ${op} ${mode} T=${T}: ${r.median_ms.toFixed(1)} ms (${r.tokens_per_s} tokens/s, ${r.pct_roofline.toFixed(1)}% of roofline, plan ${r.plan_ms} ms)`,
+          );
           results.push(r);
         }
       }
@@ -210,15 +312,25 @@ export async function runLinearSuite(argv: string[]): Promise<void> {
     if (r.mode === 'chunk') {
       const rec = results.find((x) => x.suite === r.suite && x.mode === 'recurrent' && x.T === r.T);
       if (rec) ratios[`${r.suite}.chunk_speedup_over_recurrent(T=${r.T})`] = round(rec.median_ms / r.median_ms);
-      ratios[`${r.suite}.chunk.pct_of_matmul_rate(T=${r.T})`] = round((r.flops / (r.median_ms * 1e6) / roofline.matmul_gflops) * 100);
+      ratios[`${r.suite}.chunk.pct_of_matmul_rate(T=${r.T})`] = round(
+        (r.flops / (r.median_ms * 1e6) / roofline.matmul_gflops) * 100,
+      );
     }
   }
-  const work = 'flops = T*HV*K*V*(4, or 6 with the delta rule), the recurrence\'s useful work credited to both forms; bytes = q,k,v,o once + g, beta + state in/out';
+  const work =
+    "flops = T*HV*K*V*(4, or 6 with the delta rule), the recurrence's useful work credited to both forms; bytes = q,k,v,o once + g, beta + state in/out";
   console.log('');
   console.log(formatTable(results));
   for (const [k, v] of Object.entries(ratios)) console.log(`  ${k} = ${v}`);
   console.log(`\n${work}.`);
-  const report = { adapter: dev.adapterName, roofline, results, ratios, work, compile_ms_total: round(compileTimeMs()) };
+  const report = {
+    adapter: dev.adapterName,
+    roofline,
+    results,
+    ratios,
+    work,
+    compile_ms_total: round(compileTimeMs()),
+  };
   if (shouldSave(o)) {
     const files = await writeResults(undefined, 'linear', report, { json: o.json });
     console.log(`wrote ${files.join(', ')}`);

@@ -31,7 +31,17 @@ import { compileTimeMs } from '../../src/gpu/pipeline.js';
 import { byteSize, encode, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { Rng } from '../../src/testing.js';
 import { intList, intOption } from '../../src/cli-common.js';
-import { benchDevice, describeRoofline, formatTable, makeResult, measureRoofline, timeGpu, writeResults, type BenchResult, type Roofline } from '../harness.js';
+import {
+  benchDevice,
+  describeRoofline,
+  formatTable,
+  makeResult,
+  measureRoofline,
+  timeGpu,
+  writeResults,
+  type BenchResult,
+  type Roofline,
+} from '../harness.js';
 import { NO_WRITE_HELP, SAVE_HELP, shouldSave } from '../save.js';
 import { benchTesseraDense } from './dense.js';
 import { planAttention } from '../../kernels/dense/index.js';
@@ -94,7 +104,10 @@ export function bandPattern(T: number, bs: number, window: number): { indptr: nu
  * @example
  * const { flops, bytes } = sparseWork('moba', config);
  */
-export function sparseWork(method: SparseBenchMethod | 'dense', c: SparseBenchConfig): { flops: number; bytes: number } {
+export function sparseWork(
+  method: SparseBenchMethod | 'dense',
+  c: SparseBenchConfig,
+): { flops: number; bytes: number } {
   const { T, D, H } = c;
   const bytes = 4 * byteSize([T, H, D], c.dtype);
   const attn = (pairs: number) => H * 4 * D * pairs;
@@ -117,7 +130,8 @@ export function sparseWork(method: SparseBenchMethod | 'dense', c: SparseBenchCo
       let pairs = 0;
       for (let t = 0; t < T; t++) {
         const r = Math.floor(t / c.bsBlock);
-        for (let s = indptr[r]!; s < indptr[r + 1]!; s++) pairs += Math.max(0, Math.min(t + 1, (indices[s]! + 1) * c.bsBlock) - indices[s]! * c.bsBlock);
+        for (let s = indptr[r]!; s < indptr[r + 1]!; s++)
+          pairs += Math.max(0, Math.min(t + 1, (indices[s]! + 1) * c.bsBlock) - indices[s]! * c.bsBlock);
       }
       return { flops: attn(pairs), bytes };
     }
@@ -134,7 +148,10 @@ export function sparseWork(method: SparseBenchMethod | 'dense', c: SparseBenchCo
     case 'dsa': {
       const pairs = sum(T, (t) => Math.min(t + 1, c.dsaTopk));
       const index = 2 * c.dsaHI * c.dsaDI * ((T * (T + 1)) / 2);
-      return { flops: attn(pairs) + index, bytes: bytes + byteSize([T, c.dsaHI, c.dsaDI], c.dtype) + byteSize([T, c.dsaDI], c.dtype) };
+      return {
+        flops: attn(pairs) + index,
+        bytes: bytes + byteSize([T, c.dsaHI, c.dsaDI], c.dtype) + byteSize([T, c.dsaDI], c.dtype),
+      };
     }
   }
 }
@@ -144,7 +161,12 @@ interface Runner {
   dispose(): void;
 }
 
-async function makeRunner(dev: TesseraDevice, method: SparseBenchMethod, c: SparseBenchConfig, tensor: (n: number | null, shape: number[], dtype?: FloatDType | 'f32') => GpuTensor): Promise<Runner> {
+async function makeRunner(
+  dev: TesseraDevice,
+  method: SparseBenchMethod,
+  c: SparseBenchConfig,
+  tensor: (n: number | null, shape: number[], dtype?: FloatDType | 'f32') => GpuTensor,
+): Promise<Runner> {
   const { T, D, H, dtype } = c;
   const n = T * H * D;
   const q = tensor(n, [T, H, D]);
@@ -163,13 +185,27 @@ async function makeRunner(dev: TesseraDevice, method: SparseBenchMethod, c: Spar
       return { run: (e) => p.run(e, { q, k, v, o, lse }), dispose: () => p.dispose() };
     }
     case 'block_sparse': {
-      const p = await planBlockSparse(dev, { ...common, Tq: T, R: c.bsBlock, C: c.bsBlock, ...bandPattern(T, c.bsBlock, c.window) });
+      const p = await planBlockSparse(dev, {
+        ...common,
+        Tq: T,
+        R: c.bsBlock,
+        C: c.bsBlock,
+        ...bandPattern(T, c.bsBlock, c.window),
+      });
       return { run: (e) => p.run(e, { q, k, v, o, lse }), dispose: () => p.dispose() };
     }
     case 'nsa': {
       const g = () => tensor(T * H, [T, H], 'f32');
-      const gCmp = g(), gSlc = g(), gSwa = g();
-      const p = await planNsa(dev, { ...common, T, blockSize: c.nsaBlock, blockCount: c.nsaCount, window: c.nsaWindow });
+      const gCmp = g(),
+        gSlc = g(),
+        gSwa = g();
+      const p = await planNsa(dev, {
+        ...common,
+        T,
+        blockSize: c.nsaBlock,
+        blockCount: c.nsaCount,
+        window: c.nsaWindow,
+      });
       return { run: (e) => p.run(e, { q, k, v, o, gCmp, gSlc, gSwa }), dispose: () => p.dispose() };
     }
     case 'dsa': {
@@ -188,14 +224,24 @@ async function makeRunner(dev: TesseraDevice, method: SparseBenchMethod, c: Spar
  * @example
  * const r = await benchSparseMethod(dev, roofline, 'moba', config);
  */
-export async function benchSparseMethod(dev: TesseraDevice, roofline: Roofline, method: SparseBenchMethod, c: SparseBenchConfig): Promise<BenchResult> {
+export async function benchSparseMethod(
+  dev: TesseraDevice,
+  roofline: Roofline,
+  method: SparseBenchMethod,
+  c: SparseBenchConfig,
+): Promise<BenchResult> {
   const rng = new Rng(4321 + c.T);
   const bufs: GPUBuffer[] = [];
   const tensor = (count: number | null, shape: number[], dtype: FloatDType | 'f32' = c.dtype): GpuTensor => {
     const size = byteSize(shape, dtype);
-    const buffer = count !== null
-      ? dev.upload(encode(rng.normals(count), dtype), { size, label: `bench.${method}` })
-      : dev.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, label: `bench.${method}.out` });
+    const buffer =
+      count !== null
+        ? dev.upload(encode(rng.normals(count), dtype), { size, label: `bench.${method}` })
+        : dev.createBuffer({
+            size,
+            usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
+            label: `bench.${method}.out`,
+          });
     bufs.push(buffer);
     return { buffer, shape, dtype };
   };
@@ -212,7 +258,21 @@ export async function benchSparseMethod(dev: TesseraDevice, roofline: Roofline, 
     if (method === 'block_sparse') extra.block = c.bsBlock;
     if (method === 'nsa') Object.assign(extra, { block: c.nsaBlock, block_count: c.nsaCount, window: c.nsaWindow });
     if (method === 'dsa') Object.assign(extra, { topk: c.dsaTopk, index_heads: c.dsaHI, index_dim: c.dsaDI });
-    return makeResult(roofline, { suite: method, impl: 'tessera', mode: 'prefill', T: c.T, D: c.D, H: c.H, dtype: c.dtype, ...sparseWork(method, c), ...extra }, timing);
+    return makeResult(
+      roofline,
+      {
+        suite: method,
+        impl: 'tessera',
+        mode: 'prefill',
+        T: c.T,
+        D: c.D,
+        H: c.H,
+        dtype: c.dtype,
+        ...sparseWork(method, c),
+        ...extra,
+      },
+      timing,
+    );
   } finally {
     runner.dispose();
     for (const b of bufs) dev.destroyBuffer(b);
@@ -254,37 +314,77 @@ export async function runSparseSuite(argv: string[]): Promise<void> {
     .option('--save', SAVE_HELP)
     .option('--no-write', NO_WRITE_HELP);
   cmd.parse(argv, { from: 'user' });
-  const o = cmd.opts<Record<string, string> & { dawnFlag?: string[]; save?: boolean; write: boolean; json?: string; adapter?: string }>();
+  const o = cmd.opts<
+    Record<string, string> & { dawnFlag?: string[]; save?: boolean; write: boolean; json?: string; adapter?: string }
+  >();
   const num = (key: string) => intOption(o[key], cmd.options.find((op) => op.attributeName() === key)?.long ?? key);
   const Ts = intList(o.T, '--T');
-  const methods = o.methods!.split(',').map((s) => s.trim()).filter(Boolean);
-  for (const m of methods) if (!(SPARSE_METHODS as readonly string[]).includes(m)) throw new TesseraError('E_ARG', 'unknown method', { argument: '--methods', actual: m, expected: SPARSE_METHODS.join(', ') });
-  if (o.dtype !== 'f32' && o.dtype !== 'f16' && o.dtype !== 'bf16') throw new TesseraError('E_ARG', 'unknown --dtype', { argument: '--dtype', actual: o.dtype, expected: 'f32, f16 or bf16' });
+  const methods = o
+    .methods!.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const m of methods)
+    if (!(SPARSE_METHODS as readonly string[]).includes(m))
+      throw new TesseraError('E_ARG', 'unknown method', {
+        argument: '--methods',
+        actual: m,
+        expected: SPARSE_METHODS.join(', '),
+      });
+  if (o.dtype !== 'f32' && o.dtype !== 'f16' && o.dtype !== 'bf16')
+    throw new TesseraError('E_ARG', 'unknown --dtype', {
+      argument: '--dtype',
+      actual: o.dtype,
+      expected: 'f32, f16 or bf16',
+    });
   const denseMaxT = num('denseMaxT');
   const dev = await benchDevice({ adapter: o.adapter, dawnFlags: o.dawnFlag });
   const results: BenchResult[] = [];
   let roofline: Roofline;
   try {
-    console.log(`adapter: ${dev.adapterName} (${dev.adapterClass}), ${dev.adapter.description}; timing: ${dev.features.timestampQuery ? 'GPU timestamp queries' : 'wall clock'}`);
+    console.log(
+      `adapter: ${dev.adapterName} (${dev.adapterClass}), ${dev.adapter.description}; timing: ${dev.features.timestampQuery ? 'GPU timestamp queries' : 'wall clock'}`,
+    );
     roofline = await measureRoofline(dev, { log: (l) => console.log(`  ${l}`) });
     console.log(`roofline: ${describeRoofline(roofline)}`);
     for (const T of Ts) {
       const c: SparseBenchConfig = {
-        T, D: num('D'), H: num('H'), dtype: o.dtype as FloatDType, window: num('window'), mobaBlock: num('mobaBlock'), mobaTopk: num('mobaTopk'),
-        bsBlock: num('bsBlock'), nsaBlock: num('nsaBlock'), nsaCount: num('nsaCount'), nsaWindow: num('nsaWindow'),
-        dsaTopk: num('dsaTopk'), dsaHI: num('dsaHi'), dsaDI: num('dsaDi'), warmup: 1, runs: num('runs'),
+        T,
+        D: num('D'),
+        H: num('H'),
+        dtype: o.dtype as FloatDType,
+        window: num('window'),
+        mobaBlock: num('mobaBlock'),
+        mobaTopk: num('mobaTopk'),
+        bsBlock: num('bsBlock'),
+        nsaBlock: num('nsaBlock'),
+        nsaCount: num('nsaCount'),
+        nsaWindow: num('nsaWindow'),
+        dsaTopk: num('dsaTopk'),
+        dsaHI: num('dsaHi'),
+        dsaDI: num('dsaDi'),
+        warmup: 1,
+        runs: num('runs'),
       };
       let dense: BenchResult | undefined;
       if (T <= denseMaxT) {
-        dense = await benchTesseraDense(dev, roofline, { T, D: c.D, H: c.H, dtype: c.dtype, causal: true, warmup: 1, runs: c.runs }, { impl: 'dense', suite: 'dense' });
+        dense = await benchTesseraDense(
+          dev,
+          roofline,
+          { T, D: c.D, H: c.H, dtype: c.dtype, causal: true, warmup: 1, runs: c.runs },
+          { impl: 'dense', suite: 'dense' },
+        );
         dense.mode = 'prefill';
-        console.log(`  dense T=${T}: ${dense.median_ms.toFixed(1)} ms (${(dense.gflops as number).toFixed(2)} GFLOP/s)`);
+        console.log(
+          `  dense T=${T}: ${dense.median_ms.toFixed(1)} ms (${(dense.gflops as number).toFixed(2)} GFLOP/s)`,
+        );
         results.push(dense);
       }
       for (const m of methods as SparseBenchMethod[]) {
         const r = await benchSparseMethod(dev, roofline, m, c);
         if (dense) r.speedup_vs_dense = round(dense.median_ms / r.median_ms);
-        console.log(`  ${m} T=${T}: ${r.median_ms.toFixed(1)} ms (${(r.gflops as number).toFixed(2)} GFLOP/s)${dense ? `, ${r.speedup_vs_dense}x faster than dense` : ''}`);
+        console.log(
+          `  ${m} T=${T}: ${r.median_ms.toFixed(1)} ms (${(r.gflops as number).toFixed(2)} GFLOP/s)${dense ? `, ${r.speedup_vs_dense}x faster than dense` : ''}`,
+        );
         results.push(r);
       }
     }

@@ -40,7 +40,8 @@ export interface TopKBenchCase {
 }
 
 /** The default sweep: one long row from 64K to 16M candidates, MoBA-like and DSA-like rows. */
-export const DEFAULT_TOPK_CASES = '1x65536x2048,1x262144x2048,1x1048576x2048,1x4194304x2048,1x16777216x2048,16384x32x3,65536x32x3,1024x1024x256,4096x4096x2048';
+export const DEFAULT_TOPK_CASES =
+  '1x65536x2048,1x262144x2048,1x1048576x2048,1x4194304x2048,1x16777216x2048,16384x32x3,65536x32x3,1024x1024x256,4096x4096x2048';
 
 /**
  * Parses `rows x n x k` triples.
@@ -52,7 +53,11 @@ export function parseTopKCases(s: string): TopKBenchCase[] {
   return s.split(',').map((c) => {
     const parts = c.trim().toLowerCase().split('x').map(Number);
     if (parts.length !== 3 || parts.some((x) => !Number.isInteger(x) || x <= 0)) {
-      throw new TesseraError('E_ARG', `--cases: "${c}" is not rows x n x k`, { argument: '--cases', actual: c, expected: 'positive integers like 1x1048576x2048' });
+      throw new TesseraError('E_ARG', `--cases: "${c}" is not rows x n x k`, {
+        argument: '--cases',
+        actual: c,
+        expected: 'positive integers like 1x1048576x2048',
+      });
     }
     return { rows: parts[0]!, n: parts[1]!, k: parts[2]! };
   });
@@ -78,10 +83,16 @@ const round = (x: number) => Math.round(x * 100) / 100;
  * @example
  * const r = await benchTesseraTopK(dev, roofline, { rows: 1, n: 1 << 20, k: 2048 }, { runs: 5 });
  */
-export async function benchTesseraTopK(dev: TesseraDevice, roofline: Roofline, c: TopKBenchCase, o: { runs: number; variant?: TopKVariant | 'auto' }): Promise<BenchResult> {
+export async function benchTesseraTopK(
+  dev: TesseraDevice,
+  roofline: Roofline,
+  c: TopKBenchCase,
+  o: { runs: number; variant?: TopKVariant | 'auto' },
+): Promise<BenchResult> {
   const s = makeScores(c);
   const scores = { buffer: dev.upload(s, { label: 'bench.topk.scores' }), shape: [c.rows, c.n], dtype: 'f32' as const };
-  const out = (label: string) => dev.createBuffer({ size: c.rows * c.k * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, label });
+  const out = (label: string) =>
+    dev.createBuffer({ size: c.rows * c.k * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, label });
   const indices = { buffer: out('bench.topk.indices'), shape: [c.rows, c.k], dtype: 'i32' as const };
   const values = { buffer: out('bench.topk.values'), shape: [c.rows, c.k], dtype: 'f32' as const };
   const c0 = compileTimeMs();
@@ -140,7 +151,23 @@ export async function benchTfjsTopK(roofline: Roofline, c: TopKBenchCase, o: { r
       },
       { warmup: 1, runs: o.runs },
     );
-    return makeResult(roofline, { suite: 'topk', impl: 'tfjs', T: c.n, D: c.k, H: c.rows, dtype: 'f32', mode: `rows=${c.rows} k=${c.k}`, ...topkWork(c), rows: c.rows, n: c.n, k: c.k }, t);
+    return makeResult(
+      roofline,
+      {
+        suite: 'topk',
+        impl: 'tfjs',
+        T: c.n,
+        D: c.k,
+        H: c.rows,
+        dtype: 'f32',
+        mode: `rows=${c.rows} k=${c.k}`,
+        ...topkWork(c),
+        rows: c.rows,
+        n: c.n,
+        k: c.k,
+      },
+      t,
+    );
   } finally {
     x.dispose();
   }
@@ -166,21 +193,46 @@ export async function runTopKBench(argv: string[]): Promise<void> {
     .option('--save', SAVE_HELP)
     .option('--no-write', NO_WRITE_HELP);
   cmd.parse(argv, { from: 'user' });
-  const o = cmd.opts<{ cases: string; variant: string; baseline: string; baselineMax: string; runs: string; baselineRuns: string; adapter?: string; json?: string; save?: boolean; write: boolean }>();
-  if (!['auto', 'small', 'radix'].includes(o.variant)) throw new TesseraError('E_ARG', 'unknown --variant', { argument: '--variant', actual: o.variant, expected: 'auto, small or radix' });
-  if (!['tfjs', 'none'].includes(o.baseline)) throw new TesseraError('E_ARG', 'unknown --baseline', { argument: '--baseline', actual: o.baseline, expected: 'tfjs or none' });
+  const o = cmd.opts<{
+    cases: string;
+    variant: string;
+    baseline: string;
+    baselineMax: string;
+    runs: string;
+    baselineRuns: string;
+    adapter?: string;
+    json?: string;
+    save?: boolean;
+    write: boolean;
+  }>();
+  if (!['auto', 'small', 'radix'].includes(o.variant))
+    throw new TesseraError('E_ARG', 'unknown --variant', {
+      argument: '--variant',
+      actual: o.variant,
+      expected: 'auto, small or radix',
+    });
+  if (!['tfjs', 'none'].includes(o.baseline))
+    throw new TesseraError('E_ARG', 'unknown --baseline', {
+      argument: '--baseline',
+      actual: o.baseline,
+      expected: 'tfjs or none',
+    });
   const cases = parseTopKCases(o.cases);
   const runs = intOption(o.runs, '--runs');
   const dev = await benchDevice({ adapter: o.adapter });
   const results: BenchResult[] = [];
   let roofline: Roofline;
   try {
-    console.log(`adapter: ${dev.adapterName} (${dev.adapterClass}); timing: ${dev.features.timestampQuery ? 'GPU timestamp queries' : 'wall clock'}`);
+    console.log(
+      `adapter: ${dev.adapterName} (${dev.adapterClass}); timing: ${dev.features.timestampQuery ? 'GPU timestamp queries' : 'wall clock'}`,
+    );
     roofline = await measureRoofline(dev, { log: (l) => console.log(`  ${l}`) });
     console.log(`roofline: ${describeRoofline(roofline)}`);
     for (const c of cases) {
       const r = await benchTesseraTopK(dev, roofline, c, { runs, variant: o.variant as TopKVariant | 'auto' });
-      console.log(`  tessera ${r.variant}/${r.target} rows=${c.rows} n=${c.n} k=${c.k}: ${r.median_ms.toFixed(2)} ms (min ${r.min_ms.toFixed(2)}, max ${r.max_ms.toFixed(2)}), ${r.mcand_per_s} M candidates/s`);
+      console.log(
+        `  tessera ${r.variant}/${r.target} rows=${c.rows} n=${c.n} k=${c.k}: ${r.median_ms.toFixed(2)} ms (min ${r.min_ms.toFixed(2)}, max ${r.max_ms.toFixed(2)}), ${r.mcand_per_s} M candidates/s`,
+      );
       results.push(r);
     }
   } finally {
@@ -211,7 +263,14 @@ export async function runTopKBench(argv: string[]): Promise<void> {
   };
   if (shouldSave(o)) {
     const plots = [
-      { name: '', title: 'topk: time vs candidates per row (log-log)', x: 'T', y: 'median_ms', xTitle: 'n (candidates per row)', yTitle: 'median time (ms)' },
+      {
+        name: '',
+        title: 'topk: time vs candidates per row (log-log)',
+        x: 'T',
+        y: 'median_ms',
+        xTitle: 'n (candidates per row)',
+        yTitle: 'median time (ms)',
+      },
     ];
     const written = await writeResults(undefined, 'topk', report, { json: o.json, plots });
     console.log(`wrote ${written.join(', ')}`);

@@ -54,12 +54,24 @@ export async function main(opts: BrowserExampleOptions = {}): Promise<BrowserExa
   execFileSync(process.execPath, [join(repo, 'scripts', 'embed-wgsl.mjs')]);
   const t0 = performance.now();
   const { build } = await import('vite');
-  await build({ configFile: join(repo, 'bench', 'browser', 'vite.config.ts'), logLevel: 'warn', build: { outDir, emptyOutDir: true } });
+  await build({
+    configFile: join(repo, 'bench', 'browser', 'vite.config.ts'),
+    logLevel: 'warn',
+    build: { outDir, emptyOutDir: true },
+  });
   const buildMs = performance.now() - t0;
   const files = walk(outDir).sort();
   const bytes = files.reduce((s, f) => s + statSync(join(outDir, f)).size, 0);
   const goldenDir = resolve(process.env.TESSERA_GOLDEN ?? join(repo, '..', 'shared', 'golden'));
-  return { outDir, files, bytes, buildMs, devUrl: 'http://127.0.0.1:5173/', goldenDir, goldenFound: existsSync(join(goldenDir, 'manifest.json')) };
+  return {
+    outDir,
+    files,
+    bytes,
+    buildMs,
+    devUrl: 'http://127.0.0.1:5173/',
+    goldenDir,
+    goldenFound: existsSync(join(goldenDir, 'manifest.json')),
+  };
 }
 
 /** The printed summary of a result. */

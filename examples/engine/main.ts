@@ -156,7 +156,8 @@ function instrument(device: GPUDevice): { c: Counters; restore: () => void } {
   const cb = device.createBuffer;
   const cg = device.createBindGroup;
   const qs = device.queue.submit;
-  const def = (o: object, k: string, v: unknown) => Object.defineProperty(o, k, { value: v, configurable: true, writable: true, enumerable: false });
+  const def = (o: object, k: string, v: unknown) =>
+    Object.defineProperty(o, k, { value: v, configurable: true, writable: true, enumerable: false });
   def(device, 'createBuffer', function (this: GPUDevice, d: GPUBufferDescriptor) {
     if (c.active) c.buffers++;
     return cb.call(device, d);
@@ -216,7 +217,12 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
   const maxLen = Math.max(...cfg.prompts) + S;
   const maxPagesPerSeq = Math.ceil(maxLen / P);
   const capFull = B * maxPagesPerSeq;
-  const capWindow = B * Math.min(maxPagesPerSeq, Math.ceil(cfg.sinks / P) + Math.ceil(Math.max(...cfg.prompts) / P) + Math.ceil(cfg.window / P) + 2);
+  const capWindow =
+    B *
+    Math.min(
+      maxPagesPerSeq,
+      Math.ceil(cfg.sinks / P) + Math.ceil(Math.max(...cfg.prompts) / P) + Math.ceil(cfg.window / P) + 2,
+    );
   const K = cfg.questBudgetPages;
   const weights = makeWeights(cfg);
 
@@ -265,21 +271,61 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
     const poolWin = createPagePool({ capacity: capWindow, pageSize: P });
     const seqsFull = cfg.prompts.map(() => poolFull.addSequence());
     const seqsWin = cfg.prompts.map(() => poolWin.addSequence());
-    const pages = cfg.layers.map((kind, l) => buffer((kind === 'window' ? capWindow : capFull) * layout.pageBytes, `engine.pages${l}`));
+    const pages = cfg.layers.map((kind, l) =>
+      buffer((kind === 'window' ? capWindow : capFull) * layout.pageBytes, `engine.pages${l}`),
+    );
     const questLayer = cfg.layers.indexOf('quest');
     const summaries = buffer(capFull * Hkv * 2 * D * 2, 'engine.summaries');
 
     // --- Plans: compile once, for capacities.
     const rope = { style: 'half' as const, theta: cfg.theta, maxPosition: maxLen };
-    const appendFull = await planAppend(ctx, { Hkv, D, pageSize: P, pageDtype: 'f32', inputDtype: 'f32', maxPages: capFull, maxBatch: B, maxRows, rope });
+    const appendFull = await planAppend(ctx, {
+      Hkv,
+      D,
+      pageSize: P,
+      pageDtype: 'f32',
+      inputDtype: 'f32',
+      maxPages: capFull,
+      maxBatch: B,
+      maxRows,
+      rope,
+    });
     // The window table keeps one entry per logical page (released ones name a placeholder).
-    const appendWin = await planAppend(ctx, { Hkv, D, pageSize: P, pageDtype: 'f32', inputDtype: 'f32', maxPages: capWindow, maxTableEntries: capFull, maxBatch: B, maxRows, rope, summaries: false });
+    const appendWin = await planAppend(ctx, {
+      Hkv,
+      D,
+      pageSize: P,
+      pageDtype: 'f32',
+      inputDtype: 'f32',
+      maxPages: capWindow,
+      maxTableEntries: capFull,
+      maxBatch: B,
+      maxRows,
+      rope,
+      summaries: false,
+    });
     const ropeQ = await planRope(ctx, { H: Hq, D, maxRows, ...rope });
     // kvChunk = the longest sequence: one part per sequence where the device allows it, so the
     // split-K decision (and the bind groups it needs) does not change in the middle of the run.
-    const common = { maxBatch: B, maxQTokens: maxRows, Hq, Hkv, D, pageSize: P, kvDtype: 'f32' as const, qDtype: 'f32' as const, kvChunk: maxLen };
+    const common = {
+      maxBatch: B,
+      maxQTokens: maxRows,
+      Hq,
+      Hkv,
+      D,
+      pageSize: P,
+      kvDtype: 'f32' as const,
+      qDtype: 'f32' as const,
+      kvChunk: maxLen,
+    };
     const attnFull = await planBatchAttention(ctx, { ...common, maxPages: capFull, poolPages: capFull });
-    const attnWin = await planBatchAttention(ctx, { ...common, maxPages: capFull, poolPages: capWindow, window: cfg.window, sinks: cfg.sinks });
+    const attnWin = await planBatchAttention(ctx, {
+      ...common,
+      maxPages: capFull,
+      poolPages: capWindow,
+      window: cfg.window,
+      sinks: cfg.sinks,
+    });
     // The Quest layer's attention reads a schedule the GPU fills: the selection writes the page
     // ids straight into its kvIndices; the host writes the rest (lengths are known on the host).
     const attnQuest = await planBatchAttention(ctx, { ...common, maxQTokens: B, maxPages: B * K, poolPages: capFull });
@@ -288,23 +334,46 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
     const questHost = new Uint32Array(qLayout.kvIndices);
     questHost.set(qLayout.header);
     attnQuest.useSchedule(questSchedule);
-    const quest = await planQuestBatch(ctx, { Hq, Hkv, D, budgetPages: K, sinkPages: cfg.questSinkPages, maxBatch: B, maxPagesPerSeq, maxPages: capFull, selectedOffset: qLayout.kvIndices });
+    const quest = await planQuestBatch(ctx, {
+      Hq,
+      Hkv,
+      D,
+      budgetPages: K,
+      sinkPages: cfg.questSinkPages,
+      maxBatch: B,
+      maxPagesPerSeq,
+      maxPages: capFull,
+      selectedOffset: qLayout.kvIndices,
+    });
     plans.push(appendFull, appendWin, ropeQ, attnFull, attnWin, attnQuest, quest);
     // The engine's pipelines and bind groups (made once).
     const module = device.createShaderModule({ code: ENGINE_WGSL, label: 'engine' });
     const bgl = device.createBindGroupLayout({
-      entries: [0, 1, 2, 3].map((i) => ({ binding: i, visibility: GPUShaderStage.COMPUTE, buffer: { type: i === 3 ? 'uniform' : i === 2 ? 'storage' : 'read-only-storage' } as GPUBufferBindingLayout })),
+      entries: [0, 1, 2, 3].map((i) => ({
+        binding: i,
+        visibility: GPUShaderStage.COMPUTE,
+        buffer: { type: i === 3 ? 'uniform' : i === 2 ? 'storage' : 'read-only-storage' } as GPUBufferBindingLayout,
+      })),
     });
     const layoutP = device.createPipelineLayout({ bindGroupLayouts: [bgl] });
-    const pipe = (entryPoint: string, constants: Record<string, number>) => device.createComputePipeline({ layout: layoutP, compute: { module, entryPoint, constants } });
+    const pipe = (entryPoint: string, constants: Record<string, number>) =>
+      device.createComputePipeline({ layout: layoutP, compute: { module, entryPoint, constants } });
     const group = (xs: GPUBuffer, ws: GPUBuffer, ys: GPUBuffer, u: GPUBuffer) =>
-      device.createBindGroup({ layout: bgl, entries: [xs, ws, ys, u].map((b, i) => ({ binding: i, resource: { buffer: b } })) });
+      device.createBindGroup({
+        layout: bgl,
+        entries: [xs, ws, ys, u].map((b, i) => ({ binding: i, resource: { buffer: b } })),
+      });
     const proj = (N: number) => pipe('matmul', { K: Dm, N, NORM: 1, ACC: 0, EPS: cfg.eps });
     const pq = proj(Hq * D);
     const pkv = proj(Hkv * D);
     const po = pipe('matmul', { K: Hq * D, N: Dm, NORM: 0, ACC: 1 });
     const pmix = pipe('mix', { K: Dm, EPS: cfg.eps, ALPHA: cfg.alpha });
-    const G = W.map((w) => ({ q: group(x, w.wq, qb, stepU), k: group(x, w.wk, kb, stepU), v: group(x, w.wv, vb, stepU), o: group(ob, w.wo, x, stepU) }));
+    const G = W.map((w) => ({
+      q: group(x, w.wq, qb, stepU),
+      k: group(x, w.wk, kb, stepU),
+      v: group(x, w.wv, vb, stepU),
+      o: group(ob, w.wo, x, stepU),
+    }));
     const gMix = group(eDec, eDec, x, mixU);
     const planMs = performance.now() - t0;
 
@@ -467,7 +536,12 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
       await device.queue.onSubmittedWorkDone();
       gpuMs.push(performance.now() - g0);
     }
-    const partsMedian = [0, 1, 2, 3, 4].map((i) => quantile(parts.slice(warmupSteps).map((p) => p[i]!), 0.5));
+    const partsMedian = [0, 1, 2, 3, 4].map((i) =>
+      quantile(
+        parts.slice(warmupSteps).map((p) => p[i]!),
+        0.5,
+      ),
+    );
 
     // --- Today's way, same run: a new decode plan per step and layer (contiguous K/V).
     let baseline: EngineResult['baseline'];
@@ -527,8 +601,17 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
       prompts: [...cfg.prompts],
       steps: S,
       kvDtype: 'f32',
-      hostUsPerStep: { median: quantile(hostUs.slice(warmupSteps), 0.5), p90: quantile(hostUs.slice(warmupSteps), 0.9) },
-      hostUsBreakdown: { poolTables: partsMedian[0]!, schedules: partsMedian[1]!, encode: partsMedian[2]!, finish: partsMedian[3]!, submit: partsMedian[4]! },
+      hostUsPerStep: {
+        median: quantile(hostUs.slice(warmupSteps), 0.5),
+        p90: quantile(hostUs.slice(warmupSteps), 0.9),
+      },
+      hostUsBreakdown: {
+        poolTables: partsMedian[0]!,
+        schedules: partsMedian[1]!,
+        encode: partsMedian[2]!,
+        finish: partsMedian[3]!,
+        submit: partsMedian[4]!,
+      },
       gpuMsPerStep: { median: quantile(gpuMs, 0.5) },
       buffersCreatedPerStep: counts.buffers / measured,
       bindGroupsCreatedPerStep: counts.groups / measured,
@@ -566,8 +649,12 @@ export function summary(r: EngineResult): string {
     `  host ${r.hostUsPerStep.median.toFixed(0)} us/step median (p90 ${r.hostUsPerStep.p90.toFixed(0)}), GPU ${r.gpuMsPerStep.median.toFixed(2)} ms/step`,
     `  window pool released ${r.windowPagesReleased} pages; Quest selections ${r.questSelections} (min margin ${r.questMargin.toExponential(2)})`,
     `  final hidden states vs float64 mirror: rel RMS ${r.relRms.toExponential(2)}, max abs ${r.maxAbs.toExponential(2)}: ${r.relRms <= 1e-5 ? 'PASS' : 'FAIL'} (<= 1e-5)`,
-    r.baseline ? `  baseline (a new decode plan per step and layer): host ${r.baseline.hostUsPerStep.median.toFixed(0)} us/step, ${r.baseline.buffersCreatedPerStep} buffers/step` : '',
-  ].filter(Boolean).join('\n');
+    r.baseline
+      ? `  baseline (a new decode plan per step and layer): host ${r.baseline.hostUsPerStep.median.toFixed(0)} us/step, ${r.baseline.buffersCreatedPerStep} buffers/step`
+      : '',
+  ]
+    .filter(Boolean)
+    .join('\n');
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

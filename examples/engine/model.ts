@@ -63,7 +63,12 @@ export function defaultConfig(small: boolean): ModelConfig {
 
 export interface Weights {
   /** Per layer: Wq [Dm, Hq*D], Wk [Dm, Hkv*D], Wv [Dm, Hkv*D], Wo [Hq*D, Dm], f32 values. */
-  layers: { wq: Float32Array<ArrayBuffer>; wk: Float32Array<ArrayBuffer>; wv: Float32Array<ArrayBuffer>; wo: Float32Array<ArrayBuffer> }[];
+  layers: {
+    wq: Float32Array<ArrayBuffer>;
+    wk: Float32Array<ArrayBuffer>;
+    wv: Float32Array<ArrayBuffer>;
+    wo: Float32Array<ArrayBuffer>;
+  }[];
   /** Prompt embeddings, all sequences' tokens in batch order: [sum prompts, Dm]. */
   ePrompt: Float32Array<ArrayBuffer>;
   /** Decode embeddings [steps, B, Dm]. */
@@ -190,7 +195,12 @@ export function mirror(c: ModelConfig, w: Weights): MirrorResult {
 }
 
 /** Quest's head-shared selection from f16-rounded min/max page summaries of the keys (as the GPU). */
-function questSelect(q: Float64Array, K: Float64Array[], len: number, c: ModelConfig): { pages: number[]; margin: number } {
+function questSelect(
+  q: Float64Array,
+  K: Float64Array[],
+  len: number,
+  c: ModelConfig,
+): { pages: number[]; margin: number } {
   const { Hq, Hkv, D, pageSize: P } = c;
   const group = Hq / Hkv;
   const n = Math.ceil(len / P);

@@ -20,7 +20,15 @@ import { gatedDeltaRuleReference } from '../../kernels/delta/reference.js';
 import { planMoba } from '../../kernels/moba/index.js';
 import { mobaReference } from '../../kernels/moba/reference.js';
 import type { TesseraDevice } from '../../src/gpu/device.js';
-import { TFJS_BUFFER_USAGE, fromTfjs, prepareTfjs, tfjsDevice, toTfjs, type TfjsLike, type TfjsTensorLike } from '../../src/interop/tfjs.js';
+import {
+  TFJS_BUFFER_USAGE,
+  fromTfjs,
+  prepareTfjs,
+  tfjsDevice,
+  toTfjs,
+  type TfjsLike,
+  type TfjsTensorLike,
+} from '../../src/interop/tfjs.js';
 import { compare, Rng } from '../../src/testing.js';
 import type { GpuTensor } from '../../src/tensor.js';
 
@@ -141,7 +149,13 @@ function makeWeights(layers: number, rng: Rng): LayerWeights[] {
   for (let l = 0; l < layers; l++) {
     const kind = (l + 1) % 4 === 0 ? 'attn' : 'gdn';
     const s = 1 / Math.sqrt(D_MODEL);
-    const w: LayerWeights = { kind, wq: mat(D_MODEL, D_MODEL, s), wk: mat(D_MODEL, D_MODEL, s), wv: mat(D_MODEL, D_MODEL, s), wo: mat(D_MODEL, D_MODEL, s) };
+    const w: LayerWeights = {
+      kind,
+      wq: mat(D_MODEL, D_MODEL, s),
+      wk: mat(D_MODEL, D_MODEL, s),
+      wv: mat(D_MODEL, D_MODEL, s),
+      wo: mat(D_MODEL, D_MODEL, s),
+    };
     if (kind === 'gdn') {
       w.wb = mat(D_MODEL, HEADS, s);
       w.wa = mat(D_MODEL, HEADS, s);
@@ -193,7 +207,12 @@ const logSigmoid = (z: number) => (z >= 0 ? -Math.log1p(Math.exp(-z)) : z - Math
 
 type Mixer = { kind: 'swa'; window: number } | { kind: 'moba'; blockSize: number; topk: number };
 
-function forwardReference(x0: Float32Array, T: number, weights: LayerWeights[], mixer: Mixer): { x: Float64Array; minMargin: number } {
+function forwardReference(
+  x0: Float32Array,
+  T: number,
+  weights: LayerWeights[],
+  mixer: Mixer,
+): { x: Float64Array; minMargin: number } {
   let minMargin = Number.POSITIVE_INFINITY;
   let x = Float64Array.from(x0);
   for (const w of weights) {
@@ -209,9 +228,23 @@ function forwardReference(x0: Float32Array, T: number, weights: LayerWeights[], 
       const g = matmul(xn, T, D_MODEL, w.wa!, HEADS).map((z) => logSigmoid(z) / GATE_DIV);
       o = gatedDeltaRuleReference({ q, k, v, g, beta }, { H: HEADS, HV: HEADS, K: HEAD_DIM, V: HEAD_DIM }).o;
     } else if (mixer.kind === 'swa') {
-      o = attentionReference(q, k, v, { Tq: T, Hq: HEADS, Hkv: HEADS, D: HEAD_DIM, causal: true, window: mixer.window }).o;
+      o = attentionReference(q, k, v, {
+        Tq: T,
+        Hq: HEADS,
+        Hkv: HEADS,
+        D: HEAD_DIM,
+        causal: true,
+        window: mixer.window,
+      }).o;
     } else {
-      const r = mobaReference(q, k, v, { Tq: T, Hq: HEADS, Hkv: HEADS, D: HEAD_DIM, blockSize: mixer.blockSize, topk: mixer.topk });
+      const r = mobaReference(q, k, v, {
+        Tq: T,
+        Hq: HEADS,
+        Hkv: HEADS,
+        D: HEAD_DIM,
+        blockSize: mixer.blockSize,
+        topk: mixer.topk,
+      });
       for (const m of r.margin) minMargin = Math.min(minMargin, m);
       o = r.o;
     }
@@ -293,7 +326,13 @@ export async function main(opts: HybridOptions = {}): Promise<HybridResult> {
         const beta = tf.sigmoid(tf.matMul(xn, p.wb!));
         const g = tf.div(tf.logSigmoid(tf.matMul(xn, p.wa!)), GATE_DIV);
         views.push(view(l2(q), 'q'), view(l2(k), 'k'), view(v, 'v'), view(g, 'g'), view(beta, 'beta'));
-        const [vq, vk, vv, vg, vb] = views.map((a) => a.tensor) as [GpuTensor, GpuTensor, GpuTensor, GpuTensor, GpuTensor];
+        const [vq, vk, vv, vg, vb] = views.map((a) => a.tensor) as [
+          GpuTensor,
+          GpuTensor,
+          GpuTensor,
+          GpuTensor,
+          GpuTensor,
+        ];
         gdn.run(enc, { q: vq, k: vk, v: vv, g: vg, beta: vb, o });
       } else {
         views.push(view(q, 'q'), view(k, 'k'), view(v, 'v'));
@@ -346,7 +385,9 @@ export function summary(r: HybridResult): string {
   return [
     `hybrid-tfjs example on ${r.adapter} (TensorFlow.js WebGPU backend + Tessera on its device)`,
     `  ${r.layers} layers [${r.pattern}], T=${r.T}, d_model ${r.dModel}, ${r.heads} heads x ${r.headDim}, ` +
-      (r.mixer === 'swa' ? `window ${r.window}` : `MoBA blocks of ${r.blockSize}, top-${r.topk} (min gate margin ${r.minMargin?.toExponential(2)})`),
+      (r.mixer === 'swa'
+        ? `window ${r.window}`
+        : `MoBA blocks of ${r.blockSize}, top-${r.topk} (min gate margin ${r.minMargin?.toExponential(2)})`),
     `  readbacks (mapAsync) inside the loop: ${r.readbacksInLoop}`,
     `  final hidden state vs float64 CPU forward: rel RMS ${r.relRms.toExponential(2)}, max abs ${r.maxAbs.toExponential(2)} (ref max ${r.refMax.toFixed(2)})`,
     `  plan ${r.planMs.toFixed(0)} ms, forward ${r.forwardMs.toFixed(0)} ms`,
@@ -354,7 +395,10 @@ export function summary(r: HybridResult): string {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const r = await main({ small: process.argv.includes('--small'), mixer: process.argv.includes('--moba') ? 'moba' : 'swa' });
+  const r = await main({
+    small: process.argv.includes('--small'),
+    mixer: process.argv.includes('--moba') ? 'moba' : 'swa',
+  });
   console.log(summary(r));
   const ok = r.readbacksInLoop === 0 && r.relRms < 1e-3;
   process.exitCode = ok ? 0 : 1;

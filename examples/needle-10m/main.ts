@@ -79,7 +79,8 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   cmd.parse(process.argv);
   const a = cmd.opts<{ small?: boolean; tokens?: string; disk?: boolean; exact: boolean; json?: string }>();
   const tokens = a.tokens === undefined ? undefined : Number(a.tokens.replace(/[_,]/g, ''));
-  if (tokens !== undefined && !(Number.isInteger(tokens) && tokens > 0)) throw new Error(`--tokens: not a positive integer: ${a.tokens}`);
+  if (tokens !== undefined && !(Number.isInteger(tokens) && tokens > 0))
+    throw new Error(`--tokens: not a positive integer: ${a.tokens}`);
   const r = await main({ small: a.small, tokens, disk: a.disk, exact: a.exact });
   console.log(summary(r));
   if (a.json) writeFileSync(a.json, JSON.stringify(r, null, 2) + '\n');

@@ -38,9 +38,21 @@ export const APPEND_PARAMS = uniformLayout('AppendParams', [
 ] as const);
 
 const APPEND = wgslProgram('append/append', [storageWgsl, commonWgsl, APPEND_PARAMS.wgsl, appendWgsl]);
-const APPEND_I8 = wgslProgram('append/append_int8', [storageWgsl, commonWgsl, int8Wgsl, APPEND_PARAMS.wgsl, appendInt8Wgsl]);
+const APPEND_I8 = wgslProgram('append/append_int8', [
+  storageWgsl,
+  commonWgsl,
+  int8Wgsl,
+  APPEND_PARAMS.wgsl,
+  appendInt8Wgsl,
+]);
 /** The Quest summary shader of touched pages; kernels/pool's truncate fix runs it too. */
-export const SUMMARIZE = wgslProgram('append/summarize', [storageWgsl, commonWgsl, int8Wgsl, APPEND_PARAMS.wgsl, summarizeWgsl]);
+export const SUMMARIZE = wgslProgram('append/summarize', [
+  storageWgsl,
+  commonWgsl,
+  int8Wgsl,
+  APPEND_PARAMS.wgsl,
+  summarizeWgsl,
+]);
 const ROPE = wgslProgram('append/rope', [storageWgsl, commonWgsl, ropeWgsl]);
 const WG = 64;
 /** Words before the tables' arrays: `[nnz, touched, 0, 0]`. */
@@ -109,7 +121,10 @@ interface Res {
  */
 class BindGroupCache {
   private readonly entries: { p: Pipeline; res: Res[]; group: GPUBindGroup }[] = [];
-  constructor(private readonly ctx: TesseraDevice, private readonly limit = 64) {}
+  constructor(
+    private readonly ctx: TesseraDevice,
+    private readonly limit = 64,
+  ) {}
 
   get(p: Pipeline, res: readonly Res[]): GPUBindGroup {
     const list = this.entries;
@@ -119,7 +134,8 @@ class BindGroupCache {
       for (let j = 0; j < res.length; j++) {
         const a = e.res[j]!;
         const b = res[j]!;
-        if (a.buffer !== b.buffer || (a.offset ?? 0) !== (b.offset ?? 0) || (a.size ?? -1) !== (b.size ?? -1)) continue outer;
+        if (a.buffer !== b.buffer || (a.offset ?? 0) !== (b.offset ?? 0) || (a.size ?? -1) !== (b.size ?? -1))
+          continue outer;
       }
       return e.group;
     }
@@ -141,7 +157,10 @@ class BindGroupCache {
 function checkNotInFlight(ctx: TesseraDevice, usedEpoch: number, what: string): void {
   const epoch = submitEpoch(ctx);
   if (epoch >= 0 && usedEpoch === epoch) {
-    throw new TesseraError('E_STATE', `${what}.schedule: a run encoded since the last queue.submit still reads this plan's tables; submit that encoder before scheduling the next step`);
+    throw new TesseraError(
+      'E_STATE',
+      `${what}.schedule: a run encoded since the last queue.submit still reads this plan's tables; submit that encoder before scheduling the next step`,
+    );
   }
 }
 
@@ -197,11 +216,27 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     const words = touch + 2 * o.maxRows;
     this.off = { rowB, rowP, iptr, idx, touch };
     this.host = new Uint32Array(words);
-    this.tables = this.workspace(words * 4, 'append.tables', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
-    this.params = this.uniform(APPEND_PARAMS, { ...this.off, pageWords: this.layout.pageBytes / 4, vOffWords: this.layout.vOffset / 4, maxPages: o.maxPages, scaleOffWords: this.layout.scaleOffset / 4 });
+    this.tables = this.workspace(
+      words * 4,
+      'append.tables',
+      GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST,
+    );
+    this.params = this.uniform(APPEND_PARAMS, {
+      ...this.off,
+      pageWords: this.layout.pageBytes / 4,
+      vOffWords: this.layout.vOffset / 4,
+      maxPages: o.maxPages,
+      scaleOffWords: this.layout.scaleOffset / 4,
+    });
     const r = o.rope;
-    const table = r ? ropeCosSinTable(r.maxPosition, r.rotaryDim, r.theta, r.scale) : new Float32Array(new ArrayBuffer(16));
-    this.cossin = this.workspace(table.byteLength, 'append.cossin', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
+    const table = r
+      ? ropeCosSinTable(r.maxPosition, r.rotaryDim, r.theta, r.scale)
+      : new Float32Array(new ArrayBuffer(16));
+    this.cossin = this.workspace(
+      table.byteLength,
+      'append.cossin',
+      GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST,
+    );
     ctx.device.queue.writeBuffer(this.cossin, 0, table);
     this.groups = new BindGroupCache(ctx);
     this.cellStamp = new Uint32Array(o.maxPages * o.pageSize);
@@ -215,19 +250,37 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     const o = validateAppend(opts);
     const L = pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.pageDtype);
     if (o.maxPages * L.pageBytes > ctx.limits.maxStorageBufferBindingSize) {
-      fail('E_LIMIT', 'maxPages', 'makes the pool larger than one storage binding;', o.maxPages, `at most ${Math.floor(ctx.limits.maxStorageBufferBindingSize / L.pageBytes)} pages of ${L.pageBytes} bytes`);
+      fail(
+        'E_LIMIT',
+        'maxPages',
+        'makes the pool larger than one storage binding;',
+        o.maxPages,
+        `at most ${Math.floor(ctx.limits.maxStorageBufferBindingSize / L.pageBytes)} pages of ${L.pageBytes} bytes`,
+      );
     }
     if (o.rope && o.rope.maxPosition * o.rope.rotaryDim * 4 > ctx.limits.maxStorageBufferBindingSize) {
-      fail('E_LIMIT', 'rope.maxPosition', 'makes the cos/sin table larger than one storage binding;', o.rope.maxPosition);
+      fail(
+        'E_LIMIT',
+        'rope.maxPosition',
+        'makes the cos/sin table larger than one storage binding;',
+        o.rope.maxPosition,
+      );
     }
     const common = { WG, PAGE_DT: kvDtypeCode(o.pageDtype), HKV: o.Hkv, D: o.D, P: o.pageSize };
-    const rows = { IN_DT: dtypeCode(o.inputDtype), DV: o.Dv, RD: o.rope?.rotaryDim ?? 0, STYLE: o.rope?.style === 'interleaved' ? 1 : 0 };
+    const rows = {
+      IN_DT: dtypeCode(o.inputDtype),
+      DV: o.Dv,
+      RD: o.rope?.rotaryDim ?? 0,
+      STYLE: o.rope?.style === 'interleaved' ? 1 : 0,
+    };
     const main = await getPipeline(ctx, {
       shader: o.pageDtype === 'int8' ? APPEND_I8 : APPEND,
       bindings: ['read', 'read', 'rw', 'read', 'read', 'uniform'],
       constants: o.pageDtype === 'int8' ? { WG, HKV: o.Hkv, D: o.D, P: o.pageSize, ...rows } : { ...common, ...rows },
     });
-    const summarize = o.summaries ? await getPipeline(ctx, { shader: SUMMARIZE, bindings: ['read', 'read', 'rw', 'uniform'], constants: common }) : undefined;
+    const summarize = o.summaries
+      ? await getPipeline(ctx, { shader: SUMMARIZE, bindings: ['read', 'read', 'rw', 'uniform'], constants: common })
+      : undefined;
     return new AppendPlan(ctx, o, main, summarize);
   }
 
@@ -250,31 +303,57 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     this.assertUsable();
     checkNotInFlight(this.ctx, this.usedEpoch, 'AppendPlan');
     const o = this.options;
-    if (!s || typeof s !== 'object') fail('E_ARG', 'schedule', 'is required;', s, '{ kvIndptr, kvIndices, batchIndices, positions }');
+    if (!s || typeof s !== 'object')
+      fail('E_ARG', 'schedule', 'is required;', s, '{ kvIndptr, kvIndices, batchIndices, positions }');
     for (const name of ['kvIndptr', 'kvIndices', 'batchIndices', 'positions'] as const) {
       const a = s[name];
       if (!a || typeof a.length !== 'number') fail('E_ARG', name, 'is not an array;', typeof a, 'an array of integers');
     }
     const B = s.kvIndptr.length - 1;
-    if (B < 0 || B > o.maxBatch) fail('E_LIMIT', 'kvIndptr', 'has more sequences than the plan holds;', B, `1..${o.maxBatch} sequences (length <= maxBatch + 1)`);
+    if (B < 0 || B > o.maxBatch)
+      fail(
+        'E_LIMIT',
+        'kvIndptr',
+        'has more sequences than the plan holds;',
+        B,
+        `1..${o.maxBatch} sequences (length <= maxBatch + 1)`,
+      );
     const nIdx = s.kvIndices.length;
-    if (nIdx > o.maxTableEntries) fail('E_LIMIT', 'kvIndices', 'has more entries than the plan holds;', nIdx, `at most maxTableEntries = ${o.maxTableEntries}`);
+    if (nIdx > o.maxTableEntries)
+      fail(
+        'E_LIMIT',
+        'kvIndices',
+        'has more entries than the plan holds;',
+        nIdx,
+        `at most maxTableEntries = ${o.maxTableEntries}`,
+      );
     const n = s.positions.length;
-    if (s.batchIndices.length !== n) fail('E_SHAPE', 'batchIndices', 'must have one entry per position;', s.batchIndices.length, `${n}`);
-    if (n > o.maxRows) fail('E_LIMIT', 'positions', 'has more rows than the plan holds;', n, `at most maxRows = ${o.maxRows}`);
+    if (s.batchIndices.length !== n)
+      fail('E_SHAPE', 'batchIndices', 'must have one entry per position;', s.batchIndices.length, `${n}`);
+    if (n > o.maxRows)
+      fail('E_LIMIT', 'positions', 'has more rows than the plan holds;', n, `at most maxRows = ${o.maxRows}`);
     const h = this.host;
     const { rowB, rowP, iptr, idx, touch } = this.off;
     // Validate into locals first: the host table is only written once everything is checked.
     let prev = 0;
     for (let b = 0; b <= B; b++) {
       const x = s.kvIndptr[b]!;
-      if (!Number.isInteger(x) || x < prev || x > nIdx || (b === 0 && x !== 0)) fail('E_ARG', `kvIndptr[${b}]`, 'is not a CSR offset;', x, `non-decreasing from 0 to kvIndices.length = ${nIdx}`);
+      if (!Number.isInteger(x) || x < prev || x > nIdx || (b === 0 && x !== 0))
+        fail(
+          'E_ARG',
+          `kvIndptr[${b}]`,
+          'is not a CSR offset;',
+          x,
+          `non-decreasing from 0 to kvIndices.length = ${nIdx}`,
+        );
       prev = x;
     }
-    if (s.kvIndptr[B] !== nIdx) fail('E_ARG', `kvIndptr[${B}]`, 'must equal kvIndices.length;', s.kvIndptr[B], `${nIdx}`);
+    if (s.kvIndptr[B] !== nIdx)
+      fail('E_ARG', `kvIndptr[${B}]`, 'must equal kvIndices.length;', s.kvIndptr[B], `${nIdx}`);
     for (let i = 0; i < nIdx; i++) {
       const p = s.kvIndices[i]!;
-      if (!Number.isInteger(p) || p < 0 || p >= o.maxPages) fail('E_ARG', `kvIndices[${i}]`, 'is not a page of the pool;', p, `0..${o.maxPages - 1}`);
+      if (!Number.isInteger(p) || p < 0 || p >= o.maxPages)
+        fail('E_ARG', `kvIndices[${i}]`, 'is not a page of the pool;', p, `0..${o.maxPages - 1}`);
     }
     const P = o.pageSize;
     const maxPos = o.rope?.maxPosition ?? Number.MAX_SAFE_INTEGER;
@@ -284,14 +363,31 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     const cells = this.cellStamp;
     for (let i = 0; i < n; i++) {
       const b = s.batchIndices[i]!;
-      if (!Number.isInteger(b) || b < 0 || b >= B) fail('E_ARG', `batchIndices[${i}]`, 'is not a sequence of the page table;', b, `0..${B - 1}`);
+      if (!Number.isInteger(b) || b < 0 || b >= B)
+        fail('E_ARG', `batchIndices[${i}]`, 'is not a sequence of the page table;', b, `0..${B - 1}`);
       const p = s.positions[i]!;
-      if (!Number.isInteger(p) || p < 0 || p > 0xffffffff) fail('E_ARG', `positions[${i}]`, 'is not a position;', p, 'a non-negative integer');
-      if (p >= maxPos) fail('E_LIMIT', `positions[${i}]`, 'is past the RoPE table;', p, `below rope.maxPosition = ${maxPos}`);
+      if (!Number.isInteger(p) || p < 0 || p > 0xffffffff)
+        fail('E_ARG', `positions[${i}]`, 'is not a position;', p, 'a non-negative integer');
+      if (p >= maxPos)
+        fail('E_LIMIT', `positions[${i}]`, 'is past the RoPE table;', p, `below rope.maxPosition = ${maxPos}`);
       const j = Math.floor(p / P);
-      if (j >= s.kvIndptr[b + 1]! - s.kvIndptr[b]!) fail('E_ARG', `positions[${i}]`, `is past the pages of sequence ${b};`, p, `below ${(s.kvIndptr[b + 1]! - s.kvIndptr[b]!) * P} (allocate its page first)`);
+      if (j >= s.kvIndptr[b + 1]! - s.kvIndptr[b]!)
+        fail(
+          'E_ARG',
+          `positions[${i}]`,
+          `is past the pages of sequence ${b};`,
+          p,
+          `below ${(s.kvIndptr[b + 1]! - s.kvIndptr[b]!) * P} (allocate its page first)`,
+        );
       const cell = s.kvIndices[s.kvIndptr[b]! + j]! * P + (p - j * P);
-      if (cells[cell] === gen) fail('E_ARG', `positions[${i}]`, 'writes a page row another row of this step writes too;', p, 'each (page, row) once per step');
+      if (cells[cell] === gen)
+        fail(
+          'E_ARG',
+          `positions[${i}]`,
+          'writes a page row another row of this step writes too;',
+          p,
+          'each (page, row) once per step',
+        );
       cells[cell] = gen;
     }
     // Write: rows, page table, and the touched pages with their rows used (max row + 1).
@@ -337,17 +433,43 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     if (this.nnz < 0) throw new TesseraError('E_STATE', 'AppendPlan.run: call schedule() first');
     const k = checkTensor(t?.k, 'k', { rank: 3, shape: [-1, o.Hkv, o.D], dtypes: [o.inputDtype] });
     const v = checkTensor(t.v, 'v', { rank: 3, shape: [-1, o.Hkv, o.Dv], dtypes: [o.inputDtype] });
-    if (k.shape[0]! < this.nnz) fail('E_SHAPE', 'k.shape[0]', 'has fewer rows than the schedule;', k.shape[0], `>= ${this.nnz}`);
-    if (v.shape[0]! < this.nnz) fail('E_SHAPE', 'v.shape[0]', 'has fewer rows than the schedule;', v.shape[0], `>= ${this.nnz}`);
+    if (k.shape[0]! < this.nnz)
+      fail('E_SHAPE', 'k.shape[0]', 'has fewer rows than the schedule;', k.shape[0], `>= ${this.nnz}`);
+    if (v.shape[0]! < this.nnz)
+      fail('E_SHAPE', 'v.shape[0]', 'has fewer rows than the schedule;', v.shape[0], `>= ${this.nnz}`);
     const poolBytes = o.maxPages * this.layout.pageBytes;
-    if (!t.pages || typeof t.pages.size !== 'number') fail('E_BUFFER', 'pages', 'is not a GPUBuffer;', typeof t.pages, 'a GPUBuffer');
-    if (t.pages.size < poolBytes) fail('E_BUFFER', 'pages', 'is smaller than maxPages pages;', t.pages.size, `>= ${poolBytes} bytes`);
-    if ((t.pages.usage & GPUBufferUsageFlags.STORAGE) === 0) fail('E_BUFFER', 'pages', 'lacks STORAGE usage;', t.pages.usage);
+    if (!t.pages || typeof t.pages.size !== 'number')
+      fail('E_BUFFER', 'pages', 'is not a GPUBuffer;', typeof t.pages, 'a GPUBuffer');
+    if (t.pages.size < poolBytes)
+      fail('E_BUFFER', 'pages', 'is smaller than maxPages pages;', t.pages.size, `>= ${poolBytes} bytes`);
+    if ((t.pages.usage & GPUBufferUsageFlags.STORAGE) === 0)
+      fail('E_BUFFER', 'pages', 'lacks STORAGE usage;', t.pages.usage);
     const sumBytes = o.maxPages * o.Hkv * 2 * o.D * 2;
     if (t.summaries !== undefined) {
-      if (!this.summarize) fail('E_ARG', 'summaries', 'was given to a plan made with summaries: false;', 'a GPUBuffer', 'plan with summaries: true');
-      if (typeof t.summaries.size !== 'number') fail('E_BUFFER', 'summaries', 'is not a GPUBuffer;', typeof t.summaries, 'a GPUBuffer of [maxPages, Hkv, 2, D] f16');
-      if (t.summaries.size < sumBytes) fail('E_BUFFER', 'summaries', 'is smaller than [maxPages, Hkv, 2, D] f16;', t.summaries.size, `>= ${sumBytes} bytes`);
+      if (!this.summarize)
+        fail(
+          'E_ARG',
+          'summaries',
+          'was given to a plan made with summaries: false;',
+          'a GPUBuffer',
+          'plan with summaries: true',
+        );
+      if (typeof t.summaries.size !== 'number')
+        fail(
+          'E_BUFFER',
+          'summaries',
+          'is not a GPUBuffer;',
+          typeof t.summaries,
+          'a GPUBuffer of [maxPages, Hkv, 2, D] f16',
+        );
+      if (t.summaries.size < sumBytes)
+        fail(
+          'E_BUFFER',
+          'summaries',
+          'is smaller than [maxPages, Hkv, 2, D] f16;',
+          t.summaries.size,
+          `>= ${sumBytes} bytes`,
+        );
       if (t.summaries === t.pages) fail('E_BUFFER', 'summaries', 'must not be the pages buffer;', 'the same buffer');
     }
     this.usedEpoch = submitEpoch(this.ctx);
@@ -356,14 +478,32 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     const tables = { buffer: this.tables };
     const pass = passOf(encoder, 'append');
     pass.setPipeline(this.main.pipeline);
-    pass.setBindGroup(0, this.groups.get(this.main, [binding(k), binding(v), pages, tables, { buffer: this.cossin }, { buffer: this.params }]));
+    pass.setBindGroup(
+      0,
+      this.groups.get(this.main, [
+        binding(k),
+        binding(v),
+        pages,
+        tables,
+        { buffer: this.cossin },
+        { buffer: this.params },
+      ]),
+    );
     // int8: one invocation per (row, K/V, head) owns the row and its scale; else one per 4 elements.
     const units = o.pageDtype === 'int8' ? this.nnz * o.Hkv * 2 : this.nnz * o.Hkv * ((o.D + o.Dv) / 4);
     const [x, y] = grid2d(this.ctx, Math.ceil(units / WG));
     pass.dispatchWorkgroups(x, y);
     if (t.summaries && this.summarize && this.touched > 0) {
       pass.setPipeline(this.summarize.pipeline);
-      pass.setBindGroup(0, this.groups.get(this.summarize, [pages, tables, { buffer: t.summaries!, offset: 0, size: sumBytes }, { buffer: this.params }]));
+      pass.setBindGroup(
+        0,
+        this.groups.get(this.summarize, [
+          pages,
+          tables,
+          { buffer: t.summaries!, offset: 0, size: sumBytes },
+          { buffer: this.params },
+        ]),
+      );
       const [sx, sy] = grid2d(this.ctx, Math.ceil((this.touched * o.Hkv * (o.D / 2)) / WG));
       pass.dispatchWorkgroups(sx, sy);
     }
@@ -376,7 +516,8 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
  * pass per run), or a new pass of the caller's command encoder.
  */
 export function passOf(target: GPUCommandEncoder | GPUComputePassEncoder, label: string): GPUComputePassEncoder {
-  if (typeof (target as GPUComputePassEncoder).dispatchWorkgroups === 'function') return target as GPUComputePassEncoder;
+  if (typeof (target as GPUComputePassEncoder).dispatchWorkgroups === 'function')
+    return target as GPUComputePassEncoder;
   return (target as GPUCommandEncoder).beginComputePass({ label });
 }
 
@@ -385,13 +526,24 @@ function binding(t: GpuTensor): { buffer: GPUBuffer; offset: number; size: numbe
 }
 
 function validateRope(r: RopeSpec, D: number, argument: string): Required<RopeSpec> {
-  if (typeof r !== 'object' || r === null) fail('E_ARG', argument, 'is not an object;', r, '{ maxPosition, style?, theta?, scale?, rotaryDim? }');
+  if (typeof r !== 'object' || r === null)
+    fail('E_ARG', argument, 'is not an object;', r, '{ maxPosition, style?, theta?, scale?, rotaryDim? }');
   const style: RopeStyle = r.style ?? 'half';
   check(style === 'half' || style === 'interleaved', `${argument}.style`, '"half" or "interleaved"', style);
   const theta = r.theta ?? 10000;
-  check(typeof theta === 'number' && Number.isFinite(theta) && theta > 1, `${argument}.theta`, 'a finite base > 1', theta);
+  check(
+    typeof theta === 'number' && Number.isFinite(theta) && theta > 1,
+    `${argument}.theta`,
+    'a finite base > 1',
+    theta,
+  );
   const scale = r.scale ?? 1;
-  check(typeof scale === 'number' && Number.isFinite(scale) && scale > 0, `${argument}.scale`, 'a finite scale > 0', scale);
+  check(
+    typeof scale === 'number' && Number.isFinite(scale) && scale > 0,
+    `${argument}.scale`,
+    'a finite scale > 0',
+    scale,
+  );
   const rotaryDim = checkInt(r.rotaryDim ?? D, `${argument}.rotaryDim`, { min: 4, max: D });
   check(rotaryDim % 4 === 0, `${argument}.rotaryDim`, 'a multiple of 4', rotaryDim, 'E_UNSUPPORTED');
   const maxPosition = checkInt(r.maxPosition, `${argument}.maxPosition`, { min: 1 });
@@ -481,15 +633,28 @@ export class RopePlan extends KernelPlan<RopeTensors> {
   /** Submit epoch of the last run (-2: none since the last schedule). */
   private usedEpoch = -2;
 
-  private constructor(ctx: TesseraDevice, o: Required<RopePlanOptions>, outOfPlace: Pipeline, inPlace: Pipeline | undefined) {
+  private constructor(
+    ctx: TesseraDevice,
+    o: Required<RopePlanOptions>,
+    outOfPlace: Pipeline,
+    inPlace: Pipeline | undefined,
+  ) {
     super(ctx);
     this.options = o;
     this.outOfPlace = outOfPlace;
     this.inPlace = inPlace;
     this.host = new Uint32Array(1 + o.maxRows);
-    this.tables = this.workspace(this.host.byteLength, 'rope.tables', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
+    this.tables = this.workspace(
+      this.host.byteLength,
+      'rope.tables',
+      GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST,
+    );
     const table = ropeCosSinTable(o.maxPosition, o.rotaryDim, o.theta, o.scale);
-    this.cossin = this.workspace(table.byteLength, 'rope.cossin', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
+    this.cossin = this.workspace(
+      table.byteLength,
+      'rope.cossin',
+      GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST,
+    );
     ctx.device.queue.writeBuffer(this.cossin, 0, table);
     this.dummy = this.workspace(16, 'rope.dummy', GPUBufferUsageFlags.STORAGE);
     this.groups = new BindGroupCache(ctx);
@@ -509,10 +674,21 @@ export class RopePlan extends KernelPlan<RopeTensors> {
     const maxRows = checkInt(opts.maxRows, 'maxRows', { min: 1 });
     const r = validateRope(opts, D, 'options');
     const o = { H, D, dtype, outDtype, maxRows, ...r };
-    const constants = { WG, IN_DT: dtypeCode(dtype), OUT_DT: dtypeCode(outDtype), H, D, RD: r.rotaryDim, STYLE: r.style === 'interleaved' ? 1 : 0 };
+    const constants = {
+      WG,
+      IN_DT: dtypeCode(dtype),
+      OUT_DT: dtypeCode(outDtype),
+      H,
+      D,
+      RD: r.rotaryDim,
+      STYLE: r.style === 'interleaved' ? 1 : 0,
+    };
     const bindings = ['read', 'rw', 'read', 'read'] as const;
     const outOfPlace = await getPipeline(ctx, { shader: ROPE, bindings, constants: { ...constants, IN_PLACE: 0 } });
-    const inPlace = dtype === outDtype ? await getPipeline(ctx, { shader: ROPE, bindings, constants: { ...constants, IN_PLACE: 1 } }) : undefined;
+    const inPlace =
+      dtype === outDtype
+        ? await getPipeline(ctx, { shader: ROPE, bindings, constants: { ...constants, IN_PLACE: 1 } })
+        : undefined;
     return new RopePlan(ctx, o, outOfPlace, inPlace);
   }
 
@@ -524,12 +700,27 @@ export class RopePlan extends KernelPlan<RopeTensors> {
     this.assertUsable();
     checkNotInFlight(this.ctx, this.usedEpoch, 'RopePlan');
     const pos = s?.positions;
-    if (!pos || typeof pos.length !== 'number') fail('E_ARG', 'positions', 'is not an array;', typeof pos, 'an array of positions');
+    if (!pos || typeof pos.length !== 'number')
+      fail('E_ARG', 'positions', 'is not an array;', typeof pos, 'an array of positions');
     const n = pos.length;
-    if (n > this.options.maxRows) fail('E_LIMIT', 'positions', 'has more rows than the plan holds;', n, `at most maxRows = ${this.options.maxRows}`);
+    if (n > this.options.maxRows)
+      fail(
+        'E_LIMIT',
+        'positions',
+        'has more rows than the plan holds;',
+        n,
+        `at most maxRows = ${this.options.maxRows}`,
+      );
     for (let i = 0; i < n; i++) {
       const p = pos[i]!;
-      if (!Number.isInteger(p) || p < 0 || p >= this.options.maxPosition) fail('E_ARG', `positions[${i}]`, 'is not a position of the RoPE table;', p, `0..${this.options.maxPosition - 1}`);
+      if (!Number.isInteger(p) || p < 0 || p >= this.options.maxPosition)
+        fail(
+          'E_ARG',
+          `positions[${i}]`,
+          'is not a position of the RoPE table;',
+          p,
+          `0..${this.options.maxPosition - 1}`,
+        );
     }
     this.host[0] = n;
     for (let i = 0; i < n; i++) this.host[1 + i] = pos[i]!;
@@ -544,17 +735,27 @@ export class RopePlan extends KernelPlan<RopeTensors> {
     const o = this.options;
     if (this.nnz < 0) throw new TesseraError('E_STATE', 'RopePlan.run: call schedule() first');
     const x = checkTensor(t?.x, 'x', { rank: 3, shape: [-1, o.H, o.D], dtypes: [o.dtype] });
-    if (x.shape[0]! < this.nnz) fail('E_SHAPE', 'x.shape[0]', 'has fewer rows than the schedule;', x.shape[0], `>= ${this.nnz}`);
+    if (x.shape[0]! < this.nnz)
+      fail('E_SHAPE', 'x.shape[0]', 'has fewer rows than the schedule;', x.shape[0], `>= ${this.nnz}`);
     let pipeline: Pipeline;
     let entries: { buffer: GPUBuffer; offset?: number; size?: number }[];
     if (t.out) {
       const out = checkTensor(t.out, 'out', { rank: 3, shape: [-1, o.H, o.D], dtypes: [o.outDtype] });
-      if (out.shape[0]! < this.nnz) fail('E_SHAPE', 'out.shape[0]', 'has fewer rows than the schedule;', out.shape[0], `>= ${this.nnz}`);
-      if (out.buffer === x.buffer) fail('E_BUFFER', 'out', 'shares its buffer with x; omit out to rotate in place;', 'the same buffer');
+      if (out.shape[0]! < this.nnz)
+        fail('E_SHAPE', 'out.shape[0]', 'has fewer rows than the schedule;', out.shape[0], `>= ${this.nnz}`);
+      if (out.buffer === x.buffer)
+        fail('E_BUFFER', 'out', 'shares its buffer with x; omit out to rotate in place;', 'the same buffer');
       pipeline = this.outOfPlace;
       entries = [binding(x), binding(out), { buffer: this.tables }, { buffer: this.cossin }];
     } else {
-      if (!this.inPlace) fail('E_DTYPE', 'out', 'is required when outDtype differs from dtype;', undefined, `an out tensor of ${o.outDtype}`);
+      if (!this.inPlace)
+        fail(
+          'E_DTYPE',
+          'out',
+          'is required when outDtype differs from dtype;',
+          undefined,
+          `an out tensor of ${o.outDtype}`,
+        );
       pipeline = this.inPlace;
       entries = [{ buffer: this.dummy }, binding(x), { buffer: this.tables }, { buffer: this.cossin }];
     }

@@ -34,7 +34,12 @@ export function ropeFrequencies(rotaryDim: number, theta = 10000, scale = 1): Fl
  * @example
  * const t = ropeCosSinTable(4096, 64); // positions 0..4095, 32 pairs each
  */
-export function ropeCosSinTable(positions: number, rotaryDim: number, theta = 10000, scale = 1): Float32Array<ArrayBuffer> {
+export function ropeCosSinTable(
+  positions: number,
+  rotaryDim: number,
+  theta = 10000,
+  scale = 1,
+): Float32Array<ArrayBuffer> {
   const f = ropeFrequencies(rotaryDim, theta, scale);
   const half = rotaryDim / 2;
   const out = new Float32Array(positions * half * 2);
@@ -54,7 +59,13 @@ export function ropeCosSinTable(positions: number, rotaryDim: number, theta = 10
  * @example
  * const qr = ropeReference(q, [5, 6], 8, 64, { style: 'half', theta: 1e4 });
  */
-export function ropeReference(x: ArrayLike<number>, positions: ArrayLike<number>, H: number, D: number, o: RopeOptions = {}): Float64Array {
+export function ropeReference(
+  x: ArrayLike<number>,
+  positions: ArrayLike<number>,
+  H: number,
+  D: number,
+  o: RopeOptions = {},
+): Float64Array {
   const rd = o.rotaryDim ?? D;
   const f = ropeFrequencies(rd, o.theta ?? 10000, o.scale ?? 1);
   const out = Float64Array.from(x as ArrayLike<number>);
@@ -111,7 +122,13 @@ function get(dv: DataView, byte: number, dtype: KvDType, scale = 1): number {
  * nearest even; int8 quantises each row of each head with its own scale (max |x|) into the page's
  * scales `[2, Hkv, P]`. Returns the pool (modified in place).
  */
-export function appendReference(pool: Uint8Array, L: PageLayout, k: ArrayLike<number>, v: ArrayLike<number>, s: AppendSchedule): Uint8Array {
+export function appendReference(
+  pool: Uint8Array,
+  L: PageLayout,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  s: AppendSchedule,
+): Uint8Array {
   const n = s.positions.length;
   const eb = KV_DTYPE_BYTES[L.dtype];
   const dv = new DataView(pool.buffer, pool.byteOffset, pool.byteLength);
@@ -122,14 +139,35 @@ export function appendReference(pool: Uint8Array, L: PageLayout, k: ArrayLike<nu
     const r = p % L.pageSize;
     if (L.dtype === 'int8') {
       for (let h = 0; h < L.Hkv; h++) {
-        quantizeRowInt8(dv, page * L.pageBytes + ((h * L.pageSize + r) * L.D), page * L.pageBytes + L.scaleOffset + 4 * (h * L.pageSize + r), k, (i * L.Hkv + h) * L.D, L.D);
-        quantizeRowInt8(dv, page * L.pageBytes + L.vOffset + ((h * L.pageSize + r) * L.Dv), page * L.pageBytes + L.scaleOffset + 4 * ((L.Hkv + h) * L.pageSize + r), v, (i * L.Hkv + h) * L.Dv, L.Dv);
+        quantizeRowInt8(
+          dv,
+          page * L.pageBytes + (h * L.pageSize + r) * L.D,
+          page * L.pageBytes + L.scaleOffset + 4 * (h * L.pageSize + r),
+          k,
+          (i * L.Hkv + h) * L.D,
+          L.D,
+        );
+        quantizeRowInt8(
+          dv,
+          page * L.pageBytes + L.vOffset + (h * L.pageSize + r) * L.Dv,
+          page * L.pageBytes + L.scaleOffset + 4 * ((L.Hkv + h) * L.pageSize + r),
+          v,
+          (i * L.Hkv + h) * L.Dv,
+          L.Dv,
+        );
       }
       continue;
     }
     for (let h = 0; h < L.Hkv; h++) {
-      for (let d = 0; d < L.D; d++) put(dv, page * L.pageBytes + ((h * L.pageSize + r) * L.D + d) * eb, k[(i * L.Hkv + h) * L.D + d]!, L.dtype);
-      for (let d = 0; d < L.Dv; d++) put(dv, page * L.pageBytes + L.vOffset + ((h * L.pageSize + r) * L.Dv + d) * eb, v[(i * L.Hkv + h) * L.Dv + d]!, L.dtype);
+      for (let d = 0; d < L.D; d++)
+        put(dv, page * L.pageBytes + ((h * L.pageSize + r) * L.D + d) * eb, k[(i * L.Hkv + h) * L.D + d]!, L.dtype);
+      for (let d = 0; d < L.Dv; d++)
+        put(
+          dv,
+          page * L.pageBytes + L.vOffset + ((h * L.pageSize + r) * L.Dv + d) * eb,
+          v[(i * L.Hkv + h) * L.Dv + d]!,
+          L.dtype,
+        );
     }
   }
   return pool;
@@ -139,7 +177,14 @@ export function appendReference(pool: Uint8Array, L: PageLayout, k: ArrayLike<nu
  * One int8 row: scale s = max |x| of the row's f32 values, codes round(x * 127 / s) (ties up, as
  * `Math.round`), written at byte `at`, the scale (f32) at byte `scaleAt`.
  */
-function quantizeRowInt8(dv: DataView, at: number, scaleAt: number, x: ArrayLike<number>, from: number, width: number): void {
+function quantizeRowInt8(
+  dv: DataView,
+  at: number,
+  scaleAt: number,
+  x: ArrayLike<number>,
+  from: number,
+  width: number,
+): void {
   let s = 0;
   for (let d = 0; d < width; d++) s = Math.max(s, Math.abs(Math.fround(x[from + d]!)));
   dv.setFloat32(scaleAt, s, true);

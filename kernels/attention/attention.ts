@@ -6,7 +6,14 @@
  */
 import { TesseraError, check, checkFinite, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, loopBudget, submitEpoch, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type BindingResource, type Pipeline, type ShaderSource } from '../../src/gpu/pipeline.js';
+import {
+  getPipeline,
+  grid2d,
+  wgslProgram,
+  type BindingResource,
+  type Pipeline,
+  type ShaderSource,
+} from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, checkPlannedSize, res, runOnce } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
@@ -62,7 +69,20 @@ export const CORE_PARAMS = uniformLayout('CoreParams', [
 ] as const);
 
 /** The key source 3 fields (lists.ts) for the other sources, which do not read them. */
-export const CORE_LIST_DEFAULTS = { b_rows: 1, b_heads: 1, b_stride: 0, b_ptr: 0, b_mb: 0, b_block: 1, b_keys: 0, b_posoff: 0, b_kper: 0, b_nkc: 1, b_qdiv: 1, b_t0: 0 } as const;
+export const CORE_LIST_DEFAULTS = {
+  b_rows: 1,
+  b_heads: 1,
+  b_stride: 0,
+  b_ptr: 0,
+  b_mb: 0,
+  b_block: 1,
+  b_keys: 0,
+  b_posoff: 0,
+  b_kper: 0,
+  b_nkc: 1,
+  b_qdiv: 1,
+  b_t0: 0,
+} as const;
 
 /** Threads per workgroup (both shapes). */
 export const ATTENTION_WG = 64;
@@ -155,9 +175,16 @@ export const ATTENTION_ROWS = [1, 2, 4, 8] as const;
  * arrays are sized by them.
  */
 export function attentionProgram(D: number, Dv: number, rows = 1): ShaderSource {
-  if (!(ATTENTION_ROWS as readonly number[]).includes(rows)) fail('E_ARG', 'rows', 'is not a supported pack;', rows, '1, 2, 4 or 8');
+  if (!(ATTENTION_ROWS as readonly number[]).includes(rows))
+    fail('E_ARG', 'rows', 'is not a supported pack;', rows, '1, 2, 4 or 8');
   const header = `const WG: u32 = ${WG}u;\nconst BK: u32 = ${BK}u;\nconst D: u32 = ${D}u;\nconst DV: u32 = ${Dv}u;\nconst QN: u32 = ${D / 4}u;\nconst VN: u32 = ${Dv / 4}u;\nconst QN8: u32 = ${8 * Math.ceil(D / 32)}u;\nconst VN8: u32 = ${8 * Math.ceil(Dv / 32)}u;\nconst AN: u32 = ${Math.ceil(Dv / 4 / WG)}u;\nconst ROWS: u32 = ${rows}u;\n`;
-  return wgslProgram(`attention/core/${D}x${Dv}${rows > 1 ? `r${rows}` : ''}`, [storageWgsl, CORE_PARAMS.wgsl, header, coreWgsl, loads()]);
+  return wgslProgram(`attention/core/${D}x${Dv}${rows > 1 ? `r${rows}` : ''}`, [
+    storageWgsl,
+    CORE_PARAMS.wgsl,
+    header,
+    coreWgsl,
+    loads(),
+  ]);
 }
 
 /**
@@ -183,7 +210,13 @@ function gpuWorkgroupBytes(D: number, rows: number): number {
  * @example
  * attentionPackRows('cpu', 4, 128); // 4: the 4 query heads of a GQA group share their K/V loads
  */
-export function attentionPackRows(variant: 'cpu' | 'gpu', span: number, D: number, cap?: number, wgBytes = 16384): number {
+export function attentionPackRows(
+  variant: 'cpu' | 'gpu',
+  span: number,
+  D: number,
+  cap?: number,
+  wgBytes = 16384,
+): number {
   const limit = Math.min(span, cap ?? (variant === 'cpu' ? 4 : 8));
   let r = 1;
   for (const x of ATTENTION_ROWS) if (x <= limit) r = x;
@@ -195,19 +228,36 @@ export function attentionPackRows(variant: 'cpu' | 'gpu', span: number, D: numbe
  * Per-key and per-block loop trips of one shape for `rows` packed rows. With one row the row
  * loops run once (and are unrolled away); with more, every row loop is counted as rows + 1 trips.
  */
-function shapeCost(variant: 'cpu' | 'gpu', D: number, Dv: number, rows = 1): { setup: number; perKey: number; perBlock: number; block: number } {
+function shapeCost(
+  variant: 'cpu' | 'gpu',
+  D: number,
+  Dv: number,
+  rows = 1,
+): { setup: number; perKey: number; perBlock: number; block: number } {
   const QN = D / 4;
   const VN = Dv / 4;
   const R = rows;
   if (variant === 'cpu') {
     const QG = Math.ceil(D / 32);
     const VG = Math.ceil(Dv / 32);
-    if (R === 1) return { setup: 2 * (QN + 2 * VN + 3) + 16, perKey: QG + VG + 4, perBlock: 2 * (QG + VG) + 10, block: BK };
-    return { setup: R * (2 * (QN + 2 * VN + 3) + 8) + 24, perKey: (QG + VG) * (R + 2) + 2 * R + 2, perBlock: (QG + VG) * (2 * R + 5) + 4 * R + 12, block: BK };
+    if (R === 1)
+      return { setup: 2 * (QN + 2 * VN + 3) + 16, perKey: QG + VG + 4, perBlock: 2 * (QG + VG) + 10, block: BK };
+    return {
+      setup: R * (2 * (QN + 2 * VN + 3) + 8) + 24,
+      perKey: (QG + VG) * (R + 2) + 2 * R + 2,
+      perBlock: (QG + VG) * (2 * R + 5) + 4 * R + 12,
+      block: BK,
+    };
   }
   const AN = Math.ceil(VN / WG);
   const L = Math.log2(WG) + 2;
-  if (R === 1) return { setup: 2 * (Math.ceil(QN / WG) + AN + 3) + 16, perKey: 0, perBlock: QN + 8 + 2 * L + (AN + 1) * (WG + 2), block: WG };
+  if (R === 1)
+    return {
+      setup: 2 * (Math.ceil(QN / WG) + AN + 3) + 16,
+      perKey: 0,
+      perBlock: QN + 8 + 2 * L + (AN + 1) * (WG + 2),
+      block: WG,
+    };
   return {
     setup: R * (2 * (Math.ceil(QN / WG) + AN + 3) + 8) + 24,
     perKey: 0,
@@ -235,7 +285,14 @@ function shapeCost(variant: 'cpu' | 'gpu', D: number, Dv: number, rows = 1): { s
  * @example
  * attentionLoopCost('cpu', 128, 128, 1000, 8); // 13,107: within llvmpipe's 58,981 budget
  */
-export function attentionLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, keys: number, maxBatch: number, rows = 1): number {
+export function attentionLoopCost(
+  variant: 'cpu' | 'gpu',
+  D: number,
+  Dv: number,
+  keys: number,
+  maxBatch: number,
+  rows = 1,
+): number {
   const c = shapeCost(variant, D, Dv, rows);
   const search = Math.ceil(Math.log2(Math.max(2, maxBatch))) + 3;
   const blocks = Math.ceil(keys / c.block) + 2;
@@ -249,7 +306,13 @@ export function attentionLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number,
  * @example
  * attentionListLoopCost('cpu', 128, 128, 64); // { setup: 214, perEntry: 823 }
  */
-export function attentionListLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, pageSize: number, rows = 1): { setup: number; perEntry: number } {
+export function attentionListLoopCost(
+  variant: 'cpu' | 'gpu',
+  D: number,
+  Dv: number,
+  pageSize: number,
+  rows = 1,
+): { setup: number; perEntry: number } {
   const c = shapeCost(variant, D, Dv, rows);
   return { setup: c.setup, perEntry: 3 + Math.ceil(pageSize / c.block) * c.perBlock + pageSize * c.perKey };
 }
@@ -261,7 +324,14 @@ export function attentionListLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: num
  * @example
  * attentionKeysPerPart(65535, 'cpu', 128, 128, 8); // 4,580 keys
  */
-export function attentionKeysPerPart(loopLimit: number, variant: 'cpu' | 'gpu', D: number, Dv: number, maxBatch: number, rows = 1): number {
+export function attentionKeysPerPart(
+  loopLimit: number,
+  variant: 'cpu' | 'gpu',
+  D: number,
+  Dv: number,
+  maxBatch: number,
+  rows = 1,
+): number {
   const budget = loopBudget(loopLimit);
   if (!Number.isFinite(budget)) return Number.POSITIVE_INFINITY;
   let lo = 0;
@@ -406,7 +476,12 @@ export interface BatchAttentionTensors {
   sinkLogits?: GpuTensor;
 }
 
-type Resolved = Required<Omit<BatchAttentionOptions, 'maxPages' | 'poolPages' | 'maxKvTokens' | 'maxKvLen' | 'pageSize' | 'maxSplits' | 'kvChunk' | 'rows'>> & {
+type Resolved = Required<
+  Omit<
+    BatchAttentionOptions,
+    'maxPages' | 'poolPages' | 'maxKvTokens' | 'maxKvLen' | 'pageSize' | 'maxSplits' | 'kvChunk' | 'rows'
+  >
+> & {
   rows?: number;
   maxPages: number;
   poolPages: number;
@@ -470,7 +545,14 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   private readonly offsets: { qo: number; kv: number; last: number; idx: number; words: number };
   private readonly hostWords: Uint32Array<ArrayBuffer>;
 
-  private constructor(ctx: TesseraDevice, o: Resolved, variant: 'cpu' | 'gpu', maxSplits: number, keysCap: number, rows: number) {
+  private constructor(
+    ctx: TesseraDevice,
+    o: Resolved,
+    variant: 'cpu' | 'gpu',
+    maxSplits: number,
+    keysCap: number,
+    rows: number,
+  ) {
     super(ctx);
     this.options = o;
     this.variant = variant;
@@ -527,7 +609,11 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     for (let i = 0; i < o.scheduleSlots; i++) {
       this.slots.push({
         buffer: this.workspace(this.offsets.words * 4, `attention.schedule${i}`),
-        merge: this.workspace(MERGE_PARAMS.size, `attention.merge${i}`, GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST),
+        merge: this.workspace(
+          MERGE_PARAMS.size,
+          `attention.merge${i}`,
+          GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST,
+        ),
         kvEnd: 0,
         usedEpoch: -2,
       });
@@ -540,7 +626,15 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const o = validate(opts);
     const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
     const G = o.Hq / o.Hkv;
-    let rows = o.rows ?? attentionPackRows(variant, G, o.D, attentionRowsCap(ctx.loopLimit, o.D, o.Dv), ctx.limits.maxComputeWorkgroupStorageSize);
+    let rows =
+      o.rows ??
+      attentionPackRows(
+        variant,
+        G,
+        o.D,
+        attentionRowsCap(ctx.loopLimit, o.D, o.Dv),
+        ctx.limits.maxComputeWorkgroupStorageSize,
+      );
     // Under a loop cap a pack's invocation covers fewer keys; the default pack shrinks while the
     // longest sequence would need more parts than the plan may keep.
     while (o.rows === undefined && rows > 1) {
@@ -549,10 +643,23 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
       rows /= 2;
     }
     if (variant === 'gpu' && gpuWorkgroupBytes(o.D, rows) > ctx.limits.maxComputeWorkgroupStorageSize) {
-      fail('E_LIMIT', 'rows', "packs more rows than the device's workgroup memory holds for this D;", rows, `at most ${attentionPackRows('gpu', 8, o.D, 8, ctx.limits.maxComputeWorkgroupStorageSize)}`);
+      fail(
+        'E_LIMIT',
+        'rows',
+        "packs more rows than the device's workgroup memory holds for this D;",
+        rows,
+        `at most ${attentionPackRows('gpu', 8, o.D, 8, ctx.limits.maxComputeWorkgroupStorageSize)}`,
+      );
     }
     const keysCap = attentionKeysPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.maxBatch, rows);
-    if (keysCap < 1) fail('E_LIMIT', 'D', "is too large for one invocation within the device's loop limit;", o.D, `loopLimit ${ctx.loopLimit}`);
+    if (keysCap < 1)
+      fail(
+        'E_LIMIT',
+        'D',
+        "is too large for one invocation within the device's loop limit;",
+        o.D,
+        `loopLimit ${ctx.loopLimit}`,
+      );
     const maxKeys = o.maxKvLen;
     const rowsCap = o.maxQTokens * o.Hq;
     const chunk = Math.min(o.kvChunk ?? Number.POSITIVE_INFINITY, keysCap);
@@ -567,12 +674,31 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     }
     if (o.kvChunk !== undefined || Number.isFinite(keysCap)) {
       if (maxSplits < needed) {
-        fail('E_LIMIT', 'maxSplits', `is too small for a sequence of ${maxKeys} keys in parts of ${chunk} keys;`, maxSplits, `at least ${needed}`);
+        fail(
+          'E_LIMIT',
+          'maxSplits',
+          `is too small for a sequence of ${maxKeys} keys in parts of ${chunk} keys;`,
+          maxSplits,
+          `at least ${needed}`,
+        );
       }
     }
     const mergeCap = mergePartsPerSegment(ctx.loopLimit, o.Dv);
-    if (maxSplits > mergeCap) fail('E_LIMIT', 'maxSplits', "exceeds what one merge invocation takes within the device's loop limit;", maxSplits, `at most ${mergeCap}`);
-    if (o.source === 'paged') checkPlannedSize(ctx, 'pages', [o.poolPages, pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.kvDtype).pageBytes / 4], 'u32');
+    if (maxSplits > mergeCap)
+      fail(
+        'E_LIMIT',
+        'maxSplits',
+        "exceeds what one merge invocation takes within the device's loop limit;",
+        maxSplits,
+        `at most ${mergeCap}`,
+      );
+    if (o.source === 'paged')
+      checkPlannedSize(
+        ctx,
+        'pages',
+        [o.poolPages, pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.kvDtype).pageBytes / 4],
+        'u32',
+      );
     checkPlannedSize(ctx, 'q', [o.maxQTokens, o.Hq, o.D], o.qDtype);
     checkPlannedSize(ctx, 'o', [o.maxQTokens, o.Hq, o.Dv], o.oDtype);
     if (maxSplits > 1) checkPlannedSize(ctx, 'workspace (partials)', [maxSplits, rowsCap, o.Dv + 1], 'f32');
@@ -582,7 +708,13 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
         shader: attentionProgram(o.D, o.Dv, rows),
         entryPoint: variant === 'cpu' ? 'main_cpu' : 'main_gpu',
         bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
-        constants: { SRC: o.source === 'paged' ? 0 : 1, KV_DT: kvDtypeCode(o.kvDtype), Q_DT: dtypeCode(o.qDtype), O_DT: dtypeCode(o.oDtype), VEC: o.D % 32 === 0 && o.Dv % 32 === 0 },
+        constants: {
+          SRC: o.source === 'paged' ? 0 : 1,
+          KV_DT: kvDtypeCode(o.kvDtype),
+          Q_DT: dtypeCode(o.qDtype),
+          O_DT: dtypeCode(o.oDtype),
+          VEC: o.D % 32 === 0 && o.Dv % 32 === 0,
+        },
       });
       if (maxSplits > 1) plan.mergePipeline = await getMergePipeline(ctx, o.oDtype);
     } catch (e) {
@@ -632,19 +764,42 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   useSchedule(buffer: GPUBuffer): void {
     this.assertUsable();
     const f = this.offsets;
-    if (!buffer || typeof buffer.size !== 'number') fail('E_BUFFER', 'buffer', 'is not a GPUBuffer;', typeof buffer, 'a STORAGE buffer of scheduleLayout.words u32');
-    if (buffer.size < f.words * 4) fail('E_BUFFER', 'buffer', 'is smaller than the schedule layout;', buffer.size, `at least ${f.words * 4} bytes`);
-    if ((buffer.usage & GPUBufferUsageFlags.STORAGE) === 0) fail('E_BUFFER', 'buffer', 'lacks STORAGE usage;', buffer.usage, 'usage including STORAGE');
+    if (!buffer || typeof buffer.size !== 'number')
+      fail('E_BUFFER', 'buffer', 'is not a GPUBuffer;', typeof buffer, 'a STORAGE buffer of scheduleLayout.words u32');
+    if (buffer.size < f.words * 4)
+      fail('E_BUFFER', 'buffer', 'is smaller than the schedule layout;', buffer.size, `at least ${f.words * 4} bytes`);
+    if ((buffer.usage & GPUBufferUsageFlags.STORAGE) === 0)
+      fail('E_BUFFER', 'buffer', 'lacks STORAGE usage;', buffer.usage, 'usage including STORAGE');
     const o = this.options;
     if (!this.external) {
-      this.external = { buffer, merge: this.workspace(MERGE_PARAMS.size, 'attention.mergeGpu', GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST), kvEnd: 0, usedEpoch: -2 };
+      this.external = {
+        buffer,
+        merge: this.workspace(
+          MERGE_PARAMS.size,
+          'attention.mergeGpu',
+          GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST,
+        ),
+        kvEnd: 0,
+        usedEpoch: -2,
+      };
       if (this.maxSplits > 1) {
-        this.ctx.device.queue.writeBuffer(this.external.merge, 0, MERGE_PARAMS.pack({ P: this.maxSplits, rows: this.rowsCap, D: o.Dv, p0: 0, carry: 0, out_state: 0, one: 1 }));
+        this.ctx.device.queue.writeBuffer(
+          this.external.merge,
+          0,
+          MERGE_PARAMS.pack({ P: this.maxSplits, rows: this.rowsCap, D: o.Dv, p0: 0, carry: 0, out_state: 0, one: 1 }),
+        );
       }
     }
     this.external.buffer = buffer;
     this.external.kvEnd = o.source === 'paged' ? o.maxPages : o.maxKvTokens;
-    this.external.info = { batch: o.maxBatch, totalQ: o.maxQTokens, kvLens: [], parts: this.maxSplits, kvChunk: this.gpuChunk, slot: -1 };
+    this.external.info = {
+      batch: o.maxBatch,
+      totalQ: o.maxQTokens,
+      kvLens: [],
+      parts: this.maxSplits,
+      kvChunk: this.gpuChunk,
+      slot: -1,
+    };
   }
 
   /**
@@ -657,12 +812,21 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   schedule(s: BatchSchedule): ScheduleInfo {
     this.assertUsable();
     const o = this.options;
-    if (!s || typeof s !== 'object') fail('E_ARG', 'schedule', 'is required;', s, '{ qoIndptr, kvIndptr, kvIndices, kvLastPageLen }');
+    if (!s || typeof s !== 'object')
+      fail('E_ARG', 'schedule', 'is required;', s, '{ qoIndptr, kvIndptr, kvIndices, kvLastPageLen }');
     const qo = intArray(s.qoIndptr, 'qoIndptr');
     const kv = intArray(s.kvIndptr, 'kvIndptr');
     const B = qo.length - 1;
-    if (B < 1 || B > o.maxBatch) fail('E_SHAPE', 'qoIndptr', `has ${qo.length} entries;`, qo.length, `B + 1 with 1 <= B <= maxBatch = ${o.maxBatch}`);
-    if (kv.length !== B + 1) fail('E_SHAPE', 'kvIndptr', `has ${kv.length} entries;`, kv.length, `B + 1 = ${B + 1} (as qoIndptr)`);
+    if (B < 1 || B > o.maxBatch)
+      fail(
+        'E_SHAPE',
+        'qoIndptr',
+        `has ${qo.length} entries;`,
+        qo.length,
+        `B + 1 with 1 <= B <= maxBatch = ${o.maxBatch}`,
+      );
+    if (kv.length !== B + 1)
+      fail('E_SHAPE', 'kvIndptr', `has ${kv.length} entries;`, kv.length, `B + 1 = ${B + 1} (as qoIndptr)`);
     monotone(qo, 'qoIndptr', o.maxQTokens, 'maxQTokens', true);
     const paged = o.source === 'paged';
     monotone(kv, 'kvIndptr', paged ? o.maxPages : o.maxKvTokens, paged ? 'maxPages' : 'maxKvTokens', false);
@@ -673,30 +837,52 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     if (paged) {
       idx = intArray(s.kvIndices, 'kvIndices');
       last = intArray(s.kvLastPageLen, 'kvLastPageLen');
-      if (idx.length < kvEnd) fail('E_SHAPE', 'kvIndices', `has ${idx.length} entries;`, idx.length, `at least kvIndptr[B] = ${kvEnd}`);
+      if (idx.length < kvEnd)
+        fail('E_SHAPE', 'kvIndices', `has ${idx.length} entries;`, idx.length, `at least kvIndptr[B] = ${kvEnd}`);
       if (last.length !== B) fail('E_SHAPE', 'kvLastPageLen', `has ${last.length} entries;`, last.length, `B = ${B}`);
       for (let i = kv[0]!; i < kvEnd; i++) {
         const x = idx[i]!;
-        if (!(x >= 0 && x < o.poolPages)) fail('E_ARG', `kvIndices[${i}]`, 'is not a page of the pool;', x, `0 <= slot < poolPages = ${o.poolPages}`);
+        if (!(x >= 0 && x < o.poolPages))
+          fail('E_ARG', `kvIndices[${i}]`, 'is not a page of the pool;', x, `0 <= slot < poolPages = ${o.poolPages}`);
       }
       for (let b = 0; b < B; b++) {
         const np = kv[b + 1]! - kv[b]!;
         const lp = last[b]!;
         if (np > 0 ? !(lp >= 1 && lp <= o.pageSize) : lp !== 0) {
-          fail('E_ARG', `kvLastPageLen[${b}]`, 'does not fit its pages;', lp, np > 0 ? `1..pageSize = ${o.pageSize}` : '0 (the sequence has no pages)');
+          fail(
+            'E_ARG',
+            `kvLastPageLen[${b}]`,
+            'does not fit its pages;',
+            lp,
+            np > 0 ? `1..pageSize = ${o.pageSize}` : '0 (the sequence has no pages)',
+          );
         }
         lens.push(np > 0 ? (np - 1) * o.pageSize + lp : 0);
       }
     } else {
       for (let b = 0; b < B; b++) {
         lens.push(kv[b + 1]! - kv[b]!);
-        if (lens[b]! > o.maxKvLen) fail('E_LIMIT', `kvIndptr[${b + 1}]`, `gives sequence ${b} more keys than the plan's maxKvLen;`, lens[b], `at most ${o.maxKvLen}`);
+        if (lens[b]! > o.maxKvLen)
+          fail(
+            'E_LIMIT',
+            `kvIndptr[${b + 1}]`,
+            `gives sequence ${b} more keys than the plan's maxKvLen;`,
+            lens[b],
+            `at most ${o.maxKvLen}`,
+          );
       }
     }
     if (o.causal && !o.earlyQueries) {
       for (let b = 0; b < B; b++) {
         const n = qo[b + 1]! - qo[b]!;
-        if (n > lens[b]!) fail('E_ARG', `qoIndptr[${b + 1}]`, `gives sequence ${b} more new queries than keys (causal, bottom-right);`, n, `at most its ${lens[b]} keys`);
+        if (n > lens[b]!)
+          fail(
+            'E_ARG',
+            `qoIndptr[${b + 1}]`,
+            `gives sequence ${b} more new queries than keys (causal, bottom-right);`,
+            n,
+            `at most its ${lens[b]} keys`,
+          );
       }
     }
     const totalQ = qo[B]!;
@@ -706,7 +892,14 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     if (o.kvChunk !== undefined) chunk = Math.min(o.kvChunk, this.maxKeysPerPart);
     else chunk = Math.min(this.maxKeysPerPart, Math.max(256, Math.ceil(maxLen / this.maxSplits)));
     const parts = Math.max(1, Math.ceil(maxLen / chunk));
-    if (parts > this.maxSplits) fail('E_LIMIT', 'kvIndptr', `gives a sequence of ${maxLen} keys: ${parts} parts of ${chunk};`, parts, `at most maxSplits = ${this.maxSplits} (plan with a larger maxSplits)`);
+    if (parts > this.maxSplits)
+      fail(
+        'E_LIMIT',
+        'kvIndptr',
+        `gives a sequence of ${maxLen} keys: ${parts} parts of ${chunk};`,
+        parts,
+        `at most maxSplits = ${this.maxSplits} (plan with a larger maxSplits)`,
+      );
     // The slot: the next in the ring, unless a run bound it since the last submit.
     const epoch = submitEpoch(this.ctx);
     const next = (this.current + 1) % this.slots.length;
@@ -735,7 +928,11 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const used = paged ? this.offsets.idx + kvEnd : this.offsets.last + B;
     this.ctx.device.queue.writeBuffer(slot.buffer, 0, words.buffer, 0, used * 4);
     if (parts > 1) {
-      this.ctx.device.queue.writeBuffer(slot.merge, 0, MERGE_PARAMS.pack({ P: parts, rows: totalQ * o.Hq, D: o.Dv, p0: 0, carry: 0, out_state: 0, one: 1 }));
+      this.ctx.device.queue.writeBuffer(
+        slot.merge,
+        0,
+        MERGE_PARAMS.pack({ P: parts, rows: totalQ * o.Hq, D: o.Dv, p0: 0, carry: 0, out_state: 0, one: 1 }),
+      );
     }
     const info: ScheduleInfo = { batch: B, totalQ, kvLens: lens, parts, kvChunk: chunk, slot: next };
     slot.info = info;
@@ -755,31 +952,87 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   run(encoder: GPUCommandEncoder, t: BatchAttentionTensors): void {
     this.assertUsable();
     const o = this.options;
-    if (this.current < 0 && !this.external) throw new TesseraError('E_STATE', 'BatchAttentionPlan.run: no schedule yet; call plan.schedule({ qoIndptr, kvIndptr, ... }) or plan.useSchedule(buffer) first');
+    if (this.current < 0 && !this.external)
+      throw new TesseraError(
+        'E_STATE',
+        'BatchAttentionPlan.run: no schedule yet; call plan.schedule({ qoIndptr, kvIndptr, ... }) or plan.useSchedule(buffer) first',
+      );
     const slot = this.external ?? this.slots[this.current]!;
     const info = slot.info!;
     if (!t || typeof t !== 'object') fail('E_ARG', 'tensors', 'is required;', t, '{ q, o, lse?, pages | k, v }');
     const q = checkTensor(t.q, 'q', { rank: 3, shape: [-1, o.Hq, o.D], dtypes: [o.qDtype] });
     const out = checkTensor(t.o, 'o', { rank: 3, shape: [-1, o.Hq, o.Dv], dtypes: [o.oDtype] });
-    if (q.shape[0]! < info.totalQ) fail('E_SHAPE', 'q.shape[0]', 'is smaller than the scheduled query tokens;', q.shape[0], `at least ${info.totalQ}`);
-    if (out.shape[0]! < info.totalQ) fail('E_SHAPE', 'o.shape[0]', 'is smaller than the scheduled query tokens;', out.shape[0], `at least ${info.totalQ}`);
-    const lse = t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [-1, o.Hq], dtypes: ['f32'] });
-    if (lse && lse.shape[0]! < info.totalQ) fail('E_SHAPE', 'lse.shape[0]', 'is smaller than the scheduled query tokens;', lse.shape[0], `at least ${info.totalQ}`);
-    for (const [x, n] of [[q, 'q'], [out, 'o']] as const) checkBindingSize(this.ctx, x, n);
+    if (q.shape[0]! < info.totalQ)
+      fail(
+        'E_SHAPE',
+        'q.shape[0]',
+        'is smaller than the scheduled query tokens;',
+        q.shape[0],
+        `at least ${info.totalQ}`,
+      );
+    if (out.shape[0]! < info.totalQ)
+      fail(
+        'E_SHAPE',
+        'o.shape[0]',
+        'is smaller than the scheduled query tokens;',
+        out.shape[0],
+        `at least ${info.totalQ}`,
+      );
+    const lse =
+      t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [-1, o.Hq], dtypes: ['f32'] });
+    if (lse && lse.shape[0]! < info.totalQ)
+      fail(
+        'E_SHAPE',
+        'lse.shape[0]',
+        'is smaller than the scheduled query tokens;',
+        lse.shape[0],
+        `at least ${info.totalQ}`,
+      );
+    for (const [x, n] of [
+      [q, 'q'],
+      [out, 'o'],
+    ] as const)
+      checkBindingSize(this.ctx, x, n);
     if (lse) checkBindingSize(this.ctx, lse, 'lse');
     let kr: BindingResource;
     let vr: BindingResource;
     if (o.source === 'paged') {
       const pages = t.pages;
-      if (!pages || typeof pages.size !== 'number') fail('E_BUFFER', 'pages', 'is not a GPUBuffer;', typeof pages, 'the pool buffer');
+      if (!pages || typeof pages.size !== 'number')
+        fail('E_BUFFER', 'pages', 'is not a GPUBuffer;', typeof pages, 'the pool buffer');
       const need = o.poolPages * this.layout!.pageBytes;
-      if (pages.size < need) fail('E_BUFFER', 'pages', 'is smaller than the pool the plan was made for;', pages.size, `at least poolPages * pageBytes = ${need} bytes`);
-      if (need > this.ctx.limits.maxStorageBufferBindingSize) fail('E_LIMIT', 'pages', 'is larger than one storage binding;', need, `at most ${this.ctx.limits.maxStorageBufferBindingSize} bytes`);
+      if (pages.size < need)
+        fail(
+          'E_BUFFER',
+          'pages',
+          'is smaller than the pool the plan was made for;',
+          pages.size,
+          `at least poolPages * pageBytes = ${need} bytes`,
+        );
+      if (need > this.ctx.limits.maxStorageBufferBindingSize)
+        fail(
+          'E_LIMIT',
+          'pages',
+          'is larger than one storage binding;',
+          need,
+          `at most ${this.ctx.limits.maxStorageBufferBindingSize} bytes`,
+        );
       kr = vr = { buffer: pages, offset: 0, size: need };
     } else {
       const k = checkTensor(t.k, 'k', { rank: 3, shape: [-1, o.Hkv, o.D], dtypes: [o.kvDtype as FloatDType] });
-      const v = checkTensor(t.v, 'v', { rank: 3, shape: [k.shape[0]!, o.Hkv, o.Dv], dtypes: [o.kvDtype as FloatDType] });
-      if (k.shape[0]! < slot.kvEnd) fail('E_SHAPE', 'k.shape[0]', 'is smaller than the scheduled keys;', k.shape[0], `at least kvIndptr[B] = ${slot.kvEnd}`);
+      const v = checkTensor(t.v, 'v', {
+        rank: 3,
+        shape: [k.shape[0]!, o.Hkv, o.Dv],
+        dtypes: [o.kvDtype as FloatDType],
+      });
+      if (k.shape[0]! < slot.kvEnd)
+        fail(
+          'E_SHAPE',
+          'k.shape[0]',
+          'is smaller than the scheduled keys;',
+          k.shape[0],
+          `at least kvIndptr[B] = ${slot.kvEnd}`,
+        );
       checkBindingSize(this.ctx, k, 'k');
       checkBindingSize(this.ctx, v, 'v');
       kr = res16(k, 'k');
@@ -795,7 +1048,17 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     slot.usedEpoch = submitEpoch(this.ctx);
     if (info.totalQ === 0) return;
     const lr: BindingResource = lse ? res(lse) : { buffer: this.lseScratch };
-    const resources: BindingResource[] = [res(q), kr, vr, { buffer: slot.buffer }, res(out), lr, { buffer: this.work }, { buffer: this.params }, sr];
+    const resources: BindingResource[] = [
+      res(q),
+      kr,
+      vr,
+      { buffer: slot.buffer },
+      res(out),
+      lr,
+      { buffer: this.work },
+      { buffer: this.params },
+      sr,
+    ];
     const rows = info.totalQ * o.Hq;
     // One invocation (cpu) or workgroup (gpu) per part and pack: ceil(G / R) packs per token and KV head.
     const invocations = info.totalQ * o.Hkv * Math.ceil(o.Hq / o.Hkv / this.rows) * info.parts;
@@ -818,7 +1081,13 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   }
 
   /** One compute pass with a cached bind group. */
-  private encode(encoder: GPUCommandEncoder, p: Pipeline, resources: readonly BindingResource[], wg: [number, number], tag: string): void {
+  private encode(
+    encoder: GPUCommandEncoder,
+    p: Pipeline,
+    resources: readonly BindingResource[],
+    wg: [number, number],
+    tag: string,
+  ): void {
     const key = `${tag}|${resources.map(keyOf).join('|')}`;
     let g = this.groups.get(key);
     if (!g) {
@@ -826,7 +1095,10 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
       g = this.ctx.device.createBindGroup({
         label: p.spec.shader.name,
         layout: p.layout,
-        entries: resources.map((r, i) => ({ binding: i, resource: { buffer: r.buffer, offset: r.offset ?? 0, size: r.size } })),
+        entries: resources.map((r, i) => ({
+          binding: i,
+          resource: { buffer: r.buffer, offset: r.offset ?? 0, size: r.size },
+        })),
       });
       this.bindGroupsCreated++;
       this.groups.set(key, g);
@@ -849,7 +1121,13 @@ function res16(t: GpuTensor, argument: string): BindingResource {
   const r = res(t);
   const size = Math.ceil(r.size! / 16) * 16;
   if ((r.offset ?? 0) + size > t.buffer.size) {
-    fail('E_BUFFER', `${argument}.buffer`, 'ends inside the tensor\'s last 16-byte word (K/V are read as 16-byte words);', t.buffer.size, `at least ${(r.offset ?? 0) + size} bytes`);
+    fail(
+      'E_BUFFER',
+      `${argument}.buffer`,
+      "ends inside the tensor's last 16-byte word (K/V are read as 16-byte words);",
+      t.buffer.size,
+      `at least ${(r.offset ?? 0) + size} bytes`,
+    );
   }
   return { ...r, size };
 }
@@ -861,7 +1139,8 @@ function intArray(a: unknown, argument: string): ArrayLike<number> {
   const x = a as ArrayLike<number>;
   for (let i = 0; i < x.length; i++) {
     const v = x[i];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) fail('E_ARG', `${argument}[${i}]`, 'is not a u32 integer;', v, 'an integer in 0..2^32-1');
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff)
+      fail('E_ARG', `${argument}[${i}]`, 'is not a u32 integer;', v, 'an integer in 0..2^32-1');
   }
   return x;
 }
@@ -869,10 +1148,12 @@ function intArray(a: unknown, argument: string): ArrayLike<number> {
 function monotone(a: ArrayLike<number>, argument: string, cap: number, capName: string, zeroStart: boolean): void {
   if (zeroStart && a[0] !== 0) fail('E_ARG', `${argument}[0]`, 'does not start at 0;', a[0], '0');
   for (let i = 1; i < a.length; i++) {
-    if (a[i]! < a[i - 1]!) fail('E_ARG', `${argument}[${i}]`, 'decreases;', a[i], `>= ${argument}[${i - 1}] = ${a[i - 1]}`);
+    if (a[i]! < a[i - 1]!)
+      fail('E_ARG', `${argument}[${i}]`, 'decreases;', a[i], `>= ${argument}[${i - 1}] = ${a[i - 1]}`);
   }
   const end = a[a.length - 1]!;
-  if (end > cap) fail('E_LIMIT', `${argument}[${a.length - 1}]`, `exceeds the plan's ${capName};`, end, `at most ${cap}`);
+  if (end > cap)
+    fail('E_LIMIT', `${argument}[${a.length - 1}]`, `exceeds the plan's ${capName};`, end, `at most ${cap}`);
 }
 
 function validate(opts: BatchAttentionOptions): Resolved {
@@ -909,7 +1190,13 @@ function validate(opts: BatchAttentionOptions): Resolved {
     maxKvTokens = checkInt(opts.maxKvTokens, 'maxKvTokens', { min: 1, max: 2 ** 31 });
     maxKvLen = checkInt(opts.maxKvLen ?? maxKvTokens, 'maxKvLen', { min: 1, max: maxKvTokens });
     kvDtype = opts.kvDtype ?? qDtype;
-    check(kvDtype !== 'int8' && KV_DTYPES.includes(kvDtype), 'kvDtype', 'f32, f16 or bf16 (ragged K/V)', kvDtype, 'E_DTYPE');
+    check(
+      kvDtype !== 'int8' && KV_DTYPES.includes(kvDtype),
+      'kvDtype',
+      'f32, f16 or bf16 (ragged K/V)',
+      kvDtype,
+      'E_DTYPE',
+    );
   }
   const causal = opts.causal ?? true;
   check(typeof causal === 'boolean', 'causal', 'a boolean', causal);
@@ -923,14 +1210,40 @@ function validate(opts: BatchAttentionOptions): Resolved {
   const scale = checkFinite(opts.scale ?? 1 / Math.sqrt(D), 'scale');
   const variant = opts.variant ?? 'auto';
   check(variant === 'auto' || variant === 'cpu' || variant === 'gpu', 'variant', '"auto", "cpu" or "gpu"', variant);
-  const maxSplits = opts.maxSplits === undefined ? undefined : checkInt(opts.maxSplits, 'maxSplits', { min: 1, max: 4096 });
+  const maxSplits =
+    opts.maxSplits === undefined ? undefined : checkInt(opts.maxSplits, 'maxSplits', { min: 1, max: 4096 });
   const kvChunk = opts.kvChunk === undefined ? undefined : checkInt(opts.kvChunk, 'kvChunk', { min: 1 });
   const scheduleSlots = checkInt(opts.scheduleSlots ?? 4, 'scheduleSlots', { min: 1, max: 64 });
   const rows = opts.rows === undefined ? undefined : checkInt(opts.rows, 'rows', { min: 1, max: 8 });
-  if (rows !== undefined) check((ATTENTION_ROWS as readonly number[]).includes(rows), 'rows', '1, 2, 4 or 8', rows, 'E_UNSUPPORTED');
+  if (rows !== undefined)
+    check((ATTENTION_ROWS as readonly number[]).includes(rows), 'rows', '1, 2, 4 or 8', rows, 'E_UNSUPPORTED');
   return {
-    source, maxBatch, maxQTokens, maxPages, poolPages, maxKvTokens, maxKvLen, Hq, Hkv, D, Dv, pageSize, kvDtype, qDtype, oDtype,
-    causal, earlyQueries, window, sinks, sinkLogit, scale, variant, maxSplits, kvChunk, scheduleSlots, rows,
+    source,
+    maxBatch,
+    maxQTokens,
+    maxPages,
+    poolPages,
+    maxKvTokens,
+    maxKvLen,
+    Hq,
+    Hkv,
+    D,
+    Dv,
+    pageSize,
+    kvDtype,
+    qDtype,
+    oDtype,
+    causal,
+    earlyQueries,
+    window,
+    sinks,
+    sinkLogit,
+    scale,
+    variant,
+    maxSplits,
+    kvChunk,
+    scheduleSlots,
+    rows,
   };
 }
 
@@ -957,7 +1270,9 @@ export function planBatchAttention(device: DeviceLike, opts: BatchAttentionOptio
 export async function batchAttention(
   device: DeviceLike,
   t: BatchAttentionTensors,
-  opts: Omit<BatchAttentionOptions, 'maxBatch' | 'maxQTokens' | 'maxPages' | 'maxKvTokens'> & Partial<BatchAttentionOptions> & BatchSchedule,
+  opts: Omit<BatchAttentionOptions, 'maxBatch' | 'maxQTokens' | 'maxPages' | 'maxKvTokens'> &
+    Partial<BatchAttentionOptions> &
+    BatchSchedule,
 ): Promise<void> {
   const ctx = ctxOf(device);
   if (!opts || typeof opts !== 'object') fail('E_ARG', 'options', 'is required;', opts);
@@ -969,7 +1284,10 @@ export async function batchAttention(
     maxBatch: opts.maxBatch ?? B,
     maxQTokens: opts.maxQTokens ?? Math.max(1, qo[qo.length - 1] ?? 1),
     ...((opts.source ?? 'paged') === 'paged'
-      ? { maxPages: opts.maxPages ?? Math.max(1, kv[kv.length - 1] ?? 1), poolPages: opts.poolPages ?? (t?.pages ? poolPagesOf(t.pages, opts) : undefined) }
+      ? {
+          maxPages: opts.maxPages ?? Math.max(1, kv[kv.length - 1] ?? 1),
+          poolPages: opts.poolPages ?? (t?.pages ? poolPagesOf(t.pages, opts) : undefined),
+        }
       : { maxKvTokens: opts.maxKvTokens ?? Math.max(1, kv[kv.length - 1] ?? 1) }),
   });
   try {

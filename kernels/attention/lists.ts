@@ -21,7 +21,14 @@ import { getPipeline, grid2d, type BindingResource, type Pipeline } from '../../
 import { KernelPlan, checkPlannedSize, res } from '../../src/plan.js';
 import { dtypeCode, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { planMerge, type MergePlan } from '../merge/index.js';
-import { ATTENTION_BK, ATTENTION_WG, CORE_LIST_DEFAULTS, CORE_PARAMS, attentionListLoopCost, attentionProgram } from './attention.js';
+import {
+  ATTENTION_BK,
+  ATTENTION_WG,
+  CORE_LIST_DEFAULTS,
+  CORE_PARAMS,
+  attentionListLoopCost,
+  attentionProgram,
+} from './attention.js';
 
 export type BlockListVariant = 'cpu' | 'gpu';
 
@@ -107,7 +114,14 @@ export interface BlockListParts {
  * @example
  * blockListParts(3686, 'gpu', 32, 32, 2, 3000).parts; // 6: two entries, three key ranges each
  */
-export function blockListParts(budget: number, variant: BlockListVariant, D: number, Dv: number, entries: number, keys: number): BlockListParts | undefined {
+export function blockListParts(
+  budget: number,
+  variant: BlockListVariant,
+  D: number,
+  Dv: number,
+  entries: number,
+  keys: number,
+): BlockListParts | undefined {
   const E = Math.max(1, entries);
   const K = Math.max(1, keys);
   // attentionListLoopCost plus ENTRY_SLACK per list word: on llvmpipe a row of 4,000 one-key
@@ -128,7 +142,8 @@ export function blockListParts(budget: number, variant: BlockListVariant, D: num
   if (cost(1, K) <= budget) {
     let ePer = 1;
     while (ePer * 2 <= E && cost(ePer * 2, K) <= budget) ePer *= 2;
-    for (let step = ePer >> 1; step > 0; step >>= 1) if (ePer + step <= E && cost(ePer + step, K) <= budget) ePer += step;
+    for (let step = ePer >> 1; step > 0; step >>= 1)
+      if (ePer + step <= E && cost(ePer + step, K) <= budget) ePer += step;
     return { ePer, kPer: K, keyChunks: 1, parts: Math.ceil(E / ePer), loopIterations: cost(ePer, K) };
   }
   const unit = variant === 'cpu' ? ATTENTION_BK : ATTENTION_WG;
@@ -163,12 +178,46 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
     this.pipeline = pipeline;
     this.rowsN = o.Tq * o.Hq;
     this.params = this.uniform(CORE_PARAMS, {
-      hq: o.Hq, group: o.Hq / o.Hkv, hkv: o.Hkv, scale_log2: o.scale * Math.LOG2E, causal: o.causal ? 1 : 0, window: o.window ?? 0, sinks: 0, has_sink: 0,
-      page: 1, page_elems: 0, page_words: 0, k_head: 0, v_off: 0, v_head: 0, scale_off: 0, off_qo: 0, off_kv: 0, off_last: 0, off_idx: 0, lse_off: 0,
-      l_rows: this.rowsN, q_pos0: 0, list_base: o.base, n_entries: 0, e_per: split.ePer, part_base: 0, part_count: split.parts,
+      hq: o.Hq,
+      group: o.Hq / o.Hkv,
+      hkv: o.Hkv,
+      scale_log2: o.scale * Math.LOG2E,
+      causal: o.causal ? 1 : 0,
+      window: o.window ?? 0,
+      sinks: 0,
+      has_sink: 0,
+      page: 1,
+      page_elems: 0,
+      page_words: 0,
+      k_head: 0,
+      v_off: 0,
+      v_head: 0,
+      scale_off: 0,
+      off_qo: 0,
+      off_kv: 0,
+      off_last: 0,
+      off_idx: 0,
+      lse_off: 0,
+      l_rows: this.rowsN,
+      q_pos0: 0,
+      list_base: o.base,
+      n_entries: 0,
+      e_per: split.ePer,
+      part_base: 0,
+      part_count: split.parts,
       ...CORE_LIST_DEFAULTS,
-      b_rows: o.rows, b_heads: o.heads, b_stride: o.stride, b_ptr: o.ptr ?? 0, b_mb: o.mb ?? 0, b_block: o.block, b_keys: o.Tk, b_posoff: o.posOff, b_qdiv: o.keyStride ?? 1, b_t0: o.t0 ?? 0,
-      b_kper: split.keyChunks > 1 ? split.kPer : 0x7fffffff, b_nkc: split.keyChunks,
+      b_rows: o.rows,
+      b_heads: o.heads,
+      b_stride: o.stride,
+      b_ptr: o.ptr ?? 0,
+      b_mb: o.mb ?? 0,
+      b_block: o.block,
+      b_keys: o.Tk,
+      b_posoff: o.posOff,
+      b_qdiv: o.keyStride ?? 1,
+      b_t0: o.t0 ?? 0,
+      b_kper: split.keyChunks > 1 ? split.kPer : 0x7fffffff,
+      b_nkc: split.keyChunks,
     });
     this.lseScratch = this.workspace(this.rowsN * 4, 'lists.lse');
     this.dummyRw = this.workspace(16, 'lists.dummyRw');
@@ -197,19 +246,39 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
    */
   static async create(ctx: TesseraDevice, o: BlockListOptions, argument = 'D'): Promise<BlockListPlan> {
     const budget = loopBudget(ctx.loopLimit);
-    const split = blockListParts(budget, o.variant, o.D, o.Dv, o.maxEntries, o.block === 0 ? 0 : Math.max(1, o.entryKeys ?? Math.min(o.block, o.Tk)));
+    const split = blockListParts(
+      budget,
+      o.variant,
+      o.D,
+      o.Dv,
+      o.maxEntries,
+      o.block === 0 ? 0 : Math.max(1, o.entryKeys ?? Math.min(o.block, o.Tk)),
+    );
     if (!split) {
-      fail('E_LIMIT', argument, `one key block of the attention core (head dims ${o.D}/${o.Dv}) runs more loop iterations than this device allows one invocation (${budget});`, o.D, 'a smaller head dim, or a device with a larger loop limit');
+      fail(
+        'E_LIMIT',
+        argument,
+        `one key block of the attention core (head dims ${o.D}/${o.Dv}) runs more loop iterations than this device allows one invocation (${budget});`,
+        o.D,
+        'a smaller head dim, or a device with a larger loop limit',
+      );
     }
     if (split.parts > 1) checkPlannedSize(ctx, 'o', [split.parts, o.Tq * o.Hq, o.Dv], 'f32');
     const pipeline = await getPipeline(ctx, {
       shader: attentionProgram(o.D, o.Dv),
       entryPoint: o.variant === 'cpu' ? 'main_cpu' : 'main_gpu',
       bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
-      constants: { SRC: 3, KV_DT: dtypeCode(o.kvDtype), Q_DT: dtypeCode(o.qDtype), O_DT: split.parts > 1 ? 0 : dtypeCode(o.oDtype), VEC: o.D % 32 === 0 && o.Dv % 32 === 0 },
+      constants: {
+        SRC: 3,
+        KV_DT: dtypeCode(o.kvDtype),
+        Q_DT: dtypeCode(o.qDtype),
+        O_DT: split.parts > 1 ? 0 : dtypeCode(o.oDtype),
+        VEC: o.D % 32 === 0 && o.Dv % 32 === 0,
+      },
     });
     const plan = new BlockListPlan(ctx, o, split, pipeline);
-    if (split.parts > 1) plan.merge = await planMerge(ctx, { parts: split.parts, rows: o.Tq * o.Hq, D: o.Dv, outDtype: o.oDtype });
+    if (split.parts > 1)
+      plan.merge = await planMerge(ctx, { parts: split.parts, rows: o.Tq * o.Hq, D: o.Dv, outDtype: o.oDtype });
     return plan;
   }
 
@@ -227,15 +296,40 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
       return;
     }
     const P = this.split.parts;
-    this.dispatch(encoder, this.pipeline, [...head, { buffer: this.oParts! }, { buffer: this.lseParts! }, ...tail], grid);
-    const parts = { oParts: { buffer: this.oParts!, shape: [P, this.rowsN, o.Dv], dtype: 'f32' as const }, lseParts: { buffer: this.lseParts!, shape: [P, this.rowsN], dtype: 'f32' as const } };
+    this.dispatch(
+      encoder,
+      this.pipeline,
+      [...head, { buffer: this.oParts! }, { buffer: this.lseParts! }, ...tail],
+      grid,
+    );
+    const parts = {
+      oParts: { buffer: this.oParts!, shape: [P, this.rowsN, o.Dv], dtype: 'f32' as const },
+      lseParts: { buffer: this.lseParts!, shape: [P, this.rowsN], dtype: 'f32' as const },
+    };
     if (this.stageO) {
       // rows [t0, t0 + Tq) of o and lse: merged here, then copied (4-byte aligned: Dv is a
       // multiple of 8 with 16-bit outputs)
       const ob = this.rowsN * o.Dv * BYTES[o.oDtype];
-      this.merge.run(encoder, { ...parts, o: { buffer: this.stageO, shape: [this.rowsN, o.Dv], dtype: o.oDtype }, lse: { buffer: this.stageLse!, shape: [this.rowsN], dtype: 'f32' } });
-      encoder.copyBufferToBuffer(this.stageO, 0, t.o.buffer, (t.o.offset ?? 0) + (o.t0 ?? 0) * o.Hq * o.Dv * BYTES[o.oDtype], ob);
-      if (t.lse) encoder.copyBufferToBuffer(this.stageLse!, 0, t.lse.buffer, (t.lse.offset ?? 0) + (o.t0 ?? 0) * o.Hq * 4, this.rowsN * 4);
+      this.merge.run(encoder, {
+        ...parts,
+        o: { buffer: this.stageO, shape: [this.rowsN, o.Dv], dtype: o.oDtype },
+        lse: { buffer: this.stageLse!, shape: [this.rowsN], dtype: 'f32' },
+      });
+      encoder.copyBufferToBuffer(
+        this.stageO,
+        0,
+        t.o.buffer,
+        (t.o.offset ?? 0) + (o.t0 ?? 0) * o.Hq * o.Dv * BYTES[o.oDtype],
+        ob,
+      );
+      if (t.lse)
+        encoder.copyBufferToBuffer(
+          this.stageLse!,
+          0,
+          t.lse.buffer,
+          (t.lse.offset ?? 0) + (o.t0 ?? 0) * o.Hq * 4,
+          this.rowsN * 4,
+        );
       return;
     }
     this.merge.run(encoder, {

@@ -72,5 +72,16 @@ export function pageLayout(pageSize: number, Hkv: number, D: number, Dv: number,
   const vOffset = Hkv * kHeadBytes;
   const scaleOffset = vOffset + Hkv * vHeadBytes;
   const pageBytes = scaleOffset + (dtype === 'int8' ? 8 * Hkv * pageSize : 0);
-  return { pageSize, Hkv, D, Dv, dtype, kHeadBytes, vHeadBytes, vOffset, scaleOffset, pageBytes: Math.ceil(pageBytes / 16) * 16 };
+  return {
+    pageSize,
+    Hkv,
+    D,
+    Dv,
+    dtype,
+    kHeadBytes,
+    vHeadBytes,
+    vOffset,
+    scaleOffset,
+    pageBytes: Math.ceil(pageBytes / 16) * 16,
+  };
 }

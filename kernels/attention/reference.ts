@@ -37,7 +37,17 @@ export function batchAttentionReference(
     const L = s.k.length / (Hkv * D);
     const qs = Array.prototype.slice.call(q, q0 * Hq * D, (q0 + n) * Hq * D) as number[];
     const r = attentionReference(qs, s.k, s.v, {
-      Tq: n, Tk: L, Hq, Hkv, D, Dv, causal: opts.causal ?? true, scale: opts.scale, window: opts.window, sinks: opts.sinks, sinkLogits: opts.sinkLogits,
+      Tq: n,
+      Tk: L,
+      Hq,
+      Hkv,
+      D,
+      Dv,
+      causal: opts.causal ?? true,
+      scale: opts.scale,
+      window: opts.window,
+      sinks: opts.sinks,
+      sinkLogits: opts.sinkLogits,
     });
     o.set(r.o, q0 * Hq * Dv);
     lse.set(r.lse, q0 * Hq);
@@ -75,9 +85,12 @@ export function readPagedSequence(
     const base = slot * L.pageBytes;
     for (let h = 0; h < L.Hkv; h++) {
       const ks = L.dtype === 'int8' ? dv.getFloat32(base + L.scaleOffset + 4 * (h * L.pageSize + row), true) : 1;
-      const vs = L.dtype === 'int8' ? dv.getFloat32(base + L.scaleOffset + 4 * ((L.Hkv + h) * L.pageSize + row), true) : 1;
-      for (let d = 0; d < L.D; d++) k[(t * L.Hkv + h) * L.D + d] = el(base + h * L.kHeadBytes + (row * L.D + d) * eb, ks);
-      for (let d = 0; d < L.Dv; d++) v[(t * L.Hkv + h) * L.Dv + d] = el(base + L.vOffset + h * L.vHeadBytes + (row * L.Dv + d) * eb, vs);
+      const vs =
+        L.dtype === 'int8' ? dv.getFloat32(base + L.scaleOffset + 4 * ((L.Hkv + h) * L.pageSize + row), true) : 1;
+      for (let d = 0; d < L.D; d++)
+        k[(t * L.Hkv + h) * L.D + d] = el(base + h * L.kHeadBytes + (row * L.D + d) * eb, ks);
+      for (let d = 0; d < L.Dv; d++)
+        v[(t * L.Hkv + h) * L.Dv + d] = el(base + L.vOffset + h * L.vHeadBytes + (row * L.Dv + d) * eb, vs);
     }
   }
   return { k, v };

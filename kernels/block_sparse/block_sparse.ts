@@ -6,7 +6,13 @@
  */
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, checkAttentionSizes, checkBindingSize, runOnceAndDispose, attentionSizesOf } from '../../src/plan.js';
+import {
+  KernelPlan,
+  checkAttentionSizes,
+  checkBindingSize,
+  runOnceAndDispose,
+  attentionSizesOf,
+} from '../../src/plan.js';
 import { checkTensor, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { BlockListPlan } from '../attention/lists.js';
 import { checkHeadDim, sparseVariant, type GatherTarget } from './common.js';
@@ -60,9 +66,23 @@ export interface BlockSparseTensors {
 }
 
 interface Resolved {
-  Tq: number; Tk: number; Hq: number; Hkv: number; D: number; Dv: number; R: number; C: number;
-  causal: boolean; scale: number; dtype: FloatDType; outDtype: FloatDType; target: GatherTarget;
-  P: number; MB: number; indptr: Uint32Array<ArrayBuffer>; indices: Int32Array<ArrayBuffer>;
+  Tq: number;
+  Tk: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  Dv: number;
+  R: number;
+  C: number;
+  causal: boolean;
+  scale: number;
+  dtype: FloatDType;
+  outDtype: FloatDType;
+  target: GatherTarget;
+  P: number;
+  MB: number;
+  indptr: Uint32Array<ArrayBuffer>;
+  indices: Int32Array<ArrayBuffer>;
 }
 
 /**
@@ -115,12 +135,32 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
     checkAttentionSizes(ctx, o);
     // The longest block row (over all patterns): the list loop's bound.
     let entries = 0;
-    for (let p = 0; p < o.P; p++) for (let r = 0; r < o.MB; r++) entries = Math.max(entries, o.indptr[p * (o.MB + 1) + r + 1]! - o.indptr[p * (o.MB + 1) + r]!);
+    for (let p = 0; p < o.P; p++)
+      for (let r = 0; r < o.MB; r++)
+        entries = Math.max(entries, o.indptr[p * (o.MB + 1) + r + 1]! - o.indptr[p * (o.MB + 1) + r]!);
     const ptrWords = o.indptr.length;
     const core = await BlockListPlan.create(ctx, {
-      Tq: o.Tq, Tk: o.Tk, Hq: o.Hq, Hkv: o.Hkv, D: o.D, Dv: o.Dv, rows: o.R, heads: o.P, stride: 0, mb: o.MB, ptr: 0, base: ptrWords,
-      block: o.C, maxEntries: entries, posOff: o.Tk - o.Tq, causal: o.causal, scale: o.scale,
-      qDtype: o.dtype, kvDtype: o.dtype, oDtype: o.outDtype, variant: sparseVariant(ctx, o.target),
+      Tq: o.Tq,
+      Tk: o.Tk,
+      Hq: o.Hq,
+      Hkv: o.Hkv,
+      D: o.D,
+      Dv: o.Dv,
+      rows: o.R,
+      heads: o.P,
+      stride: 0,
+      mb: o.MB,
+      ptr: 0,
+      base: ptrWords,
+      block: o.C,
+      maxEntries: entries,
+      posOff: o.Tk - o.Tq,
+      causal: o.causal,
+      scale: o.scale,
+      qDtype: o.dtype,
+      kvDtype: o.dtype,
+      oDtype: o.outDtype,
+      variant: sparseVariant(ctx, o.target),
     });
     return new BlockSparsePlan(ctx, o, core);
   }
@@ -132,8 +172,15 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
     const k = checkTensor(t.k, 'k', { rank: 3, shape: [Tk, Hkv, D], dtypes: [dtype] });
     const v = checkTensor(t.v, 'v', { rank: 3, shape: [Tk, Hkv, Dv], dtypes: [dtype] });
     const o = checkTensor(t.o, 'o', { rank: 3, shape: [Tq, Hq, Dv], dtypes: [outDtype] });
-    const lse = t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'] });
-    for (const [x, n] of [[q, 'q'], [k, 'k'], [v, 'v'], [o, 'o']] as const) checkBindingSize(this.ctx, x, n);
+    const lse =
+      t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'] });
+    for (const [x, n] of [
+      [q, 'q'],
+      [k, 'k'],
+      [v, 'v'],
+      [o, 'o'],
+    ] as const)
+      checkBindingSize(this.ctx, x, n);
     this.core.run(encoder, { q, k, v, lists: { buffer: this.listBuf }, o, lse });
   }
 }
@@ -150,12 +197,18 @@ function validateBlockSparseOptions(opts: BlockSparseOptions): Resolved {
   const C = checkInt(opts.C, 'C', { min: 1 });
   const MB = Math.ceil(Tq / R);
   const NBk = Math.ceil(Tk / C);
-  const perHead = Array.isArray(opts.indptr) && opts.indptr.length > 0 && typeof (opts.indptr as unknown[])[0] === 'object';
+  const perHead =
+    Array.isArray(opts.indptr) && opts.indptr.length > 0 && typeof (opts.indptr as unknown[])[0] === 'object';
   const ptrs = (perHead ? opts.indptr : [opts.indptr]) as ArrayLike<number>[];
   const idxs = (perHead ? opts.indices : [opts.indices]) as ArrayLike<number>[];
   const P = ptrs.length;
   check(P === 1 || P === Hkv || P === Hq, 'indptr', `one pattern, Hkv = ${Hkv} or Hq = ${Hq} patterns`, P);
-  check(Array.isArray(idxs) && idxs.length === P, 'indices', `${P} index lists (one per indptr pattern)`, Array.isArray(idxs) ? idxs.length : typeof idxs);
+  check(
+    Array.isArray(idxs) && idxs.length === P,
+    'indices',
+    `${P} index lists (one per indptr pattern)`,
+    Array.isArray(idxs) ? idxs.length : typeof idxs,
+  );
   const indptr = new Uint32Array(P * (MB + 1));
   let total = 0;
   for (let p = 0; p < P; p++) {
@@ -163,19 +216,24 @@ function validateBlockSparseOptions(opts: BlockSparseOptions): Resolved {
     const ix = idxs[p];
     const nm = P > 1 ? `indptr[${p}]` : 'indptr';
     const nx = P > 1 ? `indices[${p}]` : 'indices';
-    if (!ip || typeof ip.length !== 'number' || ip.length !== MB + 1) fail('E_SHAPE', nm, 'has the wrong length;', ip?.length, `ceil(Tq / R) + 1 = ${MB + 1}`);
+    if (!ip || typeof ip.length !== 'number' || ip.length !== MB + 1)
+      fail('E_SHAPE', nm, 'has the wrong length;', ip?.length, `ceil(Tq / R) + 1 = ${MB + 1}`);
     if (!ix || typeof ix.length !== 'number') fail('E_ARG', nx, 'is not an array;', typeof ix, 'an array of block ids');
     if (ip[0] !== 0) fail('E_ARG', `${nm}[0]`, 'must be 0;', ip[0], '0');
-    if (ip[MB] !== ix.length) fail('E_ARG', `${nm}[${MB}]`, 'must equal the number of indices;', ip[MB], `${ix.length}`);
+    if (ip[MB] !== ix.length)
+      fail('E_ARG', `${nm}[${MB}]`, 'must equal the number of indices;', ip[MB], `${ix.length}`);
     for (let r = 0; r < MB; r++) {
       const a = ip[r]!;
       const b = ip[r + 1]!;
-      if (!Number.isInteger(b) || b < a) fail('E_ARG', `${nm}[${r + 1}]`, 'must be a non-decreasing integer;', b, `>= ${a}`);
+      if (!Number.isInteger(b) || b < a)
+        fail('E_ARG', `${nm}[${r + 1}]`, 'must be a non-decreasing integer;', b, `>= ${a}`);
       const seen = new Set<number>();
       for (let s = a; s < b; s++) {
         const x = ix[s]!;
-        if (!Number.isInteger(x) || x < 0 || x >= NBk) fail('E_ARG', `${nx}[${s}]`, 'is out of range;', x, `a key block id in [0, ${NBk})`);
-        if (seen.has(x)) fail('E_ARG', `${nx}[${s}]`, `repeats block ${x} in block row ${r};`, x, 'distinct block ids per block row');
+        if (!Number.isInteger(x) || x < 0 || x >= NBk)
+          fail('E_ARG', `${nx}[${s}]`, 'is out of range;', x, `a key block id in [0, ${NBk})`);
+        if (seen.has(x))
+          fail('E_ARG', `${nx}[${s}]`, `repeats block ${x} in block row ${r};`, x, 'distinct block ids per block row');
         seen.add(x);
       }
     }

@@ -27,8 +27,17 @@ export function sparseVariant(ctx: TesseraDevice, target: GatherTarget = 'auto')
  * const D = checkHeadDim(opts.D, 'D', 'f16'); // throws E_UNSUPPORTED for 18 or 36
  */
 export function checkHeadDim(v: number, argument: string, dtype: FloatDType = 'f32', max = 256): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 4 || v > max) fail('E_ARG', argument, 'invalid head dim;', v, `an integer in [4, ${max}]`);
-  if (v % 4 !== 0) fail('E_UNSUPPORTED', argument, 'head dims must be multiples of 4 in the sparse kernels;', v, 'a multiple of 4');
-  if (dtype !== 'f32' && v % 8 !== 0) fail('E_UNSUPPORTED', argument, `head dims must be multiples of 8 with ${dtype} storage in the sparse kernels;`, v, 'a multiple of 8');
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 4 || v > max)
+    fail('E_ARG', argument, 'invalid head dim;', v, `an integer in [4, ${max}]`);
+  if (v % 4 !== 0)
+    fail('E_UNSUPPORTED', argument, 'head dims must be multiples of 4 in the sparse kernels;', v, 'a multiple of 4');
+  if (dtype !== 'f32' && v % 8 !== 0)
+    fail(
+      'E_UNSUPPORTED',
+      argument,
+      `head dims must be multiples of 8 with ${dtype} storage in the sparse kernels;`,
+      v,
+      'a multiple of 8',
+    );
   return v;
 }

@@ -1,1 +1,7 @@
-export { planBlockSparse, blockSparseAttention, BlockSparsePlan, type BlockSparseOptions, type BlockSparseTensors } from './block_sparse.js';
+export {
+  planBlockSparse,
+  blockSparseAttention,
+  BlockSparsePlan,
+  type BlockSparseOptions,
+  type BlockSparseTensors,
+} from './block_sparse.js';

@@ -6,7 +6,14 @@
  * need not). Internal helpers.
  */
 import { check, fail } from '../../src/errors.js';
-import { DTYPE_BYTES, GPUBufferUsageFlags as U, byteSize, checkTensor, type DType, type GpuTensor } from '../../src/tensor.js';
+import {
+  DTYPE_BYTES,
+  GPUBufferUsageFlags as U,
+  byteSize,
+  checkTensor,
+  type DType,
+  type GpuTensor,
+} from '../../src/tensor.js';
 
 /**
  * Validates `cuSeqlens` (`[0, ..., total]`, non-decreasing integers) and returns the sequences.
@@ -19,7 +26,8 @@ export function raggedSequences(cu: readonly number[] | undefined): { start: num
   if (cu[0] !== 0) fail('E_ARG', 'cuSeqlens[0]', 'must be 0;', cu[0], '0');
   const out: { start: number; len: number }[] = [];
   for (let n = 1; n < cu.length; n++) {
-    if (!Number.isInteger(cu[n]) || cu[n]! < cu[n - 1]!) fail('E_ARG', `cuSeqlens[${n}]`, 'must be a non-decreasing integer;', cu[n], `>= ${cu[n - 1]}`);
+    if (!Number.isInteger(cu[n]) || cu[n]! < cu[n - 1]!)
+      fail('E_ARG', `cuSeqlens[${n}]`, 'must be a non-decreasing integer;', cu[n], `>= ${cu[n - 1]}`);
     out.push({ start: cu[n - 1]!, len: cu[n]! - cu[n - 1]! });
   }
   return out;
@@ -37,7 +45,11 @@ export interface RaggedField {
  * @example
  * const staged = stageTensors((bytes, label) => this.workspace(bytes, label), 300, { q: { row: [Hq, D], dtype: 'f32' } });
  */
-export function stageTensors<K extends string>(alloc: (bytes: number, label: string) => GPUBuffer, len: number, fields: Record<K, RaggedField>): Record<K, GpuTensor> {
+export function stageTensors<K extends string>(
+  alloc: (bytes: number, label: string) => GPUBuffer,
+  len: number,
+  fields: Record<K, RaggedField>,
+): Record<K, GpuTensor> {
   const out = {} as Record<K, GpuTensor>;
   for (const key of Object.keys(fields) as K[]) {
     const f = fields[key];
@@ -56,8 +68,20 @@ export function stageTensors<K extends string>(alloc: (bytes: number, label: str
  */
 export function checkRagged(t: unknown, argument: string, total: number, f: RaggedField, dir: 'in' | 'out'): GpuTensor {
   const rowBytes = f.row.reduce((a, b) => a * b, 1) * DTYPE_BYTES[f.dtype];
-  if (rowBytes % 4 !== 0) fail('E_UNSUPPORTED', `${argument}.shape`, 'ragged batches need rows of whole 32-bit words;', [total, ...f.row], `an even number of ${f.dtype} values per row`);
-  return checkTensor(t, argument, { rank: 1 + f.row.length, shape: [total, ...f.row], dtypes: [f.dtype], usage: U.STORAGE | (dir === 'in' ? U.COPY_SRC : U.COPY_DST) });
+  if (rowBytes % 4 !== 0)
+    fail(
+      'E_UNSUPPORTED',
+      `${argument}.shape`,
+      'ragged batches need rows of whole 32-bit words;',
+      [total, ...f.row],
+      `an even number of ${f.dtype} values per row`,
+    );
+  return checkTensor(t, argument, {
+    rank: 1 + f.row.length,
+    shape: [total, ...f.row],
+    dtypes: [f.dtype],
+    usage: U.STORAGE | (dir === 'in' ? U.COPY_SRC : U.COPY_DST),
+  });
 }
 
 /**
@@ -66,7 +90,14 @@ export function checkRagged(t: unknown, argument: string, total: number, f: Ragg
  * @example
  * copyRows(encoder, q, staged.q, seq.start, seq.len, 'in');
  */
-export function copyRows(encoder: GPUCommandEncoder, batch: GpuTensor, staged: GpuTensor, start: number, len: number, dir: 'in' | 'out'): void {
+export function copyRows(
+  encoder: GPUCommandEncoder,
+  batch: GpuTensor,
+  staged: GpuTensor,
+  start: number,
+  len: number,
+  dir: 'in' | 'out',
+): void {
   if (len === 0) return;
   const rowBytes = batch.shape.slice(1).reduce((a, b) => a * b, 1) * DTYPE_BYTES[batch.dtype];
   const at = (batch.offset ?? 0) + start * rowBytes;

@@ -49,8 +49,18 @@ export function planDeltaRule(device: DeviceLike, opts: DeltaOptions): Promise<L
  * @example
  * await deltaRule(dev, { q, k, v, beta, o, initialState, finalState });
  */
-export function deltaRule(device: DeviceLike, t: DeltaRuleTensors, opts: ConvenienceOptions<DeltaOptions> = {}): Promise<void> {
-  return runConvenience(device, t, { ...opts, gate: 'none', delta: true, op: 'delta_rule' }, opts.checkValues ?? true, opts.allowNegEigval ? 2 : 1);
+export function deltaRule(
+  device: DeviceLike,
+  t: DeltaRuleTensors,
+  opts: ConvenienceOptions<DeltaOptions> = {},
+): Promise<void> {
+  return runConvenience(
+    device,
+    t,
+    { ...opts, gate: 'none', delta: true, op: 'delta_rule' },
+    opts.checkValues ?? true,
+    opts.allowNegEigval ? 2 : 1,
+  );
 }
 
 /**
@@ -71,8 +81,18 @@ export function planGatedDeltaRule(device: DeviceLike, opts: DeltaOptions): Prom
  * @example
  * await gatedDeltaRule(dev, { q, k, v, g, beta, o, initialState: s, finalState: s }); // decode in place
  */
-export function gatedDeltaRule(device: DeviceLike, t: GatedDeltaTensors, opts: ConvenienceOptions<DeltaOptions> = {}): Promise<void> {
-  return runConvenience(device, t, { ...opts, gate: 'scalar', delta: true, op: 'gated_delta_rule' }, opts.checkValues ?? true, opts.allowNegEigval ? 2 : 1);
+export function gatedDeltaRule(
+  device: DeviceLike,
+  t: GatedDeltaTensors,
+  opts: ConvenienceOptions<DeltaOptions> = {},
+): Promise<void> {
+  return runConvenience(
+    device,
+    t,
+    { ...opts, gate: 'scalar', delta: true, op: 'gated_delta_rule' },
+    opts.checkValues ?? true,
+    opts.allowNegEigval ? 2 : 1,
+  );
 }
 
 /**
@@ -93,6 +113,16 @@ export function planKda(device: DeviceLike, opts: DeltaOptions): Promise<LinearS
  * @example
  * await kda(dev, { q, k, v, g, beta, o, finalState });
  */
-export function kda(device: DeviceLike, t: GatedDeltaTensors, opts: ConvenienceOptions<DeltaOptions> = {}): Promise<void> {
-  return runConvenience(device, t, { ...opts, gate: 'vector', delta: true, op: 'kda' }, opts.checkValues ?? true, opts.allowNegEigval ? 2 : 1);
+export function kda(
+  device: DeviceLike,
+  t: GatedDeltaTensors,
+  opts: ConvenienceOptions<DeltaOptions> = {},
+): Promise<void> {
+  return runConvenience(
+    device,
+    t,
+    { ...opts, gate: 'vector', delta: true, op: 'kda' },
+    opts.checkValues ?? true,
+    opts.allowNegEigval ? 2 : 1,
+  );
 }

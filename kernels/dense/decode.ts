@@ -103,7 +103,16 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
   private lseParts?: GpuTensor;
   private lseScratch?: GpuTensor;
 
-  private constructor(ctx: TesseraDevice, r: ResolvedAttention, N: number, totalKeys: number, kvChunk: number, splits: number, parts: number, kernel: 'core' | 'flash') {
+  private constructor(
+    ctx: TesseraDevice,
+    r: ResolvedAttention,
+    N: number,
+    totalKeys: number,
+    kvChunk: number,
+    splits: number,
+    parts: number,
+    kernel: 'core' | 'flash',
+  ) {
     super(ctx);
     this.options = r;
     this.N = N;
@@ -119,7 +128,8 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
     const ctx = ctxOf(device);
     const r = resolveAttention(ctx, opts);
     const lens = opts.kvLens;
-    if (!Array.isArray(lens) || lens.length === 0) fail('E_ARG', 'kvLens', 'is not a non-empty list of lengths;', lens, 'an array [N] of key counts');
+    if (!Array.isArray(lens) || lens.length === 0)
+      fail('E_ARG', 'kvLens', 'is not a non-empty list of lengths;', lens, 'an array [N] of key counts');
     lens.forEach((x, i) => checkInt(x, `kvLens[${i}]`, { min: 0 }));
     const total = lens.reduce((a: number, b: number) => a + b, 0);
     check(total > 0, 'kvLens', 'at least one key in the batch', lens);
@@ -127,7 +137,10 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
     const asked = opts.kvChunk === undefined ? defaultKvChunk(maxLen) : checkInt(opts.kvChunk, 'kvChunk', { min: 1 });
     // Mesa's loop cap: a split must stay within 90% of ctx.loopLimit, so a larger chunk (default
     // or given) is lowered to the largest that does (plan.kvChunk says which).
-    const kvChunk = Math.min(asked, maxFlashKvChunk(ctx.loopLimit, r.variant === 'gpu' ? 'main_gpu' : 'main_decode_cpu', r.D, r.Dv));
+    const kvChunk = Math.min(
+      asked,
+      maxFlashKvChunk(ctx.loopLimit, r.variant === 'gpu' ? 'main_gpu' : 'main_decode_cpu', r.D, r.Dv),
+    );
     const splits = Math.max(1, Math.ceil(maxLen / kvChunk));
     const N = lens.length;
     checkPlannedSize(ctx, 'q', [N, r.Hq, r.D], r.dtype);
@@ -144,15 +157,40 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
       for (const n of lens) kvIndptr.push(kvIndptr[kvIndptr.length - 1]! + n);
       try {
         plan.batch = await planBatchAttention(ctx, {
-          source: 'ragged', maxBatch: N, maxQTokens: N, maxKvTokens: total, maxKvLen: Math.max(1, maxLen),
-          Hq: r.Hq, Hkv: r.Hkv, D: r.D, Dv: r.Dv, kvDtype: r.dtype, qDtype: r.dtype, oDtype: r.outDtype,
+          source: 'ragged',
+          maxBatch: N,
+          maxQTokens: N,
+          maxKvTokens: total,
+          maxKvLen: Math.max(1, maxLen),
+          Hq: r.Hq,
+          Hkv: r.Hkv,
+          D: r.D,
+          Dv: r.Dv,
+          kvDtype: r.dtype,
+          qDtype: r.dtype,
+          oDtype: r.outDtype,
           // causal, bottom-right: a decode query sees every key but for the window; an empty
           // sequence's query sits before its (absent) first key and sees none (earlyQueries)
-          causal: r.causal, earlyQueries: r.causal, window: Math.min(r.window, 0xffffffff), sinks: Math.min(r.sinks, 0xffffffff),
-          sinkLogit: r.sinkLogit, scale: r.scale, variant: r.variant, maxSplits: parts, kvChunk: partKeys, scheduleSlots: 1,
+          causal: r.causal,
+          earlyQueries: r.causal,
+          window: Math.min(r.window, 0xffffffff),
+          sinks: Math.min(r.sinks, 0xffffffff),
+          sinkLogit: r.sinkLogit,
+          scale: r.scale,
+          variant: r.variant,
+          maxSplits: parts,
+          kvChunk: partKeys,
+          scheduleSlots: 1,
         });
         const info = plan.batch.schedule({ qoIndptr: lens.map((_, i) => i).concat(N), kvIndptr });
-        if (info.parts !== parts) fail('E_STATE', 'kvLens', 'were split differently by the attention core than planned;', info.parts, `${parts} parts`);
+        if (info.parts !== parts)
+          fail(
+            'E_STATE',
+            'kvLens',
+            'were split differently by the attention core than planned;',
+            info.parts,
+            `${parts} parts`,
+          );
       } catch (e) {
         plan.dispose();
         throw e;
@@ -170,7 +208,8 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
     }
     try {
       const alloc = {
-        uniform: (values: Record<string, number>) => plan.uniform(ATTN_PARAMS, values as Record<(typeof ATTN_PARAMS.fields)[number][0], number>),
+        uniform: (values: Record<string, number>) =>
+          plan.uniform(ATTN_PARAMS, values as Record<(typeof ATTN_PARAMS.fields)[number][0], number>),
         buffer: (words: Uint32Array, label: string) => {
           const b = plan.workspace(words.byteLength, label);
           ctx.device.queue.writeBuffer(b, 0, words.buffer as ArrayBuffer, words.byteOffset, words.byteLength);
@@ -178,8 +217,16 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
         },
       };
       if (parts > 1) {
-        plan.oParts = { buffer: plan.workspace(parts * rows * r.Dv * 4, 'dense.decode.oParts'), shape: [parts, rows, r.Dv], dtype: 'f32' };
-        plan.lseParts = { buffer: plan.workspace(parts * rows * 4, 'dense.decode.lseParts'), shape: [parts, rows], dtype: 'f32' };
+        plan.oParts = {
+          buffer: plan.workspace(parts * rows * r.Dv * 4, 'dense.decode.oParts'),
+          shape: [parts, rows, r.Dv],
+          dtype: 'f32',
+        };
+        plan.lseParts = {
+          buffer: plan.workspace(parts * rows * 4, 'dense.decode.lseParts'),
+          shape: [parts, rows],
+          dtype: 'f32',
+        };
         plan.lseScratch = { buffer: plan.workspace(rows * 4, 'dense.decode.lse'), shape: [rows], dtype: 'f32' };
         plan.merger = await planMerge(ctx, { parts, rows, D: r.Dv, outDtype: r.outDtype });
       }

@@ -13,4 +13,11 @@ export {
   type AttentionTensors,
 } from './prefill.js';
 export { attentionReference, keyVisible, type AttentionReferenceOptions } from './reference.js';
-export { planDecode, decodeAttention, DecodePlan, defaultKvChunk, type DecodeOptions, type DecodeTensors } from './decode.js';
+export {
+  planDecode,
+  decodeAttention,
+  DecodePlan,
+  defaultKvChunk,
+  type DecodeOptions,
+  type DecodeTensors,
+} from './decode.js';

@@ -8,10 +8,31 @@
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { planLoopLimit } from '../../src/gpu/segments.js';
-import { getPipeline, grid2d, wgslProgram, type BindingResource, type Pipeline, type ShaderSource } from '../../src/gpu/pipeline.js';
+import {
+  getPipeline,
+  grid2d,
+  wgslProgram,
+  type BindingResource,
+  type Pipeline,
+  type ShaderSource,
+} from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkAttentionSizes, checkBindingSize, checkPlannedSize, res, runOnceAndDispose } from '../../src/plan.js';
-import { DTYPE_BYTES, checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import {
+  KernelPlan,
+  checkAttentionSizes,
+  checkBindingSize,
+  checkPlannedSize,
+  res,
+  runOnceAndDispose,
+} from '../../src/plan.js';
+import {
+  DTYPE_BYTES,
+  checkTensor,
+  dtypeCode,
+  isFloatDType,
+  type FloatDType,
+  type GpuTensor,
+} from '../../src/tensor.js';
 import { planMerge, type MergePlan } from '../merge/index.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import prefillWgsl from './prefill.wgsl.js';
@@ -72,7 +93,10 @@ export type AttentionPlanOptions = AttentionOptions &
      * 256): runs the split path that Mesa's llvmpipe needs on any adapter (src/gpu/segments.ts).
      */
     loopLimit?: number;
-  } & ({ Tq: number; Tk?: number; cuSeqlensQ?: undefined; cuSeqlensK?: undefined } | { cuSeqlensQ: readonly number[]; cuSeqlensK?: readonly number[]; Tq?: undefined; Tk?: undefined });
+  } & (
+    | { Tq: number; Tk?: number; cuSeqlensQ?: undefined; cuSeqlensK?: undefined }
+    | { cuSeqlensQ: readonly number[]; cuSeqlensK?: readonly number[]; Tq?: undefined; Tk?: undefined }
+  );
 
 export interface AttentionTensors {
   /** `[Tq, Hq, D]` in `dtype`. */
@@ -143,8 +167,18 @@ fn ld4_${a}(i: u32, n: u32) -> vec4<f32> {
 `,
   )
   .join('');
-const PROGRAM_SG: ShaderSource = wgslProgram('dense/flash+sg', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, LOADS, sgWgsl], ['subgroups']);
-const PROGRAM_NOSG: ShaderSource = wgslProgram('dense/flash', [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, LOADS, nosgWgsl]);
+const PROGRAM_SG: ShaderSource = wgslProgram(
+  'dense/flash+sg',
+  [storageWgsl, ATTN_PARAMS.wgsl, prefillWgsl, LOADS, sgWgsl],
+  ['subgroups'],
+);
+const PROGRAM_NOSG: ShaderSource = wgslProgram('dense/flash', [
+  storageWgsl,
+  ATTN_PARAMS.wgsl,
+  prefillWgsl,
+  LOADS,
+  nosgWgsl,
+]);
 
 /** Packed rows per workgroup of each variant (main_cpu: 4 lanes x 4 rows; main_gpu: WG_GPU). */
 export const CPU_TILE_ROWS = 16;
@@ -185,14 +219,26 @@ export function gpuKeyBlock(D: number, Dv: number): number {
  * llvmpipe (main_cpu, f32, non-causal, one tile): D = 128 stops after 976 blocks (bound: 67 per
  * block), D = 32 after 3447 (bound: 19 per block); the loads and stores have no loops of their own.
  */
-export function flashLoopCost(entry: FlashEntry, D: number, Dv: number): { blockKeys: number; setup: number; perBlock: number } {
+export function flashLoopCost(
+  entry: FlashEntry,
+  D: number,
+  Dv: number,
+): { blockKeys: number; setup: number; perBlock: number } {
   const nc = Math.ceil(D / 4);
   const ncv = Math.ceil(Dv / 4);
   const setup = 2 * (nc + 1 + 3 + 2 + ncv + 1) + 8;
   if (entry !== 'main_gpu') return { blockKeys: 16, setup, perBlock: nc + ncv + 3 };
   const bkg = gpuKeyBlock(D, Dv);
   const wg = GPU_TILE_ROWS;
-  const perBlock = 1 + (Math.ceil((bkg * nc) / wg) + 1) + (Math.ceil((bkg * ncv) / wg) + 1) + (bkg + 1) + bkg * (nc + 1) + (bkg + 1) + (ncv + 1) + ncv * (bkg + 1);
+  const perBlock =
+    1 +
+    (Math.ceil((bkg * nc) / wg) + 1) +
+    (Math.ceil((bkg * ncv) / wg) + 1) +
+    (bkg + 1) +
+    bkg * (nc + 1) +
+    (bkg + 1) +
+    (ncv + 1) +
+    ncv * (bkg + 1);
   return { blockKeys: bkg, setup, perBlock };
 }
 
@@ -219,7 +265,13 @@ export function maxFlashKvChunk(loopLimit: number, entry: FlashEntry, D: number,
   const c = flashLoopCost(entry, D, Dv);
   const blocks = Math.floor((loopBudget(loopLimit) - c.setup) / c.perBlock) - 1;
   if (blocks < 1) {
-    fail('E_LIMIT', 'D', "makes one key block of the flash kernel longer than the device's loop limit allows;", D, `a smaller head dim (loopLimit ${loopLimit})`);
+    fail(
+      'E_LIMIT',
+      'D',
+      "makes one key block of the flash kernel longer than the device's loop limit allows;",
+      D,
+      `a smaller head dim (loopLimit ${loopLimit})`,
+    );
   }
   return blocks * c.blockKeys;
 }
@@ -246,7 +298,8 @@ export interface ResolvedAttention {
 
 /** Validates the shared options (throws TesseraError naming the argument). */
 export function resolveAttention(ctx: TesseraDevice, opts: AttentionOptions & AttentionTuning): ResolvedAttention {
-  if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'is not an object;', opts, 'AttentionOptions');
+  if (opts === null || typeof opts !== 'object')
+    fail('E_ARG', 'options', 'is not an object;', opts, 'AttentionOptions');
   const Hq = checkInt(opts.Hq, 'Hq', { min: 1, max: 65535 });
   const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1, max: 65535 });
   check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq);
@@ -272,17 +325,39 @@ export function resolveAttention(ctx: TesseraDevice, opts: AttentionOptions & At
   const dtype = opts.dtype ?? 'f32';
   if (!isFloatDType(dtype)) fail('E_DTYPE', 'dtype', 'is not a float storage dtype;', dtype, 'one of f32, f16, bf16');
   const outDtype = opts.outDtype ?? dtype;
-  if (!isFloatDType(outDtype)) fail('E_DTYPE', 'outDtype', 'is not a float storage dtype;', outDtype, 'one of f32, f16, bf16');
-  if (outDtype !== 'f32' && Dv % 2 !== 0) fail('E_UNSUPPORTED', 'Dv', 'must be even for 16-bit outputs;', Dv, 'an even head dim (or outDtype f32)');
+  if (!isFloatDType(outDtype))
+    fail('E_DTYPE', 'outDtype', 'is not a float storage dtype;', outDtype, 'one of f32, f16, bf16');
+  if (outDtype !== 'f32' && Dv % 2 !== 0)
+    fail('E_UNSUPPORTED', 'Dv', 'must be even for 16-bit outputs;', Dv, 'an even head dim (or outDtype f32)');
   const v = opts.variant ?? 'auto';
   check(v === 'auto' || v === 'cpu' || v === 'gpu', 'variant', "'auto', 'cpu' or 'gpu'", v);
   const variant = v === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : v;
   const subgroups = opts.subgroups ?? ctx.features.subgroups;
-  if (subgroups && !ctx.features.subgroups) fail('E_UNSUPPORTED', 'subgroups', 'the device has no subgroups feature;', true, 'false on this device');
+  if (subgroups && !ctx.features.subgroups)
+    fail('E_UNSUPPORTED', 'subgroups', 'the device has no subgroups feature;', true, 'false on this device');
   const constDims = opts.constDims ?? variant === 'gpu';
   check(typeof constDims === 'boolean', 'constDims', 'a boolean', constDims);
-  const partialBytes = checkInt(opts.partialBytes ?? PREFILL_PARTIALS_BYTES, 'partialBytes', { min: 1, max: Number.MAX_SAFE_INTEGER });
-  return { Hq, Hkv, D, Dv, causal, scale, window, sinks, sinkLogit, dtype, outDtype, variant, subgroups, constDims, partialBytes };
+  const partialBytes = checkInt(opts.partialBytes ?? PREFILL_PARTIALS_BYTES, 'partialBytes', {
+    min: 1,
+    max: Number.MAX_SAFE_INTEGER,
+  });
+  return {
+    Hq,
+    Hkv,
+    D,
+    Dv,
+    causal,
+    scale,
+    window,
+    sinks,
+    sinkLogit,
+    dtype,
+    outDtype,
+    variant,
+    subgroups,
+    constDims,
+    partialBytes,
+  };
 }
 
 /** One sequence of a batch: where its queries and keys start and how many there are. */
@@ -294,26 +369,47 @@ export interface SeqSpan {
 }
 
 function checkCu(cu: unknown, argument: string): number[] {
-  if (!Array.isArray(cu) || cu.length < 2) fail('E_ARG', argument, 'is not a cumulative length list;', cu, 'an array [N+1] starting at 0');
+  if (!Array.isArray(cu) || cu.length < 2)
+    fail('E_ARG', argument, 'is not a cumulative length list;', cu, 'an array [N+1] starting at 0');
   const a = cu as number[];
   for (let i = 0; i < a.length; i++) {
     const x = a[i];
     if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || (i === 0 && x !== 0) || (i > 0 && x < a[i - 1]!)) {
-      fail('E_ARG', `${argument}[${i}]`, 'invalid value;', x, i === 0 ? '0' : `an integer >= ${argument}[${i - 1}] = ${a[i - 1]}`);
+      fail(
+        'E_ARG',
+        `${argument}[${i}]`,
+        'invalid value;',
+        x,
+        i === 0 ? '0' : `an integer >= ${argument}[${i - 1}] = ${a[i - 1]}`,
+      );
     }
   }
   return a;
 }
 
 /** The sequences of a prefill call, validated. */
-export function resolveSpans(opts: { Tq?: number; Tk?: number; cuSeqlensQ?: readonly number[]; cuSeqlensK?: readonly number[] }): SeqSpan[] {
+export function resolveSpans(opts: {
+  Tq?: number;
+  Tk?: number;
+  cuSeqlensQ?: readonly number[];
+  cuSeqlensK?: readonly number[];
+}): SeqSpan[] {
   if (opts.cuSeqlensQ !== undefined) {
     const cq = checkCu(opts.cuSeqlensQ, 'cuSeqlensQ');
     const ck = opts.cuSeqlensK === undefined ? cq : checkCu(opts.cuSeqlensK, 'cuSeqlensK');
-    if (ck.length !== cq.length) fail('E_SHAPE', 'cuSeqlensK', 'has a different number of sequences than cuSeqlensQ;', ck.length, `length ${cq.length}`);
-    if (cq[cq.length - 1] === 0) fail('E_ARG', 'cuSeqlensQ', 'holds no query token;', cq, 'at least one token (T = 0 is not a call)');
+    if (ck.length !== cq.length)
+      fail(
+        'E_SHAPE',
+        'cuSeqlensK',
+        'has a different number of sequences than cuSeqlensQ;',
+        ck.length,
+        `length ${cq.length}`,
+      );
+    if (cq[cq.length - 1] === 0)
+      fail('E_ARG', 'cuSeqlensQ', 'holds no query token;', cq, 'at least one token (T = 0 is not a call)');
     const spans: SeqSpan[] = [];
-    for (let n = 0; n + 1 < cq.length; n++) spans.push({ qOff: cq[n]!, tq: cq[n + 1]! - cq[n]!, kOff: ck[n]!, tk: ck[n + 1]! - ck[n]! });
+    for (let n = 0; n + 1 < cq.length; n++)
+      spans.push({ qOff: cq[n]!, tq: cq[n + 1]! - cq[n]!, kOff: ck[n]!, tk: ck[n + 1]! - ck[n]! });
     return spans;
   }
   const Tq = checkInt(opts.Tq, 'Tq', { min: 1 });
@@ -340,7 +436,13 @@ export class FlashCore {
   private constructor(
     pipeline: Pipeline,
     workgroups: [number, number],
-    buffers: { tileBuf: GPUBuffer; paramsLse: GPUBuffer; paramsNoLse: GPUBuffer; dummy: GPUBuffer; dummyRead: GPUBuffer },
+    buffers: {
+      tileBuf: GPUBuffer;
+      paramsLse: GPUBuffer;
+      paramsNoLse: GPUBuffer;
+      dummy: GPUBuffer;
+      dummyRead: GPUBuffer;
+    },
   ) {
     this.pipeline = pipeline;
     this.workgroups = workgroups;
@@ -364,7 +466,8 @@ export class FlashCore {
     // main_cpu: head dims, causal and the sink flag are uniforms, so one pipeline per dtype pair
     // serves every shape (SwiftShader does not unroll either way, and compiles take ~1 s each).
     if (r.constDims) Object.assign(constants, { HEAD_D: r.D, HEAD_DV: r.Dv });
-    if (r.variant === 'gpu') Object.assign(constants, { WG_GPU: GPU_TILE_ROWS, BKG: bkg, KS_LEN: bkg * nc, VS_LEN: bkg * ncv });
+    if (r.variant === 'gpu')
+      Object.assign(constants, { WG_GPU: GPU_TILE_ROWS, BKG: bkg, KS_LEN: bkg * nc, VS_LEN: bkg * ncv });
     return {
       shader: r.variant === 'cpu' && r.subgroups ? PROGRAM_SG : PROGRAM_NOSG,
       entryPoint: entryOf(r),
@@ -377,7 +480,14 @@ export class FlashCore {
    * The kernel's bindings: `o` / `lse` are the outputs (no lse: nothing written) or, for a split
    * plan, the f32 partials (lse always written).
    */
-  bindings(t: { q: GpuTensor; k: GpuTensor; v: GpuTensor; o: GpuTensor; lse?: GpuTensor; sinkLogits?: GpuTensor }): BindingResource[] {
+  bindings(t: {
+    q: GpuTensor;
+    k: GpuTensor;
+    v: GpuTensor;
+    o: GpuTensor;
+    lse?: GpuTensor;
+    sinkLogits?: GpuTensor;
+  }): BindingResource[] {
     return [
       res(t.q),
       res(t.k),
@@ -395,7 +505,10 @@ export class FlashCore {
     r: ResolvedAttention,
     spans: readonly SeqSpan[],
     split: { splits: number; kvChunk: number; oStride: number; lseStride: number } | undefined,
-    alloc: { uniform: (values: Record<string, number>) => GPUBuffer; buffer: (words: Uint32Array, label: string) => GPUBuffer },
+    alloc: {
+      uniform: (values: Record<string, number>) => GPUBuffer;
+      buffer: (words: Uint32Array, label: string) => GPUBuffer;
+    },
   ): Promise<FlashCore> {
     const G = r.Hq / r.Hkv;
     const rows = entryOf(r) === 'main_cpu' ? CPU_TILE_ROWS : GPU_TILE_ROWS;
@@ -499,11 +612,16 @@ export function spansInQueryRange(spans: readonly SeqSpan[], t0: number, t1: num
  * plan's largest tile could loop past 90% of it ({@link flashLoopIterations}); then the fewest
  * splits of at most {@link maxFlashKvChunk} keys, balanced (a multiple of the key block).
  */
-export function planKvSplit(loopLimit: number, r: ResolvedAttention, spans: readonly SeqSpan[]): { splits: number; kvChunk: number } {
+export function planKvSplit(
+  loopLimit: number,
+  r: ResolvedAttention,
+  spans: readonly SeqSpan[],
+): { splits: number; kvChunk: number } {
   const entry = entryOf(r);
   const cap = maxFlashKvChunk(loopLimit, entry, r.D, r.Dv);
   const maxKeys = maxTileKeys(r, spans, entry === 'main_cpu' ? CPU_TILE_ROWS : GPU_TILE_ROWS);
-  if (flashLoopIterations(entry, r.D, r.Dv, maxKeys) <= loopBudget(loopLimit)) return { splits: 1, kvChunk: Number.POSITIVE_INFINITY };
+  if (flashLoopIterations(entry, r.D, r.Dv, maxKeys) <= loopBudget(loopLimit))
+    return { splits: 1, kvChunk: Number.POSITIVE_INFINITY };
   const maxTk = Math.max(...spans.map((x) => x.tk));
   const block = flashLoopCost(entry, r.D, r.Dv).blockKeys;
   const kvChunk = Math.min(cap, block * Math.ceil(maxTk / Math.ceil(maxTk / cap) / block));
@@ -516,7 +634,12 @@ export const PREFILL_PARTIALS_BYTES = 32 * 2 ** 20;
 /** A tensor view of rows `[t0, t0 + n)` of the leading axis (offset in bytes). */
 function rowsOf(t: GpuTensor, t0: number, n: number): GpuTensor {
   const per = t.shape.slice(1).reduce((a, b) => a * b, 1);
-  return { buffer: t.buffer, offset: (t.offset ?? 0) + t0 * per * DTYPE_BYTES[t.dtype], shape: [n, ...t.shape.slice(1)], dtype: t.dtype };
+  return {
+    buffer: t.buffer,
+    offset: (t.offset ?? 0) + t0 * per * DTYPE_BYTES[t.dtype],
+    shape: [n, ...t.shape.slice(1)],
+    dtype: t.dtype,
+  };
 }
 
 /** Checks q/k/v/sinkLogits against the plan and the device limits. */
@@ -533,10 +656,17 @@ export function checkInputs(
   const v = checkTensor(t.v, 'v', { rank: 3, shape: [Tk, r.Hkv, r.Dv], dtypes: [r.dtype] });
   let sinkLogits: GpuTensor | undefined;
   if (r.sinkLogit) {
-    if (t.sinkLogits === undefined) fail('E_ARG', 'sinkLogits', 'is required with sinkLogit: true;', undefined, `a [${r.Hq}] f32 tensor`);
+    if (t.sinkLogits === undefined)
+      fail('E_ARG', 'sinkLogits', 'is required with sinkLogit: true;', undefined, `a [${r.Hq}] f32 tensor`);
     sinkLogits = checkTensor(t.sinkLogits, 'sinkLogits', { rank: 1, shape: [r.Hq], dtypes: ['f32'] });
   } else if (t.sinkLogits !== undefined) {
-    fail('E_ARG', 'sinkLogits', 'was given but the plan has sinkLogit: false;', 'a tensor', 'no sinkLogits, or plan with sinkLogit: true');
+    fail(
+      'E_ARG',
+      'sinkLogits',
+      'was given but the plan has sinkLogit: false;',
+      'a tensor',
+      'no sinkLogits, or plan with sinkLogit: true',
+    );
   }
   checkBindingSize(ctx, q, 'q');
   checkBindingSize(ctx, k, 'k');
@@ -545,7 +675,12 @@ export function checkInputs(
 }
 
 /** Checks o `[rows, Hq, Dv]` (outDtype) and the optional lse `[rows, Hq]` f32 against the plan. */
-export function checkOutputs(ctx: TesseraDevice, r: ResolvedAttention, t: { o: unknown; lse?: unknown }, rows: number): { o: GpuTensor; lse?: GpuTensor } {
+export function checkOutputs(
+  ctx: TesseraDevice,
+  r: ResolvedAttention,
+  t: { o: unknown; lse?: unknown },
+  rows: number,
+): { o: GpuTensor; lse?: GpuTensor } {
   const o = checkTensor(t.o, 'o', { rank: 3, shape: [rows, r.Hq, r.Dv], dtypes: [r.outDtype] });
   checkBindingSize(ctx, o, 'o');
   if (t.lse === undefined) return { o };
@@ -594,7 +729,12 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
   private lseParts?: GPUBuffer;
   private lseScratch?: GPUBuffer;
 
-  private constructor(ctx: TesseraDevice, r: ResolvedAttention, spans: SeqSpan[], split: { splits: number; kvChunk: number }) {
+  private constructor(
+    ctx: TesseraDevice,
+    r: ResolvedAttention,
+    spans: SeqSpan[],
+    split: { splits: number; kvChunk: number },
+  ) {
     super(ctx);
     this.options = r;
     this.spans = spans;
@@ -634,7 +774,9 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
     checkAttentionSizes(ctx, { ...r, Tq: plan.Tq, Tk: plan.Tk });
     try {
       if (plan.splits === 1) {
-        plan.groups = [{ tok0: 0, tokens: plan.Tq, core: await FlashCore.create(ctx, r, spans, undefined, plan.allocator()) }];
+        plan.groups = [
+          { tok0: 0, tokens: plan.Tq, core: await FlashCore.create(ctx, r, spans, undefined, plan.allocator()) },
+        ];
       } else {
         await plan.planSplit(r, spans);
       }
@@ -667,10 +809,22 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
       const n = Math.min(tokens, this.Tq - t0);
       const rows = n * r.Hq;
       const split = { splits, kvChunk, oStride: rows * r.Dv, lseStride: rows };
-      const core = await FlashCore.create(ctx, r, spansInQueryRange(spans, t0, t0 + n, r.causal), split, this.allocator());
+      const core = await FlashCore.create(
+        ctx,
+        r,
+        spansInQueryRange(spans, t0, t0 + n, r.causal),
+        split,
+        this.allocator(),
+      );
       let merger = mergers.get(rows);
       if (!merger) {
-        merger = await planMerge(ctx, { parts: splits, rows, D: r.Dv, outDtype: r.outDtype, loopLimit: Number.isFinite(this.loopLimit) ? this.loopLimit : undefined });
+        merger = await planMerge(ctx, {
+          parts: splits,
+          rows,
+          D: r.Dv,
+          outDtype: r.outDtype,
+          loopLimit: Number.isFinite(this.loopLimit) ? this.loopLimit : undefined,
+        });
         mergers.set(rows, merger);
         this.mergers.push(merger);
       }
@@ -686,7 +840,10 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
   }
 
   /** @internal buffers owned by this plan. */
-  allocator(): { uniform: (values: Record<string, number>) => GPUBuffer; buffer: (words: Uint32Array, label: string) => GPUBuffer } {
+  allocator(): {
+    uniform: (values: Record<string, number>) => GPUBuffer;
+    buffer: (words: Uint32Array, label: string) => GPUBuffer;
+  } {
     return {
       uniform: (values) => this.uniform(ATTN_PARAMS, values as Record<(typeof ATTN_PARAMS.fields)[number][0], number>),
       buffer: (words, label) => {
@@ -714,13 +871,20 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
       const rows = g.tokens * r.Hq;
       const oParts: GpuTensor = { buffer: this.oParts!, shape: [S, rows, r.Dv], dtype: 'f32' };
       const lseParts: GpuTensor = { buffer: this.lseParts!, shape: [S, rows], dtype: 'f32' };
-      this.dispatch(encoder, c.pipeline, c.bindings({ q: rowsOf(q, g.tok0, g.tokens), k, v, o: oParts, lse: lseParts, sinkLogits }), c.workgroups);
+      this.dispatch(
+        encoder,
+        c.pipeline,
+        c.bindings({ q: rowsOf(q, g.tok0, g.tokens), k, v, o: oParts, lse: lseParts, sinkLogits }),
+        c.workgroups,
+      );
       const og = rowsOf(o, g.tok0, g.tokens);
       g.merger!.run(encoder, {
         oParts,
         lseParts,
         o: { buffer: og.buffer, offset: og.offset, shape: [rows, r.Dv], dtype: o.dtype },
-        lse: lse ? { ...rowsOf(lse, g.tok0, g.tokens), shape: [rows] } : { buffer: this.lseScratch!, shape: [rows], dtype: 'f32' },
+        lse: lse
+          ? { ...rowsOf(lse, g.tok0, g.tokens), shape: [rows] }
+          : { buffer: this.lseScratch!, shape: [rows], dtype: 'f32' },
       });
     }
   }
@@ -750,7 +914,8 @@ export function planAttention(device: DeviceLike, opts: AttentionPlanOptions): P
 export async function attention(
   device: DeviceLike,
   t: AttentionTensors,
-  opts: Partial<AttentionOptions> & AttentionTuning & { cuSeqlensQ?: readonly number[]; cuSeqlensK?: readonly number[] } = {},
+  opts: Partial<AttentionOptions> &
+    AttentionTuning & { cuSeqlensQ?: readonly number[]; cuSeqlensK?: readonly number[] } = {},
 ): Promise<void> {
   const ctx = ctxOf(device);
   const q = checkTensor(t?.q, 'q', { rank: 3 });
@@ -770,7 +935,9 @@ export async function attention(
   };
   const plan = await planAttention(
     ctx,
-    opts.cuSeqlensQ ? { ...base, cuSeqlensQ: opts.cuSeqlensQ, cuSeqlensK: opts.cuSeqlensK } : { ...base, Tq, Tk, cuSeqlensQ: undefined, cuSeqlensK: undefined },
+    opts.cuSeqlensQ
+      ? { ...base, cuSeqlensQ: opts.cuSeqlensQ, cuSeqlensK: opts.cuSeqlensK }
+      : { ...base, Tq, Tk, cuSeqlensQ: undefined, cuSeqlensK: undefined },
   );
   await runOnceAndDispose(ctx, plan, t, 'attention');
 }

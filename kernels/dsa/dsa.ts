@@ -131,8 +131,21 @@ export interface DsaTensors {
 }
 
 interface Resolved {
-  T: number; Tk: number; Hq: number; Hkv: number; D: number; Dv: number; HI: number; DI: number; topk: number; S: number;
-  scale: number; dtype: FloatDType; outDtype: FloatDType; rowChunk: number; target: GatherTarget;
+  T: number;
+  Tk: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  Dv: number;
+  HI: number;
+  DI: number;
+  topk: number;
+  S: number;
+  scale: number;
+  dtype: FloatDType;
+  outDtype: FloatDType;
+  rowChunk: number;
+  target: GatherTarget;
 }
 
 /**
@@ -140,7 +153,14 @@ interface Resolved {
  * needed. `indexer`: one uniform per indexer segment; `core`: the chunk's attention (its token
  * lists, or all causal keys as one block for `all`).
  */
-interface Chunk { T0: number; rows: number; all: boolean; indexer: GPUBuffer[]; core: BlockListPlan; topk: TopKPlan }
+interface Chunk {
+  T0: number;
+  rows: number;
+  all: boolean;
+  indexer: GPUBuffer[];
+  core: BlockListPlan;
+  topk: TopKPlan;
+}
 
 /** How a plan splits its dispatches under the device's loop limit. */
 interface Splits {
@@ -152,7 +172,12 @@ interface Splits {
  * Row chunks: rows whose position t + posOff is below S keep every causal token (`all`), then the
  * rest, each cut to `rowChunk`.
  */
-function chunkRows(T: number, S: number, rowChunk: number, posOff: number): { T0: number; rows: number; all: boolean }[] {
+function chunkRows(
+  T: number,
+  S: number,
+  rowChunk: number,
+  posOff: number,
+): { T0: number; rows: number; all: boolean }[] {
   const out: { T0: number; rows: number; all: boolean }[] = [];
   const A = Math.max(0, Math.min(T, S - posOff));
   for (let T0 = 0; T0 < A; T0 += rowChunk) out.push({ T0, rows: Math.min(rowChunk, A - T0), all: true });
@@ -187,13 +212,25 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
   /** Upper bound of the loop iterations of one invocation of any of the plan's dispatches (top-k included). */
   readonly loopIterations: number;
 
-  private constructor(ctx: TesseraDevice, o: Resolved, indexer: Pipeline, cores: BlockListPlan[], topks: Map<number, TopKPlan>, splits: Splits) {
+  private constructor(
+    ctx: TesseraDevice,
+    o: Resolved,
+    indexer: Pipeline,
+    cores: BlockListPlan[],
+    topks: Map<number, TopKPlan>,
+    splits: Splits,
+  ) {
     super(ctx);
     this.options = o;
     const chunkList = chunkRows(o.T, o.S, o.rowChunk, o.Tk - o.T);
-    const parts = (all: boolean) => Math.max(0, ...cores.filter((_, i) => chunkList[i]!.all === all).map((c) => c.split.parts));
+    const parts = (all: boolean) =>
+      Math.max(0, ...cores.filter((_, i) => chunkList[i]!.all === all).map((c) => c.split.parts));
     this.segments = { indexer: splits.indexer.length, attention: parts(false), attentionAll: parts(true) };
-    this.loopIterations = Math.max(splits.loopIterations, ...cores.map((c) => c.split.loopIterations), ...[...topks.values()].map((t) => t.loopIterations));
+    this.loopIterations = Math.max(
+      splits.loopIterations,
+      ...cores.map((c) => c.split.loopIterations),
+      ...[...topks.values()].map((t) => t.loopIterations),
+    );
     this.indexer = indexer;
     this.scores = this.workspace(o.rowChunk * o.Tk * 4, 'dsa.scores');
     this.sel = this.workspace(o.rowChunk * o.S * 4, 'dsa.selection');
@@ -203,7 +240,9 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
       T0,
       rows,
       all,
-      indexer: splits.indexer.map((seg) => this.uniform(DSA_INDEXER_PARAMS, { rows, T0, Tk: o.Tk, HI: o.HI, POSOFF: o.Tk - o.T, ...seg })),
+      indexer: splits.indexer.map((seg) =>
+        this.uniform(DSA_INDEXER_PARAMS, { rows, T0, Tk: o.Tk, HI: o.HI, POSOFF: o.Tk - o.T, ...seg }),
+      ),
       core: cores[i]!,
       topk: topks.get(rows)!,
     }));
@@ -221,20 +260,44 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
     // attention over runs of selected tokens (or keys) inside each chunk's BlockListPlan.
     const budget = loopBudget(ctx);
     const indexerSegs = indexerSegments(budget, o.HI, o.DI);
-    const splits: Splits = { indexer: indexerSegs, loopIterations: Math.max(...indexerSegs.map((g) => indexerLoopIterations(Math.min(g.J1, o.HI) - g.J0, o.DI))) };
+    const splits: Splits = {
+      indexer: indexerSegs,
+      loopIterations: Math.max(...indexerSegs.map((g) => indexerLoopIterations(Math.min(g.J1, o.HI) - g.J0, o.DI))),
+    };
     // Per chunk: rows t0 .. t0 + rows of the core, the chunk's selection [rows, S] as token lists
     // (one per token, shared by its heads), or for keep-everything rows all causal keys as one block.
     const common = {
-      Tk: o.Tk, Hq: o.Hq, Hkv: o.Hkv, D: o.D, Dv: o.Dv, heads: 1, base: 0, posOff: o.Tk - o.T, causal: true, scale: o.scale,
-      qDtype: o.dtype, kvDtype: o.dtype, oDtype: o.outDtype, variant: sparseVariant(ctx, o.target),
+      Tk: o.Tk,
+      Hq: o.Hq,
+      Hkv: o.Hkv,
+      D: o.D,
+      Dv: o.Dv,
+      heads: 1,
+      base: 0,
+      posOff: o.Tk - o.T,
+      causal: true,
+      scale: o.scale,
+      qDtype: o.dtype,
+      kvDtype: o.dtype,
+      oDtype: o.outDtype,
+      variant: sparseVariant(ctx, o.target),
     };
     const coreOf = (c: { T0: number; rows: number; all: boolean }) =>
       BlockListPlan.create(ctx, {
-        ...common, Tq: c.rows, t0: c.T0, rows: 1,
-        ...(c.all ? { stride: 1, block: o.Tk, maxEntries: 1, entryKeys: Math.min(o.S, o.Tk) } : { stride: o.S, block: 0, maxEntries: o.S }),
+        ...common,
+        Tq: c.rows,
+        t0: c.T0,
+        rows: 1,
+        ...(c.all
+          ? { stride: 1, block: o.Tk, maxEntries: 1, entryKeys: Math.min(o.S, o.Tk) }
+          : { stride: o.S, block: 0, maxEntries: o.S }),
       });
     const [indexer, ...cores] = await Promise.all([
-      getPipeline(ctx, { shader: INDEXER_PROGRAM, bindings: ['read', 'read', 'read', 'rw', 'uniform'], constants: { WG, IN_DTYPE: dtypeCode(o.dtype), DI: o.DI } }),
+      getPipeline(ctx, {
+        shader: INDEXER_PROGRAM,
+        bindings: ['read', 'read', 'read', 'rw', 'uniform'],
+        constants: { WG, IN_DTYPE: dtypeCode(o.dtype), DI: o.DI },
+      }),
       ...chunks.map(coreOf),
       ...[...rowCounts].map(async (rows) => void topks.set(rows, await planTopK(ctx, { rows, n: o.Tk, k: o.S }))),
     ]);
@@ -259,20 +322,44 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
     const kI = checkTensor(t.kI, 'kI', { rank: 2, shape: [Tk, DI], dtypes: [dtype] });
     const w = checkTensor(t.w, 'w', { rank: 2, shape: [T, HI], dtypes: [dtype] });
     const o = checkTensor(t.o, 'o', { rank: 3, shape: [T, Hq, Dv], dtypes: [outDtype] });
-    const lse = t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [T, Hq], dtypes: ['f32'] });
-    const idx = t.indices === undefined ? undefined : checkTensor(t.indices, 'indices', { rank: 2, shape: [T, S], dtypes: ['i32'] });
-    for (const [x, n] of [[q, 'q'], [k, 'k'], [v, 'v'], [qI, 'qI'], [o, 'o']] as const) checkBindingSize(this.ctx, x, n);
+    const lse =
+      t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [T, Hq], dtypes: ['f32'] });
+    const idx =
+      t.indices === undefined
+        ? undefined
+        : checkTensor(t.indices, 'indices', { rank: 2, shape: [T, S], dtypes: ['i32'] });
+    for (const [x, n] of [
+      [q, 'q'],
+      [k, 'k'],
+      [v, 'v'],
+      [qI, 'qI'],
+      [o, 'o'],
+    ] as const)
+      checkBindingSize(this.ctx, x, n);
     if (idx) checkBindingSize(this.ctx, idx, 'indices');
     for (const c of this.chunks) {
       const scores = { buffer: this.scores, shape: [c.rows, Tk], dtype: 'f32' as const };
       const sel = { buffer: this.sel, shape: [c.rows, S], dtype: 'i32' as const };
       // rows that keep every causal token need the index scores only for the optional output
       if (!c.all || idx) {
-        for (const u of c.indexer) this.dispatch(encoder, this.indexer, [res(qI), res(kI), res(w), res(scores), { buffer: u }], grid2d(this.ctx, Math.ceil((c.rows * Math.ceil(Tk / 4)) / WG)));
+        for (const u of c.indexer)
+          this.dispatch(
+            encoder,
+            this.indexer,
+            [res(qI), res(kI), res(w), res(scores), { buffer: u }],
+            grid2d(this.ctx, Math.ceil((c.rows * Math.ceil(Tk / 4)) / WG)),
+          );
         c.topk.run(encoder, { scores, indices: sel });
         if (idx) encoder.copyBufferToBuffer(this.sel, 0, idx.buffer, (idx.offset ?? 0) + c.T0 * S * 4, c.rows * S * 4);
       }
-      c.core.run(encoder, { q, k, v, lists: c.all ? { buffer: this.allList, size: 16 } : { buffer: this.sel, size: c.rows * S * 4 }, o, lse });
+      c.core.run(encoder, {
+        q,
+        k,
+        v,
+        lists: c.all ? { buffer: this.allList, size: 16 } : { buffer: this.sel, size: c.rows * S * 4 },
+        o,
+        lse,
+      });
     }
   }
 }
@@ -287,11 +374,19 @@ function validateDsaOptions(ctx: TesseraDevice, opts: DsaOptions): Resolved {
   const HI = checkInt(opts.HI, 'HI', { min: 1, max: 1024 });
   const DI = checkInt(opts.DI, 'DI', { min: 4, max: 1024 });
   const topk = checkInt(opts.topk ?? 2048, 'topk', { min: 1 });
-  if (topk > TOPK_MAX_K) fail('E_UNSUPPORTED', 'topk', 'exceeds what the GPU top-k keeps;', topk, `at most ${TOPK_MAX_K}`);
+  if (topk > TOPK_MAX_K)
+    fail('E_UNSUPPORTED', 'topk', 'exceeds what the GPU top-k keeps;', topk, `at most ${TOPK_MAX_K}`);
   const S = Math.min(topk, Tk);
   const fit = Math.max(1, Math.floor(Math.min(SCORE_CHUNK_BYTES, ctx.limits.maxStorageBufferBindingSize) / (4 * Tk)));
   const rowChunk = checkInt(opts.rowChunk ?? Math.min(T, fit), 'rowChunk', { min: 1 });
-  if (rowChunk * Tk * 4 > ctx.limits.maxStorageBufferBindingSize) fail('E_LIMIT', 'rowChunk', 'makes the score chunk exceed a storage binding;', rowChunk, `at most ${Math.floor(ctx.limits.maxStorageBufferBindingSize / (4 * Tk))}`);
+  if (rowChunk * Tk * 4 > ctx.limits.maxStorageBufferBindingSize)
+    fail(
+      'E_LIMIT',
+      'rowChunk',
+      'makes the score chunk exceed a storage binding;',
+      rowChunk,
+      `at most ${Math.floor(ctx.limits.maxStorageBufferBindingSize / (4 * Tk))}`,
+    );
   const dtype = opts.dtype ?? 'f32';
   check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
   const outDtype = opts.outDtype ?? dtype;
@@ -300,7 +395,14 @@ function validateDsaOptions(ctx: TesseraDevice, opts: DsaOptions): Resolved {
   const D = checkHeadDim(opts.D, 'D', dtype, 576);
   const Dv = checkHeadDim(opts.Dv ?? Math.min(D, 512), 'Dv', dtype, 512);
   const step = dtype === 'f32' ? 4 : 8;
-  if (DI % step !== 0) fail('E_UNSUPPORTED', 'DI', `index head dims must be multiples of ${step} with ${dtype} storage;`, DI, `a multiple of ${step}`);
+  if (DI % step !== 0)
+    fail(
+      'E_UNSUPPORTED',
+      'DI',
+      `index head dims must be multiples of ${step} with ${dtype} storage;`,
+      DI,
+      `a multiple of ${step}`,
+    );
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   check(checkF32(scale, 'scale', 'a positive finite number') > 0, 'scale', 'a positive finite number', scale);
   const target = opts.target ?? 'auto';
@@ -325,7 +427,11 @@ export function planDsa(device: DeviceLike, opts: DsaOptions): Promise<DsaPlan> 
  * @example
  * await dsa(dev, { q, k, v, qI, kI, w, o }, { topk: 2048 });
  */
-export async function dsa(device: DeviceLike, t: DsaTensors, opts: Omit<DsaOptions, 'T' | 'Tk' | 'Hq' | 'Hkv' | 'D' | 'Dv' | 'HI' | 'DI'> = {}): Promise<void> {
+export async function dsa(
+  device: DeviceLike,
+  t: DsaTensors,
+  opts: Omit<DsaOptions, 'T' | 'Tk' | 'Hq' | 'Hkv' | 'D' | 'Dv' | 'HI' | 'DI'> = {},
+): Promise<void> {
   const ctx = ctxOf(device);
   const q = checkTensor(t?.q, 'q', { rank: 3 });
   const k = checkTensor(t.k, 'k', { rank: 3 });
@@ -333,8 +439,16 @@ export async function dsa(device: DeviceLike, t: DsaTensors, opts: Omit<DsaOptio
   const qI = checkTensor(t.qI, 'qI', { rank: 3 });
   const plan = await planDsa(ctx, {
     ...opts,
-    T: q.shape[0]!, Tk: k.shape[0]!, Hq: q.shape[1]!, Hkv: k.shape[1]!, D: q.shape[2]!, Dv: v.shape[2]!, HI: qI.shape[1]!, DI: qI.shape[2]!,
-    dtype: opts.dtype ?? (q.dtype as FloatDType), outDtype: opts.outDtype ?? (t.o?.dtype as FloatDType),
+    T: q.shape[0]!,
+    Tk: k.shape[0]!,
+    Hq: q.shape[1]!,
+    Hkv: k.shape[1]!,
+    D: q.shape[2]!,
+    Dv: v.shape[2]!,
+    HI: qI.shape[1]!,
+    DI: qI.shape[2]!,
+    dtype: opts.dtype ?? (q.dtype as FloatDType),
+    outDtype: opts.outDtype ?? (t.o?.dtype as FloatDType),
   });
   await runOnceAndDispose(ctx, plan, t, 'dsa');
 }

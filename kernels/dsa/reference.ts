@@ -28,7 +28,15 @@ export interface DsaReferenceOptions {
  * @example
  * const I = dsaIndexerReference(qI, kI, w, T, 64, 128);
  */
-export function dsaIndexerReference(qI: ArrayLike<number>, kI: ArrayLike<number>, w: ArrayLike<number>, T: number, HI: number, DI: number, Tk = T): Float64Array {
+export function dsaIndexerReference(
+  qI: ArrayLike<number>,
+  kI: ArrayLike<number>,
+  w: ArrayLike<number>,
+  T: number,
+  HI: number,
+  DI: number,
+  Tk = T,
+): Float64Array {
   const out = new Float64Array(T * Tk).fill(-Infinity);
   for (let t = 0; t < T; t++)
     for (let s = 0; s <= t + Tk - T; s++) {

@@ -33,11 +33,19 @@ export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
   private readonly fields: Record<Field, RaggedField>;
   private readonly seqs: { start: number; len: number; plan: DsaPlan; staged: Record<Field, GpuTensor> }[];
 
-  private constructor(ctx: TesseraDevice, total: number, fields: Record<Field, RaggedField>, plans: { start: number; len: number; plan: DsaPlan }[]) {
+  private constructor(
+    ctx: TesseraDevice,
+    total: number,
+    fields: Record<Field, RaggedField>,
+    plans: { start: number; len: number; plan: DsaPlan }[],
+  ) {
     super(ctx);
     this.total = total;
     this.fields = fields;
-    this.seqs = plans.map((p) => ({ ...p, staged: stageTensors((b, l) => this.workspace(b, `dsa.varlen.${l}`), p.len, fields) }));
+    this.seqs = plans.map((p) => ({
+      ...p,
+      staged: stageTensors((b, l) => this.workspace(b, `dsa.varlen.${l}`), p.len, fields),
+    }));
   }
 
   /** @internal use {@link planDsaVarlen}. */
@@ -52,13 +60,29 @@ export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
       for (const p of plans) p.plan.dispose();
       throw e;
     }
-    const o = plans[0]?.plan.options ?? (await planDsa(ctx, { ...opts, T: 1 }).then((p) => { const r = p.options; p.dispose(); return r; }));
+    const o =
+      plans[0]?.plan.options ??
+      (await planDsa(ctx, { ...opts, T: 1 }).then((p) => {
+        const r = p.options;
+        p.dispose();
+        return r;
+      }));
     const fields: Record<Field, RaggedField> = {
-      q: { row: [o.Hq, o.D], dtype: o.dtype }, k: { row: [o.Hkv, o.D], dtype: o.dtype }, v: { row: [o.Hkv, o.Dv], dtype: o.dtype },
-      qI: { row: [o.HI, o.DI], dtype: o.dtype }, kI: { row: [o.DI], dtype: o.dtype }, w: { row: [o.HI], dtype: o.dtype },
-      o: { row: [o.Hq, o.Dv], dtype: o.outDtype }, lse: { row: [o.Hq], dtype: 'f32' },
+      q: { row: [o.Hq, o.D], dtype: o.dtype },
+      k: { row: [o.Hkv, o.D], dtype: o.dtype },
+      v: { row: [o.Hkv, o.Dv], dtype: o.dtype },
+      qI: { row: [o.HI, o.DI], dtype: o.dtype },
+      kI: { row: [o.DI], dtype: o.dtype },
+      w: { row: [o.HI], dtype: o.dtype },
+      o: { row: [o.Hq, o.Dv], dtype: o.outDtype },
+      lse: { row: [o.Hq], dtype: 'f32' },
     };
-    return new DsaVarlenPlan(ctx, seqs.reduce((a, s) => a + s.len, 0), fields, plans);
+    return new DsaVarlenPlan(
+      ctx,
+      seqs.reduce((a, s) => a + s.len, 0),
+      fields,
+      plans,
+    );
   }
 
   override dispose(): void {
@@ -68,8 +92,16 @@ export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
 
   run(encoder: GPUCommandEncoder, t: DsaTensors): void {
     this.assertUsable();
-    if (t === null || typeof t !== 'object') fail('E_ARG', 'tensors', 'is not an object;', t, '{ q, k, v, qI, kI, w, o, lse? }');
-    if (t.indices !== undefined) fail('E_UNSUPPORTED', 'indices', 'is not offered for ragged batches;', 'a tensor', 'no indices (plan each sequence with planDsa to get them)');
+    if (t === null || typeof t !== 'object')
+      fail('E_ARG', 'tensors', 'is not an object;', t, '{ q, k, v, qI, kI, w, o, lse? }');
+    if (t.indices !== undefined)
+      fail(
+        'E_UNSUPPORTED',
+        'indices',
+        'is not offered for ragged batches;',
+        'a tensor',
+        'no indices (plan each sequence with planDsa to get them)',
+      );
     const batch: Partial<Record<Field, GpuTensor>> = {};
     for (const f of [...INPUTS, 'o', 'lse'] as Field[]) {
       if (f === 'lse' && t.lse === undefined) continue;
@@ -78,7 +110,16 @@ export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
     for (const s of this.seqs) {
       for (const f of INPUTS) copyRows(encoder, batch[f]!, s.staged[f], s.start, s.len, 'in');
       const st = s.staged;
-      s.plan.run(encoder, { q: st.q, k: st.k, v: st.v, qI: st.qI, kI: st.kI, w: st.w, o: st.o, lse: batch.lse ? st.lse : undefined });
+      s.plan.run(encoder, {
+        q: st.q,
+        k: st.k,
+        v: st.v,
+        qI: st.qI,
+        kI: st.kI,
+        w: st.w,
+        o: st.o,
+        lse: batch.lse ? st.lse : undefined,
+      });
       copyRows(encoder, batch.o!, st.o, s.start, s.len, 'out');
       if (batch.lse) copyRows(encoder, batch.lse, st.lse, s.start, s.len, 'out');
     }

@@ -32,7 +32,10 @@ export { loopBudget };
  * @example
  * recurrentLoopIterations({ K: 64, gate: 'scalar', delta: false, normalize: false }, 1000); // 131,132: past 65,535
  */
-export function recurrentLoopIterations(o: { K: number; gate: string; delta: boolean; normalize: boolean }, tokens: number): number {
+export function recurrentLoopIterations(
+  o: { K: number; gate: string; delta: boolean; normalize: boolean },
+  tokens: number,
+): number {
   const rows = (o.K + 1) * (o.normalize ? 4 : 2);
   const perToken = 1 + (o.gate !== 'none' || o.delta ? 2 : 1) * (o.K + 1);
   return 1 + rows + 1 + tokens * perToken;

@@ -7,7 +7,14 @@
 import { ctxOf, type DeviceLike } from '../../src/gpu/device.js';
 import { checkTensor, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { runOnce } from '../../src/plan.js';
-import { checkGateValues, planLinearScan, type LinearScanOptions, type LinearScanPlan, type LinearScanTensors, type ScanMode } from './scan.js';
+import {
+  checkGateValues,
+  planLinearScan,
+  type LinearScanOptions,
+  type LinearScanPlan,
+  type LinearScanTensors,
+  type ScanMode,
+} from './scan.js';
 import { lightningGamma, retentionGamma } from './reference.js';
 
 /** Options every op shares. */
@@ -61,7 +68,17 @@ export async function runConvenience(
   const dtype = (base.dtype ?? (isFloatDType(q.dtype) ? q.dtype : 'f32')) as FloatDType;
   const vDtype = (base.vDtype ?? (isFloatDType(v.dtype) ? v.dtype : dtype)) as FloatDType;
   const outDtype = (base.outDtype ?? (t.o && isFloatDType(t.o.dtype) ? t.o.dtype : vDtype)) as FloatDType;
-  const plan = await planLinearScan(ctx, { ...base, H, HV: base.HV ?? HV, K, V, T: base.cuSeqlens ? undefined : T, dtype, vDtype, outDtype });
+  const plan = await planLinearScan(ctx, {
+    ...base,
+    H,
+    HV: base.HV ?? HV,
+    K,
+    V,
+    T: base.cuSeqlens ? undefined : T,
+    dtype,
+    vDtype,
+    outDtype,
+  });
   try {
     plan.checkTensors(t);
     if (checkValues) await checkGateValues(ctx, { g: t.g, beta: t.beta }, { betaMax });
@@ -106,7 +123,11 @@ export function planLinearAttn(device: DeviceLike, opts: LinearAttnOptions): Pro
  * @example
  * await linearAttn(dev, { q, k, v, o, finalState }, { normalize: true });
  */
-export function linearAttn(device: DeviceLike, t: LinearAttnTensors, opts: ConvenienceOptions<LinearAttnOptions> = {}): Promise<void> {
+export function linearAttn(
+  device: DeviceLike,
+  t: LinearAttnTensors,
+  opts: ConvenienceOptions<LinearAttnOptions> = {},
+): Promise<void> {
   return runConvenience(device, t, { ...opts, gate: 'none', delta: false, op: 'linear_attn' }, false);
 }
 
@@ -141,8 +162,17 @@ export function planSimpleGla(device: DeviceLike, opts: SimpleGlaOptions): Promi
  * await simpleGla(dev, { q, k, v, g, o });
  * await simpleGla(dev, { q, k, v, o }, { gamma: retentionGamma(H) }); // RetNet
  */
-export function simpleGla(device: DeviceLike, t: SimpleGlaTensors, opts: ConvenienceOptions<SimpleGlaOptions> = {}): Promise<void> {
-  return runConvenience(device, t, { ...opts, gate: opts.gamma ? 'constant' : 'scalar', delta: false, op: 'simple_gla' }, opts.checkValues ?? true);
+export function simpleGla(
+  device: DeviceLike,
+  t: SimpleGlaTensors,
+  opts: ConvenienceOptions<SimpleGlaOptions> = {},
+): Promise<void> {
+  return runConvenience(
+    device,
+    t,
+    { ...opts, gate: opts.gamma ? 'constant' : 'scalar', delta: false, op: 'simple_gla' },
+    opts.checkValues ?? true,
+  );
 }
 
 /**
@@ -164,7 +194,10 @@ export function retentionPreset(H: number): { gamma: Float64Array } {
  * @example
  * const plan = await planSimpleGla(dev, { H, K, V, T, ...lightningPreset(H, { layer: 3, layers: 80, formula: 'minimax' }) });
  */
-export function lightningPreset(H: number, opts: { layer?: number; layers?: number; formula?: 'fla' | 'minimax' } = {}): { gamma: Float64Array; scale?: number } {
+export function lightningPreset(
+  H: number,
+  opts: { layer?: number; layers?: number; formula?: 'fla' | 'minimax' } = {},
+): { gamma: Float64Array; scale?: number } {
   const gamma = lightningGamma(H, opts);
   return opts.formula === 'minimax' ? { gamma, scale: 1 } : { gamma };
 }

@@ -90,10 +90,13 @@ export function linearScanReference(x: LinearScanRefInputs, opts: LinearScanRefO
         const vb = (t * HV + hv) * V;
         for (let d = 0; d < K; d++) {
           const g =
-            opts.gate === 'none' ? 0
-            : opts.gate === 'scalar' ? x.g![t * HV + hv]!
-            : opts.gate === 'constant' ? x.g![hv]!
-            : x.g![(t * HV + hv) * K + d]!;
+            opts.gate === 'none'
+              ? 0
+              : opts.gate === 'scalar'
+                ? x.g![t * HV + hv]!
+                : opts.gate === 'constant'
+                  ? x.g![hv]!
+                  : x.g![(t * HV + hv) * K + d]!;
           a[d] = Math.exp(clampGate(g));
         }
         for (let d = 0; d < K; d++) for (let e = 0; e < V; e++) S[d * V + e]! *= a[d]!;
@@ -143,7 +146,16 @@ type Common = { H: number; K: number; V: number; scale?: number; cuSeqlens?: rea
  * @example
  * const { o, ht } = linearAttnReference({ q, k, v }, { H: 2, K: 64, V: 64 });
  */
-export function linearAttnReference(x: { q: ArrayLike<number>; k: ArrayLike<number>; v: ArrayLike<number>; h0?: ArrayLike<number>; z0?: ArrayLike<number> }, o: Common & { normalize?: boolean }): LinearScanRefResult {
+export function linearAttnReference(
+  x: {
+    q: ArrayLike<number>;
+    k: ArrayLike<number>;
+    v: ArrayLike<number>;
+    h0?: ArrayLike<number>;
+    z0?: ArrayLike<number>;
+  },
+  o: Common & { normalize?: boolean },
+): LinearScanRefResult {
   return linearScanReference(x, { ...o, gate: 'none', delta: false });
 }
 
@@ -154,7 +166,17 @@ export function linearAttnReference(x: { q: ArrayLike<number>; k: ArrayLike<numb
  * @example
  * const { o, ht } = simpleGlaReference({ q, k, v, g }, { H: 2, K: 64, V: 64 });
  */
-export function simpleGlaReference(x: { q: ArrayLike<number>; k: ArrayLike<number>; v: ArrayLike<number>; g?: ArrayLike<number>; gamma?: ArrayLike<number>; h0?: ArrayLike<number> }, o: Common): LinearScanRefResult {
+export function simpleGlaReference(
+  x: {
+    q: ArrayLike<number>;
+    k: ArrayLike<number>;
+    v: ArrayLike<number>;
+    g?: ArrayLike<number>;
+    gamma?: ArrayLike<number>;
+    h0?: ArrayLike<number>;
+  },
+  o: Common,
+): LinearScanRefResult {
   if (x.gamma) return linearScanReference({ ...x, g: x.gamma }, { ...o, gate: 'constant', delta: false });
   return linearScanReference(x, { ...o, gate: 'scalar', delta: false });
 }
@@ -165,7 +187,10 @@ export function simpleGlaReference(x: { q: ArrayLike<number>; k: ArrayLike<numbe
  * @example
  * const { o, ht } = glaReference({ q, k, v, g }, { H: 2, K: 32, V: 48 });
  */
-export function glaReference(x: { q: ArrayLike<number>; k: ArrayLike<number>; v: ArrayLike<number>; g: ArrayLike<number>; h0?: ArrayLike<number> }, o: Common): LinearScanRefResult {
+export function glaReference(
+  x: { q: ArrayLike<number>; k: ArrayLike<number>; v: ArrayLike<number>; g: ArrayLike<number>; h0?: ArrayLike<number> },
+  o: Common,
+): LinearScanRefResult {
   return linearScanReference(x, { ...o, gate: 'vector', delta: false });
 }
 
@@ -175,7 +200,16 @@ export function glaReference(x: { q: ArrayLike<number>; k: ArrayLike<number>; v:
  * @example
  * const { o, ht } = deltaRuleReference({ q, k, v, beta }, { H: 2, K: 64, V: 64 });
  */
-export function deltaRuleReference(x: { q: ArrayLike<number>; k: ArrayLike<number>; v: ArrayLike<number>; beta: ArrayLike<number>; h0?: ArrayLike<number> }, o: Common & { HV?: number }): LinearScanRefResult {
+export function deltaRuleReference(
+  x: {
+    q: ArrayLike<number>;
+    k: ArrayLike<number>;
+    v: ArrayLike<number>;
+    beta: ArrayLike<number>;
+    h0?: ArrayLike<number>;
+  },
+  o: Common & { HV?: number },
+): LinearScanRefResult {
   return linearScanReference(x, { ...o, gate: 'none', delta: true });
 }
 
@@ -186,7 +220,17 @@ export function deltaRuleReference(x: { q: ArrayLike<number>; k: ArrayLike<numbe
  * @example
  * const { o, ht } = gatedDeltaRuleReference({ q, k, v, g, beta }, { H: 2, HV: 4, K: 64, V: 64 });
  */
-export function gatedDeltaRuleReference(x: { q: ArrayLike<number>; k: ArrayLike<number>; v: ArrayLike<number>; g: ArrayLike<number>; beta: ArrayLike<number>; h0?: ArrayLike<number> }, o: Common & { HV?: number }): LinearScanRefResult {
+export function gatedDeltaRuleReference(
+  x: {
+    q: ArrayLike<number>;
+    k: ArrayLike<number>;
+    v: ArrayLike<number>;
+    g: ArrayLike<number>;
+    beta: ArrayLike<number>;
+    h0?: ArrayLike<number>;
+  },
+  o: Common & { HV?: number },
+): LinearScanRefResult {
   return linearScanReference(x, { ...o, gate: 'scalar', delta: true });
 }
 
@@ -196,7 +240,17 @@ export function gatedDeltaRuleReference(x: { q: ArrayLike<number>; k: ArrayLike<
  * @example
  * const { o, ht } = kdaReference({ q, k, v, g, beta }, { H: 2, K: 64, V: 64 });
  */
-export function kdaReference(x: { q: ArrayLike<number>; k: ArrayLike<number>; v: ArrayLike<number>; g: ArrayLike<number>; beta: ArrayLike<number>; h0?: ArrayLike<number> }, o: Common & { HV?: number }): LinearScanRefResult {
+export function kdaReference(
+  x: {
+    q: ArrayLike<number>;
+    k: ArrayLike<number>;
+    v: ArrayLike<number>;
+    g: ArrayLike<number>;
+    beta: ArrayLike<number>;
+    h0?: ArrayLike<number>;
+  },
+  o: Common & { HV?: number },
+): LinearScanRefResult {
   return linearScanReference(x, { ...o, gate: 'vector', delta: true });
 }
 
@@ -218,7 +272,10 @@ export function retentionGamma(H: number): Float64Array {
  * @example
  * const gamma = lightningGamma(64, { layer: 3, layers: 80, formula: 'minimax' });
  */
-export function lightningGamma(H: number, opts: { layer?: number; layers?: number; formula?: 'fla' | 'minimax' } = {}): Float64Array {
+export function lightningGamma(
+  H: number,
+  opts: { layer?: number; layers?: number; formula?: 'fla' | 'minimax' } = {},
+): Float64Array {
   const l = opts.layer ?? 0;
   const L = opts.layers ?? 1;
   if ((opts.formula ?? 'fla') === 'minimax') {

@@ -18,7 +18,14 @@ import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device
 import { getPipeline, grid2d, wgslProgram, type BindingKind, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
-import { GPUBufferUsageFlags, checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import {
+  GPUBufferUsageFlags,
+  checkTensor,
+  dtypeCode,
+  isFloatDType,
+  type FloatDType,
+  type GpuTensor,
+} from '../../src/tensor.js';
 import type { BindingResource } from '../../src/gpu/pipeline.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import commonWgsl from './common.wgsl.js';
@@ -169,19 +176,30 @@ export function resolveScanOptions(opts: LinearScanOptions): Resolved {
   const op = opts?.op ?? 'linear scan';
   const H = checkInt(opts.H, 'H', { min: 1, max: 4096 });
   const HV = checkInt(opts.HV ?? H, 'HV', { min: 1, max: 65536 });
-  if (HV % H !== 0) fail('E_ARG', 'HV', 'value heads must be a multiple of the key heads;', HV, `a multiple of H = ${H}`);
+  if (HV % H !== 0)
+    fail('E_ARG', 'HV', 'value heads must be a multiple of the key heads;', HV, `a multiple of H = ${H}`);
   const K = checkInt(opts.K, 'K', { min: 1, max: 256 });
   const V = checkInt(opts.V, 'V', { min: 1, max: 4096 });
   let cu: number[];
   if (opts.cuSeqlens !== undefined) {
     const c = opts.cuSeqlens;
-    if (!Array.isArray(c) && !ArrayBuffer.isView(c)) fail('E_ARG', 'cuSeqlens', 'is not an array;', typeof c, 'an array [N+1] of token offsets');
+    if (!Array.isArray(c) && !ArrayBuffer.isView(c))
+      fail('E_ARG', 'cuSeqlens', 'is not an array;', typeof c, 'an array [N+1] of token offsets');
     cu = Array.from(c as ArrayLike<number>);
-    if (cu.length < 2 || cu[0] !== 0) fail('E_ARG', 'cuSeqlens', 'must start at 0 and have N+1 >= 2 entries;', cu.slice(0, 8), '[0, T_0, T_0+T_1, ...]');
+    if (cu.length < 2 || cu[0] !== 0)
+      fail(
+        'E_ARG',
+        'cuSeqlens',
+        'must start at 0 and have N+1 >= 2 entries;',
+        cu.slice(0, 8),
+        '[0, T_0, T_0+T_1, ...]',
+      );
     for (let i = 1; i < cu.length; i++) {
-      if (!Number.isInteger(cu[i]) || cu[i]! < cu[i - 1]!) fail('E_ARG', `cuSeqlens[${i}]`, 'must be a non-decreasing integer;', cu[i], `>= ${cu[i - 1]}`);
+      if (!Number.isInteger(cu[i]) || cu[i]! < cu[i - 1]!)
+        fail('E_ARG', `cuSeqlens[${i}]`, 'must be a non-decreasing integer;', cu[i], `>= ${cu[i - 1]}`);
     }
-    if (opts.T !== undefined && opts.T !== cu[cu.length - 1]) fail('E_ARG', 'T', 'disagrees with cuSeqlens;', opts.T, `${cu[cu.length - 1]}`);
+    if (opts.T !== undefined && opts.T !== cu[cu.length - 1])
+      fail('E_ARG', 'T', 'disagrees with cuSeqlens;', opts.T, `${cu[cu.length - 1]}`);
   } else {
     cu = [0, checkInt(opts.T, 'T', { min: 0 })];
   }
@@ -191,7 +209,14 @@ export function resolveScanOptions(opts: LinearScanOptions): Resolved {
   check(gate in GATE_CODE, 'gate', "'none', 'scalar', 'vector' or 'constant'", gate);
   const delta = !!opts.delta;
   const normalize = !!opts.normalize;
-  if (normalize && (gate !== 'none' || delta)) fail('E_UNSUPPORTED', 'normalize', 'the normaliser is implemented for ungated linear attention only;', true, "gate 'none' without the delta rule");
+  if (normalize && (gate !== 'none' || delta))
+    fail(
+      'E_UNSUPPORTED',
+      'normalize',
+      'the normaliser is implemented for ungated linear attention only;',
+      true,
+      "gate 'none' without the delta rule",
+    );
   const scale = opts.scale === undefined ? 1 / Math.sqrt(K) : checkF32(opts.scale, 'scale');
   const dtype = opts.dtype ?? 'f32';
   check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
@@ -199,11 +224,13 @@ export function resolveScanOptions(opts: LinearScanOptions): Resolved {
   check(isFloatDType(vDtype), 'vDtype', 'one of f32, f16, bf16', vDtype, 'E_DTYPE');
   const outDtype = opts.outDtype ?? vDtype;
   check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
-  if (outDtype !== 'f32' && V % 2 !== 0) fail('E_ARG', 'V', 'a 16-bit output needs an even value dim;', V, 'an even V, or outDtype f32');
+  if (outDtype !== 'f32' && V % 2 !== 0)
+    fail('E_ARG', 'V', 'a 16-bit output needs an even value dim;', V, 'an even V, or outDtype f32');
   let gamma: Float32Array | undefined;
   if (gate === 'constant') {
     const gm = opts.gamma;
-    if (!gm || typeof (gm as ArrayLike<number>).length !== 'number') fail('E_ARG', 'gamma', 'constant gates need the per-head log-decays;', gm, `an array of ${HV} numbers <= 0`);
+    if (!gm || typeof (gm as ArrayLike<number>).length !== 'number')
+      fail('E_ARG', 'gamma', 'constant gates need the per-head log-decays;', gm, `an array of ${HV} numbers <= 0`);
     if (gm.length !== HV) fail('E_SHAPE', 'gamma', 'has the wrong length;', gm.length, `${HV} (one per value head)`);
     for (let i = 0; i < HV; i++) {
       const x = gm[i]!;
@@ -218,7 +245,26 @@ export function resolveScanOptions(opts: LinearScanOptions): Resolved {
   for (let i = 1; i < cu.length; i++) maxLen = Math.max(maxLen, cu[i]! - cu[i - 1]!);
   const chosen = mode === 'auto' ? (maxLen <= CHUNK ? 'recurrent' : 'chunk') : mode;
   if (opts.loopLimit !== undefined) planLoopLimit({ loopLimit: Number.POSITIVE_INFINITY }, opts.loopLimit);
-  return { H, HV, K, V, N: cu.length - 1, T, cu, gate, delta, normalize, scale, dtype, vDtype, outDtype, mode: chosen, op, gamma, loopLimit: opts.loopLimit };
+  return {
+    H,
+    HV,
+    K,
+    V,
+    N: cu.length - 1,
+    T,
+    cu,
+    gate,
+    delta,
+    normalize,
+    scale,
+    dtype,
+    vDtype,
+    outDtype,
+    mode: chosen,
+    op,
+    gamma,
+    loopLimit: opts.loopLimit,
+  };
 }
 
 /** Whether the chunked form can read q, k, v in place as vec4 rows (f32, K and V multiples of 4). */
@@ -256,11 +302,15 @@ export interface LinearLoopPlan {
 }
 
 function loopLimitError(o: Resolved, what: string, iterations: number, budget: number, limit: number): never {
-  throw new TesseraError('E_LIMIT', `${o.op}: ${what} needs ${iterations} loop iterations in one invocation at K = ${o.K}, V = ${o.V}; this device (or the plan's loopLimit) stops an invocation after ${limit} (budget ${budget})`, {
-    argument: 'K',
-    actual: o.K,
-    expected: `a smaller K (or V), or a device with a higher loop limit (loopLimit = ${limit})`,
-  });
+  throw new TesseraError(
+    'E_LIMIT',
+    `${o.op}: ${what} needs ${iterations} loop iterations in one invocation at K = ${o.K}, V = ${o.V}; this device (or the plan's loopLimit) stops an invocation after ${limit} (budget ${budget})`,
+    {
+      argument: 'K',
+      actual: o.K,
+      expected: `a smaller K (or V), or a device with a higher loop limit (loopLimit = ${limit})`,
+    },
+  );
 }
 
 /**
@@ -284,7 +334,13 @@ export function planLoops(ctx: TesseraDevice, o: Resolved): LinearLoopPlan {
     maxChunks = Math.max(maxChunks, Math.ceil(len / CHUNK));
   }
   const bounds: Record<string, number> = {};
-  const err = (what: string) => ({ op: o.op, what, argument: 'K', actual: o.K, expected: `a smaller K (or V), or a device with a higher loop limit (loopLimit = ${limit})` });
+  const err = (what: string) => ({
+    op: o.op,
+    what,
+    argument: 'K',
+    actual: o.K,
+    expected: `a smaller K (or V), or a device with a higher loop limit (loopLimit = ${limit})`,
+  });
   if (o.mode === 'recurrent') {
     const s = segment(maxLen, (n) => recurrentLoopIterations(o, n), limit, err('one token of the recurrent form'));
     bounds.recurrent = s.bound;
@@ -406,10 +462,19 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       this.paramSlot = Math.max(LIN_PARAMS.size, ctx.limits.minUniformBufferOffsetAlignment);
       const slots = new Uint8Array(this.paramSlot * loops.segments);
       for (let i = 0; i < loops.segments; i++) {
-        const seg = { begin: i * loops.segmentLength, end: (i + 1) * loops.segmentLength, carry: i > 0, last: i === loops.segments - 1 };
+        const seg = {
+          begin: i * loops.segmentLength,
+          end: (i + 1) * loops.segmentLength,
+          carry: i > 0,
+          last: i === loops.segments - 1,
+        };
         slots.set(new Uint8Array(LIN_PARAMS.pack({ ...base, ...segmentUniforms(seg) })), i * this.paramSlot);
       }
-      this.params = this.workspace(slots.byteLength, 'linear.params', GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST);
+      this.params = this.workspace(
+        slots.byteLength,
+        'linear.params',
+        GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST,
+      );
       ctx.device.queue.writeBuffer(this.params, 0, slots);
       this.dummyR = this.workspace(16, 'linear.dummy');
       this.dummyW = this.workspace(16, 'linear.dummy');
@@ -453,11 +518,15 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
         };
         for (const [name, bytes] of Object.entries(sizes)) {
           if (bytes > ctx.limits.maxStorageBufferBindingSize) {
-            throw new TesseraError('E_LIMIT', `${o.op}: the chunked form's workspace "${name}" needs ${bytes} bytes for T = ${T}, more than one binding holds`, {
-              argument: 'T',
-              actual: T,
-              expected: `fewer tokens per call (stream long inputs with LinearStream, src/stream/linear.ts), or a device with maxStorageBufferBindingSize >= ${bytes}`,
-            });
+            throw new TesseraError(
+              'E_LIMIT',
+              `${o.op}: the chunked form's workspace "${name}" needs ${bytes} bytes for T = ${T}, more than one binding holds`,
+              {
+                argument: 'T',
+                actual: T,
+                expected: `fewer tokens per call (stream long inputs with LinearStream, src/stream/linear.ts), or a device with maxStorageBufferBindingSize >= ${bytes}`,
+              },
+            );
           }
         }
         for (const [name, bytes] of Object.entries(sizes)) this.ws[name] = this.workspace(bytes, `linear.${name}`);
@@ -487,20 +556,52 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       passes.recurrent = await getPipeline(ctx, {
         shader: program('recurrent', recurrentWgsl, kmax, zmax),
         bindings: [R, R, R, R, R, W, W, W, U],
-        constants: { WG: wgCols(ctx).recurrent, DT_QK: qk, DT_V: vd, OUT_DT: od, GATE: G, DELTA: +o.delta, NORM: +o.normalize },
+        constants: {
+          WG: wgCols(ctx).recurrent,
+          DT_QK: qk,
+          DT_V: vd,
+          OUT_DT: od,
+          GATE: G,
+          DELTA: +o.delta,
+          NORM: +o.normalize,
+        },
       });
     } else {
       const [convert, prep, intra, solve, scan, output] = await Promise.all([
         directInputs(o)
           ? Promise.resolve(undefined)
-          : getPipeline(ctx, { shader: program('convert', convertWgsl, kmax, 1), bindings: [R, R, R, W, W, W, U], constants: { WG: WG_ROWS, DT_QK: qk, DT_V: vd } }),
-        getPipeline(ctx, { shader: program('prep', prepWgsl, kmax, 1), bindings: [R, R, R, R, W, W, W, W, U], constants: { WG: WG_ROWS, GATE: G } }),
-        getPipeline(ctx, { shader: program('intra', intraWgsl, kmax, 1), bindings: [R, R, R, R, R, R, W, W, U], constants: { WG: wgCols(ctx).rows, GATE: G, DELTA: +o.delta } }),
+          : getPipeline(ctx, {
+              shader: program('convert', convertWgsl, kmax, 1),
+              bindings: [R, R, R, W, W, W, U],
+              constants: { WG: WG_ROWS, DT_QK: qk, DT_V: vd },
+            }),
+        getPipeline(ctx, {
+          shader: program('prep', prepWgsl, kmax, 1),
+          bindings: [R, R, R, R, W, W, W, W, U],
+          constants: { WG: WG_ROWS, GATE: G },
+        }),
+        getPipeline(ctx, {
+          shader: program('intra', intraWgsl, kmax, 1),
+          bindings: [R, R, R, R, R, R, W, W, U],
+          constants: { WG: wgCols(ctx).rows, GATE: G, DELTA: +o.delta },
+        }),
         o.delta
-          ? getPipeline(ctx, { shader: program('solve', solveWgsl, kmax, 1), bindings: [R, R, R, R, R, R, W, W, U], constants: { WG: wgCols(ctx).solve, GATE: G } })
+          ? getPipeline(ctx, {
+              shader: program('solve', solveWgsl, kmax, 1),
+              bindings: [R, R, R, R, R, R, W, W, U],
+              constants: { WG: wgCols(ctx).solve, GATE: G },
+            })
           : Promise.resolve(undefined),
-        getPipeline(ctx, { shader: program('scan', scanWgsl, kmax, 1), bindings: [R, R, R, R, R, W, W, W, U], constants: { WG: wgCols(ctx).scan, GATE: G, DELTA: +o.delta, NORM: +o.normalize } }),
-        getPipeline(ctx, { shader: program('output', outputWgsl, kmax, 1), bindings: [R, R, R, R, R, W, U], constants: { WG: wgCols(ctx).rows, OUT_DT: od, NORM: +o.normalize } }),
+        getPipeline(ctx, {
+          shader: program('scan', scanWgsl, kmax, 1),
+          bindings: [R, R, R, R, R, W, W, W, U],
+          constants: { WG: wgCols(ctx).scan, GATE: G, DELTA: +o.delta, NORM: +o.normalize },
+        }),
+        getPipeline(ctx, {
+          shader: program('output', outputWgsl, kmax, 1),
+          bindings: [R, R, R, R, R, W, U],
+          constants: { WG: wgCols(ctx).rows, OUT_DT: od, NORM: +o.normalize },
+        }),
       ]);
       Object.assign(passes, { convert, prep, intra, solve, scan, output });
     }
@@ -521,20 +622,43 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
     chk(t.o, 'o', [T, HV, V], [outDtype]);
     if (gate === 'scalar') chk(t.g, 'g', [T, HV], ['f32']);
     else if (gate === 'vector') chk(t.g, 'g', [T, HV, K], ['f32']);
-    else if (t.g !== undefined) fail('E_ARG', 'g', `this op takes no gate tensor (gate '${gate}');`, 'a tensor', 'undefined');
+    else if (t.g !== undefined)
+      fail('E_ARG', 'g', `this op takes no gate tensor (gate '${gate}');`, 'a tensor', 'undefined');
     if (delta) chk(t.beta, 'beta', [T, HV], ['f32']);
     else if (t.beta !== undefined) fail('E_ARG', 'beta', 'this op takes no beta;', 'a tensor', 'undefined');
     const S = [N, HV, K, V];
     const inPlace = sameTensor(t.initialState, t.finalState);
-    if (t.initialState !== undefined) chk(t.initialState, 'initialState', S, ['f32'], inPlace ? GPUBufferUsageFlags.STORAGE : GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC);
-    if (t.finalState !== undefined) chk(t.finalState, 'finalState', S, ['f32'], GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
+    if (t.initialState !== undefined)
+      chk(
+        t.initialState,
+        'initialState',
+        S,
+        ['f32'],
+        inPlace ? GPUBufferUsageFlags.STORAGE : GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC,
+      );
+    if (t.finalState !== undefined)
+      chk(t.finalState, 'finalState', S, ['f32'], GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
     if (normalize) {
       // the chunked scan reads z0 through a 16-byte-aligned copy when N*HV*K is not a multiple of 4
       const zCopy = this.options.mode === 'chunk' && (N * HV * K) % 4 !== 0;
-      if (t.z0 !== undefined) chk(t.z0, 'z0', [N, HV, K], ['f32'], zCopy ? GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC : undefined);
-      if (t.zt !== undefined) chk(t.zt, 'zt', [N, HV, K], ['f32'], GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
+      if (t.z0 !== undefined)
+        chk(
+          t.z0,
+          'z0',
+          [N, HV, K],
+          ['f32'],
+          zCopy ? GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC : undefined,
+        );
+      if (t.zt !== undefined)
+        chk(t.zt, 'zt', [N, HV, K], ['f32'], GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
     } else if (t.z0 !== undefined || t.zt !== undefined) {
-      fail('E_ARG', t.z0 !== undefined ? 'z0' : 'zt', 'only linear attention with normalize has a z state;', 'a tensor', 'undefined');
+      fail(
+        'E_ARG',
+        t.z0 !== undefined ? 'z0' : 'zt',
+        'only linear attention with normalize has a z state;',
+        'a tensor',
+        'undefined',
+      );
     }
   }
 
@@ -547,7 +671,13 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
     const stateBytes = N * HV * K * V * 4;
     const state: GpuTensor = t.finalState ?? { buffer: this.stateWs!, shape: [N, HV, K, V], dtype: 'f32' };
     if (t.initialState && !sameTensor(t.initialState, state)) {
-      encoder.copyBufferToBuffer(t.initialState.buffer, t.initialState.offset ?? 0, state.buffer, state.offset ?? 0, stateBytes);
+      encoder.copyBufferToBuffer(
+        t.initialState.buffer,
+        t.initialState.offset ?? 0,
+        state.buffer,
+        state.offset ?? 0,
+        stateBytes,
+      );
     } else if (!t.initialState) {
       encoder.clearBuffer(state.buffer, state.offset ?? 0, stateBytes);
     }
@@ -581,7 +711,11 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
     const gate = t.g ? res(t.g) : this.gammaBuf ? { buffer: this.gammaBuf } : { buffer: this.dummyR };
     const beta = t.beta ? res(t.beta) : { buffer: this.dummyR };
     const meta = { buffer: this.meta };
-    const params = (i: number): BindingResource => ({ buffer: this.params, offset: i * this.paramSlot, size: LIN_PARAMS.size });
+    const params = (i: number): BindingResource => ({
+      buffer: this.params,
+      offset: i * this.paramSlot,
+      size: LIN_PARAMS.size,
+    });
     const P = this.passes;
     if (P.recurrent) {
       const tiles = Math.ceil(Math.ceil(V / 2) / wgCols(this.ctx).recurrent);
@@ -589,7 +723,12 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       for (let i = 0; i < nSeg; i++) {
         const bz = o.delta ? res(t.beta!) : o.normalize ? zOut[i]! : { buffer: this.dummyW };
         const g3 = o.normalize ? zIn[i]! : gate;
-        this.dispatch(encoder, P.recurrent, [res(t.q), res(t.k), res(t.v), g3, meta, bz, res(t.o), res(state), params(i)], grid);
+        this.dispatch(
+          encoder,
+          P.recurrent,
+          [res(t.q), res(t.k), res(t.v), g3, meta, bz, res(t.o), res(state), params(i)],
+          grid,
+        );
       }
     } else {
       const w = this.ws;
@@ -597,7 +736,13 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       const perChunk = grid2d(this.ctx, this.nChunks * HV);
       const rows = o.T * (o.H + HV);
       const p0 = params(0);
-      if (P.convert) this.dispatch(encoder, P.convert, [res(t.q), res(t.k), res(t.v), b(w.qc!), b(w.kc!), b(w.vc!), p0], grid2d(this.ctx, Math.ceil(rows / WG_ROWS)));
+      if (P.convert)
+        this.dispatch(
+          encoder,
+          P.convert,
+          [res(t.q), res(t.k), res(t.v), b(w.qc!), b(w.kc!), b(w.vc!), p0],
+          grid2d(this.ctx, Math.ceil(rows / WG_ROWS)),
+        );
       // f32 inputs with K and V multiples of 4 are already vec4 rows: bound as they are
       const qc = P.convert ? b(w.qc!) : res(t.q);
       const kc = P.convert ? b(w.kc!) : res(t.k);
@@ -617,13 +762,17 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
         this.dispatch(encoder, P.scan!, [wz, u, b(w.kd!), b(w.gam!), meta, b(w.hs!), vz, res(state), params(i)], grid);
       }
       const un = o.delta ? b(w.vn!) : vc;
-      this.dispatch(encoder, P.output!, [b(w.qg!), b(w.P!), un, b(w.hs!), meta, res(t.o), p0], grid2d(this.ctx, this.nChunks * HV * Math.ceil((16 * Math.ceil(V / 4)) / wgCols(this.ctx).rows)));
+      this.dispatch(
+        encoder,
+        P.output!,
+        [b(w.qg!), b(w.P!), un, b(w.hs!), meta, res(t.o), p0],
+        grid2d(this.ctx, this.nChunks * HV * Math.ceil((16 * Math.ceil(V / 4)) / wgCols(this.ctx).rows)),
+      );
     }
     if (zCopyOut) {
       encoder.copyBufferToBuffer(this.zOut!, 0, t.zt!.buffer, t.zt!.offset ?? 0, N * HV * K * 4);
     }
   }
-
 }
 
 /**
@@ -645,7 +794,11 @@ export function planLinearScan(device: DeviceLike, opts: LinearScanOptions): Pro
  * @example
  * await checkGateValues(dev, { g, beta }, { betaMax: 1 });
  */
-export async function checkGateValues(device: DeviceLike, t: { g?: GpuTensor; beta?: GpuTensor }, opts: { betaMax?: number } = {}): Promise<void> {
+export async function checkGateValues(
+  device: DeviceLike,
+  t: { g?: GpuTensor; beta?: GpuTensor },
+  opts: { betaMax?: number } = {},
+): Promise<void> {
   const ctx = ctxOf(device);
   const read = async (x: GpuTensor) => {
     const n = x.shape.reduce((a, b) => a * b, 1);
@@ -656,7 +809,14 @@ export async function checkGateValues(device: DeviceLike, t: { g?: GpuTensor; be
     for (let i = 0; i < g.length; i++) {
       const x = g[i]!;
       if (Number.isNaN(x)) fail('E_NAN', 'g', `element ${i} is NaN;`, x, 'log-decays <= 0 (natural log)');
-      if (x > 0) fail('E_ARG', 'g', `element ${i} is a positive log-gate;`, x, 'log-decays <= 0 (natural log; pass log(a), not a)');
+      if (x > 0)
+        fail(
+          'E_ARG',
+          'g',
+          `element ${i} is a positive log-gate;`,
+          x,
+          'log-decays <= 0 (natural log; pass log(a), not a)',
+        );
     }
   }
   if (t.beta) {

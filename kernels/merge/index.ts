@@ -1,1 +1,12 @@
-export { planMerge, merge, MergePlan, MERGE_PARAMS, getMergePipeline, createMergeState, mergeStateBytes, type MergeOptions, type MergeTensors, type MergeState } from './merge.js';
+export {
+  planMerge,
+  merge,
+  MergePlan,
+  MERGE_PARAMS,
+  getMergePipeline,
+  createMergeState,
+  mergeStateBytes,
+  type MergeOptions,
+  type MergeTensors,
+  type MergeState,
+} from './merge.js';

@@ -112,13 +112,22 @@ export function mergeStateBytes(rows: number, D: number): number {
  * plan.run(enc, { oParts, lseParts, stateIn: a, stateOut: b });  // step 2
  * plan.finish(enc, { state: b, o, lse });                        // o and lse of everything
  */
-export function createMergeState(device: DeviceLike, rows: number, D: number, label = 'tessera.merge.state'): MergeState {
+export function createMergeState(
+  device: DeviceLike,
+  rows: number,
+  D: number,
+  label = 'tessera.merge.state',
+): MergeState {
   const ctx = ctxOf(device);
   checkInt(rows, 'rows', { min: 1 });
   checkInt(D, 'D', { min: 1, max: 1024 });
   const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST;
   return {
-    o: { buffer: ctx.createBuffer({ size: rows * 2 * D * 4, usage, label: `${label}.o` }), shape: [rows, 2, D], dtype: 'f32' },
+    o: {
+      buffer: ctx.createBuffer({ size: rows * 2 * D * 4, usage, label: `${label}.o` }),
+      shape: [rows, 2, D],
+      dtype: 'f32',
+    },
     s: { buffer: ctx.createBuffer({ size: rows * 4 * 4, usage, label: `${label}.s` }), shape: [rows, 4], dtype: 'f32' },
   };
 }
@@ -150,7 +159,12 @@ export class MergePlan extends KernelPlan<MergeTensors> {
   private readonly carries: MergeState[] = [];
   private readonly dummy: GPUBuffer;
 
-  private constructor(ctx: TesseraDevice, options: Required<Omit<MergeOptions, 'loopLimit'>>, pipeline: Pipeline, perSegment: number) {
+  private constructor(
+    ctx: TesseraDevice,
+    options: Required<Omit<MergeOptions, 'loopLimit'>>,
+    pipeline: Pipeline,
+    perSegment: number,
+  ) {
     super(ctx);
     this.options = options;
     this.pipeline = pipeline;
@@ -163,8 +177,23 @@ export class MergePlan extends KernelPlan<MergeTensors> {
       const P = Math.min(parts, p0 + this.partsPerSegment) - p0;
       const last = i === this.segments - 1;
       const row: GPUBuffer[] = [];
-      for (const [hasIn, hasOut] of [[0, 0], [0, 1], [1, 0], [1, 1]] as const) {
-        row.push(this.uniform(MERGE_PARAMS, { P, rows, D, p0, carry: i > 0 || hasIn ? 1 : 0, out_state: !last || hasOut ? 1 : 0, one: 1 }));
+      for (const [hasIn, hasOut] of [
+        [0, 0],
+        [0, 1],
+        [1, 0],
+        [1, 1],
+      ] as const) {
+        row.push(
+          this.uniform(MERGE_PARAMS, {
+            P,
+            rows,
+            D,
+            p0,
+            carry: i > 0 || hasIn ? 1 : 0,
+            out_state: !last || hasOut ? 1 : 0,
+            one: 1,
+          }),
+        );
       }
       this.params.push(row);
     }
@@ -186,7 +215,14 @@ export class MergePlan extends KernelPlan<MergeTensors> {
     checkPlannedSize(ctx, 'o', [o.rows, o.D], o.outDtype);
     const limit = planLoopLimit(ctx, opts.loopLimit);
     const perSegment = mergePartsPerSegment(limit, o.D);
-    if (perSegment < 1) fail('E_LIMIT', 'D', "is too large for one merge invocation within the device's loop limit;", o.D, `loopLimit ${limit} allows less than one part`);
+    if (perSegment < 1)
+      fail(
+        'E_LIMIT',
+        'D',
+        "is too large for one merge invocation within the device's loop limit;",
+        o.D,
+        `loopLimit ${limit} allows less than one part`,
+      );
     checkPlannedSize(ctx, 'workspace (merge state)', [o.rows, 2, o.D], 'f32');
     const pipeline = await getPipeline(ctx, {
       shader: PROGRAM,
@@ -220,18 +256,36 @@ export class MergePlan extends KernelPlan<MergeTensors> {
       const lse = checkTensor(t.lse, 'lse', { shape: [rows], rank: 1, dtypes: ['f32'] });
       out = { o, lse };
     }
-    for (const [x, n] of [[oParts, 'oParts'], [lseParts, 'lseParts'], [out?.o, 'o'], [out?.lse, 'lse']] as const) if (x) checkBindingSize(this.ctx, x, n);
+    for (const [x, n] of [
+      [oParts, 'oParts'],
+      [lseParts, 'lseParts'],
+      [out?.o, 'o'],
+      [out?.lse, 'lse'],
+    ] as const)
+      if (x) checkBindingSize(this.ctx, x, n);
     const grid = grid2d(this.ctx, rows);
     const dummy = { buffer: this.dummy };
     const variant = (stateIn ? 2 : 0) + (stateOut ? 1 : 0);
     for (let i = 0; i < this.segments; i++) {
       const last = i === this.segments - 1;
       const from = i > 0 ? this.carries[(i - 1) % 2]! : stateIn;
-      const to = last ? (stateOut ? { o: stateOut.o, lse: stateOut.s } : out!) : { o: this.carries[i % 2]!.o, lse: this.carries[i % 2]!.s };
+      const to = last
+        ? stateOut
+          ? { o: stateOut.o, lse: stateOut.s }
+          : out!
+        : { o: this.carries[i % 2]!.o, lse: this.carries[i % 2]!.s };
       this.dispatch(
         encoder,
         this.pipeline,
-        [res(oParts), res(lseParts), res(to.o), res(to.lse), { buffer: this.params[i]![variant]! }, from ? res(from.o) : dummy, from ? res(from.s) : dummy],
+        [
+          res(oParts),
+          res(lseParts),
+          res(to.o),
+          res(to.lse),
+          { buffer: this.params[i]![variant]! },
+          from ? res(from.o) : dummy,
+          from ? res(from.s) : dummy,
+        ],
         grid,
       );
     }
@@ -246,7 +300,12 @@ export class MergePlan extends KernelPlan<MergeTensors> {
     const o = checkTensor(t.o, 'o', { shape: [rows, D], rank: 2, dtypes: [outDtype] });
     const lse = checkTensor(t.lse, 'lse', { shape: [rows], rank: 1, dtypes: ['f32'] });
     // P = 0: the part bindings are never read; the state's own buffers stand in for them.
-    this.dispatch(encoder, this.pipeline, [res(state.o), res(state.s), res(o), res(lse), { buffer: this.finishParams }, res(state.o), res(state.s)], grid2d(this.ctx, rows));
+    this.dispatch(
+      encoder,
+      this.pipeline,
+      [res(state.o), res(state.s), res(o), res(lse), { buffer: this.finishParams }, res(state.o), res(state.s)],
+      grid2d(this.ctx, rows),
+    );
   }
 }
 
@@ -257,7 +316,11 @@ export class MergePlan extends KernelPlan<MergeTensors> {
  * (`grid2d`); rows past `params.rows` return at once.
  */
 export function getMergePipeline(ctx: TesseraDevice, outDtype: FloatDType): Promise<Pipeline> {
-  return getPipeline(ctx, { shader: PROGRAM, bindings: ['read', 'read', 'rw', 'rw', 'uniform', 'read', 'read'], constants: { WG, OUT_DTYPE: dtypeCode(outDtype) } });
+  return getPipeline(ctx, {
+    shader: PROGRAM,
+    bindings: ['read', 'read', 'rw', 'rw', 'uniform', 'read', 'read'],
+    constants: { WG, OUT_DTYPE: dtypeCode(outDtype) },
+  });
 }
 
 function validateMergeOptions(opts: MergeOptions): Required<Omit<MergeOptions, 'loopLimit'>> {
@@ -287,10 +350,20 @@ export function planMerge(device: DeviceLike, opts: MergeOptions): Promise<Merge
  * @example
  * await merge(dev, { oParts, lseParts, o, lse });
  */
-export async function merge(device: DeviceLike, t: MergeTensors, opts: { outDtype?: FloatDType; loopLimit?: number } = {}): Promise<void> {
+export async function merge(
+  device: DeviceLike,
+  t: MergeTensors,
+  opts: { outDtype?: FloatDType; loopLimit?: number } = {},
+): Promise<void> {
   const ctx = ctxOf(device);
   const oParts = checkTensor(t.oParts, 'oParts', { rank: 3, dtypes: ['f32'] });
   const [parts, rows, D] = oParts.shape as [number, number, number];
-  const plan = await planMerge(ctx, { parts, rows, D, outDtype: opts.outDtype ?? t.o?.dtype as FloatDType, loopLimit: opts.loopLimit });
+  const plan = await planMerge(ctx, {
+    parts,
+    rows,
+    D,
+    outDtype: opts.outDtype ?? (t.o?.dtype as FloatDType),
+    loopLimit: opts.loopLimit,
+  });
   await runOnceAndDispose(ctx, plan, t, 'merge');
 }

@@ -12,14 +12,28 @@ import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose, attentionSizesOf } from '../../src/plan.js';
+import {
+  KernelPlan,
+  checkAttentionSizes,
+  checkBindingSize,
+  res,
+  runOnceAndDispose,
+  attentionSizesOf,
+} from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import { checkHeadDim, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
 import { BlockListPlan } from '../attention/lists.js';
 import { loopBudget } from '../topk/topk.js';
-import { POOL_PARAMS, poolLoopIterations, poolPipeline, poolSegments, poolWorkgroups, type PoolSegment } from './pool.js';
+import {
+  POOL_PARAMS,
+  poolLoopIterations,
+  poolPipeline,
+  poolSegments,
+  poolWorkgroups,
+  type PoolSegment,
+} from './pool.js';
 import selectWgsl from './select.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 
@@ -37,7 +51,13 @@ export const MOBA_SELECT_PARAMS = uniformLayout('MobaSelectParams', [
   ['LAST', 'u32'], // ... which the last segment stops carrying (see mobaSelectSegments)
 ] as const);
 
-const SELECT_PROGRAM = wgslProgram('moba/select', [storageWgsl, unpackWgsl, selectSmallWgsl, MOBA_SELECT_PARAMS.wgsl, selectWgsl]);
+const SELECT_PROGRAM = wgslProgram('moba/select', [
+  storageWgsl,
+  unpackWgsl,
+  selectSmallWgsl,
+  MOBA_SELECT_PARAMS.wgsl,
+  selectWgsl,
+]);
 const WG = 64;
 /** Largest `topk` the in-register selection keeps. */
 export const MOBA_MAX_TOPK = 64;
@@ -78,7 +98,8 @@ export function mobaSelectSegments(budget: number, NB: number, D: number, topk: 
   if (mobaSelectLoopIterations(NB, D, topk, false) <= budget) return [{ B0: 0, B1: 0xffffffff, LOAD: 0, LAST: 1 }];
   const per = Math.max(1, Math.floor((budget - mobaSelectLoopIterations(0, D, topk, true)) / (D / 4 + topk + 2)));
   const segs: MobaSelectSegment[] = [];
-  for (let b0 = 0; b0 < NB; b0 += per) segs.push({ B0: b0, B1: b0 + per, LOAD: b0 > 0 ? 1 : 0, LAST: b0 + per >= NB ? 1 : 0 });
+  for (let b0 = 0; b0 < NB; b0 += per)
+    segs.push({ B0: b0, B1: b0 + per, LOAD: b0 > 0 ? 1 : 0, LAST: b0 + per >= NB ? 1 : 0 });
   return segs;
 }
 
@@ -171,7 +192,15 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     return false;
   }
 
-  private constructor(ctx: TesseraDevice, o: Resolved, pools: Pipeline, selectP: Pipeline, selectGiven: Pipeline, core: BlockListPlan, splits: Splits) {
+  private constructor(
+    ctx: TesseraDevice,
+    o: Resolved,
+    pools: Pipeline,
+    selectP: Pipeline,
+    selectGiven: Pipeline,
+    core: BlockListPlan,
+    splits: Splits,
+  ) {
     super(ctx);
     this.loopIterations = Math.max(splits.loopIterations, core.split.loopIterations);
     this.segments = { pool: splits.pool.length, select: splits.select.length, attention: core.split.parts };
@@ -181,8 +210,21 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     this.selectP = selectP;
     this.core = core;
     const NB = (this.numBlocks = Math.ceil(o.Tk / o.blockSize));
-    this.poolParams = splits.pool.map((seg) => this.uniform(POOL_PARAMS, { T: o.Tk, H: o.Hkv, D: o.D, BS: o.blockSize, NB, ...seg }));
-    this.selParams = splits.select.map((seg) => this.uniform(MOBA_SELECT_PARAMS, { Tq: o.Tq, Hq: o.Hq, Hkv: o.Hkv, K: o.topk, BS: o.blockSize, NBM: NB, POSOFF: o.Tk - o.Tq, ...seg }));
+    this.poolParams = splits.pool.map((seg) =>
+      this.uniform(POOL_PARAMS, { T: o.Tk, H: o.Hkv, D: o.D, BS: o.blockSize, NB, ...seg }),
+    );
+    this.selParams = splits.select.map((seg) =>
+      this.uniform(MOBA_SELECT_PARAMS, {
+        Tq: o.Tq,
+        Hq: o.Hq,
+        Hkv: o.Hkv,
+        K: o.topk,
+        BS: o.blockSize,
+        NBM: NB,
+        POSOFF: o.Tk - o.Tq,
+        ...seg,
+      }),
+    );
     this.selCarry = this.workspace(splits.select.length > 1 ? o.Tq * o.Hq * (o.topk - 1) * 4 : 16, 'moba.selCarry');
     this.means = this.workspace(NB * o.Hkv * o.D * 4, 'moba.means');
     this.selWs = this.workspace(o.Tq * o.Hq * o.topk * 4, 'moba.selection');
@@ -205,21 +247,48 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     const keys = Math.min(o.blockSize, o.Tk);
     const pool = poolSegments(budget, o.blockSize, o.Tk);
     const selSegs = mobaSelectSegments(budget, NB, o.D, o.topk);
-    const selectIters = Math.max(...selSegs.map((g) => mobaSelectLoopIterations(Math.min(g.B1, NB) - g.B0, o.D, o.topk, g.LOAD === 1)));
+    const selectIters = Math.max(
+      ...selSegs.map((g) => mobaSelectLoopIterations(Math.min(g.B1, NB) - g.B0, o.D, o.topk, g.LOAD === 1)),
+    );
     const poolIters = Math.max(...pool.map((g) => poolLoopIterations(Math.min(g.J1, keys) - g.J0)));
     const select = (meansDtype: 'f32' | 'f16') =>
-      getPipeline(ctx, { shader: SELECT_PROGRAM, bindings: ['read', 'read', 'rw', 'uniform', 'rw'], constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, MEANS_DTYPE: dtypeCode(meansDtype) } });
+      getPipeline(ctx, {
+        shader: SELECT_PROGRAM,
+        bindings: ['read', 'read', 'rw', 'uniform', 'rw'],
+        constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, MEANS_DTYPE: dtypeCode(meansDtype) },
+      });
     // The attention core reads the selection [Tq, Hq, topk] as one list of topk block ids per row.
     const [pools, selectP, selectGiven, core] = await Promise.all([
       poolPipeline(ctx, o.dtype, 'count'),
       select('f32'),
       select(o.meansDtype),
       BlockListPlan.create(ctx, {
-        Tq: o.Tq, Tk: o.Tk, Hq: o.Hq, Hkv: o.Hkv, D: o.D, Dv: o.Dv, rows: 1, heads: o.Hq, stride: o.topk, base: 0, block: o.blockSize, maxEntries: o.topk,
-        posOff: o.Tk - o.Tq, causal: true, scale: o.scale, qDtype: o.dtype, kvDtype: o.dtype, oDtype: o.outDtype, variant: sparseVariant(ctx, o.target),
+        Tq: o.Tq,
+        Tk: o.Tk,
+        Hq: o.Hq,
+        Hkv: o.Hkv,
+        D: o.D,
+        Dv: o.Dv,
+        rows: 1,
+        heads: o.Hq,
+        stride: o.topk,
+        base: 0,
+        block: o.blockSize,
+        maxEntries: o.topk,
+        posOff: o.Tk - o.Tq,
+        causal: true,
+        scale: o.scale,
+        qDtype: o.dtype,
+        kvDtype: o.dtype,
+        oDtype: o.outDtype,
+        variant: sparseVariant(ctx, o.target),
       }),
     ]);
-    return new MobaPlan(ctx, o, pools, selectP, selectGiven, core, { pool, select: selSegs, loopIterations: Math.max(poolIters, selectIters) });
+    return new MobaPlan(ctx, o, pools, selectP, selectGiven, core, {
+      pool,
+      select: selSegs,
+      loopIterations: Math.max(poolIters, selectIters),
+    });
   }
 
   run(encoder: GPUCommandEncoder, t: MobaTensors): void {
@@ -230,15 +299,40 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     const k = checkTensor(t.k, 'k', { rank: 3, shape: [Tk, Hkv, D], dtypes: [dtype] });
     const v = checkTensor(t.v, 'v', { rank: 3, shape: [Tk, Hkv, Dv], dtypes: [dtype] });
     const o = checkTensor(t.o, 'o', { rank: 3, shape: [Tq, Hq, Dv], dtypes: [outDtype] });
-    const lse = t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'] });
-    const means = t.blockMeans === undefined ? undefined : checkTensor(t.blockMeans, 'blockMeans', { rank: 3, shape: [NB, Hkv, D], dtypes: [this.options.meansDtype] });
-    const sel = t.selection === undefined ? undefined : checkTensor(t.selection, 'selection', { rank: 3, shape: [Tq, Hq, topk], dtypes: ['i32'] });
-    for (const [x, n] of [[q, 'q'], [k, 'k'], [v, 'v'], [o, 'o']] as const) checkBindingSize(this.ctx, x, n);
+    const lse =
+      t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'] });
+    const means =
+      t.blockMeans === undefined
+        ? undefined
+        : checkTensor(t.blockMeans, 'blockMeans', { rank: 3, shape: [NB, Hkv, D], dtypes: [this.options.meansDtype] });
+    const sel =
+      t.selection === undefined
+        ? undefined
+        : checkTensor(t.selection, 'selection', { rank: 3, shape: [Tq, Hq, topk], dtypes: ['i32'] });
+    for (const [x, n] of [
+      [q, 'q'],
+      [k, 'k'],
+      [v, 'v'],
+      [o, 'o'],
+    ] as const)
+      checkBindingSize(this.ctx, x, n);
     const meansRes = means ? res(means) : { buffer: this.means, size: NB * Hkv * D * 4 };
     const selRes = sel ? res(sel) : { buffer: this.selWs, size: Tq * Hq * topk * 4 };
-    if (!means) for (const u of this.poolParams) this.dispatch(encoder, this.pools, [res(k), meansRes, { buffer: u }], grid2d(this.ctx, poolWorkgroups(NB, Hkv, D)));
+    if (!means)
+      for (const u of this.poolParams)
+        this.dispatch(
+          encoder,
+          this.pools,
+          [res(k), meansRes, { buffer: u }],
+          grid2d(this.ctx, poolWorkgroups(NB, Hkv, D)),
+        );
     for (const u of this.selParams) {
-      this.dispatch(encoder, means ? this.selectGiven : this.selectP, [res(q), meansRes, selRes, { buffer: u }, { buffer: this.selCarry }], grid2d(this.ctx, Math.ceil((Tq * Hq) / WG)));
+      this.dispatch(
+        encoder,
+        means ? this.selectGiven : this.selectP,
+        [res(q), meansRes, selRes, { buffer: u }, { buffer: this.selCarry }],
+        grid2d(this.ctx, Math.ceil((Tq * Hq) / WG)),
+      );
     }
     this.core.run(encoder, { q, k, v, lists: selRes, o, lse });
   }
@@ -253,7 +347,14 @@ function validateMobaOptions(opts: MobaOptions): Resolved {
   check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq);
   const blockSize = checkInt(opts.blockSize, 'blockSize', { min: 1, max: 1 << 20 });
   const topk = checkInt(opts.topk, 'topk', { min: 1 });
-  if (topk > MOBA_MAX_TOPK) fail('E_UNSUPPORTED', 'topk', 'exceeds what the in-register MoBA selection keeps;', topk, `at most ${MOBA_MAX_TOPK}`);
+  if (topk > MOBA_MAX_TOPK)
+    fail(
+      'E_UNSUPPORTED',
+      'topk',
+      'exceeds what the in-register MoBA selection keeps;',
+      topk,
+      `at most ${MOBA_MAX_TOPK}`,
+    );
   const dtype = opts.dtype ?? 'f32';
   check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
   const outDtype = opts.outDtype ?? dtype;
@@ -312,6 +413,9 @@ export async function moba(
  * const plan = await planMobaDecode(dev, { Tk: 100_000, Hq: 8, Hkv: 2, D: 64, blockSize: 512, topk: 3 });
  * plan.run(encoder, { q, k, v, o, blockMeans: pageMeans });
  */
-export function planMobaDecode(device: DeviceLike, opts: Omit<MobaOptions, 'Tq' | 'Tk'> & { Tk: number }): Promise<MobaPlan> {
+export function planMobaDecode(
+  device: DeviceLike,
+  opts: Omit<MobaOptions, 'Tq' | 'Tk'> & { Tk: number },
+): Promise<MobaPlan> {
   return MobaPlan.create(device, { ...opts, Tq: 1 });
 }

@@ -31,7 +31,11 @@ export const POOL_WG = 64;
  * @example
  * const p = await poolPipeline(ctx, 'f32', 'count');
  */
-export function poolPipeline(ctx: TesseraDevice, inDtype: FloatDType, divisor: 'count' | 'blockSize'): Promise<Pipeline> {
+export function poolPipeline(
+  ctx: TesseraDevice,
+  inDtype: FloatDType,
+  divisor: 'count' | 'blockSize',
+): Promise<Pipeline> {
   return getPipeline(ctx, {
     shader: PROGRAM,
     bindings: ['read', 'rw', 'uniform'],
@@ -83,6 +87,7 @@ export function poolSegments(budget: number, blockSize: number, T: number): Pool
   if (poolLoopIterations(len) <= budget) return [{ J0: 0, J1: blockSize, LOAD: 0, LAST: 1 }];
   const segs: PoolSegment[] = [];
   const per = budget - poolLoopIterations(0);
-  for (let j0 = 0; j0 < len; j0 += per) segs.push({ J0: j0, J1: Math.min(blockSize, j0 + per), LOAD: j0 > 0 ? 1 : 0, LAST: j0 + per >= len ? 1 : 0 });
+  for (let j0 = 0; j0 < len; j0 += per)
+    segs.push({ J0: j0, J1: Math.min(blockSize, j0 + per), LOAD: j0 > 0 ? 1 : 0, LAST: j0 + per >= len ? 1 : 0 });
   return segs;
 }

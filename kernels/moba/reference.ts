@@ -29,7 +29,13 @@ export interface MobaReferenceOptions {
  * @example
  * const means = mobaBlockMeansReference(k, Tk, Hkv, D, 512);
  */
-export function mobaBlockMeansReference(k: ArrayLike<number>, Tk: number, Hkv: number, D: number, B: number): Float64Array {
+export function mobaBlockMeansReference(
+  k: ArrayLike<number>,
+  Tk: number,
+  Hkv: number,
+  D: number,
+  B: number,
+): Float64Array {
   const NB = Math.ceil(Tk / B);
   const out = new Float64Array(NB * Hkv * D);
   for (let b = 0; b < NB; b++) {
@@ -95,7 +101,12 @@ export function mobaReference(
       }
       gates.sort((x, y) => y.s - x.s || x.b - y.b);
       const nSel = Math.min(topk - 1, gates.length);
-      margin[row] = nSel < gates.length && nSel > 0 ? gates[nSel - 1]!.s - gates[nSel]!.s : nSel === 0 && gates.length > 0 ? Infinity : Infinity;
+      margin[row] =
+        nSel < gates.length && nSel > 0
+          ? gates[nSel - 1]!.s - gates[nSel]!.s
+          : nSel === 0 && gates.length > 0
+            ? Infinity
+            : Infinity;
       selection[row * topk] = own;
       for (let i = 0; i < nSel; i++) {
         const b = gates[i]!.b;

@@ -22,7 +22,12 @@ interface Seq {
   start: number;
   len: number;
   plan: MobaPlan;
-  q: GpuTensor; k: GpuTensor; v: GpuTensor; o: GpuTensor; lse: GpuTensor; sel: GpuTensor;
+  q: GpuTensor;
+  k: GpuTensor;
+  v: GpuTensor;
+  o: GpuTensor;
+  lse: GpuTensor;
+  sel: GpuTensor;
 }
 
 /**
@@ -36,19 +41,35 @@ interface Seq {
  * plan.dispose();
  */
 export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
-  readonly options: Readonly<MobaVarlenOptions & { total: number; Dv: number; dtype: FloatDType; outDtype: FloatDType }>;
+  readonly options: Readonly<
+    MobaVarlenOptions & { total: number; Dv: number; dtype: FloatDType; outDtype: FloatDType }
+  >;
   private readonly seqs: Seq[];
 
-  private constructor(ctx: TesseraDevice, o: MobaVarlenPlan['options'], plans: { start: number; len: number; plan: MobaPlan }[]) {
+  private constructor(
+    ctx: TesseraDevice,
+    o: MobaVarlenPlan['options'],
+    plans: { start: number; len: number; plan: MobaPlan }[],
+  ) {
     super(ctx);
     this.options = o;
     const { Hq, Hkv, D, Dv, topk, dtype, outDtype } = o;
     this.seqs = plans.map(({ start, len, plan }) => {
-      const t = (shape: number[], dt: FloatDType | 'i32' | 'f32', label: string): GpuTensor => ({ buffer: this.workspace(byteSize(shape, dt), `moba.varlen.${label}`), shape, dtype: dt });
+      const t = (shape: number[], dt: FloatDType | 'i32' | 'f32', label: string): GpuTensor => ({
+        buffer: this.workspace(byteSize(shape, dt), `moba.varlen.${label}`),
+        shape,
+        dtype: dt,
+      });
       return {
-        start, len, plan,
-        q: t([len, Hq, D], dtype, 'q'), k: t([len, Hkv, D], dtype, 'k'), v: t([len, Hkv, Dv], dtype, 'v'),
-        o: t([len, Hq, Dv], outDtype, 'o'), lse: t([len, Hq], 'f32', 'lse'), sel: t([len, Hq, topk], 'i32', 'sel'),
+        start,
+        len,
+        plan,
+        q: t([len, Hq, D], dtype, 'q'),
+        k: t([len, Hkv, D], dtype, 'k'),
+        v: t([len, Hkv, Dv], dtype, 'v'),
+        o: t([len, Hq, Dv], outDtype, 'o'),
+        lse: t([len, Hq], 'f32', 'lse'),
+        sel: t([len, Hq, topk], 'i32', 'sel'),
       };
     });
   }
@@ -61,14 +82,21 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
     const seqs = raggedSequences(cu);
     const plans: { start: number; len: number; plan: MobaPlan }[] = [];
     try {
-      for (const s of seqs) if (s.len > 0) plans.push({ ...s, plan: await planMoba(ctx, { ...opts, Tq: s.len, Tk: s.len }) });
+      for (const s of seqs)
+        if (s.len > 0) plans.push({ ...s, plan: await planMoba(ctx, { ...opts, Tq: s.len, Tk: s.len }) });
     } catch (e) {
       for (const p of plans) p.plan.dispose();
       throw e;
     }
     const first = plans[0]?.plan.options;
     const dtype = opts.dtype ?? 'f32';
-    const o = { ...opts, total: cu[cu.length - 1]!, Dv: first?.Dv ?? opts.Dv ?? opts.D, dtype, outDtype: opts.outDtype ?? dtype };
+    const o = {
+      ...opts,
+      total: cu[cu.length - 1]!,
+      Dv: first?.Dv ?? opts.Dv ?? opts.D,
+      dtype,
+      outDtype: opts.outDtype ?? dtype,
+    };
     return new MobaVarlenPlan(ctx, o, plans);
   }
 
@@ -86,15 +114,31 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
     const v = checkRagged(t.v, 'v', total, f([Hkv, Dv], dtype), 'in');
     const o = checkRagged(t.o, 'o', total, f([Hq, Dv], outDtype), 'out');
     const lse = t.lse === undefined ? undefined : checkRagged(t.lse, 'lse', total, f([Hq], 'f32'), 'out');
-    const sel = t.selection === undefined ? undefined : checkRagged(t.selection, 'selection', total, f([Hq, topk], 'i32'), 'out');
-    if (t.blockMeans !== undefined) fail('E_UNSUPPORTED', 'blockMeans', 'is not taken by the varlen (prefill) path;', 'a tensor', 'no blockMeans');
-    for (const [x, n] of [[q, 'q'], [k, 'k'], [v, 'v'], [o, 'o']] as const) checkBindingSize(this.ctx, x, n);
-    const copy = (batch: GpuTensor, staged: GpuTensor, start: number, len: number, toStaging: boolean) => copyRows(encoder, batch, staged, start, len, toStaging ? 'in' : 'out');
+    const sel =
+      t.selection === undefined ? undefined : checkRagged(t.selection, 'selection', total, f([Hq, topk], 'i32'), 'out');
+    if (t.blockMeans !== undefined)
+      fail('E_UNSUPPORTED', 'blockMeans', 'is not taken by the varlen (prefill) path;', 'a tensor', 'no blockMeans');
+    for (const [x, n] of [
+      [q, 'q'],
+      [k, 'k'],
+      [v, 'v'],
+      [o, 'o'],
+    ] as const)
+      checkBindingSize(this.ctx, x, n);
+    const copy = (batch: GpuTensor, staged: GpuTensor, start: number, len: number, toStaging: boolean) =>
+      copyRows(encoder, batch, staged, start, len, toStaging ? 'in' : 'out');
     for (const s of this.seqs) {
       copy(q, s.q, s.start, s.len, true);
       copy(k, s.k, s.start, s.len, true);
       copy(v, s.v, s.start, s.len, true);
-      s.plan.run(encoder, { q: s.q, k: s.k, v: s.v, o: s.o, lse: lse ? s.lse : undefined, selection: sel ? s.sel : undefined });
+      s.plan.run(encoder, {
+        q: s.q,
+        k: s.k,
+        v: s.v,
+        o: s.o,
+        lse: lse ? s.lse : undefined,
+        selection: sel ? s.sel : undefined,
+      });
       copy(o, s.o, s.start, s.len, false);
       if (lse) copy(lse, s.lse, s.start, s.len, false);
       if (sel) copy(sel, s.sel, s.start, s.len, false);

@@ -17,13 +17,27 @@ import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose, attentionSizesOf } from '../../src/plan.js';
+import {
+  KernelPlan,
+  checkAttentionSizes,
+  checkBindingSize,
+  res,
+  runOnceAndDispose,
+  attentionSizesOf,
+} from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import { checkHeadDim, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
 import { BlockListPlan } from '../attention/lists.js';
-import { POOL_PARAMS, poolLoopIterations, poolPipeline, poolSegments, poolWorkgroups, type PoolSegment } from '../moba/pool.js';
+import {
+  POOL_PARAMS,
+  poolLoopIterations,
+  poolPipeline,
+  poolSegments,
+  poolWorkgroups,
+  type PoolSegment,
+} from '../moba/pool.js';
 import { loopBudget } from '../topk/topk.js';
 import type { NsaVariant } from './reference.js';
 import selectWgsl from './select.wgsl.js';
@@ -48,7 +62,13 @@ export const NSA_COMBINE_PARAMS = uniformLayout('NsaCombineParams', [
   ['Dv', 'u32'],
 ] as const);
 
-const SELECT_PROGRAM = wgslProgram('nsa/select', [storageWgsl, unpackWgsl, selectSmallWgsl, NSA_SELECT_PARAMS.wgsl, selectWgsl]);
+const SELECT_PROGRAM = wgslProgram('nsa/select', [
+  storageWgsl,
+  unpackWgsl,
+  selectSmallWgsl,
+  NSA_SELECT_PARAMS.wgsl,
+  selectWgsl,
+]);
 const COMBINE_PROGRAM = wgslProgram('nsa/combine', [storageWgsl, NSA_COMBINE_PARAMS.wgsl, combineWgsl]);
 const WG = 64;
 /** Largest selected-block count the in-register selection keeps. */
@@ -85,12 +105,19 @@ export interface NsaSelectSegment {
  * @example
  * nsaSelectSegments(58981, 1024, 16, 64, 16)!.length; // 6 on llvmpipe (Tk = 64K, blockSize 64)
  */
-export function nsaSelectSegments(budget: number, NC: number, G: number, D: number, S: number): NsaSelectSegment[] | undefined {
+export function nsaSelectSegments(
+  budget: number,
+  NC: number,
+  G: number,
+  D: number,
+  S: number,
+): NsaSelectSegment[] | undefined {
   if (nsaSelectLoopIterations(NC, G, D, S, false) <= budget) return [{ C0: 0, C1: 0xffffffff, LOAD: 0, LAST: 1 }];
   const per = Math.floor((budget - nsaSelectLoopIterations(0, G, D, S, true)) / (G * (D / 4 + 2) + S + 3));
   if (per < 1) return undefined;
   const segs: NsaSelectSegment[] = [];
-  for (let c0 = 0; c0 < NC; c0 += per) segs.push({ C0: c0, C1: c0 + per, LOAD: c0 > 0 ? 1 : 0, LAST: c0 + per >= NC ? 1 : 0 });
+  for (let c0 = 0; c0 < NC; c0 += per)
+    segs.push({ C0: c0, C1: c0 + per, LOAD: c0 > 0 ? 1 : 0, LAST: c0 + per >= NC ? 1 : 0 });
   return segs;
 }
 
@@ -169,10 +196,25 @@ type Resolved = Required<Omit<NsaOptions, 'Tk'>> & { Tk: number };
 export class NsaPlan extends KernelPlan<NsaTensors> {
   readonly options: Resolved;
   readonly numBlocks: number;
-  private readonly p: { poolK: Pipeline; cmp: BlockListPlan; select: Pipeline; slc: BlockListPlan; swa?: BlockListPlan; combine: Pipeline };
+  private readonly p: {
+    poolK: Pipeline;
+    cmp: BlockListPlan;
+    select: Pipeline;
+    slc: BlockListPlan;
+    swa?: BlockListPlan;
+    combine: Pipeline;
+  };
   private readonly u: { poolK: GPUBuffer[]; poolV: GPUBuffer[]; select: GPUBuffer[]; combine: GPUBuffer };
   private readonly ws: {
-    kc: GPUBuffer; vc: GPUBuffer; oCmp: GPUBuffer; lseCmp: GPUBuffer; oSlc: GPUBuffer; oSwa: GPUBuffer; sel: GPUBuffer; selCarry: GPUBuffer; all: GPUBuffer;
+    kc: GPUBuffer;
+    vc: GPUBuffer;
+    oCmp: GPUBuffer;
+    lseCmp: GPUBuffer;
+    oSlc: GPUBuffer;
+    oSwa: GPUBuffer;
+    sel: GPUBuffer;
+    selCarry: GPUBuffer;
+    all: GPUBuffer;
     dummyR: GPUBuffer;
   };
   /**
@@ -188,15 +230,28 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     super(ctx);
     this.options = o;
     this.p = p;
-    this.loopIterations = Math.max(splits.loopIterations, p.cmp.split.loopIterations, p.slc.split.loopIterations, p.swa?.split.loopIterations ?? 0);
-    this.segments = { pool: splits.pool.length, cmp: p.cmp.split.parts, select: splits.select.length, slc: p.slc.split.parts, swa: p.swa?.split.parts ?? 0 };
+    this.loopIterations = Math.max(
+      splits.loopIterations,
+      p.cmp.split.loopIterations,
+      p.slc.split.loopIterations,
+      p.swa?.split.loopIterations ?? 0,
+    );
+    this.segments = {
+      pool: splits.pool.length,
+      cmp: p.cmp.split.parts,
+      select: splits.select.length,
+      slc: p.slc.split.parts,
+      swa: p.swa?.split.parts ?? 0,
+    };
     const { T, Tk, Hq, Hkv, D, Dv, blockSize: bs, blockCount: S } = o;
     const NC = (this.numBlocks = Math.ceil(Tk / bs));
     const POSOFF = Tk - T;
     this.u = {
       poolK: splits.pool.map((seg) => this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D, BS: bs, NB: NC, ...seg })),
       poolV: splits.pool.map((seg) => this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D: Dv, BS: bs, NB: NC, ...seg })),
-      select: splits.select.map((seg) => this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale, POSOFF, ...seg })),
+      select: splits.select.map((seg) =>
+        this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale, POSOFF, ...seg }),
+      ),
       combine: this.uniform(NSA_COMBINE_PARAMS, { rows: T * Hq, Dv }),
     };
     this.ws = {
@@ -233,7 +288,14 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const budget = loopBudget(ctx);
     const NC = Math.ceil(o.Tk / o.blockSize);
     const selSegs = nsaSelectSegments(budget, NC, G, o.D, o.blockCount);
-    if (!selSegs) fail('E_LIMIT', 'Hq', `one selection candidate of a group of ${G} query heads runs more loop iterations than this device allows one invocation (${budget});`, o.Hq, 'fewer query heads per KV head');
+    if (!selSegs)
+      fail(
+        'E_LIMIT',
+        'Hq',
+        `one selection candidate of a group of ${G} query heads runs more loop iterations than this device allows one invocation (${budget});`,
+        o.Hq,
+        'fewer query heads per KV head',
+      );
     const pool = poolSegments(budget, o.blockSize, o.Tk);
     const splits: Splits = {
       pool,
@@ -244,7 +306,19 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
       ),
     };
     // The three attention branches on the core (f32 outputs, combined below).
-    const core = { Tq: o.T, Hq: o.Hq, Hkv: o.Hkv, D: o.D, Dv: o.Dv, posOff: o.Tk - o.T, causal: true, scale: o.scale, qDtype: o.dtype, oDtype: 'f32' as const, variant: sparseVariant(ctx, o.target) };
+    const core = {
+      Tq: o.T,
+      Hq: o.Hq,
+      Hkv: o.Hkv,
+      D: o.D,
+      Dv: o.Dv,
+      posOff: o.Tk - o.T,
+      causal: true,
+      scale: o.scale,
+      qDtype: o.dtype,
+      oDtype: 'f32' as const,
+      variant: sparseVariant(ctx, o.target),
+    };
     const one = { rows: o.T, heads: 1, stride: 1, base: 0, maxEntries: 1 };
     const [poolK, cmp, select, slc, swa, combine] = await Promise.all([
       poolPipeline(ctx, o.dtype, o.variant === 'fla' ? 'count' : 'blockSize'),
@@ -254,12 +328,37 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
         bindings: ['read', 'read', 'read', 'rw', 'uniform', 'rw'],
         constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, FLA: o.variant === 'fla' ? 1 : 0 },
       }),
-      BlockListPlan.create(ctx, { ...core, Tk: o.Tk, rows: 1, heads: o.Hkv, stride: o.blockCount, base: 0, block: o.blockSize, maxEntries: o.blockCount, kvDtype: o.dtype }),
-      o.window > 0 ? BlockListPlan.create(ctx, { ...core, ...one, Tk: o.Tk, block: o.Tk, entryKeys: Math.min(o.Tk, o.window), window: o.window, kvDtype: o.dtype }) : Promise.resolve(undefined),
+      BlockListPlan.create(ctx, {
+        ...core,
+        Tk: o.Tk,
+        rows: 1,
+        heads: o.Hkv,
+        stride: o.blockCount,
+        base: 0,
+        block: o.blockSize,
+        maxEntries: o.blockCount,
+        kvDtype: o.dtype,
+      }),
+      o.window > 0
+        ? BlockListPlan.create(ctx, {
+            ...core,
+            ...one,
+            Tk: o.Tk,
+            block: o.Tk,
+            entryKeys: Math.min(o.Tk, o.window),
+            window: o.window,
+            kvDtype: o.dtype,
+          })
+        : Promise.resolve(undefined),
       getPipeline(ctx, {
         shader: COMBINE_PROGRAM,
         bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'rw', 'uniform'],
-        constants: { WG, GATE_DTYPE: dtypeCode(o.gateDtype), OUT_DTYPE: dtypeCode(o.outDtype), SWA: o.window > 0 ? 1 : 0 },
+        constants: {
+          WG,
+          GATE_DTYPE: dtypeCode(o.gateDtype),
+          OUT_DTYPE: dtypeCode(o.outDtype),
+          SWA: o.window > 0 ? 1 : 0,
+        },
       }),
     ]);
     return new NsaPlan(ctx, o, { poolK, cmp, select, slc, swa, combine }, splits);
@@ -276,10 +375,20 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const gSlc = checkTensor(t.gSlc, 'gSlc', { rank: 2, shape: [T, Hq], dtypes: [gateDtype] });
     let gSwa: GpuTensor | undefined;
     if (window > 0) gSwa = checkTensor(t.gSwa, 'gSwa', { rank: 2, shape: [T, Hq], dtypes: [gateDtype] });
-    else if (t.gSwa !== undefined) fail('E_ARG', 'gSwa', 'given but the plan has no window branch;', 'a tensor', 'no gSwa when window = 0');
+    else if (t.gSwa !== undefined)
+      fail('E_ARG', 'gSwa', 'given but the plan has no window branch;', 'a tensor', 'no gSwa when window = 0');
     const o = checkTensor(t.o, 'o', { rank: 3, shape: [T, Hq, Dv], dtypes: [outDtype] });
-    const bi = t.blockIndices === undefined ? undefined : checkTensor(t.blockIndices, 'blockIndices', { rank: 3, shape: [T, Hkv, S], dtypes: ['i32'] });
-    for (const [x, n] of [[q, 'q'], [k, 'k'], [v, 'v'], [o, 'o']] as const) checkBindingSize(this.ctx, x, n);
+    const bi =
+      t.blockIndices === undefined
+        ? undefined
+        : checkTensor(t.blockIndices, 'blockIndices', { rank: 3, shape: [T, Hkv, S], dtypes: ['i32'] });
+    for (const [x, n] of [
+      [q, 'q'],
+      [k, 'k'],
+      [v, 'v'],
+      [o, 'o'],
+    ] as const)
+      checkBindingSize(this.ctx, x, n);
     const ws = this.ws;
     const w = (b: GPUBuffer, bytes: number) => ({ buffer: b, size: bytes });
     const f32 = (buffer: GPUBuffer, shape: number[]): GpuTensor => ({ buffer, shape, dtype: 'f32' });
@@ -293,15 +402,44 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const p = this.p;
     const u = this.u;
     // one dispatch per segment (several only on a loop-capped device)
-    for (const x of u.poolK) this.dispatch(encoder, p.poolK, [res(k), kc, { buffer: x }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)));
-    for (const x of u.poolV) this.dispatch(encoder, p.poolK, [res(v), vc, { buffer: x }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)));
-    p.cmp.run(encoder, { q, k: f32(ws.kc, [NC, Hkv, D]), v: f32(ws.vc, [NC, Hkv, Dv]), lists: all, o: f32(ws.oCmp, [T, Hq, Dv]), lse: f32(ws.lseCmp, [T, Hq]) });
+    for (const x of u.poolK)
+      this.dispatch(encoder, p.poolK, [res(k), kc, { buffer: x }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)));
+    for (const x of u.poolV)
+      this.dispatch(encoder, p.poolK, [res(v), vc, { buffer: x }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)));
+    p.cmp.run(encoder, {
+      q,
+      k: f32(ws.kc, [NC, Hkv, D]),
+      v: f32(ws.vc, [NC, Hkv, Dv]),
+      lists: all,
+      o: f32(ws.oCmp, [T, Hq, Dv]),
+      lse: f32(ws.lseCmp, [T, Hq]),
+    });
     const carry = w(ws.selCarry, this.segments.select > 1 ? T * Hkv * S * 4 : 16);
-    for (const x of u.select) this.dispatch(encoder, p.select, [res(q), kc, lseCmp, sel, { buffer: x }, carry], grid2d(this.ctx, Math.ceil((T * Hkv) / WG)));
+    for (const x of u.select)
+      this.dispatch(
+        encoder,
+        p.select,
+        [res(q), kc, lseCmp, sel, { buffer: x }, carry],
+        grid2d(this.ctx, Math.ceil((T * Hkv) / WG)),
+      );
     p.slc.run(encoder, { q, k, v, lists: sel, o: f32(ws.oSlc, [T, Hq, Dv]) });
     p.swa?.run(encoder, { q, k, v, lists: all, o: f32(ws.oSwa, [T, Hq, Dv]) });
     const gS = gSwa ? res(gSwa) : dR;
-    this.dispatch(encoder, p.combine, [w(ws.oCmp, T * Hq * Dv * 4), w(ws.oSlc, T * Hq * Dv * 4), oSwa, res(gCmp), res(gSlc), gS, res(o), { buffer: u.combine }], grid2d(this.ctx, Math.ceil((T * Hq * (Dv / 4)) / WG)));
+    this.dispatch(
+      encoder,
+      p.combine,
+      [
+        w(ws.oCmp, T * Hq * Dv * 4),
+        w(ws.oSlc, T * Hq * Dv * 4),
+        oSwa,
+        res(gCmp),
+        res(gSlc),
+        gS,
+        res(o),
+        { buffer: u.combine },
+      ],
+      grid2d(this.ctx, Math.ceil((T * Hq * (Dv / 4)) / WG)),
+    );
   }
 }
 
@@ -313,9 +451,17 @@ function validateNsaOptions(opts: NsaOptions): Resolved {
   const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1 });
   check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq);
   const blockSize = checkInt(opts.blockSize, 'blockSize', { min: 1 });
-  if (blockSize > 4096) fail('E_UNSUPPORTED', 'blockSize', 'is larger than the NSA kernels support;', blockSize, 'at most 4096');
+  if (blockSize > 4096)
+    fail('E_UNSUPPORTED', 'blockSize', 'is larger than the NSA kernels support;', blockSize, 'at most 4096');
   const blockCount = checkInt(opts.blockCount, 'blockCount', { min: 1 });
-  if (blockCount > NSA_MAX_BLOCK_COUNT) fail('E_UNSUPPORTED', 'blockCount', 'exceeds what the in-register selection keeps;', blockCount, `at most ${NSA_MAX_BLOCK_COUNT}`);
+  if (blockCount > NSA_MAX_BLOCK_COUNT)
+    fail(
+      'E_UNSUPPORTED',
+      'blockCount',
+      'exceeds what the in-register selection keeps;',
+      blockCount,
+      `at most ${NSA_MAX_BLOCK_COUNT}`,
+    );
   const window = checkInt(opts.window ?? 0, 'window', { min: 0 });
   const variant = opts.variant ?? 'nsa';
   check(variant === 'nsa' || variant === 'fla', 'variant', "'nsa' or 'fla'", variant);

@@ -49,7 +49,14 @@ export function nsaReference(
   v: ArrayLike<number>,
   gates: { gCmp: ArrayLike<number>; gSlc: ArrayLike<number>; gSwa?: ArrayLike<number> },
   opts: NsaReferenceOptions,
-): { o: Float64Array; blockIndices: Int32Array; margin: Float64Array; oCmp: Float64Array; oSlc: Float64Array; oSwa: Float64Array } {
+): {
+  o: Float64Array;
+  blockIndices: Int32Array;
+  margin: Float64Array;
+  oCmp: Float64Array;
+  oSlc: Float64Array;
+  oSwa: Float64Array;
+} {
   const { T, Hq, Hkv, D, blockSize: bs, blockCount: S } = opts;
   const Tk = opts.Tk ?? T;
   const Dv = opts.Dv ?? D;
@@ -84,7 +91,14 @@ export function nsaReference(
   const margin = new Float64Array(T * Hkv);
 
   // softmax attention of row (t, hq) over explicit key rows of (keys, vals) with head stride
-  const attend = (t: number, hq: number, rows: number[], keys: Float64Array | ArrayLike<number>, vals: Float64Array | ArrayLike<number>, out: Float64Array): Float64Array => {
+  const attend = (
+    t: number,
+    hq: number,
+    rows: number[],
+    keys: Float64Array | ArrayLike<number>,
+    vals: Float64Array | ArrayLike<number>,
+    out: Float64Array,
+  ): Float64Array => {
     const h = Math.floor(hq / G);
     const p = new Float64Array(rows.length);
     if (rows.length === 0) return p;

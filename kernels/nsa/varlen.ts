@@ -33,11 +33,19 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
   private readonly fields: Record<Field, RaggedField>;
   private readonly seqs: { start: number; len: number; plan: NsaPlan; staged: Record<Field, GpuTensor> }[];
 
-  private constructor(ctx: TesseraDevice, total: number, fields: Record<Field, RaggedField>, plans: { start: number; len: number; plan: NsaPlan }[]) {
+  private constructor(
+    ctx: TesseraDevice,
+    total: number,
+    fields: Record<Field, RaggedField>,
+    plans: { start: number; len: number; plan: NsaPlan }[],
+  ) {
     super(ctx);
     this.total = total;
     this.fields = fields;
-    this.seqs = plans.map((p) => ({ ...p, staged: stageTensors((b, l) => this.workspace(b, `nsa.varlen.${l}`), p.len, fields) }));
+    this.seqs = plans.map((p) => ({
+      ...p,
+      staged: stageTensors((b, l) => this.workspace(b, `nsa.varlen.${l}`), p.len, fields),
+    }));
   }
 
   /** @internal use {@link planNsaVarlen}. */
@@ -52,13 +60,29 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
       for (const p of plans) p.plan.dispose();
       throw e;
     }
-    const o = plans[0]?.plan.options ?? (await planNsa(ctx, { ...opts, T: 1 }).then((p) => { const r = p.options; p.dispose(); return r; }));
+    const o =
+      plans[0]?.plan.options ??
+      (await planNsa(ctx, { ...opts, T: 1 }).then((p) => {
+        const r = p.options;
+        p.dispose();
+        return r;
+      }));
     const fields: Record<Field, RaggedField> = {
-      q: { row: [o.Hq, o.D], dtype: o.dtype }, k: { row: [o.Hkv, o.D], dtype: o.dtype }, v: { row: [o.Hkv, o.Dv], dtype: o.dtype },
-      gCmp: { row: [o.Hq], dtype: o.gateDtype }, gSlc: { row: [o.Hq], dtype: o.gateDtype }, gSwa: { row: [o.Hq], dtype: o.gateDtype },
-      o: { row: [o.Hq, o.Dv], dtype: o.outDtype }, blockIndices: { row: [o.Hkv, o.blockCount], dtype: 'i32' },
+      q: { row: [o.Hq, o.D], dtype: o.dtype },
+      k: { row: [o.Hkv, o.D], dtype: o.dtype },
+      v: { row: [o.Hkv, o.Dv], dtype: o.dtype },
+      gCmp: { row: [o.Hq], dtype: o.gateDtype },
+      gSlc: { row: [o.Hq], dtype: o.gateDtype },
+      gSwa: { row: [o.Hq], dtype: o.gateDtype },
+      o: { row: [o.Hq, o.Dv], dtype: o.outDtype },
+      blockIndices: { row: [o.Hkv, o.blockCount], dtype: 'i32' },
     };
-    return new NsaVarlenPlan(ctx, seqs.reduce((a, s) => a + s.len, 0), fields, plans);
+    return new NsaVarlenPlan(
+      ctx,
+      seqs.reduce((a, s) => a + s.len, 0),
+      fields,
+      plans,
+    );
   }
 
   override dispose(): void {
@@ -68,20 +92,28 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
 
   run(encoder: GPUCommandEncoder, t: NsaTensors): void {
     this.assertUsable();
-    if (t === null || typeof t !== 'object') fail('E_ARG', 'tensors', 'is not an object;', t, '{ q, k, v, gCmp, gSlc, gSwa?, o, blockIndices? }');
+    if (t === null || typeof t !== 'object')
+      fail('E_ARG', 'tensors', 'is not an object;', t, '{ q, k, v, gCmp, gSlc, gSwa?, o, blockIndices? }');
     const window = this.seqs[0]?.plan.options.window ?? 0;
     const batch: Partial<Record<Field, GpuTensor>> = {};
     for (const f of [...INPUTS, 'o', 'blockIndices'] as Field[]) {
       const x = t[f];
       if (x === undefined && (f === 'blockIndices' || (f === 'gSwa' && window === 0))) continue;
-      if (f === 'gSwa' && window === 0) fail('E_ARG', 'gSwa', 'given but the plan has no window branch;', 'a tensor', 'no gSwa when window = 0');
+      if (f === 'gSwa' && window === 0)
+        fail('E_ARG', 'gSwa', 'given but the plan has no window branch;', 'a tensor', 'no gSwa when window = 0');
       batch[f] = checkRagged(x, f, this.total, this.fields[f], INPUTS.includes(f) ? 'in' : 'out');
     }
     for (const s of this.seqs) {
       for (const f of INPUTS) if (batch[f]) copyRows(encoder, batch[f]!, s.staged[f], s.start, s.len, 'in');
       s.plan.run(encoder, {
-        q: s.staged.q, k: s.staged.k, v: s.staged.v, gCmp: s.staged.gCmp, gSlc: s.staged.gSlc, gSwa: batch.gSwa ? s.staged.gSwa : undefined,
-        o: s.staged.o, blockIndices: batch.blockIndices ? s.staged.blockIndices : undefined,
+        q: s.staged.q,
+        k: s.staged.k,
+        v: s.staged.v,
+        gCmp: s.staged.gCmp,
+        gSlc: s.staged.gSlc,
+        gSwa: batch.gSwa ? s.staged.gSwa : undefined,
+        o: s.staged.o,
+        blockIndices: batch.blockIndices ? s.staged.blockIndices : undefined,
       });
       copyRows(encoder, batch.o!, s.staged.o, s.start, s.len, 'out');
       if (batch.blockIndices) copyRows(encoder, batch.blockIndices, s.staged.blockIndices, s.start, s.len, 'out');

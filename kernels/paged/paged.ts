@@ -14,7 +14,14 @@ import { claimRingSlots } from '../../src/gpu/ring.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import { checkTensor } from '../../src/tensor.js';
 import { kvDtypeCode, pageLayout, KV_DTYPES, type KvDType } from '../attention/page.js';
-import { CORE_PARAMS, CORE_LIST_DEFAULTS, attentionListLoopCost, attentionProgram, ATTENTION_ROWS, ATTENTION_WG } from '../attention/attention.js';
+import {
+  CORE_PARAMS,
+  CORE_LIST_DEFAULTS,
+  attentionListLoopCost,
+  attentionProgram,
+  ATTENTION_ROWS,
+  ATTENTION_WG,
+} from '../attention/attention.js';
 import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
 
 /** The uniform block of a call: the attention core's. */
@@ -32,7 +39,13 @@ export const ALL_HEADS = 0xffffffff;
  * trip per 32-channel group of D and of Dv, plus the block's address, max and exp loops), the gpu
  * shape's 64-key blocks (score loop over D/4, two tree reductions, the value loop).
  */
-export function pagedLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, pageSize: number, rows = 1): { setup: number; perEntry: number } {
+export function pagedLoopCost(
+  variant: 'cpu' | 'gpu',
+  D: number,
+  Dv: number,
+  pageSize: number,
+  rows = 1,
+): { setup: number; perEntry: number } {
   return attentionListLoopCost(variant, D, Dv, pageSize, rows);
 }
 
@@ -43,7 +56,14 @@ export function pagedLoopCost(variant: 'cpu' | 'gpu', D: number, Dv: number, pag
  * @example
  * pagedEntriesPerPart(65535, 'cpu', 128, 128, 64); // 71 pages of 64 keys
  */
-export function pagedEntriesPerPart(loopLimit: number, variant: 'cpu' | 'gpu', D: number, Dv: number, pageSize: number, rows = 1): number {
+export function pagedEntriesPerPart(
+  loopLimit: number,
+  variant: 'cpu' | 'gpu',
+  D: number,
+  Dv: number,
+  pageSize: number,
+  rows = 1,
+): number {
   if (!Number.isFinite(loopLimit)) return Number.POSITIVE_INFINITY;
   const c = pagedLoopCost(variant, D, Dv, pageSize, rows);
   return Math.max(0, Math.floor((loopBudget(loopLimit) - c.setup) / c.perEntry));
@@ -154,17 +174,39 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     this.rows = o.Tq * o.Hq;
     const G = o.Hq / o.Hkv;
     const span = o.causal ? G : o.Tq * G;
-    this.packs = (o.Tq * G / span) * o.Hkv * Math.ceil(span / o.rows);
+    this.packs = ((o.Tq * G) / span) * o.Hkv * Math.ceil(span / o.rows);
     this.maxEntriesPerPart = pagedEntriesPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.pageSize, o.rows);
     this.pipeline = pipeline;
     this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
-    this.params = this.workspace(this.slotBytes * o.maxCalls, 'paged.params', GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST);
+    this.params = this.workspace(
+      this.slotBytes * o.maxCalls,
+      'paged.params',
+      GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST,
+    );
     const L = pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.dtype);
     const eb = o.dtype === 'f32' ? 4 : o.dtype === 'int8' ? 1 : 2;
     this.fixed = {
-      hq: o.Hq, group: o.Hq / o.Hkv, hkv: o.Hkv, scale_log2: o.scale * Math.LOG2E, causal: o.causal ? 1 : 0, window: 0, sinks: 0, has_sink: 0,
-      page: o.pageSize, page_elems: L.pageBytes / eb, page_words: L.pageBytes / 4, k_head: L.kHeadBytes / eb, v_off: L.vOffset / eb, v_head: L.vHeadBytes / eb,
-      scale_off: L.scaleOffset / 4, off_qo: 0, off_kv: 0, off_last: 0, off_idx: 0, lse_off: 0, l_rows: this.rows,
+      hq: o.Hq,
+      group: o.Hq / o.Hkv,
+      hkv: o.Hkv,
+      scale_log2: o.scale * Math.LOG2E,
+      causal: o.causal ? 1 : 0,
+      window: 0,
+      sinks: 0,
+      has_sink: 0,
+      page: o.pageSize,
+      page_elems: L.pageBytes / eb,
+      page_words: L.pageBytes / 4,
+      k_head: L.kHeadBytes / eb,
+      v_off: L.vOffset / eb,
+      v_head: L.vHeadBytes / eb,
+      scale_off: L.scaleOffset / 4,
+      off_qo: 0,
+      off_kv: 0,
+      off_last: 0,
+      off_idx: 0,
+      lse_off: 0,
+      l_rows: this.rows,
       ...CORE_LIST_DEFAULTS,
     };
     this.dummyRw = this.workspace(16, 'paged.dummyRw');
@@ -177,7 +219,13 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     const o = validate(opts);
     const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
     if (pagedEntriesPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.pageSize, o.rows) < 1) {
-      fail('E_LIMIT', 'pageSize', "makes one page longer than the device's loop limit allows per invocation;", o.pageSize, `smaller pages or head dims (loopLimit ${ctx.loopLimit})`);
+      fail(
+        'E_LIMIT',
+        'pageSize',
+        "makes one page longer than the device's loop limit allows per invocation;",
+        o.pageSize,
+        `smaller pages or head dims (loopLimit ${ctx.loopLimit})`,
+      );
     }
     // The attention core with the entry-list key source: q f32, partials f32.
     const pipeline = await getPipeline(ctx, {
@@ -202,24 +250,62 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     const oParts = checkTensor(t.oParts, 'oParts', { rank: 3, shape: [-1, this.rows, o.Dv], dtypes: ['f32'] });
     const parts = oParts.shape[0]!;
     const lseParts = checkTensor(t.lseParts, 'lseParts', { rank: 2, shape: [parts, this.rows], dtypes: ['f32'] });
-    for (const [x, n] of [[q, 'q'], [oParts, 'oParts'], [lseParts, 'lseParts']] as const) checkBindingSize(this.ctx, x, n);
+    for (const [x, n] of [
+      [q, 'q'],
+      [oParts, 'oParts'],
+      [lseParts, 'lseParts'],
+    ] as const)
+      checkBindingSize(this.ctx, x, n);
     if (!t.pages || typeof t.pages.size !== 'number') fail('E_BUFFER', 'pages', 'is not a GPUBuffer;', typeof t.pages);
     if (!t.list || typeof t.list.size !== 'number') fail('E_BUFFER', 'list', 'is not a GPUBuffer;', typeof t.list);
-    if (t.pages.size > this.ctx.limits.maxStorageBufferBindingSize) fail('E_LIMIT', 'pages', 'is larger than one storage binding;', t.pages.size, `at most ${this.ctx.limits.maxStorageBufferBindingSize} bytes`);
-    check(Array.isArray(t.calls) && t.calls.length <= o.maxCalls, 'calls', `at most maxCalls = ${o.maxCalls} calls`, t.calls?.length);
+    if (t.pages.size > this.ctx.limits.maxStorageBufferBindingSize)
+      fail(
+        'E_LIMIT',
+        'pages',
+        'is larger than one storage binding;',
+        t.pages.size,
+        `at most ${this.ctx.limits.maxStorageBufferBindingSize} bytes`,
+      );
+    check(
+      Array.isArray(t.calls) && t.calls.length <= o.maxCalls,
+      'calls',
+      `at most maxCalls = ${o.maxCalls} calls`,
+      t.calls?.length,
+    );
     const listEntries = Math.floor(t.list.size / (4 * PAGED_ENTRY_WORDS));
     t.calls.forEach((c, i) => {
       checkInt(c.qPos0, `calls[${i}].qPos0`, { min: 0, max: 0xffffffff - o.Tq });
       checkInt(c.nEntries, `calls[${i}].nEntries`, { min: 0 });
       checkInt(c.listBase, `calls[${i}].listBase`, { min: 0 });
-      if (c.listBase + c.nEntries > listEntries) fail('E_BUFFER', `calls[${i}].nEntries`, 'reads past the end of the list buffer;', c.listBase + c.nEntries, `<= ${listEntries}`);
+      if (c.listBase + c.nEntries > listEntries)
+        fail(
+          'E_BUFFER',
+          `calls[${i}].nEntries`,
+          'reads past the end of the list buffer;',
+          c.listBase + c.nEntries,
+          `<= ${listEntries}`,
+        );
       checkInt(c.ePer, `calls[${i}].ePer`, { min: 1 });
       checkInt(c.partBase, `calls[${i}].partBase`, { min: 0 });
       checkInt(c.partCount, `calls[${i}].partCount`, { min: 0 });
-      if (c.partBase + c.partCount > parts) fail('E_SHAPE', `calls[${i}].partCount`, 'writes past the partials;', c.partBase + c.partCount, `<= ${parts}`);
-      if (Math.ceil(c.nEntries / c.ePer) > c.partCount) fail('E_ARG', `calls[${i}].partCount`, 'is too small for its entries;', c.partCount, `>= ceil(nEntries / ePer) = ${Math.ceil(c.nEntries / c.ePer)}`);
+      if (c.partBase + c.partCount > parts)
+        fail('E_SHAPE', `calls[${i}].partCount`, 'writes past the partials;', c.partBase + c.partCount, `<= ${parts}`);
+      if (Math.ceil(c.nEntries / c.ePer) > c.partCount)
+        fail(
+          'E_ARG',
+          `calls[${i}].partCount`,
+          'is too small for its entries;',
+          c.partCount,
+          `>= ceil(nEntries / ePer) = ${Math.ceil(c.nEntries / c.ePer)}`,
+        );
       if (Math.min(c.ePer, c.nEntries) > this.maxEntriesPerPart) {
-        fail('E_LIMIT', `calls[${i}].ePer`, "gives one invocation more pages than the device's loop limit allows;", c.ePer, `at most maxEntriesPerPart = ${this.maxEntriesPerPart}`);
+        fail(
+          'E_LIMIT',
+          `calls[${i}].ePer`,
+          "gives one invocation more pages than the device's loop limit allows;",
+          c.ePer,
+          `at most maxEntriesPerPart = ${this.maxEntriesPerPart}`,
+        );
       }
     });
     let slotsNeeded = 0;
@@ -250,7 +336,22 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
       const x = Math.min(groups, max);
       const y = Math.ceil(groups / x);
       if (y > max) throw new TesseraError('E_LIMIT', `paged: ${invocations} invocations exceed the dispatch limit`);
-      this.dispatch(encoder, this.pipeline, [qr, pr, pr, lr, opr, lpr, { buffer: this.dummyRw }, { buffer: this.params, offset: slot * this.slotBytes, size: PAGED_PARAMS.size }, { buffer: this.dummyRead }], [x, y]);
+      this.dispatch(
+        encoder,
+        this.pipeline,
+        [
+          qr,
+          pr,
+          pr,
+          lr,
+          opr,
+          lpr,
+          { buffer: this.dummyRw },
+          { buffer: this.params, offset: slot * this.slotBytes, size: PAGED_PARAMS.size },
+          { buffer: this.dummyRead },
+        ],
+        [x, y],
+      );
     }
   }
 }

@@ -82,17 +82,32 @@ export class PageOpsPlan extends KernelPlan<PageOpsTensors> {
     this.summarize = summarize;
     this.copiesAt = HEADER + 2 * o.maxFixes;
     this.host = new Uint32Array(this.copiesAt + 2 * o.maxFixes);
-    this.tables = this.workspace(this.host.byteLength, 'pageOps.tables', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
+    this.tables = this.workspace(
+      this.host.byteLength,
+      'pageOps.tables',
+      GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST,
+    );
     const pageWords = this.layout.pageBytes / 4;
     this.copyParams = this.uniform(COPY_PARAMS, { pageWords, copies: this.copiesAt });
-    this.sumParams = this.uniform(APPEND_PARAMS, { rowB: 0, rowP: 0, iptr: 0, idx: 0, touch: HEADER, pageWords, vOffWords: this.layout.vOffset / 4, maxPages: o.maxPages, scaleOffWords: this.layout.scaleOffset / 4 });
+    this.sumParams = this.uniform(APPEND_PARAMS, {
+      rowB: 0,
+      rowP: 0,
+      iptr: 0,
+      idx: 0,
+      touch: HEADER,
+      pageWords,
+      vOffWords: this.layout.vOffset / 4,
+      maxPages: o.maxPages,
+      scaleOffWords: this.layout.scaleOffset / 4,
+    });
     this.mark = new Uint32Array(o.maxPages);
   }
 
   /** @internal use {@link planPageOps}. */
   static async create(device: DeviceLike, opts: PageOpsOptions): Promise<PageOpsPlan> {
     const ctx = ctxOf(device);
-    if (!opts || typeof opts !== 'object') fail('E_ARG', 'options', 'is required;', opts, '{ Hkv, D, pageSize, maxPages }');
+    if (!opts || typeof opts !== 'object')
+      fail('E_ARG', 'options', 'is required;', opts, '{ Hkv, D, pageSize, maxPages }');
     const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1, max: 256 });
     const D = checkInt(opts.D, 'D', { min: 4, max: 1024 });
     const Dv = checkInt(opts.Dv ?? D, 'Dv', { min: 4, max: 1024 });
@@ -100,16 +115,34 @@ export class PageOpsPlan extends KernelPlan<PageOpsTensors> {
     if (Dv % 4 !== 0) fail('E_UNSUPPORTED', 'Dv', 'is not a multiple of 4;', Dv);
     const pageSize = checkInt(opts.pageSize, 'pageSize', { min: 1, max: 256 });
     const pageDtype = opts.pageDtype ?? 'f16';
-    if (!KV_DTYPES.includes(pageDtype)) fail('E_DTYPE', 'pageDtype', 'is not a KV dtype;', pageDtype, KV_DTYPES.join(', '));
-    if (pageDtype === 'int8') fail('E_UNSUPPORTED', 'pageDtype', 'page ops (fork copy, truncate summary fix) are not yet tested on int8 pages;', pageDtype, 'f32, f16 or bf16');
+    if (!KV_DTYPES.includes(pageDtype))
+      fail('E_DTYPE', 'pageDtype', 'is not a KV dtype;', pageDtype, KV_DTYPES.join(', '));
+    if (pageDtype === 'int8')
+      fail(
+        'E_UNSUPPORTED',
+        'pageDtype',
+        'page ops (fork copy, truncate summary fix) are not yet tested on int8 pages;',
+        pageDtype,
+        'f32, f16 or bf16',
+      );
     const maxPages = checkInt(opts.maxPages, 'maxPages', { min: 1 });
     const maxFixes = checkInt(opts.maxFixes ?? Math.min(64, maxPages), 'maxFixes', { min: 1, max: maxPages });
     const L = pageLayout(pageSize, Hkv, D, Dv, pageDtype);
     if (maxPages * L.pageBytes > ctx.limits.maxStorageBufferBindingSize) {
-      fail('E_LIMIT', 'maxPages', 'makes the pool larger than one storage binding;', maxPages, `at most ${Math.floor(ctx.limits.maxStorageBufferBindingSize / L.pageBytes)} pages of ${L.pageBytes} bytes`);
+      fail(
+        'E_LIMIT',
+        'maxPages',
+        'makes the pool larger than one storage binding;',
+        maxPages,
+        `at most ${Math.floor(ctx.limits.maxStorageBufferBindingSize / L.pageBytes)} pages of ${L.pageBytes} bytes`,
+      );
     }
     const copy = await getPipeline(ctx, { shader: COPY, bindings: ['rw', 'read', 'uniform'], constants: { WG } });
-    const summarize = await getPipeline(ctx, { shader: SUMMARIZE, bindings: ['read', 'read', 'rw', 'uniform'], constants: { WG, PAGE_DT: kvDtypeCode(pageDtype), HKV: Hkv, D, P: pageSize } });
+    const summarize = await getPipeline(ctx, {
+      shader: SUMMARIZE,
+      bindings: ['read', 'read', 'rw', 'uniform'],
+      constants: { WG, PAGE_DT: kvDtypeCode(pageDtype), HKV: Hkv, D, P: pageSize },
+    });
     return new PageOpsPlan(ctx, { Hkv, D, Dv, pageSize, pageDtype, maxPages, maxFixes }, copy, summarize);
   }
 
@@ -127,11 +160,21 @@ export class PageOpsPlan extends KernelPlan<PageOpsTensors> {
     this.assertUsable();
     const epoch = submitEpoch(this.ctx);
     if (epoch >= 0 && this.usedEpoch === epoch) {
-      throw new TesseraError('E_STATE', 'PageOpsPlan.schedule: a run encoded since the last queue.submit still reads this plan\'s table; submit that encoder first');
+      throw new TesseraError(
+        'E_STATE',
+        "PageOpsPlan.schedule: a run encoded since the last queue.submit still reads this plan's table; submit that encoder first",
+      );
     }
     const o = this.options;
     if (!Array.isArray(fixes)) fail('E_ARG', 'fixes', 'is not an array;', typeof fixes, '[{ src, dst, rows }]');
-    if (fixes.length > o.maxFixes) fail('E_LIMIT', 'fixes', 'has more entries than the plan holds;', fixes.length, `at most maxFixes = ${o.maxFixes}`);
+    if (fixes.length > o.maxFixes)
+      fail(
+        'E_LIMIT',
+        'fixes',
+        'has more entries than the plan holds;',
+        fixes.length,
+        `at most maxFixes = ${o.maxFixes}`,
+      );
     const gen = ++this.stamp;
     const mark = this.mark;
     for (let i = 0; i < fixes.length; i++) {
@@ -140,12 +183,14 @@ export class PageOpsPlan extends KernelPlan<PageOpsTensors> {
       checkInt(f.src, `fixes[${i}].src`, { min: 0, max: o.maxPages - 1 });
       checkInt(f.dst, `fixes[${i}].dst`, { min: 0, max: o.maxPages - 1 });
       checkInt(f.rows, `fixes[${i}].rows`, { min: 1, max: o.pageSize });
-      if (mark[f.dst] === gen) fail('E_ARG', `fixes[${i}].dst`, 'is written by another fix of this schedule;', f.dst, 'each dst once');
+      if (mark[f.dst] === gen)
+        fail('E_ARG', `fixes[${i}].dst`, 'is written by another fix of this schedule;', f.dst, 'each dst once');
       mark[f.dst] = gen;
     }
     for (let i = 0; i < fixes.length; i++) {
       const f = fixes[i]!;
-      if (f.src !== f.dst && mark[f.src] === gen) fail('E_ARG', `fixes[${i}].src`, 'is the dst of a fix of this schedule;', f.src, 'a page no fix writes');
+      if (f.src !== f.dst && mark[f.src] === gen)
+        fail('E_ARG', `fixes[${i}].src`, 'is the dst of a fix of this schedule;', f.src, 'a page no fix writes');
     }
     const h = this.host;
     let c = 0;
@@ -182,12 +227,28 @@ export class PageOpsPlan extends KernelPlan<PageOpsTensors> {
     const o = this.options;
     if (this.fixes < 0) throw new TesseraError('E_STATE', 'PageOpsPlan.run: call schedule() first');
     const poolBytes = o.maxPages * this.layout.pageBytes;
-    if (!t?.pages || typeof t.pages.size !== 'number') fail('E_BUFFER', 'pages', 'is not a GPUBuffer;', typeof t?.pages, 'a GPUBuffer');
-    if (t.pages.size < poolBytes) fail('E_BUFFER', 'pages', 'is smaller than maxPages pages;', t.pages.size, `>= ${poolBytes} bytes`);
+    if (!t?.pages || typeof t.pages.size !== 'number')
+      fail('E_BUFFER', 'pages', 'is not a GPUBuffer;', typeof t?.pages, 'a GPUBuffer');
+    if (t.pages.size < poolBytes)
+      fail('E_BUFFER', 'pages', 'is smaller than maxPages pages;', t.pages.size, `>= ${poolBytes} bytes`);
     const sumBytes = o.maxPages * o.Hkv * 2 * o.D * 2;
     if (t.summaries !== undefined) {
-      if (typeof t.summaries.size !== 'number') fail('E_BUFFER', 'summaries', 'is not a GPUBuffer;', typeof t.summaries, 'a GPUBuffer of [maxPages, Hkv, 2, D] f16');
-      if (t.summaries.size < sumBytes) fail('E_BUFFER', 'summaries', 'is smaller than [maxPages, Hkv, 2, D] f16;', t.summaries.size, `>= ${sumBytes} bytes`);
+      if (typeof t.summaries.size !== 'number')
+        fail(
+          'E_BUFFER',
+          'summaries',
+          'is not a GPUBuffer;',
+          typeof t.summaries,
+          'a GPUBuffer of [maxPages, Hkv, 2, D] f16',
+        );
+      if (t.summaries.size < sumBytes)
+        fail(
+          'E_BUFFER',
+          'summaries',
+          'is smaller than [maxPages, Hkv, 2, D] f16;',
+          t.summaries.size,
+          `>= ${sumBytes} bytes`,
+        );
       if (t.summaries === t.pages) fail('E_BUFFER', 'summaries', 'must not be the pages buffer;', 'the same buffer');
     }
     this.usedEpoch = submitEpoch(this.ctx);
@@ -195,10 +256,16 @@ export class PageOpsPlan extends KernelPlan<PageOpsTensors> {
     if (this.copies === 0 && !doSum) return;
     const pages = { buffer: t.pages, offset: 0, size: poolBytes };
     const own = typeof (encoder as GPUComputePassEncoder).dispatchWorkgroups !== 'function';
-    const pass = own ? (encoder as GPUCommandEncoder).beginComputePass({ label: 'pageOps' }) : (encoder as GPUComputePassEncoder);
+    const pass = own
+      ? (encoder as GPUCommandEncoder).beginComputePass({ label: 'pageOps' })
+      : (encoder as GPUComputePassEncoder);
     if (this.copies > 0) {
       pass.setPipeline(this.copy.pipeline);
-      if (this.copyGroup?.pages !== t.pages) this.copyGroup = { pages: t.pages, group: bindGroup(this.ctx, this.copy, [pages, { buffer: this.tables }, { buffer: this.copyParams }]) };
+      if (this.copyGroup?.pages !== t.pages)
+        this.copyGroup = {
+          pages: t.pages,
+          group: bindGroup(this.ctx, this.copy, [pages, { buffer: this.tables }, { buffer: this.copyParams }]),
+        };
       pass.setBindGroup(0, this.copyGroup.group);
       const [x, y] = grid2d(this.ctx, Math.ceil((this.copies * (this.layout.pageBytes / 4)) / WG));
       pass.dispatchWorkgroups(x, y);
@@ -207,7 +274,16 @@ export class PageOpsPlan extends KernelPlan<PageOpsTensors> {
       pass.setPipeline(this.summarize.pipeline);
       const sm = t.summaries!;
       if (this.sumGroup?.pages !== t.pages || this.sumGroup.summaries !== sm) {
-        this.sumGroup = { pages: t.pages, summaries: sm, group: bindGroup(this.ctx, this.summarize, [pages, { buffer: this.tables }, { buffer: sm, offset: 0, size: sumBytes }, { buffer: this.sumParams }]) };
+        this.sumGroup = {
+          pages: t.pages,
+          summaries: sm,
+          group: bindGroup(this.ctx, this.summarize, [
+            pages,
+            { buffer: this.tables },
+            { buffer: sm, offset: 0, size: sumBytes },
+            { buffer: this.sumParams },
+          ]),
+        };
       }
       pass.setBindGroup(0, this.sumGroup.group);
       const [x, y] = grid2d(this.ctx, Math.ceil((this.fixes * o.Hkv * (o.D / 2)) / WG));

@@ -125,7 +125,11 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
     const optr = idx + o.maxBatch * o.maxPagesPerSeq;
     this.off = { iptr, idx, optr };
     this.host = new Uint32Array(optr + o.maxBatch + 1);
-    this.tables = this.workspace(this.host.byteLength, 'quest.batch.tables', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST);
+    this.tables = this.workspace(
+      this.host.byteLength,
+      'quest.batch.tables',
+      GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST,
+    );
     this.params = this.uniform(QUEST_BATCH_PARAMS, { ...this.off, outBase: o.selectedOffset });
     this.stepOut = { selIndptr: new Int32Array(o.maxBatch + 1), selLastPageLen: new Int32Array(o.maxBatch) };
   }
@@ -148,7 +152,13 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
     const o = { Hq, Hkv, D, budgetPages, sinkPages, maxBatch, maxPagesPerSeq, maxPages, selectedOffset };
     const limit = planLoopLimit(ctx, opts.loopLimit);
     if (questBatchLoopIterations(Hq, Hkv, D, maxPagesPerSeq) > loopBudget(limit)) {
-      fail('E_LIMIT', 'maxPagesPerSeq', "makes one selection invocation loop longer than the device's loop limit allows;", maxPagesPerSeq, `fewer pages or heads (loopLimit ${limit})`);
+      fail(
+        'E_LIMIT',
+        'maxPagesPerSeq',
+        "makes one selection invocation loop longer than the device's loop limit allows;",
+        maxPagesPerSeq,
+        `fewer pages or heads (loopLimit ${limit})`,
+      );
     }
     const pipeline = await getPipeline(ctx, {
       shader: PROGRAM,
@@ -163,23 +173,49 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
    * pool page ids; `kvLastPageLen`). Returns the CSR of the selected lists (views, valid until the
    * next schedule): `selIndptr` and `selLastPageLen`, to schedule the attention over `selected`.
    */
-  schedule(t: { kvIndptr: ArrayLike<number>; kvIndices: ArrayLike<number>; kvLastPageLen: ArrayLike<number> }): QuestBatchStep {
+  schedule(t: {
+    kvIndptr: ArrayLike<number>;
+    kvIndices: ArrayLike<number>;
+    kvLastPageLen: ArrayLike<number>;
+  }): QuestBatchStep {
     this.assertUsable();
     const epoch = submitEpoch(this.ctx);
-    if (epoch >= 0 && this.usedEpoch === epoch) throw new TesseraError('E_STATE', 'QuestBatchPlan.schedule: a run encoded since the last queue.submit still reads this plan\'s tables; submit first');
+    if (epoch >= 0 && this.usedEpoch === epoch)
+      throw new TesseraError(
+        'E_STATE',
+        "QuestBatchPlan.schedule: a run encoded since the last queue.submit still reads this plan's tables; submit first",
+      );
     const o = this.options;
-    if (!t || !t.kvIndptr || !t.kvIndices || !t.kvLastPageLen) fail('E_ARG', 'tables', 'is required;', t, '{ kvIndptr, kvIndices, kvLastPageLen }');
+    if (!t || !t.kvIndptr || !t.kvIndices || !t.kvLastPageLen)
+      fail('E_ARG', 'tables', 'is required;', t, '{ kvIndptr, kvIndices, kvLastPageLen }');
     const B = t.kvIndptr.length - 1;
-    if (B < 0 || B > o.maxBatch) fail('E_LIMIT', 'kvIndptr', 'has more sequences than the plan holds;', B, `at most maxBatch = ${o.maxBatch}`);
-    if (t.kvLastPageLen.length !== B) fail('E_SHAPE', 'kvLastPageLen', 'must have one entry per sequence;', t.kvLastPageLen.length, `${B}`);
-    if (t.kvIndptr[0] !== 0 || t.kvIndptr[B] !== t.kvIndices.length) fail('E_ARG', 'kvIndptr', 'is not a CSR over kvIndices;', Array.from(t.kvIndptr).slice(0, 8), `from 0 to ${t.kvIndices.length}`);
+    if (B < 0 || B > o.maxBatch)
+      fail('E_LIMIT', 'kvIndptr', 'has more sequences than the plan holds;', B, `at most maxBatch = ${o.maxBatch}`);
+    if (t.kvLastPageLen.length !== B)
+      fail('E_SHAPE', 'kvLastPageLen', 'must have one entry per sequence;', t.kvLastPageLen.length, `${B}`);
+    if (t.kvIndptr[0] !== 0 || t.kvIndptr[B] !== t.kvIndices.length)
+      fail(
+        'E_ARG',
+        'kvIndptr',
+        'is not a CSR over kvIndices;',
+        Array.from(t.kvIndptr).slice(0, 8),
+        `from 0 to ${t.kvIndices.length}`,
+      );
     for (let b = 0; b < B; b++) {
       const n = t.kvIndptr[b + 1]! - t.kvIndptr[b]!;
-      if (!(n >= 1 && n <= o.maxPagesPerSeq)) fail('E_LIMIT', `kvIndptr[${b + 1}]`, `gives sequence ${b} a page count outside the plan;`, n, `1..maxPagesPerSeq = ${o.maxPagesPerSeq}`);
+      if (!(n >= 1 && n <= o.maxPagesPerSeq))
+        fail(
+          'E_LIMIT',
+          `kvIndptr[${b + 1}]`,
+          `gives sequence ${b} a page count outside the plan;`,
+          n,
+          `1..maxPagesPerSeq = ${o.maxPagesPerSeq}`,
+        );
     }
     for (let i = 0; i < t.kvIndices.length; i++) {
       const p = t.kvIndices[i]!;
-      if (!Number.isInteger(p) || p < 0 || p >= o.maxPages) fail('E_ARG', `kvIndices[${i}]`, 'is not a page of the pool;', p, `0..${o.maxPages - 1}`);
+      if (!Number.isInteger(p) || p < 0 || p >= o.maxPages)
+        fail('E_ARG', `kvIndices[${i}]`, 'is not a page of the pool;', p, `0..${o.maxPages - 1}`);
     }
     const h = this.host;
     const { iptr, idx, optr } = this.off;
@@ -207,17 +243,38 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
     const o = this.options;
     if (this.B < 0) throw new TesseraError('E_STATE', 'QuestBatchPlan.run: call schedule() first');
     const q = checkTensor(t?.q, 'q', { rank: 3, shape: [-1, o.Hq, o.D], dtypes: ['f32'] });
-    if (q.shape[0]! < this.B) fail('E_SHAPE', 'q.shape[0]', 'has fewer rows than sequences;', q.shape[0], `>= ${this.B}`);
+    if (q.shape[0]! < this.B)
+      fail('E_SHAPE', 'q.shape[0]', 'has fewer rows than sequences;', q.shape[0], `>= ${this.B}`);
     const sumBytes = o.maxPages * o.Hkv * 2 * o.D * 2;
-    if (!t.summaries || t.summaries.size < sumBytes) fail('E_BUFFER', 'summaries', 'is smaller than [maxPages, Hkv, 2, D] f16;', t.summaries?.size, `>= ${sumBytes} bytes`);
+    if (!t.summaries || t.summaries.size < sumBytes)
+      fail(
+        'E_BUFFER',
+        'summaries',
+        'is smaller than [maxPages, Hkv, 2, D] f16;',
+        t.summaries?.size,
+        `>= ${sumBytes} bytes`,
+      );
     const outBytes = (o.selectedOffset + o.maxBatch * o.budgetPages) * 4;
-    if (!t.selected || t.selected.size < outBytes) fail('E_BUFFER', 'selected', 'is smaller than selectedOffset + maxBatch * budgetPages page ids;', t.selected?.size, `>= ${outBytes} bytes`);
+    if (!t.selected || t.selected.size < outBytes)
+      fail(
+        'E_BUFFER',
+        'selected',
+        'is smaller than selectedOffset + maxBatch * budgetPages page ids;',
+        t.selected?.size,
+        `>= ${outBytes} bytes`,
+      );
     this.usedEpoch = submitEpoch(this.ctx);
     if (this.B === 0) return;
     const qo = q.offset ?? 0;
     const qs = byteSize(q.shape, q.dtype);
     const key = `${qo}:${qs}`;
-    if (!this.group || this.groupKey !== key || this.groupBuffers[0] !== q.buffer || this.groupBuffers[1] !== t.summaries || this.groupBuffers[2] !== t.selected) {
+    if (
+      !this.group ||
+      this.groupKey !== key ||
+      this.groupBuffers[0] !== q.buffer ||
+      this.groupBuffers[1] !== t.summaries ||
+      this.groupBuffers[2] !== t.selected
+    ) {
       this.group = this.ctx.device.createBindGroup({
         label: 'quest/batch',
         layout: this.pipeline.layout,

@@ -114,7 +114,11 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
     this.boxPipe = boxPipe;
     this.scorePipe = scorePipe;
     this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
-    this.params = this.workspace(this.slotBytes * o.maxCalls, 'questBlock.params', GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST);
+    this.params = this.workspace(
+      this.slotBytes * o.maxCalls,
+      'questBlock.params',
+      GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST,
+    );
     this.box = this.workspace(o.maxBlocks * o.Hkv * 2 * o.D * 4, 'questBlock.box');
   }
 
@@ -133,14 +137,25 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
     check(mode === 'quest' || mode === 'mean', 'mode', '"quest" or "mean"', mode);
     const maxCalls = checkInt(opts.maxCalls ?? 8, 'maxCalls', { min: 2 });
     if (questBlockLoopIterations(blockSize, Hq / Hkv, D) > loopBudget(ctx)) {
-      fail('E_LIMIT', 'blockSize', "gives one query box more rows x query heads than the device's loop limit allows;", blockSize, `blockSize * (Hq / Hkv + 2) within 90% of loopLimit ${ctx.loopLimit}`);
+      fail(
+        'E_LIMIT',
+        'blockSize',
+        "gives one query box more rows x query heads than the device's loop limit allows;",
+        blockSize,
+        `blockSize * (Hq / Hkv + 2) within 90% of loopLimit ${ctx.loopLimit}`,
+      );
     }
     const boxBytes = maxBlocks * Hkv * 2 * D * 4;
-    if (boxBytes > Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize)) fail('E_LIMIT', 'maxBlocks', 'needs a query-box buffer larger than the device binds;', maxBlocks);
+    if (boxBytes > Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize))
+      fail('E_LIMIT', 'maxBlocks', 'needs a query-box buffer larger than the device binds;', maxBlocks);
     const o = { Hq, Hkv, D, blockSize, maxBlocks, mode, maxCalls };
     const [boxPipe, scorePipe] = await Promise.all([
       getPipeline(ctx, { shader: BOX, bindings: ['read', 'rw', 'uniform'], constants: { WG, D } }),
-      getPipeline(ctx, { shader: SCORE, bindings: ['read', 'read', 'read', 'rw', 'uniform', 'read'], constants: { WG, D, MODE: mode === 'quest' ? 0 : 1, VEC: D % 8 === 0 && mode === 'quest' ? 1 : 0 } }),
+      getPipeline(ctx, {
+        shader: SCORE,
+        bindings: ['read', 'read', 'read', 'rw', 'uniform', 'read'],
+        constants: { WG, D, MODE: mode === 'quest' ? 0 : 1, VEC: D % 8 === 0 && mode === 'quest' ? 1 : 0 },
+      }),
     ]);
     return new QuestBlockPlan(ctx, o, boxPipe, scorePipe);
   }
@@ -148,7 +163,10 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
   private grid(invocations: number): [number, number] {
     const groups = Math.ceil(invocations / WG);
     const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
-    if (Math.ceil(groups / max) > max) throw new TesseraError('E_LIMIT', `quest block score: ${invocations} invocations exceed the dispatch limit`, { argument: 'scores' });
+    if (Math.ceil(groups / max) > max)
+      throw new TesseraError('E_LIMIT', `quest block score: ${invocations} invocations exceed the dispatch limit`, {
+        argument: 'scores',
+      });
     const x = Math.min(groups, max);
     return [x, Math.ceil(groups / x)];
   }
@@ -172,10 +190,15 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
     } else if (blocks === 0) {
       fail('E_ARG', 'q', 'is required on the first run (no query box yet);', 'undefined');
     }
-    if (scores.shape[0] !== blocks * o.Hkv) fail('E_SHAPE', 'scores', `needs blocks x Hkv = ${blocks * o.Hkv} rows;`, scores.shape[0]);
+    if (scores.shape[0] !== blocks * o.Hkv)
+      fail('E_SHAPE', 'scores', `needs blocks x Hkv = ${blocks * o.Hkv} rows;`, scores.shape[0]);
     check(Array.isArray(t.calls), 'calls', 'an array of calls', typeof t.calls);
-    for (const [b, name] of [[t.list, 'list'], [t.summaries, 'summaries']] as const) {
-      if (!b || typeof (b as GPUBuffer).size !== 'number') fail('E_BUFFER', name, 'is not a GPUBuffer;', typeof b, 'a GPUBuffer');
+    for (const [b, name] of [
+      [t.list, 'list'],
+      [t.summaries, 'summaries'],
+    ] as const) {
+      if (!b || typeof (b as GPUBuffer).size !== 'number')
+        fail('E_BUFFER', name, 'is not a GPUBuffer;', typeof b, 'a GPUBuffer');
     }
     if (t.list.size < n * 4) fail('E_BUFFER', 'list', 'is smaller than n page ids;', t.list.size, `>= ${n * 4} bytes`);
     // Validate every call before encoding any.
@@ -183,7 +206,8 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
       const first = checkInt(c.first ?? 0, 'calls.first', { min: 0 });
       const count = checkInt(c.count ?? n - first, 'calls.count', { min: 0 });
       if (first + count > n) fail('E_ARG', 'calls.count', 'runs past the list;', first + count, `<= n = ${n}`);
-      for (const k of ['chunkFirst', 'chunkPages', 'forcedLo', 'forcedHi'] as const) checkInt(c[k], `calls.${k}`, { min: 0 });
+      for (const k of ['chunkFirst', 'chunkPages', 'forcedLo', 'forcedHi'] as const)
+        checkInt(c[k], `calls.${k}`, { min: 0 });
       return { first, count, grid: count > 0 ? this.grid(blocks * o.Hkv * count) : ([0, 0] as [number, number]) };
     });
     const boxGrid = q ? this.grid(blocks * o.Hkv * (o.D / 4)) : undefined;
@@ -198,14 +222,39 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
     const base = { n, Hkv: o.Hkv, group: o.Hq / o.Hkv, B, blocks };
     if (q) {
       const u = write({ ...base, first: 0, count: 0, chunkFirst: 0, chunkPages: 0, forcedLo: 0, forcedHi: 0 });
-      this.dispatch(encoder, this.boxPipe, [res(q), { buffer: this.box, size: blocks * o.Hkv * 2 * o.D * 4 }, u], boxGrid!);
+      this.dispatch(
+        encoder,
+        this.boxPipe,
+        [res(q), { buffer: this.box, size: blocks * o.Hkv * 2 * o.D * 4 }, u],
+        boxGrid!,
+      );
       this.boxBlocks = blocks;
     }
     t.calls.forEach((c, i) => {
       const r = ranges[i]!;
       if (r.count === 0) return;
-      const u = write({ ...base, first: r.first, count: r.count, chunkFirst: c.chunkFirst, chunkPages: c.chunkPages, forcedLo: c.forcedLo, forcedHi: c.forcedHi });
-      this.dispatch(encoder, this.scorePipe, [{ buffer: this.box, size: blocks * o.Hkv * 2 * o.D * 4 }, { buffer: t.summaries }, { buffer: t.list, size: Math.max(4, n * 4) }, res(scores), u, { buffer: t.summaries }], r.grid);
+      const u = write({
+        ...base,
+        first: r.first,
+        count: r.count,
+        chunkFirst: c.chunkFirst,
+        chunkPages: c.chunkPages,
+        forcedLo: c.forcedLo,
+        forcedHi: c.forcedHi,
+      });
+      this.dispatch(
+        encoder,
+        this.scorePipe,
+        [
+          { buffer: this.box, size: blocks * o.Hkv * 2 * o.D * 4 },
+          { buffer: t.summaries },
+          { buffer: t.list, size: Math.max(4, n * 4) },
+          res(scores),
+          u,
+          { buffer: t.summaries },
+        ],
+        r.grid,
+      );
     });
   }
 }

@@ -74,7 +74,13 @@ export function questScoresReference(q: ArrayLike<number>, k: ArrayLike<number>,
  * @example
  * const [pagesOfHead0] = questSelectReference(scores, 1, 188, 16); // sink, newest and 14 best pages
  */
-export function questSelectReference(scores: ArrayLike<number>, Hkv: number, pages: number, budgetPages: number, sinkPages = 1): Int32Array[] {
+export function questSelectReference(
+  scores: ArrayLike<number>,
+  Hkv: number,
+  pages: number,
+  budgetPages: number,
+  sinkPages = 1,
+): Int32Array[] {
   const out: Int32Array[] = [];
   for (let h = 0; h < Hkv; h++) {
     const forced = new Set<number>();

@@ -116,7 +116,11 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     this.options = o;
     this.pipeline = pipeline;
     this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
-    this.params = this.workspace(this.slotBytes * o.maxCalls, 'quest.params', GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST);
+    this.params = this.workspace(
+      this.slotBytes * o.maxCalls,
+      'quest.params',
+      GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST,
+    );
   }
 
   /** @internal use {@link planQuestScore}. */
@@ -137,13 +141,25 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     // over the group's heads and D (no split is possible without a second pass: refuse instead).
     const limit = planLoopLimit(ctx, opts.loopLimit);
     if (questScoreLoopIterations(Hq / Hkv, D) > loopBudget(limit)) {
-      fail('E_LIMIT', 'Hq', "gives one page score more query heads x channels than the device's loop limit allows;", Hq, `Hq / Hkv * (D / 4 + 2) within 90% of loopLimit ${limit}`);
+      fail(
+        'E_LIMIT',
+        'Hq',
+        "gives one page score more query heads x channels than the device's loop limit allows;",
+        Hq,
+        `Hq / Hkv * (D / 4 + 2) within 90% of loopLimit ${limit}`,
+      );
     }
     const o = { Hq, Hkv, D, mode, groupReduce, maxCalls };
     const pipeline = await getPipeline(ctx, {
       shader: PROGRAM,
       bindings: ['read', 'read', 'read', 'rw', 'uniform', 'read'],
-      constants: { WG, D, MODE: mode === 'quest' ? 0 : 1, REDUCE: groupReduce === 'max' ? 0 : 1, VEC: D % 8 === 0 ? 1 : 0 },
+      constants: {
+        WG,
+        D,
+        MODE: mode === 'quest' ? 0 : 1,
+        REDUCE: groupReduce === 'max' ? 0 : 1,
+        VEC: D % 8 === 0 ? 1 : 0,
+      },
     });
     return new QuestScorePlan(ctx, o, pipeline);
   }
@@ -156,9 +172,18 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     const scores = checkTensor(t.scores, 'scores', { rank: 2, shape: [o.Hkv, -1], dtypes: ['f32'] });
     checkBindingSize(this.ctx, scores, 'scores');
     const n = scores.shape[1]!;
-    check(Array.isArray(t.calls) && t.calls.length <= o.maxCalls, 'calls', `at most ${o.maxCalls} calls`, t.calls?.length);
-    for (const [b, name] of [[t.list, 'list'], [t.summaries, 'summaries']] as const) {
-      if (!b || typeof (b as GPUBuffer).size !== 'number') fail('E_BUFFER', name, 'is not a GPUBuffer;', typeof b, 'a GPUBuffer');
+    check(
+      Array.isArray(t.calls) && t.calls.length <= o.maxCalls,
+      'calls',
+      `at most ${o.maxCalls} calls`,
+      t.calls?.length,
+    );
+    for (const [b, name] of [
+      [t.list, 'list'],
+      [t.summaries, 'summaries'],
+    ] as const) {
+      if (!b || typeof (b as GPUBuffer).size !== 'number')
+        fail('E_BUFFER', name, 'is not a GPUBuffer;', typeof b, 'a GPUBuffer');
     }
     if (t.list.size < n * 4) fail('E_BUFFER', 'list', 'is smaller than n page ids;', t.list.size, `>= ${n * 4} bytes`);
     // Validate every call before encoding any, so a bad call leaves nothing encoded.
@@ -169,7 +194,8 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
       if (first + count > n) fail('E_ARG', 'calls.count', 'runs past the list;', first + count, `<= n = ${n}`);
       const groups = Math.ceil((o.Hkv * count) / WG);
       const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
-      if (Math.ceil(groups / max) > max) throw new TesseraError('E_LIMIT', `quest score: ${o.Hkv * count} candidates exceed the dispatch limit`);
+      if (Math.ceil(groups / max) > max)
+        throw new TesseraError('E_LIMIT', `quest score: ${o.Hkv * count} candidates exceed the dispatch limit`);
       return { first, count, groups };
     });
     let slotsNeeded = 0;
@@ -183,11 +209,33 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
       this.ctx.device.queue.writeBuffer(
         this.params,
         slot * this.slotBytes,
-        QUEST_PARAMS.pack({ n, first, count, Hkv: o.Hkv, group: o.Hq / o.Hkv, chunkFirst: c.chunkFirst, chunkPages: c.chunkPages, forcedLo: c.forcedLo, forcedHi: c.forcedHi }),
+        QUEST_PARAMS.pack({
+          n,
+          first,
+          count,
+          Hkv: o.Hkv,
+          group: o.Hq / o.Hkv,
+          chunkFirst: c.chunkFirst,
+          chunkPages: c.chunkPages,
+          forcedLo: c.forcedLo,
+          forcedHi: c.forcedHi,
+        }),
       );
       const x = Math.min(groups, this.ctx.limits.maxComputeWorkgroupsPerDimension);
       const y = Math.ceil(groups / x);
-      this.dispatch(encoder, this.pipeline, [res(q), { buffer: t.summaries }, { buffer: t.list, size: Math.max(4, n * 4) }, res(scores), { buffer: this.params, offset: slot * this.slotBytes, size: QUEST_PARAMS.size }, { buffer: t.summaries }], [x, y]);
+      this.dispatch(
+        encoder,
+        this.pipeline,
+        [
+          res(q),
+          { buffer: t.summaries },
+          { buffer: t.list, size: Math.max(4, n * 4) },
+          res(scores),
+          { buffer: this.params, offset: slot * this.slotBytes, size: QUEST_PARAMS.size },
+          { buffer: t.summaries },
+        ],
+        [x, y],
+      );
     }
   }
 }

@@ -44,7 +44,10 @@ function windowOf(opts: { window?: unknown }): number {
  * const plan = await planSlidingWindow(dev, { Tq: 4096, Hq: 8, Hkv: 2, D: 64, window: 512, sinks: 4 });
  * plan.run(encoder, { q, k, v, o, lse });
  */
-export async function planSlidingWindow(device: DeviceLike, opts: SlidingWindowOptions & AttentionTuning & Shape): Promise<AttentionPlan> {
+export async function planSlidingWindow(
+  device: DeviceLike,
+  opts: SlidingWindowOptions & AttentionTuning & Shape,
+): Promise<AttentionPlan> {
   const window = windowOf(opts);
   return planAttention(device, { ...opts, causal: true, window } as AttentionPlanOptions);
 }
@@ -58,7 +61,10 @@ export async function planSlidingWindow(device: DeviceLike, opts: SlidingWindowO
 export async function slidingWindowAttention(
   device: DeviceLike,
   t: AttentionTensors,
-  opts: Partial<SlidingWindowOptions> & { window: number } & AttentionTuning & { cuSeqlensQ?: readonly number[]; cuSeqlensK?: readonly number[] },
+  opts: Partial<SlidingWindowOptions> & { window: number } & AttentionTuning & {
+      cuSeqlensQ?: readonly number[];
+      cuSeqlensK?: readonly number[];
+    },
 ): Promise<void> {
   const window = windowOf(opts);
   await attention(device, t, { ...opts, causal: true, window });
@@ -70,7 +76,10 @@ export async function slidingWindowAttention(
  * @example
  * const plan = await planSlidingWindowDecode(dev, { Hq: 8, Hkv: 2, D: 64, window: 512, sinks: 4, kvLens: [9000, 300] });
  */
-export async function planSlidingWindowDecode(device: DeviceLike, opts: SlidingWindowOptions & AttentionTuning & { kvLens: readonly number[]; kvChunk?: number }): Promise<DecodePlan> {
+export async function planSlidingWindowDecode(
+  device: DeviceLike,
+  opts: SlidingWindowOptions & AttentionTuning & { kvLens: readonly number[]; kvChunk?: number },
+): Promise<DecodePlan> {
   const window = windowOf(opts);
   return planDecode(device, { ...opts, causal: true, window } as DecodeOptions);
 }

@@ -10,7 +10,12 @@
  * const { indices, values } = topKReference(Float32Array.from([1, 3, 3, -Infinity]), 1, 4, 3);
  * // indices [1, 2, 0], values [3, 3, 1]
  */
-export function topKReference(scores: ArrayLike<number>, rows: number, n: number, k: number): { indices: Int32Array; values: Float64Array } {
+export function topKReference(
+  scores: ArrayLike<number>,
+  rows: number,
+  n: number,
+  k: number,
+): { indices: Int32Array; values: Float64Array } {
   const indices = new Int32Array(rows * k).fill(-1);
   const values = new Float64Array(rows * k).fill(-Infinity);
   // A min-heap of the best k seen so far; the root is the worst kept (smallest value, then the

@@ -15,7 +15,15 @@
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { loopBudget, planLoopLimit, segment, segmentUniforms, SEGMENT_FIELDS, type LoopLimitLike, type Segment } from '../../src/gpu/segments.js';
+import {
+  loopBudget,
+  planLoopLimit,
+  segment,
+  segmentUniforms,
+  SEGMENT_FIELDS,
+  type LoopLimitLike,
+  type Segment,
+} from '../../src/gpu/segments.js';
 import { bindGroup, getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
@@ -65,7 +73,12 @@ const smallPrograms = new Map<number, ReturnType<typeof wgslProgram>>();
 export function smallProgram(kcap: number) {
   let p = smallPrograms.get(kcap);
   if (!p) {
-    p = wgslProgram(`topk/small-k${kcap}`, [keysWgsl, TOPK_SMALL_PARAMS.wgsl, `const TK_KCAP: u32 = ${kcap}u;\n`, smallWgsl]);
+    p = wgslProgram(`topk/small-k${kcap}`, [
+      keysWgsl,
+      TOPK_SMALL_PARAMS.wgsl,
+      `const TK_KCAP: u32 = ${kcap}u;\n`,
+      smallWgsl,
+    ]);
     smallPrograms.set(kcap, p);
   }
   return p;
@@ -110,7 +123,10 @@ const CHUNK = 4096;
 /** Workgroup size of the radix passes per target. */
 const RADIX_WG = { gpu: 256, cpu: 64 } as const;
 /** Entry points per target: [hist, compact, rank]. */
-const RADIX_ENTRIES = { gpu: ['hist_pass', 'compact_pass', 'rank_pass'], cpu: ['hist_inv', 'compact_inv', 'sort_inv'] } as const;
+const RADIX_ENTRIES = {
+  gpu: ['hist_pass', 'compact_pass', 'rank_pass'],
+  cpu: ['hist_inv', 'compact_inv', 'sort_inv'],
+} as const;
 
 /** Number of 8-bit digits needed for an index in [0, n). */
 function indexDigits(n: number): number {
@@ -167,8 +183,15 @@ export type SmallSegment = Segment;
  * smallSegments(4096, 32, 65535).length; // 3 on llvmpipe
  */
 export function smallSegments(n: number, k: number, limit: LoopLimitLike): SmallSegment[] {
-  if (topKSmallLoopIterations(n, k, false) <= loopBudget(limit)) return [{ begin: 0, end: n, carry: false, last: true }];
-  return segment(n, (len) => topKSmallLoopIterations(len, k, true), limit, { op: 'topk', what: 'one candidate of the small variant', argument: 'k', actual: k, expected: 'a smaller k' }).segments.slice();
+  if (topKSmallLoopIterations(n, k, false) <= loopBudget(limit))
+    return [{ begin: 0, end: n, carry: false, last: true }];
+  return segment(n, (len) => topKSmallLoopIterations(len, k, true), limit, {
+    op: 'topk',
+    what: 'one candidate of the small variant',
+    argument: 'k',
+    actual: k,
+    expected: 'a smaller k',
+  }).segments.slice();
 }
 
 /** The shape of the radix passes a plan runs. */
@@ -200,13 +223,28 @@ export interface TopKRadixShape {
  * @example
  * topKRadixLoopIterations({ target: 'cpu', chunk: 4096, cap: 65536, k: 2048 }).rank; // 202,755
  */
-export function topKRadixLoopIterations(s: TopKRadixShape): { hist: number; pick: number; compact: number; rank: number } {
+export function topKRadixLoopIterations(s: TopKRadixShape): {
+  hist: number;
+  pick: number;
+  compact: number;
+  rank: number;
+} {
   if (s.target === 'gpu') {
     const T = Math.ceil(s.cap / 256);
-    return { hist: 8 + Math.ceil(s.chunk / 256), pick: 258, compact: 2 + Math.ceil(s.chunk / 256), rank: 4 + (T + 1) + s.cap + T };
+    return {
+      hist: 8 + Math.ceil(s.chunk / 256),
+      pick: 258,
+      compact: 2 + Math.ceil(s.chunk / 256),
+      rank: 4 + (T + 1) + s.cap + T,
+    };
   }
   const words = Math.ceil(s.chunk / 4);
-  return { hist: 1 + 8 + (words + 1) + 257, pick: 258, compact: 1 + 8 + 1 + 6 * words, rank: 1 + Math.floor(2.5 * s.cap) + 1 + s.k * (floorLog2(s.cap) + 3) + 1 };
+  return {
+    hist: 1 + 8 + (words + 1) + 257,
+    pick: 258,
+    compact: 1 + 8 + 1 + 6 * words,
+    rank: 1 + Math.floor(2.5 * s.cap) + 1 + s.k * (floorLog2(s.cap) + 3) + 1,
+  };
 }
 
 /** One dispatch of the cpu sort: heapify the nodes [h0, h1), then pop the outputs [o0, o1). */
@@ -238,7 +276,8 @@ export function sortSegmentIterations(seg: SortSegment, cap: number, k: number):
  * sortSegments(65536, 4096, 58981).length; // 6 on llvmpipe (one row, k = 4096)
  */
 export function sortSegments(cap: number, k: number, budget: number): SortSegment[] {
-  if (topKRadixLoopIterations({ target: 'cpu', chunk: 0, cap, k }).rank <= budget) return [{ h0: 0, h1: 0xffffffff, o0: 0, o1: k }];
+  if (topKRadixLoopIterations({ target: 'cpu', chunk: 0, cap, k }).rank <= budget)
+    return [{ h0: 0, h1: 0xffffffff, o0: 0, o1: k }];
   const segs: SortSegment[] = [];
   let top = Math.floor(cap / 2);
   while (top > 0) {
@@ -259,7 +298,11 @@ export function sortSegments(cap: number, k: number, budget: number): SortSegmen
 }
 
 /** The radix plan's geometry under the loop budget, or why the shape cannot fit it. */
-function radixShape(o: { rows: number; k: number }, target: 'cpu' | 'gpu', budget: number): { chunk: number; cap: number; sort: SortSegment[]; iterations: number } | string {
+function radixShape(
+  o: { rows: number; k: number },
+  target: 'cpu' | 'gpu',
+  budget: number,
+): { chunk: number; cap: number; sort: SortSegment[]; iterations: number } | string {
   let cap = survivorCap(o, target);
   let chunk = CHUNK;
   if (target === 'gpu') {
@@ -275,7 +318,10 @@ function radixShape(o: { rows: number; k: number }, target: 'cpu' | 'gpu', budge
   }
   const b = topKRadixLoopIterations({ target, chunk, cap, k: o.k });
   const sort = target === 'cpu' ? sortSegments(cap, o.k, budget) : [{ h0: 0, h1: 0xffffffff, o0: 0, o1: o.k }];
-  const rank = target === 'cpu' ? Math.max(...sort.map((s) => sortSegmentIterations(s, cap, o.k)), sort.length === 1 ? b.rank : 0) : b.rank;
+  const rank =
+    target === 'cpu'
+      ? Math.max(...sort.map((s) => sortSegmentIterations(s, cap, o.k)), sort.length === 1 ? b.rank : 0)
+      : b.rank;
   const iterations = Math.max(b.hist, b.pick, b.compact, rank);
   if (iterations > budget) {
     return target === 'gpu'
@@ -362,7 +408,12 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
     this.loopIterations = shape.iterations;
     this.chunks = Math.ceil(o.n / this.chunk);
     if (variant === 'small') {
-      this.params = shape.small!.map((seg) => [0, 1].map((hasValues) => this.uniform(TOPK_SMALL_PARAMS, { rows: o.rows, n: o.n, k: o.k, hasValues, ...segmentUniforms(seg) })) as [GPUBuffer, GPUBuffer]);
+      this.params = shape.small!.map(
+        (seg) =>
+          [0, 1].map((hasValues) =>
+            this.uniform(TOPK_SMALL_PARAMS, { rows: o.rows, n: o.n, k: o.k, hasValues, ...segmentUniforms(seg) }),
+          ) as [GPUBuffer, GPUBuffer],
+      );
       this.carry = this.workspace(shape.small!.length > 1 ? o.rows * 2 * o.k * 4 : 16, 'topk.carry');
     } else {
       const base = {
@@ -376,7 +427,13 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
         kBlocks: Math.ceil(this.cap / RADIX_WG[target]),
         cap: this.cap,
       };
-      this.params = shape.sort.map((seg) => [0, 1].map((hasValues) => this.uniform(TOPK_PARAMS, { ...base, ...seg, hasValues })) as [GPUBuffer, GPUBuffer]);
+      this.params = shape.sort.map(
+        (seg) =>
+          [0, 1].map((hasValues) => this.uniform(TOPK_PARAMS, { ...base, ...seg, hasValues })) as [
+            GPUBuffer,
+            GPUBuffer,
+          ],
+      );
       this.state = this.workspace(o.rows * 8 * 4, 'topk.state');
       this.hist = this.workspace(o.rows * 256 * 4, 'topk.hist');
       this.sel = this.workspace(o.rows * this.cap * 8, 'topk.sel');
@@ -391,18 +448,34 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
     const budget = loopBudget(limit);
     const variant = opts.variant && opts.variant !== 'auto' ? opts.variant : chooseTopKVariant(o);
     if (variant === 'small' && o.k > TOPK_SMALL_MAX_K) {
-      fail('E_ARG', 'variant', `"small" takes k <= ${TOPK_SMALL_MAX_K};`, o.k, `k <= ${TOPK_SMALL_MAX_K} or variant "radix"`);
+      fail(
+        'E_ARG',
+        'variant',
+        `"small" takes k <= ${TOPK_SMALL_MAX_K};`,
+        o.k,
+        `k <= ${TOPK_SMALL_MAX_K} or variant "radix"`,
+      );
     }
     const t = opts.target ?? 'auto';
     check(t === 'auto' || t === 'cpu' || t === 'gpu', 'target', 'one of "auto", "cpu", "gpu"', t);
     const pipelines: Record<string, Pipeline> = {};
     if (variant === 'small') {
       const kcap = smallKcap(o.k);
-      pipelines.small = await getPipeline(ctx, { shader: smallProgram(kcap), bindings: ['read', 'rw', 'rw', 'uniform', 'rw'], constants: { WG: 64 } });
+      pipelines.small = await getPipeline(ctx, {
+        shader: smallProgram(kcap),
+        bindings: ['read', 'rw', 'rw', 'uniform', 'rw'],
+        constants: { WG: 64 },
+      });
       // segments of the row when one invocation cannot scan it all (loop-capped devices)
       const small = smallSegments(o.n, o.k, limit);
       const iterations = Math.max(...small.map((g) => topKSmallLoopIterations(g.end - g.begin, o.k, g.carry)));
-      return new TopKPlan(ctx, o, variant, ctx.adapterClass, pipelines, { chunk: CHUNK, cap: 0, sort: [], small, iterations });
+      return new TopKPlan(ctx, o, variant, ctx.adapterClass, pipelines, {
+        chunk: CHUNK,
+        cap: 0,
+        sort: [],
+        small,
+        iterations,
+      });
     }
     // The radix shape: the adapter's (or the forced one); on a loop-capped device, the other
     // shape when the preferred one cannot fit (the cpu shape always can: its sort is segmented).
@@ -415,24 +488,37 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
       if (typeof alt !== 'string') [target, shape] = [other, alt];
     }
     if (typeof shape === 'string') {
-      throw new TesseraError('E_LIMIT', `topk: the "${target}" shape cannot run k = ${o.k} on this device: ${shape}, over ${budget} (90% of its loop limit ${limit})`, {
-        argument: t === 'auto' ? 'k' : 'target',
-        actual: t === 'auto' ? o.k : t,
-        expected: t === 'auto' ? 'a smaller k' : 'target "auto" (or the other shape)',
-      });
+      throw new TesseraError(
+        'E_LIMIT',
+        `topk: the "${target}" shape cannot run k = ${o.k} on this device: ${shape}, over ${budget} (90% of its loop limit ${limit})`,
+        {
+          argument: t === 'auto' ? 'k' : 'target',
+          actual: t === 'auto' ? o.k : t,
+          expected: t === 'auto' ? 'a smaller k' : 'target "auto" (or the other shape)',
+        },
+      );
     }
     const bytes = { state: o.rows * 32, hist: o.rows * 1024, sel: o.rows * shape.cap * 8 };
     for (const [name, b] of Object.entries(bytes)) {
       if (b > ctx.limits.maxStorageBufferBindingSize || b > ctx.limits.maxBufferSize) {
-        throw new TesseraError('E_LIMIT', `topk: the ${name} workspace of ${b} bytes for rows = ${o.rows}, k = ${o.k} exceeds the device's binding limit`, {
-          argument: 'rows',
-          actual: o.rows,
-          expected: `rows * 2k * 8 <= ${ctx.limits.maxStorageBufferBindingSize} (split the rows into several plans)`,
-        });
+        throw new TesseraError(
+          'E_LIMIT',
+          `topk: the ${name} workspace of ${b} bytes for rows = ${o.rows}, k = ${o.k} exceeds the device's binding limit`,
+          {
+            argument: 'rows',
+            actual: o.rows,
+            expected: `rows * 2k * 8 <= ${ctx.limits.maxStorageBufferBindingSize} (split the rows into several plans)`,
+          },
+        );
       }
     }
     const spec = (entryPoint: string) =>
-      getPipeline(ctx, { shader: RADIX, entryPoint, bindings: ['read', 'rw', 'rw', 'rw', 'rw', 'rw', 'uniform', 'read'], constants: { WG: RADIX_WG[target] } });
+      getPipeline(ctx, {
+        shader: RADIX,
+        entryPoint,
+        bindings: ['read', 'rw', 'rw', 'rw', 'rw', 'rw', 'uniform', 'read'],
+        constants: { WG: RADIX_WG[target] },
+      });
     const [hist, compact, rank] = RADIX_ENTRIES[target];
     const names = { init: 'init', hist, pick: 'pick_pass', compact, rank };
     const ps = await Promise.all(Object.values(names).map(spec));
@@ -443,10 +529,14 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
   run(encoder: GPUCommandEncoder, t: TopKTensors): void {
     this.assertUsable();
     const { rows, n, k } = this.options;
-    if (t === null || typeof t !== 'object') fail('E_ARG', 'tensors', 'is not an object;', t, '{ scores, indices, values? }');
+    if (t === null || typeof t !== 'object')
+      fail('E_ARG', 'tensors', 'is not an object;', t, '{ scores, indices, values? }');
     const scores = checkTensor(t.scores, 'scores', { rank: 2, shape: [rows, n], dtypes: ['f32'] });
     const indices = checkTensor(t.indices, 'indices', { rank: 2, shape: [rows, k], dtypes: ['i32'] });
-    const values = t.values === undefined ? undefined : checkTensor(t.values, 'values', { rank: 2, shape: [rows, k], dtypes: ['f32'] });
+    const values =
+      t.values === undefined
+        ? undefined
+        : checkTensor(t.values, 'values', { rank: 2, shape: [rows, k], dtypes: ['f32'] });
     checkBindingSize(this.ctx, scores, 'scores');
     checkBindingSize(this.ctx, indices, 'indices');
     if (values) checkBindingSize(this.ctx, values, 'values');
@@ -457,7 +547,10 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
       const pass = encoder.beginComputePass({ label: 'topk/small' });
       pass.setPipeline(p.small!.pipeline);
       for (const u of params) {
-        pass.setBindGroup(0, bindGroup(this.ctx, p.small!, [res(scores), res(indices), vres, u, { buffer: this.carry! }]));
+        pass.setBindGroup(
+          0,
+          bindGroup(this.ctx, p.small!, [res(scores), res(indices), vres, u, { buffer: this.carry! }]),
+        );
         pass.dispatchWorkgroups(...grid2d(this.ctx, Math.ceil(rows / 64)));
       }
       pass.end();
@@ -466,12 +559,22 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
     encoder.clearBuffer(this.hist!);
     // scores again as 16-byte words: the binding rounded down to whole words.
     const words = Math.floor((rows * n * 4) / 16) * 16;
-    const scores4 = words > 0 ? { buffer: scores.buffer, offset: scores.offset ?? 0, size: words } : { buffer: this.dummyWords };
+    const scores4 =
+      words > 0 ? { buffer: scores.buffer, offset: scores.offset ?? 0, size: words } : { buffer: this.dummyWords };
     const groups = params.map((u, i) =>
       bindGroup(
         this.ctx,
         p.init!,
-        [res(scores), res(indices), vres, { buffer: this.state! }, { buffer: this.hist! }, { buffer: this.sel! }, u, scores4],
+        [
+          res(scores),
+          res(indices),
+          vres,
+          { buffer: this.state! },
+          { buffer: this.hist! },
+          { buffer: this.sel! },
+          u,
+          scores4,
+        ],
         i === 0 ? 'topk/radix' : `topk/radix.sort${i}`,
       ),
     );
@@ -509,10 +612,22 @@ function validateTopKOptions(ctx: TesseraDevice, opts: TopKOptions): { rows: num
   check(v === 'auto' || v === 'small' || v === 'radix', 'variant', 'one of "auto", "small", "radix"', v);
   const maxElems = Math.floor(ctx.limits.maxStorageBufferBindingSize / 4);
   if (opts.rows * opts.n > maxElems) {
-    fail('E_LIMIT', 'n', `rows * n = ${opts.rows * opts.n} scores exceed one storage binding;`, opts.n, `rows * n <= ${maxElems} (maxStorageBufferBindingSize / 4)`);
+    fail(
+      'E_LIMIT',
+      'n',
+      `rows * n = ${opts.rows * opts.n} scores exceed one storage binding;`,
+      opts.n,
+      `rows * n <= ${maxElems} (maxStorageBufferBindingSize / 4)`,
+    );
   }
   if (opts.rows * opts.k > maxElems) {
-    fail('E_LIMIT', 'k', `rows * k = ${opts.rows * opts.k} outputs exceed one storage binding;`, opts.k, `rows * k <= ${maxElems}`);
+    fail(
+      'E_LIMIT',
+      'k',
+      `rows * k = ${opts.rows * opts.k} outputs exceed one storage binding;`,
+      opts.k,
+      `rows * k <= ${maxElems}`,
+    );
   }
   return { rows: opts.rows, n: opts.n, k: opts.k };
 }
@@ -549,12 +664,14 @@ export interface TopKCallOptions {
  */
 export async function topK(device: DeviceLike, t: TopKTensors, opts: TopKCallOptions = {}): Promise<void> {
   const ctx = ctxOf(device);
-  if (t === null || typeof t !== 'object') fail('E_ARG', 'tensors', 'is not an object;', t, '{ scores, indices, values? }');
+  if (t === null || typeof t !== 'object')
+    fail('E_ARG', 'tensors', 'is not an object;', t, '{ scores, indices, values? }');
   const scores = checkTensor(t.scores, 'scores', { rank: 2, dtypes: ['f32'] });
   const indices = checkTensor(t.indices, 'indices', { rank: 2, dtypes: ['i32'] });
   const [rows, n] = scores.shape as [number, number];
   const k = indices.shape[1]!;
-  if (indices.shape[0] !== rows) fail('E_SHAPE', 'indices.shape[0]', 'does not match scores.shape[0];', indices.shape, `[${rows}, k]`);
+  if (indices.shape[0] !== rows)
+    fail('E_SHAPE', 'indices.shape[0]', 'does not match scores.shape[0];', indices.shape, `[${rows}, k]`);
   if (opts.checkFinite) {
     const words = new Uint32Array(await ctx.readback(scores.buffer, rows * n * 4, scores.offset ?? 0, 'scores.buffer'));
     for (let i = 0; i < words.length; i++) {

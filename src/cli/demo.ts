@@ -4,7 +4,9 @@ import type { Command } from 'commander';
 export function registerDemo(program: Command): void {
   program
     .command('demo')
-    .description('run a demo (needle: 10M-token sparse decode vs exact streaming; agents: persistent, forked, rewound sessions with shared-prefix decode)')
+    .description(
+      'run a demo (needle: 10M-token sparse decode vs exact streaming; agents: persistent, forked, rewound sessions with shared-prefix decode)',
+    )
     .argument('<name>', 'demo name')
     .allowUnknownOption(true)
     .allowExcessArguments(true)

@@ -20,7 +20,9 @@ export function printInfo(dev: TesseraDevice): string {
     'limits Tessera uses (WebGPU default in brackets):',
   ];
   for (const [k, v] of Object.entries(i.limits)) {
-    lines.push(`  ${k.padEnd(36)} ${String(v).padStart(12)}  [${(DEFAULT_LIMITS as unknown as Record<string, number>)[k]}]`);
+    lines.push(
+      `  ${k.padEnd(36)} ${String(v).padStart(12)}  [${(DEFAULT_LIMITS as unknown as Record<string, number>)[k]}]`,
+    );
   }
   return lines.join('\n');
 }

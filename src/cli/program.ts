@@ -44,7 +44,10 @@ export function createProgram(): Command {
       try {
         filter = o.filter ? new RegExp(o.filter) : undefined;
       } catch (e) {
-        throw new TesseraError('E_ARG', `--filter: not a regular expression (${(e as Error).message})`, { argument: '--filter', actual: o.filter });
+        throw new TesseraError('E_ARG', `--filter: not a regular expression (${(e as Error).message})`, {
+          argument: '--filter',
+          actual: o.filter,
+        });
       }
       // Damaged or empty golden data is a verify failure (exit 1), reported without a stack trace.
       let cases: ReturnType<typeof readManifest>;
@@ -58,11 +61,15 @@ export function createProgram(): Command {
       }
       const dev = await cliDevice(o);
       try {
-        const report = await verifyCases(dev, o.golden, cases, (mc) => loadCase(o.golden, mc), { filter, log: (l) => console.log(l) });
+        const report = await verifyCases(dev, o.golden, cases, (mc) => loadCase(o.golden, mc), {
+          filter,
+          log: (l) => console.log(l),
+        });
         console.log(`verify: ${report.passed} passed, ${report.failed} failed, ${report.skipped} skipped`);
         if (o.json) writeFileSync(o.json, JSON.stringify(report, null, 2));
         const ran = report.passed + report.failed + report.skipped;
-        if (ran === 0) console.error(`tessera: verify: no case ran${filter ? ` (--filter ${o.filter} matched none)` : ''}`);
+        if (ran === 0)
+          console.error(`tessera: verify: no case ran${filter ? ` (--filter ${o.filter} matched none)` : ''}`);
         process.exitCode = report.failed > 0 || report.skipped > 0 || ran === 0 ? 1 : 0;
       } finally {
         dev.destroy();

@@ -139,14 +139,23 @@ function appendTokens(cache: KvCache, seq: number, seed: number, t0: number, T: 
 }
 
 /** Tokens of `seq` in [start, start + n) equal the generator's (seed for positions >= from, else base seed). */
-function checkTokens(cache: KvCache, seq: number, start: number, n: number, seedAt: (t: number) => { seed: number; t: number }): number {
+function checkTokens(
+  cache: KvCache,
+  seq: number,
+  start: number,
+  n: number,
+  seedAt: (t: number) => { seed: number; t: number },
+): number {
   const { k, v } = cache.read(seq, start, n);
   const width = cache.Hkv * cache.D;
   let bad = 0;
   for (let j = 0; j < n; j++) {
     const { seed, t } = seedAt(start + j);
     for (let i = 0; i < width; i++) {
-      if (k[j * width + i] !== f16BitsToF32(tokenBits(seed, t, i)) || v[j * width + i] !== f16BitsToF32(tokenBits(seed + 1, t, i, 0x3fff))) {
+      if (
+        k[j * width + i] !== f16BitsToF32(tokenBits(seed, t, i)) ||
+        v[j * width + i] !== f16BitsToF32(tokenBits(seed + 1, t, i, 0x3fff))
+      ) {
         bad++;
         break;
       }
@@ -177,7 +186,14 @@ export function buildContext(dev: TesseraDevice, o: AgentsOptions, file: string)
   const L = layout(o);
   const t0 = performance.now();
   const store = new FileStore({ path: file });
-  const cache = createKvCache(dev, { Hkv: L.Hkv, D: L.D, pageSize: L.P, dtype: 'f16', gpuBudgetBytes: L.gpuBudget, store });
+  const cache = createKvCache(dev, {
+    Hkv: L.Hkv,
+    D: L.D,
+    pageSize: L.P,
+    dtype: 'f16',
+    gpuBudgetBytes: L.gpuBudget,
+    store,
+  });
   try {
     persistKvCache(cache, store.manifest(), { autoCommit: false });
     const base = cache.addSequence();
@@ -190,7 +206,11 @@ export function buildContext(dev: TesseraDevice, o: AgentsOptions, file: string)
 }
 
 /** Step 2 (in the child process): reopen, verify, fork, append, rewind, decode. */
-export async function resumeAgents(dev: TesseraDevice, o: AgentsOptions, file: string): Promise<Omit<AgentsResult, 'buildMs' | 'childMs' | 'kvBytes'>> {
+export async function resumeAgents(
+  dev: TesseraDevice,
+  o: AgentsOptions,
+  file: string,
+): Promise<Omit<AgentsResult, 'buildMs' | 'childMs' | 'kvBytes'>> {
   const L = layout(o);
   const A = o.agents;
   const privateTokens = o.privateTokens ?? 1024;
@@ -203,14 +223,24 @@ export async function resumeAgents(dev: TesseraDevice, o: AgentsOptions, file: s
   let manifestCommits = 0;
   const fm = store.manifest();
   const manifest = { kind: fm.kind, read: () => fm.read(), write: (b: Uint8Array) => (fm.write(b), manifestCommits++) };
-  const cache = openKvCache(dev, { store, manifest, gpuBudgetBytes: L.gpuBudget, Hkv: L.Hkv, D: L.D, pageSize: L.P, dtype: 'f16' });
+  const cache = openKvCache(dev, {
+    store,
+    manifest,
+    gpuBudgetBytes: L.gpuBudget,
+    Hkv: L.Hkv,
+    D: L.D,
+    pageSize: L.P,
+    dtype: 'f16',
+  });
   try {
     const reopenMs = performance.now() - t0;
     const base = 0;
     const N = cache.length(base);
     if (N !== o.context) throw new TesseraError('E_CORRUPT', `reopened context has ${N} tokens, expected ${o.context}`);
     const v = verifyKvCache(cache);
-    log(`reopened ${N.toLocaleString('en-US')} tokens in ${reopenMs.toFixed(0)} ms; ${v.checked} checksums, ${v.failed.length} failed`);
+    log(
+      `reopened ${N.toLocaleString('en-US')} tokens in ${reopenMs.toFixed(0)} ms; ${v.checked} checksums, ${v.failed.length} failed`,
+    );
     // A bit-exact sample: 64 tokens at 64 spread positions (and the last ones).
     let sampleChecked = 0;
     let sampleBad = 0;
@@ -237,8 +267,15 @@ export async function resumeAgents(dev: TesseraDevice, o: AgentsOptions, file: s
     const other = checkTokens(cache, agents[A - 1]!, N, privateTokens, (t) => ({ seed: agentSeed(A - 1), t }));
     const counts = pageCounts(cache);
     const sharedPages = sharedPrefixPages(cache, agents);
-    const rewindOk = rewindBad === 0 && other === 0 && cache.length(a0) === N + privateTokens && sharedPages === Math.floor(N / L.P) && cache.refCount(cache.pages(base)[0]!) === A + 1;
-    log(`forked ${A} agents (${counts.shared} pages shared, ${bytesCopiedOnFork} bytes copied), +${privateTokens} tokens each, rewind ${rewind} ok: ${rewindOk}`);
+    const rewindOk =
+      rewindBad === 0 &&
+      other === 0 &&
+      cache.length(a0) === N + privateTokens &&
+      sharedPages === Math.floor(N / L.P) &&
+      cache.refCount(cache.pages(base)[0]!) === A + 1;
+    log(
+      `forked ${A} agents (${counts.shared} pages shared, ${bytesCopiedOnFork} bytes copied), +${privateTokens} tokens each, rewind ${rewind} ok: ${rewindOk}`,
+    );
     // Decode.
     const ctx = cache.ctx;
     const { Hq, D } = { Hq: L.Hq, D: L.D };
@@ -270,13 +307,21 @@ export async function resumeAgents(dev: TesseraDevice, o: AgentsOptions, file: s
         for (let i = 0; i < q.length; i++) q[i] = f16BitsToF32(tokenBits(L.seed + 5000 + s, i, 0)) * 2;
         ctx.device.queue.writeBuffer(qBuf, 0, q);
         const a = performance.now();
-        const cs = await cascade.run(agents, { buffer: qBuf, shape: [A, Hq, D], dtype: 'f32' }, { o: { buffer: oShared, shape: [A, Hq, Dv], dtype: 'f32' } });
+        const cs = await cascade.run(
+          agents,
+          { buffer: qBuf, shape: [A, Hq, D], dtype: 'f32' },
+          { o: { buffer: oShared, shape: [A, Hq, Dv], dtype: 'f32' } },
+        );
         sharedMs += performance.now() - a;
         sharedBytes += cs.kvBytesRead;
         const b = performance.now();
         for (let i = 0; i < A; i++) {
           ctx.device.queue.writeBuffer(qOne, 0, q, i * Hq * D, Hq * D);
-          const es = await exact.run(agents[i]!, { buffer: qOne, shape: [1, Hq, D], dtype: 'f32' }, { o: { buffer: oOne, shape: [1, Hq, Dv], dtype: 'f32' } });
+          const es = await exact.run(
+            agents[i]!,
+            { buffer: qOne, shape: [1, Hq, D], dtype: 'f32' },
+            { o: { buffer: oOne, shape: [1, Hq, Dv], dtype: 'f32' } },
+          );
           const enc = ctx.device.createCommandEncoder();
           enc.copyBufferToBuffer(oOne, 0, oUnshared, i * Hq * Dv * 4, Hq * Dv * 4);
           ctx.device.queue.submit([enc.finish()]);
@@ -295,20 +340,43 @@ export async function resumeAgents(dev: TesseraDevice, o: AgentsOptions, file: s
           if (!Number.isFinite(x[i]!)) num = NaN;
         }
         // Sparse cascade: one Quest selection over the shared pages for all agents.
-        const sel = questSharedSelection(cache, agents, q, { Hq, budgetPages: questPages, sharedPages, f16ToF32: f16BitsToF32 });
+        const sel = questSharedSelection(cache, agents, q, {
+          Hq,
+          budgetPages: questPages,
+          sharedPages,
+          f16ToF32: f16BitsToF32,
+        });
         recall += sel.recall;
         const c = performance.now();
-        const qs = await cascade.run(agents, { buffer: qBuf, shape: [A, Hq, D], dtype: 'f32' }, { o: { buffer: oShared, shape: [A, Hq, Dv], dtype: 'f32' } }, { sharedSelection: sel.shared });
+        const qs = await cascade.run(
+          agents,
+          { buffer: qBuf, shape: [A, Hq, D], dtype: 'f32' },
+          { o: { buffer: oShared, shape: [A, Hq, Dv], dtype: 'f32' } },
+          { sharedSelection: sel.shared },
+        );
         questMs += performance.now() - c;
         questBytes += qs.kvBytesRead;
         // Per-agent selections, attended once as their union.
-        const uni = questSharedSelection(cache, agents, q, { Hq, budgetPages: questPages, sharedPages, mode: 'union', f16ToF32: f16BitsToF32 });
+        const uni = questSharedSelection(cache, agents, q, {
+          Hq,
+          budgetPages: questPages,
+          sharedPages,
+          mode: 'union',
+          f16ToF32: f16BitsToF32,
+        });
         const u0 = performance.now();
-        const us = await cascade.run(agents, { buffer: qBuf, shape: [A, Hq, D], dtype: 'f32' }, { o: { buffer: oShared, shape: [A, Hq, Dv], dtype: 'f32' } }, { sharedSelection: uni.shared });
+        const us = await cascade.run(
+          agents,
+          { buffer: qBuf, shape: [A, Hq, D], dtype: 'f32' },
+          { o: { buffer: oShared, shape: [A, Hq, Dv], dtype: 'f32' } },
+          { sharedSelection: uni.shared },
+        );
         unionMs += performance.now() - u0;
         unionBytes += us.kvBytesRead;
         unionPages += uni.shared.reduce((x, s) => x + s.length, 0) / cache.Hkv;
-        log(`step ${s + 1}/${steps}: shared ${cs.ms.toFixed(0)} ms, unshared ${um.toFixed(0)} ms, quest-shared ${qs.ms.toFixed(0)} ms (recall ${sel.recall.toFixed(3)})`);
+        log(
+          `step ${s + 1}/${steps}: shared ${cs.ms.toFixed(0)} ms, unshared ${um.toFixed(0)} ms, quest-shared ${qs.ms.toFixed(0)} ms (recall ${sel.recall.toFixed(3)})`,
+        );
       }
     } finally {
       cascade.dispose();
@@ -377,17 +445,26 @@ async function childMain(): Promise<void> {
 }
 
 /** Runs step 2 in a child process (node, with tsx when running from source). */
-export function runChild(o: AgentsOptions & { adapter?: string }, file: string): Promise<Omit<AgentsResult, 'buildMs' | 'childMs' | 'kvBytes'>> {
+export function runChild(
+  o: AgentsOptions & { adapter?: string },
+  file: string,
+): Promise<Omit<AgentsResult, 'buildMs' | 'childMs' | 'kvBytes'>> {
   const self = fileURLToPath(import.meta.url);
   const args = [...(self.endsWith('.ts') ? ['--import', 'tsx'] : []), self, '--child', JSON.stringify(o), file];
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], cwd: join(dirname(self), '..', '..') });
+    const child = spawn(process.execPath, args, {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      cwd: join(dirname(self), '..', '..'),
+    });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.on('error', reject);
     child.on('close', (code) => {
       const line = out.split('\n').find((l) => l.startsWith('@@AGENTS '));
-      if (code !== 0 || !line) reject(new TesseraError('E_STATE', `demo agents: the child process failed (exit ${code}): ${out.slice(-2000)}`));
+      if (code !== 0 || !line)
+        reject(
+          new TesseraError('E_STATE', `demo agents: the child process failed (exit ${code}): ${out.slice(-2000)}`),
+        );
       else resolve(JSON.parse(line.slice('@@AGENTS '.length)));
     });
   });
@@ -400,13 +477,18 @@ export function runChild(o: AgentsOptions & { adapter?: string }, file: string):
  * const r = await runAgents(dev, { context: 1_000_000, agents: 8 });
  */
 export async function runAgents(dev: TesseraDevice, o: AgentsOptions & { adapter?: string }): Promise<AgentsResult> {
-  const paths: Paths = o.dir ? { dir: o.dir, file: join(o.dir, 'agents-kv.bin'), removeDir: false } : (() => {
-    const dir = mkdtempSync(join(tmpdir(), 'tessera-agents-'));
-    return { dir, file: join(dir, 'kv.bin'), removeDir: true };
-  })();
+  const paths: Paths = o.dir
+    ? { dir: o.dir, file: join(o.dir, 'agents-kv.bin'), removeDir: false }
+    : (() => {
+        const dir = mkdtempSync(join(tmpdir(), 'tessera-agents-'));
+        return { dir, file: join(dir, 'kv.bin'), removeDir: true };
+      })();
   try {
     const b = buildContext(dev, o, paths.file);
-    if (!o.quiet) process.stderr.write(`built ${o.context.toLocaleString('en-US')} tokens (${(b.kvBytes / MiB).toFixed(0)} MiB) in ${(b.buildMs / 1000).toFixed(1)} s; closed; reopening in a child process\n`);
+    if (!o.quiet)
+      process.stderr.write(
+        `built ${o.context.toLocaleString('en-US')} tokens (${(b.kvBytes / MiB).toFixed(0)} MiB) in ${(b.buildMs / 1000).toFixed(1)} s; closed; reopening in a child process\n`,
+      );
     const t = performance.now();
     const r = await runChild(o, paths.file);
     return { ...r, buildMs: b.buildMs, childMs: performance.now() - t, kvBytes: b.kvBytes };
@@ -471,7 +553,10 @@ export async function agentsCli(argv: string[]): Promise<void> {
   }
 }
 
-if (process.argv.includes('--child') && fileURLToPath(import.meta.url) === process.argv[process.argv.indexOf('--child') - 1]) {
+if (
+  process.argv.includes('--child') &&
+  fileURLToPath(import.meta.url) === process.argv[process.argv.indexOf('--child') - 1]
+) {
   childMain().catch((e) => {
     process.stderr.write(String(e?.stack ?? e) + '\n');
     process.exit(1);

@@ -10,6 +10,11 @@ export const DEMOS: Record<string, (argv: string[]) => Promise<void>> = {
 
 export async function runDemoCli(name: string, argv: string[]): Promise<void> {
   const demo = DEMOS[name];
-  if (!demo) throw new TesseraError('E_ARG', `unknown demo "${name}"`, { argument: 'name', actual: name, expected: Object.keys(DEMOS).join(', ') || 'none yet' });
+  if (!demo)
+    throw new TesseraError('E_ARG', `unknown demo "${name}"`, {
+      argument: 'name',
+      actual: name,
+      expected: Object.keys(DEMOS).join(', ') || 'none yet',
+    });
   await demo(argv);
 }

@@ -101,7 +101,9 @@ function progress(label: string): (done: number, total: number) => void {
     const w = 30;
     const fill = Math.round((w * done) / Math.max(1, total));
     const s = ((performance.now() - t0) / 1000).toFixed(1);
-    process.stderr.write(`\r${label.padEnd(8)} [${'#'.repeat(fill)}${'.'.repeat(w - fill)}] ${(pct / 10).toFixed(1)}% ${s}s`);
+    process.stderr.write(
+      `\r${label.padEnd(8)} [${'#'.repeat(fill)}${'.'.repeat(w - fill)}] ${(pct / 10).toFixed(1)}% ${s}s`,
+    );
     if (done >= total) process.stderr.write('\n');
   };
 }
@@ -164,7 +166,7 @@ function needlePosition(tokens: number, seed: number): number {
  * needleMinTokens(1234); // 125
  */
 export function needleMinTokens(seed: number): number {
-  const s = (seed >>> 0) || 1;
+  const s = seed >>> 0 || 1;
   let n = 1;
   while (needlePosition(n, s) >= n) n++;
   return n;
@@ -178,21 +180,46 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
   const P = o.pageSize ?? 64;
   const budgetTokens = o.budgetTokens ?? 2048;
   const dtype = o.dtype ?? 'f16';
-  if (dtype !== 'f16' && dtype !== 'bf16') throw new TesseraError('E_UNSUPPORTED', `demo needle generates f16 or bf16 data; got ${dtype}`, { argument: 'dtype', actual: dtype });
+  if (dtype !== 'f16' && dtype !== 'bf16')
+    throw new TesseraError('E_UNSUPPORTED', `demo needle generates f16 or bf16 data; got ${dtype}`, {
+      argument: 'dtype',
+      actual: dtype,
+    });
   const gpuBudget = (o.gpuBudgetMiB ?? 256) * MiB;
   const seed = (o.seed ?? 1234) >>> 0 || 1;
   if (!Number.isInteger(N) || N < needleMinTokens(seed)) {
-    throw new TesseraError('E_ARG', `tokens: ${N} tokens cannot hold the needle (seed ${seed} plants it at ${needlePosition(Number(N) || 0, seed)})`, { argument: 'tokens', actual: N, expected: `at least ${needleMinTokens(seed)} tokens` });
+    throw new TesseraError(
+      'E_ARG',
+      `tokens: ${N} tokens cannot hold the needle (seed ${seed} plants it at ${needlePosition(Number(N) || 0, seed)})`,
+      { argument: 'tokens', actual: N, expected: `at least ${needleMinTokens(seed)} tokens` },
+    );
   }
   const log = (s: string) => !o.quiet && process.stderr.write(s + '\n');
   dev.resetPeak();
   // The cache gets the budget minus a reserve for the stream/quest workspaces (partials, scores, lists).
   const reserve = Math.min(32 * MiB, gpuBudget / 8);
   const perPageSummary = Hkv * D * 2 * ((o.mean ?? true) ? 3 : 2);
-  const levels = o.summaryLevels === 1 || o.summaryLevels === 2 ? o.summaryLevels : Math.ceil(N / P) * perPageSummary > gpuBudget / 4 ? 2 : 1;
+  const levels =
+    o.summaryLevels === 1 || o.summaryLevels === 2
+      ? o.summaryLevels
+      : Math.ceil(N / P) * perPageSummary > gpuBudget / 4
+        ? 2
+        : 1;
   if (levels !== 2) o.summaryStore?.close();
   const summaryStore = levels === 2 ? o.summaryStore : undefined;
-  const cache: KvCache = createKvCache(dev, { Hkv, D, pageSize: P, dtype, gpuBudgetBytes: gpuBudget - reserve, store: o.store, sinkPages: 1, recentPages: 1, meanSummaries: o.mean ?? true, summaryLevels: levels, summaryStore });
+  const cache: KvCache = createKvCache(dev, {
+    Hkv,
+    D,
+    pageSize: P,
+    dtype,
+    gpuBudgetBytes: gpuBudget - reserve,
+    store: o.store,
+    sinkPages: 1,
+    recentPages: 1,
+    meanSummaries: o.mean ?? true,
+    summaryLevels: levels,
+    summaryStore,
+  });
   let rssPeak = process.memoryUsage().rss;
   const sampleRss = () => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss));
   try {
@@ -252,9 +279,17 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
     const qT = { buffer: qBuf, shape: [1, Hq, D], dtype: 'f32' as const };
     // 2. Sparse decode (Quest). Planning compiles the pipelines; the run is timed on its own.
     const quest = await planQuestDecode(cache, { Hq, budgetTokens });
-    const sparse = await quest.run(seq, qT, { o: { buffer: oS, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lS, shape: [1, Hq], dtype: 'f32' } });
-    const warm = await quest.run(seq, qT, { o: { buffer: oS, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lS, shape: [1, Hq], dtype: 'f32' } });
-    log(`sparse   ${sparse.ms.toFixed(1)} ms (score+select ${sparse.scoreMs.toFixed(1)}, fetch+attend ${sparse.attendMs.toFixed(1)}; warm ${warm.ms.toFixed(1)} ms), ${sparse.selected[0]!.length} pages per KV head`);
+    const sparse = await quest.run(seq, qT, {
+      o: { buffer: oS, shape: [1, Hq, D], dtype: 'f32' },
+      lse: { buffer: lS, shape: [1, Hq], dtype: 'f32' },
+    });
+    const warm = await quest.run(seq, qT, {
+      o: { buffer: oS, shape: [1, Hq, D], dtype: 'f32' },
+      lse: { buffer: lS, shape: [1, Hq], dtype: 'f32' },
+    });
+    log(
+      `sparse   ${sparse.ms.toFixed(1)} ms (score+select ${sparse.scoreMs.toFixed(1)}, fetch+attend ${sparse.attendMs.toFixed(1)}; warm ${warm.ms.toFixed(1)} ms), ${sparse.selected[0]!.length} pages per KV head`,
+    );
     const needlePage = Math.floor(needlePos / P);
     const g = Hq / Hkv;
     // The needle is planted for the first query head of each KV group (key = 3 q of that head).
@@ -266,10 +301,19 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
     let exactTiles = 0;
     let oExact: Float32Array | undefined;
     const f64: Partial<NeedleResult> = {};
-    if (o.checkFloat64 && o.exact === false) throw new TesseraError('E_ARG', 'demo needle: --check-float64 needs the exact pass (drop --no-exact)', { argument: 'checkFloat64', actual: true });
+    if (o.checkFloat64 && o.exact === false)
+      throw new TesseraError('E_ARG', 'demo needle: --check-float64 needs the exact pass (drop --no-exact)', {
+        argument: 'checkFloat64',
+        actual: true,
+      });
     if (o.exact !== false) {
       const exact = await planStreamAttention(cache, { Hq });
-      const es = await exact.run(seq, qT, { o: { buffer: oE, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lE, shape: [1, Hq], dtype: 'f32' } }, { onProgress: o.quiet ? undefined : progress('exact'), measureOverlap: 8 });
+      const es = await exact.run(
+        seq,
+        qT,
+        { o: { buffer: oE, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lE, shape: [1, Hq], dtype: 'f32' } },
+        { onProgress: o.quiet ? undefined : progress('exact'), measureOverlap: 8 },
+      );
       exactMs = es.ms;
       if (es.overlap) {
         Object.assign(f64, {
@@ -279,7 +323,9 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
           overlapComputeMs: es.overlap.computeMs,
           overlapPipelinedMs: es.overlap.overlappedMs,
         });
-        log(`overlap  ${es.overlap.tiles} tiles: transfer ${es.overlap.transferMs.toFixed(0)} ms + compute ${es.overlap.computeMs.toFixed(0)} ms alone, ${es.overlap.overlappedMs.toFixed(0)} ms pipelined: ${(100 * es.overlap.fraction).toFixed(0)}% of the transfer hidden`);
+        log(
+          `overlap  ${es.overlap.tiles} tiles: transfer ${es.overlap.transferMs.toFixed(0)} ms + compute ${es.overlap.computeMs.toFixed(0)} ms alone, ${es.overlap.overlappedMs.toFixed(0)} ms pipelined: ${(100 * es.overlap.fraction).toFixed(0)}% of the transfer hidden`,
+        );
       }
       exactTiles = es.tiles;
       oExact = new Float32Array(await dev.readback(oE));
@@ -303,9 +349,17 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
         const lseN = new Float32Array(await dev.readback(lE));
         const got = [oExact, new Float32Array(0), new Float32Array(0)];
         const gotLse = [lseN, new Float32Array(0), new Float32Array(0)];
-        for (const [i, qx] of [[1, qr], [2, qs]] as const) {
+        for (const [i, qx] of [
+          [1, qr],
+          [2, qs],
+        ] as const) {
           dev.device.queue.writeBuffer(qBuf, 0, qx);
-          await exact.run(seq, qT, { o: { buffer: oE, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lE, shape: [1, Hq], dtype: 'f32' } }, { onProgress: o.quiet ? undefined : progress(`exact${i + 1}`) });
+          await exact.run(
+            seq,
+            qT,
+            { o: { buffer: oE, shape: [1, Hq, D], dtype: 'f32' }, lse: { buffer: lE, shape: [1, Hq], dtype: 'f32' } },
+            { onProgress: o.quiet ? undefined : progress(`exact${i + 1}`) },
+          );
           got[i] = new Float32Array(await dev.readback(oE));
           gotLse[i] = new Float32Array(await dev.readback(lE));
         }
@@ -316,11 +370,15 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
         qq.set(qr, Hq * D);
         qq.set(qs, 2 * Hq * D);
         const ref = decodeReference64(cache, seq, qq, { Hq, onProgress: o.quiet ? undefined : progress('float64') });
-        let rN = 0, lN = 0, rR = 0, lR = 0;
+        let rN = 0,
+          lN = 0,
+          rR = 0,
+          lR = 0;
         let share = Infinity;
         for (let qi = 0; qi < 3; qi++) {
           for (let h = 0; h < Hq; h++) {
-            let num = 0, den = 0;
+            let num = 0,
+              den = 0;
             for (let d = 0; d < D; d++) {
               const x = ref.o[(qi * Hq + h) * D + d]!;
               num += (got[qi]![h * D + d]! - x) ** 2;
@@ -335,7 +393,8 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
               rR = Math.max(rR, rel);
               lR = Math.max(lR, le);
             }
-            if (qi === 2 && planted(h)) share = Math.min(share, weight64(ref.o.subarray((qi * Hq + h) * D, (qi * Hq + h + 1) * D)));
+            if (qi === 2 && planted(h))
+              share = Math.min(share, weight64(ref.o.subarray((qi * Hq + h) * D, (qi * Hq + h + 1) * D)));
           }
         }
         Object.assign(f64, {
@@ -348,7 +407,9 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
           float64NeedleShare: share,
           float64Ms: performance.now() - tf,
         });
-        log(`float64  needle heads: rel RMS ${rN.toExponential(2)}, |lse err| ${lN.toExponential(2)}; random: rel RMS ${rR.toExponential(2)}, |lse err| ${lR.toExponential(2)}`);
+        log(
+          `float64  needle heads: rel RMS ${rN.toExponential(2)}, |lse err| ${lN.toExponential(2)}; random: rel RMS ${rR.toExponential(2)}, |lse err| ${lR.toExponential(2)}`,
+        );
       }
       exact.dispose();
     }
@@ -372,7 +433,9 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
       if (oExact) wE = Math.min(wE, weight(oExact, h));
     }
     // Sparse vs exact on the planted heads (the others are random queries, which Quest approximates).
-    if (oExact) for (let i = 0; i < oSparse.length; i++) if (planted(Math.floor(i / D))) maxDiff = Math.max(maxDiff, Math.abs(oSparse[i]! - oExact[i]!));
+    if (oExact)
+      for (let i = 0; i < oSparse.length; i++)
+        if (planted(Math.floor(i / D))) maxDiff = Math.max(maxDiff, Math.abs(oSparse[i]! - oExact[i]!));
     quest.dispose();
     for (const b of [qBuf, oS, oE, lS, lE]) dev.destroyBuffer(b);
     const stats = cache.stats();
@@ -442,8 +505,15 @@ export async function needleCli(argv: string[]): Promise<void> {
     .option('--no-exact', 'skip the exact streaming pass')
     .option('--no-mean', 'keep only the min/max summaries (no MoBA means): less GPU memory')
     .option('--seed <n>', 'random seed', '1234')
-    .option('--summary-levels <n>', '1, 2 or auto (2 when page summaries would take over a quarter of the GPU budget)', 'auto')
-    .option('--check-float64', 'check the exact pass against float64 attention over the stored K/V (needle and random queries)')
+    .option(
+      '--summary-levels <n>',
+      '1, 2 or auto (2 when page summaries would take over a quarter of the GPU budget)',
+      'auto',
+    )
+    .option(
+      '--check-float64',
+      'check the exact pass against float64 attention over the stored K/V (needle and random queries)',
+    )
     .option('--json <file>', 'write the results as JSON')
     .option('--adapter <name>', 'auto | swiftshader | llvmpipe')
     .exitOverride();
@@ -458,7 +528,9 @@ export async function needleCli(argv: string[]): Promise<void> {
     const { FileStore } = await import('../kv/file-store.js');
     store = new FileStore(typeof a.disk === 'string' ? { path: a.disk, removeOnClose: true } : {});
     // Two summary levels: the page summaries go to disk too, in a file beside the pages.
-    summaryStore = new FileStore(typeof a.disk === 'string' ? { path: `${a.disk}.summaries`, removeOnClose: true } : {});
+    summaryStore = new FileStore(
+      typeof a.disk === 'string' ? { path: `${a.disk}.summaries`, removeOnClose: true } : {},
+    );
   }
   try {
     const r = await runNeedle(dev, {
@@ -487,7 +559,10 @@ export async function needleCli(argv: string[]): Promise<void> {
       `  summaries: ${r.summaryLevels} level(s), GPU peak ${fmtBytes(r.summaryBytesGpuPeak)}, host ${fmtBytes(r.summaryBytesHost)} (page summaries in ${r.summaryTier})${r.summarySupers !== undefined ? `; ${r.summarySupersVisited} of ${r.summarySupers} super-pages visited, ${r.summaryPagesScored} pages scored, certified ${r.summarySelectionCertified}` : ''}`,
       `  GPU peak ${fmtBytes(r.gpuBytesPeak)} of ${fmtBytes(r.gpuBudgetBytes)} budget; host tier peak ${fmtBytes(r.hostBytesPeak)} (${r.hostBytesPeakFraction.toFixed(3)}x KV); RSS peak ${fmtBytes(r.rssPeakBytes)}; build ${(r.buildMs / 1000).toFixed(1)} s`,
     ];
-    if (r.float64RelRmsMax !== undefined) lines.push(`  vs float64: rel RMS of o ${r.float64RelRmsMax.toExponential(2)}, |lse error| ${r.float64LseErrMax!.toExponential(2)} (needle share of the scaled query ${r.float64NeedleShare!.toFixed(4)}; needle heads ${r.float64RelRmsNeedle!.toExponential(2)} / ${r.float64LseErrNeedle!.toExponential(2)}, random ${r.float64RelRmsRandom!.toExponential(2)} / ${r.float64LseErrRandom!.toExponential(2)})`);
+    if (r.float64RelRmsMax !== undefined)
+      lines.push(
+        `  vs float64: rel RMS of o ${r.float64RelRmsMax.toExponential(2)}, |lse error| ${r.float64LseErrMax!.toExponential(2)} (needle share of the scaled query ${r.float64NeedleShare!.toFixed(4)}; needle heads ${r.float64RelRmsNeedle!.toExponential(2)} / ${r.float64LseErrNeedle!.toExponential(2)}, random ${r.float64RelRmsRandom!.toExponential(2)} / ${r.float64LseErrRandom!.toExponential(2)})`,
+      );
     console.log(lines.join('\n'));
     if (a.json) writeFileSync(a.json, JSON.stringify(r, null, 2) + '\n');
   } finally {

@@ -126,7 +126,15 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
   const st: Xorshift = { s: (o.seed ?? 4321) >>> 0 || 1 };
   dev.resetPeak();
   const reserve = Math.min(48 * MiB, gpuBudget / 4);
-  const cache = createKvCache(dev, { Hkv: 1, D, pageSize: P, dtype: 'f16', gpuBudgetBytes: gpuBudget - reserve, store: o.store, meanSummaries: modes.includes('mean') });
+  const cache = createKvCache(dev, {
+    Hkv: 1,
+    D,
+    pageSize: P,
+    dtype: 'f16',
+    gpuBudgetBytes: gpuBudget - reserve,
+    store: o.store,
+    meanSummaries: modes.includes('mean'),
+  });
   const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST;
   const made: GPUBuffer[] = [];
   const buf = (bytes: number, label: string) => {
@@ -138,7 +146,8 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
     // Topics, queries, evidence positions.
     const u = Array.from({ length: nb }, () => Float32Array.from({ length: D }, () => (uniform(st) < 0.5 ? -1 : 1)));
     const q = new Float32Array(Tq * D);
-    for (let t = 0; t < Tq; t++) for (let d = 0; d < D; d++) q[t * D + d] = u[Math.floor(t / B)]![d]! + (uniform(st) - 0.5);
+    for (let t = 0; t < Tq; t++)
+      for (let d = 0; d < D; d++) q[t * D + d] = u[Math.floor(t / B)]![d]! + (uniform(st) - 0.5);
     const evidence = new Map<number, number>(); // position -> block
     for (let b = 0; b < nb; b++) for (let e = 0; e < E; e++) evidence.set(P + Math.floor(uniform(st) * (N - 2 * P)), b);
     // 1. Build the context.
@@ -152,7 +161,8 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
       fillWords(kw.subarray(0, (n * D) / 2), st);
       fillWords(vw.subarray(0, (n * D) / 2), st);
       const k16 = new Uint16Array(kw.buffer, 0, n * D);
-      for (const [pos, b] of evidence) if (pos >= t && pos < t + n) for (let d = 0; d < D; d++) k16[(pos - t) * D + d] = f32ToF16Bits(1.5 * u[b]![d]!);
+      for (const [pos, b] of evidence)
+        if (pos >= t && pos < t + n) for (let d = 0; d < D; d++) k16[(pos - t) * D + d] = f32ToF16Bits(1.5 * u[b]![d]!);
       cache.appendRaw(seq, { dtype: 'f16', k: k16, v: new Uint16Array(vw.buffer, 0, n * D) });
     }
     const buildMs = performance.now() - t0;
@@ -177,8 +187,19 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
         made.push(qb);
         const ob = buf(rows.length * D * 4, 'prefill.oSample');
         const lb = buf(Math.max(16, rows.length * 4), 'prefill.lseSample');
-        const stats = await plan.run(seq, { buffer: qb, shape: [rows.length, 1, D], dtype: 'f32' }, { o: { buffer: ob, shape: [rows.length, 1, D], dtype: 'f32' }, lse: { buffer: lb, shape: [rows.length, 1], dtype: 'f32' } });
-        return { ms: stats.ms, o: new Float32Array(await dev.readback(ob)), lse: new Float32Array(await dev.readback(lb, rows.length * 4)) };
+        const stats = await plan.run(
+          seq,
+          { buffer: qb, shape: [rows.length, 1, D], dtype: 'f32' },
+          {
+            o: { buffer: ob, shape: [rows.length, 1, D], dtype: 'f32' },
+            lse: { buffer: lb, shape: [rows.length, 1], dtype: 'f32' },
+          },
+        );
+        return {
+          ms: stats.ms,
+          o: new Float32Array(await dev.readback(ob)),
+          lse: new Float32Array(await dev.readback(lb, rows.length * 4)),
+        };
       } finally {
         plan.dispose();
       }
@@ -192,12 +213,25 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
       const slope = Math.max(0, (b.ms - a.ms) / Math.max(1, sampled.length - small.length));
       exactMs = b.ms + slope * (Tq - sampled.length);
       exactMsExtrapolated = true;
-      log(`exact (sampled): ${small.length} queries ${a.ms.toFixed(0)} ms, ${sampled.length} queries ${b.ms.toFixed(0)} ms -> ${Tq} queries about ${(exactMs / 1000).toFixed(1)} s`);
+      log(
+        `exact (sampled): ${small.length} queries ${a.ms.toFixed(0)} ms, ${sampled.length} queries ${b.ms.toFixed(0)} ms -> ${Tq} queries about ${(exactMs / 1000).toFixed(1)} s`,
+      );
     }
     // 3. Per-page exact partials of the sampled queries over the context pages (the pages wholly
     //    before the chunk: the selection candidates): each page's attention mass, for the recall.
     const nCtxPages = Math.floor(N / P);
-    const mass = S && exactMode !== 'none' ? (await perPagePass(dev, cache, seq, q, sampled.length > 64 ? sampled.filter((_, i) => i % Math.ceil(S / 64) === 0) : sampled, D, nCtxPages)) : undefined;
+    const mass =
+      S && exactMode !== 'none'
+        ? await perPagePass(
+            dev,
+            cache,
+            seq,
+            q,
+            sampled.length > 64 ? sampled.filter((_, i) => i % Math.ceil(S / 64) === 0) : sampled,
+            D,
+            nCtxPages,
+          )
+        : undefined;
     const massRows = sampled.length > 64 ? sampled.filter((_, i) => i % Math.ceil(S / 64) === 0) : sampled;
     // 4. Sparse prefill, one gate after the other (the first appends the chunk).
     const qBuf = dev.upload(q, { label: 'prefill.q' });
@@ -212,7 +246,12 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
       const plan = await planSparsePrefill(cache, { Hq: 1, Tq, blockSize: B, budgetTokens, mode, blockScore });
       let stats;
       try {
-        stats = await plan.run(seq, { buffer: qBuf, shape: [Tq, 1, D], dtype: 'f32' }, { o: { buffer: oBuf, shape: [Tq, 1, D], dtype: 'f32' }, lse: { buffer: lBuf, shape: [Tq, 1], dtype: 'f32' } }, gi === 0 ? { k: kChunk, v: vChunk } : {});
+        stats = await plan.run(
+          seq,
+          { buffer: qBuf, shape: [Tq, 1, D], dtype: 'f32' },
+          { o: { buffer: oBuf, shape: [Tq, 1, D], dtype: 'f32' }, lse: { buffer: lBuf, shape: [Tq, 1], dtype: 'f32' } },
+          gi === 0 ? { k: kChunk, v: vChunk } : {},
+        );
       } finally {
         plan.dispose();
       }
@@ -224,15 +263,26 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
         const plan2 = await planStreamAttention(cache, { Hq: 1, Tq });
         const oE = buf(Tq * D * 4, 'prefill.oExact');
         const lE = buf(Tq * 4, 'prefill.lseExact');
-        const es = await plan2.run(seq, { buffer: qBuf, shape: [Tq, 1, D], dtype: 'f32' }, { o: { buffer: oE, shape: [Tq, 1, D], dtype: 'f32' }, lse: { buffer: lE, shape: [Tq, 1], dtype: 'f32' } });
+        const es = await plan2.run(
+          seq,
+          { buffer: qBuf, shape: [Tq, 1, D], dtype: 'f32' },
+          { o: { buffer: oE, shape: [Tq, 1, D], dtype: 'f32' }, lse: { buffer: lE, shape: [Tq, 1], dtype: 'f32' } },
+        );
         plan2.dispose();
         exactMs = es.ms;
-        exactRows = { o: Float64Array.from(new Float32Array(await dev.readback(oE))), lse: Float64Array.from(new Float32Array(await dev.readback(lE))) };
+        exactRows = {
+          o: Float64Array.from(new Float32Array(await dev.readback(oE))),
+          lse: Float64Array.from(new Float32Array(await dev.readback(lE))),
+        };
       } else if (!exactRows && exactMode === 'sample') {
         exactRows = { o: new Float64Array(S * D), lse: new Float64Array(S) };
         sampled.forEach((t, i) => {
           const own = ownPart(q.subarray(t * D, (t + 1) * D), kChunk, vChunk, t, D);
-          const m = mergePartialsF64([{ o: ctxPart!.o.subarray(i * D, (i + 1) * D), lse: [ctxPart!.lse[i]!] }, own], 1, D);
+          const m = mergePartialsF64(
+            [{ o: ctxPart!.o.subarray(i * D, (i + 1) * D), lse: [ctxPart!.lse[i]!] }, own],
+            1,
+            D,
+          );
           exactRows!.o.set(m.o, i * D);
           exactRows!.lse[i] = m.lse[0]!;
         });
@@ -244,7 +294,9 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
       });
       const err = exactRows ? relErr(got.o, exactRows.o) : { relRms: NaN, maxAbs: NaN };
       const lseErr = exactRows ? relErr(got.lse, exactRows.lse).maxAbs : NaN;
-      const rec = mass ? recall(mass.mass, massRows, stats.selected, B, nCtxPages) : { selected: NaN, top: NaN, mass: NaN };
+      const rec = mass
+        ? recall(mass.mass, massRows, stats.selected, B, nCtxPages)
+        : { selected: NaN, top: NaN, mass: NaN };
       const kvBytes = cache.stats().kvBytes;
       selections.push(stats.selected);
       const g: PrefillGateResult = {
@@ -262,12 +314,19 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
         kvBytesReadFraction: (stats.summaryBytesRead + stats.pageBytesRead) / kvBytes,
       };
       gates.push(g);
-      log(`${mode.padEnd(5)} ${blockScore.padEnd(5)} sparse ${g.sparseMs.toFixed(0)} ms (score+select ${g.scoreMs.toFixed(0)}), recall ${g.selectedRecall.toFixed(3)} (top ${g.topPageRecall.toFixed(3)}, mass ${g.attentionMassRecall.toFixed(3)}), rel RMS vs exact ${g.relRmsVsExact.toExponential(2)}`);
+      log(
+        `${mode.padEnd(5)} ${blockScore.padEnd(5)} sparse ${g.sparseMs.toFixed(0)} ms (score+select ${g.scoreMs.toFixed(0)}), recall ${g.selectedRecall.toFixed(3)} (top ${g.topPageRecall.toFixed(3)}, mass ${g.attentionMassRecall.toFixed(3)}), rel RMS vs exact ${g.relRmsVsExact.toExponential(2)}`,
+      );
     }
     // Recall of each selection against the per-row scoring's for the same mode (sinks excluded).
     gates.forEach((g, i) => {
       const j = gates.findIndex((x) => x.mode === g.mode && x.blockScore === 'rows');
-      if (j >= 0) g.recallVsRows = selectionRecall(selections[i]!, selections[j]!, Math.min(cache.sinkPages, Math.floor(budgetTokens / P)));
+      if (j >= 0)
+        g.recallVsRows = selectionRecall(
+          selections[i]!,
+          selections[j]!,
+          Math.min(cache.sinkPages, Math.floor(budgetTokens / P)),
+        );
     });
     const first = gates[0]!;
     return {
@@ -302,7 +361,13 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
 }
 
 /** Float64 attention of one query over the chunk's keys 0..t (its own causal part). */
-function ownPart(q: Float32Array, k: Float32Array, v: Float32Array, t: number, D: number): { o: Float64Array; lse: Float64Array } {
+function ownPart(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  t: number,
+  D: number,
+): { o: Float64Array; lse: Float64Array } {
   const scale = 1 / Math.sqrt(D);
   const s = new Float64Array(t + 1);
   let m = -Infinity;
@@ -328,10 +393,28 @@ function ownPart(q: Float32Array, k: Float32Array, v: Float32Array, t: number, D
  * one part per page, non-causal), merged on the host in float64: the context part of exact
  * attention (`o`, `lse`) and each page's share of the query's context attention mass.
  */
-async function perPagePass(dev: TesseraDevice, cache: KvCache, seq: number, q: Float32Array, rows: number[], D: number, pages: number): Promise<{ o: Float64Array; lse: Float64Array; mass: Float64Array[] }> {
+async function perPagePass(
+  dev: TesseraDevice,
+  cache: KvCache,
+  seq: number,
+  q: Float32Array,
+  rows: number[],
+  D: number,
+  pages: number,
+): Promise<{ o: Float64Array; lse: Float64Array; mass: Float64Array[] }> {
   const R = rows.length;
   const tile = Math.min(cache.tilePages, 512);
-  const paged = await planPaged(dev, { Hq: 1, Hkv: 1, D, Dv: D, Tq: R, pageSize: cache.pageSize, dtype: cache.dtype, causal: false, maxCalls: 16 });
+  const paged = await planPaged(dev, {
+    Hq: 1,
+    Hkv: 1,
+    D,
+    Dv: D,
+    Tq: R,
+    pageSize: cache.pageSize,
+    dtype: cache.dtype,
+    causal: false,
+    maxCalls: 16,
+  });
   const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST;
   const qs = new Float32Array(R * D);
   rows.forEach((t, i) => qs.set(q.subarray(t * D, (t + 1) * D), i * D));
@@ -365,7 +448,10 @@ async function perPagePass(dev: TesseraDevice, cache: KvCache, seq: number, q: F
       for (const [bi, idx] of byBuf) {
         const base = order.length;
         for (const i of idx) {
-          sorted.set(words.subarray(i * PAGED_ENTRY_WORDS, (i + 1) * PAGED_ENTRY_WORDS), order.length * PAGED_ENTRY_WORDS);
+          sorted.set(
+            words.subarray(i * PAGED_ENTRY_WORDS, (i + 1) * PAGED_ENTRY_WORDS),
+            order.length * PAGED_ENTRY_WORDS,
+          );
           order.push(i);
         }
         paged.run(enc, {
@@ -408,7 +494,13 @@ async function perPagePass(dev: TesseraDevice, cache: KvCache, seq: number, q: F
   return { o: acc, lse, mass };
 }
 
-function recall(mass: Float64Array[], rows: number[], selected: Int32Array[][], B: number, pages: number): { selected: number; top: number; mass: number } {
+function recall(
+  mass: Float64Array[],
+  rows: number[],
+  selected: Int32Array[][],
+  B: number,
+  pages: number,
+): { selected: number; top: number; mass: number } {
   let heavyHit = 0;
   let heavy = 0;
   let topHit = 0;
@@ -467,7 +559,11 @@ export async function prefillCli(argv: string[]): Promise<void> {
     .option('--samples <n>', 'sampled queries for --exact sample', '16')
     .option('--evidence <n>', 'planted evidence tokens per block', '4')
     .option('--modes <list>', 'gates: quest,mean', 'quest,mean')
-    .option('--block-score <list>', 'page score per block: bound (query box), rows (every query), or bound,rows (recall of bound vs rows)', 'bound')
+    .option(
+      '--block-score <list>',
+      'page score per block: bound (query box), rows (every query), or bound,rows (recall of bound vs rows)',
+      'bound',
+    )
     .option('--disk [path]', 'keep the cache on disk (a file; default a temp file)')
     .option('--seed <n>', 'random seed', '4321')
     .option('--json <file>', 'write the results as JSON')
@@ -476,11 +572,23 @@ export async function prefillCli(argv: string[]): Promise<void> {
   cmd.parse(argv, { from: 'user' });
   const a = cmd.opts();
   const exact = String(a.exact);
-  if (!['full', 'sample', 'none', 'auto'].includes(exact)) throw new TesseraError('E_ARG', `--exact: one of full, sample, none, auto; got ${exact}`, { argument: 'exact', actual: exact });
+  if (!['full', 'sample', 'none', 'auto'].includes(exact))
+    throw new TesseraError('E_ARG', `--exact: one of full, sample, none, auto; got ${exact}`, {
+      argument: 'exact',
+      actual: exact,
+    });
   const modes = String(a.modes).split(',');
-  if (!modes.length || modes.some((m) => m !== 'quest' && m !== 'mean')) throw new TesseraError('E_ARG', `--modes: quest and/or mean; got ${a.modes}`, { argument: 'modes', actual: a.modes });
+  if (!modes.length || modes.some((m) => m !== 'quest' && m !== 'mean'))
+    throw new TesseraError('E_ARG', `--modes: quest and/or mean; got ${a.modes}`, {
+      argument: 'modes',
+      actual: a.modes,
+    });
   const blockScores = String(a.blockScore).split(',');
-  if (!blockScores.length || blockScores.some((m) => m !== 'bound' && m !== 'rows')) throw new TesseraError('E_ARG', `--block-score: bound and/or rows; got ${a.blockScore}`, { argument: 'block-score', actual: a.blockScore });
+  if (!blockScores.length || blockScores.some((m) => m !== 'bound' && m !== 'rows'))
+    throw new TesseraError('E_ARG', `--block-score: bound and/or rows; got ${a.blockScore}`, {
+      argument: 'block-score',
+      actual: a.blockScore,
+    });
   const dev = await cliDevice({ adapter: a.adapter });
   let store: Store | undefined;
   if (a.disk) {
@@ -505,7 +613,10 @@ export async function prefillCli(argv: string[]): Promise<void> {
     });
     const lines = [
       `prefill demo on ${r.adapter}: ${r.chunk} new tokens (${r.blocks} blocks of ${r.blockSize}) over ${r.context.toLocaleString('en-US')} tokens, D=${r.headDim}, page ${r.pageSize}, budget ${r.budgetTokens} tokens per block, ${r.store} tier`,
-      ...r.gates.map((g) => `  ${g.mode.padEnd(5)} ${g.blockScore.padEnd(5)}: ${g.recallVsRows !== undefined ? `recall vs rows ${g.recallVsRows.toFixed(3)}, ` : ''}selected recall ${g.selectedRecall.toFixed(3)}, top-page recall ${g.topPageRecall.toFixed(3)}, mass recall ${g.attentionMassRecall.toFixed(4)}; rel RMS vs exact ${g.relRmsVsExact.toExponential(2)} (lse ${g.lseMaxAbsDiff.toExponential(2)}); sparse ${(g.sparseMs / 1000).toFixed(2)} s; read ${(100 * g.kvBytesReadFraction).toFixed(2)}% of KV bytes`),
+      ...r.gates.map(
+        (g) =>
+          `  ${g.mode.padEnd(5)} ${g.blockScore.padEnd(5)}: ${g.recallVsRows !== undefined ? `recall vs rows ${g.recallVsRows.toFixed(3)}, ` : ''}selected recall ${g.selectedRecall.toFixed(3)}, top-page recall ${g.topPageRecall.toFixed(3)}, mass recall ${g.attentionMassRecall.toFixed(4)}; rel RMS vs exact ${g.relRmsVsExact.toExponential(2)} (lse ${g.lseMaxAbsDiff.toExponential(2)}); sparse ${(g.sparseMs / 1000).toFixed(2)} s; read ${(100 * g.kvBytesReadFraction).toFixed(2)}% of KV bytes`,
+      ),
       `  exact (${r.exact}, ${r.exactQueries} queries checked): ${(r.exactMs / 1000).toFixed(1)} s${r.exactMsExtrapolated ? ' (extrapolated to the whole chunk)' : ''}; speedup ${r.speedup.toFixed(1)}x; append ${r.appendMs.toFixed(0)} ms`,
       `  GPU peak ${(r.gpuBytesPeak / MiB).toFixed(1)} MiB of ${(r.gpuBudgetBytes / MiB).toFixed(0)} MiB; build ${(r.buildMs / 1000).toFixed(1)} s`,
     ];

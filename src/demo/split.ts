@@ -86,8 +86,25 @@ export async function runSplit(o: SplitOptions): Promise<SplitResult> {
   const log = (s: string) => !o.quiet && console.error(s);
   for (const d of devs) d.resetPeak();
   o.oneDevice?.resetPeak();
-  const split = createSplitKvCache(devs, { Hkv: 1, D, pageSize: P, dtype: 'f16', stripeTokens: stripe, gpuBudgetBytes: gpuBudget - 32 * MiB, meanSummaries: false });
-  const one = o.oneDevice ? createKvCache(o.oneDevice, { Hkv: 1, D, pageSize: P, dtype: 'f16', gpuBudgetBytes: gpuBudget - 32 * MiB, meanSummaries: false }) : undefined;
+  const split = createSplitKvCache(devs, {
+    Hkv: 1,
+    D,
+    pageSize: P,
+    dtype: 'f16',
+    stripeTokens: stripe,
+    gpuBudgetBytes: gpuBudget - 32 * MiB,
+    meanSummaries: false,
+  });
+  const one = o.oneDevice
+    ? createKvCache(o.oneDevice, {
+        Hkv: 1,
+        D,
+        pageSize: P,
+        dtype: 'f16',
+        gpuBudgetBytes: gpuBudget - 32 * MiB,
+        meanSummaries: false,
+      })
+    : undefined;
   try {
     const st: Xorshift = { s: (o.seed ?? 1234) >>> 0 || 1 };
     const q = new Float32Array(Hq * D);
@@ -120,7 +137,9 @@ export async function runSplit(o: SplitOptions): Promise<SplitResult> {
       one?.appendRaw(s1, { dtype: 'f16', k: k16, v: v16 });
     }
     const buildMs = performance.now() - t0;
-    log(`built ${N.toLocaleString('en-US')} tokens on ${devs.length} devices${one ? ' and on one' : ''} in ${(buildMs / 1000).toFixed(1)} s`);
+    log(
+      `built ${N.toLocaleString('en-US')} tokens on ${devs.length} devices${one ? ' and on one' : ''} in ${(buildMs / 1000).toFixed(1)} s`,
+    );
     const plan = await planSplitDecode(split, { Hq });
     const qr = new Float32Array(Hq * D);
     for (let i = 0; i < qr.length; i++) {
@@ -202,7 +221,10 @@ export async function splitCli(argv: string[]): Promise<void> {
   const cmd = new Command('split')
     .option('--tokens <n>', 'context length in tokens', '1000000')
     .option('--devices <n>', 'devices to split over', '2')
-    .option('--adapters <list>', 'adapter per device, comma separated (auto | swiftshader | llvmpipe); default --adapter for all')
+    .option(
+      '--adapters <list>',
+      'adapter per device, comma separated (auto | swiftshader | llvmpipe); default --adapter for all',
+    )
     .option('--stripe <n>', 'tokens per stripe', '65536')
     .option('--q-heads <n>', 'query heads', '1')
     .option('--page-size <n>', 'tokens per page', '64')
@@ -216,7 +238,11 @@ export async function splitCli(argv: string[]): Promise<void> {
   const a = cmd.opts();
   const n = positiveInt(a.devices, 'devices');
   const names = a.adapters ? String(a.adapters).split(',') : Array.from({ length: n }, () => a.adapter);
-  if (names.length !== n) throw new TesseraError('E_ARG', `--adapters: ${names.length} names for ${n} devices`, { argument: 'adapters', actual: a.adapters });
+  if (names.length !== n)
+    throw new TesseraError('E_ARG', `--adapters: ${names.length} names for ${n} devices`, {
+      argument: 'adapters',
+      actual: a.adapters,
+    });
   const devs: TesseraDevice[] = [];
   try {
     for (const name of names) devs.push(await cliDevice({ adapter: name }));

@@ -50,7 +50,11 @@ export const GALLIVM_LOOP_LIMIT = 65535;
 export function loopBudget(limit: number | { readonly loopLimit: number }): number {
   const l = typeof limit === 'number' ? limit : limit?.loopLimit;
   if (typeof l !== 'number' || !(l >= 1)) {
-    throw new TesseraError('E_ARG', 'loopLimit: is not a positive number', { argument: 'loopLimit', actual: l, expected: 'a number >= 1 (or Infinity), or a TesseraDevice' });
+    throw new TesseraError('E_ARG', 'loopLimit: is not a positive number', {
+      argument: 'loopLimit',
+      actual: l,
+      expected: 'a number >= 1 (or Infinity), or a TesseraDevice',
+    });
   }
   return Number.isFinite(l) ? Math.floor(l * 0.9) : Number.POSITIVE_INFINITY;
 }
@@ -82,7 +86,8 @@ const SOFTWARE_NAMES = ['swiftshader', 'llvmpipe', 'lavapipe', 'warp'];
  */
 export function classifyAdapter(a: AdapterDescription): AdapterClassification {
   const all = [a.architecture, a.description, a.vendor, a.device].join(' ').toLowerCase();
-  const cls: AdapterClass = a.isFallbackAdapter || /swiftshader|llvmpipe|lavapipe|softpipe|warp|microsoft basic/.test(all) ? 'cpu' : 'gpu';
+  const cls: AdapterClass =
+    a.isFallbackAdapter || /swiftshader|llvmpipe|lavapipe|softpipe|warp|microsoft basic/.test(all) ? 'cpu' : 'gpu';
   return { class: cls, name: adapterShortName(a, all), loopLimit: adapterLoopLimit(a) };
 }
 
@@ -95,7 +100,11 @@ function adapterShortName(a: AdapterDescription, all: string): string {
 
 /** The adapter's description from WebGPU's `GPUAdapterInfo` (missing fields empty). */
 export function describeAdapter(info: GPUAdapterInfo | undefined, isFallback = false): AdapterDescription {
-  const i = (info ?? {}) as Partial<GPUAdapterInfo> & { isFallbackAdapter?: boolean; subgroupMinSize?: number; subgroupMaxSize?: number };
+  const i = (info ?? {}) as Partial<GPUAdapterInfo> & {
+    isFallbackAdapter?: boolean;
+    subgroupMinSize?: number;
+    subgroupMaxSize?: number;
+  };
   return {
     vendor: i.vendor ?? '',
     architecture: i.architecture ?? '',

@@ -89,7 +89,12 @@ export function instrumentDevice(device: GPUDevice): boolean {
     { [INSTRUMENTED]: true as const },
   );
   try {
-    Object.defineProperty(device, 'createBuffer', { value: createBuffer, writable: true, configurable: true, enumerable: false });
+    Object.defineProperty(device, 'createBuffer', {
+      value: createBuffer,
+      writable: true,
+      configurable: true,
+      enumerable: false,
+    });
   } catch {
     return false;
   }
@@ -97,7 +102,13 @@ export function instrumentDevice(device: GPUDevice): boolean {
 }
 
 function isGpuBuffer(b: unknown): b is GPUBuffer {
-  return b !== null && typeof b === 'object' && typeof (b as GPUBuffer).size === 'number' && typeof (b as GPUBuffer).usage === 'number' && typeof (b as GPUBuffer).mapAsync === 'function';
+  return (
+    b !== null &&
+    typeof b === 'object' &&
+    typeof (b as GPUBuffer).size === 'number' &&
+    typeof (b as GPUBuffer).usage === 'number' &&
+    typeof (b as GPUBuffer).mapAsync === 'function'
+  );
 }
 
 function describeBuffer(b: GPUBuffer): string {
@@ -133,7 +144,11 @@ export function checkBuffer(ctx: BufferOwner | undefined, b: unknown, argument: 
   if (p === null) return;
   const buf = b as GPUBuffer;
   if (p === 'destroyed') {
-    throw new TesseraError('E_BUFFER', `${argument}: is destroyed (${describeBuffer(buf)}); a destroyed buffer cannot be bound`, { argument, expected: 'a live GPUBuffer' });
+    throw new TesseraError(
+      'E_BUFFER',
+      `${argument}: is destroyed (${describeBuffer(buf)}); a destroyed buffer cannot be bound`,
+      { argument, expected: 'a live GPUBuffer' },
+    );
   }
   const owner = bufferDevices.get(buf);
   const mine = ctx!.device.label ? `device "${ctx!.device.label}"` : 'this device';
@@ -154,7 +169,8 @@ export function checkBuffer(ctx: BufferOwner | undefined, b: unknown, argument: 
 export function bufferErrorFromValidation(what: string, message: string): TesseraError | null {
   const line = message.split('\n')[0] ?? '';
   if (!/\bbuffer\b/i.test(line)) return null;
-  if (/\bdestroyed\b/i.test(line)) return new TesseraError('E_BUFFER', `${what}: a destroyed buffer was used: ${message.trim()}`);
+  if (/\bdestroyed\b/i.test(line))
+    return new TesseraError('E_BUFFER', `${what}: a destroyed buffer was used: ${message.trim()}`);
   if (/associated with \[Device.*cannot be used with \[Device|different device|device mismatch/i.test(line)) {
     return new TesseraError('E_BUFFER', `${what}: a buffer of another device was used: ${message.trim()}`);
   }

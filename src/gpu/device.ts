@@ -15,7 +15,14 @@
 import { TesseraError } from '../errors.js';
 import { GPUBufferUsageFlags, GPUMapModeFlags } from './flags.js';
 import { classifyAdapter, describeAdapter, type AdapterClass, type AdapterDescription } from './adapter.js';
-import { bufferErrorFromValidation, checkBuffer, instrumentDevice, onBufferDestroyed, registerBuffer, type BufferTracking } from './buffers.js';
+import {
+  bufferErrorFromValidation,
+  checkBuffer,
+  instrumentDevice,
+  onBufferDestroyed,
+  registerBuffer,
+  type BufferTracking,
+} from './buffers.js';
 
 export {
   GALLIVM_LOOP_LIMIT,
@@ -27,7 +34,13 @@ export {
   type AdapterClassification,
   type AdapterDescription,
 } from './adapter.js';
-export { bufferErrorFromValidation, bufferProblem, checkBuffer, type BufferOwner, type BufferTracking } from './buffers.js';
+export {
+  bufferErrorFromValidation,
+  bufferProblem,
+  checkBuffer,
+  type BufferOwner,
+  type BufferTracking,
+} from './buffers.js';
 export { adapterFromEnv } from './env.js';
 export { submitEpoch } from './epoch.js';
 
@@ -152,7 +165,11 @@ export class TesseraDevice {
    */
   readonly loopLimit: number;
 
-  constructor(device: GPUDevice, adapter: AdapterDescription, opts: { owned: boolean; keepAlive?: unknown; release?: () => void; loopLimit?: number }) {
+  constructor(
+    device: GPUDevice,
+    adapter: AdapterDescription,
+    opts: { owned: boolean; keepAlive?: unknown; release?: () => void; loopLimit?: number },
+  ) {
     this.device = device;
     this.adapter = adapter;
     const cls = classifyAdapter(adapter);
@@ -163,7 +180,11 @@ export class TesseraDevice {
     this.adapterClass = cls.class;
     this.adapterName = cls.name;
     const f = device.features;
-    this.features = { shaderF16: f.has('shader-f16'), subgroups: f.has('subgroups'), timestampQuery: f.has('timestamp-query') };
+    this.features = {
+      shaderF16: f.has('shader-f16'),
+      subgroups: f.has('subgroups'),
+      timestampQuery: f.has('timestamp-query'),
+    };
     const l = device.limits;
     this.limits = {
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
@@ -214,7 +235,10 @@ export class TesseraDevice {
 
   private lostError(): TesseraError {
     const i = this.lostInfo;
-    return new TesseraError('E_DEVICE_LOST', `the GPU device was lost (${i?.reason ?? 'unknown'}): ${i?.message ?? ''}`.trim());
+    return new TesseraError(
+      'E_DEVICE_LOST',
+      `the GPU device was lost (${i?.reason ?? 'unknown'}): ${i?.message ?? ''}`.trim(),
+    );
   }
 
   /** Throws `E_DEVICE_LOST` when the device is gone. */
@@ -272,10 +296,12 @@ export class TesseraDevice {
       throw e;
     }
     const pops = Promise.all([d.popErrorScope(), d.popErrorScope(), d.popErrorScope()]);
-    const errors = observe(this.raceLost(pops).then(([validation, oom, internal]) => {
-      const err = scopeError(what, validation, oom, internal);
-      if (err) throw err;
-    }));
+    const errors = observe(
+      this.raceLost(pops).then(([validation, oom, internal]) => {
+        const err = scopeError(what, validation, oom, internal);
+        if (err) throw err;
+      }),
+    );
     return { value, errors };
   }
 
@@ -293,11 +319,15 @@ export class TesseraDevice {
   createBuffer(desc: GPUBufferDescriptor): GPUBuffer {
     this.assertAlive();
     if (desc.size > this.limits.maxBufferSize) {
-      throw new TesseraError('E_LIMIT', `buffer "${desc.label ?? ''}" of ${desc.size} bytes exceeds the device's maxBufferSize`, {
-        argument: 'size',
-        actual: desc.size,
-        expected: `at most ${this.limits.maxBufferSize} bytes`,
-      });
+      throw new TesseraError(
+        'E_LIMIT',
+        `buffer "${desc.label ?? ''}" of ${desc.size} bytes exceeds the device's maxBufferSize`,
+        {
+          argument: 'size',
+          actual: desc.size,
+          expected: `at most ${this.limits.maxBufferSize} bytes`,
+        },
+      );
     }
     const size = Math.max(4, Math.ceil(desc.size / 4) * 4);
     const b = this.device.createBuffer({ ...desc, size });
@@ -320,16 +350,20 @@ export class TesseraDevice {
 
   /** Creates a buffer filled with `data` (STORAGE | COPY_SRC | COPY_DST unless `usage` given). */
   upload(data: ArrayBufferView, opts: { usage?: number; label?: string; size?: number } = {}): GPUBuffer {
-    const usage = opts.usage ?? GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST;
+    const usage =
+      opts.usage ?? GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST;
     const size = Math.max(opts.size ?? 0, Math.ceil(data.byteLength / 4) * 4, 4);
     const b = this.createBuffer({ size, usage, label: opts.label });
     if (data.byteLength > 0) {
       const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      const padded = bytes.byteLength % 4 === 0 ? bytes : (() => {
-        const p = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
-        p.set(bytes);
-        return p;
-      })();
+      const padded =
+        bytes.byteLength % 4 === 0
+          ? bytes
+          : (() => {
+              const p = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+              p.set(bytes);
+              return p;
+            })();
       this.device.queue.writeBuffer(b, 0, padded as Uint8Array<ArrayBuffer>);
     }
     return b;
@@ -343,7 +377,11 @@ export class TesseraDevice {
     this.assertAlive();
     checkBuffer(this, src, argument);
     const rounded = Math.ceil(size / 4) * 4;
-    const staging = this.createBuffer({ size: rounded, usage: GPUBufferUsageFlags.MAP_READ | GPUBufferUsageFlags.COPY_DST, label: 'tessera.readback' });
+    const staging = this.createBuffer({
+      size: rounded,
+      usage: GPUBufferUsageFlags.MAP_READ | GPUBufferUsageFlags.COPY_DST,
+      label: 'tessera.readback',
+    });
     try {
       const { errors } = this.section('readback', () => {
         const enc = this.device.createCommandEncoder({ label: 'tessera.readback' });
@@ -393,7 +431,9 @@ export class TesseraDevice {
       threw = true;
       thrown = e;
     }
-    const [validation, oom, internal] = await this.raceLost(Promise.all([d.popErrorScope(), d.popErrorScope(), d.popErrorScope()]));
+    const [validation, oom, internal] = await this.raceLost(
+      Promise.all([d.popErrorScope(), d.popErrorScope(), d.popErrorScope()]),
+    );
     if (threw) throw thrown;
     const err = scopeError(what, validation, oom, internal);
     if (err) throw err;
@@ -417,8 +457,17 @@ export class TesseraDevice {
 }
 
 /** The typed error for what a section's or scope's three error scopes captured, or null. */
-function scopeError(what: string, validation: GPUError | null, oom: GPUError | null, internal: GPUError | null): TesseraError | null {
-  if (validation) return bufferErrorFromValidation(what, validation.message) ?? new TesseraError('E_GPU_VALIDATION', `${what}: GPU validation error: ${validation.message}`);
+function scopeError(
+  what: string,
+  validation: GPUError | null,
+  oom: GPUError | null,
+  internal: GPUError | null,
+): TesseraError | null {
+  if (validation)
+    return (
+      bufferErrorFromValidation(what, validation.message) ??
+      new TesseraError('E_GPU_VALIDATION', `${what}: GPU validation error: ${validation.message}`)
+    );
   if (oom) return new TesseraError('E_GPU_OOM', `${what}: GPU out of memory: ${oom.message}`);
   if (internal) return new TesseraError('E_GPU_INTERNAL', `${what}: GPU internal error: ${internal.message}`);
   return null;
@@ -450,13 +499,23 @@ export type DeviceLike = GPUDevice | TesseraDevice;
  * const plan = await planAttention(ctx, { ... });
  * const tracked = wrapDevice(myEngine.device, { trackBuffers: true }); // same context, now 'new'
  */
-export function wrapDevice(device: GPUDevice | TesseraDevice, options?: WrapDeviceOptions | GPUAdapterInfo): TesseraDevice {
+export function wrapDevice(
+  device: GPUDevice | TesseraDevice,
+  options?: WrapDeviceOptions | GPUAdapterInfo,
+): TesseraDevice {
   if (!(device instanceof TesseraDevice) && (!device || typeof (device as GPUDevice).createBuffer !== 'function')) {
-    throw new TesseraError('E_ARG', 'device: is not a GPUDevice or TesseraDevice', { argument: 'device', actual: typeof device });
+    throw new TesseraError('E_ARG', 'device: is not a GPUDevice or TesseraDevice', {
+      argument: 'device',
+      actual: typeof device,
+    });
   }
   const opts: WrapDeviceOptions = isWrapOptions(options) ? options : { adapterInfo: options };
   if (opts.trackBuffers !== undefined && typeof opts.trackBuffers !== 'boolean') {
-    throw new TesseraError('E_ARG', 'trackBuffers: is not a boolean', { argument: 'trackBuffers', actual: opts.trackBuffers, expected: 'true or false' });
+    throw new TesseraError('E_ARG', 'trackBuffers: is not a boolean', {
+      argument: 'trackBuffers',
+      actual: opts.trackBuffers,
+      expected: 'true or false',
+    });
   }
   let ctx = device instanceof TesseraDevice ? device : wrapped.get(device);
   if (!ctx) {
@@ -480,7 +539,9 @@ export function ctxOf(d: DeviceLike): TesseraDevice {
   return wrapDevice(d);
 }
 
-async function getGpu(opts: RequestDeviceOptions): Promise<{ gpu: GPU; keepAlive?: unknown; release?: () => void; notes: string[] }> {
+async function getGpu(
+  opts: RequestDeviceOptions,
+): Promise<{ gpu: GPU; keepAlive?: unknown; release?: () => void; notes: string[] }> {
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
   if (nav?.gpu && !(globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node) {
     return { gpu: nav.gpu, notes: [] };
@@ -506,7 +567,9 @@ async function getGpu(opts: RequestDeviceOptions): Promise<{ gpu: GPU; keepAlive
  */
 export async function requestDevice(opts: RequestDeviceOptions = {}): Promise<TesseraDevice> {
   const { gpu, keepAlive, release, notes } = await getGpu(opts);
-  const adapterOpts: GPURequestAdapterOptions & { featureLevel?: string } = { powerPreference: opts.powerPreference ?? 'high-performance' };
+  const adapterOpts: GPURequestAdapterOptions & { featureLevel?: string } = {
+    powerPreference: opts.powerPreference ?? 'high-performance',
+  };
   if (opts.compatibility || opts.adapter === 'llvmpipe') adapterOpts.featureLevel = 'compatibility';
   const adapter = await gpu.requestAdapter(adapterOpts);
   if (!adapter) {
@@ -528,7 +591,14 @@ export async function requestDevice(opts: RequestDeviceOptions = {}): Promise<Te
   const requiredLimits: Record<string, number> = {};
   if (!opts.defaultLimits) {
     const al = adapter.limits;
-    for (const k of ['maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize', 'maxStorageBuffersPerShaderStage', 'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX'] as const) {
+    for (const k of [
+      'maxStorageBufferBindingSize',
+      'maxBufferSize',
+      'maxComputeWorkgroupStorageSize',
+      'maxStorageBuffersPerShaderStage',
+      'maxComputeInvocationsPerWorkgroup',
+      'maxComputeWorkgroupSizeX',
+    ] as const) {
       const v = al[k];
       if (typeof v === 'number' && v > DEFAULT_LIMITS[k]) requiredLimits[k] = v;
     }
@@ -545,17 +615,24 @@ export async function requestDevice(opts: RequestDeviceOptions = {}): Promise<Te
   }
   if (opts.loopLimit !== undefined && !(Number.isInteger(opts.loopLimit) && opts.loopLimit >= 1024)) {
     release?.();
-    throw new TesseraError('E_ARG', 'loopLimit: is not an integer of at least 1024', { argument: 'loopLimit', actual: opts.loopLimit, expected: 'an integer >= 1024' });
+    throw new TesseraError('E_ARG', 'loopLimit: is not an integer of at least 1024', {
+      argument: 'loopLimit',
+      actual: opts.loopLimit,
+      expected: 'an integer >= 1024',
+    });
   }
-  const ctx = new TesseraDevice(device, describeAdapter(adapter.info, (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter), {
-    owned: true,
-    keepAlive,
-    release,
-    loopLimit: opts.loopLimit,
-  });
+  const ctx = new TesseraDevice(
+    device,
+    describeAdapter(adapter.info, (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter),
+    {
+      owned: true,
+      keepAlive,
+      release,
+      loopLimit: opts.loopLimit,
+    },
+  );
   wrapped.set(device, ctx);
   onBufferDestroyed(device, (b) => ctx.forgetBuffer(b));
   if (opts.trackBuffers !== false) ctx.trackAllBuffers('all');
   return ctx;
 }
-

@@ -11,7 +11,10 @@ import type { RequestDeviceOptions } from './device.js';
  * `TESSERA_ADAPTER` = `auto` | `swiftshader` | `llvmpipe`, `TESSERA_DAWN_FLAGS` (comma list) and
  * `TESSERA_LOOP_LIMIT` (run the suite with llvmpipe's loop cap, or a smaller one, on any adapter).
  */
-export function adapterFromEnv(env: Record<string, string | undefined> = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env ?? {}): RequestDeviceOptions {
+export function adapterFromEnv(
+  env: Record<string, string | undefined> = (globalThis as { process?: { env: Record<string, string | undefined> } })
+    .process?.env ?? {},
+): RequestDeviceOptions {
   const a = env.TESSERA_ADAPTER;
   const adapter = a === 'swiftshader' || a === 'llvmpipe' ? a : 'auto';
   const dawnFlags = env.TESSERA_DAWN_FLAGS ? env.TESSERA_DAWN_FLAGS.split(',').filter(Boolean) : undefined;

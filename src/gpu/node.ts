@@ -37,7 +37,9 @@ export interface NodeGpuOptions {
 const liveInstances = new Set<GPU>();
 
 /** Prepares the environment for Dawn on Linux (SwiftShader discovery) and returns a `GPU`. */
-export async function createNodeGpu(opts: NodeGpuOptions = {}): Promise<{ gpu: GPU; release: () => void; notes: string[] }> {
+export async function createNodeGpu(
+  opts: NodeGpuOptions = {},
+): Promise<{ gpu: GPU; release: () => void; notes: string[] }> {
   const notes: string[] = [];
   if (process.platform === 'linux') {
     if (!process.env.XDG_RUNTIME_DIR) {
@@ -48,7 +50,10 @@ export async function createNodeGpu(opts: NodeGpuOptions = {}): Promise<{ gpu: G
     }
     if (opts.backend === 'opengles') {
       if (!process.env.EGL_PLATFORM) process.env.EGL_PLATFORM = 'surfaceless';
-    } else if (opts.forceSwiftShader || (!process.env.VK_ICD_FILENAMES && !process.env.VK_DRIVER_FILES && !hasSystemVulkanIcd())) {
+    } else if (
+      opts.forceSwiftShader ||
+      (!process.env.VK_ICD_FILENAMES && !process.env.VK_DRIVER_FILES && !hasSystemVulkanIcd())
+    ) {
       const icd = SWIFTSHADER_ICD_PATHS.find((p) => existsSync(p));
       if (icd) {
         process.env.VK_ICD_FILENAMES = icd;
@@ -60,7 +65,11 @@ export async function createNodeGpu(opts: NodeGpuOptions = {}): Promise<{ gpu: G
   try {
     mod = await import('webgpu');
   } catch (e) {
-    throw new TesseraError('E_NO_ADAPTER', 'the `webgpu` package (Dawn for Node) could not be loaded; run `npm install`.', { cause: e });
+    throw new TesseraError(
+      'E_NO_ADAPTER',
+      'the `webgpu` package (Dawn for Node) could not be loaded; run `npm install`.',
+      { cause: e },
+    );
   }
   const flags = [...(opts.dawnFlags ?? [])];
   if (opts.backend === 'opengles') flags.push('backend=opengles');

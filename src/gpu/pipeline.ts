@@ -101,7 +101,10 @@ function layoutFor(ctx: TesseraDevice, bindings: readonly BindingKind[]): GPUBin
   if (!l) {
     const storageCount = bindings.filter((b) => b !== 'uniform').length;
     if (storageCount > ctx.limits.maxStorageBuffersPerShaderStage) {
-      throw new TesseraError('E_LIMIT', `a pipeline needs ${storageCount} storage buffers; the device allows ${ctx.limits.maxStorageBuffersPerShaderStage}`);
+      throw new TesseraError(
+        'E_LIMIT',
+        `a pipeline needs ${storageCount} storage buffers; the device allows ${ctx.limits.maxStorageBuffersPerShaderStage}`,
+      );
     }
     l = ctx.device.createBindGroupLayout({
       label: key,
@@ -182,7 +185,11 @@ export async function getPipeline(ctx: TesseraDevice, spec: PipelineSpec): Promi
       } catch {
         /* no compilation info */
       }
-      throw new TesseraError('E_GPU_VALIDATION', `pipeline ${spec.shader.name} failed to compile: ${(e as Error).message}${detail ? ` [${detail}]` : ''}`, { cause: e });
+      throw new TesseraError(
+        'E_GPU_VALIDATION',
+        `pipeline ${spec.shader.name} failed to compile: ${(e as Error).message}${detail ? ` [${detail}]` : ''}`,
+        { cause: e },
+      );
     }
     const compileMs = performance.now() - t0;
     totalCompileMs += compileMs;
@@ -206,14 +213,25 @@ export interface BindingResource {
 }
 
 /** Creates the bind group of `p` from resources in binding order. */
-export function bindGroup(ctx: TesseraDevice, p: Pipeline, resources: readonly BindingResource[], label?: string): GPUBindGroup {
+export function bindGroup(
+  ctx: TesseraDevice,
+  p: Pipeline,
+  resources: readonly BindingResource[],
+  label?: string,
+): GPUBindGroup {
   if (resources.length !== p.spec.bindings.length) {
-    throw new TesseraError('E_STATE', `bind group for ${p.spec.shader.name} has ${resources.length} resources; the layout has ${p.spec.bindings.length}`);
+    throw new TesseraError(
+      'E_STATE',
+      `bind group for ${p.spec.shader.name} has ${resources.length} resources; the layout has ${p.spec.bindings.length}`,
+    );
   }
   return ctx.device.createBindGroup({
     label: label ?? p.spec.shader.name,
     layout: p.layout,
-    entries: resources.map((r, i) => ({ binding: i, resource: { buffer: r.buffer, offset: r.offset ?? 0, size: r.size } })),
+    entries: resources.map((r, i) => ({
+      binding: i,
+      resource: { buffer: r.buffer, offset: r.offset ?? 0, size: r.size },
+    })),
   });
 }
 

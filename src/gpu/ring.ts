@@ -22,10 +22,14 @@ export function claimRingSlots(plan: object, encoder: GPUCommandEncoder, n: numb
   if (!perPlan) used.set(encoder, (perPlan = new WeakMap()));
   const before = perPlan.get(plan) ?? 0;
   if (before + n > slots) {
-    throw new TesseraError('E_STATE', `encoder: ${name} already encoded ${before} calls into this command encoder; ${n} more would reuse its ${slots} uniform slots before the first dispatches ran`, {
-      argument: 'encoder',
-      expected: `at most ${slots} calls (maxCalls) of one plan per command encoder: submit it first, or plan with a larger maxCalls`,
-    });
+    throw new TesseraError(
+      'E_STATE',
+      `encoder: ${name} already encoded ${before} calls into this command encoder; ${n} more would reuse its ${slots} uniform slots before the first dispatches ran`,
+      {
+        argument: 'encoder',
+        expected: `at most ${slots} calls (maxCalls) of one plan per command encoder: submit it first, or plan with a larger maxCalls`,
+      },
+    );
   }
   perPlan.set(plan, before + n);
 }

@@ -104,7 +104,11 @@ export type LoopLimitLike = number | { readonly loopLimit: number };
 export function planLoopLimit(ctx: { readonly loopLimit: number }, option?: number): number {
   if (option === undefined) return ctx.loopLimit;
   if (!(Number.isInteger(option) && option >= 256)) {
-    throw new TesseraError('E_ARG', 'loopLimit: is not an integer of at least 256', { argument: 'loopLimit', actual: option, expected: 'an integer >= 256 (at most the device loop limit applies)' });
+    throw new TesseraError('E_ARG', 'loopLimit: is not an integer of at least 256', {
+      argument: 'loopLimit',
+      actual: option,
+      expected: 'an integer >= 256 (at most the device loop limit applies)',
+    });
   }
   return Math.min(ctx.loopLimit, option);
 }
@@ -119,17 +123,26 @@ export function planLoopLimit(ctx: { readonly loopLimit: number }, option?: numb
  * segment(1000, (n) => 1 + loops.loop(n, 130), 65535, err);
  * // { budget: 58981, length: 449, count: 3, bound: 58821, segments: [{ begin: 0, end: 449, carry: false, last: false }, ...] }
  */
-export function segment(units: number, cost: (units: number) => number, limit: LoopLimitLike, err: SegmentLimitError): Segmentation {
+export function segment(
+  units: number,
+  cost: (units: number) => number,
+  limit: LoopLimitLike,
+  err: SegmentLimitError,
+): Segmentation {
   const budget = loopBudget(limit);
   const n = Math.max(0, Math.ceil(units));
   const one = cost(1);
   if (one > budget) {
     const cap = typeof limit === 'number' ? limit : limit.loopLimit;
-    throw new TesseraError('E_LIMIT', `${err.op}: ${err.what} needs ${one} loop iterations in one invocation; this device (or the plan's loopLimit) stops an invocation after ${cap} (budget ${budget})`, {
-      argument: err.argument,
-      actual: err.actual,
-      expected: err.expected,
-    });
+    throw new TesseraError(
+      'E_LIMIT',
+      `${err.op}: ${err.what} needs ${one} loop iterations in one invocation; this device (or the plan's loopLimit) stops an invocation after ${cap} (budget ${budget})`,
+      {
+        argument: err.argument,
+        actual: err.actual,
+        expected: err.expected,
+      },
+    );
   }
   let length = n;
   if (n > 1 && cost(n) > budget) {
@@ -177,6 +190,11 @@ export function maxUnits(cost: (units: number) => number, limit: LoopLimitLike, 
 }
 
 /** The {@link SEGMENT_FIELDS} values of one segment (offsets added for kernels whose units start elsewhere). */
-export function segmentUniforms(s: Segment): { seg_begin: number; seg_end: number; seg_carry: number; seg_last: number } {
+export function segmentUniforms(s: Segment): {
+  seg_begin: number;
+  seg_end: number;
+  seg_carry: number;
+  seg_last: number;
+} {
   return { seg_begin: s.begin, seg_end: s.end, seg_carry: s.carry ? 1 : 0, seg_last: s.last ? 1 : 0 };
 }

@@ -18,7 +18,11 @@ export class GpuTimer {
     this.source = ctx.features.timestampQuery && !opts.forceWallclock ? 'timestamp' : 'wallclock';
     if (this.source === 'timestamp') {
       this.querySet = ctx.device.createQuerySet({ type: 'timestamp', count: 2 });
-      this.resolveBuf = ctx.createBuffer({ size: 16, usage: GPUBufferUsageFlags.QUERY_RESOLVE | GPUBufferUsageFlags.COPY_SRC, label: 'tessera.timer' });
+      this.resolveBuf = ctx.createBuffer({
+        size: 16,
+        usage: GPUBufferUsageFlags.QUERY_RESOLVE | GPUBufferUsageFlags.COPY_SRC,
+        label: 'tessera.timer',
+      });
     }
   }
 

@@ -21,7 +21,10 @@ export interface UniformLayout<K extends string> {
   pack(values: Readonly<Record<K, number>>): ArrayBuffer;
 }
 
-export function uniformLayout<K extends string>(name: string, fields: readonly (readonly [K, ScalarType])[]): UniformLayout<K> {
+export function uniformLayout<K extends string>(
+  name: string,
+  fields: readonly (readonly [K, ScalarType])[],
+): UniformLayout<K> {
   const size = Math.max(16, Math.ceil((fields.length * 4) / 16) * 16);
   const wgsl = `struct ${name} {\n${fields.map(([k, t]) => `  ${k}: ${t},`).join('\n')}\n}\n`;
   return {
@@ -34,17 +37,21 @@ export function uniformLayout<K extends string>(name: string, fields: readonly (
       const dv = new DataView(buf);
       fields.forEach(([k, t], i) => {
         const v = values[k];
-        if (typeof v !== 'number' || Number.isNaN(v)) throw new TesseraError('E_STATE', `uniform ${name}.${k} is not set`, { actual: v });
+        if (typeof v !== 'number' || Number.isNaN(v))
+          throw new TesseraError('E_STATE', `uniform ${name}.${k} is not set`, { actual: v });
         // A value the field's type cannot hold is an error, never a silent Inf, NaN or wrap-around
         // (plans validate their options first and name them; this is the backstop).
         if (t === 'f32') {
-          if (Number.isFinite(v) && !Number.isFinite(Math.fround(v))) throw new TesseraError('E_LIMIT', `uniform ${name}.${k} = ${v} does not fit in f32`, { actual: v });
+          if (Number.isFinite(v) && !Number.isFinite(Math.fround(v)))
+            throw new TesseraError('E_LIMIT', `uniform ${name}.${k} = ${v} does not fit in f32`, { actual: v });
           dv.setFloat32(i * 4, v, true);
         } else if (t === 'i32') {
-          if (v < -0x80000000 || v > 0x7fffffff || !Number.isInteger(v)) throw new TesseraError('E_LIMIT', `uniform ${name}.${k} = ${v} does not fit in i32`, { actual: v });
+          if (v < -0x80000000 || v > 0x7fffffff || !Number.isInteger(v))
+            throw new TesseraError('E_LIMIT', `uniform ${name}.${k} = ${v} does not fit in i32`, { actual: v });
           dv.setInt32(i * 4, v, true);
         } else {
-          if (v < 0 || v > 0xffffffff || !Number.isInteger(v)) throw new TesseraError('E_LIMIT', `uniform ${name}.${k} = ${v} does not fit in u32`);
+          if (v < 0 || v > 0xffffffff || !Number.isInteger(v))
+            throw new TesseraError('E_LIMIT', `uniform ${name}.${k} = ${v} does not fit in u32`);
           dv.setUint32(i * 4, v, true);
         }
       });

@@ -41,7 +41,12 @@ export interface TfjsTensorLike {
   dataId?: object;
   shape: number[];
   dtype: string;
-  dataToGPU(options?: unknown): { tensorRef: { dispose(): void }; buffer?: GPUBuffer; bufSize?: number; texture?: unknown };
+  dataToGPU(options?: unknown): {
+    tensorRef: { dispose(): void };
+    buffer?: GPUBuffer;
+    bufSize?: number;
+    texture?: unknown;
+  };
   dispose(): void;
 }
 
@@ -60,15 +65,26 @@ const TF_TO_TESSERA: Record<string, DType> = { float32: 'f32', int32: 'i32' };
 const TESSERA_TO_TF: Partial<Record<DType, string>> = { f32: 'float32', i32: 'int32' };
 
 function requireWebGpuBackend(tf: TfjsLike): { device: GPUDevice } {
-  if (!tf || typeof tf.backend !== 'function') fail('E_ARG', 'tf', 'is not the TensorFlow.js module;', typeof tf, "the module from import * as tf from '@tensorflow/tfjs-core'");
+  if (!tf || typeof tf.backend !== 'function')
+    fail(
+      'E_ARG',
+      'tf',
+      'is not the TensorFlow.js module;',
+      typeof tf,
+      "the module from import * as tf from '@tensorflow/tfjs-core'",
+    );
   const name = tf.getBackend();
   const be = tf.backend() as { device?: GPUDevice } | undefined;
   if (name !== 'webgpu' || !be?.device || typeof be.device.createBuffer !== 'function') {
-    throw new TesseraError('E_UNSUPPORTED', `TensorFlow.js backend is "${name}"; Tessera interop needs the WebGPU backend`, {
-      argument: 'tf',
-      actual: name,
-      expected: "await tf.setBackend('webgpu') (import '@tensorflow/tfjs-backend-webgpu' first)",
-    });
+    throw new TesseraError(
+      'E_UNSUPPORTED',
+      `TensorFlow.js backend is "${name}"; Tessera interop needs the WebGPU backend`,
+      {
+        argument: 'tf',
+        actual: name,
+        expected: "await tf.setBackend('webgpu') (import '@tensorflow/tfjs-backend-webgpu' first)",
+      },
+    );
   }
   return be as { device: GPUDevice };
 }
@@ -115,7 +131,8 @@ export interface TfjsGpuView {
  */
 export function fromTfjs(tf: TfjsLike, t: TfjsTensorLike, argument = 'tensor'): TfjsGpuView {
   requireWebGpuBackend(tf);
-  if (!t || typeof t.dataToGPU !== 'function') fail('E_ARG', argument, 'is not a TensorFlow.js tensor;', typeof t, 'a tf.Tensor');
+  if (!t || typeof t.dataToGPU !== 'function')
+    fail('E_ARG', argument, 'is not a TensorFlow.js tensor;', typeof t, 'a tf.Tensor');
   const dtype = TF_TO_TESSERA[t.dtype];
   if (!dtype) fail('E_DTYPE', `${argument}.dtype`, 'has no Tessera storage dtype;', t.dtype, 'float32 or int32');
   // A tensor made from host values stays on the CPU until an op needs it; dataToGPU() refuses
@@ -127,7 +144,11 @@ export function fromTfjs(tf: TfjsLike, t: TfjsTensorLike, argument = 'tensor'): 
   const d = t.dataToGPU();
   if (!d.buffer) {
     d.tensorRef.dispose();
-    throw new TesseraError('E_UNSUPPORTED', `${argument}: dataToGPU() returned a texture, not a GPUBuffer (is the backend webgpu?)`, { argument });
+    throw new TesseraError(
+      'E_UNSUPPORTED',
+      `${argument}: dataToGPU() returned a texture, not a GPUBuffer (is the backend webgpu?)`,
+      { argument },
+    );
   }
   const shape = [...t.shape];
   const need = byteSize(shape, dtype);
@@ -162,8 +183,16 @@ export function toTfjs(tf: TfjsLike, t: GpuTensor, opts: ToTfjsOptions = {}): un
   if (!dtype) fail('E_DTYPE', 'tensor.dtype', 'has no TensorFlow.js dtype;', t.dtype, 'f32 or i32');
   if ((t.offset ?? 0) !== 0) fail('E_ARG', 'tensor.offset', 'must be 0 for TensorFlow.js;', t.offset, '0');
   const need = byteSize(t.shape, t.dtype);
-  if (t.buffer.size < need) fail('E_BUFFER', 'tensor.buffer', 'is smaller than the shape;', t.buffer.size, `at least ${need} bytes`);
+  if (t.buffer.size < need)
+    fail('E_BUFFER', 'tensor.buffer', 'is smaller than the shape;', t.buffer.size, `at least ${need} bytes`);
   const usage = TFJS_BUFFER_USAGE;
-  if ((t.buffer.usage & usage) !== usage) fail('E_BUFFER', 'tensor.buffer', 'lacks usage flags TensorFlow.js needs;', t.buffer.usage, `usage including ${usage} (STORAGE | COPY_SRC | COPY_DST)`);
+  if ((t.buffer.usage & usage) !== usage)
+    fail(
+      'E_BUFFER',
+      'tensor.buffer',
+      'lacks usage flags TensorFlow.js needs;',
+      t.buffer.usage,
+      `usage including ${usage} (STORAGE | COPY_SRC | COPY_DST)`,
+    );
   return tf.tensor({ buffer: t.buffer, zeroCopy: opts.zeroCopy ?? true }, [...t.shape], dtype);
 }

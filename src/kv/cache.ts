@@ -25,7 +25,18 @@ import { claimStore, releaseStore } from './claims.js';
 import { GpuPagePool } from './pool.js';
 import { MemoryStore, type Store } from './store.js';
 import { SummaryTiers } from './summaries.js';
-import { adoptRefState, afterMutate, allocPage, beforeAppend, forkSequence, freeSequence, refCount, refState, truncateSequence, unallocPages } from './refs.js';
+import {
+  adoptRefState,
+  afterMutate,
+  allocPage,
+  beforeAppend,
+  forkSequence,
+  freeSequence,
+  refCount,
+  refState,
+  truncateSequence,
+  unallocPages,
+} from './refs.js';
 import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 export interface KvCacheOptions {
@@ -210,25 +221,50 @@ export class KvCache {
     this.dtype = dtype;
     this.layout = pageLayout(P, this.Hkv, this.D, this.Dv, dtype);
     this.pageBytes = this.layout.pageBytes;
-    this.gpuBudgetBytes = checkInt(opts.gpuBudgetBytes ?? 256 * MiB, 'gpuBudgetBytes', { min: 1, max: Number.MAX_SAFE_INTEGER });
+    this.gpuBudgetBytes = checkInt(opts.gpuBudgetBytes ?? 256 * MiB, 'gpuBudgetBytes', {
+      min: 1,
+      max: Number.MAX_SAFE_INTEGER,
+    });
     this.sinkPages = checkInt(opts.sinkPages ?? 1, 'sinkPages', { min: 0 });
     this.recentPages = checkInt(opts.recentPages ?? 1, 'recentPages', { min: 0 });
     this.meanSummaries = opts.meanSummaries ?? true;
     this.debug = opts.debug ?? false;
     const maxBind = Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
-    const tilePages = opts.tilePages ?? Math.max(1, Math.floor(Math.min(16 * MiB, maxBind, this.gpuBudgetBytes / 4) / this.pageBytes));
+    const tilePages =
+      opts.tilePages ?? Math.max(1, Math.floor(Math.min(16 * MiB, maxBind, this.gpuBudgetBytes / 4) / this.pageBytes));
     checkInt(tilePages, 'tilePages', { min: 1 });
     if (tilePages * this.pageBytes > maxBind) {
-      fail('E_LIMIT', 'tilePages', 'makes a pool buffer larger than the device allows;', tilePages, `at most ${Math.floor(maxBind / this.pageBytes)} pages of ${this.pageBytes} bytes`);
+      fail(
+        'E_LIMIT',
+        'tilePages',
+        'makes a pool buffer larger than the device allows;',
+        tilePages,
+        `at most ${Math.floor(maxBind / this.pageBytes)} pages of ${this.pageBytes} bytes`,
+      );
     }
     this.minmaxBytesPerPage = this.Hkv * 2 * this.D * 2;
     this.meanBytesPerPage = this.Hkv * this.D * 2;
-    const chunkBytes = checkInt(opts.summaryChunkBytes ?? 128 * MiB, 'summaryChunkBytes', { min: this.minmaxBytesPerPage, max: Number.MAX_SAFE_INTEGER });
+    const chunkBytes = checkInt(opts.summaryChunkBytes ?? 128 * MiB, 'summaryChunkBytes', {
+      min: this.minmaxBytesPerPage,
+      max: Number.MAX_SAFE_INTEGER,
+    });
     this.summaryChunkPages = Math.floor(Math.min(maxBind, chunkBytes) / this.minmaxBytesPerPage);
     if (tilePages * this.pageBytes > this.gpuBudgetBytes) {
-      fail('E_LIMIT', 'gpuBudgetBytes', 'is smaller than one tile of pages;', this.gpuBudgetBytes, `at least ${tilePages * this.pageBytes} bytes (tilePages ${tilePages} x ${this.pageBytes} bytes) plus the summaries`);
+      fail(
+        'E_LIMIT',
+        'gpuBudgetBytes',
+        'is smaller than one tile of pages;',
+        this.gpuBudgetBytes,
+        `at least ${tilePages * this.pageBytes} bytes (tilePages ${tilePages} x ${this.pageBytes} bytes) plus the summaries`,
+      );
     }
-    if (opts.summaryStore !== undefined) check(opts.summaryLevels === 2 && typeof opts.summaryStore?.read === 'function', 'summaryStore', 'a Store, with summaryLevels: 2', typeof opts.summaryStore);
+    if (opts.summaryStore !== undefined)
+      check(
+        opts.summaryLevels === 2 && typeof opts.summaryStore?.read === 'function',
+        'summaryStore',
+        'a Store, with summaryLevels: 2',
+        typeof opts.summaryStore,
+      );
     this.store = opts.store ?? new MemoryStore({ slabBytes: opts.slabBytes, align: this.pageBytes });
     claimStore(this.store, this); // one live cache per store (E_STATE naming `store`)
     try {
@@ -236,7 +272,12 @@ export class KvCache {
       this.pool.addBuffer();
       this.summaryLevels = opts.summaryLevels ?? 1;
       check(this.summaryLevels === 1 || this.summaryLevels === 2, 'summaryLevels', '1 or 2', this.summaryLevels);
-      if (this.summaryLevels === 2) this.tiers = new SummaryTiers(this, { superPages: opts.superPages, candidatePages: opts.candidatePages, store: opts.summaryStore });
+      if (this.summaryLevels === 2)
+        this.tiers = new SummaryTiers(this, {
+          superPages: opts.superPages,
+          candidatePages: opts.candidatePages,
+          store: opts.summaryStore,
+        });
     } catch (e) {
       releaseStore(this.store, this);
       throw e;
@@ -370,7 +411,13 @@ export class KvCache {
     this.assertUsable();
     const s = this.seq(seq);
     if (!raw || raw.dtype !== this.dtype || this.dtype === 'int8') {
-      fail('E_DTYPE', 'raw.dtype', 'does not match the cache;', raw?.dtype, this.dtype === 'int8' ? 'values through append() for an int8 cache' : `"${this.dtype}"`);
+      fail(
+        'E_DTYPE',
+        'raw.dtype',
+        'does not match the cache;',
+        raw?.dtype,
+        this.dtype === 'int8' ? 'values through append() for an int8 cache' : `"${this.dtype}"`,
+      );
     }
     const want = this.dtype === 'f32' ? Float32Array : Uint16Array;
     check(raw.k instanceof want, 'raw.k', `a ${want.name} for ${this.dtype}`, raw.k?.constructor?.name, 'E_DTYPE');
@@ -384,7 +431,10 @@ export class KvCache {
       for (let h = 0; h < this.Hkv; h++) {
         if (this.Hkv === 1) {
           page.set(kb.subarray(rowsDone * this.D * eb, (rowsDone + n) * this.D * eb), dstRow * this.D * eb);
-          page.set(vb.subarray(rowsDone * this.Dv * eb, (rowsDone + n) * this.Dv * eb), L.vOffset + dstRow * this.Dv * eb);
+          page.set(
+            vb.subarray(rowsDone * this.Dv * eb, (rowsDone + n) * this.Dv * eb),
+            L.vOffset + dstRow * this.Dv * eb,
+          );
           continue;
         }
         for (let r = 0; r < n; r++) {
@@ -402,20 +452,38 @@ export class KvCache {
     checkHostValues(v, 'v');
     const rowK = this.Hkv * this.D;
     const rowV = this.Hkv * this.Dv;
-    if (k.length % rowK !== 0) fail('E_SHAPE', 'k', `length ${k.length} is not a whole number of [Hkv, D] rows;`, k.length, `a multiple of Hkv*D = ${rowK}`);
+    if (k.length % rowK !== 0)
+      fail(
+        'E_SHAPE',
+        'k',
+        `length ${k.length} is not a whole number of [Hkv, D] rows;`,
+        k.length,
+        `a multiple of Hkv*D = ${rowK}`,
+      );
     const T = k.length / rowK;
-    if (v.length !== T * rowV) fail('E_SHAPE', 'v', `length ${v.length} does not match k's ${T} tokens;`, v.length, `T*Hkv*Dv = ${T * rowV}`);
+    if (v.length !== T * rowV)
+      fail('E_SHAPE', 'v', `length ${v.length} does not match k's ${T} tokens;`, v.length, `T*Hkv*Dv = ${T * rowV}`);
     return T;
   }
 
-  private appendRows(s: Sequence, T: number, fill: (page: Uint8Array, rowsDone: number, n: number, dstRow: number) => void): void {
+  private appendRows(
+    s: Sequence,
+    T: number,
+    fill: (page: Uint8Array, rowsDone: number, n: number, dstRow: number) => void,
+  ): void {
     if (T === 0) return;
     const P = this.pageSize;
     const newPages = Math.ceil((s.length + T) / P) - s.pages.length;
     // Budget check for the summaries before anything changes.
     const needSummary = this.summaryBytesFor(this.pageCount + newPages);
     if (needSummary + this.pool.bufferBytes > this.gpuBudgetBytes) {
-      fail('E_LIMIT', 'gpuBudgetBytes', `cannot hold the summaries of ${this.pageCount + newPages} pages plus one tile;`, this.gpuBudgetBytes, `at least ${needSummary + this.pool.bufferBytes} bytes`);
+      fail(
+        'E_LIMIT',
+        'gpuBudgetBytes',
+        `cannot hold the summaries of ${this.pageCount + newPages} pages plus one tile;`,
+        this.gpuBudgetBytes,
+        `at least ${needSummary + this.pool.bufferBytes} bytes`,
+      );
     }
     const firstTouched = s.length % P === 0 ? s.pages.length : s.pages.length - 1;
     // Atomic: the store writes come first, the page already holding tokens (a partial last page,
@@ -423,7 +491,12 @@ export class KvCache {
     // page ids, reference counts and pins are restored and that page's old bytes written back, so
     // the cache is exactly as before and every earlier token reads back bit-exactly.
     const undoCow = beforeAppend(this, s); // copy-on-write of a shared (or committed, durable) partial last page
-    const undo = { pages: s.pages.length, length: s.length, pageCount: this.pageCount, tail: s.length % P ? this.saveTail(s) : undefined };
+    const undo = {
+      pages: s.pages.length,
+      length: s.length,
+      pageCount: this.pageCount,
+      tail: s.length % P ? this.saveTail(s) : undefined,
+    };
     const fresh: number[] = [];
     let inPlace: { page: number; len: number; bytes?: Uint8Array } | undefined;
     let inPlaceTried = false;
@@ -480,7 +553,8 @@ export class KvCache {
     }
     // The recent window: pin the newest pages, release those that left it (sinks stay).
     const np = s.pages.length;
-    for (let i = Math.max(this.sinkPages, firstTouched - this.recentPages); i < np - this.recentPages; i++) this.pool.unpin(s.pages[i]!);
+    for (let i = Math.max(this.sinkPages, firstTouched - this.recentPages); i < np - this.recentPages; i++)
+      this.pool.unpin(s.pages[i]!);
     for (let i = Math.max(0, np - this.recentPages); i < np; i++) this.pool.pin(s.pages[i]!);
     let lo = touched[0]!;
     let hi = lo;
@@ -634,13 +708,28 @@ export class KvCache {
       if ((this.summaryCap[c] ?? 0) < inChunk) {
         const cap = this.chunkCapFor(inChunk);
         // Make room inside the budget: shrink the pool if needed (it keeps at least one tile).
-        const extra = (cap - (this.summaryCap[c] ?? 0)) * (this.minmaxBytesPerPage + (this.meanSummaries ? this.meanBytesPerPage : 0));
-        while (this.summaryBytes + this.pool.bytes + extra > this.gpuBudgetBytes && this.pool.buffers.length > 1 && this.pool.removeBuffer());
+        const extra =
+          (cap - (this.summaryCap[c] ?? 0)) *
+          (this.minmaxBytesPerPage + (this.meanSummaries ? this.meanBytesPerPage : 0));
+        while (
+          this.summaryBytes + this.pool.bytes + extra > this.gpuBudgetBytes &&
+          this.pool.buffers.length > 1 &&
+          this.pool.removeBuffer()
+        );
         this.ctx.destroyBuffer(this.minmaxGpu[c]);
         this.ctx.destroyBuffer(this.meanGpu[c]);
         const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC;
-        this.minmaxGpu[c] = this.ctx.createBuffer({ size: cap * this.minmaxBytesPerPage, usage, label: `tessera.kv.minmax${c}` });
-        if (this.meanSummaries) this.meanGpu[c] = this.ctx.createBuffer({ size: cap * this.meanBytesPerPage, usage, label: `tessera.kv.mean${c}` });
+        this.minmaxGpu[c] = this.ctx.createBuffer({
+          size: cap * this.minmaxBytesPerPage,
+          usage,
+          label: `tessera.kv.minmax${c}`,
+        });
+        if (this.meanSummaries)
+          this.meanGpu[c] = this.ctx.createBuffer({
+            size: cap * this.meanBytesPerPage,
+            usage,
+            label: `tessera.kv.mean${c}`,
+          });
         this.summaryCap[c] = cap;
         // Rewrite the whole chunk from the host mirror.
         this.writeSummaryRange(c, c * C, c * C + inChunk);
@@ -654,7 +743,13 @@ export class KvCache {
     const C = this.summaryChunkPages;
     const q = this.ctx.device.queue;
     const mmHalves = this.minmaxBytesPerPage / 2;
-    q.writeBuffer(this.minmaxGpu[c]!, (lo - c * C) * this.minmaxBytesPerPage, this.minmaxHost, lo * mmHalves, (hi - lo) * mmHalves);
+    q.writeBuffer(
+      this.minmaxGpu[c]!,
+      (lo - c * C) * this.minmaxBytesPerPage,
+      this.minmaxHost,
+      lo * mmHalves,
+      (hi - lo) * mmHalves,
+    );
     if (this.meanSummaries) {
       const mh = this.meanBytesPerPage / 2;
       q.writeBuffer(this.meanGpu[c]!, (lo - c * C) * this.meanBytesPerPage, this.meanHost, lo * mh, (hi - lo) * mh);
@@ -700,10 +795,14 @@ export class KvCache {
   private verifyBytes(page: number, bytes: Uint8Array, tier: string): void {
     const h = hash32(bytes);
     if (h !== this.sums[page]) {
-      throw new TesseraError('E_CORRUPT', `page ${page} failed its checksum on the ${tier} tier (0x${h.toString(16)} != 0x${this.sums[page]!.toString(16)})`, {
-        argument: 'page',
-        actual: page,
-      });
+      throw new TesseraError(
+        'E_CORRUPT',
+        `page ${page} failed its checksum on the ${tier} tier (0x${h.toString(16)} != 0x${this.sums[page]!.toString(16)})`,
+        {
+          argument: 'page',
+          actual: page,
+        },
+      );
     }
   }
 
@@ -719,13 +818,14 @@ export class KvCache {
     const s = this.seq(seq);
     checkInt(start, 'start', { min: 0 });
     checkInt(count, 'count', { min: 0 });
-    if (start + count > s.length) fail('E_ARG', 'count', `reads past the end of sequence ${seq};`, start + count, `start + count <= ${s.length}`);
+    if (start + count > s.length)
+      fail('E_ARG', 'count', `reads past the end of sequence ${seq};`, start + count, `start + count <= ${s.length}`);
     const { Hkv, D, Dv, pageSize: P } = this;
     const k = new Float32Array(count * Hkv * D);
     const v = new Float32Array(count * Hkv * Dv);
     const hk = new Float32Array(P * D);
     const hv = new Float32Array(P * Dv);
-    for (let t = start; t < start + count; ) {
+    for (let t = start; t < start + count;) {
       const pi = Math.floor(t / P);
       const r0 = t - pi * P;
       const n = Math.min(P - r0, start + count - t);
@@ -766,7 +866,11 @@ export class KvCache {
     let inUse = 0;
     for (let i = 0; i < n; i++) if (slots[i]! >= 0 && !this.pool.isPinned(pages[i]!)) inUse++;
     const room = () => this.pool.available - inUse;
-    while (room() < missing.length && this.summaryBytes + this.pool.bytes + per <= this.gpuBudgetBytes && this.pool.addBuffer());
+    while (
+      room() < missing.length &&
+      this.summaryBytes + this.pool.bytes + per <= this.gpuBudgetBytes &&
+      this.pool.addBuffer()
+    );
     if (room() < missing.length) {
       // Last resort before E_LIMIT: pinned pages outside this request give way (see evictPinned),
       // so any request of at most one pool's capacity always makes progress under the budget.
@@ -774,7 +878,13 @@ export class KvCache {
       while (room() < missing.length && this.pool.evictPinned(keep));
     }
     if (room() < missing.length) {
-      fail('E_LIMIT', 'pages', `${missing.length} new pages do not fit in the GPU working set (${room()} slots free or evictable);`, n, `at most ${room()} new pages at once (raise gpuBudgetBytes)`);
+      fail(
+        'E_LIMIT',
+        'pages',
+        `${missing.length} new pages do not fit in the GPU working set (${room()} slots free or evictable);`,
+        n,
+        `at most ${room()} new pages at once (raise gpuBudgetBytes)`,
+      );
     }
     for (const i of missing) slots[i] = this.pool.assign(pages[i]!);
     // Upload, coalescing runs of consecutive pages that land in consecutive slots of one buffer.
@@ -790,17 +900,24 @@ export class KvCache {
         pages[missing[e]!] === p0 + (e - r) &&
         slots[missing[e]!] === slots[i0]! + (e - r) &&
         loc.index + (e - r) < this.pool.slotsPerBuffer
-      ) e++;
+      )
+        e++;
       const count = e - r;
       const bytes = count * this.pageBytes;
       let src = this.store.view?.(p0 * this.pageBytes, bytes);
       if (!src) {
-        if (!this.staging || this.staging.byteLength < bytes) this.staging = new Uint8Array(Math.max(bytes, this.pageBytes));
+        if (!this.staging || this.staging.byteLength < bytes)
+          this.staging = new Uint8Array(Math.max(bytes, this.pageBytes));
         src = this.staging.subarray(0, bytes);
         this.store.read(p0 * this.pageBytes, src);
       }
       if (this.debug || this.store.kind !== 'memory') {
-        for (let j = 0; j < count; j++) this.verifyBytes(p0 + j, src.subarray(j * this.pageBytes, (j + 1) * this.pageBytes), this.store.kind === 'memory' ? 'host' : 'disk');
+        for (let j = 0; j < count; j++)
+          this.verifyBytes(
+            p0 + j,
+            src.subarray(j * this.pageBytes, (j + 1) * this.pageBytes),
+            this.store.kind === 'memory' ? 'host' : 'disk',
+          );
       }
       q.writeBuffer(loc.buffer, loc.byteOffset, src as Uint8Array<ArrayBuffer>);
       this.pagesUploaded += count;
@@ -838,7 +955,9 @@ export class KvCache {
 
   get hostBytes(): number {
     const seqBytes = this.seqs.length * this.pageBytes;
-    return this.store.hostBytes + this.summaryHostBytes + this.sums.byteLength + seqBytes + (this.staging?.byteLength ?? 0);
+    return (
+      this.store.hostBytes + this.summaryHostBytes + this.sums.byteLength + seqBytes + (this.staging?.byteLength ?? 0)
+    );
   }
 
   stats(): KvCacheStats {
@@ -881,7 +1000,14 @@ export class KvCache {
       throw e;
     }
     for (const s of this.seqs) {
-      next.seqs.push({ pages: [...s.pages], length: s.length, tail: s.tail.slice(), tailK: s.tailK?.slice(), tailV: s.tailV?.slice(), freed: s.freed });
+      next.seqs.push({
+        pages: [...s.pages],
+        length: s.length,
+        tail: s.tail.slice(),
+        tailK: s.tailK?.slice(),
+        tailV: s.tailV?.slice(),
+        freed: s.freed,
+      });
     }
     adoptRefState(this, next);
     next.pageCount = this.pageCount;
@@ -921,21 +1047,37 @@ export class KvCache {
 
 /** int8 pages: every value of `k` and `v` must be finite (`E_NAN` naming the argument and index). */
 function checkFiniteRows(k: ArrayLike<number>, v: ArrayLike<number>): void {
-  for (const [x, name] of [[k, 'k'], [v, 'v']] as const) {
+  for (const [x, name] of [
+    [k, 'k'],
+    [v, 'v'],
+  ] as const) {
     for (let i = 0; i < x.length; i++) {
       const e = x[i];
       if (typeof e !== 'number' || !Number.isFinite(e)) {
-        throw new TesseraError('E_NAN', `${name}[${i}]: is ${String(e)}; an int8 cache stores finite values only (the page scales could not hold it)`, {
-          argument: name,
-          actual: e,
-          expected: 'finite numbers for an int8 cache',
-        });
+        throw new TesseraError(
+          'E_NAN',
+          `${name}[${i}]: is ${String(e)}; an int8 cache stores finite values only (the page scales could not hold it)`,
+          {
+            argument: name,
+            actual: e,
+            expected: 'finite numbers for an int8 cache',
+          },
+        );
       }
     }
   }
 }
 
-function copyHeadMajor(dst: Float32Array, src: ArrayLike<number>, srcRow: number, n: number, dstRow: number, Hkv: number, W: number, P: number): void {
+function copyHeadMajor(
+  dst: Float32Array,
+  src: ArrayLike<number>,
+  srcRow: number,
+  n: number,
+  dstRow: number,
+  Hkv: number,
+  W: number,
+  P: number,
+): void {
   for (let r = 0; r < n; r++) {
     for (let h = 0; h < Hkv; h++) {
       const s = ((srcRow + r) * Hkv + h) * W;

@@ -17,10 +17,14 @@ export function claimStore(store: object, owner: object): void {
   if (held !== undefined && held !== owner) {
     const kind = (store as { kind?: string }).kind;
     const path = (store as { path?: string }).path;
-    throw new TesseraError('E_STATE', `store: this ${kind ?? ''} store${path ? ` (${path})` : ''} already backs another live KvCache; two caches on one store overwrite each other's pages`, {
-      argument: 'store',
-      expected: "a store of its own per cache (dispose the other cache first, or use its moveTo())",
-    });
+    throw new TesseraError(
+      'E_STATE',
+      `store: this ${kind ?? ''} store${path ? ` (${path})` : ''} already backs another live KvCache; two caches on one store overwrite each other's pages`,
+      {
+        argument: 'store',
+        expected: 'a store of its own per cache (dispose the other cache first, or use its moveTo())',
+      },
+    );
   }
   owners.set(store, owner);
 }

@@ -9,7 +9,14 @@
 import { f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, bf16BitsToF32 } from '../tensor.js';
 
 import { KV_DTYPE_BYTES, type PageLayout } from '../../kernels/attention/page.js';
-export { KV_DTYPES, KV_DTYPE_BYTES, kvDtypeCode, pageLayout, type KvDType, type PageLayout } from '../../kernels/attention/page.js';
+export {
+  KV_DTYPES,
+  KV_DTYPE_BYTES,
+  kvDtypeCode,
+  pageLayout,
+  type KvDType,
+  type PageLayout,
+} from '../../kernels/attention/page.js';
 
 let f16Lut: Float32Array | undefined;
 let bf16Lut: Float32Array | undefined;
@@ -86,7 +93,8 @@ export function writeRows(
       if (L.dtype === 'f32') {
         for (let d = 0; d < width; d++) dv.setFloat32(rowOff + 4 * d, src[s + d]!, true);
       } else if (L.dtype === 'f16') {
-        for (let d = 0; d < width; d++) dv.setUint16(rowOff + 2 * d, f32ToF16Bits(Math.min(65504, Math.max(-65504, src[s + d]!))), true);
+        for (let d = 0; d < width; d++)
+          dv.setUint16(rowOff + 2 * d, f32ToF16Bits(Math.min(65504, Math.max(-65504, src[s + d]!))), true);
       } else if (L.dtype === 'bf16') {
         for (let d = 0; d < width; d++) dv.setUint16(rowOff + 2 * d, f32ToBf16Bits(src[s + d]!), true);
       }
@@ -99,7 +107,13 @@ export function writeRows(
  * with one scale per token, head and block (rows past `len` are zero, scale 0). Row r's bytes
  * depend only on row r's values: requantising a page after an append leaves earlier rows as they were.
  */
-export function quantizePageInt8(page: Uint8Array, L: PageLayout, kVals: Float32Array, vVals: Float32Array, len: number): void {
+export function quantizePageInt8(
+  page: Uint8Array,
+  L: PageLayout,
+  kVals: Float32Array,
+  vVals: Float32Array,
+  len: number,
+): void {
   const dv = new DataView(page.buffer, page.byteOffset, page.byteLength);
   const i8 = new Int8Array(page.buffer, page.byteOffset, page.byteLength);
   for (const [which, vals, width, base, headBytes] of [
@@ -116,7 +130,8 @@ export function quantizePageInt8(page: Uint8Array, L: PageLayout, kVals: Float32
         const bo = base + h * headBytes + r * width;
         // round(x * 127 / s) evaluated exactly (x * 127 is exact in float64; one correctly rounded
         // division never crosses a half), so the GPU append (kernels/append/int8.wgsl) matches it.
-        for (let i = 0; i < width; i++) i8[bo + i] = r < len && s > 0 ? Math.max(-127, Math.min(127, Math.round((vals[ro + i]! * 127) / s))) : 0;
+        for (let i = 0; i < width; i++)
+          i8[bo + i] = r < len && s > 0 ? Math.max(-127, Math.min(127, Math.round((vals[ro + i]! * 127) / s))) : 0;
       }
     }
   }
@@ -125,7 +140,14 @@ export function quantizePageInt8(page: Uint8Array, L: PageLayout, kVals: Float32
 /**
  * Reads the first `len` rows of one head of a page back as f32 values `[len, width]`.
  */
-export function readHeadRows(page: Uint8Array, L: PageLayout, which: 0 | 1, h: number, len: number, out = new Float32Array(len * (which === 0 ? L.D : L.Dv))): Float32Array {
+export function readHeadRows(
+  page: Uint8Array,
+  L: PageLayout,
+  which: 0 | 1,
+  h: number,
+  len: number,
+  out = new Float32Array(len * (which === 0 ? L.D : L.Dv)),
+): Float32Array {
   const width = which === 0 ? L.D : L.Dv;
   const off = page.byteOffset + (which === 0 ? 0 : L.vOffset) + h * (which === 0 ? L.kHeadBytes : L.vHeadBytes);
   const n = len * width;

@@ -56,7 +56,11 @@ function alive(pid: number): boolean {
 export function claimFile(path: string): { key: string; lock: string } {
   const key = fileKey(path);
   if (openFiles.has(key)) {
-    throw new TesseraError('E_STATE', `path: ${path} is already open as the store of another FileStore in this process (close it, or its cache, first)`, { argument: 'path', actual: path });
+    throw new TesseraError(
+      'E_STATE',
+      `path: ${path} is already open as the store of another FileStore in this process (close it, or its cache, first)`,
+      { argument: 'path', actual: path },
+    );
   }
   const lock = `${key}.lock`;
   for (let attempt = 0; attempt < 2; attempt++) {
@@ -68,9 +72,14 @@ export function claimFile(path: string): { key: string; lock: string } {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') break;
       const pid = lockOwner(lock);
       if (pid !== null && pid !== process.pid && alive(pid)) {
-        throw new TesseraError('E_STATE', `path: ${path} is the store of a FileStore in ${pid > 0 ? `process ${pid}` : 'another process'} (lock file ${lock})`, { argument: 'path', actual: path });
+        throw new TesseraError(
+          'E_STATE',
+          `path: ${path} is the store of a FileStore in ${pid > 0 ? `process ${pid}` : 'another process'} (lock file ${lock})`,
+          { argument: 'path', actual: path },
+        );
       }
-      if (attempt > 0) throw new TesseraError('E_STATE', `path: ${path} is locked (${lock})`, { argument: 'path', actual: path });
+      if (attempt > 0)
+        throw new TesseraError('E_STATE', `path: ${path} is locked (${lock})`, { argument: 'path', actual: path });
       // Stale: its process is gone, or it is this process's and no open store holds the file.
       rmSync(lock, { force: true });
       continue;

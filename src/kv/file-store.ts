@@ -3,7 +3,19 @@
  * position), so a context larger than RAM lives on disk and only the pages in flight are in host
  * memory. Exported from `tessera/node`.
  */
-import { closeSync, existsSync, fstatSync, fsyncSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  fsyncSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { ManifestStore } from './manifest.js';
@@ -74,7 +86,11 @@ export class FileStore implements Store {
     try {
       while (done < src.byteLength) done += writeSync(fd, src, done, src.byteLength - done, offset + done);
     } catch (e) {
-      throw new TesseraError('E_IO', `disk tier: write of ${src.byteLength} bytes at ${offset} failed: ${(e as Error).message}`, { cause: e });
+      throw new TesseraError(
+        'E_IO',
+        `disk tier: write of ${src.byteLength} bytes at ${offset} failed: ${(e as Error).message}`,
+        { cause: e },
+      );
     }
     this.extent = Math.max(this.extent, offset + src.byteLength);
   }
@@ -82,7 +98,10 @@ export class FileStore implements Store {
   read(offset: number, dst: Uint8Array): void {
     const fd = this.handle();
     if (offset + dst.byteLength > this.extent) {
-      throw new TesseraError('E_IO', `disk tier: read of ${dst.byteLength} bytes at ${offset} is past the written extent ${this.extent}`);
+      throw new TesseraError(
+        'E_IO',
+        `disk tier: read of ${dst.byteLength} bytes at ${offset} is past the written extent ${this.extent}`,
+      );
     }
     let done = 0;
     try {
@@ -92,7 +111,11 @@ export class FileStore implements Store {
         done += n;
       }
     } catch (e) {
-      throw new TesseraError('E_IO', `disk tier: read of ${dst.byteLength} bytes at ${offset} failed: ${(e as Error).message}`, { cause: e });
+      throw new TesseraError(
+        'E_IO',
+        `disk tier: read of ${dst.byteLength} bytes at ${offset} failed: ${(e as Error).message}`,
+        { cause: e },
+      );
     }
   }
 

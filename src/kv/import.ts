@@ -24,7 +24,14 @@ import type { KvCache } from './cache.js';
  * persistKvCache(cache, store.manifest()); // or commitKvCache(cache) on a persistent cache
  */
 export async function importPoolSequences(cache: KvCache, seqs: readonly number[]): Promise<number[]> {
-  if (cache.dtype === 'int8') fail('E_UNSUPPORTED', 'cache', 'is int8; pool sequences are written on the GPU in f32, f16 or bf16 only;', cache.dtype, 'an f32, f16 or bf16 cache');
+  if (cache.dtype === 'int8')
+    fail(
+      'E_UNSUPPORTED',
+      'cache',
+      'is int8; pool sequences are written on the GPU in f32, f16 or bf16 only;',
+      cache.dtype,
+      'an f32, f16 or bf16 cache',
+    );
   if (!Array.isArray(seqs)) fail('E_ARG', 'seqs', 'is not an array;', typeof seqs, 'pool sequence ids');
   const pool = cache.pool.slots;
   const P = cache.pageSize;
@@ -34,7 +41,11 @@ export async function importPoolSequences(cache: KvCache, seqs: readonly number[
     if (!pool.sequences.includes(s)) fail('E_ARG', `seqs[${i}]`, 'is not a live sequence of cache.pool.slots;', s);
     const pages = [...pool.pages(s)];
     if (pages.includes(-1)) {
-      throw new TesseraError('E_STATE', `seqs[${i}]: pool sequence ${s} has pages a window layer released; only whole sequences move to the cache`, { argument: `seqs[${i}]`, actual: s });
+      throw new TesseraError(
+        'E_STATE',
+        `seqs[${i}]: pool sequence ${s} has pages a window layer released; only whole sequences move to the cache`,
+        { argument: `seqs[${i}]`, actual: s },
+      );
     }
     return { pages, length: pool.length(s) };
   });
@@ -64,7 +75,13 @@ export async function importPoolSequences(cache: KvCache, seqs: readonly number[
       let from = -1;
       for (const d of done) {
         let j = 0;
-        while (j < l.pages.length && j < d.pages.length && l.pages[j] === d.pages[j] && (j + 1) * P <= Math.min(l.length, d.length)) j++;
+        while (
+          j < l.pages.length &&
+          j < d.pages.length &&
+          l.pages[j] === d.pages[j] &&
+          (j + 1) * P <= Math.min(l.length, d.length)
+        )
+          j++;
         if (j > best) {
           best = j;
           from = d.seq;

@@ -125,10 +125,15 @@ export function decodeManifest(bytes: Uint8Array): Manifest {
   const version = dv.getUint32(8, true);
   const total = dv.getUint32(12, true);
   const jsonLen = dv.getUint32(16, true);
-  if (total !== bytes.byteLength || jsonLen > total - FIXED || total % 4 !== 0) corrupt(`torn or truncated (${bytes.byteLength} bytes, header says ${total})`);
+  if (total !== bytes.byteLength || jsonLen > total - FIXED || total % 4 !== 0)
+    corrupt(`torn or truncated (${bytes.byteLength} bytes, header says ${total})`);
   if (hash32(bytes.subarray(FIXED)) !== dv.getUint32(20, true)) corrupt('body checksum mismatch');
   if (version > MANIFEST_VERSION) {
-    throw new TesseraError('E_UNSUPPORTED', `manifest: format version ${version} is newer than this build reads`, { argument: 'manifest', actual: version, expected: `<= ${MANIFEST_VERSION}` });
+    throw new TesseraError('E_UNSUPPORTED', `manifest: format version ${version} is newer than this build reads`, {
+      argument: 'manifest',
+      actual: version,
+      expected: `<= ${MANIFEST_VERSION}`,
+    });
   }
   let head: {
     version: number;
@@ -244,7 +249,8 @@ export class OpfsManifest implements ManifestStore {
     const target = this.newest === 0 ? 1 : 0;
     const h = this.handles[target]!;
     const n = h.write(bytes, { at: 0 });
-    if (n !== bytes.byteLength) throw new TesseraError('E_IO', `manifest (OPFS): short write of ${n}/${bytes.byteLength} bytes`);
+    if (n !== bytes.byteLength)
+      throw new TesseraError('E_IO', `manifest (OPFS): short write of ${n}/${bytes.byteLength} bytes`);
     h.truncate?.(bytes.byteLength);
     h.flush();
     this.newest = target;

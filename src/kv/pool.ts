@@ -233,7 +233,11 @@ export class GpuPagePool {
     let s = this.slots.allocate();
     // Evict until a slot frees (a page someone else also holds keeps its slot when the cache drops it).
     while (s < 0) {
-      if (this.tail < 0) throw new TesseraError('E_LIMIT', 'GPU working set: every slot holds a pinned or in-use page; raise gpuBudgetBytes or lower the tile size');
+      if (this.tail < 0)
+        throw new TesseraError(
+          'E_LIMIT',
+          'GPU working set: every slot holds a pinned or in-use page; raise gpuBudgetBytes or lower the tile size',
+        );
       this.drop(this.tail);
       this.evictions++;
       s = this.slots.allocate();

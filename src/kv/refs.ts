@@ -260,7 +260,11 @@ export function forkSequence(cache: KvCache, parent: number, s: SeqState): numbe
  * The bytes of a page holding only its first `len` rows (rows past it zeroed, int8 requantised),
  * plus the f32 tails an int8 page keeps.
  */
-export function trimPage(L: PageLayout, bytes: Uint8Array, len: number): { page: Uint8Array; tailK?: Float32Array; tailV?: Float32Array } {
+export function trimPage(
+  L: PageLayout,
+  bytes: Uint8Array,
+  len: number,
+): { page: Uint8Array; tailK?: Float32Array; tailV?: Float32Array } {
   const page = new Uint8Array(L.pageBytes);
   const P = L.pageSize;
   if (L.dtype === 'int8') {

@@ -46,7 +46,13 @@ export function residentPageTable(cache: KvCache, seqs: readonly number[]): Resi
   const per = cache.pool.slotsPerBuffer;
   for (let i = 0; i < distinct.length; i++) {
     if (slots[i]! >= per) {
-      fail('E_LIMIT', 'seqs', `page ${distinct[i]} is resident in pool buffer ${Math.floor(slots[i]! / per)}; an engine binds buffer 0 only;`, seqs, `a cache whose working set is one buffer (cache.pool.maxBuffers = 1 before it grows)`);
+      fail(
+        'E_LIMIT',
+        'seqs',
+        `page ${distinct[i]} is resident in pool buffer ${Math.floor(slots[i]! / per)}; an engine binds buffer 0 only;`,
+        seqs,
+        `a cache whose working set is one buffer (cache.pool.maxBuffers = 1 before it grows)`,
+      );
     }
   }
   const kvIndices = new Int32Array(distinct.length === 0 ? 0 : lists.reduce((n, l) => n + l.length, 0));

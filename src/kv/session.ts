@@ -28,7 +28,12 @@ export interface PersistOptions {
  * persistKvCache(cache, store.manifest());
  */
 export function persistKvCache(cache: KvCache, manifest: ManifestStore, opts: PersistOptions = {}): void {
-  check(!!manifest && typeof manifest.write === 'function' && typeof manifest.read === 'function', 'manifest', 'a ManifestStore (FileManifest, OpfsManifest, MemoryManifest)', typeof manifest);
+  check(
+    !!manifest && typeof manifest.write === 'function' && typeof manifest.read === 'function',
+    'manifest',
+    'a ManifestStore (FileManifest, OpfsManifest, MemoryManifest)',
+    typeof manifest,
+  );
   attach(cache, manifest, 0, opts.autoCommit ?? true);
   commitKvCache(cache);
 }
@@ -44,7 +49,15 @@ export function manifestOf(cache: KvCache, generation = 0): Manifest {
   return {
     version: MANIFEST_VERSION,
     generation,
-    layout: { Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, pageSize: cache.pageSize, dtype: cache.dtype, pageBytes: cache.pageBytes, meanSummaries: cache.meanSummaries },
+    layout: {
+      Hkv: cache.Hkv,
+      D: cache.D,
+      Dv: cache.Dv,
+      pageSize: cache.pageSize,
+      dtype: cache.dtype,
+      pageBytes: cache.pageBytes,
+      meanSummaries: cache.meanSummaries,
+    },
     pageCount: c.pageCount,
     sequences: c.seqs.map((s) => ({ length: s.length, freed: !!s.freed, pages: Int32Array.from(s.pages) })),
     sums: c.sums.subarray(0, c.pageCount),
@@ -61,7 +74,14 @@ export function manifestOf(cache: KvCache, generation = 0): Manifest {
 export function commitKvCache(cache: KvCache): void {
   const st = refState(cache);
   const g = st.durable;
-  if (!g) fail('E_STATE', 'cache', 'is not persistent;', 'no manifest', 'persistKvCache(cache, manifest) or openKvCache first');
+  if (!g)
+    fail(
+      'E_STATE',
+      'cache',
+      'is not persistent;',
+      'no manifest',
+      'persistKvCache(cache, manifest) or openKvCache first',
+    );
   internals(cache).store.sync?.();
   const next = g.generation + 1;
   g.manifest.write(encodeManifest(manifestOf(cache, next)));
@@ -94,21 +114,44 @@ export interface OpenKvCacheOptions extends Partial<KvCacheOptions> {
 export function openKvCache(device: DeviceLike, opts: OpenKvCacheOptions): KvCache {
   if (!opts || typeof opts !== 'object') fail('E_ARG', 'options', 'is required;', opts, '{ store, manifest }');
   check(!!opts.store && typeof opts.store.read === 'function', 'store', 'a Store', typeof opts.store);
-  check(!!opts.manifest && typeof opts.manifest.read === 'function', 'manifest', 'a ManifestStore', typeof opts.manifest);
+  check(
+    !!opts.manifest && typeof opts.manifest.read === 'function',
+    'manifest',
+    'a ManifestStore',
+    typeof opts.manifest,
+  );
   const bytes = opts.manifest.read();
-  if (!bytes) throw new TesseraError('E_IO', `manifest: none found (${opts.manifest.kind}); was the cache ever committed?`, { argument: 'manifest' });
+  if (!bytes)
+    throw new TesseraError('E_IO', `manifest: none found (${opts.manifest.kind}); was the cache ever committed?`, {
+      argument: 'manifest',
+    });
   const m = decodeManifest(bytes);
   const L = m.layout;
   for (const key of ['Hkv', 'D', 'Dv', 'pageSize', 'dtype', 'meanSummaries'] as const) {
     const want = opts[key];
     if (want !== undefined && want !== L[key]) {
-      fail(key === 'dtype' ? 'E_DTYPE' : 'E_SHAPE', key, "differs from the manifest's layout (a cache of another layout);", want, `${JSON.stringify(L[key])} as in the manifest`);
+      fail(
+        key === 'dtype' ? 'E_DTYPE' : 'E_SHAPE',
+        key,
+        "differs from the manifest's layout (a cache of another layout);",
+        want,
+        `${JSON.stringify(L[key])} as in the manifest`,
+      );
     }
   }
   const { manifest, autoCommit, ...rest } = opts;
-  const cache = createKvCache(device, { ...rest, Hkv: L.Hkv, D: L.D, Dv: L.Dv, pageSize: L.pageSize, dtype: L.dtype, meanSummaries: L.meanSummaries });
+  const cache = createKvCache(device, {
+    ...rest,
+    Hkv: L.Hkv,
+    D: L.D,
+    Dv: L.Dv,
+    pageSize: L.pageSize,
+    dtype: L.dtype,
+    meanSummaries: L.meanSummaries,
+  });
   try {
-    if (cache.pageBytes !== L.pageBytes) fail('E_SHAPE', 'manifest', 'page size in bytes differs from this build;', L.pageBytes, `${cache.pageBytes}`);
+    if (cache.pageBytes !== L.pageBytes)
+      fail('E_SHAPE', 'manifest', 'page size in bytes differs from this build;', L.pageBytes, `${cache.pageBytes}`);
     restore(cache, m);
   } catch (e) {
     cache.dispose();
@@ -140,7 +183,11 @@ function restore(cache: KvCache, m: Manifest): void {
     s.freed = ms.freed || undefined;
     const need = Math.ceil(ms.length / P);
     if (ms.pages.length !== need) {
-      throw new TesseraError('E_CORRUPT', `manifest: sequence ${i} has ${ms.pages.length} pages for ${ms.length} tokens`, { argument: 'manifest' });
+      throw new TesseraError(
+        'E_CORRUPT',
+        `manifest: sequence ${i} has ${ms.pages.length} pages for ${ms.length} tokens`,
+        { argument: 'manifest' },
+      );
     }
     for (const p of s.pages) st.refs[p]!++;
   });

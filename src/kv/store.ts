@@ -68,7 +68,11 @@ export class MemoryStore implements Store {
       try {
         s = new Uint8Array(this.slabBytes);
       } catch (e) {
-        throw new TesseraError('E_IO', `host tier: could not allocate a slab of ${this.slabBytes} bytes (out of host memory?)`, { cause: e });
+        throw new TesseraError(
+          'E_IO',
+          `host tier: could not allocate a slab of ${this.slabBytes} bytes (out of host memory?)`,
+          { cause: e },
+        );
       }
       this.slabs[i] = s;
     }
@@ -90,7 +94,10 @@ export class MemoryStore implements Store {
 
   read(offset: number, dst: Uint8Array): void {
     if (offset + dst.byteLength > this.extent) {
-      throw new TesseraError('E_IO', `host tier: read of ${dst.byteLength} bytes at ${offset} is past the written extent ${this.extent}`);
+      throw new TesseraError(
+        'E_IO',
+        `host tier: read of ${dst.byteLength} bytes at ${offset} is past the written extent ${this.extent}`,
+      );
     }
     let done = 0;
     while (done < dst.byteLength) {
@@ -162,14 +169,17 @@ export class OpfsStore implements Store {
 
   write(offset: number, src: Uint8Array): void {
     const n = this.h().write(src, { at: offset });
-    if (n !== src.byteLength) throw new TesseraError('E_IO', `disk tier (OPFS): short write of ${n}/${src.byteLength} bytes at ${offset}`);
+    if (n !== src.byteLength)
+      throw new TesseraError('E_IO', `disk tier (OPFS): short write of ${n}/${src.byteLength} bytes at ${offset}`);
     this.extent = Math.max(this.extent, offset + src.byteLength);
   }
 
   read(offset: number, dst: Uint8Array): void {
-    if (offset + dst.byteLength > this.extent) throw new TesseraError('E_IO', `disk tier (OPFS): read at ${offset} is past the written extent ${this.extent}`);
+    if (offset + dst.byteLength > this.extent)
+      throw new TesseraError('E_IO', `disk tier (OPFS): read at ${offset} is past the written extent ${this.extent}`);
     const n = this.h().read(dst, { at: offset });
-    if (n !== dst.byteLength) throw new TesseraError('E_IO', `disk tier (OPFS): short read of ${n}/${dst.byteLength} bytes at ${offset}`);
+    if (n !== dst.byteLength)
+      throw new TesseraError('E_IO', `disk tier (OPFS): short read of ${n}/${dst.byteLength} bytes at ${offset}`);
   }
 
   close(): void {

@@ -79,7 +79,11 @@ export class SummaryTiers {
     this.candidatePages = checkInt(opts.candidatePages ?? dflt, 'candidatePages', { min: 1 });
     const maxBind = Math.min(this.ctx.limits.maxStorageBufferBindingSize, this.ctx.limits.maxBufferSize);
     this.candidatePages = Math.min(this.candidatePages, Math.floor(maxBind / per));
-    this.candidates = this.ctx.createBuffer({ size: this.candidatePages * per, usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST, label: 'tessera.kv.summaryCandidates' });
+    this.candidates = this.ctx.createBuffer({
+      size: this.candidatePages * per,
+      usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST,
+      label: 'tessera.kv.summaryCandidates',
+    });
     this.bytesNow = this.candidates.size;
     this.bytesPeak = this.bytesNow;
     this.store = opts.store;
@@ -112,7 +116,7 @@ export class SummaryTiers {
       return;
     }
     const rw = this.recordBytes / 2;
-    for (let i = 0; i < n; ) {
+    for (let i = 0; i < n;) {
       let j = i + 1;
       while (j < n && pageIds[j] === pageIds[j - 1]! + 1) j++;
       const need = (j - i) * rw;
@@ -231,7 +235,11 @@ export class SummaryTiers {
       const cap = this.capFor(supers);
       this.ctx.destroyBuffer(s.gpu);
       this.bytesNow -= s.cap * per;
-      s.gpu = this.ctx.createBuffer({ size: cap * per, usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST, label: `tessera.kv.supers${seq}` });
+      s.gpu = this.ctx.createBuffer({
+        size: cap * per,
+        usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST,
+        label: `tessera.kv.supers${seq}`,
+      });
       s.cap = cap;
       this.bytesNow += cap * per;
       this.bytesPeak = Math.max(this.bytesPeak, this.bytesNow);

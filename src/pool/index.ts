@@ -1,1 +1,8 @@
-export { PagePool, createPagePool, type PagePoolOptions, type PageFix, type StepEntry, type StepTables } from './pool.js';
+export {
+  PagePool,
+  createPagePool,
+  type PagePoolOptions,
+  type PageFix,
+  type StepEntry,
+  type StepTables,
+} from './pool.js';

@@ -133,7 +133,12 @@ export class PagePool {
   /** Removes pages `from .. capacity - 1`, which must all be free (`E_STATE` otherwise). */
   shrink(from: number): void {
     checkInt(from, 'from', { min: 0, max: this.cap });
-    if (!this.canShrink(from)) throw new TesseraError('E_STATE', `pages ${from}..${this.cap - 1} are not all free: shrink() needs them released first`, { argument: 'from', actual: from });
+    if (!this.canShrink(from))
+      throw new TesseraError(
+        'E_STATE',
+        `pages ${from}..${this.cap - 1} are not all free: shrink() needs them released first`,
+        { argument: 'from', actual: from },
+      );
     let k = 0;
     for (let i = 0; i < this.freeTop; i++) if (this.freeList[i]! < from) this.freeList[k++] = this.freeList[i]!;
     this.freeTop = k;
@@ -183,7 +188,14 @@ export class PagePool {
 
   private seq(id: number, argument = 'seq'): Seq {
     const s = this.seqs.get(id);
-    if (!s) fail('E_ARG', argument, 'is not a live sequence of this pool;', id, `one of ${[...this.seqs.keys()].slice(0, 8).join(', ') || '(none)'}`);
+    if (!s)
+      fail(
+        'E_ARG',
+        argument,
+        'is not a live sequence of this pool;',
+        id,
+        `one of ${[...this.seqs.keys()].slice(0, 8).join(', ') || '(none)'}`,
+      );
     return s;
   }
 
@@ -210,14 +222,22 @@ export class PagePool {
   /** Takes one more reference on a page in use (e.g. a fork or an agent's memory sharing it). */
   retain(page: number): void {
     this.checkPage(page);
-    if (this.refs[page] === 0) throw new TesseraError('E_STATE', `page ${page} is free: retain() needs a page in use`, { argument: 'page', actual: page });
+    if (this.refs[page] === 0)
+      throw new TesseraError('E_STATE', `page ${page} is free: retain() needs a page in use`, {
+        argument: 'page',
+        actual: page,
+      });
     this.refs[page]!++;
   }
 
   /** Drops one reference; the page returns to the free list at 0. */
   release(page: number): void {
     this.checkPage(page);
-    if (this.refs[page] === 0) throw new TesseraError('E_STATE', `page ${page} is already free: release() without a matching reference`, { argument: 'page', actual: page });
+    if (this.refs[page] === 0)
+      throw new TesseraError('E_STATE', `page ${page} is already free: release() without a matching reference`, {
+        argument: 'page',
+        actual: page,
+      });
     if (--this.refs[page]! === 0) this.freeList[this.freeTop++] = page;
   }
 
@@ -241,17 +261,28 @@ export class PagePool {
     for (let b = 0; b < entries.length; b++) {
       const e = entries[b]!;
       const s = this.seq(e?.seq, `entries[${b}].seq`);
-      if (seen.has(e.seq)) fail('E_ARG', `entries[${b}].seq`, 'appears twice in one step;', e.seq, 'each sequence once');
+      if (seen.has(e.seq))
+        fail('E_ARG', `entries[${b}].seq`, 'appears twice in one step;', e.seq, 'each sequence once');
       seen.add(e.seq);
       checkInt(e.tokens, `entries[${b}].tokens`, { min: 0 });
       const last = s.pages.length ? s.pages[s.pages.length - 1]! : -1;
       if (e.tokens > 0 && s.length % this.pageSize !== 0 && last >= 0 && this.refs[last]! > 1) {
-        throw new TesseraError('E_STATE', `entries[${b}]: sequence ${e.seq} would write into its last page ${last}, which ${this.refs[last]! - 1} other holder(s) share; copy the page first (copy-on-write)`, { argument: `entries[${b}].seq`, actual: e.seq });
+        throw new TesseraError(
+          'E_STATE',
+          `entries[${b}]: sequence ${e.seq} would write into its last page ${last}, which ${this.refs[last]! - 1} other holder(s) share; copy the page first (copy-on-write)`,
+          { argument: `entries[${b}].seq`, actual: e.seq },
+        );
       }
       need += this.pagesFor(s.length + e.tokens) - s.pages.length;
     }
     if (need > this.freeTop) {
-      fail('E_LIMIT', 'entries', `need ${need} new pages; the pool has ${this.freeTop} free of ${this.capacity};`, need, `at most ${this.freeTop} new pages (release sequences or grow the pool)`);
+      fail(
+        'E_LIMIT',
+        'entries',
+        `need ${need} new pages; the pool has ${this.freeTop} free of ${this.capacity};`,
+        need,
+        `at most ${this.freeTop} new pages (release sequences or grow the pool)`,
+      );
     }
     let nnz = 0;
     for (const e of entries) {
@@ -280,7 +311,12 @@ export class PagePool {
       b.qo[i + 1] = r;
     });
     const t = this.tables(entries.map((e) => e.seq));
-    return { ...t, qoIndptr: b.qo.subarray(0, entries.length + 1), batchIndices: b.batch.subarray(0, nnz), positions: b.pos.subarray(0, nnz) };
+    return {
+      ...t,
+      qoIndptr: b.qo.subarray(0, entries.length + 1),
+      batchIndices: b.batch.subarray(0, nnz),
+      positions: b.pos.subarray(0, nnz),
+    };
   }
 
   /**
@@ -306,7 +342,12 @@ export class PagePool {
       b.last[i] = s.pages.length ? s.length - (s.pages.length - 1) * this.pageSize : 0;
       b.lens[i] = s.length;
     }
-    return { kvIndptr: b.indptr.subarray(0, B + 1), kvIndices: b.indices.subarray(0, k), kvLastPageLen: b.last.subarray(0, B), kvLens: b.lens.subarray(0, B) };
+    return {
+      kvIndptr: b.indptr.subarray(0, B + 1),
+      kvIndices: b.indices.subarray(0, k),
+      kvLastPageLen: b.last.subarray(0, B),
+      kvLens: b.lens.subarray(0, B),
+    };
   }
 
   /**
@@ -351,7 +392,13 @@ export class PagePool {
     const r = s.length % this.pageSize;
     const last = s.pages.length - 1;
     if (r > 0 && this.freeTop === 0) {
-      fail('E_LIMIT', 'seq', `needs 1 free page for the copy of its partial last page; the pool has 0 free of ${this.capacity};`, seq, 'a free page (release sequences or grow the pool)');
+      fail(
+        'E_LIMIT',
+        'seq',
+        `needs 1 free page for the copy of its partial last page; the pool has 0 free of ${this.capacity};`,
+        seq,
+        'a free page (release sequences or grow the pool)',
+      );
     }
     const pages = s.pages.slice();
     for (let j = 0; j < pages.length; j++) if (pages[j]! >= 0 && !(r > 0 && j === last)) this.refs[pages[j]!]!++;
@@ -388,9 +435,23 @@ export class PagePool {
     const keep = Math.ceil(length / P);
     const r = length % P;
     const last = keep > 0 ? s.pages[keep - 1]! : -1;
-    if (keep > 0 && last < 0) fail('E_STATE', 'length', `ends in page ${keep - 1} of sequence ${seq}, which a window layer released;`, length, 'a length inside a page the sequence still holds');
+    if (keep > 0 && last < 0)
+      fail(
+        'E_STATE',
+        'length',
+        `ends in page ${keep - 1} of sequence ${seq}, which a window layer released;`,
+        length,
+        'a length inside a page the sequence still holds',
+      );
     const cow = r > 0 && this.refs[last]! > 1;
-    if (cow && this.freeTop === 0) fail('E_LIMIT', 'length', `needs 1 free page to copy the shared page ${last}; the pool has 0 free of ${this.capacity};`, length, 'a free page (release sequences or grow the pool)');
+    if (cow && this.freeTop === 0)
+      fail(
+        'E_LIMIT',
+        'length',
+        `needs 1 free page to copy the shared page ${last}; the pool has 0 free of ${this.capacity};`,
+        length,
+        'a free page (release sequences or grow the pool)',
+      );
     let released = 0;
     for (let j = keep; j < s.pages.length; j++) {
       const p = s.pages[j]!;
@@ -416,7 +477,8 @@ export class PagePool {
     const held = new Int32Array(this.capacity);
     for (const s of this.seqs.values()) {
       for (const p of s.pages) if (p >= 0) held[p]!++;
-      if (s.pages.length !== this.pagesFor(s.length)) throw new TesseraError('E_STATE', `a sequence of ${s.length} tokens holds ${s.pages.length} pages`);
+      if (s.pages.length !== this.pagesFor(s.length))
+        throw new TesseraError('E_STATE', `a sequence of ${s.length} tokens holds ${s.pages.length} pages`);
     }
     const inFree = new Uint8Array(this.capacity);
     for (let i = 0; i < this.freeTop; i++) {
@@ -425,8 +487,13 @@ export class PagePool {
       inFree[p] = 1;
     }
     for (let p = 0; p < this.capacity; p++) {
-      if (this.refs[p]! < held[p]!) throw new TesseraError('E_STATE', `page ${p} has ${this.refs[p]} references but ${held[p]} sequences hold it`);
-      if ((this.refs[p] === 0) !== (inFree[p] === 1)) throw new TesseraError('E_STATE', `page ${p}: reference count ${this.refs[p]} but ${inFree[p] ? '' : 'not '}in the free list`);
+      if (this.refs[p]! < held[p]!)
+        throw new TesseraError('E_STATE', `page ${p} has ${this.refs[p]} references but ${held[p]} sequences hold it`);
+      if ((this.refs[p] === 0) !== (inFree[p] === 1))
+        throw new TesseraError(
+          'E_STATE',
+          `page ${p}: reference count ${this.refs[p]} but ${inFree[p] ? '' : 'not '}in the free list`,
+        );
     }
   }
 }

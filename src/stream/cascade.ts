@@ -130,8 +130,27 @@ class PageStreamer {
     const groups = Math.min(o.tilePages, Math.max(1, Math.floor(cache.gpuBudgetBytes / cache.pool.bufferBytes)));
     // Packed rows: every row of this pass sees the same keys of its KV head (no causal mask).
     const variant = o.variant === 'auto' ? (cache.ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
-    const packRows = attentionPackRows(variant, Tq * (o.Hq / cache.Hkv), cache.D, o.rows, cache.ctx.limits.maxComputeWorkgroupStorageSize);
-    const po = { Hq: o.Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq, pageSize: cache.pageSize, dtype: cache.dtype, causal: false, scale: o.scale, maxCalls: groups, variant, rows: packRows };
+    const packRows = attentionPackRows(
+      variant,
+      Tq * (o.Hq / cache.Hkv),
+      cache.D,
+      o.rows,
+      cache.ctx.limits.maxComputeWorkgroupStorageSize,
+    );
+    const po = {
+      Hq: o.Hq,
+      Hkv: cache.Hkv,
+      D: cache.D,
+      Dv: cache.Dv,
+      Tq,
+      pageSize: cache.pageSize,
+      dtype: cache.dtype,
+      causal: false,
+      scale: o.scale,
+      maxCalls: groups,
+      variant,
+      rows: packRows,
+    };
     const paged = await planPaged(cache.ctx, po);
     try {
       const maxParts = Math.max(1, Math.floor(partialBytes / perPart) - groups - 1);
@@ -157,7 +176,13 @@ class PageStreamer {
    * Attends `entries` with queries `q` (`[Tq, Hq, D]`), accumulating into part 0. `before(enc)` is
    * encoded ahead of the first tile (a query copy). Returns the tiles submitted.
    */
-  async stream(entries: readonly Entry[], q: GPUBuffer, pending: Promise<unknown>[], inflight: number, before?: (enc: GPUCommandEncoder) => void): Promise<number> {
+  async stream(
+    entries: readonly Entry[],
+    q: GPUBuffer,
+    pending: Promise<unknown>[],
+    inflight: number,
+    before?: (enc: GPUCommandEncoder) => void,
+  ): Promise<number> {
     const { cache, rows, listWords } = this;
     const ctx = cache.ctx;
     const queue = ctx.device.queue;
@@ -172,7 +197,7 @@ class PageStreamer {
       before(enc);
       queue.submit([enc.finish()]);
     }
-    for (let a = 0; a < entries.length; ) {
+    for (let a = 0; a < entries.length;) {
       // A tile: up to tilePages entries (a page's entries for several heads are adjacent; a page
       // split across two tiles is still resident for the second).
       const pageIds: number[] = [];
@@ -214,7 +239,14 @@ class PageStreamer {
         const need = Math.ceil(list.length / this.ePer);
         const partCount = gi === groups.length - 1 ? this.parts + 1 - partBase : need;
         const call: PagedCall = { qPos0: 0, listBase, nEntries: list.length, ePer: this.ePer, partBase, partCount };
-        this.paged.run(enc, { q: qT, pages: cache.pool.buffers[bi]!, list: this.list, oParts: oPartsT, lseParts: lsePartsT, calls: [call] });
+        this.paged.run(enc, {
+          q: qT,
+          pages: cache.pool.buffers[bi]!,
+          list: this.list,
+          oParts: oPartsT,
+          lseParts: lsePartsT,
+          calls: [call],
+        });
         partBase += need;
       });
       queue.writeBuffer(this.list, 0, listWords, 0, w * PAGED_ENTRY_WORDS);
@@ -272,7 +304,13 @@ export class CascadeDecodePlan {
   private readonly lseFinal: GPUBuffer;
   private disposed = false;
 
-  private constructor(cache: KvCache, o: Required<CascadeOptions>, shared: PageStreamer, priv: PageStreamer, final: MergePlan) {
+  private constructor(
+    cache: KvCache,
+    o: Required<CascadeOptions>,
+    shared: PageStreamer,
+    priv: PageStreamer,
+    final: MergePlan,
+  ) {
     this.cache = cache;
     this.ctx = cache.ctx;
     this.options = o;
@@ -294,7 +332,14 @@ export class CascadeDecodePlan {
     const n = checkInt(opts.seqs, 'seqs', { min: 1, max: 4096 });
     const tilePages = checkInt(opts.tilePages ?? cache.tilePages, 'tilePages', { min: 1 });
     const maxPages = Math.floor((cache.gpuBudgetBytes - cache.summaryBytes) / cache.pageBytes);
-    if (tilePages > maxPages) fail('E_LIMIT', 'tilePages', 'is larger than the GPU working set;', tilePages, `at most ${maxPages} pages within gpuBudgetBytes`);
+    if (tilePages > maxPages)
+      fail(
+        'E_LIMIT',
+        'tilePages',
+        'is larger than the GPU working set;',
+        tilePages,
+        `at most ${maxPages} pages within gpuBudgetBytes`,
+      );
     const o: Required<CascadeOptions> = {
       Hq,
       seqs: n,
@@ -303,10 +348,18 @@ export class CascadeDecodePlan {
       partialBytes: checkInt(opts.partialBytes ?? 8 * 2 ** 20, 'partialBytes', { min: 1 }),
       inflight: checkInt(opts.inflight ?? 2, 'inflight', { min: 1, max: 8 }),
       variant: opts.variant ?? 'auto',
-      rows: checkInt(opts.rows ?? attentionRowsCap(cache.ctx.loopLimit, cache.D, cache.Dv) ?? 8, 'rows', { min: 1, max: 8 }),
+      rows: checkInt(opts.rows ?? attentionRowsCap(cache.ctx.loopLimit, cache.D, cache.Dv) ?? 8, 'rows', {
+        min: 1,
+        max: 8,
+      }),
     };
     check((ATTENTION_ROWS as readonly number[]).includes(o.rows), 'rows', '1, 2, 4 or 8', o.rows, 'E_UNSUPPORTED');
-    check(o.variant === 'auto' || o.variant === 'cpu' || o.variant === 'gpu', 'variant', '"auto", "cpu" or "gpu"', o.variant);
+    check(
+      o.variant === 'auto' || o.variant === 'cpu' || o.variant === 'gpu',
+      'variant',
+      '"auto", "cpu" or "gpu"',
+      o.variant,
+    );
     const shared = await PageStreamer.create(cache, o, n);
     let priv: PageStreamer | undefined;
     try {
@@ -324,7 +377,12 @@ export class CascadeDecodePlan {
    * Decodes one query per sequence: `q` `[n, Hq, D]` f32 (row i for `seqs[i]`), writes `o`
    * `[n, Hq, Dv]` f32 and optionally `lse` `[n, Hq]`. Every query sees its whole sequence.
    */
-  async run(seqs: readonly number[], q: GpuTensor, out: { o: GpuTensor; lse?: GpuTensor }, ro: CascadeRunOptions = {}): Promise<CascadeStats> {
+  async run(
+    seqs: readonly number[],
+    q: GpuTensor,
+    out: { o: GpuTensor; lse?: GpuTensor },
+    ro: CascadeRunOptions = {},
+  ): Promise<CascadeStats> {
     if (this.disposed) fail('E_STATE', 'plan', 'was disposed;', 'disposed');
     const { cache, ctx } = this;
     const { Hq, seqs: n, inflight } = this.options;
@@ -339,7 +397,12 @@ export class CascadeDecodePlan {
     checkInt(m, 'sharedPages', { min: 0, max: common });
     const sel = ro.sharedSelection;
     if (sel) {
-      check(Array.isArray(sel) && sel.length === Hkv, 'sharedSelection', `one Int32Array per KV head (${Hkv})`, sel?.length);
+      check(
+        Array.isArray(sel) && sel.length === Hkv,
+        'sharedSelection',
+        `one Int32Array per KV head (${Hkv})`,
+        sel?.length,
+      );
       sel.forEach((s, h) => s.forEach((x: number) => checkInt(x, `sharedSelection[${h}]`, { min: 0, max: m - 1 })));
     }
     const t0 = performance.now();
@@ -359,7 +422,8 @@ export class CascadeDecodePlan {
         // Entries per (page, head), page-major so a page's heads share one upload.
         const byPage = new Map<number, number[]>();
         sel.forEach((s, h) => s.forEach((i: number) => (byPage.get(i) ?? byPage.set(i, []).get(i)!).push(h)));
-        for (const i of [...byPage.keys()].sort((a, b) => a - b)) for (const h of byPage.get(i)!) entries.push({ page: shared0[i]!, start: i * P, len: P, head: h });
+        for (const i of [...byPage.keys()].sort((a, b) => a - b))
+          for (const h of byPage.get(i)!) entries.push({ page: shared0[i]!, start: i * P, len: P, head: h });
       } else {
         for (let i = 0; i < m; i++) entries.push({ page: shared0[i]!, start: i * P, len: P, head: ALL_HEADS });
       }
@@ -379,11 +443,14 @@ export class CascadeDecodePlan {
         const pages = cache.pages(s);
         const len = cache.length(s);
         const priv: Entry[] = [];
-        for (let j = m; j < pages.length; j++) priv.push({ page: pages[j]!, start: j * P, len: Math.min(P, len - j * P), head: ALL_HEADS });
+        for (let j = m; j < pages.length; j++)
+          priv.push({ page: pages[j]!, start: j * P, len: Math.min(P, len - j * P), head: ALL_HEADS });
         privatePages += priv.length;
         this.priv.reset();
         const qOff = (q.offset ?? 0) + i * Hq * D * 4;
-        tiles += await this.priv.stream(priv, this.qPriv, pending, inflight, (enc) => enc.copyBufferToBuffer(q.buffer, qOff, this.qPriv, 0, Hq * D * 4));
+        tiles += await this.priv.stream(priv, this.qPriv, pending, inflight, (enc) =>
+          enc.copyBufferToBuffer(q.buffer, qOff, this.qPriv, 0, Hq * D * 4),
+        );
         const enc = ctx.device.createCommandEncoder({ label: 'tessera.cascade.private' });
         enc.copyBufferToBuffer(this.priv.oParts, 0, this.oFinal, (rows + i * Hq) * Dv * 4, Hq * Dv * 4);
         enc.copyBufferToBuffer(this.priv.lseParts, 0, this.lseFinal, (rows + i * Hq) * 4, Hq * 4);
@@ -395,7 +462,9 @@ export class CascadeDecodePlan {
         oParts: { buffer: this.oFinal, shape: [2, rows, Dv], dtype: 'f32' },
         lseParts: { buffer: this.lseFinal, shape: [2, rows], dtype: 'f32' },
         o: { buffer: out.o.buffer, offset: out.o.offset, shape: [rows, Dv], dtype: 'f32' },
-        lse: out.lse ? { buffer: out.lse.buffer, offset: out.lse.offset, shape: [rows], dtype: 'f32' } : { buffer: this.shared.lseParts, offset: 0, shape: [rows], dtype: 'f32' },
+        lse: out.lse
+          ? { buffer: out.lse.buffer, offset: out.lse.offset, shape: [rows], dtype: 'f32' }
+          : { buffer: this.shared.lseParts, offset: 0, shape: [rows], dtype: 'f32' },
       });
       queue.submit([enc.finish()]);
       await Promise.all(pending);
@@ -441,7 +510,17 @@ export function planCascadeDecode(cache: KvCache, opts: CascadeOptions): Promise
  * Quest bound of query `q` (`[Hq, D]`) against shared page `i` for KV head `h` (max over the
  * head's group): sum over channels of max(q * min, q * max), from the host mirror of the summaries.
  */
-function questBound(minmax: Uint16Array, f16: (x: number) => number, page: number, h: number, q: ArrayLike<number>, qRow: number, Hq: number, Hkv: number, D: number): number {
+function questBound(
+  minmax: Uint16Array,
+  f16: (x: number) => number,
+  page: number,
+  h: number,
+  q: ArrayLike<number>,
+  qRow: number,
+  Hq: number,
+  Hkv: number,
+  D: number,
+): number {
   const g = Hq / Hkv;
   const o = (page * Hkv + h) * 2 * D;
   let best = -Infinity;
@@ -480,7 +559,14 @@ export function questSharedSelection(
   cache: KvCache,
   seqs: readonly number[],
   q: ArrayLike<number>,
-  opts: { Hq: number; budgetPages: number; sharedPages: number; sinkPages?: number; mode?: 'max' | 'union'; f16ToF32: (bits: number) => number },
+  opts: {
+    Hq: number;
+    budgetPages: number;
+    sharedPages: number;
+    sinkPages?: number;
+    mode?: 'max' | 'union';
+    f16ToF32: (bits: number) => number;
+  },
 ): { shared: Int32Array[]; perSeq: Int32Array[][]; recall: number } {
   checkInt(opts?.budgetPages, 'budgetPages', { min: 1 });
   const mode = opts.mode ?? 'max';
@@ -507,7 +593,10 @@ export function questSharedSelection(
     }
     const own = all.map((a) => topK(a, budgetPages, sinks));
     own.forEach((o, r) => perSeq[r]!.push(o));
-    const sh = mode === 'max' ? topK(mx, budgetPages, sinks) : Int32Array.from(new Set(own.flatMap((o) => Array.from(o)))).sort();
+    const sh =
+      mode === 'max'
+        ? topK(mx, budgetPages, sinks)
+        : Int32Array.from(new Set(own.flatMap((o) => Array.from(o)))).sort();
     shared.push(sh);
     const inShared = new Set(sh);
     for (const o of own) {

@@ -103,7 +103,14 @@ export class StreamAttentionPlan {
   /** Submit epoch of the last encode() (-2: none pending). */
   private encodedEpoch = -2;
 
-  private constructor(cache: KvCache, o: Required<StreamAttentionOptions>, paged: PagedPlan, merger: MergePlan, parts: number, ePer: number) {
+  private constructor(
+    cache: KvCache,
+    o: Required<StreamAttentionOptions>,
+    paged: PagedPlan,
+    merger: MergePlan,
+    parts: number,
+    ePer: number,
+  ) {
     this.cache = cache;
     this.ctx = cache.ctx;
     this.options = o;
@@ -134,8 +141,18 @@ export class StreamAttentionPlan {
     const Tq = checkInt(opts.Tq ?? 1, 'Tq', { min: 1 });
     const tilePages = checkInt(opts.tilePages ?? cache.tilePages, 'tilePages', { min: 1 });
     const maxPages = Math.floor((cache.gpuBudgetBytes - cache.summaryBytes) / cache.pageBytes);
-    if (tilePages > maxPages) fail('E_LIMIT', 'tilePages', 'is larger than the GPU working set;', tilePages, `at most ${maxPages} pages within gpuBudgetBytes`);
-    const partialBytes = checkInt(opts.partialBytes ?? 8 * 2 ** 20, 'partialBytes', { min: 1, max: Number.MAX_SAFE_INTEGER });
+    if (tilePages > maxPages)
+      fail(
+        'E_LIMIT',
+        'tilePages',
+        'is larger than the GPU working set;',
+        tilePages,
+        `at most ${maxPages} pages within gpuBudgetBytes`,
+      );
+    const partialBytes = checkInt(opts.partialBytes ?? 8 * 2 ** 20, 'partialBytes', {
+      min: 1,
+      max: Number.MAX_SAFE_INTEGER,
+    });
     const inflight = checkInt(opts.inflight ?? 2, 'inflight', { min: 1, max: 8 });
     const o: Required<StreamAttentionOptions> = {
       Hq,
@@ -151,7 +168,19 @@ export class StreamAttentionPlan {
     const perPart = rows * (cache.Dv + 1) * 4;
     // Pool buffers a tile can touch: at most one part is lost to rounding per buffer.
     const groups = Math.min(tilePages, Math.max(1, Math.floor(cache.gpuBudgetBytes / cache.pool.bufferBytes)));
-    const paged = await planPaged(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq, pageSize: cache.pageSize, dtype: cache.dtype, causal: o.causal, scale: o.scale, maxCalls: groups, variant: o.variant });
+    const paged = await planPaged(cache.ctx, {
+      Hq,
+      Hkv: cache.Hkv,
+      D: cache.D,
+      Dv: cache.Dv,
+      Tq,
+      pageSize: cache.pageSize,
+      dtype: cache.dtype,
+      causal: o.causal,
+      scale: o.scale,
+      maxCalls: groups,
+      variant: o.variant,
+    });
     try {
       const maxParts = Math.max(1, Math.floor(partialBytes / perPart) - groups - 1);
       // A part's pages run in one invocation, which Mesa's llvmpipe stops after ctx.loopLimit loop
@@ -172,7 +201,12 @@ export class StreamAttentionPlan {
    * Attends `q` (`[Tq, Hq, D]` f32) to all of sequence `seq` and writes `o` (`[Tq, Hq, Dv]` f32) and
    * optionally `lse` (`[Tq, Hq]` f32, natural log). Resolves when the GPU is done.
    */
-  async run(seq: number, q: GpuTensor, out: { o: GpuTensor; lse?: GpuTensor }, ro: StreamRunOptions = {}): Promise<StreamStats> {
+  async run(
+    seq: number,
+    q: GpuTensor,
+    out: { o: GpuTensor; lse?: GpuTensor },
+    ro: StreamRunOptions = {},
+  ): Promise<StreamStats> {
     if (this.disposed) fail('E_STATE', 'plan', 'was disposed;', 'disposed');
     this.checkEncodeSubmitted('run');
     this.running = true;
@@ -187,7 +221,11 @@ export class StreamAttentionPlan {
   private checkEncodeSubmitted(what: string): void {
     const epoch = submitEpoch(this.ctx);
     if (epoch >= 0 && this.encodedEpoch === epoch) {
-      throw new TesseraError('E_STATE', `StreamAttentionPlan.${what}: an encode() since the last queue.submit still reads this plan's page list and merge state; submit that encoder first (or use a second plan)`, { argument: 'plan' });
+      throw new TesseraError(
+        'E_STATE',
+        `StreamAttentionPlan.${what}: an encode() since the last queue.submit still reads this plan's page list and merge state; submit that encoder first (or use a second plan)`,
+        { argument: 'plan' },
+      );
     }
   }
 
@@ -208,26 +246,48 @@ export class StreamAttentionPlan {
    * plan.encode(enc, seq, q, { o, lse });               // into the engine's own encoder
    * dev.device.queue.submit([enc.finish()]);
    */
-  encode(encoder: GPUCommandEncoder, seq: number, q: GpuTensor, out: { o: GpuTensor; lse?: GpuTensor }, ro: { qPos0?: number } = {}): void {
+  encode(
+    encoder: GPUCommandEncoder,
+    seq: number,
+    q: GpuTensor,
+    out: { o: GpuTensor; lse?: GpuTensor },
+    ro: { qPos0?: number } = {},
+  ): void {
     if (this.disposed) fail('E_STATE', 'plan', 'was disposed;', 'disposed');
-    if (this.running) throw new TesseraError('E_STATE', 'StreamAttentionPlan.encode: a run() of this plan is still in progress (they share its scratch); await it first', { argument: 'plan' });
+    if (this.running)
+      throw new TesseraError(
+        'E_STATE',
+        'StreamAttentionPlan.encode: a run() of this plan is still in progress (they share its scratch); await it first',
+        { argument: 'plan' },
+      );
     this.checkEncodeSubmitted('encode');
-    if (!encoder || typeof (encoder as GPUCommandEncoder).beginComputePass !== 'function') fail('E_ARG', 'encoder', 'is not a GPUCommandEncoder;', typeof encoder, 'device.createCommandEncoder()');
+    if (!encoder || typeof (encoder as GPUCommandEncoder).beginComputePass !== 'function')
+      fail('E_ARG', 'encoder', 'is not a GPUCommandEncoder;', typeof encoder, 'device.createCommandEncoder()');
     const { cache, ctx, rows } = this;
     const { Tq, Hq } = this.options;
     const Dv = cache.Dv;
     const { len, qPos0, all, nPages } = this.checkCall(seq, q, out, ro);
     if (nPages > this.options.tilePages) {
-      fail('E_LIMIT', 'seq', `needs ${nPages} pages, more than one tile of this plan;`, seq, `at most tilePages = ${this.options.tilePages} pages for encode() (run() streams any length)`);
+      fail(
+        'E_LIMIT',
+        'seq',
+        `needs ${nPages} pages, more than one tile of this plan;`,
+        seq,
+        `at most tilePages = ${this.options.tilePages} pages for encode() (run() streams any length)`,
+      );
     }
     let missing = 0;
     for (let i = 0; i < nPages; i++) if (cache.pool.slotOf(all[i]!) < 0) missing++;
     if (missing > 0) {
-      throw new TesseraError('E_STATE', `seq: ${missing} of the ${nPages} pages of sequence ${seq} are not resident on the GPU; encode() moves no pages (await run(), or cache.ensureResident(cache.pages(seq)) first)`, {
-        argument: 'seq',
-        actual: seq,
-        expected: 'a sequence whose pages are all resident',
-      });
+      throw new TesseraError(
+        'E_STATE',
+        `seq: ${missing} of the ${nPages} pages of sequence ${seq} are not resident on the GPU; encode() moves no pages (await run(), or cache.ensureResident(cache.pages(seq)) first)`,
+        {
+          argument: 'seq',
+          actual: seq,
+          expected: 'a sequence whose pages are all resident',
+        },
+      );
     }
     const qT = { buffer: q.buffer, offset: q.offset, shape: q.shape, dtype: 'f32' as const };
     const queue = ctx.device.queue;
@@ -244,7 +304,12 @@ export class StreamAttentionPlan {
   }
 
   /** Checks one call's tensors and finds the query position and the pages it reads (run and encode alike). */
-  private checkCall(seq: number, q: GpuTensor, out: { o: GpuTensor; lse?: GpuTensor }, ro: { qPos0?: number }): { len: number; qPos0: number; all: readonly number[]; nPages: number } {
+  private checkCall(
+    seq: number,
+    q: GpuTensor,
+    out: { o: GpuTensor; lse?: GpuTensor },
+    ro: { qPos0?: number },
+  ): { len: number; qPos0: number; all: readonly number[]; nPages: number } {
     const { cache, ctx } = this;
     const { Tq, Hq } = this.options;
     checkTensor(q, 'q', { rank: 3, shape: [Tq, Hq, cache.D], dtypes: ['f32'], device: ctx });
@@ -254,11 +319,18 @@ export class StreamAttentionPlan {
     const qPos0 = ro.qPos0 ?? Math.max(0, len - Tq);
     checkInt(qPos0, 'qPos0', { min: 0 });
     const all = cache.pages(seq);
-    const nPages = this.options.causal ? Math.min(all.length, Math.floor((qPos0 + Tq - 1) / cache.pageSize) + 1) : all.length;
+    const nPages = this.options.causal
+      ? Math.min(all.length, Math.floor((qPos0 + Tq - 1) / cache.pageSize) + 1)
+      : all.length;
     return { len, qPos0, all, nPages };
   }
 
-  private async runInner(seq: number, q: GpuTensor, out: { o: GpuTensor; lse?: GpuTensor }, ro: StreamRunOptions): Promise<StreamStats> {
+  private async runInner(
+    seq: number,
+    q: GpuTensor,
+    out: { o: GpuTensor; lse?: GpuTensor },
+    ro: StreamRunOptions,
+  ): Promise<StreamStats> {
     const { cache, ctx, rows } = this;
     const { Tq, Hq } = this.options;
     const Dv = cache.Dv;
@@ -323,7 +395,15 @@ export class StreamAttentionPlan {
    * Makes pages [a, b) of `all` resident (reading and uploading those that are not) and submits
    * their attention and the merge into running state `index % 2` (from `(index - 1) % 2`).
    */
-  private submitTile(all: readonly number[], a: number, b: number, len: number, qPos0: number, qT: TileQuery, index: number): void {
+  private submitTile(
+    all: readonly number[],
+    a: number,
+    b: number,
+    len: number,
+    qPos0: number,
+    qT: TileQuery,
+    index: number,
+  ): void {
     const ctx = this.ctx;
     const queue = ctx.device.queue;
     const enc = ctx.device.createCommandEncoder({ label: 'tessera.stream.tile' });
@@ -332,7 +412,16 @@ export class StreamAttentionPlan {
   }
 
   /** Makes pages [a, b) of `all` resident and encodes their attention and merge into `enc`. */
-  private encodeTile(enc: GPUCommandEncoder, all: readonly number[], a: number, b: number, len: number, qPos0: number, qT: TileQuery, index: number): void {
+  private encodeTile(
+    enc: GPUCommandEncoder,
+    all: readonly number[],
+    a: number,
+    b: number,
+    len: number,
+    qPos0: number,
+    qT: TileQuery,
+    index: number,
+  ): void {
     const { cache, ctx, rows } = this;
     const P = cache.pageSize;
     const Dv = cache.Dv;
@@ -366,11 +455,23 @@ export class StreamAttentionPlan {
       const need = Math.ceil(idx.length / this.pagesPerPart);
       const partCount = gi === groups.length - 1 ? this.parts - partBase : need;
       const call: PagedCall = { qPos0, listBase, nEntries: idx.length, ePer: this.pagesPerPart, partBase, partCount };
-      this.paged.run(enc, { q: qT, pages: cache.pool.buffers[bi]!, list: this.list, oParts: oPartsT, lseParts: lsePartsT, calls: [call] });
+      this.paged.run(enc, {
+        q: qT,
+        pages: cache.pool.buffers[bi]!,
+        list: this.list,
+        oParts: oPartsT,
+        lseParts: lsePartsT,
+        calls: [call],
+      });
       partBase += need;
     });
     queue.writeBuffer(this.list, 0, listWords, 0, e * PAGED_ENTRY_WORDS);
-    this.merger.run(enc, { oParts: oPartsT, lseParts: lsePartsT, stateIn: index > 0 ? this.states[(index - 1) % 2] : undefined, stateOut: this.states[index % 2] });
+    this.merger.run(enc, {
+      oParts: oPartsT,
+      lseParts: lsePartsT,
+      stateIn: index > 0 ? this.states[(index - 1) % 2] : undefined,
+      stateOut: this.states[index % 2],
+    });
   }
 
   /**
@@ -380,14 +481,25 @@ export class StreamAttentionPlan {
    * waiting for the queue) and their compute alone (the tiles resident). The tiles are made
    * non-resident before each timed transfer. The pass that follows starts its merge afresh.
    */
-  private async measureOverlap(all: readonly number[], nPages: number, len: number, qPos0: number, qT: TileQuery, want: number): Promise<OverlapStats> {
+  private async measureOverlap(
+    all: readonly number[],
+    nPages: number,
+    len: number,
+    qPos0: number,
+    qT: TileQuery,
+    want: number,
+  ): Promise<OverlapStats> {
     const { cache, ctx } = this;
     const queue = ctx.device.queue;
     const tp = this.options.tilePages;
     // Grow the working set (within the budget) so that the sampled tiles are resident together.
     const pool = cache.pool;
     const wantTiles = Math.min(Math.ceil(nPages / tp), want);
-    while (pool.capacity < (wantTiles + 1) * tp && cache.summaryBytes + pool.bytes + pool.bufferBytes <= cache.gpuBudgetBytes && pool.addBuffer());
+    while (
+      pool.capacity < (wantTiles + 1) * tp &&
+      cache.summaryBytes + pool.bytes + pool.bufferBytes <= cache.gpuBudgetBytes &&
+      pool.addBuffer()
+    );
     const tiles = Math.max(1, Math.min(wantTiles, Math.floor(pool.capacity / tp) - 1));
     const end = Math.min(nPages, tiles * tp);
     const evict = () => {
@@ -401,7 +513,9 @@ export class StreamAttentionPlan {
     const pass = async () => {
       const pending: Promise<unknown>[] = [];
       for (let a = 0, i = 0; a < end; a += tp, i++) {
-        const { errors } = ctx.section('streamAttention.overlap', () => this.submitTile(all, a, Math.min(end, a + tp), len, qPos0, qT, i));
+        const { errors } = ctx.section('streamAttention.overlap', () =>
+          this.submitTile(all, a, Math.min(end, a + tp), len, qPos0, qT, i),
+        );
         pending.push(observe(Promise.all([errors, ctx.raceLost(queue.onSubmittedWorkDone())])));
         if (pending.length >= this.options.inflight) await pending.shift();
       }
@@ -426,7 +540,14 @@ export class StreamAttentionPlan {
     t = performance.now();
     await pass();
     const computeMs = performance.now() - t;
-    if (cache.pagesUploaded !== up) fail('E_STATE', 'measureOverlap', 'uploaded pages during the compute-only run;', cache.pagesUploaded - up, 'a working set that holds the sampled tiles');
+    if (cache.pagesUploaded !== up)
+      fail(
+        'E_STATE',
+        'measureOverlap',
+        'uploaded pages during the compute-only run;',
+        cache.pagesUploaded - up,
+        'a working set that holds the sampled tiles',
+      );
     const hidden = transferMs + computeMs - overlappedMs;
     return { tiles, transferMs, computeMs, overlappedMs, fraction: Math.max(0, Math.min(1, hidden / transferMs)) };
   }
@@ -436,7 +557,14 @@ export class StreamAttentionPlan {
     this.disposed = true;
     this.paged.dispose();
     this.merger.dispose();
-    for (const b of [this.oParts, this.lseParts, this.lseScratch, this.list, ...this.states.flatMap((x) => [x.o.buffer, x.s.buffer])]) this.ctx.destroyBuffer(b);
+    for (const b of [
+      this.oParts,
+      this.lseParts,
+      this.lseScratch,
+      this.list,
+      ...this.states.flatMap((x) => [x.o.buffer, x.s.buffer]),
+    ])
+      this.ctx.destroyBuffer(b);
   }
 }
 
@@ -467,14 +595,31 @@ export async function streamAttention(
   const Tq = opts.Tq ?? 1;
   checkInt(opts?.Hq, 'Hq', { min: 1 });
   checkHostValues(q, 'q');
-  if (q.length !== Tq * opts.Hq * cache.D) fail('E_SHAPE', 'q', 'has the wrong length;', q.length, `Tq*Hq*D = ${Tq * opts.Hq * cache.D}`);
+  if (q.length !== Tq * opts.Hq * cache.D)
+    fail('E_SHAPE', 'q', 'has the wrong length;', q.length, `Tq*Hq*D = ${Tq * opts.Hq * cache.D}`);
   const plan = await planStreamAttention(cache, opts);
   const ctx = cache.ctx;
   const qb = ctx.upload(Float32Array.from(q), { label: 'tessera.stream.q' });
-  const ob = ctx.createBuffer({ size: Tq * opts.Hq * cache.Dv * 4, usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC, label: 'tessera.stream.out' });
-  const lb = ctx.createBuffer({ size: Tq * opts.Hq * 4, usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC, label: 'tessera.stream.lseOut' });
+  const ob = ctx.createBuffer({
+    size: Tq * opts.Hq * cache.Dv * 4,
+    usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC,
+    label: 'tessera.stream.out',
+  });
+  const lb = ctx.createBuffer({
+    size: Tq * opts.Hq * 4,
+    usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC,
+    label: 'tessera.stream.lseOut',
+  });
   try {
-    const stats = await plan.run(seq, { buffer: qb, shape: [Tq, opts.Hq, cache.D], dtype: 'f32' }, { o: { buffer: ob, shape: [Tq, opts.Hq, cache.Dv], dtype: 'f32' }, lse: { buffer: lb, shape: [Tq, opts.Hq], dtype: 'f32' } }, opts);
+    const stats = await plan.run(
+      seq,
+      { buffer: qb, shape: [Tq, opts.Hq, cache.D], dtype: 'f32' },
+      {
+        o: { buffer: ob, shape: [Tq, opts.Hq, cache.Dv], dtype: 'f32' },
+        lse: { buffer: lb, shape: [Tq, opts.Hq], dtype: 'f32' },
+      },
+      opts,
+    );
     const o = Float64Array.from(new Float32Array(await ctx.readback(ob)));
     const lse = Float64Array.from(new Float32Array(await ctx.readback(lb)));
     return { o, lse, stats };

@@ -16,7 +16,12 @@ import { TesseraError, checkInt, fail } from '../errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../gpu/device.js';
 import type { GpuTensor } from '../tensor.js';
 import { exclusiveRuns } from '../exclusive.js';
-import { planLinearScan, type LinearScanOptions, type LinearScanPlan, type LinearScanTensors } from '../../kernels/linear/scan.js';
+import {
+  planLinearScan,
+  type LinearScanOptions,
+  type LinearScanPlan,
+  type LinearScanTensors,
+} from '../../kernels/linear/scan.js';
 import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
 export interface LinearStreamOptions extends Omit<LinearScanOptions, 'T' | 'cuSeqlens'> {
@@ -74,8 +79,17 @@ export class LinearStream {
     this.stateBytes = HV * o.K * o.V * 4;
     this.zBytes = o.normalize ? HV * o.K * 4 : 0;
     const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST;
-    this.state = { buffer: ctx.createBuffer({ size: this.stateBytes, usage, label: 'tessera.stream.state' }), shape: [1, HV, o.K, o.V], dtype: 'f32' };
-    if (o.normalize) this.z = { buffer: ctx.createBuffer({ size: this.zBytes, usage, label: 'tessera.stream.z' }), shape: [1, HV, o.K], dtype: 'f32' };
+    this.state = {
+      buffer: ctx.createBuffer({ size: this.stateBytes, usage, label: 'tessera.stream.state' }),
+      shape: [1, HV, o.K, o.V],
+      dtype: 'f32',
+    };
+    if (o.normalize)
+      this.z = {
+        buffer: ctx.createBuffer({ size: this.zBytes, usage, label: 'tessera.stream.z' }),
+        shape: [1, HV, o.K],
+        dtype: 'f32',
+      };
     const init = new Float32Array(this.stateBytes / 4 + this.zBytes / 4);
     if (o.initialState) init.set(o.initialState);
     this.initial = { position: 0, host: init.buffer };
@@ -102,7 +116,13 @@ export class LinearStream {
     const s = new LinearStream(ctx, opts);
     if (opts.initialState && opts.initialState.length !== s.stateBytes / 4) {
       s.dispose();
-      fail('E_SHAPE', 'initialState', 'has the wrong length;', opts.initialState.length, `${s.stateBytes / 4} (= HV * K * V)`);
+      fail(
+        'E_SHAPE',
+        'initialState',
+        'has the wrong length;',
+        opts.initialState.length,
+        `${s.stateBytes / 4} (= HV * K * V)`,
+      );
     }
     try {
       await s.planFor(1);
@@ -159,13 +179,21 @@ export class LinearStream {
     const plan = await this.planFor(T);
     const before = this.pos;
     const every = this.options.checkpointEvery ?? 0;
-    const snap = every > 0 && Math.floor((before + T) / every) > Math.floor(before / every) ? this.ring[this.ringNext]! : undefined;
+    const snap =
+      every > 0 && Math.floor((before + T) / every) > Math.floor(before / every)
+        ? this.ring[this.ringNext]!
+        : undefined;
     // Encode and submit in one synchronous error-scope section (concurrent calls keep their errors).
     const { errors } = this.ctx.section('LinearStream.push', () => {
       const enc = this.ctx.device.createCommandEncoder({ label: 'tessera.stream' });
       plan.run(enc, { ...seg, initialState: this.state, finalState: this.state, z0: this.z, zt: this.z });
       if (snap && (this.options.checkpointTier ?? 'gpu') === 'gpu') {
-        if (!snap.gpu) snap.gpu = this.ctx.createBuffer({ size: this.stateBytes + this.zBytes, usage: GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST, label: 'tessera.stream.snapshot' });
+        if (!snap.gpu)
+          snap.gpu = this.ctx.createBuffer({
+            size: this.stateBytes + this.zBytes,
+            usage: GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST,
+            label: 'tessera.stream.snapshot',
+          });
         enc.copyBufferToBuffer(this.state.buffer, 0, snap.gpu, 0, this.stateBytes);
         if (this.z) enc.copyBufferToBuffer(this.z.buffer, 0, snap.gpu, this.stateBytes, this.zBytes);
       }

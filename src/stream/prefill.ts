@@ -28,7 +28,12 @@ import { checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
 import { planMerge, type MergePlan } from '../../kernels/merge/merge.js';
 import { ALL_HEADS, PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '../../kernels/paged/paged.js';
-import { planQuestScore, questScoreLoopIterations, type QuestScoreMode, type QuestScorePlan } from '../../kernels/quest/score.js';
+import {
+  planQuestScore,
+  questScoreLoopIterations,
+  type QuestScoreMode,
+  type QuestScorePlan,
+} from '../../kernels/quest/score.js';
 import { planTopK, type TopKPlan } from '../../kernels/topk/topk.js';
 import { planQuestBlock, questBlockLoopIterations, QuestBlockPlan } from '../../kernels/quest/block.js';
 import { GPUBufferUsageFlags } from '../gpu/flags.js';
@@ -122,7 +127,16 @@ export class SparsePrefillPlan {
   private readonly topk = new Map<string, TopKPlan>();
   private disposed = false;
 
-  private constructor(cache: KvCache, o: Required<SparsePrefillOptions>, scorer: QuestScorePlan | QuestBlockPlan, paged: PagedPlan, merger: MergePlan, maxEntries: number, parts: number, ePer: number) {
+  private constructor(
+    cache: KvCache,
+    o: Required<SparsePrefillOptions>,
+    scorer: QuestScorePlan | QuestBlockPlan,
+    paged: PagedPlan,
+    merger: MergePlan,
+    maxEntries: number,
+    parts: number,
+    ePer: number,
+  ) {
     this.cache = cache;
     this.ctx = cache.ctx;
     this.options = o;
@@ -139,13 +153,20 @@ export class SparsePrefillPlan {
     const B = o.blockSize;
     const { D, Dv } = cache;
     this.qAttn = this.ctx.createBuffer({ size: nb * B * o.Hq * D * 4, usage, label: 'tessera.prefill.q' });
-    this.qScore = cache.Hkv === 1 || o.blockScore === 'bound' ? this.qAttn : this.ctx.createBuffer({ size: nb * B * o.Hq * D * 4, usage, label: 'tessera.prefill.qScore' });
+    this.qScore =
+      cache.Hkv === 1 || o.blockScore === 'bound'
+        ? this.qAttn
+        : this.ctx.createBuffer({ size: nb * B * o.Hq * D * 4, usage, label: 'tessera.prefill.qScore' });
     const rows = B * o.Hq;
     this.oParts = this.ctx.createBuffer({ size: parts * rows * Dv * 4, usage, label: 'tessera.prefill.oParts' });
     this.lseParts = this.ctx.createBuffer({ size: parts * rows * 4, usage, label: 'tessera.prefill.lseParts' });
     this.oTmp = this.ctx.createBuffer({ size: rows * Dv * 4, usage, label: 'tessera.prefill.o' });
     this.lseTmp = this.ctx.createBuffer({ size: rows * 4, usage, label: 'tessera.prefill.lse' });
-    this.entries = this.ctx.createBuffer({ size: maxEntries * PAGED_ENTRY_WORDS * 4, usage, label: 'tessera.prefill.entries' });
+    this.entries = this.ctx.createBuffer({
+      size: maxEntries * PAGED_ENTRY_WORDS * 4,
+      usage,
+      label: 'tessera.prefill.entries',
+    });
     this.words = new Uint32Array(maxEntries * PAGED_ENTRY_WORDS);
   }
 
@@ -155,14 +176,28 @@ export class SparsePrefillPlan {
     const Hq = checkInt(opts?.Hq, 'Hq', { min: 1 });
     check(Hq % cache.Hkv === 0, 'Hq', `a multiple of the cache's Hkv = ${cache.Hkv}`, Hq, 'E_SHAPE');
     // Per-block scoring reads every page summary on the GPU; a two-level cache keeps them on the host.
-    if (cache.tiers) fail('E_UNSUPPORTED', 'cache', 'has two summary levels (page summaries on the host); sparse prefill scores page summaries on the GPU;', cache.summaryLevels, 'a cache with summaryLevels: 1');
+    if (cache.tiers)
+      fail(
+        'E_UNSUPPORTED',
+        'cache',
+        'has two summary levels (page summaries on the host); sparse prefill scores page summaries on the GPU;',
+        cache.summaryLevels,
+        'a cache with summaryLevels: 1',
+      );
     const Tq = checkInt(opts.Tq, 'Tq', { min: 1 });
     const blockSize = checkInt(opts.blockSize ?? 64, 'blockSize', { min: 16 });
     check(blockSize % 16 === 0, 'blockSize', 'a multiple of 16', blockSize);
     const budgetTokens = checkInt(opts.budgetTokens ?? 2048, 'budgetTokens', { min: cache.pageSize });
     const mode = opts.mode ?? 'quest';
     check(mode === 'quest' || mode === 'mean', 'mode', '"quest" or "mean"', mode);
-    if (mode === 'mean' && !cache.meanSummaries) fail('E_UNSUPPORTED', 'mode', 'needs a cache with meanSummaries;', mode, '"quest", or a cache created with meanSummaries: true');
+    if (mode === 'mean' && !cache.meanSummaries)
+      fail(
+        'E_UNSUPPORTED',
+        'mode',
+        'needs a cache with meanSummaries;',
+        mode,
+        '"quest", or a cache created with meanSummaries: true',
+      );
     const blockScore = opts.blockScore ?? 'bound';
     check(blockScore === 'bound' || blockScore === 'rows', 'blockScore', '"bound" or "rows"', blockScore);
     const variant = opts.variant ?? 'auto';
@@ -183,29 +218,78 @@ export class SparsePrefillPlan {
     check(Number.isFinite(o.scale), 'scale', 'a finite number', o.scale);
     const P = cache.pageSize;
     const budgetPages = Math.max(1, Math.floor(budgetTokens / P));
-    if (budgetPages > 4096 + o.sinkPages) fail('E_LIMIT', 'budgetTokens', 'selects more pages per block than the top-k takes;', budgetTokens, `at most ${(4096 + o.sinkPages) * P} tokens`);
+    if (budgetPages > 4096 + o.sinkPages)
+      fail(
+        'E_LIMIT',
+        'budgetTokens',
+        'selects more pages per block than the top-k takes;',
+        budgetTokens,
+        `at most ${(4096 + o.sinkPages) * P} tokens`,
+      );
     // Pages one block needs at once: its selection for every KV head plus the chunk's own pages.
     const ownMax = Math.ceil(Tq / P) + 1;
     const maxEntries = budgetPages * cache.Hkv + ownMax;
     const maxResident = Math.floor((cache.gpuBudgetBytes - cache.summaryBytes) / cache.pageBytes);
     if (budgetPages * cache.Hkv + ownMax > maxResident) {
-      fail('E_LIMIT', 'budgetTokens', 'with the chunk needs more pages at once than the GPU working set holds;', budgetTokens, `(budget pages x Hkv + ${ownMax} chunk pages) <= ${maxResident} (raise gpuBudgetBytes or cut Tq)`);
+      fail(
+        'E_LIMIT',
+        'budgetTokens',
+        'with the chunk needs more pages at once than the GPU working set holds;',
+        budgetTokens,
+        `(budget pages x Hkv + ${ownMax} chunk pages) <= ${maxResident} (raise gpuBudgetBytes or cut Tq)`,
+      );
     }
     // One page score loops over the block's rows (blockSize x group) and D: Mesa's llvmpipe stops
     // an invocation after ctx.loopLimit loop iterations.
-    const loops = blockScore === 'bound' ? questBlockLoopIterations(blockSize, Hq / cache.Hkv, cache.D) : questScoreLoopIterations(blockSize * (Hq / cache.Hkv), cache.D);
+    const loops =
+      blockScore === 'bound'
+        ? questBlockLoopIterations(blockSize, Hq / cache.Hkv, cache.D)
+        : questScoreLoopIterations(blockSize * (Hq / cache.Hkv), cache.D);
     if (loops > loopBudget(cache.ctx)) {
-      fail('E_LIMIT', 'blockSize', "gives one page score more query rows x channels than the device's loop limit allows;", blockSize, `blockSize * Hq / Hkv * (D / 4 + 2) within 90% of loopLimit ${cache.ctx.loopLimit}`);
+      fail(
+        'E_LIMIT',
+        'blockSize',
+        "gives one page score more query rows x channels than the device's loop limit allows;",
+        blockSize,
+        `blockSize * Hq / Hkv * (D / 4 + 2) within 90% of loopLimit ${cache.ctx.loopLimit}`,
+      );
     }
     const groups = Math.max(1, Math.min(maxEntries, Math.floor(cache.gpuBudgetBytes / cache.pool.bufferBytes) + 1));
     const nb = Math.ceil(Tq / blockSize);
     const scorer =
       blockScore === 'bound'
-        ? await planQuestBlock(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, blockSize, maxBlocks: nb, mode, maxCalls: 16 })
-        : await planQuestScore(cache.ctx, { Hq: blockSize * Hq, Hkv: cache.Hkv, D: cache.D, mode, groupReduce: 'max', maxCalls: 16 });
+        ? await planQuestBlock(cache.ctx, {
+            Hq,
+            Hkv: cache.Hkv,
+            D: cache.D,
+            blockSize,
+            maxBlocks: nb,
+            mode,
+            maxCalls: 16,
+          })
+        : await planQuestScore(cache.ctx, {
+            Hq: blockSize * Hq,
+            Hkv: cache.Hkv,
+            D: cache.D,
+            mode,
+            groupReduce: 'max',
+            maxCalls: 16,
+          });
     let paged: PagedPlan | undefined;
     try {
-      paged = await planPaged(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq: blockSize, pageSize: P, dtype: cache.dtype, causal: true, scale: o.scale, maxCalls: groups, variant });
+      paged = await planPaged(cache.ctx, {
+        Hq,
+        Hkv: cache.Hkv,
+        D: cache.D,
+        Dv: cache.Dv,
+        Tq: blockSize,
+        pageSize: P,
+        dtype: cache.dtype,
+        causal: true,
+        scale: o.scale,
+        maxCalls: groups,
+        variant,
+      });
       const ePer = Math.max(1, Math.min(o.pagesPerPart, paged.maxEntriesPerPart));
       const parts = Math.ceil(maxEntries / ePer) + groups;
       const merger = await planMerge(cache.ctx, { parts, rows: blockSize * Hq, D: cache.Dv, outDtype: 'f32' });
@@ -217,7 +301,12 @@ export class SparsePrefillPlan {
     }
   }
 
-  private buffer(old: GPUBuffer | undefined, bytes: number, label: string, usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC): GPUBuffer {
+  private buffer(
+    old: GPUBuffer | undefined,
+    bytes: number,
+    label: string,
+    usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC,
+  ): GPUBuffer {
     if (old && old.size >= bytes) return old;
     this.ctx.destroyBuffer(old);
     return this.ctx.createBuffer({ size: Math.max(256, 2 ** Math.ceil(Math.log2(bytes))), usage, label });
@@ -242,7 +331,12 @@ export class SparsePrefillPlan {
    * sequence as described in the module docs and writes `o` (`[Tq, Hq, Dv]` f32) and optionally
    * `lse` (`[Tq, Hq]`). With `ro.k`/`ro.v` the chunk's keys and values are appended first.
    */
-  async run(seq: number, q: GpuTensor, out: { o: GpuTensor; lse?: GpuTensor }, ro: SparsePrefillRunOptions = {}): Promise<SparsePrefillStats> {
+  async run(
+    seq: number,
+    q: GpuTensor,
+    out: { o: GpuTensor; lse?: GpuTensor },
+    ro: SparsePrefillRunOptions = {},
+  ): Promise<SparsePrefillStats> {
     if (this.disposed) fail('E_STATE', 'plan', 'was disposed;', 'disposed');
     const { cache, ctx } = this;
     const { Tq, Hq, blockSize: B } = this.options;
@@ -251,15 +345,23 @@ export class SparsePrefillPlan {
     checkTensor(q, 'q', { rank: 3, shape: [Tq, Hq, D], dtypes: ['f32'], device: ctx });
     checkTensor(out?.o, 'o', { rank: 3, shape: [Tq, Hq, Dv], dtypes: ['f32'], device: ctx });
     if (out.lse) checkTensor(out.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'], device: ctx });
-    for (const [t, name] of [[out.o, 'o'], [out.lse, 'lse']] as const) {
-      if (t && !(t.buffer.usage & GPUBufferUsageFlags.COPY_DST)) fail('E_BUFFER', name, 'needs COPY_DST usage (blocks are copied into it);', t.buffer.usage);
+    for (const [t, name] of [
+      [out.o, 'o'],
+      [out.lse, 'lse'],
+    ] as const) {
+      if (t && !(t.buffer.usage & GPUBufferUsageFlags.COPY_DST))
+        fail('E_BUFFER', name, 'needs COPY_DST usage (blocks are copied into it);', t.buffer.usage);
     }
-    if ((ro.k === undefined) !== (ro.v === undefined)) fail('E_ARG', ro.k === undefined ? 'k' : 'v', 'is missing; pass both k and v, or neither;', 'undefined');
+    if ((ro.k === undefined) !== (ro.v === undefined))
+      fail('E_ARG', ro.k === undefined ? 'k' : 'v', 'is missing; pass both k and v, or neither;', 'undefined');
     const len0 = cache.length(seq);
     if (ro.k !== undefined) {
-      if (!ro.k || typeof ro.k.length !== 'number') fail('E_ARG', 'k', 'is not an array;', typeof ro.k, '[Tq, Hkv, D] values');
-      if (ro.k.length !== Tq * Hkv * D) fail('E_SHAPE', 'k', `must hold the chunk's Tq = ${Tq} tokens;`, ro.k.length, `Tq*Hkv*D = ${Tq * Hkv * D}`);
-      if (!ro.v || ro.v.length !== Tq * Hkv * Dv) fail('E_SHAPE', 'v', `must hold the chunk's Tq = ${Tq} tokens;`, ro.v?.length, `Tq*Hkv*Dv = ${Tq * Hkv * Dv}`);
+      if (!ro.k || typeof ro.k.length !== 'number')
+        fail('E_ARG', 'k', 'is not an array;', typeof ro.k, '[Tq, Hkv, D] values');
+      if (ro.k.length !== Tq * Hkv * D)
+        fail('E_SHAPE', 'k', `must hold the chunk's Tq = ${Tq} tokens;`, ro.k.length, `Tq*Hkv*D = ${Tq * Hkv * D}`);
+      if (!ro.v || ro.v.length !== Tq * Hkv * Dv)
+        fail('E_SHAPE', 'v', `must hold the chunk's Tq = ${Tq} tokens;`, ro.v?.length, `Tq*Hkv*Dv = ${Tq * Hkv * Dv}`);
     } else if (len0 < Tq) {
       fail('E_ARG', 'seq', `holds fewer tokens than the chunk (pass k and v to append it);`, len0, `>= Tq = ${Tq}`);
     }
@@ -288,13 +390,21 @@ export class SparsePrefillPlan {
       const rowBytes = Hq * D * 4;
       const enc0 = ctx.device.createCommandEncoder({ label: 'tessera.prefill.q' });
       enc0.copyBufferToBuffer(q.buffer, q.offset ?? 0, this.qAttn, 0, Tq * rowBytes);
-      for (let t = Tq; t < nb * B; t++) enc0.copyBufferToBuffer(q.buffer, (q.offset ?? 0) + (Tq - 1) * rowBytes, this.qAttn, t * rowBytes, rowBytes);
+      for (let t = Tq; t < nb * B; t++)
+        enc0.copyBufferToBuffer(q.buffer, (q.offset ?? 0) + (Tq - 1) * rowBytes, this.qAttn, t * rowBytes, rowBytes);
       if (Hkv > 1 && c > budget && this.options.blockScore === 'rows') {
         const gb = group * D * 4;
         for (let t = 0; t < nb * B; t++) {
           const b = Math.floor(t / B);
           const tl = t - b * B;
-          for (let h = 0; h < Hkv; h++) enc0.copyBufferToBuffer(this.qAttn, t * rowBytes + h * gb, this.qScore, b * B * rowBytes + (h * B + tl) * gb, gb);
+          for (let h = 0; h < Hkv; h++)
+            enc0.copyBufferToBuffer(
+              this.qAttn,
+              t * rowBytes + h * gb,
+              this.qScore,
+              b * B * rowBytes + (h * B + tl) * gb,
+              gb,
+            );
         }
       }
       queue.submit([enc0.finish()]);
@@ -326,7 +436,12 @@ export class SparsePrefillPlan {
           const all = Int32Array.from({ length: c }, (_, i) => i);
           for (let b = 0; b < nbp; b++) selected.push(Array.from({ length: Hkv }, () => all));
         } else {
-          this.scores = this.buffer(this.scores, passBlocks * perBlock, 'tessera.prefill.scores', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC);
+          this.scores = this.buffer(
+            this.scores,
+            passBlocks * perBlock,
+            'tessera.prefill.scores',
+            GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC,
+          );
           let calls = 0;
           let enc = ctx.device.createCommandEncoder({ label: 'tessera.prefill.score' });
           const scorer = this.scorer;
@@ -342,7 +457,9 @@ export class SparsePrefillPlan {
                 calls = 0;
               }
               scorer.run(enc, {
-                q: boxed ? undefined : { buffer: this.qAttn, offset: b0 * B * Hq * D * 4, shape: [nbp * B, Hq, D], dtype: 'f32' },
+                q: boxed
+                  ? undefined
+                  : { buffer: this.qAttn, offset: b0 * B * Hq * D * 4, shape: [nbp * B, Hq, D], dtype: 'f32' },
                 summaries: bufs[ci]!,
                 list: this.list!,
                 scores: { buffer: this.scores, shape: [nbp * Hkv, nPad], dtype: 'f32' },
@@ -366,7 +483,17 @@ export class SparsePrefillPlan {
                   summaries: bufs[ci]!,
                   list: this.list!,
                   scores: { buffer: this.scores, offset: b * perBlock, shape: [Hkv, nPad], dtype: 'f32' },
-                  calls: [{ n: nPad, first: lo, count: hi - lo, chunkFirst: ci * C, chunkPages: C, forcedLo: sinks, forcedHi: c }],
+                  calls: [
+                    {
+                      n: nPad,
+                      first: lo,
+                      count: hi - lo,
+                      chunkFirst: ci * C,
+                      chunkPages: C,
+                      forcedLo: sinks,
+                      forcedHi: c,
+                    },
+                  ],
                 });
                 calls++;
               }
@@ -377,9 +504,17 @@ export class SparsePrefillPlan {
           let got: Int32Array | undefined;
           if (k > 0) {
             const topk = await this.topkFor(nbp * Hkv, nPad, k);
-            this.indices = this.buffer(this.indices, passBlocks * Hkv * k * 4, 'tessera.prefill.indices', GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC);
+            this.indices = this.buffer(
+              this.indices,
+              passBlocks * Hkv * k * 4,
+              'tessera.prefill.indices',
+              GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC,
+            );
             const enc2 = ctx.device.createCommandEncoder({ label: 'tessera.prefill.topk' });
-            topk.run(enc2, { scores: { buffer: this.scores, shape: [nbp * Hkv, nPad], dtype: 'f32' }, indices: { buffer: this.indices, shape: [nbp * Hkv, k], dtype: 'i32' } });
+            topk.run(enc2, {
+              scores: { buffer: this.scores, shape: [nbp * Hkv, nPad], dtype: 'f32' },
+              indices: { buffer: this.indices, shape: [nbp * Hkv, k], dtype: 'i32' },
+            });
             queue.submit([enc2.finish()]);
             got = new Int32Array(await ctx.readback(this.indices, nbp * Hkv * k * 4));
           }
@@ -426,7 +561,15 @@ export class SparsePrefillPlan {
     return Math.floor(last / this.cache.pageSize) + 1;
   }
 
-  private attendBlock(b: number, sel: Int32Array[], pages: readonly number[], c: number, len: number, qPos0: number, out: { o: GpuTensor; lse?: GpuTensor }): void {
+  private attendBlock(
+    b: number,
+    sel: Int32Array[],
+    pages: readonly number[],
+    c: number,
+    len: number,
+    qPos0: number,
+    out: { o: GpuTensor; lse?: GpuTensor },
+  ): void {
     const { cache, ctx } = this;
     const { Hq, Tq, blockSize: B } = this.options;
     const { Hkv, Dv, pageSize: P } = cache;
@@ -462,15 +605,35 @@ export class SparsePrefillPlan {
       for (const x of ents) words.set(x, PAGED_ENTRY_WORDS * e++);
       const need = Math.ceil(ents.length / this.ePer);
       const partCount = gi === groups.length - 1 ? this.parts - partBase : need;
-      const call: PagedCall = { qPos0: qPos0 + b * B, listBase, nEntries: ents.length, ePer: this.ePer, partBase, partCount };
-      this.paged.run(enc, { q: qT, pages: cache.pool.buffers[bi]!, list: this.entries, oParts: oPartsT, lseParts: lsePartsT, calls: [call] });
+      const call: PagedCall = {
+        qPos0: qPos0 + b * B,
+        listBase,
+        nEntries: ents.length,
+        ePer: this.ePer,
+        partBase,
+        partCount,
+      };
+      this.paged.run(enc, {
+        q: qT,
+        pages: cache.pool.buffers[bi]!,
+        list: this.entries,
+        oParts: oPartsT,
+        lseParts: lsePartsT,
+        calls: [call],
+      });
       partBase += need;
     });
     ctx.device.queue.writeBuffer(this.entries, 0, words, 0, e * PAGED_ENTRY_WORDS);
-    this.merger.run(enc, { oParts: oPartsT, lseParts: lsePartsT, o: { buffer: this.oTmp, shape: [rows, Dv], dtype: 'f32' }, lse: { buffer: this.lseTmp, shape: [rows], dtype: 'f32' } });
+    this.merger.run(enc, {
+      oParts: oPartsT,
+      lseParts: lsePartsT,
+      o: { buffer: this.oTmp, shape: [rows, Dv], dtype: 'f32' },
+      lse: { buffer: this.lseTmp, shape: [rows], dtype: 'f32' },
+    });
     const valid = Math.min(B, Tq - b * B) * Hq;
     enc.copyBufferToBuffer(this.oTmp, 0, out.o.buffer, (out.o.offset ?? 0) + b * rows * Dv * 4, valid * Dv * 4);
-    if (out.lse) enc.copyBufferToBuffer(this.lseTmp, 0, out.lse.buffer, (out.lse.offset ?? 0) + b * rows * 4, valid * 4);
+    if (out.lse)
+      enc.copyBufferToBuffer(this.lseTmp, 0, out.lse.buffer, (out.lse.offset ?? 0) + b * rows * 4, valid * 4);
     ctx.device.queue.submit([enc.finish()]);
   }
 
@@ -482,7 +645,18 @@ export class SparsePrefillPlan {
     this.merger.dispose();
     for (const p of this.topk.values()) p.dispose();
     this.topk.clear();
-    const bufs = new Set([this.qAttn, this.qScore, this.oParts, this.lseParts, this.oTmp, this.lseTmp, this.entries, this.list, this.scores, this.indices]);
+    const bufs = new Set([
+      this.qAttn,
+      this.qScore,
+      this.oParts,
+      this.lseParts,
+      this.oTmp,
+      this.lseTmp,
+      this.entries,
+      this.list,
+      this.scores,
+      this.indices,
+    ]);
     for (const b of bufs) this.ctx.destroyBuffer(b);
   }
 }

@@ -84,7 +84,11 @@ export class TwoLevelSelector {
     if (opts.superBudget !== undefined) checkInt(opts.superBudget, 'superBudget', { min: 1 });
     this.opts = opts;
     const C = this.tiers.candidatePages;
-    this.candScores = this.ctx.createBuffer({ size: Math.max(256, cache.Hkv * C * 4), usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC, label: 'tessera.quest.candScores' });
+    this.candScores = this.ctx.createBuffer({
+      size: Math.max(256, cache.Hkv * C * 4),
+      usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC,
+      label: 'tessera.quest.candScores',
+    });
     this.scratch = new Uint16Array(C * cache.Hkv * 2 * cache.D);
   }
 
@@ -93,13 +97,25 @@ export class TwoLevelSelector {
     if (!this.iota || this.iota.size < need * 4) {
       this.ctx.destroyBuffer(this.iota);
       const cap = Math.max(1024, 2 ** Math.ceil(Math.log2(need)));
-      this.iota = this.ctx.createBuffer({ size: cap * 4, usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST, label: 'tessera.quest.iota' });
-      this.ctx.device.queue.writeBuffer(this.iota, 0, Uint32Array.from({ length: cap }, (_, i) => i));
+      this.iota = this.ctx.createBuffer({
+        size: cap * 4,
+        usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST,
+        label: 'tessera.quest.iota',
+      });
+      this.ctx.device.queue.writeBuffer(
+        this.iota,
+        0,
+        Uint32Array.from({ length: cap }, (_, i) => i),
+      );
     }
     if (!this.superScores || this.superScores.size < this.cache.Hkv * n * 4) {
       this.ctx.destroyBuffer(this.superScores);
       const cap = Math.max(1024, 2 ** Math.ceil(Math.log2(n)));
-      this.superScores = this.ctx.createBuffer({ size: this.cache.Hkv * cap * 4, usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC, label: 'tessera.quest.superScores' });
+      this.superScores = this.ctx.createBuffer({
+        size: this.cache.Hkv * cap * 4,
+        usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC,
+        label: 'tessera.quest.superScores',
+      });
     }
   }
 
@@ -107,7 +123,12 @@ export class TwoLevelSelector {
    * The `k` best pages per KV head (sequence page indices, any order) among pages that are not
    * forced (indices < forcedLo and the last page), for query `q` (`[Hq, D]` f32 on the GPU).
    */
-  async select(seq: number, q: GpuTensor, k: number, forcedLo: number): Promise<{ top: Int32Array[]; stats: LevelStats }> {
+  async select(
+    seq: number,
+    q: GpuTensor,
+    k: number,
+    forcedLo: number,
+  ): Promise<{ top: Int32Array[]; stats: LevelStats }> {
     const { cache, ctx, tiers } = this;
     const { Hkv, D } = cache;
     const qT = { buffer: q.buffer, offset: q.offset, shape: [this.scorer.options.Hq, D], dtype: 'f32' as const };
@@ -121,7 +142,13 @@ export class TwoLevelSelector {
     // Each submit in its own error-scope section (no scope held across an await: see device.section).
     await ctx.section('questDecode.superScore', () => {
       const enc = ctx.device.createCommandEncoder({ label: 'tessera.quest.superScore' });
-      this.scorer.run(enc, { q: qT, summaries: tiers.gpu(seq)!, list: this.iota!, scores: { buffer: this.superScores!, shape: [Hkv, nS], dtype: 'f32' }, calls: [{ n: nS, chunkFirst: 0, chunkPages: nS, forcedLo: 0, forcedHi: nS }] });
+      this.scorer.run(enc, {
+        q: qT,
+        summaries: tiers.gpu(seq)!,
+        list: this.iota!,
+        scores: { buffer: this.superScores!, shape: [Hkv, nS], dtype: 'f32' },
+        calls: [{ n: nS, chunkFirst: 0, chunkPages: nS, forcedLo: 0, forcedHi: nS }],
+      });
       queue.submit([enc.finish()]);
     }).errors;
     const sup = new Float32Array(await ctx.readback(this.superScores!, Hkv * nS * 4));
@@ -134,7 +161,11 @@ export class TwoLevelSelector {
     }
     const ptr = new Int32Array(Hkv);
     const visited = new Uint8Array(nS);
-    const best: Best[] = Array.from({ length: Hkv }, () => ({ score: new Float64Array(k), page: new Int32Array(k), size: 0 }));
+    const best: Best[] = Array.from({ length: Hkv }, () => ({
+      score: new Float64Array(k),
+      page: new Int32Array(k),
+      size: 0,
+    }));
     const C = tiers.candidatePages;
     const per = cache.minmaxBytesPerPage;
     let pagesScored = 0;
@@ -166,14 +197,25 @@ export class TwoLevelSelector {
       supersVisited += round.length;
       // 3. Their pages, in batches that fit the candidate buffer: upload, score, read back.
       const idx: number[] = [];
-      for (const j of round) for (let i = j * G; i < Math.min(n, (j + 1) * G); i++) if (i >= forcedLo && i !== n - 1) idx.push(i);
+      for (const j of round)
+        for (let i = j * G; i < Math.min(n, (j + 1) * G); i++) if (i >= forcedLo && i !== n - 1) idx.push(i);
       for (let b = 0; b < idx.length; b += C) {
         const batch = idx.slice(b, b + C);
         const m = batch.length;
-        tiers.uploadCandidates(batch.map((i) => pages[i]!), 0, this.scratch);
+        tiers.uploadCandidates(
+          batch.map((i) => pages[i]!),
+          0,
+          this.scratch,
+        );
         await ctx.section('questDecode.candScore', () => {
           const enc = ctx.device.createCommandEncoder({ label: 'tessera.quest.candScore' });
-          this.scorer.run(enc, { q: qT, summaries: tiers.candidates, list: this.iota!, scores: { buffer: this.candScores, shape: [Hkv, m], dtype: 'f32' }, calls: [{ n: m, chunkFirst: 0, chunkPages: m, forcedLo: 0, forcedHi: m }] });
+          this.scorer.run(enc, {
+            q: qT,
+            summaries: tiers.candidates,
+            list: this.iota!,
+            scores: { buffer: this.candScores, shape: [Hkv, m], dtype: 'f32' },
+            calls: [{ n: m, chunkFirst: 0, chunkPages: m, forcedLo: 0, forcedHi: m }],
+          });
           queue.submit([enc.finish()]);
         }).errors;
         const sc = new Float32Array(await ctx.readback(this.candScores, Hkv * m * 4));
@@ -192,7 +234,15 @@ export class TwoLevelSelector {
     for (let h = 0; h < Hkv; h++) all &&= certified(h);
     return {
       top: best.map((b) => b.page.slice(0, b.size)),
-      stats: { levels: 2, supers: nS, supersVisited, pagesScored, rounds, certified: all, summaryBytesRead: (nS + pagesScored) * per },
+      stats: {
+        levels: 2,
+        supers: nS,
+        supersVisited,
+        pagesScored,
+        rounds,
+        certified: all,
+        summaryBytesRead: (nS + pagesScored) * per,
+      },
     };
   }
 

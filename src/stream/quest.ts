@@ -17,7 +17,13 @@ import { checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
 import { planMerge, type MergePlan } from '../../kernels/merge/merge.js';
 import { PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '../../kernels/paged/paged.js';
-import { planQuestScore, type GroupReduce, type QuestScoreCall, type QuestScoreMode, type QuestScorePlan } from '../../kernels/quest/score.js';
+import {
+  planQuestScore,
+  type GroupReduce,
+  type QuestScoreCall,
+  type QuestScoreMode,
+  type QuestScorePlan,
+} from '../../kernels/quest/score.js';
 import { questSelectReference } from '../../kernels/quest/reference.js';
 import { planTopK, type TopKPlan } from '../../kernels/topk/topk.js';
 import { TwoLevelSelector, type LevelSelectOptions, type LevelStats } from './quest-levels.js';
@@ -96,7 +102,14 @@ export class QuestDecodePlan {
   private disposed = false;
   private levels?: TwoLevelSelector;
 
-  private constructor(cache: KvCache, o: Required<QuestDecodeOptions>, scorer: QuestScorePlan, paged: PagedPlan, merger: MergePlan, parts: number) {
+  private constructor(
+    cache: KvCache,
+    o: Required<QuestDecodeOptions>,
+    scorer: QuestScorePlan,
+    paged: PagedPlan,
+    merger: MergePlan,
+    parts: number,
+  ) {
     this.cache = cache;
     this.ctx = cache.ctx;
     this.options = o;
@@ -108,7 +121,11 @@ export class QuestDecodePlan {
     const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC;
     this.oParts = this.ctx.createBuffer({ size: parts * o.Hq * cache.Dv * 4, usage, label: 'tessera.quest.oParts' });
     this.lseParts = this.ctx.createBuffer({ size: parts * o.Hq * 4, usage, label: 'tessera.quest.lseParts' });
-    this.entries = this.ctx.createBuffer({ size: this.budgetPages * cache.Hkv * PAGED_ENTRY_WORDS * 4, usage, label: 'tessera.quest.entries' });
+    this.entries = this.ctx.createBuffer({
+      size: this.budgetPages * cache.Hkv * PAGED_ENTRY_WORDS * 4,
+      usage,
+      label: 'tessera.quest.entries',
+    });
     // One run at a time: partials, entry list, page list and scores are this plan's (E_STATE otherwise).
     exclusiveRuns(this, 'QuestDecodePlan', ['run']);
     if (cache.tiers) this.levels = new TwoLevelSelector(cache, scorer, o.levels);
@@ -121,7 +138,14 @@ export class QuestDecodePlan {
     check(Hq % cache.Hkv === 0, 'Hq', `a multiple of the cache's Hkv = ${cache.Hkv}`, Hq, 'E_SHAPE');
     const budgetTokens = checkInt(opts.budgetTokens ?? 2048, 'budgetTokens', { min: cache.pageSize });
     const mode = opts.mode ?? 'quest';
-    if (mode === 'mean' && !cache.meanSummaries) fail('E_UNSUPPORTED', 'mode', 'needs a cache with meanSummaries;', mode, '"quest", or a cache created with meanSummaries: true');
+    if (mode === 'mean' && !cache.meanSummaries)
+      fail(
+        'E_UNSUPPORTED',
+        'mode',
+        'needs a cache with meanSummaries;',
+        mode,
+        '"quest", or a cache created with meanSummaries: true',
+      );
     const o: Required<QuestDecodeOptions> = {
       Hq,
       budgetTokens,
@@ -133,17 +157,49 @@ export class QuestDecodePlan {
       variant: opts.variant ?? 'auto',
       levels: opts.levels ?? {},
     };
-    if (cache.tiers && mode !== 'quest') fail('E_UNSUPPORTED', 'mode', 'needs single-level summaries (two-level summaries keep only min/max);', mode, '"quest", or a cache with summaryLevels: 1');
+    if (cache.tiers && mode !== 'quest')
+      fail(
+        'E_UNSUPPORTED',
+        'mode',
+        'needs single-level summaries (two-level summaries keep only min/max);',
+        mode,
+        '"quest", or a cache with summaryLevels: 1',
+      );
     check(o.selector === 'host' || o.selector === 'gpu', 'selector', '"gpu" or "host"', o.selector);
     const budgetPages = Math.max(1, Math.floor(budgetTokens / cache.pageSize));
     const maxBuffers = Math.max(1, Math.floor(cache.gpuBudgetBytes / cache.pool.bufferBytes));
     if (budgetPages > Math.floor((cache.gpuBudgetBytes - cache.summaryBytes) / cache.pageBytes)) {
-      fail('E_LIMIT', 'budgetTokens', 'selects more pages than the GPU working set holds;', budgetTokens, 'a smaller budget or a larger gpuBudgetBytes');
+      fail(
+        'E_LIMIT',
+        'budgetTokens',
+        'selects more pages than the GPU working set holds;',
+        budgetTokens,
+        'a smaller budget or a larger gpuBudgetBytes',
+      );
     }
     const groups = Math.min(maxBuffers, budgetPages * cache.Hkv);
     const parts = budgetPages * cache.Hkv + groups;
-    const scorer = await planQuestScore(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, mode, groupReduce: o.groupReduce, maxCalls: 16 });
-    const paged = await planPaged(cache.ctx, { Hq, Hkv: cache.Hkv, D: cache.D, Dv: cache.Dv, Tq: 1, pageSize: cache.pageSize, dtype: cache.dtype, causal: true, scale: o.scale, maxCalls: groups, variant: o.variant });
+    const scorer = await planQuestScore(cache.ctx, {
+      Hq,
+      Hkv: cache.Hkv,
+      D: cache.D,
+      mode,
+      groupReduce: o.groupReduce,
+      maxCalls: 16,
+    });
+    const paged = await planPaged(cache.ctx, {
+      Hq,
+      Hkv: cache.Hkv,
+      D: cache.D,
+      Dv: cache.Dv,
+      Tq: 1,
+      pageSize: cache.pageSize,
+      dtype: cache.dtype,
+      causal: true,
+      scale: o.scale,
+      maxCalls: groups,
+      variant: o.variant,
+    });
     const merger = await planMerge(cache.ctx, { parts, rows: Hq, D: cache.Dv, outDtype: 'f32' });
     if (o.selector === 'gpu' && !cache.tiers) {
       // Compile the multi-workgroup top-k pipelines now, so that the first decode does not pay for it
@@ -159,7 +215,11 @@ export class QuestDecodePlan {
     const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST;
     if (!this.list || this.list.size < n * 4) {
       this.ctx.destroyBuffer(this.list);
-      this.list = this.ctx.createBuffer({ size: Math.max(256, 2 ** Math.ceil(Math.log2(n * 4))), usage, label: 'tessera.quest.pageList' });
+      this.list = this.ctx.createBuffer({
+        size: Math.max(256, 2 ** Math.ceil(Math.log2(n * 4))),
+        usage,
+        label: 'tessera.quest.pageList',
+      });
       this.listFor = { seq: -1, count: 0 };
     }
     const from = this.listFor.seq === seq ? this.listFor.count : 0;
@@ -171,7 +231,11 @@ export class QuestDecodePlan {
   private ensureScores(bytes: number): GPUBuffer {
     if (!this.scores || this.scores.size < bytes) {
       this.ctx.destroyBuffer(this.scores);
-      this.scores = this.ctx.createBuffer({ size: Math.max(256, 2 ** Math.ceil(Math.log2(bytes))), usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC, label: 'tessera.quest.scores' });
+      this.scores = this.ctx.createBuffer({
+        size: Math.max(256, 2 ** Math.ceil(Math.log2(bytes))),
+        usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC,
+        label: 'tessera.quest.scores',
+      });
     }
     return this.scores;
   }
@@ -232,7 +296,15 @@ export class QuestDecodePlan {
         const ranges = this.chunkRanges(seq, pages, C, bufs.length);
         for (let c = 0; c < bufs.length; c++) {
           const [lo, hi] = ranges[c]!;
-          calls.push({ n, first: lo, count: Math.max(0, hi - lo), chunkFirst: c * C, chunkPages: C, forcedLo: Math.min(sinkPages, n), forcedHi: n - 1 });
+          calls.push({
+            n,
+            first: lo,
+            count: Math.max(0, hi - lo),
+            chunkFirst: c * C,
+            chunkPages: C,
+            forcedLo: Math.min(sinkPages, n),
+            forcedHi: n - 1,
+          });
         }
         for (let i = 0; i < calls.length; i += 16) {
           // One dispatch per chunk; chunks are few (128 MiB of summaries each). The scorer's uniform
@@ -240,7 +312,13 @@ export class QuestDecodePlan {
           section(() => {
             const enc = ctx.device.createCommandEncoder({ label: 'tessera.quest.score' });
             for (const [j, call] of calls.slice(i, i + 16).entries()) {
-              this.scorer.run(enc, { q: { buffer: q.buffer, offset: q.offset, shape: [Hq, D], dtype: 'f32' }, summaries: bufs[i + j]!, list, scores: { buffer: scores, shape: [Hkv, n], dtype: 'f32' }, calls: [call] });
+              this.scorer.run(enc, {
+                q: { buffer: q.buffer, offset: q.offset, shape: [Hq, D], dtype: 'f32' },
+                summaries: bufs[i + j]!,
+                list,
+                scores: { buffer: scores, shape: [Hkv, n], dtype: 'f32' },
+                calls: [call],
+              });
             }
             queue.submit([enc.finish()]);
           });
@@ -257,7 +335,10 @@ export class QuestDecodePlan {
           const idx = this.ensureIndices(Hkv * k * 4);
           section(() => {
             const enc2 = ctx.device.createCommandEncoder({ label: 'tessera.quest.topk' });
-            topk.run(enc2, { scores: { buffer: scores, shape: [Hkv, n], dtype: 'f32' }, indices: { buffer: idx, shape: [Hkv, k], dtype: 'i32' } });
+            topk.run(enc2, {
+              scores: { buffer: scores, shape: [Hkv, n], dtype: 'f32' },
+              indices: { buffer: idx, shape: [Hkv, k], dtype: 'i32' },
+            });
             queue.submit([enc2.finish()]);
           });
           const got = new Int32Array(await ctx.readback(idx, Hkv * k * 4));
@@ -302,8 +383,22 @@ export class QuestDecodePlan {
           const listBase = e;
           for (const x of ents) words.set(x, 4 * e++);
           const partCount = gi === groups.length - 1 ? this.parts - partBase : ents.length;
-          const call: PagedCall = { qPos0: Math.max(0, len - 1), listBase, nEntries: ents.length, ePer: 1, partBase, partCount };
-          this.paged.run(enc, { q: { buffer: q.buffer, offset: q.offset, shape: [1, Hq, D], dtype: 'f32' }, pages: cache.pool.buffers[bi]!, list: this.entries, oParts: oPartsT, lseParts: lsePartsT, calls: [call] });
+          const call: PagedCall = {
+            qPos0: Math.max(0, len - 1),
+            listBase,
+            nEntries: ents.length,
+            ePer: 1,
+            partBase,
+            partCount,
+          };
+          this.paged.run(enc, {
+            q: { buffer: q.buffer, offset: q.offset, shape: [1, Hq, D], dtype: 'f32' },
+            pages: cache.pool.buffers[bi]!,
+            list: this.entries,
+            oParts: oPartsT,
+            lseParts: lsePartsT,
+            calls: [call],
+          });
           partBase += ents.length;
         });
         if (groups.length === 0) queue.writeBuffer(this.lseParts, 0, new Float32Array(this.parts * Hq).fill(-Infinity));
@@ -319,7 +414,8 @@ export class QuestDecodePlan {
       });
       await Promise.all([...checks, ctx.raceLost(queue.onSubmittedWorkDone())]);
     }
-    const perHead = cache.layout.kHeadBytes + cache.layout.vHeadBytes + (cache.dtype === 'int8' ? 8 * cache.pageSize : 0);
+    const perHead =
+      cache.layout.kHeadBytes + cache.layout.vHeadBytes + (cache.dtype === 'int8' ? 8 * cache.pageSize : 0);
     let pageBytesRead = 0;
     for (const x of selected!) pageBytesRead += x.length * perHead;
     const ms = performance.now() - t0;
@@ -367,14 +463,23 @@ export class QuestDecodePlan {
   private ensureIndices(bytes: number): GPUBuffer {
     if (!this.indices || this.indices.size < bytes) {
       this.ctx.destroyBuffer(this.indices);
-      this.indices = this.ctx.createBuffer({ size: Math.max(256, bytes), usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC, label: 'tessera.quest.indices' });
+      this.indices = this.ctx.createBuffer({
+        size: Math.max(256, bytes),
+        usage: GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC,
+        label: 'tessera.quest.indices',
+      });
     }
     return this.indices;
   }
 
   private scratchLse?: GPUBuffer;
   private ensureScratchLse(): GPUBuffer {
-    if (!this.scratchLse) this.scratchLse = this.ctx.createBuffer({ size: Math.max(16, this.options.Hq * 4), usage: GPUBufferUsageFlags.STORAGE, label: 'tessera.quest.lse' });
+    if (!this.scratchLse)
+      this.scratchLse = this.ctx.createBuffer({
+        size: Math.max(16, this.options.Hq * 4),
+        usage: GPUBufferUsageFlags.STORAGE,
+        label: 'tessera.quest.lse',
+      });
     return this.scratchLse;
   }
 
@@ -386,7 +491,8 @@ export class QuestDecodePlan {
     this.merger.dispose();
     this.topkPlan?.plan.dispose();
     this.levels?.dispose();
-    for (const b of [this.oParts, this.lseParts, this.entries, this.list, this.scores, this.scratchLse, this.indices]) this.ctx.destroyBuffer(b);
+    for (const b of [this.oParts, this.lseParts, this.entries, this.list, this.scores, this.scratchLse, this.indices])
+      this.ctx.destroyBuffer(b);
   }
 }
 

@@ -26,7 +26,12 @@ export interface PrefillRefOptions {
  * @example
  * const s = prefillScoresReference(q, cache.summariesHost().minmax, 'quest', { Tq, Tk, Hq, Hkv, D, pageSize: 64, blockSize: 64 });
  */
-export function prefillScoresReference(q: ArrayLike<number>, summaries: Uint16Array, mode: 'quest' | 'mean', o: PrefillRefOptions): Float64Array[][] {
+export function prefillScoresReference(
+  q: ArrayLike<number>,
+  summaries: Uint16Array,
+  mode: 'quest' | 'mean',
+  o: PrefillRefOptions,
+): Float64Array[][] {
   const { Tq, Tk, Hq, Hkv, D, pageSize: P, blockSize: B } = o;
   const c = Math.floor((Tk - Tq) / P);
   const group = Hq / Hkv;
@@ -88,7 +93,8 @@ export function sparsePrefillReference(
     for (let hq = 0; hq < Hq; hq++) {
       const h = Math.floor(hq / group);
       const toks: number[] = [];
-      for (const p of Array.from(selected[b]![h]!)) for (let j = p * P; j < Math.min(Tk, (p + 1) * P); j++) toks.push(j);
+      for (const p of Array.from(selected[b]![h]!))
+        for (let j = p * P; j < Math.min(Tk, (p + 1) * P); j++) toks.push(j);
       for (let j = c * P; j <= qPos0 + t; j++) toks.push(j);
       const qb = (t * Hq + hq) * D;
       const s = toks.map((j) => {
@@ -118,7 +124,11 @@ export function sparsePrefillReference(
  * @example
  * const { o, lse } = mergePartialsF64([{ o: o0, lse: l0 }, { o: o1, lse: l1 }], Hq, 128);
  */
-export function mergePartialsF64(parts: readonly { o: ArrayLike<number>; lse: ArrayLike<number> }[], rows: number, Dv: number): { o: Float64Array; lse: Float64Array } {
+export function mergePartialsF64(
+  parts: readonly { o: ArrayLike<number>; lse: ArrayLike<number> }[],
+  rows: number,
+  Dv: number,
+): { o: Float64Array; lse: Float64Array } {
   const o = new Float64Array(rows * Dv);
   const lse = new Float64Array(rows);
   for (let r = 0; r < rows; r++) {

@@ -24,7 +24,12 @@ export interface Reference64Options {
  * @example
  * const { o, lse } = decodeReference64(cache, seq, q, { Hq: 4 }); // q [2, 4, D]: two queries
  */
-export function decodeReference64(cache: KvCache, seq: number, q: ArrayLike<number>, opts: Reference64Options): { o: Float64Array; lse: Float64Array } {
+export function decodeReference64(
+  cache: KvCache,
+  seq: number,
+  q: ArrayLike<number>,
+  opts: Reference64Options,
+): { o: Float64Array; lse: Float64Array } {
   const Hq = checkInt(opts?.Hq, 'Hq', { min: 1 });
   const { Hkv, D, Dv, pageSize: P } = cache;
   check(Hq % Hkv === 0, 'Hq', `a multiple of the cache's Hkv = ${Hkv}`, Hq, 'E_SHAPE');
@@ -74,7 +79,8 @@ export function decodeReference64(cache: KvCache, seq: number, q: ArrayLike<numb
         }
       }
     }
-    if (opts.onProgress && (pi % 1024 === 1023 || pi === pages.length - 1)) opts.onProgress(Math.min(len, (pi + 1) * P), len);
+    if (opts.onProgress && (pi % 1024 === 1023 || pi === pages.length - 1))
+      opts.onProgress(Math.min(len, (pi + 1) * P), len);
   }
   const lse = new Float64Array(R);
   for (let r = 0; r < R; r++) {

@@ -14,7 +14,12 @@ import { TesseraError, check, checkInt, fail } from '../errors.js';
 import { ctxOf, type DeviceLike } from '../gpu/device.js';
 import { createKvCache, type KvCache, type KvCacheOptions, type KvCacheStats, type RawRows } from '../kv/cache.js';
 import type { Store } from '../kv/store.js';
-import { planStreamAttention, type StreamAttentionOptions, type StreamAttentionPlan, type StreamStats } from './exact.js';
+import {
+  planStreamAttention,
+  type StreamAttentionOptions,
+  type StreamAttentionPlan,
+  type StreamStats,
+} from './exact.js';
 import { mergePartialsF64 } from './reference.js';
 import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
@@ -39,7 +44,8 @@ export class SplitKvCache {
   private disposed = false;
 
   constructor(devices: readonly DeviceLike[], opts: SplitKvCacheOptions) {
-    if (!Array.isArray(devices) || devices.length < 1) fail('E_ARG', 'devices', 'is not a non-empty array of devices;', devices);
+    if (!Array.isArray(devices) || devices.length < 1)
+      fail('E_ARG', 'devices', 'is not a non-empty array of devices;', devices);
     const ctxs = devices.map((d, i) => {
       try {
         return ctxOf(d);
@@ -116,28 +122,51 @@ export class SplitKvCache {
    * `length(seq)` counts them.
    */
   append(seq: number, k: ArrayLike<number>, v: ArrayLike<number>): void {
-    this.appendWith(seq, k, v, (c, a, b) => c.append(seq, sub(k, a * this.Hkv * this.D, b * this.Hkv * this.D), sub(v, a * this.Hkv * this.Dv, b * this.Hkv * this.Dv)));
+    this.appendWith(seq, k, v, (c, a, b) =>
+      c.append(
+        seq,
+        sub(k, a * this.Hkv * this.D, b * this.Hkv * this.D),
+        sub(v, a * this.Hkv * this.Dv, b * this.Hkv * this.Dv),
+      ),
+    );
   }
 
   /** As {@link append}, with rows already encoded in the caches' dtype (see `KvCache.appendRaw`). */
   appendRaw(seq: number, raw: RawRows): void {
     if (!raw || typeof raw !== 'object') fail('E_ARG', 'raw', 'is not an object;', raw, '{ dtype, k, v }');
     this.appendWith(seq, raw.k, raw.v, (c, a, b) =>
-      c.appendRaw(seq, { dtype: raw.dtype, k: (raw.k as Uint16Array).subarray(a * this.Hkv * this.D, b * this.Hkv * this.D), v: (raw.v as Uint16Array).subarray(a * this.Hkv * this.Dv, b * this.Hkv * this.Dv) }),
+      c.appendRaw(seq, {
+        dtype: raw.dtype,
+        k: (raw.k as Uint16Array).subarray(a * this.Hkv * this.D, b * this.Hkv * this.D),
+        v: (raw.v as Uint16Array).subarray(a * this.Hkv * this.Dv, b * this.Hkv * this.Dv),
+      }),
     );
   }
 
-  private appendWith(seq: number, k: ArrayLike<number>, v: ArrayLike<number>, put: (c: KvCache, from: number, to: number) => void): void {
+  private appendWith(
+    seq: number,
+    k: ArrayLike<number>,
+    v: ArrayLike<number>,
+    put: (c: KvCache, from: number, to: number) => void,
+  ): void {
     this.assertUsable();
     const len = this.length(seq);
     if (!k || typeof k.length !== 'number') fail('E_ARG', 'k', 'is not an array;', typeof k, '[T, Hkv, D] values');
     if (!v || typeof v.length !== 'number') fail('E_ARG', 'v', 'is not an array;', typeof v, '[T, Hkv, Dv] values');
     const rowK = this.Hkv * this.D;
-    if (k.length % rowK !== 0) fail('E_SHAPE', 'k', `length ${k.length} is not a whole number of [Hkv, D] rows;`, k.length, `a multiple of ${rowK}`);
+    if (k.length % rowK !== 0)
+      fail(
+        'E_SHAPE',
+        'k',
+        `length ${k.length} is not a whole number of [Hkv, D] rows;`,
+        k.length,
+        `a multiple of ${rowK}`,
+      );
     const T = k.length / rowK;
-    if (v.length !== T * this.Hkv * this.Dv) fail('E_SHAPE', 'v', `length ${v.length} does not match k's ${T} tokens;`, v.length, `${T * this.Hkv * this.Dv}`);
+    if (v.length !== T * this.Hkv * this.Dv)
+      fail('E_SHAPE', 'v', `length ${v.length} does not match k's ${T} tokens;`, v.length, `${T * this.Hkv * this.Dv}`);
     const S = this.stripeTokens;
-    for (let done = 0; done < T; ) {
+    for (let done = 0; done < T;) {
       const pos = len + done;
       const dev = Math.floor(pos / S) % this.devices;
       const n = Math.min(T - done, S - (pos % S));
@@ -206,7 +235,9 @@ export class SplitDecodePlan {
     const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST | GPUBufferUsageFlags.COPY_SRC;
     this.lseOffset = Math.ceil((Hq * split.Dv * 4) / 256) * 256;
     this.q = split.caches.map((c) => c.ctx.createBuffer({ size: Hq * split.D * 4, usage, label: 'tessera.split.q' }));
-    this.out = split.caches.map((c) => c.ctx.createBuffer({ size: this.lseOffset + Math.max(256, Hq * 4), usage, label: 'tessera.split.partial' }));
+    this.out = split.caches.map((c) =>
+      c.ctx.createBuffer({ size: this.lseOffset + Math.max(256, Hq * 4), usage, label: 'tessera.split.partial' }),
+    );
     this.qHost = new Float32Array(Hq * split.D);
   }
 
@@ -228,11 +259,15 @@ export class SplitDecodePlan {
    * of `seq`: every device attends its stripes at once, the partials merge on the host. Returns
    * `o` `[1, Hq, Dv]` and `lse` `[1, Hq]` (float64 of the merge).
    */
-  async run(seq: number, q: ArrayLike<number>): Promise<{ o: Float64Array; lse: Float64Array; stats: SplitDecodeStats }> {
+  async run(
+    seq: number,
+    q: ArrayLike<number>,
+  ): Promise<{ o: Float64Array; lse: Float64Array; stats: SplitDecodeStats }> {
     if (this.disposed) fail('E_STATE', 'plan', 'was disposed;', 'disposed');
     const { split, Hq } = this;
     const { D, Dv } = split;
-    if (!q || typeof q.length !== 'number') fail('E_ARG', 'q', 'is not an array;', typeof q, `[1, Hq, D] = ${Hq * D} values`);
+    if (!q || typeof q.length !== 'number')
+      fail('E_ARG', 'q', 'is not an array;', typeof q, `[1, Hq, D] = ${Hq * D} values`);
     if (q.length !== Hq * D) fail('E_SHAPE', 'q', 'has the wrong length;', q.length, `Hq*D = ${Hq * D}`);
     for (let i = 0; i < q.length; i++) this.qHost[i] = q[i]!;
     const lens = split.caches.map((c) => c.length(seq));
@@ -244,21 +279,33 @@ export class SplitDecodePlan {
       const ctx = c.ctx;
       ctx.device.queue.writeBuffer(this.q[i]!, 0, this.qHost);
       qBytes += Hq * D * 4;
-      const stats = await this.plans[i]!.run(seq, { buffer: this.q[i]!, shape: [1, Hq, D], dtype: 'f32' }, {
-        o: { buffer: this.out[i]!, shape: [1, Hq, Dv], dtype: 'f32' },
-        lse: { buffer: this.out[i]!, offset: this.lseOffset, shape: [1, Hq], dtype: 'f32' },
-      });
+      const stats = await this.plans[i]!.run(
+        seq,
+        { buffer: this.q[i]!, shape: [1, Hq, D], dtype: 'f32' },
+        {
+          o: { buffer: this.out[i]!, shape: [1, Hq, Dv], dtype: 'f32' },
+          lse: { buffer: this.out[i]!, offset: this.lseOffset, shape: [1, Hq], dtype: 'f32' },
+        },
+      );
       const bytes = new Float32Array(await ctx.readback(this.out[i]!, this.lseOffset + Hq * 4));
       partialBytes += (Hq * Dv + Hq) * 4;
       return { stats, o: bytes.subarray(0, Hq * Dv), lse: bytes.subarray(this.lseOffset / 4, this.lseOffset / 4 + Hq) };
     });
     const got = await Promise.all(runs);
     const parts = got.filter((x): x is NonNullable<typeof x> => x !== undefined);
-    const merged = parts.length ? mergePartialsF64(parts, Hq, Dv) : { o: new Float64Array(Hq * Dv), lse: new Float64Array(Hq).fill(-Infinity) };
+    const merged = parts.length
+      ? mergePartialsF64(parts, Hq, Dv)
+      : { o: new Float64Array(Hq * Dv), lse: new Float64Array(Hq).fill(-Infinity) };
     return {
       o: merged.o,
       lse: merged.lse,
-      stats: { perDevice: got.map((x) => x?.stats), qBytes, partialBytes, bytesMoved: qBytes + partialBytes, ms: performance.now() - t0 },
+      stats: {
+        perDevice: got.map((x) => x?.stats),
+        qBytes,
+        partialBytes,
+        bytesMoved: qBytes + partialBytes,
+        ms: performance.now() - t0,
+      },
     };
   }
 
@@ -281,6 +328,9 @@ export class SplitDecodePlan {
  * const { o, lse, stats } = await plan.run(seq, q); // q: [1, 8, D] host values
  * console.log(stats.bytesMoved); // query out + partials back, no KV bytes
  */
-export function planSplitDecode(split: SplitKvCache, opts: Omit<StreamAttentionOptions, 'Tq'>): Promise<SplitDecodePlan> {
+export function planSplitDecode(
+  split: SplitKvCache,
+  opts: Omit<StreamAttentionOptions, 'Tq'>,
+): Promise<SplitDecodePlan> {
   return SplitDecodePlan.create(split, opts);
 }

@@ -104,24 +104,50 @@ export class SwitchPlan extends KernelPlan<SwitchTensors> {
     const methods: SparseMethod[] = ['sliding_window', 'moba', 'nsa', 'dsa'];
     check(methods.includes(opts.method), 'method', methods.join(', '), opts.method);
     const threshold = opts.threshold ?? SWITCH_DEFAULTS.threshold;
-    check(typeof threshold === 'number' && threshold >= 0 && !Number.isNaN(threshold), 'threshold', 'a number >= 0 (Infinity = always dense)', threshold);
+    check(
+      typeof threshold === 'number' && threshold >= 0 && !Number.isNaN(threshold),
+      'threshold',
+      'a number >= 0 (Infinity = always dense)',
+      threshold,
+    );
     const dtype = opts.dtype ?? 'f32';
     check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
-    const common = { Hq: opts.Hq, Hkv: opts.Hkv, D: opts.D, Dv: opts.Dv, scale: opts.scale, dtype, outDtype: opts.outDtype };
-    if (T < threshold) return new SwitchPlan(ctx, { kind: 'dense', plan: await planAttention(ctx, { ...common, Tq: T, causal: true }) });
+    const common = {
+      Hq: opts.Hq,
+      Hkv: opts.Hkv,
+      D: opts.D,
+      Dv: opts.Dv,
+      scale: opts.scale,
+      dtype,
+      outDtype: opts.outDtype,
+    };
+    if (T < threshold)
+      return new SwitchPlan(ctx, { kind: 'dense', plan: await planAttention(ctx, { ...common, Tq: T, causal: true }) });
     switch (opts.method) {
       case 'sliding_window': {
         const window = checkInt(opts.window ?? SWITCH_DEFAULTS.window, 'window', { min: 1 });
         const sinks = checkInt(opts.sinks ?? SWITCH_DEFAULTS.sinks, 'sinks', { min: 0 });
-        return new SwitchPlan(ctx, { kind: 'sliding_window', plan: await planAttention(ctx, { ...common, Tq: T, causal: true, window, sinks }) });
+        return new SwitchPlan(ctx, {
+          kind: 'sliding_window',
+          plan: await planAttention(ctx, { ...common, Tq: T, causal: true, window, sinks }),
+        });
       }
       case 'moba':
-        return new SwitchPlan(ctx, { kind: 'moba', plan: await planMoba(ctx, { ...common, Tq: T, ...SWITCH_DEFAULTS.moba, ...opts.moba }) });
+        return new SwitchPlan(ctx, {
+          kind: 'moba',
+          plan: await planMoba(ctx, { ...common, Tq: T, ...SWITCH_DEFAULTS.moba, ...opts.moba }),
+        });
       case 'nsa':
-        return new SwitchPlan(ctx, { kind: 'nsa', plan: await planNsa(ctx, { ...common, T, ...SWITCH_DEFAULTS.nsa, ...opts.nsa }) });
+        return new SwitchPlan(ctx, {
+          kind: 'nsa',
+          plan: await planNsa(ctx, { ...common, T, ...SWITCH_DEFAULTS.nsa, ...opts.nsa }),
+        });
       case 'dsa': {
         if (!opts.dsa) fail('E_ARG', 'dsa', 'is required for method dsa;', opts.dsa, '{ HI, DI, topk? }');
-        return new SwitchPlan(ctx, { kind: 'dsa', plan: await planDsa(ctx, { ...common, T, ...SWITCH_DEFAULTS.dsa, ...opts.dsa }) });
+        return new SwitchPlan(ctx, {
+          kind: 'dsa',
+          plan: await planDsa(ctx, { ...common, T, ...SWITCH_DEFAULTS.dsa, ...opts.dsa }),
+        });
       }
     }
   }
@@ -144,10 +170,27 @@ export class SwitchPlan extends KernelPlan<SwitchTensors> {
         i.plan.run(encoder, { q: t.q, k: t.k, v: t.v, o: t.o, lse: t.lse });
         return;
       case 'nsa':
-        i.plan.run(encoder, { q: t.q, k: t.k, v: t.v, o: t.o, gCmp: t.gCmp as GpuTensor, gSlc: t.gSlc as GpuTensor, gSwa: t.gSwa });
+        i.plan.run(encoder, {
+          q: t.q,
+          k: t.k,
+          v: t.v,
+          o: t.o,
+          gCmp: t.gCmp as GpuTensor,
+          gSlc: t.gSlc as GpuTensor,
+          gSwa: t.gSwa,
+        });
         return;
       case 'dsa':
-        i.plan.run(encoder, { q: t.q, k: t.k, v: t.v, o: t.o, lse: t.lse, qI: t.qI as GpuTensor, kI: t.kI as GpuTensor, w: t.w as GpuTensor });
+        i.plan.run(encoder, {
+          q: t.q,
+          k: t.k,
+          v: t.v,
+          o: t.o,
+          lse: t.lse,
+          qI: t.qI as GpuTensor,
+          kI: t.kI as GpuTensor,
+          w: t.w as GpuTensor,
+        });
         return;
     }
   }
@@ -171,7 +214,11 @@ export function planSparseSwitch(device: DeviceLike, opts: SwitchOptions): Promi
  * @example
  * await sparseSwitch(dev, { q, k, v, o }, { T, Hq: 8, Hkv: 2, D: 64, method: 'sliding_window', window: 512 });
  */
-export async function sparseSwitch(device: DeviceLike, t: SwitchTensors, opts: SwitchOptions): Promise<'dense' | SparseMethod> {
+export async function sparseSwitch(
+  device: DeviceLike,
+  t: SwitchTensors,
+  opts: SwitchOptions,
+): Promise<'dense' | SparseMethod> {
   const ctx = ctxOf(device);
   const plan = await planSparseSwitch(ctx, opts);
   try {

@@ -16,7 +16,12 @@ async function get(url: string): Promise<Response> {
   } catch (e) {
     throw new TesseraError('E_IO', `fetch ${url} failed: ${(e as Error).message}`, { cause: e });
   }
-  if (!r.ok) throw new TesseraError('E_IO', `fetch ${url}: HTTP ${r.status}`, { argument: 'url', actual: r.status, expected: '200' });
+  if (!r.ok)
+    throw new TesseraError('E_IO', `fetch ${url}: HTTP ${r.status}`, {
+      argument: 'url',
+      actual: r.status,
+      expected: '200',
+    });
   return r;
 }
 

@@ -15,7 +15,12 @@ import { caseFromManifest, parseManifestText, type GoldenCase, type ManifestCase
  */
 export function readManifest(dir: string): ManifestCase[] {
   const path = join(dir, 'manifest.json');
-  if (!existsSync(path)) throw new TesseraError('E_IO', `no manifest.json in ${dir}`, { argument: '--golden', actual: dir, expected: 'a golden directory (see ../shared/golden/README.md)' });
+  if (!existsSync(path))
+    throw new TesseraError('E_IO', `no manifest.json in ${dir}`, {
+      argument: '--golden',
+      actual: dir,
+      expected: 'a golden directory (see ../shared/golden/README.md)',
+    });
   return parseManifestText(readFileSync(path, 'utf8'), path);
 }
 

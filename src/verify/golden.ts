@@ -90,23 +90,38 @@ export function goldenTensor(bytes: ArrayBuffer | Uint8Array, t: ManifestTensor)
   const u8 = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
   const data = new Float64Array(u8.buffer.slice(u8.byteOffset, u8.byteOffset + u8.byteLength));
   const n = t.shape.reduce((a, b) => a * b, 1);
-  if (data.length !== n) throw new TesseraError('E_IO', `golden tensor ${t.file}: ${data.length} values, shape [${t.shape}] needs ${n}`);
+  if (data.length !== n)
+    throw new TesseraError('E_IO', `golden tensor ${t.file}: ${data.length} values, shape [${t.shape}] needs ${n}`);
   return { shape: t.shape, layout: t.layout, data };
 }
 
 /** The cases of a parsed `manifest.json`: a non-empty list, each with a name and its tensors listed. */
 export function parseManifest(json: unknown, where = 'manifest.json'): ManifestCase[] {
   const cases = (json as { cases?: ManifestCase[] } | null)?.cases;
-  if (!Array.isArray(cases)) throw new TesseraError('E_IO', `${where}: no "cases" list`, { argument: 'manifest', expected: '{ "cases": [...] } (see ../shared/golden/README.md)' });
-  if (cases.length === 0) throw new TesseraError('E_IO', `${where}: the "cases" list is empty (nothing to verify)`, { argument: 'manifest', expected: 'at least one case' });
+  if (!Array.isArray(cases))
+    throw new TesseraError('E_IO', `${where}: no "cases" list`, {
+      argument: 'manifest',
+      expected: '{ "cases": [...] } (see ../shared/golden/README.md)',
+    });
+  if (cases.length === 0)
+    throw new TesseraError('E_IO', `${where}: the "cases" list is empty (nothing to verify)`, {
+      argument: 'manifest',
+      expected: 'at least one case',
+    });
   cases.forEach((c, i) => {
     if (c === null || typeof c !== 'object' || typeof c.name !== 'string' || !c.name) {
-      throw new TesseraError('E_IO', `${where}: cases[${i}] has no name`, { argument: 'manifest', expected: 'every case an object with a "name"' });
+      throw new TesseraError('E_IO', `${where}: cases[${i}] has no name`, {
+        argument: 'manifest',
+        expected: 'every case an object with a "name"',
+      });
     }
     for (const part of ['inputs', 'outputs'] as const) {
       const ts = c[part];
       if (ts === null || typeof ts !== 'object' || Object.keys(ts).length === 0) {
-        throw new TesseraError('E_IO', `${where}: case ${c.name} lists no ${part}`, { argument: 'manifest', expected: `"${part}": { name: { shape, file, sha256 } }` });
+        throw new TesseraError('E_IO', `${where}: case ${c.name} lists no ${part}`, {
+          argument: 'manifest',
+          expected: `"${part}": { name: { shape, file, sha256 } }`,
+        });
       }
     }
   });
@@ -119,7 +134,10 @@ export function parseManifestText(text: string, where = 'manifest.json'): Manife
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new TesseraError('E_IO', `${where}: not valid JSON (${e instanceof Error ? e.message : String(e)})`, { argument: 'manifest', expected: 'a JSON manifest (see ../shared/golden/README.md)' });
+    throw new TesseraError('E_IO', `${where}: not valid JSON (${e instanceof Error ? e.message : String(e)})`, {
+      argument: 'manifest',
+      expected: 'a JSON manifest (see ../shared/golden/README.md)',
+    });
   }
   return parseManifest(json, where);
 }
@@ -135,20 +153,34 @@ function hex(buf: ArrayBuffer): string {
 export async function checkTensorBytes(bytes: ArrayBuffer | Uint8Array, t: ManifestTensor): Promise<void> {
   const u8 = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
   if (typeof t.sha256 !== 'string' || !/^[0-9a-fA-F]{64}$/.test(t.sha256)) {
-    throw new TesseraError('E_IO', `golden tensor ${t.file}: the manifest gives no sha256 for it`, { argument: 'manifest', actual: t.sha256, expected: '64 hex digits' });
+    throw new TesseraError('E_IO', `golden tensor ${t.file}: the manifest gives no sha256 for it`, {
+      argument: 'manifest',
+      actual: t.sha256,
+      expected: '64 hex digits',
+    });
   }
   if (t.bytes !== undefined && t.bytes !== u8.byteLength) {
-    throw new TesseraError('E_IO', `golden tensor ${t.file}: ${u8.byteLength} bytes, the manifest says ${t.bytes}`, { actual: u8.byteLength, expected: String(t.bytes) });
+    throw new TesseraError('E_IO', `golden tensor ${t.file}: ${u8.byteLength} bytes, the manifest says ${t.bytes}`, {
+      actual: u8.byteLength,
+      expected: String(t.bytes),
+    });
   }
   const copy = u8.slice(); // a plain ArrayBuffer-backed copy for subtle.digest
   const got = hex(await globalThis.crypto.subtle.digest('SHA-256', copy));
   if (got !== t.sha256.toLowerCase()) {
-    throw new TesseraError('E_IO', `golden tensor ${t.file}: sha256 ${got} does not match the manifest's ${t.sha256} (damaged data)`, { actual: got, expected: t.sha256 });
+    throw new TesseraError(
+      'E_IO',
+      `golden tensor ${t.file}: sha256 ${got} does not match the manifest's ${t.sha256} (damaged data)`,
+      { actual: got, expected: t.sha256 },
+    );
   }
 }
 
 /** Builds a case from its manifest entry, reading each tensor's bytes with `read(file)`. */
-export async function caseFromManifest(mc: ManifestCase, read: (file: string) => Promise<ArrayBuffer | Uint8Array> | ArrayBuffer | Uint8Array): Promise<GoldenCase> {
+export async function caseFromManifest(
+  mc: ManifestCase,
+  read: (file: string) => Promise<ArrayBuffer | Uint8Array> | ArrayBuffer | Uint8Array,
+): Promise<GoldenCase> {
   const map = async (r: Record<string, ManifestTensor> | undefined) =>
     Object.fromEntries(
       await Promise.all(
@@ -228,10 +260,11 @@ export function judge(c: GoldenCase, result: GoldenRunResult): CaseVerdict {
     if (out.excused) {
       const keepG: number[] = [];
       const keepR: number[] = [];
-      for (let i = 0; i < g.data.length; i++) if (!out.excused[i]) {
-        keepG.push(got[i]!);
-        keepR.push(g.data[i]!);
-      }
+      for (let i = 0; i < g.data.length; i++)
+        if (!out.excused[i]) {
+          keepG.push(got[i]!);
+          keepR.push(g.data[i]!);
+        }
       got = keepG;
       ref = keepR;
     }
@@ -242,8 +275,10 @@ export function judge(c: GoldenCase, result: GoldenRunResult): CaseVerdict {
     worstRel = Math.max(worstRel, cmp.relRms);
     worstAbs = Math.max(worstAbs, cmp.maxAbs);
     if (cmp.badCount > 0) reasons.push(`${out.name}: ${cmp.badCount} non-finite values where the golden is finite`);
-    if (cmp.relRms > GOLDEN_TOLERANCE.relRms) reasons.push(`${out.name}: rel_rms ${cmp.relRms.toExponential(2)} > ${GOLDEN_TOLERANCE.relRms}`);
-    if (maxAbsRel > GOLDEN_TOLERANCE.maxAbsRel) reasons.push(`${out.name}: max_abs ${cmp.maxAbs.toExponential(2)} > 1e-4 * ${cmp.refMax.toPrecision(3)}`);
+    if (cmp.relRms > GOLDEN_TOLERANCE.relRms)
+      reasons.push(`${out.name}: rel_rms ${cmp.relRms.toExponential(2)} > ${GOLDEN_TOLERANCE.relRms}`);
+    if (maxAbsRel > GOLDEN_TOLERANCE.maxAbsRel)
+      reasons.push(`${out.name}: max_abs ${cmp.maxAbs.toExponential(2)} > 1e-4 * ${cmp.refMax.toPrecision(3)}`);
   }
   if (result.selection && result.selection.unexcused > 0) {
     reasons.push(`${result.selection.unexcused} selection rows differ where the margin is >= ${SELECTION_MARGIN}`);

@@ -30,11 +30,20 @@ export function verdictLine(v: CaseVerdict): string {
 }
 
 /** Runs and judges one loaded case. */
-export async function runCase(dev: TesseraDevice, c: GoldenCase, handlers: readonly GoldenHandler[] = GOLDEN_HANDLERS): Promise<CaseVerdict> {
+export async function runCase(
+  dev: TesseraDevice,
+  c: GoldenCase,
+  handlers: readonly GoldenHandler[] = GOLDEN_HANDLERS,
+): Promise<CaseVerdict> {
   const handler = handlers.find((h) => h.matches(c));
   // A case no kernel implements, or one whose parameters a kernel cannot take (missing, wrong
   // type, unsupported), FAILs: verify never passes by skipping what it was asked to check.
-  if (!handler) return { name: c.name, status: 'FAIL', reason: `no kernel for ${c.source?.function ?? 'this case'} (unknown function)` };
+  if (!handler)
+    return {
+      name: c.name,
+      status: 'FAIL',
+      reason: `no kernel for ${c.source?.function ?? 'this case'} (unknown function)`,
+    };
   try {
     const result = await dev.scoped(`verify ${c.name}`, () => handler.run(dev, c));
     return judge(c, result);
@@ -70,5 +79,12 @@ export async function verifyCases(
     opts.onVerdict?.(v);
   }
   const count = (s: CaseVerdict['status']) => out.filter((v) => v.status === s).length;
-  return { golden, adapter: dev.adapterName, cases: out, passed: count('PASS'), failed: count('FAIL'), skipped: count('SKIP') };
+  return {
+    golden,
+    adapter: dev.adapterName,
+    cases: out,
+    passed: count('PASS'),
+    failed: count('FAIL'),
+    skipped: count('SKIP'),
+  };
 }

@@ -58,12 +58,20 @@ export const SUITE_QUERY: Record<string, string> = {
 };
 const suitesAsked = SUITE_QUERY.suites!.split(',').filter((s) => s && s !== 'none');
 
-const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.json': 'application/json', '.css': 'text/css', '.wasm': 'application/wasm' };
+const TYPES: Record<string, string> = {
+  '.html': 'text/html',
+  '.js': 'text/javascript',
+  '.json': 'application/json',
+  '.css': 'text/css',
+  '.wasm': 'application/wasm',
+};
 
 function serve(root: string, golden: string): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     const path = decodeURIComponent((req.url ?? '/').split('?')[0]!);
-    const [base, rel] = path.startsWith('/golden/') ? [golden, path.slice('/golden/'.length)] : [root, path === '/' ? 'index.html' : path.slice(1)];
+    const [base, rel] = path.startsWith('/golden/')
+      ? [golden, path.slice('/golden/'.length)]
+      : [root, path === '/' ? 'index.html' : path.slice(1)];
     const file = resolve(base, rel);
     if (!file.startsWith(base) || !existsSync(file) || !statSync(file).isFile()) {
       res.statusCode = 404;
@@ -89,7 +97,11 @@ function buildPages(): Promise<string> {
     execFileSync(process.execPath, [join(repo, 'scripts', 'embed-wgsl.mjs')]);
     const dir = mkdtempSync(join(tmpdir(), 'tessera-browser-'));
     const { build } = await import('vite');
-    await build({ configFile: join(repo, 'bench', 'browser', 'vite.config.ts'), logLevel: 'warn', build: { outDir: dir, emptyOutDir: true } });
+    await build({
+      configFile: join(repo, 'bench', 'browser', 'vite.config.ts'),
+      logLevel: 'warn',
+      build: { outDir: dir, emptyOutDir: true },
+    });
     return dir;
   })();
   return pages;
@@ -119,7 +131,11 @@ describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
       if (process.env.TESSERA_GOLDEN_FILTER) q.set('filter', process.env.TESSERA_GOLDEN_FILTER);
       if (process.env.TESSERA_BROWSER_BENCH === '0') q.set('bench', '0');
       await page.goto(`http://127.0.0.1:${port}/?${q}`);
-      await page.waitForFunction(() => (globalThis as unknown as { __tessera?: PageState }).__tessera?.done === true, undefined, { timeout: 800_000, polling: 500 });
+      await page.waitForFunction(
+        () => (globalThis as unknown as { __tessera?: PageState }).__tessera?.done === true,
+        undefined,
+        { timeout: 800_000, polling: 500 },
+      );
       state = await page.evaluate(() => (globalThis as unknown as { __tessera: PageState }).__tessera);
       const dir = join(repo, 'bench', 'results', 'browser');
       mkdirSync(dir, { recursive: true });
@@ -161,46 +177,76 @@ describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
   it.skipIf(process.env.TESSERA_BROWSER_BENCH === '0')('the page ran its bench and plotted it', () => {
     expect(state.bench.length).toBeGreaterThanOrEqual(3);
     for (const b of state.bench) expect(b.median_ms).toBeGreaterThan(0);
-    expect(state.log.some((l) => l.startsWith('plot:')), 'the page rendered its Vega-Lite plot').toBe(true);
+    expect(
+      state.log.some((l) => l.startsWith('plot:')),
+      'the page rendered its Vega-Lite plot',
+    ).toBe(true);
   });
 
-  it.skipIf(!suitesAsked.length)('every bench suite ran on the page with finite positive times and its full impl/method list', () => {
-    const { roofline, suites } = state.suites;
-    expect(roofline, state.log.join('\n')).toBeDefined();
-    expect(roofline!.copy_gbps).toBeGreaterThan(0);
-    expect(roofline!.matmul_gflops).toBeGreaterThan(0);
-    expect(suites.map((s) => s.suite)).toEqual(suitesAsked);
-    const want: Record<string, string[]> = {
-      dense: ['tessera', 'tfjs', ...(SUITE_QUERY.ort === '1' ? ['ort'] : [])],
-      sparse: ['dense', ...SPARSE_METHODS],
-      linear: Object.keys(LINEAR_OPS).flatMap((op) => [`${op}/chunk`, `${op}/recurrent`]),
-      topk: ['tessera', 'tfjs'],
-    };
-    const Ts: Record<string, number[]> = { dense: [64, 128], sparse: [256], linear: [128], topk: [4096] };
-    for (const s of suites) {
-      expect(s.error, `${s.suite}: ${s.error}`).toBeUndefined();
-      // tfjs (and ort) may be skipped only if it failed to load, and then the page says so
-      const expected = want[s.suite]!.filter((x) => (x !== 'tfjs' && x !== 'ort') || !s.skipped.some((k) => k.startsWith(x)));
-      if (s.suite === 'dense' && SUITE_QUERY.ort === '1') {
-        // ort ran on the same inputs and was compared with Tessera's output
-        for (const r of s.results.filter((x) => x.impl === 'ort')) expect(typeof r.max_abs_diff, 'ort max_abs_diff').toBe('number');
-        console.log(`dense: ort ${s.results.filter((x) => x.impl === 'ort').map((r) => `T=${r.T} ${r.median_ms.toFixed(1)} ms max_abs_diff ${Number(r.max_abs_diff).toExponential(2)}`).join('; ') || `skipped: ${s.skipped.join('; ')}`}`);
-      }
-      expect(s.expected, s.suite).toEqual(expected);
-      const key = (r: (typeof s.results)[number]) => (s.suite === 'sparse' ? (r.impl === 'dense' ? 'dense' : r.suite) : s.suite === 'linear' ? `${r.suite}/${r.mode}` : r.impl);
-      // every expected impl/method at every T, once
-      const got = s.results.map((r) => `${key(r)}@${r.T}`).sort();
-      expect(got, s.suite).toEqual(expected.flatMap((x) => Ts[s.suite]!.map((T) => `${x}@${T}`)).sort());
-      for (const r of s.results) {
-        for (const k of ['median_ms', 'min_ms', 'max_ms', 'pct_roofline'] as const) {
-          expect(Number.isFinite(r[k]) && r[k] > 0, `${s.suite} ${key(r)} T=${r.T} ${k}=${r[k]}`).toBe(true);
+  it.skipIf(!suitesAsked.length)(
+    'every bench suite ran on the page with finite positive times and its full impl/method list',
+    () => {
+      const { roofline, suites } = state.suites;
+      expect(roofline, state.log.join('\n')).toBeDefined();
+      expect(roofline!.copy_gbps).toBeGreaterThan(0);
+      expect(roofline!.matmul_gflops).toBeGreaterThan(0);
+      expect(suites.map((s) => s.suite)).toEqual(suitesAsked);
+      const want: Record<string, string[]> = {
+        dense: ['tessera', 'tfjs', ...(SUITE_QUERY.ort === '1' ? ['ort'] : [])],
+        sparse: ['dense', ...SPARSE_METHODS],
+        linear: Object.keys(LINEAR_OPS).flatMap((op) => [`${op}/chunk`, `${op}/recurrent`]),
+        topk: ['tessera', 'tfjs'],
+      };
+      const Ts: Record<string, number[]> = { dense: [64, 128], sparse: [256], linear: [128], topk: [4096] };
+      for (const s of suites) {
+        expect(s.error, `${s.suite}: ${s.error}`).toBeUndefined();
+        // tfjs (and ort) may be skipped only if it failed to load, and then the page says so
+        const expected = want[s.suite]!.filter(
+          (x) => (x !== 'tfjs' && x !== 'ort') || !s.skipped.some((k) => k.startsWith(x)),
+        );
+        if (s.suite === 'dense' && SUITE_QUERY.ort === '1') {
+          // ort ran on the same inputs and was compared with Tessera's output
+          for (const r of s.results.filter((x) => x.impl === 'ort'))
+            expect(typeof r.max_abs_diff, 'ort max_abs_diff').toBe('number');
+          console.log(
+            `dense: ort ${
+              s.results
+                .filter((x) => x.impl === 'ort')
+                .map(
+                  (r) =>
+                    `T=${r.T} ${r.median_ms.toFixed(1)} ms max_abs_diff ${Number(r.max_abs_diff).toExponential(2)}`,
+                )
+                .join('; ') || `skipped: ${s.skipped.join('; ')}`
+            }`,
+          );
         }
-        expect(r.min_ms).toBeLessThanOrEqual(r.median_ms);
-        expect(r.median_ms).toBeLessThanOrEqual(r.max_ms);
-        if (s.suite === 'sparse' && r.impl !== 'dense') expect(Number.isFinite(r.speedup_vs_dense) && (r.speedup_vs_dense as number) > 0, `${r.suite} vs dense`).toBe(true);
+        expect(s.expected, s.suite).toEqual(expected);
+        const key = (r: (typeof s.results)[number]) =>
+          s.suite === 'sparse'
+            ? r.impl === 'dense'
+              ? 'dense'
+              : r.suite
+            : s.suite === 'linear'
+              ? `${r.suite}/${r.mode}`
+              : r.impl;
+        // every expected impl/method at every T, once
+        const got = s.results.map((r) => `${key(r)}@${r.T}`).sort();
+        expect(got, s.suite).toEqual(expected.flatMap((x) => Ts[s.suite]!.map((T) => `${x}@${T}`)).sort());
+        for (const r of s.results) {
+          for (const k of ['median_ms', 'min_ms', 'max_ms', 'pct_roofline'] as const) {
+            expect(Number.isFinite(r[k]) && r[k] > 0, `${s.suite} ${key(r)} T=${r.T} ${k}=${r[k]}`).toBe(true);
+          }
+          expect(r.min_ms).toBeLessThanOrEqual(r.median_ms);
+          expect(r.median_ms).toBeLessThanOrEqual(r.max_ms);
+          if (s.suite === 'sparse' && r.impl !== 'dense')
+            expect(
+              Number.isFinite(r.speedup_vs_dense) && (r.speedup_vs_dense as number) > 0,
+              `${r.suite} vs dense`,
+            ).toBe(true);
+        }
       }
-    }
-  });
+    },
+  );
 });
 
 /**
@@ -230,7 +276,11 @@ describe.skipIf(!canRun)('browser needle demo (worker, OPFS cache)', () => {
       page.on('pageerror', (e) => lines.push(`pageerror: ${e.message}`));
       const load = async (query: string) => {
         await page.goto(`http://127.0.0.1:${port}/needle.html?${query}`);
-        await page.waitForFunction(() => (globalThis as unknown as { __tesseraNeedle?: NeedleState }).__tesseraNeedle?.done === true, undefined, { timeout: 800_000, polling: 500 });
+        await page.waitForFunction(
+          () => (globalThis as unknown as { __tesseraNeedle?: NeedleState }).__tesseraNeedle?.done === true,
+          undefined,
+          { timeout: 800_000, polling: 500 },
+        );
         return page.evaluate(() => (globalThis as unknown as { __tesseraNeedle: NeedleState }).__tesseraNeedle);
       };
       run = await load(`tokens=${needleTokens}`);
@@ -239,7 +289,14 @@ describe.skipIf(!canRun)('browser needle demo (worker, OPFS cache)', () => {
       if (run.error || reload.error) console.error(lines.join('\n'));
       const dirOut = join(repo, 'bench', 'results', 'browser');
       mkdirSync(dirOut, { recursive: true });
-      writeFileSync(join(dirOut, `needle-${needleTokens}-${run.result?.adapter ?? 'unknown'}.json`), JSON.stringify({ result: run.result, manifest: run.manifest, reload: reload.verify, corrupt: corrupt.verify }, null, 2) + '\n');
+      writeFileSync(
+        join(dirOut, `needle-${needleTokens}-${run.result?.adapter ?? 'unknown'}.json`),
+        JSON.stringify(
+          { result: run.result, manifest: run.manifest, reload: reload.verify, corrupt: corrupt.verify },
+          null,
+          2,
+        ) + '\n',
+      );
     } finally {
       await browser.close();
       srv.close();

@@ -25,8 +25,23 @@ const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const tokens = Number(process.env.TESSERA_BROWSER_KV_TOKENS ?? 65_553);
 const P = 64;
 /** The flags of test/browser/e2e.test.ts: WebGPU on the software adapter. */
-const ARGS = ['--headless', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-gpu-sandbox', '--use-angle=swiftshader', '--enable-features=Vulkan'];
-const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.json': 'application/json', '.css': 'text/css', '.wasm': 'application/wasm' };
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--enable-unsafe-webgpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-gpu-sandbox',
+  '--use-angle=swiftshader',
+  '--enable-features=Vulkan',
+];
+const TYPES: Record<string, string> = {
+  '.html': 'text/html',
+  '.js': 'text/javascript',
+  '.json': 'application/json',
+  '.css': 'text/css',
+  '.wasm': 'application/wasm',
+};
 
 function serve(root: string): Promise<http.Server> {
   const server = http.createServer((req, res) => {
@@ -63,7 +78,12 @@ describe.skipIf(!existsSync(chromiumPath))('browser: a persistent KvCache reopen
       base: './',
       logLevel: 'warn',
       resolve: { alias: [{ find: /^node:fs$/, replacement: join(here, 'stubs', 'node-fs.ts') }] },
-      build: { outDir: dir, emptyOutDir: true, target: 'es2022', rollupOptions: { input: { kvcache: join(here, 'kvcache.html') } } },
+      build: {
+        outDir: dir,
+        emptyOutDir: true,
+        target: 'es2022',
+        rollupOptions: { input: { kvcache: join(here, 'kvcache.html') } },
+      },
       worker: { format: 'es' },
     });
     server = await serve(dir);
@@ -77,7 +97,11 @@ describe.skipIf(!existsSync(chromiumPath))('browser: a persistent KvCache reopen
       page.on('pageerror', (e) => lines.push(`pageerror: ${e.message}`));
       const load = async (query: string) => {
         await page.goto(`http://127.0.0.1:${port}/kvcache.html?${query}`);
-        await page.waitForFunction(() => (globalThis as unknown as { __tesseraKv?: KvPageState }).__tesseraKv?.done === true, undefined, { timeout: 600_000, polling: 250 });
+        await page.waitForFunction(
+          () => (globalThis as unknown as { __tesseraKv?: KvPageState }).__tesseraKv?.done === true,
+          undefined,
+          { timeout: 600_000, polling: 250 },
+        );
         return page.evaluate(() => (globalThis as unknown as { __tesseraKv: KvPageState }).__tesseraKv);
       };
       created = await load(`phase=create&tokens=${tokens}`);
@@ -86,7 +110,10 @@ describe.skipIf(!existsSync(chromiumPath))('browser: a persistent KvCache reopen
       if (created.error || reopened.error || corrupted.error) console.error(lines.join('\n'));
       for (const st of [created, reopened, corrupted]) {
         const r = st.result;
-        if (r) console.log(`${r.phase}${st.request?.corruptPage !== undefined ? ' (flipped byte)' : ''}: ${r.adapter}, ${r.pageCount} pages, ${r.ms.toFixed(0)} ms, checked ${r.checked ?? '-'}, failed [${r.failed ?? ''}], decode rel RMS vs float64 ${r.base.decodeRelRms?.toExponential(2) ?? '-'} / ${r.child.decodeRelRms?.toExponential(2) ?? '-'}`);
+        if (r)
+          console.log(
+            `${r.phase}${st.request?.corruptPage !== undefined ? ' (flipped byte)' : ''}: ${r.adapter}, ${r.pageCount} pages, ${r.ms.toFixed(0)} ms, checked ${r.checked ?? '-'}, failed [${r.failed ?? ''}], decode rel RMS vs float64 ${r.base.decodeRelRms?.toExponential(2) ?? '-'} / ${r.child.decodeRelRms?.toExponential(2) ?? '-'}`,
+          );
       }
     } finally {
       await browser.close();

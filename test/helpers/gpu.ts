@@ -45,7 +45,11 @@ async function sharedDevice(opts: Partial<RequestDeviceOptions>): Promise<Tesser
     const d = await p;
     if (!d.isLost) return d;
   }
-  p = requestDevice({ ...adapterFromEnv(), label: `tessera-test${opts.loopLimit ? `-loop${opts.loopLimit}` : ''}`, ...opts });
+  p = requestDevice({
+    ...adapterFromEnv(),
+    label: `tessera-test${opts.loopLimit ? `-loop${opts.loopLimit}` : ''}`,
+    ...opts,
+  });
   shared.set(key, p);
   p.catch(() => shared.delete(key));
   return p;
@@ -64,7 +68,9 @@ export function useGpu(opts: GpuFixtureOptions = {}): GpuFixture {
     uncaptured.push((ev as GPUUncapturedErrorEvent).error.message);
   };
   beforeAll(async () => {
-    dev = fresh ? await requestDevice({ ...adapterFromEnv(), label: 'tessera-test-fresh', ...devOpts }) : await sharedDevice(devOpts);
+    dev = fresh
+      ? await requestDevice({ ...adapterFromEnv(), label: 'tessera-test-fresh', ...devOpts })
+      : await sharedDevice(devOpts);
     dev.device.addEventListener('uncapturederror', onError);
     // what an earlier file held is not this file's peak
     dev.resetPeak();

@@ -75,13 +75,25 @@ export async function maxLoopCount(
   entry = 'main',
 ): Promise<number> {
   const module = dev.createShaderModule({ code: countLoops(code, entry), label: 'loop-count' });
-  const pipeline = await dev.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: entry, constants } });
-  const count = dev.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+  const pipeline = await dev.createComputePipelineAsync({
+    layout: 'auto',
+    compute: { module, entryPoint: entry, constants },
+  });
+  const count = dev.createBuffer({
+    size: 16,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+  });
   const read = dev.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
   try {
     dev.queue.writeBuffer(count, 0, new Uint32Array(4));
-    const bg0 = dev.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })) });
-    const bg1 = dev.createBindGroup({ layout: pipeline.getBindGroupLayout(1), entries: [{ binding: 0, resource: { buffer: count } }] });
+    const bg0 = dev.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+    const bg1 = dev.createBindGroup({
+      layout: pipeline.getBindGroupLayout(1),
+      entries: [{ binding: 0, resource: { buffer: count } }],
+    });
     const enc = dev.createCommandEncoder();
     const pass = enc.beginComputePass();
     pass.setPipeline(pipeline);

@@ -81,16 +81,25 @@ export function makeInputs(c: ScanCase) {
   const g = new Float64Array(gn);
   for (let i = 0; i < gn; i++) {
     const x = rng.normal();
-    g[i] = c.gates === 'near0' ? -1e-3 * rng.next() : c.gates === 'strong' ? -0.5 - 3.5 * rng.next() : logsigmoid(x) / 16;
+    g[i] =
+      c.gates === 'near0' ? -1e-3 * rng.next() : c.gates === 'strong' ? -0.5 - 3.5 * rng.next() : logsigmoid(x) / 16;
   }
   const beta = Float64Array.from({ length: c.delta ? T * HV : 0 }, () => 1 / (1 + Math.exp(-rng.normal())));
   const h0 = c.h0 ? rng.normals(N * HV * c.K * c.V) : undefined;
   const z0 = c.h0 && c.normalize ? Float64Array.from({ length: N * HV * c.K }, () => rng.next() * 4) : undefined;
   return {
-    HV, cu, T, N, dtype,
-    q: roundTo(q, dtype), k: roundTo(k, dtype), v: roundTo(v, dtype),
-    g: roundTo(g, 'f32'), beta: roundTo(beta, 'f32'),
-    h0: h0 && roundTo(h0, 'f32'), z0: z0 && roundTo(z0, 'f32'),
+    HV,
+    cu,
+    T,
+    N,
+    dtype,
+    q: roundTo(q, dtype),
+    k: roundTo(k, dtype),
+    v: roundTo(v, dtype),
+    g: roundTo(g, 'f32'),
+    beta: roundTo(beta, 'f32'),
+    h0: h0 && roundTo(h0, 'f32'),
+    z0: z0 && roundTo(z0, 'f32'),
   };
 }
 
@@ -104,7 +113,10 @@ export function tolFor(dtype: FloatDType): Tolerance {
  * the float64 reference; returns the GPU results (and the plan's loop segmentation) per mode for
  * further checks.
  */
-export async function checkScanCase(gpu: GpuFixture, c: ScanCase): Promise<Record<string, { o: Float64Array; ht: Float64Array; loops: LinearLoopPlan }>> {
+export async function checkScanCase(
+  gpu: GpuFixture,
+  c: ScanCase,
+): Promise<Record<string, { o: Float64Array; ht: Float64Array; loops: LinearLoopPlan }>> {
   const x = makeInputs(c);
   const { HV, cu, T, N, dtype } = x;
   const gamma = c.gamma;
@@ -115,7 +127,20 @@ export async function checkScanCase(gpu: GpuFixture, c: ScanCase): Promise<Recor
   );
   const out: Record<string, { o: Float64Array; ht: Float64Array; loops: LinearLoopPlan }> = {};
   for (const mode of c.modes ?? (['chunk', 'recurrent'] as const)) {
-    const plan = await planLinearScan(gpu.dev, { H: c.H, HV, K: c.K, V: c.V, cuSeqlens: cu, gate, delta: c.delta, normalize: c.normalize, gamma, dtype, mode, loopLimit: c.loopLimit });
+    const plan = await planLinearScan(gpu.dev, {
+      H: c.H,
+      HV,
+      K: c.K,
+      V: c.V,
+      cuSeqlens: cu,
+      gate,
+      delta: c.delta,
+      normalize: c.normalize,
+      gamma,
+      dtype,
+      mode,
+      loopLimit: c.loopLimit,
+    });
     const t: LinearScanTensors = {
       q: gpu.tensor(x.q, [T, c.H, c.K], dtype),
       k: gpu.tensor(x.k, [T, c.H, c.K], dtype),

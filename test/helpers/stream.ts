@@ -9,13 +9,31 @@ import { compare, describeComparison, passes, TOLERANCE } from '../../src/testin
 import type { GpuFixture } from './gpu.js';
 import { makeInputs, type ScanCase } from './scan.js';
 
-export async function checkStream(gpu: GpuFixture, c: ScanCase, segments: number[], opts: Partial<LinearStreamOptions> = {}): Promise<void> {
+export async function checkStream(
+  gpu: GpuFixture,
+  c: ScanCase,
+  segments: number[],
+  opts: Partial<LinearStreamOptions> = {},
+): Promise<void> {
   const T = segments.reduce((a, b) => a + b, 0);
   const x = makeInputs({ ...c, T });
   const HV = x.HV;
   const { H, K, V } = c;
-  const ref = linearScanReference({ q: x.q, k: x.k, v: x.v, g: x.g, beta: x.beta, h0: x.h0 }, { H, HV, K, V, gate: c.gate, delta: c.delta, normalize: c.normalize });
-  const s = await LinearStream.create(gpu.dev, { H, HV, K, V, gate: c.gate, delta: c.delta, normalize: c.normalize, initialState: x.h0 && Float32Array.from(x.h0), ...opts });
+  const ref = linearScanReference(
+    { q: x.q, k: x.k, v: x.v, g: x.g, beta: x.beta, h0: x.h0 },
+    { H, HV, K, V, gate: c.gate, delta: c.delta, normalize: c.normalize },
+  );
+  const s = await LinearStream.create(gpu.dev, {
+    H,
+    HV,
+    K,
+    V,
+    gate: c.gate,
+    delta: c.delta,
+    normalize: c.normalize,
+    initialState: x.h0 && Float32Array.from(x.h0),
+    ...opts,
+  });
   try {
     let t0 = 0;
     const states: Record<number, Float32Array> = {};
@@ -27,7 +45,12 @@ export async function checkStream(gpu: GpuFixture, c: ScanCase, segments: number
         k: gpu.tensor(sl(x.k, H * K), [n, H, K]),
         v: gpu.tensor(sl(x.v, HV * V), [n, HV, V]),
         o: gpu.nanTensor([n, HV, V]),
-        g: c.gate === 'scalar' ? gpu.tensor(sl(x.g, HV), [n, HV]) : c.gate === 'vector' ? gpu.tensor(sl(x.g, HV * K), [n, HV, K]) : undefined,
+        g:
+          c.gate === 'scalar'
+            ? gpu.tensor(sl(x.g, HV), [n, HV])
+            : c.gate === 'vector'
+              ? gpu.tensor(sl(x.g, HV * K), [n, HV, K])
+              : undefined,
         beta: c.delta ? gpu.tensor(sl(x.beta, HV), [n, HV]) : undefined,
       };
       await s.push(seg);
@@ -47,7 +70,8 @@ export async function checkStream(gpu: GpuFixture, c: ScanCase, segments: number
       const at = await s.rollback(p);
       expect(at).toBe(p);
       const st = await s.readState();
-      if (p === 0) expect(Array.from(st)).toEqual(Array.from(x.h0 ? Float32Array.from(x.h0) : new Float32Array(st.length)));
+      if (p === 0)
+        expect(Array.from(st)).toEqual(Array.from(x.h0 ? Float32Array.from(x.h0) : new Float32Array(st.length)));
       else expect(Array.from(st)).toEqual(Array.from(states[p]!));
       expect(s.position).toBe(p);
     }

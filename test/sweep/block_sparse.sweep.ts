@@ -9,7 +9,22 @@ import { roundTo, type FloatDType } from '../../src/tensor.js';
 import { Rng, TOLERANCE } from '../../src/testing.js';
 import { all, defineSweep, gen, within, type SweepSize } from './run.js';
 
-export interface BlockSparseConfig { Tq: number; Tk: number; Hq: number; Hkv: number; D: number; Dv: number; R: number; C: number; P: 'one' | 'kv' | 'q'; density: number; causal: boolean; dtype: FloatDType; lse: boolean; seed: number }
+export interface BlockSparseConfig {
+  Tq: number;
+  Tk: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  Dv: number;
+  R: number;
+  C: number;
+  P: 'one' | 'kv' | 'q';
+  density: number;
+  causal: boolean;
+  dtype: FloatDType;
+  lse: boolean;
+  seed: number;
+}
 
 export const blockSparseSweep = defineSweep<BlockSparseConfig>({
   family: 'block_sparse',
@@ -31,7 +46,22 @@ export const blockSparseSweep = defineSweep<BlockSparseConfig>({
         lse: fc.boolean(),
         seed: gen.seed(),
       })
-      .map((r) => ({ Tq: r.Tq, Tk: Math.max(1, r.Tq + r.extraK), Hq: r.heads.Hq, Hkv: r.heads.Hkv, D: r.D, Dv: r.DvSame ? r.D : r.Dv, R: r.R, C: r.C, P: r.P, density: r.density, causal: r.causal, dtype: r.dtype, lse: r.lse, seed: r.seed })),
+      .map((r) => ({
+        Tq: r.Tq,
+        Tk: Math.max(1, r.Tq + r.extraK),
+        Hq: r.heads.Hq,
+        Hkv: r.heads.Hkv,
+        D: r.D,
+        Dv: r.DvSame ? r.D : r.Dv,
+        R: r.R,
+        C: r.C,
+        P: r.P,
+        density: r.density,
+        causal: r.causal,
+        dtype: r.dtype,
+        lse: r.lse,
+        seed: r.seed,
+      })),
   async check(b, c) {
     const rng = new Rng(c.seed);
     const MB = Math.ceil(c.Tq / c.R);
@@ -51,11 +81,46 @@ export const blockSparseSweep = defineSweep<BlockSparseConfig>({
     const q = roundTo(rng.normals(c.Tq * c.Hq * c.D), c.dtype);
     const k = roundTo(rng.normals(c.Tk * c.Hkv * c.D), c.dtype);
     const v = roundTo(rng.normals(c.Tk * c.Hkv * c.Dv), c.dtype);
-    const ref = blockSparseReference(q, k, v, { Tq: c.Tq, Tk: c.Tk, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv: c.Dv, R: c.R, C: c.C, indptr, indices, causal: c.causal });
-    const plan = await planBlockSparse(b.dev, { Tq: c.Tq, Tk: c.Tk, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv: c.Dv, R: c.R, C: c.C, indptr, indices, causal: c.causal, dtype: c.dtype });
+    const ref = blockSparseReference(q, k, v, {
+      Tq: c.Tq,
+      Tk: c.Tk,
+      Hq: c.Hq,
+      Hkv: c.Hkv,
+      D: c.D,
+      Dv: c.Dv,
+      R: c.R,
+      C: c.C,
+      indptr,
+      indices,
+      causal: c.causal,
+    });
+    const plan = await planBlockSparse(b.dev, {
+      Tq: c.Tq,
+      Tk: c.Tk,
+      Hq: c.Hq,
+      Hkv: c.Hkv,
+      D: c.D,
+      Dv: c.Dv,
+      R: c.R,
+      C: c.C,
+      indptr,
+      indices,
+      causal: c.causal,
+      dtype: c.dtype,
+    });
     const o = b.nan([c.Tq, c.Hq, c.Dv], c.dtype);
     const lse = c.lse ? b.nan([c.Tq, c.Hq]) : undefined;
-    await b.runPlan(plan, { q: b.tensor(q, [c.Tq, c.Hq, c.D], c.dtype), k: b.tensor(k, [c.Tk, c.Hkv, c.D], c.dtype), v: b.tensor(v, [c.Tk, c.Hkv, c.Dv], c.dtype), o, lse }, 'sweep.block_sparse');
+    await b.runPlan(
+      plan,
+      {
+        q: b.tensor(q, [c.Tq, c.Hq, c.D], c.dtype),
+        k: b.tensor(k, [c.Tk, c.Hkv, c.D], c.dtype),
+        v: b.tensor(v, [c.Tk, c.Hkv, c.Dv], c.dtype),
+        o,
+        lse,
+      },
+      'sweep.block_sparse',
+    );
     return all(
       within('o', await b.read(o), c.dtype === 'f32' ? ref.o : roundTo(ref.o, c.dtype), TOLERANCE[c.dtype]),
       lse ? within('lse', await b.read(lse), ref.lse, TOLERANCE.f32) : null,

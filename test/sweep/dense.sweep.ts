@@ -37,15 +37,24 @@ export function denseArb(size: SweepSize): fc.Arbitrary<DenseConfig> {
   const dims = size === 'small' ? DIMS_SMALL : DIMS_FULL;
   return fc
     .record({
-      lens: fc.array(fc.record({ tq: fc.integer({ min: 0, max: maxT }), extraK: fc.integer({ min: -8, max: maxT }) }), { minLength: 1, maxLength: size === 'small' ? 3 : 4 }),
+      lens: fc.array(fc.record({ tq: fc.integer({ min: 0, max: maxT }), extraK: fc.integer({ min: -8, max: maxT }) }), {
+        minLength: 1,
+        maxLength: size === 'small' ? 3 : 4,
+      }),
       ragged: fc.boolean(),
       heads: gen.heads(size === 'small' ? 2 : 4, 4),
       D: fc.constantFrom(...dims),
       DvSame: fc.boolean(),
       Dv: fc.constantFrom(...dims),
       causal: fc.oneof({ arbitrary: fc.constant(true), weight: 3 }, { arbitrary: fc.constant(false), weight: 1 }),
-      window: fc.oneof({ arbitrary: fc.constant(0), weight: 2 }, { arbitrary: fc.integer({ min: 1, max: maxT }), weight: 2 }),
-      sinks: fc.oneof({ arbitrary: fc.constant(0), weight: 2 }, { arbitrary: fc.integer({ min: 1, max: 8 }), weight: 1 }),
+      window: fc.oneof(
+        { arbitrary: fc.constant(0), weight: 2 },
+        { arbitrary: fc.integer({ min: 1, max: maxT }), weight: 2 },
+      ),
+      sinks: fc.oneof(
+        { arbitrary: fc.constant(0), weight: 2 },
+        { arbitrary: fc.integer({ min: 1, max: 8 }), weight: 1 },
+      ),
       sinkLogit: fc.oneof({ arbitrary: fc.constant(false), weight: 3 }, { arbitrary: fc.constant(true), weight: 1 }),
       dtype: gen.dtype(),
       outF32: fc.boolean(),
@@ -69,7 +78,23 @@ export function denseArb(size: SweepSize): fc.Arbitrary<DenseConfig> {
       const Dv = r.DvSame ? r.D : r.Dv;
       // 16-bit outputs need an even Dv (documented E_UNSUPPORTED)
       const outF32 = r.outF32 || (r.dtype !== 'f32' && Dv % 2 !== 0);
-      return { cuQ, cuK, ragged, Hq: r.heads.Hq, Hkv: r.heads.Hkv, D: r.D, Dv, causal: r.causal, window, sinks: window > 0 ? r.sinks : 0, sinkLogit: r.sinkLogit, dtype: r.dtype, outF32, lse: r.lse, seed: r.seed };
+      return {
+        cuQ,
+        cuK,
+        ragged,
+        Hq: r.heads.Hq,
+        Hkv: r.heads.Hkv,
+        D: r.D,
+        Dv,
+        causal: r.causal,
+        window,
+        sinks: window > 0 ? r.sinks : 0,
+        sinkLogit: r.sinkLogit,
+        dtype: r.dtype,
+        outF32,
+        lse: r.lse,
+        seed: r.seed,
+      };
     });
 }
 
@@ -88,28 +113,66 @@ export const denseSweep = defineSweep<DenseConfig>({
     const refO = new Float64Array(Tq * c.Hq * c.Dv);
     const refL = new Float64Array(Tq * c.Hq);
     for (let n = 0; n + 1 < c.cuQ.length; n++) {
-      const q0 = c.cuQ[n]!, tq = c.cuQ[n + 1]! - q0, k0 = c.cuK[n]!, tk = c.cuK[n + 1]! - k0;
+      const q0 = c.cuQ[n]!,
+        tq = c.cuQ[n + 1]! - q0,
+        k0 = c.cuK[n]!,
+        tk = c.cuK[n + 1]! - k0;
       if (tq === 0) continue;
-      const r = attentionReference(q.subarray(q0 * c.Hq * c.D, (q0 + tq) * c.Hq * c.D), k.subarray(k0 * c.Hkv * c.D, (k0 + tk) * c.Hkv * c.D), v.subarray(k0 * c.Hkv * c.Dv, (k0 + tk) * c.Hkv * c.Dv), {
-        Tq: tq, Tk: tk, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv: c.Dv, causal: c.causal, window: c.window, sinks: c.sinks, sinkLogits,
-      });
+      const r = attentionReference(
+        q.subarray(q0 * c.Hq * c.D, (q0 + tq) * c.Hq * c.D),
+        k.subarray(k0 * c.Hkv * c.D, (k0 + tk) * c.Hkv * c.D),
+        v.subarray(k0 * c.Hkv * c.Dv, (k0 + tk) * c.Hkv * c.Dv),
+        {
+          Tq: tq,
+          Tk: tk,
+          Hq: c.Hq,
+          Hkv: c.Hkv,
+          D: c.D,
+          Dv: c.Dv,
+          causal: c.causal,
+          window: c.window,
+          sinks: c.sinks,
+          sinkLogits,
+        },
+      );
       refO.set(r.o, q0 * c.Hq * c.Dv);
       refL.set(r.lse, q0 * c.Hq);
     }
     const shape = c.ragged ? { cuSeqlensQ: c.cuQ, cuSeqlensK: c.cuK } : { Tq, Tk };
-    const plan = await planAttention(b.dev, { ...shape, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv: c.Dv, causal: c.causal, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit, dtype: c.dtype, outDtype } as Parameters<typeof planAttention>[1]);
+    const plan = await planAttention(b.dev, {
+      ...shape,
+      Hq: c.Hq,
+      Hkv: c.Hkv,
+      D: c.D,
+      Dv: c.Dv,
+      causal: c.causal,
+      window: c.window,
+      sinks: c.sinks,
+      sinkLogit: c.sinkLogit,
+      dtype: c.dtype,
+      outDtype,
+    } as Parameters<typeof planAttention>[1]);
     const o = b.nan([Tq, c.Hq, c.Dv], outDtype);
     const lse = c.lse ? b.nan([Tq, c.Hq]) : undefined;
-    await b.runPlan(plan, {
-      q: b.tensor(q, [Tq, c.Hq, c.D], c.dtype),
-      k: b.tensor(k, [Tk, c.Hkv, c.D], c.dtype),
-      v: b.tensor(v, [Tk, c.Hkv, c.Dv], c.dtype),
-      o,
-      lse,
-      sinkLogits: sinkLogits && b.tensor(sinkLogits, [c.Hq]),
-    }, 'sweep.dense');
+    await b.runPlan(
+      plan,
+      {
+        q: b.tensor(q, [Tq, c.Hq, c.D], c.dtype),
+        k: b.tensor(k, [Tk, c.Hkv, c.D], c.dtype),
+        v: b.tensor(v, [Tk, c.Hkv, c.Dv], c.dtype),
+        o,
+        lse,
+        sinkLogits: sinkLogits && b.tensor(sinkLogits, [c.Hq]),
+      },
+      'sweep.dense',
+    );
     return all(
-      within('o', await b.read(o), outDtype === 'f32' ? refO : roundTo(refO, outDtype), TOLERANCE[outDtype === 'f32' ? c.dtype : outDtype]),
+      within(
+        'o',
+        await b.read(o),
+        outDtype === 'f32' ? refO : roundTo(refO, outDtype),
+        TOLERANCE[outDtype === 'f32' ? c.dtype : outDtype],
+      ),
       lse ? within('lse', await b.read(lse), refL, c.dtype === 'f32' ? TOLERANCE.f32 : TOLERANCE.f16) : null,
     );
   },

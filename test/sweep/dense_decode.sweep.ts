@@ -11,8 +11,19 @@ import { Rng, TOLERANCE } from '../../src/testing.js';
 import { all, defineSweep, gen, within, type SweepSize } from './run.js';
 
 export interface DecodeConfig {
-  kvLens: number[]; kvChunk?: number; Hq: number; Hkv: number; D: number; Dv: number;
-  window: number; sinks: number; sinkLogit: boolean; dtype: FloatDType; outF32: boolean; lse: boolean; seed: number;
+  kvLens: number[];
+  kvChunk?: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  Dv: number;
+  window: number;
+  sinks: number;
+  sinkLogit: boolean;
+  dtype: FloatDType;
+  outF32: boolean;
+  lse: boolean;
+  seed: number;
 }
 
 export const denseDecodeSweep = defineSweep<DecodeConfig>({
@@ -22,14 +33,26 @@ export const denseDecodeSweep = defineSweep<DecodeConfig>({
     const maxLen = size === 'small' ? 80 : 1200;
     return fc
       .record({
-        kvLens: fc.array(fc.oneof({ arbitrary: fc.integer({ min: 0, max: maxLen }), weight: 5 }, { arbitrary: fc.constant(0), weight: 1 }), { minLength: 1, maxLength: size === 'small' ? 3 : 6 }),
+        kvLens: fc.array(
+          fc.oneof(
+            { arbitrary: fc.integer({ min: 0, max: maxLen }), weight: 5 },
+            { arbitrary: fc.constant(0), weight: 1 },
+          ),
+          { minLength: 1, maxLength: size === 'small' ? 3 : 6 },
+        ),
         kvChunk: fc.option(fc.integer({ min: 1, max: size === 'small' ? 40 : 400 }), { nil: undefined }),
         heads: gen.heads(size === 'small' ? 2 : 4, 4),
         D: fc.constantFrom(...dims),
         DvSame: fc.boolean(),
         Dv: fc.constantFrom(...dims),
-        window: fc.oneof({ arbitrary: fc.constant(0), weight: 2 }, { arbitrary: fc.integer({ min: 1, max: maxLen }), weight: 1 }),
-        sinks: fc.oneof({ arbitrary: fc.constant(0), weight: 2 }, { arbitrary: fc.integer({ min: 1, max: 8 }), weight: 1 }),
+        window: fc.oneof(
+          { arbitrary: fc.constant(0), weight: 2 },
+          { arbitrary: fc.integer({ min: 1, max: maxLen }), weight: 1 },
+        ),
+        sinks: fc.oneof(
+          { arbitrary: fc.constant(0), weight: 2 },
+          { arbitrary: fc.integer({ min: 1, max: 8 }), weight: 1 },
+        ),
         sinkLogit: fc.oneof({ arbitrary: fc.constant(false), weight: 3 }, { arbitrary: fc.constant(true), weight: 1 }),
         dtype: gen.dtype(),
         outF32: fc.boolean(),
@@ -41,8 +64,19 @@ export const denseDecodeSweep = defineSweep<DecodeConfig>({
         // the batch needs at least one key (documented E_ARG); single sequences may still be empty
         const kvLens = r.kvLens.some((x) => x > 0) ? r.kvLens : [...r.kvLens.slice(0, -1), 1];
         return {
-          kvLens, kvChunk: r.kvChunk, Hq: r.heads.Hq, Hkv: r.heads.Hkv, D: r.D, Dv, window: r.window, sinks: r.window > 0 ? r.sinks : 0,
-          sinkLogit: r.sinkLogit, dtype: r.dtype, outF32: r.outF32 || (r.dtype !== 'f32' && Dv % 2 !== 0), lse: r.lse, seed: r.seed,
+          kvLens,
+          kvChunk: r.kvChunk,
+          Hq: r.heads.Hq,
+          Hkv: r.heads.Hkv,
+          D: r.D,
+          Dv,
+          window: r.window,
+          sinks: r.window > 0 ? r.sinks : 0,
+          sinkLogit: r.sinkLogit,
+          dtype: r.dtype,
+          outF32: r.outF32 || (r.dtype !== 'f32' && Dv % 2 !== 0),
+          lse: r.lse,
+          seed: r.seed,
         };
       });
   },
@@ -60,22 +94,61 @@ export const denseDecodeSweep = defineSweep<DecodeConfig>({
     let k0 = 0;
     for (let n = 0; n < N; n++) {
       const tk = c.kvLens[n]!;
-      const r = attentionReference(q.subarray(n * c.Hq * c.D, (n + 1) * c.Hq * c.D), k.subarray(k0 * c.Hkv * c.D, (k0 + tk) * c.Hkv * c.D), v.subarray(k0 * c.Hkv * c.Dv, (k0 + tk) * c.Hkv * c.Dv), {
-        Tq: 1, Tk: tk, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv: c.Dv, causal: true, window: c.window, sinks: c.sinks, sinkLogits,
-      });
+      const r = attentionReference(
+        q.subarray(n * c.Hq * c.D, (n + 1) * c.Hq * c.D),
+        k.subarray(k0 * c.Hkv * c.D, (k0 + tk) * c.Hkv * c.D),
+        v.subarray(k0 * c.Hkv * c.Dv, (k0 + tk) * c.Hkv * c.Dv),
+        {
+          Tq: 1,
+          Tk: tk,
+          Hq: c.Hq,
+          Hkv: c.Hkv,
+          D: c.D,
+          Dv: c.Dv,
+          causal: true,
+          window: c.window,
+          sinks: c.sinks,
+          sinkLogits,
+        },
+      );
       refO.set(r.o, n * c.Hq * c.Dv);
       refL.set(r.lse, n * c.Hq);
       k0 += tk;
     }
-    const plan = await planDecode(b.dev, { kvLens: c.kvLens, kvChunk: c.kvChunk, Hq: c.Hq, Hkv: c.Hkv, D: c.D, Dv: c.Dv, window: c.window, sinks: c.sinks, sinkLogit: c.sinkLogit, dtype: c.dtype, outDtype });
+    const plan = await planDecode(b.dev, {
+      kvLens: c.kvLens,
+      kvChunk: c.kvChunk,
+      Hq: c.Hq,
+      Hkv: c.Hkv,
+      D: c.D,
+      Dv: c.Dv,
+      window: c.window,
+      sinks: c.sinks,
+      sinkLogit: c.sinkLogit,
+      dtype: c.dtype,
+      outDtype,
+    });
     const o = b.nan([N, c.Hq, c.Dv], outDtype);
     const lse = c.lse ? b.nan([N, c.Hq]) : undefined;
-    await b.runPlan(plan, {
-      q: b.tensor(q, [N, c.Hq, c.D], c.dtype), k: b.tensor(k, [Tk, c.Hkv, c.D], c.dtype), v: b.tensor(v, [Tk, c.Hkv, c.Dv], c.dtype),
-      o, lse, sinkLogits: sinkLogits && b.tensor(sinkLogits, [c.Hq]),
-    }, 'sweep.dense_decode');
+    await b.runPlan(
+      plan,
+      {
+        q: b.tensor(q, [N, c.Hq, c.D], c.dtype),
+        k: b.tensor(k, [Tk, c.Hkv, c.D], c.dtype),
+        v: b.tensor(v, [Tk, c.Hkv, c.Dv], c.dtype),
+        o,
+        lse,
+        sinkLogits: sinkLogits && b.tensor(sinkLogits, [c.Hq]),
+      },
+      'sweep.dense_decode',
+    );
     return all(
-      within('o', await b.read(o), outDtype === 'f32' ? refO : roundTo(refO, outDtype), TOLERANCE[outDtype === 'f32' ? c.dtype : outDtype]),
+      within(
+        'o',
+        await b.read(o),
+        outDtype === 'f32' ? refO : roundTo(refO, outDtype),
+        TOLERANCE[outDtype === 'f32' ? c.dtype : outDtype],
+      ),
       lse ? within('lse', await b.read(lse), refL, c.dtype === 'f32' ? TOLERANCE.f32 : TOLERANCE.f16) : null,
     );
   },

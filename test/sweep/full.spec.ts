@@ -30,23 +30,28 @@ describe(`sweep (seed ${seed}, ${runs} runs per family, ${size} sizes)`, () => {
       }, 600_000);
       continue;
     }
-    it(`${sweep.family}`, async () => {
-      let n = 0;
-      log(`# ${new Date().toISOString()} ${sweep.family} seed ${seed} runs ${runs} size ${size}`);
-      const out = await runSweep(gpu.dev, sweep, {
-        numRuns: runs,
-        seed,
-        size,
-        onConfig: (c, ms, ok) => log(`${sweep.family} ${++n} ${ok ? 'ok' : 'FAIL'} ${ms.toFixed(0)}ms ${JSON.stringify(c)}`),
-      });
-      const line = `${sweep.family}: ${out.runs} configurations, seed ${seed}, ${(out.ms / 1000).toFixed(1)} s, ${out.failed ? 'FAILED' : 'all pass'}`;
-      log(`# ${line}`);
-      console.log(line);
-      if (out.report) {
-        log(out.report);
-        console.log(out.report);
-      }
-      expect(out.failed, out.report).toBe(false);
-    }, 24 * 3600_000);
+    it(
+      `${sweep.family}`,
+      async () => {
+        let n = 0;
+        log(`# ${new Date().toISOString()} ${sweep.family} seed ${seed} runs ${runs} size ${size}`);
+        const out = await runSweep(gpu.dev, sweep, {
+          numRuns: runs,
+          seed,
+          size,
+          onConfig: (c, ms, ok) =>
+            log(`${sweep.family} ${++n} ${ok ? 'ok' : 'FAIL'} ${ms.toFixed(0)}ms ${JSON.stringify(c)}`),
+        });
+        const line = `${sweep.family}: ${out.runs} configurations, seed ${seed}, ${(out.ms / 1000).toFixed(1)} s, ${out.failed ? 'FAILED' : 'all pass'}`;
+        log(`# ${line}`);
+        console.log(line);
+        if (out.report) {
+          log(out.report);
+          console.log(out.report);
+        }
+        expect(out.failed, out.report).toBe(false);
+      },
+      24 * 3600_000,
+    );
   }
 });

@@ -15,10 +15,21 @@ import { Rng, TOLERANCE } from '../../src/testing.js';
 import { all, defineSweep, gen, within, type SweepSize } from './run.js';
 
 export interface KvConfig {
-  Hkv: number; ratio: number; D: number; Dv: number; pageSize: number; dtype: KvDType;
+  Hkv: number;
+  ratio: number;
+  D: number;
+  Dv: number;
+  pageSize: number;
+  dtype: KvDType;
   /** Lengths of the pieces appended to each sequence. */
   seqs: number[][];
-  target: number; Tq: number; causal: boolean; tilePages: number; budgetTiles: number; partialBytes: number; seed: number;
+  target: number;
+  Tq: number;
+  causal: boolean;
+  tilePages: number;
+  budgetTiles: number;
+  partialBytes: number;
+  seed: number;
   /** Paged kernel shape (kernels/paged): auto (by adapter class), cpu or gpu. */
   variant?: 'auto' | 'cpu' | 'gpu';
 }
@@ -35,7 +46,10 @@ export const kvSweep = defineSweep<KvConfig>({
         Dv: fc.constantFrom(...(size === 'small' ? [4, 8, 16] : [4, 8, 16, 32, 64])),
         pageSize: fc.constantFrom(16, 32, 64),
         dtype: fc.constantFrom<KvDType>('f32', 'f16', 'bf16', 'int8'),
-        seqs: fc.array(fc.array(fc.integer({ min: 0, max: size === 'small' ? 60 : 300 }), { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 3 }),
+        seqs: fc.array(
+          fc.array(fc.integer({ min: 0, max: size === 'small' ? 60 : 300 }), { minLength: 1, maxLength: 4 }),
+          { minLength: 1, maxLength: 3 },
+        ),
         target: fc.nat(),
         Tq: fc.integer({ min: 1, max: 4 }),
         causal: fc.oneof({ arbitrary: fc.constant(true), weight: 3 }, { arbitrary: fc.constant(false), weight: 1 }),
@@ -51,13 +65,37 @@ export const kvSweep = defineSweep<KvConfig>({
         // the attended sequence needs at least Tq tokens (queries are its newest tokens)
         const len = seqs[target]!.reduce((a, b) => a + b, 0);
         if (len < r.Tq) seqs[target]!.push(r.Tq - len);
-        return { Hkv: r.Hkv, ratio: r.ratio, D: r.D, Dv: r.DvSame ? r.D : r.Dv, pageSize: r.pageSize, dtype: r.dtype, seqs, target, Tq: r.Tq, causal: r.causal, tilePages: r.tilePages, budgetTiles: r.budgetTiles, partialBytes: r.partialBytes, variant: r.variant, seed: r.seed };
+        return {
+          Hkv: r.Hkv,
+          ratio: r.ratio,
+          D: r.D,
+          Dv: r.DvSame ? r.D : r.Dv,
+          pageSize: r.pageSize,
+          dtype: r.dtype,
+          seqs,
+          target,
+          Tq: r.Tq,
+          causal: r.causal,
+          tilePages: r.tilePages,
+          budgetTiles: r.budgetTiles,
+          partialBytes: r.partialBytes,
+          variant: r.variant,
+          seed: r.seed,
+        };
       }),
   async check(b, c) {
     const rng = new Rng(c.seed);
     const Hq = c.Hkv * c.ratio;
     // summaries + budgetTiles tiles of pages (the cache needs at least one tile)
-    const probe = createKvCache(b.dev, { Hkv: c.Hkv, D: c.D, Dv: c.Dv, pageSize: c.pageSize, dtype: c.dtype, tilePages: c.tilePages, gpuBudgetBytes: 1 << 30 });
+    const probe = createKvCache(b.dev, {
+      Hkv: c.Hkv,
+      D: c.D,
+      Dv: c.Dv,
+      pageSize: c.pageSize,
+      dtype: c.dtype,
+      tilePages: c.tilePages,
+      gpuBudgetBytes: 1 << 30,
+    });
     const pageBytes = probe.pageBytes;
     probe.dispose();
     const totalPages = c.seqs.reduce((a, s) => a + Math.ceil(s.reduce((x, y) => x + y, 0) / c.pageSize) + 1, 0);
@@ -71,7 +109,15 @@ export const kvSweep = defineSweep<KvConfig>({
     // one tile with pins in it is rejected at run time (E_LIMIT), so the valid budget adds them
     const pinned = 2 * c.seqs.length;
     const buffers = c.budgetTiles + Math.ceil(pinned / c.tilePages);
-    const cache = createKvCache(b.dev, { Hkv: c.Hkv, D: c.D, Dv: c.Dv, pageSize: c.pageSize, dtype: c.dtype, tilePages: c.tilePages, gpuBudgetBytes: summaries + buffers * c.tilePages * pageBytes + 4096 });
+    const cache = createKvCache(b.dev, {
+      Hkv: c.Hkv,
+      D: c.D,
+      Dv: c.Dv,
+      pageSize: c.pageSize,
+      dtype: c.dtype,
+      tilePages: c.tilePages,
+      gpuBudgetBytes: summaries + buffers * c.tilePages * pageBytes + 4096,
+    });
     try {
       for (let s = 0; s < c.seqs.length; s++) cache.addSequence();
       // interleave the pieces of all sequences
@@ -86,8 +132,23 @@ export const kvSweep = defineSweep<KvConfig>({
       const Tk = cache.length(c.target);
       const stored = cache.read(c.target, 0, Tk);
       const q = Float32Array.from(rng.normals(c.Tq * Hq * c.D));
-      const ref = streamAttentionReference(q, stored.k, stored.v, { Tq: c.Tq, Tk, Hq, Hkv: c.Hkv, D: c.D, Dv: c.Dv, causal: c.causal });
-      const got = await streamAttention(cache, c.target, q, { Hq, Tq: c.Tq, causal: c.causal, tilePages: c.tilePages, partialBytes: c.partialBytes, variant: c.variant });
+      const ref = streamAttentionReference(q, stored.k, stored.v, {
+        Tq: c.Tq,
+        Tk,
+        Hq,
+        Hkv: c.Hkv,
+        D: c.D,
+        Dv: c.Dv,
+        causal: c.causal,
+      });
+      const got = await streamAttention(cache, c.target, q, {
+        Hq,
+        Tq: c.Tq,
+        causal: c.causal,
+        tilePages: c.tilePages,
+        partialBytes: c.partialBytes,
+        variant: c.variant,
+      });
       return all(within('o', got.o, ref.o, TOLERANCE.f32), within('lse', got.lse, ref.lse, TOLERANCE.f32));
     } finally {
       cache.dispose();

@@ -6,7 +6,15 @@ import { roundTo, type FloatDType } from '../../src/tensor.js';
 import { Rng, TOLERANCE } from '../../src/testing.js';
 import { all, defineSweep, gen, within, type SweepSize } from './run.js';
 
-export interface MergeConfig { P: number; rows: number; D: number; outDtype: FloatDType; emptyFrac: number; lseScale: number; seed: number }
+export interface MergeConfig {
+  P: number;
+  rows: number;
+  D: number;
+  outDtype: FloatDType;
+  emptyFrac: number;
+  lseScale: number;
+  seed: number;
+}
 
 export const mergeSweep = defineSweep<MergeConfig>({
   family: 'merge',
@@ -31,7 +39,11 @@ export const mergeSweep = defineSweep<MergeConfig>({
     const o = b.nan([c.rows, c.D], c.outDtype);
     const lse = b.nan([c.rows]);
     const plan = await planMerge(b.dev, { parts: c.P, rows: c.rows, D: c.D, outDtype: c.outDtype });
-    await b.runPlan(plan, { oParts: b.tensor(oParts, [c.P, c.rows, c.D]), lseParts: b.tensor(lseParts, [c.P, c.rows]), o, lse }, 'sweep.merge');
+    await b.runPlan(
+      plan,
+      { oParts: b.tensor(oParts, [c.P, c.rows, c.D]), lseParts: b.tensor(lseParts, [c.P, c.rows]), o, lse },
+      'sweep.merge',
+    );
     return all(
       within('o', await b.read(o), c.outDtype === 'f32' ? ref.o : roundTo(ref.o, c.outDtype), TOLERANCE[c.outDtype]),
       within('lse', await b.read(lse), ref.lse, TOLERANCE.f32),

@@ -10,7 +10,19 @@ import { roundTo, type FloatDType } from '../../src/tensor.js';
 import { Rng, TOLERANCE } from '../../src/testing.js';
 import { defineSweep, gen, selectionDiff, within, type SweepSize } from './run.js';
 
-export interface NsaConfig { T: number; Hq: number; Hkv: number; D: number; bs: number; S: number; W: number; variant: NsaVariant; dtype: FloatDType; indices: boolean; seed: number }
+export interface NsaConfig {
+  T: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  bs: number;
+  S: number;
+  W: number;
+  variant: NsaVariant;
+  dtype: FloatDType;
+  indices: boolean;
+  seed: number;
+}
 
 export const nsaSweep = defineSweep<NsaConfig>({
   family: 'nsa',
@@ -24,11 +36,24 @@ export const nsaSweep = defineSweep<NsaConfig>({
         S: fc.oneof(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 64 })),
         W: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: size === 'small' ? 48 : 300 })),
         variant: fc.constantFrom<NsaVariant>('nsa', 'fla'),
-        dtype: size === 'small' ? fc.constantFrom('f32' as const, 'f16' as const) : gen.dtype({ f32: 3, f16: 2, bf16: 0 }),
+        dtype:
+          size === 'small' ? fc.constantFrom('f32' as const, 'f16' as const) : gen.dtype({ f32: 3, f16: 2, bf16: 0 }),
         indices: fc.boolean(),
         seed: gen.seed(),
       })
-      .map((r) => ({ T: r.T, Hq: r.heads.Hq, Hkv: r.heads.Hkv, D: r.D, bs: r.bs, S: r.S, W: r.W, variant: r.variant, dtype: r.dtype, indices: r.indices, seed: r.seed })),
+      .map((r) => ({
+        T: r.T,
+        Hq: r.heads.Hq,
+        Hkv: r.heads.Hkv,
+        D: r.D,
+        bs: r.bs,
+        S: r.S,
+        W: r.W,
+        variant: r.variant,
+        dtype: r.dtype,
+        indices: r.indices,
+        seed: r.seed,
+      })),
   async check(b, c) {
     const rng = new Rng(c.seed);
     const sig = (x: number) => 1 / (1 + Math.exp(-x));
@@ -38,23 +63,49 @@ export const nsaSweep = defineSweep<NsaConfig>({
     const gCmp = roundTo(rng.normals(c.T * c.Hq).map(sig), 'f32');
     const gSlc = roundTo(rng.normals(c.T * c.Hq).map(sig), 'f32');
     const gSwa = roundTo(rng.normals(c.T * c.Hq).map(sig), 'f32');
-    const ref = nsaReference(q, k, v, { gCmp, gSlc, gSwa: c.W > 0 ? gSwa : undefined }, { T: c.T, Hq: c.Hq, Hkv: c.Hkv, D: c.D, blockSize: c.bs, blockCount: c.S, window: c.W, variant: c.variant });
-    const plan = await planNsa(b.dev, { T: c.T, Hq: c.Hq, Hkv: c.Hkv, D: c.D, blockSize: c.bs, blockCount: c.S, window: c.W, variant: c.variant, dtype: c.dtype });
+    const ref = nsaReference(
+      q,
+      k,
+      v,
+      { gCmp, gSlc, gSwa: c.W > 0 ? gSwa : undefined },
+      { T: c.T, Hq: c.Hq, Hkv: c.Hkv, D: c.D, blockSize: c.bs, blockCount: c.S, window: c.W, variant: c.variant },
+    );
+    const plan = await planNsa(b.dev, {
+      T: c.T,
+      Hq: c.Hq,
+      Hkv: c.Hkv,
+      D: c.D,
+      blockSize: c.bs,
+      blockCount: c.S,
+      window: c.W,
+      variant: c.variant,
+      dtype: c.dtype,
+    });
     const o = b.nan([c.T, c.Hq, c.D], c.dtype);
     // selected blocks are needed to excuse near-ties; with indices: false the check is numeric only
     const blockIndices = b.nan([c.T, c.Hkv, c.S], 'i32');
-    await b.runPlan(plan, {
-      q: b.tensor(q, [c.T, c.Hq, c.D], c.dtype), k: b.tensor(k, [c.T, c.Hkv, c.D], c.dtype), v: b.tensor(v, [c.T, c.Hkv, c.D], c.dtype),
-      gCmp: b.tensor(gCmp, [c.T, c.Hq]), gSlc: b.tensor(gSlc, [c.T, c.Hq]), gSwa: c.W > 0 ? b.tensor(gSwa, [c.T, c.Hq]) : undefined,
-      o, blockIndices: c.indices ? blockIndices : undefined,
-    }, 'sweep.nsa');
+    await b.runPlan(
+      plan,
+      {
+        q: b.tensor(q, [c.T, c.Hq, c.D], c.dtype),
+        k: b.tensor(k, [c.T, c.Hkv, c.D], c.dtype),
+        v: b.tensor(v, [c.T, c.Hkv, c.D], c.dtype),
+        gCmp: b.tensor(gCmp, [c.T, c.Hq]),
+        gSlc: b.tensor(gSlc, [c.T, c.Hq]),
+        gSwa: c.W > 0 ? b.tensor(gSwa, [c.T, c.Hq]) : undefined,
+        o,
+        blockIndices: c.indices ? blockIndices : undefined,
+      },
+      'sweep.nsa',
+    );
     const excused = new Set<number>();
     if (c.indices) {
       const sel = await b.read(blockIndices);
       for (let i = 0; i < sel.length; i++) if (sel[i]! < -1) return `blockIndices[${i}] = ${sel[i]} (not written)`;
       for (const r of selectionDiff(sel, ref.blockIndices, c.S)) {
-        if (ref.margin[r]! < 1e-4 || c.dtype !== 'f32' && ref.margin[r]! < 1e-2) excused.add(r);
-        else return `blockIndices: row ${r} (t ${Math.floor(r / c.Hkv)}, kv head ${r % c.Hkv}) differs beyond a near-tie (margin ${ref.margin[r]})`;
+        if (ref.margin[r]! < 1e-4 || (c.dtype !== 'f32' && ref.margin[r]! < 1e-2)) excused.add(r);
+        else
+          return `blockIndices: row ${r} (t ${Math.floor(r / c.Hkv)}, kv head ${r % c.Hkv}) differs beyond a near-tie (margin ${ref.margin[r]})`;
       }
     } else {
       // without the selection output, excuse every row whose selection is a near-tie

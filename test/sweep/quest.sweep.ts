@@ -14,9 +14,20 @@ import { Rng, TOLERANCE } from '../../src/testing.js';
 import { all, defineSweep, gen, within, type SweepSize } from './run.js';
 
 export interface QuestConfig {
-  Hkv: number; ratio: number; D: number; Dv: number; pageSize: number; dtype: KvDType; T: number;
-  budgetPages: number; sinkPages: number; mode: 'quest' | 'mean'; groupReduce: 'max' | 'sum'; seed: number;
-  variant?: 'auto' | 'cpu' | 'gpu'; selector?: 'gpu' | 'host';
+  Hkv: number;
+  ratio: number;
+  D: number;
+  Dv: number;
+  pageSize: number;
+  dtype: KvDType;
+  T: number;
+  budgetPages: number;
+  sinkPages: number;
+  mode: 'quest' | 'mean';
+  groupReduce: 'max' | 'sum';
+  seed: number;
+  variant?: 'auto' | 'cpu' | 'gpu';
+  selector?: 'gpu' | 'host';
 }
 
 export const questSweep = defineSweep<QuestConfig>({
@@ -40,20 +51,50 @@ export const questSweep = defineSweep<QuestConfig>({
         selector: fc.constantFrom('gpu' as const, 'host' as const),
         seed: gen.seed(),
       })
-      .map((r) => ({ Hkv: r.Hkv, ratio: r.ratio, D: r.D, Dv: r.DvSame ? r.D : r.Dv, pageSize: r.pageSize, dtype: r.dtype, T: r.T,
+      .map((r) => ({
+        Hkv: r.Hkv,
+        ratio: r.ratio,
+        D: r.D,
+        Dv: r.DvSame ? r.D : r.Dv,
+        pageSize: r.pageSize,
+        dtype: r.dtype,
+        T: r.T,
         // the budget must hold the sink pages and the newest page: a smaller one is not rejected
         // but crashes in run (RangeError; see test/bad-input.test.ts, known bug), so it is not generated
-        budgetPages: Math.max(r.budgetPages, r.sinkPages + 1), sinkPages: r.sinkPages, mode: r.mode, groupReduce: r.groupReduce, variant: r.variant, selector: r.selector, seed: r.seed })),
+        budgetPages: Math.max(r.budgetPages, r.sinkPages + 1),
+        sinkPages: r.sinkPages,
+        mode: r.mode,
+        groupReduce: r.groupReduce,
+        variant: r.variant,
+        selector: r.selector,
+        seed: r.seed,
+      })),
   async check(b, c) {
     const rng = new Rng(c.seed);
     const Hq = c.Hkv * c.ratio;
-    const cache = createKvCache(b.dev, { Hkv: c.Hkv, D: c.D, Dv: c.Dv, pageSize: c.pageSize, dtype: c.dtype, gpuBudgetBytes: 8 << 20, tilePages: 16 });
+    const cache = createKvCache(b.dev, {
+      Hkv: c.Hkv,
+      D: c.D,
+      Dv: c.Dv,
+      pageSize: c.pageSize,
+      dtype: c.dtype,
+      gpuBudgetBytes: 8 << 20,
+      tilePages: 16,
+    });
     try {
       const seq = cache.addSequence();
       cache.append(seq, rng.normals(c.T * c.Hkv * c.D), rng.normals(c.T * c.Hkv * c.Dv));
       const stored = cache.read(seq, 0, c.T);
       const q = Float32Array.from(rng.normals(Hq * c.D));
-      const plan = await planQuestDecode(cache, { Hq, budgetTokens: c.budgetPages * c.pageSize, sinkPages: c.sinkPages, mode: c.mode, groupReduce: c.groupReduce, variant: c.variant, selector: c.selector });
+      const plan = await planQuestDecode(cache, {
+        Hq,
+        budgetTokens: c.budgetPages * c.pageSize,
+        sinkPages: c.sinkPages,
+        mode: c.mode,
+        groupReduce: c.groupReduce,
+        variant: c.variant,
+        selector: c.selector,
+      });
       const qt = b.tensor(q, [1, Hq, c.D]);
       const o = b.nan([1, Hq, c.Dv]);
       const lse = b.nan([1, Hq]);
@@ -71,12 +112,15 @@ export const questSweep = defineSweep<QuestConfig>({
       for (let hk = 0; hk < c.Hkv; hk++) {
         const sel = Array.from(stats.selected[hk]!);
         const want = Math.min(n, c.budgetPages);
-        if (sel.length !== want) return `kv head ${hk}: ${sel.length} pages selected, want ${want} (n ${n}, budget ${c.budgetPages}): ${sel}`;
+        if (sel.length !== want)
+          return `kv head ${hk}: ${sel.length} pages selected, want ${want} (n ${n}, budget ${c.budgetPages}): ${sel}`;
         for (let i = 0; i < sel.length; i++) {
-          if (!(sel[i]! >= 0 && sel[i]! < n) || (i > 0 && sel[i]! <= sel[i - 1]!)) return `kv head ${hk}: selection not sorted/unique/in range: ${sel}`;
+          if (!(sel[i]! >= 0 && sel[i]! < n) || (i > 0 && sel[i]! <= sel[i - 1]!))
+            return `kv head ${hk}: selection not sorted/unique/in range: ${sel}`;
         }
         if (!sel.includes(n - 1)) return `kv head ${hk}: newest page ${n - 1} not selected: ${sel}`;
-        for (let p = 0; p < Math.min(c.sinkPages, n, want - 1); p++) if (!sel.includes(p)) return `kv head ${hk}: sink page ${p} not selected: ${sel}`;
+        for (let p = 0; p < Math.min(c.sinkPages, n, want - 1); p++)
+          if (!sel.includes(p)) return `kv head ${hk}: sink page ${p} not selected: ${sel}`;
         const toks: number[] = [];
         for (const p of sel) for (let t = p * c.pageSize; t < Math.min(c.T, (p + 1) * c.pageSize); t++) toks.push(t);
         for (let g = 0; g < G; g++) {
@@ -97,7 +141,10 @@ export const questSweep = defineSweep<QuestConfig>({
           refL[h] = m + Math.log(z);
         }
       }
-      return all(within('o', await b.read(o), refO, TOLERANCE.f32), within('lse', await b.read(lse), refL, TOLERANCE.f32));
+      return all(
+        within('o', await b.read(o), refO, TOLERANCE.f32),
+        within('lse', await b.read(lse), refL, TOLERANCE.f32),
+      );
     } finally {
       cache.dispose();
     }

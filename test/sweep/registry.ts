@@ -13,4 +13,17 @@ import { kvSweep } from './kv.sweep.js';
 import { questSweep } from './quest.sweep.js';
 import { dsaSweep } from './dsa.sweep.js';
 
-export const SWEEPS: AnySweep[] = [mergeSweep, topkSweep, denseSweep, denseDecodeSweep, mobaSweep, nsaSweep, blockSparseSweep, linearSweep, deltaSweep, kvSweep, questSweep, dsaSweep];
+export const SWEEPS: AnySweep[] = [
+  mergeSweep,
+  topkSweep,
+  denseSweep,
+  denseDecodeSweep,
+  mobaSweep,
+  nsaSweep,
+  blockSparseSweep,
+  linearSweep,
+  deltaSweep,
+  kvSweep,
+  questSweep,
+  dsaSweep,
+];

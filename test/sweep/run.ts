@@ -48,7 +48,11 @@ export class Buffers {
   /** A tensor filled with NaN (floats) or -7 (ints), so an element never written fails. */
   nan(shape: readonly number[], dtype: DType = 'f32'): GpuTensor {
     const n = shape.reduce((a, b) => a * b, 1);
-    return this.tensor(new Float64Array(n).fill(dtype === 'i32' || dtype === 'u32' ? 7 * (dtype === 'i32' ? -1 : 1) : NaN), shape, dtype);
+    return this.tensor(
+      new Float64Array(n).fill(dtype === 'i32' || dtype === 'u32' ? 7 * (dtype === 'i32' ? -1 : 1) : NaN),
+      shape,
+      dtype,
+    );
   }
   /** Tracks a buffer made elsewhere so it is destroyed with the configuration. */
   own(b: GPUBuffer): GPUBuffer {
@@ -179,7 +183,9 @@ export const gen = {
     ),
   /** Query/kv heads with Hq a multiple of Hkv (GQA ratio 1..maxRatio). */
   heads: (maxHkv: number, maxRatio: number) =>
-    fc.record({ Hkv: fc.integer({ min: 1, max: maxHkv }), ratio: fc.integer({ min: 1, max: maxRatio }) }).map(({ Hkv, ratio }) => ({ Hkv, Hq: Hkv * ratio })),
+    fc
+      .record({ Hkv: fc.integer({ min: 1, max: maxHkv }), ratio: fc.integer({ min: 1, max: maxRatio }) })
+      .map(({ Hkv, ratio }) => ({ Hkv, Hq: Hkv * ratio })),
   seed: () => fc.integer({ min: 1, max: 0x7fffffff }),
   /** Ragged lengths (some may be 0 when `allowEmpty`) as cumulative offsets [N+1]. */
   cuSeqlens: (maxN: number, maxLen: number, allowEmpty = false) =>

@@ -18,7 +18,10 @@ export interface ScanConfig extends ScanCase {
   retention?: boolean;
 }
 
-export function scanArb(size: SweepSize, ops: readonly { gate: GateMode; delta: boolean; normalize?: boolean; gva?: boolean }[]): fc.Arbitrary<ScanConfig> {
+export function scanArb(
+  size: SweepSize,
+  ops: readonly { gate: GateMode; delta: boolean; normalize?: boolean; gva?: boolean }[],
+): fc.Arbitrary<ScanConfig> {
   const dims = size === 'small' ? [4, 8, 16] : [1, 4, 8, 16, 32, 48, 64, 128];
   return fc
     .record({
@@ -41,8 +44,18 @@ export function scanArb(size: SweepSize, ops: readonly { gate: GateMode; delta: 
       const cu = r.cu[r.cu.length - 1]! > 0 ? r.cu : [...r.cu.slice(0, -1), r.cu[r.cu.length - 1]! + 1];
       const V = r.dtype === 'f32' ? r.V : r.V + (r.V % 2);
       const c: ScanConfig = {
-        gate: r.op.gate, delta: r.op.delta, normalize: r.op.normalize, H: r.H, HV, K: r.K, V,
-        dtype: r.dtype, gates: r.gates, h0: r.h0, mode: r.mode, seed: r.seed,
+        gate: r.op.gate,
+        delta: r.op.delta,
+        normalize: r.op.normalize,
+        H: r.H,
+        HV,
+        K: r.K,
+        V,
+        dtype: r.dtype,
+        gates: r.gates,
+        h0: r.h0,
+        mode: r.mode,
+        seed: r.seed,
         ...(r.ragged ? { cu } : { T: r.T }),
       };
       if (r.op.gate === 'constant') c.retention = true;
@@ -59,7 +72,19 @@ export async function checkScan(b: Buffers, c: ScanConfig): Promise<string | nul
     { q: x.q, k: x.k, v: x.v, g: gamma ?? x.g, beta: x.beta, h0: x.h0, z0: x.z0 },
     { H: c.H, HV, K: c.K, V: c.V, cuSeqlens: cu, gate, delta: c.delta, normalize: c.normalize },
   );
-  const plan = await planLinearScan(b.dev, { H: c.H, HV, K: c.K, V: c.V, cuSeqlens: cu, gate, delta: c.delta, normalize: c.normalize, gamma, dtype, mode: c.mode });
+  const plan = await planLinearScan(b.dev, {
+    H: c.H,
+    HV,
+    K: c.K,
+    V: c.V,
+    cuSeqlens: cu,
+    gate,
+    delta: c.delta,
+    normalize: c.normalize,
+    gamma,
+    dtype,
+    mode: c.mode,
+  });
   const t: LinearScanTensors = {
     q: b.tensor(x.q, [T, c.H, c.K], dtype),
     k: b.tensor(x.k, [T, c.H, c.K], dtype),

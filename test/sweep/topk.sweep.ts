@@ -9,7 +9,15 @@ import { Rng } from '../../src/testing.js';
 import { defineSweep, gen, type SweepSize } from './run.js';
 
 type Fill = 'normal' | 'dups' | 'masked' | 'nan' | 'signed-zero';
-export interface TopKConfig { rows: number; n: number; k: number; variant: 'auto' | 'small' | 'radix'; fill: Fill; values: boolean; seed: number }
+export interface TopKConfig {
+  rows: number;
+  n: number;
+  k: number;
+  variant: 'auto' | 'small' | 'radix';
+  fill: Fill;
+  values: boolean;
+  seed: number;
+}
 
 function scores(c: TopKConfig): Float32Array {
   const rng = new Rng(c.seed);
@@ -31,7 +39,10 @@ export const topkSweep = defineSweep<TopKConfig>({
     fc
       .record({
         rows: fc.integer({ min: 1, max: size === 'small' ? 20 : 200 }),
-        n: fc.oneof(fc.integer({ min: 1, max: size === 'small' ? 300 : 5000 }), fc.integer({ min: 1, max: size === 'small' ? 2000 : 70000 })),
+        n: fc.oneof(
+          fc.integer({ min: 1, max: size === 'small' ? 300 : 5000 }),
+          fc.integer({ min: 1, max: size === 'small' ? 2000 : 70000 }),
+        ),
         k: fc.oneof(fc.integer({ min: 1, max: 32 }), fc.integer({ min: 1, max: size === 'small' ? 300 : 4096 })),
         variant: fc.constantFrom('auto' as const, 'small' as const, 'radix' as const),
         fill: fc.constantFrom<Fill>('normal', 'dups', 'masked', 'nan', 'signed-zero'),
@@ -42,7 +53,14 @@ export const topkSweep = defineSweep<TopKConfig>({
         const variant = c.variant === 'small' && c.k > TOPK_SMALL_MAX_K ? 'radix' : c.variant;
         // keep one call's host work bounded: long rows come one or a few at a time
         // (n * rows and k * rows bounded, so one configuration stays around a second on SwiftShader)
-        const rows = Math.max(1, Math.min(c.rows, Math.floor((size === 'small' ? 20000 : 150000) / c.n), Math.floor((size === 'small' ? 600 : 8192) / c.k)));
+        const rows = Math.max(
+          1,
+          Math.min(
+            c.rows,
+            Math.floor((size === 'small' ? 20000 : 150000) / c.n),
+            Math.floor((size === 'small' ? 600 : 8192) / c.k),
+          ),
+        );
         return { ...c, rows, variant };
       }),
   async check(b, c) {
@@ -54,11 +72,14 @@ export const topkSweep = defineSweep<TopKConfig>({
     await b.runPlan(plan, { scores: b.tensor(s, [c.rows, c.n]), indices, values }, 'sweep.topk');
     const gi = await b.read(indices);
     for (let i = 0; i < gi.length; i++) {
-      if (gi[i] !== ref.indices[i]) return `indices: first mismatch at row ${Math.floor(i / c.k)} slot ${i % c.k}: got ${gi[i]}, want ${ref.indices[i]}`;
+      if (gi[i] !== ref.indices[i])
+        return `indices: first mismatch at row ${Math.floor(i / c.k)} slot ${i % c.k}: got ${gi[i]}, want ${ref.indices[i]}`;
     }
     if (values) {
       const gv = await b.read(values);
-      for (let i = 0; i < gv.length; i++) if (!Object.is(gv[i], ref.values[i]) && gv[i] !== ref.values[i]) return `values: mismatch at ${i}: got ${gv[i]}, want ${ref.values[i]}`;
+      for (let i = 0; i < gv.length; i++)
+        if (!Object.is(gv[i], ref.values[i]) && gv[i] !== ref.values[i])
+          return `values: mismatch at ${i}: got ${gv[i]}, want ${ref.values[i]}`;
     }
     return null;
   },

@@ -21,4 +21,21 @@ export const renameSync = unavailable;
 // src/kv/file-lock.ts (one FileStore per file)
 export const realpathSync = unavailable;
 export const statSync = unavailable;
-export default { writeFileSync, mkdirSync, existsSync, readFileSync, readdirSync, closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync, fstatSync, fsyncSync, renameSync, realpathSync, statSync };
+export default {
+  writeFileSync,
+  mkdirSync,
+  existsSync,
+  readFileSync,
+  readdirSync,
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readSync,
+  rmSync,
+  writeSync,
+  fstatSync,
+  fsyncSync,
+  renameSync,
+  realpathSync,
+  statSync,
+};

@@ -13,8 +13,10 @@ export const deltaGoldenHandler: GoldenHandler = {
   matches: (c) => ['delta_rule_recurrence', 'naive_recurrent_gated_delta_rule', 'naive_recurrent_kda'].includes(fn(c)),
   run: (dev, c) => {
     const f = fn(c);
-    if (f === 'delta_rule_recurrence') return runScanGolden(dev, c, { gate: 'none', delta: true, op: 'delta_rule' }, { headFirst: true });
-    if (f === 'naive_recurrent_gated_delta_rule') return runScanGolden(dev, c, { gate: 'scalar', delta: true, op: 'gated_delta_rule' });
+    if (f === 'delta_rule_recurrence')
+      return runScanGolden(dev, c, { gate: 'none', delta: true, op: 'delta_rule' }, { headFirst: true });
+    if (f === 'naive_recurrent_gated_delta_rule')
+      return runScanGolden(dev, c, { gate: 'scalar', delta: true, op: 'gated_delta_rule' });
     return runScanGolden(dev, c, { gate: 'vector', delta: true, op: 'kda' });
   },
 };

@@ -48,9 +48,30 @@ export const denseGoldenHandler: GoldenHandler = {
     try {
       const o = tensor(new Float64Array(T * Hq * Dv).fill(NaN), [T, Hq, Dv]);
       const lse = tensor(new Float64Array(T * Hq).fill(NaN), [T, Hq]);
-      await runOnce(dev, plan, { q: tensor(c.inputs.q!.data, [T, Hq, D]), k: tensor(c.inputs.k!.data, [T, Hkv, D]), v: tensor(c.inputs.v!.data, [T, Hkv, Dv]), o, lse }, `golden ${c.name}`);
-      const read = async (t: GpuTensor) => decode(new Uint32Array(await dev.readback(t.buffer, byteSize(t.shape, 'f32'))), 'f32', t.shape.reduce((a, b) => a * b, 1));
-      return { outputs: [{ name: 'o', got: await read(o) }, { name: 'lse', got: await read(lse) }] };
+      await runOnce(
+        dev,
+        plan,
+        {
+          q: tensor(c.inputs.q!.data, [T, Hq, D]),
+          k: tensor(c.inputs.k!.data, [T, Hkv, D]),
+          v: tensor(c.inputs.v!.data, [T, Hkv, Dv]),
+          o,
+          lse,
+        },
+        `golden ${c.name}`,
+      );
+      const read = async (t: GpuTensor) =>
+        decode(
+          new Uint32Array(await dev.readback(t.buffer, byteSize(t.shape, 'f32'))),
+          'f32',
+          t.shape.reduce((a, b) => a * b, 1),
+        );
+      return {
+        outputs: [
+          { name: 'o', got: await read(o) },
+          { name: 'lse', got: await read(lse) },
+        ],
+      };
     } finally {
       plan.dispose();
       for (const b of made) dev.destroyBuffer(b);

@@ -16,7 +16,13 @@ import { planLinearScan, type LinearScanOptions, type LinearScanTensors } from '
  * @example
  * const tokenFirst = headFirstToTokenFirst(goldenQ, H, T, K);
  */
-export function headFirstToTokenFirst(x: ArrayLike<number>, H: number, T: number, D: number, inverse = false): Float64Array {
+export function headFirstToTokenFirst(
+  x: ArrayLike<number>,
+  H: number,
+  T: number,
+  D: number,
+  inverse = false,
+): Float64Array {
   const y = new Float64Array(H * T * D);
   for (let h = 0; h < H; h++) {
     for (let t = 0; t < T; t++) {
@@ -47,7 +53,8 @@ export async function runScanGolden(
   const p = c.params as Record<string, number>;
   const { H, K, V, T } = p as { H: number; K: number; V: number; T: number };
   const HV = p.HV ?? H;
-  if ((p.B ?? 1) !== 1) throw new TesseraError('E_UNSUPPORTED', `${c.name}: batch B = ${p.B} (run ragged batches via cuSeqlens)`);
+  if ((p.B ?? 1) !== 1)
+    throw new TesseraError('E_UNSUPPORTED', `${c.name}: batch B = ${p.B} (run ragged batches via cuSeqlens)`);
   const inp = (n: string) => c.inputs[n]?.data;
   let q = inp('q')!;
   let k = inp('k')!;
@@ -71,7 +78,12 @@ export async function runScanGolden(
     const n = shape.reduce((a, b) => a * b, 1);
     return up(new Float64Array(n).fill(NaN), shape);
   };
-  const read = async (t: GpuTensor) => decode(new Uint32Array(await dev.readback(t.buffer)), 'f32', t.shape.reduce((a, b) => a * b, 1));
+  const read = async (t: GpuTensor) =>
+    decode(
+      new Uint32Array(await dev.readback(t.buffer)),
+      'f32',
+      t.shape.reduce((a, b) => a * b, 1),
+    );
   const outputs: GoldenOutput[] = [];
   try {
     for (const mode of ['chunk', 'recurrent'] as const) {
@@ -112,8 +124,10 @@ export const linearGoldenHandler: GoldenHandler = {
   matches: (c) => ['naive_recurrent_linear_attn', 'naive_recurrent_simple_gla', 'naive_recurrent_gla'].includes(fn(c)),
   run: (dev, c) => {
     const f = fn(c);
-    if (f === 'naive_recurrent_linear_attn') return runScanGolden(dev, c, { gate: 'none', delta: false, normalize: !!c.params.normalize, op: 'linear_attn' });
-    if (f === 'naive_recurrent_simple_gla') return runScanGolden(dev, c, { gate: 'scalar', delta: false, op: 'simple_gla' });
+    if (f === 'naive_recurrent_linear_attn')
+      return runScanGolden(dev, c, { gate: 'none', delta: false, normalize: !!c.params.normalize, op: 'linear_attn' });
+    if (f === 'naive_recurrent_simple_gla')
+      return runScanGolden(dev, c, { gate: 'scalar', delta: false, op: 'simple_gla' });
     return runScanGolden(dev, c, { gate: 'vector', delta: false, op: 'gla' });
   },
 };

@@ -29,7 +29,8 @@ export const mobaGolden: GoldenHandler = {
     const B = num(c, 'moba_chunk_size');
     const topk = num(c, 'moba_topk');
     const cu = c.params.cu_seqlens as number[] | undefined;
-    if (cu && (cu[0] !== 0 || cu[cu.length - 1] !== T)) throw new TesseraError('E_UNSUPPORTED', `cu_seqlens ${JSON.stringify(cu)} does not cover T = ${T}`);
+    if (cu && (cu[0] !== 0 || cu[cu.length - 1] !== T))
+      throw new TesseraError('E_UNSUPPORTED', `cu_seqlens ${JSON.stringify(cu)} does not cover T = ${T}`);
     if (cu && cu.length > 2) return runVarlen(dev, c, cu, { T, H, D, B, topk });
     const { q, k, v } = c.inputs as Record<string, { data: Float64Array }>;
     const made: GPUBuffer[] = [];
@@ -39,10 +40,29 @@ export const mobaGolden: GoldenHandler = {
       return { buffer, shape, dtype };
     };
     try {
-      const plan = await planMoba(dev, { Tq: T, Hq: H, Hkv: H, D, blockSize: B, topk, scale: (c.params.scale as number) ?? undefined });
+      const plan = await planMoba(dev, {
+        Tq: T,
+        Hq: H,
+        Hkv: H,
+        D,
+        blockSize: B,
+        topk,
+        scale: (c.params.scale as number) ?? undefined,
+      });
       const o = up(new Float32Array(T * H * D), [T, H, D], 'f32');
       const selection = up(new Int32Array(T * H * topk), [T, H, topk], 'i32');
-      await runOnce(dev, plan, { q: up(q!.data, [T, H, D], 'f32'), k: up(k!.data, [T, H, D], 'f32'), v: up(v!.data, [T, H, D], 'f32'), o, selection }, 'verify moba');
+      await runOnce(
+        dev,
+        plan,
+        {
+          q: up(q!.data, [T, H, D], 'f32'),
+          k: up(k!.data, [T, H, D], 'f32'),
+          v: up(v!.data, [T, H, D], 'f32'),
+          o,
+          selection,
+        },
+        'verify moba',
+      );
       plan.dispose();
       const got = decode(new Uint32Array(await dev.readback(o.buffer)), 'f32', T * H * D);
       const sel = decode(new Uint32Array(await dev.readback(selection.buffer)), 'i32', T * H * topk);
@@ -58,7 +78,12 @@ export const mobaGolden: GoldenHandler = {
 };
 
 /** A multi-sequence case: `planMobaVarlen`, output judged as is (the selection check is per sequence in the tests). */
-async function runVarlen(dev: TesseraDevice, c: GoldenCase, cu: number[], p: { T: number; H: number; D: number; B: number; topk: number }) {
+async function runVarlen(
+  dev: TesseraDevice,
+  c: GoldenCase,
+  cu: number[],
+  p: { T: number; H: number; D: number; B: number; topk: number },
+) {
   const { T, H, D, B, topk } = p;
   const made: GPUBuffer[] = [];
   const up = (x: ArrayLike<number>, shape: number[], dtype: DType) => {
@@ -70,7 +95,12 @@ async function runVarlen(dev: TesseraDevice, c: GoldenCase, cu: number[], p: { T
     const plan = await planMobaVarlen(dev, { cuSeqlens: cu, Hq: H, Hkv: H, D, blockSize: B, topk });
     const o = up(new Float32Array(T * H * D), [T, H, D], 'f32');
     const { q, k, v } = c.inputs as Record<string, { data: Float64Array }>;
-    await runOnce(dev, plan, { q: up(q!.data, [T, H, D], 'f32'), k: up(k!.data, [T, H, D], 'f32'), v: up(v!.data, [T, H, D], 'f32'), o }, 'verify moba varlen');
+    await runOnce(
+      dev,
+      plan,
+      { q: up(q!.data, [T, H, D], 'f32'), k: up(k!.data, [T, H, D], 'f32'), v: up(v!.data, [T, H, D], 'f32'), o },
+      'verify moba varlen',
+    );
     plan.dispose();
     return { outputs: [{ name: 'o', got: decode(new Uint32Array(await dev.readback(o.buffer)), 'f32', T * H * D) }] };
   } finally {

@@ -49,7 +49,18 @@ export const nsaGolden: GoldenHandler = {
       return { buffer, shape, dtype };
     };
     try {
-      const plan = await planNsa(dev, { T, Hq, Hkv, D, Dv, blockSize, blockCount, window, variant, scale: c.params.scale as number | undefined });
+      const plan = await planNsa(dev, {
+        T,
+        Hq,
+        Hkv,
+        D,
+        Dv,
+        blockSize,
+        blockCount,
+        window,
+        variant,
+        scale: c.params.scale as number | undefined,
+      });
       const o = up(new Float32Array(T * Hq * Dv), [T, Hq, Dv], 'f32');
       const blockIndices = up(new Int32Array(T * Hkv * blockCount), [T, Hkv, blockCount], 'i32');
       const gSwa = window > 0 ? up(inp.g_swa!.data, [T, Hq], 'f32') : undefined;
@@ -71,7 +82,12 @@ export const nsaGolden: GoldenHandler = {
       plan.dispose();
       const got = decode(new Uint32Array(await dev.readback(o.buffer)), 'f32', T * Hq * Dv);
       const sel = decode(new Uint32Array(await dev.readback(blockIndices.buffer)), 'i32', T * Hkv * blockCount);
-      const { report, excusedRows } = compareSelections(sel, c.outputs.block_indices!.data, blockCount, c.aux.selection_margin?.data);
+      const { report, excusedRows } = compareSelections(
+        sel,
+        c.outputs.block_indices!.data,
+        blockCount,
+        c.aux.selection_margin?.data,
+      );
       const G = Hq / Hkv;
       const excused = new Uint8Array(T * Hq * Dv);
       for (let r = 0; r < T * Hkv; r++) if (excusedRows[r]) excused.fill(1, r * G * Dv, (r + 1) * G * Dv);

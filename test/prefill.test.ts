@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { useGpu } from './helpers/gpu.js';
 import { TesseraError } from '../src/errors.js';
+import { GPUBufferUsageFlags } from '../src/gpu/flags.js';
 import { Rng, TOLERANCE, compare, describeComparison, passes } from '../src/testing.js';
 import { createKvCache } from '../src/kv/cache.js';
 import type { KvDType } from '../src/kv/codec.js';
@@ -330,6 +331,8 @@ describe('sparse prefill within a loop cap (loopLimit 4096)', () => {
 describe('demo prefill (small)', () => {
   it('bound and rows gates: the rows gate recalls itself, the bound gate holds most of its pages and the planted evidence, both near exact', async () => {
     const { runPrefill } = await import('../src/demo/prefill.js');
+    // Someone else's 16 MiB on the shared device: the run's peak counts its own buffers only.
+    const other = gpu.dev.createBuffer({ size: 16 << 20, usage: GPUBufferUsageFlags.STORAGE });
     const r = await runPrefill(gpu.dev, {
       context: 16_384,
       chunk: 128,
@@ -352,5 +355,7 @@ describe('demo prefill (small)', () => {
     }
     expect(r.blockSize).toBe(64);
     expect(r.gpuBytesPeak).toBeLessThanOrEqual(r.gpuBudgetBytes);
+    expect(r.gpuBytesPeak).toBeGreaterThan(0);
+    gpu.dev.destroyBuffer(other);
   });
 });

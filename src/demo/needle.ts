@@ -195,7 +195,7 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
     );
   }
   const log = (s: string) => !o.quiet && process.stderr.write(s + '\n');
-  dev.resetPeak();
+  const heldBefore = dev.resetPeak(); // the peak counts this run's buffers only
   // The cache gets the budget minus a reserve for the stream/quest workspaces (partials, scores, lists).
   const reserve = Math.min(32 * MiB, gpuBudget / 8);
   const perPageSummary = Hkv * D * 2 * ((o.mean ?? true) ? 3 : 2);
@@ -465,7 +465,7 @@ export async function runNeedle(dev: Awaited<ReturnType<typeof cliDevice>>, o: N
       exactTiles,
       buildMs,
       gpuBudgetBytes: gpuBudget,
-      gpuBytesPeak: dev.memory().bytesPeak,
+      gpuBytesPeak: dev.memory().bytesPeak - heldBefore,
       hostBytesPeak: stats.hostBytesPeak,
       hostBytesPeakFraction: stats.hostBytesPeak / stats.kvBytes,
       rssPeakBytes: rssPeak,

@@ -124,7 +124,7 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
   const log = (s: string) => !o.quiet && console.error(s);
   const nb = Math.ceil(Tq / B);
   const st: Xorshift = { s: (o.seed ?? 4321) >>> 0 || 1 };
-  dev.resetPeak();
+  const heldBefore = dev.resetPeak(); // the peak counts this run's buffers only
   const reserve = Math.min(48 * MiB, gpuBudget / 4);
   const cache = createKvCache(dev, {
     Hkv: 1,
@@ -351,7 +351,7 @@ export async function runPrefill(dev: TesseraDevice, o: PrefillOptions): Promise
       gates,
       buildMs,
       gpuBudgetBytes: gpuBudget,
-      gpuBytesPeak: dev.memory().bytesPeak,
+      gpuBytesPeak: dev.memory().bytesPeak - heldBefore,
       adapter: dev.adapterName,
     };
   } finally {

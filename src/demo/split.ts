@@ -84,8 +84,8 @@ export async function runSplit(o: SplitOptions): Promise<SplitResult> {
   const gpuBudget = (o.gpuBudgetMiB ?? 256) * MiB;
   const devs = o.devices;
   const log = (s: string) => !o.quiet && console.error(s);
-  for (const d of devs) d.resetPeak();
-  o.oneDevice?.resetPeak();
+  const heldBefore = devs.map((d) => d.resetPeak()); // each peak counts this run's buffers only
+  const oneHeldBefore = o.oneDevice?.resetPeak() ?? 0;
   const split = createSplitKvCache(devs, {
     Hkv: 1,
     D,
@@ -206,8 +206,8 @@ export async function runSplit(o: SplitOptions): Promise<SplitResult> {
       perDeviceMs: r1.stats.perDevice.map((s) => s?.ms ?? 0),
       buildMs,
       gpuBudgetBytesPerDevice: gpuBudget,
-      gpuBytesPeakPerDevice: devs.map((d) => d.memory().bytesPeak),
-      oneDeviceGpuBytesPeak: o.oneDevice ? o.oneDevice.memory().bytesPeak : NaN,
+      gpuBytesPeakPerDevice: devs.map((d, i) => d.memory().bytesPeak - heldBefore[i]!),
+      oneDeviceGpuBytesPeak: o.oneDevice ? o.oneDevice.memory().bytesPeak - oneHeldBefore : NaN,
     };
     return r;
   } finally {

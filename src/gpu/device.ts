@@ -401,9 +401,13 @@ export class TesseraDevice {
     return { bytesHeld: this.held, bytesPeak: this.peak, buffersHeld: this.tracked.size };
   }
 
-  /** Starts a new peak measurement from the bytes held now. */
-  resetPeak(): void {
+  /**
+   * Starts a new peak measurement from the bytes held now, and returns those bytes: a run's own
+   * peak is `memory().bytesPeak` minus them (buffers someone else holds on the device are not its).
+   */
+  resetPeak(): number {
     this.peak = this.held;
+    return this.held;
   }
 
   /**

@@ -15,6 +15,7 @@
  * const dev = await requestDevice();
  */
 export { TesseraError, type TesseraErrorCode, type TesseraErrorDetails } from './errors.js';
+export { type KernelTarget } from './options.js';
 export {
   requestDevice,
   wrapDevice,

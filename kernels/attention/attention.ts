@@ -5,6 +5,7 @@
  * and attention.wgsl for the kernel.
  */
 import { TesseraError, check, checkFinite, checkInt, fail } from '../../src/errors.js';
+import { kernelTarget, type KernelTarget } from '../../src/options.js';
 import { ctxOf, loopBudget, submitEpoch, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import {
   getPipeline,
@@ -393,6 +394,8 @@ export interface BatchAttentionOptions {
   /** Softmax scale (default 1/sqrt(D)). */
   scale?: number;
   /** Kernel shape: `cpu` (invocation per row, no barriers), `gpu` (workgroup per row), `auto` (by adapter class; default). */
+  target?: KernelTarget;
+  /** @deprecated Use `target` (same values): the kernel shape's old name in this family. */
   variant?: 'auto' | 'cpu' | 'gpu';
   /** Most split-K parts per row (default: what the loop cap needs for the longest possible sequence, up to 64 within 32 MiB of partials). */
   maxSplits?: number;
@@ -1208,8 +1211,7 @@ function validate(opts: BatchAttentionOptions): Resolved {
   const earlyQueries = opts.earlyQueries ?? false;
   check(typeof earlyQueries === 'boolean', 'earlyQueries', 'a boolean', earlyQueries);
   const scale = checkFinite(opts.scale ?? 1 / Math.sqrt(D), 'scale');
-  const variant = opts.variant ?? 'auto';
-  check(variant === 'auto' || variant === 'cpu' || variant === 'gpu', 'variant', '"auto", "cpu" or "gpu"', variant);
+  const variant = kernelTarget(opts);
   const maxSplits =
     opts.maxSplits === undefined ? undefined : checkInt(opts.maxSplits, 'maxSplits', { min: 1, max: 4096 });
   const kvChunk = opts.kvChunk === undefined ? undefined : checkInt(opts.kvChunk, 'kvChunk', { min: 1 });
@@ -1239,6 +1241,7 @@ function validate(opts: BatchAttentionOptions): Resolved {
     sinks,
     sinkLogit,
     scale,
+    target: variant,
     variant,
     maxSplits,
     kvChunk,

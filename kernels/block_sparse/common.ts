@@ -5,9 +5,10 @@
 import { fail } from '../../src/errors.js';
 import type { TesseraDevice } from '../../src/gpu/device.js';
 import type { FloatDType } from '../../src/tensor.js';
+import type { KernelTarget } from '../../src/options.js';
 
-/** Kernel variant option of the sparse families: `auto` follows the adapter class. */
-export type GatherTarget = 'auto' | 'cpu' | 'gpu';
+/** Kernel shape option (`target`) of the sparse families: the shared {@link KernelTarget}. */
+export type GatherTarget = KernelTarget;
 
 /**
  * The core's shape for a family's `target`: `cpu` (`main_cpu`) on CPU adapters, else `gpu`.

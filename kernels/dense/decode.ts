@@ -177,7 +177,7 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
           sinks: Math.min(r.sinks, 0xffffffff),
           sinkLogit: r.sinkLogit,
           scale: r.scale,
-          variant: r.variant,
+          target: r.variant,
           maxSplits: parts,
           kvChunk: partKeys,
           scheduleSlots: 1,

@@ -6,6 +6,7 @@
  * `cuSeqlensQ`/`cuSeqlensK` (host arrays `[N+1]`, FlashInfer/fla style).
  */
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
+import { kernelTarget, type KernelTarget } from '../../src/options.js';
 import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { planLoopLimit } from '../../src/gpu/segments.js';
 import {
@@ -70,6 +71,9 @@ export interface AttentionOptions {
  * (`cpu` on SwiftShader/llvmpipe, else `gpu`), `subgroups` from `ctx.features.subgroups`.
  */
 export interface AttentionTuning {
+  /** Kernel shape: `cpu` (invocation per row), `gpu` (workgroup per row), `auto` (by adapter class; default). */
+  target?: KernelTarget;
+  /** @deprecated Use `target` (same values): the kernel shape's old name in this family. */
   variant?: 'auto' | 'cpu' | 'gpu';
   subgroups?: boolean;
   /**
@@ -329,8 +333,7 @@ export function resolveAttention(ctx: TesseraDevice, opts: AttentionOptions & At
     fail('E_DTYPE', 'outDtype', 'is not a float storage dtype;', outDtype, 'one of f32, f16, bf16');
   if (outDtype !== 'f32' && Dv % 2 !== 0)
     fail('E_UNSUPPORTED', 'Dv', 'must be even for 16-bit outputs;', Dv, 'an even head dim (or outDtype f32)');
-  const v = opts.variant ?? 'auto';
-  check(v === 'auto' || v === 'cpu' || v === 'gpu', 'variant', "'auto', 'cpu' or 'gpu'", v);
+  const v = kernelTarget(opts);
   const variant = v === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : v;
   const subgroups = opts.subgroups ?? ctx.features.subgroups;
   if (subgroups && !ctx.features.subgroups)

@@ -11,6 +11,7 @@
  * block (the indexer and top-k still run for them when the caller asks for `indices`).
  */
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
+import { aliasedOption, optionName } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
@@ -76,11 +77,13 @@ export function indexerSegments(budget: number, HI: number, DI: number): Indexer
 }
 
 export interface DsaOptions {
-  /** Tokens (prefill, one sequence). */
-  T: number;
+  /** Query rows (prefill: the sequence's tokens); required (or its deprecated alias `T`). */
+  Tq?: number;
+  /** @deprecated Use `Tq` (the query length's name in every family). */
+  T?: number;
   /**
-   * Keys (default T). With Tk > T the T query rows are the newest tokens (bottom-right: row t sits
-   * at key position t + Tk − T); `T: 1` is decode over a cache of Tk tokens.
+   * Keys (default Tq). With Tk > Tq the Tq query rows are the newest tokens (bottom-right: row t
+   * sits at key position t + Tk − Tq); `Tq: 1` is decode over a cache of Tk tokens.
    */
   Tk?: number;
   /** Attention query heads. */
@@ -366,7 +369,7 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
 
 function validateDsaOptions(ctx: TesseraDevice, opts: DsaOptions): Resolved {
   if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'missing;', opts, 'an options object');
-  const T = checkInt(opts.T, 'T', { min: 1 });
+  const T = checkInt(aliasedOption(opts, 'Tq', 'T'), optionName(opts, 'Tq', 'T'), { min: 1 });
   const Tk = checkInt(opts.Tk ?? T, 'Tk', { min: T });
   const Hq = checkInt(opts.Hq, 'Hq', { min: 1 });
   const Hkv = checkInt(opts.Hkv ?? 1, 'Hkv', { min: 1 });
@@ -430,7 +433,7 @@ export function planDsa(device: DeviceLike, opts: DsaOptions): Promise<DsaPlan> 
 export async function dsa(
   device: DeviceLike,
   t: DsaTensors,
-  opts: Omit<DsaOptions, 'T' | 'Tk' | 'Hq' | 'Hkv' | 'D' | 'Dv' | 'HI' | 'DI'> = {},
+  opts: Omit<DsaOptions, 'Tq' | 'T' | 'Tk' | 'Hq' | 'Hkv' | 'D' | 'Dv' | 'HI' | 'DI'> = {},
 ): Promise<void> {
   const ctx = ctxOf(device);
   const q = checkTensor(t?.q, 'q', { rank: 3 });
@@ -439,7 +442,7 @@ export async function dsa(
   const qI = checkTensor(t.qI, 'qI', { rank: 3 });
   const plan = await planDsa(ctx, {
     ...opts,
-    T: q.shape[0]!,
+    Tq: q.shape[0]!,
     Tk: k.shape[0]!,
     Hq: q.shape[1]!,
     Hkv: k.shape[1]!,

@@ -10,7 +10,7 @@ import type { GpuTensor } from '../../src/tensor.js';
 import { checkRagged, copyRows, raggedSequences, stageTensors, type RaggedField } from '../block_sparse/ragged.js';
 import { DsaPlan, planDsa, type DsaOptions, type DsaTensors } from './dsa.js';
 
-export interface DsaVarlenOptions extends Omit<DsaOptions, 'T' | 'rowChunk'> {
+export interface DsaVarlenOptions extends Omit<DsaOptions, 'Tq' | 'T' | 'rowChunk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing. */
   cuSeqlens: readonly number[];
 }
@@ -55,14 +55,14 @@ export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
     const seqs = raggedSequences(opts.cuSeqlens);
     const plans: { start: number; len: number; plan: DsaPlan }[] = [];
     try {
-      for (const s of seqs) if (s.len > 0) plans.push({ ...s, plan: await planDsa(ctx, { ...opts, T: s.len }) });
+      for (const s of seqs) if (s.len > 0) plans.push({ ...s, plan: await planDsa(ctx, { ...opts, Tq: s.len }) });
     } catch (e) {
       for (const p of plans) p.plan.dispose();
       throw e;
     }
     const o =
       plans[0]?.plan.options ??
-      (await planDsa(ctx, { ...opts, T: 1 }).then((p) => {
+      (await planDsa(ctx, { ...opts, Tq: 1 }).then((p) => {
         const r = p.options;
         p.dispose();
         return r;

@@ -14,6 +14,7 @@
  *   6. `combine.wgsl`: o = g_cmp·o_cmp + g_slc·o_slc (+ g_swa·o_swa).
  */
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
+import { aliasedOption, optionName } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
@@ -129,11 +130,13 @@ interface Splits {
 }
 
 export interface NsaOptions {
-  /** Query rows (prefill: the sequence's tokens). */
-  T: number;
+  /** Query rows (prefill: the sequence's tokens); required (or its deprecated alias `T`). */
+  Tq?: number;
+  /** @deprecated Use `Tq` (the query length's name in every family). */
+  T?: number;
   /**
-   * Keys (default T). With Tk > T the rows are the newest tokens (bottom-right: row t sits at key
-   * position t + Tk − T); `T: 1` is one decode step over a cache of Tk tokens.
+   * Keys (default Tq). With Tk > Tq the rows are the newest tokens (bottom-right: row t sits at key
+   * position t + Tk − Tq); `Tq: 1` is one decode step over a cache of Tk tokens.
    */
   Tk?: number;
   Hq: number;
@@ -181,7 +184,7 @@ export interface NsaTensors {
   blockIndices?: GpuTensor;
 }
 
-type Resolved = Required<Omit<NsaOptions, 'Tk'>> & { Tk: number };
+type Resolved = Required<Omit<NsaOptions, 'Tk' | 'T'>> & { Tk: number; /** = Tq */ T: number };
 
 /**
  * Native sparse attention (compression, selected blocks, sliding window, gated).
@@ -189,7 +192,7 @@ type Resolved = Required<Omit<NsaOptions, 'Tk'>> & { Tk: number };
  * nothing; `dispose()` frees what the plan holds.
  *
  * @example
- * const plan = await planNsa(dev, { T: 4096, Hq: 32, Hkv: 2, D: 64, blockSize: 64, blockCount: 16, window: 512 });
+ * const plan = await planNsa(dev, { Tq: 4096, Hq: 32, Hkv: 2, D: 64, blockSize: 64, blockCount: 16, window: 512 });
  * plan.run(encoder, { q, k, v, gCmp, gSlc, gSwa, o, blockIndices });
  * plan.dispose();
  */
@@ -445,7 +448,7 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
 
 function validateNsaOptions(opts: NsaOptions): Resolved {
   if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'missing;', opts, 'an options object');
-  const T = checkInt(opts.T, 'T', { min: 1 });
+  const T = checkInt(aliasedOption(opts, 'Tq', 'T'), optionName(opts, 'Tq', 'T'), { min: 1 });
   const Tk = checkInt(opts.Tk ?? T, 'Tk', { min: T });
   const Hq = checkInt(opts.Hq, 'Hq', { min: 1 });
   const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1 });
@@ -478,14 +481,31 @@ function validateNsaOptions(opts: NsaOptions): Resolved {
   check(checkF32(scale, 'scale', 'a positive finite number') > 0, 'scale', 'a positive finite number', scale);
   const target = opts.target ?? 'auto';
   check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
-  return { T, Tk, Hq, Hkv, D, Dv, blockSize, blockCount, window, variant, scale, dtype, gateDtype, outDtype, target };
+  return {
+    Tq: T,
+    T,
+    Tk,
+    Hq,
+    Hkv,
+    D,
+    Dv,
+    blockSize,
+    blockCount,
+    window,
+    variant,
+    scale,
+    dtype,
+    gateDtype,
+    outDtype,
+    target,
+  };
 }
 
 /**
- * Plans NSA prefill for one sequence of `T` tokens.
+ * Plans NSA prefill for one sequence of `Tq` tokens.
  *
  * @example
- * const plan = await planNsa(dev, { T: 4096, Hq: 32, Hkv: 2, D: 64, blockSize: 64, blockCount: 16, window: 512 });
+ * const plan = await planNsa(dev, { Tq: 4096, Hq: 32, Hkv: 2, D: 64, blockSize: 64, blockCount: 16, window: 512 });
  * plan.run(encoder, { q, k, v, gCmp, gSlc, gSwa, o, blockIndices });
  */
 export function planNsa(device: DeviceLike, opts: NsaOptions): Promise<NsaPlan> {
@@ -501,14 +521,13 @@ export function planNsa(device: DeviceLike, opts: NsaOptions): Promise<NsaPlan> 
 export async function nsa(
   device: DeviceLike,
   t: NsaTensors,
-  opts: Omit<NsaOptions, 'T' | 'Tk' | 'Hq' | 'Hkv' | 'D' | 'Dv'>,
+  opts: Omit<NsaOptions, 'Tq' | 'T' | 'Tk' | 'Hq' | 'Hkv' | 'D' | 'Dv'>,
 ): Promise<void> {
   const ctx = ctxOf(device);
   const s = attentionSizesOf(t);
   const plan = await planNsa(ctx, {
     ...opts,
     ...s,
-    T: s.Tq,
     dtype: opts?.dtype ?? s.dtype,
     outDtype: opts?.outDtype ?? s.outDtype,
     gateDtype: opts?.gateDtype ?? (t.gCmp?.dtype as FloatDType),

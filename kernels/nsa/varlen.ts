@@ -10,7 +10,7 @@ import type { GpuTensor } from '../../src/tensor.js';
 import { checkRagged, copyRows, raggedSequences, stageTensors, type RaggedField } from '../block_sparse/ragged.js';
 import { NsaPlan, planNsa, type NsaOptions, type NsaTensors } from './nsa.js';
 
-export interface NsaVarlenOptions extends Omit<NsaOptions, 'T' | 'Tk'> {
+export interface NsaVarlenOptions extends Omit<NsaOptions, 'Tq' | 'T' | 'Tk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing. */
   cuSeqlens: readonly number[];
 }
@@ -55,14 +55,14 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
     const seqs = raggedSequences(opts.cuSeqlens);
     const plans: { start: number; len: number; plan: NsaPlan }[] = [];
     try {
-      for (const s of seqs) if (s.len > 0) plans.push({ ...s, plan: await planNsa(ctx, { ...opts, T: s.len }) });
+      for (const s of seqs) if (s.len > 0) plans.push({ ...s, plan: await planNsa(ctx, { ...opts, Tq: s.len }) });
     } catch (e) {
       for (const p of plans) p.plan.dispose();
       throw e;
     }
     const o =
       plans[0]?.plan.options ??
-      (await planNsa(ctx, { ...opts, T: 1 }).then((p) => {
+      (await planNsa(ctx, { ...opts, Tq: 1 }).then((p) => {
         const r = p.options;
         p.dispose();
         return r;

@@ -8,6 +8,7 @@
  * entry list): this file only validates calls and writes each call's parameters.
  */
 import { TesseraError, check, checkInt, fail, checkF32 } from '../../src/errors.js';
+import { kernelTarget, type KernelTarget } from '../../src/options.js';
 import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, type Pipeline } from '../../src/gpu/pipeline.js';
 import { claimRingSlots } from '../../src/gpu/ring.js';
@@ -94,6 +95,8 @@ export interface PagedOptions {
    * `gpu` (a workgroup per part and row, keys across threads, coalesced V loads), or `auto`
    * (default: by the adapter class).
    */
+  target?: KernelTarget;
+  /** @deprecated Use `target` (same values): the kernel shape's old name in this family. */
   variant?: 'auto' | 'cpu' | 'gpu';
   /**
    * Query rows packed per invocation (cpu) or workgroup (gpu), sharing each K/V load (default 1):
@@ -372,11 +375,24 @@ function validate(opts: PagedOptions): Required<PagedOptions> {
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   checkF32(scale, 'scale');
   const maxCalls = checkInt(opts.maxCalls ?? 16, 'maxCalls', { min: 1, max: 4096 });
-  const variant = opts.variant ?? 'auto';
-  check(variant === 'auto' || variant === 'cpu' || variant === 'gpu', 'variant', '"auto", "cpu" or "gpu"', variant);
+  const variant = kernelTarget(opts);
   const rows = checkInt(opts.rows ?? 1, 'rows', { min: 1, max: 8 });
   check((ATTENTION_ROWS as readonly number[]).includes(rows), 'rows', '1, 2, 4 or 8', rows, 'E_UNSUPPORTED');
-  return { Hq, Hkv, D, Dv, Tq, pageSize, dtype, causal: opts.causal ?? true, scale, maxCalls, variant, rows };
+  return {
+    Hq,
+    Hkv,
+    D,
+    Dv,
+    Tq,
+    pageSize,
+    dtype,
+    causal: opts.causal ?? true,
+    scale,
+    maxCalls,
+    target: variant,
+    variant,
+    rows,
+  };
 }
 
 /**

@@ -14,6 +14,7 @@
  * shared one covers.
  */
 import { check, checkInt, fail } from '../errors.js';
+import { kernelTarget, type KernelTarget } from '../options.js';
 import type { TesseraDevice } from '../gpu/device.js';
 import { checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
@@ -39,6 +40,8 @@ export interface CascadeOptions {
    * Kernel shape of the passes (the attention core through kernels/paged; the shared pass has the
    * sequences' queries as its rows): `auto` (default), `cpu` or `gpu`.
    */
+  target?: KernelTarget;
+  /** @deprecated Use `target` (same values): the kernel shape's old name in this family. */
   variant?: 'auto' | 'cpu' | 'gpu';
   /**
    * Most query rows packed per invocation (cpu) or workgroup (gpu), sharing each K/V load (1, 2,
@@ -148,7 +151,7 @@ class PageStreamer {
       causal: false,
       scale: o.scale,
       maxCalls: groups,
-      variant,
+      target: variant,
       rows: packRows,
     };
     const paged = await planPaged(cache.ctx, po);
@@ -347,19 +350,14 @@ export class CascadeDecodePlan {
       tilePages,
       partialBytes: checkInt(opts.partialBytes ?? 8 * 2 ** 20, 'partialBytes', { min: 1 }),
       inflight: checkInt(opts.inflight ?? 2, 'inflight', { min: 1, max: 8 }),
-      variant: opts.variant ?? 'auto',
+      target: kernelTarget(opts),
+      variant: kernelTarget(opts),
       rows: checkInt(opts.rows ?? attentionRowsCap(cache.ctx.loopLimit, cache.D, cache.Dv) ?? 8, 'rows', {
         min: 1,
         max: 8,
       }),
     };
     check((ATTENTION_ROWS as readonly number[]).includes(o.rows), 'rows', '1, 2, 4 or 8', o.rows, 'E_UNSUPPORTED');
-    check(
-      o.variant === 'auto' || o.variant === 'cpu' || o.variant === 'gpu',
-      'variant',
-      '"auto", "cpu" or "gpu"',
-      o.variant,
-    );
     const shared = await PageStreamer.create(cache, o, n);
     let priv: PageStreamer | undefined;
     try {

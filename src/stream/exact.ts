@@ -7,6 +7,7 @@
  * uploads tile i+1 while the GPU attends tile i (tile i is submitted before tile i+1 is written).
  */
 import { TesseraError, check, checkInt, fail } from '../errors.js';
+import { kernelTarget, type KernelTarget } from '../options.js';
 import { observe, submitEpoch, type TesseraDevice } from '../gpu/device.js';
 import { exclusiveRuns } from '../exclusive.js';
 import { checkHostValues, checkTensor, type GpuTensor } from '../tensor.js';
@@ -35,6 +36,8 @@ export interface StreamAttentionOptions {
   /** Tiles in flight before the host waits (default 2). */
   inflight?: number;
   /** Paged kernel shape (`kernels/paged`): `auto` (default, by adapter class), `cpu` or `gpu`. */
+  target?: KernelTarget;
+  /** @deprecated Use `target` (same values): the kernel shape's old name in this family. */
   variant?: 'auto' | 'cpu' | 'gpu';
 }
 
@@ -162,7 +165,8 @@ export class StreamAttentionPlan {
       tilePages,
       partialBytes,
       inflight,
-      variant: opts.variant ?? 'auto',
+      target: kernelTarget(opts),
+      variant: kernelTarget(opts),
     };
     const rows = Tq * Hq;
     const perPart = rows * (cache.Dv + 1) * 4;
@@ -179,7 +183,7 @@ export class StreamAttentionPlan {
       causal: o.causal,
       scale: o.scale,
       maxCalls: groups,
-      variant: o.variant,
+      target: o.variant,
     });
     try {
       const maxParts = Math.max(1, Math.floor(partialBytes / perPart) - groups - 1);

@@ -23,6 +23,7 @@
  * attention (`src/stream/exact.ts`) to f32 rounding.
  */
 import { check, checkInt, fail } from '../errors.js';
+import { kernelTarget, type KernelTarget } from '../options.js';
 import { loopBudget, type TesseraDevice } from '../gpu/device.js';
 import { checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
@@ -64,6 +65,8 @@ export interface SparsePrefillOptions {
   /** Bound on the `[blocks x Hkv, pages]` score buffer of one scoring pass (default 16 MiB). */
   scoreBytes?: number;
   /** Paged kernel shape (`kernels/paged`): `auto` (default, by adapter class), `cpu` or `gpu`. */
+  target?: KernelTarget;
+  /** @deprecated Use `target` (same values): the kernel shape's old name in this family. */
   variant?: 'auto' | 'cpu' | 'gpu';
 }
 
@@ -200,8 +203,7 @@ export class SparsePrefillPlan {
       );
     const blockScore = opts.blockScore ?? 'bound';
     check(blockScore === 'bound' || blockScore === 'rows', 'blockScore', '"bound" or "rows"', blockScore);
-    const variant = opts.variant ?? 'auto';
-    check(variant === 'auto' || variant === 'cpu' || variant === 'gpu', 'variant', '"auto", "cpu" or "gpu"', variant);
+    const variant = kernelTarget(opts);
     const o: Required<SparsePrefillOptions> = {
       Hq,
       Tq,
@@ -213,6 +215,7 @@ export class SparsePrefillPlan {
       scale: opts.scale ?? 1 / Math.sqrt(cache.D),
       pagesPerPart: checkInt(opts.pagesPerPart ?? 4, 'pagesPerPart', { min: 1 }),
       scoreBytes: checkInt(opts.scoreBytes ?? 16 * MiB, 'scoreBytes', { min: 1 }),
+      target: variant,
       variant,
     };
     check(Number.isFinite(o.scale), 'scale', 'a finite number', o.scale);
@@ -288,7 +291,7 @@ export class SparsePrefillPlan {
         causal: true,
         scale: o.scale,
         maxCalls: groups,
-        variant,
+        target: variant,
       });
       const ePer = Math.max(1, Math.min(o.pagesPerPart, paged.maxEntriesPerPart));
       const parts = Math.ceil(maxEntries / ePer) + groups;

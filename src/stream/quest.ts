@@ -11,6 +11,7 @@
  * (Quest's per-query-head selection reads the union; NSA's criticism).
  */
 import { check, checkInt, fail } from '../errors.js';
+import { kernelTarget, type KernelTarget } from '../options.js';
 import { observe, type TesseraDevice } from '../gpu/device.js';
 import { exclusiveRuns } from '../exclusive.js';
 import { checkTensor, type GpuTensor } from '../tensor.js';
@@ -49,6 +50,8 @@ export interface QuestDecodeOptions {
    */
   selector?: 'gpu' | 'host';
   /** Paged kernel shape (`kernels/paged`): `auto` (default, by adapter class), `cpu` or `gpu`. */
+  target?: KernelTarget;
+  /** @deprecated Use `target` (same values): the kernel shape's old name in this family. */
   variant?: 'auto' | 'cpu' | 'gpu';
   /** Two-level summaries (a cache with `summaryLevels: 2`): see src/stream/quest-levels.ts. */
   levels?: LevelSelectOptions;
@@ -154,7 +157,8 @@ export class QuestDecodePlan {
       sinkPages: checkInt(opts.sinkPages ?? cache.sinkPages, 'sinkPages', { min: 0 }),
       scale: opts.scale ?? 1 / Math.sqrt(cache.D),
       selector: opts.selector ?? 'gpu',
-      variant: opts.variant ?? 'auto',
+      target: kernelTarget(opts),
+      variant: kernelTarget(opts),
       levels: opts.levels ?? {},
     };
     if (cache.tiers && mode !== 'quest')
@@ -198,7 +202,7 @@ export class QuestDecodePlan {
       causal: true,
       scale: o.scale,
       maxCalls: groups,
-      variant: o.variant,
+      target: o.variant,
     });
     const merger = await planMerge(cache.ctx, { parts, rows: Hq, D: cache.Dv, outDtype: 'f32' });
     if (o.selector === 'gpu' && !cache.tiers) {

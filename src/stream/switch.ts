@@ -6,6 +6,7 @@
  * its indexer inputs, which dense mode ignores.
  */
 import { check, checkInt, fail } from '../errors.js';
+import { aliasedOption, optionName } from '../options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../gpu/device.js';
 import { KernelPlan, runOnce } from '../plan.js';
 import { isFloatDType, type FloatDType, type GpuTensor } from '../tensor.js';
@@ -28,8 +29,10 @@ export const SWITCH_DEFAULTS = {
 } as const;
 
 export interface SwitchOptions {
-  /** Tokens of the (single) sequence, prefill. */
-  T: number;
+  /** Tokens of the (single) sequence, prefill; required (or its deprecated alias `T`). */
+  Tq?: number;
+  /** @deprecated Use `Tq` (the query length's name in every family). */
+  T?: number;
   Hq: number;
   Hkv: number;
   D: number;
@@ -81,7 +84,7 @@ type Inner =
  * nothing; `dispose()` frees what the plan holds.
  *
  * @example
- * const plan = await planSparseSwitch(dev, { T, Hq: 8, Hkv: 2, D: 64, method: 'moba', threshold: 8192 });
+ * const plan = await planSparseSwitch(dev, { Tq: T, Hq: 8, Hkv: 2, D: 64, method: 'moba', threshold: 8192 });
  * plan.run(encoder, { q, k, v, o });
  * plan.dispose();
  */
@@ -100,7 +103,7 @@ export class SwitchPlan extends KernelPlan<SwitchTensors> {
   static async create(device: DeviceLike, opts: SwitchOptions): Promise<SwitchPlan> {
     const ctx = ctxOf(device);
     if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'missing;', opts, 'an options object');
-    const T = checkInt(opts.T, 'T', { min: 1 });
+    const T = checkInt(aliasedOption(opts, 'Tq', 'T'), optionName(opts, 'Tq', 'T'), { min: 1 });
     const methods: SparseMethod[] = ['sliding_window', 'moba', 'nsa', 'dsa'];
     check(methods.includes(opts.method), 'method', methods.join(', '), opts.method);
     const threshold = opts.threshold ?? SWITCH_DEFAULTS.threshold;
@@ -140,13 +143,13 @@ export class SwitchPlan extends KernelPlan<SwitchTensors> {
       case 'nsa':
         return new SwitchPlan(ctx, {
           kind: 'nsa',
-          plan: await planNsa(ctx, { ...common, T, ...SWITCH_DEFAULTS.nsa, ...opts.nsa }),
+          plan: await planNsa(ctx, { ...common, Tq: T, ...SWITCH_DEFAULTS.nsa, ...opts.nsa }),
         });
       case 'dsa': {
         if (!opts.dsa) fail('E_ARG', 'dsa', 'is required for method dsa;', opts.dsa, '{ HI, DI, topk? }');
         return new SwitchPlan(ctx, {
           kind: 'dsa',
-          plan: await planDsa(ctx, { ...common, T, ...SWITCH_DEFAULTS.dsa, ...opts.dsa }),
+          plan: await planDsa(ctx, { ...common, Tq: T, ...SWITCH_DEFAULTS.dsa, ...opts.dsa }),
         });
       }
     }
@@ -200,7 +203,7 @@ export class SwitchPlan extends KernelPlan<SwitchTensors> {
  * Plans attention that is dense below `threshold` tokens and `method` above it.
  *
  * @example
- * const plan = await planSparseSwitch(dev, { T, Hq: 8, Hkv: 2, D: 64, method: 'moba', threshold: 8192 });
+ * const plan = await planSparseSwitch(dev, { Tq: T, Hq: 8, Hkv: 2, D: 64, method: 'moba', threshold: 8192 });
  * console.log(plan.mode); // 'dense' for T < 8192, else 'moba'
  * plan.run(encoder, { q, k, v, o });
  */
@@ -212,7 +215,7 @@ export function planSparseSwitch(device: DeviceLike, opts: SwitchOptions): Promi
  * The switch in one call (plan, run, submit, wait).
  *
  * @example
- * await sparseSwitch(dev, { q, k, v, o }, { T, Hq: 8, Hkv: 2, D: 64, method: 'sliding_window', window: 512 });
+ * await sparseSwitch(dev, { q, k, v, o }, { Tq: T, Hq: 8, Hkv: 2, D: 64, method: 'sliding_window', window: 512 });
  */
 export async function sparseSwitch(
   device: DeviceLike,

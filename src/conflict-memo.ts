@@ -26,20 +26,33 @@ interface Entry {
   object: boolean;
 }
 
-/** One plan's last conflict-free inputs. */
-export class ConflictMemo {
-  private inputs: object | undefined;
-  private entries: Entry[] = [];
-  private count = 0;
+/** One remembered inputs object: its fields as checked. */
+interface Remembered {
+  inputs: object;
+  entries: Entry[];
+}
 
-  /** Whether `inputs` is the remembered object with every checked field as it was. */
+/**
+ * One plan's last few conflict-free inputs (a plan used by several layers sees one inputs object
+ * per layer each step; up to `size` are remembered, the oldest replaced first).
+ */
+export class ConflictMemo {
+  private readonly list: Remembered[] = [];
+  private next = 0;
+
+  constructor(private readonly size = 4) {}
+
+  /** Whether `inputs` is a remembered object with every checked field as it was. */
   same(inputs: unknown): boolean {
-    if (inputs === null || typeof inputs !== 'object' || inputs !== this.inputs) return false;
+    if (inputs === null || typeof inputs !== 'object') return false;
+    let r: Remembered | undefined;
+    for (let i = 0; i < this.list.length; i++) if (this.list[i]!.inputs === inputs) r = this.list[i];
+    if (!r) return false;
     const t = inputs as Record<string, unknown>;
     let n = 0;
     for (const key in t) if (Object.prototype.hasOwnProperty.call(t, key)) n++;
-    if (n !== this.count) return false;
-    const list = this.entries;
+    const list = r.entries;
+    if (n !== list.length) return false;
     for (let i = 0; i < list.length; i++) {
       const e = list[i]!;
       if (!Object.prototype.hasOwnProperty.call(t, e.key) || t[e.key] !== e.value) return false;
@@ -56,12 +69,16 @@ export class ConflictMemo {
     return true;
   }
 
-  /** Remembers `inputs` after its conflict check passed (forgets instead when a buffer is mappable). */
+  /** Remembers `inputs` after its conflict check passed (forgets it instead when a buffer is mappable). */
   remember(inputs: unknown): void {
-    this.inputs = undefined;
-    this.entries = [];
-    this.count = 0;
     if (inputs === null || typeof inputs !== 'object') return;
+    for (let i = 0; i < this.list.length; i++) {
+      if (this.list[i]!.inputs === inputs) {
+        this.list.splice(i, 1);
+        this.next = this.list.length % this.size;
+        break;
+      }
+    }
     const t = inputs as Record<string, unknown>;
     const entries: Entry[] = [];
     for (const key of Object.keys(t)) {
@@ -95,8 +112,11 @@ export class ConflictMemo {
         object: true,
       });
     }
-    this.inputs = inputs;
-    this.entries = entries;
-    this.count = entries.length;
+    const r = { inputs, entries };
+    if (this.list.length < this.size) this.list.push(r);
+    else {
+      this.list[this.next] = r;
+      this.next = (this.next + 1) % this.size;
+    }
   }
 }

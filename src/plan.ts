@@ -141,7 +141,8 @@ export function res(t: GpuTensor): BindingResource {
 export function checkInputBuffers(ctx: TesseraDevice, inputs: unknown): void {
   if (inputs === null || typeof inputs !== 'object') return;
   const t = inputs as Record<string, unknown>;
-  for (const key of Object.keys(t)) {
+  for (const key in t) {
+    if (!Object.prototype.hasOwnProperty.call(t, key)) continue; // own keys, as Object.keys (no array per run)
     const v = t[key];
     if (v === null || typeof v !== 'object') continue;
     const b = (v as { buffer?: unknown }).buffer;

@@ -418,8 +418,10 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
         for (let b = 0; b < B; b++) questHost[qLayout.kvLastPageLen + b] = sel.selLastPageLen[b]!;
         device.queue.writeBuffer(questSchedule, 0, questHost);
       }
-      stepWords[0] = rows;
-      device.queue.writeBuffer(stepU, 0, stepWords);
+      if (stepWords[0] !== rows) {
+        stepWords[0] = rows; // decode steps keep B rows: written once, not every step
+        device.queue.writeBuffer(stepU, 0, stepWords);
+      }
       scheduledAt = performance.now();
       // All layers of a step are one compute pass (a dispatch sees the writes of the dispatches
       // before it): projections, RoPE, append, Quest selection and the attention core encode into

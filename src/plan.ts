@@ -12,7 +12,8 @@
  * argument, before anything is encoded (WebGPU itself only reports either at `submit`).
  */
 import { TesseraError } from './errors.js';
-import { checkBuffer, type TesseraDevice } from './gpu/device.js';
+import { bufferProblem, checkBuffer, type TesseraDevice } from './gpu/device.js';
+import { ConflictMemo } from './conflict-memo.js';
 import { bindGroup, type BindingResource, type Pipeline } from './gpu/pipeline.js';
 import type { UniformLayout } from './gpu/uniforms.js';
 import { byteSize, checkTensor, type DType, type FloatDType, type GpuTensor } from './tensor.js';
@@ -28,11 +29,15 @@ export abstract class KernelPlan<Inputs> {
     // The one place that sees every plan's inputs with their names: `run` (the subclass's method,
     // already on the prototype chain here) is shadowed by an own property that checks the inputs'
     // buffers against this device first, so no kernel has to remember to.
+    const memo = new ConflictMemo(); // the same inputs as the last run skip the conflict check
     const encode = Reflect.get(this, 'run') as (encoder: GPUCommandEncoder, inputs: Inputs) => void;
     Object.defineProperty(this, 'run', {
       value: (encoder: GPUCommandEncoder, inputs: Inputs): void => {
         checkInputBuffers(ctx, inputs);
-        checkBufferConflicts(inputs, this.writes);
+        if (!memo.same(inputs)) {
+          checkBufferConflicts(inputs, this.writes);
+          memo.remember(inputs);
+        }
         encode.call(this, encoder, inputs);
       },
       writable: true,
@@ -136,12 +141,15 @@ export function res(t: GpuTensor): BindingResource {
 export function checkInputBuffers(ctx: TesseraDevice, inputs: unknown): void {
   if (inputs === null || typeof inputs !== 'object') return;
   const t = inputs as Record<string, unknown>;
-  for (const key of Object.keys(t)) {
+  for (const key in t) {
+    if (!Object.prototype.hasOwnProperty.call(t, key)) continue; // own keys, as Object.keys (no array per run)
     const v = t[key];
     if (v === null || typeof v !== 'object') continue;
     const b = (v as { buffer?: unknown }).buffer;
-    if (b !== null && typeof b === 'object') checkBuffer(ctx, b, `${key}.buffer`);
-    else if (typeof (v as GPUBuffer).usage === 'number') checkBuffer(ctx, v, key);
+    // The argument's name is built only for an error (no string per input and run).
+    if (b !== null && typeof b === 'object') {
+      if (bufferProblem(b, ctx) !== null) checkBuffer(ctx, b, `${key}.buffer`);
+    } else if (typeof (v as GPUBuffer).usage === 'number' && bufferProblem(v, ctx) !== null) checkBuffer(ctx, v, key);
   }
 }
 

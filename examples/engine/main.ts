@@ -382,6 +382,21 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
       pass.setBindGroup(0, g);
       pass.dispatchWorkgroups(wx, wy);
     };
+    // The step's tensors, made once: shapes name the buffers' capacity so bind groups stay the
+    // same from step to step; the Quest layer's GPU schedule sizes its dispatches for B query rows.
+    const q = { buffer: qb, shape: [maxRows, Hq, D], dtype: 'f32' as const };
+    const o = { buffer: ob, shape: [maxRows, Hq, D], dtype: 'f32' as const };
+    const k = { buffer: kb, shape: [maxRows, Hkv, D], dtype: 'f32' as const };
+    const v = { buffer: vb, shape: [maxRows, Hkv, D], dtype: 'f32' as const };
+    const qDec = { buffer: qb, shape: [B, Hq, D], dtype: 'f32' as const };
+    const oDec = { buffer: ob, shape: [B, Hq, D], dtype: 'f32' as const };
+    const tq = { x: q };
+    const appendT = cfg.layers.map((kind, l) =>
+      kind === 'quest' ? { k, v, pages: pages[l]!, summaries } : { k, v, pages: pages[l]! },
+    );
+    const attnT = pages.map((p) => ({ q, o, pages: p }));
+    const attnQuestT = pages.map((p) => ({ q: qDec, o: oDec, pages: p }));
+    const questT = { q, summaries, selected: questSchedule };
     const stepWords = new Uint32Array(4);
     let scheduledAt = 0;
     const mixWords = new Uint32Array(4);
@@ -403,49 +418,37 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
         for (let b = 0; b < B; b++) questHost[qLayout.kvLastPageLen + b] = sel.selLastPageLen[b]!;
         device.queue.writeBuffer(questSchedule, 0, questHost);
       }
-      stepWords[0] = rows;
-      device.queue.writeBuffer(stepU, 0, stepWords);
+      if (stepWords[0] !== rows) {
+        stepWords[0] = rows; // decode steps keep B rows: written once, not every step
+        device.queue.writeBuffer(stepU, 0, stepWords);
+      }
       scheduledAt = performance.now();
-      const q = { buffer: qb, shape: [rows, Hq, D], dtype: 'f32' as const };
-      const o = { buffer: ob, shape: [rows, Hq, D], dtype: 'f32' as const };
-      const k = { buffer: kb, shape: [rows, Hkv, D], dtype: 'f32' as const };
-      const v = { buffer: vb, shape: [rows, Hkv, D], dtype: 'f32' as const };
-      // Tensor shapes name the buffers' capacity so bind groups stay the same from step to step.
-      q.shape = [maxRows, Hq, D];
-      o.shape = [maxRows, Hq, D];
-      k.shape = [maxRows, Hkv, D];
-      v.shape = [maxRows, Hkv, D];
-      // The Quest layer's GPU schedule sizes its dispatches for its capacity (B query rows).
-      const qDec = { buffer: qb, shape: [B, Hq, D], dtype: 'f32' as const };
-      const oDec = { buffer: ob, shape: [B, Hq, D], dtype: 'f32' as const };
-      // Passes are shared: layer l's output projection, layer l + 1's q/k/v projections, RoPE,
-      // append and Quest selection are one compute pass (a dispatch sees the writes of the
-      // dispatches before it); the attention core encodes its own pass.
-      let pass = enc.beginComputePass({ label: 'engine.proj' });
-      cfg.layers.forEach((kind, l) => {
-        dispatch(pass, pq, G[l]!.q, Math.ceil((Hq * D) / 64), rows);
-        dispatch(pass, pkv, G[l]!.k, Math.ceil((Hkv * D) / 64), rows);
-        dispatch(pass, pkv, G[l]!.v, Math.ceil((Hkv * D) / 64), rows);
-        // Tessera's RoPE, append and Quest selection encode into the engine's open pass.
-        ropeQ.run(pass, { x: q });
+      // All layers of a step are one compute pass (a dispatch sees the writes of the dispatches
+      // before it): projections, RoPE, append, Quest selection and the attention core encode into
+      // the engine's open pass.
+      const pass = enc.beginComputePass({ label: 'engine.step' });
+      for (let l = 0; l < L; l++) {
+        const kind = cfg.layers[l]!;
+        const g = G[l]!;
+        dispatch(pass, pq, g.q, Math.ceil((Hq * D) / 64), rows);
+        dispatch(pass, pkv, g.k, Math.ceil((Hkv * D) / 64), rows);
+        pass.setBindGroup(0, g.v); // same pipeline as k
+        pass.dispatchWorkgroups(Math.ceil((Hkv * D) / 64), rows);
+        ropeQ.run(pass, tq);
         if (kind === 'window') {
-          appendWin.run(pass, { k, v, pages: pages[l]! });
-          pass.end();
-          attnWin.run(enc, { q, o, pages: pages[l]! });
+          appendWin.run(pass, appendT[l]!);
+          attnWin.run(pass, attnT[l]!);
         } else if (kind === 'quest' && decode) {
-          appendFull.run(pass, { k, v, pages: pages[l]!, summaries });
-          quest.run(pass, { q, summaries, selected: questSchedule });
-          pass.end();
-          attnQuest.run(enc, { q: qDec, o: oDec, pages: pages[l]! });
+          appendFull.run(pass, appendT[l]!);
+          quest.run(pass, questT);
+          attnQuest.run(pass, attnQuestT[l]!);
         } else {
-          appendFull.run(pass, kind === 'quest' ? { k, v, pages: pages[l]!, summaries } : { k, v, pages: pages[l]! });
-          pass.end();
-          attnFull.run(enc, { q, o, pages: pages[l]! });
+          appendFull.run(pass, appendT[l]!);
+          attnFull.run(pass, attnT[l]!);
         }
-        pass = enc.beginComputePass({ label: 'engine.out' });
-        dispatch(pass, po, G[l]!.o, Math.ceil(Dm / 64), rows);
-        if (l === L - 1) pass.end();
-      });
+        dispatch(pass, po, g.o, Math.ceil(Dm / 64), rows);
+      }
+      pass.end();
     };
     const mix = (enc: GPUCommandEncoder, s: number) => {
       mixWords[0] = B;

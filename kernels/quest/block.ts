@@ -19,7 +19,7 @@ import storageWgsl from '../../shaders/storage.wgsl.js';
 import boxWgsl from './block-box.wgsl.js';
 import scoreWgsl from './block-score.wgsl.js';
 import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
-import type { QuestScoreMode } from './score.js';
+import { callRange, checkListAndSummaries, type QuestScoreMode } from './score.js';
 
 export const QUEST_BLOCK_PARAMS = uniformLayout('QuestBlockParams', [
   ['n', 'u32'],
@@ -193,19 +193,10 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
     if (scores.shape[0] !== blocks * o.Hkv)
       fail('E_SHAPE', 'scores', `needs blocks x Hkv = ${blocks * o.Hkv} rows;`, scores.shape[0]);
     check(Array.isArray(t.calls), 'calls', 'an array of calls', typeof t.calls);
-    for (const [b, name] of [
-      [t.list, 'list'],
-      [t.summaries, 'summaries'],
-    ] as const) {
-      if (!b || typeof (b as GPUBuffer).size !== 'number')
-        fail('E_BUFFER', name, 'is not a GPUBuffer;', typeof b, 'a GPUBuffer');
-    }
-    if (t.list.size < n * 4) fail('E_BUFFER', 'list', 'is smaller than n page ids;', t.list.size, `>= ${n * 4} bytes`);
+    checkListAndSummaries(t.list, t.summaries, n);
     // Validate every call before encoding any.
     const ranges = t.calls.map((c) => {
-      const first = checkInt(c.first ?? 0, 'calls.first', { min: 0 });
-      const count = checkInt(c.count ?? n - first, 'calls.count', { min: 0 });
-      if (first + count > n) fail('E_ARG', 'calls.count', 'runs past the list;', first + count, `<= n = ${n}`);
+      const { first, count } = callRange(c, n);
       for (const k of ['chunkFirst', 'chunkPages', 'forcedLo', 'forcedHi'] as const)
         checkInt(c[k], `calls.${k}`, { min: 0 });
       return { first, count, grid: count > 0 ? this.grid(blocks * o.Hkv * count) : ([0, 0] as [number, number]) };

@@ -39,6 +39,26 @@ const WG = 64;
  * @example
  * questScoreLoopIterations(8, 128); // 281
  */
+/** @internal The page-id list and the summaries of a Quest scoring run (score and block plans). */
+export function checkListAndSummaries(list: GPUBuffer, summaries: GPUBuffer, n: number): void {
+  for (const [b, name] of [
+    [list, 'list'],
+    [summaries, 'summaries'],
+  ] as const) {
+    if (!b || typeof (b as GPUBuffer).size !== 'number')
+      fail('E_BUFFER', name, 'is not a GPUBuffer;', typeof b, 'a GPUBuffer');
+  }
+  if (list.size < n * 4) fail('E_BUFFER', 'list', 'is smaller than n page ids;', list.size, `>= ${n * 4} bytes`);
+}
+
+/** @internal One call's range [first, first + count) of the n listed pages (default: the rest). */
+export function callRange(c: { first?: number; count?: number }, n: number): { first: number; count: number } {
+  const first = checkInt(c.first ?? 0, 'calls.first', { min: 0 });
+  const count = checkInt(c.count ?? n - first, 'calls.count', { min: 0 });
+  if (first + count > n) fail('E_ARG', 'calls.count', 'runs past the list;', first + count, `<= n = ${n}`);
+  return { first, count };
+}
+
 export function questScoreLoopIterations(group: number, D: number): number {
   return group + 1 + group * (D / 4 + 1) + 8;
 }
@@ -178,20 +198,11 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
       `at most ${o.maxCalls} calls`,
       t.calls?.length,
     );
-    for (const [b, name] of [
-      [t.list, 'list'],
-      [t.summaries, 'summaries'],
-    ] as const) {
-      if (!b || typeof (b as GPUBuffer).size !== 'number')
-        fail('E_BUFFER', name, 'is not a GPUBuffer;', typeof b, 'a GPUBuffer');
-    }
-    if (t.list.size < n * 4) fail('E_BUFFER', 'list', 'is smaller than n page ids;', t.list.size, `>= ${n * 4} bytes`);
+    checkListAndSummaries(t.list, t.summaries, n);
     // Validate every call before encoding any, so a bad call leaves nothing encoded.
     const ranges = t.calls.map((c) => {
       if (c.n !== n) fail('E_SHAPE', 'calls.n', 'does not match scores.shape[1];', c.n, `${n}`);
-      const first = checkInt(c.first ?? 0, 'calls.first', { min: 0 });
-      const count = checkInt(c.count ?? n - first, 'calls.count', { min: 0 });
-      if (first + count > n) fail('E_ARG', 'calls.count', 'runs past the list;', first + count, `<= n = ${n}`);
+      const { first, count } = callRange(c, n);
       const groups = Math.ceil((o.Hkv * count) / WG);
       const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
       if (Math.ceil(groups / max) > max)

@@ -28,7 +28,7 @@ export async function importPoolSequences(cache: KvCache, seqs: readonly number[
     fail(
       'E_UNSUPPORTED',
       'cache',
-      'is int8; pool sequences are written on the GPU in f32, f16 or bf16 only;',
+      'is int8; importing int8 pool pages (codes with per-token scales) is not supported yet;',
       cache.dtype,
       'an f32, f16 or bf16 cache',
     );

@@ -20,8 +20,9 @@ import type { PageLayout } from './codec.js';
  * `E_STATE` for a sequence with pages a window layer released. An int8 cache takes values (its
  * codec requantises a partial page as it fills), so int8 rows go in decoded, `q / 127 * s` in
  * f32, which the codec encodes back to the same codes and scale; each row is checked for that
- * first, and one that would not come back bit for bit (codes without a ±127 for a nonzero
- * scale, or a scale on the subnormal grid) is `E_UNSUPPORTED`, with nothing changed.
+ * first, and one that would not come back bit for bit (a nonzero scale with no code of ±127,
+ * or a scale below 127 subnormal steps, 1.8e-43, where decoding rounds codes away) is
+ * `E_UNSUPPORTED`, with nothing changed.
  *
  * @example
  * const [saved] = await importPoolSequences(cache, [engineSeq]);
@@ -164,7 +165,7 @@ function decodeInt8Row(
   if (!same)
     throw new TesseraError(
       'E_UNSUPPORTED',
-      `seqs[${i}]: token ${pos}, KV head ${h}: its int8 ${which ? 'V' : 'K'} codes and scale ${s} do not come back bit for bit through the cache's int8 codec (no code of ±127, or a scale on the subnormal grid)`,
+      `seqs[${i}]: token ${pos}, KV head ${h}: its int8 ${which ? 'V' : 'K'} codes and scale ${s} do not come back bit for bit through the cache's int8 codec (a nonzero scale with no code of ±127, or a scale below 1.8e-43, where decoding rounds codes away)`,
       { argument: `seqs[${i}]`, actual: pos },
     );
 }

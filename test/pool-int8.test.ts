@@ -388,6 +388,23 @@ describe('int8 pool pages: fork, truncate and import on the GPU', () => {
     expect(`${(err as TesseraError).code} ${(err as TesseraError).argument}`).toBe('E_UNSUPPORTED seqs[0]');
     expect((err as TesseraError).message).toContain('token 2, KV head 1');
     expect(cache.numPages).toBe(pagesBefore);
+    // A scale 10 subnormal steps above 0: code 1 decodes to 0, so the row cannot come back. With a
+    // good sequence first in the same call: all or nothing, that one is undone too.
+    const tiny = pool.addSequence();
+    gpuStep(p, pool.step([{ seq: tiny, tokens: 2 }]), rows(rng, 2), rows(rng, 2), pages);
+    const tp = pool.pages(tiny)[0]! * L.pageBytes;
+    const codes = new Int8Array(D);
+    codes[0] = 127;
+    codes[1] = 1;
+    g.dev.device.queue.writeBuffer(pages, tp + 1 * D, new Uint8Array(codes.buffer)); // K, head 0, row 1
+    g.dev.device.queue.writeBuffer(pages, tp + L.scaleOffset + 4, new Float32Array([10 * 2 ** -149]));
+    const tokensBefore = cache.stats().tokens;
+    const err2 = await importPoolSequences(cache, [a, tiny]).catch((e: unknown) => e);
+    expect(`${(err2 as TesseraError).code} ${(err2 as TesseraError).argument}`).toBe('E_UNSUPPORTED seqs[1]');
+    expect((err2 as TesseraError).message).toContain('token 1, KV head 0');
+    expect(cache.stats().tokens).toBe(tokensBefore); // the first sequence's import was undone
+    expect(cache.refCount(cache.pages(ca!)[0]!)).toBe(2);
+    pool.removeSequence(tiny);
     pool.removeSequence(bad);
     pool.removeSequence(a);
     pool.removeSequence(b);

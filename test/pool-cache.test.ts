@@ -609,8 +609,12 @@ describe('fork / truncate / free for sequences appended on the GPU', () => {
         ]),
       ),
     ).toBe('E_ARG fixes[1].src');
-    await expect(planPageOps(g.dev, { Hkv, D, pageSize: P, pageDtype: 'int8', maxPages: 4 })).rejects.toMatchObject({
+    await expect(
+      planPageOps(g.dev, { Hkv, D, pageSize: P, pageDtype: 'f8' as 'f16', maxPages: 4 }),
+    ).rejects.toMatchObject({ code: 'E_DTYPE', argument: 'pageDtype' });
+    await expect(planPageOps(g.dev, { Hkv, D: 6, pageSize: P, maxPages: 4 })).rejects.toMatchObject({
       code: 'E_UNSUPPORTED',
+      argument: 'D',
     });
     ops.schedule([]);
     const small = g.dev.createBuffer({ size: 16, usage });

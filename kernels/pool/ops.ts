@@ -1,9 +1,10 @@
 /**
  * Page operations on the GPU for fork and rewind of pool sequences: copy-on-write of a shared
  * partial last page (a page copy inside the caller's encoder) and the Quest min/max summaries of
- * a page recomputed over its first `rows` rows (a rewound last page). The host side is
- * `PagePool.fork` / `PagePool.truncate` (src/pool), which return the {@link PageFix} list this
- * plan encodes.
+ * a page recomputed over its first `rows` rows (a rewound last page). Any page dtype: the copy is
+ * the whole page (int8: codes and per-token scales), the summaries decode as the append plan's.
+ * The host side is `PagePool.fork` / `PagePool.truncate` (src/pool), which return the
+ * {@link PageFix} list this plan encodes.
  *
  * Compile once (`planPageOps`), `schedule(fixes)` (validated, one `queue.writeBuffer` into the
  * plan's table), `run(encoder, { pages, summaries? })` (no GPU buffer created, nothing awaited).
@@ -37,7 +38,11 @@ export interface PageOpsOptions {
   Dv?: number;
   /** Tokens per page. */
   pageSize: number;
-  /** Page dtype: f32, f16 or bf16 (default f16), as the append plan's. */
+  /**
+   * Page dtype: f32, f16, bf16 or int8 (default f16), as the append plan's. An int8 page's copy
+   * carries its codes and per-token scales (the whole page); its summaries decode each code with
+   * its row's scale, as the append plan's do.
+   */
   pageDtype?: KvDType;
   /** Pages in the pool buffer. */
   maxPages: number;
@@ -117,14 +122,6 @@ export class PageOpsPlan extends KernelPlan<PageOpsTensors> {
     const pageDtype = opts.pageDtype ?? 'f16';
     if (!KV_DTYPES.includes(pageDtype))
       fail('E_DTYPE', 'pageDtype', 'is not a KV dtype;', pageDtype, KV_DTYPES.join(', '));
-    if (pageDtype === 'int8')
-      fail(
-        'E_UNSUPPORTED',
-        'pageDtype',
-        'page ops (fork copy, truncate summary fix) are not yet tested on int8 pages;',
-        pageDtype,
-        'f32, f16 or bf16',
-      );
     const maxPages = checkInt(opts.maxPages, 'maxPages', { min: 1 });
     const maxFixes = checkInt(opts.maxFixes ?? Math.min(64, maxPages), 'maxFixes', { min: 1, max: maxPages });
     const L = pageLayout(pageSize, Hkv, D, Dv, pageDtype);

@@ -1,8 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
-// The browser end-to-end test (`npm run test:browser`): builds bench/browser with Vite, serves it
-// on 127.0.0.1 and drives Debian's chromium through playwright-core. Kept out of `npm test`
-// (vitest.config.ts excludes test/browser) because it needs a chromium binary.
+// The browser end-to-end tests (`npm run test:browser`, and the browser stage of `npm test`): build
+// bench/browser with Vite, serve it on 127.0.0.1 and drive Debian's chromium through playwright-core.
+// vitest.config.ts excludes test/browser, so the Node stage and this one each run their own files.
 export default defineConfig({
   test: {
     include: ['test/browser/**/*.test.ts'],

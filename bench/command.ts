@@ -9,8 +9,9 @@ export function registerBench(program: Command): void {
     .allowUnknownOption(true)
     .allowExcessArguments(true)
     .helpOption(false)
-    .action(async (suite: string) => {
+    .action(async (suite: string, _opts: unknown, cmd: Command) => {
       const { runBenchCli } = await import('./cli.js');
-      await runBenchCli(suite, process.argv.slice(process.argv.indexOf(suite) + 1));
+      // the suite's own options: what followed the suite name on the command line this program parsed
+      await runBenchCli(suite, cmd.args.slice(1));
     });
 }

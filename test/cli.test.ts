@@ -9,7 +9,10 @@ import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import type { Command } from 'commander';
+import { registerBench } from '../bench/command.js';
+import { createProgram, runProgram } from '../src/cli/program.js';
 
 const ROOT = resolve(__dirname, '..');
 // ../shared/golden from a checkout (as `npm test` uses it); /work/shared/golden from a worktree
@@ -27,6 +30,39 @@ function cli(args: string[]): { status: number | null; out: string; err: string 
     env: { ...process.env, TESSERA_DEBUG: '' },
   });
   return { status: r.status, out: r.stdout, err: r.stderr };
+}
+
+/**
+ * The same program as bin/tessera.ts, run inside the test worker (no process start, no tsx
+ * transform of the whole tree): what it prints (console and commander's own output) and the exit
+ * code it sets. The spawned form above stays for the tests that check the executable itself.
+ */
+async function cliIn(args: string[]): Promise<{ status: number | null; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const program = createProgram();
+  registerBench(program);
+  const route = (c: Command): void => {
+    c.configureOutput({ writeOut: (x) => void (out += x), writeErr: (x) => void (err += x) });
+    c.commands.forEach(route);
+  };
+  route(program);
+  const line = (...a: unknown[]) => `${a.map(String).join(' ')}\n`;
+  const log = vi.spyOn(console, 'log').mockImplementation((...a) => void (out += line(...a)));
+  const error = vi.spyOn(console, 'error').mockImplementation((...a) => void (err += line(...a)));
+  const saved = process.exitCode;
+  const debug = process.env.TESSERA_DEBUG;
+  process.exitCode = undefined;
+  delete process.env.TESSERA_DEBUG;
+  try {
+    await runProgram(program, [process.execPath, 'tessera', ...args]);
+    return { status: Number(process.exitCode ?? 0), out, err };
+  } finally {
+    process.exitCode = saved;
+    if (debug !== undefined) process.env.TESSERA_DEBUG = debug;
+    log.mockRestore();
+    error.mockRestore();
+  }
 }
 
 /** No stack trace: no `    at ...` frame line. */
@@ -54,60 +90,60 @@ function goldenCopy(edit?: (c: Record<string, any>) => void): string {
 }
 
 describe('class 12: verify does not trust damaged golden data', () => {
-  it('an intact copy passes (exit 0)', () => {
+  it('an intact copy passes (exit 0; the executable itself, spawned)', () => {
     const r = cli(['verify', '--golden', goldenCopy()]);
     expect(r.out, r.err).toMatch(new RegExp(`^PASS ${CASE} `, 'm'));
     expect(r.status).toBe(0);
   });
 
-  it('one flipped bit in a tensor file FAILs the case on its sha256 (exit 1)', () => {
+  it('one flipped bit in a tensor file FAILs the case on its sha256 (exit 1)', async () => {
     const dir = goldenCopy();
     const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
     const file = join(dir, manifest.cases[0].inputs.q.file);
     const bytes = readFileSync(file);
     bytes[100] ^= 0x01; // the lowest mantissa bit of one value: numerically invisible
     writeFileSync(file, bytes);
-    const r = cli(['verify', '--golden', dir]);
+    const r = await cliIn(['verify', '--golden', dir]);
     expect(r.out).toMatch(new RegExp(`^FAIL ${CASE} .*sha256`, 'm'));
     expect(r.status).toBe(1);
     expectNoStack(r.out + r.err);
   });
 
-  it('a tensor without a sha256 in the manifest FAILs (exit 1)', () => {
-    const r = cli(['verify', '--golden', goldenCopy((c) => delete c.outputs.o.sha256)]);
+  it('a tensor without a sha256 in the manifest FAILs (exit 1)', async () => {
+    const r = await cliIn(['verify', '--golden', goldenCopy((c) => delete c.outputs.o.sha256)]);
     expect(r.out).toMatch(new RegExp(`^FAIL ${CASE} .*no sha256`, 'm'));
     expect(r.status).toBe(1);
   });
 
-  it('an empty manifest is a failure (exit 1), with a typed message', () => {
+  it('an empty manifest is a failure (exit 1), with a typed message', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tessera-golden-'));
     dirs.push(dir);
     writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ cases: [] }));
-    const r = cli(['verify', '--golden', dir]);
+    const r = await cliIn(['verify', '--golden', dir]);
     expect(r.err).toMatch(/^tessera: verify: .*empty.*\(E_IO\)$/m);
     expect(r.status).toBe(1);
     expectNoStack(r.out + r.err);
   });
 
-  it('malformed JSON is a typed error, no stack trace (exit 1)', () => {
+  it('malformed JSON is a typed error, no stack trace (exit 1)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tessera-golden-'));
     dirs.push(dir);
     writeFileSync(join(dir, 'manifest.json'), '{ "cases": [ { "name": ');
-    const r = cli(['verify', '--golden', dir]);
+    const r = await cliIn(['verify', '--golden', dir]);
     expect(r.err).toMatch(/^tessera: verify: .*not valid JSON.*\(E_IO\)$/m);
     expect(r.status).toBe(1);
     expectNoStack(r.out + r.err);
   });
 
-  it('a case with a missing parameter FAILs (exit 1)', () => {
-    const r = cli(['verify', '--golden', goldenCopy((c) => delete c.params.K)]);
+  it('a case with a missing parameter FAILs (exit 1)', async () => {
+    const r = await cliIn(['verify', '--golden', goldenCopy((c) => delete c.params.K)]);
     expect(r.out).toMatch(new RegExp(`^FAIL ${CASE} `, 'm'));
     expect(r.status).toBe(1);
     expectNoStack(r.out + r.err);
   });
 
-  it('a case with an unknown function FAILs (exit 1)', () => {
-    const r = cli([
+  it('a case with an unknown function FAILs (exit 1)', async () => {
+    const r = await cliIn([
       'verify',
       '--golden',
       goldenCopy((c) => {
@@ -119,8 +155,8 @@ describe('class 12: verify does not trust damaged golden data', () => {
     expect(r.status).toBe(1);
   });
 
-  it('a --filter that matches no case is a failure (exit 1)', () => {
-    const r = cli(['verify', '--golden', goldenCopy(), '--filter', '^nothing$']);
+  it('a --filter that matches no case is a failure (exit 1)', async () => {
+    const r = await cliIn(['verify', '--golden', goldenCopy(), '--filter', '^nothing$']);
     expect(r.err).toMatch(/no case ran/);
     expect(r.status).toBe(1);
   });
@@ -146,8 +182,8 @@ describe('class 13: CLI options are validated, named, never a stack trace', () =
     [['verify', '--golden', GOLDEN, '--filter', '('], /^tessera: --filter: /m],
   ];
   for (const [args, want] of rows) {
-    it(`tessera ${args.join(' ')} -> exit 2 naming the option`, () => {
-      const r = cli(args);
+    it(`tessera ${args.join(' ')} -> exit 2 naming the option`, async () => {
+      const r = await cliIn(args);
       expect(r.err, r.out).toMatch(want);
       expect(r.status).toBe(2);
       expectNoStack(r.out + r.err);

@@ -10,8 +10,9 @@ export function registerDemo(program: Command): void {
     .argument('<name>', 'demo name')
     .allowUnknownOption(true)
     .allowExcessArguments(true)
-    .action(async (name: string) => {
+    .action(async (name: string, _opts: unknown, cmd: Command) => {
       const { runDemoCli } = await import('../demo/index.js');
-      await runDemoCli(name, process.argv.slice(process.argv.indexOf(name) + 1));
+      // the demo's own options: what followed the demo name on the command line this program parsed
+      await runDemoCli(name, cmd.args.slice(1));
     });
 }

@@ -13,6 +13,10 @@ import { recurrentLoopIterations, scanLoopIterations } from '../kernels/linear/l
 import scanWgsl from '../kernels/linear/scan.wgsl.js';
 import recurrentWgsl from '../kernels/linear/recurrent.wgsl.js';
 import { getMergeProgram, MERGE_PARAMS, mergeLoopIterations } from '../kernels/merge/merge.js';
+import { POOL_PARAMS, POOL_PROGRAM, poolLoopIterations } from '../kernels/moba/pool.js';
+import { MOBA_SELECT_PARAMS, SELECT_PROGRAM as MOBA_SELECT, mobaSelectLoopIterations } from '../kernels/moba/moba.js';
+import { NSA_SELECT_PARAMS, SELECT_PROGRAM as NSA_SELECT, nsaSelectLoopIterations } from '../kernels/nsa/nsa.js';
+import { DSA_INDEXER_PARAMS, INDEXER_PROGRAM, indexerLoopIterations } from '../kernels/dsa/dsa.js';
 import { useGpu } from './helpers/gpu.js';
 
 const gpu = useGpu();
@@ -272,6 +276,195 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
         expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(1.5 * counted + 16);
       } finally {
         for (const b of all) b.destroy();
+      }
+    });
+  }
+
+  /** Storage buffers filled with `data` (f32 / i32 words) and a uniform buffer, destroyed by `free`. */
+  function buffers() {
+    const dev = gpu.dev.device;
+    const all: GPUBuffer[] = [];
+    return {
+      storage(data: Float32Array<ArrayBuffer> | Int32Array<ArrayBuffer>) {
+        const b = dev.createBuffer({
+          size: Math.max(16, data.byteLength),
+          usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+        });
+        dev.queue.writeBuffer(b, 0, data);
+        all.push(b);
+        return b;
+      },
+      uniform(words: ArrayBuffer | ArrayBufferView<ArrayBuffer>, size: number) {
+        const b = dev.createBuffer({ size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+        dev.queue.writeBuffer(b, 0, words as ArrayBuffer);
+        all.push(b);
+        return b;
+      },
+      free() {
+        for (const b of all) b.destroy();
+      },
+    };
+  }
+
+  for (const [tokens, seg] of [
+    [300, { J0: 0, J1: 300, LOAD: 0, LAST: 1 }],
+    [300, { J0: 120, J1: 300, LOAD: 1, LAST: 0 }],
+    [37, { J0: 0, J1: 37, LOAD: 0, LAST: 1 }],
+  ] as const) {
+    it(`moba/nsa pool: poolLoopIterations bounds the counted iterations (${seg.J1 - seg.J0} of ${tokens} tokens)`, async () => {
+      const H = 2;
+      const D = 8;
+      const b = buffers();
+      try {
+        const all = [
+          b.storage(new Float32Array(tokens * H * D).fill(1)),
+          b.storage(new Float32Array(H * D)),
+          b.uniform(POOL_PARAMS.pack({ T: tokens, H, D, BS: tokens, NB: 1, ...seg }), POOL_PARAMS.size),
+        ];
+        const counted = await maxLoopCount(gpu.dev.device, POOL_PROGRAM.code, all, [1], {
+          WG: 64,
+          IN_DTYPE: 0,
+          DIV_MODE: 0,
+        });
+        const bound = poolLoopIterations(seg.J1 - seg.J0);
+        expect(counted, 'the kernel ran its loops').toBe(seg.J1 - seg.J0);
+        expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
+        expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(counted + 4);
+      } finally {
+        b.free();
+      }
+    });
+  }
+
+  for (const [nc, D, topk, load] of [
+    [200, 16, 3, false],
+    [200, 16, 3, true],
+    [60, 64, 12, false],
+    [80, 32, 8, true],
+  ] as const) {
+    it(`moba select: mobaSelectLoopIterations bounds the counted iterations (${nc} candidates, D ${D}, topk ${topk}, carried ${load})`, async () => {
+      const KP = topk - 1;
+      const b = buffers();
+      try {
+        // one row at key position nc (block size 1): candidates 0 .. nc - 1 with ascending gate
+        // scores, so every one is inserted at the head of the list (the most shifts); a carried
+        // list of KP entries scoring below all of them
+        const sel = new Int32Array(topk).map((_, i) => (load && i > 0 ? 0 : -1));
+        const all = [
+          b.storage(new Float32Array(D).fill(1)),
+          b.storage(new Float32Array(nc * D).map((_, i) => Math.floor(i / D) / 1000)),
+          b.storage(sel),
+          b.uniform(
+            MOBA_SELECT_PARAMS.pack({
+              Tq: 1,
+              Hq: 1,
+              Hkv: 1,
+              K: topk,
+              BS: 1,
+              NBM: nc,
+              POSOFF: nc,
+              B0: 0,
+              B1: nc,
+              LOAD: +load,
+              LAST: 1,
+            }),
+            MOBA_SELECT_PARAMS.size,
+          ),
+          b.storage(new Float32Array(Math.max(1, KP)).fill(-1)),
+        ];
+        const counted = await maxLoopCount(gpu.dev.device, MOBA_SELECT.code, all, [1], {
+          WG: 64,
+          IN_DTYPE: 0,
+          D,
+          MEANS_DTYPE: 0,
+        });
+        const bound = mobaSelectLoopIterations(nc, D, topk, load);
+        expect(counted, 'the kernel ran its loops').toBeGreaterThan(nc * (D / 4));
+        expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
+        expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(1.5 * counted + 16);
+      } finally {
+        b.free();
+      }
+    });
+  }
+
+  for (const [nc, G, D, S, load] of [
+    [100, 4, 16, 4, false],
+    [100, 4, 16, 4, true],
+    [40, 16, 64, 16, false],
+    [64, 2, 32, 8, true],
+  ] as const) {
+    it(`nsa select: nsaSelectLoopIterations bounds the counted iterations (${nc} candidates, G ${G}, D ${D}, S ${S}, carried ${load})`, async () => {
+      const b = buffers();
+      try {
+        // one query at key position nc - 1 (block size 1): candidates 0 .. nc - 1, all visible,
+        // scores ascending with the block (every one goes to the head), a carried list of S
+        // entries scoring below all of them
+        const all = [
+          b.storage(new Float32Array(G * D).fill(1)),
+          b.storage(new Float32Array(nc * D).map((_, i) => Math.floor(i / D) / 1000)),
+          b.storage(new Float32Array(G)),
+          b.storage(new Int32Array(S).fill(load ? 0 : -1)),
+          b.uniform(
+            NSA_SELECT_PARAMS.pack({
+              T: 1,
+              Hq: G,
+              Hkv: 1,
+              S,
+              BS: 1,
+              scale: 1,
+              POSOFF: nc - 1,
+              C0: 0,
+              C1: nc,
+              LOAD: +load,
+              LAST: 1,
+            }),
+            NSA_SELECT_PARAMS.size,
+          ),
+          b.storage(new Float32Array(S).fill(-1)),
+        ];
+        const counted = await maxLoopCount(gpu.dev.device, NSA_SELECT.code, all, [1], {
+          WG: 64,
+          IN_DTYPE: 0,
+          D,
+          FLA: 0,
+        });
+        const bound = nsaSelectLoopIterations(nc, G, D, S, load);
+        expect(counted, 'the kernel ran its loops').toBeGreaterThan((nc - 1) * G * (D / 4));
+        expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
+        expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(1.5 * counted + 16);
+      } finally {
+        b.free();
+      }
+    });
+  }
+
+  for (const [HI, DI, J0, J1] of [
+    [8, 512, 0, 8],
+    [8, 512, 3, 8],
+    [64, 128, 0, 64],
+  ] as const) {
+    it(`dsa indexer: indexerLoopIterations bounds the counted iterations (heads ${J0}..${J1} of ${HI}, DI ${DI})`, async () => {
+      const Tk = 8;
+      const b = buffers();
+      try {
+        const all = [
+          b.storage(new Float32Array(HI * DI).fill(0.5)),
+          b.storage(new Float32Array(Tk * DI).fill(0.25)),
+          b.storage(new Float32Array(HI).fill(1)),
+          b.storage(new Float32Array(Tk)),
+          b.uniform(
+            DSA_INDEXER_PARAMS.pack({ rows: 1, T0: 0, Tk, HI, POSOFF: Tk - 1, J0, J1, LOAD: J0 > 0 ? 1 : 0 }),
+            DSA_INDEXER_PARAMS.size,
+          ),
+        ];
+        const counted = await maxLoopCount(gpu.dev.device, INDEXER_PROGRAM.code, all, [1], { WG: 64, IN_DTYPE: 0, DI });
+        const bound = indexerLoopIterations(J1 - J0, DI);
+        expect(counted, 'the kernel ran its loops').toBeGreaterThanOrEqual((J1 - J0) * (DI / 4));
+        expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
+        expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(1.2 * counted + 16);
+      } finally {
+        b.free();
       }
     });
   }

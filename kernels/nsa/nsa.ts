@@ -39,7 +39,7 @@ import {
   poolWorkgroups,
   type PoolSegment,
 } from '../moba/pool.js';
-import { loopBudget } from '../topk/topk.js';
+import { loops, planLoopLimit, segment, withLoopLimit } from '../../src/gpu/segments.js';
 import type { NsaVariant } from './reference.js';
 import selectWgsl from './select.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
@@ -63,7 +63,7 @@ export const NSA_COMBINE_PARAMS = uniformLayout('NsaCombineParams', [
   ['Dv', 'u32'],
 ] as const);
 
-const SELECT_PROGRAM = wgslProgram('nsa/select', [
+export const SELECT_PROGRAM = wgslProgram('nsa/select', [
   storageWgsl,
   unpackWgsl,
   selectSmallWgsl,
@@ -77,17 +77,22 @@ export const NSA_MAX_BLOCK_COUNT = 64;
 
 /**
  * Upper bound of the loop iterations one invocation of `select.wgsl` runs over `nc` candidate
- * blocks (counted as `loopBudget` in kernels/topk says; G = Hq / Hkv query heads per KV head,
- * D4 = D / 4, S = blockCount): per candidate the step, the group loop (G + 1) of dot products
- * (D4 + 1 each), the insertion call (1) and its up to S steps; the candidate loop's exit, the
- * S outputs (S + 1), S + 1 more to read a carried list back, the early return. Unsegmented nc = ceil(Tk / blockSize): with G = 16, D = 64, S = 16 it passes 65,535 at
- * 214 blocks (Tk = 13.7K with blockSize 64).
+ * blocks, in the counting rules of src/gpu/segments.ts (G = Hq / Hkv query heads per KV head,
+ * D4 = D / 4, S = blockCount): the early return, a carried list read back (a loop of S), per
+ * candidate the group loop (G) of dot products (D4 each) and the insertion call (`sel_offer`: a
+ * loop of at most S - 1 shifts), and the S outputs. Unsegmented nc = ceil(Tk / blockSize): with
+ * G = 16, D = 64, S = 16 it passes 65,535 at 214 blocks (Tk = 13.7K with blockSize 64).
  *
  * @example
  * nsaSelectLoopIterations(256, 16, 64, 16, false); // 78,611
  */
 export function nsaSelectLoopIterations(nc: number, G: number, D: number, S: number, load: boolean): number {
-  return 1 + nc * (G * (D / 4 + 2) + S + 3) + 1 + (S + 1) + (load ? S + 1 : 0);
+  return (
+    loops.ret +
+    (load ? loops.loop(S) : 0) +
+    loops.loop(nc, loops.loop(G, loops.loop(D / 4)) + loops.call(loops.loop(S - 1))) +
+    loops.loop(S)
+  );
 }
 
 /** One dispatch of the NSA selection: candidate blocks [C0, C1). */
@@ -99,27 +104,24 @@ export interface NsaSelectSegment {
 }
 
 /**
- * The selection dispatches under a loop budget: all `NC` candidates at once when that fits,
- * else segments of as many as fit, the list carried between them; `undefined` when not even one
- * candidate fits (a GQA group too large for the device's loop limit).
+ * The selection dispatches under loop cap `limit` (`segment()` of src/gpu/segments.ts): all `NC`
+ * candidates at once when that fits, else segments of as many as fit, the list carried between
+ * them. Throws `E_LIMIT` naming `Hq` when not even one candidate fits (a GQA group too large for
+ * the loop limit).
  *
  * @example
- * nsaSelectSegments(58981, 1024, 16, 64, 16)!.length; // 6 on llvmpipe (Tk = 64K, blockSize 64)
+ * nsaSelectSegments(65535, 1024, 16, 64, 16).length; // 6 on llvmpipe (Tk = 64K, blockSize 64)
  */
-export function nsaSelectSegments(
-  budget: number,
-  NC: number,
-  G: number,
-  D: number,
-  S: number,
-): NsaSelectSegment[] | undefined {
-  if (nsaSelectLoopIterations(NC, G, D, S, false) <= budget) return [{ C0: 0, C1: 0xffffffff, LOAD: 0, LAST: 1 }];
-  const per = Math.floor((budget - nsaSelectLoopIterations(0, G, D, S, true)) / (G * (D / 4 + 2) + S + 3));
-  if (per < 1) return undefined;
-  const segs: NsaSelectSegment[] = [];
-  for (let c0 = 0; c0 < NC; c0 += per)
-    segs.push({ C0: c0, C1: c0 + per, LOAD: c0 > 0 ? 1 : 0, LAST: c0 + per >= NC ? 1 : 0 });
-  return segs;
+export function nsaSelectSegments(limit: number, NC: number, G: number, D: number, S: number): NsaSelectSegment[] {
+  const s = segment(NC, (n) => nsaSelectLoopIterations(n, G, D, S, n < NC), limit, {
+    op: 'nsa',
+    what: `one selection candidate of a group of ${G} query heads`,
+    argument: 'Hq',
+    actual: G,
+    expected: 'fewer query heads per KV head (or a larger loopLimit)',
+  });
+  if (s.count === 1) return [{ C0: 0, C1: 0xffffffff, LOAD: 0, LAST: 1 }];
+  return s.segments.map((g) => ({ C0: g.begin, C1: g.end, LOAD: g.carry ? 1 : 0, LAST: g.last ? 1 : 0 }));
 }
 
 /** How a plan splits its dispatches under the device's loop limit (one each elsewhere). */
@@ -163,6 +165,11 @@ export interface NsaOptions {
   outDtype?: FloatDType;
   /** Kernel variant: `auto` (default) follows the adapter class; `cpu`/`gpu` force one (tests). */
   target?: GatherTarget;
+  /**
+   * Size the splits for this loop cap (lower than the device's only; an integer >= 256): tests
+   * run the segmented paths llvmpipe needs on any adapter with it. Default: the device's.
+   */
+  loopLimit?: number;
 }
 
 export interface NsaTensors {
@@ -184,7 +191,7 @@ export interface NsaTensors {
   blockIndices?: GpuTensor;
 }
 
-type Resolved = Required<Omit<NsaOptions, 'Tk' | 'T'>> & { Tk: number; /** = Tq */ T: number };
+type Resolved = Required<Omit<NsaOptions, 'Tk' | 'T' | 'loopLimit'>> & { Tk: number; /** = Tq */ T: number };
 
 /**
  * Native sparse attention (compression, selected blocks, sliding window, gated).
@@ -288,18 +295,10 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const G = o.Hq / o.Hkv;
     // Splits under the device's loop limit (llvmpipe): pooling and selection here, the attention
     // branches inside their BlockListPlans (parts merged by kernels/merge).
-    const budget = loopBudget(ctx);
+    const limit = planLoopLimit(ctx, opts.loopLimit);
     const NC = Math.ceil(o.Tk / o.blockSize);
-    const selSegs = nsaSelectSegments(budget, NC, G, o.D, o.blockCount);
-    if (!selSegs)
-      fail(
-        'E_LIMIT',
-        'Hq',
-        `one selection candidate of a group of ${G} query heads runs more loop iterations than this device allows one invocation (${budget});`,
-        o.Hq,
-        'fewer query heads per KV head',
-      );
-    const pool = poolSegments(budget, o.blockSize, o.Tk);
+    const selSegs = nsaSelectSegments(limit, NC, G, o.D, o.blockCount);
+    const pool = poolSegments(limit, o.blockSize, o.Tk);
     const splits: Splits = {
       pool,
       select: selSegs,
@@ -323,15 +322,16 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
       variant: sparseVariant(ctx, o.target),
     };
     const one = { rows: o.T, heads: 1, stride: 1, base: 0, maxEntries: 1 };
+    const capped = withLoopLimit(ctx, limit);
     const [poolK, cmp, select, slc, swa, combine] = await Promise.all([
       poolPipeline(ctx, o.dtype, o.variant === 'fla' ? 'count' : 'blockSize'),
-      BlockListPlan.create(ctx, { ...core, ...one, Tk: NC, block: NC, keyStride: o.blockSize, kvDtype: 'f32' }),
+      BlockListPlan.create(capped, { ...core, ...one, Tk: NC, block: NC, keyStride: o.blockSize, kvDtype: 'f32' }),
       getPipeline(ctx, {
         shader: SELECT_PROGRAM,
         bindings: ['read', 'read', 'read', 'rw', 'uniform', 'rw'],
         constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, FLA: o.variant === 'fla' ? 1 : 0 },
       }),
-      BlockListPlan.create(ctx, {
+      BlockListPlan.create(capped, {
         ...core,
         Tk: o.Tk,
         rows: 1,
@@ -343,7 +343,7 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
         kvDtype: o.dtype,
       }),
       o.window > 0
-        ? BlockListPlan.create(ctx, {
+        ? BlockListPlan.create(capped, {
             ...core,
             ...one,
             Tk: o.Tk,

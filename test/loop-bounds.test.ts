@@ -17,6 +17,7 @@ import { POOL_PARAMS, POOL_PROGRAM, poolLoopIterations } from '../kernels/moba/p
 import { MOBA_SELECT_PARAMS, SELECT_PROGRAM as MOBA_SELECT, mobaSelectLoopIterations } from '../kernels/moba/moba.js';
 import { NSA_SELECT_PARAMS, SELECT_PROGRAM as NSA_SELECT, nsaSelectLoopIterations } from '../kernels/nsa/nsa.js';
 import { DSA_INDEXER_PARAMS, INDEXER_PROGRAM, indexerLoopIterations } from '../kernels/dsa/dsa.js';
+import { QUEST_PARAMS, QUEST_SCORE_PROGRAM, questScoreLoopIterations } from '../kernels/quest/score.js';
 import { useGpu } from './helpers/gpu.js';
 
 const gpu = useGpu();
@@ -463,6 +464,56 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
         expect(counted, 'the kernel ran its loops').toBeGreaterThanOrEqual((J1 - J0) * (DI / 4));
         expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
         expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(1.2 * counted + 16);
+      } finally {
+        b.free();
+      }
+    });
+  }
+
+  for (const [group, D, vec] of [
+    [4, 64, false],
+    [16, 128, false],
+    [3, 32, true],
+  ] as const) {
+    it(`quest score: questScoreLoopIterations bounds the counted iterations (group ${group}, D ${D}, 16-byte loads ${vec})`, async () => {
+      const pages = 4;
+      const b = buffers();
+      try {
+        // min/max summaries of `pages` pages, one KV head (f16 pairs; the values do not change the loops)
+        const summ = b.storage(new Int32Array(pages * D).fill(0x3c003c00));
+        const all = [
+          b.storage(new Float32Array(group * D).fill(0.5)),
+          summ,
+          b.storage(new Int32Array(pages).map((_, i) => i)),
+          b.storage(new Float32Array(pages)),
+          b.uniform(
+            QUEST_PARAMS.pack({
+              n: pages,
+              first: 0,
+              count: pages,
+              Hkv: 1,
+              group,
+              chunkFirst: 0,
+              chunkPages: pages,
+              forcedLo: 0,
+              forcedHi: pages,
+            }),
+            QUEST_PARAMS.size,
+          ),
+          summ,
+        ];
+        const counted = await maxLoopCount(gpu.dev.device, QUEST_SCORE_PROGRAM.code, all, [1], {
+          WG: 64,
+          D,
+          MODE: 0,
+          REDUCE: 0,
+          VEC: +vec,
+        });
+        const bound = questScoreLoopIterations(group, D);
+        expect(counted, 'the kernel ran its loops').toBeGreaterThanOrEqual(group * (D / (vec ? 8 : 4)));
+        expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
+        // 16-byte loads halve the channel loop: the bound (D / 4 chunks) covers both
+        expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual((vec ? 2 : 1.2) * counted + 16);
       } finally {
         b.free();
       }

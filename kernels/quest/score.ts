@@ -27,7 +27,7 @@ export const QUEST_PARAMS = uniformLayout('QuestParams', [
   ['forcedHi', 'u32'],
 ] as const);
 
-const PROGRAM = wgslProgram('quest/score', [storageWgsl, QUEST_PARAMS.wgsl, scoreWgsl]);
+export const QUEST_SCORE_PROGRAM = wgslProgram('quest/score', [storageWgsl, QUEST_PARAMS.wgsl, scoreWgsl]);
 const WG = 64;
 
 /** @internal The page-id list and the summaries of a Quest scoring run (score and block plans). */
@@ -175,7 +175,7 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     }
     const o = { Hq, Hkv, D, mode, groupReduce, maxCalls };
     const pipeline = await getPipeline(ctx, {
-      shader: PROGRAM,
+      shader: QUEST_SCORE_PROGRAM,
       bindings: ['read', 'read', 'read', 'rw', 'uniform', 'read'],
       constants: {
         WG,

@@ -305,8 +305,8 @@ describe('dsa loop bounds (llvmpipe stops an invocation after 65,535 loop iterat
   it('bound functions', () => {
     expect(indexerLoopIterations(64, 128)).toBe(2183);
     const segs = indexerSegments(1024, 8, 512);
-    expect(segs.map((g) => [g.J0, g.LOAD])).toEqual(segs.map((_, i) => [i * segs[0]!.J1, i ? 1 : 0]));
-    for (const g of segs) expect(indexerLoopIterations(Math.min(g.J1, 8) - g.J0, 512)).toBeLessThanOrEqual(921);
+    expect(segs.map((g) => [g.begin, g.carry])).toEqual(segs.map((_, i) => [i * segs[0]!.end, i > 0]));
+    for (const g of segs) expect(indexerLoopIterations(g.end - g.begin, 512)).toBeLessThanOrEqual(921);
     expect(indexerSegments(65535, 64, 128)).toHaveLength(1);
   });
   // 256 index heads of 1,024 dims: unsegmented one indexer invocation runs 256 x 258 + 7 =

@@ -308,11 +308,11 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
   }
 
   for (const [tokens, seg] of [
-    [300, { J0: 0, J1: 300, LOAD: 0, LAST: 1 }],
-    [300, { J0: 120, J1: 300, LOAD: 1, LAST: 0 }],
-    [37, { J0: 0, J1: 37, LOAD: 0, LAST: 1 }],
+    [300, { begin: 0, end: 300, carry: false, last: true }],
+    [300, { begin: 120, end: 300, carry: true, last: false }],
+    [37, { begin: 0, end: 37, carry: false, last: true }],
   ] as const) {
-    it(`moba/nsa pool: poolLoopIterations bounds the counted iterations (${seg.J1 - seg.J0} of ${tokens} tokens)`, async () => {
+    it(`moba/nsa pool: poolLoopIterations bounds the counted iterations (${seg.end - seg.begin} of ${tokens} tokens)`, async () => {
       const H = 2;
       const D = 8;
       const b = buffers();
@@ -320,15 +320,18 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
         const all = [
           b.storage(new Float32Array(tokens * H * D).fill(1)),
           b.storage(new Float32Array(H * D)),
-          b.uniform(POOL_PARAMS.pack({ T: tokens, H, D, BS: tokens, NB: 1, ...seg }), POOL_PARAMS.size),
+          b.uniform(
+            POOL_PARAMS.pack({ T: tokens, H, D, BS: tokens, NB: 1, ...segmentUniforms(seg) }),
+            POOL_PARAMS.size,
+          ),
         ];
         const counted = await maxLoopCount(gpu.dev.device, POOL_PROGRAM.code, all, [1], {
           WG: 64,
           IN_DTYPE: 0,
           DIV_MODE: 0,
         });
-        const bound = poolLoopIterations(seg.J1 - seg.J0);
-        expect(counted, 'the kernel ran its loops').toBe(seg.J1 - seg.J0);
+        const bound = poolLoopIterations(seg.end - seg.begin);
+        expect(counted, 'the kernel ran its loops').toBe(seg.end - seg.begin);
         expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
         expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(counted + 4);
       } finally {
@@ -364,10 +367,7 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
               BS: 1,
               NBM: nc,
               POSOFF: nc,
-              B0: 0,
-              B1: nc,
-              LOAD: +load,
-              LAST: 1,
+              ...segmentUniforms({ begin: 0, end: nc, carry: load, last: true }),
             }),
             MOBA_SELECT_PARAMS.size,
           ),
@@ -415,10 +415,7 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
               BS: 1,
               scale: 1,
               POSOFF: nc - 1,
-              C0: 0,
-              C1: nc,
-              LOAD: +load,
-              LAST: 1,
+              ...segmentUniforms({ begin: 0, end: nc, carry: load, last: true }),
             }),
             NSA_SELECT_PARAMS.size,
           ),
@@ -455,7 +452,14 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
           b.storage(new Float32Array(HI).fill(1)),
           b.storage(new Float32Array(Tk)),
           b.uniform(
-            DSA_INDEXER_PARAMS.pack({ rows: 1, T0: 0, Tk, HI, POSOFF: Tk - 1, J0, J1, LOAD: J0 > 0 ? 1 : 0 }),
+            DSA_INDEXER_PARAMS.pack({
+              rows: 1,
+              T0: 0,
+              Tk,
+              HI,
+              POSOFF: Tk - 1,
+              ...segmentUniforms({ begin: J0, end: J1, carry: J0 > 0, last: true }),
+            }),
             DSA_INDEXER_PARAMS.size,
           ),
         ];

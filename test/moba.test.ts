@@ -145,13 +145,12 @@ describe('moba loop bounds (llvmpipe stops an invocation after 65,535 loop itera
     expect(mobaSelectLoopIterations(1024, 64, 3, false)).toBe(1 + 17 + 1024 * (16 + 2 + 3) + 1 + 3);
     const segs = mobaSelectSegments(1024, 150, 16, 3);
     expect(segs.length).toBeGreaterThan(1);
-    expect(segs.map((g) => [g.LOAD, g.LAST])).toEqual(segs.map((_, i) => [i ? 1 : 0, i === segs.length - 1 ? 1 : 0]));
-    segs.forEach((g, i) => i > 0 && expect(g.B0).toBe(segs[i - 1]!.B1));
-    for (const g of segs)
-      expect(mobaSelectLoopIterations(Math.min(g.B1, 150) - g.B0, 16, 3, g.LOAD === 1)).toBeLessThanOrEqual(921);
-    expect(poolSegments(1024, 1000, 2100).map((g) => [g.J0, g.J1, g.LOAD, g.LAST])).toEqual([
-      [0, 919, 0, 0],
-      [919, 1000, 1, 1],
+    expect(segs.map((g) => [g.carry, g.last])).toEqual(segs.map((_, i) => [i > 0, i === segs.length - 1]));
+    segs.forEach((g, i) => i > 0 && expect(g.begin).toBe(segs[i - 1]!.end));
+    for (const g of segs) expect(mobaSelectLoopIterations(g.end - g.begin, 16, 3, g.carry)).toBeLessThanOrEqual(921);
+    expect(poolSegments(1024, 1000, 2100).map((g) => [g.begin, g.end, g.carry, g.last])).toEqual([
+      [0, 919, false, false],
+      [919, 1000, true, true],
     ]);
   });
   // Decode over 70,000 one-token blocks: unsegmented, the selection walks 70,000 candidates per

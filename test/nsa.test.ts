@@ -135,10 +135,10 @@ describe('nsa loop bounds (llvmpipe stops an invocation after 65,535 loop iterat
   it('bound functions', () => {
     expect(nsaSelectLoopIterations(4000, 16, 16, 16, false)).toBe(1 + 4000 * (16 * 6 + 16 + 3) + 1 + 17);
     const segs = nsaSelectSegments(1024, 500, 2, 16, 4);
-    expect(segs.map((g) => [g.LOAD, g.LAST])).toEqual(segs.map((_, i) => [i ? 1 : 0, i === segs.length - 1 ? 1 : 0]));
-    segs.forEach((g, i) => i > 0 && expect(g.C0).toBe(segs[i - 1]!.C1));
-    for (const g of segs)
-      expect(nsaSelectLoopIterations(Math.min(g.C1, 500) - g.C0, 2, 16, 4, g.LOAD === 1)).toBeLessThanOrEqual(921);
+    expect(segs.length).toBeGreaterThan(1);
+    expect(segs.map((g) => [g.carry, g.last])).toEqual(segs.map((_, i) => [i > 0, i === segs.length - 1]));
+    segs.forEach((g, i) => i > 0 && expect(g.begin).toBe(segs[i - 1]!.end));
+    for (const g of segs) expect(nsaSelectLoopIterations(g.end - g.begin, 2, 16, 4, g.carry)).toBeLessThanOrEqual(921);
     expect(() => nsaSelectSegments(1024, 10, 64, 256, 16)).toThrow(
       expect.objectContaining({ code: 'E_LIMIT', argument: 'Hq' }),
     );

@@ -22,7 +22,15 @@ import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import { checkHeadDim, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
 import { BlockListPlan } from '../attention/lists.js';
 import { planTopK, TOPK_MAX_K, type TopKPlan } from '../topk/index.js';
-import { loops, planLoopLimit, segment, withLoopLimit } from '../../src/gpu/segments.js';
+import {
+  loops,
+  planLoopLimit,
+  segment,
+  segmentUniforms,
+  SEGMENT_FIELDS,
+  withLoopLimit,
+  type Segment,
+} from '../../src/gpu/segments.js';
 import indexerWgsl from './indexer.wgsl.js';
 
 export const DSA_INDEXER_PARAMS = uniformLayout('IndexerParams', [
@@ -31,9 +39,9 @@ export const DSA_INDEXER_PARAMS = uniformLayout('IndexerParams', [
   ['Tk', 'u32'],
   ['HI', 'u32'],
   ['POSOFF', 'i32'],
-  ['J0', 'u32'], // segment: index heads [J0, J1) ...
-  ['J1', 'u32'],
-  ['LOAD', 'u32'], // ... added to the partial sums left in the scores (see indexerSegments)
+  // segment: index heads [seg_begin, seg_end), added to the partial sums left in the scores
+  // (seg_carry; seg_last unused, see indexerSegments)
+  ...SEGMENT_FIELDS,
 ] as const);
 
 export const INDEXER_PROGRAM = wgslProgram('dsa/indexer', [
@@ -59,13 +67,6 @@ export function indexerLoopIterations(heads: number, DI: number): number {
   return loops.ret + loops.loop(heads, loops.loop(DI / 4)) + loops.loop(4);
 }
 
-/** One dispatch of the indexer: index heads [J0, J1). */
-export interface IndexerSegment {
-  J0: number;
-  J1: number;
-  LOAD: number;
-}
-
 /**
  * The indexer dispatches under loop cap `limit` (`segment()` of src/gpu/segments.ts): all HI heads
  * at once when they fit, else groups of heads, each adding to the partial sums the previous one
@@ -74,7 +75,7 @@ export interface IndexerSegment {
  * @example
  * indexerSegments(65535, 1024, 1024).length; // 5 on llvmpipe
  */
-export function indexerSegments(limit: number, HI: number, DI: number): IndexerSegment[] {
+export function indexerSegments(limit: number, HI: number, DI: number): readonly Segment[] {
   const s = segment(HI, (n) => indexerLoopIterations(n, DI), limit, {
     op: 'dsa',
     what: 'one index head of the indexer',
@@ -82,8 +83,7 @@ export function indexerSegments(limit: number, HI: number, DI: number): IndexerS
     actual: DI,
     expected: 'a smaller DI (or a larger loopLimit)',
   });
-  if (s.count === 1) return [{ J0: 0, J1: 0xffffffff, LOAD: 0 }];
-  return s.segments.map((g) => ({ J0: g.begin, J1: g.end, LOAD: g.carry ? 1 : 0 }));
+  return s.segments;
 }
 
 export interface DsaOptions {
@@ -182,7 +182,7 @@ interface Chunk {
 
 /** How a plan splits its dispatches under the device's loop limit. */
 interface Splits {
-  indexer: IndexerSegment[];
+  indexer: readonly Segment[];
   loopIterations: number;
 }
 
@@ -259,7 +259,7 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
       rows,
       all,
       indexer: splits.indexer.map((seg) =>
-        this.uniform(DSA_INDEXER_PARAMS, { rows, T0, Tk: o.Tk, HI: o.HI, POSOFF: o.Tk - o.T, ...seg }),
+        this.uniform(DSA_INDEXER_PARAMS, { rows, T0, Tk: o.Tk, HI: o.HI, POSOFF: o.Tk - o.T, ...segmentUniforms(seg) }),
       ),
       core: cores[i]!,
       topk: topks.get(rows)!,
@@ -281,7 +281,7 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
     const indexerSegs = indexerSegments(limit, o.HI, o.DI);
     const splits: Splits = {
       indexer: indexerSegs,
-      loopIterations: Math.max(...indexerSegs.map((g) => indexerLoopIterations(Math.min(g.J1, o.HI) - g.J0, o.DI))),
+      loopIterations: Math.max(...indexerSegs.map((g) => indexerLoopIterations(g.end - g.begin, o.DI))),
     };
     // Per chunk: rows t0 .. t0 + rows of the core, the chunk's selection [rows, S] as token lists
     // (one per token, shared by its heads), or for keep-everything rows all causal keys as one block.

@@ -25,15 +25,16 @@ import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import { checkHeadDim, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
 import { BlockListPlan } from '../attention/lists.js';
-import { loops, planLoopLimit, segment, withLoopLimit } from '../../src/gpu/segments.js';
 import {
-  POOL_PARAMS,
-  poolLoopIterations,
-  poolPipeline,
-  poolSegments,
-  poolWorkgroups,
-  type PoolSegment,
-} from './pool.js';
+  loops,
+  planLoopLimit,
+  segment,
+  segmentUniforms,
+  SEGMENT_FIELDS,
+  withLoopLimit,
+  type Segment,
+} from '../../src/gpu/segments.js';
+import { POOL_PARAMS, poolLoopIterations, poolPipeline, poolSegments, poolWorkgroups } from './pool.js';
 import selectWgsl from './select.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 
@@ -45,10 +46,9 @@ export const MOBA_SELECT_PARAMS = uniformLayout('MobaSelectParams', [
   ['BS', 'u32'],
   ['NBM', 'u32'],
   ['POSOFF', 'i32'],
-  ['B0', 'u32'], // segment: candidate blocks [B0, B1) ...
-  ['B1', 'u32'],
-  ['LOAD', 'u32'], // ... continuing the list carried in sel + carry ...
-  ['LAST', 'u32'], // ... which the last segment stops carrying (see mobaSelectSegments)
+  // segment: candidate blocks [seg_begin, seg_end), continuing the list carried in sel + carry
+  // (seg_carry), which the last segment stops carrying (seg_last; see mobaSelectSegments)
+  ...SEGMENT_FIELDS,
 ] as const);
 
 export const SELECT_PROGRAM = wgslProgram('moba/select', [
@@ -85,14 +85,6 @@ export function mobaSelectLoopIterations(nc: number, D: number, topk: number, lo
   );
 }
 
-/** One dispatch of the MoBA selection: candidate blocks [B0, B1). */
-export interface MobaSelectSegment {
-  B0: number;
-  B1: number;
-  LOAD: number;
-  LAST: number;
-}
-
 /**
  * The selection dispatches under loop cap `limit` (`segment()` of src/gpu/segments.ts): all `NB`
  * candidates at once when that fits, else segments of as many candidates as fit, the list
@@ -101,7 +93,7 @@ export interface MobaSelectSegment {
  * @example
  * mobaSelectSegments(4096, 512, 64, 3).length; // 3
  */
-export function mobaSelectSegments(limit: number, NB: number, D: number, topk: number): MobaSelectSegment[] {
+export function mobaSelectSegments(limit: number, NB: number, D: number, topk: number): readonly Segment[] {
   const s = segment(NB, (n) => mobaSelectLoopIterations(n, D, topk, n < NB), limit, {
     op: 'moba',
     what: 'one candidate block of the selection',
@@ -109,8 +101,7 @@ export function mobaSelectSegments(limit: number, NB: number, D: number, topk: n
     actual: D,
     expected: 'a smaller D or topk, or a larger loopLimit',
   });
-  if (s.count === 1) return [{ B0: 0, B1: 0xffffffff, LOAD: 0, LAST: 1 }];
-  return s.segments.map((g) => ({ B0: g.begin, B1: g.end, LOAD: g.carry ? 1 : 0, LAST: g.last ? 1 : 0 }));
+  return s.segments;
 }
 
 export interface MobaOptions {
@@ -166,8 +157,8 @@ type Resolved = Required<Omit<MobaOptions, 'Tk' | 'loopLimit'>> & { Tk: number }
 
 /** How a plan splits its dispatches under the device's loop limit (one each elsewhere). */
 interface Splits {
-  pool: PoolSegment[];
-  select: MobaSelectSegment[];
+  pool: readonly Segment[];
+  select: readonly Segment[];
   loopIterations: number;
 }
 
@@ -226,7 +217,7 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     this.core = core;
     const NB = (this.numBlocks = Math.ceil(o.Tk / o.blockSize));
     this.poolParams = splits.pool.map((seg) =>
-      this.uniform(POOL_PARAMS, { T: o.Tk, H: o.Hkv, D: o.D, BS: o.blockSize, NB, ...seg }),
+      this.uniform(POOL_PARAMS, { T: o.Tk, H: o.Hkv, D: o.D, BS: o.blockSize, NB, ...segmentUniforms(seg) }),
     );
     this.selParams = splits.select.map((seg) =>
       this.uniform(MOBA_SELECT_PARAMS, {
@@ -237,7 +228,7 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
         BS: o.blockSize,
         NBM: NB,
         POSOFF: o.Tk - o.Tq,
-        ...seg,
+        ...segmentUniforms(seg),
       }),
     );
     this.selCarry = this.workspace(splits.select.length > 1 ? o.Tq * o.Hq * (o.topk - 1) * 4 : 16, 'moba.selCarry');
@@ -259,13 +250,12 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     // candidate ranges, attention over list entries / key ranges (see the bound functions).
     const limit = planLoopLimit(ctx, opts.loopLimit);
     const NB = Math.ceil(o.Tk / o.blockSize);
-    const keys = Math.min(o.blockSize, o.Tk);
     const pool = poolSegments(limit, o.blockSize, o.Tk);
     const selSegs = mobaSelectSegments(limit, NB, o.D, o.topk);
     const selectIters = Math.max(
-      ...selSegs.map((g) => mobaSelectLoopIterations(Math.min(g.B1, NB) - g.B0, o.D, o.topk, g.LOAD === 1)),
+      ...selSegs.map((g) => mobaSelectLoopIterations(g.end - g.begin, o.D, o.topk, g.carry)),
     );
-    const poolIters = Math.max(...pool.map((g) => poolLoopIterations(Math.min(g.J1, keys) - g.J0)));
+    const poolIters = Math.max(...pool.map((g) => poolLoopIterations(g.end - g.begin)));
     const select = (meansDtype: 'f32' | 'f16') =>
       getPipeline(ctx, {
         shader: SELECT_PROGRAM,

@@ -5,7 +5,7 @@
 import type { TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { loops, segment } from '../../src/gpu/segments.js';
+import { loops, segment, SEGMENT_FIELDS, type Segment } from '../../src/gpu/segments.js';
 import { dtypeCode, type FloatDType } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
@@ -17,10 +17,9 @@ export const POOL_PARAMS = uniformLayout('PoolParams', [
   ['D', 'u32'],
   ['BS', 'u32'],
   ['NB', 'u32'],
-  ['J0', 'u32'], // segment: tokens [J0, J1) of every block ...
-  ['J1', 'u32'],
-  ['LOAD', 'u32'], // ... added to the running sum left in out ...
-  ['LAST', 'u32'], // ... and divided by the last segment (see poolSegments)
+  // segment: tokens [seg_begin, seg_end) of every block, added to the running sum left in out
+  // (seg_carry) and divided by the last segment (seg_last; see poolSegments)
+  ...SEGMENT_FIELDS,
 ] as const);
 
 export const POOL_PROGRAM = wgslProgram('moba/pool', [storageWgsl, unpackWgsl, POOL_PARAMS.wgsl, poolWgsl]);
@@ -54,14 +53,6 @@ export function poolWorkgroups(NB: number, H: number, D: number): number {
   return Math.ceil((NB * H * (D / 4)) / POOL_WG);
 }
 
-/** One dispatch of the pooling: tokens [J0, J1) of every block. */
-export interface PoolSegment {
-  J0: number;
-  J1: number;
-  LOAD: number;
-  LAST: number;
-}
-
 /**
  * Upper bound of the loop iterations one pooling invocation runs over `tokens` tokens of its block
  * (segment), in the counting rules of src/gpu/segments.ts (`loops`): the token loop and the early
@@ -83,7 +74,7 @@ export function poolLoopIterations(tokens: number): number {
  * @example
  * poolSegments(65535, 1 << 20, 1 << 20).length; // 18 on llvmpipe
  */
-export function poolSegments(limit: number, blockSize: number, T: number): PoolSegment[] {
+export function poolSegments(limit: number, blockSize: number, T: number): readonly Segment[] {
   const len = Math.min(blockSize, T);
   const s = segment(len, poolLoopIterations, limit, {
     op: 'pool',
@@ -92,6 +83,5 @@ export function poolSegments(limit: number, blockSize: number, T: number): PoolS
     actual: limit,
     expected: 'a larger loop limit',
   });
-  if (s.count === 1) return [{ J0: 0, J1: blockSize, LOAD: 0, LAST: 1 }];
-  return s.segments.map((g) => ({ J0: g.begin, J1: g.end, LOAD: g.carry ? 1 : 0, LAST: g.last ? 1 : 0 }));
+  return s.segments;
 }

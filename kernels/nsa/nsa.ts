@@ -31,15 +31,16 @@ import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import { checkHeadDim, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
 import { BlockListPlan } from '../attention/lists.js';
+import { POOL_PARAMS, poolLoopIterations, poolPipeline, poolSegments, poolWorkgroups } from '../moba/pool.js';
 import {
-  POOL_PARAMS,
-  poolLoopIterations,
-  poolPipeline,
-  poolSegments,
-  poolWorkgroups,
-  type PoolSegment,
-} from '../moba/pool.js';
-import { loops, planLoopLimit, segment, withLoopLimit } from '../../src/gpu/segments.js';
+  loops,
+  planLoopLimit,
+  segment,
+  segmentUniforms,
+  SEGMENT_FIELDS,
+  withLoopLimit,
+  type Segment,
+} from '../../src/gpu/segments.js';
 import type { NsaVariant } from './reference.js';
 import selectWgsl from './select.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
@@ -53,10 +54,9 @@ export const NSA_SELECT_PARAMS = uniformLayout('NsaSelectParams', [
   ['BS', 'u32'],
   ['scale', 'f32'],
   ['POSOFF', 'u32'],
-  ['C0', 'u32'], // segment: candidate blocks [C0, C1) ...
-  ['C1', 'u32'],
-  ['LOAD', 'u32'], // ... continuing the list carried in out + carry ...
-  ['LAST', 'u32'], // ... which the last segment stops carrying (see nsaSelectSegments)
+  // segment: candidate blocks [seg_begin, seg_end), continuing the list carried in out + carry
+  // (seg_carry), which the last segment stops carrying (seg_last; see nsaSelectSegments)
+  ...SEGMENT_FIELDS,
 ] as const);
 export const NSA_COMBINE_PARAMS = uniformLayout('NsaCombineParams', [
   ['rows', 'u32'],
@@ -95,14 +95,6 @@ export function nsaSelectLoopIterations(nc: number, G: number, D: number, S: num
   );
 }
 
-/** One dispatch of the NSA selection: candidate blocks [C0, C1). */
-export interface NsaSelectSegment {
-  C0: number;
-  C1: number;
-  LOAD: number;
-  LAST: number;
-}
-
 /**
  * The selection dispatches under loop cap `limit` (`segment()` of src/gpu/segments.ts): all `NC`
  * candidates at once when that fits, else segments of as many as fit, the list carried between
@@ -112,7 +104,7 @@ export interface NsaSelectSegment {
  * @example
  * nsaSelectSegments(65535, 1024, 16, 64, 16).length; // 6 on llvmpipe (Tk = 64K, blockSize 64)
  */
-export function nsaSelectSegments(limit: number, NC: number, G: number, D: number, S: number): NsaSelectSegment[] {
+export function nsaSelectSegments(limit: number, NC: number, G: number, D: number, S: number): readonly Segment[] {
   const s = segment(NC, (n) => nsaSelectLoopIterations(n, G, D, S, n < NC), limit, {
     op: 'nsa',
     what: `one selection candidate of a group of ${G} query heads`,
@@ -120,14 +112,13 @@ export function nsaSelectSegments(limit: number, NC: number, G: number, D: numbe
     actual: G,
     expected: 'fewer query heads per KV head (or a larger loopLimit)',
   });
-  if (s.count === 1) return [{ C0: 0, C1: 0xffffffff, LOAD: 0, LAST: 1 }];
-  return s.segments.map((g) => ({ C0: g.begin, C1: g.end, LOAD: g.carry ? 1 : 0, LAST: g.last ? 1 : 0 }));
+  return s.segments;
 }
 
 /** How a plan splits its dispatches under the device's loop limit (one each elsewhere). */
 interface Splits {
-  pool: PoolSegment[];
-  select: NsaSelectSegment[];
+  pool: readonly Segment[];
+  select: readonly Segment[];
   loopIterations: number;
 }
 
@@ -257,10 +248,14 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const NC = (this.numBlocks = Math.ceil(Tk / bs));
     const POSOFF = Tk - T;
     this.u = {
-      poolK: splits.pool.map((seg) => this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D, BS: bs, NB: NC, ...seg })),
-      poolV: splits.pool.map((seg) => this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D: Dv, BS: bs, NB: NC, ...seg })),
+      poolK: splits.pool.map((seg) =>
+        this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D, BS: bs, NB: NC, ...segmentUniforms(seg) }),
+      ),
+      poolV: splits.pool.map((seg) =>
+        this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D: Dv, BS: bs, NB: NC, ...segmentUniforms(seg) }),
+      ),
       select: splits.select.map((seg) =>
-        this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale, POSOFF, ...seg }),
+        this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale, POSOFF, ...segmentUniforms(seg) }),
       ),
       combine: this.uniform(NSA_COMBINE_PARAMS, { rows: T * Hq, Dv }),
     };
@@ -303,8 +298,8 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
       pool,
       select: selSegs,
       loopIterations: Math.max(
-        ...pool.map((g) => poolLoopIterations(Math.min(g.J1, o.blockSize, o.Tk) - g.J0)),
-        ...selSegs.map((g) => nsaSelectLoopIterations(Math.min(g.C1, NC) - g.C0, G, o.D, o.blockCount, g.LOAD === 1)),
+        ...pool.map((g) => poolLoopIterations(g.end - g.begin)),
+        ...selSegs.map((g) => nsaSelectLoopIterations(g.end - g.begin, G, o.D, o.blockCount, g.carry)),
       ),
     };
     // The three attention branches on the core (f32 outputs, combined below).

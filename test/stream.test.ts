@@ -163,6 +163,31 @@ describe('streaming exact attention vs float64', () => {
 });
 
 describe('streaming within a loop cap (plan or cache option loopLimit 4096, on any adapter)', () => {
+  it('the cache option reaches every plan on the cache, the plan option one plan; a bad cap is E_ARG naming loopLimit', async () => {
+    const capped = createKvCache(gpu.dev, { Hkv: 1, D: 8, loopLimit: 4096 });
+    const plain = createKvCache(gpu.dev, { Hkv: 1, D: 8 });
+    try {
+      expect(capped.ctx.loopLimit).toBe(4096);
+      expect(capped.ctx.device).toBe(gpu.dev.device);
+      expect(plain.ctx).toBe(gpu.dev);
+      const a = await planStreamAttention(capped, { Hq: 2 });
+      const b = await planStreamAttention(plain, { Hq: 2, loopLimit: 2048 });
+      const c = await planStreamAttention(plain, { Hq: 2 });
+      expect([a.options.loopLimit, b.options.loopLimit, c.options.loopLimit]).toEqual([4096, 2048, gpu.dev.loopLimit]);
+      for (const p of [a, b, c]) p.dispose();
+      expect(() => createKvCache(gpu.dev, { Hkv: 1, D: 8, loopLimit: 10 })).toThrow(
+        expect.objectContaining({ code: 'E_ARG', argument: 'loopLimit' }),
+      );
+      await expect(planStreamAttention(plain, { Hq: 2, loopLimit: 1.5 })).rejects.toMatchObject({
+        code: 'E_ARG',
+        argument: 'loopLimit',
+      });
+    } finally {
+      capped.dispose();
+      plain.dispose();
+    }
+  });
+
   it('the paged bound: entries per part keep an invocation within 90% of the cap', () => {
     expect(pagedEntriesPerPart(Infinity, 'cpu', 128, 128, 256)).toBe(Infinity);
     expect(pagedEntriesPerPart(65535, 'cpu', 128, 128, 64)).toBe(71);

@@ -18,6 +18,7 @@ import { MOBA_SELECT_PARAMS, SELECT_PROGRAM as MOBA_SELECT, mobaSelectLoopIterat
 import { NSA_SELECT_PARAMS, SELECT_PROGRAM as NSA_SELECT, nsaSelectLoopIterations } from '../kernels/nsa/nsa.js';
 import { DSA_INDEXER_PARAMS, INDEXER_PROGRAM, indexerLoopIterations } from '../kernels/dsa/dsa.js';
 import { QUEST_PARAMS, QUEST_SCORE_PROGRAM, questScoreLoopIterations } from '../kernels/quest/score.js';
+import { QUEST_BLOCK_PARAMS, QUEST_BOX_PROGRAM, questBlockLoopIterations } from '../kernels/quest/block.js';
 import { useGpu } from './helpers/gpu.js';
 
 const gpu = useGpu();
@@ -518,6 +519,46 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
         expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
         // 16-byte loads halve the channel loop: the bound (D / 4 chunks) covers both
         expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual((vec ? 2 : 1.2) * counted + 16);
+      } finally {
+        b.free();
+      }
+    });
+  }
+
+  for (const [B, group, D] of [
+    [64, 1, 128],
+    [16, 4, 32],
+    [48, 2, 16],
+  ] as const) {
+    it(`quest block box: questBlockLoopIterations bounds the counted iterations (B ${B}, group ${group}, D ${D})`, async () => {
+      const b = buffers();
+      try {
+        const all = [
+          b.storage(new Float32Array(B * group * D).fill(0.5)),
+          b.storage(new Float32Array(2 * D)),
+          b.uniform(
+            QUEST_BLOCK_PARAMS.pack({
+              n: 1,
+              first: 0,
+              count: 1,
+              Hkv: 1,
+              group,
+              B,
+              blocks: 1,
+              chunkFirst: 0,
+              chunkPages: 1,
+              forcedLo: 0,
+              forcedHi: 1,
+            }),
+            QUEST_BLOCK_PARAMS.size,
+          ),
+        ];
+        const counted = await maxLoopCount(gpu.dev.device, QUEST_BOX_PROGRAM.code, all, [1], { WG: 64, D });
+        const bound = questBlockLoopIterations(B, group, D);
+        expect(counted, 'the kernel ran its loops').toBe(B + B * group);
+        expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
+        // gallivm also counts each inner loop's exit trip (B of them): up to twice the bodies at group 1
+        expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(2 * counted + 16);
       } finally {
         b.free();
       }

@@ -36,7 +36,7 @@ export const QUEST_BLOCK_PARAMS = uniformLayout('QuestBlockParams', [
   ['forcedHi', 'u32'],
 ] as const);
 
-const BOX = wgslProgram('quest/block-box', [storageWgsl, QUEST_BLOCK_PARAMS.wgsl, boxWgsl]);
+export const QUEST_BOX_PROGRAM = wgslProgram('quest/block-box', [storageWgsl, QUEST_BLOCK_PARAMS.wgsl, boxWgsl]);
 const SCORE = wgslProgram('quest/block-score', [storageWgsl, QUEST_BLOCK_PARAMS.wgsl, scoreWgsl]);
 const WG = 64;
 
@@ -160,7 +160,7 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
       fail('E_LIMIT', 'maxBlocks', 'needs a query-box buffer larger than the device binds;', maxBlocks);
     const o = { Hq, Hkv, D, blockSize, maxBlocks, mode, maxCalls };
     const [boxPipe, scorePipe] = await Promise.all([
-      getPipeline(ctx, { shader: BOX, bindings: ['read', 'rw', 'uniform'], constants: { WG, D } }),
+      getPipeline(ctx, { shader: QUEST_BOX_PROGRAM, bindings: ['read', 'rw', 'uniform'], constants: { WG, D } }),
       getPipeline(ctx, {
         shader: SCORE,
         bindings: ['read', 'read', 'read', 'rw', 'uniform', 'read'],

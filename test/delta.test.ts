@@ -4,7 +4,8 @@ import { gatedDeltaRuleReference } from '../kernels/delta/reference.js';
 import { compare, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { useGpu } from './helpers/gpu.js';
 import { GALLIVM_LOOP_LIMIT } from '../src/gpu/device.js';
-import { loopBudget, solveLoopIterations } from '../kernels/linear/loops.js';
+import { solveLoopIterations } from '../kernels/linear/loops.js';
+import { loopBudget } from '../src/gpu/segments.js';
 import { caseName, checkScanCase, unsegmentedLoops, type ScanCase } from './helpers/scan.js';
 import { checkStream } from './helpers/stream.js';
 

@@ -489,7 +489,7 @@ describe('dense loop bound (llvmpipe stops an invocation after 65,535 loop itera
 
 describe('dense with loopLimit 4096 (the split path on any adapter)', () => {
   // prefill plans take the cap as an option; decode goes through the attention core, which reads
-  // the device's cap: a second (shared) device with the lower cap
+  // the device's cap: a view of the shared device with the lower cap (useGpu)
   const small = useGpu({ loopLimit: 4096 });
   const SPLIT: (Case & { splits: number; groups?: number })[] = [
     { tq: [1000], Hq: 4, Hkv: 2, D: 128, dtype: 'f32', splits: 2 },

@@ -24,11 +24,12 @@ interface Case {
   noIndices?: boolean;
   /** Index inputs other than random normals (e.g. scores with a clear top-k). */
   index?: (T: number, Tk: number) => { qI: Float64Array; kI: Float64Array; w: Float64Array };
+  /** The plan's loopLimit option (the segmented paths on any adapter). */
+  loopLimit?: number;
 }
 
 /** Runs a case against the float64 reference; returns the plan's dispatch counts and the selection. */
-async function runCase(c: Case, fx = gpu) {
-  const gpu = fx;
+async function runCase(c: Case) {
   const { T, Hq, Hkv, D, HI, DI, topk, dtype } = c;
   const Tk = c.Tk ?? T;
   const rng = new Rng(T * 17 + topk + HI * 3 + Hq + Tk);
@@ -57,6 +58,7 @@ async function runCase(c: Case, fx = gpu) {
     dtype,
     rowChunk: c.rowChunk,
     target: c.target,
+    loopLimit: c.loopLimit,
   });
   const enc = gpu.dev.device.createCommandEncoder();
   plan.run(enc, {
@@ -72,7 +74,7 @@ async function runCase(c: Case, fx = gpu) {
   });
   await gpu.dev.submitAndWait([enc.finish()]);
   plan.dispose();
-  expect(plan.loopIterations).toBeLessThanOrEqual(0.9 * gpu.dev.loopLimit);
+  expect(plan.loopIterations).toBeLessThanOrEqual(0.9 * Math.min(c.loopLimit ?? Infinity, gpu.dev.loopLimit));
   const sel = c.noIndices ? ref.indices : await gpu.read(indices);
   const excused = new Set<number>();
   let bad = 0;
@@ -302,10 +304,10 @@ describe('dsa over a ragged batch (cuSeqlens)', () => {
 describe('dsa loop bounds (llvmpipe stops an invocation after 65,535 loop iterations)', () => {
   it('bound functions', () => {
     expect(indexerLoopIterations(64, 128)).toBe(2183);
-    const segs = indexerSegments(921, 8, 512);
-    expect(segs.map((g) => [g.J0, g.LOAD])).toEqual(segs.map((_, i) => [i * segs[0]!.J1, i ? 1 : 0]));
-    for (const g of segs) expect(indexerLoopIterations(Math.min(g.J1, 8) - g.J0, 512)).toBeLessThanOrEqual(921);
-    expect(indexerSegments(58981, 64, 128)).toHaveLength(1);
+    const segs = indexerSegments(1024, 8, 512);
+    expect(segs.map((g) => [g.begin, g.carry])).toEqual(segs.map((_, i) => [i * segs[0]!.end, i > 0]));
+    for (const g of segs) expect(indexerLoopIterations(g.end - g.begin, 512)).toBeLessThanOrEqual(921);
+    expect(indexerSegments(65535, 64, 128)).toHaveLength(1);
   });
   // 256 index heads of 1,024 dims: unsegmented one indexer invocation runs 256 x 258 + 7 =
   // 66,055 loop iterations (the 256-step dot product loop is too long to unroll).
@@ -338,11 +340,10 @@ describe('dsa loop bounds (llvmpipe stops an invocation after 65,535 loop iterat
   }
 });
 
-describe('dsa with loopLimit 1024 (every split path, small sizes)', () => {
-  const capped = useGpu({ loopLimit: 1024 });
+describe('dsa plans with loopLimit 1024 (every split path, small sizes, on any adapter)', () => {
   it('indexer over head groups: the selection exactly unsegmented', async () => {
     const c: Case = { T: 40, Hq: 2, Hkv: 1, D: 16, HI: 8, DI: 512, topk: 8, dtype: 'f32' };
-    const r = await runCase(c, capped);
+    const r = await runCase({ ...c, loopLimit: 1024 });
     expect(r.segments.indexer).toBeGreaterThan(1);
     expect(r.selection).toEqual((await runCase(c)).selection);
   });
@@ -350,10 +351,19 @@ describe('dsa with loopLimit 1024 (every split path, small sizes)', () => {
     for (const target of ['gpu', 'cpu'] as const) {
       // the gpu shape takes 64 keys per loop step: it needs more tokens to pass the budget
       const topk = target === 'gpu' ? 400 : 120;
-      const r = await runCase(
-        { T: topk + 30, Hq: 2, Hkv: 1, D: 64, HI: 1, DI: 8, topk, dtype: 'f16', target, index: rampIndex(8) },
-        capped,
-      );
+      const r = await runCase({
+        T: topk + 30,
+        Hq: 2,
+        Hkv: 1,
+        D: 64,
+        HI: 1,
+        DI: 8,
+        topk,
+        dtype: 'f16',
+        target,
+        index: rampIndex(8),
+        loopLimit: 1024,
+      });
       expect(r.excused).toBe(0);
       expect(r.segments.attention).toBeGreaterThan(1);
       expect(r.segments.attentionAll).toBeGreaterThan(1);

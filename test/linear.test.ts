@@ -16,7 +16,6 @@ import { GALLIVM_LOOP_LIMIT, type TesseraDevice } from '../src/gpu/device.js';
 import {
   convertLoopIterations,
   intraLoopIterations,
-  loopBudget,
   outputLoopIterations,
   prepLoopIterations,
   recurrentLoopIterations,
@@ -24,6 +23,7 @@ import {
   solveLoopIterations,
 } from '../kernels/linear/loops.js';
 import { planLinearScan, planLoops, resolveScanOptions } from '../kernels/linear/scan.js';
+import { loopBudget } from '../src/gpu/segments.js';
 import { caseName, checkScanCase, unsegmentedLoops, type ScanCase } from './helpers/scan.js';
 import { checkStream } from './helpers/stream.js';
 

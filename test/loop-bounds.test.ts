@@ -13,6 +13,12 @@ import { recurrentLoopIterations, scanLoopIterations } from '../kernels/linear/l
 import scanWgsl from '../kernels/linear/scan.wgsl.js';
 import recurrentWgsl from '../kernels/linear/recurrent.wgsl.js';
 import { getMergeProgram, MERGE_PARAMS, mergeLoopIterations } from '../kernels/merge/merge.js';
+import { POOL_PARAMS, POOL_PROGRAM, poolLoopIterations } from '../kernels/moba/pool.js';
+import { MOBA_SELECT_PARAMS, SELECT_PROGRAM as MOBA_SELECT, mobaSelectLoopIterations } from '../kernels/moba/moba.js';
+import { NSA_SELECT_PARAMS, SELECT_PROGRAM as NSA_SELECT, nsaSelectLoopIterations } from '../kernels/nsa/nsa.js';
+import { DSA_INDEXER_PARAMS, INDEXER_PROGRAM, indexerLoopIterations } from '../kernels/dsa/dsa.js';
+import { QUEST_PARAMS, QUEST_SCORE_PROGRAM, questScoreLoopIterations } from '../kernels/quest/score.js';
+import { QUEST_BLOCK_PARAMS, QUEST_BOX_PROGRAM, questBlockLoopIterations } from '../kernels/quest/block.js';
 import { useGpu } from './helpers/gpu.js';
 
 const gpu = useGpu();
@@ -272,6 +278,289 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
         expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(1.5 * counted + 16);
       } finally {
         for (const b of all) b.destroy();
+      }
+    });
+  }
+
+  /** Storage buffers filled with `data` (f32 / i32 words) and a uniform buffer, destroyed by `free`. */
+  function buffers() {
+    const dev = gpu.dev.device;
+    const all: GPUBuffer[] = [];
+    return {
+      storage(data: Float32Array<ArrayBuffer> | Int32Array<ArrayBuffer>) {
+        const b = dev.createBuffer({
+          size: Math.max(16, data.byteLength),
+          usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+        });
+        dev.queue.writeBuffer(b, 0, data);
+        all.push(b);
+        return b;
+      },
+      uniform(words: ArrayBuffer | ArrayBufferView<ArrayBuffer>, size: number) {
+        const b = dev.createBuffer({ size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+        dev.queue.writeBuffer(b, 0, words as ArrayBuffer);
+        all.push(b);
+        return b;
+      },
+      free() {
+        for (const b of all) b.destroy();
+      },
+    };
+  }
+
+  for (const [tokens, seg] of [
+    [300, { begin: 0, end: 300, carry: false, last: true }],
+    [300, { begin: 120, end: 300, carry: true, last: false }],
+    [37, { begin: 0, end: 37, carry: false, last: true }],
+  ] as const) {
+    it(`moba/nsa pool: poolLoopIterations bounds the counted iterations (${seg.end - seg.begin} of ${tokens} tokens)`, async () => {
+      const H = 2;
+      const D = 8;
+      const b = buffers();
+      try {
+        const all = [
+          b.storage(new Float32Array(tokens * H * D).fill(1)),
+          b.storage(new Float32Array(H * D)),
+          b.uniform(
+            POOL_PARAMS.pack({ T: tokens, H, D, BS: tokens, NB: 1, ...segmentUniforms(seg) }),
+            POOL_PARAMS.size,
+          ),
+        ];
+        const counted = await maxLoopCount(gpu.dev.device, POOL_PROGRAM.code, all, [1], {
+          WG: 64,
+          IN_DTYPE: 0,
+          DIV_MODE: 0,
+        });
+        const bound = poolLoopIterations(seg.end - seg.begin);
+        expect(counted, 'the kernel ran its loops').toBe(seg.end - seg.begin);
+        expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
+        expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(counted + 4);
+      } finally {
+        b.free();
+      }
+    });
+  }
+
+  for (const [nc, D, topk, load] of [
+    [200, 16, 3, false],
+    [200, 16, 3, true],
+    [60, 64, 12, false],
+    [80, 32, 8, true],
+  ] as const) {
+    it(`moba select: mobaSelectLoopIterations bounds the counted iterations (${nc} candidates, D ${D}, topk ${topk}, carried ${load})`, async () => {
+      const KP = topk - 1;
+      const b = buffers();
+      try {
+        // one row at key position nc (block size 1): candidates 0 .. nc - 1 with ascending gate
+        // scores, so every one is inserted at the head of the list (the most shifts); a carried
+        // list of KP entries scoring below all of them
+        const sel = new Int32Array(topk).map((_, i) => (load && i > 0 ? 0 : -1));
+        const all = [
+          b.storage(new Float32Array(D).fill(1)),
+          b.storage(new Float32Array(nc * D).map((_, i) => Math.floor(i / D) / 1000)),
+          b.storage(sel),
+          b.uniform(
+            MOBA_SELECT_PARAMS.pack({
+              Tq: 1,
+              Hq: 1,
+              Hkv: 1,
+              K: topk,
+              BS: 1,
+              NBM: nc,
+              POSOFF: nc,
+              ...segmentUniforms({ begin: 0, end: nc, carry: load, last: true }),
+            }),
+            MOBA_SELECT_PARAMS.size,
+          ),
+          b.storage(new Float32Array(Math.max(1, KP)).fill(-1)),
+        ];
+        const counted = await maxLoopCount(gpu.dev.device, MOBA_SELECT.code, all, [1], {
+          WG: 64,
+          IN_DTYPE: 0,
+          D,
+          MEANS_DTYPE: 0,
+        });
+        const bound = mobaSelectLoopIterations(nc, D, topk, load);
+        expect(counted, 'the kernel ran its loops').toBeGreaterThan(nc * (D / 4));
+        expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
+        expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(1.5 * counted + 16);
+      } finally {
+        b.free();
+      }
+    });
+  }
+
+  for (const [nc, G, D, S, load] of [
+    [100, 4, 16, 4, false],
+    [100, 4, 16, 4, true],
+    [40, 16, 64, 16, false],
+    [64, 2, 32, 8, true],
+  ] as const) {
+    it(`nsa select: nsaSelectLoopIterations bounds the counted iterations (${nc} candidates, G ${G}, D ${D}, S ${S}, carried ${load})`, async () => {
+      const b = buffers();
+      try {
+        // one query at key position nc - 1 (block size 1): candidates 0 .. nc - 1, all visible,
+        // scores ascending with the block (every one goes to the head), a carried list of S
+        // entries scoring below all of them
+        const all = [
+          b.storage(new Float32Array(G * D).fill(1)),
+          b.storage(new Float32Array(nc * D).map((_, i) => Math.floor(i / D) / 1000)),
+          b.storage(new Float32Array(G)),
+          b.storage(new Int32Array(S).fill(load ? 0 : -1)),
+          b.uniform(
+            NSA_SELECT_PARAMS.pack({
+              T: 1,
+              Hq: G,
+              Hkv: 1,
+              S,
+              BS: 1,
+              scale: 1,
+              POSOFF: nc - 1,
+              ...segmentUniforms({ begin: 0, end: nc, carry: load, last: true }),
+            }),
+            NSA_SELECT_PARAMS.size,
+          ),
+          b.storage(new Float32Array(S).fill(-1)),
+        ];
+        const counted = await maxLoopCount(gpu.dev.device, NSA_SELECT.code, all, [1], {
+          WG: 64,
+          IN_DTYPE: 0,
+          D,
+          FLA: 0,
+        });
+        const bound = nsaSelectLoopIterations(nc, G, D, S, load);
+        expect(counted, 'the kernel ran its loops').toBeGreaterThan((nc - 1) * G * (D / 4));
+        expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
+        expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(1.5 * counted + 16);
+      } finally {
+        b.free();
+      }
+    });
+  }
+
+  for (const [HI, DI, J0, J1] of [
+    [8, 512, 0, 8],
+    [8, 512, 3, 8],
+    [64, 128, 0, 64],
+  ] as const) {
+    it(`dsa indexer: indexerLoopIterations bounds the counted iterations (heads ${J0}..${J1} of ${HI}, DI ${DI})`, async () => {
+      const Tk = 8;
+      const b = buffers();
+      try {
+        const all = [
+          b.storage(new Float32Array(HI * DI).fill(0.5)),
+          b.storage(new Float32Array(Tk * DI).fill(0.25)),
+          b.storage(new Float32Array(HI).fill(1)),
+          b.storage(new Float32Array(Tk)),
+          b.uniform(
+            DSA_INDEXER_PARAMS.pack({
+              rows: 1,
+              T0: 0,
+              Tk,
+              HI,
+              POSOFF: Tk - 1,
+              ...segmentUniforms({ begin: J0, end: J1, carry: J0 > 0, last: true }),
+            }),
+            DSA_INDEXER_PARAMS.size,
+          ),
+        ];
+        const counted = await maxLoopCount(gpu.dev.device, INDEXER_PROGRAM.code, all, [1], { WG: 64, IN_DTYPE: 0, DI });
+        const bound = indexerLoopIterations(J1 - J0, DI);
+        expect(counted, 'the kernel ran its loops').toBeGreaterThanOrEqual((J1 - J0) * (DI / 4));
+        expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
+        expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(1.2 * counted + 16);
+      } finally {
+        b.free();
+      }
+    });
+  }
+
+  for (const [group, D, vec] of [
+    [4, 64, false],
+    [16, 128, false],
+    [3, 32, true],
+  ] as const) {
+    it(`quest score: questScoreLoopIterations bounds the counted iterations (group ${group}, D ${D}, 16-byte loads ${vec})`, async () => {
+      const pages = 4;
+      const b = buffers();
+      try {
+        // min/max summaries of `pages` pages, one KV head (f16 pairs; the values do not change the loops)
+        const summ = b.storage(new Int32Array(pages * D).fill(0x3c003c00));
+        const all = [
+          b.storage(new Float32Array(group * D).fill(0.5)),
+          summ,
+          b.storage(new Int32Array(pages).map((_, i) => i)),
+          b.storage(new Float32Array(pages)),
+          b.uniform(
+            QUEST_PARAMS.pack({
+              n: pages,
+              first: 0,
+              count: pages,
+              Hkv: 1,
+              group,
+              chunkFirst: 0,
+              chunkPages: pages,
+              forcedLo: 0,
+              forcedHi: pages,
+            }),
+            QUEST_PARAMS.size,
+          ),
+          summ,
+        ];
+        const counted = await maxLoopCount(gpu.dev.device, QUEST_SCORE_PROGRAM.code, all, [1], {
+          WG: 64,
+          D,
+          MODE: 0,
+          REDUCE: 0,
+          VEC: +vec,
+        });
+        const bound = questScoreLoopIterations(group, D);
+        expect(counted, 'the kernel ran its loops').toBeGreaterThanOrEqual(group * (D / (vec ? 8 : 4)));
+        expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
+        // 16-byte loads halve the channel loop: the bound (D / 4 chunks) covers both
+        expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual((vec ? 2 : 1.2) * counted + 16);
+      } finally {
+        b.free();
+      }
+    });
+  }
+
+  for (const [B, group, D] of [
+    [64, 1, 128],
+    [16, 4, 32],
+    [48, 2, 16],
+  ] as const) {
+    it(`quest block box: questBlockLoopIterations bounds the counted iterations (B ${B}, group ${group}, D ${D})`, async () => {
+      const b = buffers();
+      try {
+        const all = [
+          b.storage(new Float32Array(B * group * D).fill(0.5)),
+          b.storage(new Float32Array(2 * D)),
+          b.uniform(
+            QUEST_BLOCK_PARAMS.pack({
+              n: 1,
+              first: 0,
+              count: 1,
+              Hkv: 1,
+              group,
+              B,
+              blocks: 1,
+              chunkFirst: 0,
+              chunkPages: 1,
+              forcedLo: 0,
+              forcedHi: 1,
+            }),
+            QUEST_BLOCK_PARAMS.size,
+          ),
+        ];
+        const counted = await maxLoopCount(gpu.dev.device, QUEST_BOX_PROGRAM.code, all, [1], { WG: 64, D });
+        const bound = questBlockLoopIterations(B, group, D);
+        expect(counted, 'the kernel ran its loops').toBe(B + B * group);
+        expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
+        // gallivm also counts each inner loop's exit trip (B of them): up to twice the bodies at group 1
+        expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(2 * counted + 16);
+      } finally {
+        b.free();
       }
     });
   }

@@ -46,11 +46,12 @@ interface Case {
   Tq?: number;
   target?: 'cpu' | 'gpu';
   vOffset?: number;
+  /** The plan's loopLimit option (the segmented paths on any adapter). */
+  loopLimit?: number;
 }
 
 /** Runs a case against the float64 reference; returns the plan's dispatch counts and the selection. */
-async function runCase(c: Case, fx = gpu) {
-  const gpu = fx;
+async function runCase(c: Case) {
   const { T, Hq, Hkv, D, B, k, dtype } = c;
   const Tq = c.Tq ?? T;
   const rng = new Rng(T * 7 + B * 3 + k + Hq);
@@ -64,7 +65,18 @@ async function runCase(c: Case, fx = gpu) {
   const o = gpu.nanTensor([Tq, Hq, D], dtype);
   const lse = gpu.nanTensor([Tq, Hq]);
   const selection = gpu.tensor(new Int32Array(Tq * Hq * k).fill(-7), [Tq, Hq, k], 'i32');
-  const plan = await planMoba(gpu.dev, { Tq, Tk: T, Hq, Hkv, D, blockSize: B, topk: k, dtype, target: c.target });
+  const plan = await planMoba(gpu.dev, {
+    Tq,
+    Tk: T,
+    Hq,
+    Hkv,
+    D,
+    blockSize: B,
+    topk: k,
+    dtype,
+    target: c.target,
+    loopLimit: c.loopLimit,
+  });
   const enc = gpu.dev.device.createCommandEncoder();
   plan.run(enc, {
     q: gpu.tensor(q, [Tq, Hq, D], dtype),
@@ -76,7 +88,7 @@ async function runCase(c: Case, fx = gpu) {
   });
   await gpu.dev.submitAndWait([enc.finish()]);
   plan.dispose();
-  expect(plan.loopIterations).toBeLessThanOrEqual(0.9 * gpu.dev.loopLimit);
+  expect(plan.loopIterations).toBeLessThanOrEqual(0.9 * Math.min(c.loopLimit ?? Infinity, gpu.dev.loopLimit));
   const sel = await gpu.read(selection);
   const { bad, excused } = selectionMismatches(sel, ref.selection, k, ref.margin, dtype === 'f32' ? 1e-4 : 1e-2);
   expect(bad, 'selection rows differing beyond near-ties').toBe(0);
@@ -131,15 +143,14 @@ describe('moba prefill vs float64 reference', () => {
 describe('moba loop bounds (llvmpipe stops an invocation after 65,535 loop iterations)', () => {
   it('bound functions', () => {
     expect(mobaSelectLoopIterations(1024, 64, 3, false)).toBe(1 + 17 + 1024 * (16 + 2 + 3) + 1 + 3);
-    const segs = mobaSelectSegments(921, 150, 16, 3);
+    const segs = mobaSelectSegments(1024, 150, 16, 3);
     expect(segs.length).toBeGreaterThan(1);
-    expect(segs.map((g) => [g.LOAD, g.LAST])).toEqual(segs.map((_, i) => [i ? 1 : 0, i === segs.length - 1 ? 1 : 0]));
-    segs.forEach((g, i) => i > 0 && expect(g.B0).toBe(segs[i - 1]!.B1));
-    for (const g of segs)
-      expect(mobaSelectLoopIterations(Math.min(g.B1, 150) - g.B0, 16, 3, g.LOAD === 1)).toBeLessThanOrEqual(921);
-    expect(poolSegments(921, 1000, 2100).map((g) => [g.J0, g.J1, g.LOAD, g.LAST])).toEqual([
-      [0, 919, 0, 0],
-      [919, 1000, 1, 1],
+    expect(segs.map((g) => [g.carry, g.last])).toEqual(segs.map((_, i) => [i > 0, i === segs.length - 1]));
+    segs.forEach((g, i) => i > 0 && expect(g.begin).toBe(segs[i - 1]!.end));
+    for (const g of segs) expect(mobaSelectLoopIterations(g.end - g.begin, 16, 3, g.carry)).toBeLessThanOrEqual(921);
+    expect(poolSegments(1024, 1000, 2100).map((g) => [g.begin, g.end, g.carry, g.last])).toEqual([
+      [0, 919, false, false],
+      [919, 1000, true, true],
     ]);
   });
   // Decode over 70,000 one-token blocks: unsegmented, the selection walks 70,000 candidates per
@@ -157,8 +168,7 @@ describe('moba loop bounds (llvmpipe stops an invocation after 65,535 loop itera
   });
 });
 
-describe('moba with loopLimit 1024 (every split path, small sizes)', () => {
-  const capped = useGpu({ loopLimit: 1024 });
+describe('moba plans with loopLimit 1024 (every split path, small sizes, on any adapter)', () => {
   const cases: [string, Case, (s: { pool: number; select: number; attention: number }) => void][] = [
     [
       'per-row attention in key ranges (f16)',
@@ -183,7 +193,7 @@ describe('moba with loopLimit 1024 (every split path, small sizes)', () => {
   ];
   for (const [name, c, expectSplit] of cases) {
     it(name, async () => {
-      const r = await runCase(c, capped);
+      const r = await runCase({ ...c, loopLimit: 1024 });
       expectSplit(r.segments);
       // a segmented selection is the unsegmented one, exactly (same f32 scores, same order)
       if (r.segments.select > 1) expect(r.selection).toEqual((await runCase(c)).selection);

@@ -21,11 +21,12 @@ interface Case {
   dtype: FloatDType;
   target?: 'cpu' | 'gpu';
   scale?: number;
+  /** The plan's loopLimit option (the segmented paths on any adapter). */
+  loopLimit?: number;
 }
 
 /** Runs a case against the float64 reference; returns the plan's dispatch counts and the selection. */
-async function runCase(c: Case, fx = gpu) {
-  const gpu = fx;
+async function runCase(c: Case) {
   const { T, Hq, Hkv, D, bs, S, W, variant, dtype, scale } = c;
   const Tk = c.Tk ?? T;
   const rng = new Rng(T * 31 + bs * 7 + S + W + Hq + Tk);
@@ -58,6 +59,7 @@ async function runCase(c: Case, fx = gpu) {
     target: c.target,
     dtype,
     scale,
+    loopLimit: c.loopLimit,
   });
   const enc = gpu.dev.device.createCommandEncoder();
   plan.run(enc, {
@@ -72,7 +74,7 @@ async function runCase(c: Case, fx = gpu) {
   });
   await gpu.dev.submitAndWait([enc.finish()]);
   plan.dispose();
-  expect(plan.loopIterations).toBeLessThanOrEqual(0.9 * gpu.dev.loopLimit);
+  expect(plan.loopIterations).toBeLessThanOrEqual(0.9 * Math.min(c.loopLimit ?? Infinity, gpu.dev.loopLimit));
   const sel = await gpu.read(blockIndices);
   const G = Hq / Hkv;
   const excusedRows = new Set<number>();
@@ -132,12 +134,14 @@ describe('nsa vs float64 reference', () => {
 describe('nsa loop bounds (llvmpipe stops an invocation after 65,535 loop iterations)', () => {
   it('bound functions', () => {
     expect(nsaSelectLoopIterations(4000, 16, 16, 16, false)).toBe(1 + 4000 * (16 * 6 + 16 + 3) + 1 + 17);
-    const segs = nsaSelectSegments(921, 500, 2, 16, 4)!;
-    expect(segs.map((g) => [g.LOAD, g.LAST])).toEqual(segs.map((_, i) => [i ? 1 : 0, i === segs.length - 1 ? 1 : 0]));
-    segs.forEach((g, i) => i > 0 && expect(g.C0).toBe(segs[i - 1]!.C1));
-    for (const g of segs)
-      expect(nsaSelectLoopIterations(Math.min(g.C1, 500) - g.C0, 2, 16, 4, g.LOAD === 1)).toBeLessThanOrEqual(921);
-    expect(nsaSelectSegments(921, 10, 64, 256, 16)).toBeUndefined();
+    const segs = nsaSelectSegments(1024, 500, 2, 16, 4);
+    expect(segs.length).toBeGreaterThan(1);
+    expect(segs.map((g) => [g.carry, g.last])).toEqual(segs.map((_, i) => [i > 0, i === segs.length - 1]));
+    segs.forEach((g, i) => i > 0 && expect(g.begin).toBe(segs[i - 1]!.end));
+    for (const g of segs) expect(nsaSelectLoopIterations(g.end - g.begin, 2, 16, 4, g.carry)).toBeLessThanOrEqual(921);
+    expect(() => nsaSelectSegments(1024, 10, 64, 256, 16)).toThrow(
+      expect.objectContaining({ code: 'E_LIMIT', argument: 'Hq' }),
+    );
   });
   // Decode over 32,000 keys in 4,000 blocks of 8 with a group of 16 query heads: unsegmented the
   // selection runs 4,000 x (at least 19) loop iterations whose trip counts come from data
@@ -162,26 +166,43 @@ describe('nsa loop bounds (llvmpipe stops an invocation after 65,535 loop iterat
   });
 });
 
-describe('nsa with loopLimit 1024 (every split path, small sizes)', () => {
-  const capped = useGpu({ loopLimit: 1024 });
+describe('nsa plans with loopLimit 1024 (every split path, small sizes, on any adapter)', () => {
   it('gpu variant: compression, selection and window in segments; selections exactly unsegmented', async () => {
     const c: Case = { T: 500, Hq: 4, Hkv: 2, D: 16, bs: 1, S: 4, W: 600, variant: 'nsa', dtype: 'f32', target: 'gpu' };
-    const r = await runCase(c, capped);
+    const r = await runCase({ ...c, loopLimit: 1024 });
     expect([r.segments.cmp, r.segments.select, r.segments.swa].every((n) => n > 1)).toBe(true);
     expect(r.selection).toEqual((await runCase(c)).selection);
   });
   it('cpu variant: selected blocks in segments (f16)', async () => {
-    const r = await runCase(
-      { T: 300, Hq: 4, Hkv: 1, D: 16, bs: 100, S: 16, W: 150, variant: 'fla', dtype: 'f16', target: 'cpu' },
-      capped,
-    );
+    const r = await runCase({
+      T: 300,
+      Hq: 4,
+      Hkv: 1,
+      D: 16,
+      bs: 100,
+      S: 16,
+      W: 150,
+      variant: 'fla',
+      dtype: 'f16',
+      target: 'cpu',
+      loopLimit: 1024,
+    });
     expect(r.segments.slc).toBeGreaterThan(1);
   });
   it('cpu variant: compression over 420 compressed keys in segments', async () => {
-    const r = await runCase(
-      { T: 420, Hq: 2, Hkv: 1, D: 64, bs: 1, S: 2, W: 0, variant: 'nsa', dtype: 'f32', target: 'cpu' },
-      capped,
-    );
+    const r = await runCase({
+      T: 420,
+      Hq: 2,
+      Hkv: 1,
+      D: 64,
+      bs: 1,
+      S: 2,
+      W: 0,
+      variant: 'nsa',
+      dtype: 'f32',
+      target: 'cpu',
+      loopLimit: 1024,
+    });
     expect(r.segments.cmp).toBeGreaterThan(1);
     expect(r.segments.select).toBeGreaterThan(1);
   });

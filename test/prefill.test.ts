@@ -262,13 +262,12 @@ describe('sparse prefill vs float64', () => {
   });
 });
 
-describe('sparse prefill within a loop cap (loopLimit 4096)', () => {
-  const small = useGpu({ loopLimit: 4096 });
+describe('sparse prefill within a loop cap (plan or cache option loopLimit 4096, on any adapter)', () => {
   it('a block whose page score would loop past the cap is refused (E_LIMIT naming blockSize)', async () => {
-    const cache = createKvCache(small.dev, { Hkv: 1, D: 32, pageSize: 16, gpuBudgetBytes: 1 << 20 });
+    const cache = createKvCache(gpu.dev, { Hkv: 1, D: 32, pageSize: 16, gpuBudgetBytes: 1 << 20 });
     try {
       const refused = async (o: { blockSize: number; blockScore: 'bound' | 'rows' }) => {
-        const e = await planSparsePrefill(cache, { Hq: 2, Tq: 512, ...o }).then(
+        const e = await planSparsePrefill(cache, { Hq: 2, Tq: 512, loopLimit: 4096, ...o }).then(
           (p) => p.dispose(),
           (x: unknown) => x,
         );
@@ -279,7 +278,7 @@ describe('sparse prefill within a loop cap (loopLimit 4096)', () => {
       // Per-row scoring loops over 256 rows x 2 heads x (D/4 + 1) per page: refused.
       await refused({ blockSize: 256, blockScore: 'rows' });
       // The bound loops over the rows once (for the box) and over D / 4 per page: 256 fits ...
-      (await planSparsePrefill(cache, { Hq: 2, Tq: 512, blockSize: 256 })).dispose();
+      (await planSparsePrefill(cache, { Hq: 2, Tq: 512, blockSize: 256, loopLimit: 4096 })).dispose();
       // ... 1024 rows x 3 do not.
       await refused({ blockSize: 1024, blockScore: 'bound' });
     } finally {
@@ -287,10 +286,17 @@ describe('sparse prefill within a loop cap (loopLimit 4096)', () => {
     }
   });
 
-  it('stays exact over the selected pages when a part may cover few pages', async () => {
-    const dev = small.dev;
+  it('stays exact over the selected pages when a part may cover few pages (the cache option)', async () => {
+    const dev = gpu.dev;
     const [T, Tq, Hq, D, P] = [3_000, 80, 2, 32, 64];
-    const cache = createKvCache(dev, { Hkv: 1, D, pageSize: P, dtype: 'f32', gpuBudgetBytes: 4 << 20 });
+    const cache = createKvCache(dev, {
+      Hkv: 1,
+      D,
+      pageSize: P,
+      dtype: 'f32',
+      gpuBudgetBytes: 4 << 20,
+      loopLimit: 4096,
+    });
     const plan = await planSparsePrefill(cache, { Hq, Tq, budgetTokens: 640, pagesPerPart: 64 });
     try {
       const rng = new Rng(11);

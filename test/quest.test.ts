@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { useGpu, type GpuFixture } from './helpers/gpu.js';
+import { useGpu } from './helpers/gpu.js';
 import { TesseraError } from '../src/errors.js';
 import { Rng, TOLERANCE, compare, describeComparison, passes } from '../src/testing.js';
 import { createKvCache, type KvCache } from '../src/kv/cache.js';
@@ -31,9 +31,17 @@ function setup(
   pageSize: number,
   seed: number,
   meanSummaries = true,
-  g: GpuFixture = gpu,
+  loopLimit?: number,
 ): Setup {
-  const cache = createKvCache(g.dev, { Hkv, D, dtype: 'f16', pageSize, gpuBudgetBytes: 4 << 20, meanSummaries });
+  const cache = createKvCache(gpu.dev, {
+    Hkv,
+    D,
+    dtype: 'f16',
+    pageSize,
+    gpuBudgetBytes: 4 << 20,
+    meanSummaries,
+    loopLimit,
+  });
   const seq = cache.addSequence();
   const rng = new Rng(seed);
   // Append in uneven chunks so summaries are refreshed on partial pages.
@@ -296,24 +304,28 @@ describe('quest selection vs float64', () => {
   });
 });
 
-describe('quest within a loop cap (loopLimit 4096)', () => {
-  const small = useGpu({ loopLimit: 4096 });
-  it('a whole-sequence budget with more parts than one merge dispatch takes equals float64 attention', async () => {
-    // 768 pages x 2 KV heads = 1,536 one-page parts (+ groups): the merge runs in two segments.
-    expect(mergePartsPerSegment(4096, 16)).toBeLessThan(1536);
-    const s = setup(12_200, 4, 2, 16, 16, 11, true, small);
-    try {
-      const { stats, o, lse } = await decode(s, { Hq: 4, budgetTokens: 12_288 });
-      expect(stats.selected[0]!.length).toBe(Math.ceil(12_200 / 16));
-      const ref = streamAttentionReference(s.q, s.k, s.v, { Tq: 1, Tk: 12_200, Hq: 4, Hkv: 2, D: 16, qPos0: 12_199 });
-      const co = compare(o, ref.o);
-      const cl = compare(lse, ref.lse);
-      expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
-      expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
-    } finally {
-      s.cache.dispose();
-    }
-  });
+describe('quest within a loop cap (the cache and plan option loopLimit 4096, on any adapter)', () => {
+  for (const where of ['cache', 'plan'] as const)
+    it(`a whole-sequence budget with more parts than one merge dispatch takes equals float64 attention (the ${where} option)`, async () => {
+      // 768 pages x 2 KV heads = 1,536 one-page parts (+ groups): the merge runs in two segments.
+      expect(mergePartsPerSegment(4096, 16)).toBeLessThan(1536);
+      const s = setup(12_200, 4, 2, 16, 16, 11, true, where === 'cache' ? 4096 : undefined);
+      try {
+        const { stats, o, lse } = await decode(s, {
+          Hq: 4,
+          budgetTokens: 12_288,
+          loopLimit: where === 'plan' ? 4096 : undefined,
+        });
+        expect(stats.selected[0]!.length).toBe(Math.ceil(12_200 / 16));
+        const ref = streamAttentionReference(s.q, s.k, s.v, { Tq: 1, Tk: 12_200, Hq: 4, Hkv: 2, D: 16, qPos0: 12_199 });
+        const co = compare(o, ref.o);
+        const cl = compare(lse, ref.lse);
+        expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+        expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
+      } finally {
+        s.cache.dispose();
+      }
+    });
 
   it('scoring refuses a group whose heads x channels pass the cap, naming Hq', async () => {
     expect(questScoreLoopIterations(64, 256)).toBeGreaterThan(0.9 * 4096);

@@ -7,6 +7,7 @@ import {
   segment,
   segmentUniforms,
   SEGMENT_FIELDS,
+  withLoopLimit,
 } from '../src/gpu/segments.js';
 import { recurrentLoopIterations } from '../kernels/linear/loops.js';
 
@@ -93,5 +94,27 @@ describe('segments (src/gpu/segments.ts)', () => {
       seg_carry: 1,
       seg_last: 0,
     });
+  });
+
+  it('withLoopLimit: the device itself at its own cap, else one view per cap that forwards everything else', () => {
+    const ctx = {
+      loopLimit: Number.POSITIVE_INFINITY,
+      held: 1,
+      hold(n: number) {
+        this.held += n;
+        return this.held;
+      },
+    };
+    expect(withLoopLimit(ctx, Number.POSITIVE_INFINITY)).toBe(ctx);
+    const v = withLoopLimit(ctx, 4096);
+    expect(v).not.toBe(ctx);
+    expect(v.loopLimit).toBe(4096);
+    expect(ctx.loopLimit).toBe(Number.POSITIVE_INFINITY);
+    expect(withLoopLimit(ctx, 4096)).toBe(v);
+    expect(withLoopLimit(ctx, 1024).loopLimit).toBe(1024);
+    // state lives on the device: writes through the view land there
+    expect(v.hold(2)).toBe(3);
+    expect(ctx.held).toBe(3);
+    expect(Object.keys(v)).toEqual(Object.keys(ctx));
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { useGpu, type GpuFixture } from './helpers/gpu.js';
+import { useGpu } from './helpers/gpu.js';
 import { TesseraError } from '../src/errors.js';
 import { Rng, TOLERANCE, compare, describeComparison, passes } from '../src/testing.js';
 import { createKvCache, type KvCacheOptions } from '../src/kv/cache.js';
@@ -27,10 +27,12 @@ interface Case {
   variant?: 'cpu' | 'gpu';
   /** Bound on the partials (small: few parts, many pages per part). */
   partialBytes?: number;
+  /** The plan's loopLimit option (the split paths on any adapter). */
+  loopLimit?: number;
 }
 
-async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ evictions: number; tiles: number }> {
-  const cache = createKvCache(g.dev, {
+async function runCase(c: Case): Promise<{ evictions: number; tiles: number }> {
+  const cache = createKvCache(gpu.dev, {
     Hkv: c.Hkv,
     D: c.D,
     dtype: c.dtype,
@@ -53,6 +55,7 @@ async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ evictions: numbe
       qPos0: c.qPos0,
       variant: c.variant,
       partialBytes: c.partialBytes,
+      loopLimit: c.loopLimit,
     });
     const { k, v } = cache.read(seq, 0, c.T);
     const ref = streamAttentionReference(q, k, v, { Tq: c.Tq, Tk: c.T, Hq: c.Hq, Hkv: c.Hkv, D: c.D, qPos0: c.qPos0 });
@@ -159,8 +162,32 @@ describe('streaming exact attention vs float64', () => {
   });
 });
 
-describe('streaming within a loop cap (loopLimit 4096)', () => {
-  const small = useGpu({ loopLimit: 4096 });
+describe('streaming within a loop cap (plan or cache option loopLimit 4096, on any adapter)', () => {
+  it('the cache option reaches every plan on the cache, the plan option one plan; a bad cap is E_ARG naming loopLimit', async () => {
+    const capped = createKvCache(gpu.dev, { Hkv: 1, D: 8, loopLimit: 4096 });
+    const plain = createKvCache(gpu.dev, { Hkv: 1, D: 8 });
+    try {
+      expect(capped.ctx.loopLimit).toBe(4096);
+      expect(capped.ctx.device).toBe(gpu.dev.device);
+      expect(plain.ctx).toBe(gpu.dev);
+      const a = await planStreamAttention(capped, { Hq: 2 });
+      const b = await planStreamAttention(plain, { Hq: 2, loopLimit: 2048 });
+      const c = await planStreamAttention(plain, { Hq: 2 });
+      expect([a.options.loopLimit, b.options.loopLimit, c.options.loopLimit]).toEqual([4096, 2048, gpu.dev.loopLimit]);
+      for (const p of [a, b, c]) p.dispose();
+      expect(() => createKvCache(gpu.dev, { Hkv: 1, D: 8, loopLimit: 10 })).toThrow(
+        expect.objectContaining({ code: 'E_ARG', argument: 'loopLimit' }),
+      );
+      await expect(planStreamAttention(plain, { Hq: 2, loopLimit: 1.5 })).rejects.toMatchObject({
+        code: 'E_ARG',
+        argument: 'loopLimit',
+      });
+    } finally {
+      capped.dispose();
+      plain.dispose();
+    }
+  });
+
   it('the paged bound: entries per part keep an invocation within 90% of the cap', () => {
     expect(pagedEntriesPerPart(Infinity, 'cpu', 128, 128, 256)).toBe(Infinity);
     expect(pagedEntriesPerPart(65535, 'cpu', 128, 128, 64)).toBe(71);
@@ -182,26 +209,40 @@ describe('streaming within a loop cap (loopLimit 4096)', () => {
 
   it('few parts: the tile shrinks to what one invocation may attend (cpu)', async () => {
     const per = pagedEntriesPerPart(4096, 'cpu', 32, 32, 64);
-    const r = await runCase({ T: 3_000, Tq: 5, Hq: 4, Hkv: 2, D: 32, dtype: 'f16', partialBytes: 1 }, small);
+    const r = await runCase({ T: 3_000, Tq: 5, Hq: 4, Hkv: 2, D: 32, dtype: 'f16', partialBytes: 1, loopLimit: 4096 });
     expect(r.tiles).toBe(Math.ceil(Math.ceil(3_000 / 64) / per));
   });
 
   it('few parts: the tile shrinks to what one invocation may attend (gpu variant)', async () => {
     const per = pagedEntriesPerPart(4096, 'gpu', 64, 64, 128);
-    const r = await runCase(
-      { T: 2_000, Tq: 2, Hq: 2, Hkv: 1, D: 64, dtype: 'f32', pageSize: 128, partialBytes: 1, variant: 'gpu' },
-      small,
-    );
+    const r = await runCase({
+      T: 2_000,
+      Tq: 2,
+      Hq: 2,
+      Hkv: 1,
+      D: 64,
+      dtype: 'f32',
+      pageSize: 128,
+      partialBytes: 1,
+      variant: 'gpu',
+      loopLimit: 4096,
+    });
     expect(r.tiles).toBe(Math.ceil(Math.ceil(2_000 / 128) / per));
   });
 
-  it('many parts: the merge runs in segments', async () => {
+  it('many parts: the merge runs in segments (the cache option)', async () => {
     // 2,048 one-page parts per tile (+ groups + the accumulator) > the merge's parts per segment
     expect(mergePartsPerSegment(4096, 8)).toBeLessThan(2048);
-    const r = await runCase(
-      { T: 33_000, Tq: 1, Hq: 2, Hkv: 1, D: 8, dtype: 'f32', pageSize: 16, cache: { tilePages: 2048 } },
-      small,
-    );
+    const r = await runCase({
+      T: 33_000,
+      Tq: 1,
+      Hq: 2,
+      Hkv: 1,
+      D: 8,
+      dtype: 'f32',
+      pageSize: 16,
+      cache: { tilePages: 2048, loopLimit: 4096 },
+    });
     expect(r.tiles).toBe(2);
   });
 });

@@ -6,6 +6,7 @@
  */
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { planLoopLimit, withLoopLimit } from '../../src/gpu/segments.js';
 import {
   KernelPlan,
   checkAttentionSizes,
@@ -50,6 +51,11 @@ export interface BlockSparseOptions {
   outDtype?: FloatDType;
   /** Kernel variant: `auto` (default) follows the adapter class; `cpu`/`gpu` force one (tests). */
   target?: GatherTarget;
+  /**
+   * Size the parts for this loop cap (lower than the device's only; an integer >= 256): tests run
+   * the split paths llvmpipe needs on any adapter with it. Default: the device's.
+   */
+  loopLimit?: number;
 }
 
 export interface BlockSparseTensors {
@@ -139,7 +145,7 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
       for (let r = 0; r < o.MB; r++)
         entries = Math.max(entries, o.indptr[p * (o.MB + 1) + r + 1]! - o.indptr[p * (o.MB + 1) + r]!);
     const ptrWords = o.indptr.length;
-    const core = await BlockListPlan.create(ctx, {
+    const core = await BlockListPlan.create(withLoopLimit(ctx, planLoopLimit(ctx, opts.loopLimit)), {
       Tq: o.Tq,
       Tk: o.Tk,
       Hq: o.Hq,

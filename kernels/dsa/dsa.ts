@@ -22,7 +22,15 @@ import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import { checkHeadDim, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
 import { BlockListPlan } from '../attention/lists.js';
 import { planTopK, TOPK_MAX_K, type TopKPlan } from '../topk/index.js';
-import { loopBudget } from '../topk/topk.js';
+import {
+  loops,
+  planLoopLimit,
+  segment,
+  segmentUniforms,
+  SEGMENT_FIELDS,
+  withLoopLimit,
+  type Segment,
+} from '../../src/gpu/segments.js';
 import indexerWgsl from './indexer.wgsl.js';
 
 export const DSA_INDEXER_PARAMS = uniformLayout('IndexerParams', [
@@ -31,49 +39,51 @@ export const DSA_INDEXER_PARAMS = uniformLayout('IndexerParams', [
   ['Tk', 'u32'],
   ['HI', 'u32'],
   ['POSOFF', 'i32'],
-  ['J0', 'u32'], // segment: index heads [J0, J1) ...
-  ['J1', 'u32'],
-  ['LOAD', 'u32'], // ... added to the partial sums left in the scores (see indexerSegments)
+  // segment: index heads [seg_begin, seg_end), added to the partial sums left in the scores
+  // (seg_carry; seg_last unused, see indexerSegments)
+  ...SEGMENT_FIELDS,
 ] as const);
 
-const INDEXER_PROGRAM = wgslProgram('dsa/indexer', [storageWgsl, unpackWgsl, DSA_INDEXER_PARAMS.wgsl, indexerWgsl]);
+export const INDEXER_PROGRAM = wgslProgram('dsa/indexer', [
+  storageWgsl,
+  unpackWgsl,
+  DSA_INDEXER_PARAMS.wgsl,
+  indexerWgsl,
+]);
 const WG = 64;
 /** Default bytes of index scores per row chunk. */
 const SCORE_CHUNK_BYTES = 64 * 1024 * 1024;
 
 /**
  * Upper bound of the loop iterations one invocation of `indexer.wgsl` runs over `heads` index
- * heads (counted as `loopBudget` in kernels/topk says): per head the step and the dot products
- * of four keys (DI / 4 + 1), the head loop's exit, the four stores (5), the early return. Over
- * 65,535 when HI (DI / 4 + 2) is: DeepSeek-V3.2's 64 x 128 is 2,183; HI = DI = 1024, 264,199.
+ * heads, in the counting rules of src/gpu/segments.ts: the early return, the head loop with the
+ * dot products of four keys (a loop of DI / 4) per head, and the four stores. Over 65,535 when
+ * HI (DI / 4 + 2) is: DeepSeek-V3.2's 64 x 128 is 2,183; HI = DI = 1024, 264,199.
  *
  * @example
  * indexerLoopIterations(64, 128); // 2,183
  */
 export function indexerLoopIterations(heads: number, DI: number): number {
-  return 1 + heads * (DI / 4 + 2) + 1 + 5;
-}
-
-/** One dispatch of the indexer: index heads [J0, J1). */
-export interface IndexerSegment {
-  J0: number;
-  J1: number;
-  LOAD: number;
+  return loops.ret + loops.loop(heads, loops.loop(DI / 4)) + loops.loop(4);
 }
 
 /**
- * The indexer dispatches under a loop budget: all HI heads at once when they fit, else groups of
- * heads, each adding to the partial sums the previous one left (same order of additions).
+ * The indexer dispatches under loop cap `limit` (`segment()` of src/gpu/segments.ts): all HI heads
+ * at once when they fit, else groups of heads, each adding to the partial sums the previous one
+ * left (same order of additions).
  *
  * @example
- * indexerSegments(58981, 1024, 1024).length; // 5 on llvmpipe
+ * indexerSegments(65535, 1024, 1024).length; // 5 on llvmpipe
  */
-export function indexerSegments(budget: number, HI: number, DI: number): IndexerSegment[] {
-  if (indexerLoopIterations(HI, DI) <= budget) return [{ J0: 0, J1: 0xffffffff, LOAD: 0 }];
-  const per = Math.max(1, Math.floor((budget - indexerLoopIterations(0, DI)) / (DI / 4 + 2)));
-  const segs: IndexerSegment[] = [];
-  for (let j0 = 0; j0 < HI; j0 += per) segs.push({ J0: j0, J1: j0 + per, LOAD: j0 > 0 ? 1 : 0 });
-  return segs;
+export function indexerSegments(limit: number, HI: number, DI: number): readonly Segment[] {
+  const s = segment(HI, (n) => indexerLoopIterations(n, DI), limit, {
+    op: 'dsa',
+    what: 'one index head of the indexer',
+    argument: 'DI',
+    actual: DI,
+    expected: 'a smaller DI (or a larger loopLimit)',
+  });
+  return s.segments;
 }
 
 export interface DsaOptions {
@@ -110,6 +120,11 @@ export interface DsaOptions {
   rowChunk?: number;
   /** Kernel variant of the attention step (default `auto`: follows the adapter class). */
   target?: GatherTarget;
+  /**
+   * Size the splits for this loop cap (lower than the device's only; an integer >= 256): tests
+   * run the segmented paths llvmpipe needs on any adapter with it. Default: the device's.
+   */
+  loopLimit?: number;
 }
 
 export interface DsaTensors {
@@ -167,7 +182,7 @@ interface Chunk {
 
 /** How a plan splits its dispatches under the device's loop limit. */
 interface Splits {
-  indexer: IndexerSegment[];
+  indexer: readonly Segment[];
   loopIterations: number;
 }
 
@@ -244,7 +259,7 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
       rows,
       all,
       indexer: splits.indexer.map((seg) =>
-        this.uniform(DSA_INDEXER_PARAMS, { rows, T0, Tk: o.Tk, HI: o.HI, POSOFF: o.Tk - o.T, ...seg }),
+        this.uniform(DSA_INDEXER_PARAMS, { rows, T0, Tk: o.Tk, HI: o.HI, POSOFF: o.Tk - o.T, ...segmentUniforms(seg) }),
       ),
       core: cores[i]!,
       topk: topks.get(rows)!,
@@ -261,11 +276,12 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
     const topks = new Map<number, TopKPlan>();
     // Splits under the device's loop limit (llvmpipe): the indexer over index heads here, the
     // attention over runs of selected tokens (or keys) inside each chunk's BlockListPlan.
-    const budget = loopBudget(ctx);
-    const indexerSegs = indexerSegments(budget, o.HI, o.DI);
+    const limit = planLoopLimit(ctx, opts.loopLimit);
+    const capped = withLoopLimit(ctx, limit);
+    const indexerSegs = indexerSegments(limit, o.HI, o.DI);
     const splits: Splits = {
       indexer: indexerSegs,
-      loopIterations: Math.max(...indexerSegs.map((g) => indexerLoopIterations(Math.min(g.J1, o.HI) - g.J0, o.DI))),
+      loopIterations: Math.max(...indexerSegs.map((g) => indexerLoopIterations(g.end - g.begin, o.DI))),
     };
     // Per chunk: rows t0 .. t0 + rows of the core, the chunk's selection [rows, S] as token lists
     // (one per token, shared by its heads), or for keep-everything rows all causal keys as one block.
@@ -286,7 +302,7 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
       variant: sparseVariant(ctx, o.target),
     };
     const coreOf = (c: { T0: number; rows: number; all: boolean }) =>
-      BlockListPlan.create(ctx, {
+      BlockListPlan.create(capped, {
         ...common,
         Tq: c.rows,
         t0: c.T0,
@@ -302,7 +318,9 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
         constants: { WG, IN_DTYPE: dtypeCode(o.dtype), DI: o.DI },
       }),
       ...chunks.map(coreOf),
-      ...[...rowCounts].map(async (rows) => void topks.set(rows, await planTopK(ctx, { rows, n: o.Tk, k: o.S }))),
+      ...[...rowCounts].map(
+        async (rows) => void topks.set(rows, await planTopK(ctx, { rows, n: o.Tk, k: o.S, loopLimit: opts.loopLimit })),
+      ),
     ]);
     return new DsaPlan(ctx, o, indexer as Pipeline, cores.slice(0, chunks.length) as BlockListPlan[], topks, splits);
   }

@@ -3,7 +3,8 @@
 // with HI index heads j, one shared index key per token, weights that may be negative.
 // scores[(t - T0), s] in f32, the layout the top-k kernel takes ([rows, n]). One invocation per
 // (row, 4 consecutive keys). Segments (loop-capped adapters, dsa.ts indexerSegments): a dispatch
-// sums only the index heads [J0, J1), continuing from the partial sum in `scores` when LOAD != 0
+// sums only the index heads [seg_begin, seg_end), continuing from the partial sum in `scores` when
+// seg_carry != 0
 // (the same order of additions as unsegmented). Needs storage.wgsl, unpack4.wgsl and the struct IndexerParams (dsa.ts).
 
 @group(0) @binding(0) var<storage, read> qi_buf: array<vec4<u32>>;   // [Tq, HI, DI] in IN_DTYPE
@@ -38,10 +39,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let sc = vec4<u32>(s0, min(s0 + 1u, params.Tk - 1u), min(s0 + 2u, params.Tk - 1u), min(s0 + 3u, params.Tk - 1u));
   let base = tl * params.Tk;
   var acc = vec4<f32>(0.0);
-  if (params.LOAD != 0u) {
+  if (params.seg_carry != 0u) {
     acc = vec4<f32>(scores[base + sc.x], scores[base + sc.y], scores[base + sc.z], scores[base + sc.w]);
   }
-  for (var j = params.J0; j < min(params.HI, params.J1); j++) {
+  for (var j = params.seg_begin; j < min(params.HI, params.seg_end); j++) {
     let qb = (t * params.HI + j) * DI;
     var d = vec4<f32>(0.0);
     for (var c = 0u; c < D4; c++) {

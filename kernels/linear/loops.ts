@@ -3,7 +3,7 @@
  * shader, to be read against the WGSL beside it. Mesa's llvmpipe stops a shader invocation
  * silently once it has run `TesseraDevice.loopLimit` (65,535) loop iterations, counted over all
  * of its loops together; the plan (`scan.ts`) sizes its segments and splits from these bounds so
- * that no invocation passes {@link loopBudget}, and rejects a shape with `E_LIMIT` where even
+ * that no invocation passes `loopBudget` (src/gpu/segments.ts), and rejects a shape with `E_LIMIT` where even
  * the smallest piece would.
  *
  * Counting: a loop that runs n trips costs n + 1 (the trip that finds the exit is counted too),
@@ -16,12 +16,8 @@
  * predicts (2 + 130 + 499 x 131 = 65,501 <= 65,535 < 65,632); the chunk scan completes 56 chunks
  * at K = 64 (the bound allows 54), 105 at K = 32 (103) and 28 with the delta rule at K = 64 (28).
  */
-import { loopBudget } from '../../src/gpu/segments.js';
-
 /** Chunk length of the parallel form (`CH` in common.wgsl). */
 const CH = 64;
-
-export { loopBudget };
 
 /**
  * `recurrent.wgsl` over a segment of `tokens` tokens: the early return (1), loading and storing

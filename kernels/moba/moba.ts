@@ -25,15 +25,16 @@ import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import { checkHeadDim, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
 import { BlockListPlan } from '../attention/lists.js';
-import { loopBudget } from '../topk/topk.js';
 import {
-  POOL_PARAMS,
-  poolLoopIterations,
-  poolPipeline,
-  poolSegments,
-  poolWorkgroups,
-  type PoolSegment,
-} from './pool.js';
+  loops,
+  planLoopLimit,
+  segment,
+  segmentUniforms,
+  SEGMENT_FIELDS,
+  withLoopLimit,
+  type Segment,
+} from '../../src/gpu/segments.js';
+import { POOL_PARAMS, poolLoopIterations, poolPipeline, poolSegments, poolWorkgroups } from './pool.js';
 import selectWgsl from './select.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 
@@ -45,13 +46,12 @@ export const MOBA_SELECT_PARAMS = uniformLayout('MobaSelectParams', [
   ['BS', 'u32'],
   ['NBM', 'u32'],
   ['POSOFF', 'i32'],
-  ['B0', 'u32'], // segment: candidate blocks [B0, B1) ...
-  ['B1', 'u32'],
-  ['LOAD', 'u32'], // ... continuing the list carried in sel + carry ...
-  ['LAST', 'u32'], // ... which the last segment stops carrying (see mobaSelectSegments)
+  // segment: candidate blocks [seg_begin, seg_end), continuing the list carried in sel + carry
+  // (seg_carry), which the last segment stops carrying (seg_last; see mobaSelectSegments)
+  ...SEGMENT_FIELDS,
 ] as const);
 
-const SELECT_PROGRAM = wgslProgram('moba/select', [
+export const SELECT_PROGRAM = wgslProgram('moba/select', [
   storageWgsl,
   unpackWgsl,
   selectSmallWgsl,
@@ -64,11 +64,11 @@ export const MOBA_MAX_TOPK = 64;
 
 /**
  * Upper bound of the loop iterations one invocation of `select.wgsl` runs over `nc` candidate
- * blocks (counted as `loopBudget` in kernels/topk says; D4 = D / 4, KP = topk - 1): the early
- * return (1), the q load (D4 + 1), per candidate the step, the gate dot product (D4 + 1), the
- * insertion call (1) and its up to KP steps, the candidate loop's exit, the KP outputs (KP + 1)
- * and KP + 1 more to read a carried list back (rows before the keys write K + 1 and return). Unsegmented nc = ceil(Tk / blockSize): with D = 128,
- * topk = 12 it passes 65,535 at 1,424 blocks (Tk = 91K with blockSize 64).
+ * blocks, in the counting rules of src/gpu/segments.ts (D4 = D / 4, KP = topk - 1): the early
+ * return, the q load (a loop of D4), a carried list read back (a loop of KP), per candidate the
+ * gate dot product (a loop of D4) and the insertion call (`sel_offer`: a loop of at most KP - 1
+ * shifts), and the KP outputs. Unsegmented nc = ceil(Tk / blockSize): with D = 128, topk = 12 it
+ * passes 65,535 at 1,424 blocks (Tk = 91K with blockSize 64).
  *
  * @example
  * mobaSelectLoopIterations(1024, 64, 3, false); // 21,526
@@ -76,31 +76,32 @@ export const MOBA_MAX_TOPK = 64;
 export function mobaSelectLoopIterations(nc: number, D: number, topk: number, load: boolean): number {
   const D4 = D / 4;
   const KP = topk - 1;
-  return 1 + (D4 + 1) + nc * (D4 + KP + 3) + 1 + (KP + 1) + (load ? KP + 1 : 0);
-}
-
-/** One dispatch of the MoBA selection: candidate blocks [B0, B1). */
-export interface MobaSelectSegment {
-  B0: number;
-  B1: number;
-  LOAD: number;
-  LAST: number;
+  return (
+    loops.ret +
+    loops.loop(D4) +
+    (load ? loops.loop(KP) : 0) +
+    loops.loop(nc, loops.loop(D4) + loops.call(loops.loop(KP - 1))) +
+    loops.loop(KP)
+  );
 }
 
 /**
- * The selection dispatches under a loop budget: all `NB` candidates at once when that fits, else
- * segments of as many candidates as fit, the list carried between them.
+ * The selection dispatches under loop cap `limit` (`segment()` of src/gpu/segments.ts): all `NB`
+ * candidates at once when that fits, else segments of as many candidates as fit, the list
+ * carried between them.
  *
  * @example
- * mobaSelectSegments(3686, 512, 64, 3).length; // 3 with loopLimit 4096
+ * mobaSelectSegments(4096, 512, 64, 3).length; // 3
  */
-export function mobaSelectSegments(budget: number, NB: number, D: number, topk: number): MobaSelectSegment[] {
-  if (mobaSelectLoopIterations(NB, D, topk, false) <= budget) return [{ B0: 0, B1: 0xffffffff, LOAD: 0, LAST: 1 }];
-  const per = Math.max(1, Math.floor((budget - mobaSelectLoopIterations(0, D, topk, true)) / (D / 4 + topk + 2)));
-  const segs: MobaSelectSegment[] = [];
-  for (let b0 = 0; b0 < NB; b0 += per)
-    segs.push({ B0: b0, B1: b0 + per, LOAD: b0 > 0 ? 1 : 0, LAST: b0 + per >= NB ? 1 : 0 });
-  return segs;
+export function mobaSelectSegments(limit: number, NB: number, D: number, topk: number): readonly Segment[] {
+  const s = segment(NB, (n) => mobaSelectLoopIterations(n, D, topk, n < NB), limit, {
+    op: 'moba',
+    what: 'one candidate block of the selection',
+    argument: 'D',
+    actual: D,
+    expected: 'a smaller D or topk, or a larger loopLimit',
+  });
+  return s.segments;
 }
 
 export interface MobaOptions {
@@ -128,6 +129,11 @@ export interface MobaOptions {
   meansDtype?: 'f32' | 'f16';
   /** Kernel variant of the attention core: `auto` (default) follows the adapter class; `cpu`/`gpu` force one. */
   target?: GatherTarget;
+  /**
+   * Size the splits for this loop cap (lower than the device's only; an integer >= 256): tests
+   * run the segmented paths llvmpipe needs on any adapter with it. Default: the device's.
+   */
+  loopLimit?: number;
 }
 
 export interface MobaTensors {
@@ -147,12 +153,12 @@ export interface MobaTensors {
   selection?: GpuTensor;
 }
 
-type Resolved = Required<Omit<MobaOptions, 'Tk'>> & { Tk: number };
+type Resolved = Required<Omit<MobaOptions, 'Tk' | 'loopLimit'>> & { Tk: number };
 
 /** How a plan splits its dispatches under the device's loop limit (one each elsewhere). */
 interface Splits {
-  pool: PoolSegment[];
-  select: MobaSelectSegment[];
+  pool: readonly Segment[];
+  select: readonly Segment[];
   loopIterations: number;
 }
 
@@ -211,7 +217,7 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     this.core = core;
     const NB = (this.numBlocks = Math.ceil(o.Tk / o.blockSize));
     this.poolParams = splits.pool.map((seg) =>
-      this.uniform(POOL_PARAMS, { T: o.Tk, H: o.Hkv, D: o.D, BS: o.blockSize, NB, ...seg }),
+      this.uniform(POOL_PARAMS, { T: o.Tk, H: o.Hkv, D: o.D, BS: o.blockSize, NB, ...segmentUniforms(seg) }),
     );
     this.selParams = splits.select.map((seg) =>
       this.uniform(MOBA_SELECT_PARAMS, {
@@ -222,7 +228,7 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
         BS: o.blockSize,
         NBM: NB,
         POSOFF: o.Tk - o.Tq,
-        ...seg,
+        ...segmentUniforms(seg),
       }),
     );
     this.selCarry = this.workspace(splits.select.length > 1 ? o.Tq * o.Hq * (o.topk - 1) * 4 : 16, 'moba.selCarry');
@@ -242,15 +248,14 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     checkAttentionSizes(ctx, o);
     // Splits under the device's loop limit (llvmpipe): pooling over token ranges, selection over
     // candidate ranges, attention over list entries / key ranges (see the bound functions).
-    const budget = loopBudget(ctx);
+    const limit = planLoopLimit(ctx, opts.loopLimit);
     const NB = Math.ceil(o.Tk / o.blockSize);
-    const keys = Math.min(o.blockSize, o.Tk);
-    const pool = poolSegments(budget, o.blockSize, o.Tk);
-    const selSegs = mobaSelectSegments(budget, NB, o.D, o.topk);
+    const pool = poolSegments(limit, o.blockSize, o.Tk);
+    const selSegs = mobaSelectSegments(limit, NB, o.D, o.topk);
     const selectIters = Math.max(
-      ...selSegs.map((g) => mobaSelectLoopIterations(Math.min(g.B1, NB) - g.B0, o.D, o.topk, g.LOAD === 1)),
+      ...selSegs.map((g) => mobaSelectLoopIterations(g.end - g.begin, o.D, o.topk, g.carry)),
     );
-    const poolIters = Math.max(...pool.map((g) => poolLoopIterations(Math.min(g.J1, keys) - g.J0)));
+    const poolIters = Math.max(...pool.map((g) => poolLoopIterations(g.end - g.begin)));
     const select = (meansDtype: 'f32' | 'f16') =>
       getPipeline(ctx, {
         shader: SELECT_PROGRAM,
@@ -262,7 +267,7 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
       poolPipeline(ctx, o.dtype, 'count'),
       select('f32'),
       select(o.meansDtype),
-      BlockListPlan.create(ctx, {
+      BlockListPlan.create(withLoopLimit(ctx, limit), {
         Tq: o.Tq,
         Tk: o.Tk,
         Hq: o.Hq,

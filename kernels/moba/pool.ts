@@ -5,6 +5,7 @@
 import type { TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
+import { loops, segment, SEGMENT_FIELDS, type Segment } from '../../src/gpu/segments.js';
 import { dtypeCode, type FloatDType } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
@@ -16,13 +17,12 @@ export const POOL_PARAMS = uniformLayout('PoolParams', [
   ['D', 'u32'],
   ['BS', 'u32'],
   ['NB', 'u32'],
-  ['J0', 'u32'], // segment: tokens [J0, J1) of every block ...
-  ['J1', 'u32'],
-  ['LOAD', 'u32'], // ... added to the running sum left in out ...
-  ['LAST', 'u32'], // ... and divided by the last segment (see poolSegments)
+  // segment: tokens [seg_begin, seg_end) of every block, added to the running sum left in out
+  // (seg_carry) and divided by the last segment (seg_last; see poolSegments)
+  ...SEGMENT_FIELDS,
 ] as const);
 
-const PROGRAM = wgslProgram('moba/pool', [storageWgsl, unpackWgsl, POOL_PARAMS.wgsl, poolWgsl]);
+export const POOL_PROGRAM = wgslProgram('moba/pool', [storageWgsl, unpackWgsl, POOL_PARAMS.wgsl, poolWgsl]);
 export const POOL_WG = 64;
 
 /**
@@ -37,7 +37,7 @@ export function poolPipeline(
   divisor: 'count' | 'blockSize',
 ): Promise<Pipeline> {
   return getPipeline(ctx, {
-    shader: PROGRAM,
+    shader: POOL_PROGRAM,
     bindings: ['read', 'rw', 'uniform'],
     constants: { WG: POOL_WG, IN_DTYPE: dtypeCode(inDtype), DIV_MODE: divisor === 'count' ? 0 : 1 },
   });
@@ -53,17 +53,9 @@ export function poolWorkgroups(NB: number, H: number, D: number): number {
   return Math.ceil((NB * H * (D / 4)) / POOL_WG);
 }
 
-/** One dispatch of the pooling: tokens [J0, J1) of every block. */
-export interface PoolSegment {
-  J0: number;
-  J1: number;
-  LOAD: number;
-  LAST: number;
-}
-
 /**
- * Upper bound of the loop iterations one pooling invocation runs (counted as `loopBudget` in
- * kernels/topk says): one per token of its block (segment), the loop's exit and the early
+ * Upper bound of the loop iterations one pooling invocation runs over `tokens` tokens of its block
+ * (segment), in the counting rules of src/gpu/segments.ts (`loops`): the token loop and the early
  * return. Unsegmented that is min(blockSize, T) + 2: over 65,535 only for MoBA blocks past 64K
  * tokens (its blockSize goes to 2^20).
  *
@@ -71,23 +63,25 @@ export interface PoolSegment {
  * poolLoopIterations(4096); // 4098
  */
 export function poolLoopIterations(tokens: number): number {
-  return tokens + 2;
+  return loops.ret + loops.loop(tokens);
 }
 
 /**
- * The pooling dispatches under a loop budget: one for whole blocks when a block fits, else
- * segments of `budget - 2` tokens, the running sum carried in the output (same order of additions,
- * so the same result).
+ * The pooling dispatches under loop cap `limit` (`segment()` of src/gpu/segments.ts): one for whole
+ * blocks when a block fits, else segments of the block's tokens, the running sum carried in the
+ * output (same order of additions, so the same result).
  *
  * @example
- * poolSegments(58981, 1 << 20, 1 << 20).length; // 18 on llvmpipe
+ * poolSegments(65535, 1 << 20, 1 << 20).length; // 18 on llvmpipe
  */
-export function poolSegments(budget: number, blockSize: number, T: number): PoolSegment[] {
+export function poolSegments(limit: number, blockSize: number, T: number): readonly Segment[] {
   const len = Math.min(blockSize, T);
-  if (poolLoopIterations(len) <= budget) return [{ J0: 0, J1: blockSize, LOAD: 0, LAST: 1 }];
-  const segs: PoolSegment[] = [];
-  const per = budget - poolLoopIterations(0);
-  for (let j0 = 0; j0 < len; j0 += per)
-    segs.push({ J0: j0, J1: Math.min(blockSize, j0 + per), LOAD: j0 > 0 ? 1 : 0, LAST: j0 + per >= len ? 1 : 0 });
-  return segs;
+  const s = segment(len, poolLoopIterations, limit, {
+    op: 'pool',
+    what: 'one token of a block mean',
+    argument: 'loopLimit',
+    actual: limit,
+    expected: 'a larger loop limit',
+  });
+  return s.segments;
 }

@@ -3,8 +3,8 @@
 // (DIV_MODE 1: native-sparse-attention's zero-padded last block). Blocks are [b*BS, (b+1)*BS)
 // clipped to T. Output f32. One invocation per (block, head, 4 channels).
 // Segments (loop-capped adapters, pool.ts poolSegments): a dispatch sums only the tokens
-// [J0, J1) of each block, continuing from the running sum in `out` when LOAD != 0; the LAST one
-// divides. The sum runs in the same order as unsegmented, so the result is identical.
+// [seg_begin, seg_end) of each block, continuing from the running sum in `out` when seg_carry != 0;
+// the last one (seg_last) divides. The sum runs in the same order as unsegmented, so the result is identical.
 // Needs storage.wgsl, unpack4.wgsl and the struct PoolParams (pool.ts).
 
 @group(0) @binding(0) var<storage, read> x_buf: array<vec4<u32>>;      // [T, H, D] in IN_DTYPE
@@ -29,14 +29,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let j0 = b * params.BS;
   let j1 = min(j0 + params.BS, params.T);
   var s = vec4<f32>(0.0);
-  if (params.LOAD != 0u) {
+  if (params.seg_carry != 0u) {
     s = out[id];
   }
-  for (var j = j0 + params.J0; j < min(j0 + params.J1, j1); j++) {
+  for (var j = j0 + params.seg_begin; j < min(j0 + params.seg_end, j1); j++) {
     let e = (j * params.H + h) * params.D + 4u * c;
     s += st_unpack4(x_buf[st_vec4_index(e, IN_DTYPE)], e, IN_DTYPE);
   }
-  if (params.LAST == 0u) {
+  if (params.seg_last == 0u) {
     out[id] = s;
     return;
   }

@@ -4,9 +4,9 @@
 // s_b = q . gate_keys[b, h] in f32 (gate keys stored f32, or f16 as the KV cache's page means), no scale. The top (K - 1) past blocks by score (ties: lower
 // block id) are kept by insertion into a small private list (K <= SEL_MAX, shaders/select_small.wgsl). Output row:
 // sel[row, 0] = own, sel[row, 1..] = past blocks by descending score, -1 in unused slots.
-// Segments (loop-capped adapters, moba.ts): a dispatch offers only the candidates [B0, B1); the
-// list is carried between dispatches in sel (ids) and `carry` (their scores), read back when
-// LOAD != 0. Candidates still arrive in block order, so ties resolve as unsegmented.
+// Segments (loop-capped adapters, moba.ts): a dispatch offers only the candidates
+// [seg_begin, seg_end); the list is carried between dispatches in sel (ids) and `carry` (their
+// scores), read back when seg_carry != 0. Candidates still arrive in block order, so ties resolve as unsegmented.
 // Needs storage.wgsl, unpack4.wgsl and the struct MobaSelectParams (moba.ts).
 
 @group(0) @binding(0) var<storage, read> q_buf: array<vec4<u32>>;          // [Tq, Hq, D] in IN_DTYPE
@@ -48,7 +48,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
   let KP = K - 1u;
   var cnt = 0u;
-  if (params.LOAD != 0u) {
+  if (params.seg_carry != 0u) {
     for (var i = 0u; i < KP; i++) {
       let id = sel[row * K + 1u + i];
       if (id >= 0) {
@@ -59,7 +59,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
   }
   let npast = min(own, params.NBM);
-  for (var b = params.B0; b < min(npast, params.B1); b++) {
+  for (var b = params.seg_begin; b < min(npast, params.seg_end); b++) {
     let base = (b * params.Hkv + h) * D;
     var s4 = vec4<f32>(0.0);
     for (var c = 0u; c < D4; c++) {
@@ -75,7 +75,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   sel[row * K] = i32(own);
   for (var i = 0u; i < KP; i++) {
     sel[row * K + 1u + i] = select(-1, top_b[i], i < cnt);
-    if (params.LAST == 0u) {
+    if (params.seg_last == 0u) {
       carry[row * KP + i] = top_s[i];
     }
   }

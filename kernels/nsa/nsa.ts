@@ -31,15 +31,16 @@ import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import { checkHeadDim, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
 import { BlockListPlan } from '../attention/lists.js';
+import { POOL_PARAMS, poolLoopIterations, poolPipeline, poolSegments, poolWorkgroups } from '../moba/pool.js';
 import {
-  POOL_PARAMS,
-  poolLoopIterations,
-  poolPipeline,
-  poolSegments,
-  poolWorkgroups,
-  type PoolSegment,
-} from '../moba/pool.js';
-import { loopBudget } from '../topk/topk.js';
+  loops,
+  planLoopLimit,
+  segment,
+  segmentUniforms,
+  SEGMENT_FIELDS,
+  withLoopLimit,
+  type Segment,
+} from '../../src/gpu/segments.js';
 import type { NsaVariant } from './reference.js';
 import selectWgsl from './select.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
@@ -53,17 +54,16 @@ export const NSA_SELECT_PARAMS = uniformLayout('NsaSelectParams', [
   ['BS', 'u32'],
   ['scale', 'f32'],
   ['POSOFF', 'u32'],
-  ['C0', 'u32'], // segment: candidate blocks [C0, C1) ...
-  ['C1', 'u32'],
-  ['LOAD', 'u32'], // ... continuing the list carried in out + carry ...
-  ['LAST', 'u32'], // ... which the last segment stops carrying (see nsaSelectSegments)
+  // segment: candidate blocks [seg_begin, seg_end), continuing the list carried in out + carry
+  // (seg_carry), which the last segment stops carrying (seg_last; see nsaSelectSegments)
+  ...SEGMENT_FIELDS,
 ] as const);
 export const NSA_COMBINE_PARAMS = uniformLayout('NsaCombineParams', [
   ['rows', 'u32'],
   ['Dv', 'u32'],
 ] as const);
 
-const SELECT_PROGRAM = wgslProgram('nsa/select', [
+export const SELECT_PROGRAM = wgslProgram('nsa/select', [
   storageWgsl,
   unpackWgsl,
   selectSmallWgsl,
@@ -77,55 +77,48 @@ export const NSA_MAX_BLOCK_COUNT = 64;
 
 /**
  * Upper bound of the loop iterations one invocation of `select.wgsl` runs over `nc` candidate
- * blocks (counted as `loopBudget` in kernels/topk says; G = Hq / Hkv query heads per KV head,
- * D4 = D / 4, S = blockCount): per candidate the step, the group loop (G + 1) of dot products
- * (D4 + 1 each), the insertion call (1) and its up to S steps; the candidate loop's exit, the
- * S outputs (S + 1), S + 1 more to read a carried list back, the early return. Unsegmented nc = ceil(Tk / blockSize): with G = 16, D = 64, S = 16 it passes 65,535 at
- * 214 blocks (Tk = 13.7K with blockSize 64).
+ * blocks, in the counting rules of src/gpu/segments.ts (G = Hq / Hkv query heads per KV head,
+ * D4 = D / 4, S = blockCount): the early return, a carried list read back (a loop of S), per
+ * candidate the group loop (G) of dot products (D4 each) and the insertion call (`sel_offer`: a
+ * loop of at most S - 1 shifts), and the S outputs. Unsegmented nc = ceil(Tk / blockSize): with
+ * G = 16, D = 64, S = 16 it passes 65,535 at 214 blocks (Tk = 13.7K with blockSize 64).
  *
  * @example
  * nsaSelectLoopIterations(256, 16, 64, 16, false); // 78,611
  */
 export function nsaSelectLoopIterations(nc: number, G: number, D: number, S: number, load: boolean): number {
-  return 1 + nc * (G * (D / 4 + 2) + S + 3) + 1 + (S + 1) + (load ? S + 1 : 0);
-}
-
-/** One dispatch of the NSA selection: candidate blocks [C0, C1). */
-export interface NsaSelectSegment {
-  C0: number;
-  C1: number;
-  LOAD: number;
-  LAST: number;
+  return (
+    loops.ret +
+    (load ? loops.loop(S) : 0) +
+    loops.loop(nc, loops.loop(G, loops.loop(D / 4)) + loops.call(loops.loop(S - 1))) +
+    loops.loop(S)
+  );
 }
 
 /**
- * The selection dispatches under a loop budget: all `NC` candidates at once when that fits,
- * else segments of as many as fit, the list carried between them; `undefined` when not even one
- * candidate fits (a GQA group too large for the device's loop limit).
+ * The selection dispatches under loop cap `limit` (`segment()` of src/gpu/segments.ts): all `NC`
+ * candidates at once when that fits, else segments of as many as fit, the list carried between
+ * them. Throws `E_LIMIT` naming `Hq` when not even one candidate fits (a GQA group too large for
+ * the loop limit).
  *
  * @example
- * nsaSelectSegments(58981, 1024, 16, 64, 16)!.length; // 6 on llvmpipe (Tk = 64K, blockSize 64)
+ * nsaSelectSegments(65535, 1024, 16, 64, 16).length; // 6 on llvmpipe (Tk = 64K, blockSize 64)
  */
-export function nsaSelectSegments(
-  budget: number,
-  NC: number,
-  G: number,
-  D: number,
-  S: number,
-): NsaSelectSegment[] | undefined {
-  if (nsaSelectLoopIterations(NC, G, D, S, false) <= budget) return [{ C0: 0, C1: 0xffffffff, LOAD: 0, LAST: 1 }];
-  const per = Math.floor((budget - nsaSelectLoopIterations(0, G, D, S, true)) / (G * (D / 4 + 2) + S + 3));
-  if (per < 1) return undefined;
-  const segs: NsaSelectSegment[] = [];
-  for (let c0 = 0; c0 < NC; c0 += per)
-    segs.push({ C0: c0, C1: c0 + per, LOAD: c0 > 0 ? 1 : 0, LAST: c0 + per >= NC ? 1 : 0 });
-  return segs;
+export function nsaSelectSegments(limit: number, NC: number, G: number, D: number, S: number): readonly Segment[] {
+  const s = segment(NC, (n) => nsaSelectLoopIterations(n, G, D, S, n < NC), limit, {
+    op: 'nsa',
+    what: `one selection candidate of a group of ${G} query heads`,
+    argument: 'Hq',
+    actual: G,
+    expected: 'fewer query heads per KV head (or a larger loopLimit)',
+  });
+  return s.segments;
 }
 
 /** How a plan splits its dispatches under the device's loop limit (one each elsewhere). */
 interface Splits {
-  pool: PoolSegment[];
-  select: NsaSelectSegment[];
+  pool: readonly Segment[];
+  select: readonly Segment[];
   loopIterations: number;
 }
 
@@ -163,6 +156,11 @@ export interface NsaOptions {
   outDtype?: FloatDType;
   /** Kernel variant: `auto` (default) follows the adapter class; `cpu`/`gpu` force one (tests). */
   target?: GatherTarget;
+  /**
+   * Size the splits for this loop cap (lower than the device's only; an integer >= 256): tests
+   * run the segmented paths llvmpipe needs on any adapter with it. Default: the device's.
+   */
+  loopLimit?: number;
 }
 
 export interface NsaTensors {
@@ -184,7 +182,7 @@ export interface NsaTensors {
   blockIndices?: GpuTensor;
 }
 
-type Resolved = Required<Omit<NsaOptions, 'Tk' | 'T'>> & { Tk: number; /** = Tq */ T: number };
+type Resolved = Required<Omit<NsaOptions, 'Tk' | 'T' | 'loopLimit'>> & { Tk: number; /** = Tq */ T: number };
 
 /**
  * Native sparse attention (compression, selected blocks, sliding window, gated).
@@ -250,10 +248,14 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const NC = (this.numBlocks = Math.ceil(Tk / bs));
     const POSOFF = Tk - T;
     this.u = {
-      poolK: splits.pool.map((seg) => this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D, BS: bs, NB: NC, ...seg })),
-      poolV: splits.pool.map((seg) => this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D: Dv, BS: bs, NB: NC, ...seg })),
+      poolK: splits.pool.map((seg) =>
+        this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D, BS: bs, NB: NC, ...segmentUniforms(seg) }),
+      ),
+      poolV: splits.pool.map((seg) =>
+        this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D: Dv, BS: bs, NB: NC, ...segmentUniforms(seg) }),
+      ),
       select: splits.select.map((seg) =>
-        this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale, POSOFF, ...seg }),
+        this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale, POSOFF, ...segmentUniforms(seg) }),
       ),
       combine: this.uniform(NSA_COMBINE_PARAMS, { rows: T * Hq, Dv }),
     };
@@ -288,24 +290,16 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const G = o.Hq / o.Hkv;
     // Splits under the device's loop limit (llvmpipe): pooling and selection here, the attention
     // branches inside their BlockListPlans (parts merged by kernels/merge).
-    const budget = loopBudget(ctx);
+    const limit = planLoopLimit(ctx, opts.loopLimit);
     const NC = Math.ceil(o.Tk / o.blockSize);
-    const selSegs = nsaSelectSegments(budget, NC, G, o.D, o.blockCount);
-    if (!selSegs)
-      fail(
-        'E_LIMIT',
-        'Hq',
-        `one selection candidate of a group of ${G} query heads runs more loop iterations than this device allows one invocation (${budget});`,
-        o.Hq,
-        'fewer query heads per KV head',
-      );
-    const pool = poolSegments(budget, o.blockSize, o.Tk);
+    const selSegs = nsaSelectSegments(limit, NC, G, o.D, o.blockCount);
+    const pool = poolSegments(limit, o.blockSize, o.Tk);
     const splits: Splits = {
       pool,
       select: selSegs,
       loopIterations: Math.max(
-        ...pool.map((g) => poolLoopIterations(Math.min(g.J1, o.blockSize, o.Tk) - g.J0)),
-        ...selSegs.map((g) => nsaSelectLoopIterations(Math.min(g.C1, NC) - g.C0, G, o.D, o.blockCount, g.LOAD === 1)),
+        ...pool.map((g) => poolLoopIterations(g.end - g.begin)),
+        ...selSegs.map((g) => nsaSelectLoopIterations(g.end - g.begin, G, o.D, o.blockCount, g.carry)),
       ),
     };
     // The three attention branches on the core (f32 outputs, combined below).
@@ -323,15 +317,16 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
       variant: sparseVariant(ctx, o.target),
     };
     const one = { rows: o.T, heads: 1, stride: 1, base: 0, maxEntries: 1 };
+    const capped = withLoopLimit(ctx, limit);
     const [poolK, cmp, select, slc, swa, combine] = await Promise.all([
       poolPipeline(ctx, o.dtype, o.variant === 'fla' ? 'count' : 'blockSize'),
-      BlockListPlan.create(ctx, { ...core, ...one, Tk: NC, block: NC, keyStride: o.blockSize, kvDtype: 'f32' }),
+      BlockListPlan.create(capped, { ...core, ...one, Tk: NC, block: NC, keyStride: o.blockSize, kvDtype: 'f32' }),
       getPipeline(ctx, {
         shader: SELECT_PROGRAM,
         bindings: ['read', 'read', 'read', 'rw', 'uniform', 'rw'],
         constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, FLA: o.variant === 'fla' ? 1 : 0 },
       }),
-      BlockListPlan.create(ctx, {
+      BlockListPlan.create(capped, {
         ...core,
         Tk: o.Tk,
         rows: 1,
@@ -343,7 +338,7 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
         kvDtype: o.dtype,
       }),
       o.window > 0
-        ? BlockListPlan.create(ctx, {
+        ? BlockListPlan.create(capped, {
             ...core,
             ...one,
             Tk: o.Tk,

@@ -7,8 +7,8 @@
 // score is the sum over the group (FLA: the mean). Top S by insertion (ties: lower block id);
 // out[t, h, :] = chosen blocks by descending score, -1 in unused slots.
 // Segments (loop-capped adapters, nsa.ts nsaSelectSegments): a dispatch offers only the
-// candidates [C0, C1); the list is carried in out (ids) and `carry` (scores), read back when
-// LOAD != 0. Candidates still arrive in block order, so ties resolve as unsegmented.
+// candidates [seg_begin, seg_end); the list is carried in out (ids) and `carry` (scores), read
+// back when seg_carry != 0. Candidates still arrive in block order, so ties resolve as unsegmented.
 // Needs storage.wgsl, unpack4.wgsl and the struct NsaSelectParams (nsa.ts).
 
 @group(0) @binding(0) var<storage, read> q_buf: array<vec4<u32>>;     // [T, Hq, D] in IN_DTYPE
@@ -39,7 +39,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let own = pos / params.BS;
   let nvis = (pos + 1u) / params.BS;
   var cnt = 0u;
-  if (params.LOAD != 0u) {
+  if (params.seg_carry != 0u) {
     for (var i = 0u; i < S; i++) {
       let b = out[id * S + i];
       if (b >= 0) {
@@ -49,7 +49,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       }
     }
   }
-  for (var c = params.C0; c < min(own + 1u, params.C1); c++) {
+  for (var c = params.seg_begin; c < min(own + 1u, params.seg_end); c++) {
     let forced = c == own || (FLA == 1u && (c == 0u || c + 1u == own));
     var s = 0.0;
     if (forced) {
@@ -74,7 +74,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
   for (var i = 0u; i < S; i++) {
     out[id * S + i] = select(-1, top_b[i], i < cnt);
-    if (params.LAST == 0u) {
+    if (params.seg_last == 0u) {
       carry[id * S + i] = top_s[i];
     }
   }

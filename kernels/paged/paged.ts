@@ -9,7 +9,8 @@
  */
 import { TesseraError, check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { kernelTarget, type KernelTarget } from '../../src/options.js';
-import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { maxUnits, planLoopLimit } from '../../src/gpu/segments.js';
 import { getPipeline, type Pipeline } from '../../src/gpu/pipeline.js';
 import { claimRingSlots } from '../../src/gpu/ring.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
@@ -52,7 +53,8 @@ export function pagedLoopCost(
 
 /**
  * The most list entries one part may cover so that an invocation stays within 90% of `loopLimit`
- * ({@link pagedLoopCost}); `Infinity` without a cap, 0 when not even one page fits.
+ * ({@link pagedLoopCost}, sized by `maxUnits` of src/gpu/segments.ts); `Infinity` without a cap, 0
+ * when not even one page fits.
  *
  * @example
  * pagedEntriesPerPart(65535, 'cpu', 128, 128, 64); // 71 pages of 64 keys
@@ -65,9 +67,8 @@ export function pagedEntriesPerPart(
   pageSize: number,
   rows = 1,
 ): number {
-  if (!Number.isFinite(loopLimit)) return Number.POSITIVE_INFINITY;
   const c = pagedLoopCost(variant, D, Dv, pageSize, rows);
-  return Math.max(0, Math.floor((loopBudget(loopLimit) - c.setup) / c.perEntry));
+  return maxUnits((entries) => c.setup + entries * c.perEntry, loopLimit);
 }
 
 export interface PagedOptions {
@@ -104,6 +105,11 @@ export interface PagedOptions {
    * without causal, any of the Tq * G rows of the head (every query sees the same entries).
    */
   rows?: number;
+  /**
+   * Size the parts for this loop cap (lower than the device's only; an integer >= 256): tests run
+   * the split paths llvmpipe needs on any adapter with it. Default: the device's.
+   */
+  loopLimit?: number;
 }
 
 export interface PagedTensors {
@@ -150,7 +156,9 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
   protected override get writes(): readonly string[] {
     return ['oParts', 'lseParts'];
   }
-  readonly options: Required<PagedOptions>;
+  readonly options: Required<Omit<PagedOptions, 'loopLimit'>>;
+  /** The loop cap the parts are sized for: the device's, or the plan's lower `loopLimit`. */
+  readonly loopLimit: number;
   /** The kernel shape in use. */
   readonly variant: 'cpu' | 'gpu';
   readonly rows: number;
@@ -158,7 +166,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
   private readonly packs: number;
   /**
    * The most entries a call's part may cover on this device (`ePer`, or `nEntries` when smaller):
-   * the loop cap of Mesa's llvmpipe (`ctx.loopLimit`) bounds one invocation's pages; `Infinity`
+   * the loop cap (`ctx.loopLimit` of Mesa's llvmpipe, or the plan's lower `loopLimit`) bounds one invocation's pages; `Infinity`
    * elsewhere. Callers size their parts with it; `run` refuses a call past it (`E_LIMIT`).
    */
   readonly maxEntriesPerPart: number;
@@ -170,15 +178,22 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
   private readonly dummyRw: GPUBuffer;
   private readonly dummyRead: GPUBuffer;
 
-  private constructor(ctx: TesseraDevice, o: Required<PagedOptions>, pipeline: Pipeline, variant: 'cpu' | 'gpu') {
+  private constructor(
+    ctx: TesseraDevice,
+    o: Required<Omit<PagedOptions, 'loopLimit'>>,
+    pipeline: Pipeline,
+    variant: 'cpu' | 'gpu',
+    limit: number,
+  ) {
     super(ctx);
     this.options = o;
+    this.loopLimit = limit;
     this.variant = variant;
     this.rows = o.Tq * o.Hq;
     const G = o.Hq / o.Hkv;
     const span = o.causal ? G : o.Tq * G;
     this.packs = ((o.Tq * G) / span) * o.Hkv * Math.ceil(span / o.rows);
-    this.maxEntriesPerPart = pagedEntriesPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.pageSize, o.rows);
+    this.maxEntriesPerPart = pagedEntriesPerPart(limit, variant, o.D, o.Dv, o.pageSize, o.rows);
     this.pipeline = pipeline;
     this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
     this.params = this.workspace(
@@ -221,13 +236,14 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     const ctx = ctxOf(device);
     const o = validate(opts);
     const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
-    if (pagedEntriesPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.pageSize, o.rows) < 1) {
+    const limit = planLoopLimit(ctx, opts.loopLimit);
+    if (pagedEntriesPerPart(limit, variant, o.D, o.Dv, o.pageSize, o.rows) < 1) {
       fail(
         'E_LIMIT',
         'pageSize',
         "makes one page longer than the device's loop limit allows per invocation;",
         o.pageSize,
-        `smaller pages or head dims (loopLimit ${ctx.loopLimit})`,
+        `smaller pages or head dims (loopLimit ${limit})`,
       );
     }
     // The attention core with the entry-list key source: q f32, partials f32.
@@ -237,7 +253,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
       bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
       constants: { SRC: 2, KV_DT: kvDtypeCode(o.dtype), Q_DT: 0, O_DT: 0, VEC: o.D % 32 === 0 && o.Dv % 32 === 0 },
     });
-    return new PagedPlan(ctx, o, pipeline, variant);
+    return new PagedPlan(ctx, o, pipeline, variant, limit);
   }
 
   /**
@@ -359,7 +375,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
   }
 }
 
-function validate(opts: PagedOptions): Required<PagedOptions> {
+function validate(opts: PagedOptions): Required<Omit<PagedOptions, 'loopLimit'>> {
   if (!opts || typeof opts !== 'object') fail('E_ARG', 'options', 'is required;', opts);
   const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1 });
   const Hq = checkInt(opts.Hq, 'Hq', { min: 1 });

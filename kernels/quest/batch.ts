@@ -8,7 +8,7 @@
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, submitEpoch, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { loopBudget, planLoopLimit } from '../../src/gpu/segments.js';
+import { loopBudget, loops, planLoopLimit } from '../../src/gpu/segments.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan } from '../../src/plan.js';
@@ -17,6 +17,7 @@ import { passOf } from '../append/append.js';
 import { byteSize, checkTensor, f16BitsToF32, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import batchWgsl from './batch.wgsl.js';
+import { QUEST_SLACK } from './score.js';
 import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
 
 export const QUEST_BATCH_PARAMS = uniformLayout('QuestBatchParams', [
@@ -30,17 +31,18 @@ const PROGRAM = wgslProgram('quest/batch', [storageWgsl, QUEST_BATCH_PARAMS.wgsl
 const WG = 64;
 
 /**
- * Loop iterations of one invocation of `batch.wgsl` (Mesa's count: every back-edge, a loop of n
- * trips as n + 1) for sequences of at most `maxPages` pages: its share of the pages
- * (`ceil(maxPages / 64)`), each scored over `Hq` heads of `D / 4 + 1` trips, then the ranking and
- * the prefix loops over the pages, plus 8 for the compiler.
+ * Loop iterations of one invocation of `batch.wgsl`, in the counting rules of src/gpu/segments.ts,
+ * for sequences of at most `maxPages` pages: its share of the pages (`ceil(maxPages / 64)`), each
+ * scored over the `Hkv` heads' groups of `Hq / Hkv` query heads and `D / 4` channel chunks, then
+ * the ranking and the prefix loops over the pages, plus `QUEST_SLACK` (kernels/quest/score.ts).
  *
  * @example
- * questBatchLoopIterations(8, 2, 64, 64); // 231
+ * questBatchLoopIterations(8, 2, 64, 64); // 293
  */
 export function questBatchLoopIterations(Hq: number, Hkv: number, D: number, maxPages: number): number {
   const mine = Math.ceil(maxPages / WG);
-  return (mine + 1) * 3 + mine * (Hkv + 1 + Hq + Hq * (D / 4 + 1)) + 2 * mine * (maxPages + 1) + 8;
+  const score = loops.loop(Hkv, loops.loop(Hq / Hkv, loops.loop(D / 4)));
+  return loops.loop(mine, score) + 2 * loops.loop(mine, loops.loop(maxPages)) + QUEST_SLACK;
 }
 
 export interface QuestBatchOptions {

@@ -9,7 +9,8 @@
  * measures selection recall against per-query scoring (`demo prefill`).
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
-import { ctxOf, loopBudget, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
+import { loopBudget, loops, planLoopLimit } from '../../src/gpu/segments.js';
 import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { claimRingSlots } from '../../src/gpu/ring.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
@@ -19,7 +20,7 @@ import storageWgsl from '../../shaders/storage.wgsl.js';
 import boxWgsl from './block-box.wgsl.js';
 import scoreWgsl from './block-score.wgsl.js';
 import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
-import { callRange, checkListAndSummaries, type QuestScoreMode } from './score.js';
+import { callRange, checkListAndSummaries, QUEST_SLACK, type QuestScoreMode } from './score.js';
 
 export const QUEST_BLOCK_PARAMS = uniformLayout('QuestBlockParams', [
   ['n', 'u32'],
@@ -35,20 +36,21 @@ export const QUEST_BLOCK_PARAMS = uniformLayout('QuestBlockParams', [
   ['forcedHi', 'u32'],
 ] as const);
 
-const BOX = wgslProgram('quest/block-box', [storageWgsl, QUEST_BLOCK_PARAMS.wgsl, boxWgsl]);
+export const QUEST_BOX_PROGRAM = wgslProgram('quest/block-box', [storageWgsl, QUEST_BLOCK_PARAMS.wgsl, boxWgsl]);
 const SCORE = wgslProgram('quest/block-score', [storageWgsl, QUEST_BLOCK_PARAMS.wgsl, scoreWgsl]);
 const WG = 64;
 
 /**
- * Loop iterations one invocation runs (counted as Mesa's gallivm does: a loop of n trips as n + 1,
- * plus 8 for the compiler), the larger of the two kernels: the box loops over the block's `B` rows
- * and the group's query heads; a page score over D / 4 channel chunks.
+ * Loop iterations one invocation runs, in the counting rules of src/gpu/segments.ts, the larger of
+ * the two kernels: the box loops over the block's `B` rows and the group's query heads; a page
+ * score over D / 4 channel chunks; plus `QUEST_SLACK` (kernels/quest/score.ts) for the early
+ * returns and the compiler.
  *
  * @example
  * questBlockLoopIterations(64, 1, 128); // 201
  */
 export function questBlockLoopIterations(B: number, group: number, D: number): number {
-  return Math.max(B + 1 + B * (group + 1) + 8, D / 4 + 1 + 8);
+  return Math.max(loops.loop(B, loops.loop(group)), loops.loop(D / 4)) + QUEST_SLACK;
 }
 
 export interface QuestBlockOptions {
@@ -64,6 +66,8 @@ export interface QuestBlockOptions {
   mode?: QuestScoreMode;
   /** Uniform slots (dispatches per command encoder; default 8). */
   maxCalls?: number;
+  /** Check the loop bound against this cap (lower than the device's only; an integer >= 256). Default: the device's. */
+  loopLimit?: number;
 }
 
 export interface QuestBlockCall {
@@ -98,7 +102,7 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
   protected override get writes(): readonly string[] {
     return ['scores'];
   }
-  readonly options: Required<QuestBlockOptions>;
+  readonly options: Required<Omit<QuestBlockOptions, 'loopLimit'>>;
   /** `[maxBlocks, Hkv, 2, D]` f32: the last run's query boxes. */
   readonly box: GPUBuffer;
   private readonly boxPipe: Pipeline;
@@ -108,7 +112,12 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
   private nextSlot = 0;
   private boxBlocks = 0;
 
-  private constructor(ctx: TesseraDevice, o: Required<QuestBlockOptions>, boxPipe: Pipeline, scorePipe: Pipeline) {
+  private constructor(
+    ctx: TesseraDevice,
+    o: Required<Omit<QuestBlockOptions, 'loopLimit'>>,
+    boxPipe: Pipeline,
+    scorePipe: Pipeline,
+  ) {
     super(ctx);
     this.options = o;
     this.boxPipe = boxPipe;
@@ -136,13 +145,14 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
     const mode = opts.mode ?? 'quest';
     check(mode === 'quest' || mode === 'mean', 'mode', '"quest" or "mean"', mode);
     const maxCalls = checkInt(opts.maxCalls ?? 8, 'maxCalls', { min: 2 });
-    if (questBlockLoopIterations(blockSize, Hq / Hkv, D) > loopBudget(ctx)) {
+    const limit = planLoopLimit(ctx, opts.loopLimit);
+    if (questBlockLoopIterations(blockSize, Hq / Hkv, D) > loopBudget(limit)) {
       fail(
         'E_LIMIT',
         'blockSize',
         "gives one query box more rows x query heads than the device's loop limit allows;",
         blockSize,
-        `blockSize * (Hq / Hkv + 2) within 90% of loopLimit ${ctx.loopLimit}`,
+        `blockSize * (Hq / Hkv + 2) within 90% of loopLimit ${limit}`,
       );
     }
     const boxBytes = maxBlocks * Hkv * 2 * D * 4;
@@ -150,7 +160,7 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
       fail('E_LIMIT', 'maxBlocks', 'needs a query-box buffer larger than the device binds;', maxBlocks);
     const o = { Hq, Hkv, D, blockSize, maxBlocks, mode, maxCalls };
     const [boxPipe, scorePipe] = await Promise.all([
-      getPipeline(ctx, { shader: BOX, bindings: ['read', 'rw', 'uniform'], constants: { WG, D } }),
+      getPipeline(ctx, { shader: QUEST_BOX_PROGRAM, bindings: ['read', 'rw', 'uniform'], constants: { WG, D } }),
       getPipeline(ctx, {
         shader: SCORE,
         bindings: ['read', 'read', 'read', 'rw', 'uniform', 'read'],

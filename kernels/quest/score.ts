@@ -5,7 +5,7 @@
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { loopBudget, planLoopLimit } from '../../src/gpu/segments.js';
+import { loopBudget, loops, planLoopLimit } from '../../src/gpu/segments.js';
 import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
 import { claimRingSlots } from '../../src/gpu/ring.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
@@ -27,18 +27,9 @@ export const QUEST_PARAMS = uniformLayout('QuestParams', [
   ['forcedHi', 'u32'],
 ] as const);
 
-const PROGRAM = wgslProgram('quest/score', [storageWgsl, QUEST_PARAMS.wgsl, scoreWgsl]);
+export const QUEST_SCORE_PROGRAM = wgslProgram('quest/score', [storageWgsl, QUEST_PARAMS.wgsl, scoreWgsl]);
 const WG = 64;
 
-/**
- * Loop iterations one invocation of `score.wgsl` runs (counted as Mesa's gallivm does: every
- * back-edge, a loop of n trips as n + 1): the loop over the GQA group's `group` query heads, each
- * with a loop over at most D / 4 channel chunks (D / 8 with 16-byte loads), plus 8 for the
- * compiler. A page's score is one invocation, so this does not grow with the sequence.
- *
- * @example
- * questScoreLoopIterations(8, 128); // 281
- */
 /** @internal The page-id list and the summaries of a Quest scoring run (score and block plans). */
 export function checkListAndSummaries(list: GPUBuffer, summaries: GPUBuffer, n: number): void {
   for (const [b, name] of [
@@ -59,9 +50,22 @@ export function callRange(c: { first?: number; count?: number }, n: number): { f
   return { first, count };
 }
 
+/**
+ * Loop iterations one invocation of `score.wgsl` runs, in the counting rules of
+ * src/gpu/segments.ts: the loop over the GQA group's `group` query heads, each with a loop over at
+ * most D / 4 channel chunks (D / 8 with 16-byte loads), plus {@link QUEST_SLACK} for the early
+ * returns and the compiler. A page's score is one invocation, so this does not grow with the
+ * sequence.
+ *
+ * @example
+ * questScoreLoopIterations(8, 128); // 281
+ */
 export function questScoreLoopIterations(group: number, D: number): number {
-  return group + 1 + group * (D / 4 + 1) + 8;
+  return loops.loop(group, loops.loop(D / 4)) + QUEST_SLACK;
 }
+
+/** Loop iterations the Quest kernels' cost functions add for their early returns and what the compiler adds. */
+export const QUEST_SLACK = 8;
 
 export type QuestScoreMode = 'quest' | 'mean';
 export type GroupReduce = 'max' | 'sum';
@@ -171,7 +175,7 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     }
     const o = { Hq, Hkv, D, mode, groupReduce, maxCalls };
     const pipeline = await getPipeline(ctx, {
-      shader: PROGRAM,
+      shader: QUEST_SCORE_PROGRAM,
       bindings: ['read', 'read', 'read', 'rw', 'uniform', 'read'],
       constants: {
         WG,

@@ -145,9 +145,6 @@ function survivorCap(o: { rows: number; k: number }, target: 'cpu' | 'gpu'): num
   return Math.max(2 * o.k, Math.min(most, Math.floor((2 << 20) / o.rows)));
 }
 
-/** Re-exported for the sparse kernels' bound comments: see `loopBudget` in src/gpu/device.ts. */
-export { loopBudget };
-
 function floorLog2(x: number): number {
   return x <= 1 ? 0 : Math.floor(Math.log2(x));
 }

@@ -198,3 +198,29 @@ export function segmentUniforms(s: Segment): {
 } {
   return { seg_begin: s.begin, seg_end: s.end, seg_carry: s.carry ? 1 : 0, seg_last: s.last ? 1 : 0 };
 }
+
+const views = new WeakMap<object, Map<number, unknown>>();
+
+/**
+ * The device as a plan sized for `limit` sees it: `ctx` itself when `limit` is its own cap, else a
+ * view whose `loopLimit` is `limit` and that forwards everything else (the same GPU device,
+ * buffers, pipeline cache and accounting; one view per device and limit). For a plan whose
+ * `loopLimit` option must reach a sub-plan that sizes its splits from `ctx.loopLimit` (the
+ * attention core of MoBA, NSA, DSA and the paged kernels).
+ *
+ * @example
+ * const core = await BlockListPlan.create(withLoopLimit(ctx, planLoopLimit(ctx, opts.loopLimit)), coreOpts);
+ */
+export function withLoopLimit<T extends { readonly loopLimit: number }>(ctx: T, limit: number): T {
+  if (limit === ctx.loopLimit) return ctx;
+  let m = views.get(ctx);
+  if (!m) views.set(ctx, (m = new Map()));
+  let v = m.get(limit) as T | undefined;
+  if (!v) {
+    v = new Proxy(ctx, {
+      get: (target, p) => (p === 'loopLimit' ? limit : Reflect.get(target, p, target)),
+    });
+    m.set(limit, v);
+  }
+  return v;
+}

@@ -38,6 +38,7 @@ import {
   unallocPages,
 } from './refs.js';
 import { GPUBufferUsageFlags } from '../gpu/flags.js';
+import { planLoopLimit, withLoopLimit } from '../gpu/segments.js';
 
 export interface KvCacheOptions {
   /** KV heads. */
@@ -97,6 +98,12 @@ export interface KvCacheOptions {
    * are always verified).
    */
   debug?: boolean;
+  /**
+   * Size every plan on this cache for this loop cap (lower than the device's only; an integer >=
+   * 256): tests run the split paths llvmpipe needs (streaming, Quest, prefill) on any adapter with
+   * it. Default: the device's `loopLimit`.
+   */
+  loopLimit?: number;
 }
 
 /** FlashInfer's paged-KV vocabulary: `indptr[n+1]`, `indices` (page ids), `lastPageLen[n]`. */
@@ -203,7 +210,8 @@ export class KvCache {
   bytesUploaded = 0;
 
   constructor(ctx: TesseraDevice, opts: KvCacheOptions) {
-    this.ctx = ctx;
+    // plans on the cache see the cache's loop cap (the device's, or lower: the loopLimit option)
+    this.ctx = withLoopLimit(ctx, planLoopLimit(ctx, opts?.loopLimit));
     if (!opts || typeof opts !== 'object') fail('E_ARG', 'options', 'is required;', opts, '{ Hkv, D, ... }');
     this.options = { ...opts };
     this.Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1, max: 256 });

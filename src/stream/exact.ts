@@ -13,6 +13,7 @@ import { exclusiveRuns } from '../exclusive.js';
 import { checkHostValues, checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
 import { createMergeState, planMerge, type MergePlan, type MergeState } from '../../kernels/merge/merge.js';
+import { planLoopLimit } from '../gpu/segments.js';
 import { ALL_HEADS, PAGED_ENTRY_WORDS, planPaged, type PagedCall, type PagedPlan } from '../../kernels/paged/paged.js';
 import { GPUBufferUsageFlags } from '../gpu/flags.js';
 
@@ -39,6 +40,12 @@ export interface StreamAttentionOptions {
   target?: KernelTarget;
   /** @deprecated Use `target` (same values): the kernel shape's old name in this family. */
   variant?: 'auto' | 'cpu' | 'gpu';
+  /**
+   * Size the parts and the merge for this loop cap (lower than the cache's only; an integer >=
+   * 256): tests run the split paths llvmpipe needs on any adapter with it. Default: the cache's
+   * (`cache.ctx.loopLimit`); `plan.options.loopLimit` is the cap in use.
+   */
+  loopLimit?: number;
 }
 
 export interface StreamRunOptions {
@@ -167,6 +174,7 @@ export class StreamAttentionPlan {
       inflight,
       target: kernelTarget(opts),
       variant: kernelTarget(opts),
+      loopLimit: planLoopLimit(cache.ctx, opts.loopLimit),
     };
     const rows = Tq * Hq;
     const perPart = rows * (cache.Dv + 1) * 4;
@@ -184,16 +192,23 @@ export class StreamAttentionPlan {
       scale: o.scale,
       maxCalls: groups,
       target: o.variant,
+      loopLimit: opts.loopLimit,
     });
     try {
       const maxParts = Math.max(1, Math.floor(partialBytes / perPart) - groups - 1);
-      // A part's pages run in one invocation, which Mesa's llvmpipe stops after ctx.loopLimit loop
+      // A part's pages run in one invocation, which Mesa's llvmpipe stops after o.loopLimit loop
       // iterations: with few parts allowed (large Tq * Hq rows, small partialBytes) the tile shrinks
       // so that no part covers more than paged.maxEntriesPerPart pages.
       o.tilePages = Math.min(tilePages, maxParts * paged.maxEntriesPerPart);
       const ePer = Math.max(1, Math.ceil(o.tilePages / maxParts));
       const parts = Math.ceil(o.tilePages / ePer) + groups;
-      const merger = await planMerge(cache.ctx, { parts, rows, D: cache.Dv, outDtype: 'f32' });
+      const merger = await planMerge(cache.ctx, {
+        parts,
+        rows,
+        D: cache.Dv,
+        outDtype: 'f32',
+        loopLimit: opts.loopLimit,
+      });
       return new StreamAttentionPlan(cache, o, paged, merger, parts, ePer);
     } catch (e) {
       paged.dispose();

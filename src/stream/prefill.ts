@@ -24,7 +24,8 @@
  */
 import { check, checkInt, fail } from '../errors.js';
 import { kernelTarget, type KernelTarget } from '../options.js';
-import { loopBudget, type TesseraDevice } from '../gpu/device.js';
+import { type TesseraDevice } from '../gpu/device.js';
+import { loopBudget, planLoopLimit } from '../gpu/segments.js';
 import { checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
 import { planMerge, type MergePlan } from '../../kernels/merge/merge.js';
@@ -68,6 +69,12 @@ export interface SparsePrefillOptions {
   target?: KernelTarget;
   /** @deprecated Use `target` (same values): the kernel shape's old name in this family. */
   variant?: 'auto' | 'cpu' | 'gpu';
+  /**
+   * Size the scoring, the parts and the merge for this loop cap (lower than the cache's only; an
+   * integer >= 256): tests run the split paths llvmpipe needs on any adapter with it. Default: the
+   * cache's (`cache.ctx.loopLimit`); `plan.options.loopLimit` is the cap in use.
+   */
+  loopLimit?: number;
 }
 
 export interface SparsePrefillRunOptions {
@@ -204,7 +211,9 @@ export class SparsePrefillPlan {
     const blockScore = opts.blockScore ?? 'bound';
     check(blockScore === 'bound' || blockScore === 'rows', 'blockScore', '"bound" or "rows"', blockScore);
     const variant = kernelTarget(opts);
+    const limit = planLoopLimit(cache.ctx, opts.loopLimit);
     const o: Required<SparsePrefillOptions> = {
+      loopLimit: limit,
       Hq,
       Tq,
       blockSize,
@@ -243,18 +252,18 @@ export class SparsePrefillPlan {
       );
     }
     // One page score loops over the block's rows (blockSize x group) and D: Mesa's llvmpipe stops
-    // an invocation after ctx.loopLimit loop iterations.
+    // an invocation after ctx.loopLimit loop iterations (or the plan's lower loopLimit).
     const loops =
       blockScore === 'bound'
         ? questBlockLoopIterations(blockSize, Hq / cache.Hkv, cache.D)
         : questScoreLoopIterations(blockSize * (Hq / cache.Hkv), cache.D);
-    if (loops > loopBudget(cache.ctx)) {
+    if (loops > loopBudget(limit)) {
       fail(
         'E_LIMIT',
         'blockSize',
         "gives one page score more query rows x channels than the device's loop limit allows;",
         blockSize,
-        `blockSize * Hq / Hkv * (D / 4 + 2) within 90% of loopLimit ${cache.ctx.loopLimit}`,
+        `blockSize * Hq / Hkv * (D / 4 + 2) within 90% of loopLimit ${limit}`,
       );
     }
     const groups = Math.max(1, Math.min(maxEntries, Math.floor(cache.gpuBudgetBytes / cache.pool.bufferBytes) + 1));
@@ -269,6 +278,7 @@ export class SparsePrefillPlan {
             maxBlocks: nb,
             mode,
             maxCalls: 16,
+            loopLimit: opts.loopLimit,
           })
         : await planQuestScore(cache.ctx, {
             Hq: blockSize * Hq,
@@ -277,6 +287,7 @@ export class SparsePrefillPlan {
             mode,
             groupReduce: 'max',
             maxCalls: 16,
+            loopLimit: opts.loopLimit,
           });
     let paged: PagedPlan | undefined;
     try {
@@ -292,10 +303,17 @@ export class SparsePrefillPlan {
         scale: o.scale,
         maxCalls: groups,
         target: variant,
+        loopLimit: opts.loopLimit,
       });
       const ePer = Math.max(1, Math.min(o.pagesPerPart, paged.maxEntriesPerPart));
       const parts = Math.ceil(maxEntries / ePer) + groups;
-      const merger = await planMerge(cache.ctx, { parts, rows: blockSize * Hq, D: cache.Dv, outDtype: 'f32' });
+      const merger = await planMerge(cache.ctx, {
+        parts,
+        rows: blockSize * Hq,
+        D: cache.Dv,
+        outDtype: 'f32',
+        loopLimit: opts.loopLimit,
+      });
       return new SparsePrefillPlan(cache, o, scorer, paged, merger, maxEntries, parts, ePer);
     } catch (e) {
       scorer.dispose();

@@ -13,6 +13,7 @@
 import { check, checkInt, fail } from '../errors.js';
 import { kernelTarget, type KernelTarget } from '../options.js';
 import { observe, type TesseraDevice } from '../gpu/device.js';
+import { planLoopLimit } from '../gpu/segments.js';
 import { exclusiveRuns } from '../exclusive.js';
 import { checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
@@ -55,6 +56,12 @@ export interface QuestDecodeOptions {
   variant?: 'auto' | 'cpu' | 'gpu';
   /** Two-level summaries (a cache with `summaryLevels: 2`): see src/stream/quest-levels.ts. */
   levels?: LevelSelectOptions;
+  /**
+   * Size the scoring, the parts, the merge and the top-k for this loop cap (lower than the cache's
+   * only; an integer >= 256): tests run the split paths llvmpipe needs on any adapter with it.
+   * Default: the cache's (`cache.ctx.loopLimit`); `plan.options.loopLimit` is the cap in use.
+   */
+  loopLimit?: number;
 }
 
 export interface QuestStats {
@@ -160,6 +167,7 @@ export class QuestDecodePlan {
       target: kernelTarget(opts),
       variant: kernelTarget(opts),
       levels: opts.levels ?? {},
+      loopLimit: planLoopLimit(cache.ctx, opts.loopLimit),
     };
     if (cache.tiers && mode !== 'quest')
       fail(
@@ -190,6 +198,7 @@ export class QuestDecodePlan {
       mode,
       groupReduce: o.groupReduce,
       maxCalls: 16,
+      loopLimit: opts.loopLimit,
     });
     const paged = await planPaged(cache.ctx, {
       Hq,
@@ -203,13 +212,20 @@ export class QuestDecodePlan {
       scale: o.scale,
       maxCalls: groups,
       target: o.variant,
+      loopLimit: opts.loopLimit,
     });
-    const merger = await planMerge(cache.ctx, { parts, rows: Hq, D: cache.Dv, outDtype: 'f32' });
+    const merger = await planMerge(cache.ctx, {
+      parts,
+      rows: Hq,
+      D: cache.Dv,
+      outDtype: 'f32',
+      loopLimit: opts.loopLimit,
+    });
     if (o.selector === 'gpu' && !cache.tiers) {
       // Compile the multi-workgroup top-k pipelines now, so that the first decode does not pay for it
       // (the per-length plan made at run time then comes from the pipeline cache).
       const k = Math.max(1, budgetPages - Math.min(o.sinkPages, budgetPages) - 1);
-      (await planTopK(cache.ctx, { rows: cache.Hkv, n: 65536, k })).dispose();
+      (await planTopK(cache.ctx, { rows: cache.Hkv, n: 65536, k, loopLimit: opts.loopLimit })).dispose();
     }
     return new QuestDecodePlan(cache, o, scorer, paged, merger, parts);
   }
@@ -458,7 +474,13 @@ export class QuestDecodePlan {
   private async topkFor(n: number, k: number): Promise<TopKPlan> {
     if (this.topkPlan && this.topkPlan.n === n && this.topkPlan.k === k) return this.topkPlan.plan;
     this.topkPlan?.plan.dispose();
-    const plan = await planTopK(this.ctx, { rows: this.cache.Hkv, n, k });
+    const limit = this.options.loopLimit;
+    const plan = await planTopK(this.ctx, {
+      rows: this.cache.Hkv,
+      n,
+      k,
+      loopLimit: Number.isFinite(limit) ? limit : undefined,
+    });
     this.topkPlan = { n, k, plan };
     return plan;
   }

@@ -1,5 +1,5 @@
 /**
- * The one GPU fixture every test uses: one shared device per test worker and loop limit (vitest
+ * The one GPU fixture every test uses: one shared device per test worker (vitest
  * runs the files of a worker without module isolation, see vitest.config.ts, so the device and its
  * pipeline cache outlive a file and each kernel compiles once per run, not once per file), `track()`
  * for per-test buffers that are destroyed after the test, and a check that no uncaptured GPU error
@@ -8,6 +8,7 @@
 import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import { adapterFromEnv, requestDevice, type RequestDeviceOptions, type TesseraDevice } from '../../src/gpu/device.js';
 import { byteSize, decode, encode, type DType, type GpuTensor } from '../../src/tensor.js';
+import { planLoopLimit, withLoopLimit } from '../../src/gpu/segments.js';
 
 export interface GpuFixture {
   readonly dev: TesseraDevice;
@@ -47,7 +48,7 @@ async function sharedDevice(opts: Partial<RequestDeviceOptions>): Promise<Tesser
   }
   p = requestDevice({
     ...adapterFromEnv(),
-    label: `tessera-test${opts.loopLimit ? `-loop${opts.loopLimit}` : ''}`,
+    label: 'tessera-test',
     ...opts,
   });
   shared.set(key, p);
@@ -56,8 +57,9 @@ async function sharedDevice(opts: Partial<RequestDeviceOptions>): Promise<Tesser
 }
 
 /**
- * `opts` adds device options, e.g. `{ loopLimit: 4096 }` to run the segmented paths llvmpipe needs
- * (a second shared device with that cap; plans that take a `loopLimit` option need none).
+ * `opts` adds device options. `{ loopLimit: 4096 }` (for the kernels that size their splits from
+ * the device alone; every other plan takes a `loopLimit` option) is a view of the worker's shared
+ * device with that cap (`withLoopLimit`, src/gpu/segments.ts), not a second device.
  */
 export function useGpu(opts: GpuFixtureOptions = {}): GpuFixture {
   const { fresh, ...devOpts } = opts;
@@ -68,9 +70,12 @@ export function useGpu(opts: GpuFixtureOptions = {}): GpuFixture {
     uncaptured.push((ev as GPUUncapturedErrorEvent).error.message);
   };
   beforeAll(async () => {
-    dev = fresh
-      ? await requestDevice({ ...adapterFromEnv(), label: 'tessera-test-fresh', ...devOpts })
-      : await sharedDevice(devOpts);
+    const { loopLimit, ...plain } = devOpts;
+    if (fresh) dev = await requestDevice({ ...adapterFromEnv(), label: 'tessera-test-fresh', ...devOpts });
+    else {
+      const base = await sharedDevice(plain);
+      dev = loopLimit === undefined ? base : withLoopLimit(base, planLoopLimit(base, loopLimit));
+    }
     dev.device.addEventListener('uncapturederror', onError);
     // what an earlier file held is not this file's peak
     dev.resetPeak();

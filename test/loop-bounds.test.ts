@@ -8,10 +8,8 @@ import { describe, expect, it } from 'vitest';
 import { smallKcap, smallProgram, topKSmallLoopIterations, TOPK_SMALL_PARAMS } from '../kernels/topk/topk.js';
 import { segmentUniforms, type Segment } from '../src/gpu/segments.js';
 import { countLoops, maxLoopCount } from './helpers/loop-count.js';
-import { LIN_PARAMS, program as linearProgram } from '../kernels/linear/scan.js';
+import { LIN_PARAMS, passShader as linearShader } from '../kernels/linear/scan.js';
 import { recurrentLoopIterations, scanLoopIterations } from '../kernels/linear/loops.js';
-import scanWgsl from '../kernels/linear/scan.wgsl.js';
-import recurrentWgsl from '../kernels/linear/recurrent.wgsl.js';
 import { getMergeProgram, MERGE_PARAMS, mergeLoopIterations } from '../kernels/merge/merge.js';
 import { useGpu } from './helpers/gpu.js';
 
@@ -134,7 +132,6 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
       const meta = buf(2);
       dev.queue.writeBuffer(meta, 0, new Uint32Array([0, T]));
       const G = { none: 0, scalar: 1, vector: 2, constant: 3 }[c.gate];
-      const kmax = K <= 32 ? 32 : K <= 64 ? 64 : 128;
       const params = dev.createBuffer({
         size: LIN_PARAMS.size,
         usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
@@ -164,19 +161,29 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
           seg_last: 1,
         }),
       );
+      // by binding number (kernels/linear/scan.ts RECURRENT); optional ones only where the variant binds them
       const all = [
         buf(T * K),
         buf(T * K),
         buf(T * V),
-        buf(Math.max(T * K, K)),
+        c.gate !== 'none' ? buf(T * K) : undefined,
         meta,
-        buf(Math.max(T, K)),
+        c.delta ? buf(T) : undefined,
         buf(T * V),
         buf(K * V),
         params,
+        c.normalize ? buf(K) : undefined,
+        c.normalize ? buf(K) : undefined,
       ];
       try {
-        const code = linearProgram('recurrent', recurrentWgsl, kmax, c.normalize ? kmax : 1).code;
+        const f32 = 'f32' as const;
+        const code = linearShader('recurrent', {
+          ...c,
+          dtype: f32,
+          vDtype: f32,
+          outDtype: f32,
+          mode: 'recurrent',
+        }).code;
         const counted = await maxLoopCount(dev, code, all, [Math.ceil(V / 2)], {
           WG: 1,
           DT_QK: 0,
@@ -191,7 +198,7 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
         expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
         expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(1.2 * counted + 16);
       } finally {
-        for (const b of all) b.destroy();
+        for (const b of all) b?.destroy();
       }
     });
   }
@@ -252,26 +259,29 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
         }),
       );
       const rows = T * 4 * Math.max(K4, V4);
+      // by binding number (kernels/linear/scan.ts SCAN): W and VN with the delta rule only
       const all = [
-        buf(rows),
+        c.delta ? buf(rows) : undefined,
         buf(rows),
         buf(rows),
         buf(rows + C * 4 * K4),
         meta,
         buf(C * 4 * K4 * 4 * V4),
-        buf(rows),
+        c.delta ? buf(rows) : undefined,
         buf(K * V),
         params,
       ];
       try {
-        const code = linearProgram('scan', scanWgsl, K <= 32 ? 32 : K <= 64 ? 64 : 128, 1).code;
+        const f32 = 'f32' as const;
+        const opts = { K, V, gate: 'scalar' as const, delta: c.delta, normalize: false, mode: 'chunk' as const };
+        const code = linearShader('scan', { ...opts, dtype: f32, vDtype: f32, outDtype: f32 }).code;
         const counted = await maxLoopCount(dev, code, all, [V4], { WG: 1, GATE: 1, DELTA: +c.delta, NORM: 0 });
         const bound = scanLoopIterations(c, C);
         expect(counted, 'the kernel ran its loops').toBeGreaterThan(C * 64);
         expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
         expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(1.5 * counted + 16);
       } finally {
-        for (const b of all) b.destroy();
+        for (const b of all) b?.destroy();
       }
     });
   }

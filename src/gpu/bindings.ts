@@ -88,6 +88,10 @@ export interface BindingTable<E extends BindingEntries = BindingEntries> {
 const KIND_CODE: Record<BindingKind, string> = { read: 'r', rw: 'w', uniform: 'u' };
 const tables = new Map<string, BindingTable>();
 
+/** The variant type of a table (what its pipelines' `spec.bindings` is). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type VariantOf<T extends BindingTable<any>> = ReturnType<T['variant']>;
+
 /** Declares a pass's binding table (key order = binding numbers); see the file header. */
 export function bindingTable<const E extends BindingEntries>(name: string, entries: E): BindingTable<E> {
   const names = Object.keys(entries);

@@ -21,7 +21,9 @@ import {
   namedEntries,
   type BindingEntries,
   type BindingResources,
+  type BindingTable,
   type BindingVariant,
+  type VariantOf,
 } from './bindings.js';
 
 /** A WGSL program: one or more WGSL files concatenated in order, with a stable name. */
@@ -54,6 +56,10 @@ export interface PipelineSpec<B extends PipelineBindings = PipelineBindings> {
   /** `override` constants. Must include everything that makes this pipeline differ. */
   constants?: Readonly<Record<string, number | boolean>>;
 }
+
+/** A pipeline of a binding table's pass (its bind groups are keyed by the table's names). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type TablePipeline<T extends BindingTable<any>> = Pipeline<VariantOf<T>>;
 
 export interface Pipeline<B extends PipelineBindings = PipelineBindings> {
   readonly pipeline: GPUComputePipeline;

@@ -25,6 +25,7 @@ import {
   type PipelineSpec,
 } from '../src/gpu/pipeline.js';
 import { TesseraError } from '../src/errors.js';
+import { wgslConstants } from '../src/gpu/specialize.js';
 import { useGpu } from './helpers/gpu.js';
 
 const gpu = useGpu();
@@ -171,6 +172,22 @@ describe('binding tables', () => {
     expect(() => bindGroup(dev, plain, { src })).toThrow(/binding "dst"/);
     // @ts-expect-error an unknown name is a compile error
     expect(() => bindGroup(dev, plain, { src, dst: out1, nope: out1 })).toThrow(/"nope" is not a binding/);
+  });
+
+  it('wgslConstants writes typed const declarations and refuses values their type cannot hold', () => {
+    const C = wgslConstants({ KMAX: 'u32', OFF: 'i32', EPS: 'f32', ON: 'bool' });
+    const v = { KMAX: 64, OFF: -3, EPS: 0.5, ON: true };
+    expect(C.wgsl(v)).toBe(
+      'const KMAX: u32 = 64u;\nconst OFF: i32 = -3i;\nconst EPS: f32 = 0.5f;\nconst ON: bool = true;\n',
+    );
+    expect(C.tag(v)).toBe('KMAX64.OFF-3.EPS0.5.ON1');
+    expect(C.wgsl({ ...v, EPS: 2 })).toContain('const EPS: f32 = 2.0f;');
+    expect(() => C.wgsl({ ...v, KMAX: -1 })).toThrow(/KMAX: -1 does not fit in u32/);
+    expect(() => C.wgsl({ ...v, KMAX: 1.5 })).toThrow(/not an integer/);
+    expect(() => C.wgsl({ ...v, EPS: NaN })).toThrow(/not a finite number/);
+    expect(() => C.wgsl({ ...v, EPS: 1e39 })).toThrow(/does not fit in f32/);
+    // @ts-expect-error a missing constant is a compile error
+    expect(() => C.wgsl({ KMAX: 1, OFF: 0, EPS: 0 })).toThrow(/ON: undefined is not a boolean/);
   });
 
   it('every binding variant of every table compiles against its layout', { timeout: 600_000 }, async () => {

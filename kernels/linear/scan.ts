@@ -26,6 +26,7 @@ import {
 } from '../../src/gpu/pipeline.js';
 import { bindingTable, optional, registerPasses, type BindingVariant } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
+import { wgslConstants } from '../../src/gpu/specialize.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import {
   GPUBufferUsageFlags,
@@ -285,12 +286,19 @@ function kmaxOf(K: number): number {
   return K <= 32 ? 32 : K <= 64 ? 64 : K <= 128 ? 128 : 256;
 }
 
+/** The private state lengths: `const`s (WGSL private arrays need a constant size), per variant. */
+const STATE_CONSTS = wgslConstants({ KMAX: 'u32', ZMAX: 'u32' });
+
 /** @internal A pass's program (tests build loop-counting debug builds of them). */
 export function program(name: string, file: string, kmax: number, zmax: number) {
-  // The private state length is a `const` (WGSL private arrays need a constant size): one small
-  // declaration per variant, part of the program's name and code (so of the pipeline key).
-  const consts = `const KMAX: u32 = ${kmax}u;\nconst ZMAX: u32 = ${zmax}u;\n`;
-  return wgslProgram(`linear/${name}/k${kmax}z${zmax}`, [storageWgsl, LIN_PARAMS.wgsl, consts, commonWgsl, file]);
+  const c = { KMAX: kmax, ZMAX: zmax };
+  return wgslProgram(`linear/${name}/${STATE_CONSTS.tag(c)}`, [
+    storageWgsl,
+    LIN_PARAMS.wgsl,
+    STATE_CONSTS.wgsl(c),
+    commonWgsl,
+    file,
+  ]);
 }
 
 /**

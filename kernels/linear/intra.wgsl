@@ -11,11 +11,11 @@
 @group(0) @binding(0) var<storage, read> QC: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> KC: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> GAM: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> KF: array<vec4<f32>>;
+// @binding(3) KF: array<vec4<f32>>, per-channel gates (GATE == 2) only, optional
 // @binding(4) BE: array<f32>, beta (DELTA), optional (scan.ts INTRA)
 @group(0) @binding(5) var<storage, read> mt: array<u32>;
 @group(0) @binding(6) var<storage, read_write> PT: array<f32>;
-@group(0) @binding(7) var<storage, read_write> AM: array<f32>;
+// @binding(7) AM: array<f32>, the delta rule's A (DELTA) only, optional
 @group(0) @binding(8) var<uniform> params: LinParams;
 
 override WG: u32 = 64u;

@@ -16,7 +16,7 @@
 @group(0) @binding(4) var<storage, read_write> GAM: array<f32>;
 @group(0) @binding(5) var<storage, read_write> QG: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> KD: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read_write> KF: array<vec4<f32>>;
+// @binding(7) KF: array<vec4<f32>>, per-channel gates (GATE == 2) only, optional
 @group(0) @binding(8) var<uniform> params: LinParams;
 
 override WG: u32 = 64u;

@@ -391,9 +391,9 @@ export function planLoops(ctx: TesseraDevice, o: Resolved): LinearLoopPlan {
  * Binding tables of the passes (src/gpu/bindings.ts): key order = @binding numbers, keys = the
  * WGSL names. Optional bindings are declared by the variant (absent: an unbound private
  * placeholder behind a GATE / DELTA / NORM flag that is off), so no pass binds a dummy buffer.
- * Still always bound, as workspaces sized to 16 bytes where a variant does not use them: KF
- * (gate not 'vector'), AM (no delta) and GAM (gate 'none'), written by prep/intra and read by
- * the later passes behind the same flags; they are plan workspaces, not per-call buffers.
+ * Still always bound, as a 16-byte workspace where the variant does not use it: GAM with gate
+ * 'none' (read by intra, solve and scan; every read sits behind a GATE test, but the passes keep
+ * one table for the cumulative gates rather than one variant more each).
  */
 const F = 'array<f32>';
 const F4 = 'array<vec4<f32>>';
@@ -427,18 +427,18 @@ const PREP = bindingTable('linear/prep', {
   GAM: 'rw',
   QG: 'rw',
   KD: 'rw',
-  KF: 'rw',
+  KF: optional('rw', F4), // GATE == 2
   params: 'uniform',
 });
 const INTRA = bindingTable('linear/intra', {
   QC: 'read',
   KC: 'read',
   GAM: 'read',
-  KF: 'read',
+  KF: optional('read', F4), // GATE == 2
   BE: optional('read', F), // DELTA
   mt: 'read',
   PT: 'rw',
-  AM: 'rw',
+  AM: optional('rw', F), // DELTA
   params: 'uniform',
 });
 const SOLVE = bindingTable('linear/solve', {
@@ -528,12 +528,12 @@ function scanSpecs(o: SpecOptions, wg: (typeof SCAN_TUNING)['cpu']): Specs {
         },
     prep: {
       shader: program('prep', prepWgsl, kmax, 1),
-      bindings: PREP.variant({ Gb: gated }),
+      bindings: PREP.variant({ Gb: gated, KF: o.gate === 'vector' }),
       constants: { WG: WG_ROWS, GATE: G },
     },
     intra: {
       shader: program('intra', intraWgsl, kmax, 1),
-      bindings: INTRA.variant({ BE: o.delta }),
+      bindings: INTRA.variant({ BE: o.delta, KF: o.gate === 'vector', AM: o.delta }),
       constants: { WG: wg.rows, GATE: G, DELTA: +o.delta },
     },
     solve: o.delta
@@ -702,19 +702,19 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
         const rowsV = T * HV * V4 * 16;
         const CC = this.nChunks * HV * CHUNK * CHUNK * 4;
         const sizes: Record<string, number> = {
-          qc: direct ? 16 : T * o.H * K4 * 16,
-          kc: direct ? 16 : T * o.H * K4 * 16,
-          vc: direct ? 16 : rowsV,
+          qc: direct ? 0 : T * o.H * K4 * 16,
+          kc: direct ? 0 : T * o.H * K4 * 16,
+          vc: direct ? 0 : rowsV,
           gam: r16(o.gate === 'vector' ? rowsK : o.gate === 'none' ? 16 : T * HV * 4),
           qg: rowsK,
           kd: rowsK,
-          kf: o.gate === 'vector' ? rowsK : 16,
+          kf: o.gate === 'vector' ? rowsK : 0,
           P: CC,
-          A: o.delta ? CC : 16,
-          W: o.delta ? rowsK : 16,
-          U: o.delta ? rowsV : 16,
+          A: o.delta ? CC : 0,
+          W: o.delta ? rowsK : 0,
+          U: o.delta ? rowsV : 0,
           hs: this.nChunks * HV * 4 * K4 * VS4 * 16,
-          vn: o.delta ? rowsV : 16,
+          vn: o.delta ? rowsV : 0,
         };
         for (const [name, bytes] of Object.entries(sizes)) {
           if (bytes > ctx.limits.maxStorageBufferBindingSize) {
@@ -729,7 +729,9 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
             );
           }
         }
-        for (const [name, bytes] of Object.entries(sizes)) this.ws[name] = this.workspace(bytes, `linear.${name}`);
+        // 0: the variant leaves the binding out (kf without per-channel gates, A without the delta rule)
+        for (const [name, bytes] of Object.entries(sizes))
+          if (bytes > 0) this.ws[name] = this.workspace(bytes, `linear.${name}`);
       }
     } catch (e) {
       this.dispose();
@@ -894,13 +896,20 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
       const QC = P.convert ? b(w.qc!) : res(t.q);
       const KC = P.convert ? b(w.kc!) : res(t.k);
       const VC = P.convert ? b(w.vc!) : res(t.v);
-      const [GAM, QG, KD, KF, PT, AM] = [b(w.gam!), b(w.qg!), b(w.kd!), b(w.kf!), b(w.P!), b(w.A!)];
-      this.dispatch(encoder, P.prep!, { QC, KC, ...Gb, mt, GAM, QG, KD, KF, params: p0 }, perChunk);
-      this.dispatch(encoder, P.intra!, { QC, KC, GAM, KF, ...BE, mt, PT, AM, params: p0 }, perChunk);
+      const [GAM, QG, KD, PT] = [b(w.gam!), b(w.qg!), b(w.kd!), b(w.P!)];
+      const KF = w.kf ? { KF: b(w.kf) } : {};
+      const AM = o.delta ? { AM: b(w.A!) } : {};
+      this.dispatch(encoder, P.prep!, { QC, KC, ...Gb, mt, GAM, QG, KD, ...KF, params: p0 }, perChunk);
+      this.dispatch(encoder, P.intra!, { QC, KC, GAM, ...KF, ...BE, mt, PT, ...AM, params: p0 }, perChunk);
       if (P.solve) {
         const grid = grid2d(this.ctx, this.nChunks * HV * this.loops.solveSplit);
         const BE = res(t.beta!);
-        this.dispatch(encoder, P.solve, { AM, KC, VC, GAM, BE, mt, WM: b(w.W!), UM: b(w.U!), params: p0 }, grid);
+        this.dispatch(
+          encoder,
+          P.solve,
+          { AM: b(w.A!), KC, VC, GAM, BE, mt, WM: b(w.W!), UM: b(w.U!), params: p0 },
+          grid,
+        );
       }
       const UB = o.delta ? b(w.U!) : VC;
       const VS4 = Math.ceil((V + (o.normalize ? 1 : 0)) / 4);

@@ -2,7 +2,8 @@
  * Pipeline cache and bind-group layouts declared as data.
  *
  * A kernel describes its pipeline with a {@link PipelineSpec}: the shader (a module built from
- * WGSL files), the entry point, its bindings in order, and its `override` constants. The cache key
+ * WGSL files), the entry point, its bindings (a binding-table variant, src/gpu/bindings.ts, bound
+ * by name; or the older positional list of kinds), and its `override` constants. The cache key
  * is a pure function of the spec (`pipelineKey`), so equal specs share one compiled pipeline per
  * device, and anything that changes the compiled code must be in the spec.
  *

@@ -24,7 +24,22 @@ export {
   wgslProgram,
   type PipelineSpec,
   type ShaderSource,
+  bindGroup,
+  pipelineShader,
+  type Pipeline,
+  type PipelineBindings,
+  type ResourcesFor,
+  type TablePipeline,
 } from './gpu/pipeline.js';
+export {
+  bindingTable,
+  optional,
+  type BindingTable,
+  type BindingVariant,
+  type BindingResources,
+  type VariantOf,
+} from './gpu/bindings.js';
+export { wgslConstants, type WgslConstants, type ConstType } from './gpu/specialize.js';
 export { GpuTimer, type TimingSource } from './gpu/timer.js';
 export { KernelPlan } from './plan.js';
 export { MERGE_PARAMS, getMergePipeline } from '../kernels/merge/index.js';

@@ -14,7 +14,13 @@
 import { TesseraError } from './errors.js';
 import { bufferProblem, checkBuffer, type TesseraDevice } from './gpu/device.js';
 import { ConflictMemo } from './conflict-memo.js';
-import { bindGroup, type BindingResource, type Pipeline } from './gpu/pipeline.js';
+import {
+  bindGroup,
+  type BindingResource,
+  type Pipeline,
+  type PipelineBindings,
+  type ResourcesFor,
+} from './gpu/pipeline.js';
 import type { UniformLayout } from './gpu/uniforms.js';
 import { byteSize, checkTensor, type DType, type FloatDType, type GpuTensor } from './tensor.js';
 import { GPUBufferUsageFlags } from './gpu/flags.js';
@@ -108,11 +114,11 @@ export abstract class KernelPlan<Inputs> {
     return b;
   }
 
-  /** Records one dispatch of `p` in its own compute pass. */
-  protected dispatch(
+  /** Records one dispatch of `p` in its own compute pass (resources keyed by name for a binding table). */
+  protected dispatch<B extends PipelineBindings>(
     encoder: GPUCommandEncoder,
-    p: Pipeline,
-    resources: readonly BindingResource[],
+    p: Pipeline<B>,
+    resources: ResourcesFor<B>,
     workgroups: readonly [number, number?, number?],
   ): void {
     const pass = encoder.beginComputePass({ label: p.spec.shader.name });

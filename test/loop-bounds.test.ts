@@ -7,17 +7,16 @@
 import { describe, expect, it } from 'vitest';
 import { smallKcap, smallProgram, topKSmallLoopIterations, TOPK_SMALL_PARAMS } from '../kernels/topk/topk.js';
 import { segmentUniforms, type Segment } from '../src/gpu/segments.js';
+import { pipelineShader } from '../src/gpu/pipeline.js';
 import { countLoops, maxLoopCount } from './helpers/loop-count.js';
-import { LIN_PARAMS, program as linearProgram } from '../kernels/linear/scan.js';
+import { LIN_PARAMS, passShader as linearShader } from '../kernels/linear/scan.js';
 import { recurrentLoopIterations, scanLoopIterations } from '../kernels/linear/loops.js';
-import scanWgsl from '../kernels/linear/scan.wgsl.js';
-import recurrentWgsl from '../kernels/linear/recurrent.wgsl.js';
 import { getMergeProgram, MERGE_PARAMS, mergeLoopIterations } from '../kernels/merge/merge.js';
 import { POOL_PARAMS, POOL_PROGRAM, poolLoopIterations } from '../kernels/moba/pool.js';
 import { MOBA_SELECT_PARAMS, SELECT_PROGRAM as MOBA_SELECT, mobaSelectLoopIterations } from '../kernels/moba/moba.js';
 import { NSA_SELECT_PARAMS, SELECT_PROGRAM as NSA_SELECT, nsaSelectLoopIterations } from '../kernels/nsa/nsa.js';
 import { DSA_INDEXER_PARAMS, INDEXER_PROGRAM, indexerLoopIterations } from '../kernels/dsa/dsa.js';
-import { QUEST_PARAMS, QUEST_SCORE_PROGRAM, questScoreLoopIterations } from '../kernels/quest/score.js';
+import { QUEST_PARAMS, questScoreSpec, questScoreLoopIterations } from '../kernels/quest/score.js';
 import { QUEST_BLOCK_PARAMS, QUEST_BOX_PROGRAM, questBlockLoopIterations } from '../kernels/quest/block.js';
 import { useGpu } from './helpers/gpu.js';
 
@@ -140,7 +139,6 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
       const meta = buf(2);
       dev.queue.writeBuffer(meta, 0, new Uint32Array([0, T]));
       const G = { none: 0, scalar: 1, vector: 2, constant: 3 }[c.gate];
-      const kmax = K <= 32 ? 32 : K <= 64 ? 64 : 128;
       const params = dev.createBuffer({
         size: LIN_PARAMS.size,
         usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
@@ -170,19 +168,29 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
           seg_last: 1,
         }),
       );
+      // by binding number (kernels/linear/scan.ts RECURRENT); optional ones only where the variant binds them
       const all = [
         buf(T * K),
         buf(T * K),
         buf(T * V),
-        buf(Math.max(T * K, K)),
+        c.gate !== 'none' ? buf(T * K) : undefined,
         meta,
-        buf(Math.max(T, K)),
+        c.delta ? buf(T) : undefined,
         buf(T * V),
         buf(K * V),
         params,
+        c.normalize ? buf(K) : undefined,
+        c.normalize ? buf(K) : undefined,
       ];
       try {
-        const code = linearProgram('recurrent', recurrentWgsl, kmax, c.normalize ? kmax : 1).code;
+        const f32 = 'f32' as const;
+        const code = linearShader('recurrent', {
+          ...c,
+          dtype: f32,
+          vDtype: f32,
+          outDtype: f32,
+          mode: 'recurrent',
+        }).code;
         const counted = await maxLoopCount(dev, code, all, [Math.ceil(V / 2)], {
           WG: 1,
           DT_QK: 0,
@@ -197,7 +205,7 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
         expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
         expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(1.2 * counted + 16);
       } finally {
-        for (const b of all) b.destroy();
+        for (const b of all) b?.destroy();
       }
     });
   }
@@ -258,26 +266,29 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
         }),
       );
       const rows = T * 4 * Math.max(K4, V4);
+      // by binding number (kernels/linear/scan.ts SCAN): W and VN with the delta rule only
       const all = [
-        buf(rows),
+        c.delta ? buf(rows) : undefined,
         buf(rows),
         buf(rows),
         buf(rows + C * 4 * K4),
         meta,
         buf(C * 4 * K4 * 4 * V4),
-        buf(rows),
+        c.delta ? buf(rows) : undefined,
         buf(K * V),
         params,
       ];
       try {
-        const code = linearProgram('scan', scanWgsl, K <= 32 ? 32 : K <= 64 ? 64 : 128, 1).code;
+        const f32 = 'f32' as const;
+        const opts = { K, V, gate: 'scalar' as const, delta: c.delta, normalize: false, mode: 'chunk' as const };
+        const code = linearShader('scan', { ...opts, dtype: f32, vDtype: f32, outDtype: f32 }).code;
         const counted = await maxLoopCount(dev, code, all, [V4], { WG: 1, GATE: 1, DELTA: +c.delta, NORM: 0 });
         const bound = scanLoopIterations(c, C);
         expect(counted, 'the kernel ran its loops').toBeGreaterThan(C * 64);
         expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
         expect(bound, `tight (${counted} counted)`).toBeLessThanOrEqual(1.5 * counted + 16);
       } finally {
-        for (const b of all) b.destroy();
+        for (const b of all) b?.destroy();
       }
     });
   }
@@ -507,7 +518,9 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
           ),
           summ,
         ];
-        const counted = await maxLoopCount(gpu.dev.device, QUEST_SCORE_PROGRAM.code, all, [1], {
+        // the WGSL the pipeline compiles: the program plus the variant's binding declarations (summ4)
+        const code = pipelineShader(questScoreSpec(D, 'quest', 'max')).code;
+        const counted = await maxLoopCount(gpu.dev.device, code, all, [1], {
           WG: 64,
           D,
           MODE: 0,

@@ -10,7 +10,17 @@
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, submitEpoch, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import {
+  bindGroup,
+  getPipeline,
+  grid2d,
+  wgslProgram,
+  type Pipeline,
+  type PipelineSpec,
+  type ResourcesFor,
+  type TablePipeline,
+} from '../../src/gpu/pipeline.js';
+import { bindingTable, optional, registerPasses, type BindingVariant, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan } from '../../src/plan.js';
 import { TensorMemo } from '../../src/tensor-memo.js';
@@ -55,6 +65,28 @@ export const SUMMARIZE = wgslProgram('append/summarize', [
   summarizeWgsl,
 ]);
 const ROPE = wgslProgram('append/rope', [storageWgsl, commonWgsl, ropeWgsl]);
+/** Bindings (src/gpu/bindings.ts). The append's cos/sin table only with RoPE; RoPE's x_in only out of place. */
+const APPEND_BINDINGS = bindingTable('append/append', {
+  k_in: 'read',
+  v_in: 'read',
+  pages: 'rw',
+  tables: 'read',
+  cossin: optional('read', 'array<vec2<f32>>'),
+  params: 'uniform',
+});
+/** The summary pass; kernels/pool's truncate fix binds it too. */
+export const SUMMARIZE_BINDINGS = bindingTable('append/summarize', {
+  pages: 'read',
+  tables: 'read',
+  summ: 'rw',
+  params: 'uniform',
+});
+const ROPE_BINDINGS = bindingTable('append/rope', {
+  x_in: optional('read', 'array<u32>'),
+  x_out: 'rw',
+  tables: 'read',
+  cossin: 'read',
+});
 const WG = 64;
 /** Words before the tables' arrays: `[nnz, touched, 0, 0]`. */
 const HEADER = 4;
@@ -116,6 +148,74 @@ interface Res {
   size?: number;
 }
 
+/** The pipeline specs of an append plan: the append (RoPE's table bound only with rope), the summaries. */
+function appendSpecs(o: {
+  pageDtype: KvDType;
+  Hkv: number;
+  D: number;
+  Dv: number;
+  pageSize: number;
+  inputDtype: FloatDType;
+  summaries: boolean;
+  rope?: { rotaryDim: number; style: string };
+}) {
+  const common = { WG, PAGE_DT: kvDtypeCode(o.pageDtype), HKV: o.Hkv, D: o.D, P: o.pageSize };
+  const rows = {
+    IN_DT: dtypeCode(o.inputDtype),
+    DV: o.Dv,
+    RD: o.rope?.rotaryDim ?? 0,
+    STYLE: o.rope?.style === 'interleaved' ? 1 : 0,
+  };
+  const main: PipelineSpec<VariantOf<typeof APPEND_BINDINGS>> = {
+    shader: o.pageDtype === 'int8' ? APPEND_I8 : APPEND,
+    bindings: APPEND_BINDINGS.variant({ cossin: !!o.rope }),
+    constants: o.pageDtype === 'int8' ? { WG, HKV: o.Hkv, D: o.D, P: o.pageSize, ...rows } : { ...common, ...rows },
+  };
+  const summarize: PipelineSpec<VariantOf<typeof SUMMARIZE_BINDINGS>> | undefined = o.summaries
+    ? summarizeSpec(common)
+    : undefined;
+  return { main, summarize };
+}
+
+/** The summary pass's spec (kernels/pool runs it for truncate fixes). */
+export function summarizeSpec(constants: Record<string, number>): PipelineSpec<VariantOf<typeof SUMMARIZE_BINDINGS>> {
+  return { shader: SUMMARIZE, bindings: SUMMARIZE_BINDINGS.variant({}), constants };
+}
+
+function ropeSpec(
+  o: { dtype: FloatDType; outDtype: FloatDType; H: number; D: number; rotaryDim: number; style: string },
+  inPlace: boolean,
+): PipelineSpec<VariantOf<typeof ROPE_BINDINGS>> {
+  return {
+    shader: ROPE,
+    bindings: ROPE_BINDINGS.variant({ x_in: !inPlace }),
+    constants: {
+      WG,
+      IN_DT: dtypeCode(o.dtype),
+      OUT_DT: dtypeCode(o.outDtype),
+      H: o.H,
+      D: o.D,
+      RD: o.rotaryDim,
+      STYLE: o.style === 'interleaved' ? 1 : 0,
+      IN_PLACE: inPlace ? 1 : 0,
+    },
+  };
+}
+
+registerPasses('append', () => {
+  const base = { Hkv: 2, D: 64, Dv: 64, pageSize: 16, inputDtype: 'f32' as const, summaries: true };
+  const rope = { rotaryDim: 64, style: 'half' };
+  const out: PipelineSpec[] = [];
+  for (const pageDtype of ['f16', 'int8'] as const)
+    for (const r of [undefined, rope]) {
+      const s = appendSpecs({ ...base, pageDtype, rope: r });
+      out.push(s.main, ...(s.summarize ? [s.summarize] : []));
+    }
+  const ro = { dtype: 'f32' as const, outDtype: 'f32' as const, H: 2, D: 64, ...rope };
+  out.push(ropeSpec(ro, false), ropeSpec(ro, true));
+  return out;
+});
+
 /**
  * Bind groups built once per distinct set of resources (an engine has one per layer): a short
  * list compared field by field, so a hit allocates nothing (no key strings).
@@ -127,26 +227,26 @@ class BindGroupCache {
     private readonly limit = 64,
   ) {}
 
-  get(p: Pipeline, res: readonly Res[]): GPUBindGroup {
+  /** The bind group of `p` for these resources (keyed by binding name). */
+  get<B extends BindingVariant>(p: Pipeline<B>, resources: ResourcesFor<B>): GPUBindGroup {
     const list = this.entries;
+    const bound = p.spec.bindings.bound;
+    const named = resources as Readonly<Record<string, Res | undefined>>;
     outer: for (let i = 0; i < list.length; i++) {
       const e = list[i]!;
-      if (e.p.pipeline !== p.pipeline || e.res.length !== res.length) continue;
-      for (let j = 0; j < res.length; j++) {
+      if (e.p.pipeline !== p.pipeline) continue;
+      for (let j = 0; j < bound.length; j++) {
         const a = e.res[j]!;
-        const b = res[j]!;
+        const b = named[bound[j]!.name];
+        if (!b) break outer;
         if (a.buffer !== b.buffer || (a.offset ?? 0) !== (b.offset ?? 0) || (a.size ?? -1) !== (b.size ?? -1))
           continue outer;
       }
       return e.group;
     }
     if (list.length >= this.limit) list.shift();
-    const group = this.ctx.device.createBindGroup({
-      label: p.spec.shader.name,
-      layout: p.layout,
-      entries: res.map((r, i) => ({ binding: i, resource: { buffer: r.buffer, offset: r.offset ?? 0, size: r.size } })),
-    });
-    list.push({ p, res: res.map((r) => ({ ...r })), group });
+    const group = bindGroup(this.ctx, p, resources);
+    list.push({ p, res: bound.map((b) => ({ ...named[b.name]! })), group });
     return group;
   }
 }
@@ -184,13 +284,14 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
   readonly options: Readonly<Required<Omit<AppendOptions, 'rope'>> & { rope?: Required<RopeSpec> }>;
   /** Page geometry (the KV cache's layout, kernels/attention/page.ts). */
   readonly layout: PageLayout;
-  private readonly main: Pipeline;
-  private readonly summarize?: Pipeline;
+  private readonly main: TablePipeline<typeof APPEND_BINDINGS>;
+  private readonly summarize?: TablePipeline<typeof SUMMARIZE_BINDINGS>;
   private readonly kMemo = new TensorMemo();
   private readonly vMemo = new TensorMemo();
   private readonly params: GPUBuffer;
   private readonly tables: GPUBuffer;
-  private readonly cossin: GPUBuffer;
+  /** The RoPE cos/sin table (with rope only). */
+  private readonly cossin?: GPUBuffer;
   private readonly host: Uint32Array<ArrayBuffer>;
   private readonly off: { rowB: number; rowP: number; iptr: number; idx: number; touch: number };
   private readonly groups: BindGroupCache;
@@ -205,7 +306,12 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
   /** Submit epoch of the last run (-2: none since the last schedule). */
   private usedEpoch = -2;
 
-  private constructor(ctx: TesseraDevice, o: AppendPlan['options'], main: Pipeline, summarize: Pipeline | undefined) {
+  private constructor(
+    ctx: TesseraDevice,
+    o: AppendPlan['options'],
+    main: TablePipeline<typeof APPEND_BINDINGS>,
+    summarize: TablePipeline<typeof SUMMARIZE_BINDINGS> | undefined,
+  ) {
     super(ctx);
     this.options = o;
     this.layout = pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.pageDtype);
@@ -232,15 +338,15 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
       scaleOffWords: this.layout.scaleOffset / 4,
     });
     const r = o.rope;
-    const table = r
-      ? ropeCosSinTable(r.maxPosition, r.rotaryDim, r.theta, r.scale)
-      : new Float32Array(new ArrayBuffer(16));
-    this.cossin = this.workspace(
-      table.byteLength,
-      'append.cossin',
-      GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST,
-    );
-    ctx.device.queue.writeBuffer(this.cossin, 0, table);
+    if (r) {
+      const table = ropeCosSinTable(r.maxPosition, r.rotaryDim, r.theta, r.scale);
+      this.cossin = this.workspace(
+        table.byteLength,
+        'append.cossin',
+        GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST,
+      );
+      ctx.device.queue.writeBuffer(this.cossin, 0, table);
+    }
     this.groups = new BindGroupCache(ctx);
     this.cellStamp = new Uint32Array(o.maxPages * o.pageSize);
     this.pageStamp = new Uint32Array(o.maxPages);
@@ -269,21 +375,9 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
         o.rope.maxPosition,
       );
     }
-    const common = { WG, PAGE_DT: kvDtypeCode(o.pageDtype), HKV: o.Hkv, D: o.D, P: o.pageSize };
-    const rows = {
-      IN_DT: dtypeCode(o.inputDtype),
-      DV: o.Dv,
-      RD: o.rope?.rotaryDim ?? 0,
-      STYLE: o.rope?.style === 'interleaved' ? 1 : 0,
-    };
-    const main = await getPipeline(ctx, {
-      shader: o.pageDtype === 'int8' ? APPEND_I8 : APPEND,
-      bindings: ['read', 'read', 'rw', 'read', 'read', 'uniform'],
-      constants: o.pageDtype === 'int8' ? { WG, HKV: o.Hkv, D: o.D, P: o.pageSize, ...rows } : { ...common, ...rows },
-    });
-    const summarize = o.summaries
-      ? await getPipeline(ctx, { shader: SUMMARIZE, bindings: ['read', 'read', 'rw', 'uniform'], constants: common })
-      : undefined;
+    const specs = appendSpecs(o);
+    const main = await getPipeline(ctx, specs.main);
+    const summarize = specs.summarize ? await getPipeline(ctx, specs.summarize) : undefined;
     return new AppendPlan(ctx, o, main, summarize);
   }
 
@@ -489,14 +583,14 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     pass.setPipeline(this.main.pipeline);
     pass.setBindGroup(
       0,
-      this.groups.get(this.main, [
-        binding(k),
-        binding(v),
+      this.groups.get(this.main, {
+        k_in: binding(k),
+        v_in: binding(v),
         pages,
         tables,
-        { buffer: this.cossin },
-        { buffer: this.params },
-      ]),
+        ...(this.cossin ? { cossin: { buffer: this.cossin } } : {}),
+        params: { buffer: this.params },
+      }),
     );
     // int8: one invocation per (row, K/V, head) owns the row and its scale; else one per 4 elements.
     const units = o.pageDtype === 'int8' ? this.nnz * o.Hkv * 2 : this.nnz * o.Hkv * ((o.D + o.Dv) / 4);
@@ -506,12 +600,12 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
       pass.setPipeline(this.summarize.pipeline);
       pass.setBindGroup(
         0,
-        this.groups.get(this.summarize, [
+        this.groups.get(this.summarize, {
           pages,
           tables,
-          { buffer: t.summaries!, offset: 0, size: sumBytes },
-          { buffer: this.params },
-        ]),
+          summ: { buffer: t.summaries!, offset: 0, size: sumBytes },
+          params: { buffer: this.params },
+        }),
       );
       const [sx, sy] = grid2d(this.ctx, Math.ceil((this.touched * o.Hkv * (o.D / 2)) / WG));
       pass.dispatchWorkgroups(sx, sy);
@@ -632,11 +726,10 @@ export class RopePlan extends KernelPlan<RopeTensors> {
   }
   private readonly xMemo = new TensorMemo();
   readonly options: Readonly<Required<RopePlanOptions>>;
-  private readonly outOfPlace: Pipeline;
-  private readonly inPlace?: Pipeline;
+  private readonly outOfPlace: TablePipeline<typeof ROPE_BINDINGS>;
+  private readonly inPlace?: TablePipeline<typeof ROPE_BINDINGS>;
   private readonly tables: GPUBuffer;
   private readonly cossin: GPUBuffer;
-  private readonly dummy: GPUBuffer;
   private readonly host: Uint32Array<ArrayBuffer>;
   private readonly groups: BindGroupCache;
   private nnz = -1;
@@ -646,8 +739,8 @@ export class RopePlan extends KernelPlan<RopeTensors> {
   private constructor(
     ctx: TesseraDevice,
     o: Required<RopePlanOptions>,
-    outOfPlace: Pipeline,
-    inPlace: Pipeline | undefined,
+    outOfPlace: TablePipeline<typeof ROPE_BINDINGS>,
+    inPlace: TablePipeline<typeof ROPE_BINDINGS> | undefined,
   ) {
     super(ctx);
     this.options = o;
@@ -666,7 +759,6 @@ export class RopePlan extends KernelPlan<RopeTensors> {
       GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST,
     );
     ctx.device.queue.writeBuffer(this.cossin, 0, table);
-    this.dummy = this.workspace(16, 'rope.dummy', GPUBufferUsageFlags.STORAGE);
     this.groups = new BindGroupCache(ctx);
   }
 
@@ -684,21 +776,8 @@ export class RopePlan extends KernelPlan<RopeTensors> {
     const maxRows = checkInt(opts.maxRows, 'maxRows', { min: 1 });
     const r = validateRope(opts, D, 'options');
     const o = { H, D, dtype, outDtype, maxRows, ...r };
-    const constants = {
-      WG,
-      IN_DT: dtypeCode(dtype),
-      OUT_DT: dtypeCode(outDtype),
-      H,
-      D,
-      RD: r.rotaryDim,
-      STYLE: r.style === 'interleaved' ? 1 : 0,
-    };
-    const bindings = ['read', 'rw', 'read', 'read'] as const;
-    const outOfPlace = await getPipeline(ctx, { shader: ROPE, bindings, constants: { ...constants, IN_PLACE: 0 } });
-    const inPlace =
-      dtype === outDtype
-        ? await getPipeline(ctx, { shader: ROPE, bindings, constants: { ...constants, IN_PLACE: 1 } })
-        : undefined;
+    const outOfPlace = await getPipeline(ctx, ropeSpec(o, false));
+    const inPlace = dtype === outDtype ? await getPipeline(ctx, ropeSpec(o, true)) : undefined;
     return new RopePlan(ctx, o, outOfPlace, inPlace);
   }
 
@@ -750,8 +829,8 @@ export class RopePlan extends KernelPlan<RopeTensors> {
     if (!xHit) this.xMemo.remember(x);
     if (x.shape[0]! < this.nnz)
       fail('E_SHAPE', 'x.shape[0]', 'has fewer rows than the schedule;', x.shape[0], `>= ${this.nnz}`);
-    let pipeline: Pipeline;
-    let entries: { buffer: GPUBuffer; offset?: number; size?: number }[];
+    let pipeline: TablePipeline<typeof ROPE_BINDINGS>;
+    let entries: ResourcesFor<VariantOf<typeof ROPE_BINDINGS>>;
     if (t.out) {
       const out = checkTensor(t.out, 'out', { rank: 3, shape: [-1, o.H, o.D], dtypes: [o.outDtype] });
       if (out.shape[0]! < this.nnz)
@@ -759,7 +838,12 @@ export class RopePlan extends KernelPlan<RopeTensors> {
       if (out.buffer === x.buffer)
         fail('E_BUFFER', 'out', 'shares its buffer with x; omit out to rotate in place;', 'the same buffer');
       pipeline = this.outOfPlace;
-      entries = [binding(x), binding(out), { buffer: this.tables }, { buffer: this.cossin }];
+      entries = {
+        x_in: binding(x),
+        x_out: binding(out),
+        tables: { buffer: this.tables },
+        cossin: { buffer: this.cossin },
+      };
     } else {
       if (!this.inPlace)
         fail(
@@ -770,7 +854,7 @@ export class RopePlan extends KernelPlan<RopeTensors> {
           `an out tensor of ${o.outDtype}`,
         );
       pipeline = this.inPlace;
-      entries = [{ buffer: this.dummy }, binding(x), { buffer: this.tables }, { buffer: this.cossin }];
+      entries = { x_out: binding(x), tables: { buffer: this.tables }, cossin: { buffer: this.cossin } };
     }
     this.usedEpoch = submitEpoch(this.ctx);
     if (this.nnz === 0) return;

@@ -9,7 +9,7 @@
 @group(0) @binding(1) var<storage, read> v_in: array<u32>;        // [rows, HKV, DV] IN_DT
 @group(0) @binding(2) var<storage, read_write> pages: array<u32>; // the pool
 @group(0) @binding(3) var<storage, read> tables: array<u32>;
-@group(0) @binding(4) var<storage, read> cossin: array<vec2<f32>>; // [maxPosition, RD / 2] (cos, sin)
+// @binding(4) cossin: array<vec2<f32>>, [maxPosition, RD / 2] (cos, sin); RoPE only (optional, append.ts)
 @group(0) @binding(5) var<uniform> params: AppendParams;
 
 override WG: u32 = 64;

@@ -3,7 +3,7 @@
 // (see ap_unit): a unit reads all it writes, so in place is race-free. Dims past RD are copied
 // (out of place) or left alone (in place). Needs shaders/storage.wgsl, common.wgsl.
 
-@group(0) @binding(0) var<storage, read> x_in: array<u32>;         // [rows, H, D] IN_DT (dummy in place)
+// @binding(0) x_in: array<u32>, [rows, H, D] IN_DT; out of place only (optional, append.ts ROPE_BINDINGS)
 @group(0) @binding(1) var<storage, read_write> x_out: array<u32>;  // [rows, H, D] OUT_DT
 @group(0) @binding(2) var<storage, read> tables: array<u32>;
 @group(0) @binding(3) var<storage, read> cossin: array<vec2<f32>>; // [maxPosition, RD / 2]

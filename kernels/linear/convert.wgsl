@@ -8,7 +8,7 @@
 @group(0) @binding(3) var<storage, read_write> QC: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> KC: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> VC: array<vec4<f32>>;
-@group(0) @binding(6) var<uniform> p: LinParams;
+@group(0) @binding(6) var<uniform> params: LinParams;
 
 override WG: u32 = 64u;
 
@@ -34,24 +34,24 @@ fn lv(i: u32, n: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let row = lin_wg(wg, nwg) * WG + lid;
-  let qkRows = p.T * p.H;
+  let qkRows = params.T * params.H;
   if (row < qkRows) {
-    let K = p.K;
-    for (var d4 = 0u; d4 < p.K4; d4++) {
+    let K = params.K;
+    for (var d4 = 0u; d4 < params.K4; d4++) {
       let d = 4u * d4;
       let b = row * K;
       let end = b + K;
-      QC[row * p.K4 + d4] = vec4<f32>(lq(b + d, end), lq(b + d + 1u, end), lq(b + d + 2u, end), lq(b + d + 3u, end));
-      KC[row * p.K4 + d4] = vec4<f32>(lk(b + d, end), lk(b + d + 1u, end), lk(b + d + 2u, end), lk(b + d + 3u, end));
+      QC[row * params.K4 + d4] = vec4<f32>(lq(b + d, end), lq(b + d + 1u, end), lq(b + d + 2u, end), lq(b + d + 3u, end));
+      KC[row * params.K4 + d4] = vec4<f32>(lk(b + d, end), lk(b + d + 1u, end), lk(b + d + 2u, end), lk(b + d + 3u, end));
     }
-  } else if (row < qkRows + p.T * p.HV) {
+  } else if (row < qkRows + params.T * params.HV) {
     let r = row - qkRows;
-    let V = p.V;
-    for (var c4 = 0u; c4 < p.V4; c4++) {
+    let V = params.V;
+    for (var c4 = 0u; c4 < params.V4; c4++) {
       let c = 4u * c4;
       let b = r * V;
       let end = b + V;
-      VC[r * p.V4 + c4] = vec4<f32>(lv(b + c, end), lv(b + c + 1u, end), lv(b + c + 2u, end), lv(b + c + 3u, end));
+      VC[r * params.V4 + c4] = vec4<f32>(lv(b + c, end), lv(b + c + 1u, end), lv(b + c + 2u, end), lv(b + c + 3u, end));
     }
   }
 }

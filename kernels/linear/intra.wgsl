@@ -11,12 +11,12 @@
 @group(0) @binding(0) var<storage, read> QC: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> KC: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> GAM: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> KF: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> BE: array<f32>;
+// @binding(3) KF: array<vec4<f32>>, per-channel gates (GATE == 2) only, optional
+// @binding(4) BE: array<f32>, beta (DELTA), optional (scan.ts INTRA)
 @group(0) @binding(5) var<storage, read> mt: array<u32>;
 @group(0) @binding(6) var<storage, read_write> PT: array<f32>;
-@group(0) @binding(7) var<storage, read_write> AM: array<f32>;
-@group(0) @binding(8) var<uniform> p: LinParams;
+// @binding(7) AM: array<f32>, the delta rule's A (DELTA) only, optional
+@group(0) @binding(8) var<uniform> params: LinParams;
 
 override WG: u32 = 64u;
 
@@ -30,16 +30,16 @@ fn exp4(x: vec4<f32>) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let id = lin_wg(wg, nwg);
-  if (id >= p.nChunks * p.HV) {
+  if (id >= params.nChunks * params.HV) {
     return;
   }
-  let c = id / p.HV;
-  let hv = id % p.HV;
-  let h = hv / p.ratio;
-  let start = mt[p.chunkOff + 3u * c];
-  let len = mt[p.chunkOff + 3u * c + 1u];
-  let K4 = p.K4;
-  let HV = p.HV;
+  let c = id / params.HV;
+  let hv = id % params.HV;
+  let h = hv / params.ratio;
+  let start = mt[params.chunkOff + 3u * c];
+  let len = mt[params.chunkOff + 3u * c + 1u];
+  let K4 = params.K4;
+  let HV = params.HV;
   let nb = (len + 3u) / 4u;
   let pairs = nb * (nb + 1u) / 2u;
   for (var pi = lid; pi < pairs; pi += WG) {
@@ -80,19 +80,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         var k1: vec4<f32>;
         var k2: vec4<f32>;
         var k3: vec4<f32>;
-        var q0 = QC[(ti[0] * p.H + h) * K4 + d4];
-        var q1 = QC[(ti[1] * p.H + h) * K4 + d4];
-        var q2 = QC[(ti[2] * p.H + h) * K4 + d4];
-        var q3 = QC[(ti[3] * p.H + h) * K4 + d4];
+        var q0 = QC[(ti[0] * params.H + h) * K4 + d4];
+        var q1 = QC[(ti[1] * params.H + h) * K4 + d4];
+        var q2 = QC[(ti[2] * params.H + h) * K4 + d4];
+        var q3 = QC[(ti[3] * params.H + h) * K4 + d4];
         var c0 = vec4<f32>(0.0);
         var c1 = vec4<f32>(0.0);
         var c2 = vec4<f32>(0.0);
         var c3 = vec4<f32>(0.0);
         if (DELTA) {
-          c0 = KC[(ti[0] * p.H + h) * K4 + d4];
-          c1 = KC[(ti[1] * p.H + h) * K4 + d4];
-          c2 = KC[(ti[2] * p.H + h) * K4 + d4];
-          c3 = KC[(ti[3] * p.H + h) * K4 + d4];
+          c0 = KC[(ti[0] * params.H + h) * K4 + d4];
+          c1 = KC[(ti[1] * params.H + h) * K4 + d4];
+          c2 = KC[(ti[2] * params.H + h) * K4 + d4];
+          c3 = KC[(ti[3] * params.H + h) * K4 + d4];
         }
         if (GATE == 2u) {
           k0 = KF[(tj[0] * HV + hv) * K4 + d4];
@@ -113,10 +113,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
           c2 *= e2;
           c3 *= e3;
         } else {
-          k0 = KC[(tj[0] * p.H + h) * K4 + d4];
-          k1 = KC[(tj[1] * p.H + h) * K4 + d4];
-          k2 = KC[(tj[2] * p.H + h) * K4 + d4];
-          k3 = KC[(tj[3] * p.H + h) * K4 + d4];
+          k0 = KC[(tj[0] * params.H + h) * K4 + d4];
+          k1 = KC[(tj[1] * params.H + h) * K4 + d4];
+          k2 = KC[(tj[2] * params.H + h) * K4 + d4];
+          k3 = KC[(tj[3] * params.H + h) * K4 + d4];
         }
         p0 += vec4<f32>(dot(q0, k0), dot(q0, k1), dot(q0, k2), dot(q0, k3));
         p1 += vec4<f32>(dot(q1, k0), dot(q1, k1), dot(q1, k2), dot(q1, k3));
@@ -150,11 +150,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       for (var d4 = 0u; d4 < K4; d4++) {
         for (var a = 0u; a < 4u; a++) {
           let gi = GAM[(ti[a] * HV + hv) * K4 + d4];
-          let q = QC[(ti[a] * p.H + h) * K4 + d4];
-          let ki = KC[(ti[a] * p.H + h) * K4 + d4];
+          let q = QC[(ti[a] * params.H + h) * K4 + d4];
+          let ki = KC[(ti[a] * params.H + h) * K4 + d4];
           for (var b = 0u; b <= a; b++) {
             let e = exp4(min(gi - GAM[(tj[b] * HV + hv) * K4 + d4], vec4<f32>(0.0)));
-            let kj = KC[(tj[b] * p.H + h) * K4 + d4] * e;
+            let kj = KC[(tj[b] * params.H + h) * K4 + d4] * e;
             accP[a][b] += dot(q, kj);
             if (DELTA) {
               accA[a][b] += dot(ki, kj);
@@ -174,7 +174,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       }
       for (var b = 0u; b < 4u; b++) {
         let j = 4u * J + b;
-        PT[(id * CH + j) * CH + i] = select(0.0, p.scale * accP[a][b], j <= i && j < len);
+        PT[(id * CH + j) * CH + i] = select(0.0, params.scale * accP[a][b], j <= i && j < len);
         if (DELTA) {
           AM[(id * CH + i) * CH + j] = select(0.0, beta * accA[a][b], j < i);
         }

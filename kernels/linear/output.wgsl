@@ -10,34 +10,34 @@
 @group(0) @binding(3) var<storage, read> HS: array<vec4<f32>>;   // [nChunks, HV, KP, VS4]
 @group(0) @binding(4) var<storage, read> mt: array<u32>;
 @group(0) @binding(5) var<storage, read_write> Ob: array<u32>;   // [T, HV, V] OUT_DT
-@group(0) @binding(6) var<uniform> p: LinParams;
+@group(0) @binding(6) var<uniform> params: LinParams;
 
 override WG: u32 = 64u;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let per = 16u * p.V4;
+  let per = 16u * params.V4;
   let wgPer = (per + WG - 1u) / WG;
   let gid = lin_wg(wg, nwg);
   let id = gid / wgPer;
   let item = (gid % wgPer) * WG + lid;
-  if (id >= p.nChunks * p.HV || item >= per) {
+  if (id >= params.nChunks * params.HV || item >= per) {
     return;
   }
-  let rb = item / p.V4;
-  let quad = item % p.V4;
-  let c = id / p.HV;
-  let hv = id % p.HV;
-  let start = mt[p.chunkOff + 3u * c];
-  let len = mt[p.chunkOff + 3u * c + 1u];
+  let rb = item / params.V4;
+  let quad = item % params.V4;
+  let c = id / params.HV;
+  let hv = id % params.HV;
+  let start = mt[params.chunkOff + 3u * c];
+  let len = mt[params.chunkOff + 3u * c + 1u];
   if (4u * rb >= len) {
     return;
   }
-  let K4 = p.K4;
-  let V = p.V;
-  let V4 = p.V4;
-  let VS4 = p.VS4;
-  let HV = p.HV;
+  let K4 = params.K4;
+  let V = params.V;
+  let V4 = params.V4;
+  let VS4 = params.VS4;
+  let HV = params.HV;
   let r0 = 4u * rb;
   let t0 = start + r0;
   let t1 = start + min(r0 + 1u, len - 1u);
@@ -49,7 +49,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   var a2 = vec4<f32>(0.0);
   var a3 = vec4<f32>(0.0);
   var den = vec4<f32>(0.0);
-  let hb = id * p.KP * VS4;
+  let hb = id * params.KP * VS4;
   var r = hb + quad;
   for (var d4 = 0u; d4 < K4; d4++) {
     let h0 = HS[r];

@@ -11,23 +11,23 @@
 
 @group(0) @binding(0) var<storage, read> QC: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> KC: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> Gb: array<f32>;
+// @binding(2) Gb: array<f32>, gates (GATE != 0), optional (scan.ts PREP)
 @group(0) @binding(3) var<storage, read> mt: array<u32>;
 @group(0) @binding(4) var<storage, read_write> GAM: array<f32>;
 @group(0) @binding(5) var<storage, read_write> QG: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> KD: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read_write> KF: array<vec4<f32>>;
-@group(0) @binding(8) var<uniform> p: LinParams;
+// @binding(7) KF: array<vec4<f32>>, per-channel gates (GATE == 2) only, optional
+@group(0) @binding(8) var<uniform> params: LinParams;
 
 override WG: u32 = 64u;
 
 fn gate4(t: u32, hv: u32, d4: u32) -> vec4<f32> {
   if (GATE == 1u) {
-    return vec4<f32>(clamp_gate(Gb[t * p.HV + hv]));
+    return vec4<f32>(clamp_gate(Gb[t * params.HV + hv]));
   }
   if (GATE == 2u) {
-    let b = (t * p.HV + hv) * p.K + 4u * d4;
-    let n = p.K - 4u * d4;
+    let b = (t * params.HV + hv) * params.K + 4u * d4;
+    let n = params.K - 4u * d4;
     var g = vec4<f32>(clamp_gate(Gb[b]), 0.0, 0.0, 0.0);
     if (n > 1u) {
       g.y = clamp_gate(Gb[b + 1u]);
@@ -53,16 +53,16 @@ fn exp4(x: vec4<f32>) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let id = lin_wg(wg, nwg);
-  if (id >= p.nChunks * p.HV) {
+  if (id >= params.nChunks * params.HV) {
     return;
   }
-  let c = id / p.HV;
-  let hv = id % p.HV;
-  let h = hv / p.ratio;
-  let start = mt[p.chunkOff + 3u * c];
-  let len = mt[p.chunkOff + 3u * c + 1u];
-  let K4 = p.K4;
-  let HV = p.HV;
+  let c = id / params.HV;
+  let hv = id % params.HV;
+  let h = hv / params.ratio;
+  let start = mt[params.chunkOff + 3u * c];
+  let len = mt[params.chunkOff + 3u * c + 1u];
+  let K4 = params.K4;
+  let HV = params.HV;
   for (var d4 = lid; d4 < K4; d4 += WG) {
     var cum = vec4<f32>(0.0);
     for (var i = 0u; i < len; i++) {
@@ -77,7 +77,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       } else if (GATE != 0u && d4 == 0u) {
         GAM[t * HV + hv] = cum.x;
       }
-      QG[(t * HV + hv) * K4 + d4] = p.scale * QC[(t * p.H + h) * K4 + d4] * exp4(cum);
+      QG[(t * HV + hv) * K4 + d4] = params.scale * QC[(t * params.H + h) * K4 + d4] * exp4(cum);
     }
     var suf = vec4<f32>(0.0);
     var sufb = vec4<f32>(0.0);
@@ -87,7 +87,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       if (i % 4u == 3u) {
         sufb = vec4<f32>(0.0);
       }
-      let kv = KC[(t * p.H + h) * K4 + d4];
+      let kv = KC[(t * params.H + h) * K4 + d4];
       KD[(t * HV + hv) * K4 + d4] = kv * exp4(suf);
       if (GATE == 2u) {
         KF[(t * HV + hv) * K4 + d4] = kv * exp4(sufb);

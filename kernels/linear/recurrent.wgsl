@@ -11,12 +11,14 @@
 @group(0) @binding(0) var<storage, read> Qb: array<u32>;        // [T, H, K] DT_QK
 @group(0) @binding(1) var<storage, read> Kb: array<u32>;        // [T, H, K] DT_QK
 @group(0) @binding(2) var<storage, read> Vb: array<u32>;        // [T, HV, V] DT_V
-@group(0) @binding(3) var<storage, read> Gb: array<f32>;        // gate, or z_in [N, HV, K] (NORM)
+// @binding(3) Gb: array<f32>, gates (GATE != 0), optional (scan.ts RECURRENT)
 @group(0) @binding(4) var<storage, read> mt: array<u32>;      // cuSeqlens [N+1], ...
-@group(0) @binding(5) var<storage, read_write> BZ: array<f32>;  // beta [T, HV] (DELTA) or z_out (NORM)
+// @binding(5) BE: array<f32>, beta [T, HV] (DELTA), optional
 @group(0) @binding(6) var<storage, read_write> Ob: array<u32>;  // [T, HV, V] OUT_DT
 @group(0) @binding(7) var<storage, read_write> ST: array<f32>;  // [N, HV, K, V] f32
-@group(0) @binding(8) var<uniform> p: LinParams;
+@group(0) @binding(8) var<uniform> params: LinParams;
+// @binding(9) z_in: array<f32>, [N, HV, K] (NORM), optional
+// @binding(10) z_out: array<f32>, [N, HV, K] (NORM), optional
 
 override WG: u32 = 16u;
 
@@ -31,10 +33,10 @@ fn ld_v(i: u32) -> f32 {
 }
 fn log_gate(t: u32, hv: u32, d: u32) -> f32 {
   if (GATE == 1u) {
-    return Gb[t * p.HV + hv];
+    return Gb[t * params.HV + hv];
   }
   if (GATE == 2u) {
-    return Gb[(t * p.HV + hv) * p.K + d];
+    return Gb[(t * params.HV + hv) * params.K + d];
   }
   if (GATE == 3u) {
     return Gb[hv];
@@ -44,19 +46,19 @@ fn log_gate(t: u32, hv: u32, d: u32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let pairs = (p.V + 1u) / 2u;
+  let pairs = (params.V + 1u) / 2u;
   let tiles = (pairs + WG - 1u) / WG;
   let id = lin_wg(wg, nwg);
   let seqhv = id / tiles;
   let pair = (id % tiles) * WG + lid;
-  if (seqhv >= p.N * p.HV || pair >= pairs) {
+  if (seqhv >= params.N * params.HV || pair >= pairs) {
     return;
   }
-  let n = seqhv / p.HV;
-  let hv = seqhv % p.HV;
-  let h = hv / p.ratio;
-  let K = p.K;
-  let V = p.V;
+  let n = seqhv / params.HV;
+  let hv = seqhv % params.HV;
+  let h = hv / params.ratio;
+  let K = params.K;
+  let V = params.V;
   let c0 = 2u * pair;
   let has1 = c0 + 1u < V;
   let c1 = select(c0, c0 + 1u, has1);
@@ -68,15 +70,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
   if (NORM) {
     for (var d = 0u; d < K; d++) {
-      z[d] = Gb[seqhv * K + d];
+      z[d] = z_in[seqhv * K + d];
     }
   }
   let tEnd = mt[n + 1u];
-  let t0 = min(mt[n] + p.seg_begin, tEnd);
-  let t1 = min(tEnd, mt[n] + p.seg_end);
+  let t0 = min(mt[n] + params.seg_begin, tEnd);
+  let t1 = min(tEnd, mt[n] + params.seg_end);
   for (var t = t0; t < t1; t++) {
-    let qb = (t * p.H + h) * K;
-    let vb = (t * p.HV + hv) * V;
+    let qb = (t * params.H + h) * K;
+    let vb = (t * params.HV + hv) * V;
     var kS = vec2<f32>(0.0);
     if (GATE != 0u || DELTA) {
       var a = exp_decay(clamp_gate(log_gate(t, hv, 0u)));
@@ -93,7 +95,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     var u = vec2<f32>(ld_v(vb + c0), select(0.0, ld_v(vb + c1), has1));
     if (DELTA) {
-      u = BZ[t * p.HV + hv] * (u - kS);
+      u = BE[t * params.HV + hv] * (u - kS);
     }
     var acc = vec2<f32>(0.0);
     var qz = 0.0;
@@ -108,9 +110,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         qz += qd * z[d];
       }
     }
-    var o = p.scale * acc;
+    var o = params.scale * acc;
     if (NORM) {
-      o = o / (p.scale * qz + 1e-10);
+      o = o / (params.scale * qz + 1e-10);
     }
     if (OUT_DT == 0u) {
       Ob[vb + c0] = bitcast<u32>(o.x);
@@ -129,7 +131,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
   if (NORM && pair == 0u) {
     for (var d = 0u; d < K; d++) {
-      BZ[seqhv * K + d] = z[d];
+      z_out[seqhv * K + d] = z[d];
     }
   }
 }

@@ -15,8 +15,18 @@
  */
 import { TesseraError, check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type BindingKind, type Pipeline } from '../../src/gpu/pipeline.js';
+import {
+  getPipeline,
+  grid2d,
+  pipelineShader,
+  wgslProgram,
+  type Pipeline,
+  type PipelineSpec,
+  type ShaderSource,
+} from '../../src/gpu/pipeline.js';
+import { bindingTable, optional, registerPasses, type BindingVariant } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
+import { wgslConstants } from '../../src/gpu/specialize.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import {
   GPUBufferUsageFlags,
@@ -268,7 +278,7 @@ export function resolveScanOptions(opts: LinearScanOptions): Resolved {
 }
 
 /** Whether the chunked form can read q, k, v in place as vec4 rows (f32, K and V multiples of 4). */
-function directInputs(o: Resolved): boolean {
+function directInputs(o: Pick<Resolved, 'dtype' | 'vDtype' | 'K' | 'V'>): boolean {
   return o.dtype === 'f32' && o.vDtype === 'f32' && o.K % 4 === 0 && o.V % 4 === 0;
 }
 
@@ -276,12 +286,19 @@ function kmaxOf(K: number): number {
   return K <= 32 ? 32 : K <= 64 ? 64 : K <= 128 ? 128 : 256;
 }
 
+/** The private state lengths: `const`s (WGSL private arrays need a constant size), per variant. */
+const STATE_CONSTS = wgslConstants({ KMAX: 'u32', ZMAX: 'u32' });
+
 /** @internal A pass's program (tests build loop-counting debug builds of them). */
 export function program(name: string, file: string, kmax: number, zmax: number) {
-  // The private state length is a `const` (WGSL private arrays need a constant size): one small
-  // declaration per variant, part of the program's name and code (so of the pipeline key).
-  const consts = `const KMAX: u32 = ${kmax}u;\nconst ZMAX: u32 = ${zmax}u;\n`;
-  return wgslProgram(`linear/${name}/k${kmax}z${zmax}`, [storageWgsl, LIN_PARAMS.wgsl, consts, commonWgsl, file]);
+  const c = { KMAX: kmax, ZMAX: zmax };
+  return wgslProgram(`linear/${name}/${STATE_CONSTS.tag(c)}`, [
+    storageWgsl,
+    LIN_PARAMS.wgsl,
+    STATE_CONSTS.wgsl(c),
+    commonWgsl,
+    file,
+  ]);
 }
 
 /**
@@ -370,15 +387,202 @@ export function planLoops(ctx: TesseraDevice, o: Resolved): LinearLoopPlan {
   return { budget, segments: s.count, segmentLength: s.length, solveSplit, bounds };
 }
 
-interface Passes {
-  recurrent?: Pipeline;
-  convert?: Pipeline;
-  prep?: Pipeline;
-  intra?: Pipeline;
-  solve?: Pipeline;
-  scan?: Pipeline;
-  output?: Pipeline;
+/*
+ * Binding tables of the passes (src/gpu/bindings.ts): key order = @binding numbers, keys = the
+ * WGSL names. Optional bindings are declared by the variant (absent: an unbound private
+ * placeholder behind a GATE / DELTA / NORM flag that is off), so no pass binds a dummy buffer.
+ * Still always bound, as a 16-byte workspace where the variant does not use it: GAM with gate
+ * 'none' (read by intra, solve and scan; every read sits behind a GATE test, but the passes keep
+ * one table for the cumulative gates rather than one variant more each).
+ */
+const F = 'array<f32>';
+const F4 = 'array<vec4<f32>>';
+const RECURRENT = bindingTable('linear/recurrent', {
+  Qb: 'read',
+  Kb: 'read',
+  Vb: 'read',
+  Gb: optional('read', F), // GATE != 0: g, or gamma (constant)
+  mt: 'read',
+  BE: optional('read', F), // DELTA: beta
+  Ob: 'rw',
+  ST: 'rw',
+  params: 'uniform',
+  z_in: optional('read', F), // NORM
+  z_out: optional('rw', F), // NORM
+});
+const CONVERT = bindingTable('linear/convert', {
+  Qb: 'read',
+  Kb: 'read',
+  Vb: 'read',
+  QC: 'rw',
+  KC: 'rw',
+  VC: 'rw',
+  params: 'uniform',
+});
+const PREP = bindingTable('linear/prep', {
+  QC: 'read',
+  KC: 'read',
+  Gb: optional('read', F), // GATE != 0
+  mt: 'read',
+  GAM: 'rw',
+  QG: 'rw',
+  KD: 'rw',
+  KF: optional('rw', F4), // GATE == 2
+  params: 'uniform',
+});
+const INTRA = bindingTable('linear/intra', {
+  QC: 'read',
+  KC: 'read',
+  GAM: 'read',
+  KF: optional('read', F4), // GATE == 2
+  BE: optional('read', F), // DELTA
+  mt: 'read',
+  PT: 'rw',
+  AM: optional('rw', F), // DELTA
+  params: 'uniform',
+});
+const SOLVE = bindingTable('linear/solve', {
+  AM: 'read',
+  KC: 'read',
+  VC: 'read',
+  GAM: 'read',
+  BE: 'read',
+  mt: 'read',
+  WM: 'rw',
+  UM: 'rw',
+  params: 'uniform',
+});
+const SCAN = bindingTable('linear/scan', {
+  W: optional('read', F4), // DELTA
+  UB: 'read',
+  KD: 'read',
+  GAM: 'read',
+  mt: 'read',
+  HS: 'rw',
+  VN: optional('rw', F), // DELTA: V_new
+  ST: 'rw',
+  params: 'uniform',
+  z_in: optional('read', F4), // NORM
+  z_out: optional('rw', F), // NORM
+});
+const OUTPUT = bindingTable('linear/output', {
+  QG: 'read',
+  PT: 'read',
+  UB: 'read',
+  HS: 'read',
+  mt: 'read',
+  Ob: 'rw',
+  params: 'uniform',
+});
+
+type Spec<T extends { variant(f: never): BindingVariant }> = PipelineSpec<ReturnType<T['variant']>>;
+interface Specs {
+  recurrent?: Spec<typeof RECURRENT>;
+  convert?: Spec<typeof CONVERT>;
+  prep?: Spec<typeof PREP>;
+  intra?: Spec<typeof INTRA>;
+  solve?: Spec<typeof SOLVE>;
+  scan?: Spec<typeof SCAN>;
+  output?: Spec<typeof OUTPUT>;
 }
+type Passes = { [P in keyof Specs]?: Pipeline<NonNullable<Specs[P]>['bindings']> };
+
+type SpecOptions = Pick<
+  Resolved,
+  'K' | 'V' | 'gate' | 'delta' | 'normalize' | 'dtype' | 'vDtype' | 'outDtype' | 'mode'
+>;
+
+/** The pipeline specs of a plan's passes (pure: `wg` is the adapter class's tuning). */
+function scanSpecs(o: SpecOptions, wg: (typeof SCAN_TUNING)['cpu']): Specs {
+  const kmax = kmaxOf(o.K);
+  const zmax = o.normalize ? kmax : 1;
+  const G = GATE_CODE[o.gate];
+  const gated = o.gate !== 'none';
+  const qk = dtypeCode(o.dtype);
+  const vd = dtypeCode(o.vDtype);
+  const od = dtypeCode(o.outDtype);
+  if (o.mode === 'recurrent') {
+    return {
+      recurrent: {
+        shader: program('recurrent', recurrentWgsl, kmax, zmax),
+        bindings: RECURRENT.variant({ Gb: gated, BE: o.delta, z_in: o.normalize, z_out: o.normalize }),
+        constants: {
+          WG: wg.recurrent,
+          DT_QK: qk,
+          DT_V: vd,
+          OUT_DT: od,
+          GATE: G,
+          DELTA: +o.delta,
+          NORM: +o.normalize,
+        },
+      },
+    };
+  }
+  return {
+    convert: directInputs(o)
+      ? undefined
+      : {
+          shader: program('convert', convertWgsl, kmax, 1),
+          bindings: CONVERT.variant({}),
+          constants: { WG: WG_ROWS, DT_QK: qk, DT_V: vd },
+        },
+    prep: {
+      shader: program('prep', prepWgsl, kmax, 1),
+      bindings: PREP.variant({ Gb: gated, KF: o.gate === 'vector' }),
+      constants: { WG: WG_ROWS, GATE: G },
+    },
+    intra: {
+      shader: program('intra', intraWgsl, kmax, 1),
+      bindings: INTRA.variant({ BE: o.delta, KF: o.gate === 'vector', AM: o.delta }),
+      constants: { WG: wg.rows, GATE: G, DELTA: +o.delta },
+    },
+    solve: o.delta
+      ? {
+          shader: program('solve', solveWgsl, kmax, 1),
+          bindings: SOLVE.variant({}),
+          constants: { WG: wg.solve, GATE: G },
+        }
+      : undefined,
+    scan: {
+      shader: program('scan', scanWgsl, kmax, 1),
+      bindings: SCAN.variant({ W: o.delta, VN: o.delta, z_in: o.normalize, z_out: o.normalize }),
+      constants: { WG: wg.scan, GATE: G, DELTA: +o.delta, NORM: +o.normalize },
+    },
+    output: {
+      shader: program('output', outputWgsl, kmax, 1),
+      bindings: OUTPUT.variant({}),
+      constants: { WG: wg.rows, OUT_DT: od, NORM: +o.normalize },
+    },
+  };
+}
+
+/** @internal The WGSL a pass compiles for these options, optional bindings declared (tests' loop-counting builds). */
+export function passShader(pass: keyof Specs, o: SpecOptions): ShaderSource {
+  const spec = scanSpecs(o, SCAN_TUNING.cpu)[pass];
+  if (!spec) throw new TesseraError('E_STATE', `the linear scan has no ${pass} pass for these options`);
+  return pipelineShader(spec as PipelineSpec);
+}
+
+// Every variant of the tables: each gate with and without the delta rule, the normaliser, both
+// forms, converted and direct inputs (test/bindings.test.ts).
+registerPasses('linear', () => {
+  const out: PipelineSpec[] = [];
+  const combos: [GateMode, boolean, boolean][] = [['none', false, true]];
+  for (const gate of Object.keys(GATE_CODE) as GateMode[])
+    for (const delta of [false, true]) combos.push([gate, delta, false]);
+  for (const [gate, delta, normalize] of combos) {
+    for (const mode of ['recurrent', 'chunk'] as const) {
+      for (const dtype of ['f32', 'f16'] as const) {
+        const sp = scanSpecs(
+          { K: 64, V: 64, gate, delta, normalize, dtype, vDtype: dtype, outDtype: dtype, mode },
+          SCAN_TUNING.cpu,
+        );
+        for (const x of Object.values(sp)) if (x) out.push(x as PipelineSpec);
+      }
+    }
+  }
+  return out;
+});
 
 /**
  * Workgroup sizes. The recurrent and scan passes have one invocation per (pair / vec4 of) state
@@ -412,8 +616,6 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
   private readonly params: GPUBuffer;
   private readonly paramSlot: number;
   private readonly meta: GPUBuffer;
-  private readonly dummyR: GPUBuffer;
-  private readonly dummyW: GPUBuffer;
   private readonly gammaBuf?: GPUBuffer;
   private readonly zeroZ?: GPUBuffer;
   private readonly zOut?: GPUBuffer;
@@ -476,8 +678,6 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
         GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST,
       );
       ctx.device.queue.writeBuffer(this.params, 0, slots);
-      this.dummyR = this.workspace(16, 'linear.dummy');
-      this.dummyW = this.workspace(16, 'linear.dummy');
       if (o.gamma) {
         this.gammaBuf = this.workspace(o.gamma.byteLength, 'linear.gamma');
         ctx.device.queue.writeBuffer(this.gammaBuf, 0, o.gamma as Float32Array<ArrayBuffer>);
@@ -502,19 +702,19 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
         const rowsV = T * HV * V4 * 16;
         const CC = this.nChunks * HV * CHUNK * CHUNK * 4;
         const sizes: Record<string, number> = {
-          qc: direct ? 16 : T * o.H * K4 * 16,
-          kc: direct ? 16 : T * o.H * K4 * 16,
-          vc: direct ? 16 : rowsV,
+          qc: direct ? 0 : T * o.H * K4 * 16,
+          kc: direct ? 0 : T * o.H * K4 * 16,
+          vc: direct ? 0 : rowsV,
           gam: r16(o.gate === 'vector' ? rowsK : o.gate === 'none' ? 16 : T * HV * 4),
           qg: rowsK,
           kd: rowsK,
-          kf: o.gate === 'vector' ? rowsK : 16,
+          kf: o.gate === 'vector' ? rowsK : 0,
           P: CC,
-          A: o.delta ? CC : 16,
-          W: o.delta ? rowsK : 16,
-          U: o.delta ? rowsV : 16,
+          A: o.delta ? CC : 0,
+          W: o.delta ? rowsK : 0,
+          U: o.delta ? rowsV : 0,
           hs: this.nChunks * HV * 4 * K4 * VS4 * 16,
-          vn: o.delta ? rowsV : 16,
+          vn: o.delta ? rowsV : 0,
         };
         for (const [name, bytes] of Object.entries(sizes)) {
           if (bytes > ctx.limits.maxStorageBufferBindingSize) {
@@ -529,7 +729,9 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
             );
           }
         }
-        for (const [name, bytes] of Object.entries(sizes)) this.ws[name] = this.workspace(bytes, `linear.${name}`);
+        // 0: the variant leaves the binding out (kf without per-channel gates, A without the delta rule)
+        for (const [name, bytes] of Object.entries(sizes))
+          if (bytes > 0) this.ws[name] = this.workspace(bytes, `linear.${name}`);
       }
     } catch (e) {
       this.dispose();
@@ -542,69 +744,19 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
     const ctx = ctxOf(device);
     const o = resolveScanOptions(opts);
     const loops = planLoops(ctx, o);
-    const kmax = kmaxOf(o.K);
-    const zmax = o.normalize ? kmax : 1;
-    const G = GATE_CODE[o.gate];
-    const qk = dtypeCode(o.dtype);
-    const vd = dtypeCode(o.vDtype);
-    const od = dtypeCode(o.outDtype);
-    const R: BindingKind = 'read';
-    const W: BindingKind = 'rw';
-    const U: BindingKind = 'uniform';
-    const passes: Passes = {};
-    if (o.mode === 'recurrent') {
-      passes.recurrent = await getPipeline(ctx, {
-        shader: program('recurrent', recurrentWgsl, kmax, zmax),
-        bindings: [R, R, R, R, R, W, W, W, U],
-        constants: {
-          WG: wgCols(ctx).recurrent,
-          DT_QK: qk,
-          DT_V: vd,
-          OUT_DT: od,
-          GATE: G,
-          DELTA: +o.delta,
-          NORM: +o.normalize,
-        },
-      });
-    } else {
-      const [convert, prep, intra, solve, scan, output] = await Promise.all([
-        directInputs(o)
-          ? Promise.resolve(undefined)
-          : getPipeline(ctx, {
-              shader: program('convert', convertWgsl, kmax, 1),
-              bindings: [R, R, R, W, W, W, U],
-              constants: { WG: WG_ROWS, DT_QK: qk, DT_V: vd },
-            }),
-        getPipeline(ctx, {
-          shader: program('prep', prepWgsl, kmax, 1),
-          bindings: [R, R, R, R, W, W, W, W, U],
-          constants: { WG: WG_ROWS, GATE: G },
-        }),
-        getPipeline(ctx, {
-          shader: program('intra', intraWgsl, kmax, 1),
-          bindings: [R, R, R, R, R, R, W, W, U],
-          constants: { WG: wgCols(ctx).rows, GATE: G, DELTA: +o.delta },
-        }),
-        o.delta
-          ? getPipeline(ctx, {
-              shader: program('solve', solveWgsl, kmax, 1),
-              bindings: [R, R, R, R, R, R, W, W, U],
-              constants: { WG: wgCols(ctx).solve, GATE: G },
-            })
-          : Promise.resolve(undefined),
-        getPipeline(ctx, {
-          shader: program('scan', scanWgsl, kmax, 1),
-          bindings: [R, R, R, R, R, W, W, W, U],
-          constants: { WG: wgCols(ctx).scan, GATE: G, DELTA: +o.delta, NORM: +o.normalize },
-        }),
-        getPipeline(ctx, {
-          shader: program('output', outputWgsl, kmax, 1),
-          bindings: [R, R, R, R, R, W, U],
-          constants: { WG: wgCols(ctx).rows, OUT_DT: od, NORM: +o.normalize },
-        }),
-      ]);
-      Object.assign(passes, { convert, prep, intra, solve, scan, output });
-    }
+    const sp = scanSpecs(o, wgCols(ctx));
+    const get = <B extends BindingVariant>(x: PipelineSpec<B> | undefined) =>
+      x ? getPipeline(ctx, x) : Promise.resolve(undefined);
+    const [recurrent, convert, prep, intra, solve, scan, output] = await Promise.all([
+      get(sp.recurrent),
+      get(sp.convert),
+      get(sp.prep),
+      get(sp.intra),
+      get(sp.solve),
+      get(sp.scan),
+      get(sp.output),
+    ]);
+    const passes: Passes = { recurrent, convert, prep, intra, solve, scan, output };
     return new LinearScanPlan(ctx, o, passes, loops);
   }
 
@@ -708,9 +860,12 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
         zIn.push(i === 0 ? first : zOut[i - 1]!);
       }
     }
-    const gate = t.g ? res(t.g) : this.gammaBuf ? { buffer: this.gammaBuf } : { buffer: this.dummyR };
-    const beta = t.beta ? res(t.beta) : { buffer: this.dummyR };
-    const meta = { buffer: this.meta };
+    // optional bindings: present exactly where the variant binds them (scan.ts tables)
+    const gate = t.g ? res(t.g) : this.gammaBuf ? { buffer: this.gammaBuf } : undefined;
+    const Gb = o.gate !== 'none' ? { Gb: gate! } : {};
+    const BE = o.delta ? { BE: res(t.beta!) } : {};
+    const z = (i: number) => (o.normalize ? { z_in: zIn[i]!, z_out: zOut[i]! } : {});
+    const mt = { buffer: this.meta };
     const params = (i: number): BindingResource => ({
       buffer: this.params,
       offset: i * this.paramSlot,
@@ -720,15 +875,9 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
     if (P.recurrent) {
       const tiles = Math.ceil(Math.ceil(V / 2) / wgCols(this.ctx).recurrent);
       const grid = grid2d(this.ctx, N * HV * tiles);
+      const [Qb, Kb, Vb, Ob, ST] = [res(t.q), res(t.k), res(t.v), res(t.o), res(state)];
       for (let i = 0; i < nSeg; i++) {
-        const bz = o.delta ? res(t.beta!) : o.normalize ? zOut[i]! : { buffer: this.dummyW };
-        const g3 = o.normalize ? zIn[i]! : gate;
-        this.dispatch(
-          encoder,
-          P.recurrent,
-          [res(t.q), res(t.k), res(t.v), g3, meta, bz, res(t.o), res(state), params(i)],
-          grid,
-        );
+        this.dispatch(encoder, P.recurrent, { Qb, Kb, Vb, ...Gb, mt, ...BE, Ob, ST, params: params(i), ...z(i) }, grid);
       }
     } else {
       const w = this.ws;
@@ -740,32 +889,45 @@ export class LinearScanPlan extends KernelPlan<LinearScanTensors> {
         this.dispatch(
           encoder,
           P.convert,
-          [res(t.q), res(t.k), res(t.v), b(w.qc!), b(w.kc!), b(w.vc!), p0],
+          { Qb: res(t.q), Kb: res(t.k), Vb: res(t.v), QC: b(w.qc!), KC: b(w.kc!), VC: b(w.vc!), params: p0 },
           grid2d(this.ctx, Math.ceil(rows / WG_ROWS)),
         );
       // f32 inputs with K and V multiples of 4 are already vec4 rows: bound as they are
-      const qc = P.convert ? b(w.qc!) : res(t.q);
-      const kc = P.convert ? b(w.kc!) : res(t.k);
-      const vc = P.convert ? b(w.vc!) : res(t.v);
-      this.dispatch(encoder, P.prep!, [qc, kc, gate, meta, b(w.gam!), b(w.qg!), b(w.kd!), b(w.kf!), p0], perChunk);
-      this.dispatch(encoder, P.intra!, [qc, kc, b(w.gam!), b(w.kf!), beta, meta, b(w.P!), b(w.A!), p0], perChunk);
+      const QC = P.convert ? b(w.qc!) : res(t.q);
+      const KC = P.convert ? b(w.kc!) : res(t.k);
+      const VC = P.convert ? b(w.vc!) : res(t.v);
+      const [GAM, QG, KD, PT] = [b(w.gam!), b(w.qg!), b(w.kd!), b(w.P!)];
+      const KF = w.kf ? { KF: b(w.kf) } : {};
+      const AM = o.delta ? { AM: b(w.A!) } : {};
+      this.dispatch(encoder, P.prep!, { QC, KC, ...Gb, mt, GAM, QG, KD, ...KF, params: p0 }, perChunk);
+      this.dispatch(encoder, P.intra!, { QC, KC, GAM, ...KF, ...BE, mt, PT, ...AM, params: p0 }, perChunk);
       if (P.solve) {
         const grid = grid2d(this.ctx, this.nChunks * HV * this.loops.solveSplit);
-        this.dispatch(encoder, P.solve, [b(w.A!), kc, vc, b(w.gam!), beta, meta, b(w.W!), b(w.U!), p0], grid);
+        const BE = res(t.beta!);
+        this.dispatch(
+          encoder,
+          P.solve,
+          { AM: b(w.A!), KC, VC, GAM, BE, mt, WM: b(w.W!), UM: b(w.U!), params: p0 },
+          grid,
+        );
       }
-      const u = o.delta ? b(w.U!) : vc;
+      const UB = o.delta ? b(w.U!) : VC;
       const VS4 = Math.ceil((V + (o.normalize ? 1 : 0)) / 4);
       const grid = grid2d(this.ctx, N * HV * Math.ceil(VS4 / wgCols(this.ctx).scan));
+      const HS = b(w.hs!);
+      const WVN = o.delta ? { W: b(w.W!), VN: b(w.vn!) } : {};
       for (let i = 0; i < nSeg; i++) {
-        const wz = o.delta ? b(w.W!) : o.normalize ? zIn[i]! : { buffer: this.dummyR };
-        const vz = o.delta ? b(w.vn!) : o.normalize ? zOut[i]! : { buffer: this.dummyW };
-        this.dispatch(encoder, P.scan!, [wz, u, b(w.kd!), b(w.gam!), meta, b(w.hs!), vz, res(state), params(i)], grid);
+        this.dispatch(
+          encoder,
+          P.scan!,
+          { ...WVN, UB, KD, GAM, mt, HS, ST: res(state), params: params(i), ...z(i) },
+          grid,
+        );
       }
-      const un = o.delta ? b(w.vn!) : vc;
       this.dispatch(
         encoder,
         P.output!,
-        [b(w.qg!), b(w.P!), un, b(w.hs!), meta, res(t.o), p0],
+        { QG, PT, UB: o.delta ? b(w.vn!) : VC, HS, mt, Ob: res(t.o), params: p0 },
         grid2d(this.ctx, this.nChunks * HV * Math.ceil((16 * Math.ceil(V / 4)) / wgCols(this.ctx).rows)),
       );
     }

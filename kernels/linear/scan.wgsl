@@ -1,46 +1,48 @@
 // Chunked form, pass 4: the state recurrence across chunks, one invocation per (sequence, value
 // head, vec4 of state columns); columns are independent, so no barriers. Per chunk:
 //   HS[c] = S                                  (the chunk-start state, for output.wgsl)
-//   V_new = U - W S   (DELTA; stored in VZ)   or the values v themselves
+//   V_new = U - W S   (DELTA; stored in VN)   or the values v themselves
 //   S <- Diag(e^{G_last}) S + KD^T V_new
-// With NORM the state has one more column, z, whose values are all 1 (z_in in WZ, z_out in VZ).
+// With NORM the state has one more column, z, whose values are all 1 (read from z_in, written to z_out).
 // Segments: one dispatch runs chunks [seg_begin, seg_end) of every sequence (relative to its first
 // chunk; src/gpu/segments.ts), so that no invocation passes the loop limit (kernels/linear/loops.ts,
 // scanLoopIterations); the state stays in ST between dispatches, z goes from z_in to z_out (run()
 // alternates two buffers; only the invocation of column V reads and writes z).
 
-@group(0) @binding(0) var<storage, read> WZ: array<vec4<f32>>;   // W [T, HV, K4] or z_in [N, HV, K] (f32)
+// @binding(0) W: array<vec4<f32>>, [T, HV, K4] (DELTA), optional (scan.ts SCAN)
 @group(0) @binding(1) var<storage, read> UB: array<vec4<f32>>;   // U or v as f32 [T, HV, V4]
 @group(0) @binding(2) var<storage, read> KD: array<vec4<f32>>;   // [T, HV, K4]
 @group(0) @binding(3) var<storage, read> GAM: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> mt: array<u32>;
 @group(0) @binding(5) var<storage, read_write> HS: array<vec4<f32>>;  // [nChunks, HV, KP, VS4]
-@group(0) @binding(6) var<storage, read_write> VZ: array<f32>;        // V_new [T, HV, V4*4] or z_out
+// @binding(6) VN: array<f32>, V_new [T, HV, V4*4] (DELTA), optional
 @group(0) @binding(7) var<storage, read_write> ST: array<f32>;        // [N, HV, K, V]
-@group(0) @binding(8) var<uniform> p: LinParams;
+@group(0) @binding(8) var<uniform> params: LinParams;
+// @binding(9) z_in: array<vec4<f32>>, [N, HV, K] f32 read as vec4s (NORM), optional
+// @binding(10) z_out: array<f32>, [N, HV, K] (NORM), optional
 
 override WG: u32 = 4u;
 
-fn z_in(i: u32) -> f32 {
-  return WZ[i >> 2u][i & 3u];
+fn z_load(i: u32) -> f32 {
+  return z_in[i >> 2u][i & 3u];
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let tiles = (p.VS4 + WG - 1u) / WG;
+  let tiles = (params.VS4 + WG - 1u) / WG;
   let id = lin_wg(wg, nwg);
   let seqhv = id / tiles;
   let quad = (id % tiles) * WG + lid;
-  if (seqhv >= p.N * p.HV || quad >= p.VS4) {
+  if (seqhv >= params.N * params.HV || quad >= params.VS4) {
     return;
   }
-  let n = seqhv / p.HV;
-  let hv = seqhv % p.HV;
-  let K = p.K;
-  let K4 = p.K4;
-  let V = p.V;
-  let V4 = p.V4;
-  let HV = p.HV;
+  let n = seqhv / params.HV;
+  let hv = seqhv % params.HV;
+  let K = params.K;
+  let K4 = params.K4;
+  let V = params.V;
+  let V4 = params.V4;
+  let HV = params.HV;
   let c0 = 4u * quad;
   var S: array<vec4<f32>, KMAX>;
   var un: array<vec4<f32>, CH>;
@@ -53,21 +55,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         if (col < V) {
           s[e] = ST[sb + d * V + col];
         } else if (NORM && col == V) {
-          s[e] = z_in(seqhv * K + d);
+          s[e] = z_load(seqhv * K + d);
         }
       }
     }
     S[d] = s;
   }
-  let last = mt[p.seqChunkOff + n + 1u];
-  let first = min(mt[p.seqChunkOff + n] + p.seg_begin, last);
-  let cEnd = min(last, mt[p.seqChunkOff + n] + p.seg_end);
+  let last = mt[params.seqChunkOff + n + 1u];
+  let first = min(mt[params.seqChunkOff + n] + params.seg_begin, last);
+  let cEnd = min(last, mt[params.seqChunkOff + n] + params.seg_end);
   for (var c = first; c < cEnd; c++) {
-    let start = mt[p.chunkOff + 3u * c];
-    let len = mt[p.chunkOff + 3u * c + 1u];
-    let hb = (c * HV + hv) * p.KP * p.VS4;
+    let start = mt[params.chunkOff + 3u * c];
+    let len = mt[params.chunkOff + 3u * c + 1u];
+    let hb = (c * HV + hv) * params.KP * params.VS4;
     for (var d = 0u; d < K; d++) {
-      HS[hb + d * p.VS4 + quad] = S[d];
+      HS[hb + d * params.VS4 + quad] = S[d];
     }
     for (var i = 0u; i < len; i++) {
       let t = start + i;
@@ -90,7 +92,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let s3 = S[d + 3u];
         var wi = (start * HV + hv) * K4 + d4;
         for (var i = 0u; i < len; i++) {
-          let w = WZ[wi];
+          let w = W[wi];
           un[i] -= w.x * s0 + w.y * s1 + w.z * s2 + w.w * s3;
           wi += HV * K4;
         }
@@ -98,10 +100,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       for (var i = 0u; i < len; i++) {
         let u = un[i];
         let vb = (((start + i) * HV + hv) * V4 + quad) * 4u;
-        VZ[vb] = u.x;
-        VZ[vb + 1u] = u.y;
-        VZ[vb + 2u] = u.z;
-        VZ[vb + 3u] = u.w;
+        VN[vb] = u.x;
+        VN[vb + 1u] = u.y;
+        VN[vb + 2u] = u.z;
+        VN[vb + 3u] = u.w;
       }
     }
     let tl = start + len - 1u;
@@ -141,7 +143,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       if (col < V) {
         ST[sb + d * V + col] = s[e];
       } else if (NORM && col == V) {
-        VZ[seqhv * K + d] = s[e];
+        z_out[seqhv * K + d] = s[e];
       }
     }
   }

@@ -16,13 +16,13 @@
 @group(0) @binding(5) var<storage, read> mt: array<u32>;
 @group(0) @binding(6) var<storage, read_write> WM: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> UM: array<vec4<f32>>;
-@group(0) @binding(8) var<uniform> p: LinParams;
+@group(0) @binding(8) var<uniform> params: LinParams;
 
 override WG: u32 = 64u;
 
 fn rhs(t: u32, h: u32, hv: u32, col: u32) -> vec4<f32> {
-  let HV = p.HV;
-  let K4 = p.K4;
+  let HV = params.HV;
+  let K4 = params.K4;
   let beta = BE[t * HV + hv];
   if (col < K4) {
     var e = vec4<f32>(1.0);
@@ -33,42 +33,42 @@ fn rhs(t: u32, h: u32, hv: u32, col: u32) -> vec4<f32> {
       let gi = t * HV + hv;
       e = vec4<f32>(exp_decay(GAM[gi >> 2u][gi & 3u]));
     }
-    return beta * KC[(t * p.H + h) * K4 + col] * e;
+    return beta * KC[(t * params.H + h) * K4 + col] * e;
   }
-  return beta * VC[(t * HV + hv) * p.V4 + col - K4];
+  return beta * VC[(t * HV + hv) * params.V4 + col - K4];
 }
 
 fn ld_x(t: u32, hv: u32, col: u32) -> vec4<f32> {
-  if (col < p.K4) {
-    return WM[(t * p.HV + hv) * p.K4 + col];
+  if (col < params.K4) {
+    return WM[(t * params.HV + hv) * params.K4 + col];
   }
-  return UM[(t * p.HV + hv) * p.V4 + col - p.K4];
+  return UM[(t * params.HV + hv) * params.V4 + col - params.K4];
 }
 
 fn st_x(t: u32, hv: u32, col: u32, x: vec4<f32>) {
-  if (col < p.K4) {
-    WM[(t * p.HV + hv) * p.K4 + col] = x;
+  if (col < params.K4) {
+    WM[(t * params.HV + hv) * params.K4 + col] = x;
   } else {
-    UM[(t * p.HV + hv) * p.V4 + col - p.K4] = x;
+    UM[(t * params.HV + hv) * params.V4 + col - params.K4] = x;
   }
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let gid = lin_wg(wg, nwg);
-  let id = gid / p.solveSplit;
-  if (id >= p.nChunks * p.HV) {
+  let id = gid / params.solveSplit;
+  if (id >= params.nChunks * params.HV) {
     return;
   }
-  let part = gid % p.solveSplit;
-  let c = id / p.HV;
-  let hv = id % p.HV;
-  let h = hv / p.ratio;
-  let start = mt[p.chunkOff + 3u * c];
-  let len = mt[p.chunkOff + 3u * c + 1u];
+  let part = gid % params.solveSplit;
+  let c = id / params.HV;
+  let hv = id % params.HV;
+  let h = hv / params.ratio;
+  let start = mt[params.chunkOff + 3u * c];
+  let len = mt[params.chunkOff + 3u * c + 1u];
   let nb = (len + 3u) / 4u;
   let arow = id * CH * (CH / 4u);   // vec4 index of A[0][0] of this chunk
-  for (var col = part * WG + lid; col < p.K4 + p.V4; col += WG * p.solveSplit) {
+  for (var col = part * WG + lid; col < params.K4 + params.V4; col += WG * params.solveSplit) {
     for (var I = 0u; I < nb; I++) {
       let i0 = 4u * I;
       let t0 = start + i0;

@@ -5,7 +5,15 @@
 import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { maxUnits, planLoopLimit } from '../../src/gpu/segments.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import {
+  getPipeline,
+  grid2d,
+  wgslProgram,
+  type Pipeline,
+  type PipelineSpec,
+  type TablePipeline,
+} from '../../src/gpu/pipeline.js';
+import { bindingTable, registerPasses } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, checkPlannedSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
@@ -30,6 +38,26 @@ const PROGRAM = wgslProgram('merge/merge', [storageWgsl, MERGE_PARAMS.wgsl, merg
 export function getMergeProgram(): typeof PROGRAM {
   return PROGRAM;
 }
+
+/**
+ * The merge's bindings (src/gpu/bindings.ts). carry_o / carry_s are read only where params.carry
+ * is set (a uniform: one pipeline serves every segment); elsewhere run() binds the parts' own
+ * buffers there, never a dummy.
+ */
+const MERGE = bindingTable('merge/merge', {
+  o_parts: 'read',
+  lse_parts: 'read',
+  o_out: 'rw',
+  lse_out: 'rw',
+  params: 'uniform',
+  carry_o: 'read',
+  carry_s: 'read',
+});
+
+function mergeSpec(outDtype: FloatDType): PipelineSpec<ReturnType<typeof MERGE.variant>> {
+  return { shader: PROGRAM, bindings: MERGE.variant({}), constants: { WG, OUT_DTYPE: dtypeCode(outDtype) } };
+}
+registerPasses('merge', () => [mergeSpec('f32'), mergeSpec('f16')]);
 const WG = 64;
 
 /**
@@ -151,18 +179,17 @@ export class MergePlan extends KernelPlan<MergeTensors> {
    */
   readonly segments: number;
   readonly partsPerSegment: number;
-  private readonly pipeline: Pipeline;
+  private readonly pipeline: TablePipeline<typeof MERGE>;
   /** Per segment, uniforms for [state in?][state out?] (only segment 0 reads a caller's state, only the last writes one). */
   private readonly params: GPUBuffer[][];
   private readonly finishParams: GPUBuffer;
   /** Ping-pong carried states between segments (absent with one segment). */
   private readonly carries: MergeState[] = [];
-  private readonly dummy: GPUBuffer;
 
   private constructor(
     ctx: TesseraDevice,
     options: Required<Omit<MergeOptions, 'loopLimit'>>,
-    pipeline: Pipeline,
+    pipeline: TablePipeline<typeof MERGE>,
     perSegment: number,
   ) {
     super(ctx);
@@ -204,7 +231,6 @@ export class MergePlan extends KernelPlan<MergeTensors> {
         s: { buffer: this.workspace(rows * 4 * 4, 'merge.carryS'), shape: [rows, 4], dtype: 'f32' },
       });
     }
-    this.dummy = this.workspace(16, 'merge.dummy');
   }
 
   /** @internal use {@link planMerge}. */
@@ -224,11 +250,7 @@ export class MergePlan extends KernelPlan<MergeTensors> {
         `loopLimit ${limit} allows less than one part`,
       );
     checkPlannedSize(ctx, 'workspace (merge state)', [o.rows, 2, o.D], 'f32');
-    const pipeline = await getPipeline(ctx, {
-      shader: PROGRAM,
-      bindings: ['read', 'read', 'rw', 'rw', 'uniform', 'read', 'read'],
-      constants: { WG, OUT_DTYPE: dtypeCode(o.outDtype) },
-    });
+    const pipeline = await getPipeline(ctx, mergeSpec(o.outDtype));
     return new MergePlan(ctx, o, pipeline, perSegment);
   }
 
@@ -264,7 +286,6 @@ export class MergePlan extends KernelPlan<MergeTensors> {
     ] as const)
       if (x) checkBindingSize(this.ctx, x, n);
     const grid = grid2d(this.ctx, rows);
-    const dummy = { buffer: this.dummy };
     const variant = (stateIn ? 2 : 0) + (stateOut ? 1 : 0);
     for (let i = 0; i < this.segments; i++) {
       const last = i === this.segments - 1;
@@ -277,15 +298,16 @@ export class MergePlan extends KernelPlan<MergeTensors> {
       this.dispatch(
         encoder,
         this.pipeline,
-        [
-          res(oParts),
-          res(lseParts),
-          res(to.o),
-          res(to.lse),
-          { buffer: this.params[i]![variant]! },
-          from ? res(from.o) : dummy,
-          from ? res(from.s) : dummy,
-        ],
+        {
+          o_parts: res(oParts),
+          lse_parts: res(lseParts),
+          o_out: res(to.o),
+          lse_out: res(to.lse),
+          params: { buffer: this.params[i]![variant]! },
+          // without a carried state (params.carry = 0) the parts' own buffers stand in, unread
+          carry_o: res(from ? from.o : oParts),
+          carry_s: res(from ? from.s : lseParts),
+        },
         grid,
       );
     }
@@ -303,7 +325,15 @@ export class MergePlan extends KernelPlan<MergeTensors> {
     this.dispatch(
       encoder,
       this.pipeline,
-      [res(state.o), res(state.s), res(o), res(lse), { buffer: this.finishParams }, res(state.o), res(state.s)],
+      {
+        o_parts: res(state.o),
+        lse_parts: res(state.s),
+        o_out: res(o),
+        lse_out: res(lse),
+        params: { buffer: this.finishParams },
+        carry_o: res(state.o),
+        carry_s: res(state.s),
+      },
       grid2d(this.ctx, rows),
     );
   }
@@ -312,7 +342,8 @@ export class MergePlan extends KernelPlan<MergeTensors> {
 /**
  * The merge pipeline for outputs of `outDtype`, for kernels whose row count changes per step
  * (the attention core): the caller owns a {@link MERGE_PARAMS} uniform, binds
- * `[oParts, lseParts, o, lse, params, carryO, carryLse]` and dispatches one workgroup per row
+ * `[oParts, lseParts, o, lse, params, carryO, carryLse]` (positional: the attention core binds it
+ * so; MergePlan uses the binding table MERGE of the same shader) and dispatches one workgroup per row
  * (`grid2d`); rows past `params.rows` return at once.
  */
 export function getMergePipeline(ctx: TesseraDevice, outDtype: FloatDType): Promise<Pipeline> {

@@ -3,7 +3,8 @@
  * values). Internal.
  */
 import type { TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { getPipeline, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
+import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { loops, segment, SEGMENT_FIELDS, type Segment } from '../../src/gpu/segments.js';
 import { dtypeCode, type FloatDType } from '../../src/tensor.js';
@@ -26,6 +27,27 @@ export const POOL_PROGRAM = wgslProgram('moba/pool', [storageWgsl, unpackWgsl, P
 export const POOL_WG = 64;
 
 /**
+ * The pooling's bindings (src/gpu/bindings.ts): bind by name with
+ * `bindGroup(ctx, await getPipeline(ctx, poolSpec(...)), { x_buf, out, params })`. {@link poolPipeline}
+ * keeps the positional form for its current callers (kernels/moba/moba.ts, kernels/nsa), which
+ * bind `[x, out, params]`; the same WGSL, checked against this table by test/bindings.test.ts.
+ */
+export const POOL_BINDINGS = bindingTable('moba/pool', { x_buf: 'read', out: 'rw', params: 'uniform' });
+
+/** The pooling pipeline's spec with the named binding table. */
+export function poolSpec(
+  inDtype: FloatDType,
+  divisor: 'count' | 'blockSize',
+): PipelineSpec<VariantOf<typeof POOL_BINDINGS>> {
+  return { shader: POOL_PROGRAM, bindings: POOL_BINDINGS.variant({}), constants: poolConstants(inDtype, divisor) };
+}
+registerPasses('moba/pool', () => [poolSpec('f32', 'count'), poolSpec('bf16', 'blockSize')]);
+
+function poolConstants(inDtype: FloatDType, divisor: 'count' | 'blockSize') {
+  return { WG: POOL_WG, IN_DTYPE: dtypeCode(inDtype), DIV_MODE: divisor === 'count' ? 0 : 1 };
+}
+
+/**
  * `divisor`: `count` = mean over the block's real tokens, `blockSize` = sum / block size.
  *
  * @example
@@ -39,7 +61,7 @@ export function poolPipeline(
   return getPipeline(ctx, {
     shader: POOL_PROGRAM,
     bindings: ['read', 'rw', 'uniform'],
-    constants: { WG: POOL_WG, IN_DTYPE: dtypeCode(inDtype), DIV_MODE: divisor === 'count' ? 0 : 1 },
+    constants: poolConstants(inDtype, divisor),
   });
 }
 

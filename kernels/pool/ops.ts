@@ -11,11 +11,19 @@
  */
 import { TesseraError, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, submitEpoch, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { bindGroup, getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import {
+  bindGroup,
+  getPipeline,
+  grid2d,
+  wgslProgram,
+  type PipelineSpec,
+  type TablePipeline,
+} from '../../src/gpu/pipeline.js';
+import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan } from '../../src/plan.js';
 import { KV_DTYPES, kvDtypeCode, pageLayout, type KvDType, type PageLayout } from '../attention/page.js';
-import { APPEND_PARAMS, SUMMARIZE } from '../append/append.js';
+import { APPEND_PARAMS, SUMMARIZE_BINDINGS, summarizeSpec } from '../append/append.js';
 import type { PageFix } from '../../src/pool/pool.js';
 import copyWgsl from './copy.wgsl.js';
 import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
@@ -27,6 +35,14 @@ const COPY_PARAMS = uniformLayout('PageCopyParams', [
 
 const COPY = wgslProgram('pool/copy', [COPY_PARAMS.wgsl, copyWgsl]);
 const WG = 64;
+const COPY_BINDINGS = bindingTable('pool/copy', { pages: 'rw', tables: 'read', params: 'uniform' });
+function copySpec(): PipelineSpec<VariantOf<typeof COPY_BINDINGS>> {
+  return { shader: COPY, bindings: COPY_BINDINGS.variant({}), constants: { WG } };
+}
+function sumSpec(o: { pageDtype: KvDType; Hkv: number; D: number; pageSize: number }) {
+  return summarizeSpec({ WG, PAGE_DT: kvDtypeCode(o.pageDtype), HKV: o.Hkv, D: o.D, P: o.pageSize });
+}
+registerPasses('pool', () => [copySpec(), sumSpec({ pageDtype: 'f16', Hkv: 2, D: 64, pageSize: 16 })]);
 const HEADER = 4;
 
 export interface PageOpsOptions {
@@ -63,8 +79,8 @@ export class PageOpsPlan extends KernelPlan<PageOpsTensors> {
   }
   readonly options: Readonly<Required<PageOpsOptions>>;
   readonly layout: PageLayout;
-  private readonly copy: Pipeline;
-  private readonly summarize: Pipeline;
+  private readonly copy: TablePipeline<typeof COPY_BINDINGS>;
+  private readonly summarize: TablePipeline<typeof SUMMARIZE_BINDINGS>;
   private readonly tables: GPUBuffer;
   private readonly copyParams: GPUBuffer;
   private readonly sumParams: GPUBuffer;
@@ -79,7 +95,12 @@ export class PageOpsPlan extends KernelPlan<PageOpsTensors> {
   private copyGroup?: { pages: GPUBuffer; group: GPUBindGroup };
   private sumGroup?: { pages: GPUBuffer; summaries: GPUBuffer; group: GPUBindGroup };
 
-  private constructor(ctx: TesseraDevice, o: Required<PageOpsOptions>, copy: Pipeline, summarize: Pipeline) {
+  private constructor(
+    ctx: TesseraDevice,
+    o: Required<PageOpsOptions>,
+    copy: TablePipeline<typeof COPY_BINDINGS>,
+    summarize: TablePipeline<typeof SUMMARIZE_BINDINGS>,
+  ) {
     super(ctx);
     this.options = o;
     this.layout = pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.pageDtype);
@@ -134,12 +155,8 @@ export class PageOpsPlan extends KernelPlan<PageOpsTensors> {
         `at most ${Math.floor(ctx.limits.maxStorageBufferBindingSize / L.pageBytes)} pages of ${L.pageBytes} bytes`,
       );
     }
-    const copy = await getPipeline(ctx, { shader: COPY, bindings: ['rw', 'read', 'uniform'], constants: { WG } });
-    const summarize = await getPipeline(ctx, {
-      shader: SUMMARIZE,
-      bindings: ['read', 'read', 'rw', 'uniform'],
-      constants: { WG, PAGE_DT: kvDtypeCode(pageDtype), HKV: Hkv, D, P: pageSize },
-    });
+    const copy = await getPipeline(ctx, copySpec());
+    const summarize = await getPipeline(ctx, sumSpec({ pageDtype, Hkv, D, pageSize }));
     return new PageOpsPlan(ctx, { Hkv, D, Dv, pageSize, pageDtype, maxPages, maxFixes }, copy, summarize);
   }
 
@@ -261,7 +278,11 @@ export class PageOpsPlan extends KernelPlan<PageOpsTensors> {
       if (this.copyGroup?.pages !== t.pages)
         this.copyGroup = {
           pages: t.pages,
-          group: bindGroup(this.ctx, this.copy, [pages, { buffer: this.tables }, { buffer: this.copyParams }]),
+          group: bindGroup(this.ctx, this.copy, {
+            pages,
+            tables: { buffer: this.tables },
+            params: { buffer: this.copyParams },
+          }),
         };
       pass.setBindGroup(0, this.copyGroup.group);
       const [x, y] = grid2d(this.ctx, Math.ceil((this.copies * (this.layout.pageBytes / 4)) / WG));
@@ -274,12 +295,12 @@ export class PageOpsPlan extends KernelPlan<PageOpsTensors> {
         this.sumGroup = {
           pages: t.pages,
           summaries: sm,
-          group: bindGroup(this.ctx, this.summarize, [
+          group: bindGroup(this.ctx, this.summarize, {
             pages,
-            { buffer: this.tables },
-            { buffer: sm, offset: 0, size: sumBytes },
-            { buffer: this.sumParams },
-          ]),
+            tables: { buffer: this.tables },
+            summ: { buffer: sm, offset: 0, size: sumBytes },
+            params: { buffer: this.sumParams },
+          }),
         };
       }
       pass.setBindGroup(0, this.sumGroup.group);

@@ -9,7 +9,15 @@
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, submitEpoch, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { loopBudget, loops, planLoopLimit } from '../../src/gpu/segments.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import {
+  bindGroup,
+  getPipeline,
+  grid2d,
+  wgslProgram,
+  type PipelineSpec,
+  type TablePipeline,
+} from '../../src/gpu/pipeline.js';
+import { bindingTable, registerPasses } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan } from '../../src/plan.js';
 import { TensorMemo } from '../../src/tensor-memo.js';
@@ -29,6 +37,31 @@ export const QUEST_BATCH_PARAMS = uniformLayout('QuestBatchParams', [
 
 const PROGRAM = wgslProgram('quest/batch', [storageWgsl, QUEST_BATCH_PARAMS.wgsl, batchWgsl]);
 const WG = 64;
+const BATCH = bindingTable('quest/batch', {
+  q: 'read',
+  summ: 'read',
+  tables: 'read',
+  out: 'rw',
+  params: 'uniform',
+});
+function batchSpec(o: {
+  D: number;
+  Hq: number;
+  Hkv: number;
+  maxPagesPerSeq: number;
+  budgetPages: number;
+  sinkPages: number;
+}): PipelineSpec<ReturnType<typeof BATCH.variant>> {
+  const { D, Hq, Hkv } = o;
+  return {
+    shader: PROGRAM,
+    bindings: BATCH.variant({}),
+    constants: { WG, D, HKV: Hkv, GROUP: Hq / Hkv, MAXN: o.maxPagesPerSeq, BUDGET: o.budgetPages, SINKS: o.sinkPages },
+  };
+}
+registerPasses('quest/batch', () => [
+  batchSpec({ D: 64, Hq: 4, Hkv: 2, maxPagesPerSeq: 16, budgetPages: 4, sinkPages: 1 }),
+]);
 
 /**
  * Loop iterations of one invocation of `batch.wgsl`, in the counting rules of src/gpu/segments.ts,
@@ -107,7 +140,7 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
     return ['selected'];
   }
   readonly options: Readonly<Required<Omit<QuestBatchOptions, 'loopLimit'>>>;
-  private readonly pipeline: Pipeline;
+  private readonly pipeline: TablePipeline<typeof BATCH>;
   private readonly tables: GPUBuffer;
   private readonly params: GPUBuffer;
   private readonly host: Uint32Array<ArrayBuffer>;
@@ -119,7 +152,11 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
   /** Submit epoch of the last run (-2: none since the last schedule). */
   private usedEpoch = -2;
 
-  private constructor(ctx: TesseraDevice, o: Required<Omit<QuestBatchOptions, 'loopLimit'>>, pipeline: Pipeline) {
+  private constructor(
+    ctx: TesseraDevice,
+    o: Required<Omit<QuestBatchOptions, 'loopLimit'>>,
+    pipeline: TablePipeline<typeof BATCH>,
+  ) {
     super(ctx);
     this.options = o;
     this.pipeline = pipeline;
@@ -163,11 +200,7 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
         `fewer pages or heads (loopLimit ${limit})`,
       );
     }
-    const pipeline = await getPipeline(ctx, {
-      shader: PROGRAM,
-      bindings: ['read', 'read', 'read', 'rw', 'uniform'],
-      constants: { WG, D, HKV: Hkv, GROUP: Hq / Hkv, MAXN: maxPagesPerSeq, BUDGET: budgetPages, SINKS: sinkPages },
-    });
+    const pipeline = await getPipeline(ctx, batchSpec(o));
     return new QuestBatchPlan(ctx, o, pipeline);
   }
 
@@ -281,16 +314,12 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
       this.groupBuffers[1] !== t.summaries ||
       this.groupBuffers[2] !== t.selected
     ) {
-      this.group = this.ctx.device.createBindGroup({
-        label: 'quest/batch',
-        layout: this.pipeline.layout,
-        entries: [
-          { binding: 0, resource: { buffer: q.buffer, offset: qo, size: qs } },
-          { binding: 1, resource: { buffer: t.summaries, offset: 0, size: sumBytes } },
-          { binding: 2, resource: { buffer: this.tables } },
-          { binding: 3, resource: { buffer: t.selected, offset: 0, size: outBytes } },
-          { binding: 4, resource: { buffer: this.params } },
-        ],
+      this.group = bindGroup(this.ctx, this.pipeline, {
+        q: { buffer: q.buffer, offset: qo, size: qs },
+        summ: { buffer: t.summaries, offset: 0, size: sumBytes },
+        tables: { buffer: this.tables },
+        out: { buffer: t.selected, offset: 0, size: outBytes },
+        params: { buffer: this.params },
       });
       this.groupKey = key;
       this.groupBuffers = [q.buffer, t.summaries, t.selected];

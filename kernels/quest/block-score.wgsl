@@ -16,7 +16,7 @@
 @group(0) @binding(2) var<storage, read> list: array<u32>;            // [n] page ids
 @group(0) @binding(3) var<storage, read_write> scores: array<f32>;    // [blocks, Hkv, n]
 @group(0) @binding(4) var<uniform> params: QuestBlockParams;
-@group(0) @binding(5) var<storage, read> summ4: array<vec4<u32>>;     // the same summaries, 16-byte words (VEC)
+// @binding(5) summ4: array<vec4<u32>>, the same summaries as 16-byte words (VEC only; optional, declared by the variant)
 
 var<private> block_nan_bits: u32 = 0x7fc00000u;
 

@@ -11,7 +11,8 @@
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { loopBudget, loops, planLoopLimit } from '../../src/gpu/segments.js';
-import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { getPipeline, wgslProgram, type PipelineSpec, type TablePipeline } from '../../src/gpu/pipeline.js';
+import { bindingTable, optional, registerPasses } from '../../src/gpu/bindings.js';
 import { claimRingSlots } from '../../src/gpu/ring.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
@@ -39,6 +40,35 @@ export const QUEST_BLOCK_PARAMS = uniformLayout('QuestBlockParams', [
 export const QUEST_BOX_PROGRAM = wgslProgram('quest/block-box', [storageWgsl, QUEST_BLOCK_PARAMS.wgsl, boxWgsl]);
 const SCORE = wgslProgram('quest/block-score', [storageWgsl, QUEST_BLOCK_PARAMS.wgsl, scoreWgsl]);
 const WG = 64;
+/** Bindings (src/gpu/bindings.ts); summ4 (the summaries as 16-byte words) only where VEC. */
+const BOX_BINDINGS = bindingTable('quest/block-box', { q: 'read', box: 'rw', params: 'uniform' });
+const SCORE_BINDINGS = bindingTable('quest/block-score', {
+  box: 'read',
+  summ: 'read',
+  list: 'read',
+  scores: 'rw',
+  params: 'uniform',
+  summ4: optional('read', 'array<vec4<u32>>'),
+});
+/** The 16-byte summary loads: D a multiple of 8, min/max summaries. */
+function vecLoads(D: number, mode: QuestScoreMode): boolean {
+  return D % 8 === 0 && mode === 'quest';
+}
+function blockSpecs(D: number, mode: QuestScoreMode) {
+  const vec = vecLoads(D, mode);
+  return {
+    box: { shader: QUEST_BOX_PROGRAM, bindings: BOX_BINDINGS.variant({}), constants: { WG, D } },
+    score: {
+      shader: SCORE,
+      bindings: SCORE_BINDINGS.variant({ summ4: vec }),
+      constants: { WG, D, MODE: mode === 'quest' ? 0 : 1, VEC: vec ? 1 : 0 },
+    },
+  } satisfies Record<string, PipelineSpec>;
+}
+registerPasses('quest/block', () => [
+  ...Object.values(blockSpecs(64, 'quest')),
+  ...Object.values(blockSpecs(64, 'mean')),
+]);
 
 /**
  * Loop iterations one invocation runs, in the counting rules of src/gpu/segments.ts, the larger of
@@ -105,8 +135,8 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
   readonly options: Required<Omit<QuestBlockOptions, 'loopLimit'>>;
   /** `[maxBlocks, Hkv, 2, D]` f32: the last run's query boxes. */
   readonly box: GPUBuffer;
-  private readonly boxPipe: Pipeline;
-  private readonly scorePipe: Pipeline;
+  private readonly boxPipe: TablePipeline<typeof BOX_BINDINGS>;
+  private readonly scorePipe: TablePipeline<typeof SCORE_BINDINGS>;
   private readonly params: GPUBuffer;
   private readonly slotBytes: number;
   private nextSlot = 0;
@@ -115,8 +145,8 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
   private constructor(
     ctx: TesseraDevice,
     o: Required<Omit<QuestBlockOptions, 'loopLimit'>>,
-    boxPipe: Pipeline,
-    scorePipe: Pipeline,
+    boxPipe: TablePipeline<typeof BOX_BINDINGS>,
+    scorePipe: TablePipeline<typeof SCORE_BINDINGS>,
   ) {
     super(ctx);
     this.options = o;
@@ -160,12 +190,8 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
       fail('E_LIMIT', 'maxBlocks', 'needs a query-box buffer larger than the device binds;', maxBlocks);
     const o = { Hq, Hkv, D, blockSize, maxBlocks, mode, maxCalls };
     const [boxPipe, scorePipe] = await Promise.all([
-      getPipeline(ctx, { shader: QUEST_BOX_PROGRAM, bindings: ['read', 'rw', 'uniform'], constants: { WG, D } }),
-      getPipeline(ctx, {
-        shader: SCORE,
-        bindings: ['read', 'read', 'read', 'rw', 'uniform', 'read'],
-        constants: { WG, D, MODE: mode === 'quest' ? 0 : 1, VEC: D % 8 === 0 && mode === 'quest' ? 1 : 0 },
-      }),
+      getPipeline(ctx, blockSpecs(D, mode).box),
+      getPipeline(ctx, blockSpecs(D, mode).score),
     ]);
     return new QuestBlockPlan(ctx, o, boxPipe, scorePipe);
   }
@@ -226,7 +252,7 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
       this.dispatch(
         encoder,
         this.boxPipe,
-        [res(q), { buffer: this.box, size: blocks * o.Hkv * 2 * o.D * 4 }, u],
+        { q: res(q), box: { buffer: this.box, size: blocks * o.Hkv * 2 * o.D * 4 }, params: u },
         boxGrid!,
       );
       this.boxBlocks = blocks;
@@ -246,14 +272,14 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
       this.dispatch(
         encoder,
         this.scorePipe,
-        [
-          { buffer: this.box, size: blocks * o.Hkv * 2 * o.D * 4 },
-          { buffer: t.summaries },
-          { buffer: t.list, size: Math.max(4, n * 4) },
-          res(scores),
-          u,
-          { buffer: t.summaries },
-        ],
+        {
+          box: { buffer: this.box, size: blocks * o.Hkv * 2 * o.D * 4 },
+          summ: { buffer: t.summaries },
+          list: { buffer: t.list, size: Math.max(4, n * 4) },
+          scores: res(scores),
+          params: u,
+          ...(vecLoads(o.D, o.mode) ? { summ4: { buffer: t.summaries } } : {}),
+        },
         r.grid,
       );
     });

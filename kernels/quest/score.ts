@@ -6,7 +6,8 @@
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { loopBudget, loops, planLoopLimit } from '../../src/gpu/segments.js';
-import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { getPipeline, wgslProgram, type PipelineSpec, type TablePipeline } from '../../src/gpu/pipeline.js';
+import { bindingTable, optional, registerPasses } from '../../src/gpu/bindings.js';
 import { claimRingSlots } from '../../src/gpu/ring.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
@@ -29,6 +30,29 @@ export const QUEST_PARAMS = uniformLayout('QuestParams', [
 
 export const QUEST_SCORE_PROGRAM = wgslProgram('quest/score', [storageWgsl, QUEST_PARAMS.wgsl, scoreWgsl]);
 const WG = 64;
+/** Bindings (src/gpu/bindings.ts); summ4 (the summaries as 16-byte words) only where VEC (D % 8 == 0). */
+const SCORE = bindingTable('quest/score', {
+  q: 'read',
+  summ: 'read',
+  list: 'read',
+  scores: 'rw',
+  params: 'uniform',
+  summ4: optional('read', 'array<vec4<u32>>'),
+});
+/** @internal The score pass's pipeline spec (bindings by name; summ4 declared where D % 8 == 0). */
+export function questScoreSpec(
+  D: number,
+  mode: QuestScoreMode,
+  groupReduce: 'max' | 'sum',
+): PipelineSpec<ReturnType<typeof SCORE.variant>> {
+  const vec = D % 8 === 0;
+  return {
+    shader: QUEST_SCORE_PROGRAM,
+    bindings: SCORE.variant({ summ4: vec }),
+    constants: { WG, D, MODE: mode === 'quest' ? 0 : 1, REDUCE: groupReduce === 'max' ? 0 : 1, VEC: vec ? 1 : 0 },
+  };
+}
+registerPasses('quest/score', () => [questScoreSpec(64, 'quest', 'max'), questScoreSpec(12, 'mean', 'sum')]);
 
 /** @internal The page-id list and the summaries of a Quest scoring run (score and block plans). */
 export function checkListAndSummaries(list: GPUBuffer, summaries: GPUBuffer, n: number): void {
@@ -130,12 +154,16 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     return ['scores'];
   }
   readonly options: Required<Omit<QuestScoreOptions, 'loopLimit'>>;
-  private readonly pipeline: Pipeline;
+  private readonly pipeline: TablePipeline<typeof SCORE>;
   private readonly params: GPUBuffer;
   private readonly slotBytes: number;
   private nextSlot = 0;
 
-  private constructor(ctx: TesseraDevice, o: Required<Omit<QuestScoreOptions, 'loopLimit'>>, pipeline: Pipeline) {
+  private constructor(
+    ctx: TesseraDevice,
+    o: Required<Omit<QuestScoreOptions, 'loopLimit'>>,
+    pipeline: TablePipeline<typeof SCORE>,
+  ) {
     super(ctx);
     this.options = o;
     this.pipeline = pipeline;
@@ -174,17 +202,7 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
       );
     }
     const o = { Hq, Hkv, D, mode, groupReduce, maxCalls };
-    const pipeline = await getPipeline(ctx, {
-      shader: QUEST_SCORE_PROGRAM,
-      bindings: ['read', 'read', 'read', 'rw', 'uniform', 'read'],
-      constants: {
-        WG,
-        D,
-        MODE: mode === 'quest' ? 0 : 1,
-        REDUCE: groupReduce === 'max' ? 0 : 1,
-        VEC: D % 8 === 0 ? 1 : 0,
-      },
-    });
+    const pipeline = await getPipeline(ctx, questScoreSpec(D, mode, groupReduce));
     return new QuestScorePlan(ctx, o, pipeline);
   }
 
@@ -241,14 +259,14 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
       this.dispatch(
         encoder,
         this.pipeline,
-        [
-          res(q),
-          { buffer: t.summaries },
-          { buffer: t.list, size: Math.max(4, n * 4) },
-          res(scores),
-          { buffer: this.params, offset: slot * this.slotBytes, size: QUEST_PARAMS.size },
-          { buffer: t.summaries },
-        ],
+        {
+          q: res(q),
+          summ: { buffer: t.summaries },
+          list: { buffer: t.list, size: Math.max(4, n * 4) },
+          scores: res(scores),
+          params: { buffer: this.params, offset: slot * this.slotBytes, size: QUEST_PARAMS.size },
+          ...(this.options.D % 8 === 0 ? { summ4: { buffer: t.summaries } } : {}),
+        },
         [x, y],
       );
     }

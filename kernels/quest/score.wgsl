@@ -13,7 +13,7 @@
 @group(0) @binding(2) var<storage, read> list: array<u32>;         // [n] page ids
 @group(0) @binding(3) var<storage, read_write> scores: array<f32>; // [Hkv, n]
 @group(0) @binding(4) var<uniform> params: QuestParams;
-@group(0) @binding(5) var<storage, read> summ4: array<vec4<u32>>;  // the same summaries, 16-byte words (VEC)
+// @binding(5) summ4: array<vec4<u32>>, the same summaries as 16-byte words (VEC only; optional, declared by the variant)
 
 override WG: u32 = 64;
 override D: u32 = 128;

@@ -24,7 +24,16 @@ import {
   type LoopLimitLike,
   type Segment,
 } from '../../src/gpu/segments.js';
-import { bindGroup, getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import {
+  bindGroup,
+  getPipeline,
+  grid2d,
+  wgslProgram,
+  type PipelineSpec,
+  type TablePipeline,
+} from '../../src/gpu/pipeline.js';
+import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
+import { wgslConstants } from '../../src/gpu/specialize.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, decode, type GpuTensor } from '../../src/tensor.js';
@@ -69,19 +78,66 @@ export const TOPK_SMALL_PARAMS = uniformLayout('TopKSmallParams', [
 
 const RADIX = wgslProgram('topk/radix', [keysWgsl, TOPK_PARAMS.wgsl, radixWgsl]);
 const smallPrograms = new Map<number, ReturnType<typeof wgslProgram>>();
+/** The small variant's list length (a private array's size, so a `const`). */
+const SMALL_CONSTS = wgslConstants({ TK_KCAP: 'u32' });
 /** @internal The small variant's program for lists of up to `kcap` (tests build a loop-counting debug build of it). */
 export function smallProgram(kcap: number) {
   let p = smallPrograms.get(kcap);
   if (!p) {
-    p = wgslProgram(`topk/small-k${kcap}`, [
+    const c = { TK_KCAP: kcap };
+    p = wgslProgram(`topk/small-${SMALL_CONSTS.tag(c)}`, [
       keysWgsl,
       TOPK_SMALL_PARAMS.wgsl,
-      `const TK_KCAP: u32 = ${kcap}u;\n`,
+      SMALL_CONSTS.wgsl(c),
       smallWgsl,
     ]);
     smallPrograms.set(kcap, p);
   }
   return p;
+}
+
+/*
+ * Bindings (src/gpu/bindings.ts). Two 16-byte stand-ins remain, documented rather than removed:
+ * out_val without values (whether a run writes values is a uniform, params.hasValues, so one plan
+ * serves runs with and without them on the same pipelines), and scores4 when rows * n < 4 (a
+ * vec4 view needs 16 bytes; the cpu passes then read no whole word, the gpu ones never read it).
+ */
+const SMALL_BINDINGS = bindingTable('topk/small', {
+  scores: 'read',
+  out_idx: 'rw',
+  out_val: 'rw',
+  params: 'uniform',
+  carry: 'rw',
+});
+const RADIX_BINDINGS = bindingTable('topk/radix', {
+  scores: 'read',
+  out_idx: 'rw',
+  out_val: 'rw',
+  state: 'rw',
+  hist: 'rw',
+  sel: 'rw',
+  params: 'uniform',
+  scores4: 'read',
+});
+function smallSpec(kcap: number): PipelineSpec<VariantOf<typeof SMALL_BINDINGS>> {
+  return { shader: smallProgram(kcap), bindings: SMALL_BINDINGS.variant({}), constants: { WG: 64 } };
+}
+function radixSpec(target: 'cpu' | 'gpu', entryPoint: string): PipelineSpec<VariantOf<typeof RADIX_BINDINGS>> {
+  return { shader: RADIX, entryPoint, bindings: RADIX_BINDINGS.variant({}), constants: { WG: RADIX_WG[target] } };
+}
+registerPasses('topk', () => [
+  smallSpec(smallKcap(8)),
+  ...(['cpu', 'gpu'] as const).flatMap((t) => ['init', 'pick_pass', ...RADIX_ENTRIES[t]].map((e) => radixSpec(t, e))),
+]);
+type SmallPipeline = TablePipeline<typeof SMALL_BINDINGS>;
+type RadixPipeline = TablePipeline<typeof RADIX_BINDINGS>;
+interface TopKPipelines {
+  small?: SmallPipeline;
+  init?: RadixPipeline;
+  hist?: RadixPipeline;
+  pick?: RadixPipeline;
+  compact?: RadixPipeline;
+  rank?: RadixPipeline;
 }
 
 export type TopKVariant = 'small' | 'radix';
@@ -353,7 +409,7 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
   readonly variant: TopKVariant;
   /** Kernel shape of the radix passes. */
   readonly target: 'cpu' | 'gpu';
-  private readonly pipelines: Record<string, Pipeline>;
+  private readonly pipelines: TopKPipelines;
   /** Uniforms without / with values, one pair per sort segment (a single pair unless segmented). */
   private readonly params: [GPUBuffer, GPUBuffer][];
   private readonly dummyValues: GPUBuffer;
@@ -386,7 +442,7 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
     o: { rows: number; n: number; k: number },
     variant: TopKVariant,
     target: 'cpu' | 'gpu',
-    pipelines: Record<string, Pipeline>,
+    pipelines: TopKPipelines,
     shape: { chunk: number; cap: number; sort: SortSegment[]; small?: SmallSegment[]; iterations: number },
   ) {
     super(ctx);
@@ -455,14 +511,10 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
     }
     const t = opts.target ?? 'auto';
     check(t === 'auto' || t === 'cpu' || t === 'gpu', 'target', 'one of "auto", "cpu", "gpu"', t);
-    const pipelines: Record<string, Pipeline> = {};
+    const pipelines: TopKPipelines = {};
     if (variant === 'small') {
       const kcap = smallKcap(o.k);
-      pipelines.small = await getPipeline(ctx, {
-        shader: smallProgram(kcap),
-        bindings: ['read', 'rw', 'rw', 'uniform', 'rw'],
-        constants: { WG: 64 },
-      });
+      pipelines.small = await getPipeline(ctx, smallSpec(kcap));
       // segments of the row when one invocation cannot scan it all (loop-capped devices)
       const small = smallSegments(o.n, o.k, limit);
       const iterations = Math.max(...small.map((g) => topKSmallLoopIterations(g.end - g.begin, o.k, g.carry)));
@@ -509,17 +561,10 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
         );
       }
     }
-    const spec = (entryPoint: string) =>
-      getPipeline(ctx, {
-        shader: RADIX,
-        entryPoint,
-        bindings: ['read', 'rw', 'rw', 'rw', 'rw', 'rw', 'uniform', 'read'],
-        constants: { WG: RADIX_WG[target] },
-      });
     const [hist, compact, rank] = RADIX_ENTRIES[target];
     const names = { init: 'init', hist, pick: 'pick_pass', compact, rank };
-    const ps = await Promise.all(Object.values(names).map(spec));
-    Object.keys(names).forEach((n, i) => (pipelines[n] = ps[i]!));
+    const ps = await Promise.all(Object.values(names).map((e) => getPipeline(ctx, radixSpec(target, e))));
+    Object.keys(names).forEach((n, i) => (pipelines[n as keyof typeof names] = ps[i]!));
     return new TopKPlan(ctx, o, variant, target, pipelines, shape);
   }
 
@@ -546,7 +591,13 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
       for (const u of params) {
         pass.setBindGroup(
           0,
-          bindGroup(this.ctx, p.small!, [res(scores), res(indices), vres, u, { buffer: this.carry! }]),
+          bindGroup(this.ctx, p.small!, {
+            scores: res(scores),
+            out_idx: res(indices),
+            out_val: vres,
+            params: u,
+            carry: { buffer: this.carry! },
+          }),
         );
         pass.dispatchWorkgroups(...grid2d(this.ctx, Math.ceil(rows / 64)));
       }
@@ -562,22 +613,22 @@ export class TopKPlan extends KernelPlan<TopKTensors> {
       bindGroup(
         this.ctx,
         p.init!,
-        [
-          res(scores),
-          res(indices),
-          vres,
-          { buffer: this.state! },
-          { buffer: this.hist! },
-          { buffer: this.sel! },
-          u,
+        {
+          scores: res(scores),
+          out_idx: res(indices),
+          out_val: vres,
+          state: { buffer: this.state! },
+          hist: { buffer: this.hist! },
+          sel: { buffer: this.sel! },
+          params: u,
           scores4,
-        ],
+        },
         i === 0 ? 'topk/radix' : `topk/radix.sort${i}`,
       ),
     );
     const pass = encoder.beginComputePass({ label: 'topk/radix' });
     pass.setBindGroup(0, groups[0]!);
-    const go = (name: string, count: number) => {
+    const go = (name: keyof TopKPipelines, count: number) => {
       pass.setPipeline(p[name]!.pipeline);
       pass.dispatchWorkgroups(...grid2d(this.ctx, count));
     };

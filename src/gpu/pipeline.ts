@@ -2,7 +2,8 @@
  * Pipeline cache and bind-group layouts declared as data.
  *
  * A kernel describes its pipeline with a {@link PipelineSpec}: the shader (a module built from
- * WGSL files), the entry point, its bindings in order, and its `override` constants. The cache key
+ * WGSL files), the entry point, its bindings (a binding-table variant, src/gpu/bindings.ts, bound
+ * by name; or the older positional list of kinds), and its `override` constants. The cache key
  * is a pure function of the spec (`pipelineKey`), so equal specs share one compiled pipeline per
  * device, and anything that changes the compiled code must be in the spec.
  *
@@ -15,6 +16,16 @@
 import { TesseraError } from '../errors.js';
 import type { TesseraDevice } from './device.js';
 import { GPUShaderStageFlags } from './flags.js';
+import {
+  bindingMismatches,
+  isBindingVariant,
+  namedEntries,
+  type BindingEntries,
+  type BindingResources,
+  type BindingTable,
+  type BindingVariant,
+  type VariantOf,
+} from './bindings.js';
 
 /** A WGSL program: one or more WGSL files concatenated in order, with a stable name. */
 export interface ShaderSource {
@@ -34,19 +45,27 @@ export function wgslProgram(name: string, files: readonly string[], enables: rea
 /** How a binding is used: read-only storage, read-write storage, or a uniform buffer. */
 export type BindingKind = 'read' | 'rw' | 'uniform';
 
-export interface PipelineSpec {
+/** Group-0 bindings of a spec: a binding-table variant (src/gpu/bindings.ts) or, in the older
+ * positional form, the kinds in binding order. */
+export type PipelineBindings = readonly BindingKind[] | BindingVariant<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+export interface PipelineSpec<B extends PipelineBindings = PipelineBindings> {
   shader: ShaderSource;
   entryPoint?: string;
-  /** Bindings of group 0 in binding order. */
-  bindings: readonly BindingKind[];
+  /** Bindings of group 0: a binding-table variant, or the kinds in binding order. */
+  bindings: B;
   /** `override` constants. Must include everything that makes this pipeline differ. */
   constants?: Readonly<Record<string, number | boolean>>;
 }
 
-export interface Pipeline {
+/** A pipeline of a binding table's pass (its bind groups are keyed by the table's names). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type TablePipeline<T extends BindingTable<any>> = Pipeline<VariantOf<T>>;
+
+export interface Pipeline<B extends PipelineBindings = PipelineBindings> {
   readonly pipeline: GPUComputePipeline;
   readonly layout: GPUBindGroupLayout;
-  readonly spec: PipelineSpec;
+  readonly spec: PipelineSpec<B>;
   readonly key: string;
   /** Milliseconds spent compiling, 0 when it came from the cache. */
   readonly compileMs: number;
@@ -80,7 +99,22 @@ export function pipelineKey(spec: PipelineSpec): string {
     .sort()
     .map((k) => `${k}=${Number(c[k])}`)
     .join(',');
-  return `${spec.shader.name}@${hashCode(spec.shader.code)}|${spec.entryPoint ?? 'main'}|${spec.bindings.join('')}|${consts}`;
+  const shader = pipelineShader(spec);
+  return `${shader.name}@${hashCode(shader.code)}|${spec.entryPoint ?? 'main'}|${bindingsKey(spec.bindings)}|${consts}`;
+}
+
+function bindingsKey(b: PipelineBindings): string {
+  return isBindingVariant(b) ? b.key : b.join('');
+}
+
+/**
+ * The WGSL a spec compiles: its shader, plus the generated declarations of a binding-table
+ * variant's optional bindings (src/gpu/bindings.ts).
+ */
+export function pipelineShader(spec: PipelineSpec): ShaderSource {
+  const b = spec.bindings;
+  if (!isBindingVariant(b) || !b.wgsl) return spec.shader;
+  return { ...spec.shader, name: `${spec.shader.name}+${b.key}`, code: `${spec.shader.code}\n${b.wgsl}` };
 }
 
 /** Override constants as WebGPU takes them: numbers (a boolean override is 1 or 0). */
@@ -95,11 +129,14 @@ export function compileTimeMs(): number {
   return totalCompileMs;
 }
 
-function layoutFor(ctx: TesseraDevice, bindings: readonly BindingKind[]): GPUBindGroupLayout {
-  const key = `layout|${bindings.join('')}`;
+function layoutFor(ctx: TesseraDevice, spec: PipelineBindings): GPUBindGroupLayout {
+  const bindings = isBindingVariant(spec)
+    ? spec.bound
+    : spec.map((kind, binding) => ({ kind, binding, name: String(binding) }));
+  const key = `layout|${bindings.map((b) => `${b.binding}${b.kind === 'read' ? 'r' : b.kind === 'rw' ? 'w' : 'u'}`).join('')}`;
   let l = ctx.cache.get(key) as GPUBindGroupLayout | undefined;
   if (!l) {
-    const storageCount = bindings.filter((b) => b !== 'uniform').length;
+    const storageCount = bindings.filter((b) => b.kind !== 'uniform').length;
     if (storageCount > ctx.limits.maxStorageBuffersPerShaderStage) {
       throw new TesseraError(
         'E_LIMIT',
@@ -108,10 +145,10 @@ function layoutFor(ctx: TesseraDevice, bindings: readonly BindingKind[]): GPUBin
     }
     l = ctx.device.createBindGroupLayout({
       label: key,
-      entries: bindings.map((b, i) => ({
-        binding: i,
+      entries: bindings.map((b) => ({
+        binding: b.binding,
         visibility: GPUShaderStageFlags.COMPUTE,
-        buffer: { type: b === 'read' ? 'read-only-storage' : b === 'rw' ? 'storage' : 'uniform' },
+        buffer: { type: b.kind === 'read' ? 'read-only-storage' : b.kind === 'rw' ? 'storage' : 'uniform' },
       })),
     });
     ctx.cache.set(key, l);
@@ -152,18 +189,28 @@ const inflight = new WeakMap<TesseraDevice, Map<string, Promise<Pipeline>>>();
  * Returns the compiled pipeline for `spec`, compiling it once per device. Compilation errors
  * become `E_GPU_VALIDATION` errors that quote the WGSL compiler's messages.
  */
-export async function getPipeline(ctx: TesseraDevice, spec: PipelineSpec): Promise<Pipeline> {
+export async function getPipeline<B extends PipelineBindings>(
+  ctx: TesseraDevice,
+  spec: PipelineSpec<B>,
+): Promise<Pipeline<B>> {
   const key = pipelineKey(spec);
-  const hit = ctx.cache.get(key) as Pipeline | undefined;
+  const hit = ctx.cache.get(key) as Pipeline<B> | undefined;
   if (hit) return { ...hit, compileMs: 0 };
   let pending = inflight.get(ctx);
   if (!pending) inflight.set(ctx, (pending = new Map()));
-  const running = pending.get(key);
+  const running = pending.get(key) as Promise<Pipeline<B>> | undefined;
   if (running) return running;
   const p = (async () => {
     const t0 = performance.now();
+    const shader = pipelineShader(spec);
+    if (isBindingVariant(spec.bindings)) {
+      // the table and the WGSL must agree (names, numbers, access); checked once per compile
+      const problems = bindingMismatches(spec.bindings, shader.code);
+      if (problems.length)
+        throw new TesseraError('E_GPU_VALIDATION', `pipeline ${shader.name}: ${problems.join('; ')}`);
+    }
     const layout = layoutFor(ctx, spec.bindings);
-    const module = await moduleFor(ctx, spec.shader);
+    const module = await moduleFor(ctx, shader);
     let pipeline: GPUComputePipeline;
     try {
       pipeline = await ctx.raceLost(
@@ -193,7 +240,7 @@ export async function getPipeline(ctx: TesseraDevice, spec: PipelineSpec): Promi
     }
     const compileMs = performance.now() - t0;
     totalCompileMs += compileMs;
-    const entry: Pipeline = { pipeline, layout, spec, key, compileMs };
+    const entry: Pipeline<B> = { pipeline, layout, spec, key, compileMs };
     ctx.cache.set(key, entry);
     return entry;
   })();
@@ -212,10 +259,33 @@ export interface BindingResource {
   size?: number;
 }
 
-/** Creates the bind group of `p` from resources in binding order. */
-export function bindGroup(
+/** The resources of a bind group of a pipeline with bindings `B`: keyed by name for a binding
+ * table (a missing or extra name is a compile error), else in binding order. */
+export type ResourcesFor<B extends PipelineBindings> =
+  B extends BindingVariant<infer E extends BindingEntries> ? BindingResources<E> : readonly BindingResource[];
+
+/** Creates the bind group of `p`: resources keyed by binding name (binding tables) or in binding order. */
+export function bindGroup<B extends PipelineBindings>(
   ctx: TesseraDevice,
-  p: Pipeline,
+  p: Pipeline<B>,
+  resources: ResourcesFor<B>,
+  label?: string,
+): GPUBindGroup {
+  const b = p.spec.bindings as PipelineBindings;
+  if (isBindingVariant(b)) {
+    const what = label ?? p.spec.shader.name;
+    return ctx.device.createBindGroup({
+      label: what,
+      layout: p.layout,
+      entries: namedEntries(b, resources as Readonly<Record<string, BindingResource>>, what),
+    });
+  }
+  return positionalGroup(ctx, p as Pipeline<readonly BindingKind[]>, resources as readonly BindingResource[], label);
+}
+
+function positionalGroup(
+  ctx: TesseraDevice,
+  p: Pipeline<readonly BindingKind[]>,
   resources: readonly BindingResource[],
   label?: string,
 ): GPUBindGroup {

@@ -64,12 +64,13 @@ fn dbg_record() {
 
 /**
  * Runs a loop-counting build of `code` (see {@link countLoops}) with `buffers` bound in order at
- * `@group(0)` (`@binding(i)` = `buffers[i]`) and returns the largest loop count of any invocation.
+ * `@group(0)` (`@binding(i)` = `buffers[i]`; an undefined entry is a binding the program's variant
+ * leaves out) and returns the largest loop count of any invocation.
  */
 export async function maxLoopCount(
   dev: GPUDevice,
   code: string,
-  buffers: readonly GPUBuffer[],
+  buffers: readonly (GPUBuffer | undefined)[],
   workgroups: readonly [number, number?],
   constants: Record<string, number> = {},
   entry = 'main',
@@ -88,7 +89,7 @@ export async function maxLoopCount(
     dev.queue.writeBuffer(count, 0, new Uint32Array(4));
     const bg0 = dev.createBindGroup({
       layout: pipeline.getBindGroupLayout(0),
-      entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+      entries: buffers.flatMap((buffer, binding) => (buffer ? [{ binding, resource: { buffer } }] : [])),
     });
     const bg1 = dev.createBindGroup({
       layout: pipeline.getBindGroupLayout(1),

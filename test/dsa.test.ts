@@ -46,7 +46,7 @@ async function runCase(c: Case, fx = gpu) {
   const lse = gpu.nanTensor([T, Hq]);
   const indices = gpu.tensor(new Int32Array(T * S).fill(-7), [T, S], 'i32');
   const plan = await planDsa(gpu.dev, {
-    T,
+    Tq: T,
     Tk,
     Hq,
     Hkv,

@@ -24,7 +24,7 @@ interface Case {
   cache?: Partial<KvCacheOptions>;
   appendChunk?: number;
   /** Paged kernel shape (default: auto = cpu on SwiftShader). */
-  variant?: 'cpu' | 'gpu';
+  target?: 'cpu' | 'gpu';
   /** Bound on the partials (small: few parts, many pages per part). */
   partialBytes?: number;
 }
@@ -51,7 +51,7 @@ async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ evictions: numbe
       Hq: c.Hq,
       Tq: c.Tq,
       qPos0: c.qPos0,
-      variant: c.variant,
+      target: c.target,
       partialBytes: c.partialBytes,
     });
     const { k, v } = cache.read(seq, 0, c.T);
@@ -83,9 +83,9 @@ describe('streaming exact attention vs float64', () => {
     { T: 4_000, Tq: 3, Hq: 4, Hkv: 2, D: 32, dtype: 'bf16', pageSize: 32 },
     { T: 3_000, Tq: 1, Hq: 1, Hkv: 1, D: 96, dtype: 'f32', pageSize: 16 },
     // The GPU-shaped kernel (workgroup per part and row), run here on the CPU adapter for correctness.
-    { T: 3_000, Tq: 1, Hq: 4, Hkv: 2, D: 16, dtype: 'f16', variant: 'gpu' },
-    { T: 1_201, Tq: 5, Hq: 2, Hkv: 1, D: 32, dtype: 'int8', pageSize: 128, qPos0: 700, variant: 'gpu' },
-    { T: 1_000, Tq: 1, Hq: 2, Hkv: 2, D: 12, dtype: 'bf16', pageSize: 16, variant: 'gpu' },
+    { T: 3_000, Tq: 1, Hq: 4, Hkv: 2, D: 16, dtype: 'f16', target: 'gpu' },
+    { T: 1_201, Tq: 5, Hq: 2, Hkv: 1, D: 32, dtype: 'int8', pageSize: 128, qPos0: 700, target: 'gpu' },
+    { T: 1_000, Tq: 1, Hq: 2, Hkv: 2, D: 12, dtype: 'bf16', pageSize: 16, target: 'gpu' },
     // one part of 128 pages of 256 keys (tiny partialBytes): unbounded, one invocation would loop
     // 363,000 times; on llvmpipe (65,535) the plan shrinks the tile to 20 pages
     {
@@ -101,7 +101,7 @@ describe('streaming exact attention vs float64', () => {
     },
   ];
   for (const c of cases) {
-    it(`T${c.T}-Tq${c.Tq}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}-P${c.pageSize ?? 64}${c.qPos0 !== undefined ? `-q@${c.qPos0}` : ''}${c.variant ? `-${c.variant}` : ''}`, async () => {
+    it(`T${c.T}-Tq${c.Tq}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}-P${c.pageSize ?? 64}${c.qPos0 !== undefined ? `-q@${c.qPos0}` : ''}${c.target ? `-${c.target}` : ''}`, async () => {
       const r = await runCase(c);
       expect(r.tiles).toBeGreaterThan(0);
     });
@@ -189,7 +189,7 @@ describe('streaming within a loop cap (loopLimit 4096)', () => {
   it('few parts: the tile shrinks to what one invocation may attend (gpu variant)', async () => {
     const per = pagedEntriesPerPart(4096, 'gpu', 64, 64, 128);
     const r = await runCase(
-      { T: 2_000, Tq: 2, Hq: 2, Hkv: 1, D: 64, dtype: 'f32', pageSize: 128, partialBytes: 1, variant: 'gpu' },
+      { T: 2_000, Tq: 2, Hq: 2, Hkv: 1, D: 64, dtype: 'f32', pageSize: 128, partialBytes: 1, target: 'gpu' },
       small,
     );
     expect(r.tiles).toBe(Math.ceil(Math.ceil(2_000 / 128) / per));

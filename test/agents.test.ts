@@ -419,7 +419,7 @@ describe('persistent caches', () => {
 });
 
 describe('shared-prefix (cascade) decode', () => {
-  for (const variant of ['cpu', 'gpu'] as const) {
+  for (const target of ['cpu', 'gpu'] as const) {
     const cases = [
       // rows: the most packed rows of the passes (default 8: the shared pass's 6 rows of a KV head
       // in packs of 4, one with 2 empty slots; 1: one row per invocation; 4: the shared pass's 12
@@ -429,8 +429,8 @@ describe('shared-prefix (cascade) decode', () => {
       { Hq: 3, Hkv: 1, D: 12, ctx: 96, priv: [17, 1, 64, 3], P: 32, dtype: 'f32' as KvDType, rows: 4 },
     ];
     // Every case through the cpu shape; one case through the gpu shape (compiles dominate the time).
-    for (const c of variant === 'cpu' ? cases : [cases[0]!]) {
-      it(`${variant}: Hq ${c.Hq}/${c.Hkv}, context ${c.ctx}, private ${c.priv}, ${c.dtype}, rows ${c.rows ?? 'default'}: equals independent attention`, async () => {
+    for (const c of target === 'cpu' ? cases : [cases[0]!]) {
+      it(`${target}: Hq ${c.Hq}/${c.Hkv}, context ${c.ctx}, private ${c.priv}, ${c.dtype}, rows ${c.rows ?? 'default'}: equals independent attention`, async () => {
         const cache = createKvCache(gpu.dev, {
           Hkv: c.Hkv,
           D: c.D,
@@ -452,7 +452,7 @@ describe('shared-prefix (cascade) decode', () => {
           const n = agents.length;
           const rng = new Rng(5);
           const q = rng.normals(n * c.Hq * c.D);
-          const plan = await planCascadeDecode(cache, { Hq: c.Hq, seqs: n, variant, tilePages: 3, rows: c.rows });
+          const plan = await planCascadeDecode(cache, { Hq: c.Hq, seqs: n, target, tilePages: 3, rows: c.rows });
           try {
             const qt = gpu.tensor(q, [n, c.Hq, c.D]);
             const o = gpu.nanTensor([n, c.Hq, c.D]);

@@ -814,7 +814,7 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
         const totalQ = 5;
         const qoIndptr = [0, 1, 2, 5];
         const q = rng.normals(totalQ * Hq * D);
-        for (const variant of ['cpu', 'gpu'] as const) {
+        for (const target of ['cpu', 'gpu'] as const) {
           const att = await planBatchAttention(gpu.dev, {
             maxBatch: 3,
             maxQTokens: totalQ,
@@ -825,7 +825,7 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
             D,
             pageSize: P,
             kvDtype: 'int8',
-            variant,
+            target,
           });
           try {
             att.schedule({ qoIndptr, kvIndptr: t.kvIndptr, kvIndices: t.kvIndices, kvLastPageLen });
@@ -837,8 +837,8 @@ describe('append: int8 pages (one scale per token, KV head and K/V block)', () =
             const ref = batchAttentionReference(q, seqs, qoIndptr, { Hq, Hkv, D });
             const co = compare(await gpu.read(o), ref.o);
             const cl = compare(await gpu.read(lse), ref.lse);
-            expect(passes(co, TOLERANCE.f32), `${variant} o ${describeComparison(co)}`).toBe(true);
-            expect(passes(cl, TOLERANCE.f32), `${variant} lse ${describeComparison(cl)}`).toBe(true);
+            expect(passes(co, TOLERANCE.f32), `${target} o ${describeComparison(co)}`).toBe(true);
+            expect(passes(cl, TOLERANCE.f32), `${target} lse ${describeComparison(cl)}`).toBe(true);
             expect(qLens.length).toBe(3);
           } finally {
             att.dispose();

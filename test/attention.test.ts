@@ -122,7 +122,7 @@ interface Case {
   window?: number;
   sinks?: number;
   sinkLogit?: boolean;
-  variant: 'cpu' | 'gpu';
+  target: 'cpu' | 'gpu';
   kvChunk?: number;
   maxSplits?: number;
   scale?: number;
@@ -165,7 +165,7 @@ export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: nu
     sinks: c.sinks,
     sinkLogit: c.sinkLogit,
     scale: c.scale,
-    variant: c.variant,
+    target: c.target,
     kvChunk: c.kvChunk,
     maxSplits: c.maxSplits,
     rows: c.rows,
@@ -209,13 +209,13 @@ export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: nu
 }
 
 describe('attention core: paged decode and prefill vs float64', () => {
-  for (const variant of ['cpu', 'gpu'] as const) {
-    it(`${variant}: ragged decode, B 1..4, pageSize 16, f16 pages, GQA 8/2`, async () => {
+  for (const target of ['cpu', 'gpu'] as const) {
+    it(`${target}: ragged decode, B 1..4, pageSize 16, f16 pages, GQA 8/2`, async () => {
       for (const lens of [[17], [1, 63], [65, 300, 17], [1, 17, 63, 65]]) {
-        await runCase({ lens, Hq: 8, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', variant });
+        await runCase({ lens, Hq: 8, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', target });
       }
     });
-    it(`${variant}: prefill chunks against cached pages (bottom-right causal), pageSize 64`, async () => {
+    it(`${target}: prefill chunks against cached pages (bottom-right causal), pageSize 64`, async () => {
       await runCase({
         lens: [65, 300, 17],
         qLens: [5, 30, 17],
@@ -224,11 +224,11 @@ describe('attention core: paged decode and prefill vs float64', () => {
         D: 32,
         pageSize: 64,
         dtype: 'f32',
-        variant,
+        target,
       });
-      await runCase({ lens: [1, 63, 64], qLens: [1, 0, 9], Hq: 4, Hkv: 4, D: 32, pageSize: 16, dtype: 'f32', variant });
+      await runCase({ lens: [1, 63, 64], qLens: [1, 0, 9], Hq: 4, Hkv: 4, D: 32, pageSize: 16, dtype: 'f32', target });
     });
-    it(`${variant}: window + sinks + sink logit, prefill and decode`, async () => {
+    it(`${target}: window + sinks + sink logit, prefill and decode`, async () => {
       await runCase({
         lens: [300, 65, 17],
         qLens: [20, 3, 17],
@@ -240,7 +240,7 @@ describe('attention core: paged decode and prefill vs float64', () => {
         window: 40,
         sinks: 4,
         sinkLogit: true,
-        variant,
+        target,
       });
       await runCase({
         lens: [300, 1],
@@ -251,10 +251,10 @@ describe('attention core: paged decode and prefill vs float64', () => {
         dtype: 'f32',
         window: 17,
         sinks: 0,
-        variant,
+        target,
       });
     });
-    it(`${variant}: non-causal, every KV dtype, q/o f16 and bf16`, async () => {
+    it(`${target}: non-causal, every KV dtype, q/o f16 and bf16`, async () => {
       // Every KV dtype on both shapes (each is its own pipeline); q/o dtypes paired with them.
       await runCase({
         lens: [63, 17],
@@ -265,7 +265,7 @@ describe('attention core: paged decode and prefill vs float64', () => {
         pageSize: 16,
         dtype: 'f32',
         causal: false,
-        variant,
+        target,
       });
       await runCase({
         lens: [63, 17],
@@ -276,7 +276,7 @@ describe('attention core: paged decode and prefill vs float64', () => {
         pageSize: 16,
         dtype: 'int8',
         causal: false,
-        variant,
+        target,
       });
       await runCase({
         lens: [100, 17],
@@ -288,7 +288,7 @@ describe('attention core: paged decode and prefill vs float64', () => {
         dtype: 'f16',
         qDtype: 'f16',
         causal: false,
-        variant,
+        target,
       });
       await runCase({
         lens: [100],
@@ -300,10 +300,10 @@ describe('attention core: paged decode and prefill vs float64', () => {
         dtype: 'bf16',
         qDtype: 'bf16',
         oDtype: 'f32',
-        variant,
+        target,
       });
     });
-    it(`${variant}: split-K merged by kernels/merge`, async () => {
+    it(`${target}: split-K merged by kernels/merge`, async () => {
       const r = await runCase({
         lens: [300, 65, 1],
         qLens: [2, 1, 1],
@@ -313,7 +313,7 @@ describe('attention core: paged decode and prefill vs float64', () => {
         pageSize: 16,
         dtype: 'f32',
         kvChunk: 48,
-        variant,
+        target,
       });
       expect(r.parts).toBe(7);
       await runCase({
@@ -329,10 +329,10 @@ describe('attention core: paged decode and prefill vs float64', () => {
         window: 50,
         sinks: 3,
         sinkLogit: true,
-        variant,
+        target,
       });
     });
-    it(`${variant}: MLA absorbed decode (Hq 16, Hkv 1, Dqk 576, Dv 512), f16 and f32 pages`, async () => {
+    it(`${target}: MLA absorbed decode (Hq 16, Hkv 1, Dqk 576, Dv 512), f16 and f32 pages`, async () => {
       // DeepSeek-V3's scale (1/sqrt(128 + 64)); the f32 pages split into parts of 8 keys.
       await runCase({
         lens: [33, 5],
@@ -343,9 +343,9 @@ describe('attention core: paged decode and prefill vs float64', () => {
         pageSize: 16,
         dtype: 'f16',
         scale: 1 / Math.sqrt(192),
-        variant,
+        target,
       });
-      await runCase({ lens: [20], Hq: 16, Hkv: 1, D: 576, Dv: 512, pageSize: 16, dtype: 'f32', kvChunk: 8, variant });
+      await runCase({ lens: [20], Hq: 16, Hkv: 1, D: 576, Dv: 512, pageSize: 16, dtype: 'f32', kvChunk: 8, target });
     });
   }
 });
@@ -353,8 +353,8 @@ describe('attention core: paged decode and prefill vs float64', () => {
 describe('attention core: packed rows (query heads of one KV head share each K/V load) vs float64', () => {
   // Packs of 8 on SwiftShader; 4 on llvmpipe (loop-capped), whose compiler takes minutes over 8.
   const R8 = () => (Number.isFinite(gpu.dev.loopLimit) ? 4 : 8);
-  for (const variant of ['cpu', 'gpu'] as const) {
-    it(`${variant}: GQA 1, 4, 8 and G not a multiple of the pack; ragged prefill + decode; f32, f16, int8 pages`, async () => {
+  for (const target of ['cpu', 'gpu'] as const) {
+    it(`${target}: GQA 1, 4, 8 and G not a multiple of the pack; ragged prefill + decode; f32, f16, int8 pages`, async () => {
       // G = 1 with a pack of 2: every pack has an empty slot.
       await runCase({
         lens: [65, 300, 17],
@@ -365,7 +365,7 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
         pageSize: 16,
         dtype: 'f32',
         rows: 2,
-        variant,
+        target,
       });
       await runCase({
         lens: [1, 130, 47],
@@ -376,7 +376,7 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
         pageSize: 16,
         dtype: 'f16',
         rows: 4,
-        variant,
+        target,
       });
       await runCase({
         lens: [130, 33],
@@ -388,7 +388,7 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
         pageSize: 16,
         dtype: 'int8',
         rows: R8(),
-        variant,
+        target,
       });
       // G = 3 in packs of 2 and G = 6 in packs of 4: the last pack of each token is part empty.
       await runCase({
@@ -400,7 +400,7 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
         pageSize: 16,
         dtype: 'f16',
         rows: 2,
-        variant,
+        target,
       });
       await runCase({
         lens: [70, 9],
@@ -411,10 +411,10 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
         pageSize: 16,
         dtype: 'f32',
         rows: 4,
-        variant,
+        target,
       });
     });
-    it(`${variant}: packed rows with window + sinks + sink logit, split-K, f16 q/o`, async () => {
+    it(`${target}: packed rows with window + sinks + sink logit, split-K, f16 q/o`, async () => {
       const r = await runCase({
         lens: [300, 40],
         qLens: [9, 1],
@@ -429,7 +429,7 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
         sinks: 3,
         sinkLogit: true,
         rows: R8(),
-        variant,
+        target,
       });
       expect(r.parts).toBeGreaterThan(1);
       await runCase({
@@ -445,10 +445,10 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
         sinkLogit: true,
         kvChunk: 48,
         rows: 4,
-        variant,
+        target,
       });
     });
-    it(`${variant}: ragged K/V source with packs of 4 (G = 6), sink logit and split-K`, async () => {
+    it(`${target}: ragged K/V source with packs of 4 (G = 6), sink logit and split-K`, async () => {
       const g = gpu;
       const Hq = 6,
         Hkv = 1,
@@ -477,7 +477,7 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
         D,
         Dv,
         kvDtype: 'f16',
-        variant,
+        target,
         rows: 4,
         kvChunk: 64,
         sinkLogit: true,
@@ -528,8 +528,8 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
 });
 
 describe('attention core: ragged (contiguous) K/V source', () => {
-  for (const variant of ['cpu', 'gpu'] as const) {
-    it(`${variant}: cuSeqlens K/V, prefill + decode mix, window, split-K`, async () => {
+  for (const target of ['cpu', 'gpu'] as const) {
+    it(`${target}: cuSeqlens K/V, prefill + decode mix, window, split-K`, async () => {
       const g = gpu;
       const Hq = 4,
         Hkv = 2,
@@ -558,7 +558,7 @@ describe('attention core: ragged (contiguous) K/V source', () => {
           D,
           Dv,
           kvDtype: 'f16',
-          variant,
+          target,
           ...opts,
         });
         try {
@@ -592,8 +592,8 @@ describe('attention core: ragged (contiguous) K/V source', () => {
 });
 
 describe('attention core: earlyQueries (more new queries than keys, as in dense attention) and maxKvLen', () => {
-  for (const variant of ['cpu', 'gpu'] as const) {
-    it(`${variant}: queries before the first key see none; empty sequences give o = 0 and lse = -inf (or the sink logit)`, async () => {
+  for (const target of ['cpu', 'gpu'] as const) {
+    it(`${target}: queries before the first key see none; empty sequences give o = 0 and lse = -inf (or the sink logit)`, async () => {
       const g = gpu;
       const Hq = 4,
         Hkv = 2,
@@ -621,7 +621,7 @@ describe('attention core: earlyQueries (more new queries than keys, as in dense 
           Hkv,
           D,
           kvDtype: 'f32',
-          variant,
+          target,
           earlyQueries: true,
           ...opts,
         });
@@ -687,7 +687,7 @@ describe('attention core: earlyQueries (more new queries than keys, as in dense 
         Hkv,
         D,
         kvDtype: 'f32',
-        variant,
+        target,
       });
       try {
         expect(() => strict.schedule({ qoIndptr, kvIndptr })).toThrow(
@@ -701,8 +701,8 @@ describe('attention core: earlyQueries (more new queries than keys, as in dense 
 });
 
 describe('attention core: masked keys are skipped, never multiplied by zero', () => {
-  for (const variant of ['cpu', 'gpu'] as const) {
-    it(`${variant}: NaN in K/V rows outside the window and in the causal future stays invisible`, async () => {
+  for (const target of ['cpu', 'gpu'] as const) {
+    it(`${target}: NaN in K/V rows outside the window and in the causal future stays invisible`, async () => {
       const g = gpu;
       const Hq = 2,
         Hkv = 1,
@@ -740,7 +740,7 @@ describe('attention core: masked keys are skipped, never multiplied by zero', ()
         kvDtype: 'f32',
         window: W,
         sinks: S,
-        variant,
+        target,
         kvChunk: 16,
       });
       const pages = g.dev.upload(pool.bytes);
@@ -768,7 +768,7 @@ describe('attention core: masked keys are skipped, never multiplied by zero', ()
           D,
           pageSize: P,
           kvDtype: 'f32',
-          variant,
+          target,
         });
         open.schedule(pool.table);
         const enc2 = g.dev.device.createCommandEncoder();
@@ -1009,7 +1009,7 @@ describe('attention core: plan, schedule, run', () => {
       [{ window: 8, causal: false }, 'window'],
       [{ maxPages: 0 }, 'maxPages'],
       [{ scale: NaN }, 'scale'],
-      [{ variant: 'fast' }, 'variant'],
+      [{ target: 'fast' }, 'target'],
     ] as const) {
       await expect(
         planBatchAttention(gpu.dev, { ...base(10), ...opts } as BatchAttentionOptions),
@@ -1052,8 +1052,8 @@ describe('attention core: plan, schedule, run', () => {
 });
 
 describe('cross-family equality: every family with everything selected is dense attention', () => {
-  for (const variant of ['cpu', 'gpu'] as const) {
-    it(`${variant}: dense == paged (all pages) == ragged core == block-sparse (all blocks) == MoBA (top-k = all) == DSA (top-k = all) == sliding window (W >= T)`, async () => {
+  for (const target of ['cpu', 'gpu'] as const) {
+    it(`${target}: dense == paged (all pages) == ragged core == block-sparse (all blocks) == MoBA (top-k = all) == DSA (top-k = all) == sliding window (W >= T)`, async () => {
       const g = gpu;
       const Hq = 4,
         Hkv = 2,
@@ -1078,11 +1078,11 @@ describe('cross-family equality: every family with everything selected is dense 
       const read = async (x: { o: GpuTensor; lse: GpuTensor }) => ({ o: await g.read(x.o), lse: await g.read(x.lse) });
 
       const dense = out();
-      await attention(g.dev, { q, k, v, ...dense }, { cuSeqlensQ: cu, causal: true, variant });
+      await attention(g.dev, { q, k, v, ...dense }, { cuSeqlensQ: cu, causal: true, target });
       results.dense = await read(dense);
 
       const sw = out();
-      await slidingWindowAttention(g.dev, { q, k, v, ...sw }, { cuSeqlensQ: cu, window: Math.max(...lens), variant });
+      await slidingWindowAttention(g.dev, { q, k, v, ...sw }, { cuSeqlensQ: cu, window: Math.max(...lens), target });
       results.slidingWindow = await read(sw);
 
       // The paged core over a pool holding every page of every sequence (written by the cache's codec).
@@ -1102,7 +1102,7 @@ describe('cross-family equality: every family with everything selected is dense 
       await batchAttention(
         g.dev,
         { q, ...paged, pages },
-        { Hq, Hkv, D, pageSize: 16, kvDtype: 'f32', poolPages: pool.poolPages, variant, ...pool.table, qoIndptr: cu },
+        { Hq, Hkv, D, pageSize: 16, kvDtype: 'f32', poolPages: pool.poolPages, target, ...pool.table, qoIndptr: cu },
       );
       results.paged = await read(paged);
       g.dev.destroyBuffer(pages);
@@ -1111,7 +1111,7 @@ describe('cross-family equality: every family with everything selected is dense 
       await batchAttention(
         g.dev,
         { q, k, v, ...ragged },
-        { source: 'ragged', Hq, Hkv, D, kvDtype: 'f32', variant, qoIndptr: cu, kvIndptr: cu },
+        { source: 'ragged', Hq, Hkv, D, kvDtype: 'f32', target, qoIndptr: cu, kvIndptr: cu },
       );
       results.raggedCore = await read(ragged);
 
@@ -1120,7 +1120,7 @@ describe('cross-family equality: every family with everything selected is dense 
       await mobaVarlen(
         g.dev,
         { q, k, v, ...mb },
-        { Hq, Hkv, D, blockSize, topk: Math.ceil(Math.max(...lens) / blockSize), cuSeqlens: cu, target: variant },
+        { Hq, Hkv, D, blockSize, topk: Math.ceil(Math.max(...lens) / blockSize), cuSeqlens: cu, target },
       );
       results.moba = await read(mb);
 
@@ -1147,7 +1147,7 @@ describe('cross-family equality: every family with everything selected is dense 
             v: g.tensor(sl(vv, Hkv * D), [n, Hkv, D]),
             ...o1,
           },
-          { R, C, indptr, indices, causal: true, target: variant },
+          { R, C, indptr, indices, causal: true, target },
         );
         const r1 = await read(o1);
         bs.o.set(r1.o, cu[b]! * Hq * D);
@@ -1178,7 +1178,7 @@ describe('cross-family equality: every family with everything selected is dense 
             ...idx,
             ...o1,
           },
-          { topk: n, target: variant },
+          { topk: n, target },
         );
         const r1 = await read(o1);
         ds.o.set(r1.o, cu[b]! * Hq * D);
@@ -1234,8 +1234,8 @@ describe('docs/attention.md', () => {
 });
 
 describe('attention core: a schedule buffer the engine fills on the GPU', () => {
-  for (const variant of ['cpu', 'gpu'] as const) {
-    it(`${variant}: two steps in one encoder, each table copied in on the GPU before its run`, async () => {
+  for (const target of ['cpu', 'gpu'] as const) {
+    it(`${target}: two steps in one encoder, each table copied in on the GPU before its run`, async () => {
       const g = gpu;
       const a = await decodeSetup(g, [17, 300], 12);
       const b = await decodeSetup(g, [65, 1, 33], 13);
@@ -1256,7 +1256,7 @@ describe('attention core: a schedule buffer the engine fills on the GPU', () => 
         pageSize: 16,
         kvDtype: 'f16',
         kvChunk: 64,
-        variant,
+        target,
       });
       const L = plan.scheduleLayout;
       expect(L.header[2]).toBe(plan.maxSplits);
@@ -1310,8 +1310,8 @@ describe('attention core: a schedule buffer the engine fills on the GPU', () => 
 
 describe('attention core under a lowered loop cap (the llvmpipe sizing on any adapter)', () => {
   const capped = useGpu({ loopLimit: 1500 });
-  for (const variant of ['cpu', 'gpu'] as const) {
-    it(`${variant}: parts sized by attentionKeysPerPart, default options, results exact`, async () => {
+  for (const target of ['cpu', 'gpu'] as const) {
+    it(`${target}: parts sized by attentionKeysPerPart, default options, results exact`, async () => {
       const r = await runCase(
         {
           lens: [300, 65, 1],
@@ -1324,14 +1324,14 @@ describe('attention core under a lowered loop cap (the llvmpipe sizing on any ad
           window: 200,
           sinks: 2,
           sinkLogit: true,
-          variant,
+          target,
         },
         capped,
       );
-      const cap = attentionKeysPerPart(1500, variant, 32, 32, 4, r.rows);
+      const cap = attentionKeysPerPart(1500, target, 32, 32, 4, r.rows);
       // No part covers more keys than the cap (the cpu shape's cap is below the longest sequence).
       expect(r.parts).toBeGreaterThanOrEqual(Math.ceil(300 / cap));
-      if (variant === 'cpu') expect(cap).toBeLessThan(300);
+      if (target === 'cpu') expect(cap).toBeLessThan(300);
       expect(r.parts).toBeGreaterThan(1);
     });
   }

@@ -147,7 +147,7 @@ const ENTRIES: Entry[] = [
   {
     name: 'dsa',
     plan: planDsa,
-    opts: () => ({ T: 6, Hq: 2, Hkv: 1, D: 8, HI: 2, DI: 8, topk: 3 }),
+    opts: () => ({ Tq: 6, Hq: 2, Hkv: 1, D: 8, HI: 2, DI: 8, topk: 3 }),
     tensors: {
       q: f32([6, 2, 8]),
       k: f32([6, 1, 8]),
@@ -194,7 +194,7 @@ const ENTRIES: Entry[] = [
   {
     name: 'nsa',
     plan: planNsa,
-    opts: () => ({ T: 16, Hq: 2, Hkv: 1, D: 16, blockSize: 4, blockCount: 2, window: 4 }),
+    opts: () => ({ Tq: 16, Hq: 2, Hkv: 1, D: 16, blockSize: 4, blockCount: 2, window: 4 }),
     tensors: {
       q: f32([16, 2, 16]),
       k: f32([16, 1, 16]),
@@ -692,7 +692,7 @@ callRow(
   'window',
   () => ({ window: 0 }),
 );
-planRow('dsa', 'T = 0', (o) => ({ ...o, T: 0 }), 'E_ARG', 'T');
+planRow('dsa', 'Tq = 0', (o) => ({ ...o, Tq: 0 }), 'E_ARG', 'Tq');
 planRow('dsa', 'topk = 0', (o) => ({ ...o, topk: 0 }), 'E_ARG', 'topk');
 planRow('dsa', 'topk = 5000', (o) => ({ ...o, topk: 5000 }), 'E_UNSUPPORTED', 'topk');
 planRow('dsa', 'DI = 6', (o) => ({ ...o, DI: 6 }), 'E_UNSUPPORTED', 'DI');
@@ -701,11 +701,11 @@ planRow('dsa', 'unknown target', (o) => ({ ...o, target: 'tpu' }), 'E_ARG', 'tar
 planRow(
   'dsa',
   'rowChunk past the binding limit',
-  (o) => ({ ...o, T: 1 << 16, rowChunk: 1 << 16 }),
+  (o) => ({ ...o, Tq: 1 << 16, rowChunk: 1 << 16 }),
   'E_LIMIT',
   'rowChunk',
 );
-planRow('dsa', 'q past the binding limit', (o) => ({ ...o, T: huge, Hq: 4, Hkv: 1, D: 64 }), 'E_LIMIT', /.+/);
+planRow('dsa', 'q past the binding limit', (o) => ({ ...o, Tq: huge, Hq: 4, Hkv: 1, D: 64 }), 'E_LIMIT', /.+/);
 // moba
 planRow('moba', 'T = 0', (o) => ({ ...o, Tq: 0 }), 'E_ARG', 'Tq');
 planRow('moba', 'topk = 0', (o) => ({ ...o, topk: 0 }), 'E_ARG', 'topk');
@@ -728,7 +728,7 @@ callRow(
   () => undefined as never,
 );
 // nsa
-planRow('nsa', 'T = 0', (o) => ({ ...o, T: 0 }), 'E_ARG', 'T');
+planRow('nsa', 'Tq = 0', (o) => ({ ...o, Tq: 0 }), 'E_ARG', 'Tq');
 planRow('nsa', 'blockCount = 0', (o) => ({ ...o, blockCount: 0 }), 'E_ARG', 'blockCount');
 planRow('nsa', 'blockCount = 65', (o) => ({ ...o, blockCount: 65 }), 'E_UNSUPPORTED', 'blockCount');
 planRow('nsa', 'window < 0', (o) => ({ ...o, window: -1 }), 'E_ARG', 'window');
@@ -736,7 +736,7 @@ planRow('nsa', 'blockSize = 0', (o) => ({ ...o, blockSize: 0 }), 'E_ARG', 'block
 planRow('nsa', 'blockSize = 8192', (o) => ({ ...o, blockSize: 8192 }), 'E_UNSUPPORTED', 'blockSize');
 planRow('nsa', 'unknown variant', (o) => ({ ...o, variant: 'x' }), 'E_ARG', 'variant');
 planRow('nsa', 'gateDtype i32', (o) => ({ ...o, gateDtype: 'i32' }), 'E_DTYPE', 'gateDtype');
-planRow('nsa', 'q past the binding limit', (o) => ({ ...o, T: huge, Hq: 4, Hkv: 1, D: 64 }), 'E_LIMIT', /.+/);
+planRow('nsa', 'q past the binding limit', (o) => ({ ...o, Tq: huge, Hq: 4, Hkv: 1, D: 64 }), 'E_LIMIT', /.+/);
 runRow('nsa', 'gSwa missing with a window', (t) => delete t.gSwa, 'E_ARG', 'gSwa');
 // block_sparse
 planRow('block_sparse', 'index past the key blocks', (o) => ({ ...o, indices: [0, 0, 2] }), 'E_ARG', 'indices[2]');

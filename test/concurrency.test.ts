@@ -54,8 +54,8 @@ function expectClose(got: Float64Array, ref: Float64Array, what: string): void {
 }
 
 describe('class 1: device loss with internal promises in flight', () => {
-  for (const variant of VARIANTS) {
-    it(`streaming (${variant}): tiles in flight, device lost -> one E_DEVICE_LOST, no unhandled rejection`, async () => {
+  for (const target of VARIANTS) {
+    it(`streaming (${target}): tiles in flight, device lost -> one E_DEVICE_LOST, no unhandled rejection`, async () => {
       const lost = await requestDevice(adapterFromEnv());
       const unhandled: unknown[] = [];
       const onUnhandled = (e: unknown) => unhandled.push(e);
@@ -71,7 +71,7 @@ describe('class 1: device loss with internal promises in flight', () => {
       try {
         const seq = cache.addSequence();
         fill(cache, seq, 2000, new Rng(5));
-        const plan = await planStreamAttention(cache, { Hq: 2, inflight: 6, variant });
+        const plan = await planStreamAttention(cache, { Hq: 2, inflight: 6, target });
         const q = f32(lost, new Rng(6).normals(2 * 16), [1, 2, 16]);
         const o = nan(lost, [1, 2, 16]);
         let tiles = 0;
@@ -102,7 +102,7 @@ describe('class 1: device loss with internal promises in flight', () => {
       }
     });
 
-    it(`Quest decode (${variant}): device lost between its sections -> one E_DEVICE_LOST, no unhandled rejection`, async () => {
+    it(`Quest decode (${target}): device lost between its sections -> one E_DEVICE_LOST, no unhandled rejection`, async () => {
       const lost = await requestDevice(adapterFromEnv());
       const unhandled: unknown[] = [];
       const onUnhandled = (e: unknown) => unhandled.push(e);
@@ -111,7 +111,7 @@ describe('class 1: device loss with internal promises in flight', () => {
       try {
         const seq = cache.addSequence();
         fill(cache, seq, 1000, new Rng(7));
-        const plan = await planQuestDecode(cache, { Hq: 2, budgetTokens: 128, variant });
+        const plan = await planQuestDecode(cache, { Hq: 2, budgetTokens: 128, target });
         const q = f32(lost, new Rng(8).normals(2 * 16), [1, 2, 16]);
         const run = plan.run(seq, q, { o: nan(lost, [1, 2, 16]) });
         lost.device.destroy(); // the scores are submitted; the selection waits on them
@@ -129,8 +129,8 @@ describe('class 1: device loss with internal promises in flight', () => {
 });
 
 describe('class 2: overlapping runs of one plan', () => {
-  for (const variant of VARIANTS) {
-    it(`stream plan (${variant}): a second overlapping run is E_STATE; the first and later runs are exact`, async () => {
+  for (const target of VARIANTS) {
+    it(`stream plan (${target}): a second overlapping run is E_STATE; the first and later runs are exact`, async () => {
       const dev = gpu.dev;
       const Hq = 2;
       const D = 16;
@@ -146,7 +146,7 @@ describe('class 2: overlapping runs of one plan', () => {
         const seq = cache.addSequence();
         const T = 700;
         fill(cache, seq, T, new Rng(11));
-        const plan = await planStreamAttention(cache, { Hq, variant });
+        const plan = await planStreamAttention(cache, { Hq, target });
         const rng = new Rng(12);
         const qa = rng.normals(Hq * D);
         const qb = rng.normals(Hq * D);
@@ -174,7 +174,7 @@ describe('class 2: overlapping runs of one plan', () => {
           'later run',
         );
         // Two plans on one cache do run concurrently, each exact.
-        const other = await planStreamAttention(cache, { Hq, variant });
+        const other = await planStreamAttention(cache, { Hq, target });
         const oc = nan(dev, [1, Hq, D]);
         await Promise.all([
           plan.run(seq, f32(dev, qa, [1, Hq, D]), { o: oa }),
@@ -197,7 +197,7 @@ describe('class 2: overlapping runs of one plan', () => {
       }
     });
 
-    it(`Quest decode plan (${variant}): a second overlapping run is E_STATE; the first equals a clean run`, async () => {
+    it(`Quest decode plan (${target}): a second overlapping run is E_STATE; the first equals a clean run`, async () => {
       const dev = gpu.dev;
       const Hq = 4;
       const D = 16;
@@ -205,7 +205,7 @@ describe('class 2: overlapping runs of one plan', () => {
       try {
         const seq = cache.addSequence();
         fill(cache, seq, 1200, new Rng(13));
-        const plan = await planQuestDecode(cache, { Hq, budgetTokens: 160, variant });
+        const plan = await planQuestDecode(cache, { Hq, budgetTokens: 160, target });
         const rng = new Rng(14);
         const qa = f32(dev, rng.normals(Hq * D), [1, Hq, D]);
         const qb = f32(dev, rng.normals(Hq * D), [1, Hq, D]);
@@ -221,7 +221,7 @@ describe('class 2: overlapping runs of one plan', () => {
         await plan.run(seq, qa, { o: oc });
         expect(Array.from(first)).toEqual(Array.from(await read(dev, oc)));
         // And with the whole sequence in budget, against float64 attention.
-        const all = await planQuestDecode(cache, { Hq, budgetTokens: 1216, variant });
+        const all = await planQuestDecode(cache, { Hq, budgetTokens: 1216, target });
         await all.run(seq, qb, { o: ob });
         const { k, v } = cache.read(seq, 0, 1200);
         expectClose(
@@ -236,7 +236,7 @@ describe('class 2: overlapping runs of one plan', () => {
       }
     });
 
-    it(`paged partials (${variant}): runs in one encoder are exact up to maxCalls, then E_STATE`, async () => {
+    it(`paged partials (${target}): runs in one encoder are exact up to maxCalls, then E_STATE`, async () => {
       const dev = gpu.dev;
       const Hq = 2;
       const D = 16;
@@ -249,7 +249,7 @@ describe('class 2: overlapping runs of one plan', () => {
         const words = new Uint32Array(2 * PAGED_ENTRY_WORDS);
         slots.forEach((s, i) => words.set([cache.pool.location(s).index, i * P, P, ALL_HEADS], i * PAGED_ENTRY_WORDS));
         const list = dev.upload(words);
-        const plan = await planPaged(dev, { Hq, Hkv: 1, D, pageSize: P, dtype: 'f16', maxCalls: 2, variant });
+        const plan = await planPaged(dev, { Hq, Hkv: 1, D, pageSize: P, dtype: 'f16', maxCalls: 2, target });
         const qv = new Rng(16).normals(Hq * D);
         const q = f32(dev, qv, [1, Hq, D]);
         const oParts = nan(dev, [2, Hq, D]);
@@ -295,15 +295,15 @@ describe('class 2: overlapping runs of one plan', () => {
     });
   }
 
-  for (const variant of VARIANTS) {
-    it(`a plan with workspace (split decode + merge, ${variant}): two runs in one command buffer are both exact`, async () => {
+  for (const target of VARIANTS) {
+    it(`a plan with workspace (split decode + merge, ${target}): two runs in one command buffer are both exact`, async () => {
       const dev = gpu.dev;
       const Hq = 4;
       const Hkv = 2;
       const D = 16;
       const kvLens = [300, 77];
       const total = 377;
-      const plan = await planDecode(dev, { Hq, Hkv, D, kvLens, kvChunk: 64, variant });
+      const plan = await planDecode(dev, { Hq, Hkv, D, kvLens, kvChunk: 64, target });
       expect(plan.kvChunk).toBeLessThan(300); // several splits: f32 partials in the plan's workspace, then the merge
       const rng = new Rng(20);
       const kv = [rng.normals(total * Hkv * D), rng.normals(total * Hkv * D)];
@@ -407,8 +407,8 @@ describe('class 3: GPU errors reach the call that caused them', () => {
     d.destroy();
   });
 
-  for (const variant of VARIANTS) {
-    it(`a valid and an invalid attention call in flight together (${variant})`, async () => {
+  for (const target of VARIANTS) {
+    it(`a valid and an invalid attention call in flight together (${target})`, async () => {
       const Tq = 40;
       const H = 2;
       const D = 16;
@@ -433,8 +433,8 @@ describe('class 3: GPU errors reach the call that caused them', () => {
       for (const order of ['valid first', 'invalid first'] as const) {
         const calls =
           order === 'valid first'
-            ? [attention(d, good, { variant }), attention(d, bad, { variant })]
-            : [attention(d, bad, { variant }), attention(d, good, { variant })].reverse();
+            ? [attention(d, good, { target }), attention(d, bad, { target })]
+            : [attention(d, bad, { target }), attention(d, good, { target })].reverse();
         const [rv, ri] = await Promise.allSettled(calls);
         expect(rv.status, `${order}: the valid call`).toBe('fulfilled');
         expect(ri.status, `${order}: the invalid call`).toBe('rejected');
@@ -494,8 +494,8 @@ describe('class 3: GPU errors reach the call that caused them', () => {
 });
 
 describe('class 9: pins never fill the working set for good', () => {
-  for (const variant of VARIANTS) {
-    it(`many pinned sequences, streams aborted mid-way, then a new sequence still streams (${variant})`, async () => {
+  for (const target of VARIANTS) {
+    it(`many pinned sequences, streams aborted mid-way, then a new sequence still streams (${target})`, async () => {
       const dev = gpu.dev;
       const Hq = 2;
       const D = 16;
@@ -519,13 +519,13 @@ describe('class 9: pins never fill the working set for good', () => {
         let aborted = 0;
         for (const [i, s] of seqs.entries()) {
           if (i % 2 === 0) {
-            await streamAttention(cache, s, q, { Hq, variant });
+            await streamAttention(cache, s, q, { Hq, target });
           } else {
             // Aborted after its first tile (a caller's callback throws).
             await expect(
               streamAttention(cache, s, q, {
                 Hq,
-                variant,
+                target,
                 onProgress: () => {
                   throw new Error('abort');
                 },
@@ -538,13 +538,13 @@ describe('class 9: pins never fill the working set for good', () => {
         expect(cache.stats().poolBytes / cache.pageBytes).toBeLessThan(48);
         const fresh = cache.addSequence();
         fill(cache, fresh, 16 * 9, rng);
-        const got = await streamAttention(cache, fresh, q, { Hq, variant });
+        const got = await streamAttention(cache, fresh, q, { Hq, target });
         const { k, v } = cache.read(fresh, 0, 16 * 9);
         expectClose(got.o, streamAttentionReference(q, k, v, { Tq: 1, Tk: 16 * 9, Hq, Hkv: 1, D }).o, 'fresh sequence');
         // And every old sequence still streams exactly.
         const { k: k0, v: v0 } = cache.read(seqs[1]!, 0, 80);
         expectClose(
-          (await streamAttention(cache, seqs[1]!, q, { Hq, variant })).o,
+          (await streamAttention(cache, seqs[1]!, q, { Hq, target })).o,
           streamAttentionReference(q, k0, v0, { Tq: 1, Tk: 80, Hq, Hkv: 1, D }).o,
           'old sequence',
         );

@@ -23,7 +23,7 @@ interface Case {
   window?: number;
   sinks?: number;
   sinkLogit?: boolean;
-  variant?: 'cpu' | 'gpu';
+  target?: 'cpu' | 'gpu';
   subgroups?: boolean;
   noLse?: boolean;
   /** Bound on a split prefill's partials (forces several query groups when small). */
@@ -39,8 +39,8 @@ function caseName(c: Case): string {
   const win = c.window ? `-W${c.window}` : '';
   const sinks = c.sinks ? `-S${c.sinks}` : '';
   const sl = c.sinkLogit ? '-sinklogit' : '';
-  const variant = c.variant ? `-${c.variant}${c.subgroups === false ? '-nosg' : ''}` : '';
-  return `${t}${tk}-Hq${c.Hq}-Hkv${c.Hkv}-D${c.D}${dv}-${c.dtype}${out}-${mask}${win}${sinks}${sl}${variant}${c.noLse ? '-nolse' : ''}${c.partialBytes ? `-pb${c.partialBytes}` : ''}`;
+  const target = c.target ? `-${c.target}${c.subgroups === false ? '-nosg' : ''}` : '';
+  return `${t}${tk}-Hq${c.Hq}-Hkv${c.Hkv}-D${c.D}${dv}-${c.dtype}${out}-${mask}${win}${sinks}${sl}${target}${c.noLse ? '-nolse' : ''}${c.partialBytes ? `-pb${c.partialBytes}` : ''}`;
 }
 
 /** Random inputs, rounded to the storage dtype (what the reference sees). */
@@ -139,10 +139,10 @@ const PREFILL: Case[] = [
   { tq: [63], Hq: 2, Hkv: 2, D: 32, dtype: 'f32', causal: false, sinkLogit: true },
   { tq: [40, 300], tk: [20, 310], Hq: 2, Hkv: 1, D: 64, dtype: 'f32', window: 50, sinks: 3 },
   // the other kernel variants (chosen automatically on other adapters)
-  { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f16', window: 64, sinks: 4, variant: 'gpu' },
-  { tq: [65, 130], Hq: 2, Hkv: 1, D: 80, Dv: 48, dtype: 'f32', causal: false, variant: 'gpu' },
-  { tq: [100], tk: [37], Hq: 2, Hkv: 1, D: 80, Dv: 48, dtype: 'f32', sinkLogit: true, variant: 'gpu' },
-  { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', window: 64, sinks: 4, variant: 'cpu', subgroups: false },
+  { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f16', window: 64, sinks: 4, target: 'gpu' },
+  { tq: [65, 130], Hq: 2, Hkv: 1, D: 80, Dv: 48, dtype: 'f32', causal: false, target: 'gpu' },
+  { tq: [100], tk: [37], Hq: 2, Hkv: 1, D: 80, Dv: 48, dtype: 'f32', sinkLogit: true, target: 'gpu' },
+  { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', window: 64, sinks: 4, target: 'cpu', subgroups: false },
   // 17,000 keys per tile: unsplit, one main_cpu work item would loop 71,438 times (llvmpipe's cap
   // is 65,535, so there the plan splits the keys in two and merges)
   { tq: [16], tk: [17000], Hq: 2, Hkv: 1, D: 128, dtype: 'f32', causal: false },
@@ -178,7 +178,7 @@ async function runPrefill(
     window: c.window,
     sinks: c.sinks,
     sinkLogit: c.sinkLogit,
-    variant: c.variant,
+    target: c.target,
     subgroups: c.subgroups,
     partialBytes: c.partialBytes,
     loopLimit,
@@ -231,7 +231,7 @@ interface DecodeCase {
   sinks?: number;
   sinkLogit?: boolean;
   noLse?: boolean;
-  variant?: 'cpu' | 'gpu';
+  target?: 'cpu' | 'gpu';
   subgroups?: boolean;
 }
 
@@ -242,13 +242,13 @@ const DECODE: DecodeCase[] = [
   { kvLens: [64], Hq: 2, Hkv: 2, D: 80, dtype: 'f32', noLse: true, subgroups: false },
   { kvLens: [130, 1, 77], Hq: 6, Hkv: 1, D: 32, Dv: 24, dtype: 'f32', kvChunk: 64, sinkLogit: true },
   { kvLens: [1000, 7], Hq: 2, Hkv: 1, D: 64, dtype: 'f16', kvChunk: 128, noLse: true },
-  { kvLens: [200, 65], Hq: 4, Hkv: 2, D: 80, Dv: 48, dtype: 'f32', kvChunk: 48, variant: 'gpu' },
+  { kvLens: [200, 65], Hq: 4, Hkv: 2, D: 80, Dv: 48, dtype: 'f32', kvChunk: 48, target: 'gpu' },
   // one 17,000-key split would loop past llvmpipe's cap: there the chunk is lowered (2 splits)
   { kvLens: [17000, 3], Hq: 2, Hkv: 1, D: 128, dtype: 'f32', kvChunk: 17000 },
 ];
 
 function decodeName(c: DecodeCase): string {
-  return `N${c.kvLens.length}-kv${c.kvLens.join('_')}-Hq${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}${c.outDtype ? `-out${c.outDtype}` : ''}${c.kvChunk ? `-chunk${c.kvChunk}` : ''}${c.window ? `-W${c.window}` : ''}${c.sinks ? `-S${c.sinks}` : ''}${c.sinkLogit ? '-sinklogit' : ''}${c.noLse ? '-nolse' : ''}${c.variant ? `-${c.variant}` : ''}${c.subgroups === false ? '-nosg' : ''}`;
+  return `N${c.kvLens.length}-kv${c.kvLens.join('_')}-Hq${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}${c.outDtype ? `-out${c.outDtype}` : ''}${c.kvChunk ? `-chunk${c.kvChunk}` : ''}${c.window ? `-W${c.window}` : ''}${c.sinks ? `-S${c.sinks}` : ''}${c.sinkLogit ? '-sinklogit' : ''}${c.noLse ? '-nolse' : ''}${c.target ? `-${c.target}` : ''}${c.subgroups === false ? '-nosg' : ''}`;
 }
 
 /** Plans, runs and checks one decode case on fixture `g`; returns the plan's split choice. */
@@ -282,7 +282,7 @@ async function runDecode(g: GpuFixture, c: DecodeCase, seed: number): Promise<{ 
     window: c.window,
     sinks: c.sinks,
     sinkLogit: c.sinkLogit,
-    variant: c.variant,
+    target: c.target,
     subgroups: c.subgroups,
   });
   const o = g.nanTensor([N, c.Hq, Dv], c.outDtype ?? c.dtype);
@@ -312,7 +312,7 @@ describe('dense decode (split-K + merge)', () => {
       if (c.kvChunk) {
         const chunk = Math.min(
           c.kvChunk,
-          maxFlashKvChunk(gpu.dev.loopLimit, c.variant === 'gpu' ? 'main_gpu' : 'main_decode_cpu', c.D, c.Dv ?? c.D),
+          maxFlashKvChunk(gpu.dev.loopLimit, c.target === 'gpu' ? 'main_gpu' : 'main_decode_cpu', c.D, c.Dv ?? c.D),
         );
         expect(split.kvChunk).toBe(chunk);
         expect(split.splits).toBe(Math.ceil(Math.max(...c.kvLens) / chunk));
@@ -352,7 +352,7 @@ describe('dense decode: which kernel runs', () => {
       sinkLogit: true,
     },
     { kvLens: [3, 0, 2], Hq: 2, Hkv: 1, D: 12, dtype: 'f16', kvChunk: 2 },
-    { kvLens: [40, 1], Hq: 2, Hkv: 1, D: 5, dtype: 'f32', variant: 'gpu' },
+    { kvLens: [40, 1], Hq: 2, Hkv: 1, D: 5, dtype: 'f32', target: 'gpu' },
   ];
   const kernelOf = async (c: DecodeCase) => {
     const plan = await planDecode(gpu.dev, {
@@ -366,7 +366,7 @@ describe('dense decode: which kernel runs', () => {
       window: c.window,
       sinks: c.sinks,
       sinkLogit: c.sinkLogit,
-      variant: c.variant,
+      target: c.target,
     });
     const k = plan.kernel;
     plan.dispose();
@@ -506,7 +506,7 @@ describe('dense with loopLimit 4096 (the split path on any adapter)', () => {
       window: 300,
       sinks: 2,
       sinkLogit: true,
-      variant: 'gpu',
+      target: 'gpu',
       splits: 11,
     },
     // several query groups (128 tokens each), sequences crossing group boundaries, the last one
@@ -546,7 +546,7 @@ describe('dense with loopLimit 4096 (the split path on any adapter)', () => {
     const cap = maxFlashKvChunk(4096, 'main_gpu', 64, 64);
     const got = await runDecode(
       small,
-      { kvLens: [700, 33], Hq: 4, Hkv: 1, D: 64, dtype: 'f32', sinkLogit: true, variant: 'gpu' },
+      { kvLens: [700, 33], Hq: 4, Hkv: 1, D: 64, dtype: 'f32', sinkLogit: true, target: 'gpu' },
       951,
     );
     expect(got.kvChunk).toBe(cap);

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   adapterFromEnv,
   adapterLoopLimit,
@@ -10,6 +10,7 @@ import {
   loopBudget,
   requestDevice,
   wrapDevice,
+  type TesseraDevice,
 } from '../src/gpu/device.js';
 import { getPipeline, grid2d, pipelineKey, wgslProgram } from '../src/gpu/pipeline.js';
 import { uniformLayout } from '../src/gpu/uniforms.js';
@@ -336,8 +337,36 @@ describe('buffer tracking: destroyed buffers and buffers of another device', () 
     return 'ok';
   };
 
-  it('requestDevice records every buffer of its device, through instance wrappers only', () => {
-    const dev = gpu.dev;
+  // Tracking every buffer of a device is opt-in: this file's own device asks for it.
+  let tracked: TesseraDevice;
+  beforeAll(async () => {
+    tracked = await requestDevice({ ...adapterFromEnv(), label: 'tracked', trackBuffers: true });
+  });
+  afterAll(() => tracked?.destroy());
+
+  it('requestDevice leaves the device object alone unless asked (bufferTracking "own")', async () => {
+    const dev = gpu.dev; // the test fixture's device: requestDevice without trackBuffers
+    expect(dev.bufferTracking).toBe('own');
+    expect(Object.hasOwn(dev.device, 'createBuffer')).toBe(false);
+    const user = dev.device.createBuffer({ size: 64, usage: U(), label: 'user' }); // not via Tessera
+    expect(Object.hasOwn(user, 'destroy')).toBe(false); // the caller's buffers are untouched
+    user.destroy();
+    expect(bufferProblem(user, dev)).toBeNull(); // unknown: its destruction is not seen
+    // Tessera's own buffers are still known: destroyed, and destroy() frees their bytes in memory()
+    const own = dev.createBuffer({ size: 64, usage: U() });
+    expect(bufferProblem(own, dev)).toBeNull();
+    const held = dev.memory().bytesHeld;
+    own.destroy();
+    expect(dev.memory().bytesHeld).toBe(held - 64);
+    expect(bufferProblem(own, dev)).toBe('destroyed');
+    await expect(requestDevice({ ...adapterFromEnv(), trackBuffers: 'yes' as never })).rejects.toMatchObject({
+      code: 'E_ARG',
+      argument: 'trackBuffers',
+    });
+  });
+
+  it('requestDevice({ trackBuffers: true }) records every buffer of its device, through instance wrappers only', () => {
+    const dev = tracked;
     expect(dev.bufferTracking).toBe('all');
     const proto = Object.getPrototypeOf(dev.device) as GPUDevice;
     expect(Object.hasOwn(dev.device, 'createBuffer')).toBe(true);
@@ -371,15 +400,15 @@ describe('buffer tracking: destroyed buffers and buffers of another device', () 
       expect(Object.hasOwn(untracked.device, 'createBuffer')).toBe(false);
       const fromOther = other.upload(new Float32Array(4));
       const raw = untracked.device.createBuffer({ size: 64, usage: U(), label: 'raw' }); // unknown to Tessera
-      const mine = gpu.dev.upload(new Float32Array(4));
-      expect(bufferProblem(fromOther, gpu.dev)).toBe('foreign');
-      // gpu.dev saw every buffer made on it, so an unknown buffer belongs to another device
-      expect(bufferProblem(raw, gpu.dev)).toBe('foreign');
-      expect(() => checkBuffer(gpu.dev, raw, 'k.buffer')).toThrow(
-        /k\.buffer: belongs to another device \(buffer "raw" was not created on device "tessera-test"/,
+      const mine = tracked.upload(new Float32Array(4));
+      expect(bufferProblem(fromOther, tracked)).toBe('foreign');
+      // `tracked` saw every buffer made on it, so an unknown buffer belongs to another device
+      expect(bufferProblem(raw, tracked)).toBe('foreign');
+      expect(() => checkBuffer(tracked, raw, 'k.buffer')).toThrow(
+        /k\.buffer: belongs to another device \(buffer "raw" was not created on device "tracked"/,
       );
-      expect(() => checkBuffer(gpu.dev, fromOther, 'k.buffer')).toThrow(
-        /created on device "other"; this call runs on device "tessera-test"/,
+      expect(() => checkBuffer(tracked, fromOther, 'k.buffer')).toThrow(
+        /created on device "other"; this call runs on device "tracked"/,
       );
       // the untracked device: its unknown buffers pass (as before), known ones of other devices do not
       expect(bufferProblem(raw, untracked)).toBeNull();
@@ -387,8 +416,8 @@ describe('buffer tracking: destroyed buffers and buffers of another device', () 
       raw.destroy();
       expect(bufferProblem(raw, untracked)).toBeNull(); // its destruction is not known either
       // readback of a destroyed or foreign buffer is an error, not zeros
-      await expect(gpu.dev.readback(fromOther)).rejects.toMatchObject({ code: 'E_BUFFER', argument: 'src' });
-      gpu.dev.destroyBuffer(mine);
+      await expect(tracked.readback(fromOther)).rejects.toMatchObject({ code: 'E_BUFFER', argument: 'src' });
+      tracked.destroyBuffer(mine);
     } finally {
       other.destroy();
       untracked.destroy();
@@ -408,9 +437,9 @@ describe('buffer tracking: destroyed buffers and buffers of another device', () 
       after.destroy();
       expect(bufferProblem(before, d)).toBeNull(); // created before tracking: unknown
       expect(bufferProblem(after, d)).toBe('destroyed');
-      const theirs = gpu.dev.device.createBuffer({ size: 4, usage: U() });
+      const theirs = tracked.device.createBuffer({ size: 4, usage: U() });
       expect(bufferProblem(theirs, d)).toBe('foreign');
-      expect(bufferProblem(d.device.createBuffer({ size: 4, usage: U() }), gpu.dev)).toBe('foreign');
+      expect(bufferProblem(d.device.createBuffer({ size: 4, usage: U() }), tracked)).toBe('foreign');
       theirs.destroy();
     } finally {
       d.destroy();

@@ -47,7 +47,7 @@ async function runCase(c: Case) {
   const lse = gpu.nanTensor([T, Hq]);
   const indices = gpu.tensor(new Int32Array(T * S).fill(-7), [T, S], 'i32');
   const plan = await planDsa(gpu.dev, {
-    T,
+    Tq: T,
     Tk,
     Hq,
     Hkv,

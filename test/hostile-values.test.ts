@@ -242,12 +242,12 @@ describe("class 10: values that do not fit the shaders' f32 / u32 parameters", (
     ['moba scale 1e300', () => planMoba(gpu.dev, { ...base, blockSize: 4, topk: 2, scale: 1e300 }), 'scale'],
     [
       'nsa window 2^32',
-      () => planNsa(gpu.dev, { T: 16, Hq: 2, Hkv: 1, D: 16, blockSize: 4, blockCount: 2, window: U32 }),
+      () => planNsa(gpu.dev, { Tq: 16, Hq: 2, Hkv: 1, D: 16, blockSize: 4, blockCount: 2, window: U32 }),
       'window',
     ],
     [
       'nsa scale 1e39',
-      () => planNsa(gpu.dev, { T: 16, Hq: 2, Hkv: 1, D: 16, blockSize: 4, blockCount: 2, window: 4, scale: 1e39 }),
+      () => planNsa(gpu.dev, { Tq: 16, Hq: 2, Hkv: 1, D: 16, blockSize: 4, blockCount: 2, window: 4, scale: 1e39 }),
       'scale',
     ],
     [
@@ -268,10 +268,10 @@ describe("class 10: values that do not fit the shaders' f32 / u32 parameters", (
     ],
     [
       'dsa scale 1e39',
-      () => planDsa(gpu.dev, { T: 6, Hq: 2, Hkv: 1, D: 8, HI: 2, DI: 8, topk: 3, scale: 1e39 }),
+      () => planDsa(gpu.dev, { Tq: 6, Hq: 2, Hkv: 1, D: 8, HI: 2, DI: 8, topk: 3, scale: 1e39 }),
       'scale',
     ],
-    ['dsa topk 2^32', () => planDsa(gpu.dev, { T: 6, Hq: 2, Hkv: 1, D: 8, HI: 2, DI: 8, topk: U32 }), 'topk'],
+    ['dsa topk 2^32', () => planDsa(gpu.dev, { Tq: 6, Hq: 2, Hkv: 1, D: 8, HI: 2, DI: 8, topk: U32 }), 'topk'],
     [
       'paged scale 1e39',
       () => planPaged(gpu.dev, { Hq: 2, Hkv: 1, D: 8, pageSize: 16, dtype: 'f32', scale: 1e39 }),

@@ -371,8 +371,8 @@ describe('class 5: int8 pages', () => {
     }
   });
 
-  for (const variant of ['cpu', 'gpu'] as const) {
-    it(`streaming over int8 pages of very different token magnitudes equals float64 attention (${variant})`, async () => {
+  for (const target of ['cpu', 'gpu'] as const) {
+    it(`streaming over int8 pages of very different token magnitudes equals float64 attention (${target})`, async () => {
       const Hkv = 2;
       const D = 16;
       const cache = createKvCache(gpu.dev, {
@@ -398,7 +398,7 @@ describe('class 5: int8 pages', () => {
         const Hq = 4;
         const Tq = 3;
         const q = rng.normals(Tq * Hq * D);
-        const got = await streamAttention(cache, s, q, { Hq, Tq, variant });
+        const got = await streamAttention(cache, s, q, { Hq, Tq, target });
         const { k, v } = cache.read(s, 0, T);
         const ref = streamAttentionReference(q, k, v, { Tq, Tk: T, Hq, Hkv, D });
         const c = compare(got.o, ref.o);

@@ -83,7 +83,7 @@ const FAMILIES: Record<string, Planner> = {
     tensors: () => ({ q: t([1, 2, 8]), k: t([12, 1, 8]), v: t([12, 1, 8]), o: t([1, 2, 8]) }),
   },
   nsa: {
-    plan: (d) => planNsa(d, { T: 12, Hq: 2, Hkv: 1, D: 8, blockSize: 4, blockCount: 2, window: 4 }),
+    plan: (d) => planNsa(d, { Tq: 12, Hq: 2, Hkv: 1, D: 8, blockSize: 4, blockCount: 2, window: 4 }),
     tensors: () => ({
       q: t([12, 2, 8]),
       k: t([12, 1, 8]),

@@ -116,10 +116,10 @@ describe('dense / sliding window prefill: a non-finite key or value never reache
     },
     { name: 'window 16: key 3', T: 90, D: 8, window: 16, plantRow: () => 3, tensor: 'k' },
   ];
-  for (const variant of VARIANTS) {
+  for (const target of VARIANTS) {
     for (const c of cases) {
       for (const bad of BAD) {
-        it(`${variant}: ${c.name} = ${bad}`, async () => {
+        it(`${target}: ${c.name} = ${bad}`, async () => {
           const Hq = 2,
             Hkv = 1,
             D = c.D,
@@ -143,8 +143,8 @@ describe('dense / sliding window prefill: a non-finite key or value never reache
           const o = gpu.nanTensor([T, Hq, D]);
           const lse = gpu.nanTensor([T, Hq]);
           const plan = c.window
-            ? await planSlidingWindow(gpu.dev, { Tq: T, Hq, Hkv, D, window: c.window, sinks: c.sinks, variant })
-            : await planAttention(gpu.dev, { Tq: T, Hq, Hkv, D, variant });
+            ? await planSlidingWindow(gpu.dev, { Tq: T, Hq, Hkv, D, window: c.window, sinks: c.sinks, target })
+            : await planAttention(gpu.dev, { Tq: T, Hq, Hkv, D, target });
           try {
             await submit((enc) =>
               plan.run(enc, {
@@ -168,10 +168,10 @@ describe('dense / sliding window prefill: a non-finite key or value never reache
 });
 
 describe('dense / sliding window decode: a non-finite key or value outside the window is skipped', () => {
-  for (const variant of VARIANTS) {
+  for (const target of VARIANTS) {
     for (const bad of BAD) {
       for (const tensor of ['k', 'v'] as const) {
-        it(`${variant}: ${tensor}[4] = ${bad}, window 32, sinks 2, kvLens [100, 37]`, async () => {
+        it(`${target}: ${tensor}[4] = ${bad}, window 32, sinks 2, kvLens [100, 37]`, async () => {
           const Hq = 2,
             Hkv = 1,
             D = 16,
@@ -200,7 +200,7 @@ describe('dense / sliding window decode: a non-finite key or value outside the w
             ko += n;
           });
           const o = gpu.nanTensor([2, Hq, D]);
-          const plan = await planDecode(gpu.dev, { kvLens, Hq, Hkv, D, window: W, sinks: S, kvChunk: 16, variant });
+          const plan = await planDecode(gpu.dev, { kvLens, Hq, Hkv, D, window: W, sinks: S, kvChunk: 16, target });
           try {
             await submit((enc) =>
               plan.run(enc, {
@@ -311,7 +311,7 @@ describe("block-sparse, MoBA, NSA, DSA: a non-finite key or value outside a row'
             { T, Hq, Hkv, D, blockSize, blockCount, window },
           );
           const o = gpu.nanTensor([T, Hq, D]);
-          const plan = await planNsa(gpu.dev, { T, Hq, Hkv, D, blockSize, blockCount, window, target });
+          const plan = await planNsa(gpu.dev, { Tq: T, Hq, Hkv, D, blockSize, blockCount, window, target });
           try {
             await submit((enc) =>
               plan.run(enc, {
@@ -343,7 +343,7 @@ describe("block-sparse, MoBA, NSA, DSA: a non-finite key or value outside a row'
             w = rng.normals(T * HI, 0.5).map(Math.fround);
           const ref = dsaReference(x.q, x.k, x.v, { qI, kI, w }, { T, Hq, Hkv, D, HI, DI, topk });
           const o = gpu.nanTensor([T, Hq, D]);
-          const plan = await planDsa(gpu.dev, { T, Hq, Hkv, D, HI, DI, topk, target });
+          const plan = await planDsa(gpu.dev, { Tq: T, Hq, Hkv, D, HI, DI, topk, target });
           try {
             await submit((enc) =>
               plan.run(enc, {
@@ -372,9 +372,9 @@ describe("paged partials (streaming over the KV cache) and merge: non-finite val
   // is no masked product to skip. Only the CPU shape here: the GPU shape of the paged kernel did
   // not finish within minutes on SwiftShader for this f32 case on the loaded shared machine
   // (reported, not investigated here).
-  for (const variant of ['cpu'] as const) {
+  for (const target of ['cpu'] as const) {
     for (const bad of BAD) {
-      it(`stream ${variant}: v of the newest token = ${bad}; the 5 earlier causal queries do not see it`, async () => {
+      it(`stream ${target}: v of the newest token = ${bad}; the 5 earlier causal queries do not see it`, async () => {
         const Hq = 2,
           Hkv = 1,
           D = 8,
@@ -389,7 +389,7 @@ describe("paged partials (streaming over the KV cache) and merge: non-finite val
         try {
           const s = cache.addSequence();
           cache.append(s, Float32Array.from(k), Float32Array.from(v));
-          const plan = await planStreamAttention(cache, { Hq, Tq, causal: true, variant });
+          const plan = await planStreamAttention(cache, { Hq, Tq, causal: true, target });
           try {
             const o = gpu.nanTensor([Tq, Hq, D]);
             await plan.run(s, gpu.tensor(q, [Tq, Hq, D]), { o });

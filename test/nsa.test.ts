@@ -47,7 +47,7 @@ async function runCase(c: Case) {
   const o = gpu.nanTensor([T, Hq, D], dtype);
   const blockIndices = gpu.tensor(new Int32Array(T * Hkv * S).fill(-7), [T, Hkv, S], 'i32');
   const plan = await planNsa(gpu.dev, {
-    T,
+    Tq: T,
     Tk,
     Hq,
     Hkv,
@@ -210,7 +210,7 @@ describe('nsa plans with loopLimit 1024 (every split path, small sizes, on any a
 
 describe('nsa bad input', () => {
   it('rejects bad options and tensors with a TesseraError naming the argument', async () => {
-    const base = { T: 16, Hq: 2, Hkv: 1, D: 16, blockSize: 4, blockCount: 2, window: 4 };
+    const base = { Tq: 16, Hq: 2, Hkv: 1, D: 16, blockSize: 4, blockCount: 2, window: 4 };
     await expect(planNsa(gpu.dev, { ...base, blockCount: 0 })).rejects.toMatchObject({
       code: 'E_ARG',
       argument: 'blockCount',

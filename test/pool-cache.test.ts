@@ -235,20 +235,20 @@ describe('the KvCache working set is a page pool shared with engines', () => {
 });
 
 describe("exact streaming over resident pages encodes into the caller's encoder", () => {
-  for (const [Tq, len, variant] of [
+  for (const [Tq, len, target] of [
     [1, 37, 'cpu'],
     [3, 50, 'cpu'],
     [1, 37, 'gpu'],
     [3, 50, 'gpu'],
   ] as const) {
-    it(`${variant}: Tq ${Tq}, ${len} tokens: encode() matches float64 and run() bit for bit; non-resident pages are E_STATE`, async () => {
+    it(`${target}: Tq ${Tq}, ${len} tokens: encode() matches float64 and run() bit for bit; non-resident pages are E_STATE`, async () => {
       const cache = makeCache();
       const rng = new Rng(11 + Tq);
       const seq = cache.addSequence();
       const k = rows(rng, len);
       const v = rows(rng, len);
       cache.append(seq, k, v);
-      const plan = await planStreamAttention(cache, { Hq, Tq, variant });
+      const plan = await planStreamAttention(cache, { Hq, Tq, target });
       const qh = rng.normals(Tq * Hq * D);
       const q = g.tensor(qh, [Tq, Hq, D]);
       const out = () => ({ o: g.nanTensor([Tq, Hq, D]), lse: g.nanTensor([Tq, Hq]) });

@@ -27,7 +27,7 @@ interface Case {
   mode?: 'quest' | 'mean';
   /** Page scoring per block: the query-box bound (default) or every row's own score. */
   blockScore?: 'bound' | 'rows';
-  variant?: 'cpu' | 'gpu';
+  target?: 'cpu' | 'gpu';
   /** Append the chunk through run({ k, v }) (default) or before the call. */
   appendInRun?: boolean;
 }
@@ -42,7 +42,7 @@ async function runCase(c: Case) {
     blockSize: c.blockSize,
     mode: c.mode,
     blockScore: c.blockScore,
-    variant: c.variant,
+    target: c.target,
   } satisfies SparsePrefillOptions);
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
   const rng = new Rng(c.T + c.Tq + c.D);
@@ -87,11 +87,11 @@ describe('sparse prefill vs float64', () => {
     { T: 5_003, Tq: 130, Hq: 4, Hkv: 2, D: 16, dtype: 'f32', P: 16, budget: 256, blockSize: 32 },
     { T: 5_003, Tq: 130, Hq: 4, Hkv: 2, D: 16, dtype: 'f32', P: 16, budget: 256, blockSize: 32, blockScore: 'rows' },
     { T: 4_100, Tq: 97, Hq: 2, Hkv: 1, D: 16, dtype: 'bf16', P: 32, budget: 320, mode: 'mean' },
-    { T: 3_000, Tq: 100, Hq: 2, Hkv: 2, D: 16, dtype: 'f16', P: 16, budget: 256, variant: 'gpu', appendInRun: false },
+    { T: 3_000, Tq: 100, Hq: 2, Hkv: 2, D: 16, dtype: 'f16', P: 16, budget: 256, target: 'gpu', appendInRun: false },
     { T: 2_500, Tq: 64, Hq: 3, Hkv: 1, D: 12, dtype: 'int8', P: 64, budget: 640, blockSize: 16 },
   ];
   for (const c of cases) {
-    it(`T${c.T}+${c.Tq} H${c.Hq}/${c.Hkv} D${c.D} ${c.dtype} P${c.P} budget ${c.budget} B${c.blockSize ?? 64} ${c.mode ?? 'quest'} ${c.blockScore ?? 'bound'} ${c.variant ?? 'auto'}`, async () => {
+    it(`T${c.T}+${c.Tq} H${c.Hq}/${c.Hkv} D${c.D} ${c.dtype} P${c.P} budget ${c.budget} B${c.blockSize ?? 64} ${c.mode ?? 'quest'} ${c.blockScore ?? 'bound'} ${c.target ?? 'auto'}`, async () => {
       const r = await runCase(c);
       try {
         const { stats, ro } = r;
@@ -150,12 +150,12 @@ describe('sparse prefill vs float64', () => {
     });
   }
 
-  for (const variant of ['cpu', 'gpu'] as const) {
-    it(`a budget that covers the context equals exact causal attention (${variant})`, async () => {
+  for (const target of ['cpu', 'gpu'] as const) {
+    it(`a budget that covers the context equals exact causal attention (${target})`, async () => {
       const c: Case =
-        variant === 'cpu'
-          ? { T: 900, Tq: 70, Hq: 4, Hkv: 2, D: 16, dtype: 'f16', P: 16, budget: 1024, variant }
-          : { T: 500, Tq: 40, Hq: 2, Hkv: 1, D: 16, dtype: 'f16', P: 16, budget: 1024, variant, blockSize: 32 };
+        target === 'cpu'
+          ? { T: 900, Tq: 70, Hq: 4, Hkv: 2, D: 16, dtype: 'f16', P: 16, budget: 1024, target }
+          : { T: 500, Tq: 40, Hq: 2, Hkv: 1, D: 16, dtype: 'f16', P: 16, budget: 1024, target, blockSize: 32 };
       const r = await runCase(c);
       try {
         expect(r.stats.selected.every((x) => x.every((s) => s.length === Math.floor(c.T / c.P)))).toBe(true);
@@ -168,9 +168,9 @@ describe('sparse prefill vs float64', () => {
           const cmp = compare(got, want);
           expect(passes(cmp, TOLERANCE.f32), describeComparison(cmp)).toBe(true);
         }
-        if (variant === 'cpu') {
+        if (target === 'cpu') {
           // and exact streaming itself (the gpu-shaped stream of 280 rows is slow on a CPU adapter)
-          const exact = await streamAttention(r.cache, r.seq, r.q, { Hq: c.Hq, Tq: c.Tq, variant });
+          const exact = await streamAttention(r.cache, r.seq, r.q, { Hq: c.Hq, Tq: c.Tq, target });
           expect(compare(r.o, exact.o).relRms).toBeLessThan(1e-5);
           expect(compare(r.lse, exact.lse).relRms).toBeLessThan(1e-5);
         }

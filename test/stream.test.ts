@@ -24,7 +24,7 @@ interface Case {
   cache?: Partial<KvCacheOptions>;
   appendChunk?: number;
   /** Paged kernel shape (default: auto = cpu on SwiftShader). */
-  variant?: 'cpu' | 'gpu';
+  target?: 'cpu' | 'gpu';
   /** Bound on the partials (small: few parts, many pages per part). */
   partialBytes?: number;
   /** The plan's loopLimit option (the split paths on any adapter). */
@@ -53,7 +53,7 @@ async function runCase(c: Case): Promise<{ evictions: number; tiles: number }> {
       Hq: c.Hq,
       Tq: c.Tq,
       qPos0: c.qPos0,
-      variant: c.variant,
+      target: c.target,
       partialBytes: c.partialBytes,
       loopLimit: c.loopLimit,
     });
@@ -86,9 +86,9 @@ describe('streaming exact attention vs float64', () => {
     { T: 4_000, Tq: 3, Hq: 4, Hkv: 2, D: 32, dtype: 'bf16', pageSize: 32 },
     { T: 3_000, Tq: 1, Hq: 1, Hkv: 1, D: 96, dtype: 'f32', pageSize: 16 },
     // The GPU-shaped kernel (workgroup per part and row), run here on the CPU adapter for correctness.
-    { T: 3_000, Tq: 1, Hq: 4, Hkv: 2, D: 16, dtype: 'f16', variant: 'gpu' },
-    { T: 1_201, Tq: 5, Hq: 2, Hkv: 1, D: 32, dtype: 'int8', pageSize: 128, qPos0: 700, variant: 'gpu' },
-    { T: 1_000, Tq: 1, Hq: 2, Hkv: 2, D: 12, dtype: 'bf16', pageSize: 16, variant: 'gpu' },
+    { T: 3_000, Tq: 1, Hq: 4, Hkv: 2, D: 16, dtype: 'f16', target: 'gpu' },
+    { T: 1_201, Tq: 5, Hq: 2, Hkv: 1, D: 32, dtype: 'int8', pageSize: 128, qPos0: 700, target: 'gpu' },
+    { T: 1_000, Tq: 1, Hq: 2, Hkv: 2, D: 12, dtype: 'bf16', pageSize: 16, target: 'gpu' },
     // one part of 128 pages of 256 keys (tiny partialBytes): unbounded, one invocation would loop
     // 363,000 times; on llvmpipe (65,535) the plan shrinks the tile to 20 pages
     {
@@ -104,7 +104,7 @@ describe('streaming exact attention vs float64', () => {
     },
   ];
   for (const c of cases) {
-    it(`T${c.T}-Tq${c.Tq}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}-P${c.pageSize ?? 64}${c.qPos0 !== undefined ? `-q@${c.qPos0}` : ''}${c.variant ? `-${c.variant}` : ''}`, async () => {
+    it(`T${c.T}-Tq${c.Tq}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}-P${c.pageSize ?? 64}${c.qPos0 !== undefined ? `-q@${c.qPos0}` : ''}${c.target ? `-${c.target}` : ''}`, async () => {
       const r = await runCase(c);
       expect(r.tiles).toBeGreaterThan(0);
     });
@@ -224,7 +224,7 @@ describe('streaming within a loop cap (plan or cache option loopLimit 4096, on a
       dtype: 'f32',
       pageSize: 128,
       partialBytes: 1,
-      variant: 'gpu',
+      target: 'gpu',
       loopLimit: 4096,
     });
     expect(r.tiles).toBe(Math.ceil(Math.ceil(2_000 / 128) / per));

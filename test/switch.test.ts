@@ -24,7 +24,7 @@ describe('dense/sparse switch', () => {
     const mode = await sparseSwitch(
       gpu.dev,
       { q: gpu.tensor(x.q, [T, Hq, D]), k: gpu.tensor(x.k, [T, Hkv, D]), v: gpu.tensor(x.v, [T, Hkv, D]), o },
-      { T, Hq, Hkv, D, method: 'moba', threshold: 1000 },
+      { Tq: T, Hq, Hkv, D, method: 'moba', threshold: 1000 },
     );
     expect(mode).toBe('dense');
     const ref = attentionReference(x.q, x.k, x.v, { Tq: T, Hq, Hkv, D, causal: true });
@@ -38,7 +38,7 @@ describe('dense/sparse switch', () => {
     const mode = await sparseSwitch(
       gpu.dev,
       { q: gpu.tensor(x.q, [T, Hq, D]), k: gpu.tensor(x.k, [T, Hkv, D]), v: gpu.tensor(x.v, [T, Hkv, D]), o },
-      { T, Hq, Hkv, D, method: 'moba', threshold: T, moba: { blockSize: 16, topk: 2 } },
+      { Tq: T, Hq, Hkv, D, method: 'moba', threshold: T, moba: { blockSize: 16, topk: 2 } },
     );
     expect(mode).toBe('moba');
     const ref = mobaReference(x.q, x.k, x.v, { Tq: T, Hq, Hkv, D, blockSize: 16, topk: 2 });
@@ -53,7 +53,7 @@ describe('dense/sparse switch', () => {
     const mode = await sparseSwitch(
       gpu.dev,
       { q: gpu.tensor(x.q, [T, Hq, D]), k: gpu.tensor(x.k, [T, Hkv, D]), v: gpu.tensor(x.v, [T, Hkv, D]), o, lse },
-      { T, Hq, Hkv, D, method: 'sliding_window', threshold: 0, window: 20, sinks: 2 },
+      { Tq: T, Hq, Hkv, D, method: 'sliding_window', threshold: 0, window: 20, sinks: 2 },
     );
     expect(mode).toBe('sliding_window');
     const ref = attentionReference(x.q, x.k, x.v, { Tq: T, Hq, Hkv, D, causal: true, window: 20, sinks: 2 });
@@ -70,7 +70,7 @@ describe('dense/sparse switch', () => {
     const o = gpu.nanTensor([T, Hq, D]);
     const f32 = (a: Float64Array) => Float64Array.from(new Float32Array(a));
     const plan = await planSparseSwitch(gpu.dev, {
-      T,
+      Tq: T,
       Hq,
       Hkv,
       D,
@@ -103,20 +103,22 @@ describe('dense/sparse switch', () => {
   });
 
   it('rejects bad options naming the argument', async () => {
-    await expect(planSparseSwitch(gpu.dev, { T, Hq, Hkv, D, method: 'quest' as never })).rejects.toMatchObject({
+    await expect(planSparseSwitch(gpu.dev, { Tq: T, Hq, Hkv, D, method: 'quest' as never })).rejects.toMatchObject({
       argument: 'method',
     });
-    await expect(planSparseSwitch(gpu.dev, { T, Hq, Hkv, D, method: 'moba', threshold: -1 })).rejects.toMatchObject({
-      argument: 'threshold',
-    });
-    await expect(planSparseSwitch(gpu.dev, { T, Hq, Hkv, D, method: 'dsa', threshold: 0 })).rejects.toMatchObject({
+    await expect(planSparseSwitch(gpu.dev, { Tq: T, Hq, Hkv, D, method: 'moba', threshold: -1 })).rejects.toMatchObject(
+      {
+        argument: 'threshold',
+      },
+    );
+    await expect(planSparseSwitch(gpu.dev, { Tq: T, Hq, Hkv, D, method: 'dsa', threshold: 0 })).rejects.toMatchObject({
       argument: 'dsa',
     });
     await expect(
-      planSparseSwitch(gpu.dev, { T, Hq, Hkv, D, method: 'sliding_window', threshold: 0, window: -3 }),
+      planSparseSwitch(gpu.dev, { Tq: T, Hq, Hkv, D, method: 'sliding_window', threshold: 0, window: -3 }),
     ).rejects.toMatchObject({ argument: 'window' });
     await expect(
-      planSparseSwitch(gpu.dev, { T, Hq, Hkv, D, method: 'moba', threshold: 0, moba: { topk: 0 } }),
+      planSparseSwitch(gpu.dev, { Tq: T, Hq, Hkv, D, method: 'moba', threshold: 0, moba: { topk: 0 } }),
     ).rejects.toMatchObject({ argument: 'topk' });
   });
 });

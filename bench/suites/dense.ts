@@ -115,7 +115,7 @@ export async function benchTesseraDense(
     D: c.D,
     causal: c.causal,
     dtype: c.dtype,
-    variant: c.variant ?? 'auto',
+    target: c.variant ?? 'auto',
   });
   const planMs = performance.now() - p0;
   const compileMs = compileTimeMs() - c0;

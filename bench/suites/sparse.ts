@@ -201,7 +201,7 @@ async function makeRunner(
         gSwa = g();
       const p = await planNsa(dev, {
         ...common,
-        T,
+        Tq: T,
         blockSize: c.nsaBlock,
         blockCount: c.nsaCount,
         window: c.nsaWindow,
@@ -212,7 +212,7 @@ async function makeRunner(
       const qI = tensor(T * c.dsaHI * c.dsaDI, [T, c.dsaHI, c.dsaDI]);
       const kI = tensor(T * c.dsaDI, [T, c.dsaDI]);
       const w = tensor(T * c.dsaHI, [T, c.dsaHI]);
-      const p = await planDsa(dev, { ...common, T, HI: c.dsaHI, DI: c.dsaDI, topk: c.dsaTopk });
+      const p = await planDsa(dev, { ...common, Tq: T, HI: c.dsaHI, DI: c.dsaDI, topk: c.dsaTopk });
       return { run: (e) => p.run(e, { q, k, v, o, lse, qI, kI, w }), dispose: () => p.dispose() };
     }
   }

@@ -7,21 +7,24 @@
  * collected as before. `checkBuffer()` turns what is known into an `E_BUFFER` naming the argument
  * before anything is encoded.
  *
- * Patching is explicit: only {@link instrumentDevice} wraps a device instance's `createBuffer`
- * (never `GPUDevice.prototype`); `requestDevice` calls it unless `trackBuffers: false`, and
- * `wrapDevice` only with `trackBuffers: true`.
+ * Patching the caller's objects is opt-in: only {@link instrumentDevice} wraps a device instance's
+ * `createBuffer` (never `GPUDevice.prototype`), and only `requestDevice({ trackBuffers: true })` or
+ * `wrapDevice(device, { trackBuffers: true })` call it. Without it (the default) only the buffers
+ * Tessera creates itself are registered (their own `destroy` wrapped, so `memory()` forgets a
+ * buffer destroyed directly).
  */
 import { TesseraError } from '../errors.js';
 
 /**
  * Which buffers a {@link TesseraDevice} knows (to reject destroyed buffers and buffers of another
  * device before encoding):
- * - `all`: every buffer of this device since its creation (`requestDevice`, the default): a
- *   buffer the device did not create belongs to another device.
+ * - `all`: every buffer of this device since its creation (`requestDevice({ trackBuffers: true })`):
+ *   a buffer the device did not create belongs to another device.
  * - `new`: Tessera's own buffers and every buffer created on the device since
  *   `wrapDevice(device, { trackBuffers: true })`; older buffers are unknown and pass unchecked.
  * - `own`: only the buffers Tessera created (`createBuffer`, `upload`, plan workspaces); the
- *   default of `wrapDevice`. Unknown buffers pass unchecked (a misuse still fails at submit).
+ *   default of `requestDevice` and `wrapDevice`. Unknown buffers pass unchecked (a misuse still
+ *   fails at submit, as `E_BUFFER` where the GPU's message names the buffer).
  * Only a buffer made by `GPUDevice.prototype.createBuffer.call(device, ...)` bypasses the wrapper:
  * it is unknown, which under `all` reads as another device's buffer.
  */

@@ -8,7 +8,7 @@
  * device plus its features, limits, pipeline cache, buffer tracking and loss state.
  *
  * The concerns around it live beside it: adapter.ts (one classifier: class, name, loop cap),
- * buffers.ts (the buffer registry, which patches device instances only when asked), env.ts
+ * buffers.ts (the buffer registry, which patches device instances only when asked: `trackBuffers`), env.ts
  * (environment variables, read only on request), epoch.ts (submit counting). This module
  * re-exports their public names.
  */
@@ -102,11 +102,13 @@ export interface RequestDeviceOptions {
    */
   loopLimit?: number;
   /**
-   * Record every buffer created on this device (default true): Tessera wraps the device
+   * Record every buffer created on this device (opt-in, default false): Tessera wraps the device
    * instance's `createBuffer` (never `GPUDevice.prototype`) before anything can use it, so a
    * buffer made by `dev.device.createBuffer` is known too, and a buffer this device did not make
-   * is reported as belonging to another device (`bufferTracking: 'all'`). `false`: only the
-   * buffers Tessera creates itself are known (`'own'`).
+   * is reported as belonging to another device (`bufferTracking: 'all'`). Off (the default): only
+   * the buffers Tessera creates itself are known (`'own'`) and the device object is left as
+   * WebGPU made it; a destroyed or foreign buffer of the caller's then fails at submit (as a GPU
+   * validation error mapped to `E_BUFFER`) instead of before encoding.
    */
   trackBuffers?: boolean;
   label?: string;
@@ -570,6 +572,13 @@ async function getGpu(
  * console.log(dev.adapterName, dev.limits.maxStorageBufferBindingSize);
  */
 export async function requestDevice(opts: RequestDeviceOptions = {}): Promise<TesseraDevice> {
+  if (opts.trackBuffers !== undefined && typeof opts.trackBuffers !== 'boolean') {
+    throw new TesseraError('E_ARG', 'trackBuffers: is not a boolean', {
+      argument: 'trackBuffers',
+      actual: opts.trackBuffers,
+      expected: 'true or false',
+    });
+  }
   const { gpu, keepAlive, release, notes } = await getGpu(opts);
   const adapterOpts: GPURequestAdapterOptions & { featureLevel?: string } = {
     powerPreference: opts.powerPreference ?? 'high-performance',
@@ -611,8 +620,8 @@ export async function requestDevice(opts: RequestDeviceOptions = {}): Promise<Te
   let device: GPUDevice;
   try {
     device = await adapter.requestDevice(desc);
-    // before anything can create a buffer on it, so that every buffer of this device is known
-    if (opts.trackBuffers !== false) instrumentDevice(device);
+    // only when asked, and before anything can create a buffer on it, so that every buffer of this device is known
+    if (opts.trackBuffers === true) instrumentDevice(device);
   } catch (e) {
     release?.();
     throw new TesseraError('E_NO_ADAPTER', `requestDevice failed: ${(e as Error).message}`, { cause: e });
@@ -637,6 +646,6 @@ export async function requestDevice(opts: RequestDeviceOptions = {}): Promise<Te
   );
   wrapped.set(device, ctx);
   onBufferDestroyed(device, (b) => ctx.forgetBuffer(b));
-  if (opts.trackBuffers !== false) ctx.trackAllBuffers('all');
+  if (opts.trackBuffers === true) ctx.trackAllBuffers('all');
   return ctx;
 }

@@ -8,49 +8,15 @@
  * id put on the free list for a later append (after the next manifest commit when the cache is
  * durable, since the last committed manifest may still name it; see `session.ts`).
  *
- * This module reaches into the cache's private state through {@link CacheInternals}, so the logic
- * stays out of `cache.ts` (whose methods delegate here).
+ * This module reaches into the cache's private state through `internals` (internals.ts), so the
+ * logic stays out of `cache.ts` (whose methods delegate here).
  */
 import { TesseraError, checkInt, fail } from '../errors.js';
 import { readHeadRows, quantizePageInt8, type PageLayout } from './codec.js';
 import type { KvCache } from './cache.js';
-import type { GpuPagePool } from './pool.js';
-import type { Store } from './store.js';
-
-/** The sequence record inside the cache. */
-export interface SeqState {
-  pages: number[];
-  length: number;
-  tail: Uint8Array;
-  tailK?: Float32Array;
-  tailV?: Float32Array;
-  /** Set by `freeSequence`: the id stays taken, every use is refused. */
-  freed?: boolean;
-}
-
-/** The private parts of `KvCache` this module uses (all exist in cache.ts). */
-export interface CacheInternals {
-  seqs: SeqState[];
-  pageCount: number;
-  sums: Uint32Array;
-  minmaxHost: Uint16Array;
-  meanHost: Uint16Array;
-  readonly pool: GpuPagePool;
-  readonly store: Store;
-  readonly layout: PageLayout;
-  readonly pageSize: number;
-  readonly pageBytes: number;
-  readonly Hkv: number;
-  readonly D: number;
-  readonly Dv: number;
-  readonly sinkPages: number;
-  readonly recentPages: number;
-  readonly meanSummaries: boolean;
-  commitPage(page: number, bytes: Uint8Array, len: number): void;
-  uploadSummaries(lo: number, hi: number): void;
-  hostPage(page: number, verify?: boolean): Uint8Array;
-  addSequence(): number;
-}
+import { internals, type CacheInternals, type SeqState } from './internals.js';
+import { commitPage } from './pages.js';
+import { uploadSummaries } from './page-summaries.js';
 
 /** Durability state installed by `session.ts` (moves with the reference state on `moveTo`). */
 export interface Durability {
@@ -76,10 +42,6 @@ export interface RefState {
 }
 
 const STATE = new WeakMap<object, RefState>();
-
-export function internals(cache: KvCache): CacheInternals {
-  return cache as unknown as CacheInternals;
-}
 
 /** The reference state of `cache` (created on first use: every page of every sequence counted). */
 export function refState(cache: KvCache): RefState {
@@ -233,12 +195,12 @@ export function forkSequence(cache: KvCache, parent: number, s: SeqState): numbe
   if (r > 0) {
     copy = allocPage(cache);
     try {
-      c.commitPage(copy, s.tail, r);
+      commitPage(cache, copy, s.tail, r);
     } catch (e) {
       unalloc(cache, copy);
       throw e;
     }
-    c.uploadSummaries(copy, copy + 1);
+    uploadSummaries(cache, copy, copy + 1);
     st.bytesCopied += c.pageBytes;
   }
   const id = c.addSequence();
@@ -307,12 +269,12 @@ export function truncateSequence(cache: KvCache, seq: number, s: SeqState, lengt
     trimmed = trimPage(c.layout, c.hostPage(s.pages[keep - 1]!, true), r);
     fresh = allocPage(cache);
     try {
-      c.commitPage(fresh, trimmed.page, r);
+      commitPage(cache, fresh, trimmed.page, r);
     } catch (e) {
       unalloc(cache, fresh);
       throw e;
     }
-    c.uploadSummaries(fresh, fresh + 1);
+    uploadSummaries(cache, fresh, fresh + 1);
   }
   const dropped = s.pages.slice(r > 0 ? keep - 1 : keep);
   s.pages.length = keep;

@@ -10,7 +10,9 @@ import { TesseraError, check, fail } from '../errors.js';
 import type { DeviceLike } from '../gpu/device.js';
 import { createKvCache, type KvCache, type KvCacheOptions } from './cache.js';
 import { MANIFEST_VERSION, decodeManifest, encodeManifest, type Manifest, type ManifestStore } from './manifest.js';
-import { internals, refState, setRefState, trimPage, type RefState } from './refs.js';
+import { internals } from './internals.js';
+import { uploadSummaries } from './page-summaries.js';
+import { refState, setRefState, trimPage, type RefState } from './refs.js';
 import type { Store } from './store.js';
 
 export interface PersistOptions {
@@ -205,7 +207,7 @@ function restore(cache: KvCache, m: Manifest): void {
       s.tailV!.set(t.tailV!);
     }
   }
-  if (m.pageCount > 0) c.uploadSummaries(0, m.pageCount);
+  if (m.pageCount > 0) uploadSummaries(cache, 0, m.pageCount);
   for (const s of c.seqs) {
     const np = s.pages.length;
     for (let i = 0; i < Math.min(np, c.sinkPages); i++) c.pool.pin(s.pages[i]!);

@@ -71,7 +71,7 @@ export const dsaSweep = defineSweep<DsaConfig>({
     );
     const S = Math.min(c.topk, c.T);
     const plan = await planDsa(b.dev, {
-      T: c.T,
+      Tq: c.T,
       Hq: c.Hq,
       Hkv: c.Hkv,
       D: c.D,

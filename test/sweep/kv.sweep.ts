@@ -31,7 +31,7 @@ export interface KvConfig {
   partialBytes: number;
   seed: number;
   /** Paged kernel shape (kernels/paged): auto (by adapter class), cpu or gpu. */
-  variant?: 'auto' | 'cpu' | 'gpu';
+  kernel?: 'auto' | 'cpu' | 'gpu';
 }
 
 export const kvSweep = defineSweep<KvConfig>({
@@ -56,7 +56,7 @@ export const kvSweep = defineSweep<KvConfig>({
         tilePages: fc.integer({ min: 1, max: 4 }),
         budgetTiles: fc.integer({ min: 1, max: 3 }),
         partialBytes: fc.constantFrom(1, 2048, 8 << 20),
-        variant: fc.constantFrom('auto' as const, 'cpu' as const, 'gpu' as const),
+        kernel: fc.constantFrom('auto' as const, 'cpu' as const, 'gpu' as const),
         seed: gen.seed(),
       })
       .map((r) => {
@@ -79,7 +79,7 @@ export const kvSweep = defineSweep<KvConfig>({
           tilePages: r.tilePages,
           budgetTiles: r.budgetTiles,
           partialBytes: r.partialBytes,
-          variant: r.variant,
+          kernel: r.kernel,
           seed: r.seed,
         };
       }),
@@ -147,7 +147,7 @@ export const kvSweep = defineSweep<KvConfig>({
         causal: c.causal,
         tilePages: c.tilePages,
         partialBytes: c.partialBytes,
-        variant: c.variant,
+        target: c.kernel,
       });
       return all(within('o', got.o, ref.o, TOLERANCE.f32), within('lse', got.lse, ref.lse, TOLERANCE.f32));
     } finally {

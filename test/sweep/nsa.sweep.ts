@@ -71,7 +71,7 @@ export const nsaSweep = defineSweep<NsaConfig>({
       { T: c.T, Hq: c.Hq, Hkv: c.Hkv, D: c.D, blockSize: c.bs, blockCount: c.S, window: c.W, variant: c.variant },
     );
     const plan = await planNsa(b.dev, {
-      T: c.T,
+      Tq: c.T,
       Hq: c.Hq,
       Hkv: c.Hkv,
       D: c.D,

@@ -26,7 +26,7 @@ export interface QuestConfig {
   mode: 'quest' | 'mean';
   groupReduce: 'max' | 'sum';
   seed: number;
-  variant?: 'auto' | 'cpu' | 'gpu';
+  target?: 'auto' | 'cpu' | 'gpu';
   selector?: 'gpu' | 'host';
 }
 
@@ -47,7 +47,7 @@ export const questSweep = defineSweep<QuestConfig>({
         sinkPages: fc.integer({ min: 0, max: 2 }),
         mode: fc.constantFrom('quest' as const, 'mean' as const),
         groupReduce: fc.constantFrom('max' as const, 'sum' as const),
-        variant: fc.constantFrom('auto' as const, 'cpu' as const, 'gpu' as const),
+        target: fc.constantFrom('auto' as const, 'cpu' as const, 'gpu' as const),
         selector: fc.constantFrom('gpu' as const, 'host' as const),
         seed: gen.seed(),
       })
@@ -65,7 +65,7 @@ export const questSweep = defineSweep<QuestConfig>({
         sinkPages: r.sinkPages,
         mode: r.mode,
         groupReduce: r.groupReduce,
-        variant: r.variant,
+        target: r.target,
         selector: r.selector,
         seed: r.seed,
       })),
@@ -92,7 +92,7 @@ export const questSweep = defineSweep<QuestConfig>({
         sinkPages: c.sinkPages,
         mode: c.mode,
         groupReduce: c.groupReduce,
-        variant: c.variant,
+        target: c.target,
         selector: c.selector,
       });
       const qt = b.tensor(q, [1, Hq, c.D]);

@@ -50,7 +50,7 @@ export const nsaGolden: GoldenHandler = {
     };
     try {
       const plan = await planNsa(dev, {
-        T,
+        Tq: T,
         Hq,
         Hkv,
         D,

@@ -1,0 +1,198 @@
+// Ragged batches of the sparse families run as ONE set of dispatches over the whole batch: the
+// attention core's block lists with a per-sequence table (kernels/attention/lists.ts `seqs`),
+// reading q/k/v and writing o/lse/selection in place at each sequence's rows. Compared with the
+// float64 reference run per sequence, at row boundaries that are not 256-byte aligned, with an
+// empty sequence and sequences shorter than one block, both kernel shapes.
+import { describe, expect, it } from 'vitest';
+import { planMobaVarlen } from '../kernels/moba/index.js';
+import { mobaReference } from '../kernels/moba/reference.js';
+import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
+import { roundTo, type FloatDType } from '../src/tensor.js';
+import type { KernelPlan } from '../src/plan.js';
+import { useGpu, type GpuFixture } from './helpers/gpu.js';
+
+const gpu = useGpu();
+
+/**
+ * Runs `plan` once more into a fresh encoder while counting compute passes, buffer copies and
+ * buffers created on the device (after one warm run, which may build bind groups).
+ */
+async function countRun<T>(fx: GpuFixture, plan: KernelPlan<T>, tensors: T) {
+  const dev = fx.dev.device;
+  const warm = dev.createCommandEncoder();
+  plan.run(warm, tensors);
+  dev.queue.submit([warm.finish()]);
+  const createBuffer = dev.createBuffer;
+  let buffers = 0;
+  Object.defineProperty(dev, 'createBuffer', {
+    value: (d: GPUBufferDescriptor) => (buffers++, createBuffer.call(dev, d)),
+    configurable: true,
+    writable: true,
+  });
+  const enc = dev.createCommandEncoder();
+  let passes = 0;
+  let copies = 0;
+  const begin = enc.beginComputePass.bind(enc);
+  const copy = enc.copyBufferToBuffer.bind(enc) as (...a: unknown[]) => void;
+  Object.assign(enc, {
+    beginComputePass: (d?: GPUComputePassDescriptor) => (passes++, begin(d)),
+    copyBufferToBuffer: (...a: unknown[]) => (copies++, copy(...a)),
+  });
+  try {
+    plan.run(enc, tensors);
+  } finally {
+    Object.defineProperty(dev, 'createBuffer', { value: createBuffer, configurable: true, writable: true });
+  }
+  await fx.dev.submitAndWait([enc.finish()]);
+  return { passes, copies, buffers };
+}
+
+interface MobaCase {
+  cu: number[];
+  Hq: number;
+  Hkv: number;
+  D: number;
+  B: number;
+  k: number;
+  dtype: FloatDType;
+  target: 'cpu' | 'gpu';
+  lse?: boolean;
+}
+
+function mobaInputs(c: MobaCase, seed: number) {
+  const total = c.cu[c.cu.length - 1]!;
+  const rng = new Rng(seed);
+  return {
+    total,
+    q: roundTo(rng.normals(total * c.Hq * c.D), c.dtype),
+    k: roundTo(rng.normals(total * c.Hkv * c.D), c.dtype),
+    v: roundTo(rng.normals(total * c.Hkv * c.D), c.dtype),
+  };
+}
+
+function mobaTensors(fx: GpuFixture, c: MobaCase, x: ReturnType<typeof mobaInputs>) {
+  const { total } = x;
+  return {
+    q: fx.tensor(x.q, [total, c.Hq, c.D], c.dtype),
+    k: fx.tensor(x.k, [total, c.Hkv, c.D], c.dtype),
+    v: fx.tensor(x.v, [total, c.Hkv, c.D], c.dtype),
+    o: fx.nanTensor([total, c.Hq, c.D], c.dtype),
+    lse: c.lse === false ? undefined : fx.nanTensor([total, c.Hq]),
+    selection: fx.tensor(new Int32Array(total * c.Hq * c.k).fill(-7), [total, c.Hq, c.k], 'i32'),
+  };
+}
+
+async function runMoba(c: MobaCase, fx = gpu) {
+  const x = mobaInputs(c, c.cu.length * 31 + c.B);
+  const { total, q, k, v } = x;
+  const { Hq, Hkv, D, B } = c;
+  const refO = new Float64Array(total * Hq * D);
+  const refL = new Float64Array(total * Hq);
+  const refS = new Int32Array(total * Hq * c.k);
+  for (let n = 0; n + 1 < c.cu.length; n++) {
+    const a = c.cu[n]!,
+      len = c.cu[n + 1]! - a;
+    if (!len) continue;
+    const r = mobaReference(
+      q.subarray(a * Hq * D, (a + len) * Hq * D),
+      k.subarray(a * Hkv * D, (a + len) * Hkv * D),
+      v.subarray(a * Hkv * D, (a + len) * Hkv * D),
+      { Tq: len, Hq, Hkv, D, blockSize: B, topk: c.k },
+    );
+    refO.set(r.o, a * Hq * D);
+    refL.set(r.lse, a * Hq);
+    refS.set(r.selection, a * Hq * c.k);
+  }
+  const t = mobaTensors(fx, c, x);
+  const plan = await planMobaVarlen(fx.dev, {
+    cuSeqlens: c.cu,
+    Hq,
+    Hkv,
+    D,
+    blockSize: B,
+    topk: c.k,
+    dtype: c.dtype,
+    target: c.target,
+  });
+  const enc = fx.dev.device.createCommandEncoder();
+  plan.run(enc, t);
+  await fx.dev.submitAndWait([enc.finish()]);
+  const segments = plan.segments;
+  plan.dispose();
+  // random gates: no near-ties at these sizes, so the selected sets match exactly
+  const sel = await fx.read(t.selection);
+  for (let r = 0; r < total * Hq; r++) {
+    const got = new Set([...sel.subarray(r * c.k, (r + 1) * c.k)].filter((b) => b >= 0));
+    const want = new Set([...refS.subarray(r * c.k, (r + 1) * c.k)].filter((b) => b >= 0));
+    expect([...got].sort(), `selection of row ${r}`).toEqual([...want].sort());
+  }
+  const co = compare(await fx.read(t.o), c.dtype === 'f32' ? refO : roundTo(refO, c.dtype));
+  expect(passes(co, TOLERANCE[c.dtype]), describeComparison(co)).toBe(true);
+  if (t.lse) {
+    const cl = compare(await fx.read(t.lse), refL);
+    expect(passes(cl, c.dtype === 'f32' ? TOLERANCE.f32 : TOLERANCE.f16), describeComparison(cl)).toBe(true);
+  }
+  return segments;
+}
+
+// rows of Hq * D * 4 = 128 bytes (f32) / 64 bytes (f16): boundaries at 3, 77, 141 rows are not
+// 256-byte aligned; the 3- and 1-token sequences are shorter than one block, [77, 77) is empty
+const CU = [0, 3, 77, 77, 140, 141, 230];
+
+describe('moba varlen: one dispatch set over the batch', () => {
+  for (const target of ['cpu', 'gpu'] as const)
+    for (const dtype of ['f32', 'f16'] as const)
+      it(`${target} shape, ${dtype}: equals the per-sequence reference`, async () => {
+        await runMoba({ cu: CU, Hq: 2, Hkv: 1, D: 16, B: 16, k: 3, dtype, target, lse: dtype === 'f32' });
+      });
+
+  it('a batch of only empty sequences runs nothing; a leading empty sequence is skipped', async () => {
+    const plan = await planMobaVarlen(gpu.dev, { cuSeqlens: [0, 0, 0], Hq: 2, Hkv: 1, D: 16, blockSize: 4, topk: 2 });
+    const t = mobaTensors(gpu, { cu: [0, 0], Hq: 2, Hkv: 1, D: 16, B: 4, k: 2, dtype: 'f32', target: 'cpu' }, {
+      total: 0,
+      q: new Float32Array(0),
+      k: new Float32Array(0),
+      v: new Float32Array(0),
+    } as never);
+    expect((await countRun(gpu, plan, t)).passes).toBe(0);
+    plan.dispose();
+    await runMoba({ cu: [0, 0, 37, 40], Hq: 2, Hkv: 2, D: 16, B: 8, k: 2, dtype: 'f32', target: 'gpu' });
+  });
+
+  it('run creates no buffer, copies nothing and issues the same dispatches for 2 or 7 sequences', async () => {
+    const counts = [];
+    for (const cu of [
+      [0, 100, 230],
+      [0, 3, 77, 77, 140, 141, 200, 230],
+    ]) {
+      const c: MobaCase = { cu, Hq: 2, Hkv: 1, D: 16, B: 16, k: 3, dtype: 'f32', target: 'cpu' };
+      const plan = await planMobaVarlen(gpu.dev, { cuSeqlens: cu, Hq: 2, Hkv: 1, D: 16, blockSize: 16, topk: 3 });
+      const n = await countRun(gpu, plan, mobaTensors(gpu, c, mobaInputs(c, 5)));
+      expect(n.buffers).toBe(0);
+      expect(n.copies).toBe(0);
+      // gate keys, selection, attention
+      expect(n.passes).toBe(plan.segments.pool + plan.segments.select + plan.segments.attention);
+      counts.push(n.passes);
+      plan.dispose();
+    }
+    expect(counts).toEqual([3, 3]);
+  });
+});
+
+describe('moba varlen with loopLimit 1024 (split dispatches, still one set for the batch)', () => {
+  const capped = useGpu({ loopLimit: 1024 });
+  it('selection in segments and attention in parts equal the reference', async () => {
+    const s = await runMoba(
+      { cu: [0, 5, 250, 251, 400], Hq: 2, Hkv: 1, D: 16, B: 2, k: 3, dtype: 'f32', target: 'cpu' },
+      capped,
+    );
+    expect(s.select).toBeGreaterThan(1);
+  });
+  it('attention over long blocks in key ranges (merged)', async () => {
+    const s = await runMoba(
+      { cu: [0, 700, 703, 1100], Hq: 2, Hkv: 1, D: 16, B: 500, k: 2, dtype: 'f16', target: 'gpu' },
+      capped,
+    );
+    expect(s.attention).toBeGreaterThan(1);
+  });
+});

@@ -6,6 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import { planMobaVarlen } from '../kernels/moba/index.js';
 import { mobaReference } from '../kernels/moba/reference.js';
+import { planNsaVarlen } from '../kernels/nsa/index.js';
+import { nsaReference } from '../kernels/nsa/reference.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
 import type { KernelPlan } from '../src/plan.js';
@@ -179,8 +181,15 @@ describe('moba varlen: one dispatch set over the batch', () => {
   });
 });
 
-describe('moba varlen with loopLimit 1024 (split dispatches, still one set for the batch)', () => {
+describe('varlen with loopLimit 1024 (split dispatches, still one set for the batch)', () => {
   const capped = useGpu({ loopLimit: 1024 });
+  it('nsa: selection in segments equals the reference', async () => {
+    const s = await runNsa(
+      { cu: [0, 5, 300, 301, 400], Hq: 2, Hkv: 1, D: 16, bs: 2, S: 3, W: 40, variant: 'fla', target: 'cpu' },
+      capped,
+    );
+    expect(s.select).toBeGreaterThan(1);
+  });
   it('selection in segments and attention in parts equal the reference', async () => {
     const s = await runMoba(
       { cu: [0, 5, 250, 251, 400], Hq: 2, Hkv: 1, D: 16, B: 2, k: 3, dtype: 'f32', target: 'cpu' },
@@ -194,5 +203,137 @@ describe('moba varlen with loopLimit 1024 (split dispatches, still one set for t
       capped,
     );
     expect(s.attention).toBeGreaterThan(1);
+  });
+});
+
+interface NsaCase {
+  cu: number[];
+  Hq: number;
+  Hkv: number;
+  D: number;
+  bs: number;
+  S: number;
+  W: number;
+  variant: 'nsa' | 'fla';
+  target: 'cpu' | 'gpu';
+  dtype?: FloatDType;
+}
+
+function nsaInputs(c: NsaCase, seed: number) {
+  const total = c.cu[c.cu.length - 1]!;
+  const dt = c.dtype ?? 'f32';
+  const rng = new Rng(seed);
+  const sig = (x: number) => 1 / (1 + Math.exp(-x));
+  return {
+    total,
+    q: roundTo(rng.normals(total * c.Hq * c.D), dt),
+    k: roundTo(rng.normals(total * c.Hkv * c.D), dt),
+    v: roundTo(rng.normals(total * c.Hkv * c.D), dt),
+    gCmp: roundTo(rng.normals(total * c.Hq).map(sig), 'f32'),
+    gSlc: roundTo(rng.normals(total * c.Hq).map(sig), 'f32'),
+    gSwa: roundTo(rng.normals(total * c.Hq).map(sig), 'f32'),
+  };
+}
+
+function nsaTensors(fx: GpuFixture, c: NsaCase, x: ReturnType<typeof nsaInputs>) {
+  const { total } = x;
+  const dt = c.dtype ?? 'f32';
+  return {
+    q: fx.tensor(x.q, [total, c.Hq, c.D], dt),
+    k: fx.tensor(x.k, [total, c.Hkv, c.D], dt),
+    v: fx.tensor(x.v, [total, c.Hkv, c.D], dt),
+    gCmp: fx.tensor(x.gCmp, [total, c.Hq]),
+    gSlc: fx.tensor(x.gSlc, [total, c.Hq]),
+    gSwa: c.W > 0 ? fx.tensor(x.gSwa, [total, c.Hq]) : undefined,
+    o: fx.nanTensor([total, c.Hq, c.D], dt),
+    blockIndices: fx.tensor(new Int32Array(total * c.Hkv * c.S).fill(-7), [total, c.Hkv, c.S], 'i32'),
+  };
+}
+
+function nsaPlanOptions(c: NsaCase) {
+  return {
+    cuSeqlens: c.cu,
+    Hq: c.Hq,
+    Hkv: c.Hkv,
+    D: c.D,
+    blockSize: c.bs,
+    blockCount: c.S,
+    window: c.W,
+    variant: c.variant,
+    target: c.target,
+    dtype: c.dtype,
+  };
+}
+
+async function runNsa(c: NsaCase, fx = gpu) {
+  const x = nsaInputs(c, c.cu.length * 17 + c.bs);
+  const { total } = x;
+  const { Hq, Hkv, D, S } = c;
+  const refO = new Float64Array(total * Hq * D);
+  const refSel = new Int32Array(total * Hkv * S);
+  for (let n = 0; n + 1 < c.cu.length; n++) {
+    const a = c.cu[n]!,
+      len = c.cu[n + 1]! - a;
+    if (!len) continue;
+    const sl = (v: Float64Array, w: number) => v.subarray(a * w, (a + len) * w);
+    const r = nsaReference(
+      sl(x.q, Hq * D),
+      sl(x.k, Hkv * D),
+      sl(x.v, Hkv * D),
+      { gCmp: sl(x.gCmp, Hq), gSlc: sl(x.gSlc, Hq), gSwa: c.W > 0 ? sl(x.gSwa, Hq) : undefined },
+      { T: len, Hq, Hkv, D, blockSize: c.bs, blockCount: S, window: c.W, variant: c.variant },
+    );
+    refO.set(r.o, a * Hq * D);
+    refSel.set(r.blockIndices, a * Hkv * S);
+  }
+  const t = nsaTensors(fx, c, x);
+  const plan = await planNsaVarlen(fx.dev, nsaPlanOptions(c));
+  const enc = fx.dev.device.createCommandEncoder();
+  plan.run(enc, t);
+  await fx.dev.submitAndWait([enc.finish()]);
+  const segments = plan.segments;
+  plan.dispose();
+  const sel = await fx.read(t.blockIndices);
+  for (let r = 0; r < total * Hkv; r++) {
+    const got = new Set([...sel.subarray(r * S, (r + 1) * S)].filter((b) => b >= 0));
+    const want = new Set([...refSel.subarray(r * S, (r + 1) * S)].filter((b) => b >= 0));
+    expect([...got].sort(), `blockIndices of row ${r}`).toEqual([...want].sort());
+  }
+  const dt = c.dtype ?? 'f32';
+  const co = compare(await fx.read(t.o), dt === 'f32' ? refO : roundTo(refO, dt));
+  expect(passes(co, TOLERANCE[dt]), describeComparison(co)).toBe(true);
+  return segments;
+}
+
+describe('nsa varlen: one dispatch set over the batch', () => {
+  const cases: NsaCase[] = [
+    { cu: CU, Hq: 4, Hkv: 2, D: 16, bs: 16, S: 3, W: 20, variant: 'nsa', target: 'cpu' },
+    { cu: CU, Hq: 4, Hkv: 2, D: 16, bs: 16, S: 3, W: 20, variant: 'fla', target: 'gpu' },
+    { cu: CU, Hq: 2, Hkv: 1, D: 16, bs: 8, S: 4, W: 0, variant: 'fla', target: 'cpu', dtype: 'f16' },
+    { cu: [0, 0, 9, 100], Hq: 2, Hkv: 2, D: 16, bs: 16, S: 2, W: 0, variant: 'nsa', target: 'gpu' },
+  ];
+  for (const c of cases)
+    it(`${c.variant}, ${c.target} shape, window ${c.W}, ${c.dtype ?? 'f32'}, cu ${c.cu.join(',')}`, async () => {
+      await runNsa(c);
+    });
+
+  it('run creates no buffer, copies nothing and issues the same dispatches for 2 or 7 sequences', async () => {
+    const counts = [];
+    for (const cu of [
+      [0, 100, 230],
+      [0, 3, 77, 77, 140, 141, 200, 230],
+    ]) {
+      const c: NsaCase = { cu, Hq: 4, Hkv: 2, D: 16, bs: 16, S: 3, W: 20, variant: 'nsa', target: 'cpu' };
+      const plan = await planNsaVarlen(gpu.dev, nsaPlanOptions(c));
+      const n = await countRun(gpu, plan, nsaTensors(gpu, c, nsaInputs(c, 3)));
+      expect(n.buffers).toBe(0);
+      expect(n.copies).toBe(0);
+      const s = plan.segments;
+      // pool keys + values, compression, selection, selected blocks, window, combine
+      expect(n.passes).toBe(s.pool + s.cmp + s.select + s.slc + s.swa + 1);
+      counts.push(n.passes);
+      plan.dispose();
+    }
+    expect(counts).toEqual([7, 7]);
   });
 });

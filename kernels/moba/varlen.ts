@@ -27,8 +27,8 @@ import {
   type MobaSelectSegment,
   type MobaTensors,
 } from './moba.js';
-import { POOL_PARAMS, POOL_WG, poolSegments, poolWorkgroups, type PoolSegment } from './pool.js';
-import poolWgsl from './varlen_pool.wgsl.js';
+import { raggedBlocks, raggedPoolPipeline, raggedSearchTrips } from './ragged_pool.js';
+import { POOL_PARAMS, poolSegments, poolWorkgroups, type PoolSegment } from './pool.js';
 import selectWgsl from './varlen_select.wgsl.js';
 
 export interface MobaVarlenOptions extends Omit<MobaOptions, 'Tq' | 'Tk'> {
@@ -36,7 +36,6 @@ export interface MobaVarlenOptions extends Omit<MobaOptions, 'Tq' | 'Tk'> {
   cuSeqlens: readonly number[];
 }
 
-const POOL_PROGRAM = wgslProgram('moba/varlen_pool', [storageWgsl, unpackWgsl, POOL_PARAMS.wgsl, poolWgsl]);
 const SELECT_PROGRAM = wgslProgram('moba/varlen_select', [
   storageWgsl,
   unpackWgsl,
@@ -82,7 +81,7 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
   private constructor(
     ctx: TesseraDevice,
     o: Resolved,
-    seqs: { start: number; len: number; blk0: number }[],
+    table: Uint32Array<ArrayBuffer>,
     NB: number,
     parts: {
       pool?: Pipeline;
@@ -99,11 +98,8 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
     this.select = parts.select;
     this.core = parts.core;
     const { total, Hq, Hkv, D, topk, blockSize } = o;
-    const words = new Uint32Array(1 + 4 * seqs.length);
-    words[0] = seqs.length;
-    seqs.forEach((s, i) => words.set([s.start, s.len, s.blk0, 0], 1 + 4 * i));
-    this.seqTable = this.workspace(words.byteLength, 'moba.varlen.seqs');
-    ctx.device.queue.writeBuffer(this.seqTable, 0, words);
+    this.seqTable = this.workspace(table.byteLength, 'moba.varlen.seqs');
+    ctx.device.queue.writeBuffer(this.seqTable, 0, table);
     this.poolParams = parts.poolSegs.map((seg) =>
       this.uniform(POOL_PARAMS, { T: total, H: Hkv, D, BS: blockSize, NB, ...seg }),
     );
@@ -137,26 +133,15 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
     const r = validateMobaOptions({ ...opts, Tq: maxLen, Tk: maxLen });
     if (total > 0) checkAttentionSizes(ctx, { ...r, Tq: total, Tk: total });
     const o: Resolved = { ...opts, total, Dv: r.Dv, dtype: r.dtype, outDtype: r.outDtype };
-    let blk0 = 0;
-    const seqs: { start: number; len: number; blk0: number }[] = [];
-    for (const s of all)
-      if (s.len > 0) {
-        seqs.push({ ...s, blk0 });
-        blk0 += Math.ceil(s.len / r.blockSize);
-      }
-    const NB = blk0;
+    const { seqs, NB, table } = raggedBlocks(all, r.blockSize);
     // Under a loop limit (llvmpipe): the row's sequence search adds log2 n + 2 trips per invocation.
-    const budget = loopBudget(ctx) - (Math.ceil(Math.log2(seqs.length + 1)) + 2);
+    const budget = loopBudget(ctx) - raggedSearchTrips(seqs.length);
     const maxNB = Math.ceil(maxLen / r.blockSize);
     const poolSegs = poolSegments(budget, r.blockSize, maxLen);
     const selSegs = mobaSelectSegments(budget, maxNB, r.D, r.topk);
-    if (seqs.length === 0) return new MobaVarlenPlan(ctx, o, seqs, NB, { poolSegs, selSegs });
+    if (seqs.length === 0) return new MobaVarlenPlan(ctx, o, table, NB, { poolSegs, selSegs });
     const [pool, select, core] = await Promise.all([
-      getPipeline(ctx, {
-        shader: POOL_PROGRAM,
-        bindings: ['read', 'rw', 'uniform', 'read'],
-        constants: { WG: POOL_WG, IN_DTYPE: dtypeCode(r.dtype) },
-      }),
+      raggedPoolPipeline(ctx, r.dtype, 'count'),
       getPipeline(ctx, {
         shader: SELECT_PROGRAM,
         bindings: ['read', 'read', 'rw', 'uniform', 'rw', 'read'],
@@ -193,7 +178,7 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
         })),
       }),
     ]);
-    return new MobaVarlenPlan(ctx, o, seqs, NB, { pool, select, core, poolSegs, selSegs });
+    return new MobaVarlenPlan(ctx, o, table, NB, { pool, select, core, poolSegs, selSegs });
   }
 
   run(encoder: GPUCommandEncoder, t: MobaTensors): void {

@@ -1,5 +1,6 @@
-// MoBA gate keys of a ragged batch in one dispatch: pool.wgsl's block means, with the blocks of
-// every sequence numbered one after another (blocks never span two sequences). The table `seqs`
+// Block pooling of a ragged batch in one dispatch (MoBA's gate keys, NSA's compressed keys and
+// values): pool.wgsl per block, with the blocks of every sequence numbered one after another
+// (blocks never span two sequences); DIV_MODE as in pool.wgsl. The table `seqs`
 // (u32, written once at plan time by varlen.ts): word 0 = n non-empty sequences, then 4 words per
 // sequence [first token, length, first block, 0]; the first blocks increase. Global block g of
 // sequence s (the last with first block <= g) covers tokens [t0 + b * BS, min(t0 + (b + 1) * BS,
@@ -13,6 +14,7 @@
 
 override WG: u32 = 64;
 override IN_DTYPE: u32 = 0;
+override DIV_MODE: u32 = 0;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -50,5 +52,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     out[id] = s;
     return;
   }
-  out[id] = s / f32(j1 - j0);
+  let div = select(f32(j1 - j0), f32(params.BS), DIV_MODE == 1u);
+  out[id] = s / div;
 }

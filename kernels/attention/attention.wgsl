@@ -97,11 +97,14 @@ struct Seg {
 // kc = p % b_nkc), and writes its normalised partial to o row (part_base + p) * l_rows + r and lse
 // (one part: o and lse themselves); kernels/merge combines several.
 // Ragged batch (b_t0 == 0xffffffff, lists.ts `seqs`): l_rows covers every token of the batch and
-// binding 8 (sink_logits, unused by SRC 3) holds the sequence table as u32 bits: word 0 = n, then
-// SEQ_WORDS words per sequence [q0, kv0, keys, posoff (i32), list_base, ptr, mb, 0], q0 increasing.
+// binding 8 (sink_logits, unused by SRC 3) holds the sequence table as u32 bits: word 0 = n, word
+// 1 = t0 (invocation row tr is token t = t0 + tr), then SEQ_WORDS words per sequence [q0, kv0,
+// keys, posoff (i32), list_base, ptr, mb, 0] from word 2, q0 increasing (list_base may wrap: u32).
 // Token t belongs to the last sequence with q0 <= t; it is row t of q, o and lse, its lists are
 // addressed by t - q0 from that sequence's list_base / ptr / mb, it sits at position
 // t - q0 + posoff, and its keys are rows [kv0, kv0 + keys) of k and v (w.kv0; w.seg[2] = keys).
+// Causal token lists hold at most pos + 1 words that count (a top-k over the visible keys puts
+// its -1 slots last): the row reads only those.
 const SEQ_WORDS: u32 = 8u;
 
 fn seq_word(i: u32) -> u32 {
@@ -125,18 +128,18 @@ fn load_row_lists(p: u32, r: u32) -> Row {
   w.kv0 = 0u;
   w.seg[2] = params.b_keys;
   if (params.b_t0 == 0xffffffffu) {
-    t = tr;
+    t = seq_word(1u) + tr;
     var lo = 0u;
     var hi = seq_word(0u);
     while (hi - lo > 1u) {
       let mid = (lo + hi) / 2u;
-      if (seq_word(1u + mid * SEQ_WORDS) <= t) {
+      if (seq_word(2u + mid * SEQ_WORDS) <= t) {
         lo = mid;
       } else {
         hi = mid;
       }
     }
-    let e = 1u + lo * SEQ_WORDS;
+    let e = 2u + lo * SEQ_WORDS;
     tl = t - seq_word(e);
     w.kv0 = seq_word(e + 1u);
     w.seg[2] = seq_word(e + 2u);
@@ -163,6 +166,9 @@ fn load_row_lists(p: u32, r: u32) -> Row {
   let pos = (tpos + 1) / i32(params.b_qdiv) - 1;
   if (params.causal != 0u && pos < 0) {
     l1 = l0;
+  }
+  if (params.causal != 0u && params.b_block == 0u && pos >= 0) {
+    l1 = min(l1, l0 + u32(pos) + 1u);
   }
   w.qpos = u32(max(pos, 0));
   let ec = p / params.b_nkc;

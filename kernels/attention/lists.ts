@@ -108,9 +108,10 @@ export interface BlockListOptions {
   oDtype: FloatDType;
   variant: BlockListVariant;
   /**
-   * A ragged batch: the sequences (by increasing q0, together covering query rows [0, Tq)) that
-   * one dispatch attends, each with its own lists, keys and position offset; `t0`, `posOff`,
-   * `base`, `ptr` and `mb` are then taken from each sequence and `Tk` is the rows of k and v.
+   * A ragged batch: the sequences (by increasing q0, together covering query rows [t0, t0 + Tq))
+   * that one dispatch attends, each with its own lists, keys and position offset; `posOff`,
+   * `base`, `ptr` and `mb` are then taken from each sequence (`base` may be negative: a sequence
+   * that starts before t0 in a chunk's lists) and `Tk` is the rows of k and v.
    */
   seqs?: readonly BlockListSeq[];
 }
@@ -258,14 +259,15 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
     this.dummyRead = this.workspace(16, 'lists.dummyRead');
     if (o.seqs) {
       const seqs = o.seqs.filter((x) => x.Tq > 0);
-      const words = new Uint32Array(1 + SEQ_WORDS * seqs.length);
+      const words = new Uint32Array(2 + SEQ_WORDS * seqs.length);
       const signed = new Int32Array(words.buffer);
       words[0] = seqs.length;
+      words[1] = o.t0 ?? 0;
       seqs.forEach((x, i) => {
-        const e = 1 + i * SEQ_WORDS;
+        const e = 2 + i * SEQ_WORDS;
         words.set([x.q0, x.kv0, x.Tk], e);
         signed[e + 3] = x.posOff;
-        words.set([x.base, x.ptr ?? 0, x.mb ?? 0], e + 4);
+        words.set([x.base >>> 0, x.ptr ?? 0, x.mb ?? 0], e + 4);
       });
       this.seqTable = this.workspace(words.byteLength, 'lists.seqs');
       ctx.device.queue.writeBuffer(this.seqTable, 0, words);

@@ -3,7 +3,8 @@
 // the sequence with the last first token <= t (table `seqs`: word 0 = n, then [first token,
 // length] per sequence, varlen.ts) and sits at its position i = t - first token; key s of the
 // score row (s < Tk = the longest sequence) is the sequence's token s, visible iff s <= i (so a
-// score row never reaches into another sequence: the rest is -inf). Segments as indexer.wgsl.
+// score row never reaches into another sequence: the rest is -inf, written without the dot
+// products). Segments as indexer.wgsl.
 // Needs storage.wgsl, unpack4.wgsl and the struct IndexerParams (dsa.ts; POSOFF unused).
 
 @group(0) @binding(0) var<storage, read> qi_buf: array<vec4<u32>>;   // [Tq, HI, DI] in IN_DTYPE
@@ -47,6 +48,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let first = seqs[1u + lo * 2u];
   let li = t - first;
   let lim = i32(li); // last visible key
+  if (s0 > li) {
+    // four keys after the row's position (or past its sequence): -inf without the dot products
+    for (var x = 0u; x < 4u; x++) {
+      if (s0 + x < params.Tk) {
+        scores[tl * params.Tk + s0 + x] = st_neg_inf();
+      }
+    }
+    return;
+  }
   let D4 = DI / 4u;
   // key rows of the batch, clamped to the row's last visible key (the others are masked)
   let sc = first + vec4<u32>(min(s0, li), min(s0 + 1u, li), min(s0 + 2u, li), min(s0 + 3u, li));

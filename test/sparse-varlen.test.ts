@@ -9,6 +9,8 @@ import { mobaReference } from '../kernels/moba/reference.js';
 import { planNsaVarlen } from '../kernels/nsa/index.js';
 import { planDsaVarlen } from '../kernels/dsa/index.js';
 import { dsaReference } from '../kernels/dsa/reference.js';
+import { BlockListPlan, type BlockListSeq } from '../kernels/attention/lists.js';
+import { blockSparseReference } from '../kernels/block_sparse/reference.js';
 import { nsaReference } from '../kernels/nsa/reference.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
@@ -464,4 +466,112 @@ describe('dsa varlen: one dispatch set over the batch (per row chunk)', () => {
     expect(counts[0]).toBe(counts[1]);
     expect(counts[0]).toBeLessThanOrEqual(6);
   });
+});
+
+describe('attention core lists over a ragged batch: CSR block masks per sequence (block-sparse layout)', () => {
+  for (const variant of ['cpu', 'gpu'] as const)
+    it(`${variant} shape: each sequence its own BSR mask, q and k rows of their own (Tq < Tk)`, async () => {
+      const Hq = 2,
+        Hkv = 1,
+        D = 16,
+        R = 8,
+        C = 8;
+      // [Tq, Tk] per sequence: a short one, an empty one, bottom-right Tq < Tk, one not a multiple of R
+      const lens: [number, number][] = [
+        [3, 3],
+        [0, 0],
+        [20, 45],
+        [37, 37],
+      ];
+      const rng = new Rng(9);
+      const words: number[] = [];
+      const seqs: BlockListSeq[] = [];
+      const parts: { ptr: number[]; idx: number[] }[] = [];
+      let q0 = 0,
+        kv0 = 0;
+      for (const [Tq, Tk] of lens) {
+        const mb = Math.ceil(Tq / R);
+        const ptr = [0];
+        const idx: number[] = [];
+        for (let b = 0; b < mb; b++) {
+          const last = Math.floor((Math.min(Tq, (b + 1) * R) - 1 + Tk - Tq) / C);
+          for (let c = 0; c <= last; c++) if (c === last || rng.int(0, 2) === 0) idx.push(c);
+          ptr.push(idx.length);
+        }
+        parts.push({ ptr, idx });
+        seqs.push({ q0, Tq, kv0, Tk, posOff: Tk - Tq, base: 0, ptr: 0, mb });
+        q0 += Tq;
+        kv0 += Tk;
+      }
+      // ptr tables first, then the words; each sequence's ptr values are relative to its words
+      for (let i = 0; i < parts.length; i++) {
+        seqs[i]!.ptr = words.length;
+        words.push(...parts[i]!.ptr);
+      }
+      for (let i = 0; i < parts.length; i++) {
+        seqs[i]!.base = words.length;
+        words.push(...parts[i]!.idx);
+      }
+      const TQ = q0,
+        TK = kv0;
+      const q = rng.normals(TQ * Hq * D).map(Math.fround);
+      const k = rng.normals(TK * Hkv * D).map(Math.fround);
+      const v = rng.normals(TK * Hkv * D).map(Math.fround);
+      const refO = new Float64Array(TQ * Hq * D);
+      const refL = new Float64Array(TQ * Hq);
+      lens.forEach(([Tq, Tk], i) => {
+        if (!Tq) return;
+        const s = seqs[i]!;
+        const r = blockSparseReference(
+          q.subarray(s.q0 * Hq * D, (s.q0 + Tq) * Hq * D),
+          k.subarray(s.kv0 * Hkv * D, (s.kv0 + Tk) * Hkv * D),
+          v.subarray(s.kv0 * Hkv * D, (s.kv0 + Tk) * Hkv * D),
+          { Tq, Tk, Hq, Hkv, D, R, C, indptr: parts[i]!.ptr, indices: parts[i]!.idx },
+        );
+        refO.set(r.o, s.q0 * Hq * D);
+        refL.set(r.lse, s.q0 * Hq);
+      });
+      const maxEntries = Math.max(...parts.map((p) => Math.max(0, ...p.ptr.slice(1).map((x, j) => x - p.ptr[j]!))));
+      const plan = await BlockListPlan.create(gpu.dev, {
+        Tq: TQ,
+        Tk: TK,
+        Hq,
+        Hkv,
+        D,
+        Dv: D,
+        rows: R,
+        heads: 1,
+        stride: 0,
+        base: 0,
+        block: C,
+        maxEntries,
+        posOff: 0,
+        causal: true,
+        scale: 1 / Math.sqrt(D),
+        qDtype: 'f32',
+        kvDtype: 'f32',
+        oDtype: 'f32',
+        variant,
+        seqs,
+      });
+      const lists = gpu.dev.upload(new Uint32Array(words));
+      const o = gpu.nanTensor([TQ, Hq, D]);
+      const lse = gpu.nanTensor([TQ, Hq]);
+      const enc = gpu.dev.device.createCommandEncoder();
+      plan.run(enc, {
+        q: gpu.tensor(q, [TQ, Hq, D]),
+        k: gpu.tensor(k, [TK, Hkv, D]),
+        v: gpu.tensor(v, [TK, Hkv, D]),
+        lists: { buffer: lists },
+        o,
+        lse,
+      });
+      await gpu.dev.submitAndWait([enc.finish()]);
+      plan.dispose();
+      gpu.dev.destroyBuffer(lists);
+      const co = compare(await gpu.read(o), refO);
+      expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+      const cl = compare(await gpu.read(lse), refL);
+      expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
+    });
 });

@@ -96,6 +96,21 @@ struct Seg {
 // list and keys [kc * b_kper, (kc + 1) * b_kper) of each entry's visible range (ec = p / b_nkc,
 // kc = p % b_nkc), and writes its normalised partial to o row (part_base + p) * l_rows + r and lse
 // (one part: o and lse themselves); kernels/merge combines several.
+// Ragged batch (b_t0 == 0xffffffff, lists.ts `seqs`): l_rows covers every token of the batch and
+// binding 8 (sink_logits, unused by SRC 3) holds the sequence table as u32 bits: word 0 = n, word
+// 1 = t0 (invocation row tr is token t = t0 + tr), then SEQ_WORDS words per sequence [q0, kv0,
+// keys, posoff (i32), list_base, ptr, mb, 0] from word 2, q0 increasing (list_base may wrap: u32).
+// Token t belongs to the last sequence with q0 <= t; it is row t of q, o and lse, its lists are
+// addressed by t - q0 from that sequence's list_base / ptr / mb, it sits at position
+// t - q0 + posoff, and its keys are rows [kv0, kv0 + keys) of k and v (w.kv0; w.seg[2] = keys).
+// Causal token lists hold at most pos + 1 words that count (a top-k over the visible keys puts
+// its -1 slots last): the row reads only those.
+const SEQ_WORDS: u32 = 8u;
+
+fn seq_word(i: u32) -> u32 {
+  return bitcast<u32>(sink_logits[i]);
+}
+
 fn load_row_lists(p: u32, r: u32) -> Row {
   var w: Row;
   w.ok = p < params.part_count && r < params.l_rows;
@@ -103,26 +118,57 @@ fn load_row_lists(p: u32, r: u32) -> Row {
   // head, which mostly share a list and a KV head (less divergence, shared cache lines)
   let nt = params.l_rows / params.hq;
   w.hq = r / nt;
-  let tl = r - w.hq * nt;
-  let t = params.b_t0 + tl;
+  let tr = r - w.hq * nt;
+  var t = params.b_t0 + tr;
+  var tl = tr;
+  var tpos = i32(t) + params.b_posoff;
+  var lbase = params.list_base;
+  var ptr = params.b_ptr;
+  var mb = params.b_mb;
+  w.kv0 = 0u;
+  w.seg[2] = params.b_keys;
+  if (params.b_t0 == 0xffffffffu) {
+    t = seq_word(1u) + tr;
+    var lo = 0u;
+    var hi = seq_word(0u);
+    while (hi - lo > 1u) {
+      let mid = (lo + hi) / 2u;
+      if (seq_word(2u + mid * SEQ_WORDS) <= t) {
+        lo = mid;
+      } else {
+        hi = mid;
+      }
+    }
+    let e = 2u + lo * SEQ_WORDS;
+    tl = t - seq_word(e);
+    w.kv0 = seq_word(e + 1u);
+    w.seg[2] = seq_word(e + 2u);
+    tpos = i32(tl) + bitcast<i32>(seq_word(e + 3u));
+    lbase = seq_word(e + 4u);
+    ptr = seq_word(e + 5u);
+    mb = seq_word(e + 6u);
+  }
   w.r = t * params.hq + w.hq;
-  w.out = select((params.part_base + p) * params.l_rows + tl * params.hq + w.hq, w.r, params.part_count == 1u);
+  w.out = select((params.part_base + p) * params.l_rows + tr * params.hq + w.hq, w.r, params.part_count == 1u);
   w.h = w.hq / params.group;
   let pat = w.hq / (params.hq / params.b_heads);
   let qb = tl / params.b_rows;
   var l0 = 0u;
   var l1 = 0u;
   if (params.b_stride > 0u) {
-    l0 = params.list_base + (qb * params.b_heads + pat) * params.b_stride;
+    l0 = lbase + (qb * params.b_heads + pat) * params.b_stride;
     l1 = l0 + params.b_stride;
   } else if (w.ok) {
-    let i = params.b_ptr + pat * (params.b_mb + 1u) + qb;
-    l0 = params.list_base + sched[i];
-    l1 = params.list_base + sched[i + 1u];
+    let i = ptr + pat * (mb + 1u) + qb;
+    l0 = lbase + sched[i];
+    l1 = lbase + sched[i + 1u];
   }
-  let pos = (i32(t) + params.b_posoff + 1) / i32(params.b_qdiv) - 1;
+  let pos = (tpos + 1) / i32(params.b_qdiv) - 1;
   if (params.causal != 0u && pos < 0) {
     l1 = l0;
+  }
+  if (params.causal != 0u && params.b_block == 0u && pos >= 0) {
+    l1 = min(l1, l0 + u32(pos) + 1u);
   }
   w.qpos = u32(max(pos, 0));
   let ec = p / params.b_nkc;
@@ -144,8 +190,9 @@ fn segment_list(w: Row, s: u32) -> Seg {
     g.hi = w.e1 - w.e0;
   } else {
     let b = sched[w.e0 + s];
-    var lo = select(params.b_keys, b * params.b_block, b < 0x80000000u);
-    var hi = min(min(lo, params.b_keys) + params.b_block, params.b_keys);
+    let keys = w.seg[2];
+    var lo = select(keys, b * params.b_block, b < 0x80000000u);
+    var hi = min(min(lo, keys) + params.b_block, keys);
     if (params.causal != 0u) {
       hi = min(hi, w.qpos + 1u);
     }

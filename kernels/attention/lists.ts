@@ -11,6 +11,12 @@
  * the words). A word b names keys [b * block, min((b + 1) * block, Tk)); the row at position
  * t + posOff sees those <= its position (causal) and > position - window (window > 0).
  *
+ * Ragged batches (`seqs`): one plan attends every sequence of a batch in one dispatch (plus the
+ * merge when split). Each sequence names its first query row, first key row, key count, position
+ * offset and the word offset of its lists; the table is a small storage buffer written once at plan
+ * time and bound in the core's otherwise unused sink slot, so q, k, v, o and lse are read and
+ * written in place at every sequence's own rows (no staging copies, whatever the row alignment).
+ *
  * On loop-capped adapters (llvmpipe) one invocation may walk only part of a row's list: the plan
  * splits each list into parts of whole entries (or of key ranges inside one long entry) under
  * `loopBudget`, writes f32 partials and merges them with `kernels/merge`.
@@ -35,6 +41,26 @@ export type BlockListVariant = 'cpu' | 'gpu';
 const BYTES: Record<FloatDType, number> = { f32: 4, f16: 2, bf16: 2 };
 /** Loop trips per list word beyond `attentionListLoopCost` (see blockListParts). */
 const ENTRY_SLACK = 12;
+
+/** One sequence of a ragged batch (see {@link BlockListOptions.seqs}). */
+export interface BlockListSeq {
+  /** First query row of the sequence in q, o and lse; its Tq rows follow. */
+  q0: number;
+  Tq: number;
+  /** First key row in k and v; its `Tk` keys follow (list words are relative to it). */
+  kv0: number;
+  Tk: number;
+  /** Query token i of the sequence sits at key position i + posOff. */
+  posOff: number;
+  /** Word offset of the sequence's lists (CSR: of the words its table points into). */
+  base: number;
+  /** CSR: word offset of the sequence's ptr table and its query blocks per pattern. */
+  ptr?: number;
+  mb?: number;
+}
+
+/** Words per sequence of the batch table (SEQ_WORDS in attention.wgsl). */
+const SEQ_WORDS = 8;
 
 export interface BlockListOptions {
   /** Query tokens this plan attends: tokens [t0, t0 + Tq) of q, o and lse. */
@@ -81,6 +107,13 @@ export interface BlockListOptions {
   kvDtype: FloatDType;
   oDtype: FloatDType;
   variant: BlockListVariant;
+  /**
+   * A ragged batch: the sequences (by increasing q0, together covering query rows [t0, t0 + Tq))
+   * that one dispatch attends, each with its own lists, keys and position offset; `posOff`,
+   * `base`, `ptr` and `mb` are then taken from each sequence (`base` may be negative: a sequence
+   * that starts before t0 in a chunk's lists) and `Tk` is the rows of k and v.
+   */
+  seqs?: readonly BlockListSeq[];
 }
 
 export interface BlockListTensors {
@@ -164,6 +197,8 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
   private readonly lseScratch: GPUBuffer;
   private readonly dummyRw: GPUBuffer;
   private readonly dummyRead: GPUBuffer;
+  /** The batch table (`seqs`), bound where the other sources read sink logits. */
+  private readonly seqTable?: GPUBuffer;
   private readonly oParts?: GPUBuffer;
   private readonly lseParts?: GPUBuffer;
   /** Split and t0 > 0: the merge writes here, then copies to the rows of o and lse. */
@@ -215,13 +250,28 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
       b_keys: o.Tk,
       b_posoff: o.posOff,
       b_qdiv: o.keyStride ?? 1,
-      b_t0: o.t0 ?? 0,
+      b_t0: o.seqs ? 0xffffffff : (o.t0 ?? 0),
       b_kper: split.keyChunks > 1 ? split.kPer : 0x7fffffff,
       b_nkc: split.keyChunks,
     });
     this.lseScratch = this.workspace(this.rowsN * 4, 'lists.lse');
     this.dummyRw = this.workspace(16, 'lists.dummyRw');
     this.dummyRead = this.workspace(16, 'lists.dummyRead');
+    if (o.seqs) {
+      const seqs = o.seqs.filter((x) => x.Tq > 0);
+      const words = new Uint32Array(2 + SEQ_WORDS * seqs.length);
+      const signed = new Int32Array(words.buffer);
+      words[0] = seqs.length;
+      words[1] = o.t0 ?? 0;
+      seqs.forEach((x, i) => {
+        const e = 2 + i * SEQ_WORDS;
+        words.set([x.q0, x.kv0, x.Tk], e);
+        signed[e + 3] = x.posOff;
+        words.set([x.base >>> 0, x.ptr ?? 0, x.mb ?? 0], e + 4);
+      });
+      this.seqTable = this.workspace(words.byteLength, 'lists.seqs');
+      ctx.device.queue.writeBuffer(this.seqTable, 0, words);
+    }
     if (split.parts > 1) {
       this.oParts = this.workspace(split.parts * this.rowsN * o.Dv * 4, 'lists.oParts');
       this.lseParts = this.workspace(split.parts * this.rowsN * 4, 'lists.lseParts');
@@ -245,15 +295,19 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
    * const core = await BlockListPlan.create(ctx, { ...sizes, rows: R, heads: P, stride: 0, mb: MB, base, block: C, maxEntries, posOff: Tk - Tq, causal, scale, qDtype, kvDtype, oDtype, variant });
    */
   static async create(ctx: TesseraDevice, o: BlockListOptions, argument = 'D'): Promise<BlockListPlan> {
-    const budget = loopBudget(ctx.loopLimit);
-    const split = blockListParts(
+    // a batch: the row's sequence is found by a binary search (log2 n + 2 loop trips)
+    const search = o.seqs ? Math.ceil(Math.log2(o.seqs.length + 1)) + 2 : 0;
+    const budget = loopBudget(ctx.loopLimit) - search;
+    const maxKeys = o.seqs ? Math.max(1, ...o.seqs.map((x) => x.Tk)) : o.Tk;
+    let split = blockListParts(
       budget,
       o.variant,
       o.D,
       o.Dv,
       o.maxEntries,
-      o.block === 0 ? 0 : Math.max(1, o.entryKeys ?? Math.min(o.block, o.Tk)),
+      o.block === 0 ? 0 : Math.max(1, o.entryKeys ?? Math.min(o.block, maxKeys)),
     );
+    if (split && search) split = { ...split, loopIterations: split.loopIterations + search };
     if (!split) {
       fail(
         'E_LIMIT',
@@ -290,7 +344,7 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
     const grid = grid2d(this.ctx, o.variant === 'cpu' ? Math.ceil(n / ATTENTION_WG) : n);
     const lseOut: BindingResource = t.lse ? res(t.lse) : { buffer: this.lseScratch, size: this.rowsN * 4 };
     const head = [res(t.q), res(t.k), res(t.v), t.lists];
-    const tail = [{ buffer: this.dummyRw }, { buffer: this.params }, { buffer: this.dummyRead }];
+    const tail = [{ buffer: this.dummyRw }, { buffer: this.params }, { buffer: this.seqTable ?? this.dummyRead }];
     if (!this.merge) {
       this.dispatch(encoder, this.pipeline, [...head, res(t.o), lseOut, ...tail], grid);
       return;

@@ -52,7 +52,7 @@ export const INDEXER_PROGRAM = wgslProgram('dsa/indexer', [
 ]);
 const WG = 64;
 /** Default bytes of index scores per row chunk. */
-const SCORE_CHUNK_BYTES = 64 * 1024 * 1024;
+export const SCORE_CHUNK_BYTES = 64 * 1024 * 1024;
 
 /**
  * Upper bound of the loop iterations one invocation of `indexer.wgsl` runs over `heads` index
@@ -385,7 +385,8 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
   }
 }
 
-function validateDsaOptions(ctx: TesseraDevice, opts: DsaOptions): Resolved {
+/** @internal the option rules of every DSA plan (also the varlen plan's). */
+export function validateDsaOptions(ctx: TesseraDevice, opts: DsaOptions): Resolved {
   if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'missing;', opts, 'an options object');
   const T = checkInt(aliasedOption(opts, 'Tq', 'T'), optionName(opts, 'Tq', 'T'), { min: 1 });
   const Tk = checkInt(opts.Tk ?? T, 'Tk', { min: T });

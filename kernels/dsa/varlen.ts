@@ -1,22 +1,64 @@
 /**
- * DSA over a ragged batch (`cuSeqlens`): each sequence runs its own {@link DsaPlan} on staging
- * copies of its rows (see `kernels/block_sparse/ragged.ts`); selection never crosses a sequence.
+ * DSA over a ragged batch (`cuSeqlens`); selection never crosses a sequence. One set of
+ * dispatches per row chunk of the batch (chunks keep the `[rows, longest]` f32 index scores within
+ * 64 MiB; their count depends on the batch's size, not on its number of sequences): the indexer
+ * over the chunk's rows of every sequence (`varlen_indexer.wgsl`), the top-k (`kernels/topk`) and
+ * one attention core dispatch reading the selection as token lists with a per-sequence table
+ * (kernels/attention/lists.ts `seqs`), each reading and writing the batch tensors in place at the
+ * sequence's own rows (no staging copies). Rows of a sequence before `topk` keep all their causal
+ * tokens: the top-k of a row lists every visible token when it has fewer than `topk`.
  * The `indices` output is not offered here (its width, min(topk, length), differs per sequence).
  */
-import { fail } from '../../src/errors.js';
+import { checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, runOnceAndDispose } from '../../src/plan.js';
-import type { GpuTensor } from '../../src/tensor.js';
-import { checkRagged, copyRows, raggedSequences, stageTensors, type RaggedField } from '../block_sparse/ragged.js';
-import { DsaPlan, planDsa, type DsaOptions, type DsaTensors } from './dsa.js';
+import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
+import { checkTensor, dtypeCode, type DType } from '../../src/tensor.js';
+import storageWgsl from '../../shaders/storage.wgsl.js';
+import unpackWgsl from '../../shaders/unpack4.wgsl.js';
+import { sparseVariant } from '../block_sparse/common.js';
+import { raggedSequences } from '../block_sparse/ragged.js';
+import { BlockListPlan } from '../attention/lists.js';
+import { raggedSearchTrips } from '../moba/ragged_pool.js';
+import { planTopK, type TopKPlan } from '../topk/index.js';
+import { loopBudget } from '../topk/topk.js';
+import {
+  DSA_INDEXER_PARAMS,
+  SCORE_CHUNK_BYTES,
+  indexerSegments,
+  validateDsaOptions,
+  type DsaOptions,
+  type DsaTensors,
+} from './dsa.js';
+import indexerWgsl from './varlen_indexer.wgsl.js';
 
 export interface DsaVarlenOptions extends Omit<DsaOptions, 'Tq' | 'T' | 'rowChunk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing. */
   cuSeqlens: readonly number[];
+  /**
+   * Rows of the batch per chunk (default: as many as keep the `[rows, longest sequence]` f32
+   * index scores within 64 MiB); chunks may cut through sequences.
+   */
+  rowChunk?: number;
 }
 
-type Field = 'q' | 'k' | 'v' | 'qI' | 'kI' | 'w' | 'o' | 'lse';
-const INPUTS: Field[] = ['q', 'k', 'v', 'qI', 'kI', 'w'];
+const INDEXER_PROGRAM = wgslProgram('dsa/varlen_indexer', [
+  storageWgsl,
+  unpackWgsl,
+  DSA_INDEXER_PARAMS.wgsl,
+  indexerWgsl,
+]);
+const WG = 64;
+
+type Resolved = ReturnType<typeof validateDsaOptions>;
+
+interface Chunk {
+  T0: number;
+  rows: number;
+  indexer: GPUBuffer[];
+  topk: TopKPlan;
+  core: BlockListPlan;
+}
 
 /**
  * DSA over a ragged batch (`cuSeqlens`).
@@ -30,21 +72,43 @@ const INPUTS: Field[] = ['q', 'k', 'v', 'qI', 'kI', 'w'];
  */
 export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
   readonly total: number;
-  private readonly fields: Record<Field, RaggedField>;
-  private readonly seqs: { start: number; len: number; plan: DsaPlan; staged: Record<Field, GpuTensor> }[];
+  /** Row chunks of the batch (one set of dispatches each; 1 unless the index scores pass 64 MiB). */
+  readonly chunks: number;
+  /** Dispatches per chunk: the indexer's segments and the attention's parts (1 each off llvmpipe). */
+  readonly segments: { indexer: number; attention: number };
+  private readonly o: Resolved;
+  private readonly indexer?: Pipeline;
+  private readonly list: Chunk[];
+  private readonly table: GPUBuffer;
+  private readonly scores: GPUBuffer;
+  private readonly sel: GPUBuffer;
 
   private constructor(
     ctx: TesseraDevice,
+    o: Resolved,
     total: number,
-    fields: Record<Field, RaggedField>,
-    plans: { start: number; len: number; plan: DsaPlan }[],
+    table: Uint32Array<ArrayBuffer>,
+    chunks: { T0: number; rows: number; topk: TopKPlan; core: BlockListPlan }[],
+    indexer: { pipeline?: Pipeline; segs: ReturnType<typeof indexerSegments>; width: number; rowChunk: number },
   ) {
     super(ctx);
+    this.o = o;
     this.total = total;
-    this.fields = fields;
-    this.seqs = plans.map((p) => ({
-      ...p,
-      staged: stageTensors((b, l) => this.workspace(b, `dsa.varlen.${l}`), p.len, fields),
+    this.indexer = indexer.pipeline;
+    this.chunks = chunks.length;
+    this.segments = {
+      indexer: chunks.length ? indexer.segs.length : 0,
+      attention: Math.max(0, ...chunks.map((c) => c.core.split.parts)),
+    };
+    this.table = this.workspace(table.byteLength, 'dsa.varlen.seqs');
+    ctx.device.queue.writeBuffer(this.table, 0, table);
+    this.scores = this.workspace(indexer.rowChunk * indexer.width * 4, 'dsa.varlen.scores');
+    this.sel = this.workspace(indexer.rowChunk * o.S * 4, 'dsa.varlen.selection');
+    this.list = chunks.map((c) => ({
+      ...c,
+      indexer: indexer.segs.map((seg) =>
+        this.uniform(DSA_INDEXER_PARAMS, { rows: c.rows, T0: c.T0, Tk: indexer.width, HI: o.HI, POSOFF: 0, ...seg }),
+      ),
     }));
   }
 
@@ -52,41 +116,94 @@ export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
   static async create(device: DeviceLike, opts: DsaVarlenOptions): Promise<DsaVarlenPlan> {
     const ctx = ctxOf(device);
     if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'missing;', opts, 'an options object');
-    const seqs = raggedSequences(opts.cuSeqlens);
-    const plans: { start: number; len: number; plan: DsaPlan }[] = [];
-    try {
-      for (const s of seqs) if (s.len > 0) plans.push({ ...s, plan: await planDsa(ctx, { ...opts, Tq: s.len }) });
-    } catch (e) {
-      for (const p of plans) p.plan.dispose();
-      throw e;
-    }
-    const o =
-      plans[0]?.plan.options ??
-      (await planDsa(ctx, { ...opts, Tq: 1 }).then((p) => {
-        const r = p.options;
-        p.dispose();
-        return r;
-      }));
-    const fields: Record<Field, RaggedField> = {
-      q: { row: [o.Hq, o.D], dtype: o.dtype },
-      k: { row: [o.Hkv, o.D], dtype: o.dtype },
-      v: { row: [o.Hkv, o.Dv], dtype: o.dtype },
-      qI: { row: [o.HI, o.DI], dtype: o.dtype },
-      kI: { row: [o.DI], dtype: o.dtype },
-      w: { row: [o.HI], dtype: o.dtype },
-      o: { row: [o.Hq, o.Dv], dtype: o.outDtype },
-      lse: { row: [o.Hq], dtype: 'f32' },
-    };
-    return new DsaVarlenPlan(
-      ctx,
-      seqs.reduce((a, s) => a + s.len, 0),
-      fields,
-      plans,
+    const all = raggedSequences(opts.cuSeqlens);
+    const total = opts.cuSeqlens[opts.cuSeqlens.length - 1]!;
+    const maxLen = Math.max(1, ...all.map((s) => s.len));
+    // the single-sequence rules and argument names, for the longest sequence
+    const o = validateDsaOptions(ctx, { ...opts, Tq: maxLen, Tk: maxLen, rowChunk: undefined } as DsaOptions);
+    if (total > 0) checkAttentionSizes(ctx, { ...o, Tq: total, Tk: total });
+    const seqs = all.filter((s) => s.len > 0);
+    const table = new Uint32Array(1 + 2 * seqs.length);
+    table[0] = seqs.length;
+    seqs.forEach((s, i) => table.set([s.start, s.len], 1 + 2 * i));
+    // score rows as wide as the longest sequence, in chunks of rows within 64 MiB
+    const width = maxLen;
+    const fit = Math.floor(Math.min(SCORE_CHUNK_BYTES, ctx.limits.maxStorageBufferBindingSize) / (4 * width));
+    const rowChunk = Math.max(1, Math.min(total, checkInt(opts.rowChunk ?? fit, 'rowChunk', { min: 1 })));
+    if (rowChunk * width * 4 > ctx.limits.maxStorageBufferBindingSize)
+      fail(
+        'E_LIMIT',
+        'rowChunk',
+        'makes the score chunk exceed a storage binding;',
+        rowChunk,
+        `at most ${Math.floor(ctx.limits.maxStorageBufferBindingSize / (4 * width))}`,
+      );
+    const segs = indexerSegments(loopBudget(ctx) - raggedSearchTrips(seqs.length), o.HI, o.DI);
+    if (seqs.length === 0) return new DsaVarlenPlan(ctx, o, total, table, [], { segs, width, rowChunk });
+    const chunkList: { T0: number; rows: number }[] = [];
+    for (let T0 = 0; T0 < total; T0 += rowChunk) chunkList.push({ T0, rows: Math.min(rowChunk, total - T0) });
+    const topks = new Map<number, Promise<TopKPlan>>();
+    for (const c of chunkList)
+      if (!topks.has(c.rows)) topks.set(c.rows, planTopK(ctx, { rows: c.rows, n: width, k: o.S }));
+    const variant = sparseVariant(ctx, o.target);
+    const cores = chunkList.map(({ T0, rows }) =>
+      BlockListPlan.create(ctx, {
+        Tq: rows,
+        t0: T0,
+        Tk: total,
+        Hq: o.Hq,
+        Hkv: o.Hkv,
+        D: o.D,
+        Dv: o.Dv,
+        rows: 1,
+        heads: 1,
+        stride: o.S,
+        base: 0,
+        block: 0,
+        maxEntries: o.S,
+        posOff: 0,
+        causal: true,
+        scale: o.scale,
+        qDtype: o.dtype,
+        kvDtype: o.dtype,
+        oDtype: o.outDtype,
+        variant,
+        // the sequences of the chunk; a row's list is row t - T0 of the chunk's selection
+        seqs: seqs
+          .filter((s) => s.start < T0 + rows && s.start + s.len > T0)
+          .map((s) => ({ q0: s.start, Tq: s.len, kv0: s.start, Tk: s.len, posOff: 0, base: (s.start - T0) * o.S })),
+      }),
     );
+    const results = await Promise.allSettled([
+      getPipeline(ctx, {
+        shader: INDEXER_PROGRAM,
+        bindings: ['read', 'read', 'read', 'rw', 'uniform', 'read'],
+        constants: { WG, IN_DTYPE: dtypeCode(o.dtype), DI: o.DI },
+      }),
+      ...cores,
+      ...topks.values(),
+    ]);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) {
+      for (const r of results.slice(1)) if (r.status === 'fulfilled') (r.value as BlockListPlan | TopKPlan).dispose();
+      throw (failed as PromiseRejectedResult).reason;
+    }
+    const value = <T>(i: number) => (results[i] as PromiseFulfilledResult<T>).value;
+    const topkOf = new Map<number, TopKPlan>();
+    [...topks.keys()].forEach((rows, i) => topkOf.set(rows, value<TopKPlan>(1 + cores.length + i)));
+    const chunks = chunkList.map((c, i) => ({ ...c, topk: topkOf.get(c.rows)!, core: value<BlockListPlan>(1 + i) }));
+    return new DsaVarlenPlan(ctx, o, total, table, chunks, {
+      pipeline: value<Pipeline>(0),
+      segs,
+      width,
+      rowChunk,
+    });
   }
 
   override dispose(): void {
-    for (const s of this.seqs) s.plan.dispose();
+    const topks = new Set(this.list.map((c) => c.topk));
+    for (const t of topks) t.dispose();
+    for (const c of this.list) c.core.dispose();
     super.dispose();
   }
 
@@ -102,26 +219,39 @@ export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
         'a tensor',
         'no indices (plan each sequence with planDsa to get them)',
       );
-    const batch: Partial<Record<Field, GpuTensor>> = {};
-    for (const f of [...INPUTS, 'o', 'lse'] as Field[]) {
-      if (f === 'lse' && t.lse === undefined) continue;
-      batch[f] = checkRagged(t[f], f, this.total, this.fields[f], INPUTS.includes(f) ? 'in' : 'out');
-    }
-    for (const s of this.seqs) {
-      for (const f of INPUTS) copyRows(encoder, batch[f]!, s.staged[f], s.start, s.len, 'in');
-      const st = s.staged;
-      s.plan.run(encoder, {
-        q: st.q,
-        k: st.k,
-        v: st.v,
-        qI: st.qI,
-        kI: st.kI,
-        w: st.w,
-        o: st.o,
-        lse: batch.lse ? st.lse : undefined,
-      });
-      copyRows(encoder, batch.o!, st.o, s.start, s.len, 'out');
-      if (batch.lse) copyRows(encoder, batch.lse, st.lse, s.start, s.len, 'out');
+    const { Hq, Hkv, D, Dv, HI, DI, S, dtype, outDtype } = this.o;
+    const T = this.total;
+    const f = (x: unknown, name: string, row: number[], dt: DType) =>
+      checkTensor(x, name, { rank: 1 + row.length, shape: [T, ...row], dtypes: [dt] });
+    const q = f(t.q, 'q', [Hq, D], dtype);
+    const k = f(t.k, 'k', [Hkv, D], dtype);
+    const v = f(t.v, 'v', [Hkv, Dv], dtype);
+    const qI = f(t.qI, 'qI', [HI, DI], dtype);
+    const kI = f(t.kI, 'kI', [DI], dtype);
+    const w = f(t.w, 'w', [HI], dtype);
+    const o = f(t.o, 'o', [Hq, Dv], outDtype);
+    const lse = t.lse === undefined ? undefined : f(t.lse, 'lse', [Hq], 'f32');
+    for (const [x, n] of [
+      [q, 'q'],
+      [k, 'k'],
+      [v, 'v'],
+      [qI, 'qI'],
+      [o, 'o'],
+    ] as const)
+      checkBindingSize(this.ctx, x, n);
+    for (const c of this.list) {
+      const n = c.topk.options.n;
+      const scores = { buffer: this.scores, shape: [c.rows, n], dtype: 'f32' as const };
+      const sel = { buffer: this.sel, shape: [c.rows, S], dtype: 'i32' as const };
+      for (const u of c.indexer)
+        this.dispatch(
+          encoder,
+          this.indexer!,
+          [res(qI), res(kI), res(w), res(scores), { buffer: u }, { buffer: this.table }],
+          grid2d(this.ctx, Math.ceil((c.rows * Math.ceil(n / 4)) / WG)),
+        );
+      c.topk.run(encoder, { scores, indices: sel });
+      c.core.run(encoder, { q, k, v, lists: { buffer: this.sel, size: c.rows * S * 4 }, o, lse });
     }
   }
 }

@@ -343,7 +343,8 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
   }
 }
 
-function validateMobaOptions(opts: MobaOptions): Resolved {
+/** @internal the option rules of every MoBA plan (also the varlen plan's). */
+export function validateMobaOptions(opts: MobaOptions): Resolved {
   if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'missing;', opts, 'an options object');
   const Tq = checkInt(opts.Tq, 'Tq', { min: 1 });
   const Tk = checkInt(opts.Tk ?? Tq, 'Tk', { min: 1 });

@@ -1,34 +1,51 @@
 /**
  * MoBA over a ragged batch (`cuSeqlens`, MoBA's own varlen layout): sequence n is rows
  * `[cuSeqlens[n], cuSeqlens[n+1])` of q, k, v, o, and its blocks start at its first token (blocks
- * never span two sequences). Each sequence runs its own {@link MobaPlan} (prefill, Tq = Tk); the
- * rows of a sequence are copied into plan-owned staging buffers first, because a tensor view must
- * start at a 256-byte offset and sequence boundaries need not. The copies run at
- * `copyBufferToBuffer` speed, small next to the attention itself.
+ * never span two sequences). One set of dispatches serves the whole batch, whatever the number of
+ * sequences: the gate keys of every sequence's blocks (`varlen_pool.wgsl`), the selection of every
+ * row (`varlen_select.wgsl`) and one attention core dispatch over block lists with a per-sequence
+ * table (kernels/attention/lists.ts `seqs`), each reading and writing the batch tensors in place
+ * at the sequence's own rows (no staging copies: boundaries need not be 256-byte aligned).
  */
 import { fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, checkBindingSize, runOnceAndDispose } from '../../src/plan.js';
-import { byteSize, type FloatDType, type GpuTensor } from '../../src/tensor.js';
-import { checkRagged, copyRows, raggedSequences } from '../block_sparse/ragged.js';
-import { MobaPlan, planMoba, type MobaOptions, type MobaTensors } from './moba.js';
+import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
+import { checkTensor, dtypeCode, type FloatDType } from '../../src/tensor.js';
+import storageWgsl from '../../shaders/storage.wgsl.js';
+import unpackWgsl from '../../shaders/unpack4.wgsl.js';
+import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
+import { sparseVariant } from '../block_sparse/common.js';
+import { raggedSequences } from '../block_sparse/ragged.js';
+import { BlockListPlan } from '../attention/lists.js';
+import { loopBudget } from '../topk/topk.js';
+import {
+  MOBA_SELECT_PARAMS,
+  mobaSelectSegments,
+  validateMobaOptions,
+  type MobaOptions,
+  type MobaSelectSegment,
+  type MobaTensors,
+} from './moba.js';
+import { raggedBlocks, raggedPoolPipeline, raggedSearchTrips } from './ragged_pool.js';
+import { POOL_PARAMS, poolSegments, poolWorkgroups, type PoolSegment } from './pool.js';
+import selectWgsl from './varlen_select.wgsl.js';
 
 export interface MobaVarlenOptions extends Omit<MobaOptions, 'Tq' | 'Tk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing (flash-attn / fla layout). */
   cuSeqlens: readonly number[];
 }
 
-interface Seq {
-  start: number;
-  len: number;
-  plan: MobaPlan;
-  q: GpuTensor;
-  k: GpuTensor;
-  v: GpuTensor;
-  o: GpuTensor;
-  lse: GpuTensor;
-  sel: GpuTensor;
-}
+const SELECT_PROGRAM = wgslProgram('moba/varlen_select', [
+  storageWgsl,
+  unpackWgsl,
+  selectSmallWgsl,
+  MOBA_SELECT_PARAMS.wgsl,
+  selectWgsl,
+]);
+const SELECT_WG = 64;
+
+type Resolved = MobaVarlenOptions & { total: number; Dv: number; dtype: FloatDType; outDtype: FloatDType };
 
 /**
  * MoBA over a ragged batch (`cuSeqlens`).
@@ -44,34 +61,64 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
   readonly options: Readonly<
     MobaVarlenOptions & { total: number; Dv: number; dtype: FloatDType; outDtype: FloatDType }
   >;
-  private readonly seqs: Seq[];
+  /** Gate-key blocks of the whole batch. */
+  readonly numBlocks: number;
+  /**
+   * Dispatches of each step per run, independent of the number of sequences: 1 each, more on a
+   * loop-capped device (llvmpipe); `attention` counts the parts of the core (merged by kernels/merge).
+   */
+  readonly segments: { pool: number; select: number; attention: number };
+  private readonly pool?: Pipeline;
+  private readonly select?: Pipeline;
+  private readonly core?: BlockListPlan;
+  private readonly seqTable: GPUBuffer;
+  private readonly poolParams: GPUBuffer[];
+  private readonly selParams: GPUBuffer[];
+  private readonly means: GPUBuffer;
+  private readonly selWs: GPUBuffer;
+  private readonly selCarry: GPUBuffer;
 
   private constructor(
     ctx: TesseraDevice,
-    o: MobaVarlenPlan['options'],
-    plans: { start: number; len: number; plan: MobaPlan }[],
+    o: Resolved,
+    table: Uint32Array<ArrayBuffer>,
+    NB: number,
+    parts: {
+      pool?: Pipeline;
+      select?: Pipeline;
+      core?: BlockListPlan;
+      poolSegs: PoolSegment[];
+      selSegs: MobaSelectSegment[];
+    },
   ) {
     super(ctx);
     this.options = o;
-    const { Hq, Hkv, D, Dv, topk, dtype, outDtype } = o;
-    this.seqs = plans.map(({ start, len, plan }) => {
-      const t = (shape: number[], dt: FloatDType | 'i32' | 'f32', label: string): GpuTensor => ({
-        buffer: this.workspace(byteSize(shape, dt), `moba.varlen.${label}`),
-        shape,
-        dtype: dt,
-      });
-      return {
-        start,
-        len,
-        plan,
-        q: t([len, Hq, D], dtype, 'q'),
-        k: t([len, Hkv, D], dtype, 'k'),
-        v: t([len, Hkv, Dv], dtype, 'v'),
-        o: t([len, Hq, Dv], outDtype, 'o'),
-        lse: t([len, Hq], 'f32', 'lse'),
-        sel: t([len, Hq, topk], 'i32', 'sel'),
-      };
-    });
+    this.numBlocks = NB;
+    this.pool = parts.pool;
+    this.select = parts.select;
+    this.core = parts.core;
+    const { total, Hq, Hkv, D, topk, blockSize } = o;
+    this.seqTable = this.workspace(table.byteLength, 'moba.varlen.seqs');
+    ctx.device.queue.writeBuffer(this.seqTable, 0, table);
+    this.poolParams = parts.poolSegs.map((seg) =>
+      this.uniform(POOL_PARAMS, { T: total, H: Hkv, D, BS: blockSize, NB, ...seg }),
+    );
+    this.selParams = parts.selSegs.map((seg) =>
+      this.uniform(MOBA_SELECT_PARAMS, { Tq: total, Hq, Hkv, K: topk, BS: blockSize, NBM: NB, POSOFF: 0, ...seg }),
+    );
+    this.segments = {
+      pool: parts.core ? this.poolParams.length : 0,
+      select: parts.core ? this.selParams.length : 0,
+      attention: parts.core?.split.parts ?? 0,
+    };
+    this.selCarry = this.workspace(parts.selSegs.length > 1 ? total * Hq * (topk - 1) * 4 : 16, 'moba.varlen.carry');
+    this.means = this.workspace(NB * Hkv * D * 4, 'moba.varlen.means');
+    this.selWs = this.workspace(total * Hq * topk * 4, 'moba.varlen.selection');
+  }
+
+  override dispose(): void {
+    this.core?.dispose();
+    super.dispose();
   }
 
   /** @internal use {@link planMobaVarlen}. */
@@ -79,43 +126,72 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
     const ctx = ctxOf(device);
     if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'missing;', opts, 'an options object');
     const cu = opts.cuSeqlens;
-    const seqs = raggedSequences(cu);
-    const plans: { start: number; len: number; plan: MobaPlan }[] = [];
-    try {
-      for (const s of seqs)
-        if (s.len > 0) plans.push({ ...s, plan: await planMoba(ctx, { ...opts, Tq: s.len, Tk: s.len }) });
-    } catch (e) {
-      for (const p of plans) p.plan.dispose();
-      throw e;
-    }
-    const first = plans[0]?.plan.options;
-    const dtype = opts.dtype ?? 'f32';
-    const o = {
-      ...opts,
-      total: cu[cu.length - 1]!,
-      Dv: first?.Dv ?? opts.Dv ?? opts.D,
-      dtype,
-      outDtype: opts.outDtype ?? dtype,
-    };
-    return new MobaVarlenPlan(ctx, o, plans);
-  }
-
-  override dispose(): void {
-    for (const s of this.seqs) s.plan.dispose();
-    super.dispose();
+    const all = raggedSequences(cu);
+    const total = cu[cu.length - 1]!;
+    const maxLen = Math.max(1, ...all.map((s) => s.len));
+    // the single-sequence rules and argument names, for the longest sequence
+    const r = validateMobaOptions({ ...opts, Tq: maxLen, Tk: maxLen });
+    if (total > 0) checkAttentionSizes(ctx, { ...r, Tq: total, Tk: total });
+    const o: Resolved = { ...opts, total, Dv: r.Dv, dtype: r.dtype, outDtype: r.outDtype };
+    const { seqs, NB, table } = raggedBlocks(all, r.blockSize);
+    // Under a loop limit (llvmpipe): the row's sequence search adds log2 n + 2 trips per invocation.
+    const budget = loopBudget(ctx) - raggedSearchTrips(seqs.length);
+    const maxNB = Math.ceil(maxLen / r.blockSize);
+    const poolSegs = poolSegments(budget, r.blockSize, maxLen);
+    const selSegs = mobaSelectSegments(budget, maxNB, r.D, r.topk);
+    if (seqs.length === 0) return new MobaVarlenPlan(ctx, o, table, NB, { poolSegs, selSegs });
+    const [pool, select, core] = await Promise.all([
+      raggedPoolPipeline(ctx, r.dtype, 'count'),
+      getPipeline(ctx, {
+        shader: SELECT_PROGRAM,
+        bindings: ['read', 'read', 'rw', 'uniform', 'rw', 'read'],
+        constants: { WG: SELECT_WG, IN_DTYPE: dtypeCode(r.dtype), D: r.D },
+      }),
+      BlockListPlan.create(ctx, {
+        Tq: total,
+        Tk: total,
+        Hq: r.Hq,
+        Hkv: r.Hkv,
+        D: r.D,
+        Dv: r.Dv,
+        rows: 1,
+        heads: r.Hq,
+        stride: r.topk,
+        base: 0,
+        block: r.blockSize,
+        maxEntries: r.topk,
+        entryKeys: Math.min(r.blockSize, maxLen),
+        posOff: 0,
+        causal: true,
+        scale: r.scale,
+        qDtype: r.dtype,
+        kvDtype: r.dtype,
+        oDtype: r.outDtype,
+        variant: sparseVariant(ctx, r.target),
+        seqs: seqs.map((s) => ({
+          q0: s.start,
+          Tq: s.len,
+          kv0: s.start,
+          Tk: s.len,
+          posOff: 0,
+          base: s.start * r.Hq * r.topk,
+        })),
+      }),
+    ]);
+    return new MobaVarlenPlan(ctx, o, table, NB, { pool, select, core, poolSegs, selSegs });
   }
 
   run(encoder: GPUCommandEncoder, t: MobaTensors): void {
     this.assertUsable();
     const { total, Hq, Hkv, D, Dv, topk, dtype, outDtype } = this.options;
-    const f = (row: number[], dt: FloatDType | 'f32' | 'i32') => ({ row, dtype: dt });
-    const q = checkRagged(t?.q, 'q', total, f([Hq, D], dtype), 'in');
-    const k = checkRagged(t.k, 'k', total, f([Hkv, D], dtype), 'in');
-    const v = checkRagged(t.v, 'v', total, f([Hkv, Dv], dtype), 'in');
-    const o = checkRagged(t.o, 'o', total, f([Hq, Dv], outDtype), 'out');
-    const lse = t.lse === undefined ? undefined : checkRagged(t.lse, 'lse', total, f([Hq], 'f32'), 'out');
-    const sel =
-      t.selection === undefined ? undefined : checkRagged(t.selection, 'selection', total, f([Hq, topk], 'i32'), 'out');
+    const f = (x: unknown, name: string, row: number[], dt: FloatDType | 'f32' | 'i32') =>
+      checkTensor(x, name, { rank: 1 + row.length, shape: [total, ...row], dtypes: [dt] });
+    const q = f(t?.q, 'q', [Hq, D], dtype);
+    const k = f(t.k, 'k', [Hkv, D], dtype);
+    const v = f(t.v, 'v', [Hkv, Dv], dtype);
+    const o = f(t.o, 'o', [Hq, Dv], outDtype);
+    const lse = t.lse === undefined ? undefined : f(t.lse, 'lse', [Hq], 'f32');
+    const sel = t.selection === undefined ? undefined : f(t.selection, 'selection', [Hq, topk], 'i32');
     if (t.blockMeans !== undefined)
       fail('E_UNSUPPORTED', 'blockMeans', 'is not taken by the varlen (prefill) path;', 'a tensor', 'no blockMeans');
     for (const [x, n] of [
@@ -125,24 +201,26 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
       [o, 'o'],
     ] as const)
       checkBindingSize(this.ctx, x, n);
-    const copy = (batch: GpuTensor, staged: GpuTensor, start: number, len: number, toStaging: boolean) =>
-      copyRows(encoder, batch, staged, start, len, toStaging ? 'in' : 'out');
-    for (const s of this.seqs) {
-      copy(q, s.q, s.start, s.len, true);
-      copy(k, s.k, s.start, s.len, true);
-      copy(v, s.v, s.start, s.len, true);
-      s.plan.run(encoder, {
-        q: s.q,
-        k: s.k,
-        v: s.v,
-        o: s.o,
-        lse: lse ? s.lse : undefined,
-        selection: sel ? s.sel : undefined,
-      });
-      copy(o, s.o, s.start, s.len, false);
-      if (lse) copy(lse, s.lse, s.start, s.len, false);
-      if (sel) copy(sel, s.sel, s.start, s.len, false);
-    }
+    if (!this.core) return; // every sequence empty
+    const NB = this.numBlocks;
+    const means = { buffer: this.means, size: NB * Hkv * D * 4 };
+    const selRes = sel ? res(sel) : { buffer: this.selWs, size: total * Hq * topk * 4 };
+    const table = { buffer: this.seqTable };
+    for (const u of this.poolParams)
+      this.dispatch(
+        encoder,
+        this.pool!,
+        [res(k), means, { buffer: u }, table],
+        grid2d(this.ctx, poolWorkgroups(NB, Hkv, D)),
+      );
+    for (const u of this.selParams)
+      this.dispatch(
+        encoder,
+        this.select!,
+        [res(q), means, selRes, { buffer: u }, { buffer: this.selCarry }, table],
+        grid2d(this.ctx, Math.ceil((total * Hq) / SELECT_WG)),
+      );
+    this.core.run(encoder, { q, k, v, lists: selRes, o, lse });
   }
 }
 

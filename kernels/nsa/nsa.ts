@@ -70,7 +70,8 @@ export const SELECT_PROGRAM = wgslProgram('nsa/select', [
   NSA_SELECT_PARAMS.wgsl,
   selectWgsl,
 ]);
-const COMBINE_PROGRAM = wgslProgram('nsa/combine', [storageWgsl, NSA_COMBINE_PARAMS.wgsl, combineWgsl]);
+/** @internal the gate combine (also the varlen plan's). */
+export const COMBINE_PROGRAM = wgslProgram('nsa/combine', [storageWgsl, NSA_COMBINE_PARAMS.wgsl, combineWgsl]);
 const WG = 64;
 /** Largest selected-block count the in-register selection keeps. */
 export const NSA_MAX_BLOCK_COUNT = 64;
@@ -441,7 +442,8 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
   }
 }
 
-function validateNsaOptions(opts: NsaOptions): Resolved {
+/** @internal the option rules of every NSA plan (also the varlen plan's). */
+export function validateNsaOptions(opts: NsaOptions): Resolved {
   if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'missing;', opts, 'an options object');
   const T = checkInt(aliasedOption(opts, 'Tq', 'T'), optionName(opts, 'Tq', 'T'), { min: 1 });
   const Tk = checkInt(opts.Tk ?? T, 'Tk', { min: T });

@@ -1,22 +1,64 @@
 /**
- * NSA over a ragged batch (`cuSeqlens`, the layout of fla's `cu_seqlens`): each sequence runs its
- * own {@link NsaPlan} on staging copies of its rows (see `kernels/block_sparse/ragged.ts`); blocks
- * and windows restart at every sequence start.
+ * NSA over a ragged batch (`cuSeqlens`, the layout of fla's `cu_seqlens`); blocks and windows
+ * restart at every sequence start. One set of dispatches serves the whole batch, whatever the
+ * number of sequences: compressed keys and values of every sequence's blocks
+ * (`kernels/moba/varlen_pool.wgsl`), the compression branch, the selection of every (token, KV
+ * head) (`varlen_select.wgsl`), the selected-block and window branches (the attention core with a
+ * per-sequence table, kernels/attention/lists.ts `seqs`) and the gate combine, each reading and
+ * writing the batch tensors in place at the sequence's own rows (no staging copies).
  */
 import { fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { KernelPlan, runOnceAndDispose } from '../../src/plan.js';
-import type { GpuTensor } from '../../src/tensor.js';
-import { checkRagged, copyRows, raggedSequences, stageTensors, type RaggedField } from '../block_sparse/ragged.js';
-import { NsaPlan, planNsa, type NsaOptions, type NsaTensors } from './nsa.js';
+import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
+import { checkTensor, dtypeCode, type DType, type GpuTensor } from '../../src/tensor.js';
+import storageWgsl from '../../shaders/storage.wgsl.js';
+import unpackWgsl from '../../shaders/unpack4.wgsl.js';
+import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
+import { sparseVariant } from '../block_sparse/common.js';
+import { raggedSequences } from '../block_sparse/ragged.js';
+import { BlockListPlan, type BlockListSeq } from '../attention/lists.js';
+import { POOL_PARAMS, poolSegments, poolWorkgroups, type PoolSegment } from '../moba/pool.js';
+import { raggedBlocks, raggedPoolPipeline, raggedSearchTrips } from '../moba/ragged_pool.js';
+import { loopBudget } from '../topk/topk.js';
+import {
+  COMBINE_PROGRAM,
+  NSA_COMBINE_PARAMS,
+  NSA_SELECT_PARAMS,
+  nsaSelectSegments,
+  validateNsaOptions,
+  type NsaOptions,
+  type NsaSelectSegment,
+  type NsaTensors,
+} from './nsa.js';
+import selectWgsl from './varlen_select.wgsl.js';
 
 export interface NsaVarlenOptions extends Omit<NsaOptions, 'Tq' | 'T' | 'Tk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing. */
   cuSeqlens: readonly number[];
 }
 
-type Field = 'q' | 'k' | 'v' | 'gCmp' | 'gSlc' | 'gSwa' | 'o' | 'blockIndices';
-const INPUTS: Field[] = ['q', 'k', 'v', 'gCmp', 'gSlc', 'gSwa'];
+const SELECT_PROGRAM = wgslProgram('nsa/varlen_select', [
+  storageWgsl,
+  unpackWgsl,
+  selectSmallWgsl,
+  NSA_SELECT_PARAMS.wgsl,
+  selectWgsl,
+]);
+const WG = 64;
+
+type Resolved = ReturnType<typeof validateNsaOptions>;
+
+interface Parts {
+  pool: Pipeline;
+  select: Pipeline;
+  combine: Pipeline;
+  cmp: BlockListPlan;
+  slc: BlockListPlan;
+  swa?: BlockListPlan;
+  poolSegs: PoolSegment[];
+  selSegs: NsaSelectSegment[];
+}
 
 /**
  * NSA over a ragged batch (`cuSeqlens`).
@@ -30,94 +72,255 @@ const INPUTS: Field[] = ['q', 'k', 'v', 'gCmp', 'gSlc', 'gSwa'];
  */
 export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
   readonly total: number;
-  private readonly fields: Record<Field, RaggedField>;
-  private readonly seqs: { start: number; len: number; plan: NsaPlan; staged: Record<Field, GpuTensor> }[];
+  /** Compressed blocks of the whole batch. */
+  readonly numBlocks: number;
+  /**
+   * Dispatches of each step per run, independent of the number of sequences: 1 each (pool: keys
+   * and values), more on a loop-capped device (llvmpipe); the branches count the core's parts.
+   */
+  readonly segments: { pool: number; cmp: number; select: number; slc: number; swa: number };
+  private readonly o: Resolved;
+  private readonly p?: Parts;
+  private readonly table: GPUBuffer;
+  private readonly u: { poolK: GPUBuffer[]; poolV: GPUBuffer[]; select: GPUBuffer[]; combine: GPUBuffer };
+  private readonly ws: Record<'kc' | 'vc' | 'oCmp' | 'lseCmp' | 'oSlc' | 'oSwa' | 'sel' | 'carry' | 'all', GPUBuffer>;
 
   private constructor(
     ctx: TesseraDevice,
+    o: Resolved,
     total: number,
-    fields: Record<Field, RaggedField>,
-    plans: { start: number; len: number; plan: NsaPlan }[],
+    NC: number,
+    table: Uint32Array<ArrayBuffer>,
+    segs: { pool: PoolSegment[]; select: NsaSelectSegment[] },
+    p?: Parts,
   ) {
     super(ctx);
+    this.o = o;
     this.total = total;
-    this.fields = fields;
-    this.seqs = plans.map((p) => ({
-      ...p,
-      staged: stageTensors((b, l) => this.workspace(b, `nsa.varlen.${l}`), p.len, fields),
-    }));
+    this.numBlocks = NC;
+    this.p = p;
+    const { Hq, Hkv, D, Dv, blockSize: bs, blockCount: S, window } = o;
+    const T = total;
+    this.segments = {
+      pool: p ? 2 * segs.pool.length : 0,
+      cmp: p?.cmp.split.parts ?? 0,
+      select: p ? segs.select.length : 0,
+      slc: p?.slc.split.parts ?? 0,
+      swa: p?.swa?.split.parts ?? 0,
+    };
+    this.table = this.workspace(table.byteLength, 'nsa.varlen.seqs');
+    ctx.device.queue.writeBuffer(this.table, 0, table);
+    this.u = {
+      poolK: segs.pool.map((seg) => this.uniform(POOL_PARAMS, { T, H: Hkv, D, BS: bs, NB: NC, ...seg })),
+      poolV: segs.pool.map((seg) => this.uniform(POOL_PARAMS, { T, H: Hkv, D: Dv, BS: bs, NB: NC, ...seg })),
+      select: segs.select.map((seg) =>
+        this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale, POSOFF: 0, ...seg }),
+      ),
+      combine: this.uniform(NSA_COMBINE_PARAMS, { rows: T * Hq, Dv }),
+    };
+    this.ws = {
+      kc: this.workspace(NC * Hkv * D * 4, 'nsa.varlen.kc'),
+      vc: this.workspace(NC * Hkv * Dv * 4, 'nsa.varlen.vc'),
+      oCmp: this.workspace(T * Hq * Dv * 4, 'nsa.varlen.oCmp'),
+      lseCmp: this.workspace(T * Hq * 4, 'nsa.varlen.lseCmp'),
+      oSlc: this.workspace(T * Hq * Dv * 4, 'nsa.varlen.oSlc'),
+      oSwa: this.workspace(window > 0 ? T * Hq * Dv * 4 : 16, 'nsa.varlen.oSwa'),
+      sel: this.workspace(T * Hkv * S * 4, 'nsa.varlen.blockIndices'),
+      carry: this.workspace(segs.select.length > 1 ? T * Hkv * S * 4 : 16, 'nsa.varlen.carry'),
+      // the list of the one-block branches (compression, window): block 0, all of a sequence's keys
+      all: this.workspace(16, 'nsa.varlen.allKeys'),
+    };
+    ctx.device.queue.writeBuffer(this.ws.all, 0, new Uint32Array(4));
+  }
+
+  override dispose(): void {
+    this.p?.cmp.dispose();
+    this.p?.slc.dispose();
+    this.p?.swa?.dispose();
+    super.dispose();
   }
 
   /** @internal use {@link planNsaVarlen}. */
   static async create(device: DeviceLike, opts: NsaVarlenOptions): Promise<NsaVarlenPlan> {
     const ctx = ctxOf(device);
     if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'missing;', opts, 'an options object');
-    const seqs = raggedSequences(opts.cuSeqlens);
-    const plans: { start: number; len: number; plan: NsaPlan }[] = [];
-    try {
-      for (const s of seqs) if (s.len > 0) plans.push({ ...s, plan: await planNsa(ctx, { ...opts, Tq: s.len }) });
-    } catch (e) {
-      for (const p of plans) p.plan.dispose();
-      throw e;
-    }
-    const o =
-      plans[0]?.plan.options ??
-      (await planNsa(ctx, { ...opts, Tq: 1 }).then((p) => {
-        const r = p.options;
-        p.dispose();
-        return r;
-      }));
-    const fields: Record<Field, RaggedField> = {
-      q: { row: [o.Hq, o.D], dtype: o.dtype },
-      k: { row: [o.Hkv, o.D], dtype: o.dtype },
-      v: { row: [o.Hkv, o.Dv], dtype: o.dtype },
-      gCmp: { row: [o.Hq], dtype: o.gateDtype },
-      gSlc: { row: [o.Hq], dtype: o.gateDtype },
-      gSwa: { row: [o.Hq], dtype: o.gateDtype },
-      o: { row: [o.Hq, o.Dv], dtype: o.outDtype },
-      blockIndices: { row: [o.Hkv, o.blockCount], dtype: 'i32' },
+    const all = raggedSequences(opts.cuSeqlens);
+    const total = opts.cuSeqlens[opts.cuSeqlens.length - 1]!;
+    const maxLen = Math.max(1, ...all.map((s) => s.len));
+    // the single-sequence rules and argument names, for the longest sequence
+    const o = validateNsaOptions({ ...opts, Tq: maxLen, Tk: maxLen } as NsaOptions);
+    if (total > 0) checkAttentionSizes(ctx, { ...o, Tq: total, Tk: total });
+    const { seqs, NB: NC, table } = raggedBlocks(all, o.blockSize);
+    const G = o.Hq / o.Hkv;
+    const budget = loopBudget(ctx) - raggedSearchTrips(seqs.length);
+    const maxNC = Math.ceil(maxLen / o.blockSize);
+    const selSegs = nsaSelectSegments(budget, maxNC, G, o.D, o.blockCount);
+    if (!selSegs)
+      fail(
+        'E_LIMIT',
+        'Hq',
+        `one selection candidate of a group of ${G} query heads runs more loop iterations than this device allows one invocation (${budget});`,
+        o.Hq,
+        'fewer query heads per KV head',
+      );
+    const segs = { pool: poolSegments(budget, o.blockSize, maxLen), select: selSegs };
+    if (seqs.length === 0) return new NsaVarlenPlan(ctx, o, total, NC, table, segs);
+    const core = {
+      Tq: total,
+      Hq: o.Hq,
+      Hkv: o.Hkv,
+      D: o.D,
+      Dv: o.Dv,
+      posOff: 0,
+      causal: true,
+      scale: o.scale,
+      qDtype: o.dtype,
+      oDtype: 'f32' as const,
+      variant: sparseVariant(ctx, o.target),
     };
-    return new NsaVarlenPlan(
-      ctx,
-      seqs.reduce((a, s) => a + s.len, 0),
-      fields,
-      plans,
-    );
-  }
-
-  override dispose(): void {
-    for (const s of this.seqs) s.plan.dispose();
-    super.dispose();
+    // one list of one word (block 0) for every row: rows = total keeps every row in query block 0
+    const one = { rows: total, heads: 1, stride: 1, base: 0, maxEntries: 1 };
+    const per = (f: (s: (typeof seqs)[number]) => Partial<BlockListSeq>): BlockListSeq[] =>
+      seqs.map((s) => ({ q0: s.start, Tq: s.len, kv0: s.start, Tk: s.len, posOff: 0, base: 0, ...f(s) }));
+    const [pool, select, combine, cmp, slc, swa] = await Promise.all([
+      raggedPoolPipeline(ctx, o.dtype, o.variant === 'fla' ? 'count' : 'blockSize'),
+      getPipeline(ctx, {
+        shader: SELECT_PROGRAM,
+        bindings: ['read', 'read', 'read', 'rw', 'uniform', 'rw', 'read'],
+        constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, FLA: o.variant === 'fla' ? 1 : 0 },
+      }),
+      getPipeline(ctx, {
+        shader: COMBINE_PROGRAM,
+        bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'rw', 'uniform'],
+        constants: {
+          WG,
+          GATE_DTYPE: dtypeCode(o.gateDtype),
+          OUT_DTYPE: dtypeCode(o.outDtype),
+          SWA: o.window > 0 ? 1 : 0,
+        },
+      }),
+      BlockListPlan.create(ctx, {
+        ...core,
+        ...one,
+        Tk: NC,
+        block: maxNC,
+        keyStride: o.blockSize,
+        kvDtype: 'f32',
+        seqs: per((s) => ({ kv0: s.blk0, Tk: Math.ceil(s.len / o.blockSize) })),
+      }),
+      BlockListPlan.create(ctx, {
+        ...core,
+        Tk: total,
+        rows: 1,
+        heads: o.Hkv,
+        stride: o.blockCount,
+        base: 0,
+        block: o.blockSize,
+        maxEntries: o.blockCount,
+        entryKeys: Math.min(o.blockSize, maxLen),
+        kvDtype: o.dtype,
+        seqs: per((s) => ({ base: s.start * o.Hkv * o.blockCount })),
+      }),
+      o.window > 0
+        ? BlockListPlan.create(ctx, {
+            ...core,
+            ...one,
+            Tk: total,
+            block: maxLen,
+            entryKeys: Math.min(maxLen, o.window),
+            window: o.window,
+            kvDtype: o.dtype,
+            seqs: per(() => ({})),
+          })
+        : Promise.resolve(undefined),
+    ]);
+    return new NsaVarlenPlan(ctx, o, total, NC, table, segs, {
+      pool,
+      select,
+      combine,
+      cmp,
+      slc,
+      swa,
+      poolSegs: segs.pool,
+      selSegs,
+    });
   }
 
   run(encoder: GPUCommandEncoder, t: NsaTensors): void {
     this.assertUsable();
     if (t === null || typeof t !== 'object')
       fail('E_ARG', 'tensors', 'is not an object;', t, '{ q, k, v, gCmp, gSlc, gSwa?, o, blockIndices? }');
-    const window = this.seqs[0]?.plan.options.window ?? 0;
-    const batch: Partial<Record<Field, GpuTensor>> = {};
-    for (const f of [...INPUTS, 'o', 'blockIndices'] as Field[]) {
-      const x = t[f];
-      if (x === undefined && (f === 'blockIndices' || (f === 'gSwa' && window === 0))) continue;
-      if (f === 'gSwa' && window === 0)
-        fail('E_ARG', 'gSwa', 'given but the plan has no window branch;', 'a tensor', 'no gSwa when window = 0');
-      batch[f] = checkRagged(x, f, this.total, this.fields[f], INPUTS.includes(f) ? 'in' : 'out');
-    }
-    for (const s of this.seqs) {
-      for (const f of INPUTS) if (batch[f]) copyRows(encoder, batch[f]!, s.staged[f], s.start, s.len, 'in');
-      s.plan.run(encoder, {
-        q: s.staged.q,
-        k: s.staged.k,
-        v: s.staged.v,
-        gCmp: s.staged.gCmp,
-        gSlc: s.staged.gSlc,
-        gSwa: batch.gSwa ? s.staged.gSwa : undefined,
-        o: s.staged.o,
-        blockIndices: batch.blockIndices ? s.staged.blockIndices : undefined,
-      });
-      copyRows(encoder, batch.o!, s.staged.o, s.start, s.len, 'out');
-      if (batch.blockIndices) copyRows(encoder, batch.blockIndices, s.staged.blockIndices, s.start, s.len, 'out');
-    }
+    const { Hq, Hkv, D, Dv, dtype, gateDtype, outDtype, blockCount: S, window } = this.o;
+    const T = this.total;
+    const f = (x: unknown, name: string, row: number[], dt: DType) =>
+      checkTensor(x, name, { rank: 1 + row.length, shape: [T, ...row], dtypes: [dt] });
+    const q = f(t.q, 'q', [Hq, D], dtype);
+    const k = f(t.k, 'k', [Hkv, D], dtype);
+    const v = f(t.v, 'v', [Hkv, Dv], dtype);
+    const gCmp = f(t.gCmp, 'gCmp', [Hq], gateDtype);
+    const gSlc = f(t.gSlc, 'gSlc', [Hq], gateDtype);
+    let gSwa: GpuTensor | undefined;
+    if (window > 0) gSwa = f(t.gSwa, 'gSwa', [Hq], gateDtype);
+    else if (t.gSwa !== undefined)
+      fail('E_ARG', 'gSwa', 'given but the plan has no window branch;', 'a tensor', 'no gSwa when window = 0');
+    const o = f(t.o, 'o', [Hq, Dv], outDtype);
+    const bi = t.blockIndices === undefined ? undefined : f(t.blockIndices, 'blockIndices', [Hkv, S], 'i32');
+    for (const [x, n] of [
+      [q, 'q'],
+      [k, 'k'],
+      [v, 'v'],
+      [o, 'o'],
+    ] as const)
+      checkBindingSize(this.ctx, x, n);
+    const p = this.p;
+    if (!p) return; // every sequence empty
+    const NC = this.numBlocks;
+    const ws = this.ws;
+    const u = this.u;
+    const w = (b: GPUBuffer, bytes: number) => ({ buffer: b, size: bytes });
+    const f32 = (buffer: GPUBuffer, shape: number[]): GpuTensor => ({ buffer, shape, dtype: 'f32' });
+    const kc = w(ws.kc, NC * Hkv * D * 4);
+    const vc = w(ws.vc, NC * Hkv * Dv * 4);
+    const sel = bi ? res(bi) : w(ws.sel, T * Hkv * S * 4);
+    const allKeys = w(ws.all, 16);
+    const table = { buffer: this.table };
+    for (const x of u.poolK)
+      this.dispatch(encoder, p.pool, [res(k), kc, { buffer: x }, table], grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)));
+    for (const x of u.poolV)
+      this.dispatch(encoder, p.pool, [res(v), vc, { buffer: x }, table], grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)));
+    p.cmp.run(encoder, {
+      q,
+      k: f32(ws.kc, [NC, Hkv, D]),
+      v: f32(ws.vc, [NC, Hkv, Dv]),
+      lists: allKeys,
+      o: f32(ws.oCmp, [T, Hq, Dv]),
+      lse: f32(ws.lseCmp, [T, Hq]),
+    });
+    const carry = w(ws.carry, u.select.length > 1 ? T * Hkv * S * 4 : 16);
+    for (const x of u.select)
+      this.dispatch(
+        encoder,
+        p.select,
+        [res(q), kc, w(ws.lseCmp, T * Hq * 4), sel, { buffer: x }, carry, table],
+        grid2d(this.ctx, Math.ceil((T * Hkv) / WG)),
+      );
+    p.slc.run(encoder, { q, k, v, lists: sel, o: f32(ws.oSlc, [T, Hq, Dv]) });
+    p.swa?.run(encoder, { q, k, v, lists: allKeys, o: f32(ws.oSwa, [T, Hq, Dv]) });
+    this.dispatch(
+      encoder,
+      p.combine,
+      [
+        w(ws.oCmp, T * Hq * Dv * 4),
+        w(ws.oSlc, T * Hq * Dv * 4),
+        window > 0 ? w(ws.oSwa, T * Hq * Dv * 4) : w(ws.all, 16),
+        res(gCmp),
+        res(gSlc),
+        gSwa ? res(gSwa) : w(ws.all, 16),
+        res(o),
+        { buffer: u.combine },
+      ],
+      grid2d(this.ctx, Math.ceil((T * Hq * (Dv / 4)) / WG)),
+    );
   }
 }
 

@@ -1,0 +1,57 @@
+// Block pooling of a ragged batch in one dispatch (MoBA's gate keys, NSA's compressed keys and
+// values): pool.wgsl per block, with the blocks of every sequence numbered one after another
+// (blocks never span two sequences); DIV_MODE as in pool.wgsl. The table `seqs`
+// (u32, written once at plan time by varlen.ts): word 0 = n non-empty sequences, then 4 words per
+// sequence [first token, length, first block, 0]; the first blocks increase. Global block g of
+// sequence s (the last with first block <= g) covers tokens [t0 + b * BS, min(t0 + (b + 1) * BS,
+// t0 + len)) with b = g - first block. out is [NB, H, D] f32 over all NB blocks of the batch.
+// Segments J0 / J1 / LOAD / LAST as in pool.wgsl. Needs storage.wgsl, unpack4.wgsl and PoolParams.
+
+@group(0) @binding(0) var<storage, read> x_buf: array<vec4<u32>>;      // [total, H, D] in IN_DTYPE
+@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;  // [NB, H, D] f32
+@group(0) @binding(2) var<uniform> params: PoolParams;
+@group(0) @binding(3) var<storage, read> seqs: array<u32>;
+
+override WG: u32 = 64;
+override IN_DTYPE: u32 = 0;
+override DIV_MODE: u32 = 0;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let id = (wg.x + wg.y * nwg.x) * WG + lid;
+  let D4 = params.D / 4u;
+  if (id >= params.NB * params.H * D4) {
+    return;
+  }
+  let c = id % D4;
+  let bh = id / D4;
+  let h = bh % params.H;
+  let g = bh / params.H;
+  var lo = 0u;
+  var hi = seqs[0];
+  while (hi - lo > 1u) {
+    let mid = (lo + hi) / 2u;
+    if (seqs[1u + mid * 4u + 2u] <= g) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  let t0 = seqs[1u + lo * 4u];
+  let j0 = t0 + (g - seqs[1u + lo * 4u + 2u]) * params.BS;
+  let j1 = min(j0 + params.BS, t0 + seqs[1u + lo * 4u + 1u]);
+  var s = vec4<f32>(0.0);
+  if (params.LOAD != 0u) {
+    s = out[id];
+  }
+  for (var j = j0 + params.J0; j < min(j0 + params.J1, j1); j++) {
+    let e = (j * params.H + h) * params.D + 4u * c;
+    s += st_unpack4(x_buf[st_vec4_index(e, IN_DTYPE)], e, IN_DTYPE);
+  }
+  if (params.LAST == 0u) {
+    out[id] = s;
+    return;
+  }
+  let div = select(f32(j1 - j0), f32(params.BS), DIV_MODE == 1u);
+  out[id] = s / div;
+}

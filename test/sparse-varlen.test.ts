@@ -1,0 +1,577 @@
+// Ragged batches of the sparse families run as ONE set of dispatches over the whole batch: the
+// attention core's block lists with a per-sequence table (kernels/attention/lists.ts `seqs`),
+// reading q/k/v and writing o/lse/selection in place at each sequence's rows. Compared with the
+// float64 reference run per sequence, at row boundaries that are not 256-byte aligned, with an
+// empty sequence and sequences shorter than one block, both kernel shapes.
+import { describe, expect, it } from 'vitest';
+import { planMobaVarlen } from '../kernels/moba/index.js';
+import { mobaReference } from '../kernels/moba/reference.js';
+import { planNsaVarlen } from '../kernels/nsa/index.js';
+import { planDsaVarlen } from '../kernels/dsa/index.js';
+import { dsaReference } from '../kernels/dsa/reference.js';
+import { BlockListPlan, type BlockListSeq } from '../kernels/attention/lists.js';
+import { blockSparseReference } from '../kernels/block_sparse/reference.js';
+import { nsaReference } from '../kernels/nsa/reference.js';
+import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
+import { roundTo, type FloatDType } from '../src/tensor.js';
+import type { KernelPlan } from '../src/plan.js';
+import { useGpu, type GpuFixture } from './helpers/gpu.js';
+
+const gpu = useGpu();
+
+/**
+ * Runs `plan` once more into a fresh encoder while counting compute passes, buffer copies and
+ * buffers created on the device (after one warm run, which may build bind groups).
+ */
+async function countRun<T>(fx: GpuFixture, plan: KernelPlan<T>, tensors: T) {
+  const dev = fx.dev.device;
+  const warm = dev.createCommandEncoder();
+  plan.run(warm, tensors);
+  dev.queue.submit([warm.finish()]);
+  const createBuffer = dev.createBuffer;
+  let buffers = 0;
+  Object.defineProperty(dev, 'createBuffer', {
+    value: (d: GPUBufferDescriptor) => (buffers++, createBuffer.call(dev, d)),
+    configurable: true,
+    writable: true,
+  });
+  const enc = dev.createCommandEncoder();
+  let passes = 0;
+  let copies = 0;
+  const begin = enc.beginComputePass.bind(enc);
+  const copy = enc.copyBufferToBuffer.bind(enc) as (...a: unknown[]) => void;
+  Object.assign(enc, {
+    beginComputePass: (d?: GPUComputePassDescriptor) => (passes++, begin(d)),
+    copyBufferToBuffer: (...a: unknown[]) => (copies++, copy(...a)),
+  });
+  try {
+    plan.run(enc, tensors);
+  } finally {
+    Object.defineProperty(dev, 'createBuffer', { value: createBuffer, configurable: true, writable: true });
+  }
+  await fx.dev.submitAndWait([enc.finish()]);
+  return { passes, copies, buffers };
+}
+
+interface MobaCase {
+  cu: number[];
+  Hq: number;
+  Hkv: number;
+  D: number;
+  B: number;
+  k: number;
+  dtype: FloatDType;
+  target: 'cpu' | 'gpu';
+  lse?: boolean;
+}
+
+function mobaInputs(c: MobaCase, seed: number) {
+  const total = c.cu[c.cu.length - 1]!;
+  const rng = new Rng(seed);
+  return {
+    total,
+    q: roundTo(rng.normals(total * c.Hq * c.D), c.dtype),
+    k: roundTo(rng.normals(total * c.Hkv * c.D), c.dtype),
+    v: roundTo(rng.normals(total * c.Hkv * c.D), c.dtype),
+  };
+}
+
+function mobaTensors(fx: GpuFixture, c: MobaCase, x: ReturnType<typeof mobaInputs>) {
+  const { total } = x;
+  return {
+    q: fx.tensor(x.q, [total, c.Hq, c.D], c.dtype),
+    k: fx.tensor(x.k, [total, c.Hkv, c.D], c.dtype),
+    v: fx.tensor(x.v, [total, c.Hkv, c.D], c.dtype),
+    o: fx.nanTensor([total, c.Hq, c.D], c.dtype),
+    lse: c.lse === false ? undefined : fx.nanTensor([total, c.Hq]),
+    selection: fx.tensor(new Int32Array(total * c.Hq * c.k).fill(-7), [total, c.Hq, c.k], 'i32'),
+  };
+}
+
+async function runMoba(c: MobaCase, fx = gpu) {
+  const x = mobaInputs(c, c.cu.length * 31 + c.B);
+  const { total, q, k, v } = x;
+  const { Hq, Hkv, D, B } = c;
+  const refO = new Float64Array(total * Hq * D);
+  const refL = new Float64Array(total * Hq);
+  const refS = new Int32Array(total * Hq * c.k);
+  for (let n = 0; n + 1 < c.cu.length; n++) {
+    const a = c.cu[n]!,
+      len = c.cu[n + 1]! - a;
+    if (!len) continue;
+    const r = mobaReference(
+      q.subarray(a * Hq * D, (a + len) * Hq * D),
+      k.subarray(a * Hkv * D, (a + len) * Hkv * D),
+      v.subarray(a * Hkv * D, (a + len) * Hkv * D),
+      { Tq: len, Hq, Hkv, D, blockSize: B, topk: c.k },
+    );
+    refO.set(r.o, a * Hq * D);
+    refL.set(r.lse, a * Hq);
+    refS.set(r.selection, a * Hq * c.k);
+  }
+  const t = mobaTensors(fx, c, x);
+  const plan = await planMobaVarlen(fx.dev, {
+    cuSeqlens: c.cu,
+    Hq,
+    Hkv,
+    D,
+    blockSize: B,
+    topk: c.k,
+    dtype: c.dtype,
+    target: c.target,
+  });
+  const enc = fx.dev.device.createCommandEncoder();
+  plan.run(enc, t);
+  await fx.dev.submitAndWait([enc.finish()]);
+  const segments = plan.segments;
+  plan.dispose();
+  // random gates: no near-ties at these sizes, so the selected sets match exactly
+  const sel = await fx.read(t.selection);
+  for (let r = 0; r < total * Hq; r++) {
+    const got = new Set([...sel.subarray(r * c.k, (r + 1) * c.k)].filter((b) => b >= 0));
+    const want = new Set([...refS.subarray(r * c.k, (r + 1) * c.k)].filter((b) => b >= 0));
+    expect([...got].sort(), `selection of row ${r}`).toEqual([...want].sort());
+  }
+  const co = compare(await fx.read(t.o), c.dtype === 'f32' ? refO : roundTo(refO, c.dtype));
+  expect(passes(co, TOLERANCE[c.dtype]), describeComparison(co)).toBe(true);
+  if (t.lse) {
+    const cl = compare(await fx.read(t.lse), refL);
+    expect(passes(cl, c.dtype === 'f32' ? TOLERANCE.f32 : TOLERANCE.f16), describeComparison(cl)).toBe(true);
+  }
+  return segments;
+}
+
+// rows of Hq * D * 4 = 128 bytes (f32) / 64 bytes (f16): boundaries at 3, 77, 141 rows are not
+// 256-byte aligned; the 3- and 1-token sequences are shorter than one block, [77, 77) is empty
+const CU = [0, 3, 77, 77, 140, 141, 230];
+
+describe('moba varlen: one dispatch set over the batch', () => {
+  for (const target of ['cpu', 'gpu'] as const)
+    for (const dtype of ['f32', 'f16'] as const)
+      it(`${target} shape, ${dtype}: equals the per-sequence reference`, async () => {
+        await runMoba({ cu: CU, Hq: 2, Hkv: 1, D: 16, B: 16, k: 3, dtype, target, lse: dtype === 'f32' });
+      });
+
+  it('a batch of only empty sequences runs nothing; a leading empty sequence is skipped', async () => {
+    const plan = await planMobaVarlen(gpu.dev, { cuSeqlens: [0, 0, 0], Hq: 2, Hkv: 1, D: 16, blockSize: 4, topk: 2 });
+    const t = mobaTensors(gpu, { cu: [0, 0], Hq: 2, Hkv: 1, D: 16, B: 4, k: 2, dtype: 'f32', target: 'cpu' }, {
+      total: 0,
+      q: new Float32Array(0),
+      k: new Float32Array(0),
+      v: new Float32Array(0),
+    } as never);
+    expect((await countRun(gpu, plan, t)).passes).toBe(0);
+    plan.dispose();
+    await runMoba({ cu: [0, 0, 37, 40], Hq: 2, Hkv: 2, D: 16, B: 8, k: 2, dtype: 'f32', target: 'gpu' });
+  });
+
+  it('run creates no buffer, copies nothing and issues the same dispatches for 2 or 7 sequences', async () => {
+    const counts = [];
+    for (const cu of [
+      [0, 100, 230],
+      [0, 3, 77, 77, 140, 141, 200, 230],
+    ]) {
+      const c: MobaCase = { cu, Hq: 2, Hkv: 1, D: 16, B: 16, k: 3, dtype: 'f32', target: 'cpu' };
+      const plan = await planMobaVarlen(gpu.dev, { cuSeqlens: cu, Hq: 2, Hkv: 1, D: 16, blockSize: 16, topk: 3 });
+      const n = await countRun(gpu, plan, mobaTensors(gpu, c, mobaInputs(c, 5)));
+      expect(n.buffers).toBe(0);
+      expect(n.copies).toBe(0);
+      // gate keys, selection, attention
+      expect(n.passes).toBe(plan.segments.pool + plan.segments.select + plan.segments.attention);
+      counts.push(n.passes);
+      plan.dispose();
+    }
+    expect(counts).toEqual([3, 3]);
+  });
+});
+
+describe('varlen with loopLimit 1024 (split dispatches, still one set for the batch)', () => {
+  const capped = useGpu({ loopLimit: 1024 });
+  it('dsa: indexer over head groups equals the reference', async () => {
+    const s = await runDsa(
+      { cu: [0, 3, 170, 171, 300], Hq: 2, Hkv: 1, D: 16, HI: 64, DI: 64, topk: 150, target: 'cpu', rowChunk: 100 },
+      capped,
+    );
+    expect(s.segments.indexer).toBeGreaterThan(1);
+  });
+  it('nsa: selection in segments equals the reference', async () => {
+    const s = await runNsa(
+      { cu: [0, 5, 300, 301, 400], Hq: 2, Hkv: 1, D: 16, bs: 2, S: 3, W: 40, variant: 'fla', target: 'cpu' },
+      capped,
+    );
+    expect(s.select).toBeGreaterThan(1);
+  });
+  it('selection in segments and attention in parts equal the reference', async () => {
+    const s = await runMoba(
+      { cu: [0, 5, 250, 251, 400], Hq: 2, Hkv: 1, D: 16, B: 2, k: 3, dtype: 'f32', target: 'cpu' },
+      capped,
+    );
+    expect(s.select).toBeGreaterThan(1);
+  });
+  it('attention over long blocks in key ranges (merged)', async () => {
+    const s = await runMoba(
+      { cu: [0, 700, 703, 1100], Hq: 2, Hkv: 1, D: 16, B: 500, k: 2, dtype: 'f16', target: 'gpu' },
+      capped,
+    );
+    expect(s.attention).toBeGreaterThan(1);
+  });
+});
+
+interface NsaCase {
+  cu: number[];
+  Hq: number;
+  Hkv: number;
+  D: number;
+  bs: number;
+  S: number;
+  W: number;
+  variant: 'nsa' | 'fla';
+  target: 'cpu' | 'gpu';
+  dtype?: FloatDType;
+}
+
+function nsaInputs(c: NsaCase, seed: number) {
+  const total = c.cu[c.cu.length - 1]!;
+  const dt = c.dtype ?? 'f32';
+  const rng = new Rng(seed);
+  const sig = (x: number) => 1 / (1 + Math.exp(-x));
+  return {
+    total,
+    q: roundTo(rng.normals(total * c.Hq * c.D), dt),
+    k: roundTo(rng.normals(total * c.Hkv * c.D), dt),
+    v: roundTo(rng.normals(total * c.Hkv * c.D), dt),
+    gCmp: roundTo(rng.normals(total * c.Hq).map(sig), 'f32'),
+    gSlc: roundTo(rng.normals(total * c.Hq).map(sig), 'f32'),
+    gSwa: roundTo(rng.normals(total * c.Hq).map(sig), 'f32'),
+  };
+}
+
+function nsaTensors(fx: GpuFixture, c: NsaCase, x: ReturnType<typeof nsaInputs>) {
+  const { total } = x;
+  const dt = c.dtype ?? 'f32';
+  return {
+    q: fx.tensor(x.q, [total, c.Hq, c.D], dt),
+    k: fx.tensor(x.k, [total, c.Hkv, c.D], dt),
+    v: fx.tensor(x.v, [total, c.Hkv, c.D], dt),
+    gCmp: fx.tensor(x.gCmp, [total, c.Hq]),
+    gSlc: fx.tensor(x.gSlc, [total, c.Hq]),
+    gSwa: c.W > 0 ? fx.tensor(x.gSwa, [total, c.Hq]) : undefined,
+    o: fx.nanTensor([total, c.Hq, c.D], dt),
+    blockIndices: fx.tensor(new Int32Array(total * c.Hkv * c.S).fill(-7), [total, c.Hkv, c.S], 'i32'),
+  };
+}
+
+function nsaPlanOptions(c: NsaCase) {
+  return {
+    cuSeqlens: c.cu,
+    Hq: c.Hq,
+    Hkv: c.Hkv,
+    D: c.D,
+    blockSize: c.bs,
+    blockCount: c.S,
+    window: c.W,
+    variant: c.variant,
+    target: c.target,
+    dtype: c.dtype,
+  };
+}
+
+async function runNsa(c: NsaCase, fx = gpu) {
+  const x = nsaInputs(c, c.cu.length * 17 + c.bs);
+  const { total } = x;
+  const { Hq, Hkv, D, S } = c;
+  const refO = new Float64Array(total * Hq * D);
+  const refSel = new Int32Array(total * Hkv * S);
+  for (let n = 0; n + 1 < c.cu.length; n++) {
+    const a = c.cu[n]!,
+      len = c.cu[n + 1]! - a;
+    if (!len) continue;
+    const sl = (v: Float64Array, w: number) => v.subarray(a * w, (a + len) * w);
+    const r = nsaReference(
+      sl(x.q, Hq * D),
+      sl(x.k, Hkv * D),
+      sl(x.v, Hkv * D),
+      { gCmp: sl(x.gCmp, Hq), gSlc: sl(x.gSlc, Hq), gSwa: c.W > 0 ? sl(x.gSwa, Hq) : undefined },
+      { T: len, Hq, Hkv, D, blockSize: c.bs, blockCount: S, window: c.W, variant: c.variant },
+    );
+    refO.set(r.o, a * Hq * D);
+    refSel.set(r.blockIndices, a * Hkv * S);
+  }
+  const t = nsaTensors(fx, c, x);
+  const plan = await planNsaVarlen(fx.dev, nsaPlanOptions(c));
+  const enc = fx.dev.device.createCommandEncoder();
+  plan.run(enc, t);
+  await fx.dev.submitAndWait([enc.finish()]);
+  const segments = plan.segments;
+  plan.dispose();
+  const sel = await fx.read(t.blockIndices);
+  for (let r = 0; r < total * Hkv; r++) {
+    const got = new Set([...sel.subarray(r * S, (r + 1) * S)].filter((b) => b >= 0));
+    const want = new Set([...refSel.subarray(r * S, (r + 1) * S)].filter((b) => b >= 0));
+    expect([...got].sort(), `blockIndices of row ${r}`).toEqual([...want].sort());
+  }
+  const dt = c.dtype ?? 'f32';
+  const co = compare(await fx.read(t.o), dt === 'f32' ? refO : roundTo(refO, dt));
+  expect(passes(co, TOLERANCE[dt]), describeComparison(co)).toBe(true);
+  return segments;
+}
+
+describe('nsa varlen: one dispatch set over the batch', () => {
+  const cases: NsaCase[] = [
+    { cu: CU, Hq: 4, Hkv: 2, D: 16, bs: 16, S: 3, W: 20, variant: 'nsa', target: 'cpu' },
+    { cu: CU, Hq: 4, Hkv: 2, D: 16, bs: 16, S: 3, W: 20, variant: 'fla', target: 'gpu' },
+    { cu: CU, Hq: 2, Hkv: 1, D: 16, bs: 8, S: 4, W: 0, variant: 'fla', target: 'cpu', dtype: 'f16' },
+    { cu: [0, 0, 9, 100], Hq: 2, Hkv: 2, D: 16, bs: 16, S: 2, W: 0, variant: 'nsa', target: 'gpu' },
+  ];
+  for (const c of cases)
+    it(`${c.variant}, ${c.target} shape, window ${c.W}, ${c.dtype ?? 'f32'}, cu ${c.cu.join(',')}`, async () => {
+      await runNsa(c);
+    });
+
+  it('run creates no buffer, copies nothing and issues the same dispatches for 2 or 7 sequences', async () => {
+    const counts = [];
+    for (const cu of [
+      [0, 100, 230],
+      [0, 3, 77, 77, 140, 141, 200, 230],
+    ]) {
+      const c: NsaCase = { cu, Hq: 4, Hkv: 2, D: 16, bs: 16, S: 3, W: 20, variant: 'nsa', target: 'cpu' };
+      const plan = await planNsaVarlen(gpu.dev, nsaPlanOptions(c));
+      const n = await countRun(gpu, plan, nsaTensors(gpu, c, nsaInputs(c, 3)));
+      expect(n.buffers).toBe(0);
+      expect(n.copies).toBe(0);
+      const s = plan.segments;
+      // pool keys + values, compression, selection, selected blocks, window, combine
+      expect(n.passes).toBe(s.pool + s.cmp + s.select + s.slc + s.swa + 1);
+      counts.push(n.passes);
+      plan.dispose();
+    }
+    expect(counts).toEqual([7, 7]);
+  });
+});
+
+interface DsaCase {
+  cu: number[];
+  Hq: number;
+  Hkv: number;
+  D: number;
+  HI: number;
+  DI: number;
+  topk: number;
+  target: 'cpu' | 'gpu';
+  dtype?: FloatDType;
+  rowChunk?: number;
+}
+
+function dsaInputs(c: DsaCase, seed: number) {
+  const total = c.cu[c.cu.length - 1]!;
+  const dt = c.dtype ?? 'f32';
+  const rng = new Rng(seed);
+  return {
+    total,
+    q: roundTo(rng.normals(total * c.Hq * c.D), dt),
+    k: roundTo(rng.normals(total * c.Hkv * c.D), dt),
+    v: roundTo(rng.normals(total * c.Hkv * c.D), dt),
+    qI: roundTo(rng.normals(total * c.HI * c.DI), dt),
+    kI: roundTo(rng.normals(total * c.DI), dt),
+    w: roundTo(rng.normals(total * c.HI), dt),
+  };
+}
+
+function dsaTensors(fx: GpuFixture, c: DsaCase, x: ReturnType<typeof dsaInputs>) {
+  const { total } = x;
+  const dt = c.dtype ?? 'f32';
+  return {
+    q: fx.tensor(x.q, [total, c.Hq, c.D], dt),
+    k: fx.tensor(x.k, [total, c.Hkv, c.D], dt),
+    v: fx.tensor(x.v, [total, c.Hkv, c.D], dt),
+    qI: fx.tensor(x.qI, [total, c.HI, c.DI], dt),
+    kI: fx.tensor(x.kI, [total, c.DI], dt),
+    w: fx.tensor(x.w, [total, c.HI], dt),
+    o: fx.nanTensor([total, c.Hq, c.D], dt),
+    lse: fx.nanTensor([total, c.Hq]),
+  };
+}
+
+function dsaPlanOptions(c: DsaCase) {
+  const { cu, Hq, Hkv, D, HI, DI, topk, target, dtype, rowChunk } = c;
+  return { cuSeqlens: cu, Hq, Hkv, D, HI, DI, topk, target, dtype, rowChunk };
+}
+
+async function runDsa(c: DsaCase, fx = gpu) {
+  const x = dsaInputs(c, c.cu.length * 13 + c.topk);
+  const { total } = x;
+  const { Hq, Hkv, D, HI, DI } = c;
+  const refO = new Float64Array(total * Hq * D);
+  const refL = new Float64Array(total * Hq);
+  for (let n = 0; n + 1 < c.cu.length; n++) {
+    const a = c.cu[n]!,
+      len = c.cu[n + 1]! - a;
+    if (!len) continue;
+    const sl = (v: Float64Array, w: number) => v.subarray(a * w, (a + len) * w);
+    const r = dsaReference(
+      sl(x.q, Hq * D),
+      sl(x.k, Hkv * D),
+      sl(x.v, Hkv * D),
+      { qI: sl(x.qI, HI * DI), kI: sl(x.kI, DI), w: sl(x.w, HI) },
+      { T: len, Hq, Hkv, D, HI, DI, topk: c.topk },
+    );
+    refO.set(r.o, a * Hq * D);
+    refL.set(r.lse, a * Hq);
+  }
+  const t = dsaTensors(fx, c, x);
+  const plan = await planDsaVarlen(fx.dev, dsaPlanOptions(c));
+  const enc = fx.dev.device.createCommandEncoder();
+  plan.run(enc, t);
+  await fx.dev.submitAndWait([enc.finish()]);
+  const info = { chunks: plan.chunks, segments: plan.segments };
+  plan.dispose();
+  const dt = c.dtype ?? 'f32';
+  const co = compare(await fx.read(t.o), dt === 'f32' ? refO : roundTo(refO, dt));
+  expect(passes(co, TOLERANCE[dt]), describeComparison(co)).toBe(true);
+  const cl = compare(await fx.read(t.lse), refL);
+  expect(passes(cl, dt === 'f32' ? TOLERANCE.f32 : TOLERANCE.f16), describeComparison(cl)).toBe(true);
+  return info;
+}
+
+describe('dsa varlen: one dispatch set over the batch (per row chunk)', () => {
+  const cases: DsaCase[] = [
+    { cu: CU, Hq: 4, Hkv: 1, D: 16, HI: 2, DI: 16, topk: 24, target: 'cpu' },
+    { cu: CU, Hq: 4, Hkv: 2, D: 16, HI: 2, DI: 16, topk: 24, target: 'gpu', dtype: 'f16' },
+    // chunks of 50 rows cut through sequences (lists of a sequence that began in the chunk before)
+    { cu: CU, Hq: 2, Hkv: 1, D: 16, HI: 3, DI: 8, topk: 10, target: 'gpu', rowChunk: 50 },
+    { cu: [0, 0, 5, 100], Hq: 2, Hkv: 1, D: 16, HI: 2, DI: 16, topk: 8, target: 'cpu', rowChunk: 33 },
+  ];
+  for (const c of cases)
+    it(`${c.target} shape, ${c.dtype ?? 'f32'}, topk ${c.topk}, rowChunk ${c.rowChunk ?? 'auto'}, cu ${c.cu.join(',')}`, async () => {
+      const r = await runDsa(c);
+      if (c.rowChunk) expect(r.chunks).toBe(Math.ceil(c.cu[c.cu.length - 1]! / c.rowChunk));
+    });
+
+  it('run creates no buffer, copies nothing and issues the same dispatches for 2 or 7 sequences', async () => {
+    const counts = [];
+    for (const cu of [
+      [0, 100, 230],
+      [0, 3, 77, 77, 140, 141, 200, 230],
+    ]) {
+      const c: DsaCase = { cu, Hq: 2, Hkv: 1, D: 16, HI: 2, DI: 16, topk: 24, target: 'cpu' };
+      const plan = await planDsaVarlen(gpu.dev, dsaPlanOptions(c));
+      const n = await countRun(gpu, plan, dsaTensors(gpu, c, dsaInputs(c, 4)));
+      expect(n.buffers).toBe(0);
+      expect(n.copies).toBe(0);
+      expect(plan.chunks).toBe(1);
+      counts.push(n.passes);
+      plan.dispose();
+    }
+    // indexer, top-k (its passes depend on the row count and longest sequence, both equal here), attention
+    expect(counts[0]).toBe(counts[1]);
+    expect(counts[0]).toBeLessThanOrEqual(6);
+  });
+});
+
+describe('attention core lists over a ragged batch: CSR block masks per sequence (block-sparse layout)', () => {
+  for (const variant of ['cpu', 'gpu'] as const)
+    it(`${variant} shape: each sequence its own BSR mask, q and k rows of their own (Tq < Tk)`, async () => {
+      const Hq = 2,
+        Hkv = 1,
+        D = 16,
+        R = 8,
+        C = 8;
+      // [Tq, Tk] per sequence: a short one, an empty one, bottom-right Tq < Tk, one not a multiple of R
+      const lens: [number, number][] = [
+        [3, 3],
+        [0, 0],
+        [20, 45],
+        [37, 37],
+      ];
+      const rng = new Rng(9);
+      const words: number[] = [];
+      const seqs: BlockListSeq[] = [];
+      const parts: { ptr: number[]; idx: number[] }[] = [];
+      let q0 = 0,
+        kv0 = 0;
+      for (const [Tq, Tk] of lens) {
+        const mb = Math.ceil(Tq / R);
+        const ptr = [0];
+        const idx: number[] = [];
+        for (let b = 0; b < mb; b++) {
+          const last = Math.floor((Math.min(Tq, (b + 1) * R) - 1 + Tk - Tq) / C);
+          for (let c = 0; c <= last; c++) if (c === last || rng.int(0, 2) === 0) idx.push(c);
+          ptr.push(idx.length);
+        }
+        parts.push({ ptr, idx });
+        seqs.push({ q0, Tq, kv0, Tk, posOff: Tk - Tq, base: 0, ptr: 0, mb });
+        q0 += Tq;
+        kv0 += Tk;
+      }
+      // ptr tables first, then the words; each sequence's ptr values are relative to its words
+      for (let i = 0; i < parts.length; i++) {
+        seqs[i]!.ptr = words.length;
+        words.push(...parts[i]!.ptr);
+      }
+      for (let i = 0; i < parts.length; i++) {
+        seqs[i]!.base = words.length;
+        words.push(...parts[i]!.idx);
+      }
+      const TQ = q0,
+        TK = kv0;
+      const q = rng.normals(TQ * Hq * D).map(Math.fround);
+      const k = rng.normals(TK * Hkv * D).map(Math.fround);
+      const v = rng.normals(TK * Hkv * D).map(Math.fround);
+      const refO = new Float64Array(TQ * Hq * D);
+      const refL = new Float64Array(TQ * Hq);
+      lens.forEach(([Tq, Tk], i) => {
+        if (!Tq) return;
+        const s = seqs[i]!;
+        const r = blockSparseReference(
+          q.subarray(s.q0 * Hq * D, (s.q0 + Tq) * Hq * D),
+          k.subarray(s.kv0 * Hkv * D, (s.kv0 + Tk) * Hkv * D),
+          v.subarray(s.kv0 * Hkv * D, (s.kv0 + Tk) * Hkv * D),
+          { Tq, Tk, Hq, Hkv, D, R, C, indptr: parts[i]!.ptr, indices: parts[i]!.idx },
+        );
+        refO.set(r.o, s.q0 * Hq * D);
+        refL.set(r.lse, s.q0 * Hq);
+      });
+      const maxEntries = Math.max(...parts.map((p) => Math.max(0, ...p.ptr.slice(1).map((x, j) => x - p.ptr[j]!))));
+      const plan = await BlockListPlan.create(gpu.dev, {
+        Tq: TQ,
+        Tk: TK,
+        Hq,
+        Hkv,
+        D,
+        Dv: D,
+        rows: R,
+        heads: 1,
+        stride: 0,
+        base: 0,
+        block: C,
+        maxEntries,
+        posOff: 0,
+        causal: true,
+        scale: 1 / Math.sqrt(D),
+        qDtype: 'f32',
+        kvDtype: 'f32',
+        oDtype: 'f32',
+        variant,
+        seqs,
+      });
+      const lists = gpu.dev.upload(new Uint32Array(words));
+      const o = gpu.nanTensor([TQ, Hq, D]);
+      const lse = gpu.nanTensor([TQ, Hq]);
+      const enc = gpu.dev.device.createCommandEncoder();
+      plan.run(enc, {
+        q: gpu.tensor(q, [TQ, Hq, D]),
+        k: gpu.tensor(k, [TK, Hkv, D]),
+        v: gpu.tensor(v, [TK, Hkv, D]),
+        lists: { buffer: lists },
+        o,
+        lse,
+      });
+      await gpu.dev.submitAndWait([enc.finish()]);
+      plan.dispose();
+      gpu.dev.destroyBuffer(lists);
+      const co = compare(await gpu.read(o), refO);
+      expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+      const cl = compare(await gpu.read(lse), refL);
+      expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
+    });
+});

@@ -75,8 +75,8 @@ export function indexerLoopIterations(heads: number, DI: number): number {
  * @example
  * indexerSegments(65535, 1024, 1024).length; // 5 on llvmpipe
  */
-export function indexerSegments(limit: number, HI: number, DI: number): readonly Segment[] {
-  const s = segment(HI, (n) => indexerLoopIterations(n, DI), limit, {
+export function indexerSegments(limit: number, HI: number, DI: number, extra = 0): readonly Segment[] {
+  const s = segment(HI, (n) => indexerLoopIterations(n, DI) + extra, limit, {
     op: 'dsa',
     what: 'one index head of the indexer',
     argument: 'DI',

@@ -21,7 +21,7 @@ import { raggedSequences } from '../block_sparse/ragged.js';
 import { BlockListPlan } from '../attention/lists.js';
 import { raggedSearchTrips } from '../moba/ragged_pool.js';
 import { planTopK, type TopKPlan } from '../topk/index.js';
-import { loopBudget } from '../topk/topk.js';
+import { planLoopLimit, segmentUniforms, withLoopLimit } from '../../src/gpu/segments.js';
 import {
   DSA_INDEXER_PARAMS,
   SCORE_CHUNK_BYTES,
@@ -107,7 +107,14 @@ export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
     this.list = chunks.map((c) => ({
       ...c,
       indexer: indexer.segs.map((seg) =>
-        this.uniform(DSA_INDEXER_PARAMS, { rows: c.rows, T0: c.T0, Tk: indexer.width, HI: o.HI, POSOFF: 0, ...seg }),
+        this.uniform(DSA_INDEXER_PARAMS, {
+          rows: c.rows,
+          T0: c.T0,
+          Tk: indexer.width,
+          HI: o.HI,
+          POSOFF: 0,
+          ...segmentUniforms(seg),
+        }),
       ),
     }));
   }
@@ -138,16 +145,20 @@ export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
         rowChunk,
         `at most ${Math.floor(ctx.limits.maxStorageBufferBindingSize / (4 * width))}`,
       );
-    const segs = indexerSegments(loopBudget(ctx) - raggedSearchTrips(seqs.length), o.HI, o.DI);
+    // Under a loop limit (llvmpipe): the row's sequence search adds log2 n + 2 trips per invocation.
+    const limit = planLoopLimit(ctx, opts.loopLimit);
+    const capped = withLoopLimit(ctx, limit);
+    const segs = indexerSegments(limit, o.HI, o.DI, raggedSearchTrips(seqs.length));
     if (seqs.length === 0) return new DsaVarlenPlan(ctx, o, total, table, [], { segs, width, rowChunk });
     const chunkList: { T0: number; rows: number }[] = [];
     for (let T0 = 0; T0 < total; T0 += rowChunk) chunkList.push({ T0, rows: Math.min(rowChunk, total - T0) });
     const topks = new Map<number, Promise<TopKPlan>>();
     for (const c of chunkList)
-      if (!topks.has(c.rows)) topks.set(c.rows, planTopK(ctx, { rows: c.rows, n: width, k: o.S }));
+      if (!topks.has(c.rows))
+        topks.set(c.rows, planTopK(ctx, { rows: c.rows, n: width, k: o.S, loopLimit: opts.loopLimit }));
     const variant = sparseVariant(ctx, o.target);
     const cores = chunkList.map(({ T0, rows }) =>
-      BlockListPlan.create(ctx, {
+      BlockListPlan.create(capped, {
         Tq: rows,
         t0: T0,
         Tk: total,

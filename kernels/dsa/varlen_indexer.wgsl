@@ -63,10 +63,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let base = tl * params.Tk;
   var acc = vec4<f32>(0.0);
   let sl = vec4<u32>(s0, min(s0 + 1u, params.Tk - 1u), min(s0 + 2u, params.Tk - 1u), min(s0 + 3u, params.Tk - 1u));
-  if (params.LOAD != 0u) {
+  if (params.seg_carry != 0u) {
     acc = vec4<f32>(scores[base + sl.x], scores[base + sl.y], scores[base + sl.z], scores[base + sl.w]);
   }
-  for (var j = params.J0; j < min(params.HI, params.J1); j++) {
+  for (var j = params.seg_begin; j < min(params.HI, params.seg_end); j++) {
     let qb = (t * params.HI + j) * DI;
     var d = vec4<f32>(0.0);
     for (var c = 0u; c < D4; c++) {

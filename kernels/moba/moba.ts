@@ -93,8 +93,8 @@ export function mobaSelectLoopIterations(nc: number, D: number, topk: number, lo
  * @example
  * mobaSelectSegments(4096, 512, 64, 3).length; // 3
  */
-export function mobaSelectSegments(limit: number, NB: number, D: number, topk: number): readonly Segment[] {
-  const s = segment(NB, (n) => mobaSelectLoopIterations(n, D, topk, n < NB), limit, {
+export function mobaSelectSegments(limit: number, NB: number, D: number, topk: number, extra = 0): readonly Segment[] {
+  const s = segment(NB, (n) => mobaSelectLoopIterations(n, D, topk, n < NB) + extra, limit, {
     op: 'moba',
     what: 'one candidate block of the selection',
     argument: 'D',

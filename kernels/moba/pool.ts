@@ -96,9 +96,9 @@ export function poolLoopIterations(tokens: number): number {
  * @example
  * poolSegments(65535, 1 << 20, 1 << 20).length; // 18 on llvmpipe
  */
-export function poolSegments(limit: number, blockSize: number, T: number): readonly Segment[] {
+export function poolSegments(limit: number, blockSize: number, T: number, extra = 0): readonly Segment[] {
   const len = Math.min(blockSize, T);
-  const s = segment(len, poolLoopIterations, limit, {
+  const s = segment(len, (n) => poolLoopIterations(n) + extra, limit, {
     op: 'pool',
     what: 'one token of a block mean',
     argument: 'loopLimit',

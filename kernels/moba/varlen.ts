@@ -18,17 +18,16 @@ import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 import { sparseVariant } from '../block_sparse/common.js';
 import { raggedSequences } from '../block_sparse/ragged.js';
 import { BlockListPlan } from '../attention/lists.js';
-import { loopBudget } from '../topk/topk.js';
+import { planLoopLimit, segmentUniforms, withLoopLimit, type Segment } from '../../src/gpu/segments.js';
 import {
   MOBA_SELECT_PARAMS,
   mobaSelectSegments,
   validateMobaOptions,
   type MobaOptions,
-  type MobaSelectSegment,
   type MobaTensors,
 } from './moba.js';
 import { raggedBlocks, raggedPoolPipeline, raggedSearchTrips } from './ragged_pool.js';
-import { POOL_PARAMS, poolSegments, poolWorkgroups, type PoolSegment } from './pool.js';
+import { POOL_PARAMS, poolSegments, poolWorkgroups } from './pool.js';
 import selectWgsl from './varlen_select.wgsl.js';
 
 export interface MobaVarlenOptions extends Omit<MobaOptions, 'Tq' | 'Tk'> {
@@ -87,8 +86,8 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
       pool?: Pipeline;
       select?: Pipeline;
       core?: BlockListPlan;
-      poolSegs: PoolSegment[];
-      selSegs: MobaSelectSegment[];
+      poolSegs: readonly Segment[];
+      selSegs: readonly Segment[];
     },
   ) {
     super(ctx);
@@ -101,10 +100,19 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
     this.seqTable = this.workspace(table.byteLength, 'moba.varlen.seqs');
     ctx.device.queue.writeBuffer(this.seqTable, 0, table);
     this.poolParams = parts.poolSegs.map((seg) =>
-      this.uniform(POOL_PARAMS, { T: total, H: Hkv, D, BS: blockSize, NB, ...seg }),
+      this.uniform(POOL_PARAMS, { T: total, H: Hkv, D, BS: blockSize, NB, ...segmentUniforms(seg) }),
     );
     this.selParams = parts.selSegs.map((seg) =>
-      this.uniform(MOBA_SELECT_PARAMS, { Tq: total, Hq, Hkv, K: topk, BS: blockSize, NBM: NB, POSOFF: 0, ...seg }),
+      this.uniform(MOBA_SELECT_PARAMS, {
+        Tq: total,
+        Hq,
+        Hkv,
+        K: topk,
+        BS: blockSize,
+        NBM: NB,
+        POSOFF: 0,
+        ...segmentUniforms(seg),
+      }),
     );
     this.segments = {
       pool: parts.core ? this.poolParams.length : 0,
@@ -135,10 +143,11 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
     const o: Resolved = { ...opts, total, Dv: r.Dv, dtype: r.dtype, outDtype: r.outDtype };
     const { seqs, NB, table } = raggedBlocks(all, r.blockSize);
     // Under a loop limit (llvmpipe): the row's sequence search adds log2 n + 2 trips per invocation.
-    const budget = loopBudget(ctx) - raggedSearchTrips(seqs.length);
+    const limit = planLoopLimit(ctx, opts.loopLimit);
+    const search = raggedSearchTrips(seqs.length);
     const maxNB = Math.ceil(maxLen / r.blockSize);
-    const poolSegs = poolSegments(budget, r.blockSize, maxLen);
-    const selSegs = mobaSelectSegments(budget, maxNB, r.D, r.topk);
+    const poolSegs = poolSegments(limit, r.blockSize, maxLen, search);
+    const selSegs = mobaSelectSegments(limit, maxNB, r.D, r.topk, search);
     if (seqs.length === 0) return new MobaVarlenPlan(ctx, o, table, NB, { poolSegs, selSegs });
     const [pool, select, core] = await Promise.all([
       raggedPoolPipeline(ctx, r.dtype, 'count'),
@@ -147,7 +156,7 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
         bindings: ['read', 'read', 'rw', 'uniform', 'rw', 'read'],
         constants: { WG: SELECT_WG, IN_DTYPE: dtypeCode(r.dtype), D: r.D },
       }),
-      BlockListPlan.create(ctx, {
+      BlockListPlan.create(withLoopLimit(ctx, limit), {
         Tq: total,
         Tk: total,
         Hq: r.Hq,

@@ -4,7 +4,7 @@
 // varlen_pool.wgsl); its own block is (t - first token) / BS, its candidates the complete blocks
 // before it, gated against s's block means (global blocks first block + b of gate_keys), and its
 // list is written to sel[row] in block ids of the sequence (what the attention core's batch table
-// resolves against the sequence's first key row). Segments B0 / B1 / LOAD / LAST as select.wgsl.
+// resolves against the sequence's first key row). Segments (seg_*) as select.wgsl.
 // Needs storage.wgsl, unpack4.wgsl, select_small.wgsl and MobaSelectParams (Tq = total rows).
 
 @group(0) @binding(0) var<storage, read> q_buf: array<vec4<u32>>;          // [total, Hq, D] in IN_DTYPE
@@ -50,7 +50,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
   let KP = K - 1u;
   var cnt = 0u;
-  if (params.LOAD != 0u) {
+  if (params.seg_carry != 0u) {
     for (var i = 0u; i < KP; i++) {
       let id = sel[row * K + 1u + i];
       if (id >= 0) {
@@ -60,7 +60,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       }
     }
   }
-  for (var b = params.B0; b < min(own, params.B1); b++) {
+  for (var b = params.seg_begin; b < min(own, params.seg_end); b++) {
     let base = ((blk0 + b) * params.Hkv + h) * D4;
     var s4 = vec4<f32>(0.0);
     for (var c = 0u; c < D4; c++) {
@@ -75,7 +75,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   sel[row * K] = i32(own);
   for (var i = 0u; i < KP; i++) {
     sel[row * K + 1u + i] = select(-1, top_b[i], i < cnt);
-    if (params.LAST == 0u) {
+    if (params.seg_last == 0u) {
       carry[row * KP + i] = top_s[i];
     }
   }

@@ -105,8 +105,15 @@ export function nsaSelectLoopIterations(nc: number, G: number, D: number, S: num
  * @example
  * nsaSelectSegments(65535, 1024, 16, 64, 16).length; // 6 on llvmpipe (Tk = 64K, blockSize 64)
  */
-export function nsaSelectSegments(limit: number, NC: number, G: number, D: number, S: number): readonly Segment[] {
-  const s = segment(NC, (n) => nsaSelectLoopIterations(n, G, D, S, n < NC), limit, {
+export function nsaSelectSegments(
+  limit: number,
+  NC: number,
+  G: number,
+  D: number,
+  S: number,
+  extra = 0,
+): readonly Segment[] {
+  const s = segment(NC, (n) => nsaSelectLoopIterations(n, G, D, S, n < NC) + extra, limit, {
     op: 'nsa',
     what: `one selection candidate of a group of ${G} query heads`,
     argument: 'Hq',

@@ -18,9 +18,9 @@ import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 import { sparseVariant } from '../block_sparse/common.js';
 import { raggedSequences } from '../block_sparse/ragged.js';
 import { BlockListPlan, type BlockListSeq } from '../attention/lists.js';
-import { POOL_PARAMS, poolSegments, poolWorkgroups, type PoolSegment } from '../moba/pool.js';
+import { POOL_PARAMS, poolSegments, poolWorkgroups } from '../moba/pool.js';
 import { raggedBlocks, raggedPoolPipeline, raggedSearchTrips } from '../moba/ragged_pool.js';
-import { loopBudget } from '../topk/topk.js';
+import { planLoopLimit, segmentUniforms, withLoopLimit, type Segment } from '../../src/gpu/segments.js';
 import {
   COMBINE_PROGRAM,
   NSA_COMBINE_PARAMS,
@@ -28,7 +28,6 @@ import {
   nsaSelectSegments,
   validateNsaOptions,
   type NsaOptions,
-  type NsaSelectSegment,
   type NsaTensors,
 } from './nsa.js';
 import selectWgsl from './varlen_select.wgsl.js';
@@ -56,8 +55,8 @@ interface Parts {
   cmp: BlockListPlan;
   slc: BlockListPlan;
   swa?: BlockListPlan;
-  poolSegs: PoolSegment[];
-  selSegs: NsaSelectSegment[];
+  poolSegs: readonly Segment[];
+  selSegs: readonly Segment[];
 }
 
 /**
@@ -91,7 +90,7 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
     total: number,
     NC: number,
     table: Uint32Array<ArrayBuffer>,
-    segs: { pool: PoolSegment[]; select: NsaSelectSegment[] },
+    segs: { pool: readonly Segment[]; select: readonly Segment[] },
     p?: Parts,
   ) {
     super(ctx);
@@ -111,10 +110,14 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
     this.table = this.workspace(table.byteLength, 'nsa.varlen.seqs');
     ctx.device.queue.writeBuffer(this.table, 0, table);
     this.u = {
-      poolK: segs.pool.map((seg) => this.uniform(POOL_PARAMS, { T, H: Hkv, D, BS: bs, NB: NC, ...seg })),
-      poolV: segs.pool.map((seg) => this.uniform(POOL_PARAMS, { T, H: Hkv, D: Dv, BS: bs, NB: NC, ...seg })),
+      poolK: segs.pool.map((seg) =>
+        this.uniform(POOL_PARAMS, { T, H: Hkv, D, BS: bs, NB: NC, ...segmentUniforms(seg) }),
+      ),
+      poolV: segs.pool.map((seg) =>
+        this.uniform(POOL_PARAMS, { T, H: Hkv, D: Dv, BS: bs, NB: NC, ...segmentUniforms(seg) }),
+      ),
       select: segs.select.map((seg) =>
-        this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale, POSOFF: 0, ...seg }),
+        this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale, POSOFF: 0, ...segmentUniforms(seg) }),
       ),
       combine: this.uniform(NSA_COMBINE_PARAMS, { rows: T * Hq, Dv }),
     };
@@ -152,18 +155,13 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
     if (total > 0) checkAttentionSizes(ctx, { ...o, Tq: total, Tk: total });
     const { seqs, NB: NC, table } = raggedBlocks(all, o.blockSize);
     const G = o.Hq / o.Hkv;
-    const budget = loopBudget(ctx) - raggedSearchTrips(seqs.length);
+    // Under a loop limit (llvmpipe): the row's sequence search adds log2 n + 2 trips per invocation.
+    const limit = planLoopLimit(ctx, opts.loopLimit);
+    const search = raggedSearchTrips(seqs.length);
     const maxNC = Math.ceil(maxLen / o.blockSize);
-    const selSegs = nsaSelectSegments(budget, maxNC, G, o.D, o.blockCount);
-    if (!selSegs)
-      fail(
-        'E_LIMIT',
-        'Hq',
-        `one selection candidate of a group of ${G} query heads runs more loop iterations than this device allows one invocation (${budget});`,
-        o.Hq,
-        'fewer query heads per KV head',
-      );
-    const segs = { pool: poolSegments(budget, o.blockSize, maxLen), select: selSegs };
+    const selSegs = nsaSelectSegments(limit, maxNC, G, o.D, o.blockCount, search);
+    const segs = { pool: poolSegments(limit, o.blockSize, maxLen, search), select: selSegs };
+    const capped = withLoopLimit(ctx, limit);
     if (seqs.length === 0) return new NsaVarlenPlan(ctx, o, total, NC, table, segs);
     const core = {
       Tq: total,
@@ -199,7 +197,7 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
           SWA: o.window > 0 ? 1 : 0,
         },
       }),
-      BlockListPlan.create(ctx, {
+      BlockListPlan.create(capped, {
         ...core,
         ...one,
         Tk: NC,
@@ -208,7 +206,7 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
         kvDtype: 'f32',
         seqs: per((s) => ({ kv0: s.blk0, Tk: Math.ceil(s.len / o.blockSize) })),
       }),
-      BlockListPlan.create(ctx, {
+      BlockListPlan.create(capped, {
         ...core,
         Tk: total,
         rows: 1,
@@ -222,7 +220,7 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
         seqs: per((s) => ({ base: s.start * o.Hkv * o.blockCount })),
       }),
       o.window > 0
-        ? BlockListPlan.create(ctx, {
+        ? BlockListPlan.create(capped, {
             ...core,
             ...one,
             Tk: total,

@@ -3,7 +3,7 @@
 // sequence with the last first token <= t (table `seqs`: word 0 = n, then [first token, length,
 // first block, 0] per sequence, kernels/moba/ragged_pool.ts); its compressed keys are the rows
 // first block + c of kc, and its chosen blocks are written in block ids of the sequence.
-// Segments C0 / C1 / LOAD / LAST as in select.wgsl (POSOFF unused).
+// Segments (seg_*) as in select.wgsl (POSOFF unused).
 // Needs storage.wgsl, unpack4.wgsl, select_small.wgsl and the struct NsaSelectParams (T = total).
 
 @group(0) @binding(0) var<storage, read> q_buf: array<vec4<u32>>;     // [T, Hq, D] in IN_DTYPE
@@ -46,7 +46,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let own = pos / params.BS;
   let nvis = (pos + 1u) / params.BS;
   var cnt = 0u;
-  if (params.LOAD != 0u) {
+  if (params.seg_carry != 0u) {
     for (var i = 0u; i < S; i++) {
       let b = out[id * S + i];
       if (b >= 0) {
@@ -56,7 +56,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       }
     }
   }
-  for (var c = params.C0; c < min(own + 1u, params.C1); c++) {
+  for (var c = params.seg_begin; c < min(own + 1u, params.seg_end); c++) {
     let forced = c == own || (FLA == 1u && (c == 0u || c + 1u == own));
     var s = 0.0;
     if (forced) {
@@ -81,7 +81,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
   for (var i = 0u; i < S; i++) {
     out[id * S + i] = select(-1, top_b[i], i < cnt);
-    if (params.LAST == 0u) {
+    if (params.seg_last == 0u) {
       carry[id * S + i] = top_s[i];
     }
   }

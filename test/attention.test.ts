@@ -527,6 +527,147 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
   });
 });
 
+describe('attention core: packs of consecutive tokens (MHA and GQA prefill share each K/V load) vs float64', () => {
+  // Sequences: a prefill, one with more new queries than keys (earlyQueries), a chunk against
+  // earlier keys, a decode row: packs of 1..8 rows span tokens, cross no sequence, and mask per row.
+  const lens = [37, 5, 70, 2];
+  const qLens = [37, 7, 20, 1];
+  const kvIndptr = [0];
+  for (const n of lens) kvIndptr.push(kvIndptr[kvIndptr.length - 1]! + n);
+  const qoIndptr = [0];
+  for (const n of qLens) qoIndptr.push(qoIndptr[qoIndptr.length - 1]! + n);
+  const N = kvIndptr[4]!;
+  const T = qoIndptr[4]!;
+  const D = 16;
+  const masks = [
+    { causal: true, window: 9, sinks: 2, sinkLogit: true, kvChunk: 16 },
+    { causal: true, window: 0, sinks: 0, sinkLogit: false, kvChunk: undefined },
+    { causal: false, window: 0, sinks: 0, sinkLogit: false, kvChunk: 32 },
+  ];
+  for (const variant of ['cpu', 'gpu'] as const) {
+    it(`${variant}: rows 1, 2, 4, 8 over G = 1 and G = 2; window + sinks + sink logit, split-K, non-causal`, async () => {
+      const g = gpu;
+      for (const [Hq, Hkv] of [
+        [2, 2],
+        [4, 2],
+      ] as const) {
+        const rng = new Rng(40 + Hq);
+        const kv = rng.normals(N * Hkv * D);
+        const vv = rng.normals(N * Hkv * D);
+        const qv = rng.normals(T * Hq * D);
+        const sinkLogits = rng.normals(Hq);
+        const seqs = lens.map((_, b) => ({
+          k: kv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
+          v: vv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
+        }));
+        for (const mk of masks) {
+          const ref = batchAttentionReference(qv, seqs, qoIndptr, {
+            Hq,
+            Hkv,
+            D,
+            causal: mk.causal,
+            window: mk.window,
+            sinks: mk.sinks,
+            sinkLogits: mk.sinkLogit ? sinkLogits : undefined,
+          });
+          // llvmpipe's compiler takes minutes over packs of 8: packs up to 4 there (its default cap)
+          for (const rows of Number.isFinite(g.dev.loopLimit) ? [1, 4] : [1, 2, 4, 8]) {
+            const plan = await planBatchAttention(g.dev, {
+              source: 'ragged',
+              maxBatch: 4,
+              maxQTokens: T,
+              maxKvTokens: N,
+              Hq,
+              Hkv,
+              D,
+              kvDtype: 'f32',
+              causal: mk.causal,
+              earlyQueries: true,
+              window: mk.window,
+              sinks: mk.sinks,
+              sinkLogit: mk.sinkLogit,
+              kvChunk: mk.kvChunk,
+              rows,
+              variant,
+            });
+            try {
+              const info = plan.schedule({ qoIndptr, kvIndptr });
+              if (mk.kvChunk === 16) expect(info.parts).toBe(5);
+              const o = g.nanTensor([T, Hq, D]);
+              const lse = g.nanTensor([T, Hq]);
+              const enc = g.dev.device.createCommandEncoder();
+              plan.run(enc, {
+                q: g.tensor(qv, [T, Hq, D]),
+                o,
+                lse,
+                k: g.tensor(kv, [N, Hkv, D]),
+                v: g.tensor(vv, [N, Hkv, D]),
+                ...(mk.sinkLogit ? { sinkLogits: g.tensor(sinkLogits, [Hq]) } : {}),
+              });
+              await g.dev.submitAndWait([enc.finish()]);
+              const what = `Hq ${Hq} Hkv ${Hkv} rows ${rows} ${JSON.stringify(mk)}`;
+              const co = compare(await g.read(o), ref.o);
+              const cl = compare(await g.read(lse), ref.lse);
+              expect(passes(co, TOLERANCE.f32), `${what}: ${describeComparison(co)}`).toBe(true);
+              expect(passes(cl, TOLERANCE.f32), `${what}: ${describeComparison(cl)}`).toBe(true);
+            } finally {
+              plan.dispose();
+            }
+          }
+        }
+      }
+    }, 600_000);
+    it(`${variant}: a NaN key that only the pack's last row sees stays out of the earlier rows`, async () => {
+      const g = gpu;
+      const Hq = 1,
+        Hkv = 1;
+      const rng = new Rng(7);
+      const kv = rng.normals(N * D);
+      const vv = rng.normals(N * D);
+      const qv = rng.normals(T * D);
+      const seqs = lens.map((_, b) => ({
+        k: kv.subarray(kvIndptr[b]! * D, kvIndptr[b + 1]! * D),
+        v: vv.subarray(kvIndptr[b]! * D, kvIndptr[b + 1]! * D),
+      }));
+      const ref = batchAttentionReference(qv, seqs, qoIndptr, { Hq, Hkv, D });
+      // Key 69 of sequence 2 (its last): only its last query (position 69) sees it.
+      const bad = kvIndptr[3]! - 1;
+      const kn = Float64Array.from(kv);
+      const vn = Float64Array.from(vv);
+      kn.fill(NaN, bad * D, (bad + 1) * D);
+      vn.fill(NaN, bad * D, (bad + 1) * D);
+      const plan = await planBatchAttention(g.dev, {
+        source: 'ragged',
+        maxBatch: 4,
+        maxQTokens: T,
+        maxKvTokens: N,
+        Hq,
+        Hkv,
+        D,
+        kvDtype: 'f32',
+        earlyQueries: true,
+        rows: Number.isFinite(g.dev.loopLimit) ? 4 : 8,
+        variant,
+      });
+      try {
+        plan.schedule({ qoIndptr, kvIndptr });
+        const o = g.nanTensor([T, Hq, D]);
+        const enc = g.dev.device.createCommandEncoder();
+        plan.run(enc, { q: g.tensor(qv, [T, Hq, D]), o, k: g.tensor(kn, [N, Hkv, D]), v: g.tensor(vn, [N, Hkv, D]) });
+        await g.dev.submitAndWait([enc.finish()]);
+        const got = await g.read(o);
+        const last = qoIndptr[3]! - 1; // the row at position 69
+        const keep = (x: Float64Array | Float32Array) => Float64Array.from(x).fill(0, last * D, (last + 1) * D);
+        expect(keep(got).every(Number.isFinite)).toBe(true);
+        const co = compare(keep(got), keep(ref.o));
+        expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+      } finally {
+        plan.dispose();
+      }
+    });
+  }
+});
+
 describe('attention core: ragged (contiguous) K/V source', () => {
   for (const target of ['cpu', 'gpu'] as const) {
     it(`${target}: cuSeqlens K/V, prefill + decode mix, window, split-K`, async () => {

@@ -92,6 +92,9 @@ const WG = ATTENTION_WG;
 /** Keys per block of the cpu shape. */
 export const ATTENTION_BK = 32;
 const BK = ATTENTION_BK;
+/** Packs (invocations or workgroups) of one part above which a schedule stops splitting keys for parallelism. */
+const ATTENTION_PARALLEL_PACKS = 512;
+
 /** Words of the schedule slot header: totalQ, B, nParts, kvPart, rows (+ 3 spare). */
 const HEADER_WORDS = 8;
 /** Default bound on the f32 split-K partials a plan keeps (bytes). */
@@ -205,8 +208,9 @@ function gpuWorkgroupBytes(D: number, rows: number): number {
 
 /**
  * The rows a plan packs per invocation (cpu) or workgroup (gpu): the largest of 1, 2, 4, 8 that
- * is at most `span` (the rows that attend the same keys: the G = Hq/Hkv query heads of a token,
- * or all queries of an entry-list call without causal) and at most `cap` (default 4 for cpu, 8 for
+ * is at most `span` (the rows that share keys: the G = Hq/Hkv query heads of a token, times the
+ * tokens of a sequence for the CSR sources, or all queries of an entry-list call without causal)
+ * and at most `cap` (default 4 for cpu, 8 for
  * gpu), lowered until the gpu shape's workgroup memory fits `wgBytes`.
  *
  * @example
@@ -272,7 +276,7 @@ function shapeCost(
  * The loop iterations one invocation of `attention.wgsl` runs when its part covers `keys` keys,
  * counted the way Mesa's gallivm counts (every back-edge of every loop, all loops together; a
  * loop of n trips costs n + 1; a call of a function with a loop or an early return costs 1 more),
- * for a batch of up to `maxBatch` sequences (the binary search over qoIndptr). An upper bound,
+ * for a batch of up to `maxBatch` sequences (the binary searches over qoIndptr). An upper bound,
  * with an allowance for the compiler.
  *
  * - `cpu` (`main_cpu`, blocks of 32 keys): per key the address, max and exp loops' trips and one
@@ -285,7 +289,7 @@ function shapeCost(
  *   sits (inside the key and channel loops), and the max/exp loops once per row.
  *
  * @example
- * attentionLoopCost('cpu', 128, 128, 1000, 8); // 13,107: within llvmpipe's 58,981 budget
+ * attentionLoopCost('cpu', 128, 128, 1000, 8); // 13,113: within llvmpipe's 58,981 budget
  */
 export function attentionLoopCost(
   variant: 'cpu' | 'gpu',
@@ -296,7 +300,8 @@ export function attentionLoopCost(
   rows = 1,
 ): number {
   const c = shapeCost(variant, D, Dv, rows);
-  const search = Math.ceil(Math.log2(Math.max(2, maxBatch))) + 3;
+  // two binary searches: the pack's sequence (over pk_start) and its first row's token (qoIndptr)
+  const search = 2 * (Math.ceil(Math.log2(Math.max(2, maxBatch))) + 3);
   const blocks = Math.ceil(keys / c.block) + 2;
   return c.setup + search + 3 + blocks * c.perBlock + keys * c.perKey;
 }
@@ -324,7 +329,7 @@ export function attentionListLoopCost(
  * stays within {@link loopBudget} (`Infinity` without a cap, 0 when not even one fits).
  *
  * @example
- * attentionKeysPerPart(65535, 'cpu', 128, 128, 8); // 4,580 keys
+ * attentionKeysPerPart(65535, 'cpu', 128, 128, 8); // 4,579 keys
  */
 export function attentionKeysPerPart(
   loopLimit: number,
@@ -405,8 +410,10 @@ export interface BatchAttentionOptions {
   /** Schedule slots (default 4): schedules that may be in flight between submits. */
   scheduleSlots?: number;
   /**
-   * Query rows packed per invocation (cpu) or workgroup (gpu): 1, 2, 4 or 8 query heads of one
-   * token and KV head share each K/V load. Default: {@link attentionPackRows} of Hq / Hkv.
+   * Query rows packed per invocation (cpu) or workgroup (gpu): 1, 2, 4 or 8 consecutive rows of
+   * one sequence and KV head (its query heads, then its next tokens) share each K/V load. Default:
+   * {@link attentionPackRows} of G = Hq / Hkv times `maxQTokens / maxBatch` tokens, up to 8 when
+   * that packs tokens (4 for one token's heads on the cpu shape).
    */
   rows?: number;
 }
@@ -646,13 +653,16 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const o = validate(opts);
     const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
     const G = o.Hq / o.Hkv;
+    // A pack spans consecutive tokens of a sequence: the rows of the average sequence's new tokens.
+    const span = G * Math.max(1, Math.floor(o.maxQTokens / o.maxBatch));
     let rows =
       o.rows ??
       attentionPackRows(
         variant,
-        G,
+        span,
         o.D,
-        attentionRowsCap(ctx.loopLimit, o.D, o.Dv),
+        // packs of tokens (prefill) take 8 rows on cpu too (measured faster than 4 for MHA prefill)
+        attentionRowsCap(ctx.loopLimit, o.D, o.Dv) ?? (span > G ? 8 : undefined),
         ctx.limits.maxComputeWorkgroupStorageSize,
       );
     // Under a loop cap a pack's invocation covers fewer keys; the default pack shrinks while the
@@ -910,7 +920,13 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     for (let b = 0; b < B; b++) maxLen = Math.max(maxLen, lens[b]!);
     let chunk: number;
     if (o.kvChunk !== undefined) chunk = Math.min(o.kvChunk, this.maxKeysPerPart);
-    else chunk = Math.min(this.maxKeysPerPart, Math.max(256, Math.ceil(maxLen / this.maxSplits)));
+    else {
+      // Split-K for parallelism only: a step with enough packs already (a long prefill) keeps each
+      // sequence in as few parts as the loop cap allows (no partials, no merge).
+      const packs = Math.floor((totalQ * (o.Hq / o.Hkv) + B * (this.rows - 1)) / this.rows) * o.Hkv;
+      const want = Math.min(this.maxSplits, Math.max(1, Math.ceil(ATTENTION_PARALLEL_PACKS / Math.max(1, packs))));
+      chunk = Math.min(this.maxKeysPerPart, Math.max(256, Math.ceil(maxLen / want)));
+    }
     const parts = Math.max(1, Math.ceil(maxLen / chunk));
     if (parts > this.maxSplits)
       fail(
@@ -1083,8 +1099,10 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
       sr,
     ];
     const rows = info.totalQ * o.Hq;
-    // One invocation (cpu) or workgroup (gpu) per part and pack: ceil(G / R) packs per token and KV head.
-    const invocations = info.totalQ * o.Hkv * Math.ceil(o.Hq / o.Hkv / this.rows) * info.parts;
+    // One invocation (cpu) or workgroup (gpu) per part and pack: a sequence of n tokens owns at
+    // least ceil(n * G / R) packs per KV head (attention.wgsl `pk_start`).
+    const packs = Math.floor((info.totalQ * (o.Hq / o.Hkv) + info.batch * (this.rows - 1)) / this.rows);
+    const invocations = packs * o.Hkv * info.parts;
     const groups = this.variant === 'gpu' ? invocations : Math.ceil(invocations / WG);
     this.encode(encoder, this.pipeline, resources, grid2d(this.ctx, groups), `c${info.slot}|${idOf(slot.buffer)}`);
     if (info.parts > 1) {

@@ -35,11 +35,18 @@
 // Packed rows (ROWS, a header constant of 1, 2, 4 or 8 chosen by the plan): rows that attend the
 // same keys of the same KV head share one invocation (cpu) or workgroup (gpu), so each K/V word is
 // loaded once per pack. For KV head h the rows are numbered x = t * G + (hq - h * G) and cut into
-// units of `pack_span()` consecutive x: the G query heads of one token (CSR sources and causal
-// SRC 2), or all Tq * G rows of the head (SRC 2 without causal: every query sees the same
-// entries, e.g. the cascade's sequences against the shared pages). A pack is ROWS consecutive x of
-// one unit; slots past the unit are empty (Hq / Hkv need not be a multiple of ROWS). The pack's
-// first row (`load_row`) gives the keys (segments) of all its rows.
+// units of `pack_span()` consecutive x: the G query heads of one token (causal SRC 2), or all
+// Tq * G rows of the head (SRC 2 without causal: every query sees the same entries, e.g. the
+// cascade's sequences against the shared pages). A pack is ROWS consecutive x of one unit; slots
+// past the unit are empty (Hq / Hkv need not be a multiple of ROWS). The pack's first row
+// (`load_row`) gives the keys (segments) of all its rows.
+// CSR sources (SRC 0, 1): the unit is a whole sequence, its n * G rows x = i * G + (hq - h * G),
+// so a pack spans consecutive tokens (G = 1: ROWS tokens). Sequence b owns the packs
+// [pk_start(b), pk_start(b + 1)) of each KV head, pk_start(b) = (qoIndptr[b] * G + b * (ROWS - 1))
+// / ROWS (at least ceil(n * G / ROWS) of them; any extra one is empty). The pack's keys are the
+// union of its rows' keys: the first row's window start to the last row's position; a block
+// that some row must not see (`block_masked`) masks per row (`visible`), and skips the values of
+// masked keys (they may be NaN or Inf).
 
 @group(0) @binding(0) var<storage, read> q: array<u32>;            // [T, Hq, D] in Q_DT
 @group(0) @binding(1) var<storage, read> k: array<vec4<u32>>;      // pool (SRC 0, 2) or [N, Hkv, D] (SRC 1), 16-byte words
@@ -70,6 +77,8 @@ struct Row {
   kv0: u32,      // kvIndptr[b]
   seg: array<u32, 4>, // CSR: [lo0, hi0, lo1, hi1]: sink segment and main segment, cut to the part
   qpos: u32,     // SRC 2: absolute query position
+  pos: i32,      // CSR causal: the first row's position (negative: before the first key)
+  dt: u32,       // CSR: tokens from the pack's first row to its last (0: one token)
   e0: u32,       // SRC 2: the part's entries [e0, e1) of the list
   e1: u32,
 }
@@ -209,6 +218,65 @@ fn segment_list(w: Row, s: u32) -> Seg {
 
 const NO_ROW: u32 = 0xffffffffu;
 
+// CSR sources: the pack's sequence b (its first token t0, its rows nx = n * G), its KV head h
+// and its first row x0 within the sequence's rows.
+struct Pack {
+  h: u32,
+  t0: u32,
+  nx: u32,
+  x0: u32,
+}
+
+fn pk_start(b: u32) -> u32 {
+  return (sched[params.off_qo + b] * params.group + b * (ROWS - 1u)) / ROWS;
+}
+
+// CSR: pack gi (KV head fastest): one binary search over pk_start [B+1]. Other sources: unused.
+fn pack_of(gi: u32) -> Pack {
+  var k: Pack;
+  k.h = gi % params.hkv;
+  if (SRC < 2u) {
+    let pk = gi / params.hkv;
+    var lo = 0u;
+    var hi = max(sched[1], 1u);
+    while (hi - lo > 1u) {
+      let mid = (lo + hi) / 2u;
+      if (pk_start(mid) <= pk) {
+        lo = mid;
+      } else {
+        hi = mid;
+      }
+    }
+    k.t0 = sched[params.off_qo + lo];
+    k.nx = (sched[params.off_qo + lo + 1u] - k.t0) * params.group;
+    k.x0 = (pk - pk_start(lo)) * ROWS;
+  }
+  return k;
+}
+
+// CSR: tokens from the pack's first row to its last (0 for an empty pack).
+fn pack_dt(k: Pack) -> u32 {
+  return select(0u, (min(k.x0 + ROWS, k.nx) - 1u) / params.group - k.x0 / params.group, k.x0 < k.nx);
+}
+
+// CSR: the position of slot i relative to the pack's first row.
+fn slot_dt(k: Pack, i: u32) -> i32 {
+  return i32((k.x0 + i) / params.group) - i32(k.x0 / params.group);
+}
+
+// Is key j visible from position pos (causal, window and sinks)?
+fn visible(j: u32, pos: i32) -> bool {
+  let x = i32(j);
+  return x <= pos && (params.window == 0u || x > pos - i32(params.window) || j < params.sinks);
+}
+
+// Does block [j0, j0 + n) hold a key that some row of the pack must not see?
+fn block_masked(w: Row, j0: u32, n: u32) -> bool {
+  let last = w.pos + i32(w.dt);
+  return w.dt > 0u && params.causal != 0u &&
+    (i32(j0 + n - 1u) > w.pos || (params.window > 0u && i32(j0) <= last - i32(params.window) && j0 + n > params.sinks));
+}
+
 // Rows of one pack unit (see the header): G, or Tq * G for SRC 2 without causal.
 fn pack_span() -> u32 {
   return select(params.group, (params.l_rows / params.hq) * params.group, SRC == 2u && params.causal == 0u);
@@ -217,21 +285,32 @@ fn pack_span() -> u32 {
 // Packs per part for `rows` rows (a multiple of Hq).
 fn pack_count(rows: u32) -> u32 {
   let span = pack_span();
-  return ((rows / params.hq) * params.group / span) * params.hkv * ((span + ROWS - 1u) / ROWS);
+  var n = ((rows / params.hq) * params.group / span) * params.hkv * ((span + ROWS - 1u) / ROWS);
+  if (SRC < 2u) {
+    n = params.hkv * ((sched[0] * params.group + sched[1] * (ROWS - 1u)) / ROWS);
+  }
+  return n;
 }
 
 // Row index of slot i of pack gi, NO_ROW for an empty slot. One return (called inside loops).
-fn pack_row(gi: u32, i: u32) -> u32 {
-  let span = pack_span();
-  let ch = (span + ROWS - 1u) / ROWS;
-  let c = gi % ch;
-  let rest = gi / ch;
-  let h = rest % params.hkv;
-  let x = c * ROWS + i;
-  let P = (rest / params.hkv) * span + x;
-  let t = P / params.group;
-  let r = t * params.hq + h * params.group + (P - t * params.group);
-  return select(NO_ROW, r, x < span);
+fn pack_row(k: Pack, gi: u32, i: u32) -> u32 {
+  var r = NO_ROW;
+  if (SRC < 2u) {
+    let xc = k.x0 + i;
+    let tc = k.t0 + xc / params.group;
+    r = select(NO_ROW, tc * params.hq + k.h * params.group + xc % params.group, xc < k.nx);
+  } else {
+    let span = pack_span();
+    let ch = (span + ROWS - 1u) / ROWS;
+    let c = gi % ch;
+    let rest = gi / ch;
+    let h = rest % params.hkv;
+    let x = c * ROWS + i;
+    let P = (rest / params.hkv) * span + x;
+    let t = P / params.group;
+    r = select(NO_ROW, t * params.hq + h * params.group + (P - t * params.group), x < span);
+  }
+  return r;
 }
 
 // Row r of the pack led by w (same token's keys and KV head): only the row index, its output row
@@ -244,9 +323,12 @@ fn row_at(w: Row, r: u32) -> Row {
   return x;
 }
 
-fn load_row(p: u32, r: u32) -> Row {
+// Row r (for CSR sources: with the keys of the dt tokens after it too, see the header).
+fn load_row(p: u32, r: u32, dt: u32) -> Row {
   var w: Row;
   w.ok = false;
+  w.dt = dt;
+  w.pos = 0;
   if (SRC == 3u) {
     return load_row_lists(p, r);
   }
@@ -303,16 +385,14 @@ fn load_row(p: u32, r: u32) -> Row {
   var lo1 = 0u;
   var hi0 = 0u;
   if (params.causal != 0u) {
-    // pos = L - n + i; a query before the first key (L + i < n, planned with earlyQueries) sees none.
-    if (L + i < n) {
-      hi1 = 0u;
-    } else {
-      let pos = L + i - n;
-      hi1 = pos + 1u;
-      if (params.window > 0u && pos + 1u > params.window) {
-        lo1 = pos + 1u - params.window;
-        hi0 = min(params.sinks, lo1);
-      }
+    // pos = L - n + i; a query before the first key (L + i < n, planned with earlyQueries) sees
+    // none. The pack's keys end at its last row's position pos + dt.
+    let pos = i32(L + i) - i32(n);
+    w.pos = pos;
+    hi1 = u32(max(pos + i32(dt) + 1, 0));
+    if (params.window > 0u && pos + 1 > i32(params.window)) {
+      lo1 = u32(pos + 1) - params.window;
+      hi0 = min(params.sinks, lo1);
     }
   }
   let p0 = p * sched[3];
@@ -478,20 +558,26 @@ fn main_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     return;
   }
   let ng = pack_count(rows);
+  if (ng == 0u) {
+    return;
+  }
   let p = id / ng;
   let gi = id - p * ng;
-  let w = load_row(p, pack_row(gi, 0u));
+  let pk = pack_of(gi);
+  let w = load_row(p, pack_row(pk, gi, 0u), pack_dt(pk));
   if (!w.ok) {
     return;
   }
   // Empty slots compute on the first row's q; their results are never stored.
   var rs: array<u32, ROWS>;
+  var rp: array<i32, ROWS>;
   var m: array<f32, ROWS>;
   var l: array<f32, ROWS>;
   for (var i = 0u; i < ROWS; i++) {
     // SRC 3 runs packs of one (lists differ per query head): its row is the one load_row_lists found.
-    let r = select(pack_row(gi, i), w.r, SRC == 3u);
+    let r = select(pack_row(pk, gi, i), w.r, SRC == 3u);
     rs[i] = r;
+    rp[i] = w.pos + slot_dt(pk, i);
     let rq = select(w.r, r, r != NO_ROW);
     for (var c = lid; c < QN; c += WG) {
       wq[i][c] = ld4_q(rq * D + 4u * c) * params.scale_log2;
@@ -523,7 +609,11 @@ fn main_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
         wvb[lid] = v_elem(w, g, j);
         wvs[lid] = kv_scale(w, g, j, 1u);
       }
+      let nm = block_masked(w, j0, min(WG, s1 - j0));
       for (var i = 0u; i < ROWS; i++) {
+        if (nm && !visible(j, rp[i])) {
+          sc[i] = st_neg_inf();
+        }
         wred[i * WG + lid] = select(ST_NEG_BIG, sc[i], valid);
       }
       workgroupBarrier();
@@ -568,10 +658,21 @@ fn main_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
           for (var i = 0u; i < ROWS; i++) {
             x[i] = acc[i][a] * corr[i];
           }
-          for (var jj = 0u; jj < n; jj++) {
-            let vq = ld4_v(wvb[jj] + 4u * c, wvs[jj]);
-            for (var i = 0u; i < ROWS; i++) {
-              x[i] += wp[i * WG + jj] * vq;
+          if (nm) {
+            // masked keys (p = 0) skipped: their values may be NaN or Inf
+            for (var jj = 0u; jj < n; jj++) {
+              let vq = ld4_v(wvb[jj] + 4u * c, wvs[jj]);
+              for (var i = 0u; i < ROWS; i++) {
+                let pj = wp[i * WG + jj];
+                x[i] += pj * select(vec4<f32>(0.0), vq, pj > 0.0);
+              }
+            }
+          } else {
+            for (var jj = 0u; jj < n; jj++) {
+              let vq = ld4_v(wvb[jj] + 4u * c, wvs[jj]);
+              for (var i = 0u; i < ROWS; i++) {
+                x[i] += wp[i * WG + jj] * vq;
+              }
             }
           }
           for (var i = 0u; i < ROWS; i++) {
@@ -628,9 +729,13 @@ fn main_cpu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     return;
   }
   let ng = pack_count(rows);
+  if (ng == 0u) {
+    return;
+  }
   let p = id / ng;
   let gi = id - p * ng;
-  let w = load_row(p, pack_row(gi, 0u));
+  let pk = pack_of(gi);
+  let w = load_row(p, pack_row(pk, gi, 0u), pack_dt(pk));
   if (!w.ok) {
     return;
   }
@@ -638,13 +743,15 @@ fn main_cpu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
   // stay zero), the accumulator, the block's scores and the softmax state. Empty slots compute on
   // the first row's q; their results are never stored.
   var rs: array<u32, ROWS>;
+  var rp: array<i32, ROWS>;
   var qv: array<array<vec4<f32>, QN8>, ROWS>;
   var m: array<f32, ROWS>;
   var l: array<f32, ROWS>;
   for (var i = 0u; i < ROWS; i++) {
     // SRC 3 runs packs of one (lists differ per query head): its row is the one load_row_lists found.
-    let r = select(pack_row(gi, i), w.r, SRC == 3u);
+    let r = select(pack_row(pk, gi, i), w.r, SRC == 3u);
     rs[i] = r;
+    rp[i] = w.pos + slot_dt(pk, i);
     let rq = select(w.r, r, r != NO_ROW);
     for (var c = 0u; c < QN; c++) {
       qv[i][c] = ld4_q(rq * D + 4u * c) * params.scale_log2;
@@ -687,10 +794,19 @@ fn main_cpu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
         }
       }
       var corr: array<f32, ROWS>;
+      let nm = block_masked(w, j0, n);
       for (var i = 0u; i < ROWS; i++) {
         var mb = ST_NEG_BIG;
-        for (var jj = 0u; jj < n; jj++) {
-          mb = max(mb, sc[i][jj]);
+        if (nm) {
+          for (var jj = 0u; jj < n; jj++) {
+            let x = select(st_neg_inf(), sc[i][jj], visible(j0 + jj, rp[i]));
+            sc[i][jj] = x;
+            mb = max(mb, x);
+          }
+        } else {
+          for (var jj = 0u; jj < n; jj++) {
+            mb = max(mb, sc[i][jj]);
+          }
         }
         let mNew = max(m[i], mb);
         corr[i] = exp2(m[i] - mNew);
@@ -711,10 +827,22 @@ fn main_cpu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
           a[i] = G8(acc[i][c] * f, acc[i][c + 1u] * f, acc[i][c + 2u] * f, acc[i][c + 3u] * f, acc[i][c + 4u] * f, acc[i][c + 5u] * f, acc[i][c + 6u] * f, acc[i][c + 7u] * f);
         }
         let n4 = VN - c;
-        for (var jj = 0u; jj < n; jj++) {
-          let vg = ld32_v(vb[jj] + 4u * c, vs[jj], n4);
-          for (var i = 0u; i < ROWS; i++) {
-            a[i] = axpy8(a[i], sc[i][jj], vg);
+        if (nm) {
+          // masked keys (p = 0) skipped: their values may be NaN or Inf
+          for (var jj = 0u; jj < n; jj++) {
+            let vg = ld32_v(vb[jj] + 4u * c, vs[jj], n4);
+            for (var i = 0u; i < ROWS; i++) {
+              if (sc[i][jj] > 0.0) {
+                a[i] = axpy8(a[i], sc[i][jj], vg);
+              }
+            }
+          }
+        } else {
+          for (var jj = 0u; jj < n; jj++) {
+            let vg = ld32_v(vb[jj] + 4u * c, vs[jj], n4);
+            for (var i = 0u; i < ROWS; i++) {
+              a[i] = axpy8(a[i], sc[i][jj], vg);
+            }
           }
         }
         for (var i = 0u; i < ROWS; i++) {

@@ -381,6 +381,8 @@ describe('append', () => {
       device.queue.submit([enc.finish()]);
     };
     step(0);
+    const ownBuffer = Object.getOwnPropertyDescriptor(device, 'createBuffer');
+    const ownGroup = Object.getOwnPropertyDescriptor(device, 'createBindGroup');
     Object.defineProperty(device, 'createBuffer', {
       value: (d: GPUBufferDescriptor) => (counts.buffers++, cb.call(device, d)),
       configurable: true,
@@ -394,8 +396,11 @@ describe('append', () => {
     try {
       for (let s = 1; s < 20; s++) step(s);
     } finally {
-      Object.defineProperty(device, 'createBuffer', { value: cb, configurable: true, writable: true });
-      Object.defineProperty(device, 'createBindGroup', { value: cg, configurable: true, writable: true });
+      // put back exactly what was there (no own property left on a device that had none)
+      if (ownBuffer) Object.defineProperty(device, 'createBuffer', ownBuffer);
+      else delete (device as unknown as Record<string, unknown>).createBuffer;
+      if (ownGroup) Object.defineProperty(device, 'createBindGroup', ownGroup);
+      else delete (device as unknown as Record<string, unknown>).createBindGroup;
     }
     await device.queue.onSubmittedWorkDone();
     expect(counts).toEqual({ buffers: 0, groups: 0 });

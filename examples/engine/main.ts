@@ -158,6 +158,15 @@ function instrument(device: GPUDevice): { c: Counters; restore: () => void } {
   const qs = device.queue.submit;
   const def = (o: object, k: string, v: unknown) =>
     Object.defineProperty(o, k, { value: v, configurable: true, writable: true, enumerable: false });
+  // what restore() puts back: the own property if there was one, else none (the prototype's method)
+  const own = ([o, k]: [object, string]) => [o, k, Object.getOwnPropertyDescriptor(o, k)] as const;
+  const saved = (
+    [
+      [device, 'createBuffer'],
+      [device, 'createBindGroup'],
+      [device.queue, 'submit'],
+    ] as [object, string][]
+  ).map(own);
   def(device, 'createBuffer', function (this: GPUDevice, d: GPUBufferDescriptor) {
     if (c.active) c.buffers++;
     return cb.call(device, d);
@@ -173,9 +182,10 @@ function instrument(device: GPUDevice): { c: Counters; restore: () => void } {
   return {
     c,
     restore: () => {
-      def(device, 'createBuffer', cb);
-      def(device, 'createBindGroup', cg);
-      def(device.queue, 'submit', qs);
+      for (const [o, k, d] of saved) {
+        if (d) Object.defineProperty(o, k, d);
+        else delete (o as Record<string, unknown>)[k];
+      }
     },
   };
 }

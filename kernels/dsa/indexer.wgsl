@@ -14,21 +14,8 @@
 @group(0) @binding(3) var<storage, read_write> scores: array<f32>;   // [rows, Tk]
 @group(0) @binding(4) var<uniform> params: IndexerParams;
 
-override WG: u32 = 64;
-override IN_DTYPE: u32 = 0;
-override DI: u32 = 128;
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let id = (wg.x + wg.y * nwg.x) * WG + lid;
-  let S4 = (params.Tk + 3u) / 4u;
-  if (id >= params.rows * S4) {
-    return;
-  }
-  let tl = id / S4;
-  let s0 = (id % S4) * 4u;
+fn dsa_cell(tl: u32, s0: u32) {
   let t = params.T0 + tl;
-  let lim = i32(t) + params.POSOFF; // last visible key
   let sc = vec4<u32>(s0, min(s0 + 1u, params.Tk - 1u), min(s0 + 2u, params.Tk - 1u), min(s0 + 3u, params.Tk - 1u));
-  dsa_index4(t, tl * params.Tk, s0, sc, lim);
+  dsa_index4(t, tl * params.Tk, s0, sc, i32(t) + params.POSOFF); // lim = last visible key
 }

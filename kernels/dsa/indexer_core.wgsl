@@ -1,13 +1,18 @@
 // DSA lightning-indexer scoring of one (query row, 4 consecutive keys), shared by indexer.wgsl
-// (one sequence) and varlen_indexer.wgsl (a ragged batch): the entry file finds the query token
+// (one sequence) and varlen_indexer.wgsl (a ragged batch), one invocation per (score row tl, keys
+// s0..s0+3): the entry file's dsa_cell(tl, s0) finds the query token
 // `t`, the score row's first element `base`, the first key column `s0`, the rows `sc` of ki that
 // hold the four keys (clamped to real rows) and the last visible key column `lim`, then calls
 // dsa_index4, which writes
 //   scores[base + s] = sum_{j in [seg_begin, seg_end)} w[t, j] * ReLU(qI[t, j] . kI[sc])   (s <= lim)
 // for s in [s0, min(s0 + 4, Tk)), -inf where s > lim, continuing from the partial sum in `scores`
 // when seg_carry != 0 (the same order of additions as unsegmented).
-// Needs storage.wgsl, unpack4.wgsl, IndexerParams, the overrides DI and IN_DTYPE and the entry's
-// bindings qi_buf, ki_buf, w_buf, scores.
+// Declares the overrides WG, IN_DTYPE, DI and the entry point. Needs storage.wgsl, unpack4.wgsl,
+// IndexerParams and the entry's bindings qi_buf, ki_buf, w_buf, scores.
+
+override WG: u32 = 64;
+override IN_DTYPE: u32 = 0;
+override DI: u32 = 128;
 
 fn ld(buf_is_q: bool, e: u32) -> vec4<f32> {
   if (buf_is_q) {
@@ -39,4 +44,14 @@ fn dsa_index4(t: u32, base: u32, s0: u32, sc: vec4<u32>, lim: i32) {
       scores[base + s] = select(acc[x], st_neg_inf(), i32(s) > lim);
     }
   }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let id = (wg.x + wg.y * nwg.x) * WG + lid;
+  let S4 = (params.Tk + 3u) / 4u;
+  if (id >= params.rows * S4) {
+    return;
+  }
+  dsa_cell(id / S4, (id % S4) * 4u);
 }

@@ -15,19 +15,7 @@
 @group(0) @binding(4) var<uniform> params: IndexerParams;
 @group(0) @binding(5) var<storage, read> seqs: array<u32>;
 
-override WG: u32 = 64;
-override IN_DTYPE: u32 = 0;
-override DI: u32 = 128;
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let id = (wg.x + wg.y * nwg.x) * WG + lid;
-  let S4 = (params.Tk + 3u) / 4u;
-  if (id >= params.rows * S4) {
-    return;
-  }
-  let tl = id / S4;
-  let s0 = (id % S4) * 4u;
+fn dsa_cell(tl: u32, s0: u32) {
   let t = params.T0 + tl;
   let first = ragged_word(ragged_seq(t, 2u, 0u), 2u, 0u);
   let li = t - first; // last visible key

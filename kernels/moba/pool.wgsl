@@ -12,19 +12,7 @@
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;  // [NB, H, D] f32
 @group(0) @binding(2) var<uniform> params: PoolParams;
 
-override WG: u32 = 64;
-override IN_DTYPE: u32 = 0;
-override DIV_MODE: u32 = 0;
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let id = (wg.x + wg.y * nwg.x) * WG + lid;
-  let D4 = params.D / 4u;
-  if (id >= params.NB * params.H * D4) {
-    return;
-  }
-  let c = id % D4;
-  let bh = id / D4;
-  let j0 = (bh / params.H) * params.BS;
-  pool_block(id, bh % params.H, c, j0, min(j0 + params.BS, params.T));
+fn pool_cell(id: u32, b: u32, h: u32, c: u32) {
+  let j0 = b * params.BS;
+  pool_block(id, h, c, j0, min(j0 + params.BS, params.T));
 }

@@ -16,9 +16,6 @@
 @group(0) @binding(3) var<uniform> params: MobaSelectParams;
 @group(0) @binding(4) var<storage, read_write> carry: array<f32>;         // [Tq, Hq, K - 1] between segments
 
-override WG: u32 = 64;
-override IN_DTYPE: u32 = 0;
-override D: u32 = 64;
 override MEANS_DTYPE: u32 = 0;
 
 fn moba_gate4(g: u32, h: u32, c: u32) -> vec4<f32> {
@@ -26,14 +23,7 @@ fn moba_gate4(g: u32, h: u32, c: u32) -> vec4<f32> {
   return st_unpack4(gate_keys[st_vec4_index(e, MEANS_DTYPE)], e, MEANS_DTYPE);
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let row = (wg.x + wg.y * nwg.x) * WG + lid;
-  if (row >= params.Tq * params.Hq) {
-    return;
-  }
-  let t = row / params.Hq;
-  let h = (row % params.Hq) / (params.Hq / params.Hkv);
+fn moba_row(row: u32, t: u32, h: u32) {
   let pos = i32(t) + params.POSOFF;
   if (pos < 0) {
     for (var i = 0u; i < params.K; i++) {

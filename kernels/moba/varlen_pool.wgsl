@@ -13,21 +13,7 @@
 @group(0) @binding(2) var<uniform> params: PoolParams;
 @group(0) @binding(3) var<storage, read> seqs: array<u32>;
 
-override WG: u32 = 64;
-override IN_DTYPE: u32 = 0;
-override DIV_MODE: u32 = 0;
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let id = (wg.x + wg.y * nwg.x) * WG + lid;
-  let D4 = params.D / 4u;
-  if (id >= params.NB * params.H * D4) {
-    return;
-  }
-  let c = id % D4;
-  let bh = id / D4;
-  let h = bh % params.H;
-  let g = bh / params.H;
+fn pool_cell(id: u32, g: u32, h: u32, c: u32) {
   let sq = ragged_seq(g, 4u, 2u);
   let t0 = ragged_word(sq, 4u, 0u);
   let j0 = t0 + (g - ragged_word(sq, 4u, 2u)) * params.BS;

@@ -15,22 +15,11 @@
 @group(0) @binding(4) var<storage, read_write> carry: array<f32>;         // [total, Hq, K - 1] between segments
 @group(0) @binding(5) var<storage, read> seqs: array<u32>;
 
-override WG: u32 = 64;
-override IN_DTYPE: u32 = 0;
-override D: u32 = 64;
-
 fn moba_gate4(g: u32, h: u32, c: u32) -> vec4<f32> {
   return gate_keys[(g * params.Hkv + h) * (D / 4u) + c];
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let row = (wg.x + wg.y * nwg.x) * WG + lid;
-  if (row >= params.Tq * params.Hq) {
-    return;
-  }
-  let t = row / params.Hq;
-  let h = (row % params.Hq) / (params.Hq / params.Hkv);
+fn moba_row(row: u32, t: u32, h: u32) {
   let s = ragged_seq(t, 4u, 0u);
   let own = (t - ragged_word(s, 4u, 0u)) / params.BS;
   moba_select_row(row, h, own, ragged_word(s, 4u, 2u), own);

@@ -19,18 +19,7 @@
 @group(0) @binding(4) var<uniform> params: NsaSelectParams;
 @group(0) @binding(5) var<storage, read_write> carry: array<f32>;     // [T, Hkv, S] between segments
 
-override WG: u32 = 64;
-override IN_DTYPE: u32 = 0;
-override D: u32 = 64;
-override FLA: u32 = 0;
-
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let id = (wg.x + wg.y * nwg.x) * WG + lid;
-  if (id >= params.T * params.Hkv) {
-    return;
-  }
-  let pos = id / params.Hkv + params.POSOFF; // key position of the query row (bottom-right when Tq < Tk)
-  nsa_select_row(id, id / params.Hkv, id % params.Hkv, pos / params.BS, (pos + 1u) / params.BS, 0u);
+fn nsa_row(id: u32, t: u32, h: u32) {
+  let pos = t + params.POSOFF; // key position of the query row (bottom-right when Tq < Tk)
+  nsa_select_row(id, t, h, pos / params.BS, (pos + 1u) / params.BS, 0u);
 }

@@ -1,14 +1,21 @@
 // NSA block selection of one (token t, KV head h), shared by select.wgsl (one sequence) and
-// varlen_select.wgsl (a ragged batch): the entry file finds the row's own block `own`, its number
-// of visible compressed blocks `nvis` and the row `blk0` of kc that holds its sequence's first
-// compressed block, then calls nsa_select_row. Candidates are the blocks c <= own offered in
+// varlen_select.wgsl (a ragged batch), one invocation per (t, h): the entry file's
+// nsa_row(id, t, h) finds the row's own block `own`, its number of visible compressed blocks
+// `nvis` and the row `blk0` of kc that holds its sequence's first compressed block, then calls
+// nsa_select_row. Candidates are the blocks c <= own offered in
 // [seg_begin, seg_end); a forced block (own; with FLA also block 0 and own - 1) scores G, a
 // visible one (c < nvis) the sum over the GQA group of exp(scale * q[t, hq] . kc[blk0 + c, h] -
 // lse_cmp[t, hq]) (FLA: the mean). Top S by insertion (shaders/select_small.wgsl; ties: lower
 // block id), carried between segments in out (ids) and `carry` (scores); out[id, :] = chosen
 // blocks (ids of the sequence) by descending score, -1 in unused slots.
-// Needs storage.wgsl, unpack4.wgsl, select_small.wgsl, NsaSelectParams, the overrides D,
-// IN_DTYPE and FLA and the entry's bindings q_buf, kc, lse_cmp, out, carry.
+// Declares the overrides WG, IN_DTYPE, D, FLA and the entry point. Needs storage.wgsl,
+// unpack4.wgsl, select_small.wgsl, NsaSelectParams and the entry's bindings q_buf, kc, lse_cmp,
+// out, carry.
+
+override WG: u32 = 64;
+override IN_DTYPE: u32 = 0;
+override D: u32 = 64;
+override FLA: u32 = 0;
 
 fn nsa_select_row(id: u32, t: u32, h: u32, own: u32, nvis: u32, blk0: u32) {
   let G = params.Hq / params.Hkv;
@@ -54,4 +61,13 @@ fn nsa_select_row(id: u32, t: u32, h: u32, own: u32, nvis: u32, blk0: u32) {
       carry[id * S + i] = top_s[i];
     }
   }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let id = (wg.x + wg.y * nwg.x) * WG + lid;
+  if (id >= params.T * params.Hkv) {
+    return;
+  }
+  nsa_row(id, id / params.Hkv, id % params.Hkv);
 }

@@ -15,20 +15,8 @@
 @group(0) @binding(5) var<storage, read_write> carry: array<f32>;     // [T, Hkv, S] between segments
 @group(0) @binding(6) var<storage, read> seqs: array<u32>;
 
-override WG: u32 = 64;
-override IN_DTYPE: u32 = 0;
-override D: u32 = 64;
-override FLA: u32 = 0;
-
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let id = (wg.x + wg.y * nwg.x) * WG + lid;
-  if (id >= params.T * params.Hkv) {
-    return;
-  }
-  let t = id / params.Hkv;
+fn nsa_row(id: u32, t: u32, h: u32) {
   let s = ragged_seq(t, 4u, 0u);
   let pos = t - ragged_word(s, 4u, 0u);
-  nsa_select_row(id, t, id % params.Hkv, pos / params.BS, (pos + 1u) / params.BS, ragged_word(s, 4u, 2u));
+  nsa_select_row(id, t, h, pos / params.BS, (pos + 1u) / params.BS, ragged_word(s, 4u, 2u));
 }

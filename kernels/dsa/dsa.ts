@@ -32,6 +32,7 @@ import {
   type Segment,
 } from '../../src/gpu/segments.js';
 import indexerWgsl from './indexer.wgsl.js';
+import indexerCoreWgsl from './indexer_core.wgsl.js';
 
 export const DSA_INDEXER_PARAMS = uniformLayout('IndexerParams', [
   ['rows', 'u32'],
@@ -49,6 +50,7 @@ export const INDEXER_PROGRAM = wgslProgram('dsa/indexer', [
   unpackWgsl,
   DSA_INDEXER_PARAMS.wgsl,
   indexerWgsl,
+  indexerCoreWgsl,
 ]);
 const WG = 64;
 /** Default bytes of index scores per row chunk. */

@@ -5,7 +5,8 @@
 // (row, 4 consecutive keys). Segments (loop-capped adapters, dsa.ts indexerSegments): a dispatch
 // sums only the index heads [seg_begin, seg_end), continuing from the partial sum in `scores` when
 // seg_carry != 0
-// (the same order of additions as unsegmented). Needs storage.wgsl, unpack4.wgsl and the struct IndexerParams (dsa.ts).
+// (the same order of additions as unsegmented); the scoring is indexer_core.wgsl.
+// Needs storage.wgsl, unpack4.wgsl, indexer_core.wgsl and the struct IndexerParams (dsa.ts).
 
 @group(0) @binding(0) var<storage, read> qi_buf: array<vec4<u32>>;   // [Tq, HI, DI] in IN_DTYPE
 @group(0) @binding(1) var<storage, read> ki_buf: array<vec4<u32>>;   // [Tk, DI] in IN_DTYPE
@@ -13,49 +14,8 @@
 @group(0) @binding(3) var<storage, read_write> scores: array<f32>;   // [rows, Tk]
 @group(0) @binding(4) var<uniform> params: IndexerParams;
 
-override WG: u32 = 64;
-override IN_DTYPE: u32 = 0;
-override DI: u32 = 128;
-
-fn ld(buf_is_q: bool, e: u32) -> vec4<f32> {
-  if (buf_is_q) {
-    return st_unpack4(qi_buf[st_vec4_index(e, IN_DTYPE)], e, IN_DTYPE);
-  }
-  return st_unpack4(ki_buf[st_vec4_index(e, IN_DTYPE)], e, IN_DTYPE);
-}
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let id = (wg.x + wg.y * nwg.x) * WG + lid;
-  let S4 = (params.Tk + 3u) / 4u;
-  if (id >= params.rows * S4) {
-    return;
-  }
-  let tl = id / S4;
-  let s0 = (id % S4) * 4u;
+fn dsa_cell(tl: u32, s0: u32) {
   let t = params.T0 + tl;
-  let lim = i32(t) + params.POSOFF; // last visible key
-  let D4 = DI / 4u;
   let sc = vec4<u32>(s0, min(s0 + 1u, params.Tk - 1u), min(s0 + 2u, params.Tk - 1u), min(s0 + 3u, params.Tk - 1u));
-  let base = tl * params.Tk;
-  var acc = vec4<f32>(0.0);
-  if (params.seg_carry != 0u) {
-    acc = vec4<f32>(scores[base + sc.x], scores[base + sc.y], scores[base + sc.z], scores[base + sc.w]);
-  }
-  for (var j = params.seg_begin; j < min(params.HI, params.seg_end); j++) {
-    let qb = (t * params.HI + j) * DI;
-    var d = vec4<f32>(0.0);
-    for (var c = 0u; c < D4; c++) {
-      let qc = ld(true, qb + 4u * c);
-      d += vec4<f32>(dot(qc, ld(false, sc.x * DI + 4u * c)), dot(qc, ld(false, sc.y * DI + 4u * c)), dot(qc, ld(false, sc.z * DI + 4u * c)), dot(qc, ld(false, sc.w * DI + 4u * c)));
-    }
-    let wi = t * params.HI + j;
-    acc += st_value(w_buf[st_word(wi, IN_DTYPE)], wi, IN_DTYPE) * max(d, vec4<f32>(0.0));
-  }
-  for (var x = 0u; x < 4u; x++) {
-    let s = s0 + x;
-    if (s < params.Tk) {
-      scores[base + s] = select(acc[x], st_neg_inf(), i32(s) > lim);
-    }
-  }
+  dsa_index4(t, tl * params.Tk, s0, sc, i32(t) + params.POSOFF); // lim = last visible key
 }

@@ -31,6 +31,8 @@ import {
   type DsaTensors,
 } from './dsa.js';
 import indexerWgsl from './varlen_indexer.wgsl.js';
+import indexerCoreWgsl from './indexer_core.wgsl.js';
+import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
 
 export interface DsaVarlenOptions extends Omit<DsaOptions, 'Tq' | 'T' | 'rowChunk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing. */
@@ -47,6 +49,8 @@ const INDEXER_PROGRAM = wgslProgram('dsa/varlen_indexer', [
   unpackWgsl,
   DSA_INDEXER_PARAMS.wgsl,
   indexerWgsl,
+  raggedSeqWgsl,
+  indexerCoreWgsl,
 ]);
 const WG = 64;
 

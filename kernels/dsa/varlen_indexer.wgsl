@@ -5,7 +5,8 @@
 // score row (s < Tk = the longest sequence) is the sequence's token s, visible iff s <= i (so a
 // score row never reaches into another sequence: the rest is -inf, written without the dot
 // products). Segments as indexer.wgsl.
-// Needs storage.wgsl, unpack4.wgsl and the struct IndexerParams (dsa.ts; POSOFF unused).
+// Needs storage.wgsl, unpack4.wgsl, ragged_seq.wgsl, indexer_core.wgsl and the struct
+// IndexerParams (dsa.ts; POSOFF unused).
 
 @group(0) @binding(0) var<storage, read> qi_buf: array<vec4<u32>>;   // [Tq, HI, DI] in IN_DTYPE
 @group(0) @binding(1) var<storage, read> ki_buf: array<vec4<u32>>;   // [Tk, DI] in IN_DTYPE
@@ -14,40 +15,10 @@
 @group(0) @binding(4) var<uniform> params: IndexerParams;
 @group(0) @binding(5) var<storage, read> seqs: array<u32>;
 
-override WG: u32 = 64;
-override IN_DTYPE: u32 = 0;
-override DI: u32 = 128;
-
-fn ld(buf_is_q: bool, e: u32) -> vec4<f32> {
-  if (buf_is_q) {
-    return st_unpack4(qi_buf[st_vec4_index(e, IN_DTYPE)], e, IN_DTYPE);
-  }
-  return st_unpack4(ki_buf[st_vec4_index(e, IN_DTYPE)], e, IN_DTYPE);
-}
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let id = (wg.x + wg.y * nwg.x) * WG + lid;
-  let S4 = (params.Tk + 3u) / 4u;
-  if (id >= params.rows * S4) {
-    return;
-  }
-  let tl = id / S4;
-  let s0 = (id % S4) * 4u;
+fn dsa_cell(tl: u32, s0: u32) {
   let t = params.T0 + tl;
-  var lo = 0u;
-  var hi = seqs[0];
-  while (hi - lo > 1u) {
-    let mid = (lo + hi) / 2u;
-    if (seqs[1u + mid * 2u] <= t) {
-      lo = mid;
-    } else {
-      hi = mid;
-    }
-  }
-  let first = seqs[1u + lo * 2u];
-  let li = t - first;
-  let lim = i32(li); // last visible key
+  let first = ragged_word(ragged_seq(t, 2u, 0u), 2u, 0u);
+  let li = t - first; // last visible key
   if (s0 > li) {
     // four keys after the row's position (or past its sequence): -inf without the dot products
     for (var x = 0u; x < 4u; x++) {
@@ -57,29 +28,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     return;
   }
-  let D4 = DI / 4u;
   // key rows of the batch, clamped to the row's last visible key (the others are masked)
   let sc = first + vec4<u32>(min(s0, li), min(s0 + 1u, li), min(s0 + 2u, li), min(s0 + 3u, li));
-  let base = tl * params.Tk;
-  var acc = vec4<f32>(0.0);
-  let sl = vec4<u32>(s0, min(s0 + 1u, params.Tk - 1u), min(s0 + 2u, params.Tk - 1u), min(s0 + 3u, params.Tk - 1u));
-  if (params.seg_carry != 0u) {
-    acc = vec4<f32>(scores[base + sl.x], scores[base + sl.y], scores[base + sl.z], scores[base + sl.w]);
-  }
-  for (var j = params.seg_begin; j < min(params.HI, params.seg_end); j++) {
-    let qb = (t * params.HI + j) * DI;
-    var d = vec4<f32>(0.0);
-    for (var c = 0u; c < D4; c++) {
-      let qc = ld(true, qb + 4u * c);
-      d += vec4<f32>(dot(qc, ld(false, sc.x * DI + 4u * c)), dot(qc, ld(false, sc.y * DI + 4u * c)), dot(qc, ld(false, sc.z * DI + 4u * c)), dot(qc, ld(false, sc.w * DI + 4u * c)));
-    }
-    let wi = t * params.HI + j;
-    acc += st_value(w_buf[st_word(wi, IN_DTYPE)], wi, IN_DTYPE) * max(d, vec4<f32>(0.0));
-  }
-  for (var x = 0u; x < 4u; x++) {
-    let s = s0 + x;
-    if (s < params.Tk) {
-      scores[base + s] = select(acc[x], st_neg_inf(), i32(s) > lim);
-    }
-  }
+  dsa_index4(t, tl * params.Tk, s0, sc, i32(li));
 }

@@ -36,6 +36,7 @@ import {
 } from '../../src/gpu/segments.js';
 import { POOL_PARAMS, poolLoopIterations, poolPipeline, poolSegments, poolWorkgroups } from './pool.js';
 import selectWgsl from './select.wgsl.js';
+import selectCoreWgsl from './select_core.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 
 export const MOBA_SELECT_PARAMS = uniformLayout('MobaSelectParams', [
@@ -57,6 +58,7 @@ export const SELECT_PROGRAM = wgslProgram('moba/select', [
   selectSmallWgsl,
   MOBA_SELECT_PARAMS.wgsl,
   selectWgsl,
+  selectCoreWgsl,
 ]);
 const WG = 64;
 /** Largest `topk` the in-register selection keeps. */

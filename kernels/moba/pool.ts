@@ -11,6 +11,7 @@ import { dtypeCode, type FloatDType } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import poolWgsl from './pool.wgsl.js';
+import poolCoreWgsl from './pool_core.wgsl.js';
 
 export const POOL_PARAMS = uniformLayout('PoolParams', [
   ['T', 'u32'],
@@ -23,7 +24,13 @@ export const POOL_PARAMS = uniformLayout('PoolParams', [
   ...SEGMENT_FIELDS,
 ] as const);
 
-export const POOL_PROGRAM = wgslProgram('moba/pool', [storageWgsl, unpackWgsl, POOL_PARAMS.wgsl, poolWgsl]);
+export const POOL_PROGRAM = wgslProgram('moba/pool', [
+  storageWgsl,
+  unpackWgsl,
+  POOL_PARAMS.wgsl,
+  poolWgsl,
+  poolCoreWgsl,
+]);
 export const POOL_WG = 64;
 
 /**

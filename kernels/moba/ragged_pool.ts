@@ -10,8 +10,17 @@ import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import { POOL_PARAMS, POOL_WG } from './pool.js';
 import poolWgsl from './varlen_pool.wgsl.js';
+import poolCoreWgsl from './pool_core.wgsl.js';
+import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
 
-const PROGRAM = wgslProgram('moba/varlen_pool', [storageWgsl, unpackWgsl, POOL_PARAMS.wgsl, poolWgsl]);
+const PROGRAM = wgslProgram('moba/varlen_pool', [
+  storageWgsl,
+  unpackWgsl,
+  POOL_PARAMS.wgsl,
+  poolWgsl,
+  raggedSeqWgsl,
+  poolCoreWgsl,
+]);
 
 /** A non-empty sequence of a batch and the global index of its first block. */
 export interface RaggedBlocks {

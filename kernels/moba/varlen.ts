@@ -29,6 +29,8 @@ import {
 import { raggedBlocks, raggedPoolPipeline, raggedSearchTrips } from './ragged_pool.js';
 import { POOL_PARAMS, poolSegments, poolWorkgroups } from './pool.js';
 import selectWgsl from './varlen_select.wgsl.js';
+import selectCoreWgsl from './select_core.wgsl.js';
+import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
 
 export interface MobaVarlenOptions extends Omit<MobaOptions, 'Tq' | 'Tk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing (flash-attn / fla layout). */
@@ -41,6 +43,8 @@ const SELECT_PROGRAM = wgslProgram('moba/varlen_select', [
   selectSmallWgsl,
   MOBA_SELECT_PARAMS.wgsl,
   selectWgsl,
+  raggedSeqWgsl,
+  selectCoreWgsl,
 ]);
 const SELECT_WG = 64;
 

@@ -5,53 +5,17 @@
 // sequence [first token, length, first block, 0]; the first blocks increase. Global block g of
 // sequence s (the last with first block <= g) covers tokens [t0 + b * BS, min(t0 + (b + 1) * BS,
 // t0 + len)) with b = g - first block. out is [NB, H, D] f32 over all NB blocks of the batch.
-// Segments (seg_begin / seg_end / seg_carry / seg_last) as in pool.wgsl. Needs storage.wgsl, unpack4.wgsl and PoolParams.
+// Segments (seg_begin / seg_end / seg_carry / seg_last) as in pool.wgsl. Needs storage.wgsl,
+// unpack4.wgsl, ragged_seq.wgsl, pool_core.wgsl and PoolParams.
 
 @group(0) @binding(0) var<storage, read> x_buf: array<vec4<u32>>;      // [total, H, D] in IN_DTYPE
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;  // [NB, H, D] f32
 @group(0) @binding(2) var<uniform> params: PoolParams;
 @group(0) @binding(3) var<storage, read> seqs: array<u32>;
 
-override WG: u32 = 64;
-override IN_DTYPE: u32 = 0;
-override DIV_MODE: u32 = 0;
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let id = (wg.x + wg.y * nwg.x) * WG + lid;
-  let D4 = params.D / 4u;
-  if (id >= params.NB * params.H * D4) {
-    return;
-  }
-  let c = id % D4;
-  let bh = id / D4;
-  let h = bh % params.H;
-  let g = bh / params.H;
-  var lo = 0u;
-  var hi = seqs[0];
-  while (hi - lo > 1u) {
-    let mid = (lo + hi) / 2u;
-    if (seqs[1u + mid * 4u + 2u] <= g) {
-      lo = mid;
-    } else {
-      hi = mid;
-    }
-  }
-  let t0 = seqs[1u + lo * 4u];
-  let j0 = t0 + (g - seqs[1u + lo * 4u + 2u]) * params.BS;
-  let j1 = min(j0 + params.BS, t0 + seqs[1u + lo * 4u + 1u]);
-  var s = vec4<f32>(0.0);
-  if (params.seg_carry != 0u) {
-    s = out[id];
-  }
-  for (var j = j0 + params.seg_begin; j < min(j0 + params.seg_end, j1); j++) {
-    let e = (j * params.H + h) * params.D + 4u * c;
-    s += st_unpack4(x_buf[st_vec4_index(e, IN_DTYPE)], e, IN_DTYPE);
-  }
-  if (params.seg_last == 0u) {
-    out[id] = s;
-    return;
-  }
-  let div = select(f32(j1 - j0), f32(params.BS), DIV_MODE == 1u);
-  out[id] = s / div;
+fn pool_cell(id: u32, g: u32, h: u32, c: u32) {
+  let sq = ragged_seq(g, 4u, 2u);
+  let t0 = ragged_word(sq, 4u, 0u);
+  let j0 = t0 + (g - ragged_word(sq, 4u, 2u)) * params.BS;
+  pool_block(id, h, c, j0, min(j0 + params.BS, t0 + ragged_word(sq, 4u, 1u)));
 }

@@ -43,6 +43,7 @@ import {
 } from '../../src/gpu/segments.js';
 import type { NsaVariant } from './reference.js';
 import selectWgsl from './select.wgsl.js';
+import selectCoreWgsl from './select_core.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 import combineWgsl from './combine.wgsl.js';
 
@@ -69,6 +70,7 @@ export const SELECT_PROGRAM = wgslProgram('nsa/select', [
   selectSmallWgsl,
   NSA_SELECT_PARAMS.wgsl,
   selectWgsl,
+  selectCoreWgsl,
 ]);
 /** @internal the gate combine (also the varlen plan's). */
 export const COMBINE_PROGRAM = wgslProgram('nsa/combine', [storageWgsl, NSA_COMBINE_PARAMS.wgsl, combineWgsl]);

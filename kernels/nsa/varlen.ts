@@ -31,6 +31,8 @@ import {
   type NsaTensors,
 } from './nsa.js';
 import selectWgsl from './varlen_select.wgsl.js';
+import selectCoreWgsl from './select_core.wgsl.js';
+import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
 
 export interface NsaVarlenOptions extends Omit<NsaOptions, 'Tq' | 'T' | 'Tk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing. */
@@ -43,6 +45,8 @@ const SELECT_PROGRAM = wgslProgram('nsa/varlen_select', [
   selectSmallWgsl,
   NSA_SELECT_PARAMS.wgsl,
   selectWgsl,
+  raggedSeqWgsl,
+  selectCoreWgsl,
 ]);
 const WG = 64;
 

@@ -4,7 +4,8 @@
 // first block, 0] per sequence, kernels/moba/ragged_pool.ts); its compressed keys are the rows
 // first block + c of kc, and its chosen blocks are written in block ids of the sequence.
 // Segments (seg_*) as in select.wgsl (POSOFF unused).
-// Needs storage.wgsl, unpack4.wgsl, select_small.wgsl and the struct NsaSelectParams (T = total).
+// Needs storage.wgsl, unpack4.wgsl, select_small.wgsl, ragged_seq.wgsl, select_core.wgsl and the
+// struct NsaSelectParams (T = total).
 
 @group(0) @binding(0) var<storage, read> q_buf: array<vec4<u32>>;     // [T, Hq, D] in IN_DTYPE
 @group(0) @binding(1) var<storage, read> kc: array<vec4<f32>>;        // [NC, Hkv, D] f32
@@ -14,75 +15,8 @@
 @group(0) @binding(5) var<storage, read_write> carry: array<f32>;     // [T, Hkv, S] between segments
 @group(0) @binding(6) var<storage, read> seqs: array<u32>;
 
-override WG: u32 = 64;
-override IN_DTYPE: u32 = 0;
-override D: u32 = 64;
-override FLA: u32 = 0;
-
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let id = (wg.x + wg.y * nwg.x) * WG + lid;
-  if (id >= params.T * params.Hkv) {
-    return;
-  }
-  let t = id / params.Hkv;
-  let h = id % params.Hkv;
-  let G = params.Hq / params.Hkv;
-  let S = params.S;
-  let D4 = D / 4u;
-  var lo = 0u;
-  var hi = seqs[0];
-  while (hi - lo > 1u) {
-    let mid = (lo + hi) / 2u;
-    if (seqs[1u + mid * 4u] <= t) {
-      lo = mid;
-    } else {
-      hi = mid;
-    }
-  }
-  let pos = t - seqs[1u + lo * 4u];
-  let blk0 = seqs[1u + lo * 4u + 2u];
-  let own = pos / params.BS;
-  let nvis = (pos + 1u) / params.BS;
-  var cnt = 0u;
-  if (params.seg_carry != 0u) {
-    for (var i = 0u; i < S; i++) {
-      let b = out[id * S + i];
-      if (b >= 0) {
-        top_b[cnt] = b;
-        top_s[cnt] = carry[id * S + i];
-        cnt++;
-      }
-    }
-  }
-  for (var c = params.seg_begin; c < min(own + 1u, params.seg_end); c++) {
-    let forced = c == own || (FLA == 1u && (c == 0u || c + 1u == own));
-    var s = 0.0;
-    if (forced) {
-      s = f32(G);
-    } else if (c < nvis) {
-      let kb = ((blk0 + c) * params.Hkv + h) * D4;
-      for (var i = 0u; i < G; i++) {
-        let hq = h * G + i;
-        let qb = (t * params.Hq + hq) * D;
-        var d4 = vec4<f32>(0.0);
-        for (var x = 0u; x < D4; x++) {
-          let e = qb + 4u * x;
-          d4 += st_unpack4(q_buf[st_vec4_index(e, IN_DTYPE)], e, IN_DTYPE) * kc[kb + x];
-        }
-        s += exp(((d4.x + d4.y) + (d4.z + d4.w)) * params.scale - lse_cmp[t * params.Hq + hq]);
-      }
-    }
-    if (FLA == 1u) {
-      s = s / f32(G);
-    }
-    cnt = sel_offer(s, i32(c), cnt, S);
-  }
-  for (var i = 0u; i < S; i++) {
-    out[id * S + i] = select(-1, top_b[i], i < cnt);
-    if (params.seg_last == 0u) {
-      carry[id * S + i] = top_s[i];
-    }
-  }
+fn nsa_row(id: u32, t: u32, h: u32) {
+  let s = ragged_seq(t, 4u, 0u);
+  let pos = t - ragged_word(s, 4u, 0u);
+  nsa_select_row(id, t, h, pos / params.BS, (pos + 1u) / params.BS, ragged_word(s, 4u, 2u));
 }

@@ -571,7 +571,11 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
             sinkLogits: mk.sinkLogit ? sinkLogits : undefined,
           });
           // llvmpipe's compiler takes minutes over packs of 8: packs up to 4 there (its default cap)
-          for (const rows of Number.isFinite(g.dev.loopLimit) ? [1, 4] : [1, 2, 4, 8]) {
+          // cpu with subgroups: both the shared-load packs (main_cpu_sg) and the plain ones
+          const sgs = variant === 'cpu' && g.dev.features.subgroups ? [true, false] : [undefined];
+          for (const [rows, subgroups] of (Number.isFinite(g.dev.loopLimit) ? [1, 4] : [1, 2, 4, 8]).flatMap((r) =>
+            sgs.map((x) => [r, x] as const),
+          )) {
             const plan = await planBatchAttention(g.dev, {
               source: 'ragged',
               maxBatch: 4,
@@ -588,6 +592,7 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
               sinkLogit: mk.sinkLogit,
               kvChunk: mk.kvChunk,
               rows,
+              subgroups,
               variant,
             });
             try {
@@ -605,7 +610,8 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
                 ...(mk.sinkLogit ? { sinkLogits: g.tensor(sinkLogits, [Hq]) } : {}),
               });
               await g.dev.submitAndWait([enc.finish()]);
-              const what = `Hq ${Hq} Hkv ${Hkv} rows ${rows} ${JSON.stringify(mk)}`;
+              expect(plan.lanes).toBe(subgroups ? 4 : 1);
+              const what = `Hq ${Hq} Hkv ${Hkv} rows ${rows} subgroups ${subgroups} ${JSON.stringify(mk)}`;
               const co = compare(await g.read(o), ref.o);
               const cl = compare(await g.read(lse), ref.lse);
               expect(passes(co, TOLERANCE.f32), `${what}: ${describeComparison(co)}`).toBe(true);
@@ -647,6 +653,7 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
         kvDtype: 'f32',
         earlyQueries: true,
         rows: Number.isFinite(g.dev.loopLimit) ? 4 : 8,
+        subgroups: variant === 'cpu' && g.dev.features.subgroups ? true : undefined,
         variant,
       });
       try {

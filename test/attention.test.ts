@@ -128,6 +128,8 @@ interface Case {
   scale?: number;
   /** Packed rows (default: the plan's choice). */
   rows?: number;
+  /** cpu: subgroup packs (main_cpu_sg) on or off (default: the plan's choice). */
+  subgroups?: boolean;
 }
 
 export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: number; rows: number }> {
@@ -169,9 +171,11 @@ export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: nu
     kvChunk: c.kvChunk,
     maxSplits: c.maxSplits,
     rows: c.rows,
+    subgroups: c.subgroups,
   });
   try {
     if (c.rows !== undefined) expect(plan.rows).toBe(c.rows);
+    if (c.subgroups !== undefined) expect(plan.lanes).toBe(c.subgroups ? 4 : 1);
     const info = plan.schedule(pool.table);
     const q = g.tensor(qv, [totalQ, c.Hq, c.D], qDtype);
     const o = g.nanTensor([totalQ, c.Hq, Dv], oDtype);
@@ -414,6 +418,27 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
         target,
       });
     });
+    if (target === 'cpu')
+      it('cpu: subgroup packs from int8 and bf16 pages (per-key scales), window + sinks + sink logit, split-K', async (t) => {
+        if (!gpu.dev.features.subgroups) return t.skip();
+        for (const dtype of ['int8', 'bf16'] as const)
+          await runCase({
+            lens: [90, 41],
+            qLens: [37, 41],
+            Hq: 4,
+            Hkv: 2,
+            D: 32,
+            pageSize: 16,
+            dtype,
+            window: 30,
+            sinks: 3,
+            sinkLogit: true,
+            kvChunk: 48,
+            rows: 2,
+            subgroups: true,
+            target,
+          });
+      });
     it(`${target}: packed rows with window + sinks + sink logit, split-K, f16 q/o`, async () => {
       const r = await runCase({
         lens: [300, 40],

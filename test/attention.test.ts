@@ -130,9 +130,11 @@ interface Case {
   rows?: number;
   /** cpu: subgroup packs (main_cpu_sg) on or off (default: the plan's choice). */
   subgroups?: boolean;
+  /** The plan's maxQTokens (default: the step's tokens + 3). */
+  maxQTokens?: number;
 }
 
-export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: number; rows: number }> {
+export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: number; rows: number; lanes: number }> {
   const Dv = c.Dv ?? c.D;
   const qLens = c.qLens ?? c.lens.map(() => 1);
   const pool = buildPool(c.lens, qLens, {
@@ -151,7 +153,7 @@ export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: nu
   const sinks = c.sinkLogit ? rng.normals(c.Hq) : undefined;
   const plan = await planBatchAttention(g.dev, {
     maxBatch: c.lens.length + 1,
-    maxQTokens: totalQ + 3,
+    maxQTokens: c.maxQTokens ?? totalQ + 3,
     maxPages: pool.table.kvIndices.length + 2,
     poolPages: pool.poolPages,
     Hq: c.Hq,
@@ -206,7 +208,7 @@ export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: nu
     } finally {
       g.dev.destroyBuffer(pages);
     }
-    return { parts: info.parts, rows: plan.rows };
+    return { parts: info.parts, rows: plan.rows, lanes: plan.lanes };
   } finally {
     plan.dispose();
   }
@@ -421,6 +423,20 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
     if (target === 'cpu')
       it('cpu: subgroup packs from int8 and bf16 pages (per-key scales), window + sinks + sink logit, split-K', async (t) => {
         if (!gpu.dev.features.subgroups) return t.skip();
+        // default plan for 2 x 48-token chunks takes subgroup packs; a decode step on it runs main_cpu
+        const r = await runCase({
+          lens: [60, 48],
+          qLens: [48, 48],
+          Hq: 4,
+          Hkv: 4,
+          D: 32,
+          pageSize: 16,
+          dtype: 'f16',
+          target,
+        });
+        expect(r.lanes).toBe(4);
+        const d = { lens: [60, 48], qLens: [48, 1], Hq: 4, Hkv: 4, D: 32, pageSize: 16, dtype: 'f16', maxQTokens: 100 };
+        expect((await runCase({ ...d, dtype: 'f16', target })).lanes).toBe(4);
         for (const dtype of ['int8', 'bf16'] as const)
           await runCase({
             lens: [90, 41],

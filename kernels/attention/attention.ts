@@ -419,8 +419,10 @@ export interface BatchAttentionOptions {
   rows?: number;
   /**
    * cpu shape: 4 lanes of a subgroup take 4 consecutive packs of a sequence and share each K/V
-   * load (`main_cpu_sg`). Default: where the device has subgroups and a sequence's new tokens
-   * fill such packs (prefill); false: every invocation loads its own keys.
+   * load (`main_cpu_sg`). Default: where the device has subgroups and the capacities' sequences
+   * bring enough tokens to fill such packs (prefill), and then per step (a step whose sequences
+   * average fewer than `4 * rows` rows, e.g. decode, runs one invocation per pack); true: every
+   * step; false: never (every invocation loads its own keys).
    */
   subgroups?: boolean;
 }
@@ -555,12 +557,17 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   readonly layout?: PageLayout;
   /** Query rows packed per invocation (cpu) or workgroup (gpu): the G query heads of a token share K/V loads. */
   readonly rows: number;
-  /** Invocations (one subgroup) that share one pack's key loads: 4 with `main_cpu_sg`, else 1. */
+  /**
+   * Invocations (one subgroup) that share one pack's key loads: 4 with `main_cpu_sg`, else 1. A
+   * step whose sequences average fewer than `4 * rows` rows runs `main_cpu` (lanes 1) instead.
+   */
   readonly lanes: number;
   /** Bind groups created so far (a cache hit creates none). */
   bindGroupsCreated = 0;
   private readonly rowsCap: number;
   private pipeline!: Pipeline;
+  /** With subgroup packs: main_cpu for steps whose sequences bring too few tokens to fill the lanes (decode). */
+  private plainPipeline?: Pipeline;
   private mergePipeline?: Pipeline;
   private readonly params: GPUBuffer;
   private readonly slots: Slot[] = [];
@@ -762,6 +769,19 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
           ...(lanes > 1 ? { LANES: lanes } : {}),
         },
       });
+      if (lanes > 1 && opts.subgroups !== true)
+        plan.plainPipeline = await getPipeline(ctx, {
+          shader: attentionProgram(o.D, o.Dv, rows, true),
+          entryPoint: 'main_cpu',
+          bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
+          constants: {
+            SRC: o.source === 'paged' ? 0 : 1,
+            KV_DT: kvDtypeCode(o.kvDtype),
+            Q_DT: dtypeCode(o.qDtype),
+            O_DT: dtypeCode(o.oDtype),
+            VEC: o.D % 32 === 0 && o.Dv % 32 === 0,
+          },
+        });
       if (maxSplits > 1) plan.mergePipeline = await getMergePipeline(ctx, o.oDtype);
     } catch (e) {
       plan.dispose();
@@ -1117,12 +1137,17 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const rows = info.totalQ * o.Hq;
     // One invocation (cpu) or workgroup (gpu) per part and pack: a sequence of n tokens owns at
     // least ceil(n * G / R) packs per KV head (attention.wgsl `pk_start`).
-    // main_cpu_sg: a workgroup (one subgroup) per part and pack of lanes * rows rows.
-    const pr = this.rows * this.lanes;
+    // main_cpu_sg: a workgroup (one subgroup) per part and pack of lanes * rows rows, where the
+    // step's sequences average enough rows to fill the lanes (else main_cpu: decode would idle 3 of 4).
+    const G = o.Hq / o.Hkv;
+    const fill = !this.plainPipeline || info.totalQ * G >= info.batch * this.lanes * this.rows;
+    const lanes = this.lanes > 1 && fill ? this.lanes : 1;
+    const pr = this.rows * lanes;
     const packs = Math.floor((info.totalQ * (o.Hq / o.Hkv) + info.batch * (pr - 1)) / pr);
     const invocations = packs * o.Hkv * info.parts;
-    const groups = this.variant === 'gpu' || this.lanes > 1 ? invocations : Math.ceil(invocations / WG);
-    this.encode(encoder, this.pipeline, resources, grid2d(this.ctx, groups), `c${info.slot}|${idOf(slot.buffer)}`);
+    const groups = this.variant === 'gpu' || lanes > 1 ? invocations : Math.ceil(invocations / WG);
+    const pipeline = lanes === 1 && this.plainPipeline ? this.plainPipeline : this.pipeline;
+    this.encode(encoder, pipeline, resources, grid2d(this.ctx, groups), `c${lanes}|${info.slot}|${idOf(slot.buffer)}`);
     if (info.parts > 1) {
       const mp = this.mergePipeline!;
       const oBytes = info.parts * rows * o.Dv * 4;

@@ -128,9 +128,13 @@ interface Case {
   scale?: number;
   /** Packed rows (default: the plan's choice). */
   rows?: number;
+  /** cpu: subgroup packs (main_cpu_sg) on or off (default: the plan's choice). */
+  subgroups?: boolean;
+  /** The plan's maxQTokens (default: the step's tokens + 3). */
+  maxQTokens?: number;
 }
 
-export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: number; rows: number }> {
+export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: number; rows: number; lanes: number }> {
   const Dv = c.Dv ?? c.D;
   const qLens = c.qLens ?? c.lens.map(() => 1);
   const pool = buildPool(c.lens, qLens, {
@@ -149,7 +153,7 @@ export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: nu
   const sinks = c.sinkLogit ? rng.normals(c.Hq) : undefined;
   const plan = await planBatchAttention(g.dev, {
     maxBatch: c.lens.length + 1,
-    maxQTokens: totalQ + 3,
+    maxQTokens: c.maxQTokens ?? totalQ + 3,
     maxPages: pool.table.kvIndices.length + 2,
     poolPages: pool.poolPages,
     Hq: c.Hq,
@@ -169,9 +173,11 @@ export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: nu
     kvChunk: c.kvChunk,
     maxSplits: c.maxSplits,
     rows: c.rows,
+    subgroups: c.subgroups,
   });
   try {
     if (c.rows !== undefined) expect(plan.rows).toBe(c.rows);
+    if (c.subgroups !== undefined) expect(plan.lanes).toBe(c.subgroups ? 4 : 1);
     const info = plan.schedule(pool.table);
     const q = g.tensor(qv, [totalQ, c.Hq, c.D], qDtype);
     const o = g.nanTensor([totalQ, c.Hq, Dv], oDtype);
@@ -202,7 +208,7 @@ export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: nu
     } finally {
       g.dev.destroyBuffer(pages);
     }
-    return { parts: info.parts, rows: plan.rows };
+    return { parts: info.parts, rows: plan.rows, lanes: plan.lanes };
   } finally {
     plan.dispose();
   }
@@ -414,6 +420,41 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
         target,
       });
     });
+    if (target === 'cpu')
+      it('cpu: subgroup packs from int8 and bf16 pages (per-key scales), window + sinks + sink logit, split-K', async (t) => {
+        if (!gpu.dev.features.subgroups) return t.skip();
+        // default plan for 2 x 48-token chunks takes subgroup packs; a decode step on it runs main_cpu
+        const r = await runCase({
+          lens: [60, 48],
+          qLens: [48, 48],
+          Hq: 4,
+          Hkv: 4,
+          D: 32,
+          pageSize: 16,
+          dtype: 'f16',
+          target,
+        });
+        expect(r.lanes).toBe(4);
+        const d = { lens: [60, 48], qLens: [48, 1], Hq: 4, Hkv: 4, D: 32, pageSize: 16, dtype: 'f16', maxQTokens: 100 };
+        expect((await runCase({ ...d, dtype: 'f16', target })).lanes).toBe(4);
+        for (const dtype of ['int8', 'bf16'] as const)
+          await runCase({
+            lens: [90, 41],
+            qLens: [37, 41],
+            Hq: 4,
+            Hkv: 2,
+            D: 32,
+            pageSize: 16,
+            dtype,
+            window: 30,
+            sinks: 3,
+            sinkLogit: true,
+            kvChunk: 48,
+            rows: 2,
+            subgroups: true,
+            target,
+          });
+      });
     it(`${target}: packed rows with window + sinks + sink logit, split-K, f16 q/o`, async () => {
       const r = await runCase({
         lens: [300, 40],
@@ -571,7 +612,11 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
             sinkLogits: mk.sinkLogit ? sinkLogits : undefined,
           });
           // llvmpipe's compiler takes minutes over packs of 8: packs up to 4 there (its default cap)
-          for (const rows of Number.isFinite(g.dev.loopLimit) ? [1, 4] : [1, 2, 4, 8]) {
+          // cpu with subgroups: both the shared-load packs (main_cpu_sg) and the plain ones
+          const sgs = variant === 'cpu' && g.dev.features.subgroups ? [true, false] : [undefined];
+          for (const [rows, subgroups] of (Number.isFinite(g.dev.loopLimit) ? [1, 4] : [1, 2, 4, 8]).flatMap((r) =>
+            sgs.map((x) => [r, x] as const),
+          )) {
             const plan = await planBatchAttention(g.dev, {
               source: 'ragged',
               maxBatch: 4,
@@ -588,6 +633,7 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
               sinkLogit: mk.sinkLogit,
               kvChunk: mk.kvChunk,
               rows,
+              subgroups,
               variant,
             });
             try {
@@ -605,7 +651,8 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
                 ...(mk.sinkLogit ? { sinkLogits: g.tensor(sinkLogits, [Hq]) } : {}),
               });
               await g.dev.submitAndWait([enc.finish()]);
-              const what = `Hq ${Hq} Hkv ${Hkv} rows ${rows} ${JSON.stringify(mk)}`;
+              expect(plan.lanes).toBe(subgroups ? 4 : 1);
+              const what = `Hq ${Hq} Hkv ${Hkv} rows ${rows} subgroups ${subgroups} ${JSON.stringify(mk)}`;
               const co = compare(await g.read(o), ref.o);
               const cl = compare(await g.read(lse), ref.lse);
               expect(passes(co, TOLERANCE.f32), `${what}: ${describeComparison(co)}`).toBe(true);
@@ -647,6 +694,7 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
         kvDtype: 'f32',
         earlyQueries: true,
         rows: Number.isFinite(g.dev.loopLimit) ? 4 : 8,
+        subgroups: variant === 'cpu' && g.dev.features.subgroups ? true : undefined,
         variant,
       });
       try {

@@ -23,6 +23,8 @@ import { MERGE_PARAMS, getMergePipeline } from '../merge/index.js';
 import { mergePartsPerSegment } from '../merge/merge.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import coreWgsl from './attention.wgsl.js';
+import coreSgWgsl from './attention_sg.wgsl.js';
+import { coreSgEntry } from './attention_sg.js';
 import { KV_DTYPES, kvDtypeCode, pageLayout, type KvDType, type PageLayout } from './page.js';
 import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
 
@@ -177,19 +179,18 @@ export const ATTENTION_ROWS = [1, 2, 4, 8] as const;
 
 /**
  * The program for head dims (D, Dv) and `rows` packed rows (1, 2, 4 or 8): private and workgroup
- * arrays are sized by them.
+ * arrays are sized by them. `subgroups`: with the entry `main_cpu_sg` (attention_sg.wgsl, `enable
+ * subgroups`; the device must have the feature).
  */
-export function attentionProgram(D: number, Dv: number, rows = 1): ShaderSource {
+export function attentionProgram(D: number, Dv: number, rows = 1, subgroups = false): ShaderSource {
   if (!(ATTENTION_ROWS as readonly number[]).includes(rows))
     fail('E_ARG', 'rows', 'is not a supported pack;', rows, '1, 2, 4 or 8');
   const header = `const WG: u32 = ${WG}u;\nconst BK: u32 = ${BK}u;\nconst D: u32 = ${D}u;\nconst DV: u32 = ${Dv}u;\nconst QN: u32 = ${D / 4}u;\nconst VN: u32 = ${Dv / 4}u;\nconst QN8: u32 = ${8 * Math.ceil(D / 32)}u;\nconst VN8: u32 = ${8 * Math.ceil(Dv / 32)}u;\nconst AN: u32 = ${Math.ceil(Dv / 4 / WG)}u;\nconst ROWS: u32 = ${rows}u;\n`;
-  return wgslProgram(`attention/core/${D}x${Dv}${rows > 1 ? `r${rows}` : ''}`, [
-    storageWgsl,
-    CORE_PARAMS.wgsl,
-    header,
-    coreWgsl,
-    loads(),
-  ]);
+  return wgslProgram(
+    `attention/core/${D}x${Dv}${rows > 1 ? `r${rows}` : ''}${subgroups ? '+sg' : ''}`,
+    [storageWgsl, CORE_PARAMS.wgsl, header, coreWgsl, loads(), ...(subgroups ? [coreSgWgsl, coreSgEntry(rows)] : [])],
+    subgroups ? ['subgroups'] : [],
+  );
 }
 
 /**
@@ -416,6 +417,14 @@ export interface BatchAttentionOptions {
    * that packs tokens (4 for one token's heads on the cpu shape).
    */
   rows?: number;
+  /**
+   * cpu shape: 4 lanes of a subgroup take 4 consecutive packs of a sequence and share each K/V
+   * load (`main_cpu_sg`). Default: where the device has subgroups and the capacities' sequences
+   * bring enough tokens to fill such packs (prefill), and then per step (a step whose sequences
+   * average fewer than `4 * rows` rows, e.g. decode, runs one invocation per pack); true: every
+   * step; false: never (every invocation loads its own keys).
+   */
+  subgroups?: boolean;
 }
 
 /** One step's CSR tables (host arrays; `number[]` or typed arrays). */
@@ -490,7 +499,7 @@ export interface BatchAttentionTensors {
 type Resolved = Required<
   Omit<
     BatchAttentionOptions,
-    'maxPages' | 'poolPages' | 'maxKvTokens' | 'maxKvLen' | 'pageSize' | 'maxSplits' | 'kvChunk' | 'rows'
+    'maxPages' | 'poolPages' | 'maxKvTokens' | 'maxKvLen' | 'pageSize' | 'maxSplits' | 'kvChunk' | 'rows' | 'subgroups'
   >
 > & {
   rows?: number;
@@ -548,10 +557,17 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   readonly layout?: PageLayout;
   /** Query rows packed per invocation (cpu) or workgroup (gpu): the G query heads of a token share K/V loads. */
   readonly rows: number;
+  /**
+   * Invocations (one subgroup) that share one pack's key loads: 4 with `main_cpu_sg`, else 1. A
+   * step whose sequences average fewer than `4 * rows` rows runs `main_cpu` (lanes 1) instead.
+   */
+  readonly lanes: number;
   /** Bind groups created so far (a cache hit creates none). */
   bindGroupsCreated = 0;
   private readonly rowsCap: number;
   private pipeline!: Pipeline;
+  /** With subgroup packs: main_cpu for steps whose sequences bring too few tokens to fill the lanes (decode). */
+  private plainPipeline?: Pipeline;
   private mergePipeline?: Pipeline;
   private readonly params: GPUBuffer;
   private readonly slots: Slot[] = [];
@@ -579,11 +595,13 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     maxSplits: number,
     keysCap: number,
     rows: number,
+    lanes: number,
   ) {
     super(ctx);
     this.options = o;
     this.variant = variant;
     this.rows = rows;
+    this.lanes = lanes;
     this.maxSplits = maxSplits;
     this.maxKeysPerPart = keysCap;
     this.rowsCap = o.maxQTokens * o.Hq;
@@ -681,6 +699,10 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
         `at most ${attentionPackRows('gpu', 8, o.D, 8, ctx.limits.maxComputeWorkgroupStorageSize)}`,
       );
     }
+    if (opts.subgroups === true && !ctx.features.subgroups)
+      fail('E_UNSUPPORTED', 'subgroups', 'the device has no subgroups feature;', true, 'false on this device');
+    // Subgroup packs where a sequence's tokens fill the 4 lanes' packs (not decode: its lanes would idle).
+    const lanes = variant === 'cpu' && (opts.subgroups ?? (ctx.features.subgroups && span >= 4 * rows)) ? 4 : 1;
     const keysCap = attentionKeysPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.maxBatch, rows);
     if (keysCap < 1)
       fail(
@@ -732,11 +754,11 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     checkPlannedSize(ctx, 'q', [o.maxQTokens, o.Hq, o.D], o.qDtype);
     checkPlannedSize(ctx, 'o', [o.maxQTokens, o.Hq, o.Dv], o.oDtype);
     if (maxSplits > 1) checkPlannedSize(ctx, 'workspace (partials)', [maxSplits, rowsCap, o.Dv + 1], 'f32');
-    const plan = new BatchAttentionPlan(ctx, o, variant, maxSplits, keysCap, rows);
+    const plan = new BatchAttentionPlan(ctx, o, variant, maxSplits, keysCap, rows, lanes);
     try {
       plan.pipeline = await getPipeline(ctx, {
-        shader: attentionProgram(o.D, o.Dv, rows),
-        entryPoint: variant === 'cpu' ? 'main_cpu' : 'main_gpu',
+        shader: attentionProgram(o.D, o.Dv, rows, lanes > 1),
+        entryPoint: variant === 'gpu' ? 'main_gpu' : lanes > 1 ? 'main_cpu_sg' : 'main_cpu',
         bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
         constants: {
           SRC: o.source === 'paged' ? 0 : 1,
@@ -744,8 +766,22 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
           Q_DT: dtypeCode(o.qDtype),
           O_DT: dtypeCode(o.oDtype),
           VEC: o.D % 32 === 0 && o.Dv % 32 === 0,
+          ...(lanes > 1 ? { LANES: lanes } : {}),
         },
       });
+      if (lanes > 1 && opts.subgroups !== true)
+        plan.plainPipeline = await getPipeline(ctx, {
+          shader: attentionProgram(o.D, o.Dv, rows, true),
+          entryPoint: 'main_cpu',
+          bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
+          constants: {
+            SRC: o.source === 'paged' ? 0 : 1,
+            KV_DT: kvDtypeCode(o.kvDtype),
+            Q_DT: dtypeCode(o.qDtype),
+            O_DT: dtypeCode(o.oDtype),
+            VEC: o.D % 32 === 0 && o.Dv % 32 === 0,
+          },
+        });
       if (maxSplits > 1) plan.mergePipeline = await getMergePipeline(ctx, o.oDtype);
     } catch (e) {
       plan.dispose();
@@ -1101,10 +1137,17 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const rows = info.totalQ * o.Hq;
     // One invocation (cpu) or workgroup (gpu) per part and pack: a sequence of n tokens owns at
     // least ceil(n * G / R) packs per KV head (attention.wgsl `pk_start`).
-    const packs = Math.floor((info.totalQ * (o.Hq / o.Hkv) + info.batch * (this.rows - 1)) / this.rows);
+    // main_cpu_sg: a workgroup (one subgroup) per part and pack of lanes * rows rows, where the
+    // step's sequences average enough rows to fill the lanes (else main_cpu: decode would idle 3 of 4).
+    const G = o.Hq / o.Hkv;
+    const fill = !this.plainPipeline || info.totalQ * G >= info.batch * this.lanes * this.rows;
+    const lanes = this.lanes > 1 && fill ? this.lanes : 1;
+    const pr = this.rows * lanes;
+    const packs = Math.floor((info.totalQ * (o.Hq / o.Hkv) + info.batch * (pr - 1)) / pr);
     const invocations = packs * o.Hkv * info.parts;
-    const groups = this.variant === 'gpu' ? invocations : Math.ceil(invocations / WG);
-    this.encode(encoder, this.pipeline, resources, grid2d(this.ctx, groups), `c${info.slot}|${idOf(slot.buffer)}`);
+    const groups = this.variant === 'gpu' || lanes > 1 ? invocations : Math.ceil(invocations / WG);
+    const pipeline = lanes === 1 && this.plainPipeline ? this.plainPipeline : this.pipeline;
+    this.encode(encoder, pipeline, resources, grid2d(this.ctx, groups), `c${lanes}|${info.slot}|${idOf(slot.buffer)}`);
     if (info.parts > 1) {
       const mp = this.mergePipeline!;
       const oBytes = info.parts * rows * o.Dv * 4;
@@ -1273,6 +1316,8 @@ function validate(opts: BatchAttentionOptions): Resolved {
   const rows = opts.rows === undefined ? undefined : checkInt(opts.rows, 'rows', { min: 1, max: 8 });
   if (rows !== undefined)
     check((ATTENTION_ROWS as readonly number[]).includes(rows), 'rows', '1, 2, 4 or 8', rows, 'E_UNSUPPORTED');
+  if (opts.subgroups !== undefined)
+    check(typeof opts.subgroups === 'boolean', 'subgroups', 'a boolean', opts.subgroups);
   return {
     source,
     maxBatch,

@@ -63,6 +63,7 @@ override KV_DT: u32 = 1;    // 0 f32, 1 f16, 2 bf16, 3 int8 (paged only)
 override Q_DT: u32 = 0;     // 0 f32, 1 f16, 2 bf16
 override O_DT: u32 = 0;
 override VEC: bool = false; // D and DV multiples of 32: main_cpu loads 32 channels as whole 16-byte words
+override LANES: u32 = 1u;   // CSR packs of LANES * ROWS rows: 4 for main_cpu_sg (attention_sg.wgsl), else 1
 
 const LOG2E: f32 = 1.4426950408889634;
 const LN2: f32 = 0.6931471805599453;
@@ -227,8 +228,13 @@ struct Pack {
   x0: u32,
 }
 
+// Rows of one CSR pack: ROWS per invocation, times the lanes that share its keys (main_cpu_sg).
+fn pack_rows() -> u32 {
+  return ROWS * LANES;
+}
+
 fn pk_start(b: u32) -> u32 {
-  return (sched[params.off_qo + b] * params.group + b * (ROWS - 1u)) / ROWS;
+  return (sched[params.off_qo + b] * params.group + b * (pack_rows() - 1u)) / pack_rows();
 }
 
 // CSR: pack gi (KV head fastest): one binary search over pk_start [B+1]. Other sources: unused.
@@ -249,14 +255,14 @@ fn pack_of(gi: u32) -> Pack {
     }
     k.t0 = sched[params.off_qo + lo];
     k.nx = (sched[params.off_qo + lo + 1u] - k.t0) * params.group;
-    k.x0 = (pk - pk_start(lo)) * ROWS;
+    k.x0 = (pk - pk_start(lo)) * pack_rows();
   }
   return k;
 }
 
 // CSR: tokens from the pack's first row to its last (0 for an empty pack).
 fn pack_dt(k: Pack) -> u32 {
-  return select(0u, (min(k.x0 + ROWS, k.nx) - 1u) / params.group - k.x0 / params.group, k.x0 < k.nx);
+  return select(0u, (min(k.x0 + pack_rows(), k.nx) - 1u) / params.group - k.x0 / params.group, k.x0 < k.nx);
 }
 
 // CSR: the position of slot i relative to the pack's first row.
@@ -287,7 +293,7 @@ fn pack_count(rows: u32) -> u32 {
   let span = pack_span();
   var n = ((rows / params.hq) * params.group / span) * params.hkv * ((span + ROWS - 1u) / ROWS);
   if (SRC < 2u) {
-    n = params.hkv * ((sched[0] * params.group + sched[1] * (ROWS - 1u)) / ROWS);
+    n = params.hkv * ((sched[0] * params.group + sched[1] * (pack_rows() - 1u)) / pack_rows());
   }
   return n;
 }

@@ -10,7 +10,8 @@
  */
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
+import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import {
   KernelPlan,
@@ -34,7 +35,7 @@ import {
   withLoopLimit,
   type Segment,
 } from '../../src/gpu/segments.js';
-import { POOL_PARAMS, poolLoopIterations, poolPipeline, poolSegments, poolWorkgroups } from './pool.js';
+import { POOL_PARAMS, poolLoopIterations, poolSegments, poolSpec, poolWorkgroups, type PoolPipeline } from './pool.js';
 import selectWgsl from './select.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 
@@ -59,6 +60,25 @@ export const SELECT_PROGRAM = wgslProgram('moba/select', [
   selectWgsl,
 ]);
 const WG = 64;
+
+/** The gate selection's bindings (src/gpu/bindings.ts). */
+const SELECT = bindingTable('moba/select', {
+  q_buf: 'read',
+  gate_keys: 'read',
+  sel: 'rw',
+  params: 'uniform',
+  carry: 'rw',
+});
+type SelectPipeline = Pipeline<VariantOf<typeof SELECT>>;
+
+function selectSpec(dtype: FloatDType, D: number, meansDtype: 'f32' | 'f16'): PipelineSpec<VariantOf<typeof SELECT>> {
+  return {
+    shader: SELECT_PROGRAM,
+    bindings: SELECT.variant({}),
+    constants: { WG, IN_DTYPE: dtypeCode(dtype), D, MEANS_DTYPE: dtypeCode(meansDtype) },
+  };
+}
+registerPasses('moba', () => [selectSpec('f32', 64, 'f32'), selectSpec('bf16', 64, 'f16')]);
 /** Largest `topk` the in-register selection keeps. */
 export const MOBA_MAX_TOPK = 64;
 
@@ -175,9 +195,9 @@ interface Splits {
 export class MobaPlan extends KernelPlan<MobaTensors> {
   readonly options: Resolved;
   readonly numBlocks: number;
-  private readonly pools: Pipeline;
-  private readonly selectP: Pipeline;
-  private readonly selectGiven: Pipeline;
+  private readonly pools: PoolPipeline;
+  private readonly selectP: SelectPipeline;
+  private readonly selectGiven: SelectPipeline;
   private readonly core: BlockListPlan;
   private readonly poolParams: GPUBuffer[];
   private readonly selParams: GPUBuffer[];
@@ -201,9 +221,9 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
   private constructor(
     ctx: TesseraDevice,
     o: Resolved,
-    pools: Pipeline,
-    selectP: Pipeline,
-    selectGiven: Pipeline,
+    pools: PoolPipeline,
+    selectP: SelectPipeline,
+    selectGiven: SelectPipeline,
     core: BlockListPlan,
     splits: Splits,
   ) {
@@ -256,15 +276,10 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
       ...selSegs.map((g) => mobaSelectLoopIterations(g.end - g.begin, o.D, o.topk, g.carry)),
     );
     const poolIters = Math.max(...pool.map((g) => poolLoopIterations(g.end - g.begin)));
-    const select = (meansDtype: 'f32' | 'f16') =>
-      getPipeline(ctx, {
-        shader: SELECT_PROGRAM,
-        bindings: ['read', 'read', 'rw', 'uniform', 'rw'],
-        constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, MEANS_DTYPE: dtypeCode(meansDtype) },
-      });
+    const select = (meansDtype: 'f32' | 'f16') => getPipeline(ctx, selectSpec(o.dtype, o.D, meansDtype));
     // The attention core reads the selection [Tq, Hq, topk] as one list of topk block ids per row.
     const [pools, selectP, selectGiven, core] = await Promise.all([
-      poolPipeline(ctx, o.dtype, 'count'),
+      getPipeline(ctx, poolSpec(o.dtype, 'count')),
       select('f32'),
       select(o.meansDtype),
       BlockListPlan.create(withLoopLimit(ctx, limit), {
@@ -328,14 +343,14 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
         this.dispatch(
           encoder,
           this.pools,
-          [res(k), meansRes, { buffer: u }],
+          { x_buf: res(k), out: meansRes, params: { buffer: u } },
           grid2d(this.ctx, poolWorkgroups(NB, Hkv, D)),
         );
     for (const u of this.selParams) {
       this.dispatch(
         encoder,
         means ? this.selectGiven : this.selectP,
-        [res(q), meansRes, selRes, { buffer: u }, { buffer: this.selCarry }],
+        { q_buf: res(q), gate_keys: meansRes, sel: selRes, params: { buffer: u }, carry: { buffer: this.selCarry } },
         grid2d(this.ctx, Math.ceil((Tq * Hq) / WG)),
       );
     }

@@ -9,9 +9,10 @@
  */
 import { fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
+import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
-import { checkTensor, dtypeCode, type DType, type GpuTensor } from '../../src/tensor.js';
+import { checkTensor, dtypeCode, type DType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
@@ -19,10 +20,11 @@ import { sparseVariant } from '../block_sparse/common.js';
 import { raggedSequences } from '../block_sparse/ragged.js';
 import { BlockListPlan, type BlockListSeq } from '../attention/lists.js';
 import { POOL_PARAMS, poolSegments, poolWorkgroups } from '../moba/pool.js';
-import { raggedBlocks, raggedPoolPipeline, raggedSearchTrips } from '../moba/ragged_pool.js';
+import { raggedBlocks, raggedPoolPipeline, raggedSearchTrips, type RaggedPoolPipeline } from '../moba/ragged_pool.js';
 import { planLoopLimit, segmentUniforms, withLoopLimit, type Segment } from '../../src/gpu/segments.js';
 import {
-  COMBINE_PROGRAM,
+  combineSpec,
+  type CombinePipeline,
   NSA_COMBINE_PARAMS,
   NSA_SELECT_PARAMS,
   nsaSelectSegments,
@@ -46,12 +48,33 @@ const SELECT_PROGRAM = wgslProgram('nsa/varlen_select', [
 ]);
 const WG = 64;
 
+/** The batched selection's bindings (as nsa/select, plus the ragged block table `seqs`). */
+const VARLEN_SELECT = bindingTable('nsa/varlen_select', {
+  q_buf: 'read',
+  kc: 'read',
+  lse_cmp: 'read',
+  out: 'rw',
+  params: 'uniform',
+  carry: 'rw',
+  seqs: 'read',
+});
+type VarlenSelectPipeline = Pipeline<VariantOf<typeof VARLEN_SELECT>>;
+
+function varlenSelectSpec(dtype: FloatDType, D: number, fla: boolean): PipelineSpec<VariantOf<typeof VARLEN_SELECT>> {
+  return {
+    shader: SELECT_PROGRAM,
+    bindings: VARLEN_SELECT.variant({}),
+    constants: { WG, IN_DTYPE: dtypeCode(dtype), D, FLA: fla ? 1 : 0 },
+  };
+}
+registerPasses('nsa/varlen', () => [varlenSelectSpec('f32', 64, false), varlenSelectSpec('bf16', 64, true)]);
+
 type Resolved = ReturnType<typeof validateNsaOptions>;
 
 interface Parts {
-  pool: Pipeline;
-  select: Pipeline;
-  combine: Pipeline;
+  pool: RaggedPoolPipeline;
+  select: VarlenSelectPipeline;
+  combine: CombinePipeline;
   cmp: BlockListPlan;
   slc: BlockListPlan;
   swa?: BlockListPlan;
@@ -182,21 +205,8 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
       seqs.map((s) => ({ q0: s.start, Tq: s.len, kv0: s.start, Tk: s.len, posOff: 0, base: 0, ...f(s) }));
     const [pool, select, combine, cmp, slc, swa] = await Promise.all([
       raggedPoolPipeline(ctx, o.dtype, o.variant === 'fla' ? 'count' : 'blockSize'),
-      getPipeline(ctx, {
-        shader: SELECT_PROGRAM,
-        bindings: ['read', 'read', 'read', 'rw', 'uniform', 'rw', 'read'],
-        constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, FLA: o.variant === 'fla' ? 1 : 0 },
-      }),
-      getPipeline(ctx, {
-        shader: COMBINE_PROGRAM,
-        bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'rw', 'uniform'],
-        constants: {
-          WG,
-          GATE_DTYPE: dtypeCode(o.gateDtype),
-          OUT_DTYPE: dtypeCode(o.outDtype),
-          SWA: o.window > 0 ? 1 : 0,
-        },
-      }),
+      getPipeline(ctx, varlenSelectSpec(o.dtype, o.D, o.variant === 'fla')),
+      getPipeline(ctx, combineSpec(o.gateDtype, o.outDtype, o.window > 0)),
       BlockListPlan.create(capped, {
         ...core,
         ...one,
@@ -283,9 +293,19 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
     const allKeys = w(ws.all, 16);
     const table = { buffer: this.table };
     for (const x of u.poolK)
-      this.dispatch(encoder, p.pool, [res(k), kc, { buffer: x }, table], grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)));
+      this.dispatch(
+        encoder,
+        p.pool,
+        { x_buf: res(k), out: kc, params: { buffer: x }, seqs: table },
+        grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)),
+      );
     for (const x of u.poolV)
-      this.dispatch(encoder, p.pool, [res(v), vc, { buffer: x }, table], grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)));
+      this.dispatch(
+        encoder,
+        p.pool,
+        { x_buf: res(v), out: vc, params: { buffer: x }, seqs: table },
+        grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)),
+      );
     p.cmp.run(encoder, {
       q,
       k: f32(ws.kc, [NC, Hkv, D]),
@@ -299,7 +319,7 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
       this.dispatch(
         encoder,
         p.select,
-        [res(q), kc, w(ws.lseCmp, T * Hq * 4), sel, { buffer: x }, carry, table],
+        { q_buf: res(q), kc, lse_cmp: w(ws.lseCmp, T * Hq * 4), out: sel, params: { buffer: x }, carry, seqs: table },
         grid2d(this.ctx, Math.ceil((T * Hkv) / WG)),
       );
     p.slc.run(encoder, { q, k, v, lists: sel, o: f32(ws.oSlc, [T, Hq, Dv]) });
@@ -307,16 +327,16 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
     this.dispatch(
       encoder,
       p.combine,
-      [
-        w(ws.oCmp, T * Hq * Dv * 4),
-        w(ws.oSlc, T * Hq * Dv * 4),
-        window > 0 ? w(ws.oSwa, T * Hq * Dv * 4) : w(ws.all, 16),
-        res(gCmp),
-        res(gSlc),
-        gSwa ? res(gSwa) : w(ws.all, 16),
-        res(o),
-        { buffer: u.combine },
-      ],
+      {
+        o_cmp: w(ws.oCmp, T * Hq * Dv * 4),
+        o_slc: w(ws.oSlc, T * Hq * Dv * 4),
+        o_swa: window > 0 ? w(ws.oSwa, T * Hq * Dv * 4) : undefined,
+        g_cmp: res(gCmp),
+        g_slc: res(gSlc),
+        g_swa: gSwa && res(gSwa),
+        o_buf: res(o),
+        params: { buffer: u.combine },
+      },
       grid2d(this.ctx, Math.ceil((T * Hq * (Dv / 4)) / WG)),
     );
   }

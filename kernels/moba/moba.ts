@@ -11,7 +11,7 @@
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
-import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
+import { bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import {
   KernelPlan,
@@ -61,24 +61,29 @@ export const SELECT_PROGRAM = wgslProgram('moba/select', [
 ]);
 const WG = 64;
 
-/** The gate selection's bindings (src/gpu/bindings.ts). */
+/** The gate selection's bindings (src/gpu/bindings.ts); `carry` is bound only by plans of several segments (a loop-capped device): the kernel reads and writes it only where params.seg_carry / seg_last say so. */
 const SELECT = bindingTable('moba/select', {
   q_buf: 'read',
   gate_keys: 'read',
   sel: 'rw',
   params: 'uniform',
-  carry: 'rw',
+  carry: optional('rw', 'array<f32>'),
 });
 type SelectPipeline = Pipeline<VariantOf<typeof SELECT>>;
 
-function selectSpec(dtype: FloatDType, D: number, meansDtype: 'f32' | 'f16'): PipelineSpec<VariantOf<typeof SELECT>> {
+function selectSpec(
+  dtype: FloatDType,
+  D: number,
+  meansDtype: 'f32' | 'f16',
+  carry: boolean,
+): PipelineSpec<VariantOf<typeof SELECT>> {
   return {
     shader: SELECT_PROGRAM,
-    bindings: SELECT.variant({}),
+    bindings: SELECT.variant({ carry }),
     constants: { WG, IN_DTYPE: dtypeCode(dtype), D, MEANS_DTYPE: dtypeCode(meansDtype) },
   };
 }
-registerPasses('moba', () => [selectSpec('f32', 64, 'f32'), selectSpec('bf16', 64, 'f16')]);
+registerPasses('moba', () => [selectSpec('f32', 64, 'f32', false), selectSpec('bf16', 64, 'f16', true)]);
 /** Largest `topk` the in-register selection keeps. */
 export const MOBA_MAX_TOPK = 64;
 
@@ -203,7 +208,7 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
   private readonly selParams: GPUBuffer[];
   private readonly means: GPUBuffer;
   private readonly selWs: GPUBuffer;
-  private readonly selCarry: GPUBuffer;
+  private readonly selCarry?: GPUBuffer;
   /**
    * Dispatches of each step per run: 1 each, more on a loop-capped device (llvmpipe) where one
    * invocation would run too many loop iterations (huge blocks, many blocks, many keys); for
@@ -251,7 +256,7 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
         ...segmentUniforms(seg),
       }),
     );
-    this.selCarry = this.workspace(splits.select.length > 1 ? o.Tq * o.Hq * (o.topk - 1) * 4 : 16, 'moba.selCarry');
+    if (splits.select.length > 1) this.selCarry = this.workspace(o.Tq * o.Hq * (o.topk - 1) * 4, 'moba.selCarry');
     this.means = this.workspace(NB * o.Hkv * o.D * 4, 'moba.means');
     this.selWs = this.workspace(o.Tq * o.Hq * o.topk * 4, 'moba.selection');
   }
@@ -276,7 +281,8 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
       ...selSegs.map((g) => mobaSelectLoopIterations(g.end - g.begin, o.D, o.topk, g.carry)),
     );
     const poolIters = Math.max(...pool.map((g) => poolLoopIterations(g.end - g.begin)));
-    const select = (meansDtype: 'f32' | 'f16') => getPipeline(ctx, selectSpec(o.dtype, o.D, meansDtype));
+    const select = (meansDtype: 'f32' | 'f16') =>
+      getPipeline(ctx, selectSpec(o.dtype, o.D, meansDtype, selSegs.length > 1));
     // The attention core reads the selection [Tq, Hq, topk] as one list of topk block ids per row.
     const [pools, selectP, selectGiven, core] = await Promise.all([
       getPipeline(ctx, poolSpec(o.dtype, 'count')),
@@ -350,7 +356,13 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
       this.dispatch(
         encoder,
         means ? this.selectGiven : this.selectP,
-        { q_buf: res(q), gate_keys: meansRes, sel: selRes, params: { buffer: u }, carry: { buffer: this.selCarry } },
+        {
+          q_buf: res(q),
+          gate_keys: meansRes,
+          sel: selRes,
+          params: { buffer: u },
+          carry: this.selCarry && { buffer: this.selCarry },
+        },
         grid2d(this.ctx, Math.ceil((Tq * Hq) / WG)),
       );
     }

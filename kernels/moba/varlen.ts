@@ -10,7 +10,7 @@
 import { fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
-import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
+import { bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, dtypeCode, type FloatDType } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
@@ -45,25 +45,25 @@ const SELECT_PROGRAM = wgslProgram('moba/varlen_select', [
 ]);
 const SELECT_WG = 64;
 
-/** The batched gate selection's bindings (src/gpu/bindings.ts); `seqs` is the ragged block table. */
+/** The batched gate selection's bindings (src/gpu/bindings.ts); `seqs` is the ragged block table; `carry` is bound only by plans of several segments (a loop-capped device): the kernel reads and writes it only where params.seg_carry / seg_last say so. */
 const VARLEN_SELECT = bindingTable('moba/varlen_select', {
   q_buf: 'read',
   gate_keys: 'read',
   sel: 'rw',
   params: 'uniform',
-  carry: 'rw',
+  carry: optional('rw', 'array<f32>'),
   seqs: 'read',
 });
 type VarlenSelectPipeline = Pipeline<VariantOf<typeof VARLEN_SELECT>>;
 
-function varlenSelectSpec(dtype: FloatDType, D: number): PipelineSpec<VariantOf<typeof VARLEN_SELECT>> {
+function varlenSelectSpec(dtype: FloatDType, D: number, carry: boolean): PipelineSpec<VariantOf<typeof VARLEN_SELECT>> {
   return {
     shader: SELECT_PROGRAM,
-    bindings: VARLEN_SELECT.variant({}),
+    bindings: VARLEN_SELECT.variant({ carry }),
     constants: { WG: SELECT_WG, IN_DTYPE: dtypeCode(dtype), D },
   };
 }
-registerPasses('moba/varlen', () => [varlenSelectSpec('f32', 64), varlenSelectSpec('bf16', 64)]);
+registerPasses('moba/varlen', () => [varlenSelectSpec('f32', 64, false), varlenSelectSpec('bf16', 64, true)]);
 
 type Resolved = MobaVarlenOptions & { total: number; Dv: number; dtype: FloatDType; outDtype: FloatDType };
 
@@ -96,7 +96,7 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
   private readonly selParams: GPUBuffer[];
   private readonly means: GPUBuffer;
   private readonly selWs: GPUBuffer;
-  private readonly selCarry: GPUBuffer;
+  private readonly selCarry?: GPUBuffer;
 
   private constructor(
     ctx: TesseraDevice,
@@ -140,7 +140,7 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
       select: parts.core ? this.selParams.length : 0,
       attention: parts.core?.split.parts ?? 0,
     };
-    this.selCarry = this.workspace(parts.selSegs.length > 1 ? total * Hq * (topk - 1) * 4 : 16, 'moba.varlen.carry');
+    if (parts.selSegs.length > 1) this.selCarry = this.workspace(total * Hq * (topk - 1) * 4, 'moba.varlen.carry');
     this.means = this.workspace(NB * Hkv * D * 4, 'moba.varlen.means');
     this.selWs = this.workspace(total * Hq * topk * 4, 'moba.varlen.selection');
   }
@@ -172,7 +172,7 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
     if (seqs.length === 0) return new MobaVarlenPlan(ctx, o, table, NB, { poolSegs, selSegs });
     const [pool, select, core] = await Promise.all([
       raggedPoolPipeline(ctx, r.dtype, 'count'),
-      getPipeline(ctx, varlenSelectSpec(r.dtype, r.D)),
+      getPipeline(ctx, varlenSelectSpec(r.dtype, r.D, selSegs.length > 1)),
       BlockListPlan.create(withLoopLimit(ctx, limit), {
         Tq: total,
         Tk: total,
@@ -248,7 +248,7 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
           gate_keys: means,
           sel: selRes,
           params: { buffer: u },
-          carry: { buffer: this.selCarry },
+          carry: this.selCarry && { buffer: this.selCarry },
           seqs: table,
         },
         grid2d(this.ctx, Math.ceil((total * Hq) / SELECT_WG)),

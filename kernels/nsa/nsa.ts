@@ -83,8 +83,7 @@ export const COMBINE_PROGRAM = wgslProgram('nsa/combine', [storageWgsl, NSA_COMB
 const WG = 64;
 
 /**
- * The selection's bindings (src/gpu/bindings.ts). `carry` is read and written only between
- * segments (params.seg_carry, a loop-capped device); with one segment it is a 16-byte stand-in.
+ * The selection's bindings (src/gpu/bindings.ts). `carry` is bound only by plans of several segments (a loop-capped device): the kernel reads and writes it only where params.seg_carry / seg_last say so.
  */
 const SELECT = bindingTable('nsa/select', {
   q_buf: 'read',
@@ -92,14 +91,19 @@ const SELECT = bindingTable('nsa/select', {
   lse_cmp: 'read',
   out: 'rw',
   params: 'uniform',
-  carry: 'rw',
+  carry: optional('rw', 'array<f32>'),
 });
 type SelectPipeline = Pipeline<VariantOf<typeof SELECT>>;
 
-function selectSpec(dtype: FloatDType, D: number, fla: boolean): PipelineSpec<VariantOf<typeof SELECT>> {
+function selectSpec(
+  dtype: FloatDType,
+  D: number,
+  fla: boolean,
+  carry: boolean,
+): PipelineSpec<VariantOf<typeof SELECT>> {
   return {
     shader: SELECT_PROGRAM,
-    bindings: SELECT.variant({}),
+    bindings: SELECT.variant({ carry }),
     constants: { WG, IN_DTYPE: dtypeCode(dtype), D, FLA: fla ? 1 : 0 },
   };
 }
@@ -131,8 +135,8 @@ export function combineSpec(
   };
 }
 registerPasses('nsa', () => [
-  selectSpec('f32', 64, false),
-  selectSpec('bf16', 64, true),
+  selectSpec('f32', 64, false, false),
+  selectSpec('bf16', 64, true, true),
   combineSpec('f32', 'f32', false),
   combineSpec('bf16', 'f16', true),
 ]);
@@ -285,7 +289,7 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     oSlc: GPUBuffer;
     oSwa?: GPUBuffer;
     sel: GPUBuffer;
-    selCarry: GPUBuffer;
+    selCarry?: GPUBuffer;
     all: GPUBuffer;
   };
   /**
@@ -337,7 +341,7 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
       oSlc: this.workspace(T * Hq * Dv * 4, 'nsa.oSlc'),
       oSwa: o.window > 0 ? this.workspace(T * Hq * Dv * 4, 'nsa.oSwa') : undefined,
       sel: this.workspace(T * Hkv * S * 4, 'nsa.blockIndices'),
-      selCarry: this.workspace(splits.select.length > 1 ? T * Hkv * S * 4 : 16, 'nsa.selCarry'),
+      selCarry: splits.select.length > 1 ? this.workspace(T * Hkv * S * 4, 'nsa.selCarry') : undefined,
       // the list of the one-block branches (compression, window): block 0, all keys
       all: this.workspace(16, 'nsa.allKeys'),
     };
@@ -390,7 +394,7 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const [poolK, cmp, select, slc, swa, combine] = await Promise.all([
       getPipeline(ctx, poolSpec(o.dtype, o.variant === 'fla' ? 'count' : 'blockSize')),
       BlockListPlan.create(capped, { ...core, ...one, Tk: NC, block: NC, keyStride: o.blockSize, kvDtype: 'f32' }),
-      getPipeline(ctx, selectSpec(o.dtype, o.D, o.variant === 'fla')),
+      getPipeline(ctx, selectSpec(o.dtype, o.D, o.variant === 'fla', selSegs.length > 1)),
       BlockListPlan.create(capped, {
         ...core,
         Tk: o.Tk,
@@ -477,7 +481,7 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
       o: f32(ws.oCmp, [T, Hq, Dv]),
       lse: f32(ws.lseCmp, [T, Hq]),
     });
-    const carry = w(ws.selCarry, this.segments.select > 1 ? T * Hkv * S * 4 : 16);
+    const carry = ws.selCarry && w(ws.selCarry, T * Hkv * S * 4);
     for (const x of u.select)
       this.dispatch(
         encoder,

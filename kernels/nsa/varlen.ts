@@ -10,7 +10,7 @@
 import { fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
-import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
+import { bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, dtypeCode, type DType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
@@ -48,26 +48,34 @@ const SELECT_PROGRAM = wgslProgram('nsa/varlen_select', [
 ]);
 const WG = 64;
 
-/** The batched selection's bindings (as nsa/select, plus the ragged block table `seqs`). */
+/** The batched selection's bindings (as nsa/select, `carry` optional likewise, plus the ragged block table `seqs`). */
 const VARLEN_SELECT = bindingTable('nsa/varlen_select', {
   q_buf: 'read',
   kc: 'read',
   lse_cmp: 'read',
   out: 'rw',
   params: 'uniform',
-  carry: 'rw',
+  carry: optional('rw', 'array<f32>'),
   seqs: 'read',
 });
 type VarlenSelectPipeline = Pipeline<VariantOf<typeof VARLEN_SELECT>>;
 
-function varlenSelectSpec(dtype: FloatDType, D: number, fla: boolean): PipelineSpec<VariantOf<typeof VARLEN_SELECT>> {
+function varlenSelectSpec(
+  dtype: FloatDType,
+  D: number,
+  fla: boolean,
+  carry: boolean,
+): PipelineSpec<VariantOf<typeof VARLEN_SELECT>> {
   return {
     shader: SELECT_PROGRAM,
-    bindings: VARLEN_SELECT.variant({}),
+    bindings: VARLEN_SELECT.variant({ carry }),
     constants: { WG, IN_DTYPE: dtypeCode(dtype), D, FLA: fla ? 1 : 0 },
   };
 }
-registerPasses('nsa/varlen', () => [varlenSelectSpec('f32', 64, false), varlenSelectSpec('bf16', 64, true)]);
+registerPasses('nsa/varlen', () => [
+  varlenSelectSpec('f32', 64, false, false),
+  varlenSelectSpec('bf16', 64, true, true),
+]);
 
 type Resolved = ReturnType<typeof validateNsaOptions>;
 
@@ -105,7 +113,9 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
   private readonly p?: Parts;
   private readonly table: GPUBuffer;
   private readonly u: { poolK: GPUBuffer[]; poolV: GPUBuffer[]; select: GPUBuffer[]; combine: GPUBuffer };
-  private readonly ws: Record<'kc' | 'vc' | 'oCmp' | 'lseCmp' | 'oSlc' | 'oSwa' | 'sel' | 'carry' | 'all', GPUBuffer>;
+  private readonly ws: Record<'kc' | 'vc' | 'oCmp' | 'lseCmp' | 'oSlc' | 'oSwa' | 'sel' | 'all', GPUBuffer> & {
+    carry?: GPUBuffer;
+  };
 
   private constructor(
     ctx: TesseraDevice,
@@ -152,7 +162,7 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
       oSlc: this.workspace(T * Hq * Dv * 4, 'nsa.varlen.oSlc'),
       oSwa: this.workspace(window > 0 ? T * Hq * Dv * 4 : 16, 'nsa.varlen.oSwa'),
       sel: this.workspace(T * Hkv * S * 4, 'nsa.varlen.blockIndices'),
-      carry: this.workspace(segs.select.length > 1 ? T * Hkv * S * 4 : 16, 'nsa.varlen.carry'),
+      carry: segs.select.length > 1 ? this.workspace(T * Hkv * S * 4, 'nsa.varlen.carry') : undefined,
       // the list of the one-block branches (compression, window): block 0, all of a sequence's keys
       all: this.workspace(16, 'nsa.varlen.allKeys'),
     };
@@ -205,7 +215,7 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
       seqs.map((s) => ({ q0: s.start, Tq: s.len, kv0: s.start, Tk: s.len, posOff: 0, base: 0, ...f(s) }));
     const [pool, select, combine, cmp, slc, swa] = await Promise.all([
       raggedPoolPipeline(ctx, o.dtype, o.variant === 'fla' ? 'count' : 'blockSize'),
-      getPipeline(ctx, varlenSelectSpec(o.dtype, o.D, o.variant === 'fla')),
+      getPipeline(ctx, varlenSelectSpec(o.dtype, o.D, o.variant === 'fla', selSegs.length > 1)),
       getPipeline(ctx, combineSpec(o.gateDtype, o.outDtype, o.window > 0)),
       BlockListPlan.create(capped, {
         ...core,
@@ -314,7 +324,7 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
       o: f32(ws.oCmp, [T, Hq, Dv]),
       lse: f32(ws.lseCmp, [T, Hq]),
     });
-    const carry = w(ws.carry, u.select.length > 1 ? T * Hkv * S * 4 : 16);
+    const carry = ws.carry && w(ws.carry, T * Hkv * S * 4);
     for (const x of u.select)
       this.dispatch(
         encoder,

@@ -42,7 +42,7 @@ export {
 export { wgslConstants, type WgslConstants, type ConstType } from './gpu/specialize.js';
 export { GpuTimer, type TimingSource } from './gpu/timer.js';
 export { KernelPlan } from './plan.js';
-export { MERGE_PARAMS, getMergePipeline } from '../kernels/merge/index.js';
+export { MERGE_PARAMS, getMergePipeline, type MergePipeline } from '../kernels/merge/index.js';
 export {
   chooseTopKVariant,
   TOPK_SMALL_MAX_K,

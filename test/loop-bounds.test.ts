@@ -13,8 +13,8 @@ import { LIN_PARAMS, passShader as linearShader } from '../kernels/linear/scan.j
 import { recurrentLoopIterations, scanLoopIterations } from '../kernels/linear/loops.js';
 import { getMergeProgram, MERGE_PARAMS, mergeLoopIterations } from '../kernels/merge/merge.js';
 import { POOL_PARAMS, POOL_PROGRAM, poolLoopIterations } from '../kernels/moba/pool.js';
-import { MOBA_SELECT_PARAMS, SELECT_PROGRAM as MOBA_SELECT, mobaSelectLoopIterations } from '../kernels/moba/moba.js';
-import { NSA_SELECT_PARAMS, SELECT_PROGRAM as NSA_SELECT, nsaSelectLoopIterations } from '../kernels/nsa/nsa.js';
+import { MOBA_SELECT_PARAMS, mobaSelectSpec, mobaSelectLoopIterations } from '../kernels/moba/moba.js';
+import { NSA_SELECT_PARAMS, nsaSelectSpec, nsaSelectLoopIterations } from '../kernels/nsa/nsa.js';
 import { DSA_INDEXER_PARAMS, INDEXER_PROGRAM, indexerLoopIterations } from '../kernels/dsa/dsa.js';
 import { QUEST_PARAMS, questScoreSpec, questScoreLoopIterations } from '../kernels/quest/score.js';
 import { QUEST_BLOCK_PARAMS, QUEST_BOX_PROGRAM, questBlockLoopIterations } from '../kernels/quest/block.js';
@@ -385,12 +385,18 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
           ),
           b.storage(new Float32Array(Math.max(1, KP)).fill(-1)),
         ];
-        const counted = await maxLoopCount(gpu.dev.device, MOBA_SELECT.code, all, [1], {
-          WG: 64,
-          IN_DTYPE: 0,
-          D,
-          MEANS_DTYPE: 0,
-        });
+        const counted = await maxLoopCount(
+          gpu.dev.device,
+          pipelineShader(mobaSelectSpec('f32', D, 'f32', true)).code,
+          all,
+          [1],
+          {
+            WG: 64,
+            IN_DTYPE: 0,
+            D,
+            MEANS_DTYPE: 0,
+          },
+        );
         const bound = mobaSelectLoopIterations(nc, D, topk, load);
         expect(counted, 'the kernel ran its loops').toBeGreaterThan(nc * (D / 4));
         expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);
@@ -433,12 +439,18 @@ describe('loop-counting debug builds (src/gpu/segments.ts cost functions vs thei
           ),
           b.storage(new Float32Array(S).fill(-1)),
         ];
-        const counted = await maxLoopCount(gpu.dev.device, NSA_SELECT.code, all, [1], {
-          WG: 64,
-          IN_DTYPE: 0,
-          D,
-          FLA: 0,
-        });
+        const counted = await maxLoopCount(
+          gpu.dev.device,
+          pipelineShader(nsaSelectSpec('f32', D, false, true)).code,
+          all,
+          [1],
+          {
+            WG: 64,
+            IN_DTYPE: 0,
+            D,
+            FLA: 0,
+          },
+        );
         const bound = nsaSelectLoopIterations(nc, G, D, S, load);
         expect(counted, 'the kernel ran its loops').toBeGreaterThan((nc - 1) * G * (D / 4));
         expect(bound, 'bound >= counted').toBeGreaterThanOrEqual(counted);

@@ -13,13 +13,16 @@ import {
   wgslProgram,
   type BindingResource,
   type Pipeline,
+  type PipelineSpec,
+  type ResourcesFor,
   type ShaderSource,
 } from '../../src/gpu/pipeline.js';
+import { bindingTable, namedEntries, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, checkPlannedSize, res, runOnce } from '../../src/plan.js';
 import { TensorMemo } from '../../src/tensor-memo.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
-import { MERGE_PARAMS, getMergePipeline } from '../merge/index.js';
+import { MERGE_PARAMS, getMergePipeline, type MergePipeline } from '../merge/index.js';
 import { mergePartsPerSegment } from '../merge/merge.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import coreWgsl from './attention.wgsl.js';
@@ -173,6 +176,71 @@ fn ld4_q(e: u32) -> vec4<f32> {
 }
 `;
 }
+
+/**
+ * The core's bindings (src/gpu/bindings.ts), one table for every key source. Optional ones are
+ * declared only by the variants that bind them, so none binds a dummy buffer:
+ * - `work` (split-K partials): plans that may split a row (BatchAttentionPlan with maxSplits > 1);
+ *   the kernel writes it only where the schedule says parts > 1 (`direct()` false), never for
+ *   SRC 3, whose parts go to `o` itself.
+ * - `sink_logits` ([Hq] f32): plans with `sinkLogit` (read only where params.has_sink, set to match).
+ * - `seq_table` (u32 words): SRC 3's ragged batch (BlockListPlan `seqs`), the only reader.
+ */
+export const CORE = bindingTable('attention/core', {
+  q: 'read',
+  k: 'read',
+  v: 'read',
+  sched: 'read',
+  o: 'rw',
+  lse: 'rw',
+  work: optional('rw', 'array<f32>'),
+  params: 'uniform',
+  sink_logits: optional('read', 'array<f32>'),
+  seq_table: optional('read', 'array<u32>'),
+});
+
+/** A pipeline of the core (any key source, any variant of {@link CORE}). */
+export type CorePipeline = Pipeline<VariantOf<typeof CORE>>;
+
+/** The pipeline spec of the core for head dims (D, Dv), `rows` packed rows, a kernel shape and a variant of {@link CORE}. */
+export function coreSpec(
+  s: {
+    D: number;
+    Dv: number;
+    rows?: number;
+    target: 'cpu' | 'gpu';
+    /** the program with `main_cpu_sg` (attention_sg.wgsl, `enable subgroups`) */
+    subgroups?: boolean;
+    /** default: the target's entry (`main_cpu` / `main_gpu`) */
+    entry?: 'main_cpu' | 'main_gpu' | 'main_cpu_sg';
+  },
+  constants: { SRC: number; KV_DT: number; Q_DT: number; O_DT: number; LANES?: number },
+  bound: { work: boolean; sink_logits: boolean; seq_table: boolean },
+): PipelineSpec<VariantOf<typeof CORE>> {
+  return {
+    shader: attentionProgram(s.D, s.Dv, s.rows ?? 1, s.subgroups ?? false),
+    entryPoint: s.entry ?? (s.target === 'cpu' ? 'main_cpu' : 'main_gpu'),
+    bindings: CORE.variant(bound),
+    constants: { ...constants, VEC: s.D % 32 === 0 && s.Dv % 32 === 0 },
+  };
+}
+
+registerPasses('attention', () => {
+  const specs: PipelineSpec[] = [];
+  const dt = { KV_DT: 1, Q_DT: 0, O_DT: 0 };
+  for (const target of ['cpu', 'gpu'] as const) {
+    for (const [work, sink] of [
+      [false, false],
+      [true, true],
+    ] as const)
+      specs.push(coreSpec({ D: 64, Dv: 64, target }, { SRC: 1, ...dt }, { work, sink_logits: sink, seq_table: false }));
+    for (const seq of [false, true])
+      specs.push(
+        coreSpec({ D: 64, Dv: 64, target }, { SRC: 3, ...dt }, { work: false, sink_logits: false, seq_table: seq }),
+      );
+  }
+  return specs;
+});
 
 /** Packed rows per invocation (cpu) or workgroup (gpu) the core can be compiled for. */
 export const ATTENTION_ROWS = [1, 2, 4, 8] as const;
@@ -531,16 +599,21 @@ function idOf(b: GPUBuffer): number {
   return id;
 }
 /** Whether two binding lists name the same buffers, offsets and sizes. */
-function sameResources(a: readonly BindingResource[], b: readonly BindingResource[]): boolean {
+function sameResources(
+  a: readonly (BindingResource | undefined)[],
+  b: readonly (BindingResource | undefined)[],
+): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) {
-    const x = a[i]!;
-    const y = b[i]!;
+    const x = a[i];
+    const y = b[i];
+    if (!x || !y) return false;
     if (x.buffer !== y.buffer || (x.offset ?? 0) !== (y.offset ?? 0) || (x.size ?? -1) !== (y.size ?? -1)) return false;
   }
   return true;
 }
-function keyOf(r: BindingResource): string {
+function keyOf(r: BindingResource | undefined): string {
+  if (!r) return '-';
   return `${idOf(r.buffer)}@${r.offset ?? 0}+${r.size ?? -1}`;
 }
 
@@ -565,25 +638,24 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   /** Bind groups created so far (a cache hit creates none). */
   bindGroupsCreated = 0;
   private readonly rowsCap: number;
-  private pipeline!: Pipeline;
+  private pipeline!: CorePipeline;
   /** With subgroup packs: main_cpu for steps whose sequences bring too few tokens to fill the lanes (decode). */
-  private plainPipeline?: Pipeline;
-  private mergePipeline?: Pipeline;
+  private plainPipeline?: CorePipeline;
+  private mergePipeline?: MergePipeline;
   private readonly params: GPUBuffer;
   private readonly slots: Slot[] = [];
   private current = -1;
   /** A schedule buffer the engine fills on the GPU (see useSchedule), when in use. */
   private external?: Slot;
-  private readonly work: GPUBuffer;
+  private readonly work?: GPUBuffer;
   private readonly lseOffWords: number;
   private readonly lseScratch: GPUBuffer;
-  private readonly dummy: GPUBuffer;
   private readonly groups = new Map<string, GPUBindGroup>();
   private readonly qMemo = new TensorMemo();
   private readonly oMemo = new TensorMemo();
   private readonly lastGroups = new Map<
     string,
-    { pipeline: Pipeline; resources: readonly BindingResource[]; group: GPUBindGroup }
+    { pipeline: Pipeline; resources: readonly (BindingResource | undefined)[]; group: GPUBindGroup }
   >();
   private readonly offsets: { qo: number; kv: number; last: number; idx: number; words: number };
   private readonly hostWords: Uint32Array<ArrayBuffer>;
@@ -618,9 +690,10 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const oBytes = maxSplits > 1 ? maxSplits * this.rowsCap * o.Dv * 4 : 0;
     const lseByte = Math.ceil(oBytes / 256) * 256;
     this.lseOffWords = lseByte / 4;
-    this.work = this.workspace(maxSplits > 1 ? lseByte + maxSplits * this.rowsCap * 4 : 16, 'attention.partials');
+    // no partials without splits: the variant then leaves `work` out (CORE)
+    this.work =
+      maxSplits > 1 ? this.workspace(lseByte + maxSplits * this.rowsCap * 4, 'attention.partials') : undefined;
     this.lseScratch = this.workspace(this.rowsCap * 4, 'attention.lse');
-    this.dummy = this.workspace(16, 'attention.dummy');
     this.params = this.uniform(CORE_PARAMS, {
       hq: o.Hq,
       group: o.Hq / o.Hkv,
@@ -756,32 +829,27 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     if (maxSplits > 1) checkPlannedSize(ctx, 'workspace (partials)', [maxSplits, rowsCap, o.Dv + 1], 'f32');
     const plan = new BatchAttentionPlan(ctx, o, variant, maxSplits, keysCap, rows, lanes);
     try {
-      plan.pipeline = await getPipeline(ctx, {
-        shader: attentionProgram(o.D, o.Dv, rows, lanes > 1),
-        entryPoint: variant === 'gpu' ? 'main_gpu' : lanes > 1 ? 'main_cpu_sg' : 'main_cpu',
-        bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
-        constants: {
-          SRC: o.source === 'paged' ? 0 : 1,
-          KV_DT: kvDtypeCode(o.kvDtype),
-          Q_DT: dtypeCode(o.qDtype),
-          O_DT: dtypeCode(o.oDtype),
-          VEC: o.D % 32 === 0 && o.Dv % 32 === 0,
-          ...(lanes > 1 ? { LANES: lanes } : {}),
-        },
-      });
-      if (lanes > 1 && opts.subgroups !== true)
-        plan.plainPipeline = await getPipeline(ctx, {
-          shader: attentionProgram(o.D, o.Dv, rows, true),
-          entryPoint: 'main_cpu',
-          bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
-          constants: {
-            SRC: o.source === 'paged' ? 0 : 1,
-            KV_DT: kvDtypeCode(o.kvDtype),
-            Q_DT: dtypeCode(o.qDtype),
-            O_DT: dtypeCode(o.oDtype),
-            VEC: o.D % 32 === 0 && o.Dv % 32 === 0,
-          },
-        });
+      const constants = {
+        SRC: o.source === 'paged' ? 0 : 1,
+        KV_DT: kvDtypeCode(o.kvDtype),
+        Q_DT: dtypeCode(o.qDtype),
+        O_DT: dtypeCode(o.oDtype),
+      };
+      const bound = { work: maxSplits > 1, sink_logits: o.sinkLogit, seq_table: false };
+      const sg = lanes > 1;
+      plan.pipeline = await getPipeline(
+        ctx,
+        coreSpec(
+          { D: o.D, Dv: o.Dv, rows, target: variant, subgroups: sg, entry: sg ? 'main_cpu_sg' : undefined },
+          sg ? { ...constants, LANES: lanes } : constants,
+          bound,
+        ),
+      );
+      if (sg && opts.subgroups !== true)
+        plan.plainPipeline = await getPipeline(
+          ctx,
+          coreSpec({ D: o.D, Dv: o.Dv, rows, target: variant, subgroups: true, entry: 'main_cpu' }, constants, bound),
+        );
       if (maxSplits > 1) plan.mergePipeline = await getMergePipeline(ctx, o.oDtype);
     } catch (e) {
       plan.dispose();
@@ -1111,7 +1179,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
       kr = res16(k, 'k');
       vr = res16(v, 'v');
     }
-    let sr: BindingResource = { buffer: this.dummy };
+    let sr: BindingResource | undefined;
     if (o.sinkLogit) {
       const s = checkTensor(t.sinkLogits, 'sinkLogits', { rank: 1, shape: [o.Hq], dtypes: ['f32'] });
       sr = res(s);
@@ -1123,17 +1191,17 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     slot.usedEpoch = submitEpoch(this.ctx);
     if (info.totalQ === 0) return;
     const lr: BindingResource = lse ? res(lse) : { buffer: this.lseScratch };
-    const resources: BindingResource[] = [
-      res(q),
-      kr,
-      vr,
-      { buffer: slot.buffer },
-      res(out),
-      lr,
-      { buffer: this.work },
-      { buffer: this.params },
-      sr,
-    ];
+    const resources: ResourcesFor<CorePipeline['spec']['bindings']> = {
+      q: res(q),
+      k: kr,
+      v: vr,
+      sched: { buffer: slot.buffer },
+      o: res(out),
+      lse: lr,
+      work: this.work && { buffer: this.work },
+      params: { buffer: this.params },
+      sink_logits: sr,
+    };
     const rows = info.totalQ * o.Hq;
     // One invocation (cpu) or workgroup (gpu) per part and pack: a sequence of n tokens owns at
     // least ceil(n * G / R) packs per KV head (attention.wgsl `pk_start`).
@@ -1151,15 +1219,22 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     if (info.parts > 1) {
       const mp = this.mergePipeline!;
       const oBytes = info.parts * rows * o.Dv * 4;
-      const mres: BindingResource[] = [
-        { buffer: this.work, offset: 0, size: oBytes },
-        { buffer: this.work, offset: this.lseOffWords * 4, size: info.parts * rows * 4 },
-        res(out),
-        lr,
-        { buffer: slot.merge },
-        { buffer: this.dummy },
-        { buffer: this.dummy },
-      ];
+      const oParts: BindingResource = { buffer: this.work!, offset: 0, size: oBytes };
+      const lseParts: BindingResource = {
+        buffer: this.work!,
+        offset: this.lseOffWords * 4,
+        size: info.parts * rows * 4,
+      };
+      const mres: ResourcesFor<MergePipeline['spec']['bindings']> = {
+        o_parts: oParts,
+        lse_parts: lseParts,
+        o_out: res(out),
+        lse_out: lr,
+        params: { buffer: slot.merge },
+        // no carried state (params.carry = 0): the parts stand in, unread (as MergePlan does)
+        carry_o: oParts,
+        carry_s: lseParts,
+      };
       this.encode(encoder, mp, mres, grid2d(this.ctx, rows), `m${info.slot}|${idOf(slot.merge)}`);
     }
   }
@@ -1169,13 +1244,15 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
    * its own when given a command encoder. The last group bound per tag is checked first by its
    * buffers, offsets and sizes (no key string on a step that binds what the last one did).
    */
-  private encode(
+  private encode<P extends CorePipeline | MergePipeline>(
     encoder: GPUCommandEncoder | GPUComputePassEncoder,
-    p: Pipeline,
-    resources: readonly BindingResource[],
+    p: P,
+    named: ResourcesFor<P['spec']['bindings']>,
     wg: [number, number],
     tag: string,
   ): void {
+    const byName = named as Readonly<Record<string, BindingResource | undefined>>;
+    const resources = p.spec.bindings.bound.map((b) => byName[b.name]);
     let g: GPUBindGroup | undefined;
     let key = '';
     const last = this.lastGroups.get(tag);
@@ -1190,10 +1267,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
       g = this.ctx.device.createBindGroup({
         label: p.spec.shader.name,
         layout: p.layout,
-        entries: resources.map((r, i) => ({
-          binding: i,
-          resource: { buffer: r.buffer, offset: r.offset ?? 0, size: r.size },
-        })),
+        entries: namedEntries(p.spec.bindings, byName, p.spec.shader.name),
       });
       this.bindGroupsCreated++;
       this.groups.set(key, g);

@@ -54,9 +54,10 @@
 @group(0) @binding(3) var<storage, read> sched: array<u32>;        // schedule slot
 @group(0) @binding(4) var<storage, read_write> o: array<u32>;      // [T, Hq, DV] in O_DT
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;    // [T, Hq] f32 (or scratch)
-@group(0) @binding(6) var<storage, read_write> work: array<f32>;   // partials
+// binding 6: work (array<f32>, partials; optional, declared by the table's variant, see attention.ts CORE)
 @group(0) @binding(7) var<uniform> params: CoreParams;
-@group(0) @binding(8) var<storage, read> sink_logits: array<f32>;  // [Hq] f32 (params.has_sink)
+// binding 8: sink_logits (array<f32>, [Hq], read where params.has_sink; optional, see attention.ts CORE)
+// binding 9: seq_table (array<u32>, SRC 3's batch table; optional, see attention.ts CORE)
 
 override SRC: u32 = 0;      // 0 paged, 1 contiguous ragged, 2 entry list (kernels/paged), 3 block lists (lists.ts)
 override KV_DT: u32 = 1;    // 0 f32, 1 f16, 2 bf16, 3 int8 (paged only)
@@ -107,7 +108,7 @@ struct Seg {
 // kc = p % b_nkc), and writes its normalised partial to o row (part_base + p) * l_rows + r and lse
 // (one part: o and lse themselves); kernels/merge combines several.
 // Ragged batch (b_t0 == 0xffffffff, lists.ts `seqs`): l_rows covers every token of the batch and
-// binding 8 (sink_logits, unused by SRC 3) holds the sequence table as u32 bits: word 0 = n, word
+// binding 9 (seq_table, bound only by the batch variant) holds the sequence table: word 0 = n, word
 // 1 = t0 (invocation row tr is token t = t0 + tr), then SEQ_WORDS words per sequence [q0, kv0,
 // keys, posoff (i32), list_base, ptr, mb, 0] from word 2, q0 increasing (list_base may wrap: u32).
 // Token t belongs to the last sequence with q0 <= t; it is row t of q, o and lse, its lists are
@@ -118,7 +119,7 @@ struct Seg {
 const SEQ_WORDS: u32 = 8u;
 
 fn seq_word(i: u32) -> u32 {
-  return bitcast<u32>(sink_logits[i]);
+  return seq_table[i];
 }
 
 fn load_row_lists(p: u32, r: u32) -> Row {

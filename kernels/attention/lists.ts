@@ -23,7 +23,7 @@
  */
 import { fail } from '../../src/errors.js';
 import { loopBudget, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, type BindingResource, type Pipeline } from '../../src/gpu/pipeline.js';
+import { getPipeline, grid2d, type BindingResource } from '../../src/gpu/pipeline.js';
 import { KernelPlan, checkPlannedSize, res } from '../../src/plan.js';
 import { dtypeCode, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { planMerge, type MergePlan } from '../merge/index.js';
@@ -33,7 +33,8 @@ import {
   CORE_LIST_DEFAULTS,
   CORE_PARAMS,
   attentionListLoopCost,
-  attentionProgram,
+  coreSpec,
+  type CorePipeline,
 } from './attention.js';
 
 export type BlockListVariant = 'cpu' | 'gpu';
@@ -191,13 +192,11 @@ export function blockListParts(
 export class BlockListPlan extends KernelPlan<BlockListTensors> {
   readonly options: Readonly<BlockListOptions>;
   readonly split: Readonly<BlockListParts>;
-  private readonly pipeline: Pipeline;
+  private readonly pipeline: CorePipeline;
   private readonly params: GPUBuffer;
   private readonly rowsN: number;
   private readonly lseScratch: GPUBuffer;
-  private readonly dummyRw: GPUBuffer;
-  private readonly dummyRead: GPUBuffer;
-  /** The batch table (`seqs`), bound where the other sources read sink logits. */
+  /** The batch table (`seqs`): the core's `seq_table`, bound only by the batch variant. */
   private readonly seqTable?: GPUBuffer;
   private readonly oParts?: GPUBuffer;
   private readonly lseParts?: GPUBuffer;
@@ -206,7 +205,7 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
   private readonly stageLse?: GPUBuffer;
   private merge?: MergePlan;
 
-  private constructor(ctx: TesseraDevice, o: BlockListOptions, split: BlockListParts, pipeline: Pipeline) {
+  private constructor(ctx: TesseraDevice, o: BlockListOptions, split: BlockListParts, pipeline: CorePipeline) {
     super(ctx);
     this.options = o;
     this.split = split;
@@ -255,8 +254,6 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
       b_nkc: split.keyChunks,
     });
     this.lseScratch = this.workspace(this.rowsN * 4, 'lists.lse');
-    this.dummyRw = this.workspace(16, 'lists.dummyRw');
-    this.dummyRead = this.workspace(16, 'lists.dummyRead');
     if (o.seqs) {
       const seqs = o.seqs.filter((x) => x.Tq > 0);
       const words = new Uint32Array(2 + SEQ_WORDS * seqs.length);
@@ -318,18 +315,20 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
       );
     }
     if (split.parts > 1) checkPlannedSize(ctx, 'o', [split.parts, o.Tq * o.Hq, o.Dv], 'f32');
-    const pipeline = await getPipeline(ctx, {
-      shader: attentionProgram(o.D, o.Dv),
-      entryPoint: o.variant === 'cpu' ? 'main_cpu' : 'main_gpu',
-      bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
-      constants: {
-        SRC: 3,
-        KV_DT: dtypeCode(o.kvDtype),
-        Q_DT: dtypeCode(o.qDtype),
-        O_DT: split.parts > 1 ? 0 : dtypeCode(o.oDtype),
-        VEC: o.D % 32 === 0 && o.Dv % 32 === 0,
-      },
-    });
+    // SRC 3 writes its parts to o itself (no `work`) and reads no sink logits
+    const pipeline = await getPipeline(
+      ctx,
+      coreSpec(
+        { D: o.D, Dv: o.Dv, target: o.variant },
+        {
+          SRC: 3,
+          KV_DT: dtypeCode(o.kvDtype),
+          Q_DT: dtypeCode(o.qDtype),
+          O_DT: split.parts > 1 ? 0 : dtypeCode(o.oDtype),
+        },
+        { work: false, sink_logits: false, seq_table: o.seqs !== undefined },
+      ),
+    );
     const plan = new BlockListPlan(ctx, o, split, pipeline);
     if (split.parts > 1)
       plan.merge = await planMerge(ctx, { parts: split.parts, rows: o.Tq * o.Hq, D: o.Dv, outDtype: o.oDtype });
@@ -343,17 +342,23 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
     const n = this.split.parts * this.rowsN;
     const grid = grid2d(this.ctx, o.variant === 'cpu' ? Math.ceil(n / ATTENTION_WG) : n);
     const lseOut: BindingResource = t.lse ? res(t.lse) : { buffer: this.lseScratch, size: this.rowsN * 4 };
-    const head = [res(t.q), res(t.k), res(t.v), t.lists];
-    const tail = [{ buffer: this.dummyRw }, { buffer: this.params }, { buffer: this.seqTable ?? this.dummyRead }];
+    const rest = {
+      q: res(t.q),
+      k: res(t.k),
+      v: res(t.v),
+      sched: t.lists,
+      params: { buffer: this.params },
+      seq_table: this.seqTable && { buffer: this.seqTable },
+    };
     if (!this.merge) {
-      this.dispatch(encoder, this.pipeline, [...head, res(t.o), lseOut, ...tail], grid);
+      this.dispatch(encoder, this.pipeline, { ...rest, o: res(t.o), lse: lseOut }, grid);
       return;
     }
     const P = this.split.parts;
     this.dispatch(
       encoder,
       this.pipeline,
-      [...head, { buffer: this.oParts! }, { buffer: this.lseParts! }, ...tail],
+      { ...rest, o: { buffer: this.oParts! }, lse: { buffer: this.lseParts! } },
       grid,
     );
     const parts = {

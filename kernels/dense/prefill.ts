@@ -13,11 +13,13 @@ import {
   getPipeline,
   grid2d,
   wgslProgram,
-  type BindingResource,
   type Pipeline,
+  type PipelineSpec,
+  type ResourcesFor,
   type ShaderSource,
 } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
+import { bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import {
   KernelPlan,
   checkAttentionSizes,
@@ -194,7 +196,7 @@ export const GPU_TILE_ROWS = 64;
  */
 export type FlashEntry = 'main_cpu' | 'main_gpu' | 'main_decode_cpu';
 
-function entryOf(r: ResolvedAttention): 'main_cpu' | 'main_gpu' {
+function entryOf(r: Pick<ResolvedAttention, 'variant'>): 'main_cpu' | 'main_gpu' {
   return r.variant === 'gpu' ? 'main_gpu' : 'main_cpu';
 }
 
@@ -426,25 +428,26 @@ export function resolveSpans(opts: {
  * @internal
  */
 export class FlashCore {
-  readonly pipeline: Pipeline;
+  readonly pipeline: Pipeline<VariantOf<typeof FLASH>>;
   readonly workgroups: [number, number];
   readonly tileBuf: GPUBuffer;
   readonly paramsLse: GPUBuffer;
   readonly paramsNoLse: GPUBuffer;
-  /** Stand-in for an absent lse output (never written: `write_lse` is 0). */
+  /**
+   * Stand-in for an absent lse output (never written: `write_lse` is 0). Whether a run writes lse
+   * is a uniform, so one pipeline serves runs with and without it (a second variant would cost a
+   * compile); a writable binding cannot alias `o`, hence this 16-byte buffer.
+   */
   readonly dummy: GPUBuffer;
-  /** Stand-in for absent sink logits (never read: `has_sink` is 0). */
-  readonly dummyRead: GPUBuffer;
 
   private constructor(
-    pipeline: Pipeline,
+    pipeline: Pipeline<VariantOf<typeof FLASH>>,
     workgroups: [number, number],
     buffers: {
       tileBuf: GPUBuffer;
       paramsLse: GPUBuffer;
       paramsNoLse: GPUBuffer;
       dummy: GPUBuffer;
-      dummyRead: GPUBuffer;
     },
   ) {
     this.pipeline = pipeline;
@@ -453,11 +456,10 @@ export class FlashCore {
     this.paramsLse = buffers.paramsLse;
     this.paramsNoLse = buffers.paramsNoLse;
     this.dummy = buffers.dummy;
-    this.dummyRead = buffers.dummyRead;
   }
 
   /** Pipeline spec of a configuration (exported so benchmarks can report compile time). */
-  static spec(r: ResolvedAttention, splitOut: boolean): Parameters<typeof getPipeline>[1] {
+  static spec(r: FlashSpecOptions, splitOut: boolean): PipelineSpec<VariantOf<typeof FLASH>> {
     const nc = Math.ceil(r.D / 4);
     const ncv = Math.ceil(r.Dv / 4);
     const bkg = gpuKeyBlock(r.D, r.Dv);
@@ -474,7 +476,7 @@ export class FlashCore {
     return {
       shader: r.variant === 'cpu' && r.subgroups ? PROGRAM_SG : PROGRAM_NOSG,
       entryPoint: entryOf(r),
-      bindings: ['read', 'read', 'read', 'rw', 'rw', 'read', 'read', 'uniform'],
+      bindings: FLASH.variant({ sink_logits: r.sinkLogit }),
       constants,
     };
   }
@@ -490,17 +492,17 @@ export class FlashCore {
     o: GpuTensor;
     lse?: GpuTensor;
     sinkLogits?: GpuTensor;
-  }): BindingResource[] {
-    return [
-      res(t.q),
-      res(t.k),
-      res(t.v),
-      res(t.o),
-      t.lse ? res(t.lse) : { buffer: this.dummy },
-      t.sinkLogits ? res(t.sinkLogits) : { buffer: this.dummyRead },
-      { buffer: this.tileBuf },
-      { buffer: t.lse ? this.paramsLse : this.paramsNoLse },
-    ];
+  }): ResourcesFor<VariantOf<typeof FLASH>> {
+    return {
+      q: res(t.q),
+      k: res(t.k),
+      v: res(t.v),
+      o: res(t.o),
+      lse: t.lse ? res(t.lse) : { buffer: this.dummy },
+      sink_logits: t.sinkLogits && res(t.sinkLogits),
+      tiles: { buffer: this.tileBuf },
+      params: { buffer: t.lse ? this.paramsLse : this.paramsNoLse },
+    };
   }
 
   static async create(
@@ -562,10 +564,51 @@ export class FlashCore {
       paramsLse: alloc.uniform({ ...values, write_lse: 1 }),
       paramsNoLse: alloc.uniform({ ...values, write_lse: 0 }),
       dummy: alloc.buffer(new Uint32Array(4), 'dense.dummy'),
-      dummyRead: alloc.buffer(new Uint32Array(4), 'dense.dummyRead'),
     });
   }
 }
+
+/**
+ * FlashCore's bindings (src/gpu/bindings.ts). `sink_logits` is bound only by plans with
+ * `sinkLogit` (the kernel reads it where params.has_sink, set to match); `lse` is always bound
+ * (see FlashCore.dummy).
+ */
+const FLASH = bindingTable('dense/flash', {
+  q: 'read',
+  k: 'read',
+  v: 'read',
+  o: 'rw',
+  lse: 'rw',
+  sink_logits: optional('read', 'array<f32>'),
+  tiles: 'read',
+  params: 'uniform',
+});
+
+/** What {@link FlashCore.spec} reads of the resolved options. */
+type FlashSpecOptions = Pick<
+  ResolvedAttention,
+  'D' | 'Dv' | 'dtype' | 'outDtype' | 'constDims' | 'variant' | 'subgroups' | 'sinkLogit'
+>;
+
+registerPasses('dense', () => {
+  const specs: PipelineSpec[] = [];
+  for (const variant of ['cpu', 'gpu'] as const)
+    for (const sinkLogit of [false, true])
+      for (const subgroups of variant === 'cpu' ? [false, true] : [false]) {
+        const r: FlashSpecOptions = {
+          D: 64,
+          Dv: 64,
+          dtype: 'f32',
+          outDtype: 'f32',
+          constDims: variant === 'gpu',
+          variant,
+          subgroups,
+          sinkLogit,
+        };
+        specs.push(FlashCore.spec(r, false), FlashCore.spec(r, true));
+      }
+  return specs;
+});
 
 /**
  * The most keys one work item of an unsplit call visits: over every tile of `rows` packed rows,

@@ -22,7 +22,7 @@
 @group(0) @binding(2) var<storage, read> v: array<u32>;              // [Tk, Hkv, DV] IN_DTYPE
 @group(0) @binding(3) var<storage, read_write> o: array<u32>;        // [splits][Tq, Hq, DV] OUT_DTYPE
 @group(0) @binding(4) var<storage, read_write> lse: array<f32>;      // [splits][Tq, Hq] f32
-@group(0) @binding(5) var<storage, read> sink_logits: array<f32>;    // [Hq] f32 (params.has_sink)
+// binding 5: sink_logits (array<f32>, [Hq], read where params.has_sink; optional, see prefill.ts FLASH)
 @group(0) @binding(6) var<storage, read> tiles: array<vec4<u32>>;    // 2 per tile, see tile_info
 @group(0) @binding(7) var<uniform> params: AttnParams;
 

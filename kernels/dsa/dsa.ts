@@ -13,7 +13,8 @@
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { aliasedOption, optionName } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
+import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
@@ -53,6 +54,21 @@ export const INDEXER_PROGRAM = wgslProgram('dsa/indexer', [
   indexerCoreWgsl,
 ]);
 const WG = 64;
+
+/** The indexer's bindings (src/gpu/bindings.ts). */
+const INDEXER = bindingTable('dsa/indexer', {
+  qi_buf: 'read',
+  ki_buf: 'read',
+  w_buf: 'read',
+  scores: 'rw',
+  params: 'uniform',
+});
+type IndexerPipeline = Pipeline<VariantOf<typeof INDEXER>>;
+
+function indexerSpec(dtype: FloatDType, DI: number): PipelineSpec<VariantOf<typeof INDEXER>> {
+  return { shader: INDEXER_PROGRAM, bindings: INDEXER.variant({}), constants: { WG, IN_DTYPE: dtypeCode(dtype), DI } };
+}
+registerPasses('dsa', () => [indexerSpec('f32', 64), indexerSpec('bf16', 128)]);
 /** Default bytes of index scores per row chunk. */
 export const SCORE_CHUNK_BYTES = 64 * 1024 * 1024;
 
@@ -217,7 +233,7 @@ function chunkRows(
  */
 export class DsaPlan extends KernelPlan<DsaTensors> {
   readonly options: Readonly<Resolved>;
-  private readonly indexer: Pipeline;
+  private readonly indexer: IndexerPipeline;
   private readonly chunks: Chunk[];
   private readonly scores: GPUBuffer;
   private readonly sel: GPUBuffer;
@@ -235,7 +251,7 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
   private constructor(
     ctx: TesseraDevice,
     o: Resolved,
-    indexer: Pipeline,
+    indexer: IndexerPipeline,
     cores: BlockListPlan[],
     topks: Map<number, TopKPlan>,
     splits: Splits,
@@ -314,17 +330,20 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
           : { stride: o.S, block: 0, maxEntries: o.S }),
       });
     const [indexer, ...cores] = await Promise.all([
-      getPipeline(ctx, {
-        shader: INDEXER_PROGRAM,
-        bindings: ['read', 'read', 'read', 'rw', 'uniform'],
-        constants: { WG, IN_DTYPE: dtypeCode(o.dtype), DI: o.DI },
-      }),
+      getPipeline(ctx, indexerSpec(o.dtype, o.DI)),
       ...chunks.map(coreOf),
       ...[...rowCounts].map(
         async (rows) => void topks.set(rows, await planTopK(ctx, { rows, n: o.Tk, k: o.S, loopLimit: opts.loopLimit })),
       ),
     ]);
-    return new DsaPlan(ctx, o, indexer as Pipeline, cores.slice(0, chunks.length) as BlockListPlan[], topks, splits);
+    return new DsaPlan(
+      ctx,
+      o,
+      indexer as IndexerPipeline,
+      cores.slice(0, chunks.length) as BlockListPlan[],
+      topks,
+      splits,
+    );
   }
 
   override dispose(): void {
@@ -369,7 +388,7 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
           this.dispatch(
             encoder,
             this.indexer,
-            [res(qI), res(kI), res(w), res(scores), { buffer: u }],
+            { qi_buf: res(qI), ki_buf: res(kI), w_buf: res(w), scores: res(scores), params: { buffer: u } },
             grid2d(this.ctx, Math.ceil((c.rows * Math.ceil(Tk / 4)) / WG)),
           );
         c.topk.run(encoder, { scores, indices: sel });

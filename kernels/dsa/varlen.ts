@@ -11,9 +11,10 @@
  */
 import { checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
+import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
-import { checkTensor, dtypeCode, type DType } from '../../src/tensor.js';
+import { checkTensor, dtypeCode, type DType, type FloatDType } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import { sparseVariant } from '../block_sparse/common.js';
@@ -54,6 +55,26 @@ const INDEXER_PROGRAM = wgslProgram('dsa/varlen_indexer', [
 ]);
 const WG = 64;
 
+/** The batched indexer's bindings (as dsa/indexer, plus the sequence table `seqs`). */
+const VARLEN_INDEXER = bindingTable('dsa/varlen_indexer', {
+  qi_buf: 'read',
+  ki_buf: 'read',
+  w_buf: 'read',
+  scores: 'rw',
+  params: 'uniform',
+  seqs: 'read',
+});
+type VarlenIndexerPipeline = Pipeline<VariantOf<typeof VARLEN_INDEXER>>;
+
+function varlenIndexerSpec(dtype: FloatDType, DI: number): PipelineSpec<VariantOf<typeof VARLEN_INDEXER>> {
+  return {
+    shader: INDEXER_PROGRAM,
+    bindings: VARLEN_INDEXER.variant({}),
+    constants: { WG, IN_DTYPE: dtypeCode(dtype), DI },
+  };
+}
+registerPasses('dsa/varlen', () => [varlenIndexerSpec('f32', 64), varlenIndexerSpec('bf16', 128)]);
+
 type Resolved = ReturnType<typeof validateDsaOptions>;
 
 interface Chunk {
@@ -81,7 +102,7 @@ export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
   /** Dispatches per chunk: the indexer's segments and the attention's parts (1 each off llvmpipe). */
   readonly segments: { indexer: number; attention: number };
   private readonly o: Resolved;
-  private readonly indexer?: Pipeline;
+  private readonly indexer?: VarlenIndexerPipeline;
   private readonly list: Chunk[];
   private readonly table: GPUBuffer;
   private readonly scores: GPUBuffer;
@@ -93,7 +114,12 @@ export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
     total: number,
     table: Uint32Array<ArrayBuffer>,
     chunks: { T0: number; rows: number; topk: TopKPlan; core: BlockListPlan }[],
-    indexer: { pipeline?: Pipeline; segs: ReturnType<typeof indexerSegments>; width: number; rowChunk: number },
+    indexer: {
+      pipeline?: VarlenIndexerPipeline;
+      segs: ReturnType<typeof indexerSegments>;
+      width: number;
+      rowChunk: number;
+    },
   ) {
     super(ctx);
     this.o = o;
@@ -190,11 +216,7 @@ export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
       }),
     );
     const results = await Promise.allSettled([
-      getPipeline(ctx, {
-        shader: INDEXER_PROGRAM,
-        bindings: ['read', 'read', 'read', 'rw', 'uniform', 'read'],
-        constants: { WG, IN_DTYPE: dtypeCode(o.dtype), DI: o.DI },
-      }),
+      getPipeline(ctx, varlenIndexerSpec(o.dtype, o.DI)),
       ...cores,
       ...topks.values(),
     ]);
@@ -208,7 +230,7 @@ export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
     [...topks.keys()].forEach((rows, i) => topkOf.set(rows, value<TopKPlan>(1 + cores.length + i)));
     const chunks = chunkList.map((c, i) => ({ ...c, topk: topkOf.get(c.rows)!, core: value<BlockListPlan>(1 + i) }));
     return new DsaVarlenPlan(ctx, o, total, table, chunks, {
-      pipeline: value<Pipeline>(0),
+      pipeline: value<VarlenIndexerPipeline>(0),
       segs,
       width,
       rowChunk,
@@ -262,7 +284,14 @@ export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
         this.dispatch(
           encoder,
           this.indexer!,
-          [res(qI), res(kI), res(w), res(scores), { buffer: u }, { buffer: this.table }],
+          {
+            qi_buf: res(qI),
+            ki_buf: res(kI),
+            w_buf: res(w),
+            scores: res(scores),
+            params: { buffer: u },
+            seqs: { buffer: this.table },
+          },
           grid2d(this.ctx, Math.ceil((c.rows * Math.ceil(n / 4)) / WG)),
         );
       c.topk.run(encoder, { scores, indices: sel });

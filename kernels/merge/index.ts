@@ -4,6 +4,7 @@ export {
   MergePlan,
   MERGE_PARAMS,
   getMergePipeline,
+  type MergePipeline,
   createMergeState,
   mergeStateBytes,
   type MergeOptions,

@@ -54,6 +54,9 @@ const MERGE = bindingTable('merge/merge', {
   carry_s: 'read',
 });
 
+/** A pipeline of the merge (its bindings are the table MERGE, bound by name). */
+export type MergePipeline = Pipeline<ReturnType<typeof MERGE.variant>>;
+
 function mergeSpec(outDtype: FloatDType): PipelineSpec<ReturnType<typeof MERGE.variant>> {
   return { shader: PROGRAM, bindings: MERGE.variant({}), constants: { WG, OUT_DTYPE: dtypeCode(outDtype) } };
 }
@@ -342,16 +345,12 @@ export class MergePlan extends KernelPlan<MergeTensors> {
 /**
  * The merge pipeline for outputs of `outDtype`, for kernels whose row count changes per step
  * (the attention core): the caller owns a {@link MERGE_PARAMS} uniform, binds
- * `[oParts, lseParts, o, lse, params, carryO, carryLse]` (positional: the attention core binds it
- * so; MergePlan uses the binding table MERGE of the same shader) and dispatches one workgroup per row
+ * by name `{ o_parts, lse_parts, o_out, lse_out, params, carry_o, carry_s }` (the table MERGE, as
+ * MergePlan does; without a carried state the parts' own buffers stand in for the carry, unread) and dispatches one workgroup per row
  * (`grid2d`); rows past `params.rows` return at once.
  */
-export function getMergePipeline(ctx: TesseraDevice, outDtype: FloatDType): Promise<Pipeline> {
-  return getPipeline(ctx, {
-    shader: PROGRAM,
-    bindings: ['read', 'read', 'rw', 'rw', 'uniform', 'read', 'read'],
-    constants: { WG, OUT_DTYPE: dtypeCode(outDtype) },
-  });
+export function getMergePipeline(ctx: TesseraDevice, outDtype: FloatDType): Promise<MergePipeline> {
+  return getPipeline(ctx, mergeSpec(outDtype));
 }
 
 function validateMergeOptions(opts: MergeOptions): Required<Omit<MergeOptions, 'loopLimit'>> {

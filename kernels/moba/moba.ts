@@ -10,7 +10,8 @@
  */
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
+import { bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import {
   KernelPlan,
@@ -34,7 +35,7 @@ import {
   withLoopLimit,
   type Segment,
 } from '../../src/gpu/segments.js';
-import { POOL_PARAMS, poolLoopIterations, poolPipeline, poolSegments, poolWorkgroups } from './pool.js';
+import { POOL_PARAMS, poolLoopIterations, poolSegments, poolSpec, poolWorkgroups, type PoolPipeline } from './pool.js';
 import selectWgsl from './select.wgsl.js';
 import selectCoreWgsl from './select_core.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
@@ -61,6 +62,31 @@ export const SELECT_PROGRAM = wgslProgram('moba/select', [
   selectCoreWgsl,
 ]);
 const WG = 64;
+
+/** The gate selection's bindings (src/gpu/bindings.ts); `carry` is bound only by plans of several segments (a loop-capped device): the kernel reads and writes it only where params.seg_carry / seg_last say so. */
+const SELECT = bindingTable('moba/select', {
+  q_buf: 'read',
+  gate_keys: 'read',
+  sel: 'rw',
+  params: 'uniform',
+  carry: optional('rw', 'array<f32>'),
+});
+type SelectPipeline = Pipeline<VariantOf<typeof SELECT>>;
+
+/** @internal The selection pass's pipeline spec (bindings by name; carry declared where the plan has several segments). */
+export function mobaSelectSpec(
+  dtype: FloatDType,
+  D: number,
+  meansDtype: 'f32' | 'f16',
+  carry: boolean,
+): PipelineSpec<VariantOf<typeof SELECT>> {
+  return {
+    shader: SELECT_PROGRAM,
+    bindings: SELECT.variant({ carry }),
+    constants: { WG, IN_DTYPE: dtypeCode(dtype), D, MEANS_DTYPE: dtypeCode(meansDtype) },
+  };
+}
+registerPasses('moba', () => [mobaSelectSpec('f32', 64, 'f32', false), mobaSelectSpec('bf16', 64, 'f16', true)]);
 /** Largest `topk` the in-register selection keeps. */
 export const MOBA_MAX_TOPK = 64;
 
@@ -177,15 +203,15 @@ interface Splits {
 export class MobaPlan extends KernelPlan<MobaTensors> {
   readonly options: Resolved;
   readonly numBlocks: number;
-  private readonly pools: Pipeline;
-  private readonly selectP: Pipeline;
-  private readonly selectGiven: Pipeline;
+  private readonly pools: PoolPipeline;
+  private readonly selectP: SelectPipeline;
+  private readonly selectGiven: SelectPipeline;
   private readonly core: BlockListPlan;
   private readonly poolParams: GPUBuffer[];
   private readonly selParams: GPUBuffer[];
   private readonly means: GPUBuffer;
   private readonly selWs: GPUBuffer;
-  private readonly selCarry: GPUBuffer;
+  private readonly selCarry?: GPUBuffer;
   /**
    * Dispatches of each step per run: 1 each, more on a loop-capped device (llvmpipe) where one
    * invocation would run too many loop iterations (huge blocks, many blocks, many keys); for
@@ -203,9 +229,9 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
   private constructor(
     ctx: TesseraDevice,
     o: Resolved,
-    pools: Pipeline,
-    selectP: Pipeline,
-    selectGiven: Pipeline,
+    pools: PoolPipeline,
+    selectP: SelectPipeline,
+    selectGiven: SelectPipeline,
     core: BlockListPlan,
     splits: Splits,
   ) {
@@ -233,7 +259,7 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
         ...segmentUniforms(seg),
       }),
     );
-    this.selCarry = this.workspace(splits.select.length > 1 ? o.Tq * o.Hq * (o.topk - 1) * 4 : 16, 'moba.selCarry');
+    if (splits.select.length > 1) this.selCarry = this.workspace(o.Tq * o.Hq * (o.topk - 1) * 4, 'moba.selCarry');
     this.means = this.workspace(NB * o.Hkv * o.D * 4, 'moba.means');
     this.selWs = this.workspace(o.Tq * o.Hq * o.topk * 4, 'moba.selection');
   }
@@ -259,14 +285,10 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
     );
     const poolIters = Math.max(...pool.map((g) => poolLoopIterations(g.end - g.begin)));
     const select = (meansDtype: 'f32' | 'f16') =>
-      getPipeline(ctx, {
-        shader: SELECT_PROGRAM,
-        bindings: ['read', 'read', 'rw', 'uniform', 'rw'],
-        constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, MEANS_DTYPE: dtypeCode(meansDtype) },
-      });
+      getPipeline(ctx, mobaSelectSpec(o.dtype, o.D, meansDtype, selSegs.length > 1));
     // The attention core reads the selection [Tq, Hq, topk] as one list of topk block ids per row.
     const [pools, selectP, selectGiven, core] = await Promise.all([
-      poolPipeline(ctx, o.dtype, 'count'),
+      getPipeline(ctx, poolSpec(o.dtype, 'count')),
       select('f32'),
       select(o.meansDtype),
       BlockListPlan.create(withLoopLimit(ctx, limit), {
@@ -330,14 +352,20 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
         this.dispatch(
           encoder,
           this.pools,
-          [res(k), meansRes, { buffer: u }],
+          { x_buf: res(k), out: meansRes, params: { buffer: u } },
           grid2d(this.ctx, poolWorkgroups(NB, Hkv, D)),
         );
     for (const u of this.selParams) {
       this.dispatch(
         encoder,
         means ? this.selectGiven : this.selectP,
-        [res(q), meansRes, selRes, { buffer: u }, { buffer: this.selCarry }],
+        {
+          q_buf: res(q),
+          gate_keys: meansRes,
+          sel: selRes,
+          params: { buffer: u },
+          carry: this.selCarry && { buffer: this.selCarry },
+        },
         grid2d(this.ctx, Math.ceil((Tq * Hq) / WG)),
       );
     }

@@ -2,8 +2,7 @@
  * Block mean pooling (`pool.wgsl`), shared by MoBA (gate keys) and NSA (compressed keys and
  * values). Internal.
  */
-import type { TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
+import { wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
 import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { loops, segment, SEGMENT_FIELDS, type Segment } from '../../src/gpu/segments.js';
@@ -35,13 +34,20 @@ export const POOL_WG = 64;
 
 /**
  * The pooling's bindings (src/gpu/bindings.ts): bind by name with
- * `bindGroup(ctx, await getPipeline(ctx, poolSpec(...)), { x_buf, out, params })`. {@link poolPipeline}
- * keeps the positional form for its current callers (kernels/moba/moba.ts, kernels/nsa), which
- * bind `[x, out, params]`; the same WGSL, checked against this table by test/bindings.test.ts.
+ * `bindGroup(ctx, await getPipeline(ctx, poolSpec(...)), { x_buf, out, params })` (MoBA and NSA).
  */
 export const POOL_BINDINGS = bindingTable('moba/pool', { x_buf: 'read', out: 'rw', params: 'uniform' });
 
-/** The pooling pipeline's spec with the named binding table. */
+/** A pooling pipeline (bound by name: `{ x_buf, out, params }`). */
+export type PoolPipeline = Pipeline<VariantOf<typeof POOL_BINDINGS>>;
+
+/**
+ * The pooling pipeline's spec with the named binding table. `divisor`: `count` = mean over the
+ * block's real tokens, `blockSize` = sum / block size.
+ *
+ * @example
+ * const p = await getPipeline(ctx, poolSpec('f32', 'count'));
+ */
 export function poolSpec(
   inDtype: FloatDType,
   divisor: 'count' | 'blockSize',
@@ -52,24 +58,6 @@ registerPasses('moba/pool', () => [poolSpec('f32', 'count'), poolSpec('bf16', 'b
 
 function poolConstants(inDtype: FloatDType, divisor: 'count' | 'blockSize') {
   return { WG: POOL_WG, IN_DTYPE: dtypeCode(inDtype), DIV_MODE: divisor === 'count' ? 0 : 1 };
-}
-
-/**
- * `divisor`: `count` = mean over the block's real tokens, `blockSize` = sum / block size.
- *
- * @example
- * const p = await poolPipeline(ctx, 'f32', 'count');
- */
-export function poolPipeline(
-  ctx: TesseraDevice,
-  inDtype: FloatDType,
-  divisor: 'count' | 'blockSize',
-): Promise<Pipeline> {
-  return getPipeline(ctx, {
-    shader: POOL_PROGRAM,
-    bindings: ['read', 'rw', 'uniform'],
-    constants: poolConstants(inDtype, divisor),
-  });
 }
 
 /**

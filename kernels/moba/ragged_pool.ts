@@ -4,7 +4,8 @@
  * its first token and are numbered after the previous sequence's. Internal.
  */
 import type { TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { getPipeline, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
+import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { dtypeCode, type FloatDType } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
@@ -21,6 +22,23 @@ const PROGRAM = wgslProgram('moba/varlen_pool', [
   raggedSeqWgsl,
   poolCoreWgsl,
 ]);
+
+/** The batched pooling's bindings (src/gpu/bindings.ts); `seqs` is the table of {@link raggedBlocks}. */
+const RAGGED_POOL = bindingTable('moba/varlen_pool', { x_buf: 'read', out: 'rw', params: 'uniform', seqs: 'read' });
+/** A batched pooling pipeline (bound by name: `{ x_buf, out, params, seqs }`). */
+export type RaggedPoolPipeline = Pipeline<VariantOf<typeof RAGGED_POOL>>;
+
+function raggedPoolSpec(
+  inDtype: FloatDType,
+  divisor: 'count' | 'blockSize',
+): PipelineSpec<VariantOf<typeof RAGGED_POOL>> {
+  return {
+    shader: PROGRAM,
+    bindings: RAGGED_POOL.variant({}),
+    constants: { WG: POOL_WG, IN_DTYPE: dtypeCode(inDtype), DIV_MODE: divisor === 'count' ? 0 : 1 },
+  };
+}
+registerPasses('moba/varlen_pool', () => [raggedPoolSpec('f32', 'count'), raggedPoolSpec('bf16', 'blockSize')]);
 
 /** A non-empty sequence of a batch and the global index of its first block. */
 export interface RaggedBlocks {
@@ -54,8 +72,8 @@ export function raggedBlocks(
 }
 
 /**
- * The batched pooling pipeline; bindings x, out `[NB, H, D]` f32, POOL_PARAMS (NB = the batch's
- * blocks), the table of {@link raggedBlocks}. `divisor` as `poolPipeline`.
+ * The batched pooling pipeline; bound by name: `x_buf`, `out` `[NB, H, D]` f32, `params`
+ * (POOL_PARAMS, NB = the batch's blocks), `seqs` (the table of {@link raggedBlocks}). `divisor` as `poolSpec`.
  *
  * @example
  * const p = await raggedPoolPipeline(ctx, 'f32', 'count');
@@ -64,12 +82,8 @@ export function raggedPoolPipeline(
   ctx: TesseraDevice,
   inDtype: FloatDType,
   divisor: 'count' | 'blockSize',
-): Promise<Pipeline> {
-  return getPipeline(ctx, {
-    shader: PROGRAM,
-    bindings: ['read', 'rw', 'uniform', 'read'],
-    constants: { WG: POOL_WG, IN_DTYPE: dtypeCode(inDtype), DIV_MODE: divisor === 'count' ? 0 : 1 },
-  });
+): Promise<RaggedPoolPipeline> {
+  return getPipeline(ctx, raggedPoolSpec(inDtype, divisor));
 }
 
 /** Loop trips one invocation of a batched kernel spends finding its sequence (of `n`). */

@@ -14,7 +14,7 @@
 @group(0) @binding(1) var<storage, read> gate_keys: array<vec4<u32>>;      // [NBM, Hkv, D] in MEANS_DTYPE
 @group(0) @binding(2) var<storage, read_write> sel: array<i32>;            // [Tq, Hq, K]
 @group(0) @binding(3) var<uniform> params: MobaSelectParams;
-@group(0) @binding(4) var<storage, read_write> carry: array<f32>;         // [Tq, Hq, K - 1] between segments
+// binding 4: carry (array<f32>, [Tq, Hq, K - 1] between segments; optional: bound by plans of several segments)
 
 override MEANS_DTYPE: u32 = 0;
 

@@ -9,7 +9,8 @@
  */
 import { fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
+import { bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
 import { checkTensor, dtypeCode, type FloatDType } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
@@ -26,7 +27,7 @@ import {
   type MobaOptions,
   type MobaTensors,
 } from './moba.js';
-import { raggedBlocks, raggedPoolPipeline, raggedSearchTrips } from './ragged_pool.js';
+import { raggedBlocks, raggedPoolPipeline, raggedSearchTrips, type RaggedPoolPipeline } from './ragged_pool.js';
 import { POOL_PARAMS, poolSegments, poolWorkgroups } from './pool.js';
 import selectWgsl from './varlen_select.wgsl.js';
 import selectCoreWgsl from './select_core.wgsl.js';
@@ -47,6 +48,26 @@ const SELECT_PROGRAM = wgslProgram('moba/varlen_select', [
   selectCoreWgsl,
 ]);
 const SELECT_WG = 64;
+
+/** The batched gate selection's bindings (src/gpu/bindings.ts); `seqs` is the ragged block table; `carry` is bound only by plans of several segments (a loop-capped device): the kernel reads and writes it only where params.seg_carry / seg_last say so. */
+const VARLEN_SELECT = bindingTable('moba/varlen_select', {
+  q_buf: 'read',
+  gate_keys: 'read',
+  sel: 'rw',
+  params: 'uniform',
+  carry: optional('rw', 'array<f32>'),
+  seqs: 'read',
+});
+type VarlenSelectPipeline = Pipeline<VariantOf<typeof VARLEN_SELECT>>;
+
+function varlenSelectSpec(dtype: FloatDType, D: number, carry: boolean): PipelineSpec<VariantOf<typeof VARLEN_SELECT>> {
+  return {
+    shader: SELECT_PROGRAM,
+    bindings: VARLEN_SELECT.variant({ carry }),
+    constants: { WG: SELECT_WG, IN_DTYPE: dtypeCode(dtype), D },
+  };
+}
+registerPasses('moba/varlen', () => [varlenSelectSpec('f32', 64, false), varlenSelectSpec('bf16', 64, true)]);
 
 type Resolved = MobaVarlenOptions & { total: number; Dv: number; dtype: FloatDType; outDtype: FloatDType };
 
@@ -71,15 +92,15 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
    * loop-capped device (llvmpipe); `attention` counts the parts of the core (merged by kernels/merge).
    */
   readonly segments: { pool: number; select: number; attention: number };
-  private readonly pool?: Pipeline;
-  private readonly select?: Pipeline;
+  private readonly pool?: RaggedPoolPipeline;
+  private readonly select?: VarlenSelectPipeline;
   private readonly core?: BlockListPlan;
   private readonly seqTable: GPUBuffer;
   private readonly poolParams: GPUBuffer[];
   private readonly selParams: GPUBuffer[];
   private readonly means: GPUBuffer;
   private readonly selWs: GPUBuffer;
-  private readonly selCarry: GPUBuffer;
+  private readonly selCarry?: GPUBuffer;
 
   private constructor(
     ctx: TesseraDevice,
@@ -87,8 +108,8 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
     table: Uint32Array<ArrayBuffer>,
     NB: number,
     parts: {
-      pool?: Pipeline;
-      select?: Pipeline;
+      pool?: RaggedPoolPipeline;
+      select?: VarlenSelectPipeline;
       core?: BlockListPlan;
       poolSegs: readonly Segment[];
       selSegs: readonly Segment[];
@@ -123,7 +144,7 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
       select: parts.core ? this.selParams.length : 0,
       attention: parts.core?.split.parts ?? 0,
     };
-    this.selCarry = this.workspace(parts.selSegs.length > 1 ? total * Hq * (topk - 1) * 4 : 16, 'moba.varlen.carry');
+    if (parts.selSegs.length > 1) this.selCarry = this.workspace(total * Hq * (topk - 1) * 4, 'moba.varlen.carry');
     this.means = this.workspace(NB * Hkv * D * 4, 'moba.varlen.means');
     this.selWs = this.workspace(total * Hq * topk * 4, 'moba.varlen.selection');
   }
@@ -155,11 +176,7 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
     if (seqs.length === 0) return new MobaVarlenPlan(ctx, o, table, NB, { poolSegs, selSegs });
     const [pool, select, core] = await Promise.all([
       raggedPoolPipeline(ctx, r.dtype, 'count'),
-      getPipeline(ctx, {
-        shader: SELECT_PROGRAM,
-        bindings: ['read', 'read', 'rw', 'uniform', 'rw', 'read'],
-        constants: { WG: SELECT_WG, IN_DTYPE: dtypeCode(r.dtype), D: r.D },
-      }),
+      getPipeline(ctx, varlenSelectSpec(r.dtype, r.D, selSegs.length > 1)),
       BlockListPlan.create(withLoopLimit(ctx, limit), {
         Tq: total,
         Tk: total,
@@ -223,14 +240,21 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
       this.dispatch(
         encoder,
         this.pool!,
-        [res(k), means, { buffer: u }, table],
+        { x_buf: res(k), out: means, params: { buffer: u }, seqs: table },
         grid2d(this.ctx, poolWorkgroups(NB, Hkv, D)),
       );
     for (const u of this.selParams)
       this.dispatch(
         encoder,
         this.select!,
-        [res(q), means, selRes, { buffer: u }, { buffer: this.selCarry }, table],
+        {
+          q_buf: res(q),
+          gate_keys: means,
+          sel: selRes,
+          params: { buffer: u },
+          carry: this.selCarry && { buffer: this.selCarry },
+          seqs: table,
+        },
         grid2d(this.ctx, Math.ceil((total * Hq) / SELECT_WG)),
       );
     this.core.run(encoder, { q, k, v, lists: selRes, o, lse });

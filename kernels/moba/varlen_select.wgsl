@@ -12,7 +12,7 @@
 @group(0) @binding(1) var<storage, read> gate_keys: array<vec4<f32>>;      // [NB, Hkv, D] f32
 @group(0) @binding(2) var<storage, read_write> sel: array<i32>;            // [total, Hq, K]
 @group(0) @binding(3) var<uniform> params: MobaSelectParams;
-@group(0) @binding(4) var<storage, read_write> carry: array<f32>;         // [total, Hq, K - 1] between segments
+// binding 4: carry (array<f32>, [total, Hq, K - 1] between segments; optional: bound by plans of several segments)
 @group(0) @binding(5) var<storage, read> seqs: array<u32>;
 
 fn moba_gate4(g: u32, h: u32, c: u32) -> vec4<f32> {

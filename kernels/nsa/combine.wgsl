@@ -4,10 +4,10 @@
 
 @group(0) @binding(0) var<storage, read> o_cmp: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> o_slc: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> o_swa: array<vec4<f32>>;
+// binding 2: o_swa (array<vec4<f32>>; optional, bound where SWA == 1, see nsa.ts COMBINE)
 @group(0) @binding(3) var<storage, read> g_cmp: array<u32>;
 @group(0) @binding(4) var<storage, read> g_slc: array<u32>;
-@group(0) @binding(5) var<storage, read> g_swa: array<u32>;
+// binding 5: g_swa (array<u32>; optional, bound where SWA == 1)
 @group(0) @binding(6) var<storage, read_write> o_buf: array<u32>;
 @group(0) @binding(7) var<uniform> params: NsaCombineParams;
 

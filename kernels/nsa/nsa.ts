@@ -16,7 +16,8 @@
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { aliasedOption, optionName } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
+import { bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import {
   KernelPlan,
@@ -31,7 +32,14 @@ import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import { checkHeadDim, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
 import { BlockListPlan } from '../attention/lists.js';
-import { POOL_PARAMS, poolLoopIterations, poolPipeline, poolSegments, poolWorkgroups } from '../moba/pool.js';
+import {
+  POOL_PARAMS,
+  poolLoopIterations,
+  poolSegments,
+  poolSpec,
+  poolWorkgroups,
+  type PoolPipeline,
+} from '../moba/pool.js';
 import {
   loops,
   planLoopLimit,
@@ -75,6 +83,66 @@ export const SELECT_PROGRAM = wgslProgram('nsa/select', [
 /** @internal the gate combine (also the varlen plan's). */
 export const COMBINE_PROGRAM = wgslProgram('nsa/combine', [storageWgsl, NSA_COMBINE_PARAMS.wgsl, combineWgsl]);
 const WG = 64;
+
+/**
+ * The selection's bindings (src/gpu/bindings.ts). `carry` is bound only by plans of several segments (a loop-capped device): the kernel reads and writes it only where params.seg_carry / seg_last say so.
+ */
+const SELECT = bindingTable('nsa/select', {
+  q_buf: 'read',
+  kc: 'read',
+  lse_cmp: 'read',
+  out: 'rw',
+  params: 'uniform',
+  carry: optional('rw', 'array<f32>'),
+});
+type SelectPipeline = Pipeline<VariantOf<typeof SELECT>>;
+
+/** @internal The selection pass's pipeline spec (bindings by name; carry declared where the plan has several segments). */
+export function nsaSelectSpec(
+  dtype: FloatDType,
+  D: number,
+  fla: boolean,
+  carry: boolean,
+): PipelineSpec<VariantOf<typeof SELECT>> {
+  return {
+    shader: SELECT_PROGRAM,
+    bindings: SELECT.variant({ carry }),
+    constants: { WG, IN_DTYPE: dtypeCode(dtype), D, FLA: fla ? 1 : 0 },
+  };
+}
+
+/** The gate combine's bindings: the window branch's output and gate only where SWA (window > 0). */
+const COMBINE = bindingTable('nsa/combine', {
+  o_cmp: 'read',
+  o_slc: 'read',
+  o_swa: optional('read', 'array<vec4<f32>>'),
+  g_cmp: 'read',
+  g_slc: 'read',
+  g_swa: optional('read', 'array<u32>'),
+  o_buf: 'rw',
+  params: 'uniform',
+});
+/** @internal A combine pipeline (bound by name). */
+export type CombinePipeline = Pipeline<VariantOf<typeof COMBINE>>;
+
+/** @internal The combine's spec (also used by the varlen plan). */
+export function combineSpec(
+  gateDtype: FloatDType,
+  outDtype: FloatDType,
+  swa: boolean,
+): PipelineSpec<VariantOf<typeof COMBINE>> {
+  return {
+    shader: COMBINE_PROGRAM,
+    bindings: COMBINE.variant({ o_swa: swa, g_swa: swa }),
+    constants: { WG, GATE_DTYPE: dtypeCode(gateDtype), OUT_DTYPE: dtypeCode(outDtype), SWA: swa ? 1 : 0 },
+  };
+}
+registerPasses('nsa', () => [
+  nsaSelectSpec('f32', 64, false, false),
+  nsaSelectSpec('bf16', 64, true, true),
+  combineSpec('f32', 'f32', false),
+  combineSpec('bf16', 'f16', true),
+]);
 /** Largest selected-block count the in-register selection keeps. */
 export const NSA_MAX_BLOCK_COUNT = 64;
 
@@ -208,12 +276,12 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
   readonly options: Resolved;
   readonly numBlocks: number;
   private readonly p: {
-    poolK: Pipeline;
+    poolK: PoolPipeline;
     cmp: BlockListPlan;
-    select: Pipeline;
+    select: SelectPipeline;
     slc: BlockListPlan;
     swa?: BlockListPlan;
-    combine: Pipeline;
+    combine: CombinePipeline;
   };
   private readonly u: { poolK: GPUBuffer[]; poolV: GPUBuffer[]; select: GPUBuffer[]; combine: GPUBuffer };
   private readonly ws: {
@@ -222,11 +290,10 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     oCmp: GPUBuffer;
     lseCmp: GPUBuffer;
     oSlc: GPUBuffer;
-    oSwa: GPUBuffer;
+    oSwa?: GPUBuffer;
     sel: GPUBuffer;
-    selCarry: GPUBuffer;
+    selCarry?: GPUBuffer;
     all: GPUBuffer;
-    dummyR: GPUBuffer;
   };
   /**
    * Dispatches of each step per run: 1 each, more on a loop-capped device (llvmpipe) where one
@@ -275,12 +342,11 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
       oCmp: this.workspace(T * Hq * Dv * 4, 'nsa.oCmp'),
       lseCmp: this.workspace(T * Hq * 4, 'nsa.lseCmp'),
       oSlc: this.workspace(T * Hq * Dv * 4, 'nsa.oSlc'),
-      oSwa: this.workspace(o.window > 0 ? T * Hq * Dv * 4 : 16, 'nsa.oSwa'),
+      oSwa: o.window > 0 ? this.workspace(T * Hq * Dv * 4, 'nsa.oSwa') : undefined,
       sel: this.workspace(T * Hkv * S * 4, 'nsa.blockIndices'),
-      selCarry: this.workspace(splits.select.length > 1 ? T * Hkv * S * 4 : 16, 'nsa.selCarry'),
+      selCarry: splits.select.length > 1 ? this.workspace(T * Hkv * S * 4, 'nsa.selCarry') : undefined,
       // the list of the one-block branches (compression, window): block 0, all keys
       all: this.workspace(16, 'nsa.allKeys'),
-      dummyR: this.workspace(16, 'nsa.dummyR'),
     };
     ctx.device.queue.writeBuffer(this.ws.all, 0, new Uint32Array(4));
   }
@@ -329,13 +395,9 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const one = { rows: o.T, heads: 1, stride: 1, base: 0, maxEntries: 1 };
     const capped = withLoopLimit(ctx, limit);
     const [poolK, cmp, select, slc, swa, combine] = await Promise.all([
-      poolPipeline(ctx, o.dtype, o.variant === 'fla' ? 'count' : 'blockSize'),
+      getPipeline(ctx, poolSpec(o.dtype, o.variant === 'fla' ? 'count' : 'blockSize')),
       BlockListPlan.create(capped, { ...core, ...one, Tk: NC, block: NC, keyStride: o.blockSize, kvDtype: 'f32' }),
-      getPipeline(ctx, {
-        shader: SELECT_PROGRAM,
-        bindings: ['read', 'read', 'read', 'rw', 'uniform', 'rw'],
-        constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, FLA: o.variant === 'fla' ? 1 : 0 },
-      }),
+      getPipeline(ctx, nsaSelectSpec(o.dtype, o.D, o.variant === 'fla', selSegs.length > 1)),
       BlockListPlan.create(capped, {
         ...core,
         Tk: o.Tk,
@@ -358,16 +420,7 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
             kvDtype: o.dtype,
           })
         : Promise.resolve(undefined),
-      getPipeline(ctx, {
-        shader: COMBINE_PROGRAM,
-        bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'rw', 'uniform'],
-        constants: {
-          WG,
-          GATE_DTYPE: dtypeCode(o.gateDtype),
-          OUT_DTYPE: dtypeCode(o.outDtype),
-          SWA: o.window > 0 ? 1 : 0,
-        },
-      }),
+      getPipeline(ctx, combineSpec(o.gateDtype, o.outDtype, o.window > 0)),
     ]);
     return new NsaPlan(ctx, o, { poolK, cmp, select, slc, swa, combine }, splits);
   }
@@ -403,17 +456,26 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     const kc = w(ws.kc, NC * Hkv * D * 4);
     const vc = w(ws.vc, NC * Hkv * Dv * 4);
     const lseCmp = w(ws.lseCmp, T * Hq * 4);
-    const oSwa = window > 0 ? w(ws.oSwa, T * Hq * Dv * 4) : w(ws.dummyR, 16);
+    const oSwa = ws.oSwa && w(ws.oSwa, T * Hq * Dv * 4);
     const sel = bi ? res(bi) : w(ws.sel, T * Hkv * S * 4);
     const all = w(ws.all, 16);
-    const dR = w(ws.dummyR, 16);
     const p = this.p;
     const u = this.u;
     // one dispatch per segment (several only on a loop-capped device)
     for (const x of u.poolK)
-      this.dispatch(encoder, p.poolK, [res(k), kc, { buffer: x }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)));
+      this.dispatch(
+        encoder,
+        p.poolK,
+        { x_buf: res(k), out: kc, params: { buffer: x } },
+        grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)),
+      );
     for (const x of u.poolV)
-      this.dispatch(encoder, p.poolK, [res(v), vc, { buffer: x }], grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)));
+      this.dispatch(
+        encoder,
+        p.poolK,
+        { x_buf: res(v), out: vc, params: { buffer: x } },
+        grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)),
+      );
     p.cmp.run(encoder, {
       q,
       k: f32(ws.kc, [NC, Hkv, D]),
@@ -422,30 +484,29 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
       o: f32(ws.oCmp, [T, Hq, Dv]),
       lse: f32(ws.lseCmp, [T, Hq]),
     });
-    const carry = w(ws.selCarry, this.segments.select > 1 ? T * Hkv * S * 4 : 16);
+    const carry = ws.selCarry && w(ws.selCarry, T * Hkv * S * 4);
     for (const x of u.select)
       this.dispatch(
         encoder,
         p.select,
-        [res(q), kc, lseCmp, sel, { buffer: x }, carry],
+        { q_buf: res(q), kc, lse_cmp: lseCmp, out: sel, params: { buffer: x }, carry },
         grid2d(this.ctx, Math.ceil((T * Hkv) / WG)),
       );
     p.slc.run(encoder, { q, k, v, lists: sel, o: f32(ws.oSlc, [T, Hq, Dv]) });
-    p.swa?.run(encoder, { q, k, v, lists: all, o: f32(ws.oSwa, [T, Hq, Dv]) });
-    const gS = gSwa ? res(gSwa) : dR;
+    if (p.swa) p.swa.run(encoder, { q, k, v, lists: all, o: f32(ws.oSwa!, [T, Hq, Dv]) });
     this.dispatch(
       encoder,
       p.combine,
-      [
-        w(ws.oCmp, T * Hq * Dv * 4),
-        w(ws.oSlc, T * Hq * Dv * 4),
-        oSwa,
-        res(gCmp),
-        res(gSlc),
-        gS,
-        res(o),
-        { buffer: u.combine },
-      ],
+      {
+        o_cmp: w(ws.oCmp, T * Hq * Dv * 4),
+        o_slc: w(ws.oSlc, T * Hq * Dv * 4),
+        o_swa: oSwa,
+        g_cmp: res(gCmp),
+        g_slc: res(gSlc),
+        g_swa: gSwa && res(gSwa),
+        o_buf: res(o),
+        params: { buffer: u.combine },
+      },
       grid2d(this.ctx, Math.ceil((T * Hq * (Dv / 4)) / WG)),
     );
   }

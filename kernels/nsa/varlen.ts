@@ -9,9 +9,10 @@
  */
 import { fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline } from '../../src/gpu/pipeline.js';
+import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
+import { bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
-import { checkTensor, dtypeCode, type DType, type GpuTensor } from '../../src/tensor.js';
+import { checkTensor, dtypeCode, type DType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
@@ -19,10 +20,11 @@ import { sparseVariant } from '../block_sparse/common.js';
 import { raggedSequences } from '../block_sparse/ragged.js';
 import { BlockListPlan, type BlockListSeq } from '../attention/lists.js';
 import { POOL_PARAMS, poolSegments, poolWorkgroups } from '../moba/pool.js';
-import { raggedBlocks, raggedPoolPipeline, raggedSearchTrips } from '../moba/ragged_pool.js';
+import { raggedBlocks, raggedPoolPipeline, raggedSearchTrips, type RaggedPoolPipeline } from '../moba/ragged_pool.js';
 import { planLoopLimit, segmentUniforms, withLoopLimit, type Segment } from '../../src/gpu/segments.js';
 import {
-  COMBINE_PROGRAM,
+  combineSpec,
+  type CombinePipeline,
   NSA_COMBINE_PARAMS,
   NSA_SELECT_PARAMS,
   nsaSelectSegments,
@@ -50,12 +52,41 @@ const SELECT_PROGRAM = wgslProgram('nsa/varlen_select', [
 ]);
 const WG = 64;
 
+/** The batched selection's bindings (as nsa/select, `carry` optional likewise, plus the ragged block table `seqs`). */
+const VARLEN_SELECT = bindingTable('nsa/varlen_select', {
+  q_buf: 'read',
+  kc: 'read',
+  lse_cmp: 'read',
+  out: 'rw',
+  params: 'uniform',
+  carry: optional('rw', 'array<f32>'),
+  seqs: 'read',
+});
+type VarlenSelectPipeline = Pipeline<VariantOf<typeof VARLEN_SELECT>>;
+
+function varlenSelectSpec(
+  dtype: FloatDType,
+  D: number,
+  fla: boolean,
+  carry: boolean,
+): PipelineSpec<VariantOf<typeof VARLEN_SELECT>> {
+  return {
+    shader: SELECT_PROGRAM,
+    bindings: VARLEN_SELECT.variant({ carry }),
+    constants: { WG, IN_DTYPE: dtypeCode(dtype), D, FLA: fla ? 1 : 0 },
+  };
+}
+registerPasses('nsa/varlen', () => [
+  varlenSelectSpec('f32', 64, false, false),
+  varlenSelectSpec('bf16', 64, true, true),
+]);
+
 type Resolved = ReturnType<typeof validateNsaOptions>;
 
 interface Parts {
-  pool: Pipeline;
-  select: Pipeline;
-  combine: Pipeline;
+  pool: RaggedPoolPipeline;
+  select: VarlenSelectPipeline;
+  combine: CombinePipeline;
   cmp: BlockListPlan;
   slc: BlockListPlan;
   swa?: BlockListPlan;
@@ -86,7 +117,9 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
   private readonly p?: Parts;
   private readonly table: GPUBuffer;
   private readonly u: { poolK: GPUBuffer[]; poolV: GPUBuffer[]; select: GPUBuffer[]; combine: GPUBuffer };
-  private readonly ws: Record<'kc' | 'vc' | 'oCmp' | 'lseCmp' | 'oSlc' | 'oSwa' | 'sel' | 'carry' | 'all', GPUBuffer>;
+  private readonly ws: Record<'kc' | 'vc' | 'oCmp' | 'lseCmp' | 'oSlc' | 'oSwa' | 'sel' | 'all', GPUBuffer> & {
+    carry?: GPUBuffer;
+  };
 
   private constructor(
     ctx: TesseraDevice,
@@ -133,7 +166,7 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
       oSlc: this.workspace(T * Hq * Dv * 4, 'nsa.varlen.oSlc'),
       oSwa: this.workspace(window > 0 ? T * Hq * Dv * 4 : 16, 'nsa.varlen.oSwa'),
       sel: this.workspace(T * Hkv * S * 4, 'nsa.varlen.blockIndices'),
-      carry: this.workspace(segs.select.length > 1 ? T * Hkv * S * 4 : 16, 'nsa.varlen.carry'),
+      carry: segs.select.length > 1 ? this.workspace(T * Hkv * S * 4, 'nsa.varlen.carry') : undefined,
       // the list of the one-block branches (compression, window): block 0, all of a sequence's keys
       all: this.workspace(16, 'nsa.varlen.allKeys'),
     };
@@ -186,21 +219,8 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
       seqs.map((s) => ({ q0: s.start, Tq: s.len, kv0: s.start, Tk: s.len, posOff: 0, base: 0, ...f(s) }));
     const [pool, select, combine, cmp, slc, swa] = await Promise.all([
       raggedPoolPipeline(ctx, o.dtype, o.variant === 'fla' ? 'count' : 'blockSize'),
-      getPipeline(ctx, {
-        shader: SELECT_PROGRAM,
-        bindings: ['read', 'read', 'read', 'rw', 'uniform', 'rw', 'read'],
-        constants: { WG, IN_DTYPE: dtypeCode(o.dtype), D: o.D, FLA: o.variant === 'fla' ? 1 : 0 },
-      }),
-      getPipeline(ctx, {
-        shader: COMBINE_PROGRAM,
-        bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'rw', 'uniform'],
-        constants: {
-          WG,
-          GATE_DTYPE: dtypeCode(o.gateDtype),
-          OUT_DTYPE: dtypeCode(o.outDtype),
-          SWA: o.window > 0 ? 1 : 0,
-        },
-      }),
+      getPipeline(ctx, varlenSelectSpec(o.dtype, o.D, o.variant === 'fla', selSegs.length > 1)),
+      getPipeline(ctx, combineSpec(o.gateDtype, o.outDtype, o.window > 0)),
       BlockListPlan.create(capped, {
         ...core,
         ...one,
@@ -287,9 +307,19 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
     const allKeys = w(ws.all, 16);
     const table = { buffer: this.table };
     for (const x of u.poolK)
-      this.dispatch(encoder, p.pool, [res(k), kc, { buffer: x }, table], grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)));
+      this.dispatch(
+        encoder,
+        p.pool,
+        { x_buf: res(k), out: kc, params: { buffer: x }, seqs: table },
+        grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)),
+      );
     for (const x of u.poolV)
-      this.dispatch(encoder, p.pool, [res(v), vc, { buffer: x }, table], grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)));
+      this.dispatch(
+        encoder,
+        p.pool,
+        { x_buf: res(v), out: vc, params: { buffer: x }, seqs: table },
+        grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)),
+      );
     p.cmp.run(encoder, {
       q,
       k: f32(ws.kc, [NC, Hkv, D]),
@@ -298,12 +328,12 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
       o: f32(ws.oCmp, [T, Hq, Dv]),
       lse: f32(ws.lseCmp, [T, Hq]),
     });
-    const carry = w(ws.carry, u.select.length > 1 ? T * Hkv * S * 4 : 16);
+    const carry = ws.carry && w(ws.carry, T * Hkv * S * 4);
     for (const x of u.select)
       this.dispatch(
         encoder,
         p.select,
-        [res(q), kc, w(ws.lseCmp, T * Hq * 4), sel, { buffer: x }, carry, table],
+        { q_buf: res(q), kc, lse_cmp: w(ws.lseCmp, T * Hq * 4), out: sel, params: { buffer: x }, carry, seqs: table },
         grid2d(this.ctx, Math.ceil((T * Hkv) / WG)),
       );
     p.slc.run(encoder, { q, k, v, lists: sel, o: f32(ws.oSlc, [T, Hq, Dv]) });
@@ -311,16 +341,16 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
     this.dispatch(
       encoder,
       p.combine,
-      [
-        w(ws.oCmp, T * Hq * Dv * 4),
-        w(ws.oSlc, T * Hq * Dv * 4),
-        window > 0 ? w(ws.oSwa, T * Hq * Dv * 4) : w(ws.all, 16),
-        res(gCmp),
-        res(gSlc),
-        gSwa ? res(gSwa) : w(ws.all, 16),
-        res(o),
-        { buffer: u.combine },
-      ],
+      {
+        o_cmp: w(ws.oCmp, T * Hq * Dv * 4),
+        o_slc: w(ws.oSlc, T * Hq * Dv * 4),
+        o_swa: window > 0 ? w(ws.oSwa, T * Hq * Dv * 4) : undefined,
+        g_cmp: res(gCmp),
+        g_slc: res(gSlc),
+        g_swa: gSwa && res(gSwa),
+        o_buf: res(o),
+        params: { buffer: u.combine },
+      },
       grid2d(this.ctx, Math.ceil((T * Hq * (Dv / 4)) / WG)),
     );
   }

@@ -12,7 +12,7 @@
 @group(0) @binding(2) var<storage, read> lse_cmp: array<f32>;         // [T, Hq]
 @group(0) @binding(3) var<storage, read_write> out: array<i32>;       // [T, Hkv, S]
 @group(0) @binding(4) var<uniform> params: NsaSelectParams;
-@group(0) @binding(5) var<storage, read_write> carry: array<f32>;     // [T, Hkv, S] between segments
+// binding 5: carry (array<f32>, [T, Hkv, S] between segments; optional: bound by plans of several segments)
 @group(0) @binding(6) var<storage, read> seqs: array<u32>;
 
 fn nsa_row(id: u32, t: u32, h: u32) {

@@ -11,7 +11,7 @@ import { TesseraError, check, checkInt, fail, checkF32 } from '../../src/errors.
 import { kernelTarget, type KernelTarget } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { maxUnits, planLoopLimit } from '../../src/gpu/segments.js';
-import { getPipeline, type Pipeline } from '../../src/gpu/pipeline.js';
+import { getPipeline } from '../../src/gpu/pipeline.js';
 import { claimRingSlots } from '../../src/gpu/ring.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import { checkTensor } from '../../src/tensor.js';
@@ -20,7 +20,8 @@ import {
   CORE_PARAMS,
   CORE_LIST_DEFAULTS,
   attentionListLoopCost,
-  attentionProgram,
+  coreSpec,
+  type CorePipeline,
   ATTENTION_ROWS,
   ATTENTION_WG,
 } from '../attention/attention.js';
@@ -170,18 +171,16 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
    * elsewhere. Callers size their parts with it; `run` refuses a call past it (`E_LIMIT`).
    */
   readonly maxEntriesPerPart: number;
-  private readonly pipeline: Pipeline;
+  private readonly pipeline: CorePipeline;
   private readonly params: GPUBuffer;
   private readonly slotBytes: number;
   private nextSlot = 0;
   private readonly fixed: Record<string, number>;
-  private readonly dummyRw: GPUBuffer;
-  private readonly dummyRead: GPUBuffer;
 
   private constructor(
     ctx: TesseraDevice,
     o: Required<Omit<PagedOptions, 'loopLimit'>>,
-    pipeline: Pipeline,
+    pipeline: CorePipeline,
     variant: 'cpu' | 'gpu',
     limit: number,
   ) {
@@ -227,8 +226,6 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
       l_rows: this.rows,
       ...CORE_LIST_DEFAULTS,
     };
-    this.dummyRw = this.workspace(16, 'paged.dummyRw');
-    this.dummyRead = this.workspace(16, 'paged.dummyRead');
   }
 
   /** @internal use {@link planPaged}. */
@@ -247,12 +244,15 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
       );
     }
     // The attention core with the entry-list key source: q f32, partials f32.
-    const pipeline = await getPipeline(ctx, {
-      shader: attentionProgram(o.D, o.Dv, o.rows),
-      entryPoint: variant === 'cpu' ? 'main_cpu' : 'main_gpu',
-      bindings: ['read', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'uniform', 'read'],
-      constants: { SRC: 2, KV_DT: kvDtypeCode(o.dtype), Q_DT: 0, O_DT: 0, VEC: o.D % 32 === 0 && o.Dv % 32 === 0 },
-    });
+    // SRC 2 writes its partials to o/lse directly (no `work`) and reads no sink logits
+    const pipeline = await getPipeline(
+      ctx,
+      coreSpec(
+        { D: o.D, Dv: o.Dv, rows: o.rows, target: variant },
+        { SRC: 2, KV_DT: kvDtypeCode(o.dtype), Q_DT: 0, O_DT: 0 },
+        { work: false, sink_logits: false, seq_table: false },
+      ),
+    );
     return new PagedPlan(ctx, o, pipeline, variant, limit);
   }
 
@@ -358,17 +358,15 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
       this.dispatch(
         encoder,
         this.pipeline,
-        [
-          qr,
-          pr,
-          pr,
-          lr,
-          opr,
-          lpr,
-          { buffer: this.dummyRw },
-          { buffer: this.params, offset: slot * this.slotBytes, size: PAGED_PARAMS.size },
-          { buffer: this.dummyRead },
-        ],
+        {
+          q: qr,
+          k: pr,
+          v: pr,
+          sched: lr,
+          o: opr,
+          lse: lpr,
+          params: { buffer: this.params, offset: slot * this.slotBytes, size: PAGED_PARAMS.size },
+        },
         [x, y],
       );
     }

@@ -7,8 +7,9 @@
  * - An optional binding (`optional(kind, wgslType)`) is one that some variants of the pass do not
  *   use. Its declaration is not written in the kernel's .wgsl file: `variant({ name: true/false })`
  *   generates it, as `@group(0) @binding(n) var<...> name: T;` where the variant binds it, or as an
- *   unbound `var<private> name: array<E, 1>;` placeholder where it does not (the code that reads
- *   it sits behind an `override` flag the variant turns off, so it never runs). The absent binding
+ *   unbound placeholder where it does not (`const name = array<E, 1>();` for a read-only binding,
+ *   uniform like the buffer it stands for; `var<private> name: array<E, 1>;` for a read_write one;
+ *   the code that reads it sits behind an `override` flag the variant turns off, so it never runs). The absent binding
  *   keeps its number (layouts may have gaps) and needs no dummy buffer.
  * - `getPipeline` takes a variant in place of the positional kind list, appends the generated
  *   declarations to the shader, and checks the assembled WGSL against the variant (`checkBindings`)
@@ -132,7 +133,14 @@ export function bindingTable<const E extends BindingEntries>(name: string, entri
           );
         } else {
           absent.push(n);
-          decls.push(`var<private> ${n}: ${e.type.replace(/>$/, ', 1>')}; // not bound in this variant`);
+          // a read-only placeholder is a const: uniform for WGSL's uniformity analysis (a
+          // var<private> is not, so code that branches on it could no longer reach a barrier)
+          const t = e.type.replace(/>$/, ', 1>');
+          decls.push(
+            e.kind === 'read'
+              ? `const ${n} = ${t}(); // not bound in this variant`
+              : `var<private> ${n}: ${t}; // not bound in this variant`,
+          );
         }
       });
       const v: BindingVariant<E> = {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
-import { useGpu, type GpuFixture } from './helpers/gpu.js';
+import { patchMethod, useGpu, type GpuFixture } from './helpers/gpu.js';
 import { TesseraError } from '../src/errors.js';
 import { Rng, TOLERANCE, compare, describeComparison, passes } from '../src/testing.js';
 import { quantizePageInt8, writeRows } from '../src/kv/codec.js';
@@ -1026,25 +1026,16 @@ describe('attention core: plan, schedule, run', () => {
     const pages = g.dev.upload(a.pool.bytes);
     const plan = await planBatchAttention(g.dev, base(a.pool.poolPages));
     const dev = g.dev.device;
-    const createBuffer = dev.createBuffer;
-    const createBindGroup = dev.createBindGroup;
     let buffers = 0;
     let groups = 0;
+    const undo: (() => void)[] = [];
     try {
       plan.schedule(a.pool.table);
       const warm = dev.createCommandEncoder();
       plan.run(warm, { q: a.q, o: a.o, lse: a.lse, pages });
       dev.queue.submit([warm.finish()]);
-      Object.defineProperty(dev, 'createBuffer', {
-        value: (d: GPUBufferDescriptor) => (buffers++, createBuffer.call(dev, d)),
-        configurable: true,
-        writable: true,
-      });
-      Object.defineProperty(dev, 'createBindGroup', {
-        value: (d: GPUBindGroupDescriptor) => (groups++, createBindGroup.call(dev, d)),
-        configurable: true,
-        writable: true,
-      });
+      undo.push(patchMethod(dev, 'createBuffer', (f) => (d) => (buffers++, f.call(dev, d))));
+      undo.push(patchMethod(dev, 'createBindGroup', (f) => (d) => (groups++, f.call(dev, d))));
       for (let step = 0; step < 3; step++) {
         plan.schedule(a.pool.table);
         const enc = dev.createCommandEncoder();
@@ -1065,8 +1056,7 @@ describe('attention core: plan, schedule, run', () => {
       expect(groups - before).toBe(0);
       expect(buffers).toBe(0);
     } finally {
-      Object.defineProperty(dev, 'createBuffer', { value: createBuffer, configurable: true, writable: true });
-      Object.defineProperty(dev, 'createBindGroup', { value: createBindGroup, configurable: true, writable: true });
+      for (const u of undo) u();
     }
     await dev.queue.onSubmittedWorkDone();
     await expectClose(g, a.o, a.ref.o);

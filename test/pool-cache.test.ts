@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileStore } from '../src/kv/file-store.js';
 import { openKvCache, persistKvCache, verifyKvCache } from '../src/kv/session.js';
-import { useGpu } from './helpers/gpu.js';
+import { patchMethod, useGpu } from './helpers/gpu.js';
 import { GPUBufferUsageFlags } from '../src/gpu/flags.js';
 import {
   attentionReference,
@@ -264,14 +264,13 @@ describe("exact streaming over resident pages encodes into the caller's encoder"
       const enc = g.dev.device.createCommandEncoder();
       // No GPU buffer created, nothing awaited (encode is synchronous and returns nothing).
       const device = g.dev.device;
-      const createBuffer = device.createBuffer;
       let created = 0;
-      device.createBuffer = (d: GPUBufferDescriptor) => (created++, createBuffer.call(device, d));
+      const undo = patchMethod(device, 'createBuffer', (f) => (d) => (created++, f.call(device, d)));
       let ret: unknown;
       try {
         ret = plan.encode(enc, seq, q, o1);
       } finally {
-        device.createBuffer = createBuffer;
+        undo();
       }
       expect(created).toBe(0);
       expect(ret).toBeUndefined();

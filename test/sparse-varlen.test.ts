@@ -15,7 +15,7 @@ import { nsaReference } from '../kernels/nsa/reference.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
 import type { KernelPlan } from '../src/plan.js';
-import { useGpu, type GpuFixture } from './helpers/gpu.js';
+import { patchMethod, useGpu, type GpuFixture } from './helpers/gpu.js';
 
 const gpu = useGpu();
 
@@ -28,13 +28,8 @@ async function countRun<T>(fx: GpuFixture, plan: KernelPlan<T>, tensors: T) {
   const warm = dev.createCommandEncoder();
   plan.run(warm, tensors);
   dev.queue.submit([warm.finish()]);
-  const createBuffer = dev.createBuffer;
   let buffers = 0;
-  Object.defineProperty(dev, 'createBuffer', {
-    value: (d: GPUBufferDescriptor) => (buffers++, createBuffer.call(dev, d)),
-    configurable: true,
-    writable: true,
-  });
+  const undo = patchMethod(dev, 'createBuffer', (f) => (d) => (buffers++, f.call(dev, d)));
   const enc = dev.createCommandEncoder();
   let passes = 0;
   let copies = 0;
@@ -47,7 +42,7 @@ async function countRun<T>(fx: GpuFixture, plan: KernelPlan<T>, tensors: T) {
   try {
     plan.run(enc, tensors);
   } finally {
-    Object.defineProperty(dev, 'createBuffer', { value: createBuffer, configurable: true, writable: true });
+    undo();
   }
   await fx.dev.submitAndWait([enc.finish()]);
   return { passes, copies, buffers };

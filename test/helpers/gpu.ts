@@ -118,3 +118,22 @@ export function useGpu(opts: GpuFixtureOptions = {}): GpuFixture {
   };
   return fx;
 }
+
+/**
+ * Replaces `obj[key]` (a device's `createBuffer`, say) with `wrap(original)` and returns the undo,
+ * which puts back exactly what was there: the file's shared device must not keep an own property
+ * that a later file would see (test/device.test.ts checks that an untracked device has none).
+ */
+export function patchMethod<T extends object, K extends keyof T>(
+  obj: T,
+  key: K,
+  wrap: (original: T[K]) => T[K],
+): () => void {
+  const had = Object.getOwnPropertyDescriptor(obj, key);
+  const original = obj[key];
+  Object.defineProperty(obj, key, { value: wrap(original), configurable: true, writable: true });
+  return () => {
+    if (had) Object.defineProperty(obj, key, had);
+    else delete obj[key];
+  };
+}

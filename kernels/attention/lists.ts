@@ -188,6 +188,17 @@ export function blockListParts(
   return { ePer: 1, kPer, keyChunks, parts: E * keyChunks, loopIterations: cost(1, kPer) };
 }
 
+/**
+ * Loop trips one invocation of a batched kernel spends finding its sequence among `n` by binary
+ * search (the core's block lists here, the varlen selection kernels through shaders/ragged_seq.wgsl).
+ *
+ * @example
+ * raggedSearchTrips(7); // 5
+ */
+export function raggedSearchTrips(n: number): number {
+  return Math.ceil(Math.log2(n + 1)) + 2;
+}
+
 /** Attention of query rows over their key lists (key source 3 of the core). */
 export class BlockListPlan extends KernelPlan<BlockListTensors> {
   readonly options: Readonly<BlockListOptions>;
@@ -293,7 +304,7 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
    */
   static async create(ctx: TesseraDevice, o: BlockListOptions, argument = 'D'): Promise<BlockListPlan> {
     // a batch: the row's sequence is found by a binary search (log2 n + 2 loop trips)
-    const search = o.seqs ? Math.ceil(Math.log2(o.seqs.length + 1)) + 2 : 0;
+    const search = o.seqs ? raggedSearchTrips(o.seqs.length) : 0;
     const budget = loopBudget(ctx.loopLimit) - search;
     const maxKeys = o.seqs ? Math.max(1, ...o.seqs.map((x) => x.Tk)) : o.Tk;
     let split = blockListParts(

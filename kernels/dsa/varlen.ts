@@ -19,8 +19,7 @@ import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import { sparseVariant } from '../block_sparse/common.js';
 import { raggedSequences } from '../block_sparse/ragged.js';
-import { BlockListPlan } from '../attention/lists.js';
-import { raggedSearchTrips } from '../moba/ragged_pool.js';
+import { BlockListPlan, raggedSearchTrips } from '../attention/lists.js';
 import { planTopK, type TopKPlan } from '../topk/index.js';
 import { planLoopLimit, segmentUniforms, withLoopLimit } from '../../src/gpu/segments.js';
 import {

@@ -85,8 +85,3 @@ export function raggedPoolPipeline(
 ): Promise<RaggedPoolPipeline> {
   return getPipeline(ctx, raggedPoolSpec(inDtype, divisor));
 }
-
-/** Loop trips one invocation of a batched kernel spends finding its sequence (of `n`). */
-export function raggedSearchTrips(n: number): number {
-  return Math.ceil(Math.log2(n + 1)) + 2;
-}

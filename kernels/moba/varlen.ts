@@ -18,7 +18,7 @@ import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 import { sparseVariant } from '../block_sparse/common.js';
 import { raggedSequences } from '../block_sparse/ragged.js';
-import { BlockListPlan } from '../attention/lists.js';
+import { BlockListPlan, raggedSearchTrips } from '../attention/lists.js';
 import { planLoopLimit, segmentUniforms, withLoopLimit, type Segment } from '../../src/gpu/segments.js';
 import {
   MOBA_SELECT_PARAMS,
@@ -27,7 +27,7 @@ import {
   type MobaOptions,
   type MobaTensors,
 } from './moba.js';
-import { raggedBlocks, raggedPoolPipeline, raggedSearchTrips, type RaggedPoolPipeline } from './ragged_pool.js';
+import { raggedBlocks, raggedPoolPipeline, type RaggedPoolPipeline } from './ragged_pool.js';
 import { POOL_PARAMS, poolSegments, poolWorkgroups } from './pool.js';
 import selectWgsl from './varlen_select.wgsl.js';
 import selectCoreWgsl from './select_core.wgsl.js';

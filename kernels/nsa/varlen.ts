@@ -18,9 +18,9 @@ import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 import { sparseVariant } from '../block_sparse/common.js';
 import { raggedSequences } from '../block_sparse/ragged.js';
-import { BlockListPlan, type BlockListSeq } from '../attention/lists.js';
+import { BlockListPlan, raggedSearchTrips, type BlockListSeq } from '../attention/lists.js';
 import { POOL_PARAMS, poolSegments, poolWorkgroups } from '../moba/pool.js';
-import { raggedBlocks, raggedPoolPipeline, raggedSearchTrips, type RaggedPoolPipeline } from '../moba/ragged_pool.js';
+import { raggedBlocks, raggedPoolPipeline, type RaggedPoolPipeline } from '../moba/ragged_pool.js';
 import { planLoopLimit, segmentUniforms, withLoopLimit, type Segment } from '../../src/gpu/segments.js';
 import {
   combineSpec,

@@ -24,6 +24,7 @@ export {
   DEFAULT_LIMITS,
   type DeviceLike,
   type RequestDeviceOptions,
+  type CompileMode,
   type WrapDeviceOptions,
   type TesseraLimits,
   type DeviceFeatures,

@@ -189,6 +189,56 @@ describe('device layer', () => {
     });
   });
 
+  it("compiles inline on Node's Dawn by default; compile: 'async' gives the same pipeline; a bad mode is E_ARG", async () => {
+    const env = process.env.TESSERA_COMPILE;
+    expect(gpu.dev.compile).toBe(env === 'async' ? 'async' : 'sync');
+    const flag = wgslProgram('test/compile-mode', [
+      'override FLAG: bool = false;\n@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n@compute @workgroup_size(1) fn main() { out[0] = select(3u, 4u, FLAG); }',
+    ]);
+    const d = await requestDevice({ ...adapterFromEnv(), compile: 'async', label: 'async-compile' });
+    try {
+      expect(d.compile).toBe('async');
+      const p = await getPipeline(d, { shader: flag, bindings: ['rw'], constants: { FLAG: true } });
+      expect(p.compileMs).toBeGreaterThan(0);
+      const out = d.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+      const enc = d.device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      pass.setPipeline(p.pipeline);
+      pass.setBindGroup(
+        0,
+        d.device.createBindGroup({ layout: p.layout, entries: [{ binding: 0, resource: { buffer: out } }] }),
+      );
+      pass.dispatchWorkgroups(1);
+      pass.end();
+      await d.submitAndWait([enc.finish()]);
+      expect(new Uint32Array(await d.readback(out))[0]).toBe(4);
+    } finally {
+      d.destroy();
+    }
+    await expect(requestDevice({ ...adapterFromEnv(), compile: 'fast' as never })).rejects.toMatchObject({
+      code: 'E_ARG',
+      argument: 'compile',
+    });
+    expect(() => wrapDevice({ createBuffer() {} } as never, { compile: 'later' as never })).toThrow(
+      expect.objectContaining({ code: 'E_ARG', argument: 'compile' }),
+    );
+  });
+
+  it.each(['sync', 'async'] as const)(
+    'a pipeline that fails to build (unknown entry point) is E_GPU_VALIDATION with compile: %s',
+    async (mode) => {
+      const prog = wgslProgram(`test/no-entry-${mode}`, ['@compute @workgroup_size(1) fn main() {}']);
+      const d = mode === gpu.dev.compile ? gpu.dev : await requestDevice({ ...adapterFromEnv(), compile: mode });
+      try {
+        await expect(getPipeline(d, { shader: prog, bindings: [], entryPoint: 'nope' })).rejects.toMatchObject({
+          code: 'E_GPU_VALIDATION',
+        });
+      } finally {
+        if (d !== gpu.dev) d.destroy();
+      }
+    },
+  );
+
   it('captures GPU validation errors in scoped() as typed errors', async () => {
     const b = gpu.dev.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
     await expect(

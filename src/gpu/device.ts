@@ -111,8 +111,18 @@ export interface RequestDeviceOptions {
    * validation error mapped to `E_BUFFER`) instead of before encoding.
    */
   trackBuffers?: boolean;
+  /**
+   * How pipelines compile: `async` (`createComputePipelineAsync`) or `sync` (`createComputePipeline`,
+   * under an error scope). Default: `sync` on Node's Dawn (its bindings complete an async compile by
+   * polling the event loop, which took 2-3x the compile's own CPU and wall time on SwiftShader),
+   * `async` in browsers, where the GPU process compiles off the page's thread.
+   */
+  compile?: CompileMode;
   label?: string;
 }
+
+/** How a device compiles pipelines; see {@link RequestDeviceOptions.compile}. */
+export type CompileMode = 'sync' | 'async';
 
 /** Options of {@link wrapDevice}. */
 export interface WrapDeviceOptions {
@@ -127,6 +137,11 @@ export interface WrapDeviceOptions {
    * little work to each of its allocations; buffers created before the call stay unknown.
    */
   trackBuffers?: boolean;
+  /**
+   * How pipelines compile (default `async`); `sync` suits an engine on Node's Dawn, see
+   * {@link RequestDeviceOptions.compile}. Applies when the device is first wrapped.
+   */
+  compile?: CompileMode;
 }
 
 const WANTED_FEATURES: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query'];
@@ -166,13 +181,16 @@ export class TesseraDevice {
    * `E_LIMIT` rather than return a silently truncated result.
    */
   readonly loopLimit: number;
+  /** How this device compiles pipelines (see {@link RequestDeviceOptions.compile}). */
+  readonly compile: CompileMode;
 
   constructor(
     device: GPUDevice,
     adapter: AdapterDescription,
-    opts: { owned: boolean; keepAlive?: unknown; release?: () => void; loopLimit?: number },
+    opts: { owned: boolean; keepAlive?: unknown; release?: () => void; loopLimit?: number; compile?: CompileMode },
   ) {
     this.device = device;
+    this.compile = opts.compile ?? 'async';
     this.adapter = adapter;
     const cls = classifyAdapter(adapter);
     this.loopLimit = opts.loopLimit === undefined ? cls.loopLimit : Math.min(cls.loopLimit, opts.loopLimit);
@@ -523,11 +541,12 @@ export function wrapDevice(
       expected: 'true or false',
     });
   }
+  checkCompileMode(opts.compile);
   let ctx = device instanceof TesseraDevice ? device : wrapped.get(device);
   if (!ctx) {
     const raw = device as GPUDevice;
     const info = opts.adapterInfo ?? (raw as GPUDevice & { adapterInfo?: GPUAdapterInfo }).adapterInfo;
-    ctx = new TesseraDevice(raw, describeAdapter(info), { owned: false });
+    ctx = new TesseraDevice(raw, describeAdapter(info), { owned: false, compile: opts.compile });
     wrapped.set(raw, ctx);
     const c = ctx;
     onBufferDestroyed(raw, (b) => c.forgetBuffer(b));
@@ -537,7 +556,17 @@ export function wrapDevice(
 }
 
 function isWrapOptions(o: WrapDeviceOptions | GPUAdapterInfo | undefined): o is WrapDeviceOptions {
-  return o !== undefined && ('trackBuffers' in o || 'adapterInfo' in o);
+  return o !== undefined && ('trackBuffers' in o || 'adapterInfo' in o || 'compile' in o);
+}
+
+function checkCompileMode(mode: unknown): void {
+  if (mode !== undefined && mode !== 'sync' && mode !== 'async') {
+    throw new TesseraError('E_ARG', "compile: is not 'sync' or 'async'", {
+      argument: 'compile',
+      actual: mode,
+      expected: "'sync' or 'async'",
+    });
+  }
 }
 
 /** Resolves a {@link DeviceLike} to its context. */
@@ -579,6 +608,7 @@ export async function requestDevice(opts: RequestDeviceOptions = {}): Promise<Te
       expected: 'true or false',
     });
   }
+  checkCompileMode(opts.compile);
   const { gpu, keepAlive, release, notes } = await getGpu(opts);
   const adapterOpts: GPURequestAdapterOptions & { featureLevel?: string } = {
     powerPreference: opts.powerPreference ?? 'high-performance',
@@ -642,6 +672,8 @@ export async function requestDevice(opts: RequestDeviceOptions = {}): Promise<Te
       keepAlive,
       release,
       loopLimit: opts.loopLimit,
+      // Node's Dawn (keepAlive is its instance) polls for async compiles; compile inline there
+      compile: opts.compile ?? (keepAlive === undefined ? 'async' : 'sync'),
     },
   );
   wrapped.set(device, ctx);

@@ -8,8 +8,9 @@ import type { RequestDeviceOptions } from './device.js';
 
 /**
  * Device options from the environment, for tests, benchmarks and the CLI only:
- * `TESSERA_ADAPTER` = `auto` | `swiftshader` | `llvmpipe`, `TESSERA_DAWN_FLAGS` (comma list) and
- * `TESSERA_LOOP_LIMIT` (run the suite with llvmpipe's loop cap, or a smaller one, on any adapter).
+ * `TESSERA_ADAPTER` = `auto` | `swiftshader` | `llvmpipe`, `TESSERA_DAWN_FLAGS` (comma list),
+ * `TESSERA_LOOP_LIMIT` (run the suite with llvmpipe's loop cap, or a smaller one, on any adapter)
+ * and `TESSERA_COMPILE` = `sync` | `async` (how pipelines compile, see `RequestDeviceOptions.compile`).
  */
 export function adapterFromEnv(
   env: Record<string, string | undefined> = (globalThis as { process?: { env: Record<string, string | undefined> } })
@@ -18,6 +19,9 @@ export function adapterFromEnv(
   const a = env.TESSERA_ADAPTER;
   const adapter = a === 'swiftshader' || a === 'llvmpipe' ? a : 'auto';
   const dawnFlags = env.TESSERA_DAWN_FLAGS ? env.TESSERA_DAWN_FLAGS.split(',').filter(Boolean) : undefined;
-  const loopLimit = env.TESSERA_LOOP_LIMIT ? Number(env.TESSERA_LOOP_LIMIT) : undefined;
-  return loopLimit === undefined ? { adapter, dawnFlags } : { adapter, dawnFlags, loopLimit };
+  const opts: RequestDeviceOptions = { adapter, dawnFlags };
+  if (env.TESSERA_LOOP_LIMIT) opts.loopLimit = Number(env.TESSERA_LOOP_LIMIT);
+  const c = env.TESSERA_COMPILE;
+  if (c === 'sync' || c === 'async') opts.compile = c;
+  return opts;
 }

@@ -129,6 +129,12 @@ export function compileTimeMs(): number {
   return totalCompileMs;
 }
 
+const compiles: { key: string; ms: number }[] = [];
+/** Every pipeline compiled in this process, in order, with its key and compile time (test reports). */
+export function compileLog(): readonly { key: string; ms: number }[] {
+  return compiles;
+}
+
 function layoutFor(ctx: TesseraDevice, spec: PipelineBindings): GPUBindGroupLayout {
   const bindings = isBindingVariant(spec)
     ? spec.bound
@@ -183,6 +189,18 @@ async function moduleFor(ctx: TesseraDevice, shader: ShaderSource): Promise<GPUS
   return m;
 }
 
+/**
+ * A pipeline compiled inline (the device's `compile: 'sync'`): a validation error rejects, as the
+ * async call's does.
+ */
+async function createSync(ctx: TesseraDevice, desc: GPUComputePipelineDescriptor): Promise<GPUComputePipeline> {
+  ctx.device.pushErrorScope('validation');
+  const pipeline = ctx.device.createComputePipeline(desc);
+  const err = await ctx.device.popErrorScope();
+  if (err) throw new Error(err.message);
+  return pipeline;
+}
+
 const inflight = new WeakMap<TesseraDevice, Map<string, Promise<Pipeline>>>();
 
 /**
@@ -212,13 +230,14 @@ export async function getPipeline<B extends PipelineBindings>(
     const layout = layoutFor(ctx, spec.bindings);
     const module = await moduleFor(ctx, shader);
     let pipeline: GPUComputePipeline;
+    const desc: GPUComputePipelineDescriptor = {
+      label: key.slice(0, 120),
+      layout: ctx.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+      compute: { module, entryPoint: spec.entryPoint ?? 'main', constants: overrideValues(spec.constants) },
+    };
     try {
       pipeline = await ctx.raceLost(
-        ctx.device.createComputePipelineAsync({
-          label: key.slice(0, 120),
-          layout: ctx.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
-          compute: { module, entryPoint: spec.entryPoint ?? 'main', constants: overrideValues(spec.constants) },
-        }),
+        ctx.compile === 'sync' ? createSync(ctx, desc) : ctx.device.createComputePipelineAsync(desc),
       );
     } catch (e) {
       if (e instanceof TesseraError) throw e;
@@ -240,6 +259,7 @@ export async function getPipeline<B extends PipelineBindings>(
     }
     const compileMs = performance.now() - t0;
     totalCompileMs += compileMs;
+    compiles.push({ key, ms: compileMs });
     const entry: Pipeline<B> = { pipeline, layout, spec, key, compileMs };
     ctx.cache.set(key, entry);
     return entry;

@@ -4,7 +4,8 @@
  * /usr/bin/chromium through playwright-core; headless Chromium gives pages the SwiftShader
  * adapter), and check that its numerics pass the same tolerances as Node's: the page judges with
  * the same `compare`/`passes`/`TOLERANCE` and the same golden `judge`, and reports each result.
- * A screenshot of the results goes to bench/results/browser/.
+ * A screenshot of the results goes to the system's temp folder; with TESSERA_SAVE_SCREENSHOT=1 to
+ * bench/results/browser/ (committed results change only when asked, as benchmarks' `--save`).
  *
  * Environment: CHROMIUM (default /usr/bin/chromium), TESSERA_GOLDEN (default ../shared/golden),
  * TESSERA_GOLDEN_FILTER (a regex of case names; default all), TESSERA_BROWSER_BENCH=0 to skip
@@ -137,7 +138,7 @@ describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
         { timeout: 800_000, polling: 500 },
       );
       state = await page.evaluate(() => (globalThis as unknown as { __tessera: PageState }).__tessera);
-      const dir = join(repo, 'bench', 'results', 'browser');
+      const dir = process.env.TESSERA_SAVE_SCREENSHOT === '1' ? join(repo, 'bench', 'results', 'browser') : tmpdir();
       mkdirSync(dir, { recursive: true });
       screenshot = join(dir, `e2e-${state.adapter ?? 'unknown'}.png`);
       await page.screenshot({ path: screenshot, fullPage: true });

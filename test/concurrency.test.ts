@@ -30,6 +30,8 @@ import { planNsa, planNsaVarlen } from '../kernels/nsa/index.js';
 import { nsaReference } from '../kernels/nsa/reference.js';
 import { planDsa, planDsaVarlen } from '../kernels/dsa/index.js';
 import { dsaReference } from '../kernels/dsa/reference.js';
+import { planBlockSparse, planBlockSparseVarlen } from '../kernels/block_sparse/index.js';
+import { blockSparseReference } from '../kernels/block_sparse/reference.js';
 
 const gpu = useGpu();
 const VARIANTS = ['cpu', 'gpu'] as const;
@@ -598,6 +600,16 @@ describe('class 2: runs of one sparse plan in one encoder (MoBA, NSA, DSA, block
     w: [HI],
   };
   const qkv = { q: Hq * D, k: Hkv * D, v: Hkv * D };
+  /** Blocks of 8: block row r sees key block 0 and its own (diagonal) block. */
+  const bandMask = (len: number) => {
+    const indptr = [0];
+    const indices: number[] = [];
+    for (let r = 0; r < Math.ceil(len / 8); r++) {
+      indices.push(...(r ? [0, r] : [0]));
+      indptr.push(indices.length);
+    }
+    return { indptr, indices };
+  };
   const families: Family[] = [
     {
       name: 'moba',
@@ -636,6 +648,25 @@ describe('class 2: runs of one sparse plan in one encoder (MoBA, NSA, DSA, block
         return (cu ? planDsaVarlen(gpu.dev, { cuSeqlens: cu, ...o }) : planDsa(gpu.dev, { Tq: T, ...o })) as Promise<
           KernelPlan<never>
         >;
+      },
+    },
+    {
+      name: 'block-sparse',
+      widths: qkv,
+      ref: (x, len) => blockSparseReference(x.q!, x.k!, x.v!, { Tq: len, Hq, Hkv, D, R: 8, C: 8, ...bandMask(len) }).o,
+      plan: (T, cu, target) => {
+        const o = { Hq, Hkv, D, R: 8, C: 8, target };
+        const lens = cu?.slice(1).map((e, n) => e - cu[n]!);
+        return (
+          lens
+            ? planBlockSparseVarlen(gpu.dev, {
+                cuSeqlens: cu!,
+                ...o,
+                indptr: lens.map((n) => bandMask(n).indptr),
+                indices: lens.map((n) => bandMask(n).indices),
+              })
+            : planBlockSparse(gpu.dev, { Tq: T, ...o, ...bandMask(T) })
+        ) as Promise<KernelPlan<never>>;
       },
     },
   ];

@@ -89,6 +89,7 @@ interface Resolved {
   MB: number;
   indptr: Uint32Array<ArrayBuffer>;
   indices: Int32Array<ArrayBuffer>;
+  maxEntries: number;
 }
 
 /**
@@ -139,11 +140,6 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
     const ctx = ctxOf(device);
     const o = validateBlockSparseOptions(opts);
     checkAttentionSizes(ctx, o);
-    // The longest block row (over all patterns): the list loop's bound.
-    let entries = 0;
-    for (let p = 0; p < o.P; p++)
-      for (let r = 0; r < o.MB; r++)
-        entries = Math.max(entries, o.indptr[p * (o.MB + 1) + r + 1]! - o.indptr[p * (o.MB + 1) + r]!);
     const ptrWords = o.indptr.length;
     const core = await BlockListPlan.create(withLoopLimit(ctx, planLoopLimit(ctx, opts.loopLimit)), {
       Tq: o.Tq,
@@ -159,7 +155,7 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
       ptr: 0,
       base: ptrWords,
       block: o.C,
-      maxEntries: entries,
+      maxEntries: o.maxEntries,
       posOff: o.Tk - o.Tq,
       causal: o.causal,
       scale: o.scale,
@@ -195,63 +191,19 @@ function validateBlockSparseOptions(opts: BlockSparseOptions): Resolved {
   if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'missing;', opts, 'an options object');
   const Tq = checkInt(opts.Tq, 'Tq', { min: 1 });
   const Tk = checkInt(opts.Tk ?? Tq, 'Tk', { min: 1 });
+  const c = validateBlockSparseCommon(opts);
+  const m = validateBsrMask(opts.indptr, opts.indices, { Tq, Tk, R: c.R, C: c.C, Hq: c.Hq, Hkv: c.Hkv });
+  return { Tq, Tk, ...c, ...m };
+}
+
+/** @internal The options of every block-sparse plan besides the sizes and the mask (also the varlen plan's). */
+export function validateBlockSparseCommon(opts: Omit<BlockSparseOptions, 'Tq' | 'Tk' | 'indptr' | 'indices'>) {
   const Hq = checkInt(opts.Hq, 'Hq', { min: 1 });
   const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1 });
   check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq);
   const R = checkInt(opts.R, 'R', { min: 1 });
   if (R > 256) fail('E_UNSUPPORTED', 'R', 'query block sizes above 256 are not supported;', R, 'at most 256');
   const C = checkInt(opts.C, 'C', { min: 1 });
-  const MB = Math.ceil(Tq / R);
-  const NBk = Math.ceil(Tk / C);
-  const perHead =
-    Array.isArray(opts.indptr) && opts.indptr.length > 0 && typeof (opts.indptr as unknown[])[0] === 'object';
-  const ptrs = (perHead ? opts.indptr : [opts.indptr]) as ArrayLike<number>[];
-  const idxs = (perHead ? opts.indices : [opts.indices]) as ArrayLike<number>[];
-  const P = ptrs.length;
-  check(P === 1 || P === Hkv || P === Hq, 'indptr', `one pattern, Hkv = ${Hkv} or Hq = ${Hq} patterns`, P);
-  check(
-    Array.isArray(idxs) && idxs.length === P,
-    'indices',
-    `${P} index lists (one per indptr pattern)`,
-    Array.isArray(idxs) ? idxs.length : typeof idxs,
-  );
-  const indptr = new Uint32Array(P * (MB + 1));
-  let total = 0;
-  for (let p = 0; p < P; p++) {
-    const ip = ptrs[p];
-    const ix = idxs[p];
-    const nm = P > 1 ? `indptr[${p}]` : 'indptr';
-    const nx = P > 1 ? `indices[${p}]` : 'indices';
-    if (!ip || typeof ip.length !== 'number' || ip.length !== MB + 1)
-      fail('E_SHAPE', nm, 'has the wrong length;', ip?.length, `ceil(Tq / R) + 1 = ${MB + 1}`);
-    if (!ix || typeof ix.length !== 'number') fail('E_ARG', nx, 'is not an array;', typeof ix, 'an array of block ids');
-    if (ip[0] !== 0) fail('E_ARG', `${nm}[0]`, 'must be 0;', ip[0], '0');
-    if (ip[MB] !== ix.length)
-      fail('E_ARG', `${nm}[${MB}]`, 'must equal the number of indices;', ip[MB], `${ix.length}`);
-    for (let r = 0; r < MB; r++) {
-      const a = ip[r]!;
-      const b = ip[r + 1]!;
-      if (!Number.isInteger(b) || b < a)
-        fail('E_ARG', `${nm}[${r + 1}]`, 'must be a non-decreasing integer;', b, `>= ${a}`);
-      const seen = new Set<number>();
-      for (let s = a; s < b; s++) {
-        const x = ix[s]!;
-        if (!Number.isInteger(x) || x < 0 || x >= NBk)
-          fail('E_ARG', `${nx}[${s}]`, 'is out of range;', x, `a key block id in [0, ${NBk})`);
-        if (seen.has(x))
-          fail('E_ARG', `${nx}[${s}]`, `repeats block ${x} in block row ${r};`, x, 'distinct block ids per block row');
-        seen.add(x);
-      }
-    }
-    for (let r = 0; r <= MB; r++) indptr[p * (MB + 1) + r] = total + ip[r]!;
-    total += ix.length;
-  }
-  const indices = new Int32Array(total);
-  let off = 0;
-  for (const ix of idxs) {
-    for (let s = 0; s < ix.length; s++) indices[off + s] = ix[s]!;
-    off += ix.length;
-  }
   const causal = opts.causal ?? true;
   check(typeof causal === 'boolean', 'causal', 'a boolean', causal);
   const dtype = opts.dtype ?? 'f32';
@@ -264,7 +216,86 @@ function validateBlockSparseOptions(opts: BlockSparseOptions): Resolved {
   check(checkF32(scale, 'scale', 'a positive finite number') > 0, 'scale', 'a positive finite number', scale);
   const target = opts.target ?? 'auto';
   check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
-  return { Tq, Tk, Hq, Hkv, D, Dv, R, C, causal, scale, dtype, outDtype, target, P, MB, indptr, indices };
+  return { Hq, Hkv, D, Dv, R, C, causal, scale, dtype, outDtype, target };
+}
+
+/** One validated BSR mask: the core's CSR table `[P, MB + 1]` (offsets into `indices`) and the block ids. */
+export interface BsrMask {
+  P: number;
+  MB: number;
+  indptr: Uint32Array<ArrayBuffer>;
+  indices: Int32Array<ArrayBuffer>;
+  /** The longest block row over all patterns (the list loop's bound). */
+  maxEntries: number;
+}
+
+/**
+ * @internal Validates one BSR mask (one pattern, or P = Hkv / Hq patterns) for `Tq` query rows and
+ * `Tk` keys; errors name `name` (`indptr`, or `indptr[n]` for sequence n of a batch) and the
+ * matching `indices` argument.
+ */
+export function validateBsrMask(
+  indptrIn: ArrayLike<number> | ArrayLike<number>[],
+  indicesIn: ArrayLike<number> | ArrayLike<number>[],
+  s: { Tq: number; Tk: number; R: number; C: number; Hq: number; Hkv: number; name?: string; P?: number },
+): BsrMask {
+  const { Tq, Tk, R, C, Hq, Hkv } = s;
+  const ptrName = `indptr${s.name ?? ''}`;
+  const idxName = `indices${s.name ?? ''}`;
+  const MB = Math.ceil(Tq / R);
+  const NBk = Math.ceil(Tk / C);
+  const perHead = Array.isArray(indptrIn) && indptrIn.length > 0 && typeof (indptrIn as unknown[])[0] === 'object';
+  const ptrs = (perHead ? indptrIn : [indptrIn]) as ArrayLike<number>[];
+  const idxs = (perHead ? indicesIn : [indicesIn]) as ArrayLike<number>[];
+  const P = ptrs.length;
+  check(P === 1 || P === Hkv || P === Hq, ptrName, `one pattern, Hkv = ${Hkv} or Hq = ${Hq} patterns`, P);
+  if (s.P !== undefined) check(P === s.P, ptrName, `${s.P} patterns, as the first sequence`, P);
+  check(
+    Array.isArray(idxs) && idxs.length === P,
+    idxName,
+    `${P} index lists (one per indptr pattern)`,
+    Array.isArray(idxs) ? idxs.length : typeof idxs,
+  );
+  const indptr = new Uint32Array(P * (MB + 1));
+  let total = 0;
+  let maxEntries = 0;
+  for (let p = 0; p < P; p++) {
+    const ip = ptrs[p];
+    const ix = idxs[p];
+    const nm = P > 1 ? `${ptrName}[${p}]` : ptrName;
+    const nx = P > 1 ? `${idxName}[${p}]` : idxName;
+    if (!ip || typeof ip.length !== 'number' || ip.length !== MB + 1)
+      fail('E_SHAPE', nm, 'has the wrong length;', ip?.length, `ceil(Tq / R) + 1 = ${MB + 1}`);
+    if (!ix || typeof ix.length !== 'number') fail('E_ARG', nx, 'is not an array;', typeof ix, 'an array of block ids');
+    if (ip[0] !== 0) fail('E_ARG', `${nm}[0]`, 'must be 0;', ip[0], '0');
+    if (ip[MB] !== ix.length)
+      fail('E_ARG', `${nm}[${MB}]`, 'must equal the number of indices;', ip[MB], `${ix.length}`);
+    for (let r = 0; r < MB; r++) {
+      const a = ip[r]!;
+      const b = ip[r + 1]!;
+      if (!Number.isInteger(b) || b < a)
+        fail('E_ARG', `${nm}[${r + 1}]`, 'must be a non-decreasing integer;', b, `>= ${a}`);
+      maxEntries = Math.max(maxEntries, b - a);
+      const seen = new Set<number>();
+      for (let j = a; j < b; j++) {
+        const x = ix[j]!;
+        if (!Number.isInteger(x) || x < 0 || x >= NBk)
+          fail('E_ARG', `${nx}[${j}]`, 'is out of range;', x, `a key block id in [0, ${NBk})`);
+        if (seen.has(x))
+          fail('E_ARG', `${nx}[${j}]`, `repeats block ${x} in block row ${r};`, x, 'distinct block ids per block row');
+        seen.add(x);
+      }
+    }
+    for (let r = 0; r <= MB; r++) indptr[p * (MB + 1) + r] = total + ip[r]!;
+    total += ix.length;
+  }
+  const indices = new Int32Array(total);
+  let off = 0;
+  for (const ix of idxs) {
+    for (let j = 0; j < ix.length; j++) indices[off + j] = ix[j]!;
+    off += ix.length;
+  }
+  return { P, MB, indptr, indices, maxEntries };
 }
 
 /**

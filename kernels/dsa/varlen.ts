@@ -33,6 +33,7 @@ import {
 import indexerWgsl from './varlen_indexer.wgsl.js';
 import indexerCoreWgsl from './indexer_core.wgsl.js';
 import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
+import raggedTableWgsl from '../../shaders/ragged_table.wgsl.js';
 
 export interface DsaVarlenOptions extends Omit<DsaOptions, 'Tq' | 'T' | 'rowChunk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing. */
@@ -49,6 +50,7 @@ const INDEXER_PROGRAM = wgslProgram('dsa/varlen_indexer', [
   unpackWgsl,
   DSA_INDEXER_PARAMS.wgsl,
   indexerWgsl,
+  raggedTableWgsl,
   raggedSeqWgsl,
   indexerCoreWgsl,
 ]);

@@ -32,6 +32,7 @@ import { POOL_PARAMS, poolSegments, poolWorkgroups } from './pool.js';
 import selectWgsl from './varlen_select.wgsl.js';
 import selectCoreWgsl from './select_core.wgsl.js';
 import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
+import raggedTableWgsl from '../../shaders/ragged_table.wgsl.js';
 
 export interface MobaVarlenOptions extends Omit<MobaOptions, 'Tq' | 'Tk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing (flash-attn / fla layout). */
@@ -44,6 +45,7 @@ const SELECT_PROGRAM = wgslProgram('moba/varlen_select', [
   selectSmallWgsl,
   MOBA_SELECT_PARAMS.wgsl,
   selectWgsl,
+  raggedTableWgsl,
   raggedSeqWgsl,
   selectCoreWgsl,
 ]);

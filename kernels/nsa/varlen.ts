@@ -35,6 +35,7 @@ import {
 import selectWgsl from './varlen_select.wgsl.js';
 import selectCoreWgsl from './select_core.wgsl.js';
 import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
+import raggedTableWgsl from '../../shaders/ragged_table.wgsl.js';
 
 export interface NsaVarlenOptions extends Omit<NsaOptions, 'Tq' | 'T' | 'Tk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing. */
@@ -47,6 +48,7 @@ const SELECT_PROGRAM = wgslProgram('nsa/varlen_select', [
   selectSmallWgsl,
   NSA_SELECT_PARAMS.wgsl,
   selectWgsl,
+  raggedTableWgsl,
   raggedSeqWgsl,
   selectCoreWgsl,
 ]);

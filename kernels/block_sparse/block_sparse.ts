@@ -4,19 +4,19 @@
  * f16 / bf16 storage. One dispatch of the attention core (kernels/attention, key source 3: block
  * lists): the R rows of a block row read its CSR list of key blocks in place.
  */
-import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
+import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { planLoopLimit, withLoopLimit } from '../../src/gpu/segments.js';
 import {
   KernelPlan,
   checkAttentionSizes,
-  checkBindingSize,
   runOnceAndDispose,
   attentionSizesOf,
+  type AttentionSizes,
 } from '../../src/plan.js';
-import { checkTensor, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import { type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { BlockListPlan } from '../attention/lists.js';
-import { checkHeadDim, sparseVariant, type GatherTarget } from './common.js';
+import { checkBindings, checkRows, sparseVariant, validateSparseCommon, type GatherTarget } from './common.js';
 
 export interface BlockSparseOptions {
   /** Query rows. */
@@ -71,13 +71,7 @@ export interface BlockSparseTensors {
   lse?: GpuTensor;
 }
 
-interface Resolved {
-  Tq: number;
-  Tk: number;
-  Hq: number;
-  Hkv: number;
-  D: number;
-  Dv: number;
+interface Resolved extends AttentionSizes {
   R: number;
   C: number;
   causal: boolean;
@@ -93,6 +87,48 @@ interface Resolved {
 }
 
 /**
+ * @internal What both block-sparse plans share: the list buffer (written once, at plan time), the
+ * tensor checks and the encode (one core dispatch reading the lists in place). BlockSparsePlan
+ * (one mask) and BlockSparseVarlenPlan (a mask per sequence, kernels/block_sparse/varlen.ts)
+ * differ only in how they plan.
+ */
+export abstract class BlockSparseEncoder extends KernelPlan<BlockSparseTensors> {
+  private rows!: AttentionSizes;
+  private core?: BlockListPlan;
+  private listBuf!: GPUBuffer;
+
+  /** Uploads the list words; `core` undefined: nothing to encode (a batch without query rows). */
+  protected initLists(
+    rows: AttentionSizes,
+    words: Uint32Array<ArrayBuffer>,
+    core: BlockListPlan | undefined,
+    label: string,
+  ) {
+    this.rows = rows;
+    this.core = core;
+    this.listBuf = this.workspace(words.byteLength, label);
+    this.ctx.device.queue.writeBuffer(this.listBuf, 0, words);
+  }
+
+  override dispose(): void {
+    this.core?.dispose();
+    super.dispose();
+  }
+
+  run(encoder: GPUCommandEncoder, t: BlockSparseTensors): void {
+    this.assertUsable();
+    const { Tq, Tk, Hq, Hkv, D, Dv, dtype, outDtype } = this.rows;
+    const q = checkRows(t?.q, 'q', Tq, [Hq, D], dtype);
+    const k = checkRows(t.k, 'k', Tk, [Hkv, D], dtype);
+    const v = checkRows(t.v, 'v', Tk, [Hkv, Dv], dtype);
+    const o = checkRows(t.o, 'o', Tq, [Hq, Dv], outDtype);
+    const lse = t.lse === undefined ? undefined : checkRows(t.lse, 'lse', Tq, [Hq], 'f32');
+    checkBindings(this.ctx, { q, k, v, o });
+    this.core?.run(encoder, { q, k, v, lists: { buffer: this.listBuf }, o, lse });
+  }
+}
+
+/**
  * Attention over a BSR block mask.
  * Planned once by `planBlockSparse`; `run` records it into your encoder and allocates
  * nothing; `dispose()` frees what the plan holds.
@@ -102,10 +138,8 @@ interface Resolved {
  * plan.run(encoder, { q, k, v, o, lse });
  * plan.dispose();
  */
-export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
+export class BlockSparsePlan extends BlockSparseEncoder {
   readonly options: Readonly<Resolved>;
-  private readonly core: BlockListPlan;
-  private readonly listBuf: GPUBuffer;
   /**
    * Parts of each row's block list per run: 1, or more on a loop-capped device (llvmpipe) when
    * one invocation would walk too many keys (the longest block row's blocks x C keys); the parts
@@ -118,21 +152,14 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
   private constructor(ctx: TesseraDevice, o: Resolved, core: BlockListPlan) {
     super(ctx);
     this.options = o;
-    this.core = core;
     // The core's CSR list: the table [P, MB + 1] then the block ids, one buffer.
     const ptrWords = o.indptr.length;
     const words = new Uint32Array(ptrWords + o.indices.length);
     words.set(o.indptr);
     words.set(new Uint32Array(o.indices.buffer, o.indices.byteOffset, o.indices.length), ptrWords);
-    this.listBuf = this.workspace(words.byteLength, 'block_sparse.lists');
-    ctx.device.queue.writeBuffer(this.listBuf, 0, words);
+    this.initLists(o, words, core, 'block_sparse.lists');
     this.segments = core.split.parts;
     this.loopIterations = core.split.loopIterations;
-  }
-
-  override dispose(): void {
-    this.core.dispose();
-    super.dispose();
   }
 
   /** @internal use {@link planBlockSparse}. */
@@ -166,25 +193,6 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
     });
     return new BlockSparsePlan(ctx, o, core);
   }
-
-  run(encoder: GPUCommandEncoder, t: BlockSparseTensors): void {
-    this.assertUsable();
-    const { Tq, Tk, Hq, Hkv, D, Dv, dtype, outDtype } = this.options;
-    const q = checkTensor(t?.q, 'q', { rank: 3, shape: [Tq, Hq, D], dtypes: [dtype] });
-    const k = checkTensor(t.k, 'k', { rank: 3, shape: [Tk, Hkv, D], dtypes: [dtype] });
-    const v = checkTensor(t.v, 'v', { rank: 3, shape: [Tk, Hkv, Dv], dtypes: [dtype] });
-    const o = checkTensor(t.o, 'o', { rank: 3, shape: [Tq, Hq, Dv], dtypes: [outDtype] });
-    const lse =
-      t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'] });
-    for (const [x, n] of [
-      [q, 'q'],
-      [k, 'k'],
-      [v, 'v'],
-      [o, 'o'],
-    ] as const)
-      checkBindingSize(this.ctx, x, n);
-    this.core.run(encoder, { q, k, v, lists: { buffer: this.listBuf }, o, lse });
-  }
 }
 
 function validateBlockSparseOptions(opts: BlockSparseOptions): Resolved {
@@ -206,17 +214,7 @@ export function validateBlockSparseCommon(opts: Omit<BlockSparseOptions, 'Tq' | 
   const C = checkInt(opts.C, 'C', { min: 1 });
   const causal = opts.causal ?? true;
   check(typeof causal === 'boolean', 'causal', 'a boolean', causal);
-  const dtype = opts.dtype ?? 'f32';
-  check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
-  const outDtype = opts.outDtype ?? dtype;
-  check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
-  const D = checkHeadDim(opts.D, 'D', dtype);
-  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv', dtype);
-  const scale = opts.scale ?? 1 / Math.sqrt(D);
-  check(checkF32(scale, 'scale', 'a positive finite number') > 0, 'scale', 'a positive finite number', scale);
-  const target = opts.target ?? 'auto';
-  check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
-  return { Hq, Hkv, D, Dv, R, C, causal, scale, dtype, outDtype, target };
+  return { Hq, Hkv, R, C, causal, ...validateSparseCommon(opts) };
 }
 
 /** One validated BSR mask: the core's CSR table `[P, MB + 1]` (offsets into `indices`) and the block ids. */

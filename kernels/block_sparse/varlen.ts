@@ -12,10 +12,10 @@
 import { check, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { planLoopLimit, withLoopLimit } from '../../src/gpu/segments.js';
-import { KernelPlan, checkAttentionSizes, checkBindingSize, runOnceAndDispose } from '../../src/plan.js';
-import { checkTensor, type FloatDType } from '../../src/tensor.js';
+import { checkAttentionSizes, runOnceAndDispose } from '../../src/plan.js';
 import { BlockListPlan, type BlockListSeq } from '../attention/lists.js';
 import {
+  BlockSparseEncoder,
   validateBlockSparseCommon,
   validateBsrMask,
   type BlockSparseOptions,
@@ -61,7 +61,7 @@ interface Resolved extends ReturnType<typeof validateBlockSparseCommon> {
  * plan.run(encoder, { q, k, v, o, lse });   // q, o: the 128 rows of both sequences
  * plan.dispose();
  */
-export class BlockSparseVarlenPlan extends KernelPlan<BlockSparseTensors> {
+export class BlockSparseVarlenPlan extends BlockSparseEncoder {
   readonly options: Readonly<Resolved>;
   /**
    * Parts of each row's block list per run: 1, or more on a loop-capped device (llvmpipe) when
@@ -69,21 +69,12 @@ export class BlockSparseVarlenPlan extends KernelPlan<BlockSparseTensors> {
    * sequence is empty (nothing to run).
    */
   readonly segments: number;
-  private readonly core?: BlockListPlan;
-  private readonly listBuf: GPUBuffer;
 
   private constructor(ctx: TesseraDevice, o: Resolved, words: Uint32Array<ArrayBuffer>, core?: BlockListPlan) {
     super(ctx);
     this.options = o;
-    this.core = core;
     this.segments = core?.split.parts ?? 0;
-    this.listBuf = this.workspace(words.byteLength, 'block_sparse.varlen.lists');
-    ctx.device.queue.writeBuffer(this.listBuf, 0, words);
-  }
-
-  override dispose(): void {
-    this.core?.dispose();
-    super.dispose();
+    this.initLists({ ...o, Tq: o.totalQ, Tk: o.totalK }, words, core, 'block_sparse.varlen.lists');
   }
 
   /** @internal use {@link planBlockSparseVarlen}. */
@@ -163,27 +154,6 @@ export class BlockSparseVarlenPlan extends KernelPlan<BlockSparseTensors> {
       seqs,
     });
     return new BlockSparseVarlenPlan(ctx, o, all, core);
-  }
-
-  run(encoder: GPUCommandEncoder, t: BlockSparseTensors): void {
-    this.assertUsable();
-    const { totalQ, totalK, Hq, Hkv, D, Dv, dtype, outDtype } = this.options;
-    const f = (x: unknown, name: string, rows: number, row: number[], dt: FloatDType | 'f32') =>
-      checkTensor(x, name, { rank: 1 + row.length, shape: [rows, ...row], dtypes: [dt] });
-    const q = f(t?.q, 'q', totalQ, [Hq, D], dtype);
-    const k = f(t.k, 'k', totalK, [Hkv, D], dtype);
-    const v = f(t.v, 'v', totalK, [Hkv, Dv], dtype);
-    const o = f(t.o, 'o', totalQ, [Hq, Dv], outDtype);
-    const lse = t.lse === undefined ? undefined : f(t.lse, 'lse', totalQ, [Hq], 'f32');
-    for (const [x, n] of [
-      [q, 'q'],
-      [k, 'k'],
-      [v, 'v'],
-      [o, 'o'],
-    ] as const)
-      checkBindingSize(this.ctx, x, n);
-    if (!this.core) return; // no query rows in the batch
-    this.core.run(encoder, { q, k, v, lists: { buffer: this.listBuf }, o, lse });
   }
 }
 

@@ -17,10 +17,10 @@ import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } fr
 import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
-import { checkTensor, dtypeCode, isFloatDType, type DType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import { checkHeadDim, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
+import { checkBindings, checkHeadDim, checkRows, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
 import { BlockListPlan } from '../attention/lists.js';
 import { planTopK, TOPK_MAX_K, type TopKPlan } from '../topk/index.js';
 import {
@@ -291,8 +291,7 @@ export abstract class DsaEncoder extends KernelPlan<DsaTensors> {
       );
     const { Hq, Hkv, D, Dv, HI, DI, S, dtype, outDtype } = this.dsaOpts;
     const { T, Tk, width } = this.sizes;
-    const rows = (x: unknown, name: string, n: number, row: number[], dt: DType) =>
-      checkTensor(x, name, { rank: 1 + row.length, shape: [n, ...row], dtypes: [dt] });
+    const rows = checkRows;
     const q = rows(t.q, 'q', T, [Hq, D], dtype);
     const k = rows(t.k, 'k', Tk, [Hkv, D], dtype);
     const v = rows(t.v, 'v', Tk, [Hkv, Dv], dtype);
@@ -302,14 +301,7 @@ export abstract class DsaEncoder extends KernelPlan<DsaTensors> {
     const o = rows(t.o, 'o', T, [Hq, Dv], outDtype);
     const lse = t.lse === undefined ? undefined : rows(t.lse, 'lse', T, [Hq], 'f32');
     const idx = t.indices === undefined ? undefined : rows(t.indices, 'indices', T, [S], 'i32');
-    for (const [x, n] of [
-      [q, 'q'],
-      [k, 'k'],
-      [v, 'v'],
-      [qI, 'qI'],
-      [o, 'o'],
-    ] as const)
-      checkBindingSize(this.ctx, x, n);
+    checkBindings(this.ctx, { q, k, v, qI, o });
     if (idx) checkBindingSize(this.ctx, idx, 'indices');
     const seqs = this.seqs && { buffer: this.seqs };
     for (const c of this.chunkList) {

@@ -16,14 +16,8 @@
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { aliasedOption, optionName } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import {
-  getPipeline,
-  grid2d,
-  wgslProgram,
-  type BindingResource,
-  type Pipeline,
-  type PipelineSpec,
-} from '../../src/gpu/pipeline.js';
+import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
+import type { BindingResource } from '../../src/gpu/pipeline.js';
 import { bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import {
@@ -37,7 +31,13 @@ import {
 import { checkTensor, dtypeCode, isFloatDType, type DType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import { checkHeadDim, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
+import {
+  checkBindings,
+  checkRows,
+  sparseVariant,
+  validateSparseCommon,
+  type GatherTarget,
+} from '../block_sparse/common.js';
 import { BlockListPlan } from '../attention/lists.js';
 import { POOL_PARAMS, poolLoopIterations, poolSegments, poolSpec, poolWorkgroups } from '../moba/pool.js';
 import {
@@ -377,8 +377,7 @@ export abstract class NsaEncoder extends KernelPlan<NsaTensors> {
       fail('E_ARG', 'tensors', 'is not an object;', t, '{ q, k, v, gCmp, gSlc, gSwa?, o, blockIndices? }');
     const { Hq, Hkv, D, Dv, dtype, gateDtype, outDtype, blockCount: S, window } = this.nsaOpts;
     const { T, Tk, NC } = this.sizes;
-    const rows = (x: unknown, name: string, n: number, row: number[], dt: DType) =>
-      checkTensor(x, name, { rank: 1 + row.length, shape: [n, ...row], dtypes: [dt] });
+    const rows = checkRows;
     const q = rows(t.q, 'q', T, [Hq, D], dtype);
     const k = rows(t.k, 'k', Tk, [Hkv, D], dtype);
     const v = rows(t.v, 'v', Tk, [Hkv, Dv], dtype);
@@ -390,13 +389,7 @@ export abstract class NsaEncoder extends KernelPlan<NsaTensors> {
       fail('E_ARG', 'gSwa', 'given but the plan has no window branch;', 'a tensor', 'no gSwa when window = 0');
     const o = rows(t.o, 'o', T, [Hq, Dv], outDtype);
     const bi = t.blockIndices === undefined ? undefined : rows(t.blockIndices, 'blockIndices', T, [Hkv, S], 'i32');
-    for (const [x, n] of [
-      [q, 'q'],
-      [k, 'k'],
-      [v, 'v'],
-      [o, 'o'],
-    ] as const)
-      checkBindingSize(this.ctx, x, n);
+    checkBindings(this.ctx, { q, k, v, o });
     const p = this.passes;
     if (!p) return; // every sequence of the batch empty
     const { ws, u } = this;
@@ -590,18 +583,9 @@ export function validateNsaOptions(opts: NsaOptions): Resolved {
   const variant = opts.variant ?? 'nsa';
   check(variant === 'nsa' || variant === 'fla', 'variant', "'nsa' or 'fla'", variant);
   if (variant === 'fla') check(blockCount >= 1, 'blockCount', 'at least 1', blockCount);
-  const dtype = opts.dtype ?? 'f32';
-  check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
+  const { dtype, outDtype, D, Dv, scale, target } = validateSparseCommon(opts);
   const gateDtype = opts.gateDtype ?? 'f32';
   check(isFloatDType(gateDtype), 'gateDtype', 'one of f32, f16, bf16', gateDtype, 'E_DTYPE');
-  const outDtype = opts.outDtype ?? dtype;
-  check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
-  const D = checkHeadDim(opts.D, 'D', dtype);
-  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv', dtype);
-  const scale = opts.scale ?? 1 / Math.sqrt(D);
-  check(checkF32(scale, 'scale', 'a positive finite number') > 0, 'scale', 'a positive finite number', scale);
-  const target = opts.target ?? 'auto';
-  check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
   return {
     Tq: T,
     T,

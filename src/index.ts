@@ -136,6 +136,11 @@ export {
   BlockSparsePlan,
   type BlockSparseOptions,
   type BlockSparseTensors,
+  planBlockSparseVarlen,
+  blockSparseVarlen,
+  BlockSparseVarlenPlan,
+  type BlockSparseVarlenOptions,
+  type BsrPattern,
 } from '../kernels/block_sparse/index.js';
 export {
   planAttention,

@@ -9,7 +9,7 @@
  * - 9: pinned pages never fill the GPU working set for good.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { useGpu } from './helpers/gpu.js';
+import { patchMethod, useGpu } from './helpers/gpu.js';
 import { adapterFromEnv, requestDevice, type TesseraDevice } from '../src/gpu/device.js';
 import { Rng, TOLERANCE, compare, describeComparison, passes } from '../src/testing.js';
 import { createKvCache, type KvCache } from '../src/kv/cache.js';
@@ -23,6 +23,15 @@ import { planDecode } from '../kernels/dense/decode.js';
 import { attentionReference } from '../kernels/dense/reference.js';
 import { LinearStream } from '../src/stream/linear.js';
 import { byteSize, type GpuTensor } from '../src/tensor.js';
+import type { KernelPlan } from '../src/plan.js';
+import { planMoba, planMobaVarlen } from '../kernels/moba/index.js';
+import { mobaReference } from '../kernels/moba/reference.js';
+import { planNsa, planNsaVarlen } from '../kernels/nsa/index.js';
+import { nsaReference } from '../kernels/nsa/reference.js';
+import { planDsa, planDsaVarlen } from '../kernels/dsa/index.js';
+import { dsaReference } from '../kernels/dsa/reference.js';
+import { planBlockSparse, planBlockSparseVarlen } from '../kernels/block_sparse/index.js';
+import { blockSparseReference } from '../kernels/block_sparse/reference.js';
 
 const gpu = useGpu();
 const VARIANTS = ['cpu', 'gpu'] as const;
@@ -553,4 +562,182 @@ describe('class 9: pins never fill the working set for good', () => {
       }
     });
   }
+});
+
+/**
+ * Issue 11 item 2 for the sparse families: several runs of one plan in one encoder keep their own
+ * parameters. Their plans write nothing with `queue.writeBuffer` at run time (counted here), so no
+ * run can change what an earlier run of the same encoder reads; their workspaces (pooled keys,
+ * scores, selected lists, branch outputs) are written and read by the run's own dispatches, in
+ * encoder order. Two runs with different inputs in one encoder, and in two encoders submitted in
+ * the reverse order, each equal the float64 reference.
+ */
+describe('class 2: runs of one sparse plan in one encoder (MoBA, NSA, DSA, block-sparse; single and varlen)', () => {
+  const Hq = 2;
+  const Hkv = 1;
+  const D = 16;
+  const HI = 2;
+  const DI = 16;
+  type Host = Record<string, Float64Array>;
+  interface Family {
+    name: string;
+    /** Row widths of the inputs (all `[T, ...]`), for slicing a sequence out of the batch. */
+    widths: Record<string, number>;
+    /** The float64 `o` of one sequence of `len` tokens. */
+    ref: (x: Host, len: number) => Float64Array;
+    /** The plan: one sequence of T tokens (`cu` undefined) or the batch `cu`. */
+    plan: (T: number, cu: number[] | undefined, target: 'cpu' | 'gpu') => Promise<KernelPlan<never>>;
+  }
+  const shapes: Record<string, number[]> = {
+    q: [Hq, D],
+    k: [Hkv, D],
+    v: [Hkv, D],
+    gCmp: [Hq],
+    gSlc: [Hq],
+    gSwa: [Hq],
+    qI: [HI, DI],
+    kI: [DI],
+    w: [HI],
+  };
+  const qkv = { q: Hq * D, k: Hkv * D, v: Hkv * D };
+  /** Blocks of 8: block row r sees key block 0 and its own (diagonal) block. */
+  const bandMask = (len: number) => {
+    const indptr = [0];
+    const indices: number[] = [];
+    for (let r = 0; r < Math.ceil(len / 8); r++) {
+      indices.push(...(r ? [0, r] : [0]));
+      indptr.push(indices.length);
+    }
+    return { indptr, indices };
+  };
+  const families: Family[] = [
+    {
+      name: 'moba',
+      widths: qkv,
+      ref: (x, len) => mobaReference(x.q!, x.k!, x.v!, { Tq: len, Hq, Hkv, D, blockSize: 8, topk: 2 }).o,
+      plan: (T, cu, target) =>
+        (cu
+          ? planMobaVarlen(gpu.dev, { cuSeqlens: cu, Hq, Hkv, D, blockSize: 8, topk: 2, target })
+          : planMoba(gpu.dev, { Tq: T, Hq, Hkv, D, blockSize: 8, topk: 2, target })) as Promise<KernelPlan<never>>,
+    },
+    {
+      name: 'nsa',
+      widths: { ...qkv, gCmp: Hq, gSlc: Hq, gSwa: Hq },
+      ref: (x, len) =>
+        nsaReference(
+          x.q!,
+          x.k!,
+          x.v!,
+          { gCmp: x.gCmp!, gSlc: x.gSlc!, gSwa: x.gSwa! },
+          { T: len, Hq, Hkv, D, blockSize: 8, blockCount: 2, window: 12 },
+        ).o,
+      plan: (T, cu, target) => {
+        const o = { Hq, Hkv, D, blockSize: 8, blockCount: 2, window: 12, target };
+        return (cu ? planNsaVarlen(gpu.dev, { cuSeqlens: cu, ...o }) : planNsa(gpu.dev, { Tq: T, ...o })) as Promise<
+          KernelPlan<never>
+        >;
+      },
+    },
+    {
+      name: 'dsa',
+      widths: { ...qkv, qI: HI * DI, kI: DI, w: HI },
+      ref: (x, len) =>
+        dsaReference(x.q!, x.k!, x.v!, { qI: x.qI!, kI: x.kI!, w: x.w! }, { T: len, Hq, Hkv, D, HI, DI, topk: 10 }).o,
+      plan: (T, cu, target) => {
+        const o = { Hq, Hkv, D, HI, DI, topk: 10, target };
+        return (cu ? planDsaVarlen(gpu.dev, { cuSeqlens: cu, ...o }) : planDsa(gpu.dev, { Tq: T, ...o })) as Promise<
+          KernelPlan<never>
+        >;
+      },
+    },
+    {
+      name: 'block-sparse',
+      widths: qkv,
+      ref: (x, len) => blockSparseReference(x.q!, x.k!, x.v!, { Tq: len, Hq, Hkv, D, R: 8, C: 8, ...bandMask(len) }).o,
+      plan: (T, cu, target) => {
+        const o = { Hq, Hkv, D, R: 8, C: 8, target };
+        const lens = cu?.slice(1).map((e, n) => e - cu[n]!);
+        return (
+          lens
+            ? planBlockSparseVarlen(gpu.dev, {
+                cuSeqlens: cu!,
+                ...o,
+                indptr: lens.map((n) => bandMask(n).indptr),
+                indices: lens.map((n) => bandMask(n).indices),
+              })
+            : planBlockSparse(gpu.dev, { Tq: T, ...o, ...bandMask(T) })
+        ) as Promise<KernelPlan<never>>;
+      },
+    },
+  ];
+  const sig = (x: number) => 1 / (1 + Math.exp(-x));
+  /** Inputs of the batch `cu` (one sequence: [0, T]), their GPU tensors and the reference o. */
+  function inputs(f: Family, cu: number[], seed: number) {
+    const T = cu[cu.length - 1]!;
+    const rng = new Rng(seed);
+    const host: Host = {};
+    const tensors: Record<string, GpuTensor> = {};
+    for (const [name, width] of Object.entries(f.widths)) {
+      const vals = rng.normals(T * width).map((x) => Math.fround(name.startsWith('g') ? sig(x) : x));
+      host[name] = vals;
+      tensors[name] = gpu.tensor(vals, [T, ...shapes[name]!]);
+    }
+    tensors.o = gpu.nanTensor([T, Hq, D]);
+    const ref = new Float64Array(T * Hq * D);
+    for (let n = 0; n + 1 < cu.length; n++) {
+      const a = cu[n]!;
+      const len = cu[n + 1]! - a;
+      if (!len) continue;
+      const part: Host = {};
+      for (const [name, width] of Object.entries(f.widths))
+        part[name] = host[name]!.subarray(a * width, (a + len) * width);
+      ref.set(f.ref(part, len), a * Hq * D);
+    }
+    return { tensors, ref };
+  }
+  /** Encodes `plan.run` and counts the queue writes it makes (none: nothing is shared on the queue timeline). */
+  function encode(plan: KernelPlan<never>, enc: GPUCommandEncoder, t: Record<string, GpuTensor>): number {
+    const queue = gpu.dev.device.queue;
+    let writes = 0;
+    const undo = patchMethod(
+      queue,
+      'writeBuffer',
+      (w) => ((...a: unknown[]) => (writes++, (w as (...b: unknown[]) => void).apply(queue, a))) as never,
+    );
+    try {
+      plan.run(enc, t as never);
+    } finally {
+      undo();
+    }
+    return writes;
+  }
+  for (const f of families)
+    for (const [shape, cu] of [
+      ['one sequence', [0, 37]],
+      ['varlen', [0, 5, 29, 29, 40]],
+    ] as const)
+      for (const target of VARIANTS)
+        it(`${f.name} ${shape} (${target}): two runs in one encoder, and in two encoders submitted in reverse, each exact`, async () => {
+          const T = cu[cu.length - 1]!;
+          const plan = await f.plan(T, shape === 'varlen' ? [...cu] : undefined, target);
+          try {
+            const runs = [inputs(f, [...cu], 11), inputs(f, [...cu], 12)];
+            const enc = gpu.dev.device.createCommandEncoder();
+            for (const r of runs) expect(encode(plan, enc, r.tensors), 'queue writes at run time').toBe(0);
+            await gpu.dev.submitAndWait([enc.finish()]);
+            for (const [i, r] of runs.entries())
+              expectClose(await gpu.read(r.tensors.o!), r.ref, `one encoder, run ${i}`);
+            const again = [inputs(f, [...cu], 13), inputs(f, [...cu], 14)];
+            const encs = again.map((r) => {
+              const e = gpu.dev.device.createCommandEncoder();
+              encode(plan, e, r.tensors);
+              return e.finish();
+            });
+            await gpu.dev.submitAndWait([encs[1]!]);
+            await gpu.dev.submitAndWait([encs[0]!]);
+            for (const [i, r] of again.entries()) expectClose(await gpu.read(r.tensors.o!), r.ref, `encoder ${i}`);
+          } finally {
+            plan.dispose();
+          }
+        });
 });

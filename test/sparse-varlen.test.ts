@@ -11,6 +11,7 @@ import { planDsaVarlen } from '../kernels/dsa/index.js';
 import { dsaReference } from '../kernels/dsa/reference.js';
 import { BlockListPlan, type BlockListSeq } from '../kernels/attention/lists.js';
 import { blockSparseReference } from '../kernels/block_sparse/reference.js';
+import { blockSparseVarlen, planBlockSparseVarlen } from '../kernels/block_sparse/index.js';
 import { nsaReference } from '../kernels/nsa/reference.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
@@ -569,4 +570,295 @@ describe('attention core lists over a ragged batch: CSR block masks per sequence
       const cl = compare(await gpu.read(lse), refL);
       expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
     });
+});
+
+interface BsvCase {
+  /** Per sequence [Tq, Tk]. */
+  lens: [number, number][];
+  Hq: number;
+  Hkv: number;
+  D: number;
+  R: number;
+  C: number;
+  P: 1 | 'kv' | 'q';
+  target: 'cpu' | 'gpu';
+  dtype?: FloatDType;
+  causal?: boolean;
+  /** Give cuSeqlensK (else keys = queries per sequence). */
+  keys?: boolean;
+}
+
+/** A random BSR mask of one pattern: block row r keeps each key block with probability 1/2, row `empty` none. */
+function bsrMask(rng: Rng, Tq: number, Tk: number, R: number, C: number, empty: number) {
+  const indptr = [0];
+  const indices: number[] = [];
+  for (let r = 0; r < Math.ceil(Tq / R); r++) {
+    if (r !== empty) for (let b = 0; b < Math.ceil(Tk / C); b++) if (rng.next() < 0.5) indices.push(b);
+    indptr.push(indices.length);
+  }
+  return { indptr, indices };
+}
+
+function bsvSetup(fx: GpuFixture, c: BsvCase, seed: number) {
+  const rng = new Rng(seed);
+  const dt = c.dtype ?? 'f32';
+  const P = c.P === 1 ? 1 : c.P === 'kv' ? c.Hkv : c.Hq;
+  const cuQ = [0];
+  const cuK = [0];
+  for (const [tq, tk] of c.lens) {
+    cuQ.push(cuQ[cuQ.length - 1]! + tq);
+    cuK.push(cuK[cuK.length - 1]! + (c.keys ? tk : tq));
+  }
+  const masks = c.lens.map(([tq, tk], n) => {
+    const Tk = c.keys ? tk : tq;
+    return Array.from({ length: P }, (_, p) => bsrMask(rng, tq, Tk, c.R, c.C, n === 1 && p === 0 ? 0 : -1));
+  });
+  const pick = (f: 'indptr' | 'indices') => masks.map((m) => (P === 1 ? m[0]![f] : m.map((x) => x[f])));
+  const TQ = cuQ[cuQ.length - 1]!;
+  const TK = cuK[cuK.length - 1]!;
+  const { Hq, Hkv, D } = c;
+  const q = roundTo(rng.normals(TQ * Hq * D), dt);
+  const k = roundTo(rng.normals(TK * Hkv * D), dt);
+  const v = roundTo(rng.normals(TK * Hkv * D), dt);
+  const refO = new Float64Array(TQ * Hq * D);
+  const refL = new Float64Array(TQ * Hq);
+  c.lens.forEach((_, n) => {
+    const Tq = cuQ[n + 1]! - cuQ[n]!;
+    const Tk = cuK[n + 1]! - cuK[n]!;
+    if (!Tq) return;
+    const [a, b] = [cuQ[n]!, cuK[n]!];
+    const r = blockSparseReference(
+      q.subarray(a * Hq * D, (a + Tq) * Hq * D),
+      k.subarray(b * Hkv * D, (b + Tk) * Hkv * D),
+      v.subarray(b * Hkv * D, (b + Tk) * Hkv * D),
+      {
+        Tq,
+        Tk,
+        Hq,
+        Hkv,
+        D,
+        R: c.R,
+        C: c.C,
+        indptr: pick('indptr')[n]!,
+        indices: pick('indices')[n]!,
+        causal: c.causal,
+      },
+    );
+    refO.set(r.o, a * Hq * D);
+    refL.set(r.lse, a * Hq);
+  });
+  const options = {
+    cuSeqlens: cuQ,
+    cuSeqlensK: c.keys ? cuK : undefined,
+    Hq,
+    Hkv,
+    D,
+    R: c.R,
+    C: c.C,
+    indptr: pick('indptr'),
+    indices: pick('indices'),
+    causal: c.causal,
+    dtype: c.dtype,
+    target: c.target,
+  };
+  const tensors = () => ({
+    q: fx.tensor(q, [TQ, Hq, D], dt),
+    k: fx.tensor(k, [TK, Hkv, D], dt),
+    v: fx.tensor(v, [TK, Hkv, D], dt),
+    o: fx.nanTensor([TQ, Hq, D], dt),
+    lse: fx.nanTensor([TQ, Hq]),
+  });
+  const check = async (t: ReturnType<typeof tensors>) => {
+    const co = compare(await fx.read(t.o), dt === 'f32' ? refO : roundTo(refO, dt));
+    expect(passes(co, TOLERANCE[dt]), describeComparison(co)).toBe(true);
+    const cl = compare(await fx.read(t.lse), refL);
+    expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
+  };
+  return { options, tensors, check };
+}
+
+async function runBsv(c: BsvCase, fx = gpu, loopLimit?: number) {
+  const s = bsvSetup(fx, c, c.lens.length * 7 + c.R + c.C);
+  const plan = await planBlockSparseVarlen(fx.dev, { ...s.options, loopLimit });
+  const t = s.tensors();
+  const enc = fx.dev.device.createCommandEncoder();
+  plan.run(enc, t);
+  await fx.dev.submitAndWait([enc.finish()]);
+  plan.dispose();
+  await s.check(t);
+  return plan.segments;
+}
+
+// lengths not multiples of R or C, an empty sequence, one shorter than a block; sequence 1's first block row sees nothing
+const BSV_LENS: [number, number][] = [
+  [3, 3],
+  [45, 45],
+  [0, 0],
+  [37, 37],
+  [1, 1],
+  [70, 70],
+];
+
+describe('block-sparse varlen: one dispatch over the batch, one BSR mask per sequence', () => {
+  const cases: BsvCase[] = [
+    { lens: BSV_LENS, Hq: 2, Hkv: 1, D: 16, R: 8, C: 16, P: 1, target: 'cpu' },
+    { lens: BSV_LENS, Hq: 4, Hkv: 2, D: 16, R: 16, C: 8, P: 'kv', target: 'gpu' },
+    { lens: BSV_LENS, Hq: 4, Hkv: 2, D: 16, R: 16, C: 8, P: 'q', target: 'cpu', dtype: 'f16', causal: false },
+    // keys of their own (cuSeqlensK): Tq < Tk bottom-right, an empty query sequence with keys
+    {
+      lens: [
+        [20, 45],
+        [0, 9],
+        [37, 37],
+        [5, 70],
+      ],
+      Hq: 2,
+      Hkv: 1,
+      D: 16,
+      R: 8,
+      C: 16,
+      P: 1,
+      target: 'gpu',
+      keys: true,
+    },
+  ];
+  for (const c of cases)
+    it(`${c.target} shape, P ${c.P}, ${c.dtype ?? 'f32'}${c.causal === false ? ', not causal' : ''}${c.keys ? ', cuSeqlensK' : ''}: equals the per-sequence reference`, async () => {
+      expect(await runBsv(c)).toBe(1);
+    });
+
+  it('loopLimit 1024: rows split in parts (merged), still one dispatch set, equals the reference', async () => {
+    for (const target of ['cpu', 'gpu'] as const) {
+      const parts = await runBsv(
+        {
+          lens: [
+            [5, 5],
+            [700, 700],
+            [0, 0],
+            [131, 131],
+          ],
+          Hq: 2,
+          Hkv: 1,
+          D: 16,
+          R: 64,
+          C: 128,
+          P: 1,
+          target,
+        },
+        gpu,
+        1024,
+      );
+      expect(parts).toBeGreaterThan(1);
+    }
+  });
+
+  it('run creates no buffer, copies nothing and issues the same dispatches for 2 or 6 sequences', async () => {
+    const counts = [];
+    for (const lens of [
+      [
+        [100, 100],
+        [130, 130],
+      ],
+      BSV_LENS,
+    ] as [number, number][][]) {
+      const s = bsvSetup(gpu, { lens, Hq: 2, Hkv: 1, D: 16, R: 8, C: 16, P: 1, target: 'cpu' }, 3);
+      const plan = await planBlockSparseVarlen(gpu.dev, s.options);
+      const t = s.tensors();
+      const n = await countRun(gpu, plan, t);
+      await s.check(t);
+      expect(n.buffers).toBe(0);
+      expect(n.copies).toBe(0);
+      expect(n.passes).toBe(plan.segments);
+      counts.push(n.passes);
+      plan.dispose();
+    }
+    expect(counts).toEqual([1, 1]);
+  });
+
+  it('a batch of only empty sequences runs nothing; the convenience call equals the reference', async () => {
+    const plan = await planBlockSparseVarlen(gpu.dev, {
+      cuSeqlens: [0, 0, 0],
+      Hq: 2,
+      Hkv: 1,
+      D: 16,
+      R: 8,
+      C: 8,
+      indptr: [[0], [0]],
+      indices: [[], []],
+    });
+    const none = {
+      q: gpu.nanTensor([0, 2, 16]),
+      k: gpu.nanTensor([0, 1, 16]),
+      v: gpu.nanTensor([0, 1, 16]),
+      o: gpu.nanTensor([0, 2, 16]),
+    };
+    expect((await countRun(gpu, plan, none)).passes).toBe(0);
+    plan.dispose();
+    const s = bsvSetup(gpu, { lens: BSV_LENS, Hq: 2, Hkv: 2, D: 16, R: 8, C: 8, P: 1, target: 'gpu' }, 4);
+    const t = s.tensors();
+    await blockSparseVarlen(gpu.dev, t, s.options);
+    await s.check(t);
+  });
+
+  it('bad masks are typed errors naming the sequence before anything is planned', async () => {
+    const base = { cuSeqlens: [0, 10, 30], Hq: 2, Hkv: 1, D: 16, R: 8, C: 8 };
+    const ok = {
+      indptr: [
+        [0, 1, 2],
+        [0, 1, 2, 3],
+      ],
+      indices: [
+        [0, 1],
+        [0, 1, 2],
+      ],
+    };
+    await expect(planBlockSparseVarlen(gpu.dev, { ...base, ...ok, indptr: [ok.indptr[0]!] })).rejects.toMatchObject({
+      code: 'E_ARG',
+      argument: 'indptr',
+    });
+    await expect(
+      planBlockSparseVarlen(gpu.dev, {
+        ...base,
+        ...ok,
+        indices: [
+          [0, 1],
+          [0, 1, 4],
+        ],
+      }),
+    ).rejects.toMatchObject({ code: 'E_ARG', argument: 'indices[1][2]' });
+    await expect(
+      planBlockSparseVarlen(gpu.dev, {
+        ...base,
+        ...ok,
+        indptr: [
+          [0, 1, 2],
+          [0, 1, 2],
+        ],
+      }),
+    ).rejects.toMatchObject({ code: 'E_SHAPE', argument: 'indptr[1]' });
+    await expect(
+      planBlockSparseVarlen(gpu.dev, {
+        ...base,
+        indptr: [
+          [0, 1, 2],
+          [
+            [0, 1, 2, 3],
+            [0, 1, 2, 3],
+          ],
+        ],
+        indices: [
+          [0, 1],
+          [
+            [0, 1, 2],
+            [0, 1, 2],
+          ],
+        ],
+        Hkv: 2,
+      }),
+    ).rejects.toMatchObject({ code: 'E_ARG', argument: 'indptr[1]' });
+    await expect(planBlockSparseVarlen(gpu.dev, { ...base, ...ok, cuSeqlensK: [0, 10] })).rejects.toMatchObject({
+      code: 'E_ARG',
+      argument: 'cuSeqlensK',
+    });
+  });
 });

@@ -27,6 +27,7 @@ import { mergePartsPerSegment } from '../merge/merge.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import coreWgsl from './attention.wgsl.js';
 import coreSgWgsl from './attention_sg.wgsl.js';
+import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
 import { coreSgEntry } from './attention_sg.js';
 import { KV_DTYPES, kvDtypeCode, pageLayout, type KvDType, type PageLayout } from './page.js';
 import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
@@ -256,7 +257,15 @@ export function attentionProgram(D: number, Dv: number, rows = 1, subgroups = fa
   const header = `const WG: u32 = ${WG}u;\nconst BK: u32 = ${BK}u;\nconst D: u32 = ${D}u;\nconst DV: u32 = ${Dv}u;\nconst QN: u32 = ${D / 4}u;\nconst VN: u32 = ${Dv / 4}u;\nconst QN8: u32 = ${8 * Math.ceil(D / 32)}u;\nconst VN8: u32 = ${8 * Math.ceil(Dv / 32)}u;\nconst AN: u32 = ${Math.ceil(Dv / 4 / WG)}u;\nconst ROWS: u32 = ${rows}u;\n`;
   return wgslProgram(
     `attention/core/${D}x${Dv}${rows > 1 ? `r${rows}` : ''}${subgroups ? '+sg' : ''}`,
-    [storageWgsl, CORE_PARAMS.wgsl, header, coreWgsl, loads(), ...(subgroups ? [coreSgWgsl, coreSgEntry(rows)] : [])],
+    [
+      storageWgsl,
+      CORE_PARAMS.wgsl,
+      header,
+      coreWgsl,
+      raggedSeqWgsl,
+      loads(),
+      ...(subgroups ? [coreSgWgsl, coreSgEntry(rows)] : []),
+    ],
     subgroups ? ['subgroups'] : [],
   );
 }

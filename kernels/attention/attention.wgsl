@@ -116,9 +116,11 @@ struct Seg {
 // t - q0 + posoff, and its keys are rows [kv0, kv0 + keys) of k and v (w.kv0; w.seg[2] = keys).
 // Causal token lists hold at most pos + 1 words that count (a top-k over the visible keys puts
 // its -1 slots last): the row reads only those.
+// The sequence is found by shaders/ragged_seq.wgsl (field 1: word 2 + s * SEQ_WORDS), over this
+// table accessor.
 const SEQ_WORDS: u32 = 8u;
 
-fn seq_word(i: u32) -> u32 {
+fn ragged_table(i: u32) -> u32 {
   return seq_table[i];
 }
 
@@ -139,25 +141,15 @@ fn load_row_lists(p: u32, r: u32) -> Row {
   w.kv0 = 0u;
   w.seg[2] = params.b_keys;
   if (params.b_t0 == 0xffffffffu) {
-    t = seq_word(1u) + tr;
-    var lo = 0u;
-    var hi = seq_word(0u);
-    while (hi - lo > 1u) {
-      let mid = (lo + hi) / 2u;
-      if (seq_word(2u + mid * SEQ_WORDS) <= t) {
-        lo = mid;
-      } else {
-        hi = mid;
-      }
-    }
-    let e = 2u + lo * SEQ_WORDS;
-    tl = t - seq_word(e);
-    w.kv0 = seq_word(e + 1u);
-    w.seg[2] = seq_word(e + 2u);
-    tpos = i32(tl) + bitcast<i32>(seq_word(e + 3u));
-    lbase = seq_word(e + 4u);
-    ptr = seq_word(e + 5u);
-    mb = seq_word(e + 6u);
+    t = ragged_table(1u) + tr;
+    let e = 2u + ragged_seq(t, SEQ_WORDS, 1u) * SEQ_WORDS;
+    tl = t - ragged_table(e);
+    w.kv0 = ragged_table(e + 1u);
+    w.seg[2] = ragged_table(e + 2u);
+    tpos = i32(tl) + bitcast<i32>(ragged_table(e + 3u));
+    lbase = ragged_table(e + 4u);
+    ptr = ragged_table(e + 5u);
+    mb = ragged_table(e + 6u);
   }
   w.r = t * params.hq + w.hq;
   w.out = select((params.part_base + p) * params.l_rows + tr * params.hq + w.hq, w.r, params.part_count == 1u);

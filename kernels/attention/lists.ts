@@ -14,8 +14,9 @@
  * Ragged batches (`seqs`): one plan attends every sequence of a batch in one dispatch (plus the
  * merge when split). Each sequence names its first query row, first key row, key count, position
  * offset and the word offset of its lists; the table is a small storage buffer written once at plan
- * time and bound in the core's otherwise unused sink slot, so q, k, v, o and lse are read and
- * written in place at every sequence's own rows (no staging copies, whatever the row alignment).
+ * time and bound as the core's `seq_table` (a row finds its sequence with shaders/ragged_seq.wgsl,
+ * the varlen kernels' search), so q, k, v, o and lse are read and written in place at every
+ * sequence's own rows (no staging copies, whatever the row alignment).
  *
  * On loop-capped adapters (llvmpipe) one invocation may walk only part of a row's list: the plan
  * splits each list into parts of whole entries (or of key ranges inside one long entry) under
@@ -190,7 +191,7 @@ export function blockListParts(
 
 /**
  * Loop trips one invocation of a batched kernel spends finding its sequence among `n` by binary
- * search (the core's block lists here, the varlen selection kernels through shaders/ragged_seq.wgsl).
+ * search (shaders/ragged_seq.wgsl: the core's block lists here and the varlen selection kernels).
  *
  * @example
  * raggedSearchTrips(7); // 5

@@ -4,19 +4,19 @@
  * f16 / bf16 storage. One dispatch of the attention core (kernels/attention, key source 3: block
  * lists): the R rows of a block row read its CSR list of key blocks in place.
  */
-import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
+import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { planLoopLimit, withLoopLimit } from '../../src/gpu/segments.js';
 import {
   KernelPlan,
   checkAttentionSizes,
-  checkBindingSize,
   runOnceAndDispose,
   attentionSizesOf,
+  type AttentionSizes,
 } from '../../src/plan.js';
-import { checkTensor, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import { type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { BlockListPlan } from '../attention/lists.js';
-import { checkHeadDim, sparseVariant, type GatherTarget } from './common.js';
+import { checkBindings, checkRows, sparseVariant, validateSparseCommon, type GatherTarget } from './common.js';
 
 export interface BlockSparseOptions {
   /** Query rows. */
@@ -71,13 +71,7 @@ export interface BlockSparseTensors {
   lse?: GpuTensor;
 }
 
-interface Resolved {
-  Tq: number;
-  Tk: number;
-  Hq: number;
-  Hkv: number;
-  D: number;
-  Dv: number;
+interface Resolved extends AttentionSizes {
   R: number;
   C: number;
   causal: boolean;
@@ -89,6 +83,49 @@ interface Resolved {
   MB: number;
   indptr: Uint32Array<ArrayBuffer>;
   indices: Int32Array<ArrayBuffer>;
+  maxEntries: number;
+}
+
+/**
+ * @internal What both block-sparse plans share: the list buffer (written once, at plan time), the
+ * tensor checks and the encode (one core dispatch reading the lists in place). BlockSparsePlan
+ * (one mask) and BlockSparseVarlenPlan (a mask per sequence, kernels/block_sparse/varlen.ts)
+ * differ only in how they plan.
+ */
+export abstract class BlockSparseEncoder extends KernelPlan<BlockSparseTensors> {
+  private rows!: AttentionSizes;
+  private core?: BlockListPlan;
+  private listBuf!: GPUBuffer;
+
+  /** Uploads the list words; `core` undefined: nothing to encode (a batch without query rows). */
+  protected initLists(
+    rows: AttentionSizes,
+    words: Uint32Array<ArrayBuffer>,
+    core: BlockListPlan | undefined,
+    label: string,
+  ) {
+    this.rows = rows;
+    this.core = core;
+    this.listBuf = this.workspace(words.byteLength, label);
+    this.ctx.device.queue.writeBuffer(this.listBuf, 0, words);
+  }
+
+  override dispose(): void {
+    this.core?.dispose();
+    super.dispose();
+  }
+
+  run(encoder: GPUCommandEncoder, t: BlockSparseTensors): void {
+    this.assertUsable();
+    const { Tq, Tk, Hq, Hkv, D, Dv, dtype, outDtype } = this.rows;
+    const q = checkRows(t?.q, 'q', Tq, [Hq, D], dtype);
+    const k = checkRows(t.k, 'k', Tk, [Hkv, D], dtype);
+    const v = checkRows(t.v, 'v', Tk, [Hkv, Dv], dtype);
+    const o = checkRows(t.o, 'o', Tq, [Hq, Dv], outDtype);
+    const lse = t.lse === undefined ? undefined : checkRows(t.lse, 'lse', Tq, [Hq], 'f32');
+    checkBindings(this.ctx, { q, k, v, o });
+    this.core?.run(encoder, { q, k, v, lists: { buffer: this.listBuf }, o, lse });
+  }
 }
 
 /**
@@ -101,10 +138,8 @@ interface Resolved {
  * plan.run(encoder, { q, k, v, o, lse });
  * plan.dispose();
  */
-export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
+export class BlockSparsePlan extends BlockSparseEncoder {
   readonly options: Readonly<Resolved>;
-  private readonly core: BlockListPlan;
-  private readonly listBuf: GPUBuffer;
   /**
    * Parts of each row's block list per run: 1, or more on a loop-capped device (llvmpipe) when
    * one invocation would walk too many keys (the longest block row's blocks x C keys); the parts
@@ -117,21 +152,14 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
   private constructor(ctx: TesseraDevice, o: Resolved, core: BlockListPlan) {
     super(ctx);
     this.options = o;
-    this.core = core;
     // The core's CSR list: the table [P, MB + 1] then the block ids, one buffer.
     const ptrWords = o.indptr.length;
     const words = new Uint32Array(ptrWords + o.indices.length);
     words.set(o.indptr);
     words.set(new Uint32Array(o.indices.buffer, o.indices.byteOffset, o.indices.length), ptrWords);
-    this.listBuf = this.workspace(words.byteLength, 'block_sparse.lists');
-    ctx.device.queue.writeBuffer(this.listBuf, 0, words);
+    this.initLists(o, words, core, 'block_sparse.lists');
     this.segments = core.split.parts;
     this.loopIterations = core.split.loopIterations;
-  }
-
-  override dispose(): void {
-    this.core.dispose();
-    super.dispose();
   }
 
   /** @internal use {@link planBlockSparse}. */
@@ -139,11 +167,6 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
     const ctx = ctxOf(device);
     const o = validateBlockSparseOptions(opts);
     checkAttentionSizes(ctx, o);
-    // The longest block row (over all patterns): the list loop's bound.
-    let entries = 0;
-    for (let p = 0; p < o.P; p++)
-      for (let r = 0; r < o.MB; r++)
-        entries = Math.max(entries, o.indptr[p * (o.MB + 1) + r + 1]! - o.indptr[p * (o.MB + 1) + r]!);
     const ptrWords = o.indptr.length;
     const core = await BlockListPlan.create(withLoopLimit(ctx, planLoopLimit(ctx, opts.loopLimit)), {
       Tq: o.Tq,
@@ -159,7 +182,7 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
       ptr: 0,
       base: ptrWords,
       block: o.C,
-      maxEntries: entries,
+      maxEntries: o.maxEntries,
       posOff: o.Tk - o.Tq,
       causal: o.causal,
       scale: o.scale,
@@ -170,58 +193,75 @@ export class BlockSparsePlan extends KernelPlan<BlockSparseTensors> {
     });
     return new BlockSparsePlan(ctx, o, core);
   }
-
-  run(encoder: GPUCommandEncoder, t: BlockSparseTensors): void {
-    this.assertUsable();
-    const { Tq, Tk, Hq, Hkv, D, Dv, dtype, outDtype } = this.options;
-    const q = checkTensor(t?.q, 'q', { rank: 3, shape: [Tq, Hq, D], dtypes: [dtype] });
-    const k = checkTensor(t.k, 'k', { rank: 3, shape: [Tk, Hkv, D], dtypes: [dtype] });
-    const v = checkTensor(t.v, 'v', { rank: 3, shape: [Tk, Hkv, Dv], dtypes: [dtype] });
-    const o = checkTensor(t.o, 'o', { rank: 3, shape: [Tq, Hq, Dv], dtypes: [outDtype] });
-    const lse =
-      t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [Tq, Hq], dtypes: ['f32'] });
-    for (const [x, n] of [
-      [q, 'q'],
-      [k, 'k'],
-      [v, 'v'],
-      [o, 'o'],
-    ] as const)
-      checkBindingSize(this.ctx, x, n);
-    this.core.run(encoder, { q, k, v, lists: { buffer: this.listBuf }, o, lse });
-  }
 }
 
 function validateBlockSparseOptions(opts: BlockSparseOptions): Resolved {
   if (opts === null || typeof opts !== 'object') fail('E_ARG', 'options', 'missing;', opts, 'an options object');
   const Tq = checkInt(opts.Tq, 'Tq', { min: 1 });
   const Tk = checkInt(opts.Tk ?? Tq, 'Tk', { min: 1 });
+  const c = validateBlockSparseCommon(opts);
+  const m = validateBsrMask(opts.indptr, opts.indices, { Tq, Tk, R: c.R, C: c.C, Hq: c.Hq, Hkv: c.Hkv });
+  return { Tq, Tk, ...c, ...m };
+}
+
+/** @internal The options of every block-sparse plan besides the sizes and the mask (also the varlen plan's). */
+export function validateBlockSparseCommon(opts: Omit<BlockSparseOptions, 'Tq' | 'Tk' | 'indptr' | 'indices'>) {
   const Hq = checkInt(opts.Hq, 'Hq', { min: 1 });
   const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1 });
   check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq);
   const R = checkInt(opts.R, 'R', { min: 1 });
   if (R > 256) fail('E_UNSUPPORTED', 'R', 'query block sizes above 256 are not supported;', R, 'at most 256');
   const C = checkInt(opts.C, 'C', { min: 1 });
+  const causal = opts.causal ?? true;
+  check(typeof causal === 'boolean', 'causal', 'a boolean', causal);
+  return { Hq, Hkv, R, C, causal, ...validateSparseCommon(opts) };
+}
+
+/** One validated BSR mask: the core's CSR table `[P, MB + 1]` (offsets into `indices`) and the block ids. */
+export interface BsrMask {
+  P: number;
+  MB: number;
+  indptr: Uint32Array<ArrayBuffer>;
+  indices: Int32Array<ArrayBuffer>;
+  /** The longest block row over all patterns (the list loop's bound). */
+  maxEntries: number;
+}
+
+/**
+ * @internal Validates one BSR mask (one pattern, or P = Hkv / Hq patterns) for `Tq` query rows and
+ * `Tk` keys; errors name `name` (`indptr`, or `indptr[n]` for sequence n of a batch) and the
+ * matching `indices` argument.
+ */
+export function validateBsrMask(
+  indptrIn: ArrayLike<number> | ArrayLike<number>[],
+  indicesIn: ArrayLike<number> | ArrayLike<number>[],
+  s: { Tq: number; Tk: number; R: number; C: number; Hq: number; Hkv: number; name?: string; P?: number },
+): BsrMask {
+  const { Tq, Tk, R, C, Hq, Hkv } = s;
+  const ptrName = `indptr${s.name ?? ''}`;
+  const idxName = `indices${s.name ?? ''}`;
   const MB = Math.ceil(Tq / R);
   const NBk = Math.ceil(Tk / C);
-  const perHead =
-    Array.isArray(opts.indptr) && opts.indptr.length > 0 && typeof (opts.indptr as unknown[])[0] === 'object';
-  const ptrs = (perHead ? opts.indptr : [opts.indptr]) as ArrayLike<number>[];
-  const idxs = (perHead ? opts.indices : [opts.indices]) as ArrayLike<number>[];
+  const perHead = Array.isArray(indptrIn) && indptrIn.length > 0 && typeof (indptrIn as unknown[])[0] === 'object';
+  const ptrs = (perHead ? indptrIn : [indptrIn]) as ArrayLike<number>[];
+  const idxs = (perHead ? indicesIn : [indicesIn]) as ArrayLike<number>[];
   const P = ptrs.length;
-  check(P === 1 || P === Hkv || P === Hq, 'indptr', `one pattern, Hkv = ${Hkv} or Hq = ${Hq} patterns`, P);
+  check(P === 1 || P === Hkv || P === Hq, ptrName, `one pattern, Hkv = ${Hkv} or Hq = ${Hq} patterns`, P);
+  if (s.P !== undefined) check(P === s.P, ptrName, `${s.P} patterns, as the first sequence`, P);
   check(
     Array.isArray(idxs) && idxs.length === P,
-    'indices',
+    idxName,
     `${P} index lists (one per indptr pattern)`,
     Array.isArray(idxs) ? idxs.length : typeof idxs,
   );
   const indptr = new Uint32Array(P * (MB + 1));
   let total = 0;
+  let maxEntries = 0;
   for (let p = 0; p < P; p++) {
     const ip = ptrs[p];
     const ix = idxs[p];
-    const nm = P > 1 ? `indptr[${p}]` : 'indptr';
-    const nx = P > 1 ? `indices[${p}]` : 'indices';
+    const nm = P > 1 ? `${ptrName}[${p}]` : ptrName;
+    const nx = P > 1 ? `${idxName}[${p}]` : idxName;
     if (!ip || typeof ip.length !== 'number' || ip.length !== MB + 1)
       fail('E_SHAPE', nm, 'has the wrong length;', ip?.length, `ceil(Tq / R) + 1 = ${MB + 1}`);
     if (!ix || typeof ix.length !== 'number') fail('E_ARG', nx, 'is not an array;', typeof ix, 'an array of block ids');
@@ -233,13 +273,14 @@ function validateBlockSparseOptions(opts: BlockSparseOptions): Resolved {
       const b = ip[r + 1]!;
       if (!Number.isInteger(b) || b < a)
         fail('E_ARG', `${nm}[${r + 1}]`, 'must be a non-decreasing integer;', b, `>= ${a}`);
+      maxEntries = Math.max(maxEntries, b - a);
       const seen = new Set<number>();
-      for (let s = a; s < b; s++) {
-        const x = ix[s]!;
+      for (let j = a; j < b; j++) {
+        const x = ix[j]!;
         if (!Number.isInteger(x) || x < 0 || x >= NBk)
-          fail('E_ARG', `${nx}[${s}]`, 'is out of range;', x, `a key block id in [0, ${NBk})`);
+          fail('E_ARG', `${nx}[${j}]`, 'is out of range;', x, `a key block id in [0, ${NBk})`);
         if (seen.has(x))
-          fail('E_ARG', `${nx}[${s}]`, `repeats block ${x} in block row ${r};`, x, 'distinct block ids per block row');
+          fail('E_ARG', `${nx}[${j}]`, `repeats block ${x} in block row ${r};`, x, 'distinct block ids per block row');
         seen.add(x);
       }
     }
@@ -249,22 +290,10 @@ function validateBlockSparseOptions(opts: BlockSparseOptions): Resolved {
   const indices = new Int32Array(total);
   let off = 0;
   for (const ix of idxs) {
-    for (let s = 0; s < ix.length; s++) indices[off + s] = ix[s]!;
+    for (let j = 0; j < ix.length; j++) indices[off + j] = ix[j]!;
     off += ix.length;
   }
-  const causal = opts.causal ?? true;
-  check(typeof causal === 'boolean', 'causal', 'a boolean', causal);
-  const dtype = opts.dtype ?? 'f32';
-  check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
-  const outDtype = opts.outDtype ?? dtype;
-  check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
-  const D = checkHeadDim(opts.D, 'D', dtype);
-  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv', dtype);
-  const scale = opts.scale ?? 1 / Math.sqrt(D);
-  check(checkF32(scale, 'scale', 'a positive finite number') > 0, 'scale', 'a positive finite number', scale);
-  const target = opts.target ?? 'auto';
-  check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
-  return { Tq, Tk, Hq, Hkv, D, Dv, R, C, causal, scale, dtype, outDtype, target, P, MB, indptr, indices };
+  return { P, MB, indptr, indices, maxEntries };
 }
 
 /**

@@ -1,10 +1,12 @@
 /**
  * What the sparse families (block_sparse, MoBA, NSA, DSA) share besides the attention core
- * (kernels/attention, key source 3, lists.ts): the kernel-variant option and the head-dim check.
+ * (kernels/attention, key source 3, lists.ts): the kernel-variant option, the head-dim check, the
+ * storage / scale / target option rules and the run-time tensor checks.
  */
-import { fail } from '../../src/errors.js';
+import { check, checkF32, fail } from '../../src/errors.js';
 import type { TesseraDevice } from '../../src/gpu/device.js';
-import type { FloatDType } from '../../src/tensor.js';
+import { checkBindingSize } from '../../src/plan.js';
+import { checkTensor, isFloatDType, type DType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import type { KernelTarget } from '../../src/options.js';
 
 /** Kernel shape option (`target`) of the sparse families: the shared {@link KernelTarget}. */
@@ -41,4 +43,54 @@ export function checkHeadDim(v: number, argument: string, dtype: FloatDType = 'f
       'a multiple of 8',
     );
   return v;
+}
+
+/**
+ * The option rules every sparse family shares: q/k/v storage `dtype` (default f32), `outDtype`
+ * (default dtype), head dims `D` and `Dv` (default D) as {@link checkHeadDim}, `scale` (default
+ * 1/sqrt(D)) and the kernel `target`; errors name the option.
+ *
+ * @example
+ * const { dtype, outDtype, D, Dv, scale, target } = validateSparseCommon(opts);
+ */
+export function validateSparseCommon(opts: {
+  D: number;
+  Dv?: number;
+  dtype?: FloatDType;
+  outDtype?: FloatDType;
+  scale?: number;
+  target?: GatherTarget;
+}): { dtype: FloatDType; outDtype: FloatDType; D: number; Dv: number; scale: number; target: GatherTarget } {
+  const dtype = opts.dtype ?? 'f32';
+  check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
+  const outDtype = opts.outDtype ?? dtype;
+  check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
+  const D = checkHeadDim(opts.D, 'D', dtype);
+  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv', dtype);
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  check(checkF32(scale, 'scale', 'a positive finite number') > 0, 'scale', 'a positive finite number', scale);
+  const target = opts.target ?? 'auto';
+  check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
+  return { dtype, outDtype, D, Dv, scale, target };
+}
+
+/**
+ * A run's tensor `x` checked as `[rows, ...row]` of `dtype` (errors name `name`).
+ *
+ * @example
+ * const q = checkRows(t.q, 'q', Tq, [Hq, D], dtype);
+ */
+export function checkRows(x: unknown, name: string, rows: number, row: readonly number[], dtype: DType): GpuTensor {
+  return checkTensor(x, name, { rank: 1 + row.length, shape: [rows, ...row], dtypes: [dtype] });
+}
+
+/**
+ * Checks that every tensor (keyed by its argument name) is on this device and fits one storage
+ * binding (`checkBindingSize`).
+ *
+ * @example
+ * checkBindings(ctx, { q, k, v, o });
+ */
+export function checkBindings(ctx: TesseraDevice, tensors: Readonly<Record<string, GpuTensor>>): void {
+  for (const name in tensors) checkBindingSize(ctx, tensors[name]!, name);
 }

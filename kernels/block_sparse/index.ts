@@ -5,3 +5,10 @@ export {
   type BlockSparseOptions,
   type BlockSparseTensors,
 } from './block_sparse.js';
+export {
+  planBlockSparseVarlen,
+  blockSparseVarlen,
+  BlockSparseVarlenPlan,
+  type BlockSparseVarlenOptions,
+  type BsrPattern,
+} from './varlen.js';

@@ -20,7 +20,7 @@ import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispo
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import { checkHeadDim, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
+import { checkBindings, checkHeadDim, checkRows, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
 import { BlockListPlan } from '../attention/lists.js';
 import { planTopK, TOPK_MAX_K, type TopKPlan } from '../topk/index.js';
 import {
@@ -204,6 +204,140 @@ interface Splits {
   loopIterations: number;
 }
 
+/** A pipeline of either indexer (bound by name; the batch's also binds `seqs`). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyPipeline = Pipeline<any>;
+
+/**
+ * @internal The sizes a DSA plan encodes: T query rows over Tk key rows, index scores `width`
+ * wide (one sequence: Tk; a ragged batch: its longest sequence), keys at position
+ * t + posOff for row t (one sequence: Tk - T; a batch: 0, per sequence).
+ */
+export interface DsaSizes {
+  T: number;
+  Tk: number;
+  width: number;
+  posOff: number;
+}
+
+/**
+ * @internal What every DSA plan shares: the score and selection workspaces, the chunks' indexer
+ * uniforms, the tensor checks and the encode (per row chunk: indexer, top-k, attention).
+ * DsaPlan (one sequence) and DsaVarlenPlan (a ragged batch, whose indexer also binds the sequence
+ * table `seqs` and whose chunks never keep every token) differ only in how they plan.
+ */
+export abstract class DsaEncoder extends KernelPlan<DsaTensors> {
+  private dsaOpts!: Resolved;
+  private sizes!: DsaSizes;
+  private indexer?: AnyPipeline;
+  private chunkList!: Chunk[];
+  private scores!: GPUBuffer;
+  private sel!: GPUBuffer;
+  private allList!: GPUBuffer;
+  private seqs?: GPUBuffer;
+
+  /**
+   * Allocates the workspaces (scores and selection of one chunk of `rowChunk` rows) and one
+   * indexer uniform per chunk and segment; `seqs`: the batch table (then `indices` is refused).
+   */
+  protected initDsa(
+    o: Resolved,
+    n: DsaSizes,
+    rowChunk: number,
+    chunks: readonly { T0: number; rows: number; all: boolean; core: BlockListPlan; topk: TopKPlan }[],
+    indexer: { pipeline?: AnyPipeline; segs: readonly Segment[] },
+    seqs?: GPUBuffer,
+  ): void {
+    this.dsaOpts = o;
+    this.sizes = n;
+    this.indexer = indexer.pipeline;
+    this.seqs = seqs;
+    this.scores = this.workspace(rowChunk * n.width * 4, 'dsa.scores');
+    this.sel = this.workspace(rowChunk * o.S * 4, 'dsa.selection');
+    this.allList = this.workspace(16, 'dsa.allKeys');
+    this.ctx.device.queue.writeBuffer(this.allList, 0, new Uint32Array(4));
+    this.chunkList = chunks.map((c) => ({
+      ...c,
+      indexer: indexer.segs.map((seg) =>
+        this.uniform(DSA_INDEXER_PARAMS, {
+          rows: c.rows,
+          T0: c.T0,
+          Tk: n.width,
+          HI: o.HI,
+          POSOFF: n.posOff,
+          ...segmentUniforms(seg),
+        }),
+      ),
+    }));
+  }
+
+  override dispose(): void {
+    for (const t of new Set(this.chunkList?.map((c) => c.topk))) t.dispose();
+    for (const c of this.chunkList ?? []) c.core.dispose();
+    super.dispose();
+  }
+
+  run(encoder: GPUCommandEncoder, t: DsaTensors): void {
+    this.assertUsable();
+    if (t === null || typeof t !== 'object')
+      fail('E_ARG', 'tensors', 'is not an object;', t, '{ q, k, v, qI, kI, w, o, lse?, indices? }');
+    if (this.seqs && t.indices !== undefined)
+      fail(
+        'E_UNSUPPORTED',
+        'indices',
+        'is not offered for ragged batches;',
+        'a tensor',
+        'no indices (plan each sequence with planDsa to get them)',
+      );
+    const { Hq, Hkv, D, Dv, HI, DI, S, dtype, outDtype } = this.dsaOpts;
+    const { T, Tk, width } = this.sizes;
+    const rows = checkRows;
+    const q = rows(t.q, 'q', T, [Hq, D], dtype);
+    const k = rows(t.k, 'k', Tk, [Hkv, D], dtype);
+    const v = rows(t.v, 'v', Tk, [Hkv, Dv], dtype);
+    const qI = rows(t.qI, 'qI', T, [HI, DI], dtype);
+    const kI = rows(t.kI, 'kI', Tk, [DI], dtype);
+    const w = rows(t.w, 'w', T, [HI], dtype);
+    const o = rows(t.o, 'o', T, [Hq, Dv], outDtype);
+    const lse = t.lse === undefined ? undefined : rows(t.lse, 'lse', T, [Hq], 'f32');
+    const idx = t.indices === undefined ? undefined : rows(t.indices, 'indices', T, [S], 'i32');
+    checkBindings(this.ctx, { q, k, v, qI, o });
+    if (idx) checkBindingSize(this.ctx, idx, 'indices');
+    const seqs = this.seqs && { buffer: this.seqs };
+    for (const c of this.chunkList) {
+      const scores = { buffer: this.scores, shape: [c.rows, width], dtype: 'f32' as const };
+      const sel = { buffer: this.sel, shape: [c.rows, S], dtype: 'i32' as const };
+      // rows that keep every causal token need the index scores only for the optional output
+      if (!c.all || idx) {
+        for (const u of c.indexer)
+          this.dispatch(
+            encoder,
+            this.indexer!,
+            {
+              qi_buf: res(qI),
+              ki_buf: res(kI),
+              w_buf: res(w),
+              scores: res(scores),
+              params: { buffer: u },
+              seqs,
+            } as never,
+            grid2d(this.ctx, Math.ceil((c.rows * Math.ceil(width / 4)) / WG)),
+          );
+        c.topk.run(encoder, { scores, indices: sel });
+        if (idx) encoder.copyBufferToBuffer(this.sel, 0, idx.buffer, (idx.offset ?? 0) + c.T0 * S * 4, c.rows * S * 4);
+      }
+      c.core.run(encoder, {
+        q,
+        k,
+        v,
+        lists: c.all ? { buffer: this.allList, size: 16 } : { buffer: this.sel, size: c.rows * S * 4 },
+        o,
+        lse,
+      });
+    }
+  }
+}
+
 /**
  * Row chunks: rows whose position t + posOff is below S keep every causal token (`all`), then the
  * rest, each cut to `rowChunk`.
@@ -231,13 +365,8 @@ function chunkRows(
  * plan.run(encoder, { q, k, v, qI, kI, w, o });
  * plan.dispose();
  */
-export class DsaPlan extends KernelPlan<DsaTensors> {
+export class DsaPlan extends DsaEncoder {
   readonly options: Readonly<Resolved>;
-  private readonly indexer: IndexerPipeline;
-  private readonly chunks: Chunk[];
-  private readonly scores: GPUBuffer;
-  private readonly sel: GPUBuffer;
-  private readonly allList: GPUBuffer;
   /**
    * Dispatches per row chunk: 1 each, more on a loop-capped device (llvmpipe) where one
    * invocation would run too many loop iterations (many index heads); for the attention, the
@@ -267,21 +396,13 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
       ...cores.map((c) => c.split.loopIterations),
       ...[...topks.values()].map((t) => t.loopIterations),
     );
-    this.indexer = indexer;
-    this.scores = this.workspace(o.rowChunk * o.Tk * 4, 'dsa.scores');
-    this.sel = this.workspace(o.rowChunk * o.S * 4, 'dsa.selection');
-    this.allList = this.workspace(16, 'dsa.allKeys');
-    ctx.device.queue.writeBuffer(this.allList, 0, new Uint32Array(4));
-    this.chunks = chunkList.map(({ T0, rows, all }, i) => ({
-      T0,
-      rows,
-      all,
-      indexer: splits.indexer.map((seg) =>
-        this.uniform(DSA_INDEXER_PARAMS, { rows, T0, Tk: o.Tk, HI: o.HI, POSOFF: o.Tk - o.T, ...segmentUniforms(seg) }),
-      ),
-      core: cores[i]!,
-      topk: topks.get(rows)!,
-    }));
+    this.initDsa(
+      o,
+      { T: o.T, Tk: o.Tk, width: o.Tk, posOff: o.Tk - o.T },
+      o.rowChunk,
+      chunkList.map((c, i) => ({ ...c, core: cores[i]!, topk: topks.get(c.rows)! })),
+      { pipeline: indexer, segs: splits.indexer },
+    );
   }
 
   /** @internal use {@link planDsa}. */
@@ -344,65 +465,6 @@ export class DsaPlan extends KernelPlan<DsaTensors> {
       topks,
       splits,
     );
-  }
-
-  override dispose(): void {
-    for (const c of this.chunks) {
-      c.topk.dispose();
-      c.core.dispose();
-    }
-    super.dispose();
-  }
-
-  run(encoder: GPUCommandEncoder, t: DsaTensors): void {
-    this.assertUsable();
-    const { T, Tk, Hq, Hkv, D, Dv, HI, DI, S, dtype, outDtype } = this.options;
-    const q = checkTensor(t?.q, 'q', { rank: 3, shape: [T, Hq, D], dtypes: [dtype] });
-    const k = checkTensor(t.k, 'k', { rank: 3, shape: [Tk, Hkv, D], dtypes: [dtype] });
-    const v = checkTensor(t.v, 'v', { rank: 3, shape: [Tk, Hkv, Dv], dtypes: [dtype] });
-    const qI = checkTensor(t.qI, 'qI', { rank: 3, shape: [T, HI, DI], dtypes: [dtype] });
-    const kI = checkTensor(t.kI, 'kI', { rank: 2, shape: [Tk, DI], dtypes: [dtype] });
-    const w = checkTensor(t.w, 'w', { rank: 2, shape: [T, HI], dtypes: [dtype] });
-    const o = checkTensor(t.o, 'o', { rank: 3, shape: [T, Hq, Dv], dtypes: [outDtype] });
-    const lse =
-      t.lse === undefined ? undefined : checkTensor(t.lse, 'lse', { rank: 2, shape: [T, Hq], dtypes: ['f32'] });
-    const idx =
-      t.indices === undefined
-        ? undefined
-        : checkTensor(t.indices, 'indices', { rank: 2, shape: [T, S], dtypes: ['i32'] });
-    for (const [x, n] of [
-      [q, 'q'],
-      [k, 'k'],
-      [v, 'v'],
-      [qI, 'qI'],
-      [o, 'o'],
-    ] as const)
-      checkBindingSize(this.ctx, x, n);
-    if (idx) checkBindingSize(this.ctx, idx, 'indices');
-    for (const c of this.chunks) {
-      const scores = { buffer: this.scores, shape: [c.rows, Tk], dtype: 'f32' as const };
-      const sel = { buffer: this.sel, shape: [c.rows, S], dtype: 'i32' as const };
-      // rows that keep every causal token need the index scores only for the optional output
-      if (!c.all || idx) {
-        for (const u of c.indexer)
-          this.dispatch(
-            encoder,
-            this.indexer,
-            { qi_buf: res(qI), ki_buf: res(kI), w_buf: res(w), scores: res(scores), params: { buffer: u } },
-            grid2d(this.ctx, Math.ceil((c.rows * Math.ceil(Tk / 4)) / WG)),
-          );
-        c.topk.run(encoder, { scores, indices: sel });
-        if (idx) encoder.copyBufferToBuffer(this.sel, 0, idx.buffer, (idx.offset ?? 0) + c.T0 * S * 4, c.rows * S * 4);
-      }
-      c.core.run(encoder, {
-        q,
-        k,
-        v,
-        lists: c.all ? { buffer: this.allList, size: 16 } : { buffer: this.sel, size: c.rows * S * 4 },
-        o,
-        lse,
-      });
-    }
   }
 }
 

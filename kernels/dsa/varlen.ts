@@ -11,19 +11,20 @@
  */
 import { checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
+import { getPipeline, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
 import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
-import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
-import { checkTensor, dtypeCode, type DType, type FloatDType } from '../../src/tensor.js';
+import { checkAttentionSizes, runOnceAndDispose } from '../../src/plan.js';
+import { dtypeCode, type FloatDType } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import { sparseVariant } from '../block_sparse/common.js';
 import { raggedSequences } from '../block_sparse/ragged.js';
 import { BlockListPlan, raggedSearchTrips } from '../attention/lists.js';
 import { planTopK, type TopKPlan } from '../topk/index.js';
-import { planLoopLimit, segmentUniforms, withLoopLimit } from '../../src/gpu/segments.js';
+import { planLoopLimit, withLoopLimit } from '../../src/gpu/segments.js';
 import {
   DSA_INDEXER_PARAMS,
+  DsaEncoder,
   SCORE_CHUNK_BYTES,
   indexerSegments,
   validateDsaOptions,
@@ -33,6 +34,7 @@ import {
 import indexerWgsl from './varlen_indexer.wgsl.js';
 import indexerCoreWgsl from './indexer_core.wgsl.js';
 import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
+import raggedTableWgsl from '../../shaders/ragged_table.wgsl.js';
 
 export interface DsaVarlenOptions extends Omit<DsaOptions, 'Tq' | 'T' | 'rowChunk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing. */
@@ -49,6 +51,7 @@ const INDEXER_PROGRAM = wgslProgram('dsa/varlen_indexer', [
   unpackWgsl,
   DSA_INDEXER_PARAMS.wgsl,
   indexerWgsl,
+  raggedTableWgsl,
   raggedSeqWgsl,
   indexerCoreWgsl,
 ]);
@@ -74,16 +77,6 @@ function varlenIndexerSpec(dtype: FloatDType, DI: number): PipelineSpec<VariantO
 }
 registerPasses('dsa/varlen', () => [varlenIndexerSpec('f32', 64), varlenIndexerSpec('bf16', 128)]);
 
-type Resolved = ReturnType<typeof validateDsaOptions>;
-
-interface Chunk {
-  T0: number;
-  rows: number;
-  indexer: GPUBuffer[];
-  topk: TopKPlan;
-  core: BlockListPlan;
-}
-
 /**
  * DSA over a ragged batch (`cuSeqlens`).
  * Planned once by `planDsaVarlen`; `run` records it into your encoder and allocates
@@ -94,22 +87,16 @@ interface Chunk {
  * plan.run(encoder, { q, k, v, qI, kI, w, o });
  * plan.dispose();
  */
-export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
+export class DsaVarlenPlan extends DsaEncoder {
   readonly total: number;
   /** Row chunks of the batch (one set of dispatches each; 1 unless the index scores pass 64 MiB). */
   readonly chunks: number;
   /** Dispatches per chunk: the indexer's segments and the attention's parts (1 each off llvmpipe). */
   readonly segments: { indexer: number; attention: number };
-  private readonly o: Resolved;
-  private readonly indexer?: VarlenIndexerPipeline;
-  private readonly list: Chunk[];
-  private readonly table: GPUBuffer;
-  private readonly scores: GPUBuffer;
-  private readonly sel: GPUBuffer;
 
   private constructor(
     ctx: TesseraDevice,
-    o: Resolved,
+    o: ReturnType<typeof validateDsaOptions>,
     total: number,
     table: Uint32Array<ArrayBuffer>,
     chunks: { T0: number; rows: number; topk: TopKPlan; core: BlockListPlan }[],
@@ -121,31 +108,22 @@ export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
     },
   ) {
     super(ctx);
-    this.o = o;
     this.total = total;
-    this.indexer = indexer.pipeline;
     this.chunks = chunks.length;
     this.segments = {
       indexer: chunks.length ? indexer.segs.length : 0,
       attention: Math.max(0, ...chunks.map((c) => c.core.split.parts)),
     };
-    this.table = this.workspace(table.byteLength, 'dsa.varlen.seqs');
-    ctx.device.queue.writeBuffer(this.table, 0, table);
-    this.scores = this.workspace(indexer.rowChunk * indexer.width * 4, 'dsa.varlen.scores');
-    this.sel = this.workspace(indexer.rowChunk * o.S * 4, 'dsa.varlen.selection');
-    this.list = chunks.map((c) => ({
-      ...c,
-      indexer: indexer.segs.map((seg) =>
-        this.uniform(DSA_INDEXER_PARAMS, {
-          rows: c.rows,
-          T0: c.T0,
-          Tk: indexer.width,
-          HI: o.HI,
-          POSOFF: 0,
-          ...segmentUniforms(seg),
-        }),
-      ),
-    }));
+    const seqs = this.workspace(table.byteLength, 'dsa.varlen.seqs');
+    ctx.device.queue.writeBuffer(seqs, 0, table);
+    this.initDsa(
+      o,
+      { T: total, Tk: total, width: indexer.width, posOff: 0 },
+      indexer.rowChunk,
+      chunks.map((c) => ({ ...c, all: false })),
+      indexer,
+      seqs,
+    );
   }
 
   /** @internal use {@link planDsaVarlen}. */
@@ -234,68 +212,6 @@ export class DsaVarlenPlan extends KernelPlan<DsaTensors> {
       width,
       rowChunk,
     });
-  }
-
-  override dispose(): void {
-    const topks = new Set(this.list.map((c) => c.topk));
-    for (const t of topks) t.dispose();
-    for (const c of this.list) c.core.dispose();
-    super.dispose();
-  }
-
-  run(encoder: GPUCommandEncoder, t: DsaTensors): void {
-    this.assertUsable();
-    if (t === null || typeof t !== 'object')
-      fail('E_ARG', 'tensors', 'is not an object;', t, '{ q, k, v, qI, kI, w, o, lse? }');
-    if (t.indices !== undefined)
-      fail(
-        'E_UNSUPPORTED',
-        'indices',
-        'is not offered for ragged batches;',
-        'a tensor',
-        'no indices (plan each sequence with planDsa to get them)',
-      );
-    const { Hq, Hkv, D, Dv, HI, DI, S, dtype, outDtype } = this.o;
-    const T = this.total;
-    const f = (x: unknown, name: string, row: number[], dt: DType) =>
-      checkTensor(x, name, { rank: 1 + row.length, shape: [T, ...row], dtypes: [dt] });
-    const q = f(t.q, 'q', [Hq, D], dtype);
-    const k = f(t.k, 'k', [Hkv, D], dtype);
-    const v = f(t.v, 'v', [Hkv, Dv], dtype);
-    const qI = f(t.qI, 'qI', [HI, DI], dtype);
-    const kI = f(t.kI, 'kI', [DI], dtype);
-    const w = f(t.w, 'w', [HI], dtype);
-    const o = f(t.o, 'o', [Hq, Dv], outDtype);
-    const lse = t.lse === undefined ? undefined : f(t.lse, 'lse', [Hq], 'f32');
-    for (const [x, n] of [
-      [q, 'q'],
-      [k, 'k'],
-      [v, 'v'],
-      [qI, 'qI'],
-      [o, 'o'],
-    ] as const)
-      checkBindingSize(this.ctx, x, n);
-    for (const c of this.list) {
-      const n = c.topk.options.n;
-      const scores = { buffer: this.scores, shape: [c.rows, n], dtype: 'f32' as const };
-      const sel = { buffer: this.sel, shape: [c.rows, S], dtype: 'i32' as const };
-      for (const u of c.indexer)
-        this.dispatch(
-          encoder,
-          this.indexer!,
-          {
-            qi_buf: res(qI),
-            ki_buf: res(kI),
-            w_buf: res(w),
-            scores: res(scores),
-            params: { buffer: u },
-            seqs: { buffer: this.table },
-          },
-          grid2d(this.ctx, Math.ceil((c.rows * Math.ceil(n / 4)) / WG)),
-        );
-      c.topk.run(encoder, { scores, indices: sel });
-      c.core.run(encoder, { q, k, v, lists: { buffer: this.sel, size: c.rows * S * 4 }, o, lse });
-    }
   }
 }
 

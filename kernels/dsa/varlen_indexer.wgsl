@@ -5,7 +5,7 @@
 // score row (s < Tk = the longest sequence) is the sequence's token s, visible iff s <= i (so a
 // score row never reaches into another sequence: the rest is -inf, written without the dot
 // products). Segments as indexer.wgsl.
-// Needs storage.wgsl, unpack4.wgsl, ragged_seq.wgsl, indexer_core.wgsl and the struct
+// Needs storage.wgsl, unpack4.wgsl, ragged_table.wgsl, ragged_seq.wgsl, indexer_core.wgsl and the struct
 // IndexerParams (dsa.ts; POSOFF unused).
 
 @group(0) @binding(0) var<storage, read> qi_buf: array<vec4<u32>>;   // [Tq, HI, DI] in IN_DTYPE

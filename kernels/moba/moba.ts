@@ -8,23 +8,16 @@
  *   3. the attention core (kernels/attention, key source 3: block lists) reads the selection in
  *      place as each row's key-block list: chosen past blocks in full, the own block causally.
  */
-import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
+import { check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
 import { bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import {
-  KernelPlan,
-  checkAttentionSizes,
-  checkBindingSize,
-  res,
-  runOnceAndDispose,
-  attentionSizesOf,
-} from '../../src/plan.js';
-import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import { KernelPlan, checkAttentionSizes, res, runOnceAndDispose, attentionSizesOf } from '../../src/plan.js';
+import { checkTensor, dtypeCode, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import { checkHeadDim, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
+import { checkBindings, sparseVariant, validateSparseCommon, type GatherTarget } from '../block_sparse/common.js';
 import { BlockListPlan } from '../attention/lists.js';
 import {
   loops,
@@ -338,13 +331,7 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
       t.selection === undefined
         ? undefined
         : checkTensor(t.selection, 'selection', { rank: 3, shape: [Tq, Hq, topk], dtypes: ['i32'] });
-    for (const [x, n] of [
-      [q, 'q'],
-      [k, 'k'],
-      [v, 'v'],
-      [o, 'o'],
-    ] as const)
-      checkBindingSize(this.ctx, x, n);
+    checkBindings(this.ctx, { q, k, v, o });
     const meansRes = means ? res(means) : { buffer: this.means, size: NB * Hkv * D * 4 };
     const selRes = sel ? res(sel) : { buffer: this.selWs, size: Tq * Hq * topk * 4 };
     if (!means)
@@ -391,16 +378,7 @@ export function validateMobaOptions(opts: MobaOptions): Resolved {
       topk,
       `at most ${MOBA_MAX_TOPK}`,
     );
-  const dtype = opts.dtype ?? 'f32';
-  check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
-  const outDtype = opts.outDtype ?? dtype;
-  check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
-  const D = checkHeadDim(opts.D, 'D', dtype);
-  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv', dtype);
-  const scale = opts.scale ?? 1 / Math.sqrt(D);
-  check(checkF32(scale, 'scale', 'a positive finite number') > 0, 'scale', 'a positive finite number', scale);
-  const target = opts.target ?? 'auto';
-  check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
+  const { dtype, outDtype, D, Dv, scale, target } = validateSparseCommon(opts);
   const meansDtype = opts.meansDtype ?? 'f32';
   check(meansDtype === 'f32' || meansDtype === 'f16', 'meansDtype', "'f32' or 'f16'", meansDtype, 'E_DTYPE');
   return { Tq, Tk, Hq, Hkv, D, Dv, blockSize, topk, scale, dtype, outDtype, target, meansDtype };

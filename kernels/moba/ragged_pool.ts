@@ -13,12 +13,14 @@ import { POOL_PARAMS, POOL_WG } from './pool.js';
 import poolWgsl from './varlen_pool.wgsl.js';
 import poolCoreWgsl from './pool_core.wgsl.js';
 import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
+import raggedTableWgsl from '../../shaders/ragged_table.wgsl.js';
 
 const PROGRAM = wgslProgram('moba/varlen_pool', [
   storageWgsl,
   unpackWgsl,
   POOL_PARAMS.wgsl,
   poolWgsl,
+  raggedTableWgsl,
   raggedSeqWgsl,
   poolCoreWgsl,
 ]);

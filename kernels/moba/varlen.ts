@@ -11,12 +11,12 @@ import { fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
 import { bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
-import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
-import { checkTensor, dtypeCode, type FloatDType } from '../../src/tensor.js';
+import { KernelPlan, checkAttentionSizes, res, runOnceAndDispose } from '../../src/plan.js';
+import { dtypeCode, type DType, type FloatDType } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
-import { sparseVariant } from '../block_sparse/common.js';
+import { checkBindings, checkRows, sparseVariant } from '../block_sparse/common.js';
 import { raggedSequences } from '../block_sparse/ragged.js';
 import { BlockListPlan, raggedSearchTrips } from '../attention/lists.js';
 import { planLoopLimit, segmentUniforms, withLoopLimit, type Segment } from '../../src/gpu/segments.js';
@@ -32,6 +32,7 @@ import { POOL_PARAMS, poolSegments, poolWorkgroups } from './pool.js';
 import selectWgsl from './varlen_select.wgsl.js';
 import selectCoreWgsl from './select_core.wgsl.js';
 import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
+import raggedTableWgsl from '../../shaders/ragged_table.wgsl.js';
 
 export interface MobaVarlenOptions extends Omit<MobaOptions, 'Tq' | 'Tk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing (flash-attn / fla layout). */
@@ -44,6 +45,7 @@ const SELECT_PROGRAM = wgslProgram('moba/varlen_select', [
   selectSmallWgsl,
   MOBA_SELECT_PARAMS.wgsl,
   selectWgsl,
+  raggedTableWgsl,
   raggedSeqWgsl,
   selectCoreWgsl,
 ]);
@@ -214,8 +216,7 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
   run(encoder: GPUCommandEncoder, t: MobaTensors): void {
     this.assertUsable();
     const { total, Hq, Hkv, D, Dv, topk, dtype, outDtype } = this.options;
-    const f = (x: unknown, name: string, row: number[], dt: FloatDType | 'f32' | 'i32') =>
-      checkTensor(x, name, { rank: 1 + row.length, shape: [total, ...row], dtypes: [dt] });
+    const f = (x: unknown, name: string, row: number[], dt: DType) => checkRows(x, name, total, row, dt);
     const q = f(t?.q, 'q', [Hq, D], dtype);
     const k = f(t.k, 'k', [Hkv, D], dtype);
     const v = f(t.v, 'v', [Hkv, Dv], dtype);
@@ -224,13 +225,7 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
     const sel = t.selection === undefined ? undefined : f(t.selection, 'selection', [Hq, topk], 'i32');
     if (t.blockMeans !== undefined)
       fail('E_UNSUPPORTED', 'blockMeans', 'is not taken by the varlen (prefill) path;', 'a tensor', 'no blockMeans');
-    for (const [x, n] of [
-      [q, 'q'],
-      [k, 'k'],
-      [v, 'v'],
-      [o, 'o'],
-    ] as const)
-      checkBindingSize(this.ctx, x, n);
+    checkBindings(this.ctx, { q, k, v, o });
     if (!this.core) return; // every sequence empty
     const NB = this.numBlocks;
     const means = { buffer: this.means, size: NB * Hkv * D * 4 };

@@ -6,7 +6,7 @@
 // sequence s (the last with first block <= g) covers tokens [t0 + b * BS, min(t0 + (b + 1) * BS,
 // t0 + len)) with b = g - first block. out is [NB, H, D] f32 over all NB blocks of the batch.
 // Segments (seg_begin / seg_end / seg_carry / seg_last) as in pool.wgsl. Needs storage.wgsl,
-// unpack4.wgsl, ragged_seq.wgsl, pool_core.wgsl and PoolParams.
+// unpack4.wgsl, ragged_table.wgsl, ragged_seq.wgsl, pool_core.wgsl and PoolParams.
 
 @group(0) @binding(0) var<storage, read> x_buf: array<vec4<u32>>;      // [total, H, D] in IN_DTYPE
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;  // [NB, H, D] f32

@@ -5,7 +5,7 @@
 // before it, gated against s's block means (global blocks first block + b of gate_keys), and its
 // list is written to sel[row] in block ids of the sequence (what the attention core's batch table
 // resolves against the sequence's first key row). Segments (seg_*) as select.wgsl.
-// Needs storage.wgsl, unpack4.wgsl, select_small.wgsl, ragged_seq.wgsl, select_core.wgsl and
+// Needs storage.wgsl, unpack4.wgsl, select_small.wgsl, ragged_table.wgsl, ragged_seq.wgsl, select_core.wgsl and
 // MobaSelectParams (Tq = total rows).
 
 @group(0) @binding(0) var<storage, read> q_buf: array<vec4<u32>>;          // [total, Hq, D] in IN_DTYPE

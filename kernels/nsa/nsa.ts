@@ -17,6 +17,7 @@ import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
 import { aliasedOption, optionName } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
+import type { BindingResource } from '../../src/gpu/pipeline.js';
 import { bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import {
@@ -27,19 +28,18 @@ import {
   runOnceAndDispose,
   attentionSizesOf,
 } from '../../src/plan.js';
-import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import { checkTensor, dtypeCode, isFloatDType, type DType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import { checkHeadDim, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
-import { BlockListPlan } from '../attention/lists.js';
 import {
-  POOL_PARAMS,
-  poolLoopIterations,
-  poolSegments,
-  poolSpec,
-  poolWorkgroups,
-  type PoolPipeline,
-} from '../moba/pool.js';
+  checkBindings,
+  checkRows,
+  sparseVariant,
+  validateSparseCommon,
+  type GatherTarget,
+} from '../block_sparse/common.js';
+import { BlockListPlan } from '../attention/lists.js';
+import { POOL_PARAMS, poolLoopIterations, poolSegments, poolSpec, poolWorkgroups } from '../moba/pool.js';
 import {
   loops,
   planLoopLimit,
@@ -95,7 +95,6 @@ const SELECT = bindingTable('nsa/select', {
   params: 'uniform',
   carry: optional('rw', 'array<f32>'),
 });
-type SelectPipeline = Pipeline<VariantOf<typeof SELECT>>;
 
 /** @internal The selection pass's pipeline spec (bindings by name; carry declared where the plan has several segments). */
 export function nsaSelectSpec(
@@ -262,6 +261,194 @@ export interface NsaTensors {
 
 type Resolved = Required<Omit<NsaOptions, 'Tk' | 'T' | 'loopLimit'>> & { Tk: number; /** = Tq */ T: number };
 
+/** A pipeline of any binding table (the pool and selection passes of either plan, bound by name). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyPipeline = Pipeline<any>;
+
+/** @internal The compiled passes of an NSA plan: the single-sequence ones, or the ragged batch's (kernels/nsa/varlen.ts). */
+export interface NsaPasses {
+  /** Compressed keys and values: moba/pool, or moba/varlen_pool over the batch table. */
+  pool: AnyPipeline;
+  /** Block scores and top-S: nsa/select or nsa/varlen_select. */
+  select: AnyPipeline;
+  combine: CombinePipeline;
+  /** The attention branches on the core: compression, selected blocks, window (window > 0). */
+  cmp: BlockListPlan;
+  slc: BlockListPlan;
+  swa?: BlockListPlan;
+}
+
+/** @internal The sizes an NSA plan encodes: T query rows over Tk keys (a ragged batch: Tk = T, the batch's rows) and NC compressed blocks. */
+export interface NsaSizes {
+  T: number;
+  Tk: number;
+  NC: number;
+}
+
+/**
+ * @internal What every NSA plan shares: its uniforms and workspaces, the tensor checks and the
+ * encode of the six steps. NsaPlan (one sequence) and NsaVarlenPlan (a ragged batch, whose pool and
+ * selection passes also bind the block table `seqs`) differ only in how they plan.
+ */
+export abstract class NsaEncoder extends KernelPlan<NsaTensors> {
+  private nsaOpts!: Resolved;
+  private sizes!: NsaSizes;
+  private passes?: NsaPasses;
+  private seqs?: GPUBuffer;
+  private u!: { poolK: GPUBuffer[]; poolV: GPUBuffer[]; select: GPUBuffer[]; combine: GPUBuffer };
+  private ws!: Record<'kc' | 'vc' | 'oCmp' | 'lseCmp' | 'oSlc' | 'sel' | 'all', GPUBuffer> & {
+    oSwa?: GPUBuffer;
+    carry?: GPUBuffer;
+  };
+
+  /**
+   * Allocates the uniforms (one per pool / selection segment) and workspaces for `n`; `passes`
+   * undefined: nothing to encode (a batch of empty sequences); `seqs`: the batch table.
+   */
+  protected initNsa(
+    o: Resolved,
+    n: NsaSizes,
+    segs: { pool: readonly Segment[]; select: readonly Segment[] },
+    passes?: NsaPasses,
+    seqs?: GPUBuffer,
+  ): void {
+    this.nsaOpts = o;
+    this.sizes = n;
+    this.passes = passes;
+    this.seqs = seqs;
+    const { Hq, Hkv, D, Dv, blockSize: BS, blockCount: S, window } = o;
+    const { T, Tk, NC } = n;
+    this.u = {
+      poolK: segs.pool.map((seg) =>
+        this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D, BS, NB: NC, ...segmentUniforms(seg) }),
+      ),
+      poolV: segs.pool.map((seg) =>
+        this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D: Dv, BS, NB: NC, ...segmentUniforms(seg) }),
+      ),
+      select: segs.select.map((seg) =>
+        this.uniform(NSA_SELECT_PARAMS, {
+          T,
+          Hq,
+          Hkv,
+          S,
+          BS,
+          scale: o.scale,
+          POSOFF: Tk - T,
+          ...segmentUniforms(seg),
+        }),
+      ),
+      combine: this.uniform(NSA_COMBINE_PARAMS, { rows: T * Hq, Dv }),
+    };
+    this.ws = {
+      kc: this.workspace(NC * Hkv * D * 4, 'nsa.kc'),
+      vc: this.workspace(NC * Hkv * Dv * 4, 'nsa.vc'),
+      oCmp: this.workspace(T * Hq * Dv * 4, 'nsa.oCmp'),
+      lseCmp: this.workspace(T * Hq * 4, 'nsa.lseCmp'),
+      oSlc: this.workspace(T * Hq * Dv * 4, 'nsa.oSlc'),
+      oSwa: window > 0 ? this.workspace(T * Hq * Dv * 4, 'nsa.oSwa') : undefined,
+      sel: this.workspace(T * Hkv * S * 4, 'nsa.blockIndices'),
+      carry: segs.select.length > 1 ? this.workspace(T * Hkv * S * 4, 'nsa.selCarry') : undefined,
+      // the list of the one-block branches (compression, window): block 0, all keys (of a sequence)
+      all: this.workspace(16, 'nsa.allKeys'),
+    };
+    this.ctx.device.queue.writeBuffer(this.ws.all, 0, new Uint32Array(4));
+  }
+
+  /** A dispatch of the pool or selection pass of either plan (`seqs` bound only by the batch's). */
+  private dispatchAny(
+    encoder: GPUCommandEncoder,
+    p: AnyPipeline,
+    resources: Readonly<Record<string, BindingResource | undefined>>,
+    grid: [number, number],
+  ): void {
+    this.dispatch(encoder, p, resources as never, grid);
+  }
+
+  override dispose(): void {
+    this.passes?.cmp.dispose();
+    this.passes?.slc.dispose();
+    this.passes?.swa?.dispose();
+    super.dispose();
+  }
+
+  run(encoder: GPUCommandEncoder, t: NsaTensors): void {
+    this.assertUsable();
+    if (t === null || typeof t !== 'object')
+      fail('E_ARG', 'tensors', 'is not an object;', t, '{ q, k, v, gCmp, gSlc, gSwa?, o, blockIndices? }');
+    const { Hq, Hkv, D, Dv, dtype, gateDtype, outDtype, blockCount: S, window } = this.nsaOpts;
+    const { T, Tk, NC } = this.sizes;
+    const rows = checkRows;
+    const q = rows(t.q, 'q', T, [Hq, D], dtype);
+    const k = rows(t.k, 'k', Tk, [Hkv, D], dtype);
+    const v = rows(t.v, 'v', Tk, [Hkv, Dv], dtype);
+    const gCmp = rows(t.gCmp, 'gCmp', T, [Hq], gateDtype);
+    const gSlc = rows(t.gSlc, 'gSlc', T, [Hq], gateDtype);
+    let gSwa: GpuTensor | undefined;
+    if (window > 0) gSwa = rows(t.gSwa, 'gSwa', T, [Hq], gateDtype);
+    else if (t.gSwa !== undefined)
+      fail('E_ARG', 'gSwa', 'given but the plan has no window branch;', 'a tensor', 'no gSwa when window = 0');
+    const o = rows(t.o, 'o', T, [Hq, Dv], outDtype);
+    const bi = t.blockIndices === undefined ? undefined : rows(t.blockIndices, 'blockIndices', T, [Hkv, S], 'i32');
+    checkBindings(this.ctx, { q, k, v, o });
+    const p = this.passes;
+    if (!p) return; // every sequence of the batch empty
+    const { ws, u } = this;
+    const w = (b: GPUBuffer, bytes: number) => ({ buffer: b, size: bytes });
+    const f32 = (buffer: GPUBuffer, shape: number[]): GpuTensor => ({ buffer, shape, dtype: 'f32' });
+    const kc = w(ws.kc, NC * Hkv * D * 4);
+    const vc = w(ws.vc, NC * Hkv * Dv * 4);
+    const sel = bi ? res(bi) : w(ws.sel, T * Hkv * S * 4);
+    const all = w(ws.all, 16);
+    const seqs = this.seqs && { buffer: this.seqs };
+    // one dispatch per segment (several only on a loop-capped device)
+    for (const [x, n, hd, params] of [
+      [k, kc, D, u.poolK],
+      [v, vc, Dv, u.poolV],
+    ] as const)
+      for (const b of params)
+        this.dispatchAny(
+          encoder,
+          p.pool,
+          { x_buf: res(x), out: n, params: { buffer: b }, seqs },
+          grid2d(this.ctx, poolWorkgroups(NC, Hkv, hd)),
+        );
+    p.cmp.run(encoder, {
+      q,
+      k: f32(ws.kc, [NC, Hkv, D]),
+      v: f32(ws.vc, [NC, Hkv, Dv]),
+      lists: all,
+      o: f32(ws.oCmp, [T, Hq, Dv]),
+      lse: f32(ws.lseCmp, [T, Hq]),
+    });
+    const carry = ws.carry && w(ws.carry, T * Hkv * S * 4);
+    const lseCmp = w(ws.lseCmp, T * Hq * 4);
+    for (const b of u.select)
+      this.dispatchAny(
+        encoder,
+        p.select,
+        { q_buf: res(q), kc, lse_cmp: lseCmp, out: sel, params: { buffer: b }, carry, seqs },
+        grid2d(this.ctx, Math.ceil((T * Hkv) / WG)),
+      );
+    p.slc.run(encoder, { q, k, v, lists: sel, o: f32(ws.oSlc, [T, Hq, Dv]) });
+    p.swa?.run(encoder, { q, k, v, lists: all, o: f32(ws.oSwa!, [T, Hq, Dv]) });
+    this.dispatch(
+      encoder,
+      p.combine,
+      {
+        o_cmp: w(ws.oCmp, T * Hq * Dv * 4),
+        o_slc: w(ws.oSlc, T * Hq * Dv * 4),
+        o_swa: ws.oSwa && w(ws.oSwa, T * Hq * Dv * 4),
+        g_cmp: res(gCmp),
+        g_slc: res(gSlc),
+        g_swa: gSwa && res(gSwa),
+        o_buf: res(o),
+        params: { buffer: u.combine },
+      },
+      grid2d(this.ctx, Math.ceil((T * Hq * (Dv / 4)) / WG)),
+    );
+  }
+}
+
 /**
  * Native sparse attention (compression, selected blocks, sliding window, gated).
  * Planned once by `planNsa`; `run` records it into your encoder and allocates
@@ -272,29 +459,9 @@ type Resolved = Required<Omit<NsaOptions, 'Tk' | 'T' | 'loopLimit'>> & { Tk: num
  * plan.run(encoder, { q, k, v, gCmp, gSlc, gSwa, o, blockIndices });
  * plan.dispose();
  */
-export class NsaPlan extends KernelPlan<NsaTensors> {
+export class NsaPlan extends NsaEncoder {
   readonly options: Resolved;
   readonly numBlocks: number;
-  private readonly p: {
-    poolK: PoolPipeline;
-    cmp: BlockListPlan;
-    select: SelectPipeline;
-    slc: BlockListPlan;
-    swa?: BlockListPlan;
-    combine: CombinePipeline;
-  };
-  private readonly u: { poolK: GPUBuffer[]; poolV: GPUBuffer[]; select: GPUBuffer[]; combine: GPUBuffer };
-  private readonly ws: {
-    kc: GPUBuffer;
-    vc: GPUBuffer;
-    oCmp: GPUBuffer;
-    lseCmp: GPUBuffer;
-    oSlc: GPUBuffer;
-    oSwa?: GPUBuffer;
-    sel: GPUBuffer;
-    selCarry?: GPUBuffer;
-    all: GPUBuffer;
-  };
   /**
    * Dispatches of each step per run: 1 each, more on a loop-capped device (llvmpipe) where one
    * invocation would run too many loop iterations (long sequences: many compressed blocks); for
@@ -304,10 +471,9 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
   /** Upper bound of the loop iterations of one invocation of any of the plan's dispatches. */
   readonly loopIterations: number;
 
-  private constructor(ctx: TesseraDevice, o: Resolved, p: NsaPlan['p'], splits: Splits) {
+  private constructor(ctx: TesseraDevice, o: Resolved, p: NsaPasses, splits: Splits) {
     super(ctx);
     this.options = o;
-    this.p = p;
     this.loopIterations = Math.max(
       splits.loopIterations,
       p.cmp.split.loopIterations,
@@ -321,41 +487,8 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
       slc: p.slc.split.parts,
       swa: p.swa?.split.parts ?? 0,
     };
-    const { T, Tk, Hq, Hkv, D, Dv, blockSize: bs, blockCount: S } = o;
-    const NC = (this.numBlocks = Math.ceil(Tk / bs));
-    const POSOFF = Tk - T;
-    this.u = {
-      poolK: splits.pool.map((seg) =>
-        this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D, BS: bs, NB: NC, ...segmentUniforms(seg) }),
-      ),
-      poolV: splits.pool.map((seg) =>
-        this.uniform(POOL_PARAMS, { T: Tk, H: Hkv, D: Dv, BS: bs, NB: NC, ...segmentUniforms(seg) }),
-      ),
-      select: splits.select.map((seg) =>
-        this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale, POSOFF, ...segmentUniforms(seg) }),
-      ),
-      combine: this.uniform(NSA_COMBINE_PARAMS, { rows: T * Hq, Dv }),
-    };
-    this.ws = {
-      kc: this.workspace(NC * Hkv * D * 4, 'nsa.kc'),
-      vc: this.workspace(NC * Hkv * Dv * 4, 'nsa.vc'),
-      oCmp: this.workspace(T * Hq * Dv * 4, 'nsa.oCmp'),
-      lseCmp: this.workspace(T * Hq * 4, 'nsa.lseCmp'),
-      oSlc: this.workspace(T * Hq * Dv * 4, 'nsa.oSlc'),
-      oSwa: o.window > 0 ? this.workspace(T * Hq * Dv * 4, 'nsa.oSwa') : undefined,
-      sel: this.workspace(T * Hkv * S * 4, 'nsa.blockIndices'),
-      selCarry: splits.select.length > 1 ? this.workspace(T * Hkv * S * 4, 'nsa.selCarry') : undefined,
-      // the list of the one-block branches (compression, window): block 0, all keys
-      all: this.workspace(16, 'nsa.allKeys'),
-    };
-    ctx.device.queue.writeBuffer(this.ws.all, 0, new Uint32Array(4));
-  }
-
-  override dispose(): void {
-    this.p.cmp.dispose();
-    this.p.slc.dispose();
-    this.p.swa?.dispose();
-    super.dispose();
+    const NC = (this.numBlocks = Math.ceil(o.Tk / o.blockSize));
+    this.initNsa(o, { T: o.T, Tk: o.Tk, NC }, splits, p);
   }
 
   /** @internal use {@link planNsa}. */
@@ -394,7 +527,7 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
     };
     const one = { rows: o.T, heads: 1, stride: 1, base: 0, maxEntries: 1 };
     const capped = withLoopLimit(ctx, limit);
-    const [poolK, cmp, select, slc, swa, combine] = await Promise.all([
+    const [pool0, cmp, select, slc, swa, combine] = await Promise.all([
       getPipeline(ctx, poolSpec(o.dtype, o.variant === 'fla' ? 'count' : 'blockSize')),
       BlockListPlan.create(capped, { ...core, ...one, Tk: NC, block: NC, keyStride: o.blockSize, kvDtype: 'f32' }),
       getPipeline(ctx, nsaSelectSpec(o.dtype, o.D, o.variant === 'fla', selSegs.length > 1)),
@@ -422,93 +555,7 @@ export class NsaPlan extends KernelPlan<NsaTensors> {
         : Promise.resolve(undefined),
       getPipeline(ctx, combineSpec(o.gateDtype, o.outDtype, o.window > 0)),
     ]);
-    return new NsaPlan(ctx, o, { poolK, cmp, select, slc, swa, combine }, splits);
-  }
-
-  run(encoder: GPUCommandEncoder, t: NsaTensors): void {
-    this.assertUsable();
-    const { T, Tk, Hq, Hkv, D, Dv, dtype, gateDtype, outDtype, blockCount: S, window } = this.options;
-    const NC = this.numBlocks;
-    const q = checkTensor(t?.q, 'q', { rank: 3, shape: [T, Hq, D], dtypes: [dtype] });
-    const k = checkTensor(t.k, 'k', { rank: 3, shape: [Tk, Hkv, D], dtypes: [dtype] });
-    const v = checkTensor(t.v, 'v', { rank: 3, shape: [Tk, Hkv, Dv], dtypes: [dtype] });
-    const gCmp = checkTensor(t.gCmp, 'gCmp', { rank: 2, shape: [T, Hq], dtypes: [gateDtype] });
-    const gSlc = checkTensor(t.gSlc, 'gSlc', { rank: 2, shape: [T, Hq], dtypes: [gateDtype] });
-    let gSwa: GpuTensor | undefined;
-    if (window > 0) gSwa = checkTensor(t.gSwa, 'gSwa', { rank: 2, shape: [T, Hq], dtypes: [gateDtype] });
-    else if (t.gSwa !== undefined)
-      fail('E_ARG', 'gSwa', 'given but the plan has no window branch;', 'a tensor', 'no gSwa when window = 0');
-    const o = checkTensor(t.o, 'o', { rank: 3, shape: [T, Hq, Dv], dtypes: [outDtype] });
-    const bi =
-      t.blockIndices === undefined
-        ? undefined
-        : checkTensor(t.blockIndices, 'blockIndices', { rank: 3, shape: [T, Hkv, S], dtypes: ['i32'] });
-    for (const [x, n] of [
-      [q, 'q'],
-      [k, 'k'],
-      [v, 'v'],
-      [o, 'o'],
-    ] as const)
-      checkBindingSize(this.ctx, x, n);
-    const ws = this.ws;
-    const w = (b: GPUBuffer, bytes: number) => ({ buffer: b, size: bytes });
-    const f32 = (buffer: GPUBuffer, shape: number[]): GpuTensor => ({ buffer, shape, dtype: 'f32' });
-    const kc = w(ws.kc, NC * Hkv * D * 4);
-    const vc = w(ws.vc, NC * Hkv * Dv * 4);
-    const lseCmp = w(ws.lseCmp, T * Hq * 4);
-    const oSwa = ws.oSwa && w(ws.oSwa, T * Hq * Dv * 4);
-    const sel = bi ? res(bi) : w(ws.sel, T * Hkv * S * 4);
-    const all = w(ws.all, 16);
-    const p = this.p;
-    const u = this.u;
-    // one dispatch per segment (several only on a loop-capped device)
-    for (const x of u.poolK)
-      this.dispatch(
-        encoder,
-        p.poolK,
-        { x_buf: res(k), out: kc, params: { buffer: x } },
-        grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)),
-      );
-    for (const x of u.poolV)
-      this.dispatch(
-        encoder,
-        p.poolK,
-        { x_buf: res(v), out: vc, params: { buffer: x } },
-        grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)),
-      );
-    p.cmp.run(encoder, {
-      q,
-      k: f32(ws.kc, [NC, Hkv, D]),
-      v: f32(ws.vc, [NC, Hkv, Dv]),
-      lists: all,
-      o: f32(ws.oCmp, [T, Hq, Dv]),
-      lse: f32(ws.lseCmp, [T, Hq]),
-    });
-    const carry = ws.selCarry && w(ws.selCarry, T * Hkv * S * 4);
-    for (const x of u.select)
-      this.dispatch(
-        encoder,
-        p.select,
-        { q_buf: res(q), kc, lse_cmp: lseCmp, out: sel, params: { buffer: x }, carry },
-        grid2d(this.ctx, Math.ceil((T * Hkv) / WG)),
-      );
-    p.slc.run(encoder, { q, k, v, lists: sel, o: f32(ws.oSlc, [T, Hq, Dv]) });
-    if (p.swa) p.swa.run(encoder, { q, k, v, lists: all, o: f32(ws.oSwa!, [T, Hq, Dv]) });
-    this.dispatch(
-      encoder,
-      p.combine,
-      {
-        o_cmp: w(ws.oCmp, T * Hq * Dv * 4),
-        o_slc: w(ws.oSlc, T * Hq * Dv * 4),
-        o_swa: oSwa,
-        g_cmp: res(gCmp),
-        g_slc: res(gSlc),
-        g_swa: gSwa && res(gSwa),
-        o_buf: res(o),
-        params: { buffer: u.combine },
-      },
-      grid2d(this.ctx, Math.ceil((T * Hq * (Dv / 4)) / WG)),
-    );
+    return new NsaPlan(ctx, o, { pool: pool0, cmp, select, slc, swa, combine }, splits);
   }
 }
 
@@ -536,18 +583,9 @@ export function validateNsaOptions(opts: NsaOptions): Resolved {
   const variant = opts.variant ?? 'nsa';
   check(variant === 'nsa' || variant === 'fla', 'variant', "'nsa' or 'fla'", variant);
   if (variant === 'fla') check(blockCount >= 1, 'blockCount', 'at least 1', blockCount);
-  const dtype = opts.dtype ?? 'f32';
-  check(isFloatDType(dtype), 'dtype', 'one of f32, f16, bf16', dtype, 'E_DTYPE');
+  const { dtype, outDtype, D, Dv, scale, target } = validateSparseCommon(opts);
   const gateDtype = opts.gateDtype ?? 'f32';
   check(isFloatDType(gateDtype), 'gateDtype', 'one of f32, f16, bf16', gateDtype, 'E_DTYPE');
-  const outDtype = opts.outDtype ?? dtype;
-  check(isFloatDType(outDtype), 'outDtype', 'one of f32, f16, bf16', outDtype, 'E_DTYPE');
-  const D = checkHeadDim(opts.D, 'D', dtype);
-  const Dv = checkHeadDim(opts.Dv ?? D, 'Dv', dtype);
-  const scale = opts.scale ?? 1 / Math.sqrt(D);
-  check(checkF32(scale, 'scale', 'a positive finite number') > 0, 'scale', 'a positive finite number', scale);
-  const target = opts.target ?? 'auto';
-  check(target === 'auto' || target === 'cpu' || target === 'gpu', 'target', "'auto', 'cpu' or 'gpu'", target);
   return {
     Tq: T,
     T,

@@ -9,32 +9,33 @@
  */
 import { fail } from '../../src/errors.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
+import { getPipeline, wgslProgram, type PipelineSpec } from '../../src/gpu/pipeline.js';
 import { bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
-import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
-import { checkTensor, dtypeCode, type DType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import { checkAttentionSizes, runOnceAndDispose } from '../../src/plan.js';
+import { dtypeCode, type FloatDType } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 import { sparseVariant } from '../block_sparse/common.js';
 import { raggedSequences } from '../block_sparse/ragged.js';
 import { BlockListPlan, raggedSearchTrips, type BlockListSeq } from '../attention/lists.js';
-import { POOL_PARAMS, poolSegments, poolWorkgroups } from '../moba/pool.js';
-import { raggedBlocks, raggedPoolPipeline, type RaggedPoolPipeline } from '../moba/ragged_pool.js';
-import { planLoopLimit, segmentUniforms, withLoopLimit, type Segment } from '../../src/gpu/segments.js';
+import { poolSegments } from '../moba/pool.js';
+import { raggedBlocks, raggedPoolPipeline } from '../moba/ragged_pool.js';
+import { planLoopLimit, withLoopLimit, type Segment } from '../../src/gpu/segments.js';
 import {
   combineSpec,
-  type CombinePipeline,
-  NSA_COMBINE_PARAMS,
   NSA_SELECT_PARAMS,
+  NsaEncoder,
   nsaSelectSegments,
   validateNsaOptions,
   type NsaOptions,
+  type NsaPasses,
   type NsaTensors,
 } from './nsa.js';
 import selectWgsl from './varlen_select.wgsl.js';
 import selectCoreWgsl from './select_core.wgsl.js';
 import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
+import raggedTableWgsl from '../../shaders/ragged_table.wgsl.js';
 
 export interface NsaVarlenOptions extends Omit<NsaOptions, 'Tq' | 'T' | 'Tk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing. */
@@ -47,6 +48,7 @@ const SELECT_PROGRAM = wgslProgram('nsa/varlen_select', [
   selectSmallWgsl,
   NSA_SELECT_PARAMS.wgsl,
   selectWgsl,
+  raggedTableWgsl,
   raggedSeqWgsl,
   selectCoreWgsl,
 ]);
@@ -62,8 +64,6 @@ const VARLEN_SELECT = bindingTable('nsa/varlen_select', {
   carry: optional('rw', 'array<f32>'),
   seqs: 'read',
 });
-type VarlenSelectPipeline = Pipeline<VariantOf<typeof VARLEN_SELECT>>;
-
 function varlenSelectSpec(
   dtype: FloatDType,
   D: number,
@@ -81,19 +81,6 @@ registerPasses('nsa/varlen', () => [
   varlenSelectSpec('bf16', 64, true, true),
 ]);
 
-type Resolved = ReturnType<typeof validateNsaOptions>;
-
-interface Parts {
-  pool: RaggedPoolPipeline;
-  select: VarlenSelectPipeline;
-  combine: CombinePipeline;
-  cmp: BlockListPlan;
-  slc: BlockListPlan;
-  swa?: BlockListPlan;
-  poolSegs: readonly Segment[];
-  selSegs: readonly Segment[];
-}
-
 /**
  * NSA over a ragged batch (`cuSeqlens`).
  * Planned once by `planNsaVarlen`; `run` records it into your encoder and allocates
@@ -104,7 +91,7 @@ interface Parts {
  * plan.run(encoder, { q, k, v, gCmp, gSlc, gSwa, o });
  * plan.dispose();
  */
-export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
+export class NsaVarlenPlan extends NsaEncoder {
   readonly total: number;
   /** Compressed blocks of the whole batch. */
   readonly numBlocks: number;
@@ -113,30 +100,19 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
    * and values), more on a loop-capped device (llvmpipe); the branches count the core's parts.
    */
   readonly segments: { pool: number; cmp: number; select: number; slc: number; swa: number };
-  private readonly o: Resolved;
-  private readonly p?: Parts;
-  private readonly table: GPUBuffer;
-  private readonly u: { poolK: GPUBuffer[]; poolV: GPUBuffer[]; select: GPUBuffer[]; combine: GPUBuffer };
-  private readonly ws: Record<'kc' | 'vc' | 'oCmp' | 'lseCmp' | 'oSlc' | 'oSwa' | 'sel' | 'all', GPUBuffer> & {
-    carry?: GPUBuffer;
-  };
 
   private constructor(
     ctx: TesseraDevice,
-    o: Resolved,
+    o: ReturnType<typeof validateNsaOptions>,
     total: number,
     NC: number,
     table: Uint32Array<ArrayBuffer>,
     segs: { pool: readonly Segment[]; select: readonly Segment[] },
-    p?: Parts,
+    p?: NsaPasses,
   ) {
     super(ctx);
-    this.o = o;
     this.total = total;
     this.numBlocks = NC;
-    this.p = p;
-    const { Hq, Hkv, D, Dv, blockSize: bs, blockCount: S, window } = o;
-    const T = total;
     this.segments = {
       pool: p ? 2 * segs.pool.length : 0,
       cmp: p?.cmp.split.parts ?? 0,
@@ -144,40 +120,9 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
       slc: p?.slc.split.parts ?? 0,
       swa: p?.swa?.split.parts ?? 0,
     };
-    this.table = this.workspace(table.byteLength, 'nsa.varlen.seqs');
-    ctx.device.queue.writeBuffer(this.table, 0, table);
-    this.u = {
-      poolK: segs.pool.map((seg) =>
-        this.uniform(POOL_PARAMS, { T, H: Hkv, D, BS: bs, NB: NC, ...segmentUniforms(seg) }),
-      ),
-      poolV: segs.pool.map((seg) =>
-        this.uniform(POOL_PARAMS, { T, H: Hkv, D: Dv, BS: bs, NB: NC, ...segmentUniforms(seg) }),
-      ),
-      select: segs.select.map((seg) =>
-        this.uniform(NSA_SELECT_PARAMS, { T, Hq, Hkv, S, BS: bs, scale: o.scale, POSOFF: 0, ...segmentUniforms(seg) }),
-      ),
-      combine: this.uniform(NSA_COMBINE_PARAMS, { rows: T * Hq, Dv }),
-    };
-    this.ws = {
-      kc: this.workspace(NC * Hkv * D * 4, 'nsa.varlen.kc'),
-      vc: this.workspace(NC * Hkv * Dv * 4, 'nsa.varlen.vc'),
-      oCmp: this.workspace(T * Hq * Dv * 4, 'nsa.varlen.oCmp'),
-      lseCmp: this.workspace(T * Hq * 4, 'nsa.varlen.lseCmp'),
-      oSlc: this.workspace(T * Hq * Dv * 4, 'nsa.varlen.oSlc'),
-      oSwa: this.workspace(window > 0 ? T * Hq * Dv * 4 : 16, 'nsa.varlen.oSwa'),
-      sel: this.workspace(T * Hkv * S * 4, 'nsa.varlen.blockIndices'),
-      carry: segs.select.length > 1 ? this.workspace(T * Hkv * S * 4, 'nsa.varlen.carry') : undefined,
-      // the list of the one-block branches (compression, window): block 0, all of a sequence's keys
-      all: this.workspace(16, 'nsa.varlen.allKeys'),
-    };
-    ctx.device.queue.writeBuffer(this.ws.all, 0, new Uint32Array(4));
-  }
-
-  override dispose(): void {
-    this.p?.cmp.dispose();
-    this.p?.slc.dispose();
-    this.p?.swa?.dispose();
-    super.dispose();
+    const seqs = this.workspace(table.byteLength, 'nsa.varlen.seqs');
+    ctx.device.queue.writeBuffer(seqs, 0, table);
+    this.initNsa(o, { T: total, Tk: total, NC }, segs, p, seqs);
   }
 
   /** @internal use {@link planNsaVarlen}. */
@@ -256,103 +201,7 @@ export class NsaVarlenPlan extends KernelPlan<NsaTensors> {
           })
         : Promise.resolve(undefined),
     ]);
-    return new NsaVarlenPlan(ctx, o, total, NC, table, segs, {
-      pool,
-      select,
-      combine,
-      cmp,
-      slc,
-      swa,
-      poolSegs: segs.pool,
-      selSegs,
-    });
-  }
-
-  run(encoder: GPUCommandEncoder, t: NsaTensors): void {
-    this.assertUsable();
-    if (t === null || typeof t !== 'object')
-      fail('E_ARG', 'tensors', 'is not an object;', t, '{ q, k, v, gCmp, gSlc, gSwa?, o, blockIndices? }');
-    const { Hq, Hkv, D, Dv, dtype, gateDtype, outDtype, blockCount: S, window } = this.o;
-    const T = this.total;
-    const f = (x: unknown, name: string, row: number[], dt: DType) =>
-      checkTensor(x, name, { rank: 1 + row.length, shape: [T, ...row], dtypes: [dt] });
-    const q = f(t.q, 'q', [Hq, D], dtype);
-    const k = f(t.k, 'k', [Hkv, D], dtype);
-    const v = f(t.v, 'v', [Hkv, Dv], dtype);
-    const gCmp = f(t.gCmp, 'gCmp', [Hq], gateDtype);
-    const gSlc = f(t.gSlc, 'gSlc', [Hq], gateDtype);
-    let gSwa: GpuTensor | undefined;
-    if (window > 0) gSwa = f(t.gSwa, 'gSwa', [Hq], gateDtype);
-    else if (t.gSwa !== undefined)
-      fail('E_ARG', 'gSwa', 'given but the plan has no window branch;', 'a tensor', 'no gSwa when window = 0');
-    const o = f(t.o, 'o', [Hq, Dv], outDtype);
-    const bi = t.blockIndices === undefined ? undefined : f(t.blockIndices, 'blockIndices', [Hkv, S], 'i32');
-    for (const [x, n] of [
-      [q, 'q'],
-      [k, 'k'],
-      [v, 'v'],
-      [o, 'o'],
-    ] as const)
-      checkBindingSize(this.ctx, x, n);
-    const p = this.p;
-    if (!p) return; // every sequence empty
-    const NC = this.numBlocks;
-    const ws = this.ws;
-    const u = this.u;
-    const w = (b: GPUBuffer, bytes: number) => ({ buffer: b, size: bytes });
-    const f32 = (buffer: GPUBuffer, shape: number[]): GpuTensor => ({ buffer, shape, dtype: 'f32' });
-    const kc = w(ws.kc, NC * Hkv * D * 4);
-    const vc = w(ws.vc, NC * Hkv * Dv * 4);
-    const sel = bi ? res(bi) : w(ws.sel, T * Hkv * S * 4);
-    const allKeys = w(ws.all, 16);
-    const table = { buffer: this.table };
-    for (const x of u.poolK)
-      this.dispatch(
-        encoder,
-        p.pool,
-        { x_buf: res(k), out: kc, params: { buffer: x }, seqs: table },
-        grid2d(this.ctx, poolWorkgroups(NC, Hkv, D)),
-      );
-    for (const x of u.poolV)
-      this.dispatch(
-        encoder,
-        p.pool,
-        { x_buf: res(v), out: vc, params: { buffer: x }, seqs: table },
-        grid2d(this.ctx, poolWorkgroups(NC, Hkv, Dv)),
-      );
-    p.cmp.run(encoder, {
-      q,
-      k: f32(ws.kc, [NC, Hkv, D]),
-      v: f32(ws.vc, [NC, Hkv, Dv]),
-      lists: allKeys,
-      o: f32(ws.oCmp, [T, Hq, Dv]),
-      lse: f32(ws.lseCmp, [T, Hq]),
-    });
-    const carry = ws.carry && w(ws.carry, T * Hkv * S * 4);
-    for (const x of u.select)
-      this.dispatch(
-        encoder,
-        p.select,
-        { q_buf: res(q), kc, lse_cmp: w(ws.lseCmp, T * Hq * 4), out: sel, params: { buffer: x }, carry, seqs: table },
-        grid2d(this.ctx, Math.ceil((T * Hkv) / WG)),
-      );
-    p.slc.run(encoder, { q, k, v, lists: sel, o: f32(ws.oSlc, [T, Hq, Dv]) });
-    p.swa?.run(encoder, { q, k, v, lists: allKeys, o: f32(ws.oSwa, [T, Hq, Dv]) });
-    this.dispatch(
-      encoder,
-      p.combine,
-      {
-        o_cmp: w(ws.oCmp, T * Hq * Dv * 4),
-        o_slc: w(ws.oSlc, T * Hq * Dv * 4),
-        o_swa: window > 0 ? w(ws.oSwa, T * Hq * Dv * 4) : undefined,
-        g_cmp: res(gCmp),
-        g_slc: res(gSlc),
-        g_swa: gSwa && res(gSwa),
-        o_buf: res(o),
-        params: { buffer: u.combine },
-      },
-      grid2d(this.ctx, Math.ceil((T * Hq * (Dv / 4)) / WG)),
-    );
+    return new NsaVarlenPlan(ctx, o, total, NC, table, segs, { pool, select, combine, cmp, slc, swa });
   }
 }
 

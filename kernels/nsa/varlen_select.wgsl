@@ -4,7 +4,7 @@
 // first block, 0] per sequence, kernels/moba/ragged_pool.ts); its compressed keys are the rows
 // first block + c of kc, and its chosen blocks are written in block ids of the sequence.
 // Segments (seg_*) as in select.wgsl (POSOFF unused).
-// Needs storage.wgsl, unpack4.wgsl, select_small.wgsl, ragged_seq.wgsl, select_core.wgsl and the
+// Needs storage.wgsl, unpack4.wgsl, select_small.wgsl, ragged_table.wgsl, ragged_seq.wgsl, select_core.wgsl and the
 // struct NsaSelectParams (T = total).
 
 @group(0) @binding(0) var<storage, read> q_buf: array<vec4<u32>>;     // [T, Hq, D] in IN_DTYPE

@@ -588,6 +588,9 @@ interface Slot {
   kvEnd: number;
   /** Submit epoch of the last run that bound this slot (-2: never). */
   usedEpoch: number;
+  /** What the slot's merge uniform holds (parts, rows; none yet: undefined): unchanged, it is not written again. */
+  mergeParts?: number;
+  mergeRows?: number;
 }
 
 /** A planned attention core. Create with {@link planBatchAttention}. */
@@ -1040,12 +1043,15 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     }
     const used = paged ? this.offsets.idx + kvEnd : this.offsets.last + B;
     this.ctx.device.queue.writeBuffer(slot.buffer, 0, words.buffer, 0, used * 4);
-    if (parts > 1) {
+    // The merge's uniform, where this slot's holds other values (decode steps keep parts and rows).
+    if (parts > 1 && (slot.mergeParts !== parts || slot.mergeRows !== totalQ * o.Hq)) {
       this.ctx.device.queue.writeBuffer(
         slot.merge,
         0,
         MERGE_PARAMS.pack({ P: parts, rows: totalQ * o.Hq, D: o.Dv, p0: 0, carry: 0, out_state: 0, one: 1 }),
       );
+      slot.mergeParts = parts;
+      slot.mergeRows = totalQ * o.Hq;
     }
     const info: ScheduleInfo = { batch: B, totalQ, kvLens: lens, parts, kvChunk: chunk, slot: next };
     slot.info = info;

@@ -155,7 +155,7 @@ export function checkInputBuffers(ctx: TesseraDevice, inputs: unknown): void {
     // The argument's name is built only for an error (no string per input and run).
     if (b !== null && typeof b === 'object') {
       if (bufferProblem(b, ctx) !== null) checkBuffer(ctx, b, `${key}.buffer`);
-    } else if (typeof (v as GPUBuffer).usage === 'number' && bufferProblem(v, ctx) !== null) checkBuffer(ctx, v, key);
+    } else if (bufferProblem(v, ctx) !== null) checkBuffer(ctx, v, key); // only a GPUBuffer has a problem
   }
 }
 

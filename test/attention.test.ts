@@ -1065,6 +1065,58 @@ describe('attention core: plan, schedule, run', () => {
     g.dev.destroyBuffer(pages);
   });
 
+  it("split-K: a slot's merge uniform is rewritten only when the parts or rows change, results exact either way", async () => {
+    const g = gpu;
+    const a = await decodeSetup(g, [300, 65, 17], 5);
+    const pages = g.dev.upload(a.pool.bytes);
+    const plan = await planBatchAttention(g.dev, { ...base(a.pool.poolPages), scheduleSlots: 1 });
+    const dev = g.dev.device;
+    const t = a.pool.table;
+    // the first two sequences only: the same parts (the longest is in both), fewer rows
+    const sub = {
+      qoIndptr: [0, 1, 2],
+      kvIndptr: Array.from(t.kvIndptr).slice(0, 3),
+      kvIndices: Array.from(t.kvIndices).slice(0, t.kvIndptr[2]),
+      kvLastPageLen: Array.from(t.kvLastPageLen).slice(0, 2),
+    };
+    const subRef = batchAttentionReference(a.qv.slice(0, 2 * a.Hq * a.D), a.pool.seqs.slice(0, 2), sub.qoIndptr, {
+      Hq: a.Hq,
+      Hkv: a.Hkv,
+      D: a.D,
+    });
+    let writes = 0;
+    const undo = patchMethod(
+      dev.queue,
+      'writeBuffer',
+      (f) =>
+        (...args) => (writes++, f.apply(dev.queue, args)),
+    );
+    try {
+      for (const [table, rows, ref, wantWrites] of [
+        [t, 3, a.ref, 2], // slot words + merge uniform
+        [sub, 2, subRef, 2], // rows changed: the merge uniform again
+        [t, 3, a.ref, 2],
+        [t, 3, a.ref, 1], // nothing changed: the slot words only
+      ] as const) {
+        writes = 0;
+        const info = plan.schedule(table);
+        expect(info.parts).toBe(10);
+        expect(writes).toBe(wantWrites);
+        const o = g.nanTensor([rows, a.Hq, a.D]);
+        const lse = g.nanTensor([rows, a.Hq]);
+        const enc = dev.createCommandEncoder();
+        plan.run(enc, { q: a.q, o, lse, pages });
+        await g.dev.submitAndWait([enc.finish()]);
+        await expectClose(g, o, ref.o);
+        await expectClose(g, lse, ref.lse);
+      }
+    } finally {
+      undo();
+      plan.dispose();
+      g.dev.destroyBuffer(pages);
+    }
+  });
+
   it('several runs in one encoder keep their own schedule (ring), and a full ring throws E_STATE', async () => {
     const g = gpu;
     const a = await decodeSetup(g, [17, 300], 2);

@@ -8,6 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import '../src/index.js';
 import {
+  GroupCache,
   bindingMismatches,
   bindingTable,
   bindingTables,
@@ -173,6 +174,79 @@ describe('binding tables', () => {
     expect(() => bindGroup(dev, plain, { src })).toThrow(/binding "dst"/);
     // @ts-expect-error an unknown name is a compile error
     expect(() => bindGroup(dev, plain, { src, dst: out1, nope: out1 })).toThrow(/"nope" is not a binding/);
+  });
+
+  it('GroupCache binds by name into fixed slots: one group per distinct set of buffers, offsets and sizes, names checked', async () => {
+    const dev = gpu.dev;
+    const T = bindingTable('test/group-cache', { src: 'read', w: optional('read', 'array<f32>'), dst: 'rw' });
+    const code = `override SCALE: bool = false;
+@group(0) @binding(0) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@compute @workgroup_size(4) fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+  var x = src[id.x];
+  if (SCALE) { x *= w[id.x]; }
+  dst[id.x] = x;
+}`;
+    const shader = wgslProgram('test/group-cache', [code]);
+    const plain = await getPipeline(dev, { shader, bindings: T.variant({ w: false }) });
+    const scaled = await getPipeline(dev, { shader, bindings: T.variant({ w: true }), constants: { SCALE: true } });
+    // offsets in steps of 256 bytes (minStorageBufferOffsetAlignment)
+    const src = gpu.tensor(
+      Array.from({ length: 128 }, (_, i) => i + 1),
+      [128],
+    );
+    const w = gpu.tensor([10, 20, 30, 40], [4]);
+    const out = gpu.nanTensor([128]);
+    const gp = new GroupCache(dev.device, plain);
+    const gs = new GroupCache(dev.device, scaled);
+    const a = gp.set('src', src.buffer, 0, 16).set('dst', out.buffer, 0, 16).group();
+    expect(gp.set('dst', out.buffer, 0, 16).set('src', src.buffer, 0, 16).group()).toBe(a); // order-free
+    const b = gp.set('src', src.buffer, 256, 16).set('dst', out.buffer, 256, 16).group();
+    expect(b).not.toBe(a);
+    expect(gp.set('src', src.buffer, 0, 16).set('dst', out.buffer, 0, 16).group()).toBe(a);
+    expect(gp.set('src', src.buffer, 256).set('dst', out.buffer, 256, 16).group()).not.toBe(b); // size differs
+    expect(gp.created).toBe(3);
+    const c = gs.set('src', src.buffer, 0, 16).set('w', w.buffer).set('dst', out.buffer, 256, 16).group();
+    const enc = dev.device.createCommandEncoder();
+    for (const [p, g] of [
+      [plain, a],
+      [scaled, c],
+    ] as const) {
+      const pass = enc.beginComputePass();
+      pass.setPipeline(p.pipeline);
+      pass.setBindGroup(0, g);
+      pass.dispatchWorkgroups(1);
+      pass.end();
+    }
+    dev.device.queue.submit([enc.finish()]);
+    const got = Array.from(await gpu.read(out));
+    expect(got.slice(0, 4)).toEqual([1, 2, 3, 4]);
+    expect(got.slice(64, 68)).toEqual([10, 40, 90, 160]);
+    expect(got.filter((x) => Number.isNaN(x)).length).toBe(120); // nothing else written
+    // names are checked as bindGroup checks them, and a refused call leaves nothing set behind
+    const err = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        return e as TesseraError;
+      }
+      throw new Error('did not throw');
+    };
+    const left = err(() => gp.set('src', src.buffer).set('w', w.buffer));
+    expect([left.code, left.message]).toEqual([
+      'E_STATE',
+      expect.stringMatching(/"w" is not a binding of this variant \(left out of it\)/),
+    ]);
+    // @ts-expect-error an unknown name is a compile error
+    expect(err(() => gp.set('nope', src.buffer)).message).toMatch(
+      /"nope" is not a binding of this variant \(not in the table\)/,
+    );
+    expect(err(() => gs.set('src', src.buffer).set('dst', out.buffer).group()).message).toMatch(
+      /binding "w" \(@binding\(1\)\) has no buffer/,
+    );
+    expect(err(() => gp.set('src', src.buffer).set('src', src.buffer)).message).toMatch(/"src" is set twice/);
+    expect(gp.set('src', src.buffer, 0, 16).set('dst', out.buffer, 0, 16).group()).toBe(a);
+    expect(gp.created).toBe(3);
   });
 
   it('wgslConstants writes typed const declarations and refuses values their type cannot hold', () => {

@@ -171,8 +171,46 @@ describe('page pool', () => {
         ]),
       ),
     ).toBe('E_ARG entries[1].seq');
+    expect(code(() => pool.step([{ seq: a, tokens: 1.5 }]))).toBe('E_ARG entries[0].tokens');
+    expect(code(() => pool.step([{ seq: a, tokens: 2 ** 32 }]))).toBe('E_ARG entries[0].tokens');
+    // @ts-expect-error a missing entry is refused by name
+    expect(code(() => pool.step([{ seq: a, tokens: 1 }, undefined]))).toBe('E_ARG entries[1].seq');
+    expect(code(() => pool.tables([a, 9]))).toBe('E_ARG seqs[1]');
     expect(code(() => pool.releaseOutsideWindow(a, { window: 0 }))).toBe('E_ARG window');
     expect(code(() => pool.length(9))).toBe('E_ARG seq');
     expect(pool.length(a)).toBe(0);
+    expect(pool.used).toBe(0); // the refused steps allocated nothing
+  });
+
+  it('decode steps reuse the table storage: each step returns its own values, with no stale entries', () => {
+    const pool = createPagePool({ capacity: 16, pageSize: 4 });
+    const a = pool.addSequence();
+    const b = pool.addSequence();
+    pool.step([
+      { seq: a, tokens: 3 },
+      { seq: b, tokens: 1 },
+    ]);
+    const entries = [
+      { seq: a, tokens: 1 },
+      { seq: b, tokens: 1 },
+    ];
+    for (let s = 0; s < 6; s++) {
+      const t = pool.step(entries);
+      const la = 4 + s;
+      const lb = 2 + s;
+      const pa = pool.pages(a);
+      const pb = pool.pages(b);
+      expect(Array.from(t.kvLens)).toEqual([la, lb]);
+      expect(Array.from(t.kvIndptr)).toEqual([0, pa.length, pa.length + pb.length]);
+      expect(Array.from(t.kvIndices)).toEqual([...pa, ...pb]);
+      expect(Array.from(t.kvLastPageLen)).toEqual([la - 4 * (pa.length - 1), lb - 4 * (pb.length - 1)]);
+      expect(Array.from(t.qoIndptr)).toEqual([0, 1, 2]);
+      expect(Array.from(t.batchIndices)).toEqual([0, 1]);
+      expect(Array.from(t.positions)).toEqual([la - 1, lb - 1]);
+      // the page table of the same sequences without new rows is the same
+      const u = pool.tables([a, b]);
+      expect(Array.from(u.kvIndices)).toEqual([...pa, ...pb]);
+      expect(Array.from(u.kvLens)).toEqual([la, lb]);
+    }
   });
 });

@@ -2,8 +2,8 @@
  * Example `engine`: a small transformer whose attention and KV cache run on Tessera's engine path,
  * entirely from the GPU, inside the engine's own command encoders.
  *
- * The engine owns a raw `GPUDevice`, its buffers and its WGSL (projections, residual, next-token
- * mix: `ENGINE_WGSL` below). Tessera gives it:
+ * The engine owns a raw `GPUDevice`, its buffers and its WGSL (a fused q/k/v projection, the
+ * output projection with the residual, the next-token mix: `QKV_WGSL`, `ENGINE_WGSL` below). Tessera gives it:
  * - `src/pool` (host bookkeeping): pages, per-sequence page lists, window release, the step tables;
  * - `kernels/append`: K/V rows into pool pages with RoPE fused on K, Quest summaries on the GPU;
  *   `planRope` for q;
@@ -143,6 +143,52 @@ fn mix(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 `;
 
+/**
+ * The engine's fused q/k/v projection: one dispatch per layer writes q, k and v (columns of one
+ * concatenated weight `[Wq | Wk | Wv]`), each column computed as `matmul` computes it.
+ */
+const QKV_WGSL = /* wgsl */ `
+struct Step { rows: u32, eOff: u32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read_write> q_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> k_out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> v_out: array<f32>;
+@group(0) @binding(5) var<uniform> step: Step;
+override K: u32 = 128;
+override NQ: u32 = 512;
+override NKV: u32 = 128;
+override EPS: f32 = 1e-6;
+
+// [q | k | v][r, n] = inv_r * sum_k x[r, k] w[k, n]; inv_r = 1 / sqrt(mean_k x[r, k]^2 + eps).
+@compute @workgroup_size(64)
+fn qkv(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let N = NQ + 2u * NKV;
+  let n = gid.x;
+  let r = gid.y;
+  if (n >= N || r >= step.rows) {
+    return;
+  }
+  var ss = 0.0;
+  for (var k = 0u; k < K; k++) {
+    let a = x[r * K + k];
+    ss += a * a;
+  }
+  let inv = 1.0 / sqrt(ss / f32(K) + EPS);
+  var s = 0.0;
+  for (var k = 0u; k < K; k++) {
+    s += x[r * K + k] * w[k * N + n];
+  }
+  if (n < NQ) {
+    q_out[r * NQ + n] = s * inv;
+  } else if (n < NQ + NKV) {
+    k_out[r * NKV + n - NQ] = s * inv;
+  } else {
+    v_out[r * NKV + n - NQ - NKV] = s * inv;
+  }
+}
+`;
+
 interface Counters {
   buffers: number;
   groups: number;
@@ -266,14 +312,20 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
     const mixU = buffer(16, 'engine.mix', GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
     device.queue.writeBuffer(x, 0, weights.ePrompt);
     device.queue.writeBuffer(eDec, 0, weights.eDecode);
-    const W = weights.layers.map((w, l) => ({
-      wq: buffer(w.wq.byteLength, `engine.wq${l}`),
-      wk: buffer(w.wk.byteLength, `engine.wk${l}`),
-      wv: buffer(w.wv.byteLength, `engine.wv${l}`),
-      wo: buffer(w.wo.byteLength, `engine.wo${l}`),
-    }));
-    weights.layers.forEach((w, l) => {
-      for (const k of ['wq', 'wk', 'wv', 'wo'] as const) device.queue.writeBuffer(W[l]![k], 0, w[k]);
+    // Per layer: the concatenated [Wq | Wk | Wv] (row k: Wq's row k, then Wk's, then Wv's) and Wo.
+    const Nqkv = (Hq + 2 * Hkv) * D;
+    const W = weights.layers.map((w, l) => {
+      const cat = new Float32Array(Dm * Nqkv);
+      for (let r = 0; r < Dm; r++) {
+        cat.set(w.wq.subarray(r * Hq * D, (r + 1) * Hq * D), r * Nqkv);
+        cat.set(w.wk.subarray(r * Hkv * D, (r + 1) * Hkv * D), r * Nqkv + Hq * D);
+        cat.set(w.wv.subarray(r * Hkv * D, (r + 1) * Hkv * D), r * Nqkv + (Hq + Hkv) * D);
+      }
+      const wqkv = buffer(cat.byteLength, `engine.wqkv${l}`);
+      const wo = buffer(w.wo.byteLength, `engine.wo${l}`);
+      device.queue.writeBuffer(wqkv, 0, cat);
+      device.queue.writeBuffer(wo, 0, w.wo);
+      return { wqkv, wo };
     });
     // Page pools: full and Quest layers share one page table (same page ids in each layer's pool
     // buffer); window layers have their own, from which pages that left the window are released.
@@ -373,15 +425,28 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
         layout: bgl,
         entries: [xs, ws, ys, u].map((b, i) => ({ binding: i, resource: { buffer: b } })),
       });
-    const proj = (N: number) => pipe('matmul', { K: Dm, N, NORM: 1, ACC: 0, EPS: cfg.eps });
-    const pq = proj(Hq * D);
-    const pkv = proj(Hkv * D);
     const po = pipe('matmul', { K: Hq * D, N: Dm, NORM: 0, ACC: 1 });
     const pmix = pipe('mix', { K: Dm, EPS: cfg.eps, ALPHA: cfg.alpha });
+    const bglQkv = device.createBindGroupLayout({
+      entries: [0, 1, 2, 3, 4, 5].map((i) => ({
+        binding: i,
+        visibility: GPUShaderStage.COMPUTE,
+        buffer: { type: i === 5 ? 'uniform' : i >= 2 ? 'storage' : 'read-only-storage' } as GPUBufferBindingLayout,
+      })),
+    });
+    const pqkv = device.createComputePipeline({
+      layout: device.createPipelineLayout({ bindGroupLayouts: [bglQkv] }),
+      compute: {
+        module: device.createShaderModule({ code: QKV_WGSL, label: 'engine.qkv' }),
+        entryPoint: 'qkv',
+        constants: { K: Dm, NQ: Hq * D, NKV: Hkv * D, EPS: cfg.eps },
+      },
+    });
     const G = W.map((w) => ({
-      q: group(x, w.wq, qb, stepU),
-      k: group(x, w.wk, kb, stepU),
-      v: group(x, w.wv, vb, stepU),
+      qkv: device.createBindGroup({
+        layout: bglQkv,
+        entries: [x, w.wqkv, qb, kb, vb, stepU].map((b, i) => ({ binding: i, resource: { buffer: b } })),
+      }),
       o: group(ob, w.wo, x, stepU),
     }));
     const gMix = group(eDec, eDec, x, mixU);
@@ -440,10 +505,7 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
       for (let l = 0; l < L; l++) {
         const kind = cfg.layers[l]!;
         const g = G[l]!;
-        dispatch(pass, pq, g.q, Math.ceil((Hq * D) / 64), rows);
-        dispatch(pass, pkv, g.k, Math.ceil((Hkv * D) / 64), rows);
-        pass.setBindGroup(0, g.v); // same pipeline as k
-        pass.dispatchWorkgroups(Math.ceil((Hkv * D) / 64), rows);
+        dispatch(pass, pqkv, g.qkv, Math.ceil(Nqkv / 64), rows);
         ropeQ.run(pass, tq);
         if (kind === 'window') {
           appendWin.run(pass, appendT[l]!);
@@ -468,9 +530,10 @@ export async function main(opts: EngineOptions = {}): Promise<EngineResult> {
       dispatch(pass, pmix, gMix, 1);
       pass.end();
     };
+    const windowSpan = { window: cfg.window, sinkTokens: cfg.sinks };
     const releaseWindow = () => {
       let n = 0;
-      for (const s of seqsWin) n += poolWin.releaseOutsideWindow(s, { window: cfg.window, sinkTokens: cfg.sinks });
+      for (const s of seqsWin) n += poolWin.releaseOutsideWindow(s, windowSpan);
       return n;
     };
 

@@ -10,17 +10,8 @@
  */
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, submitEpoch, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import {
-  bindGroup,
-  getPipeline,
-  grid2d,
-  wgslProgram,
-  type Pipeline,
-  type PipelineSpec,
-  type ResourcesFor,
-  type TablePipeline,
-} from '../../src/gpu/pipeline.js';
-import { bindingTable, optional, registerPasses, type BindingVariant, type VariantOf } from '../../src/gpu/bindings.js';
+import { getPipeline, grid2d, wgslProgram, type PipelineSpec, type TablePipeline } from '../../src/gpu/pipeline.js';
+import { GroupCache, bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan } from '../../src/plan.js';
 import { TensorMemo } from '../../src/tensor-memo.js';
@@ -142,12 +133,6 @@ export interface AppendTensors {
   summaries?: GPUBuffer;
 }
 
-interface Res {
-  buffer: GPUBuffer;
-  offset?: number;
-  size?: number;
-}
-
 /** The pipeline specs of an append plan: the append (RoPE's table bound only with rope), the summaries. */
 function appendSpecs(o: {
   pageDtype: KvDType;
@@ -217,41 +202,6 @@ registerPasses('append', () => {
 });
 
 /**
- * Bind groups built once per distinct set of resources (an engine has one per layer): a short
- * list compared field by field, so a hit allocates nothing (no key strings).
- */
-class BindGroupCache {
-  private readonly entries: { p: Pipeline; res: Res[]; group: GPUBindGroup }[] = [];
-  constructor(
-    private readonly ctx: TesseraDevice,
-    private readonly limit = 64,
-  ) {}
-
-  /** The bind group of `p` for these resources (keyed by binding name). */
-  get<B extends BindingVariant>(p: Pipeline<B>, resources: ResourcesFor<B>): GPUBindGroup {
-    const list = this.entries;
-    const bound = p.spec.bindings.bound;
-    const named = resources as Readonly<Record<string, Res | undefined>>;
-    outer: for (let i = 0; i < list.length; i++) {
-      const e = list[i]!;
-      if (e.p.pipeline !== p.pipeline) continue;
-      for (let j = 0; j < bound.length; j++) {
-        const a = e.res[j]!;
-        const b = named[bound[j]!.name];
-        if (!b) break outer;
-        if (a.buffer !== b.buffer || (a.offset ?? 0) !== (b.offset ?? 0) || (a.size ?? -1) !== (b.size ?? -1))
-          continue outer;
-      }
-      return e.group;
-    }
-    if (list.length >= this.limit) list.shift();
-    const group = bindGroup(this.ctx, p, resources);
-    list.push({ p, res: bound.map((b) => ({ ...named[b.name]! })), group });
-    return group;
-  }
-}
-
-/**
  * Refuses a schedule() that would overwrite tables a run encoded since the last `queue.submit`
  * still reads (that run would silently see the new step's tables).
  */
@@ -294,7 +244,11 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
   private readonly cossin?: GPUBuffer;
   private readonly host: Uint32Array<ArrayBuffer>;
   private readonly off: { rowB: number; rowP: number; iptr: number; idx: number; touch: number };
-  private readonly groups: BindGroupCache;
+  private readonly mainGroups: GroupCache<typeof APPEND_BINDINGS.entries>;
+  private readonly sumGroups?: GroupCache<typeof SUMMARIZE_BINDINGS.entries>;
+  /** Buffers run checked as `pages` / `summaries` (a GPUBuffer's size and usage never change). */
+  private readonly pagesChecked: GPUBuffer[] = [];
+  private readonly sumChecked: GPUBuffer[] = [];
   private stamp = 0;
   /** Per pool cell (page * P + row): the stamp of the last schedule that wrote it. */
   private readonly cellStamp: Uint32Array;
@@ -347,7 +301,8 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
       );
       ctx.device.queue.writeBuffer(this.cossin, 0, table);
     }
-    this.groups = new BindGroupCache(ctx);
+    this.mainGroups = new GroupCache(ctx.device, main);
+    this.sumGroups = summarize && new GroupCache(ctx.device, summarize);
     this.cellStamp = new Uint32Array(o.maxPages * o.pageSize);
     this.pageStamp = new Uint32Array(o.maxPages);
     this.pageLen = new Uint32Array(o.maxPages);
@@ -539,13 +494,18 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     if (v.shape[0]! < this.nnz)
       fail('E_SHAPE', 'v.shape[0]', 'has fewer rows than the schedule;', v.shape[0], `>= ${this.nnz}`);
     const poolBytes = o.maxPages * this.layout.pageBytes;
-    if (!t.pages || typeof t.pages.size !== 'number')
-      fail('E_BUFFER', 'pages', 'is not a GPUBuffer;', typeof t.pages, 'a GPUBuffer');
-    if (t.pages.size < poolBytes)
-      fail('E_BUFFER', 'pages', 'is smaller than maxPages pages;', t.pages.size, `>= ${poolBytes} bytes`);
-    if ((t.pages.usage & GPUBufferUsageFlags.STORAGE) === 0)
-      fail('E_BUFFER', 'pages', 'lacks STORAGE usage;', t.pages.usage);
     const sumBytes = o.maxPages * o.Hkv * 2 * o.D * 2;
+    // A pages / summaries buffer checked before passes again (size and usage never change; a
+    // destroyed or foreign one is caught before run by the plan's buffer check).
+    if (!this.pagesChecked.includes(t.pages)) {
+      if (!t.pages || typeof t.pages.size !== 'number')
+        fail('E_BUFFER', 'pages', 'is not a GPUBuffer;', typeof t.pages, 'a GPUBuffer');
+      if (t.pages.size < poolBytes)
+        fail('E_BUFFER', 'pages', 'is smaller than maxPages pages;', t.pages.size, `>= ${poolBytes} bytes`);
+      if ((t.pages.usage & GPUBufferUsageFlags.STORAGE) === 0)
+        fail('E_BUFFER', 'pages', 'lacks STORAGE usage;', t.pages.usage);
+      remember(this.pagesChecked, t.pages);
+    }
     if (t.summaries !== undefined) {
       if (!this.summarize)
         fail(
@@ -555,60 +515,55 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
           'a GPUBuffer',
           'plan with summaries: true',
         );
-      if (typeof t.summaries.size !== 'number')
-        fail(
-          'E_BUFFER',
-          'summaries',
-          'is not a GPUBuffer;',
-          typeof t.summaries,
-          'a GPUBuffer of [maxPages, Hkv, 2, D] f16',
-        );
-      if (t.summaries.size < sumBytes)
-        fail(
-          'E_BUFFER',
-          'summaries',
-          'is smaller than [maxPages, Hkv, 2, D] f16;',
-          t.summaries.size,
-          `>= ${sumBytes} bytes`,
-        );
+      if (!this.sumChecked.includes(t.summaries)) {
+        if (typeof t.summaries.size !== 'number')
+          fail(
+            'E_BUFFER',
+            'summaries',
+            'is not a GPUBuffer;',
+            typeof t.summaries,
+            'a GPUBuffer of [maxPages, Hkv, 2, D] f16',
+          );
+        if (t.summaries.size < sumBytes)
+          fail(
+            'E_BUFFER',
+            'summaries',
+            'is smaller than [maxPages, Hkv, 2, D] f16;',
+            t.summaries.size,
+            `>= ${sumBytes} bytes`,
+          );
+        remember(this.sumChecked, t.summaries);
+      }
       if (t.summaries === t.pages) fail('E_BUFFER', 'summaries', 'must not be the pages buffer;', 'the same buffer');
     }
     if (!kHit) this.kMemo.remember(k);
     if (!vHit) this.vMemo.remember(v);
     this.usedEpoch = submitEpoch(this.ctx);
     if (this.nnz === 0) return;
-    const pages = { buffer: t.pages, offset: 0, size: poolBytes };
-    const tables = { buffer: this.tables };
+    const g = this.mainGroups
+      .set('k_in', k.buffer, k.offset ?? 0, Math.max(4, byteSize(k.shape, k.dtype)))
+      .set('v_in', v.buffer, v.offset ?? 0, Math.max(4, byteSize(v.shape, v.dtype)))
+      .set('pages', t.pages, 0, poolBytes)
+      .set('tables', this.tables)
+      .set('params', this.params);
+    if (this.cossin) g.set('cossin', this.cossin);
+    const group = g.group();
     const pass = passOf(encoder, 'append');
     pass.setPipeline(this.main.pipeline);
-    pass.setBindGroup(
-      0,
-      this.groups.get(this.main, {
-        k_in: binding(k),
-        v_in: binding(v),
-        pages,
-        tables,
-        ...(this.cossin ? { cossin: { buffer: this.cossin } } : {}),
-        params: { buffer: this.params },
-      }),
-    );
+    pass.setBindGroup(0, group);
     // int8: one invocation per (row, K/V, head) owns the row and its scale; else one per 4 elements.
     const units = o.pageDtype === 'int8' ? this.nnz * o.Hkv * 2 : this.nnz * o.Hkv * ((o.D + o.Dv) / 4);
-    const [x, y] = grid2d(this.ctx, Math.ceil(units / WG));
-    pass.dispatchWorkgroups(x, y);
-    if (t.summaries && this.summarize && this.touched > 0) {
-      pass.setPipeline(this.summarize.pipeline);
-      pass.setBindGroup(
-        0,
-        this.groups.get(this.summarize, {
-          pages,
-          tables,
-          summ: { buffer: t.summaries!, offset: 0, size: sumBytes },
-          params: { buffer: this.params },
-        }),
-      );
-      const [sx, sy] = grid2d(this.ctx, Math.ceil((this.touched * o.Hkv * (o.D / 2)) / WG));
-      pass.dispatchWorkgroups(sx, sy);
+    dispatch(this.ctx, pass, Math.ceil(units / WG));
+    if (t.summaries && this.sumGroups && this.touched > 0) {
+      const summarize = this.sumGroups
+        .set('pages', t.pages, 0, poolBytes)
+        .set('tables', this.tables)
+        .set('summ', t.summaries, 0, sumBytes)
+        .set('params', this.params)
+        .group();
+      pass.setPipeline(this.sumGroups.pipeline);
+      pass.setBindGroup(0, summarize);
+      dispatch(this.ctx, pass, Math.ceil((this.touched * o.Hkv * (o.D / 2)) / WG));
     }
     if (pass !== encoder) pass.end();
   }
@@ -624,8 +579,19 @@ export function passOf(target: GPUCommandEncoder | GPUComputePassEncoder, label:
   return (target as GPUCommandEncoder).beginComputePass({ label });
 }
 
-function binding(t: GpuTensor): { buffer: GPUBuffer; offset: number; size: number } {
-  return { buffer: t.buffer, offset: t.offset ?? 0, size: Math.max(4, byteSize(t.shape, t.dtype)) };
+/** `count` workgroups (2D past the per-dimension limit), with no array for the common 1D case. */
+function dispatch(ctx: TesseraDevice, pass: GPUComputePassEncoder, count: number): void {
+  if (count <= ctx.limits.maxComputeWorkgroupsPerDimension) pass.dispatchWorkgroups(Math.max(1, count), 1);
+  else {
+    const [x, y] = grid2d(ctx, count);
+    pass.dispatchWorkgroups(x, y);
+  }
+}
+
+/** Adds `b` to a short list of checked buffers (the oldest leaves first). */
+function remember(list: GPUBuffer[], b: GPUBuffer): void {
+  if (list.length >= 16) list.shift();
+  list.push(b);
 }
 
 function validateRope(r: RopeSpec, D: number, argument: string): Required<RopeSpec> {
@@ -731,7 +697,8 @@ export class RopePlan extends KernelPlan<RopeTensors> {
   private readonly tables: GPUBuffer;
   private readonly cossin: GPUBuffer;
   private readonly host: Uint32Array<ArrayBuffer>;
-  private readonly groups: BindGroupCache;
+  private readonly outGroups: GroupCache<typeof ROPE_BINDINGS.entries>;
+  private readonly inPlaceGroups?: GroupCache<typeof ROPE_BINDINGS.entries>;
   private nnz = -1;
   /** Submit epoch of the last run (-2: none since the last schedule). */
   private usedEpoch = -2;
@@ -759,7 +726,8 @@ export class RopePlan extends KernelPlan<RopeTensors> {
       GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_DST,
     );
     ctx.device.queue.writeBuffer(this.cossin, 0, table);
-    this.groups = new BindGroupCache(ctx);
+    this.outGroups = new GroupCache(ctx.device, outOfPlace);
+    this.inPlaceGroups = inPlace && new GroupCache(ctx.device, inPlace);
   }
 
   /** @internal use {@link planRope}. */
@@ -829,23 +797,17 @@ export class RopePlan extends KernelPlan<RopeTensors> {
     if (!xHit) this.xMemo.remember(x);
     if (x.shape[0]! < this.nnz)
       fail('E_SHAPE', 'x.shape[0]', 'has fewer rows than the schedule;', x.shape[0], `>= ${this.nnz}`);
-    let pipeline: TablePipeline<typeof ROPE_BINDINGS>;
-    let entries: ResourcesFor<VariantOf<typeof ROPE_BINDINGS>>;
+    let g: GroupCache<typeof ROPE_BINDINGS.entries>;
+    let out: GpuTensor | undefined;
     if (t.out) {
-      const out = checkTensor(t.out, 'out', { rank: 3, shape: [-1, o.H, o.D], dtypes: [o.outDtype] });
+      out = checkTensor(t.out, 'out', { rank: 3, shape: [-1, o.H, o.D], dtypes: [o.outDtype] });
       if (out.shape[0]! < this.nnz)
         fail('E_SHAPE', 'out.shape[0]', 'has fewer rows than the schedule;', out.shape[0], `>= ${this.nnz}`);
       if (out.buffer === x.buffer)
         fail('E_BUFFER', 'out', 'shares its buffer with x; omit out to rotate in place;', 'the same buffer');
-      pipeline = this.outOfPlace;
-      entries = {
-        x_in: binding(x),
-        x_out: binding(out),
-        tables: { buffer: this.tables },
-        cossin: { buffer: this.cossin },
-      };
+      g = this.outGroups;
     } else {
-      if (!this.inPlace)
+      if (!this.inPlaceGroups)
         fail(
           'E_DTYPE',
           'out',
@@ -853,16 +815,20 @@ export class RopePlan extends KernelPlan<RopeTensors> {
           undefined,
           `an out tensor of ${o.outDtype}`,
         );
-      pipeline = this.inPlace;
-      entries = { x_out: binding(x), tables: { buffer: this.tables }, cossin: { buffer: this.cossin } };
+      g = this.inPlaceGroups;
     }
     this.usedEpoch = submitEpoch(this.ctx);
     if (this.nnz === 0) return;
+    const xBytes = Math.max(4, byteSize(x.shape, x.dtype));
+    if (out) {
+      g.set('x_in', x.buffer, x.offset ?? 0, xBytes);
+      g.set('x_out', out.buffer, out.offset ?? 0, Math.max(4, byteSize(out.shape, out.dtype)));
+    } else g.set('x_out', x.buffer, x.offset ?? 0, xBytes);
+    const group = g.set('tables', this.tables).set('cossin', this.cossin).group();
     const pass = passOf(encoder, 'rope');
-    pass.setPipeline(pipeline.pipeline);
-    pass.setBindGroup(0, this.groups.get(pipeline, entries));
-    const [gx, gy] = grid2d(this.ctx, Math.ceil((this.nnz * o.H * (o.D / 4)) / WG));
-    pass.dispatchWorkgroups(gx, gy);
+    pass.setPipeline(g.pipeline);
+    pass.setBindGroup(0, group);
+    dispatch(this.ctx, pass, Math.ceil((this.nnz * o.H * (o.D / 4)) / WG));
     if (pass !== encoder) pass.end();
   }
 }

@@ -14,14 +14,13 @@ import {
   type BindingResource,
   type Pipeline,
   type PipelineSpec,
-  type ResourcesFor,
   type ShaderSource,
 } from '../../src/gpu/pipeline.js';
-import { bindingTable, namedEntries, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
+import { GroupCache, bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, checkPlannedSize, res, runOnce } from '../../src/plan.js';
 import { TensorMemo } from '../../src/tensor-memo.js';
-import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
+import { byteSize, checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { MERGE_PARAMS, getMergePipeline, type MergePipeline } from '../merge/index.js';
 import { mergePartsPerSegment } from '../merge/merge.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
@@ -598,32 +597,9 @@ interface Slot {
   kvEnd: number;
   /** Submit epoch of the last run that bound this slot (-2: never). */
   usedEpoch: number;
-}
-
-const bufferIds = new WeakMap<GPUBuffer, number>();
-let nextBufferId = 1;
-function idOf(b: GPUBuffer): number {
-  let id = bufferIds.get(b);
-  if (id === undefined) bufferIds.set(b, (id = nextBufferId++));
-  return id;
-}
-/** Whether two binding lists name the same buffers, offsets and sizes. */
-function sameResources(
-  a: readonly (BindingResource | undefined)[],
-  b: readonly (BindingResource | undefined)[],
-): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) {
-    const x = a[i];
-    const y = b[i];
-    if (!x || !y) return false;
-    if (x.buffer !== y.buffer || (x.offset ?? 0) !== (y.offset ?? 0) || (x.size ?? -1) !== (y.size ?? -1)) return false;
-  }
-  return true;
-}
-function keyOf(r: BindingResource | undefined): string {
-  if (!r) return '-';
-  return `${idOf(r.buffer)}@${r.offset ?? 0}+${r.size ?? -1}`;
+  /** What the slot's merge uniform holds (parts, rows; none yet: undefined): unchanged, it is not written again. */
+  mergeParts?: number;
+  mergeRows?: number;
 }
 
 /** A planned attention core. Create with {@link planBatchAttention}. */
@@ -659,13 +635,13 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   private readonly work?: GPUBuffer;
   private readonly lseOffWords: number;
   private readonly lseScratch: GPUBuffer;
-  private readonly groups = new Map<string, GPUBindGroup>();
+  /** Bind groups per pipeline (core, core without subgroups, merge), keyed by what they bind. */
+  private readonly groups = new Map<object, GroupCache>();
+  /** Pool buffers whose size run checked, and the binding of the last one (no object per run). */
+  private readonly poolsChecked: GPUBuffer[] = [];
+  private poolBinding?: BindingResource;
   private readonly qMemo = new TensorMemo();
   private readonly oMemo = new TensorMemo();
-  private readonly lastGroups = new Map<
-    string,
-    { pipeline: Pipeline; resources: readonly (BindingResource | undefined)[]; group: GPUBindGroup }
-  >();
   private readonly offsets: { qo: number; kv: number; last: number; idx: number; words: number };
   private readonly hostWords: Uint32Array<ArrayBuffer>;
 
@@ -1076,12 +1052,15 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     }
     const used = paged ? this.offsets.idx + kvEnd : this.offsets.last + B;
     this.ctx.device.queue.writeBuffer(slot.buffer, 0, words.buffer, 0, used * 4);
-    if (parts > 1) {
+    // The merge's uniform, where this slot's holds other values (decode steps keep parts and rows).
+    if (parts > 1 && (slot.mergeParts !== parts || slot.mergeRows !== totalQ * o.Hq)) {
       this.ctx.device.queue.writeBuffer(
         slot.merge,
         0,
         MERGE_PARAMS.pack({ P: parts, rows: totalQ * o.Hq, D: o.Dv, p0: 0, carry: 0, out_state: 0, one: 1 }),
       );
+      slot.mergeParts = parts;
+      slot.mergeRows = totalQ * o.Hq;
     }
     const info: ScheduleInfo = { batch: B, totalQ, kvLens: lens, parts, kvChunk: chunk, slot: next };
     slot.info = info;
@@ -1147,27 +1126,33 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     let kr: BindingResource;
     let vr: BindingResource;
     if (o.source === 'paged') {
-      const pages = t.pages;
-      if (!pages || typeof pages.size !== 'number')
-        fail('E_BUFFER', 'pages', 'is not a GPUBuffer;', typeof pages, 'the pool buffer');
+      const pages = t.pages as GPUBuffer; // checked below unless it passed before
       const need = o.poolPages * this.layout!.pageBytes;
-      if (pages.size < need)
-        fail(
-          'E_BUFFER',
-          'pages',
-          'is smaller than the pool the plan was made for;',
-          pages.size,
-          `at least poolPages * pageBytes = ${need} bytes`,
-        );
-      if (need > this.ctx.limits.maxStorageBufferBindingSize)
-        fail(
-          'E_LIMIT',
-          'pages',
-          'is larger than one storage binding;',
-          need,
-          `at most ${this.ctx.limits.maxStorageBufferBindingSize} bytes`,
-        );
-      kr = vr = { buffer: pages, offset: 0, size: need };
+      // A pool buffer checked before passes again (a GPUBuffer's size never changes; a destroyed
+      // or foreign one is caught before run by the plan's buffer check).
+      if (!this.poolsChecked.includes(pages)) {
+        if (!pages || typeof pages.size !== 'number')
+          fail('E_BUFFER', 'pages', 'is not a GPUBuffer;', typeof pages, 'the pool buffer');
+        if (pages.size < need)
+          fail(
+            'E_BUFFER',
+            'pages',
+            'is smaller than the pool the plan was made for;',
+            pages.size,
+            `at least poolPages * pageBytes = ${need} bytes`,
+          );
+        if (need > this.ctx.limits.maxStorageBufferBindingSize)
+          fail(
+            'E_LIMIT',
+            'pages',
+            'is larger than one storage binding;',
+            need,
+            `at most ${this.ctx.limits.maxStorageBufferBindingSize} bytes`,
+          );
+        if (this.poolsChecked.length >= 16) this.poolsChecked.shift();
+        this.poolsChecked.push(pages);
+      }
+      kr = vr = this.poolResource(pages, need);
     } else {
       const k = checkTensor(t.k, 'k', { rank: 3, shape: [-1, o.Hkv, o.D], dtypes: [o.kvDtype as FloatDType] });
       const v = checkTensor(t.v, 'v', {
@@ -1199,18 +1184,6 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     if (!oHit) this.oMemo.remember(out);
     slot.usedEpoch = submitEpoch(this.ctx);
     if (info.totalQ === 0) return;
-    const lr: BindingResource = lse ? res(lse) : { buffer: this.lseScratch };
-    const resources: ResourcesFor<CorePipeline['spec']['bindings']> = {
-      q: res(q),
-      k: kr,
-      v: vr,
-      sched: { buffer: slot.buffer },
-      o: res(out),
-      lse: lr,
-      work: this.work && { buffer: this.work },
-      params: { buffer: this.params },
-      sink_logits: sr,
-    };
     const rows = info.totalQ * o.Hq;
     // One invocation (cpu) or workgroup (gpu) per part and pack: a sequence of n tokens owns at
     // least ceil(n * G / R) packs per KV head (attention.wgsl `pk_start`).
@@ -1223,78 +1196,84 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const packs = Math.floor((info.totalQ * (o.Hq / o.Hkv) + info.batch * (pr - 1)) / pr);
     const invocations = packs * o.Hkv * info.parts;
     const groups = this.variant === 'gpu' || lanes > 1 ? invocations : Math.ceil(invocations / WG);
-    const pipeline = lanes === 1 && this.plainPipeline ? this.plainPipeline : this.pipeline;
-    this.encode(encoder, pipeline, resources, grid2d(this.ctx, groups), `c${lanes}|${info.slot}|${idOf(slot.buffer)}`);
+    // The bind group, by name into the pipeline's preallocated binding slots (no resource objects,
+    // no key strings; the group made for the same buffers, offsets and sizes before is reused).
+    const oBytes = byteSize(out.shape, out.dtype);
+    const lseBytes = lse ? byteSize(lse.shape, lse.dtype) : 0;
+    const core = this.groupsOf(lanes === 1 && this.plainPipeline ? this.plainPipeline : this.pipeline);
+    core
+      .set('q', q.buffer, q.offset ?? 0, Math.max(4, byteSize(q.shape, q.dtype)))
+      .set('k', kr.buffer, kr.offset ?? 0, kr.size ?? -1)
+      .set('v', vr.buffer, vr.offset ?? 0, vr.size ?? -1)
+      .set('sched', slot.buffer)
+      .set('o', out.buffer, out.offset ?? 0, Math.max(4, oBytes))
+      .set('params', this.params);
+    if (lse) core.set('lse', lse.buffer, lse.offset ?? 0, Math.max(4, lseBytes));
+    else core.set('lse', this.lseScratch);
+    if (this.work) core.set('work', this.work);
+    if (sr) core.set('sink_logits', sr.buffer, sr.offset ?? 0, sr.size ?? -1);
+    this.dispatchInto(encoder, core, groups);
     if (info.parts > 1) {
-      const mp = this.mergePipeline!;
-      const oBytes = info.parts * rows * o.Dv * 4;
-      const oParts: BindingResource = { buffer: this.work!, offset: 0, size: oBytes };
-      const lseParts: BindingResource = {
-        buffer: this.work!,
-        offset: this.lseOffWords * 4,
-        size: info.parts * rows * 4,
-      };
-      const mres: ResourcesFor<MergePipeline['spec']['bindings']> = {
-        o_parts: oParts,
-        lse_parts: lseParts,
-        o_out: res(out),
-        lse_out: lr,
-        params: { buffer: slot.merge },
+      const merge = this.groupsOf(this.mergePipeline!);
+      const partsBytes = info.parts * rows * o.Dv * 4;
+      const lseOff = this.lseOffWords * 4;
+      const lseParts = info.parts * rows * 4;
+      merge
+        .set('o_parts', this.work!, 0, partsBytes)
+        .set('lse_parts', this.work!, lseOff, lseParts)
+        .set('o_out', out.buffer, out.offset ?? 0, Math.max(4, oBytes))
+        .set('params', slot.merge)
         // no carried state (params.carry = 0): the parts stand in, unread (as MergePlan does)
-        carry_o: oParts,
-        carry_s: lseParts,
-      };
-      this.encode(encoder, mp, mres, grid2d(this.ctx, rows), `m${info.slot}|${idOf(slot.merge)}`);
+        .set('carry_o', this.work!, 0, partsBytes)
+        .set('carry_s', this.work!, lseOff, lseParts);
+      if (lse) merge.set('lse_out', lse.buffer, lse.offset ?? 0, Math.max(4, lseBytes));
+      else merge.set('lse_out', this.lseScratch);
+      this.dispatchInto(encoder, merge, rows);
     }
   }
 
-  /**
-   * One dispatch with a cached bind group: into the caller's open compute pass, or into a pass of
-   * its own when given a command encoder. The last group bound per tag is checked first by its
-   * buffers, offsets and sizes (no key string on a step that binds what the last one did).
-   */
-  private encode<P extends CorePipeline | MergePipeline>(
-    encoder: GPUCommandEncoder | GPUComputePassEncoder,
-    p: P,
-    named: ResourcesFor<P['spec']['bindings']>,
-    wg: [number, number],
-    tag: string,
-  ): void {
-    const byName = named as Readonly<Record<string, BindingResource | undefined>>;
-    const resources = p.spec.bindings.bound.map((b) => byName[b.name]);
-    let g: GPUBindGroup | undefined;
-    let key = '';
-    const last = this.lastGroups.get(tag);
-    if (last && last.pipeline === p && sameResources(last.resources, resources)) g = last.group;
-    else {
-      key = `${tag}|${resources.map(keyOf).join('|')}`;
-      g = this.groups.get(key);
-      if (g) this.lastGroups.set(tag, { pipeline: p, resources, group: g });
-    }
+  /** The pool's binding `{ buffer: pages, offset: 0, size }` (the last one is kept). */
+  private poolResource(pages: GPUBuffer, size: number): BindingResource {
+    const r = this.poolBinding;
+    if (r && r.buffer === pages && r.size === size) return r;
+    return (this.poolBinding = { buffer: pages, offset: 0, size });
+  }
+
+  /** The bind-group cache of one of the plan's pipelines (made on first use). */
+  private groupsOf(p: CorePipeline | MergePipeline): GroupCache {
+    let g = this.groups.get(p);
     if (!g) {
-      if (this.groups.size >= 256) this.groups.clear();
-      g = this.ctx.device.createBindGroup({
-        label: p.spec.shader.name,
-        layout: p.layout,
-        entries: namedEntries(p.spec.bindings, byName, p.spec.shader.name),
-      });
-      this.bindGroupsCreated++;
-      this.groups.set(key, g);
-      this.lastGroups.set(tag, { pipeline: p, resources, group: g });
+      g = new GroupCache(this.ctx.device, p as unknown as ConstructorParameters<typeof GroupCache>[1], 256);
+      this.groups.set(p, g);
     }
+    return g;
+  }
+
+  /**
+   * One dispatch of `count` workgroups with the group `g` holds the resources for: into the
+   * caller's open compute pass, or into a pass of its own when given a command encoder.
+   */
+  private dispatchInto(encoder: GPUCommandEncoder | GPUComputePassEncoder, g: GroupCache, count: number): void {
+    const made = g.created;
+    const group = g.group();
+    this.bindGroupsCreated += g.created - made;
     const own = typeof (encoder as GPUComputePassEncoder).dispatchWorkgroups !== 'function';
     const pass = own
-      ? (encoder as GPUCommandEncoder).beginComputePass({ label: p.spec.shader.name })
+      ? (encoder as GPUCommandEncoder).beginComputePass({ label: g.label })
       : (encoder as GPUComputePassEncoder);
-    pass.setPipeline(p.pipeline);
-    pass.setBindGroup(0, g);
-    pass.dispatchWorkgroups(wg[0], wg[1]);
+    pass.setPipeline(g.pipeline);
+    pass.setBindGroup(0, group);
+    const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
+    if (count <= max) pass.dispatchWorkgroups(Math.max(1, count), 1);
+    else {
+      const [x, y] = grid2d(this.ctx, count);
+      pass.dispatchWorkgroups(x, y);
+    }
     if (own) pass.end();
   }
 
   override dispose(): void {
     this.groups.clear();
-    this.lastGroups.clear();
     super.dispose();
   }
 }

@@ -280,3 +280,142 @@ export function namedEntries(
   }
   return entries;
 }
+
+/** Names a variant of table entries `E` binds for sure (required ones) or may bind (optional ones). */
+export type BindingName<E extends BindingEntries> = keyof E & string;
+
+/**
+ * The bind groups of one pipeline, keyed by the buffers, offsets and sizes bound, for a plan's
+ * `run`: the binding order is laid out once (at plan time, from the variant), each run names its
+ * resources with `set(name, buffer, offset, size)` into preallocated slots, and `group()` returns
+ * the group made for the same resources before. A hit allocates nothing (no resource objects, no
+ * key strings); a miss creates the group once. Names are checked as `bindGroup` checks them: a
+ * name the variant does not bind, a binding set twice or left unset throws `E_STATE` naming it.
+ *
+ * @example
+ * const groups = new GroupCache(ctx.device, pipeline); // at plan time
+ * pass.setBindGroup(0, groups.set('x', x.buffer, 0, bytes).set('params', params).group()); // per run
+ */
+export class GroupCache<E extends BindingEntries = BindingEntries> {
+  /** Groups created so far (a hit creates none). */
+  created = 0;
+  private readonly names: readonly string[];
+  private readonly numbers: readonly number[];
+  private readonly position: ReadonlyMap<string, number>;
+  private readonly what: string;
+  private readonly bufs: (GPUBuffer | undefined)[];
+  private readonly offs: number[];
+  private readonly sizes: number[];
+  private setCount = 0;
+  private readonly cache: { bufs: GPUBuffer[]; offs: number[]; sizes: number[]; group: GPUBindGroup }[] = [];
+  private last = 0;
+
+  constructor(
+    private readonly device: GPUDevice,
+    private readonly p: {
+      readonly pipeline: GPUComputePipeline;
+      readonly layout: GPUBindGroupLayout;
+      readonly spec: { readonly shader: { readonly name: string }; readonly bindings: BindingVariant<E> };
+    },
+    private readonly limit = 32,
+  ) {
+    const bound = p.spec.bindings.bound;
+    this.names = bound.map((b) => b.name);
+    this.numbers = bound.map((b) => b.binding);
+    this.position = new Map(bound.map((b, i) => [b.name, i]));
+    this.what = p.spec.shader.name;
+    this.bufs = bound.map(() => undefined);
+    this.offs = bound.map(() => 0);
+    this.sizes = bound.map(() => -1);
+  }
+
+  /** The pipeline whose groups these are. */
+  get pipeline(): GPUComputePipeline {
+    return this.p.pipeline;
+  }
+
+  /** The pass's name (the shader's): the groups' label. */
+  get label(): string {
+    return this.what;
+  }
+
+  /** Binds `buffer` (from `offset`, `size` bytes; -1: to its end) to binding `name` for the next `group()`. */
+  set(name: BindingName<E>, buffer: GPUBuffer, offset = 0, size = -1): this {
+    const i = this.position.get(name);
+    if (i === undefined) {
+      this.reset();
+      const absent = this.p.spec.bindings.absent.includes(name);
+      throw new TesseraError(
+        'E_STATE',
+        `bind group for ${this.what}: "${name}" is not a binding of this variant (${absent ? 'left out of it' : 'not in the table'})`,
+      );
+    }
+    if (this.bufs[i] !== undefined) {
+      this.reset();
+      throw new TesseraError('E_STATE', `bind group for ${this.what}: binding "${name}" is set twice`);
+    }
+    this.bufs[i] = buffer;
+    this.offs[i] = offset;
+    this.sizes[i] = size;
+    this.setCount++;
+    return this;
+  }
+
+  /** The group of the resources set since the last call (made once per distinct set); clears them. */
+  group(): GPUBindGroup {
+    const n = this.names.length;
+    if (this.setCount !== n) {
+      let missing = 0;
+      while (this.bufs[missing] !== undefined) missing++;
+      this.reset();
+      throw new TesseraError(
+        'E_STATE',
+        `bind group for ${this.what}: binding "${this.names[missing]}" (@binding(${this.numbers[missing]})) has no buffer`,
+      );
+    }
+    const list = this.cache;
+    const m = list.length;
+    for (let k = 0; k < m; k++) {
+      const e = list[(this.last + k) % m]!;
+      let i = 0;
+      while (i < n && e.bufs[i] === this.bufs[i] && e.offs[i] === this.offs[i] && e.sizes[i] === this.sizes[i]) i++;
+      if (i === n) {
+        this.last = (this.last + k) % m;
+        this.reset();
+        return e.group;
+      }
+    }
+    const entries: GPUBindGroupEntry[] = [];
+    for (let i = 0; i < n; i++) {
+      const size = this.sizes[i]!;
+      entries.push({
+        binding: this.numbers[i]!,
+        resource: { buffer: this.bufs[i]!, offset: this.offs[i], size: size < 0 ? undefined : size },
+      });
+    }
+    const group = this.device.createBindGroup({ label: this.what, layout: this.p.layout, entries });
+    this.created++;
+    if (list.length >= this.limit) list.shift();
+    list.push({
+      bufs: this.bufs.slice() as GPUBuffer[],
+      offs: this.offs.slice(),
+      sizes: this.sizes.slice(),
+      group,
+    });
+    this.last = list.length - 1;
+    this.reset();
+    return group;
+  }
+
+  /** Forgets every group (they are dropped, not destroyed: WebGPU bind groups have no destroy). */
+  clear(): void {
+    this.cache.length = 0;
+    this.last = 0;
+    this.reset();
+  }
+
+  private reset(): void {
+    for (let i = 0; i < this.bufs.length; i++) this.bufs[i] = undefined;
+    this.setCount = 0;
+  }
+}

@@ -10,7 +10,7 @@
  * the list become holes (`-1`), and the tables name a placeholder page there (the attention core
  * never reads a page outside the window).
  */
-import { TesseraError, checkInt, fail } from '../errors.js';
+import { TesseraError, U32_MAX, checkInt, fail } from '../errors.js';
 
 export interface PagePoolOptions {
   /** Pages in the pool (the engine's pool buffer holds this many). */
@@ -52,6 +52,8 @@ interface Seq {
   length: number;
   /** Pages released from the front part (holes in `pages`). */
   holes: number;
+  /** The last step that listed this sequence (a step lists each sequence once). */
+  stamp: number;
 }
 
 function grow(a: Int32Array<ArrayBuffer>, n: number): Int32Array<ArrayBuffer> {
@@ -89,6 +91,11 @@ export class PagePool {
     batch: new Int32Array(16),
     pos: new Int32Array(16),
   };
+  /** The views last handed out, per table (reused while the length and storage are the same). */
+  private readonly views: Partial<Record<keyof PagePool['buf'], Int32Array>> = {};
+  /** Sequence ids of the step being built (reused: no array per step). */
+  private readonly ids: number[] = [];
+  private stepGen = 0;
 
   constructor(opts: PagePoolOptions) {
     if (!opts || typeof opts !== 'object') fail('E_ARG', 'options', 'is required;', opts, '{ capacity, pageSize }');
@@ -171,7 +178,7 @@ export class PagePool {
   /** Starts an empty sequence; returns its id. */
   addSequence(): number {
     const id = this.nextSeq++;
-    this.seqs.set(id, { pages: [], length: 0, holes: 0 });
+    this.seqs.set(id, { pages: [], length: 0, holes: 0, stamp: 0 });
     return id;
   }
 
@@ -256,24 +263,28 @@ export class PagePool {
    */
   step(entries: readonly StepEntry[]): StepTables {
     if (!Array.isArray(entries)) fail('E_ARG', 'entries', 'is not an array;', typeof entries, '[{ seq, tokens }]');
+    const B = entries.length;
+    const gen = ++this.stepGen;
     let need = 0;
-    const seen = new Set<number>();
-    for (let b = 0; b < entries.length; b++) {
+    // Argument names are built only for an error (no string per entry and step).
+    for (let b = 0; b < B; b++) {
       const e = entries[b]!;
-      const s = this.seq(e?.seq, `entries[${b}].seq`);
-      if (seen.has(e.seq))
+      const s = this.seqs.get(e?.seq) ?? this.seq(e?.seq, `entries[${b}].seq`);
+      if (s.stamp === gen)
         fail('E_ARG', `entries[${b}].seq`, 'appears twice in one step;', e.seq, 'each sequence once');
-      seen.add(e.seq);
-      checkInt(e.tokens, `entries[${b}].tokens`, { min: 0 });
+      s.stamp = gen;
+      const tokens = e.tokens;
+      if (typeof tokens !== 'number' || !Number.isInteger(tokens) || tokens < 0 || tokens > U32_MAX)
+        checkInt(tokens, `entries[${b}].tokens`, { min: 0 });
       const last = s.pages.length ? s.pages[s.pages.length - 1]! : -1;
-      if (e.tokens > 0 && s.length % this.pageSize !== 0 && last >= 0 && this.refs[last]! > 1) {
+      if (tokens > 0 && s.length % this.pageSize !== 0 && last >= 0 && this.refs[last]! > 1) {
         throw new TesseraError(
           'E_STATE',
           `entries[${b}]: sequence ${e.seq} would write into its last page ${last}, which ${this.refs[last]! - 1} other holder(s) share; copy the page first (copy-on-write)`,
           { argument: `entries[${b}].seq`, actual: e.seq },
         );
       }
-      need += this.pagesFor(s.length + e.tokens) - s.pages.length;
+      need += this.pagesFor(s.length + tokens) - s.pages.length;
     }
     if (need > this.freeTop) {
       fail(
@@ -285,7 +296,10 @@ export class PagePool {
       );
     }
     let nnz = 0;
-    for (const e of entries) {
+    const ids = this.ids;
+    ids.length = B;
+    for (let i = 0; i < B; i++) {
+      const e = entries[i]!;
       const s = this.seqs.get(e.seq)!;
       const n = this.pagesFor(s.length + e.tokens);
       while (s.pages.length < n) {
@@ -294,14 +308,16 @@ export class PagePool {
         s.pages.push(p);
       }
       nnz += e.tokens;
+      ids[i] = e.seq;
     }
     const b = this.buf;
     b.batch = grow(b.batch, nnz);
     b.pos = grow(b.pos, nnz);
-    b.qo = grow(b.qo, entries.length + 1);
+    b.qo = grow(b.qo, B + 1);
     let r = 0;
     b.qo[0] = 0;
-    entries.forEach((e, i) => {
+    for (let i = 0; i < B; i++) {
+      const e = entries[i]!;
       const s = this.seqs.get(e.seq)!;
       for (let t = 0; t < e.tokens; t++, r++) {
         b.batch[r] = i;
@@ -309,13 +325,16 @@ export class PagePool {
       }
       s.length += e.tokens;
       b.qo[i + 1] = r;
-    });
-    const t = this.tables(entries.map((e) => e.seq));
+    }
+    const k = this.fill(ids, undefined);
     return {
-      ...t,
-      qoIndptr: b.qo.subarray(0, entries.length + 1),
-      batchIndices: b.batch.subarray(0, nnz),
-      positions: b.pos.subarray(0, nnz),
+      kvIndptr: this.view('indptr', B + 1),
+      kvIndices: this.view('indices', k),
+      kvLastPageLen: this.view('last', B),
+      kvLens: this.view('lens', B),
+      qoIndptr: this.view('qo', B + 1),
+      batchIndices: this.view('batch', nnz),
+      positions: this.view('pos', nnz),
     };
   }
 
@@ -324,30 +343,51 @@ export class PagePool {
    * `placeholder` fills the holes of released pages (default: the sequence's newest page).
    */
   tables(seqs: readonly number[], placeholder?: number): Omit<StepTables, 'qoIndptr' | 'batchIndices' | 'positions'> {
+    const B = seqs.length;
+    for (let i = 0; i < B; i++) if (!this.seqs.has(seqs[i]!)) this.seq(seqs[i]!, `seqs[${i}]`);
+    const k = this.fill(seqs, placeholder);
+    return {
+      kvIndptr: this.view('indptr', B + 1),
+      kvIndices: this.view('indices', k),
+      kvLastPageLen: this.view('last', B),
+      kvLens: this.view('lens', B),
+    };
+  }
+
+  /** Writes the page table of `seqs` (live ids) into the step buffers; returns the number of page entries. */
+  private fill(seqs: readonly number[], placeholder: number | undefined): number {
     const b = this.buf;
     const B = seqs.length;
     b.indptr = grow(b.indptr, B + 1);
     b.last = grow(b.last, B);
     b.lens = grow(b.lens, B);
     let n = 0;
-    for (let i = 0; i < B; i++) n += this.seq(seqs[i]!, `seqs[${i}]`).pages.length;
+    for (let i = 0; i < B; i++) n += this.seqs.get(seqs[i]!)!.pages.length;
     b.indices = grow(b.indices, n);
     b.indptr[0] = 0;
     let k = 0;
     for (let i = 0; i < B; i++) {
       const s = this.seqs.get(seqs[i]!)!;
-      const fill = placeholder ?? (s.pages.length ? s.pages[s.pages.length - 1]! : 0);
-      for (const p of s.pages) b.indices[k++] = p >= 0 ? p : fill;
+      const pages = s.pages;
+      const np = pages.length;
+      const fill = placeholder ?? (np ? pages[np - 1]! : 0);
+      for (let j = 0; j < np; j++) {
+        const p = pages[j]!;
+        b.indices[k++] = p >= 0 ? p : fill;
+      }
       b.indptr[i + 1] = k;
-      b.last[i] = s.pages.length ? s.length - (s.pages.length - 1) * this.pageSize : 0;
+      b.last[i] = np ? s.length - (np - 1) * this.pageSize : 0;
       b.lens[i] = s.length;
     }
-    return {
-      kvIndptr: b.indptr.subarray(0, B + 1),
-      kvIndices: b.indices.subarray(0, k),
-      kvLastPageLen: b.last.subarray(0, B),
-      kvLens: b.lens.subarray(0, B),
-    };
+    return k;
+  }
+
+  /** The first `n` entries of a step buffer (the view handed out last when it is the same). */
+  private view(name: keyof PagePool['buf'], n: number): Int32Array {
+    const a = this.buf[name];
+    const v = this.views[name];
+    if (v !== undefined && v.length === n && v.buffer === a.buffer) return v;
+    return (this.views[name] = a.subarray(0, n));
   }
 
   /**
@@ -411,7 +451,7 @@ export class PagePool {
       this.pagesCopied++;
     }
     const id = this.nextSeq++;
-    this.seqs.set(id, { pages, length: s.length, holes: s.holes });
+    this.seqs.set(id, { pages, length: s.length, holes: s.holes, stamp: 0 });
     return { seq: id, fix };
   }
 

@@ -108,9 +108,35 @@ describe('quest batch selection', () => {
     expect(() => plan.run(enc, { q: gpu.tensor(new Float64Array(64), [1, 4, 16]), summaries, selected })).toThrow(
       /schedule/,
     );
+    // Sizes are checked per buffer: one that passed once is not re-read, any other is still checked.
+    plan.schedule({ kvIndptr: [0, 2], kvIndices: [0, 1], kvLastPageLen: [3] });
+    const q = gpu.tensor(new Float64Array(64), [1, 4, 16]);
+    const goodSumm = gpu.dev.createBuffer({ size: 8 * 2 * 2 * 16 * 2, usage: STORAGE });
+    const goodSel = gpu.dev.createBuffer({ size: 2 * 4 * 4, usage: STORAGE });
+    const tiny = gpu.dev.createBuffer({ size: 4, usage: STORAGE });
+    expect(() => plan.run(enc, { q, summaries, selected: goodSel })).toThrow(
+      expect.objectContaining({ code: 'E_BUFFER', argument: 'summaries' }),
+    );
+    expect(() => plan.run(enc, { q, summaries: goodSumm, selected: tiny })).toThrow(
+      expect.objectContaining({ code: 'E_BUFFER', argument: 'selected' }),
+    );
+    plan.run(enc, { q, summaries: goodSumm, selected: goodSel });
+    plan.run(enc, { q, summaries: goodSumm, selected: goodSel });
+    expect(() => plan.run(enc, { q, summaries, selected: goodSel })).toThrow(
+      expect.objectContaining({ code: 'E_BUFFER', argument: 'summaries' }),
+    );
+    expect(() => plan.run(enc, { q, summaries: undefined as never, selected: goodSel })).toThrow(
+      expect.objectContaining({ code: 'E_BUFFER', argument: 'summaries' }),
+    );
+    expect(() => plan.run(enc, { q, summaries: goodSumm, selected: undefined as never })).toThrow(
+      expect.objectContaining({ code: 'E_BUFFER', argument: 'selected' }),
+    );
     enc.finish();
     plan.dispose();
     gpu.dev.destroyBuffer(summaries);
     gpu.dev.destroyBuffer(selected);
+    gpu.dev.destroyBuffer(goodSumm);
+    gpu.dev.destroyBuffer(goodSel);
+    gpu.dev.destroyBuffer(tiny);
   });
 });

@@ -9,15 +9,8 @@
 import { TesseraError, check, checkInt, fail } from '../../src/errors.js';
 import { ctxOf, submitEpoch, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { loopBudget, loops, planLoopLimit } from '../../src/gpu/segments.js';
-import {
-  bindGroup,
-  getPipeline,
-  grid2d,
-  wgslProgram,
-  type PipelineSpec,
-  type TablePipeline,
-} from '../../src/gpu/pipeline.js';
-import { bindingTable, registerPasses } from '../../src/gpu/bindings.js';
+import { getPipeline, grid2d, wgslProgram, type PipelineSpec, type TablePipeline } from '../../src/gpu/pipeline.js';
+import { GroupCache, bindingTable, registerPasses } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan } from '../../src/plan.js';
 import { TensorMemo } from '../../src/tensor-memo.js';
@@ -146,8 +139,8 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
   private readonly host: Uint32Array<ArrayBuffer>;
   private readonly off: { iptr: number; idx: number; optr: number };
   private readonly stepOut: QuestBatchStep;
-  private groupKey = '';
-  private group?: GPUBindGroup;
+  /** Bind groups by what they bind (GroupCache: no object or string per run). */
+  private readonly groups: GroupCache<typeof BATCH.entries>;
   private B = -1;
   /** Submit epoch of the last run (-2: none since the last schedule). */
   private usedEpoch = -2;
@@ -160,6 +153,7 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
     super(ctx);
     this.options = o;
     this.pipeline = pipeline;
+    this.groups = new GroupCache(ctx.device, pipeline);
     const iptr = 4;
     const idx = iptr + o.maxBatch + 1;
     const optr = idx + o.maxBatch * o.maxPagesPerSeq;
@@ -285,54 +279,49 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
     if (q.shape[0]! < this.B)
       fail('E_SHAPE', 'q.shape[0]', 'has fewer rows than sequences;', q.shape[0], `>= ${this.B}`);
     const sumBytes = o.maxPages * o.Hkv * 2 * o.D * 2;
-    if (!t.summaries || t.summaries.size < sumBytes)
-      fail(
-        'E_BUFFER',
-        'summaries',
-        'is smaller than [maxPages, Hkv, 2, D] f16;',
-        t.summaries?.size,
-        `>= ${sumBytes} bytes`,
-      );
     const outBytes = (o.selectedOffset + o.maxBatch * o.budgetPages) * 4;
-    if (!t.selected || t.selected.size < outBytes)
-      fail(
-        'E_BUFFER',
-        'selected',
-        'is smaller than selectedOffset + maxBatch * budgetPages page ids;',
-        t.selected?.size,
-        `>= ${outBytes} bytes`,
-      );
+    // A buffer whose size passed before passes again (a GPUBuffer's size never changes).
+    if (!t.summaries || t.summaries !== this.sizedSummaries) {
+      if (!t.summaries || t.summaries.size < sumBytes)
+        fail(
+          'E_BUFFER',
+          'summaries',
+          'is smaller than [maxPages, Hkv, 2, D] f16;',
+          t.summaries?.size,
+          `>= ${sumBytes} bytes`,
+        );
+      this.sizedSummaries = t.summaries;
+    }
+    if (!t.selected || t.selected !== this.sizedSelected) {
+      if (!t.selected || t.selected.size < outBytes)
+        fail(
+          'E_BUFFER',
+          'selected',
+          'is smaller than selectedOffset + maxBatch * budgetPages page ids;',
+          t.selected?.size,
+          `>= ${outBytes} bytes`,
+        );
+      this.sizedSelected = t.selected;
+    }
     this.usedEpoch = submitEpoch(this.ctx);
     if (this.B === 0) return;
-    const qo = q.offset ?? 0;
-    const qs = byteSize(q.shape, q.dtype);
-    const key = `${qo}:${qs}`;
-    if (
-      !this.group ||
-      this.groupKey !== key ||
-      this.groupBuffers[0] !== q.buffer ||
-      this.groupBuffers[1] !== t.summaries ||
-      this.groupBuffers[2] !== t.selected
-    ) {
-      this.group = bindGroup(this.ctx, this.pipeline, {
-        q: { buffer: q.buffer, offset: qo, size: qs },
-        summ: { buffer: t.summaries, offset: 0, size: sumBytes },
-        tables: { buffer: this.tables },
-        out: { buffer: t.selected, offset: 0, size: outBytes },
-        params: { buffer: this.params },
-      });
-      this.groupKey = key;
-      this.groupBuffers = [q.buffer, t.summaries, t.selected];
-    }
+    const group = this.groups
+      .set('q', q.buffer, q.offset ?? 0, byteSize(q.shape, q.dtype))
+      .set('summ', t.summaries, 0, sumBytes)
+      .set('tables', this.tables)
+      .set('out', t.selected, 0, outBytes)
+      .set('params', this.params)
+      .group();
     const pass = passOf(encoder, 'quest/batch');
     pass.setPipeline(this.pipeline.pipeline);
-    pass.setBindGroup(0, this.group);
+    pass.setBindGroup(0, group);
     const [x, y] = grid2d(this.ctx, this.B);
     pass.dispatchWorkgroups(x, y);
     if (pass !== encoder) pass.end();
   }
 
-  private groupBuffers: GPUBuffer[] = [];
+  private sizedSummaries?: GPUBuffer;
+  private sizedSelected?: GPUBuffer;
   private readonly qMemo = new TensorMemo();
 }
 

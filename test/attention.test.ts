@@ -612,8 +612,9 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
             sinkLogits: mk.sinkLogit ? sinkLogits : undefined,
           });
           // llvmpipe's compiler takes minutes over packs of 8: packs up to 4 there (its default cap)
-          // cpu with subgroups: both the shared-load packs (main_cpu_sg) and the plain ones
-          const sgs = variant === 'cpu' && g.dev.features.subgroups ? [true, false] : [undefined];
+          // cpu with subgroups: both the shared-load packs (main_cpu_sg) and the plain ones; gpu:
+          // both the workgroup-memory tiles of 64 rows (main_gpu_tile) and main_gpu
+          const sgs = variant === 'cpu' ? (g.dev.features.subgroups ? [true, false] : [undefined]) : [true, false];
           for (const [rows, subgroups] of (Number.isFinite(g.dev.loopLimit) ? [1, 4] : [1, 2, 4, 8]).flatMap((r) =>
             sgs.map((x) => [r, x] as const),
           )) {
@@ -633,7 +634,8 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
               sinkLogit: mk.sinkLogit,
               kvChunk: mk.kvChunk,
               rows,
-              subgroups,
+              subgroups: variant === 'cpu' ? subgroups : undefined,
+              tiles: variant === 'gpu' ? subgroups : undefined,
               variant,
             });
             try {
@@ -651,8 +653,8 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
                 ...(mk.sinkLogit ? { sinkLogits: g.tensor(sinkLogits, [Hq]) } : {}),
               });
               await g.dev.submitAndWait([enc.finish()]);
-              expect(plan.lanes).toBe(subgroups ? 4 : 1);
-              const what = `Hq ${Hq} Hkv ${Hkv} rows ${rows} subgroups ${subgroups} ${JSON.stringify(mk)}`;
+              expect(plan.lanes).toBe(subgroups ? (variant === 'cpu' ? 4 : 64 / rows) : 1);
+              const what = `Hq ${Hq} Hkv ${Hkv} rows ${rows} ${variant === 'cpu' ? 'subgroups' : 'tiles'} ${subgroups} ${JSON.stringify(mk)}`;
               const co = compare(await g.read(o), ref.o);
               const cl = compare(await g.read(lse), ref.lse);
               expect(passes(co, TOLERANCE.f32), `${what}: ${describeComparison(co)}`).toBe(true);
@@ -695,6 +697,7 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
         earlyQueries: true,
         rows: Number.isFinite(g.dev.loopLimit) ? 4 : 8,
         subgroups: variant === 'cpu' && g.dev.features.subgroups ? true : undefined,
+        tiles: variant === 'gpu' ? true : undefined,
         variant,
       });
       try {

@@ -130,6 +130,8 @@ interface Case {
   rows?: number;
   /** cpu: subgroup packs (main_cpu_sg) on or off (default: the plan's choice). */
   subgroups?: boolean;
+  /** gpu: workgroup-memory tiles (main_gpu_tile) on or off (default: the plan's choice). */
+  tiles?: boolean;
   /** The plan's maxQTokens (default: the step's tokens + 3). */
   maxQTokens?: number;
 }
@@ -174,10 +176,12 @@ export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: nu
     maxSplits: c.maxSplits,
     rows: c.rows,
     subgroups: c.subgroups,
+    tiles: c.tiles,
   });
   try {
     if (c.rows !== undefined) expect(plan.rows).toBe(c.rows);
     if (c.subgroups !== undefined) expect(plan.lanes).toBe(c.subgroups ? 4 : 1);
+    if (c.tiles !== undefined) expect(plan.lanes).toBe(c.tiles ? 64 / plan.rows : 1);
     const info = plan.schedule(pool.table);
     const q = g.tensor(qv, [totalQ, c.Hq, c.D], qDtype);
     const o = g.nanTensor([totalQ, c.Hq, Dv], oDtype);
@@ -234,6 +238,38 @@ describe('attention core: paged decode and prefill vs float64', () => {
       });
       await runCase({ lens: [1, 63, 64], qLens: [1, 0, 9], Hq: 4, Hkv: 4, D: 32, pageSize: 16, dtype: 'f32', target });
     });
+    if (target === 'gpu')
+      it('gpu: workgroup-memory tiles (main_gpu_tile) over pages: f16, int8, bf16; window + sinks + sink logit, split-K, non-causal', async () => {
+        for (const dtype of ['f16', 'int8'] as const)
+          await runCase({
+            lens: [300, 65, 130],
+            qLens: [90, 65, 40],
+            Hq: 4,
+            Hkv: 2,
+            D: 32,
+            pageSize: 16,
+            dtype,
+            window: 100,
+            sinks: 3,
+            sinkLogit: true,
+            kvChunk: 64,
+            target,
+            tiles: true,
+          });
+        await runCase({
+          lens: [200, 1, 70],
+          qLens: [100, 1, 70],
+          Hq: 2,
+          Hkv: 2,
+          D: 64,
+          pageSize: 64,
+          dtype: 'bf16',
+          qDtype: 'f16',
+          causal: false,
+          target,
+          tiles: true,
+        });
+      });
     it(`${target}: window + sinks + sink logit, prefill and decode`, async () => {
       await runCase({
         lens: [300, 65, 17],

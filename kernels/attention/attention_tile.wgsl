@@ -10,8 +10,8 @@
 // row over the whole tile with no further barrier. The main_gpu entry instead spends a key per
 // invocation and two tree reductions per block, and leaves most invocations idle in the value
 // loop at small Dv; on CPU adapters each barrier is a fiber switch per invocation.
-// The key range is the pack's (the union of its rows'); a tile that some row must not see, or
-// that ends past the segment, masks per row and skips the values of masked keys (NaN or Inf
+// The key range is the pack's (the union of its rows'); a tile that some row must not see masks
+// per row and skips the values of masked keys (NaN or Inf
 // there must not reach a row that cannot see them). Empty slots compute on the pack's first row
 // and store nothing. Barriers sit in control flow that depends only on the workgroup.
 
@@ -47,7 +47,6 @@ fn main_gpu_tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
   var m = init_m(row_at(w, rq), p);
   var l = init_l(p);
   var sc: array<f32, BKT>;
-  let causal = params.causal != 0u;
   for (var s = 0u; s < 2u; s++) {
     let g = segment(w, s);
     let s1 = g.hi;
@@ -64,15 +63,18 @@ fn main_gpu_tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
         tv[x] = ld4_v(v_elem(w, g, j) + 4u * (x - kk * VN), kv_scale(w, g, j, 1u));
       }
       workgroupBarrier();
-      let nm = j0 + BKT > s1 || block_masked(w, j0, BKT);
+      // Key loops bounded by the tile's keys (a runtime count: llvmpipe unrolls constant-bound loops
+      // in full and then takes minutes to compile); nm: some row must not see a key of the tile.
+      let nk = min(BKT, s1 - j0);
+      let nm = block_masked(w, j0, nk);
       var bm = ST_NEG_BIG;
-      for (var kk = 0u; kk < BKT; kk++) {
+      for (var kk = 0u; kk < nk; kk++) {
         var x = 0.0;
         for (var c = 0u; c < QN; c++) {
           x += dot(qr[c], tk[kk * QN + c]);
         }
         let j = j0 + kk;
-        if (nm && (j >= s1 || (causal && !visible(j, rp)))) {
+        if (nm && !visible(j, rp)) {
           x = st_neg_inf();
         }
         sc[kk] = x;
@@ -81,7 +83,7 @@ fn main_gpu_tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
       let mn = max(m, bm);
       let alpha = exp2(m - mn);
       var ps = 0.0;
-      for (var kk = 0u; kk < BKT; kk++) {
+      for (var kk = 0u; kk < nk; kk++) {
         let pj = exp2(sc[kk] - mn);
         sc[kk] = pj;
         ps += pj;
@@ -92,7 +94,7 @@ fn main_gpu_tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
         // masked keys (p = 0) skipped: their values may be NaN or Inf
         for (var c = 0u; c < VN; c++) {
           var a = acc[c] * alpha;
-          for (var kk = 0u; kk < BKT; kk++) {
+          for (var kk = 0u; kk < nk; kk++) {
             a += sc[kk] * select(vec4<f32>(0.0), tv[kk * VN + c], sc[kk] > 0.0);
           }
           acc[c] = a;
@@ -100,7 +102,7 @@ fn main_gpu_tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
       } else {
         for (var c = 0u; c < VN; c++) {
           var a = acc[c] * alpha;
-          for (var kk = 0u; kk < BKT; kk++) {
+          for (var kk = 0u; kk < nk; kk++) {
             a += sc[kk] * tv[kk * VN + c];
           }
           acc[c] = a;

@@ -8,7 +8,12 @@
  */
 import { fail } from '../../src/errors.js';
 import { loopBudget, type TesseraDevice } from '../../src/gpu/device.js';
-import { attentionKeysPerPart, planBatchAttention, type BatchAttentionPlan } from '../attention/attention.js';
+import {
+  ATTENTION_TILE_ROWS,
+  attentionKeysPerPart,
+  planBatchAttention,
+  type BatchAttentionPlan,
+} from '../attention/attention.js';
 import type { ResolvedAttention, SeqSpan } from './options.js';
 
 /** What the core path of a prefill plan decided. */
@@ -48,6 +53,10 @@ export async function planPrefillCore(
   if ((Tk * r.Hkv * r.D * eb) % 16 !== 0 || (Tk * r.Hkv * r.Dv * eb) % 16 !== 0) return undefined;
   if (r.Hq > 4096 || r.Hkv > 1024 || N > 1 << 20 || Tk > 2 ** 31) return undefined;
   const maxTk = Math.max(1, ...spans.map((s) => s.tk));
+  // The one step is known now: the gpu shape takes the tiles (main_gpu_tile) where the sequences
+  // bring a tile's rows on average, else main_gpu, and compiles only that pipeline (no per-step
+  // fallback; llvmpipe takes minutes over each of the core's gpu pipelines).
+  const tiles = r.variant === 'gpu' ? (Tq * (r.Hq / r.Hkv)) / N >= ATTENTION_TILE_ROWS : undefined;
   let parts = 1;
   if (Number.isFinite(loopBudget(limit))) {
     const keys = minKeysPerPart(limit, r, N);
@@ -78,6 +87,7 @@ export async function planPrefillCore(
     scale: r.scale,
     target: r.variant,
     subgroups: r.subgroups ? undefined : false,
+    tiles,
     maxSplits: parts,
     scheduleSlots: 1,
     loopLimit: Number.isFinite(limit) ? limit : undefined,

@@ -14,6 +14,7 @@ import {
   planBatchAttention,
   type BatchAttentionPlan,
 } from '../attention/attention.js';
+import { mergePartsPerSegment } from '../merge/merge.js';
 import type { ResolvedAttention, SeqSpan } from './options.js';
 
 /** What the core path of a prefill plan decided. */
@@ -52,10 +53,11 @@ export async function planPrefillCore(
   if (r.D % 4 !== 0 || r.Dv % 4 !== 0) return undefined;
   if ((Tk * r.Hkv * r.D * eb) % 16 !== 0 || (Tk * r.Hkv * r.Dv * eb) % 16 !== 0) return undefined;
   if (r.Hq > 4096 || r.Hkv > 1024 || N > 1 << 20 || Tk > 2 ** 31) return undefined;
-  const maxTk = Math.max(1, ...spans.map((s) => s.tk));
+  let maxTk = 1;
+  for (const s of spans) maxTk = Math.max(maxTk, s.tk);
   // The one step is known now: the gpu shape takes the tiles (main_gpu_tile) where the sequences
-  // bring a tile's rows on average, else main_gpu, and compiles only that pipeline (no per-step
-  // fallback; llvmpipe takes minutes over each of the core's gpu pipelines).
+  // bring a tile's rows on average, else main_gpu, and compiles only that pipeline (not the
+  // per-step fallback the core keeps for schedules it does not know yet).
   const tiles = r.variant === 'gpu' ? (Tq * (r.Hq / r.Hkv)) / N >= ATTENTION_TILE_ROWS : undefined;
   let parts = 1;
   if (Number.isFinite(loopBudget(limit))) {
@@ -64,7 +66,7 @@ export async function planPrefillCore(
     parts = Math.ceil(maxTk / keys);
     const bytes = parts * Tq * r.Hq * (r.Dv + 1) * 4;
     if (parts > 1 && bytes > Math.min(r.partialBytes, ctx.limits.maxStorageBufferBindingSize)) return undefined;
-    if (parts > 64) return undefined;
+    if (parts > 64 || parts > mergePartsPerSegment(limit, r.Dv)) return undefined;
   }
   const batch = await planBatchAttention(ctx, {
     source: 'ragged',

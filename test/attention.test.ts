@@ -130,6 +130,8 @@ interface Case {
   rows?: number;
   /** cpu: subgroup packs (main_cpu_sg) on or off (default: the plan's choice). */
   subgroups?: boolean;
+  /** gpu: workgroup-memory tiles (main_gpu_tile) on or off (default: the plan's choice). */
+  tiles?: boolean;
   /** The plan's maxQTokens (default: the step's tokens + 3). */
   maxQTokens?: number;
 }
@@ -174,10 +176,12 @@ export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: nu
     maxSplits: c.maxSplits,
     rows: c.rows,
     subgroups: c.subgroups,
+    tiles: c.tiles,
   });
   try {
     if (c.rows !== undefined) expect(plan.rows).toBe(c.rows);
     if (c.subgroups !== undefined) expect(plan.lanes).toBe(c.subgroups ? 4 : 1);
+    if (c.tiles !== undefined) expect(plan.lanes).toBe(c.tiles ? 64 / plan.rows : 1);
     const info = plan.schedule(pool.table);
     const q = g.tensor(qv, [totalQ, c.Hq, c.D], qDtype);
     const o = g.nanTensor([totalQ, c.Hq, Dv], oDtype);
@@ -234,6 +238,38 @@ describe('attention core: paged decode and prefill vs float64', () => {
       });
       await runCase({ lens: [1, 63, 64], qLens: [1, 0, 9], Hq: 4, Hkv: 4, D: 32, pageSize: 16, dtype: 'f32', target });
     });
+    if (target === 'gpu')
+      it('gpu: workgroup-memory tiles (main_gpu_tile) over pages: f16, int8, bf16; window + sinks + sink logit, split-K, non-causal', async () => {
+        for (const dtype of ['f16', 'int8'] as const)
+          await runCase({
+            lens: [300, 65, 130],
+            qLens: [90, 65, 40],
+            Hq: 4,
+            Hkv: 2,
+            D: 32,
+            pageSize: 16,
+            dtype,
+            window: 100,
+            sinks: 3,
+            sinkLogit: true,
+            kvChunk: 64,
+            target,
+            tiles: true,
+          });
+        await runCase({
+          lens: [200, 1, 70],
+          qLens: [100, 1, 70],
+          Hq: 2,
+          Hkv: 2,
+          D: 64,
+          pageSize: 64,
+          dtype: 'bf16',
+          qDtype: 'f16',
+          causal: false,
+          target,
+          tiles: true,
+        });
+      });
     it(`${target}: window + sinks + sink logit, prefill and decode`, async () => {
       await runCase({
         lens: [300, 65, 17],
@@ -612,8 +648,9 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
             sinkLogits: mk.sinkLogit ? sinkLogits : undefined,
           });
           // llvmpipe's compiler takes minutes over packs of 8: packs up to 4 there (its default cap)
-          // cpu with subgroups: both the shared-load packs (main_cpu_sg) and the plain ones
-          const sgs = variant === 'cpu' && g.dev.features.subgroups ? [true, false] : [undefined];
+          // cpu with subgroups: both the shared-load packs (main_cpu_sg) and the plain ones; gpu:
+          // both the workgroup-memory tiles of 64 rows (main_gpu_tile) and main_gpu
+          const sgs = variant === 'cpu' ? (g.dev.features.subgroups ? [true, false] : [undefined]) : [true, false];
           for (const [rows, subgroups] of (Number.isFinite(g.dev.loopLimit) ? [1, 4] : [1, 2, 4, 8]).flatMap((r) =>
             sgs.map((x) => [r, x] as const),
           )) {
@@ -633,7 +670,8 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
               sinkLogit: mk.sinkLogit,
               kvChunk: mk.kvChunk,
               rows,
-              subgroups,
+              subgroups: variant === 'cpu' ? subgroups : undefined,
+              tiles: variant === 'gpu' ? subgroups : undefined,
               variant,
             });
             try {
@@ -651,8 +689,8 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
                 ...(mk.sinkLogit ? { sinkLogits: g.tensor(sinkLogits, [Hq]) } : {}),
               });
               await g.dev.submitAndWait([enc.finish()]);
-              expect(plan.lanes).toBe(subgroups ? 4 : 1);
-              const what = `Hq ${Hq} Hkv ${Hkv} rows ${rows} subgroups ${subgroups} ${JSON.stringify(mk)}`;
+              expect(plan.lanes).toBe(subgroups ? (variant === 'cpu' ? 4 : 64 / rows) : 1);
+              const what = `Hq ${Hq} Hkv ${Hkv} rows ${rows} ${variant === 'cpu' ? 'subgroups' : 'tiles'} ${subgroups} ${JSON.stringify(mk)}`;
               const co = compare(await g.read(o), ref.o);
               const cl = compare(await g.read(lse), ref.lse);
               expect(passes(co, TOLERANCE.f32), `${what}: ${describeComparison(co)}`).toBe(true);
@@ -695,6 +733,7 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
         earlyQueries: true,
         rows: Number.isFinite(g.dev.loopLimit) ? 4 : 8,
         subgroups: variant === 'cpu' && g.dev.features.subgroups ? true : undefined,
+        tiles: variant === 'gpu' ? true : undefined,
         variant,
       });
       try {

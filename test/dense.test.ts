@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { attention, attentionReference, planAttention, planDecode, decodeAttention } from '../kernels/dense/index.js';
 import { flashLoopCost, flashLoopIterations, maxFlashKvChunk } from '../kernels/dense/prefill.js';
+import { attentionKeysPerPart } from '../kernels/attention/attention.js';
 import { TesseraError } from '../src/errors.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
@@ -148,13 +149,27 @@ const PREFILL: Case[] = [
   { tq: [16], tk: [17000], Hq: 2, Hkv: 1, D: 128, dtype: 'f32', causal: false },
 ];
 
+/**
+ * The kernel a prefill plan runs: the attention core, but for head dims that are not multiples of
+ * 4, K/V of a byte size that is not a multiple of 16, and split calls whose partials exceed
+ * `partialBytes` (the flash kernel's query groups; here: partialBytes 1).
+ */
+function expectedKernel(c: Case): 'core' | 'flash' {
+  const Dv = c.Dv ?? c.D;
+  const Tk = (c.tk ?? c.tq).reduce((a, b) => a + b, 0);
+  const eb = c.dtype === 'f32' ? 4 : 2;
+  if (c.D % 4 !== 0 || Dv % 4 !== 0) return 'flash';
+  if ((Tk * c.Hkv * c.D * eb) % 16 !== 0 || (Tk * c.Hkv * Dv * eb) % 16 !== 0) return 'flash';
+  return c.partialBytes === 1 ? 'flash' : 'core';
+}
+
 /** Plans, runs and checks one prefill case on fixture `g`; returns the plan's split choice. */
 async function runPrefill(
   g: GpuFixture,
   c: Case,
   seed: number,
   loopLimit?: number,
-): Promise<{ splits: number; kvChunk: number; queryGroups: number }> {
+): Promise<{ splits: number; kvChunk: number; queryGroups: number; kernel: 'core' | 'flash' }> {
   const x = inputs(c, seed);
   const tks = c.tk ?? c.tq;
   const ref = referenceBatch(c, x, c.tq, tks);
@@ -188,8 +203,9 @@ async function runPrefill(
     plan.run(enc, { q, k, v, o, lse, sinkLogits });
     await g.dev.submitAndWait([enc.finish()]);
   });
-  const split = { splits: plan.splits, kvChunk: plan.kvChunk, queryGroups: plan.queryGroups };
+  const split = { splits: plan.splits, kvChunk: plan.kvChunk, queryGroups: plan.queryGroups, kernel: plan.kernel };
   plan.dispose();
+  expect(split.kernel).toBe(expectedKernel(c));
   await check(c, { o: await g.read(o), lse: lse ? await g.read(lse) : undefined }, ref);
   return split;
 }
@@ -526,8 +542,19 @@ describe('dense with loopLimit 4096 (the split path on any adapter)', () => {
   SPLIT.forEach((c, i) => {
     it(`${caseName(c)} in ${c.splits} KV splits`, async () => {
       const got = await runPrefill(gpu, c, 900 + i, 4096);
-      expect(got.splits).toBe(c.splits);
       expect(got.queryGroups).toBe(c.groups ?? 1);
+      if (got.kernel === 'flash') {
+        expect(got.splits).toBe(c.splits);
+      } else {
+        // the core's parts: none longer than its loop bound (packs of one row bound the others),
+        // as few as that allows
+        const Dv = c.Dv ?? c.D;
+        const variant = c.target ?? (gpu.dev.adapterClass === 'cpu' ? 'cpu' : 'gpu');
+        const maxTk = Math.max(...(c.tk ?? c.tq));
+        expect(got.kvChunk).toBeLessThanOrEqual(attentionKeysPerPart(4096, variant, c.D, Dv, c.tq.length, 1));
+        expect(got.splits).toBe(Math.ceil(maxTk / got.kvChunk));
+        expect(got.splits).toBeGreaterThan(1);
+      }
     });
   });
 

@@ -27,9 +27,11 @@ import storageWgsl from '../../shaders/storage.wgsl.js';
 import coreWgsl from './attention.wgsl.js';
 import coreSgWgsl from './attention_sg.wgsl.js';
 import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
+import coreTileWgsl from './attention_tile.wgsl.js';
 import { coreSgEntry } from './attention_sg.js';
 import { KV_DTYPES, kvDtypeCode, pageLayout, type KvDType, type PageLayout } from './page.js';
 import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
+import { planLoopLimit } from '../../src/gpu/segments.js';
 
 export const CORE_PARAMS = uniformLayout('CoreParams', [
   ['hq', 'u32'],
@@ -97,6 +99,22 @@ const WG = ATTENTION_WG;
 /** Keys per block of the cpu shape. */
 export const ATTENTION_BK = 32;
 const BK = ATTENTION_BK;
+/** Invocations of `main_gpu_tile` (attention_tile.wgsl): rows of one pack, one per invocation. */
+export const ATTENTION_TILE_ROWS = 64;
+const TW = ATTENTION_TILE_ROWS;
+
+/**
+ * Keys per workgroup-memory tile of `main_gpu_tile` for head dims (D, Dv): the largest power of
+ * two up to 32 whose K and V tiles (f32 quads) fit `wgBytes`.
+ *
+ * @example
+ * attentionTileKeys(64, 64); // 32: 2 x 8 KiB
+ */
+export function attentionTileKeys(D: number, Dv: number, wgBytes = 16384): number {
+  let n = 32;
+  while (n > 1 && n * (D / 4 + Dv / 4) * 16 > wgBytes) n >>= 1;
+  return n;
+}
 /** Packs (invocations or workgroups) of one part above which a schedule stops splitting keys for parallelism. */
 const ATTENTION_PARALLEL_PACKS = 512;
 
@@ -212,7 +230,7 @@ export function coreSpec(
     /** the program with `main_cpu_sg` (attention_sg.wgsl, `enable subgroups`) */
     subgroups?: boolean;
     /** default: the target's entry (`main_cpu` / `main_gpu`) */
-    entry?: 'main_cpu' | 'main_gpu' | 'main_cpu_sg';
+    entry?: 'main_cpu' | 'main_gpu' | 'main_cpu_sg' | 'main_gpu_tile';
   },
   constants: { SRC: number; KV_DT: number; Q_DT: number; O_DT: number; LANES?: number },
   bound: { work: boolean; sink_logits: boolean; seq_table: boolean },
@@ -253,7 +271,7 @@ export const ATTENTION_ROWS = [1, 2, 4, 8] as const;
 export function attentionProgram(D: number, Dv: number, rows = 1, subgroups = false): ShaderSource {
   if (!(ATTENTION_ROWS as readonly number[]).includes(rows))
     fail('E_ARG', 'rows', 'is not a supported pack;', rows, '1, 2, 4 or 8');
-  const header = `const WG: u32 = ${WG}u;\nconst BK: u32 = ${BK}u;\nconst D: u32 = ${D}u;\nconst DV: u32 = ${Dv}u;\nconst QN: u32 = ${D / 4}u;\nconst VN: u32 = ${Dv / 4}u;\nconst QN8: u32 = ${8 * Math.ceil(D / 32)}u;\nconst VN8: u32 = ${8 * Math.ceil(Dv / 32)}u;\nconst AN: u32 = ${Math.ceil(Dv / 4 / WG)}u;\nconst ROWS: u32 = ${rows}u;\n`;
+  const header = `const WG: u32 = ${WG}u;\nconst BK: u32 = ${BK}u;\nconst D: u32 = ${D}u;\nconst DV: u32 = ${Dv}u;\nconst QN: u32 = ${D / 4}u;\nconst TW: u32 = ${TW}u;\nconst BKT: u32 = ${attentionTileKeys(D, Dv)}u;\nconst VN: u32 = ${Dv / 4}u;\nconst QN8: u32 = ${8 * Math.ceil(D / 32)}u;\nconst VN8: u32 = ${8 * Math.ceil(Dv / 32)}u;\nconst AN: u32 = ${Math.ceil(Dv / 4 / WG)}u;\nconst ROWS: u32 = ${rows}u;\n`;
   return wgslProgram(
     `attention/core/${D}x${Dv}${rows > 1 ? `r${rows}` : ''}${subgroups ? '+sg' : ''}`,
     [
@@ -263,6 +281,7 @@ export function attentionProgram(D: number, Dv: number, rows = 1, subgroups = fa
       coreWgsl,
       raggedSeqWgsl,
       loads(),
+      coreTileWgsl,
       ...(subgroups ? [coreSgWgsl, coreSgEntry(rows)] : []),
     ],
     subgroups ? ['subgroups'] : [],
@@ -316,10 +335,30 @@ function shapeCost(
   D: number,
   Dv: number,
   rows = 1,
+  tile = false,
 ): { setup: number; perKey: number; perBlock: number; block: number } {
   const QN = D / 4;
   const VN = Dv / 4;
   const R = rows;
+  if (tile) {
+    // main_gpu_tile: per tile the two staging loops, the score loop (with its channel loop), the
+    // exp loop and the value loop (with its key loop), and the tile loop itself.
+    const T = attentionTileKeys(D, Dv);
+    return {
+      setup: 2 * (QN + VN + 6) + 16,
+      perKey: 0,
+      perBlock:
+        1 +
+        (Math.ceil((T * QN) / TW) + 1) +
+        (Math.ceil((T * VN) / TW) + 1) +
+        (T + 1) +
+        T * (QN + 1) +
+        (T + 1) +
+        (VN + 1) +
+        VN * (T + 1),
+      block: T,
+    };
+  }
   if (variant === 'cpu') {
     const QG = Math.ceil(D / 32);
     const VG = Math.ceil(Dv / 32);
@@ -375,8 +414,9 @@ export function attentionLoopCost(
   keys: number,
   maxBatch: number,
   rows = 1,
+  tile = false,
 ): number {
-  const c = shapeCost(variant, D, Dv, rows);
+  const c = shapeCost(variant, D, Dv, rows, tile);
   // two binary searches: the pack's sequence (over pk_start) and its first row's token (qoIndptr)
   const search = 2 * (Math.ceil(Math.log2(Math.max(2, maxBatch))) + 3);
   const blocks = Math.ceil(keys / c.block) + 2;
@@ -415,6 +455,7 @@ export function attentionKeysPerPart(
   Dv: number,
   maxBatch: number,
   rows = 1,
+  tile = false,
 ): number {
   const budget = loopBudget(loopLimit);
   if (!Number.isFinite(budget)) return Number.POSITIVE_INFINITY;
@@ -422,7 +463,7 @@ export function attentionKeysPerPart(
   let hi = 1 << 24;
   while (hi - lo > 1) {
     const mid = Math.floor((lo + hi) / 2);
-    if (attentionLoopCost(variant, D, Dv, mid, maxBatch, rows) <= budget) lo = mid;
+    if (attentionLoopCost(variant, D, Dv, mid, maxBatch, rows, tile) <= budget) lo = mid;
     else hi = mid;
   }
   return lo;
@@ -501,6 +542,18 @@ export interface BatchAttentionOptions {
    * step; false: never (every invocation loads its own keys).
    */
   subgroups?: boolean;
+  /**
+   * gpu shape: a workgroup of 64 invocations takes 64 consecutive rows of a sequence (one each)
+   * and stages K/V tiles in workgroup memory (`main_gpu_tile`, attention_tile.wgsl). Default:
+   * where the capacities' sequences bring at least 64 rows each (prefill), and then per step (a
+   * step whose sequences average fewer runs `main_gpu`); true: every step; false: never.
+   */
+  tiles?: boolean;
+  /**
+   * Size the parts for this loop cap instead of the device's (lower only; an integer >= 256): the
+   * sizing Mesa's llvmpipe needs, on any adapter (src/gpu/segments.ts).
+   */
+  loopLimit?: number;
 }
 
 /** One step's CSR tables (host arrays; `number[]` or typed arrays). */
@@ -575,7 +628,17 @@ export interface BatchAttentionTensors {
 type Resolved = Required<
   Omit<
     BatchAttentionOptions,
-    'maxPages' | 'poolPages' | 'maxKvTokens' | 'maxKvLen' | 'pageSize' | 'maxSplits' | 'kvChunk' | 'rows' | 'subgroups'
+    | 'maxPages'
+    | 'poolPages'
+    | 'maxKvTokens'
+    | 'maxKvLen'
+    | 'pageSize'
+    | 'maxSplits'
+    | 'kvChunk'
+    | 'rows'
+    | 'subgroups'
+    | 'tiles'
+    | 'loopLimit'
   >
 > & {
   rows?: number;
@@ -727,6 +790,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   static async create(device: DeviceLike, opts: BatchAttentionOptions): Promise<BatchAttentionPlan> {
     const ctx = ctxOf(device);
     const o = validate(opts);
+    const limit = planLoopLimit(ctx, opts.loopLimit);
     const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
     const G = o.Hq / o.Hkv;
     // A pack spans consecutive tokens of a sequence: the rows of the average sequence's new tokens.
@@ -738,13 +802,13 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
         span,
         o.D,
         // packs of tokens (prefill) take 8 rows on cpu too (measured faster than 4 for MHA prefill)
-        attentionRowsCap(ctx.loopLimit, o.D, o.Dv) ?? (span > G ? 8 : undefined),
+        attentionRowsCap(limit, o.D, o.Dv) ?? (span > G ? 8 : undefined),
         ctx.limits.maxComputeWorkgroupStorageSize,
       );
     // Under a loop cap a pack's invocation covers fewer keys; the default pack shrinks while the
     // longest sequence would need more parts than the plan may keep.
     while (o.rows === undefined && rows > 1) {
-      const cap = attentionKeysPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.maxBatch, rows);
+      const cap = attentionKeysPerPart(limit, variant, o.D, o.Dv, o.maxBatch, rows);
       if (cap >= 1 && Math.ceil(o.maxKvLen / Math.min(cap, o.kvChunk ?? Infinity)) <= (o.maxSplits ?? 64)) break;
       rows /= 2;
     }
@@ -759,16 +823,25 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     }
     if (opts.subgroups === true && !ctx.features.subgroups)
       fail('E_UNSUPPORTED', 'subgroups', 'the device has no subgroups feature;', true, 'false on this device');
-    // Subgroup packs where a sequence's tokens fill the 4 lanes' packs (not decode: its lanes would idle).
-    const lanes = variant === 'cpu' && (opts.subgroups ?? (ctx.features.subgroups && span >= 4 * rows)) ? 4 : 1;
-    const keysCap = attentionKeysPerPart(ctx.loopLimit, variant, o.D, o.Dv, o.maxBatch, rows);
+    if (opts.tiles !== undefined) check(typeof opts.tiles === 'boolean', 'tiles', 'a boolean', opts.tiles);
+    if (opts.tiles === true && variant !== 'gpu')
+      fail('E_UNSUPPORTED', 'tiles', 'is a gpu-shape kernel;', true, "false, or target: 'gpu'");
+    // Subgroup packs where a sequence's tokens fill the 4 lanes' packs (not decode: its lanes would
+    // idle); gpu: workgroup-memory tiles where they fill a tile's TW rows.
+    const tiled = variant === 'gpu' && (opts.tiles ?? span >= TW);
+    const lanes =
+      variant === 'cpu' && (opts.subgroups ?? (ctx.features.subgroups && span >= 4 * rows)) ? 4 : tiled ? TW / rows : 1;
+    const keysCap = Math.min(
+      attentionKeysPerPart(limit, variant, o.D, o.Dv, o.maxBatch, rows),
+      tiled ? attentionKeysPerPart(limit, variant, o.D, o.Dv, o.maxBatch, rows, true) : Infinity,
+    );
     if (keysCap < 1)
       fail(
         'E_LIMIT',
         'D',
         "is too large for one invocation within the device's loop limit;",
         o.D,
-        `loopLimit ${ctx.loopLimit}`,
+        `loopLimit ${limit}`,
       );
     const maxKeys = o.maxKvLen;
     const rowsCap = o.maxQTokens * o.Hq;
@@ -793,7 +866,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
         );
       }
     }
-    const mergeCap = mergePartsPerSegment(ctx.loopLimit, o.Dv);
+    const mergeCap = mergePartsPerSegment(limit, o.Dv);
     if (maxSplits > mergeCap)
       fail(
         'E_LIMIT',
@@ -821,19 +894,26 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
         O_DT: dtypeCode(o.oDtype),
       };
       const bound = { work: maxSplits > 1, sink_logits: o.sinkLogit, seq_table: false };
-      const sg = lanes > 1;
+      const sg = lanes > 1 && !tiled;
       plan.pipeline = await getPipeline(
         ctx,
         coreSpec(
-          { D: o.D, Dv: o.Dv, rows, target: variant, subgroups: sg, entry: sg ? 'main_cpu_sg' : undefined },
-          sg ? { ...constants, LANES: lanes } : constants,
+          {
+            D: o.D,
+            Dv: o.Dv,
+            rows,
+            target: variant,
+            subgroups: sg,
+            entry: sg ? 'main_cpu_sg' : tiled ? 'main_gpu_tile' : undefined,
+          },
+          lanes > 1 ? { ...constants, LANES: lanes } : constants,
           bound,
         ),
       );
-      if (sg && opts.subgroups !== true)
+      if (lanes > 1 && (tiled ? opts.tiles : opts.subgroups) !== true)
         plan.plainPipeline = await getPipeline(
           ctx,
-          coreSpec({ D: o.D, Dv: o.Dv, rows, target: variant, subgroups: true, entry: 'main_cpu' }, constants, bound),
+          coreSpec({ D: o.D, Dv: o.Dv, rows, target: variant, subgroups: sg }, constants, bound),
         );
       if (maxSplits > 1) plan.mergePipeline = await getMergePipeline(ctx, o.oDtype);
     } catch (e) {
@@ -841,6 +921,11 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
       throw e;
     }
     return plan;
+  }
+
+  /** Milliseconds spent compiling this plan's pipelines (0 for those that were cached). */
+  get compileMs(): number {
+    return this.pipeline.compileMs + (this.plainPipeline?.compileMs ?? 0);
   }
 
   /** The schedule last written (undefined before the first, or while a GPU schedule is in use). */

@@ -374,21 +374,26 @@ describe('attention core: paged decode and prefill vs float64', () => {
         target,
       });
     });
-    it(`${target}: MLA absorbed decode (Hq 16, Hkv 1, Dqk 576, Dv 512), f16 and f32 pages`, async () => {
-      // DeepSeek-V3's scale (1/sqrt(128 + 64)); the f32 pages split into parts of 8 keys.
-      await runCase({
-        lens: [33, 5],
-        Hq: 16,
-        Hkv: 1,
-        D: 576,
-        Dv: 512,
-        pageSize: 16,
-        dtype: 'f16',
-        scale: 1 / Math.sqrt(192),
-        target,
-      });
-      await runCase({ lens: [20], Hq: 16, Hkv: 1, D: 576, Dv: 512, pageSize: 16, dtype: 'f32', kvChunk: 8, target });
-    });
+    // four large pipelines (576 x 512 packs) compile here: minutes on a loaded 2-core machine
+    it(
+      `${target}: MLA absorbed decode (Hq 16, Hkv 1, Dqk 576, Dv 512), f16 and f32 pages`,
+      { timeout: 400_000 },
+      async () => {
+        // DeepSeek-V3's scale (1/sqrt(128 + 64)); the f32 pages split into parts of 8 keys.
+        await runCase({
+          lens: [33, 5],
+          Hq: 16,
+          Hkv: 1,
+          D: 576,
+          Dv: 512,
+          pageSize: 16,
+          dtype: 'f16',
+          scale: 1 / Math.sqrt(192),
+          target,
+        });
+        await runCase({ lens: [20], Hq: 16, Hkv: 1, D: 576, Dv: 512, pageSize: 16, dtype: 'f32', kvChunk: 8, target });
+      },
+    );
   }
 });
 

@@ -403,6 +403,34 @@ fn load_row(p: u32, r: u32, dt: u32) -> Row {
   return w;
 }
 
+// What invocation (cpu) or workgroup (gpu) `id` attends: part p, pack gi (pk) and the pack's first
+// row w; ok false when it has nothing (no rows this step, beyond the last pack, an empty row).
+struct PackAt {
+  ok: bool,
+  p: u32,
+  gi: u32,
+  pk: Pack,
+  w: Row,
+}
+
+fn pack_at(id: u32) -> PackAt {
+  var a: PackAt;
+  let rows = select(sched[4], params.l_rows, SRC >= 2u);
+  if (rows == 0u) {
+    return a;
+  }
+  let ng = pack_count(rows);
+  if (ng == 0u) {
+    return a;
+  }
+  a.p = id / ng;
+  a.gi = id - a.p * ng;
+  a.pk = pack_of(a.gi);
+  a.w = load_row(a.p, pack_row(a.pk, a.gi, 0u), pack_dt(a.pk));
+  a.ok = a.w.ok;
+  return a;
+}
+
 // Segments of a row: 2 for the CSR sources, the part's entries for SRC 2.
 fn seg_count(w: Row) -> u32 {
   var n = select(2u, w.e1 - w.e0, SRC >= 2u);
@@ -551,22 +579,14 @@ var<workgroup> wred: array<f32, ROWS * WG>;
 
 @compute @workgroup_size(WG)
 fn main_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let id = wg.x + wg.y * nwg.x;
-  let rows = select(sched[4], params.l_rows, SRC >= 2u);
-  if (rows == 0u) {
+  let at = pack_at(wg.x + wg.y * nwg.x);
+  if (!at.ok) {
     return;
   }
-  let ng = pack_count(rows);
-  if (ng == 0u) {
-    return;
-  }
-  let p = id / ng;
-  let gi = id - p * ng;
-  let pk = pack_of(gi);
-  let w = load_row(p, pack_row(pk, gi, 0u), pack_dt(pk));
-  if (!w.ok) {
-    return;
-  }
+  let p = at.p;
+  let gi = at.gi;
+  let pk = at.pk;
+  let w = at.w;
   // Empty slots compute on the first row's q; their results are never stored.
   var rs: array<u32, ROWS>;
   var rp: array<i32, ROWS>;
@@ -722,22 +742,14 @@ fn axpy8(acc: G8, x: f32, b: G8) -> G8 {
 
 @compute @workgroup_size(WG)
 fn main_cpu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let id = gid.x + gid.y * nwg.x * WG;
-  let rows = select(sched[4], params.l_rows, SRC >= 2u);
-  if (rows == 0u) {
+  let at = pack_at(gid.x + gid.y * nwg.x * WG);
+  if (!at.ok) {
     return;
   }
-  let ng = pack_count(rows);
-  if (ng == 0u) {
-    return;
-  }
-  let p = id / ng;
-  let gi = id - p * ng;
-  let pk = pack_of(gi);
-  let w = load_row(p, pack_row(pk, gi, 0u), pack_dt(pk));
-  if (!w.ok) {
-    return;
-  }
+  let p = at.p;
+  let gi = at.gi;
+  let pk = at.pk;
+  let w = at.w;
   // Per row of the pack: q (scaled; QN8: quads rounded up to whole groups of 8, the extra quads
   // stay zero), the accumulator, the block's scores and the softmax state. Empty slots compute on
   // the first row's q; their results are never stored.

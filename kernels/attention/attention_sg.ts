@@ -11,22 +11,14 @@ export function coreSgEntry(rows: number): string {
   return `
 @compute @workgroup_size(4)
 fn main_cpu_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-  let id = wg.x + wg.y * nwg.x;
-  let rows = sched[4];
-  if (rows == 0u) {
+  let at = pack_at(wg.x + wg.y * nwg.x);
+  if (!at.ok) {
     return;
   }
-  let ng = pack_count(rows);
-  if (ng == 0u) {
-    return;
-  }
-  let p = id / ng;
-  let gi = id - p * ng;
-  let pk = pack_of(gi);
-  let w = load_row(p, pack_row(pk, gi, 0u), pack_dt(pk));
-  if (!w.ok) {
-    return;
-  }
+  let p = at.p;
+  let gi = at.gi;
+  let pk = at.pk;
+  let w = at.w;
   // This lane's rows: slots lane * ROWS + i of the pack; empty slots compute on the pack's first
   // row's q and are never stored.
 ${each(

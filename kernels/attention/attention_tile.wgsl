@@ -20,22 +20,14 @@ var<workgroup> tv: array<vec4<f32>, BKT * VN>;
 
 @compute @workgroup_size(TW)
 fn main_gpu_tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let id = wg.x + wg.y * nwg.x;
-  let rows = sched[4];
-  if (rows == 0u) {
+  let at = pack_at(wg.x + wg.y * nwg.x);
+  if (!at.ok) {
     return;
   }
-  let ng = pack_count(rows);
-  if (ng == 0u) {
-    return;
-  }
-  let p = id / ng;
-  let gi = id - p * ng;
-  let pk = pack_of(gi);
-  let w = load_row(p, pack_row(pk, gi, 0u), pack_dt(pk));
-  if (!w.ok) {
-    return;
-  }
+  let p = at.p;
+  let gi = at.gi;
+  let pk = at.pk;
+  let w = at.w;
   let r = pack_row(pk, gi, lid);
   let rp = w.pos + slot_dt(pk, lid);
   let rq = select(w.r, r, r != NO_ROW);

@@ -17,6 +17,7 @@ import { KernelPlan, checkPlannedSize, runOnceAndDispose } from '../../src/plan.
 import { checkTensor, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { attentionKeysPerPart, planBatchAttention, type BatchAttentionPlan } from '../attention/attention.js';
 import { planMerge, type MergePlan } from '../merge/index.js';
+import { raggedCoreOptions } from './prefill_core.js';
 import {
   ATTN_PARAMS,
   FlashCore,
@@ -156,31 +157,16 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
       const kvIndptr = [0];
       for (const n of lens) kvIndptr.push(kvIndptr[kvIndptr.length - 1]! + n);
       try {
+        // causal, bottom-right: a decode query sees every key but for the window; an empty
+        // sequence's query sits before its (absent) first key and sees none (earlyQueries)
         plan.batch = await planBatchAttention(ctx, {
-          source: 'ragged',
+          ...raggedCoreOptions(r),
           maxBatch: N,
           maxQTokens: N,
           maxKvTokens: total,
           maxKvLen: Math.max(1, maxLen),
-          Hq: r.Hq,
-          Hkv: r.Hkv,
-          D: r.D,
-          Dv: r.Dv,
-          kvDtype: r.dtype,
-          qDtype: r.dtype,
-          oDtype: r.outDtype,
-          // causal, bottom-right: a decode query sees every key but for the window; an empty
-          // sequence's query sits before its (absent) first key and sees none (earlyQueries)
-          causal: r.causal,
-          earlyQueries: r.causal,
-          window: Math.min(r.window, 0xffffffff),
-          sinks: Math.min(r.sinks, 0xffffffff),
-          sinkLogit: r.sinkLogit,
-          scale: r.scale,
-          target: r.variant,
           maxSplits: parts,
           kvChunk: partKeys,
-          scheduleSlots: 1,
         });
         const info = plan.batch.schedule({ qoIndptr: lens.map((_, i) => i).concat(N), kvIndptr });
         if (info.parts !== parts)

@@ -12,12 +12,40 @@ import {
   ATTENTION_TILE_ROWS,
   attentionKeysPerPart,
   planBatchAttention,
+  type BatchAttentionOptions,
   type BatchAttentionPlan,
 } from '../attention/attention.js';
 import { mergePartsPerSegment } from '../merge/merge.js';
 import type { ResolvedAttention, SeqSpan } from './options.js';
 
 /** What the core path of a prefill plan decided. */
+/**
+ * The attention core's options for dense attention over contiguous (ragged) K/V, from the dense
+ * plan's resolved options: heads, dims, dtypes, mask (causal bottom-right, where a query before
+ * the first key sees none), scale, kernel shape, one schedule slot. Prefill and decode add their
+ * capacities and splits.
+ */
+export function raggedCoreOptions(r: ResolvedAttention) {
+  return {
+    source: 'ragged',
+    Hq: r.Hq,
+    Hkv: r.Hkv,
+    D: r.D,
+    Dv: r.Dv,
+    kvDtype: r.dtype,
+    qDtype: r.dtype,
+    oDtype: r.outDtype,
+    causal: r.causal,
+    earlyQueries: r.causal,
+    window: Math.min(r.window, 0xffffffff),
+    sinks: Math.min(r.sinks, 0xffffffff),
+    sinkLogit: r.sinkLogit,
+    scale: r.scale,
+    target: r.variant,
+    scheduleSlots: 1,
+  } satisfies Partial<BatchAttentionOptions>;
+}
+
 export interface PrefillCore {
   batch: BatchAttentionPlan;
   /** Split-K parts per row (1: o and lse written directly). */
@@ -69,29 +97,14 @@ export async function planPrefillCore(
     if (parts > 64 || parts > mergePartsPerSegment(limit, r.Dv)) return undefined;
   }
   const batch = await planBatchAttention(ctx, {
-    source: 'ragged',
+    ...raggedCoreOptions(r),
     maxBatch: N,
     maxQTokens: Tq,
     maxKvTokens: Math.max(1, Tk),
     maxKvLen: maxTk,
-    Hq: r.Hq,
-    Hkv: r.Hkv,
-    D: r.D,
-    Dv: r.Dv,
-    kvDtype: r.dtype,
-    qDtype: r.dtype,
-    oDtype: r.outDtype,
-    causal: r.causal,
-    earlyQueries: r.causal,
-    window: Math.min(r.window, 0xffffffff),
-    sinks: Math.min(r.sinks, 0xffffffff),
-    sinkLogit: r.sinkLogit,
-    scale: r.scale,
-    target: r.variant,
     subgroups: r.subgroups ? undefined : false,
     tiles,
     maxSplits: parts,
-    scheduleSlots: 1,
     loopLimit: Number.isFinite(limit) ? limit : undefined,
   });
   try {

@@ -11,7 +11,7 @@
  * Tessera knows to be destroyed, or to belong to another device, is an `E_BUFFER` naming the
  * argument, before anything is encoded (WebGPU itself only reports either at `submit`).
  */
-import { TesseraError } from './errors.js';
+import { TesseraError, fail } from './errors.js';
 import { bufferProblem, checkBuffer, type TesseraDevice } from './gpu/device.js';
 import { ConflictMemo } from './conflict-memo.js';
 import {
@@ -287,6 +287,17 @@ export function checkBindingSize(ctx: TesseraDevice, t: GpuTensor, argument: str
       expected: `at most ${ctx.limits.maxStorageBufferBindingSize} bytes per binding (split the work, or request larger limits)`,
     });
   }
+}
+
+/**
+ * Checks a raw GPUBuffer argument of `run` (a pool, summaries, a selection output): `E_BUFFER`
+ * naming `argument` when it is not a GPUBuffer or holds fewer than `bytes` bytes of `what` (its
+ * layout, for the message).
+ */
+export function checkRawBuffer(buffer: GPUBuffer | undefined, argument: string, bytes: number, what: string): void {
+  if (!buffer || typeof buffer.size !== 'number')
+    fail('E_BUFFER', argument, 'is not a GPUBuffer;', typeof buffer, `a GPUBuffer of ${what}`);
+  if (buffer.size < bytes) fail('E_BUFFER', argument, `is smaller than ${what};`, buffer.size, `>= ${bytes} bytes`);
 }
 
 /** Runs a plan once (submit and wait, GPU errors typed), then disposes it: the convenience calls' tail. */

@@ -125,6 +125,9 @@ describe('quest batch selection', () => {
     expect(() => plan.run(enc, { q, summaries, selected: goodSel })).toThrow(
       expect.objectContaining({ code: 'E_BUFFER', argument: 'summaries' }),
     );
+    expect(() => plan.run(enc, { q, summaries: {} as never, selected: goodSel })).toThrow(
+      expect.objectContaining({ code: 'E_BUFFER', argument: 'summaries' }),
+    );
     expect(() => plan.run(enc, { q, summaries: undefined as never, selected: goodSel })).toThrow(
       expect.objectContaining({ code: 'E_BUFFER', argument: 'summaries' }),
     );

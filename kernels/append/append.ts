@@ -13,10 +13,18 @@ import { ctxOf, submitEpoch, type DeviceLike, type TesseraDevice } from '../../s
 import { getPipeline, grid2d, wgslProgram, type PipelineSpec, type TablePipeline } from '../../src/gpu/pipeline.js';
 import { GroupCache, bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan } from '../../src/plan.js';
+import { KernelPlan, checkRawBuffer } from '../../src/plan.js';
 import { TensorMemo } from '../../src/tensor-memo.js';
 import { byteSize, checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
-import { KV_DTYPES, kvDtypeCode, pageLayout, type KvDType, type PageLayout } from '../attention/page.js';
+import {
+  KV_DTYPES,
+  SUMMARIES_LAYOUT,
+  kvDtypeCode,
+  pageLayout,
+  summariesBytes,
+  type KvDType,
+  type PageLayout,
+} from '../attention/page.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import commonWgsl from './common.wgsl.js';
 import appendWgsl from './append.wgsl.js';
@@ -494,7 +502,7 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
     if (v.shape[0]! < this.nnz)
       fail('E_SHAPE', 'v.shape[0]', 'has fewer rows than the schedule;', v.shape[0], `>= ${this.nnz}`);
     const poolBytes = o.maxPages * this.layout.pageBytes;
-    const sumBytes = o.maxPages * o.Hkv * 2 * o.D * 2;
+    const sumBytes = summariesBytes(o.maxPages, o.Hkv, o.D);
     // A pages / summaries buffer checked before passes again (size and usage never change; a
     // destroyed or foreign one is caught before run by the plan's buffer check).
     if (!this.pagesChecked.includes(t.pages)) {
@@ -516,22 +524,7 @@ export class AppendPlan extends KernelPlan<AppendTensors> {
           'plan with summaries: true',
         );
       if (!this.sumChecked.includes(t.summaries)) {
-        if (typeof t.summaries.size !== 'number')
-          fail(
-            'E_BUFFER',
-            'summaries',
-            'is not a GPUBuffer;',
-            typeof t.summaries,
-            'a GPUBuffer of [maxPages, Hkv, 2, D] f16',
-          );
-        if (t.summaries.size < sumBytes)
-          fail(
-            'E_BUFFER',
-            'summaries',
-            'is smaller than [maxPages, Hkv, 2, D] f16;',
-            t.summaries.size,
-            `>= ${sumBytes} bytes`,
-          );
+        checkRawBuffer(t.summaries, 'summaries', sumBytes, SUMMARIES_LAYOUT);
         remember(this.sumChecked, t.summaries);
       }
       if (t.summaries === t.pages) fail('E_BUFFER', 'summaries', 'must not be the pages buffer;', 'the same buffer');

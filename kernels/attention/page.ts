@@ -85,3 +85,11 @@ export function pageLayout(pageSize: number, Hkv: number, D: number, Dv: number,
     pageBytes: Math.ceil(pageBytes / 16) * 16,
   };
 }
+
+/** The layout of a pool's Quest page summaries (per page and KV head: the keys' channel min and max). */
+export const SUMMARIES_LAYOUT = '[maxPages, Hkv, 2, D] f16';
+
+/** Bytes of the page summaries of `maxPages` pages ({@link SUMMARIES_LAYOUT}). */
+export function summariesBytes(maxPages: number, Hkv: number, D: number): number {
+  return maxPages * Hkv * 2 * D * 2;
+}

@@ -21,8 +21,16 @@ import {
 } from '../../src/gpu/pipeline.js';
 import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan } from '../../src/plan.js';
-import { KV_DTYPES, kvDtypeCode, pageLayout, type KvDType, type PageLayout } from '../attention/page.js';
+import { KernelPlan, checkRawBuffer } from '../../src/plan.js';
+import {
+  KV_DTYPES,
+  SUMMARIES_LAYOUT,
+  kvDtypeCode,
+  pageLayout,
+  summariesBytes,
+  type KvDType,
+  type PageLayout,
+} from '../attention/page.js';
 import { APPEND_PARAMS, SUMMARIZE_BINDINGS, summarizeSpec } from '../append/append.js';
 import type { PageFix } from '../../src/pool/pool.js';
 import copyWgsl from './copy.wgsl.js';
@@ -241,28 +249,10 @@ export class PageOpsPlan extends KernelPlan<PageOpsTensors> {
     const o = this.options;
     if (this.fixes < 0) throw new TesseraError('E_STATE', 'PageOpsPlan.run: call schedule() first');
     const poolBytes = o.maxPages * this.layout.pageBytes;
-    if (!t?.pages || typeof t.pages.size !== 'number')
-      fail('E_BUFFER', 'pages', 'is not a GPUBuffer;', typeof t?.pages, 'a GPUBuffer');
-    if (t.pages.size < poolBytes)
-      fail('E_BUFFER', 'pages', 'is smaller than maxPages pages;', t.pages.size, `>= ${poolBytes} bytes`);
-    const sumBytes = o.maxPages * o.Hkv * 2 * o.D * 2;
+    checkRawBuffer(t?.pages, 'pages', poolBytes, 'maxPages pages');
+    const sumBytes = summariesBytes(o.maxPages, o.Hkv, o.D);
     if (t.summaries !== undefined) {
-      if (typeof t.summaries.size !== 'number')
-        fail(
-          'E_BUFFER',
-          'summaries',
-          'is not a GPUBuffer;',
-          typeof t.summaries,
-          'a GPUBuffer of [maxPages, Hkv, 2, D] f16',
-        );
-      if (t.summaries.size < sumBytes)
-        fail(
-          'E_BUFFER',
-          'summaries',
-          'is smaller than [maxPages, Hkv, 2, D] f16;',
-          t.summaries.size,
-          `>= ${sumBytes} bytes`,
-        );
+      checkRawBuffer(t.summaries, 'summaries', sumBytes, SUMMARIES_LAYOUT);
       if (t.summaries === t.pages) fail('E_BUFFER', 'summaries', 'must not be the pages buffer;', 'the same buffer');
     }
     this.usedEpoch = submitEpoch(this.ctx);

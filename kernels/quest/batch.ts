@@ -11,8 +11,9 @@ import { ctxOf, submitEpoch, type DeviceLike, type TesseraDevice } from '../../s
 import { loopBudget, loops, planLoopLimit } from '../../src/gpu/segments.js';
 import { getPipeline, grid2d, wgslProgram, type PipelineSpec, type TablePipeline } from '../../src/gpu/pipeline.js';
 import { GroupCache, bindingTable, registerPasses } from '../../src/gpu/bindings.js';
+import { SUMMARIES_LAYOUT, summariesBytes } from '../attention/page.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan } from '../../src/plan.js';
+import { KernelPlan, checkRawBuffer } from '../../src/plan.js';
 import { TensorMemo } from '../../src/tensor-memo.js';
 import { passOf } from '../append/append.js';
 import { byteSize, checkTensor, f16BitsToF32, type GpuTensor } from '../../src/tensor.js';
@@ -278,29 +279,15 @@ export class QuestBatchPlan extends KernelPlan<QuestBatchTensors> {
     if (!qHit) this.qMemo.remember(q);
     if (q.shape[0]! < this.B)
       fail('E_SHAPE', 'q.shape[0]', 'has fewer rows than sequences;', q.shape[0], `>= ${this.B}`);
-    const sumBytes = o.maxPages * o.Hkv * 2 * o.D * 2;
+    const sumBytes = summariesBytes(o.maxPages, o.Hkv, o.D);
     const outBytes = (o.selectedOffset + o.maxBatch * o.budgetPages) * 4;
     // A buffer whose size passed before passes again (a GPUBuffer's size never changes).
     if (!t.summaries || t.summaries !== this.sizedSummaries) {
-      if (!t.summaries || t.summaries.size < sumBytes)
-        fail(
-          'E_BUFFER',
-          'summaries',
-          'is smaller than [maxPages, Hkv, 2, D] f16;',
-          t.summaries?.size,
-          `>= ${sumBytes} bytes`,
-        );
+      checkRawBuffer(t.summaries, 'summaries', sumBytes, SUMMARIES_LAYOUT);
       this.sizedSummaries = t.summaries;
     }
     if (!t.selected || t.selected !== this.sizedSelected) {
-      if (!t.selected || t.selected.size < outBytes)
-        fail(
-          'E_BUFFER',
-          'selected',
-          'is smaller than selectedOffset + maxBatch * budgetPages page ids;',
-          t.selected?.size,
-          `>= ${outBytes} bytes`,
-        );
+      checkRawBuffer(t.selected, 'selected', outBytes, 'selectedOffset + maxBatch * budgetPages page ids');
       this.sizedSelected = t.selected;
     }
     this.usedEpoch = submitEpoch(this.ctx);

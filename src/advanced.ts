@@ -51,7 +51,7 @@ export {
   TOPK_SMALL_PARAMS,
 } from '../kernels/topk/index.js';
 export { checkGateValues, resolveScanOptions, CHUNK, LIN_PARAMS } from '../kernels/linear/index.js';
-export { ATTN_PARAMS, defaultKvChunk } from '../kernels/dense/index.js';
+export { defaultKvChunk } from '../kernels/dense/index.js';
 export { denseGoldenHandler } from './verify/golden/dense.js';
 export { kvDtypeCode, hash32, encodeManifest, decodeManifest } from './kv/index.js';
 export {

@@ -37,7 +37,7 @@ describe('API report', () => {
       'wgslProgram',
       'loopBudget',
       'GALLIVM_LOOP_LIMIT',
-      'ATTN_PARAMS',
+      'CORE_PARAMS',
       'checkBuffer',
       'denseGoldenHandler',
       'compare',

@@ -1,11 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { attention, attentionReference, planAttention, planDecode, decodeAttention } from '../kernels/dense/index.js';
-import { flashLoopCost, flashLoopIterations, maxFlashKvChunk } from '../kernels/dense/prefill.js';
 import { attentionKeysPerPart } from '../kernels/attention/attention.js';
+import { DensePad, padLayout } from '../kernels/dense/pad.js';
+import { queryGroupTables } from '../kernels/dense/prefill_core.js';
+import { resolveAttention } from '../kernels/dense/options.js';
 import { TesseraError } from '../src/errors.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
-import { useGpu, type GpuFixture } from './helpers/gpu.js';
+import { patchMethod, useGpu, type GpuFixture } from './helpers/gpu.js';
 
 const gpu = useGpu();
 
@@ -144,23 +146,27 @@ const PREFILL: Case[] = [
   { tq: [65, 130], Hq: 2, Hkv: 1, D: 80, Dv: 48, dtype: 'f32', causal: false, target: 'gpu' },
   { tq: [100], tk: [37], Hq: 2, Hkv: 1, D: 80, Dv: 48, dtype: 'f32', sinkLogit: true, target: 'gpu' },
   { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', window: 64, sinks: 4, target: 'cpu', subgroups: false },
-  // 17,000 keys per tile: unsplit, one main_cpu work item would loop 71,438 times (llvmpipe's cap
-  // is 65,535, so there the plan splits the keys in two and merges)
+  // padded copies (pad.ts): head dims not multiples of 4, f16/bf16 K/V not in whole 16-byte words
+  { tq: [65, 3], tk: [80, 20], Hq: 4, Hkv: 2, D: 33, Dv: 7, dtype: 'f32', window: 30, sinks: 2, sinkLogit: true },
+  { tq: [100], tk: [37], Hq: 2, Hkv: 1, D: 7, dtype: 'f16', outDtype: 'f32', target: 'gpu' },
+  { tq: [63], Hq: 2, Hkv: 1, D: 12, dtype: 'f16' },
+  { tq: [33, 64], Hq: 3, Hkv: 3, D: 20, Dv: 6, dtype: 'bf16', causal: false, target: 'gpu', noLse: true },
+  { tq: [130], Hq: 4, Hkv: 1, D: 5, Dv: 36, dtype: 'f32', target: 'cpu', subgroups: false },
+  // 17,000 keys per row: under llvmpipe's cap (65,535 loop iterations) the core splits them into
+  // parts and merges
   { tq: [16], tk: [17000], Hq: 2, Hkv: 1, D: 128, dtype: 'f32', causal: false },
 ];
 
 /**
- * The kernel a prefill plan runs: the attention core, but for head dims that are not multiples of
- * 4, K/V of a byte size that is not a multiple of 16, and split calls whose partials exceed
- * `partialBytes` (the flash kernel's query groups; here: partialBytes 1).
+ * Whether a plan copies through padded workspaces: head dims that are not multiples of 4, and
+ * f16/bf16 K/V of a byte size that is not a multiple of 16 (the core reads 16-byte words).
  */
-function expectedKernel(c: Case): 'core' | 'flash' {
+function expectedPadded(c: Case): boolean {
   const Dv = c.Dv ?? c.D;
   const Tk = (c.tk ?? c.tq).reduce((a, b) => a + b, 0);
   const eb = c.dtype === 'f32' ? 4 : 2;
-  if (c.D % 4 !== 0 || Dv % 4 !== 0) return 'flash';
-  if ((Tk * c.Hkv * c.D * eb) % 16 !== 0 || (Tk * c.Hkv * Dv * eb) % 16 !== 0) return 'flash';
-  return c.partialBytes === 1 ? 'flash' : 'core';
+  if (c.D % 4 !== 0 || Dv % 4 !== 0) return true;
+  return (Tk * c.Hkv * c.D * eb) % 16 !== 0 || (Tk * c.Hkv * Dv * eb) % 16 !== 0;
 }
 
 /** Plans, runs and checks one prefill case on fixture `g`; returns the plan's split choice. */
@@ -169,7 +175,7 @@ async function runPrefill(
   c: Case,
   seed: number,
   loopLimit?: number,
-): Promise<{ splits: number; kvChunk: number; queryGroups: number; kernel: 'core' | 'flash' }> {
+): Promise<{ splits: number; kvChunk: number; queryGroups: number; padded: boolean }> {
   const x = inputs(c, seed);
   const tks = c.tk ?? c.tq;
   const ref = referenceBatch(c, x, c.tq, tks);
@@ -203,9 +209,9 @@ async function runPrefill(
     plan.run(enc, { q, k, v, o, lse, sinkLogits });
     await g.dev.submitAndWait([enc.finish()]);
   });
-  const split = { splits: plan.splits, kvChunk: plan.kvChunk, queryGroups: plan.queryGroups, kernel: plan.kernel };
+  const split = { splits: plan.splits, kvChunk: plan.kvChunk, queryGroups: plan.queryGroups, padded: plan.padded };
   plan.dispose();
-  expect(split.kernel).toBe(expectedKernel(c));
+  expect(split.padded).toBe(expectedPadded(c));
   await check(c, { o: await g.read(o), lse: lse ? await g.read(lse) : undefined }, ref);
   return split;
 }
@@ -231,6 +237,160 @@ describe('dense prefill', () => {
       lse,
     });
     await check(c, { o: await gpu.read(o), lse: await gpu.read(lse) }, ref);
+  });
+});
+
+describe('dense prefill on the core: query groups and padded copies', () => {
+  it('queryGroupTables: a group of tokens as its own batch, causal bottom-right kept', () => {
+    const spans = [
+      { qOff: 0, tq: 5, kOff: 0, tk: 9 },
+      { qOff: 5, tq: 0, kOff: 9, tk: 4 },
+      { qOff: 5, tq: 6, kOff: 13, tk: 3 },
+    ];
+    // tokens 2..7: the tail of sequence 0 (all its keys), the empty one, the first 2 queries of
+    // sequence 2 (6 queries, 3 keys: its queries 0..1 see none, so it keeps 3 - 6 + 2 < 0 -> 0 keys)
+    expect(queryGroupTables(spans, 2, 7, true)).toEqual({ qoIndptr: [0, 3, 3, 5], kvIndptr: [0, 9, 13, 13] });
+    expect(queryGroupTables(spans, 2, 7, false)).toEqual({ qoIndptr: [0, 3, 3, 5], kvIndptr: [0, 9, 13, 16] });
+    // inside one sequence: its queries 1..3 of 5 over its first 9 - 5 + 4 = 8 keys
+    expect(queryGroupTables(spans, 1, 4, true)).toEqual({ qoIndptr: [0, 3], kvIndptr: [0, 8] });
+    // the last tokens: the trailing keys of sequence 2 (its 4th query sees 3 - 6 + 4 + 1 = 2 keys)
+    expect(queryGroupTables(spans, 8, 11, true)).toEqual({ qoIndptr: [0, 3], kvIndptr: [13, 16] });
+    expect(() => queryGroupTables(spans, 4, 4, true)).toThrow(TesseraError);
+  });
+
+  it('padLayout: which tensors are copied', () => {
+    expect(padLayout({ D: 6, Dv: 8, Hkv: 1, dtype: 'f32' }, 100)).toEqual({
+      D4: 8,
+      Dv4: 8,
+      q: true,
+      k: true,
+      v: false,
+      o: false,
+    });
+    // f16 K/V of 63 rows of 12 channels end inside a 16-byte word: copied, nothing padded
+    expect(padLayout({ D: 12, Dv: 12, Hkv: 1, dtype: 'f16' }, 63)).toMatchObject({
+      q: false,
+      k: true,
+      v: true,
+      o: false,
+    });
+    expect(padLayout({ D: 12, Dv: 12, Hkv: 1, dtype: 'f16' }, 64)).toMatchObject({ q: false, k: false, v: false });
+    expect(padLayout({ D: 64, Dv: 7, Hkv: 2, dtype: 'f32' }, 5)).toMatchObject({
+      q: false,
+      k: false,
+      v: true,
+      o: true,
+    });
+  });
+
+  // The row copies themselves, bit for bit (no float64: the copies move bits).
+  for (const [dtype, outDtype] of [
+    ['f32', 'f32'],
+    ['f16', 'f16'],
+    ['bf16', 'f32'],
+  ] as const) {
+    it(`the padded copies are exact (${dtype} in, ${outDtype} out)`, async () => {
+      const [Tq, Tk, Hq, Hkv, D, Dv] = [3, 5, 2, 1, 5, 6];
+      const r = resolveAttention(gpu.dev, { Hq, Hkv, D, Dv, dtype, outDtype });
+      const pad = (await DensePad.create(gpu.dev, r, Tq, Tk))!;
+      try {
+        const rng = new Rng(41);
+        const host = {
+          q: roundTo(rng.normals(Tq * Hq * D), dtype),
+          k: roundTo(rng.normals(Tk * Hkv * D), dtype),
+          v: roundTo(rng.normals(Tk * Hkv * Dv), dtype),
+          o: roundTo(rng.normals(Tq * Hq * 8), outDtype),
+        };
+        const t = {
+          q: gpu.tensor(host.q, [Tq, Hq, D], dtype),
+          k: gpu.tensor(host.k, [Tk, Hkv, D], dtype),
+          v: gpu.tensor(host.v, [Tk, Hkv, Dv], dtype),
+          o: gpu.nanTensor([Tq, Hq, Dv], outDtype),
+        };
+        const enc = gpu.dev.device.createCommandEncoder();
+        const io = pad.stage(enc, t);
+        expect(io.q.shape).toEqual([Tq, Hq, 8]);
+        expect(io.v.shape).toEqual([Tk, Hkv, 8]);
+        expect(io.o.shape).toEqual([Tq, Hq, 8]);
+        // what the core would have written to the padded o
+        const oPadded = gpu.tensor(host.o, [Tq, Hq, 8], outDtype);
+        enc.copyBufferToBuffer(oPadded.buffer, 0, io.o.buffer, 0, oPadded.buffer.size);
+        pad.finish(enc, t.o);
+        await gpu.dev.submitAndWait([enc.finish()]);
+        const widen = (x: Float64Array, w: number, w4: number) =>
+          Array.from({ length: (x.length / w) * w4 }, (_, i) =>
+            i % w4 < w ? x[Math.floor(i / w4) * w + (i % w4)]! : 0,
+          );
+        const narrow = (x: Float64Array, w4: number, w: number) =>
+          Array.from({ length: (x.length / w4) * w }, (_, i) => x[Math.floor(i / w) * w4 + (i % w)]!);
+        expect(Array.from(await gpu.read(io.q))).toEqual(widen(host.q, D, 8));
+        expect(Array.from(await gpu.read(io.k))).toEqual(widen(host.k, D, 8));
+        expect(Array.from(await gpu.read(io.v))).toEqual(widen(host.v, Dv, 8));
+        expect(Array.from(await gpu.read(t.o))).toEqual(narrow(host.o, 8, Dv));
+      } finally {
+        pad.dispose();
+      }
+    });
+  }
+
+  it('two runs of one padded, grouped plan in one encoder keep their own inputs and outputs', async () => {
+    const c: Case = { tq: [150, 90], tk: [900, 700], Hq: 2, Hkv: 1, D: 6, Dv: 10, dtype: 'f16', partialBytes: 1 };
+    const cu = (l: number[]) => l.reduce((a, b) => [...a, a[a.length - 1]! + b], [0]);
+    const plan = await planAttention(gpu.dev, {
+      cuSeqlensQ: cu(c.tq),
+      cuSeqlensK: cu(c.tk!),
+      Hq: c.Hq,
+      Hkv: c.Hkv,
+      D: c.D,
+      Dv: c.Dv,
+      dtype: c.dtype,
+      partialBytes: 1,
+      loopLimit: 4096,
+    });
+    const dev = gpu.dev.device;
+    let buffers = 0;
+    let groups = 0;
+    const undo: (() => void)[] = [];
+    try {
+      expect(plan.padded).toBe(true);
+      expect(plan.queryGroups).toBeGreaterThan(1);
+      const runs = [0, 1].map((i) => {
+        const x = inputs(c, 60 + i);
+        return {
+          x,
+          ref: referenceBatch(c, x, c.tq, c.tk!),
+          t: {
+            q: gpu.tensor(x.q, [x.Tq, c.Hq, c.D], c.dtype),
+            k: gpu.tensor(x.k, [x.Tk, c.Hkv, c.D], c.dtype),
+            v: gpu.tensor(x.v, [x.Tk, c.Hkv, x.Dv], c.dtype),
+            o: gpu.nanTensor([x.Tq, c.Hq, x.Dv], c.dtype),
+            lse: gpu.nanTensor([x.Tq, c.Hq]),
+          },
+        };
+      });
+      // a first run makes the bind groups; later ones create neither buffers nor bind groups
+      const warm = dev.createCommandEncoder();
+      for (const r of runs) plan.run(warm, r.t);
+      await gpu.dev.submitAndWait([warm.finish()]);
+      for (const r of runs) {
+        await check(c, { o: await gpu.read(r.t.o), lse: await gpu.read(r.t.lse) }, r.ref);
+        // NaN again (f16 NaN in both halves of each word), so that an element not written fails
+        dev.queue.writeBuffer(r.t.o.buffer, 0, new Uint32Array(r.t.o.buffer.size / 4).fill(0x7e007e00));
+        dev.queue.writeBuffer(r.t.lse.buffer, 0, new Float32Array(r.t.lse.buffer.size / 4).fill(NaN));
+      }
+      undo.push(patchMethod(dev, 'createBuffer', (f) => (d) => (buffers++, f.call(dev, d))));
+      undo.push(patchMethod(dev, 'createBindGroup', (f) => (d) => (groups++, f.call(dev, d))));
+      const enc = dev.createCommandEncoder();
+      for (const r of runs) plan.run(enc, r.t);
+      for (const u of undo.splice(0)) u();
+      await gpu.dev.submitAndWait([enc.finish()]);
+      expect(buffers).toBe(0);
+      expect(groups).toBe(0);
+      for (const r of runs) await check(c, { o: await gpu.read(r.t.o), lse: await gpu.read(r.t.lse) }, r.ref);
+    } finally {
+      for (const u of undo) u();
+      plan.dispose();
+    }
   });
 });
 
@@ -265,6 +425,13 @@ const DECODE: DecodeCase[] = [
 
 function decodeName(c: DecodeCase): string {
   return `N${c.kvLens.length}-kv${c.kvLens.join('_')}-Hq${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}${c.outDtype ? `-out${c.outDtype}` : ''}${c.kvChunk ? `-chunk${c.kvChunk}` : ''}${c.window ? `-W${c.window}` : ''}${c.sinks ? `-S${c.sinks}` : ''}${c.sinkLogit ? '-sinklogit' : ''}${c.noLse ? '-nolse' : ''}${c.target ? `-${c.target}` : ''}${c.subgroups === false ? '-nosg' : ''}`;
+}
+
+/** The attention core's keys per part on `g`'s device for a decode case (its loop cap; Infinity without one). */
+function coreBound(g: GpuFixture, c: DecodeCase): number {
+  const variant = c.target ?? (g.dev.adapterClass === 'cpu' ? 'cpu' : 'gpu');
+  const d4 = (d: number) => Math.ceil(d / 4) * 4;
+  return attentionKeysPerPart(g.dev.loopLimit, variant, d4(c.D), d4(c.Dv ?? c.D), c.kvLens.length, 1);
 }
 
 /** Plans, runs and checks one decode case on fixture `g`; returns the plan's split choice. */
@@ -326,10 +493,7 @@ describe('dense decode (split-K + merge)', () => {
     it(decodeName(c), async () => {
       const split = await runDecode(gpu, c, 500 + i);
       if (c.kvChunk) {
-        const chunk = Math.min(
-          c.kvChunk,
-          maxFlashKvChunk(gpu.dev.loopLimit, c.target === 'gpu' ? 'main_gpu' : 'main_decode_cpu', c.D, c.Dv ?? c.D),
-        );
+        const chunk = Math.min(c.kvChunk, coreBound(gpu, c));
         expect(split.kvChunk).toBe(chunk);
         expect(split.splits).toBe(Math.ceil(Math.max(...c.kvLens) / chunk));
       }
@@ -351,10 +515,10 @@ describe('dense decode (split-K + merge)', () => {
   });
 });
 
-describe('dense decode: which kernel runs', () => {
+describe('dense decode: padded copies', () => {
   // The attention core reads K/V as 16-byte words of head dims that are multiples of 4; other
-  // shapes run the dense flash kernel. Both paths checked against float64.
-  const FLASH: DecodeCase[] = [
+  // shapes run it on padded copies (kernels/dense/pad.ts). Checked against float64.
+  const PADDED: DecodeCase[] = [
     {
       kvLens: [70, 0, 9],
       Hq: 4,
@@ -369,8 +533,9 @@ describe('dense decode: which kernel runs', () => {
     },
     { kvLens: [3, 0, 2], Hq: 2, Hkv: 1, D: 12, dtype: 'f16', kvChunk: 2 },
     { kvLens: [40, 1], Hq: 2, Hkv: 1, D: 5, dtype: 'f32', target: 'gpu' },
+    { kvLens: [33, 100], Hq: 3, Hkv: 1, D: 7, Dv: 6, dtype: 'bf16', outDtype: 'f32', kvChunk: 40, noLse: true },
   ];
-  const kernelOf = async (c: DecodeCase) => {
+  const paddedOf = async (c: DecodeCase) => {
     const plan = await planDecode(gpu.dev, {
       kvLens: c.kvLens,
       Hq: c.Hq,
@@ -384,19 +549,19 @@ describe('dense decode: which kernel runs', () => {
       sinkLogit: c.sinkLogit,
       target: c.target,
     });
-    const k = plan.kernel;
+    const k = plan.padded;
     plan.dispose();
     return k;
   };
-  FLASH.forEach((c, i) => {
-    it(`flash: ${decodeName(c)}`, async () => {
-      expect(await kernelOf(c)).toBe('flash');
+  PADDED.forEach((c, i) => {
+    it(`padded: ${decodeName(c)}`, async () => {
+      expect(await paddedOf(c)).toBe(true);
       await runDecode(gpu, c, 700 + i);
     });
   });
-  it('core: head dims multiples of 4 and K/V in whole 16-byte words', async () => {
-    expect(await kernelOf({ kvLens: [3, 0, 2], Hq: 2, Hkv: 1, D: 16, dtype: 'f16' })).toBe('core');
-    expect(await kernelOf(DECODE[0]!)).toBe('core');
+  it('no copies: head dims multiples of 4 and K/V in whole 16-byte words', async () => {
+    expect(await paddedOf({ kvLens: [3, 0, 2], Hq: 2, Hkv: 1, D: 16, dtype: 'f16' })).toBe(false);
+    expect(await paddedOf(DECODE[0]!)).toBe(false);
   });
 });
 
@@ -468,65 +633,21 @@ describe('dense bad input', () => {
   });
 });
 
-describe('dense loop bound (llvmpipe stops an invocation after 65,535 loop iterations)', () => {
-  it('flashLoopIterations and maxFlashKvChunk', () => {
-    // main_cpu: nc + ncv + 3 per 16-key block; the setup counted twice plus 8.
-    expect(flashLoopCost('main_cpu', 128, 128)).toEqual({ blockKeys: 16, setup: 150, perBlock: 67 });
-    expect(flashLoopCost('main_decode_cpu', 5, 7)).toEqual({
-      blockKeys: 16,
-      setup: 2 * (2 + 1 + 3 + 2 + 2 + 1) + 8,
-      perBlock: 2 + 2 + 3,
-    });
-    expect(flashLoopIterations('main_cpu', 128, 128, 1000)).toBe(150 + 64 * 67);
-    expect(flashLoopIterations('main_cpu', 128, 128, 17000)).toBeGreaterThan(65535);
-    expect(maxFlashKvChunk(Infinity, 'main_gpu', 256, 256)).toBe(Infinity);
-    for (const entry of ['main_cpu', 'main_gpu', 'main_decode_cpu'] as const) {
-      for (const [limit, D, Dv] of [
-        [65535, 128, 128],
-        [65535, 256, 256],
-        [65535, 5, 3],
-        [4096, 64, 64],
-        [4096, 96, 64],
-      ] as const) {
-        const chunk = maxFlashKvChunk(limit, entry, D, Dv);
-        const { blockKeys } = flashLoopCost(entry, D, Dv);
-        expect(chunk % blockKeys).toBe(0);
-        expect(flashLoopIterations(entry, D, Dv, chunk)).toBeLessThanOrEqual(0.9 * limit);
-        expect(flashLoopIterations(entry, D, Dv, chunk + blockKeys)).toBeGreaterThan(0.9 * limit);
-      }
-    }
-    expect(maxFlashKvChunk(65535, 'main_cpu', 128, 128)).toBe(14032);
-    // not even one key block fits: refused, naming the head dim
-    expect(() => maxFlashKvChunk(1024, 'main_gpu', 256, 256)).toThrow(
-      expect.objectContaining({ code: 'E_LIMIT', argument: 'D' }),
-    );
-  });
-});
-
 describe('dense with loopLimit 4096 (the split path on any adapter)', () => {
   // prefill plans take the cap as an option; decode goes through the attention core, which reads
   // the device's cap: a view of the shared device with the lower cap (useGpu)
   const small = useGpu({ loopLimit: 4096 });
-  const SPLIT: (Case & { splits: number; groups?: number })[] = [
-    { tq: [1000], Hq: 4, Hkv: 2, D: 128, dtype: 'f32', splits: 2 },
-    { tq: [1500], Hq: 2, Hkv: 2, D: 128, dtype: 'f32', window: 900, sinks: 5, splits: 2 },
-    { tq: [300, 1, 700], tk: [300, 2000, 700], Hq: 6, Hkv: 2, D: 96, Dv: 64, dtype: 'f32', sinkLogit: true, splits: 2 },
-    { tq: [40], tk: [1700], Hq: 1, Hkv: 1, D: 64, dtype: 'f32', causal: false, noLse: true, splits: 2 },
-    {
-      tq: [200],
-      tk: [700],
-      Hq: 4,
-      Hkv: 2,
-      D: 64,
-      dtype: 'f32',
-      window: 300,
-      sinks: 2,
-      sinkLogit: true,
-      target: 'gpu',
-      splits: 11,
-    },
-    // several query groups (128 tokens each), sequences crossing group boundaries, the last one
-    // with more queries than keys (its first 80 rows see nothing: o = 0, lse = -inf)
+  // `groups(align)`: the query groups expected where the device's storage offset alignment is
+  // `align` (every group's q, o and lse rows start on it)
+  const SPLIT: (Case & { groups?: (align: number) => number })[] = [
+    { tq: [1000], Hq: 4, Hkv: 2, D: 128, dtype: 'f32' },
+    { tq: [1500], Hq: 2, Hkv: 2, D: 128, dtype: 'f32', window: 900, sinks: 5 },
+    { tq: [300, 1, 700], tk: [300, 2000, 700], Hq: 6, Hkv: 2, D: 96, Dv: 64, dtype: 'f32', sinkLogit: true },
+    { tq: [40], tk: [1700], Hq: 1, Hkv: 1, D: 64, dtype: 'f32', causal: false, noLse: true },
+    { tq: [200], tk: [700], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', window: 300, sinks: 2, sinkLogit: true, target: 'gpu' },
+    // several query groups, sequences crossing group boundaries, the last one with more queries
+    // than keys (its first 80 rows see nothing: o = 0, lse = -inf); lse rows of 2 heads are 8
+    // bytes: groups of align / 8 tokens
     {
       tq: [100, 200, 150, 140],
       tk: [900, 1000, 150, 60],
@@ -535,48 +656,84 @@ describe('dense with loopLimit 4096 (the split path on any adapter)', () => {
       D: 128,
       dtype: 'f16',
       partialBytes: 1,
-      splits: 2,
-      groups: 5,
+      groups: (align) => Math.ceil(590 / (align / 8)),
+    },
+    // query groups over padded copies (D 6 -> 8, Dv 10 -> 12, f16): o rows of 48 bytes, lse 8
+    {
+      tq: [300, 200],
+      tk: [3000, 2500],
+      Hq: 2,
+      Hkv: 1,
+      D: 6,
+      Dv: 10,
+      dtype: 'f16',
+      window: 2000,
+      sinks: 3,
+      partialBytes: 1,
+      groups: (align) => Math.ceil(500 / Math.max(align / 16, align / 8)),
+    },
+    // a budget that holds 100 tokens' partials of 3 parts: groups of whole alignment units within it
+    {
+      tq: [700],
+      tk: [900],
+      Hq: 1,
+      Hkv: 1,
+      D: 64,
+      dtype: 'f32',
+      sinkLogit: true,
+      partialBytes: 3 * 100 * 65 * 4,
+      groups: (align) => Math.ceil(700 / (Math.floor(100 / (align / 4)) * (align / 4))),
     },
   ];
   SPLIT.forEach((c, i) => {
-    it(`${caseName(c)} in ${c.splits} KV splits`, async () => {
+    it(`${caseName(c)} in KV splits`, async () => {
       const got = await runPrefill(gpu, c, 900 + i, 4096);
-      expect(got.queryGroups).toBe(c.groups ?? 1);
-      if (got.kernel === 'flash') {
-        expect(got.splits).toBe(c.splits);
-      } else {
-        // the core's parts: none longer than its loop bound (packs of one row bound the others),
-        // as few as that allows
-        const Dv = c.Dv ?? c.D;
-        const variant = c.target ?? (gpu.dev.adapterClass === 'cpu' ? 'cpu' : 'gpu');
-        const maxTk = Math.max(...(c.tk ?? c.tq));
-        expect(got.kvChunk).toBeLessThanOrEqual(attentionKeysPerPart(4096, variant, c.D, Dv, c.tq.length, 1));
-        expect(got.splits).toBe(Math.ceil(maxTk / got.kvChunk));
-        expect(got.splits).toBeGreaterThan(1);
-      }
+      expect(got.queryGroups).toBe(c.groups ? c.groups(gpu.dev.limits.minStorageBufferOffsetAlignment) : 1);
+      // the core's parts: none longer than its loop bound (packs of one row bound the others),
+      // as few as that allows
+      const d4 = (d: number) => Math.ceil(d / 4) * 4;
+      const variant = c.target ?? (gpu.dev.adapterClass === 'cpu' ? 'cpu' : 'gpu');
+      const maxTk = Math.max(...(c.tk ?? c.tq));
+      const bound = attentionKeysPerPart(4096, variant, d4(c.D), d4(c.Dv ?? c.D), c.tq.length, 1);
+      expect(got.kvChunk).toBeLessThanOrEqual(bound);
+      expect(got.splits).toBe(Math.ceil(maxTk / got.kvChunk));
+      expect(got.splits).toBeGreaterThan(1);
     });
   });
 
   it('decode: a kvChunk past the cap is lowered to it', async () => {
-    const cap = maxFlashKvChunk(4096, 'main_decode_cpu', 128, 128);
-    const got = await runDecode(
-      small,
-      { kvLens: [3000, 5, 1200], Hq: 4, Hkv: 2, D: 128, dtype: 'f32', kvChunk: 2000, window: 2500, sinks: 3 },
-      950,
-    );
+    const c: DecodeCase = {
+      kvLens: [3000, 5, 1200],
+      Hq: 4,
+      Hkv: 2,
+      D: 128,
+      dtype: 'f32',
+      kvChunk: 2000,
+      window: 2500,
+      sinks: 3,
+    };
+    const cap = coreBound(small, c);
+    expect(cap).toBeLessThan(2000);
+    const got = await runDecode(small, c, 950);
     expect(got.kvChunk).toBe(cap);
     expect(got.splits).toBe(Math.ceil(3000 / cap));
   });
 
-  it('decode (gpu variant): the default chunk is lowered to the cap', async () => {
-    const cap = maxFlashKvChunk(4096, 'main_gpu', 64, 64);
-    const got = await runDecode(
-      small,
-      { kvLens: [700, 33], Hq: 4, Hkv: 1, D: 64, dtype: 'f32', sinkLogit: true, target: 'gpu' },
-      951,
-    );
+  it('decode (gpu variant): a kvChunk past the cap is lowered to it', async () => {
+    const c: DecodeCase = {
+      kvLens: [2500, 33],
+      Hq: 4,
+      Hkv: 1,
+      D: 64,
+      dtype: 'f32',
+      kvChunk: 2000,
+      sinkLogit: true,
+      target: 'gpu',
+    };
+    const cap = coreBound(small, c);
+    expect(cap).toBeLessThan(2000);
+    const got = await runDecode(small, c, 951);
     expect(got.kvChunk).toBe(cap);
-    expect(got.splits).toBe(Math.ceil(700 / cap));
+    expect(got.splits).toBe(Math.ceil(2500 / cap));
   });
 });

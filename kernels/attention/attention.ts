@@ -120,6 +120,8 @@ const ATTENTION_PARALLEL_PACKS = 512;
 
 /** Words of the schedule slot header: totalQ, B, nParts, kvPart, rows (+ 3 spare). */
 const HEADER_WORDS = 8;
+/** The most schedule slots a plan keeps (`scheduleSlots`). */
+export const MAX_SCHEDULE_SLOTS = 1024;
 /** Default bound on the f32 split-K partials a plan keeps (bytes). */
 export const ATTENTION_PARTIALS_BYTES = 32 << 20;
 
@@ -525,7 +527,7 @@ export interface BatchAttentionOptions {
   maxSplits?: number;
   /** Keys per part (default: at least 256, enough for maxSplits parts; lowered to the loop cap). */
   kvChunk?: number;
-  /** Schedule slots (default 4): schedules that may be in flight between submits. */
+  /** Schedule slots (default 4, at most 1024): schedules that may be in flight between submits. */
   scheduleSlots?: number;
   /**
    * Query rows packed per invocation (cpu) or workgroup (gpu): 1, 2, 4 or 8 consecutive rows of
@@ -1157,6 +1159,22 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   }
 
   /**
+   * Makes the schedule written to ring slot `slot` (`ScheduleInfo.slot`) current again: runs
+   * encoded from now on use it. For a plan that writes a fixed set of schedules once, one per slot,
+   * and runs them in turn (dense prefill's query groups); a later `schedule()` writes the slot
+   * after it. `E_ARG` naming `slot` for a slot never written.
+   */
+  select(slot: number): ScheduleInfo {
+    this.assertUsable();
+    const s = this.slots[slot];
+    if (!Number.isInteger(slot) || !s?.info)
+      fail('E_ARG', 'slot', 'is not a ring slot holding a schedule;', slot, `a slot returned by schedule()`);
+    this.current = slot;
+    this.external = undefined;
+    return s.info;
+  }
+
+  /**
    * Encodes the attention of the current schedule into `encoder`: one dispatch (plus the merge
    * when the schedule split the keys). Creates no GPU buffer; bind groups are cached by the
    * buffers bound. Several runs in one encoder (layers) each read the schedule current when they
@@ -1328,7 +1346,9 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   private groupsOf(p: CorePipeline | MergePipeline): GroupCache {
     let g = this.groups.get(p);
     if (!g) {
-      g = new GroupCache(this.ctx.device, p as unknown as ConstructorParameters<typeof GroupCache>[1], 256);
+      // a group per slot at least (plans that keep a schedule per slot, as dense prefill's query groups)
+      const limit = Math.max(256, 2 * this.slots.length);
+      g = new GroupCache(this.ctx.device, p as unknown as ConstructorParameters<typeof GroupCache>[1], limit);
       this.groups.set(p, g);
     }
     return g;
@@ -1459,7 +1479,7 @@ function validate(opts: BatchAttentionOptions): Resolved {
   const maxSplits =
     opts.maxSplits === undefined ? undefined : checkInt(opts.maxSplits, 'maxSplits', { min: 1, max: 4096 });
   const kvChunk = opts.kvChunk === undefined ? undefined : checkInt(opts.kvChunk, 'kvChunk', { min: 1 });
-  const scheduleSlots = checkInt(opts.scheduleSlots ?? 4, 'scheduleSlots', { min: 1, max: 64 });
+  const scheduleSlots = checkInt(opts.scheduleSlots ?? 4, 'scheduleSlots', { min: 1, max: MAX_SCHEDULE_SLOTS });
   const rows = opts.rows === undefined ? undefined : checkInt(opts.rows, 'rows', { min: 1, max: 8 });
   if (rows !== undefined)
     check((ATTENTION_ROWS as readonly number[]).includes(rows), 'rows', '1, 2, 4 or 8', rows, 'E_UNSUPPORTED');

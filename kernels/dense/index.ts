@@ -6,7 +6,6 @@ export {
   planAttention,
   attention,
   AttentionPlan,
-  ATTN_PARAMS,
   type AttentionOptions,
   type AttentionTuning,
   type AttentionPlanOptions,

@@ -10,9 +10,9 @@ import { checkTensor, isFloatDType, type FloatDType, type GpuTensor } from '../.
 
 /** Options of dense attention (the cross-team contract; see kernels/dense/README.md). */
 export interface AttentionOptions {
-  /** Query heads. */
+  /** Query heads (at most 4096). */
   Hq: number;
-  /** Key/value heads; `Hq % Hkv == 0`. Query head h uses kv head floor(h / (Hq / Hkv)). */
+  /** Key/value heads (at most 1024); `Hq % Hkv == 0`. Query head h uses kv head floor(h / (Hq / Hkv)). */
   Hkv: number;
   /** q/k head dim, 1..256. */
   D: number;
@@ -86,8 +86,9 @@ export interface ResolvedAttention {
 export function resolveAttention(ctx: TesseraDevice, opts: AttentionOptions & AttentionTuning): ResolvedAttention {
   if (opts === null || typeof opts !== 'object')
     fail('E_ARG', 'options', 'is not an object;', opts, 'AttentionOptions');
-  const Hq = checkInt(opts.Hq, 'Hq', { min: 1, max: 65535 });
-  const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1, max: 65535 });
+  // the attention core's limits (kernels/attention)
+  const Hq = checkInt(opts.Hq, 'Hq', { min: 1, max: 4096 });
+  const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1, max: 1024 });
   check(Hq % Hkv === 0, 'Hq', `a multiple of Hkv = ${Hkv}`, Hq);
   const D = opts.D;
   if (typeof D !== 'number' || !Number.isInteger(D) || D < 1 || D > MAX_HEAD_DIM) {
@@ -192,6 +193,8 @@ export function resolveSpans(opts: {
       );
     if (cq[cq.length - 1] === 0)
       fail('E_ARG', 'cuSeqlensQ', 'holds no query token;', cq, 'at least one token (T = 0 is not a call)');
+    if (cq.length - 1 > 1 << 20)
+      fail('E_LIMIT', 'cuSeqlensQ', 'holds more sequences than one call takes;', cq.length - 1, 'at most 2^20');
     const spans: SeqSpan[] = [];
     for (let n = 0; n + 1 < cq.length; n++)
       spans.push({ qOff: cq[n]!, tq: cq[n + 1]! - cq[n]!, kOff: ck[n]!, tk: ck[n + 1]! - ck[n]! });

@@ -1,7 +1,7 @@
 /**
  * Dense flash attention, prefill: the plan. Runs on the attention core (kernels/attention,
- * contiguous key source; prefill_core.ts) and, for the shapes the core cannot take, on the flash
- * kernel (flash.ts, prefill.wgsl). Options and their checks: options.ts.
+ * contiguous key source; prefill_core.ts), with padded copies of q/k/v/o for head dims that are
+ * not multiples of 4 (pad.ts). Options and their checks: options.ts.
  *
  * Layouts: `q [Tq, Hq, D]`, `k [Tk, Hkv, D]`, `v [Tk, Hkv, Dv]`, `o [Tq, Hq, Dv]`, `lse [Tq, Hq]`
  * f32 natural log. A ragged batch concatenates its sequences along the token axis, described by
@@ -9,10 +9,8 @@
  */
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { planLoopLimit } from '../../src/gpu/segments.js';
-import { KernelPlan, checkAttentionSizes, checkPlannedSize, runOnceAndDispose } from '../../src/plan.js';
+import { KernelPlan, checkAttentionSizes, runOnceAndDispose } from '../../src/plan.js';
 import { DTYPE_BYTES, checkTensor, type FloatDType, type GpuTensor } from '../../src/tensor.js';
-import { planMerge, type MergePlan } from '../merge/index.js';
-import { ATTN_PARAMS, FlashCore, planKvSplit, spansInQueryRange } from './flash.js';
 import {
   checkInputs,
   checkOutputs,
@@ -23,22 +21,9 @@ import {
   type ResolvedAttention,
   type SeqSpan,
 } from './options.js';
+import { DensePad } from './pad.js';
 import { planPrefillCore, type PrefillCore } from './prefill_core.js';
 
-export {
-  ATTN_PARAMS,
-  CPU_TILE_ROWS,
-  FlashCore,
-  GPU_TILE_ROWS,
-  flashLoopCost,
-  flashLoopIterations,
-  gpuKeyBlock,
-  maxFlashKvChunk,
-  maxTileKeys,
-  planKvSplit,
-  spansInQueryRange,
-  type FlashEntry,
-} from './flash.js';
 export {
   MAX_HEAD_DIM,
   PREFILL_PARTIALS_BYTES,
@@ -90,18 +75,10 @@ function rowsOf(t: GpuTensor, t0: number, n: number): GpuTensor {
   };
 }
 
-/** One query group of a split prefill: its tokens, its flash dispatch and its merge. */
-interface QueryGroup {
-  tok0: number;
-  tokens: number;
-  core: FlashCore;
-  merger?: MergePlan;
-}
-
 /**
- * A planned dense (prefill) attention call: options validated, pipeline compiled, workspaces
- * allocated. `run` encodes into the caller's encoder and allocates nothing. Create with
- * {@link planAttention}; `dispose()` frees its workspaces.
+ * A planned dense (prefill) attention call: options validated, pipelines compiled, workspaces
+ * allocated, the attention core's schedule written. `run` encodes into the caller's encoder and
+ * allocates nothing. Create with {@link planAttention}; `dispose()` frees its workspaces.
  *
  * @example
  * const plan = await planAttention(dev, { Tq: 300, Hq: 4, Hkv: 2, D: 64, causal: true });
@@ -115,54 +92,57 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
   readonly Tk: number;
   readonly spans: readonly SeqSpan[];
   /**
-   * KV splits per work item: 1 (the kernel writes `o`/`lse` directly) unless a work item would
-   * loop past 90% of the loop cap (`ctx.loopLimit`, Mesa's llvmpipe, or the plan's `loopLimit`), see
-   * {@link flashLoopIterations}; then each split of `kvChunk` keys writes f32 partials that
-   * `kernels/merge` combines exactly.
+   * Split-K parts per row: 1 (the core writes `o`/`lse` directly) unless a row would loop past
+   * 90% of the loop cap (`ctx.loopLimit`, Mesa's llvmpipe, or the plan's `loopLimit`), see
+   * `attentionKeysPerPart` (kernels/attention); then each part of at most `kvChunk` keys writes f32
+   * partials that the core's merge combines exactly.
    */
   readonly splits: number;
   /** Keys per split (`Infinity` when unsplit). */
   readonly kvChunk: number;
   /** The loop cap the splits were sized for: the device's, or the plan's lower `loopLimit`. */
-  loopLimit = Number.POSITIVE_INFINITY;
-  /**
-   * The kernel that runs: the attention core (kernels/attention, contiguous key source) or the
-   * flash kernel (prefill.wgsl) for what the core cannot take (see prefill_core.ts).
-   */
-  kernel: 'core' | 'flash' = 'flash';
-  private core?: PrefillCore;
-  private groups: QueryGroup[] = [];
-  private oParts?: GPUBuffer;
-  private lseParts?: GPUBuffer;
-  private lseScratch?: GPUBuffer;
+  readonly loopLimit: number;
+  private readonly core: PrefillCore;
+  private readonly pad?: DensePad;
 
   private constructor(
     ctx: TesseraDevice,
     r: ResolvedAttention,
     spans: SeqSpan[],
-    split: { splits: number; kvChunk: number },
+    limit: number,
+    core: PrefillCore,
+    pad: DensePad | undefined,
   ) {
     super(ctx);
     this.options = r;
     this.spans = spans;
-    this.splits = split.splits;
-    this.kvChunk = split.kvChunk;
+    this.loopLimit = limit;
+    this.core = core;
+    this.pad = pad;
+    this.splits = core.parts;
+    this.kvChunk = core.kvChunk;
     const last = spans[spans.length - 1]!;
     this.Tq = last.qOff + last.tq;
     this.Tk = last.kOff + last.tk;
   }
 
-  /** Milliseconds spent compiling this plan's pipeline (0 when it was cached). */
+  /** Milliseconds spent compiling this plan's core pipelines (0 when they were cached). */
   get compileMs(): number {
-    return this.core ? this.core.batch.compileMs : this.groups[0]!.core.pipeline.compileMs;
+    return this.core.batch.compileMs;
   }
 
   /**
-   * Query groups encoded one after another (each a flash dispatch and a merge), so that a split
-   * call's partials stay within {@link PREFILL_PARTIALS_BYTES}; 1 when unsplit.
+   * Query groups encoded one after another (each a schedule of the core, its dispatch and merge),
+   * so that a split call's partials stay within `partialBytes` ({@link PREFILL_PARTIALS_BYTES});
+   * 1 when unsplit.
    */
   get queryGroups(): number {
-    return this.core ? 1 : this.groups.length;
+    return this.core.groups.length;
+  }
+
+  /** Whether `run` copies q/k/v/o through padded workspaces (a head dim not a multiple of 4, or K/V not in whole 16-byte words). */
+  get padded(): boolean {
+    return this.pad !== undefined;
   }
 
   /** The kernel variant in use (`cpu`/`gpu`, with or without subgroups). */
@@ -177,98 +157,24 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
     const spans = resolveSpans(opts);
     const limit = planLoopLimit(ctx, opts.loopLimit);
     const last = spans[spans.length - 1]!;
-    checkAttentionSizes(ctx, { ...r, Tq: last.qOff + last.tq, Tk: last.kOff + last.tk });
-    const core = await planPrefillCore(ctx, r, spans, limit);
-    if (core) {
-      const plan = new AttentionPlan(ctx, r, spans, { splits: core.parts, kvChunk: core.kvChunk });
-      plan.loopLimit = limit;
-      plan.kernel = 'core';
-      plan.core = core;
-      return plan;
-    }
-    const plan = new AttentionPlan(ctx, r, spans, planKvSplit(limit, r, spans));
-    plan.loopLimit = limit;
+    const Tq = last.qOff + last.tq;
+    const Tk = last.kOff + last.tk;
+    checkAttentionSizes(ctx, { ...r, Tq, Tk });
+    const core = await planPrefillCore(ctx, r, spans, limit, opts.cuSeqlensQ ? 'cuSeqlensK' : 'Tk');
+    let pad: DensePad | undefined;
     try {
-      if (plan.splits === 1) {
-        plan.groups = [
-          { tok0: 0, tokens: plan.Tq, core: await FlashCore.create(ctx, r, spans, undefined, plan.allocator()) },
-        ];
-      } else {
-        await plan.planSplit(r, spans);
-      }
+      pad = await DensePad.create(ctx, r, Tq, Tk);
     } catch (e) {
-      plan.dispose();
+      core.batch.dispose();
       throw e;
     }
-    return plan;
+    return new AttentionPlan(ctx, r, spans, limit, core, pad);
   }
-
-  /**
-   * The split path: query groups of whole 128-token blocks (so every group's q/o/lse binding
-   * offset stays 256-byte aligned in every dtype) small enough that the f32 partials
-   * `[splits, tokens * Hq, Dv]` fit {@link PREFILL_PARTIALS_BYTES}; one workspace serves them all.
-   */
-  private async planSplit(r: ResolvedAttention, spans: readonly SeqSpan[]): Promise<void> {
-    const ctx = this.ctx;
-    const { splits, kvChunk } = this;
-    const perToken = splits * r.Hq * r.Dv * 4;
-    const budget = Math.min(r.partialBytes, ctx.limits.maxStorageBufferBindingSize);
-    let tokens = Math.max(128, 128 * Math.floor(budget / perToken / 128));
-    if (tokens >= this.Tq) tokens = this.Tq;
-    checkPlannedSize(ctx, 'workspace (partials)', [splits, tokens * r.Hq, r.Dv], 'f32');
-    const rowsMax = tokens * r.Hq;
-    this.oParts = this.workspace(splits * rowsMax * r.Dv * 4, 'dense.prefill.oParts');
-    this.lseParts = this.workspace(splits * rowsMax * 4, 'dense.prefill.lseParts');
-    this.lseScratch = this.workspace(rowsMax * 4, 'dense.prefill.lse');
-    const mergers = new Map<number, MergePlan>();
-    for (let t0 = 0; t0 < this.Tq; t0 += tokens) {
-      const n = Math.min(tokens, this.Tq - t0);
-      const rows = n * r.Hq;
-      const split = { splits, kvChunk, oStride: rows * r.Dv, lseStride: rows };
-      const core = await FlashCore.create(
-        ctx,
-        r,
-        spansInQueryRange(spans, t0, t0 + n, r.causal),
-        split,
-        this.allocator(),
-      );
-      let merger = mergers.get(rows);
-      if (!merger) {
-        merger = await planMerge(ctx, {
-          parts: splits,
-          rows,
-          D: r.Dv,
-          outDtype: r.outDtype,
-          loopLimit: Number.isFinite(this.loopLimit) ? this.loopLimit : undefined,
-        });
-        mergers.set(rows, merger);
-        this.mergers.push(merger);
-      }
-      this.groups.push({ tok0: t0, tokens: n, core, merger });
-    }
-  }
-
-  private readonly mergers: MergePlan[] = [];
 
   override dispose(): void {
-    for (const m of this.mergers) m.dispose();
-    this.core?.batch.dispose();
+    this.core.batch.dispose();
+    this.pad?.dispose();
     super.dispose();
-  }
-
-  /** @internal buffers owned by this plan. */
-  allocator(): {
-    uniform: (values: Record<string, number>) => GPUBuffer;
-    buffer: (words: Uint32Array, label: string) => GPUBuffer;
-  } {
-    return {
-      uniform: (values) => this.uniform(ATTN_PARAMS, values as Record<(typeof ATTN_PARAMS.fields)[number][0], number>),
-      buffer: (words, label) => {
-        const b = this.workspace(words.byteLength, label);
-        this.ctx.device.queue.writeBuffer(b, 0, words.buffer as ArrayBuffer, words.byteOffset, words.byteLength);
-        return b;
-      },
-    };
   }
 
   run(encoder: GPUCommandEncoder, t: AttentionTensors): void {
@@ -276,38 +182,25 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
     const r = this.options;
     const { q, k, v, sinkLogits } = checkInputs(this.ctx, r, t, this.Tq, this.Tk);
     const { o, lse } = checkOutputs(this.ctx, r, t, this.Tq);
-    if (this.core) {
-      this.core.batch.run(encoder, { q, k, v, o, lse, sinkLogits });
-      return;
+    const io = this.pad ? this.pad.stage(encoder, { q, k, v, o }) : { q, k, v, o };
+    const { batch, groups } = this.core;
+    if (groups.length === 1) {
+      batch.run(encoder, { q: io.q, k: io.k, v: io.v, o: io.o, lse, sinkLogits });
+    } else {
+      // Query groups in turn, each its own schedule slot, q/o/lse bound from its first token.
+      for (const g of groups) {
+        batch.select(g.slot);
+        batch.run(encoder, {
+          q: rowsOf(io.q, g.tok0, g.tokens),
+          k: io.k,
+          v: io.v,
+          o: rowsOf(io.o, g.tok0, g.tokens),
+          lse: lse && rowsOf(lse, g.tok0, g.tokens),
+          sinkLogits,
+        });
+      }
     }
-    if (this.splits === 1) {
-      const c = this.groups[0]!.core;
-      this.dispatch(encoder, c.pipeline, c.bindings({ q, k, v, o, lse, sinkLogits }), c.workgroups);
-      return;
-    }
-    // Split: per query group, partials over KV chunks, then the exact merge into o / lse.
-    const S = this.splits;
-    for (const g of this.groups) {
-      const c = g.core;
-      const rows = g.tokens * r.Hq;
-      const oParts: GpuTensor = { buffer: this.oParts!, shape: [S, rows, r.Dv], dtype: 'f32' };
-      const lseParts: GpuTensor = { buffer: this.lseParts!, shape: [S, rows], dtype: 'f32' };
-      this.dispatch(
-        encoder,
-        c.pipeline,
-        c.bindings({ q: rowsOf(q, g.tok0, g.tokens), k, v, o: oParts, lse: lseParts, sinkLogits }),
-        c.workgroups,
-      );
-      const og = rowsOf(o, g.tok0, g.tokens);
-      g.merger!.run(encoder, {
-        oParts,
-        lseParts,
-        o: { buffer: og.buffer, offset: og.offset, shape: [rows, r.Dv], dtype: o.dtype },
-        lse: lse
-          ? { ...rowsOf(lse, g.tok0, g.tokens), shape: [rows] }
-          : { buffer: this.lseScratch!, shape: [rows], dtype: 'f32' },
-      });
-    }
+    this.pad?.finish(encoder, o);
   }
 }
 

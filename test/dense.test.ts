@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { attention, attentionReference, planAttention, planDecode, decodeAttention } from '../kernels/dense/index.js';
-import { attentionKeysPerPart } from '../kernels/attention/attention.js';
+import { attentionKeysPerPart, planBatchAttention } from '../kernels/attention/attention.js';
 import { DensePad, padLayout } from '../kernels/dense/pad.js';
 import { queryGroupTables } from '../kernels/dense/prefill_core.js';
 import { resolveAttention } from '../kernels/dense/options.js';
@@ -256,6 +256,30 @@ describe('dense prefill on the core: query groups and padded copies', () => {
     // the last tokens: the trailing keys of sequence 2 (its 4th query sees 3 - 6 + 4 + 1 = 2 keys)
     expect(queryGroupTables(spans, 8, 11, true)).toEqual({ qoIndptr: [0, 3], kvIndptr: [13, 16] });
     expect(() => queryGroupTables(spans, 4, 4, true)).toThrow(TesseraError);
+  });
+
+  it('the core selects a written schedule slot again, and refuses one never written', async () => {
+    const core = await planBatchAttention(gpu.dev, {
+      source: 'ragged',
+      maxBatch: 1,
+      maxQTokens: 4,
+      maxKvTokens: 8,
+      Hq: 1,
+      Hkv: 1,
+      D: 4,
+      scheduleSlots: 3,
+    });
+    try {
+      const a = core.schedule({ qoIndptr: [0, 2], kvIndptr: [0, 5] });
+      const b = core.schedule({ qoIndptr: [0, 4], kvIndptr: [1, 8] });
+      expect(core.select(a.slot)).toBe(a);
+      expect(core.scheduled).toBe(a);
+      expect(core.select(b.slot).kvLens).toEqual([7]);
+      expect(() => core.select(2)).toThrow(expect.objectContaining({ code: 'E_ARG', argument: 'slot' }));
+      expect(() => core.select(1.5)).toThrow(expect.objectContaining({ code: 'E_ARG', argument: 'slot' }));
+    } finally {
+      core.dispose();
+    }
   });
 
   it('padLayout: which tensors are copied', () => {

@@ -43,22 +43,23 @@ export interface AttentionTuning {
   target?: KernelTarget;
   /** @deprecated Use `target` (same values): the kernel shape's old name in this family. */
   variant?: 'auto' | 'cpu' | 'gpu';
+  /** cpu shape: `false` turns off the core's subgroup packs (`main_cpu_sg`) in prefill; default: the device's `subgroups` feature. */
   subgroups?: boolean;
   /**
-   * Compile the head dims into the pipeline as constants. Default: true for the gpu variant
-   * (its compilers unroll the dim loops), false for the cpu variant (one pipeline per dtype pair
-   * serves every head dim; SwiftShader unrolls nothing, so constants do not speed it up).
+   * @deprecated No effect since dense attention runs on the attention core (which always compiles
+   * its head dims in); still checked to be a boolean. It chose the former flash kernel's pipeline.
    */
   constDims?: boolean;
   /**
    * Prefill only: bound on the f32 partials a split call keeps at once (default
    * {@link PREFILL_PARTIALS_BYTES}, 32 MiB). Splits happen only on devices with a loop cap
-   * (`ctx.loopLimit`); the queries are then processed in groups of 128-token blocks that fit.
+   * (`ctx.loopLimit`); the queries are then processed in query groups whose partials fit
+   * (`plan.queryGroups`; at least one storage-offset-aligned unit of tokens per group).
    */
   partialBytes?: number;
 }
 
-/** Bytes of prefill partials (`oParts`) a split plan keeps per query group (at most). */
+/** Bytes of f32 prefill partials a split plan keeps for one query group (at most, unless one aligned unit of tokens needs more). */
 export const PREFILL_PARTIALS_BYTES = 32 * 2 ** 20;
 
 export const MAX_HEAD_DIM = 256;

@@ -115,8 +115,6 @@ export function resolveAttention(ctx: TesseraDevice, opts: AttentionOptions & At
   const outDtype = opts.outDtype ?? dtype;
   if (!isFloatDType(outDtype))
     fail('E_DTYPE', 'outDtype', 'is not a float storage dtype;', outDtype, 'one of f32, f16, bf16');
-  if (outDtype !== 'f32' && Dv % 2 !== 0)
-    fail('E_UNSUPPORTED', 'Dv', 'must be even for 16-bit outputs;', Dv, 'an even head dim (or outDtype f32)');
   const v = kernelTarget(opts);
   const variant = v === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : v;
   const subgroups = opts.subgroups ?? ctx.features.subgroups;

@@ -7,6 +7,7 @@
  * core (zero channels past D: q . k and p . v are unchanged) and `finish` copies o' back to o
  * after it. Cost: one extra read and write of the padded tensors per run, only for those shapes.
  */
+import { fail } from '../../src/errors.js';
 import type { TesseraDevice } from '../../src/gpu/device.js';
 import { GroupCache, bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
@@ -18,6 +19,7 @@ import type { ResolvedAttention } from './options.js';
 
 export const PAD_PARAMS = uniformLayout('PadParams', [
   ['words', 'u32'],
+  ['elems', 'u32'],
   ['src_stride', 'u32'],
   ['dst_stride', 'u32'],
   ['width', 'u32'],
@@ -62,6 +64,25 @@ export function padLayout(r: Pick<ResolvedAttention, 'D' | 'Dv' | 'Hkv' | 'dtype
   const eb = r.dtype === 'f32' ? 4 : 2;
   const whole = (d: number) => (keys * r.Hkv * d * eb) % 16 === 0;
   return { D4, Dv4, q: D4 !== r.D, k: D4 !== r.D || !whole(r.D), v: Dv4 !== r.Dv || !whole(r.Dv), o: Dv4 !== r.Dv };
+}
+
+/**
+ * A tensor's binding size in whole 4-byte words (f16/bf16 tensors of an odd element count end
+ * mid-word; the copy reads or keeps the half that follows). A buffer that ends mid-word cannot
+ * be bound so: the tensor is refused, naming it.
+ */
+function wordBytes(t: GpuTensor, name: string): number {
+  const bytes = Math.max(4, Math.ceil(byteSize(t.shape, t.dtype) / 4) * 4);
+  const offset = t.offset ?? 0;
+  if (offset + bytes > t.buffer.size)
+    fail(
+      'E_SHAPE',
+      name,
+      'ends inside a 4-byte word at the end of its buffer; the padded copy writes whole words;',
+      t.buffer.size,
+      `a buffer of at least ${offset + bytes} bytes`,
+    );
+  return bytes;
 }
 
 /** One planned row copy: its pipeline, bind groups, uniform and size. */
@@ -130,11 +151,12 @@ export class DensePad {
       // src_stride -> dst_stride over `rows` rows of `width` elements kept, in `dtype`
       const plan = async (rows: number, shape: number[], dtype: FloatDType, src: number, dst: number) => {
         const half = dtype !== 'f32';
-        const words = (rows * dst * (half ? 2 : 4)) / 4;
+        const elems = rows * dst;
+        const words = half ? Math.ceil(elems / 2) : elems;
         const wsShape = [shape[0]!, shape[1]!, Math.max(src, dst)];
         const bytes = Math.ceil(byteSize(wsShape, dtype) / 16) * 16;
         const buffer = pad.buffer(bytes, 'dense.pad');
-        const params = pad.uniform({ words, src_stride: src, dst_stride: dst, width: Math.min(src, dst) });
+        const params = pad.uniform({ words, elems, src_stride: src, dst_stride: dst, width: Math.min(src, dst) });
         return { groups: await cache(half), params, words, ws: { buffer, shape: wsShape, dtype } };
       };
       const { D4, Dv4 } = L;
@@ -184,9 +206,9 @@ export class DensePad {
     io.o = c.o ? c.o.ws : t.o;
     if (c.q || c.k || c.v) {
       const pass = encoder.beginComputePass({ label: 'dense/pad' });
-      if (c.q) this.copy(pass, c.q, t.q, c.q.ws);
-      if (c.k) this.copy(pass, c.k, t.k, c.k.ws);
-      if (c.v) this.copy(pass, c.v, t.v, c.v.ws);
+      if (c.q) this.copy(pass, c.q, t.q, c.q.ws, 'q');
+      if (c.k) this.copy(pass, c.k, t.k, c.k.ws, 'k');
+      if (c.v) this.copy(pass, c.v, t.v, c.v.ws, 'v');
       pass.end();
     }
     return io;
@@ -197,14 +219,14 @@ export class DensePad {
     const c = this.copies.o;
     if (!c) return;
     const pass = encoder.beginComputePass({ label: 'dense/unpad' });
-    this.copy(pass, c, c.ws, o);
+    this.copy(pass, c, c.ws, o, 'o');
     pass.end();
   }
 
-  private copy(pass: GPUComputePassEncoder, c: Copy, src: GpuTensor, dst: GpuTensor): void {
+  private copy(pass: GPUComputePassEncoder, c: Copy, src: GpuTensor, dst: GpuTensor, name: string): void {
     const g = c.groups
-      .set('src', src.buffer, src.offset ?? 0, Math.max(4, byteSize(src.shape, src.dtype)))
-      .set('dst', dst.buffer, dst.offset ?? 0, Math.max(4, byteSize(dst.shape, dst.dtype)))
+      .set('src', src.buffer, src.offset ?? 0, wordBytes(src, name))
+      .set('dst', dst.buffer, dst.offset ?? 0, wordBytes(dst, name))
       .set('params', c.params);
     pass.setPipeline(g.pipeline);
     pass.setBindGroup(0, g.group());

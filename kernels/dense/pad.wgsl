@@ -1,8 +1,8 @@
 // Row copy with a new row width, for dense attention's padded head dims (pad.ts): destination
 // element (r, c) of rows of `dst_stride` elements is source element (r, c) of rows of
 // `src_stride` elements where c < width, else 0. Bits are copied, never converted. One invocation
-// per destination word; HALF: 16-bit elements (f16/bf16), two per word, a source row possibly
-// starting in the middle of a word. No loops.
+// per destination word; HALF: 16-bit elements (f16/bf16), two per word, a row of either side
+// possibly starting in the middle of a word. No loops.
 // Needs PadParams.
 
 @group(0) @binding(0) var<storage, read> src: array<u32>;
@@ -17,6 +17,16 @@ fn src_half(e: u32) -> u32 {
   return (src[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu;
 }
 
+// The 16 bits of destination element e (f16/bf16): its source element, or 0 past `width`.
+fn dst_half(e: u32) -> u32 {
+  let r = e / params.dst_stride;
+  let c = e - r * params.dst_stride;
+  if (c < params.width) {
+    return src_half(r * params.src_stride + c);
+  }
+  return 0u;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let w = gid.x + gid.y * nwg.x * WG;
@@ -24,19 +34,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     return;
   }
   if (HALF) {
-    let per = params.dst_stride / 2u;
-    let r = w / per;
-    let c = 2u * (w - r * per);
-    let e = r * params.src_stride + c;
-    var lo = 0u;
-    var hi = 0u;
-    if (c < params.width) {
-      lo = src_half(e);
+    // destination elements 2w and 2w + 1, each in its own row (a row of odd width ends
+    // mid-word); the high half of a last word past the tensor keeps the bits that follow it
+    var hi = dst[w] >> 16u;
+    if (2u * w + 1u < params.elems) {
+      hi = dst_half(2u * w + 1u);
     }
-    if (c + 1u < params.width) {
-      hi = src_half(e + 1u);
-    }
-    dst[w] = lo | (hi << 16u);
+    dst[w] = dst_half(2u * w) | (hi << 16u);
   } else {
     let r = w / params.dst_stride;
     let c = w - r * params.dst_stride;

@@ -1,5 +1,5 @@
 /**
- * `tessera bench dense`: causal dense attention, Tessera's flash kernel against TensorFlow.js
+ * `tessera bench dense`: causal dense attention, Tessera's attention core against TensorFlow.js
  * WebGPU on the same adapter in the same run, each as a % of the roofline measured first.
  *
  *   npm run bench -- dense [--T 512,1024,2048] [--D 64] [--H 1] [--dtype f32]

@@ -1,7 +1,7 @@
 /**
  * Sliding-window attention with attention sinks (StreamingLLM; Mistral, Gemma, MiMo-V2-Flash).
  *
- * A thin entry over the dense flash kernel (`kernels/dense`), which fuses the window: query at
+ * A thin entry over dense attention (`kernels/dense`, on the attention core), which fuses the window: query at
  * position `pos` sees keys `pos - W < j <= pos`, plus the first `sinks` keys (`j <= pos`), plus
  * optionally a learned per-head sink logit `s_h` in the softmax denominator (MiMo):
  * `lse' = logaddexp(lse, s_h)`, `o' = o * exp(lse - lse')`. Key blocks entirely outside the

@@ -12,7 +12,7 @@ import { kernelTarget, resolveTarget, type KernelTarget } from '../../src/option
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { maxUnits, planLoopLimit } from '../../src/gpu/segments.js';
 import { getPipeline } from '../../src/gpu/pipeline.js';
-import { claimRingSlots } from '../../src/gpu/ring.js';
+import { UniformRing } from '../../src/gpu/ring.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import { checkTensor } from '../../src/tensor.js';
 import { kvDtypeCode, pageLayout, KV_DTYPES, type KvDType } from '../attention/page.js';
@@ -179,9 +179,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
    */
   readonly maxEntriesPerPart: number;
   private readonly pipeline: CorePipeline;
-  private readonly params: GPUBuffer;
-  private readonly slotBytes: number;
-  private nextSlot = 0;
+  private readonly ring: UniformRing<(typeof PAGED_PARAMS.fields)[number][0]>;
   private readonly fixed: Record<string, number>;
 
   private constructor(ctx: TesseraDevice, o: Resolved, pipeline: CorePipeline, target: 'cpu' | 'gpu', limit: number) {
@@ -195,11 +193,8 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     this.packs = ((o.Tq * G) / span) * o.Hkv * Math.ceil(span / o.rows);
     this.maxEntriesPerPart = pagedEntriesPerPart(limit, target, o.D, o.Dv, o.pageSize, o.rows);
     this.pipeline = pipeline;
-    this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
-    this.params = this.workspace(
-      this.slotBytes * o.maxCalls,
-      'paged.params',
-      GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST,
+    this.ring = new UniformRing(ctx, PAGED_PARAMS, o.maxCalls, 'PagedPlan', (bytes) =>
+      this.workspace(bytes, 'paged.params', GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST),
     );
     const L = pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.dtype);
     const eb = o.dtype === 'f32' ? 4 : o.dtype === 'int8' ? 1 : 2;
@@ -330,7 +325,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     });
     let slotsNeeded = 0;
     for (const c of t.calls) if (c.partCount > 0) slotsNeeded++;
-    claimRingSlots(this, encoder, slotsNeeded, o.maxCalls, 'PagedPlan');
+    this.ring.claim(encoder, slotsNeeded);
     const qr = res(q);
     const pr = { buffer: t.pages };
     const lr = { buffer: t.list };
@@ -338,8 +333,6 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     const lpr = res(lseParts);
     for (const c of t.calls) {
       if (c.partCount === 0) continue;
-      const slot = this.nextSlot;
-      this.nextSlot = (this.nextSlot + 1) % o.maxCalls;
       const values = {
         ...this.fixed,
         q_pos0: c.qPos0,
@@ -349,7 +342,6 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
         part_base: c.partBase,
         part_count: c.partCount,
       } as Record<(typeof CORE_PARAMS.fields)[number][0], number>;
-      this.ctx.device.queue.writeBuffer(this.params, slot * this.slotBytes, PAGED_PARAMS.pack(values));
       const invocations = c.partCount * this.packs;
       const groups = this.target !== 'gpu' ? Math.ceil(invocations / WG) : invocations;
       const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
@@ -366,7 +358,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
           sched: lr,
           o: opr,
           lse: lpr,
-          params: { buffer: this.params, offset: slot * this.slotBytes, size: PAGED_PARAMS.size },
+          params: this.ring.write(values),
         },
         [x, y],
       );

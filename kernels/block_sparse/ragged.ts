@@ -9,13 +9,18 @@
 import { check, fail } from '../../src/errors.js';
 import {
   bindingTable,
+  optional,
   type BindingEntries,
+  type OptionalBinding,
   type BindingTable,
   type BindingVariant,
   type VariantFlags,
 } from '../../src/gpu/bindings.js';
 import { wgslProgram, type PipelineSpec, type ShaderSource } from '../../src/gpu/pipeline.js';
 import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
+import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
+import storageWgsl from '../../shaders/storage.wgsl.js';
+import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import raggedTableWgsl from '../../shaders/ragged_table.wgsl.js';
 
 /**
@@ -84,4 +89,25 @@ function passForm<E extends BindingEntries>(program: ShaderSource, table: Bindin
     table,
     spec: (flags, constants) => ({ shader: program, bindings: table.variant(flags), constants }),
   };
+}
+
+/**
+ * The top-k block selection of MoBA and NSA as a {@link raggedPass}: the shared prologue (storage
+ * and unpack helpers, shaders/select_small.wgsl, the pass's `params` struct), the entry, the
+ * family's `core`, and after `entries` the optional `carry`: bound only by plans of several
+ * segments (a loop-capped device), the kernel reads and writes it where params.seg_carry /
+ * seg_last say so.
+ *
+ * @example
+ * const SELECT = selectionPass('moba/select', MOBA_SELECT_PARAMS, { entry, batchEntry, core }, { q_buf: 'read', sel: 'rw', params: 'uniform' });
+ */
+export function selectionPass<const E extends BindingEntries>(
+  name: string,
+  params: { readonly wgsl: string },
+  wgsl: { entry: string; batchEntry: string; core: string },
+  entries: E,
+): ReturnType<typeof raggedPass<E & { readonly carry: OptionalBinding }>> {
+  const head = [storageWgsl, unpackWgsl, selectSmallWgsl, params.wgsl];
+  const withCarry = { ...entries, carry: optional('rw', 'array<f32>') } as E & { readonly carry: OptionalBinding };
+  return raggedPass(name, { head, entry: wgsl.entry, batchEntry: wgsl.batchEntry, core: [wgsl.core] }, withCarry);
 }

@@ -12,15 +12,13 @@ import { check, checkInt, fail } from '../../src/errors.js';
 import { resolveTarget } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, type Pipeline } from '../../src/gpu/pipeline.js';
-import { optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
+import { registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkAttentionSizes, res, runOnceAndDispose, attentionSizesOf } from '../../src/plan.js';
 import { checkTensor, dtypeCode, type FloatDType, type GpuTensor } from '../../src/tensor.js';
-import storageWgsl from '../../shaders/storage.wgsl.js';
-import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import { checkBindings, validateSparseCommon, type GatherTarget } from '../block_sparse/common.js';
 import { BlockListPlan } from '../attention/lists.js';
-import { raggedPass } from '../block_sparse/ragged.js';
+import { selectionPass } from '../block_sparse/ragged.js';
 import {
   loops,
   planLoopLimit,
@@ -34,7 +32,6 @@ import { POOL_PARAMS, poolLoopIterations, poolSegments, poolSpec, poolWorkgroups
 import selectWgsl from './select.wgsl.js';
 import varlenSelectWgsl from './varlen_select.wgsl.js';
 import selectCoreWgsl from './select_core.wgsl.js';
-import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 
 export const MOBA_SELECT_PARAMS = uniformLayout('MobaSelectParams', [
   ['Tq', 'u32'],
@@ -51,26 +48,12 @@ export const MOBA_SELECT_PARAMS = uniformLayout('MobaSelectParams', [
 
 const WG = 64;
 
-/**
- * The gate selection over one sequence (`one`) and over a ragged batch (`batch`, varlen.ts; its
- * block table `seqs` bound last). `carry` is bound only by plans of several segments (a
- * loop-capped device): the kernel reads and writes it only where params.seg_carry / seg_last say so.
- */
-const SELECT = raggedPass(
+/** The gate selection over one sequence (`one`) and over a ragged batch (`batch`, varlen.ts). */
+const SELECT = selectionPass(
   'moba/select',
-  {
-    head: [storageWgsl, unpackWgsl, selectSmallWgsl, MOBA_SELECT_PARAMS.wgsl],
-    entry: selectWgsl,
-    batchEntry: varlenSelectWgsl,
-    core: [selectCoreWgsl],
-  },
-  {
-    q_buf: 'read',
-    gate_keys: 'read',
-    sel: 'rw',
-    params: 'uniform',
-    carry: optional('rw', 'array<f32>'),
-  },
+  MOBA_SELECT_PARAMS,
+  { entry: selectWgsl, batchEntry: varlenSelectWgsl, core: selectCoreWgsl },
+  { q_buf: 'read', gate_keys: 'read', sel: 'rw', params: 'uniform' },
 );
 export const SELECT_PROGRAM = SELECT.one.program;
 type SelectPipeline = Pipeline<VariantOf<typeof SELECT.one.table>>;

@@ -30,9 +30,8 @@ import {
 } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type DType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
-import unpackWgsl from '../../shaders/unpack4.wgsl.js';
 import { checkBindings, checkRows, validateSparseCommon, type GatherTarget } from '../block_sparse/common.js';
-import { raggedPass } from '../block_sparse/ragged.js';
+import { selectionPass } from '../block_sparse/ragged.js';
 import { BlockListPlan } from '../attention/lists.js';
 import { POOL_PARAMS, poolLoopIterations, poolSegments, poolSpec, poolWorkgroups } from '../moba/pool.js';
 import {
@@ -48,7 +47,6 @@ import type { NsaVariant } from './reference.js';
 import selectWgsl from './select.wgsl.js';
 import varlenSelectWgsl from './varlen_select.wgsl.js';
 import selectCoreWgsl from './select_core.wgsl.js';
-import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 import combineWgsl from './combine.wgsl.js';
 
 export const NSA_SELECT_PARAMS = uniformLayout('NsaSelectParams', [
@@ -72,27 +70,12 @@ export const NSA_COMBINE_PARAMS = uniformLayout('NsaCombineParams', [
 export const COMBINE_PROGRAM = wgslProgram('nsa/combine', [storageWgsl, NSA_COMBINE_PARAMS.wgsl, combineWgsl]);
 const WG = 64;
 
-/**
- * The selection pass over one sequence (`one`) and over a ragged batch (`batch`, varlen.ts; its
- * block table `seqs` bound last). `carry` is bound only by plans of several segments (a
- * loop-capped device): the kernel reads and writes it only where params.seg_carry / seg_last say so.
- */
-const SELECT = raggedPass(
+/** The block selection over one sequence (`one`) and over a ragged batch (`batch`, varlen.ts). */
+const SELECT = selectionPass(
   'nsa/select',
-  {
-    head: [storageWgsl, unpackWgsl, selectSmallWgsl, NSA_SELECT_PARAMS.wgsl],
-    entry: selectWgsl,
-    batchEntry: varlenSelectWgsl,
-    core: [selectCoreWgsl],
-  },
-  {
-    q_buf: 'read',
-    kc: 'read',
-    lse_cmp: 'read',
-    out: 'rw',
-    params: 'uniform',
-    carry: optional('rw', 'array<f32>'),
-  },
+  NSA_SELECT_PARAMS,
+  { entry: selectWgsl, batchEntry: varlenSelectWgsl, core: selectCoreWgsl },
+  { q_buf: 'read', kc: 'read', lse_cmp: 'read', out: 'rw', params: 'uniform' },
 );
 export const SELECT_PROGRAM = SELECT.one.program;
 

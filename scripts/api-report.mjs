@@ -71,10 +71,11 @@ function memberLines(sym, decl) {
     const t = checker.getTypeOfSymbolAtLocation(p, decl);
     const opt = p.flags & ts.SymbolFlags.Optional ? '?' : '';
     const ro = mods & ts.ModifierFlags.Readonly ? 'readonly ' : '';
+    const dep = ts.getJSDocTags(d).some((tag) => tag.tagName.text === 'deprecated') ? ' (deprecated)' : '';
     const sigs = t.getCallSignatures();
     if (p.flags & ts.SymbolFlags.Method && sigs.length) {
-      for (const s of sigs) lines.push(`  ${p.name}${opt}${oneLine(checker.signatureToString(s, decl, FLAGS))}`);
-    } else lines.push(`  ${ro}${p.name}${opt}: ${oneLine(checker.typeToString(t, decl, FLAGS))}`);
+      for (const s of sigs) lines.push(`  ${p.name}${opt}${oneLine(checker.signatureToString(s, decl, FLAGS))}${dep}`);
+    } else lines.push(`  ${ro}${p.name}${opt}: ${oneLine(checker.typeToString(t, decl, FLAGS))}${dep}`);
   }
   return lines;
 }

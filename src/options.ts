@@ -4,6 +4,7 @@
  * resolves the pair in one place so every family reports a conflict the same way.
  */
 import { fail } from './errors.js';
+import type { AdapterClass } from './gpu/adapter.js';
 
 /**
  * Kernel shape of a plan, option `target` in every family: `'cpu'` (an invocation per row, no
@@ -48,4 +49,18 @@ export function kernelTarget(opts: { target?: KernelTarget; variant?: KernelTarg
   if (target !== 'auto' && target !== 'cpu' && target !== 'gpu')
     fail('E_ARG', optionName(opts, 'target', 'variant'), 'invalid value;', target, '"auto", "cpu" or "gpu"');
   return target;
+}
+
+/**
+ * The kernel shape a plan runs for option `target`: `'cpu'` or `'gpu'` as given, and `'auto'`
+ * (the default) by the device's adapter class.
+ *
+ * @example
+ * resolveTarget(ctx, 'auto'); // 'cpu' on SwiftShader
+ */
+export function resolveTarget(
+  ctx: { readonly adapterClass: AdapterClass },
+  target: KernelTarget = 'auto',
+): 'cpu' | 'gpu' {
+  return target === 'auto' ? ctx.adapterClass : target;
 }

@@ -366,15 +366,16 @@ export function checkAttentionSizes(ctx: TesseraDevice, s: AttentionSizes): void
 
 /**
  * The attention sizes of a convenience call, read from its tensors: `q [Tq, Hq, D]`,
- * `k [Tk, Hkv, D]`, `v [Tk, Hkv, Dv]`; `dtype` from q and `outDtype` from o (when given). The
- * plan then checks every tensor against them.
+ * `k [Tk, Hkv, D]`, `v [Tk, Hkv, Dv]`; `dtype` from q and `outDtype` from o (when given), unless
+ * the call's options (`given`) name them. The plan then checks every tensor against them.
+ *
+ * @example
+ * const plan = await planMoba(ctx, { ...opts, ...attentionSizesOf(t, opts) });
  */
-export function attentionSizesOf(t: {
-  q: GpuTensor;
-  k: GpuTensor;
-  v: GpuTensor;
-  o?: GpuTensor;
-}): AttentionSizes & { dtype: FloatDType; outDtype: FloatDType } {
+export function attentionSizesOf(
+  t: { q: GpuTensor; k: GpuTensor; v: GpuTensor; o?: GpuTensor },
+  given?: { dtype?: FloatDType; outDtype?: FloatDType },
+): AttentionSizes & { dtype: FloatDType; outDtype: FloatDType } {
   const q = checkTensor(t?.q, 'q', { rank: 3 });
   const k = checkTensor(t.k, 'k', { rank: 3 });
   const v = checkTensor(t.v, 'v', { rank: 3 });
@@ -385,7 +386,7 @@ export function attentionSizesOf(t: {
     Hkv: k.shape[1]!,
     D: q.shape[2]!,
     Dv: v.shape[2]!,
-    dtype: q.dtype as FloatDType,
-    outDtype: (t.o?.dtype ?? q.dtype) as FloatDType,
+    dtype: given?.dtype ?? (q.dtype as FloatDType),
+    outDtype: given?.outDtype ?? ((t.o?.dtype ?? q.dtype) as FloatDType),
   };
 }

@@ -174,6 +174,13 @@ describe('binding tables', () => {
     expect(() => bindGroup(dev, plain, { src })).toThrow(/binding "dst"/);
     // @ts-expect-error an unknown name is a compile error
     expect(() => bindGroup(dev, plain, { src, dst: out1, nope: out1 })).toThrow(/"nope" is not a binding/);
+    // by name, bindGroup is the pipeline's GroupCache: a refused call leaves nothing set behind, the
+    // same resources give the group made before, another range or buffer a new one
+    const again = bindGroup(dev, plain, { src, dst: out1 });
+    expect(bindGroup(dev, plain, { dst: out1, src })).toBe(again);
+    expect(bindGroup(dev, plain, { src, dst: { buffer: out1.buffer, size: 8 } })).not.toBe(again);
+    expect(bindGroup(dev, plain, { src, dst: out2 })).not.toBe(again);
+    expect(bindGroup(dev, scaled, { src, w, dst: out2 })).not.toBe(again);
   });
 
   it('GroupCache binds by name into fixed slots: one group per distinct set of buffers, offsets and sizes, names checked', async () => {

@@ -6,6 +6,8 @@
  * the alias must be rejected, naming the alias as written (so the alias is read), which compiles
  * nothing.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { useGpu } from './helpers/gpu.js';
 import { TesseraError } from '../src/errors.js';
@@ -100,9 +102,12 @@ describe('kernel shape: target (deprecated alias variant)', () => {
     const c = await planPaged(gpu.dev, { ...paged, target: 'gpu', variant: 'gpu' });
     try {
       for (const p of [a, b, c]) {
-        expect(p.variant).toBe('gpu');
+        expect(p.target).toBe('gpu');
         expect(p.options.target).toBe('gpu');
-        expect(p.options.variant).toBe('gpu');
+        // the resolved options hold the shape once, as target
+        expect('variant' in p.options).toBe(false);
+        // the deprecated getter still answers, with the same value
+        expect(p.variant).toBe(p.target);
       }
     } finally {
       for (const p of [a, b, c]) p.dispose();
@@ -134,6 +139,39 @@ describe('kernel shape: target (deprecated alias variant)', () => {
     } finally {
       cache?.dispose();
     }
+  });
+});
+
+describe('public plans: the kernel shape is `target`', () => {
+  // The committed API report (test/api-report.test.ts keeps it equal to the exported surface)
+  // marks members with a @deprecated tag. A member named variant whose type holds the shape's
+  // values ('cpu' | 'gpu') is a deprecated alias in every class and interface of the main entry:
+  // a plan's variant getter, an option's old name. variant naming something else (TopK's
+  // algorithm, NSA's reference) has other values and is left alone.
+  const report = readFileSync(join(__dirname, '..', 'api', 'tessera.api.md'), 'utf8');
+  const main = report.slice(0, report.indexOf('\n## `tessera/'));
+  const blocks = main.split(/\n(?=(?:class|interface) )/).filter((b) => /^(class|interface) /.test(b));
+
+  it('no class or interface exposes a non-deprecated variant with the values cpu / gpu', () => {
+    const offenders: string[] = [];
+    let shapes = 0;
+    for (const b of blocks) {
+      const name = b.slice(0, b.indexOf(' {')).trim();
+      for (const line of b.split('\n').filter((l) => /^ {2}(readonly )?variant\??: /.test(l))) {
+        if (!/'cpu'|'gpu'/.test(line)) continue;
+        shapes++;
+        if (!line.endsWith('(deprecated)')) offenders.push(`${name}: ${line.trim()}`);
+      }
+    }
+    expect(offenders).toEqual([]);
+    // the check saw the deprecated aliases (so it reads the report it means to)
+    expect(shapes).toBeGreaterThan(5);
+  });
+
+  it('every plan class that has a deprecated variant getter has target beside it', () => {
+    const plans = blocks.filter((b) => /^class \w+Plan /.test(b) && /\n {2}variant: .*\(deprecated\)/.test(b));
+    expect(plans.map((b) => b.slice(6, b.indexOf(' {')).trim()).sort()).toEqual(['BatchAttentionPlan', 'PagedPlan']);
+    for (const b of plans) expect(b).toMatch(/\n {2}readonly target: 'cpu' \| 'gpu'\n/);
   });
 });
 

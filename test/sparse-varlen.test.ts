@@ -465,8 +465,8 @@ describe('dsa varlen: one dispatch set over the batch (per row chunk)', () => {
 });
 
 describe('attention core lists over a ragged batch: CSR block masks per sequence (block-sparse layout)', () => {
-  for (const variant of ['cpu', 'gpu'] as const)
-    it(`${variant} shape: each sequence its own BSR mask, q and k rows of their own (Tq < Tk)`, async () => {
+  for (const target of ['cpu', 'gpu'] as const)
+    it(`${target} shape: each sequence its own BSR mask, q and k rows of their own (Tq < Tk)`, async () => {
       const Hq = 2,
         Hkv = 1,
         D = 16,
@@ -547,7 +547,7 @@ describe('attention core lists over a ragged batch: CSR block masks per sequence
         qDtype: 'f32',
         kvDtype: 'f32',
         oDtype: 'f32',
-        variant,
+        target,
         seqs,
       });
       const lists = gpu.dev.upload(new Uint32Array(words));

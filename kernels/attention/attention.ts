@@ -5,7 +5,7 @@
  * and attention.wgsl for the kernel.
  */
 import { TesseraError, check, checkFinite, checkInt, fail } from '../../src/errors.js';
-import { kernelTarget, type KernelTarget } from '../../src/options.js';
+import { kernelTarget, resolveTarget, type KernelTarget } from '../../src/options.js';
 import { ctxOf, loopBudget, submitEpoch, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import {
   getPipeline,
@@ -640,6 +640,7 @@ type Resolved = Required<
     | 'rows'
     | 'subgroups'
     | 'tiles'
+    | 'variant'
     | 'loopLimit'
   >
 > & {
@@ -671,7 +672,11 @@ interface Slot {
 export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   readonly options: Readonly<Resolved>;
   /** The kernel shape in use. */
-  readonly variant: 'cpu' | 'gpu';
+  readonly target: 'cpu' | 'gpu';
+  /** @deprecated use target (the kernel shape's old name; same value). */
+  get variant(): 'cpu' | 'gpu' {
+    return this.target;
+  }
   /** Most split-K parts per row. */
   readonly maxSplits: number;
   /** The most keys one part may cover on this device (the loop cap; Infinity elsewhere). */
@@ -713,7 +718,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   private constructor(
     ctx: TesseraDevice,
     o: Resolved,
-    variant: 'cpu' | 'gpu',
+    target: 'cpu' | 'gpu',
     maxSplits: number,
     keysCap: number,
     rows: number,
@@ -721,7 +726,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
   ) {
     super(ctx);
     this.options = o;
-    this.variant = variant;
+    this.target = target;
     this.rows = rows;
     this.lanes = lanes;
     this.maxSplits = maxSplits;
@@ -793,7 +798,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const ctx = ctxOf(device);
     const o = validate(opts);
     const limit = planLoopLimit(ctx, opts.loopLimit);
-    const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
+    const variant = resolveTarget(ctx, o.target);
     const G = o.Hq / o.Hkv;
     // A pack spans consecutive tokens of a sequence: the rows of the average sequence's new tokens.
     const span = G * Math.max(1, Math.floor(o.maxQTokens / o.maxBatch));
@@ -1298,7 +1303,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const pr = this.rows * lanes;
     const packs = Math.floor((info.totalQ * (o.Hq / o.Hkv) + info.batch * (pr - 1)) / pr);
     const invocations = packs * o.Hkv * info.parts;
-    const groups = this.variant === 'gpu' || lanes > 1 ? invocations : Math.ceil(invocations / WG);
+    const groups = this.target === 'gpu' || lanes > 1 ? invocations : Math.ceil(invocations / WG);
     // The bind group, by name into the pipeline's preallocated binding slots (no resource objects,
     // no key strings; the group made for the same buffers, offsets and sizes before is reused).
     const oBytes = byteSize(out.shape, out.dtype);
@@ -1508,7 +1513,6 @@ function validate(opts: BatchAttentionOptions): Resolved {
     sinkLogit,
     scale,
     target: variant,
-    variant,
     maxSplits,
     kvChunk,
     scheduleSlots,

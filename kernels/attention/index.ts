@@ -14,7 +14,7 @@
  *   (f32/f16/bf16/int8 paged, default f16), `qDtype` (default f32), `oDtype` (default qDtype);
  *   masks `causal` (default true, bottom-right), `earlyQueries` (allow more new queries than keys:
  *   the first n - L see none), `window`, `sinks`, `sinkLogit`; `scale`
- *   (default 1/sqrt(D)); `variant` ('auto' | 'cpu' | 'gpu'); `maxSplits`, `kvChunk` (split-K);
+ *   (default 1/sqrt(D)); `target` ('auto' | 'cpu' | 'gpu'); `maxSplits`, `kvChunk` (split-K);
  *   `scheduleSlots` (default 4); `rows` (1, 2, 4 or 8 query heads of one token and KV head packed
  *   per invocation/workgroup, sharing each K/V load; default `attentionPackRows` of Hq / Hkv).
  * - `plan.schedule({ qoIndptr [B+1], kvIndptr [B+1], kvIndices [nnz], kvLastPageLen [B] }):

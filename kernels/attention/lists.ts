@@ -38,7 +38,7 @@ import {
   type CorePipeline,
 } from './attention.js';
 
-export type BlockListVariant = 'cpu' | 'gpu';
+export type BlockListTarget = 'cpu' | 'gpu';
 
 const BYTES: Record<FloatDType, number> = { f32: 4, f16: 2, bf16: 2 };
 /** Loop trips per list word beyond `attentionListLoopCost` (see blockListParts). */
@@ -108,7 +108,7 @@ export interface BlockListOptions {
   qDtype: FloatDType;
   kvDtype: FloatDType;
   oDtype: FloatDType;
-  variant: BlockListVariant;
+  target: BlockListTarget;
   /**
    * A ragged batch: the sequences (by increasing q0, together covering query rows [t0, t0 + Tq))
    * that one dispatch attends, each with its own lists, keys and position offset; `posOff`,
@@ -151,7 +151,7 @@ export interface BlockListParts {
  */
 export function blockListParts(
   budget: number,
-  variant: BlockListVariant,
+  target: BlockListTarget,
   D: number,
   Dv: number,
   entries: number,
@@ -162,7 +162,7 @@ export function blockListParts(
   // attentionListLoopCost plus ENTRY_SLACK per list word: on llvmpipe a row of 4,000 one-key
   // blocks (D = 4, cpu shape) passed the cap at 2,563 words per part with the bare bound
   const cost = (e: number, k: number) => {
-    const c = attentionListLoopCost(variant, D, Dv, k);
+    const c = attentionListLoopCost(target, D, Dv, k);
     return c.setup + e * (c.perEntry + ENTRY_SLACK);
   };
   if (keys === 0) {
@@ -181,7 +181,7 @@ export function blockListParts(
       if (ePer + step <= E && cost(ePer + step, K) <= budget) ePer += step;
     return { ePer, kPer: K, keyChunks: 1, parts: Math.ceil(E / ePer), loopIterations: cost(ePer, K) };
   }
-  const unit = variant === 'cpu' ? ATTENTION_BK : ATTENTION_WG;
+  const unit = target === 'cpu' ? ATTENTION_BK : ATTENTION_WG;
   let kPer = 0;
   while (kPer + unit < K && cost(1, kPer + unit) <= budget) kPer += unit;
   if (kPer === 0) return undefined;
@@ -301,7 +301,7 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
    * not even one key block fits the device's loop limit.
    *
    * @example
-   * const core = await BlockListPlan.create(ctx, { ...sizes, rows: R, heads: P, stride: 0, mb: MB, base, block: C, maxEntries, posOff: Tk - Tq, causal, scale, qDtype, kvDtype, oDtype, variant });
+   * const core = await BlockListPlan.create(ctx, { ...sizes, rows: R, heads: P, stride: 0, mb: MB, base, block: C, maxEntries, posOff: Tk - Tq, causal, scale, qDtype, kvDtype, oDtype, target });
    */
   static async create(ctx: TesseraDevice, o: BlockListOptions, argument = 'D'): Promise<BlockListPlan> {
     // a batch: the row's sequence is found by a binary search (log2 n + 2 loop trips)
@@ -310,7 +310,7 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
     const maxKeys = o.seqs ? Math.max(1, ...o.seqs.map((x) => x.Tk)) : o.Tk;
     let split = blockListParts(
       budget,
-      o.variant,
+      o.target,
       o.D,
       o.Dv,
       o.maxEntries,
@@ -331,7 +331,7 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
     const pipeline = await getPipeline(
       ctx,
       coreSpec(
-        { D: o.D, Dv: o.Dv, target: o.variant },
+        { D: o.D, Dv: o.Dv, target: o.target },
         {
           SRC: 3,
           KV_DT: dtypeCode(o.kvDtype),
@@ -352,7 +352,7 @@ export class BlockListPlan extends KernelPlan<BlockListTensors> {
     this.assertUsable();
     const o = this.options;
     const n = this.split.parts * this.rowsN;
-    const grid = grid2d(this.ctx, o.variant === 'cpu' ? Math.ceil(n / ATTENTION_WG) : n);
+    const grid = grid2d(this.ctx, o.target === 'cpu' ? Math.ceil(n / ATTENTION_WG) : n);
     const lseOut: BindingResource = t.lse ? res(t.lse) : { buffer: this.lseScratch, size: this.rowsN * 4 };
     const rest = {
       q: res(t.q),

@@ -5,6 +5,7 @@
  * lists): the R rows of a block row read its CSR list of key blocks in place.
  */
 import { check, checkInt, fail } from '../../src/errors.js';
+import { resolveTarget } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { planLoopLimit, withLoopLimit } from '../../src/gpu/segments.js';
 import {
@@ -16,7 +17,7 @@ import {
 } from '../../src/plan.js';
 import { type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import { BlockListPlan } from '../attention/lists.js';
-import { checkBindings, checkRows, sparseVariant, validateSparseCommon, type GatherTarget } from './common.js';
+import { checkBindings, checkRows, validateSparseCommon, type GatherTarget } from './common.js';
 
 export interface BlockSparseOptions {
   /** Query rows. */
@@ -49,7 +50,7 @@ export interface BlockSparseOptions {
   dtype?: FloatDType;
   /** Storage of o (default `dtype`). */
   outDtype?: FloatDType;
-  /** Kernel variant: `auto` (default) follows the adapter class; `cpu`/`gpu` force one (tests). */
+  /** Kernel shape: `auto` (default) follows the adapter class; `cpu`/`gpu` force one (tests). */
   target?: GatherTarget;
   /**
    * Size the parts for this loop cap (lower than the device's only; an integer >= 256): tests run
@@ -189,7 +190,7 @@ export class BlockSparsePlan extends BlockSparseEncoder {
       qDtype: o.dtype,
       kvDtype: o.dtype,
       oDtype: o.outDtype,
-      variant: sparseVariant(ctx, o.target),
+      target: resolveTarget(ctx, o.target),
     });
     return new BlockSparsePlan(ctx, o, core);
   }
@@ -320,12 +321,6 @@ export async function blockSparseAttention(
   opts: Omit<BlockSparseOptions, 'Tq' | 'Tk' | 'Hq' | 'Hkv' | 'D' | 'Dv'>,
 ): Promise<void> {
   const ctx = ctxOf(device);
-  const s = attentionSizesOf(t);
-  const plan = await planBlockSparse(ctx, {
-    ...opts,
-    ...s,
-    dtype: opts?.dtype ?? s.dtype,
-    outDtype: opts?.outDtype ?? s.outDtype,
-  });
+  const plan = await planBlockSparse(ctx, { ...opts, ...attentionSizesOf(t, opts) });
   await runOnceAndDispose(ctx, plan, t, 'block_sparse');
 }

@@ -1,6 +1,6 @@
 /**
  * What the sparse families (block_sparse, MoBA, NSA, DSA) share besides the attention core
- * (kernels/attention, key source 3, lists.ts): the kernel-variant option, the head-dim check, the
+ * (kernels/attention, key source 3, lists.ts): the kernel-shape option, the head-dim check, the
  * storage / scale / target option rules and the run-time tensor checks.
  */
 import { check, checkF32, fail } from '../../src/errors.js';
@@ -11,16 +11,6 @@ import type { KernelTarget } from '../../src/options.js';
 
 /** Kernel shape option (`target`) of the sparse families: the shared {@link KernelTarget}. */
 export type GatherTarget = KernelTarget;
-
-/**
- * The core's shape for a family's `target`: `cpu` (`main_cpu`) on CPU adapters, else `gpu`.
- *
- * @example
- * sparseVariant(ctx, 'auto'); // 'cpu' on SwiftShader
- */
-export function sparseVariant(ctx: TesseraDevice, target: GatherTarget = 'auto'): 'cpu' | 'gpu' {
-  return target === 'cpu' || (target === 'auto' && ctx.adapterClass === 'cpu') ? 'cpu' : 'gpu';
-}
 
 /**
  * Head dims the sparse families accept: multiples of 4 up to `max` (256; DSA: 576 for q/k and

@@ -10,6 +10,7 @@
  * however many sequences, whatever their alignment.
  */
 import { check, fail } from '../../src/errors.js';
+import { resolveTarget } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { planLoopLimit, withLoopLimit } from '../../src/gpu/segments.js';
 import { checkAttentionSizes, runOnceAndDispose } from '../../src/plan.js';
@@ -21,7 +22,6 @@ import {
   type BlockSparseOptions,
   type BlockSparseTensors,
 } from './block_sparse.js';
-import { sparseVariant } from './common.js';
 import { raggedSequences } from './ragged.js';
 
 /** One sequence's BSR mask, as `planBlockSparse` takes it: one pattern, or a list of P (= Hkv or Hq). */
@@ -150,7 +150,7 @@ export class BlockSparseVarlenPlan extends BlockSparseEncoder {
       qDtype: c.dtype,
       kvDtype: c.dtype,
       oDtype: c.outDtype,
-      variant: sparseVariant(ctx, c.target),
+      target: resolveTarget(ctx, c.target),
       seqs,
     });
     return new BlockSparseVarlenPlan(ctx, o, all, core);

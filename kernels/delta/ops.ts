@@ -54,13 +54,7 @@ export function deltaRule(
   t: DeltaRuleTensors,
   opts: ConvenienceOptions<DeltaOptions> = {},
 ): Promise<void> {
-  return runConvenience(
-    device,
-    t,
-    { ...opts, gate: 'none', delta: true, op: 'delta_rule' },
-    opts.checkValues ?? true,
-    opts.allowNegEigval ? 2 : 1,
-  );
+  return runDelta(device, t, opts, 'none', 'delta_rule');
 }
 
 /**
@@ -86,13 +80,7 @@ export function gatedDeltaRule(
   t: GatedDeltaTensors,
   opts: ConvenienceOptions<DeltaOptions> = {},
 ): Promise<void> {
-  return runConvenience(
-    device,
-    t,
-    { ...opts, gate: 'scalar', delta: true, op: 'gated_delta_rule' },
-    opts.checkValues ?? true,
-    opts.allowNegEigval ? 2 : 1,
-  );
+  return runDelta(device, t, opts, 'scalar', 'gated_delta_rule');
 }
 
 /**
@@ -118,10 +106,21 @@ export function kda(
   t: GatedDeltaTensors,
   opts: ConvenienceOptions<DeltaOptions> = {},
 ): Promise<void> {
+  return runDelta(device, t, opts, 'vector', 'kda');
+}
+
+/** The one-call form of a delta-rule op: values checked unless `checkValues: false`, beta up to 2 with `allowNegEigval`. */
+function runDelta(
+  device: DeviceLike,
+  t: DeltaRuleTensors,
+  opts: ConvenienceOptions<DeltaOptions>,
+  gate: 'none' | 'scalar' | 'vector',
+  op: 'delta_rule' | 'gated_delta_rule' | 'kda',
+): Promise<void> {
   return runConvenience(
     device,
     t,
-    { ...opts, gate: 'vector', delta: true, op: 'kda' },
+    { ...opts, gate, delta: true, op },
     opts.checkValues ?? true,
     opts.allowNegEigval ? 2 : 1,
   );

@@ -11,17 +11,25 @@
  * block (the indexer and top-k still run for them when the caller asks for `indices`).
  */
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
-import { aliasedOption, optionName } from '../../src/options.js';
+import { aliasedOption, optionName, resolveTarget } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
-import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
+import { getPipeline, grid2d, type Pipeline } from '../../src/gpu/pipeline.js';
+import { registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
-import { KernelPlan, checkAttentionSizes, checkBindingSize, res, runOnceAndDispose } from '../../src/plan.js';
+import {
+  KernelPlan,
+  attentionSizesOf,
+  checkAttentionSizes,
+  checkBindingSize,
+  res,
+  runOnceAndDispose,
+} from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
 import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import { checkBindings, checkHeadDim, checkRows, sparseVariant, type GatherTarget } from '../block_sparse/common.js';
+import { checkBindings, checkHeadDim, checkRows, type GatherTarget } from '../block_sparse/common.js';
 import { BlockListPlan } from '../attention/lists.js';
+import { raggedPass } from '../block_sparse/ragged.js';
 import { planTopK, TOPK_MAX_K, type TopKPlan } from '../topk/index.js';
 import {
   loops,
@@ -33,6 +41,7 @@ import {
   type Segment,
 } from '../../src/gpu/segments.js';
 import indexerWgsl from './indexer.wgsl.js';
+import varlenIndexerWgsl from './varlen_indexer.wgsl.js';
 import indexerCoreWgsl from './indexer_core.wgsl.js';
 
 export const DSA_INDEXER_PARAMS = uniformLayout('IndexerParams', [
@@ -46,29 +55,36 @@ export const DSA_INDEXER_PARAMS = uniformLayout('IndexerParams', [
   ...SEGMENT_FIELDS,
 ] as const);
 
-export const INDEXER_PROGRAM = wgslProgram('dsa/indexer', [
-  storageWgsl,
-  unpackWgsl,
-  DSA_INDEXER_PARAMS.wgsl,
-  indexerWgsl,
-  indexerCoreWgsl,
-]);
+/** The indexer over one sequence (`one`) and over a ragged batch (`batch`, varlen.ts; its sequence table `seqs` bound last). */
+const INDEXER = raggedPass(
+  'dsa/indexer',
+  {
+    head: [storageWgsl, unpackWgsl, DSA_INDEXER_PARAMS.wgsl],
+    entry: indexerWgsl,
+    batchEntry: varlenIndexerWgsl,
+    core: [indexerCoreWgsl],
+  },
+  { qi_buf: 'read', ki_buf: 'read', w_buf: 'read', scores: 'rw', params: 'uniform' },
+);
+export const INDEXER_PROGRAM = INDEXER.one.program;
 const WG = 64;
+type IndexerPipeline = Pipeline<VariantOf<typeof INDEXER.one.table>>;
+/** @internal The batch indexer's pipeline (the varlen plan's). */
+export type DsaVarlenIndexerPipeline = Pipeline<VariantOf<typeof INDEXER.batch.table>>;
 
-/** The indexer's bindings (src/gpu/bindings.ts). */
-const INDEXER = bindingTable('dsa/indexer', {
-  qi_buf: 'read',
-  ki_buf: 'read',
-  w_buf: 'read',
-  scores: 'rw',
-  params: 'uniform',
-});
-type IndexerPipeline = Pipeline<VariantOf<typeof INDEXER>>;
-
-function indexerSpec(dtype: FloatDType, DI: number): PipelineSpec<VariantOf<typeof INDEXER>> {
-  return { shader: INDEXER_PROGRAM, bindings: INDEXER.variant({}), constants: { WG, IN_DTYPE: dtypeCode(dtype), DI } };
+function indexerSpec(dtype: FloatDType, DI: number) {
+  return INDEXER.one.spec({}, { WG, IN_DTYPE: dtypeCode(dtype), DI });
 }
-registerPasses('dsa', () => [indexerSpec('f32', 64), indexerSpec('bf16', 128)]);
+/** @internal The indexer's spec over a ragged batch (the varlen plan's). */
+export function dsaVarlenIndexerSpec(dtype: FloatDType, DI: number) {
+  return INDEXER.batch.spec({}, { WG, IN_DTYPE: dtypeCode(dtype), DI });
+}
+registerPasses('dsa', () => [
+  indexerSpec('f32', 64),
+  indexerSpec('bf16', 128),
+  dsaVarlenIndexerSpec('f32', 64),
+  dsaVarlenIndexerSpec('bf16', 128),
+]);
 /** Default bytes of index scores per row chunk. */
 export const SCORE_CHUNK_BYTES = 64 * 1024 * 1024;
 
@@ -136,7 +152,7 @@ export interface DsaOptions {
   outDtype?: FloatDType;
   /** Query rows per chunk (default: as many as keep the `[rows, T]` f32 scores within 64 MiB). */
   rowChunk?: number;
-  /** Kernel variant of the attention step (default `auto`: follows the adapter class). */
+  /** Kernel shape of the attention step (default `auto`: follows the adapter class). */
   target?: GatherTarget;
   /**
    * Size the splits for this loop cap (lower than the device's only; an integer >= 256): tests
@@ -438,7 +454,7 @@ export class DsaPlan extends DsaEncoder {
       qDtype: o.dtype,
       kvDtype: o.dtype,
       oDtype: o.outDtype,
-      variant: sparseVariant(ctx, o.target),
+      target: resolveTarget(ctx, o.target),
     };
     const coreOf = (c: { T0: number; rows: number; all: boolean }) =>
       BlockListPlan.create(capped, {
@@ -538,22 +554,8 @@ export async function dsa(
   opts: Omit<DsaOptions, 'Tq' | 'T' | 'Tk' | 'Hq' | 'Hkv' | 'D' | 'Dv' | 'HI' | 'DI'> = {},
 ): Promise<void> {
   const ctx = ctxOf(device);
-  const q = checkTensor(t?.q, 'q', { rank: 3 });
-  const k = checkTensor(t.k, 'k', { rank: 3 });
-  const v = checkTensor(t.v, 'v', { rank: 3 });
+  const sizes = attentionSizesOf(t, opts);
   const qI = checkTensor(t.qI, 'qI', { rank: 3 });
-  const plan = await planDsa(ctx, {
-    ...opts,
-    Tq: q.shape[0]!,
-    Tk: k.shape[0]!,
-    Hq: q.shape[1]!,
-    Hkv: k.shape[1]!,
-    D: q.shape[2]!,
-    Dv: v.shape[2]!,
-    HI: qI.shape[1]!,
-    DI: qI.shape[2]!,
-    dtype: opts.dtype ?? (q.dtype as FloatDType),
-    outDtype: opts.outDtype ?? (t.o?.dtype as FloatDType),
-  });
+  const plan = await planDsa(ctx, { ...opts, ...sizes, HI: qI.shape[1]!, DI: qI.shape[2]! });
   await runOnceAndDispose(ctx, plan, t, 'dsa');
 }

@@ -10,31 +10,24 @@
  * The `indices` output is not offered here (its width, min(topk, length), differs per sequence).
  */
 import { checkInt, fail } from '../../src/errors.js';
+import { resolveTarget } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
-import { bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
+import { getPipeline } from '../../src/gpu/pipeline.js';
 import { checkAttentionSizes, runOnceAndDispose } from '../../src/plan.js';
-import { dtypeCode, type FloatDType } from '../../src/tensor.js';
-import storageWgsl from '../../shaders/storage.wgsl.js';
-import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import { sparseVariant } from '../block_sparse/common.js';
 import { raggedSequences } from '../block_sparse/ragged.js';
 import { BlockListPlan, raggedSearchTrips } from '../attention/lists.js';
 import { planTopK, type TopKPlan } from '../topk/index.js';
 import { planLoopLimit, withLoopLimit } from '../../src/gpu/segments.js';
 import {
-  DSA_INDEXER_PARAMS,
   DsaEncoder,
   SCORE_CHUNK_BYTES,
+  dsaVarlenIndexerSpec,
+  type DsaVarlenIndexerPipeline,
   indexerSegments,
   validateDsaOptions,
   type DsaOptions,
   type DsaTensors,
 } from './dsa.js';
-import indexerWgsl from './varlen_indexer.wgsl.js';
-import indexerCoreWgsl from './indexer_core.wgsl.js';
-import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
-import raggedTableWgsl from '../../shaders/ragged_table.wgsl.js';
 
 export interface DsaVarlenOptions extends Omit<DsaOptions, 'Tq' | 'T' | 'rowChunk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing. */
@@ -45,37 +38,6 @@ export interface DsaVarlenOptions extends Omit<DsaOptions, 'Tq' | 'T' | 'rowChun
    */
   rowChunk?: number;
 }
-
-const INDEXER_PROGRAM = wgslProgram('dsa/varlen_indexer', [
-  storageWgsl,
-  unpackWgsl,
-  DSA_INDEXER_PARAMS.wgsl,
-  indexerWgsl,
-  raggedTableWgsl,
-  raggedSeqWgsl,
-  indexerCoreWgsl,
-]);
-const WG = 64;
-
-/** The batched indexer's bindings (as dsa/indexer, plus the sequence table `seqs`). */
-const VARLEN_INDEXER = bindingTable('dsa/varlen_indexer', {
-  qi_buf: 'read',
-  ki_buf: 'read',
-  w_buf: 'read',
-  scores: 'rw',
-  params: 'uniform',
-  seqs: 'read',
-});
-type VarlenIndexerPipeline = Pipeline<VariantOf<typeof VARLEN_INDEXER>>;
-
-function varlenIndexerSpec(dtype: FloatDType, DI: number): PipelineSpec<VariantOf<typeof VARLEN_INDEXER>> {
-  return {
-    shader: INDEXER_PROGRAM,
-    bindings: VARLEN_INDEXER.variant({}),
-    constants: { WG, IN_DTYPE: dtypeCode(dtype), DI },
-  };
-}
-registerPasses('dsa/varlen', () => [varlenIndexerSpec('f32', 64), varlenIndexerSpec('bf16', 128)]);
 
 /**
  * DSA over a ragged batch (`cuSeqlens`).
@@ -101,7 +63,7 @@ export class DsaVarlenPlan extends DsaEncoder {
     table: Uint32Array<ArrayBuffer>,
     chunks: { T0: number; rows: number; topk: TopKPlan; core: BlockListPlan }[],
     indexer: {
-      pipeline?: VarlenIndexerPipeline;
+      pipeline?: DsaVarlenIndexerPipeline;
       segs: ReturnType<typeof indexerSegments>;
       width: number;
       rowChunk: number;
@@ -163,7 +125,7 @@ export class DsaVarlenPlan extends DsaEncoder {
     for (const c of chunkList)
       if (!topks.has(c.rows))
         topks.set(c.rows, planTopK(ctx, { rows: c.rows, n: width, k: o.S, loopLimit: opts.loopLimit }));
-    const variant = sparseVariant(ctx, o.target);
+    const target = resolveTarget(ctx, o.target);
     const cores = chunkList.map(({ T0, rows }) =>
       BlockListPlan.create(capped, {
         Tq: rows,
@@ -185,7 +147,7 @@ export class DsaVarlenPlan extends DsaEncoder {
         qDtype: o.dtype,
         kvDtype: o.dtype,
         oDtype: o.outDtype,
-        variant,
+        target,
         // the sequences of the chunk; a row's list is row t - T0 of the chunk's selection
         seqs: seqs
           .filter((s) => s.start < T0 + rows && s.start + s.len > T0)
@@ -193,7 +155,7 @@ export class DsaVarlenPlan extends DsaEncoder {
       }),
     );
     const results = await Promise.allSettled([
-      getPipeline(ctx, varlenIndexerSpec(o.dtype, o.DI)),
+      getPipeline(ctx, dsaVarlenIndexerSpec(o.dtype, o.DI)),
       ...cores,
       ...topks.values(),
     ]);
@@ -207,7 +169,7 @@ export class DsaVarlenPlan extends DsaEncoder {
     [...topks.keys()].forEach((rows, i) => topkOf.set(rows, value<TopKPlan>(1 + cores.length + i)));
     const chunks = chunkList.map((c, i) => ({ ...c, topk: topkOf.get(c.rows)!, core: value<BlockListPlan>(1 + i) }));
     return new DsaVarlenPlan(ctx, o, total, table, chunks, {
-      pipeline: value<VarlenIndexerPipeline>(0),
+      pipeline: value<DsaVarlenIndexerPipeline>(0),
       segs,
       width,
       rowChunk,

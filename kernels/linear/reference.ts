@@ -138,6 +138,9 @@ export function linearScanReference(x: LinearScanRefInputs, opts: LinearScanRefO
 }
 
 type Common = { H: number; K: number; V: number; scale?: number; cuSeqlens?: readonly number[] };
+/** The inputs of one op's reference: q, k, v and the optional initial state h0, plus the named `R` (g, beta, ...). */
+type OpInputs<R extends keyof LinearScanRefInputs = never> = Pick<LinearScanRefInputs, 'q' | 'k' | 'v' | 'h0'> &
+  Required<Pick<LinearScanRefInputs, R>>;
 
 /**
  * Causal linear attention `S_t = S_{t-1} + k_t v_t^T`, `o_t = scale S_t^T q_t`; with `normalize`
@@ -147,13 +150,7 @@ type Common = { H: number; K: number; V: number; scale?: number; cuSeqlens?: rea
  * const { o, ht } = linearAttnReference({ q, k, v }, { H: 2, K: 64, V: 64 });
  */
 export function linearAttnReference(
-  x: {
-    q: ArrayLike<number>;
-    k: ArrayLike<number>;
-    v: ArrayLike<number>;
-    h0?: ArrayLike<number>;
-    z0?: ArrayLike<number>;
-  },
+  x: OpInputs & Pick<LinearScanRefInputs, 'z0'>,
   o: Common & { normalize?: boolean },
 ): LinearScanRefResult {
   return linearScanReference(x, { ...o, gate: 'none', delta: false });
@@ -167,14 +164,7 @@ export function linearAttnReference(
  * const { o, ht } = simpleGlaReference({ q, k, v, g }, { H: 2, K: 64, V: 64 });
  */
 export function simpleGlaReference(
-  x: {
-    q: ArrayLike<number>;
-    k: ArrayLike<number>;
-    v: ArrayLike<number>;
-    g?: ArrayLike<number>;
-    gamma?: ArrayLike<number>;
-    h0?: ArrayLike<number>;
-  },
+  x: OpInputs & Pick<LinearScanRefInputs, 'g'> & { gamma?: ArrayLike<number> },
   o: Common,
 ): LinearScanRefResult {
   if (x.gamma) return linearScanReference({ ...x, g: x.gamma }, { ...o, gate: 'constant', delta: false });
@@ -187,10 +177,7 @@ export function simpleGlaReference(
  * @example
  * const { o, ht } = glaReference({ q, k, v, g }, { H: 2, K: 32, V: 48 });
  */
-export function glaReference(
-  x: { q: ArrayLike<number>; k: ArrayLike<number>; v: ArrayLike<number>; g: ArrayLike<number>; h0?: ArrayLike<number> },
-  o: Common,
-): LinearScanRefResult {
+export function glaReference(x: OpInputs<'g'>, o: Common): LinearScanRefResult {
   return linearScanReference(x, { ...o, gate: 'vector', delta: false });
 }
 
@@ -200,16 +187,7 @@ export function glaReference(
  * @example
  * const { o, ht } = deltaRuleReference({ q, k, v, beta }, { H: 2, K: 64, V: 64 });
  */
-export function deltaRuleReference(
-  x: {
-    q: ArrayLike<number>;
-    k: ArrayLike<number>;
-    v: ArrayLike<number>;
-    beta: ArrayLike<number>;
-    h0?: ArrayLike<number>;
-  },
-  o: Common & { HV?: number },
-): LinearScanRefResult {
+export function deltaRuleReference(x: OpInputs<'beta'>, o: Common & { HV?: number }): LinearScanRefResult {
   return linearScanReference(x, { ...o, gate: 'none', delta: true });
 }
 
@@ -220,17 +198,7 @@ export function deltaRuleReference(
  * @example
  * const { o, ht } = gatedDeltaRuleReference({ q, k, v, g, beta }, { H: 2, HV: 4, K: 64, V: 64 });
  */
-export function gatedDeltaRuleReference(
-  x: {
-    q: ArrayLike<number>;
-    k: ArrayLike<number>;
-    v: ArrayLike<number>;
-    g: ArrayLike<number>;
-    beta: ArrayLike<number>;
-    h0?: ArrayLike<number>;
-  },
-  o: Common & { HV?: number },
-): LinearScanRefResult {
+export function gatedDeltaRuleReference(x: OpInputs<'g' | 'beta'>, o: Common & { HV?: number }): LinearScanRefResult {
   return linearScanReference(x, { ...o, gate: 'scalar', delta: true });
 }
 
@@ -240,17 +208,7 @@ export function gatedDeltaRuleReference(
  * @example
  * const { o, ht } = kdaReference({ q, k, v, g, beta }, { H: 2, K: 64, V: 64 });
  */
-export function kdaReference(
-  x: {
-    q: ArrayLike<number>;
-    k: ArrayLike<number>;
-    v: ArrayLike<number>;
-    g: ArrayLike<number>;
-    beta: ArrayLike<number>;
-    h0?: ArrayLike<number>;
-  },
-  o: Common & { HV?: number },
-): LinearScanRefResult {
+export function kdaReference(x: OpInputs<'g' | 'beta'>, o: Common & { HV?: number }): LinearScanRefResult {
   return linearScanReference(x, { ...o, gate: 'vector', delta: true });
 }
 

@@ -9,16 +9,16 @@
  *      place as each row's key-block list: chosen past blocks in full, the own block causally.
  */
 import { check, checkInt, fail } from '../../src/errors.js';
+import { resolveTarget } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
-import { bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
+import { getPipeline, grid2d, type Pipeline } from '../../src/gpu/pipeline.js';
+import { registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkAttentionSizes, res, runOnceAndDispose, attentionSizesOf } from '../../src/plan.js';
 import { checkTensor, dtypeCode, type FloatDType, type GpuTensor } from '../../src/tensor.js';
-import storageWgsl from '../../shaders/storage.wgsl.js';
-import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import { checkBindings, sparseVariant, validateSparseCommon, type GatherTarget } from '../block_sparse/common.js';
+import { checkBindings, validateSparseCommon, type GatherTarget } from '../block_sparse/common.js';
 import { BlockListPlan } from '../attention/lists.js';
+import { selectionPass } from '../block_sparse/ragged.js';
 import {
   loops,
   planLoopLimit,
@@ -30,8 +30,8 @@ import {
 } from '../../src/gpu/segments.js';
 import { POOL_PARAMS, poolLoopIterations, poolSegments, poolSpec, poolWorkgroups, type PoolPipeline } from './pool.js';
 import selectWgsl from './select.wgsl.js';
+import varlenSelectWgsl from './varlen_select.wgsl.js';
 import selectCoreWgsl from './select_core.wgsl.js';
-import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 
 export const MOBA_SELECT_PARAMS = uniformLayout('MobaSelectParams', [
   ['Tq', 'u32'],
@@ -46,40 +46,34 @@ export const MOBA_SELECT_PARAMS = uniformLayout('MobaSelectParams', [
   ...SEGMENT_FIELDS,
 ] as const);
 
-export const SELECT_PROGRAM = wgslProgram('moba/select', [
-  storageWgsl,
-  unpackWgsl,
-  selectSmallWgsl,
-  MOBA_SELECT_PARAMS.wgsl,
-  selectWgsl,
-  selectCoreWgsl,
-]);
 const WG = 64;
 
-/** The gate selection's bindings (src/gpu/bindings.ts); `carry` is bound only by plans of several segments (a loop-capped device): the kernel reads and writes it only where params.seg_carry / seg_last say so. */
-const SELECT = bindingTable('moba/select', {
-  q_buf: 'read',
-  gate_keys: 'read',
-  sel: 'rw',
-  params: 'uniform',
-  carry: optional('rw', 'array<f32>'),
-});
-type SelectPipeline = Pipeline<VariantOf<typeof SELECT>>;
+/** The gate selection over one sequence (`one`) and over a ragged batch (`batch`, varlen.ts). */
+const SELECT = selectionPass(
+  'moba/select',
+  MOBA_SELECT_PARAMS,
+  { entry: selectWgsl, batchEntry: varlenSelectWgsl, core: selectCoreWgsl },
+  { q_buf: 'read', gate_keys: 'read', sel: 'rw', params: 'uniform' },
+);
+export const SELECT_PROGRAM = SELECT.one.program;
+type SelectPipeline = Pipeline<VariantOf<typeof SELECT.one.table>>;
+/** @internal The batch selection's pipeline (the varlen plan's). */
+export type MobaVarlenSelectPipeline = Pipeline<VariantOf<typeof SELECT.batch.table>>;
 
 /** @internal The selection pass's pipeline spec (bindings by name; carry declared where the plan has several segments). */
-export function mobaSelectSpec(
-  dtype: FloatDType,
-  D: number,
-  meansDtype: 'f32' | 'f16',
-  carry: boolean,
-): PipelineSpec<VariantOf<typeof SELECT>> {
-  return {
-    shader: SELECT_PROGRAM,
-    bindings: SELECT.variant({ carry }),
-    constants: { WG, IN_DTYPE: dtypeCode(dtype), D, MEANS_DTYPE: dtypeCode(meansDtype) },
-  };
+export function mobaSelectSpec(dtype: FloatDType, D: number, meansDtype: 'f32' | 'f16', carry: boolean) {
+  return SELECT.one.spec({ carry }, { WG, IN_DTYPE: dtypeCode(dtype), D, MEANS_DTYPE: dtypeCode(meansDtype) });
 }
-registerPasses('moba', () => [mobaSelectSpec('f32', 64, 'f32', false), mobaSelectSpec('bf16', 64, 'f16', true)]);
+/** @internal {@link mobaSelectSpec} over a ragged batch (the varlen plan's; f32 block means). */
+export function mobaVarlenSelectSpec(dtype: FloatDType, D: number, carry: boolean) {
+  return SELECT.batch.spec({ carry }, { WG, IN_DTYPE: dtypeCode(dtype), D });
+}
+registerPasses('moba', () => [
+  mobaSelectSpec('f32', 64, 'f32', false),
+  mobaSelectSpec('bf16', 64, 'f16', true),
+  mobaVarlenSelectSpec('f32', 64, false),
+  mobaVarlenSelectSpec('bf16', 64, true),
+]);
 /** Largest `topk` the in-register selection keeps. */
 export const MOBA_MAX_TOPK = 64;
 
@@ -148,7 +142,7 @@ export interface MobaOptions {
   outDtype?: FloatDType;
   /** Storage of a caller's `blockMeans` (default f32; f16 = the KV cache's page mean summaries). */
   meansDtype?: 'f32' | 'f16';
-  /** Kernel variant of the attention core: `auto` (default) follows the adapter class; `cpu`/`gpu` force one. */
+  /** Kernel shape of the attention core: `auto` (default) follows the adapter class; `cpu`/`gpu` force one. */
   target?: GatherTarget;
   /**
    * Size the splits for this loop cap (lower than the device's only; an integer >= 256): tests
@@ -303,7 +297,7 @@ export class MobaPlan extends KernelPlan<MobaTensors> {
         qDtype: o.dtype,
         kvDtype: o.dtype,
         oDtype: o.outDtype,
-        variant: sparseVariant(ctx, o.target),
+        target: resolveTarget(ctx, o.target),
       }),
     ]);
     return new MobaPlan(ctx, o, pools, selectP, selectGiven, core, {
@@ -407,13 +401,7 @@ export async function moba(
   opts: Omit<MobaOptions, 'Tq' | 'Tk' | 'Hq' | 'Hkv' | 'D' | 'Dv'>,
 ): Promise<void> {
   const ctx = ctxOf(device);
-  const s = attentionSizesOf(t);
-  const plan = await planMoba(ctx, {
-    ...opts,
-    ...s,
-    dtype: opts?.dtype ?? s.dtype,
-    outDtype: opts?.outDtype ?? s.outDtype,
-  });
+  const plan = await planMoba(ctx, { ...opts, ...attentionSizesOf(t, opts) });
   await runOnceAndDispose(ctx, plan, t, 'moba');
 }
 

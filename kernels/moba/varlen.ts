@@ -8,68 +8,33 @@
  * at the sequence's own rows (no staging copies: boundaries need not be 256-byte aligned).
  */
 import { fail } from '../../src/errors.js';
+import { resolveTarget } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
-import { bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
+import { getPipeline, grid2d } from '../../src/gpu/pipeline.js';
 import { KernelPlan, checkAttentionSizes, res, runOnceAndDispose } from '../../src/plan.js';
-import { dtypeCode, type DType, type FloatDType } from '../../src/tensor.js';
-import storageWgsl from '../../shaders/storage.wgsl.js';
-import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
-import { checkBindings, checkRows, sparseVariant } from '../block_sparse/common.js';
+import { type DType, type FloatDType } from '../../src/tensor.js';
+import { checkBindings, checkRows } from '../block_sparse/common.js';
 import { raggedSequences } from '../block_sparse/ragged.js';
 import { BlockListPlan, raggedSearchTrips } from '../attention/lists.js';
 import { planLoopLimit, segmentUniforms, withLoopLimit, type Segment } from '../../src/gpu/segments.js';
 import {
   MOBA_SELECT_PARAMS,
   mobaSelectSegments,
+  mobaVarlenSelectSpec,
+  type MobaVarlenSelectPipeline,
   validateMobaOptions,
   type MobaOptions,
   type MobaTensors,
 } from './moba.js';
 import { raggedBlocks, raggedPoolPipeline, type RaggedPoolPipeline } from './ragged_pool.js';
 import { POOL_PARAMS, poolSegments, poolWorkgroups } from './pool.js';
-import selectWgsl from './varlen_select.wgsl.js';
-import selectCoreWgsl from './select_core.wgsl.js';
-import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
-import raggedTableWgsl from '../../shaders/ragged_table.wgsl.js';
 
 export interface MobaVarlenOptions extends Omit<MobaOptions, 'Tq' | 'Tk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing (flash-attn / fla layout). */
   cuSeqlens: readonly number[];
 }
 
-const SELECT_PROGRAM = wgslProgram('moba/varlen_select', [
-  storageWgsl,
-  unpackWgsl,
-  selectSmallWgsl,
-  MOBA_SELECT_PARAMS.wgsl,
-  selectWgsl,
-  raggedTableWgsl,
-  raggedSeqWgsl,
-  selectCoreWgsl,
-]);
 const SELECT_WG = 64;
-
-/** The batched gate selection's bindings (src/gpu/bindings.ts); `seqs` is the ragged block table; `carry` is bound only by plans of several segments (a loop-capped device): the kernel reads and writes it only where params.seg_carry / seg_last say so. */
-const VARLEN_SELECT = bindingTable('moba/varlen_select', {
-  q_buf: 'read',
-  gate_keys: 'read',
-  sel: 'rw',
-  params: 'uniform',
-  carry: optional('rw', 'array<f32>'),
-  seqs: 'read',
-});
-type VarlenSelectPipeline = Pipeline<VariantOf<typeof VARLEN_SELECT>>;
-
-function varlenSelectSpec(dtype: FloatDType, D: number, carry: boolean): PipelineSpec<VariantOf<typeof VARLEN_SELECT>> {
-  return {
-    shader: SELECT_PROGRAM,
-    bindings: VARLEN_SELECT.variant({ carry }),
-    constants: { WG: SELECT_WG, IN_DTYPE: dtypeCode(dtype), D },
-  };
-}
-registerPasses('moba/varlen', () => [varlenSelectSpec('f32', 64, false), varlenSelectSpec('bf16', 64, true)]);
 
 type Resolved = MobaVarlenOptions & { total: number; Dv: number; dtype: FloatDType; outDtype: FloatDType };
 
@@ -95,7 +60,7 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
    */
   readonly segments: { pool: number; select: number; attention: number };
   private readonly pool?: RaggedPoolPipeline;
-  private readonly select?: VarlenSelectPipeline;
+  private readonly select?: MobaVarlenSelectPipeline;
   private readonly core?: BlockListPlan;
   private readonly seqTable: GPUBuffer;
   private readonly poolParams: GPUBuffer[];
@@ -111,7 +76,7 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
     NB: number,
     parts: {
       pool?: RaggedPoolPipeline;
-      select?: VarlenSelectPipeline;
+      select?: MobaVarlenSelectPipeline;
       core?: BlockListPlan;
       poolSegs: readonly Segment[];
       selSegs: readonly Segment[];
@@ -178,7 +143,7 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
     if (seqs.length === 0) return new MobaVarlenPlan(ctx, o, table, NB, { poolSegs, selSegs });
     const [pool, select, core] = await Promise.all([
       raggedPoolPipeline(ctx, r.dtype, 'count'),
-      getPipeline(ctx, varlenSelectSpec(r.dtype, r.D, selSegs.length > 1)),
+      getPipeline(ctx, mobaVarlenSelectSpec(r.dtype, r.D, selSegs.length > 1)),
       BlockListPlan.create(withLoopLimit(ctx, limit), {
         Tq: total,
         Tk: total,
@@ -199,7 +164,7 @@ export class MobaVarlenPlan extends KernelPlan<MobaTensors> {
         qDtype: r.dtype,
         kvDtype: r.dtype,
         oDtype: r.outDtype,
-        variant: sparseVariant(ctx, r.target),
+        target: resolveTarget(ctx, r.target),
         seqs: seqs.map((s) => ({
           q0: s.start,
           Tq: s.len,

@@ -14,7 +14,7 @@
  *   6. `combine.wgsl`: o = g_cmp·o_cmp + g_slc·o_slc (+ g_swa·o_swa).
  */
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
-import { aliasedOption, optionName } from '../../src/options.js';
+import { aliasedOption, optionName, resolveTarget } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
 import type { BindingResource } from '../../src/gpu/pipeline.js';
@@ -30,14 +30,8 @@ import {
 } from '../../src/plan.js';
 import { checkTensor, dtypeCode, isFloatDType, type DType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
 import storageWgsl from '../../shaders/storage.wgsl.js';
-import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import {
-  checkBindings,
-  checkRows,
-  sparseVariant,
-  validateSparseCommon,
-  type GatherTarget,
-} from '../block_sparse/common.js';
+import { checkBindings, checkRows, validateSparseCommon, type GatherTarget } from '../block_sparse/common.js';
+import { selectionPass } from '../block_sparse/ragged.js';
 import { BlockListPlan } from '../attention/lists.js';
 import { POOL_PARAMS, poolLoopIterations, poolSegments, poolSpec, poolWorkgroups } from '../moba/pool.js';
 import {
@@ -51,8 +45,8 @@ import {
 } from '../../src/gpu/segments.js';
 import type { NsaVariant } from './reference.js';
 import selectWgsl from './select.wgsl.js';
+import varlenSelectWgsl from './varlen_select.wgsl.js';
 import selectCoreWgsl from './select_core.wgsl.js';
-import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
 import combineWgsl from './combine.wgsl.js';
 
 export const NSA_SELECT_PARAMS = uniformLayout('NsaSelectParams', [
@@ -72,42 +66,29 @@ export const NSA_COMBINE_PARAMS = uniformLayout('NsaCombineParams', [
   ['Dv', 'u32'],
 ] as const);
 
-export const SELECT_PROGRAM = wgslProgram('nsa/select', [
-  storageWgsl,
-  unpackWgsl,
-  selectSmallWgsl,
-  NSA_SELECT_PARAMS.wgsl,
-  selectWgsl,
-  selectCoreWgsl,
-]);
 /** @internal the gate combine (also the varlen plan's). */
 export const COMBINE_PROGRAM = wgslProgram('nsa/combine', [storageWgsl, NSA_COMBINE_PARAMS.wgsl, combineWgsl]);
 const WG = 64;
 
-/**
- * The selection's bindings (src/gpu/bindings.ts). `carry` is bound only by plans of several segments (a loop-capped device): the kernel reads and writes it only where params.seg_carry / seg_last say so.
- */
-const SELECT = bindingTable('nsa/select', {
-  q_buf: 'read',
-  kc: 'read',
-  lse_cmp: 'read',
-  out: 'rw',
-  params: 'uniform',
-  carry: optional('rw', 'array<f32>'),
-});
+/** The block selection over one sequence (`one`) and over a ragged batch (`batch`, varlen.ts). */
+const SELECT = selectionPass(
+  'nsa/select',
+  NSA_SELECT_PARAMS,
+  { entry: selectWgsl, batchEntry: varlenSelectWgsl, core: selectCoreWgsl },
+  { q_buf: 'read', kc: 'read', lse_cmp: 'read', out: 'rw', params: 'uniform' },
+);
+export const SELECT_PROGRAM = SELECT.one.program;
 
 /** @internal The selection pass's pipeline spec (bindings by name; carry declared where the plan has several segments). */
-export function nsaSelectSpec(
-  dtype: FloatDType,
-  D: number,
-  fla: boolean,
-  carry: boolean,
-): PipelineSpec<VariantOf<typeof SELECT>> {
-  return {
-    shader: SELECT_PROGRAM,
-    bindings: SELECT.variant({ carry }),
-    constants: { WG, IN_DTYPE: dtypeCode(dtype), D, FLA: fla ? 1 : 0 },
-  };
+export function nsaSelectSpec(dtype: FloatDType, D: number, fla: boolean, carry: boolean) {
+  return SELECT.one.spec({ carry }, selectConstants(dtype, D, fla));
+}
+/** @internal {@link nsaSelectSpec} over a ragged batch (the varlen plan's). */
+export function nsaVarlenSelectSpec(dtype: FloatDType, D: number, fla: boolean, carry: boolean) {
+  return SELECT.batch.spec({ carry }, selectConstants(dtype, D, fla));
+}
+function selectConstants(dtype: FloatDType, D: number, fla: boolean) {
+  return { WG, IN_DTYPE: dtypeCode(dtype), D, FLA: fla ? 1 : 0 };
 }
 
 /** The gate combine's bindings: the window branch's output and gate only where SWA (window > 0). */
@@ -139,6 +120,8 @@ export function combineSpec(
 registerPasses('nsa', () => [
   nsaSelectSpec('f32', 64, false, false),
   nsaSelectSpec('bf16', 64, true, true),
+  nsaVarlenSelectSpec('f32', 64, false, false),
+  nsaVarlenSelectSpec('bf16', 64, true, true),
   combineSpec('f32', 'f32', false),
   combineSpec('bf16', 'f16', true),
 ]);
@@ -231,7 +214,7 @@ export interface NsaOptions {
   gateDtype?: FloatDType;
   /** Storage of o (default `dtype`). */
   outDtype?: FloatDType;
-  /** Kernel variant: `auto` (default) follows the adapter class; `cpu`/`gpu` force one (tests). */
+  /** Kernel shape: `auto` (default) follows the adapter class; `cpu`/`gpu` force one (tests). */
   target?: GatherTarget;
   /**
    * Size the splits for this loop cap (lower than the device's only; an integer >= 256): tests
@@ -523,7 +506,7 @@ export class NsaPlan extends NsaEncoder {
       scale: o.scale,
       qDtype: o.dtype,
       oDtype: 'f32' as const,
-      variant: sparseVariant(ctx, o.target),
+      target: resolveTarget(ctx, o.target),
     };
     const one = { rows: o.T, heads: 1, stride: 1, base: 0, maxEntries: 1 };
     const capped = withLoopLimit(ctx, limit);
@@ -629,12 +612,9 @@ export async function nsa(
   opts: Omit<NsaOptions, 'Tq' | 'T' | 'Tk' | 'Hq' | 'Hkv' | 'D' | 'Dv'>,
 ): Promise<void> {
   const ctx = ctxOf(device);
-  const s = attentionSizesOf(t);
   const plan = await planNsa(ctx, {
     ...opts,
-    ...s,
-    dtype: opts?.dtype ?? s.dtype,
-    outDtype: opts?.outDtype ?? s.outDtype,
+    ...attentionSizesOf(t, opts),
     gateDtype: opts?.gateDtype ?? (t.gCmp?.dtype as FloatDType),
   });
   await runOnceAndDispose(ctx, plan, t, 'nsa');

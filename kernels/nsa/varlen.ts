@@ -8,15 +8,10 @@
  * writing the batch tensors in place at the sequence's own rows (no staging copies).
  */
 import { fail } from '../../src/errors.js';
+import { resolveTarget } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
-import { getPipeline, wgslProgram, type PipelineSpec } from '../../src/gpu/pipeline.js';
-import { bindingTable, optional, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
+import { getPipeline } from '../../src/gpu/pipeline.js';
 import { checkAttentionSizes, runOnceAndDispose } from '../../src/plan.js';
-import { dtypeCode, type FloatDType } from '../../src/tensor.js';
-import storageWgsl from '../../shaders/storage.wgsl.js';
-import unpackWgsl from '../../shaders/unpack4.wgsl.js';
-import selectSmallWgsl from '../../shaders/select_small.wgsl.js';
-import { sparseVariant } from '../block_sparse/common.js';
 import { raggedSequences } from '../block_sparse/ragged.js';
 import { BlockListPlan, raggedSearchTrips, type BlockListSeq } from '../attention/lists.js';
 import { poolSegments } from '../moba/pool.js';
@@ -24,62 +19,19 @@ import { raggedBlocks, raggedPoolPipeline } from '../moba/ragged_pool.js';
 import { planLoopLimit, withLoopLimit, type Segment } from '../../src/gpu/segments.js';
 import {
   combineSpec,
-  NSA_SELECT_PARAMS,
   NsaEncoder,
+  nsaVarlenSelectSpec,
   nsaSelectSegments,
   validateNsaOptions,
   type NsaOptions,
   type NsaPasses,
   type NsaTensors,
 } from './nsa.js';
-import selectWgsl from './varlen_select.wgsl.js';
-import selectCoreWgsl from './select_core.wgsl.js';
-import raggedSeqWgsl from '../../shaders/ragged_seq.wgsl.js';
-import raggedTableWgsl from '../../shaders/ragged_table.wgsl.js';
 
 export interface NsaVarlenOptions extends Omit<NsaOptions, 'Tq' | 'T' | 'Tk'> {
   /** `[N + 1]` cumulative sequence lengths, starting at 0, non-decreasing. */
   cuSeqlens: readonly number[];
 }
-
-const SELECT_PROGRAM = wgslProgram('nsa/varlen_select', [
-  storageWgsl,
-  unpackWgsl,
-  selectSmallWgsl,
-  NSA_SELECT_PARAMS.wgsl,
-  selectWgsl,
-  raggedTableWgsl,
-  raggedSeqWgsl,
-  selectCoreWgsl,
-]);
-const WG = 64;
-
-/** The batched selection's bindings (as nsa/select, `carry` optional likewise, plus the ragged block table `seqs`). */
-const VARLEN_SELECT = bindingTable('nsa/varlen_select', {
-  q_buf: 'read',
-  kc: 'read',
-  lse_cmp: 'read',
-  out: 'rw',
-  params: 'uniform',
-  carry: optional('rw', 'array<f32>'),
-  seqs: 'read',
-});
-function varlenSelectSpec(
-  dtype: FloatDType,
-  D: number,
-  fla: boolean,
-  carry: boolean,
-): PipelineSpec<VariantOf<typeof VARLEN_SELECT>> {
-  return {
-    shader: SELECT_PROGRAM,
-    bindings: VARLEN_SELECT.variant({ carry }),
-    constants: { WG, IN_DTYPE: dtypeCode(dtype), D, FLA: fla ? 1 : 0 },
-  };
-}
-registerPasses('nsa/varlen', () => [
-  varlenSelectSpec('f32', 64, false, false),
-  varlenSelectSpec('bf16', 64, true, true),
-]);
 
 /**
  * NSA over a ragged batch (`cuSeqlens`).
@@ -156,7 +108,7 @@ export class NsaVarlenPlan extends NsaEncoder {
       scale: o.scale,
       qDtype: o.dtype,
       oDtype: 'f32' as const,
-      variant: sparseVariant(ctx, o.target),
+      target: resolveTarget(ctx, o.target),
     };
     // one list of one word (block 0) for every row: rows = total keeps every row in query block 0
     const one = { rows: total, heads: 1, stride: 1, base: 0, maxEntries: 1 };
@@ -164,7 +116,7 @@ export class NsaVarlenPlan extends NsaEncoder {
       seqs.map((s) => ({ q0: s.start, Tq: s.len, kv0: s.start, Tk: s.len, posOff: 0, base: 0, ...f(s) }));
     const [pool, select, combine, cmp, slc, swa] = await Promise.all([
       raggedPoolPipeline(ctx, o.dtype, o.variant === 'fla' ? 'count' : 'blockSize'),
-      getPipeline(ctx, varlenSelectSpec(o.dtype, o.D, o.variant === 'fla', selSegs.length > 1)),
+      getPipeline(ctx, nsaVarlenSelectSpec(o.dtype, o.D, o.variant === 'fla', selSegs.length > 1)),
       getPipeline(ctx, combineSpec(o.gateDtype, o.outDtype, o.window > 0)),
       BlockListPlan.create(capped, {
         ...core,

@@ -8,11 +8,11 @@
  * entry list): this file only validates calls and writes each call's parameters.
  */
 import { TesseraError, check, checkInt, fail, checkF32 } from '../../src/errors.js';
-import { kernelTarget, type KernelTarget } from '../../src/options.js';
+import { kernelTarget, resolveTarget, type KernelTarget } from '../../src/options.js';
 import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device.js';
 import { maxUnits, planLoopLimit } from '../../src/gpu/segments.js';
 import { getPipeline } from '../../src/gpu/pipeline.js';
-import { claimRingSlots } from '../../src/gpu/ring.js';
+import { UniformRing } from '../../src/gpu/ring.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import { checkTensor } from '../../src/tensor.js';
 import { kvDtypeCode, pageLayout, KV_DTYPES, type KvDType } from '../attention/page.js';
@@ -43,13 +43,13 @@ export const ALL_HEADS = 0xffffffff;
  * shape's 64-key blocks (score loop over D/4, two tree reductions, the value loop).
  */
 export function pagedLoopCost(
-  variant: 'cpu' | 'gpu',
+  target: 'cpu' | 'gpu',
   D: number,
   Dv: number,
   pageSize: number,
   rows = 1,
 ): { setup: number; perEntry: number } {
-  return attentionListLoopCost(variant, D, Dv, pageSize, rows);
+  return attentionListLoopCost(target, D, Dv, pageSize, rows);
 }
 
 /**
@@ -62,13 +62,13 @@ export function pagedLoopCost(
  */
 export function pagedEntriesPerPart(
   loopLimit: number,
-  variant: 'cpu' | 'gpu',
+  target: 'cpu' | 'gpu',
   D: number,
   Dv: number,
   pageSize: number,
   rows = 1,
 ): number {
-  const c = pagedLoopCost(variant, D, Dv, pageSize, rows);
+  const c = pagedLoopCost(target, D, Dv, pageSize, rows);
   return maxUnits((entries) => c.setup + entries * c.perEntry, loopLimit);
 }
 
@@ -112,6 +112,9 @@ export interface PagedOptions {
    */
   loopLimit?: number;
 }
+
+/** The options as a plan holds them: every default filled in, the kernel shape as `target` only. */
+type Resolved = Required<Omit<PagedOptions, 'loopLimit' | 'variant'>>;
 
 export interface PagedTensors {
   /** `[Tq, Hq, D]` f32. */
@@ -157,11 +160,15 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
   protected override get writes(): readonly string[] {
     return ['oParts', 'lseParts'];
   }
-  readonly options: Required<Omit<PagedOptions, 'loopLimit'>>;
+  readonly options: Resolved;
   /** The loop cap the parts are sized for: the device's, or the plan's lower `loopLimit`. */
   readonly loopLimit: number;
   /** The kernel shape in use. */
-  readonly variant: 'cpu' | 'gpu';
+  readonly target: 'cpu' | 'gpu';
+  /** @deprecated use target (the kernel shape's old name; same value). */
+  get variant(): 'cpu' | 'gpu' {
+    return this.target;
+  }
   readonly rows: number;
   /** Packs per part: one invocation (cpu) or workgroup (gpu) each. */
   private readonly packs: number;
@@ -172,33 +179,22 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
    */
   readonly maxEntriesPerPart: number;
   private readonly pipeline: CorePipeline;
-  private readonly params: GPUBuffer;
-  private readonly slotBytes: number;
-  private nextSlot = 0;
+  private readonly ring: UniformRing<(typeof PAGED_PARAMS.fields)[number][0]>;
   private readonly fixed: Record<string, number>;
 
-  private constructor(
-    ctx: TesseraDevice,
-    o: Required<Omit<PagedOptions, 'loopLimit'>>,
-    pipeline: CorePipeline,
-    variant: 'cpu' | 'gpu',
-    limit: number,
-  ) {
+  private constructor(ctx: TesseraDevice, o: Resolved, pipeline: CorePipeline, target: 'cpu' | 'gpu', limit: number) {
     super(ctx);
     this.options = o;
     this.loopLimit = limit;
-    this.variant = variant;
+    this.target = target;
     this.rows = o.Tq * o.Hq;
     const G = o.Hq / o.Hkv;
     const span = o.causal ? G : o.Tq * G;
     this.packs = ((o.Tq * G) / span) * o.Hkv * Math.ceil(span / o.rows);
-    this.maxEntriesPerPart = pagedEntriesPerPart(limit, variant, o.D, o.Dv, o.pageSize, o.rows);
+    this.maxEntriesPerPart = pagedEntriesPerPart(limit, target, o.D, o.Dv, o.pageSize, o.rows);
     this.pipeline = pipeline;
-    this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
-    this.params = this.workspace(
-      this.slotBytes * o.maxCalls,
-      'paged.params',
-      GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST,
+    this.ring = new UniformRing(ctx, PAGED_PARAMS, o.maxCalls, 'PagedPlan', (bytes) =>
+      this.workspace(bytes, 'paged.params', GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST),
     );
     const L = pageLayout(o.pageSize, o.Hkv, o.D, o.Dv, o.dtype);
     const eb = o.dtype === 'f32' ? 4 : o.dtype === 'int8' ? 1 : 2;
@@ -232,9 +228,9 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
   static async create(device: DeviceLike, opts: PagedOptions): Promise<PagedPlan> {
     const ctx = ctxOf(device);
     const o = validate(opts);
-    const variant = o.variant === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
+    const target = resolveTarget(ctx, o.target);
     const limit = planLoopLimit(ctx, opts.loopLimit);
-    if (pagedEntriesPerPart(limit, variant, o.D, o.Dv, o.pageSize, o.rows) < 1) {
+    if (pagedEntriesPerPart(limit, target, o.D, o.Dv, o.pageSize, o.rows) < 1) {
       fail(
         'E_LIMIT',
         'pageSize',
@@ -248,12 +244,12 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     const pipeline = await getPipeline(
       ctx,
       coreSpec(
-        { D: o.D, Dv: o.Dv, rows: o.rows, target: variant },
+        { D: o.D, Dv: o.Dv, rows: o.rows, target },
         { SRC: 2, KV_DT: kvDtypeCode(o.dtype), Q_DT: 0, O_DT: 0 },
         { work: false, sink_logits: false, seq_table: false },
       ),
     );
-    return new PagedPlan(ctx, o, pipeline, variant, limit);
+    return new PagedPlan(ctx, o, pipeline, target, limit);
   }
 
   /**
@@ -329,7 +325,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     });
     let slotsNeeded = 0;
     for (const c of t.calls) if (c.partCount > 0) slotsNeeded++;
-    claimRingSlots(this, encoder, slotsNeeded, o.maxCalls, 'PagedPlan');
+    this.ring.claim(encoder, slotsNeeded);
     const qr = res(q);
     const pr = { buffer: t.pages };
     const lr = { buffer: t.list };
@@ -337,8 +333,6 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
     const lpr = res(lseParts);
     for (const c of t.calls) {
       if (c.partCount === 0) continue;
-      const slot = this.nextSlot;
-      this.nextSlot = (this.nextSlot + 1) % o.maxCalls;
       const values = {
         ...this.fixed,
         q_pos0: c.qPos0,
@@ -348,9 +342,8 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
         part_base: c.partBase,
         part_count: c.partCount,
       } as Record<(typeof CORE_PARAMS.fields)[number][0], number>;
-      this.ctx.device.queue.writeBuffer(this.params, slot * this.slotBytes, PAGED_PARAMS.pack(values));
       const invocations = c.partCount * this.packs;
-      const groups = this.variant !== 'gpu' ? Math.ceil(invocations / WG) : invocations;
+      const groups = this.target !== 'gpu' ? Math.ceil(invocations / WG) : invocations;
       const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
       const x = Math.min(groups, max);
       const y = Math.ceil(groups / x);
@@ -365,7 +358,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
           sched: lr,
           o: opr,
           lse: lpr,
-          params: { buffer: this.params, offset: slot * this.slotBytes, size: PAGED_PARAMS.size },
+          params: this.ring.write(values),
         },
         [x, y],
       );
@@ -373,7 +366,7 @@ export class PagedPlan extends KernelPlan<PagedTensors & { calls: readonly Paged
   }
 }
 
-function validate(opts: PagedOptions): Required<Omit<PagedOptions, 'loopLimit'>> {
+function validate(opts: PagedOptions): Resolved {
   if (!opts || typeof opts !== 'object') fail('E_ARG', 'options', 'is required;', opts);
   const Hkv = checkInt(opts.Hkv, 'Hkv', { min: 1 });
   const Hq = checkInt(opts.Hq, 'Hq', { min: 1 });
@@ -389,7 +382,7 @@ function validate(opts: PagedOptions): Required<Omit<PagedOptions, 'loopLimit'>>
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   checkF32(scale, 'scale');
   const maxCalls = checkInt(opts.maxCalls ?? 16, 'maxCalls', { min: 1, max: 4096 });
-  const variant = kernelTarget(opts);
+  const target = kernelTarget(opts);
   const rows = checkInt(opts.rows ?? 1, 'rows', { min: 1, max: 8 });
   check((ATTENTION_ROWS as readonly number[]).includes(rows), 'rows', '1, 2, 4 or 8', rows, 'E_UNSUPPORTED');
   return {
@@ -403,8 +396,7 @@ function validate(opts: PagedOptions): Required<Omit<PagedOptions, 'loopLimit'>>
     causal: opts.causal ?? true,
     scale,
     maxCalls,
-    target: variant,
-    variant,
+    target,
     rows,
   };
 }

@@ -13,7 +13,7 @@ import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device
 import { loopBudget, loops, planLoopLimit } from '../../src/gpu/segments.js';
 import { getPipeline, wgslProgram, type PipelineSpec, type TablePipeline } from '../../src/gpu/pipeline.js';
 import { bindingTable, optional, registerPasses } from '../../src/gpu/bindings.js';
-import { claimRingSlots } from '../../src/gpu/ring.js';
+import { UniformRing } from '../../src/gpu/ring.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import { checkTensor, type GpuTensor } from '../../src/tensor.js';
@@ -137,9 +137,7 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
   readonly box: GPUBuffer;
   private readonly boxPipe: TablePipeline<typeof BOX_BINDINGS>;
   private readonly scorePipe: TablePipeline<typeof SCORE_BINDINGS>;
-  private readonly params: GPUBuffer;
-  private readonly slotBytes: number;
-  private nextSlot = 0;
+  private readonly ring: UniformRing<(typeof QUEST_BLOCK_PARAMS.fields)[number][0]>;
   private boxBlocks = 0;
 
   private constructor(
@@ -152,11 +150,8 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
     this.options = o;
     this.boxPipe = boxPipe;
     this.scorePipe = scorePipe;
-    this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
-    this.params = this.workspace(
-      this.slotBytes * o.maxCalls,
-      'questBlock.params',
-      GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST,
+    this.ring = new UniformRing(ctx, QUEST_BLOCK_PARAMS, o.maxCalls, 'QuestBlockPlan', (bytes) =>
+      this.workspace(bytes, 'questBlock.params', GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST),
     );
     this.box = this.workspace(o.maxBlocks * o.Hkv * 2 * o.D * 4, 'questBlock.box');
   }
@@ -239,16 +234,18 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
     });
     const boxGrid = q ? this.grid(blocks * o.Hkv * (o.D / 4)) : undefined;
     const slots = (q ? 1 : 0) + ranges.filter((r) => r.count > 0).length;
-    claimRingSlots(this, encoder, slots, o.maxCalls, 'QuestBlockPlan');
-    const write = (v: Parameters<typeof QUEST_BLOCK_PARAMS.pack>[0]) => {
-      const slot = this.nextSlot;
-      this.nextSlot = (slot + 1) % o.maxCalls;
-      this.ctx.device.queue.writeBuffer(this.params, slot * this.slotBytes, QUEST_BLOCK_PARAMS.pack(v));
-      return { buffer: this.params, offset: slot * this.slotBytes, size: QUEST_BLOCK_PARAMS.size };
-    };
+    this.ring.claim(encoder, slots);
     const base = { n, Hkv: o.Hkv, group: o.Hq / o.Hkv, B, blocks };
     if (q) {
-      const u = write({ ...base, first: 0, count: 0, chunkFirst: 0, chunkPages: 0, forcedLo: 0, forcedHi: 0 });
+      const u = this.ring.write({
+        ...base,
+        first: 0,
+        count: 0,
+        chunkFirst: 0,
+        chunkPages: 0,
+        forcedLo: 0,
+        forcedHi: 0,
+      });
       this.dispatch(
         encoder,
         this.boxPipe,
@@ -260,7 +257,7 @@ export class QuestBlockPlan extends KernelPlan<QuestBlockTensors> {
     t.calls.forEach((c, i) => {
       const r = ranges[i]!;
       if (r.count === 0) return;
-      const u = write({
+      const u = this.ring.write({
         ...base,
         first: r.first,
         count: r.count,

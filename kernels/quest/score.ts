@@ -8,7 +8,7 @@ import { ctxOf, type DeviceLike, type TesseraDevice } from '../../src/gpu/device
 import { loopBudget, loops, planLoopLimit } from '../../src/gpu/segments.js';
 import { getPipeline, wgslProgram, type PipelineSpec, type TablePipeline } from '../../src/gpu/pipeline.js';
 import { bindingTable, optional, registerPasses } from '../../src/gpu/bindings.js';
-import { claimRingSlots } from '../../src/gpu/ring.js';
+import { UniformRing } from '../../src/gpu/ring.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { KernelPlan, checkBindingSize, res } from '../../src/plan.js';
 import { checkTensor, type GpuTensor } from '../../src/tensor.js';
@@ -155,9 +155,7 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
   }
   readonly options: Required<Omit<QuestScoreOptions, 'loopLimit'>>;
   private readonly pipeline: TablePipeline<typeof SCORE>;
-  private readonly params: GPUBuffer;
-  private readonly slotBytes: number;
-  private nextSlot = 0;
+  private readonly ring: UniformRing<(typeof QUEST_PARAMS.fields)[number][0]>;
 
   private constructor(
     ctx: TesseraDevice,
@@ -167,11 +165,8 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     super(ctx);
     this.options = o;
     this.pipeline = pipeline;
-    this.slotBytes = Math.max(256, ctx.limits.minUniformBufferOffsetAlignment);
-    this.params = this.workspace(
-      this.slotBytes * o.maxCalls,
-      'quest.params',
-      GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST,
+    this.ring = new UniformRing(ctx, QUEST_PARAMS, o.maxCalls, 'QuestScorePlan', (bytes) =>
+      this.workspace(bytes, 'quest.params', GPUBufferUsageFlags.UNIFORM | GPUBufferUsageFlags.COPY_DST),
     );
   }
 
@@ -233,27 +228,21 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
     });
     let slotsNeeded = 0;
     for (const r of ranges) if (r.count > 0) slotsNeeded++;
-    claimRingSlots(this, encoder, slotsNeeded, o.maxCalls, 'QuestScorePlan');
+    this.ring.claim(encoder, slotsNeeded);
     for (const [i, c] of t.calls.entries()) {
       const { first, count, groups } = ranges[i]!;
       if (count === 0) continue;
-      const slot = this.nextSlot;
-      this.nextSlot = (slot + 1) % o.maxCalls;
-      this.ctx.device.queue.writeBuffer(
-        this.params,
-        slot * this.slotBytes,
-        QUEST_PARAMS.pack({
-          n,
-          first,
-          count,
-          Hkv: o.Hkv,
-          group: o.Hq / o.Hkv,
-          chunkFirst: c.chunkFirst,
-          chunkPages: c.chunkPages,
-          forcedLo: c.forcedLo,
-          forcedHi: c.forcedHi,
-        }),
-      );
+      const params = this.ring.write({
+        n,
+        first,
+        count,
+        Hkv: o.Hkv,
+        group: o.Hq / o.Hkv,
+        chunkFirst: c.chunkFirst,
+        chunkPages: c.chunkPages,
+        forcedLo: c.forcedLo,
+        forcedHi: c.forcedHi,
+      });
       const x = Math.min(groups, this.ctx.limits.maxComputeWorkgroupsPerDimension);
       const y = Math.ceil(groups / x);
       this.dispatch(
@@ -264,7 +253,7 @@ export class QuestScorePlan extends KernelPlan<QuestScoreTensors> {
           summ: { buffer: t.summaries },
           list: { buffer: t.list, size: Math.max(4, n * 4) },
           scores: res(scores),
-          params: { buffer: this.params, offset: slot * this.slotBytes, size: QUEST_PARAMS.size },
+          params,
           ...(this.options.D % 8 === 0 ? { summ4: { buffer: t.summaries } } : {}),
         },
         [x, y],

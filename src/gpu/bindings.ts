@@ -14,7 +14,8 @@
  * - `getPipeline` takes a variant in place of the positional kind list, appends the generated
  *   declarations to the shader, and checks the assembled WGSL against the variant (`checkBindings`)
  *   the first time it compiles it: same names, numbers and access, and no declared binding the
- *   table does not have. `bindGroup` takes the resources as an object keyed by name.
+ *   table does not have. `bindGroup` takes the resources as an object keyed by name (through the
+ *   pipeline's `GroupCache`, the one place that lays out a group by name).
  * - Every table registers itself (`bindingTables()`), and every converted kernel registers the
  *   pipeline specs of its variants with `registerPasses`, so test/bindings.test.ts checks them all.
  *
@@ -255,32 +256,6 @@ export function bindingMismatches(variant: BindingVariant, code: string): string
   return problems.map((p) => `${variant.table.name}: ${p}`);
 }
 
-/** Entries of a bind group for `variant` from resources keyed by name; throws on a missing or extra one. */
-export function namedEntries(
-  variant: BindingVariant,
-  resources: Readonly<Record<string, BindingResource | undefined>>,
-  what: string,
-): GPUBindGroupEntry[] {
-  const entries: GPUBindGroupEntry[] = [];
-  for (const b of variant.bound) {
-    const r = resources[b.name];
-    if (!r)
-      throw new TesseraError(
-        'E_STATE',
-        `bind group for ${what}: binding "${b.name}" (@binding(${b.binding})) has no buffer`,
-      );
-    entries.push({ binding: b.binding, resource: { buffer: r.buffer, offset: r.offset ?? 0, size: r.size } });
-  }
-  for (const k in resources) {
-    if (resources[k] !== undefined && !variant.bound.some((b) => b.name === k))
-      throw new TesseraError(
-        'E_STATE',
-        `bind group for ${what}: "${k}" is not a binding of this variant (${variant.absent.includes(k) ? 'left out of it' : 'not in the table'})`,
-      );
-  }
-  return entries;
-}
-
 /** Names a variant of table entries `E` binds for sure (required ones) or may bind (optional ones). */
 export type BindingName<E extends BindingEntries> = keyof E & string;
 
@@ -289,8 +264,9 @@ export type BindingName<E extends BindingEntries> = keyof E & string;
  * `run`: the binding order is laid out once (at plan time, from the variant), each run names its
  * resources with `set(name, buffer, offset, size)` into preallocated slots, and `group()` returns
  * the group made for the same resources before. A hit allocates nothing (no resource objects, no
- * key strings); a miss creates the group once. Names are checked as `bindGroup` checks them: a
- * name the variant does not bind, a binding set twice or left unset throws `E_STATE` naming it.
+ * key strings); a miss creates the group once. A name the variant does not bind, a binding set
+ * twice or left unset throws `E_STATE` naming it. `bindGroup` (src/gpu/pipeline.ts) binds an object of
+ * named resources through a cache of this kind per pipeline.
  *
  * @example
  * const groups = new GroupCache(ctx.device, pipeline); // at plan time
@@ -361,8 +337,11 @@ export class GroupCache<E extends BindingEntries = BindingEntries> {
     return this;
   }
 
-  /** The group of the resources set since the last call (made once per distinct set); clears them. */
-  group(): GPUBindGroup {
+  /**
+   * The group of the resources set since the last call (made once per distinct set, labelled
+   * `label` or the pass's name); clears them.
+   */
+  group(label?: string): GPUBindGroup {
     const n = this.names.length;
     if (this.setCount !== n) {
       let missing = 0;
@@ -393,7 +372,7 @@ export class GroupCache<E extends BindingEntries = BindingEntries> {
         resource: { buffer: this.bufs[i]!, offset: this.offs[i], size: size < 0 ? undefined : size },
       });
     }
-    const group = this.device.createBindGroup({ label: this.what, layout: this.p.layout, entries });
+    const group = this.device.createBindGroup({ label: label ?? this.what, layout: this.p.layout, entries });
     this.created++;
     if (list.length >= this.limit) list.shift();
     list.push({

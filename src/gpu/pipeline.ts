@@ -18,8 +18,8 @@ import type { TesseraDevice } from './device.js';
 import { GPUShaderStageFlags } from './flags.js';
 import {
   bindingMismatches,
+  GroupCache,
   isBindingVariant,
-  namedEntries,
   type BindingEntries,
   type BindingResources,
   type BindingTable,
@@ -284,21 +284,33 @@ export interface BindingResource {
 export type ResourcesFor<B extends PipelineBindings> =
   B extends BindingVariant<infer E extends BindingEntries> ? BindingResources<E> : readonly BindingResource[];
 
-/** Creates the bind group of `p`: resources keyed by binding name (binding tables) or in binding order. */
+/** The groups `bindGroup` made for each pipeline with a binding table (one cache per pipeline). */
+const groupCaches = new WeakMap<object, GroupCache>();
+
+/**
+ * The bind group of `p`: resources keyed by binding name (binding tables) or in binding order.
+ * By name it is the pipeline's {@link GroupCache} (the one way to bind by name): names checked
+ * the same way, and the same buffers, offsets and sizes give the group made before (`label` names
+ * a group when it is made).
+ */
 export function bindGroup<B extends PipelineBindings>(
   ctx: TesseraDevice,
   p: Pipeline<B>,
   resources: ResourcesFor<B>,
   label?: string,
 ): GPUBindGroup {
-  const b = p.spec.bindings as PipelineBindings;
-  if (isBindingVariant(b)) {
-    const what = label ?? p.spec.shader.name;
-    return ctx.device.createBindGroup({
-      label: what,
-      layout: p.layout,
-      entries: namedEntries(b, resources as Readonly<Record<string, BindingResource>>, what),
-    });
+  if (isBindingVariant(p.spec.bindings as PipelineBindings)) {
+    let groups = groupCaches.get(p);
+    if (!groups) {
+      groups = new GroupCache(ctx.device, p as unknown as Pipeline<BindingVariant>);
+      groupCaches.set(p, groups);
+    }
+    const named = resources as Readonly<Record<string, BindingResource | undefined>>;
+    for (const name in named) {
+      const r = named[name];
+      if (r !== undefined) groups.set(name, r.buffer, r.offset ?? 0, r.size ?? -1);
+    }
+    return groups.group(label);
   }
   return positionalGroup(ctx, p as Pipeline<readonly BindingKind[]>, resources as readonly BindingResource[], label);
 }

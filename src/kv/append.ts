@@ -76,8 +76,24 @@ export function appendRawRows(cache: KvCache, s: SeqState, raw: RawRows): void {
 function rowsOf(c: CacheInternals, k: ArrayLike<number>, v: ArrayLike<number>): number {
   checkHostValues(k, 'k'); // a string's characters would be stored as NaN
   checkHostValues(v, 'v');
-  const rowK = c.Hkv * c.D;
-  const rowV = c.Hkv * c.Dv;
+  return tokenRows(c, k, v);
+}
+
+/**
+ * Tokens in host rows `k` `[T, Hkv, D]` and `v` `[T, Hkv, Dv]`: `E_SHAPE` naming `k` when its
+ * length is not whole rows, naming `v` when it holds another number of tokens (the KV cache's
+ * appends and the split cache's, src/stream/split.ts).
+ *
+ * @example
+ * tokenRows({ Hkv: 2, D: 4, Dv: 4 }, new Float32Array(24), new Float32Array(24)); // 3
+ */
+export function tokenRows(
+  g: { readonly Hkv: number; readonly D: number; readonly Dv: number },
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+): number {
+  const rowK = g.Hkv * g.D;
+  const rowV = g.Hkv * g.Dv;
   if (k.length % rowK !== 0)
     fail(
       'E_SHAPE',

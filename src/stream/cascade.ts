@@ -14,7 +14,7 @@
  * shared one covers.
  */
 import { check, checkInt, fail } from '../errors.js';
-import { kernelTarget, type KernelTarget } from '../options.js';
+import { kernelTarget, resolveTarget, type KernelTarget } from '../options.js';
 import type { TesseraDevice } from '../gpu/device.js';
 import { checkTensor, type GpuTensor } from '../tensor.js';
 import type { KvCache } from '../kv/cache.js';
@@ -123,7 +123,7 @@ class PageStreamer {
     this.zeros = new Float32Array(rows * Dv);
   }
 
-  static async create(cache: KvCache, o: Required<CascadeOptions>, Tq: number): Promise<PageStreamer> {
+  static async create(cache: KvCache, o: Required<Omit<CascadeOptions, 'variant'>>, Tq: number): Promise<PageStreamer> {
     const rows = Tq * o.Hq;
     const perPart = rows * (cache.Dv + 1) * 4;
     // The shared pass gets the per-row budget of a single sequence's pass times its rows (up to
@@ -132,9 +132,9 @@ class PageStreamer {
     const partialBytes = o.partialBytes * Math.min(Tq, 16);
     const groups = Math.min(o.tilePages, Math.max(1, Math.floor(cache.gpuBudgetBytes / cache.pool.bufferBytes)));
     // Packed rows: every row of this pass sees the same keys of its KV head (no causal mask).
-    const variant = o.variant === 'auto' ? (cache.ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : o.variant;
+    const target = resolveTarget(cache.ctx, o.target);
     const packRows = attentionPackRows(
-      variant,
+      target,
       Tq * (o.Hq / cache.Hkv),
       cache.D,
       o.rows,
@@ -151,7 +151,7 @@ class PageStreamer {
       causal: false,
       scale: o.scale,
       maxCalls: groups,
-      target: variant,
+      target,
       rows: packRows,
     };
     const paged = await planPaged(cache.ctx, po);
@@ -297,7 +297,7 @@ export function sharedPrefixPages(cache: KvCache, seqs: readonly number[]): numb
 export class CascadeDecodePlan {
   readonly cache: KvCache;
   readonly ctx: TesseraDevice;
-  readonly options: Required<CascadeOptions>;
+  readonly options: Required<Omit<CascadeOptions, 'variant'>>;
   private readonly shared: PageStreamer;
   private readonly priv: PageStreamer;
   private readonly final: MergePlan;
@@ -309,7 +309,7 @@ export class CascadeDecodePlan {
 
   private constructor(
     cache: KvCache,
-    o: Required<CascadeOptions>,
+    o: Required<Omit<CascadeOptions, 'variant'>>,
     shared: PageStreamer,
     priv: PageStreamer,
     final: MergePlan,
@@ -343,7 +343,7 @@ export class CascadeDecodePlan {
         tilePages,
         `at most ${maxPages} pages within gpuBudgetBytes`,
       );
-    const o: Required<CascadeOptions> = {
+    const o: Required<Omit<CascadeOptions, 'variant'>> = {
       Hq,
       seqs: n,
       scale: opts.scale ?? 1 / Math.sqrt(cache.D),
@@ -351,7 +351,6 @@ export class CascadeDecodePlan {
       partialBytes: checkInt(opts.partialBytes ?? 8 * 2 ** 20, 'partialBytes', { min: 1 }),
       inflight: checkInt(opts.inflight ?? 2, 'inflight', { min: 1, max: 8 }),
       target: kernelTarget(opts),
-      variant: kernelTarget(opts),
       rows: checkInt(opts.rows ?? attentionRowsCap(cache.ctx.loopLimit, cache.D, cache.Dv) ?? 8, 'rows', {
         min: 1,
         max: 8,

@@ -92,7 +92,7 @@ type TileQuery = { buffer: GPUBuffer; offset?: number; shape: readonly number[];
 export class StreamAttentionPlan {
   readonly cache: KvCache;
   readonly ctx: TesseraDevice;
-  readonly options: Required<StreamAttentionOptions>;
+  readonly options: Required<Omit<StreamAttentionOptions, 'variant'>>;
   readonly rows: number;
   /** Parts per tile. */
   readonly parts: number;
@@ -115,7 +115,7 @@ export class StreamAttentionPlan {
 
   private constructor(
     cache: KvCache,
-    o: Required<StreamAttentionOptions>,
+    o: Required<Omit<StreamAttentionOptions, 'variant'>>,
     paged: PagedPlan,
     merger: MergePlan,
     parts: number,
@@ -164,7 +164,7 @@ export class StreamAttentionPlan {
       max: Number.MAX_SAFE_INTEGER,
     });
     const inflight = checkInt(opts.inflight ?? 2, 'inflight', { min: 1, max: 8 });
-    const o: Required<StreamAttentionOptions> = {
+    const o: Required<Omit<StreamAttentionOptions, 'variant'>> = {
       Hq,
       Tq,
       causal: opts.causal ?? true,
@@ -173,7 +173,6 @@ export class StreamAttentionPlan {
       partialBytes,
       inflight,
       target: kernelTarget(opts),
-      variant: kernelTarget(opts),
       loopLimit: planLoopLimit(cache.ctx, opts.loopLimit),
     };
     const rows = Tq * Hq;
@@ -191,7 +190,7 @@ export class StreamAttentionPlan {
       causal: o.causal,
       scale: o.scale,
       maxCalls: groups,
-      target: o.variant,
+      target: o.target,
       loopLimit: opts.loopLimit,
     });
     try {

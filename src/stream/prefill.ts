@@ -113,7 +113,7 @@ const MiB = 2 ** 20;
 export class SparsePrefillPlan {
   readonly cache: KvCache;
   readonly ctx: TesseraDevice;
-  readonly options: Required<SparsePrefillOptions>;
+  readonly options: Required<Omit<SparsePrefillOptions, 'variant'>>;
   readonly budgetPages: number;
   /** Blocks per scoring pass (bounded by `scoreBytes`). */
   private readonly blocksMax: number;
@@ -139,7 +139,7 @@ export class SparsePrefillPlan {
 
   private constructor(
     cache: KvCache,
-    o: Required<SparsePrefillOptions>,
+    o: Required<Omit<SparsePrefillOptions, 'variant'>>,
     scorer: QuestScorePlan | QuestBlockPlan,
     paged: PagedPlan,
     merger: MergePlan,
@@ -210,9 +210,9 @@ export class SparsePrefillPlan {
       );
     const blockScore = opts.blockScore ?? 'bound';
     check(blockScore === 'bound' || blockScore === 'rows', 'blockScore', '"bound" or "rows"', blockScore);
-    const variant = kernelTarget(opts);
+    const target = kernelTarget(opts);
     const limit = planLoopLimit(cache.ctx, opts.loopLimit);
-    const o: Required<SparsePrefillOptions> = {
+    const o: Required<Omit<SparsePrefillOptions, 'variant'>> = {
       loopLimit: limit,
       Hq,
       Tq,
@@ -224,8 +224,7 @@ export class SparsePrefillPlan {
       scale: opts.scale ?? 1 / Math.sqrt(cache.D),
       pagesPerPart: checkInt(opts.pagesPerPart ?? 4, 'pagesPerPart', { min: 1 }),
       scoreBytes: checkInt(opts.scoreBytes ?? 16 * MiB, 'scoreBytes', { min: 1 }),
-      target: variant,
-      variant,
+      target,
     };
     check(Number.isFinite(o.scale), 'scale', 'a finite number', o.scale);
     const P = cache.pageSize;
@@ -302,7 +301,7 @@ export class SparsePrefillPlan {
         causal: true,
         scale: o.scale,
         maxCalls: groups,
-        target: variant,
+        target,
         loopLimit: opts.loopLimit,
       });
       const ePer = Math.max(1, Math.min(o.pagesPerPart, paged.maxEntriesPerPart));

@@ -97,7 +97,7 @@ export interface QuestStats {
 export class QuestDecodePlan {
   readonly cache: KvCache;
   readonly ctx: TesseraDevice;
-  readonly options: Required<QuestDecodeOptions>;
+  readonly options: Required<Omit<QuestDecodeOptions, 'variant'>>;
   readonly budgetPages: number;
   readonly parts: number;
   private readonly scorer: QuestScorePlan;
@@ -114,7 +114,7 @@ export class QuestDecodePlan {
 
   private constructor(
     cache: KvCache,
-    o: Required<QuestDecodeOptions>,
+    o: Required<Omit<QuestDecodeOptions, 'variant'>>,
     scorer: QuestScorePlan,
     paged: PagedPlan,
     merger: MergePlan,
@@ -156,7 +156,7 @@ export class QuestDecodePlan {
         mode,
         '"quest", or a cache created with meanSummaries: true',
       );
-    const o: Required<QuestDecodeOptions> = {
+    const o: Required<Omit<QuestDecodeOptions, 'variant'>> = {
       Hq,
       budgetTokens,
       mode,
@@ -165,7 +165,6 @@ export class QuestDecodePlan {
       scale: opts.scale ?? 1 / Math.sqrt(cache.D),
       selector: opts.selector ?? 'gpu',
       target: kernelTarget(opts),
-      variant: kernelTarget(opts),
       levels: opts.levels ?? {},
       loopLimit: planLoopLimit(cache.ctx, opts.loopLimit),
     };
@@ -211,7 +210,7 @@ export class QuestDecodePlan {
       causal: true,
       scale: o.scale,
       maxCalls: groups,
-      target: o.variant,
+      target: o.target,
       loopLimit: opts.loopLimit,
     });
     const merger = await planMerge(cache.ctx, {

@@ -14,6 +14,7 @@ import { TesseraError, check, checkInt, fail } from '../errors.js';
 import { ctxOf, type DeviceLike } from '../gpu/device.js';
 import { createKvCache, type KvCache, type KvCacheOptions, type KvCacheStats, type RawRows } from '../kv/cache.js';
 import type { Store } from '../kv/store.js';
+import { tokenRows } from '../kv/append.js';
 import {
   planStreamAttention,
   type StreamAttentionOptions,
@@ -153,18 +154,7 @@ export class SplitKvCache {
     const len = this.length(seq);
     if (!k || typeof k.length !== 'number') fail('E_ARG', 'k', 'is not an array;', typeof k, '[T, Hkv, D] values');
     if (!v || typeof v.length !== 'number') fail('E_ARG', 'v', 'is not an array;', typeof v, '[T, Hkv, Dv] values');
-    const rowK = this.Hkv * this.D;
-    if (k.length % rowK !== 0)
-      fail(
-        'E_SHAPE',
-        'k',
-        `length ${k.length} is not a whole number of [Hkv, D] rows;`,
-        k.length,
-        `a multiple of ${rowK}`,
-      );
-    const T = k.length / rowK;
-    if (v.length !== T * this.Hkv * this.Dv)
-      fail('E_SHAPE', 'v', `length ${v.length} does not match k's ${T} tokens;`, v.length, `${T * this.Hkv * this.Dv}`);
+    const T = tokenRows(this, k, v);
     const S = this.stripeTokens;
     for (let done = 0; done < T;) {
       const pos = len + done;

@@ -16,6 +16,7 @@
  */
 import { TesseraError } from '../errors.js';
 import type { TesseraDevice } from '../gpu/device.js';
+import { byteSize, decode, encode, numel, type DType, type GpuTensor } from '../tensor.js';
 import { compare, type Comparison } from '../testing.js';
 
 export interface GoldenTensor {
@@ -291,5 +292,41 @@ export function judge(c: GoldenCase, result: GoldenRunResult): CaseVerdict {
     reason: reasons.join('; ') || undefined,
     perOutput,
     selection: result.selection,
+  };
+}
+
+/**
+ * The GPU tensors of one golden run: `up` uploads host values as a tensor of `dtype` (default
+ * f32), `read` reads one back as numbers, `dispose` destroys every buffer `up` made (call it in a
+ * `finally`).
+ *
+ * @example
+ * const t = runTensors(dev);
+ * try {
+ *   const o = t.up(new Float32Array(T * H * D), [T, H, D]);
+ *   // ... run a plan into o ...
+ *   const got = await t.read(o);
+ * } finally {
+ *   t.dispose();
+ * }
+ */
+export function runTensors(dev: TesseraDevice): {
+  up(x: ArrayLike<number>, shape: number[], dtype?: DType): GpuTensor;
+  read(t: GpuTensor): Promise<Float64Array>;
+  dispose(): void;
+} {
+  const made: GPUBuffer[] = [];
+  return {
+    up(x, shape, dtype = 'f32') {
+      const buffer = dev.upload(encode(x, dtype), { size: byteSize(shape, dtype) });
+      made.push(buffer);
+      return { buffer, shape, dtype };
+    },
+    async read(t) {
+      return decode(new Uint32Array(await dev.readback(t.buffer)), t.dtype, numel(t.shape));
+    },
+    dispose() {
+      for (const b of made.splice(0)) dev.destroyBuffer(b);
+    },
   };
 }

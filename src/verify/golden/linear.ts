@@ -6,8 +6,8 @@
 import { TesseraError } from '../../errors.js';
 import type { TesseraDevice } from '../../gpu/device.js';
 import { runOnce } from '../../plan.js';
-import { decode, encode, type GpuTensor } from '../../tensor.js';
-import type { GoldenCase, GoldenHandler, GoldenOutput, GoldenRunResult } from '../golden.js';
+import type { GpuTensor } from '../../tensor.js';
+import { runTensors, type GoldenCase, type GoldenHandler, type GoldenOutput, type GoldenRunResult } from '../golden.js';
 import { planLinearScan, type LinearScanOptions, type LinearScanTensors } from '../../../kernels/linear/scan.js';
 
 /**
@@ -68,22 +68,11 @@ export async function runScanGolden(
     v = headFirstToTokenFirst(v, HV, T, V);
     if (beta) beta = headFirstToTokenFirst(beta, HV, T, 1);
   }
-  const made: GPUBuffer[] = [];
-  const up = (x: ArrayLike<number>, shape: number[]): GpuTensor => {
-    const buffer = dev.upload(encode(x, 'f32'));
-    made.push(buffer);
-    return { buffer, shape, dtype: 'f32' };
-  };
+  const { up, read, dispose } = runTensors(dev);
   const empty = (shape: number[]): GpuTensor => {
     const n = shape.reduce((a, b) => a * b, 1);
     return up(new Float64Array(n).fill(NaN), shape);
   };
-  const read = async (t: GpuTensor) =>
-    decode(
-      new Uint32Array(await dev.readback(t.buffer)),
-      'f32',
-      t.shape.reduce((a, b) => a * b, 1),
-    );
   const outputs: GoldenOutput[] = [];
   try {
     for (const mode of ['chunk', 'recurrent'] as const) {
@@ -111,7 +100,7 @@ export async function runScanGolden(
       }
     }
   } finally {
-    for (const b of made) dev.destroyBuffer(b);
+    dispose();
   }
   return { outputs };
 }

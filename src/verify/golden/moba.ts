@@ -7,8 +7,7 @@
 import { TesseraError } from '../../errors.js';
 import type { TesseraDevice } from '../../gpu/device.js';
 import { runOnce } from '../../plan.js';
-import { byteSize, decode, encode, type DType } from '../../tensor.js';
-import { compareSelections, type GoldenCase, type GoldenHandler } from '../golden.js';
+import { compareSelections, runTensors, type GoldenCase, type GoldenHandler } from '../golden.js';
 import { planMoba } from '../../../kernels/moba/moba.js';
 import { planMobaVarlen } from '../../../kernels/moba/varlen.js';
 import { mobaReference } from '../../../kernels/moba/reference.js';
@@ -33,12 +32,7 @@ export const mobaGolden: GoldenHandler = {
       throw new TesseraError('E_UNSUPPORTED', `cu_seqlens ${JSON.stringify(cu)} does not cover T = ${T}`);
     if (cu && cu.length > 2) return runVarlen(dev, c, cu, { T, H, D, B, topk });
     const { q, k, v } = c.inputs as Record<string, { data: Float64Array }>;
-    const made: GPUBuffer[] = [];
-    const up = (x: ArrayLike<number>, shape: number[], dtype: DType) => {
-      const buffer = dev.upload(encode(x, dtype), { size: byteSize(shape, dtype) });
-      made.push(buffer);
-      return { buffer, shape, dtype };
-    };
+    const { up, read, dispose } = runTensors(dev);
     try {
       const plan = await planMoba(dev, {
         Tq: T,
@@ -64,15 +58,15 @@ export const mobaGolden: GoldenHandler = {
         'verify moba',
       );
       plan.dispose();
-      const got = decode(new Uint32Array(await dev.readback(o.buffer)), 'f32', T * H * D);
-      const sel = decode(new Uint32Array(await dev.readback(selection.buffer)), 'i32', T * H * topk);
+      const got = await read(o);
+      const sel = await read(selection);
       const ref = mobaReference(q!.data, k!.data, v!.data, { Tq: T, Hq: H, Hkv: H, D, blockSize: B, topk });
       const { report, excusedRows } = compareSelections(sel, ref.selection, topk, c.aux.selection_margin?.data);
       const excused = new Uint8Array(T * H * D);
       for (let r = 0; r < T * H; r++) if (excusedRows[r]) excused.fill(1, r * D, r * D + D);
       return { outputs: [{ name: 'o', got, excused }], selection: report };
     } finally {
-      for (const b of made) dev.destroyBuffer(b);
+      dispose();
     }
   },
 };
@@ -85,12 +79,7 @@ async function runVarlen(
   p: { T: number; H: number; D: number; B: number; topk: number },
 ) {
   const { T, H, D, B, topk } = p;
-  const made: GPUBuffer[] = [];
-  const up = (x: ArrayLike<number>, shape: number[], dtype: DType) => {
-    const buffer = dev.upload(encode(x, dtype), { size: byteSize(shape, dtype) });
-    made.push(buffer);
-    return { buffer, shape, dtype };
-  };
+  const { up, read, dispose } = runTensors(dev);
   try {
     const plan = await planMobaVarlen(dev, { cuSeqlens: cu, Hq: H, Hkv: H, D, blockSize: B, topk });
     const o = up(new Float32Array(T * H * D), [T, H, D], 'f32');
@@ -102,8 +91,8 @@ async function runVarlen(
       'verify moba varlen',
     );
     plan.dispose();
-    return { outputs: [{ name: 'o', got: decode(new Uint32Array(await dev.readback(o.buffer)), 'f32', T * H * D) }] };
+    return { outputs: [{ name: 'o', got: await read(o) }] };
   } finally {
-    for (const b of made) dev.destroyBuffer(b);
+    dispose();
   }
 }

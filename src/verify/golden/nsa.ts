@@ -8,8 +8,7 @@
 import { TesseraError } from '../../errors.js';
 import type { TesseraDevice } from '../../gpu/device.js';
 import { runOnce } from '../../plan.js';
-import { byteSize, decode, encode, type DType } from '../../tensor.js';
-import { compareSelections, type GoldenCase, type GoldenHandler } from '../golden.js';
+import { compareSelections, runTensors, type GoldenCase, type GoldenHandler } from '../golden.js';
 import { planNsa } from '../../../kernels/nsa/nsa.js';
 import type { NsaVariant } from '../../../kernels/nsa/reference.js';
 
@@ -42,12 +41,7 @@ export const nsaGolden: GoldenHandler = {
     const blockCount = num(c, 'block_counts');
     const window = (c.params.window_size as number | undefined) ?? 0;
     const inp = c.inputs;
-    const made: GPUBuffer[] = [];
-    const up = (x: ArrayLike<number>, shape: number[], dtype: DType) => {
-      const buffer = dev.upload(encode(x, dtype), { size: byteSize(shape, dtype) });
-      made.push(buffer);
-      return { buffer, shape, dtype };
-    };
+    const { up, read, dispose } = runTensors(dev);
     try {
       const plan = await planNsa(dev, {
         Tq: T,
@@ -80,8 +74,8 @@ export const nsaGolden: GoldenHandler = {
         `verify ${c.name}`,
       );
       plan.dispose();
-      const got = decode(new Uint32Array(await dev.readback(o.buffer)), 'f32', T * Hq * Dv);
-      const sel = decode(new Uint32Array(await dev.readback(blockIndices.buffer)), 'i32', T * Hkv * blockCount);
+      const got = await read(o);
+      const sel = await read(blockIndices);
       const { report, excusedRows } = compareSelections(
         sel,
         c.outputs.block_indices!.data,
@@ -94,7 +88,7 @@ export const nsaGolden: GoldenHandler = {
       // block_indices are judged as sets above; the ordered comparison would flag equal sets in another order
       return { outputs: [{ name: 'o', got, excused }], selection: report };
     } finally {
-      for (const b of made) dev.destroyBuffer(b);
+      dispose();
     }
   },
 };

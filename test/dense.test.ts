@@ -211,6 +211,10 @@ async function runPrefill(
     await g.dev.submitAndWait([enc.finish()]);
   });
   const split = { splits: plan.splits, kvChunk: plan.kvChunk, queryGroups: plan.queryGroups, padded: plan.padded };
+  // the kernel shape: the option, else the adapter's class; the deprecated variant adds subgroups
+  const target = c.target ?? g.dev.adapterClass;
+  expect(plan.target).toBe(target);
+  expect(plan.variant).toBe(target === 'gpu' ? 'gpu' : plan.options.subgroups ? 'cpu+subgroups' : 'cpu-nosubgroups');
   plan.dispose();
   expect(split.padded).toBe(expectedPadded(c));
   await check(c, { o: await g.read(o), lse: lse ? await g.read(lse) : undefined }, ref);
@@ -509,6 +513,7 @@ async function runDecode(g: GpuFixture, c: DecodeCase, seed: number): Promise<{ 
     await g.dev.submitAndWait([enc.finish()]);
   });
   const split = { splits: plan.splits, kvChunk: plan.kvChunk };
+  expect(plan.target).toBe(c.target ?? g.dev.adapterClass);
   plan.dispose();
   await check(asCase, { o: await g.read(o), lse: lse ? await g.read(lse) : undefined }, ref);
   return split;

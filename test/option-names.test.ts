@@ -170,8 +170,12 @@ describe('public plans: the kernel shape is `target`', () => {
 
   it('every plan class that has a deprecated variant getter has target beside it', () => {
     const plans = blocks.filter((b) => /^class \w+Plan /.test(b) && /\n {2}variant: .*\(deprecated\)/.test(b));
-    expect(plans.map((b) => b.slice(6, b.indexOf(' {')).trim()).sort()).toEqual(['BatchAttentionPlan', 'PagedPlan']);
-    for (const b of plans) expect(b).toMatch(/\n {2}readonly target: 'cpu' \| 'gpu'\n/);
+    expect(plans.map((b) => b.slice(6, b.indexOf(' {')).trim()).sort()).toEqual([
+      'AttentionPlan',
+      'BatchAttentionPlan',
+      'PagedPlan',
+    ]);
+    for (const b of plans) expect(b).toMatch(/\n {2}(readonly )?target: 'cpu' \| 'gpu'\n/);
   });
 });
 

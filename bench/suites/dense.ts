@@ -12,7 +12,7 @@
  * - bytes = q, k, v read once + o written once (T * H * D elements each, in the storage dtype) +
  *   lse written (T * H f32).
  */
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { TesseraError } from '../../src/errors.js';
 import type { TesseraDevice } from '../../src/gpu/device.js';
 import { planAttention } from '../../kernels/dense/index.js';
@@ -64,8 +64,8 @@ export interface DenseConfig {
   causal: boolean;
   warmup: number;
   runs: number;
-  /** Kernel variant (default: the dense family's choice for the adapter class). */
-  variant?: 'auto' | 'cpu' | 'gpu';
+  /** Kernel shape (default: the dense family's choice for the adapter class). */
+  target?: 'auto' | 'cpu' | 'gpu';
 }
 
 /**
@@ -115,7 +115,7 @@ export async function benchTesseraDense(
     D: c.D,
     causal: c.causal,
     dtype: c.dtype,
-    target: c.variant ?? 'auto',
+    target: c.target ?? 'auto',
   });
   const planMs = performance.now() - p0;
   const compileMs = compileTimeMs() - c0;
@@ -143,7 +143,7 @@ export async function benchTesseraDense(
         dtype: c.dtype,
         ...work,
         causal: c.causal,
-        variant: c.variant ?? 'auto',
+        target: c.target ?? 'auto',
         plan_ms: round(planMs),
         compile_ms: round(compileMs),
         encode_us: round(cpu.mean_us),
@@ -237,10 +237,11 @@ export async function runDenseSuite(argv: string[]): Promise<void> {
     .option('--runs <n>', 'timed runs of Tessera (after 1 warm-up)', '5')
     .option('--baseline-runs <n>', 'timed runs of each baseline (after 1 warm-up; it takes seconds at T=2048)', '3')
     .option(
-      '--variant <v>',
-      'dense kernel variant: auto (default: per adapter class) | cpu | gpu; non-auto rows are labelled tessera-<v>',
+      '--target <t>',
+      'kernel shape: auto (default: per adapter class) | cpu | gpu; non-auto rows are labelled tessera-<t>',
       'auto',
     )
+    .addOption(new Option('--variant <t>', 'deprecated name of --target').hideHelp())
     .option(
       '--subgroups <mode>',
       "on (default: use the adapter's subgroups) | off (a device without them) | both",
@@ -264,7 +265,8 @@ export async function runDenseSuite(argv: string[]): Promise<void> {
     baselineRuns: string;
     robustness: string;
     subgroups: string;
-    variant: string;
+    target: string;
+    variant?: string;
     adapter?: string;
     dawnFlag?: string[];
     json?: string;
@@ -295,13 +297,15 @@ export async function runDenseSuite(argv: string[]): Promise<void> {
       actual: o.subgroups,
       expected: 'on, off or both',
     });
-  if (!['auto', 'cpu', 'gpu'].includes(o.variant))
-    throw new TesseraError('E_ARG', 'unknown --variant', {
-      argument: '--variant',
-      actual: o.variant,
+  const targetArg = o.variant !== undefined ? '--variant' : '--target';
+  const targetValue = o.variant ?? o.target;
+  if (!['auto', 'cpu', 'gpu'].includes(targetValue))
+    throw new TesseraError('E_ARG', `unknown ${targetArg}`, {
+      argument: targetArg,
+      actual: targetValue,
       expected: 'auto, cpu or gpu',
     });
-  const variant = o.variant as 'auto' | 'cpu' | 'gpu';
+  const target = targetValue as 'auto' | 'cpu' | 'gpu';
   const dtype = o.dtype as FloatDType;
   if (baselines.length && dtype !== 'f32')
     throw new TesseraError('E_UNSUPPORTED', 'the baselines run in f32 only', {
@@ -359,7 +363,7 @@ export async function runDenseSuite(argv: string[]): Promise<void> {
           if (robust || !roofline) roofline = roof;
           if (!robust) extra.roofline_norobust = roof;
         }
-        const impl = ['tessera', variant === 'auto' ? '' : variant, robust ? '' : 'norobust'].filter(Boolean).join('-');
+        const impl = ['tessera', target === 'auto' ? '' : target, robust ? '' : 'norobust'].filter(Boolean).join('-');
         devs.push({ dev, robust, subgroups, roof, impl });
       }
     }
@@ -370,7 +374,7 @@ export async function runDenseSuite(argv: string[]): Promise<void> {
         const r = await benchTesseraDense(
           d.dev,
           d.roof,
-          { T, D, H, dtype, causal: o.causal, warmup: 1, runs, variant },
+          { T, D, H, dtype, causal: o.causal, warmup: 1, runs, target },
           d.impl,
           ref ? undefined : (out) => (ref = out),
         );

@@ -106,6 +106,11 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
     return this.pad !== undefined;
   }
 
+  /** The kernel shape in use: `cpu` or `gpu` (the option `target`, 'auto' resolved by adapter class). */
+  get target(): 'cpu' | 'gpu' {
+    return this.options.target;
+  }
+
   /** @internal use {@link planDecode}. */
   static async create(device: DeviceLike, opts: DecodeOptions): Promise<DecodePlan> {
     const ctx = ctxOf(device);
@@ -123,7 +128,7 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
     // Mesa's loop cap: a part must stay within 90% of ctx.loopLimit (the core's bound; its gpu
     // shape takes workgroup tiles where a token's query heads fill one), so a larger chunk
     // (default or given) is lowered to the largest that does (plan.kvChunk says which).
-    const tiles = r.variant === 'gpu' && r.Hq / r.Hkv >= ATTENTION_TILE_ROWS;
+    const tiles = r.target === 'gpu' && r.Hq / r.Hkv >= ATTENTION_TILE_ROWS;
     const bound = coreKeysPerPart(ctx.loopLimit, r, N, tiles);
     if (bound < 1)
       fail(

@@ -3,7 +3,7 @@
  * defaults, the sequences of a call, and the tensor checks.
  */
 import { check, checkInt, fail, checkF32 } from '../../src/errors.js';
-import { kernelTarget, type KernelTarget } from '../../src/options.js';
+import { kernelTarget, resolveTarget, type KernelTarget } from '../../src/options.js';
 import type { TesseraDevice } from '../../src/gpu/device.js';
 import { checkBindingSize } from '../../src/plan.js';
 import { checkTensor, isFloatDType, type FloatDType, type GpuTensor } from '../../src/tensor.js';
@@ -35,7 +35,7 @@ export interface AttentionOptions {
 }
 
 /**
- * Kernel selection, for tests and benchmarks. Defaults: `variant` from `ctx.adapterClass`
+ * Kernel selection, for tests and benchmarks. Defaults: `target` from `ctx.adapterClass`
  * (`cpu` on SwiftShader/llvmpipe, else `gpu`), `subgroups` from `ctx.features.subgroups`.
  */
 export interface AttentionTuning {
@@ -77,7 +77,8 @@ export interface ResolvedAttention {
   sinkLogit: boolean;
   dtype: FloatDType;
   outDtype: FloatDType;
-  variant: 'cpu' | 'gpu';
+  /** The kernel shape in use (`target` resolved: 'auto' is the adapter's class). */
+  target: 'cpu' | 'gpu';
   subgroups: boolean;
   constDims: boolean;
   partialBytes: number;
@@ -115,12 +116,11 @@ export function resolveAttention(ctx: TesseraDevice, opts: AttentionOptions & At
   const outDtype = opts.outDtype ?? dtype;
   if (!isFloatDType(outDtype))
     fail('E_DTYPE', 'outDtype', 'is not a float storage dtype;', outDtype, 'one of f32, f16, bf16');
-  const v = kernelTarget(opts);
-  const variant = v === 'auto' ? (ctx.adapterClass === 'cpu' ? 'cpu' : 'gpu') : v;
+  const target = resolveTarget(ctx, kernelTarget(opts));
   const subgroups = opts.subgroups ?? ctx.features.subgroups;
   if (subgroups && !ctx.features.subgroups)
     fail('E_UNSUPPORTED', 'subgroups', 'the device has no subgroups feature;', true, 'false on this device');
-  const constDims = opts.constDims ?? variant === 'gpu';
+  const constDims = opts.constDims ?? target === 'gpu';
   check(typeof constDims === 'boolean', 'constDims', 'a boolean', constDims);
   const partialBytes = checkInt(opts.partialBytes ?? PREFILL_PARTIALS_BYTES, 'partialBytes', {
     min: 1,
@@ -138,7 +138,7 @@ export function resolveAttention(ctx: TesseraDevice, opts: AttentionOptions & At
     sinkLogit,
     dtype,
     outDtype,
-    variant,
+    target,
     subgroups,
     constDims,
     partialBytes,

@@ -145,9 +145,18 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
     return this.pad !== undefined;
   }
 
-  /** The kernel variant in use (`cpu`/`gpu`, with or without subgroups). */
+  /** The kernel shape in use: `cpu` (an invocation per query row) or `gpu` (a workgroup per row tile). */
+  get target(): 'cpu' | 'gpu' {
+    return this.options.target;
+  }
+
+  /**
+   * @deprecated use {@link target} (and `options.subgroups`): the kernel shape with, for `cpu`,
+   * whether subgroups are used (`cpu+subgroups`, `cpu-nosubgroups`, `gpu`).
+   */
   get variant(): string {
-    return `${this.options.variant}${this.options.variant === 'cpu' ? (this.options.subgroups ? '+subgroups' : '-nosubgroups') : ''}`;
+    const { target, subgroups } = this.options;
+    return `${target}${target === 'cpu' ? (subgroups ? '+subgroups' : '-nosubgroups') : ''}`;
   }
 
   /** @internal use {@link planAttention}. */

@@ -43,7 +43,7 @@ export function raggedCoreOptions(r: ResolvedAttention) {
     sinks: Math.min(r.sinks, 0xffffffff),
     sinkLogit: r.sinkLogit,
     scale: r.scale,
-    target: r.variant,
+    target: r.target,
     scheduleSlots: 1,
   } satisfies Partial<BatchAttentionOptions>;
 }
@@ -59,7 +59,7 @@ const MAX_PARTS = 4096;
 export function coreKeysPerPart(limit: number, r: ResolvedAttention, N: number, tiles: boolean): number {
   const D = dim4(r.D);
   const Dv = dim4(r.Dv);
-  const plain = attentionKeysPerPart(limit, r.variant, D, Dv, N, 1);
+  const plain = attentionKeysPerPart(limit, r.target, D, Dv, N, 1);
   return tiles ? Math.min(plain, attentionKeysPerPart(limit, 'gpu', D, Dv, N, 1, true)) : plain;
 }
 
@@ -175,11 +175,11 @@ export async function planPrefillCore(
   // The one step is known now: the gpu shape takes the tiles (main_gpu_tile) where the sequences
   // bring a tile's rows on average, else main_gpu, and compiles only that pipeline (not the
   // per-step fallback the core keeps for schedules it does not know yet).
-  const tiles = r.variant === 'gpu' ? (Tq * (r.Hq / r.Hkv)) / N >= ATTENTION_TILE_ROWS : undefined;
+  const tiles = r.target === 'gpu' ? (Tq * (r.Hq / r.Hkv)) / N >= ATTENTION_TILE_ROWS : undefined;
   let parts = 1;
   let kvChunk: number | undefined;
   if (Number.isFinite(loopBudget(limit))) {
-    const keys = coreKeysPerPart(limit, r, N, r.variant === 'gpu');
+    const keys = coreKeysPerPart(limit, r, N, r.target === 'gpu');
     if (keys < 1)
       fail(
         'E_LIMIT',

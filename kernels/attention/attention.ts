@@ -315,16 +315,16 @@ function gpuWorkgroupBytes(D: number, rows: number): number {
  * attentionPackRows('cpu', 4, 128); // 4: the 4 query heads of a GQA group share their K/V loads
  */
 export function attentionPackRows(
-  variant: 'cpu' | 'gpu',
+  target: 'cpu' | 'gpu',
   span: number,
   D: number,
   cap?: number,
   wgBytes = 16384,
 ): number {
-  const limit = Math.min(span, cap ?? (variant === 'cpu' ? 4 : 8));
+  const limit = Math.min(span, cap ?? (target === 'cpu' ? 4 : 8));
   let r = 1;
   for (const x of ATTENTION_ROWS) if (x <= limit) r = x;
-  while (r > 1 && variant === 'gpu' && gpuWorkgroupBytes(D, r) > wgBytes) r /= 2;
+  while (r > 1 && target === 'gpu' && gpuWorkgroupBytes(D, r) > wgBytes) r /= 2;
   return r;
 }
 
@@ -333,7 +333,7 @@ export function attentionPackRows(
  * loops run once (and are unrolled away); with more, every row loop is counted as rows + 1 trips.
  */
 function shapeCost(
-  variant: 'cpu' | 'gpu',
+  target: 'cpu' | 'gpu',
   D: number,
   Dv: number,
   rows = 1,
@@ -361,7 +361,7 @@ function shapeCost(
       block: T,
     };
   }
-  if (variant === 'cpu') {
+  if (target === 'cpu') {
     const QG = Math.ceil(D / 32);
     const VG = Math.ceil(Dv / 32);
     if (R === 1)
@@ -410,7 +410,7 @@ function shapeCost(
  * attentionLoopCost('cpu', 128, 128, 1000, 8); // 13,113: within llvmpipe's 58,981 budget
  */
 export function attentionLoopCost(
-  variant: 'cpu' | 'gpu',
+  target: 'cpu' | 'gpu',
   D: number,
   Dv: number,
   keys: number,
@@ -418,7 +418,7 @@ export function attentionLoopCost(
   rows = 1,
   tile = false,
 ): number {
-  const c = shapeCost(variant, D, Dv, rows, tile);
+  const c = shapeCost(target, D, Dv, rows, tile);
   // two binary searches: the pack's sequence (over pk_start) and its first row's token (qoIndptr)
   const search = 2 * (Math.ceil(Math.log2(Math.max(2, maxBatch))) + 3);
   const blocks = Math.ceil(keys / c.block) + 2;
@@ -433,13 +433,13 @@ export function attentionLoopCost(
  * attentionListLoopCost('cpu', 128, 128, 64); // { setup: 214, perEntry: 823 }
  */
 export function attentionListLoopCost(
-  variant: 'cpu' | 'gpu',
+  target: 'cpu' | 'gpu',
   D: number,
   Dv: number,
   pageSize: number,
   rows = 1,
 ): { setup: number; perEntry: number } {
-  const c = shapeCost(variant, D, Dv, rows);
+  const c = shapeCost(target, D, Dv, rows);
   return { setup: c.setup, perEntry: 3 + Math.ceil(pageSize / c.block) * c.perBlock + pageSize * c.perKey };
 }
 
@@ -452,7 +452,7 @@ export function attentionListLoopCost(
  */
 export function attentionKeysPerPart(
   loopLimit: number,
-  variant: 'cpu' | 'gpu',
+  target: 'cpu' | 'gpu',
   D: number,
   Dv: number,
   maxBatch: number,
@@ -465,7 +465,7 @@ export function attentionKeysPerPart(
   let hi = 1 << 24;
   while (hi - lo > 1) {
     const mid = Math.floor((lo + hi) / 2);
-    if (attentionLoopCost(variant, D, Dv, mid, maxBatch, rows, tile) <= budget) lo = mid;
+    if (attentionLoopCost(target, D, Dv, mid, maxBatch, rows, tile) <= budget) lo = mid;
     else hi = mid;
   }
   return lo;
@@ -798,14 +798,14 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     const ctx = ctxOf(device);
     const o = validate(opts);
     const limit = planLoopLimit(ctx, opts.loopLimit);
-    const variant = resolveTarget(ctx, o.target);
+    const target = resolveTarget(ctx, o.target);
     const G = o.Hq / o.Hkv;
     // A pack spans consecutive tokens of a sequence: the rows of the average sequence's new tokens.
     const span = G * Math.max(1, Math.floor(o.maxQTokens / o.maxBatch));
     let rows =
       o.rows ??
       attentionPackRows(
-        variant,
+        target,
         span,
         o.D,
         // packs of tokens (prefill) take 8 rows on cpu too (measured faster than 4 for MHA prefill)
@@ -815,11 +815,11 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     // Under a loop cap a pack's invocation covers fewer keys; the default pack shrinks while the
     // longest sequence would need more parts than the plan may keep.
     while (o.rows === undefined && rows > 1) {
-      const cap = attentionKeysPerPart(limit, variant, o.D, o.Dv, o.maxBatch, rows);
+      const cap = attentionKeysPerPart(limit, target, o.D, o.Dv, o.maxBatch, rows);
       if (cap >= 1 && Math.ceil(o.maxKvLen / Math.min(cap, o.kvChunk ?? Infinity)) <= (o.maxSplits ?? 64)) break;
       rows /= 2;
     }
-    if (variant === 'gpu' && gpuWorkgroupBytes(o.D, rows) > ctx.limits.maxComputeWorkgroupStorageSize) {
+    if (target === 'gpu' && gpuWorkgroupBytes(o.D, rows) > ctx.limits.maxComputeWorkgroupStorageSize) {
       fail(
         'E_LIMIT',
         'rows',
@@ -831,16 +831,16 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     if (opts.subgroups === true && !ctx.features.subgroups)
       fail('E_UNSUPPORTED', 'subgroups', 'the device has no subgroups feature;', true, 'false on this device');
     if (opts.tiles !== undefined) check(typeof opts.tiles === 'boolean', 'tiles', 'a boolean', opts.tiles);
-    if (opts.tiles === true && variant !== 'gpu')
+    if (opts.tiles === true && target !== 'gpu')
       fail('E_UNSUPPORTED', 'tiles', 'is a gpu-shape kernel;', true, "false, or target: 'gpu'");
     // Subgroup packs where a sequence's tokens fill the 4 lanes' packs (not decode: its lanes would
     // idle); gpu: workgroup-memory tiles where they fill a tile's TW rows.
-    const tiled = variant === 'gpu' && (opts.tiles ?? span >= TW);
+    const tiled = target === 'gpu' && (opts.tiles ?? span >= TW);
     const lanes =
-      variant === 'cpu' && (opts.subgroups ?? (ctx.features.subgroups && span >= 4 * rows)) ? 4 : tiled ? TW / rows : 1;
+      target === 'cpu' && (opts.subgroups ?? (ctx.features.subgroups && span >= 4 * rows)) ? 4 : tiled ? TW / rows : 1;
     const keysCap = Math.min(
-      attentionKeysPerPart(limit, variant, o.D, o.Dv, o.maxBatch, rows),
-      tiled ? attentionKeysPerPart(limit, variant, o.D, o.Dv, o.maxBatch, rows, true) : Infinity,
+      attentionKeysPerPart(limit, target, o.D, o.Dv, o.maxBatch, rows),
+      tiled ? attentionKeysPerPart(limit, target, o.D, o.Dv, o.maxBatch, rows, true) : Infinity,
     );
     if (keysCap < 1)
       fail(
@@ -892,7 +892,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     checkPlannedSize(ctx, 'q', [o.maxQTokens, o.Hq, o.D], o.qDtype);
     checkPlannedSize(ctx, 'o', [o.maxQTokens, o.Hq, o.Dv], o.oDtype);
     if (maxSplits > 1) checkPlannedSize(ctx, 'workspace (partials)', [maxSplits, rowsCap, o.Dv + 1], 'f32');
-    const plan = new BatchAttentionPlan(ctx, o, variant, maxSplits, keysCap, rows, lanes);
+    const plan = new BatchAttentionPlan(ctx, o, target, maxSplits, keysCap, rows, lanes);
     try {
       const constants = {
         SRC: o.source === 'paged' ? 0 : 1,
@@ -909,7 +909,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
             D: o.D,
             Dv: o.Dv,
             rows,
-            target: variant,
+            target,
             subgroups: sg,
             entry: sg ? 'main_cpu_sg' : tiled ? 'main_gpu_tile' : undefined,
           },
@@ -920,7 +920,7 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
       if (lanes > 1 && (tiled ? opts.tiles : opts.subgroups) !== true)
         plan.plainPipeline = await getPipeline(
           ctx,
-          coreSpec({ D: o.D, Dv: o.Dv, rows, target: variant, subgroups: sg }, constants, bound),
+          coreSpec({ D: o.D, Dv: o.Dv, rows, target, subgroups: sg }, constants, bound),
         );
       if (maxSplits > 1) plan.mergePipeline = await getMergePipeline(ctx, o.oDtype);
     } catch (e) {
@@ -1480,7 +1480,7 @@ function validate(opts: BatchAttentionOptions): Resolved {
   const earlyQueries = opts.earlyQueries ?? false;
   check(typeof earlyQueries === 'boolean', 'earlyQueries', 'a boolean', earlyQueries);
   const scale = checkFinite(opts.scale ?? 1 / Math.sqrt(D), 'scale');
-  const variant = kernelTarget(opts);
+  const target = kernelTarget(opts);
   const maxSplits =
     opts.maxSplits === undefined ? undefined : checkInt(opts.maxSplits, 'maxSplits', { min: 1, max: 4096 });
   const kvChunk = opts.kvChunk === undefined ? undefined : checkInt(opts.kvChunk, 'kvChunk', { min: 1 });
@@ -1512,7 +1512,7 @@ function validate(opts: BatchAttentionOptions): Resolved {
     sinks,
     sinkLogit,
     scale,
-    target: variant,
+    target,
     maxSplits,
     kvChunk,
     scheduleSlots,

@@ -220,9 +220,12 @@ export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: nu
 
 describe('attention core: paged decode and prefill vs float64', () => {
   for (const target of ['cpu', 'gpu'] as const) {
+    // Packs of 4 rows in the ragged decode cases and the second prefill case (the plan's default
+    // pack follows the capacities, which differ per case: more pack sizes compiled for one
+    // behaviour); every pack size runs in the packed-rows describes below.
     it(`${target}: ragged decode, B 1..4, pageSize 16, f16 pages, GQA 8/2`, async () => {
       for (const lens of [[17], [1, 63], [65, 300, 17], [1, 17, 63, 65]]) {
-        await runCase({ lens, Hq: 8, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', target });
+        await runCase({ lens, Hq: 8, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', rows: 4, target });
       }
     });
     it(`${target}: prefill chunks against cached pages (bottom-right causal), pageSize 64`, async () => {
@@ -236,7 +239,17 @@ describe('attention core: paged decode and prefill vs float64', () => {
         dtype: 'f32',
         target,
       });
-      await runCase({ lens: [1, 63, 64], qLens: [1, 0, 9], Hq: 4, Hkv: 4, D: 32, pageSize: 16, dtype: 'f32', target });
+      await runCase({
+        lens: [1, 63, 64],
+        qLens: [1, 0, 9],
+        Hq: 4,
+        Hkv: 4,
+        D: 32,
+        pageSize: 16,
+        dtype: 'f32',
+        rows: 4,
+        target,
+      });
     });
     if (target === 'gpu')
       it('gpu: workgroup-memory tiles (main_gpu_tile) over pages: f16, int8, bf16; window + sinks + sink logit, split-K, non-causal', async () => {

@@ -284,6 +284,8 @@ describe('attention core: paged decode and prefill vs float64', () => {
         });
       });
     it(`${target}: window + sinks + sink logit, prefill and decode`, async () => {
+      // cpu: this step fills the subgroup packs, so only main_cpu_sg runs (subgroups: true spares the
+      // plan the main_cpu fallback it would compile for steps that do not fill them)
       await runCase({
         lens: [300, 65, 17],
         qLens: [20, 3, 17],
@@ -295,6 +297,7 @@ describe('attention core: paged decode and prefill vs float64', () => {
         window: 40,
         sinks: 4,
         sinkLogit: true,
+        subgroups: target === 'cpu' && gpu.dev.features.subgroups ? true : undefined,
         target,
       });
       await runCase({
@@ -522,6 +525,8 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
         sinks: 3,
         sinkLogit: true,
         rows: R8(),
+        // cpu: the step fills the subgroup packs (only main_cpu_sg runs; no main_cpu fallback compiled)
+        subgroups: target === 'cpu' && gpu.dev.features.subgroups ? true : undefined,
         target,
       });
       expect(r.parts).toBeGreaterThan(1);

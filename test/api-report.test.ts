@@ -1,8 +1,9 @@
 /**
  * Issue 13, item 5: the public API report. api/tessera.api.md must equal what
  * scripts/api-report.mjs derives from the entry points in package.json "exports" (run
- * `npm run api-report` after changing what an entry point exports), and the check fails, naming
- * the line, when the committed report and the surface differ. The tiers hold what they promise.
+ * `npm run api-report` after changing what an entry point exports; `npm test`'s static checks run
+ * it with --check), and the check fails, naming the line, when the committed report and the
+ * surface differ. The tiers hold what they promise.
  */
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -16,20 +17,22 @@ const ROOT = resolve(__dirname, '..');
 const REPORT = join(ROOT, 'api/tessera.api.md');
 
 describe('API report', () => {
-  it('api/tessera.api.md is up to date with the exported surface, and a missing export shows in the diff', async () => {
+  // Whether the committed report equals the surface is the `api report` static check of `npm test`
+  // (scripts/checks.mjs runs `scripts/api-report.mjs --check`, which derives the report with the
+  // TypeScript compiler: seconds, so not derived a second time here); this test holds the diff that
+  // check prints: a missing export is named by its line.
+  it('a surface that differs from api/tessera.api.md shows as the differing line', async () => {
     // @ts-expect-error: a plain .mjs script without types
-    const { apiReport, diffLines } = (await import('../scripts/api-report.mjs')) as {
-      apiReport: () => string;
+    const { diffLines } = (await import('../scripts/api-report.mjs')) as {
       diffLines: (a: string, b: string) => string[];
     };
-    const now = apiReport();
     const committed = readFileSync(REPORT, 'utf8');
-    expect(diffLines(committed, now), 'run `npm run api-report` and commit api/tessera.api.md').toEqual([]);
-    expect(now).toBe(committed);
-    const line = now.split('\n').find((l) => l.startsWith('function planAttention'))!;
+    expect(diffLines(committed, committed)).toEqual([]);
+    const line = committed.split('\n').find((l) => l.startsWith('function planAttention'))!;
     expect(line).toBeTruthy();
-    expect(diffLines(committed.replace(`${line}\n`, ''), now)).toEqual([`+ ${line}`]);
-  }, 120_000);
+    expect(diffLines(committed.replace(`${line}\n`, ''), committed)).toEqual([`+ ${line}`]);
+    expect(diffLines(committed, committed.replace(`${line}\n`, ''))).toEqual([`- ${line}`]);
+  });
 
   it('internals are in the tiers, not in the main entry', () => {
     for (const name of [

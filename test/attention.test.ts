@@ -220,9 +220,12 @@ export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: nu
 
 describe('attention core: paged decode and prefill vs float64', () => {
   for (const target of ['cpu', 'gpu'] as const) {
+    // Packs of 4 rows in the ragged decode cases and the second prefill case (the plan's default
+    // pack follows the capacities, which differ per case: more pack sizes compiled for one
+    // behaviour); every pack size runs in the packed-rows describes below.
     it(`${target}: ragged decode, B 1..4, pageSize 16, f16 pages, GQA 8/2`, async () => {
       for (const lens of [[17], [1, 63], [65, 300, 17], [1, 17, 63, 65]]) {
-        await runCase({ lens, Hq: 8, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', target });
+        await runCase({ lens, Hq: 8, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', rows: 4, target });
       }
     });
     it(`${target}: prefill chunks against cached pages (bottom-right causal), pageSize 64`, async () => {
@@ -236,7 +239,17 @@ describe('attention core: paged decode and prefill vs float64', () => {
         dtype: 'f32',
         target,
       });
-      await runCase({ lens: [1, 63, 64], qLens: [1, 0, 9], Hq: 4, Hkv: 4, D: 32, pageSize: 16, dtype: 'f32', target });
+      await runCase({
+        lens: [1, 63, 64],
+        qLens: [1, 0, 9],
+        Hq: 4,
+        Hkv: 4,
+        D: 32,
+        pageSize: 16,
+        dtype: 'f32',
+        rows: 4,
+        target,
+      });
     });
     if (target === 'gpu')
       it('gpu: workgroup-memory tiles (main_gpu_tile) over pages: f16, int8, bf16; window + sinks + sink logit, split-K, non-causal', async () => {
@@ -271,6 +284,8 @@ describe('attention core: paged decode and prefill vs float64', () => {
         });
       });
     it(`${target}: window + sinks + sink logit, prefill and decode`, async () => {
+      // cpu: this step fills the subgroup packs, so only main_cpu_sg runs (subgroups: true spares the
+      // plan the main_cpu fallback it would compile for steps that do not fill them)
       await runCase({
         lens: [300, 65, 17],
         qLens: [20, 3, 17],
@@ -282,6 +297,7 @@ describe('attention core: paged decode and prefill vs float64', () => {
         window: 40,
         sinks: 4,
         sinkLogit: true,
+        subgroups: target === 'cpu' && gpu.dev.features.subgroups ? true : undefined,
         target,
       });
       await runCase({
@@ -374,24 +390,22 @@ describe('attention core: paged decode and prefill vs float64', () => {
         target,
       });
     });
-    // four large pipelines (576 x 512 packs) compile here: minutes on a loaded 2-core machine
+    // The MLA head dims (Dqk 576, Dv 512) are the point here, not the page dtype (every dtype runs
+    // at D 32 above): one plan shape per target (f16 pages, split-K), so two 576 x 512 pipelines
+    // compile on cpu (subgroup and plain packs of 4) and one on gpu. Step A fills the subgroup
+    // packs (2 tokens x G 16 = 4 lanes x 4 rows x 2 sequences: main_cpu_sg), step B does not
+    // (1 token in a batch of 2: main_cpu).
     it(
-      `${target}: MLA absorbed decode (Hq 16, Hkv 1, Dqk 576, Dv 512), f16 and f32 pages`,
+      `${target}: MLA absorbed decode (Hq 16, Hkv 1, Dqk 576, Dv 512), f16 pages, split-K`,
       { timeout: 400_000 },
       async () => {
-        // DeepSeek-V3's scale (1/sqrt(128 + 64)); the f32 pages split into parts of 8 keys.
-        await runCase({
-          lens: [33, 5],
-          Hq: 16,
-          Hkv: 1,
-          D: 576,
-          Dv: 512,
-          pageSize: 16,
-          dtype: 'f16',
-          scale: 1 / Math.sqrt(192),
-          target,
-        });
-        await runCase({ lens: [20], Hq: 16, Hkv: 1, D: 576, Dv: 512, pageSize: 16, dtype: 'f32', kvChunk: 8, target });
+        const mla = { Hq: 16, Hkv: 1, D: 576, Dv: 512, pageSize: 16, dtype: 'f16', kvChunk: 8, target } as const;
+        const rows = target === 'cpu' ? 4 : undefined;
+        // DeepSeek-V3's scale (1/sqrt(128 + 64))
+        const a = await runCase({ ...mla, lens: [33, 5], scale: 1 / Math.sqrt(192), rows });
+        expect(a.parts).toBeGreaterThan(1);
+        const b = await runCase({ ...mla, lens: [20, 9], qLens: [1, 0], rows });
+        expect(b.rows).toBe(a.rows);
       },
     );
   }
@@ -511,6 +525,8 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
         sinks: 3,
         sinkLogit: true,
         rows: R8(),
+        // cpu: the step fills the subgroup packs (only main_cpu_sg runs; no main_cpu fallback compiled)
+        subgroups: target === 'cpu' && gpu.dev.features.subgroups ? true : undefined,
         target,
       });
       expect(r.parts).toBeGreaterThan(1);
@@ -627,12 +643,30 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
     { causal: false, window: 0, sinks: 0, sinkLogit: false, kvChunk: 32 },
   ];
   for (const variant of ['cpu', 'gpu'] as const) {
-    it(`${variant}: rows 1, 2, 4, 8 over G = 1 and G = 2; window + sinks + sink logit, split-K, non-causal`, async () => {
+    it(`${variant}: rows 1, 2, 4, 8, each with every mask (window + sinks + sink logit and split-K; causal; non-causal and split-K), shared loads on and off, G = 1 and G = 2`, async () => {
       const g = gpu;
-      for (const [Hq, Hkv] of [
+      // cpu with subgroups: both the shared-load packs (main_cpu_sg) and the plain ones; gpu: both
+      // the workgroup-memory tiles of 64 rows (main_gpu_tile) and main_gpu. The pack code depends on
+      // rows and on the shared loads, the masking on rows and the mask: every rows value runs with
+      // every mask, and the shared-load choice and G alternate so that every pair of values of
+      // (rows, shared loads, mask, G) runs together (12 pipelines here instead of the 24 of the full
+      // cross product). llvmpipe's compiler takes minutes over packs of 8: packs up to 4 there.
+      const sgs = variant === 'cpu' ? (g.dev.features.subgroups ? [true, false] : [undefined]) : [true, false];
+      const rowsList = Number.isFinite(g.dev.loopLimit) ? [1, 4] : [1, 2, 4, 8];
+      const heads = [
         [2, 2],
         [4, 2],
-      ] as const) {
+      ] as const;
+      const combos = rowsList.flatMap((rows, i) =>
+        masks.map((mk, m) => ({
+          rows,
+          subgroups: sgs[(i + m) % sgs.length],
+          mk,
+          heads: heads[(i + Math.floor(m / 2) + m) % 2]!,
+        })),
+      );
+      const data = new Map<number, ReturnType<typeof makeData>>();
+      function makeData(Hq: number, Hkv: number) {
         const rng = new Rng(40 + Hq);
         const kv = rng.normals(N * Hkv * D);
         const vv = rng.normals(N * Hkv * D);
@@ -642,68 +676,64 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
           k: kv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
           v: vv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
         }));
-        for (const mk of masks) {
-          const ref = batchAttentionReference(qv, seqs, qoIndptr, {
-            Hq,
-            Hkv,
-            D,
-            causal: mk.causal,
-            window: mk.window,
-            sinks: mk.sinks,
-            sinkLogits: mk.sinkLogit ? sinkLogits : undefined,
+        return { kv, vv, qv, sinkLogits, seqs };
+      }
+      for (const { rows, subgroups, mk, heads: hh } of combos) {
+        const [Hq, Hkv] = hh;
+        if (!data.has(Hq)) data.set(Hq, makeData(Hq, Hkv));
+        const { kv, vv, qv, sinkLogits, seqs } = data.get(Hq)!;
+        const ref = batchAttentionReference(qv, seqs, qoIndptr, {
+          Hq,
+          Hkv,
+          D,
+          causal: mk.causal,
+          window: mk.window,
+          sinks: mk.sinks,
+          sinkLogits: mk.sinkLogit ? sinkLogits : undefined,
+        });
+        const plan = await planBatchAttention(g.dev, {
+          source: 'ragged',
+          maxBatch: 4,
+          maxQTokens: T,
+          maxKvTokens: N,
+          Hq,
+          Hkv,
+          D,
+          kvDtype: 'f32',
+          causal: mk.causal,
+          earlyQueries: true,
+          window: mk.window,
+          sinks: mk.sinks,
+          sinkLogit: mk.sinkLogit,
+          kvChunk: mk.kvChunk,
+          rows,
+          subgroups: variant === 'cpu' ? subgroups : undefined,
+          tiles: variant === 'gpu' ? subgroups : undefined,
+          variant,
+        });
+        try {
+          const info = plan.schedule({ qoIndptr, kvIndptr });
+          if (mk.kvChunk === 16) expect(info.parts).toBe(5);
+          const o = g.nanTensor([T, Hq, D]);
+          const lse = g.nanTensor([T, Hq]);
+          const enc = g.dev.device.createCommandEncoder();
+          plan.run(enc, {
+            q: g.tensor(qv, [T, Hq, D]),
+            o,
+            lse,
+            k: g.tensor(kv, [N, Hkv, D]),
+            v: g.tensor(vv, [N, Hkv, D]),
+            ...(mk.sinkLogit ? { sinkLogits: g.tensor(sinkLogits, [Hq]) } : {}),
           });
-          // llvmpipe's compiler takes minutes over packs of 8: packs up to 4 there (its default cap)
-          // cpu with subgroups: both the shared-load packs (main_cpu_sg) and the plain ones; gpu:
-          // both the workgroup-memory tiles of 64 rows (main_gpu_tile) and main_gpu
-          const sgs = variant === 'cpu' ? (g.dev.features.subgroups ? [true, false] : [undefined]) : [true, false];
-          for (const [rows, subgroups] of (Number.isFinite(g.dev.loopLimit) ? [1, 4] : [1, 2, 4, 8]).flatMap((r) =>
-            sgs.map((x) => [r, x] as const),
-          )) {
-            const plan = await planBatchAttention(g.dev, {
-              source: 'ragged',
-              maxBatch: 4,
-              maxQTokens: T,
-              maxKvTokens: N,
-              Hq,
-              Hkv,
-              D,
-              kvDtype: 'f32',
-              causal: mk.causal,
-              earlyQueries: true,
-              window: mk.window,
-              sinks: mk.sinks,
-              sinkLogit: mk.sinkLogit,
-              kvChunk: mk.kvChunk,
-              rows,
-              subgroups: variant === 'cpu' ? subgroups : undefined,
-              tiles: variant === 'gpu' ? subgroups : undefined,
-              variant,
-            });
-            try {
-              const info = plan.schedule({ qoIndptr, kvIndptr });
-              if (mk.kvChunk === 16) expect(info.parts).toBe(5);
-              const o = g.nanTensor([T, Hq, D]);
-              const lse = g.nanTensor([T, Hq]);
-              const enc = g.dev.device.createCommandEncoder();
-              plan.run(enc, {
-                q: g.tensor(qv, [T, Hq, D]),
-                o,
-                lse,
-                k: g.tensor(kv, [N, Hkv, D]),
-                v: g.tensor(vv, [N, Hkv, D]),
-                ...(mk.sinkLogit ? { sinkLogits: g.tensor(sinkLogits, [Hq]) } : {}),
-              });
-              await g.dev.submitAndWait([enc.finish()]);
-              expect(plan.lanes).toBe(subgroups ? (variant === 'cpu' ? 4 : 64 / rows) : 1);
-              const what = `Hq ${Hq} Hkv ${Hkv} rows ${rows} ${variant === 'cpu' ? 'subgroups' : 'tiles'} ${subgroups} ${JSON.stringify(mk)}`;
-              const co = compare(await g.read(o), ref.o);
-              const cl = compare(await g.read(lse), ref.lse);
-              expect(passes(co, TOLERANCE.f32), `${what}: ${describeComparison(co)}`).toBe(true);
-              expect(passes(cl, TOLERANCE.f32), `${what}: ${describeComparison(cl)}`).toBe(true);
-            } finally {
-              plan.dispose();
-            }
-          }
+          await g.dev.submitAndWait([enc.finish()]);
+          expect(plan.lanes).toBe(subgroups ? (variant === 'cpu' ? 4 : 64 / rows) : 1);
+          const what = `Hq ${Hq} Hkv ${Hkv} rows ${rows} ${variant === 'cpu' ? 'subgroups' : 'tiles'} ${subgroups} ${JSON.stringify(mk)}`;
+          const co = compare(await g.read(o), ref.o);
+          const cl = compare(await g.read(lse), ref.lse);
+          expect(passes(co, TOLERANCE.f32), `${what}: ${describeComparison(co)}`).toBe(true);
+          expect(passes(cl, TOLERANCE.f32), `${what}: ${describeComparison(cl)}`).toBe(true);
+        } finally {
+          plan.dispose();
         }
       }
     }, 600_000);

@@ -5,18 +5,22 @@
 import { describe, expect, it } from 'vitest';
 import { engineBenchJson } from '../bench/suites/engine.js';
 import { main } from '../examples/engine/main.js';
-import { adapterFromEnv, requestDevice } from '../src/gpu/device.js';
+import { useGpu } from './helpers/gpu.js';
+
+// The worker's shared device (its pipeline cache holds the engine's pipelines when an earlier file
+// of the worker, e.g. test/examples.test.ts, compiled them); the engine wraps it with wrapDevice,
+// which finds the worker's TesseraDevice, and restores the methods it instruments.
+const gpu = useGpu();
 
 describe('bench engine', () => {
   it("writes the issue's keys from a short engine run, with the baseline measured in the same run", async () => {
-    const dev = await requestDevice({ ...adapterFromEnv(), label: 'engine-bench.test' });
     const r = await main({
       small: true,
-      device: dev.device,
+      device: gpu.dev.device,
       config: { steps: 2 },
       baseline: true,
       skipMirror: true,
-    }).finally(() => dev.destroy());
+    });
     const j = engineBenchJson(r);
     for (const k of [
       'adapter',

@@ -8,13 +8,16 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { useGpu } from './helpers/gpu.js';
+
+const gpu = useGpu();
 
 describe('examples (short forms)', () => {
   it('engine: 3-layer GQA transformer (full, window + sinks, Quest) on the paged pool, 1 submit and 0 buffers per step, matches its float64 mirror', async () => {
     const { main } = await import('../examples/engine/main.js');
-    const { requestDevice, adapterFromEnv } = await import('../src/gpu/device.js');
-    const dev = await requestDevice({ ...adapterFromEnv(), label: 'example.engine.test' }); // TESSERA_ADAPTER picks it
-    const r = await main({ small: true, device: dev.device }).finally(() => dev.destroy());
+    // on the worker's shared device (TESSERA_ADAPTER picks it): the engine wraps it with
+    // wrapDevice, which finds the worker's TesseraDevice and its pipeline cache
+    const r = await main({ small: true, device: gpu.dev.device });
     expect(r.adapter).toBeTruthy();
     expect(r.layerKinds).toEqual(['full', 'window', 'quest']);
     expect(r.batch).toBe(4);

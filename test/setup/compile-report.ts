@@ -1,7 +1,8 @@
 /**
  * With TESSERA_COMPILE_REPORT=1, each test file prints how long it spent compiling pipelines and
- * how long it ran (stderr), to see where `npm test`'s time goes; with 2, also each pipeline it
- * compiled first. Off by default.
+ * how long it ran and in which worker (pid; stderr), to see where `npm test`'s time goes; with 2,
+ * also each pipeline it compiled first (its key cut to 160 characters; 3: the whole key). Off by
+ * default.
  */
 import { afterAll, beforeAll, expect } from 'vitest';
 import { compileLog, compileTimeMs } from '../../src/gpu/pipeline.js';
@@ -22,10 +23,12 @@ if (process.env.TESSERA_COMPILE_REPORT) {
     const total = (performance.now() - t0) / 1000;
     const mine = compileLog().slice(n0);
     process.stderr.write(
-      `compile-report ${file} compile ${compile.toFixed(1)} s of ${total.toFixed(1)} s, ${mine.length} pipelines\n`,
+      `compile-report ${file} compile ${compile.toFixed(1)} s of ${total.toFixed(1)} s, ${mine.length} pipelines, pid ${process.pid}\n`,
     );
     // TESSERA_COMPILE_REPORT=2 lists each pipeline the file compiled first
-    if (process.env.TESSERA_COMPILE_REPORT === '2')
-      for (const c of mine) process.stderr.write(`  ${(c.ms / 1000).toFixed(2)} s ${c.key.slice(0, 160)}\n`);
+    const level = Number(process.env.TESSERA_COMPILE_REPORT);
+    if (level >= 2)
+      for (const c of mine)
+        process.stderr.write(`  ${(c.ms / 1000).toFixed(2)} s ${level >= 3 ? c.key : c.key.slice(0, 160)}\n`);
   });
 }

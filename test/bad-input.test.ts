@@ -621,7 +621,6 @@ planRow('dense', 'scale NaN', (o) => ({ ...o, scale: NaN }), 'E_ARG', 'scale');
 planRow('dense', 'scale Infinity', (o) => ({ ...o, scale: Infinity }), 'E_ARG', 'scale');
 planRow('dense', 'dtype i32', (o) => ({ ...o, dtype: 'i32' }), 'E_DTYPE', 'dtype');
 planRow('dense', 'outDtype u8', (o) => ({ ...o, outDtype: 'u8' }), 'E_DTYPE', 'outDtype');
-planRow('dense', 'odd Dv with f16 output', (o) => ({ ...o, D: 7, dtype: 'f16' }), 'E_UNSUPPORTED', 'Dv');
 planRow('dense', 'causal not a boolean', (o) => ({ ...o, causal: 'yes' }), 'E_ARG', 'causal');
 planRow(
   'dense',

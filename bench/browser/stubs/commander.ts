@@ -7,3 +7,9 @@ export class Command {
     throw new Error(`commander is not available in the browser (bench CLI entry "${name ?? ''}")`);
   }
 }
+
+export class Option {
+  constructor(flags?: string) {
+    throw new Error(`commander is not available in the browser (bench CLI option "${flags ?? ''}")`);
+  }
+}

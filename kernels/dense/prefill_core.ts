@@ -155,6 +155,17 @@ export function queryGroupTables(
 }
 
 /**
+ * Whether every step of the call fills the cpu shape's subgroup packs (4 lanes of up to 8 rows
+ * each: `tokens * G >= sequences * 32`), so that the core need not compile its plain kernel for
+ * steps that would not (the steps of a prefill plan are known when it is planned).
+ */
+function fillsLanes(r: ResolvedAttention, tables: readonly { qoIndptr: number[] }[]): boolean {
+  if (r.target !== 'cpu') return false;
+  const G = r.Hq / r.Hkv;
+  return tables.every((t) => t.qoIndptr[t.qoIndptr.length - 1]! * G >= (t.qoIndptr.length - 1) * 4 * 8);
+}
+
+/**
  * Plans the prefill on the core: split-K parts where the loop cap needs them, query groups where
  * their partials would pass `partialBytes`, every group scheduled now. `keysArg` names the keys'
  * argument (`Tk` or `cuSeqlensK`) in a refusal.
@@ -207,13 +218,14 @@ export async function planPrefillCore(
   const tokens = queryGroupTokens(ctx, r, Tq, parts);
   const groups: QueryGroup[] = [];
   for (let t0 = 0; t0 < Tq; t0 += tokens) groups.push({ tok0: t0, tokens: Math.min(tokens, Tq - t0), slot: 0 });
+  const tables = groups.map((g) => queryGroupTables(spans, g.tok0, g.tok0 + g.tokens, r.causal));
   const batch = await planBatchAttention(ctx, {
     ...raggedCoreOptions(r),
     maxBatch: N,
     maxQTokens: tokens,
     maxKvTokens: Math.max(1, Tk),
     maxKvLen: maxTk,
-    subgroups: r.subgroups ? undefined : false,
+    subgroups: r.subgroups ? (fillsLanes(r, tables) ? true : undefined) : false,
     tiles,
     maxSplits: parts,
     kvChunk,
@@ -223,8 +235,8 @@ export async function planPrefillCore(
   try {
     let most = 1;
     let chunk = Number.POSITIVE_INFINITY;
-    for (const g of groups) {
-      const info = batch.schedule(queryGroupTables(spans, g.tok0, g.tok0 + g.tokens, r.causal));
+    for (const [i, g] of groups.entries()) {
+      const info = batch.schedule(tables[i]!);
       if (info.parts > parts)
         fail(
           'E_STATE',

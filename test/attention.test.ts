@@ -642,8 +642,8 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
     { causal: true, window: 0, sinks: 0, sinkLogit: false, kvChunk: undefined },
     { causal: false, window: 0, sinks: 0, sinkLogit: false, kvChunk: 32 },
   ];
-  for (const variant of ['cpu', 'gpu'] as const) {
-    it(`${variant}: rows 1, 2, 4, 8, each with every mask (window + sinks + sink logit and split-K; causal; non-causal and split-K), shared loads on and off, G = 1 and G = 2`, async () => {
+  for (const target of ['cpu', 'gpu'] as const) {
+    it(`${target}: rows 1, 2, 4, 8, each with every mask (window + sinks + sink logit and split-K; causal; non-causal and split-K), shared loads on and off, G = 1 and G = 2`, async () => {
       const g = gpu;
       // cpu with subgroups: both the shared-load packs (main_cpu_sg) and the plain ones; gpu: both
       // the workgroup-memory tiles of 64 rows (main_gpu_tile) and main_gpu. The pack code depends on
@@ -651,7 +651,7 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
       // every mask, and the shared-load choice and G alternate so that every pair of values of
       // (rows, shared loads, mask, G) runs together (12 pipelines here instead of the 24 of the full
       // cross product). llvmpipe's compiler takes minutes over packs of 8: packs up to 4 there.
-      const sgs = variant === 'cpu' ? (g.dev.features.subgroups ? [true, false] : [undefined]) : [true, false];
+      const sgs = target === 'cpu' ? (g.dev.features.subgroups ? [true, false] : [undefined]) : [true, false];
       const rowsList = Number.isFinite(g.dev.loopLimit) ? [1, 4] : [1, 2, 4, 8];
       const heads = [
         [2, 2],
@@ -707,9 +707,9 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
           sinkLogit: mk.sinkLogit,
           kvChunk: mk.kvChunk,
           rows,
-          subgroups: variant === 'cpu' ? subgroups : undefined,
-          tiles: variant === 'gpu' ? subgroups : undefined,
-          variant,
+          subgroups: target === 'cpu' ? subgroups : undefined,
+          tiles: target === 'gpu' ? subgroups : undefined,
+          target,
         });
         try {
           const info = plan.schedule({ qoIndptr, kvIndptr });
@@ -726,8 +726,8 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
             ...(mk.sinkLogit ? { sinkLogits: g.tensor(sinkLogits, [Hq]) } : {}),
           });
           await g.dev.submitAndWait([enc.finish()]);
-          expect(plan.lanes).toBe(subgroups ? (variant === 'cpu' ? 4 : 64 / rows) : 1);
-          const what = `Hq ${Hq} Hkv ${Hkv} rows ${rows} ${variant === 'cpu' ? 'subgroups' : 'tiles'} ${subgroups} ${JSON.stringify(mk)}`;
+          expect(plan.lanes).toBe(subgroups ? (target === 'cpu' ? 4 : 64 / rows) : 1);
+          const what = `Hq ${Hq} Hkv ${Hkv} rows ${rows} ${target === 'cpu' ? 'subgroups' : 'tiles'} ${subgroups} ${JSON.stringify(mk)}`;
           const co = compare(await g.read(o), ref.o);
           const cl = compare(await g.read(lse), ref.lse);
           expect(passes(co, TOLERANCE.f32), `${what}: ${describeComparison(co)}`).toBe(true);
@@ -737,7 +737,7 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
         }
       }
     }, 600_000);
-    it(`${variant}: a NaN key that only the pack's last row sees stays out of the earlier rows`, async () => {
+    it(`${target}: a NaN key that only the pack's last row sees stays out of the earlier rows`, async () => {
       const g = gpu;
       const Hq = 1,
         Hkv = 1;
@@ -767,9 +767,9 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
         kvDtype: 'f32',
         earlyQueries: true,
         rows: Number.isFinite(g.dev.loopLimit) ? 4 : 8,
-        subgroups: variant === 'cpu' && g.dev.features.subgroups ? true : undefined,
-        tiles: variant === 'gpu' ? true : undefined,
-        variant,
+        subgroups: target === 'cpu' && g.dev.features.subgroups ? true : undefined,
+        tiles: target === 'gpu' ? true : undefined,
+        target,
       });
       try {
         plan.schedule({ qoIndptr, kvIndptr });

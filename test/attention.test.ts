@@ -642,6 +642,18 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
     { causal: true, window: 0, sinks: 0, sinkLogit: false, kvChunk: undefined },
     { causal: false, window: 0, sinks: 0, sinkLogit: false, kvChunk: 32 },
   ];
+  // the ragged plans of this block: 4 sequences of T tokens over N keys, f32, head dim D
+  const packPlan = (o: Partial<BatchAttentionOptions> & Pick<BatchAttentionOptions, 'Hq' | 'Hkv'>) =>
+    planBatchAttention(gpu.dev, {
+      source: 'ragged',
+      maxBatch: 4,
+      maxQTokens: T,
+      maxKvTokens: N,
+      D,
+      kvDtype: 'f32',
+      earlyQueries: true,
+      ...o,
+    });
   for (const target of ['cpu', 'gpu'] as const) {
     it(`${target}: rows 1, 2, 4, 8, each with every mask (window + sinks + sink logit and split-K; causal; non-causal and split-K), shared loads on and off, G = 1 and G = 2`, async () => {
       const g = gpu;
@@ -691,17 +703,10 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
           sinks: mk.sinks,
           sinkLogits: mk.sinkLogit ? sinkLogits : undefined,
         });
-        const plan = await planBatchAttention(g.dev, {
-          source: 'ragged',
-          maxBatch: 4,
-          maxQTokens: T,
-          maxKvTokens: N,
+        const plan = await packPlan({
           Hq,
           Hkv,
-          D,
-          kvDtype: 'f32',
           causal: mk.causal,
-          earlyQueries: true,
           window: mk.window,
           sinks: mk.sinks,
           sinkLogit: mk.sinkLogit,
@@ -756,16 +761,9 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
       const vn = Float64Array.from(vv);
       kn.fill(NaN, bad * D, (bad + 1) * D);
       vn.fill(NaN, bad * D, (bad + 1) * D);
-      const plan = await planBatchAttention(g.dev, {
-        source: 'ragged',
-        maxBatch: 4,
-        maxQTokens: T,
-        maxKvTokens: N,
+      const plan = await packPlan({
         Hq,
         Hkv,
-        D,
-        kvDtype: 'f32',
-        earlyQueries: true,
         rows: Number.isFinite(g.dev.loopLimit) ? 4 : 8,
         subgroups: target === 'cpu' && g.dev.features.subgroups ? true : undefined,
         tiles: target === 'gpu' ? true : undefined,

@@ -363,6 +363,41 @@ describe('dense prefill on the core: query groups and padded copies', () => {
     });
   }
 
+  it('an o whose buffer ends inside a 4-byte word is refused before anything is encoded', async () => {
+    // f16 o [3, 1, 7]: 21 halves = 42 bytes; tensors take whole words (byteSize: 44), which the
+    // padded copy back relies on: it writes whole words and keeps the half after the tensor
+    const [Tq, Hq, Hkv, D, Dv] = [3, 1, 1, 8, 7];
+    const plan = await planAttention(gpu.dev, { Tq, Hq, Hkv, D, Dv, dtype: 'f16' });
+    const buffer = gpu.dev.device.createBuffer({ size: 42, usage: 0x80 | 0x4 | 0x8 }); // STORAGE | COPY_SRC | COPY_DST
+    try {
+      expect(plan.padded).toBe(true);
+      const rng = new Rng(5);
+      const t = {
+        q: gpu.tensor(rng.normals(Tq * Hq * D), [Tq, Hq, D], 'f16'),
+        k: gpu.tensor(rng.normals(Tq * Hkv * D), [Tq, Hkv, D], 'f16'),
+        v: gpu.tensor(rng.normals(Tq * Hkv * Dv), [Tq, Hkv, Dv], 'f16'),
+        o: { buffer, shape: [Tq, Hq, Dv], dtype: 'f16' as const },
+      };
+      const before = gpu.uncaptured.length;
+      const enc = gpu.dev.device.createCommandEncoder();
+      let err: unknown;
+      try {
+        plan.run(enc, t);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(TesseraError);
+      expect((err as TesseraError).code, String(err)).toBe('E_BUFFER');
+      expect((err as TesseraError).argument).toBe('o.buffer');
+      // the encoder holds no open pass: it finishes and submits without a validation error
+      await gpu.dev.submitAndWait([enc.finish()]);
+      expect(gpu.uncaptured.slice(before)).toEqual([]);
+    } finally {
+      plan.dispose();
+      buffer.destroy();
+    }
+  });
+
   it('two runs of one padded, grouped plan in one encoder keep their own inputs and outputs', async () => {
     const c: Case = { tq: [150, 90], tk: [900, 700], Hq: 2, Hkv: 1, D: 6, Dv: 10, dtype: 'f16', partialBytes: 1 };
     const cu = (l: number[]) => l.reduce((a, b) => [...a, a[a.length - 1]! + b], [0]);

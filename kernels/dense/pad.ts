@@ -7,10 +7,9 @@
  * core (zero channels past D: q . k and p . v are unchanged) and `finish` copies o' back to o
  * after it. Cost: one extra read and write of the padded tensors per run, only for those shapes.
  */
-import { fail } from '../../src/errors.js';
 import type { TesseraDevice } from '../../src/gpu/device.js';
 import { GroupCache, bindingTable, registerPasses, type VariantOf } from '../../src/gpu/bindings.js';
-import { getPipeline, grid2d, wgslProgram, type Pipeline, type PipelineSpec } from '../../src/gpu/pipeline.js';
+import { getPipeline, grid2d, wgslProgram, type PipelineSpec } from '../../src/gpu/pipeline.js';
 import { uniformLayout } from '../../src/gpu/uniforms.js';
 import { GPUBufferUsageFlags } from '../../src/gpu/flags.js';
 import { byteSize, type FloatDType, type GpuTensor } from '../../src/tensor.js';
@@ -28,7 +27,6 @@ export const PAD_PARAMS = uniformLayout('PadParams', [
 const WG = 64;
 const PROGRAM = wgslProgram('dense/pad', [PAD_PARAMS.wgsl, padWgsl]);
 const PAD = bindingTable('dense/pad', { src: 'read', dst: 'rw', params: 'uniform' });
-type PadPipeline = Pipeline<VariantOf<typeof PAD>>;
 
 /** The row copy's pipeline spec: 32-bit elements, or 16-bit ones (`half`, two per word). */
 export function padSpec(half: boolean): PipelineSpec<VariantOf<typeof PAD>> {
@@ -64,25 +62,6 @@ export function padLayout(r: Pick<ResolvedAttention, 'D' | 'Dv' | 'Hkv' | 'dtype
   const eb = r.dtype === 'f32' ? 4 : 2;
   const whole = (d: number) => (keys * r.Hkv * d * eb) % 16 === 0;
   return { D4, Dv4, q: D4 !== r.D, k: D4 !== r.D || !whole(r.D), v: Dv4 !== r.Dv || !whole(r.Dv), o: Dv4 !== r.Dv };
-}
-
-/**
- * A tensor's binding size in whole 4-byte words (f16/bf16 tensors of an odd element count end
- * mid-word; the copy reads or keeps the half that follows). A buffer that ends mid-word cannot
- * be bound so: the tensor is refused, naming it.
- */
-function wordBytes(t: GpuTensor, name: string): number {
-  const bytes = Math.max(4, Math.ceil(byteSize(t.shape, t.dtype) / 4) * 4);
-  const offset = t.offset ?? 0;
-  if (offset + bytes > t.buffer.size)
-    fail(
-      'E_SHAPE',
-      name,
-      'ends inside a 4-byte word at the end of its buffer; the padded copy writes whole words;',
-      t.buffer.size,
-      `a buffer of at least ${offset + bytes} bytes`,
-    );
-  return bytes;
 }
 
 /** One planned row copy: its pipeline, bind groups, uniform and size. */
@@ -136,16 +115,11 @@ export class DensePad {
     if (!L.q && !L.k && !L.v && !L.o) return undefined;
     const pad = new DensePad(ctx, L);
     try {
-      const pipelines = new Map<boolean, PadPipeline>();
+      // one bind-group cache per row copy pipeline (32-bit or 16-bit elements)
       const groups = new Map<boolean, GroupCache>();
       const cache = async (half: boolean): Promise<GroupCache> => {
         let g = groups.get(half);
-        if (!g) {
-          const p = pipelines.get(half) ?? (await getPipeline(ctx, padSpec(half)));
-          pipelines.set(half, p);
-          g = new GroupCache(ctx.device, p);
-          groups.set(half, g);
-        }
+        if (!g) groups.set(half, (g = new GroupCache(ctx.device, await getPipeline(ctx, padSpec(half)))));
         return g;
       };
       // src_stride -> dst_stride over `rows` rows of `width` elements kept, in `dtype`
@@ -195,7 +169,10 @@ export class DensePad {
   /**
    * Encodes the copies of q, k, v into their workspaces (one compute pass) and returns the
    * tensors the core runs on (the workspaces, and the caller's tensors where none is needed; o:
-   * its workspace, copied back by {@link finish}). Creates no buffer; bind groups are cached.
+   * its workspace, copied back by {@link finish}). The plan has checked the tensors (`checkTensor`:
+   * their buffers hold whole 4-byte words, so a 16-bit tensor of an odd element count is bound
+   * with the half-word after it, which the copy back keeps). Creates no buffer; bind groups are
+   * cached.
    */
   stage(encoder: GPUCommandEncoder, t: CoreIo): CoreIo {
     const c = this.copies;
@@ -206,9 +183,9 @@ export class DensePad {
     io.o = c.o ? c.o.ws : t.o;
     if (c.q || c.k || c.v) {
       const pass = encoder.beginComputePass({ label: 'dense/pad' });
-      if (c.q) this.copy(pass, c.q, t.q, c.q.ws, 'q');
-      if (c.k) this.copy(pass, c.k, t.k, c.k.ws, 'k');
-      if (c.v) this.copy(pass, c.v, t.v, c.v.ws, 'v');
+      if (c.q) this.copy(pass, c.q, t.q, c.q.ws);
+      if (c.k) this.copy(pass, c.k, t.k, c.k.ws);
+      if (c.v) this.copy(pass, c.v, t.v, c.v.ws);
       pass.end();
     }
     return io;
@@ -219,23 +196,18 @@ export class DensePad {
     const c = this.copies.o;
     if (!c) return;
     const pass = encoder.beginComputePass({ label: 'dense/unpad' });
-    this.copy(pass, c, c.ws, o, 'o');
+    this.copy(pass, c, c.ws, o);
     pass.end();
   }
 
-  private copy(pass: GPUComputePassEncoder, c: Copy, src: GpuTensor, dst: GpuTensor, name: string): void {
+  private copy(pass: GPUComputePassEncoder, c: Copy, src: GpuTensor, dst: GpuTensor): void {
     const g = c.groups
-      .set('src', src.buffer, src.offset ?? 0, wordBytes(src, name))
-      .set('dst', dst.buffer, dst.offset ?? 0, wordBytes(dst, name))
+      .set('src', src.buffer, src.offset ?? 0, Math.max(4, byteSize(src.shape, src.dtype)))
+      .set('dst', dst.buffer, dst.offset ?? 0, Math.max(4, byteSize(dst.shape, dst.dtype)))
       .set('params', c.params);
     pass.setPipeline(g.pipeline);
     pass.setBindGroup(0, g.group());
-    const count = Math.ceil(c.words / WG);
-    if (count <= this.ctx.limits.maxComputeWorkgroupsPerDimension) pass.dispatchWorkgroups(Math.max(1, count), 1);
-    else {
-      const [x, y] = grid2d(this.ctx, count);
-      pass.dispatchWorkgroups(x, y);
-    }
+    pass.dispatchWorkgroups(...grid2d(this.ctx, Math.ceil(c.words / WG)));
   }
 
   /** Frees the workspaces and uniforms. Idempotent. */

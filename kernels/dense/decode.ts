@@ -25,7 +25,7 @@ import {
   type AttentionOptions,
   type AttentionTuning,
   type ResolvedAttention,
-} from './prefill.js';
+} from './options.js';
 
 export interface DecodeOptions extends AttentionOptions, AttentionTuning {
   /** Keys per sequence (N = kvLens.length); 0 is allowed (that row gives o = 0, lse = -inf). */
@@ -71,9 +71,7 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
   readonly options: ResolvedAttention;
   readonly N: number;
   readonly totalKeys: number;
-  /** Number of KV splits (`ceil(max kvLens / kvChunk)`); the same as {@link parts}. */
-  readonly splits: number;
-  /** Partials per row that the merge combines (1: o written directly). */
+  /** Partials per row that the merge combines (1: o written directly): `ceil(max kvLens / kvChunk)`. */
   readonly parts: number;
   /** Keys per split in use: the `kvChunk` option (or its default), lowered to the loop cap if needed. */
   readonly kvChunk: number;
@@ -95,10 +93,14 @@ export class DecodePlan extends KernelPlan<DecodeTensors> {
     this.N = N;
     this.totalKeys = totalKeys;
     this.kvChunk = kvChunk;
-    this.splits = parts;
     this.parts = parts;
     this.batch = batch;
     this.pad = pad;
+  }
+
+  /** Number of KV splits: the same as {@link parts}. */
+  get splits(): number {
+    return this.parts;
   }
 
   /** Whether `run` copies q/k/v/o through padded workspaces (a head dim not a multiple of 4, or K/V not in whole 16-byte words). */

@@ -6,11 +6,10 @@ export {
   planAttention,
   attention,
   AttentionPlan,
-  type AttentionOptions,
-  type AttentionTuning,
   type AttentionPlanOptions,
   type AttentionTensors,
 } from './prefill.js';
+export type { AttentionOptions, AttentionTuning } from './options.js';
 export { attentionReference, keyVisible, type AttentionReferenceOptions } from './reference.js';
 export {
   planDecode,

@@ -24,19 +24,6 @@ import {
 import { DensePad } from './pad.js';
 import { planPrefillCore, type PrefillCore } from './prefill_core.js';
 
-export {
-  MAX_HEAD_DIM,
-  PREFILL_PARTIALS_BYTES,
-  checkInputs,
-  checkOutputs,
-  resolveAttention,
-  resolveSpans,
-  type AttentionOptions,
-  type AttentionTuning,
-  type ResolvedAttention,
-  type SeqSpan,
-} from './options.js';
-
 export type AttentionPlanOptions = AttentionOptions &
   AttentionTuning & {
     /**
@@ -133,7 +120,7 @@ export class AttentionPlan extends KernelPlan<AttentionTensors> {
 
   /**
    * Query groups encoded one after another (each a schedule of the core, its dispatch and merge),
-   * so that a split call's partials stay within `partialBytes` ({@link PREFILL_PARTIALS_BYTES});
+   * so that a split call's partials stay within `partialBytes` (default `PREFILL_PARTIALS_BYTES`, options.ts);
    * 1 when unsplit.
    */
   get queryGroups(): number {

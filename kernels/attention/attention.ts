@@ -265,6 +265,9 @@ registerPasses('attention', () => {
 /** Packed rows per invocation (cpu) or workgroup (gpu) the core can be compiled for. */
 export const ATTENTION_ROWS = [1, 2, 4, 8] as const;
 
+/** Lanes of the cpu shape's subgroup packs (`main_cpu_sg`): 4 packs of rows share each K/V load. */
+export const ATTENTION_SG_LANES = 4;
+
 /**
  * The program for head dims (D, Dv) and `rows` packed rows (1, 2, 4 or 8): private and workgroup
  * arrays are sized by them. `subgroups`: with the entry `main_cpu_sg` (attention_sg.wgsl, `enable
@@ -837,7 +840,11 @@ export class BatchAttentionPlan extends KernelPlan<BatchAttentionTensors> {
     // idle); gpu: workgroup-memory tiles where they fill a tile's TW rows.
     const tiled = target === 'gpu' && (opts.tiles ?? span >= TW);
     const lanes =
-      target === 'cpu' && (opts.subgroups ?? (ctx.features.subgroups && span >= 4 * rows)) ? 4 : tiled ? TW / rows : 1;
+      target === 'cpu' && (opts.subgroups ?? (ctx.features.subgroups && span >= ATTENTION_SG_LANES * rows))
+        ? ATTENTION_SG_LANES
+        : tiled
+          ? TW / rows
+          : 1;
     const keysCap = Math.min(
       attentionKeysPerPart(limit, target, o.D, o.Dv, o.maxBatch, rows),
       tiled ? attentionKeysPerPart(limit, target, o.D, o.Dv, o.maxBatch, rows, true) : Infinity,

@@ -10,6 +10,8 @@
 import { fail } from '../../src/errors.js';
 import { loopBudget, type TesseraDevice } from '../../src/gpu/device.js';
 import {
+  ATTENTION_ROWS,
+  ATTENTION_SG_LANES,
   ATTENTION_TILE_ROWS,
   MAX_SCHEDULE_SLOTS,
   attentionKeysPerPart,
@@ -162,7 +164,8 @@ export function queryGroupTables(
 function fillsLanes(r: ResolvedAttention, tables: readonly { qoIndptr: number[] }[]): boolean {
   if (r.target !== 'cpu') return false;
   const G = r.Hq / r.Hkv;
-  return tables.every((t) => t.qoIndptr[t.qoIndptr.length - 1]! * G >= (t.qoIndptr.length - 1) * 4 * 8);
+  const packRows = ATTENTION_SG_LANES * ATTENTION_ROWS[ATTENTION_ROWS.length - 1]!;
+  return tables.every((t) => t.qoIndptr[t.qoIndptr.length - 1]! * G >= (t.qoIndptr.length - 1) * packRows);
 }
 
 /**

@@ -1,5 +1,12 @@
 import { defineConfig } from 'vitest/config';
 
+// The test tiers (docs/testing.md): `npm test` runs the core tier, every test not tagged
+// `extended`; `npm run test:extended` runs the tagged ones; CI runs both, and the whole suite again
+// on llvmpipe (`npm run test:compat`, tier `full`). TESSERA_TEST_TIER = core (default) | extended | full.
+const TIERS = { core: ['!extended'], extended: ['extended'], full: undefined } as const;
+const tier = (process.env.TESSERA_TEST_TIER || 'core') as keyof typeof TIERS;
+if (!(tier in TIERS)) throw new Error(`TESSERA_TEST_TIER=${tier}: expected core, extended or full`);
+
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
@@ -18,5 +25,13 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    tags: [
+      {
+        name: 'extended',
+        description:
+          'Outside `npm test`, in `npm run test:extended` (CI runs both): wider matrices, sweeps, long loops, demos at full size.',
+      },
+    ],
+    tagsFilter: TIERS[tier] ? [...TIERS[tier]] : undefined,
   },
 });

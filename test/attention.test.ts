@@ -219,71 +219,83 @@ export async function runCase(c: Case, g: GpuFixture = gpu): Promise<{ parts: nu
 }
 
 describe('attention core: paged decode and prefill vs float64', () => {
+  // The core tier runs the non-causal test (every KV dtype, q/o f16 and bf16, both shapes); window,
+  // sinks, sink logit, split-K and prefill chunks on pages run there in the masked-keys and
+  // loop-cap tests below, the paged cross-family run and the docs example; the rest of this
+  // describe (MLA included) runs in the extended tier.
   for (const target of ['cpu', 'gpu'] as const) {
     // Packs of 4 rows in the ragged decode cases and the second prefill case (the plan's default
     // pack follows the capacities, which differ per case: more pack sizes compiled for one
     // behaviour); every pack size runs in the packed-rows describes below.
-    it(`${target}: ragged decode, B 1..4, pageSize 16, f16 pages, GQA 8/2`, async () => {
+    it(`${target}: ragged decode, B 1..4, pageSize 16, f16 pages, GQA 8/2`, { tags: ['extended'] }, async () => {
       for (const lens of [[17], [1, 63], [65, 300, 17], [1, 17, 63, 65]]) {
         await runCase({ lens, Hq: 8, Hkv: 2, D: 32, pageSize: 16, dtype: 'f16', rows: 4, target });
       }
     });
-    it(`${target}: prefill chunks against cached pages (bottom-right causal), pageSize 64`, async () => {
-      await runCase({
-        lens: [65, 300, 17],
-        qLens: [5, 30, 17],
-        Hq: 4,
-        Hkv: 2,
-        D: 32,
-        pageSize: 64,
-        dtype: 'f32',
-        target,
-      });
-      await runCase({
-        lens: [1, 63, 64],
-        qLens: [1, 0, 9],
-        Hq: 4,
-        Hkv: 4,
-        D: 32,
-        pageSize: 16,
-        dtype: 'f32',
-        rows: 4,
-        target,
-      });
-    });
+    it(
+      `${target}: prefill chunks against cached pages (bottom-right causal), pageSize 64`,
+      { tags: ['extended'] },
+      async () => {
+        await runCase({
+          lens: [65, 300, 17],
+          qLens: [5, 30, 17],
+          Hq: 4,
+          Hkv: 2,
+          D: 32,
+          pageSize: 64,
+          dtype: 'f32',
+          target,
+        });
+        await runCase({
+          lens: [1, 63, 64],
+          qLens: [1, 0, 9],
+          Hq: 4,
+          Hkv: 4,
+          D: 32,
+          pageSize: 16,
+          dtype: 'f32',
+          rows: 4,
+          target,
+        });
+      },
+    );
     if (target === 'gpu')
-      it('gpu: workgroup-memory tiles (main_gpu_tile) over pages: f16, int8, bf16; window + sinks + sink logit, split-K, non-causal', async () => {
-        for (const dtype of ['f16', 'int8'] as const)
+      it(
+        'gpu: workgroup-memory tiles (main_gpu_tile) over pages: f16, int8, bf16; window + sinks + sink logit, split-K, non-causal',
+        { tags: ['extended'] },
+        async () => {
+          for (const dtype of ['f16', 'int8'] as const)
+            await runCase({
+              lens: [300, 65, 130],
+              qLens: [90, 65, 40],
+              Hq: 4,
+              Hkv: 2,
+              D: 32,
+              pageSize: 16,
+              dtype,
+              window: 100,
+              sinks: 3,
+              sinkLogit: true,
+              kvChunk: 64,
+              target,
+              tiles: true,
+            });
           await runCase({
-            lens: [300, 65, 130],
-            qLens: [90, 65, 40],
-            Hq: 4,
+            lens: [200, 1, 70],
+            qLens: [100, 1, 70],
+            Hq: 2,
             Hkv: 2,
-            D: 32,
-            pageSize: 16,
-            dtype,
-            window: 100,
-            sinks: 3,
-            sinkLogit: true,
-            kvChunk: 64,
+            D: 64,
+            pageSize: 64,
+            dtype: 'bf16',
+            qDtype: 'f16',
+            causal: false,
             target,
             tiles: true,
           });
-        await runCase({
-          lens: [200, 1, 70],
-          qLens: [100, 1, 70],
-          Hq: 2,
-          Hkv: 2,
-          D: 64,
-          pageSize: 64,
-          dtype: 'bf16',
-          qDtype: 'f16',
-          causal: false,
-          target,
-          tiles: true,
-        });
-      });
-    it(`${target}: window + sinks + sink logit, prefill and decode`, async () => {
+        },
+      );
+    it(`${target}: window + sinks + sink logit, prefill and decode`, { tags: ['extended'] }, async () => {
       // cpu: this step fills the subgroup packs, so only main_cpu_sg runs (subgroups: true spares the
       // plan the main_cpu fallback it would compile for steps that do not fill them)
       await runCase({
@@ -361,7 +373,7 @@ describe('attention core: paged decode and prefill vs float64', () => {
         target,
       });
     });
-    it(`${target}: split-K merged by kernels/merge`, async () => {
+    it(`${target}: split-K merged by kernels/merge`, { tags: ['extended'] }, async () => {
       const r = await runCase({
         lens: [300, 65, 1],
         qLens: [2, 1, 1],
@@ -397,7 +409,7 @@ describe('attention core: paged decode and prefill vs float64', () => {
     // (1 token in a batch of 2: main_cpu).
     it(
       `${target}: MLA absorbed decode (Hq 16, Hkv 1, Dqk 576, Dv 512), f16 pages, split-K`,
-      { timeout: 400_000 },
+      { tags: ['extended'], timeout: 400_000 },
       async () => {
         const mla = { Hq: 16, Hkv: 1, D: 576, Dv: 512, pageSize: 16, dtype: 'f16', kvChunk: 8, target } as const;
         const rows = target === 'cpu' ? 4 : undefined;
@@ -415,7 +427,9 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
   // Packs of 8 on SwiftShader; 4 on llvmpipe (loop-capped), whose compiler takes minutes over 8.
   const R8 = () => (Number.isFinite(gpu.dev.loopLimit) ? 4 : 8);
   for (const target of ['cpu', 'gpu'] as const) {
-    it(`${target}: GQA 1, 4, 8 and G not a multiple of the pack; ragged prefill + decode; f32, f16, int8 pages`, async () => {
+    // The core tier runs the first case (G = 1 in packs of 2); the extended tier the other four
+    // (each another pipeline: G 4 and 8, packs of 2 and 4 part empty, D 40).
+    it(`${target}: GQA 1 in packs of 2 (every pack has an empty slot); ragged prefill + decode; f32 pages`, async () => {
       // G = 1 with a pack of 2: every pack has an empty slot.
       await runCase({
         lens: [65, 300, 17],
@@ -428,186 +442,213 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
         rows: 2,
         target,
       });
-      await runCase({
-        lens: [1, 130, 47],
-        qLens: [1, 2, 1],
-        Hq: 8,
-        Hkv: 2,
-        D: 32,
-        pageSize: 16,
-        dtype: 'f16',
-        rows: 4,
-        target,
-      });
-      await runCase({
-        lens: [130, 33],
-        qLens: [5, 1],
-        Hq: 8,
-        Hkv: 1,
-        D: 32,
-        Dv: 16,
-        pageSize: 16,
-        dtype: 'int8',
-        rows: R8(),
-        target,
-      });
-      // G = 3 in packs of 2 and G = 6 in packs of 4: the last pack of each token is part empty.
-      await runCase({
-        lens: [70, 9],
-        qLens: [2, 3],
-        Hq: 6,
-        Hkv: 2,
-        D: 32,
-        pageSize: 16,
-        dtype: 'f16',
-        rows: 2,
-        target,
-      });
-      await runCase({
-        lens: [70, 9],
-        qLens: [2, 3],
-        Hq: 6,
-        Hkv: 1,
-        D: 40,
-        pageSize: 16,
-        dtype: 'f32',
-        rows: 4,
-        target,
-      });
     });
-    if (target === 'cpu')
-      it('cpu: subgroup packs from int8 and bf16 pages (per-key scales), window + sinks + sink logit, split-K', async (t) => {
-        if (!gpu.dev.features.subgroups) return t.skip();
-        // default plan for 2 x 48-token chunks takes subgroup packs; a decode step on it runs main_cpu
-        const r = await runCase({
-          lens: [60, 48],
-          qLens: [48, 48],
-          Hq: 4,
-          Hkv: 4,
+    it(
+      `${target}: GQA 4, 8 and G not a multiple of the pack; ragged prefill + decode; f32, f16, int8 pages`,
+      { tags: ['extended'] },
+      async () => {
+        await runCase({
+          lens: [1, 130, 47],
+          qLens: [1, 2, 1],
+          Hq: 8,
+          Hkv: 2,
           D: 32,
           pageSize: 16,
           dtype: 'f16',
+          rows: 4,
           target,
         });
-        expect(r.lanes).toBe(4);
-        const d = { lens: [60, 48], qLens: [48, 1], Hq: 4, Hkv: 4, D: 32, pageSize: 16, dtype: 'f16', maxQTokens: 100 };
-        expect((await runCase({ ...d, dtype: 'f16', target })).lanes).toBe(4);
-        for (const dtype of ['int8', 'bf16'] as const)
-          await runCase({
-            lens: [90, 41],
-            qLens: [37, 41],
+        await runCase({
+          lens: [130, 33],
+          qLens: [5, 1],
+          Hq: 8,
+          Hkv: 1,
+          D: 32,
+          Dv: 16,
+          pageSize: 16,
+          dtype: 'int8',
+          rows: R8(),
+          target,
+        });
+        // G = 3 in packs of 2 and G = 6 in packs of 4: the last pack of each token is part empty.
+        await runCase({
+          lens: [70, 9],
+          qLens: [2, 3],
+          Hq: 6,
+          Hkv: 2,
+          D: 32,
+          pageSize: 16,
+          dtype: 'f16',
+          rows: 2,
+          target,
+        });
+        await runCase({
+          lens: [70, 9],
+          qLens: [2, 3],
+          Hq: 6,
+          Hkv: 1,
+          D: 40,
+          pageSize: 16,
+          dtype: 'f32',
+          rows: 4,
+          target,
+        });
+      },
+    );
+    if (target === 'cpu')
+      it(
+        'cpu: subgroup packs from int8 and bf16 pages (per-key scales), window + sinks + sink logit, split-K',
+        { tags: ['extended'] },
+        async (t) => {
+          if (!gpu.dev.features.subgroups) return t.skip();
+          // default plan for 2 x 48-token chunks takes subgroup packs; a decode step on it runs main_cpu
+          const r = await runCase({
+            lens: [60, 48],
+            qLens: [48, 48],
             Hq: 4,
-            Hkv: 2,
+            Hkv: 4,
             D: 32,
             pageSize: 16,
-            dtype,
-            window: 30,
-            sinks: 3,
-            sinkLogit: true,
-            kvChunk: 48,
-            rows: 2,
-            subgroups: true,
+            dtype: 'f16',
             target,
           });
-      });
-    it(`${target}: packed rows with window + sinks + sink logit, split-K, f16 q/o`, async () => {
-      const r = await runCase({
-        lens: [300, 40],
-        qLens: [9, 1],
-        Hq: 8,
-        Hkv: 1,
-        D: 32,
-        pageSize: 16,
-        dtype: 'f16',
-        qDtype: 'f16',
-        kvChunk: 32,
-        window: 50,
-        sinks: 3,
-        sinkLogit: true,
-        rows: R8(),
-        // cpu: the step fills the subgroup packs (only main_cpu_sg runs; no main_cpu fallback compiled)
-        subgroups: target === 'cpu' && gpu.dev.features.subgroups ? true : undefined,
-        target,
-      });
-      expect(r.parts).toBeGreaterThan(1);
-      await runCase({
-        lens: [200, 1],
-        qLens: [4, 1],
-        Hq: 12,
-        Hkv: 2,
-        D: 32,
-        pageSize: 16,
-        dtype: 'int8',
-        window: 33,
-        sinks: 2,
-        sinkLogit: true,
-        kvChunk: 48,
-        rows: 4,
-        target,
-      });
-    });
-    it(`${target}: ragged K/V source with packs of 4 (G = 6), sink logit and split-K`, async () => {
-      const g = gpu;
-      const Hq = 6,
-        Hkv = 1,
-        D = 32,
-        Dv = 32;
-      const lens = [33, 1, 150];
-      const qLens = [5, 1, 3];
-      const rng = new Rng(11);
-      const kvIndptr = [0];
-      for (const n of lens) kvIndptr.push(kvIndptr[kvIndptr.length - 1]! + n);
-      const qoIndptr = [0];
-      for (const n of qLens) qoIndptr.push(qoIndptr[qoIndptr.length - 1]! + n);
-      const N = kvIndptr[3]!;
-      const T = qoIndptr[3]!;
-      const kv = roundTo(rng.normals(N * Hkv * D), 'f16');
-      const vv = roundTo(rng.normals(N * Hkv * Dv), 'f16');
-      const qv = rng.normals(T * Hq * D);
-      const sinks = rng.normals(Hq);
-      const plan = await planBatchAttention(g.dev, {
-        source: 'ragged',
-        maxBatch: 4,
-        maxQTokens: 16,
-        maxKvTokens: 200,
-        Hq,
-        Hkv,
-        D,
-        Dv,
-        kvDtype: 'f16',
-        target,
-        rows: 4,
-        kvChunk: 64,
-        sinkLogit: true,
-      });
-      try {
-        expect(plan.rows).toBe(4);
-        expect(plan.schedule({ qoIndptr, kvIndptr }).parts).toBe(3);
-        const o = g.nanTensor([T, Hq, Dv]);
-        const lse = g.nanTensor([T, Hq]);
-        const enc = g.dev.device.createCommandEncoder();
-        plan.run(enc, {
-          q: g.tensor(qv, [T, Hq, D]),
-          o,
-          lse,
-          k: g.tensor(kv, [N, Hkv, D], 'f16'),
-          v: g.tensor(vv, [N, Hkv, Dv], 'f16'),
-          sinkLogits: g.tensor(sinks, [Hq]),
+          expect(r.lanes).toBe(4);
+          const d = {
+            lens: [60, 48],
+            qLens: [48, 1],
+            Hq: 4,
+            Hkv: 4,
+            D: 32,
+            pageSize: 16,
+            dtype: 'f16',
+            maxQTokens: 100,
+          };
+          expect((await runCase({ ...d, dtype: 'f16', target })).lanes).toBe(4);
+          for (const dtype of ['int8', 'bf16'] as const)
+            await runCase({
+              lens: [90, 41],
+              qLens: [37, 41],
+              Hq: 4,
+              Hkv: 2,
+              D: 32,
+              pageSize: 16,
+              dtype,
+              window: 30,
+              sinks: 3,
+              sinkLogit: true,
+              kvChunk: 48,
+              rows: 2,
+              subgroups: true,
+              target,
+            });
+        },
+      );
+    it(
+      `${target}: packed rows with window + sinks + sink logit, split-K, f16 q/o`,
+      { tags: ['extended'] },
+      async () => {
+        const r = await runCase({
+          lens: [300, 40],
+          qLens: [9, 1],
+          Hq: 8,
+          Hkv: 1,
+          D: 32,
+          pageSize: 16,
+          dtype: 'f16',
+          qDtype: 'f16',
+          kvChunk: 32,
+          window: 50,
+          sinks: 3,
+          sinkLogit: true,
+          rows: R8(),
+          // cpu: the step fills the subgroup packs (only main_cpu_sg runs; no main_cpu fallback compiled)
+          subgroups: target === 'cpu' && gpu.dev.features.subgroups ? true : undefined,
+          target,
         });
-        await g.dev.submitAndWait([enc.finish()]);
-        const seqs = lens.map((_, b) => ({
-          k: kv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
-          v: vv.subarray(kvIndptr[b]! * Hkv * Dv, kvIndptr[b + 1]! * Hkv * Dv),
-        }));
-        const ref = batchAttentionReference(qv, seqs, qoIndptr, { Hq, Hkv, D, Dv, sinkLogits: sinks });
-        const co = compare(await g.read(o), ref.o);
-        const cl = compare(await g.read(lse), ref.lse);
-        expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
-        expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
-      } finally {
-        plan.dispose();
-      }
-    });
+        expect(r.parts).toBeGreaterThan(1);
+        await runCase({
+          lens: [200, 1],
+          qLens: [4, 1],
+          Hq: 12,
+          Hkv: 2,
+          D: 32,
+          pageSize: 16,
+          dtype: 'int8',
+          window: 33,
+          sinks: 2,
+          sinkLogit: true,
+          kvChunk: 48,
+          rows: 4,
+          target,
+        });
+      },
+    );
+    it(
+      `${target}: ragged K/V source with packs of 4 (G = 6), sink logit and split-K`,
+      { tags: ['extended'] },
+      async () => {
+        const g = gpu;
+        const Hq = 6,
+          Hkv = 1,
+          D = 32,
+          Dv = 32;
+        const lens = [33, 1, 150];
+        const qLens = [5, 1, 3];
+        const rng = new Rng(11);
+        const kvIndptr = [0];
+        for (const n of lens) kvIndptr.push(kvIndptr[kvIndptr.length - 1]! + n);
+        const qoIndptr = [0];
+        for (const n of qLens) qoIndptr.push(qoIndptr[qoIndptr.length - 1]! + n);
+        const N = kvIndptr[3]!;
+        const T = qoIndptr[3]!;
+        const kv = roundTo(rng.normals(N * Hkv * D), 'f16');
+        const vv = roundTo(rng.normals(N * Hkv * Dv), 'f16');
+        const qv = rng.normals(T * Hq * D);
+        const sinks = rng.normals(Hq);
+        const plan = await planBatchAttention(g.dev, {
+          source: 'ragged',
+          maxBatch: 4,
+          maxQTokens: 16,
+          maxKvTokens: 200,
+          Hq,
+          Hkv,
+          D,
+          Dv,
+          kvDtype: 'f16',
+          target,
+          rows: 4,
+          kvChunk: 64,
+          sinkLogit: true,
+        });
+        try {
+          expect(plan.rows).toBe(4);
+          expect(plan.schedule({ qoIndptr, kvIndptr }).parts).toBe(3);
+          const o = g.nanTensor([T, Hq, Dv]);
+          const lse = g.nanTensor([T, Hq]);
+          const enc = g.dev.device.createCommandEncoder();
+          plan.run(enc, {
+            q: g.tensor(qv, [T, Hq, D]),
+            o,
+            lse,
+            k: g.tensor(kv, [N, Hkv, D], 'f16'),
+            v: g.tensor(vv, [N, Hkv, Dv], 'f16'),
+            sinkLogits: g.tensor(sinks, [Hq]),
+          });
+          await g.dev.submitAndWait([enc.finish()]);
+          const seqs = lens.map((_, b) => ({
+            k: kv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
+            v: vv.subarray(kvIndptr[b]! * Hkv * Dv, kvIndptr[b + 1]! * Hkv * Dv),
+          }));
+          const ref = batchAttentionReference(qv, seqs, qoIndptr, { Hq, Hkv, D, Dv, sinkLogits: sinks });
+          const co = compare(await g.read(o), ref.o);
+          const cl = compare(await g.read(lse), ref.lse);
+          expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+          expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
+        } finally {
+          plan.dispose();
+        }
+      },
+    );
   }
   it('picks the pack from Hq / Hkv and refuses unsupported packs', async () => {
     expect(attentionPackRows('cpu', 4, 128)).toBe(4);
@@ -654,94 +695,119 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
       earlyQueries: true,
       ...o,
     });
-  for (const target of ['cpu', 'gpu'] as const) {
-    it(`${target}: rows 1, 2, 4, 8, each with every mask (window + sinks + sink logit and split-K; causal; non-causal and split-K), shared loads on and off, G = 1 and G = 2`, async () => {
-      const g = gpu;
-      // cpu with subgroups: both the shared-load packs (main_cpu_sg) and the plain ones; gpu: both
-      // the workgroup-memory tiles of 64 rows (main_gpu_tile) and main_gpu. The pack code depends on
-      // rows and on the shared loads, the masking on rows and the mask: every rows value runs with
-      // every mask, and the shared-load choice and G alternate so that every pair of values of
-      // (rows, shared loads, mask, G) runs together (12 pipelines here instead of the 24 of the full
-      // cross product). llvmpipe's compiler takes minutes over packs of 8: packs up to 4 there.
-      const sgs = target === 'cpu' ? (g.dev.features.subgroups ? [true, false] : [undefined]) : [true, false];
-      const rowsList = Number.isFinite(g.dev.loopLimit) ? [1, 4] : [1, 2, 4, 8];
-      const heads = [
-        [2, 2],
-        [4, 2],
-      ] as const;
-      const combos = rowsList.flatMap((rows, i) =>
+  // The matrix below, split in two tiers: the core runs rows 4 (window + sinks + sink logit and
+  // split-K with shared loads, G = 1; causal without, G = 2) and rows 8 (causal with shared loads,
+  // G = 1; non-causal and split-K without, G = 1): every mask, both load choices and both G on 4
+  // pipelines per target, 2 of which the NaN-key and earlyQueries tests run too; the extended tier
+  // runs the other combinations (rows 1 and 2, and the rest of 4 and 8).
+  const CORE_PACKS = [
+    [4, 0],
+    [4, 1],
+    [8, 1],
+    [8, 2],
+  ] as const;
+  async function packsMatrix(target: 'cpu' | 'gpu', tier: 'core' | 'extended') {
+    const g = gpu;
+    // cpu with subgroups: both the shared-load packs (main_cpu_sg) and the plain ones; gpu: both
+    // the workgroup-memory tiles of 64 rows (main_gpu_tile) and main_gpu. The pack code depends on
+    // rows and on the shared loads, the masking on rows and the mask: every rows value runs with
+    // every mask, and the shared-load choice and G alternate so that every pair of values of
+    // (rows, shared loads, mask, G) runs together in the two tiers (12 pipelines instead of the 24
+    // of the full cross product). llvmpipe's compiler takes minutes over packs of 8: packs up to 4
+    // there (its core tier runs rows 4 with the first two masks).
+    const sgs = target === 'cpu' ? (g.dev.features.subgroups ? [true, false] : [undefined]) : [true, false];
+    const rowsList = Number.isFinite(g.dev.loopLimit) ? [1, 4] : [1, 2, 4, 8];
+    const heads = [
+      [2, 2],
+      [4, 2],
+    ] as const;
+    const combos = rowsList
+      .flatMap((rows, i) =>
         masks.map((mk, m) => ({
           rows,
           subgroups: sgs[(i + m) % sgs.length],
           mk,
+          m,
           heads: heads[(i + Math.floor(m / 2) + m) % 2]!,
         })),
-      );
-      const data = new Map<number, ReturnType<typeof makeData>>();
-      function makeData(Hq: number, Hkv: number) {
-        const rng = new Rng(40 + Hq);
-        const kv = rng.normals(N * Hkv * D);
-        const vv = rng.normals(N * Hkv * D);
-        const qv = rng.normals(T * Hq * D);
-        const sinkLogits = rng.normals(Hq);
-        const seqs = lens.map((_, b) => ({
-          k: kv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
-          v: vv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
-        }));
-        return { kv, vv, qv, sinkLogits, seqs };
-      }
-      for (const { rows, subgroups, mk, heads: hh } of combos) {
-        const [Hq, Hkv] = hh;
-        if (!data.has(Hq)) data.set(Hq, makeData(Hq, Hkv));
-        const { kv, vv, qv, sinkLogits, seqs } = data.get(Hq)!;
-        const ref = batchAttentionReference(qv, seqs, qoIndptr, {
-          Hq,
-          Hkv,
-          D,
-          causal: mk.causal,
-          window: mk.window,
-          sinks: mk.sinks,
-          sinkLogits: mk.sinkLogit ? sinkLogits : undefined,
+      )
+      .filter((c) => CORE_PACKS.some(([r, m]) => r === c.rows && m === c.m) === (tier === 'core'));
+    const data = new Map<number, ReturnType<typeof makeData>>();
+    function makeData(Hq: number, Hkv: number) {
+      const rng = new Rng(40 + Hq);
+      const kv = rng.normals(N * Hkv * D);
+      const vv = rng.normals(N * Hkv * D);
+      const qv = rng.normals(T * Hq * D);
+      const sinkLogits = rng.normals(Hq);
+      const seqs = lens.map((_, b) => ({
+        k: kv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
+        v: vv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
+      }));
+      return { kv, vv, qv, sinkLogits, seqs };
+    }
+    for (const { rows, subgroups, mk, heads: hh } of combos) {
+      const [Hq, Hkv] = hh;
+      if (!data.has(Hq)) data.set(Hq, makeData(Hq, Hkv));
+      const { kv, vv, qv, sinkLogits, seqs } = data.get(Hq)!;
+      const ref = batchAttentionReference(qv, seqs, qoIndptr, {
+        Hq,
+        Hkv,
+        D,
+        causal: mk.causal,
+        window: mk.window,
+        sinks: mk.sinks,
+        sinkLogits: mk.sinkLogit ? sinkLogits : undefined,
+      });
+      const plan = await packPlan({
+        Hq,
+        Hkv,
+        causal: mk.causal,
+        window: mk.window,
+        sinks: mk.sinks,
+        sinkLogit: mk.sinkLogit,
+        kvChunk: mk.kvChunk,
+        rows,
+        subgroups: target === 'cpu' ? subgroups : undefined,
+        tiles: target === 'gpu' ? subgroups : undefined,
+        target,
+      });
+      try {
+        const info = plan.schedule({ qoIndptr, kvIndptr });
+        if (mk.kvChunk === 16) expect(info.parts).toBe(5);
+        const o = g.nanTensor([T, Hq, D]);
+        const lse = g.nanTensor([T, Hq]);
+        const enc = g.dev.device.createCommandEncoder();
+        plan.run(enc, {
+          q: g.tensor(qv, [T, Hq, D]),
+          o,
+          lse,
+          k: g.tensor(kv, [N, Hkv, D]),
+          v: g.tensor(vv, [N, Hkv, D]),
+          ...(mk.sinkLogit ? { sinkLogits: g.tensor(sinkLogits, [Hq]) } : {}),
         });
-        const plan = await packPlan({
-          Hq,
-          Hkv,
-          causal: mk.causal,
-          window: mk.window,
-          sinks: mk.sinks,
-          sinkLogit: mk.sinkLogit,
-          kvChunk: mk.kvChunk,
-          rows,
-          subgroups: target === 'cpu' ? subgroups : undefined,
-          tiles: target === 'gpu' ? subgroups : undefined,
-          target,
-        });
-        try {
-          const info = plan.schedule({ qoIndptr, kvIndptr });
-          if (mk.kvChunk === 16) expect(info.parts).toBe(5);
-          const o = g.nanTensor([T, Hq, D]);
-          const lse = g.nanTensor([T, Hq]);
-          const enc = g.dev.device.createCommandEncoder();
-          plan.run(enc, {
-            q: g.tensor(qv, [T, Hq, D]),
-            o,
-            lse,
-            k: g.tensor(kv, [N, Hkv, D]),
-            v: g.tensor(vv, [N, Hkv, D]),
-            ...(mk.sinkLogit ? { sinkLogits: g.tensor(sinkLogits, [Hq]) } : {}),
-          });
-          await g.dev.submitAndWait([enc.finish()]);
-          expect(plan.lanes).toBe(subgroups ? (target === 'cpu' ? 4 : 64 / rows) : 1);
-          const what = `Hq ${Hq} Hkv ${Hkv} rows ${rows} ${target === 'cpu' ? 'subgroups' : 'tiles'} ${subgroups} ${JSON.stringify(mk)}`;
-          const co = compare(await g.read(o), ref.o);
-          const cl = compare(await g.read(lse), ref.lse);
-          expect(passes(co, TOLERANCE.f32), `${what}: ${describeComparison(co)}`).toBe(true);
-          expect(passes(cl, TOLERANCE.f32), `${what}: ${describeComparison(cl)}`).toBe(true);
-        } finally {
-          plan.dispose();
-        }
+        await g.dev.submitAndWait([enc.finish()]);
+        expect(plan.lanes).toBe(subgroups ? (target === 'cpu' ? 4 : 64 / rows) : 1);
+        const what = `Hq ${Hq} Hkv ${Hkv} rows ${rows} ${target === 'cpu' ? 'subgroups' : 'tiles'} ${subgroups} ${JSON.stringify(mk)}`;
+        const co = compare(await g.read(o), ref.o);
+        const cl = compare(await g.read(lse), ref.lse);
+        expect(passes(co, TOLERANCE.f32), `${what}: ${describeComparison(co)}`).toBe(true);
+        expect(passes(cl, TOLERANCE.f32), `${what}: ${describeComparison(cl)}`).toBe(true);
+      } finally {
+        plan.dispose();
       }
+    }
+  }
+  for (const target of ['cpu', 'gpu'] as const) {
+    it(`${target}: rows 4 and 8 with every mask between them (window + sinks + sink logit and split-K; causal; non-causal and split-K), shared loads on and off, G = 1 and G = 2`, async () => {
+      await packsMatrix(target, 'core');
     }, 600_000);
+    it(
+      `${target}: rows 1, 2, 4, 8, each with every mask (window + sinks + sink logit and split-K; causal; non-causal and split-K), shared loads on and off, G = 1 and G = 2: the combinations outside the core tier`,
+      { tags: ['extended'], timeout: 600_000 },
+      async () => {
+        await packsMatrix(target, 'extended');
+      },
+    );
     it(`${target}: a NaN key that only the pack's last row sees stays out of the earlier rows`, async () => {
       const g = gpu;
       const Hq = 1,
@@ -789,66 +855,72 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
 });
 
 describe('attention core: ragged (contiguous) K/V source', () => {
+  // the core tier runs the cpu shape (f16 K/V and Dqk != Dv: the core's only such case besides
+  // MLA); gpu runs ragged sources in the packs-of-tokens matrix, this one in the extended tier
   for (const target of ['cpu', 'gpu'] as const) {
-    it(`${target}: cuSeqlens K/V, prefill + decode mix, window, split-K`, async () => {
-      const g = gpu;
-      const Hq = 4,
-        Hkv = 2,
-        D = 32,
-        Dv = 16;
-      const lens = [17, 1, 130];
-      const qLens = [17, 1, 4];
-      const rng = new Rng(5);
-      const kvIndptr = [0];
-      for (const n of lens) kvIndptr.push(kvIndptr[kvIndptr.length - 1]! + n);
-      const qoIndptr = [0];
-      for (const n of qLens) qoIndptr.push(qoIndptr[qoIndptr.length - 1]! + n);
-      const N = kvIndptr[3]!;
-      const T = qoIndptr[3]!;
-      const kv = roundTo(rng.normals(N * Hkv * D), 'f16');
-      const vv = roundTo(rng.normals(N * Hkv * Dv), 'f16');
-      const qv = rng.normals(T * Hq * D);
-      for (const opts of [{}, { window: 20, sinks: 2, kvChunk: 40 }] as const) {
-        const plan = await planBatchAttention(g.dev, {
-          source: 'ragged',
-          maxBatch: 4,
-          maxQTokens: 32,
-          maxKvTokens: 200,
-          Hq,
-          Hkv,
-          D,
-          Dv,
-          kvDtype: 'f16',
-          target,
-          ...opts,
-        });
-        try {
-          plan.schedule({ qoIndptr, kvIndptr });
-          const o = g.nanTensor([T, Hq, Dv]);
-          const lse = g.nanTensor([T, Hq]);
-          const enc = g.dev.device.createCommandEncoder();
-          plan.run(enc, {
-            q: g.tensor(qv, [T, Hq, D]),
-            o,
-            lse,
-            k: g.tensor(kv, [N, Hkv, D], 'f16'),
-            v: g.tensor(vv, [N, Hkv, Dv], 'f16'),
+    it(
+      `${target}: cuSeqlens K/V, prefill + decode mix, window, split-K`,
+      target === 'gpu' ? { tags: ['extended'] } : {},
+      async () => {
+        const g = gpu;
+        const Hq = 4,
+          Hkv = 2,
+          D = 32,
+          Dv = 16;
+        const lens = [17, 1, 130];
+        const qLens = [17, 1, 4];
+        const rng = new Rng(5);
+        const kvIndptr = [0];
+        for (const n of lens) kvIndptr.push(kvIndptr[kvIndptr.length - 1]! + n);
+        const qoIndptr = [0];
+        for (const n of qLens) qoIndptr.push(qoIndptr[qoIndptr.length - 1]! + n);
+        const N = kvIndptr[3]!;
+        const T = qoIndptr[3]!;
+        const kv = roundTo(rng.normals(N * Hkv * D), 'f16');
+        const vv = roundTo(rng.normals(N * Hkv * Dv), 'f16');
+        const qv = rng.normals(T * Hq * D);
+        for (const opts of [{}, { window: 20, sinks: 2, kvChunk: 40 }] as const) {
+          const plan = await planBatchAttention(g.dev, {
+            source: 'ragged',
+            maxBatch: 4,
+            maxQTokens: 32,
+            maxKvTokens: 200,
+            Hq,
+            Hkv,
+            D,
+            Dv,
+            kvDtype: 'f16',
+            target,
+            ...opts,
           });
-          await g.dev.submitAndWait([enc.finish()]);
-          const seqs = lens.map((n, b) => ({
-            k: kv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
-            v: vv.subarray(kvIndptr[b]! * Hkv * Dv, kvIndptr[b + 1]! * Hkv * Dv),
-          }));
-          const ref = batchAttentionReference(qv, seqs, qoIndptr, { Hq, Hkv, D, Dv, ...opts });
-          const co = compare(await g.read(o), ref.o);
-          const cl = compare(await g.read(lse), ref.lse);
-          expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
-          expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
-        } finally {
-          plan.dispose();
+          try {
+            plan.schedule({ qoIndptr, kvIndptr });
+            const o = g.nanTensor([T, Hq, Dv]);
+            const lse = g.nanTensor([T, Hq]);
+            const enc = g.dev.device.createCommandEncoder();
+            plan.run(enc, {
+              q: g.tensor(qv, [T, Hq, D]),
+              o,
+              lse,
+              k: g.tensor(kv, [N, Hkv, D], 'f16'),
+              v: g.tensor(vv, [N, Hkv, Dv], 'f16'),
+            });
+            await g.dev.submitAndWait([enc.finish()]);
+            const seqs = lens.map((n, b) => ({
+              k: kv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
+              v: vv.subarray(kvIndptr[b]! * Hkv * Dv, kvIndptr[b + 1]! * Hkv * Dv),
+            }));
+            const ref = batchAttentionReference(qv, seqs, qoIndptr, { Hq, Hkv, D, Dv, ...opts });
+            const co = compare(await g.read(o), ref.o);
+            const cl = compare(await g.read(lse), ref.lse);
+            expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+            expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
+          } finally {
+            plan.dispose();
+          }
         }
-      }
-    });
+      },
+    );
   }
 });
 
@@ -1356,158 +1428,165 @@ describe('attention core: plan, schedule, run', () => {
 
 describe('cross-family equality: every family with everything selected is dense attention', () => {
   for (const target of ['cpu', 'gpu'] as const) {
-    it(`${target}: dense == paged (all pages) == ragged core == block-sparse (all blocks) == MoBA (top-k = all) == DSA (top-k = all) == sliding window (W >= T)`, async () => {
-      const g = gpu;
-      const Hq = 4,
-        Hkv = 2,
-        D = 32;
-      const lens = [37, 100, 5];
-      const cu = [0, 37, 137, 142];
-      const T = cu[3]!;
-      const rng = new Rng(77);
-      const qv = rng.normals(T * Hq * D);
-      const kv = rng.normals(T * Hkv * D);
-      const vv = rng.normals(T * Hkv * D);
-      const q = g.tensor(qv, [T, Hq, D]);
-      const k = g.tensor(kv, [T, Hkv, D]);
-      const v = g.tensor(vv, [T, Hkv, D]);
-      const seqs = lens.map((_, b) => ({
-        k: kv.subarray(cu[b]! * Hkv * D, cu[b + 1]! * Hkv * D),
-        v: vv.subarray(cu[b]! * Hkv * D, cu[b + 1]! * Hkv * D),
-      }));
-      const ref = batchAttentionReference(qv, seqs, cu, { Hq, Hkv, D });
-      const results: Record<string, { o: Float64Array; lse: Float64Array }> = {};
-      const out = () => ({ o: g.nanTensor([T, Hq, D]), lse: g.nanTensor([T, Hq]) });
-      const read = async (x: { o: GpuTensor; lse: GpuTensor }) => ({ o: await g.read(x.o), lse: await g.read(x.lse) });
+    it(
+      `${target}: dense == paged (all pages) == ragged core == block-sparse (all blocks) == MoBA (top-k = all) == DSA (top-k = all) == sliding window (W >= T)`,
+      { tags: target === 'gpu' ? ['extended'] : [] },
+      async () => {
+        const g = gpu;
+        const Hq = 4,
+          Hkv = 2,
+          D = 32;
+        const lens = [37, 100, 5];
+        const cu = [0, 37, 137, 142];
+        const T = cu[3]!;
+        const rng = new Rng(77);
+        const qv = rng.normals(T * Hq * D);
+        const kv = rng.normals(T * Hkv * D);
+        const vv = rng.normals(T * Hkv * D);
+        const q = g.tensor(qv, [T, Hq, D]);
+        const k = g.tensor(kv, [T, Hkv, D]);
+        const v = g.tensor(vv, [T, Hkv, D]);
+        const seqs = lens.map((_, b) => ({
+          k: kv.subarray(cu[b]! * Hkv * D, cu[b + 1]! * Hkv * D),
+          v: vv.subarray(cu[b]! * Hkv * D, cu[b + 1]! * Hkv * D),
+        }));
+        const ref = batchAttentionReference(qv, seqs, cu, { Hq, Hkv, D });
+        const results: Record<string, { o: Float64Array; lse: Float64Array }> = {};
+        const out = () => ({ o: g.nanTensor([T, Hq, D]), lse: g.nanTensor([T, Hq]) });
+        const read = async (x: { o: GpuTensor; lse: GpuTensor }) => ({
+          o: await g.read(x.o),
+          lse: await g.read(x.lse),
+        });
 
-      const dense = out();
-      await attention(g.dev, { q, k, v, ...dense }, { cuSeqlensQ: cu, causal: true, target });
-      results.dense = await read(dense);
+        const dense = out();
+        await attention(g.dev, { q, k, v, ...dense }, { cuSeqlensQ: cu, causal: true, target });
+        results.dense = await read(dense);
 
-      const sw = out();
-      await slidingWindowAttention(g.dev, { q, k, v, ...sw }, { cuSeqlensQ: cu, window: Math.max(...lens), target });
-      results.slidingWindow = await read(sw);
+        const sw = out();
+        await slidingWindowAttention(g.dev, { q, k, v, ...sw }, { cuSeqlensQ: cu, window: Math.max(...lens), target });
+        results.slidingWindow = await read(sw);
 
-      // The paged core over a pool holding every page of every sequence (written by the cache's codec).
-      const pool = buildPool(lens, lens, { Hkv, D, Dv: D, pageSize: 16, dtype: 'f32', seed: 1 });
-      // Same K/V as the dense run: rewrite the pool from kv/vv.
-      const Lay = pageLayout(16, Hkv, D, D, 'f32');
-      lens.forEach((n, b) => {
-        for (let p = 0; p * 16 < n; p++) {
-          const slot = pool.table.kvIndices[pool.table.kvIndptr[b]! + p]!;
-          const page = pool.bytes.subarray(slot * Lay.pageBytes, (slot + 1) * Lay.pageBytes);
-          writeRows(page, Lay, 0, seqs[b]!.k, p * 16, Math.min(16, n - p * 16), 0);
-          writeRows(page, Lay, 1, seqs[b]!.v, p * 16, Math.min(16, n - p * 16), 0);
-        }
-      });
-      const pages = g.dev.upload(pool.bytes);
-      const paged = out();
-      await batchAttention(
-        g.dev,
-        { q, ...paged, pages },
-        { Hq, Hkv, D, pageSize: 16, kvDtype: 'f32', poolPages: pool.poolPages, target, ...pool.table, qoIndptr: cu },
-      );
-      results.paged = await read(paged);
-      g.dev.destroyBuffer(pages);
-
-      const ragged = out();
-      await batchAttention(
-        g.dev,
-        { q, k, v, ...ragged },
-        { source: 'ragged', Hq, Hkv, D, kvDtype: 'f32', target, qoIndptr: cu, kvIndptr: cu },
-      );
-      results.raggedCore = await read(ragged);
-
-      const mb = out();
-      const blockSize = 16;
-      await mobaVarlen(
-        g.dev,
-        { q, k, v, ...mb },
-        { Hq, Hkv, D, blockSize, topk: Math.ceil(Math.max(...lens) / blockSize), cuSeqlens: cu, target },
-      );
-      results.moba = await read(mb);
-
-      // Block-sparse: one sequence at a time (its own tensors), every block at or before the diagonal.
-      const bs = { o: new Float64Array(T * Hq * D), lse: new Float64Array(T * Hq) };
-      for (let b = 0; b < lens.length; b++) {
-        const n = lens[b]!;
-        const R = 16,
-          C = 16;
-        const indptr = [0];
-        const indices: number[] = [];
-        for (let i = 0; i * R < n; i++) {
-          const lastKey = Math.min(n - 1, (i + 1) * R - 1);
-          for (let c = 0; c * C <= lastKey; c++) indices.push(c);
-          indptr.push(indices.length);
-        }
-        const sl = (x: Float64Array, w: number) => x.subarray(cu[b]! * w, cu[b + 1]! * w);
-        const o1 = { o: g.nanTensor([n, Hq, D]), lse: g.nanTensor([n, Hq]) };
-        await blockSparseAttention(
+        // The paged core over a pool holding every page of every sequence (written by the cache's codec).
+        const pool = buildPool(lens, lens, { Hkv, D, Dv: D, pageSize: 16, dtype: 'f32', seed: 1 });
+        // Same K/V as the dense run: rewrite the pool from kv/vv.
+        const Lay = pageLayout(16, Hkv, D, D, 'f32');
+        lens.forEach((n, b) => {
+          for (let p = 0; p * 16 < n; p++) {
+            const slot = pool.table.kvIndices[pool.table.kvIndptr[b]! + p]!;
+            const page = pool.bytes.subarray(slot * Lay.pageBytes, (slot + 1) * Lay.pageBytes);
+            writeRows(page, Lay, 0, seqs[b]!.k, p * 16, Math.min(16, n - p * 16), 0);
+            writeRows(page, Lay, 1, seqs[b]!.v, p * 16, Math.min(16, n - p * 16), 0);
+          }
+        });
+        const pages = g.dev.upload(pool.bytes);
+        const paged = out();
+        await batchAttention(
           g.dev,
-          {
-            q: g.tensor(sl(qv, Hq * D), [n, Hq, D]),
-            k: g.tensor(sl(kv, Hkv * D), [n, Hkv, D]),
-            v: g.tensor(sl(vv, Hkv * D), [n, Hkv, D]),
-            ...o1,
-          },
-          { R, C, indptr, indices, causal: true, target },
+          { q, ...paged, pages },
+          { Hq, Hkv, D, pageSize: 16, kvDtype: 'f32', poolPages: pool.poolPages, target, ...pool.table, qoIndptr: cu },
         );
-        const r1 = await read(o1);
-        bs.o.set(r1.o, cu[b]! * Hq * D);
-        bs.lse.set(r1.lse, cu[b]! * Hq);
-      }
-      results.blockSparse = bs;
+        results.paged = await read(paged);
+        g.dev.destroyBuffer(pages);
 
-      // DSA keeping every token (topk = the sequence's length): one sequence at a time; whatever
-      // the indexer scores, every causal key is attended.
-      const ds = { o: new Float64Array(T * Hq * D), lse: new Float64Array(T * Hq) };
-      for (let b = 0; b < lens.length; b++) {
-        const n = lens[b]!;
-        const HI = 2,
-          DI = 8;
-        const sl = (x: Float64Array, w: number) => x.subarray(cu[b]! * w, cu[b + 1]! * w);
-        const o1 = { o: g.nanTensor([n, Hq, D]), lse: g.nanTensor([n, Hq]) };
-        const idx = {
-          qI: g.tensor(rng.normals(n * HI * DI), [n, HI, DI]),
-          kI: g.tensor(rng.normals(n * DI), [n, DI]),
-          w: g.tensor(rng.normals(n * HI), [n, HI]),
-        };
-        await dsa(
+        const ragged = out();
+        await batchAttention(
           g.dev,
-          {
-            q: g.tensor(sl(qv, Hq * D), [n, Hq, D]),
-            k: g.tensor(sl(kv, Hkv * D), [n, Hkv, D]),
-            v: g.tensor(sl(vv, Hkv * D), [n, Hkv, D]),
-            ...idx,
-            ...o1,
-          },
-          { topk: n, target },
+          { q, k, v, ...ragged },
+          { source: 'ragged', Hq, Hkv, D, kvDtype: 'f32', target, qoIndptr: cu, kvIndptr: cu },
         );
-        const r1 = await read(o1);
-        ds.o.set(r1.o, cu[b]! * Hq * D);
-        ds.lse.set(r1.lse, cu[b]! * Hq);
-      }
-      results.dsa = ds;
+        results.raggedCore = await read(ragged);
 
-      for (const [name, r] of Object.entries(results)) {
-        const co = compare(r.o, ref.o);
-        const cl = compare(r.lse, ref.lse);
-        expect(passes(co, TOLERANCE.f32), `${name} o ${describeComparison(co)}`).toBe(true);
-        expect(passes(cl, TOLERANCE.f32), `${name} lse ${describeComparison(cl)}`).toBe(true);
-        // And each against dense directly.
-        const cd = compare(r.o, results.dense!.o);
-        expect(passes(cd, TOLERANCE.f32), `${name} vs dense ${describeComparison(cd)}`).toBe(true);
-      }
-      expect(Object.keys(results).sort()).toEqual([
-        'blockSparse',
-        'dense',
-        'dsa',
-        'moba',
-        'paged',
-        'raggedCore',
-        'slidingWindow',
-      ]);
-    });
+        const mb = out();
+        const blockSize = 16;
+        await mobaVarlen(
+          g.dev,
+          { q, k, v, ...mb },
+          { Hq, Hkv, D, blockSize, topk: Math.ceil(Math.max(...lens) / blockSize), cuSeqlens: cu, target },
+        );
+        results.moba = await read(mb);
+
+        // Block-sparse: one sequence at a time (its own tensors), every block at or before the diagonal.
+        const bs = { o: new Float64Array(T * Hq * D), lse: new Float64Array(T * Hq) };
+        for (let b = 0; b < lens.length; b++) {
+          const n = lens[b]!;
+          const R = 16,
+            C = 16;
+          const indptr = [0];
+          const indices: number[] = [];
+          for (let i = 0; i * R < n; i++) {
+            const lastKey = Math.min(n - 1, (i + 1) * R - 1);
+            for (let c = 0; c * C <= lastKey; c++) indices.push(c);
+            indptr.push(indices.length);
+          }
+          const sl = (x: Float64Array, w: number) => x.subarray(cu[b]! * w, cu[b + 1]! * w);
+          const o1 = { o: g.nanTensor([n, Hq, D]), lse: g.nanTensor([n, Hq]) };
+          await blockSparseAttention(
+            g.dev,
+            {
+              q: g.tensor(sl(qv, Hq * D), [n, Hq, D]),
+              k: g.tensor(sl(kv, Hkv * D), [n, Hkv, D]),
+              v: g.tensor(sl(vv, Hkv * D), [n, Hkv, D]),
+              ...o1,
+            },
+            { R, C, indptr, indices, causal: true, target },
+          );
+          const r1 = await read(o1);
+          bs.o.set(r1.o, cu[b]! * Hq * D);
+          bs.lse.set(r1.lse, cu[b]! * Hq);
+        }
+        results.blockSparse = bs;
+
+        // DSA keeping every token (topk = the sequence's length): one sequence at a time; whatever
+        // the indexer scores, every causal key is attended.
+        const ds = { o: new Float64Array(T * Hq * D), lse: new Float64Array(T * Hq) };
+        for (let b = 0; b < lens.length; b++) {
+          const n = lens[b]!;
+          const HI = 2,
+            DI = 8;
+          const sl = (x: Float64Array, w: number) => x.subarray(cu[b]! * w, cu[b + 1]! * w);
+          const o1 = { o: g.nanTensor([n, Hq, D]), lse: g.nanTensor([n, Hq]) };
+          const idx = {
+            qI: g.tensor(rng.normals(n * HI * DI), [n, HI, DI]),
+            kI: g.tensor(rng.normals(n * DI), [n, DI]),
+            w: g.tensor(rng.normals(n * HI), [n, HI]),
+          };
+          await dsa(
+            g.dev,
+            {
+              q: g.tensor(sl(qv, Hq * D), [n, Hq, D]),
+              k: g.tensor(sl(kv, Hkv * D), [n, Hkv, D]),
+              v: g.tensor(sl(vv, Hkv * D), [n, Hkv, D]),
+              ...idx,
+              ...o1,
+            },
+            { topk: n, target },
+          );
+          const r1 = await read(o1);
+          ds.o.set(r1.o, cu[b]! * Hq * D);
+          ds.lse.set(r1.lse, cu[b]! * Hq);
+        }
+        results.dsa = ds;
+
+        for (const [name, r] of Object.entries(results)) {
+          const co = compare(r.o, ref.o);
+          const cl = compare(r.lse, ref.lse);
+          expect(passes(co, TOLERANCE.f32), `${name} o ${describeComparison(co)}`).toBe(true);
+          expect(passes(cl, TOLERANCE.f32), `${name} lse ${describeComparison(cl)}`).toBe(true);
+          // And each against dense directly.
+          const cd = compare(r.o, results.dense!.o);
+          expect(passes(cd, TOLERANCE.f32), `${name} vs dense ${describeComparison(cd)}`).toBe(true);
+        }
+        expect(Object.keys(results).sort()).toEqual([
+          'blockSparse',
+          'dense',
+          'dsa',
+          'moba',
+          'paged',
+          'raggedCore',
+          'slidingWindow',
+        ]);
+      },
+    );
   }
 });
 

@@ -31,6 +31,8 @@ interface Case {
   noLse?: boolean;
   /** Bound on a split prefill's partials (forces several query groups when small). */
   partialBytes?: number;
+  /** Only in the extended test tier (`npm run test:extended`; CI runs both tiers). */
+  extended?: true;
 }
 
 function caseName(c: Case): string {
@@ -114,22 +116,27 @@ async function check(
   }
 }
 
+// The core tier (npm test) keeps head dims 32 and 64 in f32 and f16, GQA, ragged batches (one
+// with a sequence without keys), Tq != Tk, causal and not, windows, sinks and a sink logit, the gpu
+// shape (tiles; padded bf16 with Dqk != Dv) and the cpu shape without subgroups; the cases marked
+// `extended` (other head dims, each its own pipeline, and the rest of the cross product) run in
+// `npm run test:extended`.
 const PREFILL: Case[] = [
-  { tq: [1], Hq: 1, Hkv: 1, D: 64, dtype: 'f32' },
+  { tq: [1], Hq: 1, Hkv: 1, D: 64, dtype: 'f32', extended: true },
   { tq: [63], Hq: 2, Hkv: 1, D: 32, dtype: 'f32' },
   { tq: [64], Hq: 4, Hkv: 4, D: 64, dtype: 'f32', causal: false },
-  { tq: [65], Hq: 4, Hkv: 1, D: 80, dtype: 'f32' },
+  { tq: [65], Hq: 4, Hkv: 1, D: 80, dtype: 'f32', extended: true },
   { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f16' },
-  { tq: [1000], Hq: 2, Hkv: 1, D: 128, dtype: 'f32' },
-  { tq: [300], Hq: 2, Hkv: 2, D: 96, dtype: 'f16', causal: false },
-  { tq: [65], Hq: 2, Hkv: 1, D: 112, Dv: 10, dtype: 'bf16' },
-  { tq: [63], Hq: 1, Hkv: 1, D: 256, dtype: 'f32' },
-  { tq: [300], Hq: 4, Hkv: 1, D: 64, Dv: 32, dtype: 'f32' },
-  { tq: [65], Hq: 2, Hkv: 1, D: 6, dtype: 'f16' },
-  { tq: [64], Hq: 1, Hkv: 1, D: 5, Dv: 7, dtype: 'f32', causal: false, noLse: true },
+  { tq: [1000], Hq: 2, Hkv: 1, D: 128, dtype: 'f32', extended: true },
+  { tq: [300], Hq: 2, Hkv: 2, D: 96, dtype: 'f16', causal: false, extended: true },
+  { tq: [65], Hq: 2, Hkv: 1, D: 112, Dv: 10, dtype: 'bf16', extended: true },
+  { tq: [63], Hq: 1, Hkv: 1, D: 256, dtype: 'f32', extended: true },
+  { tq: [300], Hq: 4, Hkv: 1, D: 64, Dv: 32, dtype: 'f32', extended: true },
+  { tq: [65], Hq: 2, Hkv: 1, D: 6, dtype: 'f16', extended: true },
+  { tq: [64], Hq: 1, Hkv: 1, D: 5, Dv: 7, dtype: 'f32', causal: false, noLse: true, extended: true },
   // bottom-right causal with Tq != Tk: rows i < Tq - Tk see no key (o = 0, lse = -inf)
   { tq: [100], tk: [37], Hq: 2, Hkv: 1, D: 64, dtype: 'f32' },
-  { tq: [5], tk: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f16' },
+  { tq: [5], tk: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f16', extended: true },
   // ragged batches; the middle sequence of the second has no keys
   { tq: [65, 1, 300], Hq: 4, Hkv: 2, D: 64, dtype: 'f32' },
   { tq: [65, 3, 200], tk: [80, 0, 200], Hq: 2, Hkv: 1, D: 32, dtype: 'f16', causal: false },
@@ -139,23 +146,35 @@ const PREFILL: Case[] = [
   { tq: [65], Hq: 2, Hkv: 1, D: 64, dtype: 'f32', window: 1000, sinks: 2 },
   { tq: [300], Hq: 2, Hkv: 1, D: 32, dtype: 'f32', window: 1 },
   { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', window: 128, sinkLogit: true },
-  { tq: [63], Hq: 2, Hkv: 2, D: 32, dtype: 'f32', causal: false, sinkLogit: true },
+  { tq: [63], Hq: 2, Hkv: 2, D: 32, dtype: 'f32', causal: false, sinkLogit: true, extended: true },
   { tq: [40, 300], tk: [20, 310], Hq: 2, Hkv: 1, D: 64, dtype: 'f32', window: 50, sinks: 3 },
   // the other kernel variants (chosen automatically on other adapters)
   { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f16', window: 64, sinks: 4, target: 'gpu' },
-  { tq: [65, 130], Hq: 2, Hkv: 1, D: 80, Dv: 48, dtype: 'f32', causal: false, target: 'gpu' },
-  { tq: [100], tk: [37], Hq: 2, Hkv: 1, D: 80, Dv: 48, dtype: 'f32', sinkLogit: true, target: 'gpu' },
+  { tq: [65, 130], Hq: 2, Hkv: 1, D: 80, Dv: 48, dtype: 'f32', causal: false, target: 'gpu', extended: true },
+  { tq: [100], tk: [37], Hq: 2, Hkv: 1, D: 80, Dv: 48, dtype: 'f32', sinkLogit: true, target: 'gpu', extended: true },
   { tq: [300], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', window: 64, sinks: 4, target: 'cpu', subgroups: false },
   // padded copies (pad.ts): head dims not multiples of 4, f16/bf16 K/V not in whole 16-byte words
-  { tq: [65, 3], tk: [80, 20], Hq: 4, Hkv: 2, D: 33, Dv: 7, dtype: 'f32', window: 30, sinks: 2, sinkLogit: true },
-  { tq: [100], tk: [37], Hq: 2, Hkv: 1, D: 7, dtype: 'f16', outDtype: 'f32', target: 'gpu' },
-  { tq: [63], Hq: 2, Hkv: 1, D: 12, dtype: 'f16' },
+  {
+    tq: [65, 3],
+    tk: [80, 20],
+    Hq: 4,
+    Hkv: 2,
+    D: 33,
+    Dv: 7,
+    dtype: 'f32',
+    window: 30,
+    sinks: 2,
+    sinkLogit: true,
+    extended: true,
+  },
+  { tq: [100], tk: [37], Hq: 2, Hkv: 1, D: 7, dtype: 'f16', outDtype: 'f32', target: 'gpu', extended: true },
+  { tq: [63], Hq: 2, Hkv: 1, D: 12, dtype: 'f16', extended: true },
   { tq: [33, 64], Hq: 3, Hkv: 3, D: 20, Dv: 6, dtype: 'bf16', causal: false, target: 'gpu', noLse: true },
-  { tq: [130], Hq: 4, Hkv: 1, D: 5, Dv: 36, dtype: 'f32', target: 'cpu', subgroups: false },
-  { tq: [33], tk: [40], Hq: 1, Hkv: 1, D: 6, Dv: 5, dtype: 'f16', window: 9 },
+  { tq: [130], Hq: 4, Hkv: 1, D: 5, Dv: 36, dtype: 'f32', target: 'cpu', subgroups: false, extended: true },
+  { tq: [33], tk: [40], Hq: 1, Hkv: 1, D: 6, Dv: 5, dtype: 'f16', window: 9, extended: true },
   // 17,000 keys per row: under llvmpipe's cap (65,535 loop iterations) the core splits them into
   // parts and merges
-  { tq: [16], tk: [17000], Hq: 2, Hkv: 1, D: 128, dtype: 'f32', causal: false },
+  { tq: [16], tk: [17000], Hq: 2, Hkv: 1, D: 128, dtype: 'f32', causal: false, extended: true },
 ];
 
 /**
@@ -223,7 +242,7 @@ async function runPrefill(
 
 describe('dense prefill', () => {
   PREFILL.forEach((c, i) => {
-    it(caseName(c), async () => {
+    it(caseName(c), c.extended ? { tags: ['extended'] } : {}, async () => {
       await runPrefill(gpu, c, 100 + i);
     });
   });
@@ -474,18 +493,22 @@ interface DecodeCase {
   noLse?: boolean;
   target?: 'cpu' | 'gpu';
   subgroups?: boolean;
+  /** Only in the extended test tier (`npm run test:extended`; CI runs both tiers). */
+  extended?: true;
 }
 
+// core tier: split-K with and without a window, sinks and a sink logit (D 64, f32); the padded bf16
+// case below (cpu, f32 out) and the loop-cap cases run there too
 const DECODE: DecodeCase[] = [
   { kvLens: [1, 63, 300], Hq: 4, Hkv: 2, D: 64, dtype: 'f32' },
-  { kvLens: [1000, 0, 65], Hq: 4, Hkv: 1, D: 128, dtype: 'f16', outDtype: 'f32', kvChunk: 64 },
+  { kvLens: [1000, 0, 65], Hq: 4, Hkv: 1, D: 128, dtype: 'f16', outDtype: 'f32', kvChunk: 64, extended: true },
   { kvLens: [300, 50], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', kvChunk: 64, window: 100, sinks: 4, sinkLogit: true },
-  { kvLens: [64], Hq: 2, Hkv: 2, D: 80, dtype: 'f32', noLse: true, subgroups: false },
-  { kvLens: [130, 1, 77], Hq: 6, Hkv: 1, D: 32, Dv: 24, dtype: 'f32', kvChunk: 64, sinkLogit: true },
-  { kvLens: [1000, 7], Hq: 2, Hkv: 1, D: 64, dtype: 'f16', kvChunk: 128, noLse: true },
-  { kvLens: [200, 65], Hq: 4, Hkv: 2, D: 80, Dv: 48, dtype: 'f32', kvChunk: 48, target: 'gpu' },
+  { kvLens: [64], Hq: 2, Hkv: 2, D: 80, dtype: 'f32', noLse: true, subgroups: false, extended: true },
+  { kvLens: [130, 1, 77], Hq: 6, Hkv: 1, D: 32, Dv: 24, dtype: 'f32', kvChunk: 64, sinkLogit: true, extended: true },
+  { kvLens: [1000, 7], Hq: 2, Hkv: 1, D: 64, dtype: 'f16', kvChunk: 128, noLse: true, extended: true },
+  { kvLens: [200, 65], Hq: 4, Hkv: 2, D: 80, Dv: 48, dtype: 'f32', kvChunk: 48, target: 'gpu', extended: true },
   // one 17,000-key split would loop past llvmpipe's cap: there the chunk is lowered (2 splits)
-  { kvLens: [17000, 3], Hq: 2, Hkv: 1, D: 128, dtype: 'f32', kvChunk: 17000 },
+  { kvLens: [17000, 3], Hq: 2, Hkv: 1, D: 128, dtype: 'f32', kvChunk: 17000, extended: true },
 ];
 
 function decodeName(c: DecodeCase): string {
@@ -556,7 +579,7 @@ async function runDecode(g: GpuFixture, c: DecodeCase, seed: number): Promise<{ 
 
 describe('dense decode (split-K + merge)', () => {
   DECODE.forEach((c, i) => {
-    it(decodeName(c), async () => {
+    it(decodeName(c), c.extended ? { tags: ['extended'] } : {}, async () => {
       const split = await runDecode(gpu, c, 500 + i);
       if (c.kvChunk) {
         const chunk = Math.min(c.kvChunk, coreBound(gpu, c));
@@ -596,11 +619,12 @@ describe('dense decode: padded copies', () => {
       window: 20,
       sinks: 2,
       sinkLogit: true,
+      extended: true,
     },
-    { kvLens: [3, 0, 2], Hq: 2, Hkv: 1, D: 12, dtype: 'f16', kvChunk: 2 },
-    { kvLens: [40, 1], Hq: 2, Hkv: 1, D: 5, dtype: 'f32', target: 'gpu' },
+    { kvLens: [3, 0, 2], Hq: 2, Hkv: 1, D: 12, dtype: 'f16', kvChunk: 2, extended: true },
+    { kvLens: [40, 1], Hq: 2, Hkv: 1, D: 5, dtype: 'f32', target: 'gpu', extended: true },
     // 16-bit o of an odd head dim: rows end mid-word
-    { kvLens: [9, 4, 1], Hq: 1, Hkv: 1, D: 8, Dv: 3, dtype: 'f16' },
+    { kvLens: [9, 4, 1], Hq: 1, Hkv: 1, D: 8, Dv: 3, dtype: 'f16', extended: true },
     { kvLens: [33, 100], Hq: 3, Hkv: 1, D: 7, Dv: 6, dtype: 'bf16', outDtype: 'f32', kvChunk: 40, noLse: true },
   ];
   const paddedOf = async (c: DecodeCase) => {
@@ -622,12 +646,12 @@ describe('dense decode: padded copies', () => {
     return k;
   };
   PADDED.forEach((c, i) => {
-    it(`padded: ${decodeName(c)}`, async () => {
+    it(`padded: ${decodeName(c)}`, c.extended ? { tags: ['extended'] } : {}, async () => {
       expect(await paddedOf(c)).toBe(true);
       await runDecode(gpu, c, 700 + i);
     });
   });
-  it('no copies: head dims multiples of 4 and K/V in whole 16-byte words', async () => {
+  it('no copies: head dims multiples of 4 and K/V in whole 16-byte words', { tags: ['extended'] }, async () => {
     expect(await paddedOf({ kvLens: [3, 0, 2], Hq: 2, Hkv: 1, D: 16, dtype: 'f16' })).toBe(false);
     expect(await paddedOf(DECODE[0]!)).toBe(false);
   });
@@ -707,11 +731,33 @@ describe('dense with loopLimit 4096 (the split path on any adapter)', () => {
   // `groups(align)`: the query groups expected where the device's storage offset alignment is
   // `align` (every group's q, o and lse rows start on it)
   const SPLIT: (Case & { groups?: (align: number) => number })[] = [
-    { tq: [1000], Hq: 4, Hkv: 2, D: 128, dtype: 'f32' },
-    { tq: [1500], Hq: 2, Hkv: 2, D: 128, dtype: 'f32', window: 900, sinks: 5 },
-    { tq: [300, 1, 700], tk: [300, 2000, 700], Hq: 6, Hkv: 2, D: 96, Dv: 64, dtype: 'f32', sinkLogit: true },
+    { tq: [1000], Hq: 4, Hkv: 2, D: 128, dtype: 'f32', extended: true },
+    { tq: [1500], Hq: 2, Hkv: 2, D: 128, dtype: 'f32', window: 900, sinks: 5, extended: true },
+    {
+      tq: [300, 1, 700],
+      tk: [300, 2000, 700],
+      Hq: 6,
+      Hkv: 2,
+      D: 96,
+      Dv: 64,
+      dtype: 'f32',
+      sinkLogit: true,
+      extended: true,
+    },
     { tq: [40], tk: [1700], Hq: 1, Hkv: 1, D: 64, dtype: 'f32', causal: false, noLse: true },
-    { tq: [200], tk: [700], Hq: 4, Hkv: 2, D: 64, dtype: 'f32', window: 300, sinks: 2, sinkLogit: true, target: 'gpu' },
+    {
+      tq: [200],
+      tk: [700],
+      Hq: 4,
+      Hkv: 2,
+      D: 64,
+      dtype: 'f32',
+      window: 300,
+      sinks: 2,
+      sinkLogit: true,
+      target: 'gpu',
+      extended: true,
+    },
     // several query groups, sequences crossing group boundaries, the last one with more queries
     // than keys (its first 80 rows see nothing: o = 0, lse = -inf); lse rows of 2 heads are 8
     // bytes: groups of align / 8 tokens
@@ -724,6 +770,7 @@ describe('dense with loopLimit 4096 (the split path on any adapter)', () => {
       dtype: 'f16',
       partialBytes: 1,
       groups: (align) => Math.ceil(590 / (align / 8)),
+      extended: true,
     },
     // query groups over padded copies (D 6 -> 8, Dv 10 -> 12, f16): o rows of 48 bytes, lse 8
     {
@@ -750,10 +797,11 @@ describe('dense with loopLimit 4096 (the split path on any adapter)', () => {
       sinkLogit: true,
       partialBytes: 3 * 100 * 65 * 4,
       groups: (align) => Math.ceil(700 / (Math.floor(100 / (align / 4)) * (align / 4))),
+      extended: true,
     },
   ];
   SPLIT.forEach((c, i) => {
-    it(`${caseName(c)} in KV splits`, async () => {
+    it(`${caseName(c)} in KV splits`, c.extended ? { tags: ['extended'] } : {}, async () => {
       const got = await runPrefill(gpu, c, 900 + i, 4096);
       expect(got.queryGroups).toBe(c.groups ? c.groups(gpu.dev.limits.minStorageBufferOffsetAlignment) : 1);
       // the core's parts: none longer than its loop bound (packs of one row bound the others),
@@ -768,7 +816,7 @@ describe('dense with loopLimit 4096 (the split path on any adapter)', () => {
     });
   });
 
-  it('decode: a kvChunk past the cap is lowered to it', async () => {
+  it('decode: a kvChunk past the cap is lowered to it', { tags: ['extended'] }, async () => {
     const c: DecodeCase = {
       kvLens: [3000, 5, 1200],
       Hq: 4,

@@ -425,12 +425,14 @@ describe('shared-prefix (cascade) decode', () => {
       // in packs of 4, one with 2 empty slots; 1: one row per invocation; 4: the shared pass's 12
       // rows in 3 packs, the private pass's 3 heads in packs of 2, one with an empty slot).
       { Hq: 4, Hkv: 2, D: 32, ctx: 200, priv: [0, 5, 37], P: 16, dtype: 'f16' as KvDType, rows: undefined },
-      { Hq: 2, Hkv: 1, D: 16, ctx: 300, priv: [9, 80], P: 128, dtype: 'f16' as KvDType, rows: 1 },
+      // (extended tier: npm run test:extended)
+      { Hq: 2, Hkv: 1, D: 16, ctx: 300, priv: [9, 80], P: 128, dtype: 'f16' as KvDType, rows: 1, extended: true },
       { Hq: 3, Hkv: 1, D: 12, ctx: 96, priv: [17, 1, 64, 3], P: 32, dtype: 'f32' as KvDType, rows: 4 },
     ];
     // Every case through the cpu shape; one case through the gpu shape (compiles dominate the time).
     for (const c of target === 'cpu' ? cases : [cases[0]!]) {
-      it(`${target}: Hq ${c.Hq}/${c.Hkv}, context ${c.ctx}, private ${c.priv}, ${c.dtype}, rows ${c.rows ?? 'default'}: equals independent attention`, async () => {
+      const name = `${target}: Hq ${c.Hq}/${c.Hkv}, context ${c.ctx}, private ${c.priv}, ${c.dtype}, rows ${c.rows ?? 'default'}: equals independent attention`;
+      it(name, 'extended' in c ? { tags: ['extended'] } : {}, async () => {
         const cache = createKvCache(gpu.dev, {
           Hkv: c.Hkv,
           D: c.D,

@@ -424,13 +424,16 @@ describe('shared-prefix (cascade) decode', () => {
       // rows: the most packed rows of the passes (default 8: the shared pass's 6 rows of a KV head
       // in packs of 4, one with 2 empty slots; 1: one row per invocation; 4: the shared pass's 12
       // rows in 3 packs, the private pass's 3 heads in packs of 2, one with an empty slot).
+      // (the first two through the cpu shape in the extended tier, npm run test:extended: npm test
+      // runs the first through the gpu shape and the third through the cpu shape)
       { Hq: 4, Hkv: 2, D: 32, ctx: 200, priv: [0, 5, 37], P: 16, dtype: 'f16' as KvDType, rows: undefined },
       { Hq: 2, Hkv: 1, D: 16, ctx: 300, priv: [9, 80], P: 128, dtype: 'f16' as KvDType, rows: 1 },
       { Hq: 3, Hkv: 1, D: 12, ctx: 96, priv: [17, 1, 64, 3], P: 32, dtype: 'f32' as KvDType, rows: 4 },
     ];
     // Every case through the cpu shape; one case through the gpu shape (compiles dominate the time).
     for (const c of target === 'cpu' ? cases : [cases[0]!]) {
-      it(`${target}: Hq ${c.Hq}/${c.Hkv}, context ${c.ctx}, private ${c.priv}, ${c.dtype}, rows ${c.rows ?? 'default'}: equals independent attention`, async () => {
+      const name = `${target}: Hq ${c.Hq}/${c.Hkv}, context ${c.ctx}, private ${c.priv}, ${c.dtype}, rows ${c.rows ?? 'default'}: equals independent attention`;
+      it(name, target === 'cpu' && c !== cases[2] ? { tags: ['extended'] } : {}, async () => {
         const cache = createKvCache(gpu.dev, {
           Hkv: c.Hkv,
           D: c.D,

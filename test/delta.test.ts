@@ -11,11 +11,27 @@ import { checkStream } from './helpers/stream.js';
 
 const gpu = useGpu();
 
-const CASES: (ScanCase & { op: string })[] = [
-  { op: 'delta_rule', gate: 'none', delta: true, H: 2, K: 64, V: 64, T: 1, h0: true },
+/** The options of a test of the `extended` tier (npm run test:extended), or of the core tier (`npm test`). */
+const tier = (extended?: boolean) => (extended ? { tags: ['extended'] } : {});
+
+// core tier: each rule in f32, GVA, ragged batches, odd K and V (6 / 5, 33 / 17), f16 and bf16
+// (gated_delta_rule); `extended`: K 128, the delta_rule cases at K 64 and kda in f16
+const CASES: (ScanCase & { op: string; extended?: boolean })[] = [
+  { op: 'delta_rule', gate: 'none', delta: true, H: 2, K: 64, V: 64, T: 1, h0: true, extended: true },
   { op: 'delta_rule', gate: 'none', delta: true, H: 1, K: 32, V: 48, T: 63 },
-  { op: 'delta_rule', gate: 'none', delta: true, H: 1, K: 64, V: 64, T: 1000, h0: true },
-  { op: 'gated_delta_rule', gate: 'scalar', delta: true, H: 1, K: 128, V: 128, T: 64, gates: 'strong', h0: true },
+  { op: 'delta_rule', gate: 'none', delta: true, H: 1, K: 64, V: 64, T: 1000, h0: true, extended: true },
+  {
+    op: 'gated_delta_rule',
+    gate: 'scalar',
+    delta: true,
+    H: 1,
+    K: 128,
+    V: 128,
+    T: 64,
+    gates: 'strong',
+    h0: true,
+    extended: true,
+  },
   { op: 'gated_delta_rule', gate: 'scalar', delta: true, H: 2, HV: 4, K: 64, V: 32, T: 300, h0: true },
   {
     op: 'gated_delta_rule',
@@ -33,15 +49,28 @@ const CASES: (ScanCase & { op: string })[] = [
   { op: 'kda', gate: 'vector', delta: true, H: 2, K: 64, V: 64, T: 300, h0: true },
   { op: 'kda', gate: 'vector', delta: true, H: 1, HV: 3, K: 33, V: 17, T: 129, h0: true },
   { op: 'gated_delta_rule', gate: 'scalar', delta: true, H: 1, K: 6, V: 5, T: 66 },
-  { op: 'kda', gate: 'vector', delta: true, H: 1, K: 128, V: 64, T: 65, gates: 'strong' },
-  { op: 'kda', gate: 'vector', delta: true, H: 1, HV: 2, K: 32, V: 32, T: 63, gates: 'near0', dtype: 'f16', h0: true },
+  { op: 'kda', gate: 'vector', delta: true, H: 1, K: 128, V: 64, T: 65, gates: 'strong', extended: true },
+  {
+    op: 'kda',
+    gate: 'vector',
+    delta: true,
+    H: 1,
+    HV: 2,
+    K: 32,
+    V: 32,
+    T: 63,
+    gates: 'near0',
+    dtype: 'f16',
+    h0: true,
+    extended: true,
+  },
   { op: 'kda', gate: 'vector', delta: true, H: 1, K: 48, V: 48, cu: [0, 64, 65, 200], h0: true },
   { op: 'gated_delta_rule', gate: 'scalar', delta: true, H: 1, K: 32, V: 64, T: 130, dtype: 'bf16', h0: true },
 ];
 
 describe('delta family vs the float64 recurrence (chunked WY form and recurrent form)', () => {
   for (const c of CASES) {
-    it(`${c.op} ${caseName(c)}`, async () => {
+    it(`${c.op} ${caseName(c)}`, tier(c.extended), async () => {
       const r = await checkScanCase(gpu, c);
       // the two forms agree with each other as well as with the reference
       const d = compare(r.chunk!.o, r.recurrent!.o);

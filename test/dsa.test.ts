@@ -26,7 +26,12 @@ interface Case {
   index?: (T: number, Tk: number) => { qI: Float64Array; kI: Float64Array; w: Float64Array };
   /** The plan's loopLimit option (the segmented paths on any adapter). */
   loopLimit?: number;
+  /** In the `extended` test tier only (npm run test:extended): a size or dim beyond the core matrix. */
+  extended?: boolean;
 }
+
+/** The options of a test of the `extended` tier (npm run test:extended), or of the core tier (`npm test`). */
+const tier = (extended?: boolean) => (extended ? { tags: ['extended'] } : {});
 
 /** Runs a case against the float64 reference; returns the plan's dispatch counts and the selection. */
 async function runCase(c: Case) {
@@ -125,25 +130,27 @@ describe('dsa vs float64 reference', () => {
   const cases: Case[] = [
     { T: 1, Hq: 4, Hkv: 1, D: 32, HI: 4, DI: 16, topk: 8, dtype: 'f32' },
     { T: 63, Hq: 4, Hkv: 1, D: 32, HI: 4, DI: 16, topk: 16, dtype: 'f32' },
-    { T: 64, Hq: 2, Hkv: 2, D: 64, HI: 2, DI: 32, topk: 5, dtype: 'f32' },
+    { T: 64, Hq: 2, Hkv: 2, D: 64, HI: 2, DI: 32, topk: 5, dtype: 'f32', extended: true },
     { T: 65, Hq: 8, Hkv: 2, D: 32, HI: 8, DI: 16, topk: 32, dtype: 'f16' },
     { T: 300, Hq: 4, Hkv: 1, D: 32, HI: 4, DI: 32, topk: 64, dtype: 'f32', rowChunk: 77 },
     { T: 300, Hq: 2, Hkv: 1, D: 16, HI: 2, DI: 16, topk: 40, dtype: 'f32', target: 'gpu' },
-    { T: 400, Hq: 2, Hkv: 1, D: 16, HI: 2, DI: 8, topk: 96, dtype: 'f32' },
+    { T: 400, Hq: 2, Hkv: 1, D: 16, HI: 2, DI: 8, topk: 96, dtype: 'f32', extended: true },
     { T: 200, Hq: 4, Hkv: 1, D: 32, HI: 2, DI: 16, topk: 48, dtype: 'f32', noIndices: true, rowChunk: 50 },
     { T: 1, Tk: 300, Hq: 4, Hkv: 1, D: 32, HI: 2, DI: 16, topk: 40, dtype: 'f32' },
     { T: 5, Tk: 130, Hq: 2, Hkv: 1, D: 32, HI: 2, DI: 16, topk: 128, dtype: 'f32', noIndices: true },
   ];
   for (const c of cases) {
-    it(`T${c.T}${c.Tk ? '-Tk' + c.Tk : ''}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-HI${c.HI}-DI${c.DI}-k${c.topk}-${c.dtype}${c.rowChunk ? '-chunk' + c.rowChunk : ''}${c.target ? '-' + c.target : ''}${c.noIndices ? '-noidx' : ''}`, async () =>
-      void (await runCase(c)));
+    const name = `T${c.T}${c.Tk ? '-Tk' + c.Tk : ''}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-HI${c.HI}-DI${c.DI}-k${c.topk}-${c.dtype}${c.rowChunk ? '-chunk' + c.rowChunk : ''}${c.target ? '-' + c.target : ''}${c.noIndices ? '-noidx' : ''}`;
+    it(name, tier(c.extended), async () => void (await runCase(c)));
   }
 
   // DeepSeek-V3.2's DSA over MLA latents: one KV head, q/k latents of 576 (512 + 64 rope), values
   // the 512-dim latents; the indexer's top-k picks tokens (ramp scores: no near-ties), the core
-  // attends them as token lists (rows past the top-k) or all causal keys (the first rows).
+  // attends them as token lists (rows past the top-k) or all causal keys (the first rows). In the
+  // extended tier: pipelines of head dims no other test uses.
   for (const target of ['cpu', 'gpu'] as const) {
-    it(`MLA latents (Hq 4, Hkv 1, Dqk 576, Dv 512): top-k over the latents equals the reference (${target})`, async () => {
+    const name = `MLA latents (Hq 4, Hkv 1, Dqk 576, Dv 512): top-k over the latents equals the reference (${target})`;
+    it(name, tier(true), async () => {
       const T = 20,
         Hq = 4,
         D = 576,
@@ -347,26 +354,32 @@ describe('dsa plans with loopLimit 1024 (every split path, small sizes, on any a
     expect(r.segments.indexer).toBeGreaterThan(1);
     expect(r.selection).toEqual((await runCase(c)).selection);
   });
-  it('selected-token and keep-everything attention in segments (f16, gpu and cpu variants)', async () => {
-    for (const target of ['gpu', 'cpu'] as const) {
-      // the gpu shape takes 64 keys per loop step: it needs more tokens to pass the budget
-      const topk = target === 'gpu' ? 400 : 120;
-      const r = await runCase({
-        T: topk + 30,
-        Hq: 2,
-        Hkv: 1,
-        D: 64,
-        HI: 1,
-        DI: 8,
-        topk,
-        dtype: 'f16',
-        target,
-        index: rampIndex(8),
-        loopLimit: 1024,
-      });
-      expect(r.excused).toBe(0);
-      expect(r.segments.attention).toBeGreaterThan(1);
-      expect(r.segments.attentionAll).toBeGreaterThan(1);
-    }
-  });
+  // One test per variant: the cpu variant in the core tier, the gpu variant (430 rows of the gpu
+  // shape, slow on a CPU adapter) in the extended tier.
+  for (const target of ['cpu', 'gpu'] as const) {
+    it(
+      `selected-token and keep-everything attention in segments (f16, ${target} variant)`,
+      tier(target === 'gpu'),
+      async () => {
+        // the gpu shape takes 64 keys per loop step: it needs more tokens to pass the budget
+        const topk = target === 'gpu' ? 400 : 120;
+        const r = await runCase({
+          T: topk + 30,
+          Hq: 2,
+          Hkv: 1,
+          D: 64,
+          HI: 1,
+          DI: 8,
+          topk,
+          dtype: 'f16',
+          target,
+          index: rampIndex(8),
+          loopLimit: 1024,
+        });
+        expect(r.excused).toBe(0);
+        expect(r.segments.attention).toBeGreaterThan(1);
+        expect(r.segments.attentionAll).toBeGreaterThan(1);
+      },
+    );
+  }
 });

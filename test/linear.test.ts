@@ -29,13 +29,28 @@ import { checkStream } from './helpers/stream.js';
 
 const gpu = useGpu();
 
-const CASES: (ScanCase & { op: string })[] = [
+/** The options of a test of the `extended` tier (npm run test:extended), or of the core tier (`npm test`). */
+const tier = (extended?: boolean) => (extended ? { tags: ['extended'] } : {});
+
+// `extended`: simple_gla at K 128 and gla in f16 at K 64 (each op, K bucket and dtype stays in core)
+const CASES: (ScanCase & { op: string; extended?: boolean })[] = [
   { op: 'linear_attn', gate: 'none', delta: false, H: 2, K: 32, V: 48, T: 1, h0: true },
   { op: 'linear_attn', gate: 'none', delta: false, H: 1, K: 64, V: 64, T: 65 },
   { op: 'linear_attn', gate: 'none', delta: false, H: 2, K: 32, V: 48, T: 300, normalize: true },
   { op: 'linear_attn', gate: 'none', delta: false, H: 1, K: 48, V: 32, T: 64, normalize: true, h0: true },
   { op: 'linear_attn', gate: 'none', delta: false, H: 1, K: 64, V: 32, T: 63, dtype: 'f16', h0: true },
-  { op: 'simple_gla', gate: 'scalar', delta: false, H: 1, K: 128, V: 64, T: 64, gates: 'strong', h0: true },
+  {
+    op: 'simple_gla',
+    gate: 'scalar',
+    delta: false,
+    H: 1,
+    K: 128,
+    V: 64,
+    T: 64,
+    gates: 'strong',
+    h0: true,
+    extended: true,
+  },
   { op: 'linear_attn', gate: 'none', delta: false, H: 1, K: 30, V: 21, T: 100, normalize: true, h0: true },
   { op: 'gla', gate: 'vector', delta: false, H: 2, K: 18, V: 10, T: 70, h0: true, dtype: 'f16' },
   { op: 'simple_gla', gate: 'scalar', delta: false, H: 1, K: 64, V: 64, T: 1000, gates: 'near0' },
@@ -64,13 +79,25 @@ const CASES: (ScanCase & { op: string })[] = [
   },
   { op: 'gla', gate: 'vector', delta: false, H: 2, K: 32, V: 48, T: 300, h0: true },
   { op: 'gla', gate: 'vector', delta: false, H: 1, K: 128, V: 128, T: 65, gates: 'strong' },
-  { op: 'gla', gate: 'vector', delta: false, H: 1, K: 64, V: 64, T: 63, gates: 'near0', dtype: 'f16', h0: true },
+  {
+    op: 'gla',
+    gate: 'vector',
+    delta: false,
+    H: 1,
+    K: 64,
+    V: 64,
+    T: 63,
+    gates: 'near0',
+    dtype: 'f16',
+    h0: true,
+    extended: true,
+  },
   { op: 'gla', gate: 'vector', delta: false, H: 1, K: 48, V: 32, cu: [0, 5, 5, 70, 134], gates: 'strong', h0: true },
 ];
 
 describe('linear attention family vs the float64 recurrence (chunked and recurrent forms)', () => {
   for (const c of CASES) {
-    it(`${c.op} ${caseName(c)}`, async () => {
+    it(`${c.op} ${caseName(c)}`, tier(c.extended), async () => {
       const r = await checkScanCase(gpu, c);
       expect(Object.keys(r).sort()).toEqual(['chunk', 'recurrent']);
     });

@@ -48,7 +48,12 @@ interface Case {
   vOffset?: number;
   /** The plan's loopLimit option (the segmented paths on any adapter). */
   loopLimit?: number;
+  /** In the `extended` test tier only (npm run test:extended): a size or dim beyond the core matrix. */
+  extended?: boolean;
 }
+
+/** The options of a test of the `extended` tier (npm run test:extended), or of the core tier (`npm test`). */
+const tier = (extended?: boolean) => (extended ? { tags: ['extended'] } : {});
 
 /** Runs a case against the float64 reference; returns the plan's dispatch counts and the selection. */
 async function runCase(c: Case) {
@@ -120,19 +125,22 @@ describe('moba prefill vs float64 reference', () => {
   const cases: Case[] = [
     { T: 1, Hq: 2, Hkv: 1, D: 32, B: 16, k: 3, dtype: 'f32' },
     { T: 63, Hq: 2, Hkv: 2, D: 32, B: 16, k: 2, dtype: 'f32' },
-    { T: 64, Hq: 4, Hkv: 2, D: 64, B: 16, k: 3, dtype: 'f32' },
+    { T: 64, Hq: 4, Hkv: 2, D: 64, B: 16, k: 3, dtype: 'f32', extended: true },
     { T: 65, Hq: 4, Hkv: 1, D: 32, B: 8, k: 4, dtype: 'f16' },
-    { T: 300, Hq: 2, Hkv: 1, D: 64, B: 64, k: 3, dtype: 'f32' },
-    { T: 300, Hq: 4, Hkv: 2, D: 48, B: 32, k: 16, dtype: 'f16' },
-    { T: 1000, Hq: 2, Hkv: 2, D: 32, B: 128, k: 2, dtype: 'f32' },
+    { T: 300, Hq: 2, Hkv: 1, D: 64, B: 64, k: 3, dtype: 'f32', extended: true },
+    { T: 300, Hq: 4, Hkv: 2, D: 48, B: 32, k: 16, dtype: 'f16', extended: true },
+    { T: 1000, Hq: 2, Hkv: 2, D: 32, B: 128, k: 2, dtype: 'f32', extended: true },
     { T: 200, Hq: 2, Hkv: 1, D: 32, B: 16, k: 1, dtype: 'f32' },
-    { T: 300, Hq: 4, Hkv: 2, D: 32, B: 32, k: 3, dtype: 'f32', target: 'gpu' },
+    { T: 300, Hq: 4, Hkv: 2, D: 32, B: 32, k: 3, dtype: 'f32', target: 'gpu', extended: true },
     { T: 65, Hq: 2, Hkv: 1, D: 32, B: 16, k: 3, dtype: 'f16', target: 'gpu' },
     { T: 130, Hq: 2, Hkv: 1, D: 32, B: 16, k: 4, dtype: 'f32', target: 'cpu' },
   ];
   for (const c of cases) {
-    it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-B${c.B}-k${c.k}-${c.dtype}${c.target ? '-' + c.target : ''}`, async () =>
-      void (await runCase(c)));
+    it(
+      `T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-B${c.B}-k${c.k}-${c.dtype}${c.target ? '-' + c.target : ''}`,
+      tier(c.extended),
+      async () => void (await runCase(c)),
+    );
   }
   it('decode (Tq = 1, bottom-right) equals the reference', async () =>
     void (await runCase({ T: 301, Tq: 1, Hq: 4, Hkv: 2, D: 32, B: 32, k: 3, dtype: 'f32' })));
@@ -162,7 +170,8 @@ describe('moba loop bounds (llvmpipe stops an invocation after 65,535 loop itera
   });
   // Decode over 3 blocks of 8,192 keys at D = 64: 215,105 loop iterations per row by the bound
   // (the head-dim loops included), so the attention is split wherever loops are capped.
-  it('decode attention over 24,576 keys on the default device', async () => {
+  // (extended tier: D 64 pipelines of its own; the loopLimit block below splits attention in core)
+  it('decode attention over 24,576 keys on the default device', tier(true), async () => {
     const r = await runCase({ T: 24576, Tq: 1, Hq: 2, Hkv: 1, D: 64, B: 8192, k: 3, dtype: 'f32', vOffset: 1 });
     if (Number.isFinite(gpu.dev.loopLimit)) expect(r.segments.attention).toBeGreaterThan(1);
   });
@@ -172,7 +181,7 @@ describe('moba plans with loopLimit 1024 (every split path, small sizes, on any 
   const cases: [string, Case, (s: { pool: number; select: number; attention: number }) => void][] = [
     [
       'per-row attention in key ranges (f16)',
-      { T: 1100, Hq: 2, Hkv: 1, D: 16, B: 500, k: 3, dtype: 'f16', target: 'gpu' },
+      { T: 1100, Hq: 2, Hkv: 1, D: 16, B: 500, k: 3, dtype: 'f16', target: 'gpu', extended: true },
       (s) => expect(s.attention).toBeGreaterThan(3),
     ],
     [
@@ -192,7 +201,7 @@ describe('moba plans with loopLimit 1024 (every split path, small sizes, on any 
     ],
   ];
   for (const [name, c, expectSplit] of cases) {
-    it(name, async () => {
+    it(name, tier(c.extended), async () => {
       const r = await runCase({ ...c, loopLimit: 1024 });
       expectSplit(r.segments);
       // a segmented selection is the unsegmented one, exactly (same f32 scores, same order)

@@ -23,7 +23,12 @@ interface Case {
   scale?: number;
   /** The plan's loopLimit option (the segmented paths on any adapter). */
   loopLimit?: number;
+  /** In the `extended` test tier only (npm run test:extended): a size or dim beyond the core matrix. */
+  extended?: boolean;
 }
+
+/** The options of a test of the `extended` tier (npm run test:extended), or of the core tier (`npm test`). */
+const tier = (extended?: boolean) => (extended ? { tags: ['extended'] } : {});
 
 /** Runs a case against the float64 reference; returns the plan's dispatch counts and the selection. */
 async function runCase(c: Case) {
@@ -116,18 +121,18 @@ describe('nsa vs float64 reference', () => {
     { T: 63, Hq: 4, Hkv: 2, D: 32, bs: 16, S: 2, W: 16, variant: 'nsa', dtype: 'f32' },
     { T: 64, Hq: 2, Hkv: 2, D: 32, bs: 16, S: 3, W: 100, variant: 'nsa', dtype: 'f32' },
     { T: 65, Hq: 8, Hkv: 2, D: 64, bs: 16, S: 2, W: 0, variant: 'nsa', dtype: 'f16' },
-    { T: 300, Hq: 4, Hkv: 1, D: 32, bs: 32, S: 4, W: 64, variant: 'nsa', dtype: 'f32' },
+    { T: 300, Hq: 4, Hkv: 1, D: 32, bs: 32, S: 4, W: 64, variant: 'nsa', dtype: 'f32', extended: true },
     { T: 64, Hq: 4, Hkv: 2, D: 32, bs: 8, S: 4, W: 0, variant: 'fla', dtype: 'f32' },
-    { T: 300, Hq: 8, Hkv: 2, D: 32, bs: 16, S: 6, W: 32, variant: 'fla', dtype: 'f16' },
-    { T: 1000, Hq: 2, Hkv: 1, D: 16, bs: 64, S: 3, W: 128, variant: 'nsa', dtype: 'f32' },
+    { T: 300, Hq: 8, Hkv: 2, D: 32, bs: 16, S: 6, W: 32, variant: 'fla', dtype: 'f16', extended: true },
+    { T: 1000, Hq: 2, Hkv: 1, D: 16, bs: 64, S: 3, W: 128, variant: 'nsa', dtype: 'f32', extended: true },
     { T: 130, Hq: 4, Hkv: 2, D: 32, bs: 16, S: 3, W: 40, variant: 'nsa', dtype: 'f32', target: 'gpu' },
     { T: 100, Hq: 2, Hkv: 2, D: 32, bs: 16, S: 3, W: 40, variant: 'fla', dtype: 'f32', target: 'cpu' },
     { T: 1, Tk: 300, Hq: 8, Hkv: 2, D: 32, bs: 16, S: 4, W: 64, variant: 'nsa', dtype: 'f32' },
     { T: 3, Tk: 129, Hq: 4, Hkv: 1, D: 32, bs: 32, S: 3, W: 40, variant: 'fla', dtype: 'f32' },
   ];
   for (const c of cases) {
-    it(`T${c.T}${c.Tk ? '-Tk' + c.Tk : ''}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-bs${c.bs}-S${c.S}-W${c.W}-${c.variant}-${c.dtype}${c.target ? '-' + c.target : ''}`, async () =>
-      void (await runCase(c)));
+    const name = `T${c.T}${c.Tk ? '-Tk' + c.Tk : ''}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-bs${c.bs}-S${c.S}-W${c.W}-${c.variant}-${c.dtype}${c.target ? '-' + c.target : ''}`;
+    it(name, tier(c.extended), async () => void (await runCase(c)));
   }
 });
 
@@ -166,14 +171,17 @@ describe('nsa loop bounds (llvmpipe stops an invocation after 65,535 loop iterat
   });
 });
 
+// The core tier keeps the smallest split case (compression and selection in segments, cpu shape);
+// the gpu shape's three splits and the cpu shape's selected-block split run in the extended tier.
 describe('nsa plans with loopLimit 1024 (every split path, small sizes, on any adapter)', () => {
-  it('gpu variant: compression, selection and window in segments; selections exactly unsegmented', async () => {
+  const gpuSplits = 'gpu variant: compression, selection and window in segments; selections exactly unsegmented';
+  it(gpuSplits, tier(true), async () => {
     const c: Case = { T: 500, Hq: 4, Hkv: 2, D: 16, bs: 1, S: 4, W: 600, variant: 'nsa', dtype: 'f32', target: 'gpu' };
     const r = await runCase({ ...c, loopLimit: 1024 });
     expect([r.segments.cmp, r.segments.select, r.segments.swa].every((n) => n > 1)).toBe(true);
     expect(r.selection).toEqual((await runCase(c)).selection);
   });
-  it('cpu variant: selected blocks in segments (f16)', async () => {
+  it('cpu variant: selected blocks in segments (f16)', tier(true), async () => {
     const r = await runCase({
       T: 300,
       Hq: 4,

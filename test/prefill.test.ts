@@ -30,7 +30,12 @@ interface Case {
   target?: 'cpu' | 'gpu';
   /** Append the chunk through run({ k, v }) (default) or before the call. */
   appendInRun?: boolean;
+  /** In the `extended` test tier only (npm run test:extended): a repeat of a core method and target. */
+  extended?: boolean;
 }
+
+/** The options of a test of the `extended` tier (npm run test:extended), or of the core tier (`npm test`). */
+const tier = (extended?: boolean) => (extended ? { tags: ['extended'] } : {});
 
 async function runCase(c: Case) {
   const dev = gpu.dev;
@@ -81,17 +86,32 @@ async function runCase(c: Case) {
 }
 
 describe('sparse prefill vs float64', () => {
+  // core tier: each method (quest bound, quest rows, mean), the gpu target and each KV dtype (f16,
+  // bf16, int8; f32 in the loop-cap block below); the f32 pair of bound and rows runs extended
   const cases: Case[] = [
     { T: 6_000, Tq: 200, Hq: 2, Hkv: 1, D: 32, dtype: 'f16', P: 64, budget: 512 },
     { T: 6_000, Tq: 200, Hq: 2, Hkv: 1, D: 32, dtype: 'f16', P: 64, budget: 512, blockScore: 'rows' },
-    { T: 5_003, Tq: 130, Hq: 4, Hkv: 2, D: 16, dtype: 'f32', P: 16, budget: 256, blockSize: 32 },
-    { T: 5_003, Tq: 130, Hq: 4, Hkv: 2, D: 16, dtype: 'f32', P: 16, budget: 256, blockSize: 32, blockScore: 'rows' },
+    { T: 5_003, Tq: 130, Hq: 4, Hkv: 2, D: 16, dtype: 'f32', P: 16, budget: 256, blockSize: 32, extended: true },
+    {
+      T: 5_003,
+      Tq: 130,
+      Hq: 4,
+      Hkv: 2,
+      D: 16,
+      dtype: 'f32',
+      P: 16,
+      budget: 256,
+      blockSize: 32,
+      blockScore: 'rows',
+      extended: true,
+    },
     { T: 4_100, Tq: 97, Hq: 2, Hkv: 1, D: 16, dtype: 'bf16', P: 32, budget: 320, mode: 'mean' },
     { T: 3_000, Tq: 100, Hq: 2, Hkv: 2, D: 16, dtype: 'f16', P: 16, budget: 256, target: 'gpu', appendInRun: false },
     { T: 2_500, Tq: 64, Hq: 3, Hkv: 1, D: 12, dtype: 'int8', P: 64, budget: 640, blockSize: 16 },
   ];
   for (const c of cases) {
-    it(`T${c.T}+${c.Tq} H${c.Hq}/${c.Hkv} D${c.D} ${c.dtype} P${c.P} budget ${c.budget} B${c.blockSize ?? 64} ${c.mode ?? 'quest'} ${c.blockScore ?? 'bound'} ${c.target ?? 'auto'}`, async () => {
+    const name = `T${c.T}+${c.Tq} H${c.Hq}/${c.Hkv} D${c.D} ${c.dtype} P${c.P} budget ${c.budget} B${c.blockSize ?? 64} ${c.mode ?? 'quest'} ${c.blockScore ?? 'bound'} ${c.target ?? 'auto'}`;
+    it(name, tier(c.extended), async () => {
       const r = await runCase(c);
       try {
         const { stats, ro } = r;
@@ -150,8 +170,9 @@ describe('sparse prefill vs float64', () => {
     });
   }
 
+  // extended tier (the core tier holds each method and target against the float64 reference)
   for (const target of ['cpu', 'gpu'] as const) {
-    it(`a budget that covers the context equals exact causal attention (${target})`, async () => {
+    it(`a budget that covers the context equals exact causal attention (${target})`, tier(true), async () => {
       const c: Case =
         target === 'cpu'
           ? { T: 900, Tq: 70, Hq: 4, Hkv: 2, D: 16, dtype: 'f16', P: 16, budget: 1024, target }
@@ -334,7 +355,7 @@ describe('sparse prefill within a loop cap (plan or cache option loopLimit 4096,
   });
 });
 
-describe('demo prefill (small)', () => {
+describe('demo prefill (small)', { tags: ['extended'] }, () => {
   it('bound and rows gates: the rows gate recalls itself, the bound gate holds most of its pages and the planted evidence, both near exact', async () => {
     const { runPrefill } = await import('../src/demo/prefill.js');
     // Someone else's 16 MiB on the shared device: the run's peak counts its own buffers only.

@@ -130,11 +130,23 @@ describe('quest selection vs float64', () => {
     { T: 4100, Hq: 4, Hkv: 1, D: 32, P: 16, budget: 512, mode: 'mean' as const, groupReduce: 'max' as const },
     // D not a multiple of 8: the scalar summary loads.
     { T: 2000, Hq: 2, Hkv: 2, D: 12, P: 16, budget: 160, mode: 'quest' as const, groupReduce: 'max' as const },
-    { T: 1500, Hq: 2, Hkv: 1, D: 20, P: 16, budget: 160, mode: 'mean' as const, groupReduce: 'sum' as const },
+    // extended tier (npm run test:extended): mean with sum, a second dim of the scalar loads
+    {
+      T: 1500,
+      Hq: 2,
+      Hkv: 1,
+      D: 20,
+      P: 16,
+      budget: 160,
+      mode: 'mean' as const,
+      groupReduce: 'sum' as const,
+      extended: true,
+    },
   ];
   for (const c of cases) {
     for (const selector of ['gpu', 'host'] as const) {
-      it(`T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-P${c.P}-budget${c.budget}-${c.mode}-${c.groupReduce}-${selector}`, async () => {
+      const name = `T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-P${c.P}-budget${c.budget}-${c.mode}-${c.groupReduce}-${selector}`;
+      it(name, 'extended' in c ? { tags: ['extended'] } : {}, async () => {
         const s = setup(c.T, c.Hq, c.Hkv, c.D, c.P, c.T);
         try {
           const { stats, o, lse } = await decode(s, {

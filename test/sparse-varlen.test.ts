@@ -20,6 +20,9 @@ import { patchMethod, useGpu, type GpuFixture } from './helpers/gpu.js';
 
 const gpu = useGpu();
 
+/** The options of a test of the `extended` tier (npm run test:extended), or of the core tier (`npm test`). */
+const tier = (extended?: boolean) => (extended ? { tags: ['extended'] } : {});
+
 /**
  * Runs `plan` once more into a fresh encoder while counting compute passes, buffer copies and
  * buffers created on the device (after one warm run, which may build bind groups).
@@ -142,11 +145,16 @@ async function runMoba(c: MobaCase, fx = gpu) {
 const CU = [0, 3, 77, 77, 140, 141, 230];
 
 describe('moba varlen: one dispatch set over the batch', () => {
+  // core tier: cpu f32 and gpu f16 (each shape and each dtype once); the other two extended
   for (const target of ['cpu', 'gpu'] as const)
     for (const dtype of ['f32', 'f16'] as const)
-      it(`${target} shape, ${dtype}: equals the per-sequence reference`, async () => {
-        await runMoba({ cu: CU, Hq: 2, Hkv: 1, D: 16, B: 16, k: 3, dtype, target, lse: dtype === 'f32' });
-      });
+      it(
+        `${target} shape, ${dtype}: equals the per-sequence reference`,
+        tier((target === 'cpu') === (dtype === 'f16')),
+        async () => {
+          await runMoba({ cu: CU, Hq: 2, Hkv: 1, D: 16, B: 16, k: 3, dtype, target, lse: dtype === 'f32' });
+        },
+      );
 
   it('a batch of only empty sequences runs nothing; a leading empty sequence is skipped', async () => {
     const plan = await planMobaVarlen(gpu.dev, { cuSeqlens: [0, 0, 0], Hq: 2, Hkv: 1, D: 16, blockSize: 4, topk: 2 });
@@ -183,7 +191,9 @@ describe('moba varlen: one dispatch set over the batch', () => {
 
 describe('varlen with loopLimit 1024 (split dispatches, still one set for the batch)', () => {
   const capped = useGpu({ loopLimit: 1024 });
-  it('dsa: indexer over head groups equals the reference', async () => {
+  // extended tier: the dsa indexer's split (64 heads of 64 dims: pipelines of their own) and the
+  // long-block key ranges (gpu shape, slow on a CPU adapter); core: the nsa and moba splits
+  it('dsa: indexer over head groups equals the reference', tier(true), async () => {
     const s = await runDsa(
       { cu: [0, 3, 170, 171, 300], Hq: 2, Hkv: 1, D: 16, HI: 64, DI: 64, topk: 150, target: 'cpu', rowChunk: 100 },
       capped,
@@ -204,7 +214,7 @@ describe('varlen with loopLimit 1024 (split dispatches, still one set for the ba
     );
     expect(s.select).toBeGreaterThan(1);
   });
-  it('attention over long blocks in key ranges (merged)', async () => {
+  it('attention over long blocks in key ranges (merged)', tier(true), async () => {
     const s = await runMoba(
       { cu: [0, 700, 703, 1100], Hq: 2, Hkv: 1, D: 16, B: 500, k: 2, dtype: 'f16', target: 'gpu' },
       capped,
@@ -224,6 +234,8 @@ interface NsaCase {
   variant: 'nsa' | 'fla';
   target: 'cpu' | 'gpu';
   dtype?: FloatDType;
+  /** In the `extended` test tier only. */
+  extended?: boolean;
 }
 
 function nsaInputs(c: NsaCase, seed: number) {
@@ -315,14 +327,18 @@ async function runNsa(c: NsaCase, fx = gpu) {
 describe('nsa varlen: one dispatch set over the batch', () => {
   const cases: NsaCase[] = [
     { cu: CU, Hq: 4, Hkv: 2, D: 16, bs: 16, S: 3, W: 20, variant: 'nsa', target: 'cpu' },
-    { cu: CU, Hq: 4, Hkv: 2, D: 16, bs: 16, S: 3, W: 20, variant: 'fla', target: 'gpu' },
-    { cu: CU, Hq: 2, Hkv: 1, D: 16, bs: 8, S: 4, W: 0, variant: 'fla', target: 'cpu', dtype: 'f16' },
+    { cu: CU, Hq: 4, Hkv: 2, D: 16, bs: 16, S: 3, W: 20, variant: 'fla', target: 'gpu', extended: true },
+    { cu: CU, Hq: 2, Hkv: 1, D: 16, bs: 8, S: 4, W: 0, variant: 'fla', target: 'cpu', dtype: 'f16', extended: true },
     { cu: [0, 0, 9, 100], Hq: 2, Hkv: 2, D: 16, bs: 16, S: 2, W: 0, variant: 'nsa', target: 'gpu' },
   ];
   for (const c of cases)
-    it(`${c.variant}, ${c.target} shape, window ${c.W}, ${c.dtype ?? 'f32'}, cu ${c.cu.join(',')}`, async () => {
-      await runNsa(c);
-    });
+    it(
+      `${c.variant}, ${c.target} shape, window ${c.W}, ${c.dtype ?? 'f32'}, cu ${c.cu.join(',')}`,
+      tier(c.extended),
+      async () => {
+        await runNsa(c);
+      },
+    );
 
   it('run creates no buffer, copies nothing and issues the same dispatches for 2 or 7 sequences', async () => {
     const counts = [];
@@ -727,8 +743,11 @@ describe('block-sparse varlen: one dispatch over the batch, one BSR mask per seq
       expect(await runBsv(c)).toBe(1);
     });
 
-  it('loopLimit 1024: rows split in parts (merged), still one dispatch set, equals the reference', async () => {
-    for (const target of ['cpu', 'gpu'] as const) {
+  // one test per shape: the cpu shape in the core tier, the gpu shape (a workgroup per row and
+  // block, slow on a CPU adapter) in the extended tier
+  for (const target of ['cpu', 'gpu'] as const) {
+    const name = `loopLimit 1024: rows split in parts (merged), still one dispatch set, equals the reference (${target} shape)`;
+    it(name, tier(target === 'gpu'), async () => {
       const parts = await runBsv(
         {
           lens: [
@@ -749,8 +768,8 @@ describe('block-sparse varlen: one dispatch over the batch, one BSR mask per seq
         1024,
       );
       expect(parts).toBeGreaterThan(1);
-    }
-  });
+    });
+  }
 
   it('run creates no buffer, copies nothing and issues the same dispatches for 2 or 6 sequences', async () => {
     const counts = [];

@@ -20,10 +20,12 @@ describe('contexts split across devices', () => {
   const cases = [
     { T: 5_000, Hq: 4, Hkv: 2, D: 16, P: 16, stripe: 512, dtype: 'f16' as const, chunk: 700 },
     { T: 3_001, Hq: 2, Hkv: 1, D: 32, P: 64, stripe: 1024, dtype: 'bf16' as const, chunk: 3_001 },
-    { T: 2_000, Hq: 3, Hkv: 1, D: 12, P: 32, stripe: 256, dtype: 'int8' as const, chunk: 333 },
+    // extended tier (npm run test:extended): int8 pages (test/stream.test.ts holds int8 streaming in npm test)
+    { T: 2_000, Hq: 3, Hkv: 1, D: 12, P: 32, stripe: 256, dtype: 'int8' as const, chunk: 333, extended: true },
   ];
   for (const c of cases) {
-    it(`T${c.T} H${c.Hq}/${c.Hkv} D${c.D} ${c.dtype} stripes of ${c.stripe}: equals one device and float64`, async () => {
+    const name = `T${c.T} H${c.Hq}/${c.Hkv} D${c.D} ${c.dtype} stripes of ${c.stripe}: equals one device and float64`;
+    it(name, 'extended' in c ? { tags: ['extended'] } : {}, async () => {
       const split = createSplitKvCache([gpu.dev, second], {
         Hkv: c.Hkv,
         D: c.D,

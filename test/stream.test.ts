@@ -29,7 +29,12 @@ interface Case {
   partialBytes?: number;
   /** The plan's loopLimit option (the split paths on any adapter). */
   loopLimit?: number;
+  /** In the `extended` test tier only (npm run test:extended): a size or dim beyond the core matrix. */
+  extended?: boolean;
 }
+
+/** The options of a test of the `extended` tier (npm run test:extended), or of the core tier (`npm test`). */
+const tier = (extended?: boolean) => (extended ? { tags: ['extended'] } : {});
 
 async function runCase(c: Case): Promise<{ evictions: number; tiles: number }> {
   const cache = createKvCache(gpu.dev, {
@@ -71,24 +76,26 @@ async function runCase(c: Case): Promise<{ evictions: number; tiles: number }> {
 }
 
 describe('streaming exact attention vs float64', () => {
+  // core tier: f32, f16, bf16 and int8 through the cpu shape (GQA, lengths off the page size, Tq 3
+  // bottom-right), f16 and int8 (Tq 5 at qPos0 700) through the gpu shape; the rest extended
   const cases: Case[] = [
     { T: 10_000, Tq: 1, Hq: 4, Hkv: 2, D: 16, dtype: 'f32' },
     { T: 10_001, Tq: 1, Hq: 8, Hkv: 1, D: 32, dtype: 'f16', pageSize: 16 },
-    { T: 12_345, Tq: 1, Hq: 2, Hkv: 2, D: 12, dtype: 'bf16', pageSize: 32 },
+    { T: 12_345, Tq: 1, Hq: 2, Hkv: 2, D: 12, dtype: 'bf16', pageSize: 32, extended: true },
     { T: 10_300, Tq: 1, Hq: 4, Hkv: 2, D: 8, dtype: 'int8', pageSize: 128 },
     // A prefill chunk of 65 queries in the middle of the context (causal by absolute position).
-    { T: 10_000, Tq: 65, Hq: 2, Hkv: 1, D: 16, dtype: 'f16', qPos0: 4_000 },
+    { T: 10_000, Tq: 65, Hq: 2, Hkv: 1, D: 16, dtype: 'f16', qPos0: 4_000, extended: true },
     // Queries at the end (bottom-right), a chunk that is not a multiple of the page size.
-    { T: 3_000, Tq: 63, Hq: 4, Hkv: 2, D: 8, dtype: 'f32', pageSize: 16 },
-    { T: 200_000, Tq: 1, Hq: 2, Hkv: 1, D: 8, dtype: 'f16', pageSize: 256, appendChunk: 65_536 },
+    { T: 3_000, Tq: 63, Hq: 4, Hkv: 2, D: 8, dtype: 'f32', pageSize: 16, extended: true },
+    { T: 200_000, Tq: 1, Hq: 2, Hkv: 1, D: 8, dtype: 'f16', pageSize: 256, appendChunk: 65_536, extended: true },
     // Head dims that are multiples of 32 take the 16-byte-load path of the CPU kernel: every dtype.
-    { T: 5_000, Tq: 1, Hq: 2, Hkv: 1, D: 64, dtype: 'int8' },
+    { T: 5_000, Tq: 1, Hq: 2, Hkv: 1, D: 64, dtype: 'int8', extended: true },
     { T: 4_000, Tq: 3, Hq: 4, Hkv: 2, D: 32, dtype: 'bf16', pageSize: 32 },
-    { T: 3_000, Tq: 1, Hq: 1, Hkv: 1, D: 96, dtype: 'f32', pageSize: 16 },
+    { T: 3_000, Tq: 1, Hq: 1, Hkv: 1, D: 96, dtype: 'f32', pageSize: 16, extended: true },
     // The GPU-shaped kernel (workgroup per part and row), run here on the CPU adapter for correctness.
     { T: 3_000, Tq: 1, Hq: 4, Hkv: 2, D: 16, dtype: 'f16', target: 'gpu' },
     { T: 1_201, Tq: 5, Hq: 2, Hkv: 1, D: 32, dtype: 'int8', pageSize: 128, qPos0: 700, target: 'gpu' },
-    { T: 1_000, Tq: 1, Hq: 2, Hkv: 2, D: 12, dtype: 'bf16', pageSize: 16, target: 'gpu' },
+    { T: 1_000, Tq: 1, Hq: 2, Hkv: 2, D: 12, dtype: 'bf16', pageSize: 16, target: 'gpu', extended: true },
     // one part of 128 pages of 256 keys (tiny partialBytes): unbounded, one invocation would loop
     // 363,000 times; on llvmpipe (65,535) the plan shrinks the tile to 20 pages
     {
@@ -101,10 +108,12 @@ describe('streaming exact attention vs float64', () => {
       pageSize: 256,
       partialBytes: 1,
       cache: { tilePages: 128, gpuBudgetBytes: 32 << 20 },
+      extended: true,
     },
   ];
   for (const c of cases) {
-    it(`T${c.T}-Tq${c.Tq}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}-P${c.pageSize ?? 64}${c.qPos0 !== undefined ? `-q@${c.qPos0}` : ''}${c.target ? `-${c.target}` : ''}`, async () => {
+    const name = `T${c.T}-Tq${c.Tq}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-${c.dtype}-P${c.pageSize ?? 64}${c.qPos0 !== undefined ? `-q@${c.qPos0}` : ''}${c.target ? `-${c.target}` : ''}`;
+    it(name, tier(c.extended), async () => {
       const r = await runCase(c);
       expect(r.tiles).toBeGreaterThan(0);
     });

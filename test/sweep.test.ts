@@ -1,8 +1,9 @@
 /**
- * The fixed-seed subset of the property sweeps inside `npm test`: 4 configurations per family
- * with small sizes, a smoke test that every sweep still runs and passes (the per-family tests hold
- * the shapes, dtypes and ragged sizes; the full sweep, `npm run test:sweep`, runs 500+ with larger
- * bounds and any seed). A failure prints the shrunk configuration as JSON and the command that replays it.
+ * The fixed-seed subset of the property sweeps, in the `extended` tier (`npm run test:extended`,
+ * which CI runs; not in `npm test`): 4 configurations per family with small sizes, a smoke test
+ * that every sweep still runs and passes (the per-family tests hold the shapes, dtypes and ragged
+ * sizes; the full sweep, `npm run test:sweep`, runs 500+ with larger bounds and any seed). A
+ * failure prints the shrunk configuration as JSON and the command that replays it.
  */
 import { describe, expect, it } from 'vitest';
 import { useGpu } from './helpers/gpu.js';
@@ -13,7 +14,9 @@ const gpu = useGpu();
 export const SUBSET_RUNS = 4;
 export const SUBSET_SEED = 20261124;
 
-describe(`property sweeps, fixed-seed subset (${SUBSET_RUNS} configurations per family)`, () => {
+const SUBSET = `property sweeps, fixed-seed subset (${SUBSET_RUNS} configurations per family)`;
+
+describe(SUBSET, { tags: ['extended'] }, () => {
   for (const sweep of SWEEPS) {
     it(
       sweep.family,

@@ -27,11 +27,13 @@ function snapshot(dir: string): Map<string, string> {
   return out;
 }
 
-const SUITES: [string, string[]][] = [
-  ['dense', ['--T', '32', '--D', '16', '--runs', '1', '--baseline-runs', '1', '--baseline', 'none']],
-  ['linear', ['--op', 'linear_attn', '--T', '64', '--K', '16', '--mode', 'chunk', '--runs', '1', '--warmup', '0']],
-  ['sparse', ['--T', '128', '--D', '16', '--methods', 'sliding_window', '--window', '32', '--runs', '1']],
-  ['topk', ['--cases', '1x256x8', '--baseline', 'none', '--runs', '1']],
+// Every suite writes through the same report writer; npm test runs the two quick ones, the
+// extended tier the dense and sparse suites (seconds each: their roofline probes and baselines).
+const SUITES: [string, string[], string[]][] = [
+  ['dense', ['--T', '32', '--D', '16', '--runs', '1', '--baseline-runs', '1', '--baseline', 'none'], ['extended']],
+  ['linear', ['--op', 'linear_attn', '--T', '64', '--K', '16', '--mode', 'chunk', '--runs', '1', '--warmup', '0'], []],
+  ['sparse', ['--T', '128', '--D', '16', '--methods', 'sliding_window', '--window', '32', '--runs', '1'], ['extended']],
+  ['topk', ['--cases', '1x256x8', '--baseline', 'none', '--runs', '1'], []],
 ];
 
 describe('bench writes bench/results only with --save', () => {
@@ -50,17 +52,21 @@ describe('bench writes bench/results only with --save', () => {
     else process.env.TESSERA_BENCH_QUICK = env.quick;
   });
 
-  for (const [suite, args] of SUITES) {
-    it(`${suite} without --save leaves bench/results untouched and writes only --json`, async () => {
-      const before = snapshot(RESULTS);
-      expect(before.size).toBeGreaterThan(0);
-      const json = join(tmp, `${suite}.json`);
-      await runBenchCli(suite, [...args, '--json', json]);
-      expect(snapshot(RESULTS)).toEqual(before);
-      const report = JSON.parse(readFileSync(json, 'utf8')) as { results: { median_ms: number }[] };
-      expect(report.results.length).toBeGreaterThan(0);
-      for (const r of report.results) expect(r.median_ms).toBeGreaterThan(0);
-    }, 240_000);
+  for (const [suite, args, tags] of SUITES) {
+    it(
+      `${suite} without --save leaves bench/results untouched and writes only --json`,
+      { tags, timeout: 240_000 },
+      async () => {
+        const before = snapshot(RESULTS);
+        expect(before.size).toBeGreaterThan(0);
+        const json = join(tmp, `${suite}.json`);
+        await runBenchCli(suite, [...args, '--json', json]);
+        expect(snapshot(RESULTS)).toEqual(before);
+        const report = JSON.parse(readFileSync(json, 'utf8')) as { results: { median_ms: number }[] };
+        expect(report.results.length).toBeGreaterThan(0);
+        for (const r of report.results) expect(r.median_ms).toBeGreaterThan(0);
+      },
+    );
   }
 
   it('topk with --save writes the report where TESSERA_BENCH_DIR points, not into bench/results', async () => {

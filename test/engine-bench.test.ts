@@ -12,7 +12,9 @@ import { useGpu } from './helpers/gpu.js';
 // which finds the worker's TesseraDevice, and restores the methods it instruments.
 const gpu = useGpu();
 
-describe('bench engine', () => {
+// a benchmark's own test: the extended tier (the engine itself is tested in npm test by
+// test/examples.test.ts and test/engine-doc.test.ts)
+describe('bench engine', { tags: ['extended'] }, () => {
   it("writes the issue's keys from a short engine run, with the baseline measured in the same run", async () => {
     const r = await main({
       small: true,

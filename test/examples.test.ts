@@ -43,7 +43,7 @@ describe('examples (short forms)', () => {
     expect(r.refMax).toBeGreaterThan(0.5); // a real signal, not zeros
   });
 
-  it('hybrid-tfjs with MoBA as the attention layer: no readback, matches float64', async () => {
+  it('hybrid-tfjs with MoBA as the attention layer: no readback, matches float64', { tags: ['extended'] }, async () => {
     const { main } = await import('../examples/hybrid-tfjs/main.js');
     const r = await main({ small: true, mixer: 'moba' });
     expect(r.pattern).toBe('GDN GDN GDN MOBA');
@@ -62,7 +62,8 @@ describe('examples (short forms)', () => {
     expect(r.maxAbsDiffSparseVsExact).toBeLessThan(1e-3);
   });
 
-  it('browser: the page builds with Vite', async () => {
+  // npm test's browser stage builds the same pages (test/browser); the extended tier builds the example
+  it('browser: the page builds with Vite', { tags: ['extended'] }, async () => {
     const { main } = await import('../examples/browser/main.js');
     const out = mkdtempSync(join(tmpdir(), 'tessera-example-browser-'));
     try {

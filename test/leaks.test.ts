@@ -27,9 +27,10 @@ import { useGpu } from './helpers/gpu.js';
 
 const gpu = useGpu();
 // A buffer or bind group kept per cycle shows as bytes or buffers held at any count (the check is
-// exact), and the waits every 100 cycles run twice: 250 cycles, not the 1000 of the full run
-// (TESSERA_LEAK_CYCLES=1000).
+// exact): `npm test` runs 50 cycles per family, the extended tier 250 (TESSERA_LEAK_CYCLES sets
+// it, e.g. 1000 for the full run); each run waits for the queue twice in its loop.
 const CYCLES = Number(process.env.TESSERA_LEAK_CYCLES ?? 250);
+const CORE_CYCLES = Math.min(50, CYCLES);
 /** Bytes leaked per family (reported by docs/reliability.md). */
 const leaked: Record<string, number> = {};
 
@@ -177,118 +178,133 @@ const FAMILIES: Record<string, Planner> = {
   },
 };
 
-describe(`no leaks: ${CYCLES} plan/run/dispose cycles per family`, () => {
-  for (const [name, f] of Object.entries(FAMILIES)) {
-    it(name, async () => {
+function familyCycles(cycles: number, tags: string[]) {
+  describe(`no leaks: ${cycles} plan/run/dispose cycles per family`, { tags }, () => {
+    const waitEvery = Math.ceil(cycles / 2.5);
+    for (const [name, f] of Object.entries(FAMILIES)) {
+      it(name, async () => {
+        const dev = gpu.dev;
+        const inputs = f.tensors();
+        await dev.device.queue.onSubmittedWorkDone();
+        const start = dev.memory();
+        let cacheAfterFirst = -1;
+        const before = gpu.uncaptured.length;
+        for (let i = 0; i < cycles; i++) {
+          const plan = await f.plan(dev);
+          const enc = dev.device.createCommandEncoder();
+          plan.run(enc, inputs as never);
+          dev.device.queue.submit([enc.finish()]);
+          // disposed right after submit, while the GPU may still be running it (WebGPU keeps
+          // destroyed buffers alive for work already submitted)
+          plan.dispose();
+          if (i === 0) cacheAfterFirst = dev.cache.size;
+          if ((i + 1) % waitEvery === 0) await dev.raceLost(dev.device.queue.onSubmittedWorkDone());
+        }
+        await dev.device.queue.onSubmittedWorkDone();
+        expect(gpu.uncaptured.slice(before), 'uncaptured GPU errors').toEqual([]);
+        const end = dev.memory();
+        leaked[name] = end.bytesHeld - start.bytesHeld;
+        expect(end.bytesHeld, 'GPU bytes held after the cycles').toBe(start.bytesHeld);
+        expect(end.buffersHeld, 'GPU buffers held after the cycles').toBe(start.buffersHeld);
+        expect(dev.cache.size, 'pipeline cache size after the first cycle').toBe(cacheAfterFirst);
+      });
+    }
+  });
+}
+familyCycles(CORE_CYCLES, []);
+if (CYCLES > CORE_CYCLES) familyCycles(CYCLES, ['extended']);
+
+describe('no leaks: KV cache and streaming', () => {
+  for (const [kvCycles, tags] of [
+    [10, []],
+    [Math.max(50, CYCLES / 10), ['extended']],
+  ] as const)
+    it(`${kvCycles} cache create / append / stream / quest / dispose cycles`, { tags: [...tags] }, async () => {
       const dev = gpu.dev;
-      const inputs = f.tensors();
+      const rng = new Rng(1);
+      const k = rng.normals(100 * 2 * 8);
+      const v = rng.normals(100 * 2 * 8);
+      const q = rng.normals(4 * 8);
       await dev.device.queue.onSubmittedWorkDone();
       const start = dev.memory();
       let cacheAfterFirst = -1;
-      const before = gpu.uncaptured.length;
-      for (let i = 0; i < CYCLES; i++) {
-        const plan = await f.plan(dev);
-        const enc = dev.device.createCommandEncoder();
-        plan.run(enc, inputs as never);
-        dev.device.queue.submit([enc.finish()]);
-        // disposed right after submit, while the GPU may still be running it (WebGPU keeps
-        // destroyed buffers alive for work already submitted)
+      for (let i = 0; i < kvCycles; i++) {
+        const cache = createKvCache(dev, {
+          Hkv: 2,
+          D: 8,
+          pageSize: 16,
+          dtype: i % 2 ? 'f16' : 'int8',
+          gpuBudgetBytes: 64 << 10,
+          tilePages: 2,
+        });
+        const s = cache.addSequence();
+        cache.append(s, k, v);
+        await streamAttention(cache, s, q, { Hq: 4 });
+        const plan = await planStreamAttention(cache, { Hq: 4 });
         plan.dispose();
-        if (i === 0) cacheAfterFirst = dev.cache.size;
-        if ((i + 1) % 100 === 0) await dev.raceLost(dev.device.queue.onSubmittedWorkDone());
+        const qp = await planQuestDecode(cache, { Hq: 4, budgetTokens: 48 });
+        const qt = gpu.tensor(q, [1, 4, 8]);
+        const o = gpu.nanTensor([1, 4, 8]);
+        await qp.run(s, qt, { o });
+        qp.dispose();
+        dev.destroyBuffer(qt.buffer);
+        dev.destroyBuffer(o.buffer);
+        cache.dispose();
+        if (i === 1) cacheAfterFirst = dev.cache.size; // two dtypes alternate
       }
       await dev.device.queue.onSubmittedWorkDone();
-      expect(gpu.uncaptured.slice(before), 'uncaptured GPU errors').toEqual([]);
       const end = dev.memory();
-      leaked[name] = end.bytesHeld - start.bytesHeld;
-      expect(end.bytesHeld, 'GPU bytes held after the cycles').toBe(start.bytesHeld);
-      expect(end.buffersHeld, 'GPU buffers held after the cycles').toBe(start.buffersHeld);
-      expect(dev.cache.size, 'pipeline cache size after the first cycle').toBe(cacheAfterFirst);
+      leaked.kv = end.bytesHeld - start.bytesHeld;
+      expect(end.bytesHeld).toBe(start.bytesHeld);
+      expect(end.buffersHeld).toBe(start.buffersHeld);
+      expect(dev.cache.size).toBe(cacheAfterFirst);
     });
-  }
-});
 
-describe('no leaks: KV cache and streaming', () => {
-  const KV_CYCLES = Math.max(50, CYCLES / 10);
-  it(`${KV_CYCLES} cache create / append / stream / quest / dispose cycles`, async () => {
-    const dev = gpu.dev;
-    const rng = new Rng(1);
-    const k = rng.normals(100 * 2 * 8);
-    const v = rng.normals(100 * 2 * 8);
-    const q = rng.normals(4 * 8);
-    await dev.device.queue.onSubmittedWorkDone();
-    const start = dev.memory();
-    let cacheAfterFirst = -1;
-    for (let i = 0; i < KV_CYCLES; i++) {
-      const cache = createKvCache(dev, {
-        Hkv: 2,
-        D: 8,
-        pageSize: 16,
-        dtype: i % 2 ? 'f16' : 'int8',
-        gpuBudgetBytes: 64 << 10,
-        tilePages: 2,
-      });
-      const s = cache.addSequence();
-      cache.append(s, k, v);
-      await streamAttention(cache, s, q, { Hq: 4 });
-      const plan = await planStreamAttention(cache, { Hq: 4 });
-      plan.dispose();
-      const qp = await planQuestDecode(cache, { Hq: 4, budgetTokens: 48 });
-      const qt = gpu.tensor(q, [1, 4, 8]);
-      const o = gpu.nanTensor([1, 4, 8]);
-      await qp.run(s, qt, { o });
-      qp.dispose();
-      dev.destroyBuffer(qt.buffer);
-      dev.destroyBuffer(o.buffer);
-      cache.dispose();
-      if (i === 1) cacheAfterFirst = dev.cache.size; // two dtypes alternate
-    }
-    await dev.device.queue.onSubmittedWorkDone();
-    const end = dev.memory();
-    leaked.kv = end.bytesHeld - start.bytesHeld;
-    expect(end.bytesHeld).toBe(start.bytesHeld);
-    expect(end.buffersHeld).toBe(start.buffersHeld);
-    expect(dev.cache.size).toBe(cacheAfterFirst);
-  });
-
-  it('a 1M-token stream with eviction under a 1 MiB GPU budget ends holding what it started with', async () => {
-    const dev = gpu.dev;
-    await dev.device.queue.onSubmittedWorkDone();
-    const start = dev.memory();
-    const T = 1 << 20;
-    const cache = createKvCache(dev, {
-      Hkv: 1,
-      D: 4,
-      pageSize: 256,
-      dtype: 'f16',
-      gpuBudgetBytes: 1 << 20,
-      tilePages: 16,
-    });
-    const s = cache.addSequence();
-    const chunk = 1 << 16;
-    const rng = new Rng(2);
-    const kc = rng.normals(chunk * 4, 0.5);
-    const vc = rng.normals(chunk * 4);
-    for (let done = 0; done < T; done += chunk) cache.append(s, kc, vc);
-    expect(cache.length(s)).toBe(T);
-    const q = rng.normals(2 * 4);
-    const r1 = await streamAttention(cache, s, q, { Hq: 2 });
-    expect(r1.stats.pagesUploaded).toBeGreaterThan(0);
-    expect(Array.from(r1.o).every(Number.isFinite)).toBe(true);
-    // a second pass must evict again (the working set is far smaller than the sequence)
-    const r2 = await streamAttention(cache, s, q, { Hq: 2 });
-    expect(r2.stats.pagesUploaded).toBeGreaterThan(T / 256 / 2);
-    // same answer (the merge order may differ with residency, so within f32 rounding)
-    expect(passes(compare(r2.o, r1.o), TOLERANCE.f32)).toBe(true);
-    expect(dev.memory().bytesPeak - start.bytesHeld).toBeLessThanOrEqual((1 << 20) + (8 << 20) + (1 << 16));
-    cache.dispose();
-    await dev.device.queue.onSubmittedWorkDone();
-    const end = dev.memory();
-    leaked.stream1M = end.bytesHeld - start.bytesHeld;
-    expect(end.bytesHeld).toBe(start.bytesHeld);
-    expect(end.buffersHeld).toBe(start.buffersHeld);
-    console.log(`leaks: bytes leaked per family ${JSON.stringify(leaked)}`);
-  }, 300_000);
+  for (const [T, budget, tags] of [
+    [1 << 17, 1 << 17, []],
+    [1 << 20, 1 << 20, ['extended']],
+  ] as const)
+    it(
+      `a ${T >> 10}K-token stream with eviction under a ${budget >> 10} KiB GPU budget ends holding what it started with`,
+      { tags: [...tags], timeout: 300_000 },
+      async () => {
+        const dev = gpu.dev;
+        await dev.device.queue.onSubmittedWorkDone();
+        const start = dev.memory();
+        const cache = createKvCache(dev, {
+          Hkv: 1,
+          D: 4,
+          pageSize: 256,
+          dtype: 'f16',
+          gpuBudgetBytes: budget,
+          tilePages: 16,
+        });
+        const s = cache.addSequence();
+        const chunk = 1 << 16;
+        const rng = new Rng(2);
+        const kc = rng.normals(chunk * 4, 0.5);
+        const vc = rng.normals(chunk * 4);
+        for (let done = 0; done < T; done += chunk) cache.append(s, kc, vc);
+        expect(cache.length(s)).toBe(T);
+        const q = rng.normals(2 * 4);
+        const r1 = await streamAttention(cache, s, q, { Hq: 2 });
+        expect(r1.stats.pagesUploaded).toBeGreaterThan(0);
+        expect(Array.from(r1.o).every(Number.isFinite)).toBe(true);
+        // a second pass must evict again (the working set is far smaller than the sequence)
+        const r2 = await streamAttention(cache, s, q, { Hq: 2 });
+        expect(r2.stats.pagesUploaded).toBeGreaterThan(T / 256 / 2);
+        // same answer (the merge order may differ with residency, so within f32 rounding)
+        expect(passes(compare(r2.o, r1.o), TOLERANCE.f32)).toBe(true);
+        expect(dev.memory().bytesPeak - start.bytesHeld).toBeLessThanOrEqual(budget + (8 << 20) + (1 << 16));
+        cache.dispose();
+        await dev.device.queue.onSubmittedWorkDone();
+        const end = dev.memory();
+        leaked.stream1M = end.bytesHeld - start.bytesHeld;
+        expect(end.bytesHeld).toBe(start.bytesHeld);
+        expect(end.buffersHeld).toBe(start.buffersHeld);
+        console.log(`leaks: bytes leaked per family ${JSON.stringify(leaked)}`);
+      },
+    );
 });
 
 void (null as unknown as GpuTensor);

@@ -1,7 +1,7 @@
 /**
  * The shared property-sweep runner. A family's sweep (`test/sweep/<family>.sweep.ts`) is a
  * generator of random VALID configurations (a fast-check arbitrary, with `small` bounds for the
- * fixed-seed subset inside `npm test` and `full` bounds for `npm run test:sweep`) and a check that
+ * fixed-seed subset of the extended tier (`npm run test:extended`) and `full` bounds for `npm run test:sweep`) and a check that
  * runs one configuration on the GPU against the family's float64 reference. A configuration
  * carries its own data seed, so the JSON printed on failure is a complete reproducer:
  * `SWEEP_FAMILY=<family> SWEEP_CONFIG='<json>' npm run test:sweep`.

@@ -9,8 +9,8 @@
  *
  * Environment: CHROMIUM (default /usr/bin/chromium), TESSERA_GOLDEN (default ../shared/golden),
  * TESSERA_GOLDEN_FILTER (a regex of case names; default all), TESSERA_BROWSER_BENCH=0 to skip
- * the page's bench, TESSERA_BROWSER_SUITES (the page's `suites` parameter; default all four, at the
- * tiny sizes of SUITE_QUERY).
+ * the page's bench, TESSERA_BROWSER_SUITES (the page's `suites` parameter for the extended tier's
+ * second load of the page; default all four, at the tiny sizes of SUITE_QUERY).
  */
 import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -111,45 +111,51 @@ afterAll(async () => {
   const dir = await pages?.catch(() => undefined);
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
-let outDir = '';
-let server: http.Server | undefined;
+/**
+ * Builds and serves the pages, opens index.html with `query` in headless chromium, waits for it to
+ * finish and returns its state, with a full-page screenshot saved as `e2e-<adapter><suffix>.png`.
+ */
+async function runBenchPage(query: URLSearchParams, suffix: string): Promise<{ state: PageState; screenshot: string }> {
+  const outDir = await buildPages();
+  const server = await serve(outDir, goldenDir);
+  const { port } = server.address() as AddressInfo;
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: CHROMIUM_ARGS });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+    const consoleLines: string[] = [];
+    page.on('console', (m) => consoleLines.push(m.text()));
+    page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
+    await page.goto(`http://127.0.0.1:${port}/?${query}`);
+    await page.waitForFunction(
+      () => (globalThis as unknown as { __tessera?: PageState }).__tessera?.done === true,
+      undefined,
+      { timeout: 800_000, polling: 500 },
+    );
+    const state = await page.evaluate(() => (globalThis as unknown as { __tessera: PageState }).__tessera);
+    const dir = process.env.TESSERA_SAVE_SCREENSHOT === '1' ? join(repo, 'bench', 'results', 'browser') : tmpdir();
+    mkdirSync(dir, { recursive: true });
+    const screenshot = join(dir, `e2e-${state.adapter ?? 'unknown'}${suffix}.png`);
+    await page.screenshot({ path: screenshot, fullPage: true });
+    if (state.error) console.error(consoleLines.join('\n'));
+    return { state, screenshot };
+  } finally {
+    await browser.close();
+    server.close();
+  }
+}
+
 let state: PageState;
 let screenshot = '';
 
+// npm test: the kernel checks, the golden cases and the page's small bench; the bench suites run
+// on a second load of the page in the extended tier (below).
 describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
   beforeAll(async () => {
-    outDir = await buildPages();
-    server = await serve(outDir, goldenDir);
-    const { port } = server.address() as AddressInfo;
-    const { chromium } = await import('playwright-core');
-    const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: CHROMIUM_ARGS });
-    try {
-      const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
-      const consoleLines: string[] = [];
-      page.on('console', (m) => consoleLines.push(m.text()));
-      page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
-      const q = new URLSearchParams(SUITE_QUERY);
-      if (process.env.TESSERA_GOLDEN_FILTER) q.set('filter', process.env.TESSERA_GOLDEN_FILTER);
-      if (process.env.TESSERA_BROWSER_BENCH === '0') q.set('bench', '0');
-      await page.goto(`http://127.0.0.1:${port}/?${q}`);
-      await page.waitForFunction(
-        () => (globalThis as unknown as { __tessera?: PageState }).__tessera?.done === true,
-        undefined,
-        { timeout: 800_000, polling: 500 },
-      );
-      state = await page.evaluate(() => (globalThis as unknown as { __tessera: PageState }).__tessera);
-      const dir = process.env.TESSERA_SAVE_SCREENSHOT === '1' ? join(repo, 'bench', 'results', 'browser') : tmpdir();
-      mkdirSync(dir, { recursive: true });
-      screenshot = join(dir, `e2e-${state.adapter ?? 'unknown'}.png`);
-      await page.screenshot({ path: screenshot, fullPage: true });
-      if (state.error) console.error(consoleLines.join('\n'));
-    } finally {
-      await browser.close();
-    }
-  });
-
-  afterAll(() => {
-    server?.close();
+    const q = new URLSearchParams({ ...SUITE_QUERY, suites: 'none' });
+    if (process.env.TESSERA_GOLDEN_FILTER) q.set('filter', process.env.TESSERA_GOLDEN_FILTER);
+    if (process.env.TESSERA_BROWSER_BENCH === '0') q.set('bench', '0');
+    ({ state, screenshot } = await runBenchPage(q, ''));
   });
 
   it('the page got a WebGPU device and finished without an error', () => {
@@ -183,71 +189,78 @@ describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
       'the page rendered its Vega-Lite plot',
     ).toBe(true);
   });
+});
 
-  it.skipIf(!suitesAsked.length)(
-    'every bench suite ran on the page with finite positive times and its full impl/method list',
-    () => {
-      const { roofline, suites } = state.suites;
-      expect(roofline, state.log.join('\n')).toBeDefined();
-      expect(roofline!.copy_gbps).toBeGreaterThan(0);
-      expect(roofline!.matmul_gflops).toBeGreaterThan(0);
-      expect(suites.map((s) => s.suite)).toEqual(suitesAsked);
-      const want: Record<string, string[]> = {
-        dense: ['tessera', 'tfjs', ...(SUITE_QUERY.ort === '1' ? ['ort'] : [])],
-        sparse: ['dense', ...SPARSE_METHODS],
-        linear: Object.keys(LINEAR_OPS).flatMap((op) => [`${op}/chunk`, `${op}/recurrent`]),
-        topk: ['tessera', 'tfjs'],
-      };
-      const Ts: Record<string, number[]> = { dense: [64, 128], sparse: [256], linear: [128], topk: [4096] };
-      for (const s of suites) {
-        expect(s.error, `${s.suite}: ${s.error}`).toBeUndefined();
-        // tfjs (and ort) may be skipped only if it failed to load, and then the page says so
-        const expected = want[s.suite]!.filter(
-          (x) => (x !== 'tfjs' && x !== 'ort') || !s.skipped.some((k) => k.startsWith(x)),
+// The bench suites (every method and op of each suite, at the tiny sizes of SUITE_QUERY, with
+// TensorFlow.js and ONNX Runtime Web in the dense suite) on a second load of the page without the
+// golden cases and the small bench: the extended tier.
+describe.skipIf(!canRun || !suitesAsked.length)('browser bench suites on the page', { tags: ['extended'] }, () => {
+  let suitesState: PageState;
+  beforeAll(async () => {
+    const q = new URLSearchParams({ ...SUITE_QUERY, verify: '0', bench: '0' });
+    ({ state: suitesState } = await runBenchPage(q, '-suites'));
+  });
+
+  it('every bench suite ran on the page with finite positive times and its full impl/method list', () => {
+    expect(suitesState.error, suitesState.log.join('\n')).toBeUndefined();
+    const { roofline, suites } = suitesState.suites;
+    expect(roofline, suitesState.log.join('\n')).toBeDefined();
+    expect(roofline!.copy_gbps).toBeGreaterThan(0);
+    expect(roofline!.matmul_gflops).toBeGreaterThan(0);
+    expect(suites.map((s) => s.suite)).toEqual(suitesAsked);
+    const want: Record<string, string[]> = {
+      dense: ['tessera', 'tfjs', ...(SUITE_QUERY.ort === '1' ? ['ort'] : [])],
+      sparse: ['dense', ...SPARSE_METHODS],
+      linear: Object.keys(LINEAR_OPS).flatMap((op) => [`${op}/chunk`, `${op}/recurrent`]),
+      topk: ['tessera', 'tfjs'],
+    };
+    const Ts: Record<string, number[]> = { dense: [64, 128], sparse: [256], linear: [128], topk: [4096] };
+    for (const s of suites) {
+      expect(s.error, `${s.suite}: ${s.error}`).toBeUndefined();
+      // tfjs (and ort) may be skipped only if it failed to load, and then the page says so
+      const expected = want[s.suite]!.filter(
+        (x) => (x !== 'tfjs' && x !== 'ort') || !s.skipped.some((k) => k.startsWith(x)),
+      );
+      if (s.suite === 'dense' && SUITE_QUERY.ort === '1') {
+        // ort ran on the same inputs and was compared with Tessera's output
+        for (const r of s.results.filter((x) => x.impl === 'ort'))
+          expect(typeof r.max_abs_diff, 'ort max_abs_diff').toBe('number');
+        console.log(
+          `dense: ort ${
+            s.results
+              .filter((x) => x.impl === 'ort')
+              .map(
+                (r) => `T=${r.T} ${r.median_ms.toFixed(1)} ms max_abs_diff ${Number(r.max_abs_diff).toExponential(2)}`,
+              )
+              .join('; ') || `skipped: ${s.skipped.join('; ')}`
+          }`,
         );
-        if (s.suite === 'dense' && SUITE_QUERY.ort === '1') {
-          // ort ran on the same inputs and was compared with Tessera's output
-          for (const r of s.results.filter((x) => x.impl === 'ort'))
-            expect(typeof r.max_abs_diff, 'ort max_abs_diff').toBe('number');
-          console.log(
-            `dense: ort ${
-              s.results
-                .filter((x) => x.impl === 'ort')
-                .map(
-                  (r) =>
-                    `T=${r.T} ${r.median_ms.toFixed(1)} ms max_abs_diff ${Number(r.max_abs_diff).toExponential(2)}`,
-                )
-                .join('; ') || `skipped: ${s.skipped.join('; ')}`
-            }`,
-          );
-        }
-        expect(s.expected, s.suite).toEqual(expected);
-        const key = (r: (typeof s.results)[number]) =>
-          s.suite === 'sparse'
-            ? r.impl === 'dense'
-              ? 'dense'
-              : r.suite
-            : s.suite === 'linear'
-              ? `${r.suite}/${r.mode}`
-              : r.impl;
-        // every expected impl/method at every T, once
-        const got = s.results.map((r) => `${key(r)}@${r.T}`).sort();
-        expect(got, s.suite).toEqual(expected.flatMap((x) => Ts[s.suite]!.map((T) => `${x}@${T}`)).sort());
-        for (const r of s.results) {
-          for (const k of ['median_ms', 'min_ms', 'max_ms', 'pct_roofline'] as const) {
-            expect(Number.isFinite(r[k]) && r[k] > 0, `${s.suite} ${key(r)} T=${r.T} ${k}=${r[k]}`).toBe(true);
-          }
-          expect(r.min_ms).toBeLessThanOrEqual(r.median_ms);
-          expect(r.median_ms).toBeLessThanOrEqual(r.max_ms);
-          if (s.suite === 'sparse' && r.impl !== 'dense')
-            expect(
-              Number.isFinite(r.speedup_vs_dense) && (r.speedup_vs_dense as number) > 0,
-              `${r.suite} vs dense`,
-            ).toBe(true);
-        }
       }
-    },
-  );
+      expect(s.expected, s.suite).toEqual(expected);
+      const key = (r: (typeof s.results)[number]) =>
+        s.suite === 'sparse'
+          ? r.impl === 'dense'
+            ? 'dense'
+            : r.suite
+          : s.suite === 'linear'
+            ? `${r.suite}/${r.mode}`
+            : r.impl;
+      // every expected impl/method at every T, once
+      const got = s.results.map((r) => `${key(r)}@${r.T}`).sort();
+      expect(got, s.suite).toEqual(expected.flatMap((x) => Ts[s.suite]!.map((T) => `${x}@${T}`)).sort());
+      for (const r of s.results) {
+        for (const k of ['median_ms', 'min_ms', 'max_ms', 'pct_roofline'] as const) {
+          expect(Number.isFinite(r[k]) && r[k] > 0, `${s.suite} ${key(r)} T=${r.T} ${k}=${r[k]}`).toBe(true);
+        }
+        expect(r.min_ms).toBeLessThanOrEqual(r.median_ms);
+        expect(r.median_ms).toBeLessThanOrEqual(r.max_ms);
+        if (s.suite === 'sparse' && r.impl !== 'dense')
+          expect(Number.isFinite(r.speedup_vs_dense) && (r.speedup_vs_dense as number) > 0, `${r.suite} vs dense`).toBe(
+            true,
+          );
+      }
+    }
+  });
 });
 
 /**

@@ -186,6 +186,8 @@ describe('class 13: CLI options are validated, named, never a stack trace', () =
       const r = await cliIn(args);
       expect(r.err, r.out).toMatch(want);
       expect(r.status).toBe(2);
+      // refused before any GPU work: no device opened, no roofline measured
+      expect(r.out).not.toMatch(/^(adapter|roofline):/m);
       expectNoStack(r.out + r.err);
     });
   }

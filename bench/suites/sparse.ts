@@ -337,6 +337,24 @@ export async function runSparseSuite(argv: string[]): Promise<void> {
       expected: 'f32, f16 or bf16',
     });
   const denseMaxT = num('denseMaxT');
+  // every option is read (and a bad one refused, naming it) before the device and the roofline
+  const shape: Omit<SparseBenchConfig, 'T'> = {
+    D: num('D'),
+    H: num('H'),
+    dtype: o.dtype as FloatDType,
+    window: num('window'),
+    mobaBlock: num('mobaBlock'),
+    mobaTopk: num('mobaTopk'),
+    bsBlock: num('bsBlock'),
+    nsaBlock: num('nsaBlock'),
+    nsaCount: num('nsaCount'),
+    nsaWindow: num('nsaWindow'),
+    dsaTopk: num('dsaTopk'),
+    dsaHI: num('dsaHi'),
+    dsaDI: num('dsaDi'),
+    warmup: 1,
+    runs: num('runs'),
+  };
   const dev = await benchDevice({ adapter: o.adapter, dawnFlags: o.dawnFlag });
   const results: BenchResult[] = [];
   let roofline: Roofline;
@@ -347,24 +365,7 @@ export async function runSparseSuite(argv: string[]): Promise<void> {
     roofline = await measureRoofline(dev, { log: (l) => console.log(`  ${l}`) });
     console.log(`roofline: ${describeRoofline(roofline)}`);
     for (const T of Ts) {
-      const c: SparseBenchConfig = {
-        T,
-        D: num('D'),
-        H: num('H'),
-        dtype: o.dtype as FloatDType,
-        window: num('window'),
-        mobaBlock: num('mobaBlock'),
-        mobaTopk: num('mobaTopk'),
-        bsBlock: num('bsBlock'),
-        nsaBlock: num('nsaBlock'),
-        nsaCount: num('nsaCount'),
-        nsaWindow: num('nsaWindow'),
-        dsaTopk: num('dsaTopk'),
-        dsaHI: num('dsaHi'),
-        dsaDI: num('dsaDi'),
-        warmup: 1,
-        runs: num('runs'),
-      };
+      const c: SparseBenchConfig = { ...shape, T };
       let dense: BenchResult | undefined;
       if (T <= denseMaxT) {
         dense = await benchTesseraDense(

@@ -148,12 +148,11 @@ async function runBenchPage(query: URLSearchParams, suffix: string): Promise<{ s
 let state: PageState;
 let screenshot = '';
 
-// npm test: the kernel checks, the golden cases and the page's small bench; the bench suites run
-// on a second load of the page in the extended tier (below).
+// npm test: the kernel checks and the page's small bench; the golden cases (which npm test runs
+// in Node) and the bench suites run on a second load of the page in the extended tier (below).
 describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
   beforeAll(async () => {
-    const q = new URLSearchParams({ ...SUITE_QUERY, suites: 'none' });
-    if (process.env.TESSERA_GOLDEN_FILTER) q.set('filter', process.env.TESSERA_GOLDEN_FILTER);
+    const q = new URLSearchParams({ ...SUITE_QUERY, suites: 'none', verify: '0' });
     if (process.env.TESSERA_BROWSER_BENCH === '0') q.set('bench', '0');
     ({ state, screenshot } = await runBenchPage(q, ''));
   });
@@ -171,16 +170,6 @@ describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
     for (const c of state.checks) expect(c.status, `${c.name}: ${c.note ?? ''}`).toBe('PASS');
   });
 
-  it.skipIf(!haveGolden)('golden cases pass verify in the browser as in Node', () => {
-    const filter = process.env.TESSERA_GOLDEN_FILTER ? new RegExp(process.env.TESSERA_GOLDEN_FILTER) : undefined;
-    const expected = readManifest(goldenDir).filter((c) => !filter || filter.test(c.name)).length;
-    expect(state.golden, state.goldenError).not.toBeNull();
-    expect(state.golden!.cases.length).toBe(expected);
-    const failing = state.golden!.cases.filter((c) => c.status === 'FAIL').map((c) => `${c.name}: ${c.reason}`);
-    expect(failing).toEqual([]);
-    expect(state.golden!.passed).toBeGreaterThan(0);
-  });
-
   it.skipIf(process.env.TESSERA_BROWSER_BENCH === '0')('the page ran its bench and plotted it', () => {
     expect(state.bench.length).toBeGreaterThanOrEqual(3);
     for (const b of state.bench) expect(b.median_ms).toBeGreaterThan(0);
@@ -191,76 +180,95 @@ describe.skipIf(!canRun)('browser e2e (headless chromium, WebGPU)', () => {
   });
 });
 
-// The bench suites (every method and op of each suite, at the tiny sizes of SUITE_QUERY, with
-// TensorFlow.js and ONNX Runtime Web in the dense suite) on a second load of the page without the
-// golden cases and the small bench: the extended tier.
-describe.skipIf(!canRun || !suitesAsked.length)('browser bench suites on the page', { tags: ['extended'] }, () => {
+// The golden cases through the page's verify, and the bench suites (every method and op of each
+// suite, at the tiny sizes of SUITE_QUERY, with TensorFlow.js and ONNX Runtime Web in the dense
+// suite), on a second load of the page without the small bench: the extended tier.
+describe.skipIf(!canRun)('browser golden cases and bench suites on the page', { tags: ['extended'] }, () => {
   let suitesState: PageState;
   beforeAll(async () => {
-    const q = new URLSearchParams({ ...SUITE_QUERY, verify: '0', bench: '0' });
+    const q = new URLSearchParams({ ...SUITE_QUERY, bench: '0' });
+    if (process.env.TESSERA_GOLDEN_FILTER) q.set('filter', process.env.TESSERA_GOLDEN_FILTER);
     ({ state: suitesState } = await runBenchPage(q, '-suites'));
   });
 
-  it('every bench suite ran on the page with finite positive times and its full impl/method list', () => {
+  it('the page finished without an error', () => {
     expect(suitesState.error, suitesState.log.join('\n')).toBeUndefined();
-    const { roofline, suites } = suitesState.suites;
-    expect(roofline, suitesState.log.join('\n')).toBeDefined();
-    expect(roofline!.copy_gbps).toBeGreaterThan(0);
-    expect(roofline!.matmul_gflops).toBeGreaterThan(0);
-    expect(suites.map((s) => s.suite)).toEqual(suitesAsked);
-    const want: Record<string, string[]> = {
-      dense: ['tessera', 'tfjs', ...(SUITE_QUERY.ort === '1' ? ['ort'] : [])],
-      sparse: ['dense', ...SPARSE_METHODS],
-      linear: Object.keys(LINEAR_OPS).flatMap((op) => [`${op}/chunk`, `${op}/recurrent`]),
-      topk: ['tessera', 'tfjs'],
-    };
-    const Ts: Record<string, number[]> = { dense: [64, 128], sparse: [256], linear: [128], topk: [4096] };
-    for (const s of suites) {
-      expect(s.error, `${s.suite}: ${s.error}`).toBeUndefined();
-      // tfjs (and ort) may be skipped only if it failed to load, and then the page says so
-      const expected = want[s.suite]!.filter(
-        (x) => (x !== 'tfjs' && x !== 'ort') || !s.skipped.some((k) => k.startsWith(x)),
-      );
-      if (s.suite === 'dense' && SUITE_QUERY.ort === '1') {
-        // ort ran on the same inputs and was compared with Tessera's output
-        for (const r of s.results.filter((x) => x.impl === 'ort'))
-          expect(typeof r.max_abs_diff, 'ort max_abs_diff').toBe('number');
-        console.log(
-          `dense: ort ${
-            s.results
-              .filter((x) => x.impl === 'ort')
-              .map(
-                (r) => `T=${r.T} ${r.median_ms.toFixed(1)} ms max_abs_diff ${Number(r.max_abs_diff).toExponential(2)}`,
-              )
-              .join('; ') || `skipped: ${s.skipped.join('; ')}`
-          }`,
-        );
-      }
-      expect(s.expected, s.suite).toEqual(expected);
-      const key = (r: (typeof s.results)[number]) =>
-        s.suite === 'sparse'
-          ? r.impl === 'dense'
-            ? 'dense'
-            : r.suite
-          : s.suite === 'linear'
-            ? `${r.suite}/${r.mode}`
-            : r.impl;
-      // every expected impl/method at every T, once
-      const got = s.results.map((r) => `${key(r)}@${r.T}`).sort();
-      expect(got, s.suite).toEqual(expected.flatMap((x) => Ts[s.suite]!.map((T) => `${x}@${T}`)).sort());
-      for (const r of s.results) {
-        for (const k of ['median_ms', 'min_ms', 'max_ms', 'pct_roofline'] as const) {
-          expect(Number.isFinite(r[k]) && r[k] > 0, `${s.suite} ${key(r)} T=${r.T} ${k}=${r[k]}`).toBe(true);
-        }
-        expect(r.min_ms).toBeLessThanOrEqual(r.median_ms);
-        expect(r.median_ms).toBeLessThanOrEqual(r.max_ms);
-        if (s.suite === 'sparse' && r.impl !== 'dense')
-          expect(Number.isFinite(r.speedup_vs_dense) && (r.speedup_vs_dense as number) > 0, `${r.suite} vs dense`).toBe(
-            true,
-          );
-      }
-    }
   });
+
+  it.skipIf(!haveGolden)('golden cases pass verify in the browser as in Node', () => {
+    const filter = process.env.TESSERA_GOLDEN_FILTER ? new RegExp(process.env.TESSERA_GOLDEN_FILTER) : undefined;
+    const expected = readManifest(goldenDir).filter((c) => !filter || filter.test(c.name)).length;
+    expect(suitesState.golden, suitesState.goldenError).not.toBeNull();
+    expect(suitesState.golden!.cases.length).toBe(expected);
+    const failing = suitesState.golden!.cases.filter((c) => c.status === 'FAIL').map((c) => `${c.name}: ${c.reason}`);
+    expect(failing).toEqual([]);
+    expect(suitesState.golden!.passed).toBeGreaterThan(0);
+  });
+
+  it.skipIf(!suitesAsked.length)(
+    'every bench suite ran on the page with finite positive times and its full impl/method list',
+    () => {
+      const { roofline, suites } = suitesState.suites;
+      expect(roofline, suitesState.log.join('\n')).toBeDefined();
+      expect(roofline!.copy_gbps).toBeGreaterThan(0);
+      expect(roofline!.matmul_gflops).toBeGreaterThan(0);
+      expect(suites.map((s) => s.suite)).toEqual(suitesAsked);
+      const want: Record<string, string[]> = {
+        dense: ['tessera', 'tfjs', ...(SUITE_QUERY.ort === '1' ? ['ort'] : [])],
+        sparse: ['dense', ...SPARSE_METHODS],
+        linear: Object.keys(LINEAR_OPS).flatMap((op) => [`${op}/chunk`, `${op}/recurrent`]),
+        topk: ['tessera', 'tfjs'],
+      };
+      const Ts: Record<string, number[]> = { dense: [64, 128], sparse: [256], linear: [128], topk: [4096] };
+      for (const s of suites) {
+        expect(s.error, `${s.suite}: ${s.error}`).toBeUndefined();
+        // tfjs (and ort) may be skipped only if it failed to load, and then the page says so
+        const expected = want[s.suite]!.filter(
+          (x) => (x !== 'tfjs' && x !== 'ort') || !s.skipped.some((k) => k.startsWith(x)),
+        );
+        if (s.suite === 'dense' && SUITE_QUERY.ort === '1') {
+          // ort ran on the same inputs and was compared with Tessera's output
+          for (const r of s.results.filter((x) => x.impl === 'ort'))
+            expect(typeof r.max_abs_diff, 'ort max_abs_diff').toBe('number');
+          console.log(
+            `dense: ort ${
+              s.results
+                .filter((x) => x.impl === 'ort')
+                .map(
+                  (r) =>
+                    `T=${r.T} ${r.median_ms.toFixed(1)} ms max_abs_diff ${Number(r.max_abs_diff).toExponential(2)}`,
+                )
+                .join('; ') || `skipped: ${s.skipped.join('; ')}`
+            }`,
+          );
+        }
+        expect(s.expected, s.suite).toEqual(expected);
+        const key = (r: (typeof s.results)[number]) =>
+          s.suite === 'sparse'
+            ? r.impl === 'dense'
+              ? 'dense'
+              : r.suite
+            : s.suite === 'linear'
+              ? `${r.suite}/${r.mode}`
+              : r.impl;
+        // every expected impl/method at every T, once
+        const got = s.results.map((r) => `${key(r)}@${r.T}`).sort();
+        expect(got, s.suite).toEqual(expected.flatMap((x) => Ts[s.suite]!.map((T) => `${x}@${T}`)).sort());
+        for (const r of s.results) {
+          for (const k of ['median_ms', 'min_ms', 'max_ms', 'pct_roofline'] as const) {
+            expect(Number.isFinite(r[k]) && r[k] > 0, `${s.suite} ${key(r)} T=${r.T} ${k}=${r[k]}`).toBe(true);
+          }
+          expect(r.min_ms).toBeLessThanOrEqual(r.median_ms);
+          expect(r.median_ms).toBeLessThanOrEqual(r.max_ms);
+          if (s.suite === 'sparse' && r.impl !== 'dense')
+            expect(
+              Number.isFinite(r.speedup_vs_dense) && (r.speedup_vs_dense as number) > 0,
+              `${r.suite} vs dense`,
+            ).toBe(true);
+        }
+      }
+    },
+  );
 });
 
 /**

@@ -40,6 +40,13 @@ interface Pool {
  * (src/kv/codec), pages in scrambled slot order, with `spare` unused pages (filled with NaN where
  * the dtype has one) in between.
  */
+/** Row offsets of consecutive lengths: [0, l0, l0 + l1, ...] (an indptr / cuSeqlens). */
+function offsets(lens: readonly number[]): number[] {
+  const out = [0];
+  for (const n of lens) out.push(out[out.length - 1]! + n);
+  return out;
+}
+
 function buildPool(
   lens: number[],
   qLens: number[],
@@ -99,8 +106,7 @@ function buildPool(
     kvIndptr.push(kvIndices.length);
     kvLastPageLen.push(n === 0 ? 0 : n - (pagesPer[b]! - 1) * o.pageSize);
   });
-  const qoIndptr = [0];
-  for (const n of qLens) qoIndptr.push(qoIndptr[qoIndptr.length - 1]! + n);
+  const qoIndptr = offsets(qLens);
   const table = { qoIndptr, kvIndptr, kvIndices, kvLastPageLen };
   const seqs = lens.map((_, b) => readPagedSequence(bytes, L, kvIndptr, kvIndices, kvLastPageLen, b));
   return { bytes, table, seqs, poolPages };
@@ -595,10 +601,8 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
         const lens = [33, 1, 150];
         const qLens = [5, 1, 3];
         const rng = new Rng(11);
-        const kvIndptr = [0];
-        for (const n of lens) kvIndptr.push(kvIndptr[kvIndptr.length - 1]! + n);
-        const qoIndptr = [0];
-        for (const n of qLens) qoIndptr.push(qoIndptr[qoIndptr.length - 1]! + n);
+        const kvIndptr = offsets(lens);
+        const qoIndptr = offsets(qLens);
         const N = kvIndptr[3]!;
         const T = qoIndptr[3]!;
         const kv = roundTo(rng.normals(N * Hkv * D), 'f16');
@@ -671,10 +675,8 @@ describe('attention core: packs of consecutive tokens (MHA and GQA prefill share
   // earlier keys, a decode row: packs of 1..8 rows span tokens, cross no sequence, and mask per row.
   const lens = [37, 5, 70, 2];
   const qLens = [37, 7, 20, 1];
-  const kvIndptr = [0];
-  for (const n of lens) kvIndptr.push(kvIndptr[kvIndptr.length - 1]! + n);
-  const qoIndptr = [0];
-  for (const n of qLens) qoIndptr.push(qoIndptr[qoIndptr.length - 1]! + n);
+  const kvIndptr = offsets(lens);
+  const qoIndptr = offsets(qLens);
   const N = kvIndptr[4]!;
   const T = qoIndptr[4]!;
   const D = 16;
@@ -870,10 +872,8 @@ describe('attention core: ragged (contiguous) K/V source', () => {
         const lens = [17, 1, 130];
         const qLens = [17, 1, 4];
         const rng = new Rng(5);
-        const kvIndptr = [0];
-        for (const n of lens) kvIndptr.push(kvIndptr[kvIndptr.length - 1]! + n);
-        const qoIndptr = [0];
-        for (const n of qLens) qoIndptr.push(qoIndptr[qoIndptr.length - 1]! + n);
+        const kvIndptr = offsets(lens);
+        const qoIndptr = offsets(qLens);
         const N = kvIndptr[3]!;
         const T = qoIndptr[3]!;
         const kv = roundTo(rng.normals(N * Hkv * D), 'f16');
@@ -934,10 +934,8 @@ describe('attention core: earlyQueries (more new queries than keys, as in dense 
       const lens = [1, 0, 5, 40];
       const qLens = [3, 1, 7, 2];
       const rng = new Rng(11);
-      const kvIndptr = [0];
-      for (const n of lens) kvIndptr.push(kvIndptr[kvIndptr.length - 1]! + n);
-      const qoIndptr = [0];
-      for (const n of qLens) qoIndptr.push(qoIndptr[qoIndptr.length - 1]! + n);
+      const kvIndptr = offsets(lens);
+      const qoIndptr = offsets(qLens);
       const N = kvIndptr[4]!;
       const T = qoIndptr[4]!;
       const kv = rng.normals(N * Hkv * D);

@@ -111,38 +111,54 @@ afterAll(async () => {
   const dir = await pages?.catch(() => undefined);
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
+type Page = import('playwright-core').Page;
+
 /**
- * Builds and serves the pages, opens index.html with `query` in headless chromium, waits for it to
- * finish and returns its state, with a full-page screenshot saved as `e2e-<adapter><suffix>.png`.
+ * Builds and serves the pages, opens a headless chromium page and hands it to `fn` with the
+ * server's origin and the page's console lines; the browser and the server close after `fn`.
  */
-async function runBenchPage(query: URLSearchParams, suffix: string): Promise<{ state: PageState; screenshot: string }> {
-  const outDir = await buildPages();
-  const server = await serve(outDir, goldenDir);
+async function withPage<T>(fn: (page: Page, origin: string, lines: string[]) => Promise<T>): Promise<T> {
+  const server = await serve(await buildPages(), goldenDir);
   const { port } = server.address() as AddressInfo;
   const { chromium } = await import('playwright-core');
   const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: CHROMIUM_ARGS });
   try {
     const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
-    const consoleLines: string[] = [];
-    page.on('console', (m) => consoleLines.push(m.text()));
-    page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
-    await page.goto(`http://127.0.0.1:${port}/?${query}`);
-    await page.waitForFunction(
-      () => (globalThis as unknown as { __tessera?: PageState }).__tessera?.done === true,
-      undefined,
-      { timeout: 800_000, polling: 500 },
-    );
-    const state = await page.evaluate(() => (globalThis as unknown as { __tessera: PageState }).__tessera);
-    const dir = process.env.TESSERA_SAVE_SCREENSHOT === '1' ? join(repo, 'bench', 'results', 'browser') : tmpdir();
-    mkdirSync(dir, { recursive: true });
-    const screenshot = join(dir, `e2e-${state.adapter ?? 'unknown'}${suffix}.png`);
-    await page.screenshot({ path: screenshot, fullPage: true });
-    if (state.error) console.error(consoleLines.join('\n'));
-    return { state, screenshot };
+    const lines: string[] = [];
+    page.on('console', (m) => lines.push(m.text()));
+    page.on('pageerror', (e) => lines.push(`pageerror: ${e.message}`));
+    return await fn(page, `http://127.0.0.1:${port}`, lines);
   } finally {
     await browser.close();
     server.close();
   }
+}
+
+/** Loads `url` and returns the page's `globalThis[key]` once its `done` is true. */
+async function loadUntilDone<S>(page: Page, url: string, key: string): Promise<S> {
+  await page.goto(url);
+  await page.waitForFunction(
+    (k) => (globalThis as unknown as Record<string, { done?: boolean } | undefined>)[k]?.done === true,
+    key,
+    { timeout: 800_000, polling: 500 },
+  );
+  return page.evaluate((k) => (globalThis as unknown as Record<string, S>)[k]!, key);
+}
+
+/**
+ * Opens index.html with `query`, waits for it to finish and returns its state, with a full-page
+ * screenshot saved as `e2e-<adapter><suffix>.png`.
+ */
+function runBenchPage(query: URLSearchParams, suffix: string): Promise<{ state: PageState; screenshot: string }> {
+  return withPage(async (page, origin, lines) => {
+    const state = await loadUntilDone<PageState>(page, `${origin}/?${query}`, '__tessera');
+    const dir = process.env.TESSERA_SAVE_SCREENSHOT === '1' ? join(repo, 'bench', 'results', 'browser') : tmpdir();
+    mkdirSync(dir, { recursive: true });
+    const screenshot = join(dir, `e2e-${state.adapter ?? 'unknown'}${suffix}.png`);
+    await page.screenshot({ path: screenshot, fullPage: true });
+    if (state.error) console.error(lines.join('\n'));
+    return { state, screenshot };
+  });
 }
 
 let state: PageState;
@@ -290,25 +306,9 @@ describe.skipIf(!canRun)('browser needle demo (worker, OPFS cache)', () => {
   let corrupt: NeedleState;
   let nodeKeys: string[] = [];
   beforeAll(async () => {
-    const dir = await buildPages();
-    const srv = await serve(dir, goldenDir);
-    const { port } = srv.address() as AddressInfo;
-    const { chromium } = await import('playwright-core');
-    const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: CHROMIUM_ARGS });
-    try {
-      const page = await browser.newPage();
-      const lines: string[] = [];
-      page.on('console', (m) => lines.push(m.text()));
-      page.on('pageerror', (e) => lines.push(`pageerror: ${e.message}`));
-      const load = async (query: string) => {
-        await page.goto(`http://127.0.0.1:${port}/needle.html?${query}`);
-        await page.waitForFunction(
-          () => (globalThis as unknown as { __tesseraNeedle?: NeedleState }).__tesseraNeedle?.done === true,
-          undefined,
-          { timeout: 800_000, polling: 500 },
-        );
-        return page.evaluate(() => (globalThis as unknown as { __tesseraNeedle: NeedleState }).__tesseraNeedle);
-      };
+    await withPage(async (page, origin, lines) => {
+      const load = (query: string) =>
+        loadUntilDone<NeedleState>(page, `${origin}/needle.html?${query}`, '__tesseraNeedle');
       run = await load(`tokens=${needleTokens}`);
       reload = await load(`tokens=${needleTokens}&run=0`);
       corrupt = await load(`tokens=${needleTokens}&run=0&corrupt=123`);
@@ -324,10 +324,7 @@ describe.skipIf(!canRun)('browser needle demo (worker, OPFS cache)', () => {
           2,
         ) + '\n',
       );
-    } finally {
-      await browser.close();
-      srv.close();
-    }
+    });
     // The Node demo's JSON keys, from the same function at a small size (with the exact pass, as the page runs it).
     const { requestDevice } = await import('../../src/gpu/device.js');
     const { runNeedle } = await import('../../src/demo/needle.js');

@@ -47,6 +47,26 @@ function offsets(lens: readonly number[]): number[] {
   return out;
 }
 
+/**
+ * A ragged batch of f16-rounded K/V and f32 queries drawn from `rng` (K, then V, then Q): key and
+ * query lengths per sequence, their offsets, and the totals N (keys) and T (queries).
+ */
+function raggedBatch(
+  rng: Rng,
+  lens: readonly number[],
+  qLens: readonly number[],
+  d: { Hq: number; Hkv: number; D: number; Dv: number },
+) {
+  const kvIndptr = offsets(lens);
+  const qoIndptr = offsets(qLens);
+  const N = kvIndptr[kvIndptr.length - 1]!;
+  const T = qoIndptr[qoIndptr.length - 1]!;
+  const kv = roundTo(rng.normals(N * d.Hkv * d.D), 'f16');
+  const vv = roundTo(rng.normals(N * d.Hkv * d.Dv), 'f16');
+  const qv = rng.normals(T * d.Hq * d.D);
+  return { kvIndptr, qoIndptr, N, T, kv, vv, qv };
+}
+
 function buildPool(
   lens: number[],
   qLens: number[],
@@ -601,13 +621,7 @@ describe('attention core: packed rows (query heads of one KV head share each K/V
         const lens = [33, 1, 150];
         const qLens = [5, 1, 3];
         const rng = new Rng(11);
-        const kvIndptr = offsets(lens);
-        const qoIndptr = offsets(qLens);
-        const N = kvIndptr[3]!;
-        const T = qoIndptr[3]!;
-        const kv = roundTo(rng.normals(N * Hkv * D), 'f16');
-        const vv = roundTo(rng.normals(N * Hkv * Dv), 'f16');
-        const qv = rng.normals(T * Hq * D);
+        const { kvIndptr, qoIndptr, N, T, kv, vv, qv } = raggedBatch(rng, lens, qLens, { Hq, Hkv, D, Dv });
         const sinks = rng.normals(Hq);
         const plan = await planBatchAttention(g.dev, {
           source: 'ragged',
@@ -872,13 +886,7 @@ describe('attention core: ragged (contiguous) K/V source', () => {
         const lens = [17, 1, 130];
         const qLens = [17, 1, 4];
         const rng = new Rng(5);
-        const kvIndptr = offsets(lens);
-        const qoIndptr = offsets(qLens);
-        const N = kvIndptr[3]!;
-        const T = qoIndptr[3]!;
-        const kv = roundTo(rng.normals(N * Hkv * D), 'f16');
-        const vv = roundTo(rng.normals(N * Hkv * Dv), 'f16');
-        const qv = rng.normals(T * Hq * D);
+        const { kvIndptr, qoIndptr, N, T, kv, vv, qv } = raggedBatch(rng, lens, qLens, { Hq, Hkv, D, Dv });
         for (const opts of [{}, { window: 20, sinks: 2, kvChunk: 40 }] as const) {
           const plan = await planBatchAttention(g.dev, {
             source: 'ragged',

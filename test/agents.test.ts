@@ -15,6 +15,7 @@ import { OpfsStore, type Store, type SyncAccessHandleLike } from '../src/kv/stor
 import { planCascadeDecode, questSharedSelection, sharedPrefixPages } from '../src/stream/cascade.js';
 import { streamAttentionReference } from '../kernels/paged/reference.js';
 import { f16BitsToF32 } from '../src/tensor.js';
+import { tier } from './helpers/tier.js';
 
 const gpu = useGpu();
 
@@ -433,7 +434,7 @@ describe('shared-prefix (cascade) decode', () => {
     // Every case through the cpu shape; one case through the gpu shape (compiles dominate the time).
     for (const c of target === 'cpu' ? cases : [cases[0]!]) {
       const name = `${target}: Hq ${c.Hq}/${c.Hkv}, context ${c.ctx}, private ${c.priv}, ${c.dtype}, rows ${c.rows ?? 'default'}: equals independent attention`;
-      it(name, target === 'cpu' && c !== cases[2] ? { tags: ['extended'] } : {}, async () => {
+      it(name, tier(target === 'cpu' && c !== cases[2]), async () => {
         const cache = createKvCache(gpu.dev, {
           Hkv: c.Hkv,
           D: c.D,

@@ -24,6 +24,7 @@ import { slidingWindowAttention } from '../kernels/sliding_window/index.js';
 import { blockSparseAttention } from '../kernels/block_sparse/index.js';
 import { mobaVarlen } from '../kernels/moba/index.js';
 import { dsa } from '../kernels/dsa/index.js';
+import { tier } from './helpers/tier.js';
 
 const gpu = useGpu();
 
@@ -874,61 +875,57 @@ describe('attention core: ragged (contiguous) K/V source', () => {
   // the core tier runs the cpu shape (f16 K/V and Dqk != Dv: the core's only such case besides
   // MLA); gpu runs ragged sources in the packs-of-tokens matrix, this one in the extended tier
   for (const target of ['cpu', 'gpu'] as const) {
-    it(
-      `${target}: cuSeqlens K/V, prefill + decode mix, window, split-K`,
-      target === 'gpu' ? { tags: ['extended'] } : {},
-      async () => {
-        const g = gpu;
-        const Hq = 4,
-          Hkv = 2,
-          D = 32,
-          Dv = 16;
-        const lens = [17, 1, 130];
-        const qLens = [17, 1, 4];
-        const rng = new Rng(5);
-        const { kvIndptr, qoIndptr, N, T, kv, vv, qv } = raggedBatch(rng, lens, qLens, { Hq, Hkv, D, Dv });
-        for (const opts of [{}, { window: 20, sinks: 2, kvChunk: 40 }] as const) {
-          const plan = await planBatchAttention(g.dev, {
-            source: 'ragged',
-            maxBatch: 4,
-            maxQTokens: 32,
-            maxKvTokens: 200,
-            Hq,
-            Hkv,
-            D,
-            Dv,
-            kvDtype: 'f16',
-            target,
-            ...opts,
+    it(`${target}: cuSeqlens K/V, prefill + decode mix, window, split-K`, tier(target === 'gpu'), async () => {
+      const g = gpu;
+      const Hq = 4,
+        Hkv = 2,
+        D = 32,
+        Dv = 16;
+      const lens = [17, 1, 130];
+      const qLens = [17, 1, 4];
+      const rng = new Rng(5);
+      const { kvIndptr, qoIndptr, N, T, kv, vv, qv } = raggedBatch(rng, lens, qLens, { Hq, Hkv, D, Dv });
+      for (const opts of [{}, { window: 20, sinks: 2, kvChunk: 40 }] as const) {
+        const plan = await planBatchAttention(g.dev, {
+          source: 'ragged',
+          maxBatch: 4,
+          maxQTokens: 32,
+          maxKvTokens: 200,
+          Hq,
+          Hkv,
+          D,
+          Dv,
+          kvDtype: 'f16',
+          target,
+          ...opts,
+        });
+        try {
+          plan.schedule({ qoIndptr, kvIndptr });
+          const o = g.nanTensor([T, Hq, Dv]);
+          const lse = g.nanTensor([T, Hq]);
+          const enc = g.dev.device.createCommandEncoder();
+          plan.run(enc, {
+            q: g.tensor(qv, [T, Hq, D]),
+            o,
+            lse,
+            k: g.tensor(kv, [N, Hkv, D], 'f16'),
+            v: g.tensor(vv, [N, Hkv, Dv], 'f16'),
           });
-          try {
-            plan.schedule({ qoIndptr, kvIndptr });
-            const o = g.nanTensor([T, Hq, Dv]);
-            const lse = g.nanTensor([T, Hq]);
-            const enc = g.dev.device.createCommandEncoder();
-            plan.run(enc, {
-              q: g.tensor(qv, [T, Hq, D]),
-              o,
-              lse,
-              k: g.tensor(kv, [N, Hkv, D], 'f16'),
-              v: g.tensor(vv, [N, Hkv, Dv], 'f16'),
-            });
-            await g.dev.submitAndWait([enc.finish()]);
-            const seqs = lens.map((n, b) => ({
-              k: kv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
-              v: vv.subarray(kvIndptr[b]! * Hkv * Dv, kvIndptr[b + 1]! * Hkv * Dv),
-            }));
-            const ref = batchAttentionReference(qv, seqs, qoIndptr, { Hq, Hkv, D, Dv, ...opts });
-            const co = compare(await g.read(o), ref.o);
-            const cl = compare(await g.read(lse), ref.lse);
-            expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
-            expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
-          } finally {
-            plan.dispose();
-          }
+          await g.dev.submitAndWait([enc.finish()]);
+          const seqs = lens.map((n, b) => ({
+            k: kv.subarray(kvIndptr[b]! * Hkv * D, kvIndptr[b + 1]! * Hkv * D),
+            v: vv.subarray(kvIndptr[b]! * Hkv * Dv, kvIndptr[b + 1]! * Hkv * Dv),
+          }));
+          const ref = batchAttentionReference(qv, seqs, qoIndptr, { Hq, Hkv, D, Dv, ...opts });
+          const co = compare(await g.read(o), ref.o);
+          const cl = compare(await g.read(lse), ref.lse);
+          expect(passes(co, TOLERANCE.f32), describeComparison(co)).toBe(true);
+          expect(passes(cl, TOLERANCE.f32), describeComparison(cl)).toBe(true);
+        } finally {
+          plan.dispose();
         }
-      },
-    );
+      }
+    });
   }
 });
 

@@ -32,6 +32,7 @@ import { planDsa, planDsaVarlen } from '../kernels/dsa/index.js';
 import { dsaReference } from '../kernels/dsa/reference.js';
 import { planBlockSparse, planBlockSparseVarlen } from '../kernels/block_sparse/index.js';
 import { blockSparseReference } from '../kernels/block_sparse/reference.js';
+import { tier } from './helpers/tier.js';
 
 const gpu = useGpu();
 const VARIANTS = ['cpu', 'gpu'] as const;
@@ -720,7 +721,7 @@ describe('class 2: runs of one sparse plan in one encoder (MoBA, NSA, DSA, block
         // the runs' uniform slots are the plan's, not the shape's: the gpu shape is in the extended tier
         it(
           `${f.name} ${shape} (${target}): two runs in one encoder, and in two encoders submitted in reverse, each exact`,
-          { tags: target === 'gpu' ? ['extended'] : [] },
+          tier(target === 'gpu'),
           async () => {
             const T = cu[cu.length - 1]!;
             const plan = await f.plan(T, shape === 'varlen' ? [...cu] : undefined, target);

@@ -8,11 +8,9 @@ import { solveLoopIterations } from '../kernels/linear/loops.js';
 import { loopBudget } from '../src/gpu/segments.js';
 import { caseName, checkScanCase, unsegmentedLoops, type ScanCase } from './helpers/scan.js';
 import { checkStream } from './helpers/stream.js';
+import { tier } from './helpers/tier.js';
 
 const gpu = useGpu();
-
-/** The options of a test of the `extended` tier (npm run test:extended), or of the core tier (`npm test`). */
-const tier = (extended?: boolean) => (extended ? { tags: ['extended'] } : {});
 
 // core tier: each rule in f32, GVA, ragged batches, odd K and V (6 / 5, 33 / 17), f16 and bf16
 // (gated_delta_rule); `extended`: K 128, the delta_rule cases at K 64 and kda in f16

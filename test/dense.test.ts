@@ -8,6 +8,7 @@ import { TesseraError } from '../src/errors.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
 import { patchMethod, useGpu, type GpuFixture } from './helpers/gpu.js';
+import { tier } from './helpers/tier.js';
 
 const gpu = useGpu();
 
@@ -242,7 +243,7 @@ async function runPrefill(
 
 describe('dense prefill', () => {
   PREFILL.forEach((c, i) => {
-    it(caseName(c), c.extended ? { tags: ['extended'] } : {}, async () => {
+    it(caseName(c), tier(c.extended), async () => {
       await runPrefill(gpu, c, 100 + i);
     });
   });
@@ -579,7 +580,7 @@ async function runDecode(g: GpuFixture, c: DecodeCase, seed: number): Promise<{ 
 
 describe('dense decode (split-K + merge)', () => {
   DECODE.forEach((c, i) => {
-    it(decodeName(c), c.extended ? { tags: ['extended'] } : {}, async () => {
+    it(decodeName(c), tier(c.extended), async () => {
       const split = await runDecode(gpu, c, 500 + i);
       if (c.kvChunk) {
         const chunk = Math.min(c.kvChunk, coreBound(gpu, c));
@@ -646,7 +647,7 @@ describe('dense decode: padded copies', () => {
     return k;
   };
   PADDED.forEach((c, i) => {
-    it(`padded: ${decodeName(c)}`, c.extended ? { tags: ['extended'] } : {}, async () => {
+    it(`padded: ${decodeName(c)}`, tier(c.extended), async () => {
       expect(await paddedOf(c)).toBe(true);
       await runDecode(gpu, c, 700 + i);
     });
@@ -801,7 +802,7 @@ describe('dense with loopLimit 4096 (the split path on any adapter)', () => {
     },
   ];
   SPLIT.forEach((c, i) => {
-    it(`${caseName(c)} in KV splits`, c.extended ? { tags: ['extended'] } : {}, async () => {
+    it(`${caseName(c)} in KV splits`, tier(c.extended), async () => {
       const got = await runPrefill(gpu, c, 900 + i, 4096);
       expect(got.queryGroups).toBe(c.groups ? c.groups(gpu.dev.limits.minStorageBufferOffsetAlignment) : 1);
       // the core's parts: none longer than its loop bound (packs of one row bound the others),

@@ -6,6 +6,7 @@ import { attentionReference } from '../kernels/dense/reference.js';
 import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/testing.js';
 import { roundTo, type FloatDType } from '../src/tensor.js';
 import { useGpu } from './helpers/gpu.js';
+import { tier } from './helpers/tier.js';
 
 const gpu = useGpu();
 
@@ -29,9 +30,6 @@ interface Case {
   /** In the `extended` test tier only (npm run test:extended): a size or dim beyond the core matrix. */
   extended?: boolean;
 }
-
-/** The options of a test of the `extended` tier (npm run test:extended), or of the core tier (`npm test`). */
-const tier = (extended?: boolean) => (extended ? { tags: ['extended'] } : {});
 
 /** Runs a case against the float64 reference; returns the plan's dispatch counts and the selection. */
 async function runCase(c: Case) {

@@ -26,11 +26,9 @@ import { planLinearScan, planLoops, resolveScanOptions } from '../kernels/linear
 import { loopBudget } from '../src/gpu/segments.js';
 import { caseName, checkScanCase, unsegmentedLoops, type ScanCase } from './helpers/scan.js';
 import { checkStream } from './helpers/stream.js';
+import { tier } from './helpers/tier.js';
 
 const gpu = useGpu();
-
-/** The options of a test of the `extended` tier (npm run test:extended), or of the core tier (`npm test`). */
-const tier = (extended?: boolean) => (extended ? { tags: ['extended'] } : {});
 
 // `extended`: K 128 and gla in f16 at K 64 (each op and dtype, K 32 and 64, odd K and V stay in core)
 const CASES: (ScanCase & { op: string; extended?: boolean })[] = [

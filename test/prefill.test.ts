@@ -10,6 +10,7 @@ import { streamAttention } from '../src/stream/exact.js';
 import { prefillScoresReference, sparsePrefillReference } from '../src/stream/reference.js';
 import { streamAttentionReference } from '../kernels/paged/reference.js';
 import { questBlockScoresReference } from '../kernels/quest/reference.js';
+import { tier } from './helpers/tier.js';
 
 const gpu = useGpu();
 
@@ -33,9 +34,6 @@ interface Case {
   /** In the `extended` test tier only (npm run test:extended): a repeat of a core method and target. */
   extended?: boolean;
 }
-
-/** The options of a test of the `extended` tier (npm run test:extended), or of the core tier (`npm test`). */
-const tier = (extended?: boolean) => (extended ? { tags: ['extended'] } : {});
 
 async function runCase(c: Case) {
   const dev = gpu.dev;

@@ -12,6 +12,7 @@ import { planQuestBlock } from '../kernels/quest/block.js';
 import { questBlockScoresReference } from '../kernels/quest/reference.js';
 import { f16BitsToF32, f32ToF16Bits } from '../src/tensor.js';
 import { mergePartsPerSegment } from '../kernels/merge/merge.js';
+import { tier } from './helpers/tier.js';
 
 const gpu = useGpu();
 
@@ -146,7 +147,7 @@ describe('quest selection vs float64', () => {
   for (const c of cases) {
     for (const selector of ['gpu', 'host'] as const) {
       const name = `T${c.T}-H${c.Hq}-Hkv${c.Hkv}-D${c.D}-P${c.P}-budget${c.budget}-${c.mode}-${c.groupReduce}-${selector}`;
-      it(name, 'extended' in c ? { tags: ['extended'] } : {}, async () => {
+      it(name, tier('extended' in c), async () => {
         const s = setup(c.T, c.Hq, c.Hkv, c.D, c.P, c.T);
         try {
           const { stats, o, lse } = await decode(s, {

@@ -17,11 +17,9 @@ import { compare, describeComparison, passes, Rng, TOLERANCE } from '../src/test
 import { roundTo, type FloatDType } from '../src/tensor.js';
 import type { KernelPlan } from '../src/plan.js';
 import { patchMethod, useGpu, type GpuFixture } from './helpers/gpu.js';
+import { tier } from './helpers/tier.js';
 
 const gpu = useGpu();
-
-/** The options of a test of the `extended` tier (npm run test:extended), or of the core tier (`npm test`). */
-const tier = (extended?: boolean) => (extended ? { tags: ['extended'] } : {});
 
 /**
  * Runs `plan` once more into a fresh encoder while counting compute passes, buffer copies and

@@ -8,6 +8,7 @@ import { streamAttention } from '../src/stream/exact.js';
 import { createSplitKvCache, planSplitDecode } from '../src/stream/split.js';
 import { mergePartialsF64 } from '../src/stream/reference.js';
 import { streamAttentionReference } from '../kernels/paged/reference.js';
+import { tier } from './helpers/tier.js';
 
 const gpu = useGpu();
 let second: TesseraDevice;
@@ -25,7 +26,7 @@ describe('contexts split across devices', () => {
   ];
   for (const c of cases) {
     const name = `T${c.T} H${c.Hq}/${c.Hkv} D${c.D} ${c.dtype} stripes of ${c.stripe}: equals one device and float64`;
-    it(name, 'extended' in c ? { tags: ['extended'] } : {}, async () => {
+    it(name, tier('extended' in c), async () => {
       const split = createSplitKvCache([gpu.dev, second], {
         Hkv: c.Hkv,
         D: c.D,

@@ -8,6 +8,7 @@ import { planStreamAttention, streamAttention } from '../src/stream/exact.js';
 import { streamAttentionReference } from '../kernels/paged/reference.js';
 import { pagedEntriesPerPart, pagedLoopCost } from '../kernels/paged/paged.js';
 import { mergePartsPerSegment } from '../kernels/merge/merge.js';
+import { tier } from './helpers/tier.js';
 
 const gpu = useGpu();
 
@@ -32,9 +33,6 @@ interface Case {
   /** In the `extended` test tier only (npm run test:extended): a size or dim beyond the core matrix. */
   extended?: boolean;
 }
-
-/** The options of a test of the `extended` tier (npm run test:extended), or of the core tier (`npm test`). */
-const tier = (extended?: boolean) => (extended ? { tags: ['extended'] } : {});
 
 async function runCase(c: Case): Promise<{ evictions: number; tiles: number }> {
   const cache = createKvCache(gpu.dev, {

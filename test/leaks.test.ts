@@ -299,7 +299,7 @@ describe('no leaks: KV cache and streaming', () => {
         cache.dispose();
         await dev.device.queue.onSubmittedWorkDone();
         const end = dev.memory();
-        leaked.stream1M = end.bytesHeld - start.bytesHeld;
+        leaked[`stream${T >> 10}K`] = end.bytesHeld - start.bytesHeld;
         expect(end.bytesHeld).toBe(start.bytesHeld);
         expect(end.buffersHeld).toBe(start.buffersHeld);
         console.log(`leaks: bytes leaked per family ${JSON.stringify(leaked)}`);
